@@ -1,0 +1,5 @@
+"""``python -m newsletter`` runs the CLI."""
+
+from .cli import main
+
+main()

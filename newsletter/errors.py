@@ -1,0 +1,79 @@
+"""The exception tree.
+
+Every error the operator can cause (a bad file, a bad key, a dead server) is a
+``NewsletterError`` whose ``str()`` is one line naming *where* (file, line, field)
+and *what was expected*. The CLI prints that line and exits non-zero; anything
+else reaching the top is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """Base class: a one-line, user-facing message plus an optional fix-it hint."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class ConfigError(NewsletterError):
+    """A config file or environment override is unreadable, unknown or mistyped."""
+
+    exit_code = 2
+
+
+class SourceError(NewsletterError):
+    """A source (file, feed, API response) cannot be read or parsed.
+
+    ``where`` is ``file[:line]`` or a URL, so the message points at the exact spot.
+    """
+
+    def __init__(self, where: str, problem: str, hint: str | None = None) -> None:
+        super().__init__(f"{where}: {problem}", hint)
+        self.where = where
+        self.problem = problem
+
+
+class FetchError(SourceError):
+    """A remote source could not be fetched (network error, non-2xx after retries)."""
+
+
+class InputError(NewsletterError):
+    """A bad command-line value or data row (address, CSV line, date)."""
+
+
+class ProfileError(InputError):
+    """A keyword profile could not be parsed."""
+
+
+class TemplateError(NewsletterError):
+    """A template fails to compile or render; names the template and line."""
+
+
+class TransportError(NewsletterError):
+    """A message could not be handed over.
+
+    ``permanent`` separates "never retry" (5xx, provider 4xx) from transient
+    trouble (4xx SMTP replies, 429/5xx, timeouts, dropped connections).
+    ``bounce`` marks a hard bounce (no such user) that suppresses the subscriber.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        bounce: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.bounce = bounce
+        self.retry_after = retry_after

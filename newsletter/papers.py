@@ -1,0 +1,167 @@
+"""The normalized paper record every source produces, and the rules that make ids stable.
+
+A paper's id is its arXiv id without version wherever one can be found (in the
+source's id, any of its URLs, or the text), else ``t:`` plus a hash of the
+normalized title. That is what lets the same paper, seen in two sources or on
+two days, be one entry: the arXiv listing, the daily-papers API and a page dump
+all agree on the arXiv id even when they disagree on everything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Any
+
+# New-style (2508.13426v2) and old-style (hep-th/9901001v1, math.GT/0309136) ids.
+_NEW_ID = r"(?<![\d.])(\d{4}\.\d{4,5})(?:v(\d+))?(?![\d])"
+_OLD_ID = r"\b([a-z][a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v(\d+))?\b"
+ARXIV_ID_RE = re.compile(f"{_NEW_ID}|{_OLD_ID}")
+_ARXIV_URL_RE = re.compile(
+    r"(?:arxiv\.org/(?:abs|pdf|html)|/papers)/(" + _NEW_ID[len("(?<![\\d.])") :] + r"|" + _OLD_ID[2:] + r")",
+    re.IGNORECASE,
+)
+_ARXIV_PREFIX_RE = re.compile(r"(?:arXiv:|oai:arXiv\.org:)\s*(\S+)", re.IGNORECASE)
+# C0/C1 control characters except tab and newline, plus zero-width/bidi-override marks
+# that only ever appear in scraped text by accident.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
+_WS_RE = re.compile(r"\s+")
+
+
+@dataclasses.dataclass(slots=True)
+class Paper:
+    """One paper as a source saw it. ``upvotes=None`` means "unknown", not zero."""
+
+    title: str
+    abstract: str = ""
+    authors: list[str] = dataclasses.field(default_factory=list)
+    published: dt.date | None = None
+    upvotes: int | None = None
+    url: str = ""
+    code_url: str = ""
+    project_url: str = ""
+    keywords: list[str] = dataclasses.field(default_factory=list)
+    arxiv_id: str = ""
+    version: int = 0
+    source: str = ""
+    id: str = ""
+
+    def finish(self) -> Paper:
+        """Clean the text fields and settle the id. Returns self for chaining."""
+        self.title = clean_text(self.title)
+        self.abstract = clean_text(self.abstract)
+        self.authors = [a for a in (clean_text(x) for x in self.authors) if a]
+        self.keywords = [k for k in (clean_text(x) for x in self.keywords) if k]
+        if not self.arxiv_id:
+            for candidate in (self.url, self.project_url):
+                found = arxiv_id_from_url(candidate)
+                if found:
+                    self.arxiv_id, self.version = found
+                    break
+        if self.arxiv_id:
+            self.id = self.arxiv_id
+            if not self.url:
+                self.url = f"https://arxiv.org/abs/{self.arxiv_id}"
+        else:
+            self.id = title_id(self.title)
+        return self
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "abstract": self.abstract,
+            "authors": self.authors,
+            "published": self.published,
+            "upvotes": self.upvotes,
+            "url": self.url,
+            "code_url": self.code_url,
+            "project_url": self.project_url,
+            "keywords": self.keywords,
+            "version": self.version,
+            "source": self.source,
+        }
+
+
+def clean_text(text: Any) -> str:
+    """Unwrap and clean: NFC, no control characters, single spaces, trimmed."""
+    if text is None:
+        return ""
+    s = unicodedata.normalize("NFC", str(text))
+    s = _CONTROL_RE.sub(" ", s)
+    return _WS_RE.sub(" ", s).strip()
+
+
+def parse_arxiv_id(value: str) -> tuple[str, int] | None:
+    """``'oai:arXiv.org:2508.13426v1'`` → ``('2508.13426', 1)``; None when absent."""
+    if not value:
+        return None
+    m = _ARXIV_PREFIX_RE.search(value)
+    text = m.group(1) if m else value.strip()
+    m2 = ARXIV_ID_RE.fullmatch(text) or ARXIV_ID_RE.match(text)
+    if not m2:
+        return None
+    ident = m2.group(1) or m2.group(3)
+    version = m2.group(2) or m2.group(4)
+    return ident, int(version) if version else 0
+
+
+def arxiv_id_from_url(url: str) -> tuple[str, int] | None:
+    """The arXiv id in an abs/pdf/html URL, if there is one."""
+    if not url:
+        return None
+    m = _ARXIV_URL_RE.search(url)
+    if not m:
+        return None
+    return parse_arxiv_id(m.group(1))
+
+
+def normalize_title(title: str) -> str:
+    s = unicodedata.normalize("NFKC", title).casefold()
+    s = re.sub(r"[^\w]+", " ", s)
+    return " ".join(s.split())
+
+
+def title_id(title: str) -> str:
+    return "t:" + hashlib.sha1(normalize_title(title).encode("utf-8")).hexdigest()[:16]
+
+
+def merge_duplicates(papers: Iterable[Paper]) -> tuple[list[Paper], int]:
+    """Fold papers that share an id (one file listing a paper twice, v1 and v2).
+
+    The newer version's text wins; links and counts are kept wherever one side
+    knows them. Returns the merged papers (first-seen order) and how many folded.
+    """
+    merged: dict[str, Paper] = {}
+    folded = 0
+    for p in papers:
+        old = merged.get(p.id)
+        if old is None:
+            merged[p.id] = p
+            continue
+        folded += 1
+        merged[p.id] = combine(old, p)
+    return list(merged.values()), folded
+
+
+def combine(old: Paper, new: Paper) -> Paper:
+    """``new`` refreshed onto ``old``: the same paper, seen again."""
+    newer = new.version >= old.version
+    base, other = (new, old) if newer else (old, new)
+    return dataclasses.replace(
+        base,
+        title=base.title or other.title,
+        abstract=base.abstract or other.abstract,
+        authors=base.authors or other.authors,
+        published=base.published or other.published,
+        upvotes=new.upvotes if new.upvotes is not None else old.upvotes,
+        url=new.url or old.url,
+        code_url=new.code_url or old.code_url,
+        project_url=new.project_url or old.project_url,
+        keywords=base.keywords or other.keywords,
+        version=max(old.version, new.version),
+    )
