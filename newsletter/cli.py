@@ -34,7 +34,7 @@ subs_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(subs_app, name="subscribers")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -55,7 +55,9 @@ def _root(
     ctx: typer.Context,
     config: Annotated[
         str | None,
-        typer.Option("--config", help="Config file (default: $NEWSLETTER_CONFIG or ./config.toml)."),
+        typer.Option(
+            "--config", help="Config file (default: $NEWSLETTER_CONFIG or ./config.toml)."
+        ),
     ] = None,
 ) -> None:
     ctx.obj = config

@@ -8,6 +8,7 @@ ignored typo in a mail server's config is how newsletters go to the wrong place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tomllib
@@ -146,10 +147,8 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         section, _, key = name[len(ENV_PREFIX) :].partition("__")
         value: Any = raw
         if raw[:1] in "[{":
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(raw)
-            except json.JSONDecodeError:
-                pass
         layer.setdefault(section.lower(), {})[key.lower()] = value
     return layer
 

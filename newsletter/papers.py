@@ -22,7 +22,11 @@ _NEW_ID = r"(?<![\d.])(\d{4}\.\d{4,5})(?:v(\d+))?(?![\d])"
 _OLD_ID = r"\b([a-z][a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v(\d+))?\b"
 ARXIV_ID_RE = re.compile(f"{_NEW_ID}|{_OLD_ID}")
 _ARXIV_URL_RE = re.compile(
-    r"(?:arxiv\.org/(?:abs|pdf|html)|/papers)/(" + _NEW_ID[len("(?<![\\d.])") :] + r"|" + _OLD_ID[2:] + r")",
+    r"(?:arxiv\.org/(?:abs|pdf|html)|/papers)/("
+    + _NEW_ID[len("(?<![\\d.])") :]
+    + r"|"
+    + _OLD_ID[2:]
+    + r")",
     re.IGNORECASE,
 )
 _ARXIV_PREFIX_RE = re.compile(r"(?:arXiv:|oai:arXiv\.org:)\s*(\S+)", re.IGNORECASE)

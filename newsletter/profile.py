@@ -63,7 +63,9 @@ class Profile:
 
 def _split(text: str) -> list[str]:
     """Split on commas/new lines outside double quotes."""
-    parts, buf, quoted = [], [], False
+    parts: list[str] = []
+    buf: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted

@@ -18,7 +18,8 @@ from .feed import _XML_START, entry_arxiv, entry_authors, entry_date, parse_feed
 _PREFIX = re.compile(
     r"^\s*arXiv:\S+\s+Announce\s+Type:\s*[\w-]+\s*(Abstract:\s*)?", re.IGNORECASE
 )
-_MARKERS = ("oai:arXiv.org:", "arxiv.org/abs/", "xmlns:arxiv=", "arxiv.org/schemas")
+_MARKERS = ("oai:arXiv.org:", "arxiv.org/schemas/atom", "<id>http://arxiv.org/abs/",
+            "<id>https://arxiv.org/abs/")
 
 
 class ArxivSource:

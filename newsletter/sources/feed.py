@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
+import xml.sax
 from html.parser import HTMLParser
 from typing import Any, ClassVar
 
@@ -44,18 +45,18 @@ def strip_html(text: str) -> str:
 
 
 def parse_feed(text: str, origin: str) -> Any:
-    """feedparser's result, or a SourceError saying why it is not a usable feed."""
+    """feedparser's result, or a SourceError saying why it is not a usable feed.
+
+    feedparser recovers what it can from broken XML; we refuse instead, since a
+    truncated download would otherwise be stored as a shorter, valid-looking day.
+    """
     parsed = feedparser.parse(text, sanitize_html=False, resolve_relative_uris=False)
-    if not parsed.get("version") and not parsed.entries:
-        exc = parsed.get("bozo_exception")
+    exc = parsed.get("bozo_exception")
+    if isinstance(exc, xml.sax.SAXException) or (not parsed.get("version") and not parsed.entries):
         line = getattr(exc, "getLineNumber", lambda: None)() if exc else None
         where = f"{origin}:{line}" if line else origin
-        raise SourceError(where, f"not a valid RSS/Atom feed: {exc or 'no feed elements'}")
-    if parsed.get("bozo") and not parsed.entries:
-        exc = parsed.get("bozo_exception")
-        line = getattr(exc, "getLineNumber", lambda: None)()
-        where = f"{origin}:{line}" if line else origin
-        raise SourceError(where, f"malformed feed XML: {exc}")
+        problem = getattr(exc, "getMessage", lambda: str(exc))() if exc else "no feed elements"
+        raise SourceError(where, f"malformed RSS/Atom feed: {problem}")
     return parsed
 
 

@@ -35,7 +35,7 @@ class JsonEntriesSource:
                 data = data.get("entries", data if "title" in data else None)
                 data = [data] if isinstance(data, dict) else data
             if not isinstance(data, list):
-                raise SourceError(origin, "expected a JSON array of entries or {\"entries\": [...]}")
+                raise SourceError(origin, 'expected a JSON array of entries or {"entries": [...]}')
             items = [(f"{origin}: item {i}", x) for i, x in enumerate(data, 1)]
         else:
             items = [(f"{origin}:{n}", x) for n, x in load_jsonl(text, origin)]

@@ -23,7 +23,7 @@ from ..errors import SourceError
 from ..papers import Paper
 
 MONTHS = {m: i for i, m in enumerate(
-    "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)}
 _DATE = re.compile(r"^(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (\d{1,2})"
                    r"(?:, (\d{4}))?(?: (\d+))?$")
 _AUTHORS = re.compile(r"^\s*•\s*(\d+) authors?\s*$")
@@ -102,11 +102,11 @@ class PageDumpSource:
                 self._meta(current, block, year, where)
                 current = None  # a meta block closes the paper
                 continue
-            if current is not None and not current.abstract and not _looks_like_title(block):
-                current.abstract = block.text
+            if current is not None and not current.abstract:
+                current.abstract = block.text  # the page always follows a title with its abstract
                 continue
             if not _looks_like_title(block):
-                raise SourceError(where, "an abstract with no title before it")
+                raise SourceError(where, "a paragraph too long for a title where a title should be")
             current = Paper(title=block.text, source=self.kind)
             papers.append((block.lineno, current))
         if not papers:

@@ -1,0 +1,194 @@
+"""The command line as operators use it: real processes, exit codes, stdout/stderr."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import typer.main
+from pydantic import ValidationError
+
+from newsletter.cli import app
+from newsletter.config import load_settings
+from newsletter.errors import ConfigError
+
+from .conftest import PAYLOADS, SEEDS
+
+
+def all_command_paths() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = []
+
+    def walk(cmd: object, prefix: list[str]) -> None:
+        paths.append(prefix)
+        if hasattr(cmd, "commands"):  # a group
+            for name, sub in cmd.commands.items():
+                walk(sub, [*prefix, name])
+
+    walk(root, [])
+    return paths
+
+
+def test_every_command_has_help(cli) -> None:  # type: ignore[no-untyped-def]
+    paths = all_command_paths()
+    assert ["subscribers", "import"] in paths and ["ingest"] in paths
+    for path in paths:
+        result = cli(*path, "--help")
+        assert result.code == 0, (path, result.stderr)
+        assert "Usage:" in result.stdout
+
+
+def test_runs_without_a_config_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("ingest", str(PAYLOADS / "dailypapers.json"))
+    assert result.code == 0, result.stderr
+    assert "3 new" in result.stderr
+    assert (tmp_path / "subscribers.db").exists()
+    listing = cli("entries", "--json")
+    data = json.loads(listing.stdout)  # JSON alone on stdout
+    assert {e["id"] for e in data} >= {"2508.13426", "2508.11111"}
+
+
+def test_entries_json_round_trips_through_ingest(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("ingest", *map(str, sorted(SEEDS.glob("*")))).code == 0
+    exported = cli("entries", "--json").stdout
+    (tmp_path / "export.json").write_text(exported)
+    other = tmp_path / "other"
+    other.mkdir()
+    assert cli("ingest", str(tmp_path / "export.json"), cwd=other).code == 0
+    again = json.loads(cli("entries", "--json", cwd=other).stdout)
+    assert sorted(e["id"] for e in again) == sorted(e["id"] for e in json.loads(exported))
+
+
+@pytest.mark.parametrize(
+    "name, content, fragment",
+    [
+        ("truncated.json", b'[{"paper": {"title": "x"', "invalid JSON"),
+        ("page.xml", b"<html><body>hello</body></html>", "HTML page"),
+        ("empty.txt", b"", "empty file"),
+        ("junk.bin", bytes(range(256)) * 10, "binary data"),
+        ("latin1.txt", "Dec 26\n\nCaf\xe9 title\n".encode("latin-1"), "invalid UTF-8"),
+    ],
+)
+def test_bad_files_one_line_nonzero_exit_nothing_stored(  # type: ignore[no-untyped-def]
+    cli, tmp_path: Path, name: str, content: bytes, fragment: str
+) -> None:
+    assert cli("ingest", str(PAYLOADS / "blog.rss")).code == 0
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    result = cli("ingest", str(PAYLOADS / "dailypapers.json"), str(bad))
+    assert result.code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}") and fragment in lines[0]
+    conn = sqlite3.connect(tmp_path / "subscribers.db")
+    assert conn.execute("select count(*) from entries").fetchone()[0] == 1  # only blog.rss
+
+
+def test_missing_file(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("ingest", "nowhere.json")
+    assert result.code == 1 and "nowhere.json: no such file" in result.stderr
+
+
+def test_fifty_megabyte_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    big = tmp_path / "big.jsonl"
+    line = json.dumps({"title": "T {}", "abstract": "word " * 2000}) + "\n"
+    with big.open("w") as f:
+        for i in range(5000):
+            f.write(line.replace("T {}", f"Paper number {i}"))
+    assert big.stat().st_size > 50_000_000
+    result = cli("ingest", str(big))
+    assert result.code == 0, result.stderr
+    assert "5000 new" in result.stderr
+
+
+def test_duplicate_ids_within_one_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "dups.jsonl"
+    f.write_text('{"id": "2401.00001v1", "title": "A", "upvotes": 1}\n'
+                 '{"id": "2401.00001v2", "title": "A (v2)", "upvotes": 5}\n')
+    result = cli("ingest", str(f))
+    assert "1 duplicates merged" in result.stderr and "1 new" in result.stderr
+    [entry] = json.loads(cli("entries", "--json").stdout)
+    assert (entry["title"], entry["version"], entry["upvotes"]) == ("A (v2)", 2, 5)
+
+
+def test_subscribers_commands(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("subscribers", "add", "Ada@Example.org", "--keywords", "GNN, -medical",
+               "--tz", "Europe/London", "--hour", "6").code == 0
+    dup = cli("subscribers", "add", "ada@example.org", "--keywords", "x")
+    assert dup.code != 0 and "already subscribed" in dup.stderr
+    bad = cli("subscribers", "add", "nobody", "--keywords", "x")
+    assert bad.code != 0 and "invalid email address" in bad.stderr
+    csv_file = tmp_path / "subs.csv"
+    csv_file.write_text("email,name,keywords,tz,hour\nb@example.org,B,\"diffusion\",UTC,7\n"
+                        "ada@example.org,Ada again,,UTC,7\n")
+    result = cli("subscribers", "import", str(csv_file))
+    assert result.code == 0 and "imported 1, duplicates 1" in result.stderr
+    assert "subs.csv:3: ada@example.org already present" in result.stderr
+    listed = json.loads(cli("subscribers", "list", "--json").stdout)
+    assert [s["email"] for s in listed] == ["ada@example.org", "b@example.org"]
+    exported = cli("subscribers", "export").stdout
+    assert exported.splitlines()[0] == "email,name,keywords,tz,hour,status"
+    assert cli("subscribers", "remove", "b@example.org").code == 0
+    assert len(json.loads(cli("subscribers", "list", "--json").stdout)) == 1
+    # The export re-imports into an empty database as it was.
+    other = tmp_path / "o"
+    other.mkdir()
+    (other / "export.csv").write_text(exported)
+    assert cli("subscribers", "import", "export.csv", cwd=other).code == 0
+    assert len(json.loads(cli("subscribers", "list", "--json", cwd=other).stdout)) == 2
+
+
+def test_config_file_and_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[smtp]\nport = 2525\n[web]\nsecret_keys = ["new", "old"]\n')
+    s = load_settings(cfg, environ={"NEWSLETTER_SMTP__HOST": "mail.internal",
+                                    "NEWSLETTER_DATABASE__URL": "sqlite:///x.db"})
+    assert (s.smtp.port, s.smtp.host, s.database.url) == (2525, "mail.internal", "sqlite:///x.db")
+    assert s.web.secret_keys == ["new", "old"]
+    s2 = load_settings(cfg, environ={"NEWSLETTER_WEB__SECRET_KEYS": "a,b"})
+    assert s2.web.secret_keys == ["a", "b"]
+    with pytest.raises(ValidationError):
+        s.smtp.port = 1  # type: ignore[misc]  # frozen: config cannot drift at run time
+
+
+@pytest.mark.parametrize(
+    "content, env, fragment",
+    [
+        ("[smtp]\nprot = 25\n", {}, "config.toml: [smtp] prot: unknown key"),
+        ("[smtp]\nport = 'twenty'\n", {}, "config.toml: [smtp] port: Input should be a valid"),
+        ("[smpt]\nport = 25\n", {}, "config.toml: smpt: unknown key"),
+        ("[transport]\nbackend = 'pigeon'\n", {}, "[transport] backend"),
+        ("[smtp\n", {}, "config.toml: not valid TOML"),
+        ("", {"NEWSLETTER_SMTP__PORT": "x"}, "config.toml + environment: [smtp] port"),
+    ],
+)
+def test_config_errors_name_key_and_file(
+    tmp_path: Path, content: str, env: dict[str, str], fragment: str
+) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ=env)
+    assert fragment in str(info.value).replace(str(tmp_path) + "/", "")
+
+
+def test_config_error_exit_code(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "config.toml").write_text("[database]\nurl = 5\n")
+    result = cli("entries")
+    assert result.code == 2
+    assert result.stderr.strip().startswith("error: config.toml: [database] url")
+    missing = cli("--config", "nope.toml", "entries")
+    assert missing.code == 2 and "nope.toml: config file not found" in missing.stderr
+
+
+def test_shipped_config_is_valid_and_documents_every_key() -> None:
+    root = Path(__file__).resolve().parent.parent
+    settings = load_settings(root / "config.toml", environ={})
+    text = (root / "config.toml").read_text()
+    for section, model in settings:
+        if section in ("sources", "source_file"):
+            continue
+        assert f"[{section}]" in text, section
+        for key in type(model).model_fields:
+            assert f"{key} =" in text, f"[{section}] {key} is not documented"

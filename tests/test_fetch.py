@@ -1,0 +1,95 @@
+"""Fetching from a real HTTP server on 127.0.0.1: retries, Retry-After, conditional GET."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from newsletter.config import Settings, SourceConfig
+from newsletter.db import get_engine, session_scope
+from newsletter.errors import FetchError, SourceError
+from newsletter.fetch import Fetcher, retry_after_seconds
+from newsletter.ingest import ingest
+from newsletter.models import Entry
+
+from .conftest import PAYLOADS, HttpServer, Route
+
+DAILY = (PAYLOADS / "dailypapers.json").read_bytes()
+
+
+def no_sleep(waits: list[float]):  # type: ignore[no-untyped-def]
+    return waits.append
+
+
+def test_retries_on_429_and_503_honouring_retry_after(http_server: HttpServer) -> None:
+    url = http_server.add(
+        "/api/daily_papers",
+        Route(429, b"slow down", {"Retry-After": "7"}),
+        Route(503, b"busy"),
+        Route(200, DAILY, {"Content-Type": "application/json"}),
+    )
+    waits: list[float] = []
+    got = Fetcher(sleep=no_sleep(waits), backoff=0.01).get(url + "?date=2025-08-19&limit=50")
+    assert got.body == DAILY
+    assert waits[0] == 7.0  # the server's Retry-After, not our backoff
+    assert len(waits) == 2
+    assert len(http_server.requests) == 3
+    agent = http_server.requests[0]["headers"]["User-Agent"]  # type: ignore[index]
+    assert agent.startswith("newsletter/")
+    assert http_server.requests[0]["path"] == "/api/daily_papers?date=2025-08-19&limit=50"
+
+
+def test_gives_up_after_attempts_with_a_clear_error(http_server: HttpServer) -> None:
+    url = http_server.add("/down", Route(500, b"oops"))
+    with pytest.raises(FetchError, match=r"/down: HTTP 500 .* \(gave up after 3 attempts\)"):
+        Fetcher(sleep=lambda s: None, attempts=3).get(url)
+
+
+def test_client_errors_are_not_retried(http_server: HttpServer) -> None:
+    url = http_server.add("/missing", Route(404, b"no"))
+    with pytest.raises(FetchError, match="HTTP 404"):
+        Fetcher(sleep=lambda s: None).get(url)
+    assert len(http_server.requests) == 1
+
+
+def test_timeouts_are_retried(http_server: HttpServer) -> None:
+    url = http_server.add("/slow", Route(200, DAILY, delay=1.0), Route(200, DAILY))
+    got = Fetcher(timeout=0.3, sleep=lambda s: None).get(url)
+    assert got.body == DAILY
+
+
+def test_retry_after_http_date() -> None:
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert retry_after_seconds("soon") is None
+
+
+def test_conditional_get_through_ingest(http_server: HttpServer, sqlite_url: str) -> None:
+    url = http_server.add(
+        "/feed",
+        Route(200, (PAYLOADS / "arxiv_listing.rss").read_bytes(),
+              {"ETag": '"v1"', "Last-Modified": "Tue, 19 Aug 2025 04:00:00 GMT"}),
+        Route(304, b""),
+    )
+    settings = Settings().replace(database={"url": sqlite_url})
+    settings = Settings.model_validate({**settings.model_dump(),
+                                        "sources": [SourceConfig(name="lg", url=url).model_dump()]})
+    engine = get_engine(sqlite_url)
+    with session_scope(engine) as s:
+        first = ingest(settings, s, ["lg"])
+    assert first.new == 3
+    with session_scope(engine) as s:
+        second = ingest(settings, s, ["lg"])
+    assert second.loaded[0].not_modified and second.new == 0
+    headers = http_server.requests[1]["headers"]
+    assert headers["If-None-Match"] == '"v1"'  # type: ignore[index]
+    assert headers["If-Modified-Since"] == "Tue, 19 Aug 2025 04:00:00 GMT"  # type: ignore[index]
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Entry)) == 3
+
+
+def test_html_instead_of_a_feed(http_server: HttpServer, sqlite_url: str) -> None:
+    url = http_server.add("/page", Route(200, b"<!doctype html><html><body>Hi</body></html>"))
+    settings = Settings().replace(database={"url": sqlite_url})
+    with pytest.raises(SourceError, match="HTML page, not a feed"), \
+            session_scope(get_engine(sqlite_url)) as s:
+        ingest(settings, s, [url])

@@ -1,0 +1,144 @@
+"""Storage on both SQLite and the real PostgreSQL: migrations, upserts, constraints."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import IntegrityError
+
+from newsletter import subscribers
+from newsletter.config import Settings
+from newsletter.db import get_engine, session_scope
+from newsletter.errors import InputError, SourceError
+from newsletter.ingest import ingest, parse_text, store
+from newsletter.models import Delivery, Edition, Entry, Subscriber
+
+from .conftest import PAYLOADS, SEEDS
+
+
+def settings_for(url: str) -> Settings:
+    return Settings().replace(database={"url": url})
+
+
+def test_migrations_create_every_table(db_url: str) -> None:
+    engine = get_engine(db_url)
+    tables = set(inspect(engine).get_table_names())
+    assert {"subscribers", "entries", "editions", "deliveries", "sent_entries", "events",
+            "fetch_state", "meta", "alembic_version"} <= tables
+    get_engine(db_url)  # a second open is a no-op
+
+
+def test_ingest_upserts_across_sources_and_versions(db_url: str) -> None:
+    engine = get_engine(db_url)
+    s = settings_for(db_url)
+    with session_scope(engine) as session:
+        report = ingest(s, session, [str(PAYLOADS / "dailypapers.json")])
+    assert report.new == 3
+    with session_scope(engine) as session:
+        # The same paper again from the arXiv API (v2) and the listing (v3): one entry.
+        ingest(s, session, [str(PAYLOADS / "arxiv_api.atom"), str(PAYLOADS / "arxiv_listing.rss")])
+    with session_scope(engine) as session:
+        entry = session.get(Entry, "2508.13426")
+        assert entry is not None
+        assert entry.version == 3
+        assert entry.abstract == "Version three of the selective state space model paper."
+        assert entry.upvotes == 42  # the listing knows no upvotes: kept, not zeroed
+        assert entry.code_url == "https://github.com/example/mamba-vision"
+        n = session.scalar(select(func.count()).select_from(Entry).where(Entry.id == "2508.13426"))
+        assert n == 1
+        assert session.scalar(select(func.count()).select_from(Entry)) == 6
+
+
+def test_refreshed_upvotes(db_url: str) -> None:
+    engine = get_engine(db_url)
+    text = '[{"paper": {"id": "2401.00001", "title": "T", "upvotes": %d}}]'
+    with session_scope(engine) as session:
+        store(session, parse_text(text % 3, "a"))
+    with session_scope(engine) as session:
+        new, updated = store(session, parse_text(text % 30, "b"))
+    assert (new, updated) == (0, 1)
+    with session_scope(engine) as session:
+        assert session.get(Entry, "2401.00001").upvotes == 30  # type: ignore[union-attr]
+
+
+def test_a_bad_source_stores_nothing(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = get_engine(db_url)
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"title": "fine"}, {"title": ')
+    with pytest.raises(SourceError), session_scope(engine) as session:
+        ingest(settings_for(db_url), session, [str(PAYLOADS / "dailypapers.json"), str(bad)])
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Entry)) == 0
+
+
+def test_whole_seed_corpus_dedups(db_url: str) -> None:
+    engine = get_engine(db_url)
+    with session_scope(engine) as session:
+        report = ingest(settings_for(db_url), session, [str(p) for p in sorted(SEEDS.glob("*"))])
+    assert report.total == 308
+    assert report.new < 308  # papers listed on several pages are stored once
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Entry)) == report.new
+
+
+def test_ledger_uniqueness_is_enforced_by_the_database(db_url: str) -> None:
+    engine = get_engine(db_url)
+    with session_scope(engine) as session:
+        sub = subscribers.add(session, "a@example.org", keywords="x")
+        ed = Edition(day=dt.date(2025, 8, 19))
+        session.add(ed)
+        session.flush()
+        session.add(Delivery(edition_id=ed.id, subscriber_id=sub.id))
+    with pytest.raises(IntegrityError), session_scope(engine) as session:
+        session.add(Delivery(edition_id=ed.id, subscriber_id=sub.id))
+    with pytest.raises(IntegrityError), session_scope(engine) as session:
+        session.add(Edition(day=dt.date(2025, 8, 19)))
+
+
+def test_subscriber_add_validates_and_refuses_duplicates(db_url: str) -> None:
+    engine = get_engine(db_url)
+    with session_scope(engine) as session:
+        sub = subscribers.add(session, "  Ada@Example.ORG ", keywords="diffusion^2, -medical",
+                              tz="Europe/Paris", hour=6)
+        assert (sub.email, sub.status, sub.tz, sub.send_hour) == (
+            "ada@example.org", "active", "Europe/Paris", 6)
+    for kwargs, fragment in [
+        ({"email": "ada@example.org"}, "already subscribed"),
+        ({"email": "not-an-address"}, "invalid email address"),
+        ({"email": "b@example.org", "tz": "Mars/Olympus"}, "unknown time zone"),
+        ({"email": "b@example.org", "hour": 24}, "send hour"),
+        ({"email": "b@example.org", "keywords": "x^-1"}, "weight"),
+    ]:
+        with pytest.raises(InputError, match=fragment), session_scope(engine) as session:
+            subscribers.add(session, **kwargs)  # type: ignore[arg-type]
+    with session_scope(engine) as session:
+        assert subscribers.count(session) == 1
+
+
+def test_import_100k_rows_in_one_transaction(db_url: str) -> None:
+    engine = get_engine(db_url)
+    lines = ["email,name,keywords,tz,hour"]
+    lines += [f"user{i}@example.org,User {i},\"diffusion, GNN\",UTC,{i % 24}"
+              for i in range(100_000)]
+    lines.append("user5@example.org,Dup,,UTC,7")
+    data = ("\n".join(lines) + "\n").encode()
+    with session_scope(engine) as session:
+        report = subscribers.import_csv(session, data, "subs.csv")
+    assert report.added == 100_000
+    assert report.duplicates == [(100_002, "user5@example.org")]
+    with session_scope(engine) as session:
+        assert subscribers.count(session) == 100_000
+        sub = session.scalar(select(Subscriber).where(Subscriber.email == "user25@example.org"))
+        assert sub is not None and sub.send_hour == 1 and sub.status == "active"
+
+
+def test_import_bad_row_names_line_and_stores_nothing(db_url: str) -> None:
+    engine = get_engine(db_url)
+    data = b"email,name\nok@example.org,A\nbroken@@example,B\n"
+    with pytest.raises(InputError, match=r"^subs.csv:3: invalid email address"), \
+            session_scope(engine) as session:
+        subscribers.import_csv(session, data, "subs.csv")
+    with session_scope(engine) as session:
+        assert subscribers.count(session) == 0
