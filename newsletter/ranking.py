@@ -1,0 +1,457 @@
+"""Profiles → scores → picks with explanations, for every subscriber in one pass.
+
+The engine is two sparse/dense matrix products per chunk of subscribers:
+
+    relevance  = S (subscribers × features, term weights)  @  M (features × entries, BM25F)
+    excluded   = X (subscribers × features, "-term" flags) @  M  > 0
+
+A *feature* is one distinct profile term after analysis (stems, acronym
+variants), shared by every subscriber who wrote it, so its BM25F row over the
+day's entries is computed once however many people follow "diffusion". Top-k
+per row uses ``argpartition``; no Python loop runs over subscriber × entry.
+Subscribers stream through in chunks, which bounds memory at any list size.
+
+Scoring: a paper is a *match* when its relevance reaches ``min_relevance``;
+matches are ordered by ``relevance + popularity (log upvotes) + recency``.
+Profiles that match nothing get a labelled "trending today" section (or
+nothing), never weak matches dressed up as relevant.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from .config import RankingConfig
+from .errors import ProfileError
+from .papers import normalize_title
+from .profile import Profile, Term, parse_profile
+from .text import (
+    STOPWORDS,
+    Acronyms,
+    analyze_words,
+    fold,
+    joined_compounds,
+    raw_tokens,
+    stems,
+    words,
+)
+
+FIELD_WEIGHTS = {"title": 3.0, "keywords": 2.0, "abstract": 1.0}
+K1, B = 1.2, 0.75
+MAX_NGRAM = 4
+MIN_IDF_N = 100  # idf is computed as if at least this many papers were ranked
+
+
+@dataclass(frozen=True, slots=True)
+class RankEntry:
+    """What the ranker needs of a paper."""
+
+    id: str
+    title: str
+    abstract: str = ""
+    keywords: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    upvotes: int = 0
+    published: dt.date | None = None
+
+    @classmethod
+    def of(cls, e: Any) -> RankEntry:
+        return cls(e.id, e.title, e.abstract or "", tuple(e.keywords or ()),
+                   tuple(e.authors or ()), int(e.upvotes or 0), e.published)
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    kind: str  # topic | exact | author
+    variants: tuple[tuple[str, ...], ...]
+
+
+class Analyzer:
+    """Turns profile terms into features, caching by term so repeats cost nothing."""
+
+    def __init__(self, acronyms: Acronyms) -> None:
+        self.acronyms = acronyms
+        self._cache: dict[tuple[str, str], Feature] = {}
+
+    def feature(self, term: Term) -> Feature:
+        key = (term.kind, fold(term.text))
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache[key] = self._build(term)
+        return cached
+
+    def _build(self, term: Term) -> Feature:
+        if term.kind == "exact":
+            return Feature("exact", (raw_tokens(term.text),))
+        if term.kind == "author":
+            return Feature("author", (tuple(sorted(set(raw_tokens(term.text)))),))
+        base = stems(term.text, self.acronyms)
+        if not base:  # a term of stop words only ("the"): match it literally
+            return Feature("exact", (raw_tokens(term.text),))
+        variants = {base, *self._acronym_variants(base)}
+        if len(base) > 1:
+            joined = "".join(base)
+            variants.add((joined,))
+        return Feature("topic", tuple(sorted(variants, key=lambda v: (len(v), v))))
+
+    def _acronym_variants(self, base: tuple[str, ...]) -> set[tuple[str, ...]]:
+        a = self.acronyms
+        out: set[tuple[str, ...]] = set()
+        for i, tok in enumerate(base):  # expand an acronym inside the term
+            long = a.short_to_long.get(tok)
+            if long:
+                out.add(base[:i] + long + base[i + 1 :])
+        for n in range(len(base), 1, -1):  # contract a long form inside the term
+            for i in range(len(base) - n + 1):
+                short = a.long_to_short.get(base[i : i + n])
+                if short:
+                    out.add(base[:i] + (short,) + base[i + n :])
+        return out
+
+
+def _ngrams(tokens: Sequence[str], max_n: int) -> Iterator[tuple[str, ...]]:
+    for n in range(1, max_n + 1):
+        for i in range(len(tokens) - n + 1):
+            yield tuple(tokens[i : i + n])
+
+
+class Corpus:
+    """The entries being ranked, analysed once; feature rows computed on demand."""
+
+    def __init__(self, entries: Sequence[RankEntry], acronyms: Acronyms,
+                 cfg: RankingConfig, today: dt.date | None = None) -> None:
+        self.entries = list(entries)
+        self.acronyms = acronyms
+        self.cfg = cfg
+        self.today = today or dt.date.today()
+        n = len(self.entries)
+        self.index: dict[str, dict[tuple[str, ...], dict[int, int]]] = {
+            f: defaultdict(dict) for f in FIELD_WEIGHTS}
+        self.raw_text: dict[str, list[str]] = {f: [] for f in FIELD_WEIGHTS}
+        lengths = np.zeros(n, dtype=np.float64)
+        self.author_tokens: list[list[frozenset[str]]] = []
+        for i, e in enumerate(self.entries):
+            texts = {"title": e.title, "keywords": " , ".join(e.keywords), "abstract": e.abstract}
+            for fname, text in texts.items():
+                toks = [s for s, r in analyze_words(words(text), acronyms) if r not in STOPWORDS]
+                lengths[i] += FIELD_WEIGHTS[fname] * len(toks)
+                postings = self.index[fname]
+                for gram in _ngrams(toks, MAX_NGRAM):
+                    slot = postings[gram]
+                    slot[i] = slot.get(i, 0) + 1
+                for joined in joined_compounds(text):
+                    slot = postings[(joined,)]
+                    slot[i] = slot.get(i, 0) + 1
+                self.raw_text[fname].append(" " + " ".join(raw_tokens(text)) + " ")
+            self.author_tokens.append([frozenset(raw_tokens(a)) for a in e.authors])
+        self.length_norm = (1 - B + B * lengths / max(lengths.mean(), 1.0)) if n else lengths
+        self.popularity = np.log1p(np.array([max(e.upvotes, 0) for e in self.entries],
+                                            dtype=np.float32))
+        self.recency = np.array([self._recency(e.published) for e in self.entries],
+                                dtype=np.float32)
+        self.canonical = self._canonical_mask()
+        self.bonus = (cfg.weight_popularity * self.popularity
+                      + cfg.weight_recency * self.recency).astype(np.float32)
+        self.trending_order = np.lexsort((-self.recency, -self.popularity))
+        self._rows: dict[Feature, np.ndarray] = {}
+
+    def _recency(self, published: dt.date | None) -> float:
+        if published is None:
+            return 0.5
+        age = max((self.today - published).days, 0)
+        return 0.5 ** (age / 7.0)
+
+    def _canonical_mask(self) -> np.ndarray:
+        """False for near-duplicates (same work twice): only the best copy is ranked."""
+        mask = np.ones(len(self.entries), dtype=bool)
+        buckets: dict[str, list[int]] = defaultdict(list)
+        for i, e in enumerate(self.entries):
+            buckets[" ".join(normalize_title(e.title).split()[:3])].append(i)
+        for members in buckets.values():
+            if len(members) < 2:
+                continue
+            token_sets = {i: set(normalize_title(self.entries[i].title).split()) for i in members}
+            for a_pos, a in enumerate(members):
+                for b in members[a_pos + 1 :]:
+                    if not (mask[a] and mask[b]):
+                        continue
+                    sa, sb = token_sets[a], token_sets[b]
+                    if len(sa & sb) / max(len(sa | sb), 1) >= 0.85:
+                        ea, eb = self.entries[a], self.entries[b]
+                        rank_a = (ea.upvotes, not ea.id.startswith("t:"), len(ea.abstract))
+                        rank_b = (eb.upvotes, not eb.id.startswith("t:"), len(eb.abstract))
+                        mask[b if rank_a >= rank_b else a] = False
+        return mask
+
+    def row(self, feature: Feature) -> np.ndarray:
+        """BM25F of ``feature`` over every entry (float32, zero where absent)."""
+        cached = self._rows.get(feature)
+        if cached is not None:
+            return cached
+        n = len(self.entries)
+        tf = np.zeros(n, dtype=np.float64)
+        if feature.kind == "author":
+            want = set(feature.variants[0])
+            for i, authors in enumerate(self.author_tokens):
+                if any(want <= a for a in authors):
+                    tf[i] += FIELD_WEIGHTS["title"]
+        else:
+            for fname, weight in FIELD_WEIGHTS.items():
+                for variant in feature.variants:
+                    for i, count in self._postings(fname, feature.kind, variant).items():
+                        tf[i] += weight * count
+        df = int(np.count_nonzero(tf))
+        out = np.zeros(n, dtype=np.float32)
+        if df:
+            big_n = max(n, MIN_IDF_N)
+            idf = math.log(1 + (big_n - df + 0.5) / (df + 0.5))
+            out = (idf * tf * (K1 + 1) / (tf + K1 * self.length_norm)).astype(np.float32)
+        self._rows[feature] = out
+        return out
+
+    def _postings(self, fname: str, kind: str, variant: tuple[str, ...]) -> dict[int, int]:
+        if kind == "topic" and len(variant) <= MAX_NGRAM:
+            return self.index[fname].get(variant, {})
+        needle = " " + " ".join(variant) + " "
+        if kind == "topic":  # a long topic: scan stems
+            found: dict[int, int] = {}
+            for i, e in enumerate(self.entries):
+                text = {"title": e.title, "keywords": " , ".join(e.keywords),
+                        "abstract": e.abstract}[fname]
+                hay = " " + " ".join(stems(text, self.acronyms)) + " "
+                if needle in hay:
+                    found[i] = hay.count(needle)
+            return found
+        return {i: hay.count(needle) for i, hay in enumerate(self.raw_text[fname])
+                if needle in hay}
+
+
+@dataclass
+class Chunk:
+    """Ranked picks for a chunk of subscribers (row-aligned arrays)."""
+
+    keys: list[Any]
+    picks: np.ndarray  # int32 [n, k] entry indices, -1 = none
+    scores: np.ndarray  # float32 [n, k]
+    trending: np.ndarray  # bool [n]: the picks are the trending section, not matches
+    profiles: list[Profile] = field(default_factory=list)
+
+
+_FAST_SPLIT = re.compile(r"[,\n;]")
+
+
+@lru_cache(maxsize=500_000)
+def _cached_term(raw: str) -> Term:
+    from .profile import _term
+
+    return _term(raw)
+
+
+def fast_profile(text: str) -> Profile:
+    """``parse_profile`` with a per-term cache: the hot path at a million subscribers."""
+    if '"' in text:
+        return parse_profile(text)
+    terms = [_cached_term(p.strip()) for p in _FAST_SPLIT.split(text) if p.strip()]
+    return Profile(tuple(dict.fromkeys(terms)))
+
+
+class Ranker:
+    def __init__(self, corpus: Corpus, cfg: RankingConfig) -> None:
+        self.corpus = corpus
+        self.cfg = cfg
+        self.analyzer = Analyzer(corpus.acronyms)
+        self.feature_ids: dict[Feature, int] = {}
+        self._m = np.zeros((64, len(corpus.entries)), dtype=np.float32)
+
+    def _fid(self, term: Term) -> int:
+        feat = self.analyzer.feature(term)
+        fid = self.feature_ids.get(feat)
+        if fid is None:
+            fid = self.feature_ids[feat] = len(self.feature_ids)
+            if fid >= self._m.shape[0]:
+                grown = np.zeros((self._m.shape[0] * 2, self._m.shape[1]), dtype=np.float32)
+                grown[: self._m.shape[0]] = self._m
+                self._m = grown
+            self._m[fid] = self.corpus.row(feat)
+        return fid
+
+    def rank(
+        self,
+        subscribers: Iterable[tuple[Any, str]],
+        *,
+        sent: dict[Any, Iterable[int]] | None = None,
+        k: int | None = None,
+        chunk_size: int = 20_000,
+        keep_profiles: bool = False,
+    ) -> Iterator[Chunk]:
+        """Yield ranked chunks for ``(key, profile text)`` pairs, in input order.
+
+        ``sent`` maps a key to entry indices that subscriber already had.
+        A profile that fails to parse raises ``ProfileError`` naming the key.
+        """
+        batch: list[tuple[Any, str]] = []
+        for item in subscribers:
+            batch.append(item)
+            if len(batch) >= chunk_size:
+                yield self._rank_chunk(batch, sent or {}, k or self.cfg.max_papers, keep_profiles)
+                batch = []
+        if batch:
+            yield self._rank_chunk(batch, sent or {}, k or self.cfg.max_papers, keep_profiles)
+
+    def _rank_chunk(self, batch: list[tuple[Any, str]], sent: dict[Any, Iterable[int]],
+                    k: int, keep_profiles: bool) -> Chunk:
+        n_entries = len(self.corpus.entries)
+        pos_r: list[int] = []
+        pos_c: list[int] = []
+        pos_w: list[float] = []
+        neg_r: list[int] = []
+        neg_c: list[int] = []
+        profiles: list[Profile] = []
+        for r, (key, text) in enumerate(batch):
+            try:
+                profile = fast_profile(text)
+            except ProfileError as exc:
+                raise ProfileError(f"subscriber {key}: {exc.message}") from None
+            if keep_profiles:
+                profiles.append(profile)
+            for term in profile.terms:
+                fid = self._fid(term)
+                if term.exclude:
+                    neg_r.append(r)
+                    neg_c.append(fid)
+                else:
+                    pos_r.append(r)
+                    pos_c.append(fid)
+                    pos_w.append(term.weight)
+        n, nf = len(batch), len(self.feature_ids)
+        m = self._m[:nf]
+        s = sparse.csr_matrix((np.asarray(pos_w, dtype=np.float32), (pos_r, pos_c)), shape=(n, nf))
+        relevance = np.asarray(s @ m, dtype=np.float32) if nf else np.zeros((n, n_entries),
+                                                                            np.float32)
+        allowed = np.broadcast_to(self.corpus.canonical, (n, n_entries)).copy()
+        if neg_r:
+            x = sparse.csr_matrix((np.ones(len(neg_r), np.float32), (neg_r, neg_c)), shape=(n, nf))
+            allowed &= ~(np.asarray(x @ m) > 0)
+        if sent:
+            rows, cols = [], []
+            for r, (key, _) in enumerate(batch):
+                for c in sent.get(key, ()):
+                    rows.append(r)
+                    cols.append(c)
+            if rows:
+                allowed[rows, cols] = False
+        match = allowed & (relevance >= self.cfg.min_relevance)
+        score = np.where(match, self.cfg.weight_relevance * relevance + self.corpus.bonus,
+                         -np.inf).astype(np.float32)
+        picks, scores = _top_k(score, k)
+        trending = np.zeros(n, dtype=bool)
+        if self.cfg.trending == "section" and self.cfg.trending_count:
+            empty = ~match.any(axis=1)
+            if empty.any():
+                trending[empty] = True
+                pop = np.where(allowed[empty], self.corpus.popularity + self.corpus.recency
+                               * 1e-3, -np.inf).astype(np.float32)
+                t_picks, t_scores = _top_k(pop, min(self.cfg.trending_count, k))
+                picks[empty] = -1
+                scores[empty] = -np.inf
+                picks[empty, : t_picks.shape[1]] = t_picks
+                scores[empty, : t_scores.shape[1]] = t_scores
+        return Chunk([key for key, _ in batch], picks, scores, trending, profiles)
+
+    def explain(self, profile: Profile, entry_index: int) -> Explanation:
+        """Why ``entry_index`` is in this subscriber's email: terms and score parts."""
+        matched: list[tuple[str, float]] = []
+        relevance = 0.0
+        for term in profile.positive:
+            value = float(self._m[self._fid(term), entry_index]) * term.weight
+            if value > 0:
+                matched.append((term.text, round(value, 3)))
+                relevance += value
+        matched.sort(key=lambda x: -x[1])
+        c = self.corpus
+        return Explanation(
+            matched=matched,
+            relevance=round(self.cfg.weight_relevance * relevance, 4),
+            popularity=round(float(self.cfg.weight_popularity * c.popularity[entry_index]), 4),
+            recency=round(float(self.cfg.weight_recency * c.recency[entry_index]), 4),
+            features=[self.analyzer.feature(t) for t in profile.positive
+                      if self._m[self._fid(t), entry_index] > 0],
+        )
+
+
+@dataclass
+class Explanation:
+    matched: list[tuple[str, float]]
+    relevance: float
+    popularity: float
+    recency: float
+    features: list[Feature] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return round(self.relevance + self.popularity + self.recency, 4)
+
+    @property
+    def why(self) -> str:
+        return "matched: " + ", ".join(t for t, _ in self.matched) if self.matched else ""
+
+
+def _top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k best per row, best first; -1 / -inf where fewer."""
+    n, m = score.shape
+    k_eff = min(k, m)
+    picks = np.full((n, k), -1, dtype=np.int32)
+    values = np.full((n, k), -np.inf, dtype=np.float32)
+    if k_eff == 0 or n == 0:
+        return picks, values
+    if k_eff < m:
+        part = np.argpartition(-score, k_eff - 1, axis=1)[:, :k_eff]
+    else:
+        part = np.broadcast_to(np.arange(m), (n, m))
+    part_scores = np.take_along_axis(score, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    top = np.take_along_axis(part, order, axis=1)
+    top_scores = np.take_along_axis(part_scores, order, axis=1)
+    valid = np.isfinite(top_scores)
+    picks[:, :k_eff] = np.where(valid, top, -1)
+    values[:, :k_eff] = top_scores
+    return picks, values
+
+
+def highlight_spans(text: str, features: Sequence[Feature], acronyms: Acronyms) -> list[
+        tuple[int, int]]:
+    """Character spans in ``text`` where any of ``features`` occurs (for highlighting)."""
+    tokens: list[tuple[int, int, str, str]] = []  # start, end, stem, raw
+    for m in re.finditer(r"\w+", text):
+        for stem_, raw in analyze_words([m.group(0)], acronyms):
+            tokens.append((m.start(), m.end(), stem_, raw))
+    content = [t for t in tokens if t[3] not in STOPWORDS]
+    spans: list[tuple[int, int]] = []
+    for feat in features:
+        for variant in feat.variants:
+            seq = content if feat.kind == "topic" else tokens
+            key_index = 2 if feat.kind == "topic" else 3
+            if feat.kind == "author":
+                continue
+            n = len(variant)
+            for i in range(len(seq) - n + 1):
+                if tuple(t[key_index] for t in seq[i : i + n]) == variant:
+                    spans.append((seq[i][0], seq[i + n - 1][1]))
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for s, e in spans:
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+        else:
+            merged.append((s, e))
+    return merged

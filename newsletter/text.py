@@ -1,0 +1,128 @@
+"""Research-vocabulary text analysis shared by profiles and papers.
+
+Both sides go through the same pipeline so that they meet in the middle:
+NFKC + case folding, hyphens split (``state-space`` = ``state space``, with the
+joined form kept too so ``pre-training`` also meets ``pretraining``), a small
+stop-word list removed, Snowball stems, and acronym plurals folded (``GNNs`` =
+``GNN``). Acronyms and their long forms are equivalent through ``Acronyms``:
+a shipped, editable table plus pairs learned from "Long Form (LF)" in papers.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import Stemmer
+
+_STEMMER = Stemmer.Stemmer("english")
+_WORD = re.compile(r"\w+(?:[-‐‑–']\w+)*")
+_HYPHENS = re.compile(r"[-‐‑–']")
+STOPWORDS = frozenset(
+    "a an and are as at be by for from has have in into is it its of on or that the their this "
+    "to via was were with without we our using based towards toward".split()
+)
+_DEFINITION = re.compile(r"((?:[\w][\w-]*\s+){1,8}?)\(\s*([A-Z][A-Za-z0-9]*[A-Z][a-z]?s?)\s*\)")
+
+
+def fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+@lru_cache(maxsize=200_000)
+def stem(word: str) -> str:
+    return _STEMMER.stemWord(word)
+
+
+def words(text: str) -> list[str]:
+    """Surface words, hyphenated compounds kept whole (case preserved)."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text))
+
+
+class Acronyms:
+    """Acronym ⇄ long form, both as stem tuples."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        self.short_to_long: dict[str, tuple[str, ...]] = {}
+        self.long_to_short: dict[tuple[str, ...], str] = {}
+        self.plain: set[str] = set()  # folded acronyms, for plural folding
+        for short, long in pairs:
+            self.add(short, long)
+
+    def add(self, short: str, long: str) -> None:
+        key = fold(short)
+        if key.endswith("s") and key[:-1] in self.plain:
+            return
+        expansion = tuple(s for s, _ in analyze_words(words(long), None) if s not in STOPWORDS)
+        if not expansion or key in self.short_to_long:
+            return
+        self.short_to_long[key] = expansion
+        self.long_to_short.setdefault(expansion, key)
+        self.plain.add(key)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Acronyms:
+        if path:
+            text = Path(path).read_text(encoding="utf-8")
+        else:
+            text = resources.files("newsletter").joinpath("data/acronyms.tsv").read_text("utf-8")
+        table = cls()
+        for line in text.splitlines():
+            if line.strip() and not line.startswith("#") and "\t" in line:
+                short, long = line.split("\t", 1)
+                table.add(short.strip(), long.strip())
+        return table
+
+    def learn(self, text: str) -> int:
+        """Add pairs a paper defines as "Long Form (LF)"; returns how many were new."""
+        added = 0
+        for m in _DEFINITION.finditer(text):
+            short = m.group(2)
+            letters = short[:-1] if short.endswith("s") and len(short) > 2 else short
+            caps = [c for c in letters if c.isupper() or c.isdigit()]
+            parts = [p for w in m.group(1).split() for p in _HYPHENS.split(w) if p]
+            n = len(caps)
+            if n < 2 or len(parts) < n:
+                continue
+            candidate = parts[-n:]
+            if all(p[0].casefold() == c.casefold() for p, c in zip(candidate, caps, strict=True)):
+                key = fold(letters)
+                if key not in self.short_to_long and not key.isdigit():
+                    self.add(letters, " ".join(candidate))
+                    added += 1
+        return added
+
+
+def analyze_words(surface: list[str], acronyms: Acronyms | None) -> list[tuple[str, str]]:
+    """(stem, raw) per token: hyphen parts split, acronym plurals folded."""
+    out: list[tuple[str, str]] = []
+    for w in surface:
+        for part in _HYPHENS.split(w):
+            if not part:
+                continue
+            raw = fold(part)
+            # "GNNs", "ViTs", "LLMs": an acronym's plural is the acronym
+            if (acronyms and raw.endswith("s") and raw[:-1] in acronyms.plain
+                    and any(c.isupper() for c in part[1:])):
+                raw = raw[:-1]
+            out.append((raw if acronyms and raw in acronyms.plain else stem(raw), raw))
+    return out
+
+
+def stems(text: str, acronyms: Acronyms | None) -> tuple[str, ...]:
+    """Content stems of ``text`` (stop words out): the matching key of a topic."""
+    return tuple(s for s, r in analyze_words(words(text), acronyms) if r not in STOPWORDS)
+
+
+def raw_tokens(text: str) -> tuple[str, ...]:
+    """Folded tokens, stop words kept, no stemming: the key of an "exact phrase"."""
+    return tuple(fold(p) for w in words(text) for p in _HYPHENS.split(w) if p)
+
+
+def joined_compounds(text: str) -> list[str]:
+    """Hyphenated compounds written as one word (``pre-training`` → ``pretrain``)."""
+    return [stem(fold(_HYPHENS.sub("", w))) for w in words(text) if _HYPHENS.search(w)]
