@@ -204,6 +204,37 @@ def subscribers_export(ctx: typer.Context) -> None:
         subs_mod.export_csv(s.scalars(select(Subscriber).order_by(Subscriber.id)), sys.stdout)
 
 
+@app.command()
+def rank(
+    ctx: typer.Context,
+    subscriber: Annotated[str | None, typer.Option(help="Only this subscriber.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Picks per subscriber.")] = None,
+    all_entries: Annotated[
+        bool, typer.Option("--all-entries", help="Rank every stored paper, ignoring the "
+                           "edition window and what was already sent.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Show each subscriber's picks, scores and matched terms for the next edition."""
+    from .rankview import rank_subscribers
+
+    a = _app(ctx)
+    with a.session() as s:
+        results = list(rank_subscribers(a.settings, s, email=subscriber, limit=limit,
+                                        all_entries=all_entries))
+    if as_json:
+        _print_json(results)
+        return
+    for r in results:
+        out.print(f"[bold]{r['subscriber']}[/bold]  ({r['profile'] or 'empty profile'})")
+        for p in r["picks"]:
+            label = "trending" if p["section"] == "trending" else ", ".join(p["matched"])
+            out.print(f"  {p['rank']:>2}. {p['score']:6.2f}  {p['title'][:80]}  [dim]{label}[/dim]",
+                      markup=True)
+        if not r["picks"]:
+            out.print("   (nothing today)")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
     try:

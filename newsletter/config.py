@@ -103,6 +103,7 @@ class RankingConfig(_Section):
     weight_recency: float = 0.1
     trending: Literal["none", "section"] = "section"
     trending_count: int = Field(default=3, ge=0, le=20)
+    acronyms: str | None = None  # a TSV file replacing the bundled acronym table
 
 
 class RenderConfig(_Section):

@@ -1,0 +1,264 @@
+"""The profile language and the ranker: each feature, each edge, and the vectorized
+engine against a plain per-subscriber reference computation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from newsletter.config import RankingConfig
+from newsletter.errors import ProfileError
+from newsletter.profile import parse_profile
+from newsletter.ranking import Corpus, Ranker, RankEntry, fast_profile, highlight_spans
+from newsletter.text import Acronyms
+
+TODAY = dt.date(2025, 9, 1)
+CFG = RankingConfig()
+
+
+def entry(i: str, title: str, abstract: str = "", **kw: object) -> RankEntry:
+    return RankEntry(id=i, title=title, abstract=abstract, **kw)  # type: ignore[arg-type]
+
+
+FIXTURE = [
+    entry("ssm", "Selective State-Space Models for Vision",
+          "We scale state space models to images.", upvotes=5),
+    entry("gnn", "Message Passing in Graph Neural Networks", "Graph neural networks (GNNs) ..."),
+    entry("gnn-acr", "GNNs for Molecules", "Using GNNs on chemistry."),
+    entry("med", "Graph Neural Networks for Medical Imaging", "Medical scans with GNNs."),
+    entry("llm", "Serving Large Language Models Cheaply", "Inference for LLMs at scale."),
+    entry("abs-only", "A Study of Training", "We mention diffusion once in this abstract."),
+    entry("title", "Diffusion Transformers", "An architecture study."),
+    entry("vit", "Training ViTs from Scratch", "Vision transformers need data."),
+    entry("author", "Some Paper", "Text.", authors=("Yann LeCun", "Ada Lovelace")),
+    entry("pre", "Pre-training at Scale", "Large-scale pre-training."),
+    entry("exact", "Mixture of Experts Routing", "Sparse mixture-of-experts layers."),
+    entry("dup1", "Attention Is All You Need", "Transformers.", upvotes=50),
+    entry("dup2", "Attention is all you need!", "Transformers again.", upvotes=2),
+    entry("learned", "Kolmogorov Arnold Networks", "We propose Kolmogorov-Arnold Networks (KANs). "
+          "KANs are an alternative to MLPs."),
+    entry("uni", "Über-Netzwerke für Sprache", "Deutsch: Sprachmodelle und Übersetzung."),
+    entry("popular", "Unrelated Popular Paper", "Nothing to see.", upvotes=500),
+]
+
+
+@pytest.fixture(scope="module")
+def ranker() -> Ranker:
+    acronyms = Acronyms.load()
+    for e in FIXTURE:
+        acronyms.learn(e.abstract)
+    return Ranker(Corpus(FIXTURE, acronyms, CFG, TODAY), CFG)
+
+
+def picks(ranker: Ranker, profile: str, **kw: object) -> list[str]:
+    [chunk] = ranker.rank([("s", profile)], **kw)  # type: ignore[arg-type]
+    return [FIXTURE[i].id for i in chunk.picks[0] if i >= 0]
+
+
+def is_trending(ranker: Ranker, profile: str) -> bool:
+    [chunk] = ranker.rank([("s", profile)])
+    return bool(chunk.trending[0])
+
+
+# ---- the language -------------------------------------------------------------
+
+
+def test_profile_language_parses_every_form() -> None:
+    p = parse_profile('state space models\n"mixture of experts", diffusion^2, -medical, '
+                      'author:"Yann LeCun"; GNN')
+    kinds = [(t.text, t.kind, t.weight, t.exclude) for t in p.terms]
+    assert kinds == [
+        ("state space models", "topic", 1.0, False),
+        ("mixture of experts", "exact", 1.0, False),
+        ("diffusion", "topic", 2.0, False),
+        ("medical", "topic", 1.0, True),
+        ("Yann LeCun", "author", 1.0, False),
+        ("GNN", "topic", 1.0, False),
+    ]
+    assert str(parse_profile(str(p))) == str(p)  # printing round-trips
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('"unclosed', "unclosed quote"),
+    ("x^abc", r"weight after \^ must be a number"),
+    ("x^0", "above 0"),
+    ("x^11", "at most 10"),
+    ("-", "empty term"),
+    ("author:", "empty author name"),
+    ('ab"c"', "quotes must wrap"),
+    ("y" * 201, "longer than 200"),
+])
+def test_profile_errors_say_what_is_wrong(text: str, fragment: str) -> None:
+    with pytest.raises(ProfileError, match=fragment):
+        parse_profile(text)
+
+
+def test_fast_path_agrees_with_the_parser() -> None:
+    for text in ["a, b^2, -c", "state space models\nGNN", "  ,, x ,", "author:Someone"]:
+        assert fast_profile(text) == parse_profile(text)
+
+
+# ---- matching -------------------------------------------------------------------
+
+
+def test_phrase_with_stemming_and_hyphens(ranker: Ranker) -> None:
+    assert picks(ranker, "state space model")[0] == "ssm"  # "State-Space Models"
+
+
+def test_acronym_and_long_form_both_ways(ranker: Ranker) -> None:
+    long_form = set(picks(ranker, "graph neural network"))
+    short_form = set(picks(ranker, "GNN"))
+    assert {"gnn", "gnn-acr", "med"} <= long_form
+    assert long_form == short_form
+    assert "llm" in picks(ranker, "LLM") and "llm" in picks(ranker, "large language models")
+    assert "vit" in picks(ranker, "vision transformer")
+
+
+def test_acronym_learned_from_papers(ranker: Ranker) -> None:
+    assert "learned" in picks(ranker, "KAN")
+
+
+def test_hyphen_joined_forms(ranker: Ranker) -> None:
+    assert "pre" in picks(ranker, "pretraining")
+
+
+def test_title_outranks_abstract(ranker: Ranker) -> None:
+    got = picks(ranker, "diffusion")
+    assert got.index("title") < got.index("abs-only")
+
+
+def test_exclusion_is_never_picked(ranker: Ranker) -> None:
+    assert "med" in picks(ranker, "GNN")
+    got = picks(ranker, "GNN, -medical")
+    assert "med" not in got and "gnn" in got
+
+
+def test_only_exclusions_and_empty_profile_get_trending_only(ranker: Ranker) -> None:
+    for profile in ["", "-medical", "quantum chromodynamics"]:
+        assert is_trending(ranker, profile)
+        got = picks(ranker, profile)
+        assert got[0] == "popular" and len(got) == CFG.trending_count
+    assert "med" not in picks(ranker, "-medical")
+
+
+def test_trending_can_be_turned_off() -> None:
+    cfg = CFG.model_copy(update={"trending": "none"})
+    r = Ranker(Corpus(FIXTURE, Acronyms.load(), cfg, TODAY), cfg)
+    assert picks(r, "quantum chromodynamics") == []
+
+
+def test_exact_phrase(ranker: Ranker) -> None:
+    assert picks(ranker, '"mixture of experts"')[0] == "exact"
+    assert picks(ranker, '"experts of mixture"') == picks(ranker, "")  # nothing: trending
+
+
+def test_author(ranker: Ranker) -> None:
+    assert picks(ranker, 'author:"Yann LeCun"')[0] == "author"
+    assert picks(ranker, 'author:"LeCun Yann"')[0] == "author"
+
+
+def test_weights_change_the_order(ranker: Ranker) -> None:
+    a = picks(ranker, "diffusion^5, LLM")
+    b = picks(ranker, "diffusion, LLM^5")
+    assert a[0] == "title" and b[0] == "llm"
+
+
+def test_near_duplicates_appear_once(ranker: Ranker) -> None:
+    got = picks(ranker, "attention")
+    assert got.count("dup1") + got.count("dup2") == 1 and "dup1" in got  # the better copy
+
+
+def test_already_sent_is_never_picked_again(ranker: Ranker) -> None:
+    index = [e.id for e in FIXTURE].index("gnn")
+    assert "gnn" in picks(ranker, "GNN")
+    assert "gnn" not in picks(ranker, "GNN", sent={"s": [index]})
+
+
+def test_unicode_profile(ranker: Ranker) -> None:
+    assert picks(ranker, "Übersetzung")[0] == "uni"
+    assert picks(ranker, "über-netzwerke")[0] == "uni"
+
+
+def test_a_profile_of_200_terms(ranker: Ranker) -> None:
+    terms = [f"term{i}" for i in range(199)] + ["GNN"]
+    got = picks(ranker, ", ".join(terms))
+    assert "gnn" in got
+
+
+def test_explanations_name_the_matched_terms(ranker: Ranker) -> None:
+    profile = fast_profile("GNN, diffusion, -medical")
+    index = [e.id for e in FIXTURE].index("gnn")
+    ex = ranker.explain(profile, index)
+    assert [t for t, _ in ex.matched] == ["GNN"]
+    assert ex.why == "matched: GNN"
+    assert ex.relevance > 0 and ex.score == pytest.approx(ex.relevance + ex.popularity
+                                                          + ex.recency, abs=1e-3)
+
+
+def test_highlight_spans_find_surface_forms(ranker: Ranker) -> None:
+    profile = fast_profile("state space models, GNN")
+    text = "Selective State-Space Models beat GNNs."
+    feats = [ranker.analyzer.feature(t) for t in profile.terms]
+    spans = highlight_spans(text, feats, ranker.corpus.acronyms)
+    assert [text[a:b] for a, b in spans] == ["State-Space Models", "GNNs"]
+
+
+# ---- the engine ------------------------------------------------------------------
+
+
+def reference_scores(ranker: Ranker, profile_text: str, sent: set[int]) -> dict[int, float]:
+    """A deliberately plain re-implementation: loop over entries and terms."""
+    profile = fast_profile(profile_text)
+    corpus, cfg = ranker.corpus, ranker.cfg
+    out = {}
+    for e in range(len(corpus.entries)):
+        if e in sent or not corpus.canonical[e]:
+            continue
+        if any(corpus.row(ranker.analyzer.feature(t))[e] > 0 for t in profile.negative):
+            continue
+        rel = sum(t.weight * float(corpus.row(ranker.analyzer.feature(t))[e])
+                  for t in profile.positive)
+        if rel >= cfg.min_relevance:
+            out[e] = cfg.weight_relevance * rel + float(corpus.bonus[e])
+    return out
+
+
+def test_vectorized_engine_matches_a_plain_loop() -> None:
+    path = Path(__file__).resolve().parent.parent / "newsletter" / "data" / "sample_papers.json"
+    data = json.loads(path.read_text())
+    entries = [RankEntry(d["id"], d["title"], d["abstract"], upvotes=d["upvotes"]) for d in data]
+    r = Ranker(Corpus(entries, Acronyms.load(), CFG, TODAY), CFG)
+    vocab = ["diffusion", "graph neural networks", "GNN", "vision transformer", "federated",
+             "segmentation", "LLM", "mamba", "-medical", "-video", "residual^2", "point cloud",
+             "knowledge distillation", "robustness^0.5", '"neural networks"', "attention"]
+    rng = random.Random(7)
+    profiles = [(i, ", ".join(rng.sample(vocab, rng.randint(1, 6)))) for i in range(300)]
+    sent = {i: rng.sample(range(len(entries)), 5) for i in range(0, 300, 3)}
+    got = {}
+    for chunk in r.rank(profiles, sent=sent, k=10, chunk_size=37):
+        for key, row, scores, trend in zip(chunk.keys, chunk.picks, chunk.scores, chunk.trending,
+                                           strict=True):
+            got[key] = (list(row[row >= 0]), list(scores[row >= 0]), bool(trend))
+    for key, text in profiles:
+        ref = reference_scores(r, text, set(sent.get(key, [])))
+        picks_, scores, trend = got[key]
+        if not ref:
+            assert trend
+            continue
+        best = sorted(ref.values(), reverse=True)[:10]
+        assert not trend
+        np.testing.assert_allclose(scores, best, rtol=1e-4)
+        assert all(ref[p] == pytest.approx(s, rel=1e-4) for p, s in zip(picks_, scores,
+                                                                          strict=True))
+
+
+def test_chunking_does_not_change_results(ranker: Ranker) -> None:
+    profiles = [(i, p) for i, p in enumerate(["GNN", "diffusion, -medical", "", "LLM^2, ViT"] * 5)]
+    small = [c.picks for c in ranker.rank(profiles, chunk_size=3)]
+    big = [c.picks for c in ranker.rank(profiles, chunk_size=100)]
+    assert np.array_equal(np.vstack(small), np.vstack(big))
