@@ -138,6 +138,7 @@ class Corpus:
         self.index: dict[str, dict[tuple[str, ...], dict[int, int]]] = {
             f: defaultdict(dict) for f in FIELD_WEIGHTS}
         self.raw_text: dict[str, list[str]] = {f: [] for f in FIELD_WEIGHTS}
+        self.stem_text: dict[str, list[str]] = {f: [] for f in FIELD_WEIGHTS}
         lengths = np.zeros(n, dtype=np.float64)
         self.author_tokens: list[list[frozenset[str]]] = []
         for i, e in enumerate(self.entries):
@@ -153,6 +154,7 @@ class Corpus:
                     slot = postings[(joined,)]
                     slot[i] = slot.get(i, 0) + 1
                 self.raw_text[fname].append(" " + " ".join(raw_tokens(text)) + " ")
+                self.stem_text[fname].append(" " + " ".join(toks) + " ")
             self.author_tokens.append([frozenset(raw_tokens(a)) for a in e.authors])
         self.length_norm = (1 - B + B * lengths / max(lengths.mean(), 1.0)) if n else lengths
         self.popularity = np.log1p(np.array([max(e.upvotes, 0) for e in self.entries],
@@ -222,18 +224,9 @@ class Corpus:
     def _postings(self, fname: str, kind: str, variant: tuple[str, ...]) -> dict[int, int]:
         if kind == "topic" and len(variant) <= MAX_NGRAM:
             return self.index[fname].get(variant, {})
-        needle = " " + " ".join(variant) + " "
-        if kind == "topic":  # a long topic: scan stems
-            found: dict[int, int] = {}
-            for i, e in enumerate(self.entries):
-                text = {"title": e.title, "keywords": " , ".join(e.keywords),
-                        "abstract": e.abstract}[fname]
-                hay = " " + " ".join(stems(text, self.acronyms)) + " "
-                if needle in hay:
-                    found[i] = hay.count(needle)
-            return found
-        return {i: hay.count(needle) for i, hay in enumerate(self.raw_text[fname])
-                if needle in hay}
+        needle = " " + " ".join(variant) + " "  # longer phrases: scan the analysed text
+        texts = self.stem_text[fname] if kind == "topic" else self.raw_text[fname]
+        return {i: hay.count(needle) for i, hay in enumerate(texts) if needle in hay}
 
 
 @dataclass
@@ -272,6 +265,29 @@ class Ranker:
         self.analyzer = Analyzer(corpus.acronyms)
         self.feature_ids: dict[Feature, int] = {}
         self._m = np.zeros((64, len(corpus.entries)), dtype=np.float32)
+        self._raw_terms: dict[str, tuple[int, float, bool]] = {}
+
+    def _terms_of(self, text: str) -> list[tuple[int, float, bool]]:
+        """(feature id, weight, exclude) per term; the hot path avoids building Terms."""
+        if '"' in text:
+            found = [(self._fid(t), t.weight, t.exclude) for t in parse_profile(text).terms]
+        else:
+            found = []
+            for part in _FAST_SPLIT.split(text):
+                hit = self._raw_terms.get(part)
+                if hit is None:
+                    stripped = part.strip()
+                    if not stripped:
+                        continue
+                    term = _cached_term(stripped)
+                    hit = self._raw_terms[part] = (self._fid(term), term.weight, term.exclude)
+                found.append(hit)
+        if len(found) > 1 and len({(f, x) for f, _, x in found}) < len(found):
+            best: dict[tuple[int, bool], float] = {}
+            for f, w, x in found:  # a repeated term keeps its largest weight
+                best[(f, x)] = max(w, best.get((f, x), 0.0))
+            found = [(f, w, x) for (f, x), w in best.items()]
+        return found
 
     def _fid(self, term: Term) -> int:
         feat = self.analyzer.feature(term)
@@ -291,7 +307,7 @@ class Ranker:
         *,
         sent: dict[Any, Iterable[int]] | None = None,
         k: int | None = None,
-        chunk_size: int = 20_000,
+        chunk_size: int = 4096,
         keep_profiles: bool = False,
     ) -> Iterator[Chunk]:
         """Yield ranked chunks for ``(key, profile text)`` pairs, in input order.
@@ -319,54 +335,76 @@ class Ranker:
         profiles: list[Profile] = []
         for r, (key, text) in enumerate(batch):
             try:
-                profile = fast_profile(text)
+                terms = self._terms_of(text or "")
+                if keep_profiles:
+                    profiles.append(fast_profile(text or ""))
             except ProfileError as exc:
                 raise ProfileError(f"subscriber {key}: {exc.message}") from None
-            if keep_profiles:
-                profiles.append(profile)
-            for term in profile.terms:
-                fid = self._fid(term)
-                if term.exclude:
+            for fid, weight, exclude in terms:
+                if exclude:
                     neg_r.append(r)
                     neg_c.append(fid)
                 else:
                     pos_r.append(r)
                     pos_c.append(fid)
-                    pos_w.append(term.weight)
+                    pos_w.append(weight)
         n, nf = len(batch), len(self.feature_ids)
         m = self._m[:nf]
         s = sparse.csr_matrix((np.asarray(pos_w, dtype=np.float32), (pos_r, pos_c)), shape=(n, nf))
-        relevance = np.asarray(s @ m, dtype=np.float32) if nf else np.zeros((n, n_entries),
-                                                                            np.float32)
-        allowed = np.broadcast_to(self.corpus.canonical, (n, n_entries)).copy()
+        # In place from here on: each pass over n × entries floats costs real time at 1M rows.
+        score = np.asarray(s @ m, dtype=np.float32) if nf else np.zeros((n, n_entries),
+                                                                         np.float32)
+        score[score < self.cfg.min_relevance] = -np.inf
+        if self.cfg.weight_relevance != 1.0:
+            score *= self.cfg.weight_relevance
+        score += self.corpus.bonus
+        score[:, ~self.corpus.canonical] = -np.inf
+        x = None
         if neg_r:
             x = sparse.csr_matrix((np.ones(len(neg_r), np.float32), (neg_r, neg_c)), shape=(n, nf))
-            allowed &= ~(np.asarray(x @ m) > 0)
+            score[np.asarray(x @ m) > 0] = -np.inf
+        sent_rows: list[int] = []
+        sent_cols: list[int] = []
         if sent:
-            rows, cols = [], []
             for r, (key, _) in enumerate(batch):
                 for c in sent.get(key, ()):
-                    rows.append(r)
-                    cols.append(c)
-            if rows:
-                allowed[rows, cols] = False
-        match = allowed & (relevance >= self.cfg.min_relevance)
-        score = np.where(match, self.cfg.weight_relevance * relevance + self.corpus.bonus,
-                         -np.inf).astype(np.float32)
+                    sent_rows.append(r)
+                    sent_cols.append(c)
+            if sent_rows:
+                score[sent_rows, sent_cols] = -np.inf
         picks, scores = _top_k(score, k)
         trending = np.zeros(n, dtype=bool)
         if self.cfg.trending == "section" and self.cfg.trending_count:
-            empty = ~match.any(axis=1)
+            empty = picks[:, 0] < 0
             if empty.any():
-                trending[empty] = True
-                pop = np.where(allowed[empty], self.corpus.popularity + self.corpus.recency
-                               * 1e-3, -np.inf).astype(np.float32)
-                t_picks, t_scores = _top_k(pop, min(self.cfg.trending_count, k))
-                picks[empty] = -1
-                scores[empty] = -np.inf
-                picks[empty, : t_picks.shape[1]] = t_picks
-                scores[empty, : t_scores.shape[1]] = t_scores
+                trending = empty
+                picks[empty], scores[empty] = self._trending(
+                    np.flatnonzero(empty), x, sent_rows, sent_cols, k)
         return Chunk([key for key, _ in batch], picks, scores, trending, profiles)
+
+    def _trending(self, rows: np.ndarray, x: sparse.csr_matrix | None, sent_rows: list[int],
+                  sent_cols: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The labelled "trending today" picks for rows with no match: popular papers,
+        still never an excluded topic or a paper the subscriber already had."""
+        c = self.corpus
+        pop = np.broadcast_to(c.popularity + c.recency * np.float32(1e-3),
+                              (len(rows), len(c.entries))).astype(np.float32)
+        pop[:, ~c.canonical] = -np.inf
+        if x is not None:
+            pop[np.asarray(x[rows] @ self._m[: x.shape[1]]) > 0] = -np.inf
+        if sent_rows:
+            where = {r: i for i, r in enumerate(rows.tolist())}
+            pairs = [(where[r], col) for r, col in zip(sent_rows, sent_cols, strict=True)
+                     if r in where]
+            if pairs:
+                rr, cc = zip(*pairs, strict=True)
+                pop[list(rr), list(cc)] = -np.inf
+        t_picks, t_scores = _top_k(pop, min(self.cfg.trending_count, k))
+        picks = np.full((len(rows), k), -1, dtype=np.int32)
+        scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
+        picks[:, : t_picks.shape[1]] = t_picks
+        scores[:, : t_scores.shape[1]] = t_scores
+        return picks, scores
 
     def explain(self, profile: Profile, entry_index: int) -> Explanation:
         """Why ``entry_index`` is in this subscriber's email: terms and score parts."""
@@ -409,9 +447,9 @@ class Explanation:
 def _top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the k best per row, best first; -1 / -inf where fewer."""
     n, m = score.shape
-    k_eff = min(k, m)
     picks = np.full((n, k), -1, dtype=np.int32)
     values = np.full((n, k), -np.inf, dtype=np.float32)
+    k_eff = min(k, m)
     if k_eff == 0 or n == 0:
         return picks, values
     if k_eff < m:
@@ -422,8 +460,7 @@ def _top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(-part_scores, axis=1, kind="stable")
     top = np.take_along_axis(part, order, axis=1)
     top_scores = np.take_along_axis(part_scores, order, axis=1)
-    valid = np.isfinite(top_scores)
-    picks[:, :k_eff] = np.where(valid, top, -1)
+    picks[:, :k_eff] = np.where(np.isfinite(top_scores), top, -1)
     values[:, :k_eff] = top_scores
     return picks, values
 
