@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import random
-import resource
 import re
+import resource
 from collections import Counter
 from pathlib import Path
 

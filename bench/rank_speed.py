@@ -109,7 +109,8 @@ def main() -> None:
     print("|---|---|---|---|")
     print(f"| vectorized (sparse S @ M, argpartition) | {vec['total_s']:.1f} s "
           f"(corpus {vec['corpus_s']:.2f} s) | {vec['peak_rss_mb']:.0f} MB "
-          f"(profiles alone {vec['profiles_rss_mb']:.0f} MB) | {loop_total / vec['total_s']:.0f}x |")
+          f"(profiles alone {vec['profiles_rss_mb']:.0f} MB) | "
+          f"{loop_total / vec['total_s']:.0f}x |")
     print(f"| per-subscriber Python loop ({loop['sample']:,} timed, extrapolated) | "
           f"{loop_total:.0f} s ({loop['per_sub_ms']:.2f} ms/subscriber) | "
           f"{loop['peak_rss_mb']:.0f} MB | 1x |")

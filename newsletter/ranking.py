@@ -23,7 +23,7 @@ import datetime as dt
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -305,7 +305,7 @@ class Ranker:
         self,
         subscribers: Iterable[tuple[Any, str]],
         *,
-        sent: dict[Any, Iterable[int]] | None = None,
+        sent: Mapping[Any, Iterable[int]] | None = None,
         k: int | None = None,
         chunk_size: int = 4096,
         keep_profiles: bool = False,
@@ -324,7 +324,7 @@ class Ranker:
         if batch:
             yield self._rank_chunk(batch, sent or {}, k or self.cfg.max_papers, keep_profiles)
 
-    def _rank_chunk(self, batch: list[tuple[Any, str]], sent: dict[Any, Iterable[int]],
+    def _rank_chunk(self, batch: list[tuple[Any, str]], sent: Mapping[Any, Iterable[int]],
                     k: int, keep_profiles: bool) -> Chunk:
         n_entries = len(self.corpus.entries)
         pos_r: list[int] = []

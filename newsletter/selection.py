@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from .config import Settings
 from .models import Edition, Entry, SentEntry, Subscriber
-from .ranking import Corpus, Ranker, RankEntry
+from .ranking import Corpus, RankEntry, Ranker
 from .text import Acronyms
 
 

@@ -23,8 +23,11 @@ _STEMMER = Stemmer.Stemmer("english")
 _WORD = re.compile(r"\w+(?:[-‐‑–']\w+)*")
 _HYPHENS = re.compile(r"[-‐‑–']")
 STOPWORDS = frozenset(
-    "a an and are as at be by for from has have in into is it its of on or that the their this "
-    "to via was were with without we our using based towards toward".split()
+    [
+        "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in",
+        "into", "is", "it", "its", "of", "on", "or", "that", "the", "their", "this", "to", "via",
+        "was", "were", "with", "without", "we", "our", "using", "based", "towards", "toward",
+    ]
 )
 _DEFINITION = re.compile(r"((?:[\w][\w-]*\s+){1,8}?)\(\s*([A-Z][A-Za-z0-9]*[A-Z][a-z]?s?)\s*\)")
 

@@ -14,7 +14,7 @@ import pytest
 from newsletter.config import RankingConfig
 from newsletter.errors import ProfileError
 from newsletter.profile import parse_profile
-from newsletter.ranking import Corpus, Ranker, RankEntry, fast_profile, highlight_spans
+from newsletter.ranking import Corpus, RankEntry, Ranker, fast_profile, highlight_spans
 from newsletter.text import Acronyms
 
 TODAY = dt.date(2025, 9, 1)
