@@ -50,6 +50,9 @@ FIELD_WEIGHTS = {"title": 3.0, "keywords": 2.0, "abstract": 1.0}
 K1, B = 1.2, 0.75
 MAX_NGRAM = 4
 MIN_IDF_N = 100  # idf is computed as if at least this many papers were ranked
+PHRASE_WEIGHT = 1.0  # a topic's score: the phrase (or acronym form) ...
+WORDS_WEIGHT = 1.0  # ... plus its words' mean score, scaled by the share present ...
+COVERAGE_POWER = 0.0  # ... to this power, so one word of three earns little
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class RankEntry:
 class Feature:
     kind: str  # topic | exact | author
     variants: tuple[tuple[str, ...], ...]
+    parts: tuple[str, ...] = ()  # a multi-word topic's words, for partial credit
 
 
 class Analyzer:
@@ -102,7 +106,8 @@ class Analyzer:
         if len(base) > 1:
             joined = "".join(base)
             variants.add((joined,))
-        return Feature("topic", tuple(sorted(variants, key=lambda v: (len(v), v))))
+        parts = tuple(dict.fromkeys(base)) if len(base) > 1 else ()
+        return Feature("topic", tuple(sorted(variants, key=lambda v: (len(v), v))), parts)
 
     def _acronym_variants(self, base: tuple[str, ...]) -> set[tuple[str, ...]]:
         a = self.acronyms
@@ -212,14 +217,29 @@ class Corpus:
                 for variant in feature.variants:
                     for i, count in self._postings(fname, feature.kind, variant).items():
                         tf[i] += weight * count
-        df = int(np.count_nonzero(tf))
-        out = np.zeros(n, dtype=np.float32)
-        if df:
-            big_n = max(n, MIN_IDF_N)
-            idf = math.log(1 + (big_n - df + 0.5) / (df + 0.5))
-            out = (idf * tf * (K1 + 1) / (tf + K1 * self.length_norm)).astype(np.float32)
+        out = self._bm25(tf)
+        if feature.parts:
+            # The words of a topic, in any order, earn part of a phrase match: the phrase
+            # is the strong signal, the words catch "point cloud semantic segmentation"
+            # for "point cloud segmentation" (as sequential-dependence models do).
+            words_ = [self.row(Feature("topic", ((w,),))) for w in feature.parts]
+            idfs = np.array([self._idf(int(np.count_nonzero(w))) for w in words_])
+            share = (idfs[:, None] * (np.array(words_) > 0)).sum(axis=0) / max(idfs.sum(), 1e-9)
+            bag = np.sum(words_, axis=0) / len(words_) * share ** COVERAGE_POWER * (share > 0.5)
+            out = (PHRASE_WEIGHT * out + WORDS_WEIGHT * bag).astype(np.float32)
         self._rows[feature] = out
         return out
+
+    def _idf(self, df: int) -> float:
+        big_n = max(len(self.entries), MIN_IDF_N)
+        return math.log(1 + (big_n - df + 0.5) / (df + 0.5))
+
+    def _bm25(self, tf: np.ndarray) -> np.ndarray:
+        df = int(np.count_nonzero(tf))
+        if not df:
+            return np.zeros(len(tf), dtype=np.float32)
+        idf = self._idf(df)
+        return (idf * tf * (K1 + 1) / (tf + K1 * self.length_norm)).astype(np.float32)
 
     def _postings(self, fname: str, kind: str, variant: tuple[str, ...]) -> dict[int, int]:
         if kind == "topic" and len(variant) <= MAX_NGRAM:

@@ -1,0 +1,27 @@
+"""The judged quality set: the ranker must beat plain BM25 and TF-IDF on it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.quality import evaluate, load  # noqa: E402
+
+
+def test_judged_set_is_substantial() -> None:
+    _, profiles = load()
+    assert len(profiles) >= 25
+    kinds = {p["kind"] for p in profiles}
+    assert {"broad", "narrow", "acronym", "long form", "exclusion", "no relevant paper"} <= kinds
+    assert all(set(p["judgments"].values()) <= {1, 2} for p in profiles)
+
+
+def test_ours_beats_bm25_and_tfidf() -> None:
+    results = evaluate()
+    ours = results.pop("newsletter")
+    for name, other in results.items():
+        assert ours["ndcg@10"] > other["ndcg@10"], name
+        assert ours["p@5"] > other["p@5"], name
+        assert ours["false_matches"] < other["false_matches"], name
