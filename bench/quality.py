@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from newsletter.config import RankingConfig, Settings  # noqa: E402
-from newsletter.ranking import Corpus, Ranker, RankEntry  # noqa: E402
+from newsletter.ranking import Corpus, RankEntry, Ranker  # noqa: E402
 from newsletter.selection import load_acronyms  # noqa: E402
 
 K = 10
@@ -133,7 +133,8 @@ def main() -> None:
     args = ap.parse_args()
     results = evaluate(args.per_profile)
     first = next(iter(results.values()))
-    print(f"{first['profiles']} judged profiles (+{first['empty_profiles']} with no relevant paper)")
+    print(f"{first['profiles']} judged profiles "
+          f"(+{first['empty_profiles']} with no relevant paper)")
     print("| method | nDCG@10 | P@5 | papers shown as matches when none is relevant |")
     print("|---|---|---|---|")
     for name, r in results.items():
