@@ -284,13 +284,15 @@ class Ranker:
         self.cfg = cfg
         self.analyzer = Analyzer(corpus.acronyms)
         self.feature_ids: dict[Feature, int] = {}
+        self._features: list[Feature] = []
         self._m = np.zeros((64, len(corpus.entries)), dtype=np.float32)
-        self._raw_terms: dict[str, tuple[int, float, bool]] = {}
+        self._raw_terms: dict[str, tuple[int, float, bool, str]] = {}
 
-    def _terms_of(self, text: str) -> list[tuple[int, float, bool]]:
-        """(feature id, weight, exclude) per term; the hot path avoids building Terms."""
+    def _terms_of(self, text: str) -> list[tuple[int, float, bool, str]]:
+        """(feature id, weight, exclude, term text) per term; the hot path avoids Terms."""
         if '"' in text:
-            found = [(self._fid(t), t.weight, t.exclude) for t in parse_profile(text).terms]
+            found = [(self._fid(t), t.weight, t.exclude, t.text)
+                     for t in parse_profile(text).terms]
         else:
             found = []
             for part in _FAST_SPLIT.split(text):
@@ -299,21 +301,48 @@ class Ranker:
                     stripped = part.strip()
                     if not stripped:
                         continue
-                    term = _cached_term(stripped)
-                    hit = self._raw_terms[part] = (self._fid(term), term.weight, term.exclude)
+                    t = _cached_term(stripped)
+                    hit = self._raw_terms[part] = (self._fid(t), t.weight, t.exclude, t.text)
                 found.append(hit)
-        if len(found) > 1 and len({(f, x) for f, _, x in found}) < len(found):
-            best: dict[tuple[int, bool], float] = {}
-            for f, w, x in found:  # a repeated term keeps its largest weight
-                best[(f, x)] = max(w, best.get((f, x), 0.0))
-            found = [(f, w, x) for (f, x), w in best.items()]
+        if len(found) > 1 and len({(f, x) for f, _, x, _ in found}) < len(found):
+            best: dict[tuple[int, bool], tuple[float, str]] = {}
+            for f, w, x, name in found:  # a repeated term keeps its largest weight
+                if (f, x) not in best or best[(f, x)][0] < w:
+                    best[(f, x)] = (w, name)
+            found = [(f, w, x, name) for (f, x), (w, name) in best.items()]
         return found
+
+    def explain_many(self, text: str, entry_indices: Sequence[int]) -> list[Explanation]:
+        """``explain`` for several picks of one subscriber in one array operation."""
+        terms = [t for t in self._terms_of(text or "") if not t[2]]
+        c, cfg = self.corpus, self.cfg
+        idx = np.asarray(entry_indices, dtype=np.intp)
+        if terms:
+            fids = np.array([t[0] for t in terms], dtype=np.intp)
+            weights = np.array([t[1] for t in terms], dtype=np.float32)
+            contrib = self._m[fids][:, idx] * weights[:, None]
+        else:
+            contrib = np.zeros((0, len(idx)), dtype=np.float32)
+        out = []
+        for col, e in enumerate(idx.tolist()):
+            values = contrib[:, col]
+            hits = np.flatnonzero(values > 0)
+            hits = hits[np.argsort(-values[hits], kind="stable")]
+            out.append(Explanation(
+                matched=[(terms[h][3], round(float(values[h]), 3)) for h in hits],
+                relevance=round(float(cfg.weight_relevance * values.sum()), 4),
+                popularity=round(float(cfg.weight_popularity * c.popularity[e]), 4),
+                recency=round(float(cfg.weight_recency * c.recency[e]), 4),
+                features=[self._features[terms[h][0]] for h in hits],
+            ))
+        return out
 
     def _fid(self, term: Term) -> int:
         feat = self.analyzer.feature(term)
         fid = self.feature_ids.get(feat)
         if fid is None:
             fid = self.feature_ids[feat] = len(self.feature_ids)
+            self._features.append(feat)
             if fid >= self._m.shape[0]:
                 grown = np.zeros((self._m.shape[0] * 2, self._m.shape[1]), dtype=np.float32)
                 grown[: self._m.shape[0]] = self._m
@@ -360,7 +389,7 @@ class Ranker:
                     profiles.append(fast_profile(text or ""))
             except ProfileError as exc:
                 raise ProfileError(f"subscriber {key}: {exc.message}") from None
-            for fid, weight, exclude in terms:
+            for fid, weight, exclude, _ in terms:
                 if exclude:
                     neg_r.append(r)
                     neg_c.append(fid)

@@ -1,0 +1,128 @@
+"""The per-subscriber digest: picks turned into what the templates show.
+
+Everything that does not depend on the subscriber (a paper's link, author
+line, date) is computed once per edition; excerpts with highlighted terms are
+cached per (paper, matched terms), which many subscribers share. So the
+per-subscriber work is assembling a dict and running Jinja.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from markupsafe import Markup, escape
+
+from .ranking import Explanation, Feature, highlight_spans
+from .text import Acronyms
+
+EXCERPT_CHARS = 300
+MAX_AUTHORS = 3
+HL_STYLE = "background-color:#fff1a8;color:#1f2328;padding:0 1px;"  # inline: emails need it
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class PaperInfo:
+    """What the email shows of a paper, independent of who receives it."""
+
+    id: str
+    title: str
+    abstract: str
+    url: str
+    authors: str
+    date: str
+    upvotes: int
+    code_url: str
+    project_url: str
+
+    @classmethod
+    def of(cls, e: Any, fallback_url: str) -> PaperInfo:
+        names = list(e.authors or [])
+        shown = ", ".join(names[:MAX_AUTHORS])
+        if len(names) > MAX_AUTHORS:
+            shown += f" +{len(names) - MAX_AUTHORS} more"
+        return cls(
+            id=e.id, title=e.title, abstract=e.abstract or "", url=e.url or fallback_url,
+            authors=shown, date=format_date(e.published), upvotes=int(e.upvotes or 0),
+            code_url=e.code_url or "", project_url=e.project_url or "",
+        )
+
+
+def format_date(d: dt.date | None) -> str:
+    return f"{d:%b} {d.day}, {d.year}" if d else ""
+
+
+def excerpt_window(text: str, spans: list[tuple[int, int]], limit: int = EXCERPT_CHARS) -> tuple[
+        int, int]:
+    """A 2-3 line window: from the sentence holding the first highlight, cut at a word."""
+    if len(text) <= limit:
+        return 0, len(text)
+    start = 0
+    if spans:
+        first = spans[0][0]
+        for m in _SENTENCE.finditer(text, 0, first):
+            start = m.end()
+        if first - start > limit // 2:
+            start = text.rfind(" ", 0, first - 40) + 1
+    end = start + limit
+    if end < len(text):
+        cut = text.rfind(" ", start, end)
+        end = cut if cut > start else end
+    return start, min(end, len(text))
+
+
+def marked(text: str, spans: list[tuple[int, int]], start: int = 0, end: int | None = None,
+           ) -> Markup:
+    """``text[start:end]`` escaped, with ``spans`` wrapped in <mark>."""
+    end = len(text) if end is None else end
+    out: list[str] = []
+    pos = start
+    for a, b in spans:
+        if b <= start or a >= end:
+            continue
+        a, b = max(a, start), min(b, end)
+        out.append(str(escape(text[pos:a])))
+        out.append(f'<mark class="hl" style="{HL_STYLE}">{escape(text[a:b])}</mark>')
+        pos = b
+    out.append(str(escape(text[pos:end])))
+    return Markup("".join(out))
+
+
+@dataclass
+class DigestBuilder:
+    """Per-edition state for building subscriber contexts."""
+
+    papers: list[PaperInfo]
+    acronyms: Acronyms
+    _excerpts: dict[tuple[int, tuple[Feature, ...]], tuple[Markup, str]] = field(
+        default_factory=dict)
+
+    def excerpt(self, index: int, features: tuple[Feature, ...]) -> tuple[Markup, str]:
+        key = (index, features)
+        hit = self._excerpts.get(key)
+        if hit is None:
+            text = self.papers[index].abstract
+            spans = highlight_spans(text, features, self.acronyms) if features else []
+            a, b = excerpt_window(text, spans)
+            suffix = "…" if b < len(text) else ""
+            prefix = "…" if a > 0 else ""
+            html = Markup(prefix) + marked(text, spans, a, b) + Markup(suffix)
+            hit = self._excerpts[key] = (html, prefix + text[a:b] + suffix)
+            if len(self._excerpts) > 200_000:
+                self._excerpts.clear()
+        return hit
+
+    def paper(self, index: int, ex: Explanation | None) -> dict[str, Any]:
+        info = self.papers[index]
+        features = tuple(ex.features) if ex else ()
+        excerpt_html, excerpt_text = self.excerpt(index, features)
+        return {
+            "id": info.id, "title": info.title, "url": info.url, "authors": info.authors,
+            "date": info.date, "upvotes": info.upvotes, "code_url": info.code_url,
+            "project_url": info.project_url, "excerpt": excerpt_html,
+            "excerpt_text": excerpt_text, "why": ex.why if ex else "",
+            "matched": [t for t, _ in ex.matched] if ex else [],
+        }
