@@ -7,6 +7,7 @@ stderr. Errors a user can cause print one line and exit non-zero.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -14,13 +15,20 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from sqlalchemy import select
 
 from . import ingest as ingest_mod
 from . import subscribers as subs_mod
 from .app import App
-from .errors import NewsletterError
+from .errors import InputError, NewsletterError
 from .models import Entry, Subscriber
 
 app = typer.Typer(
@@ -233,6 +241,181 @@ def rank(
                       markup=True)
         if not r["picks"]:
             out.print("   (nothing today)")
+
+
+def _day(value: str | None) -> dt.date:
+    if not value:
+        return dt.datetime.now(dt.UTC).date()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"--date: expected YYYY-MM-DD, got {value!r}") from None
+
+
+def _progress(total: int | None, label: str) -> Progress:
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.speed} /s"),
+        TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal,
+    )
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    date: Annotated[str | None, typer.Option("--date", help="Edition day (YYYY-MM-DD); "
+                                             "default today (UTC).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before sending.")] = False,
+    slot: Annotated[str, typer.Option(help="Send slot (the scheduler's); default none.")] = "",
+) -> None:
+    """Send the day's edition to every active subscriber who has not had it."""
+    from .runs import run_send
+
+    a = _app(ctx)
+    backend = a.settings.transport.backend
+    if backend not in ("outbox", "console") and not yes:
+        if not sys.stdin.isatty():
+            raise InputError(f"refusing to send through {backend} without --yes "
+                             "(no terminal to ask)")
+        if not typer.confirm(f"Send the {_day(date)} edition through {backend}?"):
+            raise typer.Exit(1)
+    progress = _progress(None, "sending")
+    task = progress.add_task("send", total=None)
+    with progress:
+        summary = run_send(
+            a.settings, a.engine, _day(date), slot=slot,
+            on_planned=lambda n: progress.update(task, total=n),
+            on_progress=lambda _o: progress.advance(task),
+        )
+    r = summary.report
+    err.print(f"edition {summary.edition.day} (#{summary.edition.id}): "
+              f"{summary.candidates} candidate papers; planned {summary.plan.planned} "
+              f"(+{summary.plan.skipped} with nothing to send)"
+              + (f"; took back {summary.reclaimed} unfinished" if summary.reclaimed else ""))
+    err.print(f"sent {r.counts['sent']}, failed {r.counts['failed']} in {r.seconds:.1f}s"
+              + (f" via {backend}" + (f" to {a.settings.outbox.path}/"
+                                      if backend == "outbox" else "")))
+    for line in r.errors:
+        err.print(f"  failed: {line}")
+    if r.counts["failed"]:
+        raise typer.Exit(3)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    edition: Annotated[str | None, typer.Argument(help="Edition id or day (YYYY-MM-DD); "
+                                                  "default the latest.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Counts by delivery state and the last errors of an edition."""
+    from .models import Edition
+    from .pipeline import edition_status
+
+    a = _app(ctx)
+    with a.session() as s:
+        q = select(Edition)
+        if edition and edition.isdigit():
+            q = q.where(Edition.id == int(edition))
+        elif edition:
+            q = q.where(Edition.day == _day(edition))
+        found = s.scalars(q.order_by(Edition.created_at.desc()).limit(1)).first()
+    if found is None:
+        raise InputError(f"no edition {edition}" if edition else "no edition has been sent yet")
+    data = edition_status(a.engine, found)
+    if as_json:
+        _print_json(data)
+        return
+    c = data["counts"]
+    out.print(f"edition #{data['edition']} {data['day']}{' slot ' + data['slot'] if data['slot'] else ''}: "
+              + ", ".join(f"{k} {v}" for k, v in c.items()))
+    for e in data["last_errors"]:
+        out.print(f"  {e['status']}: {e['email']}: {e['error']}")
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    subscriber: Annotated[str | None, typer.Option(help="Only this subscriber.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every active subscriber (the default).")
+                    ] = False,
+    date: Annotated[str | None, typer.Option("--date", help="Edition day (YYYY-MM-DD).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the files.")] = Path(
+        "preview"),
+    screenshot: Annotated[bool, typer.Option("--screenshot", help="Also PNGs at 600 and 375 px "
+                                             "(needs chromium).")] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many subscribers.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The summary as JSON on stdout.")
+                       ] = False,
+) -> None:
+    """Render exactly what `send` would send, to files; sends nothing, writes no ledger."""
+    from .runs import run_preview
+
+    if subscriber and all_:
+        raise InputError("--subscriber and --all exclude each other")
+    a = _app(ctx)
+    progress = _progress(None, "rendering")
+    task = progress.add_task("preview", total=None)
+    with progress:
+        report = run_preview(a.settings, a.engine, _day(date), out_dir, email=subscriber,
+                             limit=limit, on_progress=lambda _o: progress.advance(task))
+    if screenshot:
+        from .screenshots import screenshot_dir
+
+        report.screenshots = screenshot_dir(out_dir)
+    summary = report.summary()
+    if as_json:
+        _print_json(summary)
+        return
+    table = Table("", "value", title=f"preview of {_day(date)} → {out_dir}/")
+    table.add_row("subscribers", str(summary["subscribers"]))
+    table.add_row("candidate papers", str(summary["candidates"]))
+    ppe = summary["papers_per_email"]
+    table.add_row("matched papers per email (min/median/max)",
+                  f"{ppe['min']} / {ppe['median']} / {ppe['max']}")
+    table.add_row("no match (trending section only)", str(summary["no_match_trending_only"]))
+    table.add_row("nothing to send", str(summary["nothing_to_send"]))
+    table.add_row("empty profiles", str(summary["empty_profiles"]))
+    sz = summary["html_bytes"]
+    table.add_row("HTML size (min/median/max)",
+                  f"{sz['min'] / 1024:.1f} / {sz['median'] / 1024:.1f} / {sz['max'] / 1024:.1f} KB")
+    table.add_row("over Gmail's 102 KB clip", str(summary["over_gmail_clip"]))
+    table.add_row("top matched terms",
+                  ", ".join(f"{t} ({n})" for t, n in summary["top_matched_terms"]) or "-")
+    if report.screenshots:
+        table.add_row("screenshots", str(len(report.screenshots)))
+    out.print(table)
+    for e in summary["failed"]:
+        err.print(f"  render failed: {e}")
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """The whole job on bundled samples: ingest papers, add sample subscribers, send
+    today's edition (to the outbox folder unless configured otherwise)."""
+    from importlib import resources
+
+    from .runs import run_send
+
+    a = _app(ctx)
+    data = resources.files("newsletter").joinpath("data")
+    papers = Path(str(data.joinpath("sample_papers.json")))
+    with a.session() as s:
+        report = ingest_mod.ingest(a.settings, s, [str(papers)])
+    err.print(f"ingested {report.total} sample papers ({report.new} new)")
+    with a.session() as s:
+        imported = subs_mod.import_csv(s, data.joinpath("sample_subscribers.csv").read_bytes(),
+                                       "sample_subscribers.csv")
+    err.print(f"sample subscribers: {imported.added} added, "
+              f"{len(imported.duplicates)} already present")
+    summary = run_send(a.settings, a.engine, _day(None))
+    r = summary.report
+    where = (f" into {Path(a.settings.outbox.path).resolve()}/"
+             if a.settings.transport.backend == "outbox" else "")
+    err.print(f"edition {summary.edition.day}: sent {r.counts['sent']} emails"
+              f"{where} (failed {r.counts['failed']}); "
+              f"`newsletter status` shows the ledger, `newsletter preview` renders without sending")
+    if r.counts["failed"]:
+        raise typer.Exit(3)
 
 
 def main() -> None:

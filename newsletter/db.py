@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+READONLY = "newsletter_readonly"
 _engines: dict[str, Engine] = {}
 
 
@@ -39,7 +40,10 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the lock up front (no read-then-upgrade deadlock); readers do not,
+        # so a long read (streaming subscribers) never blocks the ledger's writes.
+        readonly = conn.get_execution_options().get(READONLY, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -110,8 +114,19 @@ def _is_current(engine: Engine) -> bool:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """One transaction: commit on success, roll back everything on any error."""
-    factory = sessionmaker(engine, expire_on_commit=False)
-    with factory() as session, session.begin():
-        yield session
+def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
+    """One transaction: commit on success, roll back everything on any error.
+
+    ``readonly`` sessions do not take SQLite's write lock (and are rolled back).
+    """
+    bind = engine.execution_options(**{READONLY: True}) if readonly else engine
+    factory = sessionmaker(bind, expire_on_commit=False)
+    with factory() as session:
+        if readonly:
+            try:
+                yield session
+            finally:
+                session.rollback()
+            return
+        with session.begin():
+            yield session

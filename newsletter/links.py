@@ -67,7 +67,8 @@ class LinkMaker:
         return Links(
             unsubscribe=f"{self.base}/unsubscribe/{unsub}",
             unsubscribe_mailto=f"mailto:{self.mailbox}?subject={quote('unsubscribe ' + unsub)}",
-            preferences=f"{self.base}/preferences/{self.signer.token('preferences', subscriber_id)}",
+            preferences=f"{self.base}/preferences/"
+                        f"{self.signer.token('preferences', subscriber_id)}",
             browser=f"{self.base}/view/{self.signer.token('view', subscriber_id, edition_id)}",
         )
 

@@ -43,12 +43,17 @@ def qp(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class Message:
-    """A finished message: what transports send."""
+    """A finished message: the MIME bytes, plus its parts for JSON-based email APIs."""
 
     to: str
     sender: str
     message_id: str
     data: bytes
+    subject: str = ""
+    html: str = ""
+    text: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    from_header: str = ""
 
 
 class MimeBuilder:
@@ -57,7 +62,9 @@ class MimeBuilder:
         self.sender = s.from_address
         self.domain = s.from_address.rpartition("@")[2] or "localhost"
         self.boundary = f"=_nl_{secrets.token_hex(12)}"
-        fixed = [f"From: {_address(s.from_name, s.from_address)}"]
+        self.from_header = _address(s.from_name, s.from_address)
+        self.list_id = f"{s.from_name} <{s.list_id}>"
+        fixed = [f"From: {self.from_header}"]
         if s.reply_to:
             fixed.append(f"Reply-To: {s.reply_to}")
         fixed += [
@@ -106,7 +113,12 @@ class MimeBuilder:
         ))
         if self.dkim is not None:
             data = self.dkim.sign(data)
-        return Message(to=to, sender=self.sender, message_id=message_id, data=data)
+        headers = (("List-Unsubscribe", list_unsubscribe),
+                   ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+                   ("List-Id", self.list_id), ("Message-ID", message_id))
+        return Message(to=to, sender=self.sender, message_id=message_id, data=data,
+                       subject=subject, html=html, text=text, headers=headers,
+                       from_header=self.from_header)
 
 
 class DkimSigner:

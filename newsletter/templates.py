@@ -33,11 +33,7 @@ KNOWN_TAGS = {
     "mj-table", "mj-social", "mj-social-element", "mj-navbar", "mj-navbar-link", "mj-hero",
     "mj-accordion", "mj-accordion-element", "mj-accordion-title", "mj-accordion-text",
     "mj-carousel", "mj-carousel-image", "mj-include",
-    # attribute defaults inside <mj-attributes>
-    "mj-text", "mj-image",
 }
-_VOID_OK = {"mj-all", "mj-class", "mj-include", "mj-image", "mj-divider", "mj-spacer",
-            "mj-font", "mj-breakpoint", "mj-social-element", "mj-carousel-image"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,175 @@
+"""The operator's runs: ``send`` (plan + deliver through the ledger) and ``preview``
+(the same pipeline with a memory ledger and a file transport; writes nothing to
+the database)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy.orm import Session
+
+from .config import Settings
+from .db import MIGRATIONS, READONLY, session_scope
+from .errors import InputError
+from .mime import Message
+from .models import Delivery, Edition, utcnow
+from .pipeline import (
+    DbLedger,
+    DeliverReport,
+    EditionContext,
+    MemoryLedger,
+    Outcome,
+    PlanReport,
+    deliver,
+    edition_entries,
+    get_or_create_edition,
+    plan_jobs,
+    subscriber_rows,
+)
+from .selection import candidate_entries
+from .transports import Transport, make_transport
+from .transports.outbox import OutboxTransport
+
+_SAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
+
+
+@dataclass
+class SendSummary:
+    edition: Edition
+    candidates: int
+    plan: PlanReport
+    reclaimed: int
+    report: DeliverReport
+
+
+def run_send(settings: Settings, engine: Engine, day: dt.date, *, slot: str = "",
+             transport: Transport | None = None,
+             on_progress: Callable[[Outcome], None] | None = None,
+             on_planned: Callable[[int], None] | None = None) -> SendSummary:
+    edition = get_or_create_edition(engine, day, slot)
+    ledger = DbLedger(engine, edition)
+    reclaimed = ledger.reclaim() + ledger.retry_failed()
+    with session_scope(engine, readonly=True) as s:
+        rows = edition_entries(s, edition)
+        ctx = EditionContext(settings, s, edition, rows)
+        plan = ledger.plan(plan_jobs(ctx.selection, subscriber_rows(
+            s, exclude_planned_for=edition.id), settings.ranking.max_papers))
+        pending = s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.edition_id == edition.id, Delivery.status == "pending")) or 0
+    if on_planned:
+        on_planned(int(pending))
+    report = asyncio.run(deliver(settings, ledger, ctx, transport or make_transport(settings),
+                                 on_progress=on_progress))
+    return SendSummary(edition, len(rows), plan, reclaimed, report)
+
+
+class PreviewTransport(OutboxTransport):
+    """Files named after the recipient, so an operator can find one person's email."""
+
+    name = "preview"
+
+    def file_for(self, message: Message) -> Path:
+        return self.path / f"{_SAFE.sub('_', message.to)}.eml"
+
+
+@dataclass
+class PreviewReport:
+    out: Path
+    candidates: int
+    outcomes: list[Outcome] = field(default_factory=list)
+    empty_profiles: int = 0
+    screenshots: list[Path] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        rendered = [o.rendered for o in self.outcomes if o.rendered is not None]
+        papers = [r.papers for r in rendered]
+        sizes = [len(r.html.encode()) for r in rendered]
+        terms: Counter[str] = Counter(t for r in rendered for t in r.matched_terms)
+
+        def spread(values: list[int]) -> dict[str, float]:
+            if not values:
+                return {"min": 0, "median": 0, "max": 0}
+            return {"min": min(values), "median": statistics.median(values),
+                    "max": max(values)}
+
+        return {
+            "subscribers": len(self.outcomes),
+            "candidates": self.candidates,
+            "papers_per_email": spread(papers),
+            "no_match_trending_only": sum(1 for r in rendered if r.trending and not r.papers),
+            "nothing_to_send": sum(1 for o in self.outcomes if o.status == "skipped"),
+            "empty_profiles": self.empty_profiles,
+            "html_bytes": spread(sizes),
+            "over_gmail_clip": sum(1 for s in sizes if s > 102 * 1024),
+            "top_matched_terms": terms.most_common(10),
+            "failed": [o.error for o in self.outcomes if o.status == "failed"][:10],
+        }
+
+
+def require_database(engine: Engine) -> None:
+    """Preview reads; it never creates or migrates a database (nor makes a signing key)."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            raise InputError("no database yet: ingest papers and add subscribers first")
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if current != set(ScriptDirectory.from_config(cfg).get_heads()):
+        raise InputError("the database schema is old: run `newsletter db upgrade` first")
+
+
+def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
+                email: str | None = None, limit: int | None = None,
+                on_progress: Callable[[Outcome], None] | None = None) -> PreviewReport:
+    require_database(engine)
+    with engine.connect().execution_options(**{READONLY: True}) as conn, \
+            Session(bind=conn) as s:  # read-only; nothing committed
+        existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == ""))
+        edition = existing or Edition(id=0, day=day, slot="", cutoff=utcnow())
+        rows = edition_entries(s, edition) if existing else _next_entries(s, edition)
+        ctx = EditionContext(settings, s, edition, rows)
+        subs = list(subscriber_rows(s, email=email))
+        if email and not subs:
+            raise InputError(f"{email} is not a subscriber")
+        if limit:
+            subs = subs[:limit]
+        empty = sum(1 for _, _, _, kw in subs if not kw.strip())
+        jobs = [j for chunk in plan_jobs(ctx.selection, iter(subs),
+                                         settings.ranking.max_papers) for j in chunk]
+        conn.rollback()
+    ledger = MemoryLedger([j for j in jobs if j.entry_ids])
+    skipped = [Outcome(j, "skipped", error="no papers matched and no trending section")
+               for j in jobs if not j.entry_ids]
+    out.mkdir(parents=True, exist_ok=True)
+    transport = PreviewTransport(out)
+
+    def progress(o: Outcome) -> None:
+        if o.rendered is not None:
+            stem = str(out / _SAFE.sub("_", o.job.recipient.email))
+            Path(stem + ".html").write_text(o.rendered.html, encoding="utf-8")
+            Path(stem + ".txt").write_text(o.rendered.text, encoding="utf-8")
+        if on_progress:
+            on_progress(o)
+
+    asyncio.run(deliver(settings, ledger, ctx, transport, on_progress=progress))
+    report = PreviewReport(out, len(rows), ledger.outcomes + skipped, empty)
+    return report
+
+
+def _next_entries(session: Any, edition: Edition) -> list[Any]:
+    """What the next edition would take: papers since the latest edition's cutoff."""
+    prev = session.scalar(select(Edition.cutoff).where(Edition.slot == edition.slot)
+                          .order_by(Edition.cutoff.desc()).limit(1))
+    return candidate_entries(session, since=prev, until=edition.cutoff)

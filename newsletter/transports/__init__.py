@@ -1,0 +1,33 @@
+"""Transports: one module per way of handing mail over, behind ``base.Transport``."""
+
+from __future__ import annotations
+
+from ..config import Settings
+from ..errors import ConfigError
+from .base import Transport
+
+
+def make_transport(settings: Settings) -> Transport:
+    """The transport ``[transport] backend`` names, configured."""
+    backend = settings.transport.backend
+    if backend == "outbox":
+        from .outbox import OutboxTransport
+
+        return OutboxTransport(settings.outbox.path)
+    if backend == "console":
+        from .console import ConsoleTransport
+
+        return ConsoleTransport()
+    if backend == "smtp":
+        from .smtp import SmtpTransport
+
+        return SmtpTransport(settings.smtp)
+    from .http_api import PROVIDERS
+
+    try:
+        return PROVIDERS[backend](settings.api)
+    except KeyError:  # pragma: no cover - the config type lists the backends
+        raise ConfigError(f"[transport] backend: unknown {backend!r}") from None
+
+
+__all__ = ["Transport", "make_transport"]

@@ -1,0 +1,44 @@
+"""The transport interface: finished messages in, an accepted id or an error out.
+
+A transport only hands messages over. Retries, backoff, rate limits and the
+ledger live in the pipeline, so every transport gets them the same way, and a
+transport is small: ``send`` one message, optionally ``send_batch`` where the
+provider has a batch endpoint.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from ..errors import TransportError
+from ..mime import Message
+
+
+class Transport(abc.ABC):
+    name: str = ""
+    batch_size: int = 1  # messages per send_batch call
+    writes_files: bool = False
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect / authenticate before the first message."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    @abc.abstractmethod
+    async def send(self, message: Message) -> str:
+        """Hand over one message; return the provider's id (or our Message-ID).
+
+        Raise ``TransportError`` with ``permanent``/``bounce``/``retry_after`` set.
+        """
+
+    async def send_batch(self, messages: Sequence[Message]) -> list[str | TransportError]:
+        """Several messages; per message an id or the error for that message."""
+        out: list[str | TransportError] = []
+        for m in messages:
+            try:
+                out.append(await self.send(m))
+            except TransportError as exc:
+                out.append(exc)
+        return out

@@ -1,0 +1,19 @@
+"""Console: messages printed to stdout, for a quick look."""
+
+from __future__ import annotations
+
+import sys
+
+from ..mime import Message
+from .base import Transport
+
+
+class ConsoleTransport(Transport):
+    name = "console"
+
+    async def send(self, message: Message) -> str:
+        out = sys.stdout.buffer
+        out.write(message.data)
+        out.write(b"\n")
+        out.flush()
+        return message.message_id

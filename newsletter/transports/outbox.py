@@ -1,0 +1,36 @@
+"""Outbox: one ``.eml`` file per message in a folder. The default backend, so a
+fresh install never sends real mail by accident; also what previews write."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..mime import Message
+from .base import Transport
+
+_SAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
+
+
+class OutboxTransport(Transport):
+    name = "outbox"
+    writes_files = True
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    async def open(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def file_for(self, message: Message) -> Path:
+        stem = _SAFE.sub("_", message.message_id.strip("<>"))
+        return self.path / f"{stem}.eml"
+
+    async def send(self, message: Message) -> str:
+        target = self.file_for(message)
+        tmp = target.with_suffix(".tmp")
+        with open(tmp, "wb") as f:  # written whole, then renamed: never half a file
+            f.write(message.data)
+        os.replace(tmp, target)
+        return message.message_id

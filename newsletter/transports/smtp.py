@@ -1,0 +1,121 @@
+"""SMTP through aiosmtplib: a pool of connections, each reused for many messages.
+
+STARTTLS or implicit TLS, AUTH when a username is set, per-command timeouts,
+PIPELINING when the server offers it (aiosmtplib batches MAIL/RCPT/DATA then).
+Replies map to the pipeline's retry rules: 4xx and dropped connections are
+transient; 5xx is permanent for that recipient; "no such user" (550 / 5.1.1)
+is a hard bounce that suppresses the subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+
+import aiosmtplib
+
+from ..config import SmtpConfig
+from ..errors import TransportError
+from ..mime import Message
+from .base import Transport
+
+_NO_SUCH_USER = re.compile(r"\b5\.1\.[0-3]\b|user unknown|no such user|does not exist|"
+                           r"mailbox unavailable|unknown recipient", re.I)
+
+
+def classify(code: int, text: str) -> TransportError:
+    message = f"SMTP {code} {text}".strip()
+    if 500 <= code < 600:
+        bounce = "5.1.1" in text or (code in (550, 551, 553) and bool(_NO_SUCH_USER.search(text)))
+        return TransportError(message, permanent=True, bounce=bounce)
+    return TransportError(message)
+
+
+class _Conn:
+    def __init__(self, client: aiosmtplib.SMTP) -> None:
+        self.client = client
+        self.used = 0
+
+
+class SmtpTransport(Transport):
+    name = "smtp"
+
+    def __init__(self, cfg: SmtpConfig) -> None:
+        self.cfg = cfg
+        self._pool: asyncio.Queue[_Conn | None] = asyncio.Queue()
+        for _ in range(cfg.connections):
+            self._pool.put_nowait(None)  # a slot; connected on first use
+
+    async def _connect(self) -> _Conn:
+        c = self.cfg
+        client = aiosmtplib.SMTP(
+            hostname=c.host, port=c.port, timeout=c.timeout,
+            use_tls=c.security == "tls", start_tls=c.security == "starttls",
+            validate_certs=c.host not in ("127.0.0.1", "localhost"),
+        )
+        try:
+            await client.connect()
+            if c.username:
+                await client.login(c.username, c.password or "")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise TransportError(f"SMTP login refused: {exc.code} {exc.message}",
+                                 permanent=True) from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise TransportError(f"cannot connect to SMTP {c.host}:{c.port}: {exc}") from None
+        return _Conn(client)
+
+    async def send(self, message: Message) -> str:
+        conn = await self._pool.get()
+        try:
+            if conn is None or not conn.client.is_connected or \
+                    conn.used >= self.cfg.messages_per_connection:
+                if conn is not None:
+                    await _quit(conn)
+                conn = None
+                conn = await self._connect()
+            conn.used += 1
+            try:
+                errors, _ = await conn.client.sendmail(message.sender, [message.to], message.data)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                refused = exc.recipients[0]
+                raise classify(refused.code, refused.message) from None
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code >= 500 or exc.code < 400:
+                    await _reset(conn)
+                else:
+                    await _quit(conn)
+                    conn = None
+                raise classify(exc.code, exc.message) from None
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+                await _quit(conn)
+                conn = None
+                raise TransportError(f"SMTP connection lost: {type(exc).__name__}: {exc}") \
+                    from None
+            if errors:
+                code, text = next(iter(errors.values()))
+                raise classify(code, text)
+            return message.message_id
+        finally:
+            self._pool.put_nowait(conn)
+
+    async def close(self) -> None:
+        while not self._pool.empty():
+            conn = self._pool.get_nowait()
+            if conn is not None:
+                await _quit(conn)
+
+
+async def _reset(conn: _Conn) -> None:
+    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+        await conn.client.rset()
+
+
+async def _quit(conn: _Conn | None) -> None:
+    if conn is None:
+        return
+    try:
+        if conn.client.is_connected:
+            await conn.client.quit()
+    except (TimeoutError, aiosmtplib.SMTPException, OSError):
+        conn.client.close()
