@@ -326,7 +326,8 @@ def status(
         _print_json(data)
         return
     c = data["counts"]
-    out.print(f"edition #{data['edition']} {data['day']}{' slot ' + data['slot'] if data['slot'] else ''}: "
+    slot = f" slot {data['slot']}" if data["slot"] else ""
+    out.print(f"edition #{data['edition']} {data['day']}{slot}: "
               + ", ".join(f"{k} {v}" for k, v in c.items()))
     for e in data["last_errors"]:
         out.print(f"  {e['status']}: {e['email']}: {e['error']}")
