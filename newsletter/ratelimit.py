@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 
 class TokenBucket:
-    def __init__(self, rate: float, capacity: float) -> None:
+    def __init__(self, rate: float, capacity: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.capacity = capacity
         self.tokens = capacity
-        self.updated = time.monotonic()
+        self.clock = clock
+        self.updated = clock()
 
     def wait_time(self) -> float:
-        now = time.monotonic()
+        now = self.clock()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= 1:
+        if self.tokens >= 1 - 1e-9:
             return 0.0
         return (1 - self.tokens) / self.rate
 

@@ -25,6 +25,14 @@ SEEDS = ROOT.parent / "shared" / "seeds"
 PG_ADMIN = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def need_service(name: str, reason: str) -> None:
     """Skip with ``reason``, or fail under CI where every service must be present."""
     if os.environ.get("CI") == "true":
@@ -161,3 +169,112 @@ def cli(tmp_path: Path):  # type: ignore[no-untyped-def]
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+# ---- a small world for rendering and sending ---------------------------------------
+
+
+def sample_paper_rows() -> list[dict[str, object]]:
+    import json
+
+    path = ROOT / "newsletter" / "data" / "sample_papers.json"
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def world(tmp_path: Path, sqlite_url: str):  # type: ignore[no-untyped-def]
+    """A SQLite database with the sample papers and subscribers, and its settings."""
+    from newsletter.config import Settings
+    from newsletter.db import get_engine, session_scope
+    from newsletter.ingest import ingest
+    from newsletter.subscribers import import_csv
+
+    settings = Settings().replace(
+        database={"url": sqlite_url}, outbox={"path": str(tmp_path / "outbox")},
+        sender={"reply_to": "editor@example.org", "from_address": "digest@example.org"},
+        web={"base_url": "https://digest.example.org"},
+        transport={"backoff_seconds": 0.01},
+    )
+    engine = get_engine(sqlite_url)
+    with session_scope(engine) as s:
+        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+    with session_scope(engine) as s:
+        data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
+        import_csv(s, data, "sample_subscribers.csv")
+    return settings, engine
+
+
+# ---- a real SMTP server ------------------------------------------------------------
+
+
+@dataclass
+class SmtpSink:
+    """aiosmtpd on 127.0.0.1. ``faults`` maps a recipient to SMTP replies to give it
+    (consumed in order); ``random_faults`` sets a probability of 421/451, dropping the
+    connection mid-DATA, or stalling. ``delay`` sleeps before accepting each message,
+    and a message whose client disappears during that sleep is not stored."""
+
+    host: str
+    port: int
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    faults: dict[str, list[str]] = field(default_factory=dict)
+    random_faults: float = 0.0
+    seed: int = 0
+    delay: float = 0.0
+    dropped_after_accept: list[str] = field(default_factory=list)
+
+    def count(self, rcpt: str) -> int:
+        return sum(1 for r, _ in self.messages if r == rcpt)
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    import asyncio
+    import random
+
+    from aiosmtpd.controller import Controller
+
+    sink = SmtpSink("127.0.0.1", 0)
+    rng = random.Random(1234)
+
+    class Handler:
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+            queue = sink.faults.get(address)
+            if queue:
+                reply = queue.pop(0)
+                if reply.startswith("5") or reply.startswith("4"):
+                    return reply
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            rcpt = envelope.rcpt_tos[0]
+            if sink.random_faults and rng.random() < sink.random_faults:
+                kind = rng.choice(["421", "451", "drop", "stall", "drop-after"])
+                if kind == "421":
+                    return "421 4.3.2 Service shutting down"
+                if kind == "451":
+                    return "451 4.3.0 Try again later"
+                if kind == "drop":
+                    server.transport.close()
+                    return "451 dropped"
+                if kind == "stall":
+                    await asyncio.sleep(3)
+                    return "451 4.4.2 Timeout"
+                # accept, store, then drop without replying: the one duplicate window
+                sink.messages.append((rcpt, envelope.content))
+                sink.dropped_after_accept.append(rcpt)
+                server.transport.close()
+                return "250 OK"
+            if sink.delay:
+                await asyncio.sleep(sink.delay)
+                if server.transport is None or server.transport.is_closing():
+                    return "451 client gone"
+            sink.messages.append((rcpt, envelope.content))
+            return "250 OK queued"
+
+    sink.port = free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=sink.port)
+    controller.start()
+    yield sink
+    controller.stop()

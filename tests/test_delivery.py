@@ -1,0 +1,230 @@
+"""Sending through a real SMTP server: the ledger, resume, faults, bounces."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from newsletter.config import Settings
+from newsletter.db import session_scope
+from newsletter.models import Delivery, SentEntry, Subscriber
+from newsletter.ratelimit import TokenBucket
+from newsletter.runs import run_preview, run_send
+
+from .conftest import ROOT, SmtpSink
+
+DAY = dt.date(2025, 12, 26)
+ACTIVE = ["ada@example.org", "grace@example.org", "alan@example.org", "katherine@example.org",
+          "edsger@example.org", "barbara@example.org", "donald@example.org",
+          "margaret@example.org"]
+
+
+def smtp_settings(settings: Settings, sink: SmtpSink, **transport: object) -> Settings:
+    return settings.replace(
+        transport={"backend": "smtp", "max_attempts": 8, "backoff_seconds": 0.01, **transport},
+        smtp={"host": sink.host, "port": sink.port, "connections": 2, "timeout": 1.0})
+
+
+def test_send_reaches_everyone_once_and_resumes_to_nothing(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    settings = smtp_settings(settings, smtp_sink)
+    summary = run_send(settings, engine, DAY)
+    assert summary.report.counts["sent"] == len(ACTIVE)
+    assert sorted(r for r, _ in smtp_sink.messages) == sorted(ACTIVE)
+    for _, data in smtp_sink.messages:
+        msg = email.message_from_bytes(data, policy=email.policy.strict)
+        assert not msg.defects and msg["List-Unsubscribe-Post"]
+    again = run_send(settings, engine, DAY)
+    assert again.report.counts["sent"] == 0 and len(smtp_sink.messages) == len(ACTIVE)
+    with session_scope(engine) as s:
+        counts = dict(s.execute(select(Delivery.status, func.count()).group_by(
+            Delivery.status)).all())
+        assert counts == {"sent": len(ACTIVE)}
+        # the papers each one got are recorded, so tomorrow never repeats them
+        assert s.scalar(select(func.count()).select_from(SentEntry)) > len(ACTIVE)
+
+
+def test_next_edition_never_repeats_a_paper(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    run_send(settings, engine, DAY)
+    with session_scope(engine) as s:
+        first = {(d.subscriber_id, e) for d in s.scalars(select(Delivery)) for e in d.entry_ids}
+    # New papers arrive, and a second edition goes out.
+    from newsletter.ingest import ingest
+
+    with session_scope(engine) as s:
+        ingest(settings, s, [str(ROOT / "tests" / "payloads" / "dailypapers.json")])
+    second = run_send(settings, engine, DAY + dt.timedelta(days=1))
+    assert second.candidates == 3  # only what arrived since the previous edition
+    with session_scope(engine) as s:
+        rows = s.scalars(select(Delivery).where(Delivery.edition_id == second.edition.id))
+        later = {(d.subscriber_id, e) for d in rows for e in d.entry_ids}
+    assert not (first & later)
+
+
+def test_permanent_550_fails_that_subscriber_only(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    smtp_sink.faults["grace@example.org"] = ["550 5.1.1 <grace@example.org>: user unknown"]
+    summary = run_send(smtp_settings(settings, smtp_sink), engine, DAY)
+    assert summary.report.counts == {"sent": len(ACTIVE) - 1, "failed": 1}
+    assert smtp_sink.count("grace@example.org") == 0
+    with session_scope(engine) as s:
+        grace = s.scalar(select(Subscriber).where(Subscriber.email == "grace@example.org"))
+        assert grace is not None and grace.status == "bounced" and grace.bounce_count == 1
+        row = s.scalar(select(Delivery).where(Delivery.subscriber_id == grace.id))
+        assert row is not None and row.status == "failed" and "5.1.1" in row.last_error
+
+
+def test_transient_replies_are_retried(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    smtp_sink.faults["ada@example.org"] = ["451 4.7.1 greylisted", "421 4.3.2 busy"]
+    summary = run_send(smtp_settings(settings, smtp_sink), engine, DAY)
+    assert summary.report.counts["sent"] == len(ACTIVE)
+    assert smtp_sink.count("ada@example.org") == 1
+
+
+def test_flaky_server_delivers_everything_eventually(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """421/451, connections dropped mid-DATA, stalls: all delivered; a duplicate only where
+    the server stored a message and dropped the connection before replying."""
+    settings, engine = world
+    from newsletter import subscribers
+
+    with session_scope(engine) as s:
+        for i in range(40):
+            subscribers.add(s, f"extra{i}@example.org", keywords="attention, diffusion")
+    smtp_sink.random_faults = 0.25
+    settings = smtp_settings(settings, smtp_sink, max_attempts=30, concurrency=4)
+    summary = run_send(settings, engine, DAY)
+    everyone = ACTIVE + [f"extra{i}@example.org" for i in range(40)]
+    if summary.report.counts["failed"]:  # a few may exhaust attempts: a rerun finishes them
+        summary = run_send(settings, engine, DAY)
+    for rcpt in everyone:
+        expected = 1 + smtp_sink.dropped_after_accept.count(rcpt)
+        assert 1 <= smtp_sink.count(rcpt) <= expected, rcpt
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.status == "sent")) == len(everyone)
+
+
+def test_dead_server_fails_cleanly_and_a_rerun_finishes(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    from .conftest import free_port
+
+    dead = settings.replace(transport={"backend": "smtp", "max_attempts": 2,
+                                       "backoff_seconds": 0.01},
+                            smtp={"host": "127.0.0.1", "port": free_port(), "timeout": 1.0})
+    summary = run_send(dead, engine, DAY)
+    assert summary.report.counts == {"failed": len(ACTIVE)}
+    assert "cannot connect" in summary.report.errors[0]
+    assert smtp_sink.messages == []
+    # The server is back: the same command finishes the edition, nobody twice.
+    summary = run_send(smtp_settings(settings, smtp_sink), engine, DAY)
+    assert summary.report.counts["sent"] == len(ACTIVE)
+    assert sorted(r for r, _ in smtp_sink.messages) == sorted(ACTIVE)
+
+
+def test_unsubscribed_before_delivery_is_skipped_with_reason(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    from newsletter.pipeline import DbLedger, EditionContext, edition_entries, \
+        get_or_create_edition, plan_jobs, subscriber_rows
+
+    edition = get_or_create_edition(engine, DAY)
+    with session_scope(engine, readonly=True) as s:
+        ctx = EditionContext(settings, s, edition, edition_entries(s, edition))
+        DbLedger(engine, edition).plan(plan_jobs(ctx.selection, subscriber_rows(s), 10))
+    with session_scope(engine) as s:
+        sub = s.scalar(select(Subscriber).where(Subscriber.email == "alan@example.org"))
+        assert sub is not None
+        sub.status = "unsubscribed"
+    run_send(smtp_settings(settings, smtp_sink), engine, DAY)
+    assert smtp_sink.count("alan@example.org") == 0
+    with session_scope(engine) as s:
+        row = s.scalar(select(Delivery).join(Subscriber).where(
+            Subscriber.email == "alan@example.org"))
+        assert row is not None and row.status == "skipped" and "unsubscribed" in row.reason
+
+
+def test_kill_9_mid_edition_then_resume(world, smtp_sink: SmtpSink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A real `newsletter send` process is killed with SIGKILL while the server is taking
+    a message; `send` again: every active subscriber has exactly one copy."""
+    settings, engine = world
+    from newsletter import subscribers
+
+    with session_scope(engine) as s:
+        for i in range(30):
+            subscribers.add(s, f"k{i}@example.org", keywords="residual")
+    smtp_sink.delay = 0.15
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+           "NEWSLETTER_DATABASE__URL": settings.database.url,
+           "NEWSLETTER_TRANSPORT__BACKEND": "smtp",
+           "NEWSLETTER_SMTP__HOST": "127.0.0.1", "NEWSLETTER_SMTP__PORT": str(smtp_sink.port),
+           "NEWSLETTER_SMTP__CONNECTIONS": "1"}
+    cmd = [sys.executable, "-m", "newsletter", "send", "--date", DAY.isoformat(), "--yes"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(smtp_sink.messages) < 12 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # inside the server's delay for the next message
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    got_before = len(smtp_sink.messages)
+    assert 12 <= got_before < 38
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.status == "sending")) >= 1  # the dead process held leases
+    smtp_sink.delay = 0
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "took back" in result.stderr
+    everyone = ACTIVE + [f"k{i}@example.org" for i in range(30)]
+    assert sorted(r for r, _ in smtp_sink.messages) == sorted(everyone)
+
+
+def test_preview_writes_files_and_leaves_the_database_untouched(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    db_file = Path(settings.database.url.removeprefix("sqlite:///"))
+    engine.dispose()
+    before = hashlib.sha256(db_file.read_bytes()).hexdigest()
+    out = tmp_path / "preview"
+    report = run_preview(settings, engine, DAY, out)
+    engine.dispose()
+    assert hashlib.sha256(db_file.read_bytes()).hexdigest() == before
+    summary = report.summary()
+    assert summary["subscribers"] == len(ACTIVE)
+    assert summary["empty_profiles"] == 1
+    assert summary["papers_per_email"]["max"] == 10
+    for address in ACTIVE:
+        for ext in (".html", ".txt", ".eml"):
+            assert (out / f"{address}{ext}").is_file(), address + ext
+    assert not list(Path(settings.outbox.path).glob("*")) if Path(
+        settings.outbox.path).exists() else True
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Delivery)) == 0
+
+
+def test_token_bucket_rate() -> None:
+    now = [100.0]
+    bucket = TokenBucket(rate=10.0, capacity=1.0, clock=lambda: now[0])
+    assert bucket.wait_time() == 0.0
+    bucket.tokens -= 1
+    assert bucket.wait_time() == pytest.approx(0.1)
+    now[0] += 0.05
+    assert bucket.wait_time() == pytest.approx(0.05)
+    now[0] += 0.05
+    assert bucket.wait_time() == 0.0
+    hourly = TokenBucket(rate=60 / 3600, capacity=1.0, clock=lambda: now[0])
+    hourly.tokens = 0
+    assert hourly.wait_time() == pytest.approx(60.0)  # 60 an hour: one a minute

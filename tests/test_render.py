@@ -1,0 +1,239 @@
+"""Rendering: standards-correct MIME, escaping, size, DKIM, template errors, the cache."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from newsletter.config import Settings
+from newsletter.digest import PaperInfo
+from newsletter.errors import TemplateError
+from newsletter.ranking import Corpus, Explanation, Ranker, RankEntry
+from newsletter.render import GMAIL_CLIP_BYTES, Recipient, Renderer
+from newsletter.templates import BUNDLED, compile_templates
+from newsletter.text import Acronyms
+
+DAY = dt.date(2025, 12, 26)
+NASTY = [
+    "<script>alert('x')</script> Attention",
+    'Quotes "double" and \'single\' & ampersands',
+    "Templates {{ config }} and {% raw %} braces",
+    r"LaTeX $\mathcal{O}(n \log n)$ bounds \emph{tight}",
+    "Emoji 🚀🧠 and combining é",
+    "RTL: تعلم الآلة العميق and עברית",
+    "Long " + "x" * 10_000,
+]
+
+
+def paper(i: int, title: str, abstract: str = "An abstract about attention.") -> SimpleNamespace:
+    return SimpleNamespace(id=f"2501.{i:05d}", title=title, abstract=abstract,
+                           authors=[f"Author {n}" for n in range(5)], published=DAY,
+                           upvotes=i, url=f"https://arxiv.org/abs/2501.{i:05d}",
+                           code_url="https://github.com/x/y" if i % 2 else "",
+                           project_url="", keywords=[])
+
+
+def renderer(rows: list[SimpleNamespace], settings: Settings | None = None) -> tuple[
+        Renderer, Ranker]:
+    settings = settings or Settings().replace(
+        sender={"reply_to": "editor@example.org", "from_address": "digest@example.org",
+                "from_name": "Papers Dïgest"},
+        web={"base_url": "https://digest.example.org"})
+    acronyms = Acronyms.load()
+    entries = [RankEntry.of(r) for r in rows]
+    ranker = Ranker(Corpus(entries, acronyms, settings.ranking, DAY), settings.ranking)
+    papers = [PaperInfo.of(r, "") for r in rows]
+    return Renderer(settings, keys=["k1"], day=DAY, edition_id=7, papers=papers,
+                    acronyms=acronyms), ranker
+
+
+def render_for(rows: list[SimpleNamespace], profile: str = "attention", **kw: object):  # type: ignore[no-untyped-def]
+    r, ranker = renderer(rows, **kw)  # type: ignore[arg-type]
+    picks = list(range(len(rows)))
+    return r.render(Recipient(3, "reader@example.org", "Rëader", profile), picks,
+                    list(ranker.explain_many(profile, picks)), False)
+
+
+class TextAndLinks(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.links: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "a":
+            self.links.append(dict(attrs).get("href") or "")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse_strict(data: bytes) -> email.message.EmailMessage:
+    msg = email.message_from_bytes(data, policy=email.policy.strict)
+    assert isinstance(msg, email.message.EmailMessage)
+    for part in msg.walk():
+        assert not part.defects, part.defects
+    return msg
+
+
+def test_message_is_standards_correct() -> None:
+    out = render_for([paper(i, f"Attention paper {i}") for i in range(10)])
+    data = out.message.data
+    assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")  # CRLF only
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    msg = parse_strict(data)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    for name in ("Message-ID", "Date", "From", "Reply-To", "List-Id", "List-Unsubscribe",
+                 "List-Unsubscribe-Post", "Subject", "To"):
+        assert msg[name], name
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsub = msg["List-Unsubscribe"]
+    assert re.search(r"<https://digest\.example\.org/unsubscribe/[\w.-]+>", unsub)
+    assert "<mailto:digest@example.org?subject=unsubscribe" in unsub
+    assert str(msg["From"]) == "Papers Dïgest <digest@example.org>"  # RFC 2047 round trip
+    assert msg["Reply-To"] == "editor@example.org"
+    assert str(msg["To"]) == "Rëader <reader@example.org>"
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    def lf(s: str) -> str:
+        return s.replace("\r\n", "\n")
+
+    assert lf(html) == lf(out.html) and lf(text) == lf(out.text)
+    for part in msg.iter_parts():
+        assert part.get_content_charset() == "utf-8"
+
+
+def test_content_has_every_part() -> None:
+    out = render_for([paper(i, f"Attention paper {i}") for i in range(3)])
+    p = TextAndLinks()
+    p.feed(out.html)
+    text = " ".join(p.text)
+    assert "3 papers matched your interests" in text
+    assert "Author 0, Author 1, Author 2 +2 more" in text
+    assert "Dec 26, 2025" in text and "▲ 2" in text
+    assert "matched: attention" in text
+    assert "Research Digest, 1 Example Street, Springfield" in text  # postal address
+    assert any(u.startswith("https://digest.example.org/unsubscribe/") for u in p.links)
+    assert any(u.startswith("https://digest.example.org/preferences/") for u in p.links)
+    assert any(u.startswith("https://digest.example.org/view/") for u in p.links)
+    assert "https://github.com/x/y" in p.links and "https://arxiv.org/abs/2501.00001" in p.links
+    assert '<mark class="hl"' in out.html  # the matched term is highlighted
+    # The plain-text part carries the same content and links.
+    for needle in ["Attention paper 1", "https://arxiv.org/abs/2501.00001", "matched: attention",
+                   "Unsubscribe: https://digest.example.org/unsubscribe/", "Code: https://"]:
+        assert needle in out.text, needle
+
+
+@pytest.mark.parametrize("title", NASTY)
+def test_hostile_titles_are_escaped_and_intact(title: str) -> None:
+    out = render_for([paper(1, title, abstract=title + " attention"), paper(2, "Attention")])
+    p = TextAndLinks()
+    p.feed(out.html)
+    assert "script" not in p.tags
+    assert title in "".join(p.text)  # intact, as text
+    assert title in out.text
+    parse_strict(out.message.data)
+
+
+def test_twenty_papers_stay_under_gmail_clip() -> None:
+    rows = [paper(i, f"Attention in paper {i} " + "with a long title " * 5,
+                  abstract="attention " * 300) for i in range(20)]
+    out = render_for(rows)
+    assert out.papers == 20
+    assert len(out.html.encode()) < GMAIL_CLIP_BYTES
+
+
+def test_dkim_signature_covers_list_unsubscribe(tmp_path: Path) -> None:
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    settings = Settings().replace(
+        sender={"from_address": "digest@example.org"},
+        render={"dkim_selector": "s1", "dkim_domain": "example.org",
+                "dkim_private_key": str(tmp_path / "dkim.pem")})
+    out = render_for([paper(1, "Attention")], settings=settings)
+    data = out.message.data
+    assert data.startswith(b"DKIM-Signature:")
+    signed = re.search(rb"h=([^;]+);", data.replace(b"\r\n ", b"").replace(b"\r\n\t", b""))
+    assert signed is not None
+    names = [h.strip().lower() for h in signed.group(1).split(b":")]
+    assert b"list-unsubscribe" in names and b"list-unsubscribe-post" in names
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    import base64
+
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    assert dkim.verify(data, dnsfunc=lambda name, timeout=5: record)
+    parse_strict(data)
+
+
+def copy_templates(tmp_path: Path) -> Path:
+    target = tmp_path / "tpl"
+    shutil.copytree(BUNDLED, target)
+    return target
+
+
+@pytest.mark.parametrize("file, old, new, fragment", [
+    ("partials/paper.html", "{% if p.why %}", "{% if p.why %", r"partials/paper\.html:\d+"),
+    ("digest.mjml", "</mj-column>", "</mj-colunm>", r"digest\.mjml:\d+: unknown MJML tag"),
+    ("digest.mjml", "</mj-text>", "", r"digest\.mjml:\d+: </mj-column> closes <mj-text>"),
+    ("digest.txt", "{% endfor %}", "{% endfo %}", r"digest\.txt"),
+])
+def test_broken_templates_name_file_and_line(tmp_path: Path, file: str, old: str, new: str,
+                                             fragment: str) -> None:
+    directory = copy_templates(tmp_path)
+    path = directory / file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(TemplateError, match=fragment):
+        compile_templates(str(directory))
+
+
+def test_runtime_template_error_names_template(tmp_path: Path) -> None:
+    directory = copy_templates(tmp_path)
+    (directory / "subject.txt").write_text("{{ papers[0].nope.deeper }}")
+    settings = Settings().replace(render={"templates": str(directory)})
+    with pytest.raises(TemplateError, match="subject.txt"):
+        render_for([paper(1, "Attention")], settings=settings)
+
+
+def test_compile_cache_is_keyed_by_content(tmp_path: Path) -> None:
+    directory = copy_templates(tmp_path)
+    first = compile_templates(str(directory))
+    assert compile_templates(str(directory)) is first
+    (directory / "partials" / "header.mjml").write_text(
+        (directory / "partials" / "header.mjml").read_text().replace("View in browser",
+                                                                    "Read online"))
+    second = compile_templates(str(directory))
+    assert second.version != first.version and "Read online" in second.html_source
+
+
+def test_trending_section_is_labelled() -> None:
+    r, _ = renderer([paper(1, "Popular"), paper(2, "Also popular")])
+    out = r.render(Recipient(1, "a@example.org"), [0, 1], [None, None], True)
+    assert "Trending today (not matched to your keywords)" in out.html
+    assert "No new paper matched your interests today" in out.html
+    assert out.papers == 0 and out.trending == 2
+    assert out.subject.startswith("Trending today")
+
+
+def test_explanation_why_line() -> None:
+    ex = Explanation([("GNN", 3.0), ("diffusion", 1.0)], 4.0, 0.1, 0.1)
+    assert ex.why == "matched: GNN, diffusion"
