@@ -425,6 +425,19 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
     return report
 
 
+def run_async(coro: Any) -> Any:
+    """``asyncio.run``, also from code that already runs inside an event loop (a web
+    handler, a Playwright session): then the run gets a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 # ---- status ----------------------------------------------------------------------------
 
 

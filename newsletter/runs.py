@@ -4,7 +4,6 @@ the database)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 import statistics
@@ -36,6 +35,7 @@ from .pipeline import (
     edition_entries,
     get_or_create_edition,
     plan_jobs,
+    run_async,
     subscriber_rows,
 )
 from .selection import candidate_entries
@@ -70,8 +70,8 @@ def run_send(settings: Settings, engine: Engine, day: dt.date, *, slot: str = ""
             Delivery.edition_id == edition.id, Delivery.status == "pending")) or 0
     if on_planned:
         on_planned(int(pending))
-    report = asyncio.run(deliver(settings, ledger, ctx, transport or make_transport(settings),
-                                 on_progress=on_progress))
+    report = run_async(deliver(settings, ledger, ctx, transport or make_transport(settings),
+                               on_progress=on_progress))
     return SendSummary(edition, len(rows), plan, reclaimed, report)
 
 
@@ -163,7 +163,7 @@ def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
         if on_progress:
             on_progress(o)
 
-    asyncio.run(deliver(settings, ledger, ctx, transport, on_progress=progress))
+    run_async(deliver(settings, ledger, ctx, transport, on_progress=progress))
     report = PreviewReport(out, len(rows), ledger.outcomes + skipped, empty)
     return report
 

@@ -140,7 +140,8 @@ def compile_templates(configured: str | None = None) -> Compiled:
     # Jinja syntax errors are found on the MJML source, where line numbers mean something.
     _jinja(env, mjml_source, str(directory / "digest.mjml"), lines)
     try:
-        html = mjml.mjml2html(mjml_source, disable_comments=True)
+        # fonts={}: no web-font imports; an email must not call out to a font host
+        html = mjml.mjml2html(mjml_source, disable_comments=True, fonts={})
     except ValueError as exc:
         raise TemplateError(f"{directory / 'digest.mjml'}: MJML does not compile: {exc}") \
             from None

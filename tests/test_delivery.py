@@ -136,8 +136,14 @@ def test_dead_server_fails_cleanly_and_a_rerun_finishes(world, smtp_sink: SmtpSi
 
 def test_unsubscribed_before_delivery_is_skipped_with_reason(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
-    from newsletter.pipeline import DbLedger, EditionContext, edition_entries, \
-        get_or_create_edition, plan_jobs, subscriber_rows
+    from newsletter.pipeline import (
+        DbLedger,
+        EditionContext,
+        edition_entries,
+        get_or_create_edition,
+        plan_jobs,
+        subscriber_rows,
+    )
 
     edition = get_or_create_edition(engine, DAY)
     with session_scope(engine, readonly=True) as s:

@@ -16,7 +16,7 @@ import pytest
 from newsletter.config import Settings
 from newsletter.digest import PaperInfo
 from newsletter.errors import TemplateError
-from newsletter.ranking import Corpus, Explanation, Ranker, RankEntry
+from newsletter.ranking import Corpus, Explanation, RankEntry, Ranker
 from newsletter.render import GMAIL_CLIP_BYTES, Recipient, Renderer
 from newsletter.templates import BUNDLED, compile_templates
 from newsletter.text import Acronyms
