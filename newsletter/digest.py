@@ -115,14 +115,25 @@ class DigestBuilder:
                 self._excerpts.clear()
         return hit
 
-    def paper(self, index: int, ex: Explanation | None) -> dict[str, Any]:
+    def paper(self, index: int, ex: Explanation | None) -> PaperView:
         info = self.papers[index]
         features = tuple(ex.features) if ex else ()
         excerpt_html, excerpt_text = self.excerpt(index, features)
-        return {
-            "id": info.id, "title": info.title, "url": info.url, "authors": info.authors,
-            "date": info.date, "upvotes": info.upvotes, "code_url": info.code_url,
-            "project_url": info.project_url, "excerpt": excerpt_html,
-            "excerpt_text": excerpt_text, "why": ex.why if ex else "",
-            "matched": [t for t, _ in ex.matched] if ex else [],
-        }
+        return PaperView(info, excerpt_html, excerpt_text, ex.why if ex else "",
+                         [t for t, _ in ex.matched] if ex else [])
+
+
+class PaperView:
+    """One paper in one email. Attributes, not a dict: Jinja looks attributes up first,
+    and this lookup runs a dozen times per paper per subscriber."""
+
+    __slots__ = ("id", "title", "url", "authors", "date", "upvotes", "code_url",
+                 "project_url", "excerpt", "excerpt_text", "why", "matched")
+
+    def __init__(self, info: PaperInfo, excerpt: Markup, excerpt_text: str, why: str,
+                 matched: list[str]) -> None:
+        self.id, self.title, self.url, self.authors = info.id, info.title, info.url, info.authors
+        self.date, self.upvotes = info.date, info.upvotes
+        self.code_url, self.project_url = info.code_url, info.project_url
+        self.excerpt, self.excerpt_text, self.why, self.matched = (excerpt, excerpt_text, why,
+                                                                   matched)

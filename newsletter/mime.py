@@ -3,11 +3,12 @@
 ``email.message.EmailMessage.as_bytes()`` costs about 10 ms for a 60 KB digest,
 25 times the Jinja render. Every digest of one edition has the same structure,
 so the constant parts (From, List-Id, MIME boundaries and part headers) are
-built once, and each message only adds its own headers and its two bodies,
-quoted-printable encoded by ``binascii`` (C). The output keeps the rules the
+built once, and each message only adds its own headers and its two bodies, encoded by
+``binascii`` (C): the text part quoted-printable (readable as is), the HTML part
+base64 (several times faster to encode than QP for 30-60 KB of markup). The output keeps the rules the
 standard library would: CRLF line ends, no line over 998 bytes (QP keeps them
 at 76), RFC 2047 encoded non-ASCII headers, a boundary that QP-encoded content
-cannot contain (``=_`` never survives QP). Tests parse the result with
+cannot contain (``=_`` appears in neither QP nor base64 output). Tests parse the result with
 ``email.policy.strict`` to hold it to that.
 """
 
@@ -33,6 +34,12 @@ def _header_value(value: str) -> str:
 
 def _address(name: str, address: str) -> str:
     return email.utils.formataddr((name, address), charset="utf-8") if name else address
+
+
+def b64(text: str) -> bytes:
+    """Base64 in 76-character CRLF lines (one C call plus slicing)."""
+    raw = binascii.b2a_base64(text.encode("utf-8"), newline=False)
+    return b"\r\n".join([raw[i : i + 76] for i in range(0, len(raw), 76)])
 
 
 def qp(text: str) -> bytes:
@@ -78,7 +85,7 @@ class MimeBuilder:
         self.text_head = (b"\r\n--" + b + b"\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
                           b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
         self.html_head = (b"\r\n--" + b + b"\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
-                          b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+                          b"Content-Transfer-Encoding: base64\r\n\r\n")
         self.tail = b"\r\n--" + b + b"--\r\n"
         self.dkim = dkim
         self._date_second = -1
@@ -109,7 +116,7 @@ class MimeBuilder:
         data = b"".join((
             ("\r\n".join(head) + "\r\n").encode("utf-8"), self.fixed,
             b"\r\nThis is a multipart message in MIME format.\r\n",
-            self.text_head, qp(text), self.html_head, qp(html), self.tail,
+            self.text_head, qp(text), self.html_head, b64(html), self.tail,
         ))
         if self.dkim is not None:
             data = self.dkim.sign(data)

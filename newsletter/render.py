@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .digest import DigestBuilder, PaperInfo
+from .digest import DigestBuilder, PaperInfo, PaperView
 from .errors import ConfigError
 from .links import LinkMaker, Signer
 from .mime import DkimSigner, Message, MimeBuilder
@@ -74,9 +74,10 @@ class Renderer:
     def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
                trending: bool) -> Rendered:
         items = [self.digest.paper(i, ex) for i, ex in zip(picks, explanations, strict=True)]
-        papers, trend = ([], items) if trending else (items, [])
+        papers: list[PaperView] = [] if trending else items
+        trend: list[PaperView] = items if trending else []
         links = self.links.for_subscriber(r.id, self.edition_id)
-        terms = tuple(dict.fromkeys(t for p in papers for t in p["matched"]))
+        terms = tuple(dict.fromkeys(t for p in papers for t in p.matched))
         context: dict[str, Any] = {
             "sender": self.sender, "edition": self.edition,
             "subscriber": {"email": r.email, "name": r.name, "keywords": r.keywords},
