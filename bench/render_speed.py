@@ -32,7 +32,7 @@ import mjml  # noqa: E402
 from bench.common import sample_papers  # noqa: E402
 from newsletter.config import Settings  # noqa: E402
 from newsletter.digest import PaperInfo  # noqa: E402
-from newsletter.ranking import Corpus, Ranker, RankEntry  # noqa: E402
+from newsletter.ranking import Corpus, RankEntry, Ranker  # noqa: E402
 from newsletter.render import Recipient, Renderer  # noqa: E402
 from newsletter.templates import BUNDLED, _expand  # noqa: E402
 from newsletter.text import Acronyms  # noqa: E402
