@@ -3,13 +3,13 @@
 ``email.message.EmailMessage.as_bytes()`` costs about 10 ms for a 60 KB digest,
 25 times the Jinja render. Every digest of one edition has the same structure,
 so the constant parts (From, List-Id, MIME boundaries and part headers) are
-built once, and each message only adds its own headers and its two bodies, encoded by
-``binascii`` (C): the text part quoted-printable (readable as is), the HTML part
-base64 (several times faster to encode than QP for 30-60 KB of markup). The output keeps the rules the
-standard library would: CRLF line ends, no line over 998 bytes (QP keeps them
-at 76), RFC 2047 encoded non-ASCII headers, a boundary that QP-encoded content
-cannot contain (``=_`` appears in neither QP nor base64 output). Tests parse the result with
-``email.policy.strict`` to hold it to that.
+built once, and each message only adds its own headers and its two bodies,
+encoded by ``binascii`` (C): the text part quoted-printable (readable as is),
+the HTML part base64 (several times faster to encode than QP for 30-60 KB of
+markup). The output keeps the rules the standard library would: CRLF line ends,
+no line over 998 bytes (both encodings keep them at 76), RFC 2047 encoded
+non-ASCII headers, and a boundary that neither encoding can produce (``=_``).
+Tests parse the result with ``email.policy.strict`` to hold it to that.
 """
 
 from __future__ import annotations

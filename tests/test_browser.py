@@ -71,9 +71,15 @@ def test_emails_in_chromium(browser: Any, previews: Path, width: int) -> None:
     for html in files:
         page = browser.new_page(viewport={"width": width, "height": 900})
         requested: list[str] = []
-        page.route("**/*", lambda route: (requested.append(route.request.url),
-                                          route.abort() if not route.request.url.startswith(
-                                              "file:") else route.continue_()))
+
+        def guard(route: Any, seen: list[str] = requested) -> None:
+            seen.append(route.request.url)
+            if route.request.url.startswith("file:"):
+                route.continue_()
+            else:
+                route.abort()
+
+        page.route("**/*", guard)
         page.goto(html.resolve().as_uri())
         overflow = page.evaluate(
             "() => document.documentElement.scrollWidth - window.innerWidth")
