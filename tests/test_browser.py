@@ -64,6 +64,19 @@ def previews(world, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
     return out
 
 
+def offline_guard(seen: list[str]) -> Any:
+    """A route handler that lets local files through, refuses the network, and notes all."""
+
+    def guard(route: Any) -> None:
+        seen.append(route.request.url)
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            route.abort()
+
+    return guard
+
+
 @pytest.mark.parametrize("width", [600, 375])
 def test_emails_in_chromium(browser: Any, previews: Path, width: int) -> None:
     files = sorted(previews.glob("*.html"))
@@ -71,15 +84,7 @@ def test_emails_in_chromium(browser: Any, previews: Path, width: int) -> None:
     for html in files:
         page = browser.new_page(viewport={"width": width, "height": 900})
         requested: list[str] = []
-
-        def guard(route: Any, seen: list[str] = requested) -> None:
-            seen.append(route.request.url)
-            if route.request.url.startswith("file:"):
-                route.continue_()
-            else:
-                route.abort()
-
-        page.route("**/*", guard)
+        page.route("**/*", offline_guard(requested))
         page.goto(html.resolve().as_uri())
         overflow = page.evaluate(
             "() => document.documentElement.scrollWidth - window.innerWidth")
