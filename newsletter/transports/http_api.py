@@ -1,0 +1,161 @@
+"""The shared base of the email-API transports (one small module per provider).
+
+A provider module says how to turn messages into one HTTP request and how to
+read the answer; this base does the rest the same way for all: an httpx client,
+status mapping (429 and 5xx transient, honouring ``Retry-After``; other 4xx
+permanent, with the provider's own message), and batching: concurrent ``send``
+calls are gathered for a moment into one request where the provider has a batch
+endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ..config import ApiConfig
+from ..errors import ConfigError, TransportError
+from ..fetch import USER_AGENT, retry_after_seconds
+from ..mime import Message
+from .base import Transport
+
+BATCH_WAIT = 0.02  # seconds a batch waits for company
+
+
+class HttpApiTransport(Transport):
+    default_base = ""
+    needs: tuple[str, ...] = ("api_key",)
+
+    def __init__(self, cfg: ApiConfig) -> None:
+        for key in self.needs:
+            if not getattr(cfg, key):
+                raise ConfigError(f"[api] {key}: required by the {self.name} backend")
+        self.cfg = cfg
+        self.base = (cfg.base_url or self.default_base.format(region=cfg.region)).rstrip("/")
+        self.client: httpx.AsyncClient | None = None
+        self._queue: list[tuple[Message, asyncio.Future[str]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- what a provider module supplies ---------------------------------------------
+
+    def request(self, messages: Sequence[Message]) -> dict[str, Any]:
+        """httpx.request keyword arguments for sending ``messages`` (one, or a batch)."""
+        raise NotImplementedError
+
+    def results(self, response: httpx.Response, messages: Sequence[Message]) -> list[
+            str | TransportError]:
+        """Per message, the provider's id or an error, from a 2xx response."""
+        return [provider_id(response) or m.message_id for m in messages]
+
+    def error_text(self, response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, ValueError):
+            return response.text[:300]
+        return json.dumps(body)[:300]
+
+    # -- the shared part ------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.client = httpx.AsyncClient(timeout=self.cfg.timeout,
+                                        headers={"User-Agent": USER_AGENT})
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    async def send(self, message: Message) -> str:
+        if self.batch_size <= 1:
+            result = (await self.send_batch([message]))[0]
+            if isinstance(result, TransportError):
+                raise result
+            return result
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._queue.append((message, future))
+        if len(self._queue) >= self.batch_size:
+            await self._flush()
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_later())
+        return await future
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(BATCH_WAIT)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
+        if not batch:
+            return
+        results = await self.send_batch([m for m, _ in batch])
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, TransportError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if self._queue:
+            await self._flush()
+
+    async def send_batch(self, messages: Sequence[Message]) -> list[str | TransportError]:
+        assert self.client is not None, "open() first"
+        try:
+            response = await self.client.request(**self.request(messages))
+        except httpx.TimeoutException:
+            return [TransportError(f"{self.name}: timed out")] * len(messages)
+        except httpx.TransportError as exc:
+            return [TransportError(f"{self.name}: connection failed: {exc}")] * len(messages)
+        status = response.status_code
+        if status == 429 or status >= 500:
+            wait = retry_after_seconds(response.headers.get("retry-after"))
+            err = TransportError(f"{self.name}: HTTP {status}: {self.error_text(response)}",
+                                 retry_after=wait)
+            return [err] * len(messages)
+        if status >= 400:
+            err = TransportError(f"{self.name}: HTTP {status}: {self.error_text(response)}",
+                                 permanent=True)
+            return [err] * len(messages)
+        return self.results(response, messages)
+
+
+def provider_id(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, ValueError):
+        body = {}
+    if isinstance(body, dict):
+        for key in ("id", "MessageID", "MessageId", "message_id"):
+            if body.get(key):
+                return str(body[key])
+    return response.headers.get("x-message-id", "")
+
+
+def headers_of(m: Message) -> dict[str, str]:
+    return {k: v for k, v in m.headers if k != "Message-ID"}
+
+
+def _providers() -> dict[str, type[HttpApiTransport]]:
+    from .mailgun import MailgunTransport
+    from .postmark import PostmarkTransport
+    from .resend import ResendTransport
+    from .sendgrid import SendGridTransport
+    from .ses import SesTransport
+
+    return {t.name: t for t in (SendGridTransport, MailgunTransport, PostmarkTransport,
+                                SesTransport, ResendTransport)}
+
+
+class _Lazy(dict[str, type[HttpApiTransport]]):
+    def __missing__(self, key: str) -> type[HttpApiTransport]:
+        self.update(_providers())
+        return dict.__getitem__(self, key)
+
+
+PROVIDERS: dict[str, type[HttpApiTransport]] = _Lazy()
