@@ -138,7 +138,7 @@ def test_transient_api_errors_are_retried(world, http_server: HttpServer, first:
     assert summary.report.counts["sent"] == N
 
 
-def test_client_errors_are_recorded_with_the_providers_message(world, http_server: HttpServer) -> None:  # type: ignore[no-untyped-def]
+def test_client_errors_keep_the_providers_message(world, http_server: HttpServer) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
     http_server.add("/v3/mail/send", Route(400, b'{"errors": [{"message": "The from address '
                                                 b'does not match a verified Sender"}]}'))
