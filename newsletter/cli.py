@@ -229,7 +229,7 @@ def rank(
     a = _app(ctx)
     with a.session() as s:
         results = list(rank_subscribers(a.settings, s, email=subscriber, limit=limit,
-                                        all_entries=all_entries))
+                                        all_entries=all_entries, any_status=bool(subscriber)))
     if as_json:
         _print_json(results)
         return
@@ -417,6 +417,20 @@ def demo(ctx: typer.Context) -> None:
               f"`newsletter status` shows the ledger, `newsletter preview` renders without sending")
     if r.counts["failed"]:
         raise typer.Exit(3)
+
+
+@app.command()
+def web(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the subscribe, confirm, unsubscribe, preferences and view-in-browser pages."""
+    import uvicorn
+
+    from .web import create_app
+
+    uvicorn.run(create_app(_app(ctx)), host=host, port=port, log_level="info")
 
 
 def main() -> None:

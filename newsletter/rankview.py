@@ -38,13 +38,14 @@ def pick_dicts(selection: Selection, chunk: Any, row: int) -> list[dict[str, Any
 
 def rank_subscribers(settings: Settings, session: Session, *, email: str | None = None,
                      limit: int | None = None, all_entries: bool = False,
-                     today: dt.date | None = None) -> Iterator[dict[str, Any]]:
+                     today: dt.date | None = None, any_status: bool = False,
+                     ) -> Iterator[dict[str, Any]]:
     """Per subscriber: the picks the next edition would make (or over every entry)."""
     since = None if all_entries else previous_cutoff(session)
     rows = candidate_entries(session, since=since, until=utcnow())
     selection = Selection.build(settings, session, rows, today or dt.date.today(),
                                 ignore_sent=all_entries)
-    subs = list(active_subscribers(session, email)) if email else None
+    subs = list(active_subscribers(session, email, any_status=any_status)) if email else None
     if email and not subs:
         raise InputError(f"{email} is not a subscriber")
     source = subs if subs is not None else active_subscribers(session)

@@ -79,9 +79,12 @@ class Selection:
         return cls(entries, Ranker(corpus, settings.ranking), sent)
 
 
-def active_subscribers(session: Session, email: str | None = None,
-                       batch: int = 5000) -> Iterator[tuple[int, str, str]]:
-    """(id, email, keywords) of active subscribers, streamed in id order."""
+def active_subscribers(session: Session, email: str | None = None, batch: int = 5000,
+                       any_status: bool = False) -> Iterator[tuple[int, str, str]]:
+    """(id, email, keywords) of active subscribers (or of ``email``), in id order."""
     q = select(Subscriber.id, Subscriber.email, Subscriber.keywords)
-    q = q.where(Subscriber.email == email) if email else q.where(Subscriber.status == "active")
+    if email:
+        q = q.where(Subscriber.email == email)
+    if not any_status:
+        q = q.where(Subscriber.status == "active")
     yield from session.execute(q.order_by(Subscriber.id).execution_options(yield_per=batch))
