@@ -15,7 +15,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from .ranking import Explanation, Feature, highlight_spans
+from .ranking import Explanation, Feature, Highlighter
 from .text import Acronyms
 
 EXCERPT_CHARS = 300
@@ -99,13 +99,19 @@ class DigestBuilder:
     acronyms: Acronyms
     _excerpts: dict[tuple[int, tuple[Feature, ...]], tuple[Markup, str]] = field(
         default_factory=dict)
+    _highlighters: dict[int, Highlighter] = field(default_factory=dict)
 
     def excerpt(self, index: int, features: tuple[Feature, ...]) -> tuple[Markup, str]:
         key = (index, features)
         hit = self._excerpts.get(key)
         if hit is None:
             text = self.papers[index].abstract
-            spans = highlight_spans(text, features, self.acronyms) if features else []
+            spans: list[tuple[int, int]] = []
+            if features:
+                hl = self._highlighters.get(index)
+                if hl is None:
+                    hl = self._highlighters[index] = Highlighter(text, self.acronyms)
+                spans = hl.spans(features)
             a, b = excerpt_window(text, spans)
             suffix = "…" if b < len(text) else ""
             prefix = "…" if a > 0 else ""

@@ -26,9 +26,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -44,6 +44,7 @@ from .render import Recipient, Rendered, Renderer
 from .selection import Selection, candidate_entries
 from .transports.base import Transport
 
+DELIVERIES = cast(Table, Delivery.__table__)  # Core table, for executemany updates
 LEASE_SECONDS = 120
 FLUSH_SECONDS = 0.05
 
@@ -292,36 +293,45 @@ class DbLedger:
             return jobs
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Outcomes in one transaction: sent rows together with the papers they carried."""
         if not outcomes:
             return
         now = utcnow()
         insert = (postgresql.insert if self.engine.dialect.name == "postgresql"
                   else sqlite.insert)
+        sent = [o for o in outcomes if o.status == "sent"]
+        failed = [o for o in outcomes if o.status != "sent"]
+        # Executemany, guarded by our lease: a row another process took back is not ours.
+        mark_sent = (update(DELIVERIES)
+                     .where(Delivery.id == bindparam("b_id"),
+                            Delivery.lease_owner == self.owner)
+                     .values(status="sent", message_id=bindparam("b_mid"), sent_at=now,
+                             last_error="", lease_owner="", lease_expires=None, updated_at=now))
+        mark_failed = (update(DELIVERIES)
+                       .where(Delivery.id == bindparam("b_id"),
+                              Delivery.lease_owner == self.owner)
+                       .values(status=bindparam("b_status"), last_error=bindparam("b_error"),
+                               reason=bindparam("b_reason"), lease_owner="",
+                               lease_expires=None, updated_at=now))
         with session_scope(self.engine) as s:
-            sent_rows = []
-            for o in outcomes:
-                values: dict[str, Any] = {"lease_owner": "", "lease_expires": None,
-                                          "updated_at": now, "status": o.status}
-                if o.status == "sent":
-                    values.update(message_id=o.message_id, sent_at=now, last_error="")
-                    sent_rows += [{"subscriber_id": o.job.recipient.id, "entry_id": e,
-                                   "edition_id": self.edition.id, "sent_at": now}
-                                  for e in o.job.entry_ids]
-                else:
-                    values.update(last_error=o.error[:2000],
-                                  reason="permanent" if o.permanent else "transient")
-                s.execute(update(Delivery)
-                          .where(Delivery.id == o.job.delivery_id,
-                                 Delivery.lease_owner == self.owner)
-                          .values(**values))
+            if sent:
+                s.execute(mark_sent, [{"b_id": o.job.delivery_id, "b_mid": o.message_id}
+                                      for o in sent])
+                s.execute(insert(SentEntry).on_conflict_do_nothing(
+                    index_elements=["subscriber_id", "entry_id"]),
+                    [{"subscriber_id": o.job.recipient.id, "entry_id": e,
+                      "edition_id": self.edition.id, "sent_at": now}
+                     for o in sent for e in o.job.entry_ids])
+            if failed:
+                s.execute(mark_failed, [{
+                    "b_id": o.job.delivery_id, "b_status": o.status, "b_error": o.error[:2000],
+                    "b_reason": "permanent" if o.permanent else "transient"} for o in failed])
+            for o in failed:
                 if o.bounce:
                     s.execute(update(Subscriber).where(Subscriber.id == o.job.recipient.id)
                               .values(status="bounced", bounce_count=Subscriber.bounce_count + 1))
                     s.add(Event(subscriber_id=o.job.recipient.id, kind="bounced",
                                 detail={"error": o.error[:500], "edition": self.edition.id}))
-            if sent_rows:
-                s.execute(insert(SentEntry).on_conflict_do_nothing(
-                    index_elements=["subscriber_id", "entry_id"]), sent_rows)
 
 
 # ---- delivery ------------------------------------------------------------------------

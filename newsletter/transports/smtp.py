@@ -32,6 +32,50 @@ def classify(code: int, text: str) -> TransportError:
     return TransportError(message)
 
 
+def _install_fast_paths() -> None:
+    """Skip aiosmtplib's per-message regex passes when they would change nothing.
+
+    aiosmtplib rewrites every line ending (twice per message: once to measure the
+    SIZE, once to send) and dot-stuffs with a regex. Our messages are built with
+    CRLF line ends and no line starting with ".", so for them both passes are
+    identity operations costing about 0.4 ms of CPU per 40 KB message. The
+    replacements check that in C (``bytes.count`` / ``in``) and fall back to the
+    original functions for anything else, so the bytes on the wire are the same.
+    """
+    from aiosmtplib import protocol as proto
+    from aiosmtplib import smtp as smtp_mod
+
+    if getattr(proto, "_newsletter_fast", False):
+        return
+    original = proto.normalize_message_line_endings
+    period = proto.PERIOD_REGEX
+
+    last: list[bytes] = [b""]
+
+    def normalize(message: bytes) -> bytes:
+        if message is last[0]:  # the same message again (SIZE, then DATA): already checked
+            return message
+        crlf = message.count(b"\r\n")
+        if crlf == message.count(b"\n") == message.count(b"\r") and message.endswith(b"\r\n"):
+            last[0] = message
+            return message
+        return original(message)
+
+    class _Period:
+        def sub(self, repl: bytes, message: bytes) -> bytes:
+            if not message.startswith(b".") and b"\n." not in message:
+                return message
+            return period.sub(repl, message)
+
+    proto.normalize_message_line_endings = normalize
+    smtp_mod.normalize_message_line_endings = normalize
+    proto.PERIOD_REGEX = _Period()  # type: ignore[assignment]
+    proto._newsletter_fast = True  # type: ignore[attr-defined]
+
+
+_install_fast_paths()
+
+
 class _Conn:
     def __init__(self, client: aiosmtplib.SMTP) -> None:
         self.client = client

@@ -1,0 +1,181 @@
+"""Sending: the full pipeline vs the transport ceiling, and a large edition end to end.
+
+    python bench/send_speed.py [--messages 3000] [--connections 4] [--edition 100000]
+
+1. Messages/s to a local aiosmtpd sink (its own process) for the full pipeline
+   (rank + render + send + ledger), side by side with a bare aiosmtplib loop
+   sending the same number of pre-built messages of the same size over the same
+   number of connections: the ceiling for this machine.
+2. An edition of ``--edition`` subscribers end to end on SQLite (`newsletter send`
+   as a child process): wall time and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import synthetic_profiles  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_sink() -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "smtp_sink.py"), str(port)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc, port
+
+
+def stop_sink(proc: subprocess.Popen[str]) -> int:
+    proc.terminate()
+    out = proc.communicate(timeout=30)[0]
+    return int(out.split()[1]) if out.startswith("received") else -1
+
+
+def env_for(workdir: Path, port: int, connections: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update({"NEWSLETTER_DATABASE__URL": f"sqlite:///{workdir / 'subscribers.db'}",
+                "NEWSLETTER_TRANSPORT__BACKEND": "smtp",
+                "NEWSLETTER_TRANSPORT__CONCURRENCY": str(connections * 4),
+                "NEWSLETTER_SMTP__HOST": "127.0.0.1", "NEWSLETTER_SMTP__PORT": str(port),
+                "NEWSLETTER_SMTP__CONNECTIONS": str(connections),
+                "NEWSLETTER_SMTP__MESSAGES_PER_CONNECTION": "100000"})
+    return env
+
+
+def cli(args: list[str], workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "newsletter", *args], cwd=workdir, env=env,
+                          capture_output=True, text=True, check=True)
+
+
+def populate(workdir: Path, n: int, env: dict[str, str]) -> None:
+    profiles = synthetic_profiles(n, seed=11)
+    rng = random.Random(3)
+    with (workdir / "subs.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["email", "name", "keywords", "tz", "hour"])
+        for i, p in enumerate(profiles):
+            w.writerow([f"reader{i}@example.org", f"Reader {i}", p, "UTC", rng.randint(0, 23)])
+    cli(["ingest", str(ROOT / "newsletter" / "data" / "sample_papers.json")], workdir, env)
+    cli(["subscribers", "import", "subs.csv"], workdir, env)
+
+
+def timed_send(workdir: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall time of the whole command, its delivery phase alone, and its peak RSS."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--yes", "--date",
+                             "2025-12-26"], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    _, usage = os.wait4(proc.pid, 0)[1:]
+    wall = time.perf_counter() - t
+    stderr = proc.stderr.read() if proc.stderr else ""
+    found = re.search(r"sent (\d+), failed (\d+) in ([\d.]+)s", stderr)
+    assert found, stderr
+    return wall, float(found.group(3)), usage.ru_maxrss / 1024
+
+
+async def bare_send(port: int, messages: list[bytes], connections: int) -> float:
+    import aiosmtplib
+
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for m in messages:
+        queue.put_nowait(m)
+
+    async def worker() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port)
+        await client.connect()
+        while not queue.empty():
+            data = queue.get_nowait()
+            await client.sendmail("digest@localhost", ["reader@example.org"], data)
+        await client.quit()
+
+    t = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(connections)])
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=3000)
+    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--edition", type=int, default=100_000)
+    args = ap.parse_args()
+
+    # 1. pipeline vs bare aiosmtplib, same sink, same connections, same message size
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        sink, port = start_sink()
+        try:
+            env = env_for(work, port, args.connections)
+            populate(work, args.messages, env)
+            # the same kind of messages, for the bare loop: a preview of the same edition
+            cli(["preview", "--out", "pv", "--limit", "50", "--date", "2025-12-26"], work, env)
+            samples = [p.read_bytes() for p in sorted((work / "pv").glob("*.eml"))]
+            wall, deliver_s, _ = timed_send(work, env)
+        finally:
+            received = stop_sink(sink)
+        assert received == args.messages, received
+    pipeline_rate = args.messages / wall
+    sink, port = start_sink()
+    messages = [samples[i % len(samples)] for i in range(args.messages)]
+    try:
+        bare_s = asyncio.run(bare_send(port, messages, args.connections))
+    finally:
+        assert stop_sink(sink) == args.messages
+    bare_rate = args.messages / bare_s
+    size = sum(len(m) for m in samples) / len(samples) / 1024
+    print(f"{args.messages:,} messages (~{size:.0f} KB) to an aiosmtpd sink on 127.0.0.1 "
+          f"(own process), {args.connections} connections")
+    print("| method | messages/s | share of ceiling |")
+    print("|---|---|---|")
+    print(f"| bare aiosmtplib loop, pre-built bytes (ceiling) | {bare_rate:,.0f} | 100% |")
+    print(f"| full pipeline: `newsletter send` (rank + render + send + ledger, "
+          f"process start included) | {pipeline_rate:,.0f} | "
+          f"{pipeline_rate / bare_rate:.0%} |")
+    deliver_rate = args.messages / deliver_s
+    print(f"| full pipeline, delivery phase (render + send + ledger) | {deliver_rate:,.0f} | "
+          f"{deliver_rate / bare_rate:.0%} |")
+
+    # 2. a large edition end to end
+    if args.edition:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            sink, port = start_sink()
+            try:
+                env = env_for(work, port, args.connections)
+                t = time.perf_counter()
+                populate(work, args.edition, env)
+                setup_s = time.perf_counter() - t
+                wall, _, rss = timed_send(work, env)
+            finally:
+                received = stop_sink(sink)
+        print()
+        print(f"| edition of {args.edition:,} subscribers on SQLite | value |")
+        print("|---|---|")
+        print(f"| `newsletter send` wall time | {wall:.0f} s ({args.edition / wall:,.0f} msg/s) |")
+        print(f"| peak RSS of the send process | {rss:.0f} MB |")
+        print(f"| messages at the sink | {received:,} |")
+        print(f"| setup (ingest + import, not timed above) | {setup_s:.0f} s |")
+
+
+if __name__ == "__main__":
+    main()
