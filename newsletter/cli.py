@@ -265,10 +265,18 @@ def send(
     date: Annotated[str | None, typer.Option("--date", help="Edition day (YYYY-MM-DD); "
                                              "default today (UTC).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before sending.")] = False,
-    slot: Annotated[str, typer.Option(help="Send slot (the scheduler's); default none.")] = "",
+    slot: Annotated[str, typer.Option(help="Only this UTC hour's slot (00-23): subscribers "
+                                      "whose local send hour it is. Default: everyone.")] = "",
+    queue: Annotated[bool, typer.Option("--queue", help="Plan here, deliver by `newsletter "
+                                        "worker` processes through [queue] broker_url.")
+                     ] = False,
+    tasks: Annotated[int, typer.Option(help="With --queue: tasks to enqueue (one per worker)."
+                                       )] = 4,
+    wait: Annotated[float, typer.Option(help="With --queue: seconds to wait for the workers.")
+                    ] = 3600.0,
 ) -> None:
     """Send the day's edition to every active subscriber who has not had it."""
-    from .runs import run_send
+    from .runs import plan_edition, run_send
 
     a = _app(ctx)
     backend = a.settings.transport.backend
@@ -278,6 +286,18 @@ def send(
                              "(no terminal to ask)")
         if not typer.confirm(f"Send the {_day(date)} edition through {backend}?"):
             raise typer.Exit(1)
+    if queue:
+        from .queue import enqueue, wait_for
+
+        planned = plan_edition(a.settings, a.engine, _day(date), slot)
+        enqueue(a.settings, planned.edition.id, tasks)
+        err.print(f"edition #{planned.edition.id}: {planned.pending} to send, "
+                  f"{tasks} tasks queued; waiting for the workers")
+        counts = wait_for(a, planned.edition.id, wait)
+        err.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        if counts.get("pending") or counts.get("sending") or counts.get("failed"):
+            raise typer.Exit(3)
+        return
     progress = _progress(None, "sending")
     task = progress.add_task("send", total=None)
     with progress:
@@ -431,6 +451,40 @@ def web(
     from .web import create_app
 
     uvicorn.run(create_app(_app(ctx)), host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option(help="Tasks at once in this worker.")] = 1,
+) -> None:
+    """A Celery worker delivering queued editions (scale-out; use PostgreSQL)."""
+    import os
+
+    from .queue import make_celery
+
+    a = _app(ctx)
+    config = ctx.find_root().params.get("config")
+    if config:  # tasks load settings themselves; let them find the same file
+        os.environ["NEWSLETTER_CONFIG"] = str(Path(config).resolve())
+    make_celery(a.settings).worker_main(["worker", "--loglevel=INFO", "--pool=solo" if
+                                         concurrency == 1 else "--pool=prefork",
+                                         f"--concurrency={concurrency}", "--without-gossip",
+                                         "--without-mingle", "--without-heartbeat"])
+
+
+@app.command()
+def run(ctx: typer.Context) -> None:
+    """The scheduler daemon: ingest on [schedule] ingest_cron, send each hour's slot."""
+    import logging
+
+    from .scheduler import build_scheduler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    sched = build_scheduler(_app(ctx))
+    for job in sched.get_jobs():
+        err.print(f"scheduled: {job.name} ({job.trigger})")
+    sched.start()
 
 
 def main() -> None:

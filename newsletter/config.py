@@ -71,6 +71,7 @@ class SmtpConfig(_Section):
     connections: int = Field(default=4, ge=1, le=256)
     messages_per_connection: int = Field(default=100, ge=1)
     timeout: float = Field(default=30.0, gt=0)
+    ca_file: str | None = None  # extra CA bundle to trust (a private relay's certificate)
 
 
 class OutboxConfig(_Section):
@@ -86,6 +87,10 @@ class ApiConfig(_Section):
     region: str = "us-east-1"  # SES
     secret_key: str | None = None  # SES
     timeout: float = Field(default=30.0, gt=0)
+
+
+class QueueConfig(_Section):
+    broker_url: str = "redis://127.0.0.1:6379/0"  # or amqp://guest:guest@127.0.0.1:5672//
 
 
 class SourceConfig(_Section):
@@ -129,6 +134,7 @@ class Settings(_Section):
     ranking: RankingConfig = RankingConfig()
     render: RenderConfig = RenderConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    queue: QueueConfig = QueueConfig()
     sources: list[SourceConfig] = Field(default_factory=list)
     source_file: str | None = None  # where the file layer came from, for messages
 

@@ -126,6 +126,7 @@ def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session
             try:
                 yield session
             finally:
+                session.expunge_all()  # keep what was read usable after the rollback
                 session.rollback()
             return
         with session.begin():

@@ -20,6 +20,7 @@ from .text import Acronyms
 
 EXCERPT_CHARS = 300
 MAX_AUTHORS = 3
+EXCERPT_CACHE = 20_000  # (paper, matched terms) pairs kept; about 1 KB each
 HL_STYLE = "background-color:#fff1a8;color:#1f2328;padding:0 1px;"  # inline: emails need it
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -117,8 +118,8 @@ class DigestBuilder:
             prefix = "…" if a > 0 else ""
             html = Markup(prefix) + marked(text, spans, a, b) + Markup(suffix)
             hit = self._excerpts[key] = (html, prefix + text[a:b] + suffix)
-            if len(self._excerpts) > 200_000:
-                self._excerpts.clear()
+            if len(self._excerpts) > EXCERPT_CACHE:  # bounded: memory must not grow with
+                self._excerpts.clear()               # the number of subscribers
         return hit
 
     def paper(self, index: int, ex: Explanation | None) -> PaperView:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, Table, bindparam, func, select, update
+from sqlalchemy import Engine, Table, bindparam, false, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -120,13 +120,30 @@ def plan_jobs(selection: Selection, subscribers: Iterator[tuple[int, str, str, s
         yield jobs
 
 
+def slot_filter(day: dt.date, utc_hour: int, zones: Sequence[str]) -> list[tuple[str, int]]:
+    """(time zone, local hour) pairs that are ``utc_hour`` UTC on ``day``: the subscribers
+    whose send hour falls in this slot."""
+    from zoneinfo import ZoneInfo
+
+    moment = dt.datetime(day.year, day.month, day.day, utc_hour, tzinfo=dt.UTC)
+    return [(tz, moment.astimezone(ZoneInfo(tz)).hour) for tz in zones]
+
+
 def subscriber_rows(session: Any, *, email: str | None = None,
-                    exclude_planned_for: int | None = None) -> Iterator[tuple[int, str, str, str]]:
+                    unsent_day: dt.date | None = None,
+                    slot: Sequence[tuple[str, int]] | None = None,
+                    ) -> Iterator[tuple[int, str, str, str]]:
+    """Active subscribers to plan: none who already has an edition of ``unsent_day``
+    (one newsletter day per person, whatever the slot), only those in ``slot``."""
     q = select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.keywords)
     q = q.where(Subscriber.email == email) if email else q.where(Subscriber.status == "active")
-    if exclude_planned_for is not None:
-        planned = select(Delivery.subscriber_id).where(Delivery.edition_id == exclude_planned_for)
-        q = q.where(Subscriber.id.not_in(planned))
+    if unsent_day is not None:
+        had = (select(Delivery.subscriber_id).join(Edition, Edition.id == Delivery.edition_id)
+               .where(Edition.day == unsent_day))
+        q = q.where(Subscriber.id.not_in(had))
+    if slot is not None:
+        q = q.where(or_(false(), *[(Subscriber.tz == tz) & (Subscriber.send_hour == hour)
+                                   for tz, hour in slot]))
     for row in session.execute(q.order_by(Subscriber.id).execution_options(yield_per=5000)):
         yield row[0], row[1], row[2], row[3]
 

@@ -23,7 +23,7 @@ from .config import Settings
 from .db import MIGRATIONS, READONLY, session_scope
 from .errors import InputError
 from .mime import Message
-from .models import Delivery, Edition, utcnow
+from .models import Delivery, Edition, Subscriber, utcnow
 from .pipeline import (
     DbLedger,
     DeliverReport,
@@ -36,6 +36,7 @@ from .pipeline import (
     get_or_create_edition,
     plan_jobs,
     run_async,
+    slot_filter,
     subscriber_rows,
 )
 from .selection import candidate_entries
@@ -54,25 +55,51 @@ class SendSummary:
     report: DeliverReport
 
 
-def run_send(settings: Settings, engine: Engine, day: dt.date, *, slot: str = "",
-             transport: Transport | None = None,
-             on_progress: Callable[[Outcome], None] | None = None,
-             on_planned: Callable[[int], None] | None = None) -> SendSummary:
+@dataclass
+class Planned:
+    edition: Edition
+    ledger: DbLedger
+    context: EditionContext
+    plan: PlanReport
+    reclaimed: int
+    candidates: int
+    pending: int
+
+
+def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "") -> Planned:
+    """Create (or find) the edition, take back unfinished rows, and plan everyone not yet
+    planned. Safe to repeat: a second call plans only who is new."""
+    if slot and not (slot.isdigit() and 0 <= int(slot) <= 23):
+        raise InputError(f"--slot: expected a UTC hour 00-23, got {slot!r}")
+    slot = f"{int(slot):02d}" if slot else ""
     edition = get_or_create_edition(engine, day, slot)
     ledger = DbLedger(engine, edition)
     reclaimed = ledger.reclaim() + ledger.retry_failed()
     with session_scope(engine, readonly=True) as s:
+        slot_pairs = None
+        if slot:
+            zones = list(s.scalars(select(Subscriber.tz).distinct()))
+            slot_pairs = slot_filter(day, int(slot), zones)
         rows = edition_entries(s, edition)
         ctx = EditionContext(settings, s, edition, rows)
         plan = ledger.plan(plan_jobs(ctx.selection, subscriber_rows(
-            s, exclude_planned_for=edition.id), settings.ranking.max_papers))
+            s, unsent_day=day, slot=slot_pairs), settings.ranking.max_papers))
+    with session_scope(engine, readonly=True) as s:
         pending = s.scalar(select(func.count()).select_from(Delivery).where(
             Delivery.edition_id == edition.id, Delivery.status == "pending")) or 0
+    return Planned(edition, ledger, ctx, plan, reclaimed, len(rows), int(pending))
+
+
+def run_send(settings: Settings, engine: Engine, day: dt.date, *, slot: str = "",
+             transport: Transport | None = None,
+             on_progress: Callable[[Outcome], None] | None = None,
+             on_planned: Callable[[int], None] | None = None) -> SendSummary:
+    p = plan_edition(settings, engine, day, slot)
     if on_planned:
-        on_planned(int(pending))
-    report = run_async(deliver(settings, ledger, ctx, transport or make_transport(settings),
-                               on_progress=on_progress))
-    return SendSummary(edition, len(rows), plan, reclaimed, report)
+        on_planned(p.pending)
+    report = run_async(deliver(settings, p.ledger, p.context,
+                               transport or make_transport(settings), on_progress=on_progress))
+    return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report)
 
 
 class PreviewTransport(OutboxTransport):

@@ -192,3 +192,27 @@ def test_shipped_config_is_valid_and_documents_every_key() -> None:
         assert f"[{section}]" in text, section
         for key in type(model).model_fields:
             assert f"{key} =" in text, f"[{section}] {key} is not documented"
+
+
+def test_demo_runs_the_whole_job_and_is_idempotent(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    first = cli("demo")
+    assert first.code == 0, first.stderr
+    assert "sent 8 emails" in first.stderr
+    emails = sorted((tmp_path / "outbox").glob("*.eml"))
+    assert len(emails) == 8
+    again = cli("demo")
+    assert again.code == 0 and "sent 0 emails" in again.stderr
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 8
+    status = json.loads(cli("status", "--json").stdout)
+    assert status["counts"]["sent"] == 8 and status["counts"]["pending"] == 0
+
+
+def test_rank_json_marks_trending_items(cli) -> None:  # type: ignore[no-untyped-def]
+    assert cli("demo").code == 0
+    data = json.loads(cli("rank", "--all-entries", "--json", "--limit", "3").stdout)
+    by_email = {r["subscriber"]: r for r in data}
+    donald = by_email["donald@example.org"]["picks"]
+    assert donald and all(p["section"] == "trending" for p in donald)
+    ada = by_email["ada@example.org"]["picks"]
+    assert ada and ada[0]["section"] == "matches" and ada[0]["matched"]
+    assert set(ada[0]["parts"]) == {"relevance", "popularity", "recency"}

@@ -170,7 +170,7 @@ def test_kill_9_mid_edition_then_resume(world, smtp_sink: SmtpSink, tmp_path: Pa
     with session_scope(engine) as s:
         for i in range(30):
             subscribers.add(s, f"k{i}@example.org", keywords="residual")
-    smtp_sink.delay = 0.15
+    smtp_sink.delay = 0.4  # each message sits 0.4 s in the server before it is accepted
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
            "NEWSLETTER_DATABASE__URL": settings.database.url,
            "NEWSLETTER_TRANSPORT__BACKEND": "smtp",
@@ -181,8 +181,10 @@ def test_kill_9_mid_edition_then_resume(world, smtp_sink: SmtpSink, tmp_path: Pa
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while len(smtp_sink.messages) < 12 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.05)  # inside the server's delay for the next message
+        time.sleep(0.005)
+    # Past the ledger's flush of message 12 (it records within 50 ms), and well inside
+    # the server's delay for message 13, which then never gets accepted.
+    time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     got_before = len(smtp_sink.messages)

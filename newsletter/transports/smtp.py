@@ -96,7 +96,7 @@ class SmtpTransport(Transport):
         client = aiosmtplib.SMTP(
             hostname=c.host, port=c.port, timeout=c.timeout,
             use_tls=c.security == "tls", start_tls=c.security == "starttls",
-            validate_certs=c.host not in ("127.0.0.1", "localhost"),
+            validate_certs=True, cert_bundle=c.ca_file or None,
         )
         try:
             await client.connect()

@@ -1,0 +1,138 @@
+"""Scale-out and the scheduler: real PostgreSQL, real Redis and RabbitMQ brokers, real
+`newsletter worker` processes, and the hourly send slots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from newsletter.app import App
+from newsletter.config import Settings
+from newsletter.db import get_engine, session_scope
+from newsletter.ingest import ingest
+from newsletter.models import Delivery, Edition, Subscriber
+from newsletter.scheduler import build_scheduler, send_slot
+from newsletter.subscribers import add, import_csv
+
+from .conftest import ROOT, SmtpSink, need_service
+
+DAY = dt.date(2025, 12, 26)
+
+
+def reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def populate(url: str, extra: int) -> Settings:
+    settings = Settings().replace(database={"url": url})
+    engine = get_engine(url)
+    with session_scope(engine) as s:
+        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+    with session_scope(engine) as s:
+        import_csv(s, (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes(),
+                   "sample_subscribers.csv")
+        for i in range(extra):
+            add(s, f"w{i}@example.org", keywords="attention, residual")
+    return settings
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_workers_share_an_edition_without_duplicates(pg_url: str, smtp_sink: SmtpSink,
+                                                     tmp_path: Path, broker: str) -> None:
+    port, url = {"redis": (6379, "redis://127.0.0.1:6379/15"),
+                 "rabbitmq": (5672, "amqp://guest:guest@127.0.0.1:5672//")}[broker]
+    if not reachable(port):
+        need_service(broker, f"nothing listens on 127.0.0.1:{port}")
+    if broker == "redis":  # no task left over from an earlier run
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+    populate(pg_url, extra=60)
+    smtp_sink.delay = 0.01
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+           "NEWSLETTER_DATABASE__URL": pg_url, "NEWSLETTER_QUEUE__BROKER_URL": url,
+           "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": "127.0.0.1",
+           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port), "NEWSLETTER_SMTP__CONNECTIONS": "2"}
+    workers = [subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+               for _ in range(2)]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "newsletter", "send", "--queue", "--tasks", "2", "--wait",
+             "120", "--yes", "--date", DAY.isoformat()],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr
+    finally:
+        for w in workers:
+            w.terminate()
+        logs = [w.communicate(timeout=30)[1] for w in workers]
+    everyone = 8 + 60
+    counts: dict[str, int] = {}
+    for rcpt, _ in smtp_sink.messages:
+        counts[rcpt] = counts.get(rcpt, 0) + 1
+    assert len(counts) == everyone and set(counts.values()) == {1}
+    # the two queued tasks reached the workers through the broker
+    received = sum(len(re.findall(r"Task newsletter\.deliver_edition\[[^\]]+\] received",
+                                  log.decode())) for log in logs)
+    assert received >= 2, logs
+    engine = get_engine(pg_url)
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.status == "sent")) == everyone
+
+
+def test_hourly_slots_send_each_person_at_their_local_hour(world) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    app = App(settings, engine)
+    # sample subscribers: Ada Europe/London 7, Grace America/New_York 6, Katherine Asia/Tokyo 9
+    summary = send_slot(app, dt.datetime(2025, 12, 26, 7, 0, tzinfo=dt.UTC))  # 07:00 London
+    with session_scope(engine) as s:
+        got = set(s.scalars(select(Subscriber.email).join(Delivery).where(
+            Delivery.edition_id == summary.edition.id)))
+    # 07:00 UTC is 07:00 in London, 08:00 in Berlin, and 07:00 for the UTC readers
+    assert got == {"ada@example.org", "alan@example.org", "edsger@example.org",
+                   "donald@example.org", "margaret@example.org"}
+    send_slot(app, dt.datetime(2025, 12, 26, 11, 0, tzinfo=dt.UTC))  # 06:00 New York
+    send_slot(app, dt.datetime(2025, 12, 26, 0, 0, tzinfo=dt.UTC))  # 09:00 Tokyo
+    # the whole day without slots: only those not yet served, nobody twice
+    from newsletter.runs import run_send
+
+    run_send(settings, engine, DAY.replace(day=26))
+    with session_scope(engine) as s:
+        per_person = dict(s.execute(select(Subscriber.email, func.count()).join(Delivery)
+                                    .join(Edition).where(Edition.day == DAY)
+                                    .group_by(Subscriber.email)).all())
+        slots = set(s.scalars(select(Edition.slot)))
+    assert set(per_person.values()) == {1} and len(per_person) == 8
+    assert slots == {"07", "11", "00", ""}
+
+
+def test_scheduler_registers_its_jobs(world) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    sched = build_scheduler(App(settings, engine))
+    jobs = {job.id: job for job in sched.get_jobs()}
+    assert set(jobs) == {"ingest", "send"}
+    now = dt.datetime(2025, 12, 26, 4, 30, tzinfo=dt.UTC)
+    assert jobs["send"].trigger.get_next_fire_time(None, now) == now.replace(hour=5, minute=0)
+    assert jobs["ingest"].trigger.get_next_fire_time(None, now).hour == 5
+
+
+def test_bad_slot_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+    from newsletter.errors import InputError
+    from newsletter.runs import run_send
+
+    settings, engine = world
+    with pytest.raises(InputError, match="--slot"):
+        run_send(settings, engine, DAY, slot="25")

@@ -1,0 +1,130 @@
+"""SMTP security against aiosmtpd: STARTTLS with AUTH, implicit TLS, refused logins,
+and an untrusted certificate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from newsletter.runs import run_send
+
+from .conftest import free_port
+
+DAY = dt.date(2025, 12, 26)
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+            ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    d = tmp_path_factory.mktemp("tls")
+    (d / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (d / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    return d / "cert.pem", d / "key.pem"
+
+
+class Store:
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.messages: list[tuple[str, bool, str]] = []  # rcpt, tls, login
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        data = session.auth_data if session.authenticated else None
+        login = data.decode() if isinstance(data, bytes) else str(data)
+        tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
+        self.messages.append((envelope.rcpt_tos[0], tls, login))
+        return "250 OK"
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        b"mailer", b"s3cret")
+    # handled=False: let aiosmtpd answer a refusal with its 535 (the default stays silent)
+    return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
+
+
+@pytest.fixture
+def tls_server(cert: tuple[Path, Path], request: pytest.FixtureRequest) -> Iterator[
+        tuple[int, Store]]:
+    from aiosmtpd.controller import Controller
+
+    mode = request.param
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    store = Store(mode)
+    port = free_port()
+    kwargs: dict[str, Any] = {"authenticator": authenticator}
+    if mode == "starttls":  # AUTH only after STARTTLS
+        kwargs.update(tls_context=ctx, require_starttls=True, auth_require_tls=True)
+    else:  # the whole connection is TLS (aiosmtpd cannot tell, so it must not require it)
+        kwargs.update(ssl_context=ctx, auth_require_tls=False)
+    controller = Controller(store, hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    yield port, store
+    controller.stop()
+
+
+@pytest.mark.parametrize("tls_server", ["starttls", "tls"], indirect=True)
+def test_tls_and_auth(world, tls_server: tuple[int, Store], cert: tuple[Path, Path]) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    port, store = tls_server
+    cfg = settings.replace(
+        transport={"backend": "smtp", "max_attempts": 2, "backoff_seconds": 0.01},
+        smtp={"host": "127.0.0.1", "port": port, "security": store.mode,
+              "username": "mailer", "password": "s3cret", "ca_file": str(cert[0]),
+              "timeout": 3.0})
+    summary = run_send(cfg, engine, DAY)
+    assert summary.report.counts["sent"] == 8, summary.report.errors
+    assert all(tls and login == "mailer" for _, tls, login in store.messages), store.messages
+
+
+@pytest.mark.parametrize("tls_server", ["starttls"], indirect=True)
+def test_wrong_password_fails_without_sending(world, tls_server: tuple[int, Store],  # type: ignore[no-untyped-def]
+                                              cert: tuple[Path, Path]) -> None:
+    settings, engine = world
+    port, store = tls_server
+    cfg = settings.replace(
+        transport={"backend": "smtp", "max_attempts": 3, "backoff_seconds": 0.01},
+        smtp={"host": "127.0.0.1", "port": port, "security": "starttls", "username": "mailer",
+              "password": "wrong", "ca_file": str(cert[0]), "timeout": 5.0})
+    summary = run_send(cfg, engine, DAY)
+    assert summary.report.counts == {"failed": 8}
+    assert "login refused" in summary.report.errors[0], summary.report.errors
+    assert store.messages == []
+
+
+@pytest.mark.parametrize("tls_server", ["starttls"], indirect=True)
+def test_untrusted_certificate_is_refused(world, tls_server: tuple[int, Store]) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    port, store = tls_server
+    cfg = settings.replace(
+        transport={"backend": "smtp", "max_attempts": 2, "backoff_seconds": 0.01},
+        smtp={"host": "127.0.0.1", "port": port, "security": "starttls", "username": "mailer",
+              "password": "s3cret", "timeout": 3.0})
+    summary = run_send(cfg, engine, DAY)
+    assert summary.report.counts == {"failed": 8} and store.messages == []
