@@ -42,9 +42,24 @@ class HttpApiTransport(Transport):
 
     # -- what a provider module supplies ---------------------------------------------
 
+    single_path = ""  # JSON providers: the endpoint for one message ...
+    batch_path = ""  # ... and for a batch (a JSON array of the same objects)
+
+    def payload(self, message: Message) -> Any:
+        """JSON providers: the request body for one message."""
+        raise NotImplementedError
+
+    def auth_headers(self, messages: Sequence[Message]) -> dict[str, str]:
+        return {}
+
     def request(self, messages: Sequence[Message]) -> dict[str, Any]:
         """httpx.request keyword arguments for sending ``messages`` (one, or a batch)."""
-        raise NotImplementedError
+        headers = self.auth_headers(messages)
+        if len(messages) == 1:
+            return {"method": "POST", "url": self.base + self.single_path, "headers": headers,
+                    "json": self.payload(messages[0])}
+        return {"method": "POST", "url": self.base + self.batch_path, "headers": headers,
+                "json": [self.payload(m) for m in messages]}
 
     def results(self, response: httpx.Response, messages: Sequence[Message]) -> list[
             str | TransportError]:

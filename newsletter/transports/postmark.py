@@ -19,19 +19,15 @@ class PostmarkTransport(HttpApiTransport):
     default_base = "https://api.postmarkapp.com"
     batch_size = 500
 
-    def _one(self, m: Message) -> dict[str, Any]:
+    single_path, batch_path = "/email", "/email/batch"
+
+    def payload(self, m: Message) -> dict[str, Any]:
         return {"From": m.from_header, "To": m.to, "Subject": m.subject, "HtmlBody": m.html,
                 "TextBody": m.text, "MessageStream": "broadcast",
                 "Headers": [{"Name": k, "Value": v} for k, v in headers_of(m).items()]}
 
-    def request(self, messages: Sequence[Message]) -> dict[str, Any]:
-        headers = {"X-Postmark-Server-Token": self.cfg.api_key or "",
-                   "Accept": "application/json"}
-        if len(messages) == 1:
-            return {"method": "POST", "url": f"{self.base}/email", "headers": headers,
-                    "json": self._one(messages[0])}
-        return {"method": "POST", "url": f"{self.base}/email/batch", "headers": headers,
-                "json": [self._one(m) for m in messages]}
+    def auth_headers(self, messages: Sequence[Message]) -> dict[str, str]:
+        return {"X-Postmark-Server-Token": self.cfg.api_key or "", "Accept": "application/json"}
 
     def results(self, response: httpx.Response, messages: Sequence[Message]) -> list[
             str | TransportError]:

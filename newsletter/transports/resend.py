@@ -18,19 +18,16 @@ class ResendTransport(HttpApiTransport):
     default_base = "https://api.resend.com"
     batch_size = 100
 
-    def _one(self, m: Message) -> dict[str, Any]:
+    single_path, batch_path = "/emails", "/emails/batch"
+
+    def payload(self, m: Message) -> dict[str, Any]:
         return {"from": m.from_header, "to": [m.to], "subject": m.subject, "html": m.html,
                 "text": m.text, "headers": headers_of(m)}
 
-    def request(self, messages: Sequence[Message]) -> dict[str, Any]:
+    def auth_headers(self, messages: Sequence[Message]) -> dict[str, str]:
         # The same messages retried carry the same key, so the provider sends them once.
         key = hashlib.sha256("".join(m.message_id for m in messages).encode()).hexdigest()[:48]
-        headers = {"Authorization": f"Bearer {self.cfg.api_key}", "Idempotency-Key": key}
-        if len(messages) == 1:
-            return {"method": "POST", "url": f"{self.base}/emails", "headers": headers,
-                    "json": self._one(messages[0])}
-        return {"method": "POST", "url": f"{self.base}/emails/batch", "headers": headers,
-                "json": [self._one(m) for m in messages]}
+        return {"Authorization": f"Bearer {self.cfg.api_key}", "Idempotency-Key": key}
 
     def results(self, response: httpx.Response, messages: Sequence[Message]) -> list[
             str | TransportError]:

@@ -14,19 +14,19 @@ class SendGridTransport(HttpApiTransport):
     name = "sendgrid"
     default_base = "https://api.sendgrid.com"
 
-    def request(self, messages: Sequence[Message]) -> dict[str, Any]:
-        [m] = messages
+    single_path = "/v3/mail/send"  # no batch: every message has its own content
+
+    def payload(self, m: Message) -> dict[str, Any]:
         name, address = parseaddr(m.from_header)
         return {
-            "method": "POST", "url": f"{self.base}/v3/mail/send",
-            "headers": {"Authorization": f"Bearer {self.cfg.api_key}"},
-            "json": {
-                "personalizations": [{"to": [{"email": m.to}]}],
-                "from": {"email": address or m.sender, **({"name": name} if name else {})},
-                "subject": m.subject,
-                "content": [{"type": "text/plain", "value": m.text},
-                            {"type": "text/html", "value": m.html}],
-                "headers": headers_of(m),
-                "custom_args": {"message_id": m.message_id},
-            },
+            "personalizations": [{"to": [{"email": m.to}]}],
+            "from": {"email": address or m.sender, **({"name": name} if name else {})},
+            "subject": m.subject,
+            "content": [{"type": "text/plain", "value": m.text},
+                        {"type": "text/html", "value": m.html}],
+            "headers": headers_of(m),
+            "custom_args": {"message_id": m.message_id},
         }
+
+    def auth_headers(self, messages: Sequence[Message]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.cfg.api_key}"}
