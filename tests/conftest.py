@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = Path(__file__).parent / "payloads"
-SEEDS = ROOT.parent / "shared" / "seeds"
+SEEDS = PAYLOADS / "seeds"  # copies of the page dumps in shared/seeds
 PG_ADMIN = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
