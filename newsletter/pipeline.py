@@ -413,6 +413,10 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
                                        bounce=exc.bounce, rendered=rendered)
                     if attempt + 1 < t.max_attempts:
                         await sleep(backoff_delay(attempt, t.backoff_seconds, exc.retry_after))
+                except Exception as exc:  # a transport bug: record it, keep the edition going
+                    last = f"{type(exc).__name__}: {exc}"
+                    if attempt + 1 < t.max_attempts:
+                        await sleep(backoff_delay(attempt, t.backoff_seconds))
             return Outcome(job, "failed", error=f"{last} (after {t.max_attempts} attempts)",
                            rendered=rendered)
 

@@ -236,3 +236,33 @@ def test_token_bucket_rate() -> None:
     hourly = TokenBucket(rate=60 / 3600, capacity=1.0, clock=lambda: now[0])
     hourly.tokens = 0
     assert hourly.wait_time() == pytest.approx(60.0)  # 60 an hour: one a minute
+
+
+def test_an_unexpected_transport_error_fails_one_row_not_the_run(world) -> None:  # type: ignore[no-untyped-def]
+    from newsletter.mime import Message
+    from newsletter.transports.base import Transport
+
+    class Broken(Transport):
+        """A transport with a bug for one address."""
+
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def send(self, message: Message) -> str:
+            if message.to == "edsger@example.org":
+                raise RuntimeError("unexpected")
+            self.sent.append(message.to)
+            return message.message_id
+
+    settings, engine = world
+    broken = Broken()
+    summary = run_send(settings.replace(transport={"max_attempts": 2}), engine, DAY,
+                       transport=broken)
+    assert summary.report.counts == {"sent": len(ACTIVE) - 1, "failed": 1}
+    assert "RuntimeError: unexpected" in summary.report.errors[0]
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.status.in_(["pending", "sending"]))) == 0
+    # a rerun retries the transient failure
+    summary = run_send(settings, engine, DAY, transport=Broken())
+    assert summary.reclaimed == 1 and summary.report.counts == {"failed": 1}
