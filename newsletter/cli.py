@@ -229,7 +229,7 @@ def rank(
     a = _app(ctx)
     with a.session() as s:
         results = list(rank_subscribers(a.settings, s, email=subscriber, limit=limit,
-                                        all_entries=all_entries, any_status=bool(subscriber)))
+                                        all_entries=all_entries))
     if as_json:
         _print_json(results)
         return

@@ -41,7 +41,7 @@ from .links import LinkMaker, Signer, secret_keys
 from .models import Delivery, Edition, Entry, Event, SentEntry, Subscriber, utcnow
 from .ratelimit import RateLimiter
 from .render import Recipient, Rendered, Renderer
-from .selection import Selection, candidate_entries
+from .selection import Selection
 from .transports.base import Transport
 
 DELIVERIES = cast(Table, Delivery.__table__)  # Core table, for executemany updates
@@ -67,16 +67,6 @@ def get_or_create_edition(engine: Engine, day: dt.date, slot: str = "") -> Editi
     except IntegrityError:  # another process created it first
         with session_scope(engine) as s:
             return s.scalars(select(Edition).where(Edition.day == day, Edition.slot == slot)).one()
-
-
-def edition_entries(session: Any, edition: Edition) -> list[Entry]:
-    """Papers that arrived since the previous edition of the same slot, up to its cutoff."""
-    prev = session.scalar(
-        select(Edition.cutoff)
-        .where(Edition.slot == edition.slot, Edition.cutoff < edition.cutoff)
-        .order_by(Edition.cutoff.desc()).limit(1)
-    )
-    return candidate_entries(session, since=prev, until=edition.cutoff)
 
 
 # ---- planning ----------------------------------------------------------------------

@@ -17,7 +17,8 @@ from .config import Settings
 from .db import session_scope
 from .errors import ConfigError
 from .models import Delivery, Edition
-from .pipeline import DbLedger, EditionContext, deliver, edition_entries, run_async
+from .pipeline import DbLedger, EditionContext, deliver, run_async
+from .selection import edition_entries
 
 TASK = "newsletter.deliver_edition"
 
@@ -47,7 +48,8 @@ def deliver_from_ledger(app: App, edition_id: int) -> dict[str, int]:
         edition = s.get(Edition, edition_id)
         if edition is None:
             return {}
-        ctx = EditionContext(app.settings, s, edition, edition_entries(s, edition))
+        rows = edition_entries(s, edition.slot, edition.cutoff)
+        ctx = EditionContext(app.settings, s, edition, rows)
     ledger = DbLedger(engine, edition)
     ledger.reclaim()
     from .transports import make_transport

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from .config import Settings
 from .errors import InputError
 from .models import utcnow
-from .selection import Selection, active_subscribers, candidate_entries, previous_cutoff
+from .pipeline import subscriber_rows
+from .selection import Selection, candidate_entries, edition_entries
 
 
 def pick_dicts(selection: Selection, chunk: Any, row: int) -> list[dict[str, Any]]:
@@ -38,21 +39,22 @@ def pick_dicts(selection: Selection, chunk: Any, row: int) -> list[dict[str, Any
 
 def rank_subscribers(settings: Settings, session: Session, *, email: str | None = None,
                      limit: int | None = None, all_entries: bool = False,
-                     today: dt.date | None = None, any_status: bool = False,
-                     ) -> Iterator[dict[str, Any]]:
-    """Per subscriber: the picks the next edition would make (or over every entry)."""
-    since = None if all_entries else previous_cutoff(session)
-    rows = candidate_entries(session, since=since, until=utcnow())
+                     today: dt.date | None = None) -> Iterator[dict[str, Any]]:
+    """Per subscriber: the picks the next edition would make (or over every entry).
+    A named subscriber is ranked whatever their status (the preferences page, `rank`)."""
+    now = utcnow()
+    rows = (candidate_entries(session, since=None, until=now) if all_entries
+            else edition_entries(session, "", now))
     selection = Selection.build(settings, session, rows, today or dt.date.today(),
                                 ignore_sent=all_entries)
-    subs = list(active_subscribers(session, email, any_status=any_status)) if email else None
+    subs = list(subscriber_rows(session, email=email)) if email else None
     if email and not subs:
         raise InputError(f"{email} is not a subscriber")
-    source = subs if subs is not None else active_subscribers(session)
+    source = subs if subs is not None else subscriber_rows(session)
     emails: dict[int, str] = {}
 
     def keyed() -> Iterator[tuple[int, str]]:
-        for sub_id, address, keywords in source:
+        for sub_id, address, _name, keywords in source:
             emails[sub_id] = address
             yield sub_id, keywords
 

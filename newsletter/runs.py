@@ -32,14 +32,13 @@ from .pipeline import (
     Outcome,
     PlanReport,
     deliver,
-    edition_entries,
     get_or_create_edition,
     plan_jobs,
     run_async,
     slot_filter,
     subscriber_rows,
 )
-from .selection import candidate_entries
+from .selection import edition_entries
 from .transports import Transport, make_transport
 from .transports.outbox import OutboxTransport
 
@@ -80,7 +79,7 @@ def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "
         if slot:
             zones = list(s.scalars(select(Subscriber.tz).distinct()))
             slot_pairs = slot_filter(day, int(slot), zones)
-        rows = edition_entries(s, edition)
+        rows = edition_entries(s, edition.slot, edition.cutoff)
         ctx = EditionContext(settings, s, edition, rows)
         plan = ledger.plan(plan_jobs(ctx.selection, subscriber_rows(
             s, unsent_day=day, slot=slot_pairs), settings.ranking.max_papers))
@@ -165,7 +164,7 @@ def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
             Session(bind=conn) as s:  # read-only; nothing committed
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == ""))
         edition = existing or Edition(id=0, day=day, slot="", cutoff=utcnow())
-        rows = edition_entries(s, edition) if existing else _next_entries(s, edition)
+        rows = edition_entries(s, edition.slot, edition.cutoff)
         ctx = EditionContext(settings, s, edition, rows)
         subs = list(subscriber_rows(s, email=email))
         if email and not subs:
@@ -193,10 +192,3 @@ def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
     run_async(deliver(settings, ledger, ctx, transport, on_progress=progress))
     report = PreviewReport(out, len(rows), ledger.outcomes + skipped, empty)
     return report
-
-
-def _next_entries(session: Any, edition: Edition) -> list[Any]:
-    """What the next edition would take: papers since the latest edition's cutoff."""
-    prev = session.scalar(select(Edition.cutoff).where(Edition.slot == edition.slot)
-                          .order_by(Edition.cutoff.desc()).limit(1))
-    return candidate_entries(session, since=prev, until=edition.cutoff)

@@ -10,24 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .config import Settings
-from .models import Edition, Entry, SentEntry, Subscriber
+from .models import Edition, Entry, SentEntry
 from .ranking import Corpus, RankEntry, Ranker
 from .text import Acronyms
-
-
-def previous_cutoff(session: Session, before: Edition | None = None) -> dt.datetime | None:
-    """The cutoff of the latest edition before ``before`` (or of the latest at all)."""
-    q = select(Edition.cutoff)
-    if before is not None:
-        q = q.where(Edition.cutoff < before.cutoff, Edition.id != before.id)
-    return session.scalar(q.order_by(Edition.cutoff.desc()).limit(1))
 
 
 def candidate_entries(session: Session, *, since: dt.datetime | None,
@@ -38,6 +29,15 @@ def candidate_entries(session: Session, *, since: dt.datetime | None,
     if until is not None:
         q = q.where(Entry.arrived_at <= until)
     return list(session.scalars(q.order_by(Entry.arrived_at, Entry.id)))
+
+
+def edition_entries(session: Session, slot: str, cutoff: dt.datetime) -> list[Entry]:
+    """Papers that arrived after the previous edition of ``slot``, up to ``cutoff``: an
+    edition's candidates, or (with ``cutoff`` now) what the next edition would take."""
+    prev = session.scalar(select(Edition.cutoff)
+                          .where(Edition.slot == slot, Edition.cutoff < cutoff)
+                          .order_by(Edition.cutoff.desc()).limit(1))
+    return candidate_entries(session, since=prev, until=cutoff)
 
 
 def sent_map(session: Session, entry_ids: list[str]) -> dict[int, list[int]]:
@@ -77,14 +77,3 @@ class Selection:
         corpus = Corpus(entries, load_acronyms(settings, entries), settings.ranking, today)
         sent = {} if ignore_sent else sent_map(session, [e.id for e in entries])
         return cls(entries, Ranker(corpus, settings.ranking), sent)
-
-
-def active_subscribers(session: Session, email: str | None = None, batch: int = 5000,
-                       any_status: bool = False) -> Iterator[tuple[int, str, str]]:
-    """(id, email, keywords) of active subscribers (or of ``email``), in id order."""
-    q = select(Subscriber.id, Subscriber.email, Subscriber.keywords)
-    if email:
-        q = q.where(Subscriber.email == email)
-    if not any_status:
-        q = q.where(Subscriber.status == "active")
-    yield from session.execute(q.order_by(Subscriber.id).execution_options(yield_per=batch))

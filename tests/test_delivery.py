@@ -139,15 +139,16 @@ def test_unsubscribed_before_delivery_is_skipped_with_reason(world, smtp_sink: S
     from newsletter.pipeline import (
         DbLedger,
         EditionContext,
-        edition_entries,
         get_or_create_edition,
         plan_jobs,
         subscriber_rows,
     )
+    from newsletter.selection import edition_entries
 
     edition = get_or_create_edition(engine, DAY)
     with session_scope(engine, readonly=True) as s:
-        ctx = EditionContext(settings, s, edition, edition_entries(s, edition))
+        rows = edition_entries(s, edition.slot, edition.cutoff)
+        ctx = EditionContext(settings, s, edition, rows)
         DbLedger(engine, edition).plan(plan_jobs(ctx.selection, subscriber_rows(s), 10))
     with session_scope(engine) as s:
         sub = s.scalar(select(Subscriber).where(Subscriber.email == "alan@example.org"))

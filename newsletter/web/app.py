@@ -156,7 +156,7 @@ def create_app(app: App) -> Starlette:
             picks: list[dict[str, Any]] = []
             if not error and sub.keywords.strip():
                 for r in rank_subscribers(settings, s, email=sub.email, limit=5,
-                                          all_entries=True, any_status=True):
+                                          all_entries=True):
                     picks = r["picks"]
             return page("preferences.html", 400 if error else 200, sub=sub,
                         keywords=sub.keywords if keywords is None else keywords, error=error,
