@@ -20,7 +20,7 @@ from .config import Settings, SourceConfig
 from .errors import InputError, SourceError
 from .fetch import Fetcher, Validators
 from .models import Entry, FetchState, utcnow
-from .papers import Paper, merge_duplicates
+from .papers import Paper, merge_duplicates, title_id
 from .sources import BY_KIND, SOURCES
 
 MAX_BYTES = 200 * 1024 * 1024
@@ -128,16 +128,25 @@ def store(session: Session, papers: list[Paper], now: dt.datetime | None = None)
     new = updated = 0
     for start in range(0, len(merged), 500):
         chunk = merged[start : start + 500]
-        existing = {
-            e.id: e
-            for e in session.scalars(select(Entry).where(Entry.id.in_([p.id for p in chunk])))
-        }
+        keys = {p.id: title_id(p.title) for p in chunk}
+        rows = session.scalars(select(Entry).where(
+            Entry.id.in_(list(keys)) | Entry.arxiv_id.in_([p.arxiv_id for p in chunk
+                                                           if p.arxiv_id])
+            | Entry.title_key.in_(list(keys.values()))))
+        existing: dict[str, Entry] = {}
+        for e in rows:  # an entry is found by its id, its arXiv id, or its title
+            existing.setdefault(e.id, e)
+            if e.arxiv_id:
+                existing.setdefault(e.arxiv_id, e)
+            existing.setdefault(e.title_key, e)
         for p in chunk:
-            row = existing.get(p.id)
+            row = existing.get(p.id) or existing.get(keys[p.id])
             if row is None:
                 values = p.as_row()
                 values["upvotes"] = values["upvotes"] or 0
-                session.add(Entry(**values, arrived_at=now, updated_at=now))
+                entry = Entry(**values, arrived_at=now, updated_at=now)
+                session.add(entry)
+                existing[p.id] = existing[keys[p.id]] = entry
                 new += 1
                 continue
             refresh(row, p, now)
@@ -150,8 +159,11 @@ def refresh(row: Entry, p: Paper, now: dt.datetime) -> None:
     """The same paper seen again: counts and links refreshed, a newer version's text taken."""
     if p.version > row.version or (p.version == row.version and not row.abstract):
         row.title = p.title or row.title
+        row.title_key = title_id(row.title)
         row.abstract = p.abstract or row.abstract
         row.version = max(p.version, row.version)
+    if p.arxiv_id and not row.arxiv_id:
+        row.arxiv_id = p.arxiv_id
     row.authors = row.authors or p.authors
     row.published = row.published or p.published
     row.keywords = row.keywords or p.keywords

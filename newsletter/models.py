@@ -70,6 +70,9 @@ class Entry(Base):
     project_url: Mapped[str] = mapped_column(Text, default="")
     keywords: Mapped[list[Any]] = mapped_column(JSON, default=list)
     version: Mapped[int] = mapped_column(Integer, default=0)
+    # The same paper seen first without an arXiv id keeps its id; these find it again.
+    arxiv_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    title_key: Mapped[str] = mapped_column(String(40), default="", index=True)
     source: Mapped[str] = mapped_column(String(200), default="")
     arrived_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

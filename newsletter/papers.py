@@ -88,6 +88,8 @@ class Paper:
             "keywords": self.keywords,
             "version": self.version,
             "source": self.source,
+            "arxiv_id": self.arxiv_id or None,
+            "title_key": title_id(self.title),
         }
 
 
@@ -135,20 +137,27 @@ def title_id(title: str) -> str:
 
 
 def merge_duplicates(papers: Iterable[Paper]) -> tuple[list[Paper], int]:
-    """Fold papers that share an id (one file listing a paper twice, v1 and v2).
+    """Fold papers that share an id (one file listing a paper twice, v1 and v2), or a
+    normalized title (a page dump without arXiv ids beside the API's copy).
 
     The newer version's text wins; links and counts are kept wherever one side
     knows them. Returns the merged papers (first-seen order) and how many folded.
     """
     merged: dict[str, Paper] = {}
+    by_title: dict[str, str] = {}  # normalized title -> key in ``merged``
     folded = 0
     for p in papers:
-        old = merged.get(p.id)
+        key = p.id if p.id in merged else by_title.get(title_id(p.title), p.id)
+        old = merged.get(key)
         if old is None:
-            merged[p.id] = p
+            merged[key] = p
+            by_title.setdefault(title_id(p.title), key)
             continue
         folded += 1
-        merged[p.id] = combine(old, p)
+        both = combine(old, p)
+        if key.startswith("t:") and not p.id.startswith("t:"):  # an arXiv id turned up
+            both.id, both.arxiv_id = p.id, p.arxiv_id
+        merged[key] = both
     return list(merged.values()), folded
 
 

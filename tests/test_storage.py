@@ -142,3 +142,57 @@ def test_import_bad_row_names_line_and_stores_nothing(db_url: str) -> None:
         subscribers.import_csv(session, data, "subs.csv")
     with session_scope(engine) as session:
         assert subscribers.count(session) == 0
+
+
+def dump_paper(title: str, upvotes: int) -> str:
+    return (f"Dec 26\n\n{title}\n\nAn abstract about it.\n\n  • 3 authors\n·\n"
+            f"Aug 5, 2024 {upvotes}\n")
+
+
+def api_paper(title: str, upvotes: int) -> str:
+    import json
+
+    return json.dumps([{"paper": {"id": "2408.01234v2", "title": title, "upvotes": upvotes,
+                                  "githubRepo": "https://github.com/x/y"}}])
+
+
+@pytest.mark.parametrize("order", ["dump first", "api first", "one ingest"])
+def test_same_paper_with_and_without_an_arxiv_id_is_one_entry(
+        db_url: str, tmp_path, order: str) -> None:  # type: ignore[no-untyped-def]
+    engine = get_engine(db_url)
+    (tmp_path / "page.txt").write_text(dump_paper("Sparse Experts, Dense Gains", 3))
+    (tmp_path / "api.json").write_text(api_paper("Sparse experts: dense gains!", 40))
+    files = [str(tmp_path / "page.txt"), str(tmp_path / "api.json")]
+    runs = {"dump first": [files[:1], files[1:]], "api first": [files[1:], files[:1]],
+            "one ingest": [files]}[order]
+    for batch in runs:
+        with session_scope(engine) as session:
+            ingest(settings_for(db_url), session, batch)
+    with session_scope(engine) as session:
+        [entry] = list(session.scalars(select(Entry)))
+        assert entry.arxiv_id == "2408.01234"
+        assert entry.code_url == "https://github.com/x/y"
+        assert entry.published == dt.date(2024, 8, 5)
+        assert entry.upvotes == (3 if order == "api first" else 40)  # the latest sighting
+
+
+def test_migration_backfills_the_lookup_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from alembic import command
+    from sqlalchemy import text
+
+    from newsletter.db import _alembic_config, make_engine
+    from newsletter.papers import title_id
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    command.upgrade(_alembic_config(engine), "0002")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO entries (id, title, abstract, authors, upvotes, url, "
+                          "code_url, project_url, keywords, version, source, arrived_at, "
+                          "updated_at) VALUES ('2401.00001', 'Old Paper', '', '[]', 0, '', '', "
+                          "'', '[]', 0, '', '2025-01-01', '2025-01-01')"))
+    get_engine(url)  # opens and migrates to the newest schema
+    with session_scope(get_engine(url)) as s:
+        e = s.get(Entry, "2401.00001")
+        assert e is not None and e.arxiv_id == "2401.00001"
+        assert e.title_key == title_id("Old Paper")
