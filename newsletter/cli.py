@@ -448,9 +448,17 @@ def web(
     """Serve the subscribe, confirm, unsubscribe, preferences and view-in-browser pages."""
     import uvicorn
 
+    from .links import Signer, secret_keys
     from .web import create_app
+    from .web.webhooks import PARSERS
 
-    uvicorn.run(create_app(_app(ctx)), host=host, port=port, log_level="info")
+    a = _app(ctx)
+    with a.session() as s:
+        token = Signer(secret_keys(a.settings, s)).token("webhook", 0)
+    base = a.settings.web.base_url.rstrip("/")
+    for provider in PARSERS:
+        err.print(f"bounce/complaint webhook for {provider}: {base}/webhooks/{provider}/{token}")
+    uvicorn.run(create_app(a), host=host, port=port, log_level="info")
 
 
 @app.command()

@@ -20,7 +20,7 @@ from .config import Settings
 from .errors import InputError
 from .models import Meta
 
-PURPOSES = ("unsubscribe", "preferences", "confirm", "view")
+PURPOSES = ("unsubscribe", "preferences", "confirm", "view", "webhook")
 
 
 def secret_keys(settings: Settings, session: Session) -> list[str]:

@@ -170,3 +170,46 @@ def test_view_in_browser_and_paper_pages(site) -> None:  # type: ignore[no-untyp
     paper = httpx.get(link.group(1))
     assert paper.status_code == 200 and "<h1>" in paper.text
     assert httpx.get(f"{url}/view/{signer.token('view', ada, 999)}").status_code == 404
+
+
+@pytest.mark.parametrize("provider, payload, expected", [
+    ("sendgrid", [{"email": "ada@example.org", "event": "bounce", "type": "bounce"},
+                  {"email": "grace@example.org", "event": "spamreport"},
+                  {"email": "alan@example.org", "event": "delivered"}],
+     {"ada@example.org": "bounced", "grace@example.org": "complained",
+      "alan@example.org": "active"}),
+    ("postmark", {"RecordType": "Bounce", "Type": "HardBounce", "Email": "Ada@Example.org"},
+     {"ada@example.org": "bounced"}),
+    ("postmark", {"RecordType": "Bounce", "Type": "SoftBounce", "Email": "ada@example.org"},
+     {"ada@example.org": "active"}),
+    ("mailgun", {"event-data": {"event": "failed", "severity": "permanent",
+                                "recipient": "ada@example.org"}},
+     {"ada@example.org": "bounced"}),
+    ("ses", {"Type": "Notification", "Message": '{"notificationType": "Complaint", '
+             '"complaint": {"complainedRecipients": [{"emailAddress": "ada@example.org"}]}}'},
+     {"ada@example.org": "complained"}),
+    ("resend", {"type": "email.bounced", "data": {"to": ["ada@example.org"]}},
+     {"ada@example.org": "bounced"}),
+])
+def test_bounce_and_complaint_webhooks(site, provider: str, payload: Any,  # type: ignore[no-untyped-def]
+                                       expected: dict[str, str]) -> None:
+    url, _, engine, signer = site
+    token = signer.token("webhook", 0)
+    r = httpx.post(f"{url}/webhooks/{provider}/{token}", json=payload)
+    assert r.status_code == 200, r.text
+    for address, status in expected.items():
+        assert status_of(engine, address) == status, address
+
+
+def test_webhooks_need_the_signed_token(site) -> None:  # type: ignore[no-untyped-def]
+    url, _, engine, signer = site
+    body = {"RecordType": "SpamComplaint", "Email": "ada@example.org"}
+    assert httpx.post(f"{url}/webhooks/postmark/forged.token", json=body).status_code == 404
+    other = signer.token("unsubscribe", 0)
+    assert httpx.post(f"{url}/webhooks/postmark/{other}", json=body).status_code == 404
+    assert httpx.post(f"{url}/webhooks/nosuch/{signer.token('webhook', 0)}",
+                      json=body).status_code == 404
+    bad = httpx.post(f"{url}/webhooks/postmark/{signer.token('webhook', 0)}",
+                     content=b"{not json", headers={"content-type": "application/json"})
+    assert bad.status_code == 400
+    assert status_of(engine, "ada@example.org") == "active"

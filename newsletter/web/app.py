@@ -192,6 +192,40 @@ def create_app(app: App) -> Starlette:
                 return message("Not found", "No such paper.", 404)
             return page("paper.html", paper=entry)
 
+    async def webhook(request: Request) -> Response:
+        from .webhooks import PARSERS
+
+        provider = request.path_params["provider"]
+        parser = PARSERS.get(provider)
+        try:
+            if parser is None or signer.verify("webhook", request.path_params["token"]) != [0]:
+                raise InputError("unknown webhook")
+        except InputError:
+            return Response("unknown webhook", status_code=404)
+        try:
+            notices = list(parser(await request.json()))
+        except (ValueError, AttributeError, TypeError, KeyError) as exc:
+            return Response(f"unreadable {provider} notification: {exc}", status_code=400)
+        changed = 0
+        with app.session() as s:
+            for address, kind in notices:
+                try:
+                    normalized = normalize_email(address)
+                except InputError:
+                    continue
+                sub = s.scalar(select(Subscriber).where(Subscriber.email == normalized))
+                if sub is None:
+                    continue
+                if kind == "bounce":
+                    sub.bounce_count += 1
+                    sub.status = "bounced"
+                else:
+                    sub.status = "complained"
+                s.add(Event(subscriber_id=sub.id, kind="bounced" if kind == "bounce"
+                            else "complained", detail={"provider": provider}))
+                changed += 1
+        return Response(f"{changed} subscribers updated", status_code=200)
+
     routes = [
         Route("/", home),
         Route("/subscribe", subscribe, methods=["POST"]),
@@ -200,6 +234,7 @@ def create_app(app: App) -> Starlette:
         Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
         Route("/view/{token}", view),
         Route("/papers/{entry_id:path}", paper),
+        Route("/webhooks/{provider}/{token}", webhook, methods=["POST"]),
     ]
     return Starlette(routes=routes)
 
