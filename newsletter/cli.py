@@ -43,7 +43,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(subs_app, name="subscribers")
 
 err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)  # titles may hold [brackets]
 
 
 def _app(ctx: typer.Context) -> App:
@@ -234,11 +234,10 @@ def rank(
         _print_json(results)
         return
     for r in results:
-        out.print(f"[bold]{r['subscriber']}[/bold]  ({r['profile'] or 'empty profile'})")
+        out.print(f"{r['subscriber']}  ({r['profile'] or 'empty profile'})", style="bold")
         for p in r["picks"]:
             label = "trending" if p["section"] == "trending" else ", ".join(p["matched"])
-            out.print(f"  {p['rank']:>2}. {p['score']:6.2f}  {p['title'][:80]}  [dim]{label}[/dim]",
-                      markup=True)
+            out.print(f"  {p['rank']:>2}. {p['score']:6.2f}  {p['title'][:80]}  ({label})")
         if not r["picks"]:
             out.print("   (nothing today)")
 

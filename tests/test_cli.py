@@ -216,3 +216,14 @@ def test_rank_json_marks_trending_items(cli) -> None:  # type: ignore[no-untyped
     ada = by_email["ada@example.org"]["picks"]
     assert ada and ada[0]["section"] == "matches" and ada[0]["matched"]
     assert set(ada[0]["parts"]) == {"relevance", "popularity", "recency"}
+
+
+def test_tables_print_titles_with_brackets_literally(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "b.json").write_text('[{"title": "[RE] Attention [/b] revisited", '
+                                     '"abstract": "attention"}]')
+    assert cli("ingest", "b.json").code == 0
+    assert cli("subscribers", "add", "a@example.org", "--keywords", "attention").code == 0
+    ranked = cli("rank")
+    assert ranked.code == 0 and "[RE] Attention [/b] revisited" in ranked.stdout
+    listed = cli("entries")
+    assert listed.code == 0 and "[RE] Attention [/b] revisited" in listed.stdout
