@@ -182,6 +182,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _insert_for(engine: Engine) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_nothing``."""
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+
 def lease_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -201,8 +206,7 @@ class DbLedger:
         """Write one pending row per job, a chunk per transaction (a crash keeps what
         was planned; the rerun plans only subscribers without a row)."""
         report = PlanReport()
-        insert = (postgresql.insert if self.engine.dialect.name == "postgresql"
-                  else sqlite.insert)
+        insert = _insert_for(self.engine)
         for chunk in jobs:
             rows = []
             now = utcnow()
@@ -304,8 +308,7 @@ class DbLedger:
         if not outcomes:
             return
         now = utcnow()
-        insert = (postgresql.insert if self.engine.dialect.name == "postgresql"
-                  else sqlite.insert)
+        insert = _insert_for(self.engine)
         sent = [o for o in outcomes if o.status == "sent"]
         failed = [o for o in outcomes if o.status != "sent"]
         # Executemany, guarded by our lease: a row another process took back is not ours.
@@ -357,10 +360,11 @@ class EditionContext:
     def __init__(self, settings: Settings, session: Any, edition: Edition,
                  rows: list[Entry], *, keys: list[str] | None = None) -> None:
         self.selection = Selection.build(settings, session, rows, edition.day)
-        links = LinkMaker(settings, Signer(keys or secret_keys(settings, session)))
+        keys = keys or secret_keys(settings, session)
+        links = LinkMaker(settings, Signer(keys))
         papers = [PaperInfo.of(e, links.paper(e.id)) for e in rows]
         self.index = {e.id: i for i, e in enumerate(rows)}
-        self.renderer = Renderer(settings, keys=keys or secret_keys(settings, session),
+        self.renderer = Renderer(settings, keys=keys,
                                  day=edition.day, edition_id=edition.id or 0, papers=papers,
                                  acronyms=self.selection.ranker.corpus.acronyms)
 

@@ -257,7 +257,6 @@ class Chunk:
     picks: np.ndarray  # int32 [n, k] entry indices, -1 = none
     scores: np.ndarray  # float32 [n, k]
     trending: np.ndarray  # bool [n]: the picks are the trending section, not matches
-    profiles: list[Profile] = field(default_factory=list)
 
 
 _FAST_SPLIT = re.compile(r"[,\n;]")
@@ -357,7 +356,6 @@ class Ranker:
         sent: Mapping[Any, Iterable[int]] | None = None,
         k: int | None = None,
         chunk_size: int = 4096,
-        keep_profiles: bool = False,
     ) -> Iterator[Chunk]:
         """Yield ranked chunks for ``(key, profile text)`` pairs, in input order.
 
@@ -368,25 +366,22 @@ class Ranker:
         for item in subscribers:
             batch.append(item)
             if len(batch) >= chunk_size:
-                yield self._rank_chunk(batch, sent or {}, k or self.cfg.max_papers, keep_profiles)
+                yield self._rank_chunk(batch, sent or {}, k or self.cfg.max_papers)
                 batch = []
         if batch:
-            yield self._rank_chunk(batch, sent or {}, k or self.cfg.max_papers, keep_profiles)
+            yield self._rank_chunk(batch, sent or {}, k or self.cfg.max_papers)
 
     def _rank_chunk(self, batch: list[tuple[Any, str]], sent: Mapping[Any, Iterable[int]],
-                    k: int, keep_profiles: bool) -> Chunk:
+                    k: int) -> Chunk:
         n_entries = len(self.corpus.entries)
         pos_r: list[int] = []
         pos_c: list[int] = []
         pos_w: list[float] = []
         neg_r: list[int] = []
         neg_c: list[int] = []
-        profiles: list[Profile] = []
         for r, (key, text) in enumerate(batch):
             try:
                 terms = self._terms_of(text or "")
-                if keep_profiles:
-                    profiles.append(fast_profile(text or ""))
             except ProfileError as exc:
                 raise ProfileError(f"subscriber {key}: {exc.message}") from None
             for fid, weight, exclude, _ in terms:
@@ -429,7 +424,7 @@ class Ranker:
                 trending = empty
                 picks[empty], scores[empty] = self._trending(
                     np.flatnonzero(empty), x, sent_rows, sent_cols, k)
-        return Chunk([key for key, _ in batch], picks, scores, trending, profiles)
+        return Chunk([key for key, _ in batch], picks, scores, trending)
 
     def _trending(self, rows: np.ndarray, x: sparse.csr_matrix | None, sent_rows: list[int],
                   sent_cols: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -454,26 +449,6 @@ class Ranker:
         picks[:, : t_picks.shape[1]] = t_picks
         scores[:, : t_scores.shape[1]] = t_scores
         return picks, scores
-
-    def explain(self, profile: Profile, entry_index: int) -> Explanation:
-        """Why ``entry_index`` is in this subscriber's email: terms and score parts."""
-        matched: list[tuple[str, float]] = []
-        relevance = 0.0
-        for term in profile.positive:
-            value = float(self._m[self._fid(term), entry_index]) * term.weight
-            if value > 0:
-                matched.append((term.text, round(value, 3)))
-                relevance += value
-        matched.sort(key=lambda x: -x[1])
-        c = self.corpus
-        return Explanation(
-            matched=matched,
-            relevance=round(self.cfg.weight_relevance * relevance, 4),
-            popularity=round(float(self.cfg.weight_popularity * c.popularity[entry_index]), 4),
-            recency=round(float(self.cfg.weight_recency * c.recency[entry_index]), 4),
-            features=[self.analyzer.feature(t) for t in profile.positive
-                      if self._m[self._fid(t), entry_index] > 0],
-        )
 
 
 @dataclass

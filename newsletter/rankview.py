@@ -13,17 +13,18 @@ from .config import Settings
 from .errors import InputError
 from .models import utcnow
 from .pipeline import subscriber_rows
+from .ranking import fast_profile
 from .selection import Selection, candidate_entries, edition_entries
 
 
-def pick_dicts(selection: Selection, chunk: Any, row: int) -> list[dict[str, Any]]:
+def pick_dicts(selection: Selection, chunk: Any, row: int, keywords: str) -> list[
+        dict[str, Any]]:
     out = []
     section = "trending" if chunk.trending[row] else "matches"
-    for rank, idx in enumerate(chunk.picks[row], 1):
-        if idx < 0:
-            break
+    picks = [int(i) for i in chunk.picks[row] if i >= 0]
+    explanations = selection.ranker.explain_many(keywords, picks)
+    for rank, (idx, ex) in enumerate(zip(picks, explanations, strict=True), 1):
         e = selection.entries[idx]
-        ex = selection.ranker.explain(chunk.profiles[row], int(idx))
         out.append({
             "rank": rank,
             "id": e.id,
@@ -51,16 +52,16 @@ def rank_subscribers(settings: Settings, session: Session, *, email: str | None 
     if email and not subs:
         raise InputError(f"{email} is not a subscriber")
     source = subs if subs is not None else subscriber_rows(session)
-    emails: dict[int, str] = {}
+    people: dict[int, tuple[str, str]] = {}
 
     def keyed() -> Iterator[tuple[int, str]]:
         for sub_id, address, _name, keywords in source:
-            emails[sub_id] = address
+            people[sub_id] = (address, keywords)
             yield sub_id, keywords
 
-    for chunk in selection.ranker.rank(keyed(), sent=selection.sent, k=limit,
-                                       keep_profiles=True, chunk_size=2000):
+    for chunk in selection.ranker.rank(keyed(), sent=selection.sent, k=limit, chunk_size=2000):
         for row, key in enumerate(chunk.keys):
-            yield {"subscriber": emails.pop(key), "profile": str(chunk.profiles[row]),
+            address, keywords = people.pop(key)
+            yield {"subscriber": address, "profile": str(fast_profile(keywords)),
                    "candidates": len(selection.entries),
-                   "picks": pick_dicts(selection, chunk, row)}
+                   "picks": pick_dicts(selection, chunk, row, keywords)}

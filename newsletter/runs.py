@@ -5,7 +5,6 @@ the database)."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 import statistics
 from collections import Counter
 from collections.abc import Callable
@@ -40,9 +39,7 @@ from .pipeline import (
 )
 from .selection import edition_entries
 from .transports import Transport, make_transport
-from .transports.outbox import OutboxTransport
-
-_SAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
+from .transports.outbox import SAFE_NAME, OutboxTransport
 
 
 @dataclass
@@ -107,7 +104,7 @@ class PreviewTransport(OutboxTransport):
     name = "preview"
 
     def file_for(self, message: Message) -> Path:
-        return self.path / f"{_SAFE.sub('_', message.to)}.eml"
+        return self.path / f"{SAFE_NAME.sub('_', message.to)}.eml"
 
 
 @dataclass
@@ -183,7 +180,7 @@ def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
 
     def progress(o: Outcome) -> None:
         if o.rendered is not None:
-            stem = str(out / _SAFE.sub("_", o.job.recipient.email))
+            stem = str(out / SAFE_NAME.sub("_", o.job.recipient.email))
             Path(stem + ".html").write_text(o.rendered.html, encoding="utf-8")
             Path(stem + ".txt").write_text(o.rendered.text, encoding="utf-8")
         if on_progress:

@@ -191,9 +191,8 @@ def test_a_profile_of_200_terms(ranker: Ranker) -> None:
 
 
 def test_explanations_name_the_matched_terms(ranker: Ranker) -> None:
-    profile = fast_profile("GNN, diffusion, -medical")
     index = [e.id for e in FIXTURE].index("gnn")
-    ex = ranker.explain(profile, index)
+    [ex] = ranker.explain_many("GNN, diffusion, -medical", [index])
     assert [t for t, _ in ex.matched] == ["GNN"]
     assert ex.why == "matched: GNN"
     assert ex.relevance > 0 and ex.score == pytest.approx(ex.relevance + ex.popularity

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..mime import Message
 from .base import Transport
 
-_SAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._@+-]+")
 
 
 class OutboxTransport(Transport):
@@ -24,7 +24,7 @@ class OutboxTransport(Transport):
         self.path.mkdir(parents=True, exist_ok=True)
 
     def file_for(self, message: Message) -> Path:
-        stem = _SAFE.sub("_", message.message_id.strip("<>"))
+        stem = SAFE_NAME.sub("_", message.message_id.strip("<>"))
         return self.path / f"{stem}.eml"
 
     async def send(self, message: Message) -> str:
