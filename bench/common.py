@@ -9,8 +9,8 @@ import resource
 from collections import Counter
 from pathlib import Path
 
-from newsletter.ranking import RankEntry
-from newsletter.text import STOPWORDS
+from newsletter.ranking.engine import RankEntry
+from newsletter.ranking.text import STOPWORDS
 
 SAMPLE = Path(__file__).resolve().parent.parent / "newsletter" / "data" / "sample_papers.json"
 

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from newsletter.config import RankingConfig, Settings  # noqa: E402
-from newsletter.ranking import Corpus, RankEntry, Ranker  # noqa: E402
-from newsletter.selection import load_acronyms  # noqa: E402
+from newsletter.ranking.engine import Corpus, RankEntry, Ranker  # noqa: E402
+from newsletter.ranking.selection import load_acronyms  # noqa: E402
 
 K = 10
 

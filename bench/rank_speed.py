@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import peak_rss_mb, synthetic_entries, synthetic_profiles  # noqa: E402
 from newsletter.config import RankingConfig  # noqa: E402
-from newsletter.ranking import Corpus, Ranker, fast_profile  # noqa: E402
-from newsletter.text import Acronyms  # noqa: E402
+from newsletter.ranking.engine import Corpus, Ranker, fast_profile  # noqa: E402
+from newsletter.ranking.text import Acronyms  # noqa: E402
 
 TODAY = dt.date(2025, 12, 26)
 

@@ -31,11 +31,11 @@ import mjml  # noqa: E402
 
 from bench.common import sample_papers  # noqa: E402
 from newsletter.config import Settings  # noqa: E402
-from newsletter.digest import PaperInfo  # noqa: E402
-from newsletter.ranking import Corpus, RankEntry, Ranker  # noqa: E402
-from newsletter.render import Recipient, Renderer  # noqa: E402
-from newsletter.templates import BUNDLED, _expand  # noqa: E402
-from newsletter.text import Acronyms  # noqa: E402
+from newsletter.ranking.engine import Corpus, RankEntry, Ranker  # noqa: E402
+from newsletter.ranking.text import Acronyms  # noqa: E402
+from newsletter.render.compile import BUNDLED, _expand  # noqa: E402
+from newsletter.render.digest import PaperInfo  # noqa: E402
+from newsletter.render.renderer import Recipient, Renderer  # noqa: E402
 
 DAY = dt.date(2025, 12, 26)
 PROFILE = "attention, diffusion, graph neural networks, vision transformer"

@@ -1,5 +1,5 @@
 """``python -m newsletter`` runs the CLI."""
 
-from .cli import main
+from newsletter.cli import main
 
 main()

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from .config import Settings, load_settings
-from .db import get_engine, session_scope
+from newsletter.config import Settings, load_settings
+from newsletter.store.db import get_engine, session_scope
 
 
 @dataclass

@@ -25,11 +25,11 @@ from rich.progress import (
 from rich.table import Table
 from sqlalchemy import select
 
-from . import ingest as ingest_mod
-from . import subscribers as subs_mod
-from .app import App
-from .errors import InputError, NewsletterError
-from .models import Entry, Subscriber
+from newsletter.app import App
+from newsletter.errors import InputError, NewsletterError
+from newsletter.ingest import run as ingest_mod
+from newsletter.store import subscribers as subs_mod
+from newsletter.store.models import Entry, Subscriber
 
 app = typer.Typer(
     help="A personalized daily digest of new research papers.",
@@ -74,7 +74,7 @@ def _root(
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Create or migrate the database schema to the newest version."""
-    from .db import upgrade
+    from newsletter.store.db import upgrade
 
     a = _app(ctx)
     upgrade(a.engine)
@@ -224,7 +224,7 @@ def rank(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Show each subscriber's picks, scores and matched terms for the next edition."""
-    from .rankview import rank_subscribers
+    from newsletter.ranking.view import rank_subscribers
 
     a = _app(ctx)
     with a.session() as s:
@@ -275,7 +275,7 @@ def send(
                     ] = 3600.0,
 ) -> None:
     """Send the day's edition to every active subscriber who has not had it."""
-    from .runs import plan_edition, run_send
+    from newsletter.delivery.runs import plan_edition, run_send
 
     a = _app(ctx)
     backend = a.settings.transport.backend
@@ -286,7 +286,7 @@ def send(
         if not typer.confirm(f"Send the {_day(date)} edition through {backend}?"):
             raise typer.Exit(1)
     if queue:
-        from .queue import enqueue, wait_for
+        from newsletter.delivery.queue import enqueue, wait_for
 
         planned = plan_edition(a.settings, a.engine, _day(date), slot)
         enqueue(a.settings, planned.edition.id, tasks)
@@ -327,8 +327,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Counts by delivery state and the last errors of an edition."""
-    from .models import Edition
-    from .pipeline import edition_status
+    from newsletter.delivery.status import edition_status
+    from newsletter.store.models import Edition
 
     a = _app(ctx)
     with a.session() as s:
@@ -368,7 +368,7 @@ def preview(
                        ] = False,
 ) -> None:
     """Render exactly what `send` would send, to files; sends nothing, writes no ledger."""
-    from .runs import run_preview
+    from newsletter.delivery.runs import run_preview
 
     if subscriber and all_:
         raise InputError("--subscriber and --all exclude each other")
@@ -379,7 +379,7 @@ def preview(
         report = run_preview(a.settings, a.engine, _day(date), out_dir, email=subscriber,
                              limit=limit, on_progress=lambda _o: progress.advance(task))
     if screenshot:
-        from .screenshots import screenshot_dir
+        from newsletter.render.screenshots import screenshot_dir
 
         report.screenshots = screenshot_dir(out_dir)
     summary = report.summary()
@@ -414,7 +414,7 @@ def demo(ctx: typer.Context) -> None:
     today's edition (to the outbox folder unless configured otherwise)."""
     from importlib import resources
 
-    from .runs import run_send
+    from newsletter.delivery.runs import run_send
 
     a = _app(ctx)
     data = resources.files("newsletter").joinpath("data")
@@ -447,9 +447,9 @@ def web(
     """Serve the subscribe, confirm, unsubscribe, preferences and view-in-browser pages."""
     import uvicorn
 
-    from .links import Signer, secret_keys
-    from .web import create_app
-    from .web.webhooks import PARSERS
+    from newsletter.render.links import Signer, secret_keys
+    from newsletter.web import create_app
+    from newsletter.web.webhooks import PARSERS
 
     a = _app(ctx)
     with a.session() as s:
@@ -468,7 +468,7 @@ def worker(
     """A Celery worker delivering queued editions (scale-out; use PostgreSQL)."""
     import os
 
-    from .queue import make_celery
+    from newsletter.delivery.queue import make_celery
 
     a = _app(ctx)
     config = ctx.find_root().params.get("config")
@@ -485,7 +485,7 @@ def run(ctx: typer.Context) -> None:
     """The scheduler daemon: ingest on [schedule] ingest_cron, send each hour's slot."""
     import logging
 
-    from .scheduler import build_scheduler
+    from newsletter.delivery.scheduler import build_scheduler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     sched = build_scheduler(_app(ctx))

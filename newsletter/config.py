@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from newsletter.errors import ConfigError
 
 ENV_PREFIX = "NEWSLETTER_"
 DEFAULT_CONFIG = "config.toml"

@@ -66,7 +66,7 @@ def pg_url(pg_server: str) -> Iterator[str]:
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    from newsletter.db import dispose_all
+    from newsletter.store.db import dispose_all
 
     dispose_all()
     with psycopg.connect(pg_server, autocommit=True) as conn:
@@ -185,9 +185,9 @@ def sample_paper_rows() -> list[dict[str, object]]:
 def world(tmp_path: Path, sqlite_url: str):  # type: ignore[no-untyped-def]
     """A SQLite database with the sample papers and subscribers, and its settings."""
     from newsletter.config import Settings
-    from newsletter.db import get_engine, session_scope
-    from newsletter.ingest import ingest
-    from newsletter.subscribers import import_csv
+    from newsletter.ingest.run import ingest
+    from newsletter.store.db import get_engine, session_scope
+    from newsletter.store.subscribers import import_csv
 
     settings = Settings().replace(
         database={"url": sqlite_url}, outbox={"path": str(tmp_path / "outbox")},

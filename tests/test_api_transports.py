@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.config import Settings
-from newsletter.db import session_scope
+from newsletter.delivery.runs import run_send
 from newsletter.errors import ConfigError
-from newsletter.models import Delivery, Subscriber
-from newsletter.runs import run_send
+from newsletter.store.db import session_scope
+from newsletter.store.models import Delivery, Subscriber
 from newsletter.transports import make_transport
 
 from .conftest import HttpServer, Route, free_port

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from newsletter.runs import run_preview
+from newsletter.delivery.runs import run_preview
 
 from .conftest import need_service
 
@@ -40,7 +40,7 @@ def browser() -> Iterator[Any]:
     path = ensure_chromium()
     from playwright.sync_api import sync_playwright
 
-    from newsletter.screenshots import CHROMIUM_ARGS
+    from newsletter.render.screenshots import CHROMIUM_ARGS
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
@@ -51,8 +51,8 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def previews(world, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
     settings, engine = world
-    from newsletter import subscribers
-    from newsletter.db import session_scope
+    from newsletter.store import subscribers
+    from newsletter.store.db import session_scope
 
     hostile = ("<script>alert(1)</script> " + "Unbreakable" * 300 + " tokens attention, "
                "تعلم الآلة, 🚀")

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import func, select
 
 from newsletter.config import Settings
-from newsletter.db import session_scope
-from newsletter.models import Delivery, SentEntry, Subscriber
-from newsletter.ratelimit import TokenBucket
-from newsletter.runs import run_preview, run_send
+from newsletter.delivery.ratelimit import TokenBucket
+from newsletter.delivery.runs import run_preview, run_send
+from newsletter.store.db import session_scope
+from newsletter.store.models import Delivery, SentEntry, Subscriber
 
 from .conftest import ROOT, SmtpSink
 
@@ -61,7 +61,7 @@ def test_next_edition_never_repeats_a_paper(world, tmp_path: Path) -> None:  # t
     with session_scope(engine) as s:
         first = {(d.subscriber_id, e) for d in s.scalars(select(Delivery)) for e in d.entry_ids}
     # New papers arrive, and a second edition goes out.
-    from newsletter.ingest import ingest
+    from newsletter.ingest.run import ingest
 
     with session_scope(engine) as s:
         ingest(settings, s, [str(ROOT / "tests" / "payloads" / "dailypapers.json")])
@@ -98,7 +98,7 @@ def test_flaky_server_delivers_everything_eventually(world, smtp_sink: SmtpSink)
     """421/451, connections dropped mid-DATA, stalls: all delivered; a duplicate only where
     the server stored a message and dropped the connection before replying."""
     settings, engine = world
-    from newsletter import subscribers
+    from newsletter.store import subscribers
 
     with session_scope(engine) as s:
         for i in range(40):
@@ -136,14 +136,10 @@ def test_dead_server_fails_cleanly_and_a_rerun_finishes(world, smtp_sink: SmtpSi
 
 def test_unsubscribed_before_delivery_is_skipped_with_reason(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
-    from newsletter.pipeline import (
-        DbLedger,
-        EditionContext,
-        get_or_create_edition,
-        plan_jobs,
-        subscriber_rows,
-    )
-    from newsletter.selection import edition_entries
+    from newsletter.delivery.edition import EditionContext, get_or_create_edition
+    from newsletter.delivery.ledger import DbLedger
+    from newsletter.delivery.plan import plan_jobs
+    from newsletter.store.queries import edition_entries, subscriber_rows
 
     edition = get_or_create_edition(engine, DAY)
     with session_scope(engine, readonly=True) as s:
@@ -166,7 +162,7 @@ def test_kill_9_mid_edition_then_resume(world, smtp_sink: SmtpSink, tmp_path: Pa
     """A real `newsletter send` process is killed with SIGKILL while the server is taking
     a message; `send` again: every active subscriber has exactly one copy."""
     settings, engine = world
-    from newsletter import subscribers
+    from newsletter.store import subscribers
 
     with session_scope(engine) as s:
         for i in range(30):
@@ -240,7 +236,7 @@ def test_token_bucket_rate() -> None:
 
 
 def test_an_unexpected_transport_error_fails_one_row_not_the_run(world) -> None:  # type: ignore[no-untyped-def]
-    from newsletter.mime import Message
+    from newsletter.render.mime import Message
     from newsletter.transports.base import Transport
 
     class Broken(Transport):

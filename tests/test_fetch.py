@@ -6,11 +6,12 @@ import pytest
 from sqlalchemy import func, select
 
 from newsletter.config import Settings, SourceConfig
-from newsletter.db import get_engine, session_scope
 from newsletter.errors import FetchError, SourceError
-from newsletter.fetch import Fetcher, retry_after_seconds
-from newsletter.ingest import ingest
-from newsletter.models import Entry
+from newsletter.ingest.fetch import Fetcher
+from newsletter.ingest.run import ingest
+from newsletter.retry import retry_after_seconds
+from newsletter.store.db import get_engine, session_scope
+from newsletter.store.models import Entry
 
 from .conftest import PAYLOADS, HttpServer, Route
 

@@ -13,9 +13,10 @@ import pytest
 
 from newsletter.config import RankingConfig
 from newsletter.errors import ProfileError
-from newsletter.profile import parse_profile
-from newsletter.ranking import Corpus, RankEntry, Ranker, fast_profile, highlight_spans
-from newsletter.text import Acronyms
+from newsletter.ranking.engine import Corpus, RankEntry, Ranker, fast_profile
+from newsletter.ranking.profile import parse_profile
+from newsletter.ranking.text import Acronyms
+from newsletter.render.highlight import highlight_spans
 
 TODAY = dt.date(2025, 9, 1)
 CFG = RankingConfig()

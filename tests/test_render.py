@@ -14,12 +14,12 @@ from types import SimpleNamespace
 import pytest
 
 from newsletter.config import Settings
-from newsletter.digest import PaperInfo
 from newsletter.errors import TemplateError
-from newsletter.ranking import Corpus, Explanation, RankEntry, Ranker
-from newsletter.render import GMAIL_CLIP_BYTES, Recipient, Renderer
-from newsletter.templates import BUNDLED, compile_templates
-from newsletter.text import Acronyms
+from newsletter.ranking.engine import Corpus, Explanation, RankEntry, Ranker
+from newsletter.ranking.text import Acronyms
+from newsletter.render.compile import BUNDLED, compile_templates
+from newsletter.render.digest import PaperInfo
+from newsletter.render.renderer import GMAIL_CLIP_BYTES, Recipient, Renderer
 
 DAY = dt.date(2025, 12, 26)
 NASTY = [

@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 
 from newsletter.app import App
 from newsletter.config import Settings
-from newsletter.db import get_engine, session_scope
-from newsletter.ingest import ingest
-from newsletter.models import Delivery, Edition, Subscriber
-from newsletter.scheduler import build_scheduler, send_slot
-from newsletter.subscribers import add, import_csv
+from newsletter.delivery.scheduler import build_scheduler, send_slot
+from newsletter.ingest.run import ingest
+from newsletter.store.db import get_engine, session_scope
+from newsletter.store.models import Delivery, Edition, Subscriber
+from newsletter.store.subscribers import add, import_csv
 
 from .conftest import ROOT, SmtpSink, need_service
 
@@ -107,7 +107,7 @@ def test_hourly_slots_send_each_person_at_their_local_hour(world) -> None:  # ty
     send_slot(app, dt.datetime(2025, 12, 26, 11, 0, tzinfo=dt.UTC))  # 06:00 New York
     send_slot(app, dt.datetime(2025, 12, 26, 0, 0, tzinfo=dt.UTC))  # 09:00 Tokyo
     # the whole day without slots: only those not yet served, nobody twice
-    from newsletter.runs import run_send
+    from newsletter.delivery.runs import run_send
 
     run_send(settings, engine, DAY.replace(day=26))
     with session_scope(engine) as s:
@@ -130,8 +130,8 @@ def test_scheduler_registers_its_jobs(world) -> None:  # type: ignore[no-untyped
 
 
 def test_bad_slot_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+    from newsletter.delivery.runs import run_send
     from newsletter.errors import InputError
-    from newsletter.runs import run_send
 
     settings, engine = world
     with pytest.raises(InputError, match="--slot"):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from newsletter.runs import run_send
+from newsletter.delivery.runs import run_send
 
 from .conftest import free_port
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newsletter.errors import SourceError
-from newsletter.ingest import decode, parse_text
-from newsletter.papers import parse_arxiv_id, title_id
-from newsletter.sources.pagedump import PageDumpSource
+from newsletter.ingest.formats.pagedump import PageDumpSource
+from newsletter.ingest.papers import parse_arxiv_id, title_id
+from newsletter.ingest.run import decode, parse_text
 
 from .conftest import PAYLOADS, SEEDS
 

@@ -8,12 +8,12 @@ import pytest
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from newsletter import subscribers
 from newsletter.config import Settings
-from newsletter.db import get_engine, session_scope
 from newsletter.errors import InputError, SourceError
-from newsletter.ingest import ingest, parse_text, store
-from newsletter.models import Delivery, Edition, Entry, Subscriber
+from newsletter.ingest.run import ingest, parse_text, store
+from newsletter.store import subscribers
+from newsletter.store.db import get_engine, session_scope
+from newsletter.store.models import Delivery, Edition, Entry, Subscriber
 
 from .conftest import PAYLOADS, SEEDS
 
@@ -180,8 +180,8 @@ def test_migration_backfills_the_lookup_keys(tmp_path) -> None:  # type: ignore[
     from alembic import command
     from sqlalchemy import text
 
-    from newsletter.db import _alembic_config, make_engine
-    from newsletter.papers import title_id
+    from newsletter.ingest.papers import title_id
+    from newsletter.store.db import _alembic_config, make_engine
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = make_engine(url)

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.app import App
-from newsletter.db import session_scope
-from newsletter.links import Signer, secret_keys
-from newsletter.models import Event, Subscriber
+from newsletter.render.links import Signer, secret_keys
+from newsletter.store.db import session_scope
+from newsletter.store.models import Event, Subscriber
 from newsletter.web import create_app
 
 from .conftest import free_port
@@ -120,7 +120,7 @@ def test_subscribe_confirm_in_a_real_browser(site) -> None:  # type: ignore[no-u
     outbox, the confirmation link."""
     from playwright.sync_api import sync_playwright
 
-    from newsletter.screenshots import CHROMIUM_ARGS
+    from newsletter.render.screenshots import CHROMIUM_ARGS
 
     from .test_browser import ensure_chromium
 
@@ -158,7 +158,7 @@ def test_subscribe_confirm_in_a_real_browser(site) -> None:  # type: ignore[no-u
 def test_view_in_browser_and_paper_pages(site) -> None:  # type: ignore[no-untyped-def]
     import datetime as dt
 
-    from newsletter.runs import run_send
+    from newsletter.delivery.runs import run_send
 
     url, settings, engine, signer = site
     summary = run_send(settings, engine, dt.date(2025, 12, 26))

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from ..config import Settings
-from ..errors import ConfigError
-from .base import Transport
+from newsletter.config import Settings
+from newsletter.errors import ConfigError
+from newsletter.transports.base import Transport
 
 
 def make_transport(settings: Settings) -> Transport:
     """The transport ``[transport] backend`` names, configured."""
     backend = settings.transport.backend
     if backend == "outbox":
-        from .outbox import OutboxTransport
+        from newsletter.transports.outbox import OutboxTransport
 
         return OutboxTransport(settings.outbox.path)
     if backend == "console":
-        from .console import ConsoleTransport
+        from newsletter.transports.console import ConsoleTransport
 
         return ConsoleTransport()
     if backend == "smtp":
-        from .smtp import SmtpTransport
+        from newsletter.transports.smtp import SmtpTransport
 
         return SmtpTransport(settings.smtp)
-    from .http_api import PROVIDERS
+    from newsletter.transports.http_api import PROVIDERS
 
     try:
         return PROVIDERS[backend](settings.api)

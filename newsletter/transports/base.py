@@ -11,8 +11,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
-from ..errors import TransportError
-from ..mime import Message
+from newsletter.errors import TransportError
+from newsletter.render.mime import Message
 
 
 class Transport(abc.ABC):

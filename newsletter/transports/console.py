@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from ..mime import Message
-from .base import Transport
+from newsletter.render.mime import Message
+from newsletter.transports.base import Transport
 
 
 class ConsoleTransport(Transport):

@@ -17,11 +17,12 @@ from typing import Any
 
 import httpx
 
-from ..config import ApiConfig
-from ..errors import ConfigError, TransportError
-from ..fetch import USER_AGENT, retry_after_seconds
-from ..mime import Message
-from .base import Transport
+from newsletter.config import ApiConfig
+from newsletter.errors import ConfigError, TransportError
+from newsletter.ingest.fetch import USER_AGENT
+from newsletter.render.mime import Message
+from newsletter.retry import retry_after_seconds
+from newsletter.transports.base import Transport
 
 BATCH_WAIT = 0.02  # seconds a batch waits for company
 
@@ -157,11 +158,11 @@ def headers_of(m: Message) -> dict[str, str]:
 
 
 def _providers() -> dict[str, type[HttpApiTransport]]:
-    from .mailgun import MailgunTransport
-    from .postmark import PostmarkTransport
-    from .resend import ResendTransport
-    from .sendgrid import SendGridTransport
-    from .ses import SesTransport
+    from newsletter.transports.mailgun import MailgunTransport
+    from newsletter.transports.postmark import PostmarkTransport
+    from newsletter.transports.resend import ResendTransport
+    from newsletter.transports.sendgrid import SendGridTransport
+    from newsletter.transports.ses import SesTransport
 
     return {t.name: t for t in (SendGridTransport, MailgunTransport, PostmarkTransport,
                                 SesTransport, ResendTransport)}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..mime import Message
-from .http_api import HttpApiTransport, headers_of
+from newsletter.render.mime import Message
+from newsletter.transports.http_api import HttpApiTransport, headers_of
 
 
 class MailgunTransport(HttpApiTransport):

@@ -7,8 +7,8 @@ import os
 import re
 from pathlib import Path
 
-from ..mime import Message
-from .base import Transport
+from newsletter.render.mime import Message
+from newsletter.transports.base import Transport
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._@+-]+")
 

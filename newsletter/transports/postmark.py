@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 
-from ..errors import TransportError
-from ..mime import Message
-from .http_api import HttpApiTransport, headers_of
+from newsletter.errors import TransportError
+from newsletter.render.mime import Message
+from newsletter.transports.http_api import HttpApiTransport, headers_of
 
 INACTIVE_RECIPIENT = 406  # Postmark's ErrorCode for a bounced / suppressed address
 

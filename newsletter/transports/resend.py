@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from ..errors import TransportError
-from ..mime import Message
-from .http_api import HttpApiTransport, headers_of
+from newsletter.errors import TransportError
+from newsletter.render.mime import Message
+from newsletter.transports.http_api import HttpApiTransport, headers_of
 
 
 class ResendTransport(HttpApiTransport):

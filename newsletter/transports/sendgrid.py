@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from email.utils import parseaddr
 from typing import Any
 
-from ..mime import Message
-from .http_api import HttpApiTransport, headers_of
+from newsletter.render.mime import Message
+from newsletter.transports.http_api import HttpApiTransport, headers_of
 
 
 class SendGridTransport(HttpApiTransport):

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from ..mime import Message
-from .http_api import HttpApiTransport
+from newsletter.render.mime import Message
+from newsletter.transports.http_api import HttpApiTransport
 
 SERVICE = "ses"
 

@@ -15,10 +15,10 @@ import re
 
 import aiosmtplib
 
-from ..config import SmtpConfig
-from ..errors import TransportError
-from ..mime import Message
-from .base import Transport
+from newsletter.config import SmtpConfig
+from newsletter.errors import TransportError
+from newsletter.render.mime import Message
+from newsletter.transports.base import Transport
 
 _NO_SUCH_USER = re.compile(r"\b5\.1\.[0-3]\b|user unknown|no such user|does not exist|"
                            r"mailbox unavailable|unknown recipient", re.I)

@@ -23,13 +23,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from ..app import App
-from ..errors import InputError, NewsletterError
-from ..links import Signer, secret_keys
-from ..models import Delivery, Edition, Entry, Event, Subscriber, utcnow
-from ..subscribers import add as add_subscriber
-from ..subscribers import check_hour, check_keywords, check_tz, normalize_email
-from ..templates import BUNDLED
+from newsletter.app import App
+from newsletter.errors import InputError, NewsletterError
+from newsletter.render.compile import BUNDLED
+from newsletter.render.links import Signer, secret_keys
+from newsletter.store.models import Delivery, Edition, Entry, Event, Subscriber, utcnow
+from newsletter.store.subscribers import add as add_subscriber
+from newsletter.store.subscribers import check_hour, check_keywords, check_tz, normalize_email
 
 
 def create_app(app: App) -> Starlette:
@@ -147,7 +147,7 @@ def create_app(app: App) -> Starlette:
                             setattr(sub, k, v)
                         s.add(Event(subscriber_id=sub_id, kind="preferences"))
                         saved = True
-        from ..rankview import rank_subscribers
+        from newsletter.ranking.view import rank_subscribers
 
         with app.session() as s:
             sub = s.get(Subscriber, sub_id)
@@ -169,8 +169,9 @@ def create_app(app: App) -> Starlette:
         except InputError as exc:
             return bad_link(exc)
         edition_id = rest[0] if rest else 0
-        from ..pipeline import EditionContext, Job
-        from ..render import Recipient
+        from newsletter.delivery.edition import open_edition
+        from newsletter.delivery.plan import Job
+        from newsletter.render.renderer import Recipient
 
         with app.session() as s:
             row = s.scalar(select(Delivery).where(Delivery.edition_id == edition_id,
@@ -180,7 +181,7 @@ def create_app(app: App) -> Starlette:
             if row is None or edition is None or sub is None:
                 return message("Not available", "This email is no longer available.", 404)
             entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
-            ctx = EditionContext(settings, s, edition, entries)
+            ctx = open_edition(settings, s, edition, entries)
             job = Job(Recipient(sub.id, sub.email, sub.name, sub.keywords), list(row.entry_ids),
                       bool((row.details or {}).get("trending")))
             return HTMLResponse(ctx.render(job).html)
@@ -193,7 +194,7 @@ def create_app(app: App) -> Starlette:
             return page("paper.html", paper=entry)
 
     async def webhook(request: Request) -> Response:
-        from .webhooks import PARSERS
+        from newsletter.web.webhooks import PARSERS
 
         provider = request.path_params["provider"]
         parser = PARSERS.get(provider)
@@ -241,8 +242,8 @@ def create_app(app: App) -> Starlette:
 
 async def _send_confirmation(app: App, signer: Signer, sub_id: int, address: str) -> None:
     """A plain confirmation email through the configured transport."""
-    from ..mime import MimeBuilder
-    from ..transports import make_transport
+    from newsletter.render.mime import MimeBuilder
+    from newsletter.transports import make_transport
 
     settings = app.settings
     link = f"{settings.web.base_url.rstrip('/')}/confirm/{signer.token('confirm', sub_id)}"

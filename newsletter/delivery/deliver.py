@@ -1,0 +1,120 @@
+"""Delivery: send every job a ledger hands out, with retries and a rate limit, and
+record each outcome soon after it happens. Send and preview both run this."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from newsletter.config import Settings
+from newsletter.delivery.edition import EditionContext
+from newsletter.delivery.ledger import Ledger, Outcome
+from newsletter.delivery.plan import Job
+from newsletter.delivery.ratelimit import RateLimiter
+from newsletter.errors import TransportError
+from newsletter.retry import backoff_delay
+from newsletter.store.models import DeliveryStatus
+from newsletter.transports.base import Transport
+
+FLUSH_SECONDS = 0.05
+# ---- delivery ------------------------------------------------------------------------
+
+
+@dataclass
+class DeliverReport:
+    counts: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, transport: Transport,
+                  *, on_progress: Callable[[Outcome], None] | None = None,
+                  sleep: Callable[[float], Any] = asyncio.sleep) -> DeliverReport:
+    """Send every job the ledger hands out; record each outcome soon after it happens."""
+    t = settings.transport
+    limiter = RateLimiter(t.rate_per_second, t.rate_per_hour)
+    gate = asyncio.Semaphore(t.concurrency)
+    report = DeliverReport()
+    pending: list[Outcome] = []
+    started = time.monotonic()
+
+    async def send_one(job: Job) -> Outcome:
+        async with gate:
+            try:
+                rendered = ctx.render(job)
+            except Exception as exc:  # a template bug must not lose the row
+                return Outcome(job, DeliveryStatus.FAILED, error=f"render: {exc}", permanent=True)
+            last = ""
+            for attempt in range(t.max_attempts):
+                await limiter.acquire()
+                try:
+                    mid = await transport.send(rendered.message)
+                    return Outcome(job, DeliveryStatus.SENT, message_id=mid, rendered=rendered)
+                except TransportError as exc:
+                    last = str(exc)
+                    if exc.permanent:
+                        return Outcome(job, DeliveryStatus.FAILED, error=last, permanent=True,
+                                       bounce=exc.bounce, rendered=rendered)
+                    if attempt + 1 < t.max_attempts:
+                        await sleep(backoff_delay(attempt, t.backoff_seconds, exc.retry_after))
+                except Exception as exc:  # a transport bug: record it, keep the edition going
+                    last = f"{type(exc).__name__}: {exc}"
+                    if attempt + 1 < t.max_attempts:
+                        await sleep(backoff_delay(attempt, t.backoff_seconds))
+            return Outcome(job, DeliveryStatus.FAILED,
+                           error=f"{last} (after {t.max_attempts} attempts)",
+                           rendered=rendered)
+
+    async def flusher() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await flush()
+
+    async def flush() -> None:
+        if pending:
+            batch = pending[:]
+            del pending[:]
+            await asyncio.to_thread(ledger.record, batch)
+
+    await transport.open()
+    flush_task = asyncio.create_task(flusher())
+    try:
+        batch_size = max(64, t.concurrency * 8)
+        while True:
+            jobs = await asyncio.to_thread(ledger.claim, batch_size)
+            if not jobs:
+                break
+            for fut in asyncio.as_completed([send_one(j) for j in jobs]):
+                outcome = await fut
+                pending.append(outcome)
+                report.counts[outcome.status] += 1
+                if outcome.status == DeliveryStatus.FAILED and len(report.errors) < 20:
+                    report.errors.append(f"{outcome.job.recipient.email}: {outcome.error}")
+                if on_progress:
+                    on_progress(outcome)
+            await flush()
+    finally:
+        flush_task.cancel()
+        await flush()
+        await transport.close()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def run_async(coro: Any) -> Any:
+    """``asyncio.run``, also from code that already runs inside an event loop (a web
+    handler, a Playwright session): then the run gets a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+

@@ -1,0 +1,259 @@
+"""Edition runs: plan the ledger, then deliver from it. No provider imports here.
+
+    edition (idempotent) → plan: one ledger row per active subscriber with its picks
+                         → deliver: claim rows under a lease, render, send with
+                           retries and a rate limit, record the outcome
+
+The ledger is the truth. A row is claimed (``sending``, with a lease naming
+host:pid) before its message is rendered, and marked ``sent`` in the same
+transaction that records the papers it carried. A rerun takes back rows whose
+lease holder is gone (lease expired, or its process is dead on this host) and
+finishes them, so nobody is skipped; a row already ``sent`` is never sent again.
+The one window for a duplicate is a crash after the server accepted a message
+and before the ledger commit that follows it (a few tens of milliseconds).
+
+Preview runs exactly this code with a ``MemoryLedger`` and a file transport.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from sqlalchemy import Engine, Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from newsletter.delivery.plan import Job, PlanReport
+from newsletter.render.renderer import Recipient, Rendered
+from newsletter.store.db import session_scope
+from newsletter.store.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    Event,
+    SentEntry,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+
+DELIVERIES = cast(Table, Delivery.__table__)  # Core table, for executemany updates
+LEASE_SECONDS = 120
+# ---- ledgers -----------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str  # sent | failed | skipped
+    message_id: str = ""
+    error: str = ""
+    permanent: bool = False
+    bounce: bool = False
+    rendered: Rendered | None = None
+
+
+class Ledger(Protocol):
+    def claim(self, n: int) -> list[Job]: ...
+    def record(self, outcomes: Sequence[Outcome]) -> None: ...
+
+
+class MemoryLedger:
+    """A ledger that lives and dies with the process: what a preview uses."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.queue = list(jobs)
+        self.outcomes: list[Outcome] = []
+
+    def claim(self, n: int) -> list[Job]:
+        batch, self.queue = self.queue[:n], self.queue[n:]
+        return batch
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        self.outcomes.extend(outcomes)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _insert_for(engine: Engine) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_nothing``."""
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+
+def lease_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class DbLedger:
+    """The deliveries table as a work queue, claimed under leases."""
+
+    def __init__(self, engine: Engine, edition: Edition, owner: str | None = None,
+                 lease_seconds: int = LEASE_SECONDS) -> None:
+        self.engine = engine
+        self.edition = edition
+        self.owner = owner or lease_owner()
+        self.lease = dt.timedelta(seconds=lease_seconds)
+        self.host = socket.gethostname()
+
+    def plan(self, jobs: Iterator[list[Job]]) -> PlanReport:
+        """Write one pending row per job, a chunk per transaction (a crash keeps what
+        was planned; the rerun plans only subscribers without a row)."""
+        report = PlanReport()
+        insert = _insert_for(self.engine)
+        for chunk in jobs:
+            rows = []
+            now = utcnow()
+            for j in chunk:
+                empty = not j.entry_ids
+                rows.append({
+                    "edition_id": self.edition.id, "subscriber_id": j.recipient.id,
+                    "entry_ids": j.entry_ids, "details": {"trending": j.trending},
+                    "status": DeliveryStatus.SKIPPED if empty else DeliveryStatus.PENDING,
+                    "reason": "no papers matched and no trending section" if empty else "",
+                    "attempts": 0, "last_error": "", "message_id": "", "lease_owner": "",
+                    "created_at": now, "updated_at": now,
+                })
+                report.skipped += empty
+                report.planned += not empty
+            if rows:
+                with session_scope(self.engine) as s:
+                    stmt = insert(Delivery).on_conflict_do_nothing(
+                        index_elements=["edition_id", "subscriber_id"])
+                    s.execute(stmt, rows)
+        with session_scope(self.engine) as s:
+            s.execute(update(Edition).where(Edition.id == self.edition.id)
+                      .values(planned_at=utcnow()))
+        return report
+
+    def reclaim(self) -> int:
+        """Put back rows whose lease holder is gone: expired, or a dead process here."""
+        now = utcnow()
+        with session_scope(self.engine) as s:
+            owners = s.execute(
+                select(Delivery.lease_owner, func.min(Delivery.lease_expires))
+                .where(Delivery.edition_id == self.edition.id,
+                       Delivery.status == DeliveryStatus.SENDING)
+                .group_by(Delivery.lease_owner)
+            ).all()
+            dead = []
+            for owner, expires in owners:
+                host, _, rest = owner.partition(":")
+                pid = rest.partition(":")[0]
+                gone_here = host == self.host and pid.isdigit() and not _pid_alive(int(pid))
+                if gone_here or (expires is not None and expires < now):
+                    dead.append(owner)
+            if not dead:
+                return 0
+            result = s.execute(
+                update(Delivery)
+                .where(Delivery.edition_id == self.edition.id,
+                       Delivery.status == DeliveryStatus.SENDING,
+                       Delivery.lease_owner.in_(dead))
+                .values(status=DeliveryStatus.PENDING, lease_owner="", lease_expires=None)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def retry_failed(self) -> int:
+        """Transient failures of an earlier run go back in the queue."""
+        with session_scope(self.engine) as s:
+            result = s.execute(
+                update(Delivery)
+                .where(Delivery.edition_id == self.edition.id,
+                       Delivery.status == DeliveryStatus.FAILED,
+                       Delivery.reason == "transient")
+                .values(status=DeliveryStatus.PENDING, reason="")
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def claim(self, n: int) -> list[Job]:
+        now = utcnow()
+        with session_scope(self.engine) as s:
+            q = (select(Delivery.id).where(Delivery.edition_id == self.edition.id,
+                                           Delivery.status == DeliveryStatus.PENDING)
+                 .order_by(Delivery.id).limit(n))
+            if self.engine.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            ids = list(s.scalars(q))
+            if not ids:
+                return []
+            s.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.PENDING)
+                .values(status=DeliveryStatus.SENDING, lease_owner=self.owner,
+                        lease_expires=now + self.lease,
+                        attempts=Delivery.attempts + 1, updated_at=now)
+            )
+            rows = s.execute(
+                select(Delivery, Subscriber)
+                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .where(Delivery.id.in_(ids), Delivery.lease_owner == self.owner,
+                       Delivery.status == DeliveryStatus.SENDING)
+                .order_by(Delivery.id)
+            ).all()
+            jobs = []
+            for d, sub in rows:
+                if sub.status != SubscriberStatus.ACTIVE:
+                    d.status = DeliveryStatus.SKIPPED
+                    d.reason = f"subscriber {sub.status} before delivery"
+                    d.lease_owner = ""
+                    continue
+                jobs.append(Job(Recipient(sub.id, sub.email, sub.name, sub.keywords),
+                                list(d.entry_ids), bool((d.details or {}).get("trending")),
+                                d.id, d.attempts))
+            return jobs
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Outcomes in one transaction: sent rows together with the papers they carried."""
+        if not outcomes:
+            return
+        now = utcnow()
+        insert = _insert_for(self.engine)
+        sent = [o for o in outcomes if o.status == DeliveryStatus.SENT]
+        failed = [o for o in outcomes if o.status != DeliveryStatus.SENT]
+        # Executemany, guarded by our lease: a row another process took back is not ours.
+        mark_sent = (update(DELIVERIES)
+                     .where(Delivery.id == bindparam("b_id"),
+                            Delivery.lease_owner == self.owner)
+                     .values(status=DeliveryStatus.SENT, message_id=bindparam("b_mid"), sent_at=now,
+                             last_error="", lease_owner="", lease_expires=None, updated_at=now))
+        mark_failed = (update(DELIVERIES)
+                       .where(Delivery.id == bindparam("b_id"),
+                              Delivery.lease_owner == self.owner)
+                       .values(status=bindparam("b_status"), last_error=bindparam("b_error"),
+                               reason=bindparam("b_reason"), lease_owner="",
+                               lease_expires=None, updated_at=now))
+        with session_scope(self.engine) as s:
+            if sent:
+                s.execute(mark_sent, [{"b_id": o.job.delivery_id, "b_mid": o.message_id}
+                                      for o in sent])
+                s.execute(insert(SentEntry).on_conflict_do_nothing(
+                    index_elements=["subscriber_id", "entry_id"]),
+                    [{"subscriber_id": o.job.recipient.id, "entry_id": e,
+                      "edition_id": self.edition.id, "sent_at": now}
+                     for o in sent for e in o.job.entry_ids])
+            if failed:
+                s.execute(mark_failed, [{
+                    "b_id": o.job.delivery_id, "b_status": o.status, "b_error": o.error[:2000],
+                    "b_reason": "permanent" if o.permanent else "transient"} for o in failed])
+            for o in failed:
+                if o.bounce:
+                    s.execute(update(Subscriber).where(Subscriber.id == o.job.recipient.id)
+                              .values(status=SubscriberStatus.BOUNCED,
+                                      bounce_count=Subscriber.bounce_count + 1))
+                    s.add(Event(subscriber_id=o.job.recipient.id, kind="bounced",
+                                detail={"error": o.error[:500], "edition": self.edition.id}))
+
+

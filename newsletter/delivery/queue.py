@@ -1,0 +1,81 @@
+"""Scale-out: workers on several machines deliver one edition from a Celery queue.
+
+The sender plans the edition (the ledger rows) and puts ``deliver_edition`` tasks
+on the queue (Redis or RabbitMQ); each worker claims ledger rows under its own
+lease until none is left. The ledger, not the queue, decides who sends what:
+a task delivered twice, or two workers on one edition, still send each message
+once. Needs PostgreSQL (``[database] url``) when workers run on other machines.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from newsletter.app import App
+from newsletter.config import Settings
+from newsletter.delivery.deliver import deliver, run_async
+from newsletter.delivery.edition import open_edition
+from newsletter.delivery.ledger import DbLedger
+from newsletter.errors import ConfigError
+from newsletter.store.db import session_scope
+from newsletter.store.models import Delivery, Edition
+
+TASK = "newsletter.deliver_edition"
+
+
+def make_celery(settings: Settings) -> Any:
+    try:
+        from celery import Celery
+    except ImportError:  # pragma: no cover - installed with the test/scale extras
+        raise ConfigError("the worker needs Celery: pip install 'newsletter[scale]'") from None
+    app = Celery("newsletter", broker=settings.queue.broker_url)
+    app.conf.update(task_acks_late=True, worker_prefetch_multiplier=1, task_ignore_result=True,
+                    task_serializer="json", accept_content=["json"],
+                    broker_connection_retry_on_startup=True,
+                    worker_hijack_root_logger=False)
+
+    @app.task(name=TASK)
+    def deliver_edition(edition_id: int) -> dict[str, int]:
+        return deliver_from_ledger(App.load(), edition_id)
+
+    return app
+
+
+def deliver_from_ledger(app: App, edition_id: int) -> dict[str, int]:
+    """What one worker does with one task: claim and send until the edition is done."""
+    engine = app.engine
+    with session_scope(engine, readonly=True) as s:
+        edition = s.get(Edition, edition_id)
+        if edition is None:
+            return {}
+        ctx = open_edition(app.settings, s, edition)
+    ledger = DbLedger(engine, edition)
+    ledger.reclaim()
+    from newsletter.transports import make_transport
+
+    report = run_async(deliver(app.settings, ledger, ctx, make_transport(app.settings)))
+    return dict(report.counts)
+
+
+def enqueue(settings: Settings, edition_id: int, tasks: int) -> None:
+    celery = make_celery(settings)
+    for _ in range(tasks):
+        celery.send_task(TASK, args=[edition_id])
+
+
+def wait_for(app: App, edition_id: int, timeout: float, poll: float = 0.5) -> dict[str, int]:
+    """Counts by state once nothing is pending or being sent (or the timeout passes)."""
+    from sqlalchemy import func, select
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(app.engine, readonly=True) as s:
+            counts = dict(s.execute(select(Delivery.status, func.count())
+                                    .where(Delivery.edition_id == edition_id)
+                                    .group_by(Delivery.status)).all())
+        if not counts.get("pending") and not counts.get("sending"):
+            return counts
+        if time.monotonic() > deadline:
+            return counts
+        time.sleep(poll)

@@ -1,0 +1,128 @@
+"""The keyword-profile language subscribers write.
+
+    state space models, "mixture of experts", diffusion^2, -medical, author:"Yann LeCun"
+
+* Terms are separated by commas or new lines.
+* A term of several words is a topic, matched as a phrase after stemming and
+  hyphen folding (``state-space model`` matches ``state space models``).
+* ``"quotes"`` force an exact phrase: words in order, no stemming.
+* ``-term`` excludes: a paper that matches it is never picked.
+* ``term^2`` weights a term (0 < weight <= 10; default 1).
+* ``author:"Name"`` matches an author name (any order of given/family names).
+
+Parse errors name the term and what is wrong, because the person typing the
+profile is the one who can fix it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from newsletter.errors import ProfileError
+
+MAX_TERMS = 500
+MAX_TERM_CHARS = 200
+_WEIGHT = re.compile(r"\^\s*([^\s,]*)\s*$")
+
+TermKind = Literal["topic", "exact", "author"]
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    text: str
+    kind: TermKind = "topic"
+    weight: float = 1.0
+    exclude: bool = False
+
+    def __str__(self) -> str:
+        body = f'"{self.text}"' if self.kind == "exact" else self.text
+        if self.kind == "author":
+            body = f'author:"{self.text}"'
+        prefix = "-" if self.exclude else ""
+        suffix = f"^{self.weight:g}" if self.weight != 1.0 else ""
+        return f"{prefix}{body}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    terms: tuple[Term, ...] = ()
+
+    @property
+    def positive(self) -> tuple[Term, ...]:
+        return tuple(t for t in self.terms if not t.exclude)
+
+    @property
+    def negative(self) -> tuple[Term, ...]:
+        return tuple(t for t in self.terms if t.exclude)
+
+    def __str__(self) -> str:
+        return ", ".join(str(t) for t in self.terms)
+
+
+def _split(text: str) -> list[str]:
+    """Split on commas/new lines outside double quotes."""
+    parts: list[str] = []
+    buf: list[str] = []
+    quoted = False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch in ",\n;" and not quoted:
+            parts.append("".join(buf))
+            buf = []
+            continue
+        buf.append(ch)
+    if quoted:
+        raise ProfileError(f'unclosed quote in profile: {"".join(buf).strip()!r}')
+    parts.append("".join(buf))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _term(raw: str) -> Term:
+    body = raw
+    weight = 1.0
+    m = _WEIGHT.search(body)
+    if m:
+        try:
+            weight = float(m.group(1))
+        except ValueError:
+            raise ProfileError(
+                f"term {raw!r}: weight after ^ must be a number, like diffusion^2"
+            ) from None
+        if not 0 < weight <= 10:
+            raise ProfileError(f"term {raw!r}: weight must be above 0 and at most 10")
+        body = body[: m.start()].rstrip()
+    exclude = body.startswith("-")
+    if exclude:
+        body = body[1:].lstrip()
+    kind: TermKind = "topic"
+    if body.lower().startswith("author:"):
+        kind = "author"
+        body = body[len("author:") :].strip()
+    if len(body) >= 2 and body.startswith('"') and body.endswith('"'):
+        body = body[1:-1].strip()
+        kind = "exact" if kind == "topic" else kind
+    elif '"' in body:
+        raise ProfileError(f"term {raw!r}: quotes must wrap the whole term")
+    body = " ".join(body.split())
+    if not re.search(r"\w", body):
+        what = "author name" if kind == "author" else "term"
+        raise ProfileError(f"term {raw!r}: empty {what}")
+    if len(body) > MAX_TERM_CHARS:
+        raise ProfileError(f"term {body[:30]!r}...: longer than {MAX_TERM_CHARS} characters")
+    return Term(body, kind, weight, exclude)
+
+
+def parse_profile(text: str) -> Profile:
+    """Parse a profile; raise ``ProfileError`` saying which term is wrong and why."""
+    terms = [_term(p) for p in _split(text or "")]
+    if len(terms) > MAX_TERMS:
+        raise ProfileError(f"profile has {len(terms)} terms: at most {MAX_TERMS}")
+    seen: dict[tuple[str, str, bool], Term] = {}
+    for t in terms:  # a repeated term keeps its largest weight
+        key = (t.text.casefold(), t.kind, t.exclude)
+        if key not in seen or seen[key].weight < t.weight:
+            seen[key] = t
+    return Profile(tuple(seen.values()))

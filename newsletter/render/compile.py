@@ -1,0 +1,184 @@
+"""Template loading and the compile cache.
+
+``digest.mjml`` is MJML with Jinja inside. It is compiled to HTML by MRML and its
+CSS inlined *once per template version* (the cache key is a hash of every file
+in the template directory); per subscriber only the resulting Jinja template
+runs. Jinja control statements survive both steps because they sit in text
+positions (inside ``mj-text`` or between sections), never between table rows.
+
+``<mj-include path="..."/>`` is expanded here, before compiling, so partials are
+inlined and styled like the rest. Errors name the template file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import css_inline
+import jinja2
+import mjml
+
+from newsletter.errors import TemplateError
+
+# The top-level templates/ folder, carried inside the package (newsletter/templates
+# links to it in the checkout; a built wheel holds a copy).
+BUNDLED = Path(__file__).resolve().parent.parent / "templates"
+_INCLUDE = re.compile(r'<mj-include\s+path="([^"]+)"\s*/>')
+_TAG = re.compile(r"<(/?)(mjml|mj-[a-z-]+)\b([^>]*?)(/?)>")
+KNOWN_TAGS = {
+    "mjml", "mj-head", "mj-body", "mj-title", "mj-preview", "mj-attributes", "mj-all",
+    "mj-class", "mj-style", "mj-font", "mj-breakpoint", "mj-raw", "mj-section", "mj-column",
+    "mj-group", "mj-wrapper", "mj-text", "mj-button", "mj-image", "mj-divider", "mj-spacer",
+    "mj-table", "mj-social", "mj-social-element", "mj-navbar", "mj-navbar-link", "mj-hero",
+    "mj-accordion", "mj-accordion-element", "mj-accordion-title", "mj-accordion-text",
+    "mj-carousel", "mj-carousel-image", "mj-include",
+}
+
+
+@dataclass(frozen=True)
+class Compiled:
+    version: str
+    html: jinja2.Template
+    text: jinja2.Template
+    subject: jinja2.Template
+    html_source: str
+
+
+_cache: dict[str, Compiled] = {}
+
+
+def template_dir(configured: str | None) -> Path:
+    path = Path(configured) if configured else BUNDLED
+    if not (path / "digest.mjml").is_file():
+        raise TemplateError(f"{path}: no digest.mjml in the template directory "
+                            "([render] templates)")
+    return path
+
+
+def _version(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(directory)).encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _expand(directory: Path, name: str, depth: int = 0) -> list[tuple[str, str, int]]:
+    """The template as (file, line text, line number) triples, includes expanded."""
+    if depth > 8:
+        raise TemplateError(f"{name}: includes nested too deeply")
+    path = directory / name
+    try:
+        source = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TemplateError(f"{path}: included template not found") from None
+    out: list[tuple[str, str, int]] = []
+    for n, line in enumerate(source.splitlines(), 1):
+        pos = 0
+        for m in _INCLUDE.finditer(line):
+            if m.start() > pos:
+                out.append((name, line[pos : m.start()], n))
+            out.extend(_expand(directory, m.group(1), depth + 1))
+            pos = m.end()
+        out.append((name, line[pos:] if pos else line, n))
+    return out
+
+
+def _check_tags(lines: list[tuple[str, str, int]], directory: Path) -> None:
+    """MRML's own errors carry no position: find unbalanced or unknown tags ourselves."""
+    stack: list[tuple[str, str, int]] = []
+    for fname, text, n in lines:
+        for m in _TAG.finditer(text):
+            closing, tag, _, self_closing = m.groups()
+            where = f"{directory / fname}:{n}"
+            if tag not in KNOWN_TAGS:
+                raise TemplateError(f"{where}: unknown MJML tag <{tag}>")
+            if self_closing:
+                continue
+            if not closing:
+                stack.append((tag, fname, n))
+                continue
+            if not stack:
+                raise TemplateError(f"{where}: </{tag}> closes nothing")
+            open_tag, ofile, on = stack.pop()
+            if open_tag != tag:
+                raise TemplateError(
+                    f"{where}: </{tag}> closes <{open_tag}> opened at {ofile}:{on}")
+    if stack:
+        tag, fname, n = stack[-1]
+        raise TemplateError(f"{directory / fname}:{n}: <{tag}> is never closed")
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True)
+
+
+def _jinja(env: jinja2.Environment, source: str, name: str,
+           lines: list[tuple[str, str, int]] | None = None) -> jinja2.Template:
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        if lines and exc.lineno and exc.lineno <= len(lines):
+            fname, _, n = lines[exc.lineno - 1]
+            raise TemplateError(f"{name.rsplit('/', 1)[0]}/{fname}:{n}: {exc.message}") from None
+        raise TemplateError(f"{name}:{exc.lineno}: {exc.message}") from None
+
+
+def compile_templates(configured: str | None = None) -> Compiled:
+    """The compiled templates for the directory, from the cache when unchanged."""
+    directory = template_dir(configured)
+    version = _version(directory)
+    hit = _cache.get(version)
+    if hit is not None:
+        return hit
+    lines = _expand(directory, "digest.mjml")
+    _check_tags(lines, directory)
+    mjml_source = "\n".join(text for _, text, _ in lines)
+    env = _env()
+    # Jinja syntax errors are found on the MJML source, where line numbers mean something.
+    _jinja(env, mjml_source, str(directory / "digest.mjml"), lines)
+    try:
+        # fonts={}: no web-font imports; an email must not call out to a font host
+        html = mjml.mjml2html(mjml_source, disable_comments=True, fonts={})
+    except ValueError as exc:
+        raise TemplateError(f"{directory / 'digest.mjml'}: MJML does not compile: {exc}") \
+            from None
+    inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
+    html = inliner.inline(html)
+    text_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
+                                  keep_trailing_newline=True)
+    compiled = Compiled(
+        version=version,
+        html=_jinja(env, html, str(directory / "digest.mjml")),
+        text=_jinja(text_env, _read(directory, "digest.txt"), str(directory / "digest.txt")),
+        subject=_jinja(text_env, _read(directory, "subject.txt"),
+                       str(directory / "subject.txt")),
+        html_source=html,
+    )
+    _cache[version] = compiled
+    return compiled
+
+
+def _read(directory: Path, name: str) -> str:
+    try:
+        return (directory / name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TemplateError(f"{directory / name}: template not found") from None
+
+
+def render_or_raise(template: jinja2.Template, name: str, context: dict[str, object]) -> str:
+    """Render, turning Jinja runtime errors into a TemplateError naming the template."""
+    try:
+        return template.render(context)
+    except jinja2.TemplateError as exc:
+        line = ""
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == "<template>":
+                line = f":{tb.tb_lineno}"
+            tb = tb.tb_next
+        raise TemplateError(f"{name}{line}: {exc}") from None

@@ -1,0 +1,77 @@
+"""Where a subscriber's matched terms occur in a paper's text, for highlighting.
+
+The same analysis as ranking (stems, acronyms), so what is highlighted is what
+matched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+
+from newsletter.ranking.engine import Feature
+from newsletter.ranking.text import STOPWORDS, Acronyms, analyze_words
+
+
+class Highlighter:
+    """One text, analysed once, answering "where do these features occur?" quickly.
+
+    Tokens are indexed by their first stem (and first raw word), so a lookup costs
+    one dict access per variant instead of a scan of the whole text.
+    """
+
+    def __init__(self, text: str, acronyms: Acronyms) -> None:
+        tokens: list[tuple[int, int, str, str]] = []  # start, end, stem, raw
+        for m in re.finditer(r"\w+", text):
+            for stem_, raw in analyze_words([m.group(0)], acronyms):
+                tokens.append((m.start(), m.end(), stem_, raw))
+        self.tokens = tokens
+        self.content = [t for t in tokens if t[3] not in STOPWORDS]
+        self.by_stem: dict[str, list[int]] = defaultdict(list)
+        for i, t in enumerate(self.content):
+            self.by_stem[t[2]].append(i)
+        self.by_raw: dict[str, list[int]] = defaultdict(list)
+        for i, t in enumerate(tokens):
+            self.by_raw[t[3]].append(i)
+        self._cache: dict[Feature, list[tuple[int, int]]] = {}
+
+    def feature_spans(self, feat: Feature) -> list[tuple[int, int]]:
+        """Where one feature occurs (cached: many subscribers share features)."""
+        cached = self._cache.get(feat)
+        if cached is not None:
+            return cached
+        found: list[tuple[int, int]] = []
+        if feat.kind != "author":
+            topic = feat.kind == "topic"
+            seq, index, key = ((self.content, self.by_stem, 2) if topic
+                               else (self.tokens, self.by_raw, 3))
+            for variant in feat.variants:
+                n = len(variant)
+                for i in index.get(variant[0], ()):
+                    if i + n <= len(seq) and all(seq[i + j][key] == variant[j]
+                                                 for j in range(1, n)):
+                        found.append((seq[i][0], seq[i + n - 1][1]))
+            if topic and feat.parts and not found:
+                for part in feat.parts:  # the words matched, not the phrase: mark them
+                    for i in self.by_stem.get(part, ()):
+                        found.append((self.content[i][0], self.content[i][1]))
+        self._cache[feat] = found
+        return found
+
+    def spans(self, features: Sequence[Feature]) -> list[tuple[int, int]]:
+        found = [span for feat in features for span in self.feature_spans(feat)]
+        found.sort()
+        merged: list[tuple[int, int]] = []
+        for a, b in found:
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+            else:
+                merged.append((a, b))
+        return merged
+
+
+def highlight_spans(text: str, features: Sequence[Feature], acronyms: Acronyms) -> list[
+        tuple[int, int]]:
+    """Character spans in ``text`` where any of ``features`` occurs (for highlighting)."""
+    return Highlighter(text, acronyms).spans(features)

@@ -1,0 +1,106 @@
+"""Signed links: unsubscribe, preferences, confirm, view in browser.
+
+Tokens are signed (HMAC), not stored, so a link in a years-old email still works and
+nothing has to be written to mint one (a preview writes nothing). Keys rotate:
+``[web] secret_keys`` lists keys newest first; the newest signs, all verify.
+Unset, the key made when the database was created is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from sqlalchemy.orm import Session
+
+from newsletter.config import Settings
+from newsletter.errors import InputError
+from newsletter.store.models import Meta
+
+PURPOSES = ("unsubscribe", "preferences", "confirm", "view", "webhook")
+
+
+def secret_keys(settings: Settings, session: Session) -> list[str]:
+    if settings.web.secret_keys:
+        return list(settings.web.secret_keys)
+    row = session.get(Meta, "secret_key")
+    if row is None:  # pragma: no cover - the migration always makes one
+        raise InputError("no signing key: set [web] secret_keys or run `newsletter db upgrade`")
+    return [row.value]
+
+
+class Signer:
+    """Compact tokens: ``<ids>.<mac>``, the ids dot-free base 36, the MAC an
+    HMAC-SHA256 over purpose and ids, truncated to 128 bits and base64url encoded.
+
+    Three tokens go into every email, so they are built without JSON or zlib;
+    the newest key signs, every key verifies (rotation without broken links).
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        if not keys:
+            raise InputError("no signing key")
+        self._keys = [hashlib.sha256(k.encode()).digest() for k in keys]
+
+    def _mac(self, key: bytes, purpose: str, body: str) -> str:
+        digest = hmac.new(key, f"{purpose}|{body}".encode(), hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def token(self, purpose: str, subscriber_id: int, *extra: int) -> str:
+        if purpose not in PURPOSES:
+            raise ValueError(purpose)
+        body = "-".join(_b36(v) for v in (subscriber_id, *extra))
+        return f"{body}.{self._mac(self._keys[0], purpose, body)}"
+
+    def verify(self, purpose: str, token: str) -> list[int]:
+        body, _, mac = token.partition(".")
+        if body and mac and any(hmac.compare_digest(mac, self._mac(k, purpose, body))
+                                for k in self._keys):
+            try:
+                return [int(part, 36) for part in body.split("-")]
+            except ValueError:
+                pass
+        raise InputError("this link is not valid (it may have been altered)")
+
+
+def _b36(value: int) -> str:
+    if value < 0:
+        raise ValueError(value)
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        value, r = divmod(value, 36)
+        out = digits[r] + out
+        if not value:
+            return out
+
+
+@dataclass(frozen=True)
+class Links:
+    unsubscribe: str
+    unsubscribe_mailto: str
+    preferences: str
+    browser: str
+
+
+class LinkMaker:
+    def __init__(self, settings: Settings, signer: Signer) -> None:
+        self.base = settings.web.base_url.rstrip("/")
+        self.mailbox = settings.sender.from_address
+        self.signer = signer
+
+    def for_subscriber(self, subscriber_id: int, edition_id: int) -> Links:
+        unsub = self.signer.token("unsubscribe", subscriber_id)
+        return Links(
+            unsubscribe=f"{self.base}/unsubscribe/{unsub}",
+            unsubscribe_mailto=f"mailto:{self.mailbox}?subject={quote('unsubscribe ' + unsub)}",
+            preferences=f"{self.base}/preferences/"
+                        f"{self.signer.token('preferences', subscriber_id)}",
+            browser=f"{self.base}/view/{self.signer.token('view', subscriber_id, edition_id)}",
+        )
+
+    def paper(self, entry_id: str) -> str:
+        return f"{self.base}/papers/{quote(entry_id, safe='')}"

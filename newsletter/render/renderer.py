@@ -1,0 +1,98 @@
+"""Per-subscriber rendering: picks → context → subject, HTML, text → MIME bytes.
+
+The compiled templates, the MIME skeleton, the link signer and the per-paper
+views are made once per edition (``Renderer``); ``render`` is the per-subscriber
+hot path the benchmark measures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from newsletter.config import Settings
+from newsletter.errors import ConfigError
+from newsletter.ranking.engine import Explanation
+from newsletter.ranking.text import Acronyms
+from newsletter.render.compile import compile_templates, render_or_raise
+from newsletter.render.digest import DigestBuilder, PaperInfo, PaperView
+from newsletter.render.links import LinkMaker, Signer
+from newsletter.render.mime import DkimSigner, Message, MimeBuilder
+
+GMAIL_CLIP_BYTES = 102 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    id: int
+    email: str
+    name: str = ""
+    keywords: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str
+    message: Message
+    papers: int
+    trending: int
+    matched_terms: tuple[str, ...]
+
+
+def dkim_signer(settings: Settings) -> DkimSigner | None:
+    r = settings.render
+    if not (r.dkim_selector and r.dkim_domain and r.dkim_private_key):
+        return None
+    try:
+        key = Path(r.dkim_private_key).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"[render] dkim_private_key: cannot read {r.dkim_private_key}: "
+                          f"{exc.strerror}") from None
+    return DkimSigner(r.dkim_selector, r.dkim_domain, key)
+
+
+class Renderer:
+    def __init__(self, settings: Settings, *, keys: list[str], day: dt.date, edition_id: int,
+                 papers: list[PaperInfo], acronyms: Acronyms) -> None:
+        self.settings = settings
+        self.compiled = compile_templates(settings.render.templates)
+        self.mime = MimeBuilder(settings, dkim_signer(settings))
+        self.links = LinkMaker(settings, Signer(keys))
+        self.digest = DigestBuilder(papers, acronyms)
+        self.edition_id = edition_id
+        self.day = day
+        s = settings.sender
+        self.sender = {"from_name": s.from_name, "from_address": s.from_address,
+                       "postal_address": s.postal_address}
+        self.edition = {"date_long": f"{day:%A}, {day:%B} {day.day}, {day.year}",
+                        "day": day.isoformat(), "id": edition_id}
+
+    def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
+               trending: bool) -> Rendered:
+        items = [self.digest.paper(i, ex) for i, ex in zip(picks, explanations, strict=True)]
+        papers: list[PaperView] = [] if trending else items
+        trend: list[PaperView] = items if trending else []
+        links = self.links.for_subscriber(r.id, self.edition_id)
+        terms = tuple(dict.fromkeys(t for p in papers for t in p.matched))
+        context: dict[str, Any] = {
+            "sender": self.sender, "edition": self.edition,
+            "subscriber": {"email": r.email, "name": r.name, "keywords": r.keywords},
+            "links": {"unsubscribe": links.unsubscribe, "preferences": links.preferences,
+                      "browser": links.browser},
+            "papers": papers, "trending": trend,
+        }
+        subject = render_or_raise(self.compiled.subject, "subject.txt", context).strip()
+        context["subject"] = subject
+        context["preheader"] = ("Matched: " + ", ".join(terms[:6])) if terms else subject
+        html = render_or_raise(self.compiled.html, "digest.mjml", context)
+        text = render_or_raise(self.compiled.text, "digest.txt", context)
+        message = self.mime.build(
+            to=r.email, to_name=r.name, subject=subject, text=text, html=html,
+            message_id=self.mime.message_id(f"{self.day:%Y%m%d}.{self.edition_id}.{r.id}"),
+            list_unsubscribe=f"<{links.unsubscribe}>, <{links.unsubscribe_mailto}>",
+        )
+        return Rendered(subject, html, text, message, len(papers), len(trend), terms)

@@ -1,0 +1,133 @@
+"""Engine, sessions and migrations.
+
+SQLite is the embedded default: WAL (readers never block the writer), foreign
+keys on, a busy timeout, and ``BEGIN IMMEDIATE`` so two processes never both
+hold a read lock they then try to upgrade (SQLite's classic deadlock). The same
+models run unchanged on PostgreSQL via ``postgresql+psycopg://``.
+
+Migrations are applied on first use, so every command works on a fresh
+directory without a separate setup step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter.errors import ConfigError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+READONLY = "newsletter_readonly"
+_engines: dict[str, Engine] = {}
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the lock up front (no read-then-upgrade deadlock); readers do not,
+        # so a long read (streaming subscribers) never blocks the ledger's writes.
+        readonly = conn.get_execution_options().get(READONLY, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """A new engine for ``url`` with the dialect-specific settings applied."""
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30})
+            _sqlite_pragmas(engine)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"[database] url: cannot use {url!r}: {exc}") from None
+    return engine
+
+
+def get_engine(url: str, *, migrate: bool = True) -> Engine:
+    """The process-wide engine for ``url``, migrated to the newest schema."""
+    engine = _engines.get(url)
+    if engine is None:
+        engine = make_engine(url)
+        if migrate:
+            upgrade(engine)
+        _engines[url] = engine
+    return engine
+
+
+def dispose_all() -> None:
+    """Forget cached engines (tests, and after ``fork``)."""
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (a no-op when it is there)."""
+    from alembic import command
+
+    try:
+        if _is_current(engine):
+            return
+        command.upgrade(_alembic_config(engine), "head")
+    except OperationalError as exc:
+        raise ConfigError(
+            f"[database] url: cannot open {engine.url.render_as_string(hide_password=True)}: "
+            f"{str(exc.orig).strip().splitlines()[0]}"
+        ) from None
+
+
+def _is_current(engine: Engine) -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return False
+        current = MigrationContext.configure(conn).get_current_heads()
+    heads = ScriptDirectory.from_config(_alembic_config(engine)).get_heads()
+    return set(current) == set(heads)
+
+
+@contextmanager
+def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
+    """One transaction: commit on success, roll back everything on any error.
+
+    ``readonly`` sessions do not take SQLite's write lock (and are rolled back).
+    """
+    bind = engine.execution_options(**{READONLY: True}) if readonly else engine
+    factory = sessionmaker(bind, expire_on_commit=False)
+    with factory() as session:
+        if readonly:
+            try:
+                yield session
+            finally:
+                session.expunge_all()  # keep what was read usable after the rollback
+                session.rollback()
+            return
+        with session.begin():
+            yield session

@@ -1,0 +1,185 @@
+"""SQLAlchemy 2.x tables: the schema is the product's memory.
+
+The deliveries ledger and the sent-entries record are what make sending
+crash-safe and duplicate-free, so their uniqueness lives in the database
+(unique constraints), not in application code that a second process could race.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class SubscriberStatus(StrEnum):
+    """Where a subscriber stands. Only ``active`` ones are planned into an edition."""
+
+    PENDING = "pending"  # signed up on the web, not yet confirmed
+    ACTIVE = "active"
+    PAUSED = "paused"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class DeliveryStatus(StrEnum):
+    """A ledger row's state: pending → sending (leased) → sent | failed | skipped."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    keywords: Mapped[str] = mapped_column(Text, default="")
+    tz: Mapped[str] = mapped_column(String(64), default="UTC")
+    send_hour: Mapped[int] = mapped_column(Integer, default=7)
+    frequency: Mapped[str] = mapped_column(String(16), default="daily")
+    status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.ACTIVE, index=True)
+    consent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    consent_source: Mapped[str] = mapped_column(String(64), default="")
+    bounce_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Entry(Base):
+    """One paper. ``id`` is the arXiv id without version, else ``t:`` + a title hash."""
+
+    __tablename__ = "entries"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    abstract: Mapped[str] = mapped_column(Text, default="")
+    authors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    published: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    upvotes: Mapped[int] = mapped_column(Integer, default=0)
+    url: Mapped[str] = mapped_column(Text, default="")
+    code_url: Mapped[str] = mapped_column(Text, default="")
+    project_url: Mapped[str] = mapped_column(Text, default="")
+    keywords: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    # The same paper seen first without an arXiv id keeps its id; these find it again.
+    arxiv_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    title_key: Mapped[str] = mapped_column(String(40), default="", index=True)
+    source: Mapped[str] = mapped_column(String(200), default="")
+    arrived_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Edition(Base):
+    """One newsletter day (and send slot). Unique, so creating it is idempotent."""
+
+    __tablename__ = "editions"
+    __table_args__ = (UniqueConstraint("day", "slot", name="uq_edition_day_slot"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date)
+    slot: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    cutoff: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    planned_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Delivery(Base):
+    """The ledger: one row per (edition, subscriber). The truth about who got what."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
+        Index("ix_delivery_edition_status", "edition_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    entry_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str] = mapped_column(String(255), default="")
+    lease_owner: Mapped[str] = mapped_column(String(128), default="")
+    lease_expires: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class SentEntry(Base):
+    """Which papers each subscriber has been sent: no paper twice."""
+
+    __tablename__ = "sent_entries"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    entry_id: Mapped[str] = mapped_column(
+        ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    sent_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Event(Base):
+    """An audit trail: subscribe, confirm, unsubscribe, bounce, complaint, import."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class FetchState(Base):
+    """Validators from the last fetch of a URL, for conditional GET."""
+
+    __tablename__ = "fetch_state"
+
+    url: Mapped[str] = mapped_column(String(2000), primary_key=True)
+    etag: Mapped[str] = mapped_column(Text, default="")
+    last_modified: Mapped[str] = mapped_column(Text, default="")
+    fetched_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Meta(Base):
+    """Small key/value settings the service makes for itself (e.g. a signing key)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

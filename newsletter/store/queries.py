@@ -1,0 +1,78 @@
+"""Queries shared by every stage: who to plan, which papers an edition considers,
+what each subscriber already had."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import false, or_, select
+from sqlalchemy.orm import Session
+
+from newsletter.store.models import (
+    Delivery,
+    Edition,
+    Entry,
+    SentEntry,
+    Subscriber,
+    SubscriberStatus,
+)
+
+
+def subscriber_rows(session: Any, *, email: str | None = None,
+                    unsent_day: dt.date | None = None,
+                    slot: Sequence[tuple[str, int]] | None = None,
+                    ) -> Iterator[tuple[int, str, str, str]]:
+    """Active subscribers to plan: none who already has an edition of ``unsent_day``
+    (one newsletter day per person, whatever the slot), only those in ``slot``."""
+    q = select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.keywords)
+    if email:
+        q = q.where(Subscriber.email == email)
+    else:
+        q = q.where(Subscriber.status == SubscriberStatus.ACTIVE)
+    if unsent_day is not None:
+        had = (select(Delivery.subscriber_id).join(Edition, Edition.id == Delivery.edition_id)
+               .where(Edition.day == unsent_day))
+        q = q.where(Subscriber.id.not_in(had))
+    if slot is not None:
+        q = q.where(or_(false(), *[(Subscriber.tz == tz) & (Subscriber.send_hour == hour)
+                                   for tz, hour in slot]))
+    for row in session.execute(q.order_by(Subscriber.id).execution_options(yield_per=5000)):
+        yield row[0], row[1], row[2], row[3]
+
+
+
+
+def candidate_entries(session: Session, *, since: dt.datetime | None,
+                      until: dt.datetime | None = None) -> list[Entry]:
+    q = select(Entry)
+    if since is not None:
+        q = q.where(Entry.arrived_at > since)
+    if until is not None:
+        q = q.where(Entry.arrived_at <= until)
+    return list(session.scalars(q.order_by(Entry.arrived_at, Entry.id)))
+
+
+def edition_entries(session: Session, slot: str, cutoff: dt.datetime) -> list[Entry]:
+    """Papers that arrived after the previous edition of ``slot``, up to ``cutoff``: an
+    edition's candidates, or (with ``cutoff`` now) what the next edition would take."""
+    prev = session.scalar(select(Edition.cutoff)
+                          .where(Edition.slot == slot, Edition.cutoff < cutoff)
+                          .order_by(Edition.cutoff.desc()).limit(1))
+    return candidate_entries(session, since=prev, until=cutoff)
+
+
+def sent_map(session: Session, entry_ids: list[str]) -> dict[int, list[int]]:
+    """subscriber id → indices (into ``entry_ids``) of papers already sent to them."""
+    position = {eid: i for i, eid in enumerate(entry_ids)}
+    out: dict[int, list[int]] = defaultdict(list)
+    for start in range(0, len(entry_ids), 900):
+        chunk = entry_ids[start : start + 900]
+        rows = session.execute(
+            select(SentEntry.subscriber_id, SentEntry.entry_id).where(SentEntry.entry_id.in_(chunk))
+        )
+        for sub_id, entry_id in rows:
+            out[sub_id].append(position[entry_id])
+    return out
