@@ -466,18 +466,14 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="Tasks at once in this worker.")] = 1,
 ) -> None:
     """A Celery worker delivering queued editions (scale-out; use PostgreSQL)."""
-    import os
-
     from newsletter.delivery.queue import make_celery
 
     a = _app(ctx)
     config = ctx.find_root().params.get("config")
-    if config:  # tasks load settings themselves; let them find the same file
-        os.environ["NEWSLETTER_CONFIG"] = str(Path(config).resolve())
-    make_celery(a.settings).worker_main(["worker", "--loglevel=INFO", "--pool=solo" if
-                                         concurrency == 1 else "--pool=prefork",
-                                         f"--concurrency={concurrency}", "--without-gossip",
-                                         "--without-mingle", "--without-heartbeat"])
+    celery = make_celery(a.settings, str(Path(config).resolve()) if config else None)
+    pool = "--pool=solo" if concurrency == 1 else "--pool=prefork"
+    celery.worker_main(["worker", "--loglevel=INFO", pool, f"--concurrency={concurrency}",
+                        "--without-gossip", "--without-mingle", "--without-heartbeat"])
 
 
 @app.command()

@@ -91,6 +91,9 @@ class ApiConfig(_Section):
 
 class QueueConfig(_Section):
     broker_url: str = "redis://127.0.0.1:6379/0"  # or amqp://guest:guest@127.0.0.1:5672//
+    # The broker queue the sender fills and the workers consume: two deployments (or two
+    # test runs) sharing one broker keep apart by naming their own.
+    queue_name: str = Field(default="newsletter", min_length=1, max_length=200)
 
 
 class SourceConfig(_Section):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -153,8 +153,56 @@ class Result:
     stderr: str
 
 
+CliRun = Callable[..., Result]
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    return exc.code if isinstance(exc.code, int) else 1
+
+
 @pytest.fixture
-def cli(tmp_path: Path):  # type: ignore[no-untyped-def]
+def cli(tmp_path: Path) -> CliRun:
+    """Run ``newsletter`` in this process, as the console entry point does, in
+    ``tmp_path`` (no config file there) with a clean ``NEWSLETTER_*`` environment.
+    Where the process boundary is the point (signals, kill -9, workers, servers),
+    tests use ``cli_process`` instead."""
+    from click.testing import CliRunner
+
+    from newsletter import cli as cli_mod
+    from newsletter.store.db import dispose_all
+
+    def run(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+            cwd: Path | None = None) -> Result:
+        overrides: dict[str, str | None] = {
+            k: None for k in os.environ if k.startswith("NEWSLETTER_")}
+        overrides.update(env or {})
+        old_cwd, old_argv = os.getcwd(), sys.argv
+        os.chdir(cwd or tmp_path)
+        sys.argv = ["newsletter", *args]
+        try:
+            with CliRunner().isolation(input=input, env=overrides) as (out, err, _):
+                try:
+                    cli_mod.main()
+                    code = 0
+                except SystemExit as exc:
+                    code = _exit_code(exc)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                stdout = out.getvalue().decode("utf-8", "replace")
+                stderr = err.getvalue().decode("utf-8", "replace")
+        finally:
+            dispose_all()  # engines are cached by URL; a relative SQLite URL moves with cwd
+            os.chdir(old_cwd)
+            sys.argv = old_argv
+        return Result(code, stdout, stderr)
+
+    return run
+
+
+@pytest.fixture
+def cli_process(tmp_path: Path) -> CliRun:
     """Run ``newsletter`` as a real process in ``tmp_path`` (no config file there)."""
 
     def run(*args: str, env: dict[str, str] | None = None, input: str | None = None,

@@ -64,7 +64,9 @@ def test_workers_share_an_edition_without_duplicates(pg_url: str, smtp_sink: Smt
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
            "NEWSLETTER_DATABASE__URL": pg_url, "NEWSLETTER_QUEUE__BROKER_URL": url,
            "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": "127.0.0.1",
-           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port), "NEWSLETTER_SMTP__CONNECTIONS": "2"}
+           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port), "NEWSLETTER_SMTP__CONNECTIONS": "2",
+           # a queue of this test's own: runs sharing the broker never take each other's tasks
+           "NEWSLETTER_QUEUE__QUEUE_NAME": f"nl-test-{tmp_path.name}-{os.getpid()}"}
     workers = [subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                for _ in range(2)]

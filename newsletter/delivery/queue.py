@@ -24,7 +24,9 @@ from newsletter.store.models import Delivery, Edition
 TASK = "newsletter.deliver_edition"
 
 
-def make_celery(settings: Settings) -> Any:
+def make_celery(settings: Settings, config: str | None = None) -> Any:
+    """The Celery app; its task loads the settings from ``config`` (the same file the
+    sender or worker was started with) plus the environment, in whichever process runs it."""
     try:
         from celery import Celery
     except ImportError:  # pragma: no cover - installed with the test/scale extras
@@ -33,11 +35,12 @@ def make_celery(settings: Settings) -> Any:
     app.conf.update(task_acks_late=True, worker_prefetch_multiplier=1, task_ignore_result=True,
                     task_serializer="json", accept_content=["json"],
                     broker_connection_retry_on_startup=True,
-                    worker_hijack_root_logger=False)
+                    worker_hijack_root_logger=False,
+                    task_default_queue=settings.queue.queue_name)
 
     @app.task(name=TASK)
     def deliver_edition(edition_id: int) -> dict[str, int]:
-        return deliver_from_ledger(App.load(), edition_id)
+        return deliver_from_ledger(App.load(config), edition_id)
 
     return app
 
