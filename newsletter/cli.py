@@ -23,13 +23,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from sqlalchemy import select
 
 from newsletter.app import App
 from newsletter.errors import InputError, NewsletterError
 from newsletter.ingest import run as ingest_mod
+from newsletter.store import queries
 from newsletter.store import subscribers as subs_mod
-from newsletter.store.models import Entry, Subscriber
 
 app = typer.Typer(
     help="A personalized daily digest of new research papers.",
@@ -100,23 +99,6 @@ def ingest(
     err.print(f"stored: {report.new} new, {report.updated} updated")
 
 
-def entry_dict(e: Entry) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "title": e.title,
-        "abstract": e.abstract,
-        "authors": e.authors,
-        "published": e.published.isoformat() if e.published else None,
-        "upvotes": e.upvotes,
-        "url": e.url,
-        "code_url": e.code_url,
-        "project_url": e.project_url,
-        "keywords": e.keywords,
-        "version": e.version,
-        "source": e.source,
-    }
-
-
 @app.command()
 def entries(
     ctx: typer.Context,
@@ -126,10 +108,9 @@ def entries(
     """List stored papers, newest arrivals first."""
     a = _app(ctx)
     with a.session() as s:
-        q = select(Entry).order_by(Entry.arrived_at.desc(), Entry.upvotes.desc(), Entry.id)
-        rows = list(s.scalars(q.limit(limit) if limit else q))
+        rows = queries.newest_entries(s, limit)
     if as_json:
-        _print_json([entry_dict(e) for e in rows])
+        _print_json([queries.entry_dict(e) for e in rows])
         return
     table = Table("id", "published", "upvotes", "title")
     for e in rows:
@@ -182,7 +163,7 @@ def subscribers_list(
     """List subscribers."""
     a = _app(ctx)
     with a.session() as s:
-        rows = list(s.scalars(select(Subscriber).order_by(Subscriber.id)))
+        rows = queries.all_subscribers(s)
     if as_json:
         _print_json([subs_mod.as_dict(x) for x in rows])
         return
@@ -209,7 +190,7 @@ def subscribers_export(ctx: typer.Context) -> None:
     """Write all subscribers as CSV (the import format plus status) to stdout."""
     a = _app(ctx)
     with a.session() as s:
-        subs_mod.export_csv(s.scalars(select(Subscriber).order_by(Subscriber.id)), sys.stdout)
+        subs_mod.export_csv(queries.all_subscribers(s), sys.stdout)
 
 
 @app.command()
@@ -328,16 +309,13 @@ def status(
 ) -> None:
     """Counts by delivery state and the last errors of an edition."""
     from newsletter.delivery.status import edition_status
-    from newsletter.store.models import Edition
 
     a = _app(ctx)
     with a.session() as s:
-        q = select(Edition)
-        if edition and edition.isdigit():
-            q = q.where(Edition.id == int(edition))
-        elif edition:
-            q = q.where(Edition.day == _day(edition))
-        found = s.scalars(q.order_by(Edition.created_at.desc()).limit(1)).first()
+        found = queries.find_edition(s, edition_id=int(edition) if edition and edition.isdigit()
+                                     else None,
+                                     day=_day(edition) if edition and not edition.isdigit()
+                                     else None)
     if found is None:
         raise InputError(f"no edition {edition}" if edition else "no edition has been sent yet")
     data = edition_status(a.engine, found)

@@ -38,7 +38,7 @@ def make_celery(settings: Settings, config: str | None = None) -> Any:
                     worker_hijack_root_logger=False,
                     task_default_queue=settings.queue.queue_name)
 
-    @app.task(name=TASK)
+    @app.task(name=TASK)  # type: ignore[untyped-decorator,unused-ignore]  # Celery ships no types
     def deliver_edition(edition_id: int) -> dict[str, int]:
         return deliver_from_ledger(App.load(config), edition_id)
 

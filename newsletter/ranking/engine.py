@@ -176,7 +176,7 @@ class Corpus:
         if published is None:
             return 0.5
         age = max((self.today - published).days, 0)
-        return 0.5 ** (age / 7.0)
+        return float(0.5 ** (age / 7.0))
 
     def _canonical_mask(self) -> np.ndarray:
         """False for near-duplicates (same work twice): only the best copy is ranked."""

@@ -76,3 +76,43 @@ def sent_map(session: Session, entry_ids: list[str]) -> dict[int, list[int]]:
         for sub_id, entry_id in rows:
             out[sub_id].append(position[entry_id])
     return out
+
+
+def newest_entries(session: Session, limit: int = 0) -> list[Entry]:
+    """Stored papers, newest arrivals first (``limit`` 0: all)."""
+    q = select(Entry).order_by(Entry.arrived_at.desc(), Entry.upvotes.desc(), Entry.id)
+    return list(session.scalars(q.limit(limit) if limit else q))
+
+
+def all_subscribers(session: Session) -> list[Subscriber]:
+    return list(session.scalars(select(Subscriber).order_by(Subscriber.id)))
+
+
+def find_edition(session: Session, *, edition_id: int | None = None,
+                 day: dt.date | None = None) -> Edition | None:
+    """An edition by id, else the latest of ``day``, else the latest of all."""
+    q = select(Edition)
+    if edition_id is not None:
+        q = q.where(Edition.id == edition_id)
+    elif day is not None:
+        q = q.where(Edition.day == day)
+    return session.scalars(q.order_by(Edition.created_at.desc()).limit(1)).first()
+
+
+def entry_dict(e: Entry) -> dict[str, Any]:
+    """A paper as our own JSON entry format (what ``entries --json`` prints and
+    ``ingest`` reads back)."""
+    return {
+        "id": e.id,
+        "title": e.title,
+        "abstract": e.abstract,
+        "authors": e.authors,
+        "published": e.published.isoformat() if e.published else None,
+        "upvotes": e.upvotes,
+        "url": e.url,
+        "code_url": e.code_url,
+        "project_url": e.project_url,
+        "keywords": e.keywords,
+        "version": e.version,
+        "source": e.source,
+    }
