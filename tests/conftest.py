@@ -16,8 +16,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from sqlalchemy import Engine
+
+from newsletter.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -229,10 +233,16 @@ def sample_paper_rows() -> list[dict[str, object]]:
     return json.loads(path.read_text())
 
 
+class World(NamedTuple):
+    """The settings and engine of a database holding the sample papers and subscribers."""
+
+    settings: Settings
+    engine: Engine
+
+
 @pytest.fixture
-def world(tmp_path: Path, sqlite_url: str):  # type: ignore[no-untyped-def]
+def world(tmp_path: Path, sqlite_url: str) -> World:
     """A SQLite database with the sample papers and subscribers, and its settings."""
-    from newsletter.config import Settings
     from newsletter.ingest.run import ingest
     from newsletter.store.db import get_engine, session_scope
     from newsletter.store.subscribers import import_csv
@@ -249,7 +259,7 @@ def world(tmp_path: Path, sqlite_url: str):  # type: ignore[no-untyped-def]
     with session_scope(engine) as s:
         data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
         import_csv(s, data, "sample_subscribers.csv")
-    return settings, engine
+    return World(settings, engine)
 
 
 # ---- a real SMTP server ------------------------------------------------------------
