@@ -18,8 +18,7 @@ from urllib.parse import quote
 from markupsafe import Markup, escape
 
 from newsletter.ranking.engine import Explanation, Feature
-from newsletter.ranking.text import Acronyms
-from newsletter.ranking.text import raw_tokens
+from newsletter.ranking.text import Acronyms, raw_tokens
 from newsletter.render.highlight import Highlighter
 from newsletter.urls import safe_url
 

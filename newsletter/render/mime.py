@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from newsletter.config import Settings
 
-
 LINE = 78  # RFC 5322's recommended line length; folded headers keep to it
 WORD = 75  # RFC 2047's limit for one encoded word
 _CHUNK = 45  # UTF-8 bytes per base64 encoded word: 10 + 60 + 2 = 72 characters
@@ -170,7 +169,7 @@ class MimeBuilder:
             self._date_second = second
             # "+0000", not the obsolete "GMT" zone (nor "-0000", "zone unknown")
             self._date = email.utils.format_datetime(
-                dt.datetime.fromtimestamp(second, dt.timezone.utc))
+                dt.datetime.fromtimestamp(second, dt.UTC))
         return self._date
 
     def build(self, *, to: str, to_name: str, subject: str, text: str, html: str,
