@@ -25,7 +25,8 @@ from newsletter.config import Settings
 
 LINE = 78  # RFC 5322's recommended line length; folded headers keep to it
 WORD = 75  # RFC 2047's limit for one encoded word
-_CHUNK = 45  # UTF-8 bytes per base64 encoded word: 10 + 60 + 2 = 72 characters
+_CHUNK = 39  # UTF-8 bytes per base64 encoded word: 10 + 52 + 2 = 64 characters, so the
+# first fits on the line after "Subject: " (a parser quirk adds a space when it moves)
 
 
 def _encoded_words(text: str) -> list[str]:
@@ -64,16 +65,17 @@ def _atoms(value: str) -> list[str]:
     return out
 
 
-def fold(name: str, atoms: list[str], sep: str = " ") -> str:
+def fold(name: str, atoms: list[str], sep: str = " ", *, break_first: bool = False) -> str:
     """``Name: atom atom ...`` folded at the separators so lines stay within 78
-    characters (an atom longer than a line, such as a long URL, gets a line of its own)."""
+    characters (an atom longer than a line, such as a long URL, gets a line of its own;
+    with ``break_first`` even the first, for lists of URIs)."""
     lines: list[str] = []
     line = f"{name}:"
     first = True
     for atom in atoms:
         piece = (" " if first else sep) + atom
-        if not first and len(line) + len(piece) > LINE:
-            lines.append(line + sep.rstrip())
+        if len(line) + len(piece) > LINE and (not first or break_first):
+            lines.append(line if first else line + sep.rstrip())
             line = " " + atom
         else:
             line += piece
@@ -181,7 +183,8 @@ class MimeBuilder:
             f"Date: {self._now()}",
             f"Message-ID: {message_id}",
             # one URI a line: "<https://...>,\r\n <mailto:...>"
-            fold("List-Unsubscribe", [u.strip() for u in list_unsubscribe.split(",")], ", "),
+            fold("List-Unsubscribe", [u.strip() for u in list_unsubscribe.split(",")], ", ",
+                 break_first=True),
         ]
         for k, v in (extra_headers or {}).items():
             head.append(header(k, v))
