@@ -137,7 +137,6 @@ def header_block(data: bytes) -> str:
 
 def test_headers_fold_and_verify(digests: dict[str, Rendered], key_file: Path) -> None:
     import dkim
-    from cryptography.hazmat.primitives import serialization
 
     from newsletter.delivery.check import dkim_record
 
@@ -163,7 +162,6 @@ def test_headers_fold_and_verify(digests: dict[str, Rendered], key_file: Path) -
         sig = re.sub(r"\s+", "", head.split("\r\nTo:")[0])
         for h in ("list-unsubscribe", "list-unsubscribe-post", "feedback-id", "from"):
             assert h in sig.split("h=")[1].split(";")[0].split(":"), h
-    del serialization
 
 
 @settings(max_examples=150, deadline=None)
@@ -309,8 +307,8 @@ def test_summary_groups_and_title_cap(digests: dict[str, Rendered]) -> None:
 
 
 def test_thumbnails_only_when_asked(key_file: Path) -> None:
-    from newsletter.render.samples import SampleSet, hostile_papers
     from newsletter.render.renderer import Recipient
+    from newsletter.render.samples import SampleSet, hostile_papers
 
     who = Recipient(1, "a@example.org", "A", "attention")
     plain = SampleSet(live_settings(key_file), hostile_papers()).render(who)
