@@ -19,10 +19,12 @@ from email.header import decode_header, make_header
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from newsletter.config import Settings
 from newsletter.render.renderer import Rendered
@@ -31,6 +33,7 @@ from newsletter.urls import safe_url
 
 from .axe import blocking
 from .conftest import need_service
+from .test_web import site  # noqa: F401 - the real web server fixture
 
 HTML_VALIDATE = "html-validate@9.7.1"
 NPM_CACHE = Path(os.environ.get("NEWSLETTER_NPM_CACHE",
@@ -519,3 +522,24 @@ def test_send_refuses_non_compliant_mail_unless_forced(cli, smtp_sink) -> None: 
     assert r.code == 0, r.stderr
     assert "warning: sending anyway (--force)" in r.stderr
     assert smtp_sink.messages
+
+
+def test_web_paper_page_never_links_another_scheme(site) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A row stored before the link rule (or edited by hand) with javascript:/quoted
+    links: the public paper page still only links http(s)."""
+    import httpx
+
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import Entry
+
+    url, _settings, engine, _signer = site
+    with session_scope(engine) as s:
+        entry = s.scalars(select(Entry).limit(1)).one()
+        entry.url, entry.code_url = "javascript:alert(1)", 'https://github.com/x/y"onclick="x'
+        entry_id = entry.id
+    page = httpx.get(f"{url}/papers/{quote(entry_id, safe='')}")
+    assert page.status_code == 200
+    p = Hrefs()
+    p.feed(page.text)
+    assert "javascript:" not in page.text and 'onclick="x' not in page.text
+    assert "https://github.com/x/y%22onclick=%22x" in p.urls
