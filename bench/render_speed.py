@@ -34,7 +34,7 @@ from newsletter.config import Settings  # noqa: E402
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker  # noqa: E402
 from newsletter.ranking.text import Acronyms  # noqa: E402
 from newsletter.render.compile import BUNDLED, _expand  # noqa: E402
-from newsletter.render.digest import PaperInfo  # noqa: E402
+from newsletter.render.digest import PaperInfo, group_papers, summary_line  # noqa: E402
 from newsletter.render.renderer import Recipient, Renderer  # noqa: E402
 
 DAY = dt.date(2025, 12, 26)
@@ -87,7 +87,8 @@ def naive(renderer: Renderer, work: list) -> tuple[float, list[bytes]]:  # type:
                "links": {"unsubscribe": links.unsubscribe, "preferences": links.preferences,
                          "browser": links.browser},
                "papers": items, "trending": [], "subject": "Your papers",
-               "preheader": "Your papers"}
+               "preheader": "Your papers", "groups": group_papers(items),
+               "summary": summary_line(items, [])}
         html = inliner.inline(mjml.mjml2html(tpl.render(ctx), fonts={}))
         text = base.compiled.text.render(ctx)
         msg = EmailMessage()

@@ -82,9 +82,9 @@ def populate(workdir: Path, n: int, env: dict[str, str]) -> None:
 def timed_send(workdir: Path, env: dict[str, str]) -> tuple[float, float, float]:
     """Wall time of the whole command, its delivery phase alone, and its peak RSS."""
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--yes", "--date",
-                             "2025-12-26"], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--yes", "--force",
+                             "--date", "2025-12-26"], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, usage = os.wait4(proc.pid, 0)[1:]
     wall = time.perf_counter() - t
     stderr = proc.stderr.read() if proc.stderr else ""

@@ -254,12 +254,23 @@ def send(
                                        )] = 4,
     wait: Annotated[float, typer.Option(help="With --queue: seconds to wait for the workers.")
                     ] = 3600.0,
+    force: Annotated[bool, typer.Option("--force", help="Send through a real transport even "
+                                        "when `newsletter check` finds the mail "
+                                        "non-compliant (http unsubscribe link, local "
+                                        "sender, no postal address).")] = False,
 ) -> None:
     """Send the day's edition to every active subscriber who has not had it."""
+    from newsletter.delivery.check import send_blockers
     from newsletter.delivery.runs import plan_edition, run_send
 
     a = _app(ctx)
     backend = a.settings.transport.backend
+    blockers = send_blockers(a.settings)
+    if blockers and not force:
+        raise InputError(f"refusing to send through {backend}: " + "; ".join(blockers),
+                         "run `newsletter check`; --force sends anyway")
+    for line in blockers:
+        err.print(f"warning: sending anyway (--force): {line}")
     if backend not in ("outbox", "console") and not yes:
         if not sys.stdin.isatty():
             raise InputError(f"refusing to send through {backend} without --yes "
@@ -298,6 +309,28 @@ def send(
         err.print(f"  failed: {line}")
     if r.counts["failed"]:
         raise typer.Exit(3)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Check deliverability before the first real send: https links, From domain,
+    List-Id, DKIM key and its DNS record, SPF/DMARC records to publish, the transport
+    (SMTP connect, TLS and AUTH, nothing sent; or the API key), templates, postal
+    address. One line per item with the fix; exits 1 on any ✗."""
+    from newsletter.delivery.check import as_json as checks_json
+    from newsletter.delivery.check import run_checks
+
+    items = run_checks(_app(ctx).settings)
+    if as_json:
+        _print_json(checks_json(items))
+    else:
+        for item in items:
+            out.print(item.line())
+    if not all(i.ok for i in items):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -119,6 +119,10 @@ class RenderConfig(_Section):
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_private_key: str | None = None  # path to a PEM file
+    # Thumbnails: "none" (the email loads nothing when opened) or "remote" (an <img> per
+    # paper with an arXiv id, from image_url; {arxiv_id} and {id} are filled in).
+    images: Literal["none", "remote"] = "none"
+    image_url: str = "https://cdn-thumbnails.huggingface.co/social-thumbnails/papers/{arxiv_id}.png"
 
 
 class ScheduleConfig(_Section):

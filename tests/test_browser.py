@@ -95,8 +95,8 @@ def test_emails_in_chromium(browser: Any, previews: Path, width: int) -> None:
         assert any("/preferences/" in u for u in links), html.name
         assert any("/view/" in u for u in links), html.name
         assert "Unsubscribe" in visible_texts and "Manage preferences" in visible_texts
-        titles = page.eval_on_selector_all("a.title", "els => els.map(e => e.innerText)")
-        papers = page.eval_on_selector_all("a.title", "els => els.map(e => e.href)")
+        titles = page.eval_on_selector_all("a.title-link", "els => els.map(e => e.innerText)")
+        papers = page.eval_on_selector_all("a.title-link", "els => els.map(e => e.href)")
         assert titles and all(t.strip() for t in titles) and all(papers)
         assert page.evaluate("() => document.querySelectorAll('script').length") == 0
         # nothing is fetched from the network when opening the email

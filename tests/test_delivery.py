@@ -173,7 +173,8 @@ def test_kill_9_mid_edition_then_resume(world, smtp_sink: SmtpSink, tmp_path: Pa
            "NEWSLETTER_TRANSPORT__BACKEND": "smtp",
            "NEWSLETTER_SMTP__HOST": "127.0.0.1", "NEWSLETTER_SMTP__PORT": str(smtp_sink.port),
            "NEWSLETTER_SMTP__CONNECTIONS": "1"}
-    cmd = [sys.executable, "-m", "newsletter", "send", "--date", DAY.isoformat(), "--yes"]
+    cmd = [sys.executable, "-m", "newsletter", "send", "--date", DAY.isoformat(), "--yes",
+           "--force"]  # a local test sink: demo defaults on purpose
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

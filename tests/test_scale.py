@@ -73,7 +73,7 @@ def test_workers_share_an_edition_without_duplicates(pg_url: str, smtp_sink: Smt
     try:
         result = subprocess.run(
             [sys.executable, "-m", "newsletter", "send", "--queue", "--tasks", "2", "--wait",
-             "120", "--yes", "--date", DAY.isoformat()],
+             "120", "--yes", "--force", "--date", DAY.isoformat()],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
         assert result.returncode == 0, result.stderr
     finally:

@@ -164,7 +164,7 @@ def test_view_in_browser_and_paper_pages(site) -> None:  # type: ignore[no-untyp
     summary = run_send(settings, engine, dt.date(2025, 12, 26))
     ada = sub_id(engine, "ada@example.org")
     page = httpx.get(f"{url}/view/{signer.token('view', ada, summary.edition.id)}")
-    assert page.status_code == 200 and "papers matched your interests" in page.text
+    assert page.status_code == 200 and "new papers for you" in page.text
     link = re.search(r'href="(http://127\.0\.0\.1:\d+/papers/[^"]+)"', page.text)
     assert link is not None
     paper = httpx.get(link.group(1))

@@ -12,10 +12,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable
 from typing import Any
+
+from newsletter.urls import safe_url
+
+log = logging.getLogger("newsletter.ingest")
 
 # New-style (2508.13426v2) and old-style (hep-th/9901001v1, math.GT/0309136) ids.
 _NEW_ID = r"(?<![\d.])(\d{4}\.\d{4,5})(?:v(\d+))?(?![\d])"
@@ -60,6 +65,7 @@ class Paper:
         self.abstract = clean_text(self.abstract)
         self.authors = [a for a in (clean_text(x) for x in self.authors) if a]
         self.keywords = [k for k in (clean_text(x) for x in self.keywords) if k]
+        self._keep_web_links()
         if not self.arxiv_id:
             for candidate in (self.url, self.project_url):
                 found = arxiv_id_from_url(candidate)
@@ -73,6 +79,21 @@ class Paper:
         else:
             self.id = title_id(self.title)
         return self
+
+    def _keep_web_links(self) -> None:
+        """Only http(s) links are stored (percent-encoded where needed); any other
+        scheme (``javascript:``, ``data:``, ...) is dropped with a warning naming the
+        record, because these links become ``href``s in every email and web page."""
+        for attr in ("url", "code_url", "project_url"):
+            raw = getattr(self, attr)
+            if not raw:
+                continue
+            clean = safe_url(raw)
+            if not clean:
+                title = self.title if len(self.title) <= 80 else self.title[:79] + "…"
+                log.warning("%s: paper %r: dropped %s %r (only http/https links are kept)",
+                            self.source or "ingest", title, attr, raw[:100])
+            setattr(self, attr, clean)
 
     def as_row(self) -> dict[str, Any]:
         return {

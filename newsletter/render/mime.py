@@ -15,25 +15,93 @@ Tests parse the result with ``email.policy.strict`` to hold it to that.
 from __future__ import annotations
 
 import binascii
+import datetime as dt
 import email.utils
 import secrets
 import time
 from dataclasses import dataclass
-from email.header import Header
 
 from newsletter.config import Settings
 
+LINE = 78  # RFC 5322's recommended line length; folded headers keep to it
+WORD = 75  # RFC 2047's limit for one encoded word
+_CHUNK = 39  # UTF-8 bytes per base64 encoded word: 10 + 52 + 2 = 64 characters, so the
+# first fits on the line after "Subject: " (a parser quirk adds a space when it moves)
+
+
+def _encoded_words(text: str) -> list[str]:
+    """``text`` as RFC 2047 base64 encoded words of at most 75 characters each, split
+    between characters (never inside a UTF-8 sequence)."""
+    words: list[bytes] = []
+    chunk = b""
+    for ch in text:
+        b = ch.encode("utf-8")
+        if len(chunk) + len(b) > _CHUNK:
+            words.append(chunk)
+            chunk = b""
+        chunk += b
+    if chunk:
+        words.append(chunk)
+    return ["=?utf-8?b?" + binascii.b2a_base64(w, newline=False).decode() + "?="
+            for w in words]
+
+
+def _atoms(value: str) -> list[str]:
+    """Words of an unstructured value; each run of words that cannot go as they are
+    (non-ASCII, too long to fold, or looking like an encoded word) becomes encoded
+    words, the spaces inside the run encoded with it."""
+    out: list[str] = []
+    run: list[str] = []
+    for word in value.split():
+        if word.isascii() and len(word) <= LINE - 2 and "=?" not in word:
+            if run:
+                out.extend(_encoded_words(" ".join(run)))
+                run = []
+            out.append(word)
+        else:
+            run.append(word)
+    if run:
+        out.extend(_encoded_words(" ".join(run)))
+    return out
+
+
+def fold(name: str, atoms: list[str], sep: str = " ", *, break_first: bool = False) -> str:
+    """``Name: atom atom ...`` folded at the separators so lines stay within 78
+    characters (an atom longer than a line, such as a long URL, gets a line of its own;
+    with ``break_first`` even the first, for lists of URIs)."""
+    lines: list[str] = []
+    line = f"{name}:"
+    first = True
+    for atom in atoms:
+        piece = (" " if first else sep) + atom
+        if len(line) + len(piece) > LINE and (not first or break_first):
+            lines.append(line if first else line + sep.rstrip())
+            line = " " + atom
+        else:
+            line += piece
+        first = False
+    lines.append(line)
+    return "\r\n".join(lines)
+
+
+def header(name: str, value: str) -> str:
+    """An unstructured header (Subject, ...): RFC 2047 encoded where needed, folded."""
+    return fold(name, _atoms(value.replace("\r", " ").replace("\n", " ")))
+
 
 def _header_value(value: str) -> str:
-    """An unstructured header value: RFC 2047 encoded and folded when needed."""
-    if value.isascii() and len(value) < 900 and "\n" not in value and "\r" not in value:
-        return value
-    cleaned = value.replace("\r", " ").replace("\n", " ")
-    return Header(cleaned, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+    """An unstructured header value, encoded and folded, without its name (for fixed
+    headers whose name is written separately)."""
+    return header("X", value)[3:]
 
 
 def _address(name: str, address: str) -> str:
-    return email.utils.formataddr((name, address), charset="utf-8") if name else address
+    if not name:
+        return address
+    name = " ".join(name.split())
+    if name.isascii() and "=?" not in name:
+        return email.utils.formataddr((name, address))
+    return " ".join(_encoded_words(name)) + f" <{address}>"
 
 
 def b64(text: str) -> bytes:
@@ -64,18 +132,21 @@ class Message:
 
 
 class MimeBuilder:
-    def __init__(self, settings: Settings, dkim: DkimSigner | None = None) -> None:
+    def __init__(self, settings: Settings, dkim: DkimSigner | None = None, *,
+                 feedback_id: str = "") -> None:
         s = settings.sender
         self.sender = s.from_address
         self.domain = s.from_address.rpartition("@")[2] or "localhost"
         self.boundary = f"=_nl_{secrets.token_hex(12)}"
         self.from_header = _address(s.from_name, s.from_address)
         self.list_id = f"{s.from_name} <{s.list_id}>"
-        fixed = [f"From: {self.from_header}"]
+        fixed = [fold("From", self.from_header.split(" "))]
         if s.reply_to:
             fixed.append(f"Reply-To: {s.reply_to}")
+        if feedback_id:  # Gmail's postmaster tools group complaints by it
+            fixed.append(header("Feedback-ID", feedback_id))
         fixed += [
-            f"List-Id: {_header_value(s.from_name)} <{s.list_id}>",
+            fold("List-Id", [*_atoms(s.from_name), f"<{s.list_id}>"]),
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
             "MIME-Version: 1.0",
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"',
@@ -98,21 +169,25 @@ class MimeBuilder:
         second = int(time.time())
         if second != self._date_second:  # formatting a date costs more than the rest
             self._date_second = second
-            self._date = email.utils.formatdate(second, usegmt=True)
+            # "+0000", not the obsolete "GMT" zone (nor "-0000", "zone unknown")
+            self._date = email.utils.format_datetime(
+                dt.datetime.fromtimestamp(second, dt.UTC))
         return self._date
 
     def build(self, *, to: str, to_name: str, subject: str, text: str, html: str,
               message_id: str, list_unsubscribe: str, extra_headers: dict[str, str] | None = None,
               ) -> Message:
         head = [
-            f"To: {_address(to_name, to)}",
-            f"Subject: {_header_value(subject)}",
+            fold("To", _address(to_name, to).split(" ")),
+            header("Subject", subject),
             f"Date: {self._now()}",
             f"Message-ID: {message_id}",
-            f"List-Unsubscribe: {list_unsubscribe}",
+            # one URI a line: "<https://...>,\r\n <mailto:...>"
+            fold("List-Unsubscribe", [u.strip() for u in list_unsubscribe.split(",")], ", ",
+                 break_first=True),
         ]
         for k, v in (extra_headers or {}).items():
-            head.append(f"{k}: {_header_value(v)}")
+            head.append(header(k, v))
         data = b"".join((
             ("\r\n".join(head) + "\r\n").encode("utf-8"), self.fixed,
             b"\r\nThis is a multipart message in MIME format.\r\n",
@@ -132,7 +207,8 @@ class DkimSigner:
     """DKIM (dkimpy) over the headers receivers check, both List-Unsubscribe ones included."""
 
     HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"list-id",
-               b"list-unsubscribe", b"list-unsubscribe-post", b"mime-version", b"content-type")
+               b"list-unsubscribe", b"list-unsubscribe-post", b"feedback-id", b"mime-version",
+               b"content-type")
 
     def __init__(self, selector: str, domain: str, private_key: bytes) -> None:
         self.selector = selector.encode()

@@ -17,7 +17,13 @@ from newsletter.errors import ConfigError
 from newsletter.ranking.engine import Explanation
 from newsletter.ranking.text import Acronyms
 from newsletter.render.compile import compile_templates, render_or_raise
-from newsletter.render.digest import DigestBuilder, PaperInfo, PaperView
+from newsletter.render.digest import (
+    DigestBuilder,
+    PaperInfo,
+    PaperView,
+    group_papers,
+    summary_line,
+)
 from newsletter.render.links import LinkMaker, Signer
 from newsletter.render.mime import DkimSigner, Message, MimeBuilder
 
@@ -60,8 +66,11 @@ class Renderer:
                  papers: list[PaperInfo], acronyms: Acronyms) -> None:
         self.settings = settings
         self.compiled = compile_templates(settings.render.templates)
-        self.mime = MimeBuilder(settings, dkim_signer(settings))
+        self.mime = MimeBuilder(settings, dkim_signer(settings),
+                                feedback_id=f"{edition_id}:digest:{settings.sender.list_id}")
         self.links = LinkMaker(settings, Signer(keys))
+        if settings.render.images == "remote":
+            papers = [p.with_image(settings.render.image_url) for p in papers]
         self.digest = DigestBuilder(papers, acronyms)
         self.edition_id = edition_id
         self.day = day
@@ -84,10 +93,13 @@ class Renderer:
             "links": {"unsubscribe": links.unsubscribe, "preferences": links.preferences,
                       "browser": links.browser},
             "papers": papers, "trending": trend,
+            # grouped under the best-matching term when more than one term matched
+            "groups": group_papers(papers),
+            "summary": summary_line(papers, trend),
         }
         subject = render_or_raise(self.compiled.subject, "subject.txt", context).strip()
         context["subject"] = subject
-        context["preheader"] = ("Matched: " + ", ".join(terms[:6])) if terms else subject
+        context["preheader"] = context["summary"]
         html = render_or_raise(self.compiled.html, "digest.mjml", context)
         text = render_or_raise(self.compiled.text, "digest.txt", context)
         message = self.mime.build(

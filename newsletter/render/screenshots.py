@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from newsletter.errors import NewsletterError
 
@@ -24,25 +25,45 @@ def chromium_path() -> str:
                           "(apt-get install chromium) for --screenshot")
 
 
+def screenshot_file(browser: Any, html: Path, target: Path, *, width: int,
+                    scheme: str = "light", max_height: int = 0) -> Path:
+    """One PNG of ``html`` at ``width`` CSS pixels in the given colour scheme, offline
+    (every request but the file itself is refused), the full page or its top
+    ``max_height`` pixels."""
+    page = browser.new_page(viewport={"width": width, "height": 800}, color_scheme=scheme)
+    try:
+        page.route("**/*", lambda route: route.abort()
+                   if not route.request.url.startswith(("file:", "data:"))
+                   else route.continue_())
+        page.goto(html.resolve().as_uri())
+        if max_height:
+            height = min(max_height, int(page.evaluate("document.body.scrollHeight")))
+            page.screenshot(path=str(target),
+                            clip={"x": 0, "y": 0, "width": width, "height": height})
+        else:
+            page.screenshot(path=str(target), full_page=True)
+    finally:
+        page.close()
+    return target
+
+
+def launch(p: Any) -> Any:
+    return p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+
+
 def screenshot_dir(directory: Path) -> list[Path]:
     """A desktop and a mobile PNG next to every .html file in ``directory``."""
     from playwright.sync_api import sync_playwright
 
     made: list[Path] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             for html in sorted(directory.glob("*.html")):
                 for label, width in WIDTHS.items():
-                    page = browser.new_page(viewport={"width": width, "height": 800})
-                    page.route("**/*", lambda route: route.abort()
-                               if not route.request.url.startswith(("file:", "data:"))
-                               else route.continue_())
-                    page.goto(html.resolve().as_uri())
-                    target = html.with_name(f"{html.stem}.{label}.png")
-                    page.screenshot(path=str(target), full_page=True)
-                    page.close()
-                    made.append(target)
+                    made.append(screenshot_file(
+                        browser, html, html.with_name(f"{html.stem}.{label}.png"),
+                        width=width))
         finally:
             browser.close()
     return made

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jinja2
@@ -30,6 +31,7 @@ from newsletter.render.links import Signer, secret_keys
 from newsletter.store.models import Delivery, Edition, Entry, Event, Subscriber, utcnow
 from newsletter.store.subscribers import add as add_subscriber
 from newsletter.store.subscribers import check_hour, check_keywords, check_tz, normalize_email
+from newsletter.urls import safe_url
 
 
 def create_app(app: App) -> Starlette:
@@ -191,7 +193,9 @@ def create_app(app: App) -> Starlette:
             entry = s.get(Entry, request.path_params["entry_id"])
             if entry is None:
                 return message("Not found", "No such paper.", 404)
-            return page("paper.html", paper=entry)
+            # http(s) links only, whatever an old row holds (newsletter/urls.py)
+            links = {k: safe_url(getattr(entry, k)) for k in ("url", "code_url", "project_url")}
+            return page("paper.html", paper=SimpleNamespace(**{**vars(entry), **links}))
 
     async def webhook(request: Request) -> Response:
         from newsletter.web.webhooks import PARSERS

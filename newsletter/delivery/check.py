@@ -1,0 +1,350 @@
+"""``newsletter check``: is this configuration fit to send real mail?
+
+The built-in defaults are made for the demo (``outbox`` transport, ``http://127.0.0.1``
+links, ``digest@localhost``), and they must never reach a real inbox: Gmail and
+Yahoo want https one-click unsubscribe (RFC 8058), a From domain that DKIM-signs
+its mail, SPF and DMARC, and the law wants a postal address. This module checks
+each of those without sending anything: it reads the configuration, loads the
+DKIM key, compiles the templates and, for SMTP, connects, says EHLO, starts TLS
+and authenticates, then quits. Nothing here can query DNS, so the records to
+publish are printed as text to copy.
+
+``send_blockers`` is the subset that makes mail non-compliant; ``send`` through a
+real transport refuses to start while any is present (``--force`` overrides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from newsletter.config import SenderConfig, Settings
+
+OK, FAIL, INFO = "ok", "fail", "info"
+MARKS = {OK: "✓", FAIL: "✗", INFO: "•"}
+LOCAL_BACKENDS = ("outbox", "console")  # they send nothing anywhere
+# Names that never reach a real mailbox: RFC 2606/6761 special-use and local names.
+_LOCAL_SUFFIXES = (".localhost", ".local", ".test", ".invalid", ".example", ".internal",
+                   ".lan", ".home.arpa")
+_DOC_DOMAINS = ("example.com", "example.org", "example.net")
+DEFAULT_POSTAL = SenderConfig().postal_address
+SPF_INCLUDE = {"sendgrid": "include:sendgrid.net", "mailgun": "include:mailgun.org",
+               "postmark": "include:spf.mtasv.net", "ses": "include:amazonses.com",
+               "resend": "include:amazonses.com"}
+_KEY_SHAPES = {
+    "sendgrid": (re.compile(r"SG\.[\w-]{16,}\.[\w-]{16,}"), "SG.<id>.<secret>"),
+    "postmark": (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                            re.I), "a server token (UUID)"),
+    "mailgun": (re.compile(r"(key-)?[0-9a-f]{32}(-[0-9a-f]{8}-[0-9a-f]{8})?", re.I),
+                "key-<32 hex> or <32 hex>-<8>-<8>"),
+    "resend": (re.compile(r"re_[\w]{8,}"), "re_<...>"),
+    "ses": (re.compile(r"(AKIA|ASIA)[A-Z0-9]{16}"), "an access key id (AKIA...)"),
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One line of the check: what, whether it passed, what was seen, how to fix it."""
+
+    key: str
+    status: str
+    detail: str
+    fix: str = ""
+    blocks_send: bool = False  # a ✗ that makes the mail non-compliant
+
+    @property
+    def ok(self) -> bool:
+        return self.status != FAIL
+
+    def line(self) -> str:
+        text = f"{MARKS[self.status]} {self.key}: {self.detail}"
+        return f"{text} — fix: {self.fix}" if self.fix and self.status == FAIL else (
+            f"{text} — {self.fix}" if self.fix else text)
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().lower().rstrip(".")
+
+
+def local_name(host: str) -> str:
+    """Why ``host`` can never be a public sending name or link host, or ``""``."""
+    host = host.lower().rstrip(".").strip("[]")
+    if not host:
+        return "no domain"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return "an IP address" if ip.is_global else "a local IP address"
+    if host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
+        return "a local name"
+    if "." not in host:
+        return "a name without a dot"
+    if host in _DOC_DOMAINS or host.endswith(tuple("." + d for d in _DOC_DOMAINS)):
+        return "a domain reserved for documentation"
+    return ""
+
+
+def check_base_url(settings: Settings) -> Item:
+    url = settings.web.base_url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    fix = ("set [web] base_url to the public https address of `newsletter web`, "
+           "e.g. https://digest.example.net")
+    if parts.scheme != "https":
+        return Item("web.base_url", FAIL, f"{url} is not https (RFC 8058 one-click "
+                    "unsubscribe needs https)", fix, blocks_send=True)
+    why = local_name(host)
+    if why:
+        return Item("web.base_url", FAIL, f"{url}: {host} is {why}", fix, blocks_send=True)
+    if parts.port not in (None, 443):
+        return Item("web.base_url", FAIL, f"{url} has a port (spam filters score links "
+                    "with ports)", "serve it on 443 behind a proxy")
+    return Item("web.base_url", OK, f"{url} (unsubscribe, preferences and view links)")
+
+
+def check_sender(settings: Settings) -> Item:
+    s = settings.sender
+    from email_validator import EmailNotValidError, validate_email
+
+    fix = "set [sender] from_address to an address at a domain you control"
+    try:
+        validate_email(s.from_address, check_deliverability=False, test_environment=True)
+    except EmailNotValidError as exc:
+        return Item("sender.from_address", FAIL, f"{s.from_address!r}: {exc}", fix,
+                    blocks_send=True)
+    why = local_name(_domain(s.from_address))
+    if why:
+        return Item("sender.from_address", FAIL,
+                    f"{s.from_address}: {_domain(s.from_address)} is {why}", fix,
+                    blocks_send=True)
+    return Item("sender.from_address", OK, f"From: {s.from_name} <{s.from_address}>")
+
+
+def check_list_id(settings: Settings) -> Item:
+    s = settings.sender
+    domain = _domain(s.from_address)
+    if local_name(domain):
+        domain = "your-domain.net"
+    fix = f'set [sender] list_id, e.g. "digest.{domain}"'
+    if not s.list_id or local_name(s.list_id):
+        return Item("sender.list_id", FAIL, f"List-Id <{s.list_id}> is "
+                    f"{local_name(s.list_id) or 'empty'}", fix)
+    if not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", s.list_id):
+        return Item("sender.list_id", FAIL, f"List-Id <{s.list_id}> is not a dotted name "
+                    "(RFC 2919)", fix)
+    return Item("sender.list_id", OK, f"List-Id: <{s.list_id}>")
+
+
+def check_postal(settings: Settings) -> Item:
+    p = settings.sender.postal_address.strip()
+    fix = "set [sender] postal_address to the sender's real postal address (CAN-SPAM)"
+    if not p:
+        return Item("sender.postal_address", FAIL, "missing", fix, blocks_send=True)
+    if p == DEFAULT_POSTAL:
+        return Item("sender.postal_address", FAIL, "still the built-in placeholder", fix,
+                    blocks_send=True)
+    return Item("sender.postal_address", OK, p)
+
+
+def dkim_record(private_pem: bytes) -> str:
+    """The DNS TXT value publishing the public half of ``private_pem``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    public = key.public_key()
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}"
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("not an RSA or Ed25519 key")
+    if key.key_size < 1024:
+        raise ValueError(f"RSA key of {key.key_size} bits (receivers want 1024, better 2048)")
+    der = public.public_bytes(serialization.Encoding.DER,
+                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+def aligned(from_domain: str, signing_domain: str) -> bool:
+    """DMARC relaxed alignment: the same organisational domain (approximated as one
+    being the other or its parent)."""
+    a, b = from_domain.lower(), signing_domain.lower().rstrip(".")
+    return a == b or a.endswith("." + b) or b.endswith("." + a)
+
+
+def check_dkim(settings: Settings) -> list[Item]:
+    r = settings.render
+    domain = _domain(settings.sender.from_address)
+    fix = ("make a key (openssl genrsa -out dkim.pem 2048) and set [render] dkim_selector, "
+           f"dkim_domain ({domain or 'your From domain'}) and dkim_private_key")
+    if not (r.dkim_selector and r.dkim_domain and r.dkim_private_key):
+        return [Item("dkim", FAIL, "DKIM signing is off (Gmail and Yahoo require it for bulk "
+                     "senders)", fix)]
+    try:
+        record = dkim_record(Path(r.dkim_private_key).read_bytes())
+    except OSError as exc:
+        return [Item("dkim", FAIL, f"[render] dkim_private_key {r.dkim_private_key}: "
+                     f"{exc.strerror}", fix)]
+    except ValueError as exc:
+        return [Item("dkim", FAIL, f"[render] dkim_private_key {r.dkim_private_key}: {exc}",
+                     fix)]
+    items = [Item("dkim", OK, f"key loads; selector {r.dkim_selector}, domain {r.dkim_domain}")]
+    if not aligned(domain, r.dkim_domain):
+        items.append(Item("dkim.alignment", FAIL, f"d={r.dkim_domain} does not align with "
+                          f"the From domain {domain} (DMARC fails)",
+                          f"set [render] dkim_domain = \"{domain}\""))
+    else:
+        items.append(Item("dkim.alignment", OK, f"d={r.dkim_domain} aligns with From {domain}"))
+    items.append(Item("dkim.dns", INFO, f'publish {r.dkim_selector}._domainkey.{r.dkim_domain} '
+                      f'TXT "{record}"'))
+    return items
+
+
+def dns_items(settings: Settings) -> list[Item]:
+    domain = _domain(settings.sender.from_address)
+    if local_name(domain):
+        domain = "your-domain.net"
+    backend = settings.transport.backend
+    if backend == "smtp":
+        host = settings.smtp.host
+        mech = f"ip4:{host}" if _is_ip(host) else f"a:{host}"
+        mech += " (or your relay's include:)"
+    else:
+        mech = SPF_INCLUDE.get(backend, "a mx")
+    return [
+        Item("spf", INFO, f'publish {domain} TXT "v=spf1 {mech} ~all" (nothing here can '
+             "query DNS: check it is there)"),
+        Item("dmarc", INFO, f'publish _dmarc.{domain} TXT "v=DMARC1; p=none; '
+             f'rua=mailto:dmarc@{domain}; adkim=r; aspf=r" (then tighten p= to quarantine)'),
+    ]
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _probe_smtp(settings: Settings) -> str:
+    """Connect, EHLO, STARTTLS/TLS and AUTH as ``send`` would, then QUIT: no mail."""
+    import aiosmtplib
+
+    c = settings.smtp
+    client = aiosmtplib.SMTP(hostname=c.host, port=c.port, timeout=min(c.timeout, 15.0),
+                             use_tls=c.security == "tls", start_tls=False,
+                             validate_certs=True, cert_bundle=c.ca_file or None)
+    await client.connect()
+    try:
+        await client.ehlo()
+        steps = ["connect", "EHLO"]
+        if c.security == "tls":
+            steps.insert(1, "TLS")
+        if c.security == "starttls":
+            await client.starttls()
+            await client.ehlo()
+            steps.append("STARTTLS")
+        if c.username:
+            await client.login(c.username, c.password or "")
+            steps.append("AUTH")
+        return ", ".join(steps)
+    finally:
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()
+
+
+def check_transport(settings: Settings) -> Item:
+    backend = settings.transport.backend
+    key = f"transport ({backend})"
+    if backend in LOCAL_BACKENDS:
+        return Item(key, FAIL, f"{backend} sends nothing anywhere",
+                    "set [transport] backend to smtp or an email API")
+    if backend == "smtp":
+        import aiosmtplib
+
+        c = settings.smtp
+        where = f"{c.host}:{c.port}"
+        try:
+            steps = asyncio.run(_probe_smtp(settings))
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            return Item(key, FAIL, f"{where}: login refused: {exc.code} {exc.message}",
+                        "check [smtp] username and password")
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return Item(key, FAIL, f"{where}: {str(exc) or type(exc).__name__}",
+                        "check [smtp] host, port and security")
+        fix = ""
+        if c.security == "none":
+            return Item(key, FAIL, f"{where}: {steps}, but without TLS",
+                        'set [smtp] security = "starttls" (or "tls")')
+        if not c.username:
+            fix = "no AUTH configured: fine for a relay that trusts this host"
+        return Item(key, OK, f"{where}: {steps} succeeded (nothing sent)", fix)
+    a = settings.api
+    if not a.api_key:
+        return Item(key, FAIL, "[api] api_key is not set", f"set the {backend} API key")
+    pattern, shape = _KEY_SHAPES[backend]
+    if not pattern.fullmatch(a.api_key.strip()):
+        return Item(key, FAIL, f"[api] api_key does not look like a {backend} key",
+                    f"expected {shape}")
+    if backend == "mailgun" and not a.domain:
+        return Item(key, FAIL, "[api] domain is not set", "set the Mailgun sending domain")
+    if backend == "ses" and not (a.secret_key and len(a.secret_key.strip()) == 40):
+        return Item(key, FAIL, "[api] secret_key is missing or not 40 characters",
+                    "set the SES secret access key")
+    return Item(key, OK, "API key present and well-formed (not sent anywhere)")
+
+
+def check_templates(settings: Settings) -> Item:
+    from newsletter.errors import TemplateError
+    from newsletter.render.compile import compile_templates, template_dir
+
+    try:
+        compiled = compile_templates(settings.render.templates)
+    except TemplateError as exc:
+        return Item("templates", FAIL, str(exc), "fix the template named above")
+    where = template_dir(settings.render.templates)
+    return Item("templates", OK, f"{where} compiles (version {compiled.version})")
+
+
+def check_images(settings: Settings) -> Item:
+    r = settings.render
+    if r.images == "none":
+        return Item("render.images", OK, "none: the email loads nothing when opened")
+    return Item("render.images", INFO, f"remote: thumbnails load from {r.image_url} "
+                "(the sender of those images sees each open)")
+
+
+def run_checks(settings: Settings, *, probe: bool = True) -> list[Item]:
+    """Every item, in the order an operator fixes them. ``probe=False`` skips the
+    network (the SMTP connection), for ``send``'s quick gate."""
+    items = [check_base_url(settings), check_sender(settings), check_list_id(settings),
+             check_postal(settings), *check_dkim(settings), *dns_items(settings)]
+    if probe:
+        items.append(check_transport(settings))
+    items += [check_templates(settings), check_images(settings)]
+    return items
+
+
+def as_json(items: list[Item]) -> dict[str, object]:
+    return {"ok": all(i.ok for i in items),
+            "items": [{**asdict(i), "ok": i.ok} for i in items]}
+
+
+def send_blockers(settings: Settings) -> list[str]:
+    """What makes mail through a real transport non-compliant (http unsubscribe link,
+    a local sender, no postal address); empty for ``outbox``/``console``."""
+    if settings.transport.backend in LOCAL_BACKENDS:
+        return []
+    items = [check_base_url(settings), check_sender(settings), check_postal(settings)]
+    return [f"{i.key}: {i.detail}" for i in items
+            if not i.ok and i.blocks_send]

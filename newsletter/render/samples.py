@@ -1,0 +1,99 @@
+"""The sample digests, rendered without a database: the bundled sample papers ranked
+for the bundled sample subscribers (what ``newsletter demo`` sends), a trending-only
+digest, and a digest of hostile titles and links.
+
+The screenshot script and the deliverability tests (SpamAssassin, axe-core,
+html-validate) look at exactly these, so what the README shows is what is tested.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from importlib import resources
+from types import SimpleNamespace
+from typing import Any
+
+from newsletter.config import Settings
+from newsletter.ingest.papers import Paper
+from newsletter.ingest.run import parse_text
+from newsletter.ranking.engine import Corpus, RankEntry, Ranker
+from newsletter.ranking.selection import load_acronyms
+from newsletter.render.digest import PaperInfo
+from newsletter.render.renderer import Recipient, Rendered, Renderer
+
+DAY = dt.date(2025, 12, 26)
+HOSTILE = [
+    "<script>alert('x')</script> Attention is all you need, again",
+    'Quotes "double" and \'single\' & ampersands in attention heads',
+    "Templates {{ config }} and {% raw %} braces for attention",
+    r"LaTeX $\mathcal{O}(n \log n)$ attention bounds \emph{tight}",
+    "Emoji 🚀🧠 attention and combining é",
+    "RTL: تعلم الآلة العميق attention and עברית",
+    "Long attention " + "x" * 5_000,
+]
+HOSTILE_URLS = ["javascript:alert(1)", 'https://github.com/x/y"onmouseover="alert(1)',
+                "data:text/html,<b>x</b>", "https://example.org/a b<c>"]
+
+
+def sample_papers() -> list[Paper]:
+    data = resources.files("newsletter.data").joinpath("sample_papers.json").read_text("utf-8")
+    return parse_text(data, "sample_papers.json")
+
+
+def sample_subscribers() -> list[Recipient]:
+    text = resources.files("newsletter.data").joinpath("sample_subscribers.csv").read_text(
+        "utf-8")
+    return [Recipient(i, row["email"], row["name"], row["keywords"])
+            for i, row in enumerate(csv.DictReader(io.StringIO(text)), 1)]
+
+
+def hostile_papers() -> list[Any]:
+    """Entries as a hostile feed could store them before ingest's link rule existed."""
+    return [SimpleNamespace(
+        id=f"2501.{i:05d}", arxiv_id=f"2501.{i:05d}", title=title,
+        abstract=f"{title}. We study attention in transformers.",
+        authors=["<b>Mallory</b>", "Eve O'Hara", "Trudy & Co", "Oscar"], published=DAY,
+        upvotes=i * 7, url=HOSTILE_URLS[i % len(HOSTILE_URLS)],
+        code_url=HOSTILE_URLS[(i + 1) % len(HOSTILE_URLS)], project_url="", keywords=[])
+        for i, title in enumerate(HOSTILE)]
+
+
+class SampleSet:
+    """One edition's renderer and ranker over some papers, ranking like ``send`` does:
+    matches above ``min_relevance`` by score, else the most upvoted as trending."""
+
+    def __init__(self, settings: Settings, rows: list[Any], day: dt.date = DAY) -> None:
+        self.settings = settings
+        entries = [RankEntry.of(r) for r in rows]
+        acronyms = load_acronyms(settings, entries)
+        self.ranker = Ranker(Corpus(entries, acronyms, settings.ranking, day), settings.ranking)
+        papers = [PaperInfo.of(r, f"{settings.web.base_url.rstrip('/')}/papers/{r.id}")
+                  for r in rows]
+        self.renderer = Renderer(settings, keys=["sample-key"], day=day, edition_id=1,
+                                 papers=papers, acronyms=acronyms)
+        self.upvotes = [int(r.upvotes or 0) for r in rows]
+
+    def render(self, who: Recipient) -> Rendered:
+        cfg = self.settings.ranking
+        every = list(range(len(self.upvotes)))
+        ex = self.ranker.explain_many(who.keywords, every)
+        matches = sorted((i for i in every if ex[i].relevance >= cfg.min_relevance),
+                         key=lambda i: -ex[i].score)[: cfg.max_papers]
+        if matches:
+            return self.renderer.render(who, matches, [ex[i] for i in matches], False)
+        top = sorted(every, key=lambda i: -self.upvotes[i])[: cfg.trending_count]
+        return self.renderer.render(who, top, [None] * len(top), True)
+
+
+def sample_digests(settings: Settings) -> dict[str, Rendered]:
+    """``sample`` (Ada's digest), ``trending`` (a profile matching nothing) and
+    ``hostile`` (hostile titles, authors and links)."""
+    sample = SampleSet(settings, sample_papers())
+    ada = sample_subscribers()[0]
+    nobody = Recipient(99, "nobody@example.org", "Nobody", "medieval falconry")
+    hostile = SampleSet(settings, hostile_papers())
+    return {"sample": sample.render(ada), "trending": sample.render(nobody),
+            "hostile": hostile.render(Recipient(7, "mallory@example.org", "Mallory <x>",
+                                                "attention, author:\"Eve O'Hara\""))}
