@@ -147,37 +147,39 @@ def growth(session: Session, today: dt.date, days: int = CHART_DAYS) -> list[int
 
 
 def sources(settings: Settings, session: Session) -> list[dict[str, Any]]:
-    """Each ``[[sources]]`` entry: its last conditional fetch (``fetch_state``) and
-    the papers stored from it (entries remember their origin)."""
+    """Each ``[[sources]]`` entry with its last conditional fetch (``fetch_state``
+    keeps one per URL that sent validators)."""
     out = []
     for src in settings.sources:
-        origin = src.url or src.path or ""
         state = session.get(FetchState, src.url) if src.url else None
-        newest = session.scalar(select(func.max(Entry.arrived_at)).where(Entry.source == origin))
-        new = 0
-        if newest is not None:
-            new = session.scalar(select(func.count()).select_from(Entry).where(
-                Entry.source == origin, Entry.arrived_at == newest)) or 0
-        total = session.scalar(select(func.count()).select_from(Entry)
-                               .where(Entry.source == origin)) or 0
-        out.append({"name": src.name, "kind": src.kind, "origin": origin,
-                    "fetched_at": state.fetched_at if state else None,
-                    "last_arrival": newest, "new_in_last": int(new), "papers": int(total)})
+        out.append({"name": src.name, "kind": src.kind, "origin": src.url or src.path or "",
+                    "fetched_at": state.fetched_at if state else None})
     return out
+
+
+def _reflected_rows(engine: Engine, session: Session, match: Any) -> list[dict[str, Any]] | None:
+    names = [n for n in inspect(engine).get_table_names() if match(n)]
+    if not names:
+        return None
+    table = Table(names[0], MetaData(), autoload_with=engine)
+    order = [c for c in table.c if c.name.endswith("_at") or "seen" in c.name
+             or "beat" in c.name]
+    q = select(table).limit(50)
+    if order:
+        q = q.order_by(order[0].desc())
+    return [dict(r._mapping) for r in session.execute(q)]
+
+
+def ingest_log(engine: Engine, session: Session) -> list[dict[str, Any]] | None:
+    """Rows of an ingest-run record (when, how many new papers, errors) when the
+    database keeps one; None when it has no such table."""
+    return _reflected_rows(engine, session, lambda n: "ingest" in n or n.startswith("source_"))
 
 
 def heartbeats(engine: Engine, session: Session) -> list[dict[str, Any]] | None:
     """Rows of a heartbeat table when the scheduler/workers keep one; None when the
     database has no such table (the console then says nothing about liveness)."""
-    names = [n for n in inspect(engine).get_table_names() if "heartbeat" in n]
-    if not names:
-        return None
-    table = Table(names[0], MetaData(), autoload_with=engine)
-    order = [c for c in table.c if "at" in c.name or "seen" in c.name or "beat" in c.name]
-    q = select(table).limit(50)
-    if order:
-        q = q.order_by(order[0].desc())
-    return [dict(r._mapping) for r in session.execute(q)]
+    return _reflected_rows(engine, session, lambda n: "heartbeat" in n)
 
 
 # ---- subscribers ---------------------------------------------------------------------

@@ -259,6 +259,7 @@ def create_admin(app: App) -> ASGIApp:
             growth = data.growth(s, today)
             sources = data.sources(settings, s)
             beats = data.heartbeats(app.engine, s)
+            ingests = data.ingest_log(app.engine, s)
         return c.page(
             request, "dashboard.html", nav="dashboard", editions=editions, days=days,
             series=series, chart=charts.line_chart(days, series, title="Last 30 days: "
@@ -268,7 +269,7 @@ def create_admin(app: App) -> ASGIApp:
             subs=subs, subs_total=sum(subs.values()), growth=growth,
             growth_chart=charts.bar_chart(growth, title="New subscribers per day, "
                                           "last 30 days"),
-            sources=sources, heartbeats=beats, statuses=list(DeliveryStatus))
+            sources=sources, ingests=ingests, heartbeats=beats, statuses=list(DeliveryStatus))
 
     # ---- subscribers ---------------------------------------------------------------
 
