@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 from starlette.routing import Mount, Route
@@ -369,3 +370,69 @@ def test_dashboard_shows_heartbeats_only_when_kept(console: Console) -> None:
             "INSERT INTO heartbeats VALUES ('worker@host-7', '2025-12-26 07:00:00')"))
     page = c.get("/")
     assert "Scheduler and workers" in page.text and "worker@host-7" in page.text
+
+
+def test_every_page_renders_on_postgresql(pg_url: str, tmp_path: Any) -> None:
+    """The console's queries (date grouping, row-value keyset, ILIKE on trigram
+    indexes) on PostgreSQL, with an edition sent and a failure in it."""
+    from newsletter.config import Settings
+    from newsletter.delivery.runs import run_send
+    from newsletter.ingest.run import ingest
+    from newsletter.store.db import get_engine
+    from newsletter.store.subscribers import import_csv
+
+    from .conftest import ROOT
+
+    settings = Settings().replace(database={"url": pg_url},
+                                  outbox={"path": str(tmp_path / "outbox")})
+    engine = get_engine(pg_url)
+    with session_scope(engine) as s:
+        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        import_csv(s, (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes(),
+                   "sample_subscribers.csv")
+    summary = run_send(settings, engine, dt.date.today())
+    with session_scope(engine) as s:
+        indexes = {r[0] for r in s.execute(__import__("sqlalchemy").text(
+            "SELECT indexname FROM pg_indexes WHERE indexname LIKE '%trgm'"))}
+    assert {"ix_subscribers_email_trgm", "ix_entries_title_trgm"} <= indexes
+    for console in start_console(settings, engine):
+        c = console.login()
+        eid = summary.edition.id
+        for path in ("/", "/subscribers?q=example&by=any&status=active", "/subscribers/1",
+                     f"/editions/{eid}?state=sent", "/papers?q=vision",
+                     "/preview?keywords=vision+transformer", "/subscribers/export.csv"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.text[-500:])
+        page = c.get("/papers?q=transformer")
+        cursor = re.search(r'href="\?q=transformer&amp;after=([^"]+)"', page.text)
+        if cursor:
+            assert c.get(f"/papers?q=transformer&after={cursor.group(1)}").status_code == 200
+        dash = c.get("/").text
+        assert f'data-state="sent">{summary.report.counts["sent"]}<' in dash
+
+
+@hsettings(max_examples=60, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(
+    st.sampled_from(["a@example.org", "b@example.org", "bad address", "", "c@x.example"]),
+    st.sampled_from(["gnn", "x^0", '"unclosed', "", "diffusion, -medical"]),
+    st.sampled_from(["UTC", "Europe/Paris", "Mars/Base", ""]),
+    st.sampled_from(["7", "", "24", "x"])), max_size=6))
+def test_import_report_agrees_with_import(sqlite_url: str, rows: list[tuple[str, ...]]) -> None:
+    """The console lists every bad row (check_csv); the import stops at the first. They
+    must agree on whether a file imports, and on its first bad line."""
+    from newsletter.errors import InputError
+    from newsletter.store.db import get_engine
+    from newsletter.store.subscribers import check_csv, import_csv
+
+    data = ("email,name,keywords,tz,hour\n" + "".join(
+        f'{e},,"{k.replace(chr(34), chr(34) * 2)}",{tz},{h}\n' for e, k, tz, h in rows)).encode()
+    errors = check_csv(data, "f.csv")
+    engine = get_engine(sqlite_url)
+    with session_scope(engine, readonly=True) as s:
+        try:
+            import_csv(s, data, "f.csv")
+        except InputError as exc:
+            assert errors and errors[0] == exc.message
+        else:
+            assert errors == []

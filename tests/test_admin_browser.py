@@ -11,7 +11,6 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +30,8 @@ NEEDLE = "needle.person@research.example"
 
 
 @pytest.fixture
-def sent_world(world, smtp_sink, cli, sqlite_url: str) -> Iterator[tuple[Console, Any, dict[str, Any]]]:  # type: ignore[no-untyped-def]
+def sent_world(world, smtp_sink, cli,  # type: ignore[no-untyped-def]
+               sqlite_url: str) -> Iterator[tuple[Console, Any, dict[str, Any]]]:
     """An edition really sent through SMTP (one transient failure), then 10,000 more
     subscribers, and the console serving it all with the same SMTP sink."""
     settings, engine = world

@@ -48,9 +48,10 @@ def line_chart(days: Sequence[dt.date], series: Mapping[str, Sequence[int]], *, 
         parts.append(f'<text class="axis" x="{left - 4}" y="{y(v) + 4:.1f}" '
                      f'text-anchor="end">{v}</text>')
     for i, d in enumerate(days):
-        if i % 7 == 0 or i == len(days) - 1:
+        if (len(days) - 1 - i) % 7 == 0:  # weekly, ending on the last day
+            anchor = "end" if i == len(days) - 1 else "middle"
             parts.append(f'<text class="axis" x="{x(i):.1f}" y="{top + plot_h + 14}" '
-                         f'text-anchor="middle">{d:%m-%d}</text>')
+                         f'text-anchor="{anchor}">{d:%m-%d}</text>')
     for name, values in series.items():
         points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
         parts.append(f'<polyline class="line s-{escape(name)}" points="{points}"/>')
