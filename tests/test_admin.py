@@ -436,3 +436,30 @@ def test_import_report_agrees_with_import(sqlite_url: str, rows: list[tuple[str,
             assert errors and errors[0] == exc.message
         else:
             assert errors == []
+
+
+def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> None:
+    c = console.login()
+    with session_scope(console.engine) as s:
+        ada = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        grace = s.scalar(select(Subscriber).where(Subscriber.email == "grace@example.org"))
+        assert ada is not None and grace is not None
+        grace.status = "bounced"
+        ids, ada_tz = (ada.id, grace.id), ada.tz
+    token = csrf_of(c, f"/subscribers/{ids[0]}")
+    base = {"csrf": token, "name": "Ada", "keywords": "gnn", "tz": "UTC", "hour": "7"}
+    bad = c.post(f"/subscribers/{ids[0]}", data={**base, "tz": "Mars/Base", "status": "active"})
+    assert bad.status_code == 400 and "unknown time zone &#39;Mars/Base&#39;" in bad.text
+    assert "Mars/Base" in bad.text  # the form keeps what was typed
+    forged = c.post(f"/subscribers/{ids[0]}", data={**base, "status": "bounced"})
+    assert forged.status_code == 400 and "status: expected one of" in forged.text
+    # A bounced subscriber's keywords can be edited; the bounce stays a fact.
+    kept = c.post(f"/subscribers/{ids[1]}", data={**base, "keywords": "diffusion",
+                                                  "status": "bounced"})
+    assert kept.status_code == 200 and "Saved." in kept.text
+    with session_scope(console.engine) as s:
+        a, g = s.get(Subscriber, ids[0]), s.get(Subscriber, ids[1])
+        assert a is not None and g is not None
+        assert a.keywords != "gnn"  # neither refused form stored anything
+        assert a.tz == ada_tz and a.status == "active"
+        assert (g.keywords, g.status) == ("diffusion", "bounced")

@@ -301,8 +301,6 @@ def create_admin(app: App) -> ASGIApp:
                           "tz": subs_mod.check_tz(str(form.get("tz", ""))),
                           "send_hour": subs_mod.check_hour(str(form.get("hour", ""))),
                           "status": str(form.get("status", ""))}
-                if values["status"] not in EDITABLE_STATUSES:
-                    raise InputError(f"status: expected one of {', '.join(EDITABLE_STATUSES)}")
             except InputError as exc:
                 error = exc.message
             else:
@@ -310,6 +308,11 @@ def create_admin(app: App) -> ASGIApp:
                     sub = s.get(Subscriber, sub_id)
                     if sub is None:
                         raise HTTPException(404, "no such subscriber")
+                    # Bounced, complained and pending are facts, not choices: they can be
+                    # kept (to edit the keywords) or left for a chosen status, not set.
+                    if values["status"] not in (*EDITABLE_STATUSES, sub.status):
+                        error = f"status: expected one of {', '.join(EDITABLE_STATUSES)}"
+                        values = {}
                     changed = {k: v for k, v in values.items() if getattr(sub, k) != v}
                     for k, v in changed.items():
                         setattr(sub, k, v)
@@ -317,7 +320,7 @@ def create_admin(app: App) -> ASGIApp:
                         s.add(Event(subscriber_id=sub.id, kind="edited",
                                     detail={"by": f"admin:{user_of(request)}",
                                             "fields": sorted(changed)}))
-                saved = True
+                saved = not error
         with session_scope(app.engine, readonly=True) as s:
             sub = s.get(Subscriber, sub_id)
             if sub is None:
@@ -329,7 +332,8 @@ def create_admin(app: App) -> ASGIApp:
             shown = {k: str(form.get(k, v)) for k, v in shown.items()}
         return c.page(request, "subscriber.html", 400 if error else 200, nav="subscribers",
                       sub=sub, shown=shown, error=error, saved=saved, deliveries=deliveries,
-                      events=events, statuses=EDITABLE_STATUSES)
+                      events=events, statuses=list(dict.fromkeys((*EDITABLE_STATUSES,
+                                                                  sub.status))))
 
     async def import_csv(request: Request) -> Response:
         form = await checked_form(request)
