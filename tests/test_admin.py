@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from newsletter.app import App
 from newsletter.render.links import Signer, secret_keys
 from newsletter.store.db import session_scope
-from newsletter.store.models import AdminLoginAttempt, AdminSession, Subscriber
+from newsletter.store.models import AdminLoginAttempt, AdminSession, Delivery, Subscriber
 from newsletter.web import create_app
 from newsletter.web.admin import PUBLIC, auth
 
@@ -463,3 +463,21 @@ def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> Non
         assert a.keywords != "gnn"  # neither refused form stored anything
         assert a.tz == ada_tz and a.status == "active"
         assert (g.keywords, g.status) == ("diffusion", "bounced")
+
+
+def test_dashboard_shows_a_running_edition(console: Console) -> None:
+    """Planned but not yet delivered: the dashboard shows progress, pace, and reloads
+    itself (a meta refresh: the console runs no script)."""
+    from newsletter.delivery.runs import plan_edition
+
+    c = console.login()
+    assert "Sending now" not in c.get("/").text
+    planned = plan_edition(console.settings, console.engine, dt.date(2025, 12, 26))
+    with session_scope(console.engine) as s:
+        s.execute(update(Delivery).where(Delivery.id == 1).values(
+            status="sent", sent_at=dt.datetime.now(dt.UTC).replace(tzinfo=None)))
+    page = c.get("/").text
+    assert "Sending now: edition 2025-12-26" in page
+    assert f'<span id="running-done">1</span> of {planned.pending}' in page
+    assert "1 sent in the last minute" in page
+    assert '<meta http-equiv="refresh" content="15">' in page

@@ -196,6 +196,11 @@ def test_console_end_to_end(sent_world, browser) -> None:  # type: ignore[no-unt
     assert first.locator("td").last.inner_text().strip()  # where it came from
     check_page(page, "papers")
 
+    # An error page looks like the rest.
+    assert page.goto(console.url + "/editions/987654").status == 404
+    assert "no such edition" in page.content()
+    check_page(page, "error")
+
     # Nothing went anywhere but this server, and the CSP was never in the way.
     assert all(u.startswith(("http://127.0.0.1", "data:", "about:")) for u in requests), requests
     assert not csp_errors, csp_errors
@@ -213,3 +218,13 @@ def test_console_end_to_end(sent_world, browser) -> None:  # type: ignore[no-unt
         "/", "/subscribers", "/papers", f"/editions/{status['edition']}",
         f"/preview?subscriber={NEEDLE}"])
     ctx.close()
+
+
+def test_setup_page_without_operators(world, browser) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    for console in start_console(settings, engine, user=False):
+        page = browser.new_page()
+        assert page.goto(console.url + "/").status == 503
+        assert "newsletter admin add-user NAME" in page.content()
+        check_page(page, "setup")
+        page.close()
