@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from newsletter.app import App
 from newsletter.delivery.deliver import deliver
-from newsletter.delivery.edition import open_edition
+from newsletter.delivery.edition import EditionContext, open_edition
 from newsletter.delivery.ledger import DbLedger
 from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError, NewsletterError
@@ -215,9 +216,13 @@ def create_admin(app: App) -> ASGIApp:
         if nonce is None or not c.signer.check_csrf(f"login:{nonce}", str(form.get("csrf", ""))):
             return _login_page(request, nxt, "The form expired: please log in again.", 403)
         client = request.client.host if request.client else "unknown"
-        with app.session() as s:
-            done = auth.login(s, settings.admin, c.signer, str(form.get("name", "")),
-                              str(form.get("password", "")), client)
+
+        def check() -> auth.Login | str:  # Argon2 is slow on purpose: not on the event loop
+            with app.session() as s:
+                return auth.login(s, settings.admin, c.signer, str(form.get("name", "")),
+                                  str(form.get("password", "")), client)
+
+        done = await asyncio.to_thread(check)
         if isinstance(done, str):
             return _login_page(request, nxt, done, 401)
         response = RedirectResponse(PREFIX + nxt, status_code=303)
@@ -227,8 +232,6 @@ def create_admin(app: App) -> ASGIApp:
         return response
 
     def _login_page(request: Request, nxt: str, error: str, code: int = 200) -> Response:
-        import secrets
-
         nonce = secrets.token_urlsafe(16)
         response = c.page(request, "login.html", code, error=error, next=nxt,
                           login_csrf=c.signer.csrf(f"login:{nonce}"))
@@ -249,7 +252,7 @@ def create_admin(app: App) -> ASGIApp:
 
     # ---- dashboard -----------------------------------------------------------------
 
-    async def dashboard(request: Request) -> Response:
+    def dashboard(request: Request) -> Response:  # sync: Starlette runs it in a thread
         today = dt.datetime.now(dt.UTC).date()
         with session_scope(app.engine, readonly=True) as s:
             editions = data.last_editions(s)
@@ -273,7 +276,7 @@ def create_admin(app: App) -> ASGIApp:
 
     # ---- subscribers ---------------------------------------------------------------
 
-    async def subscribers(request: Request) -> Response:
+    def subscribers(request: Request) -> Response:  # sync: Starlette runs it in a thread
         p = request.query_params
         q, by, status = p.get("q", ""), p.get("by", "address"), p.get("status", "")
         if status not in ("", *(str(x) for x in SubscriberStatus)):
@@ -382,7 +385,7 @@ def create_admin(app: App) -> ASGIApp:
 
     # ---- editions ------------------------------------------------------------------
 
-    async def edition(request: Request) -> Response:
+    def edition(request: Request) -> Response:  # sync: Starlette runs it in a thread
         eid = request.path_params["edition_id"]
         state = request.query_params.get("state", "")
         if state not in ("", *(str(x) for x in DeliveryStatus)):
@@ -411,11 +414,14 @@ def create_admin(app: App) -> ASGIApp:
         if found is None:
             raise HTTPException(404, "no such edition")
         ledger = DbLedger(app.engine, found)
-        queued = ledger.retry_failed()
+        queued = await asyncio.to_thread(ledger.retry_failed)
         notice = f"{queued} transient failures queued again"
         if queued:
-            with session_scope(app.engine, readonly=True) as s:
-                ctx = open_edition(settings, s, found)
+            def opened() -> EditionContext:
+                with session_scope(app.engine, readonly=True) as s:
+                    return open_edition(settings, s, found)
+
+            ctx = await asyncio.to_thread(opened)
             report = await deliver(settings, ledger, ctx, make_transport(settings))
             notice += (f"; sent {report.counts['sent']}, failed {report.counts['failed']}")
         return RedirectResponse(f"{PREFIX}/editions/{eid}?{urlencode({'notice': notice})}",
@@ -477,7 +483,7 @@ def create_admin(app: App) -> ASGIApp:
 
     # ---- papers --------------------------------------------------------------------
 
-    async def papers(request: Request) -> Response:
+    def papers(request: Request) -> Response:  # sync: Starlette runs it in a thread
         q = request.query_params.get("q", "")
         with session_scope(app.engine, readonly=True) as s:
             page = data.find_papers(s, q=q, after=request.query_params.get("after", ""),
