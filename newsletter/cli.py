@@ -40,6 +40,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 subs_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(subs_app, name="subscribers")
+admin_app = typer.Typer(help="Operators of the /admin console.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 
 err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 out = Console(highlight=False, soft_wrap=True, markup=False)  # titles may hold [brackets]
@@ -455,7 +457,8 @@ def web(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Serve the subscribe, confirm, unsubscribe, preferences and view-in-browser pages."""
+    """Serve the subscribe, confirm, unsubscribe, preferences and view-in-browser pages,
+    and the operator console at /admin."""
     import uvicorn
 
     from newsletter.render.links import Signer, secret_keys
@@ -499,6 +502,64 @@ def run(ctx: typer.Context) -> None:
     for job in sched.get_jobs():
         err.print(f"scheduled: {job.name} ({job.trigger})")
     sched.start()
+
+
+@admin_app.command("add-user")
+def admin_add_user(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The operator's user name.")],
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from the first line of stdin.")] = False,
+) -> None:
+    """Add an operator of the /admin console (the password is stored as an Argon2 hash)."""
+    from newsletter.web.admin import auth
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        raise InputError("no terminal to ask for a password: use --password-stdin")
+    a = _app(ctx)
+    with a.session() as s:
+        auth.add_user(s, name, password)
+    err.print(f"added admin user {name}; log in at "
+              f"{a.settings.web.base_url.rstrip('/')}/admin/")
+
+
+@admin_app.command("list-users")
+def admin_list_users(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """List the console's operators and when each last logged in."""
+    from newsletter.web.admin import auth
+
+    a = _app(ctx)
+    with a.session() as s:
+        users = [{"name": u.name, "created_at": u.created_at.isoformat(timespec="seconds"),
+                  "last_login_at": u.last_login_at.isoformat(timespec="seconds")
+                  if u.last_login_at else None} for u in auth.list_users(s)]
+    if as_json:
+        _print_json(users)
+        return
+    for u in users:
+        out.print(f"{u['name']}\tcreated {u['created_at']}\tlast login "
+                  f"{u['last_login_at'] or 'never'}")
+    err.print(f"{len(users)} admin users")
+
+
+@admin_app.command("remove-user")
+def admin_remove_user(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The operator's user name.")]
+) -> None:
+    """Remove an operator; their open sessions end at once."""
+    from newsletter.web.admin import auth
+
+    a = _app(ctx)
+    with a.session() as s:
+        auth.remove_user(s, name)
+    err.print(f"removed admin user {name}")
 
 
 def main() -> None:

@@ -130,6 +130,16 @@ class ScheduleConfig(_Section):
     timezone: str = "UTC"
 
 
+class AdminConfig(_Section):
+    """The /admin console: how long a login lasts and when failed logins lock it."""
+
+    session_hours: float = Field(default=12.0, gt=0)
+    max_failures_per_user: int = Field(default=5, ge=1)
+    max_failures_per_client: int = Field(default=20, ge=1)
+    lockout_minutes: float = Field(default=15.0, gt=0)
+    page_size: int = Field(default=50, ge=1, le=1000)
+
+
 class Settings(_Section):
     database: DatabaseConfig = DatabaseConfig()
     sender: SenderConfig = SenderConfig()
@@ -142,6 +152,7 @@ class Settings(_Section):
     render: RenderConfig = RenderConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     queue: QueueConfig = QueueConfig()
+    admin: AdminConfig = AdminConfig()
     sources: list[SourceConfig] = Field(default_factory=list)
     source_file: str | None = None  # where the file layer came from, for messages
 

@@ -104,6 +104,7 @@ class PreviewReport:
     outcomes: list[Outcome] = field(default_factory=list)
     empty_profiles: int = 0
     screenshots: list[Path] = field(default_factory=list)
+    context: EditionContext | None = None  # what ranked and rendered it (the "why")
 
     def summary(self) -> dict[str, Any]:
         rendered = [o.rendered for o in self.outcomes if o.rendered is not None]
@@ -145,7 +146,10 @@ def require_database(engine: Engine) -> None:
 
 def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
                 email: str | None = None, limit: int | None = None,
+                recipients: list[tuple[int, str, str, str]] | None = None,
                 on_progress: Callable[[Outcome], None] | None = None) -> PreviewReport:
+    """``recipients`` (id, email, name, keywords) previews people who need not be
+    subscribers: the console's "type any keywords"."""
     require_database(engine)
     with engine.connect().execution_options(**{READONLY: True}) as conn, \
             Session(bind=conn) as s:  # read-only; nothing committed
@@ -153,7 +157,7 @@ def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
         edition = existing or Edition(id=0, day=day, slot="", cutoff=utcnow())
         ctx = open_edition(settings, s, edition)
         rows = ctx.rows
-        subs = list(subscriber_rows(s, email=email))
+        subs = recipients if recipients is not None else list(subscriber_rows(s, email=email))
         if email and not subs:
             raise InputError(f"{email} is not a subscriber")
         if limit:
@@ -177,5 +181,5 @@ def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
             on_progress(o)
 
     run_async(deliver(settings, ledger, ctx, transport, on_progress=progress))
-    report = PreviewReport(out, len(rows), ledger.outcomes + skipped, empty)
+    report = PreviewReport(out, len(rows), ledger.outcomes + skipped, empty, context=ctx)
     return report

@@ -119,6 +119,46 @@ def _rows(text: str, origin: str) -> Iterator[tuple[int, dict[str, str]]]:
         yield reader.line_num, {k: (v or "") for k, v in row.items()}
 
 
+def _row_values(row: dict[str, str]) -> dict[str, object]:
+    """One CSV row checked and turned into column values; InputError names the field."""
+    values: dict[str, object] = {
+        "email": normalize_email(row.get("email", "")),
+        "name": row.get("name", "").strip(),
+        "keywords": check_keywords(row.get("keywords", "")),
+        "tz": check_tz(row.get("tz", "")),
+        "send_hour": check_hour(row.get("hour")),
+        "status": row.get("status", "").strip() or "active",
+    }
+    if values["status"] not in IMPORT_STATUSES:
+        raise InputError(f"invalid status {values['status']!r}: expected one of "
+                         f"{', '.join(IMPORT_STATUSES)}")
+    return values
+
+
+def check_csv(data: bytes, origin: str) -> list[str]:
+    """Every bad row of an import, one message each naming the line (``import_csv``
+    stops at the first); empty when the file would import."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return [f"{origin}:{line}: invalid UTF-8: expected a UTF-8 CSV file"]
+    if not text.strip():
+        return [f"{origin}: empty file: expected a header row email,name,keywords,tz,hour"]
+    errors = []
+    try:
+        for line, row in _rows(text, origin):
+            try:
+                _row_values(row)
+            except InputError as exc:
+                errors.append(f"{origin}:{line}: {exc.message}")
+    except InputError as exc:
+        errors.append(exc.message)
+    except csv.Error as exc:
+        errors.append(f"{origin}: malformed CSV: {exc}")
+    return errors
+
+
 def import_csv(session: Session, data: bytes, origin: str) -> ImportReport:
     try:
         text = data.decode("utf-8-sig")
@@ -136,20 +176,10 @@ def import_csv(session: Session, data: bytes, origin: str) -> ImportReport:
         parsed: Iterable[tuple[int, dict[str, str]]] = _rows(text, origin)
         for line, row in parsed:
             try:
-                address = normalize_email(row.get("email", ""))
-                values = {
-                    "email": address,
-                    "name": row.get("name", "").strip(),
-                    "keywords": check_keywords(row.get("keywords", "")),
-                    "tz": check_tz(row.get("tz", "")),
-                    "send_hour": check_hour(row.get("hour")),
-                    "status": row.get("status", "").strip() or "active",
-                }
-                if values["status"] not in IMPORT_STATUSES:
-                    raise InputError(f"invalid status {values['status']!r}: expected one of "
-                                     f"{', '.join(IMPORT_STATUSES)}")
+                values = _row_values(row)
             except InputError as exc:
                 raise InputError(f"{origin}:{line}: {exc.message}") from None
+            address = str(values["email"])
             if address in existing or address in seen:
                 report.duplicates.append((line, address))
                 continue

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from newsletter.app import App
 from newsletter.errors import InputError, NewsletterError
@@ -35,6 +35,8 @@ from newsletter.urls import safe_url
 
 
 def create_app(app: App) -> Starlette:
+    from newsletter.web.admin import create_admin
+
     settings = app.settings
     directory = Path(settings.render.templates) if settings.render.templates else BUNDLED
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(directory / "web")),
@@ -240,6 +242,7 @@ def create_app(app: App) -> Starlette:
         Route("/view/{token}", view),
         Route("/papers/{entry_id:path}", paper),
         Route("/webhooks/{provider}/{token}", webhook, methods=["POST"]),
+        Mount("/admin", app=create_admin(app)),  # the operator console (own auth, CSRF)
     ]
     return Starlette(routes=routes)
 

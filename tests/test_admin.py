@@ -1,0 +1,483 @@
+"""The operator console at /admin, over real HTTP (uvicorn on 127.0.0.1): access
+control walked over the route table, sessions, CSRF, login limits, CSV import and
+export, pagination, and the ``newsletter admin`` commands."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from sqlalchemy import func, select, update
+from starlette.routing import Mount, Route
+
+from newsletter.app import App
+from newsletter.render.links import Signer, secret_keys
+from newsletter.store.db import session_scope
+from newsletter.store.models import AdminLoginAttempt, AdminSession, Delivery, Subscriber
+from newsletter.web import create_app
+from newsletter.web.admin import PUBLIC, auth
+
+from .conftest import free_port
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Console:
+    url: str  # .../admin
+    settings: Any
+    engine: Any
+    server: Any
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=60)
+
+    def login(self, name: str = "ops", password: str = PASSWORD) -> httpx.Client:
+        c = self.client()
+        r = login(c, name, password)
+        assert r.status_code == 303, r.text
+        return c
+
+
+def login(c: httpx.Client, name: str, password: str, **headers: str) -> httpx.Response:
+    page = c.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token, page.text
+    return c.post("/login", data={"name": name, "password": password,
+                                  "csrf": token.group(1)}, headers=headers)
+
+
+def csrf_of(c: httpx.Client, path: str = "/") -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', c.get(path).text)
+    assert found
+    return found.group(1)
+
+
+def serve(settings: Any, engine: Any) -> tuple[str, Any, threading.Thread]:
+    import uvicorn
+
+    port = free_port()
+    settings = settings.replace(web={"base_url": f"http://127.0.0.1:{port}"})
+    server = uvicorn.Server(uvicorn.Config(create_app(App(settings, engine)), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+def start_console(settings: Any, engine: Any, *, user: bool = True) -> Iterator[Console]:
+    if user:
+        with session_scope(engine) as s:
+            auth.add_user(s, "ops", PASSWORD)
+    url, server, thread = serve(settings, engine)
+    yield Console(url + "/admin", settings.replace(web={"base_url": url}), engine, server)
+    server.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture
+def console(world) -> Iterator[Console]:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    yield from start_console(settings, engine)
+
+
+def admin_routes() -> list[Route]:
+    """Every route of the console, read from the app's own route table."""
+    from newsletter.config import Settings
+
+    app = create_app(App(Settings().replace(database={"url": "sqlite://"})))
+    [mount] = [r for r in app.routes if isinstance(r, Mount) and r.path == "/admin"]
+    routes = [r for r in mount.app.routes if isinstance(r, Route)]  # type: ignore[union-attr]
+    assert len(routes) >= 10
+    return routes
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+def test_every_route_refuses_without_a_session(console: Console) -> None:
+    """Walked over the route table, so a route added later cannot be forgotten."""
+    signer = None
+    with session_scope(console.engine) as s:
+        signer = Signer(secret_keys(console.settings, s))
+    link_token = signer.token("preferences", 1)
+    forged = auth.CookieSigner(["not the key"]).sign("session", "x" * 43)
+    checked = 0
+    for route in admin_routes():
+        if route.path in PUBLIC:
+            continue
+        for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
+            for cookie in (None, forged, link_token, "garbage"):
+                c = console.client()
+                if cookie:
+                    c.cookies.set(auth.COOKIE, cookie)
+                r = c.request(method, concrete(route.path), data={"csrf": "x"})
+                if method == "GET":
+                    assert r.status_code == 303, (route.path, r.status_code)
+                    assert r.headers["location"].startswith("/admin/login?next=")
+                else:
+                    assert r.status_code == 403, (route.path, method, r.status_code)
+                assert "subscriber" not in r.text.lower() or r.status_code == 303
+                checked += 1
+    assert checked >= 40
+    # The public ones are what they say.
+    assert console.client().get("/login").status_code == 200
+    assert console.client().get("/static/admin.css").headers["content-type"].startswith("text/css")
+
+
+def test_login_session_logout_and_expiry(console: Console) -> None:
+    c = console.client()
+    bad = login(c, "ops", "wrong password")
+    assert bad.status_code == 401 and "wrong user name or password" in bad.text
+    unknown = login(c, "nobody", "wrong password")
+    assert unknown.status_code == 401 and "wrong user name or password" in unknown.text
+    ok = login(c, "ops", PASSWORD)
+    assert ok.status_code == 303
+    cookie = ok.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    assert "Path=/admin" in cookie and "Secure" not in cookie  # base_url is http here
+    assert c.get("/").status_code == 200
+    # A tampered cookie is refused before the database is asked.
+    value = c.cookies.get(auth.COOKIE)
+    assert value
+    forged = httpx.Client(base_url=console.url)
+    forged.cookies.set(auth.COOKIE, value[:-2] + ("AA" if not value.endswith("AA") else "BB"))
+    assert forged.get("/", follow_redirects=False).status_code == 303
+    # Expired: refused.
+    with session_scope(console.engine) as s:
+        s.execute(update(AdminSession).values(expires_at=dt.datetime(2000, 1, 1)))
+    assert c.get("/").status_code == 303
+    # Logout ends the session server-side: the old cookie no longer works.
+    c2 = console.login()
+    old = c2.cookies.get(auth.COOKIE)
+    assert c2.post("/logout", data={"csrf": csrf_of(c2)}).status_code == 303
+    again = console.client()
+    again.cookies.set(auth.COOKIE, old or "")
+    assert again.get("/").status_code == 303
+
+
+def test_secure_cookie_when_base_url_is_https(world) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    from newsletter.web.admin.routes import Console as RoutesConsole
+
+    https = RoutesConsole(App(settings.replace(web={"base_url": "https://digest.example.org"}),
+                              engine))
+    from starlette.responses import Response
+
+    r = Response()
+    https.set_cookie(r, auth.COOKIE, "v", 60)
+    assert "Secure" in r.headers["set-cookie"]
+
+
+@pytest.fixture
+def strict_console(world) -> Iterator[Console]:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    yield from start_console(settings.replace(admin={"max_failures_per_user": 3,
+                                                     "max_failures_per_client": 6}), engine)
+
+
+def test_failed_login_limits_per_user_and_per_client(strict_console: Console) -> None:
+    console = strict_console
+    limit = console.settings.admin.max_failures_per_user
+    c = console.client()
+    for _ in range(limit):
+        assert login(c, "ops", "nope nope").status_code == 401
+    # Locked: even the right password is refused now, and says why.
+    locked = login(c, "ops", PASSWORD)
+    assert locked.status_code == 401 and "too many failed logins for this user" in locked.text
+    with session_scope(console.engine) as s:
+        assert s.scalar(select(func.count()).select_from(AdminSession)) == 0
+    # Per client: many names from one address.
+    with session_scope(console.engine) as s:
+        s.execute(AdminLoginAttempt.__table__.delete())
+        auth.add_user(s, "other", PASSWORD)
+    for i in range(console.settings.admin.max_failures_per_client):
+        login(c, f"guess{i}", "nope nope")
+    blocked = login(c, "other", PASSWORD)
+    assert "too many failed logins from this address" in blocked.text
+    # After the window, the user gets in again.
+    with session_scope(console.engine) as s:
+        s.execute(update(AdminLoginAttempt).values(at=dt.datetime(2000, 1, 1)))
+    assert login(console.client(), "ops", PASSWORD).status_code == 303
+
+
+def test_cross_site_and_csrf_less_posts_are_refused(console: Console) -> None:
+    c = console.login()
+    with session_scope(console.engine) as s:
+        sub = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        assert sub is not None
+        sid, before = sub.id, sub.keywords
+    form = {"name": "", "keywords": "evil", "tz": "UTC", "hour": "7", "status": "active"}
+    token = csrf_of(c)
+    # Cross-site, even with a valid token: refused by Origin and by Sec-Fetch-Site.
+    r = c.post(f"/subscribers/{sid}", data={**form, "csrf": token},
+               headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    r = c.post(f"/subscribers/{sid}", data={**form, "csrf": token},
+               headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    # Every POST route needs the form's token, walked over the route table.
+    for route in admin_routes():
+        if "POST" in (route.methods or ()) and route.path not in PUBLIC:
+            for bad in ({}, {"csrf": "forged"}):
+                r = c.post(concrete(route.path), data={**form, **bad})
+                assert r.status_code == 403, (route.path, r.status_code)
+    with session_scope(console.engine) as s:
+        assert s.get(Subscriber, sid).keywords == before  # type: ignore[union-attr]
+    # The same edit, same-origin with the token, works.
+    r = c.post(f"/subscribers/{sid}", data={**form, "csrf": token},
+               headers={"Origin": console.url.rsplit("/admin", 1)[0]})
+    assert r.status_code == 200 and "Saved." in r.text
+    with session_scope(console.engine) as s:
+        assert s.get(Subscriber, sid).keywords == "evil"  # type: ignore[union-attr]
+
+
+def test_no_admin_user_says_how_to_create_one(world) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    for console in start_console(settings, engine, user=False):
+        for path in ("/", "/login", "/subscribers"):
+            r = console.client().get(path)
+            assert r.status_code == 503
+            assert "newsletter admin add-user" in r.text
+
+
+def test_csv_import_lists_every_bad_row_and_stores_nothing(console: Console) -> None:
+    c = console.login()
+    with session_scope(console.engine) as s:
+        before = s.scalar(select(func.count()).select_from(Subscriber))
+    bad = ("email,name,keywords,tz,hour\n"
+           "ok1@example.org,,diffusion,UTC,7\n"
+           "not-an-address,,diffusion,UTC,7\n"
+           "ok2@example.org,,diffusion,Mars/Base,7\n"
+           "ok3@example.org,,diffusion,UTC,25\n")
+    r = c.post("/subscribers/import", data={"csrf": csrf_of(c, "/subscribers")},
+               files={"file": ("people.csv", bad.encode(), "text/csv")})
+    assert r.status_code == 400
+    for line in ("people.csv:3:", "people.csv:4:", "people.csv:5:"):
+        assert line in r.text
+    assert "people.csv:2:" not in r.text and "Nothing was imported: 3 bad rows" in r.text
+    with session_scope(console.engine) as s:
+        assert s.scalar(select(func.count()).select_from(Subscriber)) == before
+    good = "email,name,keywords,tz,hour\nnew1@example.org,,gnn,UTC,7\nada@example.org,,x,UTC,7\n"
+    r = c.post("/subscribers/import", data={"csrf": csrf_of(c, "/subscribers")},
+               files={"file": ("good.csv", good.encode(), "text/csv")})
+    assert r.status_code == 200 and "Imported 1; 1 already present" in r.text
+    # Export: the import format plus status, every subscriber once.
+    exported = c.get("/subscribers/export.csv")
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert len(rows) == before + 1
+    assert {"new1@example.org", "ada@example.org"} <= {r["email"] for r in rows}
+    assert list(rows[0]) == ["email", "name", "keywords", "tz", "hour", "status"]
+
+
+def test_admin_commands(cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("admin", "add-user", "ops", "--password-stdin", input=PASSWORD + "\n")
+    assert r.code == 0, r.stderr
+    short = cli("admin", "add-user", "x", "--password-stdin", input="short\n")
+    assert short.code != 0 and "at least 8 characters" in short.stderr
+    listed = cli("admin", "list-users", "--json")
+    assert [u["name"] for u in __import__("json").loads(listed.stdout)] == ["ops"]
+    assert cli("admin", "remove-user", "ops").code == 0
+    gone = cli("admin", "remove-user", "ops")
+    assert gone.code != 0 and "no admin user 'ops'" in gone.stderr
+
+
+@pytest.fixture
+def many(sqlite_url: str) -> Any:
+    from newsletter.store.db import get_engine
+
+    engine = get_engine(sqlite_url)
+    with session_scope(engine) as s:
+        s.execute(Subscriber.__table__.insert(), [
+            {"email": f"p{i:04d}@{'lab' if i % 3 else 'uni'}.example.org",
+             "keywords": "gnn" if i % 2 else "diffusion",
+             "status": ("active", "paused", "bounced")[i % 3], "name": "", "tz": "UTC",
+             "send_hour": 7, "frequency": "daily", "consent_source": "", "bounce_count": 0,
+             "created_at": dt.datetime(2025, 1, 1), "updated_at": dt.datetime(2025, 1, 1)}
+            for i in range(600)])
+    return engine
+
+
+@hsettings(max_examples=25, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(q=st.sampled_from(["", "lab", "uni", "p00", "gnn", "zzz", "P01"]),
+       by=st.sampled_from(["address", "keyword", "any"]),
+       status=st.sampled_from(["", "active", "paused", "bounced"]),
+       size=st.integers(1, 250))
+def test_keyset_pages_agree_with_a_plain_filter(many: Any, q: str, by: str, status: str,
+                                                size: int) -> None:
+    """Walking the pages returns exactly the filtered rows, in order, each once."""
+    from newsletter.web.admin.data import find_subscribers
+
+    with session_scope(many, readonly=True) as s:
+        every = list(s.scalars(select(Subscriber).order_by(Subscriber.id)))
+        expected = [x.id for x in every
+                    if (not status or x.status == status)
+                    and (not q or (q.lower() in x.email.lower() if by == "address" else
+                                   q.lower() in x.keywords.lower() if by == "keyword" else
+                                   q.lower() in (x.email + "\n" + x.keywords).lower()))]
+        seen: list[int] = []
+        after = 0
+        for _ in range(1000):
+            page = find_subscribers(s, q=q, by=by, status=status, after=after, size=size)
+            seen += [x.id for x in page.rows]
+            if page.next_after is None:
+                break
+            after = int(page.next_after)
+    assert seen == expected
+
+
+def test_chart_axis_is_round_and_covers_the_data() -> None:
+    from newsletter.web.admin.charts import _nice_max, line_chart
+
+    @given(st.integers(0, 10**7))
+    def check(v: int) -> None:
+        m = _nice_max(v)
+        assert m >= max(v, 1) and str(m).lstrip("125").strip("0") == ""
+        assert m < 2.5 * max(v, 1) + 1
+
+    check()
+    days = [dt.date(2025, 1, 1) + dt.timedelta(days=i) for i in range(30)]
+    svg = line_chart(days, {"sent": [3] * 30, "failed": [0] * 30}, title="t")
+    assert svg.startswith("<svg") and "<script" not in svg and 'class="line s-sent"' in svg
+
+
+def test_dashboard_shows_heartbeats_only_when_kept(console: Console) -> None:
+    c = console.login()
+    page = c.get("/")
+    assert page.status_code == 200 and "Scheduler and workers" not in page.text
+    with session_scope(console.engine) as s:
+        s.execute(__import__("sqlalchemy").text(
+            "CREATE TABLE heartbeats (name VARCHAR(64), beat_at TIMESTAMP)"))
+        s.execute(__import__("sqlalchemy").text(
+            "INSERT INTO heartbeats VALUES ('worker@host-7', '2025-12-26 07:00:00')"))
+    page = c.get("/")
+    assert "Scheduler and workers" in page.text and "worker@host-7" in page.text
+
+
+def test_every_page_renders_on_postgresql(pg_url: str, tmp_path: Any) -> None:
+    """The console's queries (date grouping, row-value keyset, ILIKE on trigram
+    indexes) on PostgreSQL, with an edition sent and a failure in it."""
+    from newsletter.config import Settings
+    from newsletter.delivery.runs import run_send
+    from newsletter.ingest.run import ingest
+    from newsletter.store.db import get_engine
+    from newsletter.store.subscribers import import_csv
+
+    from .conftest import ROOT
+
+    settings = Settings().replace(database={"url": pg_url},
+                                  outbox={"path": str(tmp_path / "outbox")})
+    engine = get_engine(pg_url)
+    with session_scope(engine) as s:
+        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        import_csv(s, (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes(),
+                   "sample_subscribers.csv")
+    summary = run_send(settings, engine, dt.date.today())
+    with session_scope(engine) as s:
+        indexes = {r[0] for r in s.execute(__import__("sqlalchemy").text(
+            "SELECT indexname FROM pg_indexes WHERE indexname LIKE '%trgm'"))}
+    assert {"ix_subscribers_email_trgm", "ix_entries_title_trgm"} <= indexes
+    for console in start_console(settings, engine):
+        c = console.login()
+        eid = summary.edition.id
+        for path in ("/", "/subscribers?q=example&by=any&status=active", "/subscribers/1",
+                     f"/editions/{eid}?state=sent", "/papers?q=vision",
+                     "/preview?keywords=vision+transformer", "/subscribers/export.csv"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.text[-500:])
+        page = c.get("/papers?q=transformer")
+        cursor = re.search(r'href="\?q=transformer&amp;after=([^"]+)"', page.text)
+        if cursor:
+            assert c.get(f"/papers?q=transformer&after={cursor.group(1)}").status_code == 200
+        dash = c.get("/").text
+        assert f'data-state="sent">{summary.report.counts["sent"]}<' in dash
+
+
+@hsettings(max_examples=60, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(
+    st.sampled_from(["a@example.org", "b@example.org", "bad address", "", "c@x.example"]),
+    st.sampled_from(["gnn", "x^0", '"unclosed', "", "diffusion, -medical"]),
+    st.sampled_from(["UTC", "Europe/Paris", "Mars/Base", ""]),
+    st.sampled_from(["7", "", "24", "x"])), max_size=6))
+def test_import_report_agrees_with_import(sqlite_url: str, rows: list[tuple[str, ...]]) -> None:
+    """The console lists every bad row (check_csv); the import stops at the first. They
+    must agree on whether a file imports, and on its first bad line."""
+    from newsletter.errors import InputError
+    from newsletter.store.db import get_engine
+    from newsletter.store.subscribers import check_csv, import_csv
+
+    data = ("email,name,keywords,tz,hour\n" + "".join(
+        f'{e},,"{k.replace(chr(34), chr(34) * 2)}",{tz},{h}\n' for e, k, tz, h in rows)).encode()
+    errors = check_csv(data, "f.csv")
+    engine = get_engine(sqlite_url)
+    with session_scope(engine, readonly=True) as s:
+        try:
+            import_csv(s, data, "f.csv")
+        except InputError as exc:
+            assert errors and errors[0] == exc.message
+        else:
+            assert errors == []
+
+
+def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> None:
+    c = console.login()
+    with session_scope(console.engine) as s:
+        ada = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        grace = s.scalar(select(Subscriber).where(Subscriber.email == "grace@example.org"))
+        assert ada is not None and grace is not None
+        grace.status = "bounced"
+        ids, ada_tz = (ada.id, grace.id), ada.tz
+    token = csrf_of(c, f"/subscribers/{ids[0]}")
+    base = {"csrf": token, "name": "Ada", "keywords": "gnn", "tz": "UTC", "hour": "7"}
+    bad = c.post(f"/subscribers/{ids[0]}", data={**base, "tz": "Mars/Base", "status": "active"})
+    assert bad.status_code == 400 and "unknown time zone &#39;Mars/Base&#39;" in bad.text
+    assert "Mars/Base" in bad.text  # the form keeps what was typed
+    forged = c.post(f"/subscribers/{ids[0]}", data={**base, "status": "bounced"})
+    assert forged.status_code == 400 and "status: expected one of" in forged.text
+    # A bounced subscriber's keywords can be edited; the bounce stays a fact.
+    kept = c.post(f"/subscribers/{ids[1]}", data={**base, "keywords": "diffusion",
+                                                  "status": "bounced"})
+    assert kept.status_code == 200 and "Saved." in kept.text
+    with session_scope(console.engine) as s:
+        a, g = s.get(Subscriber, ids[0]), s.get(Subscriber, ids[1])
+        assert a is not None and g is not None
+        assert a.keywords != "gnn"  # neither refused form stored anything
+        assert a.tz == ada_tz and a.status == "active"
+        assert (g.keywords, g.status) == ("diffusion", "bounced")
+
+
+def test_dashboard_shows_a_running_edition(console: Console) -> None:
+    """Planned but not yet delivered: the dashboard shows progress, pace, and reloads
+    itself (a meta refresh: the console runs no script)."""
+    from newsletter.delivery.runs import plan_edition
+
+    c = console.login()
+    assert "Sending now" not in c.get("/").text
+    planned = plan_edition(console.settings, console.engine, dt.date(2025, 12, 26))
+    with session_scope(console.engine) as s:
+        s.execute(update(Delivery).where(Delivery.id == 1).values(
+            status="sent", sent_at=dt.datetime.now(dt.UTC).replace(tzinfo=None)))
+    page = c.get("/").text
+    assert "Sending now: edition 2025-12-26" in page
+    assert f'<span id="running-done">1</span> of {planned.pending}' in page
+    assert "1 sent in the last minute" in page
+    assert '<meta http-equiv="refresh" content="15">' in page
