@@ -17,6 +17,8 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
+from newsletter.ingest.authors import name_and_affiliations
+
 # New-style (2508.13426v2) and old-style (hep-th/9901001v1, math.GT/0309136) ids.
 _NEW_ID = r"(?<![\d.])(\d{4}\.\d{4,5})(?:v(\d+))?(?![\d])"
 _OLD_ID = r"\b([a-z][a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v(\d+))?\b"
@@ -53,12 +55,16 @@ class Paper:
     version: int = 0
     source: str = ""
     id: str = ""
+    # The day a listing featured it (daily papers); ``published`` is the arXiv date.
+    featured: dt.date | None = None
+    # Author name -> affiliations, kept out of ``authors`` so names match profiles.
+    affiliations: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def finish(self) -> Paper:
         """Clean the text fields and settle the id. Returns self for chaining."""
         self.title = clean_text(self.title)
         self.abstract = clean_text(self.abstract)
-        self.authors = [a for a in (clean_text(x) for x in self.authors) if a]
+        self.authors = self._clean_authors()
         self.keywords = [k for k in (clean_text(x) for x in self.keywords) if k]
         if not self.arxiv_id:
             for candidate in (self.url, self.project_url):
@@ -73,6 +79,22 @@ class Paper:
         else:
             self.id = title_id(self.title)
         return self
+
+    def _clean_authors(self) -> list[str]:
+        """Names without their trailing "(affiliation)", which moves to ``affiliations``."""
+        names: list[str] = []
+        affiliations = {clean_text(k): [clean_text(a) for a in v]
+                        for k, v in self.affiliations.items() if clean_text(k)}
+        for raw in self.authors:
+            name, affs = name_and_affiliations(clean_text(raw))
+            if not name:
+                continue
+            names.append(name)
+            if affs:
+                known = affiliations.setdefault(name, [])
+                known.extend(a for a in affs if a not in known)
+        self.affiliations = {k: v for k, v in affiliations.items() if v}
+        return names
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -90,6 +112,8 @@ class Paper:
             "source": self.source,
             "arxiv_id": self.arxiv_id or None,
             "title_key": title_id(self.title),
+            "featured": self.featured,
+            "affiliations": self.affiliations,
         }
 
 
@@ -177,4 +201,6 @@ def combine(old: Paper, new: Paper) -> Paper:
         project_url=new.project_url or old.project_url,
         keywords=base.keywords or other.keywords,
         version=max(old.version, new.version),
+        featured=max((d for d in (old.featured, new.featured) if d), default=None),
+        affiliations=base.affiliations or other.affiliations,
     )
