@@ -89,7 +89,8 @@ def ingest(
     ctx: typer.Context,
     sources: Annotated[
         list[str] | None,
-        typer.Argument(help="File paths, URLs or names of configured sources (default: all of them)."),
+        typer.Argument(
+            help="File paths, URLs or names of configured sources (default: all of them)."),
     ] = None,
     strict: Annotated[
         bool,
@@ -127,6 +128,8 @@ def entry_dict(e: Entry) -> dict[str, Any]:
         "keywords": e.keywords,
         "version": e.version,
         "source": e.source,
+        "featured": e.featured.isoformat() if e.featured else None,
+        "affiliations": e.affiliations or {},
     }
 
 

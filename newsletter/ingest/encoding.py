@@ -38,6 +38,7 @@ _WIDE_NAMES = {"u32be": "utf-32-be", "u32le": "utf-32-le", "u16be": "utf-16-be",
                "u16le": "utf-16-le"}
 _DECL = re.compile(rb"""^\s*<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z][\w.:-]*)["']""")
 _DECL_TEXT = re.compile(r"""^(\s*<\?xml[^>]*?\bencoding\s*=\s*["'])([^"']*)(["'])""")
+_PROLOG = re.compile(r"^\s*<\?xml(\s[^>]*?)?\s*\?>")
 _CHARSET = re.compile(r"""charset\s*=\s*["']?([\w.:-]+)""", re.IGNORECASE)
 
 
@@ -99,5 +100,14 @@ def decode(data: bytes, origin: str, content_type: str = "") -> str:
 
 
 def xml_as_utf8(text: str) -> str:
-    """``text`` with its XML prolog saying UTF-8, the encoding an XML parser will now see."""
-    return _DECL_TEXT.sub(r"\g<1>utf-8\g<3>", text, count=1)
+    """``text`` with an XML prolog saying UTF-8, the encoding an XML parser will now see.
+
+    A missing prolog is added: without one a parser guesses, and a guess can turn
+    valid UTF-8 such as "Â¡" into something else.
+    """
+    if _DECL_TEXT.match(text):
+        return _DECL_TEXT.sub(r"\g<1>utf-8\g<3>", text, count=1)
+    m = _PROLOG.match(text)
+    if m:  # a prolog without an encoding pseudo-attribute
+        return f'<?xml{m.group(1)} encoding="utf-8"?>' + text[m.end():]
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + text.lstrip()

@@ -30,7 +30,7 @@ from newsletter.ingest.formats.feed import (
     field_text,
     parse_feed,
 )
-from newsletter.ingest.papers import Paper, parse_arxiv_id
+from newsletter.ingest.papers import Paper, arxiv_id_from_url, parse_arxiv_id
 
 _PREFIX = re.compile(
     r"^\s*arXiv:\S+\s+Announce\s+Type:\s*[\w-]+\s*(Abstract:\s*)?", re.IGNORECASE
@@ -51,7 +51,8 @@ def api_affiliations(text: str) -> dict[str, dict[str, list[str]]]:
         return {}
     out: dict[str, dict[str, list[str]]] = {}
     for entry in root.iter(f"{_ATOM}entry"):
-        found = parse_arxiv_id((entry.findtext(f"{_ATOM}id") or "").strip())
+        ident = (entry.findtext(f"{_ATOM}id") or "").strip()
+        found = arxiv_id_from_url(ident) or parse_arxiv_id(ident)
         if not found:
             continue
         for author in entry.iter(f"{_ATOM}author"):

@@ -16,6 +16,7 @@ import re
 from typing import Any, ClassVar
 
 from newsletter.errors import SourceError
+from newsletter.ingest.formats.base import Skipped, collect
 from newsletter.ingest.formats.jsonutil import (
     as_int,
     as_names,
@@ -24,7 +25,6 @@ from newsletter.ingest.formats.jsonutil import (
     load_json,
     parse_date,
 )
-from newsletter.ingest.formats.base import Skipped, collect
 from newsletter.ingest.papers import Paper, parse_arxiv_id
 
 _SNIFF = re.compile(r'"(paper|publishedAt|numComments|ai_keywords|githubRepo)"\s*:')
@@ -82,7 +82,7 @@ class DailyPapersSource:
 def _ident(item: Any) -> str:
     if not isinstance(item, dict):
         return ""
-    inner = item.get("paper") if isinstance(item.get("paper"), dict) else {}
+    inner = item["paper"] if isinstance(item.get("paper"), dict) else {}
     return str(first(inner, "id") or first(item, "id") or "")
 
 

@@ -90,9 +90,11 @@ def check_error_feed(parsed: Any, origin: str) -> None:
     errors = [e for e in parsed.entries if "arxiv.org/api/errors" in str(e.get("id", ""))]
     if errors:
         what = " ".join(str(errors[0].get("summary") or errors[0].get("title") or "").split())
-        query = str(parsed.feed.get("title", "")).removeprefix("arXiv Query:").strip()
-        link = str(parsed.feed.get("link", ""))
-        query = query if query and query != "arXiv Search Results" else (link or origin)
+        title = str(parsed.feed.get("title", ""))
+        # The API echoes the query in its feed title ("arXiv Query: search_query=...");
+        # an error feed may not, and then the query is the URL this came from.
+        query = title.removeprefix("arXiv Query:").strip() if title.startswith("arXiv Query:") \
+            else origin
         raise SourceError(origin, f"arXiv API error for query {query!r}: {what}")
 
 

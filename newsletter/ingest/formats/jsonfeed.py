@@ -69,7 +69,7 @@ class JsonFeedSource:
         ) or html_to_text(as_str(item.get("content_html"), where, "content_html"))
         url = as_str(item.get("url"), where, "url")
         external = as_str(item.get("external_url"), where, "external_url")
-        tags = item.get("tags") if isinstance(item.get("tags"), list) else []
+        tags = item["tags"] if isinstance(item.get("tags"), list) else []
         paper = Paper(
             title=title,
             abstract=abstract,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from newsletter.errors import SourceError
+from newsletter.ingest.formats.base import Skipped, collect
 from newsletter.ingest.formats.jsonutil import (
     as_int,
     as_names,
@@ -19,7 +20,6 @@ from newsletter.ingest.formats.jsonutil import (
     load_jsonl,
     parse_date,
 )
-from newsletter.ingest.formats.base import Skipped, collect
 from newsletter.ingest.papers import Paper, parse_arxiv_id
 
 FIELDS = {
