@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from newsletter.errors import NewsletterError, SourceError
 from newsletter.ingest.authors import split_authors
-from newsletter.ingest.encoding import decode, xml_as_utf8
+from newsletter.ingest.encoding import decode, repair_double_utf8, xml_as_utf8
 from newsletter.ingest.htmltext import html_to_text
 from newsletter.ingest.papers import clean_text
 from newsletter.ingest.run import Parsed, parse_bytes
@@ -344,3 +344,72 @@ def test_cli_partial_feed_strict_sources_list_and_test(cli, tmp_path: Path) -> N
     ranked = json.loads(cli("rank", "--subscriber", "ada@example.org", "--all-entries",
                             "--json").stdout)
     assert "2103.07442" in json.dumps(ranked)
+
+
+def test_http_charset_decides_and_sources_test_stores_nothing(http_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A windows-1252 feed that says so only in its HTTP Content-Type, fetched from a
+    real server: decoded by that charset; the dry run sends no validators, writes nothing."""
+    from newsletter.config import Settings, SourceConfig
+    from newsletter.ingest.sources import dry_run, run_ingest
+    from newsletter.store.db import get_engine, session_scope
+    from newsletter.store.models import FetchState, SourceRun
+
+    from .conftest import Route
+
+    body = (DATA / "feedparser" / "encoding_http_text_xml_charset_2.xml").read_bytes()
+    url = http_server.add("/feed.xml", Route(200, body, {
+        "Content-Type": "text/xml; charset=windows-1252", "ETag": '"v1"'}))
+    settings = Settings(database={"url": f"sqlite:///{tmp_path / 'n.db'}"},
+                        sources=[SourceConfig(name="blog", url=url)])
+    engine = get_engine(settings.database.url)
+
+    def sessions():  # type: ignore[no-untyped-def]
+        return session_scope(engine)
+
+    report = run_ingest(settings, sessions, ["blog"])
+    [paper] = report.loaded[0].papers
+    assert paper.abstract == "This is a \xa3\u201ctest.\u201d"
+    result = dry_run(settings, "blog")
+    assert [p.abstract for p in result.papers] == [paper.abstract]
+    assert "If-None-Match" not in http_server.requests[-1]["headers"]  # type: ignore[operator]
+    with session_scope(engine) as s:
+        assert s.get(FetchState, url).etag == '"v1"'  # type: ignore[union-attr]
+        run = s.get(SourceRun, "blog")
+        assert run is not None and (run.ok, run.papers, run.new) == (True, 1, 1)
+
+
+@pytest.mark.parametrize("path", sorted((DATA / "arxiv_api").glob("*.atom")),
+                         ids=lambda p: p.name)
+def test_every_arxiv_api_entry_matches_its_xml(path: Path) -> None:
+    """Each entry as ElementTree reads the same XML (a second, independent reader):
+    id, version, title, abstract, authors and affiliations agree exactly, once both
+    sides repair double-encoded UTF-8 the way feed readers do (some of these
+    recordings hold "RamÃ­rez" for "Ramírez")."""
+    import xml.etree.ElementTree as ET
+
+    def text(value: str | None) -> str:
+        return clean_text(repair_double_utf8(" ".join((value or "").split())))
+
+    atom, arxiv = "{http://www.w3.org/2005/Atom}", "{http://arxiv.org/schemas/atom}"
+    root = ET.fromstring(path.read_bytes())
+    expected = []
+    for entry in root.iter(f"{atom}entry"):
+        ident = entry.findtext(f"{atom}id") or ""
+        if "/api/errors" in ident:
+            return  # the error feed: covered by test_arxiv_api_error_entry_is_an_error
+        m = re.search(r"abs/(.+?)(?:v(\d+))?$", ident)
+        assert m
+        authors = [text(a.findtext(f"{atom}name")) for a in entry.iter(f"{atom}author")]
+        affs = {text(a.findtext(f"{atom}name")): [text(x.text) for x in
+                                                   a.iter(f"{arxiv}affiliation")]
+                for a in entry.iter(f"{atom}author")}
+        expected.append({
+            "id": m.group(1), "version": int(m.group(2) or 0),
+            "title": text(entry.findtext(f"{atom}title")),
+            "abstract": text(entry.findtext(f"{atom}summary")),
+            "authors": authors, "affiliations": {k: v for k, v in affs.items() if v},
+        })
+    got = [{"id": p.id, "version": p.version, "title": p.title, "abstract": p.abstract,
+            "authors": p.authors, "affiliations": p.affiliations}
+           for p in parse_file(path).papers]
+    assert got == expected

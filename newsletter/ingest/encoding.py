@@ -111,3 +111,17 @@ def xml_as_utf8(text: str) -> str:
     if m:  # a prolog without an encoding pseudo-attribute
         return f'<?xml{m.group(1)} encoding="utf-8"?>' + text[m.end():]
     return '<?xml version="1.0" encoding="utf-8"?>\n' + text.lstrip()
+
+
+def repair_double_utf8(text: str) -> str:
+    """UTF-8 that was decoded as Latin-1 and encoded again ("RamÃ­rez"), put back.
+
+    feedparser applies exactly this rule to the text fields it parses (titles,
+    summaries) but not to author names; applying it to names too keeps every
+    field of one entry consistent. Text that is not entirely Latin-1, or whose
+    bytes are not valid UTF-8, is left alone, so correct text never changes.
+    """
+    try:
+        return text.encode("iso-8859-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, ClassVar
 
 from newsletter.errors import SourceError
-from newsletter.ingest.encoding import xml_as_utf8
+from newsletter.ingest.encoding import repair_double_utf8, xml_as_utf8
 from newsletter.ingest.formats.base import Skipped, collect
 from newsletter.ingest.formats.feed import (
     _XML_START,
@@ -56,7 +56,7 @@ def api_affiliations(text: str) -> dict[str, dict[str, list[str]]]:
         if not found:
             continue
         for author in entry.iter(f"{_ATOM}author"):
-            name = " ".join((author.findtext(f"{_ATOM}name") or "").split())
+            name = repair_double_utf8(" ".join((author.findtext(f"{_ATOM}name") or "").split()))
             affs = [" ".join((a.text or "").split()) for a in author.iter(f"{_ARXIV}affiliation")]
             if name and any(affs):
                 out.setdefault(found[0], {})[name] = [a for a in affs if a]

@@ -19,7 +19,7 @@ import feedparser
 
 from newsletter.errors import SourceError
 from newsletter.ingest.authors import split_author_list
-from newsletter.ingest.encoding import xml_as_utf8
+from newsletter.ingest.encoding import repair_double_utf8, xml_as_utf8
 from newsletter.ingest.formats.base import Skipped, collect
 from newsletter.ingest.htmltext import html_to_text
 from newsletter.ingest.papers import Paper, arxiv_id_from_url, parse_arxiv_id
@@ -110,9 +110,10 @@ def entry_authors(entry: Any) -> list[str]:
     """One string per author: ``<author>`` elements, or one ``dc:creator`` string
     ("A (Univ. X, Lab Y), B") split only outside brackets. ``Paper.finish`` moves
     each trailing "(affiliation)" out of the name."""
-    raw = [str(a.get("name", "")) for a in entry.get("authors", []) if a.get("name")]
+    raw = [repair_double_utf8(str(a.get("name", ""))) for a in entry.get("authors", [])
+           if a.get("name")]
     if not raw and entry.get("author"):
-        raw = [str(entry.get("author"))]
+        raw = [repair_double_utf8(str(entry.get("author")))]
     return split_author_list(raw[0]) if len(raw) == 1 else raw
 
 
