@@ -441,15 +441,19 @@ def sources_list(
     if not rows:
         err.print("no [[sources]] configured and nothing ingested yet")
         return
-    table = Table("name", "kind", "where", "last ingest", "papers", "new", "updated",
-                  "skipped", "error")
+    table = Table("source", "kind", "last ingest (UTC)", "result", "error")
     for r in rows:
-        last = r["last"] or {}
-        when = last.get("at", "never") + (" (not modified)" if last.get("not_modified") else "")
-        table.add_row(r["name"] + ("" if r["configured"] else " (by hand)"), r["kind"],
-                      r["where"], when, *(str(last.get(k, "")) for k in
-                                          ("papers", "new", "updated", "skipped")),
-                      last.get("error", ""))
+        last = r["last"]
+        if last is None:
+            when, result = "never", ""
+        else:
+            when = last["at"].replace("T", " ").removesuffix("Z")[:16]
+            result = ("not modified" if last["not_modified"] else
+                      f"{last['papers']} papers: {last['new']} new, {last['updated']} updated"
+                      + (f", {last['skipped']} skipped" if last["skipped"] else ""))
+            result = result if last["ok"] else "failed"
+        table.add_row(r["name"], r["kind"] if r["configured"] else "by hand", when, result,
+                      (last or {}).get("error", ""))
     out.print(table)
 
 

@@ -413,3 +413,22 @@ def test_every_arxiv_api_entry_matches_its_xml(path: Path) -> None:
             "authors": p.authors, "affiliations": p.affiliations}
            for p in parse_file(path).papers]
     assert got == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(
+    st.one_of(st.text(min_size=1, max_size=12).filter(str.strip), st.integers(0, 10**6)),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30),
+    st.sampled_from(["1", "1.1"])), min_size=1, max_size=5))
+def test_json_feed_items_keep_or_skip_by_the_spec(items: list[tuple[Any, str, str]]) -> None:
+    """Items with an id (a number is coerced to a string) and a title are papers, in
+    order; items without a usable title are skipped, each one listed."""
+    version = items[0][2]
+    feed = {"version": f"https://jsonfeed.org/version/{version}", "title": "T",
+            "items": [{"id": ident, "title": title, "content_text": "body"}
+                      for ident, title, _ in items]}
+    parsed = parse_bytes(json.dumps(feed).encode(), "feed.json")
+    usable = [(str(i), clean_text(t)) for i, t, _ in items if clean_text(t)]
+    assert [p.title for p in parsed.papers] == [t for _, t in usable]
+    assert [s.position for s in parsed.skipped] == [
+        n for n, (_, t, _) in enumerate(items, 1) if not clean_text(t)]
