@@ -118,8 +118,10 @@ def repair_double_utf8(text: str) -> str:
 
     feedparser applies exactly this rule to the text fields it parses (titles,
     summaries) but not to author names; applying it to names too keeps every
-    field of one entry consistent. Text that is not entirely Latin-1, or whose
-    bytes are not valid UTF-8, is left alone, so correct text never changes.
+    field of one entry consistent. Text with any character beyond Latin-1, or
+    whose Latin-1 bytes are not valid UTF-8, is left alone. What remains
+    ambiguous is text that is both, like a literal "Â¡": it cannot be told from
+    mojibake, and is repaired, as feed readers do.
     """
     try:
         return text.encode("iso-8859-1").decode("utf-8")
