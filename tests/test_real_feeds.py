@@ -187,6 +187,19 @@ def test_math_after_a_less_than_sign_survives() -> None:
                               "At $T>T_{RW}$ it holds & more.")
 
 
+def test_arxiv_abstracts_are_text_unless_they_carry_markup() -> None:
+    """``$a<b>c$`` in an arXiv listing is math, not bold; an old-style listing whose
+    description is real HTML (``<p>...</p>``) is still converted."""
+    math = "Let $a&lt;b&gt;c$ and $x &lt;i&gt; y$ hold."
+    [paper] = parse_bytes(arxiv_rss(arxiv_item("2401.00009", "Order", math, "A. B")),
+                          "m.rss").papers
+    assert paper.abstract == "Let $a<b>c$ and $x <i> y$ hold."
+    old = "&lt;p&gt;We study &lt;a href='x'&gt;graphs&lt;/a&gt; with $n&lt;5$.&lt;/p&gt;"
+    [paper] = parse_bytes(arxiv_rss(arxiv_item("2401.00010", "Old", old, "A. B")),
+                          "o.rss").papers
+    assert paper.abstract == "We study graphs with $n<5$."
+
+
 def test_authors_split_outside_affiliations_and_match_author_profiles() -> None:
     data = arxiv_rss(arxiv_item("2401.00001", "Edge computing", "Text.", ARAUJO))
     [paper] = parse_bytes(data, "cs.DC.rss").papers

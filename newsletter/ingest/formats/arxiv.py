@@ -88,7 +88,9 @@ class ArxivSource:
             title = entry_title(entry)
         except SourceError as exc:
             raise SourceError(where, exc.problem) from None
-        abstract = _PREFIX.sub("", field_text(entry, "summary"))
+        # arXiv abstracts are plain text with LaTeX; the RSS listing types them as
+        # HTML only because RSS descriptions are. Old listings carried real <p> markup.
+        abstract = _PREFIX.sub("", field_text(entry, "summary", plain_unless_markup=True))
         paper = Paper(
             title=title,
             abstract=abstract,

@@ -21,7 +21,7 @@ from newsletter.errors import SourceError
 from newsletter.ingest.authors import split_author_list
 from newsletter.ingest.encoding import repair_double_utf8, xml_as_utf8
 from newsletter.ingest.formats.base import Skipped, collect
-from newsletter.ingest.htmltext import html_to_text
+from newsletter.ingest.htmltext import HTML_ELEMENTS, html_to_text
 from newsletter.ingest.papers import Paper, arxiv_id_from_url, parse_arxiv_id
 
 # A feed's root element, after any prolog, comments and DOCTYPE (with an internal subset).
@@ -30,19 +30,28 @@ _XML_START = re.compile(
     r"<(rss|feed|rdf:RDF)\b",
     re.S | re.I,
 )
+_CLOSING = re.compile(r"</([A-Za-z][A-Za-z0-9]*)\s*>")
+_BLOCK_TAG = re.compile(r"<(?:p|br|div)(?:\s[^<>]*)?/?>", re.I)
 # arXiv answers a bad listing query with a feed, not an HTTP error: its title (or its
 # only item) says "Feed error for query: astroph", and the API's error entries have
 # ids under arxiv.org/api/errors.
 _ARXIV_FEED_ERROR = re.compile(r"Feed error for query\s*:?\s*(?P<query>[^\s<]*)", re.I)
 
 
-def strip_html(text: str) -> str:
-    """HTML to text (kept for callers that know their field is HTML)."""
-    return html_to_text(text)
+def looks_like_html(text: str) -> bool:
+    """True when ``text`` has real markup: a closing tag of an HTML element, or a
+    ``<p>``/``<br>``. Math such as ``$a<b>c$`` has neither."""
+    return any(m.group(1).lower() in HTML_ELEMENTS for m in _CLOSING.finditer(text)) \
+        or bool(_BLOCK_TAG.search(text))
 
 
-def field_text(entry: Any, key: str) -> str:
-    """A text field as the feed declared it: HTML converted, plain text untouched."""
+def field_text(entry: Any, key: str, plain_unless_markup: bool = False) -> str:
+    """A text field as the feed declared it: HTML converted, plain text untouched.
+
+    ``plain_unless_markup`` is for sources whose HTML-typed field is plain text by
+    contract (an RSS description holding an arXiv abstract): converted only when
+    it really carries markup, so ``$a<b>c$`` is not read as bold.
+    """
     value = entry.get(key)
     detail = entry.get(f"{key}_detail") or {}
     if not value and key == "summary" and entry.get("content"):
@@ -51,7 +60,9 @@ def field_text(entry: Any, key: str) -> str:
     if not isinstance(value, str):
         return ""
     kind = str(detail.get("type") or "text/plain").lower()
-    return html_to_text(value) if ("html" in kind) else value
+    if "html" not in kind or (plain_unless_markup and not looks_like_html(value)):
+        return value
+    return html_to_text(value)
 
 
 def parse_feed(text: str, origin: str) -> Any:
