@@ -42,6 +42,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(subs_app, name="subscribers")
 admin_app = typer.Typer(help="Operators of the /admin console.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+sources_app = typer.Typer(help="Configured sources: their last ingest; a dry run of one.",
+                          no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
 
 err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 out = Console(highlight=False, soft_wrap=True, markup=False)  # titles may hold [brackets]
@@ -87,18 +90,29 @@ def ingest(
     ctx: typer.Context,
     sources: Annotated[
         list[str] | None,
-        typer.Argument(help="File paths, URLs or [[sources]] names (default: every [[sources]])."),
+        typer.Argument(
+            help="File paths, URLs or names of configured sources (default: all of them)."),
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="All or nothing: one unusable item in a feed stores "
+                     "nothing (default: store the usable items, list the others)."),
+    ] = False,
 ) -> None:
     """Fetch and store papers; the format is told from the content."""
+    from newsletter.ingest.sources import run_ingest
+
     a = _app(ctx)
-    with a.session() as s:
-        report = ingest_mod.ingest(a.settings, s, list(sources or []))
+    report = run_ingest(a.settings, a.session, list(sources or []), strict=strict)
     for loaded in report.loaded:
         note = " (not modified)" if loaded.not_modified else ""
         folded = f", {loaded.folded} duplicates merged" if loaded.folded else ""
-        err.print(f"{loaded.origin}: {len(loaded.papers)} papers{folded}{note}")
-    err.print(f"stored: {report.new} new, {report.updated} updated")
+        skipped = f", {len(loaded.skipped)} items skipped" if loaded.skipped else ""
+        err.print(f"{loaded.origin}: {len(loaded.papers)} papers{folded}{skipped}{note}")
+        for item in loaded.skipped:
+            err.print(f"  skipped {loaded.origin}: {item}")
+    skipped_total = f", {report.skipped} items skipped" if report.skipped else ""
+    err.print(f"stored: {report.new} new, {report.updated} updated{skipped_total}")
 
 
 @app.command()
@@ -419,6 +433,70 @@ def preview(
     out.print(table)
     for e in summary["failed"]:
         err.print(f"  render failed: {e}")
+
+
+@sources_app.command("list")
+def sources_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """The configured sources and how each one's last ingest went."""
+    from newsletter.ingest.sources import list_sources
+
+    a = _app(ctx)
+    with a.session() as s:
+        rows = list_sources(a.settings, s)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        err.print("no [[sources]] configured and nothing ingested yet")
+        return
+    table = Table("source", "kind", "last ingest (UTC)", "result", "error")
+    for r in rows:
+        last = r["last"]
+        if last is None:
+            when, result = "never", ""
+        else:
+            when = last["at"].replace("T", " ").removesuffix("Z")[:16]
+            result = ("not modified" if last["not_modified"] else
+                      f"{last['papers']} papers: {last['new']} new, {last['updated']} updated"
+                      + (f", {last['skipped']} skipped" if last["skipped"] else ""))
+            result = result if last["ok"] else "failed"
+        table.add_row(r["name"], r["kind"] if r["configured"] else "by hand", when, result,
+                      (last or {}).get("error", ""))
+    out.print(table)
+
+
+@sources_app.command("test")
+def sources_test(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="A [[sources]] name, a URL or a file path.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unusable item.")]
+    = False,
+) -> None:
+    """Fetch and parse one source without storing anything: what ingest would store."""
+    from newsletter.ingest.sources import dry_run, paper_dict
+
+    a = _app(ctx)
+    result = dry_run(a.settings, source, strict=strict)
+    if as_json:
+        _print_json({"origin": result.origin, "papers": [paper_dict(p) for p in result.papers],
+                     "skipped": [{"position": k.position, "id": k.ident, "reason": k.reason}
+                                 for k in result.skipped]})
+    else:
+        for p in result.papers:
+            when = p.published.isoformat() if p.published else "-"
+            featured = f", featured {p.featured.isoformat()}" if p.featured else ""
+            out.print(f"{p.id}  {p.title}")
+            out.print(f"    {', '.join(p.authors) or '-'} | {when}{featured}")
+    for item in result.skipped:
+        err.print(f"  skipped {result.origin}: {item}")
+    folded = f", {result.folded} duplicates merged" if result.folded else ""
+    skipped = f", {len(result.skipped)} items skipped" if result.skipped else ""
+    err.print(f"{result.origin}: {len(result.papers)} papers would be stored"
+              f"{folded}{skipped} (nothing stored)")
 
 
 @app.command()

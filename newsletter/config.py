@@ -98,7 +98,7 @@ class QueueConfig(_Section):
 
 class SourceConfig(_Section):
     name: str
-    kind: Literal["auto", "dailypapers", "arxiv", "feed", "json", "pagedump"] = "auto"
+    kind: Literal["auto", "dailypapers", "arxiv", "feed", "json", "jsonfeed", "pagedump"] = "auto"
     url: str | None = None
     path: str | None = None
 

@@ -17,13 +17,16 @@ log = logging.getLogger("newsletter.scheduler")
 
 
 def ingest_sources(app: App) -> None:
-    from newsletter.ingest.run import ingest
+    from newsletter.ingest.sources import run_ingest
 
     if not app.settings.sources:
         return
-    with app.session() as s:
-        report = ingest(app.settings, s, [])
-    log.info("ingested %d papers (%d new)", report.total, report.new)
+    report = run_ingest(app.settings, app.session, [])  # recorded for `sources list`
+    for loaded in report.loaded:
+        for item in loaded.skipped:
+            log.warning("skipped %s: %s", loaded.origin, item)
+    log.info("ingested %d papers (%d new, %d items skipped)", report.total, report.new,
+             report.skipped)
 
 
 def send_slot(app: App, now: dt.datetime | None = None) -> Any:

@@ -18,6 +18,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
+from newsletter.ingest.authors import name_and_affiliations
 from newsletter.urls import safe_url
 
 log = logging.getLogger("newsletter.ingest")
@@ -58,12 +59,16 @@ class Paper:
     version: int = 0
     source: str = ""
     id: str = ""
+    # The day a listing featured it (daily papers); ``published`` is the arXiv date.
+    featured: dt.date | None = None
+    # Author name -> affiliations, kept out of ``authors`` so names match profiles.
+    affiliations: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def finish(self) -> Paper:
         """Clean the text fields and settle the id. Returns self for chaining."""
         self.title = clean_text(self.title)
         self.abstract = clean_text(self.abstract)
-        self.authors = [a for a in (clean_text(x) for x in self.authors) if a]
+        self.authors = self._clean_authors()
         self.keywords = [k for k in (clean_text(x) for x in self.keywords) if k]
         self._keep_web_links()
         if not self.arxiv_id:
@@ -94,6 +99,21 @@ class Paper:
                 log.warning("%s: paper %r: dropped %s %r (only http/https links are kept)",
                             self.source or "ingest", title, attr, raw[:100])
             setattr(self, attr, clean)
+    def _clean_authors(self) -> list[str]:
+        """Names without their trailing "(affiliation)", which moves to ``affiliations``."""
+        names: list[str] = []
+        affiliations = {clean_text(k): [clean_text(a) for a in v]
+                        for k, v in self.affiliations.items() if clean_text(k)}
+        for raw in self.authors:
+            name, affs = name_and_affiliations(clean_text(raw))
+            if not name:
+                continue
+            names.append(name)
+            if affs:
+                known = affiliations.setdefault(name, [])
+                known.extend(a for a in affs if a not in known)
+        self.affiliations = {k: v for k, v in affiliations.items() if v}
+        return names
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -111,6 +131,8 @@ class Paper:
             "source": self.source,
             "arxiv_id": self.arxiv_id or None,
             "title_key": title_id(self.title),
+            "featured": self.featured,
+            "affiliations": self.affiliations,
         }
 
 
@@ -198,4 +220,6 @@ def combine(old: Paper, new: Paper) -> Paper:
         project_url=new.project_url or old.project_url,
         keywords=base.keywords or other.keywords,
         version=max(old.version, new.version),
+        featured=max((d for d in (old.featured, new.featured) if d), default=None),
+        affiliations=base.affiliations or other.affiliations,
     )

@@ -17,45 +17,60 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings, SourceConfig
-from newsletter.errors import InputError, SourceError
+from newsletter.errors import InputError, NewsletterError, SourceError
+from newsletter.ingest import encoding
 from newsletter.ingest.fetch import Fetcher, Validators
-from newsletter.ingest.formats import BY_KIND, SOURCES
+from newsletter.ingest.formats import BY_KIND, SOURCES, Skipped
 from newsletter.ingest.papers import Paper, merge_duplicates, title_id
 from newsletter.store.models import Entry, FetchState, utcnow
 
 MAX_BYTES = 200 * 1024 * 1024
 
 
-def decode(data: bytes, origin: str) -> str:
-    """Strict UTF-8 (a BOM is dropped). Junk is refused with the line it starts on."""
-    if not data.strip():
-        raise SourceError(origin, "empty file: expected papers (JSON, JSONL, RSS/Atom, page dump)")
-    if b"\x00" in data[:8192]:
-        raise SourceError(origin, "binary data: expected a text format (JSON, RSS/Atom, page dump)")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise SourceError(
-            f"{origin}:{line}", f"invalid UTF-8 (byte {exc.start}): expected UTF-8 text"
-        ) from None
+def decode(data: bytes, origin: str, content_type: str = "") -> str:
+    """Text from bytes as feed readers do it (BOM, HTTP charset, XML prolog), else
+    strict UTF-8; junk is refused with the line it starts on. See ``encoding``."""
+    return encoding.decode(data, origin, content_type)
 
 
-def parse_text(text: str, origin: str, kind: str = "auto") -> list[Paper]:
-    """Papers in ``text``; the format is told from the content unless ``kind`` says."""
+def parse_text(
+    text: str, origin: str, kind: str = "auto", skipped: list[Skipped] | None = None
+) -> list[Paper]:
+    """Papers in ``text``; the format is told from the content unless ``kind`` says.
+
+    With a ``skipped`` list, unusable items are recorded there and the rest kept;
+    without one, the first unusable item is an error (``ingest --strict``).
+    """
     if kind != "auto":
-        return BY_KIND[kind].parse(text, origin)
+        return BY_KIND[kind].parse(text, origin, skipped)
     for source in SOURCES:
         if source.sniff(text):
-            return source.parse(text, origin)
+            return source.parse(text, origin, skipped)
     head = text.lstrip()[:200].lower()
     if head.startswith(("<!doctype html", "<html")) or "<body" in text[:4000].lower():
         raise SourceError(origin, "this is an HTML page, not a feed: expected RSS/Atom XML")
     raise SourceError(
         origin,
         "unrecognised format: expected daily-papers JSON, entries JSON/JSONL, RSS/Atom, "
-        "or a page dump",
+        "JSON Feed, or a page dump",
     )
+
+
+@dataclass
+class Parsed:
+    """What one source yields: the usable papers and the items it could not use."""
+
+    papers: list[Paper]
+    skipped: list[Skipped]
+
+
+def parse_bytes(
+    data: bytes, origin: str, kind: str = "auto", content_type: str = "", strict: bool = False
+) -> Parsed:
+    """Decode and parse one payload (a file's bytes or an HTTP body)."""
+    skipped: list[Skipped] | None = None if strict else []
+    papers = parse_text(decode(data, origin, content_type), origin, kind, skipped)
+    return Parsed(papers, skipped or [])
 
 
 @dataclass
@@ -65,6 +80,10 @@ class Loaded:
     folded: int = 0
     validators: Validators | None = None
     not_modified: bool = False
+    skipped: list[Skipped] = field(default_factory=list)
+    name: str = ""  # the SOURCE as given: a [[sources]] name, a URL or a path
+    new: int = 0
+    updated: int = 0
 
 
 @dataclass
@@ -76,6 +95,10 @@ class IngestReport:
     @property
     def total(self) -> int:
         return sum(len(x.papers) for x in self.loaded)
+
+    @property
+    def skipped(self) -> int:
+        return sum(len(x.skipped) for x in self.loaded)
 
 
 def resolve(spec: str, settings: Settings) -> SourceConfig:
@@ -90,19 +113,16 @@ def resolve(spec: str, settings: Settings) -> SourceConfig:
     return SourceConfig(name=spec, path=spec)
 
 
-def load(src: SourceConfig, session: Session, fetcher: Fetcher | None) -> Loaded:
+def fetch_bytes(
+    src: SourceConfig, fetcher: Fetcher | None, validators: Validators | None = None
+) -> tuple[str, bytes | None, str, Validators | None]:
+    """(origin, body or None when not modified, content type, validators) of one source."""
     if src.url:
         assert fetcher is not None
-        state = session.get(FetchState, src.url)
-        validators = Validators(state.etag, state.last_modified) if state else None
         got = fetcher.get(src.url, validators)
-        if got.body is None:
-            return Loaded(src.url, [], validators=got.validators, not_modified=True)
-        if len(got.body) > MAX_BYTES:
+        if got.body is not None and len(got.body) > MAX_BYTES:
             raise SourceError(src.url, f"response larger than {MAX_BYTES // 2**20} MB")
-        papers = parse_text(decode(got.body, src.url), src.url, src.kind)
-        merged, folded = merge_duplicates(papers)
-        return Loaded(src.url, merged, folded, validators=got.validators)
+        return src.url, got.body, got.content_type, got.validators
     path = Path(src.path or "")
     origin = str(path)
     try:
@@ -116,9 +136,22 @@ def load(src: SourceConfig, session: Session, fetcher: Fetcher | None) -> Loaded
         raise SourceError(origin, "no such file (nor a [[sources]] name or URL)") from None
     except OSError as exc:
         raise SourceError(origin, f"cannot read: {exc.strerror}") from None
-    papers = parse_text(decode(data, origin), origin, src.kind)
-    merged, folded = merge_duplicates(papers)
-    return Loaded(origin, merged, folded)
+    return origin, data, "", None
+
+
+def load(src: SourceConfig, session: Session, fetcher: Fetcher | None,
+         strict: bool = False) -> Loaded:
+    validators = None
+    if src.url:
+        state = session.get(FetchState, src.url)
+        validators = Validators(state.etag, state.last_modified) if state else None
+    origin, body, content_type, got = fetch_bytes(src, fetcher, validators)
+    if body is None:
+        return Loaded(origin, [], validators=got, not_modified=True, name=src.name)
+    parsed = parse_bytes(body, origin, src.kind, content_type, strict)
+    merged, folded = merge_duplicates(parsed.papers)
+    return Loaded(origin, merged, folded, validators=got, skipped=parsed.skipped,
+                  name=src.name)
 
 
 def store(session: Session, papers: list[Paper], now: dt.datetime | None = None) -> tuple[int, int]:
@@ -167,6 +200,10 @@ def refresh(row: Entry, p: Paper, now: dt.datetime) -> None:
     row.authors = row.authors or p.authors
     row.published = row.published or p.published
     row.keywords = row.keywords or p.keywords
+    if p.featured and (row.featured is None or p.featured > row.featured):
+        row.featured = p.featured
+    if p.affiliations and not row.affiliations:
+        row.affiliations = p.affiliations
     if p.upvotes is not None:
         row.upvotes = p.upvotes
     for attr in ("url", "code_url", "project_url"):
@@ -176,8 +213,14 @@ def refresh(row: Entry, p: Paper, now: dt.datetime) -> None:
     row.updated_at = now
 
 
-def ingest(settings: Settings, session: Session, specs: list[str]) -> IngestReport:
-    """Load every source, then store them all; any error stores nothing."""
+def ingest(
+    settings: Settings, session: Session, specs: list[str], strict: bool = False
+) -> IngestReport:
+    """Load every source, then store them all; any source-level error stores nothing.
+
+    Unusable items inside a usable source are skipped and listed in the report,
+    unless ``strict``, when the first one is an error like any other.
+    """
     sources = [resolve(s, settings) for s in specs] or list(settings.sources)
     if not sources:
         raise InputError("nothing to ingest: name a file, URL or [[sources]] entry")
@@ -185,12 +228,18 @@ def ingest(settings: Settings, session: Session, specs: list[str]) -> IngestRepo
     report = IngestReport()
     try:
         for src in sources:
-            report.loaded.append(load(src, session, fetcher))
+            try:
+                report.loaded.append(load(src, session, fetcher, strict))
+            except NewsletterError as exc:
+                exc.source_name = src.name  # type: ignore[attr-defined]
+                raise
     finally:
         if fetcher:
             fetcher.close()
-    all_papers = [p for loaded in report.loaded for p in loaded.papers]
-    report.new, report.updated = store(session, all_papers)
+    for loaded in report.loaded:  # one source at a time, for per-source counts
+        loaded.new, loaded.updated = store(session, loaded.papers)
+        report.new += loaded.new
+        report.updated += loaded.updated
     for loaded in report.loaded:
         if loaded.validators and (loaded.validators.etag or loaded.validators.last_modified):
             state = session.get(FetchState, loaded.origin) or FetchState(url=loaded.origin)

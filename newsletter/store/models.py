@@ -95,6 +95,11 @@ class Entry(Base):
     source: Mapped[str] = mapped_column(String(200), default="")
     arrived_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # The day a daily-papers listing featured it (``published`` stays the arXiv
+    # date, often months older), so an email can say "featured today".
+    featured: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    # Author name -> affiliations, kept out of the names so ``author:`` matches them.
+    affiliations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Edition(Base):
@@ -175,6 +180,23 @@ class FetchState(Base):
     etag: Mapped[str] = mapped_column(Text, default="")
     last_modified: Mapped[str] = mapped_column(Text, default="")
     fetched_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SourceRun(Base):
+    """The last ingest of each source: when, what it stored, what it skipped, its error."""
+
+    __tablename__ = "source_runs"
+
+    name: Mapped[str] = mapped_column(String(500), primary_key=True)
+    origin: Mapped[str] = mapped_column(Text, default="")
+    ran_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    ok: Mapped[bool] = mapped_column(Boolean, default=True)
+    papers: Mapped[int] = mapped_column(Integer, default=0)
+    new: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    not_modified: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str] = mapped_column(Text, default="")
 
 
 class Meta(Base):

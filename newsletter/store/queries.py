@@ -115,4 +115,6 @@ def entry_dict(e: Entry) -> dict[str, Any]:
         "keywords": e.keywords,
         "version": e.version,
         "source": e.source,
+        "featured": e.featured.isoformat() if e.featured else None,
+        "affiliations": e.affiliations or {},
     }

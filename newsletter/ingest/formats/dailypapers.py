@@ -3,6 +3,11 @@
 Fields come and go between API versions and the same field may sit at the top
 level or inside ``paper``, so every field is looked up in both places and none
 but a title is required.
+
+Two dates: ``paper.publishedAt`` is the arXiv date (often months old), the day
+the listing featured the paper is ``submittedOnDailyAt`` (or the item's own
+``publishedAt`` when the paper has its own). Both are kept: ``published`` and
+``featured``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import re
 from typing import Any, ClassVar
 
 from newsletter.errors import SourceError
+from newsletter.ingest.formats.base import Skipped, collect
 from newsletter.ingest.formats.jsonutil import (
     as_int,
     as_names,
@@ -31,13 +37,14 @@ class DailyPapersSource:
         head = text.lstrip()[:20000]
         return head.startswith("[") and bool(_SNIFF.search(head))
 
-    def parse(self, text: str, origin: str) -> list[Paper]:
+    def parse(self, text: str, origin: str, skipped: list[Skipped] | None = None) -> list[Paper]:
         data = load_json(text, origin)
         if isinstance(data, dict):  # some endpoints wrap the list
             data = first(data, "papers", "data", "items") or []
         if not isinstance(data, list):
             raise SourceError(origin, "expected a JSON array of daily-papers objects")
-        return [self._paper(item, f"{origin}: item {i}") for i, item in enumerate(data, 1)]
+        return collect(data, lambda i, item: self._paper(item, f"{origin}: item {i}"), skipped,
+                       _ident)
 
     def _paper(self, item: Any, where: str) -> Paper:
         if not isinstance(item, dict):
@@ -66,6 +73,28 @@ class DailyPapersSource:
             ],
             source=self.kind,
         )
+        out.featured = _featured(item, paper, where)
         if parsed:
             out.arxiv_id, out.version = parsed
         return out.finish()
+
+
+def _ident(item: Any) -> str:
+    if not isinstance(item, dict):
+        return ""
+    inner = item["paper"] if isinstance(item.get("paper"), dict) else {}
+    return str(first(inner, "id") or first(item, "id") or "")
+
+
+def _featured(item: dict[str, Any], paper: dict[str, Any], where: str) -> Any:
+    """The listing's day: ``submittedOnDailyAt``, else the item's own ``publishedAt``
+    when the paper carries its arXiv date separately."""
+    value = first(paper, "submittedOnDailyAt") or first(item, "submittedOnDailyAt")
+    if value is None and first(paper, "publishedAt") is not None:
+        value = first(item, "publishedAt")
+    if value is None:
+        return None
+    try:
+        return parse_date(value, where, "submittedOnDailyAt")
+    except SourceError:
+        return None  # a bad listing date is not worth losing the paper

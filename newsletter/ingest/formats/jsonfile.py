@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from newsletter.errors import SourceError
+from newsletter.ingest.formats.base import Skipped, collect
 from newsletter.ingest.formats.jsonutil import (
     as_int,
     as_names,
@@ -23,7 +24,7 @@ from newsletter.ingest.papers import Paper, parse_arxiv_id
 
 FIELDS = {
     "id", "title", "abstract", "authors", "published", "upvotes", "url", "code_url",
-    "project_url", "keywords", "version", "source", "arrived_at",
+    "project_url", "keywords", "version", "source", "arrived_at", "featured", "affiliations",
 }
 
 
@@ -33,7 +34,7 @@ class JsonEntriesSource:
     def sniff(self, text: str) -> bool:
         return text.lstrip()[:1] in ("[", "{")
 
-    def parse(self, text: str, origin: str) -> list[Paper]:
+    def parse(self, text: str, origin: str, skipped: list[Skipped] | None = None) -> list[Paper]:
         stripped = text.lstrip()
         items: list[tuple[str, Any]]
         if stripped.startswith("[") or (stripped.startswith("{") and "\n{" not in stripped):
@@ -46,7 +47,9 @@ class JsonEntriesSource:
             items = [(f"{origin}: item {i}", x) for i, x in enumerate(data, 1)]
         else:
             items = [(f"{origin}:{n}", x) for n, x in load_jsonl(text, origin)]
-        return [self._paper(item, where) for where, item in items]
+        return collect(items, lambda _, pair: self._paper(pair[1], pair[0]), skipped,
+                       lambda pair: str(pair[1].get("id") or "") if isinstance(pair[1], dict)
+                       else "")
 
     def _paper(self, item: Any, where: str) -> Paper:
         if not isinstance(item, dict):
@@ -75,6 +78,11 @@ class JsonEntriesSource:
             version=as_int(item.get("version"), where, "version") or 0,
             source=as_str(item.get("source"), where, "source") or self.kind,
         )
+        paper.featured = parse_date(item.get("featured"), where, "featured")
+        affiliations = item.get("affiliations") or {}
+        if isinstance(affiliations, dict):
+            paper.affiliations = {str(k): [str(a) for a in v] for k, v in affiliations.items()
+                                  if isinstance(v, list)}
         ident = as_str(item.get("id"), where, "id")
         parsed = parse_arxiv_id(ident) if ident and not ident.startswith("t:") else None
         if parsed:

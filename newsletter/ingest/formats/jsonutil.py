@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from newsletter.errors import SourceError
+from newsletter.ingest.authors import split_author_list
 
 
 def load_json(text: str, origin: str) -> Any:
@@ -82,8 +83,8 @@ def as_names(value: Any, where: str, field: str) -> list[str]:
     """Authors as strings, objects with ``name``, or one comma-separated string."""
     if value in (None, ""):
         return []
-    if isinstance(value, str):
-        return [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, str):  # "A (Univ. X, Lab Y), B": split outside brackets only
+        return split_author_list(value)
     if not isinstance(value, list):
         raise SourceError(where, f"field {field!r}: expected a list, got {type(value).__name__}")
     names = []

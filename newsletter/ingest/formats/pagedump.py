@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from newsletter.errors import SourceError
+from newsletter.ingest.formats.base import Skipped
 from newsletter.ingest.papers import Paper
 
 MONTHS = {m: i for i, m in enumerate(
@@ -80,18 +81,29 @@ class PageDumpSource:
         blocks = _blocks(text[:20000])
         return len(blocks) >= 2 and any(b.is_meta for b in blocks)
 
-    def parse(self, text: str, origin: str) -> list[Paper]:
+    def parse(self, text: str, origin: str, skipped: list[Skipped] | None = None) -> list[Paper]:
+        """The page's layout is one structure, not independent items: any problem in
+        it is an error whatever ``skipped`` says."""
         blocks = _blocks(text)
-        # Skip the page header and take the page date when it is there.
+        # Skip the page header and take the page date (the day it featured them).
         i = 0
+        page_day: tuple[int, int] | None = None
         while i < len(blocks) and len(blocks[i].lines) == 1:
             line = blocks[i].text
             m = _DATE.match(line)
             if line.lower() in _HEADER or (m and not m.group(3) and not m.group(4)):
+                if m:
+                    page_day = (MONTHS[m.group(1)], int(m.group(2)))
                 i += 1
                 continue
             break
         year = self._page_year(text)
+        featured = None
+        if page_day:
+            try:
+                featured = dt.date(year, *page_day)
+            except ValueError:
+                featured = None
         papers: list[tuple[int, Paper]] = []
         current: Paper | None = None
         for block in blocks[i:]:
@@ -107,7 +119,7 @@ class PageDumpSource:
                 continue
             if not _looks_like_title(block):
                 raise SourceError(where, "a paragraph too long for a title where a title should be")
-            current = Paper(title=block.text, source=self.kind)
+            current = Paper(title=block.text, source=self.kind, featured=featured)
             papers.append((block.lineno, current))
         if not papers:
             raise SourceError(origin, "no papers found in the page dump")

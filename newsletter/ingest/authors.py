@@ -1,0 +1,103 @@
+"""Author lists as feeds write them: split at the top level, affiliations kept apart.
+
+arXiv RSS writes ``Aleteia Araujo (University of Brasilia Brazil, The University
+of Melbourne Australia), Breno Costa (...)`` in one ``dc:creator``. Splitting on
+every comma cuts the affiliation into fake authors; leaving the parentheses in
+the name makes ``author:"Aleteia Araujo"`` profiles miss. So commas and
+semicolons split only outside brackets, and a trailing parenthetical is an
+affiliation, stored beside the name rather than in it.
+"""
+
+from __future__ import annotations
+
+import re
+
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_CLOSE = {v: k for k, v in _OPEN.items()}
+_AND = re.compile(r"\s+(?:and|&)\s+", re.IGNORECASE)
+_LEADING_AND = re.compile(r"^(?:and|&)\s+", re.IGNORECASE)
+
+
+def _top_level_split(text: str, seps: str) -> list[str] | None:
+    """``text`` cut at ``seps`` outside brackets; None when the brackets do not balance."""
+    parts: list[str] = []
+    stack: list[str] = []
+    start = 0
+    for i, ch in enumerate(text):
+        if ch in _OPEN:
+            stack.append(_OPEN[ch])
+        elif ch in _CLOSE:
+            if not stack or stack[-1] != ch:
+                return None
+            stack.pop()
+        elif ch in seps and not stack:
+            parts.append(text[start:i])
+            start = i + 1
+    if stack:
+        return None
+    parts.append(text[start:])
+    return parts
+
+
+def _split_and(piece: str) -> list[str]:
+    """``"A. Smith and B. Jones"`` -> two names: the last "and" outside brackets, when
+    both sides have at least two words (so "Tom and Jerry Lab" stays one)."""
+    cut = None
+    for m in _AND.finditer(piece):
+        before = piece[: m.start()]
+        if sum(before.count(c) for c in _OPEN) == sum(before.count(c) for c in _CLOSE):
+            cut = m
+    if cut is None:
+        return [piece]
+    left, right = piece[: cut.start()], piece[cut.end():]
+    if len(left.split()) < 2 or len(right.split()) < 2:
+        return [piece]
+    return [*_split_and(left), right]
+
+
+def name_and_affiliations(raw: str) -> tuple[str, list[str]]:
+    """``"Ada Lovelace (Univ. X, Lab Y)"`` -> ``("Ada Lovelace", ["Univ. X, Lab Y"])``.
+
+    Only trailing bracketed groups are affiliations; a nickname in the middle
+    (``Thomas (Tom) Smith``) stays part of the name.
+    """
+    name = raw.strip()
+    affiliations: list[str] = []
+    while name.endswith((")", "]")):
+        close = name[-1]
+        opener = _CLOSE[close]
+        depth = 0
+        for i in range(len(name) - 1, -1, -1):
+            if name[i] == close:
+                depth += 1
+            elif name[i] == opener:
+                depth -= 1
+                if depth == 0:
+                    break
+        else:
+            break  # unbalanced: leave the text as it is
+        inner, rest = name[i + 1 : -1].strip(), name[:i].rstrip()
+        if not rest:  # nothing but brackets: not a name with an affiliation
+            break
+        if inner:
+            affiliations.insert(0, inner)
+        name = rest
+    return name.strip().rstrip(",;").strip(), affiliations
+
+
+def split_author_list(text: str) -> list[str]:
+    """One author string cut into one string per author, affiliations still attached."""
+    parts = _top_level_split(text, ",;")
+    if parts is None:  # unbalanced brackets: fall back to a plain split, losing nothing
+        parts = re.split(r"[,;]", text)
+    out: list[str] = []
+    for part in parts:
+        part = _LEADING_AND.sub("", part.strip())  # "A, B, and C"
+        out.extend(p.strip() for p in _split_and(part) if p.strip())
+    return out
+
+
+def split_authors(text: str) -> list[tuple[str, list[str]]]:
+    """Every (name, affiliations) in one author string, in order; empty names dropped."""
+    pairs = (name_and_affiliations(piece) for piece in split_author_list(text))
+    return [(name, affs) for name, affs in pairs if name]
