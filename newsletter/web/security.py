@@ -121,9 +121,11 @@ class Csrf:
     def check(self, request: Request, form: dict[str, str]) -> str:
         """"" when the post is ours, else the reason it is refused."""
         origin = request.headers.get("origin")
-        if origin is not None and origin.lower() != self.origin:
+        # Under Referrer-Policy: no-referrer browsers send "Origin: null" even for our own
+        # pages; then Fetch Metadata (sent by every current browser) says where it came from.
+        if origin is not None and origin != "null" and origin.lower() != self.origin:
             return "this form was posted from another site"
-        if request.headers.get("sec-fetch-site") == "cross-site":
+        if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
             return "this form was posted from another site"
         cookie = request.cookies.get(self.COOKIE, "")
         sent = form.get(self.FIELD, "")
