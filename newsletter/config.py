@@ -52,6 +52,7 @@ class WebConfig(_Section):
     confirms_per_day: int = Field(default=3, ge=1)  # per address
     signups_per_client_per_hour: int = Field(default=10, ge=1)
     preview_cache_size: int = Field(default=256, ge=0)  # keyword sets kept ranked
+    render_processes: int = Field(default=1, ge=0, le=32)  # 0: threads in the server process
 
     @field_validator("secret_keys", "retired_keys", mode="before")
     @classmethod

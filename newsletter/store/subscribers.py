@@ -165,9 +165,9 @@ def import_csv(session: Session, data: bytes, origin: str) -> ImportReport:
         raise InputError(f"{origin}: malformed CSV: {exc}") from None
     from newsletter.store.lifecycle import suppressed_among
 
-    erased = suppressed_among(session, [r["email"] for r in rows])
+    erased = suppressed_among(session, [str(r["email"]) for r in rows])
     if erased:
-        lines = {address: line for line, address in _lines_of(rows, erased, text, origin)}
+        lines = {address: line for line, address in _lines_of(erased, text, origin)}
         report.suppressed = sorted((lines.get(a, 0), a) for a in erased)
         rows = [r for r in rows if r["email"] not in erased]
     for start in range(0, len(rows), 5000):
@@ -178,8 +178,7 @@ def import_csv(session: Session, data: bytes, origin: str) -> ImportReport:
     return report
 
 
-def _lines_of(rows: list[dict[str, object]], wanted: set[str], text: str,
-              origin: str) -> Iterator[tuple[int, str]]:
+def _lines_of(wanted: set[str], text: str, origin: str) -> Iterator[tuple[int, str]]:
     """(line, address) of the ``wanted`` addresses, for the import report."""
     for line, row in _rows(text, origin):
         try:

@@ -10,7 +10,8 @@ handlers live in ``pages`` (subscriber pages) and ``notices`` (webhooks).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -57,6 +58,7 @@ ERRORS = {
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     heading, text = ERRORS.get(status, (f"Error {status}", "This request did not work."))
+    response: Response
     try:
         response = web_of(request).error(request, status, heading, text)
     except Exception:  # noqa: BLE001 - the error page itself must not fail
@@ -85,7 +87,21 @@ def create_app(app: App, *, fetcher: Fetcher | None = None,
         signer = Signer(secret_keys(settings, s))
         webhook_tokens(s)  # made once, so `webhooks urls` and the server agree
     web = Web(app, signer) if fetcher is None else Web(app, signer, fetcher)
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # Ranking and rendering go to their own processes, warmed now, so the first
+        # visitor does not pay for the caches and no request waits for the GIL.
+        if settings.web.render_processes:
+            web.start_pool()
+        else:
+            web.spawn(web.cpu(web.warm))
+        try:
+            yield
+        finally:
+            web.stop_pool()
+
     starlette = Starlette(
+        lifespan=lifespan,
         routes=[*ROUTES, *routes, *mounts],
         middleware=[Middleware(SecurityHeaders,
                                https=settings.web.base_url.startswith("https://"))],

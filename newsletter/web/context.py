@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import zoneinfo
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import jinja2
 from starlette.requests import Request
@@ -50,6 +54,13 @@ class Web:
     verifiers: dict[str, Verifier] = field(init=False)
     email_templates: jinja2.Environment = field(init=False)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Ranking and rendering are CPU-bound and hold the GIL: at most two at a time, in
+    # their own lane, so the database-only answers (one-click unsubscribe above all)
+    # always find a free worker thread instead of queueing behind them.
+    heavy: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
+    editions: OrderedDict[int, Any] = field(default_factory=OrderedDict)
+    editions_lock: threading.Lock = field(default_factory=threading.Lock)
+    pool: ProcessPoolExecutor | None = None
 
     def __post_init__(self) -> None:
         from newsletter.web.signup import email_templates
@@ -73,6 +84,86 @@ class Web:
     def settings(self) -> Any:
         return self.app.settings
 
+    async def cpu(self, func: Any, *args: Any) -> Any:
+        """Run CPU-heavy ``func`` in a worker thread of the heavy lane."""
+        return await anyio.to_thread.run_sync(func, *args, limiter=self.heavy)
+
+    def start_pool(self) -> None:
+        """The render processes (``[web] render_processes``), warmed at once."""
+        import multiprocessing
+
+        from newsletter.web import offload
+
+        n = self.settings.web.render_processes
+        if n and self.pool is None:
+            self.pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=offload.init,
+                                            initargs=(self.settings,))
+            for _ in range(n):
+                self.pool.submit(offload.warm)
+
+    def stop_pool(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+    async def _offload(self, func: Any, *args: Any) -> Any:
+        assert self.pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
+
+    async def rank_picks(self, keywords: str) -> list[dict[str, Any]]:
+        """What ``keywords`` pick (cached), computed off the event loop."""
+        from newsletter.web import offload
+
+        if not keywords.strip():
+            return []
+        if self.pool is not None:
+            result: list[dict[str, Any]] = await self._offload(offload.picks, keywords)
+            return result
+        return await self.picks.picks(keywords, self.heavy)
+
+    async def render_view(self, sub_id: int, edition_id: int) -> str | None:
+        from newsletter.web import offload
+        from newsletter.web.pages import _render_view
+
+        if self.pool is not None:
+            html: str | None = await self._offload(offload.view, sub_id, edition_id)
+            return html
+        result: str | None = await self.cpu(_render_view, self, sub_id, edition_id)
+        return result
+
+    def edition_context(self, session: Any, edition: Any) -> Any:
+        """The opened edition (all its candidate papers ranked and ready to render),
+        kept for the few most recent editions: "view in browser" renders from it."""
+        from newsletter.delivery.edition import open_edition
+
+        with self.editions_lock:
+            ctx = self.editions.get(edition.id)
+            if ctx is not None:
+                self.editions.move_to_end(edition.id)
+                return ctx
+        ctx = open_edition(self.settings, session, edition)
+        with self.editions_lock:
+            self.editions[edition.id] = ctx
+            while len(self.editions) > 4:
+                self.editions.popitem(last=False)
+        return ctx
+
+    def warm(self) -> None:
+        """Build the picks corpus and open the newest edition, at server start."""
+        from sqlalchemy import select
+
+        from newsletter.store.models import Edition
+
+        self.picks.warm()
+        try:
+            with self.app.session() as s:
+                edition = s.scalar(select(Edition).order_by(Edition.id.desc()).limit(1))
+                if edition is not None:
+                    self.edition_context(s, edition)
+        except Exception:  # noqa: BLE001 - an optimisation; requests open it themselves
+            log.exception("opening the newest edition at start failed")
+
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background, keeping a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -84,7 +175,8 @@ class Web:
         """A page from templates/web, with the CSRF token every form carries."""
         cookie, new = self.csrf.cookie(request)
         html = self.env.get_template(name).render(
-            sender=self.settings.sender, home="/", static="/static", csrf=self.csrf.token_for(cookie), **context)
+            sender=self.settings.sender, home="/", static="/static",
+            csrf=self.csrf.token_for(cookie), **context)
         response = HTMLResponse(html, status_code=status)
         if new:
             self.csrf.set_cookie(response, cookie)

@@ -252,7 +252,7 @@ async def preferences(request: Request) -> Response:
     sub = await run_in_threadpool(_load, web, sub_id)
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
-    picks = [] if error else await web.picks.picks(sub.keywords)
+    picks = [] if error else await web.rank_picks(sub.keywords)
     shown = [p | {"link": web.links.paper(p["id"])} for p in picks]
     stopped = sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED)
     links = web.links
@@ -388,8 +388,10 @@ def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
                                               Delivery.subscriber_id == sub_id))
         edition = s.get(Edition, edition_id) if edition_id else None
         if row is not None and edition is not None:
-            entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
-            ctx = open_edition(settings, s, edition, entries)
+            ctx = web.edition_context(s, edition)
+            if any(e not in ctx.index for e in row.entry_ids):  # papers changed since
+                entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
+                ctx = open_edition(settings, s, edition, entries)
             job = Job(Recipient(sub.id, sub.email, sub.name, sub.keywords),
                       list(row.entry_ids), bool((row.details or {}).get("trending")))
             return ctx.render(job).html
@@ -414,8 +416,7 @@ async def view(request: Request) -> Response:
     values = token_values(web, request, "view")
     if isinstance(values, Response):
         return values
-    html = await run_in_threadpool(_render_view, web, values[0],
-                                   values[1] if len(values) > 1 else 0)
+    html = await web.render_view(values[0], values[1] if len(values) > 1 else 0)
     if html is None:
         return web.error(request, 404, "Not available", "This email is no longer available.")
     # The email's own markup: inline styles (CSS-inlined for mail clients), never script.

@@ -12,12 +12,13 @@ unsubscribes never wait behind a ranking.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections import OrderedDict
 from typing import Any
 
+import anyio
 from sqlalchemy import func, select
-from starlette.concurrency import run_in_threadpool
 
 from newsletter.app import App
 from newsletter.ranking.selection import Selection
@@ -66,7 +67,14 @@ class PicksCache:
                 self._picks.popitem(last=False)
             return picks
 
-    async def picks(self, keywords: str) -> list[dict[str, Any]]:
+    async def picks(self, keywords: str, limiter: Any = None) -> list[dict[str, Any]]:
         if not keywords.strip():
             return []
-        return await run_in_threadpool(self._compute, keywords)
+        return await anyio.to_thread.run_sync(self._compute, keywords, limiter=limiter)
+
+    def warm(self) -> None:
+        """Build the corpus now (server start), not on the first visitor's request."""
+        try:
+            self._compute("warm up")
+        except Exception:  # noqa: BLE001 - warming is an optimisation; requests retry it
+            logging.getLogger("newsletter.web").exception("warming the picks cache failed")
