@@ -323,3 +323,24 @@ def test_web_command_refuses_unretired_key(cli, tmp_path: Path) -> None:  # type
     assert r.code != 0 and "retired_keys" in r.stderr and len(r.stderr.splitlines()) == 1
     shown = json.loads(cli("keys", "show", env=env).stdout)
     assert shown["stored_fingerprint"] and shown["stored_key"]
+
+
+def test_ranking_and_rendering_in_the_render_process(world) -> None:  # type: ignore[no-untyped-def]
+    """With ``render_processes`` (the default in production), preferences and view in
+    browser are answered from the render process, the same as in-process."""
+    from newsletter.delivery.runs import run_send
+
+    settings, engine = world
+    summary = run_send(settings, engine, dt.date(2025, 12, 26))
+    with running_site(settings, engine, render_processes=1) as site:
+        grace = site.sub_id("grace@example.org")
+        client = httpx.Client(timeout=120)
+        prefs = client.get(site.links.preferences(grace))
+        assert prefs.status_code == 200 and "matched: " in prefs.text
+        view = client.get(site.links.view(grace, summary.edition.id))
+        assert view.status_code == 200 and "papers matched your interests" in view.text
+        assert site.starlette.state.web.pool is not None
+    with running_site(settings, engine) as site:
+        same = httpx.get(site.links.preferences(grace), timeout=60)
+        picks = re.findall(r"<strong>(.*?)</strong>", same.text)
+        assert picks and picks == re.findall(r"<strong>(.*?)</strong>", prefs.text)

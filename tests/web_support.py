@@ -62,6 +62,8 @@ def running_site(settings: Settings, engine: Any, *, fetcher: Fetcher | None = N
     import uvicorn
 
     port = free_port()
+    # Threads in-process by default (fast to start); the render process has its own test.
+    web = {"render_processes": 0} | web
     settings = settings.replace(web={"base_url": f"http://127.0.0.1:{port}", **web})
     app = App(settings, engine)
     starlette = create_app(app, fetcher=fetcher)
