@@ -33,13 +33,13 @@ def _token_ok(web: Web, provider: str, token: str) -> bool:
 
 
 def _apply(web: Web, provider: str, notices: list[Notice]) -> int:
-    from newsletter.web.pages import web_address
+    from newsletter.store.subscribers import normalize_email
 
     changed = 0
     with web.app.session() as s:
         for address, kind in notices:
             try:
-                normalized = web_address(address)
+                normalized = normalize_email(address)
             except InputError:
                 continue
             changed += lifecycle.apply_notice(s, normalized, kind, provider=provider)

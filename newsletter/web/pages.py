@@ -110,7 +110,8 @@ async def subscribe(request: Request) -> Response:
                          check_hour(hour))
     except InputError as exc:
         return subscribe_page(request, web, 400, email=email, keywords=keywords, tz=tz,
-                              tz_chosen=True, hour=hour if hour.isdigit() else 7,
+                              tz_chosen=True,
+                              hour=int(hour) if hour.isdigit() and int(hour) < 24 else 7,
                               error=exc.message)
     client = request.client.host if request.client else "?"
     if not web.limiter.allow(client):

@@ -134,9 +134,11 @@ class Verifier:
     async def accept(self, req: WebhookRequest) -> list[Notice]:
         raise NotImplementedError
 
-    def not_replayed(self, key: str, req: WebhookRequest) -> None:
-        if not self.replay.first_use(f"{self.name}:{key}",
-                                     req.now + 2 * self.config.tolerance_seconds, req.now):
+    def not_replayed(self, key: str, req: WebhookRequest, window: float | None = None) -> None:
+        """Refuse a proof seen before; remembered for ``window`` seconds (by default
+        twice the freshness tolerance: past that, the proof is stale anyway)."""
+        ttl = 2 * self.config.tolerance_seconds if window is None else window
+        if not self.replay.first_use(f"{self.name}:{key}", req.now + ttl, req.now):
             raise Rejected(401, "replayed: this signed notice was already used")
 
 

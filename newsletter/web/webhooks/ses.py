@@ -122,7 +122,7 @@ class Ses(Verifier):
             raise Rejected(400, "the SNS Timestamp is not ISO 8601") from None
         if sent.tzinfo is None or abs(dt.datetime.fromtimestamp(req.now, dt.UTC) - sent) > MAX_AGE:
             raise Rejected(401, "stale: the SNS message is more than an hour old")
-        self.not_replayed(text(msg, "MessageId"), req)
+        self.not_replayed(text(msg, "MessageId"), req, 2 * MAX_AGE.total_seconds())
         if kind == "SubscriptionConfirmation":
             url = amazon_url(text(msg, "SubscribeURL", required=True), "SubscribeURL")
             try:
