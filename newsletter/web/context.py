@@ -103,8 +103,9 @@ class Web:
                 self.pool.submit(offload.warm)
 
     def stop_pool(self) -> None:
+        """Stop the render processes and wait for them: none outlives the server."""
         if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
 
     async def _offload(self, func: Any, *args: Any) -> Any:

@@ -11,6 +11,9 @@ keyword set, the newest opened editions.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from typing import Any
 
 from newsletter.config import Settings
@@ -18,9 +21,19 @@ from newsletter.config import Settings
 _web: Any = None
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A render process whose server died (even by SIGKILL) exits too, instead of
+    idling as an orphan."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
 def init(settings: Settings) -> None:
     """Process start: an app and a Web of its own (caches live here)."""
     global _web
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     from newsletter.app import App
     from newsletter.render.links import Signer, secret_keys
     from newsletter.web.context import Web
