@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from newsletter.errors import ConfigError
@@ -344,3 +346,51 @@ def test_ranking_and_rendering_in_the_render_process(world) -> None:  # type: ig
         same = httpx.get(site.links.preferences(grace), timeout=60)
         picks = re.findall(r"<strong>(.*?)</strong>", same.text)
         assert picks and picks == re.findall(r"<strong>(.*?)</strong>", prefs.text)
+
+
+def test_preferences_keep_a_zone_outside_the_list(site: Site) -> None:
+    """A subscriber imported with a zone the select does not list keeps it on save."""
+    with session_scope(site.engine) as s:
+        s.add(Subscriber(email="us@example.org", tz="US/Eastern", keywords="gnn"))
+    client = httpx.Client()
+    url = site.links.preferences(site.sub_id("us@example.org"))
+    assert "<option selected>US/Eastern</option>" in client.get(url).text
+    ok = post_form(client, url, {"action": "save", "keywords": "gnn", "tz": "US/Eastern",
+                                 "hour": "7", "status": "active"})
+    assert ok.status_code == 200
+
+
+def test_a_failed_confirmation_send_is_logged(world, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The page cannot say the email failed (that would tell whether the address is
+    known), so the failure goes to the log, with the reason."""
+    import logging
+
+    from .conftest import free_port
+
+    settings, engine = world
+    dead = settings.replace(transport={"backend": "smtp", "max_attempts": 1},
+                            smtp={"host": "127.0.0.1", "port": free_port(), "timeout": 2})
+    caplog.set_level(logging.INFO, logger="newsletter.web.signup")
+    with running_site(dead, engine) as site:
+        r = post_form(httpx.Client(), site.url + "/", {"email": "z@example.org", "keywords": "",
+                                                       "tz": "UTC", "hour": "7"},
+                      site.url + "/subscribe")
+        assert r.status_code == 200 and "Check your inbox" in r.text
+        site.wait_background(30)
+    errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert errors and "confirmation email" in errors[0].getMessage()
+
+
+@given(st.text(max_size=60))
+def test_any_token_text_is_refused_cleanly(text: str) -> None:
+    """Whatever text a URL carries as a token, verifying it is a valid result or an
+    InputError (a 400), never another exception (a 500)."""
+    from newsletter.errors import InputError
+
+    signer = Signer(["k"])
+    for purpose in ("unsubscribe", "confirm", "view"):
+        try:
+            values = signer.verify(purpose, text)
+        except InputError:
+            continue
+        assert signer.token(purpose, *values) == text

@@ -34,7 +34,7 @@ from newsletter.store.models import (
     SubscriberStatus,
 )
 from newsletter.store.subscribers import as_dict, check_hour, check_keywords, check_tz
-from newsletter.web.context import ZONES, Web, now_hours, web_of
+from newsletter.web.context import Web, now_hours, web_of, zone_options
 from newsletter.web.security import TooLarge, read_form
 from newsletter.web.signup import SignUp, process
 
@@ -82,7 +82,8 @@ def token_values(web: Web, request: Request, purpose: str) -> list[int] | Respon
 def subscribe_page(request: Request, web: Web, status: int = 200, **kw: Any) -> Response:
     values = {"email": "", "keywords": "", "tz": "UTC", "tz_chosen": False, "hour": 7,
               "error": ""} | kw
-    return web.page(request, "subscribe.html", status, zones=ZONES, **values)
+    return web.page(request, "subscribe.html", status, zones=zone_options(str(values["tz"])),
+                    **values)
 
 
 async def home(request: Request) -> Response:
@@ -260,7 +261,7 @@ async def preferences(request: Request) -> Response:
     return web.page(
         request, "preferences.html", 400 if error else 200, sub=sub,
         keywords=sub.keywords if keywords is None else keywords, error=error, saved=saved,
-        picks=shown, zones=ZONES, stopped=stopped,
+        picks=shown, zones=zone_options(sub.tz), stopped=stopped,
         can_resubscribe=sub.status == SubscriberStatus.UNSUBSCRIBED,
         status_label=STATUS_LABELS.get(SubscriberStatus(sub.status), sub.status),
         unsubscribe=links.unsubscribe(sub_id), archive=links.preferences(sub_id, "archive"),
