@@ -11,6 +11,7 @@ keyword set, the newest opened editions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -33,6 +34,10 @@ def _exit_with_parent(parent: int) -> None:
 def init(settings: Settings) -> None:
     """Process start: an app and a Web of its own (caches live here)."""
     global _web
+    # Below the server in the CPU queue: when the machine is busy, answering a one-click
+    # unsubscribe comes before ranking a preferences page.
+    with contextlib.suppress(OSError):
+        os.nice(5)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     from newsletter.app import App
     from newsletter.render.links import Signer, secret_keys
