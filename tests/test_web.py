@@ -295,6 +295,11 @@ def test_paper_page_without_url_links_somewhere(site: Site) -> None:
         s.add(Entry(id="t:abc", title="A Page-Dump Paper", abstract="x",
                     published=dt.date(2025, 3, 4), url=""))
         s.add(Entry(id="t:def", title="Another", abstract="y", arxiv_id="2501.00001", url=""))
+        s.add(Entry(id="t:bad", title="Hostile", abstract="z", url="javascript:alert(1)",
+                    code_url='https://github.com/x/y"onclick="x'))
+    hostile = httpx.get(site.links.paper("t:bad")).text
+    assert "javascript:" not in hostile and 'onclick="x' not in hostile
+    assert 'href="https://github.com/x/y%22onclick=%22x"' in hostile
     page = httpx.get(site.links.paper("t:abc"))
     assert "Mar 4, 2025" in page.text
     assert "https://arxiv.org/search/?searchtype=title&amp;query=A%20Page-Dump%20Paper" in page.text

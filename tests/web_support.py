@@ -34,6 +34,10 @@ class Site:
     links: LinkMaker
     starlette: Any
 
+    def __iter__(self) -> Iterator[Any]:
+        """(url, settings, engine, signer), as the older tuple fixture gave."""
+        return iter((self.url, self.settings, self.engine, self.signer))
+
     def hook(self, provider: str) -> str:
         with session_scope(self.engine) as s:
             return f"{self.url}/webhooks/{provider}/{webhook_tokens(s)[provider]}"

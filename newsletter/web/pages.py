@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
@@ -425,11 +425,20 @@ async def view(request: Request) -> Response:
     return HTMLResponse(html, headers={"Content-Security-Policy": VIEW_CSP})
 
 
+def http_only(url: str | None) -> str:
+    """A stored link as an http(s) href, or "": a feed can carry ``javascript:``, and a
+    stray quote would end the attribute (percent-encoded here)."""
+    text = (url or "").strip()
+    if urlsplit(text).scheme.lower() not in ("http", "https") or "@" in urlsplit(text).netloc:
+        return ""
+    return quote(text, safe=":/?#[]@!$&'()*+,;=%-._~")
+
+
 def paper_url(entry: Entry) -> str:
     """Where "Read the paper" goes: its own link, else arXiv by id, else an arXiv title
     search (a page-dump paper may come with neither)."""
-    if entry.url:
-        return entry.url
+    if http_only(entry.url):
+        return http_only(entry.url)
     if entry.arxiv_id:
         return f"https://arxiv.org/abs/{quote(entry.arxiv_id)}"
     return f"https://arxiv.org/search/?searchtype=title&query={quote(entry.title)}"
@@ -447,6 +456,7 @@ async def paper(request: Request) -> Response:
     if entry is None:
         return web.error(request, 404, "Not found", "No such paper.")
     return web.page(request, "paper.html", paper=entry, paper_url=paper_url(entry),
+                    code_url=http_only(entry.code_url), project_url=http_only(entry.project_url),
                     date=format_date(entry.published),
                     authors=", ".join(str(a) for a in entry.authors or []))
 
