@@ -45,6 +45,10 @@ app.add_typer(admin_app, name="admin")
 sources_app = typer.Typer(help="Configured sources: their last ingest; a dry run of one.",
                           no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
+webhooks_app = typer.Typer(help="Bounce and complaint webhooks.", no_args_is_help=True)
+keys_app = typer.Typer(help="Link signing keys.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(keys_app, name="keys")
 
 err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 out = Console(highlight=False, soft_wrap=True, markup=False)  # titles may hold [brackets]
@@ -168,7 +172,11 @@ def subscribers_import(
         err.print(f"{file}:{line}: {address} already present, skipped")
     if len(report.duplicates) > 20:
         err.print(f"... and {len(report.duplicates) - 20} more duplicates")
-    err.print(f"imported {report.added}, duplicates {len(report.duplicates)}")
+    for line, address in report.suppressed[:20]:
+        err.print(f"{file}:{line}: {address} asked to be erased, skipped")
+    err.print(f"imported {report.added}, duplicates {len(report.duplicates)}"
+              + (f", erased addresses skipped {len(report.suppressed)}"
+                 if report.suppressed else ""))
 
 
 @subs_app.command("list")
@@ -535,21 +543,65 @@ def web(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Serve the subscribe, confirm, unsubscribe, preferences and view-in-browser pages,
-    and the operator console at /admin."""
+    """Serve the sign-up, confirm, unsubscribe, preferences and view-in-browser pages, the
+    bounce webhooks (`newsletter webhooks urls` prints their URLs) and the operator
+    console at /admin."""
     import uvicorn
 
-    from newsletter.render.links import Signer, secret_keys
     from newsletter.web import create_app
-    from newsletter.web.webhooks import PARSERS
+    from newsletter.web.logs import redact_access_log
+
+    a = _app(ctx)
+    starlette = create_app(a)
+    redact_access_log()
+    err.print(f"serving {a.settings.web.base_url} on {host}:{port}")
+    uvicorn.run(starlette, host=host, port=port, log_level="info")
+
+
+@webhooks_app.command("urls")
+def webhooks_urls(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Print each email API's bounce/complaint webhook URL (secret: paste it only into
+    that provider's settings)."""
+    from newsletter.web.webhooks import webhook_urls
 
     a = _app(ctx)
     with a.session() as s:
-        token = Signer(secret_keys(a.settings, s)).token("webhook", 0)
-    base = a.settings.web.base_url.rstrip("/")
-    for provider in PARSERS:
-        err.print(f"bounce/complaint webhook for {provider}: {base}/webhooks/{provider}/{token}")
-    uvicorn.run(create_app(a), host=host, port=port, log_level="info")
+        urls = webhook_urls(a.settings, s)
+    if as_json:
+        _print_json(urls)
+        return
+    for provider, url in urls.items():
+        out.print(f"{provider}\t{url}")
+
+
+@webhooks_app.command("rotate")
+def webhooks_rotate(
+    ctx: typer.Context,
+    provider: Annotated[str, typer.Argument(help="sendgrid | mailgun | postmark | resend | ses")],
+) -> None:
+    """Replace a provider's webhook URL token; the old URL stops working at once."""
+    from newsletter.web.webhooks import rotate_token, webhook_urls
+
+    a = _app(ctx)
+    with a.session() as s:
+        rotate_token(s, provider)
+        url = webhook_urls(a.settings, s)[provider]
+    out.print(url)
+    err.print(f"update the webhook URL in {provider}'s settings; the old one is refused now")
+
+
+@keys_app.command("show")
+def keys_show(ctx: typer.Context) -> None:
+    """The signing key stored in the database and the fingerprints of every key (for
+    rotating [web] secret_keys without breaking links already sent)."""
+    from newsletter.web.keys import describe
+
+    a = _app(ctx)
+    with a.session() as s:
+        _print_json(describe(a.settings.web, s))
 
 
 @app.command()

@@ -43,8 +43,38 @@ class SenderConfig(_Section):
 class WebConfig(_Section):
     base_url: str = "http://127.0.0.1:8000"
     secret_keys: list[str] = Field(default_factory=list)
+    # Fingerprints (``newsletter webhooks urls`` prints the stored key's) of signing keys
+    # deliberately dropped: their links stop working and the server may start without them.
+    retired_keys: list[str] = Field(default_factory=list)
+    confirm_hours: int = Field(default=72, ge=1, le=24 * 365)
+    max_form_bytes: int = Field(default=1_000_000, ge=1024)
+    confirm_interval_minutes: int = Field(default=15, ge=0)  # per address
+    confirms_per_day: int = Field(default=3, ge=1)  # per address
+    signups_per_client_per_hour: int = Field(default=10, ge=1)
+    preview_cache_size: int = Field(default=256, ge=0)  # keyword sets kept ranked
+    render_processes: int = Field(default=1, ge=0, le=32)  # 0: threads in the server process
 
-    @field_validator("secret_keys", mode="before")
+    @field_validator("secret_keys", "retired_keys", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+
+class WebhooksConfig(_Section):
+    """Each provider's own proof that a bounce/complaint notice came from it, checked in
+    addition to the per-provider token in the URL. A provider left unconfigured here
+    refuses every notice (except SES, whose proof is Amazon's certificate)."""
+
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    tolerance_seconds: int = Field(default=300, ge=1)  # signed timestamps older are stale
+    sendgrid_public_key: str | None = None  # the "verification key" (base64 DER or PEM)
+    mailgun_signing_key: str | None = None  # "HTTP webhook signing key"
+    postmark_username: str | None = None  # basic auth set in the webhook URL at Postmark
+    postmark_password: str | None = None
+    resend_secret: str | None = None  # "whsec_..." signing secret
+    ses_topic_arns: list[str] = Field(default_factory=list)  # empty: any topic
+
+    @field_validator("ses_topic_arns", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
@@ -144,6 +174,7 @@ class Settings(_Section):
     database: DatabaseConfig = DatabaseConfig()
     sender: SenderConfig = SenderConfig()
     web: WebConfig = WebConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     transport: TransportConfig = TransportConfig()
     smtp: SmtpConfig = SmtpConfig()
     outbox: OutboxConfig = OutboxConfig()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
+import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -20,7 +22,10 @@ from newsletter.config import Settings
 from newsletter.errors import InputError
 from newsletter.store.models import Meta
 
-PURPOSES = ("unsubscribe", "preferences", "confirm", "view", "webhook")
+PURPOSES = ("unsubscribe", "preferences", "confirm", "view", "webhook", "feed")
+# ids in base 36 joined by "-", a dot, a 128-bit MAC in unpadded base64url: anything else
+# (a non-ASCII byte, padding, a slash) is refused before any HMAC is computed.
+TOKEN_SHAPE = re.compile(r"[0-9a-z]{1,13}(?:-[0-9a-z]{1,13}){0,7}\.[A-Za-z0-9_-]{22}")
 
 
 def secret_keys(settings: Settings, session: Session) -> list[str]:
@@ -56,6 +61,8 @@ class Signer:
         return f"{body}.{self._mac(self._keys[0], purpose, body)}"
 
     def verify(self, purpose: str, token: str) -> list[int]:
+        if not TOKEN_SHAPE.fullmatch(token):
+            raise InputError("this link is not valid (it may have been cut or altered)")
         body, _, mac = token.partition(".")
         if body and mac and any(hmac.compare_digest(mac, self._mac(k, purpose, body))
                                 for k in self._keys):
@@ -104,3 +111,27 @@ class LinkMaker:
 
     def paper(self, entry_id: str) -> str:
         return f"{self.base}/papers/{quote(entry_id, safe='')}"
+
+    def unsubscribe(self, subscriber_id: int) -> str:
+        return f"{self.base}/unsubscribe/{self.signer.token('unsubscribe', subscriber_id)}"
+
+    def preferences(self, subscriber_id: int, action: str = "") -> str:
+        token = self.signer.token("preferences", subscriber_id)
+        return f"{self.base}/preferences/{token}" + (f"/{action}" if action else "")
+
+    def view(self, subscriber_id: int, edition_id: int) -> str:
+        return f"{self.base}/view/{self.signer.token('view', subscriber_id, edition_id)}"
+
+    def confirm(self, subscriber_id: int, issued: int | None = None) -> str:
+        """A confirmation link stamped with the hour it was issued, so it can expire."""
+        hour = int(time.time() // 3600) if issued is None else issued
+        return f"{self.base}/confirm/{self.signer.token('confirm', subscriber_id, hour)}"
+
+    def feed(self, subscriber_id: int) -> str:
+        return f"{self.base}/feed/{self.signer.token('feed', subscriber_id)}.atom"
+
+    def home(self, path: str = "/") -> str:
+        return f"{self.base}{path}"
+
+    def webhook(self, provider: str, token: str) -> str:
+        return f"{self.base}/webhooks/{provider}/{token}"

@@ -171,6 +171,16 @@ class Event(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class Suppression(Base):
+    """An erased address, kept only as a hash: enough to refuse it, not to read it."""
+
+    __tablename__ = "suppressions"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), default="erased")
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class FetchState(Base):
     """Validators from the last fetch of a URL, for conditional GET."""
 

@@ -74,9 +74,12 @@ def add(
     status: str = SubscriberStatus.ACTIVE,
     source: str = "cli",
 ) -> Subscriber:
+    from newsletter.store.lifecycle import refuse_suppressed
+
     address = normalize_email(email)
     if session.scalar(select(Subscriber.id).where(Subscriber.email == address)):
         raise InputError(f"{address} is already subscribed (use the preferences to change it)")
+    refuse_suppressed(session, address)
     now = utcnow()
     sub = Subscriber(
         email=address,
@@ -100,6 +103,7 @@ def add(
 class ImportReport:
     added: int = 0
     duplicates: list[tuple[int, str]] = field(default_factory=list)
+    suppressed: list[tuple[int, str]] = field(default_factory=list)  # erased: never re-added
 
 
 def _rows(text: str, origin: str) -> Iterator[tuple[int, dict[str, str]]]:
@@ -189,12 +193,30 @@ def import_csv(session: Session, data: bytes, origin: str) -> ImportReport:
             rows.append(values)
     except csv.Error as exc:
         raise InputError(f"{origin}: malformed CSV: {exc}") from None
+    from newsletter.store.lifecycle import suppressed_among
+
+    erased = suppressed_among(session, [str(r["email"]) for r in rows])
+    if erased:
+        lines = {address: line for line, address in _lines_of(erased, text, origin)}
+        report.suppressed = sorted((lines.get(a, 0), a) for a in erased)
+        rows = [r for r in rows if r["email"] not in erased]
     for start in range(0, len(rows), 5000):
         session.execute(insert(Subscriber), rows[start : start + 5000])
     session.add(Event(kind="imported", detail={"file": origin, "added": len(rows),
                                                "duplicates": len(report.duplicates)}))
     report.added = len(rows)
     return report
+
+
+def _lines_of(wanted: set[str], text: str, origin: str) -> Iterator[tuple[int, str]]:
+    """(line, address) of the ``wanted`` addresses, for the import report."""
+    for line, row in _rows(text, origin):
+        try:
+            address = normalize_email(row.get("email", ""))
+        except InputError:
+            continue
+        if address in wanted:
+            yield line, address
 
 
 def remove(session: Session, email: str) -> None:

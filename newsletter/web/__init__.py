@@ -1,6 +1,7 @@
-"""The subscriber-facing web pages: subscribe, confirm, one-click unsubscribe,
-preferences, view in browser, and a page per paper. Links carry signed tokens."""
+"""The subscriber-facing web: sign-up, confirm, one-click unsubscribe, preferences
+and self-service, view in browser, paper pages, and the bounce/complaint webhooks.
+Links carry signed tokens; see ``app`` for the wiring."""
 
-from newsletter.web.app import create_app
+from newsletter.web.app import ROUTES, create_app
 
-__all__ = ["create_app"]
+__all__ = ["ROUTES", "create_app"]

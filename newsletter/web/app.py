@@ -1,275 +1,115 @@
-"""Starlette app for the links in every email and the sign-up form.
+"""The Starlette app behind the links in every email, the sign-up form and the
+webhooks.
 
-* ``POST /unsubscribe/{token}`` is RFC 8058 one-click: mail clients post
-  ``List-Unsubscribe=One-Click`` there with no page in between. ``GET`` shows a
-  page with one button (link scanners that prefetch GETs unsubscribe nobody).
-* Sign-ups are pending until the address confirms (double opt-in); operator
-  imports are active at once.
-* The preferences page shows what the subscriber's keywords pick, through the
-  same ranking code as ``newsletter rank`` and the preview.
+``create_app`` only wires things: the state every handler reads
+(``web.context.Web``), the route table (``ROUTES``, a plain list that other
+modules extend, plus ``mounts``), security headers, and styled error pages. The
+handlers live in ``pages`` (subscriber pages) and ``notices`` (webhooks).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
-import jinja2
-from markupsafe import escape
-from sqlalchemy import select
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 
 from newsletter.app import App
-from newsletter.errors import InputError, NewsletterError
-from newsletter.render.compile import BUNDLED
 from newsletter.render.links import Signer, secret_keys
-from newsletter.store.models import Delivery, Edition, Entry, Event, Subscriber, utcnow
-from newsletter.store.subscribers import add as add_subscriber
-from newsletter.store.subscribers import check_hour, check_keywords, check_tz, normalize_email
-from newsletter.urls import safe_url
+from newsletter.web import notices, pages
+from newsletter.web.context import Web, web_of
+from newsletter.web.keys import check_rotation
+from newsletter.web.security import SecurityHeaders
+from newsletter.web.webhooks import Fetcher, webhook_tokens
+
+log = logging.getLogger("newsletter.web")
+
+ROUTES: list[BaseRoute] = [
+    Route("/", pages.home, methods=["GET"]),
+    Route("/subscribe", pages.home, methods=["GET"]),
+    Route("/subscribe", pages.subscribe, methods=["POST"]),
+    Route("/confirm/{token}", pages.confirm, methods=["GET", "POST"]),
+    Route("/unsubscribe/{token}", pages.unsubscribe, methods=["GET", "POST"]),
+    Route("/preferences/{token}", pages.preferences, methods=["GET", "POST"]),
+    Route("/preferences/{token}/data", pages.my_data, methods=["GET"]),
+    Route("/preferences/{token}/erase", pages.erase, methods=["GET", "POST"]),
+    Route("/preferences/{token}/archive", pages.archive, methods=["GET"]),
+    Route("/feed/{token}.atom", pages.feed, methods=["GET"]),
+    Route("/view/{token}", pages.view, methods=["GET"]),
+    Route("/papers/{entry_id:path}", pages.paper, methods=["GET"]),
+    Route("/static/{name}", pages.static, methods=["GET"]),
+    Route("/webhooks/{provider}/{token}", notices.webhook, methods=["POST"]),
+]
+
+ERRORS = {
+    400: ("Bad request", "This request could not be understood."),
+    404: ("Not found", "There is nothing at this address."),
+    405: ("Not allowed", "This page does not accept that kind of request."),
+    500: ("Something went wrong", "We could not answer this request. Please try again later."),
+}
 
 
-def create_app(app: App) -> Starlette:
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    heading, text = ERRORS.get(status, (f"Error {status}", "This request did not work."))
+    response: Response
+    try:
+        response = web_of(request).error(request, status, heading, text)
+    except Exception:  # noqa: BLE001 - the error page itself must not fail
+        response = PlainTextResponse(text, status_code=status)
+    if isinstance(exc, HTTPException) and exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("error answering %s %s", request.method, request.url.path, exc_info=exc)
+    return await _http_error(request, exc)
+
+
+def create_app(app: App, *, fetcher: Fetcher | None = None,
+               routes: Sequence[BaseRoute] = (), mounts: Sequence[BaseRoute] = ()) -> Starlette:
+    """The web app for ``app``. ``fetcher`` replaces the HTTPS client that fetches SNS
+    certificates and confirms SNS subscriptions (tests pass a local one); ``routes``
+    and ``mounts`` add pages (the admin console, feedback votes) to ``ROUTES``.
+
+    Refuses to start (``ConfigError``) when the configured signing keys would break the
+    links already sent (see ``web.keys``)."""
+    settings = app.settings
+    with app.session() as s:
+        check_rotation(settings.web, s)
+        signer = Signer(secret_keys(settings, s))
+        webhook_tokens(s)  # made once, so `webhooks urls` and the server agree
+    web = Web(app, signer) if fetcher is None else Web(app, signer, fetcher)
     from newsletter.web.admin import create_admin
 
-    settings = app.settings
-    directory = Path(settings.render.templates) if settings.render.templates else BUNDLED
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(directory / "web")),
-                             autoescape=True)
-    with app.session() as s:
-        signer = Signer(secret_keys(settings, s))
-    base = settings.web.base_url.rstrip("/")
-    sender = {"from_name": settings.sender.from_name}
-
-    def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        html = env.get_template(name).render(sender=sender, base=base, **context)
-        return HTMLResponse(html, status_code=status)
-
-    def message(heading: str, text: str, status: int = 200, **kw: Any) -> HTMLResponse:
-        return page("message.html", status, heading=heading, text=text, **kw)
-
-    def subscriber_for(purpose: str, token: str) -> tuple[int, list[int]]:
-        values = signer.verify(purpose, token)
-        return values[0], values[1:]
-
-    def bad_link(exc: InputError) -> HTMLResponse:
-        return message("This link does not work", exc.message, 400)
-
-    async def home(request: Request) -> Response:
-        return page("subscribe.html", email="", keywords="", error="")
-
-    async def subscribe(request: Request) -> Response:
-        form = await request.form()
-        email, keywords = str(form.get("email", "")), str(form.get("keywords", ""))
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # Ranking and rendering go to their own processes, warmed now, so the first
+        # visitor does not pay for the caches and no request waits for the GIL.
+        if settings.web.render_processes:
+            web.start_pool()
+        else:
+            web.spawn(web.cpu(web.warm))
         try:
-            address = normalize_email(email)
-            check_keywords(keywords)
-        except InputError as exc:
-            return page("subscribe.html", 400, email=email, keywords=keywords, error=exc.message)
-        with app.session() as s:
-            sub = s.scalar(select(Subscriber).where(Subscriber.email == address))
-            if sub is None:
-                sub = add_subscriber(s, address, keywords=keywords, status="pending",
-                                     source="web")
-            elif sub.status in ("unsubscribed", "pending"):
-                sub.status, sub.keywords = "pending", keywords.strip()
-            send_confirmation = sub.status == "pending"
-            sub_id = sub.id
-        if send_confirmation:
-            await _send_confirmation(app, signer, sub_id, address)
-        # The same answer whether or not the address was known: no address probing.
-        return message("Check your inbox", f"We sent a confirmation link to {address}. "
-                       "Your subscription starts when you follow it.")
+            yield
+        finally:
+            web.stop_pool()
 
-    async def confirm(request: Request) -> Response:
-        try:
-            sub_id, _ = subscriber_for("confirm", request.path_params["token"])
-        except InputError as exc:
-            return bad_link(exc)
-        with app.session() as s:
-            sub = s.get(Subscriber, sub_id)
-            if sub is None:
-                return message("Not found", "This subscription no longer exists.", 404)
-            if sub.status == "pending":
-                sub.status, sub.consent_at, sub.consent_source = "active", utcnow(), "web"
-                s.add(Event(subscriber_id=sub.id, kind="confirmed"))
-            email = sub.email
-        prefs = f"{base}/preferences/{signer.token('preferences', sub_id)}"
-        return message("You are subscribed", f"{email} will get the next edition.",
-                       link=prefs, link_text="Tune your keywords")
-
-    async def unsubscribe(request: Request) -> Response:
-        token = request.path_params["token"]
-        try:
-            sub_id, _ = subscriber_for("unsubscribe", token)
-        except InputError as exc:
-            return bad_link(exc)
-        with app.session() as s:
-            sub = s.get(Subscriber, sub_id)
-            if sub is None:
-                return message("Unsubscribed", "This address gets no more emails.")
-            if request.method == "GET":
-                return page("unsubscribe.html", email=sub.email, preferences=(
-                    f"{base}/preferences/{signer.token('preferences', sub_id)}"))
-            if sub.status != "unsubscribed":
-                sub.status = "unsubscribed"
-                s.add(Event(subscriber_id=sub.id, kind="unsubscribed",
-                            detail={"one_click": request.headers.get("content-type", "")
-                                    .startswith("application/x-www-form-urlencoded")}))
-            email = sub.email
-        return message("Unsubscribed", f"{email} will get no more emails from us.")
-
-    async def preferences(request: Request) -> Response:
-        try:
-            sub_id, _ = subscriber_for("preferences", request.path_params["token"])
-        except InputError as exc:
-            return bad_link(exc)
-        error, saved = "", False
-        keywords = None
-        if request.method == "POST":
-            form = await request.form()
-            keywords = str(form.get("keywords", ""))
-            try:
-                values = {"keywords": check_keywords(keywords),
-                          "tz": check_tz(str(form.get("tz", "UTC"))),
-                          "send_hour": check_hour(str(form.get("hour", "7"))),
-                          "status": str(form.get("status", "active"))}
-                if values["status"] not in ("active", "paused"):
-                    raise InputError("delivery must be daily or paused")
-            except InputError as exc:
-                error = exc.message
-            else:
-                with app.session() as s:
-                    sub = s.get(Subscriber, sub_id)
-                    if sub is not None and sub.status in ("active", "paused"):
-                        for k, v in values.items():
-                            setattr(sub, k, v)
-                        s.add(Event(subscriber_id=sub_id, kind="preferences"))
-                        saved = True
-        from newsletter.ranking.view import rank_subscribers
-
-        with app.session() as s:
-            sub = s.get(Subscriber, sub_id)
-            if sub is None:
-                return message("Not found", "This subscription no longer exists.", 404)
-            picks: list[dict[str, Any]] = []
-            if not error and sub.keywords.strip():
-                for r in rank_subscribers(settings, s, email=sub.email, limit=5,
-                                          all_entries=True):
-                    picks = r["picks"]
-            return page("preferences.html", 400 if error else 200, sub=sub,
-                        keywords=sub.keywords if keywords is None else keywords, error=error,
-                        saved=saved, picks=picks,
-                        unsubscribe=f"{base}/unsubscribe/{signer.token('unsubscribe', sub_id)}")
-
-    async def view(request: Request) -> Response:
-        try:
-            sub_id, rest = subscriber_for("view", request.path_params["token"])
-        except InputError as exc:
-            return bad_link(exc)
-        edition_id = rest[0] if rest else 0
-        from newsletter.delivery.edition import open_edition
-        from newsletter.delivery.plan import Job
-        from newsletter.render.renderer import Recipient
-
-        with app.session() as s:
-            row = s.scalar(select(Delivery).where(Delivery.edition_id == edition_id,
-                                                  Delivery.subscriber_id == sub_id))
-            edition = s.get(Edition, edition_id)
-            sub = s.get(Subscriber, sub_id)
-            if row is None or edition is None or sub is None:
-                return message("Not available", "This email is no longer available.", 404)
-            entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
-            ctx = open_edition(settings, s, edition, entries)
-            job = Job(Recipient(sub.id, sub.email, sub.name, sub.keywords), list(row.entry_ids),
-                      bool((row.details or {}).get("trending")))
-            return HTMLResponse(ctx.render(job).html)
-
-    async def paper(request: Request) -> Response:
-        with app.session() as s:
-            entry = s.get(Entry, request.path_params["entry_id"])
-            if entry is None:
-                return message("Not found", "No such paper.", 404)
-            # http(s) links only, whatever an old row holds (newsletter/urls.py)
-            links = {k: safe_url(getattr(entry, k)) for k in ("url", "code_url", "project_url")}
-            return page("paper.html", paper=SimpleNamespace(**{**vars(entry), **links}))
-
-    async def webhook(request: Request) -> Response:
-        from newsletter.web.webhooks import PARSERS
-
-        provider = request.path_params["provider"]
-        parser = PARSERS.get(provider)
-        try:
-            if parser is None or signer.verify("webhook", request.path_params["token"]) != [0]:
-                raise InputError("unknown webhook")
-        except InputError:
-            return Response("unknown webhook", status_code=404)
-        try:
-            notices = list(parser(await request.json()))
-        except (ValueError, AttributeError, TypeError, KeyError) as exc:
-            return Response(f"unreadable {provider} notification: {exc}", status_code=400)
-        changed = 0
-        with app.session() as s:
-            for address, kind in notices:
-                try:
-                    normalized = normalize_email(address)
-                except InputError:
-                    continue
-                sub = s.scalar(select(Subscriber).where(Subscriber.email == normalized))
-                if sub is None:
-                    continue
-                if kind == "bounce":
-                    sub.bounce_count += 1
-                    sub.status = "bounced"
-                else:
-                    sub.status = "complained"
-                s.add(Event(subscriber_id=sub.id, kind="bounced" if kind == "bounce"
-                            else "complained", detail={"provider": provider}))
-                changed += 1
-        return Response(f"{changed} subscribers updated", status_code=200)
-
-    routes = [
-        Route("/", home),
-        Route("/subscribe", subscribe, methods=["POST"]),
-        Route("/confirm/{token}", confirm),
-        Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
-        Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
-        Route("/view/{token}", view),
-        Route("/papers/{entry_id:path}", paper),
-        Route("/webhooks/{provider}/{token}", webhook, methods=["POST"]),
-        Mount("/admin", app=create_admin(app)),  # the operator console (own auth, CSRF)
-    ]
-    return Starlette(routes=routes)
-
-
-async def _send_confirmation(app: App, signer: Signer, sub_id: int, address: str) -> None:
-    """A plain confirmation email through the configured transport."""
-    from newsletter.render.mime import MimeBuilder
-    from newsletter.transports import make_transport
-
-    settings = app.settings
-    link = f"{settings.web.base_url.rstrip('/')}/confirm/{signer.token('confirm', sub_id)}"
-    name = settings.sender.from_name
-    text = (f"Please confirm your subscription to {name}:\n{link}\n\n"
-            "If you did not ask for this, ignore this email and nothing will be sent.\n")
-    html = (f"<p>Please confirm your subscription to {escape(name)}:</p>"
-            f'<p><a href="{link}">Confirm my subscription</a></p>'
-            "<p>If you did not ask for this, ignore this email.</p>")
-    builder = MimeBuilder(settings)
-    msg = builder.build(to=address, to_name="", subject=f"Confirm your subscription to {name}",
-                        text=text, html=html, message_id=builder.message_id(
-                            f"confirm.{sub_id}.{dt.date.today():%Y%m%d}"),
-                        list_unsubscribe=f"<mailto:{settings.sender.from_address}>")
-    transport = make_transport(settings)
-    await transport.open()
-    try:
-        await transport.send(msg)
-    except NewsletterError:
-        pass  # the page still says to check the inbox; the operator sees it in the log
-    finally:
-        await transport.close()
+    starlette = Starlette(
+        lifespan=lifespan,
+        routes=[*ROUTES, *routes, *mounts,
+                # the operator console: its own sessions, CSRF and CSP
+                Mount("/admin", app=create_admin(app))],
+        middleware=[Middleware(SecurityHeaders,
+                               https=settings.web.base_url.startswith("https://"))],
+        exception_handlers={HTTPException: _http_error, 500: _server_error},
+    )
+    starlette.state.web = web
+    return starlette

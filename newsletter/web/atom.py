@@ -1,0 +1,65 @@
+"""A subscriber's personal Atom feed: the papers their editions carried, newest
+first, for people who read in a feed reader. Built by hand (a few elements), with
+every text escaped, and checked by feedparser in the tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from sqlalchemy import select
+
+from newsletter.store.models import Delivery, DeliveryStatus, Edition, Entry, Subscriber
+
+MAX_ITEMS = 200
+
+
+def _time(value: dt.datetime | dt.date) -> str:
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day)
+    return value.replace(microsecond=0).isoformat() + "Z"
+
+
+def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
+    links = web.links
+    with web.app.session() as s:
+        sub = s.get(Subscriber, sub_id)
+        if sub is None:
+            return None
+        rows = s.execute(select(Delivery, Edition).join(Edition)
+                         .where(Delivery.subscriber_id == sub_id,
+                                Delivery.status == DeliveryStatus.SENT)
+                         .order_by(Edition.day.desc(), Edition.id.desc()).limit(60)).all()
+        picked: list[tuple[str, dt.datetime]] = []
+        for d, e in rows:
+            when = d.sent_at or e.created_at
+            picked.extend((eid, when) for eid in d.entry_ids)
+        picked = picked[:MAX_ITEMS]
+        ids = [eid for eid, _ in picked]
+        entries = {e.id: e for e in s.scalars(select(Entry).where(Entry.id.in_(ids)))} \
+            if ids else {}
+    name = web.settings.sender.from_name
+    updated = _time(picked[0][1]) if picked else _time(sub.created_at)
+    out = ['<?xml version="1.0" encoding="utf-8"?>',
+           '<feed xmlns="http://www.w3.org/2005/Atom">',
+           f"<title>{escape(name)}: your papers</title>",
+           f"<id>{escape(links.home('/feed/'))}{sub_id}</id>",
+           f"<updated>{updated}</updated>",
+           f"<link rel=\"self\" href={quoteattr(self_url)}/>",
+           f"<link rel=\"alternate\" href={quoteattr(links.home('/'))}/>",
+           f"<author><name>{escape(name)}</name></author>"]
+    for eid, when in picked:
+        e = entries.get(eid)
+        if e is None:
+            continue
+        out += ["<entry>",
+                f"<title>{escape(e.title)}</title>",
+                f"<id>{escape(links.paper(e.id))}</id>",
+                f"<link href={quoteattr(links.paper(e.id))}/>",
+                f"<updated>{_time(when)}</updated>",
+                f"<summary>{escape(e.abstract or '')}</summary>"]
+        out += [f"<author><name>{escape(str(a))}</name></author>" for a in (e.authors or [])[:5]]
+        out.append("</entry>")
+    out.append("</feed>")
+    return "\n".join(out).encode()

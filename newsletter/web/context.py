@@ -1,0 +1,211 @@
+"""The web app's state, made once in ``create_app`` and reached by every handler as
+``request.app.state.web``: settings, templates, signer and links, limits, caches.
+Handlers are plain module-level functions; nothing is a closure or a global."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+import zoneinfo
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import jinja2
+from markupsafe import Markup, escape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from newsletter.app import App
+from newsletter.render.compile import BUNDLED
+from newsletter.render.links import LinkMaker, Signer
+from newsletter.web.picks import PicksCache
+from newsletter.web.security import ClientLimiter, Csrf
+from newsletter.web.webhooks import VERIFIERS, Fetcher, ReplayCache, Verifier
+
+log = logging.getLogger("newsletter.web")
+ZONES = sorted(z for z in zoneinfo.available_timezones() if "/" in z and not z.startswith(
+    ("Etc/", "SystemV/", "US/", "posix/", "right/"))) + ["UTC"]
+
+
+async def https_fetch(url: str) -> bytes:
+    """The real fetcher: https only, no redirects, a short timeout, a size cap."""
+    async with httpx.AsyncClient(timeout=10, follow_redirects=False) as client:
+        r = await client.get(url)
+        r.raise_for_status()
+        return r.content[:200_000]
+
+
+@dataclass
+class Web:
+    app: App
+    signer: Signer
+    fetcher: Fetcher = https_fetch
+    env: jinja2.Environment = field(init=False)
+    links: LinkMaker = field(init=False)
+    csrf: Csrf = field(init=False)
+    limiter: ClientLimiter = field(init=False)
+    picks: PicksCache = field(init=False)
+    verifiers: dict[str, Verifier] = field(init=False)
+    email_templates: jinja2.Environment = field(init=False)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Ranking and rendering are CPU-bound and hold the GIL: at most two at a time, in
+    # their own lane, so the database-only answers (one-click unsubscribe above all)
+    # always find a free worker thread instead of queueing behind them.
+    heavy: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
+    editions: OrderedDict[int, Any] = field(default_factory=OrderedDict)
+    editions_lock: threading.Lock = field(default_factory=threading.Lock)
+    pool: ProcessPoolExecutor | None = None
+
+    def __post_init__(self) -> None:
+        from newsletter.web.signup import email_templates
+
+        settings = self.app.settings
+        loaders: list[jinja2.BaseLoader] = []
+        if settings.render.templates:
+            loaders.append(jinja2.FileSystemLoader(str(Path(settings.render.templates) / "web")))
+        loaders.append(jinja2.FileSystemLoader(str(BUNDLED / "web")))
+        self.env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True)
+        self.links = LinkMaker(settings, self.signer)
+        self.csrf = Csrf(self.signer._keys[0], settings.web.base_url)
+        self.limiter = ClientLimiter(settings.web.signups_per_client_per_hour)
+        self.picks = PicksCache(self.app, settings.web.preview_cache_size)
+        replay = ReplayCache()
+        self.verifiers = {name: cls(settings.webhooks, fetcher=self.fetcher, replay=replay)
+                          for name, cls in VERIFIERS.items()}
+        self.email_templates = email_templates(settings.render.templates)
+
+    @property
+    def settings(self) -> Any:
+        return self.app.settings
+
+    async def cpu(self, func: Any, *args: Any) -> Any:
+        """Run CPU-heavy ``func`` in a worker thread of the heavy lane."""
+        return await anyio.to_thread.run_sync(func, *args, limiter=self.heavy)
+
+    def start_pool(self) -> None:
+        """The render processes (``[web] render_processes``), warmed at once."""
+        import multiprocessing
+
+        from newsletter.web import offload
+
+        n = self.settings.web.render_processes
+        if n and self.pool is None:
+            self.pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=offload.init,
+                                            initargs=(self.settings,))
+            for _ in range(n):
+                self.pool.submit(offload.warm)
+
+    def stop_pool(self) -> None:
+        """Stop the render processes and wait for them: none outlives the server."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    async def _offload(self, func: Any, *args: Any) -> Any:
+        assert self.pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
+
+    async def rank_picks(self, keywords: str) -> list[dict[str, Any]]:
+        """What ``keywords`` pick (cached), computed off the event loop."""
+        from newsletter.web import offload
+
+        if not keywords.strip():
+            return []
+        if self.pool is not None:
+            result: list[dict[str, Any]] = await self._offload(offload.picks, keywords)
+            return result
+        return await self.picks.picks(keywords, self.heavy)
+
+    async def render_view(self, sub_id: int, edition_id: int) -> str | None:
+        from newsletter.web import offload
+        from newsletter.web.pages import _render_view
+
+        if self.pool is not None:
+            html: str | None = await self._offload(offload.view, sub_id, edition_id)
+            return html
+        result: str | None = await self.cpu(_render_view, self, sub_id, edition_id)
+        return result
+
+    def edition_context(self, session: Any, edition: Any) -> Any:
+        """The opened edition (all its candidate papers ranked and ready to render),
+        kept for the few most recent editions: "view in browser" renders from it."""
+        from newsletter.delivery.edition import open_edition
+
+        with self.editions_lock:
+            ctx = self.editions.get(edition.id)
+            if ctx is not None:
+                self.editions.move_to_end(edition.id)
+                return ctx
+        ctx = open_edition(self.settings, session, edition)
+        with self.editions_lock:
+            self.editions[edition.id] = ctx
+            while len(self.editions) > 4:
+                self.editions.popitem(last=False)
+        return ctx
+
+    def warm(self) -> None:
+        """Build the picks corpus and open the newest edition, at server start."""
+        from sqlalchemy import select
+
+        from newsletter.store.models import Edition
+
+        self.picks.warm()
+        try:
+            with self.app.session() as s:
+                edition = s.scalar(select(Edition).order_by(Edition.id.desc()).limit(1))
+                if edition is not None:
+                    self.edition_context(s, edition)
+        except Exception:  # noqa: BLE001 - an optimisation; requests open it themselves
+            log.exception("opening the newest edition at start failed")
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def page(self, request: Request, name: str, status: int = 200,
+             **context: Any) -> HTMLResponse:
+        """A page from templates/web, with the CSRF token every form carries."""
+        cookie, new = self.csrf.cookie(request)
+        html = self.env.get_template(name).render(
+            sender=self.settings.sender, home="/", static="/static",
+            csrf=self.csrf.token_for(cookie), **context)
+        response = HTMLResponse(html, status_code=status)
+        if new:
+            self.csrf.set_cookie(response, cookie)
+        return response
+
+    def message(self, request: Request, heading: str, text: str, status: int = 200,
+                **kw: Any) -> HTMLResponse:
+        return self.page(request, "message.html", status, heading=heading, text=text, **kw)
+
+    def error(self, request: Request, status: int, heading: str, text: str) -> HTMLResponse:
+        return self.page(request, "error.html", status, heading=heading, text=text)
+
+
+@functools.lru_cache(maxsize=128)
+def zone_options(selected: str) -> Markup:
+    """The time-zone <option>s (about 430) with ``selected`` marked: made once per zone,
+    not on every page view."""
+    zones = ZONES if selected in ZONES or not selected else [selected, *ZONES]  # keep theirs
+    return Markup("".join(
+        f'<option{" selected" if z == selected else ""}>{escape(z)}</option>' for z in zones))
+
+
+def web_of(request: Request) -> Web:
+    web: Web = request.app.state.web
+    return web
+
+
+def now_hours() -> int:
+    return int(time.time() // 3600)

@@ -1,0 +1,73 @@
+"""The webhook endpoint: ``POST /webhooks/<provider>/<token>``.
+
+Order of checks: the provider exists and the URL token is that provider's current
+one (else 404, so the URL space reveals nothing); the body is within the cap
+(413); the provider's own proof verifies (401) and the payload is well-formed
+(400). Only then do subscribers change, through ``store.lifecycle``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from newsletter.errors import InputError
+from newsletter.store import lifecycle
+from newsletter.web.context import Web, web_of
+from newsletter.web.security import TooLarge, read_body
+from newsletter.web.webhooks import Notice, Rejected, WebhookRequest, webhook_tokens
+
+log = logging.getLogger("newsletter.web.webhooks")
+TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def _token_ok(web: Web, provider: str, token: str) -> bool:
+    with web.app.session() as s:
+        expected = webhook_tokens(s, create=False).get(provider, "")
+    return bool(expected) and hmac.compare_digest(expected.encode(), token.encode())
+
+
+def _apply(web: Web, provider: str, notices: list[Notice]) -> int:
+    from newsletter.store.subscribers import normalize_email
+
+    changed = 0
+    with web.app.session() as s:
+        for address, kind in notices:
+            try:
+                normalized = normalize_email(address)
+            except InputError:
+                continue
+            changed += lifecycle.apply_notice(s, normalized, kind, provider=provider)
+    return changed
+
+
+async def webhook(request: Request) -> Response:
+    web = web_of(request)
+    provider, token = request.path_params["provider"], request.path_params["token"]
+    verifier = web.verifiers.get(provider)
+    if verifier is None or not TOKEN.fullmatch(token) or not await run_in_threadpool(
+            _token_ok, web, provider, token):
+        return PlainTextResponse("unknown webhook", status_code=404)
+    if not verifier.configured():
+        return PlainTextResponse(f"{provider} webhooks are not configured ([webhooks])",
+                                 status_code=403)
+    try:
+        body = await read_body(request, web.settings.webhooks.max_body_bytes)
+    except TooLarge:
+        return PlainTextResponse("body too large", status_code=413)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        notices = await verifier.accept(WebhookRequest(headers, body))
+    except Rejected as exc:
+        log.warning("%s webhook refused: %s", provider, exc.message)
+        return PlainTextResponse(exc.message, status_code=exc.status)
+    except ValueError as exc:  # a misconfigured key: the operator's problem, said plainly
+        log.error("%s webhook: %s", provider, exc)
+        return PlainTextResponse("webhook verification is misconfigured", status_code=500)
+    changed = await run_in_threadpool(_apply, web, provider, notices)
+    return PlainTextResponse(f"{changed} subscribers updated")

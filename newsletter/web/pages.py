@@ -1,0 +1,467 @@
+"""The subscriber's pages: sign-up, confirm, one-click unsubscribe, preferences
+(with resubscribe, data download, erasure, archive and feed), view in browser and
+a page per paper.
+
+Nothing changes state on GET or HEAD: confirm, unsubscribe, erase and every
+preference change are POSTs behind a page with one button (link scanners fetch
+GETs and HEADs). Database work runs in worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+from urllib.parse import quote
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from newsletter.errors import InputError
+from newsletter.render.compile import BUNDLED
+from newsletter.render.digest import format_date
+from newsletter.store import lifecycle
+from newsletter.store.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    Entry,
+    Event,
+    Subscriber,
+    SubscriberStatus,
+)
+from newsletter.store.subscribers import as_dict, check_hour, check_keywords, check_tz
+from newsletter.urls import safe_url
+from newsletter.web.context import Web, now_hours, web_of, zone_options
+from newsletter.web.security import TooLarge, read_form
+from newsletter.web.signup import SignUp, process
+
+VIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+            "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
+STATIC = {"site.css": "text/css", "tz.js": "text/javascript"}
+
+
+def web_address(raw: str) -> str:
+    """A sign-up address: valid, ASCII only (we cannot promise SMTPUTF8 delivery), and
+    normalized; a clear error otherwise."""
+    raw = raw.strip()
+    if not raw:
+        raise InputError("enter your email address")
+    if len(raw) > 254:
+        raise InputError("this email address is too long")
+    try:
+        info = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise InputError(f"this email address does not work: {exc}") from None
+    return (info.ascii_email or info.normalized).lower()
+
+
+async def form_of(request: Request, web: Web) -> dict[str, str] | Response:
+    try:
+        return await read_form(request, web.settings.web.max_form_bytes)
+    except TooLarge:
+        return web.error(request, 413, "Too large", "This form is larger than we accept.")
+
+
+def checked(request: Request, web: Web, form: dict[str, str]) -> Response | None:
+    reason = web.csrf.check(request, form)
+    return web.error(request, 403, "Please try again", reason) if reason else None
+
+
+def token_values(web: Web, request: Request, purpose: str) -> list[int] | Response:
+    try:
+        return web.signer.verify(purpose, request.path_params["token"])
+    except InputError as exc:
+        return web.error(request, 400, "This link does not work", exc.message)
+
+
+# ---- sign-up and confirmation -------------------------------------------------------
+
+def subscribe_page(request: Request, web: Web, status: int = 200, **kw: Any) -> Response:
+    values = {"email": "", "keywords": "", "tz": "UTC", "tz_chosen": False, "hour": 7,
+              "error": ""} | kw
+    return web.page(request, "subscribe.html", status, zones=zone_options(str(values["tz"])),
+                    **values)
+
+
+async def home(request: Request) -> Response:
+    """GET / and GET /subscribe (a reload of the result page shows the form)."""
+    return subscribe_page(request, web_of(request))
+
+
+async def subscribe(request: Request) -> Response:
+    web = web_of(request)
+    form = await form_of(request, web)
+    if isinstance(form, Response):
+        return form
+    refused = checked(request, web, form)
+    if refused:
+        return refused
+    done = web.message(request, "Check your inbox",
+                       "If this address can be subscribed, a confirmation link is on its way. "
+                       "Your subscription starts when you follow it.")
+    if form.get("website"):  # the honeypot: people never see it, form-filling bots do
+        return done
+    email, keywords = form.get("email", ""), form.get("keywords", "")
+    tz, hour = form.get("tz", "UTC"), form.get("hour", "7")
+    try:
+        sign_up = SignUp(web_address(email), check_keywords(keywords), check_tz(tz),
+                         check_hour(hour))
+    except InputError as exc:
+        return subscribe_page(request, web, 400, email=email, keywords=keywords, tz=tz,
+                              tz_chosen=True,
+                              hour=int(hour) if hour.isdigit() and int(hour) < 24 else 7,
+                              error=exc.message)
+    client = request.client.host if request.client else "?"
+    if not web.limiter.allow(client):
+        return web.error(request, 429, "Too many sign-ups",
+                         "Too many sign-ups from your network in the last hour; try later.")
+    # Everything that depends on the address happens after the answer: the same page,
+    # in the same time, whether it is new, pending or already subscribed.
+    web.spawn(process(web.app, web.links, web.email_templates, sign_up))
+    return done
+
+
+def _load(web: Web, sub_id: int) -> Subscriber | None:
+    with web.app.session() as s:
+        return s.get(Subscriber, sub_id)
+
+
+async def confirm(request: Request) -> Response:
+    web = web_of(request)
+    values = token_values(web, request, "confirm")
+    if isinstance(values, Response):
+        return values
+    if len(values) < 2 or now_hours() - values[1] > web.settings.web.confirm_hours:
+        return web.error(request, 400, "This link has expired",
+                         "Confirmation links work for "
+                         f"{web.settings.web.confirm_hours} hours. Sign up again for a new one.")
+    sub_id = values[0]
+    if request.method != "POST":
+        sub = await run_in_threadpool(_load, web, sub_id)
+        if sub is None:
+            return web.error(request, 404, "Not found", "This subscription no longer exists.")
+        return web.page(request, "confirm.html", email=sub.email)
+    form = await form_of(request, web)
+    if isinstance(form, Response):
+        return form
+    refused = checked(request, web, form)
+    if refused:
+        return refused
+
+    def act() -> str | None:
+        with web.app.session() as s:
+            sub = s.get(Subscriber, sub_id)
+            if sub is None:
+                return None
+            lifecycle.confirm(s, sub)
+            return sub.email
+
+    email = await run_in_threadpool(act)
+    if email is None:
+        return web.error(request, 404, "Not found", "This subscription no longer exists.")
+    return web.message(request, "You are subscribed", f"{email} will get the next edition.",
+                       link=web.links.preferences(sub_id), link_text="Tune your keywords")
+
+
+async def unsubscribe(request: Request) -> Response:
+    """RFC 8058: the POST is the one click (from the mail client, no page, no cookie:
+    the signed URL is the authority). GET and HEAD only show the button."""
+    web = web_of(request)
+    values = token_values(web, request, "unsubscribe")
+    if isinstance(values, Response):
+        return values
+    sub_id = values[0]
+    if request.method != "POST":
+        sub = await run_in_threadpool(_load, web, sub_id)
+        if sub is None:
+            return web.message(request, "Unsubscribed", "This address gets no more emails.")
+        return web.page(request, "unsubscribe.html", email=sub.email,
+                        preferences=web.links.preferences(sub_id))
+    form = await form_of(request, web)
+    if isinstance(form, Response):
+        return form
+    one_click = form.get("List-Unsubscribe") == "One-Click"
+
+    def act() -> str | None:
+        with web.app.session() as s:
+            sub = s.get(Subscriber, sub_id)
+            if sub is None:
+                return None
+            lifecycle.unsubscribe(s, sub, one_click=one_click)
+            return sub.email
+
+    email = await run_in_threadpool(act)
+    if email is None:
+        return web.message(request, "Unsubscribed", "This address gets no more emails.")
+    return web.message(request, "Unsubscribed", f"{email} will get no more emails from us.",
+                       link=web.links.preferences(sub_id), link_text="Changed your mind?")
+
+
+# ---- preferences and self-service ----------------------------------------------------
+
+STATUS_LABELS = {
+    SubscriberStatus.ACTIVE: "daily", SubscriberStatus.PAUSED: "paused",
+    SubscriberStatus.PENDING: "waiting for confirmation",
+    SubscriberStatus.UNSUBSCRIBED: "unsubscribed",
+    SubscriberStatus.BOUNCED: "stopped: your mail server refused our emails",
+    SubscriberStatus.COMPLAINED: "stopped: marked as spam",
+}
+
+
+async def preferences(request: Request) -> Response:
+    web = web_of(request)
+    values = token_values(web, request, "preferences")
+    if isinstance(values, Response):
+        return values
+    sub_id = values[0]
+    error, saved, keywords = "", False, None
+    if request.method == "POST":
+        form = await form_of(request, web)
+        if isinstance(form, Response):
+            return form
+        refused = checked(request, web, form)
+        if refused:
+            return refused
+        if form.get("action") == "resubscribe":
+            def back() -> None:
+                with web.app.session() as s:
+                    sub = s.get(Subscriber, sub_id)
+                    if sub is not None:
+                        lifecycle.resubscribe(s, sub)
+            await run_in_threadpool(back)
+            saved = True
+        else:
+            keywords = form.get("keywords", "")
+            try:
+                status = form.get("status", "active")
+                if status not in ("active", "paused"):
+                    raise InputError("delivery must be daily or paused")
+                clean = (check_keywords(keywords), check_tz(form.get("tz", "UTC")),
+                         check_hour(form.get("hour", "7")))
+            except InputError as exc:
+                error = exc.message
+            else:
+                def save() -> bool:
+                    with web.app.session() as s:
+                        sub = s.get(Subscriber, sub_id)
+                        return sub is not None and lifecycle.update_preferences(
+                            s, sub, keywords=clean[0], tz=clean[1], hour=clean[2],
+                            paused=status == "paused")
+                saved = await run_in_threadpool(save)
+    sub = await run_in_threadpool(_load, web, sub_id)
+    if sub is None:
+        return web.error(request, 404, "Not found", "This subscription no longer exists.")
+    picks = [] if error else await web.rank_picks(sub.keywords)
+    shown = [p | {"link": web.links.paper(p["id"])} for p in picks]
+    stopped = sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED)
+    links = web.links
+    return web.page(
+        request, "preferences.html", 400 if error else 200, sub=sub,
+        keywords=sub.keywords if keywords is None else keywords, error=error, saved=saved,
+        picks=shown, zones=zone_options(sub.tz), stopped=stopped,
+        can_resubscribe=sub.status == SubscriberStatus.UNSUBSCRIBED,
+        status_label=STATUS_LABELS.get(SubscriberStatus(sub.status), sub.status),
+        unsubscribe=links.unsubscribe(sub_id), archive=links.preferences(sub_id, "archive"),
+        feed=links.feed(sub_id), data=links.preferences(sub_id, "data"),
+        erase=links.preferences(sub_id, "erase"))
+
+
+def _export(web: Web, sub_id: int) -> dict[str, Any] | None:
+    with web.app.session() as s:
+        sub = s.get(Subscriber, sub_id)
+        if sub is None:
+            return None
+        events = s.scalars(select(Event).where(Event.subscriber_id == sub_id)
+                           .order_by(Event.id))
+        rows = s.execute(select(Delivery, Edition.day).join(Edition)
+                         .where(Delivery.subscriber_id == sub_id).order_by(Delivery.id))
+        return {
+            "subscriber": as_dict(sub) | {"created_at": sub.created_at.isoformat()},
+            "events": [{"kind": e.kind, "at": e.at.isoformat(), "detail": e.detail}
+                       for e in events],
+            "deliveries": [{"edition": day.isoformat(), "status": d.status,
+                            "papers": list(d.entry_ids),
+                            "sent_at": d.sent_at.isoformat() if d.sent_at else None}
+                           for d, day in rows],
+        }
+
+
+async def my_data(request: Request) -> Response:
+    """"Download my data": everything stored about the subscriber, as JSON."""
+    web = web_of(request)
+    values = token_values(web, request, "preferences")
+    if isinstance(values, Response):
+        return values
+    data = await run_in_threadpool(_export, web, values[0])
+    if data is None:
+        return web.error(request, 404, "Not found", "This subscription no longer exists.")
+    return Response(json.dumps(data, ensure_ascii=False, indent=2, default=str),
+                    media_type="application/json", headers={
+                        "Content-Disposition": 'attachment; filename="my-newsletter-data.json"',
+                        "Cache-Control": "no-store"})
+
+
+async def erase(request: Request) -> Response:
+    web = web_of(request)
+    values = token_values(web, request, "preferences")
+    if isinstance(values, Response):
+        return values
+    sub_id = values[0]
+    if request.method != "POST":
+        sub = await run_in_threadpool(_load, web, sub_id)
+        if sub is None:
+            return web.message(request, "Deleted", "Nothing is stored about this address.")
+        return web.page(request, "erase.html", email=sub.email,
+                        preferences=web.links.preferences(sub_id))
+    form = await form_of(request, web)
+    if isinstance(form, Response):
+        return form
+    refused = checked(request, web, form)
+    if refused:
+        return refused
+
+    def act() -> None:
+        with web.app.session() as s:
+            sub = s.get(Subscriber, sub_id)
+            if sub is not None:
+                lifecycle.erase(s, sub)
+
+    await run_in_threadpool(act)
+    return web.message(request, "Deleted",
+                       "Everything about your address is deleted; it cannot be added again.")
+
+
+def _sent_editions(web: Web, sub_id: int) -> tuple[Subscriber | None, list[Any]]:
+    with web.app.session() as s:
+        sub = s.get(Subscriber, sub_id)
+        rows = s.execute(select(Delivery, Edition).join(Edition)
+                         .where(Delivery.subscriber_id == sub_id,
+                                Delivery.status == DeliveryStatus.SENT)
+                         .order_by(Edition.day.desc(), Edition.id.desc()).limit(100)).all()
+        return sub, [(d, e) for d, e in rows]
+
+
+async def archive(request: Request) -> Response:
+    web = web_of(request)
+    values = token_values(web, request, "preferences")
+    if isinstance(values, Response):
+        return values
+    sub_id = values[0]
+    sub, rows = await run_in_threadpool(_sent_editions, web, sub_id)
+    if sub is None:
+        return web.error(request, 404, "Not found", "This subscription no longer exists.")
+    editions = [{"date": format_date(e.day), "count": len(d.entry_ids),
+                 "link": web.links.view(sub_id, e.id)} for d, e in rows]
+    return web.page(request, "archive.html", email=sub.email, editions=editions,
+                    feed=web.links.feed(sub_id), preferences=web.links.preferences(sub_id))
+
+
+async def feed(request: Request) -> Response:
+    """A personal Atom feed of the papers picked for this subscriber (signed URL)."""
+    from newsletter.web.atom import build_feed
+
+    web = web_of(request)
+    values = token_values(web, request, "feed")
+    if isinstance(values, Response):
+        return values
+    body = await run_in_threadpool(build_feed, web, values[0], str(request.url))
+    if body is None:
+        return web.error(request, 404, "Not found", "This subscription no longer exists.")
+    return Response(body, media_type="application/atom+xml; charset=utf-8")
+
+
+# ---- the email in a browser, and papers ----------------------------------------------
+
+def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
+    from newsletter.delivery.edition import open_edition
+    from newsletter.delivery.plan import Job, plan_jobs
+    from newsletter.render.renderer import Recipient
+    from newsletter.store.models import utcnow
+
+    settings = web.settings
+    with web.app.session() as s:
+        sub = s.get(Subscriber, sub_id)
+        if sub is None:
+            return None
+        row = s.scalar(select(Delivery).where(Delivery.edition_id == edition_id,
+                                              Delivery.subscriber_id == sub_id))
+        edition = s.get(Edition, edition_id) if edition_id else None
+        if row is not None and edition is not None:
+            ctx = web.edition_context(s, edition)
+            if any(e not in ctx.index for e in row.entry_ids):  # papers changed since
+                entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
+                ctx = open_edition(settings, s, edition, entries)
+            job = Job(Recipient(sub.id, sub.email, sub.name, sub.keywords),
+                      list(row.entry_ids), bool((row.details or {}).get("trending")))
+            return ctx.render(job).html
+        if edition_id and edition is not None:
+            return None  # a real edition this subscriber was not part of
+        # A preview's link (edition 0, or one not yet created): render what the preview
+        # showed, the next edition as it would be made now.
+        edition = Edition(id=0, day=dt.date.today(), slot="", cutoff=utcnow())
+        ctx = open_edition(settings, s, edition)
+        rows = [(sub.id, sub.email, sub.name, sub.keywords)]
+        jobs = [j for chunk in plan_jobs(ctx.selection, iter(rows), settings.ranking.max_papers)
+                for j in chunk]
+        if not jobs or not jobs[0].entry_ids:
+            return None
+        return ctx.render(jobs[0]).html
+
+
+async def view(request: Request) -> Response:
+    from starlette.responses import HTMLResponse
+
+    web = web_of(request)
+    values = token_values(web, request, "view")
+    if isinstance(values, Response):
+        return values
+    html = await web.render_view(values[0], values[1] if len(values) > 1 else 0)
+    if html is None:
+        return web.error(request, 404, "Not available", "This email is no longer available.")
+    # The email's own markup: inline styles (CSS-inlined for mail clients), never script.
+    return HTMLResponse(html, headers={"Content-Security-Policy": VIEW_CSP})
+
+
+def http_only(url: str | None) -> str:
+    """A stored link as an http(s) href, or "": the one link rule (``newsletter.urls``)
+    that ingest and the email apply too."""
+    return safe_url(url)
+
+
+def paper_url(entry: Entry) -> str:
+    """Where "Read the paper" goes: its own link, else arXiv by id, else an arXiv title
+    search (a page-dump paper may come with neither)."""
+    if http_only(entry.url):
+        return http_only(entry.url)
+    if entry.arxiv_id:
+        return f"https://arxiv.org/abs/{quote(entry.arxiv_id)}"
+    return f"https://arxiv.org/search/?searchtype=title&query={quote(entry.title)}"
+
+
+async def paper(request: Request) -> Response:
+    web = web_of(request)
+    entry_id = request.path_params["entry_id"]
+
+    def load() -> Entry | None:
+        with web.app.session() as s:
+            return s.get(Entry, entry_id) if len(entry_id) <= 64 else None
+
+    entry = await run_in_threadpool(load)
+    if entry is None:
+        return web.error(request, 404, "Not found", "No such paper.")
+    return web.page(request, "paper.html", paper=entry, paper_url=paper_url(entry),
+                    code_url=http_only(entry.code_url), project_url=http_only(entry.project_url),
+                    date=format_date(entry.published),
+                    authors=", ".join(str(a) for a in entry.authors or []))
+
+
+async def static(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in STATIC:
+        return web_of(request).error(request, 404, "Not found", "No such file.")
+    return FileResponse(BUNDLED / "web" / "static" / name, media_type=STATIC[name],
+                        headers={"Cache-Control": "public, max-age=3600"})

@@ -1,0 +1,48 @@
+"""Postmark: HTTP basic auth, whose user name and password the operator puts in the
+webhook URL at Postmark (``https://user:pass@host/webhooks/postmark/<token>``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Iterator
+from typing import Any
+
+from newsletter.web.webhooks.base import (
+    Notice,
+    Rejected,
+    Verifier,
+    WebhookRequest,
+    items,
+    parse_json,
+    text,
+)
+
+
+class Postmark(Verifier):
+    name = "postmark"
+
+    def configured(self) -> bool:
+        return bool(self.config.postmark_username and self.config.postmark_password)
+
+    async def accept(self, req: WebhookRequest) -> list[Notice]:
+        scheme, _, encoded = req.header("authorization").partition(" ")
+        try:
+            user, sep, password = base64.b64decode(encoded, validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            user, sep, password = b"", b"", b""
+        ok_user = hmac.compare_digest(user, (self.config.postmark_username or "").encode())
+        ok_pass = hmac.compare_digest(password, (self.config.postmark_password or "").encode())
+        if scheme.lower() != "basic" or not sep or not (ok_user and ok_pass):
+            raise Rejected(401, "forged: Postmark's basic auth does not match")
+        return list(notices(parse_json(req.body)))
+
+
+def notices(body: Any) -> Iterator[Notice]:
+    for event in items(body if isinstance(body, list) else [body], "the records"):
+        kind = text(event, "RecordType")
+        if kind == "Bounce" and text(event, "Type") in ("HardBounce", "BadEmailAddress"):
+            yield text(event, "Email"), "bounce"
+        elif kind == "SpamComplaint":
+            yield text(event, "Email"), "complaint"

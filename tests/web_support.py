@@ -1,0 +1,103 @@
+"""Helpers for the web tests: a real uvicorn on 127.0.0.1 and forms posted the way
+a browser posts them (CSRF cookie + token)."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from newsletter.app import App
+from newsletter.config import Settings
+from newsletter.render.links import LinkMaker, Signer, secret_keys
+from newsletter.store.db import session_scope
+from newsletter.store.models import Subscriber
+from newsletter.web import create_app
+from newsletter.web.webhooks import Fetcher, webhook_tokens
+
+from .conftest import free_port
+
+
+@dataclass
+class Site:
+    url: str
+    settings: Settings
+    engine: Any
+    signer: Signer
+    links: LinkMaker
+    starlette: Any
+
+    def __iter__(self) -> Iterator[Any]:
+        """(url, settings, engine, signer), as the older tuple fixture gave."""
+        return iter((self.url, self.settings, self.engine, self.signer))
+
+    def hook(self, provider: str) -> str:
+        with session_scope(self.engine) as s:
+            return f"{self.url}/webhooks/{provider}/{webhook_tokens(s)[provider]}"
+
+    def sub_id(self, address: str) -> int:
+        with session_scope(self.engine) as s:
+            found = s.scalar(select(Subscriber.id).where(Subscriber.email == address))
+            assert found is not None, address
+            return int(found)
+
+    def status(self, address: str) -> str | None:
+        with session_scope(self.engine) as s:
+            value = s.scalar(select(Subscriber.status).where(Subscriber.email == address))
+            return None if value is None else str(value)
+
+    def wait_background(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.starlette.state.web.tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not self.starlette.state.web.tasks, "background work did not finish"
+
+
+@contextmanager
+def running_site(settings: Settings, engine: Any, *, fetcher: Fetcher | None = None,
+                 **web: Any) -> Iterator[Site]:
+    import uvicorn
+
+    port = free_port()
+    # Threads in-process by default (fast to start); the render process has its own test.
+    web = {"render_processes": 0} | web
+    settings = settings.replace(web={"base_url": f"http://127.0.0.1:{port}", **web})
+    app = App(settings, engine)
+    starlette = create_app(app, fetcher=fetcher)
+    server = uvicorn.Server(uvicorn.Config(starlette, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with session_scope(engine) as s:
+        signer = Signer(secret_keys(settings, s))
+    try:
+        yield Site(f"http://127.0.0.1:{port}", settings, engine, signer,
+                   LinkMaker(settings, signer), starlette)
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
+CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+
+
+def post_form(client: httpx.Client, page_url: str, data: dict[str, str],
+              action: str | None = None) -> httpx.Response:
+    """GET the page (cookie + token), then POST its form like a browser would."""
+    page = client.get(page_url)
+    found = CSRF.search(page.text)
+    assert found, f"no CSRF token on {page_url}: {page.status_code}"
+    origin = re.match(r"https?://[^/]+", page_url)
+    assert origin
+    return client.post(action or page_url, data={"csrf": found.group(1), **data},
+                       headers={"Origin": origin.group(0)})
