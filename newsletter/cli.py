@@ -46,6 +46,20 @@ err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 out = Console(highlight=False, soft_wrap=True, markup=False)  # titles may hold [brackets]
 
 
+LogFormat = Annotated[str | None, typer.Option(
+    "--log-format", help="Log lines on stderr: text or json (one object per line). "
+    "Default: [log] format.")]
+MetricsPort = Annotated[int | None, typer.Option(
+    "--metrics-port", help="Serve Prometheus /metrics on this port (0: off). "
+    "Default: [metrics] port.")]
+
+
+def _logging(a: App, log_format: str | None) -> None:
+    from newsletter.observe.logs import configure_logging
+
+    configure_logging(a.settings.log, log_format)
+
+
 def _app(ctx: typer.Context) -> App:
     obj = ctx.find_root().obj
     if not isinstance(obj, App):
@@ -273,11 +287,14 @@ def send(
                                        )] = 4,
     wait: Annotated[float, typer.Option(help="With --queue: seconds to wait for the workers.")
                     ] = 3600.0,
+    log_format: LogFormat = None,
 ) -> None:
     """Send the day's edition to every active subscriber who has not had it."""
     from newsletter.delivery.runs import plan_edition, run_send
 
     a = _app(ctx)
+    if log_format or a.settings.log.format == "json":
+        _logging(a, log_format)
     backend = a.settings.transport.backend
     if backend not in ("outbox", "console") and not yes:
         if not sys.stdin.isatty():
@@ -328,6 +345,7 @@ def status(
 ) -> None:
     """Counts by delivery state and the last errors of an edition."""
     from newsletter.delivery.status import edition_status
+    from newsletter.observe.heartbeat import processes
     from newsletter.store.models import Edition
 
     a = _app(ctx)
@@ -338,11 +356,19 @@ def status(
         elif edition:
             q = q.where(Edition.day == _day(edition))
         found = s.scalars(q.order_by(Edition.created_at.desc()).limit(1)).first()
-    if found is None:
+    procs = processes(a.engine)
+    if found is None and (edition or not procs):
         raise InputError(f"no edition {edition}" if edition else "no edition has been sent yet")
-    data = edition_status(a.engine, found)
+    data: dict[str, Any] = (edition_status(a.engine, found) if found is not None
+                            else {"edition": None})
+    data["processes"] = procs
     if as_json:
         _print_json(data)
+        return
+    for p in procs:
+        out.print(f"{p['kind']:<7} {p['host']}:{p['pid']}  {p['state']}, last heartbeat "
+                  f"{p['age_seconds']:.0f}s ago (started {p['started_at'][:19]})")
+    if found is None:
         return
     c = data["counts"]
     slot = f" slot {data['slot']}" if data["slot"] else ""
@@ -443,8 +469,10 @@ def web(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    log_format: LogFormat = None,
 ) -> None:
-    """Serve the subscribe, confirm, unsubscribe, preferences and view-in-browser pages."""
+    """Serve the subscribe, confirm, unsubscribe, preferences and view-in-browser pages
+    (and Prometheus /metrics, see [metrics])."""
     import uvicorn
 
     from newsletter.render.links import Signer, secret_keys
@@ -452,46 +480,63 @@ def web(
     from newsletter.web.webhooks import PARSERS
 
     a = _app(ctx)
+    _logging(a, log_format)
     with a.session() as s:
         token = Signer(secret_keys(a.settings, s)).token("webhook", 0)
     base = a.settings.web.base_url.rstrip("/")
     for provider in PARSERS:
         err.print(f"bounce/complaint webhook for {provider}: {base}/webhooks/{provider}/{token}")
-    uvicorn.run(create_app(a), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(a), host=host, port=port, log_config=None,  # our handlers
+                log_level=a.settings.log.level)
 
 
 @app.command()
 def worker(
     ctx: typer.Context,
     concurrency: Annotated[int, typer.Option(help="Tasks at once in this worker.")] = 1,
+    log_format: LogFormat = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """A Celery worker delivering queued editions (scale-out; use PostgreSQL)."""
     import os
 
     from newsletter.delivery.queue import make_celery
+    from newsletter.observe.service import start_service
 
     a = _app(ctx)
     config = ctx.find_root().params.get("config")
     if config:  # tasks load settings themselves; let them find the same file
         os.environ["NEWSLETTER_CONFIG"] = str(Path(config).resolve())
-    make_celery(a.settings).worker_main(["worker", "--loglevel=INFO", "--pool=solo" if
-                                         concurrency == 1 else "--pool=prefork",
-                                         f"--concurrency={concurrency}", "--without-gossip",
-                                         "--without-mingle", "--without-heartbeat"])
+    _logging(a, log_format)
+    beater = start_service(a.settings, a.engine, "worker", metrics_port=metrics_port,
+                           info={"concurrency": concurrency})
+    try:
+        make_celery(a.settings).worker_main([
+            "worker", f"--loglevel={a.settings.log.level.upper()}",
+            "--pool=solo" if concurrency == 1 else "--pool=prefork",
+            f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
+            "--without-heartbeat"])
+    finally:
+        beater.stop()
 
 
 @app.command()
-def run(ctx: typer.Context) -> None:
+def run(ctx: typer.Context, log_format: LogFormat = None,
+        metrics_port: MetricsPort = None) -> None:
     """The scheduler daemon: ingest on [schedule] ingest_cron, send each hour's slot."""
-    import logging
-
     from newsletter.delivery.scheduler import build_scheduler
+    from newsletter.observe.service import start_service
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sched = build_scheduler(_app(ctx))
+    a = _app(ctx)
+    _logging(a, log_format)
+    sched = build_scheduler(a)
     for job in sched.get_jobs():
         err.print(f"scheduled: {job.name} ({job.trigger})")
-    sched.start()
+    beater = start_service(a.settings, a.engine, "run", metrics_port=metrics_port)
+    try:
+        sched.start()
+    finally:
+        beater.stop()
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from newsletter.render.links import Signer, secret_keys
 from newsletter.store.models import Delivery, Edition, Entry, Event, Subscriber, utcnow
 from newsletter.store.subscribers import add as add_subscriber
 from newsletter.store.subscribers import check_hour, check_keywords, check_tz, normalize_email
+from newsletter.web.metrics import metrics_route
 
 
 def create_app(app: App) -> Starlette:
@@ -236,6 +237,7 @@ def create_app(app: App) -> Starlette:
         Route("/view/{token}", view),
         Route("/papers/{entry_id:path}", paper),
         Route("/webhooks/{provider}/{token}", webhook, methods=["POST"]),
+        metrics_route(app),
     ]
     return Starlette(routes=routes)
 
