@@ -524,6 +524,9 @@ def worker(
 def run(ctx: typer.Context, log_format: LogFormat = None,
         metrics_port: MetricsPort = None) -> None:
     """The scheduler daemon: ingest on [schedule] ingest_cron, send each hour's slot."""
+    import logging
+    import signal
+
     from newsletter.delivery.scheduler import build_scheduler
     from newsletter.observe.service import start_service
 
@@ -531,8 +534,11 @@ def run(ctx: typer.Context, log_format: LogFormat = None,
     _logging(a, log_format)
     sched = build_scheduler(a)
     for job in sched.get_jobs():
-        err.print(f"scheduled: {job.name} ({job.trigger})")
+        logging.getLogger("newsletter.scheduler").info("scheduled: %s (%s)", job.name, job.trigger)
     beater = start_service(a.settings, a.engine, "run", metrics_port=metrics_port)
+    # SIGTERM (systemd, docker stop) stops taking new jobs; a send already running
+    # finishes before the process exits, and the heartbeat records a clean stop.
+    signal.signal(signal.SIGTERM, lambda *_: sched.shutdown(wait=False))
     try:
         sched.start()
     finally:
