@@ -473,6 +473,8 @@ def web(
 ) -> None:
     """Serve the subscribe, confirm, unsubscribe, preferences and view-in-browser pages
     (and Prometheus /metrics, see [metrics])."""
+    import logging
+
     import uvicorn
 
     from newsletter.render.links import Signer, secret_keys
@@ -485,7 +487,8 @@ def web(
         token = Signer(secret_keys(a.settings, s)).token("webhook", 0)
     base = a.settings.web.base_url.rstrip("/")
     for provider in PARSERS:
-        err.print(f"bounce/complaint webhook for {provider}: {base}/webhooks/{provider}/{token}")
+        logging.getLogger("newsletter.web").info(
+            "bounce/complaint webhook for %s: %s/webhooks/%s/%s", provider, base, provider, token)
     uvicorn.run(create_app(a), host=host, port=port, log_config=None,  # our handlers
                 log_level=a.settings.log.level)
 

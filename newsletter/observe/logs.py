@@ -74,4 +74,5 @@ def configure_logging(config: LogConfig, fmt: str | None = None,
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(config.level.upper())
+    logging.captureWarnings(True)  # library warnings become log lines too, not raw text
     return handler
