@@ -13,11 +13,16 @@ import re
 from collections import Counter
 from pathlib import Path
 
+IDLE = ("select (selectors", "Connection.wait", "_worker (concurrent", "wait (threading",
+        "_wait_for_tstate_lock", "signal.pause", "sleep")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file", type=Path)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--cpu", action="store_true", help="leave out samples of threads that "
+                    "wait (select, lock and socket waits, idle pool threads)")
     args = ap.parse_args()
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
@@ -29,7 +34,7 @@ def main() -> None:
         n = int(count)
         frames = [re.sub(r" \(.*?/(site-packages|lib/python3\.\d+)/", " (", f)
                   for f in stack.split(";") if f]
-        if not frames:
+        if not frames or (args.cpu and any(w in frames[-1] for w in IDLE)):
             continue
         total += n
         own[frames[-1]] += n

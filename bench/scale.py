@@ -50,6 +50,7 @@ from bench.common import synthetic_profiles  # noqa: E402
 DAY = dt.date(2025, 12, 26)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 BROKER = "redis://127.0.0.1:6379/13"
+LAST_CPU = [0.0]
 
 
 def free_port() -> int:
@@ -66,10 +67,13 @@ def log(msg: str) -> None:
 
 
 class RssSampler:
-    """Peak RSS of a set of processes (and their children), sampled every 0.5 s."""
+    """Peak RSS and CPU seconds of a set of processes (and their children), sampled
+    every 0.5 s. CPU seconds matter on a shared machine: wall time depends on what
+    else runs, CPU per message does not."""
 
     def __init__(self) -> None:
         self.peaks: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self.watch: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -87,14 +91,28 @@ class RssSampler:
                     p = psutil.Process(pid)
                     procs = [p, *p.children(recursive=True)]
                     rss = max(q.memory_info().rss for q in procs) / 2**20
+                    cpu = sum(sum(q.cpu_times()[:2]) for q in procs)
                 except Exception:  # noqa: BLE001 - the process ended between samples
                     continue
                 self.peaks[label] = max(self.peaks.get(label, 0.0), rss)
+                self.cpu[label] = max(self.cpu.get(label, 0.0), cpu)
 
     def stop(self) -> dict[str, float]:
         self._stop.set()
         self._thread.join()
         return self.peaks
+
+    def sample_cpu_now(self) -> None:
+        """A last CPU reading before the processes are stopped."""
+        import psutil
+
+        for label, pid in list(self.watch.items()):
+            try:
+                p = psutil.Process(pid)
+                cpu = sum(sum(q.cpu_times()[:2]) for q in [p, *p.children(recursive=True)])
+            except Exception:  # noqa: BLE001
+                continue
+            self.cpu[label] = max(self.cpu.get(label, 0.0), cpu)
 
 
 class Sink:
@@ -129,7 +147,8 @@ def base_env(url: str, port: int, connections: int) -> dict[str, str]:
 
 
 def run_measured(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and stderr of a child process."""
+    """Wall seconds, peak RSS (MB) and stderr of a child process (its CPU seconds in
+    ``LAST_CPU``)."""
     t = time.perf_counter()
     with tempfile.TemporaryFile("w+") as errf:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=errf,
@@ -137,6 +156,7 @@ def run_measured(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float,
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t
+        LAST_CPU[0] = usage.ru_utime + usage.ru_stime
         errf.seek(0)
         stderr = errf.read()
     if proc.returncode != 0:
@@ -220,7 +240,7 @@ def plan(url: str, work: Path, env: dict[str, str]) -> dict[str, Any]:
     wall, rss, stderr = run_measured([sys.executable, "-c", PLAN_CHILD, url, DAY.isoformat()],
                                      env, work)
     data = json.loads(stderr.strip().splitlines()[-1])
-    data.update(wall=wall, rss_mb=rss)
+    data.update(wall=wall, rss_mb=rss, cpu_s=LAST_CPU[0])
     return data
 
 
@@ -327,6 +347,7 @@ def deliver(url: str, edition: int, workers: int, sink: Sink, work: Path, env: d
             stopped_early = True
             break
     wall = time.perf_counter() - t
+    sampler.sample_cpu_now()
     for p in procs:  # the edition is done (or out of time): stop at once
         p.send_signal(signal.SIGKILL if stopped_early else signal.SIGTERM)
     for p in procs:
@@ -345,7 +366,7 @@ def deliver(url: str, edition: int, workers: int, sink: Sink, work: Path, env: d
     return {"workers": workers, "seconds": wall, "stopped_early": stopped_early,
             "ledger": counts, "sink": received,
             "msg_per_s": counts.get("sent", 0) / wall,
-            "rss_mb": peaks}
+            "rss_mb": peaks, "cpu_s": dict(sampler.cpu)}
 
 
 def single_send(url: str, work: Path, env: dict[str, str], sink: Sink) -> dict[str, Any]:
@@ -360,6 +381,7 @@ def single_send(url: str, work: Path, env: dict[str, str], sink: Sink) -> dict[s
     assert found, stderr
     sent = int(found.group(1))
     return {"seconds": wall, "deliver_seconds": float(found.group(3)), "sent": sent,
+            "cpu_s": LAST_CPU[0], "sink_cpu_s": sampler.cpu.get("sink", 0.0),
             "failed": int(found.group(2)), "rss_mb": rss, "sink": received,
             "sink_rss_mb": peaks.get("sink", 0.0), "msg_per_s": sent / wall}
 
@@ -385,29 +407,36 @@ def report(r: dict[str, Any]) -> None:
     n = r["subscribers"]
     print(f"\n{n:,} subscribers x {r['papers']} papers on PostgreSQL, load average at start "
           f"{r['loadavg']}")
-    print("\n| phase | wall time | messages/s | peak RSS | check |")
-    print("|---|---|---|---|---|")
+    print("\n| phase | wall time | messages/s | CPU | peak RSS | check |")
+    print("|---|---|---|---|---|---|")
     imp = r["import"]
     print(f"| import ({imp['method']}) | {imp['seconds']:.1f} s | {n / imp['seconds']:,.0f} rows/s "
-          f"| {mb(imp.get('rss_mb', 0)) if imp.get('rss_mb') else '-'} | {n:,} rows |")
+          f"| - | {mb(imp.get('rss_mb', 0)) if imp.get('rss_mb') else '-'} | {n:,} rows |")
     p = r["plan"]
     print(f"| plan (rank + ledger rows, own process) | {p['wall']:.1f} s | "
-          f"{(p['planned'] + p['skipped']) / p['wall']:,.0f} rows/s | {mb(p['rss_mb'])} | "
+          f"{(p['planned'] + p['skipped']) / p['wall']:,.0f} rows/s | "
+          f"{p.get('cpu_s', 0):.1f} s | {mb(p['rss_mb'])} | "
           f"{p['planned']:,} pending, {p['skipped']:,} skipped |")
     for d in r["deliver"]:
         ws = [v for k, v in d["rss_mb"].items() if k.startswith("worker")]
         s = d["sink"]
         sent = d["ledger"].get("sent", 0)
         note = " (stopped at the time limit)" if d["stopped_early"] else ""
+        cpu = d.get("cpu_s", {})
+        wcpu = sum(v for k, v in cpu.items() if k.startswith("worker"))
+        per = f"{1000 * wcpu / sent:.1f} ms/msg workers, " if sent else ""
+        per += f"{1000 * cpu.get('sink', 0) / max(1, s['messages']):.1f} ms/msg sink"
         print(f"| deliver, {d['workers']} worker(s){note} | {d['seconds']:.1f} s | "
-              f"{d['msg_per_s']:,.0f} | workers max {mb(max(ws) if ws else 0)}, sink "
+              f"{d['msg_per_s']:,.0f} | {per} | workers max {mb(max(ws) if ws else 0)}, sink "
               f"{mb(d['rss_mb'].get('sink', 0))} | ledger sent {sent:,}; sink "
               f"{s['messages']:,} messages, {s['distinct_recipients']:,} distinct, "
               f"{s['duplicates']} duplicates, {s['bad']} unparsable |")
     for name, d in r.get("single", {}).items():
         s = d["sink"]
+        per = 1000 * d.get("cpu_s", 0) / max(1, d["sent"])
         print(f"| one `newsletter send` on {name} | {d['seconds']:.1f} s (deliver "
-              f"{d['deliver_seconds']:.1f} s) | {d['msg_per_s']:,.0f} | {mb(d['rss_mb'])} | "
+              f"{d['deliver_seconds']:.1f} s) | {d['msg_per_s']:,.0f} | {per:.1f} ms/msg | "
+              f"{mb(d['rss_mb'])} | "
               f"sent {d['sent']:,}; sink {s['distinct_recipients']:,} distinct, "
               f"{s['duplicates']} duplicates |")
     print("\n| PostgreSQL table | size |")

@@ -107,6 +107,7 @@ class DbLedger:
         self.owner = owner or lease_owner()
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.host = socket.gethostname()
+        self._after = 0  # claim() resumes after the highest id it has claimed
 
     def plan(self, jobs: Iterator[list[Job]]) -> PlanReport:
         """Write one pending row per job, a chunk per transaction (a crash keeps what
@@ -178,17 +179,30 @@ class DbLedger:
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
+    def _pending_ids(self, s: Any, n: int, after: int) -> list[int]:
+        q = (select(Delivery.id).where(Delivery.edition_id == self.edition.id,
+                                       Delivery.status == DeliveryStatus.PENDING,
+                                       Delivery.id > after)
+             .order_by(Delivery.id).limit(n))
+        if self.engine.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        return list(s.scalars(q))
+
     def claim(self, n: int) -> list[Job]:
         now = utcnow()
         with session_scope(self.engine) as s:
-            q = (select(Delivery.id).where(Delivery.edition_id == self.edition.id,
-                                           Delivery.status == DeliveryStatus.PENDING)
-                 .order_by(Delivery.id).limit(n))
-            if self.engine.dialect.name == "postgresql":
-                q = q.with_for_update(skip_locked=True)
-            ids = list(s.scalars(q))
+            # Resume after the last row claimed: the index entries of rows already
+            # claimed stay behind as dead "pending" entries until a vacuum, and
+            # scanning from the start would walk them all on every claim (quadratic over
+            # an edition of a million). When nothing is left ahead, look from the start
+            # once more, so rows put back by a reclaim are never skipped.
+            ids = self._pending_ids(s, n, self._after)
+            if not ids and self._after:
+                self._after = 0
+                ids = self._pending_ids(s, n, 0)
             if not ids:
                 return []
+            self._after = max(ids)
             s.execute(
                 update(Delivery)
                 .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.PENDING)
