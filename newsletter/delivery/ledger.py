@@ -43,6 +43,7 @@ from newsletter.store.models import (
 )
 
 DELIVERIES = cast(Table, Delivery.__table__)  # Core table, for executemany updates
+SENT_ENTRIES = cast(Table, SentEntry.__table__)  # Core: no ORM bookkeeping per row
 LEASE_SECONDS = 120
 # ---- ledgers -----------------------------------------------------------------------
 
@@ -253,7 +254,7 @@ class DbLedger:
             if sent:
                 s.execute(mark_sent, [{"b_id": o.job.delivery_id, "b_mid": o.message_id}
                                       for o in sent])
-                s.execute(insert(SentEntry).on_conflict_do_nothing(
+                s.execute(insert(SENT_ENTRIES).on_conflict_do_nothing(
                     index_elements=["subscriber_id", "entry_id"]),
                     [{"subscriber_id": o.job.recipient.id, "entry_id": e,
                       "edition_id": self.edition.id, "sent_at": now}
