@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, Table, bindparam, func, select, update
+from sqlalchemy import Engine, Table, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from newsletter.delivery.plan import Job, PlanReport
@@ -230,6 +230,27 @@ class DbLedger:
                                 d.id, d.attempts))
             return jobs
 
+    def _record_sent_pg(self, s: Any, sent: Sequence[Outcome], now: dt.datetime) -> None:
+        """PostgreSQL: the sent rows and their papers as two statements over arrays.
+        An executemany of the same work spent a quarter of a worker's CPU in per-row
+        driver and SQLAlchemy bookkeeping (profiled at a million subscribers)."""
+        s.execute(text(
+            "UPDATE deliveries AS d SET status = :status, message_id = v.mid, sent_at = :now, "
+            "last_error = '', lease_owner = '', lease_expires = NULL, updated_at = :now "
+            "FROM unnest(CAST(:ids AS integer[]), CAST(:mids AS text[])) AS v(id, mid) "
+            "WHERE d.id = v.id AND d.lease_owner = :owner"),
+            {"status": str(DeliveryStatus.SENT), "now": now, "owner": self.owner,
+             "ids": [o.job.delivery_id for o in sent], "mids": [o.message_id for o in sent]})
+        pairs = [(o.job.recipient.id, e) for o in sent for e in o.job.entry_ids]
+        if pairs:
+            s.execute(text(
+                "INSERT INTO sent_entries (subscriber_id, entry_id, edition_id, sent_at) "
+                "SELECT v.sid, v.eid, :edition, :now FROM unnest(CAST(:sids AS integer[]), "
+                "CAST(:eids AS text[])) AS v(sid, eid) "
+                "ON CONFLICT (subscriber_id, entry_id) DO NOTHING"),
+                {"edition": self.edition.id, "now": now,
+                 "sids": [p[0] for p in pairs], "eids": [p[1] for p in pairs]})
+
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Outcomes in one transaction: sent rows together with the papers they carried."""
         if not outcomes:
@@ -251,7 +272,9 @@ class DbLedger:
                                reason=bindparam("b_reason"), lease_owner="",
                                lease_expires=None, updated_at=now))
         with session_scope(self.engine) as s:
-            if sent:
+            if sent and self.engine.dialect.name == "postgresql":
+                self._record_sent_pg(s, sent, now)
+            elif sent:
                 s.execute(mark_sent, [{"b_id": o.job.delivery_id, "b_mid": o.message_id}
                                       for o in sent])
                 s.execute(insert(SENT_ENTRIES).on_conflict_do_nothing(
