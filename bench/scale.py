@@ -74,12 +74,22 @@ class RssSampler:
     def __init__(self) -> None:
         self.peaks: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        self.base: dict[str, float] = {}
         self.watch: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def add(self, label: str, pid: int) -> None:
+        """Watch ``pid``; its CPU seconds count from now (the sink lives across phases)."""
+        import psutil
+
+        try:
+            p = psutil.Process(pid)
+            self.base[label] = sum(sum(q.cpu_times()[:2])
+                                   for q in [p, *p.children(recursive=True)])
+        except Exception:  # noqa: BLE001
+            self.base[label] = 0.0
         self.watch[label] = pid
 
     def _run(self) -> None:
@@ -95,7 +105,7 @@ class RssSampler:
                 except Exception:  # noqa: BLE001 - the process ended between samples
                     continue
                 self.peaks[label] = max(self.peaks.get(label, 0.0), rss)
-                self.cpu[label] = max(self.cpu.get(label, 0.0), cpu)
+                self.cpu[label] = max(self.cpu.get(label, 0.0), cpu - self.base[label])
 
     def stop(self) -> dict[str, float]:
         self._stop.set()
@@ -112,7 +122,7 @@ class RssSampler:
                 cpu = sum(sum(q.cpu_times()[:2]) for q in [p, *p.children(recursive=True)])
             except Exception:  # noqa: BLE001
                 continue
-            self.cpu[label] = max(self.cpu.get(label, 0.0), cpu)
+            self.cpu[label] = max(self.cpu.get(label, 0.0), cpu - self.base[label])
 
 
 class Sink:
