@@ -505,13 +505,18 @@ def worker(
 
     from newsletter.delivery.queue import make_celery
     from newsletter.observe.service import start_service
+    from newsletter.store.db import make_engine, upgrade
 
     a = _app(ctx)
     config = ctx.find_root().params.get("config")
     if config:  # tasks load settings themselves; let them find the same file
         os.environ["NEWSLETTER_CONFIG"] = str(Path(config).resolve())
     _logging(a, log_format)
-    beater = start_service(a.settings, a.engine, "worker", metrics_port=metrics_port,
+    # The heartbeat and metrics get an engine of their own, outside the process-wide
+    # cache: prefork children then open their own connections instead of inheriting it.
+    engine = make_engine(a.settings.database.url)
+    upgrade(engine)
+    beater = start_service(a.settings, engine, "worker", metrics_port=metrics_port,
                            info={"concurrency": concurrency})
     try:
         make_celery(a.settings).worker_main([
