@@ -54,6 +54,20 @@ err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 out = Console(highlight=False, soft_wrap=True, markup=False)  # titles may hold [brackets]
 
 
+LogFormat = Annotated[str | None, typer.Option(
+    "--log-format", help="Log lines on stderr: text or json (one object per line). "
+    "Default: [log] format.")]
+MetricsPort = Annotated[int | None, typer.Option(
+    "--metrics-port", help="Serve Prometheus /metrics on this port (0: off). "
+    "Default: [metrics] port.")]
+
+
+def _logging(a: App, log_format: str | None) -> None:
+    from newsletter.observe.logs import configure_logging
+
+    configure_logging(a.settings.log, log_format)
+
+
 def _app(ctx: typer.Context) -> App:
     obj = ctx.find_root().obj
     if not isinstance(obj, App):
@@ -282,12 +296,15 @@ def send(
                                         "when `newsletter check` finds the mail "
                                         "non-compliant (http unsubscribe link, local "
                                         "sender, no postal address).")] = False,
+    log_format: LogFormat = None,
 ) -> None:
     """Send the day's edition to every active subscriber who has not had it."""
     from newsletter.delivery.check import send_blockers
     from newsletter.delivery.runs import plan_edition, run_send
 
     a = _app(ctx)
+    if log_format or a.settings.log.format == "json":
+        _logging(a, log_format)
     backend = a.settings.transport.backend
     blockers = send_blockers(a.settings)
     if blockers and not force:
@@ -366,6 +383,7 @@ def status(
 ) -> None:
     """Counts by delivery state and the last errors of an edition."""
     from newsletter.delivery.status import edition_status
+    from newsletter.observe.heartbeat import processes
 
     a = _app(ctx)
     with a.session() as s:
@@ -373,11 +391,19 @@ def status(
                                      else None,
                                      day=_day(edition) if edition and not edition.isdigit()
                                      else None)
-    if found is None:
+    procs = processes(a.engine)
+    if found is None and (edition or not procs):
         raise InputError(f"no edition {edition}" if edition else "no edition has been sent yet")
-    data = edition_status(a.engine, found)
+    data: dict[str, Any] = (edition_status(a.engine, found) if found is not None
+                            else {"edition": None})
+    data["processes"] = procs
     if as_json:
         _print_json(data)
+        return
+    for p in procs:
+        out.print(f"{p['kind']:<7} {p['host']}:{p['pid']}  {p['state']}, last heartbeat "
+                  f"{p['age_seconds']:.0f}s ago (started {p['started_at'][:19]})")
+    if found is None:
         return
     c = data["counts"]
     slot = f" slot {data['slot']}" if data["slot"] else ""
@@ -542,20 +568,23 @@ def web(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    log_format: LogFormat = None,
 ) -> None:
     """Serve the sign-up, confirm, unsubscribe, preferences and view-in-browser pages, the
-    bounce webhooks (`newsletter webhooks urls` prints their URLs) and the operator
-    console at /admin."""
+    bounce webhooks (`newsletter webhooks urls` prints their URLs), the operator console
+    at /admin and Prometheus /metrics (see [metrics])."""
     import uvicorn
 
     from newsletter.web import create_app
     from newsletter.web.logs import redact_access_log
 
     a = _app(ctx)
+    _logging(a, log_format)
     starlette = create_app(a)
     redact_access_log()
     err.print(f"serving {a.settings.web.base_url} on {host}:{port}")
-    uvicorn.run(starlette, host=host, port=port, log_level="info")
+    uvicorn.run(starlette, host=host, port=port, log_config=None,  # our handlers
+                log_level=a.settings.log.level)
 
 
 @webhooks_app.command("urls")
@@ -608,30 +637,56 @@ def keys_show(ctx: typer.Context) -> None:
 def worker(
     ctx: typer.Context,
     concurrency: Annotated[int, typer.Option(help="Tasks at once in this worker.")] = 1,
+    log_format: LogFormat = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """A Celery worker delivering queued editions (scale-out; use PostgreSQL)."""
     from newsletter.delivery.queue import make_celery
+    from newsletter.observe.service import start_service
+    from newsletter.store.db import make_engine, upgrade
 
     a = _app(ctx)
     config = ctx.find_root().params.get("config")
-    celery = make_celery(a.settings, str(Path(config).resolve()) if config else None)
-    pool = "--pool=solo" if concurrency == 1 else "--pool=prefork"
-    celery.worker_main(["worker", "--loglevel=INFO", pool, f"--concurrency={concurrency}",
-                        "--without-gossip", "--without-mingle", "--without-heartbeat"])
+    _logging(a, log_format)
+    # The heartbeat and metrics get an engine of their own, outside the process-wide
+    # cache: prefork children then open their own connections instead of inheriting it.
+    engine = make_engine(a.settings.database.url)
+    upgrade(engine)
+    beater = start_service(a.settings, engine, "worker", metrics_port=metrics_port,
+                           info={"concurrency": concurrency})
+    try:
+        celery = make_celery(a.settings, str(Path(config).resolve()) if config else None)
+        pool = "--pool=solo" if concurrency == 1 else "--pool=prefork"
+        celery.worker_main(["worker", f"--loglevel={a.settings.log.level.upper()}", pool,
+                            f"--concurrency={concurrency}", "--without-gossip",
+                            "--without-mingle", "--without-heartbeat"])
+    finally:
+        beater.stop()
 
 
 @app.command()
-def run(ctx: typer.Context) -> None:
+def run(ctx: typer.Context, log_format: LogFormat = None,
+        metrics_port: MetricsPort = None) -> None:
     """The scheduler daemon: ingest on [schedule] ingest_cron, send each hour's slot."""
     import logging
+    import signal
 
     from newsletter.delivery.scheduler import build_scheduler
+    from newsletter.observe.service import start_service
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sched = build_scheduler(_app(ctx))
+    a = _app(ctx)
+    _logging(a, log_format)
+    sched = build_scheduler(a)
     for job in sched.get_jobs():
-        err.print(f"scheduled: {job.name} ({job.trigger})")
-    sched.start()
+        logging.getLogger("newsletter.scheduler").info("scheduled: %s (%s)", job.name, job.trigger)
+    beater = start_service(a.settings, a.engine, "run", metrics_port=metrics_port)
+    # SIGTERM (systemd, docker stop) stops taking new jobs; a send already running
+    # finishes before the process exits, and the heartbeat records a clean stop.
+    signal.signal(signal.SIGTERM, lambda *_: sched.shutdown(wait=False))
+    try:
+        sched.start()
+    finally:
+        beater.stop()
 
 
 @admin_app.command("add-user")

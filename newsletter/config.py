@@ -126,6 +126,25 @@ class QueueConfig(_Section):
     queue_name: str = Field(default="newsletter", min_length=1, max_length=200)
 
 
+class LogConfig(_Section):
+    """How long-running commands (``run``, ``worker``, ``web``, ``send``) log to stderr."""
+
+    format: Literal["text", "json"] = "text"  # json: one object per line, for collectors
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    include_address: bool = False  # subscriber addresses in log lines (ids always)
+
+
+class MetricsConfig(_Section):
+    """Prometheus metrics: ``/metrics`` on ``newsletter web``, and a port of their own
+    for ``newsletter run`` and ``newsletter worker``."""
+
+    token: str | None = None  # web: require "Authorization: Bearer <token>"
+    localhost_only: bool = True  # web, without a token: answer only 127.0.0.1 / ::1
+    port: int = Field(default=0, ge=0, le=65535)  # run/worker; 0 = no metrics server
+    host: str = "127.0.0.1"  # run/worker metrics server address
+    heartbeat_seconds: float = Field(default=15.0, gt=0)  # run/worker heartbeat period
+
+
 class SourceConfig(_Section):
     name: str
     kind: Literal["auto", "dailypapers", "arxiv", "feed", "json", "jsonfeed", "pagedump"] = "auto"
@@ -184,6 +203,8 @@ class Settings(_Section):
     schedule: ScheduleConfig = ScheduleConfig()
     queue: QueueConfig = QueueConfig()
     admin: AdminConfig = AdminConfig()
+    log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
     sources: list[SourceConfig] = Field(default_factory=list)
     source_file: str | None = None  # where the file layer came from, for messages
 

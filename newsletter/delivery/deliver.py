@@ -16,6 +16,7 @@ from newsletter.delivery.ledger import Ledger, Outcome
 from newsletter.delivery.plan import Job
 from newsletter.delivery.ratelimit import RateLimiter
 from newsletter.errors import TransportError
+from newsletter.observe import delivery_outcome, delivery_retry
 from newsletter.retry import backoff_delay
 from newsletter.store.models import DeliveryStatus
 from newsletter.transports.base import Transport
@@ -41,33 +42,44 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
     report = DeliverReport()
     pending: list[Outcome] = []
     started = time.monotonic()
+    # Metrics and a log line per outcome for a real edition; a preview (no edition) has none.
+    edition_id = getattr(getattr(ledger, "edition", None), "id", None)
 
     async def send_one(job: Job) -> Outcome:
-        async with gate:
+        async with gate:  # the time a delivery takes starts when it may go
+            began = time.perf_counter()
+            outcome = await deliver_one(job)
+        if edition_id is not None:
+            delivery_outcome(edition_id, outcome, time.perf_counter() - began)
+        return outcome
+
+    async def deliver_one(job: Job) -> Outcome:
+        try:
+            rendered = ctx.render(job)
+        except Exception as exc:  # a template bug must not lose the row
+            return Outcome(job, DeliveryStatus.FAILED, error=f"render: {exc}", permanent=True)
+        last = ""
+        for attempt in range(t.max_attempts):
+            await limiter.acquire()
             try:
-                rendered = ctx.render(job)
-            except Exception as exc:  # a template bug must not lose the row
-                return Outcome(job, DeliveryStatus.FAILED, error=f"render: {exc}", permanent=True)
-            last = ""
-            for attempt in range(t.max_attempts):
-                await limiter.acquire()
-                try:
-                    mid = await transport.send(rendered.message)
-                    return Outcome(job, DeliveryStatus.SENT, message_id=mid, rendered=rendered)
-                except TransportError as exc:
-                    last = str(exc)
-                    if exc.permanent:
-                        return Outcome(job, DeliveryStatus.FAILED, error=last, permanent=True,
-                                       bounce=exc.bounce, rendered=rendered)
-                    if attempt + 1 < t.max_attempts:
-                        await sleep(backoff_delay(attempt, t.backoff_seconds, exc.retry_after))
-                except Exception as exc:  # a transport bug: record it, keep the edition going
-                    last = f"{type(exc).__name__}: {exc}"
-                    if attempt + 1 < t.max_attempts:
-                        await sleep(backoff_delay(attempt, t.backoff_seconds))
-            return Outcome(job, DeliveryStatus.FAILED,
-                           error=f"{last} (after {t.max_attempts} attempts)",
-                           rendered=rendered)
+                mid = await transport.send(rendered.message)
+                return Outcome(job, DeliveryStatus.SENT, message_id=mid, rendered=rendered)
+            except TransportError as exc:
+                last = str(exc)
+                if exc.permanent:
+                    return Outcome(job, DeliveryStatus.FAILED, error=last, permanent=True,
+                                   bounce=exc.bounce, rendered=rendered)
+                if attempt + 1 < t.max_attempts:
+                    delivery_retry(last)
+                    await sleep(backoff_delay(attempt, t.backoff_seconds, exc.retry_after))
+            except Exception as exc:  # a transport bug: record it, keep the edition going
+                last = f"{type(exc).__name__}: {exc}"
+                if attempt + 1 < t.max_attempts:
+                    delivery_retry(last)
+                    await sleep(backoff_delay(attempt, t.backoff_seconds))
+        return Outcome(job, DeliveryStatus.FAILED,
+                       error=f"{last} (after {t.max_attempts} attempts)",
+                       rendered=rendered)
 
     async def flusher() -> None:
         while True:

@@ -41,8 +41,10 @@ class EditionContext:
     """Per-edition state: the ranking selection (for explanations) and the renderer."""
 
     def __init__(self, settings: Settings, session: Any, edition: Edition,
-                 rows: list[Entry], *, keys: list[str] | None = None) -> None:
-        self.selection = Selection.build(settings, session, rows, edition.day)
+                 rows: list[Entry], *, keys: list[str] | None = None,
+                 ignore_sent: bool = False) -> None:
+        self.selection = Selection.build(settings, session, rows, edition.day,
+                                         ignore_sent=ignore_sent)
         keys = keys or secret_keys(settings, session)
         links = LinkMaker(settings, Signer(keys))
         papers = [PaperInfo.of(e, links.paper(e.id)) for e in rows]
@@ -64,10 +66,15 @@ class EditionContext:
 
 
 def open_edition(settings: Settings, session: Any, edition: Edition,
-                 rows: list[Entry] | None = None) -> EditionContext:
+                 rows: list[Entry] | None = None, *, ignore_sent: bool = False
+                 ) -> EditionContext:
     """The one way to open an edition: its candidate papers (or ``rows``, e.g. the
     papers one stored email carried) and the context that ranks and renders them.
-    Send, preview, the queue worker and the web's "view in browser" all call this."""
+    Send, preview, the queue worker and the web's "view in browser" all call this.
+
+    ``ignore_sent`` skips loading which papers each subscriber already had: only
+    planning needs it, and for a delivery worker joining a large edition midway it
+    is millions of rows (every paper sent so far) held in memory for nothing."""
     if rows is None:
         rows = edition_entries(session, edition.slot, edition.cutoff)
-    return EditionContext(settings, session, edition, rows)
+    return EditionContext(settings, session, edition, rows, ignore_sent=ignore_sent)

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, Table, bindparam, func, select, update
+from sqlalchemy import Engine, Table, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from newsletter.delivery.plan import Job, PlanReport
@@ -43,6 +43,7 @@ from newsletter.store.models import (
 )
 
 DELIVERIES = cast(Table, Delivery.__table__)  # Core table, for executemany updates
+SENT_ENTRIES = cast(Table, SentEntry.__table__)  # Core: no ORM bookkeeping per row
 LEASE_SECONDS = 120
 # ---- ledgers -----------------------------------------------------------------------
 
@@ -107,6 +108,7 @@ class DbLedger:
         self.owner = owner or lease_owner()
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.host = socket.gethostname()
+        self._after = 0  # claim() resumes after the highest id it has claimed
 
     def plan(self, jobs: Iterator[list[Job]]) -> PlanReport:
         """Write one pending row per job, a chunk per transaction (a crash keeps what
@@ -178,17 +180,30 @@ class DbLedger:
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
+    def _pending_ids(self, s: Any, n: int, after: int) -> list[int]:
+        q = (select(Delivery.id).where(Delivery.edition_id == self.edition.id,
+                                       Delivery.status == DeliveryStatus.PENDING,
+                                       Delivery.id > after)
+             .order_by(Delivery.id).limit(n))
+        if self.engine.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        return list(s.scalars(q))
+
     def claim(self, n: int) -> list[Job]:
         now = utcnow()
         with session_scope(self.engine) as s:
-            q = (select(Delivery.id).where(Delivery.edition_id == self.edition.id,
-                                           Delivery.status == DeliveryStatus.PENDING)
-                 .order_by(Delivery.id).limit(n))
-            if self.engine.dialect.name == "postgresql":
-                q = q.with_for_update(skip_locked=True)
-            ids = list(s.scalars(q))
+            # Resume after the last row claimed: the index entries of rows already
+            # claimed stay behind as dead "pending" entries until a vacuum, and
+            # scanning from the start would walk them all on every claim (quadratic over
+            # an edition of a million). When nothing is left ahead, look from the start
+            # once more, so rows put back by a reclaim are never skipped.
+            ids = self._pending_ids(s, n, self._after)
+            if not ids and self._after:
+                self._after = 0
+                ids = self._pending_ids(s, n, 0)
             if not ids:
                 return []
+            self._after = max(ids)
             s.execute(
                 update(Delivery)
                 .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.PENDING)
@@ -215,6 +230,27 @@ class DbLedger:
                                 d.id, d.attempts))
             return jobs
 
+    def _record_sent_pg(self, s: Any, sent: Sequence[Outcome], now: dt.datetime) -> None:
+        """PostgreSQL: the sent rows and their papers as two statements over arrays.
+        An executemany of the same work spent a quarter of a worker's CPU in per-row
+        driver and SQLAlchemy bookkeeping (profiled at a million subscribers)."""
+        s.execute(text(
+            "UPDATE deliveries AS d SET status = :status, message_id = v.mid, sent_at = :now, "
+            "last_error = '', lease_owner = '', lease_expires = NULL, updated_at = :now "
+            "FROM unnest(CAST(:ids AS integer[]), CAST(:mids AS text[])) AS v(id, mid) "
+            "WHERE d.id = v.id AND d.lease_owner = :owner"),
+            {"status": str(DeliveryStatus.SENT), "now": now, "owner": self.owner,
+             "ids": [o.job.delivery_id for o in sent], "mids": [o.message_id for o in sent]})
+        pairs = [(o.job.recipient.id, e) for o in sent for e in o.job.entry_ids]
+        if pairs:
+            s.execute(text(
+                "INSERT INTO sent_entries (subscriber_id, entry_id, edition_id, sent_at) "
+                "SELECT v.sid, v.eid, :edition, :now FROM unnest(CAST(:sids AS integer[]), "
+                "CAST(:eids AS text[])) AS v(sid, eid) "
+                "ON CONFLICT (subscriber_id, entry_id) DO NOTHING"),
+                {"edition": self.edition.id, "now": now,
+                 "sids": [p[0] for p in pairs], "eids": [p[1] for p in pairs]})
+
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Outcomes in one transaction: sent rows together with the papers they carried."""
         if not outcomes:
@@ -236,10 +272,12 @@ class DbLedger:
                                reason=bindparam("b_reason"), lease_owner="",
                                lease_expires=None, updated_at=now))
         with session_scope(self.engine) as s:
-            if sent:
+            if sent and self.engine.dialect.name == "postgresql":
+                self._record_sent_pg(s, sent, now)
+            elif sent:
                 s.execute(mark_sent, [{"b_id": o.job.delivery_id, "b_mid": o.message_id}
                                       for o in sent])
-                s.execute(insert(SentEntry).on_conflict_do_nothing(
+                s.execute(insert(SENT_ENTRIES).on_conflict_do_nothing(
                     index_elements=["subscriber_id", "entry_id"]),
                     [{"subscriber_id": o.job.recipient.id, "entry_id": e,
                       "edition_id": self.edition.id, "sent_at": now}

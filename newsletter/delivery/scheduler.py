@@ -18,24 +18,41 @@ log = logging.getLogger("newsletter.scheduler")
 
 def ingest_sources(app: App) -> None:
     from newsletter.ingest.sources import run_ingest
+    from newsletter.observe.metrics import metrics
 
     if not app.settings.sources:
         return
-    report = run_ingest(app.settings, app.session, [])  # recorded for `sources list`
+    m = metrics()
+    try:
+        report = run_ingest(app.settings, app.session, [])  # recorded for `sources list`
+    except Exception:
+        m.ingest_runs.labels(outcome="error").inc()
+        raise
+    m.ingest_runs.labels(outcome="ok").inc()
+    m.ingest_papers.labels(result="new").inc(report.new)
+    m.ingest_papers.labels(result="updated").inc(report.updated)
+    m.last_run.labels(job="ingest").set_to_current_time()
     for loaded in report.loaded:
         for item in loaded.skipped:
             log.warning("skipped %s: %s", loaded.origin, item)
     log.info("ingested %d papers (%d new, %d items skipped)", report.total, report.new,
-             report.skipped)
+             report.skipped, extra={"job": "ingest", "papers": report.total, "new": report.new,
+                                    "updated": report.updated, "skipped": report.skipped})
 
 
 def send_slot(app: App, now: dt.datetime | None = None) -> Any:
     from newsletter.delivery.runs import run_send
 
     now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    from newsletter.observe.metrics import metrics
+
     summary = run_send(app.settings, app.engine, now.date(), slot=f"{now.hour:02d}")
+    metrics().last_run.labels(job="send").set_to_current_time()
     log.info("slot %s %02d: sent %d, failed %d", now.date(), now.hour,
-             summary.report.counts["sent"], summary.report.counts["failed"])
+             summary.report.counts["sent"], summary.report.counts["failed"],
+             extra={"job": "send", "edition": summary.edition.id, "slot": f"{now.hour:02d}",
+                    "sent": summary.report.counts["sent"],
+                    "failed": summary.report.counts["failed"]})
     return summary
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -122,7 +123,8 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
-        Index("ix_delivery_edition_status", "edition_id", "status"),
+        # id last: claiming "the next n pending rows" walks the index in order (0009)
+        Index("ix_delivery_edition_status", "edition_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -256,3 +258,19 @@ class AdminLoginAttempt(Base):
     client: Mapped[str] = mapped_column(String(64))
     ok: Mapped[bool] = mapped_column(Boolean)
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+class Heartbeat(Base):
+    """A long-running process (``run``, ``worker``) saying it is alive, every
+    ``[metrics] heartbeat_seconds``; ``newsletter status`` lists them. One row per
+    process (kind:host:pid), kept after a clean stop with ``stopped_at`` set."""
+
+    __tablename__ = "heartbeats"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    interval_seconds: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    beat_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

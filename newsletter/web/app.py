@@ -25,6 +25,7 @@ from newsletter.render.links import Signer, secret_keys
 from newsletter.web import notices, pages
 from newsletter.web.context import Web, web_of
 from newsletter.web.keys import check_rotation
+from newsletter.web.metrics import metrics_route
 from newsletter.web.security import SecurityHeaders
 from newsletter.web.webhooks import Fetcher, webhook_tokens
 
@@ -106,6 +107,7 @@ def create_app(app: App, *, fetcher: Fetcher | None = None,
         lifespan=lifespan,
         routes=[*ROUTES, *routes, *mounts,
                 # the operator console: its own sessions, CSRF and CSP
+                metrics_route(app),  # Prometheus, behind [metrics] token or localhost
                 Mount("/admin", app=create_admin(app))],
         middleware=[Middleware(SecurityHeaders,
                                https=settings.web.base_url.startswith("https://"))],

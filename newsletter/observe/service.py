@@ -1,0 +1,33 @@
+"""What a long-running process (``run``, ``worker``) starts beside its work: the
+metrics server on ``[metrics] port`` and its heartbeat in the database."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import Engine
+
+from newsletter.config import Settings
+from newsletter.errors import ConfigError
+from newsletter.observe.heartbeat import Beater
+from newsletter.observe.metrics import metrics
+
+log = logging.getLogger("newsletter.observe")
+
+
+def start_service(settings: Settings, engine: Engine, kind: str, *,
+                  metrics_port: int | None = None, info: dict[str, Any] | None = None) -> Beater:
+    """Serve metrics (when a port is set) and start the heartbeat; ``stop()`` the
+    returned beater on the way out so ``status`` shows a clean stop, not a silence."""
+    m = metrics()
+    m.attach_database(engine)
+    port = settings.metrics.port if metrics_port is None else metrics_port
+    if port:
+        try:
+            m.serve(port, settings.metrics.host)
+        except OSError as exc:
+            raise ConfigError(f"[metrics] port: cannot listen on {settings.metrics.host}:{port}: "
+                              f"{exc.strerror}") from None
+        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
+    return Beater(engine, kind, settings.metrics.heartbeat_seconds, info).start()
