@@ -40,7 +40,7 @@ def sent_world(world, smtp_sink, cli,  # type: ignore[no-untyped-def]
     smtp_sink.faults["flaky@example.org"] = ["451 4.3.0 try again later"]
     env = {"NEWSLETTER_DATABASE__URL": sqlite_url, "NEWSLETTER_TRANSPORT__BACKEND": "smtp",
            "NEWSLETTER_SMTP__PORT": str(smtp_sink.port), "NEWSLETTER_TRANSPORT__MAX_ATTEMPTS": "1"}
-    sent = cli("send", "--yes", env=env)
+    sent = cli("send", "--yes", "--force", env=env)  # demo defaults to a local sink
     assert sent.code == 3, sent.stderr  # the one transient failure
     status = cli("status", "--json", env=env)
     assert status.code == 0, status.stderr

@@ -151,7 +151,7 @@ def test_send_logs_one_json_object_per_delivery_without_addresses(
     assert nl("ingest", str(ROOT / "newsletter" / "data" / "sample_papers.json")).returncode == 0
     assert nl("subscribers", "import",
               str(ROOT / "newsletter" / "data" / "sample_subscribers.csv")).returncode == 0
-    result = nl("send", "--yes", "--log-format", "json", "--date", DAY.isoformat())
+    result = nl("send", "--yes", "--force", "--log-format", "json", "--date", DAY.isoformat())
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     outcomes = [r for r in records if r.get("outcome")]
