@@ -573,6 +573,8 @@ def web(
     """Serve the sign-up, confirm, unsubscribe, preferences and view-in-browser pages, the
     bounce webhooks (`newsletter webhooks urls` prints their URLs), the operator console
     at /admin and Prometheus /metrics (see [metrics])."""
+    import logging
+
     import uvicorn
 
     from newsletter.web import create_app
@@ -582,7 +584,8 @@ def web(
     _logging(a, log_format)
     starlette = create_app(a)
     redact_access_log()
-    err.print(f"serving {a.settings.web.base_url} on {host}:{port}")
+    logging.getLogger("newsletter.web").info("serving %s on %s:%s", a.settings.web.base_url,
+                                             host, port)
     uvicorn.run(starlette, host=host, port=port, log_config=None,  # our handlers
                 log_level=a.settings.log.level)
 

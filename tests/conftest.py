@@ -7,6 +7,7 @@ hide a missing service and so fails instead.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -183,6 +184,8 @@ def cli(tmp_path: Path) -> CliRun:
             k: None for k in os.environ if k.startswith("NEWSLETTER_")}
         overrides.update(env or {})
         old_cwd, old_argv = os.getcwd(), sys.argv
+        root = logging.getLogger()  # commands configure logging; a process would forget it
+        old_handlers, old_level = list(root.handlers), root.level
         os.chdir(cwd or tmp_path)
         sys.argv = ["newsletter", *args]
         try:
@@ -198,6 +201,9 @@ def cli(tmp_path: Path) -> CliRun:
                 stderr = err.getvalue().decode("utf-8", "replace")
         finally:
             dispose_all()  # engines are cached by URL; a relative SQLite URL moves with cwd
+            root.handlers[:] = old_handlers
+            root.setLevel(old_level)
+            logging.captureWarnings(False)
             os.chdir(old_cwd)
             sys.argv = old_argv
         return Result(code, stdout, stderr)

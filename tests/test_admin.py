@@ -359,17 +359,24 @@ def test_chart_axis_is_round_and_covers_the_data() -> None:
     assert svg.startswith("<svg") and "<script" not in svg and 'class="line s-sent"' in svg
 
 
-def test_dashboard_shows_heartbeats_only_when_kept(console: Console) -> None:
+def test_dashboard_shows_each_process_heartbeat(console: Console) -> None:
+    from newsletter.observe.heartbeat import processes
+    from newsletter.store.models import Heartbeat, utcnow
+
     c = console.login()
     page = c.get("/")
-    assert page.status_code == 200 and "Scheduler and workers" not in page.text
+    assert page.status_code == 200 and "No heartbeat recorded" in page.text
+    now = utcnow()
     with session_scope(console.engine) as s:
-        s.execute(__import__("sqlalchemy").text(
-            "CREATE TABLE heartbeats (name VARCHAR(64), beat_at TIMESTAMP)"))
-        s.execute(__import__("sqlalchemy").text(
-            "INSERT INTO heartbeats VALUES ('worker@host-7', '2025-12-26 07:00:00')"))
+        s.add(Heartbeat(name="worker:host-7:42", kind="worker", host="host-7", pid=42,
+                        interval_seconds=15.0, started_at=now, beat_at=now))
+        s.add(Heartbeat(name="run:host-7:43", kind="run", host="host-7", pid=43,
+                        interval_seconds=15.0, started_at=now, beat_at=now, stopped_at=now))
     page = c.get("/")
-    assert "Scheduler and workers" in page.text and "worker@host-7" in page.text
+    assert "worker:host-7:42" in page.text and "run:host-7:43" in page.text
+    states = {p["name"]: p["state"] for p in processes(console.engine)}
+    assert states == {"worker:host-7:42": "alive", "run:host-7:43": "stopped"}
+    assert ">alive<" in page.text and ">stopped<" in page.text
 
 
 def test_every_page_renders_on_postgresql(pg_url: str, tmp_path: Any) -> None:

@@ -15,7 +15,6 @@ real transport refuses to start while any is present (``--force`` overrides).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ipaddress
 import re
@@ -24,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from newsletter.config import SenderConfig, Settings
+from newsletter.delivery.deliver import run_async
 
 OK, FAIL, INFO = "ok", "fail", "info"
 MARKS = {OK: "✓", FAIL: "✗", INFO: "•"}
@@ -275,7 +275,7 @@ def check_transport(settings: Settings) -> Item:
         c = settings.smtp
         where = f"{c.host}:{c.port}"
         try:
-            steps = asyncio.run(_probe_smtp(settings))
+            steps = run_async(_probe_smtp(settings))
         except aiosmtplib.SMTPAuthenticationError as exc:
             return Item(key, FAIL, f"{where}: login refused: {exc.code} {exc.message}",
                         "check [smtp] username and password")

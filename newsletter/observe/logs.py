@@ -74,5 +74,8 @@ def configure_logging(config: LogConfig, fmt: str | None = None,
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(config.level.upper())
+    # Alembic says "Context impl SQLiteImpl" on every start: noise unless debugging.
+    logging.getLogger("alembic").setLevel(
+        logging.DEBUG if config.level == "debug" else logging.WARNING)
     logging.captureWarnings(True)  # library warnings become log lines too, not raw text
     return handler

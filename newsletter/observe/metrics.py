@@ -67,6 +67,8 @@ class Metrics:
             if self._db is None:
                 self._db = DatabaseCollector(engine)
                 self.registry.register(self._db)
+            else:  # one database per process: the latest app to attach is the one served
+                self._db.engine = engine
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -176,10 +176,14 @@ def ingest_log(engine: Engine, session: Session) -> list[dict[str, Any]] | None:
     return _reflected_rows(engine, session, lambda n: "ingest" in n or n.startswith("source_"))
 
 
-def heartbeats(engine: Engine, session: Session) -> list[dict[str, Any]] | None:
-    """Rows of a heartbeat table when the scheduler/workers keep one; None when the
-    database has no such table (the console then says nothing about liveness)."""
-    return _reflected_rows(engine, session, lambda n: "heartbeat" in n)
+def heartbeats(engine: Engine, session: Session) -> list[dict[str, Any]]:
+    """Each ``run`` and ``worker`` process with its state (alive, stopped, silent),
+    from the heartbeats they write: the same view as ``newsletter status``."""
+    from newsletter.observe.heartbeat import processes
+
+    return [{"process": p["name"], "kind": p["kind"], "state": p["state"],
+             "last beat": p["beat_at"], "seconds ago": p["age_seconds"]}
+            for p in processes(engine)]
 
 
 # ---- subscribers ---------------------------------------------------------------------
