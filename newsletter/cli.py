@@ -29,6 +29,7 @@ from newsletter.errors import InputError, NewsletterError
 from newsletter.ingest import run as ingest_mod
 from newsletter.store import queries
 from newsletter.store import subscribers as subs_mod
+from newsletter.store.queries import parse_day
 
 app = typer.Typer(
     help="A personalized daily digest of new research papers.",
@@ -262,12 +263,7 @@ def rank(
 
 
 def _day(value: str | None) -> dt.date:
-    if not value:
-        return dt.datetime.now(dt.UTC).date()
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise InputError(f"--date: expected YYYY-MM-DD, got {value!r}") from None
+    return parse_day(value, "--date")
 
 
 def _progress(total: int | None, label: str) -> Progress:

@@ -78,3 +78,4 @@ def open_edition(settings: Settings, session: Any, edition: Edition,
     if rows is None:
         rows = edition_entries(session, edition.slot, edition.cutoff)
     return EditionContext(settings, session, edition, rows, ignore_sent=ignore_sent)
+

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
 
+from newsletter.errors import InputError
 from newsletter.store.models import (
     Delivery,
     Edition,
@@ -118,3 +119,13 @@ def entry_dict(e: Entry) -> dict[str, Any]:
         "featured": e.featured.isoformat() if e.featured else None,
         "affiliations": e.affiliations or {},
     }
+
+
+def parse_day(value: str | None, field: str = "--date") -> dt.date:
+    """A newsletter day as an operator types it (YYYY-MM-DD); empty means today (UTC)."""
+    if not value:
+        return dt.datetime.now(dt.UTC).date()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{field}: expected YYYY-MM-DD, got {value!r}") from None

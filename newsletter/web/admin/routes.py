@@ -45,6 +45,7 @@ from newsletter.store.models import (
     Subscriber,
     SubscriberStatus,
 )
+from newsletter.store.queries import parse_day
 from newsletter.transports import make_transport
 from newsletter.web.admin import auth, charts, data
 from newsletter.web.admin import preview as preview_mod
@@ -173,12 +174,7 @@ def _int(value: str | None, default: int = 0) -> int:
 
 
 def _day(value: str | None) -> dt.date:
-    if not value:
-        return dt.datetime.now(dt.UTC).date()
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise InputError(f"day: expected YYYY-MM-DD, got {value!r}") from None
+    return parse_day(value, "day")
 
 
 def create_admin(app: App) -> ASGIApp:
