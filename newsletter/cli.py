@@ -286,9 +286,15 @@ def send(
         if not typer.confirm(f"Send the {_day(date)} edition through {backend}?"):
             raise typer.Exit(1)
     if queue:
-        from newsletter.delivery.queue import enqueue, wait_for
+        from newsletter.delivery.queue import check_broker, enqueue, wait_for
+        from newsletter.transports import make_transport
 
+        make_transport(a.settings)  # a transport misconfiguration fails before planning
+        check_broker(a.settings)  # and so does a dead broker
         planned = plan_edition(a.settings, a.engine, _day(date), slot)
+        if planned.edition is None:
+            err.print(planned.note)
+            return
         enqueue(a.settings, planned.edition.id, tasks)
         err.print(f"edition #{planned.edition.id}: {planned.pending} to send, "
                   f"{tasks} tasks queued; waiting for the workers")
@@ -297,24 +303,40 @@ def send(
         if counts.get("pending") or counts.get("sending") or counts.get("failed"):
             raise typer.Exit(3)
         return
+    from newsletter.delivery.shutdown import Shutdown
+
+    shutdown = Shutdown().install()
+    shutdown.on_request(lambda: err.print("stopping: no new messages; finishing those in "
+                                          "flight (a second signal stops at once)"))
     progress = _progress(None, "sending")
     task = progress.add_task("send", total=None)
     with progress:
         summary = run_send(
-            a.settings, a.engine, _day(date), slot=slot,
+            a.settings, a.engine, _day(date), slot=slot, shutdown=shutdown,
             on_planned=lambda n: progress.update(task, total=n),
             on_progress=lambda _o: progress.advance(task),
         )
     r = summary.report
+    if summary.edition is None:
+        err.print(summary.note)
+        return
+    p = summary.plan
     err.print(f"edition {summary.edition.day} (#{summary.edition.id}): "
-              f"{summary.candidates} candidate papers; planned {summary.plan.planned} "
-              f"(+{summary.plan.skipped} with nothing to send)"
+              f"{summary.candidates} candidate papers; planned {p.planned} "
+              f"(+{p.skipped} with nothing to send)"
+              + (f"; {p.already} already had this day's edition" if p.already else "")
               + (f"; took back {summary.reclaimed} unfinished" if summary.reclaimed else ""))
+    if summary.note:
+        err.print(summary.note)
     err.print(f"sent {r.counts['sent']}, failed {r.counts['failed']} in {r.seconds:.1f}s"
               + (f" via {backend}" + (f" to {a.settings.outbox.path}/"
                                       if backend == "outbox" else "")))
     for line in r.errors:
         err.print(f"  failed: {line}")
+    if r.stopped_by:
+        err.print(f"stopped by signal {r.stopped_by}: {r.counts['released']} not started "
+                  "went back to pending; `newsletter send` again finishes the edition")
+        raise typer.Exit(128 + r.stopped_by)
     if r.counts["failed"]:
         raise typer.Exit(3)
 
@@ -368,15 +390,16 @@ def preview(
                        ] = False,
 ) -> None:
     """Render exactly what `send` would send, to files; sends nothing, writes no ledger."""
-    from newsletter.delivery.runs import run_preview
+    from newsletter.delivery.runs import preview_engine, run_preview
 
     if subscriber and all_:
         raise InputError("--subscriber and --all exclude each other")
     a = _app(ctx)
+    engine = preview_engine(a.settings.database.url)  # never creates or migrates one
     progress = _progress(None, "rendering")
     task = progress.add_task("preview", total=None)
     with progress:
-        report = run_preview(a.settings, a.engine, _day(date), out_dir, email=subscriber,
+        report = run_preview(a.settings, engine, _day(date), out_dir, email=subscriber,
                              limit=limit, on_progress=lambda _o: progress.advance(task))
     if screenshot:
         from newsletter.render.screenshots import screenshot_dir
@@ -429,6 +452,9 @@ def demo(ctx: typer.Context) -> None:
               f"{len(imported.duplicates)} already present")
     summary = run_send(a.settings, a.engine, _day(None))
     r = summary.report
+    if summary.edition is None:
+        err.print(summary.note)
+        return
     where = (f" into {Path(a.settings.outbox.path).resolve()}/"
              if a.settings.transport.backend == "outbox" else "")
     err.print(f"edition {summary.edition.day}: sent {r.counts['sent']} emails"
@@ -465,33 +491,44 @@ def worker(
     ctx: typer.Context,
     concurrency: Annotated[int, typer.Option(help="Tasks at once in this worker.")] = 1,
 ) -> None:
-    """A Celery worker delivering queued editions (scale-out; use PostgreSQL)."""
+    """A Celery worker delivering queued editions (scale-out; use PostgreSQL).
+
+    SIGTERM or Ctrl-C: stop claiming, finish the messages in flight, give the rest
+    back to the ledger, exit 0 (Celery's warm shutdown)."""
     import os
 
-    from newsletter.delivery.queue import make_celery
+    from newsletter.delivery.queue import check_broker, make_celery
+    from newsletter.delivery.shutdown import Shutdown
 
     a = _app(ctx)
     config = ctx.find_root().params.get("config")
     if config:  # tasks load settings themselves; let them find the same file
         os.environ["NEWSLETTER_CONFIG"] = str(Path(config).resolve())
-    make_celery(a.settings).worker_main(["worker", "--loglevel=INFO", "--pool=solo" if
-                                         concurrency == 1 else "--pool=prefork",
-                                         f"--concurrency={concurrency}", "--without-gossip",
-                                         "--without-mingle", "--without-heartbeat"])
+    from newsletter.transports import make_transport
+
+    make_transport(a.settings)  # a transport misconfiguration fails here, not per task
+    check_broker(a.settings)
+    make_celery(a.settings, Shutdown()).worker_main([
+        "worker", "--loglevel=INFO", "--pool=solo" if concurrency == 1 else "--pool=prefork",
+        f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
+        "--without-heartbeat"])
 
 
 @app.command()
 def run(ctx: typer.Context) -> None:
-    """The scheduler daemon: ingest on [schedule] ingest_cron, send each hour's slot."""
+    """The scheduler daemon: ingest on [schedule] ingest_cron, send each hour's slot.
+
+    On start it sends the current hour's slot at once (catch-up after downtime).
+    SIGTERM or Ctrl-C: stop claiming, finish the messages in flight, exit 0."""
     import logging
 
-    from newsletter.delivery.scheduler import build_scheduler
+    from newsletter.delivery.scheduler import run_daemon
+    from newsletter.delivery.shutdown import Shutdown
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sched = build_scheduler(_app(ctx))
-    for job in sched.get_jobs():
-        err.print(f"scheduled: {job.name} ({job.trigger})")
-    sched.start()
+    shutdown = Shutdown().install()
+    run_daemon(_app(ctx), shutdown, announce=err.print)
+    err.print(f"stopped by signal {shutdown.signum}" if shutdown.signum else "stopped")
 
 
 def main() -> None:

@@ -21,18 +21,23 @@ import time
 from dataclasses import dataclass
 from email.header import Header
 
+from newsletter.addresses import clean_header_text
 from newsletter.config import Settings
 
 
 def _header_value(value: str) -> str:
-    """An unstructured header value: RFC 2047 encoded and folded when needed."""
-    if value.isascii() and len(value) < 900 and "\n" not in value and "\r" not in value:
+    """An unstructured header value: RFC 2047 encoded and folded when needed. Control
+    characters (CR/LF included) never reach the header, whatever the input said."""
+    if value.isascii() and len(value) < 900 and value.isprintable():
         return value
-    cleaned = value.replace("\r", " ").replace("\n", " ")
+    cleaned = clean_header_text(value)
+    if cleaned.isascii() and len(cleaned) < 900:
+        return cleaned
     return Header(cleaned, "utf-8", maxlinelen=76).encode(linesep="\r\n")
 
 
 def _address(name: str, address: str) -> str:
+    name, address = clean_header_text(name), clean_header_text(address)
     return email.utils.formataddr((name, address), charset="utf-8") if name else address
 
 
