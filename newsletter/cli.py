@@ -36,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts name [sections]; Rich markup would eat them
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 subs_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
@@ -86,7 +87,8 @@ def ingest(
     ctx: typer.Context,
     sources: Annotated[
         list[str] | None,
-        typer.Argument(help="File paths, URLs or [[sources]] names (default: every [[sources]])."),
+        typer.Argument(metavar="SOURCE", help="File paths, URLs or [[sources]] names "
+                       "(default: every [[sources]])."),
     ] = None,
 ) -> None:
     """Fetch and store papers; the format is told from the content."""
@@ -141,23 +143,51 @@ def entries(
 @subs_app.command("add")
 def subscribers_add(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The address.")],
-    keywords: Annotated[str, typer.Option(help="Keyword profile, e.g. 'diffusion, -medical'.")],
-    name: Annotated[str, typer.Option(help="Display name.")] = "",
-    tz: Annotated[str, typer.Option(help="IANA time zone, e.g. Europe/Paris.")] = "UTC",
-    hour: Annotated[int, typer.Option(help="Local hour to send at (0-23).")] = 7,
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")],
+    keywords: Annotated[str, typer.Option(metavar="PROFILE",
+                                          help="Keyword profile, e.g. 'diffusion, -medical'.")],
+    name: Annotated[str, typer.Option(metavar="NAME", help="Display name.")] = "",
+    tz: Annotated[str, typer.Option(metavar="ZONE", help="IANA time zone, e.g. Europe/Paris.")
+                  ] = "UTC",
+    hour: Annotated[int, typer.Option(metavar="HOUR", help="Local hour to send at (0-23).")
+                    ] = 7,
 ) -> None:
     """Add one subscriber (active at once: the operator vouches for consent)."""
     a = _app(ctx)
     with a.session() as s:
-        sub = subs_mod.add(s, email, keywords=keywords, name=name, tz=tz, hour=hour)
+        sub = subs_mod.add(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
+                           utf8_local_part=a.settings.transport.utf8_addresses)
     err.print(f"added {sub.email}")
+
+
+@subs_app.command("edit")
+def subscribers_edit(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")],
+    keywords: Annotated[str | None, typer.Option(metavar="PROFILE",
+                                                 help="New keyword profile.")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="New display name.")] = None,
+    tz: Annotated[str | None, typer.Option(metavar="ZONE", help="New IANA time zone.")] = None,
+    hour: Annotated[int | None, typer.Option(metavar="HOUR",
+                                             help="New local send hour (0-23).")] = None,
+    status: Annotated[str | None, typer.Option(metavar="active|paused",
+                                               help="Pause or resume their emails.")] = None,
+) -> None:
+    """Change one subscriber's profile, name, time zone, send hour or status."""
+    a = _app(ctx)
+    with a.session() as s:
+        sub = subs_mod.edit(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
+                            status=status)
+        summary = f"{sub.email}: {sub.status}, {sub.tz} {sub.send_hour:02d}:00, " \
+                  f"keywords {sub.keywords!r}"
+    err.print(f"updated {summary}")
 
 
 @subs_app.command("import")
 def subscribers_import(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV with header email,name,keywords,tz,hour.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE.csv",
+                                         help="CSV with header email,name,keywords,tz,hour.")],
 ) -> None:
     """Import subscribers from CSV in one transaction; a bad row stores nothing."""
     a = _app(ctx)
@@ -166,7 +196,8 @@ def subscribers_import(
     except OSError as exc:
         raise NewsletterError(f"{file}: cannot read: {exc.strerror}") from None
     with a.session() as s:
-        report = subs_mod.import_csv(s, data, str(file))
+        report = subs_mod.import_csv(s, data, str(file),
+                                     utf8_local_part=a.settings.transport.utf8_addresses)
     for line, address in report.duplicates[:20]:
         err.print(f"{file}:{line}: {address} already present, skipped")
     if len(report.duplicates) > 20:
@@ -195,7 +226,7 @@ def subscribers_list(
 
 @subs_app.command("remove")
 def subscribers_remove(
-    ctx: typer.Context, email: Annotated[str, typer.Argument(help="The address.")]
+    ctx: typer.Context, email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")]
 ) -> None:
     """Delete a subscriber and their history."""
     a = _app(ctx)
@@ -216,7 +247,8 @@ def subscribers_export(ctx: typer.Context) -> None:
 def rank(
     ctx: typer.Context,
     subscriber: Annotated[str | None, typer.Option(help="Only this subscriber.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Picks per subscriber.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Picks per subscriber (1-100).", min=1,
+                                              max=100)] = None,
     all_entries: Annotated[
         bool, typer.Option("--all-entries", help="Rank every stored paper, ignoring the "
                            "edition window and what was already sent.")
@@ -261,11 +293,14 @@ def _progress(total: int | None, label: str) -> Progress:
 @app.command()
 def send(
     ctx: typer.Context,
-    date: Annotated[str | None, typer.Option("--date", help="Edition day (YYYY-MM-DD); "
+    date: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD",
+                                             help="Edition day (YYYY-MM-DD); "
                                              "default today (UTC).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before sending.")] = False,
-    slot: Annotated[str, typer.Option(help="Only this UTC hour's slot (00-23): subscribers "
-                                      "whose local send hour it is. Default: everyone.")] = "",
+    slot: Annotated[str, typer.Option(metavar="HH", help="Only this UTC hour's slot (00-23): "
+                                      "everyone whose local send time has passed on their "
+                                      "local day and who has not had that day's edition "
+                                      "(catch-up). Default: everyone.")] = "",
     queue: Annotated[bool, typer.Option("--queue", help="Plan here, deliver by `newsletter "
                                         "worker` processes through [queue] broker_url.")
                      ] = False,
@@ -344,7 +379,8 @@ def send(
 @app.command()
 def status(
     ctx: typer.Context,
-    edition: Annotated[str | None, typer.Argument(help="Edition id or day (YYYY-MM-DD); "
+    edition: Annotated[str | None, typer.Argument(
+        metavar="EDITION", help="Edition id or day (YYYY-MM-DD); "
                                                   "default the latest.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:

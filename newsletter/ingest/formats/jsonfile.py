@@ -75,7 +75,7 @@ class JsonEntriesSource:
             version=as_int(item.get("version"), where, "version") or 0,
             source=as_str(item.get("source"), where, "source") or self.kind,
         )
-        ident = as_str(item.get("id"), where, "id")
+        ident = as_str(item.get("id"), where, "id", numbers=True)
         parsed = parse_arxiv_id(ident) if ident and not ident.startswith("t:") else None
         if parsed:
             paper.arxiv_id, v = parsed
