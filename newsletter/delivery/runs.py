@@ -94,6 +94,26 @@ def _reopen_if_empty(engine: Engine, edition: Edition, slot: str) -> Edition:
         return s.get(Edition, edition.id) or edition
 
 
+def _groups(session: Any, day: dt.date, slot: str
+            ) -> list[tuple[dt.date, list[tuple[str, int]] | None]]:
+    """(newsletter day, (tz, hour) pairs or None for everyone) to plan in this run."""
+    if not slot:
+        return [(day, None)]
+    pairs = session.execute(select(Subscriber.tz, Subscriber.send_hour).distinct()
+                            .where(Subscriber.status == SubscriberStatus.ACTIVE)).all()
+    due = due_by_day(slot_moment(day, int(slot)), [(tz, h) for tz, h in pairs])
+    return [(d, due[d]) for d in sorted(due)]
+
+
+def _anyone_to_plan(session: Any,
+                    groups: list[tuple[dt.date, list[tuple[str, int]] | None]]) -> bool:
+    """Whether this run would plan anyone (cheap: no ranking, no templates)."""
+    for d, pairs in groups:
+        for _ in subscriber_rows(session, unsent_day=d, slot=pairs):
+            return True
+    return False
+
+
 def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "") -> Planned:
     """Create (or find) the edition, take back unfinished rows, and plan everyone not yet
     planned. Safe to repeat: a second call plans only who is new.
@@ -101,12 +121,20 @@ def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "
     Without a slot, everyone active who has no row for ``day`` is planned for ``day``.
     With a slot (a UTC hour on ``day``), everyone whose local send time has passed on
     their local day and who has no row for that local day (see ``slots``). Either way
-    the unique (subscriber, day) key decides, so overlapping runs send once."""
+    the unique (subscriber, day) key decides, so overlapping runs send once. A run
+    with nobody to plan and nothing left to deliver opens no edition (no ranking, no
+    template compiling), which is most hourly slots."""
     slot = _check_slot(slot)
     with session_scope(engine, readonly=True) as s:
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
+        groups = _groups(s, day, slot)
+        due = _anyone_to_plan(s, groups)
         if existing is None and not edition_entries(s, slot, utcnow()):
             return Planned(None, None, None, PlanReport(), 0, 0, 0, no_new_papers(s, slot))
+        if existing is None and not due:
+            return Planned(None, None, None, PlanReport(), 0, 0, 0,
+                           f"nobody is due{f' in slot {slot}' if slot else ''}: every "
+                           "active subscriber due has had that day's edition")
     edition = get_or_create_edition(engine, day, slot)
     edition = _reopen_if_empty(engine, edition, slot)
     ledger = DbLedger(engine, edition)
@@ -114,6 +142,11 @@ def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "
     plan = PlanReport()
     note = ""
     with session_scope(engine, readonly=True) as s:
+        waiting = s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.edition_id == edition.id, Delivery.status == DeliveryStatus.PENDING)) or 0
+        if not due and not waiting:
+            return Planned(edition, ledger, None, plan, reclaimed, 0, 0,
+                           "nobody new to plan and nothing left to deliver")
         ctx = open_edition(settings, s, edition)
         rows = ctx.rows
         k = settings.ranking.max_papers
@@ -122,20 +155,14 @@ def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "
                  else "every candidate paper was already sent to them")
         if not rows:
             note = no_new_papers(s, slot)
-        elif slot:
-            pairs = s.execute(select(Subscriber.tz, Subscriber.send_hour).distinct()
-                              .where(Subscriber.status == SubscriberStatus.ACTIVE)).all()
-            due = due_by_day(slot_moment(day, int(slot)), [(tz, h) for tz, h in pairs])
-            for local_day, group in sorted(due.items()):
+        else:
+            for local_day, group in groups:
                 part = ledger.plan(plan_jobs(ctx.selection, subscriber_rows(
                     s, unsent_day=local_day, slot=group), k, day=local_day),
                     empty_reason=empty)
                 plan.planned += part.planned
                 plan.skipped += part.skipped
                 plan.already += part.already
-        else:
-            plan = ledger.plan(plan_jobs(ctx.selection, subscriber_rows(s, unsent_day=day), k),
-                               empty_reason=empty)
     with session_scope(engine, readonly=True) as s:
         pending = s.scalar(select(func.count()).select_from(Delivery).where(
             Delivery.edition_id == edition.id, Delivery.status == DeliveryStatus.PENDING)) or 0
@@ -154,7 +181,8 @@ def run_send(settings: Settings, engine: Engine, day: dt.date, *, slot: str = ""
     if on_planned:
         on_planned(p.pending)
     if p.edition is None or p.ledger is None or p.context is None:
-        return SendSummary(None, 0, p.plan, 0, DeliverReport(), p.note)
+        return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, DeliverReport(),
+                           p.note)
     report = run_async(deliver(settings, p.ledger, p.context, transport,
                                on_progress=on_progress, shutdown=shutdown))
     return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note)
