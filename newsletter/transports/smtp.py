@@ -110,6 +110,7 @@ def _install_fast_paths() -> None:
     smtp_mod.normalize_message_line_endings = normalize
     proto.PERIOD_REGEX = _Period()  # type: ignore[assignment]
     proto._newsletter_fast = True  # type: ignore[attr-defined]
+    proto._newsletter_originals = (original, period)  # type: ignore[attr-defined]
 
 
 _install_fast_paths()
