@@ -313,8 +313,10 @@ def send(
     from newsletter.delivery.runs import plan_edition, run_send
 
     a = _app(ctx)
+    from newsletter.transports import transport_class
+
     backend = a.settings.transport.backend
-    if backend not in ("outbox", "console") and not yes:
+    if transport_class(backend).sends_mail and not yes:
         if not sys.stdin.isatty():
             raise InputError(f"refusing to send through {backend} without --yes "
                              "(no terminal to ask)")

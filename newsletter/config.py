@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from newsletter.errors import ConfigError
 
@@ -41,10 +48,10 @@ class SenderConfig(_Section):
 
     @field_validator("from_address", "reply_to")
     @classmethod
-    def _address(cls, v: str | None) -> str | None:
+    def _address(cls, v: str | None, info_field: ValidationInfo) -> str | None:
         """Checked at load: a bad sender would otherwise go out as ``From: ... <>``."""
-        if v is None:
-            return v
+        if v is None or (info_field.field_name == "reply_to" and not v.strip()):
+            return None  # reply_to = "" means unset
         from email_validator import EmailNotValidError, validate_email
 
         v = v.strip()

@@ -19,7 +19,7 @@ from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Subscriber
 from newsletter.store.subscribers import add
 
-from .conftest import SmtpSink, free_port
+from .conftest import ROOT, SmtpSink, free_port
 
 DAY = dt.date(2025, 12, 26)
 UTF8 = "jösé@example.org"
@@ -137,3 +137,27 @@ def test_fast_paths_put_the_same_bytes_on_the_wire(parts: list[str], crlf: bool)
     data = ("\r\n" if crlf else "\n").join(parts).encode()
     assert proto.normalize_message_line_endings(data) == original(data)
     assert proto.PERIOD_REGEX.sub(b"..", data) == period.sub(b"..", data)
+
+
+# ---- the transports registry -------------------------------------------------------
+
+
+def test_every_backend_is_registered_and_http_api_knows_no_provider() -> None:
+    import ast
+    import typing
+
+    from newsletter.config import Backend
+    from newsletter.transports import REGISTRY, transport_class
+    from newsletter.transports.http_api import HttpApiTransport
+
+    assert set(typing.get_args(Backend)) == set(REGISTRY)
+    for backend in REGISTRY:
+        cls = transport_class(backend)
+        assert cls.name == backend
+        assert cls.sends_mail == (backend not in ("outbox", "console"))
+        if backend not in ("outbox", "console", "smtp"):
+            assert issubclass(cls, HttpApiTransport)
+    source = (ROOT / "newsletter" / "transports" / "http_api.py").read_text()
+    imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
+    assert not any(m and m.startswith("newsletter.transports.") and m.split(".")[-1] in REGISTRY
+                   for m in imported)

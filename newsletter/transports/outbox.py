@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+from newsletter.config import Settings
 from newsletter.errors import TransportError
 from newsletter.render.mime import Message
 from newsletter.transports.base import Transport
@@ -18,6 +19,11 @@ SAFE_NAME = re.compile(r"[^A-Za-z0-9._@+-]+")
 class OutboxTransport(Transport):
     name = "outbox"
     writes_files = True
+    sends_mail = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OutboxTransport:
+        return cls(settings.outbox.path)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
