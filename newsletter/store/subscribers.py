@@ -178,6 +178,8 @@ def import_csv(session: Session, data: bytes, origin: str, *,
             rows.append(values)
     except csv.Error as exc:
         raise InputError(f"{origin}: malformed CSV: {exc}") from None
+    if len(bad) == 1:
+        raise InputError(bad[0] + " (nothing imported)")
     if bad:
         shown = bad[:MAX_REPORTED_ROWS]
         more = f"\n... and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
