@@ -36,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts name [sections]; Rich markup would eat them
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 subs_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
@@ -109,8 +110,8 @@ def ingest(
     ctx: typer.Context,
     sources: Annotated[
         list[str] | None,
-        typer.Argument(
-            help="File paths, URLs or names of configured sources (default: all of them)."),
+        typer.Argument(metavar="SOURCE", help="File paths, URLs or names of configured "
+                       "sources (default: all of them)."),
     ] = None,
     strict: Annotated[
         bool,
@@ -157,23 +158,51 @@ def entries(
 @subs_app.command("add")
 def subscribers_add(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The address.")],
-    keywords: Annotated[str, typer.Option(help="Keyword profile, e.g. 'diffusion, -medical'.")],
-    name: Annotated[str, typer.Option(help="Display name.")] = "",
-    tz: Annotated[str, typer.Option(help="IANA time zone, e.g. Europe/Paris.")] = "UTC",
-    hour: Annotated[int, typer.Option(help="Local hour to send at (0-23).")] = 7,
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")],
+    keywords: Annotated[str, typer.Option(metavar="PROFILE",
+                                          help="Keyword profile, e.g. 'diffusion, -medical'.")],
+    name: Annotated[str, typer.Option(metavar="NAME", help="Display name.")] = "",
+    tz: Annotated[str, typer.Option(metavar="ZONE", help="IANA time zone, e.g. Europe/Paris.")
+                  ] = "UTC",
+    hour: Annotated[int, typer.Option(metavar="HOUR", help="Local hour to send at (0-23).")
+                    ] = 7,
 ) -> None:
     """Add one subscriber (active at once: the operator vouches for consent)."""
     a = _app(ctx)
     with a.session() as s:
-        sub = subs_mod.add(s, email, keywords=keywords, name=name, tz=tz, hour=hour)
+        sub = subs_mod.add(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
+                           utf8_local_part=a.settings.transport.utf8_addresses)
     err.print(f"added {sub.email}")
+
+
+@subs_app.command("edit")
+def subscribers_edit(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")],
+    keywords: Annotated[str | None, typer.Option(metavar="PROFILE",
+                                                 help="New keyword profile.")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="New display name.")] = None,
+    tz: Annotated[str | None, typer.Option(metavar="ZONE", help="New IANA time zone.")] = None,
+    hour: Annotated[int | None, typer.Option(metavar="HOUR",
+                                             help="New local send hour (0-23).")] = None,
+    status: Annotated[str | None, typer.Option(metavar="active|paused",
+                                               help="Pause or resume their emails.")] = None,
+) -> None:
+    """Change one subscriber's profile, name, time zone, send hour or status."""
+    a = _app(ctx)
+    with a.session() as s:
+        sub = subs_mod.edit(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
+                            status=status)
+        summary = f"{sub.email}: {sub.status}, {sub.tz} {sub.send_hour:02d}:00, " \
+                  f"keywords {sub.keywords!r}"
+    err.print(f"updated {summary}")
 
 
 @subs_app.command("import")
 def subscribers_import(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV with header email,name,keywords,tz,hour.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE.csv",
+                                         help="CSV with header email,name,keywords,tz,hour.")],
 ) -> None:
     """Import subscribers from CSV in one transaction; a bad row stores nothing."""
     a = _app(ctx)
@@ -182,7 +211,8 @@ def subscribers_import(
     except OSError as exc:
         raise NewsletterError(f"{file}: cannot read: {exc.strerror}") from None
     with a.session() as s:
-        report = subs_mod.import_csv(s, data, str(file))
+        report = subs_mod.import_csv(s, data, str(file),
+                                     utf8_local_part=a.settings.transport.utf8_addresses)
     for line, address in report.duplicates[:20]:
         err.print(f"{file}:{line}: {address} already present, skipped")
     if len(report.duplicates) > 20:
@@ -215,7 +245,7 @@ def subscribers_list(
 
 @subs_app.command("remove")
 def subscribers_remove(
-    ctx: typer.Context, email: Annotated[str, typer.Argument(help="The address.")]
+    ctx: typer.Context, email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")]
 ) -> None:
     """Delete a subscriber and their history."""
     a = _app(ctx)
@@ -236,7 +266,8 @@ def subscribers_export(ctx: typer.Context) -> None:
 def rank(
     ctx: typer.Context,
     subscriber: Annotated[str | None, typer.Option(help="Only this subscriber.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Picks per subscriber.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Picks per subscriber (1-100).", min=1,
+                                              max=100)] = None,
     all_entries: Annotated[
         bool, typer.Option("--all-entries", help="Rank every stored paper, ignoring the "
                            "edition window and what was already sent.")
@@ -276,11 +307,14 @@ def _progress(total: int | None, label: str) -> Progress:
 @app.command()
 def send(
     ctx: typer.Context,
-    date: Annotated[str | None, typer.Option("--date", help="Edition day (YYYY-MM-DD); "
+    date: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD",
+                                             help="Edition day (YYYY-MM-DD); "
                                              "default today (UTC).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before sending.")] = False,
-    slot: Annotated[str, typer.Option(help="Only this UTC hour's slot (00-23): subscribers "
-                                      "whose local send hour it is. Default: everyone.")] = "",
+    slot: Annotated[str, typer.Option(metavar="HH", help="Only this UTC hour's slot (00-23): "
+                                      "everyone whose local send time has passed on their "
+                                      "local day and who has not had that day's edition "
+                                      "(catch-up). Default: everyone.")] = "",
     queue: Annotated[bool, typer.Option("--queue", help="Plan here, deliver by `newsletter "
                                         "worker` processes through [queue] broker_url.")
                      ] = False,
@@ -301,6 +335,8 @@ def send(
     a = _app(ctx)
     if log_format or a.settings.log.format == "json":
         _logging(a, log_format)
+    from newsletter.transports import transport_class
+
     backend = a.settings.transport.backend
     blockers = send_blockers(a.settings)
     if blockers and not force:
@@ -308,16 +344,22 @@ def send(
                          "run `newsletter check`; --force sends anyway")
     for line in blockers:
         err.print(f"warning: sending anyway (--force): {line}")
-    if backend not in ("outbox", "console") and not yes:
+    if transport_class(backend).sends_mail and not yes:
         if not sys.stdin.isatty():
             raise InputError(f"refusing to send through {backend} without --yes "
                              "(no terminal to ask)")
         if not typer.confirm(f"Send the {_day(date)} edition through {backend}?"):
             raise typer.Exit(1)
     if queue:
-        from newsletter.delivery.queue import enqueue, wait_for
+        from newsletter.delivery.queue import check_broker, enqueue, wait_for
+        from newsletter.transports import make_transport
 
+        make_transport(a.settings)  # a transport misconfiguration fails before planning
+        check_broker(a.settings)  # and so does a dead broker
         planned = plan_edition(a.settings, a.engine, _day(date), slot)
+        if planned.edition is None:
+            err.print(planned.note)
+            return
         enqueue(a.settings, planned.edition.id, tasks)
         err.print(f"edition #{planned.edition.id}: {planned.pending} to send, "
                   f"{tasks} tasks queued; waiting for the workers")
@@ -326,24 +368,40 @@ def send(
         if counts.get("pending") or counts.get("sending") or counts.get("failed"):
             raise typer.Exit(3)
         return
+    from newsletter.delivery.shutdown import Shutdown
+
+    shutdown = Shutdown().install()
+    shutdown.on_request(lambda: err.print("stopping: no new messages; finishing those in "
+                                          "flight (a second signal stops at once)"))
     progress = _progress(None, "sending")
     task = progress.add_task("send", total=None)
     with progress:
         summary = run_send(
-            a.settings, a.engine, _day(date), slot=slot,
+            a.settings, a.engine, _day(date), slot=slot, shutdown=shutdown,
             on_planned=lambda n: progress.update(task, total=n),
             on_progress=lambda _o: progress.advance(task),
         )
     r = summary.report
+    if summary.edition is None:
+        err.print(summary.note)
+        return
+    p = summary.plan
     err.print(f"edition {summary.edition.day} (#{summary.edition.id}): "
-              f"{summary.candidates} candidate papers; planned {summary.plan.planned} "
-              f"(+{summary.plan.skipped} with nothing to send)"
+              f"{summary.candidates} candidate papers; planned {p.planned} "
+              f"(+{p.skipped} with nothing to send)"
+              + (f"; {p.already} already had this day's edition" if p.already else "")
               + (f"; took back {summary.reclaimed} unfinished" if summary.reclaimed else ""))
+    if summary.note:
+        err.print(summary.note)
     err.print(f"sent {r.counts['sent']}, failed {r.counts['failed']} in {r.seconds:.1f}s"
               + (f" via {backend}" + (f" to {a.settings.outbox.path}/"
                                       if backend == "outbox" else "")))
     for line in r.errors:
         err.print(f"  failed: {line}")
+    if r.stopped_by:
+        err.print(f"stopped by signal {r.stopped_by}: {r.counts['released']} not started "
+                  "went back to pending; `newsletter send` again finishes the edition")
+        raise typer.Exit(128 + r.stopped_by)
     if r.counts["failed"]:
         raise typer.Exit(3)
 
@@ -373,7 +431,8 @@ def check(
 @app.command()
 def status(
     ctx: typer.Context,
-    edition: Annotated[str | None, typer.Argument(help="Edition id or day (YYYY-MM-DD); "
+    edition: Annotated[str | None, typer.Argument(
+        metavar="EDITION", help="Edition id or day (YYYY-MM-DD); "
                                                   "default the latest.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
@@ -425,15 +484,16 @@ def preview(
                        ] = False,
 ) -> None:
     """Render exactly what `send` would send, to files; sends nothing, writes no ledger."""
-    from newsletter.delivery.runs import run_preview
+    from newsletter.delivery.runs import preview_engine, run_preview
 
     if subscriber and all_:
         raise InputError("--subscriber and --all exclude each other")
     a = _app(ctx)
+    engine = preview_engine(a.settings.database.url)  # never creates or migrates one
     progress = _progress(None, "rendering")
     task = progress.add_task("preview", total=None)
     with progress:
-        report = run_preview(a.settings, a.engine, _day(date), out_dir, email=subscriber,
+        report = run_preview(a.settings, engine, _day(date), out_dir, email=subscriber,
                              limit=limit, on_progress=lambda _o: progress.advance(task))
     if screenshot:
         from newsletter.render.screenshots import screenshot_dir
@@ -550,6 +610,9 @@ def demo(ctx: typer.Context) -> None:
               f"{len(imported.duplicates)} already present")
     summary = run_send(a.settings, a.engine, _day(None))
     r = summary.report
+    if summary.edition is None:
+        err.print(summary.note)
+        return
     where = (f" into {Path(a.settings.outbox.path).resolve()}/"
              if a.settings.transport.backend == "outbox" else "")
     err.print(f"edition {summary.edition.day}: sent {r.counts['sent']} emails"
@@ -639,14 +702,21 @@ def worker(
     log_format: LogFormat = None,
     metrics_port: MetricsPort = None,
 ) -> None:
-    """A Celery worker delivering queued editions (scale-out; use PostgreSQL)."""
-    from newsletter.delivery.queue import make_celery
+    """A Celery worker delivering queued editions (scale-out; use PostgreSQL).
+
+    SIGTERM or Ctrl-C: stop claiming, finish the messages in flight, give the rest
+    back to the ledger, exit 0 (Celery's warm shutdown)."""
+    from newsletter.delivery.queue import check_broker, make_celery
+    from newsletter.delivery.shutdown import Shutdown
     from newsletter.observe.service import start_service
     from newsletter.store.db import make_engine, upgrade
+    from newsletter.transports import make_transport
 
     a = _app(ctx)
     config = ctx.find_root().params.get("config")
     _logging(a, log_format)
+    make_transport(a.settings)  # a transport misconfiguration fails here, not per task
+    check_broker(a.settings)
     # The heartbeat and metrics get an engine of their own, outside the process-wide
     # cache: prefork children then open their own connections instead of inheriting it.
     engine = make_engine(a.settings.database.url)
@@ -654,7 +724,8 @@ def worker(
     beater = start_service(a.settings, engine, "worker", metrics_port=metrics_port,
                            info={"concurrency": concurrency})
     try:
-        celery = make_celery(a.settings, str(Path(config).resolve()) if config else None)
+        celery = make_celery(a.settings, Shutdown(),
+                             str(Path(config).resolve()) if config else None)
         pool = "--pool=solo" if concurrency == 1 else "--pool=prefork"
         celery.worker_main(["worker", f"--loglevel={a.settings.log.level.upper()}", pool,
                             f"--concurrency={concurrency}", "--without-gossip",
@@ -666,26 +737,27 @@ def worker(
 @app.command()
 def run(ctx: typer.Context, log_format: LogFormat = None,
         metrics_port: MetricsPort = None) -> None:
-    """The scheduler daemon: ingest on [schedule] ingest_cron, send each hour's slot."""
-    import logging
-    import signal
+    """The scheduler daemon: ingest on [schedule] ingest_cron, send each hour's slot.
 
-    from newsletter.delivery.scheduler import build_scheduler
+    On start it sends the current hour's slot at once (catch-up after downtime).
+    SIGTERM or Ctrl-C: stop claiming, finish the messages in flight, exit 0."""
+    import logging
+
+    from newsletter.delivery.scheduler import run_daemon
+    from newsletter.delivery.shutdown import Shutdown
     from newsletter.observe.service import start_service
 
     a = _app(ctx)
     _logging(a, log_format)
-    sched = build_scheduler(a)
-    for job in sched.get_jobs():
-        logging.getLogger("newsletter.scheduler").info("scheduled: %s (%s)", job.name, job.trigger)
+    shutdown = Shutdown().install()
     beater = start_service(a.settings, a.engine, "run", metrics_port=metrics_port)
-    # SIGTERM (systemd, docker stop) stops taking new jobs; a send already running
-    # finishes before the process exits, and the heartbeat records a clean stop.
-    signal.signal(signal.SIGTERM, lambda *_: sched.shutdown(wait=False))
     try:
-        sched.start()
+        run_daemon(a, shutdown,
+                   announce=lambda line: logging.getLogger("newsletter.scheduler").info(line))
     finally:
-        beater.stop()
+        beater.stop()  # the heartbeat records a clean stop
+    logging.getLogger("newsletter.scheduler").info(
+        f"stopped by signal {shutdown.signum}" if shutdown.signum else "stopped")
 
 
 @admin_app.command("add-user")

@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from newsletter.errors import ConfigError
 
@@ -38,6 +45,35 @@ class SenderConfig(_Section):
     reply_to: str | None = None
     postal_address: str = "Research Digest, 1 Example Street, Springfield"
     list_id: str = "digest.localhost"
+
+    @field_validator("from_address", "reply_to")
+    @classmethod
+    def _address(cls, v: str | None, info_field: ValidationInfo) -> str | None:
+        """Checked at load: a bad sender would otherwise go out as ``From: ... <>``."""
+        if v is None or (info_field.field_name == "reply_to" and not v.strip()):
+            return None  # reply_to = "" means unset
+        from email_validator import EmailNotValidError, validate_email
+
+        v = v.strip()
+        if not v:
+            raise ValueError("an email address is required, e.g. digest@example.org")
+        local, _, domain = v.rpartition("@")
+        # A local relay's own name is fine for a sender; the validator calls it reserved.
+        probe = f"{local}@example.org" if domain.lower() == "localhost" else v
+        try:
+            info = validate_email(probe, check_deliverability=False, allow_smtputf8=False,
+                                  test_environment=True, globally_deliverable=False)
+        except EmailNotValidError as exc:
+            raise ValueError(f"not a valid email address ({v!r}): {exc}") from None
+        return v if probe != v else str(info.ascii_email or info.normalized)
+
+    @field_validator("from_name", "postal_address", "list_id")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        """Header text: no CR/LF (a header could be injected through the config)."""
+        from newsletter.addresses import clean_header_text
+
+        return clean_header_text(v)
 
 
 class WebConfig(_Section):
@@ -90,6 +126,8 @@ class TransportConfig(_Section):
     concurrency: int = Field(default=4, ge=1, le=256)
     max_attempts: int = Field(default=5, ge=1, le=50)
     backoff_seconds: float = Field(default=1.0, ge=0)
+    # Accept addresses with a non-ASCII local part (only deliverable via SMTPUTF8).
+    utf8_addresses: bool = False
 
 
 class SmtpConfig(_Section):
@@ -178,6 +216,30 @@ class ScheduleConfig(_Section):
     ingest_cron: str = "0 5 * * *"
     timezone: str = "UTC"
 
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}: expected an IANA name like "
+                             "Europe/Paris") from None
+        return v
+
+    @field_validator("ingest_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a valid crontab expression ({v!r}): {exc}; expected five "
+                             "fields: minute hour day month weekday") from None
+        return v
+
 
 class AdminConfig(_Section):
     """The /admin console: how long a login lasts and when failed logins lock it."""
@@ -216,7 +278,10 @@ class Settings(_Section):
         return _validate(data, "override")
 
 
-def _env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def _env_layer(environ: Mapping[str, str],
+               names: dict[tuple[str, str], str] | None = None) -> dict[str, dict[str, Any]]:
+    """``NEWSLETTER_<SECTION>__<KEY>`` variables as a layer; ``names`` collects which
+    variable set which (section, key), so an error can name the variable."""
     layer: dict[str, dict[str, Any]] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
@@ -227,6 +292,9 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(raw)
         layer.setdefault(section.lower(), {})[key.lower()] = value
+        if names is not None:
+            names[(section.lower(), key.lower())] = name
+            names.setdefault((section.lower(), ""), name)
     return layer
 
 
@@ -237,12 +305,18 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _validate(data: dict[str, Any], where: str) -> Settings:
+def _validate(data: dict[str, Any], where: str,
+              env_names: Mapping[tuple[str, str], str] | None = None) -> Settings:
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"]]
+        env_name = (env_names or {}).get((loc[0], loc[1])) if len(loc) >= 2 else None
+        if env_name is None and len(loc) == 1:  # an unknown section
+            env_name = (env_names or {}).get((loc[0], ""))
+        if env_name is not None:  # the value came from the environment: name the variable
+            where = f"environment variable {env_name}"
         if loc and loc[0] == "sources" and len(loc) > 1:
             key = f"[[sources]] #{int(loc[1]) + 1} {'.'.join(loc[2:])}".strip()
         elif len(loc) >= 2:
@@ -250,6 +324,7 @@ def _validate(data: dict[str, Any], where: str) -> Settings:
         else:
             key = ".".join(loc) or "(top level)"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
         raise ConfigError(f"{where}: {key}: {msg}") from None
 
 
@@ -278,7 +353,8 @@ def load_settings(
         data["source_file"] = str(cfg_path)
     elif explicit:
         raise ConfigError(f"{cfg_path}: config file not found")
-    env = _env_layer(environ)
+    names: dict[tuple[str, str], str] = {}
+    env = _env_layer(environ, names)
     if env:
         where = f"{where} + environment"
-    return _validate(_merge(data, env), where)
+    return _validate(_merge(data, env), where, names)

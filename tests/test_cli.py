@@ -160,7 +160,8 @@ def test_config_file_and_environment(tmp_path: Path) -> None:
         ("[smpt]\nport = 25\n", {}, "config.toml: smpt: unknown key"),
         ("[transport]\nbackend = 'pigeon'\n", {}, "[transport] backend"),
         ("[smtp\n", {}, "config.toml: not valid TOML"),
-        ("", {"NEWSLETTER_SMTP__PORT": "x"}, "config.toml + environment: [smtp] port"),
+        ("", {"NEWSLETTER_SMTP__PORT": "x"},
+         "environment variable NEWSLETTER_SMTP__PORT: [smtp] port"),
     ],
 )
 def test_config_errors_name_key_and_file(

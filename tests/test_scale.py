@@ -98,26 +98,36 @@ def test_workers_share_an_edition_without_duplicates(pg_url: str, smtp_sink: Smt
 def test_hourly_slots_send_each_person_at_their_local_hour(world) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
     app = App(settings, engine)
-    # sample subscribers: Ada Europe/London 7, Grace America/New_York 6, Katherine Asia/Tokyo 9
+    # sample subscribers: Ada Europe/London 7, Grace America/New_York 6, Katherine Asia/Tokyo 9,
+    # Barbara America/Los_Angeles 5, Alan Europe/Berlin 8, three UTC 7
     summary = send_slot(app, dt.datetime(2025, 12, 26, 7, 0, tzinfo=dt.UTC))  # 07:00 London
     with session_scope(engine) as s:
-        got = set(s.scalars(select(Subscriber.email).join(Delivery).where(
-            Delivery.edition_id == summary.edition.id)))
-    # 07:00 UTC is 07:00 in London, 08:00 in Berlin, and 07:00 for the UTC readers
-    assert got == {"ada@example.org", "alan@example.org", "edsger@example.org",
-                   "donald@example.org", "margaret@example.org"}
+        got = dict(s.execute(select(Subscriber.email, Delivery.day).join(Delivery).where(
+            Delivery.edition_id == summary.edition.id)).all())
+    # 07:00 UTC is 07:00 in London, 08:00 in Berlin, 07:00 for the UTC readers; Tokyo's
+    # 09:00 has passed (16:00 there): caught up; in Los Angeles it is 23:00 on the 25th,
+    # past Barbara's 05:00: her edition of the 25th. New York (02:00) is not due yet.
+    assert got == {"ada@example.org": DAY, "alan@example.org": DAY,
+                   "edsger@example.org": DAY, "donald@example.org": DAY,
+                   "margaret@example.org": DAY, "katherine@example.org": DAY,
+                   "barbara@example.org": DAY - dt.timedelta(days=1)}
     send_slot(app, dt.datetime(2025, 12, 26, 11, 0, tzinfo=dt.UTC))  # 06:00 New York
-    send_slot(app, dt.datetime(2025, 12, 26, 0, 0, tzinfo=dt.UTC))  # 09:00 Tokyo
+    send_slot(app, dt.datetime(2025, 12, 26, 0, 0, tzinfo=dt.UTC))  # 19:00 the 25th, New York
     # the whole day without slots: only those not yet served, nobody twice
     from newsletter.delivery.runs import run_send
 
-    run_send(settings, engine, DAY.replace(day=26))
+    run_send(settings, engine, DAY)
     with session_scope(engine) as s:
-        per_person = dict(s.execute(select(Subscriber.email, func.count()).join(Delivery)
-                                    .join(Edition).where(Edition.day == DAY)
-                                    .group_by(Subscriber.email)).all())
+        per_day = s.execute(select(Subscriber.email, Delivery.day, func.count()).join(Delivery)
+                            .group_by(Subscriber.email, Delivery.day)).all()
         slots = set(s.scalars(select(Edition.slot)))
-    assert set(per_person.values()) == {1} and len(per_person) == 8
+    assert {n for _, _, n in per_day} == {1}
+    assert sorted(e for e, d, _ in per_day if d == DAY) == sorted(
+        ["ada@example.org", "grace@example.org", "alan@example.org", "katherine@example.org",
+         "edsger@example.org", "barbara@example.org", "donald@example.org",
+         "margaret@example.org"])
+    assert sorted(e for e, d, _ in per_day if d != DAY) == [
+        "barbara@example.org", "grace@example.org"]
     assert slots == {"07", "11", "00", ""}
 
 

@@ -107,9 +107,11 @@ def test_subscriber_add_validates_and_refuses_duplicates(db_url: str) -> None:
     for kwargs, fragment in [
         ({"email": "ada@example.org"}, "already subscribed"),
         ({"email": "not-an-address"}, "invalid email address"),
-        ({"email": "b@example.org", "tz": "Mars/Olympus"}, "unknown time zone"),
-        ({"email": "b@example.org", "hour": 24}, "send hour"),
+        ({"email": "b@example.org", "keywords": "x", "tz": "Mars/Olympus"},
+         "unknown time zone"),
+        ({"email": "b@example.org", "keywords": "x", "hour": 24}, "send hour"),
         ({"email": "b@example.org", "keywords": "x^-1"}, "weight"),
+        ({"email": "b@example.org", "keywords": "  "}, "empty keyword profile"),
     ]:
         with pytest.raises(InputError, match=fragment), session_scope(engine) as session:
             subscribers.add(session, **kwargs)  # type: ignore[arg-type]

@@ -12,9 +12,10 @@ from typing import Any
 
 from newsletter.config import Settings
 from newsletter.delivery.edition import EditionContext
-from newsletter.delivery.ledger import Ledger, Outcome
+from newsletter.delivery.ledger import RELEASED, Ledger, Outcome
 from newsletter.delivery.plan import Job
 from newsletter.delivery.ratelimit import RateLimiter
+from newsletter.delivery.shutdown import Shutdown
 from newsletter.errors import TransportError
 from newsletter.observe import delivery_outcome, delivery_retry
 from newsletter.retry import backoff_delay
@@ -30,12 +31,19 @@ class DeliverReport:
     counts: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    stopped_by: int = 0  # the signal that stopped claiming (0: ran to the end)
 
 
 async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, transport: Transport,
                   *, on_progress: Callable[[Outcome], None] | None = None,
-                  sleep: Callable[[float], Any] = asyncio.sleep) -> DeliverReport:
-    """Send every job the ledger hands out; record each outcome soon after it happens."""
+                  sleep: Callable[[float], Any] = asyncio.sleep,
+                  shutdown: Shutdown | None = None) -> DeliverReport:
+    """Send every job the ledger hands out; record each outcome soon after it happens.
+
+    When ``shutdown`` is requested (SIGTERM/SIGINT), no more rows are claimed, jobs
+    not yet handed to the transport are released back to ``pending``, and messages
+    already with the server finish and are recorded before this returns."""
+    stop = shutdown or Shutdown()
     t = settings.transport
     limiter = RateLimiter(t.rate_per_second, t.rate_per_hour)
     gate = asyncio.Semaphore(t.concurrency)
@@ -49,11 +57,13 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
         async with gate:  # the time a delivery takes starts when it may go
             began = time.perf_counter()
             outcome = await deliver_one(job)
-        if edition_id is not None:
+        if edition_id is not None and outcome.status != RELEASED:
             delivery_outcome(edition_id, outcome, time.perf_counter() - began)
         return outcome
 
     async def deliver_one(job: Job) -> Outcome:
+        if stop.requested:
+            return Outcome(job, RELEASED)
         try:
             rendered = ctx.render(job)
         except Exception as exc:  # a template bug must not lose the row
@@ -61,6 +71,8 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
         last = ""
         for attempt in range(t.max_attempts):
             await limiter.acquire()
+            if stop.requested:  # never start a new attempt once asked to stop
+                return Outcome(job, RELEASED, error=last)
             try:
                 mid = await transport.send(rendered.message)
                 return Outcome(job, DeliveryStatus.SENT, message_id=mid, rendered=rendered)
@@ -96,7 +108,7 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
     flush_task = asyncio.create_task(flusher())
     try:
         batch_size = max(64, t.concurrency * 8)
-        while True:
+        while not stop.requested:
             jobs = await asyncio.to_thread(ledger.claim, batch_size)
             if not jobs:
                 break
@@ -104,6 +116,8 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
                 outcome = await fut
                 pending.append(outcome)
                 report.counts[outcome.status] += 1
+                if outcome.status == RELEASED:
+                    continue
                 if outcome.status == DeliveryStatus.FAILED and len(report.errors) < 20:
                     report.errors.append(f"{outcome.job.recipient.email}: {outcome.error}")
                 if on_progress:
@@ -114,6 +128,7 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
         await flush()
         await transport.close()
     report.seconds = time.monotonic() - started
+    report.stopped_by = stop.signum
     return report
 
 

@@ -45,6 +45,7 @@ from newsletter.store.models import (
 DELIVERIES = cast(Table, Delivery.__table__)  # Core table, for executemany updates
 SENT_ENTRIES = cast(Table, SentEntry.__table__)  # Core: no ORM bookkeeping per row
 LEASE_SECONDS = 120
+RELEASED = "released"  # an outcome, not a row state: claimed, never started, given back
 # ---- ledgers -----------------------------------------------------------------------
 
 
@@ -110,11 +111,16 @@ class DbLedger:
         self.host = socket.gethostname()
         self._after = 0  # claim() resumes after the highest id it has claimed
 
-    def plan(self, jobs: Iterator[list[Job]]) -> PlanReport:
+    def plan(self, jobs: Iterator[list[Job]], *, empty_reason: str = "") -> PlanReport:
         """Write one pending row per job, a chunk per transaction (a crash keeps what
-        was planned; the rerun plans only subscribers without a row)."""
+        was planned; the rerun plans only subscribers without a row).
+
+        Each row carries the subscriber's day; the unique (subscriber, day) key makes
+        the database, not this process, decide who gets that day's edition: a row
+        another planner already wrote wins, and this one is counted as ``already``."""
         report = PlanReport()
         insert = _insert_for(self.engine)
+        reason = empty_reason or "no paper matched the profile and no trending section"
         for chunk in jobs:
             rows = []
             now = utcnow()
@@ -122,19 +128,22 @@ class DbLedger:
                 empty = not j.entry_ids
                 rows.append({
                     "edition_id": self.edition.id, "subscriber_id": j.recipient.id,
+                    "day": j.day or self.edition.day,
                     "entry_ids": j.entry_ids, "details": {"trending": j.trending},
                     "status": DeliveryStatus.SKIPPED if empty else DeliveryStatus.PENDING,
-                    "reason": "no papers matched and no trending section" if empty else "",
+                    "reason": reason if empty else "",
                     "attempts": 0, "last_error": "", "message_id": "", "lease_owner": "",
                     "created_at": now, "updated_at": now,
                 })
-                report.skipped += empty
-                report.planned += not empty
             if rows:
                 with session_scope(self.engine) as s:
-                    stmt = insert(Delivery).on_conflict_do_nothing(
-                        index_elements=["edition_id", "subscriber_id"])
-                    s.execute(stmt, rows)
+                    stmt = insert(Delivery).on_conflict_do_nothing().returning(
+                        Delivery.status)
+                    written = list(s.scalars(stmt, rows))
+                skipped = sum(1 for st in written if st == DeliveryStatus.SKIPPED)
+                report.skipped += skipped
+                report.planned += len(written) - skipped
+                report.already += len(rows) - len(written)
         with session_scope(self.engine) as s:
             s.execute(update(Edition).where(Edition.id == self.edition.id)
                       .values(planned_at=utcnow()))
@@ -258,7 +267,8 @@ class DbLedger:
         now = utcnow()
         insert = _insert_for(self.engine)
         sent = [o for o in outcomes if o.status == DeliveryStatus.SENT]
-        failed = [o for o in outcomes if o.status != DeliveryStatus.SENT]
+        released = [o for o in outcomes if o.status == RELEASED]
+        failed = [o for o in outcomes if o.status not in (DeliveryStatus.SENT, RELEASED)]
         # Executemany, guarded by our lease: a row another process took back is not ours.
         mark_sent = (update(DELIVERIES)
                      .where(Delivery.id == bindparam("b_id"),
@@ -282,6 +292,14 @@ class DbLedger:
                     [{"subscriber_id": o.job.recipient.id, "entry_id": e,
                       "edition_id": self.edition.id, "sent_at": now}
                      for o in sent for e in o.job.entry_ids])
+            if released:  # claimed but never handed over: back in the queue, as it was
+                s.execute(update(DELIVERIES)
+                          .where(Delivery.id == bindparam("b_id"),
+                                 Delivery.lease_owner == self.owner)
+                          .values(status=DeliveryStatus.PENDING, lease_owner="",
+                                  lease_expires=None, attempts=Delivery.attempts - 1,
+                                  updated_at=now),
+                          [{"b_id": o.job.delivery_id} for o in released])
             if failed:
                 s.execute(mark_failed, [{
                     "b_id": o.job.delivery_id, "b_status": o.status, "b_error": o.error[:2000],

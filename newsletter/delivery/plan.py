@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from newsletter.ranking.selection import Selection
@@ -21,17 +21,18 @@ class Job:
     trending: bool
     delivery_id: int | None = None
     attempts: int = 0
+    day: dt.date | None = None  # the subscriber's newsletter day (None: the edition's)
 
 
 @dataclass
 class PlanReport:
     planned: int = 0
     skipped: int = 0
-    already: int = 0
+    already: int = 0  # had this day's edition already (another slot, process or machine)
 
 
 def plan_jobs(selection: Selection, subscribers: Iterator[tuple[int, str, str, str]],
-              k: int) -> Iterator[list[Job]]:
+              k: int, day: dt.date | None = None) -> Iterator[list[Job]]:
     """Rank every subscriber (chunked) and yield their jobs; empty picks are jobs too."""
     people: dict[int, tuple[str, str, str]] = {}
 
@@ -46,16 +47,6 @@ def plan_jobs(selection: Selection, subscribers: Iterator[tuple[int, str, str, s
             email, name, keywords = people.pop(sub_id)
             picks = [selection.entries[i].id for i in chunk.picks[row] if i >= 0]
             jobs.append(Job(Recipient(sub_id, email, name, keywords), picks,
-                            bool(chunk.trending[row])))
+                            bool(chunk.trending[row]), day=day))
         yield jobs
-
-
-def slot_filter(day: dt.date, utc_hour: int, zones: Sequence[str]) -> list[tuple[str, int]]:
-    """(time zone, local hour) pairs that are ``utc_hour`` UTC on ``day``: the subscribers
-    whose send hour falls in this slot."""
-    from zoneinfo import ZoneInfo
-
-    moment = dt.datetime(day.year, day.month, day.day, utc_hour, tzinfo=dt.UTC)
-    return [(tz, moment.astimezone(ZoneInfo(tz)).hour) for tz in zones]
-
 

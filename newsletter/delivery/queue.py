@@ -9,6 +9,7 @@ once. Needs PostgreSQL (``[database] url``) when workers run on other machines.
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -17,16 +18,44 @@ from newsletter.config import Settings
 from newsletter.delivery.deliver import deliver, run_async
 from newsletter.delivery.edition import open_edition
 from newsletter.delivery.ledger import DbLedger
+from newsletter.delivery.shutdown import Shutdown
 from newsletter.errors import ConfigError
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, DeliveryStatus, Edition
 
 TASK = "newsletter.deliver_edition"
+BROKER_ATTEMPTS = 3  # connection attempts before `send --queue` / `worker` give up
 
 
-def make_celery(settings: Settings, config: str | None = None) -> Any:
-    """The Celery app; its task loads the settings from ``config`` (the same file the
-    sender or worker was started with) plus the environment, in whichever process runs it."""
+def check_broker(settings: Settings, attempts: int = BROKER_ATTEMPTS) -> None:
+    """Connect to ``[queue] broker_url`` (a bounded number of tries) or fail in one
+    line, before anything is planned or a worker banner is printed."""
+    from kombu import Connection
+
+    url = settings.queue.broker_url
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=attempts - 1, interval_start=0.5,
+                                   interval_step=0.5, interval_max=2, timeout=10)
+    except Exception as exc:  # noqa: BLE001 - kombu raises several types for one cause
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"[queue] broker_url: cannot reach {_safe(url)} after {attempts} "
+                          f"attempts: {first}") from None
+
+
+def _safe(url: str) -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(url))
+
+
+def make_celery(settings: Settings, shutdown: Shutdown | None = None,
+                config: str | None = None) -> Any:
+    """The Celery app; its task loads the settings from ``config`` (the file the
+    sender or worker was started with) plus the environment. ``shutdown`` is set on
+    the worker's warm shutdown (SIGTERM or the first SIGINT), so a task mid-edition stops claiming rows, finishes what is in
+    flight, gives back the rest and returns, instead of holding the worker until the
+    whole edition is sent."""
     try:
         from celery import Celery
     except ImportError:  # pragma: no cover - installed with the test/scale extras
@@ -35,17 +64,28 @@ def make_celery(settings: Settings, config: str | None = None) -> Any:
     app.conf.update(task_acks_late=True, worker_prefetch_multiplier=1, task_ignore_result=True,
                     task_serializer="json", accept_content=["json"],
                     broker_connection_retry_on_startup=True,
+                    broker_connection_max_retries=BROKER_ATTEMPTS,
                     worker_hijack_root_logger=False,
                     task_default_queue=settings.queue.queue_name)
+    stop = shutdown or Shutdown()
+    if shutdown is not None:
+        from celery.signals import worker_shutting_down
+
+        def _on_shutdown(sig: Any = "TERM", **_kw: Any) -> None:
+            name = str(sig).upper().removeprefix("SIG")
+            stop.request(getattr(signal, f"SIG{name}", signal.SIGTERM))
+
+        worker_shutting_down.connect(_on_shutdown, weak=False)
 
     @app.task(name=TASK)  # type: ignore[untyped-decorator,unused-ignore]  # Celery ships no types
     def deliver_edition(edition_id: int) -> dict[str, int]:
-        return deliver_from_ledger(App.load(config), edition_id)
+        return deliver_from_ledger(App.load(config), edition_id, stop)
 
     return app
 
 
-def deliver_from_ledger(app: App, edition_id: int) -> dict[str, int]:
+def deliver_from_ledger(app: App, edition_id: int,
+                        shutdown: Shutdown | None = None) -> dict[str, int]:
     """What one worker does with one task: claim and send until the edition is done."""
     engine = app.engine
     with session_scope(engine, readonly=True) as s:
@@ -57,7 +97,8 @@ def deliver_from_ledger(app: App, edition_id: int) -> dict[str, int]:
     ledger.reclaim()
     from newsletter.transports import make_transport
 
-    report = run_async(deliver(app.settings, ledger, ctx, make_transport(app.settings)))
+    report = run_async(deliver(app.settings, ledger, ctx, make_transport(app.settings),
+                               shutdown=shutdown))
     return dict(report.counts)
 
 

@@ -15,77 +15,177 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy import Engine, func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.delivery.deliver import DeliverReport, deliver, run_async
 from newsletter.delivery.edition import EditionContext, get_or_create_edition, open_edition
 from newsletter.delivery.ledger import DbLedger, MemoryLedger, Outcome
-from newsletter.delivery.plan import PlanReport, plan_jobs, slot_filter
+from newsletter.delivery.plan import PlanReport, plan_jobs
+from newsletter.delivery.shutdown import Shutdown
+from newsletter.delivery.slots import due_by_day, slot_moment
 from newsletter.errors import InputError
 from newsletter.render.mime import Message
 from newsletter.store.db import MIGRATIONS, READONLY, session_scope
-from newsletter.store.models import Delivery, DeliveryStatus, Edition, Subscriber, utcnow
-from newsletter.store.queries import subscriber_rows
+from newsletter.store.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    Entry,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from newsletter.store.queries import edition_entries, subscriber_rows
 from newsletter.transports import Transport, make_transport
 from newsletter.transports.outbox import SAFE_NAME, OutboxTransport
 
 
 @dataclass
 class SendSummary:
-    edition: Edition
+    edition: Edition | None  # None: nothing was planned (see ``note``)
     candidates: int
     plan: PlanReport
     reclaimed: int
     report: DeliverReport
+    note: str = ""  # why nothing was planned, when nothing was
 
 
 @dataclass
 class Planned:
-    edition: Edition
-    ledger: DbLedger
-    context: EditionContext
+    edition: Edition | None
+    ledger: DbLedger | None
+    context: EditionContext | None
     plan: PlanReport
     reclaimed: int
     candidates: int
     pending: int
+    note: str = ""
+
+
+def _check_slot(slot: str) -> str:
+    if slot and not (slot.isdigit() and 0 <= int(slot) <= 23):
+        raise InputError(f"--slot: expected a UTC hour 00-23, got {slot!r}")
+    return f"{int(slot):02d}" if slot else ""
+
+
+def no_new_papers(session: Any, slot: str) -> str:
+    """The true reason an edition has nothing to offer."""
+    if not session.scalar(select(func.count()).select_from(Entry)):
+        return "no papers stored yet; run `newsletter ingest` first (the day stays open)"
+    last = session.scalar(select(Edition.day).where(Edition.slot == slot)
+                          .order_by(Edition.cutoff.desc()).limit(1))
+    since = f" on {last}" if last else ""
+    return (f"no new papers since the last edition{since}; run `newsletter ingest` "
+            "(the day stays open for papers that arrive later)")
+
+
+def _reopen_if_empty(engine: Engine, edition: Edition, slot: str) -> Edition:
+    """An edition that planned nobody because its window held no papers (created by
+    an older version, or in a race) moves its cutoff to now, so papers ingested since
+    count for it: a day is never locked at zero papers."""
+    with session_scope(engine) as s:
+        has_rows = s.scalar(select(func.count()).select_from(Delivery)
+                            .where(Delivery.edition_id == edition.id))
+        if has_rows or edition_entries(s, slot, edition.cutoff):
+            return edition
+        s.execute(update(Edition).where(Edition.id == edition.id).values(cutoff=utcnow()))
+        return s.get(Edition, edition.id) or edition
+
+
+def _groups(session: Any, day: dt.date, slot: str
+            ) -> list[tuple[dt.date, list[tuple[str, int]] | None]]:
+    """(newsletter day, (tz, hour) pairs or None for everyone) to plan in this run."""
+    if not slot:
+        return [(day, None)]
+    pairs = session.execute(select(Subscriber.tz, Subscriber.send_hour).distinct()
+                            .where(Subscriber.status == SubscriberStatus.ACTIVE)).all()
+    due = due_by_day(slot_moment(day, int(slot)), [(tz, h) for tz, h in pairs])
+    return [(d, due[d]) for d in sorted(due)]
+
+
+def _anyone_to_plan(session: Any,
+                    groups: list[tuple[dt.date, list[tuple[str, int]] | None]]) -> bool:
+    """Whether this run would plan anyone (cheap: no ranking, no templates)."""
+    for d, pairs in groups:
+        for _ in subscriber_rows(session, unsent_day=d, slot=pairs):
+            return True
+    return False
 
 
 def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "") -> Planned:
     """Create (or find) the edition, take back unfinished rows, and plan everyone not yet
-    planned. Safe to repeat: a second call plans only who is new."""
-    if slot and not (slot.isdigit() and 0 <= int(slot) <= 23):
-        raise InputError(f"--slot: expected a UTC hour 00-23, got {slot!r}")
-    slot = f"{int(slot):02d}" if slot else ""
+    planned. Safe to repeat: a second call plans only who is new.
+
+    Without a slot, everyone active who has no row for ``day`` is planned for ``day``.
+    With a slot (a UTC hour on ``day``), everyone whose local send time has passed on
+    their local day and who has no row for that local day (see ``slots``). Either way
+    the unique (subscriber, day) key decides, so overlapping runs send once. A run
+    with nobody to plan and nothing left to deliver opens no edition (no ranking, no
+    template compiling), which is most hourly slots."""
+    slot = _check_slot(slot)
+    with session_scope(engine, readonly=True) as s:
+        existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
+        groups = _groups(s, day, slot)
+        due = _anyone_to_plan(s, groups)
+        if existing is None and not edition_entries(s, slot, utcnow()):
+            return Planned(None, None, None, PlanReport(), 0, 0, 0, no_new_papers(s, slot))
+        if existing is None and not due:
+            return Planned(None, None, None, PlanReport(), 0, 0, 0,
+                           f"nobody is due{f' in slot {slot}' if slot else ''}: every "
+                           "active subscriber due has had that day's edition")
     edition = get_or_create_edition(engine, day, slot)
+    edition = _reopen_if_empty(engine, edition, slot)
     ledger = DbLedger(engine, edition)
     reclaimed = ledger.reclaim() + ledger.retry_failed()
+    plan = PlanReport()
+    note = ""
     with session_scope(engine, readonly=True) as s:
-        slot_pairs = None
-        if slot:
-            zones = list(s.scalars(select(Subscriber.tz).distinct()))
-            slot_pairs = slot_filter(day, int(slot), zones)
+        waiting = s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.edition_id == edition.id, Delivery.status == DeliveryStatus.PENDING)) or 0
+        if not due and not waiting:
+            return Planned(edition, ledger, None, plan, reclaimed, 0, 0,
+                           "nobody new to plan and nothing left to deliver")
         ctx = open_edition(settings, s, edition)
         rows = ctx.rows
-        plan = ledger.plan(plan_jobs(ctx.selection, subscriber_rows(
-            s, unsent_day=day, slot=slot_pairs), settings.ranking.max_papers))
+        k = settings.ranking.max_papers
+        empty = ("no paper matched the profile (trending section off)"
+                 if settings.ranking.trending == "none" or not settings.ranking.trending_count
+                 else "every candidate paper was already sent to them")
+        if not rows:
+            note = no_new_papers(s, slot)
+        else:
+            for local_day, group in groups:
+                part = ledger.plan(plan_jobs(ctx.selection, subscriber_rows(
+                    s, unsent_day=local_day, slot=group), k, day=local_day),
+                    empty_reason=empty)
+                plan.planned += part.planned
+                plan.skipped += part.skipped
+                plan.already += part.already
     with session_scope(engine, readonly=True) as s:
         pending = s.scalar(select(func.count()).select_from(Delivery).where(
             Delivery.edition_id == edition.id, Delivery.status == DeliveryStatus.PENDING)) or 0
-    return Planned(edition, ledger, ctx, plan, reclaimed, len(rows), int(pending))
+    return Planned(edition, ledger, ctx, plan, reclaimed, len(rows), int(pending), note)
 
 
 def run_send(settings: Settings, engine: Engine, day: dt.date, *, slot: str = "",
              transport: Transport | None = None,
              on_progress: Callable[[Outcome], None] | None = None,
-             on_planned: Callable[[int], None] | None = None) -> SendSummary:
+             on_planned: Callable[[int], None] | None = None,
+             shutdown: Shutdown | None = None) -> SendSummary:
+    """Plan, then deliver. The transport is made (and its configuration checked)
+    before anything is written, so a missing API key fails with no ledger rows."""
+    transport = transport or make_transport(settings)
     p = plan_edition(settings, engine, day, slot)
     if on_planned:
         on_planned(p.pending)
-    report = run_async(deliver(settings, p.ledger, p.context,
-                               transport or make_transport(settings), on_progress=on_progress))
-    return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report)
+    if p.edition is None or p.ledger is None or p.context is None:
+        return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, DeliverReport(),
+                           p.note)
+    report = run_async(deliver(settings, p.ledger, p.context, transport,
+                               on_progress=on_progress, shutdown=shutdown))
+    return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note)
 
 
 class PreviewTransport(OutboxTransport):
@@ -130,6 +230,22 @@ class PreviewReport:
             "top_matched_terms": terms.most_common(10),
             "failed": [o.error for o in self.outcomes if o.status == DeliveryStatus.FAILED][:10],
         }
+
+
+def preview_engine(url: str) -> Engine:
+    """An engine that neither creates nor migrates: a SQLite file that is not there
+    is an error, not a new empty database (connecting would create the file)."""
+    from sqlalchemy.engine import make_url
+
+    from newsletter.store.db import make_engine
+
+    parsed = make_url(url)
+    db = parsed.database
+    if parsed.get_backend_name() == "sqlite" and db not in (None, "", ":memory:") \
+            and not Path(str(db)).exists():
+        raise InputError(f"no database yet at {parsed.database}: ingest papers and add "
+                             "subscribers first (preview never creates one)")
+    return make_engine(url)
 
 
 def require_database(engine: Engine) -> None:

@@ -1,17 +1,24 @@
 """The daemon (``newsletter run``): APScheduler wiring only.
 
 * every [[sources]] is ingested on ``[schedule] ingest_cron``;
-* at the top of every UTC hour, that hour's send slot goes out: the subscribers
-  whose local send hour it is, through the same ``run_send`` as the CLI.
+* at the top of every UTC hour (and once at start, to catch up after downtime),
+  that hour's send slot goes out through the same ``run_send`` as the CLI: everyone
+  whose local send time has passed on their local day and who has not had that
+  day's edition (``slots``). A slot missed while the daemon was down is therefore
+  sent late by the next one, never lost.
+* SIGTERM/SIGINT: the running slot stops claiming, finishes what is in flight and
+  gives the rest back; the scheduler then stops.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from newsletter.app import App
+from newsletter.delivery.shutdown import Shutdown
 
 log = logging.getLogger("newsletter.scheduler")
 
@@ -40,31 +47,60 @@ def ingest_sources(app: App) -> None:
                                     "updated": report.updated, "skipped": report.skipped})
 
 
-def send_slot(app: App, now: dt.datetime | None = None) -> Any:
+def send_slot(app: App, now: dt.datetime | None = None,
+              shutdown: Shutdown | None = None) -> Any:
     from newsletter.delivery.runs import run_send
 
+    if shutdown is not None and shutdown.requested:
+        return None
     now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     from newsletter.observe.metrics import metrics
 
-    summary = run_send(app.settings, app.engine, now.date(), slot=f"{now.hour:02d}")
+    summary = run_send(app.settings, app.engine, now.date(), slot=f"{now.hour:02d}",
+                       shutdown=shutdown)
     metrics().last_run.labels(job="send").set_to_current_time()
-    log.info("slot %s %02d: sent %d, failed %d", now.date(), now.hour,
-             summary.report.counts["sent"], summary.report.counts["failed"],
-             extra={"job": "send", "edition": summary.edition.id, "slot": f"{now.hour:02d}",
-                    "sent": summary.report.counts["sent"],
-                    "failed": summary.report.counts["failed"]})
+    if summary.edition is None:
+        log.info("slot %s %02d: %s", now.date(), now.hour, summary.note,
+                 extra={"job": "send", "slot": f"{now.hour:02d}"})
+    else:
+        log.info("slot %s %02d: sent %d, failed %d", now.date(), now.hour,
+                 summary.report.counts["sent"], summary.report.counts["failed"],
+                 extra={"job": "send", "edition": summary.edition.id,
+                        "slot": f"{now.hour:02d}", "sent": summary.report.counts["sent"],
+                        "failed": summary.report.counts["failed"]})
     return summary
 
 
-def build_scheduler(app: App) -> Any:
+def build_scheduler(app: App, shutdown: Shutdown | None = None, *,
+                    background: bool = False, catch_up: bool = False) -> Any:
+    from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
     from apscheduler.triggers.cron import CronTrigger
 
-    sched = BlockingScheduler(timezone=dt.UTC, job_defaults={
+    kind = BackgroundScheduler if background else BlockingScheduler
+    sched = kind(timezone=dt.UTC, job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
     sched.add_job(ingest_sources, CronTrigger.from_crontab(
         app.settings.schedule.ingest_cron, timezone=app.settings.schedule.timezone),
         args=[app], id="ingest", name="ingest every [[sources]]")
-    sched.add_job(send_slot, CronTrigger(minute=0, timezone=dt.UTC), args=[app], id="send",
-                  name="send this hour's slot")
+    sched.add_job(send_slot, CronTrigger(minute=0, timezone=dt.UTC), args=[app],
+                  kwargs={"shutdown": shutdown}, id="send", name="send this hour's slot")
+    if catch_up:
+        sched.add_job(send_slot, args=[app], kwargs={"shutdown": shutdown}, id="catch-up",
+                      name="catch up: this hour's slot now",
+                      next_run_time=dt.datetime.now(dt.UTC))
     return sched
+
+
+def run_daemon(app: App, shutdown: Shutdown,
+               announce: Callable[[str], None] = log.info) -> None:
+    """Run until ``shutdown`` is requested; then let the running job wind down."""
+    sched = build_scheduler(app, shutdown, background=True, catch_up=True)
+    for job in sched.get_jobs():
+        announce(f"scheduled: {job.name} ({job.trigger})")
+    sched.start()
+    try:
+        while not shutdown.event.wait(1.0):
+            pass
+    finally:
+        sched.shutdown(wait=True)

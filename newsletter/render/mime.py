@@ -21,6 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from newsletter.addresses import clean_header_text
 from newsletter.config import Settings
 
 LINE = 78  # RFC 5322's recommended line length; folded headers keep to it
@@ -91,11 +92,13 @@ def header(name: str, value: str) -> str:
 
 def _header_value(value: str) -> str:
     """An unstructured header value, encoded and folded, without its name (for fixed
-    headers whose name is written separately)."""
-    return header("X", value)[3:]
+    headers whose name is written separately). Control characters (CR/LF included)
+    never reach the header, whatever the input said."""
+    return header("X", clean_header_text(value))[3:]
 
 
 def _address(name: str, address: str) -> str:
+    name, address = clean_header_text(name), clean_header_text(address)
     if not name:
         return address
     name = " ".join(name.split())

@@ -125,11 +125,16 @@ class Delivery(Base):
         UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
         # id last: claiming "the next n pending rows" walks the index in order (0009)
         Index("ix_delivery_edition_status", "edition_id", "status", "id"),
+        # One edition per subscriber per day, whichever process or slot planned it.
+        Index("uq_delivery_subscriber_day", "subscriber_id", "day", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    # The subscriber's newsletter day (their local date for slot runs; the edition's
+    # day for a plain send). NULL only on duplicates left by versions before 0004.
+    day: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
     entry_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)

@@ -34,8 +34,7 @@ def subscriber_rows(session: Any, *, email: str | None = None,
     else:
         q = q.where(Subscriber.status == SubscriberStatus.ACTIVE)
     if unsent_day is not None:
-        had = (select(Delivery.subscriber_id).join(Edition, Edition.id == Delivery.edition_id)
-               .where(Edition.day == unsent_day))
+        had = select(Delivery.subscriber_id).where(Delivery.day == unsent_day)
         q = q.where(Subscriber.id.not_in(had))
     if slot is not None:
         q = q.where(or_(false(), *[(Subscriber.tz == tz) & (Subscriber.send_hour == hour)

@@ -14,10 +14,10 @@ import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from newsletter.addresses import clean_header_text, normalize_address
 from newsletter.errors import InputError
 from newsletter.ranking.profile import parse_profile
 from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
@@ -27,13 +27,19 @@ IMPORT_COLUMNS = (*CSV_COLUMNS, "status")  # an export re-imports as it was
 IMPORT_STATUSES = tuple(s.value for s in SubscriberStatus if s != SubscriberStatus.PENDING)
 
 
-def normalize_email(raw: str) -> str:
-    """A syntactically valid, normalized address (no DNS lookups), lower-cased."""
-    try:
-        info = validate_email(raw.strip(), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise InputError(f"invalid email address {raw!r}: {exc}") from None
-    return info.normalized.lower()
+MAX_REPORTED_ROWS = 50  # bad CSV rows listed in one run (all are counted)
+EDITABLE_STATUSES = (SubscriberStatus.ACTIVE.value, SubscriberStatus.PAUSED.value)
+
+
+def normalize_email(raw: str, *, utf8_local_part: bool = False) -> str:
+    """The one address policy (``newsletter.addresses``): punycode domains, a
+    non-ASCII local part only where the operator says it can be delivered."""
+    return normalize_address(raw, utf8_local_part=utf8_local_part)
+
+
+def clean_name(name: str) -> str:
+    """A display name that cannot break out of its header (no CR/LF or controls)."""
+    return clean_header_text(name)[:200]
 
 
 def check_tz(tz: str) -> str:
@@ -58,7 +64,13 @@ def check_hour(hour: str | int | None) -> int:
     return value
 
 
-def check_keywords(keywords: str) -> str:
+def check_keywords(keywords: str, *, required: bool = True) -> str:
+    """A parsed-clean profile. Empty is refused where a person chooses their own
+    (add, edit, sign-up, preferences): it would match nothing, ever. Imports may
+    carry one (an export of such a subscriber re-imports)."""
+    if required and not keywords.strip():
+        raise InputError("empty keyword profile: give at least one term, "
+                         "e.g. 'diffusion, \"state space models\"'")
     parse_profile(keywords)  # raises ProfileError naming the problem
     return keywords.strip()
 
@@ -73,17 +85,18 @@ def add(
     hour: int | str | None = None,
     status: str = SubscriberStatus.ACTIVE,
     source: str = "cli",
+    utf8_local_part: bool = False,
 ) -> Subscriber:
     from newsletter.store.lifecycle import refuse_suppressed
 
-    address = normalize_email(email)
+    address = normalize_email(email, utf8_local_part=utf8_local_part)
     if session.scalar(select(Subscriber.id).where(Subscriber.email == address)):
         raise InputError(f"{address} is already subscribed (use the preferences to change it)")
     refuse_suppressed(session, address)
     now = utcnow()
     sub = Subscriber(
         email=address,
-        name=name.strip(),
+        name=clean_name(name),
         keywords=check_keywords(keywords),
         tz=check_tz(tz),
         send_hour=check_hour(hour),
@@ -123,12 +136,12 @@ def _rows(text: str, origin: str) -> Iterator[tuple[int, dict[str, str]]]:
         yield reader.line_num, {k: (v or "") for k, v in row.items()}
 
 
-def _row_values(row: dict[str, str]) -> dict[str, object]:
+def _row_values(row: dict[str, str], utf8_local_part: bool = False) -> dict[str, object]:
     """One CSV row checked and turned into column values; InputError names the field."""
     values: dict[str, object] = {
-        "email": normalize_email(row.get("email", "")),
-        "name": row.get("name", "").strip(),
-        "keywords": check_keywords(row.get("keywords", "")),
+        "email": normalize_email(row.get("email", ""), utf8_local_part=utf8_local_part),
+        "name": clean_name(row.get("name", "")),
+        "keywords": check_keywords(row.get("keywords", ""), required=False),
         "tz": check_tz(row.get("tz", "")),
         "send_hour": check_hour(row.get("hour")),
         "status": row.get("status", "").strip() or "active",
@@ -163,7 +176,11 @@ def check_csv(data: bytes, origin: str) -> list[str]:
     return errors
 
 
-def import_csv(session: Session, data: bytes, origin: str) -> ImportReport:
+def import_csv(session: Session, data: bytes, origin: str, *,
+               utf8_local_part: bool = False) -> ImportReport:
+    """Validate every row, then insert all in one transaction. Every bad row is
+    reported in one run (the first ``MAX_REPORTED_ROWS``, and how many in all), and
+    then nothing is stored."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -176,13 +193,15 @@ def import_csv(session: Session, data: bytes, origin: str) -> ImportReport:
     now = utcnow()
     rows = []
     seen: set[str] = set()
+    bad: list[str] = []
     try:
         parsed: Iterable[tuple[int, dict[str, str]]] = _rows(text, origin)
         for line, row in parsed:
             try:
-                values = _row_values(row)
+                values = _row_values(row, utf8_local_part)
             except InputError as exc:
-                raise InputError(f"{origin}:{line}: {exc.message}") from None
+                bad.append(f"{origin}:{line}: {exc.message}")
+                continue
             address = str(values["email"])
             if address in existing or address in seen:
                 report.duplicates.append((line, address))
@@ -193,6 +212,13 @@ def import_csv(session: Session, data: bytes, origin: str) -> ImportReport:
             rows.append(values)
     except csv.Error as exc:
         raise InputError(f"{origin}: malformed CSV: {exc}") from None
+    if len(bad) == 1:
+        raise InputError(bad[0] + " (nothing imported)")
+    if bad:
+        shown = bad[:MAX_REPORTED_ROWS]
+        more = f"\n... and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
+        raise InputError(f"{origin}: {len(bad)} bad row{'s' if len(bad) > 1 else ''}, "
+                         "nothing imported:\n" + "\n".join(shown) + more)
     from newsletter.store.lifecycle import suppressed_among
 
     erased = suppressed_among(session, [str(r["email"]) for r in rows])
@@ -219,8 +245,44 @@ def _lines_of(wanted: set[str], text: str, origin: str) -> Iterator[tuple[int, s
             yield line, address
 
 
+def edit(session: Session, email: str, *, keywords: str | None = None,
+         name: str | None = None, tz: str | None = None, hour: int | str | None = None,
+         status: str | None = None) -> Subscriber:
+    """Change one subscriber; every value is checked as on ``add``. Only active and
+    paused can be set here: unsubscribed, bounced and complained are the person's
+    (or their mail server's) decision, recorded by the web and webhooks."""
+    address = normalize_email(email, utf8_local_part=True)  # find, whatever the policy
+    sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    if sub is None:
+        raise InputError(f"{address} is not a subscriber")
+    changed: dict[str, object] = {}
+    if keywords is not None:
+        changed["keywords"] = check_keywords(keywords)
+    if name is not None:
+        changed["name"] = clean_name(name)
+    if tz is not None:
+        changed["tz"] = check_tz(tz)
+    if hour is not None:
+        changed["send_hour"] = check_hour(hour)
+    if status is not None:
+        if status not in EDITABLE_STATUSES:
+            raise InputError(f"--status: expected active or paused, got {status!r}")
+        if sub.status not in EDITABLE_STATUSES and status != sub.status:
+            raise InputError(f"{address} is {sub.status}; only they can subscribe again "
+                             "(or import them with status active after their consent)")
+        changed["status"] = status
+    if not changed:
+        raise InputError("nothing to change: give --keywords, --name, --tz, --hour or --status")
+    for key, value in changed.items():
+        setattr(sub, key, value)
+    sub.updated_at = utcnow()
+    session.add(Event(subscriber_id=sub.id, kind="edited",
+                      detail={"fields": sorted(changed), "source": "cli"}))
+    return sub
+
+
 def remove(session: Session, email: str) -> None:
-    address = normalize_email(email)
+    address = normalize_email(email, utf8_local_part=True)  # find, whatever the policy
     sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
     if sub is None:
         raise InputError(f"{address} is not a subscriber")

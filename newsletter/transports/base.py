@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from newsletter.errors import TransportError
 from newsletter.render.mime import Message
+
+if TYPE_CHECKING:
+    from newsletter.config import Settings
 
 
 class Transport(abc.ABC):
     name: str = ""
     batch_size: int = 1  # messages per send_batch call
     writes_files: bool = False
+    # Whether messages leave this machine: `send` asks before (or needs --yes) only then,
+    # so callers ask this instead of comparing backend names.
+    sends_mail: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Transport:
+        """Build from the transport's own config section (raise ConfigError if unusable).
+        Registered backends define it; a transport made in code (tests) need not."""
+        raise NotImplementedError(f"{cls.__name__} is not a registered backend")
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect / authenticate before the first message."""

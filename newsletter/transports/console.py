@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import sys
 
+from newsletter.config import Settings
 from newsletter.render.mime import Message
 from newsletter.transports.base import Transport
 
 
 class ConsoleTransport(Transport):
     name = "console"
+    sends_mail = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConsoleTransport:
+        return cls()
 
     async def send(self, message: Message) -> str:
         out = sys.stdout.buffer

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from newsletter.config import ApiConfig
+from newsletter.config import ApiConfig, Settings
 from newsletter.errors import ConfigError, TransportError
 from newsletter.ingest.fetch import USER_AGENT
 from newsletter.render.mime import Message
@@ -30,6 +30,10 @@ BATCH_WAIT = 0.02  # seconds a batch waits for company
 class HttpApiTransport(Transport):
     default_base = ""
     needs: tuple[str, ...] = ("api_key",)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HttpApiTransport:
+        return cls(settings.api)
 
     def __init__(self, cfg: ApiConfig) -> None:
         for key in self.needs:
@@ -156,22 +160,3 @@ def provider_id(response: httpx.Response) -> str:
 def headers_of(m: Message) -> dict[str, str]:
     return {k: v for k, v in m.headers if k != "Message-ID"}
 
-
-def _providers() -> dict[str, type[HttpApiTransport]]:
-    from newsletter.transports.mailgun import MailgunTransport
-    from newsletter.transports.postmark import PostmarkTransport
-    from newsletter.transports.resend import ResendTransport
-    from newsletter.transports.sendgrid import SendGridTransport
-    from newsletter.transports.ses import SesTransport
-
-    return {t.name: t for t in (SendGridTransport, MailgunTransport, PostmarkTransport,
-                                SesTransport, ResendTransport)}
-
-
-class _Lazy(dict[str, type[HttpApiTransport]]):
-    def __missing__(self, key: str) -> type[HttpApiTransport]:
-        self.update(_providers())
-        return dict.__getitem__(self, key)
-
-
-PROVIDERS: dict[str, type[HttpApiTransport]] = _Lazy()

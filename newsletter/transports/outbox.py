@@ -3,10 +3,13 @@ fresh install never sends real mail by accident; also what previews write."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
 
+from newsletter.config import Settings
+from newsletter.errors import TransportError
 from newsletter.render.mime import Message
 from newsletter.transports.base import Transport
 
@@ -16,6 +19,11 @@ SAFE_NAME = re.compile(r"[^A-Za-z0-9._@+-]+")
 class OutboxTransport(Transport):
     name = "outbox"
     writes_files = True
+    sends_mail = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OutboxTransport:
+        return cls(settings.outbox.path)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -28,9 +36,18 @@ class OutboxTransport(Transport):
         return self.path / f"{stem}.eml"
 
     async def send(self, message: Message) -> str:
+        """Written to a temporary name, then renamed: a ``.eml`` in the folder is always
+        a whole message. A failed write (disk full) removes its temporary file and
+        fails the delivery (transient: a rerun writes it again)."""
         target = self.file_for(message)
-        tmp = target.with_suffix(".tmp")
-        with open(tmp, "wb") as f:  # written whole, then renamed: never half a file
-            f.write(message.data)
-        os.replace(tmp, target)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(message.data)
+            os.replace(tmp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise TransportError(f"outbox: cannot write {target}: {exc.strerror or exc}") \
+                from None
         return message.message_id

@@ -58,7 +58,7 @@ class DailyPapersSource:
         title = as_str(get("title"), where, "title")
         if not title.strip():
             raise SourceError(where, "missing field 'title'")
-        ident = as_str(get("id", "arxiv_id"), where, "id")
+        ident = as_str(get("id", "arxiv_id"), where, "id", numbers=True)
         parsed = parse_arxiv_id(ident) if ident else None
         out = Paper(
             title=title,

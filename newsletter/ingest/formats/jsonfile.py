@@ -83,7 +83,7 @@ class JsonEntriesSource:
         if isinstance(affiliations, dict):
             paper.affiliations = {str(k): [str(a) for a in v] for k, v in affiliations.items()
                                   if isinstance(v, list)}
-        ident = as_str(item.get("id"), where, "id")
+        ident = as_str(item.get("id"), where, "id", numbers=True)
         parsed = parse_arxiv_id(ident) if ident and not ident.startswith("t:") else None
         if parsed:
             paper.arxiv_id, v = parsed

@@ -71,12 +71,18 @@ def as_int(value: Any, where: str, field: str) -> int | None:
         raise SourceError(where, f"field {field!r}: expected a number, got {value!r}") from None
 
 
-def as_str(value: Any, where: str, field: str) -> str:
+def as_str(value: Any, where: str, field: str, *, numbers: bool = False) -> str:
+    """Text, strictly: ``{"title": 5}`` is an error naming the field and the record,
+    not a paper titled "5". ``numbers`` admits a number where one is a fair spelling
+    (an arXiv id written as 2401.12345)."""
     if value is None:
         return ""
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+    if isinstance(value, str):
+        return value
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise SourceError(where, f"field {field!r}: expected text, got {type(value).__name__}")
+    raise SourceError(where, f"field {field!r}: expected text, got "
+                             f"{type(value).__name__} {json.dumps(value)[:40]}")
 
 
 def as_names(value: Any, where: str, field: str) -> list[str]:

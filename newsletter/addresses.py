@@ -1,0 +1,53 @@
+"""The address policy, decided once: what the CLI, CSV import, web sign-up and the
+config's sender accept, and how they store it.
+
+* IDN domains are stored and sent as punycode (``ü.example`` → ``xn--tda.example``):
+  every SMTP server and email API takes an ASCII domain, while a UTF-8 domain needs
+  SMTPUTF8 end to end.
+* A non-ASCII local part (``jösé@example.org``) can only be delivered through an
+  SMTP server that offers SMTPUTF8 (and the mailbox's own server). It is refused
+  at input unless the operator says their server takes it
+  (``[transport] utf8_addresses = true``), with a message saying why. If it still
+  meets a server without SMTPUTF8, that one delivery fails with that reason.
+* Display names and every other header value lose control characters (CR, LF,
+  NUL, ...), so no input can add a header (``Eve\\r\\nBcc: evil@...``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from email_validator import EmailNotValidError, validate_email
+
+from newsletter.errors import InputError
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
+
+UTF8_HINT = ("a non-ASCII local part can only be delivered through an SMTP server that "
+             "offers SMTPUTF8; if yours does, set [transport] utf8_addresses = true")
+
+
+def clean_header_text(value: str) -> str:
+    """One line of header text: control characters (CR/LF included) become a space."""
+    return _CONTROLS.sub(" ", value).strip()
+
+
+def normalize_address(raw: str, *, utf8_local_part: bool = False) -> str:
+    """A syntactically valid address (no DNS lookups): local part lower-cased, domain
+    in punycode. Raises InputError naming the address and the reason."""
+    text = raw.strip()
+    if _CONTROLS.search(text):
+        raise InputError(f"invalid email address {raw!r}: it contains control characters")
+    try:
+        info = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise InputError(f"invalid email address {raw!r}: {exc}") from None
+    local = info.local_part
+    if not local.isascii() and not utf8_local_part:
+        raise InputError(f"email address {raw!r}: {UTF8_HINT}")
+    domain = info.ascii_domain or info.domain
+    return f"{local}@{domain}".lower()
+
+
+def needs_smtputf8(*addresses: str) -> bool:
+    return not all(a.isascii() for a in addresses)

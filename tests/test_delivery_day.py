@@ -1,0 +1,321 @@
+"""One edition per subscriber per day, enforced by the database, whichever of `send`,
+`send --slot`, `run` and workers ask; hourly slots that catch up by local day; a
+graceful stop on SIGTERM; `send` before any ingest; `preview` in an empty folder."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from newsletter.app import App
+from newsletter.config import Settings
+from newsletter.delivery.runs import run_send
+from newsletter.delivery.scheduler import send_slot
+from newsletter.delivery.slots import due_by_day, local_send_time
+from newsletter.ingest.run import ingest
+from newsletter.store.db import get_engine, session_scope
+from newsletter.store.models import Delivery, Edition, Subscriber
+from newsletter.store.subscribers import add
+
+from .conftest import ROOT, SmtpSink
+
+DAY = dt.date(2025, 12, 26)
+SAMPLE = str(ROOT / "newsletter" / "data" / "sample_papers.json")
+FEW = str(ROOT / "tests" / "payloads" / "dailypapers.json")  # 3 papers: quick editions
+
+
+def populate(url: str, people: list[tuple[str, str, int]], papers: str = FEW) -> Settings:
+    settings = Settings().replace(database={"url": url})
+    engine = get_engine(url)
+    with session_scope(engine) as s:
+        ingest(settings, s, [papers])
+    with session_scope(engine) as s:
+        for email, tz, hour in people:
+            add(s, email, keywords="attention, diffusion", tz=tz, hour=hour)
+    return settings
+
+
+def cli_env(url: str, sink: SmtpSink | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env["NEWSLETTER_DATABASE__URL"] = url
+    if sink is not None:
+        env.update({"NEWSLETTER_TRANSPORT__BACKEND": "smtp",
+                    "NEWSLETTER_SMTP__HOST": sink.host,
+                    "NEWSLETTER_SMTP__PORT": str(sink.port),
+                    "NEWSLETTER_TRANSPORT__BACKOFF_SECONDS": "0.01"})
+    env.update(extra)
+    return env
+
+
+# ---- 1. the database allows one row per subscriber and day -------------------------
+
+
+def test_the_database_refuses_a_second_row_for_the_same_day(db_url: str) -> None:
+    populate(db_url, [("one@example.org", "UTC", 7)])
+    engine = get_engine(db_url)
+    with session_scope(engine) as s:
+        sub_id = s.scalar(select(Subscriber.id))
+        e1 = Edition(day=DAY, slot="", cutoff=dt.datetime(2025, 1, 1))
+        e2 = Edition(day=DAY, slot="07", cutoff=dt.datetime(2025, 1, 1))
+        s.add_all([e1, e2])
+        s.flush()
+        ids = (e1.id, e2.id)
+    row = {"subscriber_id": sub_id, "day": DAY, "entry_ids": [], "details": {},
+           "status": "pending", "reason": "", "attempts": 0, "last_error": "",
+           "message_id": "", "lease_owner": ""}
+    with session_scope(engine) as s:
+        s.execute(insert(Delivery), [{**row, "edition_id": ids[0]}])
+    with pytest.raises(IntegrityError), session_scope(engine) as s:
+        s.execute(insert(Delivery), [{**row, "edition_id": ids[1]}])  # another edition, same day
+
+
+def test_slot_send_and_plain_send_at_once_send_each_person_once(
+        db_url: str, smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    """`send --slot 07` and `send` as two real processes at the same moment, against a
+    counting SMTP sink: exactly one message per subscriber (before: two editions and
+    every subscriber twice)."""
+    people = [(f"p{i}@example.org", "UTC", 7) for i in range(60)]
+    populate(db_url, people)
+    smtp_sink.delay = 0.005
+    env = cli_env(db_url, smtp_sink, NEWSLETTER_SMTP__CONNECTIONS="2")
+    base = [sys.executable, "-m", "newsletter", "send", "--yes", "--date", DAY.isoformat()]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+             for cmd in (base + ["--slot", "07"], base)]
+    errs = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    counts = {email: smtp_sink.count(email) for email, _, _ in people}
+    assert set(counts.values()) == {1}, {k: v for k, v in counts.items() if v != 1}
+    assert len(smtp_sink.messages) == len(people)
+    with session_scope(get_engine(db_url)) as s:
+        per = s.execute(select(Delivery.subscriber_id, func.count())
+                        .group_by(Delivery.subscriber_id, Delivery.day)).all()
+    assert {n for _, n in per} == {1} and len(per) == len(people)
+
+
+def test_every_combination_of_runs_sends_once(db_url: str, tmp_path: Path) -> None:
+    """send, send --slot (each hour), and the daemon's slot function, one after another
+    and in any order: one row and one message per subscriber and day."""
+    people = [("utc7@example.org", "UTC", 7), ("kol@example.org", "Asia/Kolkata", 9),
+              ("ny@example.org", "America/New_York", 6)]
+    settings = populate(db_url, people).replace(outbox={"path": str(tmp_path / "out")})
+    engine = get_engine(db_url)
+    app = App(settings, engine)
+    send_slot(app, dt.datetime(2025, 12, 26, 7, tzinfo=dt.UTC))
+    run_send(settings, engine, DAY)
+    for hour in range(24):
+        run_send(settings, engine, DAY, slot=f"{hour:02d}")
+    run_send(settings, engine, DAY)
+    with session_scope(engine) as s:
+        rows = s.execute(select(Subscriber.email, Delivery.day, Delivery.status)
+                         .join(Delivery)).all()
+    per_day: dict[tuple[str, dt.date | None], int] = {}
+    for email, day, _ in rows:
+        per_day[(email, day)] = per_day.get((email, day), 0) + 1
+    assert set(per_day.values()) == {1}
+    assert {e for (e, d) in per_day if d == DAY} == {p[0] for p in people}
+    eml = list((tmp_path / "out").glob("*.eml"))
+    assert len(eml) == sum(1 for *_, status in rows if status == "sent")
+
+
+# ---- 5. send before any ingest -----------------------------------------------------
+
+
+def test_send_before_ingest_leaves_the_day_open(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    first = cli("send", "--yes")
+    assert first.code == 0, first.stderr
+    assert "no papers stored yet" in first.stderr and "newsletter ingest" in first.stderr
+    assert cli("ingest", SAMPLE).code == 0
+    assert cli("subscribers", "add", "ada@example.org", "--keywords", "diffusion").code == 0
+    again = cli("send", "--yes")
+    assert again.code == 0, again.stderr
+    assert "planned 1" in again.stderr and "sent 1" in again.stderr
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+    # nothing new since: said so, and nothing planned
+    third = cli("send", "--yes", "--date", (dt.date.today() + dt.timedelta(days=1)).isoformat())
+    assert "no new papers since the last edition on" in third.stderr, third.stderr
+    status = cli("status")
+    assert "sent 1" in status.stdout and "no papers matched" not in status.stdout
+
+
+def test_empty_picks_say_the_true_reason(world) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    run_send(settings.replace(ranking={"trending": "none"}), engine, DAY)
+    with session_scope(engine) as s:
+        reasons = set(s.scalars(select(Delivery.reason).where(Delivery.status == "skipped")))
+    assert reasons == {"no paper matched the profile (trending section off)"}
+
+
+# ---- 6. preview never creates a database -------------------------------------------
+
+
+def test_preview_in_an_empty_folder_creates_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("preview")
+    assert result.code != 0
+    assert "no database yet" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "subscribers.db").exists()
+    assert not list(tmp_path.iterdir())
+
+
+# ---- 7. hourly slots: catch-up by local day, DST, odd offsets ----------------------
+
+
+def utc(y: int, m: int, d: int, h: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(y, m, d, h, minute, tzinfo=dt.UTC)
+
+
+def test_due_times_across_zones() -> None:
+    # Kolkata (+05:30): 09:00 local is 03:30 UTC, so due from the 04 UTC slot
+    assert due_by_day(utc(2026, 3, 29, 3), [("Asia/Kolkata", 9)]) == {}
+    assert due_by_day(utc(2026, 3, 29, 4), [("Asia/Kolkata", 9)]) == {
+        dt.date(2026, 3, 29): [("Asia/Kolkata", 9)]}
+    # UTC+14: 07:00 on the 29th is 17:00 UTC on the 28th
+    assert local_send_time(dt.date(2026, 3, 29), 7, "Pacific/Kiritimati") == utc(2026, 3, 28, 17)
+    assert due_by_day(utc(2026, 3, 28, 17), [("Pacific/Kiritimati", 7)]) == {
+        dt.date(2026, 3, 29): [("Pacific/Kiritimati", 7)]}
+    # UTC-11: 07:00 on the 29th is 18:00 UTC on the 29th
+    assert due_by_day(utc(2026, 3, 29, 17), [("Pacific/Pago_Pago", 7)]) == {}
+    assert due_by_day(utc(2026, 3, 29, 18), [("Pacific/Pago_Pago", 7)]) == {
+        dt.date(2026, 3, 29): [("Pacific/Pago_Pago", 7)]}
+
+
+@settings(max_examples=200, deadline=None)
+@given(tz=st.sampled_from(["Europe/London", "America/New_York", "Asia/Kolkata",
+                           "Pacific/Kiritimati", "Pacific/Pago_Pago", "Australia/Lord_Howe",
+                           "America/St_Johns", "Asia/Kathmandu"]),
+       hour=st.integers(0, 23),
+       start=st.dates(dt.date(2025, 1, 1), dt.date(2027, 12, 31)))
+def test_hourly_slots_give_every_local_day_exactly_once(tz: str, hour: int,
+                                                        start: dt.date) -> None:
+    """Run every UTC hour for four days, sending to whoever is due and remembering who
+    had which local day: each local day inside the window is served exactly once, at
+    or after its send time and within the hour after it."""
+    had: dict[dt.date, dt.datetime] = {}
+    moment = dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)
+    for _ in range(24 * 4):
+        for day in due_by_day(moment, [(tz, hour)]):
+            if day not in had:
+                had[day] = moment
+        moment += dt.timedelta(hours=1)
+    from zoneinfo import ZoneInfo
+
+    first_local = (dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)
+                   .astimezone(ZoneInfo(tz)).date())
+    for offset in range(1, 3):  # the local days wholly inside the window
+        day = first_local + dt.timedelta(days=offset)
+        assert day in had, (tz, hour, day)
+        due = local_send_time(day, hour, tz)
+        assert due <= had[day] < due + dt.timedelta(hours=1), (tz, hour, day, had[day])
+
+
+@pytest.mark.parametrize("day", [dt.date(2026, 3, 29), dt.date(2026, 10, 25)],
+                         ids=["clocks-forward", "clocks-back"])
+def test_all_24_slots_on_a_dst_day_reach_every_hour_once(sqlite_url: str, tmp_path: Path,
+                                                         day: dt.date) -> None:
+    """London, every send hour 0-23, all 24 `--slot HH --date D` runs on the day the
+    clocks change: each subscriber gets that local day's edition exactly once (before:
+    only one of them got mail when clocks went forward)."""
+    people = [(f"h{h}@example.org", "Europe/London", h) for h in range(24)]
+    settings = populate(sqlite_url, people).replace(outbox={"path": str(tmp_path / "out")})
+    engine = get_engine(sqlite_url)
+    for hour in range(24):
+        run_send(settings, engine, day, slot=f"{hour:02d}")
+    with session_scope(engine) as s:
+        rows = s.execute(select(Subscriber.email, Delivery.day).join(Delivery)).all()
+    on_day = sorted(e for e, d in rows if d == day)
+    assert on_day == sorted(p[0] for p in people)
+    assert len(rows) == len(set(rows))
+
+
+def test_daemon_restarted_after_a_three_hour_outage_catches_up(world) -> None:  # type: ignore[no-untyped-def]
+    """The daemon is down for the 05, 06 and 07 UTC slots; its first slot back (08)
+    sends to everyone whose hour passed meanwhile. Late, never lost."""
+    settings, engine = world
+    with session_scope(engine) as s:
+        for h in (5, 6, 7):
+            add(s, f"out{h}@example.org", keywords="attention", tz="Europe/London", hour=h)
+    app = App(settings, engine)
+    for hour in range(5):
+        send_slot(app, utc(2025, 12, 26, hour))
+    with session_scope(engine) as s:
+        before = set(s.scalars(select(Subscriber.email).join(Delivery)
+                               .where(Delivery.day == DAY)))
+    assert not {"out5@example.org", "out6@example.org", "out7@example.org"} & before
+    send_slot(app, utc(2025, 12, 26, 8))
+    with session_scope(engine) as s:
+        after = dict(s.execute(select(Subscriber.email, Delivery.status).join(Delivery)
+                               .where(Delivery.day == DAY)).all())
+    for h in (5, 6, 7):
+        assert after[f"out{h}@example.org"] == "sent"
+
+
+# ---- 3. SIGTERM / SIGINT -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_signal_during_send_finishes_in_flight_and_exits_documented_code(
+        db_url: str, smtp_sink: SmtpSink, tmp_path: Path, sig: signal.Signals) -> None:
+    people = [(f"s{i}@example.org", "UTC", 7) for i in range(40)]
+    populate(db_url, people)
+    smtp_sink.delay = 0.15
+    env = cli_env(db_url, smtp_sink, NEWSLETTER_SMTP__CONNECTIONS="2")
+    cmd = [sys.executable, "-m", "newsletter", "send", "--yes", "--date", DAY.isoformat()]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(smtp_sink.messages) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig, stderr
+    assert f"stopped by signal {int(sig)}" in stderr and "sent " in stderr
+    assert "Traceback" not in stderr
+    got = len(smtp_sink.messages)
+    assert got < len(people)
+    with session_scope(get_engine(db_url)) as s:
+        counts = dict(s.execute(select(Delivery.status, func.count())
+                                .group_by(Delivery.status)).all())
+    assert counts.get("sending", 0) == 0  # in flight finished and recorded, rest released
+    assert counts.get("sent") == got
+    smtp_sink.delay = 0
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert {smtp_sink.count(p[0]) for p in people} == {1}
+
+
+def test_sigterm_stops_the_daemon_cleanly(db_url: str, smtp_sink: SmtpSink,
+                                          tmp_path: Path) -> None:
+    """`newsletter run` catches up the current slot at start; SIGTERM in the middle
+    finishes what is in flight, leaves nothing `sending`, and exits 0."""
+    people = [(f"d{i}@example.org", "UTC", 0) for i in range(30)]  # always due
+    populate(db_url, people)
+    smtp_sink.delay = 0.15
+    env = cli_env(db_url, smtp_sink, NEWSLETTER_SMTP__CONNECTIONS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "run"], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while len(smtp_sink.messages) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "stopped by signal 15" in stderr
+    with session_scope(get_engine(db_url)) as s:
+        counts = dict(s.execute(select(Delivery.status, func.count())
+                                .group_by(Delivery.status)).all())
+    assert counts.get("sending", 0) == 0
+    assert counts.get("sent") == len(smtp_sink.messages) < len(people)

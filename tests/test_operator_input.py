@@ -1,0 +1,173 @@
+"""Bad input from an operator: one line naming the file, field, row or variable, a
+non-zero exit, and nothing half-written. Every case runs the real `newsletter`."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, free_port
+
+SAMPLE = str(ROOT / "newsletter" / "data" / "sample_papers.json")
+
+
+def one_line_error(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.code != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def rows(tmp_path: Path, sql: str) -> int:
+    db = tmp_path / "subscribers.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute(sql).fetchone()[0])
+
+
+def test_dead_broker_is_one_line_and_plans_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("ingest", SAMPLE).code == 0
+    assert cli("subscribers", "add", "ada@example.org", "--keywords", "diffusion").code == 0
+    dead = {"NEWSLETTER_QUEUE__BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    line = one_line_error(cli("send", "--queue", "--yes", env=dead))
+    assert "[queue] broker_url" in line and "after 3 attempts" in line
+    assert rows(tmp_path, "select count(*) from deliveries") == 0
+    assert rows(tmp_path, "select count(*) from editions") == 0
+    line = one_line_error(cli("worker", env=dead))
+    assert "[queue] broker_url" in line
+
+
+@pytest.mark.parametrize(("toml", "expected"), [
+    ('[schedule]\ningest_cron = "0 99 * * *"\n', "[schedule] ingest_cron: not a valid crontab"),
+    ('[schedule]\ntimezone = "Mars/X"\n', "[schedule] timezone: unknown time zone 'Mars/X'"),
+    ('[sender]\nfrom_address = ""\n', "[sender] from_address: an email address is required"),
+    ('[sender]\nfrom_address = "not an address"\n', "[sender] from_address: not a valid"),
+])
+def test_bad_config_values_fail_at_load(cli, tmp_path: Path, toml: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "config.toml").write_text(toml)
+    line = one_line_error(cli("status"))
+    assert "config.toml" in line and expected in line
+    assert not (tmp_path / "subscribers.db").exists()
+
+
+def test_env_override_error_names_the_variable(cli) -> None:  # type: ignore[no-untyped-def]
+    line = one_line_error(cli("status", env={"NEWSLETTER_SMTP__PROT": "25"}))
+    assert "NEWSLETTER_SMTP__PROT" in line and "unknown key" in line
+
+
+def test_rank_limit_must_be_positive(cli) -> None:  # type: ignore[no-untyped-def]
+    assert cli("ingest", SAMPLE).code == 0
+    result = cli("rank", "--limit", "-3", "--json")
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert "--limit" in result.stderr and "greater than or equal to 1" in result.stderr
+
+
+def test_api_backend_without_key_fails_before_planning(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("ingest", SAMPLE).code == 0
+    assert cli("subscribers", "add", "ada@example.org", "--keywords", "diffusion").code == 0
+    line = one_line_error(cli("send", "--yes",
+                              env={"NEWSLETTER_TRANSPORT__BACKEND": "sendgrid"}))
+    assert "[api] api_key" in line and "sendgrid" in line
+    assert rows(tmp_path, "select count(*) from deliveries") == 0
+    assert rows(tmp_path, "select count(*) from editions") == 0
+
+
+def test_cr_lf_in_a_name_never_becomes_a_header(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("ingest", SAMPLE).code == 0
+    added = cli("subscribers", "add", "eve@example.org", "--keywords", "diffusion",
+                "--name", "Eve\r\nBcc: evil@evil.example")
+    assert added.code == 0, added.stderr
+    listed = json.loads(cli("subscribers", "list", "--json").stdout)
+    assert listed[0]["name"] == "Eve Bcc: evil@evil.example"
+    assert cli("send", "--yes").code == 0
+    [eml] = list((tmp_path / "outbox").glob("*.eml"))
+    msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.strict)
+    assert msg["Bcc"] is None and not msg.defects
+    assert "evil@evil.example" not in [a.addr_spec for a in msg["To"].addresses]
+
+
+def test_cr_lf_never_reaches_mime_even_from_the_database() -> None:
+    from newsletter.config import Settings
+    from newsletter.render.mime import MimeBuilder
+
+    m = MimeBuilder(Settings()).build(
+        to="eve@example.org", to_name="Eve\r\nBcc: evil@evil.example",
+        subject="Hi\nBcc: x@y.z", text="t", html="<p>h</p>", message_id="<a@b>",
+        list_unsubscribe="<https://x/u>", extra_headers={"X-Tag": "a\r\nBcc: q@r.s"})
+    head = m.data.split(b"\r\n\r\n", 1)[0]
+    assert b"\nBcc:" not in head and b"\rBcc:" not in head
+
+
+def test_ingest_checks_types_per_field(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "bad.json").write_text('[{"paper": {"title": 5}}]')
+    line = one_line_error(cli("ingest", "bad.json"))
+    assert "bad.json: item 1" in line and "'title'" in line and "expected text" in line
+    assert rows(tmp_path, "select count(*) from entries") == 0
+
+
+def test_csv_import_reports_every_bad_row_and_stores_none(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "people.csv").write_text(
+        "email,name,keywords,tz,hour\n"
+        "ok@example.org,Ok,diffusion,UTC,7\n"
+        "not-an-address,Bad,diffusion,UTC,7\n"
+        "tz@example.org,Tz,diffusion,Mars/X,7\n"
+        "hour@example.org,Hour,diffusion,UTC,31\n")
+    result = cli("subscribers", "import", "people.csv")
+    assert result.code == 1 and "Traceback" not in result.stderr
+    for line in ("people.csv:3:", "people.csv:4:", "people.csv:5:"):
+        assert line in result.stderr, result.stderr
+    assert "3 bad rows, nothing imported" in result.stderr
+    assert rows(tmp_path, "select count(*) from subscribers") == 0
+
+
+def test_empty_profile_is_refused_and_edit_changes_a_subscriber(cli) -> None:  # type: ignore[no-untyped-def]
+    line = one_line_error(cli("subscribers", "add", "ada@example.org", "--keywords", " "))
+    assert "empty keyword profile" in line
+    assert cli("subscribers", "add", "ada@example.org", "--keywords", "diffusion").code == 0
+    edited = cli("subscribers", "edit", "ADA@example.org", "--keywords", "GNN, -medical",
+                 "--tz", "Asia/Kolkata", "--hour", "9", "--name", "Ada", "--status", "paused")
+    assert edited.code == 0, edited.stderr
+    [row] = json.loads(cli("subscribers", "list", "--json").stdout)
+    assert (row["keywords"], row["tz"], row["hour"], row["name"], row["status"]) == (
+        "GNN, -medical", "Asia/Kolkata", 9, "Ada", "paused")
+    assert "expected active or paused" in one_line_error(
+        cli("subscribers", "edit", "ada@example.org", "--status", "bounced"))
+    assert "unknown time zone" in one_line_error(
+        cli("subscribers", "edit", "ada@example.org", "--tz", "Mars/X"))
+    assert "empty keyword profile" in one_line_error(
+        cli("subscribers", "edit", "ada@example.org", "--keywords", ""))
+    assert "nothing to change" in one_line_error(cli("subscribers", "edit", "ada@example.org"))
+    assert "is not a subscriber" in one_line_error(
+        cli("subscribers", "edit", "bob@example.org", "--hour", "3"))
+
+
+def test_address_policy_is_the_same_for_cli_and_import(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("subscribers", "add", "Ada@Bücher.example", "--keywords", "x").code == 0
+    line = one_line_error(cli("subscribers", "add", "jösé@example.org", "--keywords", "x"))
+    assert "SMTPUTF8" in line and "utf8_addresses" in line
+    (tmp_path / "p.csv").write_text("email,keywords\njösé@example.org,x\n", encoding="utf-8")
+    assert "SMTPUTF8" in cli("subscribers", "import", "p.csv").stderr
+    ok = cli("subscribers", "add", "jösé@example.org", "--keywords", "x",
+             env={"NEWSLETTER_TRANSPORT__UTF8_ADDRESSES": "true"})
+    assert ok.code == 0, ok.stderr
+    emails = [r["email"] for r in json.loads(cli("subscribers", "list", "--json").stdout)]
+    assert emails == ["ada@xn--bcher-kva.example", "jösé@example.org"]
+
+
+def test_help_text_keeps_brackets_and_shows_no_bool_types(cli) -> None:  # type: ignore[no-untyped-def]
+    ingest = cli("ingest", "--help")
+    assert "[[sources]] names (default: every [[sources]])" in " ".join(ingest.stdout.split())
+    send = cli("send", "--help")
+    assert "[queue] broker_url" in " ".join(send.stdout.split())
+    for args in (["entries"], ["send"], ["subscribers", "list"], ["status"]):
+        text = cli(*args, "--help").stdout
+        assert "<bool>" not in text, args
+    usage = cli("subscribers", "add", "--help").stdout
+    assert "EMAIL" in usage and "{email}" not in usage

@@ -1,0 +1,163 @@
+"""SMTP under real conditions: non-ASCII recipients (SMTPUTF8 or a clear failure of
+that one delivery), a clean connection after any error mid-transaction, replies about
+our own client state never failing anyone for good, and the aiosmtplib fast paths."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import aiosmtplib
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from newsletter.config import Settings
+from newsletter.delivery.runs import run_send
+from newsletter.store.db import session_scope
+from newsletter.store.models import Delivery, Subscriber
+from newsletter.store.subscribers import add
+
+from .conftest import ROOT, SmtpSink, free_port
+
+DAY = dt.date(2025, 12, 26)
+UTF8 = "jösé@example.org"
+
+
+def smtp_settings(settings: Settings, host: str, port: int) -> Settings:
+    return settings.replace(
+        transport={"backend": "smtp", "max_attempts": 4, "backoff_seconds": 0.01,
+                   "utf8_addresses": True},
+        smtp={"host": host, "port": port, "connections": 1, "timeout": 2.0})
+
+
+def add_utf8_first(engine) -> None:  # type: ignore[no-untyped-def]
+    """A non-ASCII recipient among the sample subscribers; with one connection every
+    other message shares the connection it was tried on."""
+    with session_scope(engine) as s:
+        add(s, UTF8, keywords="attention", utf8_local_part=True)
+
+
+@pytest.fixture
+def ascii_sink() -> Iterator[SmtpSink]:
+    """aiosmtpd that does not offer SMTPUTF8 (the conftest sink does)."""
+    from aiosmtpd.controller import Controller
+
+    sink = SmtpSink("127.0.0.1", free_port())
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            for rcpt in envelope.rcpt_tos:
+                sink.messages.append((rcpt, envelope.content))
+            return "250 OK"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=sink.port,
+                            enable_SMTPUTF8=False)
+    controller.start()
+    yield sink
+    controller.stop()
+
+
+def test_non_ascii_recipient_without_smtputf8_fails_only_that_delivery(
+        world, ascii_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    add_utf8_first(engine)
+    summary = run_send(smtp_settings(settings, ascii_sink.host, ascii_sink.port), engine, DAY)
+    assert summary.report.counts["failed"] == 1, summary.report.errors
+    assert "SMTPUTF8" in summary.report.errors[0] and UTF8 in summary.report.errors[0]
+    with session_scope(engine) as s:
+        rows = dict(s.execute(select(Subscriber.email, Delivery.status).join(Delivery)).all())
+        errors = list(s.scalars(select(Delivery.last_error).where(Delivery.status == "failed")))
+    assert rows.pop(UTF8) == "failed"
+    assert set(rows.values()) == {"sent"}  # the next message on the connection went out
+    assert not any("503" in e for e in errors)
+    assert sorted(r for r, _ in ascii_sink.messages) == sorted(rows)
+
+
+def test_non_ascii_recipient_with_smtputf8_is_delivered(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    add_utf8_first(engine)
+    summary = run_send(smtp_settings(settings, smtp_sink.host, smtp_sink.port), engine, DAY)
+    assert summary.report.counts["failed"] == 0, summary.report.errors
+    assert smtp_sink.count(UTF8) == 1
+
+
+def test_a_reply_about_our_own_state_is_retried_never_permanent(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    smtp_sink.faults["ada@example.org"] = ["503 5.5.1 Error: nested MAIL command"]
+    summary = run_send(smtp_settings(settings, smtp_sink.host, smtp_sink.port), engine, DAY)
+    assert summary.report.counts["failed"] == 0, summary.report.errors
+    assert smtp_sink.count("ada@example.org") == 1
+    with session_scope(engine) as s:
+        ada = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        assert ada is not None and ada.status == "active"
+
+
+def test_a_real_5xx_for_the_recipient_is_still_permanent(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    smtp_sink.faults["ada@example.org"] = ["552 5.2.2 mailbox full"]
+    summary = run_send(smtp_settings(settings, smtp_sink.host, smtp_sink.port), engine, DAY)
+    assert summary.report.counts["failed"] == 1
+    with session_scope(engine) as s:
+        reason = s.scalar(select(Delivery.reason).where(Delivery.status == "failed"))
+    assert reason == "permanent"
+    assert smtp_sink.count("grace@example.org") == 1  # the connection was reset, not stuck
+
+
+# ---- the aiosmtplib fast paths -----------------------------------------------------
+
+
+def test_fast_paths_are_installed_only_on_the_tested_versions() -> None:
+    from aiosmtplib import protocol as proto
+
+    from newsletter.transports.smtp import FAST_PATH_VERSIONS, fast_paths_supported
+
+    version = tuple(int(p) for p in aiosmtplib.__version__.split(".")[:2])
+    low, high = FAST_PATH_VERSIONS
+    assert fast_paths_supported() == (low <= version < high)
+    assert bool(getattr(proto, "_newsletter_fast", False)) == fast_paths_supported()
+
+
+lines = st.lists(st.text(alphabet=st.sampled_from(["a", ".", " ", "=", "\r", "\n", "é"]),
+                         max_size=12), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=lines, crlf=st.booleans())
+def test_fast_paths_put_the_same_bytes_on_the_wire(parts: list[str], crlf: bool) -> None:
+    from aiosmtplib import protocol as proto
+
+    import newsletter.transports.smtp  # noqa: F401 - installs the fast paths
+
+    if not getattr(proto, "_newsletter_fast", False):
+        pytest.skip("fast paths not installed on this aiosmtplib version")
+    original, period = proto._newsletter_originals
+    data = ("\r\n" if crlf else "\n").join(parts).encode()
+    assert proto.normalize_message_line_endings(data) == original(data)
+    assert proto.PERIOD_REGEX.sub(b"..", data) == period.sub(b"..", data)
+
+
+# ---- the transports registry -------------------------------------------------------
+
+
+def test_every_backend_is_registered_and_http_api_knows_no_provider() -> None:
+    import ast
+    import typing
+
+    from newsletter.config import Backend
+    from newsletter.transports import REGISTRY, transport_class
+    from newsletter.transports.http_api import HttpApiTransport
+
+    assert set(typing.get_args(Backend)) == set(REGISTRY)
+    for backend in REGISTRY:
+        cls = transport_class(backend)
+        assert cls.name == backend
+        assert cls.sends_mail == (backend not in ("outbox", "console"))
+        if backend not in ("outbox", "console", "smtp"):
+            assert issubclass(cls, HttpApiTransport)
+    source = (ROOT / "newsletter" / "transports" / "http_api.py").read_text()
+    imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
+    assert not any(m and m.startswith("newsletter.transports.") and m.split(".")[-1] in REGISTRY
+                   for m in imported)
