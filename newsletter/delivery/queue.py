@@ -53,8 +53,8 @@ def make_celery(settings: Settings, shutdown: Shutdown | None = None,
                 config: str | None = None) -> Any:
     """The Celery app; its task loads the settings from ``config`` (the file the
     sender or worker was started with) plus the environment. ``shutdown`` is set on
-    the worker's warm shutdown (SIGTERM or the first SIGINT), so a task mid-edition stops claiming rows, finishes what is in
-    flight, gives back the rest and returns, instead of holding the worker until the
+    the worker's warm shutdown (SIGTERM or the first SIGINT), so a task mid-edition
+    stops claiming rows, finishes what is in flight, gives back the rest and returns, instead of holding the worker until the
     whole edition is sent."""
     try:
         from celery import Celery
