@@ -54,8 +54,8 @@ def make_celery(settings: Settings, shutdown: Shutdown | None = None,
     """The Celery app; its task loads the settings from ``config`` (the file the
     sender or worker was started with) plus the environment. ``shutdown`` is set on
     the worker's warm shutdown (SIGTERM or the first SIGINT), so a task mid-edition
-    stops claiming rows, finishes what is in flight, gives back the rest and returns, instead of holding the worker until the
-    whole edition is sent."""
+    stops claiming rows, finishes what is in flight, gives back the rest and returns,
+    instead of holding the worker until the whole edition is sent."""
     try:
         from celery import Celery
     except ImportError:  # pragma: no cover - installed with the test/scale extras
