@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import peak_rss_mb, synthetic_entries, synthetic_profiles  # noqa: E402
 from newsletter.config import RankingConfig  # noqa: E402
-from newsletter.ranking.engine import Corpus, Ranker, fast_profile  # noqa: E402
+from newsletter.ranking.engine import Corpus, Ranker  # noqa: E402
+from newsletter.ranking.profile import parse_profile  # noqa: E402
 from newsletter.ranking.text import Acronyms  # noqa: E402
 
 TODAY = dt.date(2025, 12, 26)
@@ -58,7 +59,7 @@ def run_loop(sample: int, entries_n: int) -> dict:
     picked = 0
     n_entries = len(corpus.entries)
     for text in profiles:
-        profile = fast_profile(text)
+        profile = parse_profile(text)
         terms = []
         for t in profile.terms:
             feat = ranker.analyzer.feature(t)

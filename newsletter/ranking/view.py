@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.errors import InputError
-from newsletter.ranking.engine import fast_profile
+from newsletter.ranking.profile import parse_profile
 from newsletter.ranking.selection import Selection
 from newsletter.store.models import utcnow
 from newsletter.store.queries import candidate_entries, edition_entries, subscriber_rows
@@ -62,6 +62,6 @@ def rank_subscribers(settings: Settings, session: Session, *, email: str | None 
     for chunk in selection.ranker.rank(keyed(), sent=selection.sent, k=limit, chunk_size=2000):
         for row, key in enumerate(chunk.keys):
             address, keywords = people.pop(key)
-            yield {"subscriber": address, "profile": str(fast_profile(keywords)),
+            yield {"subscriber": address, "profile": str(parse_profile(keywords)),
                    "candidates": len(selection.entries),
                    "picks": pick_dicts(selection, chunk, row, keywords)}
