@@ -54,7 +54,8 @@ MAX_NGRAM = 4
 MIN_IDF_N = 100  # idf is computed as if at least this many papers were ranked
 PHRASE_WEIGHT = 1.0  # a topic's score: the phrase (or acronym form) ...
 WORDS_WEIGHT = 1.0  # ... plus its words' mean score, scaled by the share present ...
-COVERAGE_POWER = 0.0  # ... to this power, so one word of three earns little
+COVERAGE_POWER = 0.0
+LEARNED_CAN_MATCH = False  # ... to this power, so one word of three earns little
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,7 @@ class Corpus:
                  cfg: RankingConfig, today: dt.date | None = None,
                  related: RelatedTerms | None = None) -> None:
         self.entries = list(entries)
+        self.position = {e.id: i for i, e in enumerate(self.entries)}
         self.acronyms = acronyms
         self.related = related  # a field vocabulary (None: no expansion)
         self.cfg = cfg
@@ -412,8 +414,9 @@ class Ranker:
         labels = self.analyzer.related_labels
         return f"{text} (via {', '.join(labels.get(h, ' '.join(h)) for h in hits[:3])})"
 
-    def feature_of(self, term: Term) -> int:
-        """The feature id of a term (made on first use), e.g. a term learned from votes."""
+    def feature_of(self, term: Term | Feature) -> int:
+        """The feature id of a term or feature (made on first use), e.g. one learned
+        from votes."""
         return self._fid(term)
 
     @property
@@ -425,8 +428,8 @@ class Ranker:
         """Feature × entry relevance (BM25F), one row per feature id."""
         return self._m[: len(self._features)]
 
-    def _fid(self, term: Term) -> int:
-        feat = self.analyzer.feature(term)
+    def _fid(self, term: Term | Feature) -> int:
+        feat = term if isinstance(term, Feature) else self.analyzer.feature(term)
         fid = self.feature_ids.get(feat)
         if fid is None:
             fid = self.feature_ids[feat] = len(self.feature_ids)
@@ -484,17 +487,22 @@ class Ranker:
         n, nf = len(batch), len(self.feature_ids)
         m = self._m[:nf]
         s = sparse.csr_matrix((np.asarray(pos_w, dtype=np.float32), (pos_r, pos_c)), shape=(n, nf))
+        # In place from here on: each pass over n × entries floats costs real time at 1M rows.
+        score = np.asarray(s @ m, dtype=np.float32) if nf else np.zeros((n, n_entries),
+                                                                         np.float32)
+        unmatched = score < self.cfg.min_relevance
         if self.learner is not None:
-            # Votes add learned weights in the same matrix, never on a written term.
+            # Votes add learned weights over the same features and the same M, never on a
+            # written term; they re-order the written profile's matches, never make one
+            # (measured: learned terms alone pulled in papers the reader did not want).
             written = sparse.csr_matrix((np.ones(len(pos_r) + len(neg_r), np.float32),
                                          (pos_r + neg_r, pos_c + neg_c)), shape=(n, nf))
             learned = self.learner.matrix([key for key, _ in batch], written)
             if learned.nnz:
-                s = s + learned
-        # In place from here on: each pass over n × entries floats costs real time at 1M rows.
-        score = np.asarray(s @ m, dtype=np.float32) if nf else np.zeros((n, n_entries),
-                                                                         np.float32)
-        score[score < self.cfg.min_relevance] = -np.inf
+                score += np.asarray(learned @ m, dtype=np.float32)
+                if LEARNED_CAN_MATCH:
+                    unmatched = score < self.cfg.min_relevance
+        score[unmatched] = -np.inf
         if self.cfg.weight_relevance != 1.0:
             score *= self.cfg.weight_relevance
         score += self.corpus.bonus

@@ -33,15 +33,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import sparse
 
+from newsletter.ranking.engine import Feature
 from newsletter.ranking.profile import Term
 from newsletter.ranking.text import STOPWORDS, analyze_words, words
 
 if TYPE_CHECKING:
-    from newsletter.ranking.engine import Feature, RankEntry, Ranker
+    from newsletter.ranking.engine import RankEntry, Ranker
 
 MAX_LEARNED = 10  # learned terms kept per subscriber (the strongest)
 MAX_DF_SHARE = 0.2  # a term in more of today's papers than this says little
-NORM_POWER = 0.5  # n votes of one direction weigh n^0.5 times one vote
+NORM_POWER = 0.5
+HEADLINE_ONLY = True
+IDF_POWER = 1.0  # n votes of one direction weigh n^0.5 times one vote
 _FIELDS = (("title", 3.0), ("keywords", 2.0), ("abstract", 1.0))
 
 
@@ -129,6 +132,8 @@ class Learner:
         cfg = ranker.cfg
         self.labels: dict[int, str] = {}
         self.keys: dict[int, str] = {}
+        self._grams: dict[int, tuple[str, ...]] = {}  # learned feature → its stems
+        self._covers: dict[int, list[int]] = {}  # written feature → learned ones it covers
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
@@ -153,6 +158,7 @@ class Learner:
         n = max(len(corpus.entries), 1)
         tf: dict[tuple[str, ...], float] = {}
         surface: dict[tuple[str, ...], str] = {}
+        headline: set[tuple[str, ...]] = set()  # grams of the title and keywords
         for fname, weight in _FIELDS:
             text = entry.title if fname == "title" else (
                 " , ".join(entry.keywords) if fname == "keywords" else entry.abstract)
@@ -163,13 +169,20 @@ class Learner:
                     if size == 1 and (len(gram[0]) < 3 or gram[0].isdigit()):
                         continue
                     tf[gram] = tf.get(gram, 0.0) + weight
+                    if fname != "abstract":
+                        headline.add(gram)
                     surface.setdefault(gram, " ".join(w for _, w in toks[i : i + size]))
         scored: list[tuple[float, tuple[str, ...]]] = []
+        itself = corpus.position.get(entry.id)
         for gram, count in tf.items():
-            df = len({i for fname, _ in _FIELDS for i in corpus.index[fname].get(gram, ())})
+            if HEADLINE_ONLY and gram not in headline:
+                continue
+            found = {i for fname, _ in _FIELDS for i in corpus.index[fname].get(gram, ())}
+            found.discard(itself if itself is not None else -1)
+            df = len(found)  # other papers with the term: the paper itself is never shown
             if not df or df > max(2, MAX_DF_SHARE * n):
                 continue
-            scored.append((math.log1p(count) * corpus._idf(df), gram))
+            scored.append((math.log1p(count) * corpus._idf(df) ** IDF_POWER, gram))
         scored.sort(key=lambda x: (-x[0], x[1]))
         out: list[tuple[int, float]] = []
         top = scored[0][0] if scored else 1.0
@@ -177,15 +190,48 @@ class Learner:
         for score, gram in scored:
             if len(out) >= limit:
                 break
-            fid = self.ranker.feature_of(Term(surface[gram]))
+            # One word: analysed like a written term (acronym forms too). Two words: that
+            # phrase exactly, not its words apart (a learned phrase is narrow on purpose).
+            fid = self.ranker.feature_of(Term(surface[gram]) if len(gram) == 1
+                                         else Feature("topic", (gram,)))
             if fid in taken:
                 continue
             taken.add(fid)
             feature = self.ranker.features[fid]
             self.labels.setdefault(fid, surface[gram])
             self.keys.setdefault(fid, term_key(feature))
+            self._grams.setdefault(fid, gram)
             out.append((fid, score / top))
         return out
+
+    def _covered(self, written: sparse.csr_matrix) -> sparse.csr_matrix:
+        """``written`` plus the learned terms each written term covers: its own forms
+        and its words ("residual connections" covers "residual" and "connections")."""
+        cols = np.unique(written.indices)
+        pairs: list[tuple[int, int]] = []
+        for fid in cols.tolist():
+            covers = self._covers.get(fid)
+            if covers is None:
+                covers = self._covers[fid] = self._cover(self.ranker.features[fid])
+            pairs.extend((fid, c) for c in covers)
+        if not pairs:
+            return written
+        nf = written.shape[1]
+        a, b = zip(*pairs, strict=True)
+        cover = sparse.csr_matrix((np.ones(len(pairs), np.float32), (a, b)), shape=(nf, nf))
+        return written + (written > 0).astype(np.float32) @ cover
+
+    def _cover(self, feature: Feature) -> list[int]:
+        words_ = {w for v in feature.variants for w in v} | set(feature.parts)
+        return [fid for fid, gram in self._grams.items()
+                if gram in feature.variants or set(gram) <= words_]
+
+    def paper_fids(self, entry_id: str) -> list[int]:
+        """The feature ids learned from one voted paper."""
+        for p, e in enumerate(self.votes.entries):
+            if e.id == entry_id:
+                return self._p_cols[self._p_rows == p].tolist()
+        return []
 
     def _paper_matrix(self, nf: int) -> sparse.csr_matrix:
         if self._p is None or self._p.shape[1] != nf:
@@ -210,7 +256,7 @@ class Learner:
                                (rows, self.votes.papers[idx])),
                               shape=(n, len(self.votes.entries)))
         learned = (v @ self._paper_matrix(nf)).tocsr()
-        learned = learned - learned.multiply(written > 0)
+        learned = learned - learned.multiply(self._covered(written) > 0)
         mutes = self.votes.mutes
         if mutes:
             mr: list[int] = []

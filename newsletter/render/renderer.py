@@ -84,6 +84,7 @@ class Renderer:
             "links": {"unsubscribe": links.unsubscribe, "preferences": links.preferences,
                       "browser": links.browser},
             "papers": papers, "trending": trend,
+            "feedback": {p.id: self.links.votes(r.id, p.id) for p in items},
         }
         subject = render_or_raise(self.compiled.subject, "subject.txt", context).strip()
         context["subject"] = subject

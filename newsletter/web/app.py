@@ -30,6 +30,7 @@ from newsletter.render.links import Signer, secret_keys
 from newsletter.store.models import Delivery, Edition, Entry, Event, Subscriber, utcnow
 from newsletter.store.subscribers import add as add_subscriber
 from newsletter.store.subscribers import check_hour, check_keywords, check_tz, normalize_email
+from newsletter.web.feedback import feedback_routes, preferences_context
 
 
 def create_app(app: App) -> Starlette:
@@ -161,7 +162,8 @@ def create_app(app: App) -> Starlette:
             return page("preferences.html", 400 if error else 200, sub=sub,
                         keywords=sub.keywords if keywords is None else keywords, error=error,
                         saved=saved, picks=picks,
-                        unsubscribe=f"{base}/unsubscribe/{signer.token('unsubscribe', sub_id)}")
+                        unsubscribe=f"{base}/unsubscribe/{signer.token('unsubscribe', sub_id)}",
+                        **preferences_context(app, s, sub, signer, base))
 
     async def view(request: Request) -> Response:
         try:
@@ -236,6 +238,7 @@ def create_app(app: App) -> Starlette:
         Route("/view/{token}", view),
         Route("/papers/{entry_id:path}", paper),
         Route("/webhooks/{provider}/{token}", webhook, methods=["POST"]),
+        *feedback_routes(app, page=page, message=message, signer=signer, base=base),
     ]
     return Starlette(routes=routes)
 
