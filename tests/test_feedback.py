@@ -207,7 +207,8 @@ def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no
 TODAY = dt.date(2025, 9, 1)
 PAST = [RankEntry("p-mamba", "Mamba for Vision", "Selective state space models, Mamba."),
         RankEntry("p-mamba2", "Mamba on Graphs", "Mamba layers for graph learning."),
-        RankEntry("p-med", "Radiology Diffusion for Chest Scans", "Diffusion models for radiology.")]
+        RankEntry("p-med", "Radiology Diffusion for Chest Scans",
+                  "Diffusion models for radiology.")]
 TODAY_PAPERS = [
     RankEntry("a", "Vision Mamba Backbones", "Diffusion models meet Mamba for images."),
     RankEntry("b", "Diffusion Models for Audio", "Diffusion models generate sound."),
@@ -230,13 +231,19 @@ def ranked(r: Ranker, profile: str = "diffusion models") -> list[str]:
     return [TODAY_PAPERS[i].id for i in chunk.picks[0] if i >= 0]
 
 
+def scores(r: Ranker, profile: str = "diffusion models") -> dict[str, float]:
+    [chunk] = r.rank([(1, profile)], k=4)
+    return {TODAY_PAPERS[i].id: float(v) for i, v in zip(chunk.picks[0], chunk.scores[0],
+                                                         strict=True) if i >= 0}
+
+
 def test_a_like_lifts_similar_papers_and_a_dislike_lowers_them() -> None:
-    plain = ranked(engine_with([]))
-    liked = ranked(engine_with([(1, 0, 1, 0.0), (1, 1, 1, 0.0)]))
-    disliked = ranked(engine_with([(1, 2, -1, 0.0)]))
-    assert set(plain) == set(liked) == {"a", "b", "c"}  # votes never make a match: "d" stays out
-    assert liked.index("a") < plain.index("a") or plain[0] == "a"
-    assert disliked.index("c") > plain.index("c")
+    plain = scores(engine_with([]))
+    liked = scores(engine_with([(1, 0, 1, 0.0), (1, 1, 1, 0.0)]))
+    disliked = scores(engine_with([(1, 2, -1, 0.0)]))
+    assert set(plain) == set(liked) == set(disliked) == {"a", "b", "c"}  # "d" is no match
+    assert liked["a"] > plain["a"] and liked["b"] == plain["b"]  # the Mamba paper rises
+    assert disliked["c"] < plain["c"] and disliked["b"] == plain["b"]  # radiology falls
 
 
 def test_learned_weights_are_bounded_never_on_written_terms_and_decay() -> None:
@@ -287,9 +294,9 @@ def test_the_vectorized_learner_matches_one_subscriber_at_a_time() -> None:
 
 
 def sample_ranker(cfg: RankingConfig, related: bool = True) -> tuple[Ranker, list[RankEntry]]:
+    from newsletter.config import Settings
     from newsletter.ranking.related import RelatedTerms
     from newsletter.ranking.selection import load_acronyms
-    from newsletter.config import Settings
 
     data = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
     entries = [RankEntry(d["id"], d["title"], d["abstract"], (), tuple(d["authors"]),

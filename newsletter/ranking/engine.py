@@ -54,8 +54,8 @@ MAX_NGRAM = 4
 MIN_IDF_N = 100  # idf is computed as if at least this many papers were ranked
 PHRASE_WEIGHT = 1.0  # a topic's score: the phrase (or acronym form) ...
 WORDS_WEIGHT = 1.0  # ... plus its words' mean score, scaled by the share present ...
-COVERAGE_POWER = 0.0
-LEARNED_CAN_MATCH = False  # ... to this power, so one word of three earns little
+COVERAGE_POWER = 0.0  # ... to this power, so one word of three earns little
+LEARNED_MATCH = 2.0  # learned relevance that makes a match alone, × min_relevance
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,15 +493,16 @@ class Ranker:
         unmatched = score < self.cfg.min_relevance
         if self.learner is not None:
             # Votes add learned weights over the same features and the same M, never on a
-            # written term; they re-order the written profile's matches, never make one
-            # (measured: learned terms alone pulled in papers the reader did not want).
+            # written term.
             written = sparse.csr_matrix((np.ones(len(pos_r) + len(neg_r), np.float32),
                                          (pos_r + neg_r, pos_c + neg_c)), shape=(n, nf))
             learned = self.learner.matrix([key for key, _ in batch], written)
             if learned.nnz:
-                score += np.asarray(learned @ m, dtype=np.float32)
-                if LEARNED_CAN_MATCH:
-                    unmatched = score < self.cfg.min_relevance
+                lifted = np.asarray(learned @ m, dtype=np.float32)
+                score += lifted
+                # Learned terms alone make a match only well past the bar a written term
+                # must pass: a vote is weaker evidence than what the reader wrote.
+                unmatched &= lifted < LEARNED_MATCH * self.cfg.min_relevance
         score[unmatched] = -np.inf
         if self.cfg.weight_relevance != 1.0:
             score *= self.cfg.weight_relevance

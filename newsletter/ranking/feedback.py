@@ -25,6 +25,7 @@ the engine ranks a million subscribers in one pass.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,17 +36,29 @@ from scipy import sparse
 
 from newsletter.ranking.engine import Feature
 from newsletter.ranking.profile import Term
-from newsletter.ranking.text import STOPWORDS, analyze_words, words
+from newsletter.ranking.text import STOPWORDS, analyze_words, stem, words
 
 if TYPE_CHECKING:
     from newsletter.ranking.engine import RankEntry, Ranker
 
 MAX_LEARNED = 10  # learned terms kept per subscriber (the strongest)
 MAX_DF_SHARE = 0.2  # a term in more of today's papers than this says little
-NORM_POWER = 0.5
-HEADLINE_ONLY = True
-IDF_POWER = 1.0  # n votes of one direction weigh n^0.5 times one vote
+NORM_POWER = 0.5  # n votes of one direction weigh n^0.5 times one vote
+HEADLINE_ONLY = True  # a paper's terms come from its title and keywords (abstract: tf only)
+IDF_POWER = 0.5  # how much rarity in today's papers counts when choosing a paper's terms
 _FIELDS = (("title", 3.0), ("keywords", 2.0), ("abstract", 1.0))
+_HYPHENS = re.compile(r"[-‐‑–']")  # as in text.py
+# Words titles use for rhetoric, not topic ("Rethinking ...", "Go Wider Instead of Deeper"):
+# learned from one paper they lift unrelated ones, so they are never learned.
+TITLE_FILLER = frozenset(stem(w) for w in """
+    adding all any are beyond better can do does every fast faster general generic go
+    how improve improved improving instead is it just less make makes more much need
+    new novel one revisit revisited revisiting rethink rethinking simple simpler study
+    than toward towards two understand understanding unified very what when where which
+    why wider deeper you your approach approaches method methods framework frameworks
+    effective efficient efficiently via all-in-one large-scale scale scaling technical
+    report again meets meet beyond inside matter matters really
+    """.split())  # noqa: SIM905 - a word list reads better as words
 
 
 @dataclass
@@ -109,17 +122,13 @@ def term_key(feature: Feature) -> str:
 
 
 def _tokens(text: str, ranker: Ranker) -> list[tuple[str, str]]:
-    """(stem, surface word) per content word, in order."""
-    out: list[tuple[str, str]] = []
-    acronyms = ranker.corpus.acronyms
-    for w in words(text):
-        for surface in w.replace("‐", "-").replace("‑", "-").replace("–", "-").split("-"):
-            if not surface:
-                continue
-            for stem_, raw in analyze_words([surface], acronyms):
-                if raw not in STOPWORDS:
-                    out.append((stem_, surface))
-    return out
+    """(stem, surface word) per content word, in order: the analysis profile terms and
+    papers get (``analyze_words`` splits hyphens the same way as ``_HYPHENS`` here)."""
+    surface = words(text)
+    parts = [p for w in surface for p in _HYPHENS.split(w) if p]
+    analysed = analyze_words(surface, ranker.corpus.acronyms)
+    return [(st, part) for (st, raw), part in zip(analysed, parts, strict=True)
+            if raw not in STOPWORDS]
 
 
 class Learner:
@@ -134,6 +143,8 @@ class Learner:
         self.keys: dict[int, str] = {}
         self._grams: dict[int, tuple[str, ...]] = {}  # learned feature → its stems
         self._covers: dict[int, list[int]] = {}  # written feature → learned ones it covers
+        self._by_word: dict[str, list[int]] = {}  # stem → learned features using it
+        self._cover_m: sparse.csr_matrix | None = None  # written × learned, "covers"
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
@@ -168,6 +179,8 @@ class Learner:
                     gram = tuple(t for t, _ in toks[i : i + size])
                     if size == 1 and (len(gram[0]) < 3 or gram[0].isdigit()):
                         continue
+                    if any(g in TITLE_FILLER for g in gram):
+                        continue
                     tf[gram] = tf.get(gram, 0.0) + weight
                     if fname != "abstract":
                         headline.add(gram)
@@ -200,31 +213,37 @@ class Learner:
             feature = self.ranker.features[fid]
             self.labels.setdefault(fid, surface[gram])
             self.keys.setdefault(fid, term_key(feature))
-            self._grams.setdefault(fid, gram)
+            if fid not in self._grams:
+                self._grams[fid] = gram
+                for w in gram:
+                    self._by_word.setdefault(w, []).append(fid)
             out.append((fid, score / top))
         return out
 
     def _covered(self, written: sparse.csr_matrix) -> sparse.csr_matrix:
         """``written`` plus the learned terms each written term covers: its own forms
         and its words ("residual connections" covers "residual" and "connections")."""
-        cols = np.unique(written.indices)
-        pairs: list[tuple[int, int]] = []
-        for fid in cols.tolist():
-            covers = self._covers.get(fid)
-            if covers is None:
-                covers = self._covers[fid] = self._cover(self.ranker.features[fid])
-            pairs.extend((fid, c) for c in covers)
-        if not pairs:
-            return written
         nf = written.shape[1]
-        a, b = zip(*pairs, strict=True)
-        cover = sparse.csr_matrix((np.ones(len(pairs), np.float32), (a, b)), shape=(nf, nf))
-        return written + (written > 0).astype(np.float32) @ cover
+        if self._cover_m is None or self._cover_m.shape[0] != nf:
+            self._cover_m = None
+        cols = np.unique(written.indices)
+        fresh = [f for f in cols.tolist() if f not in self._covers]
+        for fid in fresh:
+            self._covers[fid] = self._cover(self.ranker.features[fid])
+        if fresh or self._cover_m is None:
+            pairs = [(w, c) for w, covered in self._covers.items() if w < nf for c in covered]
+            a = [w for w, _ in pairs]
+            b = [c for _, c in pairs]
+            self._cover_m = sparse.csr_matrix((np.ones(len(pairs), np.float32), (a, b)),
+                                              shape=(nf, nf))
+        if not self._cover_m.nnz:
+            return written
+        return written + (written > 0).astype(np.float32) @ self._cover_m
 
     def _cover(self, feature: Feature) -> list[int]:
         words_ = {w for v in feature.variants for w in v} | set(feature.parts)
-        return [fid for fid, gram in self._grams.items()
-                if gram in feature.variants or set(gram) <= words_]
+        near = {fid for w in words_ for fid in self._by_word.get(w, ())}
+        return [fid for fid in near if set(self._grams[fid]) <= words_]
 
     def paper_fids(self, entry_id: str) -> list[int]:
         """The feature ids learned from one voted paper."""

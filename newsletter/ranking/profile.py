@@ -17,7 +17,7 @@ profile is the one who can fix it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
@@ -39,6 +39,15 @@ class Term:
     kind: TermKind = "topic"
     weight: float = 1.0
     exclude: bool = False
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Terms key the ranker's caches a million times per edition: hash once.
+        object.__setattr__(self, "_hash", hash((self.text, self.kind, self.weight,
+                                                self.exclude)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __str__(self) -> str:
         body = f'"{self.text}"' if self.kind == "exact" else self.text
