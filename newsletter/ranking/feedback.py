@@ -289,7 +289,7 @@ class Learner:
             if mr:
                 mask = sparse.csr_matrix((np.ones(len(mr), np.float32), (mr, mc)), shape=(n, nf))
                 learned = learned - learned.multiply(mask > 0)
-        learned = sparse.csr_matrix(learned, dtype=np.float32)
+        learned = learned.astype(np.float32, copy=False)
         np.clip(learned.data, -cfg.feedback_max_weight, cfg.feedback_max_weight,
                 out=learned.data)
         learned.data[np.abs(learned.data) < max(cfg.feedback_min_weight, 1e-6)] = 0
