@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from newsletter.config import RankingConfig, Settings  # noqa: E402
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker  # noqa: E402
+from newsletter.ranking.related import RelatedTerms  # noqa: E402
 from newsletter.ranking.selection import load_acronyms  # noqa: E402
 
 K = 10
@@ -53,10 +54,11 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
-def ours(entries: list[RankEntry]) -> Callable[[str], list[str]]:
+def ours(entries: list[RankEntry], related: bool = True) -> Callable[[str], list[str]]:
     cfg = RankingConfig(trending="none")  # a trending section is not a match
     ranker = Ranker(Corpus(entries, load_acronyms(Settings(), entries), cfg,
-                           dt.date(2025, 12, 26)), cfg)
+                           dt.date(2025, 12, 26), RelatedTerms.load() if related else None),
+                    cfg)
 
     def run(profile: str) -> list[str]:
         [chunk] = ranker.rank([(0, profile)], k=K)
@@ -105,13 +107,15 @@ def precision(ranked: list[str], judgments: dict[str, int], k: int = 5) -> float
 
 def evaluate(per_profile: bool = False) -> dict[str, dict[str, float]]:
     entries, profiles = load()
-    methods = {"newsletter": ours(entries), "BM25 (rank_bm25)": bm25(entries),
-               "TF-IDF cosine": tfidf(entries)}
+    methods = {"newsletter": ours(entries),
+               "newsletter without the related-terms table": ours(entries, related=False),
+               "BM25 (rank_bm25)": bm25(entries), "TF-IDF cosine": tfidf(entries)}
     results: dict[str, dict[str, float]] = {}
     for name, run in methods.items():
-        nd, p5, false_matches, judged_n, empty_n = [], [], 0, 0, 0
+        nd, p5, false_matches, judged_n, empty_n, excluded = [], [], 0, 0, 0, 0
         for prof in profiles:
             ranked = run(prof["profile"])
+            excluded += len(set(ranked[:K]) & set(prof.get("excluded", ())))
             if prof["judgments"]:
                 judged_n += 1
                 nd.append(ndcg(ranked, prof["judgments"]))
@@ -123,6 +127,7 @@ def evaluate(per_profile: bool = False) -> dict[str, dict[str, float]]:
                 false_matches += len(ranked)
         results[name] = {"ndcg@10": float(np.mean(nd)), "p@5": float(np.mean(p5)),
                          "false_matches": false_matches / max(empty_n, 1),
+                         "excluded": excluded,
                          "profiles": judged_n, "empty_profiles": empty_n}
     return results
 
@@ -135,10 +140,12 @@ def main() -> None:
     first = next(iter(results.values()))
     print(f"{first['profiles']} judged profiles "
           f"(+{first['empty_profiles']} with no relevant paper)")
-    print("| method | nDCG@10 | P@5 | papers shown as matches when none is relevant |")
-    print("|---|---|---|---|")
+    print("| method | nDCG@10 | P@5 | papers shown as matches when none is relevant | "
+          "excluded-topic papers in the top 10 |")
+    print("|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['ndcg@10']:.3f} | {r['p@5']:.3f} | {r['false_matches']:.1f} |")
+        print(f"| {name} | {r['ndcg@10']:.3f} | {r['p@5']:.3f} | {r['false_matches']:.1f} | "
+              f"{r['excluded']} |")
 
 
 if __name__ == "__main__":

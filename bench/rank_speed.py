@@ -18,26 +18,46 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import peak_rss_mb, synthetic_entries, synthetic_profiles  # noqa: E402
 from newsletter.config import RankingConfig  # noqa: E402
-from newsletter.ranking.engine import Corpus, Ranker, fast_profile  # noqa: E402
+from newsletter.ranking.engine import Corpus, RankEntry, Ranker  # noqa: E402
+from newsletter.ranking.feedback import Votes  # noqa: E402
+from newsletter.ranking.profile import parse_profile  # noqa: E402
 from newsletter.ranking.text import Acronyms  # noqa: E402
 
 TODAY = dt.date(2025, 12, 26)
 
 
-def build(entries_n: int) -> Ranker:
+def build(entries_n: int, votes: Votes | None = None) -> Ranker:
     cfg = RankingConfig()
-    return Ranker(Corpus(synthetic_entries(entries_n), Acronyms.load(), cfg, TODAY), cfg)
+    return Ranker(Corpus(synthetic_entries(entries_n), Acronyms.load(), cfg, TODAY), cfg, votes)
 
 
-def run_vectorized(subs: int, entries_n: int) -> dict:
+def synthetic_votes(subs: int, per_subscriber: int, pool: int = 1000) -> Votes | None:
+    """``per_subscriber`` votes each on papers of an earlier day (a pool of ``pool``
+    other synthetic papers), up or down at random, cast up to half a year ago."""
+    if not per_subscriber:
+        return None
+    rng = np.random.default_rng(5)
+    past = [RankEntry(f"past{i}", e.title, e.abstract, upvotes=e.upvotes)
+            for i, e in enumerate(synthetic_entries(pool, seed=9))]
+    n = subs * per_subscriber
+    return Votes(np.repeat(np.arange(subs, dtype=np.int64), per_subscriber),
+                 rng.integers(0, pool, n, dtype=np.int32),
+                 rng.choice(np.array([-1, 1], dtype=np.int8), n),
+                 rng.uniform(0, 180, n).astype(np.float32), past)
+
+
+def run_vectorized(subs: int, entries_n: int, votes_per: int = 0) -> dict:
     profiles = synthetic_profiles(subs)
+    votes = synthetic_votes(subs, votes_per)
     base_rss = peak_rss_mb()
     t0 = time.perf_counter()
-    ranker = build(entries_n)
+    ranker = build(entries_n, votes)
     t1 = time.perf_counter()
     picked = 0
     for chunk in ranker.rank(enumerate(profiles), k=10):
@@ -58,7 +78,7 @@ def run_loop(sample: int, entries_n: int) -> dict:
     picked = 0
     n_entries = len(corpus.entries)
     for text in profiles:
-        profile = fast_profile(text)
+        profile = parse_profile(text)
         terms = []
         for t in profile.terms:
             feat = ranker.analyzer.feature(t)
@@ -84,10 +104,13 @@ def main() -> None:
     ap.add_argument("--subscribers", type=int, default=1_000_000)
     ap.add_argument("--entries", type=int, default=500)
     ap.add_argument("--loop-sample", type=int, default=2000)
+    ap.add_argument("--votes", type=int, default=10, help="votes per subscriber (learned "
+                    "weights); 0 = none")
+    ap.add_argument("--only-vectorized", action="store_true")
     ap.add_argument("--child", choices=["vectorized", "loop"])
     args = ap.parse_args()
     if args.child == "vectorized":
-        print(json.dumps(run_vectorized(args.subscribers, args.entries)))
+        print(json.dumps(run_vectorized(args.subscribers, args.entries, args.votes)))
         return
     if args.child == "loop":
         print(json.dumps(run_loop(args.loop_sample, args.entries)))
@@ -96,15 +119,19 @@ def main() -> None:
     def child(kind: str) -> dict:
         out = subprocess.run([sys.executable, __file__, "--child", kind, "--subscribers",
                               str(args.subscribers), "--entries", str(args.entries),
-                              "--loop-sample", str(args.loop_sample)],
+                              "--loop-sample", str(args.loop_sample), "--votes",
+                              str(args.votes)],
                              check=True, capture_output=True, text=True).stdout
         return json.loads(out)
 
     vec = child("vectorized")
+    print(f"vectorized, {args.votes} votes per subscriber: {json.dumps(vec)}", flush=True)
+    if args.only_vectorized:
+        return
     loop = child("loop")
     loop_total = loop["per_sub_ms"] / 1e3 * args.subscribers
     print(f"{args.subscribers:,} subscribers x {args.entries} entries, top-10, "
-          f"{vec['features']:,} distinct terms")
+          f"{vec['features']:,} distinct terms, {args.votes} votes per subscriber")
     print("| method | wall time | peak RSS | speed-up |")
     print("|---|---|---|---|")
     print(f"| vectorized (sparse S @ M, argpartition) | {vec['total_s']:.1f} s "

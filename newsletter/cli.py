@@ -293,6 +293,28 @@ def rank(
             out.print("   (nothing today)")
 
 
+@app.command()
+def feedback(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    paper_id: Annotated[str, typer.Argument(help="The paper, as `rank --json` prints "
+                                            "picks[].id.")],
+    up: Annotated[bool, typer.Option("--up", help="More like this.")] = False,
+    down: Annotated[bool, typer.Option("--down", help="Less like this.")] = False,
+) -> None:
+    """Vote on a paper for a subscriber, as the email's "more / less like this" links do:
+    the written keywords stay; the vote adds learned weights and hides the paper."""
+    from newsletter.ranking.view import cast_vote
+
+    if up == down:
+        raise InputError("give exactly one of --up or --down")
+    a = _app(ctx)
+    with a.session() as s:
+        outcome = cast_vote(a.settings, s, email, paper_id, 1 if up else -1, source="cli")
+    err.print(f"{outcome.email}: {'more' if up else 'less'} like {outcome.paper_id} "
+              f"({outcome.title[:70]}). {outcome.message}")
+
+
 def _day(value: str | None) -> dt.date:
     return parse_day(value, "--date")
 

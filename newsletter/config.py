@@ -199,6 +199,18 @@ class RankingConfig(_Section):
     trending: Literal["none", "section"] = "section"
     trending_count: int = Field(default=3, ge=0, le=20)
     acronyms: str | None = None  # a TSV file replacing the bundled acronym table
+    # Field vocabulary: "-medical" also knows chest X-ray, radiology, patients...
+    related_terms: str | None = None  # a TSV file replacing the bundled related-terms table
+    expand_related: bool = True  # use the related-terms table at all
+    related_weight: float = Field(default=0.5, ge=0, le=1)  # a topic's related terms' share
+    exclude_related_min: float = Field(default=4.0, gt=0)  # related evidence to exclude
+    # Votes ("more / less like this") add learned weights on top of the written profile.
+    feedback_up: float = Field(default=0.2, ge=0, le=10)  # Rocchio weight of liked papers
+    feedback_down: float = Field(default=0.1, ge=0, le=10)  # ... and of disliked ones
+    feedback_terms: int = Field(default=6, ge=1, le=50)  # terms taken from a voted paper
+    feedback_max_weight: float = Field(default=1.0, gt=0, le=10)  # bound per learned term
+    feedback_min_weight: float = Field(default=0.05, ge=0)  # weaker learned terms are dropped
+    feedback_half_life_days: float = Field(default=90.0, gt=0)  # a vote's weight halves
 
 
 class RenderConfig(_Section):

@@ -13,7 +13,7 @@ import pytest
 
 from newsletter.config import RankingConfig
 from newsletter.errors import ProfileError
-from newsletter.ranking.engine import Corpus, RankEntry, Ranker, fast_profile
+from newsletter.ranking.engine import Corpus, RankEntry, Ranker
 from newsletter.ranking.profile import parse_profile
 from newsletter.ranking.text import Acronyms
 from newsletter.render.highlight import highlight_spans
@@ -99,9 +99,11 @@ def test_profile_errors_say_what_is_wrong(text: str, fragment: str) -> None:
         parse_profile(text)
 
 
-def test_fast_path_agrees_with_the_parser() -> None:
-    for text in ["a, b^2, -c", "state space models\nGNN", "  ,, x ,", "author:Someone"]:
-        assert fast_profile(text) == parse_profile(text)
+def test_repeated_terms_keep_the_largest_weight_and_the_limit_holds() -> None:
+    assert parse_profile("gan^2, gan") == parse_profile("gan^2")
+    assert parse_profile("GAN, gan^3, gan^2").terms[0].weight == 3
+    with pytest.raises(ProfileError, match="at most 500"):
+        parse_profile(", ".join(f"t{i}" for i in range(600)))
 
 
 # ---- matching -------------------------------------------------------------------
@@ -201,7 +203,7 @@ def test_explanations_name_the_matched_terms(ranker: Ranker) -> None:
 
 
 def test_highlight_spans_find_surface_forms(ranker: Ranker) -> None:
-    profile = fast_profile("state space models, GNN")
+    profile = parse_profile("state space models, GNN")
     text = "Selective State-Space Models beat GNNs."
     feats = [ranker.analyzer.feature(t) for t in profile.terms]
     spans = highlight_spans(text, feats, ranker.corpus.acronyms)
@@ -213,7 +215,7 @@ def test_highlight_spans_find_surface_forms(ranker: Ranker) -> None:
 
 def reference_scores(ranker: Ranker, profile_text: str, sent: set[int]) -> dict[int, float]:
     """A deliberately plain re-implementation: loop over entries and terms."""
-    profile = fast_profile(profile_text)
+    profile = parse_profile(profile_text)
     corpus, cfg = ranker.corpus, ranker.cfg
     out = {}
     for e in range(len(corpus.entries)):

@@ -59,7 +59,8 @@ class EditionContext:
         if job.trending:
             explanations: list[Any] = [None] * len(picks)
         else:
-            explanations = list(self.selection.ranker.explain_many(job.recipient.keywords, picks))
+            explanations = list(self.selection.ranker.explain_many(
+                job.recipient.keywords, picks, key=job.recipient.id))
         return self.renderer.render(job.recipient, picks, explanations, job.trending)
 
 

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import sparse
@@ -34,7 +32,8 @@ from scipy import sparse
 from newsletter.config import RankingConfig
 from newsletter.errors import ProfileError
 from newsletter.ingest.papers import normalize_title
-from newsletter.ranking.profile import Profile, Term, parse_profile
+from newsletter.ranking.profile import Term, profile_terms
+from newsletter.ranking.related import RelatedTerms
 from newsletter.ranking.text import (
     STOPWORDS,
     Acronyms,
@@ -46,6 +45,9 @@ from newsletter.ranking.text import (
     words,
 )
 
+if TYPE_CHECKING:
+    from newsletter.ranking.feedback import Learned, Votes
+
 FIELD_WEIGHTS = {"title": 3.0, "keywords": 2.0, "abstract": 1.0}
 K1, B = 1.2, 0.75
 MAX_NGRAM = 4
@@ -53,6 +55,7 @@ MIN_IDF_N = 100  # idf is computed as if at least this many papers were ranked
 PHRASE_WEIGHT = 1.0  # a topic's score: the phrase (or acronym form) ...
 WORDS_WEIGHT = 1.0  # ... plus its words' mean score, scaled by the share present ...
 COVERAGE_POWER = 0.0  # ... to this power, so one word of three earns little
+LEARNED_MATCH = 2.0  # learned relevance that makes a match alone, × min_relevance
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,20 +78,23 @@ class RankEntry:
 
 @dataclass(frozen=True, slots=True)
 class Feature:
-    kind: str  # topic | exact | author
+    kind: str  # topic | exact | author | exclude (an exclusion with a field's vocabulary)
     variants: tuple[tuple[str, ...], ...]
     parts: tuple[str, ...] = ()  # a multi-word topic's words, for partial credit
+    related: tuple[tuple[str, ...], ...] = ()  # an area's related terms (related.py)
 
 
 class Analyzer:
     """Turns profile terms into features, caching by term so repeats cost nothing."""
 
-    def __init__(self, acronyms: Acronyms) -> None:
+    def __init__(self, acronyms: Acronyms, related: RelatedTerms | None = None) -> None:
         self.acronyms = acronyms
-        self._cache: dict[tuple[str, str], Feature] = {}
+        self.related = related
+        self.related_labels: dict[tuple[str, ...], str] = {}  # stems → the table's words
+        self._cache: dict[tuple[str, str, bool], Feature] = {}
 
     def feature(self, term: Term) -> Feature:
-        key = (term.kind, fold(term.text))
+        key = (term.kind, fold(term.text), term.exclude)
         cached = self._cache.get(key)
         if cached is None:
             cached = self._cache[key] = self._build(term)
@@ -107,7 +113,24 @@ class Analyzer:
             joined = "".join(base)
             variants.add((joined,))
         parts = tuple(dict.fromkeys(base)) if len(base) > 1 else ()
-        return Feature("topic", tuple(sorted(variants, key=lambda v: (len(v), v))), parts)
+        ordered = tuple(sorted(variants, key=lambda v: (len(v), v)))
+        related = self._related(term.text, variants)
+        if related and term.exclude:
+            return Feature("exclude", ordered, parts, related)
+        return Feature("topic", ordered, parts, related)
+
+    def _related(self, text: str, own: set[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+        """The related terms of an area named by ``text`` (none unless it names one)."""
+        area = self.related.area(text) if self.related else None
+        if area is None:
+            return ()
+        out: dict[tuple[str, ...], None] = {}
+        for words_ in area.terms:
+            key = stems(words_, self.acronyms)
+            if key and key not in own:
+                out[key] = None
+                self.related_labels.setdefault(key, words_)
+        return tuple(out)
 
     def _acronym_variants(self, base: tuple[str, ...]) -> set[tuple[str, ...]]:
         a = self.acronyms
@@ -134,9 +157,12 @@ class Corpus:
     """The entries being ranked, analysed once; feature rows computed on demand."""
 
     def __init__(self, entries: Sequence[RankEntry], acronyms: Acronyms,
-                 cfg: RankingConfig, today: dt.date | None = None) -> None:
+                 cfg: RankingConfig, today: dt.date | None = None,
+                 related: RelatedTerms | None = None) -> None:
         self.entries = list(entries)
+        self.position = {e.id: i for i, e in enumerate(self.entries)}
         self.acronyms = acronyms
+        self.related = related  # a field vocabulary (None: no expansion)
         self.cfg = cfg
         self.today = today or dt.date.today()
         n = len(self.entries)
@@ -206,6 +232,14 @@ class Corpus:
         if cached is not None:
             return cached
         n = len(self.entries)
+        if feature.kind == "exclude":
+            # An exclusion with a field's vocabulary: the term itself anywhere, or its
+            # related terms as more than a passing mention (a stricter bar than a topic's).
+            out = self.row(Feature("topic", feature.variants, feature.parts)).copy()
+            strict = self.related_evidence(feature.related) >= self.cfg.exclude_related_min
+            out[strict] += 1.0
+            self._rows[feature] = out
+            return out
         tf = np.zeros(n, dtype=np.float64)
         if feature.kind == "author":
             want = set(feature.variants[0])
@@ -227,8 +261,36 @@ class Corpus:
             share = (idfs[:, None] * (np.array(words_) > 0)).sum(axis=0) / max(idfs.sum(), 1e-9)
             bag = np.sum(words_, axis=0) / len(words_) * share ** COVERAGE_POWER * (share > 0.5)
             out = (PHRASE_WEIGHT * out + WORDS_WEIGHT * bag).astype(np.float32)
+        if feature.related and self.cfg.related_weight:
+            # A topic naming a field also earns part of its score from the field's words.
+            tf = np.zeros(n, dtype=np.float64)
+            for variant in feature.related:
+                for fname, weight in FIELD_WEIGHTS.items():
+                    for i, count in self._postings(fname, "topic", variant).items():
+                        tf[i] += weight * count
+            out = (out + self.cfg.related_weight * self._bm25(tf)).astype(np.float32)
         self._rows[feature] = out
         return out
+
+    def related_evidence(self, related: Sequence[tuple[str, ...]]) -> np.ndarray:
+        """How strongly each entry is about a field: per related term present, the
+        weight of the strongest field it appears in (title 3, keywords 2, abstract 1),
+        plus one for a repeat; so one passing mention in an abstract scores 1."""
+        evidence = np.zeros(len(self.entries), dtype=np.float32)
+        for variant in related:
+            best: dict[int, float] = {}
+            for fname, weight in FIELD_WEIGHTS.items():
+                for i, count in self._postings(fname, "topic", variant).items():
+                    best[i] = max(best.get(i, 0.0), weight + (1.0 if count > 1 else 0.0))
+            for i, value in best.items():
+                evidence[i] += value
+        return evidence
+
+    def related_hits(self, index: int, related: Sequence[tuple[str, ...]]) -> list[
+            tuple[str, ...]]:
+        """Which of ``related`` occur in entry ``index`` (for explanations)."""
+        return [v for v in related if any(index in self._postings(f, "topic", v)
+                                          for f in FIELD_WEIGHTS)]
 
     def _idf(self, df: int) -> float:
         big_n = max(len(self.entries), MIN_IDF_N)
@@ -259,50 +321,32 @@ class Chunk:
     trending: np.ndarray  # bool [n]: the picks are the trending section, not matches
 
 
-_FAST_SPLIT = re.compile(r"[,\n;]")
-
-
-@lru_cache(maxsize=500_000)
-def _cached_term(raw: str) -> Term:
-    from newsletter.ranking.profile import _term
-
-    return _term(raw)
-
-
-def fast_profile(text: str) -> Profile:
-    """``parse_profile`` with a per-term cache: the hot path at a million subscribers."""
-    if '"' in text:
-        return parse_profile(text)
-    terms = [_cached_term(p.strip()) for p in _FAST_SPLIT.split(text) if p.strip()]
-    return Profile(tuple(dict.fromkeys(terms)))
-
-
 class Ranker:
-    def __init__(self, corpus: Corpus, cfg: RankingConfig) -> None:
+    def __init__(self, corpus: Corpus, cfg: RankingConfig, votes: Votes | None = None) -> None:
         self.corpus = corpus
         self.cfg = cfg
-        self.analyzer = Analyzer(corpus.acronyms)
+        self.analyzer = Analyzer(corpus.acronyms, corpus.related)
         self.feature_ids: dict[Feature, int] = {}
         self._features: list[Feature] = []
         self._m = np.zeros((64, len(corpus.entries)), dtype=np.float32)
-        self._raw_terms: dict[str, tuple[int, float, bool, str]] = {}
+        self._term_ids: dict[Term, tuple[int, float, bool, str]] = {}
+        self.learner = None
+        if votes is not None and len(votes.keys):
+            from newsletter.ranking.feedback import Learner
+
+            self.learner = Learner(self, votes)
 
     def _terms_of(self, text: str) -> list[tuple[int, float, bool, str]]:
-        """(feature id, weight, exclude, term text) per term; the hot path avoids Terms."""
-        if '"' in text:
-            found = [(self._fid(t), t.weight, t.exclude, t.text)
-                     for t in parse_profile(text).terms]
-        else:
-            found = []
-            for part in _FAST_SPLIT.split(text):
-                hit = self._raw_terms.get(part)
-                if hit is None:
-                    stripped = part.strip()
-                    if not stripped:
-                        continue
-                    t = _cached_term(stripped)
-                    hit = self._raw_terms[part] = (self._fid(t), t.weight, t.exclude, t.text)
-                found.append(hit)
+        """(feature id, weight, exclude, term text) per term of the one parser's output.
+        Two terms that analyse to the same feature ("diffusion, diffusions") count once,
+        with the larger weight."""
+        ids = self._term_ids
+        found = []
+        for t in profile_terms(text):
+            hit = ids.get(t)
+            if hit is None:
+                hit = ids[t] = (self._fid(t), t.weight, t.exclude, t.text)
+            found.append(hit)
         if len(found) > 1 and len({(f, x) for f, _, x, _ in found}) < len(found):
             best: dict[tuple[int, bool], tuple[float, str]] = {}
             for f, w, x, name in found:  # a repeated term keeps its largest weight
@@ -311,9 +355,15 @@ class Ranker:
             found = [(f, w, x, name) for (f, x), (w, name) in best.items()]
         return found
 
-    def explain_many(self, text: str, entry_indices: Sequence[int]) -> list[Explanation]:
-        """``explain`` for several picks of one subscriber in one array operation."""
-        terms = [t for t in self._terms_of(text or "") if not t[2]]
+    def explain_many(self, text: str, entry_indices: Sequence[int],
+                     key: Any = None) -> list[Explanation]:
+        """``explain`` for several picks of one subscriber in one array operation;
+        with ``key``, what that subscriber's votes taught counts too."""
+        written = self._terms_of(text or "")
+        terms = [t for t in written if not t[2]]
+        learned: list[Learned] = []
+        if self.learner is not None and key is not None:
+            learned = self.learner.learned(key, {f for f, _, _, _ in written})
         c, cfg = self.corpus, self.cfg
         idx = np.asarray(entry_indices, dtype=np.intp)
         if terms:
@@ -325,19 +375,61 @@ class Ranker:
         out = []
         columns = contrib.T.tolist()  # tiny arrays: plain Python beats numpy calls here
         popularity, recency = c.popularity, c.recency
+        feats = self._features
         for e, values in zip(idx.tolist(), columns, strict=True):
             hits = sorted((h for h, v in enumerate(values) if v > 0), key=lambda h: -values[h])
+            features = [feats[terms[h][0]] for h in hits]
+            matched = [(self._label(terms[h][3], feats[terms[h][0]], e, features),
+                        round(values[h], 3)) for h in hits]
+            also: list[LearnedHit] = []
+            extra = 0.0
+            for item in learned:
+                value = float(item.weight * self._m[item.fid, e])
+                if value:
+                    extra += value
+                    also.append(LearnedHit(item.term, round(value, 3), item.liked,
+                                           item.disliked))
+                    if value > 0:
+                        features.append(feats[item.fid])
+            also.sort(key=lambda h: -h.value)
             out.append(Explanation(
-                matched=[(terms[h][3], round(values[h], 3)) for h in hits],
-                relevance=round(cfg.weight_relevance * sum(values), 4),
+                matched=matched,
+                relevance=round(cfg.weight_relevance * (sum(values) + extra), 4),
                 popularity=round(float(cfg.weight_popularity * popularity[e]), 4),
                 recency=round(float(cfg.weight_recency * recency[e]), 4),
-                features=[self._features[terms[h][0]] for h in hits],
+                features=features,
+                learned=also,
             ))
         return out
 
-    def _fid(self, term: Term) -> int:
-        feat = self.analyzer.feature(term)
+    def _label(self, text: str, feature: Feature, entry: int, features: list[Feature]) -> str:
+        """A matched term as shown: with the related term that matched, if that was it
+        ("medical (via chest X-ray)"); that term is highlighted too."""
+        if not feature.related:
+            return text
+        hits = self.corpus.related_hits(entry, feature.related)
+        if not hits:
+            return text
+        features.append(Feature("topic", tuple(hits)))
+        labels = self.analyzer.related_labels
+        return f"{text} (via {', '.join(labels.get(h, ' '.join(h)) for h in hits[:3])})"
+
+    def feature_of(self, term: Term | Feature) -> int:
+        """The feature id of a term or feature (made on first use), e.g. one learned
+        from votes."""
+        return self._fid(term)
+
+    @property
+    def features(self) -> list[Feature]:
+        return self._features
+
+    @property
+    def feature_rows(self) -> np.ndarray:
+        """Feature × entry relevance (BM25F), one row per feature id."""
+        return self._m[: len(self._features)]
+
+    def _fid(self, term: Term | Feature) -> int:
+        feat = term if isinstance(term, Feature) else self.analyzer.feature(term)
         fid = self.feature_ids.get(feat)
         if fid is None:
             fid = self.feature_ids[feat] = len(self.feature_ids)
@@ -398,7 +490,20 @@ class Ranker:
         # In place from here on: each pass over n × entries floats costs real time at 1M rows.
         score = np.asarray(s @ m, dtype=np.float32) if nf else np.zeros((n, n_entries),
                                                                          np.float32)
-        score[score < self.cfg.min_relevance] = -np.inf
+        unmatched = score < self.cfg.min_relevance
+        if self.learner is not None:
+            # Votes add learned weights over the same features and the same M, never on a
+            # written term.
+            written = sparse.csr_matrix((np.ones(len(pos_r) + len(neg_r), np.float32),
+                                         (pos_r + neg_r, pos_c + neg_c)), shape=(n, nf))
+            learned = self.learner.matrix([key for key, _ in batch], written)
+            if learned.nnz:
+                lifted = np.asarray(learned @ m, dtype=np.float32)
+                score += lifted
+                # Learned terms alone make a match only well past the bar a written term
+                # must pass: a vote is weaker evidence than what the reader wrote.
+                unmatched &= lifted < LEARNED_MATCH * self.cfg.min_relevance
+        score[unmatched] = -np.inf
         if self.cfg.weight_relevance != 1.0:
             score *= self.cfg.weight_relevance
         score += self.corpus.bonus
@@ -451,6 +556,16 @@ class Ranker:
         return picks, scores
 
 
+@dataclass(frozen=True, slots=True)
+class LearnedHit:
+    """A learned term's part in one pick's score."""
+
+    term: str
+    value: float
+    liked: int  # liked papers the term came from
+    disliked: int
+
+
 @dataclass
 class Explanation:
     matched: list[tuple[str, float]]
@@ -458,14 +573,25 @@ class Explanation:
     popularity: float
     recency: float
     features: list[Feature] = field(default_factory=list)
+    learned: list[LearnedHit] = field(default_factory=list)
 
     @property
     def score(self) -> float:
         return round(self.relevance + self.popularity + self.recency, 4)
 
     @property
+    def also_like(self) -> list[str]:
+        """ "Mamba — you liked 2 papers about it" per learned term that lifted the pick."""
+        return [f"{h.term} — you liked {h.liked} paper{'' if h.liked == 1 else 's'} about it"
+                for h in self.learned if h.value > 0 and h.liked]
+
+    @property
     def why(self) -> str:
-        return "matched: " + ", ".join(t for t, _ in self.matched) if self.matched else ""
+        parts = ["matched: " + ", ".join(t for t, _ in self.matched)] if self.matched else []
+        also = self.also_like
+        if also:
+            parts.append("also like: " + "; ".join(also))
+        return " · ".join(parts)
 
 
 def _top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.errors import InputError
-from newsletter.ranking.engine import fast_profile
+from newsletter.ranking.feedback import Learned
+from newsletter.ranking.profile import parse_profile
 from newsletter.ranking.selection import Selection
-from newsletter.store.models import utcnow
+from newsletter.store import votes as votes_mod
+from newsletter.store.models import Entry, Subscriber, utcnow
 from newsletter.store.queries import candidate_entries, edition_entries, subscriber_rows
 
 
@@ -22,7 +25,7 @@ def pick_dicts(selection: Selection, chunk: Any, row: int, keywords: str) -> lis
     out = []
     section = "trending" if chunk.trending[row] else "matches"
     picks = [int(i) for i in chunk.picks[row] if i >= 0]
-    explanations = selection.ranker.explain_many(keywords, picks)
+    explanations = selection.ranker.explain_many(keywords, picks, key=chunk.keys[row])
     for rank, (idx, ex) in enumerate(zip(picks, explanations, strict=True), 1):
         e = selection.entries[idx]
         out.append({
@@ -33,9 +36,71 @@ def pick_dicts(selection: Selection, chunk: Any, row: int, keywords: str) -> lis
             "parts": {"relevance": ex.relevance, "popularity": ex.popularity,
                       "recency": ex.recency},
             "matched": [t for t, _ in ex.matched],
+            "also_like": [{"term": h.term, "value": h.value, "liked": h.liked,
+                           "disliked": h.disliked} for h in ex.learned],
+            "why": ex.why,
             "section": section,
         })
     return out
+
+
+@dataclass(frozen=True)
+class VoteOutcome:
+    """What a vote did, in words for the thank-you page and the CLI."""
+
+    email: str
+    paper_id: str
+    title: str
+    direction: int
+    replaced: int | None
+    terms: list[str]  # the learned terms this vote moved, as the paper wrote them
+
+    @property
+    def message(self) -> str:
+        more = self.direction > 0
+        if self.terms:
+            listed = ", ".join(self.terms)
+            return f"We'll show {'more' if more else 'less'} on {listed}."
+        return f"We'll show {'more' if more else 'fewer'} papers like this one."
+
+
+def learning_selection(settings: Settings, session: Session) -> Selection:
+    """Every stored paper, as the preferences page ranks them: what votes teach is
+    shown against this."""
+    now = utcnow()
+    return Selection.build(settings, session, candidate_entries(session, since=None, until=now),
+                           dt.date.today(), ignore_sent=True)
+
+
+def learned_terms(settings: Settings, session: Session, sub: Subscriber,
+                  selection: Selection | None = None) -> list[Learned]:
+    """What a subscriber's votes teach today, strongest first."""
+    selection = selection or learning_selection(settings, session)
+    learner = selection.ranker.learner
+    if learner is None:
+        return []
+    written = {f for f, _, _, _ in selection.ranker._terms_of(sub.keywords)}
+    return learner.learned(sub.id, written)
+
+
+def cast_vote(settings: Settings, session: Session, email: str | None, paper_id: str,
+              direction: int, *, source: str, subscriber_id: int | None = None) -> VoteOutcome:
+    """Record a vote (by address or id) and say what it taught."""
+    sub = (session.get(Subscriber, subscriber_id) if subscriber_id is not None
+           else votes_mod.subscriber_by_email(session, email or ""))
+    if sub is None:
+        raise InputError("this subscription no longer exists")
+    vote, before = votes_mod.record(session, sub.id, paper_id, direction, source)
+    entry = session.get(Entry, paper_id)
+    selection = learning_selection(settings, session)
+    learned = learned_terms(settings, session, sub, selection)
+    learner = selection.ranker.learner
+    moved: list[str] = []
+    if learner is not None:
+        mine = set(learner.paper_fids(paper_id))
+        moved = [t.term for t in learned if t.fid in mine and (t.weight > 0) == (direction > 0)]
+    return VoteOutcome(sub.email, paper_id, entry.title if entry else paper_id, vote.direction,
+                       before, moved[:3])
 
 
 def rank_subscribers(settings: Settings, session: Session, *, email: str | None = None,
@@ -62,6 +127,6 @@ def rank_subscribers(settings: Settings, session: Session, *, email: str | None 
     for chunk in selection.ranker.rank(keyed(), sent=selection.sent, k=limit, chunk_size=2000):
         for row, key in enumerate(chunk.keys):
             address, keywords = people.pop(key)
-            yield {"subscriber": address, "profile": str(fast_profile(keywords)),
+            yield {"subscriber": address, "profile": str(parse_profile(keywords)),
                    "candidates": len(selection.entries),
                    "picks": pick_dicts(selection, chunk, row, keywords)}

@@ -22,7 +22,7 @@ from newsletter.config import Settings
 from newsletter.errors import InputError
 from newsletter.store.models import Meta
 
-PURPOSES = ("unsubscribe", "preferences", "confirm", "view", "webhook", "feed")
+PURPOSES = ("unsubscribe", "preferences", "confirm", "view", "webhook", "feed", "vote")
 # ids in base 36 joined by "-", a dot, a 128-bit MAC in unpadded base64url: anything else
 # (a non-ASCII byte, padding, a slash) is refused before any HMAC is computed.
 TOKEN_SHAPE = re.compile(r"[0-9a-z]{1,13}(?:-[0-9a-z]{1,13}){0,7}\.[A-Za-z0-9_-]{22}")
@@ -55,10 +55,19 @@ class Signer:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def token(self, purpose: str, subscriber_id: int, *extra: int) -> str:
-        if purpose not in PURPOSES:
+        if purpose.split(":", 1)[0] not in PURPOSES:
             raise ValueError(purpose)
         body = "-".join(_b36(v) for v in (subscriber_id, *extra))
         return f"{body}.{self._mac(self._keys[0], purpose, body)}"
+
+    def paper_token(self, purpose: str, subscriber_id: int, paper_id: str) -> str:
+        """A token for one subscriber *and one paper* (e.g. a vote link): the paper id
+        is signed with the subscriber, so a link cannot be re-aimed at another paper."""
+        return self.token(f"{purpose}:{paper_id}", subscriber_id)
+
+    def verify_paper(self, purpose: str, token: str, paper_id: str) -> int:
+        """The subscriber id of a ``paper_token`` for ``paper_id``."""
+        return self.verify(f"{purpose}:{paper_id}", token)[0]
 
     def verify(self, purpose: str, token: str) -> list[int]:
         if not TOKEN_SHAPE.fullmatch(token):
@@ -108,6 +117,14 @@ class LinkMaker:
                         f"{self.signer.token('preferences', subscriber_id)}",
             browser=f"{self.base}/view/{self.signer.token('view', subscriber_id, edition_id)}",
         )
+
+    def votes(self, subscriber_id: int, entry_id: str) -> dict[str, str]:
+        """"More like this" / "less like this" for one paper: one token per subscriber
+        and paper, the direction in the path; each opens a page with one button."""
+        token = self.signer.paper_token("vote", subscriber_id, entry_id)
+        paper = quote(entry_id, safe="")
+        return {"more": f"{self.base}/feedback/up/{token}/{paper}",
+                "less": f"{self.base}/feedback/down/{token}/{paper}"}
 
     def paper(self, entry_id: str) -> str:
         return f"{self.base}/papers/{quote(entry_id, safe='')}"

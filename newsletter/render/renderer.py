@@ -96,6 +96,7 @@ class Renderer:
             # grouped under the best-matching term when more than one term matched
             "groups": group_papers(papers),
             "summary": summary_line(papers, trend),
+            "feedback": {p.id: self.links.votes(r.id, p.id) for p in items},
         }
         subject = render_or_raise(self.compiled.subject, "subject.txt", context).strip()
         context["subject"] = subject

@@ -263,6 +263,8 @@ class AdminLoginAttempt(Base):
     client: Mapped[str] = mapped_column(String(64))
     ok: Mapped[bool] = mapped_column(Boolean)
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Heartbeat(Base):
     """A long-running process (``run``, ``worker``) saying it is alive, every
     ``[metrics] heartbeat_seconds``; ``newsletter status`` lists them. One row per
@@ -279,3 +281,33 @@ class Heartbeat(Base):
     beat_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     stopped_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Vote(Base):
+    """A subscriber's "more / less like this" on one paper: one row per (subscriber,
+    paper), the latest vote wins. What it teaches is computed at ranking time, so the
+    written profile is never rewritten and undoing a vote is deleting its row."""
+
+    __tablename__ = "votes"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "entry_id", name="uq_vote_subscriber_entry"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    entry_id: Mapped[str] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"))
+    direction: Mapped[int] = mapped_column(Integer)  # +1 more like this, -1 less like this
+    source: Mapped[str] = mapped_column(String(16), default="email")  # email | cli | web
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LearnedMute(Base):
+    """A learned term the subscriber removed: votes do not teach it again."""
+
+    __tablename__ = "learned_mutes"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
+    term: Mapped[str] = mapped_column(String(200), primary_key=True)  # stems, space-separated
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

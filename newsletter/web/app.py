@@ -24,6 +24,7 @@ from newsletter.app import App
 from newsletter.render.links import Signer, secret_keys
 from newsletter.web import notices, pages
 from newsletter.web.context import Web, web_of
+from newsletter.web.feedback import FEEDBACK_ROUTES
 from newsletter.web.keys import check_rotation
 from newsletter.web.metrics import metrics_route
 from newsletter.web.security import SecurityHeaders
@@ -46,6 +47,7 @@ ROUTES: list[BaseRoute] = [
     Route("/papers/{entry_id:path}", pages.paper, methods=["GET"]),
     Route("/static/{name}", pages.static, methods=["GET"]),
     Route("/webhooks/{provider}/{token}", notices.webhook, methods=["POST"]),
+    *FEEDBACK_ROUTES,  # "more / less like this" and the preferences page's learning
 ]
 
 ERRORS = {

@@ -255,6 +255,8 @@ async def preferences(request: Request) -> Response:
     sub = await run_in_threadpool(_load, web, sub_id)
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
+    from newsletter.web.feedback import preferences_context  # it imports this module
+
     picks = [] if error else await web.rank_picks(sub.keywords)
     shown = [p | {"link": web.links.paper(p["id"])} for p in picks]
     stopped = sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED)
@@ -267,7 +269,8 @@ async def preferences(request: Request) -> Response:
         status_label=STATUS_LABELS.get(SubscriberStatus(sub.status), sub.status),
         unsubscribe=links.unsubscribe(sub_id), archive=links.preferences(sub_id, "archive"),
         feed=links.feed(sub_id), data=links.preferences(sub_id, "data"),
-        erase=links.preferences(sub_id, "erase"))
+        erase=links.preferences(sub_id, "erase"),
+        **await run_in_threadpool(preferences_context, web, sub_id))
 
 
 def _export(web: Web, sub_id: int) -> dict[str, Any] | None:

@@ -4,14 +4,14 @@ user and per client that hold across processes), and on PostgreSQL trigram index
 so the console's "contains" searches stay fast with a million subscribers.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,110 @@
+"""What votes teach: day-2 ranking quality with and without day-1 votes.
+
+    python bench/feedback.py [--per-profile]
+
+The judged sample (``bench/judgments.json``) is split by publication date. "Day 1"
+shows each profile its top 10 of the older half and votes as the judgments say (more
+like this on grade 2, less like this on grade 0, nothing on grade 1); "day 2" ranks the
+newer half with and without those votes. Metrics as in ``bench/quality.py``: nDCG@10
+(graded, ideal from the day-2 judgments) and P@5, per profile and on average over the
+profiles that have a relevant day-2 paper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.quality import K, load, ndcg, precision  # noqa: E402
+from newsletter.config import RankingConfig, Settings  # noqa: E402
+from newsletter.ranking.engine import Corpus, RankEntry, Ranker  # noqa: E402
+from newsletter.ranking.feedback import Votes  # noqa: E402
+from newsletter.ranking.related import RelatedTerms  # noqa: E402
+from newsletter.ranking.selection import load_acronyms  # noqa: E402
+
+TODAY = dt.date(2025, 12, 26)
+
+
+def split(entries: list[RankEntry]) -> tuple[list[RankEntry], list[RankEntry]]:
+    ordered = sorted(entries, key=lambda e: (e.published or dt.date.min, e.id))
+    half = len(ordered) // 2
+    return ordered[:half], ordered[half:]
+
+
+def corpus_of(entries: list[RankEntry], cfg: RankingConfig) -> Corpus:
+    return Corpus(entries, load_acronyms(Settings(), entries), cfg, TODAY,
+                  RelatedTerms.load() if cfg.expand_related else None)
+
+
+def top(r: Ranker, profile: str) -> list[str]:
+    [chunk] = r.rank([(0, profile)], k=K)
+    return [r.corpus.entries[i].id for i in chunk.picks[0] if i >= 0]
+
+
+def evaluate(cfg: RankingConfig, per_profile: bool = False) -> dict[str, float]:
+    entries, profiles = load()
+    day1, day2 = split(entries)
+    first = Ranker(corpus_of(day1, cfg), cfg)
+    later_corpus = corpus_of(day2, cfg)
+    plain = Ranker(later_corpus, cfg)
+    day2_ids = {e.id for e in day2}
+    rows = []
+    for prof in profiles:
+        grades = prof["judgments"]
+        later = {k: v for k, v in grades.items() if k in day2_ids}
+        if not any(v > 0 for v in later.values()):
+            continue
+        shown = top(first, prof["profile"])
+        votes = [(0, i, 1 if grades.get(pid, 0) == 2 else -1, 1.0)
+                 for i, pid in enumerate(shown) if grades.get(pid, 0) != 1]
+        papers = {e.id: e for e in day1}
+        taught = Ranker(later_corpus, cfg, Votes.of(votes, [papers[pid] for pid in shown]))
+        before, after = top(plain, prof["profile"]), top(taught, prof["profile"])
+        row = {"id": prof["id"], "up": sum(1 for v in votes if v[2] > 0),
+               "down": sum(1 for v in votes if v[2] < 0),
+               "ndcg_before": ndcg(before, later), "ndcg_after": ndcg(after, later),
+               "p5_before": precision(before, later), "p5_after": precision(after, later)}
+        rows.append(row)
+        if per_profile:
+            print(f"| {row['id']} | {row['up']} / {row['down']} | {row['ndcg_before']:.3f} | "
+                  f"{row['ndcg_after']:.3f} | {row['ndcg_after'] - row['ndcg_before']:+.3f} | "
+                  f"{row['p5_before']:.2f} | {row['p5_after']:.2f} |")
+    diffs = np.array([r["ndcg_after"] - r["ndcg_before"] for r in rows])
+    return {"profiles": len(rows),
+            "ndcg_before": float(np.mean([r["ndcg_before"] for r in rows])),
+            "ndcg_after": float(np.mean([r["ndcg_after"] for r in rows])),
+            "p5_before": float(np.mean([r["p5_before"] for r in rows])),
+            "p5_after": float(np.mean([r["p5_after"] for r in rows])),
+            "worst": float(diffs.min()), "better": int((diffs > 0.005).sum()),
+            "worse": int((diffs < -0.005).sum())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-profile", action="store_true")
+    args = ap.parse_args()
+    cfg = RankingConfig(trending="none")
+    if args.per_profile:
+        print("| profile | votes up / down | nDCG@10 without | with votes | change | "
+              "P@5 without | with votes |")
+        print("|---|---|---|---|---|---|---|")
+    r = evaluate(cfg, args.per_profile)
+    print(f"\n{r['profiles']} judged profiles with a relevant day-2 paper; day 1 = older half "
+          f"of the sample by date, day 2 = newer half")
+    print("| ranking on day 2 | nDCG@10 | P@5 |")
+    print("|---|---|---|")
+    print(f"| written profile only | {r['ndcg_before']:.3f} | {r['p5_before']:.3f} |")
+    print(f"| written profile + day-1 votes | {r['ndcg_after']:.3f} | {r['p5_after']:.3f} |")
+    print(f"\nchange in nDCG@10: {r['ndcg_after'] - r['ndcg_before']:+.3f} on average; "
+          f"{r['better']} profiles better, {r['worse']} worse, worst {r['worst']:+.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""What votes teach the ranking: learned weights on top of the written profile.
+
+A vote ("more like this" / "less like this") is about one paper. Rocchio's classic
+relevance feedback moves a query towards the papers liked and away from those
+disliked; here the "query" is the written profile, which stays the base and is never
+rewritten. Learned weights are added beside it, in the same sparse matrix:
+
+    learned = up · Σ_liked decay · terms(paper) / n_liked^½ − down · Σ_disliked (same)
+
+* ``terms(paper)`` are the paper's most distinctive words and two-word phrases
+  among those today's papers use (``[ranking] feedback_terms`` of them, tf·idf,
+  scaled so the best is 1), analysed like profile terms (stems, acronyms).
+* Bounds: each learned weight lies within ±``feedback_max_weight``; weaker ones than
+  ``feedback_min_weight`` are dropped, and at most ``MAX_LEARNED`` per subscriber
+  are kept, so a subscriber with a hundred votes costs the engine like one with ten.
+* Decay: a vote's weight halves every ``feedback_half_life_days``.
+* A learned weight never lands on a term the subscriber wrote (or excluded): the
+  written profile decides those, so no vote can erase a written topic.
+* Terms the subscriber removed on the preferences page are not learned again.
+
+Everything here is vectorized per chunk of subscribers (sparse products), because
+the engine ranks a million subscribers in one pass.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import sparse
+
+from newsletter.ranking.engine import Feature
+from newsletter.ranking.profile import Term
+from newsletter.ranking.text import STOPWORDS, analyze_words, stem, words
+
+if TYPE_CHECKING:
+    from newsletter.ranking.engine import RankEntry, Ranker
+
+MAX_LEARNED = 10  # learned terms kept per subscriber (the strongest)
+MAX_DF_SHARE = 0.2  # a term in more of today's papers than this says little
+NORM_POWER = 0.5  # n votes of one direction weigh n^0.5 times one vote
+HEADLINE_ONLY = True  # a paper's terms come from its title and keywords (abstract: tf only)
+IDF_POWER = 0.5  # how much rarity in today's papers counts when choosing a paper's terms
+_FIELDS = (("title", 3.0), ("keywords", 2.0), ("abstract", 1.0))
+_HYPHENS = re.compile(r"[-‐‑–']")  # as in text.py
+# Words titles use for rhetoric, not topic ("Rethinking ...", "Go Wider Instead of Deeper"):
+# learned from one paper they lift unrelated ones, so they are never learned.
+TITLE_FILLER = frozenset(stem(w) for w in """
+    adding all any are beyond better can do does every fast faster general generic go
+    how improve improved improving instead is it just less make makes more much need
+    new novel one revisit revisited revisiting rethink rethinking simple simpler study
+    than toward towards two understand understanding unified very what when where which
+    why wider deeper you your approach approaches method methods framework frameworks
+    effective efficient efficiently via all-in-one large-scale scale scaling technical
+    report again meets meet beyond inside matter matters really
+    """.split())  # noqa: SIM905 - a word list reads better as words
+
+
+@dataclass
+class Votes:
+    """Every vote that counts for one ranking, as arrays sorted by subscriber key.
+
+    ``papers`` index ``entries`` (the voted papers' text, which need not be among
+    the papers being ranked); ``mutes`` are the learned terms (stem keys, see
+    ``term_key``) each subscriber removed.
+    """
+
+    keys: np.ndarray  # int64, sorted
+    papers: np.ndarray  # int32
+    signs: np.ndarray  # int8: +1 more like this, -1 less
+    ages: np.ndarray  # float32 days since the vote
+    entries: list[RankEntry]
+    mutes: dict[int, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[int, int, int, float]], entries: list[RankEntry],
+           mutes: dict[int, frozenset[str]] | None = None) -> Votes:
+        """From (subscriber key, paper index, sign, age in days) rows, any order."""
+        data = list(rows)
+        keys = np.array([r[0] for r in data], dtype=np.int64)
+        order = np.argsort(keys, kind="stable")
+        return cls(keys[order],
+                   np.array([r[1] for r in data], dtype=np.int32)[order],
+                   np.array([r[2] for r in data], dtype=np.int8)[order],
+                   np.array([r[3] for r in data], dtype=np.float32)[order],
+                   entries, dict(mutes or {}))
+
+    def rows_for(self, keys: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(row in ``keys``, vote index) for every vote of those subscribers."""
+        try:
+            wanted = np.asarray(keys, dtype=np.int64)
+        except (TypeError, ValueError):  # keys that are not subscriber ids: no votes
+            return np.zeros(0, np.intp), np.zeros(0, np.intp)
+        lo = np.searchsorted(self.keys, wanted, "left")
+        hi = np.searchsorted(self.keys, wanted, "right")
+        counts = hi - lo
+        total = int(counts.sum())
+        rows = np.repeat(np.arange(len(wanted)), counts)
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+        return rows, starts + np.arange(total)
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """One learned term of one subscriber."""
+
+    fid: int
+    term: str  # as the papers wrote it
+    key: str  # stems, what removing it on the preferences page stores
+    weight: float
+    liked: int  # liked papers it came from
+    disliked: int
+
+
+def term_key(feature: Feature) -> str:
+    return " ".join(feature.variants[0]) if feature.variants else ""
+
+
+def _tokens(text: str, ranker: Ranker) -> list[tuple[str, str]]:
+    """(stem, surface word) per content word, in order: the analysis profile terms and
+    papers get (``analyze_words`` splits hyphens the same way as ``_HYPHENS`` here)."""
+    surface = words(text)
+    parts = [p for w in surface for p in _HYPHENS.split(w) if p]
+    analysed = analyze_words(surface, ranker.corpus.acronyms)
+    return [(st, part) for (st, raw), part in zip(analysed, parts, strict=True)
+            if raw not in STOPWORDS]
+
+
+class Learner:
+    """Votes → learned weights per chunk of subscribers, for one ranker (one day's
+    papers): each voted paper's terms are found once, as feature ids of the ranker."""
+
+    def __init__(self, ranker: Ranker, votes: Votes) -> None:
+        self.ranker = ranker
+        self.votes = votes
+        cfg = ranker.cfg
+        self.labels: dict[int, str] = {}
+        self.keys: dict[int, str] = {}
+        self._grams: dict[int, tuple[str, ...]] = {}  # learned feature → its stems
+        self._covers: dict[int, list[int]] = {}  # written feature → learned ones it covers
+        self._by_word: dict[str, list[int]] = {}  # stem → learned features using it
+        self._cover_m: sparse.csr_matrix | None = None  # written × learned, "covers"
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
+        used = np.unique(votes.papers)
+        for p in used.tolist():
+            for fid, weight in self._paper_terms(votes.entries[p], cfg.feedback_terms):
+                rows.append(p)
+                cols.append(fid)
+                vals.append(weight)
+        self._p_rows = np.asarray(rows, dtype=np.int32)
+        self._p_cols = np.asarray(cols, dtype=np.int32)
+        self._p_vals = np.asarray(vals, dtype=np.float32)
+        self._p: sparse.csr_matrix | None = None
+        decay = np.power(np.float32(0.5), votes.ages / np.float32(cfg.feedback_half_life_days))
+        self._vote_weight = (votes.signs.astype(np.float32) * decay).astype(np.float32)
+        self._mute_ids: dict[str, int] = {v: k for k, v in self.keys.items()}
+
+    def _paper_terms(self, entry: RankEntry, limit: int) -> list[tuple[int, float]]:
+        """The paper's most distinctive terms that today's papers use, as (feature id,
+        weight in (0, 1])."""
+        corpus = self.ranker.corpus
+        n = max(len(corpus.entries), 1)
+        tf: dict[tuple[str, ...], float] = {}
+        surface: dict[tuple[str, ...], str] = {}
+        headline: set[tuple[str, ...]] = set()  # grams of the title and keywords
+        for fname, weight in _FIELDS:
+            text = entry.title if fname == "title" else (
+                " , ".join(entry.keywords) if fname == "keywords" else entry.abstract)
+            toks = _tokens(text, self.ranker)
+            for size in (1, 2):
+                for i in range(len(toks) - size + 1):
+                    gram = tuple(t for t, _ in toks[i : i + size])
+                    if size == 1 and (len(gram[0]) < 3 or gram[0].isdigit()):
+                        continue
+                    if any(g in TITLE_FILLER for g in gram):
+                        continue
+                    tf[gram] = tf.get(gram, 0.0) + weight
+                    if fname != "abstract":
+                        headline.add(gram)
+                    surface.setdefault(gram, " ".join(w for _, w in toks[i : i + size]))
+        scored: list[tuple[float, tuple[str, ...]]] = []
+        itself = corpus.position.get(entry.id)
+        for gram, count in tf.items():
+            if HEADLINE_ONLY and gram not in headline:
+                continue
+            found = {i for fname, _ in _FIELDS for i in corpus.index[fname].get(gram, ())}
+            found.discard(itself if itself is not None else -1)
+            df = len(found)  # other papers with the term: the paper itself is never shown
+            if not df or df > max(2, MAX_DF_SHARE * n):
+                continue
+            scored.append((math.log1p(count) * corpus._idf(df) ** IDF_POWER, gram))
+        scored.sort(key=lambda x: (-x[0], x[1]))
+        out: list[tuple[int, float]] = []
+        top = scored[0][0] if scored else 1.0
+        taken: set[int] = set()
+        for score, gram in scored:
+            if len(out) >= limit:
+                break
+            # One word: analysed like a written term (acronym forms too). Two words: that
+            # phrase exactly, not its words apart (a learned phrase is narrow on purpose).
+            fid = self.ranker.feature_of(Term(surface[gram]) if len(gram) == 1
+                                         else Feature("topic", (gram,)))
+            if fid in taken:
+                continue
+            taken.add(fid)
+            feature = self.ranker.features[fid]
+            self.labels.setdefault(fid, surface[gram])
+            self.keys.setdefault(fid, term_key(feature))
+            if fid not in self._grams:
+                self._grams[fid] = gram
+                for w in gram:
+                    self._by_word.setdefault(w, []).append(fid)
+            out.append((fid, score / top))
+        return out
+
+    def _covered(self, written: sparse.csr_matrix) -> sparse.csr_matrix:
+        """``written`` plus the learned terms each written term covers: its own forms
+        and its words ("residual connections" covers "residual" and "connections")."""
+        nf = written.shape[1]
+        if self._cover_m is None or self._cover_m.shape[0] != nf:
+            self._cover_m = None
+        cols = np.unique(written.indices)
+        fresh = [f for f in cols.tolist() if f not in self._covers]
+        for fid in fresh:
+            self._covers[fid] = self._cover(self.ranker.features[fid])
+        if fresh or self._cover_m is None:
+            pairs = [(w, c) for w, covered in self._covers.items() if w < nf for c in covered]
+            a = [w for w, _ in pairs]
+            b = [c for _, c in pairs]
+            self._cover_m = sparse.csr_matrix((np.ones(len(pairs), np.float32), (a, b)),
+                                              shape=(nf, nf))
+        if not self._cover_m.nnz:
+            return written
+        return written + (written > 0).astype(np.float32) @ self._cover_m
+
+    def _cover(self, feature: Feature) -> list[int]:
+        words_ = {w for v in feature.variants for w in v} | set(feature.parts)
+        near = {fid for w in words_ for fid in self._by_word.get(w, ())}
+        return [fid for fid in near if set(self._grams[fid]) <= words_]
+
+    def paper_fids(self, entry_id: str) -> list[int]:
+        """The feature ids learned from one voted paper."""
+        for p, e in enumerate(self.votes.entries):
+            if e.id == entry_id:
+                return self._p_cols[self._p_rows == p].tolist()
+        return []
+
+    def _paper_matrix(self, nf: int) -> sparse.csr_matrix:
+        if self._p is None or self._p.shape[1] != nf:
+            self._p = sparse.csr_matrix((self._p_vals, (self._p_rows, self._p_cols)),
+                                        shape=(len(self.votes.entries), nf))
+        return self._p
+
+    def matrix(self, keys: Sequence[Any], written: sparse.csr_matrix) -> sparse.csr_matrix:
+        """Learned weights (len(keys) × features), never on a ``written`` term."""
+        cfg = self.ranker.cfg
+        n, nf = written.shape
+        rows, idx = self.votes.rows_for(keys)
+        if not len(rows):
+            return sparse.csr_matrix((n, nf), dtype=np.float32)
+        weight = self._vote_weight[idx]
+        up = weight > 0
+        n_up = np.bincount(rows[up], minlength=n).astype(np.float32)
+        n_down = np.bincount(rows[~up], minlength=n).astype(np.float32)
+        scale = np.where(up, cfg.feedback_up / np.maximum(n_up[rows], 1) ** NORM_POWER,
+                         cfg.feedback_down / np.maximum(n_down[rows], 1) ** NORM_POWER)
+        v = sparse.csr_matrix(((weight * scale).astype(np.float32),
+                               (rows, self.votes.papers[idx])),
+                              shape=(n, len(self.votes.entries)))
+        learned = (v @ self._paper_matrix(nf)).tocsr()
+        learned = learned - learned.multiply(self._covered(written) > 0)
+        mutes = self.votes.mutes
+        if mutes:
+            mr: list[int] = []
+            mc: list[int] = []
+            for r, key in enumerate(keys):
+                for term in mutes.get(key, ()):
+                    fid = self._mute_ids.get(term)
+                    if fid is not None:
+                        mr.append(r)
+                        mc.append(fid)
+            if mr:
+                mask = sparse.csr_matrix((np.ones(len(mr), np.float32), (mr, mc)), shape=(n, nf))
+                learned = learned - learned.multiply(mask > 0)
+        learned = learned.astype(np.float32, copy=False)
+        np.clip(learned.data, -cfg.feedback_max_weight, cfg.feedback_max_weight,
+                out=learned.data)
+        learned.data[np.abs(learned.data) < max(cfg.feedback_min_weight, 1e-6)] = 0
+        learned.eliminate_zeros()
+        return _strongest(learned, MAX_LEARNED)
+
+    def learned(self, key: Any, written_fids: set[int]) -> list[Learned]:
+        """One subscriber's learned terms, strongest first, with the papers behind them."""
+        nf = len(self.ranker.features)
+        cols = sorted(f for f in written_fids if f < nf)
+        written = sparse.csr_matrix((np.ones(len(cols), np.float32),
+                                     ([0] * len(cols), cols)), shape=(1, nf))
+        row = self.matrix([key], written)
+        if not row.nnz:
+            return []
+        _, idx = self.votes.rows_for([key])
+        p = self._paper_matrix(nf)
+        liked: Counter[int] = Counter()
+        disliked: Counter[int] = Counter()
+        for i in idx.tolist():
+            paper = int(self.votes.papers[i])
+            target = liked if self.votes.signs[i] > 0 else disliked
+            target.update(p.indices[p.indptr[paper] : p.indptr[paper + 1]].tolist())
+        out = [Learned(int(f), self.labels.get(int(f), ""), self.keys.get(int(f), ""),
+                       round(float(w), 4), liked[int(f)], disliked[int(f)])
+               for f, w in zip(row.indices, row.data, strict=True)]
+        out.sort(key=lambda x: (-abs(x.weight), x.term))
+        return out
+
+
+def _strongest(m: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
+    """Keep the ``k`` largest |weights| per row (ties may keep a few more): the rows
+    are padded to a small dense block and cut with one ``np.partition``."""
+    counts = np.diff(m.indptr)
+    if not len(counts) or counts.max() <= k:
+        return m
+    rows = np.repeat(np.arange(m.shape[0]), counts)
+    pos = np.arange(m.nnz) - np.repeat(m.indptr[:-1], counts)
+    block = np.full((m.shape[0], int(counts.max())), -1.0, dtype=np.float32)
+    magnitude = np.abs(m.data)
+    block[rows, pos] = magnitude
+    kth = np.partition(block, block.shape[1] - k, axis=1)[:, block.shape[1] - k]
+    m.data[magnitude < kth[rows]] = 0
+    m.eliminate_zeros()
+    return m

@@ -1,0 +1,89 @@
+"""Votes and removed learned terms: every change a subscriber's feedback makes.
+
+A vote is one row per (subscriber, paper); voting again replaces it, undoing deletes
+it, so undo restores the ranking exactly. What votes teach is computed when ranking
+(``newsletter/ranking/feedback.py``), never stored, so the written profile is never
+rewritten and a changed formula applies to old votes too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from newsletter.errors import InputError
+from newsletter.store.models import Entry, Event, LearnedMute, Subscriber, Vote, utcnow
+from newsletter.store.subscribers import normalize_email
+
+UP, DOWN = 1, -1
+
+
+def subscriber_by_email(session: Session, email: str) -> Subscriber:
+    sub = session.scalar(select(Subscriber).where(Subscriber.email == normalize_email(email)))
+    if sub is None:
+        raise InputError(f"{email} is not a subscriber")
+    return sub
+
+
+def record(session: Session, subscriber_id: int, entry_id: str, direction: int,
+           source: str) -> tuple[Vote, int | None]:
+    """Store a vote (replacing an earlier one on the same paper); returns it and the
+    direction it replaced, if any."""
+    if direction not in (UP, DOWN):
+        raise InputError("a vote is up (+1) or down (-1)")
+    if session.get(Entry, entry_id) is None:
+        raise InputError(f"no paper {entry_id!r} (`newsletter rank --json` prints picks[].id)")
+    vote = session.scalar(select(Vote).where(Vote.subscriber_id == subscriber_id,
+                                             Vote.entry_id == entry_id))
+    before = None
+    if vote is None:
+        vote = Vote(subscriber_id=subscriber_id, entry_id=entry_id, direction=direction,
+                    source=source, created_at=utcnow())
+        session.add(vote)
+    else:
+        before = vote.direction
+        vote.direction, vote.source, vote.created_at = direction, source, utcnow()
+    session.add(Event(subscriber_id=subscriber_id, kind="vote",
+                      detail={"entry": entry_id, "direction": direction, "source": source}))
+    session.flush()
+    return vote, before
+
+
+def undo(session: Session, subscriber_id: int, entry_id: str) -> bool:
+    """Forget a vote; the ranking is as if it had never been cast."""
+    result: Any = session.execute(delete(Vote).where(Vote.subscriber_id == subscriber_id,
+                                                     Vote.entry_id == entry_id))
+    done = result.rowcount
+    if done:
+        session.add(Event(subscriber_id=subscriber_id, kind="vote_undone",
+                          detail={"entry": entry_id}))
+    return bool(done)
+
+
+def mute(session: Session, subscriber_id: int, term: str, label: str) -> None:
+    """Stop learning ``term`` (stems) for this subscriber."""
+    if not term.strip():
+        raise InputError("no learned term given")
+    if session.get(LearnedMute, (subscriber_id, term)) is None:
+        session.add(LearnedMute(subscriber_id=subscriber_id, term=term, label=label[:200],
+                                created_at=utcnow()))
+        session.add(Event(subscriber_id=subscriber_id, kind="learned_removed",
+                          detail={"term": term}))
+
+
+def reset(session: Session, subscriber_id: int) -> int:
+    """Forget every vote and removed term of a subscriber; returns the votes removed."""
+    result: Any = session.execute(delete(Vote).where(Vote.subscriber_id == subscriber_id))
+    n = result.rowcount
+    session.execute(delete(LearnedMute).where(LearnedMute.subscriber_id == subscriber_id))
+    session.add(Event(subscriber_id=subscriber_id, kind="learning_reset", detail={"votes": n}))
+    return int(n or 0)
+
+
+def votes_of(session: Session, subscriber_id: int) -> list[tuple[Vote, Entry]]:
+    rows = session.execute(select(Vote, Entry).join(Entry, Entry.id == Vote.entry_id)
+                           .where(Vote.subscriber_id == subscriber_id)
+                           .order_by(Vote.created_at.desc(), Vote.id.desc()))
+    return [(v, e) for v, e in rows]

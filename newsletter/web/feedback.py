@@ -1,0 +1,129 @@
+"""The pages behind "more like this" / "less like this", and the preferences page's
+"what your votes taught us" block.
+
+* ``GET /feedback/{up|down}/{token}/{paper}`` shows one button; only its ``POST``
+  votes, so a link scanner that prefetches every link in an email votes nothing
+  (``HEAD`` and ``GET`` never change state). The token is signed for this subscriber
+  *and* this paper (``Signer.paper_token``).
+* ``POST /feedback/{undo|forget|reset}/{preferences token}``: undo one vote, remove
+  one learned term, reset all learning; each then shows the preferences page again.
+
+Every POST carries the site's CSRF token, like every other form here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from newsletter.errors import InputError
+from newsletter.ranking.view import cast_vote, learned_terms
+from newsletter.store import votes as votes_mod
+from newsletter.store.models import Entry, Subscriber
+from newsletter.web.context import Web, web_of
+from newsletter.web.pages import checked, form_of, token_values
+
+
+def preferences_context(web: Web, sub_id: int) -> dict[str, Any]:
+    """What the preferences page shows of learning: learned terms, votes, form URLs."""
+    base = web.settings.web.base_url.rstrip("/")
+    token = web.signer.token("preferences", sub_id)
+    links = {action: f"{base}/feedback/{action}/{token}"
+             for action in ("undo", "forget", "reset")}
+    with web.app.session() as s:
+        sub = s.get(Subscriber, sub_id)
+        if sub is None:
+            return {"learned": [], "votes": [], "feedback_links": links}
+        votes = [{"paper_id": e.id, "title": e.title, "direction": v.direction}
+                 for v, e in votes_mod.votes_of(s, sub.id)]
+        learned = learned_terms(web.settings, s, sub) if votes else []
+    return {"learned": learned, "votes": votes, "feedback_links": links}
+
+
+async def vote(request: Request) -> Response:
+    web = web_of(request)
+    direction = request.path_params["direction"]
+    paper_id = request.path_params["paper"]
+    try:
+        if direction not in ("up", "down"):
+            raise InputError("unknown vote")
+        sub_id = web.signer.verify_paper("vote", request.path_params["token"], paper_id)
+    except InputError as exc:
+        return web.error(request, 400, "This link does not work", exc.message)
+    if request.method == "POST":
+        form = await form_of(request, web)
+        if isinstance(form, Response):
+            return form
+        refused = checked(request, web, form)
+        if refused:
+            return refused
+
+    def act() -> tuple[str, Any, str]:
+        with web.app.session() as s:
+            sub = s.get(Subscriber, sub_id)
+            entry = s.get(Entry, paper_id)
+            if sub is None or entry is None:
+                return "missing", None, ""
+            if request.method != "POST":  # GET and HEAD show the button, never vote
+                return "ask", {"title": entry.title}, sub.email
+            outcome = cast_vote(web.settings, s, None, paper_id,
+                                1 if direction == "up" else -1, source="email",
+                                subscriber_id=sub_id)
+            return "voted", outcome.message, sub.email
+
+    state, value, email = await run_in_threadpool(act)
+    if state == "missing":
+        return web.error(request, 404, "Not found",
+                         "This paper or subscription no longer exists.")
+    if state == "ask":
+        return web.page(request, "feedback.html", direction=direction, paper=value,
+                        email=email)
+    return web.message(request, "Thank you", str(value), link=web.links.preferences(sub_id),
+                       link_text="See what we learned, or undo it")
+
+
+async def manage(request: Request) -> Response:
+    web = web_of(request)
+    action = request.path_params["action"]
+    values = token_values(web, request, "preferences")
+    if isinstance(values, Response):
+        return values
+    sub_id = values[0]
+    form = await form_of(request, web)
+    if isinstance(form, Response):
+        return form
+    refused = checked(request, web, form)
+    if refused:
+        return refused
+
+    def act() -> str:
+        with web.app.session() as s:
+            if s.get(Subscriber, sub_id) is None:
+                return "missing"
+            if action == "undo":
+                votes_mod.undo(s, sub_id, str(form.get("paper", "")))
+            elif action == "forget":
+                votes_mod.mute(s, sub_id, str(form.get("term", "")), str(form.get("label", "")))
+            elif action == "reset":
+                votes_mod.reset(s, sub_id)
+            else:
+                return "unknown"
+        return "ok"
+
+    try:
+        state = await run_in_threadpool(act)
+    except InputError as exc:
+        return web.message(request, "Nothing removed", exc.message, 400)
+    if state != "ok":
+        return web.error(request, 404, "Not found", "No such page.")
+    return RedirectResponse(web.links.preferences(sub_id) + "#learned", status_code=303)
+
+
+FEEDBACK_ROUTES: list[BaseRoute] = [
+    Route("/feedback/{direction}/{token}/{paper:path}", vote, methods=["GET", "POST"]),
+    Route("/feedback/{action}/{token}", manage, methods=["POST"]),
+]

@@ -1,0 +1,339 @@
+"""Votes from the email to the ranking: links parsed out of a really sent email, the
+real web endpoints on uvicorn, the CLI as a process, and the engine's learned weights."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import html
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from newsletter.app import App
+from newsletter.config import RankingConfig
+from newsletter.ranking.engine import Corpus, RankEntry, Ranker
+from newsletter.ranking.feedback import Votes
+from newsletter.ranking.view import rank_subscribers
+from newsletter.render.links import Signer, secret_keys
+from newsletter.store.db import session_scope
+from newsletter.store.models import Subscriber, Vote
+from newsletter.web import create_app
+
+from .conftest import ROOT, free_port
+
+ADA = "ada@example.org"
+
+
+@pytest.fixture
+def site(world) -> Iterator[tuple[str, Any, Any]]:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    settings, engine = world
+    port = free_port()
+    settings = settings.replace(web={"base_url": f"http://127.0.0.1:{port}"})
+    server = uvicorn.Server(uvicorn.Config(create_app(App(settings, engine)), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", settings, engine
+    server.should_exit = True
+    thread.join(5)
+
+
+def sent_email(settings: Any, engine: Any, address: str) -> email.message.EmailMessage:
+    """Send today's edition through the outbox transport and read back one message."""
+    from newsletter.delivery.runs import run_send
+
+    summary = run_send(settings, engine, dt.date.today())
+    assert summary.report.counts["sent"] >= 1
+    for path in Path(settings.outbox.path).glob("*.eml"):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if address in str(msg["To"]):
+            return msg  # type: ignore[return-value]
+    raise AssertionError(f"no email to {address}")
+
+
+def vote_links(msg: email.message.EmailMessage) -> tuple[list[str], list[str], list[str]]:
+    """(more, less) links of the HTML part, and every vote link of the text part."""
+    body = msg.get_body(("html",))
+    text = msg.get_body(("plain",))
+    assert body is not None and text is not None
+    page = body.get_content()
+    more = [html.unescape(u) for u in re.findall(r'href="([^"]+)"[^>]*>More like this', page)]
+    less = [html.unescape(u) for u in re.findall(r'href="([^"]+)"[^>]*>Less like this', page)]
+    plain = re.findall(r"(?:More|Less) like this: (\S+)", text.get_content())
+    return more, less, plain
+
+
+def vote_count(engine: Any) -> int:
+    with session_scope(engine) as s:
+        return int(s.scalar(select(func.count()).select_from(Vote)) or 0)
+
+
+def ranking(settings: Any, engine: Any, address: str = ADA) -> list[dict[str, Any]]:
+    with session_scope(engine) as s:
+        [result] = rank_subscribers(settings, s, email=address, all_entries=True, limit=10)
+    return list(result["picks"])
+
+
+def test_votes_from_a_sent_email_through_the_web(site) -> None:  # type: ignore[no-untyped-def]
+    base, settings, engine = site
+    msg = sent_email(settings, engine, ADA)
+    more, less, plain = vote_links(msg)
+    assert more and len(more) == len(less)
+    assert set(plain) == set(more) | set(less)  # the text part carries the same links
+    assert all(u.startswith(base + "/feedback/") for u in more + less)
+    before = ranking(settings, engine)
+
+    with httpx.Client(timeout=30) as client:
+        # A link scanner fetches every link: GET and HEAD show a page and vote nothing.
+        for url in more + less:
+            assert client.head(url).status_code == 200
+            page = client.get(url)
+            assert page.status_code == 200 and "<form method=\"post\"" in page.text
+        assert vote_count(engine) == 0
+        # A tampered link (another paper's id under this token) is refused.
+        other = more[0].rsplit("/", 1)[0] + "/" + more[1].rsplit("/", 1)[1]
+        assert client.post(other).status_code == 400
+        assert vote_count(engine) == 0
+        # Two people-pressed buttons: one more like this, one less like this.
+        liked = client.post(more[0])
+        assert liked.status_code == 200 and "show more on" in liked.text
+        disliked = client.post(less[-1])
+        assert disliked.status_code == 200 and "less" in disliked.text
+    assert vote_count(engine) == 2
+
+    after = ranking(settings, engine)
+    liked_id = httpx.URL(more[0]).path.rsplit("/", 1)[1]
+    assert liked_id not in {p["id"] for p in after}  # a paper voted on is never shown again
+    assert [p["id"] for p in after] != [p["id"] for p in before]
+    assert any(p["also_like"] and "also like:" in p["why"] for p in after)
+
+
+def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: ignore[no-untyped-def]
+        site, cli, tmp_path: Path) -> None:
+    base, settings, engine = site
+    env = {"NEWSLETTER_DATABASE__URL": settings.database.url}
+
+    def rank() -> list[dict[str, Any]]:
+        r = cli("rank", "--subscriber", ADA, "--all-entries", "--json", env=env)
+        assert r.code == 0, r.stderr
+        return list(json.loads(r.stdout)[0]["picks"])
+
+    before = rank()
+    mamba = [p for p in before if "Mamba" in p["title"]]
+    assert len(mamba) >= 2
+    for p in mamba[:2]:
+        r = cli("feedback", ADA, p["id"], "--up", env=env)
+        assert r.code == 0 and "show more on" in r.stderr, r.stderr
+    after = rank()
+    lifted = [p for p in after if p["also_like"]]
+    assert lifted, after
+    assert re.search(r"also like: .+ — you liked [12] papers? about it", " ".join(
+        p["why"] for p in after))
+    assert not {p["id"] for p in mamba[:2]} & {p["id"] for p in after}
+
+    # Undo both votes from the preferences page: the ranking is exactly as before.
+    with session_scope(engine) as s:
+        sub_id = s.scalar(select(Subscriber.id).where(Subscriber.email == ADA))
+        signer = Signer(secret_keys(settings, s))
+    prefs = f"{base}/preferences/{signer.token('preferences', int(sub_id or 0))}"
+    with httpx.Client(timeout=30, follow_redirects=True) as client:
+        page = client.get(prefs).text
+        assert "What your votes taught us" in page and "Reset all learning" in page
+        undo = re.search(r'<form class="pick" method="post" action="([^"]+/undo/[^"]+)"', page)
+        assert undo is not None
+        for p in mamba[:2]:
+            assert client.post(html.unescape(undo.group(1)), data={"paper": p["id"]}
+                               ).status_code == 200
+    assert vote_count(engine) == 0
+    assert rank() == before
+
+
+def test_cli_feedback_errors_are_one_line(cli, world) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = world
+    env = {"NEWSLETTER_DATABASE__URL": settings.database.url}
+    for args, fragment in [((ADA, "no-such-paper", "--up"), "no paper 'no-such-paper'"),
+                           (("nobody@example.org", "x", "--down"), "is not a subscriber"),
+                           ((ADA, "x"), "exactly one of --up or --down"),
+                           ((ADA, "x", "--up", "--down"), "exactly one of --up or --down")]:
+        r = cli("feedback", *args, env=env)
+        assert r.code != 0 and fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no-untyped-def]
+    base, settings, engine = site
+    from newsletter.ranking.view import cast_vote, learned_terms
+
+    picks = ranking(settings, engine)
+    with session_scope(engine) as s:
+        outcome = cast_vote(settings, s, ADA, picks[0]["id"], 1, source="cli")
+        sub = s.scalar(select(Subscriber).where(Subscriber.email == ADA))
+        assert sub is not None
+        learned = learned_terms(settings, s, sub)
+        signer = Signer(secret_keys(settings, s))
+    assert learned and outcome.terms
+    token = signer.token("preferences", sub.id)
+    with httpx.Client(timeout=30, follow_redirects=True) as client:
+        assert client.get(f"{base}/feedback/forget/{token}").status_code == 405  # POST only
+        gone = learned[0]
+        r = client.post(f"{base}/feedback/forget/{token}",
+                        data={"term": gone.key, "label": gone.term})
+        assert r.status_code == 200
+    with session_scope(engine) as s:
+        assert gone.key not in {t.key for t in learned_terms(settings, s, sub)}
+    with httpx.Client(timeout=30, follow_redirects=True) as client:
+        assert client.post(f"{base}/feedback/reset/{token}").status_code == 200
+    assert vote_count(engine) == 0
+    assert ranking(settings, engine) == picks
+
+
+# ---- the engine's learned weights ------------------------------------------------
+
+TODAY = dt.date(2025, 9, 1)
+PAST = [RankEntry("p-mamba", "Mamba for Vision", "Selective state space models, Mamba."),
+        RankEntry("p-mamba2", "Mamba on Graphs", "Mamba layers for graph learning."),
+        RankEntry("p-med", "Radiology Diffusion for Chest Scans",
+                  "Diffusion models for radiology.")]
+TODAY_PAPERS = [
+    RankEntry("a", "Vision Mamba Backbones", "Diffusion models meet Mamba for images."),
+    RankEntry("b", "Diffusion Models for Audio", "Diffusion models generate sound."),
+    RankEntry("c", "Radiology Report Diffusion", "Diffusion models in radiology."),
+    RankEntry("d", "Unrelated Mamba Paper", "Mamba without the written topic."),
+]
+
+
+def engine_with(votes: list[tuple[int, int, int, float]], cfg: RankingConfig | None = None,
+                mutes: dict[int, frozenset[str]] | None = None) -> Ranker:
+    from newsletter.ranking.text import Acronyms
+
+    cfg = cfg or RankingConfig(trending="none")
+    corpus = Corpus(TODAY_PAPERS, Acronyms.load(), cfg, TODAY)
+    return Ranker(corpus, cfg, Votes.of(votes, PAST, mutes) if votes else None)
+
+
+def ranked(r: Ranker, profile: str = "diffusion models") -> list[str]:
+    [chunk] = r.rank([(1, profile)], k=4)
+    return [TODAY_PAPERS[i].id for i in chunk.picks[0] if i >= 0]
+
+
+def scores(r: Ranker, profile: str = "diffusion models") -> dict[str, float]:
+    [chunk] = r.rank([(1, profile)], k=4)
+    return {TODAY_PAPERS[i].id: float(v) for i, v in zip(chunk.picks[0], chunk.scores[0],
+                                                         strict=True) if i >= 0}
+
+
+def test_a_like_lifts_similar_papers_and_a_dislike_lowers_them() -> None:
+    plain = scores(engine_with([]))
+    liked = scores(engine_with([(1, 0, 1, 0.0), (1, 1, 1, 0.0)]))
+    disliked = scores(engine_with([(1, 2, -1, 0.0)]))
+    assert set(plain) == set(liked) == set(disliked) == {"a", "b", "c"}  # "d" is no match
+    assert liked["a"] > plain["a"] and liked["b"] == plain["b"]  # the Mamba paper rises
+    assert disliked["c"] < plain["c"] and disliked["b"] == plain["b"]  # radiology falls
+
+
+def test_learned_weights_are_bounded_never_on_written_terms_and_decay() -> None:
+    cfg = RankingConfig(trending="none", feedback_up=5.0, feedback_max_weight=0.5)
+    r = engine_with([(1, 0, 1, 0.0), (1, 1, 1, 0.0)], cfg)
+    written = {f for f, _, _, _ in r._terms_of("diffusion models, mamba")}
+    learned = r.learner.learned(1, written) if r.learner else []
+    assert learned and all(abs(t.weight) <= 0.5 for t in learned)
+    assert not {t.fid for t in learned} & written
+    assert all(t.key != "mamba" for t in learned)
+    fresh = engine_with([(1, 0, 1, 0.0)])
+    old = engine_with([(1, 0, 1, 90.0)])  # one half-life
+    w_fresh = {t.key: t.weight for t in fresh.learner.learned(1, set())}  # type: ignore[union-attr]
+    w_old = {t.key: t.weight for t in old.learner.learned(1, set())}  # type: ignore[union-attr]
+    key = next(iter(w_fresh))
+    assert w_old[key] == pytest.approx(w_fresh[key] / 2, rel=1e-3)
+
+
+def test_a_dislike_cannot_erase_a_written_topic() -> None:
+    r = engine_with([(1, 2, -1, 0.0)], RankingConfig(trending="none", feedback_down=10.0))
+    assert {"a", "b", "c"} == set(ranked(r))
+
+
+def test_a_removed_learned_term_is_not_learned_again() -> None:
+    r = engine_with([(1, 0, 1, 0.0)])
+    keys = {t.key for t in r.learner.learned(1, set())}  # type: ignore[union-attr]
+    gone = sorted(keys)[0]
+    muted = engine_with([(1, 0, 1, 0.0)], mutes={1: frozenset({gone})})
+    assert gone not in {t.key for t in muted.learner.learned(1, set())}  # type: ignore[union-attr]
+
+
+def test_the_vectorized_learner_matches_one_subscriber_at_a_time() -> None:
+    """Chunks of many subscribers give each the scores they get alone."""
+    rng = np.random.default_rng(3)
+    votes = [(k, int(rng.integers(0, 3)), int(rng.choice([-1, 1])), float(rng.integers(0, 200)))
+             for k in range(1, 40) for _ in range(int(rng.integers(0, 4)))]
+    r = engine_with(votes)
+    people = [(k, "diffusion models, mamba" if k % 2 else "diffusion models")
+              for k in range(0, 41)]
+    [together] = r.rank(people, k=4)
+    for row, (k, text) in enumerate(people):
+        [alone] = r.rank([(k, text)], k=4)
+        assert together.picks[row].tolist() == alone.picks[0].tolist()
+        np.testing.assert_allclose(together.scores[row], alone.scores[0], rtol=1e-5)
+
+
+# ---- a field's vocabulary --------------------------------------------------------
+
+
+def sample_ranker(cfg: RankingConfig, related: bool = True) -> tuple[Ranker, list[RankEntry]]:
+    from newsletter.config import Settings
+    from newsletter.ranking.related import RelatedTerms
+    from newsletter.ranking.selection import load_acronyms
+
+    data = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
+    entries = [RankEntry(d["id"], d["title"], d["abstract"], (), tuple(d["authors"]),
+                         d["upvotes"]) for d in data]
+    corpus = Corpus(entries, load_acronyms(Settings(), entries), cfg, TODAY,
+                    RelatedTerms.load() if related else None)
+    return Ranker(corpus, cfg), entries
+
+
+def test_an_exclusion_understands_the_field() -> None:
+    cfg = RankingConfig(trending="none")
+    with_field, entries = sample_ranker(cfg)
+    without, _ = sample_ranker(cfg, related=False)
+    xray = next(i for i, e in enumerate(entries) if "Chest X-Ray" in e.title)
+
+    def top(r: Ranker, profile: str) -> list[int]:
+        [chunk] = r.rank([(0, profile)], k=10)
+        return [int(i) for i in chunk.picks[0] if i >= 0]
+
+    assert xray in top(without, "diffusion models, -medical")
+    assert xray not in top(with_field, "diffusion models, -medical")
+    # A passing mention is not enough: the related evidence must pass the stricter bar.
+    evidence = with_field.corpus.related_evidence(
+        with_field.analyzer.feature(next(iter(
+            __import__("newsletter.ranking.profile", fromlist=["x"]).parse_profile(
+                "-medical").terms))).related)
+    assert evidence[xray] >= cfg.exclude_related_min
+    assert ((evidence > 0) & (evidence < cfg.exclude_related_min)).any()
+
+
+def test_a_topic_naming_a_field_says_which_related_term_matched() -> None:
+    r, entries = sample_ranker(RankingConfig(trending="none"))
+    xray = next(i for i, e in enumerate(entries) if "Chest X-Ray" in e.title)
+    [ex] = r.explain_many("medical", [xray])
+    assert ex.matched and re.match(r"medical \(via .*X-ray", ex.matched[0][0], re.I)
+    from newsletter.render.highlight import highlight_spans
+
+    text = entries[xray].title + " " + entries[xray].abstract
+    spans = highlight_spans(text, ex.features, r.corpus.acronyms)
+    assert any("x-ray" in text[a:b].lower() for a, b in spans)
