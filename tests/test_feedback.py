@@ -31,6 +31,7 @@ from newsletter.store.models import Subscriber, Vote
 from newsletter.web import create_app
 
 from .conftest import ROOT, free_port
+from .web_support import post_form
 
 ADA = "ada@example.org"
 
@@ -111,9 +112,9 @@ def test_votes_from_a_sent_email_through_the_web(site) -> None:  # type: ignore[
         assert client.post(other).status_code == 400
         assert vote_count(engine) == 0
         # Two people-pressed buttons: one more like this, one less like this.
-        liked = client.post(more[0])
+        liked = post_form(client, more[0], {})  # the page's button, with its CSRF token
         assert liked.status_code == 200 and "show more on" in liked.text
-        disliked = client.post(less[-1])
+        disliked = post_form(client, less[-1], {})
         assert disliked.status_code == 200 and "less" in disliked.text
     assert vote_count(engine) == 2
 
@@ -158,8 +159,8 @@ def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: igno
         undo = re.search(r'<form class="pick" method="post" action="([^"]+/undo/[^"]+)"', page)
         assert undo is not None
         for p in mamba[:2]:
-            assert client.post(html.unescape(undo.group(1)), data={"paper": p["id"]}
-                               ).status_code == 200
+            assert post_form(client, prefs, {"paper": p["id"]},
+                             action=html.unescape(undo.group(1))).status_code == 200
     assert vote_count(engine) == 0
     assert rank() == before
 
@@ -191,13 +192,15 @@ def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no
     with httpx.Client(timeout=30, follow_redirects=True) as client:
         assert client.get(f"{base}/feedback/forget/{token}").status_code == 405  # POST only
         gone = learned[0]
-        r = client.post(f"{base}/feedback/forget/{token}",
-                        data={"term": gone.key, "label": gone.term})
+        prefs = f"{base}/preferences/{token}"
+        r = post_form(client, prefs, {"term": gone.key, "label": gone.term},
+                      action=f"{base}/feedback/forget/{token}")
         assert r.status_code == 200
     with session_scope(engine) as s:
         assert gone.key not in {t.key for t in learned_terms(settings, s, sub)}
     with httpx.Client(timeout=30, follow_redirects=True) as client:
-        assert client.post(f"{base}/feedback/reset/{token}").status_code == 200
+        assert post_form(client, f"{base}/preferences/{token}", {},
+                         action=f"{base}/feedback/reset/{token}").status_code == 200
     assert vote_count(engine) == 0
     assert ranking(settings, engine) == picks
 
