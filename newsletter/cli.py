@@ -110,8 +110,8 @@ def ingest(
     ctx: typer.Context,
     sources: Annotated[
         list[str] | None,
-        typer.Argument(metavar="SOURCE", help="File paths, URLs or names of configured "
-                       "sources (default: all of them)."),
+        typer.Argument(metavar="SOURCE", help="File paths, URLs or [[sources]] names "
+                       "(default: every [[sources]])."),
     ] = None,
     strict: Annotated[
         bool,
@@ -357,9 +357,10 @@ def send(
     a = _app(ctx)
     if log_format or a.settings.log.format == "json":
         _logging(a, log_format)
-    from newsletter.transports import transport_class
+    from newsletter.transports import make_transport, transport_class
 
     backend = a.settings.transport.backend
+    make_transport(a.settings)  # a misconfigured transport is the first thing to say
     blockers = send_blockers(a.settings)
     if blockers and not force:
         raise InputError(f"refusing to send through {backend}: " + "; ".join(blockers),

@@ -89,7 +89,8 @@ def test_slot_send_and_plain_send_at_once_send_each_person_once(
     populate(db_url, people)
     smtp_sink.delay = 0.005
     env = cli_env(db_url, smtp_sink, NEWSLETTER_SMTP__CONNECTIONS="2")
-    base = [sys.executable, "-m", "newsletter", "send", "--yes", "--date", DAY.isoformat()]
+    base = [sys.executable, "-m", "newsletter", "send", "--yes", "--force",
+            "--date", DAY.isoformat()]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
              for cmd in (base + ["--slot", "07"], base)]
@@ -271,7 +272,8 @@ def test_signal_during_send_finishes_in_flight_and_exits_documented_code(
     populate(db_url, people)
     smtp_sink.delay = 0.15
     env = cli_env(db_url, smtp_sink, NEWSLETTER_SMTP__CONNECTIONS="2")
-    cmd = [sys.executable, "-m", "newsletter", "send", "--yes", "--date", DAY.isoformat()]
+    cmd = [sys.executable, "-m", "newsletter", "send", "--yes", "--force",
+           "--date", DAY.isoformat()]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60

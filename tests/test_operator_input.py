@@ -72,7 +72,7 @@ def test_rank_limit_must_be_positive(cli) -> None:  # type: ignore[no-untyped-de
 def test_api_backend_without_key_fails_before_planning(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert cli("ingest", SAMPLE).code == 0
     assert cli("subscribers", "add", "ada@example.org", "--keywords", "diffusion").code == 0
-    line = one_line_error(cli("send", "--yes",
+    line = one_line_error(cli("send", "--yes", "--force",  # past the compliance gate
                               env={"NEWSLETTER_TRANSPORT__BACKEND": "sendgrid"}))
     assert "[api] api_key" in line and "sendgrid" in line
     assert rows(tmp_path, "select count(*) from deliveries") == 0

@@ -444,8 +444,12 @@ def test_json_feed_items_keep_or_skip_by_the_spec(items: list[tuple[Any, str, st
     feed = {"version": f"https://jsonfeed.org/version/{version}", "title": "T",
             "items": [{"id": ident, "title": title, "content_text": "body"}
                       for ident, title, _ in items]}
-    parsed = parse_bytes(json.dumps(feed).encode(), "feed.json")
     usable = [(str(i), clean_text(t)) for i, t, _ in items if clean_text(t)]
+    if not usable:  # items, none usable: the source is an error naming the first
+        with pytest.raises(SourceError, match=r"feed\.json: item 1.*no usable item"):
+            parse_bytes(json.dumps(feed).encode(), "feed.json")
+        return
+    parsed = parse_bytes(json.dumps(feed).encode(), "feed.json")
     assert [p.title for p in parsed.papers] == [t for _, t in usable]
     assert [s.position for s in parsed.skipped] == [
         n for n, (_, t, _) in enumerate(items, 1) if not clean_text(t)]

@@ -70,6 +70,9 @@ def parse_bytes(
     """Decode and parse one payload (a file's bytes or an HTTP body)."""
     skipped: list[Skipped] | None = None if strict else []
     papers = parse_text(decode(data, origin, content_type), origin, kind, skipped)
+    if skipped and not papers:  # items, none usable: nothing to keep, so say why
+        more = f" (and {len(skipped) - 1} more unusable items)" if len(skipped) > 1 else ""
+        raise SourceError(origin, f"{skipped[0]}{more} (no usable item)")
     return Parsed(papers, skipped or [])
 
 
