@@ -7,15 +7,20 @@ rewritten. Learned weights are added beside it, in the same sparse matrix:
 
     learned = up · Σ_liked decay · terms(paper) / n_liked^½ − down · Σ_disliked (same)
 
-* ``terms(paper)`` are the paper's most distinctive words and two-word phrases
-  among those today's papers use (``[ranking] feedback_terms`` of them, tf·idf,
-  scaled so the best is 1), analysed like profile terms (stems, acronyms).
+* ``terms(paper)`` are the words and two-word phrases of the paper's title and
+  keywords that other papers of today use (``[ranking] feedback_terms`` of them, by
+  tf·√idf with the abstract counting towards tf, scaled so the best is 1; rhetorical
+  title words such as "rethinking" never), analysed like profile terms. Choosing by
+  rarity alone picked dataset names and one-off words that lifted unrelated papers
+  (measured with ``bench/feedback.py``).
 * Bounds: each learned weight lies within ±``feedback_max_weight``; weaker ones than
   ``feedback_min_weight`` are dropped, and at most ``MAX_LEARNED`` per subscriber
   are kept, so a subscriber with a hundred votes costs the engine like one with ten.
 * Decay: a vote's weight halves every ``feedback_half_life_days``.
-* A learned weight never lands on a term the subscriber wrote (or excluded): the
-  written profile decides those, so no vote can erase a written topic.
+* A learned weight never lands on a term the subscriber wrote (or excluded), nor on
+  its words: the written profile decides those, so no vote can erase a written topic.
+* Learned terms re-order the written profile's matches; alone they make a match only
+  at twice ``min_relevance`` (``engine.LEARNED_MATCH``).
 * Terms the subscriber removed on the preferences page are not learned again.
 
 Everything here is vectorized per chunk of subscribers (sparse products), because
