@@ -159,7 +159,7 @@ def test_sign_up_confirm_flow_limits_and_no_enumeration(site: Site) -> None:
 
 def test_sign_up_refusals(site: Site) -> None:
     client = httpx.Client()
-    base = {"keywords": "", "tz": "UTC", "hour": "7"}
+    base = {"keywords": "diffusion", "tz": "UTC", "hour": "7"}
     # Cross-origin posts and posts without the token are refused.
     ok_token = post_form(client, site.url + "/", base | {"email": "x@example.org"},
                          site.url + "/subscribe")
@@ -257,7 +257,7 @@ def test_data_export_erasure_and_suppression(site: Site, cli, tmp_path: Path) ->
             env={"NEWSLETTER_DATABASE__URL": str(site.engine.url)})
     assert r.code == 0 and "asked to be erased" in r.stderr, r.stderr
     assert site.status("ada@example.org") is None and site.status("new@example.org") == "active"
-    post_form(client, site.url + "/", {"email": "ada@example.org", "keywords": "", "tz": "UTC",
+    post_form(client, site.url + "/", {"email": "ada@example.org", "keywords": "gnn", "tz": "UTC",
                                        "hour": "7"}, site.url + "/subscribe")
     site.wait_background()
     assert site.status("ada@example.org") is None
@@ -377,7 +377,8 @@ def test_a_failed_confirmation_send_is_logged(world, caplog) -> None:  # type: i
                             smtp={"host": "127.0.0.1", "port": free_port(), "timeout": 2})
     caplog.set_level(logging.INFO, logger="newsletter.web.signup")
     with running_site(dead, engine) as site:
-        r = post_form(httpx.Client(), site.url + "/", {"email": "z@example.org", "keywords": "",
+        r = post_form(httpx.Client(), site.url + "/", {"email": "z@example.org",
+                                                       "keywords": "diffusion",
                                                        "tz": "UTC", "hour": "7"},
                       site.url + "/subscribe")
         assert r.status_code == 200 and "Check your inbox" in r.text
