@@ -360,7 +360,9 @@ def send(
     from newsletter.transports import make_transport, transport_class
 
     backend = a.settings.transport.backend
-    make_transport(a.settings)  # a misconfigured transport is the first thing to say
+    # Made (and its configuration checked) first: a misconfigured transport is the first
+    # thing to say, before the compliance gate, the broker or any planning.
+    transport = make_transport(a.settings)
     blockers = send_blockers(a.settings)
     if blockers and not force:
         raise InputError(f"refusing to send through {backend}: " + "; ".join(blockers),
@@ -375,10 +377,8 @@ def send(
             raise typer.Exit(1)
     if queue:
         from newsletter.delivery.queue import check_broker, enqueue, wait_for
-        from newsletter.transports import make_transport
 
-        make_transport(a.settings)  # a transport misconfiguration fails before planning
-        check_broker(a.settings)  # and so does a dead broker
+        check_broker(a.settings)  # a dead broker fails before planning too
         planned = plan_edition(a.settings, a.engine, _day(date), slot)
         if planned.edition is None:
             err.print(planned.note)
@@ -400,7 +400,7 @@ def send(
     task = progress.add_task("send", total=None)
     with progress:
         summary = run_send(
-            a.settings, a.engine, _day(date), slot=slot, shutdown=shutdown,
+            a.settings, a.engine, _day(date), slot=slot, shutdown=shutdown, transport=transport,
             on_planned=lambda n: progress.update(task, total=n),
             on_progress=lambda _o: progress.advance(task),
         )

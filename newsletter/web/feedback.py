@@ -25,7 +25,7 @@ from newsletter.ranking.view import cast_vote, learned_terms
 from newsletter.store import votes as votes_mod
 from newsletter.store.models import Entry, Subscriber
 from newsletter.web.context import Web, web_of
-from newsletter.web.pages import checked, form_of, token_values
+from newsletter.web.pages import posted_form, token_values
 
 
 def preferences_context(web: Web, sub_id: int) -> dict[str, Any]:
@@ -55,12 +55,9 @@ async def vote(request: Request) -> Response:
     except InputError as exc:
         return web.error(request, 400, "This link does not work", exc.message)
     if request.method == "POST":
-        form = await form_of(request, web)
+        form = await posted_form(request, web)
         if isinstance(form, Response):
             return form
-        refused = checked(request, web, form)
-        if refused:
-            return refused
 
     def act() -> tuple[str, Any, str]:
         with web.app.session() as s:
@@ -93,12 +90,9 @@ async def manage(request: Request) -> Response:
     if isinstance(values, Response):
         return values
     sub_id = values[0]
-    form = await form_of(request, web)
+    form = await posted_form(request, web)
     if isinstance(form, Response):
         return form
-    refused = checked(request, web, form)
-    if refused:
-        return refused
 
     def act() -> str:
         with web.app.session() as s:

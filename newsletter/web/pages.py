@@ -71,6 +71,15 @@ def checked(request: Request, web: Web, form: dict[str, str]) -> Response | None
     return web.error(request, 403, "Please try again", reason) if reason else None
 
 
+async def posted_form(request: Request, web: Web) -> dict[str, str] | Response:
+    """A POSTed form, read under the size cap and carrying this site's CSRF token (with
+    the Origin check), or the error page to answer instead."""
+    form = await form_of(request, web)
+    if isinstance(form, Response):
+        return form
+    return checked(request, web, form) or form
+
+
 def token_values(web: Web, request: Request, purpose: str) -> list[int] | Response:
     try:
         return web.signer.verify(purpose, request.path_params["token"])
@@ -94,12 +103,9 @@ async def home(request: Request) -> Response:
 
 async def subscribe(request: Request) -> Response:
     web = web_of(request)
-    form = await form_of(request, web)
+    form = await posted_form(request, web)
     if isinstance(form, Response):
         return form
-    refused = checked(request, web, form)
-    if refused:
-        return refused
     done = web.message(request, "Check your inbox",
                        "If this address can be subscribed, a confirmation link is on its way. "
                        "Your subscription starts when you follow it.")
@@ -145,12 +151,9 @@ async def confirm(request: Request) -> Response:
         if sub is None:
             return web.error(request, 404, "Not found", "This subscription no longer exists.")
         return web.page(request, "confirm.html", email=sub.email)
-    form = await form_of(request, web)
+    form = await posted_form(request, web)
     if isinstance(form, Response):
         return form
-    refused = checked(request, web, form)
-    if refused:
-        return refused
 
     def act() -> str | None:
         with web.app.session() as s:
@@ -220,12 +223,9 @@ async def preferences(request: Request) -> Response:
     sub_id = values[0]
     error, saved, keywords = "", False, None
     if request.method == "POST":
-        form = await form_of(request, web)
+        form = await posted_form(request, web)
         if isinstance(form, Response):
             return form
-        refused = checked(request, web, form)
-        if refused:
-            return refused
         if form.get("action") == "resubscribe":
             def back() -> None:
                 with web.app.session() as s:
@@ -320,12 +320,9 @@ async def erase(request: Request) -> Response:
             return web.message(request, "Deleted", "Nothing is stored about this address.")
         return web.page(request, "erase.html", email=sub.email,
                         preferences=web.links.preferences(sub_id))
-    form = await form_of(request, web)
+    form = await posted_form(request, web)
     if isinstance(form, Response):
         return form
-    refused = checked(request, web, form)
-    if refused:
-        return refused
 
     def act() -> None:
         with web.app.session() as s:
