@@ -88,7 +88,8 @@ def naive(renderer: Renderer, work: list) -> tuple[float, list[bytes]]:  # type:
                          "browser": links.browser},
                "papers": items, "trending": [], "subject": "Your papers",
                "preheader": "Your papers", "groups": group_papers(items),
-               "summary": summary_line(items, [])}
+               "summary": summary_line(items, []),
+               "feedback": {p.id: base.links.votes(r.id, p.id) for p in items}}
         html = inliner.inline(mjml.mjml2html(tpl.render(ctx), fonts={}))
         text = base.compiled.text.render(ctx)
         msg = EmailMessage()
