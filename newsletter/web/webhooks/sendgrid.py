@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,7 @@ SIGNATURE = "x-twilio-email-event-webhook-signature"
 TIMESTAMP = "x-twilio-email-event-webhook-timestamp"
 
 
+@functools.lru_cache(maxsize=8)  # parsed once per configured key, not per notice
 def load_key(raw: str) -> ec.EllipticCurvePublicKey:
     raw = raw.strip()
     try:
