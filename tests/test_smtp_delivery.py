@@ -83,6 +83,30 @@ def test_non_ascii_recipient_with_smtputf8_is_delivered(world, smtp_sink: SmtpSi
     assert smtp_sink.count(UTF8) == 1
 
 
+def test_non_ascii_recipient_first_on_a_new_connection(smtp_sink: SmtpSink) -> None:
+    """The server's extensions are known before the first MAIL on a connection: aiosmtplib
+    greets lazily, so an SMTPUTF8 check made before the first sendmail saw none."""
+    import asyncio
+
+    from newsletter.config import SmtpConfig
+    from newsletter.render.mime import Message
+    from newsletter.transports.smtp import SmtpTransport
+
+    data = (f"From: digest@example.org\r\nTo: {UTF8}\r\nSubject: hi\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n").encode()
+
+    async def go() -> str:
+        transport = SmtpTransport(SmtpConfig(host=smtp_sink.host, port=smtp_sink.port,
+                                             connections=1, timeout=2.0))
+        try:
+            return await transport.send(Message(UTF8, "digest@example.org", "<m@x>", data))
+        finally:
+            await transport.close()
+
+    asyncio.run(go())
+    assert smtp_sink.count(UTF8) == 1
+
+
 def test_a_reply_about_our_own_state_is_retried_never_permanent(
         world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world

@@ -144,6 +144,13 @@ class SmtpTransport(Transport):
         )
         try:
             await client.connect()
+            # Greet now, not lazily inside the first sendmail: the SMTPUTF8 check below reads
+            # the server's extensions before the first message on this connection.
+            if client.is_ehlo_or_helo_needed:
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
             if c.username:
                 await client.login(c.username, c.password or "")
         except aiosmtplib.SMTPAuthenticationError as exc:
