@@ -227,6 +227,9 @@ class RenderConfig(_Section):
 class ScheduleConfig(_Section):
     ingest_cron: str = "0 5 * * *"
     timezone: str = "UTC"
+    # How far back a slot run looks for a previous local day's missed send times (an
+    # outage across a subscriber's midnight); 0 keeps every run to the current local day.
+    catch_up_hours: int = Field(default=24, ge=0, le=48)
 
     @field_validator("timezone")
     @classmethod

@@ -22,7 +22,7 @@ from newsletter.app import App
 from newsletter.config import Settings
 from newsletter.delivery.runs import run_send
 from newsletter.delivery.scheduler import send_slot
-from newsletter.delivery.slots import due_by_day, local_send_time
+from newsletter.delivery.slots import due_by_day, late_by_day, local_send_time
 from newsletter.ingest.run import ingest
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Delivery, Edition, Subscriber
@@ -260,6 +260,65 @@ def test_daemon_restarted_after_a_three_hour_outage_catches_up(world) -> None:  
                                .where(Delivery.day == DAY)).all())
     for h in (5, 6, 7):
         assert after[f"out{h}@example.org"] == "sent"
+
+
+def test_late_previous_day_only_within_the_look_back() -> None:
+    late = late_by_day(utc(2025, 12, 27, 2), [("UTC", 23), ("UTC", 1), ("Asia/Kolkata", 23)],
+                       dt.timedelta(hours=24))
+    # UTC 23:00 on the 26th passed 3 h ago; UTC 01:00 on the 26th is 25 h ago; Kolkata
+    # 23:00 on the 26th was 17:30 UTC, within the day of look-back
+    assert late == {dt.date(2025, 12, 26): [("UTC", 23), ("Asia/Kolkata", 23)]}
+    assert late_by_day(utc(2025, 12, 27, 2), [("UTC", 23)], dt.timedelta(hours=2)) == {}
+    assert late_by_day(utc(2025, 12, 27, 2), [("UTC", 23)], dt.timedelta(0)) == {}
+
+
+def test_outage_across_the_subscribers_midnight_sends_that_day_late(world) -> None:  # type: ignore[no-untyped-def]
+    """The daemon is down from 22:30 to 02:00 UTC: the 23:00 subscriber's day is not
+    skipped; it goes out at the first slot back, once. Nobody is sent a day that was
+    never theirs: the daemon's first start does not send yesterday, nor is anyone who
+    had no edition before sent one late."""
+    settings, engine = world
+    before = DAY - dt.timedelta(days=1)
+    with session_scope(engine) as s:
+        add(s, "late@example.org", keywords="attention", tz="UTC", hour=23)
+        add(s, "new@example.org", keywords="attention", tz="UTC", hour=23)
+    app = App(settings, engine)
+
+    def days(email: str) -> list[tuple[dt.date, str]]:
+        with session_scope(engine) as s:
+            return sorted((d, st) for d, st in s.execute(
+                select(Delivery.day, Delivery.status).join(Subscriber)
+                .where(Subscriber.email == email)).all())
+
+    send_slot(app, utc(2025, 12, 26, 0))  # first start: no catch-up of the 24th
+    assert days("late@example.org") == days("new@example.org") == []
+    run_send(settings, engine, before, slot="23")  # the 25th went out to late@ only
+    with session_scope(engine) as s:
+        s.execute(Delivery.__table__.delete().where(Delivery.subscriber_id.in_(
+            select(Subscriber.id).where(Subscriber.email == "new@example.org"))))
+    assert [d for d, _ in days("late@example.org")] == [before]
+    for hour in range(1, 23):
+        send_slot(app, utc(2025, 12, 26, hour))
+    send_slot(app, utc(2025, 12, 27, 2))  # first slot back after 22:30-02:00
+    assert days("late@example.org") == [(before, "sent"), (DAY, "sent")]
+    assert days("new@example.org") == []
+    for hour in range(3, 23):  # the rest of the 27th sends nobody the 26th again
+        send_slot(app, utc(2025, 12, 27, hour))
+    assert days("late@example.org") == [(before, "sent"), (DAY, "sent")]
+
+
+def test_without_catch_up_the_missed_day_is_skipped(world) -> None:  # type: ignore[no-untyped-def]
+    """The behaviour the look-back exists for: with it off, the outage loses the day."""
+    settings, engine = world
+    settings = settings.replace(schedule={"catch_up_hours": 0})
+    with session_scope(engine) as s:
+        add(s, "late@example.org", keywords="attention", tz="UTC", hour=23)
+    run_send(settings, engine, DAY - dt.timedelta(days=1), slot="23")
+    send_slot(App(settings, engine), utc(2025, 12, 27, 2))
+    with session_scope(engine) as s:
+        got = set(s.scalars(select(Delivery.day).join(Subscriber)
+                            .where(Subscriber.email == "late@example.org")))
+    assert got == {DAY - dt.timedelta(days=1)}
 
 
 # ---- 3. SIGTERM / SIGINT -----------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from newsletter.delivery.edition import EditionContext, get_or_create_edition, o
 from newsletter.delivery.ledger import DbLedger, MemoryLedger, Outcome
 from newsletter.delivery.plan import PlanReport, plan_jobs
 from newsletter.delivery.shutdown import Shutdown
-from newsletter.delivery.slots import due_by_day, slot_moment
+from newsletter.delivery.slots import due_by_day, late_by_day, slot_moment
 from newsletter.errors import InputError
 from newsletter.render.mime import Message
 from newsletter.store.db import MIGRATIONS, READONLY, session_scope
@@ -94,24 +94,38 @@ def _reopen_if_empty(engine: Engine, edition: Edition, slot: str) -> Edition:
         return s.get(Edition, edition.id) or edition
 
 
-def _groups(session: Any, day: dt.date, slot: str
-            ) -> list[tuple[dt.date, list[tuple[str, int]] | None]]:
-    """(newsletter day, (tz, hour) pairs or None for everyone) to plan in this run."""
+@dataclass(frozen=True)
+class _Group:
+    """Who one run plans for one newsletter day: everyone (``pairs`` None) or the
+    (tz, hour) pairs due; a late previous day (``late``) only for people who had the
+    day before it."""
+
+    day: dt.date
+    pairs: list[tuple[str, int]] | None
+    late: bool = False
+
+    def rows(self, session: Any) -> Iterator[tuple[int, str, str, str]]:
+        return subscriber_rows(session, unsent_day=self.day, slot=self.pairs,
+                               had_day=self.day - dt.timedelta(days=1) if self.late else None)
+
+
+def _groups(session: Any, day: dt.date, slot: str, catch_up_hours: int = 0) -> list[_Group]:
+    """The groups to plan in this run (see ``slots``)."""
     if not slot:
-        return [(day, None)]
-    pairs = session.execute(select(Subscriber.tz, Subscriber.send_hour).distinct()
-                            .where(Subscriber.status == SubscriberStatus.ACTIVE)).all()
-    due = due_by_day(slot_moment(day, int(slot)), [(tz, h) for tz, h in pairs])
-    return [(d, due[d]) for d in sorted(due)]
+        return [_Group(day, None)]
+    pairs = [(tz, h) for tz, h in session.execute(
+        select(Subscriber.tz, Subscriber.send_hour).distinct()
+        .where(Subscriber.status == SubscriberStatus.ACTIVE)).all()]
+    moment = slot_moment(day, int(slot))
+    late = late_by_day(moment, pairs, dt.timedelta(hours=catch_up_hours))
+    due = due_by_day(moment, pairs)
+    return ([_Group(d, late[d], late=True) for d in sorted(late)]
+            + [_Group(d, due[d]) for d in sorted(due)])
 
 
-def _anyone_to_plan(session: Any,
-                    groups: list[tuple[dt.date, list[tuple[str, int]] | None]]) -> bool:
+def _anyone_to_plan(session: Any, groups: list[_Group]) -> bool:
     """Whether this run would plan anyone (cheap: no ranking, no templates)."""
-    for d, pairs in groups:
-        for _ in subscriber_rows(session, unsent_day=d, slot=pairs):
-            return True
-    return False
+    return any(next(iter(g.rows(session)), None) is not None for g in groups)
 
 
 def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "") -> Planned:
@@ -127,7 +141,7 @@ def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "
     slot = _check_slot(slot)
     with session_scope(engine, readonly=True) as s:
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
-        groups = _groups(s, day, slot)
+        groups = _groups(s, day, slot, settings.schedule.catch_up_hours)
         due = _anyone_to_plan(s, groups)
         if existing is None and not edition_entries(s, slot, utcnow()):
             return Planned(None, None, None, PlanReport(), 0, 0, 0, no_new_papers(s, slot))
@@ -156,10 +170,9 @@ def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "
         if not rows:
             note = no_new_papers(s, slot)
         else:
-            for local_day, group in groups:
-                part = ledger.plan(plan_jobs(ctx.selection, subscriber_rows(
-                    s, unsent_day=local_day, slot=group), k, day=local_day),
-                    empty_reason=empty)
+            for group in groups:
+                part = ledger.plan(plan_jobs(ctx.selection, group.rows(s), k, day=group.day),
+                                   empty_reason=empty)
                 plan.planned += part.planned
                 plan.skipped += part.skipped
                 plan.already += part.already

@@ -10,7 +10,12 @@ day's edition. "A day" is the subscriber's local date. So:
 * an hour that occurs twice (clocks go back) is the first occurrence; the second
   finds the day's row already there and sends nothing;
 * a daemon that was down for some slots sends late, at its first slot back, to
-  everyone whose hour passed meanwhile on their local day (late, never lost).
+  everyone whose hour passed meanwhile on their local day (late, never lost);
+* that includes an outage across a subscriber's local midnight: a slot run also
+  takes the previous local day of anyone whose send time on it lies within the
+  look-back window (``[schedule] catch_up_hours``) and who had the day before it,
+  so a 23:00 subscriber whose slot fell in the outage gets that day's edition late
+  instead of skipping to the next day.
 
 Pure functions over explicit times, so tests drive them without sleeping.
 """
@@ -33,6 +38,23 @@ def local_send_time(day: dt.date, hour: int, tz: str) -> dt.datetime:
     it; a repeated hour is its first occurrence)."""
     local = dt.datetime(day.year, day.month, day.day, hour, tzinfo=ZoneInfo(tz))
     return local.astimezone(dt.UTC)
+
+
+def late_by_day(moment: dt.datetime, pairs: Iterable[tuple[str, int]],
+                lookback: dt.timedelta) -> dict[dt.date, list[tuple[str, int]]]:
+    """(time zone, send hour) pairs whose send time on their *previous* local day lies
+    within ``lookback`` before ``moment``, grouped by that day. Only subscribers who
+    had the day before it are owed it late (see ``runs``): a first start or a resumed
+    subscription does not send a day that was never theirs."""
+    moment = moment.astimezone(dt.UTC)
+    out: dict[dt.date, list[tuple[str, int]]] = defaultdict(list)
+    if lookback <= dt.timedelta(0):
+        return {}
+    for tz, hour in pairs:
+        day = moment.astimezone(ZoneInfo(tz)).date() - dt.timedelta(days=1)
+        if moment - lookback < local_send_time(day, hour, tz) <= moment:
+            out[day].append((tz, hour))
+    return dict(out)
 
 
 def due_by_day(moment: dt.datetime, pairs: Iterable[tuple[str, int]]

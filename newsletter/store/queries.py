@@ -25,9 +25,11 @@ from newsletter.store.models import (
 def subscriber_rows(session: Any, *, email: str | None = None,
                     unsent_day: dt.date | None = None,
                     slot: Sequence[tuple[str, int]] | None = None,
+                    had_day: dt.date | None = None,
                     ) -> Iterator[tuple[int, str, str, str]]:
     """Active subscribers to plan: none who already has an edition of ``unsent_day``
-    (one newsletter day per person, whatever the slot), only those in ``slot``."""
+    (one newsletter day per person, whatever the slot), only those in ``slot``; with
+    ``had_day``, only those who had that day's edition (a late day is owed to them)."""
     q = select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.keywords)
     if email:
         q = q.where(Subscriber.email == email)
@@ -36,6 +38,9 @@ def subscriber_rows(session: Any, *, email: str | None = None,
     if unsent_day is not None:
         had = select(Delivery.subscriber_id).where(Delivery.day == unsent_day)
         q = q.where(Subscriber.id.not_in(had))
+    if had_day is not None:
+        q = q.where(Subscriber.id.in_(select(Delivery.subscriber_id)
+                                      .where(Delivery.day == had_day)))
     if slot is not None:
         q = q.where(or_(false(), *[(Subscriber.tz == tz) & (Subscriber.send_hour == hour)
                                    for tz, hour in slot]))
