@@ -23,7 +23,7 @@ def _time(value: dt.datetime | dt.date) -> str:
 
 def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
     links = web.links
-    with web.app.session() as s:
+    with web.app.reading() as s:
         sub = s.get(Subscriber, sub_id)
         if sub is None:
             return None

@@ -160,7 +160,7 @@ class Web:
 
         self.picks.warm()
         try:
-            with self.app.session() as s:
+            with self.app.reading() as s:
                 edition = s.scalar(select(Edition).order_by(Edition.id.desc()).limit(1))
                 if edition is not None:
                     self.edition_context(s, edition)

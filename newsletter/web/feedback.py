@@ -34,7 +34,7 @@ def preferences_context(web: Web, sub_id: int) -> dict[str, Any]:
     token = web.signer.token("preferences", sub_id)
     links = {action: f"{base}/feedback/{action}/{token}"
              for action in ("undo", "forget", "reset")}
-    with web.app.session() as s:
+    with web.app.reading() as s:
         sub = s.get(Subscriber, sub_id)
         if sub is None:
             return {"learned": [], "votes": [], "feedback_links": links}

@@ -132,7 +132,7 @@ async def subscribe(request: Request) -> Response:
 
 
 def _load(web: Web, sub_id: int) -> Subscriber | None:
-    with web.app.session() as s:
+    with web.app.reading() as s:
         return s.get(Subscriber, sub_id)
 
 
@@ -274,7 +274,7 @@ async def preferences(request: Request) -> Response:
 
 
 def _export(web: Web, sub_id: int) -> dict[str, Any] | None:
-    with web.app.session() as s:
+    with web.app.reading() as s:
         sub = s.get(Subscriber, sub_id)
         if sub is None:
             return None
@@ -336,7 +336,7 @@ async def erase(request: Request) -> Response:
 
 
 def _sent_editions(web: Web, sub_id: int) -> tuple[Subscriber | None, list[Any]]:
-    with web.app.session() as s:
+    with web.app.reading() as s:
         sub = s.get(Subscriber, sub_id)
         rows = s.execute(select(Delivery, Edition).join(Edition)
                          .where(Delivery.subscriber_id == sub_id,
@@ -383,7 +383,7 @@ def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
     from newsletter.store.models import utcnow
 
     settings = web.settings
-    with web.app.session() as s:
+    with web.app.reading() as s:
         sub = s.get(Subscriber, sub_id)
         if sub is None:
             return None
@@ -447,7 +447,7 @@ async def paper(request: Request) -> Response:
     entry_id = request.path_params["entry_id"]
 
     def load() -> Entry | None:
-        with web.app.session() as s:
+        with web.app.reading() as s:
             return s.get(Entry, entry_id) if len(entry_id) <= 64 else None
 
     entry = await run_in_threadpool(load)

@@ -36,7 +36,7 @@ class PicksCache:
         self.hits = self.misses = 0
 
     def _version(self) -> tuple[Any, ...]:
-        with self.app.session() as s:
+        with self.app.reading() as s:
             row = s.execute(select(func.count(Entry.id), func.max(Entry.updated_at),
                                    func.max(Entry.arrived_at))).one()
         return (int(row[0] or 0), row[1], row[2], dt.date.today())
@@ -52,7 +52,7 @@ class PicksCache:
                 return found
             self.misses += 1
             if self._selection is None or self._selection[0] != version:
-                with self.app.session() as s:
+                with self.app.reading() as s:
                     rows = candidate_entries(s, since=None, until=utcnow())
                     selection = Selection.build(self.app.settings, s, rows, dt.date.today(),
                                                 ignore_sent=True)
