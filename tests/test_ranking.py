@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsletter.config import RankingConfig
 from newsletter.errors import ProfileError
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker
-from newsletter.ranking.profile import parse_profile
+from newsletter.ranking.profile import parse_profile, profile_terms
 from newsletter.ranking.text import Acronyms
 from newsletter.render.highlight import highlight_spans
 
@@ -264,3 +266,38 @@ def test_chunking_does_not_change_results(ranker: Ranker) -> None:
     small = [c.picks for c in ranker.rank(profiles, chunk_size=3)]
     big = [c.picks for c in ranker.rank(profiles, chunk_size=100)]
     assert np.array_equal(np.vstack(small), np.vstack(big))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["diffusion", "Diffusion", "diffusions", "attention", "LLM",
+                     "large language model", "author:Ada Lovelace", "graph", "x"]),
+    st.sampled_from(["", "-", " -"]),
+    st.sampled_from(["", "^2", "^0.5", " ^3"]),
+    st.sampled_from([",", ";", "\n", " , ", ",,"])), max_size=8))
+def test_fast_profile_split_agrees_with_the_parser(parts) -> None:  # type: ignore[no-untyped-def]
+    """The ranker's per-part table gives exactly what the whole-profile parser gives,
+    duplicates, case, weights and exclusions included (one ranker reused, so the table
+    is warm for later examples)."""
+    text = "".join(f"{neg}{term}{w}{sep}" for term, neg, w, sep in parts)
+    ranker = _SHARED_RANKER()
+    fast = ranker._terms_of(text)
+    slow = ranker._dedupe([ranker._term_hit(t) for t in profile_terms(text)])
+    assert fast == slow
+
+
+def _shared_ranker_factory():  # type: ignore[no-untyped-def]
+    made: list[Ranker] = []
+
+    def get() -> Ranker:
+        if not made:
+            cfg = RankingConfig()
+            entries = [RankEntry("a", "Diffusion models for graphs", "attention is used"),
+                       RankEntry("b", "Large language models", "LLM attention")]
+            made.append(Ranker(Corpus(entries, Acronyms.load(), cfg, dt.date(2025, 1, 1)),
+                               cfg))
+        return made[0]
+    return get
+
+
+_SHARED_RANKER = _shared_ranker_factory()

@@ -32,7 +32,7 @@ from scipy import sparse
 from newsletter.config import RankingConfig
 from newsletter.errors import ProfileError
 from newsletter.ingest.papers import normalize_title
-from newsletter.ranking.profile import Term, profile_terms
+from newsletter.ranking.profile import _PLAIN_SPLIT, MAX_TERMS, Term, profile_terms
 from newsletter.ranking.related import RelatedTerms
 from newsletter.ranking.text import (
     STOPWORDS,
@@ -55,6 +55,7 @@ MIN_IDF_N = 100  # idf is computed as if at least this many papers were ranked
 PHRASE_WEIGHT = 1.0  # a topic's score: the phrase (or acronym form) ...
 WORDS_WEIGHT = 1.0  # ... plus its words' mean score, scaled by the share present ...
 COVERAGE_POWER = 0.0  # ... to this power, so one word of three earns little
+PART_TABLE = 500_000  # distinct raw profile parts remembered per ranker
 LEARNED_MATCH = 2.0  # learned relevance that makes a match alone, × min_relevance
 
 
@@ -330,6 +331,7 @@ class Ranker:
         self._features: list[Feature] = []
         self._m = np.zeros((64, len(corpus.entries)), dtype=np.float32)
         self._term_ids: dict[Term, tuple[int, float, bool, str]] = {}
+        self._part_ids: dict[str, tuple[int, float, bool, str] | None] = {}
         self.learner = None
         if votes is not None and len(votes.keys):
             from newsletter.ranking.feedback import Learner
@@ -339,15 +341,41 @@ class Ranker:
     def _terms_of(self, text: str) -> list[tuple[int, float, bool, str]]:
         """(feature id, weight, exclude, term text) per term of the one parser's output.
         Two terms that analyse to the same feature ("diffusion, diffusions") count once,
-        with the larger weight."""
+        with the larger weight.
+
+        The hot path at a million subscribers: a profile without quotes is split with
+        the parser's own separator and each raw part is looked up in a per-ranker table
+        filled from the parser (``profile_terms`` of that part alone), so each distinct
+        part is parsed once per ranker, not once per subscriber. Quotes, or more terms
+        than the parser allows, go through the parser whole (and its errors)."""
+        parts = None if '"' in text else _PLAIN_SPLIT.split(text)
+        if parts is None or len(parts) > MAX_TERMS:
+            return self._dedupe([self._term_hit(t) for t in profile_terms(text)])
+        table = self._part_ids
+        found: list[tuple[int, float, bool, str]] = []
+        for raw in parts:
+            if raw in table:
+                hit = table[raw]
+            else:
+                terms = profile_terms(raw)  # "" or blanks: no term
+                hit = self._term_hit(terms[0]) if terms else None
+                if len(table) < PART_TABLE:  # bounded: a list of unique terms can't grow it
+                    table[raw] = hit
+            if hit is not None:
+                found.append(hit)
+        return self._dedupe(found)
+
+    def _term_hit(self, t: Term) -> tuple[int, float, bool, str]:
         ids = self._term_ids
-        found = []
-        for t in profile_terms(text):
-            hit = ids.get(t)
-            if hit is None:
-                hit = ids[t] = (self._fid(t), t.weight, t.exclude, t.text)
-            found.append(hit)
-        if len(found) > 1 and len({(f, x) for f, _, x, _ in found}) < len(found):
+        hit = ids.get(t)
+        if hit is None:
+            hit = ids[t] = (self._fid(t), t.weight, t.exclude, t.text)
+        return hit
+
+    @staticmethod
+    def _dedupe(found: list[tuple[int, float, bool, str]]
+                ) -> list[tuple[int, float, bool, str]]:
+        if len(found) > 1 and len({f for f, _, _, _ in found}) < len(found):
             best: dict[tuple[int, bool], tuple[float, str]] = {}
             for f, w, x, name in found:  # a repeated term keeps its largest weight
                 if (f, x) not in best or best[(f, x)][0] < w:
@@ -466,27 +494,27 @@ class Ranker:
     def _rank_chunk(self, batch: list[tuple[Any, str]], sent: Mapping[Any, Iterable[int]],
                     k: int) -> Chunk:
         n_entries = len(self.corpus.entries)
-        pos_r: list[int] = []
-        pos_c: list[int] = []
-        pos_w: list[float] = []
-        neg_r: list[int] = []
-        neg_c: list[int] = []
-        for r, (key, text) in enumerate(batch):
+        flat: list[tuple[int, float, bool, str]] = []
+        counts: list[int] = []
+        for key, text in batch:
             try:
                 terms = self._terms_of(text or "")
             except ProfileError as exc:
                 raise ProfileError(f"subscriber {key}: {exc.message}") from None
-            for fid, weight, exclude, _ in terms:
-                if exclude:
-                    neg_r.append(r)
-                    neg_c.append(fid)
-                else:
-                    pos_r.append(r)
-                    pos_c.append(fid)
-                    pos_w.append(weight)
+            flat.extend(terms)
+            counts.append(len(terms))
+        # Columns of the flat term list as arrays (one pass each, no per-term appends).
+        total = len(flat)
+        rows = np.repeat(np.arange(len(batch), dtype=np.int32), counts)
+        fids = np.fromiter((h[0] for h in flat), np.int32, total)
+        excl = np.fromiter((h[2] for h in flat), np.bool_, total)
+        pos = ~excl
+        pos_r, pos_c = rows[pos], fids[pos]
+        pos_w = np.fromiter((h[1] for h in flat), np.float32, total)[pos]
+        neg_r, neg_c = rows[excl], fids[excl]
         n, nf = len(batch), len(self.feature_ids)
         m = self._m[:nf]
-        s = sparse.csr_matrix((np.asarray(pos_w, dtype=np.float32), (pos_r, pos_c)), shape=(n, nf))
+        s = sparse.csr_matrix((pos_w, (pos_r, pos_c)), shape=(n, nf))
         # In place from here on: each pass over n × entries floats costs real time at 1M rows.
         score = np.asarray(s @ m, dtype=np.float32) if nf else np.zeros((n, n_entries),
                                                                          np.float32)
@@ -494,8 +522,8 @@ class Ranker:
         if self.learner is not None:
             # Votes add learned weights over the same features and the same M, never on a
             # written term.
-            written = sparse.csr_matrix((np.ones(len(pos_r) + len(neg_r), np.float32),
-                                         (pos_r + neg_r, pos_c + neg_c)), shape=(n, nf))
+            written = sparse.csr_matrix((np.ones(total, np.float32), (rows, fids)),
+                                        shape=(n, nf))
             learned = self.learner.matrix([key for key, _ in batch], written)
             if learned.nnz:
                 lifted = np.asarray(learned @ m, dtype=np.float32)
@@ -509,7 +537,7 @@ class Ranker:
         score += self.corpus.bonus
         score[:, ~self.corpus.canonical] = -np.inf
         x = None
-        if neg_r:
+        if len(neg_r):
             x = sparse.csr_matrix((np.ones(len(neg_r), np.float32), (neg_r, neg_c)), shape=(n, nf))
             score[np.asarray(x @ m) > 0] = -np.inf
         sent_rows: list[int] = []
