@@ -148,3 +148,65 @@ def test_bad_slot_is_refused(world) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
     with pytest.raises(InputError, match="--slot"):
         run_send(settings, engine, DAY, slot="25")
+
+
+def test_worker_warm_shutdown_on_sigterm_finishes_in_flight_and_releases_the_rest(
+        pg_url: str, smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    """systemd and Celery's warm shutdown send SIGTERM: the worker stops claiming,
+    finishes the messages in flight, gives the rest back to the ledger and exits 0;
+    a second run delivers the rest, nobody twice."""
+    import signal
+    import time
+
+    import redis
+
+    if not reachable(6379):
+        need_service("redis", "nothing listens on 127.0.0.1:6379")
+    url = "redis://127.0.0.1:6379/14"
+    redis.Redis.from_url(url).flushdb()
+    populate(pg_url, extra=60)
+    smtp_sink.delay = 0.1
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+           "NEWSLETTER_DATABASE__URL": pg_url, "NEWSLETTER_QUEUE__BROKER_URL": url,
+           "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": "127.0.0.1",
+           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port), "NEWSLETTER_SMTP__CONNECTIONS": "2",
+           "NEWSLETTER_QUEUE__QUEUE_NAME": f"nl-term-{tmp_path.name}-{os.getpid()}"}
+    send = [sys.executable, "-m", "newsletter", "send", "--queue", "--tasks", "1", "--yes",
+            "--force", "--date", DAY.isoformat()]
+    queued = subprocess.run([*send, "--wait", "0"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert queued.returncode == 3 and "pending 68" in queued.stderr, queued.stderr
+    worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    deadline = time.monotonic() + 90
+    while len(smtp_sink.messages) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert smtp_sink.messages, "the worker sent nothing"
+    worker.send_signal(signal.SIGTERM)
+    _, log = worker.communicate(timeout=60)
+    assert worker.returncode == 0, log
+    assert "Traceback" not in log
+    everyone = 8 + 60
+    got = len(smtp_sink.messages)
+    assert got < everyone
+    engine = get_engine(pg_url)
+    with session_scope(engine) as s:
+        counts = dict(s.execute(select(Delivery.status, func.count())
+                                .group_by(Delivery.status)).all())
+    assert counts.get("sending", 0) == 0  # in flight finished, the rest given back
+    assert counts.get("sent") == got and counts.get("pending") == everyone - got
+    smtp_sink.delay = 0
+    again = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        done = subprocess.run([*send, "--wait", "120"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+    finally:
+        again.terminate()
+        again.communicate(timeout=30)
+    counts_by_rcpt: dict[str, int] = {}
+    for rcpt, _ in smtp_sink.messages:
+        counts_by_rcpt[rcpt] = counts_by_rcpt.get(rcpt, 0) + 1
+    assert len(counts_by_rcpt) == everyone and set(counts_by_rcpt.values()) == {1}
