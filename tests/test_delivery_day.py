@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -380,3 +381,66 @@ def test_sigterm_stops_the_daemon_cleanly(db_url: str, smtp_sink: SmtpSink,
                                 .group_by(Delivery.status)).all())
     assert counts.get("sending", 0) == 0
     assert counts.get("sent") == len(smtp_sink.messages) < len(people)
+
+
+# ---- 4. disk full: the outbox holds only whole messages ----------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 160 KB tmpfs: a real ENOSPC part-way through an edition (root only)."""
+    mount = tmp_path / "outbox"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for a real disk-full needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_leaves_only_whole_messages_and_a_rerun_sends_the_rest(
+        sqlite_url: str, tmp_path: Path, tiny_disk: Path) -> None:
+    """Before: disk full left zero-byte `.eml` files. Now every file in the outbox is a
+    whole message, the ones that did not fit are failed (transient) with the reason,
+    and a rerun with space again writes exactly those."""
+    import email
+    import email.policy
+
+    people = [(f"f{i}@example.org", "UTC", 7) for i in range(30)]
+    populate(sqlite_url, people)
+    env = cli_env(sqlite_url, NEWSLETTER_OUTBOX__PATH=str(tiny_disk),
+                  NEWSLETTER_TRANSPORT__BACKOFF_SECONDS="0.01")
+    cmd = [sys.executable, "-m", "newsletter", "send", "--yes", "--date", DAY.isoformat()]
+    first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert "Traceback" not in first.stderr
+    assert first.returncode != 0, first.stderr  # failures are reported, not hidden
+
+    def whole(folder: Path) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for f in folder.iterdir():
+            assert f.suffix == ".eml", f"left behind: {f.name}"
+            msg = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
+            assert msg.get_body(("html",)) is not None and msg.get_body(("plain",)) is not None
+            assert f.read_bytes().rstrip().endswith(b"--"), f"cut short: {f.name}"
+            found[str(msg["To"])] = found.get(str(msg["To"]), 0) + 1
+        return found
+
+    written = whole(tiny_disk)
+    assert 0 < len(written) < len(people)
+    engine = get_engine(sqlite_url)
+    with session_scope(engine) as s:
+        rows = dict(s.execute(select(Subscriber.email, Delivery.status).join(Delivery)).all())
+        errors = set(s.scalars(select(Delivery.last_error).where(Delivery.status == "failed")))
+    assert {e for e, st in rows.items() if st == "sent"} == set(written)
+    assert all("No space left" in (e or "") for e in errors), errors
+    subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_disk)], check=True)
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert whole(tiny_disk) == {p[0]: 1 for p in people}
