@@ -31,6 +31,19 @@ from newsletter.store import queries
 from newsletter.store import subscribers as subs_mod
 from newsletter.store.queries import parse_day
 
+
+def _usage_name(self: typer.core.TyperArgument) -> str:
+    """Usage lines in the POSIX style operators' scripts and man pages use: a required
+    argument as ``EMAIL``, an optional one as ``[EDITION]`` (Typer 0.29 writes the
+    required ones as ``{EMAIL}``, which reads as a literal brace)."""
+    name = self.display_name_raw
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+if hasattr(typer.core.TyperArgument, "_usage_display_name"):
+    typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+
 app = typer.Typer(
     help="A personalized daily digest of new research papers.",
     no_args_is_help=True,
@@ -296,8 +309,9 @@ def rank(
 @app.command()
 def feedback(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
-    paper_id: Annotated[str, typer.Argument(help="The paper, as `rank --json` prints "
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's address.")],
+    paper_id: Annotated[str, typer.Argument(metavar="PAPER_ID",
+                                            help="The paper, as `rank --json` prints "
                                             "picks[].id.")],
     up: Annotated[bool, typer.Option("--up", help="More like this.")] = False,
     down: Annotated[bool, typer.Option("--down", help="Less like this.")] = False,
@@ -584,7 +598,8 @@ def sources_list(
 @sources_app.command("test")
 def sources_test(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(help="A [[sources]] name, a URL or a file path.")],
+    source: Annotated[str, typer.Argument(
+        metavar="SOURCE", help="A [[sources]] name, a URL or a file path.")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unusable item.")]
     = False,
@@ -694,7 +709,8 @@ def webhooks_urls(
 @webhooks_app.command("rotate")
 def webhooks_rotate(
     ctx: typer.Context,
-    provider: Annotated[str, typer.Argument(help="sendgrid | mailgun | postmark | resend | ses")],
+    provider: Annotated[str, typer.Argument(
+        metavar="PROVIDER", help="sendgrid | mailgun | postmark | resend | ses")],
 ) -> None:
     """Replace a provider's webhook URL token; the old URL stops working at once."""
     from newsletter.web.webhooks import rotate_token, webhook_urls
@@ -786,7 +802,7 @@ def run(ctx: typer.Context, log_format: LogFormat = None,
 @admin_app.command("add-user")
 def admin_add_user(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The operator's user name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The operator's user name.")],
     password_stdin: Annotated[bool, typer.Option(
         "--password-stdin", help="Read the password from the first line of stdin.")] = False,
 ) -> None:
@@ -830,7 +846,8 @@ def admin_list_users(
 
 @admin_app.command("remove-user")
 def admin_remove_user(
-    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The operator's user name.")]
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The operator's user name.")]
 ) -> None:
     """Remove an operator; their open sessions end at once."""
     from newsletter.web.admin import auth
