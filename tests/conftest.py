@@ -290,6 +290,16 @@ class SmtpSink:
     def count(self, rcpt: str) -> int:
         return sum(1 for r, _ in self.messages if r == rcpt)
 
+    def wait_for(self, n: int, timeout: float = 60) -> int:
+        """Block until ``n`` messages arrived (or ``timeout``): how a test sends a
+        signal to a process mid-edition. Returns how many arrived."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(self.messages)
+
 
 @pytest.fixture
 def smtp_sink() -> Iterator[SmtpSink]:

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -336,9 +335,7 @@ def test_signal_during_send_finishes_in_flight_and_exits_documented_code(
            "--date", DAY.isoformat()]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while len(smtp_sink.messages) < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    smtp_sink.wait_for(4)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 128 + sig, stderr
@@ -369,9 +366,7 @@ def test_sigterm_stops_the_daemon_cleanly(db_url: str, smtp_sink: SmtpSink,
     proc = subprocess.Popen([sys.executable, "-m", "newsletter", "run"], cwd=tmp_path,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.monotonic() + 60
-    while len(smtp_sink.messages) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    smtp_sink.wait_for(3)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr

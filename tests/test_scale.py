@@ -48,6 +48,16 @@ def populate(url: str, extra: int) -> Settings:
     return settings
 
 
+def worker_env(db_url: str, broker_url: str, sink: SmtpSink, queue: str) -> dict[str, str]:
+    """The environment of `send --queue` and `newsletter worker` in these tests; the
+    queue is the test's own, so runs sharing the broker never take each other's tasks."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+            "NEWSLETTER_DATABASE__URL": db_url, "NEWSLETTER_QUEUE__BROKER_URL": broker_url,
+            "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": sink.host,
+            "NEWSLETTER_SMTP__PORT": str(sink.port), "NEWSLETTER_SMTP__CONNECTIONS": "2",
+            "NEWSLETTER_QUEUE__QUEUE_NAME": f"{queue}-{os.getpid()}"}
+
+
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_workers_share_an_edition_without_duplicates(pg_url: str, smtp_sink: SmtpSink,
                                                      tmp_path: Path, broker: str) -> None:
@@ -61,12 +71,7 @@ def test_workers_share_an_edition_without_duplicates(pg_url: str, smtp_sink: Smt
         redis.Redis.from_url(url).flushdb()
     populate(pg_url, extra=60)
     smtp_sink.delay = 0.01
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
-           "NEWSLETTER_DATABASE__URL": pg_url, "NEWSLETTER_QUEUE__BROKER_URL": url,
-           "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": "127.0.0.1",
-           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port), "NEWSLETTER_SMTP__CONNECTIONS": "2",
-           # a queue of this test's own: runs sharing the broker never take each other's tasks
-           "NEWSLETTER_QUEUE__QUEUE_NAME": f"nl-test-{tmp_path.name}-{os.getpid()}"}
+    env = worker_env(pg_url, url, smtp_sink, f"nl-test-{tmp_path.name}")
     workers = [subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                for _ in range(2)]
@@ -156,7 +161,6 @@ def test_worker_warm_shutdown_on_sigterm_finishes_in_flight_and_releases_the_res
     finishes the messages in flight, gives the rest back to the ledger and exits 0;
     a second run delivers the rest, nobody twice."""
     import signal
-    import time
 
     import redis
 
@@ -166,11 +170,7 @@ def test_worker_warm_shutdown_on_sigterm_finishes_in_flight_and_releases_the_res
     redis.Redis.from_url(url).flushdb()
     populate(pg_url, extra=60)
     smtp_sink.delay = 0.1
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
-           "NEWSLETTER_DATABASE__URL": pg_url, "NEWSLETTER_QUEUE__BROKER_URL": url,
-           "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": "127.0.0.1",
-           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port), "NEWSLETTER_SMTP__CONNECTIONS": "2",
-           "NEWSLETTER_QUEUE__QUEUE_NAME": f"nl-term-{tmp_path.name}-{os.getpid()}"}
+    env = worker_env(pg_url, url, smtp_sink, f"nl-term-{tmp_path.name}")
     send = [sys.executable, "-m", "newsletter", "send", "--queue", "--tasks", "1", "--yes",
             "--force", "--date", DAY.isoformat()]
     queued = subprocess.run([*send, "--wait", "0"], cwd=tmp_path, env=env,
@@ -179,10 +179,7 @@ def test_worker_warm_shutdown_on_sigterm_finishes_in_flight_and_releases_the_res
     worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
-    deadline = time.monotonic() + 90
-    while len(smtp_sink.messages) < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert smtp_sink.messages, "the worker sent nothing"
+    assert smtp_sink.wait_for(4, timeout=90), "the worker sent nothing"
     worker.send_signal(signal.SIGTERM)
     _, log = worker.communicate(timeout=60)
     assert worker.returncode == 0, log
