@@ -170,6 +170,25 @@ def test_preview_in_an_empty_folder_creates_nothing(cli, tmp_path: Path) -> None
     assert not list(tmp_path.iterdir())
 
 
+def test_plan_reports_true_counts(db_url: str, tmp_path: Path) -> None:
+    """Planned, skipped and the rows written agree, on both databases (the PostgreSQL
+    plan writes its rows as arrays in one statement per chunk)."""
+    people = [(f"c{i}@example.org", "UTC", 7) for i in range(5)]
+    settings = populate(db_url, people, SAMPLE).replace(
+        outbox={"path": str(tmp_path / "out")}, ranking={"trending": "none"})
+    engine = get_engine(db_url)
+    with session_scope(engine) as s:
+        add(s, "nothing@example.org", keywords="zymurgy")
+    summary = run_send(settings, engine, DAY)
+    assert (summary.plan.planned, summary.plan.skipped, summary.plan.already) == (5, 1, 0)
+    with session_scope(engine) as s:
+        rows = s.execute(select(Subscriber.email, Delivery.status, Delivery.entry_ids,
+                                Delivery.details).join(Delivery)).all()
+    assert sorted(st for _, st, _, _ in rows) == ["sent"] * 5 + ["skipped"]
+    assert all(ids and det == {"trending": False} for e, _, ids, det in rows
+               if e != "nothing@example.org")
+
+
 # ---- 7. hourly slots: catch-up by local day, DST, odd offsets ----------------------
 
 

@@ -18,6 +18,7 @@ Preview runs exactly this code with a ``MemoryLedger`` and a file transport.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import socket
 import uuid
@@ -95,6 +96,31 @@ def _insert_for(engine: Engine) -> Any:
     return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
 
+# One statement per chunk with the rows as arrays: its text never changes, so the driver
+# and the server parse it once, where a multi-row VALUES list is a new (and long) text
+# for every chunk size and costs more CPU to build and parse than the rows themselves.
+_PG_PLAN = text(
+    "INSERT INTO deliveries (edition_id, subscriber_id, day, entry_ids, details, status, "
+    "reason, attempts, last_error, message_id, lease_owner, created_at, updated_at) "
+    "SELECT :edition, v.sid, v.day, CAST(v.entries AS json), CAST(v.details AS json), "
+    "v.status, v.reason, 0, '', '', '', :now, :now "
+    "FROM unnest(CAST(:sids AS integer[]), CAST(:days AS date[]), CAST(:entries AS text[]), "
+    "CAST(:details AS text[]), CAST(:statuses AS text[]), CAST(:reasons AS text[])) "
+    "AS v(sid, day, entries, details, status, reason) "
+    "ON CONFLICT DO NOTHING RETURNING status")
+
+
+def _pg_plan_params(edition_id: int, now: dt.datetime,
+                    rows: list[dict[str, Any]]) -> dict[str, Any]:
+    dumps = json.dumps
+    return {"edition": edition_id, "now": now,
+            "sids": [r["subscriber_id"] for r in rows], "days": [r["day"] for r in rows],
+            "entries": [dumps(r["entry_ids"]) for r in rows],
+            "details": [dumps(r["details"]) for r in rows],
+            "statuses": [str(r["status"]) for r in rows],
+            "reasons": [r["reason"] for r in rows]}
+
+
 def lease_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -135,15 +161,21 @@ class DbLedger:
                     "attempts": 0, "last_error": "", "message_id": "", "lease_owner": "",
                     "created_at": now, "updated_at": now,
                 })
-            if rows:
+            if rows and self.engine.dialect.name == "postgresql":
+                with session_scope(self.engine) as s:
+                    written = list(s.scalars(_PG_PLAN, _pg_plan_params(
+                        self.edition.id, now, rows)))
+            elif rows:
                 with session_scope(self.engine) as s:
                     stmt = insert(Delivery).on_conflict_do_nothing().returning(
                         Delivery.status)
                     written = list(s.scalars(stmt, rows))
-                skipped = sum(1 for st in written if st == DeliveryStatus.SKIPPED)
-                report.skipped += skipped
-                report.planned += len(written) - skipped
-                report.already += len(rows) - len(written)
+            else:
+                continue
+            skipped = sum(1 for st in written if st == DeliveryStatus.SKIPPED)
+            report.skipped += skipped
+            report.planned += len(written) - skipped
+            report.already += len(rows) - len(written)
         with session_scope(self.engine) as s:
             s.execute(update(Edition).where(Edition.id == self.edition.id)
                       .values(planned_at=utcnow()))
