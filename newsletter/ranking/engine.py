@@ -196,6 +196,9 @@ class Corpus:
         self.canonical = self._canonical_mask()
         self.bonus = (cfg.weight_popularity * self.popularity
                       + cfg.weight_recency * self.recency).astype(np.float32)
+        # The bonus with -inf on duplicate copies: one addition both scores and drops them.
+        self.bonus_canonical = np.where(self.canonical, self.bonus,
+                                        np.float32(-np.inf)).astype(np.float32)
         self.trending_order = np.lexsort((-self.recency, -self.popularity))
         self._rows: dict[Feature, np.ndarray] = {}
 
@@ -531,11 +534,10 @@ class Ranker:
                 # Learned terms alone make a match only well past the bar a written term
                 # must pass: a vote is weaker evidence than what the reader wrote.
                 unmatched &= lifted < LEARNED_MATCH * self.cfg.min_relevance
-        score[unmatched] = -np.inf
+        np.putmask(score, unmatched, np.float32(-np.inf))
         if self.cfg.weight_relevance != 1.0:
             score *= self.cfg.weight_relevance
-        score += self.corpus.bonus
-        score[:, ~self.corpus.canonical] = -np.inf
+        score += self.corpus.bonus_canonical
         x = None
         if len(neg_r):
             x = sparse.csr_matrix((np.ones(len(neg_r), np.float32), (neg_r, neg_c)), shape=(n, nf))
