@@ -350,8 +350,8 @@ class Ranker:
         The hot path at a million subscribers: a profile without quotes is split with
         the parser's own separator and each raw part is looked up in a per-ranker table
         filled from the parser (``profile_terms`` of that part alone), so each distinct
-        part is parsed once per ranker, not once per subscriber. Quotes, or more terms
-        than the parser allows, go through the parser whole (and its errors)."""
+        part is parsed once per ranker, not once per subscriber. Quotes, more terms than
+        the parser allows, or a repeated feature go through the parser whole."""
         parts = None if '"' in text else _PLAIN_SPLIT.split(text)
         if parts is None or len(parts) > MAX_TERMS:
             return self._dedupe([self._term_hit(t) for t in profile_terms(text)])
@@ -367,7 +367,11 @@ class Ranker:
                     table[raw] = hit
             if hit is not None:
                 found.append(hit)
-        return self._dedupe(found)
+        if len(found) > 1 and len({f for f, _, _, _ in found}) < len(found):
+            # A repeat ("diffusion, diffusions^2"): the parser's own rule picks which
+            # written form names it, so the whole profile goes through the parser.
+            return self._dedupe([self._term_hit(t) for t in profile_terms(text)])
+        return found
 
     def _term_hit(self, t: Term) -> tuple[int, float, bool, str]:
         ids = self._term_ids
