@@ -265,6 +265,39 @@ def test_learned_weights_are_bounded_never_on_written_terms_and_decay() -> None:
     assert w_old[key] == pytest.approx(w_fresh[key] / 2, rel=1e-3)
 
 
+def test_learned_terms_move_a_match_by_at_most_their_share() -> None:
+    """However strong the votes, learned terms move a written match by at most
+    ``feedback_share`` of its written relevance, and a match they make alone counts
+    that share of its learned relevance; explanations add up to the same scores."""
+    cfg = RankingConfig(trending="none", feedback_up=5.0, feedback_down=5.0,
+                        feedback_max_weight=10.0)
+    share = cfg.feedback_share
+    plain_r = engine_with([], cfg)
+    bonus = {e.id: float(b) for e, b in zip(TODAY_PAPERS, plain_r.corpus.bonus, strict=True)}
+    plain = scores(plain_r)
+    written = {k: v - bonus[k] for k, v in plain.items()}
+    liked_r = engine_with([(1, 0, 1, 0.0), (1, 1, 1, 0.0)], cfg)
+    liked = scores(liked_r)
+    disliked = scores(engine_with([(1, 2, -1, 0.0)], cfg))
+    assert liked["a"] - plain["a"] == pytest.approx(share * written["a"], rel=1e-4)
+    assert plain["c"] - disliked["c"] == pytest.approx(share * written["c"], rel=1e-4)
+    assert liked["b"] == plain["b"] and disliked["b"] == plain["b"]
+    # "d" matches no written term: the liked Mamba papers make it a match on their own,
+    # ranked by a share of its learned relevance, below the written matches here.
+    assert "d" in liked and "d" not in plain
+    d = TODAY_PAPERS.index(next(e for e in TODAY_PAPERS if e.id == "d"))
+    learned = liked_r.learner.learned(1, set()) if liked_r.learner else []
+    lifted = sum(t.weight * float(liked_r.feature_rows[t.fid, d]) for t in learned)
+    assert liked["d"] - bonus["d"] == pytest.approx(share * lifted, rel=1e-3)
+    assert ranked(liked_r)[-1] == "d"
+    # What the explanations say is what the ranking counted.
+    [chunk] = liked_r.rank([(1, "diffusion models")], k=4)
+    picks = [int(i) for i in chunk.picks[0] if i >= 0]
+    for ex, value in zip(liked_r.explain_many("diffusion models", picks, key=1),
+                         chunk.scores[0], strict=False):
+        assert ex.score == pytest.approx(float(value), abs=1e-3)
+
+
 def test_a_dislike_cannot_erase_a_written_topic() -> None:
     r = engine_with([(1, 2, -1, 0.0)], RankingConfig(trending="none", feedback_down=10.0))
     assert {"a", "b", "c"} == set(ranked(r))
