@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import numpy as np
@@ -31,7 +32,7 @@ from newsletter.store.models import Subscriber, Vote
 from newsletter.web import create_app
 
 from .conftest import ROOT, free_port
-from .web_support import post_form
+from .web_support import post_form, running_site
 
 ADA = "ada@example.org"
 
@@ -163,6 +164,49 @@ def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: igno
                              action=html.unescape(undo.group(1))).status_code == 200
     assert vote_count(engine) == 0
     assert rank() == before
+
+
+def test_preferences_picks_count_the_subscribers_votes(world) -> None:  # type: ignore[no-untyped-def]
+    """The preferences page ranks a subscriber's picks with their votes (the voted
+    paper gone, what the vote taught in the explanation) although picks are cached
+    per keyword set: someone with the same keywords and no votes keeps the plain
+    picks, and undoing the vote gives the first picks back."""
+    settings, engine = world
+    with session_scope(engine) as s:  # Grace writes what Ada writes, and never votes
+        subs = {sub.email: sub for sub in s.scalars(select(Subscriber))}
+        subs["grace@example.org"].keywords = subs[ADA].keywords
+    with running_site(settings, engine) as site, httpx.Client(
+            timeout=60, follow_redirects=True) as client:
+        ada, grace = site.sub_id(ADA), site.sub_id("grace@example.org")
+        prefs = site.links.preferences(ada)
+
+        def picks(sub_id: int) -> list[tuple[str, str]]:
+            page = client.get(site.links.preferences(sub_id))
+            assert page.status_code == 200
+            found = re.findall(r'<a href="[^"]*/papers/([^"]+)"><strong>.*?</strong></a><br>'
+                               r'\s*<span class="meta">(.*?)</span>', page.text)
+            return [(unquote(p), html.unescape(why)) for p, why in found]
+
+        before = picks(ada)
+        assert before and before == picks(grace)
+        assert all(why.startswith("matched: ") and "also like" not in why for _, why in before)
+        liked = before[0][0]
+        voted = post_form(client, site.links.votes(ada, liked)["more"], {})
+        assert voted.status_code == 200 and "show more on" in voted.text
+
+        after = picks(ada)
+        assert after and liked not in {p for p, _ in after}
+        assert any(re.search(r"also like: .+ — you liked 1 paper about it", why)
+                   for _, why in after), after
+        assert picks(grace) == before  # the keyword set's cached picks are untouched
+
+        undo = re.search(r'<form class="pick" method="post" action="([^"]+/undo/[^"]+)"',
+                         client.get(prefs).text)
+        assert undo is not None
+        assert post_form(client, prefs, {"paper": liked},
+                         action=html.unescape(undo.group(1))).status_code == 200
+        assert vote_count(engine) == 0
+        assert picks(ada) == before
 
 
 def test_cli_feedback_errors_are_one_line(cli, world) -> None:  # type: ignore[no-untyped-def]
