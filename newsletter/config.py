@@ -210,6 +210,8 @@ class RankingConfig(_Section):
     feedback_terms: int = Field(default=6, ge=1, le=50)  # terms taken from a voted paper
     feedback_max_weight: float = Field(default=1.0, gt=0, le=10)  # bound per learned term
     feedback_min_weight: float = Field(default=0.05, ge=0)  # weaker learned terms are dropped
+    # Learned relevance moves a paper by at most this share of its written relevance.
+    feedback_share: float = Field(default=0.1, ge=0, le=1)
     feedback_half_life_days: float = Field(default=90.0, gt=0)  # a vote's weight halves
     # Worker processes ranking a large edition's chunks (0: one per core; 1: none).
     processes: int = Field(default=0, ge=0, le=64)

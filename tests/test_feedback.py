@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import numpy as np
@@ -31,7 +32,7 @@ from newsletter.store.models import Subscriber, Vote
 from newsletter.web import create_app
 
 from .conftest import ROOT, free_port
-from .web_support import post_form
+from .web_support import post_form, running_site
 
 ADA = "ada@example.org"
 
@@ -165,6 +166,49 @@ def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: igno
     assert rank() == before
 
 
+def test_preferences_picks_count_the_subscribers_votes(world) -> None:  # type: ignore[no-untyped-def]
+    """The preferences page ranks a subscriber's picks with their votes (the voted
+    paper gone, what the vote taught in the explanation) although picks are cached
+    per keyword set: someone with the same keywords and no votes keeps the plain
+    picks, and undoing the vote gives the first picks back."""
+    settings, engine = world
+    with session_scope(engine) as s:  # Grace writes what Ada writes, and never votes
+        subs = {sub.email: sub for sub in s.scalars(select(Subscriber))}
+        subs["grace@example.org"].keywords = subs[ADA].keywords
+    with running_site(settings, engine) as site, httpx.Client(
+            timeout=60, follow_redirects=True) as client:
+        ada, grace = site.sub_id(ADA), site.sub_id("grace@example.org")
+        prefs = site.links.preferences(ada)
+
+        def picks(sub_id: int) -> list[tuple[str, str]]:
+            page = client.get(site.links.preferences(sub_id))
+            assert page.status_code == 200
+            found = re.findall(r'<a href="[^"]*/papers/([^"]+)"><strong>.*?</strong></a><br>'
+                               r'\s*<span class="meta">(.*?)</span>', page.text)
+            return [(unquote(p), html.unescape(why)) for p, why in found]
+
+        before = picks(ada)
+        assert before and before == picks(grace)
+        assert all(why.startswith("matched: ") and "also like" not in why for _, why in before)
+        liked = before[0][0]
+        voted = post_form(client, site.links.votes(ada, liked)["more"], {})
+        assert voted.status_code == 200 and "show more on" in voted.text
+
+        after = picks(ada)
+        assert after and liked not in {p for p, _ in after}
+        assert any(re.search(r"also like: .+ — you liked 1 paper about it", why)
+                   for _, why in after), after
+        assert picks(grace) == before  # the keyword set's cached picks are untouched
+
+        undo = re.search(r'<form class="pick" method="post" action="([^"]+/undo/[^"]+)"',
+                         client.get(prefs).text)
+        assert undo is not None
+        assert post_form(client, prefs, {"paper": liked},
+                         action=html.unescape(undo.group(1))).status_code == 200
+        assert vote_count(engine) == 0
+        assert picks(ada) == before
+
+
 def test_cli_feedback_errors_are_one_line(cli, world) -> None:  # type: ignore[no-untyped-def]
     settings, _ = world
     env = {"NEWSLETTER_DATABASE__URL": settings.database.url}
@@ -263,6 +307,39 @@ def test_learned_weights_are_bounded_never_on_written_terms_and_decay() -> None:
     w_old = {t.key: t.weight for t in old.learner.learned(1, set())}  # type: ignore[union-attr]
     key = next(iter(w_fresh))
     assert w_old[key] == pytest.approx(w_fresh[key] / 2, rel=1e-3)
+
+
+def test_learned_terms_move_a_match_by_at_most_their_share() -> None:
+    """However strong the votes, learned terms move a written match by at most
+    ``feedback_share`` of its written relevance, and a match they make alone counts
+    that share of its learned relevance; explanations add up to the same scores."""
+    cfg = RankingConfig(trending="none", feedback_up=5.0, feedback_down=5.0,
+                        feedback_max_weight=10.0)
+    share = cfg.feedback_share
+    plain_r = engine_with([], cfg)
+    bonus = {e.id: float(b) for e, b in zip(TODAY_PAPERS, plain_r.corpus.bonus, strict=True)}
+    plain = scores(plain_r)
+    written = {k: v - bonus[k] for k, v in plain.items()}
+    liked_r = engine_with([(1, 0, 1, 0.0), (1, 1, 1, 0.0)], cfg)
+    liked = scores(liked_r)
+    disliked = scores(engine_with([(1, 2, -1, 0.0)], cfg))
+    assert liked["a"] - plain["a"] == pytest.approx(share * written["a"], rel=1e-4)
+    assert plain["c"] - disliked["c"] == pytest.approx(share * written["c"], rel=1e-4)
+    assert liked["b"] == plain["b"] and disliked["b"] == plain["b"]
+    # "d" matches no written term: the liked Mamba papers make it a match on their own,
+    # ranked by a share of its learned relevance, below the written matches here.
+    assert "d" in liked and "d" not in plain
+    d = TODAY_PAPERS.index(next(e for e in TODAY_PAPERS if e.id == "d"))
+    learned = liked_r.learner.learned(1, set()) if liked_r.learner else []
+    lifted = sum(t.weight * float(liked_r.feature_rows[t.fid, d]) for t in learned)
+    assert liked["d"] - bonus["d"] == pytest.approx(share * lifted, rel=1e-3)
+    assert ranked(liked_r)[-1] == "d"
+    # What the explanations say is what the ranking counted.
+    [chunk] = liked_r.rank([(1, "diffusion models")], k=4)
+    picks = [int(i) for i in chunk.picks[0] if i >= 0]
+    for ex, value in zip(liked_r.explain_many("diffusion models", picks, key=1),
+                         chunk.scores[0], strict=False):
+        assert ex.score == pytest.approx(float(value), abs=1e-3)
 
 
 def test_a_dislike_cannot_erase_a_written_topic() -> None:

@@ -417,20 +417,23 @@ class Ranker:
             features = [feats[terms[h][0]] for h in hits]
             matched = [(self._label(terms[h][3], feats[terms[h][0]], e, features),
                         round(values[h], 3)) for h in hits]
-            also: list[LearnedHit] = []
-            extra = 0.0
+            lifts: list[tuple[Learned, float]] = []
             for item in learned:
                 value = float(item.weight * self._m[item.fid, e])
                 if value:
-                    extra += value
-                    also.append(LearnedHit(item.term, round(value, 3), item.liked,
-                                           item.disliked))
+                    lifts.append((item, value))
                     if value > 0:
                         features.append(feats[item.fid])
-            also.sort(key=lambda h: -h.value)
+            own = sum(values)
+            extra = sum(v for _, v in lifts)
+            counted = learned_part(own, extra, cfg)
+            ratio = counted / extra if extra else 0.0  # each term's part of what counted
+            also = sorted((LearnedHit(item.term, round(v * ratio, 3), item.liked,
+                                      item.disliked) for item, v in lifts),
+                          key=lambda h: -h.value)
             out.append(Explanation(
                 matched=matched,
-                relevance=round(cfg.weight_relevance * (sum(values) + extra), 4),
+                relevance=round(cfg.weight_relevance * (own + counted), 4),
                 popularity=round(float(cfg.weight_popularity * popularity[e]), 4),
                 recency=round(float(cfg.weight_recency * recency[e]), 4),
                 features=features,
@@ -567,10 +570,20 @@ class Ranker:
             learned = self.learner.matrix([key for key, _ in batch], written)
             if learned.nnz:
                 lifted = np.asarray(learned @ m, dtype=np.float32)
-                score += lifted
                 # Learned terms alone make a match only well past the bar a written term
                 # must pass: a vote is weaker evidence than what the reader wrote.
-                unmatched &= lifted < LEARNED_MATCH * self.cfg.min_relevance
+                alone = unmatched & (lifted >= LEARNED_MATCH * self.cfg.min_relevance)
+                # In the order they count for at most ``feedback_share`` of the written
+                # relevance (up or down), or of their own in a match they make alone
+                # (``learned_part`` for one paper); in place, one more float array.
+                bound = score.copy()
+                np.copyto(bound, lifted, where=alone)
+                bound *= np.float32(self.cfg.feedback_share)
+                np.minimum(lifted, bound, out=lifted)
+                np.negative(bound, out=bound)
+                np.maximum(lifted, bound, out=lifted)
+                score += lifted
+                unmatched &= ~alone
         np.putmask(score, unmatched, np.float32(-np.inf))
         if self.cfg.weight_relevance != 1.0:
             score *= self.cfg.weight_relevance
@@ -621,6 +634,20 @@ class Ranker:
         picks[:, : t_picks.shape[1]] = t_picks
         scores[:, : t_scores.shape[1]] = t_scores
         return picks, scores
+
+
+def learned_part(written: float, lifted: float, cfg: RankingConfig) -> float:
+    """What learned relevance ``lifted`` adds to a paper whose written relevance is
+    ``written``, as ``Ranker._rank_chunk`` counts it for the whole matrix: within
+    ±``feedback_share`` × ``written`` for a written match; ``feedback_share`` × ``lifted``
+    for a match learned terms make alone (``LEARNED_MATCH``); otherwise all of it (no
+    match: only a trending pick is explained so)."""
+    share = cfg.feedback_share
+    if written >= cfg.min_relevance:
+        return min(max(lifted, -share * written), share * written)
+    if lifted >= LEARNED_MATCH * cfg.min_relevance:
+        return share * lifted
+    return lifted
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,12 @@ rewritten. Learned weights are added beside it, in the same sparse matrix:
 * Decay: a vote's weight halves every ``feedback_half_life_days``.
 * A learned weight never lands on a term the subscriber wrote (or excluded), nor on
   its words: the written profile decides those, so no vote can erase a written topic.
-* Learned terms re-order the written profile's matches; alone they make a match only
-  at twice ``min_relevance`` (``engine.LEARNED_MATCH``).
+* Learned terms re-order the written profile's matches, moving a paper by at most
+  ``feedback_share`` of its written relevance, up or down (``engine.learned_part``):
+  one liked paper's title terms with a high BM25 in a weak match could otherwise
+  lift it over better ones (measured with ``bench/feedback.py``). Alone they make a
+  match only at twice ``min_relevance`` (``engine.LEARNED_MATCH``), counted at that
+  share of their own relevance.
 * Terms the subscriber removed on the preferences page are not learned again.
 
 Everything here is vectorized per chunk of subscribers (sparse products), because

@@ -43,24 +43,40 @@ class Selection:
 
     @classmethod
     def build(cls, settings: Settings, session: Session, rows: list[Entry],
-              today: dt.date, *, ignore_sent: bool = False) -> Selection:
+              today: dt.date, *, ignore_sent: bool = False, votes: bool = True) -> Selection:
+        """``votes=False``: nobody's votes count (``for_subscriber`` adds one's)."""
         entries = [RankEntry.of(e) for e in rows]
         cfg = settings.ranking
         related = RelatedTerms.load(cfg.related_terms) if cfg.expand_related else None
         corpus = Corpus(entries, load_acronyms(settings, entries), cfg, today, related)
         sent = {} if ignore_sent else sent_map(session, [e.id for e in entries])
-        votes, voted = load_votes(session, [e.id for e in entries], today)
+        learned, voted = (load_votes(session, [e.id for e in entries], today) if votes
+                          else (None, {}))
         for sub_id, indices in voted.items():  # a paper voted on is never shown again
             sent.setdefault(sub_id, []).extend(indices)
-        return cls(entries, Ranker(corpus, cfg, votes), sent)
+        return cls(entries, Ranker(corpus, cfg, learned), sent)
+
+    def for_subscriber(self, session: Session, subscriber_id: int) -> Selection:
+        """The same papers and corpus with only this subscriber's votes counting (and
+        the papers they voted on never picked): cheap, the corpus is shared."""
+        corpus = self.ranker.corpus
+        learned, voted = load_votes(session, [e.id for e in self.entries], corpus.today,
+                                    subscriber_id)
+        sent = {subscriber_id: list(self.sent.get(subscriber_id, ()))
+                + voted.get(subscriber_id, [])}
+        return Selection(self.entries, Ranker(corpus, self.ranker.cfg, learned), sent)
 
 
-def load_votes(session: Session, entry_ids: list[str], today: dt.date) -> tuple[
-        Votes | None, dict[int, list[int]]]:
-    """Every vote, as the ranker's arrays (None when nobody voted), and per subscriber
-    the indices into ``entry_ids`` of papers they voted on."""
-    rows = session.execute(select(Vote.subscriber_id, Vote.entry_id, Vote.direction,
-                                  Vote.created_at)).all()
+def load_votes(session: Session, entry_ids: list[str], today: dt.date,
+               subscriber_id: int | None = None) -> tuple[Votes | None, dict[int, list[int]]]:
+    """Every vote (or one subscriber's), as the ranker's arrays (None when nobody
+    voted), and per subscriber the indices into ``entry_ids`` of papers they voted on."""
+    query = select(Vote.subscriber_id, Vote.entry_id, Vote.direction, Vote.created_at)
+    mutes_query = select(LearnedMute.subscriber_id, LearnedMute.term)
+    if subscriber_id is not None:
+        query = query.where(Vote.subscriber_id == subscriber_id)
+        mutes_query = mutes_query.where(LearnedMute.subscriber_id == subscriber_id)
+    rows = session.execute(query).all()
     if not rows:
         return None, {}
     position = {eid: i for i, eid in enumerate(entry_ids)}
@@ -80,7 +96,7 @@ def load_votes(session: Session, entry_ids: list[str], today: dt.date) -> tuple[
             data.append((sub_id, papers[entry_id], 1 if direction > 0 else -1,
                          max((today - at.date()).days, 0)))
     mutes: dict[int, set[str]] = defaultdict(set)
-    for sub_id, term in session.execute(select(LearnedMute.subscriber_id, LearnedMute.term)):
+    for sub_id, term in session.execute(mutes_query):
         mutes[sub_id].add(term)
     return (Votes.of(data, texts, {k: frozenset(v) for k, v in mutes.items()}),
             dict(voted))

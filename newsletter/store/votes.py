@@ -8,6 +8,7 @@ rewritten and a changed formula applies to old votes too.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -87,3 +88,19 @@ def votes_of(session: Session, subscriber_id: int) -> list[tuple[Vote, Entry]]:
                            .where(Vote.subscriber_id == subscriber_id)
                            .order_by(Vote.created_at.desc(), Vote.id.desc()))
     return [(v, e) for v, e in rows]
+
+
+def digest(session: Session, subscriber_id: int) -> str | None:
+    """A digest of everything that changes what a subscriber's votes teach (each vote
+    with its time, each removed term), or None when they have no vote: equal digests,
+    equal learning (on the same papers and day)."""
+    votes = session.execute(select(Vote.entry_id, Vote.direction, Vote.created_at)
+                            .where(Vote.subscriber_id == subscriber_id)
+                            .order_by(Vote.entry_id)).all()
+    if not votes:
+        return None
+    mutes = session.scalars(select(LearnedMute.term)
+                            .where(LearnedMute.subscriber_id == subscriber_id)
+                            .order_by(LearnedMute.term)).all()
+    text = repr(([(e, d, at.isoformat()) for e, d, at in votes], list(mutes)))
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -114,16 +114,19 @@ class Web:
         assert self.pool is not None
         return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
 
-    async def rank_picks(self, keywords: str) -> list[dict[str, Any]]:
-        """What ``keywords`` pick (cached), computed off the event loop."""
+    async def rank_picks(self, keywords: str, subscriber_id: int | None = None) -> list[
+            dict[str, Any]]:
+        """What ``keywords`` pick (cached), with ``subscriber_id``'s votes counting,
+        computed off the event loop."""
         from newsletter.web import offload
 
         if not keywords.strip():
             return []
         if self.pool is not None:
-            result: list[dict[str, Any]] = await self._offload(offload.picks, keywords)
+            result: list[dict[str, Any]] = await self._offload(offload.picks, keywords,
+                                                               subscriber_id)
             return result
-        return await self.picks.picks(keywords, self.heavy)
+        return await self.picks.picks(keywords, self.heavy, subscriber_id)
 
     async def render_view(self, sub_id: int, edition_id: int) -> str | None:
         from newsletter.web import offload

@@ -257,7 +257,7 @@ async def preferences(request: Request) -> Response:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     from newsletter.web.feedback import preferences_context  # it imports this module
 
-    picks = [] if error else await web.rank_picks(sub.keywords)
+    picks = [] if error else await web.rank_picks(sub.keywords, sub.id)
     shown = [p | {"link": web.links.paper(p["id"])} for p in picks]
     stopped = sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED)
     links = web.links
