@@ -336,6 +336,7 @@ class Ranker:
         self._m = np.zeros((64, len(corpus.entries)), dtype=np.float32)
         self._term_ids: dict[Term, tuple[int, float, bool, str]] = {}
         self._part_ids: dict[str, tuple[int, float, bool, str] | None] = {}
+        self._m_csr: sparse.csr_matrix | None = None
         self.learner = None
         if votes is not None and len(votes.keys):
             from newsletter.ranking.feedback import Learner
@@ -372,6 +373,13 @@ class Ranker:
             # written form names it, so the whole profile goes through the parser.
             return self._dedupe([self._term_hit(t) for t in profile_terms(text)])
         return found
+
+    def _m_sparse(self, nf: int) -> sparse.csr_matrix:
+        """The first ``nf`` feature rows of M as CSR (a feature occurs in few papers),
+        rebuilt only when features were added since."""
+        if self._m_csr is None or self._m_csr.shape[0] != nf:
+            self._m_csr = sparse.csr_matrix(self._m[:nf])
+        return self._m_csr
 
     def _term_hit(self, t: Term) -> tuple[int, float, bool, str]:
         ids = self._term_ids
@@ -569,21 +577,21 @@ class Ranker:
                                         shape=(n, nf))
             learned = self.learner.matrix([key for key, _ in batch], written)
             if learned.nnz:
-                lifted = np.asarray(learned @ m, dtype=np.float32)
+                # Sparse × sparse: learned terms touch few papers, so the lift and its
+                # bounds are computed only where it is not zero, not over n × entries.
+                lifted = (learned @ self._m_sparse(nf)).tocoo()
+                r, c = lifted.row, lifted.col
+                value = lifted.data.astype(np.float32)
+                base = score[r, c]
                 # Learned terms alone make a match only well past the bar a written term
                 # must pass: a vote is weaker evidence than what the reader wrote.
-                alone = unmatched & (lifted >= LEARNED_MATCH * self.cfg.min_relevance)
-                # In the order they count for at most ``feedback_share`` of the written
-                # relevance (up or down), or of their own in a match they make alone
-                # (``learned_part`` for one paper); in place, one more float array.
-                bound = score.copy()
-                np.copyto(bound, lifted, where=alone)
-                bound *= np.float32(self.cfg.feedback_share)
-                np.minimum(lifted, bound, out=lifted)
-                np.negative(bound, out=bound)
-                np.maximum(lifted, bound, out=lifted)
-                score += lifted
-                unmatched &= ~alone
+                alone = unmatched[r, c] & (value >= LEARNED_MATCH * self.cfg.min_relevance)
+                # They count for at most ``feedback_share`` of the written relevance (up
+                # or down), or of their own in a match they make alone (``learned_part``
+                # for one paper).
+                bound = np.where(alone, value, base) * np.float32(self.cfg.feedback_share)
+                score[r, c] = base + np.clip(value, -bound, bound)
+                unmatched[r[alone], c[alone]] = False
         np.putmask(score, unmatched, np.float32(-np.inf))
         if self.cfg.weight_relevance != 1.0:
             score *= self.cfg.weight_relevance

@@ -186,6 +186,8 @@ class Learner:
             for size in (1, 2):
                 for i in range(len(toks) - size + 1):
                     gram = tuple(t for t, _ in toks[i : i + size])
+                    if HEADLINE_ONLY and fname == "abstract" and gram not in headline:
+                        continue  # the abstract only counts toward title/keyword terms
                     if size == 1 and (len(gram[0]) < 3 or gram[0].isdigit()):
                         continue
                     if any(g in TITLE_FILLER for g in gram):
