@@ -213,8 +213,6 @@ class RankingConfig(_Section):
     # Learned relevance moves a paper by at most this share of its written relevance.
     feedback_share: float = Field(default=0.1, ge=0, le=1)
     feedback_half_life_days: float = Field(default=90.0, gt=0)  # a vote's weight halves
-    # Worker processes ranking a large edition's chunks (0: one per core; 1: none).
-    processes: int = Field(default=0, ge=0, le=64)
 
 
 class RenderConfig(_Section):

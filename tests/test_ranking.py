@@ -301,39 +301,3 @@ def _shared_ranker_factory():  # type: ignore[no-untyped-def]
 
 
 _SHARED_RANKER = _shared_ranker_factory()
-
-
-def test_a_large_edition_ranked_by_forked_workers_gives_the_same_picks() -> None:
-    """Past PARALLEL_AFTER chunks the rest are ranked in worker processes: the same
-    picks, scores and trending flags, in input order, as one process gives; sent
-    papers stay excluded and a bad profile far into the list is still refused by name."""
-    import newsletter.ranking.engine as engine_mod
-
-    words = ["attention", "diffusion", "KAN", "vision transformers", "mixture of experts",
-             "-diffusion", "author:Ada Lovelace", "pre-training", "Übersetzung", "zymurgy"]
-    rng = random.Random(7)
-    subs = [(i, ", ".join(rng.sample(words, rng.randint(0, 4)))) for i in range(600)]
-    sent = {i: [rng.randrange(len(FIXTURE))] for i in range(0, 600, 3)}
-
-    def run(processes: int) -> list[tuple[object, list[int], list[float], bool]]:
-        cfg = CFG.model_copy(update={"processes": processes})
-        acronyms = Acronyms.load()
-        ranker = Ranker(Corpus(FIXTURE, acronyms, cfg, TODAY), cfg)
-        out = []
-        for chunk in ranker.rank(subs, sent=sent, k=5, chunk_size=16):
-            for r, key in enumerate(chunk.keys):
-                out.append((key, chunk.picks[r].tolist(), chunk.scores[r].tolist(),
-                            bool(chunk.trending[r])))
-        return out
-
-    assert len(subs) // 16 > engine_mod.PARALLEL_AFTER  # the parallel part does run
-    one = run(1)
-    two = run(2)
-    assert [row[0] for row in two] == list(range(600))
-    assert two == one
-    assert all(p not in sent.get(key, []) for key, picks, _, _ in two for p in picks)
-    bad = [*subs[:500], (9999, "fine, -"), *subs[500:]]
-    cfg2 = CFG.model_copy(update={"processes": 2})
-    ranker2 = Ranker(Corpus(FIXTURE, Acronyms.load(), cfg2, TODAY), cfg2)
-    with pytest.raises(ProfileError, match="subscriber 9999"):
-        list(ranker2.rank(bad, chunk_size=16))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -500,47 +499,15 @@ class Ranker:
 
         ``sent`` maps a key to entry indices that subscriber already had.
         A profile that fails to parse raises ``ProfileError`` naming the key.
-
-        Past ``PARALLEL_AFTER`` chunks (a large edition; small ones never fork), the
-        rest are ranked by ``[ranking] processes`` forked workers (0: one per core),
-        ``processes`` chunks in flight, results still in input order. The input is read
-        here, in the caller's thread (it is often a database cursor); the workers get
-        batches and return picks. Each worker discovers features on its own copy of the
-        ranker, which is harmless: a chunk's result holds entry indices, never feature
-        ids, and explanations are made by the caller's ranker.
         """
-        sent, k = sent or {}, k or self.cfg.max_papers
-        procs = self.cfg.processes or (os.cpu_count() or 1)
-        batches = _batches(subscribers, chunk_size)
-        for i, batch in enumerate(batches):
-            yield self._rank_chunk(batch, sent, k)
-            if i + 1 >= PARALLEL_AFTER and procs > 1 and _can_fork():
-                yield from self._rank_parallel(batches, sent, k, procs)
-                return
-
-    def _rank_parallel(self, batches: Iterator[list[tuple[Any, str]]],
-                       sent: Mapping[Any, Iterable[int]], k: int, procs: int
-                       ) -> Iterator[Chunk]:
-        import multiprocessing
-        from collections import deque
-
-        global _FORKED
-        _FORKED = (self, sent, k)
-        try:
-            pool = multiprocessing.get_context("fork").Pool(procs)
-        finally:
-            _FORKED = None
-        try:
-            flight: deque[Any] = deque()
-            for batch in batches:
-                flight.append(pool.apply_async(_rank_in_worker, (batch,)))
-                if len(flight) >= 2 * procs:
-                    yield _unpack(flight.popleft().get())
-            while flight:
-                yield _unpack(flight.popleft().get())
-        finally:
-            pool.terminate()
-            pool.join()
+        batch: list[tuple[Any, str]] = []
+        for item in subscribers:
+            batch.append(item)
+            if len(batch) >= chunk_size:
+                yield self._rank_chunk(batch, sent or {}, k or self.cfg.max_papers)
+                batch = []
+        if batch:
+            yield self._rank_chunk(batch, sent or {}, k or self.cfg.max_papers)
 
     def _rank_chunk(self, batch: list[tuple[Any, str]], sent: Mapping[Any, Iterable[int]],
                     k: int) -> Chunk:
@@ -694,47 +661,6 @@ class Explanation:
         if also:
             parts.append("also like: " + "; ".join(also))
         return " · ".join(parts)
-
-
-PARALLEL_AFTER = 8  # chunks ranked in this process before workers are worth forking
-_FORKED: tuple[Ranker, Mapping[Any, Iterable[int]], int] | None = None
-
-
-def _batches(items: Iterable[tuple[Any, str]], size: int) -> Iterator[list[tuple[Any, str]]]:
-    batch: list[tuple[Any, str]] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _can_fork() -> bool:
-    """Fork is there (not on Windows) and this process may have children (a daemonic
-    one, like a prefork pool's worker, may not)."""
-    import multiprocessing
-
-    return ("fork" in multiprocessing.get_all_start_methods()
-            and not multiprocessing.current_process().daemon)
-
-
-def _rank_in_worker(batch: list[tuple[Any, str]]) -> Chunk | str:
-    """In a forked worker: the ranker, ``sent`` and ``k`` came with the fork. A
-    profile error comes back as its message (the exception type may not pickle)."""
-    assert _FORKED is not None
-    ranker, sent, k = _FORKED
-    try:
-        return ranker._rank_chunk(batch, sent, k)
-    except ProfileError as exc:
-        return exc.message
-
-
-def _unpack(result: Chunk | str) -> Chunk:
-    if isinstance(result, str):
-        raise ProfileError(result)
-    return result
 
 
 def _top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
