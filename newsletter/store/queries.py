@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from newsletter.errors import InputError
 from newsletter.store.models import (
     Delivery,
+    DeliveryStatus,
     Edition,
     Entry,
     SentEntry,
@@ -48,6 +49,17 @@ def subscriber_rows(session: Any, *, email: str | None = None,
         yield row[0], row[1], row[2], row[3]
 
 
+
+
+def sent_editions(session: Session, subscriber_id: int, limit: int
+                  ) -> list[tuple[Delivery, Edition]]:
+    """A subscriber's sent deliveries with their editions, newest first (the archive
+    page and the Atom feed)."""
+    rows = session.execute(select(Delivery, Edition).join(Edition)
+                           .where(Delivery.subscriber_id == subscriber_id,
+                                  Delivery.status == DeliveryStatus.SENT)
+                           .order_by(Edition.day.desc(), Edition.id.desc()).limit(limit))
+    return [(d, e) for d, e in rows]
 
 
 def candidate_entries(session: Session, *, since: dt.datetime | None,

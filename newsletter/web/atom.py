@@ -10,7 +10,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from sqlalchemy import select
 
-from newsletter.store.models import Delivery, DeliveryStatus, Edition, Entry, Subscriber
+from newsletter.store.models import Entry, Subscriber
+from newsletter.store.queries import sent_editions
 
 MAX_ITEMS = 200
 
@@ -27,14 +28,11 @@ def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
         sub = s.get(Subscriber, sub_id)
         if sub is None:
             return None
-        rows = s.execute(select(Delivery, Edition).join(Edition)
-                         .where(Delivery.subscriber_id == sub_id,
-                                Delivery.status == DeliveryStatus.SENT)
-                         .order_by(Edition.day.desc(), Edition.id.desc()).limit(60)).all()
+        rows = sent_editions(s, sub_id, 60)
         picked: list[tuple[str, dt.datetime]] = []
-        for d, e in rows:
-            when = d.sent_at or e.created_at
-            picked.extend((eid, when) for eid in d.entry_ids)
+        for delivery, edition in rows:
+            when = delivery.sent_at or edition.created_at
+            picked.extend((eid, when) for eid in delivery.entry_ids)
         picked = picked[:MAX_ITEMS]
         ids = [eid for eid, _ in picked]
         entries = {e.id: e for e in s.scalars(select(Entry).where(Entry.id.in_(ids)))} \

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -23,10 +25,9 @@ from starlette.responses import FileResponse, Response
 from newsletter.errors import InputError
 from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
-from newsletter.store import lifecycle
+from newsletter.store import lifecycle, queries
 from newsletter.store.models import (
     Delivery,
-    DeliveryStatus,
     Edition,
     Entry,
     Event,
@@ -136,6 +137,19 @@ def _load(web: Web, sub_id: int) -> Subscriber | None:
         return s.get(Subscriber, sub_id)
 
 
+def _apply(web: Web, sub_id: int, change: Callable[[Session, Subscriber], object]
+           ) -> str | None:
+    """One ``lifecycle`` change to the subscriber in one transaction (what the POST of
+    every one-button page does): their address, or None when they no longer exist."""
+    with web.app.session() as s:
+        sub = s.get(Subscriber, sub_id)
+        if sub is None:
+            return None
+        email = sub.email
+        change(s, sub)
+        return email
+
+
 async def confirm(request: Request) -> Response:
     web = web_of(request)
     values = token_values(web, request, "confirm")
@@ -155,15 +169,7 @@ async def confirm(request: Request) -> Response:
     if isinstance(form, Response):
         return form
 
-    def act() -> str | None:
-        with web.app.session() as s:
-            sub = s.get(Subscriber, sub_id)
-            if sub is None:
-                return None
-            lifecycle.confirm(s, sub)
-            return sub.email
-
-    email = await run_in_threadpool(act)
+    email = await run_in_threadpool(_apply, web, sub_id, lifecycle.confirm)
     if email is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     return web.message(request, "You are subscribed", f"{email} will get the next edition.",
@@ -188,16 +194,8 @@ async def unsubscribe(request: Request) -> Response:
     if isinstance(form, Response):
         return form
     one_click = form.get("List-Unsubscribe") == "One-Click"
-
-    def act() -> str | None:
-        with web.app.session() as s:
-            sub = s.get(Subscriber, sub_id)
-            if sub is None:
-                return None
-            lifecycle.unsubscribe(s, sub, one_click=one_click)
-            return sub.email
-
-    email = await run_in_threadpool(act)
+    email = await run_in_threadpool(
+        _apply, web, sub_id, lambda s, sub: lifecycle.unsubscribe(s, sub, one_click=one_click))
     if email is None:
         return web.message(request, "Unsubscribed", "This address gets no more emails.")
     return web.message(request, "Unsubscribed", f"{email} will get no more emails from us.",
@@ -227,12 +225,7 @@ async def preferences(request: Request) -> Response:
         if isinstance(form, Response):
             return form
         if form.get("action") == "resubscribe":
-            def back() -> None:
-                with web.app.session() as s:
-                    sub = s.get(Subscriber, sub_id)
-                    if sub is not None:
-                        lifecycle.resubscribe(s, sub)
-            await run_in_threadpool(back)
+            await run_in_threadpool(_apply, web, sub_id, lifecycle.resubscribe)
             saved = True
         else:
             keywords = form.get("keywords", "")
@@ -324,25 +317,14 @@ async def erase(request: Request) -> Response:
     if isinstance(form, Response):
         return form
 
-    def act() -> None:
-        with web.app.session() as s:
-            sub = s.get(Subscriber, sub_id)
-            if sub is not None:
-                lifecycle.erase(s, sub)
-
-    await run_in_threadpool(act)
+    await run_in_threadpool(_apply, web, sub_id, lifecycle.erase)
     return web.message(request, "Deleted",
                        "Everything about your address is deleted; it cannot be added again.")
 
 
 def _sent_editions(web: Web, sub_id: int) -> tuple[Subscriber | None, list[Any]]:
     with web.app.reading() as s:
-        sub = s.get(Subscriber, sub_id)
-        rows = s.execute(select(Delivery, Edition).join(Edition)
-                         .where(Delivery.subscriber_id == sub_id,
-                                Delivery.status == DeliveryStatus.SENT)
-                         .order_by(Edition.day.desc(), Edition.id.desc()).limit(100)).all()
-        return sub, [(d, e) for d, e in rows]
+        return s.get(Subscriber, sub_id), queries.sent_editions(s, sub_id, 100)
 
 
 async def archive(request: Request) -> Response:
