@@ -8,8 +8,6 @@ import csv
 import datetime as dt
 import io
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +27,7 @@ from newsletter.store.models import AdminLoginAttempt, AdminSession, Delivery, S
 from newsletter.web import create_app
 from newsletter.web.admin import PUBLIC, auth
 
-from .conftest import free_port
+from .web_support import running_site
 
 PASSWORD = "correct horse battery"
 
@@ -39,7 +37,6 @@ class Console:
     url: str  # .../admin
     settings: Any
     engine: Any
-    server: Any
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, follow_redirects=False, timeout=60)
@@ -65,29 +62,12 @@ def csrf_of(c: httpx.Client, path: str = "/") -> str:
     return found.group(1)
 
 
-def serve(settings: Any, engine: Any) -> tuple[str, Any, threading.Thread]:
-    import uvicorn
-
-    port = free_port()
-    settings = settings.replace(web={"base_url": f"http://127.0.0.1:{port}"})
-    server = uvicorn.Server(uvicorn.Config(create_app(App(settings, engine)), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{port}", server, thread
-
-
 def start_console(settings: Any, engine: Any, *, user: bool = True) -> Iterator[Console]:
     if user:
         with session_scope(engine) as s:
             auth.add_user(s, "ops", PASSWORD)
-    url, server, thread = serve(settings, engine)
-    yield Console(url + "/admin", settings.replace(web={"base_url": url}), engine, server)
-    server.should_exit = True
-    thread.join(5)
+    with running_site(settings, engine, render_processes=1) as site:
+        yield Console(site.url + "/admin", site.settings, engine)
 
 
 @pytest.fixture

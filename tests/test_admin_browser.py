@@ -22,7 +22,6 @@ from newsletter.store.subscribers import add, import_csv
 
 from .conftest import ROOT
 from .test_admin import PASSWORD, Console, start_console
-from .test_browser import ensure_chromium
 
 pytestmark = pytest.mark.browser
 SHOTS = os.environ.get("NEWSLETTER_DOCS_SCREENSHOTS") == "1"
@@ -56,16 +55,6 @@ def sent_world(world, smtp_sink, cli,  # type: ignore[no-untyped-def]
         yield console, smtp_sink, json.loads(status.stdout)
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    from newsletter.render.screenshots import CHROMIUM_ARGS
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=ensure_chromium(), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def check_page(page: Any, name: str) -> None:

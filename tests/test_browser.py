@@ -4,10 +4,6 @@ browser): every link present, nothing overflowing at 600 px and at 375 px, dark 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,37 +11,7 @@ import pytest
 
 from newsletter.delivery.runs import run_preview
 
-from .conftest import need_service
-
 DAY = dt.date(2025, 12, 26)
-
-
-def ensure_chromium() -> str:
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "fonts-dejavu-core"],
-                       env=env, capture_output=True, check=False)
-        found = shutil.which("chromium")
-    if not found:
-        need_service("chromium", "Debian's chromium package is not installed")
-    return str(found)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    path = ensure_chromium()
-    from playwright.sync_api import sync_playwright
-
-    from newsletter.render.screenshots import CHROMIUM_ARGS
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

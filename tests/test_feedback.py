@@ -9,8 +9,6 @@ import email.policy
 import html
 import json
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,6 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from newsletter.app import App
 from newsletter.config import RankingConfig
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker
 from newsletter.ranking.feedback import Votes
@@ -29,9 +26,8 @@ from newsletter.ranking.view import rank_subscribers
 from newsletter.render.links import Signer, secret_keys
 from newsletter.store.db import session_scope
 from newsletter.store.models import Subscriber, Vote
-from newsletter.web import create_app
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT
 from .web_support import post_form, running_site
 
 ADA = "ada@example.org"
@@ -39,21 +35,9 @@ ADA = "ada@example.org"
 
 @pytest.fixture
 def site(world) -> Iterator[tuple[str, Any, Any]]:  # type: ignore[no-untyped-def]
-    import uvicorn
-
     settings, engine = world
-    port = free_port()
-    settings = settings.replace(web={"base_url": f"http://127.0.0.1:{port}"})
-    server = uvicorn.Server(uvicorn.Config(create_app(App(settings, engine)), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", settings, engine
-    server.should_exit = True
-    thread.join(5)
+    with running_site(settings, engine, render_processes=1) as running:
+        yield running.url, running.settings, engine
 
 
 def sent_email(settings: Any, engine: Any, address: str) -> email.message.EmailMessage:

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from email.header import decode_header, make_header
 from html.parser import HTMLParser
 from pathlib import Path
@@ -362,19 +361,6 @@ def test_html_validate(html_files: dict[str, Path], tmp_path: Path) -> None:
 # ---- chromium: axe-core and contrast ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from .test_browser import ensure_chromium
-
-    path = ensure_chromium()
-    from playwright.sync_api import sync_playwright
-
-    from newsletter.render.screenshots import CHROMIUM_ARGS
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def open_page(browser: Any, html: Path, width: int, scheme: str) -> Any:

@@ -26,18 +26,6 @@ def site(world) -> Iterator[Site]:  # type: ignore[no-untyped-def]
         yield s
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    from newsletter.render.screenshots import CHROMIUM_ARGS
-
-    from .test_browser import ensure_chromium
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=ensure_chromium(), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def axe_problems(page: Any) -> list[str]:
