@@ -8,6 +8,13 @@ positions (inside ``mj-text`` or between sections), never between table rows.
 
 ``<mj-include path="..."/>`` is expanded here, before compiling, so partials are
 inlined and styled like the rest. Errors name the template file and line.
+
+A per-paper block marked ``{# paper-block #}`` … ``{# /paper-block #}`` (see
+``partials/paper.html``) becomes a template of its own, called from the digest as
+``paper_block(n, p)``: most subscribers share a paper's block (same excerpt, same
+explanation), so ``Renderer`` renders it once and fills in only that subscriber's
+vote links. A block is split off only when it reads nothing but ``p`` and
+``feedback``; otherwise it stays inline and runs per subscriber as before.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from pathlib import Path
 
 import css_inline
 import jinja2
+import jinja2.meta
 import mjml
+from jinja2 import nodes
 
 from newsletter.errors import TemplateError
 
@@ -27,6 +36,8 @@ from newsletter.errors import TemplateError
 # links to it in the checkout; a built wheel holds a copy).
 BUNDLED = Path(__file__).resolve().parent.parent / "templates"
 _INCLUDE = re.compile(r'<mj-include\s+path="([^"]+)"\s*/>')
+_BLOCK = re.compile(r"\{# paper-block #\}(.*?)\{# /paper-block #\}", re.S)
+BLOCK_VARIABLES = frozenset({"p", "feedback"})  # all a split-off paper block may read
 _TAG = re.compile(r"<(/?)(mjml|mj-[a-z-]+)\b([^>]*?)(/?)>")
 KNOWN_TAGS = {
     "mjml", "mj-head", "mj-body", "mj-title", "mj-preview", "mj-attributes", "mj-all",
@@ -45,6 +56,9 @@ class Compiled:
     text: jinja2.Template
     subject: jinja2.Template
     html_source: str
+    # Split-off paper blocks, and per block the attributes of ``p`` it reads.
+    blocks: tuple[jinja2.Template, ...] = ()
+    block_attrs: tuple[frozenset[str], ...] = ()
 
 
 _cache: dict[str, Compiled] = {}
@@ -149,6 +163,7 @@ def compile_templates(configured: str | None = None) -> Compiled:
             from None
     inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
     html = inliner.inline(html)
+    html, blocks, attrs = _split_blocks(env, html)
     text_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
                                   keep_trailing_newline=True)
     compiled = Compiled(
@@ -158,9 +173,35 @@ def compile_templates(configured: str | None = None) -> Compiled:
         subject=_jinja(text_env, _read(directory, "subject.txt"),
                        str(directory / "subject.txt")),
         html_source=html,
+        blocks=tuple(blocks),
+        block_attrs=tuple(attrs),
     )
     _cache[version] = compiled
     return compiled
+
+
+def _split_blocks(env: jinja2.Environment, html: str) -> tuple[
+        str, list[jinja2.Template], list[frozenset[str]]]:
+    """Each marked paper block that reads only ``p`` (by attribute) and ``feedback`` as
+    a template of its own, replaced in ``html`` by a call to ``paper_block``."""
+    blocks: list[jinja2.Template] = []
+    attrs: list[frozenset[str]] = []
+
+    def split(m: re.Match[str]) -> str:
+        source = m.group(1)
+        tree = env.parse(source)
+        if not jinja2.meta.find_undeclared_variables(tree) <= BLOCK_VARIABLES:
+            return m.group(0)
+        reads = [n for n in tree.find_all(nodes.Getattr)
+                 if isinstance(n.node, nodes.Name) and n.node.name == "p"]
+        uses = [n for n in tree.find_all(nodes.Name) if n.name == "p"]
+        if len(reads) != len(uses):  # p itself handed on (a filter, a subscript): inline
+            return m.group(0)
+        blocks.append(env.from_string(source))
+        attrs.append(frozenset(n.attr for n in reads))
+        return "{{ paper_block(" + str(len(blocks) - 1) + ", p) }}"
+
+    return _BLOCK.sub(split, html), blocks, attrs
 
 
 def _read(directory: Path, name: str) -> str:

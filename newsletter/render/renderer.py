@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from markupsafe import Markup, escape
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
@@ -28,6 +31,15 @@ from newsletter.render.links import LinkMaker, Signer
 from newsletter.render.mime import DkimSigner, Message, MimeBuilder
 
 GMAIL_CLIP_BYTES = 102 * 1024
+BLOCK_CACHE = 20_000  # rendered paper blocks kept per edition; about 2 KB each
+# Stand-ins for one subscriber's vote links in a shared paper block (no URL, escaped or
+# not, can contain a NUL).
+_MORE, _LESS = "\x00more\x00", "\x00less\x00"
+_PLACEHOLDERS = {"more": _MORE, "less": _LESS}
+# PaperView attributes that differ between subscribers for the same paper (the rest
+# follow from the paper): a shared block is keyed on those it reads.
+_PER_SUBSCRIBER = frozenset({"excerpt", "excerpt_text", "authors", "authors_text", "why",
+                             "matched", "group"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +91,28 @@ class Renderer:
                        "postal_address": s.postal_address}
         self.edition = {"date_long": f"{day:%A}, {day:%B} {day.day}, {day.year}",
                         "day": day.isoformat(), "id": edition_id}
+        self._blocks: dict[tuple[Any, ...], str] = {}
+        self._block_keys = [tuple(sorted(attrs & _PER_SUBSCRIBER))
+                            for attrs in self.compiled.block_attrs]
+
+    def _paper_block(self, feedback: dict[str, dict[str, str]], n: int, p: PaperView,
+                     ) -> Markup:
+        """Block ``n`` of the digest for paper ``p``: rendered once per paper and what
+        varies in it (excerpt, explanation, authors), then this subscriber's vote links
+        put in. The same HTML as rendering the block inline."""
+        links = feedback.get(p.id) if feedback else None
+        key = (n, p.id, bool(links), *[_hashable(getattr(p, a)) for a in self._block_keys[n]])
+        html = self._blocks.get(key)
+        if html is None:
+            context = {"p": p, "feedback": {p.id: _PLACEHOLDERS} if links else {}}
+            html = render_or_raise(self.compiled.blocks[n], "partials/paper.html", context)
+            if len(self._blocks) >= BLOCK_CACHE:  # bounded, whatever the list size
+                self._blocks.clear()
+            self._blocks[key] = html
+        if links:
+            html = html.replace(_MORE, str(escape(links["more"]))).replace(
+                _LESS, str(escape(links["less"])))
+        return Markup(html)
 
     def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
                trending: bool) -> Rendered:
@@ -98,6 +132,7 @@ class Renderer:
             "summary": summary_line(papers, trend),
             "feedback": {p.id: self.links.votes(r.id, p.id) for p in items},
         }
+        context["paper_block"] = partial(self._paper_block, context["feedback"])
         subject = render_or_raise(self.compiled.subject, "subject.txt", context).strip()
         context["subject"] = subject
         context["preheader"] = context["summary"]
@@ -109,3 +144,7 @@ class Renderer:
             list_unsubscribe=f"<{links.unsubscribe}>, <{links.unsubscribe_mailto}>",
         )
         return Rendered(subject, html, text, message, len(papers), len(trend), terms)
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
