@@ -46,7 +46,6 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
     stop = shutdown or Shutdown()
     t = settings.transport
     limiter = RateLimiter(t.rate_per_second, t.rate_per_hour)
-    gate = asyncio.Semaphore(t.concurrency)
     report = DeliverReport()
     pending: list[Outcome] = []
     started = time.monotonic()
@@ -54,9 +53,8 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
     edition_id = getattr(getattr(ledger, "edition", None), "id", None)
 
     async def send_one(job: Job) -> Outcome:
-        async with gate:  # the time a delivery takes starts when it may go
-            began = time.perf_counter()
-            outcome = await deliver_one(job)
+        began = time.perf_counter()  # one of ``concurrency`` senders has taken it
+        outcome = await deliver_one(job)
         if edition_id is not None and outcome.status != RELEASED:
             delivery_outcome(edition_id, outcome, time.perf_counter() - began)
         return outcome
@@ -93,8 +91,12 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
                        error=f"{last} (after {t.max_attempts} attempts)",
                        rendered=rendered)
 
+    finished = asyncio.Event()
+
     async def flusher() -> None:
-        while True:
+        # Never cancelled: a record runs in a thread that a cancel would not stop, so the
+        # delivery could return (and its caller read the ledger) before it committed.
+        while not finished.is_set():
             await asyncio.sleep(FLUSH_SECONDS)
             await flush()
 
@@ -104,27 +106,53 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
             del pending[:]
             await asyncio.to_thread(ledger.record, batch)
 
+    def counted(outcome: Outcome) -> None:
+        pending.append(outcome)
+        report.counts[outcome.status] += 1
+        if outcome.status == RELEASED:
+            return
+        if outcome.status == DeliveryStatus.FAILED and len(report.errors) < 20:
+            report.errors.append(f"{outcome.job.recipient.email}: {outcome.error}")
+        if on_progress:
+            on_progress(outcome)
+
+    # Claims run ahead of the sending: the next batch is claimed (in a thread) while this
+    # one goes out, so the connections never wait for the database between batches, nor
+    # for a batch's slowest message before the next one starts.
+    batch_size = max(64, t.concurrency * 8)
+    queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=batch_size)
+    senders = max(1, t.concurrency)
+
+    async def claim_ahead() -> None:
+        try:
+            while not stop.requested:
+                jobs = await asyncio.to_thread(ledger.claim, batch_size)
+                if not jobs:
+                    break
+                for job in jobs:  # once stopped, the senders give these back (released)
+                    await queue.put(job)
+        finally:
+            for _ in range(senders):
+                await queue.put(None)
+
+    async def sender() -> None:
+        while (job := await queue.get()) is not None:
+            counted(await send_one(job))
+
     await transport.open()
     flush_task = asyncio.create_task(flusher())
+    claims = asyncio.create_task(claim_ahead())
+    tasks = [claims, *(asyncio.create_task(sender()) for _ in range(senders))]
     try:
-        batch_size = max(64, t.concurrency * 8)
-        while not stop.requested:
-            jobs = await asyncio.to_thread(ledger.claim, batch_size)
-            if not jobs:
-                break
-            for fut in asyncio.as_completed([send_one(j) for j in jobs]):
-                outcome = await fut
-                pending.append(outcome)
-                report.counts[outcome.status] += 1
-                if outcome.status == RELEASED:
-                    continue
-                if outcome.status == DeliveryStatus.FAILED and len(report.errors) < 20:
-                    report.errors.append(f"{outcome.job.recipient.email}: {outcome.error}")
-                if on_progress:
-                    on_progress(outcome)
-            await flush()
+        # The senders end when the claims do (a failed claim too: every job already
+        # claimed is still sent or given back first), then a claim's error is raised.
+        await asyncio.gather(*tasks[1:])
+        await claims
     finally:
-        flush_task.cancel()
+        for task in tasks:
+            task.cancel()
+        finished.set()
+        await flush_task
         await flush()
         await transport.close()
     report.seconds = time.monotonic() - started
