@@ -29,7 +29,8 @@ ABSTRACTS = ["We study attention in diffusion models at scale. Results improve."
              "Graph neural networks meet state space models; attention is optional.",
              "A survey. " * 30 + "Diffusion and attention, finally."]
 PROFILES = ["attention", "diffusion models, -graph", 'author:"Author 2", mamba',
-            "graph neural networks^2, attention", "state space models, vision", "quantum"]
+            "graph neural networks^2, attention", "state space models, vision", "quantum",
+            "diffusion & <models>"]  # an explanation that must be escaped
 
 
 def rows() -> list[SimpleNamespace]:
@@ -109,3 +110,23 @@ def test_block_reading_more_than_the_paper_stays_inline(tmp_path: Path) -> None:
            for i, name in enumerate(["Ada", "Grace"])]
     assert "For Ada: Attention Is Sparse" in out[0]
     assert "For Grace: Attention Is Sparse" in out[1]
+
+
+def test_block_that_filters_a_vote_link_stays_inline(tmp_path: Path) -> None:
+    """A click-tracking redirect (the vote link url-encoded into another URL) is not a
+    shape a stand-in can take: that block is rendered per subscriber, as written."""
+    split_dir = inline_copy(tmp_path / "a")
+    (split_dir / "partials" / "paper.html").write_text(
+        '{# paper-block #}<p><a href="https://t.example/r?u='
+        '{{ feedback[p.id].more|urlencode }}">{{ p.title }}</a></p>{# /paper-block #}')
+    inline_dir = inline_copy(tmp_path / "b")
+    (inline_dir / "partials" / "paper.html").write_text(
+        '<p><a href="https://t.example/r?u={{ feedback[p.id].more|urlencode }}">'
+        '{{ p.title }}</a></p>')
+    assert not compile_templates(str(split_dir)).blocks
+    split, _ = make(str(split_dir), "https://digest.example.org")
+    inline, _ = make(str(inline_dir), "https://digest.example.org")
+    who = Recipient(5, "r5@example.org", "R")
+    a = split.render(who, [0], [None], False).html
+    assert a == inline.render(who, [0], [None], False).html
+    assert "\x00" not in a and "/feedback/up/" in a

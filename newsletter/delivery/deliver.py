@@ -4,6 +4,7 @@ record each outcome soon after it happens. Send and preview both run this."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 
 from newsletter.config import Settings
 from newsletter.delivery.edition import EditionContext
-from newsletter.delivery.ledger import RELEASED, Ledger, Outcome
+from newsletter.delivery.ledger import LEASE_SECONDS, RELEASED, Ledger, Outcome
 from newsletter.delivery.plan import Job
 from newsletter.delivery.ratelimit import RateLimiter
 from newsletter.delivery.shutdown import Shutdown
@@ -23,6 +24,7 @@ from newsletter.store.models import DeliveryStatus
 from newsletter.transports.base import Transport
 
 FLUSH_SECONDS = 0.05
+RECORD_TRIES = 5  # a failing record is tried this often (backing off) before sending stops
 # ---- delivery ------------------------------------------------------------------------
 
 
@@ -48,19 +50,16 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
     limiter = RateLimiter(t.rate_per_second, t.rate_per_hour)
     report = DeliverReport()
     pending: list[Outcome] = []
+    failure: list[Exception] = []  # the first error that ends this delivery early
     started = time.monotonic()
     # Metrics and a log line per outcome for a real edition; a preview (no edition) has none.
     edition_id = getattr(getattr(ledger, "edition", None), "id", None)
 
-    async def send_one(job: Job) -> Outcome:
-        began = time.perf_counter()  # one of ``concurrency`` senders has taken it
-        outcome = await deliver_one(job)
-        if edition_id is not None and outcome.status != RELEASED:
-            delivery_outcome(edition_id, outcome, time.perf_counter() - began)
-        return outcome
+    def stopping() -> bool:
+        return stop.requested or bool(failure)
 
     async def deliver_one(job: Job) -> Outcome:
-        if stop.requested:
+        if stopping():
             return Outcome(job, RELEASED)
         try:
             rendered = ctx.render(job)
@@ -69,7 +68,7 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
         last = ""
         for attempt in range(t.max_attempts):
             await limiter.acquire()
-            if stop.requested:  # never start a new attempt once asked to stop
+            if stopping():  # never start a new attempt once asked to stop
                 return Outcome(job, RELEASED, error=last)
             try:
                 mid = await transport.send(rendered.message)
@@ -91,26 +90,51 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
                        error=f"{last} (after {t.max_attempts} attempts)",
                        rendered=rendered)
 
+    async def flush() -> None:
+        if pending:
+            batch = pending[:]
+            del pending[:]
+            try:
+                await asyncio.to_thread(ledger.record, batch)
+            except Exception:
+                pending[:0] = batch  # kept for the next try, never dropped
+                raise
+
     finished = asyncio.Event()
 
     async def flusher() -> None:
         # Never cancelled: a record runs in a thread that a cancel would not stop, so the
         # delivery could return (and its caller read the ledger) before it committed.
+        # A failed record (a locked SQLite, a dropped connection) is tried again; when
+        # it keeps failing, sending stops, since what is sent must also be recorded.
+        tries = 0
         while not finished.is_set():
-            await asyncio.sleep(FLUSH_SECONDS)
-            await flush()
+            await asyncio.sleep(FLUSH_SECONDS * 2 ** min(tries, 6))
+            try:
+                await flush()
+                tries = 0
+            except Exception as exc:
+                tries += 1
+                if tries >= RECORD_TRIES and not failure:
+                    failure.append(exc)
 
-    async def flush() -> None:
-        if pending:
-            batch = pending[:]
-            del pending[:]
-            await asyncio.to_thread(ledger.record, batch)
+    async def final_flush() -> None:
+        for attempt in range(RECORD_TRIES):
+            try:
+                await flush()
+                return
+            except Exception:
+                if attempt + 1 == RECORD_TRIES:
+                    raise
+                await asyncio.sleep(FLUSH_SECONDS * 2 ** attempt)
 
-    def counted(outcome: Outcome) -> None:
-        pending.append(outcome)
+    def counted(outcome: Outcome, began: float) -> None:
+        pending.append(outcome)  # first: whatever fails below, the outcome is recorded
         report.counts[outcome.status] += 1
         if outcome.status == RELEASED:
             return
+        if edition_id is not None:
+            delivery_outcome(edition_id, outcome, time.perf_counter() - began)
         if outcome.status == DeliveryStatus.FAILED and len(report.errors) < 20:
             report.errors.append(f"{outcome.job.recipient.email}: {outcome.error}")
         if on_progress:
@@ -118,14 +142,19 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
 
     # Claims run ahead of the sending: the next batch is claimed (in a thread) while this
     # one goes out, so the connections never wait for the database between batches, nor
-    # for a batch's slowest message before the next one starts.
+    # for a batch's slowest message before the next one starts. At most two batches wait
+    # claimed; under a rate limit a batch is small enough that both go out well within
+    # their lease, so no other process reclaims a row this one is about to send.
     batch_size = max(64, t.concurrency * 8)
+    rate = min(r for r in (t.rate_per_second, t.rate_per_hour / 3600, math.inf) if r > 0)
+    if rate < math.inf:
+        batch_size = max(1, min(batch_size, int(rate * LEASE_SECONDS / 4)))
     queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=batch_size)
     senders = max(1, t.concurrency)
 
     async def claim_ahead() -> None:
         try:
-            while not stop.requested:
+            while not stopping():
                 jobs = await asyncio.to_thread(ledger.claim, batch_size)
                 if not jobs:
                     break
@@ -137,7 +166,13 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
 
     async def sender() -> None:
         while (job := await queue.get()) is not None:
-            counted(await send_one(job))
+            began = time.perf_counter()  # one of ``concurrency`` senders has taken it
+            outcome = await deliver_one(job)
+            try:
+                counted(outcome, began)
+            except Exception as exc:  # e.g. a progress callback's disk is full: stop
+                if not failure:      # here, give the rest back, then raise it
+                    failure.append(exc)
 
     await transport.open()
     flush_task = asyncio.create_task(flusher())
@@ -152,9 +187,13 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
         for task in tasks:
             task.cancel()
         finished.set()
-        await flush_task
-        await flush()
-        await transport.close()
+        try:
+            await flush_task
+            await final_flush()
+        finally:
+            await transport.close()
+    if failure:
+        raise failure[0]
     report.seconds = time.monotonic() - started
     report.stopped_by = stop.signum
     return report

@@ -180,6 +180,8 @@ class DigestBuilder:
     _excerpts: dict[tuple[int, tuple[Feature, ...]], tuple[Markup, str]] = field(
         default_factory=dict)
     _highlighters: dict[int, Highlighter] = field(default_factory=dict)
+    _by_spans: dict[tuple[int, tuple[tuple[int, int], ...]], tuple[Markup, str]] = field(
+        default_factory=dict)
 
     def excerpt(self, index: int, features: tuple[Feature, ...]) -> tuple[Markup, str]:
         key = (index, features)
@@ -192,13 +194,21 @@ class DigestBuilder:
                 if hl is None:
                     hl = self._highlighters[index] = Highlighter(text, self.acronyms)
                 spans = join_spans(text, hl.spans(features))
-            a, b = excerpt_window(text, spans)
-            suffix = "…" if b < len(text) else ""
-            prefix = "…" if a > 0 else ""
-            html = Markup(prefix) + marked(text, spans, a, b) + Markup(suffix)
-            hit = self._excerpts[key] = (html, prefix + text[a:b] + suffix)
+            # Many sets of terms highlight the same words of a paper (most terms of a
+            # profile do not occur in it): the excerpt is made once per highlight.
+            shape = (index, tuple(spans))
+            hit = self._by_spans.get(shape)
+            if hit is None:
+                a, b = excerpt_window(text, spans)
+                suffix = "…" if b < len(text) else ""
+                prefix = "…" if a > 0 else ""
+                html = Markup(prefix) + marked(text, spans, a, b) + Markup(suffix)
+                hit = self._by_spans[shape] = (html, prefix + text[a:b] + suffix)
+            self._excerpts[key] = hit
             if len(self._excerpts) > EXCERPT_CACHE:  # bounded: memory must not grow with
                 self._excerpts.clear()               # the number of subscribers
+            if len(self._by_spans) > EXCERPT_CACHE:
+                self._by_spans.clear()
         return hit
 
     def paper(self, index: int, ex: Explanation | None) -> PaperView:

@@ -8,6 +8,7 @@ hot path the benchmark measures.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,12 +33,8 @@ from newsletter.render.mime import DkimSigner, Message, MimeBuilder
 
 GMAIL_CLIP_BYTES = 102 * 1024
 BLOCK_CACHE = 20_000  # rendered paper blocks kept per edition; about 2 KB each
-# Stand-ins for one subscriber's vote links in a shared paper block (no URL, escaped or
-# not, can contain a NUL).
-_MORE, _LESS = "\x00more\x00", "\x00less\x00"
-_PLACEHOLDERS = {"more": _MORE, "less": _LESS}
 # PaperView attributes that differ between subscribers for the same paper (the rest
-# follow from the paper): a shared block is keyed on those it reads.
+# follow from the paper).
 _PER_SUBSCRIBER = frozenset({"excerpt", "excerpt_text", "authors", "authors_text", "why",
                              "matched", "group"})
 
@@ -92,26 +89,45 @@ class Renderer:
         self.edition = {"date_long": f"{day:%A}, {day:%B} {day.day}, {day.year}",
                         "day": day.isoformat(), "id": edition_id}
         self._blocks: dict[tuple[Any, ...], str] = {}
-        self._block_keys = [tuple(sorted(attrs & _PER_SUBSCRIBER))
-                            for attrs in self.compiled.block_attrs]
+        # Per split-off block: the per-subscriber attributes that are put in after
+        # rendering (stand-ins while it renders), and those the cached copy is keyed on.
+        c = self.compiled
+        self._block_put = [tuple(sorted(a & _PER_SUBSCRIBER & plain))
+                           for a, plain in zip(c.block_attrs, c.block_plain, strict=True)]
+        self._block_keys = [tuple(sorted((a & _PER_SUBSCRIBER) - plain))
+                            for a, plain in zip(c.block_attrs, c.block_plain, strict=True)]
+        # Stand-ins no text can contain by chance: NUL-delimited, with a random part.
+        tag = secrets.token_hex(6)
+        self._stand = {name: f"\x00{tag}:{name}\x00"
+                       for name in (*_PER_SUBSCRIBER, "more", "less")}
 
     def _paper_block(self, feedback: dict[str, dict[str, str]], n: int, p: PaperView,
                      ) -> Markup:
-        """Block ``n`` of the digest for paper ``p``: rendered once per paper and what
-        varies in it (excerpt, explanation, authors), then this subscriber's vote links
-        put in. The same HTML as rendering the block inline."""
+        """Block ``n`` of the digest for paper ``p``, the same HTML as rendering it
+        inline: rendered once per paper (and per value of anything it uses in more
+        than a plain way), with stand-ins for this subscriber's excerpt, explanation,
+        authors and vote links, which are put in here (escaped as Jinja would)."""
         links = feedback.get(p.id) if feedback else None
-        key = (n, p.id, bool(links), *[_hashable(getattr(p, a)) for a in self._block_keys[n]])
+        put = [(name, getattr(p, name)) for name in self._block_put[n]]
+        key = (n, p.id, bool(links), *[bool(v) for _, v in put],
+               *[_hashable(getattr(p, a)) for a in self._block_keys[n]])
         html = self._blocks.get(key)
+        stand = self._stand
         if html is None:
-            context = {"p": p, "feedback": {p.id: _PLACEHOLDERS} if links else {}}
+            shown = _StandIn(p, {name: Markup(stand[name]) if value else value
+                                 for name, value in put})
+            links_in = {"more": stand["more"], "less": stand["less"]}
+            context = {"p": shown, "feedback": {p.id: links_in} if links else {}}
             html = render_or_raise(self.compiled.blocks[n], "partials/paper.html", context)
             if len(self._blocks) >= BLOCK_CACHE:  # bounded, whatever the list size
                 self._blocks.clear()
             self._blocks[key] = html
+        for name, value in put:
+            if value:
+                html = html.replace(stand[name], str(escape(value)))
         if links:
-            html = html.replace(_MORE, str(escape(links["more"]))).replace(
-                _LESS, str(escape(links["less"])))
+            html = html.replace(stand["more"], str(escape(links["more"]))).replace(
+                stand["less"], str(escape(links["less"])))
         return Markup(html)
 
     def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
@@ -144,6 +160,19 @@ class Renderer:
             list_unsubscribe=f"<{links.unsubscribe}>, <{links.unsubscribe_mailto}>",
         )
         return Rendered(subject, html, text, message, len(papers), len(trend), terms)
+
+
+class _StandIn:
+    """A paper view with some attributes replaced (by stand-ins), the rest its own."""
+
+    __slots__ = ("_over", "_paper")
+
+    def __init__(self, paper: PaperView, over: dict[str, Any]) -> None:
+        self._paper, self._over = paper, over
+
+    def __getattr__(self, name: str) -> Any:
+        over = self._over
+        return over[name] if name in over else getattr(self._paper, name)
 
 
 def _hashable(value: Any) -> Any:

@@ -1,0 +1,127 @@
+"""The delivery loop when its own parts fail: a ledger write that fails, a progress
+callback that raises, and how far claims may run ahead under a rate limit. Every job
+ends recorded exactly once (sent, failed or given back), and the transport is closed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from newsletter.config import Settings
+from newsletter.delivery.deliver import deliver
+from newsletter.delivery.ledger import LEASE_SECONDS, RELEASED, MemoryLedger, Outcome
+from newsletter.delivery.plan import Job
+from newsletter.render.renderer import Recipient
+from newsletter.store.models import DeliveryStatus
+from newsletter.transports.base import Transport
+
+
+def jobs(n: int) -> list[Job]:
+    return [Job(Recipient(i, f"r{i}@example.org"), ["e"], False, i) for i in range(n)]
+
+
+class Ledger(MemoryLedger):
+    """Records like the real ledgers (all of a batch or nothing); ``fail`` says which
+    calls of ``record`` raise, as a locked SQLite or a dropped connection would."""
+
+    def __init__(self, work: Sequence[Job], fail: Any = lambda call: False) -> None:
+        super().__init__(work)
+        self.fail = fail
+        self.calls = 0
+        self.claims: list[int] = []
+
+    def claim(self, n: int) -> list[Job]:
+        self.claims.append(n)
+        return super().claim(n)
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        self.calls += 1
+        if self.fail(self.calls):
+            raise RuntimeError("database is locked")
+        super().record(outcomes)
+
+
+class Sink(Transport):
+    def __init__(self) -> None:
+        self.sent = 0
+        self.closed = False
+
+    async def send(self, message: Any) -> str:
+        await asyncio.sleep(0.001)
+        self.sent += 1
+        return f"<{self.sent}@example.org>"
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class Ctx:
+    def render(self, job: Job) -> Any:
+        return SimpleNamespace(message=object())
+
+
+def once_each(ledger: Ledger, n: int) -> Counter[str]:
+    ids = Counter(o.job.delivery_id for o in ledger.outcomes)
+    assert set(ids) == set(range(n)) and set(ids.values()) == {1}
+    return Counter(str(o.status) for o in ledger.outcomes)
+
+
+def test_a_failed_record_is_tried_again_and_nothing_is_lost() -> None:
+    ledger, sink = Ledger(jobs(300), fail=lambda call: call == 1), Sink()
+    report = asyncio.run(deliver(Settings(), ledger, Ctx(), sink))  # type: ignore[arg-type]
+    assert once_each(ledger, 300) == {str(DeliveryStatus.SENT): 300}
+    assert report.counts[DeliveryStatus.SENT] == 300 and sink.closed and ledger.calls >= 2
+
+
+def test_records_that_keep_failing_stop_the_sending() -> None:
+    """What is sent must be recorded: with the ledger unwritable, sending stops (the rest
+    stays claimed for a later run) and the error is raised, the transport closed."""
+    ledger, sink = Ledger(jobs(20_000), fail=lambda call: True), Sink()
+    with pytest.raises(RuntimeError, match="database is locked"):
+        asyncio.run(deliver(Settings(), ledger, Ctx(), sink))  # type: ignore[arg-type]
+    assert sink.closed
+    assert 0 < sink.sent < 20_000
+    assert ledger.queue  # never claimed: still pending
+
+
+def test_a_raising_progress_callback_gives_the_rest_back() -> None:
+    ledger, sink = Ledger(jobs(500)), Sink()
+    seen: list[Outcome] = []
+
+    def progress(outcome: Outcome) -> None:
+        seen.append(outcome)
+        if len(seen) == 50:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        asyncio.run(deliver(Settings(), ledger, Ctx(), sink,  # type: ignore[arg-type]
+                            on_progress=progress))
+    # every claimed job is recorded once: sent (those that went) or released (the rest)
+    claimed = 500 - len(ledger.queue)
+    assert sorted(o.job.delivery_id for o in ledger.outcomes) == list(range(claimed))
+    statuses = Counter(str(o.status) for o in ledger.outcomes)
+    assert statuses[str(DeliveryStatus.SENT)] == sink.sent >= 50
+    assert statuses[RELEASED] == claimed - sink.sent > 0
+    assert sink.closed
+
+
+@pytest.mark.parametrize("per_second, per_hour, largest", [
+    (0, 0, 128),  # unlimited: concurrency x 8
+    (2, 0, int(2 * LEASE_SECONDS / 4)),
+    (0, 3600, int(1 * LEASE_SECONDS / 4)),
+])
+def test_claims_stay_within_the_lease_under_a_rate_limit(per_second: float, per_hour: float,
+                                                         largest: int) -> None:
+    """Two batches may wait claimed: under a rate limit both must go out well within the
+    lease, or another process would reclaim (and send again) rows this one still has."""
+    ledger = Ledger(jobs(3))
+    settings = Settings().replace(transport={"rate_per_second": per_second,
+                                             "rate_per_hour": per_hour, "concurrency": 16})
+    asyncio.run(deliver(settings, ledger, Ctx(), Sink()))  # type: ignore[arg-type]
+    assert max(ledger.claims) == largest
+    assert once_each(ledger, 3) == {str(DeliveryStatus.SENT): 3}
