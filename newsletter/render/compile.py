@@ -8,13 +8,6 @@ positions (inside ``mj-text`` or between sections), never between table rows.
 
 ``<mj-include path="..."/>`` is expanded here, before compiling, so partials are
 inlined and styled like the rest. Errors name the template file and line.
-
-A per-paper block marked ``{# paper-block #}`` … ``{# /paper-block #}`` (see
-``partials/paper.html``) becomes a template of its own, called from the digest as
-``paper_block(n, p)``: most subscribers share a paper's block (same excerpt, same
-explanation), so ``Renderer`` renders it once and fills in only that subscriber's
-vote links. A block is split off only when it reads nothing but ``p`` and
-``feedback``; otherwise it stays inline and runs per subscriber as before.
 """
 
 from __future__ import annotations
@@ -26,9 +19,7 @@ from pathlib import Path
 
 import css_inline
 import jinja2
-import jinja2.meta
 import mjml
-from jinja2 import nodes
 
 from newsletter.errors import TemplateError
 
@@ -36,8 +27,6 @@ from newsletter.errors import TemplateError
 # links to it in the checkout; a built wheel holds a copy).
 BUNDLED = Path(__file__).resolve().parent.parent / "templates"
 _INCLUDE = re.compile(r'<mj-include\s+path="([^"]+)"\s*/>')
-_BLOCK = re.compile(r"\{# paper-block #\}(.*?)\{# /paper-block #\}", re.S)
-BLOCK_VARIABLES = frozenset({"p", "feedback"})  # all a split-off paper block may read
 _TAG = re.compile(r"<(/?)(mjml|mj-[a-z-]+)\b([^>]*?)(/?)>")
 KNOWN_TAGS = {
     "mjml", "mj-head", "mj-body", "mj-title", "mj-preview", "mj-attributes", "mj-all",
@@ -56,11 +45,6 @@ class Compiled:
     text: jinja2.Template
     subject: jinja2.Template
     html_source: str
-    # Split-off paper blocks; per block the attributes of ``p`` it reads, and those it
-    # only prints as they are or tests for truth (``{{ p.why }}``, ``{% if p.why %}``).
-    blocks: tuple[jinja2.Template, ...] = ()
-    block_attrs: tuple[frozenset[str], ...] = ()
-    block_plain: tuple[frozenset[str], ...] = ()
 
 
 _cache: dict[str, Compiled] = {}
@@ -165,7 +149,6 @@ def compile_templates(configured: str | None = None) -> Compiled:
             from None
     inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
     html = inliner.inline(html)
-    html, blocks, attrs, plain = _split_blocks(env, html)
     text_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
                                   keep_trailing_newline=True)
     compiled = Compiled(
@@ -175,96 +158,9 @@ def compile_templates(configured: str | None = None) -> Compiled:
         subject=_jinja(text_env, _read(directory, "subject.txt"),
                        str(directory / "subject.txt")),
         html_source=html,
-        blocks=tuple(blocks),
-        block_attrs=tuple(attrs),
-        block_plain=tuple(plain),
     )
     _cache[version] = compiled
     return compiled
-
-
-def _split_blocks(env: jinja2.Environment, html: str) -> tuple[
-        str, list[jinja2.Template], list[frozenset[str]], list[frozenset[str]]]:
-    """Each marked paper block that reads only ``p`` (by attribute) and ``feedback`` as
-    a template of its own, replaced in ``html`` by a call to ``paper_block``."""
-    blocks: list[jinja2.Template] = []
-    attrs: list[frozenset[str]] = []
-    plain: list[frozenset[str]] = []
-
-    def split(m: re.Match[str]) -> str:
-        source = m.group(1)
-        tree = env.parse(source)
-        if not jinja2.meta.find_undeclared_variables(tree) <= BLOCK_VARIABLES:
-            return m.group(0)
-        reads = [n for n in tree.find_all(nodes.Getattr)
-                 if isinstance(n.node, nodes.Name) and n.node.name == "p"]
-        uses = [n for n in tree.find_all(nodes.Name) if n.name == "p"]
-        if len(reads) != len(uses):  # p itself handed on (a filter, a subscript): inline
-            return m.group(0)
-        if not _links_only_printed(tree):  # e.g. a vote link url-encoded into another URL
-            return m.group(0)
-        blocks.append(env.from_string(source))
-        attrs.append(frozenset(n.attr for n in reads))
-        plain.append(_plain_reads(tree))
-        return "{{ paper_block(" + str(len(blocks) - 1) + ", p) }}"
-
-    return _BLOCK.sub(split, html), blocks, attrs, plain
-
-
-def _links_only_printed(tree: nodes.Node) -> bool:
-    """True when the block uses ``feedback`` only as ``{{ feedback[p.id].more }}`` /
-    ``.less`` printed as they are, or tested for truth: the shapes in which a stand-in
-    link, put in after rendering, gives what rendering the real link would."""
-
-    def truth(path: list[nodes.Node]) -> bool:  # path: the node, then its ancestors
-        for child, parent in zip(path, path[1:], strict=False):
-            if isinstance(parent, nodes.If):
-                return parent.test is child
-            if not isinstance(parent, (nodes.And, nodes.Or, nodes.Not)):
-                return False
-        return False
-
-    def ok(path: list[nodes.Node]) -> bool:
-        name, up = path[0], path[1:]
-        if up and isinstance(up[0], nodes.Getitem) and up[0].node is name:
-            arg = up[0].arg
-            if not (isinstance(arg, nodes.Getattr) and arg.attr == "id"
-                    and isinstance(arg.node, nodes.Name) and arg.node.name == "p"):
-                return False
-            if len(up) > 2 and isinstance(up[1], nodes.Getattr) \
-                    and up[1].attr in ("more", "less") and isinstance(up[2], nodes.Output):
-                return True
-            return truth(path[1:])
-        return truth(path)
-
-    def walk(node: nodes.Node, ancestors: list[nodes.Node]) -> bool:
-        if isinstance(node, nodes.Name) and node.name == "feedback":
-            return ok([node, *reversed(ancestors)])
-        return all(walk(child, [*ancestors, node]) for child in node.iter_child_nodes())
-
-    return walk(tree, [])
-
-
-def _plain_reads(tree: nodes.Node) -> frozenset[str]:
-    """Attributes of ``p`` that the block only prints as they are (``{{ p.why }}``) or
-    tests for truth (``{% if p.why %}``): a stand-in can take their place when the block
-    is rendered, and the value be put in afterwards. Any other use (a filter, a
-    comparison, a loop) rules the attribute out."""
-    ok: set[str] = set()
-    other: set[str] = set()
-
-    def walk(node: nodes.Node, parent: nodes.Node | None) -> None:
-        if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) \
-                and node.node.name == "p":
-            plain = isinstance(parent, nodes.Output) or (
-                isinstance(parent, nodes.If) and parent.test is node)
-            (ok if plain else other).add(node.attr)
-            return
-        for child in node.iter_child_nodes():
-            walk(child, node)
-
-    walk(tree, None)
-    return frozenset(ok - other)
 
 
 def _read(directory: Path, name: str) -> str:

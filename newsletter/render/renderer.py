@@ -8,13 +8,9 @@ hot path the benchmark measures.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
-
-from markupsafe import Markup, escape
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
@@ -32,11 +28,6 @@ from newsletter.render.links import LinkMaker, Signer
 from newsletter.render.mime import DkimSigner, Message, MimeBuilder
 
 GMAIL_CLIP_BYTES = 102 * 1024
-BLOCK_CACHE = 20_000  # rendered paper blocks kept per edition; about 2 KB each
-# PaperView attributes that differ between subscribers for the same paper (the rest
-# follow from the paper).
-_PER_SUBSCRIBER = frozenset({"excerpt", "excerpt_text", "authors", "authors_text", "why",
-                             "matched", "group"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,47 +79,6 @@ class Renderer:
                        "postal_address": s.postal_address}
         self.edition = {"date_long": f"{day:%A}, {day:%B} {day.day}, {day.year}",
                         "day": day.isoformat(), "id": edition_id}
-        self._blocks: dict[tuple[Any, ...], str] = {}
-        # Per split-off block: the per-subscriber attributes that are put in after
-        # rendering (stand-ins while it renders), and those the cached copy is keyed on.
-        c = self.compiled
-        self._block_put = [tuple(sorted(a & _PER_SUBSCRIBER & plain))
-                           for a, plain in zip(c.block_attrs, c.block_plain, strict=True)]
-        self._block_keys = [tuple(sorted((a & _PER_SUBSCRIBER) - plain))
-                            for a, plain in zip(c.block_attrs, c.block_plain, strict=True)]
-        # Stand-ins no text can contain by chance: NUL-delimited, with a random part.
-        tag = secrets.token_hex(6)
-        self._stand = {name: f"\x00{tag}:{name}\x00"
-                       for name in (*_PER_SUBSCRIBER, "more", "less")}
-
-    def _paper_block(self, feedback: dict[str, dict[str, str]], n: int, p: PaperView,
-                     ) -> Markup:
-        """Block ``n`` of the digest for paper ``p``, the same HTML as rendering it
-        inline: rendered once per paper (and per value of anything it uses in more
-        than a plain way), with stand-ins for this subscriber's excerpt, explanation,
-        authors and vote links, which are put in here (escaped as Jinja would)."""
-        links = feedback.get(p.id) if feedback else None
-        put = [(name, getattr(p, name)) for name in self._block_put[n]]
-        key = (n, p.id, bool(links), *[bool(v) for _, v in put],
-               *[_hashable(getattr(p, a)) for a in self._block_keys[n]])
-        html = self._blocks.get(key)
-        stand = self._stand
-        if html is None:
-            shown = _StandIn(p, {name: Markup(stand[name]) if value else value
-                                 for name, value in put})
-            links_in = {"more": stand["more"], "less": stand["less"]}
-            context = {"p": shown, "feedback": {p.id: links_in} if links else {}}
-            html = render_or_raise(self.compiled.blocks[n], "partials/paper.html", context)
-            if len(self._blocks) >= BLOCK_CACHE:  # bounded, whatever the list size
-                self._blocks.clear()
-            self._blocks[key] = html
-        for name, value in put:
-            if value:
-                html = html.replace(stand[name], str(escape(value)))
-        if links:
-            html = html.replace(stand["more"], str(escape(links["more"]))).replace(
-                stand["less"], str(escape(links["less"])))
-        return Markup(html)
 
     def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
                trending: bool) -> Rendered:
@@ -148,7 +98,6 @@ class Renderer:
             "summary": summary_line(papers, trend),
             "feedback": {p.id: self.links.votes(r.id, p.id) for p in items},
         }
-        context["paper_block"] = partial(self._paper_block, context["feedback"])
         subject = render_or_raise(self.compiled.subject, "subject.txt", context).strip()
         context["subject"] = subject
         context["preheader"] = context["summary"]
@@ -160,20 +109,3 @@ class Renderer:
             list_unsubscribe=f"<{links.unsubscribe}>, <{links.unsubscribe_mailto}>",
         )
         return Rendered(subject, html, text, message, len(papers), len(trend), terms)
-
-
-class _StandIn:
-    """A paper view with some attributes replaced (by stand-ins), the rest its own."""
-
-    __slots__ = ("_over", "_paper")
-
-    def __init__(self, paper: PaperView, over: dict[str, Any]) -> None:
-        self._paper, self._over = paper, over
-
-    def __getattr__(self, name: str) -> Any:
-        over = self._over
-        return over[name] if name in over else getattr(self._paper, name)
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
