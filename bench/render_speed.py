@@ -82,7 +82,7 @@ def diverse_jobs(n: int, ranker: Ranker) -> list:  # type: ignore[type-arg]
 
 def ours(renderer: Renderer, work: list) -> tuple[float, list[bytes]]:  # type: ignore[type-arg]
     t = time.perf_counter()
-    out = [renderer.render(r, p, e, t).message.data for r, p, e, t in work]
+    out = [renderer.render(r, p, e, trending).message.data for r, p, e, trending in work]
     return time.perf_counter() - t, out
 
 

@@ -109,7 +109,8 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
         # it keeps failing, sending stops, since what is sent must also be recorded.
         tries = 0
         while not finished.is_set():
-            await asyncio.sleep(FLUSH_SECONDS * 2 ** min(tries, 6))
+            await asyncio.sleep(backoff_delay(min(tries, 6), FLUSH_SECONDS) if tries
+                                else FLUSH_SECONDS)
             try:
                 await flush()
                 tries = 0
@@ -126,7 +127,7 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
             except Exception:
                 if attempt + 1 == RECORD_TRIES:
                     raise
-                await asyncio.sleep(FLUSH_SECONDS * 2 ** attempt)
+                await asyncio.sleep(backoff_delay(attempt, FLUSH_SECONDS))
 
     def counted(outcome: Outcome, began: float) -> None:
         pending.append(outcome)  # first: whatever fails below, the outcome is recorded
