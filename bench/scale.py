@@ -457,6 +457,42 @@ def report(r: dict[str, Any]) -> None:
             print(f"| {t} | {size / 2**20:,.0f} MB |")
 
 
+def sqlite_only(n: int, args: argparse.Namespace) -> None:
+    """Import ``n`` subscribers into SQLite with `subscribers import`, then one
+    `newsletter send` (plan + deliver) to the counting sink."""
+    sink = Sink()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            lite = f"sqlite:///{work / 'subscribers.db'}"
+            env = base_env(lite, sink.port, args.connections)
+            setup_papers(lite, work, env)
+            log(f"generating {n:,} subscribers")
+            rows = subscriber_rows(n)
+            wall, rss = import_cli(work, rows, env)
+            del rows
+            log(f"sqlite import via CLI: {wall:.1f} s, {rss:.0f} MB; one-process send")
+            single = single_send(lite, work, env, sink)
+            log(f"single sqlite: {single}")
+            result = {"subscribers": n, "import": {"seconds": wall, "rss_mb": rss},
+                      "single": single,
+                      "db_mb": (work / "subscribers.db").stat().st_size / 2**20}
+    finally:
+        sink.stop()
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2))
+    s = single["sink"]
+    print(f"| SQLite, {n:,} subscribers | value |\n|---|---|")
+    print(f"| `subscribers import` | {wall:.1f} s, {rss:.0f} MB |")
+    print(f"| one `newsletter send` | "
+          f"{single['seconds']:.1f} s (delivery {single['deliver_seconds']:.1f} s), "
+          f"{single['msg_per_s']:,.0f} msg/s, {single['rss_mb']:.0f} MB, "
+          f"{1000 * single['cpu_s'] / max(1, single['sent']):.2f} ms/msg CPU |")
+    print(f"| at the sink | {s['messages']:,} messages, {s['distinct_recipients']:,} distinct, "
+          f"{s['duplicates']} duplicates, {s['bad']} unparsable |")
+    print(f"| database file | {result['db_mb']:,.0f} MB |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subscribers", type=int, default=10_000)
@@ -470,8 +506,13 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--profile", type=Path, help="py-spy the workers and the sink into DIR")
+    ap.add_argument("--sqlite-only", action="store_true",
+                    help="only the one-process send on SQLite (no PostgreSQL, no workers)")
     args = ap.parse_args()
     n = args.subscribers
+    if args.sqlite_only:
+        sqlite_only(n, args)
+        return
     result: dict[str, Any] = {"subscribers": n, "loadavg": " ".join(
         f"{x:.1f}" for x in os.getloadavg())}
     sink = Sink()
