@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
 
@@ -198,3 +200,76 @@ def test_migration_backfills_the_lookup_keys(tmp_path) -> None:  # type: ignore[
         e = s.get(Entry, "2401.00001")
         assert e is not None and e.arxiv_id == "2401.00001"
         assert e.title_key == title_id("Old Paper")
+
+
+def _import_outcome(tmp_path, name: str, data: bytes, batch: int,  # type: ignore[no-untyped-def]
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[object, list[tuple[str, str]]]:
+    """Import ``data`` into a fresh SQLite database (two addresses erased beforehand)
+    with ``batch`` rows per INSERT: the report (or the error) and what was stored."""
+    from newsletter.store.lifecycle import erase
+
+    monkeypatch.setattr(subscribers, "IMPORT_BATCH", batch)
+    engine = get_engine(f"sqlite:///{tmp_path / name}")
+    with session_scope(engine) as s:
+        for address in ("gone1@example.org", "gone7@example.org"):
+            erase(s, subscribers.add(s, address, keywords="erased"))
+    outcome: object
+    try:
+        with session_scope(engine) as s:
+            r = subscribers.import_csv(s, data, "subs.csv")
+            outcome = (r.added, r.duplicates, r.suppressed)
+    except InputError as exc:
+        outcome = str(exc)
+    with session_scope(engine) as s:
+        stored = sorted((sub.email, sub.keywords) for sub in s.scalars(select(Subscriber)))
+    engine.dispose()
+    return outcome, stored
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_import_in_batches_stores_and_reports_as_one_whole(  # type: ignore[no-untyped-def]
+        tmp_path, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows written batch by batch as they are checked: the same report and the same
+    rows as one insert at the end, whatever mix of good, bad, duplicate and erased rows
+    and wherever they fall (a bad row after whole batches were written still stores
+    nothing)."""
+    import random
+
+    rng = random.Random(seed)
+    lines = ["email,name,keywords,tz,hour"]
+    for i in range(rng.randint(1, 40)):
+        kind = rng.choices(["good", "dup", "bad", "erased"], [20, 3, 1 if seed % 2 else 0, 2])[0]
+        if kind == "good":
+            lines.append(f"u{i}@example.org,U {i},\"topic {i % 5}\",UTC,{i % 24}")
+        elif kind == "dup":
+            lines.append(f"u{rng.randint(0, max(0, i - 1))}@example.org,Dup,,UTC,1")
+        elif kind == "bad":
+            lines.append(f"broken{i}@@example,B,,UTC,1")
+        else:
+            lines.append(f"gone{rng.choice([1, 7])}@example.org,G,,UTC,1")
+    data = ("\n".join(lines) + "\n").encode()
+    small = _import_outcome(tmp_path, "small.db", data, 3, monkeypatch)
+    whole = _import_outcome(tmp_path, "whole.db", data, 10_000, monkeypatch)
+    assert small == whole
+    if isinstance(whole[0], str):  # a bad row: nothing but the two erased people's rows
+        assert len(whole[1]) == 0 or all(e.startswith("gone") for e, _ in whole[1])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(['a', ',', '"', "\n", "\r", "é", " ", "\t"]),
+               max_size=60))
+def test_import_lines_split_as_the_csv_module_reads_a_file(text: str) -> None:
+    """The import reads the CSV line by line out of the decoded text (no second copy of
+    the file); the csv module must see exactly what it sees reading it as a file."""
+    import csv
+    import io
+
+    from newsletter.store.subscribers import _lines
+
+    def parsed(source):  # type: ignore[no-untyped-def]
+        try:
+            return ["ok", list(csv.reader(source))]
+        except csv.Error as exc:
+            return ["error", str(exc)]
+
+    assert parsed(_lines(text)) == parsed(io.StringIO(text))
