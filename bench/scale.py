@@ -457,22 +457,29 @@ def report(r: dict[str, Any]) -> None:
             print(f"| {t} | {size / 2**20:,.0f} MB |")
 
 
+def sqlite_send(n: int, work: Path, env: dict[str, str], sink: Sink
+                ) -> tuple[float, float, dict[str, Any]]:
+    """``n`` subscribers imported into SQLite in ``work`` with `subscribers import`,
+    then one `newsletter send` (plan + deliver) to ``sink``: import seconds and MB,
+    and the send's figures."""
+    lite = f"sqlite:///{work / 'subscribers.db'}"
+    env = {**env, "NEWSLETTER_DATABASE__URL": lite}
+    setup_papers(lite, work, env)
+    rows = subscriber_rows(n)
+    wall, rss = import_cli(work, rows, env)
+    del rows
+    log(f"sqlite import via CLI: {wall:.1f} s, {rss:.0f} MB; one-process send")
+    return wall, rss, single_send(lite, work, env, sink)
+
+
 def sqlite_only(n: int, args: argparse.Namespace) -> None:
-    """Import ``n`` subscribers into SQLite with `subscribers import`, then one
-    `newsletter send` (plan + deliver) to the counting sink."""
+    """Only the one-process send on SQLite (``sqlite_send``), no PostgreSQL."""
     sink = Sink()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            lite = f"sqlite:///{work / 'subscribers.db'}"
-            env = base_env(lite, sink.port, args.connections)
-            setup_papers(lite, work, env)
-            log(f"generating {n:,} subscribers")
-            rows = subscriber_rows(n)
-            wall, rss = import_cli(work, rows, env)
-            del rows
-            log(f"sqlite import via CLI: {wall:.1f} s, {rss:.0f} MB; one-process send")
-            single = single_send(lite, work, env, sink)
+            wall, rss, single = sqlite_send(n, work, base_env("", sink.port, args.connections),
+                                            sink)
             log(f"single sqlite: {single}")
             result = {"subscribers": n, "import": {"seconds": wall, "rss_mb": rss},
                       "single": single,
@@ -561,14 +568,7 @@ def main() -> None:
                         conn.execute("VACUUM ANALYZE deliveries")
                     result["single"][backend] = single_send(url, work, env, sink)
                 else:
-                    lite = f"sqlite:///{work / 'subscribers.db'}"
-                    lenv = {**env, "NEWSLETTER_DATABASE__URL": lite}
-                    setup_papers(lite, work, lenv)
-                    rows = subscriber_rows(n)
-                    wall, _ = import_cli(work, rows, lenv)
-                    del rows
-                    log(f"sqlite import via CLI: {wall:.1f} s")
-                    result["single"][backend] = single_send(lite, work, lenv, sink)
+                    result["single"][backend] = sqlite_send(n, work, env, sink)[2]
                 log(f"single {backend}: {result['single'][backend]}")
             if not args.keep:
                 drop_database(args.database)
