@@ -385,7 +385,7 @@ def test_an_exclusion_understands_the_field() -> None:
     # A passing mention is not enough: the related evidence must pass the stricter bar.
     evidence = with_field.corpus.related_evidence(
         with_field.analyzer.feature(next(iter(
-            __import__("newsletter.ranking.profile", fromlist=["x"]).parse_profile(
+            __import__("newsletter.profile", fromlist=["x"]).parse_profile(
                 "-medical").terms))).related)
     assert evidence[xray] >= cfg.exclude_related_min
     assert ((evidence > 0) & (evidence < cfg.exclude_related_min)).any()

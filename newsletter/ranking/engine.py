@@ -32,7 +32,7 @@ from scipy import sparse
 from newsletter.config import RankingConfig
 from newsletter.errors import ProfileError
 from newsletter.ingest.papers import normalize_title
-from newsletter.ranking.profile import _PLAIN_SPLIT, MAX_TERMS, Term, profile_terms
+from newsletter.profile import _PLAIN_SPLIT, MAX_TERMS, Term, profile_terms
 from newsletter.ranking.related import RelatedTerms
 from newsletter.ranking.text import (
     STOPWORDS,

@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import sparse
 
+from newsletter.profile import Term
 from newsletter.ranking.engine import Feature
-from newsletter.ranking.profile import Term
 from newsletter.ranking.text import STOPWORDS, analyze_words, stem, words
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.errors import InputError
+from newsletter.profile import parse_profile
 from newsletter.ranking.feedback import Learned
-from newsletter.ranking.profile import parse_profile
 from newsletter.ranking.selection import Selection
 from newsletter.store import votes as votes_mod
 from newsletter.store.models import Entry, Subscriber, utcnow

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import clean_header_text, normalize_address
 from newsletter.errors import InputError
-from newsletter.ranking.profile import parse_profile
+from newsletter.profile import parse_profile
 from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
 
 CSV_COLUMNS = ("email", "name", "keywords", "tz", "hour")
