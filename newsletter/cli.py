@@ -288,11 +288,11 @@ def rank(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Show each subscriber's picks, scores and matched terms for the next edition."""
-    from newsletter.ranking.view import rank_subscribers
+    from newsletter.service.ranking import rank_subscribers
 
     a = _app(ctx)
     with a.session() as s:
-        results = list(rank_subscribers(a.settings, s, email=subscriber, limit=limit,
+        results = list(rank_subscribers(a.settings.ranking, s, email=subscriber, limit=limit,
                                         all_entries=all_entries))
     if as_json:
         _print_json(results)
@@ -318,13 +318,13 @@ def feedback(
 ) -> None:
     """Vote on a paper for a subscriber, as the email's "more / less like this" links do:
     the written keywords stay; the vote adds learned weights and hides the paper."""
-    from newsletter.ranking.view import cast_vote
+    from newsletter.service.ranking import cast_vote
 
     if up == down:
         raise InputError("give exactly one of --up or --down")
     a = _app(ctx)
     with a.session() as s:
-        outcome = cast_vote(a.settings, s, email, paper_id, 1 if up else -1, source="cli")
+        outcome = cast_vote(a.settings.ranking, s, email, paper_id, 1 if up else -1, source="cli")
     err.print(f"{outcome.email}: {'more' if up else 'less'} like {outcome.paper_id} "
               f"({outcome.title[:70]}). {outcome.message}")
 

@@ -17,7 +17,8 @@ from newsletter.render.links import LinkMaker, Signer, secret_keys
 from newsletter.render.renderer import Rendered, Renderer
 from newsletter.store.db import session_scope
 from newsletter.store.models import Edition, Entry, utcnow
-from newsletter.store.queries import edition_entries
+from newsletter.store.queries import edition_entries, sent_map
+from newsletter.store.votes import vote_history
 
 
 def get_or_create_edition(engine: Engine, day: dt.date, slot: str = "") -> Edition:
@@ -43,8 +44,9 @@ class EditionContext:
     def __init__(self, settings: Settings, session: Any, edition: Edition,
                  rows: list[Entry], *, keys: list[str] | None = None,
                  ignore_sent: bool = False) -> None:
-        self.selection = Selection.build(settings, session, rows, edition.day,
-                                         ignore_sent=ignore_sent)
+        sent = None if ignore_sent else sent_map(session, [e.id for e in rows])
+        self.selection = Selection.build(settings.ranking, rows, edition.day, sent=sent,
+                                         history=vote_history(session))
         keys = keys or secret_keys(settings, session)
         links = LinkMaker(settings, Signer(keys))
         papers = [PaperInfo.of(e, links.paper(e.id)) for e in rows]

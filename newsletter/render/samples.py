@@ -67,7 +67,7 @@ class SampleSet:
     def __init__(self, settings: Settings, rows: list[Any], day: dt.date = DAY) -> None:
         self.settings = settings
         entries = [RankEntry.of(r) for r in rows]
-        acronyms = load_acronyms(settings, entries)
+        acronyms = load_acronyms(settings.ranking, entries)
         self.ranker = Ranker(Corpus(entries, acronyms, settings.ranking, day), settings.ranking)
         papers = [PaperInfo.of(r, f"{settings.web.base_url.rstrip('/')}/papers/{r.id}")
                   for r in rows]
