@@ -22,9 +22,10 @@ from sqlalchemy import func, select
 from newsletter.config import RankingConfig
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker
 from newsletter.ranking.feedback import Votes
-from newsletter.render.links import Signer, secret_keys
+from newsletter.render.links import Signer
 from newsletter.service.ranking import rank_subscribers
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import Subscriber, Vote
 
 from .conftest import ROOT
@@ -136,7 +137,7 @@ def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: igno
     # Undo both votes from the preferences page: the ranking is exactly as before.
     with session_scope(engine) as s:
         sub_id = s.scalar(select(Subscriber.id).where(Subscriber.email == ADA))
-        signer = Signer(secret_keys(settings, s))
+        signer = Signer(secret_keys(settings.web, s))
     prefs = f"{base}/preferences/{signer.token('preferences', int(sub_id or 0))}"
     with httpx.Client(timeout=30, follow_redirects=True) as client:
         page = client.get(prefs).text
@@ -214,7 +215,7 @@ def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no
         sub = s.scalar(select(Subscriber).where(Subscriber.email == ADA))
         assert sub is not None
         learned = subscriber_learned(settings.ranking, s, sub)
-        signer = Signer(secret_keys(settings, s))
+        signer = Signer(secret_keys(settings.web, s))
     assert learned and outcome.terms
     token = signer.token("preferences", sub.id)
     with httpx.Client(timeout=30, follow_redirects=True) as client:

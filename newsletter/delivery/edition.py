@@ -13,9 +13,10 @@ from newsletter.config import Settings
 from newsletter.delivery.plan import Job
 from newsletter.ranking.selection import Selection
 from newsletter.render.digest import PaperInfo
-from newsletter.render.links import LinkMaker, Signer, secret_keys
+from newsletter.render.links import LinkMaker, Signer
 from newsletter.render.renderer import Rendered, Renderer
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import Edition, Entry, utcnow
 from newsletter.store.queries import edition_entries, sent_map
 from newsletter.store.votes import vote_history
@@ -47,7 +48,7 @@ class EditionContext:
         sent = None if ignore_sent else sent_map(session, [e.id for e in rows])
         self.selection = Selection.build(settings.ranking, rows, edition.day, sent=sent,
                                          history=vote_history(session))
-        keys = keys or secret_keys(settings, session)
+        keys = keys or secret_keys(settings.web, session)
         links = LinkMaker(settings, Signer(keys))
         papers = [PaperInfo.of(e, links.paper(e.id)) for e in rows]
         self.rows = rows
