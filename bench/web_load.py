@@ -65,7 +65,7 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
         import_csv(s, "\n".join(rows).encode(), "bench.csv")
     summary = run_send(settings, engine, dt.date.today())
     with session_scope(engine) as s:
-        links = LinkMaker(settings, Signer(secret_keys(settings.web, s)))
+        links = LinkMaker(settings.web, settings.sender, Signer(secret_keys(settings.web, s)))
     ids = list(range(1, subscribers + 1))
     dispose_all()
     half = subscribers // 2

@@ -83,7 +83,7 @@ def running_site(settings: Settings, engine: Any, *, fetcher: Fetcher | None = N
         signer = Signer(secret_keys(settings.web, s))
     try:
         yield Site(f"http://127.0.0.1:{port}", settings, engine, signer,
-                   LinkMaker(settings, signer), starlette)
+                   LinkMaker(settings.web, settings.sender, signer), starlette)
     finally:
         server.should_exit = True
         thread.join(5)

@@ -49,11 +49,11 @@ class EditionContext:
         self.selection = Selection.build(settings.ranking, rows, edition.day, sent=sent,
                                          history=vote_history(session))
         keys = keys or secret_keys(settings.web, session)
-        links = LinkMaker(settings, Signer(keys))
+        links = LinkMaker(settings.web, settings.sender, Signer(keys))
         papers = [PaperInfo.of(e, links.paper(e.id)) for e in rows]
         self.rows = rows
         self.index = {e.id: i for i, e in enumerate(rows)}
-        self.renderer = Renderer(settings, keys=keys,
+        self.renderer = Renderer(settings.render, settings.sender, settings.web, keys=keys,
                                  day=edition.day, edition_id=edition.id or 0, papers=papers,
                                  acronyms=self.selection.ranker.corpus.acronyms)
 

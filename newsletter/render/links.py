@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from newsletter.config import Settings
+from newsletter.config import SenderConfig, WebConfig
 from newsletter.errors import InputError
 
 PURPOSES = ("unsubscribe", "preferences", "confirm", "view", "webhook", "feed", "vote")
@@ -94,9 +94,9 @@ class Links:
 
 
 class LinkMaker:
-    def __init__(self, settings: Settings, signer: Signer) -> None:
-        self.base = settings.web.base_url.rstrip("/")
-        self.mailbox = settings.sender.from_address
+    def __init__(self, web: WebConfig, sender: SenderConfig, signer: Signer) -> None:
+        self.base = web.base_url.rstrip("/")
+        self.mailbox = sender.from_address  # where a mailto: unsubscribe goes
         self.signer = signer
         self._quoted: dict[str, str] = {}  # paper id → its URL path segment
 
