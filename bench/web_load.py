@@ -57,7 +57,7 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
                                   outbox={"path": str(tmp / "outbox")})
     engine = get_engine(url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
     profiles = synthetic_profiles(300)
     rows = ["email,name,keywords,tz,hour"] + [
         f'u{i}@example.org,,"{profiles[i % len(profiles)]}",UTC,7' for i in range(subscribers)]

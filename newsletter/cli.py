@@ -136,7 +136,7 @@ def ingest(
     from newsletter.ingest.sources import run_ingest
 
     a = _app(ctx)
-    report = run_ingest(a.settings, a.session, list(sources or []), strict=strict)
+    report = run_ingest(a.settings.sources, a.session, list(sources or []), strict=strict)
     for loaded in report.loaded:
         note = " (not modified)" if loaded.not_modified else ""
         folded = f", {loaded.folded} duplicates merged" if loaded.folded else ""
@@ -572,7 +572,7 @@ def sources_list(
 
     a = _app(ctx)
     with a.session() as s:
-        rows = list_sources(a.settings, s)
+        rows = list_sources(a.settings.sources, s)
     if as_json:
         _print_json(rows)
         return
@@ -608,7 +608,7 @@ def sources_test(
     from newsletter.ingest.sources import dry_run, paper_dict
 
     a = _app(ctx)
-    result = dry_run(a.settings, source, strict=strict)
+    result = dry_run(a.settings.sources, source, strict=strict)
     if as_json:
         _print_json({"origin": result.origin, "papers": [paper_dict(p) for p in result.papers],
                      "skipped": [{"position": k.position, "id": k.ident, "reason": k.reason}
@@ -639,7 +639,7 @@ def demo(ctx: typer.Context) -> None:
     data = resources.files("newsletter").joinpath("data")
     papers = Path(str(data.joinpath("sample_papers.json")))
     with a.session() as s:
-        report = ingest_mod.ingest(a.settings, s, [str(papers)])
+        report = ingest_mod.ingest(a.settings.sources, s, [str(papers)])
     err.print(f"ingested {report.total} sample papers ({report.new} new)")
     with a.session() as s:
         imported = subs_mod.import_csv(s, data.joinpath("sample_subscribers.csv").read_bytes(),

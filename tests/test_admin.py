@@ -375,7 +375,7 @@ def test_every_page_renders_on_postgresql(pg_url: str, tmp_path: Any) -> None:
                                   outbox={"path": str(tmp_path / "outbox")})
     engine = get_engine(pg_url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
         import_csv(s, (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes(),
                    "sample_subscribers.csv")
     summary = run_send(settings, engine, dt.date.today())

@@ -39,11 +39,12 @@ def test_ingest_upserts_across_sources_and_versions(db_url: str) -> None:
     engine = get_engine(db_url)
     s = settings_for(db_url)
     with session_scope(engine) as session:
-        report = ingest(s, session, [str(PAYLOADS / "dailypapers.json")])
+        report = ingest(s.sources, session, [str(PAYLOADS / "dailypapers.json")])
     assert report.new == 3
     with session_scope(engine) as session:
         # The same paper again from the arXiv API (v2) and the listing (v3): one entry.
-        ingest(s, session, [str(PAYLOADS / "arxiv_api.atom"), str(PAYLOADS / "arxiv_listing.rss")])
+        ingest(s.sources, session,
+               [str(PAYLOADS / "arxiv_api.atom"), str(PAYLOADS / "arxiv_listing.rss")])
     with session_scope(engine) as session:
         entry = session.get(Entry, "2508.13426")
         assert entry is not None
@@ -73,7 +74,8 @@ def test_a_bad_source_stores_nothing(db_url: str, tmp_path) -> None:  # type: ig
     bad = tmp_path / "bad.json"
     bad.write_text('[{"title": "fine"}, {"title": ')
     with pytest.raises(SourceError), session_scope(engine) as session:
-        ingest(settings_for(db_url), session, [str(PAYLOADS / "dailypapers.json"), str(bad)])
+        ingest(settings_for(db_url).sources, session,
+               [str(PAYLOADS / "dailypapers.json"), str(bad)])
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(Entry)) == 0
 
@@ -81,7 +83,8 @@ def test_a_bad_source_stores_nothing(db_url: str, tmp_path) -> None:  # type: ig
 def test_whole_seed_corpus_dedups(db_url: str) -> None:
     engine = get_engine(db_url)
     with session_scope(engine) as session:
-        report = ingest(settings_for(db_url), session, [str(p) for p in sorted(SEEDS.glob("*"))])
+        report = ingest(settings_for(db_url).sources, session,
+                        [str(p) for p in sorted(SEEDS.glob("*"))])
     assert report.total == 308
     assert report.new < 308  # papers listed on several pages are stored once
     with session_scope(engine) as session:
@@ -174,7 +177,7 @@ def test_same_paper_with_and_without_an_arxiv_id_is_one_entry(
             "one ingest": [files]}[order]
     for batch in runs:
         with session_scope(engine) as session:
-            ingest(settings_for(db_url), session, batch)
+            ingest(settings_for(db_url).sources, session, batch)
     with session_scope(engine) as session:
         [entry] = list(session.scalars(select(Entry)))
         assert entry.arxiv_id == "2408.01234"
