@@ -395,7 +395,7 @@ from tests.real_servers import (  # noqa: E402, F401 - fixtures, found by name
     https_server,
     mail_servers,
     postfix,
+    server_tls,
     servers_dir,
     smtp_sink_c,
-    server_tls,
 )

@@ -205,6 +205,7 @@ def make_tls(folder: Path) -> Tls:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = dt.datetime.now(dt.UTC)
+    start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=7)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "newsletter test CA")])
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
@@ -212,7 +213,7 @@ def make_tls(folder: Path) -> Tls:
                                 "encipher_only", "decipher_only")}
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=7))
+          .not_valid_before(start).not_valid_after(end)
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
           .add_extension(x509.KeyUsage(digital_signature=False, key_encipherment=False,
                                        key_cert_sign=True, crl_sign=True, **usage), critical=True)
@@ -224,7 +225,7 @@ def make_tls(folder: Path) -> Tls:
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(ca_name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=7))
+            .not_valid_before(start).not_valid_after(end)
             .add_extension(x509.SubjectAlternativeName(san), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False,
@@ -387,8 +388,8 @@ def start_dovecot(base: Path, tls: Tls, mailboxes: Mailboxes) -> Dovecot:
     proc = dovecot.proc
     try:
         wait_until(lambda: greets(ports[0], b"* OK") and greets(ports[2], b"+OK")
-                   and dovecot.sasl_socket.exists(), 20, "Dovecot start", alive=lambda: proc.poll() is None,
-                   logs=[stderr, dovecot.log_file])
+                   and dovecot.sasl_socket.exists(), 20, "Dovecot start",
+                   alive=lambda: proc.poll() is None, logs=[stderr, dovecot.log_file])
     except BaseException:
         dovecot.stop()
         raise
@@ -703,7 +704,7 @@ def start_knot(base: Path, zone: str = DOMAIN) -> DnsServer:
     with open(stderr, "wb") as err:
         server.proc = subprocess.Popen(
             ["/usr/sbin/knotd", "-c", str(server.conf)], stdin=subprocess.DEVNULL, stdout=err,
-            stderr=subprocess.STDOUT, user=user, group=grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name,
+            stderr=subprocess.STDOUT, user=user, group=pwd.getpwnam(user).pw_gid,
             start_new_session=True)
     proc = server.proc
     try:
