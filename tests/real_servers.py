@@ -53,6 +53,7 @@ import socket
 import socketserver
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -62,8 +63,14 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
+
+from bench import c_sink
+
+if TYPE_CHECKING:
+    import dns.resolver
 
 SERVERS = Path(__file__).parent / "servers"
 DOMAIN = "digest.test"
@@ -134,7 +141,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str,
         if check():
             return
         if not alive():
-            raise ServerError(f"{what}: the server exited\n{log_tail(*logs)}")
+            raise ServerError(f"{what}: the server exited or failed\n{log_tail(*logs)}")
         time.sleep(0.05)
     raise ServerError(f"{what}: not within {timeout:.0f} s\n{log_tail(*logs)}")
 
@@ -302,7 +309,7 @@ class Mailboxes:
     def messages(self, user: str) -> list[EmailMessage]:
         """The messages in ``user``'s Maildir, oldest first, parsed."""
         parser = BytesParser(policy=email.policy.default)
-        return [parser.parsebytes(raw) for raw in self.raw_messages(user)]  # type: ignore[misc]
+        return [cast(EmailMessage, parser.parsebytes(raw)) for raw in self.raw_messages(user)]
 
     def wait_for(self, user: str, n: int = 1, timeout: float = 20,
                  log: Path | None = None) -> list[EmailMessage]:
@@ -372,7 +379,8 @@ def start_dovecot(base: Path, tls: Tls, mailboxes: Mailboxes) -> Dovecot:
     chown(users, "root", "dovecot")
     ports = free_ports(4)
     dovecot = Dovecot(mailboxes, tls, folder / "dovecot.conf", folder / "dovecot.log",
-                      folder / "run" / "auth-postfix", *ports)
+                      folder / "run" / "auth-postfix", imap_port=ports[0],
+                      imaps_port=ports[1], pop3_port=ports[2], pop3s_port=ports[3])
     dovecot.conf.write_text(render(SERVERS / "dovecot" / "dovecot.conf", {
         "instance": f"nl-test-{os.getpid()}", "run_dir": folder / "run",
         "state_dir": folder / "state", "log_file": dovecot.log_file,
@@ -386,6 +394,7 @@ def start_dovecot(base: Path, tls: Tls, mailboxes: Mailboxes) -> Dovecot:
             ["/usr/sbin/dovecot", "-F", "-c", str(dovecot.conf)], stdin=subprocess.DEVNULL,
             stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
     proc = dovecot.proc
+    register_pid(base, proc.pid, "dovecot")
     try:
         wait_until(lambda: greets(ports[0], b"* OK") and greets(ports[2], b"+OK")
                    and dovecot.sasl_socket.exists(), 20, "Dovecot start",
@@ -571,7 +580,7 @@ def start_postfix(base: Path, tls: Tls, mailboxes: Mailboxes, dovecot: Dovecot,
     chown(data, "postfix")
     ports = free_ports(3)
     postfix = Postfix(mailboxes, tls, greylist, config, folder / "queue", folder / "maillog",
-                      *ports)
+                      smtp_port=ports[0], submission_port=ports[1], smtps_port=ports[2])
     values: dict[str, object] = {
         "queue_dir": postfix.queue_dir, "data_dir": data, "log_file": postfix.log_file,
         "domain": mailboxes.domain, "mail_dir": mailboxes.root, "config_dir": config,
@@ -586,7 +595,7 @@ def start_postfix(base: Path, tls: Tls, mailboxes: Mailboxes, dovecot: Dovecot,
     try:
         postfix.run("postfix", "start")
         wait_until(lambda: greets(ports[0], b"220"), 20, "Postfix SMTP greeting",
-                   logs=[postfix.log_file])
+                   alive=lambda: "fatal:" not in postfix.log(), logs=[postfix.log_file])
     except BaseException:
         postfix.stop()
         raise
@@ -631,7 +640,7 @@ class DnsServer:
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
 
-    def resolver(self) -> object:
+    def resolver(self) -> dns.resolver.Resolver:
         """A dnspython resolver that asks this server only."""
         import dns.resolver
 
@@ -661,7 +670,7 @@ class DnsServer:
             return None
         for rrset in answer.answer:
             for rdata in rrset:
-                return int(rdata.serial)  # type: ignore[attr-defined]
+                return int(rdata.serial)
         return None
 
     def set_records(self, records: Iterable[Record]) -> None:
@@ -707,6 +716,7 @@ def start_knot(base: Path, zone: str = DOMAIN) -> DnsServer:
             stderr=subprocess.STDOUT, user=user, group=pwd.getpwnam(user).pw_gid,
             start_new_session=True)
     proc = server.proc
+    register_pid(base, proc.pid, "knotd")
     try:
         wait_until(lambda: server.serving_serial() == server.serial, 20, "Knot DNS start",
                    alive=lambda: proc.poll() is None, logs=[stderr, server.log_file])
@@ -784,12 +794,24 @@ def serve_https(tls: Tls) -> tuple[HttpsServer, ThreadingHTTPServer]:
 # ---- fixtures -------------------------------------------------------------------------
 
 
+def register_pid(base: Path, pid: int, name: str) -> None:
+    """Tell the session's watchdog (tests/servers/watchdog.py) about a server process."""
+    with open(base / "pids", "a") as f:
+        f.write(f"{pid} {name}\n")
+
+
 @pytest.fixture(scope="session")
 def servers_dir() -> Iterator[Path]:
-    """One folder for every server of the session, readable by their unprivileged users."""
+    """One folder for every server of the session, readable by their unprivileged users,
+    and a watchdog that stops the servers if this process dies without its teardown."""
     base = Path(tempfile.mkdtemp(prefix="nl-servers-"))
     base.chmod(0o755)
+    watchdog = subprocess.Popen(
+        [sys.executable, str(SERVERS / "watchdog.py"), str(os.getpid()), str(base)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
     yield base
+    watchdog.terminate()
+    watchdog.wait(10)
     if os.environ.get("NL_TEST_KEEP_SERVERS") != "1":
         shutil.rmtree(base, ignore_errors=True)
 
@@ -858,13 +880,12 @@ def dns_server(dns_server_session: DnsServer) -> DnsServer:
 
 
 @pytest.fixture
-def smtp_sink_c() -> Iterator[object]:
+def smtp_sink_c(servers_dir: Path) -> Iterator[c_sink.CSink]:
     """Postfix's C smtp-sink on a free loopback port (bench/c_sink.py); stopped after."""
-    from bench import c_sink
-
     if c_sink.find() is None:
         need_service("smtp-sink", "not installed (Debian package postfix; see .ci/run)")
     sink = c_sink.start()
+    register_pid(servers_dir, sink.proc.pid, "smtp-sink")
     yield sink
     sink.stop()
 
