@@ -259,7 +259,7 @@ class MetricsConfig(_Section):
     for ``newsletter run`` and ``newsletter worker``."""
 
     token: str | None = None
-    """When set, /metrics on `newsletter web` needs "Authorization: Bearer <token>"."""
+    """When set, /metrics on `newsletter web` needs `Authorization: Bearer TOKEN`."""
     localhost_only: bool = True
     """Without a token, /metrics on `newsletter web` answers only 127.0.0.1 and ::1 (not
     through a proxy)."""
@@ -278,7 +278,7 @@ class SourceConfig(_Section):
     scheduler read."""
 
     name: str
-    """The source's name, for `newsletter ingest NAME` and `sources list` (required)."""
+    """The source's name, for `newsletter ingest NAME` and `sources list`."""
     kind: Literal["auto", "dailypapers", "arxiv", "feed", "json", "jsonfeed", "pagedump"] = "auto"
     """auto (tell the format from the content), dailypapers, arxiv, feed, json, jsonfeed
     or pagedump."""
@@ -296,11 +296,13 @@ class RankingConfig(_Section):
     min_relevance: float = Field(default=1.0, ge=0)
     """Below this relevance a paper is not a match."""
     weight_relevance: float = 1.0
-    """Score = relevance * weight_relevance + ..."""
+    """Weight of relevance in a paper's score: score = relevance × weight_relevance +
+    log1p(upvotes) × weight_popularity + recency × weight_recency."""
     weight_popularity: float = 0.15
-    """... + log1p(upvotes) * weight_popularity + ..."""
+    """Weight of popularity in a paper's score: log1p(upvotes) × weight_popularity."""
     weight_recency: float = 0.1
-    """... + recency (1 today, halving every week) * weight_recency."""
+    """Weight of recency in a paper's score: recency (1 today, halving every week) ×
+    weight_recency."""
     trending: Literal["none", "section"] = "section"
     """section: a profile that matches nothing gets a labelled "Trending today" section;
     none: nothing."""
