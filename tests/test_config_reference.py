@@ -4,6 +4,7 @@ so docs/configuration.md, the commented config.toml and the code cannot disagree
 from __future__ import annotations
 
 import re
+import tomllib
 import typing
 from pathlib import Path
 
@@ -108,3 +109,82 @@ def test_the_init_example_source_is_a_valid_source() -> None:
     SourceConfig.model_validate(ref.SOURCE_EXAMPLE)
     assert set(ref.SOURCE_EXAMPLE) <= set(SourceConfig.model_fields)
 
+
+# ---- newsletter init ---------------------------------------------------------------------
+
+
+def uncommented(text: str) -> str:
+    """The file with every `# key = value` line of a section uncommented (the [[sources]]
+    example at the end stays a comment: it is an example, not a default)."""
+    head = text.split("\n# [[sources]]\n")[0]
+    return re.sub(r"(?m)^# (\w+ = .+)$", r"\1", head)
+
+
+def test_init_writes_every_key_and_loads_back_to_the_defaults(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("init")
+    assert result.code == 0, result.stderr
+    written = tmp_path / "config.toml"
+    text = written.read_text(encoding="utf-8")
+    assert text == ref.render_toml()
+    loaded = load_settings(written, environ={})
+    assert loaded.source_file == str(written)
+    assert loaded.model_dump(exclude={"source_file"}) == defaults()
+    # Every section is a table already; every key is there, commented, with its meaning.
+    tables = tomllib.loads(text)
+    assert set(tables) == set(model_keys()) - {"sources"}
+    for section, keys in model_keys().items():
+        for key in keys:
+            assert re.search(rf"(?m)^# {key} =", text) or section == "sources", key
+            assert re.search(rf"(?m)^#(   )? ?{key} \(", text), f"{key}: no meaning line"
+
+
+def test_uncommenting_the_written_defaults_changes_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("init").code == 0
+    text = (tmp_path / "config.toml").read_text(encoding="utf-8")
+    live = tmp_path / "live.toml"
+    live.write_text(uncommented(text), encoding="utf-8")
+    data = tomllib.loads(live.read_text(encoding="utf-8"))
+    set_keys = {(s, k) for s, keys in data.items() for k in keys}
+    unset = {(s.name, k.name) for s in ref.sections() if not s.array
+             for k in s.keys if k.default is None}
+    every = {(s, k) for s, keys in model_keys().items() if s != "sources" for k in keys}
+    assert set_keys == every - unset  # all keys with a default value were uncommented
+    assert load_settings(live, environ={}).model_dump(exclude={"source_file"}) == defaults()
+
+
+def test_init_refuses_to_overwrite_without_force(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    mine = tmp_path / "config.toml"
+    mine.write_text('[sender]\nfrom_name = "Mine"\n', encoding="utf-8")
+    result = cli("init")
+    assert result.code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "config.toml: already exists" in lines[0] and "--force" in lines[0]
+    assert mine.read_text(encoding="utf-8") == '[sender]\nfrom_name = "Mine"\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]  # no leftovers
+    assert cli("init", "--force").code == 0
+    assert mine.read_text(encoding="utf-8") == ref.render_toml()
+
+
+def test_init_writes_to_the_config_path_given(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("--config", "etc/newsletter.toml", "init").code != 0  # no such folder
+    assert not (tmp_path / "etc").exists()
+    (tmp_path / "etc").mkdir()
+    result = cli("--config", "etc/newsletter.toml", "init")
+    assert result.code == 0, result.stderr
+    assert "etc/newsletter.toml" in result.stderr
+    assert not (tmp_path / "config.toml").exists()
+    assert (tmp_path / "etc" / "newsletter.toml").read_text(encoding="utf-8") == ref.render_toml()
+    env = {"NEWSLETTER_CONFIG": str(tmp_path / "from-env.toml")}
+    assert cli("init", env=env).code == 0
+    assert (tmp_path / "from-env.toml").exists()
+    # The file written is the one every other command then reads.
+    status = cli("--config", "etc/newsletter.toml", "sources", "list", "--json")
+    assert status.code == 0, status.stderr
+
+
+def test_init_as_a_process(cli_process, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli_process("init")
+    assert result.code == 0, result.stderr
+    assert result.stdout == ""
+    assert load_settings(tmp_path / "config.toml", environ={}).model_dump(
+        exclude={"source_file"}) == defaults()
