@@ -56,7 +56,7 @@ def test_every_key_is_in_the_reference_with_a_meaning() -> None:
             section = m.group(1)
             documented[section] = set()
         elif m := re.match(r"\| `(\w+)` \|(.*)\|$", line):
-            cells = [c.strip() for c in m.group(2).split(" | ")]
+            cells = [c.strip() for c in re.split(r"(?<!\\) \| ", m.group(2))]
             assert len(cells) == 4 and all(cells), line  # type, default, env, meaning
             assert len(cells[3]) > 10, f"[{section}] {m.group(1)}: no meaning"
             documented[section].add(m.group(1))
