@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from newsletter.ranking.selection import Selection
 from newsletter.render.renderer import Recipient
+from newsletter.store.queries import SubscriberRow
 
 # ---- planning ----------------------------------------------------------------------
 
@@ -31,22 +32,22 @@ class PlanReport:
     already: int = 0  # had this day's edition already (another slot, process or machine)
 
 
-def plan_jobs(selection: Selection, subscribers: Iterator[tuple[int, str, str, str]],
+def plan_jobs(selection: Selection, subscribers: Iterator[SubscriberRow],
               k: int, day: dt.date | None = None) -> Iterator[list[Job]]:
     """Rank every subscriber (chunked) and yield their jobs; empty picks are jobs too."""
-    people: dict[int, tuple[str, str, str]] = {}
+    people: dict[int, SubscriberRow] = {}
 
     def keyed() -> Iterator[tuple[int, str]]:
-        for sub_id, email, name, keywords in subscribers:
-            people[sub_id] = (email, name, keywords)
-            yield sub_id, keywords
+        for person in subscribers:
+            people[person.id] = person
+            yield person.id, person.keywords
 
     for chunk in selection.ranker.rank(keyed(), sent=selection.sent, k=k):
         jobs = []
         for row, sub_id in enumerate(chunk.keys):
-            email, name, keywords = people.pop(sub_id)
+            person = people.pop(sub_id)
             picks = [selection.entries[i].id for i in chunk.picks[row] if i >= 0]
-            jobs.append(Job(Recipient(sub_id, email, name, keywords), picks,
+            jobs.append(Job(Recipient(sub_id, person.email, person.name, person.keywords), picks,
                             bool(chunk.trending[row]), day=day))
         yield jobs
 

@@ -37,7 +37,7 @@ from newsletter.store.models import (
     SubscriberStatus,
     utcnow,
 )
-from newsletter.store.queries import edition_entries, subscriber_rows
+from newsletter.store.queries import SubscriberRow, edition_entries, subscriber_rows
 from newsletter.transports import Transport, make_transport
 from newsletter.transports.outbox import SAFE_NAME, OutboxTransport
 
@@ -104,7 +104,7 @@ class _Group:
     pairs: list[tuple[str, int]] | None
     late: bool = False
 
-    def rows(self, session: Any) -> Iterator[tuple[int, str, str, str]]:
+    def rows(self, session: Any) -> Iterator[SubscriberRow]:
         return subscriber_rows(session, unsent_day=self.day, slot=self.pairs,
                                had_day=self.day - dt.timedelta(days=1) if self.late else None)
 
@@ -275,9 +275,9 @@ def require_database(engine: Engine) -> None:
 
 def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
                 email: str | None = None, limit: int | None = None,
-                recipients: list[tuple[int, str, str, str]] | None = None,
+                recipients: list[SubscriberRow] | None = None,
                 on_progress: Callable[[Outcome], None] | None = None) -> PreviewReport:
-    """``recipients`` (id, email, name, keywords) previews people who need not be
+    """``recipients`` previews people who need not be
     subscribers: the console's "type any keywords"."""
     require_database(engine)
     with engine.connect().execution_options(**{READONLY: True}) as conn, \
@@ -291,7 +291,7 @@ def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
             raise InputError(f"{email} is not a subscriber")
         if limit:
             subs = subs[:limit]
-        empty = sum(1 for _, _, _, kw in subs if not kw.strip())
+        empty = sum(1 for person in subs if not person.keywords.strip())
         jobs = [j for chunk in plan_jobs(ctx.selection, iter(subs),
                                          settings.ranking.max_papers) for j in chunk]
         conn.rollback()

@@ -386,7 +386,7 @@ def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
         # showed, the next edition as it would be made now.
         edition = Edition(id=0, day=dt.date.today(), slot="", cutoff=utcnow())
         ctx = open_edition(settings, s, edition)
-        rows = [(sub.id, sub.email, sub.name, sub.keywords)]
+        rows = [queries.SubscriberRow(sub.id, sub.email, sub.name, sub.keywords)]
         jobs = [j for chunk in plan_jobs(ctx.selection, iter(rows), settings.ranking.max_papers)
                 for j in chunk]
         if not jobs or not jobs[0].entry_ids:
