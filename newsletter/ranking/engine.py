@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import sparse
@@ -38,7 +38,17 @@ LEARNED_MATCH = 2.0  # learned relevance that makes a match alone, × min_releva
 # The analysed papers and their features live in ``corpus``; importers of the engine
 # find them here too.
 __all__ = ["Analyzer", "Chunk", "Corpus", "Explanation", "Feature", "LearnedHit",
-           "RankEntry", "Ranker", "learned_part"]
+           "RankEntry", "Ranker", "TermHit", "learned_part"]
+
+
+class TermHit(NamedTuple):
+    """One profile term as the engine ranks it. A ``NamedTuple``: made once per distinct
+    term and read per subscriber in the hot loop, where a tuple's speed matters."""
+
+    fid: int  # the feature id (a row of M)
+    weight: float
+    exclude: bool  # a "-term": papers matching it are never picked
+    text: str  # as the subscriber wrote it, for explanations
 
 
 @dataclass
@@ -59,15 +69,15 @@ class Ranker:
         self.feature_ids: dict[Feature, int] = {}
         self._features: list[Feature] = []
         self._m = np.zeros((64, len(corpus.entries)), dtype=np.float32)
-        self._term_ids: dict[Term, tuple[int, float, bool, str]] = {}
-        self._part_ids: dict[str, tuple[int, float, bool, str] | None] = {}
+        self._term_ids: dict[Term, TermHit] = {}
+        self._part_ids: dict[str, TermHit | None] = {}
         self._m_csr: sparse.csr_matrix | None = None
         self.learner = None
         if votes is not None and len(votes.keys):
             self.learner = Learner(self, votes)
 
-    def _terms_of(self, text: str) -> list[tuple[int, float, bool, str]]:
-        """(feature id, weight, exclude, term text) per term of the one parser's output.
+    def _terms_of(self, text: str) -> list[TermHit]:
+        """A ``TermHit`` per term of the one parser's output.
         Two terms that analyse to the same feature ("diffusion, diffusions") count once,
         with the larger weight.
 
@@ -80,7 +90,7 @@ class Ranker:
         if parts is None or len(parts) > MAX_TERMS:
             return self._dedupe([self._term_hit(t) for t in profile_terms(text)])
         table = self._part_ids
-        found: list[tuple[int, float, bool, str]] = []
+        found: list[TermHit] = []
         for raw in parts:
             if raw in table:
                 hit = table[raw]
@@ -91,7 +101,7 @@ class Ranker:
                     table[raw] = hit
             if hit is not None:
                 found.append(hit)
-        if len(found) > 1 and len({f for f, _, _, _ in found}) < len(found):
+        if len(found) > 1 and len({h.fid for h in found}) < len(found):
             # A repeat ("diffusion, diffusions^2"): the parser's own rule picks which
             # written form names it, so the whole profile goes through the parser.
             return self._dedupe([self._term_hit(t) for t in profile_terms(text)])
@@ -104,22 +114,22 @@ class Ranker:
             self._m_csr = sparse.csr_matrix(self._m[:nf])
         return self._m_csr
 
-    def _term_hit(self, t: Term) -> tuple[int, float, bool, str]:
+    def _term_hit(self, t: Term) -> TermHit:
         ids = self._term_ids
         hit = ids.get(t)
         if hit is None:
-            hit = ids[t] = (self._fid(t), t.weight, t.exclude, t.text)
+            hit = ids[t] = TermHit(self._fid(t), t.weight, t.exclude, t.text)
         return hit
 
     @staticmethod
-    def _dedupe(found: list[tuple[int, float, bool, str]]
-                ) -> list[tuple[int, float, bool, str]]:
-        if len(found) > 1 and len({f for f, _, _, _ in found}) < len(found):
+    def _dedupe(found: list[TermHit]
+                ) -> list[TermHit]:
+        if len(found) > 1 and len({h.fid for h in found}) < len(found):
             best: dict[tuple[int, bool], tuple[float, str]] = {}
             for f, w, x, name in found:  # a repeated term keeps its largest weight
                 if (f, x) not in best or best[(f, x)][0] < w:
                     best[(f, x)] = (w, name)
-            found = [(f, w, x, name) for (f, x), (w, name) in best.items()]
+            found = [TermHit(f, w, x, name) for (f, x), (w, name) in best.items()]
         return found
 
     def explain_many(self, text: str, entry_indices: Sequence[int],
@@ -127,15 +137,15 @@ class Ranker:
         """``explain`` for several picks of one subscriber in one array operation;
         with ``key``, what that subscriber's votes taught counts too."""
         written = self._terms_of(text or "")
-        terms = [t for t in written if not t[2]]
+        terms = [t for t in written if not t.exclude]
         learned: list[Learned] = []
         if self.learner is not None and key is not None:
-            learned = self.learner.learned(key, {f for f, _, _, _ in written})
+            learned = self.learner.learned(key, {t.fid for t in written})
         c, cfg = self.corpus, self.cfg
         idx = np.asarray(entry_indices, dtype=np.intp)
         if terms:
-            fids = np.array([t[0] for t in terms], dtype=np.intp)
-            weights = np.array([t[1] for t in terms], dtype=np.float32)
+            fids = np.array([t.fid for t in terms], dtype=np.intp)
+            weights = np.array([t.weight for t in terms], dtype=np.float32)
             contrib = self._m[fids][:, idx] * weights[:, None]
         else:
             contrib = np.zeros((0, len(idx)), dtype=np.float32)
@@ -145,8 +155,8 @@ class Ranker:
         feats = self._features
         for e, values in zip(idx.tolist(), columns, strict=True):
             hits = sorted((h for h, v in enumerate(values) if v > 0), key=lambda h: -values[h])
-            features = [feats[terms[h][0]] for h in hits]
-            matched = [(self._label(terms[h][3], feats[terms[h][0]], e, features),
+            features = [feats[terms[h].fid] for h in hits]
+            matched = [(self._label(terms[h].text, feats[terms[h].fid], e, features),
                         round(values[h], 3)) for h in hits]
             lifts: list[tuple[Learned, float]] = []
             for item in learned:
@@ -236,7 +246,7 @@ class Ranker:
     def _rank_chunk(self, batch: list[tuple[Any, str]], sent: Mapping[Any, Iterable[int]],
                     k: int) -> Chunk:
         n_entries = len(self.corpus.entries)
-        flat: list[tuple[int, float, bool, str]] = []
+        flat: list[TermHit] = []
         counts: list[int] = []
         for key, text in batch:
             try:
@@ -248,11 +258,11 @@ class Ranker:
         # Columns of the flat term list as arrays (one pass each, no per-term appends).
         total = len(flat)
         rows = np.repeat(np.arange(len(batch), dtype=np.int32), counts)
-        fids = np.fromiter((h[0] for h in flat), np.int32, total)
-        excl = np.fromiter((h[2] for h in flat), np.bool_, total)
+        fids = np.fromiter((h.fid for h in flat), np.int32, total)
+        excl = np.fromiter((h.exclude for h in flat), np.bool_, total)
         pos = ~excl
         pos_r, pos_c = rows[pos], fids[pos]
-        pos_w = np.fromiter((h[1] for h in flat), np.float32, total)[pos]
+        pos_w = np.fromiter((h.weight for h in flat), np.float32, total)[pos]
         neg_r, neg_c = rows[excl], fids[excl]
         n, nf = len(batch), len(self.feature_ids)
         m = self._m[:nf]

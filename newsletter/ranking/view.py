@@ -64,7 +64,7 @@ def learned_terms(selection: Selection, subscriber_id: int, keywords: str) -> li
     learner = selection.ranker.learner
     if learner is None:
         return []
-    written = {f for f, _, _, _ in selection.ranker._terms_of(keywords)}
+    written = {t.fid for t in selection.ranker._terms_of(keywords)}
     return learner.learned(subscriber_id, written)
 
 
