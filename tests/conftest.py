@@ -3,6 +3,9 @@
 Services that the machine provides (PostgreSQL) are used when reachable; when
 not, their tests skip with the reason, except under CI=true, where a skip would
 hide a missing service and so fails instead.
+
+The fast tier (``python -m pytest -m "not slow"``) is decided here, by what a test
+uses, not by hand: see ``pytest_collection_modifyitems``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,45 @@ def need_service(name: str, reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{name} is required in CI: {reason}")
     pytest.skip(f"{name} unavailable: {reason}")
+
+
+# ---- the fast tier -----------------------------------------------------------------
+
+# A test that uses any of these fixtures (directly or through another fixture) needs a
+# server or a browser, so it is slow. Names of fixtures that do not exist yet are here on
+# purpose: a test written against them is slow the day it lands.
+SLOW_FIXTURES = frozenset({
+    # PostgreSQL
+    "pg_server", "pg_url",
+    # chromium (Playwright)
+    "browser", "playwright", "browser_type", "chromium",
+    # brokers and Celery (celery.contrib.pytest's names included)
+    "redis_url", "rabbitmq_url", "broker_url", "celery_app", "celery_worker",
+    "celery_session_app", "celery_session_worker",
+    # real mail and name servers (tests/real_servers.py)
+    "postfix", "dovecot", "dns_server", "smtp_sink_c",
+})
+# Parametrized fixtures whose named params need a server: db_url's "postgresql" asks
+# for pg_url only when it runs (getfixturevalue), so the fixture closure cannot show it.
+SLOW_PARAMS = {"db_url": frozenset({"postgresql"})}
+SLOW_MARKERS = ("browser", "postgres")
+
+
+def is_slow(item: pytest.Item) -> bool:
+    """Whether a collected test needs a server, a browser or an outside tool."""
+    if any(item.get_closest_marker(m) for m in ("slow", *SLOW_MARKERS)):
+        return True
+    if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(params.get(name) in values for name, values in SLOW_PARAMS.items())
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if is_slow(item) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
