@@ -27,7 +27,7 @@ from newsletter.store.models import AdminLoginAttempt, AdminSession, Delivery, S
 from newsletter.web import create_app
 from newsletter.web.admin import PUBLIC, auth
 
-from .web_support import running_site
+from .web_support import TLS, running_site
 
 PASSWORD = "correct horse battery"
 
@@ -39,7 +39,7 @@ class Console:
     engine: Any
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=60)
+        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=60, verify=TLS)
 
     def login(self, name: str = "ops", password: str = PASSWORD) -> httpx.Client:
         c = self.client()
@@ -66,7 +66,8 @@ def start_console(settings: Any, engine: Any, *, user: bool = True) -> Iterator[
     if user:
         with session_scope(engine) as s:
             auth.add_user(s, "ops", PASSWORD)
-    with running_site(settings, engine, render_processes=1) as site:
+    # no render processes: no console page uses them, and each costs a Python start
+    with running_site(settings, engine) as site:
         yield Console(site.url + "/admin", site.settings, engine)
 
 

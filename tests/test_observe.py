@@ -99,7 +99,8 @@ def web(world: Any) -> Iterator[Any]:
     def start(**metrics_cfg: Any) -> str:
         settings, engine = world
         port = free_port()
-        app = App(settings.replace(metrics=metrics_cfg), engine)
+        # no render processes: /metrics never uses them, and each would cost a Python start
+        app = App(settings.replace(metrics=metrics_cfg, web={"render_processes": 0}), engine)
         server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port,
                                                log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
