@@ -289,12 +289,35 @@ class World(NamedTuple):
     engine: Engine
 
 
-@pytest.fixture
-def world(tmp_path: Path, sqlite_url: str) -> World:
-    """A SQLite database with the sample papers and subscribers, and its settings."""
+@pytest.fixture(scope="session")
+def world_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample papers and subscribers ingested and imported once per session into
+    a migrated SQLite file; each ``world`` starts from a copy of it (the migrations,
+    ingest and import cost more than the copy, in the many tests that use a world)."""
     from newsletter.ingest.run import ingest
-    from newsletter.store.db import get_engine, session_scope
+    from newsletter.store.db import make_engine, session_scope, upgrade
     from newsletter.store.subscribers import import_csv
+
+    path = tmp_path_factory.mktemp("world") / "subscribers.db"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)  # not the process-wide cache: disposed below
+    upgrade(engine)
+    with session_scope(engine) as s:
+        ingest(Settings().replace(database={"url": url}), s,
+               [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+    with session_scope(engine) as s:
+        data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
+        import_csv(s, data, "sample_subscribers.csv")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def world(tmp_path: Path, sqlite_url: str, world_template: Path) -> World:
+    """A SQLite database with the sample papers and subscribers, and its settings."""
+    import sqlite3
+
+    from newsletter.store.db import get_engine
 
     settings = Settings().replace(
         database={"url": sqlite_url}, outbox={"path": str(tmp_path / "outbox")},
@@ -302,13 +325,13 @@ def world(tmp_path: Path, sqlite_url: str) -> World:
         web={"base_url": "https://digest.example.org"},
         transport={"backoff_seconds": 0.01},
     )
-    engine = get_engine(sqlite_url)
-    with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
-    with session_scope(engine) as s:
-        data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
-        import_csv(s, data, "sample_subscribers.csv")
-    return World(settings, engine)
+    # SQLite's backup API: a consistent copy whatever the template's journal holds
+    with sqlite3.connect(world_template) as src, sqlite3.connect(
+            tmp_path / "subscribers.db") as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    return World(settings, get_engine(sqlite_url))
 
 
 # ---- a real SMTP server ------------------------------------------------------------
