@@ -122,6 +122,7 @@ def test_every_route_refuses_without_a_session(console: Console) -> None:
     assert console.client().get("/static/admin.css").headers["content-type"].startswith("text/css")
 
 
+@pytest.mark.slow  # ~2.5 s: argon2 on every attempt
 def test_login_session_logout_and_expiry(console: Console) -> None:
     c = console.client()
     bad = login(c, "ops", "wrong password")
@@ -173,6 +174,7 @@ def strict_console(world) -> Iterator[Console]:  # type: ignore[no-untyped-def]
                                                      "max_failures_per_client": 6}), engine)
 
 
+@pytest.mark.slow  # ~3 s: argon2 on every attempt
 def test_failed_login_limits_per_user_and_per_client(strict_console: Console) -> None:
     console = strict_console
     limit = console.settings.admin.max_failures_per_user
@@ -238,6 +240,7 @@ def test_no_admin_user_says_how_to_create_one(world) -> None:  # type: ignore[no
             assert "newsletter admin add-user" in r.text
 
 
+@pytest.mark.slow  # ~2 s: a console and an import
 def test_csv_import_lists_every_bad_row_and_stores_nothing(console: Console) -> None:
     c = console.login()
     with session_scope(console.engine) as s:
@@ -453,6 +456,7 @@ def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> Non
         assert (g.keywords, g.status) == ("diffusion", "bounced")
 
 
+@pytest.mark.slow  # ~4 s: plans an edition
 def test_dashboard_shows_a_running_edition(console: Console) -> None:
     """Planned but not yet delivered: the dashboard shows progress, pace, and reloads
     itself (a meta refresh: the console runs no script)."""

@@ -94,6 +94,7 @@ def test_compose_file_matches_the_compose_specification() -> None:
     assert list(validator.iter_errors(doc))
 
 
+@pytest.mark.slow  # ~4 s: a `newsletter` process per service
 def test_compose_commands_are_real_commands() -> None:
     for name, service in compose()["services"].items():
         if "command" not in service or service.get("image", "").startswith(("postgres", "redis")):

@@ -54,6 +54,7 @@ def smtp_settings(settings: Any, sink: SmtpSink) -> Any:
                             smtp={"host": sink.host, "port": sink.port, "connections": 2})
 
 
+@pytest.mark.slow  # ~2 s: two sends
 def test_a_send_is_counted_timed_and_its_failures_told_apart(world: Any,
                                                              smtp_sink: SmtpSink) -> None:
     settings, engine = world
@@ -138,6 +139,7 @@ def test_web_metrics_behind_a_token(web: Any) -> None:
     assert httpx.get(open_url, headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 200
 
 
+@pytest.mark.slow  # ~8 s: four `newsletter` processes
 def test_send_logs_one_json_object_per_delivery_without_addresses(
         tmp_path: Path, smtp_sink: SmtpSink) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},

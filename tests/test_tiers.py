@@ -146,7 +146,7 @@ def test_the_real_suite_fast_tier_has_no_service_browser_checker_or_corpus() -> 
     assert "test_storage.py::test_migrations_create_every_table[sqlite]" in fast
     assert "test_storage.py::test_migrations_create_every_table[postgresql]" in slow
     assert "test_scale.py::test_workers_share_an_edition_without_duplicates[redis]" in slow
-    assert "test_scale.py::test_hourly_slots_send_each_person_at_their_local_hour" in fast
+    assert "test_scale.py::test_scheduler_registers_its_jobs" in fast
     # chromium, outside checkers, the corpus
     assert not [t for t in fast if t.startswith(("test_browser.py", "test_real_feeds.py"))]
     assert len([t for t in slow if t.startswith("test_real_feeds.py")]) >= 200
