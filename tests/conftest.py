@@ -62,8 +62,8 @@ SLOW_FIXTURES = frozenset({
     # brokers and Celery (celery.contrib.pytest's names included)
     "redis_url", "rabbitmq_url", "broker_url", "celery_app", "celery_worker",
     "celery_session_app", "celery_session_worker",
-    # real mail and name servers (tests/real_servers.py)
-    "postfix", "dovecot", "dns_server", "smtp_sink_c",
+    # real mail and name servers (tests/real_servers.py; its https server is Python's)
+    "postfix", "dovecot", "mail_servers", "dns_server", "dns_server_session", "smtp_sink_c",
 })
 # Parametrized fixtures whose named params need a server: db_url's "postgresql" asks
 # for pg_url only when it runs (getfixturevalue), so the fixture closure cannot show it.
@@ -303,8 +303,7 @@ def world_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     engine = make_engine(url)  # not the process-wide cache: disposed below
     upgrade(engine)
     with session_scope(engine) as s:
-        ingest(Settings().replace(database={"url": url}), s,
-               [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(Settings().sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
     with session_scope(engine) as s:
         data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
         import_csv(s, data, "sample_subscribers.csv")
@@ -449,3 +448,18 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+# ---- real Postfix, Dovecot, DNS, smtp-sink and https servers (tests/real_servers.py) --
+
+from tests.real_servers import (  # noqa: E402, F401 - fixtures, found by name
+    dns_server,
+    dns_server_session,
+    dovecot,
+    https_server,
+    mail_servers,
+    postfix,
+    server_tls,
+    servers_dir,
+    smtp_sink_c,
+)
