@@ -318,13 +318,13 @@ def feedback(
 ) -> None:
     """Vote on a paper for a subscriber, as the email's "more / less like this" links do:
     the written keywords stay; the vote adds learned weights and hides the paper."""
-    from newsletter.ranking.view import cast_vote
+    from newsletter.service.votes import record_vote
 
     if up == down:
         raise InputError("give exactly one of --up or --down")
     a = _app(ctx)
     with a.session() as s:
-        outcome = cast_vote(a.settings, s, email, paper_id, 1 if up else -1, source="cli")
+        outcome = record_vote(a.settings, s, paper_id, 1 if up else -1, by="cli", email=email)
     err.print(f"{outcome.email}: {'more' if up else 'less'} like {outcome.paper_id} "
               f"({outcome.title[:70]}). {outcome.message}")
 

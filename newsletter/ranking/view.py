@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -15,8 +14,7 @@ from newsletter.errors import InputError
 from newsletter.ranking.feedback import Learned
 from newsletter.ranking.profile import parse_profile
 from newsletter.ranking.selection import Selection
-from newsletter.store import votes as votes_mod
-from newsletter.store.models import Entry, Subscriber, utcnow
+from newsletter.store.models import Subscriber, utcnow
 from newsletter.store.queries import candidate_entries, edition_entries, subscriber_rows
 
 
@@ -44,26 +42,6 @@ def pick_dicts(selection: Selection, chunk: Any, row: int, keywords: str) -> lis
     return out
 
 
-@dataclass(frozen=True)
-class VoteOutcome:
-    """What a vote did, in words for the thank-you page and the CLI."""
-
-    email: str
-    paper_id: str
-    title: str
-    direction: int
-    replaced: int | None
-    terms: list[str]  # the learned terms this vote moved, as the paper wrote them
-
-    @property
-    def message(self) -> str:
-        more = self.direction > 0
-        if self.terms:
-            listed = ", ".join(self.terms)
-            return f"We'll show {'more' if more else 'less'} on {listed}."
-        return f"We'll show {'more' if more else 'fewer'} papers like this one."
-
-
 def learning_selection(settings: Settings, session: Session) -> Selection:
     """Every stored paper, as the preferences page ranks them: what votes teach is
     shown against this."""
@@ -81,26 +59,6 @@ def learned_terms(settings: Settings, session: Session, sub: Subscriber,
         return []
     written = {f for f, _, _, _ in selection.ranker._terms_of(sub.keywords)}
     return learner.learned(sub.id, written)
-
-
-def cast_vote(settings: Settings, session: Session, email: str | None, paper_id: str,
-              direction: int, *, source: str, subscriber_id: int | None = None) -> VoteOutcome:
-    """Record a vote (by address or id) and say what it taught."""
-    sub = (session.get(Subscriber, subscriber_id) if subscriber_id is not None
-           else votes_mod.subscriber_by_email(session, email or ""))
-    if sub is None:
-        raise InputError("this subscription no longer exists")
-    vote, before = votes_mod.record(session, sub.id, paper_id, direction, source)
-    entry = session.get(Entry, paper_id)
-    selection = learning_selection(settings, session)
-    learned = learned_terms(settings, session, sub, selection)
-    learner = selection.ranker.learner
-    moved: list[str] = []
-    if learner is not None:
-        mine = set(learner.paper_fids(paper_id))
-        moved = [t.term for t in learned if t.fid in mine and (t.weight > 0) == (direction > 0)]
-    return VoteOutcome(sub.email, paper_id, entry.title if entry else paper_id, vote.direction,
-                       before, moved[:3])
 
 
 def rank_subscribers(settings: Settings, session: Session, *, email: str | None = None,
