@@ -36,12 +36,12 @@ from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError, NewsletterError
 from newsletter.render.compile import BUNDLED
 from newsletter.render.links import secret_keys
+from newsletter.service import subscribers as people
 from newsletter.store import subscribers as subs_mod
 from newsletter.store.db import session_scope
 from newsletter.store.models import (
     DeliveryStatus,
     Edition,
-    Event,
     Subscriber,
     SubscriberStatus,
 )
@@ -53,7 +53,6 @@ from newsletter.web.admin import preview as preview_mod
 PREFIX = "/admin"
 PUBLIC = frozenset({"/login", "/static/admin.css"})  # reachable without a session
 SAFE_METHODS = frozenset({"GET", "HEAD"})
-EDITABLE_STATUSES = ("active", "paused", "unsubscribed")
 # The email preview is a document of its own: its inline styles are the email's,
 # it runs nothing and loads nothing, and only this console may frame it (named by
 # origin: in a sandboxed document 'self' is an opaque origin that matches nothing).
@@ -294,32 +293,21 @@ def create_admin(app: App) -> ASGIApp:
         form: FormData | None = None
         if request.method == "POST":
             form = await checked_form(request)
+            given = people.Edit(**{k: str(form.get(k, "")) for k in (
+                "name", "keywords", "tz", "hour", "status")})
+
+            def save() -> None:
+                with app.session() as s:
+                    found = s.get(Subscriber, sub_id)
+                    if found is None:
+                        raise HTTPException(404, "no such subscriber")
+                    people.edit(s, found, given, by=f"admin:{user_of(request)}")
+
             try:
-                values = {"name": str(form.get("name", "")).strip()[:200],
-                          "keywords": subs_mod.check_keywords(str(form.get("keywords", ""))),
-                          "tz": subs_mod.check_tz(str(form.get("tz", ""))),
-                          "send_hour": subs_mod.check_hour(str(form.get("hour", ""))),
-                          "status": str(form.get("status", ""))}
+                await asyncio.to_thread(save)
             except InputError as exc:
                 error = exc.message
-            else:
-                with app.session() as s:
-                    sub = s.get(Subscriber, sub_id)
-                    if sub is None:
-                        raise HTTPException(404, "no such subscriber")
-                    # Bounced, complained and pending are facts, not choices: they can be
-                    # kept (to edit the keywords) or left for a chosen status, not set.
-                    if values["status"] not in (*EDITABLE_STATUSES, sub.status):
-                        error = f"status: expected one of {', '.join(EDITABLE_STATUSES)}"
-                        values = {}
-                    changed = {k: v for k, v in values.items() if getattr(sub, k) != v}
-                    for k, v in changed.items():
-                        setattr(sub, k, v)
-                    if changed:
-                        s.add(Event(subscriber_id=sub.id, kind="edited",
-                                    detail={"by": f"admin:{user_of(request)}",
-                                            "fields": sorted(changed)}))
-                saved = not error
+            saved = not error
         with session_scope(app.engine, readonly=True) as s:
             sub = s.get(Subscriber, sub_id)
             if sub is None:
@@ -331,7 +319,7 @@ def create_admin(app: App) -> ASGIApp:
             shown = {k: str(form.get(k, v)) for k, v in shown.items()}
         return c.page(request, "subscriber.html", 400 if error else 200, nav="subscribers",
                       sub=sub, shown=shown, error=error, saved=saved, deliveries=deliveries,
-                      events=events, statuses=list(dict.fromkeys((*EDITABLE_STATUSES,
+                      events=events, statuses=list(dict.fromkeys((*people.OPERATOR_STATUSES,
                                                                   sub.status))))
 
     async def import_csv(request: Request) -> Response:
@@ -344,11 +332,11 @@ def create_admin(app: App) -> ASGIApp:
             raw = await upload.read()
             name = Path(upload.filename).name
             report["file"] = name
-            report["errors"] = subs_mod.check_csv(raw, name)
+            report["errors"] = people.check_csv(raw, name)
             if not report["errors"]:
                 try:
                     with app.session() as s:
-                        result = subs_mod.import_csv(s, raw, name)
+                        result = people.import_csv(s, raw, name)
                     report["added"], report["duplicates"] = result.added, result.duplicates
                 except InputError as exc:
                     report["errors"] = [exc.message]
