@@ -53,6 +53,15 @@ def _target_names(target: ast.AST) -> Iterator[str]:
             yield n.id
 
 
+def _binds_subscriber(node: ast.AST) -> bool:
+    """An annotated assignment or a loop whose target is a subscriber."""
+    if isinstance(node, ast.AnnAssign):
+        return _names_subscriber(node.annotation) or _names_subscriber(node.value)
+    if isinstance(node, ast.For | ast.AsyncFor | ast.comprehension):
+        return _names_subscriber(node.iter)
+    return False
+
+
 def _subscriber_names(func: ast.AST) -> set[str]:
     """The names a function binds to subscribers (parameters, assignments, loops)."""
     names = set(SUBSCRIBER_NAMES)
@@ -65,12 +74,8 @@ def _subscriber_names(func: ast.AST) -> set[str]:
         if isinstance(node, ast.Assign) and _names_subscriber(node.value):
             for t in node.targets:
                 names.update(_target_names(t))
-        elif isinstance(node, ast.AnnAssign) and (_names_subscriber(node.annotation)
-                                                  or _names_subscriber(node.value)):
-            names.update(_target_names(node.target))
-        elif isinstance(node, ast.For | ast.AsyncFor | ast.comprehension) and \
-                _names_subscriber(node.iter):
-            names.update(_target_names(node.target))
+        elif _binds_subscriber(node):
+            names.update(_target_names(node.target))  # type: ignore[attr-defined]
     return names
 
 
@@ -101,7 +106,7 @@ def violations(source: str, where: str) -> list[str]:
         for node in ast.walk(scope):
             for attr in _assigned_attributes(node):
                 if attr.attr in GUARDED and _base_name(attr.value) in names:
-                    found.append(f"{where}:{node.lineno}: assigns {ast.unparse(attr)}")
+                    found.append(f"{where}:{attr.lineno}: assigns {ast.unparse(attr)}")
             if isinstance(node, ast.Call):
                 func = node.func
                 fname = func.id if isinstance(func, ast.Name) else (
