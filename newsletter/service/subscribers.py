@@ -4,9 +4,10 @@ complaint notices of the mail providers.
 
 Each is one function the CLI, the web pages, the console and the webhooks call after
 parsing their input; they present the result (or the ``InputError``) in their own
-words. Values are checked here, once (the keyword profile by the ranking's own
-parser); the state changes themselves are ``store.lifecycle``'s, which records who
-asked: ``cli``, ``web``, ``admin:<name>``, ``webhook:<provider>``.
+words. Values are checked here, before anything changes (by the one set of checks,
+``store.subscribers``', the profile by ``newsletter.profile``); the state changes
+themselves are ``store.lifecycle``'s, which records who asked: ``cli``, ``web``,
+``admin:<name>``, ``webhook:<provider>``.
 
 Every function takes an open session and leaves committing to the caller.
 """
@@ -24,10 +25,10 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import WebConfig
 from newsletter.errors import FieldError, InputError
-from newsletter.ranking.profile import parse_profile
 from newsletter.store import lifecycle
 from newsletter.store import subscribers as store
 from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
+from newsletter.store.suppressions import is_suppressed
 
 log = logging.getLogger("newsletter.service.subscribers")
 S = SubscriberStatus
@@ -36,21 +37,11 @@ OPERATOR_STATUSES = tuple(str(s) for s in lifecycle.OPERATOR_STATUSES)
 # What the owner chooses on their preferences page.
 OWNER_STATUSES = (str(S.ACTIVE), str(S.PAUSED))
 
+check_keywords = store.check_keywords
 check_tz = store.check_tz
 check_hour = store.check_hour
 check_name = store.clean_name
 normalize_email = store.normalize_email
-
-
-def check_keywords(keywords: str, *, required: bool = True) -> str:
-    """A parsed-clean profile. Empty is refused where a person chooses their own
-    (add, edit, sign-up, preferences): it would match nothing, ever. Imports may
-    carry one (an export of such a subscriber re-imports)."""
-    if required and not keywords.strip():
-        raise InputError("empty keyword profile: give at least one term, "
-                         "e.g. 'diffusion, \"state space models\"'")
-    parse_profile(keywords)  # raises ProfileError naming the problem
-    return keywords.strip()
 
 
 class NotFound(InputError):
@@ -80,8 +71,8 @@ def add(session: Session, email: str, *, keywords: str, name: str = "", tz: str 
         hour: int | str | None = None, utf8_local_part: bool = False,
         by: str = "cli") -> Subscriber:
     """One subscriber, active at once: the operator vouches for consent."""
-    return store.add(session, email, keywords=check_keywords(keywords), name=name, tz=tz,
-                     hour=hour, source=by, utf8_local_part=utf8_local_part)
+    return store.add(session, email, keywords=keywords, name=name, tz=tz, hour=hour,
+                     source=by, utf8_local_part=utf8_local_part)
 
 
 def check_csv(data: bytes, origin: str) -> list[str]:
@@ -168,7 +159,7 @@ def sign_up(session: Session, form: SignUp, limits: WebConfig) -> int | None:
     the confirmation email to, or None (already receiving, stopped by their mail
     server, erased, or the per-address limit reached: ``confirm_interval_minutes``,
     ``confirms_per_day``, counted from the events so every process agrees)."""
-    if lifecycle.is_suppressed(session, form.address):
+    if is_suppressed(session, form.address):
         return None
     sub = session.scalar(select(Subscriber).where(Subscriber.email == form.address))
     if sub is None:

@@ -21,8 +21,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from newsletter.errors import InputError
-from newsletter.ranking.view import learned_terms
 from newsletter.service import votes
+from newsletter.service.ranking import subscriber_learned
 from newsletter.store import votes as votes_mod
 from newsletter.store.models import Entry, Subscriber
 from newsletter.web.context import Web, web_of
@@ -41,7 +41,7 @@ def preferences_context(web: Web, sub_id: int) -> dict[str, Any]:
             return {"learned": [], "votes": [], "feedback_links": links}
         votes = [{"paper_id": e.id, "title": e.title, "direction": v.direction}
                  for v, e in votes_mod.votes_of(s, sub.id)]
-        learned = learned_terms(web.settings, s, sub) if votes else []
+        learned = subscriber_learned(web.settings.ranking, s, sub) if votes else []
     return {"learned": learned, "votes": votes, "feedback_links": links}
 
 
@@ -68,7 +68,7 @@ async def vote(request: Request) -> Response:
                 return "missing", None, ""
             if request.method != "POST":  # GET and HEAD show the button, never vote
                 return "ask", {"title": entry.title}, sub.email
-            outcome = votes.record_vote(web.settings, s, paper_id,
+            outcome = votes.record_vote(web.settings.ranking, s, paper_id,
                                         1 if direction == "up" else -1, by="email",
                                         subscriber_id=sub_id)
             return "voted", outcome.message, sub.email
