@@ -245,7 +245,34 @@ class Ranker:
 
     def _rank_chunk(self, batch: list[tuple[Any, str]], sent: Mapping[Any, Iterable[int]],
                     k: int) -> Chunk:
-        n_entries = len(self.corpus.entries)
+        """One chunk, in place on one n × entries score matrix (each pass over it costs
+        real time at a million rows): written relevance, what votes add, the bar for a
+        match, popularity and recency, then exclusions and what was sent."""
+        keys = [key for key, _ in batch]
+        written = self._written(batch)
+        score, unmatched = self._relevance(written)
+        if self.learner is not None:
+            self._add_learned(self.learner, score, unmatched, keys, written)
+        np.putmask(score, unmatched, np.float32(-np.inf))
+        if self.cfg.weight_relevance != 1.0:
+            score *= self.cfg.weight_relevance
+        score += self.corpus.bonus_canonical
+        if written.excluded is not None:
+            score[np.asarray(written.excluded @ self._m[: written.nf]) > 0] = -np.inf
+        sent_rows, sent_cols = _mask_sent(score, keys, sent)
+        picks, scores = _top_k(score, k)
+        trending = np.zeros(written.n, dtype=bool)
+        if self.cfg.trending == "section" and self.cfg.trending_count:
+            empty = picks[:, 0] < 0
+            if empty.any():
+                trending = empty
+                picks[empty], scores[empty] = self._trending(
+                    np.flatnonzero(empty), written.excluded, sent_rows, sent_cols, k)
+        return Chunk(keys, picks, scores, trending)
+
+    def _written(self, batch: list[tuple[Any, str]]) -> _Written:
+        """The chunk's profiles as sparse matrices over the features (parsed, with new
+        features added, before ``nf`` is read)."""
         flat: list[TermHit] = []
         counts: list[int] = []
         for key, text in batch:
@@ -261,64 +288,50 @@ class Ranker:
         fids = np.fromiter((h.fid for h in flat), np.int32, total)
         excl = np.fromiter((h.exclude for h in flat), np.bool_, total)
         pos = ~excl
-        pos_r, pos_c = rows[pos], fids[pos]
-        pos_w = np.fromiter((h.weight for h in flat), np.float32, total)[pos]
-        neg_r, neg_c = rows[excl], fids[excl]
+        weights = np.fromiter((h.weight for h in flat), np.float32, total)[pos]
         n, nf = len(batch), len(self.feature_ids)
-        m = self._m[:nf]
-        s = sparse.csr_matrix((pos_w, (pos_r, pos_c)), shape=(n, nf))
-        # In place from here on: each pass over n × entries floats costs real time at 1M rows.
-        score = np.asarray(s @ m, dtype=np.float32) if nf else np.zeros((n, n_entries),
-                                                                         np.float32)
-        unmatched = score < self.cfg.min_relevance
-        if self.learner is not None:
-            # Votes add learned weights over the same features and the same M, never on a
-            # written term.
-            written = sparse.csr_matrix((np.ones(total, np.float32), (rows, fids)),
-                                        shape=(n, nf))
-            learned = self.learner.matrix([key for key, _ in batch], written)
-            if learned.nnz:
-                # Sparse × sparse: learned terms touch few papers, so the lift and its
-                # bounds are computed only where it is not zero, not over n × entries.
-                lifted = (learned @ self._m_sparse(nf)).tocoo()
-                r, c = lifted.row, lifted.col
-                value = lifted.data.astype(np.float32)
-                base = score[r, c]
-                # Learned terms alone make a match only well past the bar a written term
-                # must pass: a vote is weaker evidence than what the reader wrote.
-                alone = unmatched[r, c] & (value >= LEARNED_MATCH * self.cfg.min_relevance)
-                # They count for at most ``feedback_share`` of the written relevance (up
-                # or down), or of their own in a match they make alone (``learned_part``
-                # for one paper).
-                bound = np.where(alone, value, base) * np.float32(self.cfg.feedback_share)
-                score[r, c] = base + np.clip(value, -bound, bound)
-                unmatched[r[alone], c[alone]] = False
-        np.putmask(score, unmatched, np.float32(-np.inf))
-        if self.cfg.weight_relevance != 1.0:
-            score *= self.cfg.weight_relevance
-        score += self.corpus.bonus_canonical
-        x = None
-        if len(neg_r):
-            x = sparse.csr_matrix((np.ones(len(neg_r), np.float32), (neg_r, neg_c)), shape=(n, nf))
-            score[np.asarray(x @ m) > 0] = -np.inf
-        sent_rows: list[int] = []
-        sent_cols: list[int] = []
-        if sent:
-            for r, (key, _) in enumerate(batch):
-                for c in sent.get(key, ()):
-                    sent_rows.append(r)
-                    sent_cols.append(c)
-            if sent_rows:
-                score[sent_rows, sent_cols] = -np.inf
-        picks, scores = _top_k(score, k)
-        trending = np.zeros(n, dtype=bool)
-        if self.cfg.trending == "section" and self.cfg.trending_count:
-            empty = picks[:, 0] < 0
-            if empty.any():
-                trending = empty
-                picks[empty], scores[empty] = self._trending(
-                    np.flatnonzero(empty), x, sent_rows, sent_cols, k)
-        return Chunk([key for key, _ in batch], picks, scores, trending)
+        excluded = None
+        if excl.any():
+            excluded = sparse.csr_matrix((np.ones(int(excl.sum()), np.float32),
+                                          (rows[excl], fids[excl])), shape=(n, nf))
+        return _Written(n, nf, rows, fids,
+                        sparse.csr_matrix((weights, (rows[pos], fids[pos])), shape=(n, nf)),
+                        excluded)
+
+    def _relevance(self, written: _Written) -> tuple[np.ndarray, np.ndarray]:
+        """Written relevance (n × entries, S @ M) and where it misses the bar for a
+        match."""
+        if written.nf:
+            score = np.asarray(written.weights @ self._m[: written.nf], dtype=np.float32)
+        else:
+            score = np.zeros((written.n, len(self.corpus.entries)), np.float32)
+        return score, score < self.cfg.min_relevance
+
+    def _add_learned(self, learner: Learner, score: np.ndarray, unmatched: np.ndarray,
+                     keys: list[Any], written: _Written) -> None:
+        """Votes add learned weights over the same features and the same M, never on a
+        written term; in place on ``score`` and ``unmatched``."""
+        n, nf = written.n, written.nf
+        present = sparse.csr_matrix((np.ones(len(written.fids), np.float32),
+                                     (written.rows, written.fids)), shape=(n, nf))
+        learned = learner.matrix(keys, present)
+        if not learned.nnz:
+            return
+        # Sparse × sparse: learned terms touch few papers, so the lift and its bounds are
+        # computed only where it is not zero, not over n × entries.
+        lifted = (learned @ self._m_sparse(nf)).tocoo()
+        r, c = lifted.row, lifted.col
+        value = lifted.data.astype(np.float32)
+        base = score[r, c]
+        # Learned terms alone make a match only well past the bar a written term must
+        # pass: a vote is weaker evidence than what the reader wrote.
+        alone = unmatched[r, c] & (value >= LEARNED_MATCH * self.cfg.min_relevance)
+        # They count for at most ``feedback_share`` of the written relevance (up or
+        # down), or of their own in a match they make alone (``learned_part`` for one
+        # paper).
+        bound = np.where(alone, value, base) * np.float32(self.cfg.feedback_share)
+        score[r, c] = base + np.clip(value, -bound, bound)
+        unmatched[r[alone], c[alone]] = False
 
     def _trending(self, rows: np.ndarray, x: sparse.csr_matrix | None, sent_rows: list[int],
                   sent_cols: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -395,6 +408,34 @@ class Explanation:
         if also:
             parts.append("also like: " + "; ".join(also))
         return " · ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A chunk's written profiles over the ``nf`` features known when it was parsed."""
+
+    n: int
+    nf: int
+    rows: np.ndarray  # int32, the row of each written term (excluded ones too)
+    fids: np.ndarray  # int32, its feature
+    weights: sparse.csr_matrix  # n × nf term weights, "-terms" left out
+    excluded: sparse.csr_matrix | None  # n × nf, 1 per "-term"; None: the chunk has none
+
+
+def _mask_sent(score: np.ndarray, keys: list[Any], sent: Mapping[Any, Iterable[int]]
+               ) -> tuple[list[int], list[int]]:
+    """Never a paper the subscriber already had: -inf in place, and the (row, column)
+    pairs masked, which the trending section honours too."""
+    sent_rows: list[int] = []
+    sent_cols: list[int] = []
+    if sent:
+        for r, key in enumerate(keys):
+            for c in sent.get(key, ()):
+                sent_rows.append(r)
+                sent_cols.append(c)
+        if sent_rows:
+            score[sent_rows, sent_cols] = -np.inf
+    return sent_rows, sent_cols
 
 
 def _top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
