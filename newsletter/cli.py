@@ -91,6 +91,15 @@ def _app(ctx: typer.Context) -> App:
     return obj
 
 
+def _begin_signing(a: App, by: str) -> None:
+    """Refuse (one line) when [web] secret_keys drops a key that signed links; record
+    the key this command signs with."""
+    from newsletter.service.signing import begin_signing
+
+    with a.session() as s:
+        begin_signing(a.settings.web, s, by)
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
@@ -414,6 +423,7 @@ def send(
                              "(no terminal to ask)")
         if not typer.confirm(f"Send the {_day(date)} edition through {backend}?"):
             raise typer.Exit(1)
+    _begin_signing(a, "send")
     if queue:
         from newsletter.delivery.queue import check_broker, enqueue, wait_for
 
@@ -478,11 +488,9 @@ def check(
     (SMTP connect, TLS and AUTH, nothing sent; or the API key), templates, postal
     address. One line per item with the fix; exits 1 on any ✗."""
     from newsletter.delivery.check import as_json as checks_json
-    from newsletter.delivery.check import run_checks
+    from newsletter.service.checks import run_all
 
-    c = _app(ctx).settings
-    items = run_checks(web=c.web, sender=c.sender, render=c.render, transport=c.transport,
-                       smtp=c.smtp, api=c.api)
+    items = run_all(_app(ctx).settings)
     if as_json:
         _print_json(checks_json(items))
     else:
@@ -673,6 +681,7 @@ def demo(ctx: typer.Context) -> None:
                                        "sample_subscribers.csv")
     err.print(f"sample subscribers: {imported.added} added, "
               f"{len(imported.duplicates)} already present")
+    _begin_signing(a, "demo")
     summary = run_send(a.settings, a.engine, _day(None))
     r = summary.report
     if summary.edition is None:
@@ -754,7 +763,7 @@ def webhooks_rotate(
 def keys_show(ctx: typer.Context) -> None:
     """The signing key stored in the database and the fingerprints of every key (for
     rotating [web] secret_keys without breaking links already sent)."""
-    from newsletter.web.keys import describe
+    from newsletter.service.signing import describe
 
     a = _app(ctx)
     with a.session() as s:
@@ -787,6 +796,7 @@ def worker(
     # cache: prefork children then open their own connections instead of inheriting it.
     engine = make_engine(a.settings.database.url)
     upgrade(engine)
+    _begin_signing(a, "worker")
     beater = start_service(a.settings, engine, "worker", metrics_port=metrics_port,
                            info={"concurrency": concurrency})
     try:
@@ -815,6 +825,7 @@ def run(ctx: typer.Context, log_format: LogFormat = None,
 
     a = _app(ctx)
     _logging(a, log_format)
+    _begin_signing(a, "run")
     shutdown = Shutdown().install()
     beater = start_service(a.settings, a.engine, "run", metrics_port=metrics_port)
     try:
