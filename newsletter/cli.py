@@ -665,20 +665,19 @@ def sources_test(
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """The whole job on bundled samples: ingest papers, add sample subscribers, send
-    today's edition (to the outbox folder unless configured otherwise)."""
-    from importlib import resources
-
+    today's edition to the outbox folder. Refuses in a configured installation (a
+    transport that sends mail, or a database holding anything but demo data)."""
     from newsletter.delivery.runs import run_send
+    from newsletter.service.demo import refuse_outside_demo, sample_data
 
     a = _app(ctx)
-    data = resources.files("newsletter").joinpath("data")
-    papers = Path(str(data.joinpath("sample_papers.json")))
+    refuse_outside_demo(a.settings)
+    papers, people = sample_data()
     with a.session() as s:
         report = ingest_mod.ingest(a.settings, s, [str(papers)])
     err.print(f"ingested {report.total} sample papers ({report.new} new)")
     with a.session() as s:
-        imported = subs_mod.import_csv(s, data.joinpath("sample_subscribers.csv").read_bytes(),
-                                       "sample_subscribers.csv")
+        imported = subs_mod.import_csv(s, people, "sample_subscribers.csv")
     err.print(f"sample subscribers: {imported.added} added, "
               f"{len(imported.duplicates)} already present")
     _begin_signing(a, "demo")

@@ -1,0 +1,51 @@
+"""What an operator meets at the command line besides the daily commands: the demo
+never touches a live installation, optional features name the extra to install before
+doing any work, `--version`, and `--config` on either side of the command."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from .conftest import PAYLOADS
+
+
+def _rows(db: Path, table: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def test_demo_refuses_a_real_transport_and_writes_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "config.toml").write_text('[transport]\nbackend = "smtp"\n\n'
+                                          '[smtp]\nhost = "127.0.0.1"\nport = 1\n')
+    r = cli("demo", input="")
+    assert r.code != 0
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "sends real mail" in r.stderr and "empty folder" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
+def test_demo_refuses_a_database_with_real_data(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("subscribers", "add", "someone@example.net", "--keywords", "diffusion").code == 0
+    before = (tmp_path / "subscribers.db").read_bytes()
+    r = cli("demo")
+    assert r.code != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "someone@example.net" in r.stderr and "empty folder" in r.stderr
+    assert _rows(tmp_path / "subscribers.db", "subscribers") == 1
+    assert _rows(tmp_path / "subscribers.db", "entries") == 0
+    assert not (tmp_path / "outbox").exists()
+    assert (tmp_path / "subscribers.db").read_bytes() == before
+
+
+def test_demo_refuses_papers_that_are_not_the_samples(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("ingest", str(PAYLOADS / "dailypapers.json")).code == 0
+    r = cli("demo")
+    assert r.code != 0 and "papers that are not the demo's" in r.stderr
+    assert _rows(tmp_path / "subscribers.db", "subscribers") == 0
+
+
+def test_demo_runs_again_on_its_own_data(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The Quick start: a second demo in the same folder is fine (demo data only)."""
+    assert cli("demo").code == 0
+    again = cli("demo")
+    assert again.code == 0 and "sent 0 emails" in again.stderr
