@@ -91,6 +91,19 @@ def _app(ctx: typer.Context) -> App:
     return obj
 
 
+def _require_extra(feature: str, extra: str, *modules: str) -> None:
+    """An optional feature names the extra to install, in one line, before any work
+    (not a traceback halfway through)."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise InputError(f"{feature} needs the {extra} extra: "
+                             f"pip install 'newsletter[{extra}]' ({exc})") from None
+
+
 def _begin_signing(a: App, by: str) -> None:
     """Refuse (one line) when [web] secret_keys drops a key that signed links; record
     the key this command signs with."""
@@ -402,6 +415,8 @@ def send(
     from newsletter.delivery.check import send_blockers
     from newsletter.delivery.runs import plan_edition, run_send
 
+    if queue:
+        _require_extra("send --queue", "scale", "kombu", "celery")
     a = _app(ctx)
     if log_format or a.settings.log.format == "json":
         _logging(a, log_format)
@@ -560,6 +575,11 @@ def preview(
 
     if subscriber and all_:
         raise InputError("--subscriber and --all exclude each other")
+    if screenshot:
+        from newsletter.render.screenshots import chromium_path
+
+        _require_extra("preview --screenshot", "screenshots", "playwright.sync_api")
+        chromium_path()  # Debian's chromium, also needed before anything is written
     a = _app(ctx)
     engine = preview_engine(a.settings.database.url)  # never creates or migrates one
     progress = _progress(None, "rendering")
@@ -780,6 +800,7 @@ def worker(
 
     SIGTERM or Ctrl-C: stop claiming, finish the messages in flight, give the rest
     back to the ledger, exit 0 (Celery's warm shutdown)."""
+    _require_extra("newsletter worker", "scale", "kombu", "celery")
     from newsletter.delivery.queue import check_broker, make_celery
     from newsletter.delivery.shutdown import Shutdown
     from newsletter.observe.service import start_service

@@ -5,6 +5,7 @@ doing any work, `--version`, and `--config` on either side of the command."""
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
 
 from .conftest import PAYLOADS
@@ -49,3 +50,25 @@ def test_demo_runs_again_on_its_own_data(cli, tmp_path: Path) -> None:  # type: 
     assert cli("demo").code == 0
     again = cli("demo")
     assert again.code == 0 and "sent 0 emails" in again.stderr
+
+
+def test_optional_features_name_their_extra_before_any_work(  # type: ignore[no-untyped-def]
+        cli, tmp_path: Path, monkeypatch) -> None:
+    """Without the extra installed (the import blocked as a missing package is), each
+    optional feature is one line naming the extra, and nothing is written first."""
+    assert cli("demo").code == 0
+    before = sorted(p.name for p in tmp_path.rglob("*") if "subscribers.db" not in p.name)
+    monkeypatch.setitem(sys.modules, "playwright", None)
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)
+    r = cli("preview", "--out", str(tmp_path / "shots"), "--screenshot")
+    assert r.code != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "pip install 'newsletter[screenshots]'" in r.stderr
+    assert not (tmp_path / "shots").exists()
+    for module in ("kombu", "celery"):
+        monkeypatch.setitem(sys.modules, module, None)
+    for command in (["worker"], ["send", "--queue", "--yes"]):
+        r = cli(*command)
+        assert r.code != 0 and len(r.stderr.strip().splitlines()) == 1, (command, r.stderr)
+        assert "pip install 'newsletter[scale]'" in r.stderr, r.stderr
+    after = sorted(p.name for p in tmp_path.rglob("*") if "subscribers.db" not in p.name)
+    assert after == before
