@@ -117,15 +117,31 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("newsletter")
+        except PackageNotFoundError:  # a source tree that was never installed
+            number = "unknown (not installed)"
+        out.print(f"newsletter {number}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     config: Annotated[
         str | None,
         typer.Option(
-            "--config", help="Config file (default: $NEWSLETTER_CONFIG or ./config.toml)."
+            "--config", metavar="PATH", help="Config file (default: $NEWSLETTER_CONFIG or "
+            "./config.toml); before or after the command."
         ),
     ] = None,
+    show_version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_version, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     ctx.obj = config
 
@@ -916,10 +932,31 @@ def admin_remove_user(
     err.print(f"removed admin user {name}")
 
 
+def hoist_config(argv: list[str]) -> list[str]:
+    """``--config PATH`` is the root's option; operators also write it after the
+    command (``newsletter send --yes --config /etc/x.toml``), so it is moved to the
+    front (up to a ``--``, after which everything is an argument)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg == "--config" and i + 1 < len(argv):
+            front += argv[i:i + 2]
+            i += 2
+            continue
+        (front if arg.startswith("--config=") else rest).append(arg)
+        i += 1
+    return front + rest
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
     try:
-        app()
+        app(args=hoist_config(sys.argv[1:]), prog_name="newsletter")
     except NewsletterError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(exc.exit_code)

@@ -4,6 +4,7 @@ doing any work, `--version`, and `--config` on either side of the command."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 from pathlib import Path
@@ -72,3 +73,31 @@ def test_optional_features_name_their_extra_before_any_work(  # type: ignore[no-
         assert "pip install 'newsletter[scale]'" in r.stderr, r.stderr
     after = sorted(p.name for p in tmp_path.rglob("*") if "subscribers.db" not in p.name)
     assert after == before
+
+
+def test_version(cli) -> None:  # type: ignore[no-untyped-def]
+    from importlib.metadata import version
+
+    r = cli("--version")
+    assert r.code == 0 and r.stdout.strip() == f"newsletter {version('newsletter')}"
+
+
+def test_config_before_or_after_the_command(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    config = elsewhere / "newsletter.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/elsewhere.db"\n')
+    assert cli("subscribers", "add", "ada@example.org", "--keywords", "gnn",
+               "--config", str(config)).code == 0
+    assert cli("subscribers", "add", "bob@example.org", "--keywords", "gnn",
+               f"--config={config}").code == 0
+    listed = cli("--config", str(config), "subscribers", "list", "--json")
+    assert {s["email"] for s in json.loads(listed.stdout)} == {"ada@example.org",
+                                                                 "bob@example.org"}
+    assert not (tmp_path / "subscribers.db").exists()
+    # After `--`, it is an argument like any other.
+    from newsletter.cli import hoist_config
+
+    assert hoist_config(["ingest", "--", "--config", "x"]) == ["ingest", "--", "--config", "x"]
+    missing = cli("check", "--config", str(tmp_path / "nope.toml"))
+    assert missing.code != 0 and "nope.toml" in missing.stderr
