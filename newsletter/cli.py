@@ -513,15 +513,23 @@ def send(
 def check(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    dns: Annotated[bool, typer.Option("--dns", help="Look up the published SPF, DKIM "
+                                      "and DMARC records and fetch [web] base_url over "
+                                      "https, instead of only printing what to publish."
+                                      )] = False,
+    nameserver: Annotated[str | None, typer.Option(
+        "--nameserver", metavar="HOST[:PORT]", help="With --dns: ask this name server "
+        "(default: the system's resolver).")] = None,
 ) -> None:
-    """Check deliverability before the first real send: https links, From domain,
-    List-Id, DKIM key and its DNS record, SPF/DMARC records to publish, the transport
-    (SMTP connect, TLS and AUTH, nothing sent; or the API key), templates, postal
-    address. One line per item with the fix; exits 1 on any ✗."""
+    """Check the configuration before the first real send: https links, From domain,
+    List-Id, postal address, the DKIM key, the SPF/DKIM/DMARC records to publish (with
+    --dns: looked up, and the public URL fetched), the transport (SMTP: connect, TLS,
+    AUTH, nothing sent; or the API key's shape), templates, the database's schema and
+    the link-signing keys. One line per item, ✗ with the fix; exits 1 on any ✗."""
     from newsletter.delivery.check import as_json as checks_json
     from newsletter.service.checks import run_all
 
-    items = run_all(_app(ctx).settings)
+    items = run_all(_app(ctx).settings, dns=dns, nameserver=nameserver)
     if as_json:
         _print_json(checks_json(items))
     else:

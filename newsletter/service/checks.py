@@ -1,5 +1,8 @@
 """``newsletter check``: every item, in the order an operator fixes them.
 
+With ``--dns`` the SPF, DKIM and DMARC records are looked up and ``[web] base_url``
+fetched (``delivery.published``) instead of only printed.
+
 The configuration items (``delivery.check``) need nothing but the settings and,
 for SMTP, the server; the database items here open the configured database without
 creating or migrating it (a check must not make an empty ``subscribers.db`` in the
@@ -74,10 +77,20 @@ def check_signing_keys(cfg: WebConfig, engine: Engine) -> Item:
                 f"{state}; every key that signed links is kept")
 
 
-def run_all(settings: Settings) -> list[Item]:
+def run_all(settings: Settings, *, dns: bool = False, nameserver: str | None = None
+            ) -> list[Item]:
+    """``dns``: look the records up and fetch the public URL instead of only printing
+    the records to publish (each ✗ then carries the record)."""
     c = settings
     items = run_checks(web=c.web, sender=c.sender, render=c.render, transport=c.transport,
                        smtp=c.smtp, api=c.api)
+    if dns:
+        from newsletter.delivery.published import published_items
+
+        items = [i for i in items if i.key not in ("spf", "dmarc", "dkim.dns")]
+        items += published_items(web=c.web, sender=c.sender, render=c.render,
+                                 backend=c.transport.backend, smtp=c.smtp,
+                                 nameserver=nameserver)
     db_item, engine = check_database(c.database.url)
     items.append(db_item)
     if engine is not None:
