@@ -9,6 +9,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import PAYLOADS
 
 
@@ -101,3 +103,32 @@ def test_config_before_or_after_the_command(cli, tmp_path: Path) -> None:  # typ
     assert hoist_config(["ingest", "--", "--config", "x"]) == ["ingest", "--", "--config", "x"]
     missing = cli("check", "--config", str(tmp_path / "nope.toml"))
     assert missing.code != 0 and "nope.toml" in missing.stderr
+
+
+@pytest.mark.parametrize(("address", "accepted"), [
+    ("ada@example.test", True), ("ada@mail.example.test", True), ("ada@example.org", True),
+    ("ada@host.invalid", False), ("ada@printer.local", False), ("ada@x.onion", False)])
+def test_one_address_policy_everywhere(cli, tmp_path: Path, address: str,  # type: ignore[no-untyped-def]
+                                       accepted: bool) -> None:
+    """The CLI, a CSV import, the sign-up form and the sender accept or refuse the same
+    addresses: testing domains (.test) are addresses; .invalid/.local/.onion never are."""
+    from newsletter.config import load_settings
+    from newsletter.errors import ConfigError, InputError
+    from newsletter.web.pages import web_address
+
+    added = cli("subscribers", "add", address, "--keywords", "gnn")
+    (tmp_path / "one.csv").write_text(f"email,name,keywords,tz,hour\n{address},A,gnn,UTC,7\n")
+    imported = cli("subscribers", "import", str(tmp_path / "one.csv"),
+                   env={"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path}/other.db"})
+    try:
+        web_address(address)
+        signup = True
+    except InputError:
+        signup = False
+    try:
+        load_settings(None, environ={"NEWSLETTER_SENDER__FROM_ADDRESS": address})
+        sender = True
+    except ConfigError:
+        sender = False
+    assert (added.code == 0, imported.code == 0, signup, sender) == (accepted,) * 4, (
+        added.stderr, imported.stderr)

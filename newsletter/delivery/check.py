@@ -117,11 +117,13 @@ def check_base_url(web: WebConfig) -> Item:
 
 
 def check_sender(s: SenderConfig) -> Item:
-    from email_validator import EmailNotValidError, validate_email
+    from email_validator import EmailNotValidError
+
+    from newsletter.addresses import validated
 
     fix = "set [sender] from_address to an address at a domain you control"
     try:
-        validate_email(s.from_address, check_deliverability=False, test_environment=True)
+        validated(s.from_address)
     except EmailNotValidError as exc:
         return Item("sender.from_address", FAIL, f"{s.from_address!r}: {exc}", fix,
                     blocks_send=True)
