@@ -91,6 +91,16 @@ def _app(ctx: typer.Context) -> App:
     return obj
 
 
+def count(n: int, word: str, plural: str = "") -> str:
+    """``1 paper``, ``2 papers``, ``1 admin user``."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, with … where it was cut."""
+    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
+
+
 def _require_extra(feature: str, extra: str, *modules: str) -> None:
     """An optional feature names the extra to install, in one line, before any work
     (not a traceback halfway through)."""
@@ -202,12 +212,12 @@ def ingest(
     report = run_ingest(a.settings, a.session, list(sources or []), strict=strict)
     for loaded in report.loaded:
         note = " (not modified)" if loaded.not_modified else ""
-        folded = f", {loaded.folded} duplicates merged" if loaded.folded else ""
-        skipped = f", {len(loaded.skipped)} items skipped" if loaded.skipped else ""
-        err.print(f"{loaded.origin}: {len(loaded.papers)} papers{folded}{skipped}{note}")
+        folded = f", {count(loaded.folded, 'duplicate')} merged" if loaded.folded else ""
+        skipped = f", {count(len(loaded.skipped), 'item')} skipped" if loaded.skipped else ""
+        err.print(f"{loaded.origin}: {count(len(loaded.papers), 'paper')}{folded}{skipped}{note}")
         for item in loaded.skipped:
             err.print(f"  skipped {loaded.origin}: {item}")
-    skipped_total = f", {report.skipped} items skipped" if report.skipped else ""
+    skipped_total = f", {count(report.skipped, 'item')} skipped" if report.skipped else ""
     err.print(f"stored: {report.new} new, {report.updated} updated{skipped_total}")
 
 
@@ -226,9 +236,9 @@ def entries(
         return
     table = Table("id", "published", "upvotes", "title")
     for e in rows:
-        table.add_row(e.id, str(e.published or ""), str(e.upvotes), e.title[:90])
+        table.add_row(e.id, str(e.published or ""), str(e.upvotes), cut(e.title, 90))
     out.print(table)
-    err.print(f"{len(rows)} entries")
+    err.print(count(len(rows), "entry", "entries"))
 
 
 @subs_app.command("add")
@@ -292,7 +302,7 @@ def subscribers_import(
     for line, address in report.duplicates[:20]:
         err.print(f"{file}:{line}: {address} already present, skipped")
     if len(report.duplicates) > 20:
-        err.print(f"... and {len(report.duplicates) - 20} more duplicates")
+        err.print(f"... and {count(len(report.duplicates) - 20, 'more duplicate')}")
     for line, address in report.suppressed[:20]:
         err.print(f"{file}:{line}: {address} asked to be erased, skipped")
     err.print(f"imported {report.added}, duplicates {len(report.duplicates)}"
@@ -314,9 +324,9 @@ def subscribers_list(
         return
     table = Table("email", "status", "tz", "hour", "keywords")
     for x in rows:
-        table.add_row(x.email, x.status, x.tz, str(x.send_hour), x.keywords[:60])
+        table.add_row(x.email, x.status, x.tz, str(x.send_hour), cut(x.keywords, 60))
     out.print(table)
-    err.print(f"{len(rows)} subscribers")
+    err.print(count(len(rows), "subscriber"))
 
 
 @subs_app.command("remove")
@@ -364,7 +374,7 @@ def rank(
         out.print(f"{r['subscriber']}  ({r['profile'] or 'empty profile'})", style="bold")
         for p in r["picks"]:
             label = "trending" if p["section"] == "trending" else ", ".join(p["matched"])
-            out.print(f"  {p['rank']:>2}. {p['score']:6.2f}  {p['title'][:80]}  ({label})")
+            out.print(f"  {p['rank']:>2}. {p['score']:6.2f}  {cut(p['title'], 80)}  ({label})")
         if not r["picks"]:
             out.print("   (nothing today)")
 
@@ -389,7 +399,7 @@ def feedback(
     with a.session() as s:
         outcome = cast_vote(a.settings, s, email, paper_id, 1 if up else -1, source="cli")
     err.print(f"{outcome.email}: {'more' if up else 'less'} like {outcome.paper_id} "
-              f"({outcome.title[:70]}). {outcome.message}")
+              f"({cut(outcome.title, 70)}). {outcome.message}")
 
 
 def _day(value: str | None) -> dt.date:
@@ -465,7 +475,7 @@ def send(
             return
         enqueue(a.settings, planned.edition.id, tasks)
         err.print(f"edition #{planned.edition.id}: {planned.pending} to send, "
-                  f"{tasks} tasks queued; waiting for the workers")
+                  f"{count(tasks, 'task')} queued; waiting for the workers")
         counts = wait_for(a, planned.edition.id, wait)
         err.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         if counts.get("pending") or counts.get("sending") or counts.get("failed"):
@@ -666,7 +676,8 @@ def sources_list(
         else:
             when = last["at"].replace("T", " ").removesuffix("Z")[:16]
             result = ("not modified" if last["not_modified"] else
-                      f"{last['papers']} papers: {last['new']} new, {last['updated']} updated"
+                      f"{count(last['papers'], 'paper')}: {last['new']} new, "
+                      f"{last['updated']} updated"
                       + (f", {last['skipped']} skipped" if last["skipped"] else ""))
             result = result if last["ok"] else "failed"
         table.add_row(r["name"], r["kind"] if r["configured"] else "by hand", when, result,
@@ -700,9 +711,9 @@ def sources_test(
             out.print(f"    {', '.join(p.authors) or '-'} | {when}{featured}")
     for item in result.skipped:
         err.print(f"  skipped {result.origin}: {item}")
-    folded = f", {result.folded} duplicates merged" if result.folded else ""
-    skipped = f", {len(result.skipped)} items skipped" if result.skipped else ""
-    err.print(f"{result.origin}: {len(result.papers)} papers would be stored"
+    folded = f", {count(result.folded, 'duplicate')} merged" if result.folded else ""
+    skipped = f", {count(len(result.skipped), 'item')} skipped" if result.skipped else ""
+    err.print(f"{result.origin}: {count(len(result.papers), 'paper')} would be stored"
               f"{folded}{skipped} (nothing stored)")
 
 
@@ -732,7 +743,7 @@ def demo(ctx: typer.Context) -> None:
         return
     where = (f" into {Path(a.settings.outbox.path).resolve()}/"
              if a.settings.transport.backend == "outbox" else "")
-    err.print(f"edition {summary.edition.day}: sent {r.counts['sent']} emails"
+    err.print(f"edition {summary.edition.day}: sent {count(r.counts['sent'], 'email')}"
               f"{where} (failed {r.counts['failed']}); "
               f"`newsletter status` shows the ledger, `newsletter preview` renders without sending")
     if r.counts["failed"]:
@@ -923,7 +934,7 @@ def admin_list_users(
     for u in users:
         out.print(f"{u['name']}\tcreated {u['created_at']}\tlast login "
                   f"{u['last_login_at'] or 'never'}")
-    err.print(f"{len(users)} admin users")
+    err.print(count(len(users), "admin user"))
 
 
 @admin_app.command("remove-user")

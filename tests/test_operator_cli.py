@@ -132,3 +132,29 @@ def test_one_address_policy_everywhere(cli, tmp_path: Path, address: str,  # typ
         sender = False
     assert (added.code == 0, imported.code == 0, signup, sender) == (accepted,) * 4, (
         added.stderr, imported.stderr)
+
+
+def test_counts_are_singular_for_one_and_cut_titles_end_with_an_ellipsis(  # type: ignore[no-untyped-def]
+        cli, tmp_path: Path) -> None:
+    from .conftest import ROOT
+
+    paper = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())[0]
+    title = "State space models for vision transformer " + "very long words " * 8 + "END"
+    paper |= {"title": title, "abstract": "state space models vision transformer"}
+    (tmp_path / "one.json").write_text(json.dumps([paper]))
+    ingested = cli("ingest", str(tmp_path / "one.json"))
+    assert ": 1 paper\n" in ingested.stderr and "stored: 1 new" in ingested.stderr, \
+        ingested.stderr
+    entries = cli("entries")
+    assert entries.stderr.strip() == "1 entry"
+    assert "…" in entries.stdout and "END" not in entries.stdout
+    assert cli("subscribers", "add", "ada@example.org", "--keywords",
+               "state space models, vision transformer").code == 0
+    assert cli("subscribers", "list").stderr.strip() == "1 subscriber"
+    ranked = cli("rank", "--all-entries")
+    assert "…" in ranked.stdout and "END" not in ranked.stdout, ranked.stdout
+    stored = json.loads(cli("entries", "--json").stdout)[0]["id"]
+    voted = cli("feedback", "ada@example.org", stored, "--up")
+    assert voted.code == 0 and "…)" in voted.stderr and "END" not in voted.stderr
+    assert cli("admin", "add-user", "ops", "--password-stdin", input="s3cret-pass\n").code == 0
+    assert cli("admin", "list-users").stderr.strip() == "1 admin user"
