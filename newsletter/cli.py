@@ -892,27 +892,49 @@ def run(ctx: typer.Context, log_format: LogFormat = None,
         f"stopped by signal {shutdown.signum}" if shutdown.signum else "stopped")
 
 
+def _new_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():
+        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+    raise InputError("no terminal to ask for a password: use --password-stdin")
+
+
+PasswordStdin = Annotated[bool, typer.Option(
+    "--password-stdin", help="Read the password from the first line of stdin.")]
+
+
 @admin_app.command("add-user")
 def admin_add_user(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="The operator's user name.")],
-    password_stdin: Annotated[bool, typer.Option(
-        "--password-stdin", help="Read the password from the first line of stdin.")] = False,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """Add an operator of the /admin console (the password is stored as an Argon2 hash)."""
     from newsletter.web.admin import auth
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    elif sys.stdin.isatty():
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    else:
-        raise InputError("no terminal to ask for a password: use --password-stdin")
+    password = _new_password(password_stdin)
     a = _app(ctx)
     with a.session() as s:
         auth.add_user(s, name, password)
     err.print(f"added admin user {name}; log in at "
               f"{a.settings.web.base_url.rstrip('/')}/admin/")
+
+
+@admin_app.command("passwd")
+def admin_passwd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The operator's user name.")],
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Set an operator's password; their open sessions end at once."""
+    from newsletter.web.admin import auth
+
+    password = _new_password(password_stdin)
+    a = _app(ctx)
+    with a.session() as s:
+        auth.set_password(s, name, password)
+    err.print(f"new password for admin user {name}; their sessions ended")
 
 
 @admin_app.command("list-users")

@@ -158,3 +158,26 @@ def test_counts_are_singular_for_one_and_cut_titles_end_with_an_ellipsis(  # typ
     assert voted.code == 0 and "…)" in voted.stderr and "END" not in voted.stderr
     assert cli("admin", "add-user", "ops", "--password-stdin", input="s3cret-pass\n").code == 0
     assert cli("admin", "list-users").stderr.strip() == "1 admin user"
+
+
+def test_admin_passwd_changes_the_password_and_ends_sessions(cli, world) -> None:  # type: ignore[no-untyped-def]
+    from .test_admin import PASSWORD, login, start_console
+
+    settings, engine = world
+    env = {"NEWSLETTER_DATABASE__URL": settings.database.url}
+    for console in start_console(settings, engine):
+        old_session = console.login()
+        assert old_session.get("/").status_code == 200
+        new = "a brand new passphrase"
+        r = cli("admin", "passwd", "ops", "--password-stdin", input=new + "\n", env=env)
+        assert r.code == 0, r.stderr
+        assert old_session.get("/").status_code == 303  # logged out
+        assert login(console.client(), "ops", PASSWORD).status_code == 401
+        assert login(console.client(), "ops", new).status_code == 303
+    short = cli("admin", "passwd", "ops", "--password-stdin", input="short\n", env=env)
+    assert short.code != 0 and "at least 8 characters" in short.stderr
+    nobody = cli("admin", "passwd", "nobody", "--password-stdin", input="long enough 1\n",
+                 env=env)
+    assert nobody.code != 0 and "no admin user 'nobody'" in nobody.stderr
+    no_tty = cli("admin", "passwd", "ops", env=env, input="")
+    assert no_tty.code != 0 and "--password-stdin" in no_tty.stderr
