@@ -101,6 +101,18 @@ def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1].rstrip() + "…"
 
 
+def _confirm(yes: bool, question: str, no_terminal: str, declined: str) -> None:
+    """Ask before something that cannot be undone; a refusal or a "no" is one line and
+    exit 1."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise InputError(no_terminal)
+    if not typer.confirm(question):
+        err.print(declined)
+        raise typer.Exit(1)
+
+
 def _require_extra(feature: str, extra: str, *modules: str) -> None:
     """An optional feature names the extra to install, in one line, before any work
     (not a traceback halfway through)."""
@@ -331,9 +343,13 @@ def subscribers_list(
 
 @subs_app.command("remove")
 def subscribers_remove(
-    ctx: typer.Context, email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")]
+    ctx: typer.Context, email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask first.")] = False,
 ) -> None:
-    """Delete a subscriber and their history."""
+    """Delete a subscriber and their history (asks first unless --yes)."""
+    _confirm(yes, f"Delete {email} and their whole history?",
+             f"refusing to remove {email} without --yes (no terminal to ask)",
+             f"not removed: {email} is still there")
     a = _app(ctx)
     with a.session() as s:
         subs_mod.remove(s, email)
@@ -458,12 +474,10 @@ def send(
                          "run `newsletter check`; --force sends anyway")
     for line in blockers:
         err.print(f"warning: sending anyway (--force): {line}")
-    if transport_class(backend).sends_mail and not yes:
-        if not sys.stdin.isatty():
-            raise InputError(f"refusing to send through {backend} without --yes "
-                             "(no terminal to ask)")
-        if not typer.confirm(f"Send the {_day(date)} edition through {backend}?"):
-            raise typer.Exit(1)
+    if transport_class(backend).sends_mail:
+        _confirm(yes, f"Send the {_day(date)} edition through {backend}?",
+                 f"refusing to send through {backend} without --yes (no terminal to ask)",
+                 "not sent: nothing was planned or sent")
     _begin_signing(a, "send")
     if queue:
         from newsletter.delivery.queue import check_broker, enqueue, wait_for

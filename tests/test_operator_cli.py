@@ -181,3 +181,56 @@ def test_admin_passwd_changes_the_password_and_ends_sessions(cli, world) -> None
     assert nobody.code != 0 and "no admin user 'nobody'" in nobody.stderr
     no_tty = cli("admin", "passwd", "ops", env=env, input="")
     assert no_tty.code != 0 and "--password-stdin" in no_tty.stderr
+
+
+def _on_a_terminal(args: list[str], answer: str, cwd: Path, env: dict[str, str]
+                   ) -> tuple[int, str]:
+    """Run `newsletter ARGS` with a terminal on stdin and stdout, answer the prompt;
+    the exit code and everything shown."""
+    import os
+    import pty
+    import subprocess
+
+    leader, follower = pty.openpty()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | env
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", *args], cwd=cwd, env=full,
+                            stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    shown = b""
+    sent = False
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if not sent and b"[y/N]" in shown:
+            os.write(leader, answer.encode() + b"\n")
+            sent = True
+    os.close(leader)
+    return proc.wait(60), shown.decode("utf-8", "replace")
+
+
+def test_remove_asks_and_a_declined_send_says_so(cli, tmp_path: Path, smtp_sink) -> None:  # type: ignore[no-untyped-def]
+    from .conftest import ROOT
+
+    assert cli("subscribers", "add", "ada@example.org", "--keywords", "gnn").code == 0
+    no_tty = cli("subscribers", "remove", "ada@example.org")
+    assert no_tty.code != 0 and "without --yes" in no_tty.stderr
+    code, shown = _on_a_terminal(["subscribers", "remove", "ada@example.org"], "n", tmp_path, {})
+    assert code == 1 and "Delete ada@example.org and their whole history?" in shown
+    assert "not removed: ada@example.org is still there" in shown
+    assert "ada@example.org" in cli("subscribers", "list").stdout
+    code, shown = _on_a_terminal(["subscribers", "remove", "ada@example.org"], "y", tmp_path, {})
+    assert code == 0 and "removed ada@example.org" in shown
+    assert cli("subscribers", "list").stderr.strip() == "0 subscribers"
+    # send through a real transport, answered "n": it says nothing was sent.
+    assert cli("ingest", str(ROOT / "newsletter" / "data" / "sample_papers.json")).code == 0
+    assert cli("subscribers", "add", "bob@example.org", "--keywords", "gnn").code == 0
+    env = {"NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": "127.0.0.1",
+           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port)}
+    code, shown = _on_a_terminal(["send", "--force"], "n", tmp_path, env)
+    assert code == 1 and "not sent: nothing was planned or sent" in shown, shown
+    assert smtp_sink.messages == []
