@@ -234,3 +234,19 @@ def test_remove_asks_and_a_declined_send_says_so(cli, tmp_path: Path, smtp_sink)
     code, shown = _on_a_terminal(["send", "--force"], "n", tmp_path, env)
     assert code == 1 and "not sent: nothing was planned or sent" in shown, shown
     assert smtp_sink.messages == []
+
+
+@pytest.mark.slow
+def test_import_from_a_long_path_on_postgresql(cli, tmp_path: Path, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    """The consent source names the file; a path longer than its column used to fail
+    the whole import with a traceback on PostgreSQL (SQLite ignores the length)."""
+    folder = tmp_path / ("a-rather-long-folder-name-" * 4)
+    folder.mkdir()
+    people = folder / "people.csv"
+    people.write_text("email,name,keywords,tz,hour\nada@example.test,Ada,gnn,UTC,7\n")
+    env = {"NEWSLETTER_DATABASE__URL": pg_url}
+    r = cli("subscribers", "import", str(people), env=env)
+    assert r.code == 0 and "imported 1" in r.stderr, r.stderr
+    listed = json.loads(cli("subscribers", "list", "--json", env=env).stdout)
+    source = listed[0]["consent_source"]
+    assert len(source) <= 64 and source.startswith("import:…") and source.endswith("people.csv")
