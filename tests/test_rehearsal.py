@@ -561,7 +561,7 @@ def test_production_steps_from_an_empty_server_to_the_first_send(
         assert r.returncode == 0, (r.stderr, services.log("newsletter-worker@.service"))
         ada = postfix.wait_for("ada", 1)[-1]
         bob = postfix.wait_for("bob", 1)[-1]
-        assert ada["From"].addr_spec == "digest@digest.test"
+        assert ada["From"].addresses[0].addr_spec == "digest@digest.test"
         assert ada["To"].addresses[0].addr_spec == "ada@digest.test"
         raw = postfix.mailboxes.raw_messages("ada")[-1]
         assert _dkim_verifies(raw, dns_server), "DKIM does not verify"
