@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from newsletter.config import WebConfig
 from newsletter.errors import ConfigError
 from newsletter.store import key_use
+from newsletter.store.keys import stored_key
 
 
 def rotation_problem(cfg: WebConfig, session: Session) -> str:
@@ -23,7 +24,7 @@ def rotation_problem(cfg: WebConfig, session: Session) -> str:
     dropped = key_use.dropped_keys(cfg, session)
     if not dropped:
         return ""
-    stored = key_use.stored_key(session)
+    stored = stored_key(session)
     names = ", ".join(
         f"{u.fingerprint} (signing since {u.first_used_at:%Y-%m-%d}"
         + (", the key stored in the database" if stored and
@@ -55,7 +56,7 @@ def begin_signing(cfg: WebConfig, session: Session, by: str) -> list[str]:
 
 def describe(cfg: WebConfig, session: Session) -> dict[str, Any]:
     """What `newsletter keys show` prints: the stored key and every key's fingerprint."""
-    stored = key_use.stored_key(session)
+    stored = stored_key(session)
     keys = key_use.configured_keys(cfg, session)
     fp = key_use.fingerprint
     return {

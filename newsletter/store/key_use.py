@@ -19,7 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.config import WebConfig
-from newsletter.store.models import Meta, SigningKeyUse, utcnow
+from newsletter.store.keys import stored_key
+from newsletter.store.models import SigningKeyUse, utcnow
 
 
 def fingerprint(key: str) -> str:
@@ -27,14 +28,8 @@ def fingerprint(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def stored_key(session: Session) -> str | None:
-    """The key made with the database (migration 0002), if any."""
-    row = session.get(Meta, "secret_key")
-    return row.value if row is not None else None
-
-
 def configured_keys(cfg: WebConfig, session: Session) -> list[str]:
-    """The keys in force, newest first: ``[web] secret_keys``, else the stored key."""
+    """The keys in force, newest first (``store.keys.secret_keys``), or ``[]``."""
     if cfg.secret_keys:
         return list(cfg.secret_keys)
     stored = stored_key(session)
