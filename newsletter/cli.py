@@ -26,7 +26,6 @@ from rich.table import Table
 
 from newsletter.app import App
 from newsletter.errors import FieldError, InputError, NewsletterError
-from newsletter.ingest import run as ingest_mod
 from newsletter.service import subscribers as people
 from newsletter.store import queries
 from newsletter.store import subscribers as subs_mod
@@ -219,7 +218,7 @@ def ingest(
     ] = False,
 ) -> None:
     """Fetch and store papers; the format is told from the content."""
-    from newsletter.ingest.sources import run_ingest
+    from newsletter.service.ingest import run_ingest
 
     a = _app(ctx)
     report = run_ingest(a.settings.sources, a.session, list(sources or []), strict=strict)
@@ -682,7 +681,7 @@ def sources_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """The configured sources and how each one's last ingest went."""
-    from newsletter.ingest.sources import list_sources
+    from newsletter.service.ingest import list_sources
 
     a = _app(ctx)
     with a.session() as s:
@@ -720,7 +719,8 @@ def sources_test(
     = False,
 ) -> None:
     """Fetch and parse one source without storing anything: what ingest would store."""
-    from newsletter.ingest.sources import dry_run, paper_dict
+    from newsletter.ingest.sources import paper_dict
+    from newsletter.service.ingest import dry_run
 
     a = _app(ctx)
     result = dry_run(a.settings.sources, source, strict=strict)
@@ -749,12 +749,13 @@ def demo(ctx: typer.Context) -> None:
     transport that sends mail, or a database holding anything but demo data)."""
     from newsletter.delivery.runs import run_send
     from newsletter.service.demo import refuse_outside_demo, sample_data
+    from newsletter.service.ingest import ingest as ingest_papers
 
     a = _app(ctx)
     refuse_outside_demo(a.settings)
     papers, sample_people = sample_data()
     with a.session() as s:
-        report = ingest_mod.ingest(a.settings.sources, s, [str(papers)])
+        report = ingest_papers(a.settings.sources, s, [str(papers)])
     err.print(f"ingested {report.total} sample papers ({report.new} new)")
     with a.session() as s:
         imported = people.import_csv(s, sample_people, "sample_subscribers.csv")

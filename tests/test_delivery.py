@@ -61,7 +61,7 @@ def test_next_edition_never_repeats_a_paper(world, tmp_path: Path) -> None:  # t
     with session_scope(engine) as s:
         first = {(d.subscriber_id, e) for d in s.scalars(select(Delivery)) for e in d.entry_ids}
     # New papers arrive, and a second edition goes out.
-    from newsletter.ingest.run import ingest
+    from newsletter.service.ingest import ingest
 
     with session_scope(engine) as s:
         ingest(settings.sources, s, [str(ROOT / "tests" / "payloads" / "dailypapers.json")])

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from newsletter.app import App
 from newsletter.config import Settings
 from newsletter.delivery.scheduler import build_scheduler, send_slot
-from newsletter.ingest.run import ingest
+from newsletter.service.ingest import ingest
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Delivery, Edition, Subscriber
 from newsletter.store.subscribers import add, import_csv

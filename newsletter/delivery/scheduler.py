@@ -24,8 +24,8 @@ log = logging.getLogger("newsletter.scheduler")
 
 
 def ingest_sources(app: App) -> None:
-    from newsletter.ingest.sources import run_ingest
     from newsletter.observe.metrics import metrics
+    from newsletter.service.ingest import run_ingest
 
     if not app.settings.sources:
         return

@@ -8,4 +8,6 @@ result. Stages below (store, ingest, ranking, render, transports) never import i
   render one subscriber's email for an edition (send, preview, view in browser).
 - ``subscribers``: sign up, confirm, change, unsubscribe, erase, bounce.
 - ``votes``: record a reader's vote on a paper.
+- ``ranking``: what the next edition would pick, what votes taught.
+- ``ingest``: ingest sources (fetch, parse, store), list them, a dry run of one.
 """

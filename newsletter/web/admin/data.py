@@ -16,13 +16,13 @@ from sqlalchemy import Engine, MetaData, Table, func, inspect, or_, select, tupl
 from sqlalchemy.orm import Session
 
 from newsletter.config import SourceConfig
+from newsletter.service.ingest import source_fetches
 from newsletter.store.models import (
     Delivery,
     DeliveryStatus,
     Edition,
     Entry,
     Event,
-    FetchState,
     SentEntry,
     Subscriber,
     SubscriberStatus,
@@ -148,14 +148,8 @@ def growth(session: Session, today: dt.date, days: int = CHART_DAYS) -> list[int
 
 
 def sources(configured: Sequence[SourceConfig], session: Session) -> list[dict[str, Any]]:
-    """Each ``[[sources]]`` entry with its last conditional fetch (``fetch_state``
-    keeps one per URL that sent validators)."""
-    out = []
-    for src in configured:
-        state = session.get(FetchState, src.url) if src.url else None
-        out.append({"name": src.name, "kind": src.kind, "origin": src.url or src.path or "",
-                    "fetched_at": state.fetched_at if state else None})
-    return out
+    """Each ``[[sources]]`` entry with its last conditional fetch."""
+    return source_fetches(configured, session)
 
 
 def _reflected_rows(engine: Engine, session: Session, match: Any) -> list[dict[str, Any]] | None:
