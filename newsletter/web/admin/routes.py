@@ -268,7 +268,7 @@ def dashboard(request: Request) -> Response:  # sync: Starlette runs it in a thr
         growth = data.growth(s, today)
         sources = data.sources(c.settings.sources, s)
         beats = data.heartbeats(engine, s)
-        ingests = data.ingest_log(engine, s)
+        ingests = data.ingest_log(s, c.settings.schedule.timezone)
     return c.page(
         request, "dashboard.html", nav="dashboard", editions=editions, days=days,
         series=series, chart=charts.line_chart(days, series, title="Last 30 days: "
@@ -278,7 +278,7 @@ def dashboard(request: Request) -> Response:  # sync: Starlette runs it in a thr
         subs=subs, subs_total=sum(subs.values()), growth=growth,
         growth_chart=charts.bar_chart(growth, title="New subscribers per day, "
                                       "last 30 days"),
-        sources=sources, ingests=ingests, heartbeats=beats, statuses=list(DeliveryStatus))
+        sources=sources, ingests=ingests, tz=c.settings.schedule.timezone, heartbeats=beats, statuses=list(DeliveryStatus))
 
 
 # ---- subscribers ---------------------------------------------------------------------
@@ -289,7 +289,7 @@ STATUSES = [str(x) for x in SubscriberStatus]
 def subscribers(request: Request) -> Response:  # sync: Starlette runs it in a thread
     c = console_of(request)
     p = request.query_params
-    q, by, status = p.get("q", ""), p.get("by", "address"), p.get("status", "")
+    q, by, status = p.get("q", ""), p.get("by", "any"), p.get("status", "")
     if status not in ("", *STATUSES):
         status = ""
     with session_scope(c.app.engine, readonly=True) as s:
