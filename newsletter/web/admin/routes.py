@@ -278,7 +278,8 @@ def dashboard(request: Request) -> Response:  # sync: Starlette runs it in a thr
         subs=subs, subs_total=sum(subs.values()), growth=growth,
         growth_chart=charts.bar_chart(growth, title="New subscribers per day, "
                                       "last 30 days"),
-        sources=sources, ingests=ingests, tz=c.settings.schedule.timezone, heartbeats=beats, statuses=list(DeliveryStatus))
+        sources=sources, ingests=ingests, tz=c.settings.schedule.timezone,
+        heartbeats=beats, statuses=list(DeliveryStatus))
 
 
 # ---- subscribers ---------------------------------------------------------------------
