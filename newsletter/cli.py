@@ -602,8 +602,11 @@ def preview(
 def sources_list(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    wide: Annotated[bool, typer.Option(
+        "--wide", help="One line per source, whatever the terminal's width.")] = False,
 ) -> None:
-    """The configured sources and how each one's last ingest went."""
+    """The configured sources and how each one's last ingest went, each source once
+    (long URLs and errors wrap to the terminal unless --wide)."""
     from newsletter.ingest.sources import list_sources
 
     a = _app(ctx)
@@ -615,7 +618,8 @@ def sources_list(
     if not rows:
         err.print("no [[sources]] configured and nothing ingested yet")
         return
-    table = Table("source", "kind", "last ingest (UTC)", "result", "error")
+    table = Table("source", "kind", "where", "last ingest (UTC)", "result", "error")
+    blocks = []
     for r in rows:
         last = r["last"]
         if last is None:
@@ -626,9 +630,49 @@ def sources_list(
                       f"{last['papers']} papers: {last['new']} new, {last['updated']} updated"
                       + (f", {last['skipped']} skipped" if last["skipped"] else ""))
             result = result if last["ok"] else "failed"
-        table.add_row(r["name"], r["kind"] if r["configured"] else "by hand", when, result,
-                      (last or {}).get("error", ""))
-    out.print(table)
+        kind = r["kind"] if r["configured"] else "by hand"
+        error = (last or {}).get("error", "")
+        table.add_row(r["name"], kind, r["where"], when, result, error)
+        blocks.append((f"{r['name']} ({kind}) · {when}" + (f" · {result}" if result else ""),
+                       [r["where"]] if r["where"] and r["where"] != r["name"] else [],
+                       [f"error: {error}"] if error else []))
+    if wide:
+        Console(highlight=False, markup=False, width=100_000).print(table, crop=False)
+        return
+    _print_wrapped(blocks, out.width)
+
+
+def _print_wrapped(blocks: list[tuple[str, list[str], list[str]]], width: int) -> None:
+    """Each source as a head line and indented lines, wrapped to the terminal; a long
+    URL is cut only at the edge, never shortened."""
+    import textwrap
+
+    width = max(width, 40)
+    for head, where, error in blocks:
+        lines = textwrap.wrap(head, width, subsequent_indent="    ", break_on_hyphens=False)
+        for text in where + error:
+            lines += textwrap.wrap(text, width, initial_indent="    ",
+                                   subsequent_indent="    ", break_on_hyphens=False)
+        out.print("\n".join(lines))
+
+
+@sources_app.command("forget")
+def sources_forget(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(
+        metavar="NAME|URL|PATH", help="A name, URL or path as `sources list` shows it.")],
+) -> None:
+    """Forget what is recorded about a source's ingests (a typo, a feed given up): it
+    leaves `sources list`. Its papers stay; a [[sources]] entry stays configured."""
+    from newsletter.ingest.sources import forget_source
+
+    a = _app(ctx)
+    with a.session() as s:
+        n = forget_source(s, source)
+    if not n:
+        raise InputError(f"sources forget: nothing recorded for {source!r} "
+                         "(see `newsletter sources list`)")
+    err.print(f"forgot {source} ({n} record{'s' if n != 1 else ''})")
 
 
 @sources_app.command("test")
