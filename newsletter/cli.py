@@ -344,17 +344,30 @@ def rank(
 @app.command()
 def feedback(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's address.")],
-    paper_id: Annotated[str, typer.Argument(metavar="PAPER_ID",
-                                            help="The paper, as `rank --json` prints "
-                                            "picks[].id.")],
+    email: Annotated[str | None, typer.Argument(metavar="EMAIL",
+                                                help="The subscriber's address.")] = None,
+    paper_id: Annotated[str | None, typer.Argument(metavar="PAPER_ID",
+                                                   help="The paper, as `rank --json` prints "
+                                                   "picks[].id.")] = None,
     up: Annotated[bool, typer.Option("--up", help="More like this.")] = False,
     down: Annotated[bool, typer.Option("--down", help="Less like this.")] = False,
+    file: Annotated[Path | None, typer.Option(
+        "--file", metavar="VOTES.CSV", help="Many votes at once ('-': stdin): a header "
+        "email,paper_id,vote, then one vote a line, vote being up or down. All are "
+        "recorded or, at the first bad line, none.")] = None,
 ) -> None:
     """Vote on a paper for a subscriber, as the email's "more / less like this" links do:
     the written keywords stay; the vote adds learned weights and hides the paper."""
     from newsletter.service.votes import record_vote
 
+    if file is not None:
+        if email or paper_id or up or down:
+            raise InputError("--file takes the votes from the file: give no EMAIL, "
+                             "PAPER_ID, --up or --down with it")
+        _feedback_file(ctx, file)
+        return
+    if not email or not paper_id:
+        raise InputError("give EMAIL and PAPER_ID (or --file VOTES.CSV)")
     if up == down:
         raise InputError("give exactly one of --up or --down")
     a = _app(ctx)
@@ -363,6 +376,26 @@ def feedback(
                               email=email)
     err.print(f"{outcome.email}: {'more' if up else 'less'} like {outcome.paper_id} "
               f"({outcome.title[:70]}). {outcome.message}")
+
+
+def _feedback_file(ctx: typer.Context, file: Path) -> None:
+    """``feedback --file``: every vote of the file in one transaction."""
+    from newsletter.service.votes import read_votes_csv, record_votes
+
+    where = "stdin" if str(file) == "-" else str(file)
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: not UTF-8 text") from None
+    votes = read_votes_csv(text, where)
+    a = _app(ctx)
+    with a.session() as s:
+        n = record_votes(s, votes, by="cli", where=where)
+    err.print(f"{where}: recorded {n['up'] + n['down']} votes ({n['up']} up, {n['down']} "
+              f"down; {n['replaced']} replaced an earlier vote) for {n['subscribers']} "
+              "subscribers")
 
 
 def _day(value: str | None) -> dt.date:
