@@ -50,7 +50,7 @@ class EditionContext:
                                          history=vote_history(session))
         keys = keys or secret_keys(settings.web, session)
         links = LinkMaker(settings.web, settings.sender, Signer(keys))
-        papers = [PaperInfo.of(e, links.paper(e.id)) for e in rows]
+        papers = [PaperInfo.of(e, links.paper(e.id), edition.day) for e in rows]
         self.rows = rows
         self.index = {e.id: i for i, e in enumerate(rows)}
         self.renderer = Renderer(settings.render, settings.sender, settings.web, keys=keys,
