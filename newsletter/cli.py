@@ -26,6 +26,7 @@ from rich.table import Table
 
 from newsletter.app import App
 from newsletter.errors import FieldError, InputError, NewsletterError
+from newsletter.frequency import describe
 from newsletter.ingest import run as ingest_mod
 from newsletter.service import subscribers as people
 from newsletter.store import queries
@@ -254,6 +255,10 @@ def entries(
     err.print(count(len(rows), "entry", "entries"))
 
 
+FREQUENCY_HELP = ("daily (default), weekdays, or weekly:DAY (weekly:fri; weekly alone: "
+                  "Monday), on their local calendar; a weekly email is the week's best.")
+
+
 @subs_app.command("add")
 def subscribers_add(
     ctx: typer.Context,
@@ -265,12 +270,19 @@ def subscribers_add(
                   ] = "UTC",
     hour: Annotated[int, typer.Option(metavar="HOUR", help="Local hour to send at (0-23).")
                     ] = 7,
+    frequency: Annotated[str, typer.Option(
+        metavar="daily|weekdays|weekly:DAY", help=FREQUENCY_HELP)] = "daily",
 ) -> None:
     """Add one subscriber (active at once: the operator vouches for consent)."""
     a = _app(ctx)
+    try:
+        frequency = people.check_frequency(frequency)
+    except InputError as exc:
+        raise InputError(f"--frequency: {exc.message}") from None
     with a.session() as s:
         sub = people.add(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
-                         utf8_local_part=a.settings.transport.utf8_addresses, by="cli")
+                         utf8_local_part=a.settings.transport.utf8_addresses, by="cli",
+                         frequency=frequency)
     err.print(f"added {sub.email}")
 
 
@@ -289,18 +301,22 @@ def subscribers_edit(
         help="Pause or resume their emails, or stop them: unsubscribed (they asked "
         "elsewhere) or bounced (their mail server refuses). Only they can start "
         "them again after a stop.")] = None,
+    frequency: Annotated[str | None, typer.Option(
+        metavar="daily|weekdays|weekly:DAY", help=FREQUENCY_HELP)] = None,
 ) -> None:
-    """Change one subscriber's profile, name, time zone, send hour or status."""
-    given = people.Edit(name=name, keywords=keywords, tz=tz, hour=hour, status=status)
+    """Change one subscriber's profile, name, time zone, send hour, frequency or status."""
+    given = people.Edit(name=name, keywords=keywords, tz=tz, hour=hour, status=status,
+                        frequency=frequency)
     if given.empty():
-        raise InputError("nothing to change: give --keywords, --name, --tz, --hour or --status")
+        raise InputError("nothing to change: give --keywords, --name, --tz, --hour, "
+                         "--frequency or --status")
     a = _app(ctx)
     try:
         with a.session() as s:
             sub = people.find(s, email)
             people.edit(s, sub, given, by="cli")
-            summary = f"{sub.email}: {sub.status}, {sub.tz} {sub.send_hour:02d}:00, " \
-                      f"keywords {sub.keywords!r}"
+            summary = f"{sub.email}: {sub.status}, {sub.tz} {sub.send_hour:02d}:00 " \
+                      f"{describe(sub.frequency)}, keywords {sub.keywords!r}"
     except FieldError as exc:
         raise InputError(f"--{exc.field}: {exc.problem}") from None
     err.print(f"updated {summary}")
@@ -310,7 +326,8 @@ def subscribers_edit(
 def subscribers_import(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(metavar="FILE.csv",
-                                         help="CSV with header email,name,keywords,tz,hour.")],
+                                         help="CSV with header email,name,keywords,tz,hour "
+                                         "(optionally status, frequency).")],
 ) -> None:
     """Import subscribers from CSV in one transaction; a bad row stores nothing."""
     a = _app(ctx)
@@ -344,9 +361,10 @@ def subscribers_list(
     if as_json:
         _print_json([subs_mod.as_dict(x) for x in rows])
         return
-    table = Table("email", "status", "tz", "hour", "keywords")
+    table = Table("email", "status", "tz", "hour", "frequency", "keywords")
     for x in rows:
-        table.add_row(x.email, x.status, x.tz, str(x.send_hour), cut(x.keywords, 60))
+        table.add_row(x.email, x.status, x.tz, str(x.send_hour), x.frequency,
+                      cut(x.keywords, 60))
     out.print(table)
     err.print(count(len(rows), "subscriber"))
 

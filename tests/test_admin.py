@@ -275,7 +275,7 @@ def test_csv_import_lists_every_bad_row_and_stores_nothing(console: Console) -> 
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert len(rows) == before + 1
     assert {"new1@example.org", "ada@example.org"} <= {r["email"] for r in rows}
-    assert list(rows[0]) == ["email", "name", "keywords", "tz", "hour", "status"]
+    assert list(rows[0]) == ["email", "name", "keywords", "tz", "hour", "status", "frequency"]
 
 
 def test_admin_commands(cli) -> None:  # type: ignore[no-untyped-def]

@@ -70,3 +70,147 @@ def test_featured_today_is_said_where_the_source_says_so(world, smtp_sink: SmtpS
     featured_block = text[text.index(titles[picks[1]][:40]):]
     assert "Featured today" in featured_block[:featured_block.index("Abstract:")]
     assert "Featured" not in text[text.index(titles[picks[2]][:40]):][:400].split("Abstract:")[0]
+
+
+def test_a_week_of_sends_gives_weekly_one_email_and_daily_seven(
+        cli, tmp_path, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """Seven days of `ingest` then `send --date`: the daily subscriber gets seven
+    emails, the weekly one (Friday) one, on Friday, the week's best, no paper twice."""
+    import json
+
+    from .conftest import ROOT
+
+    env = {"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'week.db'}",
+           "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": sink_host(smtp_sink),
+           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port),
+           "NEWSLETTER_WEB__BASE_URL": "https://digest.example.org",
+           "NEWSLETTER_SENDER__FROM_ADDRESS": "digest@example.org"}
+    assert cli("db", "upgrade", env=env).code == 0
+    keywords = "transformer, diffusion, language models, graph, reinforcement learning"
+    daily, weekly = "daily@example.org", "weekly@example.org"
+    assert cli("subscribers", "add", daily, "--keywords", keywords, env=env).code == 0
+    added = cli("subscribers", "add", weekly, "--keywords", keywords, "--frequency",
+                "weekly:friday", env=env)
+    assert added.code == 0, added.stderr
+    bad = cli("subscribers", "add", "x@example.org", "--keywords", "gnn", "--frequency",
+              "fortnightly", env=env)
+    assert bad.code != 0 and "--frequency: invalid frequency 'fortnightly'" in bad.stderr
+
+    papers = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
+    monday = dt.date(2026, 3, 2)
+    for i in range(7):
+        chunk = tmp_path / f"day{i}.json"
+        chunk.write_text(json.dumps(papers[i * 40:(i + 1) * 40]))
+        assert cli("ingest", str(chunk), env=env).code == 0
+        day = monday + dt.timedelta(days=i)
+        sent = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
+        assert sent.code == 0, sent.stderr
+        # a second run the same day sends nobody again
+        again = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
+        assert again.code == 0
+
+    to_daily, to_weekly = messages_to(smtp_sink, daily), messages_to(smtp_sink, weekly)
+    assert len(to_daily) == 7
+    assert len(to_weekly) == 1
+    [msg] = to_weekly
+    assert "this week" in str(msg["Subject"]) and "Friday" in parts(msg)[1]
+    assert "this week" not in str(to_daily[0]["Subject"])
+    with sqlite3_rows(tmp_path / "week.db") as rows:
+        by = rows("select s.email, d.day, d.entry_ids from deliveries d join subscribers s"
+                  " on s.id = d.subscriber_id where d.status = 'sent'")
+    weekly_ids = [json.loads(ids) for email_, _, ids in by if email_ == weekly]
+    assert [d for email_, d, _ in by if email_ == weekly] == ["2026-03-06"]
+    [ids] = weekly_ids
+    assert ids and len(ids) == len(set(ids))
+    # the week's papers, not Friday's alone: picks from earlier days' files
+    days_of = {p["id"]: n // 40 for n, p in enumerate(papers)}
+    assert any(days_of[i] < 4 for i in ids), ids
+    daily_ids = [i for email_, _, x in by if email_ == daily for i in json.loads(x)]
+    assert len(daily_ids) == len(set(daily_ids))  # never a paper twice
+
+
+def sink_host(sink: SmtpSink) -> str:
+    return sink.host
+
+
+class sqlite3_rows:  # noqa: N801 - used as a context manager
+    def __init__(self, path: Any) -> None:
+        import sqlite3
+
+        self.conn = sqlite3.connect(path)
+
+    def __enter__(self) -> Any:
+        return lambda q: self.conn.execute(q).fetchall()
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+def test_frequency_on_preferences_console_and_import(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The person on their preferences page, the operator in the console and by CSV."""
+    import httpx
+
+    from newsletter.store.subscribers import export_csv, import_csv
+
+    from .test_admin import start_console
+    from .web_support import post_form, running_site
+
+    settings, engine = world
+    with session_scope(engine, readonly=True) as s:
+        grace = s.scalars(select(Subscriber.id).where(
+            Subscriber.email == "grace@example.org")).one()
+    with running_site(settings, engine) as site:
+        client = httpx.Client()
+        url = site.links.preferences(grace)
+        assert 'name="frequency"' in client.get(url).text
+        ok = post_form(client, url, {"action": "save", "keywords": "graph neural networks",
+                                     "tz": "UTC", "hour": "7", "status": "active",
+                                     "frequency": "weekly:fri"})
+        assert ok.status_code == 200 and "Saved." in ok.text
+        assert "How often" in ok.text, ok.text[ok.text.find("<form"):][:3000]
+        assert '<option value="weekly:fri" selected>Weekly on Friday' in ok.text
+        bad = post_form(client, url, {"action": "save", "keywords": "gnn", "tz": "UTC",
+                                      "hour": "7", "status": "active", "frequency": "hourly"})
+        assert bad.status_code == 400 and "invalid frequency 'hourly'" in html.unescape(bad.text)
+    with session_scope(engine, readonly=True) as s:
+        assert s.get(Subscriber, grace).frequency == "weekly:fri"  # type: ignore[union-attr]
+
+    running = start_console(settings, engine)
+    console = next(running)
+    c = console.login()
+    from .test_admin import csrf_of
+
+    page = f"/subscribers/{grace}"
+    token = csrf_of(c, page)
+    saved = c.post(page, data={"csrf": token, "name": "Grace", "keywords": "gnn", "tz": "UTC",
+                               "hour": "7", "status": "active", "frequency": "weekdays"})
+    assert saved.status_code == 200, saved.text
+    assert '<option value="weekdays" selected>on weekdays' in saved.text
+    assert "weekdays" in c.get("/subscribers", params={"q": "grace"}).text
+    with session_scope(engine, readonly=True) as s:
+        assert s.get(Subscriber, grace).frequency == "weekdays"  # type: ignore[union-attr]
+    running.close()
+
+    data = (b"email,name,keywords,tz,hour,frequency\n"
+            b"w@example.org,W,gnn,UTC,7,weekly:sunday\nd@example.org,D,gnn,UTC,7,\n")
+    with session_scope(engine) as s:
+        import_csv(s, data, "people.csv")
+    with session_scope(engine, readonly=True) as s:
+        got = dict(s.execute(select(Subscriber.email, Subscriber.frequency).where(
+            Subscriber.email.in_(["w@example.org", "d@example.org"]))).all())
+        import io
+
+        out = io.StringIO()
+        export_csv(s.scalars(select(Subscriber).where(Subscriber.email == "w@example.org")),
+                   out)
+    assert got == {"w@example.org": "weekly:sun", "d@example.org": "daily"}
+    assert out.getvalue().splitlines()[1].endswith(",active,weekly:sun")
+    from newsletter.errors import InputError
+
+    try:
+        with session_scope(engine) as s:
+            import_csv(s, b"email,keywords,frequency\nz@example.org,gnn,monthly\n", "p.csv")
+    except InputError as exc:
+        assert "p.csv:2: invalid frequency 'monthly'" in exc.message
+    else:
+        raise AssertionError("a bad frequency imported")

@@ -155,7 +155,9 @@ class DbLedger:
                 rows.append({
                     "edition_id": self.edition.id, "subscriber_id": j.recipient.id,
                     "day": j.day or self.edition.day,
-                    "entry_ids": j.entry_ids, "details": {"trending": j.trending},
+                    "entry_ids": j.entry_ids,
+                    "details": ({"trending": j.trending, "weekly": True} if j.weekly
+                                else {"trending": j.trending}),
                     "status": DeliveryStatus.SKIPPED if empty else DeliveryStatus.PENDING,
                     "reason": reason if empty else "",
                     "attempts": 0, "last_error": "", "message_id": "", "lease_owner": "",
@@ -266,9 +268,10 @@ class DbLedger:
                     d.reason = f"subscriber {sub.status} before delivery"
                     d.lease_owner = ""
                     continue
+                details = d.details or {}
                 jobs.append(Job(Recipient(sub.id, sub.email, sub.name, sub.keywords),
-                                list(d.entry_ids), bool((d.details or {}).get("trending")),
-                                d.id, d.attempts))
+                                list(d.entry_ids), bool(details.get("trending")),
+                                d.id, d.attempts, weekly=bool(details.get("weekly"))))
             return jobs
 
     def _record_sent_pg(self, s: Any, sent: Sequence[Outcome], now: dt.datetime) -> None:

@@ -5,6 +5,7 @@ the database)."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from newsletter.delivery.plan import PlanReport, plan_jobs
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.slots import due_by_day, late_by_day, slot_moment
 from newsletter.errors import InputError
+from newsletter.frequency import DAILY, WEEK_DAYS, due_on, is_weekly
 from newsletter.render.mime import Message
 from newsletter.store.db import MIGRATIONS, READONLY, session_scope
 from newsletter.store.models import (
@@ -104,9 +106,18 @@ class _Group:
     pairs: list[tuple[str, int]] | None
     late: bool = False
 
-    def rows(self, session: Any) -> Iterator[tuple[int, str, str, str]]:
-        return subscriber_rows(session, unsent_day=self.day, slot=self.pairs,
-                               had_day=self.day - dt.timedelta(days=1) if self.late else None)
+    def rows(self, session: Any, weekly: bool = False) -> Iterator[tuple[int, str, str, str]]:
+        """The daily and weekdays subscribers due on this day, or (``weekly``) those
+        whose weekly email falls on it; a late day is owed to those who had their
+        last one (the day before, or within a week for those not emailed daily)."""
+        due = [f for f in due_on(self.day) if is_weekly(f) == weekly]
+        had = self.day - dt.timedelta(days=1) if self.late else None
+        rows = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
+                               frequencies=[f for f in due if f == DAILY])
+        spaced = [f for f in due if f != DAILY]
+        more = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
+                               frequencies=spaced, had_within_days=WEEK_DAYS + 1)
+        return itertools.chain(rows, more) if spaced else rows
 
 
 def _groups(session: Any, day: dt.date, slot: str, catch_up_hours: int = 0) -> list[_Group]:
@@ -125,7 +136,8 @@ def _groups(session: Any, day: dt.date, slot: str, catch_up_hours: int = 0) -> l
 
 def _anyone_to_plan(session: Any, groups: list[_Group]) -> bool:
     """Whether this run would plan anyone (cheap: no ranking, no templates)."""
-    return any(next(iter(g.rows(session)), None) is not None for g in groups)
+    return any(next(iter(g.rows(session, weekly)), None) is not None
+               for g in groups for weekly in (False, True))
 
 
 def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "") -> Planned:
@@ -170,8 +182,12 @@ def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "
         if not rows:
             note = no_new_papers(s, slot)
         else:
-            for group in groups:
-                part = ledger.plan(plan_jobs(ctx.selection, group.rows(s), k, day=group.day),
+            for group, weekly in itertools.product(groups, (False, True)):
+                selection = ctx.week_selection if weekly else ctx.selection
+                if selection is None:
+                    continue
+                part = ledger.plan(plan_jobs(selection, group.rows(s, weekly), k,
+                                             day=group.day, weekly=weekly),
                                    empty_reason=empty)
                 plan.planned += part.planned
                 plan.skipped += part.skipped

@@ -283,9 +283,18 @@ def group_papers(papers: list[PaperView]) -> list[tuple[str, list[PaperView]]]:
     return list(groups.items())
 
 
-def summary_line(papers: list[PaperView], trending: list[PaperView]) -> str:
+def summary_line(papers: list[PaperView], trending: list[PaperView], weekly: bool = False
+                 ) -> str:
     """The opening line: "7 new papers for you: state space models (4), mixture of
-    experts (3)"."""
+    experts (3)" ("7 papers for you this week: ..." in a weekly email)."""
+    line = _summary(papers, trending)
+    if weekly:
+        line = (line.replace(" new paper", " paper", 1).replace(" for you", " for you this week", 1)
+                .replace("today", "this week"))
+    return line
+
+
+def _summary(papers: list[PaperView], trending: list[PaperView]) -> str:
     if papers:
         n = len(papers)
         head = f"{n} new paper{'' if n == 1 else 's'} for you"

@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, Response
 
 from newsletter.addresses import validated
 from newsletter.errors import InputError
+from newsletter.frequency import CHOICES, describe
 from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
 from newsletter.service import subscribers
@@ -229,7 +230,7 @@ async def preferences(request: Request) -> Response:
             try:
                 chosen = subscribers.preferences_form(
                     keywords, form.get("tz", "UTC"), form.get("hour", "7"),
-                    form.get("status", "active"))
+                    form.get("status", "active"), form.get("frequency"))
             except InputError as exc:
                 error = exc.message
             else:
@@ -248,6 +249,7 @@ async def preferences(request: Request) -> Response:
         request, "preferences.html", 400 if error else 200, sub=sub,
         keywords=sub.keywords if keywords is None else keywords, error=error, saved=saved,
         picks=shown, zones=zone_options(sub.tz), stopped=stopped,
+        frequencies=[(f, describe(f)[0].upper() + describe(f)[1:]) for f in CHOICES],
         can_resubscribe=sub.status == SubscriberStatus.UNSUBSCRIBED,
         status_label=STATUS_LABELS.get(SubscriberStatus(sub.status), sub.status),
         unsubscribe=links.unsubscribe(sub_id), archive=links.preferences(sub_id, "archive"),
@@ -368,7 +370,8 @@ def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
                 entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
                 ctx = open_edition(settings, s, edition, entries)
             job = Job(Recipient(sub.id, sub.email, sub.name, sub.keywords),
-                      list(row.entry_ids), bool((row.details or {}).get("trending")))
+                      list(row.entry_ids), bool((row.details or {}).get("trending")),
+                      weekly=bool((row.details or {}).get("weekly")))
             return ctx.render(job).html
         if edition_id and edition is not None:
             return None  # a real edition this subscriber was not part of

@@ -34,6 +34,7 @@ from newsletter.delivery.edition import EditionContext, open_edition
 from newsletter.delivery.ledger import DbLedger
 from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError, NewsletterError
+from newsletter.frequency import CHOICES, describe
 from newsletter.render.compile import BUNDLED
 from newsletter.service import subscribers as people
 from newsletter.store import subscribers as subs_mod
@@ -313,7 +314,9 @@ async def _save_subscriber(request: Request, sub_id: int) -> tuple[FormData, str
     form, and the error to show ("" when saved)."""
     c = console_of(request)
     form = await checked_form(request)
-    given = people.Edit(**{k: str(form.get(k, "")) for k in EDIT_FIELDS})
+    given = people.Edit(**{k: str(form.get(k, "")) for k in EDIT_FIELDS},
+                        frequency=None if form.get("frequency") is None
+                        else str(form.get("frequency")))
 
     def save() -> None:
         with c.app.session() as s:
@@ -341,12 +344,13 @@ async def subscriber(request: Request) -> Response:
             raise HTTPException(404, "no such subscriber")
         deliveries, events = data.subscriber_history(s, sub.id)
     shown = {"name": sub.name, "keywords": sub.keywords, "tz": sub.tz,
-             "hour": str(sub.send_hour), "status": sub.status}
+             "hour": str(sub.send_hour), "status": sub.status, "frequency": sub.frequency}
     if form is not None and error:
         shown = {k: str(form.get(k, v)) for k, v in shown.items()}
     return c.page(request, "subscriber.html", 400 if error else 200, nav="subscribers",
                   sub=sub, shown=shown, error=error, saved=form is not None and not error,
                   deliveries=deliveries, events=events,
+                  frequencies=[(f, describe(f)) for f in CHOICES],
                   statuses=list(dict.fromkeys((*people.OPERATOR_STATUSES, sub.status))))
 
 
