@@ -214,3 +214,51 @@ def test_frequency_on_preferences_console_and_import(world, tmp_path) -> None:  
         assert "p.csv:2: invalid frequency 'monthly'" in exc.message
     else:
         raise AssertionError("a bad frequency imported")
+
+
+def test_view_in_browser_is_the_email_as_sent_after_the_profile_changes(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """Sent through the sink, viewed through the real web server: after Ada changes her
+    keywords, her view page still says what her email said; its record is small."""
+    import re
+
+    import httpx
+
+    from .web_support import running_site
+
+    settings, engine = world
+    with running_site(settings, engine) as site:
+        summary = run_send(via_sink(site.settings, smtp_sink), engine, dt.date(2026, 3, 4))
+        assert summary.report.counts["sent"] >= 1
+        [msg] = messages_to(smtp_sink, ADA)
+        body, text = parts(msg)
+        view = re.search(r"View in browser: (\S+)", text)
+        assert view, text
+        before = httpx.get(view.group(1), timeout=60)
+        assert before.status_code == 200 and "matched: " in before.text
+        opening = re.search(r"new papers? for you: (.*)", text)
+        assert opening, text
+        sections = re.findall(r"[^,]+ \(\d+\)", opening.group(1))
+        assert sections, opening.group(1)
+        for s_ in sections:
+            assert s_.strip() in html.unescape(before.text)
+        with session_scope(engine) as s:
+            s.execute(update(Subscriber).where(Subscriber.email == ADA)
+                      .values(keywords="point cloud, lidar"))
+            record = s.scalars(select(Delivery.shown).join(Subscriber)
+                               .where(Subscriber.email == ADA)).one()
+            sizes = [len(x.encode()) for x in s.scalars(select(Delivery.shown)) if x]
+        after = httpx.get(view.group(1), timeout=60)
+        assert after.status_code == 200
+        assert after.text == before.text  # the email as sent, not as it would be now
+        assert "point cloud" not in after.text
+        with session_scope(engine, readonly=True) as s:
+            ada_id = s.scalars(select(Subscriber.id).where(Subscriber.email == ADA)).one()
+        archive = html.unescape(httpx.get(site.links.preferences(ada_id, "archive")).text)
+        assert all(s_.strip() in archive for s_ in sections), archive
+        feed = html.unescape(httpx.get(site.links.feed(ada_id)).text)
+        assert "matched: " in feed and "point cloud" not in feed
+        assert record and "vision transformer" in record or "Mamba" in record
+        print(f"record bytes per delivery: min {min(sizes)} max {max(sizes)} "
+              f"mean {sum(sizes) / len(sizes):.0f} over {len(sizes)}")
+        assert max(sizes) < 1500

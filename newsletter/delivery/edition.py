@@ -3,6 +3,7 @@ and the context that ranks and renders it."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -10,12 +11,13 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.config import Settings
+from newsletter.delivery import shown
 from newsletter.delivery.plan import Job
 from newsletter.frequency import WEEK_DAYS, WEEKLY
 from newsletter.ranking.selection import Selection
 from newsletter.render.digest import PaperInfo
 from newsletter.render.links import LinkMaker, Signer
-from newsletter.render.renderer import Rendered, Renderer
+from newsletter.render.renderer import Recipient, Rendered, Renderer
 from newsletter.store.db import session_scope
 from newsletter.store.keys import secret_keys
 from newsletter.store.models import Edition, Entry, Subscriber, SubscriberStatus, utcnow
@@ -64,6 +66,7 @@ class EditionContext:
         for e in extra:  # after the day's rows: their indices stay the selection's
             self.index[e.id] = len(self.index)
         self.week_index = {e.id: i for i, e in enumerate(week or [])}
+        self.selection_index = {e.id: i for i, e in enumerate(rows)}
         papers = [PaperInfo.of(e, links.paper(e.id), edition.day) for e in rows + extra]
         self.renderer = Renderer(settings.render, settings.sender, settings.web, keys=keys,
                                  day=edition.day, edition_id=edition.id or 0, papers=papers,
@@ -84,8 +87,28 @@ class EditionContext:
         else:
             explanations = list(self.selection.ranker.explain_many(
                 job.recipient.keywords, picks, key=job.recipient.id))
-        return self.renderer.render(job.recipient, picks, explanations, job.trending,
-                                    weekly=job.weekly)
+        rendered = self.renderer.render(job.recipient, picks, explanations, job.trending,
+                                        weekly=job.weekly)
+        record = shown.encode(job.recipient.keywords, known, explanations,
+                              trending=job.trending, weekly=job.weekly)
+        return dataclasses.replace(rendered, shown=record)
+
+    def render_shown(self, recipient: Recipient, record: shown.Shown) -> Rendered:
+        """The email as it was sent, from its record: its picks, sections and
+        explanations, the excerpts highlighted for the keywords it was sent for."""
+        known = [p for p in record.picks if p.id in self.index]
+        picks = [self.index[p.id] for p in known]
+        if record.trending:
+            explanations: list[Any] = [None] * len(picks)
+        else:
+            ranked = [p for p in known if p.id in self.selection_index]
+            features = {p.id: ex.features for p, ex in zip(ranked, self.selection.ranker
+                        .explain_many(record.keywords, [self.selection_index[p.id]
+                                                        for p in ranked]), strict=True)}
+            explanations = [shown.explanation(p, features.get(p.id, ())) for p in known]
+        as_sent = Recipient(recipient.id, recipient.email, recipient.name, record.keywords)
+        return self.renderer.render(as_sent, picks, explanations, record.trending,
+                                    weekly=record.weekly)
 
 
 

@@ -47,6 +47,7 @@ class Rendered:
     papers: int
     trending: int
     matched_terms: tuple[str, ...]
+    shown: str = ""  # what it showed, compactly (delivery/shown.py): kept when sent
 
 
 def dkim_signer(r: RenderConfig) -> DkimSigner | None:
