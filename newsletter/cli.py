@@ -701,6 +701,11 @@ def preview(
         from newsletter.render.screenshots import screenshot_dir
 
         report.screenshots = screenshot_dir(out_dir)
+    if report.note:
+        if as_json:
+            _print_json(report.summary() | {"note": report.note})
+        err.print(report.note)
+        return
     summary = report.summary()
     if as_json:
         _print_json(summary)

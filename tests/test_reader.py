@@ -262,3 +262,34 @@ def test_view_in_browser_is_the_email_as_sent_after_the_profile_changes(
         print(f"record bytes per delivery: min {min(sizes)} max {max(sizes)} "
               f"mean {sum(sizes) / len(sizes):.0f} over {len(sizes)}")
         assert max(sizes) < 1500
+
+
+def test_preview_says_nothing_to_send_once_the_day_is_sent(
+        cli, world, smtp_sink: SmtpSink, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Preview shows what `send` would do now: after the day went out through the sink,
+    nothing for that day (CLI and console); another day with --date still previews."""
+    settings, engine = world
+    env = {"NEWSLETTER_DATABASE__URL": settings.database.url}
+    day = dt.date(2026, 3, 4)
+    before = cli("preview", "--subscriber", ADA, "--date", day.isoformat(), "--out",
+                 str(tmp_path / "p1"), env=env)
+    assert before.code == 0 and (tmp_path / "p1" / "ada_example.org.html").exists() or any(
+        (tmp_path / "p1").glob("*.html")), before.stderr
+    assert run_send(via_sink(settings, smtp_sink), engine, day).report.counts["sent"] >= 1
+    after = cli("preview", "--subscriber", ADA, "--date", day.isoformat(), "--out",
+                str(tmp_path / "p2"), env=env)
+    assert after.code == 0, after.stderr
+    assert f"nothing to send for {day}" in after.stderr
+    assert not list((tmp_path / "p2").glob("*.html")) if (tmp_path / "p2").exists() else True
+    everyone = cli("preview", "--date", day.isoformat(), "--out", str(tmp_path / "p3"), env=env)
+    assert f"nothing to send for {day}" in everyone.stderr
+    send = cli("send", "--date", day.isoformat(), "--yes", env=env)
+    assert "nobody" in send.stderr or "nothing" in send.stderr, send.stderr
+
+    from .test_admin import start_console
+
+    running = start_console(settings, engine)
+    console = next(running)
+    page = console.login().get("/preview", params={"subscriber": ADA, "day": day.isoformat()})
+    assert page.status_code == 200 and f"nothing to send for {day}" in page.text
+    running.close()
