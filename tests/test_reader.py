@@ -293,3 +293,32 @@ def test_preview_says_nothing_to_send_once_the_day_is_sent(
     page = console.login().get("/preview", params={"subscriber": ADA, "day": day.isoformat()})
     assert page.status_code == 200 and f"nothing to send for {day}" in page.text
     running.close()
+
+
+def test_two_strengths_of_match_on_the_judged_set() -> None:
+    """"matched:" for clear matches, "related:" for weak ones (relevance under
+    ``STRONG_MATCH`` × min_relevance), checked on bench/quality.py's judged profiles:
+    few weak picks are relevant, most strong ones are."""
+    from bench.quality import load
+    from newsletter.config import RankingConfig
+    from newsletter.ranking.engine import Corpus, Ranker
+    from newsletter.ranking.related import RelatedTerms
+    from newsletter.ranking.selection import load_acronyms
+
+    entries, profiles = load()
+    cfg = RankingConfig(trending="none")
+    ranker = Ranker(Corpus(entries, load_acronyms(RankingConfig(), entries), cfg,
+                           dt.date(2025, 12, 26), RelatedTerms.load()), cfg)
+    strong: list[int] = []
+    weak: list[int] = []
+    for prof in profiles:
+        if not prof["judgments"]:
+            continue
+        [chunk] = ranker.rank([(0, prof["profile"])], k=10)
+        picks = [i for i in chunk.picks[0] if i >= 0]
+        for i, ex in zip(picks, ranker.explain_many(prof["profile"], picks), strict=True):
+            relevant = prof["judgments"].get(entries[i].id, 0) >= 1
+            (strong if ex.strong else weak).append(relevant)
+            assert ex.why.startswith("matched: " if ex.strong else "related: ") or not ex.matched
+    assert len(weak) >= 5 and len(strong) >= 100
+    assert sum(weak) / len(weak) <= 0.1 < 0.7 <= sum(strong) / len(strong)

@@ -26,6 +26,7 @@ class Pick:
     id: str
     matched: list[str] = field(default_factory=list)
     learned: list[tuple[str, int]] = field(default_factory=list)  # (term, papers liked)
+    strong: bool = True  # "matched:" (else "related:", a weak match)
 
 
 @dataclass
@@ -67,8 +68,10 @@ def encode(keywords: str, entry_ids: Sequence[str],
         if ex is not None:
             row.append([terms.setdefault(t, len(terms)) for t, _ in ex.matched])
             learned = [[h.term, h.liked] for h in ex.learned if h.value > 0 and h.liked]
-            if learned:
+            if learned or not ex.strong:
                 row.append(learned)
+            if not ex.strong:
+                row.append(0)
         picks.append(row)
     record: dict[str, Any] = {"v": VERSION, "k": keywords, "t": list(terms), "p": picks}
     if trending:
@@ -86,7 +89,8 @@ def decode(text: str | None) -> Shown | None:
         record = json.loads(text)
         terms = record["t"]
         picks = [Pick(row[0], [terms[i] for i in (row[1] if len(row) > 1 else [])],
-                      [(t, int(n)) for t, n in (row[2] if len(row) > 2 else [])])
+                      [(t, int(n)) for t, n in (row[2] if len(row) > 2 else [])],
+                      strong=len(row) < 4 or bool(row[3]))
                  for row in record["p"]]
         return Shown(record["k"], picks, bool(record.get("tr")), bool(record.get("w")))
     except (ValueError, KeyError, IndexError, TypeError):
@@ -98,4 +102,5 @@ def explanation(pick: Pick, features: Any = ()) -> Explanation:
     ``features`` highlight the excerpt (from the recorded keywords)."""
     return Explanation(matched=[(t, 0.0) for t in pick.matched], relevance=0.0,
                        popularity=0.0, recency=0.0, features=list(features),
-                       learned=[LearnedHit(t, 1.0, n, 0) for t, n in pick.learned])
+                       learned=[LearnedHit(t, 1.0, n, 0) for t, n in pick.learned],
+                       strong=pick.strong)
