@@ -23,6 +23,7 @@ class Job:
     delivery_id: int | None = None
     attempts: int = 0
     day: dt.date | None = None  # the subscriber's newsletter day (None: the edition's)
+    weekly: bool = False  # the week's best (``newsletter.frequency``), not one day's
 
 
 @dataclass
@@ -33,7 +34,8 @@ class PlanReport:
 
 
 def plan_jobs(selection: Selection, subscribers: Iterator[SubscriberRow],
-              k: int, day: dt.date | None = None) -> Iterator[list[Job]]:
+              k: int, day: dt.date | None = None, weekly: bool = False
+              ) -> Iterator[list[Job]]:
     """Rank every subscriber (chunked) and yield their jobs; empty picks are jobs too."""
     people: dict[int, SubscriberRow] = {}
 
@@ -48,6 +50,6 @@ def plan_jobs(selection: Selection, subscribers: Iterator[SubscriberRow],
             person = people.pop(sub_id)
             picks = [selection.entries[i].id for i in chunk.picks[row] if i >= 0]
             jobs.append(Job(Recipient(sub_id, person.email, person.name, person.keywords), picks,
-                            bool(chunk.trending[row]), day=day))
+                            bool(chunk.trending[row]), day=day, weekly=weekly))
         yield jobs
 

@@ -28,10 +28,10 @@ from newsletter.ingest.sources import DryRun, dry_run
 from newsletter.store import sources as store_sources
 from newsletter.store.entries import upsert_papers
 from newsletter.store.models import SourceRun, utcnow
-from newsletter.store.sources import RunOutcome
+from newsletter.store.sources import RunOutcome, source_key, stored_origin
 
-__all__ = ["DryRun", "IngestReport", "dry_run", "ingest", "list_sources", "run_ingest",
-           "source_fetches"]
+__all__ = ["DryRun", "IngestReport", "dry_run", "forget_source", "ingest", "list_sources",
+           "run_ingest", "source_fetches"]
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
@@ -83,8 +83,8 @@ def run_ingest(configured: Sequence[SourceConfig], sessions: SessionFactory,
             now = utcnow()
             for loaded in report.loaded:
                 store_sources.record_run(session, loaded.name or loaded.origin, RunOutcome(
-                    loaded.origin, ok=True, papers=len(loaded.papers), new=loaded.new,
-                    updated=loaded.updated, skipped=len(loaded.skipped),
+                    stored_origin(loaded.origin), ok=True, papers=len(loaded.papers),
+                    new=loaded.new, updated=loaded.updated, skipped=len(loaded.skipped),
                     not_modified=loaded.not_modified), now)
         return report
     except NewsletterError as exc:
@@ -92,21 +92,39 @@ def run_ingest(configured: Sequence[SourceConfig], sessions: SessionFactory,
         if name:
             with sessions() as session:
                 store_sources.record_run(session, name, RunOutcome(
-                    getattr(exc, "where", name), ok=False, error=str(exc)))
+                    stored_origin(getattr(exc, "where", name)), ok=False, error=str(exc)))
         raise
 
 
 def list_sources(configured: Sequence[SourceConfig], session: Session) -> list[dict[str, Any]]:
-    """Every configured source with its last ingest; then any other source ingested by hand."""
+    """Every configured source with its last ingest; then each other source ingested by
+    hand, once (the newest run of each spelling of the same file or URL)."""
     runs = store_sources.source_runs(session)
-    out = []
+    by_name = {r.name: r for r in runs}
+    newest: dict[str, SourceRun] = {}
+    for r in runs:
+        newest.setdefault(source_key(r.origin or r.name), r)
+    out, shown = [], set()
     for src in configured:
-        out.append({"name": src.name, "kind": src.kind, "where": src.url or src.path or "",
-                    "configured": True, "last": _run_dict(runs.pop(src.name, None))})
-    for name, run in sorted(runs.items()):
-        out.append({"name": name, "kind": "auto", "where": run.origin, "configured": False,
-                    "last": _run_dict(run)})
+        where = src.url or src.path or ""
+        run = by_name.get(src.name) or newest.get(source_key(where))
+        shown.add(source_key(where))
+        if run is not None:
+            shown.add(source_key(run.origin or run.name))
+        out.append({"name": src.name, "kind": src.kind, "where": where,
+                    "configured": True, "last": _run_dict(run)})
+    for key, run in sorted(newest.items(), key=lambda kv: kv[1].name):
+        if key not in shown:
+            shown.add(key)
+            out.append({"name": run.name, "kind": "auto", "where": run.origin,
+                        "configured": False, "last": _run_dict(run)})
     return out
+
+
+def forget_source(session: Session, spec: str) -> int:
+    """``sources forget``: drop a source's ingest record and its URL's fetch validators
+    (``store.sources.forget``); its papers stay. 0: nothing known by that name."""
+    return store_sources.forget(session, spec)
 
 
 def _run_dict(run: SourceRun | None) -> dict[str, Any] | None:

@@ -1,9 +1,11 @@
 """What the store keeps about sources: the validators of each URL's last fetch (for
-conditional GET) and how each source's last ingest went (for ``sources list``)."""
+conditional GET) and how each source's last ingest went (for ``sources list``), one
+record per source, whichever way its path or URL was spelled (``source_key``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -53,6 +55,35 @@ def record_run(session: Session, name: str, outcome: RunOutcome,
     session.add(row)
 
 
-def source_runs(session: Session) -> dict[str, SourceRun]:
-    """Every source's last ingest, by source name."""
-    return {r.name: r for r in session.scalars(select(SourceRun))}
+def source_runs(session: Session) -> list[SourceRun]:
+    """Every source's last ingest, newest first."""
+    return sorted(session.scalars(select(SourceRun)), key=lambda r: r.ran_at, reverse=True)
+
+
+def source_key(where: str) -> str:
+    """One spelling per source: a URL without a trailing slash, a path made absolute
+    (``./a.json``, ``a.json`` and ``/srv/a.json`` typed in /srv are one source)."""
+    if where.startswith(("http://", "https://")):
+        return where.rstrip("/")
+    return os.path.normpath(os.path.abspath(where)) if where else ""
+
+
+def stored_origin(origin: str) -> str:
+    """A path as an absolute path (the directory ``ingest`` ran in is not known later)."""
+    return origin if origin.startswith(("http://", "https://")) else source_key(origin)
+
+
+def forget(session: Session, spec: str) -> int:
+    """Drop the ingest record of a source (a ``source_runs`` name, or any spelling of
+    its URL or path) and the fetch validators of its URL; the papers it brought stay.
+    Returns how many records went; 0 means nothing is known by that name."""
+    key = source_key(spec)
+    rows = [r for r in session.scalars(select(SourceRun))
+            if r.name == spec or source_key(r.origin or r.name) == key]
+    for r in rows:
+        if r.origin.startswith(("http://", "https://")):
+            state = session.get(FetchState, r.origin)
+            if state is not None:
+                session.delete(state)
+        session.delete(r)
+    return len(rows)
