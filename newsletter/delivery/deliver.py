@@ -13,14 +13,13 @@ from typing import Any
 
 from newsletter.config import Settings
 from newsletter.delivery.edition import EditionContext
-from newsletter.delivery.ledger import LEASE_SECONDS, RELEASED, Ledger, Outcome
+from newsletter.delivery.ledger import LEASE_SECONDS, RELEASED, Ledger, Outcome, OutcomeStatus
 from newsletter.delivery.plan import Job
 from newsletter.delivery.ratelimit import RateLimiter
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.errors import TransportError
 from newsletter.observe import delivery_outcome, delivery_retry
 from newsletter.retry import backoff_delay
-from newsletter.store.models import DeliveryStatus
 from newsletter.transports.base import Transport
 
 FLUSH_SECONDS = 0.05
@@ -64,7 +63,7 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
         try:
             rendered = ctx.render(job)
         except Exception as exc:  # a template bug must not lose the row
-            return Outcome(job, DeliveryStatus.FAILED, error=f"render: {exc}", permanent=True)
+            return Outcome(job, OutcomeStatus.FAILED, error=f"render: {exc}", permanent=True)
         last = ""
         for attempt in range(t.max_attempts):
             await limiter.acquire()
@@ -72,11 +71,11 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
                 return Outcome(job, RELEASED, error=last)
             try:
                 mid = await transport.send(rendered.message)
-                return Outcome(job, DeliveryStatus.SENT, message_id=mid, rendered=rendered)
+                return Outcome(job, OutcomeStatus.SENT, message_id=mid, rendered=rendered)
             except TransportError as exc:
                 last = str(exc)
                 if exc.permanent:
-                    return Outcome(job, DeliveryStatus.FAILED, error=last, permanent=True,
+                    return Outcome(job, OutcomeStatus.FAILED, error=last, permanent=True,
                                    bounce=exc.bounce, rendered=rendered)
                 if attempt + 1 < t.max_attempts:
                     delivery_retry(last)
@@ -86,7 +85,7 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
                 if attempt + 1 < t.max_attempts:
                     delivery_retry(last)
                     await sleep(backoff_delay(attempt, t.backoff_seconds))
-        return Outcome(job, DeliveryStatus.FAILED,
+        return Outcome(job, OutcomeStatus.FAILED,
                        error=f"{last} (after {t.max_attempts} attempts)",
                        rendered=rendered)
 
@@ -136,7 +135,7 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
             return
         if edition_id is not None:
             delivery_outcome(edition_id, outcome, time.perf_counter() - began)
-        if outcome.status == DeliveryStatus.FAILED and len(report.errors) < 20:
+        if outcome.status == OutcomeStatus.FAILED and len(report.errors) < 20:
             report.errors.append(f"{outcome.job.recipient.email}: {outcome.error}")
         if on_progress:
             on_progress(outcome)

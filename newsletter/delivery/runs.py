@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from newsletter.config import Settings
 from newsletter.delivery.deliver import DeliverReport, deliver, run_async
 from newsletter.delivery.edition import EditionContext, get_or_create_edition, open_edition
-from newsletter.delivery.ledger import DbLedger, MemoryLedger, Outcome
+from newsletter.delivery.ledger import DbLedger, MemoryLedger, Outcome, OutcomeStatus
 from newsletter.delivery.plan import PlanReport, plan_jobs
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.slots import due_by_day, late_by_day, slot_moment
@@ -236,12 +236,12 @@ class PreviewReport:
             "candidates": self.candidates,
             "papers_per_email": spread(papers),
             "no_match_trending_only": sum(1 for r in rendered if r.trending and not r.papers),
-            "nothing_to_send": sum(1 for o in self.outcomes if o.status == DeliveryStatus.SKIPPED),
+            "nothing_to_send": sum(1 for o in self.outcomes if o.status == OutcomeStatus.SKIPPED),
             "empty_profiles": self.empty_profiles,
             "html_bytes": spread(sizes),
             "over_gmail_clip": sum(1 for s in sizes if s > 102 * 1024),
             "top_matched_terms": terms.most_common(10),
-            "failed": [o.error for o in self.outcomes if o.status == DeliveryStatus.FAILED][:10],
+            "failed": [o.error for o in self.outcomes if o.status == OutcomeStatus.FAILED][:10],
         }
 
 
@@ -296,7 +296,7 @@ def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
                                          settings.ranking.max_papers) for j in chunk]
         conn.rollback()
     ledger = MemoryLedger([j for j in jobs if j.entry_ids])
-    skipped = [Outcome(j, DeliveryStatus.SKIPPED, error="no papers matched and no trending section")
+    skipped = [Outcome(j, OutcomeStatus.SKIPPED, error="no papers matched and no trending section")
                for j in jobs if not j.entry_ids]
     out.mkdir(parents=True, exist_ok=True)
     transport = PreviewTransport(out)

@@ -21,10 +21,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from newsletter.config import Settings
+from newsletter.delivery.ledger import OutcomeStatus
 from newsletter.delivery.runs import run_preview
 from newsletter.errors import InputError
 from newsletter.render.mime import Message
-from newsletter.store.models import DeliveryStatus
 from newsletter.store.subscribers import check_keywords, normalize_email
 from newsletter.transports import make_transport
 
@@ -90,7 +90,7 @@ def preview(settings: Settings, engine: Engine, day: dt.date, *, subscriber: str
     rendered = outcome.rendered
     if rendered is None:
         return result
-    result.status = str(DeliveryStatus.SENT) if outcome.status == DeliveryStatus.SENT \
+    result.status = str(OutcomeStatus.SENT) if outcome.status == OutcomeStatus.SENT \
         else result.status
     result.subject, result.html, result.text = rendered.subject, rendered.html, rendered.text
     result.message = rendered.message
