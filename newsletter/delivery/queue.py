@@ -97,7 +97,7 @@ def deliver_from_ledger(app: App, edition_id: int,
     ledger.reclaim()
     from newsletter.transports import make_transport
 
-    report = run_async(deliver(app.settings, ledger, ctx, make_transport(app.settings),
+    report = run_async(deliver(app.settings.transport, ledger, ctx, make_transport(app.settings),
                                shutdown=shutdown))
     return dict(report.counts)
 

@@ -196,7 +196,7 @@ def run_send(settings: Settings, engine: Engine, day: dt.date, *, slot: str = ""
     if p.edition is None or p.ledger is None or p.context is None:
         return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, DeliverReport(),
                            p.note)
-    report = run_async(deliver(settings, p.ledger, p.context, transport,
+    report = run_async(deliver(settings.transport, p.ledger, p.context, transport,
                                on_progress=on_progress, shutdown=shutdown))
     return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note)
 
@@ -309,6 +309,6 @@ def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
         if on_progress:
             on_progress(o)
 
-    run_async(deliver(settings, ledger, ctx, transport, on_progress=progress))
+    run_async(deliver(settings.transport, ledger, ctx, transport, on_progress=progress))
     report = PreviewReport(out, len(rows), ledger.outcomes + skipped, empty, context=ctx)
     return report

@@ -418,7 +418,7 @@ def create_admin(app: App) -> ASGIApp:
                     return open_edition(settings, s, found)
 
             ctx = await asyncio.to_thread(opened)
-            report = await deliver(settings, ledger, ctx, make_transport(settings))
+            report = await deliver(settings.transport, ledger, ctx, make_transport(settings))
             notice += (f"; sent {report.counts['sent']}, failed {report.counts['failed']}")
         return RedirectResponse(f"{PREFIX}/editions/{eid}?{urlencode({'notice': notice})}",
                                 status_code=303)
