@@ -377,7 +377,7 @@ def send(
     # Made (and its configuration checked) first: a misconfigured transport is the first
     # thing to say, before the compliance gate, the broker or any planning.
     transport = make_transport(a.settings)
-    blockers = send_blockers(a.settings)
+    blockers = send_blockers(backend, a.settings.web, a.settings.sender)
     if blockers and not force:
         raise InputError(f"refusing to send through {backend}: " + "; ".join(blockers),
                          "run `newsletter check`; --force sends anyway")
@@ -455,7 +455,9 @@ def check(
     from newsletter.delivery.check import as_json as checks_json
     from newsletter.delivery.check import run_checks
 
-    items = run_checks(_app(ctx).settings)
+    c = _app(ctx).settings
+    items = run_checks(web=c.web, sender=c.sender, render=c.render, transport=c.transport,
+                       smtp=c.smtp, api=c.api)
     if as_json:
         _print_json(checks_json(items))
     else:

@@ -22,7 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from newsletter.config import SenderConfig, Settings
+from newsletter.config import (
+    ApiConfig,
+    RenderConfig,
+    SenderConfig,
+    SmtpConfig,
+    TransportConfig,
+    WebConfig,
+)
 from newsletter.delivery.deliver import run_async
 
 OK, FAIL, INFO = "ok", "fail", "info"
@@ -91,8 +98,8 @@ def local_name(host: str) -> str:
     return ""
 
 
-def check_base_url(settings: Settings) -> Item:
-    url = settings.web.base_url
+def check_base_url(web: WebConfig) -> Item:
+    url = web.base_url
     parts = urlsplit(url)
     host = parts.hostname or ""
     fix = ("set [web] base_url to the public https address of `newsletter web`, "
@@ -109,8 +116,7 @@ def check_base_url(settings: Settings) -> Item:
     return Item("web.base_url", OK, f"{url} (unsubscribe, preferences and view links)")
 
 
-def check_sender(settings: Settings) -> Item:
-    s = settings.sender
+def check_sender(s: SenderConfig) -> Item:
     from email_validator import EmailNotValidError, validate_email
 
     fix = "set [sender] from_address to an address at a domain you control"
@@ -127,8 +133,7 @@ def check_sender(settings: Settings) -> Item:
     return Item("sender.from_address", OK, f"From: {s.from_name} <{s.from_address}>")
 
 
-def check_list_id(settings: Settings) -> Item:
-    s = settings.sender
+def check_list_id(s: SenderConfig) -> Item:
     domain = _domain(s.from_address)
     if local_name(domain):
         domain = "your-domain.net"
@@ -142,8 +147,8 @@ def check_list_id(settings: Settings) -> Item:
     return Item("sender.list_id", OK, f"List-Id: <{s.list_id}>")
 
 
-def check_postal(settings: Settings) -> Item:
-    p = settings.sender.postal_address.strip()
+def check_postal(sender: SenderConfig) -> Item:
+    p = sender.postal_address.strip()
     fix = "set [sender] postal_address to the sender's real postal address (CAN-SPAM)"
     if not p:
         return Item("sender.postal_address", FAIL, "missing", fix, blocks_send=True)
@@ -179,9 +184,8 @@ def aligned(from_domain: str, signing_domain: str) -> bool:
     return a == b or a.endswith("." + b) or b.endswith("." + a)
 
 
-def check_dkim(settings: Settings) -> list[Item]:
-    r = settings.render
-    domain = _domain(settings.sender.from_address)
+def check_dkim(r: RenderConfig, sender: SenderConfig) -> list[Item]:
+    domain = _domain(sender.from_address)
     fix = ("make a key (openssl genrsa -out dkim.pem 2048) and set [render] dkim_selector, "
            f"dkim_domain ({domain or 'your From domain'}) and dkim_private_key")
     if not (r.dkim_selector and r.dkim_domain and r.dkim_private_key):
@@ -207,13 +211,12 @@ def check_dkim(settings: Settings) -> list[Item]:
     return items
 
 
-def dns_items(settings: Settings) -> list[Item]:
-    domain = _domain(settings.sender.from_address)
+def dns_items(sender: SenderConfig, backend: str, smtp: SmtpConfig) -> list[Item]:
+    domain = _domain(sender.from_address)
     if local_name(domain):
         domain = "your-domain.net"
-    backend = settings.transport.backend
     if backend == "smtp":
-        host = settings.smtp.host
+        host = smtp.host
         mech = f"ip4:{host}" if _is_ip(host) else f"a:{host}"
         mech += " (or your relay's include:)"
     else:
@@ -234,11 +237,10 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-async def _probe_smtp(settings: Settings) -> str:
+async def _probe_smtp(c: SmtpConfig) -> str:
     """Connect, EHLO, STARTTLS/TLS and AUTH as ``send`` would, then QUIT: no mail."""
     import aiosmtplib
 
-    c = settings.smtp
     client = aiosmtplib.SMTP(hostname=c.host, port=c.port, timeout=min(c.timeout, 15.0),
                              use_tls=c.security == "tls", start_tls=False,
                              validate_certs=True, cert_bundle=c.ca_file or None)
@@ -263,8 +265,7 @@ async def _probe_smtp(settings: Settings) -> str:
             client.close()
 
 
-def check_transport(settings: Settings) -> Item:
-    backend = settings.transport.backend
+def check_transport(backend: str, c: SmtpConfig, a: ApiConfig) -> Item:
     key = f"transport ({backend})"
     if backend in LOCAL_BACKENDS:
         return Item(key, FAIL, f"{backend} sends nothing anywhere",
@@ -272,10 +273,9 @@ def check_transport(settings: Settings) -> Item:
     if backend == "smtp":
         import aiosmtplib
 
-        c = settings.smtp
         where = f"{c.host}:{c.port}"
         try:
-            steps = run_async(_probe_smtp(settings))
+            steps = run_async(_probe_smtp(c))
         except aiosmtplib.SMTPAuthenticationError as exc:
             return Item(key, FAIL, f"{where}: login refused: {exc.code} {exc.message}",
                         "check [smtp] username and password")
@@ -289,7 +289,6 @@ def check_transport(settings: Settings) -> Item:
         if not c.username:
             fix = "no AUTH configured: fine for a relay that trusts this host"
         return Item(key, OK, f"{where}: {steps} succeeded (nothing sent)", fix)
-    a = settings.api
     if not a.api_key:
         return Item(key, FAIL, "[api] api_key is not set", f"set the {backend} API key")
     pattern, shape = _KEY_SHAPES[backend]
@@ -304,34 +303,36 @@ def check_transport(settings: Settings) -> Item:
     return Item(key, OK, "API key present and well-formed (not sent anywhere)")
 
 
-def check_templates(settings: Settings) -> Item:
+def check_templates(r: RenderConfig) -> Item:
     from newsletter.errors import TemplateError
     from newsletter.render.compile import compile_templates, template_dir
 
     try:
-        compiled = compile_templates(settings.render.templates)
+        compiled = compile_templates(r.templates)
     except TemplateError as exc:
         return Item("templates", FAIL, str(exc), "fix the template named above")
-    where = template_dir(settings.render.templates)
+    where = template_dir(r.templates)
     return Item("templates", OK, f"{where} compiles (version {compiled.version})")
 
 
-def check_images(settings: Settings) -> Item:
-    r = settings.render
+def check_images(r: RenderConfig) -> Item:
     if r.images == "none":
         return Item("render.images", OK, "none: the email loads nothing when opened")
     return Item("render.images", INFO, f"remote: thumbnails load from {r.image_url} "
                 "(the sender of those images sees each open)")
 
 
-def run_checks(settings: Settings, *, probe: bool = True) -> list[Item]:
+def run_checks(*, web: WebConfig, sender: SenderConfig, render: RenderConfig,
+               transport: TransportConfig, smtp: SmtpConfig, api: ApiConfig,
+               probe: bool = True) -> list[Item]:
     """Every item, in the order an operator fixes them. ``probe=False`` skips the
-    network (the SMTP connection), for ``send``'s quick gate."""
-    items = [check_base_url(settings), check_sender(settings), check_list_id(settings),
-             check_postal(settings), *check_dkim(settings), *dns_items(settings)]
+    network (the SMTP connection)."""
+    items = [check_base_url(web), check_sender(sender), check_list_id(sender),
+             check_postal(sender), *check_dkim(render, sender),
+             *dns_items(sender, transport.backend, smtp)]
     if probe:
-        items.append(check_transport(settings))
-    items += [check_templates(settings), check_images(settings)]
+        items.append(check_transport(transport.backend, smtp, api))
+    items += [check_templates(render), check_images(render)]
     return items
 
 
@@ -340,11 +341,11 @@ def as_json(items: list[Item]) -> dict[str, object]:
             "items": [{**asdict(i), "ok": i.ok} for i in items]}
 
 
-def send_blockers(settings: Settings) -> list[str]:
+def send_blockers(backend: str, web: WebConfig, sender: SenderConfig) -> list[str]:
     """What makes mail through a real transport non-compliant (http unsubscribe link,
     a local sender, no postal address); empty for ``outbox``/``console``."""
-    if settings.transport.backend in LOCAL_BACKENDS:
+    if backend in LOCAL_BACKENDS:
         return []
-    items = [check_base_url(settings), check_sender(settings), check_postal(settings)]
+    items = [check_base_url(web), check_sender(sender), check_postal(sender)]
     return [f"{i.key}: {i.detail}" for i in items
             if not i.ok and i.blocks_send]
