@@ -139,13 +139,15 @@ def test_unsubscribed_before_delivery_is_skipped_with_reason(world, smtp_sink: S
     from newsletter.delivery.edition import EditionContext, get_or_create_edition
     from newsletter.delivery.ledger import DbLedger
     from newsletter.delivery.plan import plan_jobs
+    from newsletter.render.renderer import Recipient
     from newsletter.store.queries import edition_entries, subscriber_rows
 
     edition = get_or_create_edition(engine, DAY)
     with session_scope(engine, readonly=True) as s:
         rows = edition_entries(s, edition.slot, edition.cutoff)
         ctx = EditionContext(settings, s, edition, rows)
-        DbLedger(engine, edition).plan(plan_jobs(ctx.selection, subscriber_rows(s), 10))
+        DbLedger(engine, edition).plan(plan_jobs(
+            ctx.selection, (Recipient(*r) for r in subscriber_rows(s)), 10))
     with session_scope(engine) as s:
         sub = s.scalar(select(Subscriber).where(Subscriber.email == "alan@example.org"))
         assert sub is not None

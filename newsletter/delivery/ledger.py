@@ -33,7 +33,7 @@ from sqlalchemy import Engine, Table, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from newsletter.delivery.plan import Job, PlanReport
-from newsletter.render.renderer import Recipient, Rendered
+from newsletter.render.renderer import Rendered
 from newsletter.store.db import session_scope
 from newsletter.store.models import (
     Delivery,
@@ -282,9 +282,7 @@ class DbLedger:
                     d.reason = f"subscriber {sub.status} before delivery"
                     d.lease_owner = ""
                     continue
-                jobs.append(Job(Recipient(sub.id, sub.email, sub.name, sub.keywords),
-                                list(d.entry_ids), bool((d.details or {}).get("trending")),
-                                d.id, d.attempts))
+                jobs.append(Job.of(d, sub))
             return jobs
 
     def _record_sent_pg(self, s: Any, sent: Sequence[Outcome], now: dt.datetime) -> None:

@@ -22,11 +22,12 @@ from newsletter.config import Settings
 from newsletter.delivery.deliver import DeliverReport, deliver, run_async
 from newsletter.delivery.edition import EditionContext, get_or_create_edition, open_edition
 from newsletter.delivery.ledger import DbLedger, MemoryLedger, Outcome, OutcomeStatus
-from newsletter.delivery.plan import PlanReport, plan_jobs
+from newsletter.delivery.plan import PlanReport, plan_jobs, plan_now
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.slots import due_by_day, late_by_day, slot_moment
 from newsletter.errors import InputError
 from newsletter.render.mime import Message
+from newsletter.render.renderer import Recipient
 from newsletter.store.db import MIGRATIONS, READONLY, session_scope
 from newsletter.store.models import (
     Delivery,
@@ -104,9 +105,11 @@ class _Group:
     pairs: list[tuple[str, int]] | None
     late: bool = False
 
-    def rows(self, session: Any) -> Iterator[tuple[int, str, str, str]]:
-        return subscriber_rows(session, unsent_day=self.day, slot=self.pairs,
-                               had_day=self.day - dt.timedelta(days=1) if self.late else None)
+    def rows(self, session: Any) -> Iterator[Recipient]:
+        for row in subscriber_rows(session, unsent_day=self.day, slot=self.pairs,
+                                   had_day=self.day - dt.timedelta(days=1) if self.late
+                                   else None):
+            yield Recipient(*row)
 
 
 def _groups(session: Any, day: dt.date, slot: str, catch_up_hours: int = 0) -> list[_Group]:
@@ -275,10 +278,10 @@ def require_database(engine: Engine) -> None:
 
 def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
                 email: str | None = None, limit: int | None = None,
-                recipients: list[tuple[int, str, str, str]] | None = None,
+                recipients: list[Recipient] | None = None,
                 on_progress: Callable[[Outcome], None] | None = None) -> PreviewReport:
-    """``recipients`` (id, email, name, keywords) previews people who need not be
-    subscribers: the console's "type any keywords"."""
+    """``recipients`` previews people who need not be subscribers: the console's "type
+    any keywords"."""
     require_database(engine)
     with engine.connect().execution_options(**{READONLY: True}) as conn, \
             Session(bind=conn) as s:  # read-only; nothing committed
@@ -286,14 +289,14 @@ def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
         edition = existing or Edition(id=0, day=day, slot="", cutoff=utcnow())
         ctx = open_edition(settings, s, edition)
         rows = ctx.rows
-        subs = recipients if recipients is not None else list(subscriber_rows(s, email=email))
+        subs = recipients if recipients is not None else [
+            Recipient(*row) for row in subscriber_rows(s, email=email)]
         if email and not subs:
             raise InputError(f"{email} is not a subscriber")
         if limit:
             subs = subs[:limit]
-        empty = sum(1 for _, _, _, kw in subs if not kw.strip())
-        jobs = [j for chunk in plan_jobs(ctx.selection, iter(subs),
-                                         settings.ranking.max_papers) for j in chunk]
+        empty = sum(1 for r in subs if not r.keywords.strip())
+        jobs = plan_now(ctx.selection, subs, settings.ranking.max_papers)
         conn.rollback()
     ledger = MemoryLedger([j for j in jobs if j.entry_ids])
     skipped = [Outcome(j, OutcomeStatus.SKIPPED, error="no papers matched and no trending section")

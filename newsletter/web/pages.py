@@ -360,7 +360,7 @@ async def feed(request: Request) -> Response:
 
 def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
     from newsletter.delivery.edition import open_edition
-    from newsletter.delivery.plan import Job, plan_jobs
+    from newsletter.delivery.plan import Job, plan_now
     from newsletter.render.renderer import Recipient
     from newsletter.store.models import utcnow
 
@@ -377,18 +377,15 @@ def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
             if any(e not in ctx.index for e in row.entry_ids):  # papers changed since
                 entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
                 ctx = open_edition(settings, s, edition, entries)
-            job = Job(Recipient(sub.id, sub.email, sub.name, sub.keywords),
-                      list(row.entry_ids), bool((row.details or {}).get("trending")))
-            return ctx.render(job).html
+            return ctx.render(Job.of(row, sub)).html
         if edition_id and edition is not None:
             return None  # a real edition this subscriber was not part of
         # A preview's link (edition 0, or one not yet created): render what the preview
         # showed, the next edition as it would be made now.
         edition = Edition(id=0, day=dt.date.today(), slot="", cutoff=utcnow())
         ctx = open_edition(settings, s, edition)
-        rows = [(sub.id, sub.email, sub.name, sub.keywords)]
-        jobs = [j for chunk in plan_jobs(ctx.selection, iter(rows), settings.ranking.max_papers)
-                for j in chunk]
+        jobs = plan_now(ctx.selection, [Recipient(sub.id, sub.email, sub.name, sub.keywords)],
+                        settings.ranking.max_papers)
         if not jobs or not jobs[0].entry_ids:
             return None
         return ctx.render(jobs[0]).html

@@ -25,6 +25,7 @@ from newsletter.delivery.ledger import OutcomeStatus
 from newsletter.delivery.runs import run_preview
 from newsletter.errors import InputError
 from newsletter.render.mime import Message
+from newsletter.render.renderer import Recipient
 from newsletter.store.subscribers import check_keywords, normalize_email
 from newsletter.transports import make_transport
 
@@ -77,7 +78,7 @@ def preview(settings: Settings, engine: Engine, day: dt.date, *, subscriber: str
     if subscriber.strip():
         address = normalize_email(subscriber)
     elif keywords.strip():
-        recipients = [(0, KEYWORDS_ADDRESS, "", check_keywords(keywords))]
+        recipients = [Recipient(0, KEYWORDS_ADDRESS, "", check_keywords(keywords))]
     else:
         raise InputError("pick a subscriber or type keywords")
     with tempfile.TemporaryDirectory(prefix="nl-admin-preview-") as tmp:
