@@ -366,7 +366,8 @@ def send(
 ) -> None:
     """Send the day's edition to every active subscriber who has not had it."""
     from newsletter.delivery.check import send_blockers
-    from newsletter.delivery.runs import plan_edition, run_send
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.service.editions import plan_edition, send
 
     a = _app(ctx)
     if log_format or a.settings.log.format == "json":
@@ -389,18 +390,19 @@ def send(
                              "(no terminal to ask)")
         if not typer.confirm(f"Send the {_day(date)} edition through {backend}?"):
             raise typer.Exit(1)
+    config = EditionConfig.of(a.settings)
     if queue:
         from newsletter.delivery.queue import check_broker, enqueue, wait_for
 
-        check_broker(a.settings)  # a dead broker fails before planning too
-        planned = plan_edition(a.settings, a.engine, _day(date), slot)
+        check_broker(a.settings.queue)  # a dead broker fails before planning too
+        planned = plan_edition(config, a.engine, _day(date), slot)
         if planned.edition is None:
             err.print(planned.note)
             return
-        enqueue(a.settings, planned.edition.id, tasks)
+        enqueue(a.settings.queue, planned.edition.id, tasks)
         err.print(f"edition #{planned.edition.id}: {planned.pending} to send, "
                   f"{tasks} tasks queued; waiting for the workers")
-        counts = wait_for(a, planned.edition.id, wait)
+        counts = wait_for(a.engine, planned.edition.id, wait)
         err.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         if counts.get("pending") or counts.get("sending") or counts.get("failed"):
             raise typer.Exit(3)
@@ -413,8 +415,8 @@ def send(
     progress = _progress(None, "sending")
     task = progress.add_task("send", total=None)
     with progress:
-        summary = run_send(
-            a.settings, a.engine, _day(date), slot=slot, shutdown=shutdown, transport=transport,
+        summary = send(
+            config, a.engine, _day(date), transport, slot=slot, shutdown=shutdown,
             on_planned=lambda n: progress.update(task, total=n),
             on_progress=lambda _o: progress.advance(task),
         )
@@ -476,28 +478,21 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Counts by delivery state and the last errors of an edition."""
-    from newsletter.delivery.status import edition_status
-    from newsletter.observe.heartbeat import processes
+    from newsletter.service.editions import status as edition_status
 
     a = _app(ctx)
-    with a.session() as s:
-        found = queries.find_edition(s, edition_id=int(edition) if edition and edition.isdigit()
-                                     else None,
-                                     day=_day(edition) if edition and not edition.isdigit()
-                                     else None)
-    procs = processes(a.engine)
-    if found is None and (edition or not procs):
-        raise InputError(f"no edition {edition}" if edition else "no edition has been sent yet")
-    data: dict[str, Any] = (edition_status(a.engine, found) if found is not None
-                            else {"edition": None})
-    data["processes"] = procs
+    by_id = edition is not None and edition.isdigit()
+    data = edition_status(a.engine, edition_id=int(edition) if edition and by_id else None,
+                          day=_day(edition) if edition and not by_id else None,
+                          asked=edition or "")
+    procs = data["processes"]
     if as_json:
         _print_json(data)
         return
     for p in procs:
         out.print(f"{p['kind']:<7} {p['host']}:{p['pid']}  {p['state']}, last heartbeat "
                   f"{p['age_seconds']:.0f}s ago (started {p['started_at'][:19]})")
-    if found is None:
+    if data["edition"] is None:
         return
     c = data["counts"]
     slot = f" slot {data['slot']}" if data["slot"] else ""
@@ -523,7 +518,9 @@ def preview(
                        ] = False,
 ) -> None:
     """Render exactly what `send` would send, to files; sends nothing, writes no ledger."""
-    from newsletter.delivery.runs import preview_engine, run_preview
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.delivery.preview import preview_engine
+    from newsletter.service.preview import preview as run_preview
 
     if subscriber and all_:
         raise InputError("--subscriber and --all exclude each other")
@@ -532,8 +529,9 @@ def preview(
     progress = _progress(None, "rendering")
     task = progress.add_task("preview", total=None)
     with progress:
-        report = run_preview(a.settings, engine, _day(date), out_dir, email=subscriber,
-                             limit=limit, on_progress=lambda _o: progress.advance(task))
+        report = run_preview(EditionConfig.of(a.settings), engine, _day(date), out_dir,
+                             email=subscriber, limit=limit,
+                             on_progress=lambda _o: progress.advance(task))
     if screenshot:
         from newsletter.render.screenshots import screenshot_dir
 
@@ -747,6 +745,8 @@ def worker(
 
     SIGTERM or Ctrl-C: stop claiming, finish the messages in flight, give the rest
     back to the ledger, exit 0 (Celery's warm shutdown)."""
+    import functools
+
     from newsletter.delivery.queue import check_broker, make_celery
     from newsletter.delivery.shutdown import Shutdown
     from newsletter.observe.service import start_service
@@ -757,7 +757,7 @@ def worker(
     config = ctx.find_root().params.get("config")
     _logging(a, log_format)
     make_transport(a.settings)  # a transport misconfiguration fails here, not per task
-    check_broker(a.settings)
+    check_broker(a.settings.queue)
     # The heartbeat and metrics get an engine of their own, outside the process-wide
     # cache: prefork children then open their own connections instead of inheriting it.
     engine = make_engine(a.settings.database.url)
@@ -765,14 +765,28 @@ def worker(
     beater = start_service(a.settings, engine, "worker", metrics_port=metrics_port,
                            info={"concurrency": concurrency})
     try:
-        celery = make_celery(a.settings, Shutdown(),
-                             str(Path(config).resolve()) if config else None)
+        task = functools.partial(_deliver_queued, str(Path(config).resolve()) if config
+                                 else None)
+        celery = make_celery(a.settings.queue, task, Shutdown())
         pool = "--pool=solo" if concurrency == 1 else "--pool=prefork"
         celery.worker_main(["worker", f"--loglevel={a.settings.log.level.upper()}", pool,
                             f"--concurrency={concurrency}", "--without-gossip",
                             "--without-mingle", "--without-heartbeat"])
     finally:
         beater.stop()
+
+
+def _deliver_queued(config: str | None, edition_id: int, shutdown: Any) -> dict[str, int]:
+    """One queued task in a worker: the settings from ``config`` (the file the worker
+    was started with) plus the environment, then the editions use case."""
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.service.editions import deliver_edition
+    from newsletter.transports import make_transport
+
+    a = App.load(config)
+    report = deliver_edition(EditionConfig.of(a.settings), a.engine, edition_id,
+                             make_transport(a.settings), shutdown=shutdown)
+    return dict(report.counts) if report is not None else {}
 
 
 @app.command()

@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.config import Settings
-from newsletter.delivery.runs import run_send
 from newsletter.errors import ConfigError
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Subscriber
 from newsletter.transports import make_transport
 
 from .conftest import HttpServer, Route, free_port
+from .editions_support import run_send
 
 DAY = dt.date(2025, 12, 26)
 N = 8  # sample subscribers

@@ -18,11 +18,11 @@ from sqlalchemy import func, select
 
 from newsletter.config import Settings
 from newsletter.delivery.ratelimit import TokenBucket
-from newsletter.delivery.runs import run_preview, run_send
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, SentEntry, Subscriber
 
 from .conftest import ROOT, SmtpSink
+from .editions_support import run_preview, run_send
 
 DAY = dt.date(2025, 12, 26)
 ACTIVE = ["ada@example.org", "grace@example.org", "alan@example.org", "katherine@example.org",
@@ -136,18 +136,10 @@ def test_dead_server_fails_cleanly_and_a_rerun_finishes(world, smtp_sink: SmtpSi
 
 def test_unsubscribed_before_delivery_is_skipped_with_reason(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
-    from newsletter.delivery.edition import EditionContext, get_or_create_edition
-    from newsletter.delivery.ledger import DbLedger
-    from newsletter.delivery.plan import plan_jobs
-    from newsletter.render.renderer import Recipient
-    from newsletter.store.queries import edition_entries, subscriber_rows
+    from .editions_support import plan_edition
 
-    edition = get_or_create_edition(engine, DAY)
-    with session_scope(engine, readonly=True) as s:
-        rows = edition_entries(s, edition.slot, edition.cutoff)
-        ctx = EditionContext(settings, s, edition, rows)
-        DbLedger(engine, edition).plan(plan_jobs(
-            ctx.selection, (Recipient(*r) for r in subscriber_rows(s)), 10))
+    plan = plan_edition(settings, engine, DAY).plan  # planned now, delivered below
+    assert plan.planned + plan.skipped == len(ACTIVE)
     with session_scope(engine) as s:
         sub = s.scalar(select(Subscriber).where(Subscriber.email == "alan@example.org"))
         assert sub is not None

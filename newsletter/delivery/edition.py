@@ -1,15 +1,24 @@
-"""One newsletter day: the edition row (created once, however many processes ask)
-and the context that ranks and renders it."""
+"""One newsletter day: the edition row (created once, however many processes ask),
+the config sections it reads, and the context that ranks and renders it."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from newsletter.config import Settings
+from newsletter.config import (
+    RankingConfig,
+    RenderConfig,
+    ScheduleConfig,
+    SenderConfig,
+    Settings,
+    TransportConfig,
+    WebConfig,
+)
 from newsletter.delivery.plan import Job
 from newsletter.ranking.selection import Selection
 from newsletter.render.digest import PaperInfo
@@ -17,7 +26,6 @@ from newsletter.render.links import LinkMaker, Signer, secret_keys
 from newsletter.render.renderer import Rendered, Renderer
 from newsletter.store.db import session_scope
 from newsletter.store.models import Edition, Entry, utcnow
-from newsletter.store.queries import edition_entries
 
 
 def get_or_create_edition(engine: Engine, day: dt.date, slot: str = "") -> Edition:
@@ -37,24 +45,56 @@ def get_or_create_edition(engine: Engine, day: dt.date, slot: str = "") -> Editi
             return s.scalars(select(Edition).where(Edition.day == day, Edition.slot == slot)).one()
 
 
-class EditionContext:
-    """Per-edition state: the ranking selection (for explanations) and the renderer."""
+@dataclass(frozen=True)
+class EditionConfig:
+    """The sections an edition reads to rank, render and deliver: what the editions
+    use cases take instead of the whole Settings."""
 
-    def __init__(self, settings: Settings, session: Any, edition: Edition,
-                 rows: list[Entry], *, keys: list[str] | None = None,
-                 ignore_sent: bool = False) -> None:
+    ranking: RankingConfig
+    render: RenderConfig
+    sender: SenderConfig
+    web: WebConfig
+    transport: TransportConfig
+    schedule: ScheduleConfig
+
+    @classmethod
+    def of(cls, settings: Settings) -> EditionConfig:
+        return cls(settings.ranking, settings.render, settings.sender, settings.web,
+                   settings.transport, settings.schedule)
+
+    def as_settings(self) -> Settings:
+        """These sections as a Settings, for the ranking and rendering components that
+        still take one (they read only these sections)."""
+        return Settings.model_construct(ranking=self.ranking, render=self.render,
+                                        sender=self.sender, web=self.web,
+                                        transport=self.transport, schedule=self.schedule)
+
+
+class EditionContext:
+    """Per-edition state: the ranking selection (for explanations) and the renderer.
+    Made only by ``newsletter.service.editions.open_edition``."""
+
+    def __init__(self, config: EditionConfig, session: Any, edition: Edition,
+                 rows: list[Entry], *, ignore_sent: bool = False) -> None:
+        settings = config.as_settings()
         self.selection = Selection.build(settings, session, rows, edition.day,
                                          ignore_sent=ignore_sent)
-        keys = keys or secret_keys(settings, session)
+        keys = secret_keys(settings, session)
         links = LinkMaker(settings, Signer(keys))
         papers = [PaperInfo.of(e, links.paper(e.id)) for e in rows]
+        self.edition = edition
         self.rows = rows
         self.index = {e.id: i for i, e in enumerate(rows)}
         self.renderer = Renderer(settings, keys=keys,
                                  day=edition.day, edition_id=edition.id or 0, papers=papers,
                                  acronyms=self.selection.ranker.corpus.acronyms)
 
+    def has(self, entry_ids: list[str]) -> bool:
+        """Whether every one of these papers is among this edition's candidates."""
+        return all(e in self.index for e in entry_ids)
+
     def render(self, job: Job) -> Rendered:
+        """One subscriber's email: the job's picks, explained, through the templates."""
         picks = [self.index[e] for e in job.entry_ids if e in self.index]
         if job.trending:
             explanations: list[Any] = [None] * len(picks)
@@ -62,21 +102,3 @@ class EditionContext:
             explanations = list(self.selection.ranker.explain_many(
                 job.recipient.keywords, picks, key=job.recipient.id))
         return self.renderer.render(job.recipient, picks, explanations, job.trending)
-
-
-
-
-def open_edition(settings: Settings, session: Any, edition: Edition,
-                 rows: list[Entry] | None = None, *, ignore_sent: bool = False
-                 ) -> EditionContext:
-    """The one way to open an edition: its candidate papers (or ``rows``, e.g. the
-    papers one stored email carried) and the context that ranks and renders them.
-    Send, preview, the queue worker and the web's "view in browser" all call this.
-
-    ``ignore_sent`` skips loading which papers each subscriber already had: only
-    planning needs it, and for a delivery worker joining a large edition midway it
-    is millions of rows (every paper sent so far) held in memory for nothing."""
-    if rows is None:
-        rows = edition_entries(session, edition.slot, edition.cutoff)
-    return EditionContext(settings, session, edition, rows, ignore_sent=ignore_sent)
-

@@ -8,10 +8,7 @@ import datetime as dt
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from sqlalchemy import select
-
-from newsletter.store.models import Entry, Subscriber
-from newsletter.store.queries import sent_editions
+from newsletter.service.emails import sent_papers
 
 MAX_ITEMS = 200
 
@@ -24,19 +21,9 @@ def _time(value: dt.datetime | dt.date) -> str:
 
 def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
     links = web.links
-    with web.app.reading() as s:
-        sub = s.get(Subscriber, sub_id)
-        if sub is None:
-            return None
-        rows = sent_editions(s, sub_id, 60)
-        picked: list[tuple[str, dt.datetime]] = []
-        for delivery, edition in rows:
-            when = delivery.sent_at or edition.created_at
-            picked.extend((eid, when) for eid in delivery.entry_ids)
-        picked = picked[:MAX_ITEMS]
-        ids = [eid for eid, _ in picked]
-        entries = {e.id: e for e in s.scalars(select(Entry).where(Entry.id.in_(ids)))} \
-            if ids else {}
+    sub, picked = sent_papers(web.app.engine, sub_id, editions=60, most=MAX_ITEMS)
+    if sub is None:
+        return None
     name = web.settings.sender.from_name
     updated = _time(picked[0][1]) if picked else _time(sub.created_at)
     out = ['<?xml version="1.0" encoding="utf-8"?>',
@@ -47,8 +34,7 @@ def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
            f"<link rel=\"self\" href={quoteattr(self_url)}/>",
            f"<link rel=\"alternate\" href={quoteattr(links.home('/'))}/>",
            f"<author><name>{escape(name)}</name></author>"]
-    for eid, when in picked:
-        e = entries.get(eid)
+    for e, when in picked:
         if e is None:
             continue
         out += ["<entry>",

@@ -9,7 +9,6 @@ GETs and HEADs). Database work runs in worker threads, never on the event loop.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +24,8 @@ from starlette.responses import FileResponse, Response
 from newsletter.errors import InputError
 from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
-from newsletter.store import lifecycle, queries
+from newsletter.service.emails import sent_editions
+from newsletter.store import lifecycle
 from newsletter.store.models import (
     Delivery,
     Edition,
@@ -322,18 +322,13 @@ async def erase(request: Request) -> Response:
                        "Everything about your address is deleted; it cannot be added again.")
 
 
-def _sent_editions(web: Web, sub_id: int) -> tuple[Subscriber | None, list[Any]]:
-    with web.app.reading() as s:
-        return s.get(Subscriber, sub_id), queries.sent_editions(s, sub_id, 100)
-
-
 async def archive(request: Request) -> Response:
     web = web_of(request)
     values = token_values(web, request, "preferences")
     if isinstance(values, Response):
         return values
     sub_id = values[0]
-    sub, rows = await run_in_threadpool(_sent_editions, web, sub_id)
+    sub, rows = await run_in_threadpool(sent_editions, web.app.engine, sub_id, 100)
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     editions = [{"date": format_date(e.day), "count": len(d.entry_ids),
@@ -357,39 +352,6 @@ async def feed(request: Request) -> Response:
 
 
 # ---- the email in a browser, and papers ----------------------------------------------
-
-def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
-    from newsletter.delivery.edition import open_edition
-    from newsletter.delivery.plan import Job, plan_now
-    from newsletter.render.renderer import Recipient
-    from newsletter.store.models import utcnow
-
-    settings = web.settings
-    with web.app.reading() as s:
-        sub = s.get(Subscriber, sub_id)
-        if sub is None:
-            return None
-        row = s.scalar(select(Delivery).where(Delivery.edition_id == edition_id,
-                                              Delivery.subscriber_id == sub_id))
-        edition = s.get(Edition, edition_id) if edition_id else None
-        if row is not None and edition is not None:
-            ctx = web.edition_context(s, edition)
-            if any(e not in ctx.index for e in row.entry_ids):  # papers changed since
-                entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
-                ctx = open_edition(settings, s, edition, entries)
-            return ctx.render(Job.of(row, sub)).html
-        if edition_id and edition is not None:
-            return None  # a real edition this subscriber was not part of
-        # A preview's link (edition 0, or one not yet created): render what the preview
-        # showed, the next edition as it would be made now.
-        edition = Edition(id=0, day=dt.date.today(), slot="", cutoff=utcnow())
-        ctx = open_edition(settings, s, edition)
-        jobs = plan_now(ctx.selection, [Recipient(sub.id, sub.email, sub.name, sub.keywords)],
-                        settings.ranking.max_papers)
-        if not jobs or not jobs[0].entry_ids:
-            return None
-        return ctx.render(jobs[0]).html
-
 
 async def view(request: Request) -> Response:
     from starlette.responses import HTMLResponse

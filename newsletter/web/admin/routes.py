@@ -29,13 +29,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from newsletter.app import App
-from newsletter.delivery.deliver import deliver
-from newsletter.delivery.edition import EditionContext, open_edition
-from newsletter.delivery.ledger import DbLedger
+from newsletter.delivery.edition import EditionConfig
 from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError, NewsletterError
 from newsletter.render.compile import BUNDLED
 from newsletter.render.links import secret_keys
+from newsletter.service import editions
+from newsletter.service import preview as previews
 from newsletter.store import subscribers as subs_mod
 from newsletter.store.db import session_scope
 from newsletter.store.models import (
@@ -85,6 +85,7 @@ class Console:
         with app.session() as s:
             self.signer = auth.CookieSigner(secret_keys(self.settings, s))
         self.secure = self.settings.web.base_url.startswith("https://")
+        self.edition_config = EditionConfig.of(self.settings)  # what preview and retry read
         self.base_origin = _origin(self.settings.web.base_url)
 
     def page(self, request: Request, name: str, code: int = 200, **context: Any
@@ -409,17 +410,13 @@ def create_admin(app: App) -> ASGIApp:
             found = s.get(Edition, eid)
         if found is None:
             raise HTTPException(404, "no such edition")
-        ledger = DbLedger(app.engine, found)
-        queued = await asyncio.to_thread(ledger.retry_failed)
+        queued = await asyncio.to_thread(editions.requeue_failed, app.engine, found.id)
         notice = f"{queued} transient failures queued again"
         if queued:
-            def opened() -> EditionContext:
-                with session_scope(app.engine, readonly=True) as s:
-                    return open_edition(settings, s, found)
-
-            ctx = await asyncio.to_thread(opened)
-            report = await deliver(settings.transport, ledger, ctx, make_transport(settings))
-            notice += (f"; sent {report.counts['sent']}, failed {report.counts['failed']}")
+            report = await asyncio.to_thread(editions.deliver_edition, c.edition_config,
+                                             app.engine, found.id, make_transport(settings))
+            if report is not None:
+                notice += f"; sent {report.counts['sent']}, failed {report.counts['failed']}"
         return RedirectResponse(f"{PREFIX}/editions/{eid}?{urlencode({'notice': notice})}",
                                 status_code=303)
 
@@ -430,9 +427,9 @@ def create_admin(app: App) -> ASGIApp:
                 str(values.get("day", "")))
 
     async def run_preview(subscriber: str, keywords: str, day: str
-                          ) -> preview_mod.PreviewResult:
-        return await asyncio.to_thread(preview_mod.preview, settings, app.engine, _day(day),
-                                       subscriber=subscriber, keywords=keywords)
+                          ) -> previews.PreviewResult:
+        return await asyncio.to_thread(previews.preview_email, c.edition_config, app.engine,
+                                       _day(day), subscriber=subscriber, keywords=keywords)
 
     async def preview(request: Request) -> Response:
         subscriber, keywords, day = preview_params(request.query_params)
@@ -471,7 +468,7 @@ def create_admin(app: App) -> ASGIApp:
             if result.message is None:
                 raise InputError("nothing would be sent to this subscriber today, so there is "
                                  "no message to test")
-            await preview_mod.send_test(settings, result.message, to)
+            await preview_mod.send_test(lambda: make_transport(settings), result.message, to)
             back["sent_to"] = subs_mod.normalize_email(to)
         except NewsletterError as exc:
             back["test_error"] = str(exc)
