@@ -229,6 +229,60 @@ def requeue_failed(engine: Engine, edition_id: int) -> int:
     return DbLedger(engine, edition).retry_failed()
 
 
+class Background:
+    """Deliveries running in threads of a long-lived process (the console's retry):
+    the request that starts one returns at once. One at a time per edition; a second
+    request while one runs only requeues (the running delivery claims those rows too).
+    A process that dies mid-way leaves leased rows that the next run takes back."""
+
+    def __init__(self) -> None:
+        self._running: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def start(self, edition_id: int, work: Callable[[], Any]) -> bool:
+        """Run ``work`` in a thread unless one already runs for ``edition_id``."""
+        with self._lock:
+            running = self._running.get(edition_id)
+            if running is not None and running.is_alive():
+                return False
+            thread = threading.Thread(target=self._run, args=(edition_id, work),
+                                      name=f"deliver-edition-{edition_id}")
+            self._running[edition_id] = thread
+            thread.start()
+            return True
+
+    def _run(self, edition_id: int, work: Callable[[], Any]) -> None:
+        import logging
+
+        try:
+            work()
+        except Exception:  # noqa: BLE001 - a thread's error has nobody else to go to
+            logging.getLogger("newsletter.delivery").exception(
+                "background delivery of edition %s failed", edition_id)
+        finally:
+            with self._lock:
+                if self._running.get(edition_id) is threading.current_thread():
+                    del self._running[edition_id]
+
+    def join(self, timeout: float | None = None) -> None:
+        with self._lock:
+            threads = list(self._running.values())
+        for thread in threads:
+            thread.join(timeout)
+
+
+def retry_failed(config: EditionConfig, engine: Engine, edition_id: int,
+                 make_transport: Callable[[], Transport], background: Background) -> int:
+    """Requeue an edition's transient failures and deliver them in the background
+    (the same ``deliver_edition`` a worker runs); returns how many were requeued at
+    once, without waiting for the sending."""
+    queued = requeue_failed(engine, edition_id)
+    if queued:
+        transport = make_transport()  # a configuration error is the caller's, now
+        background.start(edition_id, lambda: deliver_edition(config, engine, edition_id,
+                                                             transport))
+    return queued
+
 # ---- status ------------------------------------------------------------------------
 
 

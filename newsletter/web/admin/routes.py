@@ -86,6 +86,7 @@ class Console:
             self.signer = auth.CookieSigner(secret_keys(self.settings, s))
         self.secure = self.settings.web.base_url.startswith("https://")
         self.edition_config = EditionConfig.of(self.settings)  # what preview and retry read
+        self.deliveries = editions.Background()  # retries sending after the answer
         self.base_origin = _origin(self.settings.web.base_url)
 
     def page(self, request: Request, name: str, code: int = 200, **context: Any
@@ -410,13 +411,14 @@ def create_admin(app: App) -> ASGIApp:
             found = s.get(Edition, eid)
         if found is None:
             raise HTTPException(404, "no such edition")
-        queued = await asyncio.to_thread(editions.requeue_failed, app.engine, found.id)
+        # Requeued now; sent in a background thread by the same delivery a worker runs,
+        # so the answer comes at once, whatever the number of failures.
+        queued = await asyncio.to_thread(
+            editions.retry_failed, c.edition_config, app.engine, found.id,
+            lambda: make_transport(settings), c.deliveries)
         notice = f"{queued} transient failures queued again"
         if queued:
-            report = await asyncio.to_thread(editions.deliver_edition, c.edition_config,
-                                             app.engine, found.id, make_transport(settings))
-            if report is not None:
-                notice += f"; sent {report.counts['sent']}, failed {report.counts['failed']}"
+            notice += "; sending them in the background (reload to follow)"
         return RedirectResponse(f"{PREFIX}/editions/{eid}?{urlencode({'notice': notice})}",
                                 status_code=303)
 
