@@ -365,61 +365,57 @@ def send(
     log_format: LogFormat = None,
 ) -> None:
     """Send the day's edition to every active subscriber who has not had it."""
-    from newsletter.delivery.check import send_blockers
     from newsletter.delivery.edition import EditionConfig
-    from newsletter.service.editions import plan_edition, send
+    from newsletter.service.sending import Hooks, SendRequest, send_day
+    from newsletter.transports import make_transport
 
     a = _app(ctx)
     if log_format or a.settings.log.format == "json":
         _logging(a, log_format)
-    from newsletter.transports import make_transport, transport_class
+    progress = _progress(None, "sending")
+    task = progress.add_task("send", total=None)
+    request = SendRequest(_day(date), slot, yes=yes, force=force, queue=queue, tasks=tasks,
+                          wait=wait)
+    hooks = Hooks(ask=(lambda q: typer.confirm(q)) if sys.stdin.isatty() else None,
+                  say=err.print, starting=lambda: _start_sending(progress),
+                  on_planned=lambda n: progress.update(task, total=n),
+                  on_progress=lambda _o: progress.advance(task))
+    try:
+        result = send_day(EditionConfig.of(a.settings), a.engine, request,
+                          lambda: make_transport(a.settings), queue=a.settings.queue,
+                          hooks=hooks)
+    finally:
+        progress.stop()
+    if result.declined:
+        raise typer.Exit(1)
+    if result.queued is not None:
+        _present_queued(result.queued)
+    elif result.summary is not None:
+        _present_sent(result.summary, result.backend, a.settings.outbox.path)
 
-    backend = a.settings.transport.backend
-    # Made (and its configuration checked) first: a misconfigured transport is the first
-    # thing to say, before the compliance gate, the broker or any planning.
-    transport = make_transport(a.settings)
-    blockers = send_blockers(backend, a.settings.web, a.settings.sender)
-    if blockers and not force:
-        raise InputError(f"refusing to send through {backend}: " + "; ".join(blockers),
-                         "run `newsletter check`; --force sends anyway")
-    for line in blockers:
-        err.print(f"warning: sending anyway (--force): {line}")
-    if transport_class(backend).sends_mail and not yes:
-        if not sys.stdin.isatty():
-            raise InputError(f"refusing to send through {backend} without --yes "
-                             "(no terminal to ask)")
-        if not typer.confirm(f"Send the {_day(date)} edition through {backend}?"):
-            raise typer.Exit(1)
-    config = EditionConfig.of(a.settings)
-    if queue:
-        from newsletter.delivery.queue import check_broker, enqueue, wait_for
 
-        check_broker(a.settings.queue)  # a dead broker fails before planning too
-        planned = plan_edition(config, a.engine, _day(date), slot)
-        if planned.edition is None:
-            err.print(planned.note)
-            return
-        enqueue(a.settings.queue, planned.edition.id, tasks)
-        err.print(f"edition #{planned.edition.id}: {planned.pending} to send, "
-                  f"{tasks} tasks queued; waiting for the workers")
-        counts = wait_for(a.engine, planned.edition.id, wait)
-        err.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-        if counts.get("pending") or counts.get("sending") or counts.get("failed"):
-            raise typer.Exit(3)
-        return
+def _start_sending(progress: Progress) -> Any:
+    """Delivery starts here: signals stop it gracefully from now on, and the progress
+    shows."""
     from newsletter.delivery.shutdown import Shutdown
 
     shutdown = Shutdown().install()
     shutdown.on_request(lambda: err.print("stopping: no new messages; finishing those in "
                                           "flight (a second signal stops at once)"))
-    progress = _progress(None, "sending")
-    task = progress.add_task("send", total=None)
-    with progress:
-        summary = send(
-            config, a.engine, _day(date), transport, slot=slot, shutdown=shutdown,
-            on_planned=lambda n: progress.update(task, total=n),
-            on_progress=lambda _o: progress.advance(task),
-        )
+    progress.start()
+    return shutdown
+
+
+def _present_queued(q: Any) -> None:
+    if q.edition is None:
+        err.print(q.note)
+        return
+    err.print(", ".join(f"{k} {v}" for k, v in sorted(q.counts.items())))
+    if q.unfinished:
+        raise typer.Exit(3)
+
+
+def _present_sent(summary: Any, backend: str, outbox: str) -> None:
     r = summary.report
     if summary.edition is None:
         err.print(summary.note)
@@ -433,8 +429,7 @@ def send(
     if summary.note:
         err.print(summary.note)
     err.print(f"sent {r.counts['sent']}, failed {r.counts['failed']} in {r.seconds:.1f}s"
-              + (f" via {backend}" + (f" to {a.settings.outbox.path}/"
-                                      if backend == "outbox" else "")))
+              + (f" via {backend}" + (f" to {outbox}/" if backend == "outbox" else "")))
     for line in r.errors:
         err.print(f"  failed: {line}")
     if r.stopped_by:
