@@ -258,3 +258,45 @@ def test_an_unexpected_transport_error_fails_one_row_not_the_run(world) -> None:
     # a rerun retries the transient failure
     summary = run_send(settings, engine, DAY, transport=Broken())
     assert summary.reclaimed == 1 and summary.report.counts == {"failed": 1}
+
+
+def test_retry_answers_at_once_and_sends_in_the_background(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """The console's retry: the transient failure is requeued and the call returns;
+    the same delivery a worker runs sends it from a background thread, once."""
+    import threading
+
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.service.editions import Background, retry_failed
+    from newsletter.transports import make_transport
+
+    settings, engine = world
+    settings = smtp_settings(settings, smtp_sink, max_attempts=1)
+    smtp_sink.faults["ada@example.org"] = ["451 4.7.1 greylisted"]
+    summary = run_send(settings, engine, DAY)
+    assert summary.report.counts == {"sent": len(ACTIVE) - 1, "failed": 1}
+    release = threading.Event()
+    made: list[str] = []
+
+    def transport():  # type: ignore[no-untyped-def]
+        made.append(threading.current_thread().name)
+        return make_transport(settings)
+
+    background = Background()
+    start = background.start  # the delivery waits for ``release``: the call returned first
+    background.start = lambda eid, work: start(  # type: ignore[method-assign]
+        eid, lambda: (release.wait(10), work()))
+    queued = retry_failed(EditionConfig.of(settings), engine, summary.edition.id,
+                          transport, background)
+    assert queued == 1 and smtp_sink.count("ada@example.org") == 0  # answered, not sent yet
+    with session_scope(engine) as s:
+        row = s.scalar(select(Delivery).join(Subscriber).where(
+            Subscriber.email == "ada@example.org"))
+        assert row is not None and row.status == "pending"
+    assert not background.start(summary.edition.id, lambda: None)  # one per edition
+    release.set()
+    background.join(30)
+    assert smtp_sink.count("ada@example.org") == 1
+    with session_scope(engine) as s:
+        assert set(s.scalars(select(Delivery.status))) == {"sent"}
+    assert retry_failed(EditionConfig.of(settings), engine, summary.edition.id,
+                        transport, background) == 0 and made == ["MainThread"]
