@@ -653,7 +653,9 @@ def demo(ctx: typer.Context) -> None:
     today's edition (to the outbox folder unless configured otherwise)."""
     from importlib import resources
 
-    from newsletter.delivery.runs import run_send
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.service.editions import send
+    from newsletter.transports import make_transport
 
     a = _app(ctx)
     data = resources.files("newsletter").joinpath("data")
@@ -666,7 +668,8 @@ def demo(ctx: typer.Context) -> None:
                                        "sample_subscribers.csv")
     err.print(f"sample subscribers: {imported.added} added, "
               f"{len(imported.duplicates)} already present")
-    summary = run_send(a.settings, a.engine, _day(None))
+    summary = send(EditionConfig.of(a.settings), a.engine, _day(None),
+                   make_transport(a.settings))
     r = summary.report
     if summary.edition is None:
         err.print(summary.note)
