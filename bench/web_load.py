@@ -47,9 +47,10 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
     from newsletter.config import Settings
     from newsletter.delivery.edition import EditionConfig
     from newsletter.ingest.run import ingest
-    from newsletter.render.links import LinkMaker, Signer, secret_keys
+    from newsletter.render.links import LinkMaker, Signer
     from newsletter.service.editions import send
     from newsletter.store.db import dispose_all, get_engine, session_scope
+    from newsletter.store.keys import secret_keys
     from newsletter.store.subscribers import import_csv
     from newsletter.transports import make_transport
 
@@ -58,7 +59,7 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
                                   outbox={"path": str(tmp / "outbox")})
     engine = get_engine(url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
     profiles = synthetic_profiles(300)
     rows = ["email,name,keywords,tz,hour"] + [
         f'u{i}@example.org,,"{profiles[i % len(profiles)]}",UTC,7' for i in range(subscribers)]
@@ -67,7 +68,7 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
     summary = send(EditionConfig.of(settings), engine, dt.date.today(),
                    make_transport(settings))
     with session_scope(engine) as s:
-        links = LinkMaker(settings, Signer(secret_keys(settings, s)))
+        links = LinkMaker(settings.web, settings.sender, Signer(secret_keys(settings.web, s)))
     ids = list(range(1, subscribers + 1))
     dispose_all()
     half = subscribers // 2

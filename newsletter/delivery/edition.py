@@ -4,6 +4,7 @@ the config sections it reads, and the context that ranks and renders it."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +21,9 @@ from newsletter.config import (
     WebConfig,
 )
 from newsletter.delivery.plan import Job
-from newsletter.ranking.selection import Selection
+from newsletter.ranking.selection import Selection, VoteHistoryLike
 from newsletter.render.digest import PaperInfo
-from newsletter.render.links import LinkMaker, Signer, secret_keys
+from newsletter.render.links import LinkMaker, Signer
 from newsletter.render.renderer import Rendered, Renderer
 from newsletter.store.db import session_scope
 from newsletter.store.models import Edition, Entry, utcnow
@@ -62,30 +63,23 @@ class EditionConfig:
         return cls(settings.ranking, settings.render, settings.sender, settings.web,
                    settings.transport, settings.schedule)
 
-    def as_settings(self) -> Settings:
-        """These sections as a Settings, for the ranking and rendering components that
-        still take one (they read only these sections)."""
-        return Settings.model_construct(ranking=self.ranking, render=self.render,
-                                        sender=self.sender, web=self.web,
-                                        transport=self.transport, schedule=self.schedule)
-
 
 class EditionContext:
     """Per-edition state: the ranking selection (for explanations) and the renderer.
-    Made only by ``newsletter.service.editions.open_edition``."""
+    It reads nothing: ``newsletter.service.editions.open_edition`` (the one place
+    that makes it) reads the papers, what was sent, the votes and the keys."""
 
-    def __init__(self, config: EditionConfig, session: Any, edition: Edition,
-                 rows: list[Entry], *, ignore_sent: bool = False) -> None:
-        settings = config.as_settings()
-        self.selection = Selection.build(settings, session, rows, edition.day,
-                                         ignore_sent=ignore_sent)
-        keys = secret_keys(settings, session)
-        links = LinkMaker(settings, Signer(keys))
+    def __init__(self, config: EditionConfig, edition: Edition, rows: list[Entry], *,
+                 keys: list[str], sent: Mapping[int, list[int]] | None,
+                 history: VoteHistoryLike | None) -> None:
+        self.selection = Selection.build(config.ranking, rows, edition.day, sent=sent,
+                                         history=history)
+        links = LinkMaker(config.web, config.sender, Signer(keys))
         papers = [PaperInfo.of(e, links.paper(e.id)) for e in rows]
         self.edition = edition
         self.rows = rows
         self.index = {e.id: i for i, e in enumerate(rows)}
-        self.renderer = Renderer(settings, keys=keys,
+        self.renderer = Renderer(config.render, config.sender, config.web, keys=keys,
                                  day=edition.day, edition_id=edition.id or 0, papers=papers,
                                  acronyms=self.selection.ranker.corpus.acronyms)
 

@@ -39,8 +39,10 @@ from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import Edition, Entry, utcnow
-from newsletter.store.queries import edition_entries, find_edition
+from newsletter.store.queries import edition_entries, find_edition, sent_map
+from newsletter.store.votes import vote_history
 from newsletter.transports.base import Transport
 
 # ---- opening an edition --------------------------------------------------------------
@@ -57,7 +59,9 @@ def open_edition(config: EditionConfig, session: Any, edition: Edition,
     is millions of rows (every paper sent so far) held in memory for nothing."""
     if rows is None:
         rows = edition_entries(session, edition.slot, edition.cutoff)
-    return EditionContext(config, session, edition, rows, ignore_sent=ignore_sent)
+    sent = None if ignore_sent else sent_map(session, [e.id for e in rows])
+    return EditionContext(config, edition, rows, keys=secret_keys(config.web, session),
+                          sent=sent, history=vote_history(session))
 
 
 class EditionCache:
