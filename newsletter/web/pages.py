@@ -37,7 +37,7 @@ from newsletter.store.models import (
 from newsletter.store.subscribers import as_dict, check_hour, check_keywords, check_tz
 from newsletter.urls import safe_url
 from newsletter.web.context import Web, now_hours, web_of, zone_options
-from newsletter.web.security import TooLarge, read_form
+from newsletter.web.forms import form_of, posted_form, token_values
 from newsletter.web.signup import SignUp, process
 
 VIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -58,34 +58,6 @@ def web_address(raw: str) -> str:
     except EmailNotValidError as exc:
         raise InputError(f"this email address does not work: {exc}") from None
     return (info.ascii_email or info.normalized).lower()
-
-
-async def form_of(request: Request, web: Web) -> dict[str, str] | Response:
-    try:
-        return await read_form(request, web.settings.web.max_form_bytes)
-    except TooLarge:
-        return web.error(request, 413, "Too large", "This form is larger than we accept.")
-
-
-def checked(request: Request, web: Web, form: dict[str, str]) -> Response | None:
-    reason = web.csrf.check(request, form)
-    return web.error(request, 403, "Please try again", reason) if reason else None
-
-
-async def posted_form(request: Request, web: Web) -> dict[str, str] | Response:
-    """A POSTed form, read under the size cap and carrying this site's CSRF token (with
-    the Origin check), or the error page to answer instead."""
-    form = await form_of(request, web)
-    if isinstance(form, Response):
-        return form
-    return checked(request, web, form) or form
-
-
-def token_values(web: Web, request: Request, purpose: str) -> list[int] | Response:
-    try:
-        return web.signer.verify(purpose, request.path_params["token"])
-    except InputError as exc:
-        return web.error(request, 400, "This link does not work", exc.message)
 
 
 # ---- sign-up and confirmation -------------------------------------------------------
