@@ -15,6 +15,9 @@ import pytest
 from .conftest import free_port
 from .editions_support import run_send
 
+# Every test a whole send over TLS (~1.5 s each): the slow tier.
+pytestmark = pytest.mark.slow
+
 DAY = dt.date(2025, 12, 26)
 
 

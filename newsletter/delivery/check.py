@@ -6,8 +6,8 @@ Yahoo want https one-click unsubscribe (RFC 8058), a From domain that DKIM-signs
 its mail, SPF and DMARC, and the law wants a postal address. This module checks
 each of those without sending anything: it reads the configuration, loads the
 DKIM key, compiles the templates and, for SMTP, connects, says EHLO, starts TLS
-and authenticates, then quits. Nothing here can query DNS, so the records to
-publish are printed as text to copy.
+and authenticates, then quits. The records to publish are printed as text to copy;
+``check --dns`` (``delivery.published``) looks them up and fetches the public URL.
 
 ``send_blockers`` is the subset that makes mail non-compliant; ``send`` through a
 real transport refuses to start while any is present (``--force`` overrides).
@@ -117,11 +117,13 @@ def check_base_url(web: WebConfig) -> Item:
 
 
 def check_sender(s: SenderConfig) -> Item:
-    from email_validator import EmailNotValidError, validate_email
+    from email_validator import EmailNotValidError
+
+    from newsletter.addresses import validated
 
     fix = "set [sender] from_address to an address at a domain you control"
     try:
-        validate_email(s.from_address, check_deliverability=False, test_environment=True)
+        validated(s.from_address)
     except EmailNotValidError as exc:
         return Item("sender.from_address", FAIL, f"{s.from_address!r}: {exc}", fix,
                     blocks_send=True)
@@ -215,18 +217,45 @@ def dns_items(sender: SenderConfig, backend: str, smtp: SmtpConfig) -> list[Item
     domain = _domain(sender.from_address)
     if local_name(domain):
         domain = "your-domain.net"
-    if backend == "smtp":
-        host = smtp.host
-        mech = f"ip4:{host}" if _is_ip(host) else f"a:{host}"
-        mech += " (or your relay's include:)"
-    else:
-        mech = SPF_INCLUDE.get(backend, "a mx")
+    mech = spf_mechanism(backend, smtp)
     return [
-        Item("spf", INFO, f'publish {domain} TXT "v=spf1 {mech} ~all" (nothing here can '
-             "query DNS: check it is there)"),
-        Item("dmarc", INFO, f'publish _dmarc.{domain} TXT "v=DMARC1; p=none; '
-             f'rua=mailto:dmarc@{domain}; adkim=r; aspf=r" (then tighten p= to quarantine)'),
+        Item("spf", INFO, f'publish {domain} TXT "v=spf1 {mech} ~all" '
+             "(`newsletter check --dns` looks it up)"),
+        Item("dmarc", INFO, f'publish _dmarc.{domain} TXT "{dmarc_record(domain)}" '
+             "(then tighten p= to quarantine)"),
     ]
+
+
+def dmarc_record(domain: str) -> str:
+    return f"v=DMARC1; p=none; rua=mailto:dmarc@{domain}; adkim=r; aspf=r"
+
+
+def loopback(host: str) -> bool:
+    """A relay on this machine (127.0.0.0/8, ::1, localhost): nothing crosses a network."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def spf_mechanism(backend: str, smtp: SmtpConfig) -> str:
+    """What the SPF record must name for this transport. Only a public address is
+    named as one: a relay on this machine or a private network sends from this
+    server's public address, which the configuration does not know."""
+    if backend != "smtp":
+        return SPF_INCLUDE.get(backend, "a mx")
+    host = smtp.host.strip("[]")
+    if _is_ip(host):
+        ip = ipaddress.ip_address(host)
+        if ip.is_global:
+            return f"ip{ip.version}:{ip}"
+        return "ip4:<the public address your relay sends from>"
+    if loopback(host) or local_name(host):
+        return "ip4:<the public address your relay sends from>"
+    return f"a:{host} (or your relay's include:)"
 
 
 def _is_ip(host: str) -> bool:
@@ -274,6 +303,11 @@ def check_transport(backend: str, c: SmtpConfig, a: ApiConfig) -> Item:
         import aiosmtplib
 
         where = f"{c.host}:{c.port}"
+        if c.security == "none" and not loopback(c.host):  # refused without a probe
+            return Item(key, FAIL, f"{where} without TLS (mail and password would cross "
+                        "the network in plain text)",
+                        'set [smtp] security = "starttls" (or "tls"), or relay through '
+                        "a server on this machine")
         try:
             steps = run_async(_probe_smtp(c))
         except aiosmtplib.SMTPAuthenticationError as exc:
@@ -282,13 +316,13 @@ def check_transport(backend: str, c: SmtpConfig, a: ApiConfig) -> Item:
         except (aiosmtplib.SMTPException, OSError) as exc:
             return Item(key, FAIL, f"{where}: {str(exc) or type(exc).__name__}",
                         "check [smtp] host, port and security")
-        fix = ""
+        notes = []
         if c.security == "none":
-            return Item(key, FAIL, f"{where}: {steps}, but without TLS",
-                        'set [smtp] security = "starttls" (or "tls")')
+            notes.append("no TLS: fine for a relay on this machine (nothing crosses a "
+                         "network); it needs its own TLS to the recipients")
         if not c.username:
-            fix = "no AUTH configured: fine for a relay that trusts this host"
-        return Item(key, OK, f"{where}: {steps} succeeded (nothing sent)", fix)
+            notes.append("no AUTH configured: fine for a relay that trusts this host")
+        return Item(key, OK, f"{where}: {steps} succeeded (nothing sent)", "; ".join(notes))
     if not a.api_key:
         return Item(key, FAIL, "[api] api_key is not set", f"set the {backend} API key")
     pattern, shape = _KEY_SHAPES[backend]

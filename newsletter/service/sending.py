@@ -4,8 +4,9 @@ and which way it goes (delivered here, or planned here and delivered by workers)
 In order: the transport is made (its configuration checked) first, so a missing API
 key is the first thing said; then the compliance gate (``check.send_blockers``,
 overridden by ``force``); then, for a transport that really sends mail, the
-operator's yes; then, with ``queue``, the broker is reached before anything is
-planned. The command only parses, calls ``send_day`` and presents the result.
+operator's yes; then the signing-key guard (``signing.begin_signing``); then, with
+``queue``, the broker is reached before anything is planned. The command only
+parses, calls ``send_day`` and presents the result.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from newsletter.delivery.queue import check_broker, enqueue, wait_for
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.errors import InputError
 from newsletter.service.editions import SendSummary, plan_edition, send
+from newsletter.service.signing import begin_signing
+from newsletter.store.db import session_scope
 from newsletter.store.models import Edition
 from newsletter.transports.base import Transport
 
@@ -50,6 +53,7 @@ class Hooks:
 
     ask: Callable[[str], bool] | None = None
     say: Callable[[str], None] = lambda _line: None
+    on_queued: Callable[[int, int, int], None] = lambda _edition, _pending, _tasks: None
     starting: Callable[[], Shutdown | None] = lambda: None
     on_planned: Callable[[int], None] | None = None
     on_progress: Callable[[Outcome], None] | None = None
@@ -104,8 +108,7 @@ def _through_queue(config: EditionConfig, engine: Engine, request: SendRequest,
     if planned.edition is None:
         return Queued(None, note=planned.note)
     enqueue(queue, planned.edition.id, request.tasks)
-    hooks.say(f"edition #{planned.edition.id}: {planned.pending} to send, "
-              f"{request.tasks} tasks queued; waiting for the workers")
+    hooks.on_queued(planned.edition.id, planned.pending, request.tasks)
     counts = wait_for(engine, planned.edition.id, request.wait)
     return Queued(planned.edition, planned.pending, counts)
 
@@ -119,7 +122,10 @@ def send_day(config: EditionConfig, engine: Engine, request: SendRequest,
     result = SendResult(config.transport.backend)
     if not _gate(config, transport, request, hooks):
         result.declined = True
-    elif request.queue:
+        return result
+    with session_scope(engine) as s:  # refuses to drop a key that signed links
+        begin_signing(config.web, s, "send")
+    if request.queue:
         result.queued = _through_queue(config, engine, request, queue, hooks)
     else:
         shutdown = hooks.starting()
