@@ -3,6 +3,7 @@ the config sections it reads, and the context that ranks and renders it."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,11 +21,12 @@ from newsletter.config import (
     TransportConfig,
     WebConfig,
 )
+from newsletter.delivery import shown
 from newsletter.delivery.plan import Job
 from newsletter.ranking.selection import Selection, VoteHistoryLike
 from newsletter.render.digest import PaperInfo
 from newsletter.render.links import LinkMaker, Signer
-from newsletter.render.renderer import Rendered, Renderer
+from newsletter.render.renderer import Recipient, Rendered, Renderer
 from newsletter.store.db import session_scope
 from newsletter.store.models import Edition, Entry, utcnow
 
@@ -64,22 +66,45 @@ class EditionConfig:
                    settings.transport, settings.schedule)
 
 
-class EditionContext:
-    """Per-edition state: the ranking selection (for explanations) and the renderer.
-    It reads nothing: ``newsletter.service.editions.open_edition`` (the one place
-    that makes it) reads the papers, what was sent, the votes and the keys."""
+@dataclass
+class EditionPapers:
+    """What opening an edition reads (``service.editions.open_edition``): its papers,
+    the week's papers for weekly subscribers (None: nobody receives weekly), what was
+    already sent of each (None: not needed), the votes and the signing keys."""
 
-    def __init__(self, config: EditionConfig, edition: Edition, rows: list[Entry], *,
-                 keys: list[str], sent: Mapping[int, list[int]] | None,
-                 history: VoteHistoryLike | None) -> None:
-        self.selection = Selection.build(config.ranking, rows, edition.day, sent=sent,
-                                         history=history)
-        links = LinkMaker(config.web, config.sender, Signer(keys))
-        papers = [PaperInfo.of(e, links.paper(e.id)) for e in rows]
+    rows: list[Entry]
+    keys: list[str]
+    history: VoteHistoryLike | None
+    sent: Mapping[int, list[int]] | None = None
+    week: list[Entry] | None = None
+    week_sent: Mapping[int, list[int]] | None = None
+
+
+class EditionContext:
+    """Per-edition state: the ranking selections (the day's; the week's for weekly
+    subscribers) and the renderer. It reads nothing: ``newsletter.service.editions.
+    open_edition``, the one place that makes it, reads its ``EditionPapers``."""
+
+    def __init__(self, config: EditionConfig, edition: Edition, read: EditionPapers) -> None:
+        rows, week = read.rows, read.week
+        self.selection = Selection.build(config.ranking, rows, edition.day, sent=read.sent,
+                                         history=read.history)
+        # weekly subscribers rank over the week's papers (``newsletter.frequency``)
+        self.week_selection: Selection | None = None
+        if week:
+            self.week_selection = Selection.build(config.ranking, week, edition.day,
+                                                  sent=read.week_sent, history=read.history)
+        links = LinkMaker(config.web, config.sender, Signer(read.keys))
         self.edition = edition
         self.rows = rows
         self.index = {e.id: i for i, e in enumerate(rows)}
-        self.renderer = Renderer(config.render, config.sender, config.web, keys=keys,
+        extra = [e for e in week or [] if e.id not in self.index]
+        for e in extra:  # after the day's rows: their indices stay the selection's
+            self.index[e.id] = len(self.index)
+        self.week_index = {e.id: i for i, e in enumerate(week or [])}
+        self.selection_index = {e.id: i for i, e in enumerate(rows)}
+        papers = [PaperInfo.of(e, links.paper(e.id), edition.day) for e in rows + extra]
+        self.renderer = Renderer(config.render, config.sender, config.web, keys=read.keys,
                                  day=edition.day, edition_id=edition.id or 0, papers=papers,
                                  acronyms=self.selection.ranker.corpus.acronyms)
 
@@ -87,12 +112,48 @@ class EditionContext:
         """Whether every one of these papers is among this edition's candidates."""
         return all(e in self.index for e in entry_ids)
 
+    def ranks(self, entry_ids: list[str]) -> bool:
+        """Whether the day's selection ranks every one of these papers (what rendering
+        a record's explanations needs)."""
+        return all(e in self.selection_index for e in entry_ids)
+
     def render(self, job: Job) -> Rendered:
-        """One subscriber's email: the job's picks, explained, through the templates."""
-        picks = [self.index[e] for e in job.entry_ids if e in self.index]
+        """One subscriber's email: the job's picks, explained, through the templates,
+        with the record of what it showed (``shown``)."""
+        weekly = job.weekly and self.week_selection is not None
+        known = [e for e in job.entry_ids if e in self.index
+                 and (not weekly or e in self.week_index)]
+        picks = [self.index[e] for e in known]
         if job.trending:
             explanations: list[Any] = [None] * len(picks)
+        elif weekly:
+            assert self.week_selection is not None
+            explanations = list(self.week_selection.ranker.explain_many(
+                job.recipient.keywords, [self.week_index[e] for e in known],
+                key=job.recipient.id))
         else:
             explanations = list(self.selection.ranker.explain_many(
                 job.recipient.keywords, picks, key=job.recipient.id))
-        return self.renderer.render(job.recipient, picks, explanations, job.trending)
+        rendered = self.renderer.render(job.recipient, picks, explanations, job.trending,
+                                        weekly=job.weekly)
+        record = shown.encode(job.recipient.keywords, known, explanations,
+                              trending=job.trending, weekly=job.weekly)
+        return dataclasses.replace(rendered, shown=record)
+
+    def render_shown(self, recipient: Recipient, record: shown.Shown) -> Rendered:
+        """The email as it was sent, from its record: its picks, sections and
+        explanations, the excerpts highlighted for the keywords it was sent for."""
+        known = [p for p in record.picks if p.id in self.index]
+        picks = [self.index[p.id] for p in known]
+        if record.trending:
+            explanations: list[Any] = [None] * len(picks)
+        else:
+            ranked = [p for p in known if p.id in self.selection_index]
+            features = {p.id: ex.features for p, ex in zip(ranked, self.selection.ranker
+                        .explain_many(record.keywords, [self.selection_index[p.id]
+                                                        for p in ranked]), strict=True)}
+            explanations = [shown.explanation(p, features.get(p.id, ())) for p in known]
+        as_sent = Recipient(recipient.id, recipient.email, recipient.name, record.keywords)
+        return self.renderer.render(as_sent, picks, explanations, record.trending,
+                                    weekly=record.weekly)
+

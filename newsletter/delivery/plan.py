@@ -26,12 +26,15 @@ class Job:
     delivery_id: int | None = None
     attempts: int = 0
     day: dt.date | None = None  # the subscriber's newsletter day (None: the edition's)
+    weekly: bool = False  # the week's best (``newsletter.frequency``), not one day's
 
     @classmethod
     def of(cls, row: Delivery, sub: Subscriber) -> Job:
         """The job a ledger row stands for, addressed as the subscriber is now."""
+        details = row.details or {}
         return cls(Recipient(sub.id, sub.email, sub.name, sub.keywords), list(row.entry_ids),
-                   bool((row.details or {}).get("trending")), row.id, row.attempts)
+                   bool(details.get("trending")), row.id, row.attempts,
+                   weekly=bool(details.get("weekly")))
 
 
 @dataclass
@@ -42,7 +45,8 @@ class PlanReport:
 
 
 def plan_jobs(selection: Selection, recipients: Iterable[Recipient],
-              k: int, day: dt.date | None = None) -> Iterator[list[Job]]:
+              k: int, day: dt.date | None = None, weekly: bool = False
+              ) -> Iterator[list[Job]]:
     """Rank every recipient (chunked) and yield their jobs; empty picks are jobs too."""
     people: dict[int, Recipient] = {}
 
@@ -55,11 +59,14 @@ def plan_jobs(selection: Selection, recipients: Iterable[Recipient],
         jobs = []
         for row, sub_id in enumerate(chunk.keys):
             picks = [selection.entries[i].id for i in chunk.picks[row] if i >= 0]
-            jobs.append(Job(people.pop(sub_id), picks, bool(chunk.trending[row]), day=day))
+            jobs.append(Job(people.pop(sub_id), picks, bool(chunk.trending[row]), day=day,
+                            weekly=weekly))
         yield jobs
 
 
 
-def plan_now(selection: Selection, recipients: Iterable[Recipient], k: int) -> list[Job]:
+def plan_now(selection: Selection, recipients: Iterable[Recipient], k: int,
+             weekly: bool = False) -> list[Job]:
     """Every recipient's job at once (a preview's handful, not an edition)."""
-    return [job for chunk in plan_jobs(selection, recipients, k) for job in chunk]
+    return [job for chunk in plan_jobs(selection, recipients, k, weekly=weekly)
+            for job in chunk]

@@ -6,6 +6,7 @@ The editions use case (``newsletter.service.editions``) composes these."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import Engine, func, select, update
 
 from newsletter.delivery.slots import due_by_day, late_by_day, slot_moment
 from newsletter.errors import InputError
+from newsletter.frequency import DAILY, WEEK_DAYS, WEEKLY, due_on, is_weekly
 from newsletter.render.renderer import Recipient
 from newsletter.store.db import session_scope
 from newsletter.store.models import (
@@ -25,7 +27,7 @@ from newsletter.store.models import (
     SubscriberStatus,
     utcnow,
 )
-from newsletter.store.queries import edition_entries, subscriber_rows
+from newsletter.store.queries import candidate_entries, edition_entries, subscriber_rows
 
 
 def check_slot(slot: str) -> str:
@@ -75,10 +77,18 @@ class Group:
     pairs: list[tuple[str, int]] | None
     late: bool = False
 
-    def recipients(self, session: Any) -> Iterator[Recipient]:
-        for row in subscriber_rows(session, unsent_day=self.day, slot=self.pairs,
-                                   had_day=self.day - dt.timedelta(days=1) if self.late
-                                   else None):
+    def recipients(self, session: Any, weekly: bool = False) -> Iterator[Recipient]:
+        """The daily and weekdays subscribers due on this day, or (``weekly``) those
+        whose weekly email falls on it; a late day is owed to those who had their
+        last one (the day before, or within a week for those not emailed daily)."""
+        due = [f for f in due_on(self.day) if is_weekly(f) == weekly]
+        had = self.day - dt.timedelta(days=1) if self.late else None
+        rows = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
+                               frequencies=[f for f in due if f == DAILY])
+        spaced = [f for f in due if f != DAILY]
+        more = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
+                               frequencies=spaced, had_within_days=WEEK_DAYS + 1)
+        for row in itertools.chain(rows, more) if spaced else rows:
             yield Recipient(*row)
 
 
@@ -98,4 +108,25 @@ def groups(session: Any, day: dt.date, slot: str, catch_up_hours: int = 0) -> li
 
 def anyone_to_plan(session: Any, planned: list[Group]) -> bool:
     """Whether this run would plan anyone (cheap: no ranking, no templates)."""
-    return any(next(iter(g.recipients(session)), None) is not None for g in planned)
+    return any(next(iter(g.recipients(session, weekly)), None) is not None
+               for g in planned for weekly in (False, True))
+
+
+def has_weekly(session: Any) -> bool:
+    """Whether anyone receiving chose a weekly email (else no week selection is built)."""
+    return session.scalar(select(Subscriber.id).where(
+        Subscriber.frequency.like(f"{WEEKLY}%"),
+        Subscriber.status == SubscriberStatus.ACTIVE).limit(1)) is not None
+
+
+def week_entries(session: Any, edition: Edition) -> list[Entry]:
+    """A weekly email's candidates: the papers that arrived in the seven days up to
+    the edition's cutoff (after the cutoff of the same slot's edition of a week
+    before, when there is one)."""
+    week_ago = edition.day - dt.timedelta(days=WEEK_DAYS)
+    since = session.scalar(select(Edition.cutoff).where(
+        Edition.slot == edition.slot, Edition.day <= week_ago)
+        .order_by(Edition.cutoff.desc()).limit(1))
+    floor = edition.cutoff - dt.timedelta(days=WEEK_DAYS)
+    return candidate_entries(session, since=max(since, floor) if since else floor,
+                             until=edition.cutoff)

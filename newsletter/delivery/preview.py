@@ -48,6 +48,7 @@ class PreviewReport:
     empty_profiles: int = 0
     screenshots: list[Path] = field(default_factory=list)
     context: EditionContext | None = None  # what ranked and rendered it (the "why")
+    note: str = ""  # why nothing would be sent, when nothing would
 
     def summary(self) -> dict[str, Any]:
         rendered = [o.rendered for o in self.outcomes if o.rendered is not None]

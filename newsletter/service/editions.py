@@ -11,6 +11,7 @@ where they are wired, and call one function of this package.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from newsletter.delivery.deliver import DeliverReport, deliver, run_async
 from newsletter.delivery.edition import (
     EditionConfig,
     EditionContext,
+    EditionPapers,
     get_or_create_edition,
 )
 from newsletter.delivery.ledger import DbLedger, Outcome
@@ -31,9 +33,11 @@ from newsletter.delivery.planning import (
     anyone_to_plan,
     check_slot,
     groups,
+    has_weekly,
     no_new_papers,
     pending_count,
     reopen_if_empty,
+    week_entries,
 )
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.status import edition_status
@@ -57,11 +61,15 @@ def open_edition(config: EditionConfig, session: Any, edition: Edition,
     ``ignore_sent`` skips loading which papers each subscriber already had: only
     planning needs it, and for a delivery worker joining a large edition midway it
     is millions of rows (every paper sent so far) held in memory for nothing."""
+    week = None
     if rows is None:
         rows = edition_entries(session, edition.slot, edition.cutoff)
-    sent = None if ignore_sent else sent_map(session, [e.id for e in rows])
-    return EditionContext(config, edition, rows, keys=secret_keys(config.web, session),
-                          sent=sent, history=vote_history(session))
+        week = week_entries(session, edition) if has_weekly(session) else None
+    read = EditionPapers(rows, secret_keys(config.web, session), vote_history(session), week=week)
+    if not ignore_sent:
+        read.sent = sent_map(session, [e.id for e in rows])
+        read.week_sent = sent_map(session, [e.id for e in week]) if week else None
+    return EditionContext(config, edition, read)
 
 
 class EditionCache:
@@ -161,9 +169,12 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
                  else "every candidate paper was already sent to them")
         if not ctx.rows:
             note = no_new_papers(s, slot)
-        for group in planned if ctx.rows else []:
-            part = ledger.plan(plan_jobs(ctx.selection, group.recipients(s), r.max_papers,
-                                         day=group.day), empty_reason=empty)
+        for group, weekly in itertools.product(planned if ctx.rows else [], (False, True)):
+            selection = ctx.week_selection if weekly else ctx.selection
+            if selection is None:
+                continue
+            part = ledger.plan(plan_jobs(selection, group.recipients(s, weekly), r.max_papers,
+                                         day=group.day, weekly=weekly), empty_reason=empty)
             plan.planned += part.planned
             plan.skipped += part.skipped
             plan.already += part.already

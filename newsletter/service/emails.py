@@ -10,9 +10,12 @@ the worker render the same way, through ``EditionContext.render`` inside deliver
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, select
 
+from newsletter.delivery import shown
 from newsletter.delivery.edition import EditionConfig
 from newsletter.delivery.plan import Job, plan_now
 from newsletter.render.renderer import Recipient, Rendered
@@ -22,13 +25,20 @@ from newsletter.store.models import Delivery, Edition, Entry, Subscriber, utcnow
 from newsletter.store.queries import sent_editions as stored_editions
 
 
+def _papers(session: Any, ids: list[str]) -> list[Entry]:
+    return list(session.scalars(select(Entry).where(Entry.id.in_(ids))))
+
+
 def render_email(config: EditionConfig, engine: Engine, subscriber_id: int,
                  edition_id: int, *, cache: EditionCache = ONCE) -> Rendered | None:
     """``subscriber_id``'s email of ``edition_id``, or None when there is none (no such
     subscriber; a stored edition they were not part of; a preview with nothing to send).
 
-    A stored edition renders the papers the subscriber's row carried (opened with
-    exactly those papers when the edition's candidates no longer hold them all).
+    A stored edition renders the email as it was sent, from the row's record of what
+    it showed (the picks, sections, explanations and the keywords it was sent for);
+    a row sent before records were kept renders the papers it carried. Either is
+    opened with exactly those papers when the edition's candidates no longer hold
+    them all.
     Edition 0, or one not stored, is a preview's link: the next edition as it would
     be made now."""
     with session_scope(engine, readonly=True) as s:
@@ -42,9 +52,14 @@ def render_email(config: EditionConfig, engine: Engine, subscriber_id: int,
             if row is None:
                 return None  # a real edition this subscriber was not part of
             ctx = cache.open(config, s, edition)
+            record = shown.decode(row.shown)
+            if record is not None:  # the email as it was sent
+                if not ctx.ranks(record.entry_ids):
+                    ctx = cache.open(config, s, edition, rows=_papers(s, record.entry_ids))
+                return ctx.render_shown(Recipient(sub.id, sub.email, sub.name, sub.keywords),
+                                        record)
             if not ctx.has(row.entry_ids):  # papers changed since
-                carried = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
-                ctx = cache.open(config, s, edition, rows=carried)
+                ctx = cache.open(config, s, edition, rows=_papers(s, row.entry_ids))
             return ctx.render(Job.of(row, sub))
         unsaved = Edition(id=0, day=dt.date.today(), slot="", cutoff=utcnow())
         ctx = cache.open(config, s, unsaved)
@@ -62,21 +77,36 @@ def sent_editions(engine: Engine, subscriber_id: int, limit: int = 100
         return s.get(Subscriber, subscriber_id), stored_editions(s, subscriber_id, limit)
 
 
+@dataclass(frozen=True)
+class SentPaper:
+    """One paper a sent email carried: when it was sent and what the email said of it
+    ("matched: ...", from the email's record; "" for one sent before records were
+    kept). ``entry`` is None for a paper no longer stored."""
+
+    entry: Entry | None
+    when: dt.datetime
+    why: str = ""
+
+
 def sent_papers(engine: Engine, subscriber_id: int, *, editions: int = 60, most: int = 200
-                ) -> tuple[Subscriber | None, list[tuple[Entry | None, dt.datetime]]]:
-    """The papers the subscriber's last ``editions`` sent emails carried, with when
-    each was sent, newest first (at most ``most``; None for a paper no longer
-    stored): their Atom feed."""
+                ) -> tuple[Subscriber | None, list[SentPaper]]:
+    """The papers the subscriber's last ``editions`` sent emails carried, newest first
+    (at most ``most``): their Atom feed."""
     with session_scope(engine, readonly=True) as s:
         sub = s.get(Subscriber, subscriber_id)
         if sub is None:
             return None, []
         picked: list[tuple[str, dt.datetime]] = []
+        why: dict[str, str] = {}  # what the email said of each pick (its record)
         for delivery, edition in stored_editions(s, subscriber_id, editions):
             when = delivery.sent_at or edition.created_at
             picked.extend((eid, when) for eid in delivery.entry_ids)
+            record = shown.decode(delivery.shown)
+            if record is not None:
+                for eid in record.entry_ids:
+                    why.setdefault(eid, record.why(eid))
         picked = picked[:most]
         ids = [eid for eid, _ in picked]
         entries = {e.id: e for e in s.scalars(select(Entry).where(Entry.id.in_(ids)))} \
             if ids else {}
-    return sub, [(entries.get(eid), when) for eid, when in picked]
+    return sub, [SentPaper(entries.get(eid), when, why.get(eid, "")) for eid, when in picked]

@@ -19,13 +19,18 @@ def _time(value: dt.datetime | dt.date) -> str:
     return value.replace(microsecond=0).isoformat() + "Z"
 
 
+def _summary(why: str, abstract: str) -> str:
+    """The abstract, led by what the email said of the paper ("matched: ...")."""
+    return f"{why}. {abstract}" if why else abstract
+
+
 def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
     links = web.links
     sub, picked = sent_papers(web.app.engine, sub_id, editions=60, most=MAX_ITEMS)
     if sub is None:
         return None
     name = web.settings.sender.from_name
-    updated = _time(picked[0][1]) if picked else _time(sub.created_at)
+    updated = _time(picked[0].when) if picked else _time(sub.created_at)
     out = ['<?xml version="1.0" encoding="utf-8"?>',
            '<feed xmlns="http://www.w3.org/2005/Atom">',
            f"<title>{escape(name)}: your papers</title>",
@@ -34,7 +39,8 @@ def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
            f"<link rel=\"self\" href={quoteattr(self_url)}/>",
            f"<link rel=\"alternate\" href={quoteattr(links.home('/'))}/>",
            f"<author><name>{escape(name)}</name></author>"]
-    for e, when in picked:
+    for paper in picked:
+        e, when = paper.entry, paper.when
         if e is None:
             continue
         out += ["<entry>",
@@ -42,7 +48,7 @@ def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
                 f"<id>{escape(links.paper(e.id))}</id>",
                 f"<link href={quoteattr(links.paper(e.id))}/>",
                 f"<updated>{_time(when)}</updated>",
-                f"<summary>{escape(e.abstract or '')}</summary>"]
+                f"<summary>{escape(_summary(paper.why, e.abstract or ''))}</summary>"]
         out += [f"<author><name>{escape(str(a))}</name></author>" for a in (e.authors or [])[:5]]
         out.append("</entry>")
     out.append("</feed>")

@@ -21,7 +21,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from newsletter.addresses import validated
+from newsletter.delivery import shown
 from newsletter.errors import InputError
+from newsletter.frequency import CHOICES, describe
 from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
 from newsletter.service import subscribers
@@ -200,7 +202,7 @@ async def preferences(request: Request) -> Response:
             try:
                 chosen = subscribers.preferences_form(
                     keywords, form.get("tz", "UTC"), form.get("hour", "7"),
-                    form.get("status", "active"))
+                    form.get("status", "active"), form.get("frequency"))
             except InputError as exc:
                 error = exc.message
             else:
@@ -219,6 +221,7 @@ async def preferences(request: Request) -> Response:
         request, "preferences.html", 400 if error else 200, sub=sub,
         keywords=sub.keywords if keywords is None else keywords, error=error, saved=saved,
         picks=shown, zones=zone_options(sub.tz), stopped=stopped,
+        frequencies=[(f, describe(f)[0].upper() + describe(f)[1:]) for f in CHOICES],
         can_resubscribe=sub.status == SubscriberStatus.UNSUBSCRIBED,
         status_label=STATUS_LABELS.get(SubscriberStatus(sub.status), sub.status),
         unsubscribe=links.unsubscribe(sub_id), archive=links.preferences(sub_id, "archive"),
@@ -283,6 +286,13 @@ async def erase(request: Request) -> Response:
                        "Everything about your address is deleted; it cannot be added again.")
 
 
+def _sections(record: str | None) -> str:
+    """"point cloud (3), vision transformer (7)" as the sent email said ("" for an
+    email sent before records were kept)."""
+    found = shown.decode(record)
+    return ", ".join(f"{t} ({n})" for t, n in found.sections()) if found else ""
+
+
 async def archive(request: Request) -> Response:
     web = web_of(request)
     values = token_values(web, request, "preferences")
@@ -293,6 +303,7 @@ async def archive(request: Request) -> Response:
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     editions = [{"date": format_date(e.day), "count": len(d.entry_ids),
+                 "sections": _sections(d.shown),
                  "link": web.links.view(sub_id, e.id)} for d, e in rows]
     return web.page(request, "archive.html", email=sub.email, editions=editions,
                     feed=web.links.feed(sub_id), preferences=web.links.preferences(sub_id))
