@@ -20,7 +20,6 @@ from sqlalchemy.exc import IntegrityError
 
 from newsletter.app import App
 from newsletter.config import Settings
-from newsletter.delivery.runs import run_send
 from newsletter.delivery.scheduler import send_slot
 from newsletter.delivery.slots import due_by_day, late_by_day, local_send_time
 from newsletter.service.ingest import ingest
@@ -29,6 +28,7 @@ from newsletter.store.models import Delivery, Edition, Subscriber
 from newsletter.store.subscribers import add
 
 from .conftest import ROOT, SmtpSink
+from .editions_support import run_send
 
 DAY = dt.date(2025, 12, 26)
 SAMPLE = str(ROOT / "newsletter" / "data" / "sample_papers.json")

@@ -45,7 +45,7 @@ def site(world) -> Iterator[tuple[str, Any, Any]]:  # type: ignore[no-untyped-de
 
 def sent_email(settings: Any, engine: Any, address: str) -> email.message.EmailMessage:
     """Send today's edition through the outbox transport and read back one message."""
-    from newsletter.delivery.runs import run_send
+    from .editions_support import run_send
 
     summary = run_send(settings, engine, dt.date.today())
     assert summary.report.counts["sent"] >= 1
