@@ -46,7 +46,7 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
     """Papers, subscribers, one sent edition; the URLs each route will be hit with."""
     from newsletter.config import Settings
     from newsletter.delivery.edition import EditionConfig
-    from newsletter.ingest.run import ingest
+    from newsletter.service.ingest import ingest
     from newsletter.render.links import LinkMaker, Signer
     from newsletter.service.editions import send
     from newsletter.store.db import dispose_all, get_engine, session_scope

@@ -376,7 +376,7 @@ def test_every_page_renders_on_postgresql(pg_url: str, tmp_path: Any) -> None:
     """The console's queries (date grouping, row-value keyset, ILIKE on trigram
     indexes) on PostgreSQL, with an edition sent and a failure in it."""
     from newsletter.config import Settings
-    from newsletter.ingest.run import ingest
+    from newsletter.service.ingest import ingest
     from newsletter.store.db import get_engine
     from newsletter.store.subscribers import import_csv
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from newsletter.config import Settings
 from newsletter.delivery.ledger import DbLedger, Outcome
-from newsletter.ingest.run import ingest
+from newsletter.service.ingest import ingest
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Delivery, DeliveryStatus, SentEntry
 from newsletter.store.subscribers import add
