@@ -80,32 +80,43 @@ class Renderer:
         self.edition = {"date_long": f"{day:%A}, {day:%B} {day.day}, {day.year}",
                         "day": day.isoformat(), "id": edition_id}
 
-    def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
-               trending: bool) -> Rendered:
+    def context(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
+                trending: bool) -> dict[str, Any]:
+        """What the templates see for one subscriber (subject and preheader included)."""
         items = [self.digest.paper(i, ex) for i, ex in zip(picks, explanations, strict=True)]
         papers: list[PaperView] = [] if trending else items
         trend: list[PaperView] = items if trending else []
         links = self.links.for_subscriber(r.id, self.edition_id)
-        terms = tuple(dict.fromkeys(t for p in papers for t in p.matched))
+        summary = summary_line(papers, trend)
         context: dict[str, Any] = {
             "sender": self.sender, "edition": self.edition,
             "subscriber": {"email": r.email, "name": r.name, "keywords": r.keywords},
             "links": {"unsubscribe": links.unsubscribe, "preferences": links.preferences,
-                      "browser": links.browser},
+                      "browser": links.browser, "unsubscribe_mailto": links.unsubscribe_mailto},
             "papers": papers, "trending": trend,
             # grouped under the best-matching term when more than one term matched
             "groups": group_papers(papers),
-            "summary": summary_line(papers, trend),
+            "summary": summary,
             "feedback": {p.id: self.links.votes(r.id, p.id) for p in items},
         }
         subject = render_or_raise(self.compiled.subject, "subject.txt", context).strip()
         context["subject"] = subject
-        context["preheader"] = context["summary"]
+        context["preheader"] = summary
+        return context
+
+    def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
+               trending: bool) -> Rendered:
+        context = self.context(r, picks, explanations, trending)
+        papers: list[PaperView] = context["papers"]
+        subject: str = context["subject"]
+        links = context["links"]
+        terms = tuple(dict.fromkeys(t for p in papers for t in p.matched))
         html = render_or_raise(self.compiled.html, "digest.mjml", context)
         text = render_or_raise(self.compiled.text, "digest.txt", context)
         message = self.mime.build(
             to=r.email, to_name=r.name, subject=subject, text=text, html=html,
             message_id=self.mime.message_id(f"{self.day:%Y%m%d}.{self.edition_id}.{r.id}"),
-            list_unsubscribe=f"<{links.unsubscribe}>, <{links.unsubscribe_mailto}>",
+            list_unsubscribe=f"<{links['unsubscribe']}>, <{links['unsubscribe_mailto']}>",
         )
-        return Rendered(subject, html, text, message, len(papers), len(trend), terms)
+        return Rendered(subject, html, text, message, len(papers), len(context["trending"]),
+                        terms)
