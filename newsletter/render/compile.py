@@ -8,6 +8,12 @@ positions (inside ``mj-text`` or between sections), never between table rows.
 
 ``<mj-include path="..."/>`` is expanded here, before compiling, so partials are
 inlined and styled like the rest. Errors name the template file and line.
+
+The inlined HTML is then made ready to go into a message as it is (7-bit, see
+``render/mime.py``): style attributes lose the spaces the inliner writes
+(``color: #fff;`` → ``color:#fff``; the same CSS), and long lines are broken between
+a tag's attributes, where a line end means what the space meant, so that no line
+comes near SMTP's 998-byte limit. The page the browser builds is unchanged.
 """
 
 from __future__ import annotations
@@ -45,6 +51,10 @@ class Compiled:
     text: jinja2.Template
     subject: jinja2.Template
     html_source: str
+    # True when the HTML can go as 7-bit text with non-ASCII as character references:
+    # no Jinja and no non-ASCII inside <style> or <script>, where references are not
+    # decoded.
+    html_7bit: bool = False
 
 
 _cache: dict[str, Compiled] = {}
@@ -148,7 +158,10 @@ def compile_templates(configured: str | None = None) -> Compiled:
         raise TemplateError(f"{directory / 'digest.mjml'}: MJML does not compile: {exc}") \
             from None
     inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
-    html = inliner.inline(html)
+    html = email_ready(inliner.inline(html))
+    seven_bit = raw_text_is_plain(html)
+    if seven_bit:
+        html = ascii_outside_jinja(html)
     text_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
                                   keep_trailing_newline=True)
     compiled = Compiled(
@@ -158,9 +171,66 @@ def compile_templates(configured: str | None = None) -> Compiled:
         subject=_jinja(text_env, _read(directory, "subject.txt"),
                        str(directory / "subject.txt")),
         html_source=html,
+        html_7bit=seven_bit,
     )
     _cache[version] = compiled
     return compiled
+
+
+FOLD_AT = 160  # lines longer than this are broken between the attributes of their tags
+_STYLE_ATTR = re.compile(r'style="([^"{}]*)"')
+_QUOTED = re.compile(r"('[^']*')")
+_CSS_SPACE = re.compile(r"\s*([:;,])\s*")
+_START_TAG = re.compile(r"<[A-Za-z][^<>]*>")
+_TAG_TOKEN = re.compile(r"""\s+|"[^"]*"|'[^']*'|[^\s"']+""")
+_JINJA = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\})", re.S)
+_RAW_TEXT = re.compile(r"<(style|script)\b[^>]*>(.*?)</\1", re.S | re.I)
+
+
+def _minified(m: re.Match[str]) -> str:
+    """A style attribute without the spaces around ``:``, ``;`` and ``,`` (quoted
+    strings, such as a font name, kept as they are) and without its last ``;``."""
+    parts = _QUOTED.split(m.group(1))
+    value = "".join(part if i % 2 else _CSS_SPACE.sub(r"\1", part)
+                    for i, part in enumerate(parts))
+    return f'style="{value.strip().rstrip(";")}"'
+
+
+def _fold_tag(m: re.Match[str]) -> str:
+    """The tag with a line end instead of each space between its attributes, but the
+    one before a first ``class`` (so ``<p class="x"`` reads as before). A tag with
+    Jinja outside its quoted values is left alone."""
+    tokens = _TAG_TOKEN.findall(m.group(0))
+    if any("{" in t for t in tokens if t[0] not in "\"'"):
+        return m.group(0)
+    for i, t in enumerate(tokens):
+        if t.isspace() and not (i == 1 and tokens[2].startswith("class=")):
+            tokens[i] = "\n"
+    return "".join(tokens)
+
+
+def email_ready(html: str) -> str:
+    """Style attributes minified, long lines broken inside tags (see the module's
+    docstring): the same page, fewer bytes, short lines."""
+    html = _STYLE_ATTR.sub(_minified, html)
+    return "\n".join(_START_TAG.sub(_fold_tag, line) if len(line) > FOLD_AT else line
+                     for line in html.split("\n"))
+
+
+def raw_text_is_plain(html: str) -> bool:
+    """True when every <style> and <script> holds ASCII and no Jinja: character
+    references there would be shown as they are, not decoded."""
+    return all(body.isascii() and "{{" not in body and "{%" not in body
+               for _, body in _RAW_TEXT.findall(html))
+
+
+def ascii_outside_jinja(html: str) -> str:
+    """Non-ASCII characters of the template's own text as character references (the
+    same page), Jinja expressions and statements left as they are: most emails then
+    come out of Jinja as pure ASCII, which goes into a 7-bit part as it is."""
+    parts = _JINJA.split(html)
+    return "".join(part if i % 2 else part.encode("ascii", "xmlcharrefreplace").decode()
+                   for i, part in enumerate(parts))
 
 
 def _read(directory: Path, name: str) -> str:

@@ -28,6 +28,7 @@ MAX_AUTHORS = 3
 EXCERPT_CACHE = 20_000  # (paper, matched terms) pairs kept; about 1 KB each
 # Highlights are <strong> with an inline background: every client shows bold, and the
 # background where it can (Outlook on Windows ignores <mark>, not a styled <strong>).
+# A line end before the style keeps an excerpt's lines short in the 7-bit HTML part.
 HL_STYLE = "background-color:#fff1a8;color:#1f2328;font-weight:600;padding:0 1px;"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # Between two highlighted words: spaces, hyphens, slashes. Such spans join into one phrase.
@@ -135,7 +136,7 @@ def marked(text: str, spans: list[tuple[int, int]], start: int = 0, end: int | N
             continue
         a, b = max(a, start), min(b, end)
         out.append(str(escape(text[pos:a])))
-        out.append(f'<strong class="hl" style="{HL_STYLE}">{escape(text[a:b])}</strong>')
+        out.append(f'<strong class="hl"\nstyle="{HL_STYLE}">{escape(text[a:b])}</strong>')
         pos = b
     out.append(str(escape(text[pos:end])))
     return Markup("".join(out))
@@ -163,7 +164,7 @@ def author_line(names: tuple[str, ...], features: tuple[Feature, ...]) -> tuple[
     html = []
     for i in shown:
         name = escape(names[i])
-        html.append(Markup(f'<strong class="hl" style="{HL_STYLE}">{name}</strong>')
+        html.append(Markup(f'<strong class="hl"\nstyle="{HL_STYLE}">{name}</strong>')
                     if i in hits else name)
     more = len(names) > len(shown)
     out_html = Markup(", ").join(html) + (Markup(" et al.") if more else Markup(""))
@@ -202,7 +203,9 @@ class DigestBuilder:
                 a, b = excerpt_window(text, spans)
                 suffix = "…" if b < len(text) else ""
                 prefix = "…" if a > 0 else ""
-                html = Markup(prefix) + marked(text, spans, a, b) + Markup(suffix)
+                # the ellipses as references: the HTML stays ASCII (see render/mime.py)
+                html = (Markup("&#8230;" if a > 0 else "") + marked(text, spans, a, b)
+                        + Markup("&#8230;" if suffix else ""))
                 hit = self._by_spans[shape] = (html, prefix + text[a:b] + suffix)
             self._excerpts[key] = hit
             if len(self._excerpts) > EXCERPT_CACHE:  # bounded: memory must not grow with

@@ -117,6 +117,7 @@ class Renderer:
             to=r.email, to_name=r.name, subject=subject, text=text, html=html,
             message_id=self.mime.message_id(f"{self.day:%Y%m%d}.{self.edition_id}.{r.id}"),
             list_unsubscribe=f"<{links['unsubscribe']}>, <{links['unsubscribe_mailto']}>",
+            html_7bit=self.compiled.html_7bit,
         )
         return Rendered(subject, html, text, message, len(papers), len(context["trending"]),
                         terms)
