@@ -183,6 +183,7 @@ class DigestBuilder:
     _highlighters: dict[int, Highlighter] = field(default_factory=dict)
     _by_spans: dict[tuple[int, tuple[tuple[int, int], ...]], tuple[Markup, str]] = field(
         default_factory=dict)
+    _fixed: dict[int, PaperFixed] = field(default_factory=dict)
 
     def excerpt(self, index: int, features: tuple[Feature, ...]) -> tuple[Markup, str]:
         key = (index, features)
@@ -216,50 +217,79 @@ class DigestBuilder:
 
     def paper(self, index: int, ex: Explanation | None) -> PaperView:
         info = self.papers[index]
+        fixed = self._fixed.get(index)
+        if fixed is None:  # what does not depend on the subscriber, made once a paper
+            fixed = self._fixed[index] = PaperFixed(info)
         features = tuple(ex.features) if ex else ()
         excerpt_html, excerpt_text = self.excerpt(index, features)
         if any(f.kind == "author" for f in features):
             authors_html, authors_text = author_line(info.author_names, features)
         else:
-            authors_html, authors_text = Markup(escape(info.authors)), info.authors
+            authors_html, authors_text = fixed.authors, fixed.authors_text
         matched = [t for t, _ in ex.matched] if ex else []
-        return PaperView(info, excerpt_html, excerpt_text, ex.why if ex else "", matched,
+        return PaperView(fixed, excerpt_html, excerpt_text, ex.why if ex else "", matched,
                          authors_html, authors_text)
 
 
-class PaperView:
-    """One paper in one email. Attributes, not a dict: Jinja looks attributes up first,
-    and this lookup runs a dozen times per paper per subscriber.
-
-    ``links`` is the row under each paper (label, URL), built here so the HTML and
-    text parts show the same links; more per-paper links (feedback, say) are added
-    to that list, or to the row in ``partials/paper.html``."""
+class PaperFixed:
+    """What a paper shows the same way in every email: made once per paper and
+    edition, shared by every subscriber's view of it."""
 
     __slots__ = ("id", "title", "title_short", "url", "authors", "authors_text", "date",
                  "upvotes", "code_url", "project_url", "abs_url", "pdf_url", "image_url",
-                 "excerpt", "excerpt_text", "why", "matched", "group", "links")
+                 "links")
 
-    def __init__(self, info: PaperInfo, excerpt: Markup, excerpt_text: str, why: str,
-                 matched: list[str], authors: Markup | None = None,
-                 authors_text: str | None = None) -> None:
+    def __init__(self, info: PaperInfo) -> None:
         self.id, self.title, self.url = info.id, info.title, info.url
         self.title_short = info.title_short or info.title
-        self.authors = authors if authors is not None else Markup(escape(info.authors))
-        self.authors_text = authors_text if authors_text is not None else info.authors
+        self.authors, self.authors_text = Markup(escape(info.authors)), info.authors
         self.date, self.upvotes = info.date, info.upvotes
         self.code_url, self.project_url = info.code_url, info.project_url
         self.abs_url, self.pdf_url, self.image_url = info.abs_url, info.pdf_url, info.image_url
+        self.links = tuple(paper_links(info))
+
+
+class PaperView:
+    """One paper in one email. Attributes, not a dict: Jinja looks attributes up first.
+    What differs between subscribers is set here; the rest (``id``, ``title``, ``url``,
+    ``links``…) is read from the paper's ``PaperFixed``, made once, so a view costs a
+    handful of assignments.
+
+    ``links`` is the row under each paper (label, URL), built in ``paper_links`` so the
+    HTML and text parts show the same links; more per-paper links (feedback, say) are
+    added there, or to the row in ``partials/paper.html``."""
+
+    __slots__ = ("fixed", "authors", "authors_text", "excerpt", "excerpt_text", "why",
+                 "matched", "group", "blocks")
+
+    def __init__(self, info: PaperInfo | PaperFixed, excerpt: Markup, excerpt_text: str,
+                 why: str, matched: list[str], authors: Markup | None = None,
+                 authors_text: str | None = None) -> None:
+        fixed = info if isinstance(info, PaperFixed) else PaperFixed(info)
+        self.fixed = fixed  # also the key of caches of per-paper pieces (render/blocks.py)
+        self.blocks: list[Markup] = []  # its split-off blocks, filled in (render/blocks.py)
+        self.authors = authors if authors is not None else fixed.authors
+        self.authors_text = authors_text if authors_text is not None else fixed.authors_text
         self.excerpt, self.excerpt_text, self.why, self.matched = (excerpt, excerpt_text, why,
                                                                    matched)
         self.group = matched[0] if matched else ""
-        links = [("Abstract", info.abs_url or info.url)]
-        if info.pdf_url:
-            links.append(("PDF", info.pdf_url))
-        if info.code_url:
-            links.append(("Code", info.code_url))
-        if info.project_url:
-            links.append(("Project page", info.project_url))
-        self.links = links
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "fixed":  # not set yet: never look it up in itself
+            raise AttributeError(name)
+        return getattr(self.fixed, name)
+
+
+def paper_links(info: PaperInfo) -> list[tuple[str, str]]:
+    """The row of links under a paper: each only when known."""
+    links = [("Abstract", info.abs_url or info.url)]
+    if info.pdf_url:
+        links.append(("PDF", info.pdf_url))
+    if info.code_url:
+        links.append(("Code", info.code_url))
+    if info.project_url:
+        links.append(("Project page", info.project_url))
+    return links
 
 
 def group_papers(papers: list[PaperView]) -> list[tuple[str, list[PaperView]]]:
@@ -271,13 +301,15 @@ def group_papers(papers: list[PaperView]) -> list[tuple[str, list[PaperView]]]:
     return list(groups.items())
 
 
-def summary_line(papers: list[PaperView], trending: list[PaperView]) -> str:
+def summary_line(papers: list[PaperView], trending: list[PaperView],
+                 groups: list[tuple[str, list[PaperView]]] | None = None) -> str:
     """The opening line: "7 new papers for you: state space models (4), mixture of
-    experts (3)"."""
+    experts (3)". ``groups``: ``group_papers(papers)``, when already made."""
     if papers:
         n = len(papers)
         head = f"{n} new paper{'' if n == 1 else 's'} for you"
-        counts = [(term or "other", len(ps)) for term, ps in group_papers(papers)]
+        counts = [(term or "other", len(ps))
+                  for term, ps in (groups if groups is not None else group_papers(papers))]
         if len(counts) == 1 and counts[0][0] == "other":
             return head
         return head + ": " + ", ".join(f"{t} ({c})" for t, c in counts)

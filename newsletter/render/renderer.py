@@ -16,6 +16,7 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError
 from newsletter.ranking.engine import Explanation
 from newsletter.ranking.text import Acronyms
+from newsletter.render.blocks import BlockFiller
 from newsletter.render.compile import compile_templates, render_or_raise
 from newsletter.render.digest import (
     DigestBuilder,
@@ -63,9 +64,11 @@ def dkim_signer(settings: Settings) -> DkimSigner | None:
 
 class Renderer:
     def __init__(self, settings: Settings, *, keys: list[str], day: dt.date, edition_id: int,
-                 papers: list[PaperInfo], acronyms: Acronyms) -> None:
+                 papers: list[PaperInfo], acronyms: Acronyms, split_blocks: bool = True,
+                 ) -> None:
         self.settings = settings
-        self.compiled = compile_templates(settings.render.templates)
+        self.compiled = compile_templates(settings.render.templates, split=split_blocks)
+        self.blocks = BlockFiller(self.compiled.blocks)
         self.mime = MimeBuilder(settings, dkim_signer(settings),
                                 feedback_id=f"{edition_id}:digest:{settings.sender.list_id}")
         self.links = LinkMaker(settings, Signer(keys))
@@ -87,7 +90,8 @@ class Renderer:
         papers: list[PaperView] = [] if trending else items
         trend: list[PaperView] = items if trending else []
         links = self.links.for_subscriber(r.id, self.edition_id)
-        summary = summary_line(papers, trend)
+        groups = group_papers(papers)
+        summary = summary_line(papers, trend, groups)
         context: dict[str, Any] = {
             "sender": self.sender, "edition": self.edition,
             "subscriber": {"email": r.email, "name": r.name, "keywords": r.keywords},
@@ -95,10 +99,13 @@ class Renderer:
                       "browser": links.browser, "unsubscribe_mailto": links.unsubscribe_mailto},
             "papers": papers, "trending": trend,
             # grouped under the best-matching term when more than one term matched
-            "groups": group_papers(papers),
+            "groups": groups,
             "summary": summary,
             "feedback": {p.id: self.links.votes(r.id, p.id) for p in items},
         }
+        feedback = context["feedback"]
+        for p in items:
+            p.blocks = self.blocks.fill(p, feedback)
         subject = render_or_raise(self.compiled.subject, "subject.txt", context).strip()
         context["subject"] = subject
         context["preheader"] = summary
