@@ -215,7 +215,7 @@ class BlockFiller:
 
     def fill(self, p: Any, feedback: dict[str, dict[str, str]]) -> list[Markup]:
         """Every block for paper view ``p`` (for ``p.blocks``)."""
-        item = feedback.get(p.id) if feedback else None
+        item = feedback.get(p.fixed.id) if feedback else None
         return [f(p, feedback, item) for f in self.fills]
 
     def _fill_function(self, n: int, plan: BlockPlan) -> Any:

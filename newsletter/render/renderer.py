@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from newsletter.config import Settings
@@ -78,10 +79,13 @@ class Renderer:
         self.edition_id = edition_id
         self.day = day
         s = settings.sender
-        self.sender = {"from_name": s.from_name, "from_address": s.from_address,
-                       "postal_address": s.postal_address}
-        self.edition = {"date_long": f"{day:%A}, {day:%B} {day.day}, {day.year}",
-                        "day": day.isoformat(), "id": edition_id}
+        # Objects, not dicts: Jinja tries an attribute first, and on a dict that
+        # attempt raises and catches an exception on every ``{{ sender.from_name }}``.
+        # ``sender["from_name"]`` still works in a template.
+        self.sender = SimpleNamespace(from_name=s.from_name, from_address=s.from_address,
+                                      postal_address=s.postal_address)
+        self.edition = SimpleNamespace(date_long=f"{day:%A}, {day:%B} {day.day}, {day.year}",
+                                       day=day.isoformat(), id=edition_id)
 
     def context(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
                 trending: bool) -> dict[str, Any]:
@@ -94,14 +98,13 @@ class Renderer:
         summary = summary_line(papers, trend, groups)
         context: dict[str, Any] = {
             "sender": self.sender, "edition": self.edition,
-            "subscriber": {"email": r.email, "name": r.name, "keywords": r.keywords},
-            "links": {"unsubscribe": links.unsubscribe, "preferences": links.preferences,
-                      "browser": links.browser, "unsubscribe_mailto": links.unsubscribe_mailto},
+            "subscriber": SimpleNamespace(email=r.email, name=r.name, keywords=r.keywords),
+            "links": links,
             "papers": papers, "trending": trend,
             # grouped under the best-matching term when more than one term matched
             "groups": groups,
             "summary": summary,
-            "feedback": {p.id: self.links.votes(r.id, p.id) for p in items},
+            "feedback": {p.fixed.id: self.links.votes(r.id, p.fixed.id) for p in items},
         }
         feedback = context["feedback"]
         for p in items:
@@ -123,7 +126,7 @@ class Renderer:
         message = self.mime.build(
             to=r.email, to_name=r.name, subject=subject, text=text, html=html,
             message_id=self.mime.message_id(f"{self.day:%Y%m%d}.{self.edition_id}.{r.id}"),
-            list_unsubscribe=f"<{links['unsubscribe']}>, <{links['unsubscribe_mailto']}>",
+            list_unsubscribe=f"<{links.unsubscribe}>, <{links.unsubscribe_mailto}>",
             html_7bit=self.compiled.html_7bit,
         )
         return Rendered(subject, html, text, message, len(papers), len(context["trending"]),
