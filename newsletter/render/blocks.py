@@ -4,7 +4,8 @@ Most of an email is its papers, and most of a paper's block is the same for ever
 who gets that paper: title, links, authors, date. A block the template marks with
 ``{# paper-block #}`` … ``{# /paper-block #}`` (``partials/paper.html``, the paper
 section of ``digest.txt``; inside a loop over the papers, as ``p``) becomes a template
-of its own, and the digest prints ``p.blocks[n]`` in its place. Each block is
+of its own, and the digest prints ``p.blocks[n]`` in its place (autoescape off: the
+block's values are escaped when it is filled in). Each block is
 rendered once per paper (and per truth value of what it tests) with stand-ins for
 what differs between subscribers (the excerpt and its highlights, the explanation,
 the author line, the vote links), cut at the stand-ins into fixed pieces, and for
@@ -75,7 +76,9 @@ def split_blocks(env: jinja2.Environment, source: str, first: int = 0) -> tuple[
             plans.append(BlockPlan(env.from_string(body), tuple(sorted(printed)),
                                    tuple(sorted(tested)), escaped=bool(env.autoescape)))
             seen[body] = first + len(plans) - 1
-        return "{{ p.blocks[" + str(seen[body]) + "] }}"
+        # printed as it is (it is HTML already): no escape() call, no Markup copy
+        return ("{% autoescape false %}{{ p.blocks[" + str(seen[body])
+                + "] }}{% endautoescape %}")
 
     return _BLOCK.sub(split, source), plans
 
@@ -195,7 +198,7 @@ def _escaped(v: Any) -> str:
 
 
 def _compile(source: str, name: str) -> Any:
-    namespace: dict[str, Any] = {"escaped": _escaped, "Markup": Markup, "new": str.__new__}
+    namespace: dict[str, Any] = {"escaped": _escaped, "Markup": Markup}
     exec(compile(source, f"<paper block {name}>", "exec"), namespace)  # noqa: S102
     return namespace[name]
 
@@ -213,8 +216,9 @@ class BlockFiller:
         self._mark = f"\x00{secrets.token_hex(4)}:"  # no real text holds it by chance
         self.fills = [self._fill_function(n, plan) for n, plan in enumerate(plans)]
 
-    def fill(self, p: Any, feedback: dict[str, dict[str, str]]) -> list[Markup]:
-        """Every block for paper view ``p`` (for ``p.blocks``)."""
+    def fill(self, p: Any, feedback: dict[str, dict[str, str]]) -> list[str]:
+        """Every block for paper view ``p`` (for ``p.blocks``): text to print as it is
+        (the digest prints it with autoescape off; HTML blocks are escaped inside)."""
         item = feedback.get(p.fixed.id) if feedback else None
         return [f(p, feedback, item) for f in self.fills]
 
@@ -232,7 +236,7 @@ class BlockFiller:
         namespace: dict[str, Any] = {
             "pieces": self._pieces, "miss": object(),
             "make": lambda key, p, fb: self._make(plan, key, p, fb),
-            "whole": lambda p, fb: Markup(plan.template.render(p=p, feedback=fb))}
+            "whole": lambda p, fb: plan.template.render(p=p, feedback=fb)}
         exec(compile(source, f"<paper block {n}>", "exec"), namespace)  # noqa: S102
         return namespace["fill"]
 
@@ -246,10 +250,8 @@ class BlockFiller:
                 v = _read(dep)
                 parts.append(f"escaped({v})" if escaped else f"str({v})")
                 parts.append(f"pieces[{i}]")
-            # str.__new__(Markup, ...): a Markup without Markup.__new__'s Python checks
-            body = "new(Markup, " if escaped else "("
             source = (f"def join(pieces, p, fb, item):\n"
-                      f"    return {body}''.join(({', '.join(parts)},)))\n")
+                      f"    return ''.join(({', '.join(parts)},))\n")
             hit = self._joins[(escaped, order)] = _compile(source, "join")
         return hit
 

@@ -267,7 +267,7 @@ class PaperView:
                  authors_text: str | None = None) -> None:
         fixed = info if isinstance(info, PaperFixed) else PaperFixed(info)
         self.fixed = fixed  # also the key of caches of per-paper pieces (render/blocks.py)
-        self.blocks: list[Markup] = []  # its split-off blocks, filled in (render/blocks.py)
+        self.blocks: list[str] = []  # its split-off blocks, filled in (render/blocks.py)
         self.authors = authors if authors is not None else fixed.authors
         self.authors_text = authors_text if authors_text is not None else fixed.authors_text
         self.excerpt, self.excerpt_text, self.why, self.matched = (excerpt, excerpt_text, why,
