@@ -178,17 +178,25 @@ class DigestBuilder:
 
     papers: list[PaperInfo]
     acronyms: Acronyms
-    _excerpts: dict[tuple[int, tuple[Feature, ...]], tuple[Markup, str]] = field(
-        default_factory=dict)
+    _excerpts: dict[tuple[int, ...], tuple[tuple[Markup, str], tuple[Feature, ...], bool]] = (
+        field(default_factory=dict))
     _highlighters: dict[int, Highlighter] = field(default_factory=dict)
     _by_spans: dict[tuple[int, tuple[tuple[int, int], ...]], tuple[Markup, str]] = field(
         default_factory=dict)
     _fixed: dict[int, PaperFixed] = field(default_factory=dict)
 
     def excerpt(self, index: int, features: tuple[Feature, ...]) -> tuple[Markup, str]:
-        key = (index, features)
-        hit = self._excerpts.get(key)
-        if hit is None:
+        return self._excerpt(index, features)[0]
+
+    def _excerpt(self, index: int, features: tuple[Feature, ...]) -> tuple[
+            tuple[Markup, str], tuple[Feature, ...], bool]:
+        """(excerpt HTML and text, the features, whether one is an author), cached by
+        the features' identities: hashing them (nested tuples) cost more than the rest
+        of a cache hit. The entry holds the features, so no other object can take one
+        of their ids while it is kept."""
+        key = (index, *map(id, features))
+        entry = self._excerpts.get(key)
+        if entry is None:
             text = self.papers[index].abstract
             spans: list[tuple[int, int]] = []
             if features:
@@ -208,12 +216,13 @@ class DigestBuilder:
                 html = (Markup("&#8230;" if a > 0 else "") + marked(text, spans, a, b)
                         + Markup("&#8230;" if suffix else ""))
                 hit = self._by_spans[shape] = (html, prefix + text[a:b] + suffix)
-            self._excerpts[key] = hit
-            if len(self._excerpts) > EXCERPT_CACHE:  # bounded: memory must not grow with
-                self._excerpts.clear()               # the number of subscribers
+            if len(self._excerpts) >= EXCERPT_CACHE:  # bounded: memory must not grow with
+                self._excerpts.clear()                # the number of subscribers
+            entry = self._excerpts[key] = (hit, features,
+                                           any(f.kind == "author" for f in features))
             if len(self._by_spans) > EXCERPT_CACHE:
                 self._by_spans.clear()
-        return hit
+        return entry
 
     def paper(self, index: int, ex: Explanation | None) -> PaperView:
         info = self.papers[index]
@@ -221,8 +230,8 @@ class DigestBuilder:
         if fixed is None:  # what does not depend on the subscriber, made once a paper
             fixed = self._fixed[index] = PaperFixed(info)
         features = tuple(ex.features) if ex else ()
-        excerpt_html, excerpt_text = self.excerpt(index, features)
-        if any(f.kind == "author" for f in features):
+        (excerpt_html, excerpt_text), _, by_author = self._excerpt(index, features)
+        if by_author:
             authors_html, authors_text = author_line(info.author_names, features)
         else:
             authors_html, authors_text = fixed.authors, fixed.authors_text
