@@ -199,11 +199,17 @@ class MimeBuilder:
                                b"Content-Transfer-Encoding: 7bit\r\n\r\n")
         self.tail = b"\r\n--" + b + b"--\r\n"
         self.dkim = dkim
+        self._id_prefix = secrets.token_hex(6)
+        self._ids = 0
+        self._subjects: dict[str, str] = {}  # folded Subject headers: many emails share one
         self._date_second = -1
         self._date = ""
 
     def message_id(self, tag: str) -> str:
-        return f"<{tag}.{secrets.token_hex(6)}@{self.domain}>"
+        """``<tag.random@domain>``: the random part is this builder's own random prefix
+        and a counter (unique without reading the system's random source per message)."""
+        self._ids += 1
+        return f"<{tag}.{self._id_prefix}{self._ids:x}@{self.domain}>"
 
     def _now(self) -> str:
         second = int(time.time())
@@ -214,6 +220,14 @@ class MimeBuilder:
                 dt.datetime.fromtimestamp(second, dt.UTC))
         return self._date
 
+    def _subject(self, subject: str) -> str:
+        hit = self._subjects.get(subject)
+        if hit is None:
+            if len(self._subjects) >= 10_000:
+                self._subjects.clear()
+            hit = self._subjects[subject] = header("Subject", subject)
+        return hit
+
     def build(self, *, to: str, to_name: str, subject: str, text: str, html: str,
               message_id: str, list_unsubscribe: str, extra_headers: dict[str, str] | None = None,
               html_7bit: bool = False) -> Message:
@@ -221,7 +235,7 @@ class MimeBuilder:
         ``seven_bit``), else its part is base64."""
         head = [
             fold("To", _address(to_name, to).split(" ")),
-            header("Subject", subject),
+            self._subject(subject),
             f"Date: {self._now()}",
             f"Message-ID: {message_id}",
             # one URI a line: "<https://...>,\r\n <mailto:...>"
