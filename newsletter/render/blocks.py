@@ -76,9 +76,11 @@ def split_blocks(env: jinja2.Environment, source: str, first: int = 0) -> tuple[
             plans.append(BlockPlan(env.from_string(body), tuple(sorted(printed)),
                                    tuple(sorted(tested)), escaped=bool(env.autoescape)))
             seen[body] = first + len(plans) - 1
+        printed = "{{ p.blocks[" + str(seen[body]) + "] }}"
+        if not env.autoescape:
+            return printed
         # printed as it is (it is HTML already): no escape() call, no Markup copy
-        return ("{% autoescape false %}{{ p.blocks[" + str(seen[body])
-                + "] }}{% endautoescape %}")
+        return "{% autoescape false %}" + printed + "{% endautoescape %}"
 
     return _BLOCK.sub(split, source), plans
 
