@@ -56,8 +56,8 @@ def renderer(rows: list[SimpleNamespace], settings: Settings | None = None) -> t
     entries = [RankEntry.of(r) for r in rows]
     ranker = Ranker(Corpus(entries, acronyms, settings.ranking, DAY), settings.ranking)
     papers = [PaperInfo.of(r, "") for r in rows]
-    return Renderer(settings, keys=["k1"], day=DAY, edition_id=7, papers=papers,
-                    acronyms=acronyms), ranker
+    return Renderer(settings.render, settings.sender, settings.web, keys=["k1"], day=DAY,
+                    edition_id=7, papers=papers, acronyms=acronyms), ranker
 
 
 def render_for(rows: list[SimpleNamespace], profile: str = "attention", **kw: object):  # type: ignore[no-untyped-def]
@@ -137,7 +137,7 @@ def test_html_that_cannot_go_7bit_goes_base64(bad: str) -> None:
     """A line over 998 bytes (counted after non-ASCII became references), a CR, a NUL,
     a line starting "From ": the HTML part is base64 instead, and decodes to the HTML."""
     assert seven_bit(bad) is None
-    msg = MimeBuilder(Settings()).build(
+    msg = MimeBuilder(Settings().sender).build(
         to="r@example.org", to_name="", subject="s", text="t", html=bad, message_id="<m@x>",
         list_unsubscribe="<https://x.org/u>", html_7bit=True)
     part = parse_strict(msg.data).get_body(("html",))

@@ -22,7 +22,7 @@ import jinja2
 import mjml
 import pytest
 
-from newsletter.config import Settings
+from newsletter.config import RenderConfig, WebConfig
 from newsletter.render.compile import _expand
 from newsletter.render.renderer import Recipient
 from newsletter.render.samples import (
@@ -82,17 +82,17 @@ def html_part(data: bytes) -> str:
 
 
 def cases() -> dict[str, tuple[SampleSet, Recipient]]:
-    settings = Settings().replace(web={"base_url": "https://papers-digest.net"})
-    sample = SampleSet(settings, sample_papers())
+    web = WebConfig(base_url="https://papers-digest.net")
+    sample = SampleSet(sample_papers(), web=web)
     mallory = Recipient(7, "mallory@example.org", "Mallory <x>",
                         "attention, author:\"Eve O'Hara\"")
     return {
         "sample": (sample, sample_subscribers()[0]),
         "trending": (sample, Recipient(99, "nobody@example.org", "Nobody",
                                        "medieval falconry")),
-        "hostile": (SampleSet(settings, hostile_papers()), mallory),
-        "thumbnails": (SampleSet(settings.replace(render={"images": "remote"}),
-                                 hostile_papers()), mallory),
+        "hostile": (SampleSet(hostile_papers(), web=web), mallory),
+        "thumbnails": (SampleSet(hostile_papers(), web=web,
+                                 render=RenderConfig(images="remote")), mallory),
     }
 
 

@@ -76,11 +76,11 @@ def split_blocks(env: jinja2.Environment, source: str, first: int = 0) -> tuple[
             plans.append(BlockPlan(env.from_string(body), tuple(sorted(printed)),
                                    tuple(sorted(tested)), escaped=bool(env.autoescape)))
             seen[body] = first + len(plans) - 1
-        printed = "{{ p.blocks[" + str(seen[body]) + "] }}"
+        call = "{{ p.blocks[" + str(seen[body]) + "] }}"
         if not env.autoescape:
-            return printed
+            return call
         # printed as it is (it is HTML already): no escape() call, no Markup copy
-        return "{% autoescape false %}" + printed + "{% endautoescape %}"
+        return "{% autoescape false %}" + call + "{% endautoescape %}"
 
     return _BLOCK.sub(split, source), plans
 
@@ -193,9 +193,9 @@ def _escaped(v: Any) -> str:
     """What Jinja's autoescape prints for ``v``: Markup as it is, text escaped (text
     with nothing to escape, such as most URLs, as it is without a Markup copy)."""
     if v.__class__ is Markup:
-        return v  # type: ignore[no-any-return]
+        return v
     if v.__class__ is str and not ("&" in v or "<" in v or ">" in v or '"' in v or "'" in v):
-        return v  # type: ignore[no-any-return]
+        return v
     return str(escape(v))
 
 

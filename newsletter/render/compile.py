@@ -273,7 +273,7 @@ def render_or_raise(template: jinja2.Template, name: str, context: dict[str, obj
         env = template.environment
         try:
             ctx = template.new_context({**found, **context}, shared=True)
-            return env.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
+            return env.concat(template.root_render_func(ctx))
         except Exception:
             env.handle_exception()  # Jinja's own: template line numbers, TemplateError
     except jinja2.TemplateError as exc:

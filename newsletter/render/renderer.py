@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from newsletter.config import Settings
+from newsletter.config import RenderConfig, SenderConfig, WebConfig
 from newsletter.errors import ConfigError
 from newsletter.ranking.engine import Explanation
 from newsletter.ranking.text import Acronyms
@@ -51,8 +51,8 @@ class Rendered:
     matched_terms: tuple[str, ...]
 
 
-def dkim_signer(settings: Settings) -> DkimSigner | None:
-    r = settings.render
+def dkim_signer(r: RenderConfig) -> DkimSigner | None:
+    """The DKIM signer the ``[render]`` section configures, or None (no DKIM)."""
     if not (r.dkim_selector and r.dkim_domain and r.dkim_private_key):
         return None
     try:
@@ -64,21 +64,24 @@ def dkim_signer(settings: Settings) -> DkimSigner | None:
 
 
 class Renderer:
-    def __init__(self, settings: Settings, *, keys: list[str], day: dt.date, edition_id: int,
-                 papers: list[PaperInfo], acronyms: Acronyms, split_blocks: bool = True,
-                 ) -> None:
-        self.settings = settings
-        self.compiled = compile_templates(settings.render.templates, split=split_blocks)
+    def __init__(self, render: RenderConfig, sender: SenderConfig, web: WebConfig, *,
+                 keys: list[str], day: dt.date, edition_id: int, papers: list[PaperInfo],
+                 acronyms: Acronyms, split_blocks: bool = True) -> None:
+        """The ``[render]`` section (templates, images, DKIM), the ``[sender]`` one (the
+        From and List-Id headers) and ``[web]`` (the links' base URL). ``split_blocks``:
+        paper blocks rendered once per paper (render/blocks.py); off, every block runs
+        inline (the tests compare the two)."""
+        self.compiled = compile_templates(render.templates, split=split_blocks)
         self.blocks = BlockFiller(self.compiled.blocks)
-        self.mime = MimeBuilder(settings, dkim_signer(settings),
-                                feedback_id=f"{edition_id}:digest:{settings.sender.list_id}")
-        self.links = LinkMaker(settings, Signer(keys))
-        if settings.render.images == "remote":
-            papers = [p.with_image(settings.render.image_url) for p in papers]
+        self.mime = MimeBuilder(sender, dkim_signer(render),
+                                feedback_id=f"{edition_id}:digest:{sender.list_id}")
+        self.links = LinkMaker(web, sender, Signer(keys))
+        if render.images == "remote":
+            papers = [p.with_image(render.image_url) for p in papers]
         self.digest = DigestBuilder(papers, acronyms)
         self.edition_id = edition_id
         self.day = day
-        s = settings.sender
+        s = sender
         # Objects, not dicts: Jinja tries an attribute first, and on a dict that
         # attempt raises and catches an exception on every ``{{ sender.from_name }}``.
         # ``sender["from_name"]`` still works in a template.
