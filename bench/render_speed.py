@@ -117,6 +117,8 @@ def naive(renderer: Renderer, work: list) -> tuple[float, list[bytes]]:  # type:
                "summary": summary_line(items, []),
                "feedback": {p.id: base.links.votes(r.id, p.id) for p in items}}
         html = inliner.inline(mjml.mjml2html(tpl.render(ctx), fonts={}))
+        for p in items:  # the compiled text template prints each paper's filled-in block
+            p.blocks = base.blocks.fill(p, ctx["feedback"])
         text = base.compiled.text.render(ctx)
         msg = EmailMessage()
         msg["From"] = "Research Digest <digest@localhost>"
