@@ -276,3 +276,25 @@ def test_trending_section_is_labelled() -> None:
 def test_explanation_why_line() -> None:
     ex = Explanation([("GNN", 3.0), ("diffusion", 1.0)], 4.0, 0.1, 0.1)
     assert ex.why == "matched: GNN, diffusion"
+
+
+@hyp_settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["Attention.", "is", "all", "you", "need!", "Really?", "x"]),
+                min_size=1, max_size=120), st.integers(0, 10_000))
+def test_excerpt_window_from_sentence_starts_made_once(words: list[str], pick: int) -> None:
+    """The window found by bisecting sentence starts made once per paper is the one a
+    scan of the text before the highlight finds."""
+    from newsletter.render import digest
+
+    text = " ".join(words)
+    starts = [m.start() for m in re.finditer(r"\w+", text)]
+    first = starts[pick % len(starts)]
+    spans = [(first, first + 1)]
+    scanned = 0
+    for m in digest._SENTENCE.finditer(text, 0, first):
+        scanned = m.end()
+    expect_start = scanned if len(text) > digest.EXCERPT_CHARS else 0
+    a, _ = digest.excerpt_window(text, spans, ends=digest.sentence_ends(text))
+    if len(text) > digest.EXCERPT_CHARS and first - scanned > digest.EXCERPT_CHARS // 2:
+        expect_start = text.rfind(" ", 0, first - 40) + 1
+    assert a == expect_start

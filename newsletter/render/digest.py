@@ -8,6 +8,7 @@ per-subscriber work is assembling a dict and running Jinja.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import re
@@ -106,16 +107,24 @@ def format_date(d: dt.date | None) -> str:
     return f"{d:%b} {d.day}, {d.year}" if d else ""
 
 
-def excerpt_window(text: str, spans: list[tuple[int, int]], limit: int = EXCERPT_CHARS) -> tuple[
-        int, int]:
-    """A 2-3 line window: from the sentence holding the first highlight, cut at a word."""
+def sentence_ends(text: str) -> list[int]:
+    """Where each sentence after the first starts (for ``excerpt_window``)."""
+    return [m.end() for m in _SENTENCE.finditer(text)]
+
+
+def excerpt_window(text: str, spans: list[tuple[int, int]], limit: int = EXCERPT_CHARS,
+                   ends: list[int] | None = None) -> tuple[int, int]:
+    """A 2-3 line window: from the sentence holding the first highlight, cut at a word.
+    ``ends``: ``sentence_ends(text)``, when made once for the text."""
     if len(text) <= limit:
         return 0, len(text)
     start = 0
     if spans:
         first = spans[0][0]
-        for m in _SENTENCE.finditer(text, 0, first):
-            start = m.end()
+        if ends is None:
+            ends = sentence_ends(text)
+        i = bisect.bisect_right(ends, first)
+        start = ends[i - 1] if i else 0
         if first - start > limit // 2:
             start = text.rfind(" ", 0, first - 40) + 1
     end = start + limit
@@ -140,6 +149,13 @@ def marked(text: str, spans: list[tuple[int, int]], start: int = 0, end: int | N
         pos = b
     out.append(str(escape(text[pos:end])))
     return Markup("".join(out))
+
+
+def _marked_excerpt(text: str, spans: list[tuple[int, int]], a: int, b: int) -> Markup:
+    """The excerpt's HTML: ``marked`` with the ellipses (as references: the HTML stays
+    ASCII, see render/mime.py), made as one string."""
+    return Markup("".join(("&#8230;" if a > 0 else "", marked(text, spans, a, b),
+                           "&#8230;" if b < len(text) else "")))
 
 
 def join_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -184,6 +200,7 @@ class DigestBuilder:
     _by_spans: dict[tuple[int, tuple[tuple[int, int], ...]], tuple[Markup, str]] = field(
         default_factory=dict)
     _fixed: dict[int, PaperFixed] = field(default_factory=dict)
+    _sentences: dict[int, list[int]] = field(default_factory=dict)
 
     def excerpt(self, index: int, features: tuple[Feature, ...]) -> tuple[Markup, str]:
         return self._excerpt(index, features)[0]
@@ -209,13 +226,14 @@ class DigestBuilder:
             shape = (index, tuple(spans))
             hit = self._by_spans.get(shape)
             if hit is None:
-                a, b = excerpt_window(text, spans)
+                ends = self._sentences.get(index)
+                if ends is None:
+                    ends = self._sentences[index] = sentence_ends(text)
+                a, b = excerpt_window(text, spans, ends=ends)
                 suffix = "…" if b < len(text) else ""
                 prefix = "…" if a > 0 else ""
-                # the ellipses as references: the HTML stays ASCII (see render/mime.py)
-                html = (Markup("&#8230;" if a > 0 else "") + marked(text, spans, a, b)
-                        + Markup("&#8230;" if suffix else ""))
-                hit = self._by_spans[shape] = (html, prefix + text[a:b] + suffix)
+                hit = self._by_spans[shape] = (_marked_excerpt(text, spans, a, b),
+                                               prefix + text[a:b] + suffix)
             if len(self._excerpts) >= EXCERPT_CACHE:  # bounded: memory must not grow with
                 self._excerpts.clear()                # the number of subscribers
             entry = self._excerpts[key] = (hit, features,
