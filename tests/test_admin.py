@@ -24,11 +24,17 @@ from newsletter.app import App
 from newsletter.render.links import Signer
 from newsletter.store.db import session_scope
 from newsletter.store.keys import secret_keys
-from newsletter.store.models import AdminLoginAttempt, AdminSession, Delivery, Subscriber
+from newsletter.store.models import (
+    AdminLoginAttempt,
+    AdminSession,
+    Delivery,
+    Event,
+    Subscriber,
+)
 from newsletter.web import create_app
 from newsletter.web.admin import PUBLIC, auth
 
-from .web_support import running_site
+from .web_support import TLS, running_site
 
 PASSWORD = "correct horse battery"
 
@@ -40,7 +46,7 @@ class Console:
     engine: Any
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=60)
+        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=60, verify=TLS)
 
     def login(self, name: str = "ops", password: str = PASSWORD) -> httpx.Client:
         c = self.client()
@@ -67,7 +73,8 @@ def start_console(settings: Any, engine: Any, *, user: bool = True) -> Iterator[
     if user:
         with session_scope(engine) as s:
             auth.add_user(s, "ops", PASSWORD)
-    with running_site(settings, engine, render_processes=1) as site:
+    # no render processes: no console page uses them, and each costs a Python start
+    with running_site(settings, engine) as site:
         yield Console(site.url + "/admin", site.settings, engine)
 
 
@@ -122,6 +129,7 @@ def test_every_route_refuses_without_a_session(console: Console) -> None:
     assert console.client().get("/static/admin.css").headers["content-type"].startswith("text/css")
 
 
+@pytest.mark.slow  # ~2.5 s: argon2 on every attempt
 def test_login_session_logout_and_expiry(console: Console) -> None:
     c = console.client()
     bad = login(c, "ops", "wrong password")
@@ -173,6 +181,7 @@ def strict_console(world) -> Iterator[Console]:  # type: ignore[no-untyped-def]
                                                      "max_failures_per_client": 6}), engine)
 
 
+@pytest.mark.slow  # ~3 s: argon2 on every attempt
 def test_failed_login_limits_per_user_and_per_client(strict_console: Console) -> None:
     console = strict_console
     limit = console.settings.admin.max_failures_per_user
@@ -238,6 +247,7 @@ def test_no_admin_user_says_how_to_create_one(world) -> None:  # type: ignore[no
             assert "newsletter admin add-user" in r.text
 
 
+@pytest.mark.slow  # ~2 s: a console and an import
 def test_csv_import_lists_every_bad_row_and_stores_nothing(console: Console) -> None:
     c = console.login()
     with session_scope(console.engine) as s:
@@ -265,7 +275,7 @@ def test_csv_import_lists_every_bad_row_and_stores_nothing(console: Console) -> 
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert len(rows) == before + 1
     assert {"new1@example.org", "ada@example.org"} <= {r["email"] for r in rows}
-    assert list(rows[0]) == ["email", "name", "keywords", "tz", "hour", "status"]
+    assert list(rows[0]) == ["email", "name", "keywords", "tz", "hour", "status", "frequency"]
 
 
 def test_admin_commands(cli) -> None:  # type: ignore[no-untyped-def]
@@ -289,7 +299,8 @@ def many(sqlite_url: str) -> Any:
         s.execute(Subscriber.__table__.insert(), [
             {"email": f"p{i:04d}@{'lab' if i % 3 else 'uni'}.example.org",
              "keywords": "gnn" if i % 2 else "diffusion",
-             "status": ("active", "paused", "bounced")[i % 3], "name": "", "tz": "UTC",
+             "name": "Lin Uni" if i % 5 == 0 else "",
+             "status": ("active", "paused", "bounced")[i % 3], "tz": "UTC",
              "send_hour": 7, "frequency": "daily", "consent_source": "", "bounce_count": 0,
              "created_at": dt.datetime(2025, 1, 1), "updated_at": dt.datetime(2025, 1, 1)}
             for i in range(600)])
@@ -298,7 +309,7 @@ def many(sqlite_url: str) -> Any:
 
 @hsettings(max_examples=25, deadline=None,
            suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(q=st.sampled_from(["", "lab", "uni", "p00", "gnn", "zzz", "P01"]),
+@given(q=st.sampled_from(["", "lab", "uni", "p00", "gnn", "zzz", "P01", "lin"]),
        by=st.sampled_from(["address", "keyword", "any"]),
        status=st.sampled_from(["", "active", "paused", "bounced"]),
        size=st.integers(1, 250))
@@ -313,7 +324,8 @@ def test_keyset_pages_agree_with_a_plain_filter(many: Any, q: str, by: str, stat
                     if (not status or x.status == status)
                     and (not q or (q.lower() in x.email.lower() if by == "address" else
                                    q.lower() in x.keywords.lower() if by == "keyword" else
-                                   q.lower() in (x.email + "\n" + x.keywords).lower()))]
+                                   q.lower() in (x.email + "\n" + x.name + "\n"
+                                                 + x.keywords).lower()))]
         seen: list[int] = []
         after = 0
         for _ in range(1000):
@@ -439,8 +451,13 @@ def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> Non
     bad = c.post(f"/subscribers/{ids[0]}", data={**base, "tz": "Mars/Base", "status": "active"})
     assert bad.status_code == 400 and "unknown time zone &#39;Mars/Base&#39;" in bad.text
     assert "Mars/Base" in bad.text  # the form keeps what was typed
-    forged = c.post(f"/subscribers/{ids[0]}", data={**base, "status": "bounced"})
-    assert forged.status_code == 400 and "status: expected one of" in forged.text
+    # Complained and pending are facts, never chosen (the CLI refuses them alike).
+    for fact in ("complained", "pending"):
+        forged = c.post(f"/subscribers/{ids[0]}", data={**base, "status": fact})
+        assert forged.status_code == 400 and "status: expected one of" in forged.text
+    # Only the person starts their emails again: a bounced address cannot be set active.
+    revived = c.post(f"/subscribers/{ids[1]}", data={**base, "status": "active"})
+    assert revived.status_code == 400 and "only they can" in revived.text
     # A bounced subscriber's keywords can be edited; the bounce stays a fact.
     kept = c.post(f"/subscribers/{ids[1]}", data={**base, "keywords": "diffusion",
                                                   "status": "bounced"})
@@ -448,11 +465,24 @@ def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> Non
     with session_scope(console.engine) as s:
         a, g = s.get(Subscriber, ids[0]), s.get(Subscriber, ids[1])
         assert a is not None and g is not None
-        assert a.keywords != "gnn"  # neither refused form stored anything
+        assert a.keywords != "gnn"  # no refused form stored anything
         assert a.tz == ada_tz and a.status == "active"
         assert (g.keywords, g.status) == ("diffusion", "bounced")
+    # The operator may stop someone's emails (the CLI's --status likewise): each change
+    # is the lifecycle's own event, naming the operator.
+    stopped = c.post(f"/subscribers/{ids[0]}", data={**base, "name": " Ada\r\nBcc: x ",
+                                                     "status": "unsubscribed"})
+    assert stopped.status_code == 200 and "Saved." in stopped.text
+    with session_scope(console.engine) as s:
+        a = s.get(Subscriber, ids[0])
+        assert a is not None and a.status == "unsubscribed"
+        assert "\n" not in a.name and "\r" not in a.name  # the shared header cleaning
+        kinds = {e.kind: e.detail for e in s.scalars(select(Event).where(
+            Event.subscriber_id == ids[0]))}
+    assert kinds["unsubscribed"]["by"] == kinds["edited"]["by"] == "admin:ops"
 
 
+@pytest.mark.slow  # ~4 s: plans an edition
 def test_dashboard_shows_a_running_edition(console: Console) -> None:
     """Planned but not yet delivered: the dashboard shows progress, pace, and reloads
     itself (a meta refresh: the console runs no script)."""
@@ -469,3 +499,39 @@ def test_dashboard_shows_a_running_edition(console: Console) -> None:
     assert f'<span id="running-done">1</span> of {planned.pending}' in page
     assert "1 sent in the last minute" in page
     assert '<meta http-equiv="refresh" content="15">' in page
+
+
+def test_search_by_default_covers_address_name_and_keywords(console: Console) -> None:
+    """A topic or a name typed into the search finds subscribers without choosing "In"."""
+    with session_scope(console.engine) as s:
+        s.add(Subscriber(email="lin@lab.example.org", name="Lin Qiao",
+                         keywords="diffusion transformers, lidar"))
+    c = console.login()
+    for q in ("lidar", "Qiao", "lin@lab"):
+        page = c.get("/subscribers", params={"q": q})
+        assert "lin@lab.example.org" in page.text, q
+        assert "No subscriber matches." not in page.text
+    only_address = c.get("/subscribers", params={"q": "lidar", "by": "address"})
+    assert "No subscriber matches." in only_address.text
+
+
+def test_dashboard_ingest_table_reads_like_the_rest(console: Console) -> None:
+    """Local times to the minute, ✓/✗, counts; no raw columns or microseconds."""
+    from newsletter.store.models import SourceRun
+
+    with session_scope(console.engine) as s:
+        s.add(SourceRun(name="arxiv-cs", origin="http://127.0.0.1:9/rss", ok=False,
+                        ran_at=dt.datetime(2026, 3, 2, 6, 5, 7, 123456), new=0,
+                        error="connection refused"))
+        s.add(SourceRun(name="hf-daily", origin="/srv/papers.json", ok=True,
+                        ran_at=dt.datetime(2026, 3, 2, 5, 1, 2, 654321), new=12, updated=3,
+                        skipped=1, not_modified=False))
+    page = console.login().get("/")
+    table = page.text[page.text.index('id="ingests"'):]
+    table = table[:table.index("</table>")]
+    assert "2026-03-02 06:05" in table and "2026-03-02 05:01" in table
+    assert "123456" not in table and "654321" not in table
+    assert "not_modified" not in table and "True" not in table and "False" not in table
+    assert "✗" in table and "✓" in table and "connection refused" in table
+    assert re.search(r'<td class="num">12</td><td class="num">3</td><td class="num">1</td>',
+                     table)

@@ -49,6 +49,7 @@ class Rendered:
     papers: int
     trending: int
     matched_terms: tuple[str, ...]
+    shown: str = ""  # what it showed, compactly (delivery/shown.py): kept when sent
 
 
 def dkim_signer(r: RenderConfig) -> DkimSigner | None:
@@ -91,16 +92,16 @@ class Renderer:
                                        day=day.isoformat(), id=edition_id)
 
     def context(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
-                trending: bool) -> dict[str, Any]:
+                trending: bool, weekly: bool = False) -> dict[str, Any]:
         """What the templates see for one subscriber (subject and preheader included)."""
         items = [self.digest.paper(i, ex) for i, ex in zip(picks, explanations, strict=True)]
         papers: list[PaperView] = [] if trending else items
         trend: list[PaperView] = items if trending else []
         links = self.links.for_subscriber(r.id, self.edition_id)
         groups = group_papers(papers)
-        summary = summary_line(papers, trend, groups)
+        summary = summary_line(papers, trend, weekly, groups)
         context: dict[str, Any] = {
-            "sender": self.sender, "edition": self.edition,
+            "sender": self.sender, "edition": self.edition, "weekly": weekly,
             "subscriber": SimpleNamespace(email=r.email, name=r.name, keywords=r.keywords),
             "links": links,
             "papers": papers, "trending": trend,
@@ -118,8 +119,8 @@ class Renderer:
         return context
 
     def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
-               trending: bool) -> Rendered:
-        context = self.context(r, picks, explanations, trending)
+               trending: bool, weekly: bool = False) -> Rendered:
+        context = self.context(r, picks, explanations, trending, weekly)
         papers: list[PaperView] = context["papers"]
         subject: str = context["subject"]
         links = context["links"]

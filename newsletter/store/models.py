@@ -137,6 +137,8 @@ class Delivery(Base):
     day: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
     entry_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the email showed, written when it is sent (delivery/shown.py; migration 0012)
+    shown: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     reason: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -311,3 +313,16 @@ class LearnedMute(Base):
     term: Mapped[str] = mapped_column(String(200), primary_key=True)  # stems, space-separated
     label: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SigningKeyUse(Base):
+    """A link-signing key that has signed links which left the service (emails,
+    pages), by fingerprint, with when that was first recorded. Only these are
+    protected when ``[web] secret_keys`` changes: a key that never signed anything
+    can be replaced freely."""
+
+    __tablename__ = "signing_key_uses"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_used_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    used_by: Mapped[str] = mapped_column(String(32), default="")  # the first command

@@ -12,20 +12,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from newsletter.addresses import validated
 from newsletter.errors import InputError
+from newsletter.frequency import CHOICES, describe
 from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
-from newsletter.store import lifecycle, queries
+from newsletter.service import subscribers
+from newsletter.store import queries
 from newsletter.store.models import (
     Delivery,
     Edition,
@@ -34,11 +36,11 @@ from newsletter.store.models import (
     Subscriber,
     SubscriberStatus,
 )
-from newsletter.store.subscribers import as_dict, check_hour, check_keywords, check_tz
+from newsletter.store.subscribers import as_dict
 from newsletter.urls import safe_url
 from newsletter.web.context import Web, now_hours, web_of, zone_options
 from newsletter.web.security import TooLarge, read_form
-from newsletter.web.signup import SignUp, process
+from newsletter.web.signup import process
 
 VIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
             "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
@@ -54,7 +56,7 @@ def web_address(raw: str) -> str:
     if len(raw) > 254:
         raise InputError("this email address is too long")
     try:
-        info = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
+        info = validated(raw, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise InputError(f"this email address does not work: {exc}") from None
     return (info.ascii_email or info.normalized).lower()
@@ -115,8 +117,7 @@ async def subscribe(request: Request) -> Response:
     email, keywords = form.get("email", ""), form.get("keywords", "")
     tz, hour = form.get("tz", "UTC"), form.get("hour", "7")
     try:
-        sign_up = SignUp(web_address(email), check_keywords(keywords), check_tz(tz),
-                         check_hour(hour))
+        sign_up = subscribers.sign_up_form(web_address(email), keywords, tz, hour)
     except InputError as exc:
         return subscribe_page(request, web, 400, email=email, keywords=keywords, tz=tz,
                               tz_chosen=True,
@@ -137,17 +138,14 @@ def _load(web: Web, sub_id: int) -> Subscriber | None:
         return s.get(Subscriber, sub_id)
 
 
-def _apply(web: Web, sub_id: int, change: Callable[[Session, Subscriber], object]
-           ) -> str | None:
-    """One ``lifecycle`` change to the subscriber in one transaction (what the POST of
-    every one-button page does): their address, or None when they no longer exist."""
+T = TypeVar("T")
+
+
+def _apply(web: Web, use_case: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """One use case (``service.subscribers``) in one transaction, in a worker thread's
+    time (what the POST of every one-button page does)."""
     with web.app.session() as s:
-        sub = s.get(Subscriber, sub_id)
-        if sub is None:
-            return None
-        email = sub.email
-        change(s, sub)
-        return email
+        return use_case(s, *args, **kw)
 
 
 async def confirm(request: Request) -> Response:
@@ -169,7 +167,7 @@ async def confirm(request: Request) -> Response:
     if isinstance(form, Response):
         return form
 
-    email = await run_in_threadpool(_apply, web, sub_id, lifecycle.confirm)
+    email = await run_in_threadpool(_apply, web, subscribers.confirm, sub_id)
     if email is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     return web.message(request, "You are subscribed", f"{email} will get the next edition.",
@@ -194,8 +192,8 @@ async def unsubscribe(request: Request) -> Response:
     if isinstance(form, Response):
         return form
     one_click = form.get("List-Unsubscribe") == "One-Click"
-    email = await run_in_threadpool(
-        _apply, web, sub_id, lambda s, sub: lifecycle.unsubscribe(s, sub, one_click=one_click))
+    email = await run_in_threadpool(_apply, web, subscribers.unsubscribe, sub_id,
+                                    one_click=one_click)
     if email is None:
         return web.message(request, "Unsubscribed", "This address gets no more emails.")
     return web.message(request, "Unsubscribed", f"{email} will get no more emails from us.",
@@ -225,26 +223,19 @@ async def preferences(request: Request) -> Response:
         if isinstance(form, Response):
             return form
         if form.get("action") == "resubscribe":
-            await run_in_threadpool(_apply, web, sub_id, lifecycle.resubscribe)
+            await run_in_threadpool(_apply, web, subscribers.resubscribe, sub_id)
             saved = True
         else:
             keywords = form.get("keywords", "")
             try:
-                status = form.get("status", "active")
-                if status not in ("active", "paused"):
-                    raise InputError("delivery must be daily or paused")
-                clean = (check_keywords(keywords), check_tz(form.get("tz", "UTC")),
-                         check_hour(form.get("hour", "7")))
+                chosen = subscribers.preferences_form(
+                    keywords, form.get("tz", "UTC"), form.get("hour", "7"),
+                    form.get("status", "active"), form.get("frequency"))
             except InputError as exc:
                 error = exc.message
             else:
-                def save() -> bool:
-                    with web.app.session() as s:
-                        sub = s.get(Subscriber, sub_id)
-                        return sub is not None and lifecycle.update_preferences(
-                            s, sub, keywords=clean[0], tz=clean[1], hour=clean[2],
-                            paused=status == "paused")
-                saved = await run_in_threadpool(save)
+                saved = await run_in_threadpool(_apply, web, subscribers.change_preferences,
+                                                sub_id, chosen)
     sub = await run_in_threadpool(_load, web, sub_id)
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
@@ -258,6 +249,7 @@ async def preferences(request: Request) -> Response:
         request, "preferences.html", 400 if error else 200, sub=sub,
         keywords=sub.keywords if keywords is None else keywords, error=error, saved=saved,
         picks=shown, zones=zone_options(sub.tz), stopped=stopped,
+        frequencies=[(f, describe(f)[0].upper() + describe(f)[1:]) for f in CHOICES],
         can_resubscribe=sub.status == SubscriberStatus.UNSUBSCRIBED,
         status_label=STATUS_LABELS.get(SubscriberStatus(sub.status), sub.status),
         unsubscribe=links.unsubscribe(sub_id), archive=links.preferences(sub_id, "archive"),
@@ -317,7 +309,7 @@ async def erase(request: Request) -> Response:
     if isinstance(form, Response):
         return form
 
-    await run_in_threadpool(_apply, web, sub_id, lifecycle.erase)
+    await run_in_threadpool(_apply, web, subscribers.erase, sub_id)
     return web.message(request, "Deleted",
                        "Everything about your address is deleted; it cannot be added again.")
 
@@ -325,6 +317,15 @@ async def erase(request: Request) -> Response:
 def _sent_editions(web: Web, sub_id: int) -> tuple[Subscriber | None, list[Any]]:
     with web.app.reading() as s:
         return s.get(Subscriber, sub_id), queries.sent_editions(s, sub_id, 100)
+
+
+def _sections(record: str | None) -> str:
+    """"point cloud (3), vision transformer (7)" as the sent email said ("" for an
+    email sent before records were kept)."""
+    from newsletter.delivery import shown
+
+    found = shown.decode(record)
+    return ", ".join(f"{t} ({n})" for t, n in found.sections()) if found else ""
 
 
 async def archive(request: Request) -> Response:
@@ -337,6 +338,7 @@ async def archive(request: Request) -> Response:
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     editions = [{"date": format_date(e.day), "count": len(d.entry_ids),
+                 "sections": _sections(d.shown),
                  "link": web.links.view(sub_id, e.id)} for d, e in rows]
     return web.page(request, "archive.html", email=sub.email, editions=editions,
                     feed=web.links.feed(sub_id), preferences=web.links.preferences(sub_id))
@@ -359,6 +361,7 @@ async def feed(request: Request) -> Response:
 # ---- the email in a browser, and papers ----------------------------------------------
 
 def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
+    from newsletter.delivery import shown
     from newsletter.delivery.edition import open_edition
     from newsletter.delivery.plan import Job, plan_jobs
     from newsletter.render.renderer import Recipient
@@ -374,11 +377,20 @@ def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
         edition = s.get(Edition, edition_id) if edition_id else None
         if row is not None and edition is not None:
             ctx = web.edition_context(s, edition)
+            record = shown.decode(row.shown)
+            if record is not None:  # the email as it was sent
+                if any(e not in ctx.selection_index for e in record.entry_ids):
+                    entries = list(s.scalars(select(Entry).where(
+                        Entry.id.in_(record.entry_ids))))
+                    ctx = open_edition(settings, s, edition, entries)
+                return ctx.render_shown(Recipient(sub.id, sub.email, sub.name, sub.keywords),
+                                        record).html
             if any(e not in ctx.index for e in row.entry_ids):  # papers changed since
                 entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
                 ctx = open_edition(settings, s, edition, entries)
             job = Job(Recipient(sub.id, sub.email, sub.name, sub.keywords),
-                      list(row.entry_ids), bool((row.details or {}).get("trending")))
+                      list(row.entry_ids), bool((row.details or {}).get("trending")),
+                      weekly=bool((row.details or {}).get("weekly")))
             return ctx.render(job).html
         if edition_id and edition is not None:
             return None  # a real edition this subscriber was not part of

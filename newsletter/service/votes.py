@@ -1,0 +1,105 @@
+"""The vote use cases: a reader's "more / less like this" on a paper (from the email's
+links or ``newsletter feedback``), and on their preferences page undoing a vote,
+removing one learned term, or resetting all learning.
+
+The CLI and the web's feedback pages parse, call one function here, and present
+the ``VoteOutcome`` (or the ``InputError``) in their own words. What votes teach is
+read by ``service.ranking``; the vote itself is stored by ``store.votes``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from newsletter.config import RankingConfig
+from newsletter.errors import InputError
+from newsletter.ranking.view import VoteOutcome, learned_terms, moved_terms
+from newsletter.service.ranking import learning_selection
+from newsletter.store import votes as store
+from newsletter.store.models import Entry, Subscriber
+
+__all__ = ["VoteOutcome", "forget", "read_votes_csv", "record_vote", "record_votes", "reset",
+           "undo"]
+
+VOTES_HEADER = ("email", "paper_id", "vote")
+_DIRECTIONS = {"up": 1, "+1": 1, "1": 1, "down": -1, "-1": -1}
+
+
+def record_vote(cfg: RankingConfig, session: Session, paper_id: str, direction: int, *,
+                by: str, email: str | None = None,
+                subscriber_id: int | None = None) -> VoteOutcome:
+    """Record a vote (of the subscriber with ``email`` or ``subscriber_id``; ``by``:
+    ``email`` for the email's links, ``cli``) and say what it taught."""
+    sub = (session.get(Subscriber, subscriber_id) if subscriber_id is not None
+           else store.subscriber_by_email(session, email or ""))
+    if sub is None:
+        raise InputError("this subscription no longer exists")
+    vote, before = store.record(session, sub.id, paper_id, direction, by)
+    entry = session.get(Entry, paper_id)
+    selection = learning_selection(cfg, session)
+    learned = learned_terms(selection, sub.id, sub.keywords)
+    moved = moved_terms(selection, learned, paper_id, direction)
+    return VoteOutcome(sub.email, paper_id, entry.title if entry else paper_id, vote.direction,
+                       before, moved[:3])
+
+
+def undo(session: Session, subscriber_id: int, paper_id: str) -> bool:
+    """Forget one vote: the ranking is as if it had never been cast."""
+    return store.undo(session, subscriber_id, paper_id)
+
+
+def forget(session: Session, subscriber_id: int, term: str, label: str) -> None:
+    """Stop learning one term (as ``learned_terms`` keys it) for this subscriber."""
+    store.mute(session, subscriber_id, term, label)
+
+
+def reset(session: Session, subscriber_id: int) -> int:
+    """Forget every vote and removed term; the votes removed."""
+    return store.reset(session, subscriber_id)
+
+
+def read_votes_csv(text: str, where: str) -> list[tuple[int, str, str, int]]:
+    """``(line, email, paper_id, direction)`` per row of a votes file: a header
+    ``email,paper_id,vote`` then one vote a line, ``vote`` being ``up`` or ``down``
+    (or ``+1`` / ``-1``). A bad row is an ``InputError`` naming ``where`` and its line."""
+    import csv
+
+    rows = csv.reader(text.splitlines())
+    header = [h.strip().lower() for h in next(rows, [])]
+    if tuple(header) != VOTES_HEADER:
+        raise InputError(f"{where} line 1: expected the header {','.join(VOTES_HEADER)}, "
+                         f"got {','.join(header) or 'nothing'}")
+    out = []
+    for n, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != 3:
+            raise InputError(f"{where} line {n}: expected 3 fields (email,paper_id,vote), "
+                             f"got {len(row)}")
+        address, paper, vote = (cell.strip() for cell in row)
+        direction = _DIRECTIONS.get(vote.lower())
+        if direction is None:
+            raise InputError(f"{where} line {n}: vote {vote!r}: expected up or down")
+        out.append((n, address, paper, direction))
+    return out
+
+
+def record_votes(session: Session, votes: list[tuple[int, str, str, int]], *, by: str,
+                 where: str) -> dict[str, int]:
+    """Record many votes in the caller's transaction: all of them, or (an unknown
+    address or paper, naming ``where`` and the line) none. The learned terms are
+    not worked out per vote (that costs a ranking of every paper): the next
+    ranking reads them. Returns counts: up, down, replaced, subscribers."""
+    people: dict[str, int] = {}
+    counts = {"up": 0, "down": 0, "replaced": 0, "subscribers": 0}
+    for line, address, paper, direction in votes:
+        try:
+            if address not in people:
+                people[address] = store.subscriber_by_email(session, address).id
+            _, before = store.record(session, people[address], paper, direction, by)
+        except InputError as exc:
+            raise InputError(f"{where} line {line}: {exc}") from None
+        counts["up" if direction > 0 else "down"] += 1
+        counts["replaced"] += before is not None
+    counts["subscribers"] = len(people)
+    return counts
