@@ -5,6 +5,7 @@ what differs between subscribers stays inline."""
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import shutil
 from pathlib import Path
@@ -29,14 +30,22 @@ def pair(rows: list, settings: Settings) -> tuple[Renderer, Renderer, Ranker]:  
     acronyms = Acronyms.load()
     ranker = Ranker(Corpus([RankEntry.of(r) for r in rows], acronyms, settings.ranking, DAY),
                     settings.ranking)
-    papers = [PaperInfo.of(r, f"https://digest.example.org/papers/{r.id}") for r in rows]
+    papers = [PaperInfo.of(r, f"https://digest.example.org/papers/{r.id}", DAY) for r in rows]
     split, inline = (Renderer(settings.render, settings.sender, settings.web, keys=["k"],
                               day=DAY, edition_id=3, papers=papers, acronyms=acronyms,
                               split_blocks=s) for s in (True, False))
     return split, inline, ranker
 
 
-ROWS = sample_papers()[:60] + hostile_papers()
+def featured(rows: list, every: int) -> list:  # type: ignore[type-arg]
+    """Every ``every``-th paper listed as featured today or yesterday by its source."""
+    for i, r in enumerate(rows):
+        if i % every == 0:
+            r.featured = DAY - dt.timedelta(days=(i // every) % 2)
+    return rows
+
+
+ROWS = featured(sample_papers()[:60] + hostile_papers(), 3)
 SETTINGS = Settings().replace(web={"base_url": "https://digest.example.org/a&b"},
                               render={"images": "remote"})
 SPLIT, INLINE, RANKER = pair(ROWS, SETTINGS)
@@ -51,18 +60,25 @@ def test_the_bundled_templates_are_split() -> None:
 
 @hyp_settings(max_examples=150, deadline=None)
 @given(st.integers(0, len(PROFILES) - 1), st.integers(0, 2**32), st.integers(1, 12),
-       st.booleans(), st.text(max_size=30))
+       st.booleans(), st.booleans(), st.text(max_size=30))
 def test_split_blocks_give_the_same_bytes(who: int, seed: int, k: int, trending: bool,
-                                          name: str) -> None:
+                                          weekly: bool, name: str) -> None:
     picks = random.Random(seed).sample(range(len(ROWS)), k)
     profile = PROFILES[who]
     explanations = [None] * k if trending else RANKER.explain_many(profile, picks)
     r = Recipient(seed % 1000, f"r{seed}@example.org", name, profile)
-    a = SPLIT.render(r, picks, explanations, trending)
-    b = INLINE.render(r, picks, explanations, trending)
+    a = SPLIT.render(r, picks, explanations, trending, weekly)
+    b = INLINE.render(r, picks, explanations, trending, weekly)
     assert a.html == b.html
     assert a.text == b.text
     assert a.subject == b.subject
+
+
+def test_featured_papers_are_in_the_blocks() -> None:
+    picks = [0, 1, 3]
+    ex = RANKER.explain_many("attention", picks)
+    out = SPLIT.render(Recipient(5, "e@example.org"), picks, ex, False)
+    assert "Featured today" in out.text and "Featured yesterday" in out.text
 
 
 def test_the_same_paper_twice_in_a_row_is_filled_for_each() -> None:
