@@ -12,6 +12,7 @@ can follow are compared too.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import email
 import email.policy
 from pathlib import Path
@@ -26,6 +27,7 @@ from newsletter.config import RenderConfig, WebConfig
 from newsletter.render.compile import _expand
 from newsletter.render.renderer import Recipient
 from newsletter.render.samples import (
+    DAY,
     SampleSet,
     hostile_papers,
     sample_papers,
@@ -83,7 +85,11 @@ def html_part(data: bytes) -> str:
 
 def cases() -> dict[str, tuple[SampleSet, Recipient]]:
     web = WebConfig(base_url="https://papers-digest.net")
-    sample = SampleSet(sample_papers(), web=web)
+    rows = sample_papers()
+    for i, r in enumerate(rows):  # some listed as featured by their source (the meta line)
+        if i % 4 == 0:
+            r.featured = DAY - dt.timedelta(days=(i // 4) % 2)
+    sample = SampleSet(rows, web=web)
     mallory = Recipient(7, "mallory@example.org", "Mallory <x>",
                         "attention, author:\"Eve O'Hara\"")
     return {

@@ -73,7 +73,8 @@ class SampleSet:
         entries = [RankEntry.of(r) for r in rows]
         acronyms = load_acronyms(cfg, entries)
         self.ranker = Ranker(Corpus(entries, acronyms, cfg, day), cfg)
-        papers = [PaperInfo.of(r, f"{web.base_url.rstrip('/')}/papers/{r.id}") for r in rows]
+        papers = [PaperInfo.of(r, f"{web.base_url.rstrip('/')}/papers/{r.id}", day)
+                  for r in rows]
         self.renderer = Renderer(render or RenderConfig(), sender or SenderConfig(), web,
                                  keys=["sample-key"], day=day, edition_id=1, papers=papers,
                                  acronyms=acronyms)
