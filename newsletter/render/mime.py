@@ -22,6 +22,7 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import email.utils
+import itertools
 import secrets
 import time
 from dataclasses import dataclass
@@ -200,7 +201,7 @@ class MimeBuilder:
         self.tail = b"\r\n--" + b + b"--\r\n"
         self.dkim = dkim
         self._id_prefix = secrets.token_hex(6)
-        self._ids = 0
+        self._ids = itertools.count(1)  # next() is atomic: threads never share a number
         self._subjects: dict[str, str] = {}  # folded Subject headers: many emails share one
         self._date_second = -1
         self._date = ""
@@ -208,8 +209,7 @@ class MimeBuilder:
     def message_id(self, tag: str) -> str:
         """``<tag.random@domain>``: the random part is this builder's own random prefix
         and a counter (unique without reading the system's random source per message)."""
-        self._ids += 1
-        return f"<{tag}.{self._id_prefix}{self._ids:x}@{self.domain}>"
+        return f"<{tag}.{self._id_prefix}{next(self._ids):x}@{self.domain}>"
 
     def _now(self) -> str:
         second = int(time.time())
