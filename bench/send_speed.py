@@ -264,25 +264,29 @@ def main() -> None:
 
     # 2. a large edition end to end
     if args.edition:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            sink = open_sink(args.sink)
-            try:
-                env = env_for(work, sink.port, args.connections)
-                t = time.perf_counter()
-                populate(work, args.edition, env)
-                setup_s = time.perf_counter() - t
-                wall, _, rss, cpu, _ = timed_send(work, env)
-            finally:
-                received = sink.stop()
-        print()
-        print(f"| edition of {args.edition:,} subscribers on SQLite | value |")
-        print("|---|---|")
-        print(f"| `newsletter send` wall time | {wall:.0f} s ({args.edition / wall:,.0f} msg/s) |")
-        print(f"| its CPU per message | {cpu / args.edition * 1e3:.2f} ms |")
-        print(f"| peak RSS of the send process | {rss:.0f} MB |")
-        print(f"| messages at the sink | {received:,} |")
-        print(f"| setup (ingest + import, not timed above) | {setup_s:.0f} s |")
+        edition_run(args.edition, args.connections, args.sink)
+
+def edition_run(n: int, connections: int, sink_kind: str) -> None:
+    """An edition of ``n`` subscribers end to end on SQLite: wall time, CPU, peak RSS."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        sink = open_sink(sink_kind)
+        try:
+            env = env_for(work, sink.port, connections)
+            t = time.perf_counter()
+            populate(work, n, env)
+            setup_s = time.perf_counter() - t
+            wall, _, rss, cpu, _ = timed_send(work, env)
+        finally:
+            received = sink.stop()
+    print()
+    print(f"| edition of {n:,} subscribers on SQLite | value |")
+    print("|---|---|")
+    print(f"| `newsletter send` wall time | {wall:.0f} s ({n / wall:,.0f} msg/s) |")
+    print(f"| its CPU per message | {cpu / n * 1e3:.2f} ms |")
+    print(f"| peak RSS of the send process | {rss:.0f} MB |")
+    print(f"| messages at the sink | {received:,} |")
+    print(f"| setup (ingest + import, not timed above) | {setup_s:.0f} s |")
 
 
 if __name__ == "__main__":
