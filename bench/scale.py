@@ -271,11 +271,13 @@ def import_cli(work: Path, rows: list[tuple[str, str, str, str, int]],
 PLAN_CHILD = """
 import datetime as dt, json, sys, time
 from newsletter.config import Settings
-from newsletter.delivery.runs import plan_edition
+from newsletter.delivery.edition import EditionConfig
+from newsletter.service.editions import plan_edition
 from newsletter.store.db import get_engine
 t = time.perf_counter()
 settings = Settings().replace(database={"url": sys.argv[1]})
-p = plan_edition(settings, get_engine(sys.argv[1]), dt.date.fromisoformat(sys.argv[2]))
+p = plan_edition(EditionConfig.of(settings), get_engine(sys.argv[1]),
+                 dt.date.fromisoformat(sys.argv[2]))
 print(json.dumps({"edition": p.edition.id, "planned": p.plan.planned, "skipped": p.plan.skipped,
                   "pending": p.pending, "seconds": time.perf_counter() - t}), file=sys.stderr)
 """
@@ -376,7 +378,7 @@ def deliver(url: str, edition: int, workers: int, sink: Sink | CSink, work: Path
                                   stderr=subprocess.DEVNULL) for label, pid in targets]
     settings = Settings().replace(queue={"broker_url": BROKER})
     t = time.perf_counter()
-    enqueue(settings, edition, workers)
+    enqueue(settings.queue, edition, workers)
     stopped_early = False
     last_log = t
     while True:

@@ -45,12 +45,14 @@ def free_port() -> int:
 def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
     """Papers, subscribers, one sent edition; the URLs each route will be hit with."""
     from newsletter.config import Settings
-    from newsletter.delivery.runs import run_send
+    from newsletter.delivery.edition import EditionConfig
     from newsletter.ingest.run import ingest
     from newsletter.render.links import LinkMaker, Signer
+    from newsletter.service.editions import send
     from newsletter.store.db import dispose_all, get_engine, session_scope
     from newsletter.store.keys import secret_keys
     from newsletter.store.subscribers import import_csv
+    from newsletter.transports import make_transport
 
     tmp = Path(tempfile.mkdtemp())
     settings = Settings().replace(database={"url": url}, web={"base_url": base_url},
@@ -63,7 +65,8 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
         f'u{i}@example.org,,"{profiles[i % len(profiles)]}",UTC,7' for i in range(subscribers)]
     with session_scope(engine) as s:
         import_csv(s, "\n".join(rows).encode(), "bench.csv")
-    summary = run_send(settings, engine, dt.date.today())
+    summary = send(EditionConfig.of(settings), engine, dt.date.today(),
+                   make_transport(settings))
     with session_scope(engine) as s:
         links = LinkMaker(settings.web, settings.sender, Signer(secret_keys(settings.web, s)))
     ids = list(range(1, subscribers + 1))

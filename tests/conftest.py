@@ -294,7 +294,7 @@ def world_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample papers and subscribers ingested and imported once per session into
     a migrated SQLite file; each ``world`` starts from a copy of it (the migrations,
     ingest and import cost more than the copy, in the many tests that use a world)."""
-    from newsletter.ingest.run import ingest
+    from newsletter.service.ingest import ingest
     from newsletter.store.db import make_engine, session_scope, upgrade
     from newsletter.store.subscribers import import_csv
 

@@ -23,7 +23,6 @@ from sqlalchemy import update
 
 from newsletter.app import App
 from newsletter.config import LogConfig
-from newsletter.delivery.runs import run_send
 from newsletter.observe.heartbeat import Beater, processes
 from newsletter.observe.logs import configure_logging
 from newsletter.observe.metrics import metrics
@@ -32,6 +31,7 @@ from newsletter.store.models import Heartbeat, utcnow
 from newsletter.web import create_app
 
 from .conftest import ROOT, SmtpSink, free_port
+from .editions_support import run_send
 
 DAY = dt.date(2025, 12, 26)
 

@@ -2,7 +2,7 @@
 
 * every [[sources]] is ingested on ``[schedule] ingest_cron``;
 * at the top of every UTC hour (and once at start, to catch up after downtime),
-  that hour's send slot goes out through the same ``run_send`` as the CLI: everyone
+  that hour's send slot goes out through the same ``send`` use case as the CLI: everyone
   whose local send time has passed on their local day and who has not had that
   day's edition (``slots``). A slot missed while the daemon was down is therefore
   sent late by the next one, never lost.
@@ -24,8 +24,8 @@ log = logging.getLogger("newsletter.scheduler")
 
 
 def ingest_sources(app: App) -> None:
-    from newsletter.ingest.sources import run_ingest
     from newsletter.observe.metrics import metrics
+    from newsletter.service.ingest import run_ingest
 
     if not app.settings.sources:
         return
@@ -49,15 +49,17 @@ def ingest_sources(app: App) -> None:
 
 def send_slot(app: App, now: dt.datetime | None = None,
               shutdown: Shutdown | None = None) -> Any:
-    from newsletter.delivery.runs import run_send
+    """This hour's slot, through the editions use case ``send``."""
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.observe.metrics import metrics
+    from newsletter.service.editions import send
+    from newsletter.transports import make_transport
 
     if shutdown is not None and shutdown.requested:
         return None
     now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    from newsletter.observe.metrics import metrics
-
-    summary = run_send(app.settings, app.engine, now.date(), slot=f"{now.hour:02d}",
-                       shutdown=shutdown)
+    summary = send(EditionConfig.of(app.settings), app.engine, now.date(),
+                   make_transport(app.settings), slot=f"{now.hour:02d}", shutdown=shutdown)
     metrics().last_run.labels(job="send").set_to_current_time()
     if summary.edition is None:
         log.info("slot %s %02d: %s", now.date(), now.hour, summary.note,

@@ -12,12 +12,9 @@ one call each, so a new metric or log field is added here and not in the loop.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
+from newsletter.delivery.ledger import Outcome, OutcomeStatus
 from newsletter.observe.metrics import metrics
-
-if TYPE_CHECKING:
-    from newsletter.delivery.ledger import Outcome
 
 OUTCOME_LOG = logging.getLogger("newsletter.delivery.outcome")
 
@@ -26,9 +23,9 @@ def delivery_outcome(edition_id: int, outcome: Outcome, seconds: float) -> None:
     """One delivery finished: count it, time it, and log one line about it."""
     m = metrics()
     m.deliveries.labels(outcome=str(outcome.status)).inc()
-    if outcome.status == "sent":
+    if outcome.status == OutcomeStatus.SENT:
         m.send_seconds.observe(seconds)
-    elif outcome.status == "failed":
+    elif outcome.status == OutcomeStatus.FAILED:
         reason = ("bounce" if outcome.bounce else "render" if outcome.error.startswith("render:")
                   else "permanent" if outcome.permanent else "transient")
         m.failures.labels(reason=reason).inc()
