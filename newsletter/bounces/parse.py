@@ -22,11 +22,15 @@ from __future__ import annotations
 import email
 import email.policy
 import enum
+import logging
 import re
 from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
+# flufl.bounce logs a traceback whenever one of its detectors trips on odd mail; it
+# then tries the next detector, so the trace is noise here (hostile mail is expected).
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 MAX_TEXT = 300  # a diagnostic is shown to an operator: one line, bounded
 
 
