@@ -161,7 +161,7 @@ def ingest(
     from newsletter.ingest.sources import run_ingest
 
     a = _app(ctx)
-    report = run_ingest(a.settings, a.session, list(sources or []), strict=strict)
+    report = run_ingest(a.settings.sources, a.session, list(sources or []), strict=strict)
     for loaded in report.loaded:
         note = " (not modified)" if loaded.not_modified else ""
         folded = f", {loaded.folded} duplicates merged" if loaded.folded else ""
@@ -313,11 +313,11 @@ def rank(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Show each subscriber's picks, scores and matched terms for the next edition."""
-    from newsletter.ranking.view import rank_subscribers
+    from newsletter.service.ranking import rank_subscribers
 
     a = _app(ctx)
     with a.session() as s:
-        results = list(rank_subscribers(a.settings, s, email=subscriber, limit=limit,
+        results = list(rank_subscribers(a.settings.ranking, s, email=subscriber, limit=limit,
                                         all_entries=all_entries))
     if as_json:
         _print_json(results)
@@ -343,13 +343,13 @@ def feedback(
 ) -> None:
     """Vote on a paper for a subscriber, as the email's "more / less like this" links do:
     the written keywords stay; the vote adds learned weights and hides the paper."""
-    from newsletter.ranking.view import cast_vote
+    from newsletter.service.ranking import cast_vote
 
     if up == down:
         raise InputError("give exactly one of --up or --down")
     a = _app(ctx)
     with a.session() as s:
-        outcome = cast_vote(a.settings, s, email, paper_id, 1 if up else -1, source="cli")
+        outcome = cast_vote(a.settings.ranking, s, email, paper_id, 1 if up else -1, source="cli")
     err.print(f"{outcome.email}: {'more' if up else 'less'} like {outcome.paper_id} "
               f"({outcome.title[:70]}). {outcome.message}")
 
@@ -597,7 +597,7 @@ def sources_list(
 
     a = _app(ctx)
     with a.session() as s:
-        rows = list_sources(a.settings, s)
+        rows = list_sources(a.settings.sources, s)
     if as_json:
         _print_json(rows)
         return
@@ -633,7 +633,7 @@ def sources_test(
     from newsletter.ingest.sources import dry_run, paper_dict
 
     a = _app(ctx)
-    result = dry_run(a.settings, source, strict=strict)
+    result = dry_run(a.settings.sources, source, strict=strict)
     if as_json:
         _print_json({"origin": result.origin, "papers": [paper_dict(p) for p in result.papers],
                      "skipped": [{"position": k.position, "id": k.ident, "reason": k.reason}
@@ -664,7 +664,7 @@ def demo(ctx: typer.Context) -> None:
     data = resources.files("newsletter").joinpath("data")
     papers = Path(str(data.joinpath("sample_papers.json")))
     with a.session() as s:
-        report = ingest_mod.ingest(a.settings, s, [str(papers)])
+        report = ingest_mod.ingest(a.settings.sources, s, [str(papers)])
     err.print(f"ingested {report.total} sample papers ({report.new} new)")
     with a.session() as s:
         imported = subs_mod.import_csv(s, data.joinpath("sample_subscribers.csv").read_bytes(),

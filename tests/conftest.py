@@ -262,7 +262,7 @@ def world(tmp_path: Path, sqlite_url: str) -> World:
     )
     engine = get_engine(sqlite_url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
     with session_scope(engine) as s:
         data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
         import_csv(s, data, "sample_subscribers.csv")

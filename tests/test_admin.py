@@ -21,8 +21,9 @@ from sqlalchemy import func, select, update
 from starlette.routing import Mount, Route
 
 from newsletter.app import App
-from newsletter.render.links import Signer, secret_keys
+from newsletter.render.links import Signer
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import AdminLoginAttempt, AdminSession, Delivery, Subscriber
 from newsletter.web import create_app
 from newsletter.web.admin import PUBLIC, auth
@@ -95,7 +96,7 @@ def test_every_route_refuses_without_a_session(console: Console) -> None:
     """Walked over the route table, so a route added later cannot be forgotten."""
     signer = None
     with session_scope(console.engine) as s:
-        signer = Signer(secret_keys(console.settings, s))
+        signer = Signer(secret_keys(console.settings.web, s))
     link_token = signer.token("preferences", 1)
     forged = auth.CookieSigner(["not the key"]).sign("session", "x" * 43)
     checked = 0
@@ -374,7 +375,7 @@ def test_every_page_renders_on_postgresql(pg_url: str, tmp_path: Any) -> None:
                                   outbox={"path": str(tmp_path / "outbox")})
     engine = get_engine(pg_url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
         import_csv(s, (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes(),
                    "sample_subscribers.csv")
     summary = run_send(settings, engine, dt.date.today())

@@ -64,7 +64,7 @@ def test_next_edition_never_repeats_a_paper(world, tmp_path: Path) -> None:  # t
     from newsletter.ingest.run import ingest
 
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "tests" / "payloads" / "dailypapers.json")])
+        ingest(settings.sources, s, [str(ROOT / "tests" / "payloads" / "dailypapers.json")])
     second = run_send(settings, engine, DAY + dt.timedelta(days=1))
     assert second.candidates == 3  # only what arrived since the previous edition
     with session_scope(engine) as s:

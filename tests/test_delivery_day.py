@@ -39,7 +39,7 @@ def populate(url: str, people: list[tuple[str, str, int]], papers: str = FEW) ->
     settings = Settings().replace(database={"url": url})
     engine = get_engine(url)
     with session_scope(engine) as s:
-        ingest(settings, s, [papers])
+        ingest(settings.sources, s, [papers])
     with session_scope(engine) as s:
         for email, tz, hour in people:
             add(s, email, keywords="attention, diffusion", tz=tz, hour=hour)

@@ -22,9 +22,10 @@ from sqlalchemy import func, select
 from newsletter.config import RankingConfig
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker
 from newsletter.ranking.feedback import Votes
-from newsletter.ranking.view import rank_subscribers
-from newsletter.render.links import Signer, secret_keys
+from newsletter.render.links import Signer
+from newsletter.service.ranking import rank_subscribers
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import Subscriber, Vote
 
 from .conftest import ROOT
@@ -72,7 +73,7 @@ def vote_count(engine: Any) -> int:
 
 def ranking(settings: Any, engine: Any, address: str = ADA) -> list[dict[str, Any]]:
     with session_scope(engine) as s:
-        [result] = rank_subscribers(settings, s, email=address, all_entries=True, limit=10)
+        [result] = rank_subscribers(settings.ranking, s, email=address, all_entries=True, limit=10)
     return list(result["picks"])
 
 
@@ -136,7 +137,7 @@ def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: igno
     # Undo both votes from the preferences page: the ranking is exactly as before.
     with session_scope(engine) as s:
         sub_id = s.scalar(select(Subscriber.id).where(Subscriber.email == ADA))
-        signer = Signer(secret_keys(settings, s))
+        signer = Signer(secret_keys(settings.web, s))
     prefs = f"{base}/preferences/{signer.token('preferences', int(sub_id or 0))}"
     with httpx.Client(timeout=30, follow_redirects=True) as client:
         page = client.get(prefs).text
@@ -206,15 +207,15 @@ def test_cli_feedback_errors_are_one_line(cli, world) -> None:  # type: ignore[n
 
 def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no-untyped-def]
     base, settings, engine = site
-    from newsletter.ranking.view import cast_vote, learned_terms
+    from newsletter.service.ranking import cast_vote, subscriber_learned
 
     picks = ranking(settings, engine)
     with session_scope(engine) as s:
-        outcome = cast_vote(settings, s, ADA, picks[0]["id"], 1, source="cli")
+        outcome = cast_vote(settings.ranking, s, ADA, picks[0]["id"], 1, source="cli")
         sub = s.scalar(select(Subscriber).where(Subscriber.email == ADA))
         assert sub is not None
-        learned = learned_terms(settings, s, sub)
-        signer = Signer(secret_keys(settings, s))
+        learned = subscriber_learned(settings.ranking, s, sub)
+        signer = Signer(secret_keys(settings.web, s))
     assert learned and outcome.terms
     token = signer.token("preferences", sub.id)
     with httpx.Client(timeout=30, follow_redirects=True) as client:
@@ -225,7 +226,7 @@ def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no
                       action=f"{base}/feedback/forget/{token}")
         assert r.status_code == 200
     with session_scope(engine) as s:
-        assert gone.key not in {t.key for t in learned_terms(settings, s, sub)}
+        assert gone.key not in {t.key for t in subscriber_learned(settings.ranking, s, sub)}
     with httpx.Client(timeout=30, follow_redirects=True) as client:
         assert post_form(client, f"{base}/preferences/{token}", {},
                          action=f"{base}/feedback/reset/{token}").status_code == 200
@@ -358,14 +359,13 @@ def test_the_vectorized_learner_matches_one_subscriber_at_a_time() -> None:
 
 
 def sample_ranker(cfg: RankingConfig, related: bool = True) -> tuple[Ranker, list[RankEntry]]:
-    from newsletter.config import Settings
     from newsletter.ranking.related import RelatedTerms
     from newsletter.ranking.selection import load_acronyms
 
     data = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
     entries = [RankEntry(d["id"], d["title"], d["abstract"], (), tuple(d["authors"]),
                          d["upvotes"]) for d in data]
-    corpus = Corpus(entries, load_acronyms(Settings(), entries), cfg, TODAY,
+    corpus = Corpus(entries, load_acronyms(RankingConfig(), entries), cfg, TODAY,
                     RelatedTerms.load() if related else None)
     return Ranker(corpus, cfg), entries
 
@@ -385,7 +385,7 @@ def test_an_exclusion_understands_the_field() -> None:
     # A passing mention is not enough: the related evidence must pass the stricter bar.
     evidence = with_field.corpus.related_evidence(
         with_field.analyzer.feature(next(iter(
-            __import__("newsletter.ranking.profile", fromlist=["x"]).parse_profile(
+            __import__("newsletter.profile", fromlist=["x"]).parse_profile(
                 "-medical").terms))).related)
     assert evidence[xray] >= cfg.exclude_related_min
     assert ((evidence > 0) & (evidence < cfg.exclude_related_min)).any()

@@ -25,7 +25,7 @@ def planned(url: str, n: int) -> tuple[DbLedger, int]:
     settings = Settings().replace(database={"url": url})
     engine = get_engine(url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
     with session_scope(engine) as s:
         for i in range(n):
             add(s, f"r{i}@example.org", keywords="attention, diffusion, graph neural networks")

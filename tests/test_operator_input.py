@@ -94,10 +94,10 @@ def test_cr_lf_in_a_name_never_becomes_a_header(cli, tmp_path: Path) -> None:  #
 
 
 def test_cr_lf_never_reaches_mime_even_from_the_database() -> None:
-    from newsletter.config import Settings
+    from newsletter.config import SenderConfig
     from newsletter.render.mime import MimeBuilder
 
-    m = MimeBuilder(Settings()).build(
+    m = MimeBuilder(SenderConfig()).build(
         to="eve@example.org", to_name="Eve\r\nBcc: evil@evil.example",
         subject="Hi\nBcc: x@y.z", text="t", html="<p>h</p>", message_id="<a@b>",
         list_unsubscribe="<https://x/u>", extra_headers={"X-Tag": "a\r\nBcc: q@r.s"})

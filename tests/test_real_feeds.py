@@ -383,10 +383,10 @@ def test_http_charset_decides_and_sources_test_stores_nothing(http_server, tmp_p
     def sessions():  # type: ignore[no-untyped-def]
         return session_scope(engine)
 
-    report = run_ingest(settings, sessions, ["blog"])
+    report = run_ingest(settings.sources, sessions, ["blog"])
     [paper] = report.loaded[0].papers
     assert paper.abstract == "This is a \xa3\u201ctest.\u201d"
-    result = dry_run(settings, "blog")
+    result = dry_run(settings.sources, "blog")
     assert [p.abstract for p in result.papers] == [paper.abstract]
     assert "If-None-Match" not in http_server.requests[-1]["headers"]  # type: ignore[operator]
     with session_scope(engine) as s:

@@ -39,7 +39,7 @@ def populate(url: str, extra: int) -> Settings:
     settings = Settings().replace(database={"url": url})
     engine = get_engine(url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
     with session_scope(engine) as s:
         import_csv(s, (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes(),
                    "sample_subscribers.csv")

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from newsletter.errors import ConfigError
-from newsletter.render.links import Signer, secret_keys
+from newsletter.render.links import Signer
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import Event, Subscriber, Suppression
 
 from .web_support import Site, post_form, running_site
@@ -313,7 +314,7 @@ def test_key_rotation_refuses_to_break_sent_links(world) -> None:  # type: ignor
 
     settings, engine = world
     with session_scope(engine) as s:
-        stored = secret_keys(settings, s)[0]
+        stored = secret_keys(settings.web, s)[0]
     with pytest.raises(ConfigError, match="retired_keys"):
         create_app(App(settings.replace(web={"secret_keys": ["brand-new"]}), engine))
     create_app(App(settings.replace(web={"secret_keys": ["brand-new", stored]}), engine))

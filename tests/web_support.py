@@ -16,8 +16,9 @@ from sqlalchemy import select
 
 from newsletter.app import App
 from newsletter.config import Settings
-from newsletter.render.links import LinkMaker, Signer, secret_keys
+from newsletter.render.links import LinkMaker, Signer
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import Subscriber
 from newsletter.web import create_app
 from newsletter.web.webhooks import Fetcher, webhook_tokens
@@ -79,10 +80,10 @@ def running_site(settings: Settings, engine: Any, *, fetcher: Fetcher | None = N
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     with session_scope(engine) as s:
-        signer = Signer(secret_keys(settings, s))
+        signer = Signer(secret_keys(settings.web, s))
     try:
         yield Site(f"http://127.0.0.1:{port}", settings, engine, signer,
-                   LinkMaker(settings, signer), starlette)
+                   LinkMaker(settings.web, settings.sender, signer), starlette)
     finally:
         server.should_exit = True
         thread.join(5)

@@ -11,13 +11,11 @@ change and the rest of a transaction stand or fall together.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.errors import InputError
 from newsletter.store.models import (
     Delivery,
     Event,
@@ -26,6 +24,7 @@ from newsletter.store.models import (
     Suppression,
     utcnow,
 )
+from newsletter.store.suppressions import address_hash, is_suppressed
 
 S = SubscriberStatus
 # Stopped by the address's owner or its mail server: no edition goes there again unless
@@ -120,32 +119,6 @@ def apply_notice(session: Session, address: str, kind: str, **detail: Any) -> bo
 
 
 # ---- erasure ------------------------------------------------------------------------
-
-def address_hash(address: str) -> str:
-    """What an erased address leaves behind: enough to refuse it, not to read it."""
-    return hashlib.sha256(f"newsletter-suppression:{address.strip().lower()}".encode()).hexdigest()
-
-
-def is_suppressed(session: Session, address: str) -> bool:
-    return session.get(Suppression, address_hash(address)) is not None
-
-
-def suppressed_among(session: Session, addresses: list[str]) -> set[str]:
-    """The addresses (of ``addresses``) that were erased; for bulk imports."""
-    by_hash = {address_hash(a): a for a in addresses}
-    found: set[str] = set()
-    keys = list(by_hash)
-    for start in range(0, len(keys), 900):
-        chunk = keys[start : start + 900]
-        found.update(by_hash[h] for h in session.scalars(
-            select(Suppression.hash).where(Suppression.hash.in_(chunk))))
-    return found
-
-
-def refuse_suppressed(session: Session, address: str) -> None:
-    if is_suppressed(session, address):
-        raise InputError(f"{address} asked to be erased and cannot be added again")
-
 
 def erase(session: Session, sub: Subscriber, reason: str = "erased") -> None:
     """Delete everything about a subscriber (row, ledger rows, sent papers, events)

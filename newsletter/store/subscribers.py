@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import clean_header_text, normalize_address
 from newsletter.errors import InputError
-from newsletter.ranking.profile import parse_profile
+from newsletter.profile import parse_profile
 from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
+from newsletter.store.suppressions import refuse_suppressed, suppressed_among
 
 CSV_COLUMNS = ("email", "name", "keywords", "tz", "hour")
 IMPORT_COLUMNS = (*CSV_COLUMNS, "status")  # an export re-imports as it was
@@ -88,8 +89,6 @@ def add(
     source: str = "cli",
     utf8_local_part: bool = False,
 ) -> Subscriber:
-    from newsletter.store.lifecycle import refuse_suppressed
-
     address = normalize_email(email, utf8_local_part=utf8_local_part)
     if session.scalar(select(Subscriber.id).where(Subscriber.email == address)):
         raise InputError(f"{address} is already subscribed (use the preferences to change it)")
@@ -206,8 +205,6 @@ def import_csv(session: Session, data: bytes, origin: str, *,
         raise InputError(f"{origin}:{line}: invalid UTF-8: expected a UTF-8 CSV file") from None
     if not text.strip():
         raise InputError(f"{origin}: empty file: expected a header row email,name,keywords,tz,hour")
-    from newsletter.store.lifecycle import suppressed_among
-
     existing = set(session.scalars(select(Subscriber.email)))
     report = ImportReport()
     now = utcnow()

@@ -21,7 +21,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from newsletter.app import App
-from newsletter.render.links import Signer, secret_keys
+from newsletter.render.links import Signer
+from newsletter.store.keys import secret_keys
 from newsletter.web import notices, pages
 from newsletter.web.context import Web, web_of
 from newsletter.web.feedback import FEEDBACK_ROUTES
@@ -87,7 +88,7 @@ def create_app(app: App, *, fetcher: Fetcher | None = None,
     settings = app.settings
     with app.session() as s:
         check_rotation(settings.web, s)
-        signer = Signer(secret_keys(settings, s))
+        signer = Signer(secret_keys(settings.web, s))
         webhook_tokens(s)  # made once, so `webhooks urls` and the server agree
     web = Web(app, signer) if fetcher is None else Web(app, signer, fetcher)
     from newsletter.web.admin import create_admin

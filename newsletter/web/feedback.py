@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from newsletter.errors import InputError
-from newsletter.ranking.view import cast_vote, learned_terms
+from newsletter.service.ranking import cast_vote, subscriber_learned
 from newsletter.store import votes as votes_mod
 from newsletter.store.models import Entry, Subscriber
 from newsletter.web.context import Web, web_of
@@ -40,7 +40,7 @@ def preferences_context(web: Web, sub_id: int) -> dict[str, Any]:
             return {"learned": [], "votes": [], "feedback_links": links}
         votes = [{"paper_id": e.id, "title": e.title, "direction": v.direction}
                  for v, e in votes_mod.votes_of(s, sub.id)]
-        learned = learned_terms(web.settings, s, sub) if votes else []
+        learned = subscriber_learned(web.settings.ranking, s, sub) if votes else []
     return {"learned": learned, "votes": votes, "feedback_links": links}
 
 
@@ -67,7 +67,7 @@ async def vote(request: Request) -> Response:
                 return "missing", None, ""
             if request.method != "POST":  # GET and HEAD show the button, never vote
                 return "ask", {"title": entry.title}, sub.email
-            outcome = cast_vote(web.settings, s, None, paper_id,
+            outcome = cast_vote(web.settings.ranking, s, None, paper_id,
                                 1 if direction == "up" else -1, source="email",
                                 subscriber_id=sub_id)
             return "voted", outcome.message, sub.email

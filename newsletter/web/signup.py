@@ -93,7 +93,7 @@ async def send_confirmation(app: App, links: LinkMaker, templates: jinja2.Enviro
     subject = templates.get_template("confirm_subject.txt").render(context).strip()
     text = templates.get_template("confirm.txt").render(context)
     html = templates.get_template("confirm.html").render(context)
-    builder = MimeBuilder(settings)
+    builder = MimeBuilder(settings.sender)
     msg = builder.build(to=address, to_name="", subject=subject, text=text, html=html,
                         message_id=builder.message_id(
                             f"confirm.{sub_id}.{utcnow():%Y%m%d%H%M%S%f}"),

@@ -35,9 +35,9 @@ from newsletter.delivery.ledger import DbLedger
 from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError, NewsletterError
 from newsletter.render.compile import BUNDLED
-from newsletter.render.links import secret_keys
 from newsletter.store import subscribers as subs_mod
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import (
     DeliveryStatus,
     Edition,
@@ -83,7 +83,7 @@ class Console:
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(self.directory)),
                                       autoescape=True, undefined=jinja2.StrictUndefined)
         with app.session() as s:
-            self.signer = auth.CookieSigner(secret_keys(self.settings, s))
+            self.signer = auth.CookieSigner(secret_keys(self.settings.web, s))
         self.secure = self.settings.web.base_url.startswith("https://")
         self.base_origin = _origin(self.settings.web.base_url)
 
