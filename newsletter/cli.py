@@ -25,8 +25,9 @@ from rich.progress import (
 from rich.table import Table
 
 from newsletter.app import App
-from newsletter.errors import InputError, NewsletterError
+from newsletter.errors import FieldError, InputError, NewsletterError
 from newsletter.ingest import run as ingest_mod
+from newsletter.service import subscribers as people
 from newsletter.store import queries
 from newsletter.store import subscribers as subs_mod
 from newsletter.store.queries import parse_day
@@ -208,8 +209,8 @@ def subscribers_add(
     """Add one subscriber (active at once: the operator vouches for consent)."""
     a = _app(ctx)
     with a.session() as s:
-        sub = subs_mod.add(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
-                           utf8_local_part=a.settings.transport.utf8_addresses)
+        sub = people.add(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
+                         utf8_local_part=a.settings.transport.utf8_addresses, by="cli")
     err.print(f"added {sub.email}")
 
 
@@ -223,16 +224,25 @@ def subscribers_edit(
     tz: Annotated[str | None, typer.Option(metavar="ZONE", help="New IANA time zone.")] = None,
     hour: Annotated[int | None, typer.Option(metavar="HOUR",
                                              help="New local send hour (0-23).")] = None,
-    status: Annotated[str | None, typer.Option(metavar="active|paused",
-                                               help="Pause or resume their emails.")] = None,
+    status: Annotated[str | None, typer.Option(
+        metavar="|".join(people.OPERATOR_STATUSES),
+        help="Pause or resume their emails, or stop them: unsubscribed (they asked "
+        "elsewhere) or bounced (their mail server refuses). Only they can start "
+        "them again after a stop.")] = None,
 ) -> None:
     """Change one subscriber's profile, name, time zone, send hour or status."""
+    given = people.Edit(name=name, keywords=keywords, tz=tz, hour=hour, status=status)
+    if given.empty():
+        raise InputError("nothing to change: give --keywords, --name, --tz, --hour or --status")
     a = _app(ctx)
-    with a.session() as s:
-        sub = subs_mod.edit(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
-                            status=status)
-        summary = f"{sub.email}: {sub.status}, {sub.tz} {sub.send_hour:02d}:00, " \
-                  f"keywords {sub.keywords!r}"
+    try:
+        with a.session() as s:
+            sub = people.find(s, email)
+            people.edit(s, sub, given, by="cli")
+            summary = f"{sub.email}: {sub.status}, {sub.tz} {sub.send_hour:02d}:00, " \
+                      f"keywords {sub.keywords!r}"
+    except FieldError as exc:
+        raise InputError(f"--{exc.field}: {exc.problem}") from None
     err.print(f"updated {summary}")
 
 
@@ -249,8 +259,8 @@ def subscribers_import(
     except OSError as exc:
         raise NewsletterError(f"{file}: cannot read: {exc.strerror}") from None
     with a.session() as s:
-        report = subs_mod.import_csv(s, data, str(file),
-                                     utf8_local_part=a.settings.transport.utf8_addresses)
+        report = people.import_csv(s, data, str(file),
+                                   utf8_local_part=a.settings.transport.utf8_addresses)
     for line, address in report.duplicates[:20]:
         err.print(f"{file}:{line}: {address} already present, skipped")
     if len(report.duplicates) > 20:
@@ -288,8 +298,8 @@ def subscribers_remove(
     """Delete a subscriber and their history."""
     a = _app(ctx)
     with a.session() as s:
-        subs_mod.remove(s, email)
-    err.print(f"removed {email}")
+        address = people.remove(s, email, by="cli")
+    err.print(f"removed {address}")
 
 
 @subs_app.command("export")
@@ -343,13 +353,14 @@ def feedback(
 ) -> None:
     """Vote on a paper for a subscriber, as the email's "more / less like this" links do:
     the written keywords stay; the vote adds learned weights and hides the paper."""
-    from newsletter.service.ranking import cast_vote
+    from newsletter.service.votes import record_vote
 
     if up == down:
         raise InputError("give exactly one of --up or --down")
     a = _app(ctx)
     with a.session() as s:
-        outcome = cast_vote(a.settings.ranking, s, email, paper_id, 1 if up else -1, source="cli")
+        outcome = record_vote(a.settings.ranking, s, paper_id, 1 if up else -1, by="cli",
+                              email=email)
     err.print(f"{outcome.email}: {'more' if up else 'less'} like {outcome.paper_id} "
               f"({outcome.title[:70]}). {outcome.message}")
 
@@ -667,8 +678,8 @@ def demo(ctx: typer.Context) -> None:
         report = ingest_mod.ingest(a.settings.sources, s, [str(papers)])
     err.print(f"ingested {report.total} sample papers ({report.new} new)")
     with a.session() as s:
-        imported = subs_mod.import_csv(s, data.joinpath("sample_subscribers.csv").read_bytes(),
-                                       "sample_subscribers.csv")
+        imported = people.import_csv(s, data.joinpath("sample_subscribers.csv").read_bytes(),
+                                     "sample_subscribers.csv")
     err.print(f"sample subscribers: {imported.added} added, "
               f"{len(imported.duplicates)} already present")
     summary = run_send(a.settings, a.engine, _day(None))

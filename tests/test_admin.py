@@ -24,7 +24,13 @@ from newsletter.app import App
 from newsletter.render.links import Signer
 from newsletter.store.db import session_scope
 from newsletter.store.keys import secret_keys
-from newsletter.store.models import AdminLoginAttempt, AdminSession, Delivery, Subscriber
+from newsletter.store.models import (
+    AdminLoginAttempt,
+    AdminSession,
+    Delivery,
+    Event,
+    Subscriber,
+)
 from newsletter.web import create_app
 from newsletter.web.admin import PUBLIC, auth
 
@@ -439,8 +445,13 @@ def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> Non
     bad = c.post(f"/subscribers/{ids[0]}", data={**base, "tz": "Mars/Base", "status": "active"})
     assert bad.status_code == 400 and "unknown time zone &#39;Mars/Base&#39;" in bad.text
     assert "Mars/Base" in bad.text  # the form keeps what was typed
-    forged = c.post(f"/subscribers/{ids[0]}", data={**base, "status": "bounced"})
-    assert forged.status_code == 400 and "status: expected one of" in forged.text
+    # Complained and pending are facts, never chosen (the CLI refuses them alike).
+    for fact in ("complained", "pending"):
+        forged = c.post(f"/subscribers/{ids[0]}", data={**base, "status": fact})
+        assert forged.status_code == 400 and "status: expected one of" in forged.text
+    # Only the person starts their emails again: a bounced address cannot be set active.
+    revived = c.post(f"/subscribers/{ids[1]}", data={**base, "status": "active"})
+    assert revived.status_code == 400 and "only they can" in revived.text
     # A bounced subscriber's keywords can be edited; the bounce stays a fact.
     kept = c.post(f"/subscribers/{ids[1]}", data={**base, "keywords": "diffusion",
                                                   "status": "bounced"})
@@ -448,9 +459,21 @@ def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> Non
     with session_scope(console.engine) as s:
         a, g = s.get(Subscriber, ids[0]), s.get(Subscriber, ids[1])
         assert a is not None and g is not None
-        assert a.keywords != "gnn"  # neither refused form stored anything
+        assert a.keywords != "gnn"  # no refused form stored anything
         assert a.tz == ada_tz and a.status == "active"
         assert (g.keywords, g.status) == ("diffusion", "bounced")
+    # The operator may stop someone's emails (the CLI's --status likewise): each change
+    # is the lifecycle's own event, naming the operator.
+    stopped = c.post(f"/subscribers/{ids[0]}", data={**base, "name": " Ada\r\nBcc: x ",
+                                                     "status": "unsubscribed"})
+    assert stopped.status_code == 200 and "Saved." in stopped.text
+    with session_scope(console.engine) as s:
+        a = s.get(Subscriber, ids[0])
+        assert a is not None and a.status == "unsubscribed"
+        assert "\n" not in a.name and "\r" not in a.name  # the shared header cleaning
+        kinds = {e.kind: e.detail for e in s.scalars(select(Event).where(
+            Event.subscriber_id == ids[0]))}
+    assert kinds["unsubscribed"]["by"] == kinds["edited"]["by"] == "admin:ops"
 
 
 def test_dashboard_shows_a_running_edition(console: Console) -> None:

@@ -20,7 +20,7 @@ from newsletter.config import Settings
 from newsletter.delivery.ratelimit import TokenBucket
 from newsletter.delivery.runs import run_preview, run_send
 from newsletter.store.db import session_scope
-from newsletter.store.models import Delivery, SentEntry, Subscriber
+from newsletter.store.models import Delivery, Event, SentEntry, Subscriber
 
 from .conftest import ROOT, SmtpSink
 
@@ -82,6 +82,10 @@ def test_permanent_550_fails_that_subscriber_only(world, smtp_sink: SmtpSink) ->
     with session_scope(engine) as s:
         grace = s.scalar(select(Subscriber).where(Subscriber.email == "grace@example.org"))
         assert grace is not None and grace.status == "bounced" and grace.bounce_count == 1
+        assert grace.updated_at > grace.created_at  # a change like every other
+        [event] = s.scalars(select(Event).where(Event.subscriber_id == grace.id,
+                                                Event.kind == "bounced"))
+        assert event.detail["by"] == "bounce" and "5.1.1" in event.detail["error"]
         row = s.scalar(select(Delivery).where(Delivery.subscriber_id == grace.id))
         assert row is not None and row.status == "failed" and "5.1.1" in row.last_error
 

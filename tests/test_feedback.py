@@ -207,11 +207,12 @@ def test_cli_feedback_errors_are_one_line(cli, world) -> None:  # type: ignore[n
 
 def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no-untyped-def]
     base, settings, engine = site
-    from newsletter.service.ranking import cast_vote, subscriber_learned
+    from newsletter.service.ranking import subscriber_learned
+    from newsletter.service.votes import record_vote
 
     picks = ranking(settings, engine)
     with session_scope(engine) as s:
-        outcome = cast_vote(settings.ranking, s, ADA, picks[0]["id"], 1, source="cli")
+        outcome = record_vote(settings.ranking, s, picks[0]["id"], 1, by="cli", email=ADA)
         sub = s.scalar(select(Subscriber).where(Subscriber.email == ADA))
         assert sub is not None
         learned = subscriber_learned(settings.ranking, s, sub)

@@ -137,8 +137,8 @@ def test_empty_profile_is_refused_and_edit_changes_a_subscriber(cli) -> None:  #
     [row] = json.loads(cli("subscribers", "list", "--json").stdout)
     assert (row["keywords"], row["tz"], row["hour"], row["name"], row["status"]) == (
         "GNN, -medical", "Asia/Kolkata", 9, "Ada", "paused")
-    assert "expected active or paused" in one_line_error(
-        cli("subscribers", "edit", "ada@example.org", "--status", "bounced"))
+    assert "--status: expected one of active, paused, unsubscribed, bounced" in one_line_error(
+        cli("subscribers", "edit", "ada@example.org", "--status", "complained"))
     assert "unknown time zone" in one_line_error(
         cli("subscribers", "edit", "ada@example.org", "--tz", "Mars/X"))
     assert "empty keyword profile" in one_line_error(
@@ -146,6 +146,12 @@ def test_empty_profile_is_refused_and_edit_changes_a_subscriber(cli) -> None:  #
     assert "nothing to change" in one_line_error(cli("subscribers", "edit", "ada@example.org"))
     assert "is not a subscriber" in one_line_error(
         cli("subscribers", "edit", "bob@example.org", "--hour", "3"))
+    # The same statuses as the console: an operator may record a stop, never undo one.
+    assert cli("subscribers", "edit", "ada@example.org", "--status", "bounced").code == 0
+    assert "only they can" in one_line_error(
+        cli("subscribers", "edit", "ada@example.org", "--status", "active"))
+    [row] = json.loads(cli("subscribers", "list", "--json").stdout)
+    assert (row["status"], row["bounce_count"]) == ("bounced", 1)
 
 
 def test_address_policy_is_the_same_for_cli_and_import(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -240,7 +240,7 @@ def _import_outcome(tmp_path, name: str, data: bytes, batch: int,  # type: ignor
     engine = get_engine(f"sqlite:///{tmp_path / name}")
     with session_scope(engine) as s:
         for address in ("gone1@example.org", "gone7@example.org"):
-            erase(s, subscribers.add(s, address, keywords="erased"))
+            erase(s, subscribers.add(s, address, keywords="erased"), by="cli")
     outcome: object
     try:
         with session_scope(engine) as s:

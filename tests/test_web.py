@@ -61,7 +61,7 @@ def test_one_click_unsubscribe_rfc8058(site: Site) -> None:
     assert httpx.post(url).status_code == 200  # idempotent
     with session_scope(site.engine) as s:
         events = list(s.scalars(select(Event).where(Event.kind == "unsubscribed")))
-    assert [e.detail for e in events] == [{"one_click": True}]
+    assert [e.detail for e in events] == [{"one_click": True, "by": "web"}]
 
 
 def test_tokens_tampered_or_outside_their_alphabet_are_400(site: Site) -> None:

@@ -23,7 +23,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
+from newsletter.store.db import session_scope
+from newsletter.store.models import Event
 from newsletter.web.webhooks import ReplayCache
 from newsletter.web.webhooks.base import Rejected, WebhookRequest
 from newsletter.web.webhooks.mailgun import Mailgun
@@ -152,6 +155,10 @@ def test_sendgrid_signed_event_webhook(hooks: Site) -> None:
     assert (hooks.status("ada@example.org"), hooks.status("grace@example.org"),
             hooks.status("alan@example.org")) == ("bounced", "complained", "active")
     assert httpx.post(url, content=body, headers=headers).status_code == 401  # replayed
+    with session_scope(hooks.engine) as s:  # each change says who made it
+        who = {e.kind: e.detail["by"] for e in s.scalars(
+            select(Event).where(Event.kind.in_(["bounced", "complained"])))}
+    assert who == {"bounced": "webhook:sendgrid", "complained": "webhook:sendgrid"}
 
 
 def test_mailgun_hmac_stale_and_replayed(hooks: Site) -> None:

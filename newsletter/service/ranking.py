@@ -1,6 +1,6 @@
 """Ranking over the stored papers and votes: what the next edition would pick for a
-subscriber (``newsletter rank``, the preferences page), what their votes teach, and
-recording a vote with what it taught.
+subscriber (``newsletter rank``, the preferences page) and what their votes teach
+(recording a vote is ``service.votes``).
 
 The reading is here; the ranking itself (``ranking/``) takes the rows it is given.
 """
@@ -17,9 +17,9 @@ from newsletter.config import RankingConfig
 from newsletter.errors import InputError
 from newsletter.ranking.feedback import Learned
 from newsletter.ranking.selection import Selection
-from newsletter.ranking.view import VoteOutcome, learned_terms, moved_terms, rank_dicts
+from newsletter.ranking.view import learned_terms, rank_dicts
 from newsletter.store import votes as votes_mod
-from newsletter.store.models import Entry, Subscriber, utcnow
+from newsletter.store.models import Subscriber, utcnow
 from newsletter.store.queries import (
     candidate_entries,
     edition_entries,
@@ -49,22 +49,6 @@ def subscriber_learned(cfg: RankingConfig, session: Session, sub: Subscriber,
     """What a subscriber's votes teach today, strongest first."""
     selection = selection or learning_selection(cfg, session)
     return learned_terms(selection, sub.id, sub.keywords)
-
-
-def cast_vote(cfg: RankingConfig, session: Session, email: str | None, paper_id: str,
-              direction: int, *, source: str, subscriber_id: int | None = None) -> VoteOutcome:
-    """Record a vote (by address or id) and say what it taught."""
-    sub = (session.get(Subscriber, subscriber_id) if subscriber_id is not None
-           else votes_mod.subscriber_by_email(session, email or ""))
-    if sub is None:
-        raise InputError("this subscription no longer exists")
-    vote, before = votes_mod.record(session, sub.id, paper_id, direction, source)
-    entry = session.get(Entry, paper_id)
-    selection = learning_selection(cfg, session)
-    learned = learned_terms(selection, sub.id, sub.keywords)
-    moved = moved_terms(selection, learned, paper_id, direction)
-    return VoteOutcome(sub.email, paper_id, entry.title if entry else paper_id, vote.direction,
-                       before, moved[:3])
 
 
 def rank_subscribers(cfg: RankingConfig, session: Session, *, email: str | None = None,

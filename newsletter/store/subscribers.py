@@ -1,4 +1,4 @@
-"""Subscriber management: add, bulk import, list, remove, export.
+"""Subscriber rows: add, bulk import, list, remove, export.
 
 Operator-added subscribers are active at once (the operator vouches for
 consent, recorded as ``consent_source``); web sign-ups stay pending until they
@@ -30,7 +30,6 @@ IMPORT_STATUSES = tuple(s.value for s in SubscriberStatus if s != SubscriberStat
 
 IMPORT_BATCH = 5000  # rows per INSERT while importing
 MAX_REPORTED_ROWS = 50  # bad CSV rows listed in one run (all are counted)
-EDITABLE_STATUSES = (SubscriberStatus.ACTIVE.value, SubscriberStatus.PAUSED.value)
 
 
 def normalize_email(raw: str, *, utf8_local_part: bool = False) -> str:
@@ -108,7 +107,7 @@ def add(
     )
     session.add(sub)
     session.flush()
-    session.add(Event(subscriber_id=sub.id, kind="subscribed", detail={"source": source}))
+    session.add(Event(subscriber_id=sub.id, kind="subscribed", detail={"by": source}))
     return sub
 
 
@@ -257,49 +256,16 @@ def import_csv(session: Session, data: bytes, origin: str, *,
     return report
 
 
-def edit(session: Session, email: str, *, keywords: str | None = None,
-         name: str | None = None, tz: str | None = None, hour: int | str | None = None,
-         status: str | None = None) -> Subscriber:
-    """Change one subscriber; every value is checked as on ``add``. Only active and
-    paused can be set here: unsubscribed, bounced and complained are the person's
-    (or their mail server's) decision, recorded by the web and webhooks."""
+def remove(session: Session, email: str, *, by: str = "cli") -> str:
+    """Delete a subscriber (``by`` names who asked: ``cli``, ``admin:<name>``); the
+    address removed."""
     address = normalize_email(email, utf8_local_part=True)  # find, whatever the policy
     sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
     if sub is None:
         raise InputError(f"{address} is not a subscriber")
-    changed: dict[str, object] = {}
-    if keywords is not None:
-        changed["keywords"] = check_keywords(keywords)
-    if name is not None:
-        changed["name"] = clean_name(name)
-    if tz is not None:
-        changed["tz"] = check_tz(tz)
-    if hour is not None:
-        changed["send_hour"] = check_hour(hour)
-    if status is not None:
-        if status not in EDITABLE_STATUSES:
-            raise InputError(f"--status: expected active or paused, got {status!r}")
-        if sub.status not in EDITABLE_STATUSES and status != sub.status:
-            raise InputError(f"{address} is {sub.status}; only they can subscribe again "
-                             "(or import them with status active after their consent)")
-        changed["status"] = status
-    if not changed:
-        raise InputError("nothing to change: give --keywords, --name, --tz, --hour or --status")
-    for key, value in changed.items():
-        setattr(sub, key, value)
-    sub.updated_at = utcnow()
-    session.add(Event(subscriber_id=sub.id, kind="edited",
-                      detail={"fields": sorted(changed), "source": "cli"}))
-    return sub
-
-
-def remove(session: Session, email: str) -> None:
-    address = normalize_email(email, utf8_local_part=True)  # find, whatever the policy
-    sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
-    if sub is None:
-        raise InputError(f"{address} is not a subscriber")
-    session.add(Event(kind="removed", detail={"email": address}))
+    session.add(Event(kind="removed", detail={"email": address, "by": by}))
     session.execute(delete(Subscriber).where(Subscriber.id == sub.id))
+    return address
 
 
 def count(session: Session) -> int:

@@ -3,7 +3,8 @@
 Order of checks: the provider exists and the URL token is that provider's current
 one (else 404, so the URL space reveals nothing); the body is within the cap
 (413); the provider's own proof verifies (401) and the payload is well-formed
-(400). Only then do subscribers change, through ``store.lifecycle``.
+(400). Only then do subscribers change, through ``service.subscribers.apply_notices``
+(each change recorded as ``webhook:<provider>``'s).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from newsletter.errors import InputError
-from newsletter.store import lifecycle
+from newsletter.service import subscribers
 from newsletter.web.context import Web, web_of
 from newsletter.web.security import TooLarge, read_body
 from newsletter.web.webhooks import Notice, Rejected, WebhookRequest, webhook_tokens
@@ -33,17 +33,8 @@ def _token_ok(web: Web, provider: str, token: str) -> bool:
 
 
 def _apply(web: Web, provider: str, notices: list[Notice]) -> int:
-    from newsletter.store.subscribers import normalize_email
-
-    changed = 0
     with web.app.session() as s:
-        for address, kind in notices:
-            try:
-                normalized = normalize_email(address)
-            except InputError:
-                continue
-            changed += lifecycle.apply_notice(s, normalized, kind, provider=provider)
-    return changed
+        return subscribers.apply_notices(s, notices, provider=provider)
 
 
 async def webhook(request: Request) -> Response:
