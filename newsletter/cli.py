@@ -64,6 +64,9 @@ app.add_typer(sources_app, name="sources")
 webhooks_app = typer.Typer(help="Bounce and complaint webhooks.", no_args_is_help=True)
 keys_app = typer.Typer(help="Link signing keys.", no_args_is_help=True)
 app.add_typer(webhooks_app, name="webhooks")
+bounces_app = typer.Typer(help="The bounce mailbox: bounces, complaints and mailto "
+                          "unsubscribes.", no_args_is_help=True)
+app.add_typer(bounces_app, name="bounces")
 app.add_typer(keys_app, name="keys")
 
 err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
@@ -510,7 +513,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Counts by delivery state and the last errors of an edition."""
-    from newsletter.delivery.status import edition_status
+    from newsletter.delivery.status import edition_status, subscriber_counts
     from newsletter.observe.heartbeat import processes
 
     a = _app(ctx)
@@ -525,9 +528,11 @@ def status(
     data: dict[str, Any] = (edition_status(a.engine, found) if found is not None
                             else {"edition": None})
     data["processes"] = procs
+    data["subscribers"] = subscriber_counts(a.engine)
     if as_json:
         _print_json(data)
         return
+    out.print("subscribers: " + ", ".join(f"{k} {v}" for k, v in data["subscribers"].items()))
     for p in procs:
         out.print(f"{p['kind']:<7} {p['host']}:{p['pid']}  {p['state']}, last heartbeat "
                   f"{p['age_seconds']:.0f}s ago (started {p['started_at'][:19]})")
@@ -757,6 +762,29 @@ def webhooks_rotate(
         url = webhook_urls(a.settings, s)[provider]
     out.print(url)
     err.print(f"update the webhook URL in {provider}'s settings; the old one is refused now")
+
+
+@bounces_app.command("fetch")
+def bounces_fetch(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Read [bounces] mailbox once: hard bounces mark the subscriber bounced, soft ones
+    count toward [bounces] soft_limit, complaints and mailto unsubscribes stop the
+    mail; auto-replies are ignored. Each message is acted on once; mail that is none
+    of these is left in the mailbox."""
+    from newsletter.service.bounces import SHOWN, read_mailbox
+
+    a = _app(ctx)
+    report = read_mailbox(a.engine, a.settings.bounces, a.settings.web)
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    names = {"auto_replies": "auto-replies ignored", "notices": "delay notices",
+             "already": "read before"}
+    out.print(", ".join(f"{names.get(k, k)} {report.counts.get(k, 0)}" for k in SHOWN))
+    for email in report.bounced:
+        out.print(f"  bounced: {email}")
 
 
 @keys_app.command("show")

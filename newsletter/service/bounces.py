@@ -31,11 +31,13 @@ from sqlalchemy.orm import Session
 from newsletter.bounces.mailboxes import Mailbox, open_mailbox
 from newsletter.bounces.parse import Kind, Report, read
 from newsletter.bounces.verp import Verp
-from newsletter.config import BouncesConfig
+from newsletter.config import BouncesConfig, WebConfig
 from newsletter.errors import InputError
+from newsletter.observe import bounces_read
 from newsletter.render.links import Signer
 from newsletter.store import lifecycle
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import (
     Delivery,
     Event,
@@ -94,6 +96,16 @@ def _chunked(session: Session, column: Any, values: list[Any]) -> list[Delivery]
     for start in range(0, len(values), 500):
         rows += session.scalars(select(Delivery).where(column.in_(values[start:start + 500])))
     return rows
+
+
+def read_mailbox(engine: Engine, config: BouncesConfig, web: WebConfig) -> FetchReport:
+    """``newsletter bounces fetch`` and the scheduler's job: ``fetch`` with the stored
+    signing keys, each outcome counted in ``newsletter_bounces_total{kind}``."""
+    with session_scope(engine, readonly=True) as s:
+        keys = secret_keys(web, s)
+    report = fetch(engine, config, keys)
+    bounces_read(report.counts)
+    return report
 
 
 def fetch(engine: Engine, config: BouncesConfig, keys: list[str], *,
@@ -169,8 +181,8 @@ def _act(s: Session, config: BouncesConfig, matcher: Matcher, parsed: Report,
     sub = s.get(Subscriber, delivery.subscriber_id) if delivery is not None else None
     if delivery is None or sub is None:
         return "unmatched", None
-    detail = {"by": "bounce", "status": parsed.status, "reason": parsed.diagnostic,
-              "delivery": delivery.id}
+    detail: dict[str, Any] = {"by": "bounce", "status": parsed.status,
+                              "reason": parsed.diagnostic, "delivery": delivery.id}
     if parsed.kind == Kind.COMPLAINT:
         lifecycle.complain(s, sub, **detail)
         return "complaints", delivery
