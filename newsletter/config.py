@@ -300,6 +300,20 @@ class BouncesConfig(_Section):
     ca_file: str | None = None
     """An extra CA bundle to trust for the mailbox's TLS certificate."""
 
+    @field_validator("return_path")
+    @classmethod
+    def _one_token(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("{token}") != 1 or "@" not in value
+                                  or not value.rpartition("@")[2]):
+            raise ValueError("expected one {token} and an @domain, e.g. "
+                             "bounces+{token}@digest.example.org")
+        return value
+
+    def unsubscribe_mailto(self, from_address: str) -> str | None:
+        """The address List-Unsubscribe offers a mailto: for: the From address, and
+        only when a mailbox is read (else the request would be lost)."""
+        return from_address if self.mailbox else None
+
 
 class DeliveryConfig(_Section):
     """How long a temporarily refused message keeps being tried."""

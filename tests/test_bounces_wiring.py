@@ -4,9 +4,11 @@ scheduler's job, the metrics and ``status``'s subscriber counts."""
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
 import json
 import logging
 import socket
+from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
@@ -14,13 +16,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from newsletter.app import App
+from newsletter.bounces.verp import Verp
 from newsletter.config import Settings
+from newsletter.delivery.runs import run_send
 from newsletter.delivery.scheduler import build_scheduler, fetch_bounces
+from newsletter.errors import ConfigError
 from newsletter.observe.metrics import metrics
 from newsletter.store.db import get_engine, session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import Delivery, Edition, Subscriber
 
+from .conftest import SmtpSink, World
 from .test_bounces import dsn, maildir
+
+DAY = dt.date(2025, 12, 26)
 
 
 def hard_bounces() -> float:
@@ -115,3 +124,54 @@ def test_the_scheduler_reads_the_mailbox_and_survives_a_broken_one(
         assert fetch_bounces(App(broken)) is None
     assert any("cannot reach" in r.getMessage() and "secret" not in r.getMessage()
                for r in caplog.records)
+
+
+def smtp(settings: Settings, sink: SmtpSink, **bounces: object) -> Settings:
+    return settings.replace(transport={"backend": "smtp", "backoff_seconds": 0.01},
+                            smtp={"host": sink.host, "port": sink.port}, bounces=bounces)
+
+
+def test_each_message_leaves_with_the_verp_address_of_its_delivery(
+        world: World, smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    settings = smtp(world.settings, smtp_sink, return_path="bounces+{token}@digest.example.org",
+                    mailbox=f"maildir:{maildir(tmp_path / 'box')}")
+    summary = run_send(settings, world.engine, DAY)
+    assert summary.report.counts["sent"] == len(smtp_sink.messages) >= 3
+    with session_scope(world.engine) as s:
+        keys = secret_keys(settings.web, s)
+        rows = {e: (d, sub) for e, d, sub in s.execute(
+            select(Subscriber.email, Delivery.id, Subscriber.id)
+            .join(Delivery, Delivery.subscriber_id == Subscriber.id))}
+    verp = Verp(settings.bounces.return_path or "", tuple(keys))
+    for rcpt, data in smtp_sink.messages:
+        sender = smtp_sink.senders[rcpt]
+        assert sender == verp.address(*rows[rcpt]), sender
+        assert verp.read(sender) == rows[rcpt]
+        head = BytesParser(policy=email.policy.default).parsebytes(data, headersonly=True)
+        assert str(head["From"]).endswith("<digest@example.org>")
+        unsub = str(head["List-Unsubscribe"])
+        assert "<mailto:digest@example.org?subject=unsubscribe%20" in unsub, unsub
+
+
+def test_without_return_path_or_mailbox_the_from_address_and_no_mailto(
+        world: World, smtp_sink: SmtpSink) -> None:
+    run_send(smtp(world.settings, smtp_sink), world.engine, DAY)
+    assert smtp_sink.messages
+    for rcpt, data in smtp_sink.messages:
+        assert smtp_sink.senders[rcpt] == "digest@example.org"
+        head = BytesParser(policy=email.policy.default).parsebytes(data, headersonly=True)
+        assert "mailto:" not in str(head["List-Unsubscribe"])
+        assert "/unsubscribe/" in str(head["List-Unsubscribe"])
+
+
+def test_check_says_whether_mailto_unsubscribes_are_read(tmp_path: Path) -> None:
+    from newsletter.delivery.check import check_bounces
+
+    base = Settings().replace(transport={"backend": "smtp"})
+    item = check_bounces(base)
+    assert item.ok and "no mailto:" in item.line() and "[bounces] mailbox" in item.line()
+    on = check_bounces(base.replace(bounces={"mailbox": f"maildir:{tmp_path}",
+                                             "return_path": "b+{token}@example.org"}))
+    assert on.ok and "mailto: unsubscribes go to" in on.line()
+    with pytest.raises(ConfigError, match=r"\[bounces\] return_path: expected one \{token\}"):
+        base.replace(bounces={"return_path": "bounces@example.org"})

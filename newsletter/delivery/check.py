@@ -324,6 +324,24 @@ def check_images(settings: Settings) -> Item:
                 "(the sender of those images sees each open)")
 
 
+def check_bounces(settings: Settings) -> Item:
+    """Without a bounce mailbox, bounces that arrive after the message was accepted
+    (every one, through a relay) and mailto: unsubscribes would be lost, so the
+    List-Unsubscribe header offers no mailto: then."""
+    b = settings.bounces
+    if settings.transport.backend not in ("smtp", *LOCAL_BACKENDS):
+        return Item("bounces", INFO, f"{settings.transport.backend} reports bounces through "
+                    "its webhook (newsletter webhooks urls)")
+    if not b.mailbox:
+        return Item("bounces.mailbox", INFO, "not set: List-Unsubscribe offers only the "
+                    "https URL (no mailto:), and bounces mailed back are not read",
+                    "set [bounces] mailbox (and return_path) to read them")
+    scheme = b.mailbox.partition(":")[0]
+    return Item("bounces.mailbox", OK, f"{scheme} mailbox read every {b.fetch_minutes} min; "
+                f"mailto: unsubscribes go to {settings.sender.from_address}; envelope "
+                f"sender {b.return_path or settings.sender.from_address}")
+
+
 def run_checks(settings: Settings, *, probe: bool = True) -> list[Item]:
     """Every item, in the order an operator fixes them. ``probe=False`` skips the
     network (the SMTP connection), for ``send``'s quick gate."""
@@ -331,7 +349,7 @@ def run_checks(settings: Settings, *, probe: bool = True) -> list[Item]:
              check_postal(settings), *check_dkim(settings), *dns_items(settings)]
     if probe:
         items.append(check_transport(settings))
-    items += [check_templates(settings), check_images(settings)]
+    items += [check_templates(settings), check_images(settings), check_bounces(settings)]
     return items
 
 

@@ -3,12 +3,14 @@ and the context that ranks and renders it."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
+from newsletter.bounces.verp import Verp
 from newsletter.config import Settings
 from newsletter.delivery.plan import Job
 from newsletter.ranking.selection import Selection
@@ -55,7 +57,12 @@ class EditionContext:
         self.index = {e.id: i for i, e in enumerate(rows)}
         self.renderer = Renderer(settings.render, settings.sender, settings.web, keys=keys,
                                  day=edition.day, edition_id=edition.id or 0, papers=papers,
-                                 acronyms=self.selection.ranker.corpus.acronyms)
+                                 acronyms=self.selection.ranker.corpus.acronyms,
+                                 unsubscribe_mailto=settings.bounces.unsubscribe_mailto(
+                                     settings.sender.from_address))
+        # Each message's envelope sender names its delivery, so a bounce names it too.
+        return_path = settings.bounces.return_path
+        self.verp = Verp(return_path, tuple(keys)) if return_path else None
 
     def render(self, job: Job) -> Rendered:
         picks = [self.index[e] for e in job.entry_ids if e in self.index]
@@ -64,7 +71,12 @@ class EditionContext:
         else:
             explanations = list(self.selection.ranker.explain_many(
                 job.recipient.keywords, picks, key=job.recipient.id))
-        return self.renderer.render(job.recipient, picks, explanations, job.trending)
+        rendered = self.renderer.render(job.recipient, picks, explanations, job.trending)
+        if self.verp is None or job.delivery_id is None:  # a preview has no delivery
+            return rendered
+        sender = self.verp.address(job.delivery_id, job.recipient.id)
+        return dataclasses.replace(rendered, message=dataclasses.replace(
+            rendered.message, sender=sender))
 
 
 
