@@ -733,8 +733,8 @@ def webhooks_urls(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
-    """Print each email API's bounce/complaint webhook URL (secret: paste it only into
-    that provider's settings)."""
+    """Print each email API's bounce/complaint webhook URL, and the generic one for
+    your own scripts (secret: paste it only into that provider's settings)."""
     from newsletter.web.webhooks import webhook_urls
 
     a = _app(ctx)
@@ -751,7 +751,7 @@ def webhooks_urls(
 def webhooks_rotate(
     ctx: typer.Context,
     provider: Annotated[str, typer.Argument(
-        metavar="PROVIDER", help="sendgrid | mailgun | postmark | resend | ses")],
+        metavar="PROVIDER", help="sendgrid | mailgun | postmark | resend | ses | generic")],
 ) -> None:
     """Replace a provider's webhook URL token; the old URL stops working at once."""
     from newsletter.web.webhooks import rotate_token, webhook_urls

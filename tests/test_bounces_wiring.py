@@ -32,12 +32,16 @@ from .test_bounces import dsn, maildir
 DAY = dt.date(2025, 12, 26)
 
 
-def hard_bounces() -> float:
+def bounce_count(kind: str) -> float:
     for family in text_string_to_metric_families(metrics().exposition().decode()):
         for s in family.samples:
-            if s.name == "newsletter_bounces_total" and s.labels == {"kind": "hard"}:
+            if s.name == "newsletter_bounces_total" and s.labels == {"kind": kind}:
                 return s.value
     return 0.0
+
+
+def hard_bounces() -> float:
+    return bounce_count("hard")
 
 
 def sent_to(db: Path, email: str, message_id: str) -> None:

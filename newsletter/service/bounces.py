@@ -46,6 +46,7 @@ from newsletter.store.models import (
     SubscriberStatus,
     utcnow,
 )
+from newsletter.store.subscribers import normalize_email
 
 log = logging.getLogger("newsletter.bounces")
 SHOWN = ("hard", "soft", "complaints", "unsubscribes", "auto_replies", "notices",
@@ -220,6 +221,48 @@ def _unsubscribe(s: Session, matcher: Matcher, parsed: Report) -> str:
         return "unmatched"
     lifecycle.unsubscribe(s, sub, by="mailto")
     return "unsubscribes"
+
+
+def apply_reports(s: Session, config: BouncesConfig, notices: list[tuple[str, str]], *,
+                  by: str = "webhook:generic") -> int:
+    """The generic webhook's reports, ``(email or <message-id>, "type:reason")``, acted on
+    as the mailbox's are (soft ones through the same ``soft_limit`` rule); the caller
+    proved itself with the URL's secret token, so an address alone is enough here.
+    Returns how many subscribers changed status."""
+    report = FetchReport()
+    changed = 0
+    for target, kind_reason in notices:
+        kind, _, reason = kind_reason.partition(":")
+        sub = _named(s, target)
+        if sub is None:
+            report.counts["unmatched"] += 1
+            continue
+        detail: dict[str, Any] = {"by": by, "type": kind, "reason": reason}
+        if kind == "complaint":
+            changed += lifecycle.complain(s, sub, **detail)
+            report.counts["complaints"] += 1
+        elif kind == "hard":
+            changed += lifecycle.bounce(s, sub, **detail)
+            report.counts["hard"] += 1
+        else:
+            before = len(report.bounced)
+            _soft(s, config, sub, detail, report)
+            changed += len(report.bounced) - before
+            report.counts["soft"] += 1
+    bounces_read(report.counts)
+    return changed
+
+
+def _named(s: Session, target: str) -> Subscriber | None:
+    """The subscriber an address names, or the one a sent Message-ID was for."""
+    if target.startswith("<"):
+        sub_id = s.scalar(select(Delivery.subscriber_id).where(Delivery.message_id == target))
+        return s.get(Subscriber, sub_id) if sub_id is not None else None
+    try:
+        email = normalize_email(target, utf8_local_part=True)
+    except InputError:
+        return None
+    return s.scalar(select(Subscriber).where(Subscriber.email == email))
 
 
 def _detail(parsed: Report) -> dict[str, Any]:
