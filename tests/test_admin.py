@@ -34,7 +34,7 @@ from newsletter.store.models import (
 from newsletter.web import create_app
 from newsletter.web.admin import PUBLIC, auth
 
-from .web_support import running_site
+from .web_support import TLS, running_site
 
 PASSWORD = "correct horse battery"
 
@@ -46,7 +46,7 @@ class Console:
     engine: Any
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=60)
+        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=60, verify=TLS)
 
     def login(self, name: str = "ops", password: str = PASSWORD) -> httpx.Client:
         c = self.client()
@@ -73,7 +73,8 @@ def start_console(settings: Any, engine: Any, *, user: bool = True) -> Iterator[
     if user:
         with session_scope(engine) as s:
             auth.add_user(s, "ops", PASSWORD)
-    with running_site(settings, engine, render_processes=1) as site:
+    # no render processes: no console page uses them, and each costs a Python start
+    with running_site(settings, engine) as site:
         yield Console(site.url + "/admin", site.settings, engine)
 
 
@@ -128,6 +129,7 @@ def test_every_route_refuses_without_a_session(console: Console) -> None:
     assert console.client().get("/static/admin.css").headers["content-type"].startswith("text/css")
 
 
+@pytest.mark.slow  # ~2.5 s: argon2 on every attempt
 def test_login_session_logout_and_expiry(console: Console) -> None:
     c = console.client()
     bad = login(c, "ops", "wrong password")
@@ -179,6 +181,7 @@ def strict_console(world) -> Iterator[Console]:  # type: ignore[no-untyped-def]
                                                      "max_failures_per_client": 6}), engine)
 
 
+@pytest.mark.slow  # ~3 s: argon2 on every attempt
 def test_failed_login_limits_per_user_and_per_client(strict_console: Console) -> None:
     console = strict_console
     limit = console.settings.admin.max_failures_per_user
@@ -244,6 +247,7 @@ def test_no_admin_user_says_how_to_create_one(world) -> None:  # type: ignore[no
             assert "newsletter admin add-user" in r.text
 
 
+@pytest.mark.slow  # ~2 s: a console and an import
 def test_csv_import_lists_every_bad_row_and_stores_nothing(console: Console) -> None:
     c = console.login()
     with session_scope(console.engine) as s:
@@ -476,6 +480,7 @@ def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> Non
     assert kinds["unsubscribed"]["by"] == kinds["edited"]["by"] == "admin:ops"
 
 
+@pytest.mark.slow  # ~4 s: plans an edition
 def test_dashboard_shows_a_running_edition(console: Console) -> None:
     """Planned but not yet delivered: the dashboard shows progress, pace, and reloads
     itself (a meta refresh: the console runs no script)."""

@@ -90,6 +90,7 @@ def test_missing_file(cli) -> None:  # type: ignore[no-untyped-def]
     assert result.code == 1 and "nowhere.json: no such file" in result.stderr
 
 
+@pytest.mark.slow  # ~4 s: writes and ingests 50 MB
 def test_fifty_megabyte_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     big = tmp_path / "big.jsonl"
     line = json.dumps({"title": "T {}", "abstract": "word " * 2000}) + "\n"
@@ -208,6 +209,7 @@ def test_demo_runs_the_whole_job_and_is_idempotent(cli, tmp_path: Path) -> None:
     assert status["counts"]["sent"] == 8 and status["counts"]["pending"] == 0
 
 
+@pytest.mark.slow  # ~2 s: whole-corpus rankings
 def test_rank_json_marks_trending_items(cli) -> None:  # type: ignore[no-untyped-def]
     assert cli("demo").code == 0
     data = json.loads(cli("rank", "--all-entries", "--json", "--limit", "3").stdout)

@@ -98,6 +98,7 @@ def test_transient_replies_are_retried(world, smtp_sink: SmtpSink) -> None:  # t
     assert smtp_sink.count("ada@example.org") == 1
 
 
+@pytest.mark.slow  # ~2 s: 48 recipients, random faults
 def test_flaky_server_delivers_everything_eventually(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     """421/451, connections dropped mid-DATA, stalls: all delivered; a duplicate only where
     the server stored a message and dropped the connection before replying."""
@@ -121,6 +122,7 @@ def test_flaky_server_delivers_everything_eventually(world, smtp_sink: SmtpSink)
             Delivery.status == "sent")) == len(everyone)
 
 
+@pytest.mark.slow  # ~2.5 s: two sends with retries
 def test_dead_server_fails_cleanly_and_a_rerun_finishes(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
     from .conftest import free_port
@@ -138,6 +140,7 @@ def test_dead_server_fails_cleanly_and_a_rerun_finishes(world, smtp_sink: SmtpSi
     assert sorted(r for r, _ in smtp_sink.messages) == sorted(ACTIVE)
 
 
+@pytest.mark.slow  # ~2 s: two sends
 def test_unsubscribed_before_delivery_is_skipped_with_reason(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
     from newsletter.delivery.edition import EditionContext, get_or_create_edition
@@ -162,6 +165,7 @@ def test_unsubscribed_before_delivery_is_skipped_with_reason(world, smtp_sink: S
         assert row is not None and row.status == "skipped" and "unsubscribed" in row.reason
 
 
+@pytest.mark.slow  # ~6 s: a `newsletter send` process, killed, and a rerun
 def test_kill_9_mid_edition_then_resume(world, smtp_sink: SmtpSink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A real `newsletter send` process is killed with SIGKILL while the server is taking
     a message; `send` again: every active subscriber has exactly one copy."""
@@ -240,6 +244,7 @@ def test_token_bucket_rate() -> None:
     assert hourly.wait_time() == pytest.approx(60.0)  # 60 an hour: one a minute
 
 
+@pytest.mark.slow  # ~2 s: two sends
 def test_an_unexpected_transport_error_fails_one_row_not_the_run(world) -> None:  # type: ignore[no-untyped-def]
     from newsletter.render.mime import Message
     from newsletter.transports.base import Transport

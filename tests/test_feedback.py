@@ -77,6 +77,7 @@ def ranking(settings: Any, engine: Any, address: str = ADA) -> list[dict[str, An
     return list(result["picks"])
 
 
+@pytest.mark.slow  # ~6 s: a send, a render process, two rankings
 def test_votes_from_a_sent_email_through_the_web(site) -> None:  # type: ignore[no-untyped-def]
     base, settings, engine = site
     msg = sent_email(settings, engine, ADA)
@@ -111,6 +112,7 @@ def test_votes_from_a_sent_email_through_the_web(site) -> None:  # type: ignore[
     assert any(p["also_like"] and "also like:" in p["why"] for p in after)
 
 
+@pytest.mark.slow  # ~15 s: three whole-corpus rankings, a render process
 def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: ignore[no-untyped-def]
         site, cli, tmp_path: Path) -> None:
     base, settings, engine = site
@@ -151,6 +153,7 @@ def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: igno
     assert rank() == before
 
 
+@pytest.mark.slow  # ~5 s: the preferences page ranked five times
 def test_preferences_picks_count_the_subscribers_votes(world) -> None:  # type: ignore[no-untyped-def]
     """The preferences page ranks a subscriber's picks with their votes (the voted
     paper gone, what the vote taught in the explanation) although picks are cached
@@ -205,6 +208,7 @@ def test_cli_feedback_errors_are_one_line(cli, world) -> None:  # type: ignore[n
         assert r.code != 0 and fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # ~10 s: a render process, two whole-corpus rankings
 def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no-untyped-def]
     base, settings, engine = site
     from newsletter.service.ranking import subscriber_learned
@@ -371,6 +375,7 @@ def sample_ranker(cfg: RankingConfig, related: bool = True) -> tuple[Ranker, lis
     return Ranker(corpus, cfg), entries
 
 
+@pytest.mark.slow  # ~2 s: two rankers over the sample
 def test_an_exclusion_understands_the_field() -> None:
     cfg = RankingConfig(trending="none")
     with_field, entries = sample_ranker(cfg)

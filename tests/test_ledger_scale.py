@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import func, select, update
 
 from newsletter.config import Settings
@@ -17,6 +18,9 @@ from newsletter.store.models import Delivery, DeliveryStatus, SentEntry
 from newsletter.store.subscribers import add
 
 from .conftest import ROOT
+
+# The scale paths, an edition planned per test (~1.3 s on SQLite): the slow tier.
+pytestmark = pytest.mark.slow
 
 DAY = dt.date(2025, 12, 26)
 

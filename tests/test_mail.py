@@ -116,6 +116,7 @@ def spamassassin(data: bytes) -> tuple[float, list[str]]:
     return float(status.group(1)), rules
 
 
+@pytest.mark.slow  # an outside checker, a Perl process per message
 def test_spamassassin_scores_nothing(digests: dict[str, Rendered]) -> None:
     """Sample, trending and hostile digests, DKIM-signed: score at most 0.0. The old
     hidden preheader (white text) is the control: it must still cost points, or the
@@ -354,6 +355,7 @@ def html_validate() -> Path:
     return binary
 
 
+@pytest.mark.slow  # an outside checker (node), installed from npm when missing
 def test_html_validate(html_files: dict[str, Path], tmp_path: Path) -> None:
     config = tmp_path / ".htmlvalidate.json"
     config.write_text(json.dumps({"extends": ["html-validate:recommended"],

@@ -32,6 +32,7 @@ def rows(tmp_path: Path, sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0])
 
 
+@pytest.mark.slow  # ~1.5 s and waits: three tries at a dead broker
 def test_dead_broker_is_one_line_and_plans_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert cli("ingest", SAMPLE).code == 0
     assert cli("subscribers", "add", "ada@example.org", "--keywords", "diffusion").code == 0

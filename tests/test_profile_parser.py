@@ -60,6 +60,7 @@ def outcome(fn, text: str):  # type: ignore[no-untyped-def]
         return ("error", None)
 
 
+@pytest.mark.slow  # ~3.5 s: 150 hypothesis examples
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles())
 def test_the_parser_agrees_with_a_plain_reading(text: str) -> None:
@@ -74,6 +75,7 @@ def ranker() -> Ranker:
     return Ranker(Corpus(entries, Acronyms.load(), cfg, dt.date(2025, 1, 1)), cfg)
 
 
+@pytest.mark.slow  # ~2.5 s: 100 hypothesis examples ranked
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles())
 def test_the_ranker_reads_what_the_parser_reads(ranker: Ranker, text: str) -> None:

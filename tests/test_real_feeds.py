@@ -32,6 +32,9 @@ from newsletter.ingest.htmltext import html_to_text
 from newsletter.ingest.papers import clean_text
 from newsletter.ingest.run import Parsed, parse_bytes
 
+# The recorded feed corpus (hundreds of files, each parsed): the slow tier.
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).parent / "data"
 FILES = sorted(p for p in DATA.rglob("*") if p.is_file() and p.suffix != ".md"
                and p.name != "golden.json")

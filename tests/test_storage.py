@@ -127,6 +127,7 @@ def test_subscriber_add_validates_and_refuses_duplicates(db_url: str) -> None:
         assert subscribers.count(session) == 1
 
 
+@pytest.mark.slow  # ~10 s: 100,000 rows
 def test_import_100k_rows_in_one_transaction(db_url: str) -> None:
     engine = get_engine(db_url)
     lines = ["email,name,keywords,tz,hour"]

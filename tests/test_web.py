@@ -25,7 +25,7 @@ from newsletter.store.db import session_scope
 from newsletter.store.keys import secret_keys
 from newsletter.store.models import Event, Subscriber, Suppression
 
-from .web_support import Site, post_form, running_site
+from .web_support import TLS, Site, post_form, running_site
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_tokens_tampered_or_outside_their_alphabet_are_400(site: Site) -> None:
                     "%FF%FE", token.replace(".", "%C2%A0")):
             path = f"{site.url}/{route}/{bad}" + (".atom" if route == "feed" else "")
             for method in ("GET", "POST"):
-                r = httpx.request(method, path)
+                r = httpx.request(method, path, verify=TLS)
                 expected = 400 if method == "GET" or route in (
                     "unsubscribe", "preferences", "confirm") else 405
                 assert r.status_code == expected, (route, bad, method, r.status_code)
@@ -206,6 +206,7 @@ def test_confirm_links_expire(world) -> None:  # type: ignore[no-untyped-def]
         assert site.status("late@example.org") == "active"
 
 
+@pytest.mark.slow  # ~2.5 s: the preferences page ranked on each save
 def test_preferences_save_pause_resubscribe(site: Site) -> None:
     client = httpx.Client()
     grace = site.sub_id("grace@example.org")
@@ -236,6 +237,7 @@ def test_preferences_save_pause_resubscribe(site: Site) -> None:
     assert kinds[-4:] == ["paused", "preferences", "unsubscribed", "resubscribed"]
 
 
+@pytest.mark.slow  # ~2.5 s: a send, export and erasure
 def test_data_export_erasure_and_suppression(site: Site, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     client = httpx.Client()
     ada = site.sub_id("ada@example.org")
@@ -264,6 +266,7 @@ def test_data_export_erasure_and_suppression(site: Site, cli, tmp_path: Path) ->
     assert site.status("ada@example.org") is None
 
 
+@pytest.mark.slow  # ~2.5 s: a send, every page rendered
 def test_archive_feed_view_and_paper_pages(site: Site) -> None:
     import feedparser
 
@@ -333,6 +336,7 @@ def test_web_command_refuses_unretired_key(cli, tmp_path: Path) -> None:  # type
     assert shown["stored_fingerprint"] and shown["stored_key"]
 
 
+@pytest.mark.slow  # ~6 s: a send, a render process, two sites
 def test_ranking_and_rendering_in_the_render_process(world) -> None:  # type: ignore[no-untyped-def]
     """With ``render_processes`` (the default in production), preferences and view in
     browser are answered from the render process, the same as in-process."""
@@ -354,6 +358,7 @@ def test_ranking_and_rendering_in_the_render_process(world) -> None:  # type: ig
         assert picks and picks == re.findall(r"<strong>(.*?)</strong>", prefs.text)
 
 
+@pytest.mark.slow  # ~2.5 s: the preferences page ranked twice
 def test_preferences_keep_a_zone_outside_the_list(site: Site) -> None:
     """A subscriber imported with a zone the select does not list keeps it on save."""
     with session_scope(site.engine) as s:

@@ -203,6 +203,7 @@ def test_resend_svix_signature(hooks: Site) -> None:
     assert httpx.post(url, content=body, headers=headers).status_code == 401  # same svix-id
 
 
+@pytest.mark.slow  # ~2 s: SNS certificates and signatures
 def test_ses_through_sns_confirmation_and_notifications(hooks: Site) -> None:
     url = hooks.hook("ses")
     http: HttpServer = hooks.http  # type: ignore[attr-defined]
@@ -241,6 +242,7 @@ def test_ses_through_sns_confirmation_and_notifications(hooks: Site) -> None:
     assert httpx.post(url, content=replay).status_code == 401
 
 
+@pytest.mark.slow  # ~3 s: 2 MB and deeply nested bodies
 def test_tokens_per_provider_rotation_and_caps(hooks: Site, cli) -> None:  # type: ignore[no-untyped-def]
     body = {"RecordType": "SpamComplaint", "Email": "ada@example.org"}
     auth = basic("pm-user", "pm-pass é")
