@@ -135,6 +135,7 @@ def smtp(settings: Settings, sink: SmtpSink, **bounces: object) -> Settings:
                             smtp={"host": sink.host, "port": sink.port}, bounces=bounces)
 
 
+@pytest.mark.slow  # ~2 s: a send through SMTP
 def test_each_message_leaves_with_the_verp_address_of_its_delivery(
         world: World, smtp_sink: SmtpSink, tmp_path: Path) -> None:
     settings = smtp(world.settings, smtp_sink, return_path="bounces+{token}@digest.example.org",
@@ -157,6 +158,7 @@ def test_each_message_leaves_with_the_verp_address_of_its_delivery(
         assert "<mailto:digest@example.org?subject=unsubscribe%20" in unsub, unsub
 
 
+@pytest.mark.slow  # ~2 s: a send through SMTP
 def test_without_return_path_or_mailbox_the_from_address_and_no_mailto(
         world: World, smtp_sink: SmtpSink) -> None:
     run_send(smtp(world.settings, smtp_sink), world.engine, DAY)

@@ -96,7 +96,7 @@ JSON = st.recursive(
     max_leaves=20)
 
 
-@hsettings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@hsettings(max_examples=100, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(JSON)
 def test_any_json_is_accepted_or_refused_cleanly(value: Any) -> None:
     async def fetch(url: str) -> bytes:
