@@ -174,10 +174,11 @@ def test_check_says_whether_mailto_unsubscribes_are_read(tmp_path: Path) -> None
     from newsletter.delivery.check import check_bounces
 
     base = Settings().replace(transport={"backend": "smtp"})
-    item = check_bounces(base)
+    item = check_bounces(base.bounces, base.sender, "smtp")
     assert item.ok and "no mailto:" in item.line() and "[bounces] mailbox" in item.line()
     on = check_bounces(base.replace(bounces={"mailbox": f"maildir:{tmp_path}",
-                                             "return_path": "b+{token}@example.org"}))
+                                             "return_path": "b+{token}@example.org"}).bounces,
+                       base.sender, "smtp")
     assert on.ok and "mailto: unsubscribes go to" in on.line()
     with pytest.raises(ConfigError, match=r"\[bounces\] return_path: expected one \{token\}"):
         base.replace(bounces={"return_path": "bounces@example.org"})

@@ -346,7 +346,7 @@ def test_cli_partial_feed_strict_sources_list_and_test(cli, tmp_path: Path) -> N
 
     done = cli("ingest", "cond-mat")
     assert done.code == 0, done.stderr
-    assert "1 papers, 1 items skipped" in done.stderr
+    assert "1 paper, 1 item skipped" in done.stderr
     assert "item 2 (oai:arXiv.org:2401.00002v1): missing <title>" in done.stderr
     [entry] = json.loads(cli("entries", "--json").stdout)
     assert entry["authors"] == ["Aleteia Araujo", "Breno Costa"]

@@ -22,7 +22,6 @@ from sqlalchemy import func, select
 from newsletter.errors import ConfigError
 from newsletter.render.links import Signer
 from newsletter.store.db import session_scope
-from newsletter.store.keys import secret_keys
 from newsletter.store.models import Event, Subscriber, Suppression
 
 from .web_support import TLS, Site, post_form, running_site
@@ -312,24 +311,30 @@ def test_paper_page_without_url_links_somewhere(site: Site) -> None:
 
 def test_key_rotation_refuses_to_break_sent_links(world) -> None:  # type: ignore[no-untyped-def]
     from newsletter.app import App
+    from newsletter.store.key_use import fingerprint
     from newsletter.web import create_app
-    from newsletter.web.keys import fingerprint
 
     settings, engine = world
-    with session_scope(engine) as s:
-        stored = secret_keys(settings.web, s)[0]
+
+    def web(*keys: str, retired: tuple[str, ...] = ()) -> None:
+        create_app(App(settings.replace(web={"secret_keys": list(keys),
+                                             "retired_keys": list(retired)}), engine))
+
+    # The stored key never signed anything: a configured key replaces it freely.
+    web("first-key")
+    # Once the server signed with it, it is kept.
     with pytest.raises(ConfigError, match="retired_keys"):
-        create_app(App(settings.replace(web={"secret_keys": ["brand-new"]}), engine))
-    create_app(App(settings.replace(web={"secret_keys": ["brand-new", stored]}), engine))
-    create_app(App(settings.replace(web={"secret_keys": ["brand-new"],
-                                         "retired_keys": [fingerprint(stored)]}), engine))
-    old = Signer([stored]).token("unsubscribe", 1)
-    assert Signer(["brand-new", stored]).verify("unsubscribe", old) == [1]
+        web("brand-new")
+    web("brand-new", "first-key")
+    web("brand-new", retired=(fingerprint("first-key"),))
+    old = Signer(["first-key"]).token("unsubscribe", 1)
+    assert Signer(["brand-new", "first-key"]).verify("unsubscribe", old) == [1]
 
 
 def test_web_command_refuses_unretired_key(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    env = {"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path}/k.db"}
-    assert cli("db", "upgrade", env=env).code == 0
+    env = {"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path}/k.db",
+           "NEWSLETTER_OUTBOX__PATH": str(tmp_path / "outbox")}
+    assert cli("demo", env=env).code == 0  # the stored key signs the demo's links
     r = cli("web", "--port", "1", env=env | {"NEWSLETTER_WEB__SECRET_KEYS": "fresh-key"})
     assert r.code != 0 and "retired_keys" in r.stderr and len(r.stderr.splitlines()) == 1
     shown = json.loads(cli("keys", "show", env=env).stdout)

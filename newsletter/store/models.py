@@ -336,3 +336,16 @@ class LearnedMute(Base):
     term: Mapped[str] = mapped_column(String(200), primary_key=True)  # stems, space-separated
     label: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SigningKeyUse(Base):
+    """A link-signing key that has signed links which left the service (emails,
+    pages), by fingerprint, with when that was first recorded. Only these are
+    protected when ``[web] secret_keys`` changes: a key that never signed anything
+    can be replaced freely."""
+
+    __tablename__ = "signing_key_uses"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_used_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    used_by: Mapped[str] = mapped_column(String(32), default="")  # the first command

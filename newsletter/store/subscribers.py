@@ -188,6 +188,13 @@ def check_csv(data: bytes, origin: str) -> list[str]:
     return errors
 
 
+def import_source(origin: str) -> str:
+    """``import:<file>`` as the consent source, its end kept within the column's 64
+    characters (a long path would otherwise fail the whole import on PostgreSQL)."""
+    source = f"import:{origin}"
+    return source if len(source) <= 64 else "import:…" + origin[-(64 - len("import:…")):]
+
+
 def import_csv(session: Session, data: bytes, origin: str, *,
                utf8_local_part: bool = False) -> ImportReport:
     """Validate every row and insert all in one transaction. Every bad row is
@@ -235,7 +242,7 @@ def import_csv(session: Session, data: bytes, origin: str, *,
                 report.duplicates.append((line, address))
                 continue
             seen.add(address)
-            values.update(consent_at=now, consent_source=f"import:{origin}",
+            values.update(consent_at=now, consent_source=import_source(origin),
                           frequency="daily", bounce_count=0, created_at=now, updated_at=now)
             batch.append((line, values))
             if len(batch) >= IMPORT_BATCH:

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from newsletter.addresses import validated
 from newsletter.errors import InputError
 from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
@@ -54,7 +55,7 @@ def web_address(raw: str) -> str:
     if len(raw) > 254:
         raise InputError("this email address is too long")
     try:
-        info = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
+        info = validated(raw, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise InputError(f"this email address does not work: {exc}") from None
     return (info.ascii_email or info.normalized).lower()
