@@ -19,12 +19,13 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import clean_header_text, normalize_address
 from newsletter.errors import InputError
+from newsletter.frequency import check_frequency
 from newsletter.profile import parse_profile
 from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
 from newsletter.store.suppressions import refuse_suppressed, suppressed_among
 
 CSV_COLUMNS = ("email", "name", "keywords", "tz", "hour")
-IMPORT_COLUMNS = (*CSV_COLUMNS, "status")  # an export re-imports as it was
+IMPORT_COLUMNS = (*CSV_COLUMNS, "status", "frequency")  # an export re-imports as it was
 IMPORT_STATUSES = tuple(s.value for s in SubscriberStatus if s != SubscriberStatus.PENDING)
 
 
@@ -87,6 +88,7 @@ def add(
     status: str = SubscriberStatus.ACTIVE,
     source: str = "cli",
     utf8_local_part: bool = False,
+    frequency: str = "daily",
 ) -> Subscriber:
     address = normalize_email(email, utf8_local_part=utf8_local_part)
     if session.scalar(select(Subscriber.id).where(Subscriber.email == address)):
@@ -99,6 +101,7 @@ def add(
         keywords=check_keywords(keywords),
         tz=check_tz(tz),
         send_hour=check_hour(hour),
+        frequency=check_frequency(frequency),
         status=status,
         consent_at=now if status == SubscriberStatus.ACTIVE else None,
         consent_source=source,
@@ -157,6 +160,7 @@ def _row_values(row: dict[str, str], utf8_local_part: bool = False) -> dict[str,
         "tz": check_tz(row.get("tz", "")),
         "send_hour": check_hour(row.get("hour")),
         "status": row.get("status", "").strip() or "active",
+        "frequency": check_frequency(row.get("frequency")),
     }
     if values["status"] not in IMPORT_STATUSES:
         raise InputError(f"invalid status {values['status']!r}: expected one of "
@@ -243,7 +247,7 @@ def import_csv(session: Session, data: bytes, origin: str, *,
                 continue
             seen.add(address)
             values.update(consent_at=now, consent_source=import_source(origin),
-                          frequency="daily", bounce_count=0, created_at=now, updated_at=now)
+                          bounce_count=0, created_at=now, updated_at=now)
             batch.append((line, values))
             if len(batch) >= IMPORT_BATCH:
                 write()
@@ -297,6 +301,7 @@ def as_dict(sub: Subscriber) -> dict[str, object]:
 def export_csv(subs: Iterable[Subscriber], out: io.TextIOBase | object) -> None:
     """The import format (plus status), so an export re-imports as it was."""
     writer = csv.writer(out, lineterminator="\n")  # type: ignore[arg-type]
-    writer.writerow([*CSV_COLUMNS, "status"])
+    writer.writerow(IMPORT_COLUMNS)
     for s in subs:
-        writer.writerow([s.email, s.name, s.keywords, s.tz, s.send_hour, s.status])
+        writer.writerow([s.email, s.name, s.keywords, s.tz, s.send_hour, s.status,
+                         s.frequency])

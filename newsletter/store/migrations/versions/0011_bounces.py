@@ -2,14 +2,14 @@
 one is acted on once), and a deferred delivery's first and next try.
 
 Revision ID: 0011
-Revises: 0013 (in main before this one; the chain stays linear)
+Revises: 0012 (in main before this one; the chain stays linear)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
