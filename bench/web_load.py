@@ -46,9 +46,9 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
     """Papers, subscribers, one sent edition; the URLs each route will be hit with."""
     from newsletter.config import Settings
     from newsletter.delivery.edition import EditionConfig
-    from newsletter.service.ingest import ingest
     from newsletter.render.links import LinkMaker, Signer
     from newsletter.service.editions import send
+    from newsletter.service.ingest import ingest
     from newsletter.store.db import dispose_all, get_engine, session_scope
     from newsletter.store.keys import secret_keys
     from newsletter.store.subscribers import import_csv

@@ -160,7 +160,7 @@ class Message:
     """A finished message: the MIME bytes, plus its parts for JSON-based email APIs."""
 
     to: str
-    sender: str
+    sender: str  # the envelope sender (SMTP MAIL FROM): the From address, or a VERP one
     message_id: str
     data: bytes
     subject: str = ""

@@ -67,16 +67,19 @@ def dkim_signer(r: RenderConfig) -> DkimSigner | None:
 class Renderer:
     def __init__(self, render: RenderConfig, sender: SenderConfig, web: WebConfig, *,
                  keys: list[str], day: dt.date, edition_id: int, papers: list[PaperInfo],
-                 acronyms: Acronyms, split_blocks: bool = True) -> None:
+                 acronyms: Acronyms, split_blocks: bool = True,
+                 unsubscribe_mailto: str | None = None) -> None:
         """The ``[render]`` section (templates, images, DKIM), the ``[sender]`` one (the
         From and List-Id headers) and ``[web]`` (the links' base URL). ``split_blocks``:
         paper blocks rendered once per paper (render/blocks.py); off, every block runs
-        inline (the tests compare the two)."""
+        inline (the tests compare the two). ``unsubscribe_mailto``: the address
+        List-Unsubscribe offers a mailto: for (only where a mailbox is read for those
+        requests; None: the https URL alone)."""
         self.compiled = compile_templates(render.templates, split=split_blocks)
         self.blocks = BlockFiller(self.compiled.blocks)
         self.mime = MimeBuilder(sender, dkim_signer(render),
                                 feedback_id=f"{edition_id}:digest:{sender.list_id}")
-        self.links = LinkMaker(web, sender, Signer(keys))
+        self.links = LinkMaker(web, sender, Signer(keys), mailto=unsubscribe_mailto)
         if render.images == "remote":
             papers = [p.with_image(render.image_url) for p in papers]
         self.digest = DigestBuilder(papers, acronyms)
@@ -130,7 +133,8 @@ class Renderer:
         message = self.mime.build(
             to=r.email, to_name=r.name, subject=subject, text=text, html=html,
             message_id=self.mime.message_id(f"{self.day:%Y%m%d}.{self.edition_id}.{r.id}"),
-            list_unsubscribe=f"<{links.unsubscribe}>, <{links.unsubscribe_mailto}>",
+            list_unsubscribe=f"<{links.unsubscribe}>" + (
+                f", <{links.unsubscribe_mailto}>" if links.unsubscribe_mailto else ""),
             html_7bit=self.compiled.html_7bit,
         )
         return Rendered(subject, html, text, message, len(papers), len(context["trending"]),
