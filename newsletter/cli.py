@@ -64,6 +64,9 @@ app.add_typer(sources_app, name="sources")
 webhooks_app = typer.Typer(help="Bounce and complaint webhooks.", no_args_is_help=True)
 keys_app = typer.Typer(help="Link signing keys.", no_args_is_help=True)
 app.add_typer(webhooks_app, name="webhooks")
+bounces_app = typer.Typer(help="The bounce mailbox: bounces, complaints and mailto "
+                          "unsubscribes.", no_args_is_help=True)
+app.add_typer(bounces_app, name="bounces")
 app.add_typer(keys_app, name="keys")
 
 err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
@@ -649,6 +652,7 @@ def status(
     if as_json:
         _print_json(data)
         return
+    out.print("subscribers: " + ", ".join(f"{k} {v}" for k, v in data["subscribers"].items()))
     for p in procs:
         out.print(f"{p['kind']:<7} {p['host']}:{p['pid']}  {p['state']}, last heartbeat "
                   f"{p['age_seconds']:.0f}s ago (started {p['started_at'][:19]})")
@@ -912,8 +916,8 @@ def webhooks_urls(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
-    """Print each email API's bounce/complaint webhook URL (secret: paste it only into
-    that provider's settings)."""
+    """Print each email API's bounce/complaint webhook URL, and the generic one for
+    your own scripts (secret: paste it only into that provider's settings)."""
     from newsletter.web.webhooks import webhook_urls
 
     a = _app(ctx)
@@ -930,7 +934,7 @@ def webhooks_urls(
 def webhooks_rotate(
     ctx: typer.Context,
     provider: Annotated[str, typer.Argument(
-        metavar="PROVIDER", help="sendgrid | mailgun | postmark | resend | ses")],
+        metavar="PROVIDER", help="sendgrid | mailgun | postmark | resend | ses | generic")],
 ) -> None:
     """Replace a provider's webhook URL token; the old URL stops working at once."""
     from newsletter.web.webhooks import rotate_token, webhook_urls
@@ -941,6 +945,29 @@ def webhooks_rotate(
         url = webhook_urls(a.settings, s)[provider]
     out.print(url)
     err.print(f"update the webhook URL in {provider}'s settings; the old one is refused now")
+
+
+@bounces_app.command("fetch")
+def bounces_fetch(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Read [bounces] mailbox once: hard bounces mark the subscriber bounced, soft ones
+    count toward [bounces] soft_limit, complaints and mailto unsubscribes stop the
+    mail; auto-replies are ignored. Each message is acted on once; mail that is none
+    of these is left in the mailbox."""
+    from newsletter.service.bounces import SHOWN, read_mailbox
+
+    a = _app(ctx)
+    report = read_mailbox(a.engine, a.settings.bounces, a.settings.web)
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    names = {"auto_replies": "auto-replies ignored", "notices": "success notices",
+             "already": "read before"}
+    out.print(", ".join(f"{names.get(k, k)} {report.counts.get(k, 0)}" for k in SHOWN))
+    for email in report.bounced:
+        out.print(f"  bounced: {email}")
 
 
 @keys_app.command("show")

@@ -72,7 +72,7 @@ def test_a_send_is_counted_timed_and_its_failures_told_apart(world: Any,
     assert delta("newsletter_deliveries_total", outcome="sent") == sent
     assert delta("newsletter_deliveries_total", outcome="failed") == 1
     assert delta("newsletter_delivery_failures_total", reason="bounce") == 1
-    assert delta("newsletter_bounces_total") == 1
+    assert delta("newsletter_bounces_total", kind="hard") == 1
     assert delta("newsletter_send_retries_total") == 1
     assert delta("newsletter_send_seconds_count") == sent
     assert delta("newsletter_send_seconds_sum") > 0

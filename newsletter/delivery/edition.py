@@ -12,7 +12,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
+from newsletter.bounces.verp import Verp
 from newsletter.config import (
+    BouncesConfig,
     RankingConfig,
     RenderConfig,
     ScheduleConfig,
@@ -59,11 +61,12 @@ class EditionConfig:
     web: WebConfig
     transport: TransportConfig
     schedule: ScheduleConfig
+    bounces: BouncesConfig = BouncesConfig()
 
     @classmethod
     def of(cls, settings: Settings) -> EditionConfig:
         return cls(settings.ranking, settings.render, settings.sender, settings.web,
-                   settings.transport, settings.schedule)
+                   settings.transport, settings.schedule, settings.bounces)
 
 
 @dataclass
@@ -106,7 +109,12 @@ class EditionContext:
         papers = [PaperInfo.of(e, links.paper(e.id), edition.day) for e in rows + extra]
         self.renderer = Renderer(config.render, config.sender, config.web, keys=read.keys,
                                  day=edition.day, edition_id=edition.id or 0, papers=papers,
-                                 acronyms=self.selection.ranker.corpus.acronyms)
+                                 acronyms=self.selection.ranker.corpus.acronyms,
+                                 unsubscribe_mailto=config.bounces.unsubscribe_mailto(
+                                     config.sender.from_address))
+        # Each message's envelope sender names its delivery, so a bounce names it too.
+        return_path = config.bounces.return_path
+        self.verp = Verp(return_path, tuple(read.keys)) if return_path else None
 
     def has(self, entry_ids: list[str]) -> bool:
         """Whether every one of these papers is among this edition's candidates."""
@@ -138,7 +146,11 @@ class EditionContext:
                                         weekly=job.weekly)
         record = shown.encode(job.recipient.keywords, known, explanations,
                               trending=job.trending, weekly=job.weekly)
-        return dataclasses.replace(rendered, shown=record)
+        if self.verp is None or job.delivery_id is None:  # a preview has no delivery
+            return dataclasses.replace(rendered, shown=record)
+        sender = self.verp.address(job.delivery_id, job.recipient.id)
+        return dataclasses.replace(rendered, shown=record, message=dataclasses.replace(
+            rendered.message, sender=sender))
 
     def render_shown(self, recipient: Recipient, record: shown.Shown) -> Rendered:
         """The email as it was sent, from its record: its picks, sections and

@@ -6,6 +6,9 @@
   whose local send time has passed on their local day and who has not had that
   day's edition (``slots``). A slot missed while the daemon was down is therefore
   sent late by the next one, never lost.
+* with ``[bounces] mailbox`` set, the bounce mailbox is read every ``[bounces]
+  fetch_minutes`` (``service.bounces``); a mailbox that cannot be read is one log
+  line, and the next tick tries again.
 * SIGTERM/SIGINT: the running slot stops claiming, finishes what is in flight and
   gives the rest back; the scheduler then stops.
 """
@@ -73,6 +76,29 @@ def send_slot(app: App, now: dt.datetime | None = None,
     return summary
 
 
+def fetch_bounces(app: App) -> Any:
+    """Read the bounce mailbox once. Never raises: a mailbox that is down (or a report
+    that trips a bug) must not stop the sending, so each failure is one log line."""
+    from newsletter.errors import NewsletterError
+    from newsletter.observe.metrics import metrics
+    from newsletter.service.bounces import read_mailbox
+
+    try:
+        report = read_mailbox(app.engine, app.settings.bounces, app.settings.web)
+    except NewsletterError as exc:
+        log.error("bounces: %s", exc, extra={"job": "bounces", "error": str(exc)})
+        return None
+    except Exception as exc:  # noqa: BLE001 - the daemon outlives any one read
+        log.error("bounces: %s: %s", type(exc).__name__, exc, exc_info=True,
+                  extra={"job": "bounces", "error": str(exc)})
+        return None
+    metrics().last_run.labels(job="bounces").set_to_current_time()
+    counts = {k: v for k, v in report.as_dict().items() if k != "bounced"}
+    log.info("bounces: %s", ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none",
+             extra={"job": "bounces", **counts})
+    return report
+
+
 def build_scheduler(app: App, shutdown: Shutdown | None = None, *,
                     background: bool = False, catch_up: bool = False) -> Any:
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -87,6 +113,12 @@ def build_scheduler(app: App, shutdown: Shutdown | None = None, *,
         args=[app], id="ingest", name="ingest every [[sources]]")
     sched.add_job(send_slot, CronTrigger(minute=0, timezone=dt.UTC), args=[app],
                   kwargs={"shutdown": shutdown}, id="send", name="send this hour's slot")
+    if app.settings.bounces.mailbox:
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        sched.add_job(fetch_bounces, IntervalTrigger(
+            minutes=app.settings.bounces.fetch_minutes, timezone=dt.UTC), args=[app],
+            id="bounces", name="read the bounce mailbox")
     if catch_up:
         sched.add_job(send_slot, args=[app], kwargs={"shutdown": shutdown}, id="catch-up",
                       name="catch up: this hour's slot now",

@@ -12,6 +12,7 @@ one call each, so a new metric or log field is added here and not in the loop.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from newsletter.delivery.ledger import Outcome, OutcomeStatus
 from newsletter.observe.metrics import metrics
@@ -30,7 +31,7 @@ def delivery_outcome(edition_id: int, outcome: Outcome, seconds: float) -> None:
                   else "permanent" if outcome.permanent else "transient")
         m.failures.labels(reason=reason).inc()
         if outcome.bounce:
-            m.bounces.inc()
+            m.bounces.labels(kind="hard").inc()
     if OUTCOME_LOG.isEnabledFor(logging.INFO):
         r = outcome.job.recipient
         OUTCOME_LOG.info(
@@ -39,6 +40,14 @@ def delivery_outcome(edition_id: int, outcome: Outcome, seconds: float) -> None:
             extra={"edition": edition_id, "subscriber": r.id, "email": r.email,
                    "outcome": str(outcome.status), "seconds": round(seconds, 4),
                    "attempts": outcome.job.attempts, "error": outcome.error or None})
+
+
+def bounces_read(counts: Mapping[str, int]) -> None:
+    """One read of the bounce mailbox (or one webhook report): count each kind."""
+    m = metrics()
+    for kind, n in counts.items():
+        if n and kind != "already":  # read again, acted on before: counted then
+            m.bounces.labels(kind=kind).inc(n)
 
 
 def delivery_retry(transient_error: str) -> None:

@@ -88,15 +88,18 @@ def _b36(value: int) -> str:
 @dataclass(frozen=True)
 class Links:
     unsubscribe: str
-    unsubscribe_mailto: str
+    unsubscribe_mailto: str  # "" when no mailbox reads mailto: requests
     preferences: str
     browser: str
 
 
 class LinkMaker:
-    def __init__(self, web: WebConfig, sender: SenderConfig, signer: Signer) -> None:
+    def __init__(self, web: WebConfig, sender: SenderConfig, signer: Signer, *,
+                 mailto: str | None = None) -> None:
+        """``mailto``: where a mailto: unsubscribe goes; None (no mailbox read there)
+        = the List-Unsubscribe header offers only the https URL."""
         self.base = web.base_url.rstrip("/")
-        self.mailbox = sender.from_address  # where a mailto: unsubscribe goes
+        self.mailbox = mailto
         self.signer = signer
         self._quoted: dict[str, str] = {}  # paper id → its URL path segment
 
@@ -104,7 +107,8 @@ class LinkMaker:
         unsub = self.signer.token("unsubscribe", subscriber_id)
         return Links(
             unsubscribe=f"{self.base}/unsubscribe/{unsub}",
-            unsubscribe_mailto=f"mailto:{self.mailbox}?subject={quote('unsubscribe ' + unsub)}",
+            unsubscribe_mailto=(f"mailto:{self.mailbox}?subject="
+                                f"{quote('unsubscribe ' + unsub)}" if self.mailbox else ""),
             preferences=f"{self.base}/preferences/"
                         f"{self.signer.token('preferences', subscriber_id)}",
             browser=f"{self.base}/view/{self.signer.token('view', subscriber_id, edition_id)}",

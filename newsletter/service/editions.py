@@ -306,6 +306,7 @@ def status(engine: Engine, *, edition_id: int | None = None, day: dt.date | None
     """Counts by state and the last errors of an edition (by id, else the latest of
     ``day``, else the latest), with the heartbeats of the running processes.
     ``asked`` is the edition as the operator named it, for the error."""
+    from newsletter.delivery.status import subscriber_counts
     from newsletter.observe.heartbeat import processes
 
     with session_scope(engine, readonly=True) as s:
@@ -316,4 +317,5 @@ def status(engine: Engine, *, edition_id: int | None = None, day: dt.date | None
     data: dict[str, Any] = (edition_status(engine, found) if found is not None
                             else {"edition": None})
     data["processes"] = procs
+    data["subscribers"] = subscriber_counts(engine)
     return data

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from newsletter.service import subscribers
+from newsletter.service import bounces, subscribers
 from newsletter.web.context import Web, web_of
 from newsletter.web.security import TooLarge, read_body
 from newsletter.web.webhooks import Notice, Rejected, WebhookRequest, webhook_tokens
@@ -34,6 +34,8 @@ def _token_ok(web: Web, provider: str, token: str) -> bool:
 
 def _apply(web: Web, provider: str, notices: list[Notice]) -> int:
     with web.app.session() as s:
+        if provider == "generic":  # hard, soft and complaint reports, soft ones counted
+            return bounces.apply_reports(s, web.settings.bounces, notices)
         return subscribers.apply_notices(s, notices, provider=provider)
 
 
