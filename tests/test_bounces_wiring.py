@@ -12,7 +12,6 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
-from newsletter.delivery.runs import run_send
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
@@ -27,6 +26,7 @@ from newsletter.store.keys import secret_keys
 from newsletter.store.models import Delivery, Edition, Subscriber
 
 from .conftest import SmtpSink, World
+from .editions_support import run_send
 from .test_bounces import dsn, maildir
 
 DAY = dt.date(2025, 12, 26)
