@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "newsletter"
 
-LOWER = ("store", "ingest", "ranking", "render", "transports")
+LOWER = ("store", "ingest", "ranking", "render", "transports", "bounces")
 HIGHER = ("delivery", "web", "service", "cli")
 
 # Circles owned by the layers above, to be broken there (each a sorted tuple of the

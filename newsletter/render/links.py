@@ -48,7 +48,7 @@ class Signer:
     def token(self, purpose: str, subscriber_id: int, *extra: int) -> str:
         if purpose.split(":", 1)[0] not in PURPOSES:
             raise ValueError(purpose)
-        body = "-".join(_b36(v) for v in (subscriber_id, *extra))
+        body = "-".join(base36(v) for v in (subscriber_id, *extra))
         return f"{body}.{self._mac(self._keys[0], purpose, body)}"
 
     def paper_token(self, purpose: str, subscriber_id: int, paper_id: str) -> str:
@@ -73,7 +73,8 @@ class Signer:
         raise InputError("this link is not valid (it may have been altered)")
 
 
-def _b36(value: int) -> str:
+def base36(value: int) -> str:
+    """A non-negative id in lower-case base 36: the ids in link tokens and VERP addresses."""
     if value < 0:
         raise ValueError(value)
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
