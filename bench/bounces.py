@@ -31,7 +31,7 @@ from newsletter.store.models import Delivery, Edition, Subscriber  # noqa: E402
 
 KEYS = ["bench key"]
 RETURN_PATH = "bounces+{token}@digest.example.org"
-DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "bounces" / "other"
+DATA = Path(__file__).resolve().parent.parent / "tests" / "bounces_data" / "other"
 
 
 def dsn(to: str, rcpt: str, status: str, action: str, message_id: str) -> bytes:

@@ -1,4 +1,4 @@
-"""The bounce parser on recorded mail from real MTAs (tests/data/bounces/README.md says
+"""The bounce parser on recorded mail from real MTAs (tests/bounces_data/README.md says
 where each came from), complaint reports, auto-replies and mailto unsubscribes; and the
 VERP return path that names a delivery."""
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from newsletter.bounces.parse import Kind, read
 from newsletter.bounces.verp import Verp
 
-DATA = Path(__file__).parent / "data" / "bounces"
+DATA = Path(__file__).parent / "bounces_data"
 
 # (file, kind, recipients): the recipients flufl.bounce's own tests expect of these
 # recordings; the kind from the report's Action/Status or the detector's verdict.

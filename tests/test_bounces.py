@@ -174,7 +174,7 @@ def test_soft_bounces_count_up_to_the_limit(world, tmp_path: Path) -> None:
 def test_complaint_mailto_unsubscribe_and_auto_reply(world, tmp_path: Path) -> None:
     engine, rows = world
     box = maildir(tmp_path / "mail")
-    data = Path(__file__).parent / "data" / "bounces" / "other"
+    data = Path(__file__).parent / "bounces_data" / "other"
     arf = (data / "arf_rfc5965.eml").read_bytes().replace(
         b"<8787KJKJ3K4J3K4J3K4J3.mail@digest.example.org>", b"<m0.x@digest.example.org>")
     drop(box, arf)
