@@ -97,6 +97,14 @@ def subscribe_page(request: Request, web: Web, status: int = 200, **kw: Any) -> 
                     **values)
 
 
+def _shown_hour(hour: str) -> int:
+    """The hour to show again on a refused form: theirs when it is one, else 7."""
+    try:
+        return check_hour(hour)
+    except InputError:
+        return 7
+
+
 async def home(request: Request) -> Response:
     """GET / and GET /subscribe (a reload of the result page shows the form)."""
     return subscribe_page(request, web_of(request))
@@ -120,8 +128,7 @@ async def subscribe(request: Request) -> Response:
     except InputError as exc:
         return subscribe_page(request, web, 400, email=email, keywords=keywords, tz=tz,
                               tz_chosen=True,
-                              hour=int(hour) if hour.isdigit() and int(hour) < 24 else 7,
-                              error=exc.message)
+                              hour=_shown_hour(hour), error=exc.message)
     client = request.client.host if request.client else "?"
     if not web.limiter.allow(client):
         return web.error(request, 429, "Too many sign-ups",

@@ -60,8 +60,11 @@ class SecurityHeaders:
         await self.app(scope, receive, add_headers)
 
 
+MAX_FIELDS = 200  # our largest form has 7
+
+
 class TooLarge(Exception):
-    pass
+    """A body past its cap, or a form with more than ``MAX_FIELDS`` fields (413)."""
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -85,7 +88,11 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
     body = await read_body(request, limit)
     text = body.decode("utf-8", "replace")
     out: dict[str, str] = {}
-    for key, value in parse_qsl(text, keep_blank_values=True, max_num_fields=200):
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except ValueError:  # "Max number of fields exceeded"
+        raise TooLarge from None
+    for key, value in pairs:
         out.setdefault(key, value)
     return out
 

@@ -1,0 +1,107 @@
+"""What an outside probe of the pages, webhooks and console found (issue N1-N11), each
+checked against a real uvicorn on 127.0.0.1 and a real database."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from newsletter.store.db import session_scope
+from newsletter.store.models import Subscriber
+
+from .test_admin import Console, csrf_of, start_console
+from .web_support import Site, post_form, running_site
+
+
+@pytest.fixture
+def site(world) -> Iterator[Site]:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    with running_site(settings, engine) as s:
+        yield s
+
+
+@pytest.fixture
+def console(world) -> Iterator[Console]:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    yield from start_console(settings, engine)
+
+
+def profile(site: Site, address: str) -> tuple[Any, ...]:
+    with session_scope(site.engine) as s:
+        sub = s.scalar(select(Subscriber).where(Subscriber.email == address))
+        assert sub is not None
+        return sub.keywords, sub.tz, sub.send_hour, sub.status
+
+
+# ---- N2: no 5xx for any time zone, hour or field count ----------------------------------
+
+BAD_ZONES = ["Europe", "__pycache__", "Europe/" + "x" * 5000, "../../etc/passwd", "UTC\x00",
+             "right", "posix/../UTC", "Etc"]
+
+
+def test_n2_sign_up_refuses_bad_zones_hours_and_field_counts(site: Site) -> None:
+    client = httpx.Client(timeout=30)
+    form = {"email": "n2@example.org", "keywords": "diffusion", "tz": "UTC", "hour": "7"}
+    for tz in BAD_ZONES:
+        r = post_form(client, site.url + "/", form | {"tz": tz}, site.url + "/subscribe")
+        assert r.status_code == 400 and "unknown time zone" in r.text, (tz[:20], r.status_code)
+    for hour in ("²", "٣", "+7", "1_0", "24", "-1", "7.0", "0x7", "9" * 5000):
+        r = post_form(client, site.url + "/", form | {"hour": hour}, site.url + "/subscribe")
+        assert r.status_code == 400 and "send hour" in r.text, (hour[:10], r.status_code)
+    many = form | {f"f{i}": "x" for i in range(250)}
+    r = post_form(client, site.url + "/", many, site.url + "/subscribe")
+    assert r.status_code == 413
+    site.wait_background()
+    assert site.status("n2@example.org") is None
+    # The good values still work.
+    ok = post_form(client, site.url + "/", form | {"tz": "America/Argentina/Buenos_Aires",
+                                                   "hour": "07"}, site.url + "/subscribe")
+    assert ok.status_code == 200
+    site.wait_background()
+    assert site.status("n2@example.org") == "pending"
+
+
+def test_n2_preferences_and_one_click_refuse_cleanly(site: Site) -> None:
+    client = httpx.Client(timeout=30)
+    grace = site.sub_id("grace@example.org")
+    before = profile(site, "grace@example.org")
+    url = site.links.preferences(grace)
+    for tz in BAD_ZONES[:3]:
+        r = post_form(client, url, {"action": "save", "keywords": "gnn", "tz": tz,
+                                    "hour": "7", "status": "active"})
+        assert r.status_code == 400 and "unknown time zone" in r.text
+    r = post_form(client, url, {"action": "save", "keywords": "gnn", "tz": "UTC",
+                                "hour": "²", "status": "active"})
+    assert r.status_code == 400
+    assert profile(site, "grace@example.org") == before
+    body = "List-Unsubscribe=One-Click&" + "&".join(f"f{i}=x" for i in range(250))
+    r = httpx.post(site.links.unsubscribe(grace), content=body,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413
+    assert site.status("grace@example.org") == "active"
+
+
+def test_n2_console_import_and_edit_refuse_bad_zones(console: Console) -> None:
+    c = console.login()
+    data = "email,name,keywords,tz,hour\nzone@example.org,Z,gnn,Europe,7\n"
+    r = c.post("/subscribers/import", data={"csrf": csrf_of(c)},
+               files={"file": ("people.csv", data.encode(), "text/csv")})
+    assert r.status_code == 400 and "unknown time zone" in r.text
+    data = "email,name,keywords,tz,hour\nzone@example.org,Z,gnn,UTC,²\n"
+    r = c.post("/subscribers/import", data={"csrf": csrf_of(c)},
+               files={"file": ("people.csv", data.encode(), "text/csv")})
+    assert r.status_code == 400 and "send hour" in r.text
+    with session_scope(console.engine) as s:
+        sub = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        assert sub is not None
+        sid = sub.id
+    r = c.post(f"/subscribers/{sid}", data={
+        "csrf": csrf_of(c, f"/subscribers/{sid}"), "name": "Ada", "keywords": "gnn",
+        "tz": "__pycache__", "hour": "7", "status": "active"})
+    assert r.status_code == 400 and "unknown time zone" in r.text
+    assert re.search(r"zone@example\.org", c.get("/subscribers?q=zone").text) is None
