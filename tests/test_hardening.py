@@ -11,11 +11,31 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from newsletter.store.db import session_scope
+from newsletter.config import Settings
+from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Subscriber
 
+from .conftest import ROOT, World
 from .test_admin import Console, csrf_of, start_console
 from .web_support import Site, post_form, running_site
+
+
+def world_on(url: str, tmp_path: Any) -> World:
+    """The ``world`` fixture's database (sample papers and subscribers) at ``url``."""
+    from newsletter.ingest.run import ingest
+    from newsletter.store.subscribers import import_csv
+
+    settings = Settings().replace(
+        database={"url": url}, outbox={"path": str(tmp_path / "outbox")},
+        sender={"reply_to": "editor@example.org", "from_address": "digest@example.org"},
+        web={"base_url": "https://digest.example.org"})
+    engine = get_engine(url)
+    with session_scope(engine) as s:
+        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+    with session_scope(engine) as s:
+        data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
+        import_csv(s, data, "sample_subscribers.csv")
+    return World(settings, engine)
 
 
 @pytest.fixture
@@ -105,3 +125,38 @@ def test_n2_console_import_and_edit_refuse_bad_zones(console: Console) -> None:
         "tz": "__pycache__", "hour": "7", "status": "active"})
     assert r.status_code == 400 and "unknown time zone" in r.text
     assert re.search(r"zone@example\.org", c.get("/subscribers?q=zone").text) is None
+
+
+# ---- N8: the console's numbers and searches are bounded ---------------------------------
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_n8_console_bounds_numbers_and_searches(backend: str, tmp_path: Any,
+                                                request: pytest.FixtureRequest) -> None:
+    url = (f"sqlite:///{tmp_path / 'n8.db'}" if backend == "sqlite"
+           else str(request.getfixturevalue("pg_url")))
+    settings, engine = world_on(url, tmp_path)
+    for console in start_console(settings, engine):
+        c = console.login()
+        huge = "99999999999999999999999"
+        for path in ("/subscribers?after=9223372036854775808", "/subscribers?after=3000000000",
+                     "/subscribers?after=-5", f"/subscribers?after={huge}",
+                     "/editions/1?after=9223372036854775808"):
+            r = c.get(path)
+            assert r.status_code in (200, 404), (path, r.status_code)
+        assert "ada@example.org" in c.get("/subscribers?after=-5").text
+        for path in (f"/subscribers/{huge}", "/subscribers/3000000000",
+                     "/subscribers/9223372036854775808", f"/editions/{huge}",
+                     "/editions/3000000000", "/subscribers/" + "9" * 5000):
+            r = c.get(path)
+            assert r.status_code == 404, (path[:40], r.status_code)
+        r = c.post("/editions/3000000000/retry", data={"csrf": csrf_of(c)})
+        assert r.status_code == 404
+        long = "a" * 50_500  # past SQLite's 50,000-byte LIKE pattern limit
+        for by in ("address", "keyword", "any"):
+            r = c.get("/subscribers", params={"q": long, "by": by})
+            assert r.status_code == 200, (by, r.status_code)
+        assert c.get("/papers", params={"q": long}).status_code == 200
+        assert c.get("/papers", params={"q": "%_" * 10_000}).status_code == 200
+        # Bounded, still searching: a short query finds as before.
+        assert "ada@example.org" in c.get("/subscribers", params={"q": "ada@"}).text
+    engine.dispose()

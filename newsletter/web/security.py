@@ -22,6 +22,7 @@ from collections import defaultdict, deque
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -61,6 +62,28 @@ class SecurityHeaders:
 
 
 MAX_FIELDS = 200  # our largest form has 7
+
+
+MAX_ROW_ID = 2**31 - 1  # PostgreSQL ``integer``; SQLite would overflow at 2**63
+
+
+class RowIdConvertor(Convertor[int]):
+    """``{name:row_id}`` in a route: digits as an int, where a number no row can have
+    (past 32 bits, or 19 digits and more, which do not even match) becomes 0 and
+    finds nothing, instead of an OverflowError or "integer out of range" (a 500)."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        number = int(value)
+        return number if number <= MAX_ROW_ID else 0
+
+    def to_string(self, value: int) -> str:
+        return str(int(value))
+
+
+ROW_ID = "row_id"
+register_url_convertor(ROW_ID, RowIdConvertor())
 
 
 class TooLarge(Exception):

@@ -49,6 +49,7 @@ from newsletter.store.queries import parse_day
 from newsletter.transports import make_transport
 from newsletter.web.admin import auth, charts, data
 from newsletter.web.admin import preview as preview_mod
+from newsletter.web.security import ROW_ID  # noqa: F401 - registers {name:row_id}
 
 PREFIX = "/admin"
 PUBLIC = frozenset({"/login", "/static/admin.css"})  # reachable without a session
@@ -501,9 +502,9 @@ def create_admin(app: App) -> ASGIApp:
         Route("/subscribers", subscribers),
         Route("/subscribers/import", import_csv, methods=["POST"]),
         Route("/subscribers/export.csv", export),
-        Route("/subscribers/{sub_id:int}", subscriber, methods=["GET", "POST"]),
-        Route("/editions/{edition_id:int}", edition),
-        Route("/editions/{edition_id:int}/retry", retry, methods=["POST"]),
+        Route("/subscribers/{sub_id:row_id}", subscriber, methods=["GET", "POST"]),
+        Route("/editions/{edition_id:row_id}", edition),
+        Route("/editions/{edition_id:row_id}/retry", retry, methods=["POST"]),
         Route("/preview", preview),
         Route("/preview/email", preview_email),
         Route("/preview/test", preview_test, methods=["POST"]),
