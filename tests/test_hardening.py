@@ -160,3 +160,44 @@ def test_n8_console_bounds_numbers_and_searches(backend: str, tmp_path: Any,
         # Bounded, still searching: a short query finds as before.
         assert "ada@example.org" in c.get("/subscribers", params={"q": "ada@"}).text
     engine.dispose()
+
+
+# ---- N9: CSV exports never hand a spreadsheet a formula ---------------------------------
+
+FORMULAS = [("formula1@example.org", "=HYPERLINK(A1)", "=1+1, @SUM(1), +cmd"),
+            ("formula2@example.org", "@name", "-video, diffusion"),
+            ("formula3@example.org", "'=already quoted", "'Tis, gnn"),
+            ("=cmd@example.org", "+plus", "''=two quotes")]
+
+
+def test_n9_csv_exports_neutralise_formulas_and_reimport_exactly(
+        console: Console, cli, tmp_path: Any) -> None:  # type: ignore[no-untyped-def]
+    import csv
+    import io
+
+    from newsletter.store import subscribers as subs
+
+    with session_scope(console.engine) as s:
+        for email, name, keywords in FORMULAS:
+            subs.add(s, email, name=name, keywords=keywords)
+    c = console.login()
+    exported = c.get("/subscribers/export.csv").text
+    env = {"NEWSLETTER_DATABASE__URL": str(console.engine.url)}
+    from_cli = cli("subscribers", "export", env=env)
+    assert from_cli.code == 0, from_cli.stderr
+    for text in (exported, from_cli.stdout):
+        rows = list(csv.reader(io.StringIO(text)))
+        cells = [cell for row in rows for cell in row]
+        assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+        [first] = [r[1:3] for r in rows if r[0] == "formula1@example.org"]
+        assert first == ["'=HYPERLINK(A1)", "'=1+1, @SUM(1), +cmd"]
+    # The export re-imports as it was (the quote marks come off again).
+    path = tmp_path / "export.csv"
+    path.write_text(exported)
+    fresh = {"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
+    assert cli("subscribers", "import", str(path), env=fresh).code == 0
+    engine = get_engine(fresh["NEWSLETTER_DATABASE__URL"])
+    with session_scope(engine) as s:
+        got = {(x.email, x.name, x.keywords) for x in s.scalars(select(Subscriber))}
+    assert set(FORMULAS) <= got
+    engine.dispose()

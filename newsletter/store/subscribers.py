@@ -159,7 +159,7 @@ def _rows(text: str, origin: str) -> Iterator[tuple[int, dict[str, str]]]:
     for row in reader:
         if None in row:
             raise InputError(f"{origin}:{reader.line_num}: more fields than the header has")
-        yield reader.line_num, {k: (v or "") for k, v in row.items()}
+        yield reader.line_num, {k: from_spreadsheet(v or "") for k, v in row.items()}
 
 
 def _row_values(row: dict[str, str], utf8_local_part: bool = False) -> dict[str, object]:
@@ -336,9 +336,32 @@ def as_dict(sub: Subscriber) -> dict[str, object]:
     }
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV
+# injection"): "=HYPERLINK(...)" in a name, "-video" or "@SUM(1)" in keywords.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: str) -> str:
+    """A cell a spreadsheet shows as text: a leading ``'`` before a formula character
+    (and before a ``'`` that precedes one, so ``from_spreadsheet`` undoes it exactly)."""
+    if value.startswith(FORMULA_START) or (
+            value.startswith("'") and value[1:].startswith((*FORMULA_START, "'"))):
+        return "'" + value
+    return value
+
+
+def from_spreadsheet(value: str) -> str:
+    """The value ``spreadsheet_safe`` was given (an import of an export is exact)."""
+    if value.startswith("'") and value[1:].startswith((*FORMULA_START, "'")):
+        return value[1:]
+    return value
+
+
 def export_csv(subs: Iterable[Subscriber], out: io.TextIOBase | object) -> None:
-    """The import format (plus status), so an export re-imports as it was."""
+    """The import format (plus status), so an export re-imports as it was; cells that
+    a spreadsheet would run as formulas are quoted (``spreadsheet_safe``)."""
     writer = csv.writer(out, lineterminator="\n")  # type: ignore[arg-type]
     writer.writerow([*CSV_COLUMNS, "status"])
     for s in subs:
-        writer.writerow([s.email, s.name, s.keywords, s.tz, s.send_hour, s.status])
+        writer.writerow([spreadsheet_safe(s.email), spreadsheet_safe(s.name),
+                         spreadsheet_safe(s.keywords), s.tz, s.send_hour, s.status])
