@@ -266,6 +266,8 @@ class AdminConfig(_Section):
     max_failures_per_client: int = Field(default=20, ge=1)
     lockout_minutes: float = Field(default=15.0, gt=0)
     page_size: int = Field(default=50, ge=1, le=1000)
+    # The largest CSV the console's import accepts (bigger files: `subscribers import`).
+    max_upload_bytes: int = Field(default=20_000_000, ge=1024)
 
 
 class Settings(_Section):

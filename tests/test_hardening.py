@@ -201,3 +201,72 @@ def test_n9_csv_exports_neutralise_formulas_and_reimport_exactly(
         got = {(x.email, x.name, x.keywords) for x in s.scalars(select(Subscriber))}
     assert set(FORMULAS) <= got
     engine.dispose()
+
+
+# ---- N4: every body is capped before it is parsed -------------------------------------
+
+def raw_post(url: str, path: str, headers: dict[str, str], body: bytes, *,
+             chunked: bool = False, timeout: float = 10.0) -> tuple[int, float]:
+    """POST ``body`` over a bare socket and read the status line *without* sending the
+    rest: (status, seconds). A server that wants the whole body first times out here."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+    lines = [f"POST {path} HTTP/1.1", f"Host: {parts.netloc}", *(f"{k}: {v}" for k, v in
+                                                                  headers.items())]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    start = time.monotonic()
+    try:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        step = 64 * 1024
+        for i in range(0, len(body), step):
+            piece = body[i:i + step]
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break  # the server answered and closed: that is the point
+        reply = b""
+        while b"\r\n" not in reply:
+            data = sock.recv(4096)
+            if not data:
+                break
+            reply += data
+        return int(reply.split(b" ", 2)[1]), time.monotonic() - start
+    finally:
+        sock.close()
+
+
+def test_n4_body_limits_before_parsing_on_every_route(console: Console) -> None:
+    base = console.url.removesuffix("/admin")
+    form = "application/x-www-form-urlencoded"
+    # A 150 MB login announced by Content-Length: refused from the header alone (only the
+    # first 2 MB are sent; a server reading the whole body would never answer).
+    for path in ("/admin/login", "/subscribe", "/admin/subscribers/import",
+                 "/webhooks/postmark/" + "x" * 32, "/preferences/1.AAAAAAAAAAAAAAAAAAAAAA"):
+        status, _ = raw_post(base, path, {"Content-Type": form, "Content-Length": "150000000"},
+                             b"name=a" + b"&" * 2_000_000)
+        assert status == 413, (path, status)
+    # No Content-Length (chunked): counted as it arrives, refused past 1 MB, before the end.
+    for ctype, body in ((form, b"name=a" + b"&" * 3_000_000),
+                        ("multipart/form-data; boundary=xx",
+                         b"--xx\r\nContent-Disposition: form-data; name=\"file\"; "
+                         b"filename=\"a.csv\"\r\n\r\n" + b"a" * 3_000_000)):
+        status, _ = raw_post(base, "/admin/login", {"Content-Type": ctype}, body[:1_500_000],
+                             chunked=True)
+        assert status == 413, (ctype, status)
+    # Within the caps everything works as before: a logged-in CSV import of 2 MB (over the
+    # 1 MB form cap, under [admin] max_upload_bytes).
+    c = console.login()
+    name, keywords = "B" * 200, ", ".join(f"term{j}" for j in range(25))
+    rows = "".join(f'bulk{i}@example.org,{name},"{keywords}",UTC,7\n' for i in range(3_000))
+    csv_bytes = ("email,name,keywords,tz,hour\n" + rows).encode()
+    assert len(csv_bytes) > 1_000_000
+    r = c.post("/subscribers/import", data={"csrf": csrf_of(c)},
+               files={"file": ("bulk.csv", csv_bytes, "text/csv")})
+    assert r.status_code == 200, r.text[:300]
+    with session_scope(console.engine) as s:
+        assert s.scalar(select(Subscriber.id).where(Subscriber.email == "bulk2999@example.org"))
