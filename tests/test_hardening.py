@@ -270,3 +270,94 @@ def test_n4_body_limits_before_parsing_on_every_route(console: Console) -> None:
     assert r.status_code == 200, r.text[:300]
     with session_scope(console.engine) as s:
         assert s.scalar(select(Subscriber.id).where(Subscriber.email == "bulk2999@example.org"))
+
+
+# ---- N6: no token in any log line -------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_n6_no_log_line_of_newsletter_web_carries_a_token(world, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    """`newsletter web` as a real process: an error answering a token URL (with its
+    traceback), the access log of webhook and link URLs; its whole log is grepped."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import text
+
+    from newsletter.render.links import LinkMaker, Signer, secret_keys
+    from newsletter.web.webhooks import webhook_tokens
+
+    from .conftest import free_port
+
+    settings, engine = world
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with session_scope(engine) as s:
+        links = LinkMaker(settings.replace(web={"base_url": base}),
+                          Signer(secret_keys(settings, s)))
+        hook = f"{base}/webhooks/postmark/{webhook_tokens(s)['postmark']}"
+        grace = s.scalar(select(Subscriber.id).where(Subscriber.email == "grace@example.org"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | {
+        "NEWSLETTER_DATABASE__URL": str(engine.url), "NEWSLETTER_WEB__BASE_URL": base,
+        "NEWSLETTER_WEB__RENDER_PROCESSES": "0", "NEWSLETTER_LOG__FORMAT": fmt}
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "web", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(base + "/static/site.css", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        prefs, unsub = links.preferences(grace or 0), links.unsubscribe(grace or 0)
+        with engine.begin() as conn:  # a real error while answering a token URL
+            conn.execute(text("ALTER TABLE votes RENAME TO votes_gone"))
+        try:
+            assert httpx.get(prefs, timeout=30).status_code == 500
+        finally:
+            with engine.begin() as conn:
+                conn.execute(text("ALTER TABLE votes_gone RENAME TO votes"))
+        assert httpx.get(unsub, timeout=30).status_code == 200
+        assert httpx.post(hook, json={}, timeout=30).status_code == 403  # not configured
+        httpx.get(links.feed(grace or 0), timeout=30)
+    finally:
+        proc.terminate()
+        _, log = proc.communicate(timeout=30)
+    assert "error answering GET /preferences/" in log and "no such table: votes" in log, log
+    assert "/webhooks/postmark/" in log  # the access log is there
+    secrets = [prefs.rsplit("/", 1)[1], unsub.rsplit("/", 1)[1], hook.rsplit("/", 1)[1],
+               links.feed(grace or 0).rsplit("/", 1)[1].removesuffix(".atom")]
+    leaked = [s for s in secrets if s in log or s.split(".")[-1] in log]
+    assert not leaked, log[-3000:]
+
+
+def test_n6_the_filter_redacts_messages_arguments_tracebacks_and_fields() -> None:
+    import io
+    import logging
+
+    from newsletter.config import LogConfig
+    from newsletter.observe.logs import configure_logging
+    from newsletter.web.logs import redact_logs
+
+    token = "1f-2a.k3y9nonce.UxhyP-abcdefghijkl_pqr"
+    url = f"https://digest.example.org/feedback/up/{token}/2401.00001"
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        for fmt in ("text", "json"):
+            buf = io.StringIO()
+            configure_logging(LogConfig(), fmt, stream=buf)
+            redact_logs()
+            log = logging.getLogger("some.library")
+            try:
+                raise ValueError(f"could not open {url}")
+            except ValueError:
+                log.exception("mailto:x?subject=unsubscribe %s", token, extra={"error": url})
+            log.warning("old link 1f.UxhyP-abcdefghijkl_pqr and %s", "/confirm/x-y")
+            assert "UxhyP" not in buf.getvalue() and "/confirm/x-y" not in buf.getvalue()
+            assert "could not open https://digest.example.org/feedback/up/…" in buf.getvalue()
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
