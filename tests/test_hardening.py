@@ -361,3 +361,85 @@ def test_n6_the_filter_redacts_messages_arguments_tracebacks_and_fields() -> Non
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+# ---- N3: a stranger cannot lock the operator out; subscribers see "an operator" ---------
+
+def test_n3_failed_logins_slow_one_client_only_and_grow(console: Console) -> None:
+    import datetime as dt
+
+    from newsletter.store.models import AdminLoginAttempt
+
+    from .test_admin import PASSWORD, login
+
+    cfg = console.settings.admin
+
+    def ahead(seconds: float) -> None:
+        """Move every attempt ``seconds`` later: what is left of a wait is then at least
+        that, however slow this machine answers (the schedule itself is checked above)."""
+        with session_scope(console.engine) as s:
+            for attempt in s.scalars(select(AdminLoginAttempt)):
+                attempt.at += dt.timedelta(seconds=seconds)
+
+    def waits(page: str) -> int:
+        found = re.search(r"too many failed logins for this user from this address: "
+                          r"try again in (\d+) seconds", page)
+        assert found, page[-400:]
+        return int(found.group(1))
+
+    stranger = {"X-Forwarded-For": "203.0.113.9"}  # uvicorn trusts it from 127.0.0.1
+    c = console.client()
+    for _ in range(cfg.max_failures_per_user):
+        assert login(c, "ops", "wrong password", **stranger).status_code == 401
+    # The operator, from anywhere else, is not slowed at all ...
+    assert login(console.client(), "ops", PASSWORD,
+                 **{"X-Forwarded-For": "198.51.100.7"}).status_code == 303
+    assert login(console.client(), "ops", PASSWORD,
+                 **{"X-Forwarded-For": "2001:db8:1::5"}).status_code == 303
+    # ... while the stranger now waits, even with the right password.
+    ahead(5)
+    refused = login(c, "ops", PASSWORD, **stranger)
+    assert refused.status_code == 401 and 1 <= waits(refused.text) <= 6
+    # Each further failure from the stranger doubles the wait: 2 s, 4 s, 8 s, 16 s.
+    for wait in (2, 4, 8, 16):
+        ahead(-100)  # the previous wait is over
+        assert login(c, "ops", "wrong again", **stranger).status_code == 401
+        ahead(5)
+        assert wait + 1 <= waits(login(c, "ops", PASSWORD, **stranger).text) <= wait + 5
+    # ... up to lockout_minutes, never more.
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with session_scope(console.engine) as s:
+        s.execute(AdminLoginAttempt.__table__.delete())
+        for i in range(40):  # outside the per-client window, all but the last
+            s.add(AdminLoginAttempt(name="ops", client="203.0.113.9", ok=False,
+                                    at=now - dt.timedelta(hours=0 if i == 39 else 1)))
+    assert 890 <= waits(login(c, "ops", PASSWORD, **stranger).text) <= 900
+    # The schedule: free tries, then 1 s doubling, capped at lockout_minutes.
+    from newsletter.web.admin.auth import login_delay
+
+    assert [login_delay(n, cfg) for n in range(4, 11)] == [0, 1, 2, 4, 8, 16, 32]
+    assert login_delay(60, cfg) == cfg.lockout_minutes * 60
+    # Another IPv6 address of the same /64 is the same client.
+    for _ in range(cfg.max_failures_per_user):
+        login(c, "ops", "nope nope", **{"X-Forwarded-For": "2001:db8:2::1"})
+    ahead(5)
+    assert waits(login(c, "ops", PASSWORD, **{"X-Forwarded-For": "2001:db8:2::ffff"}).text)
+
+
+def test_n3_subscribers_see_an_operator_not_the_login_name(console: Console) -> None:
+    from newsletter.render.links import LinkMaker, Signer, secret_keys
+
+    c = console.login()
+    with session_scope(console.engine) as s:
+        sub = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        assert sub is not None
+        sid = sub.id
+        links = LinkMaker(console.settings, Signer(secret_keys(console.settings, s)))
+    r = c.post(f"/subscribers/{sid}", data={
+        "csrf": csrf_of(c, f"/subscribers/{sid}"), "name": "Ada L.", "keywords": "gnn",
+        "tz": "UTC", "hour": "7", "status": "active"})
+    assert r.status_code == 200
+    assert "admin:ops" in c.get(f"/subscribers/{sid}").text  # operators still see who
+    exported = httpx.get(links.preferences(sid, "data"), timeout=30).text
+    assert '"by": "an operator"' in exported and "ops" not in exported.replace(
+        "an operator", "")

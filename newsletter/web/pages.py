@@ -273,6 +273,14 @@ async def preferences(request: Request) -> Response:
         **await run_in_threadpool(preferences_context, web, sub_id))
 
 
+def shown_detail(detail: Any) -> Any:
+    """An event's detail as its subscriber sees it: "an operator" did it, never which
+    one (an operator's login name is theirs, and a name half of the way in)."""
+    if isinstance(detail, dict) and str(detail.get("by", "")).startswith("admin:"):
+        return detail | {"by": "an operator"}
+    return detail
+
+
 def _export(web: Web, sub_id: int) -> dict[str, Any] | None:
     with web.app.reading() as s:
         sub = s.get(Subscriber, sub_id)
@@ -284,7 +292,7 @@ def _export(web: Web, sub_id: int) -> dict[str, Any] | None:
                          .where(Delivery.subscriber_id == sub_id).order_by(Delivery.id))
         return {
             "subscriber": as_dict(sub) | {"created_at": sub.created_at.isoformat()},
-            "events": [{"kind": e.kind, "at": e.at.isoformat(), "detail": e.detail}
+            "events": [{"kind": e.kind, "at": e.at.isoformat(), "detail": shown_detail(e.detail)}
                        for e in events],
             "deliveries": [{"edition": day.isoformat(), "status": d.status,
                             "papers": list(d.entry_ids),
