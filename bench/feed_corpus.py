@@ -3,8 +3,8 @@
     python bench/feed_corpus.py [--code DIR] [--verbose]
 
 ``--code`` runs another checkout's parser over the same files (``--code
-/path/to/main`` gives the "before" column of the README table). Each file is
-classified as *ingested* (parsed; papers counted, unusable items counted),
+/path/to/main`` gives the "before" column of the table in docs/benchmarks.md). Each
+file is classified as *ingested* (parsed; papers counted, unusable items counted),
 *clean error* (one ``NewsletterError`` line) or *crash* (anything else, or no
 answer within 10 s). The files and their provenance are listed in
 ``tests/data/README.md``.

@@ -119,6 +119,31 @@ def db_upgrade(ctx: typer.Context) -> None:
 
 
 @app.command()
+def init(
+    ctx: typer.Context,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented config.toml: every section and key at its default, with its
+    meaning (as in docs/configuration.md). Writes to --config PATH or $NEWSLETTER_CONFIG
+    if given; refuses to overwrite a file without --force."""
+    import os
+
+    from newsletter.config_reference import output_path, write_config
+
+    root = ctx.find_root().obj
+    target = output_path(root if isinstance(root, str) else None, os.environ)
+    try:
+        write_config(target, force=force)
+    except FileExistsError:
+        raise InputError(f"{target}: already exists (nothing written; "
+                         "`newsletter init --force` overwrites it)") from None
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write: {exc.strerror or exc}") from None
+    err.print(f"wrote {target}: every key commented out at its default; "
+              "uncomment a line to change that key")
+
+
+@app.command()
 def ingest(
     ctx: typer.Context,
     sources: Annotated[

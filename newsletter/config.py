@@ -32,19 +32,35 @@ DEFAULT_CONFIG = "config.toml"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A config section. Each key's docstring is its meaning: ``newsletter init`` and
+    ``docs/configuration.md`` are generated from them (newsletter/config_reference.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class DatabaseConfig(_Section):
+    """Where subscribers, papers, editions and the delivery ledger are stored."""
+
     url: str = "sqlite:///subscribers.db"
+    """SQLAlchemy URL of the database. SQLite (the default) is made on first use;
+    PostgreSQL (`postgresql+psycopg://user:password@host/db`) works unchanged and is
+    needed for workers on other machines."""
 
 
 class SenderConfig(_Section):
+    """Who the emails come from, as their headers and footer say."""
+
     from_address: str = "digest@localhost"
+    """The From: address of every email (checked when the config loads)."""
     from_name: str = "Research Digest"
+    """The From: display name."""
     reply_to: str | None = None
+    """The Reply-To: address; unset (or "") sends none."""
     postal_address: str = "Research Digest, 1 Example Street, Springfield"
+    """The sender's postal address, shown in every email's footer (anti-spam laws ask
+    for it)."""
     list_id: str = "digest.localhost"
+    """The List-Id: header's identifier, a dotted name such as digest.example.org."""
 
     @field_validator("from_address", "reply_to")
     @classmethod
@@ -77,18 +93,34 @@ class SenderConfig(_Section):
 
 
 class WebConfig(_Section):
+    """`newsletter web`: the public pages every email links to, and the links' signing keys."""
+
     base_url: str = "http://127.0.0.1:8000"
+    """Public address of `newsletter web`: every link in an email starts with it (https
+    for real sends: one-click unsubscribe needs it)."""
     secret_keys: list[str] = Field(default_factory=list)
-    # Fingerprints (``newsletter webhooks urls`` prints the stored key's) of signing keys
-    # deliberately dropped: their links stop working and the server may start without them.
+    """Link-signing keys, newest first: the first signs, all verify. Empty: the key
+    stored in the database is used. To rotate, put the new key first and keep the old
+    one after it."""
     retired_keys: list[str] = Field(default_factory=list)
+    """Fingerprints (`newsletter keys show` prints them) of signing keys dropped on
+    purpose: their links stop working and `newsletter web` may start without them."""
     confirm_hours: int = Field(default=72, ge=1, le=24 * 365)
+    """How long a sign-up's confirmation link works, in hours."""
     max_form_bytes: int = Field(default=1_000_000, ge=1024)
-    confirm_interval_minutes: int = Field(default=15, ge=0)  # per address
-    confirms_per_day: int = Field(default=3, ge=1)  # per address
+    """Larger form posts are refused (413)."""
+    confirm_interval_minutes: int = Field(default=15, ge=0)
+    """At most one confirmation email per address this often, in minutes."""
+    confirms_per_day: int = Field(default=3, ge=1)
+    """At most this many confirmation emails per address per day."""
     signups_per_client_per_hour: int = Field(default=10, ge=1)
-    preview_cache_size: int = Field(default=256, ge=0)  # keyword sets kept ranked
-    render_processes: int = Field(default=1, ge=0, le=32)  # 0: threads in the server process
+    """Sign-up posts per client address per hour; more are refused (429)."""
+    preview_cache_size: int = Field(default=256, ge=0)
+    """Keyword sets (with votes) whose ranked picks the preferences page keeps in
+    memory."""
+    render_processes: int = Field(default=1, ge=0, le=32)
+    """Processes that rank and render for the web pages (preferences, view in browser);
+    0 = threads in the server process."""
 
     @field_validator("secret_keys", "retired_keys", mode="before")
     @classmethod
@@ -102,13 +134,24 @@ class WebhooksConfig(_Section):
     refuses every notice (except SES, whose proof is Amazon's certificate)."""
 
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
-    tolerance_seconds: int = Field(default=300, ge=1)  # signed timestamps older are stale
-    sendgrid_public_key: str | None = None  # the "verification key" (base64 DER or PEM)
-    mailgun_signing_key: str | None = None  # "HTTP webhook signing key"
-    postmark_username: str | None = None  # basic auth set in the webhook URL at Postmark
+    """Larger bounce/complaint notices are refused (413)."""
+    tolerance_seconds: int = Field(default=300, ge=1)
+    """Signed timestamps older (or newer) than this many seconds are stale (SES via SNS:
+    one hour)."""
+    sendgrid_public_key: str | None = None
+    """SendGrid's verification key (Mail Settings > Signed Event Webhook), base64 DER or
+    PEM."""
+    mailgun_signing_key: str | None = None
+    """Mailgun's HTTP webhook signing key (Sending > Webhooks)."""
+    postmark_username: str | None = None
+    """Basic-auth user name you put in the webhook URL at Postmark."""
     postmark_password: str | None = None
-    resend_secret: str | None = None  # "whsec_..." signing secret
-    ses_topic_arns: list[str] = Field(default_factory=list)  # empty: any topic
+    """Basic-auth password you put in the webhook URL at Postmark."""
+    resend_secret: str | None = None
+    """Resend's webhook signing secret, "whsec_..."."""
+    ses_topic_arns: list[str] = Field(default_factory=list)
+    """SNS topic ARNs to accept notices from; empty: any topic (the SNS signature is
+    checked either way)."""
 
     @field_validator("ses_topic_arns", mode="before")
     @classmethod
@@ -120,118 +163,215 @@ Backend = Literal["smtp", "outbox", "console", "sendgrid", "mailgun", "postmark"
 
 
 class TransportConfig(_Section):
+    """How emails leave, and how fast."""
+
     backend: Backend = "outbox"
-    rate_per_second: float = 0.0  # 0 = unlimited
+    """How emails leave: smtp, outbox (.eml files, sends nothing), console, or an email
+    API (sendgrid, mailgun, postmark, ses, resend; see [api])."""
+    rate_per_second: float = 0.0
+    """Messages per second at most, across the process; 0 = unlimited."""
     rate_per_hour: float = 0.0
+    """Messages per hour at most, across the process; 0 = unlimited."""
     concurrency: int = Field(default=4, ge=1, le=256)
+    """Messages in flight at once."""
     max_attempts: int = Field(default=5, ge=1, le=50)
+    """Tries per message on transient errors (4xx, timeouts) before it is marked failed."""
     backoff_seconds: float = Field(default=1.0, ge=0)
-    # Accept addresses with a non-ASCII local part (only deliverable via SMTPUTF8).
+    """Base of the exponential backoff between tries, in seconds (with jitter)."""
     utf8_addresses: bool = False
+    """Accept addresses with a non-ASCII local part (jösé@...): only deliverable through
+    an SMTP server offering SMTPUTF8."""
 
 
 class SmtpConfig(_Section):
+    """The SMTP server, for ``[transport] backend = "smtp"``."""
+
     host: str = "127.0.0.1"
+    """SMTP server (relay) host name or address."""
     port: int = Field(default=25, ge=1, le=65535)
+    """SMTP server port."""
     security: Literal["none", "starttls", "tls"] = "none"
+    """none, starttls, or tls (implicit TLS, usually port 465)."""
     username: str | None = None
+    """SMTP AUTH user name; unset: no login."""
     password: str | None = None
+    """SMTP AUTH password (put it in the environment, not in the file)."""
     connections: int = Field(default=4, ge=1, le=256)
+    """Parallel connections, each reused for many messages."""
     messages_per_connection: int = Field(default=100, ge=1)
+    """Messages sent over one connection before it is replaced."""
     timeout: float = Field(default=30.0, gt=0)
-    ca_file: str | None = None  # extra CA bundle to trust (a private relay's certificate)
+    """Seconds per SMTP command."""
+    ca_file: str | None = None
+    """A CA bundle (PEM) to trust, for a relay with a private certificate."""
 
 
 class OutboxConfig(_Section):
+    """The outbox transport (the default): files instead of mail."""
+
     path: str = "outbox"
+    """Folder the outbox transport writes one .eml file per message into."""
 
 
 class ApiConfig(_Section):
     """Settings shared by the HTTP email-API backends (one provider at a time)."""
 
     api_key: str | None = None
-    base_url: str | None = None  # override the provider's endpoint (tests, EU regions)
-    domain: str | None = None  # Mailgun
-    region: str = "us-east-1"  # SES
-    secret_key: str | None = None  # SES
+    """The email API's key (for SES: the access key id)."""
+    base_url: str | None = None
+    """Override the provider's endpoint (an EU region, a test server)."""
+    domain: str | None = None
+    """Mailgun's sending domain."""
+    region: str = "us-east-1"
+    """Amazon SES region."""
+    secret_key: str | None = None
+    """Amazon SES secret access key."""
     timeout: float = Field(default=30.0, gt=0)
+    """Seconds per API request."""
 
 
 class QueueConfig(_Section):
-    broker_url: str = "redis://127.0.0.1:6379/0"  # or amqp://guest:guest@127.0.0.1:5672//
-    # The broker queue the sender fills and the workers consume: two deployments (or two
-    # test runs) sharing one broker keep apart by naming their own.
+    """The Celery queue for scale-out (``newsletter worker``, ``send --queue``), with
+    PostgreSQL."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    """Celery broker for `newsletter worker` and `send --queue`: Redis (redis://...) or
+    RabbitMQ (amqp://guest:guest@127.0.0.1:5672//)."""
     queue_name: str = Field(default="newsletter", min_length=1, max_length=200)
+    """The broker queue the sender fills and the workers consume; deployments (or test
+    runs) sharing one broker keep apart by naming their own."""
 
 
 class LogConfig(_Section):
     """How long-running commands (``run``, ``worker``, ``web``, ``send``) log to stderr."""
 
-    format: Literal["text", "json"] = "text"  # json: one object per line, for collectors
+    format: Literal["text", "json"] = "text"
+    """text, or json: one JSON object per line (edition, subscriber id, outcome,
+    timing), for log collectors; `--log-format` overrides it."""
     level: Literal["debug", "info", "warning", "error"] = "info"
-    include_address: bool = False  # subscriber addresses in log lines (ids always)
+    """debug, info, warning or error."""
+    include_address: bool = False
+    """Put subscriber addresses in log lines (ids are always there)."""
 
 
 class MetricsConfig(_Section):
     """Prometheus metrics: ``/metrics`` on ``newsletter web``, and a port of their own
     for ``newsletter run`` and ``newsletter worker``."""
 
-    token: str | None = None  # web: require "Authorization: Bearer <token>"
-    localhost_only: bool = True  # web, without a token: answer only 127.0.0.1 / ::1
-    port: int = Field(default=0, ge=0, le=65535)  # run/worker; 0 = no metrics server
-    host: str = "127.0.0.1"  # run/worker metrics server address
-    heartbeat_seconds: float = Field(default=15.0, gt=0)  # run/worker heartbeat period
+    token: str | None = None
+    """When set, /metrics on `newsletter web` needs `Authorization: Bearer TOKEN`."""
+    localhost_only: bool = True
+    """Without a token, /metrics on `newsletter web` answers only 127.0.0.1 and ::1 (not
+    through a proxy)."""
+    port: int = Field(default=0, ge=0, le=65535)
+    """`run` and `worker` serve /metrics on this port; 0 = off (`--metrics-port`
+    overrides it)."""
+    host: str = "127.0.0.1"
+    """Address the `run`/`worker` metrics server listens on."""
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    """How often `run` and `worker` write their heartbeat (`newsletter status` reads
+    it), in seconds."""
 
 
 class SourceConfig(_Section):
+    """One ``[[sources]]`` entry: a feed or file that ``newsletter ingest NAME`` and the
+    scheduler read."""
+
     name: str
+    """The source's name, for `newsletter ingest NAME` and `sources list`."""
     kind: Literal["auto", "dailypapers", "arxiv", "feed", "json", "jsonfeed", "pagedump"] = "auto"
+    """auto (tell the format from the content), dailypapers, arxiv, feed, json, jsonfeed
+    or pagedump."""
     url: str | None = None
+    """A URL to fetch it from."""
     path: str | None = None
+    """A local file to read instead of a URL."""
 
 
 class RankingConfig(_Section):
+    """How papers are picked and ordered for each subscriber's profile and votes."""
+
     max_papers: int = Field(default=10, ge=1, le=100)
+    """Papers per email at most."""
     min_relevance: float = Field(default=1.0, ge=0)
+    """Below this relevance a paper is not a match."""
     weight_relevance: float = 1.0
+    """Weight of relevance in a paper's score: score = relevance × weight_relevance +
+    log1p(upvotes) × weight_popularity + recency × weight_recency."""
     weight_popularity: float = 0.15
+    """Weight of popularity in a paper's score: log1p(upvotes) × weight_popularity."""
     weight_recency: float = 0.1
+    """Weight of recency in a paper's score: recency (1 today, halving every week) ×
+    weight_recency."""
     trending: Literal["none", "section"] = "section"
+    """section: a profile that matches nothing gets a labelled "Trending today" section;
+    none: nothing."""
     trending_count: int = Field(default=3, ge=0, le=20)
-    acronyms: str | None = None  # a TSV file replacing the bundled acronym table
-    # Field vocabulary: "-medical" also knows chest X-ray, radiology, patients...
-    related_terms: str | None = None  # a TSV file replacing the bundled related-terms table
-    expand_related: bool = True  # use the related-terms table at all
-    related_weight: float = Field(default=0.5, ge=0, le=1)  # a topic's related terms' share
-    exclude_related_min: float = Field(default=4.0, gt=0)  # related evidence to exclude
+    """Papers in the trending section."""
+    acronyms: str | None = None
+    """A TSV file (acronym, a tab, long form per line) replacing the bundled acronym
+    table; unset: the bundled one."""
+    related_terms: str | None = None
+    """A TSV file (area names, a tab, related terms) replacing the bundled related-terms
+    table: a term naming a field ("medical", "-medical") also knows its vocabulary
+    (clinical, chest X-ray, ...); unset: the bundled one."""
+    expand_related: bool = True
+    """Use the related-terms table at all; false: terms mean only themselves."""
+    related_weight: float = Field(default=0.5, ge=0, le=1)
+    """A topic naming a field: its related terms' share of the score."""
+    exclude_related_min: float = Field(default=4.0, gt=0)
+    """Evidence of related terms an exclusion needs (per related term present: 3 in the
+    title, 2 in keywords, 1 in the abstract, +1 if repeated); a paper reaching this is
+    excluded."""
     # Votes ("more / less like this") add learned weights on top of the written profile.
-    feedback_up: float = Field(default=0.2, ge=0, le=10)  # Rocchio weight of liked papers
-    feedback_down: float = Field(default=0.1, ge=0, le=10)  # ... and of disliked ones
-    feedback_terms: int = Field(default=6, ge=1, le=50)  # terms taken from a voted paper
-    feedback_max_weight: float = Field(default=1.0, gt=0, le=10)  # bound per learned term
-    feedback_min_weight: float = Field(default=0.05, ge=0)  # weaker learned terms are dropped
-    # Learned relevance moves a paper by at most this share of its written relevance.
+    feedback_up: float = Field(default=0.2, ge=0, le=10)
+    """Rocchio weight of liked papers' terms ("more like this" votes)."""
+    feedback_down: float = Field(default=0.1, ge=0, le=10)
+    """Rocchio weight of disliked papers' terms ("less like this" votes)."""
+    feedback_terms: int = Field(default=6, ge=1, le=50)
+    """Terms taken from each voted paper (its title and keywords)."""
+    feedback_max_weight: float = Field(default=1.0, gt=0, le=10)
+    """No learned term weighs more than this (written terms weigh 1 to 10)."""
+    feedback_min_weight: float = Field(default=0.05, ge=0)
+    """Weaker learned terms are dropped."""
     feedback_share: float = Field(default=0.1, ge=0, le=1)
-    feedback_half_life_days: float = Field(default=90.0, gt=0)  # a vote's weight halves
+    """Learned terms move a paper by at most this share of its written relevance (a
+    match they make alone: this share of their own)."""
+    feedback_half_life_days: float = Field(default=90.0, gt=0)
+    """A vote's weight halves every this many days."""
 
 
 class RenderConfig(_Section):
-    templates: str | None = None  # a directory; unset = the bundled templates
+    """The email's templates, DKIM signature and thumbnails."""
+
+    templates: str | None = None
+    """A folder with your own digest.mjml, digest.txt and subject.txt (and optionally
+    the confirmation email's templates); unset: the bundled ones."""
     dkim_selector: str | None = None
+    """DKIM selector; DKIM signs when selector, domain and key are all set."""
     dkim_domain: str | None = None
-    dkim_private_key: str | None = None  # path to a PEM file
-    # Thumbnails: "none" (the email loads nothing when opened) or "remote" (an <img> per
-    # paper with an arXiv id, from image_url; {arxiv_id} and {id} are filled in).
+    """DKIM signing domain (align it with the From domain for DMARC)."""
+    dkim_private_key: str | None = None
+    """Path to the DKIM private key (a PEM file)."""
     images: Literal["none", "remote"] = "none"
+    """Thumbnails: none (opening the email loads nothing) or remote (a 160x90 image per
+    paper with an arXiv id, from image_url)."""
     image_url: str = "https://cdn-thumbnails.huggingface.co/social-thumbnails/papers/{arxiv_id}.png"
+    """Thumbnail URL template; {arxiv_id} and {id} are filled in."""
 
 
 class ScheduleConfig(_Section):
+    """``newsletter run``, the daemon: when it ingests and how it catches up on sends."""
+
     ingest_cron: str = "0 5 * * *"
+    """When `newsletter run` ingests every [[sources]] entry (five-field cron, checked
+    at load). Each UTC hour (and once at start) it also sends to everyone whose local
+    send time has passed and who has not had that day's edition."""
     timezone: str = "UTC"
-    # How far back a slot run looks for a previous local day's missed send times (an
-    # outage across a subscriber's midnight); 0 keeps every run to the current local day.
+    """Time zone of ingest_cron (an IANA name such as Europe/Paris, checked at load)."""
     catch_up_hours: int = Field(default=24, ge=0, le=48)
+    """A slot run also sends a previous local day missed within this many hours (an
+    outage across someone's midnight); 0: off."""
 
     @field_validator("timezone")
     @classmethod
@@ -262,12 +402,20 @@ class AdminConfig(_Section):
     """The /admin console: how long a login lasts and when failed logins lock it."""
 
     session_hours: float = Field(default=12.0, gt=0)
+    """A console login lasts this many hours."""
     max_failures_per_user: int = Field(default=5, ge=1)
+    """Failed logins for one user name from one client address before each further try
+    from there waits (1 s, doubling, up to lockout_minutes); other addresses are not
+    slowed, so a stranger cannot lock the operator out."""
     max_failures_per_client: int = Field(default=20, ge=1)
+    """Failed logins from one client address within lockout_minutes that lock it out."""
     lockout_minutes: float = Field(default=15.0, gt=0)
+    """The window (and lockout) for failed logins, in minutes."""
     page_size: int = Field(default=50, ge=1, le=1000)
-    # The largest CSV the console's import accepts (bigger files: `subscribers import`).
+    """Rows per page in the console's lists."""
     max_upload_bytes: int = Field(default=20_000_000, ge=1024)
+    """The largest CSV the console's import accepts, in bytes (bigger files:
+    `newsletter subscribers import`)."""
 
 
 class Settings(_Section):

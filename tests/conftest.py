@@ -384,3 +384,18 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+# ---- real Postfix, Dovecot, DNS, smtp-sink and https servers (tests/real_servers.py) --
+
+from tests.real_servers import (  # noqa: E402, F401 - fixtures, found by name
+    dns_server,
+    dns_server_session,
+    dovecot,
+    https_server,
+    mail_servers,
+    postfix,
+    server_tls,
+    servers_dir,
+    smtp_sink_c,
+)

@@ -3,7 +3,7 @@ send`` to an SMTP sink, log in, check the dashboard against ``newsletter status
 --json``, find one subscriber among 10,000, edit them, preview their email, send a
 test to the sink, and retry a failed delivery. axe-core on every page; 375 px wide
 and dark mode too. With NEWSLETTER_DOCS_SCREENSHOTS=1 the pages are saved as
-docs/admin-*.png for the README."""
+docs/admin-*.png for docs/operations.md."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def sent_world(world, smtp_sink, cli,  # type: ignore[no-untyped-def]
 
 def check_page(page: Any, name: str) -> None:
     """No serious or critical axe-core violation, nothing wider than the screen, no
-    request leaving 127.0.0.1, and a screenshot for the README when asked."""
+    request leaving 127.0.0.1, and a screenshot for docs/operations.md when asked."""
     from axe_playwright_python.sync_playwright import Axe
 
     violations = [v for v in Axe().run(page).response["violations"]
