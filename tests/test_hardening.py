@@ -11,31 +11,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from newsletter.config import Settings
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Subscriber
 
-from .conftest import ROOT, World
 from .test_admin import Console, csrf_of, start_console
-from .web_support import Site, post_form, running_site
-
-
-def world_on(url: str, tmp_path: Any) -> World:
-    """The ``world`` fixture's database (sample papers and subscribers) at ``url``."""
-    from newsletter.ingest.run import ingest
-    from newsletter.store.subscribers import import_csv
-
-    settings = Settings().replace(
-        database={"url": url}, outbox={"path": str(tmp_path / "outbox")},
-        sender={"reply_to": "editor@example.org", "from_address": "digest@example.org"},
-        web={"base_url": "https://digest.example.org"})
-    engine = get_engine(url)
-    with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
-    with session_scope(engine) as s:
-        data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
-        import_csv(s, data, "sample_subscribers.csv")
-    return World(settings, engine)
+from .web_support import Site, post_form, running_site, world_on
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from newsletter.store.models import Subscriber
 from newsletter.web import create_app
 from newsletter.web.webhooks import Fetcher, webhook_tokens
 
-from .conftest import free_port
+from .conftest import ROOT, World, free_port
 
 
 @dataclass
@@ -101,3 +101,22 @@ def post_form(client: httpx.Client, page_url: str, data: dict[str, str],
     assert origin
     return client.post(action or page_url, data={"csrf": found.group(1), **data},
                        headers={"Origin": origin.group(0)})
+
+
+def world_on(url: str, tmp_path: Any) -> World:
+    """The ``world`` fixture's database (sample papers and subscribers) at ``url``."""
+    from newsletter.ingest.run import ingest
+    from newsletter.store.db import get_engine
+    from newsletter.store.subscribers import import_csv
+
+    settings = Settings().replace(
+        database={"url": url}, outbox={"path": str(tmp_path / "outbox")},
+        sender={"reply_to": "editor@example.org", "from_address": "digest@example.org"},
+        web={"base_url": "https://digest.example.org"})
+    engine = get_engine(url)
+    with session_scope(engine) as s:
+        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+    with session_scope(engine) as s:
+        data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
+        import_csv(s, data, "sample_subscribers.csv")
+    return World(settings, engine)

@@ -311,3 +311,16 @@ class LearnedMute(Base):
     term: Mapped[str] = mapped_column(String(200), primary_key=True)  # stems, space-separated
     label: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class WebhookEvent(Base):
+    """A provider's notice already acted on, by its event id (hashed: ids are the
+    provider's to shape), so the same notice posted again is refused, after a restart
+    and by every process. Kept only while a replay would still pass the freshness
+    check (``seen_at`` + the provider's window), then pruned."""
+
+    __tablename__ = "webhook_events"
+
+    provider: Mapped[str] = mapped_column(String(16), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)

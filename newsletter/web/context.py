@@ -28,7 +28,7 @@ from newsletter.render.compile import BUNDLED
 from newsletter.render.links import LinkMaker, Signer
 from newsletter.web.picks import PicksCache
 from newsletter.web.security import ClientLimiter, Csrf
-from newsletter.web.webhooks import VERIFIERS, Fetcher, ReplayCache, Verifier
+from newsletter.web.webhooks import VERIFIERS, Fetcher, Verifier
 
 log = logging.getLogger("newsletter.web")
 ZONES = sorted(z for z in zoneinfo.available_timezones() if "/" in z and not z.startswith(
@@ -77,8 +77,7 @@ class Web:
         self.csrf = Csrf(self.signer._keys[0], settings.web.base_url)
         self.limiter = ClientLimiter(settings.web.signups_per_client_per_hour)
         self.picks = PicksCache(self.app, settings.web.preview_cache_size)
-        replay = ReplayCache()
-        self.verifiers = {name: cls(settings.webhooks, fetcher=self.fetcher, replay=replay)
+        self.verifiers = {name: cls(settings.webhooks, fetcher=self.fetcher)
                           for name, cls in VERIFIERS.items()}
         self.email_templates = email_templates(settings.render.templates)
 
