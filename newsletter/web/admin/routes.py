@@ -338,7 +338,7 @@ def create_admin(app: App) -> ASGIApp:
     async def import_csv(request: Request) -> Response:
         form = await checked_form(request)
         upload = form.get("file")
-        report: dict[str, Any] = {"errors": [], "added": 0, "duplicates": []}
+        report: dict[str, Any] = {"errors": [], "added": 0, "duplicates": [], "file": ""}
         if not isinstance(upload, UploadFile) or not upload.filename:
             report["errors"] = ["choose a CSV file (header: email,name,keywords,tz,hour)"]
         else:
