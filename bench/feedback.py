@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.quality import K, load, ndcg, precision  # noqa: E402
-from newsletter.config import RankingConfig, Settings  # noqa: E402
+from newsletter.config import RankingConfig  # noqa: E402
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker  # noqa: E402
 from newsletter.ranking.feedback import Votes  # noqa: E402
 from newsletter.ranking.related import RelatedTerms  # noqa: E402
@@ -39,7 +39,7 @@ def split(entries: list[RankEntry]) -> tuple[list[RankEntry], list[RankEntry]]:
 
 
 def corpus_of(entries: list[RankEntry], cfg: RankingConfig) -> Corpus:
-    return Corpus(entries, load_acronyms(Settings(), entries), cfg, TODAY,
+    return Corpus(entries, load_acronyms(RankingConfig(), entries), cfg, TODAY,
                   RelatedTerms.load() if cfg.expand_related else None)
 
 

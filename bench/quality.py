@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter.config import RankingConfig, Settings  # noqa: E402
+from newsletter.config import RankingConfig  # noqa: E402
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker  # noqa: E402
 from newsletter.ranking.related import RelatedTerms  # noqa: E402
 from newsletter.ranking.selection import load_acronyms  # noqa: E402
@@ -56,7 +56,7 @@ def tokens(text: str) -> list[str]:
 
 def ours(entries: list[RankEntry], related: bool = True) -> Callable[[str], list[str]]:
     cfg = RankingConfig(trending="none")  # a trending section is not a match
-    ranker = Ranker(Corpus(entries, load_acronyms(Settings(), entries), cfg,
+    ranker = Ranker(Corpus(entries, load_acronyms(RankingConfig(), entries), cfg,
                            dt.date(2025, 12, 26), RelatedTerms.load() if related else None),
                     cfg)
 

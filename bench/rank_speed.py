@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import peak_rss_mb, synthetic_entries, synthetic_profiles  # noqa: E402
 from newsletter.config import RankingConfig  # noqa: E402
+from newsletter.profile import parse_profile  # noqa: E402
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker  # noqa: E402
 from newsletter.ranking.feedback import Votes  # noqa: E402
-from newsletter.ranking.profile import parse_profile  # noqa: E402
 from newsletter.ranking.text import Acronyms  # noqa: E402
 
 TODAY = dt.date(2025, 12, 26)

@@ -49,8 +49,8 @@ def setup(n_papers: int = 200):  # type: ignore[no-untyped-def]
     ranker = Ranker(Corpus([RankEntry.of(r) for r in rows], acronyms, settings.ranking, DAY),
                     settings.ranking)
     papers = [PaperInfo.of(r, f"https://digest.example.org/papers/{r.id}") for r in rows]
-    renderer = Renderer(settings, keys=["bench-key"], day=DAY, edition_id=1, papers=papers,
-                        acronyms=acronyms)
+    renderer = Renderer(settings.render, settings.sender, settings.web, keys=["bench-key"],
+                        day=DAY, edition_id=1, papers=papers, acronyms=acronyms)
     return settings, ranker, renderer, len(rows)
 
 

@@ -34,7 +34,7 @@ def main() -> None:
         sender={"from_address": "digest@papers-digest.net", "list_id": "digest.papers-digest.net",
                 "postal_address": "Research Digest, 12 Quay Street, Galway, Ireland"},
         web={"base_url": "https://papers-digest.net"})
-    html = sample_digests(settings)["sample"].html
+    html = sample_digests(sender=settings.sender, web=settings.web)["sample"].html
     args.out.mkdir(parents=True, exist_ok=True)
     from playwright.sync_api import sync_playwright
 

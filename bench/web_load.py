@@ -47,8 +47,9 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
     from newsletter.config import Settings
     from newsletter.delivery.runs import run_send
     from newsletter.ingest.run import ingest
-    from newsletter.render.links import LinkMaker, Signer, secret_keys
+    from newsletter.render.links import LinkMaker, Signer
     from newsletter.store.db import dispose_all, get_engine, session_scope
+    from newsletter.store.keys import secret_keys
     from newsletter.store.subscribers import import_csv
 
     tmp = Path(tempfile.mkdtemp())
@@ -56,7 +57,7 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
                                   outbox={"path": str(tmp / "outbox")})
     engine = get_engine(url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
     profiles = synthetic_profiles(300)
     rows = ["email,name,keywords,tz,hour"] + [
         f'u{i}@example.org,,"{profiles[i % len(profiles)]}",UTC,7' for i in range(subscribers)]
@@ -64,7 +65,7 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
         import_csv(s, "\n".join(rows).encode(), "bench.csv")
     summary = run_send(settings, engine, dt.date.today())
     with session_scope(engine) as s:
-        links = LinkMaker(settings, Signer(secret_keys(settings, s)))
+        links = LinkMaker(settings.web, settings.sender, Signer(secret_keys(settings.web, s)))
     ids = list(range(1, subscribers + 1))
     dispose_all()
     half = subscribers // 2

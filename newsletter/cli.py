@@ -25,8 +25,9 @@ from rich.progress import (
 from rich.table import Table
 
 from newsletter.app import App
-from newsletter.errors import InputError, NewsletterError
+from newsletter.errors import FieldError, InputError, NewsletterError
 from newsletter.ingest import run as ingest_mod
+from newsletter.service import subscribers as people
 from newsletter.store import queries
 from newsletter.store import subscribers as subs_mod
 from newsletter.store.queries import parse_day
@@ -91,8 +92,64 @@ def _app(ctx: typer.Context) -> App:
     return obj
 
 
+def count(n: int, word: str, plural: str = "") -> str:
+    """``1 paper``, ``2 papers``, ``1 admin user``."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, with … where it was cut."""
+    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
+
+
+def _confirm(yes: bool, question: str, no_terminal: str, declined: str) -> None:
+    """Ask before something that cannot be undone; a refusal or a "no" is one line and
+    exit 1."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise InputError(no_terminal)
+    if not typer.confirm(question):
+        err.print(declined)
+        raise typer.Exit(1)
+
+
+def _require_extra(feature: str, extra: str, *modules: str) -> None:
+    """An optional feature names the extra to install, in one line, before any work
+    (not a traceback halfway through)."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise InputError(f"{feature} needs the {extra} extra: "
+                             f"pip install 'newsletter[{extra}]' ({exc})") from None
+
+
+def _begin_signing(a: App, by: str) -> None:
+    """Refuse (one line) when [web] secret_keys drops a key that signed links; record
+    the key this command signs with."""
+    from newsletter.service.signing import begin_signing
+
+    with a.session() as s:
+        begin_signing(a.settings.web, s, by)
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("newsletter")
+        except PackageNotFoundError:  # a source tree that was never installed
+            number = "unknown (not installed)"
+        out.print(f"newsletter {number}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -101,9 +158,13 @@ def _root(
     config: Annotated[
         str | None,
         typer.Option(
-            "--config", help="Config file (default: $NEWSLETTER_CONFIG or ./config.toml)."
+            "--config", metavar="PATH", help="Config file (default: $NEWSLETTER_CONFIG or "
+            "./config.toml); before or after the command."
         ),
     ] = None,
+    show_version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_version, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     ctx.obj = config
 
@@ -161,15 +222,15 @@ def ingest(
     from newsletter.ingest.sources import run_ingest
 
     a = _app(ctx)
-    report = run_ingest(a.settings, a.session, list(sources or []), strict=strict)
+    report = run_ingest(a.settings.sources, a.session, list(sources or []), strict=strict)
     for loaded in report.loaded:
         note = " (not modified)" if loaded.not_modified else ""
-        folded = f", {loaded.folded} duplicates merged" if loaded.folded else ""
-        skipped = f", {len(loaded.skipped)} items skipped" if loaded.skipped else ""
-        err.print(f"{loaded.origin}: {len(loaded.papers)} papers{folded}{skipped}{note}")
+        folded = f", {count(loaded.folded, 'duplicate')} merged" if loaded.folded else ""
+        skipped = f", {count(len(loaded.skipped), 'item')} skipped" if loaded.skipped else ""
+        err.print(f"{loaded.origin}: {count(len(loaded.papers), 'paper')}{folded}{skipped}{note}")
         for item in loaded.skipped:
             err.print(f"  skipped {loaded.origin}: {item}")
-    skipped_total = f", {report.skipped} items skipped" if report.skipped else ""
+    skipped_total = f", {count(report.skipped, 'item')} skipped" if report.skipped else ""
     err.print(f"stored: {report.new} new, {report.updated} updated{skipped_total}")
 
 
@@ -188,9 +249,9 @@ def entries(
         return
     table = Table("id", "published", "upvotes", "title")
     for e in rows:
-        table.add_row(e.id, str(e.published or ""), str(e.upvotes), e.title[:90])
+        table.add_row(e.id, str(e.published or ""), str(e.upvotes), cut(e.title, 90))
     out.print(table)
-    err.print(f"{len(rows)} entries")
+    err.print(count(len(rows), "entry", "entries"))
 
 
 @subs_app.command("add")
@@ -208,8 +269,8 @@ def subscribers_add(
     """Add one subscriber (active at once: the operator vouches for consent)."""
     a = _app(ctx)
     with a.session() as s:
-        sub = subs_mod.add(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
-                           utf8_local_part=a.settings.transport.utf8_addresses)
+        sub = people.add(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
+                         utf8_local_part=a.settings.transport.utf8_addresses, by="cli")
     err.print(f"added {sub.email}")
 
 
@@ -223,16 +284,25 @@ def subscribers_edit(
     tz: Annotated[str | None, typer.Option(metavar="ZONE", help="New IANA time zone.")] = None,
     hour: Annotated[int | None, typer.Option(metavar="HOUR",
                                              help="New local send hour (0-23).")] = None,
-    status: Annotated[str | None, typer.Option(metavar="active|paused",
-                                               help="Pause or resume their emails.")] = None,
+    status: Annotated[str | None, typer.Option(
+        metavar="|".join(people.OPERATOR_STATUSES),
+        help="Pause or resume their emails, or stop them: unsubscribed (they asked "
+        "elsewhere) or bounced (their mail server refuses). Only they can start "
+        "them again after a stop.")] = None,
 ) -> None:
     """Change one subscriber's profile, name, time zone, send hour or status."""
+    given = people.Edit(name=name, keywords=keywords, tz=tz, hour=hour, status=status)
+    if given.empty():
+        raise InputError("nothing to change: give --keywords, --name, --tz, --hour or --status")
     a = _app(ctx)
-    with a.session() as s:
-        sub = subs_mod.edit(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
-                            status=status)
-        summary = f"{sub.email}: {sub.status}, {sub.tz} {sub.send_hour:02d}:00, " \
-                  f"keywords {sub.keywords!r}"
+    try:
+        with a.session() as s:
+            sub = people.find(s, email)
+            people.edit(s, sub, given, by="cli")
+            summary = f"{sub.email}: {sub.status}, {sub.tz} {sub.send_hour:02d}:00, " \
+                      f"keywords {sub.keywords!r}"
+    except FieldError as exc:
+        raise InputError(f"--{exc.field}: {exc.problem}") from None
     err.print(f"updated {summary}")
 
 
@@ -249,12 +319,12 @@ def subscribers_import(
     except OSError as exc:
         raise NewsletterError(f"{file}: cannot read: {exc.strerror}") from None
     with a.session() as s:
-        report = subs_mod.import_csv(s, data, str(file),
-                                     utf8_local_part=a.settings.transport.utf8_addresses)
+        report = people.import_csv(s, data, str(file),
+                                   utf8_local_part=a.settings.transport.utf8_addresses)
     for line, address in report.duplicates[:20]:
         err.print(f"{file}:{line}: {address} already present, skipped")
     if len(report.duplicates) > 20:
-        err.print(f"... and {len(report.duplicates) - 20} more duplicates")
+        err.print(f"... and {count(len(report.duplicates) - 20, 'more duplicate')}")
     for line, address in report.suppressed[:20]:
         err.print(f"{file}:{line}: {address} asked to be erased, skipped")
     err.print(f"imported {report.added}, duplicates {len(report.duplicates)}"
@@ -276,20 +346,24 @@ def subscribers_list(
         return
     table = Table("email", "status", "tz", "hour", "keywords")
     for x in rows:
-        table.add_row(x.email, x.status, x.tz, str(x.send_hour), x.keywords[:60])
+        table.add_row(x.email, x.status, x.tz, str(x.send_hour), cut(x.keywords, 60))
     out.print(table)
-    err.print(f"{len(rows)} subscribers")
+    err.print(count(len(rows), "subscriber"))
 
 
 @subs_app.command("remove")
 def subscribers_remove(
-    ctx: typer.Context, email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")]
+    ctx: typer.Context, email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask first.")] = False,
 ) -> None:
-    """Delete a subscriber and their history."""
+    """Delete a subscriber and their history (asks first unless --yes)."""
+    _confirm(yes, f"Delete {email} and their whole history?",
+             f"refusing to remove {email} without --yes (no terminal to ask)",
+             f"not removed: {email} is still there")
     a = _app(ctx)
     with a.session() as s:
-        subs_mod.remove(s, email)
-    err.print(f"removed {email}")
+        address = people.remove(s, email, by="cli")
+    err.print(f"removed {address}")
 
 
 @subs_app.command("export")
@@ -313,11 +387,11 @@ def rank(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Show each subscriber's picks, scores and matched terms for the next edition."""
-    from newsletter.ranking.view import rank_subscribers
+    from newsletter.service.ranking import rank_subscribers
 
     a = _app(ctx)
     with a.session() as s:
-        results = list(rank_subscribers(a.settings, s, email=subscriber, limit=limit,
+        results = list(rank_subscribers(a.settings.ranking, s, email=subscriber, limit=limit,
                                         all_entries=all_entries))
     if as_json:
         _print_json(results)
@@ -326,7 +400,7 @@ def rank(
         out.print(f"{r['subscriber']}  ({r['profile'] or 'empty profile'})", style="bold")
         for p in r["picks"]:
             label = "trending" if p["section"] == "trending" else ", ".join(p["matched"])
-            out.print(f"  {p['rank']:>2}. {p['score']:6.2f}  {p['title'][:80]}  ({label})")
+            out.print(f"  {p['rank']:>2}. {p['score']:6.2f}  {cut(p['title'], 80)}  ({label})")
         if not r["picks"]:
             out.print("   (nothing today)")
 
@@ -343,15 +417,16 @@ def feedback(
 ) -> None:
     """Vote on a paper for a subscriber, as the email's "more / less like this" links do:
     the written keywords stay; the vote adds learned weights and hides the paper."""
-    from newsletter.ranking.view import cast_vote
+    from newsletter.service.votes import record_vote
 
     if up == down:
         raise InputError("give exactly one of --up or --down")
     a = _app(ctx)
     with a.session() as s:
-        outcome = cast_vote(a.settings, s, email, paper_id, 1 if up else -1, source="cli")
+        outcome = record_vote(a.settings.ranking, s, paper_id, 1 if up else -1, by="cli",
+                              email=email)
     err.print(f"{outcome.email}: {'more' if up else 'less'} like {outcome.paper_id} "
-              f"({outcome.title[:70]}). {outcome.message}")
+              f"({cut(outcome.title, 70)}). {outcome.message}")
 
 
 def _day(value: str | None) -> dt.date:
@@ -393,6 +468,8 @@ def send(
     from newsletter.delivery.check import send_blockers
     from newsletter.delivery.runs import plan_edition, run_send
 
+    if queue:
+        _require_extra("send --queue", "scale", "kombu", "celery")
     a = _app(ctx)
     if log_format or a.settings.log.format == "json":
         _logging(a, log_format)
@@ -402,18 +479,17 @@ def send(
     # Made (and its configuration checked) first: a misconfigured transport is the first
     # thing to say, before the compliance gate, the broker or any planning.
     transport = make_transport(a.settings)
-    blockers = send_blockers(a.settings)
+    blockers = send_blockers(backend, a.settings.web, a.settings.sender)
     if blockers and not force:
         raise InputError(f"refusing to send through {backend}: " + "; ".join(blockers),
                          "run `newsletter check`; --force sends anyway")
     for line in blockers:
         err.print(f"warning: sending anyway (--force): {line}")
-    if transport_class(backend).sends_mail and not yes:
-        if not sys.stdin.isatty():
-            raise InputError(f"refusing to send through {backend} without --yes "
-                             "(no terminal to ask)")
-        if not typer.confirm(f"Send the {_day(date)} edition through {backend}?"):
-            raise typer.Exit(1)
+    if transport_class(backend).sends_mail:
+        _confirm(yes, f"Send the {_day(date)} edition through {backend}?",
+                 f"refusing to send through {backend} without --yes (no terminal to ask)",
+                 "not sent: nothing was planned or sent")
+    _begin_signing(a, "send")
     if queue:
         from newsletter.delivery.queue import check_broker, enqueue, wait_for
 
@@ -424,7 +500,7 @@ def send(
             return
         enqueue(a.settings, planned.edition.id, tasks)
         err.print(f"edition #{planned.edition.id}: {planned.pending} to send, "
-                  f"{tasks} tasks queued; waiting for the workers")
+                  f"{count(tasks, 'task')} queued; waiting for the workers")
         counts = wait_for(a, planned.edition.id, wait)
         err.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         if counts.get("pending") or counts.get("sending") or counts.get("failed"):
@@ -472,15 +548,23 @@ def send(
 def check(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    dns: Annotated[bool, typer.Option("--dns", help="Look up the published SPF, DKIM "
+                                      "and DMARC records and fetch [web] base_url over "
+                                      "https, instead of only printing what to publish."
+                                      )] = False,
+    nameserver: Annotated[str | None, typer.Option(
+        "--nameserver", metavar="HOST[:PORT]", help="With --dns: ask this name server "
+        "(default: the system's resolver).")] = None,
 ) -> None:
-    """Check deliverability before the first real send: https links, From domain,
-    List-Id, DKIM key and its DNS record, SPF/DMARC records to publish, the transport
-    (SMTP connect, TLS and AUTH, nothing sent; or the API key), templates, postal
-    address. One line per item with the fix; exits 1 on any ✗."""
+    """Check the configuration before the first real send: https links, From domain,
+    List-Id, postal address, the DKIM key, the SPF/DKIM/DMARC records to publish (with
+    --dns: looked up, and the public URL fetched), the transport (SMTP: connect, TLS,
+    AUTH, nothing sent; or the API key's shape), templates, the database's schema and
+    the link-signing keys. One line per item, ✗ with the fix; exits 1 on any ✗."""
     from newsletter.delivery.check import as_json as checks_json
-    from newsletter.delivery.check import run_checks
+    from newsletter.service.checks import run_all
 
-    items = run_checks(_app(ctx).settings)
+    items = run_all(_app(ctx).settings, dns=dns, nameserver=nameserver)
     if as_json:
         _print_json(checks_json(items))
     else:
@@ -550,6 +634,11 @@ def preview(
 
     if subscriber and all_:
         raise InputError("--subscriber and --all exclude each other")
+    if screenshot:
+        from newsletter.render.screenshots import chromium_path
+
+        _require_extra("preview --screenshot", "screenshots", "playwright.sync_api")
+        chromium_path()  # Debian's chromium, also needed before anything is written
     a = _app(ctx)
     engine = preview_engine(a.settings.database.url)  # never creates or migrates one
     progress = _progress(None, "rendering")
@@ -597,7 +686,7 @@ def sources_list(
 
     a = _app(ctx)
     with a.session() as s:
-        rows = list_sources(a.settings, s)
+        rows = list_sources(a.settings.sources, s)
     if as_json:
         _print_json(rows)
         return
@@ -612,7 +701,8 @@ def sources_list(
         else:
             when = last["at"].replace("T", " ").removesuffix("Z")[:16]
             result = ("not modified" if last["not_modified"] else
-                      f"{last['papers']} papers: {last['new']} new, {last['updated']} updated"
+                      f"{count(last['papers'], 'paper')}: {last['new']} new, "
+                      f"{last['updated']} updated"
                       + (f", {last['skipped']} skipped" if last["skipped"] else ""))
             result = result if last["ok"] else "failed"
         table.add_row(r["name"], r["kind"] if r["configured"] else "by hand", when, result,
@@ -633,7 +723,7 @@ def sources_test(
     from newsletter.ingest.sources import dry_run, paper_dict
 
     a = _app(ctx)
-    result = dry_run(a.settings, source, strict=strict)
+    result = dry_run(a.settings.sources, source, strict=strict)
     if as_json:
         _print_json({"origin": result.origin, "papers": [paper_dict(p) for p in result.papers],
                      "skipped": [{"position": k.position, "id": k.ident, "reason": k.reason}
@@ -646,31 +736,31 @@ def sources_test(
             out.print(f"    {', '.join(p.authors) or '-'} | {when}{featured}")
     for item in result.skipped:
         err.print(f"  skipped {result.origin}: {item}")
-    folded = f", {result.folded} duplicates merged" if result.folded else ""
-    skipped = f", {len(result.skipped)} items skipped" if result.skipped else ""
-    err.print(f"{result.origin}: {len(result.papers)} papers would be stored"
+    folded = f", {count(result.folded, 'duplicate')} merged" if result.folded else ""
+    skipped = f", {count(len(result.skipped), 'item')} skipped" if result.skipped else ""
+    err.print(f"{result.origin}: {count(len(result.papers), 'paper')} would be stored"
               f"{folded}{skipped} (nothing stored)")
 
 
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """The whole job on bundled samples: ingest papers, add sample subscribers, send
-    today's edition (to the outbox folder unless configured otherwise)."""
-    from importlib import resources
-
+    today's edition to the outbox folder. Refuses in a configured installation (a
+    transport that sends mail, or a database holding anything but demo data)."""
     from newsletter.delivery.runs import run_send
+    from newsletter.service.demo import refuse_outside_demo, sample_data
 
     a = _app(ctx)
-    data = resources.files("newsletter").joinpath("data")
-    papers = Path(str(data.joinpath("sample_papers.json")))
+    refuse_outside_demo(a.settings)
+    papers, sample_people = sample_data()
     with a.session() as s:
-        report = ingest_mod.ingest(a.settings, s, [str(papers)])
+        report = ingest_mod.ingest(a.settings.sources, s, [str(papers)])
     err.print(f"ingested {report.total} sample papers ({report.new} new)")
     with a.session() as s:
-        imported = subs_mod.import_csv(s, data.joinpath("sample_subscribers.csv").read_bytes(),
-                                       "sample_subscribers.csv")
+        imported = people.import_csv(s, sample_people, "sample_subscribers.csv")
     err.print(f"sample subscribers: {imported.added} added, "
               f"{len(imported.duplicates)} already present")
+    _begin_signing(a, "demo")
     summary = run_send(a.settings, a.engine, _day(None))
     r = summary.report
     if summary.edition is None:
@@ -678,7 +768,7 @@ def demo(ctx: typer.Context) -> None:
         return
     where = (f" into {Path(a.settings.outbox.path).resolve()}/"
              if a.settings.transport.backend == "outbox" else "")
-    err.print(f"edition {summary.edition.day}: sent {r.counts['sent']} emails"
+    err.print(f"edition {summary.edition.day}: sent {count(r.counts['sent'], 'email')}"
               f"{where} (failed {r.counts['failed']}); "
               f"`newsletter status` shows the ledger, `newsletter preview` renders without sending")
     if r.counts["failed"]:
@@ -752,7 +842,7 @@ def webhooks_rotate(
 def keys_show(ctx: typer.Context) -> None:
     """The signing key stored in the database and the fingerprints of every key (for
     rotating [web] secret_keys without breaking links already sent)."""
-    from newsletter.web.keys import describe
+    from newsletter.service.signing import describe
 
     a = _app(ctx)
     with a.session() as s:
@@ -770,6 +860,7 @@ def worker(
 
     SIGTERM or Ctrl-C: stop claiming, finish the messages in flight, give the rest
     back to the ledger, exit 0 (Celery's warm shutdown)."""
+    _require_extra("newsletter worker", "scale", "kombu", "celery")
     from newsletter.delivery.queue import check_broker, make_celery
     from newsletter.delivery.shutdown import Shutdown
     from newsletter.observe.service import start_service
@@ -785,6 +876,7 @@ def worker(
     # cache: prefork children then open their own connections instead of inheriting it.
     engine = make_engine(a.settings.database.url)
     upgrade(engine)
+    _begin_signing(a, "worker")
     beater = start_service(a.settings, engine, "worker", metrics_port=metrics_port,
                            info={"concurrency": concurrency})
     try:
@@ -813,6 +905,7 @@ def run(ctx: typer.Context, log_format: LogFormat = None,
 
     a = _app(ctx)
     _logging(a, log_format)
+    _begin_signing(a, "run")
     shutdown = Shutdown().install()
     beater = start_service(a.settings, a.engine, "run", metrics_port=metrics_port)
     try:
@@ -824,27 +917,49 @@ def run(ctx: typer.Context, log_format: LogFormat = None,
         f"stopped by signal {shutdown.signum}" if shutdown.signum else "stopped")
 
 
+def _new_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():
+        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+    raise InputError("no terminal to ask for a password: use --password-stdin")
+
+
+PasswordStdin = Annotated[bool, typer.Option(
+    "--password-stdin", help="Read the password from the first line of stdin.")]
+
+
 @admin_app.command("add-user")
 def admin_add_user(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="The operator's user name.")],
-    password_stdin: Annotated[bool, typer.Option(
-        "--password-stdin", help="Read the password from the first line of stdin.")] = False,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """Add an operator of the /admin console (the password is stored as an Argon2 hash)."""
     from newsletter.web.admin import auth
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    elif sys.stdin.isatty():
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    else:
-        raise InputError("no terminal to ask for a password: use --password-stdin")
+    password = _new_password(password_stdin)
     a = _app(ctx)
     with a.session() as s:
         auth.add_user(s, name, password)
     err.print(f"added admin user {name}; log in at "
               f"{a.settings.web.base_url.rstrip('/')}/admin/")
+
+
+@admin_app.command("passwd")
+def admin_passwd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The operator's user name.")],
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Set an operator's password; their open sessions end at once."""
+    from newsletter.web.admin import auth
+
+    password = _new_password(password_stdin)
+    a = _app(ctx)
+    with a.session() as s:
+        auth.set_password(s, name, password)
+    err.print(f"new password for admin user {name}; their sessions ended")
 
 
 @admin_app.command("list-users")
@@ -866,7 +981,7 @@ def admin_list_users(
     for u in users:
         out.print(f"{u['name']}\tcreated {u['created_at']}\tlast login "
                   f"{u['last_login_at'] or 'never'}")
-    err.print(f"{len(users)} admin users")
+    err.print(count(len(users), "admin user"))
 
 
 @admin_app.command("remove-user")
@@ -883,10 +998,31 @@ def admin_remove_user(
     err.print(f"removed admin user {name}")
 
 
+def hoist_config(argv: list[str]) -> list[str]:
+    """``--config PATH`` is the root's option; operators also write it after the
+    command (``newsletter send --yes --config /etc/x.toml``), so it is moved to the
+    front (up to a ``--``, after which everything is an argument)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg == "--config" and i + 1 < len(argv):
+            front += argv[i:i + 2]
+            i += 2
+            continue
+        (front if arg.startswith("--config=") else rest).append(arg)
+        i += 1
+    return front + rest
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
     try:
-        app()
+        app(args=hoist_config(sys.argv[1:]), prog_name="newsletter")
     except NewsletterError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(exc.exit_code)

@@ -68,7 +68,9 @@ class SenderConfig(_Section):
         """Checked at load: a bad sender would otherwise go out as ``From: ... <>``."""
         if v is None or (info_field.field_name == "reply_to" and not v.strip()):
             return None  # reply_to = "" means unset
-        from email_validator import EmailNotValidError, validate_email
+        from email_validator import EmailNotValidError
+
+        from newsletter.addresses import validated
 
         v = v.strip()
         if not v:
@@ -77,8 +79,7 @@ class SenderConfig(_Section):
         # A local relay's own name is fine for a sender; the validator calls it reserved.
         probe = f"{local}@example.org" if domain.lower() == "localhost" else v
         try:
-            info = validate_email(probe, check_deliverability=False, allow_smtputf8=False,
-                                  test_environment=True, globally_deliverable=False)
+            info = validated(probe, allow_smtputf8=False)
         except EmailNotValidError as exc:
             raise ValueError(f"not a valid email address ({v!r}): {exc}") from None
         return v if probe != v else str(info.ascii_email or info.normalized)

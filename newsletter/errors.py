@@ -49,6 +49,16 @@ class InputError(NewsletterError):
     """A bad command-line value or data row (address, CSV line, date)."""
 
 
+class FieldError(InputError):
+    """A refused value of a named field, in neutral words (``status``, ``keywords``):
+    each front end presents the field its own way (a CLI flag, a form field)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
 class ProfileError(InputError):
     """A keyword profile could not be parsed."""
 

@@ -3,6 +3,9 @@
 Services that the machine provides (PostgreSQL) are used when reachable; when
 not, their tests skip with the reason, except under CI=true, where a skip would
 hide a missing service and so fails instead.
+
+The fast tier (``python -m pytest -m "not slow"``) is decided here, by what a test
+uses, not by hand: see ``pytest_collection_modifyitems``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,45 @@ def need_service(name: str, reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{name} is required in CI: {reason}")
     pytest.skip(f"{name} unavailable: {reason}")
+
+
+# ---- the fast tier -----------------------------------------------------------------
+
+# A test that uses any of these fixtures (directly or through another fixture) needs a
+# server or a browser, so it is slow. Names of fixtures that do not exist yet are here on
+# purpose: a test written against them is slow the day it lands.
+SLOW_FIXTURES = frozenset({
+    # PostgreSQL
+    "pg_server", "pg_url",
+    # chromium (Playwright)
+    "browser", "playwright", "browser_type", "chromium",
+    # brokers and Celery (celery.contrib.pytest's names included)
+    "redis_url", "rabbitmq_url", "broker_url", "celery_app", "celery_worker",
+    "celery_session_app", "celery_session_worker",
+    # real mail and name servers (tests/real_servers.py; its https server is Python's)
+    "postfix", "dovecot", "mail_servers", "dns_server", "dns_server_session", "smtp_sink_c",
+})
+# Parametrized fixtures whose named params need a server: db_url's "postgresql" asks
+# for pg_url only when it runs (getfixturevalue), so the fixture closure cannot show it.
+SLOW_PARAMS = {"db_url": frozenset({"postgresql"})}
+SLOW_MARKERS = ("browser", "postgres")
+
+
+def is_slow(item: pytest.Item) -> bool:
+    """Whether a collected test needs a server, a browser or an outside tool."""
+    if any(item.get_closest_marker(m) for m in ("slow", *SLOW_MARKERS)):
+        return True
+    if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(params.get(name) in values for name, values in SLOW_PARAMS.items())
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if is_slow(item) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -247,12 +289,34 @@ class World(NamedTuple):
     engine: Engine
 
 
-@pytest.fixture
-def world(tmp_path: Path, sqlite_url: str) -> World:
-    """A SQLite database with the sample papers and subscribers, and its settings."""
+@pytest.fixture(scope="session")
+def world_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample papers and subscribers ingested and imported once per session into
+    a migrated SQLite file; each ``world`` starts from a copy of it (the migrations,
+    ingest and import cost more than the copy, in the many tests that use a world)."""
     from newsletter.ingest.run import ingest
-    from newsletter.store.db import get_engine, session_scope
+    from newsletter.store.db import make_engine, session_scope, upgrade
     from newsletter.store.subscribers import import_csv
+
+    path = tmp_path_factory.mktemp("world") / "subscribers.db"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)  # not the process-wide cache: disposed below
+    upgrade(engine)
+    with session_scope(engine) as s:
+        ingest(Settings().sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+    with session_scope(engine) as s:
+        data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
+        import_csv(s, data, "sample_subscribers.csv")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def world(tmp_path: Path, sqlite_url: str, world_template: Path) -> World:
+    """A SQLite database with the sample papers and subscribers, and its settings."""
+    import sqlite3
+
+    from newsletter.store.db import get_engine
 
     settings = Settings().replace(
         database={"url": sqlite_url}, outbox={"path": str(tmp_path / "outbox")},
@@ -260,13 +324,13 @@ def world(tmp_path: Path, sqlite_url: str) -> World:
         web={"base_url": "https://digest.example.org"},
         transport={"backoff_seconds": 0.01},
     )
-    engine = get_engine(sqlite_url)
-    with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
-    with session_scope(engine) as s:
-        data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
-        import_csv(s, data, "sample_subscribers.csv")
-    return World(settings, engine)
+    # SQLite's backup API: a consistent copy whatever the template's journal holds
+    with sqlite3.connect(world_template) as src, sqlite3.connect(
+            tmp_path / "subscribers.db") as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    return World(settings, get_engine(sqlite_url))
 
 
 # ---- a real SMTP server ------------------------------------------------------------

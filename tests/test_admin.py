@@ -21,13 +21,20 @@ from sqlalchemy import func, select, update
 from starlette.routing import Mount, Route
 
 from newsletter.app import App
-from newsletter.render.links import Signer, secret_keys
+from newsletter.render.links import Signer
 from newsletter.store.db import session_scope
-from newsletter.store.models import AdminLoginAttempt, AdminSession, Delivery, Subscriber
+from newsletter.store.keys import secret_keys
+from newsletter.store.models import (
+    AdminLoginAttempt,
+    AdminSession,
+    Delivery,
+    Event,
+    Subscriber,
+)
 from newsletter.web import create_app
 from newsletter.web.admin import PUBLIC, auth
 
-from .web_support import running_site
+from .web_support import TLS, running_site
 
 PASSWORD = "correct horse battery"
 
@@ -39,7 +46,7 @@ class Console:
     engine: Any
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=60)
+        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=60, verify=TLS)
 
     def login(self, name: str = "ops", password: str = PASSWORD) -> httpx.Client:
         c = self.client()
@@ -66,7 +73,8 @@ def start_console(settings: Any, engine: Any, *, user: bool = True) -> Iterator[
     if user:
         with session_scope(engine) as s:
             auth.add_user(s, "ops", PASSWORD)
-    with running_site(settings, engine, render_processes=1) as site:
+    # no render processes: no console page uses them, and each costs a Python start
+    with running_site(settings, engine) as site:
         yield Console(site.url + "/admin", site.settings, engine)
 
 
@@ -95,7 +103,7 @@ def test_every_route_refuses_without_a_session(console: Console) -> None:
     """Walked over the route table, so a route added later cannot be forgotten."""
     signer = None
     with session_scope(console.engine) as s:
-        signer = Signer(secret_keys(console.settings, s))
+        signer = Signer(secret_keys(console.settings.web, s))
     link_token = signer.token("preferences", 1)
     forged = auth.CookieSigner(["not the key"]).sign("session", "x" * 43)
     checked = 0
@@ -121,6 +129,7 @@ def test_every_route_refuses_without_a_session(console: Console) -> None:
     assert console.client().get("/static/admin.css").headers["content-type"].startswith("text/css")
 
 
+@pytest.mark.slow  # ~2.5 s: argon2 on every attempt
 def test_login_session_logout_and_expiry(console: Console) -> None:
     c = console.client()
     bad = login(c, "ops", "wrong password")
@@ -172,6 +181,7 @@ def strict_console(world) -> Iterator[Console]:  # type: ignore[no-untyped-def]
                                                      "max_failures_per_client": 6}), engine)
 
 
+@pytest.mark.slow  # ~3 s: argon2 on every attempt
 def test_failed_login_limits_per_user_and_per_client(strict_console: Console) -> None:
     console = strict_console
     limit = console.settings.admin.max_failures_per_user
@@ -237,6 +247,7 @@ def test_no_admin_user_says_how_to_create_one(world) -> None:  # type: ignore[no
             assert "newsletter admin add-user" in r.text
 
 
+@pytest.mark.slow  # ~2 s: a console and an import
 def test_csv_import_lists_every_bad_row_and_stores_nothing(console: Console) -> None:
     c = console.login()
     with session_scope(console.engine) as s:
@@ -374,7 +385,7 @@ def test_every_page_renders_on_postgresql(pg_url: str, tmp_path: Any) -> None:
                                   outbox={"path": str(tmp_path / "outbox")})
     engine = get_engine(pg_url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
         import_csv(s, (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes(),
                    "sample_subscribers.csv")
     summary = run_send(settings, engine, dt.date.today())
@@ -438,8 +449,13 @@ def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> Non
     bad = c.post(f"/subscribers/{ids[0]}", data={**base, "tz": "Mars/Base", "status": "active"})
     assert bad.status_code == 400 and "unknown time zone &#39;Mars/Base&#39;" in bad.text
     assert "Mars/Base" in bad.text  # the form keeps what was typed
-    forged = c.post(f"/subscribers/{ids[0]}", data={**base, "status": "bounced"})
-    assert forged.status_code == 400 and "status: expected one of" in forged.text
+    # Complained and pending are facts, never chosen (the CLI refuses them alike).
+    for fact in ("complained", "pending"):
+        forged = c.post(f"/subscribers/{ids[0]}", data={**base, "status": fact})
+        assert forged.status_code == 400 and "status: expected one of" in forged.text
+    # Only the person starts their emails again: a bounced address cannot be set active.
+    revived = c.post(f"/subscribers/{ids[1]}", data={**base, "status": "active"})
+    assert revived.status_code == 400 and "only they can" in revived.text
     # A bounced subscriber's keywords can be edited; the bounce stays a fact.
     kept = c.post(f"/subscribers/{ids[1]}", data={**base, "keywords": "diffusion",
                                                   "status": "bounced"})
@@ -447,11 +463,24 @@ def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> Non
     with session_scope(console.engine) as s:
         a, g = s.get(Subscriber, ids[0]), s.get(Subscriber, ids[1])
         assert a is not None and g is not None
-        assert a.keywords != "gnn"  # neither refused form stored anything
+        assert a.keywords != "gnn"  # no refused form stored anything
         assert a.tz == ada_tz and a.status == "active"
         assert (g.keywords, g.status) == ("diffusion", "bounced")
+    # The operator may stop someone's emails (the CLI's --status likewise): each change
+    # is the lifecycle's own event, naming the operator.
+    stopped = c.post(f"/subscribers/{ids[0]}", data={**base, "name": " Ada\r\nBcc: x ",
+                                                     "status": "unsubscribed"})
+    assert stopped.status_code == 200 and "Saved." in stopped.text
+    with session_scope(console.engine) as s:
+        a = s.get(Subscriber, ids[0])
+        assert a is not None and a.status == "unsubscribed"
+        assert "\n" not in a.name and "\r" not in a.name  # the shared header cleaning
+        kinds = {e.kind: e.detail for e in s.scalars(select(Event).where(
+            Event.subscriber_id == ids[0]))}
+    assert kinds["unsubscribed"]["by"] == kinds["edited"]["by"] == "admin:ops"
 
 
+@pytest.mark.slow  # ~4 s: plans an edition
 def test_dashboard_shows_a_running_edition(console: Console) -> None:
     """Planned but not yet delivered: the dashboard shows progress, pace, and reloads
     itself (a meta refresh: the console runs no script)."""

@@ -22,6 +22,10 @@ from newsletter.transports import make_transport
 
 from .conftest import HttpServer, Route, free_port
 
+# Every test a whole send through a provider's API on a local server (~1.3 s each, a
+# client timeout among them): the slow tier.
+pytestmark = pytest.mark.slow
+
 DAY = dt.date(2025, 12, 26)
 N = 8  # sample subscribers
 

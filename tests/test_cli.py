@@ -90,6 +90,7 @@ def test_missing_file(cli) -> None:  # type: ignore[no-untyped-def]
     assert result.code == 1 and "nowhere.json: no such file" in result.stderr
 
 
+@pytest.mark.slow  # ~4 s: writes and ingests 50 MB
 def test_fifty_megabyte_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     big = tmp_path / "big.jsonl"
     line = json.dumps({"title": "T {}", "abstract": "word " * 2000}) + "\n"
@@ -107,7 +108,7 @@ def test_duplicate_ids_within_one_file(cli, tmp_path: Path) -> None:  # type: ig
     f.write_text('{"id": "2401.00001v1", "title": "A", "upvotes": 1}\n'
                  '{"id": "2401.00001v2", "title": "A (v2)", "upvotes": 5}\n')
     result = cli("ingest", str(f))
-    assert "1 duplicates merged" in result.stderr and "1 new" in result.stderr
+    assert "1 duplicate merged" in result.stderr and "1 new" in result.stderr
     [entry] = json.loads(cli("entries", "--json").stdout)
     assert (entry["title"], entry["version"], entry["upvotes"]) == ("A (v2)", 2, 5)
 
@@ -129,7 +130,7 @@ def test_subscribers_commands(cli, tmp_path: Path) -> None:  # type: ignore[no-u
     assert [s["email"] for s in listed] == ["ada@example.org", "b@example.org"]
     exported = cli("subscribers", "export").stdout
     assert exported.splitlines()[0] == "email,name,keywords,tz,hour,status"
-    assert cli("subscribers", "remove", "b@example.org").code == 0
+    assert cli("subscribers", "remove", "b@example.org", "--yes").code == 0
     assert len(json.loads(cli("subscribers", "list", "--json").stdout)) == 1
     # The export re-imports into an empty database as it was.
     other = tmp_path / "o"
@@ -208,6 +209,7 @@ def test_demo_runs_the_whole_job_and_is_idempotent(cli, tmp_path: Path) -> None:
     assert status["counts"]["sent"] == 8 and status["counts"]["pending"] == 0
 
 
+@pytest.mark.slow  # ~2 s: whole-corpus rankings
 def test_rank_json_marks_trending_items(cli) -> None:  # type: ignore[no-untyped-def]
     assert cli("demo").code == 0
     data = json.loads(cli("rank", "--all-entries", "--json", "--limit", "3").stdout)

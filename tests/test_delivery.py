@@ -20,7 +20,7 @@ from newsletter.config import Settings
 from newsletter.delivery.ratelimit import TokenBucket
 from newsletter.delivery.runs import run_preview, run_send
 from newsletter.store.db import session_scope
-from newsletter.store.models import Delivery, SentEntry, Subscriber
+from newsletter.store.models import Delivery, Event, SentEntry, Subscriber
 
 from .conftest import ROOT, SmtpSink
 
@@ -64,7 +64,7 @@ def test_next_edition_never_repeats_a_paper(world, tmp_path: Path) -> None:  # t
     from newsletter.ingest.run import ingest
 
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "tests" / "payloads" / "dailypapers.json")])
+        ingest(settings.sources, s, [str(ROOT / "tests" / "payloads" / "dailypapers.json")])
     second = run_send(settings, engine, DAY + dt.timedelta(days=1))
     assert second.candidates == 3  # only what arrived since the previous edition
     with session_scope(engine) as s:
@@ -82,6 +82,10 @@ def test_permanent_550_fails_that_subscriber_only(world, smtp_sink: SmtpSink) ->
     with session_scope(engine) as s:
         grace = s.scalar(select(Subscriber).where(Subscriber.email == "grace@example.org"))
         assert grace is not None and grace.status == "bounced" and grace.bounce_count == 1
+        assert grace.updated_at > grace.created_at  # a change like every other
+        [event] = s.scalars(select(Event).where(Event.subscriber_id == grace.id,
+                                                Event.kind == "bounced"))
+        assert event.detail["by"] == "bounce" and "5.1.1" in event.detail["error"]
         row = s.scalar(select(Delivery).where(Delivery.subscriber_id == grace.id))
         assert row is not None and row.status == "failed" and "5.1.1" in row.last_error
 
@@ -94,6 +98,7 @@ def test_transient_replies_are_retried(world, smtp_sink: SmtpSink) -> None:  # t
     assert smtp_sink.count("ada@example.org") == 1
 
 
+@pytest.mark.slow  # ~2 s: 48 recipients, random faults
 def test_flaky_server_delivers_everything_eventually(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     """421/451, connections dropped mid-DATA, stalls: all delivered; a duplicate only where
     the server stored a message and dropped the connection before replying."""
@@ -117,6 +122,7 @@ def test_flaky_server_delivers_everything_eventually(world, smtp_sink: SmtpSink)
             Delivery.status == "sent")) == len(everyone)
 
 
+@pytest.mark.slow  # ~2.5 s: two sends with retries
 def test_dead_server_fails_cleanly_and_a_rerun_finishes(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
     from .conftest import free_port
@@ -134,6 +140,7 @@ def test_dead_server_fails_cleanly_and_a_rerun_finishes(world, smtp_sink: SmtpSi
     assert sorted(r for r, _ in smtp_sink.messages) == sorted(ACTIVE)
 
 
+@pytest.mark.slow  # ~2 s: two sends
 def test_unsubscribed_before_delivery_is_skipped_with_reason(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
     from newsletter.delivery.edition import EditionContext, get_or_create_edition
@@ -158,6 +165,7 @@ def test_unsubscribed_before_delivery_is_skipped_with_reason(world, smtp_sink: S
         assert row is not None and row.status == "skipped" and "unsubscribed" in row.reason
 
 
+@pytest.mark.slow  # ~6 s: a `newsletter send` process, killed, and a rerun
 def test_kill_9_mid_edition_then_resume(world, smtp_sink: SmtpSink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A real `newsletter send` process is killed with SIGKILL while the server is taking
     a message; `send` again: every active subscriber has exactly one copy."""
@@ -236,6 +244,7 @@ def test_token_bucket_rate() -> None:
     assert hourly.wait_time() == pytest.approx(60.0)  # 60 an hour: one a minute
 
 
+@pytest.mark.slow  # ~2 s: two sends
 def test_an_unexpected_transport_error_fails_one_row_not_the_run(world) -> None:  # type: ignore[no-untyped-def]
     from newsletter.render.mime import Message
     from newsletter.transports.base import Transport

@@ -39,7 +39,7 @@ def populate(url: str, people: list[tuple[str, str, int]], papers: str = FEW) ->
     settings = Settings().replace(database={"url": url})
     engine = get_engine(url)
     with session_scope(engine) as s:
-        ingest(settings, s, [papers])
+        ingest(settings.sources, s, [papers])
     with session_scope(engine) as s:
         for email, tz, hour in people:
             add(s, email, keywords="attention, diffusion", tz=tz, hour=hour)
@@ -80,6 +80,7 @@ def test_the_database_refuses_a_second_row_for_the_same_day(db_url: str) -> None
         s.execute(insert(Delivery), [{**row, "edition_id": ids[1]}])  # another edition, same day
 
 
+@pytest.mark.slow  # ~4 s: two `newsletter send` processes
 def test_slot_send_and_plain_send_at_once_send_each_person_once(
         db_url: str, smtp_sink: SmtpSink, tmp_path: Path) -> None:
     """`send --slot 07` and `send` as two real processes at the same moment, against a
@@ -242,6 +243,7 @@ def test_hourly_slots_give_every_local_day_exactly_once(tz: str, hour: int,
 
 @pytest.mark.parametrize("day", [dt.date(2026, 3, 29), dt.date(2026, 10, 25)],
                          ids=["clocks-forward", "clocks-back"])
+@pytest.mark.slow  # ~1.5 s each: 24 slot sends
 def test_all_24_slots_on_a_dst_day_reach_every_hour_once(sqlite_url: str, tmp_path: Path,
                                                          day: dt.date) -> None:
     """London, every send hour 0-23, all 24 `--slot HH --date D` runs on the day the
@@ -259,6 +261,7 @@ def test_all_24_slots_on_a_dst_day_reach_every_hour_once(sqlite_url: str, tmp_pa
     assert len(rows) == len(set(rows))
 
 
+@pytest.mark.slow  # ~2.5 s: several slots of sends
 def test_daemon_restarted_after_a_three_hour_outage_catches_up(world) -> None:  # type: ignore[no-untyped-def]
     """The daemon is down for the 05, 06 and 07 UTC slots; its first slot back (08)
     sends to everyone whose hour passed meanwhile. Late, never lost."""
@@ -291,6 +294,7 @@ def test_late_previous_day_only_within_the_look_back() -> None:
     assert late_by_day(utc(2025, 12, 27, 2), [("UTC", 23)], dt.timedelta(0)) == {}
 
 
+@pytest.mark.slow  # ~10 s: a day of hourly sends
 def test_outage_across_the_subscribers_midnight_sends_that_day_late(world) -> None:  # type: ignore[no-untyped-def]
     """The daemon is down from 22:30 to 02:00 UTC: the 23:00 subscriber's day is not
     skipped; it goes out at the first slot back, once. Nobody is sent a day that was
@@ -326,6 +330,7 @@ def test_outage_across_the_subscribers_midnight_sends_that_day_late(world) -> No
     assert days("late@example.org") == [(before, "sent"), (DAY, "sent")]
 
 
+@pytest.mark.slow  # ~2.5 s: several days of sends
 def test_without_catch_up_the_missed_day_is_skipped(world) -> None:  # type: ignore[no-untyped-def]
     """The behaviour the look-back exists for: with it off, the outage loses the day."""
     settings, engine = world
@@ -343,6 +348,7 @@ def test_without_catch_up_the_missed_day_is_skipped(world) -> None:  # type: ign
 # ---- 3. SIGTERM / SIGINT -----------------------------------------------------------
 
 
+@pytest.mark.slow  # ~4 s each: a `newsletter send` process
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_signal_during_send_finishes_in_flight_and_exits_documented_code(
         db_url: str, smtp_sink: SmtpSink, tmp_path: Path, sig: signal.Signals) -> None:
@@ -374,6 +380,7 @@ def test_signal_during_send_finishes_in_flight_and_exits_documented_code(
     assert {smtp_sink.count(p[0]) for p in people} == {1}
 
 
+@pytest.mark.slow  # ~2 s: a `newsletter run` process
 def test_sigterm_stops_the_daemon_cleanly(db_url: str, smtp_sink: SmtpSink,
                                           tmp_path: Path) -> None:
     """`newsletter run` catches up the current slot at start; SIGTERM in the middle
@@ -417,6 +424,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow  # ~4 s: `newsletter send` processes
 def test_disk_full_leaves_only_whole_messages_and_a_rerun_sends_the_rest(
         sqlite_url: str, tmp_path: Path, tiny_disk: Path) -> None:
     """Before: disk full left zero-byte `.eml` files. Now every file in the outbox is a

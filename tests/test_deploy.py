@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from .conftest import ROOT, free_port, need_service
@@ -51,6 +52,7 @@ def test_every_service_has_a_unit_with_restart_and_a_graceful_stop() -> None:
         assert "--log-format json" in keys["ExecStart"][0], unit.name
 
 
+@pytest.mark.slow  # an outside checker
 def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
@@ -92,6 +94,7 @@ def test_compose_file_matches_the_compose_specification() -> None:
     assert list(validator.iter_errors(doc))
 
 
+@pytest.mark.slow  # ~4 s: a `newsletter` process per service
 def test_compose_commands_are_real_commands() -> None:
     for name, service in compose()["services"].items():
         if "command" not in service or service.get("image", "").startswith(("postgres", "redis")):

@@ -22,9 +22,10 @@ from sqlalchemy import func, select
 from newsletter.config import RankingConfig
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker
 from newsletter.ranking.feedback import Votes
-from newsletter.ranking.view import rank_subscribers
-from newsletter.render.links import Signer, secret_keys
+from newsletter.render.links import Signer
+from newsletter.service.ranking import rank_subscribers
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import Subscriber, Vote
 
 from .conftest import ROOT
@@ -72,10 +73,11 @@ def vote_count(engine: Any) -> int:
 
 def ranking(settings: Any, engine: Any, address: str = ADA) -> list[dict[str, Any]]:
     with session_scope(engine) as s:
-        [result] = rank_subscribers(settings, s, email=address, all_entries=True, limit=10)
+        [result] = rank_subscribers(settings.ranking, s, email=address, all_entries=True, limit=10)
     return list(result["picks"])
 
 
+@pytest.mark.slow  # ~6 s: a send, a render process, two rankings
 def test_votes_from_a_sent_email_through_the_web(site) -> None:  # type: ignore[no-untyped-def]
     base, settings, engine = site
     msg = sent_email(settings, engine, ADA)
@@ -110,6 +112,7 @@ def test_votes_from_a_sent_email_through_the_web(site) -> None:  # type: ignore[
     assert any(p["also_like"] and "also like:" in p["why"] for p in after)
 
 
+@pytest.mark.slow  # ~15 s: three whole-corpus rankings, a render process
 def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: ignore[no-untyped-def]
         site, cli, tmp_path: Path) -> None:
     base, settings, engine = site
@@ -136,7 +139,7 @@ def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: igno
     # Undo both votes from the preferences page: the ranking is exactly as before.
     with session_scope(engine) as s:
         sub_id = s.scalar(select(Subscriber.id).where(Subscriber.email == ADA))
-        signer = Signer(secret_keys(settings, s))
+        signer = Signer(secret_keys(settings.web, s))
     prefs = f"{base}/preferences/{signer.token('preferences', int(sub_id or 0))}"
     with httpx.Client(timeout=30, follow_redirects=True) as client:
         page = client.get(prefs).text
@@ -150,6 +153,7 @@ def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: igno
     assert rank() == before
 
 
+@pytest.mark.slow  # ~5 s: the preferences page ranked five times
 def test_preferences_picks_count_the_subscribers_votes(world) -> None:  # type: ignore[no-untyped-def]
     """The preferences page ranks a subscriber's picks with their votes (the voted
     paper gone, what the vote taught in the explanation) although picks are cached
@@ -204,17 +208,19 @@ def test_cli_feedback_errors_are_one_line(cli, world) -> None:  # type: ignore[n
         assert r.code != 0 and fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # ~10 s: a render process, two whole-corpus rankings
 def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no-untyped-def]
     base, settings, engine = site
-    from newsletter.ranking.view import cast_vote, learned_terms
+    from newsletter.service.ranking import subscriber_learned
+    from newsletter.service.votes import record_vote
 
     picks = ranking(settings, engine)
     with session_scope(engine) as s:
-        outcome = cast_vote(settings, s, ADA, picks[0]["id"], 1, source="cli")
+        outcome = record_vote(settings.ranking, s, picks[0]["id"], 1, by="cli", email=ADA)
         sub = s.scalar(select(Subscriber).where(Subscriber.email == ADA))
         assert sub is not None
-        learned = learned_terms(settings, s, sub)
-        signer = Signer(secret_keys(settings, s))
+        learned = subscriber_learned(settings.ranking, s, sub)
+        signer = Signer(secret_keys(settings.web, s))
     assert learned and outcome.terms
     token = signer.token("preferences", sub.id)
     with httpx.Client(timeout=30, follow_redirects=True) as client:
@@ -225,7 +231,7 @@ def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no
                       action=f"{base}/feedback/forget/{token}")
         assert r.status_code == 200
     with session_scope(engine) as s:
-        assert gone.key not in {t.key for t in learned_terms(settings, s, sub)}
+        assert gone.key not in {t.key for t in subscriber_learned(settings.ranking, s, sub)}
     with httpx.Client(timeout=30, follow_redirects=True) as client:
         assert post_form(client, f"{base}/preferences/{token}", {},
                          action=f"{base}/feedback/reset/{token}").status_code == 200
@@ -358,18 +364,18 @@ def test_the_vectorized_learner_matches_one_subscriber_at_a_time() -> None:
 
 
 def sample_ranker(cfg: RankingConfig, related: bool = True) -> tuple[Ranker, list[RankEntry]]:
-    from newsletter.config import Settings
     from newsletter.ranking.related import RelatedTerms
     from newsletter.ranking.selection import load_acronyms
 
     data = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
     entries = [RankEntry(d["id"], d["title"], d["abstract"], (), tuple(d["authors"]),
                          d["upvotes"]) for d in data]
-    corpus = Corpus(entries, load_acronyms(Settings(), entries), cfg, TODAY,
+    corpus = Corpus(entries, load_acronyms(RankingConfig(), entries), cfg, TODAY,
                     RelatedTerms.load() if related else None)
     return Ranker(corpus, cfg), entries
 
 
+@pytest.mark.slow  # ~2 s: two rankers over the sample
 def test_an_exclusion_understands_the_field() -> None:
     cfg = RankingConfig(trending="none")
     with_field, entries = sample_ranker(cfg)
@@ -385,7 +391,7 @@ def test_an_exclusion_understands_the_field() -> None:
     # A passing mention is not enough: the related evidence must pass the stricter bar.
     evidence = with_field.corpus.related_evidence(
         with_field.analyzer.feature(next(iter(
-            __import__("newsletter.ranking.profile", fromlist=["x"]).parse_profile(
+            __import__("newsletter.profile", fromlist=["x"]).parse_profile(
                 "-medical").terms))).related)
     assert evidence[xray] >= cfg.exclude_related_min
     assert ((evidence > 0) & (evidence < cfg.exclude_related_min)).any()

@@ -76,10 +76,10 @@ def test_conditional_get_through_ingest(http_server: HttpServer, sqlite_url: str
                                         "sources": [SourceConfig(name="lg", url=url).model_dump()]})
     engine = get_engine(sqlite_url)
     with session_scope(engine) as s:
-        first = ingest(settings, s, ["lg"])
+        first = ingest(settings.sources, s, ["lg"])
     assert first.new == 3
     with session_scope(engine) as s:
-        second = ingest(settings, s, ["lg"])
+        second = ingest(settings.sources, s, ["lg"])
     assert second.loaded[0].not_modified and second.new == 0
     headers = http_server.requests[1]["headers"]
     assert headers["If-None-Match"] == '"v1"'  # type: ignore[index]
@@ -93,4 +93,4 @@ def test_html_instead_of_a_feed(http_server: HttpServer, sqlite_url: str) -> Non
     settings = Settings().replace(database={"url": sqlite_url})
     with pytest.raises(SourceError, match="HTML page, not a feed"), \
             session_scope(get_engine(sqlite_url)) as s:
-        ingest(settings, s, [url])
+        ingest(settings.sources, s, [url])

@@ -265,7 +265,8 @@ def test_n6_no_log_line_of_newsletter_web_carries_a_token(world, fmt: str) -> No
 
     from sqlalchemy import text
 
-    from newsletter.render.links import LinkMaker, Signer, secret_keys
+    from newsletter.render.links import LinkMaker, Signer
+    from newsletter.store.keys import secret_keys
     from newsletter.web.webhooks import webhook_tokens
 
     from .conftest import free_port
@@ -274,8 +275,8 @@ def test_n6_no_log_line_of_newsletter_web_carries_a_token(world, fmt: str) -> No
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with session_scope(engine) as s:
-        links = LinkMaker(settings.replace(web={"base_url": base}),
-                          Signer(secret_keys(settings, s)))
+        served = settings.replace(web={"base_url": base})
+        links = LinkMaker(served.web, served.sender, Signer(secret_keys(settings.web, s)))
         hook = f"{base}/webhooks/postmark/{webhook_tokens(s)['postmark']}"
         grace = s.scalar(select(Subscriber.id).where(Subscriber.email == "grace@example.org"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | {
@@ -407,14 +408,16 @@ def test_n3_failed_logins_slow_one_client_only_and_grow(console: Console) -> Non
 
 
 def test_n3_subscribers_see_an_operator_not_the_login_name(console: Console) -> None:
-    from newsletter.render.links import LinkMaker, Signer, secret_keys
+    from newsletter.render.links import LinkMaker, Signer
+    from newsletter.store.keys import secret_keys
 
     c = console.login()
     with session_scope(console.engine) as s:
         sub = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
         assert sub is not None
         sid = sub.id
-        links = LinkMaker(console.settings, Signer(secret_keys(console.settings, s)))
+        links = LinkMaker(console.settings.web, console.settings.sender,
+                          Signer(secret_keys(console.settings.web, s)))
     r = c.post(f"/subscribers/{sid}", data={
         "csrf": csrf_of(c, f"/subscribers/{sid}"), "name": "Ada L.", "keywords": "gnn",
         "tz": "UTC", "hour": "7", "status": "active"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import func, select, update
 
 from newsletter.config import Settings
@@ -18,6 +19,9 @@ from newsletter.store.subscribers import add
 
 from .conftest import ROOT
 
+# The scale paths, an edition planned per test (~1.3 s on SQLite): the slow tier.
+pytestmark = pytest.mark.slow
+
 DAY = dt.date(2025, 12, 26)
 
 
@@ -25,7 +29,7 @@ def planned(url: str, n: int) -> tuple[DbLedger, int]:
     settings = Settings().replace(database={"url": url})
     engine = get_engine(url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
     with session_scope(engine) as s:
         for i in range(n):
             add(s, f"r{i}@example.org", keywords="attention, diffusion, graph neural networks")

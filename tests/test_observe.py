@@ -54,6 +54,7 @@ def smtp_settings(settings: Any, sink: SmtpSink) -> Any:
                             smtp={"host": sink.host, "port": sink.port, "connections": 2})
 
 
+@pytest.mark.slow  # ~2 s: two sends
 def test_a_send_is_counted_timed_and_its_failures_told_apart(world: Any,
                                                              smtp_sink: SmtpSink) -> None:
     settings, engine = world
@@ -99,7 +100,8 @@ def web(world: Any) -> Iterator[Any]:
     def start(**metrics_cfg: Any) -> str:
         settings, engine = world
         port = free_port()
-        app = App(settings.replace(metrics=metrics_cfg), engine)
+        # no render processes: /metrics never uses them, and each would cost a Python start
+        app = App(settings.replace(metrics=metrics_cfg, web={"render_processes": 0}), engine)
         server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port,
                                                log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
@@ -137,6 +139,7 @@ def test_web_metrics_behind_a_token(web: Any) -> None:
     assert httpx.get(open_url, headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 200
 
 
+@pytest.mark.slow  # ~8 s: four `newsletter` processes
 def test_send_logs_one_json_object_per_delivery_without_addresses(
         tmp_path: Path, smtp_sink: SmtpSink) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},

@@ -32,6 +32,7 @@ def rows(tmp_path: Path, sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0])
 
 
+@pytest.mark.slow  # ~1.5 s and waits: three tries at a dead broker
 def test_dead_broker_is_one_line_and_plans_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert cli("ingest", SAMPLE).code == 0
     assert cli("subscribers", "add", "ada@example.org", "--keywords", "diffusion").code == 0
@@ -94,10 +95,10 @@ def test_cr_lf_in_a_name_never_becomes_a_header(cli, tmp_path: Path) -> None:  #
 
 
 def test_cr_lf_never_reaches_mime_even_from_the_database() -> None:
-    from newsletter.config import Settings
+    from newsletter.config import SenderConfig
     from newsletter.render.mime import MimeBuilder
 
-    m = MimeBuilder(Settings()).build(
+    m = MimeBuilder(SenderConfig()).build(
         to="eve@example.org", to_name="Eve\r\nBcc: evil@evil.example",
         subject="Hi\nBcc: x@y.z", text="t", html="<p>h</p>", message_id="<a@b>",
         list_unsubscribe="<https://x/u>", extra_headers={"X-Tag": "a\r\nBcc: q@r.s"})
@@ -137,8 +138,8 @@ def test_empty_profile_is_refused_and_edit_changes_a_subscriber(cli) -> None:  #
     [row] = json.loads(cli("subscribers", "list", "--json").stdout)
     assert (row["keywords"], row["tz"], row["hour"], row["name"], row["status"]) == (
         "GNN, -medical", "Asia/Kolkata", 9, "Ada", "paused")
-    assert "expected active or paused" in one_line_error(
-        cli("subscribers", "edit", "ada@example.org", "--status", "bounced"))
+    assert "--status: expected one of active, paused, unsubscribed, bounced" in one_line_error(
+        cli("subscribers", "edit", "ada@example.org", "--status", "complained"))
     assert "unknown time zone" in one_line_error(
         cli("subscribers", "edit", "ada@example.org", "--tz", "Mars/X"))
     assert "empty keyword profile" in one_line_error(
@@ -146,6 +147,12 @@ def test_empty_profile_is_refused_and_edit_changes_a_subscriber(cli) -> None:  #
     assert "nothing to change" in one_line_error(cli("subscribers", "edit", "ada@example.org"))
     assert "is not a subscriber" in one_line_error(
         cli("subscribers", "edit", "bob@example.org", "--hour", "3"))
+    # The same statuses as the console: an operator may record a stop, never undo one.
+    assert cli("subscribers", "edit", "ada@example.org", "--status", "bounced").code == 0
+    assert "only they can" in one_line_error(
+        cli("subscribers", "edit", "ada@example.org", "--status", "active"))
+    [row] = json.loads(cli("subscribers", "list", "--json").stdout)
+    assert (row["status"], row["bounce_count"]) == ("bounced", 1)
 
 
 def test_address_policy_is_the_same_for_cli_and_import(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

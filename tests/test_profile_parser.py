@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from newsletter.config import RankingConfig
 from newsletter.errors import ProfileError
+from newsletter.profile import MAX_TERMS, Term, _split, _term, parse_profile
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker
-from newsletter.ranking.profile import MAX_TERMS, Term, _split, _term, parse_profile
 from newsletter.ranking.text import Acronyms
 
 
@@ -60,6 +60,7 @@ def outcome(fn, text: str):  # type: ignore[no-untyped-def]
         return ("error", None)
 
 
+@pytest.mark.slow  # ~3.5 s: 150 hypothesis examples
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles())
 def test_the_parser_agrees_with_a_plain_reading(text: str) -> None:
@@ -74,6 +75,7 @@ def ranker() -> Ranker:
     return Ranker(Corpus(entries, Acronyms.load(), cfg, dt.date(2025, 1, 1)), cfg)
 
 
+@pytest.mark.slow  # ~2.5 s: 100 hypothesis examples ranked
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles())
 def test_the_ranker_reads_what_the_parser_reads(ranker: Ranker, text: str) -> None:
@@ -97,7 +99,7 @@ def test_the_ranker_reads_what_the_parser_reads(ranker: Ranker, text: str) -> No
 def test_keywords_are_parsed_once_per_send(ranker: Ranker) -> None:
     """Planning, rendering and the preview read a profile through one parser and its
     caches: the ranker's table of raw parts, and the parser's own cache."""
-    from newsletter.ranking.profile import profile_terms
+    from newsletter.profile import profile_terms
 
     text = "gan^2, unique-term-for-this-test"
     profile_terms.cache_clear()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.quality import evaluate, load  # noqa: E402
@@ -18,6 +20,7 @@ def test_judged_set_is_substantial() -> None:
     assert all(set(p["judgments"].values()) <= {1, 2} for p in profiles)
 
 
+@pytest.mark.slow  # ~3 s: three rankers over the judged set
 def test_ours_beats_bm25_and_tfidf() -> None:
     results = evaluate()
     ours = results.pop("newsletter")

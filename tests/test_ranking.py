@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from newsletter.config import RankingConfig
 from newsletter.errors import ProfileError
+from newsletter.profile import parse_profile, profile_terms
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker
-from newsletter.ranking.profile import parse_profile, profile_terms
 from newsletter.ranking.text import Acronyms
 from newsletter.render.highlight import highlight_spans
 

@@ -32,6 +32,9 @@ from newsletter.ingest.htmltext import html_to_text
 from newsletter.ingest.papers import clean_text
 from newsletter.ingest.run import Parsed, parse_bytes
 
+# The recorded feed corpus (hundreds of files, each parsed): the slow tier.
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).parent / "data"
 FILES = sorted(p for p in DATA.rglob("*") if p.is_file() and p.suffix != ".md"
                and p.name != "golden.json")
@@ -343,7 +346,7 @@ def test_cli_partial_feed_strict_sources_list_and_test(cli, tmp_path: Path) -> N
 
     done = cli("ingest", "cond-mat")
     assert done.code == 0, done.stderr
-    assert "1 papers, 1 items skipped" in done.stderr
+    assert "1 paper, 1 item skipped" in done.stderr
     assert "item 2 (oai:arXiv.org:2401.00002v1): missing <title>" in done.stderr
     [entry] = json.loads(cli("entries", "--json").stdout)
     assert entry["authors"] == ["Aleteia Araujo", "Breno Costa"]
@@ -383,10 +386,10 @@ def test_http_charset_decides_and_sources_test_stores_nothing(http_server, tmp_p
     def sessions():  # type: ignore[no-untyped-def]
         return session_scope(engine)
 
-    report = run_ingest(settings, sessions, ["blog"])
+    report = run_ingest(settings.sources, sessions, ["blog"])
     [paper] = report.loaded[0].papers
     assert paper.abstract == "This is a \xa3\u201ctest.\u201d"
-    result = dry_run(settings, "blog")
+    result = dry_run(settings.sources, "blog")
     assert [p.abstract for p in result.papers] == [paper.abstract]
     assert "If-None-Match" not in http_server.requests[-1]["headers"]  # type: ignore[operator]
     with session_scope(engine) as s:

@@ -51,8 +51,8 @@ def renderer(rows: list[SimpleNamespace], settings: Settings | None = None) -> t
     entries = [RankEntry.of(r) for r in rows]
     ranker = Ranker(Corpus(entries, acronyms, settings.ranking, DAY), settings.ranking)
     papers = [PaperInfo.of(r, "") for r in rows]
-    return Renderer(settings, keys=["k1"], day=DAY, edition_id=7, papers=papers,
-                    acronyms=acronyms), ranker
+    return Renderer(settings.render, settings.sender, settings.web, keys=["k1"], day=DAY,
+                    edition_id=7, papers=papers, acronyms=acronyms), ranker
 
 
 def render_for(rows: list[SimpleNamespace], profile: str = "attention", **kw: object):  # type: ignore[no-untyped-def]

@@ -39,7 +39,7 @@ def populate(url: str, extra: int) -> Settings:
     settings = Settings().replace(database={"url": url})
     engine = get_engine(url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
     with session_scope(engine) as s:
         import_csv(s, (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes(),
                    "sample_subscribers.csv")
@@ -100,6 +100,7 @@ def test_workers_share_an_edition_without_duplicates(pg_url: str, smtp_sink: Smt
             Delivery.status == "sent")) == everyone
 
 
+@pytest.mark.slow  # ~5 s: three slot sends
 def test_hourly_slots_send_each_person_at_their_local_hour(world) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
     app = App(settings, engine)

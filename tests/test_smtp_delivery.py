@@ -170,7 +170,7 @@ def test_every_backend_is_registered_and_http_api_knows_no_provider() -> None:
     import ast
     import typing
 
-    from newsletter.config import Backend
+    from newsletter.config import Backend, Settings
     from newsletter.transports import REGISTRY, transport_class
     from newsletter.transports.http_api import HttpApiTransport
 
@@ -181,6 +181,9 @@ def test_every_backend_is_registered_and_http_api_knows_no_provider() -> None:
         assert cls.sends_mail == (backend not in ("outbox", "console"))
         if backend not in ("outbox", "console", "smtp"):
             assert issubclass(cls, HttpApiTransport)
+        # each is built from its own section alone, one the config model has
+        assert (cls.config_section is None) == (backend == "console")
+        assert cls.config_section is None or cls.config_section in Settings.model_fields
     source = (ROOT / "newsletter" / "transports" / "http_api.py").read_text()
     imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
     assert not any(m and m.startswith("newsletter.transports.") and m.split(".")[-1] in REGISTRY

@@ -16,6 +16,9 @@ from newsletter.delivery.runs import run_send
 
 from .conftest import free_port
 
+# Every test a whole send over TLS (~1.5 s each): the slow tier.
+pytestmark = pytest.mark.slow
+
 DAY = dt.date(2025, 12, 26)
 
 

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from newsletter.errors import ConfigError
-from newsletter.render.links import Signer, secret_keys
+from newsletter.render.links import Signer
 from newsletter.store.db import session_scope
 from newsletter.store.models import Event, Subscriber, Suppression
 
-from .web_support import Site, post_form, running_site
+from .web_support import TLS, Site, post_form, running_site
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_one_click_unsubscribe_rfc8058(site: Site) -> None:
     assert httpx.post(url).status_code == 200  # idempotent
     with session_scope(site.engine) as s:
         events = list(s.scalars(select(Event).where(Event.kind == "unsubscribed")))
-    assert [e.detail for e in events] == [{"one_click": True}]
+    assert [e.detail for e in events] == [{"one_click": True, "by": "web"}]
 
 
 def test_tokens_tampered_or_outside_their_alphabet_are_400(site: Site) -> None:
@@ -75,7 +75,7 @@ def test_tokens_tampered_or_outside_their_alphabet_are_400(site: Site) -> None:
                     "%FF%FE", token.replace(".", "%C2%A0")):
             path = f"{site.url}/{route}/{bad}" + (".atom" if route == "feed" else "")
             for method in ("GET", "POST"):
-                r = httpx.request(method, path)
+                r = httpx.request(method, path, verify=TLS)
                 expected = 400 if method == "GET" or route in (
                     "unsubscribe", "preferences", "confirm") else 405
                 assert r.status_code == expected, (route, bad, method, r.status_code)
@@ -205,6 +205,7 @@ def test_confirm_links_expire(world) -> None:  # type: ignore[no-untyped-def]
         assert site.status("late@example.org") == "active"
 
 
+@pytest.mark.slow  # ~2.5 s: the preferences page ranked on each save
 def test_preferences_save_pause_resubscribe(site: Site) -> None:
     client = httpx.Client()
     grace = site.sub_id("grace@example.org")
@@ -235,6 +236,7 @@ def test_preferences_save_pause_resubscribe(site: Site) -> None:
     assert kinds[-4:] == ["paused", "preferences", "unsubscribed", "resubscribed"]
 
 
+@pytest.mark.slow  # ~2.5 s: a send, export and erasure
 def test_data_export_erasure_and_suppression(site: Site, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     client = httpx.Client()
     ada = site.sub_id("ada@example.org")
@@ -263,6 +265,7 @@ def test_data_export_erasure_and_suppression(site: Site, cli, tmp_path: Path) ->
     assert site.status("ada@example.org") is None
 
 
+@pytest.mark.slow  # ~2.5 s: a send, every page rendered
 def test_archive_feed_view_and_paper_pages(site: Site) -> None:
     import feedparser
 
@@ -308,30 +311,37 @@ def test_paper_page_without_url_links_somewhere(site: Site) -> None:
 
 def test_key_rotation_refuses_to_break_sent_links(world) -> None:  # type: ignore[no-untyped-def]
     from newsletter.app import App
+    from newsletter.store.key_use import fingerprint
     from newsletter.web import create_app
-    from newsletter.web.keys import fingerprint
 
     settings, engine = world
-    with session_scope(engine) as s:
-        stored = secret_keys(settings, s)[0]
+
+    def web(*keys: str, retired: tuple[str, ...] = ()) -> None:
+        create_app(App(settings.replace(web={"secret_keys": list(keys),
+                                             "retired_keys": list(retired)}), engine))
+
+    # The stored key never signed anything: a configured key replaces it freely.
+    web("first-key")
+    # Once the server signed with it, it is kept.
     with pytest.raises(ConfigError, match="retired_keys"):
-        create_app(App(settings.replace(web={"secret_keys": ["brand-new"]}), engine))
-    create_app(App(settings.replace(web={"secret_keys": ["brand-new", stored]}), engine))
-    create_app(App(settings.replace(web={"secret_keys": ["brand-new"],
-                                         "retired_keys": [fingerprint(stored)]}), engine))
-    old = Signer([stored]).token("unsubscribe", 1)
-    assert Signer(["brand-new", stored]).verify("unsubscribe", old) == [1]
+        web("brand-new")
+    web("brand-new", "first-key")
+    web("brand-new", retired=(fingerprint("first-key"),))
+    old = Signer(["first-key"]).token("unsubscribe", 1)
+    assert Signer(["brand-new", "first-key"]).verify("unsubscribe", old) == [1]
 
 
 def test_web_command_refuses_unretired_key(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    env = {"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path}/k.db"}
-    assert cli("db", "upgrade", env=env).code == 0
+    env = {"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path}/k.db",
+           "NEWSLETTER_OUTBOX__PATH": str(tmp_path / "outbox")}
+    assert cli("demo", env=env).code == 0  # the stored key signs the demo's links
     r = cli("web", "--port", "1", env=env | {"NEWSLETTER_WEB__SECRET_KEYS": "fresh-key"})
     assert r.code != 0 and "retired_keys" in r.stderr and len(r.stderr.splitlines()) == 1
     shown = json.loads(cli("keys", "show", env=env).stdout)
     assert shown["stored_fingerprint"] and shown["stored_key"]
 
 
+@pytest.mark.slow  # ~6 s: a send, a render process, two sites
 def test_ranking_and_rendering_in_the_render_process(world) -> None:  # type: ignore[no-untyped-def]
     """With ``render_processes`` (the default in production), preferences and view in
     browser are answered from the render process, the same as in-process."""
@@ -353,6 +363,7 @@ def test_ranking_and_rendering_in_the_render_process(world) -> None:  # type: ig
         assert picks and picks == re.findall(r"<strong>(.*?)</strong>", prefs.text)
 
 
+@pytest.mark.slow  # ~2.5 s: the preferences page ranked twice
 def test_preferences_keep_a_zone_outside_the_list(site: Site) -> None:
     """A subscriber imported with a zone the select does not list keeps it on save."""
     with session_scope(site.engine) as s:

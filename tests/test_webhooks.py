@@ -24,7 +24,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
+from newsletter.store.db import session_scope
+from newsletter.store.models import Event
 from newsletter.web.webhooks.base import Rejected, WebhookRequest
 from newsletter.web.webhooks.mailgun import Mailgun
 
@@ -162,6 +165,10 @@ def test_sendgrid_signed_event_webhook(hooks: Site) -> None:
     assert (hooks.status("ada@example.org"), hooks.status("grace@example.org"),
             hooks.status("alan@example.org")) == ("bounced", "complained", "active")
     assert httpx.post(url, content=body, headers=headers).status_code == 401  # replayed
+    with session_scope(hooks.engine) as s:  # each change says who made it
+        who = {e.kind: e.detail["by"] for e in s.scalars(
+            select(Event).where(Event.kind.in_(["bounced", "complained"])))}
+    assert who == {"bounced": "webhook:sendgrid", "complained": "webhook:sendgrid"}
 
 
 def test_mailgun_hmac_stale_and_replayed(hooks: Site) -> None:
@@ -206,6 +213,7 @@ def test_resend_svix_signature(hooks: Site) -> None:
     assert httpx.post(url, content=body, headers=headers).status_code == 401  # same svix-id
 
 
+@pytest.mark.slow  # ~2 s: SNS certificates and signatures
 def test_ses_through_sns_confirmation_and_notifications(hooks: Site) -> None:
     url = hooks.hook("ses")
     http: HttpServer = hooks.http  # type: ignore[attr-defined]
@@ -244,6 +252,7 @@ def test_ses_through_sns_confirmation_and_notifications(hooks: Site) -> None:
     assert httpx.post(url, content=replay).status_code == 401
 
 
+@pytest.mark.slow  # ~3 s: 2 MB and deeply nested bodies
 def test_tokens_per_provider_rotation_and_caps(hooks: Site, cli) -> None:  # type: ignore[no-untyped-def]
     body = {"RecordType": "SpamComplaint", "Email": "ada@example.org"}
     auth = basic("pm-user", "pm-pass é")

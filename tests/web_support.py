@@ -4,6 +4,7 @@ a browser posts them (CSRF cookie + token)."""
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -16,13 +17,18 @@ from sqlalchemy import select
 
 from newsletter.app import App
 from newsletter.config import Settings
-from newsletter.render.links import LinkMaker, Signer, secret_keys
+from newsletter.render.links import LinkMaker, Signer
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import Subscriber
 from newsletter.web import create_app
 from newsletter.web.webhooks import Fetcher, webhook_tokens
 
 from .conftest import ROOT, World, free_port
+
+# One TLS context for the test clients of many-request tests: httpx otherwise builds one
+# per client, loading the CA bundle each time (~40 ms). The sites are plain http anyway.
+TLS = ssl.create_default_context()
 
 
 @dataclass
@@ -79,10 +85,10 @@ def running_site(settings: Settings, engine: Any, *, fetcher: Fetcher | None = N
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     with session_scope(engine) as s:
-        signer = Signer(secret_keys(settings, s))
+        signer = Signer(secret_keys(settings.web, s))
     try:
         yield Site(f"http://127.0.0.1:{port}", settings, engine, signer,
-                   LinkMaker(settings, signer), starlette)
+                   LinkMaker(settings.web, settings.sender, signer), starlette)
     finally:
         server.should_exit = True
         thread.join(5)
@@ -115,7 +121,7 @@ def world_on(url: str, tmp_path: Any) -> World:
         web={"base_url": "https://digest.example.org"})
     engine = get_engine(url)
     with session_scope(engine) as s:
-        ingest(settings, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
     with session_scope(engine) as s:
         data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
         import_csv(s, data, "sample_subscribers.csv")

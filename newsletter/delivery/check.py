@@ -6,8 +6,8 @@ Yahoo want https one-click unsubscribe (RFC 8058), a From domain that DKIM-signs
 its mail, SPF and DMARC, and the law wants a postal address. This module checks
 each of those without sending anything: it reads the configuration, loads the
 DKIM key, compiles the templates and, for SMTP, connects, says EHLO, starts TLS
-and authenticates, then quits. Nothing here can query DNS, so the records to
-publish are printed as text to copy.
+and authenticates, then quits. The records to publish are printed as text to copy;
+``check --dns`` (``delivery.published``) looks them up and fetches the public URL.
 
 ``send_blockers`` is the subset that makes mail non-compliant; ``send`` through a
 real transport refuses to start while any is present (``--force`` overrides).
@@ -22,7 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from newsletter.config import SenderConfig, Settings
+from newsletter.config import (
+    ApiConfig,
+    RenderConfig,
+    SenderConfig,
+    SmtpConfig,
+    TransportConfig,
+    WebConfig,
+)
 from newsletter.delivery.deliver import run_async
 
 OK, FAIL, INFO = "ok", "fail", "info"
@@ -91,8 +98,8 @@ def local_name(host: str) -> str:
     return ""
 
 
-def check_base_url(settings: Settings) -> Item:
-    url = settings.web.base_url
+def check_base_url(web: WebConfig) -> Item:
+    url = web.base_url
     parts = urlsplit(url)
     host = parts.hostname or ""
     fix = ("set [web] base_url to the public https address of `newsletter web`, "
@@ -109,13 +116,14 @@ def check_base_url(settings: Settings) -> Item:
     return Item("web.base_url", OK, f"{url} (unsubscribe, preferences and view links)")
 
 
-def check_sender(settings: Settings) -> Item:
-    s = settings.sender
-    from email_validator import EmailNotValidError, validate_email
+def check_sender(s: SenderConfig) -> Item:
+    from email_validator import EmailNotValidError
+
+    from newsletter.addresses import validated
 
     fix = "set [sender] from_address to an address at a domain you control"
     try:
-        validate_email(s.from_address, check_deliverability=False, test_environment=True)
+        validated(s.from_address)
     except EmailNotValidError as exc:
         return Item("sender.from_address", FAIL, f"{s.from_address!r}: {exc}", fix,
                     blocks_send=True)
@@ -127,8 +135,7 @@ def check_sender(settings: Settings) -> Item:
     return Item("sender.from_address", OK, f"From: {s.from_name} <{s.from_address}>")
 
 
-def check_list_id(settings: Settings) -> Item:
-    s = settings.sender
+def check_list_id(s: SenderConfig) -> Item:
     domain = _domain(s.from_address)
     if local_name(domain):
         domain = "your-domain.net"
@@ -142,8 +149,8 @@ def check_list_id(settings: Settings) -> Item:
     return Item("sender.list_id", OK, f"List-Id: <{s.list_id}>")
 
 
-def check_postal(settings: Settings) -> Item:
-    p = settings.sender.postal_address.strip()
+def check_postal(sender: SenderConfig) -> Item:
+    p = sender.postal_address.strip()
     fix = "set [sender] postal_address to the sender's real postal address (CAN-SPAM)"
     if not p:
         return Item("sender.postal_address", FAIL, "missing", fix, blocks_send=True)
@@ -179,9 +186,8 @@ def aligned(from_domain: str, signing_domain: str) -> bool:
     return a == b or a.endswith("." + b) or b.endswith("." + a)
 
 
-def check_dkim(settings: Settings) -> list[Item]:
-    r = settings.render
-    domain = _domain(settings.sender.from_address)
+def check_dkim(r: RenderConfig, sender: SenderConfig) -> list[Item]:
+    domain = _domain(sender.from_address)
     fix = ("make a key (openssl genrsa -out dkim.pem 2048) and set [render] dkim_selector, "
            f"dkim_domain ({domain or 'your From domain'}) and dkim_private_key")
     if not (r.dkim_selector and r.dkim_domain and r.dkim_private_key):
@@ -207,23 +213,49 @@ def check_dkim(settings: Settings) -> list[Item]:
     return items
 
 
-def dns_items(settings: Settings) -> list[Item]:
-    domain = _domain(settings.sender.from_address)
+def dns_items(sender: SenderConfig, backend: str, smtp: SmtpConfig) -> list[Item]:
+    domain = _domain(sender.from_address)
     if local_name(domain):
         domain = "your-domain.net"
-    backend = settings.transport.backend
-    if backend == "smtp":
-        host = settings.smtp.host
-        mech = f"ip4:{host}" if _is_ip(host) else f"a:{host}"
-        mech += " (or your relay's include:)"
-    else:
-        mech = SPF_INCLUDE.get(backend, "a mx")
+    mech = spf_mechanism(backend, smtp)
     return [
-        Item("spf", INFO, f'publish {domain} TXT "v=spf1 {mech} ~all" (nothing here can '
-             "query DNS: check it is there)"),
-        Item("dmarc", INFO, f'publish _dmarc.{domain} TXT "v=DMARC1; p=none; '
-             f'rua=mailto:dmarc@{domain}; adkim=r; aspf=r" (then tighten p= to quarantine)'),
+        Item("spf", INFO, f'publish {domain} TXT "v=spf1 {mech} ~all" '
+             "(`newsletter check --dns` looks it up)"),
+        Item("dmarc", INFO, f'publish _dmarc.{domain} TXT "{dmarc_record(domain)}" '
+             "(then tighten p= to quarantine)"),
     ]
+
+
+def dmarc_record(domain: str) -> str:
+    return f"v=DMARC1; p=none; rua=mailto:dmarc@{domain}; adkim=r; aspf=r"
+
+
+def loopback(host: str) -> bool:
+    """A relay on this machine (127.0.0.0/8, ::1, localhost): nothing crosses a network."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def spf_mechanism(backend: str, smtp: SmtpConfig) -> str:
+    """What the SPF record must name for this transport. Only a public address is
+    named as one: a relay on this machine or a private network sends from this
+    server's public address, which the configuration does not know."""
+    if backend != "smtp":
+        return SPF_INCLUDE.get(backend, "a mx")
+    host = smtp.host.strip("[]")
+    if _is_ip(host):
+        ip = ipaddress.ip_address(host)
+        if ip.is_global:
+            return f"ip{ip.version}:{ip}"
+        return "ip4:<the public address your relay sends from>"
+    if loopback(host) or local_name(host):
+        return "ip4:<the public address your relay sends from>"
+    return f"a:{host} (or your relay's include:)"
 
 
 def _is_ip(host: str) -> bool:
@@ -234,11 +266,10 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-async def _probe_smtp(settings: Settings) -> str:
+async def _probe_smtp(c: SmtpConfig) -> str:
     """Connect, EHLO, STARTTLS/TLS and AUTH as ``send`` would, then QUIT: no mail."""
     import aiosmtplib
 
-    c = settings.smtp
     client = aiosmtplib.SMTP(hostname=c.host, port=c.port, timeout=min(c.timeout, 15.0),
                              use_tls=c.security == "tls", start_tls=False,
                              validate_certs=True, cert_bundle=c.ca_file or None)
@@ -263,8 +294,7 @@ async def _probe_smtp(settings: Settings) -> str:
             client.close()
 
 
-def check_transport(settings: Settings) -> Item:
-    backend = settings.transport.backend
+def check_transport(backend: str, c: SmtpConfig, a: ApiConfig) -> Item:
     key = f"transport ({backend})"
     if backend in LOCAL_BACKENDS:
         return Item(key, FAIL, f"{backend} sends nothing anywhere",
@@ -272,24 +302,27 @@ def check_transport(settings: Settings) -> Item:
     if backend == "smtp":
         import aiosmtplib
 
-        c = settings.smtp
         where = f"{c.host}:{c.port}"
+        if c.security == "none" and not loopback(c.host):  # refused without a probe
+            return Item(key, FAIL, f"{where} without TLS (mail and password would cross "
+                        "the network in plain text)",
+                        'set [smtp] security = "starttls" (or "tls"), or relay through '
+                        "a server on this machine")
         try:
-            steps = run_async(_probe_smtp(settings))
+            steps = run_async(_probe_smtp(c))
         except aiosmtplib.SMTPAuthenticationError as exc:
             return Item(key, FAIL, f"{where}: login refused: {exc.code} {exc.message}",
                         "check [smtp] username and password")
         except (aiosmtplib.SMTPException, OSError) as exc:
             return Item(key, FAIL, f"{where}: {str(exc) or type(exc).__name__}",
                         "check [smtp] host, port and security")
-        fix = ""
+        notes = []
         if c.security == "none":
-            return Item(key, FAIL, f"{where}: {steps}, but without TLS",
-                        'set [smtp] security = "starttls" (or "tls")')
+            notes.append("no TLS: fine for a relay on this machine (nothing crosses a "
+                         "network); it needs its own TLS to the recipients")
         if not c.username:
-            fix = "no AUTH configured: fine for a relay that trusts this host"
-        return Item(key, OK, f"{where}: {steps} succeeded (nothing sent)", fix)
-    a = settings.api
+            notes.append("no AUTH configured: fine for a relay that trusts this host")
+        return Item(key, OK, f"{where}: {steps} succeeded (nothing sent)", "; ".join(notes))
     if not a.api_key:
         return Item(key, FAIL, "[api] api_key is not set", f"set the {backend} API key")
     pattern, shape = _KEY_SHAPES[backend]
@@ -304,34 +337,36 @@ def check_transport(settings: Settings) -> Item:
     return Item(key, OK, "API key present and well-formed (not sent anywhere)")
 
 
-def check_templates(settings: Settings) -> Item:
+def check_templates(r: RenderConfig) -> Item:
     from newsletter.errors import TemplateError
     from newsletter.render.compile import compile_templates, template_dir
 
     try:
-        compiled = compile_templates(settings.render.templates)
+        compiled = compile_templates(r.templates)
     except TemplateError as exc:
         return Item("templates", FAIL, str(exc), "fix the template named above")
-    where = template_dir(settings.render.templates)
+    where = template_dir(r.templates)
     return Item("templates", OK, f"{where} compiles (version {compiled.version})")
 
 
-def check_images(settings: Settings) -> Item:
-    r = settings.render
+def check_images(r: RenderConfig) -> Item:
     if r.images == "none":
         return Item("render.images", OK, "none: the email loads nothing when opened")
     return Item("render.images", INFO, f"remote: thumbnails load from {r.image_url} "
                 "(the sender of those images sees each open)")
 
 
-def run_checks(settings: Settings, *, probe: bool = True) -> list[Item]:
+def run_checks(*, web: WebConfig, sender: SenderConfig, render: RenderConfig,
+               transport: TransportConfig, smtp: SmtpConfig, api: ApiConfig,
+               probe: bool = True) -> list[Item]:
     """Every item, in the order an operator fixes them. ``probe=False`` skips the
-    network (the SMTP connection), for ``send``'s quick gate."""
-    items = [check_base_url(settings), check_sender(settings), check_list_id(settings),
-             check_postal(settings), *check_dkim(settings), *dns_items(settings)]
+    network (the SMTP connection)."""
+    items = [check_base_url(web), check_sender(sender), check_list_id(sender),
+             check_postal(sender), *check_dkim(render, sender),
+             *dns_items(sender, transport.backend, smtp)]
     if probe:
-        items.append(check_transport(settings))
-    items += [check_templates(settings), check_images(settings)]
+        items.append(check_transport(transport.backend, smtp, api))
+    items += [check_templates(render), check_images(render)]
     return items
 
 
@@ -340,11 +375,11 @@ def as_json(items: list[Item]) -> dict[str, object]:
             "items": [{**asdict(i), "ok": i.ok} for i in items]}
 
 
-def send_blockers(settings: Settings) -> list[str]:
+def send_blockers(backend: str, web: WebConfig, sender: SenderConfig) -> list[str]:
     """What makes mail through a real transport non-compliant (http unsubscribe link,
     a local sender, no postal address); empty for ``outbox``/``console``."""
-    if settings.transport.backend in LOCAL_BACKENDS:
+    if backend in LOCAL_BACKENDS:
         return []
-    items = [check_base_url(settings), check_sender(settings), check_postal(settings)]
+    items = [check_base_url(web), check_sender(sender), check_postal(sender)]
     return [f"{i.key}: {i.detail}" for i in items
             if not i.ok and i.blocks_send]

@@ -13,11 +13,13 @@ from newsletter.config import Settings
 from newsletter.delivery.plan import Job
 from newsletter.ranking.selection import Selection
 from newsletter.render.digest import PaperInfo
-from newsletter.render.links import LinkMaker, Signer, secret_keys
+from newsletter.render.links import LinkMaker, Signer
 from newsletter.render.renderer import Rendered, Renderer
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import Edition, Entry, utcnow
-from newsletter.store.queries import edition_entries
+from newsletter.store.queries import edition_entries, sent_map
+from newsletter.store.votes import vote_history
 
 
 def get_or_create_edition(engine: Engine, day: dt.date, slot: str = "") -> Edition:
@@ -43,14 +45,15 @@ class EditionContext:
     def __init__(self, settings: Settings, session: Any, edition: Edition,
                  rows: list[Entry], *, keys: list[str] | None = None,
                  ignore_sent: bool = False) -> None:
-        self.selection = Selection.build(settings, session, rows, edition.day,
-                                         ignore_sent=ignore_sent)
-        keys = keys or secret_keys(settings, session)
-        links = LinkMaker(settings, Signer(keys))
+        sent = None if ignore_sent else sent_map(session, [e.id for e in rows])
+        self.selection = Selection.build(settings.ranking, rows, edition.day, sent=sent,
+                                         history=vote_history(session))
+        keys = keys or secret_keys(settings.web, session)
+        links = LinkMaker(settings.web, settings.sender, Signer(keys))
         papers = [PaperInfo.of(e, links.paper(e.id)) for e in rows]
         self.rows = rows
         self.index = {e.id: i for i, e in enumerate(rows)}
-        self.renderer = Renderer(settings, keys=keys,
+        self.renderer = Renderer(settings.render, settings.sender, settings.web, keys=keys,
                                  day=edition.day, edition_id=edition.id or 0, papers=papers,
                                  acronyms=self.selection.ranker.corpus.acronyms)
 

@@ -31,12 +31,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from newsletter.delivery.plan import Job, PlanReport
 from newsletter.render.renderer import Recipient, Rendered
+from newsletter.store import lifecycle
 from newsletter.store.db import session_scope
 from newsletter.store.models import (
     Delivery,
     DeliveryStatus,
     Edition,
-    Event,
     SentEntry,
     Subscriber,
     SubscriberStatus,
@@ -337,11 +337,8 @@ class DbLedger:
                     "b_id": o.job.delivery_id, "b_status": o.status, "b_error": o.error[:2000],
                     "b_reason": "permanent" if o.permanent else "transient"} for o in failed])
             for o in failed:
-                if o.bounce:
-                    s.execute(update(Subscriber).where(Subscriber.id == o.job.recipient.id)
-                              .values(status=SubscriberStatus.BOUNCED,
-                                      bounce_count=Subscriber.bounce_count + 1))
-                    s.add(Event(subscriber_id=o.job.recipient.id, kind="bounced",
-                                detail={"error": o.error[:500], "edition": self.edition.id}))
+                if o.bounce:  # the subscriber's change is the lifecycle's, as every one is
+                    lifecycle.bounce_id(s, o.job.recipient.id, by="bounce",
+                                        error=o.error[:500], edition=self.edition.id)
 
 

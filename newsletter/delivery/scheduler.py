@@ -31,7 +31,7 @@ def ingest_sources(app: App) -> None:
         return
     m = metrics()
     try:
-        report = run_ingest(app.settings, app.session, [])  # recorded for `sources list`
+        report = run_ingest(app.settings.sources, app.session, [])  # recorded for `sources list`
     except Exception:
         m.ingest_runs.labels(outcome="error").inc()
         raise

@@ -10,13 +10,14 @@ duplicates.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.config import Settings, SourceConfig
+from newsletter.config import SourceConfig
 from newsletter.errors import InputError, NewsletterError, SourceError
 from newsletter.ingest import encoding
 from newsletter.ingest.fetch import Fetcher, Validators
@@ -104,9 +105,9 @@ class IngestReport:
         return sum(len(x.skipped) for x in self.loaded)
 
 
-def resolve(spec: str, settings: Settings) -> SourceConfig:
-    """A SOURCE argument: a ``[[sources]]`` name, a URL, or a file path."""
-    for src in settings.sources:
+def resolve(spec: str, configured: Sequence[SourceConfig]) -> SourceConfig:
+    """A SOURCE argument: a ``[[sources]]`` name (of ``configured``), a URL, or a path."""
+    for src in configured:
         if src.name == spec:
             if not (src.url or src.path):
                 raise InputError(f"[[sources]] {spec}: needs url or path")
@@ -217,14 +218,15 @@ def refresh(row: Entry, p: Paper, now: dt.datetime) -> None:
 
 
 def ingest(
-    settings: Settings, session: Session, specs: list[str], strict: bool = False
+    configured: Sequence[SourceConfig], session: Session, specs: list[str], strict: bool = False
 ) -> IngestReport:
     """Load every source, then store them all; any source-level error stores nothing.
+    ``specs`` name sources (``resolve``); none: every ``configured`` one (``[[sources]]``).
 
     Unusable items inside a usable source are skipped and listed in the report,
     unless ``strict``, when the first one is an error like any other.
     """
-    sources = [resolve(s, settings) for s in specs] or list(settings.sources)
+    sources = [resolve(s, configured) for s in specs] or list(configured)
     if not sources:
         raise InputError("nothing to ingest: name a file, URL or [[sources]] entry")
     fetcher = Fetcher() if any(s.url for s in sources) else None

@@ -10,7 +10,7 @@ exactly what ``sources list`` must be able to show.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.config import Settings
+from newsletter.config import SourceConfig
 from newsletter.errors import NewsletterError
 from newsletter.ingest.fetch import Fetcher
 from newsletter.ingest.formats import Skipped
@@ -30,12 +30,14 @@ SessionFactory = Callable[[], AbstractContextManager[Session]]
 
 
 def run_ingest(
-    settings: Settings, sessions: SessionFactory, specs: list[str], strict: bool = False
+    configured: Sequence[SourceConfig], sessions: SessionFactory, specs: list[str],
+    strict: bool = False,
 ) -> IngestReport:
-    """``ingest`` in one transaction, with each source's outcome recorded for ``sources list``."""
+    """``ingest`` in one transaction, with each source's outcome recorded for ``sources list``
+    (``configured``: the ``[[sources]]`` entries)."""
     try:
         with sessions() as session:
-            report = ingest(settings, session, specs, strict=strict)
+            report = ingest(configured, session, specs, strict=strict)
             now = utcnow()
             for loaded in report.loaded:
                 _save(session, loaded.name or loaded.origin, SourceRun(
@@ -63,11 +65,11 @@ def _save(session: Session, name: str, run: SourceRun) -> None:
     session.add(row)
 
 
-def list_sources(settings: Settings, session: Session) -> list[dict[str, Any]]:
+def list_sources(configured: Sequence[SourceConfig], session: Session) -> list[dict[str, Any]]:
     """Every configured source with its last ingest; then any other source ingested by hand."""
     runs = {r.name: r for r in session.scalars(select(SourceRun))}
     out = []
-    for src in settings.sources:
+    for src in configured:
         out.append({"name": src.name, "kind": src.kind, "where": src.url or src.path or "",
                     "configured": True, "last": _run_dict(runs.pop(src.name, None))})
     for name, run in sorted(runs.items()):
@@ -95,9 +97,9 @@ class DryRun:
     folded: int = 0
 
 
-def dry_run(settings: Settings, spec: str, strict: bool = False) -> DryRun:
+def dry_run(configured: Sequence[SourceConfig], spec: str, strict: bool = False) -> DryRun:
     """Fetch (no validators: always the full body) and parse one source; store nothing."""
-    src = resolve(spec, settings)
+    src = resolve(spec, configured)
     fetcher = Fetcher() if src.url else None
     try:
         origin, body, content_type, _ = fetch_bytes(src, fetcher)

@@ -38,17 +38,15 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import sparse
 
-from newsletter.ranking.engine import Feature
-from newsletter.ranking.profile import Term
+from newsletter.config import RankingConfig
+from newsletter.profile import Term
+from newsletter.ranking.corpus import Corpus, Feature, RankEntry
 from newsletter.ranking.text import STOPWORDS, analyze_words, stem, words
-
-if TYPE_CHECKING:
-    from newsletter.ranking.engine import RankEntry, Ranker
 
 MAX_LEARNED = 10  # learned terms kept per subscriber (the strongest)
 MAX_DF_SHARE = 0.2  # a term in more of today's papers than this says little
@@ -68,6 +66,23 @@ TITLE_FILLER = frozenset(stem(w) for w in """
     effective efficient efficiently via all-in-one large-scale scale scaling technical
     report again meets meet beyond inside matter matters really
     """.split())  # noqa: SIM905 - a word list reads better as words
+
+
+class RankerLike(Protocol):
+    """What the learner needs of the engine's ranker: the papers, the settings, and
+    feature ids (made on first use), so learned weights land in the ranker's matrix.
+    The engine makes the learner; the learner knows the ranker only through this."""
+
+    @property
+    def corpus(self) -> Corpus: ...
+
+    @property
+    def cfg(self) -> RankingConfig: ...
+
+    @property
+    def features(self) -> list[Feature]: ...
+
+    def feature_of(self, term: Term | Feature) -> int: ...
 
 
 @dataclass
@@ -130,7 +145,7 @@ def term_key(feature: Feature) -> str:
     return " ".join(feature.variants[0]) if feature.variants else ""
 
 
-def _tokens(text: str, ranker: Ranker) -> list[tuple[str, str]]:
+def _tokens(text: str, ranker: RankerLike) -> list[tuple[str, str]]:
     """(stem, surface word) per content word, in order: the analysis profile terms and
     papers get (``analyze_words`` splits hyphens the same way as ``_HYPHENS`` here)."""
     surface = words(text)
@@ -144,7 +159,7 @@ class Learner:
     """Votes → learned weights per chunk of subscribers, for one ranker (one day's
     papers): each voted paper's terms are found once, as feature ids of the ranker."""
 
-    def __init__(self, ranker: Ranker, votes: Votes) -> None:
+    def __init__(self, ranker: RankerLike, votes: Votes) -> None:
         self.ranker = ranker
         self.votes = votes
         cfg = ranker.cfg

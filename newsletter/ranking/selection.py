@@ -5,28 +5,60 @@ An edition's candidates are the papers that *arrived* since the previous
 edition (the first edition takes everything stored), not a publication-date
 window: daily-papers sites feature papers whose arXiv dates are months old.
 Papers already sent to a subscriber are excluded per subscriber by the ranker.
+
+The ranking reads nothing itself: the caller passes the papers, what was sent
+(``store.queries.sent_map``) and the votes (``store.votes.vote_history``), so the
+same selection is built from a database, a sample file or a test's lists.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from newsletter.config import Settings
-from newsletter.ranking.engine import Corpus, RankEntry, Ranker
+from newsletter.config import RankingConfig
+from newsletter.ranking.corpus import Corpus, RankEntry
+from newsletter.ranking.engine import Ranker
 from newsletter.ranking.feedback import Votes
 from newsletter.ranking.related import RelatedTerms
 from newsletter.ranking.text import Acronyms
-from newsletter.store.models import Entry, LearnedMute, Vote
-from newsletter.store.queries import sent_map
 
 
-def load_acronyms(settings: Settings, entries: list[RankEntry]) -> Acronyms:
-    table = Acronyms.load(settings.ranking.acronyms)
+class VoteLike(Protocol):
+    """One vote (``store.votes.VoteRow``)."""
+
+    @property
+    def subscriber_id(self) -> int: ...
+
+    @property
+    def entry_id(self) -> str: ...
+
+    @property
+    def direction(self) -> int: ...
+
+    @property
+    def created_at(self) -> dt.datetime: ...
+
+
+class VoteHistoryLike(Protocol):
+    """The votes that count, the papers voted on and the removed learned terms
+    (``store.votes.VoteHistory``)."""
+
+    @property
+    def votes(self) -> Sequence[VoteLike]: ...
+
+    @property
+    def papers(self) -> Sequence[Any]: ...
+
+    @property
+    def mutes(self) -> Mapping[int, frozenset[str]]: ...
+
+
+def load_acronyms(cfg: RankingConfig, entries: list[RankEntry]) -> Acronyms:
+    table = Acronyms.load(cfg.acronyms)
     for e in entries:
         table.learn(e.title)
         table.learn(e.abstract)
@@ -42,61 +74,52 @@ class Selection:
     sent: dict[int, list[int]]
 
     @classmethod
-    def build(cls, settings: Settings, session: Session, rows: list[Entry],
-              today: dt.date, *, ignore_sent: bool = False, votes: bool = True) -> Selection:
-        """``votes=False``: nobody's votes count (``for_subscriber`` adds one's)."""
+    def build(cls, cfg: RankingConfig, rows: Sequence[Any], today: dt.date, *,
+              sent: Mapping[int, list[int]] | None = None,
+              history: VoteHistoryLike | None = None) -> Selection:
+        """``rows``: the papers (stored entries or anything shaped like them); ``sent``:
+        per subscriber, indices into ``rows`` of papers they already had (None: nobody
+        had any); ``history``: the votes that count (None: nobody's; ``for_subscriber``
+        adds one subscriber's)."""
         entries = [RankEntry.of(e) for e in rows]
-        cfg = settings.ranking
         related = RelatedTerms.load(cfg.related_terms) if cfg.expand_related else None
-        corpus = Corpus(entries, load_acronyms(settings, entries), cfg, today, related)
-        sent = {} if ignore_sent else sent_map(session, [e.id for e in entries])
-        learned, voted = (load_votes(session, [e.id for e in entries], today) if votes
-                          else (None, {}))
+        corpus = Corpus(entries, load_acronyms(cfg, entries), cfg, today, related)
+        had = dict(sent or {})  # the caller's lists are not changed
+        learned, voted = (learn_votes(history, [e.id for e in entries], today)
+                          if history is not None else (None, {}))
         for sub_id, indices in voted.items():  # a paper voted on is never shown again
-            sent.setdefault(sub_id, []).extend(indices)
-        return cls(entries, Ranker(corpus, cfg, learned), sent)
+            had[sub_id] = [*had.get(sub_id, ()), *indices]
+        return cls(entries, Ranker(corpus, cfg, learned), had)
 
-    def for_subscriber(self, session: Session, subscriber_id: int) -> Selection:
-        """The same papers and corpus with only this subscriber's votes counting (and
-        the papers they voted on never picked): cheap, the corpus is shared."""
+    def for_subscriber(self, subscriber_id: int, history: VoteHistoryLike) -> Selection:
+        """The same papers and corpus with only this subscriber's votes (``history``,
+        theirs alone) counting, and the papers they voted on never picked: cheap, the
+        corpus is shared."""
         corpus = self.ranker.corpus
-        learned, voted = load_votes(session, [e.id for e in self.entries], corpus.today,
-                                    subscriber_id)
+        learned, voted = learn_votes(history, [e.id for e in self.entries], corpus.today)
         sent = {subscriber_id: list(self.sent.get(subscriber_id, ()))
                 + voted.get(subscriber_id, [])}
         return Selection(self.entries, Ranker(corpus, self.ranker.cfg, learned), sent)
 
 
-def load_votes(session: Session, entry_ids: list[str], today: dt.date,
-               subscriber_id: int | None = None) -> tuple[Votes | None, dict[int, list[int]]]:
-    """Every vote (or one subscriber's), as the ranker's arrays (None when nobody
-    voted), and per subscriber the indices into ``entry_ids`` of papers they voted on."""
-    query = select(Vote.subscriber_id, Vote.entry_id, Vote.direction, Vote.created_at)
-    mutes_query = select(LearnedMute.subscriber_id, LearnedMute.term)
-    if subscriber_id is not None:
-        query = query.where(Vote.subscriber_id == subscriber_id)
-        mutes_query = mutes_query.where(LearnedMute.subscriber_id == subscriber_id)
-    rows = session.execute(query).all()
-    if not rows:
+def learn_votes(history: VoteHistoryLike, entry_ids: list[str], today: dt.date,
+                ) -> tuple[Votes | None, dict[int, list[int]]]:
+    """The votes as the ranker's arrays (None when nobody voted), and per subscriber
+    the indices into ``entry_ids`` of papers they voted on."""
+    if not history.votes:
         return None, {}
     position = {eid: i for i, eid in enumerate(entry_ids)}
-    voted: dict[int, list[int]] = defaultdict(list)
-    ids = sorted({r[1] for r in rows})
     papers: dict[str, int] = {}
     texts: list[RankEntry] = []
-    for start in range(0, len(ids), 900):
-        for e in session.scalars(select(Entry).where(Entry.id.in_(ids[start : start + 900]))):
-            papers[e.id] = len(texts)
-            texts.append(RankEntry.of(e))
+    for e in history.papers:
+        papers[e.id] = len(texts)
+        texts.append(RankEntry.of(e))
+    voted: dict[int, list[int]] = defaultdict(list)
     data = []
-    for sub_id, entry_id, direction, at in rows:
-        if entry_id in position:
-            voted[sub_id].append(position[entry_id])
-        if entry_id in papers:
-            data.append((sub_id, papers[entry_id], 1 if direction > 0 else -1,
-                         max((today - at.date()).days, 0)))
-    mutes: dict[int, set[str]] = defaultdict(set)
-    for sub_id, term in session.execute(mutes_query):
-        mutes[sub_id].add(term)
-    return (Votes.of(data, texts, {k: frozenset(v) for k, v in mutes.items()}),
-            dict(voted))
+    for v in history.votes:
+        if v.entry_id in position:
+            voted[v.subscriber_id].append(position[v.entry_id])
+        if v.entry_id in papers:
+            data.append((v.subscriber_id, papers[v.entry_id], 1 if v.direction > 0 else -1,
+                         max((today - v.created_at.date()).days, 0)))
+    return Votes.of(data, texts, dict(history.mutes)), dict(voted)

@@ -1,23 +1,17 @@
 """Ranked picks as plain data: what ``newsletter rank --json``, the preview and the
-web preferences page show, built by one function so they never disagree."""
+web preferences page show, built by one function so they never disagree; and what
+votes teach, in words. The callers read the database (``newsletter/service/ranking``);
+this takes a built ``Selection``."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from newsletter.config import Settings
-from newsletter.errors import InputError
+from newsletter.profile import parse_profile
 from newsletter.ranking.feedback import Learned
-from newsletter.ranking.profile import parse_profile
 from newsletter.ranking.selection import Selection
-from newsletter.store import votes as votes_mod
-from newsletter.store.models import Entry, Subscriber, utcnow
-from newsletter.store.queries import candidate_entries, edition_entries, subscriber_rows
 
 
 def pick_dicts(selection: Selection, chunk: Any, row: int, keywords: str) -> list[
@@ -64,63 +58,35 @@ class VoteOutcome:
         return f"We'll show {'more' if more else 'fewer'} papers like this one."
 
 
-def learning_selection(settings: Settings, session: Session) -> Selection:
-    """Every stored paper, as the preferences page ranks them: what votes teach is
-    shown against this."""
-    now = utcnow()
-    return Selection.build(settings, session, candidate_entries(session, since=None, until=now),
-                           dt.date.today(), ignore_sent=True)
-
-
-def learned_terms(settings: Settings, session: Session, sub: Subscriber,
-                  selection: Selection | None = None) -> list[Learned]:
-    """What a subscriber's votes teach today, strongest first."""
-    selection = selection or learning_selection(settings, session)
+def learned_terms(selection: Selection, subscriber_id: int, keywords: str) -> list[Learned]:
+    """What a subscriber's votes teach (in ``selection``, built with their votes),
+    strongest first."""
     learner = selection.ranker.learner
     if learner is None:
         return []
-    written = {f for f, _, _, _ in selection.ranker._terms_of(sub.keywords)}
-    return learner.learned(sub.id, written)
+    written = {f for f, _, _, _ in selection.ranker._terms_of(keywords)}
+    return learner.learned(subscriber_id, written)
 
 
-def cast_vote(settings: Settings, session: Session, email: str | None, paper_id: str,
-              direction: int, *, source: str, subscriber_id: int | None = None) -> VoteOutcome:
-    """Record a vote (by address or id) and say what it taught."""
-    sub = (session.get(Subscriber, subscriber_id) if subscriber_id is not None
-           else votes_mod.subscriber_by_email(session, email or ""))
-    if sub is None:
-        raise InputError("this subscription no longer exists")
-    vote, before = votes_mod.record(session, sub.id, paper_id, direction, source)
-    entry = session.get(Entry, paper_id)
-    selection = learning_selection(settings, session)
-    learned = learned_terms(settings, session, sub, selection)
+def moved_terms(selection: Selection, learned: list[Learned], paper_id: str,
+                direction: int) -> list[str]:
+    """The learned terms (of ``learned``) a vote on ``paper_id`` moved its way, as the
+    paper wrote them: what the thank-you page names."""
     learner = selection.ranker.learner
-    moved: list[str] = []
-    if learner is not None:
-        mine = set(learner.paper_fids(paper_id))
-        moved = [t.term for t in learned if t.fid in mine and (t.weight > 0) == (direction > 0)]
-    return VoteOutcome(sub.email, paper_id, entry.title if entry else paper_id, vote.direction,
-                       before, moved[:3])
+    if learner is None:
+        return []
+    mine = set(learner.paper_fids(paper_id))
+    return [t.term for t in learned if t.fid in mine and (t.weight > 0) == (direction > 0)]
 
 
-def rank_subscribers(settings: Settings, session: Session, *, email: str | None = None,
-                     limit: int | None = None, all_entries: bool = False,
-                     today: dt.date | None = None) -> Iterator[dict[str, Any]]:
-    """Per subscriber: the picks the next edition would make (or over every entry).
-    A named subscriber is ranked whatever their status (the preferences page, `rank`)."""
-    now = utcnow()
-    rows = (candidate_entries(session, since=None, until=now) if all_entries
-            else edition_entries(session, "", now))
-    selection = Selection.build(settings, session, rows, today or dt.date.today(),
-                                ignore_sent=all_entries)
-    subs = list(subscriber_rows(session, email=email)) if email else None
-    if email and not subs:
-        raise InputError(f"{email} is not a subscriber")
-    source = subs if subs is not None else subscriber_rows(session)
+def rank_dicts(selection: Selection, subscribers: Iterable[tuple[int, str, str, str]],
+               limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Per subscriber (id, email, name, keywords): the picks ``selection`` makes, as
+    ``newsletter rank --json`` prints them."""
     people: dict[int, tuple[str, str]] = {}
 
     def keyed() -> Iterator[tuple[int, str]]:
-        for sub_id, address, _name, keywords in source:
+        for sub_id, address, _name, keywords in subscribers:
             people[sub_id] = (address, keywords)
             yield sub_id, keywords
 

@@ -3,7 +3,8 @@
 Tokens are signed (HMAC), not stored, so a link in a years-old email still works and
 nothing has to be written to mint one (a preview writes nothing). Keys rotate:
 ``[web] secret_keys`` lists keys newest first; the newest signs, all verify.
-Unset, the key made when the database was created is used.
+Unset, the key made when the database was created is used (``store.keys`` reads
+them; everything here takes the keys as arguments).
 """
 
 from __future__ import annotations
@@ -16,25 +17,13 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from sqlalchemy.orm import Session
-
-from newsletter.config import Settings
+from newsletter.config import SenderConfig, WebConfig
 from newsletter.errors import InputError
-from newsletter.store.models import Meta
 
 PURPOSES = ("unsubscribe", "preferences", "confirm", "view", "webhook", "feed", "vote")
 # ids in base 36 joined by "-", a dot, a 128-bit MAC in unpadded base64url: anything else
 # (a non-ASCII byte, padding, a slash) is refused before any HMAC is computed.
 TOKEN_SHAPE = re.compile(r"[0-9a-z]{1,13}(?:-[0-9a-z]{1,13}){0,7}\.[A-Za-z0-9_-]{22}")
-
-
-def secret_keys(settings: Settings, session: Session) -> list[str]:
-    if settings.web.secret_keys:
-        return list(settings.web.secret_keys)
-    row = session.get(Meta, "secret_key")
-    if row is None:  # pragma: no cover - the migration always makes one
-        raise InputError("no signing key: set [web] secret_keys or run `newsletter db upgrade`")
-    return [row.value]
 
 
 class Signer:
@@ -105,9 +94,9 @@ class Links:
 
 
 class LinkMaker:
-    def __init__(self, settings: Settings, signer: Signer) -> None:
-        self.base = settings.web.base_url.rstrip("/")
-        self.mailbox = settings.sender.from_address
+    def __init__(self, web: WebConfig, sender: SenderConfig, signer: Signer) -> None:
+        self.base = web.base_url.rstrip("/")
+        self.mailbox = sender.from_address  # where a mailto: unsubscribe goes
         self.signer = signer
         self._quoted: dict[str, str] = {}  # paper id → its URL path segment
 

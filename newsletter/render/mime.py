@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from newsletter.addresses import clean_header_text
-from newsletter.config import Settings
+from newsletter.config import SenderConfig
 
 LINE = 78  # RFC 5322's recommended line length; folded headers keep to it
 WORD = 75  # RFC 2047's limit for one encoded word
@@ -135,9 +135,9 @@ class Message:
 
 
 class MimeBuilder:
-    def __init__(self, settings: Settings, dkim: DkimSigner | None = None, *,
+    def __init__(self, sender: SenderConfig, dkim: DkimSigner | None = None, *,
                  feedback_id: str = "") -> None:
-        s = settings.sender
+        s = sender
         self.sender = s.from_address
         self.domain = s.from_address.rpartition("@")[2] or "localhost"
         self.boundary = f"=_nl_{secrets.token_hex(12)}"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from newsletter.config import Settings
+from newsletter.config import RenderConfig, SenderConfig, WebConfig
 from newsletter.errors import ConfigError
 from newsletter.ranking.engine import Explanation
 from newsletter.ranking.text import Acronyms
@@ -49,8 +49,8 @@ class Rendered:
     matched_terms: tuple[str, ...]
 
 
-def dkim_signer(settings: Settings) -> DkimSigner | None:
-    r = settings.render
+def dkim_signer(r: RenderConfig) -> DkimSigner | None:
+    """The DKIM signer the ``[render]`` section configures, or None (no DKIM)."""
     if not (r.dkim_selector and r.dkim_domain and r.dkim_private_key):
         return None
     try:
@@ -62,19 +62,21 @@ def dkim_signer(settings: Settings) -> DkimSigner | None:
 
 
 class Renderer:
-    def __init__(self, settings: Settings, *, keys: list[str], day: dt.date, edition_id: int,
-                 papers: list[PaperInfo], acronyms: Acronyms) -> None:
-        self.settings = settings
-        self.compiled = compile_templates(settings.render.templates)
-        self.mime = MimeBuilder(settings, dkim_signer(settings),
-                                feedback_id=f"{edition_id}:digest:{settings.sender.list_id}")
-        self.links = LinkMaker(settings, Signer(keys))
-        if settings.render.images == "remote":
-            papers = [p.with_image(settings.render.image_url) for p in papers]
+    def __init__(self, render: RenderConfig, sender: SenderConfig, web: WebConfig, *,
+                 keys: list[str], day: dt.date, edition_id: int, papers: list[PaperInfo],
+                 acronyms: Acronyms) -> None:
+        """The ``[render]`` section (templates, images, DKIM), the ``[sender]`` one (the
+        From and List-Id headers) and ``[web]`` (the links' base URL)."""
+        self.compiled = compile_templates(render.templates)
+        self.mime = MimeBuilder(sender, dkim_signer(render),
+                                feedback_id=f"{edition_id}:digest:{sender.list_id}")
+        self.links = LinkMaker(web, sender, Signer(keys))
+        if render.images == "remote":
+            papers = [p.with_image(render.image_url) for p in papers]
         self.digest = DigestBuilder(papers, acronyms)
         self.edition_id = edition_id
         self.day = day
-        s = settings.sender
+        s = sender
         self.sender = {"from_name": s.from_name, "from_address": s.from_address,
                        "postal_address": s.postal_address}
         self.edition = {"date_long": f"{day:%A}, {day:%B} {day.day}, {day.year}",

@@ -15,7 +15,7 @@ from importlib import resources
 from types import SimpleNamespace
 from typing import Any
 
-from newsletter.config import Settings
+from newsletter.config import RankingConfig, RenderConfig, SenderConfig, WebConfig
 from newsletter.ingest.papers import Paper
 from newsletter.ingest.run import parse_text
 from newsletter.ranking.engine import Corpus, RankEntry, Ranker
@@ -62,21 +62,25 @@ def hostile_papers() -> list[Any]:
 
 class SampleSet:
     """One edition's renderer and ranker over some papers, ranking like ``send`` does:
-    matches above ``min_relevance`` by score, else the most upvoted as trending."""
+    matches above ``min_relevance`` by score, else the most upvoted as trending.
+    Each config section left out is the default one."""
 
-    def __init__(self, settings: Settings, rows: list[Any], day: dt.date = DAY) -> None:
-        self.settings = settings
+    def __init__(self, rows: list[Any], day: dt.date = DAY, *,
+                 ranking: RankingConfig | None = None, render: RenderConfig | None = None,
+                 sender: SenderConfig | None = None, web: WebConfig | None = None) -> None:
+        self.cfg = cfg = ranking or RankingConfig()
+        web = web or WebConfig()
         entries = [RankEntry.of(r) for r in rows]
-        acronyms = load_acronyms(settings, entries)
-        self.ranker = Ranker(Corpus(entries, acronyms, settings.ranking, day), settings.ranking)
-        papers = [PaperInfo.of(r, f"{settings.web.base_url.rstrip('/')}/papers/{r.id}")
-                  for r in rows]
-        self.renderer = Renderer(settings, keys=["sample-key"], day=day, edition_id=1,
-                                 papers=papers, acronyms=acronyms)
+        acronyms = load_acronyms(cfg, entries)
+        self.ranker = Ranker(Corpus(entries, acronyms, cfg, day), cfg)
+        papers = [PaperInfo.of(r, f"{web.base_url.rstrip('/')}/papers/{r.id}") for r in rows]
+        self.renderer = Renderer(render or RenderConfig(), sender or SenderConfig(), web,
+                                 keys=["sample-key"], day=day, edition_id=1, papers=papers,
+                                 acronyms=acronyms)
         self.upvotes = [int(r.upvotes or 0) for r in rows]
 
     def render(self, who: Recipient) -> Rendered:
-        cfg = self.settings.ranking
+        cfg = self.cfg
         every = list(range(len(self.upvotes)))
         ex = self.ranker.explain_many(who.keywords, every)
         matches = sorted((i for i in every if ex[i].relevance >= cfg.min_relevance),
@@ -87,13 +91,15 @@ class SampleSet:
         return self.renderer.render(who, top, [None] * len(top), True)
 
 
-def sample_digests(settings: Settings) -> dict[str, Rendered]:
+def sample_digests(*, ranking: RankingConfig | None = None, render: RenderConfig | None = None,
+                   sender: SenderConfig | None = None, web: WebConfig | None = None,
+                   ) -> dict[str, Rendered]:
     """``sample`` (Ada's digest), ``trending`` (a profile matching nothing) and
-    ``hostile`` (hostile titles, authors and links)."""
-    sample = SampleSet(settings, sample_papers())
+    ``hostile`` (hostile titles, authors and links), with the sections given."""
+    sample = SampleSet(sample_papers(), ranking=ranking, render=render, sender=sender, web=web)
     ada = sample_subscribers()[0]
     nobody = Recipient(99, "nobody@example.org", "Nobody", "medieval falconry")
-    hostile = SampleSet(settings, hostile_papers())
+    hostile = SampleSet(hostile_papers(), ranking=ranking, render=render, sender=sender, web=web)
     return {"sample": sample.render(ada), "trending": sample.render(nobody),
             "hostile": hostile.render(Recipient(7, "mallory@example.org", "Mallory <x>",
                                                 "attention, author:\"Eve O'Hara\""))}

@@ -102,15 +102,20 @@ def upgrade(engine: Engine) -> None:
 
 
 def _is_current(engine: Engine) -> bool:
+    return schema_state(engine) == "current"
+
+
+def schema_state(engine: Engine) -> str:
+    """``current``, ``missing`` (never migrated) or ``old`` (migrations to apply)."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     with engine.connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
-            return False
+            return "missing"
         current = MigrationContext.configure(conn).get_current_heads()
     heads = ScriptDirectory.from_config(_alembic_config(engine)).get_heads()
-    return set(current) == set(heads)
+    return "current" if set(current) == set(heads) else "old"
 
 
 @contextmanager

@@ -1,23 +1,29 @@
-"""Every change of a subscriber's state, in one place, each recording its Event.
+"""Every change of a subscriber's state or profile, in one place, each recording its
+Event with who asked for it.
 
-Confirm, unsubscribe, bounce, complaint, pause, resume, resubscribe and erase
-all come through here, whoever asks (the web pages, the webhooks, the delivery
-ledger, the CLI), so the rules live once: which states a change may leave from,
-what the audit trail says, and that an erased address stays suppressed.
+Confirm, unsubscribe, bounce, complaint, pause, resume, resubscribe, sign-up again,
+preferences, an operator's edit and erase all come through here, whoever asks (the
+web pages, the webhooks, the delivery ledger, the CLI, the console), so the rules live
+once: which states a change may leave from, what the audit trail says, and that an
+erased address stays suppressed. Every Event's detail names who did it (``by``):
+``cli``, ``web``, ``admin:<name>``, ``bounce`` (the delivery ledger, from the mail
+server's answer), ``webhook:<provider>``.
 
-Each function takes an open session and leaves committing to the caller, so a
-change and the rest of a transaction stand or fall together.
+Values arrive checked (the application layer, ``newsletter.service.subscribers``,
+checks them and words its errors for whoever asked); the words here are neutral.
+Each function takes an open session and leaves committing to the caller, so a change
+and the rest of a transaction stand or fall together.
 """
 
 from __future__ import annotations
 
-import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.errors import InputError
+from newsletter.errors import FieldError, InputError
 from newsletter.store.models import (
     Delivery,
     Event,
@@ -26,94 +32,105 @@ from newsletter.store.models import (
     Suppression,
     utcnow,
 )
+from newsletter.store.suppressions import address_hash
 
 S = SubscriberStatus
 # Stopped by the address's owner or its mail server: no edition goes there again unless
 # the owner asks (resubscribe or a new confirmed sign-up).
 STOPPED = (S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED)
+# What an operator may choose (the CLI's `subscribers edit --status` and the console's
+# form alike). Pending and complained are facts, never chosen: the person's own
+# confirmation, their own spam report. A subscriber already in any status may keep it.
+OPERATOR_STATUSES = (S.ACTIVE, S.PAUSED, S.UNSUBSCRIBED, S.BOUNCED)
+RECEIVING = (S.ACTIVE, S.PAUSED)
 
 
-def _event(session: Session, sub: Subscriber, kind: str, detail: dict[str, Any] | None) -> None:
-    session.add(Event(subscriber_id=sub.id, kind=kind, detail=detail or {}))
+def _event(session: Session, sub: Subscriber, kind: str, by: str,
+           detail: dict[str, Any] | None = None) -> None:
+    session.add(Event(subscriber_id=sub.id, kind=kind, detail={**(detail or {}), "by": by}))
 
 
-def _set(session: Session, sub: Subscriber, status: S, kind: str,
+def _set(session: Session, sub: Subscriber, status: S, kind: str, by: str,
          detail: dict[str, Any] | None = None) -> bool:
     if sub.status == status:
         return False
     sub.status = status
     sub.updated_at = utcnow()
-    _event(session, sub, kind, detail)
+    _event(session, sub, kind, by, detail)
     return True
 
 
-def confirm(session: Session, sub: Subscriber, source: str = "web") -> bool:
+def confirm(session: Session, sub: Subscriber, *, by: str = "web") -> bool:
     """Double opt-in completed: pending → active, with the consent recorded."""
     if sub.status != S.PENDING:
         return False
-    sub.consent_at, sub.consent_source = utcnow(), source
-    return _set(session, sub, S.ACTIVE, "confirmed")
+    sub.consent_at, sub.consent_source = utcnow(), by
+    return _set(session, sub, S.ACTIVE, "confirmed", by)
 
 
-def unsubscribe(session: Session, sub: Subscriber, **detail: Any) -> bool:
-    if sub.status in (S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED):
+def unsubscribe(session: Session, sub: Subscriber, *, by: str, **detail: Any) -> bool:
+    if sub.status in STOPPED:
         return False
-    return _set(session, sub, S.UNSUBSCRIBED, "unsubscribed", detail)
+    return _set(session, sub, S.UNSUBSCRIBED, "unsubscribed", by, detail)
 
 
-def bounce(session: Session, sub: Subscriber, **detail: Any) -> bool:
+def bounce(session: Session, sub: Subscriber, *, by: str, **detail: Any) -> bool:
     """A hard bounce: the address does not exist; stop sending there."""
     sub.bounce_count = (sub.bounce_count or 0) + 1
     if sub.status == S.BOUNCED:
-        _event(session, sub, "bounced", detail)
+        sub.updated_at = utcnow()
+        _event(session, sub, "bounced", by, detail)
         return False
-    return _set(session, sub, S.BOUNCED, "bounced", detail)
+    return _set(session, sub, S.BOUNCED, "bounced", by, detail)
 
 
-def bounce_id(session: Session, subscriber_id: int, **detail: Any) -> None:
+def bounce_id(session: Session, subscriber_id: int, *, by: str = "bounce",
+              **detail: Any) -> None:
     """The delivery ledger's hook: mark a subscriber bounced by id, in the ledger's
     own transaction (no ORM load needed)."""
     session.execute(update(Subscriber).where(Subscriber.id == subscriber_id)
                     .values(status=S.BOUNCED, bounce_count=Subscriber.bounce_count + 1,
                             updated_at=utcnow()))
-    session.add(Event(subscriber_id=subscriber_id, kind="bounced", detail=detail))
+    session.add(Event(subscriber_id=subscriber_id, kind="bounced",
+                      detail={**detail, "by": by}))
 
 
-def complain(session: Session, sub: Subscriber, **detail: Any) -> bool:
+def complain(session: Session, sub: Subscriber, *, by: str, **detail: Any) -> bool:
     """A spam complaint: the strongest "stop"."""
-    return _set(session, sub, S.COMPLAINED, "complained", detail)
+    return _set(session, sub, S.COMPLAINED, "complained", by, detail)
 
 
-def pause(session: Session, sub: Subscriber) -> bool:
+def pause(session: Session, sub: Subscriber, *, by: str) -> bool:
     if sub.status != S.ACTIVE:
         return False
-    return _set(session, sub, S.PAUSED, "paused")
+    return _set(session, sub, S.PAUSED, "paused", by)
 
 
-def resume(session: Session, sub: Subscriber) -> bool:
+def resume(session: Session, sub: Subscriber, *, by: str) -> bool:
     if sub.status != S.PAUSED:
         return False
-    return _set(session, sub, S.ACTIVE, "resumed")
+    return _set(session, sub, S.ACTIVE, "resumed", by)
 
 
-def resubscribe(session: Session, sub: Subscriber, source: str = "web") -> bool:
+def resubscribe(session: Session, sub: Subscriber, *, by: str = "web") -> bool:
     """The owner asks to come back after unsubscribing (from their own signed link).
     A bounced or complained address is not revived from here: the mail server said no."""
     if sub.status != S.UNSUBSCRIBED:
         return False
-    sub.consent_at, sub.consent_source = utcnow(), source
-    return _set(session, sub, S.ACTIVE, "resubscribed")
+    sub.consent_at, sub.consent_source = utcnow(), by
+    return _set(session, sub, S.ACTIVE, "resubscribed", by)
 
 
-def apply_notice(session: Session, address: str, kind: str, **detail: Any) -> bool:
+def apply_notice(session: Session, address: str, kind: str, *, by: str, **detail: Any
+                 ) -> bool:
     """A provider's bounce or complaint about ``address`` (already normalized)."""
     sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
     if sub is None:
         return False
     if kind == "bounce":
-        bounce(session, sub, **detail)
+        bounce(session, sub, by=by, **detail)
     elif kind == "complaint":
-        complain(session, sub, **detail)
+        complain(session, sub, by=by, **detail)
     else:
         raise ValueError(kind)
     return True
@@ -121,33 +138,7 @@ def apply_notice(session: Session, address: str, kind: str, **detail: Any) -> bo
 
 # ---- erasure ------------------------------------------------------------------------
 
-def address_hash(address: str) -> str:
-    """What an erased address leaves behind: enough to refuse it, not to read it."""
-    return hashlib.sha256(f"newsletter-suppression:{address.strip().lower()}".encode()).hexdigest()
-
-
-def is_suppressed(session: Session, address: str) -> bool:
-    return session.get(Suppression, address_hash(address)) is not None
-
-
-def suppressed_among(session: Session, addresses: list[str]) -> set[str]:
-    """The addresses (of ``addresses``) that were erased; for bulk imports."""
-    by_hash = {address_hash(a): a for a in addresses}
-    found: set[str] = set()
-    keys = list(by_hash)
-    for start in range(0, len(keys), 900):
-        chunk = keys[start : start + 900]
-        found.update(by_hash[h] for h in session.scalars(
-            select(Suppression.hash).where(Suppression.hash.in_(chunk))))
-    return found
-
-
-def refuse_suppressed(session: Session, address: str) -> None:
-    if is_suppressed(session, address):
-        raise InputError(f"{address} asked to be erased and cannot be added again")
-
-
-def erase(session: Session, sub: Subscriber, reason: str = "erased") -> None:
+def erase(session: Session, sub: Subscriber, *, by: str, reason: str = "erased") -> None:
     """Delete everything about a subscriber (row, ledger rows, sent papers, events)
     and keep only a hashed suppression entry, so a later import or sign-up cannot
     bring the address back."""
@@ -158,39 +149,94 @@ def erase(session: Session, sub: Subscriber, reason: str = "erased") -> None:
     session.execute(delete(Delivery).where(Delivery.subscriber_id == sub.id))
     session.delete(sub)
     session.flush()
-    session.add(Event(subscriber_id=None, kind="erased", detail={}))
+    session.add(Event(subscriber_id=None, kind="erased", detail={"by": by}))
 
 
-def sign_up(session: Session, address: str, *, keywords: str, tz: str, hour: int,
-            ) -> Subscriber | None:
-    """A web sign-up for ``address`` (normalized): the subscriber who should now get a
-    confirmation email (new, still pending, or back after unsubscribing), or None
-    (already active or paused, stopped by their mail server, or erased)."""
-    from newsletter.store.subscribers import add
+# ---- the owner's own changes ---------------------------------------------------------
 
-    if is_suppressed(session, address):
-        return None
-    sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
-    if sub is None:
-        return add(session, address, keywords=keywords, tz=tz, hour=hour,
-                   status=S.PENDING, source="web")
+def sign_up_again(session: Session, sub: Subscriber, *, keywords: str, tz: str, hour: int,
+                  by: str = "web") -> bool:
+    """A new sign-up for an address already known: a pending one starts over, an
+    unsubscribed one is pending again (until they confirm); False for everyone else
+    (already active or paused, stopped by their mail server)."""
     if sub.status not in (S.PENDING, S.UNSUBSCRIBED):
-        return None
-    _set(session, sub, S.PENDING, "signed_up_again")
+        return False
+    _set(session, sub, S.PENDING, "signed_up_again", by)
     sub.keywords, sub.tz, sub.send_hour = keywords, tz, hour
-    return sub
+    return True
 
 
 def update_preferences(session: Session, sub: Subscriber, *, keywords: str, tz: str,
-                       hour: int, paused: bool) -> bool:
+                       hour: int, paused: bool, by: str = "web") -> bool:
     """The owner's own settings; pausing and resuming are state changes like others.
     Only active or paused subscribers change here (False otherwise)."""
-    if sub.status not in (S.ACTIVE, S.PAUSED):
+    if sub.status not in RECEIVING:
         return False
     sub.keywords, sub.tz, sub.send_hour = keywords, tz, hour
+    sub.updated_at = utcnow()
     if paused:
-        pause(session, sub)
+        pause(session, sub, by=by)
     else:
-        resume(session, sub)
-    _event(session, sub, "preferences", None)
+        resume(session, sub, by=by)
+    _event(session, sub, "preferences", by)
     return True
+
+
+# ---- an operator's edit --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Changes:
+    """An operator's checked values; None leaves a field as it is."""
+
+    name: str | None = None
+    keywords: str | None = None
+    tz: str | None = None
+    send_hour: int | None = None
+    status: str | None = None
+
+
+def edit(session: Session, sub: Subscriber, changes: Changes, *, by: str) -> list[str]:
+    """An operator's change (CLI or console): the fields that changed. The profile
+    fields are recorded as one ``edited`` event; a status change is the same state
+    change (and event) as when the person or their mail server makes it."""
+    profile = {k: v for k, v in (("name", changes.name), ("keywords", changes.keywords),
+                                 ("tz", changes.tz), ("send_hour", changes.send_hour))
+               if v is not None and getattr(sub, k) != v}
+    if changes.status is not None and changes.status != sub.status:
+        _check_status(sub, changes.status)  # before anything changes
+    for key, value in profile.items():
+        setattr(sub, key, value)
+    if profile:
+        sub.updated_at = utcnow()
+        _event(session, sub, "edited", by, {"fields": sorted(profile)})
+    changed = sorted(profile)
+    if changes.status is not None and changes.status != sub.status:
+        _choose_status(session, sub, changes.status, by)
+        changed.append("status")
+    return changed
+
+
+def _check_status(sub: Subscriber, status: str) -> None:
+    """Whether an operator may move ``sub`` to ``status``: active and paused only
+    between themselves (an unsubscribed, bounced, complained or unconfirmed address
+    is only started again by its owner), unsubscribed from any status not already
+    stopped, bounced from any."""
+    if status not in OPERATOR_STATUSES:
+        raise FieldError("status", f"expected one of {', '.join(OPERATOR_STATUSES)}, "
+                         f"got {status!r}")
+    if status in RECEIVING and sub.status not in RECEIVING:
+        raise InputError(f"{sub.email} is {sub.status}; only they can start their emails "
+                         "again (or import them with status active after their consent)")
+    if status == S.UNSUBSCRIBED and sub.status in STOPPED:
+        raise InputError(f"{sub.email} is {sub.status}: already stopped")
+
+
+def _choose_status(session: Session, sub: Subscriber, status: str, by: str) -> None:
+    if status == S.PAUSED:
+        pause(session, sub, by=by)
+    elif status == S.ACTIVE:
+        resume(session, sub, by=by)
+    elif status == S.UNSUBSCRIBED:
+        unsubscribe(session, sub, by=by)
+    else:
+        bounce(session, sub, by=by)

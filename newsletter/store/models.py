@@ -313,6 +313,19 @@ class LearnedMute(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class SigningKeyUse(Base):
+    """A link-signing key that has signed links which left the service (emails,
+    pages), by fingerprint, with when that was first recorded. Only these are
+    protected when ``[web] secret_keys`` changes: a key that never signed anything
+    can be replaced freely."""
+
+    __tablename__ = "signing_key_uses"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_used_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    used_by: Mapped[str] = mapped_column(String(32), default="")  # the first command
+
+
 class WebhookEvent(Base):
     """A provider's notice already acted on, by its event id (hashed: ids are the
     provider's to shape), so the same notice posted again is refused, after a restart

@@ -1,4 +1,4 @@
-"""Subscriber management: add, bulk import, list, remove, export.
+"""Subscriber rows: add, bulk import, list, remove, export.
 
 Operator-added subscribers are active at once (the operator vouches for
 consent, recorded as ``consent_source``); web sign-ups stay pending until they
@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import clean_header_text, normalize_address
 from newsletter.errors import InputError
-from newsletter.ranking.profile import parse_profile
+from newsletter.profile import parse_profile
 from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
+from newsletter.store.suppressions import refuse_suppressed, suppressed_among
 
 CSV_COLUMNS = ("email", "name", "keywords", "tz", "hour")
 IMPORT_COLUMNS = (*CSV_COLUMNS, "status")  # an export re-imports as it was
@@ -30,7 +31,6 @@ IMPORT_STATUSES = tuple(s.value for s in SubscriberStatus if s != SubscriberStat
 
 IMPORT_BATCH = 5000  # rows per INSERT while importing
 MAX_REPORTED_ROWS = 50  # bad CSV rows listed in one run (all are counted)
-EDITABLE_STATUSES = (SubscriberStatus.ACTIVE.value, SubscriberStatus.PAUSED.value)
 
 
 def normalize_email(raw: str, *, utf8_local_part: bool = False) -> str:
@@ -100,8 +100,6 @@ def add(
     source: str = "cli",
     utf8_local_part: bool = False,
 ) -> Subscriber:
-    from newsletter.store.lifecycle import refuse_suppressed
-
     address = normalize_email(email, utf8_local_part=utf8_local_part)
     if session.scalar(select(Subscriber.id).where(Subscriber.email == address)):
         raise InputError(f"{address} is already subscribed (use the preferences to change it)")
@@ -121,7 +119,7 @@ def add(
     )
     session.add(sub)
     session.flush()
-    session.add(Event(subscriber_id=sub.id, kind="subscribed", detail={"source": source}))
+    session.add(Event(subscriber_id=sub.id, kind="subscribed", detail={"by": source}))
     return sub
 
 
@@ -202,6 +200,13 @@ def check_csv(data: bytes, origin: str) -> list[str]:
     return errors
 
 
+def import_source(origin: str) -> str:
+    """``import:<file>`` as the consent source, its end kept within the column's 64
+    characters (a long path would otherwise fail the whole import on PostgreSQL)."""
+    source = f"import:{origin}"
+    return source if len(source) <= 64 else "import:…" + origin[-(64 - len("import:…")):]
+
+
 def import_csv(session: Session, data: bytes, origin: str, *,
                utf8_local_part: bool = False) -> ImportReport:
     """Validate every row and insert all in one transaction. Every bad row is
@@ -218,8 +223,6 @@ def import_csv(session: Session, data: bytes, origin: str, *,
         raise InputError(f"{origin}:{line}: invalid UTF-8: expected a UTF-8 CSV file") from None
     if not text.strip():
         raise InputError(f"{origin}: empty file: expected a header row email,name,keywords,tz,hour")
-    from newsletter.store.lifecycle import suppressed_among
-
     existing = set(session.scalars(select(Subscriber.email)))
     report = ImportReport()
     now = utcnow()
@@ -251,7 +254,7 @@ def import_csv(session: Session, data: bytes, origin: str, *,
                 report.duplicates.append((line, address))
                 continue
             seen.add(address)
-            values.update(consent_at=now, consent_source=f"import:{origin}",
+            values.update(consent_at=now, consent_source=import_source(origin),
                           frequency="daily", bounce_count=0, created_at=now, updated_at=now)
             batch.append((line, values))
             if len(batch) >= IMPORT_BATCH:
@@ -272,49 +275,16 @@ def import_csv(session: Session, data: bytes, origin: str, *,
     return report
 
 
-def edit(session: Session, email: str, *, keywords: str | None = None,
-         name: str | None = None, tz: str | None = None, hour: int | str | None = None,
-         status: str | None = None) -> Subscriber:
-    """Change one subscriber; every value is checked as on ``add``. Only active and
-    paused can be set here: unsubscribed, bounced and complained are the person's
-    (or their mail server's) decision, recorded by the web and webhooks."""
+def remove(session: Session, email: str, *, by: str = "cli") -> str:
+    """Delete a subscriber (``by`` names who asked: ``cli``, ``admin:<name>``); the
+    address removed."""
     address = normalize_email(email, utf8_local_part=True)  # find, whatever the policy
     sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
     if sub is None:
         raise InputError(f"{address} is not a subscriber")
-    changed: dict[str, object] = {}
-    if keywords is not None:
-        changed["keywords"] = check_keywords(keywords)
-    if name is not None:
-        changed["name"] = clean_name(name)
-    if tz is not None:
-        changed["tz"] = check_tz(tz)
-    if hour is not None:
-        changed["send_hour"] = check_hour(hour)
-    if status is not None:
-        if status not in EDITABLE_STATUSES:
-            raise InputError(f"--status: expected active or paused, got {status!r}")
-        if sub.status not in EDITABLE_STATUSES and status != sub.status:
-            raise InputError(f"{address} is {sub.status}; only they can subscribe again "
-                             "(or import them with status active after their consent)")
-        changed["status"] = status
-    if not changed:
-        raise InputError("nothing to change: give --keywords, --name, --tz, --hour or --status")
-    for key, value in changed.items():
-        setattr(sub, key, value)
-    sub.updated_at = utcnow()
-    session.add(Event(subscriber_id=sub.id, kind="edited",
-                      detail={"fields": sorted(changed), "source": "cli"}))
-    return sub
-
-
-def remove(session: Session, email: str) -> None:
-    address = normalize_email(email, utf8_local_part=True)  # find, whatever the policy
-    sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
-    if sub is None:
-        raise InputError(f"{address} is not a subscriber")
-    session.add(Event(kind="removed", detail={"email": address}))
+    session.add(Event(kind="removed", detail={"email": address, "by": by}))
     session.execute(delete(Subscriber).where(Subscriber.id == sub.id))
+    return address
 
 
 def count(session: Session) -> int:

@@ -8,7 +8,10 @@ rewritten and a changed formula applies to old votes too.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -104,3 +107,45 @@ def digest(session: Session, subscriber_id: int) -> str | None:
                             .order_by(LearnedMute.term)).all()
     text = repr(([(e, d, at.isoformat()) for e, d, at in votes], list(mutes)))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRow:
+    """One stored vote, as the ranking learns from it."""
+
+    subscriber_id: int
+    entry_id: str
+    direction: int  # +1 more like this, -1 less
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class VoteHistory:
+    """Every vote that counts (everyone's, or one subscriber's), the papers voted on
+    (which need not be among the papers being ranked), and per subscriber the learned
+    terms they removed: what ``ranking.selection`` learns from. Empty when nobody voted
+    (then the papers and removed terms are not read at all)."""
+
+    votes: list[VoteRow]
+    papers: list[Entry]
+    mutes: dict[int, frozenset[str]]
+
+
+def vote_history(session: Session, subscriber_id: int | None = None) -> VoteHistory:
+    """The votes of everyone (or of ``subscriber_id``) with what they need."""
+    query = select(Vote.subscriber_id, Vote.entry_id, Vote.direction, Vote.created_at)
+    mutes_query = select(LearnedMute.subscriber_id, LearnedMute.term)
+    if subscriber_id is not None:
+        query = query.where(Vote.subscriber_id == subscriber_id)
+        mutes_query = mutes_query.where(LearnedMute.subscriber_id == subscriber_id)
+    votes = [VoteRow(*row) for row in session.execute(query)]
+    if not votes:
+        return VoteHistory([], [], {})
+    ids = sorted({v.entry_id for v in votes})
+    papers: list[Entry] = []
+    for start in range(0, len(ids), 900):
+        papers.extend(session.scalars(select(Entry).where(Entry.id.in_(ids[start : start + 900]))))
+    mutes: dict[int, set[str]] = defaultdict(set)
+    for sub_id, term in session.execute(mutes_query):
+        mutes[sub_id].add(term)
+    return VoteHistory(votes, papers, {k: frozenset(v) for k, v in mutes.items()})

@@ -37,9 +37,12 @@ def transport_class(backend: str) -> type[Transport]:
 
 
 def make_transport(settings: Settings) -> Transport:
-    """The transport ``[transport] backend`` names, configured from its own section;
-    a missing setting (an API key) is a ConfigError here, before anything is planned."""
-    return transport_class(settings.transport.backend).from_settings(settings)
+    """The transport ``[transport] backend`` names, given its own section alone (the
+    one place that maps backends to sections); a missing setting (an API key) is a
+    ConfigError here, before anything is planned."""
+    cls = transport_class(settings.transport.backend)
+    section = getattr(settings, cls.config_section) if cls.config_section else None
+    return cls.from_config(section)
 
 
 __all__ = ["REGISTRY", "Transport", "make_transport", "transport_class"]

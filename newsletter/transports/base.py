@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, ClassVar
 
 from newsletter.errors import TransportError
 from newsletter.render.mime import Message
-
-if TYPE_CHECKING:
-    from newsletter.config import Settings
 
 
 class Transport(abc.ABC):
@@ -26,11 +23,15 @@ class Transport(abc.ABC):
     # Whether messages leave this machine: `send` asks before (or needs --yes) only then,
     # so callers ask this instead of comparing backend names.
     sends_mail: bool = True
+    # The config section the transport is built from (``[smtp]``, ``[api]``...), None
+    # for one that needs none; ``make_transport`` hands it that section alone.
+    config_section: ClassVar[str | None] = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Transport:
-        """Build from the transport's own config section (raise ConfigError if unusable).
-        Registered backends define it; a transport made in code (tests) need not."""
+    def from_config(cls, cfg: Any) -> Transport:
+        """Build from the transport's own config section, ``config_section`` (None when
+        it has none); raise ConfigError if unusable. Registered backends define it; a
+        transport made in code (tests) need not."""
         raise NotImplementedError(f"{cls.__name__} is not a registered backend")
 
     async def open(self) -> None:  # noqa: B027 - optional hook

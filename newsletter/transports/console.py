@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-from newsletter.config import Settings
 from newsletter.render.mime import Message
 from newsletter.transports.base import Transport
 
@@ -14,7 +14,7 @@ class ConsoleTransport(Transport):
     sends_mail = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ConsoleTransport:
+    def from_config(cls, cfg: Any) -> ConsoleTransport:
         return cls()
 
     async def send(self, message: Message) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from newsletter.config import ApiConfig, Settings
+from newsletter.config import ApiConfig
 from newsletter.errors import ConfigError, TransportError
 from newsletter.ingest.fetch import USER_AGENT
 from newsletter.render.mime import Message
@@ -30,10 +30,11 @@ BATCH_WAIT = 0.02  # seconds a batch waits for company
 class HttpApiTransport(Transport):
     default_base = ""
     needs: tuple[str, ...] = ("api_key",)
+    config_section = "api"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> HttpApiTransport:
-        return cls(settings.api)
+    def from_config(cls, cfg: ApiConfig) -> HttpApiTransport:
+        return cls(cfg)
 
     def __init__(self, cfg: ApiConfig) -> None:
         for key in self.needs:

@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from newsletter.config import Settings
+from newsletter.config import OutboxConfig
 from newsletter.errors import TransportError
 from newsletter.render.mime import Message
 from newsletter.transports.base import Transport
@@ -20,10 +20,11 @@ class OutboxTransport(Transport):
     name = "outbox"
     writes_files = True
     sends_mail = False
+    config_section = "outbox"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> OutboxTransport:
-        return cls(settings.outbox.path)
+    def from_config(cls, cfg: OutboxConfig) -> OutboxTransport:
+        return cls(cfg.path)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

@@ -16,7 +16,7 @@ import re
 import aiosmtplib
 
 from newsletter.addresses import needs_smtputf8
-from newsletter.config import Settings, SmtpConfig
+from newsletter.config import SmtpConfig
 from newsletter.errors import TransportError
 from newsletter.render.mime import Message
 from newsletter.transports.base import Transport
@@ -124,10 +124,11 @@ class _Conn:
 
 class SmtpTransport(Transport):
     name = "smtp"
+    config_section = "smtp"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SmtpTransport:
-        return cls(settings.smtp)
+    def from_config(cls, cfg: SmtpConfig) -> SmtpTransport:
+        return cls(cfg)
 
     def __init__(self, cfg: SmtpConfig) -> None:
         self.cfg = cfg

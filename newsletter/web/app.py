@@ -22,11 +22,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from newsletter.app import App
-from newsletter.render.links import Signer, secret_keys
+from newsletter.render.links import Signer
+from newsletter.service.signing import begin_signing
 from newsletter.web import notices, pages
 from newsletter.web.context import Web, web_of
 from newsletter.web.feedback import FEEDBACK_ROUTES
-from newsletter.web.keys import check_rotation
 from newsletter.web.metrics import metrics_route
 from newsletter.web.security import BodyLimit, SecurityHeaders
 from newsletter.web.webhooks import Fetcher, webhook_tokens
@@ -100,11 +100,10 @@ def create_app(app: App, *, fetcher: Fetcher | None = None,
     and ``mounts`` add pages (the admin console, feedback votes) to ``ROUTES``.
 
     Refuses to start (``ConfigError``) when the configured signing keys would break the
-    links already sent (see ``web.keys``)."""
+    links already sent (see ``service.signing``)."""
     settings = app.settings
     with app.session() as s:
-        check_rotation(settings.web, s)
-        signer = Signer(secret_keys(settings, s))
+        signer = Signer(begin_signing(settings.web, s, "web"))
         webhook_tokens(s)  # made once, so `webhooks urls` and the server agree
     web = Web(app, signer) if fetcher is None else Web(app, signer, fetcher)
     from newsletter.web.admin import create_admin

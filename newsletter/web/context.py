@@ -73,7 +73,7 @@ class Web:
             loaders.append(jinja2.FileSystemLoader(str(Path(settings.render.templates) / "web")))
         loaders.append(jinja2.FileSystemLoader(str(BUNDLED / "web")))
         self.env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True)
-        self.links = LinkMaker(settings, self.signer)
+        self.links = LinkMaker(settings.web, settings.sender, self.signer)
         self.csrf = Csrf(self.signer._keys[0], settings.web.base_url)
         self.limiter = ClientLimiter(settings.web.signups_per_client_per_hour)
         self.picks = PicksCache(self.app, settings.web.preview_cache_size)

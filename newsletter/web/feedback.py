@@ -21,7 +21,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from newsletter.errors import InputError
-from newsletter.ranking.view import cast_vote, learned_terms
+from newsletter.service import votes
+from newsletter.service.ranking import subscriber_learned
 from newsletter.store import votes as votes_mod
 from newsletter.store.models import Entry, Subscriber
 from newsletter.web.context import Web, web_of
@@ -40,7 +41,7 @@ def preferences_context(web: Web, sub_id: int) -> dict[str, Any]:
             return {"learned": [], "votes": [], "feedback_links": links}
         votes = [{"paper_id": e.id, "title": e.title, "direction": v.direction}
                  for v, e in votes_mod.votes_of(s, sub.id)]
-        learned = learned_terms(web.settings, s, sub) if votes else []
+        learned = subscriber_learned(web.settings.ranking, s, sub) if votes else []
     return {"learned": learned, "votes": votes, "feedback_links": links}
 
 
@@ -67,9 +68,9 @@ async def vote(request: Request) -> Response:
                 return "missing", None, ""
             if request.method != "POST":  # GET and HEAD show the button, never vote
                 return "ask", {"title": entry.title}, sub.email
-            outcome = cast_vote(web.settings, s, None, paper_id,
-                                1 if direction == "up" else -1, source="email",
-                                subscriber_id=sub_id)
+            outcome = votes.record_vote(web.settings.ranking, s, paper_id,
+                                        1 if direction == "up" else -1, by="email",
+                                        subscriber_id=sub_id)
             return "voted", outcome.message, sub.email
 
     state, value, email = await run_in_threadpool(act)
@@ -99,11 +100,11 @@ async def manage(request: Request) -> Response:
             if s.get(Subscriber, sub_id) is None:
                 return "missing"
             if action == "undo":
-                votes_mod.undo(s, sub_id, str(form.get("paper", "")))
+                votes.undo(s, sub_id, str(form.get("paper", "")))
             elif action == "forget":
-                votes_mod.mute(s, sub_id, str(form.get("term", "")), str(form.get("label", "")))
+                votes.forget(s, sub_id, str(form.get("term", "")), str(form.get("label", "")))
             elif action == "reset":
-                votes_mod.reset(s, sub_id)
+                votes.reset(s, sub_id)
             else:
                 return "unknown"
         return "ok"

@@ -4,7 +4,8 @@ Order of checks: the provider exists and the URL token is that provider's curren
 one (else 404, so the URL space reveals nothing); the body is within the cap
 (413); the provider's own proof verifies (401) and the payload is well-formed
 (400); the notice is new (its event id is not in ``webhook_events``: else 401,
-``webhooks.replay``). Only then do subscribers change, through ``store.lifecycle``,
+``webhooks.replay``). Only then do subscribers change, through
+``service.subscribers.apply_notices`` (each change recorded as ``webhook:<provider>``'s),
 in the transaction that records the event id.
 """
 
@@ -15,13 +16,11 @@ import logging
 import re
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from newsletter.errors import InputError
-from newsletter.store import lifecycle
+from newsletter.service import subscribers
 from newsletter.web.context import Web, web_of
 from newsletter.web.security import TooLarge, read_body
 from newsletter.web.webhooks import Notice, Rejected, WebhookRequest, replay, webhook_tokens
@@ -43,22 +42,9 @@ def _apply(web: Web, provider: str, notices: list[Notice],
     try:
         with web.app.session() as s:
             replay.claim(s, provider, claims)
-            return _change(s, provider, notices)
+            return subscribers.apply_notices(s, notices, provider=provider)
     except (replay.Replayed, IntegrityError):  # IntegrityError: the same notice, at once
         return None
-
-
-def _change(s: Session, provider: str, notices: list[Notice]) -> int:
-    from newsletter.store.subscribers import normalize_email
-
-    changed = 0
-    for address, kind in notices:
-        try:
-            normalized = normalize_email(address)
-        except InputError:
-            continue
-        changed += lifecycle.apply_notice(s, normalized, kind, provider=provider)
-    return changed
 
 
 async def webhook(request: Request) -> Response:

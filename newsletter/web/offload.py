@@ -40,12 +40,13 @@ def init(settings: Settings) -> None:
         os.nice(5)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     from newsletter.app import App
-    from newsletter.render.links import Signer, secret_keys
+    from newsletter.render.links import Signer
+    from newsletter.store.keys import secret_keys
     from newsletter.web.context import Web
 
     app = App(settings)
     with app.session() as s:
-        signer = Signer(secret_keys(settings, s))
+        signer = Signer(secret_keys(settings.web, s))
     _web = Web(app, signer)
 
 

@@ -12,20 +12,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from newsletter.addresses import validated
 from newsletter.errors import InputError
 from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
-from newsletter.store import lifecycle, queries
+from newsletter.service import subscribers
+from newsletter.store import queries
 from newsletter.store.models import (
     Delivery,
     Edition,
@@ -34,11 +35,11 @@ from newsletter.store.models import (
     Subscriber,
     SubscriberStatus,
 )
-from newsletter.store.subscribers import as_dict, check_hour, check_keywords, check_tz
+from newsletter.store.subscribers import as_dict, check_hour
 from newsletter.urls import safe_url
 from newsletter.web.context import Web, now_hours, web_of, zone_options
 from newsletter.web.security import TooLarge, read_form
-from newsletter.web.signup import SignUp, process
+from newsletter.web.signup import process
 
 VIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
             "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
@@ -54,7 +55,7 @@ def web_address(raw: str) -> str:
     if len(raw) > 254:
         raise InputError("this email address is too long")
     try:
-        info = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
+        info = validated(raw, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise InputError(f"this email address does not work: {exc}") from None
     return (info.ascii_email or info.normalized).lower()
@@ -123,8 +124,7 @@ async def subscribe(request: Request) -> Response:
     email, keywords = form.get("email", ""), form.get("keywords", "")
     tz, hour = form.get("tz", "UTC"), form.get("hour", "7")
     try:
-        sign_up = SignUp(web_address(email), check_keywords(keywords), check_tz(tz),
-                         check_hour(hour))
+        sign_up = subscribers.sign_up_form(web_address(email), keywords, tz, hour)
     except InputError as exc:
         return subscribe_page(request, web, 400, email=email, keywords=keywords, tz=tz,
                               tz_chosen=True,
@@ -144,17 +144,14 @@ def _load(web: Web, sub_id: int) -> Subscriber | None:
         return s.get(Subscriber, sub_id)
 
 
-def _apply(web: Web, sub_id: int, change: Callable[[Session, Subscriber], object]
-           ) -> str | None:
-    """One ``lifecycle`` change to the subscriber in one transaction (what the POST of
-    every one-button page does): their address, or None when they no longer exist."""
+T = TypeVar("T")
+
+
+def _apply(web: Web, use_case: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """One use case (``service.subscribers``) in one transaction, in a worker thread's
+    time (what the POST of every one-button page does)."""
     with web.app.session() as s:
-        sub = s.get(Subscriber, sub_id)
-        if sub is None:
-            return None
-        email = sub.email
-        change(s, sub)
-        return email
+        return use_case(s, *args, **kw)
 
 
 async def confirm(request: Request) -> Response:
@@ -176,7 +173,7 @@ async def confirm(request: Request) -> Response:
     if isinstance(form, Response):
         return form
 
-    email = await run_in_threadpool(_apply, web, sub_id, lifecycle.confirm)
+    email = await run_in_threadpool(_apply, web, subscribers.confirm, sub_id)
     if email is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     return web.message(request, "You are subscribed", f"{email} will get the next edition.",
@@ -201,8 +198,8 @@ async def unsubscribe(request: Request) -> Response:
     if isinstance(form, Response):
         return form
     one_click = form.get("List-Unsubscribe") == "One-Click"
-    email = await run_in_threadpool(
-        _apply, web, sub_id, lambda s, sub: lifecycle.unsubscribe(s, sub, one_click=one_click))
+    email = await run_in_threadpool(_apply, web, subscribers.unsubscribe, sub_id,
+                                    one_click=one_click)
     if email is None:
         return web.message(request, "Unsubscribed", "This address gets no more emails.")
     return web.message(request, "Unsubscribed", f"{email} will get no more emails from us.",
@@ -232,26 +229,19 @@ async def preferences(request: Request) -> Response:
         if isinstance(form, Response):
             return form
         if form.get("action") == "resubscribe":
-            await run_in_threadpool(_apply, web, sub_id, lifecycle.resubscribe)
+            await run_in_threadpool(_apply, web, subscribers.resubscribe, sub_id)
             saved = True
         else:
             keywords = form.get("keywords", "")
             try:
-                status = form.get("status", "active")
-                if status not in ("active", "paused"):
-                    raise InputError("delivery must be daily or paused")
-                clean = (check_keywords(keywords), check_tz(form.get("tz", "UTC")),
-                         check_hour(form.get("hour", "7")))
+                chosen = subscribers.preferences_form(
+                    keywords, form.get("tz", "UTC"), form.get("hour", "7"),
+                    form.get("status", "active"))
             except InputError as exc:
                 error = exc.message
             else:
-                def save() -> bool:
-                    with web.app.session() as s:
-                        sub = s.get(Subscriber, sub_id)
-                        return sub is not None and lifecycle.update_preferences(
-                            s, sub, keywords=clean[0], tz=clean[1], hour=clean[2],
-                            paused=status == "paused")
-                saved = await run_in_threadpool(save)
+                saved = await run_in_threadpool(_apply, web, subscribers.change_preferences,
+                                                sub_id, chosen)
     sub = await run_in_threadpool(_load, web, sub_id)
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
@@ -332,7 +322,7 @@ async def erase(request: Request) -> Response:
     if isinstance(form, Response):
         return form
 
-    await run_in_threadpool(_apply, web, sub_id, lifecycle.erase)
+    await run_in_threadpool(_apply, web, subscribers.erase, sub_id)
     return web.message(request, "Deleted",
                        "Everything about your address is deleted; it cannot be added again.")
 

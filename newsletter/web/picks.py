@@ -68,15 +68,16 @@ class PicksCache:
             if self._selection is None or self._selection[0] != version:
                 with self.app.reading() as s:
                     rows = candidate_entries(s, since=None, until=utcnow())
-                    selection = Selection.build(self.app.settings, s, rows, dt.date.today(),
-                                                ignore_sent=True, votes=False)
+                    selection = Selection.build(self.app.settings.ranking, rows,
+                                                dt.date.today())
                 self._selection = (version, selection)
                 self._picks.clear()
             selection = self._selection[1]
             who: Any = 0
             if taught is not None and subscriber_id is not None:
                 with self.app.reading() as s:
-                    selection = selection.for_subscriber(s, subscriber_id)
+                    selection = selection.for_subscriber(
+                        subscriber_id, votes_mod.vote_history(s, subscriber_id))
                 who = subscriber_id
             picks: list[dict[str, Any]] = []
             for chunk in selection.ranker.rank(iter([(who, keywords)]), sent=selection.sent,

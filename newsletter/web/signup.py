@@ -2,40 +2,30 @@
 
 The page a visitor sees (and how long it takes) must not tell whether an address
 was new, pending or already subscribed, so the handler only validates and then
-hands the rest to a background task: the database upsert, the per-address limits
-(at most one confirmation per ``confirm_interval_minutes`` and
-``confirms_per_day`` a day, counted from the events table so every process and a
-restart agree), and the email. A failed send is logged with the reason, never
-dropped silently.
+hands the rest to a background task: the sign-up itself (``service.subscribers.
+sign_up``: the database upsert and the per-address limits, at most one confirmation
+per ``confirm_interval_minutes`` and ``confirms_per_day`` a day, counted from the
+events table so every process and a restart agree), then the email. A failed send is
+logged with the reason, never dropped silently.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.app import App
 from newsletter.errors import NewsletterError
 from newsletter.render.compile import BUNDLED
 from newsletter.render.links import LinkMaker
-from newsletter.store import lifecycle
-from newsletter.store.models import Event, utcnow
+from newsletter.service import subscribers
+from newsletter.service.subscribers import SignUp
+from newsletter.store.models import utcnow
 
 log = logging.getLogger("newsletter.web.signup")
-
-
-@dataclass(frozen=True)
-class SignUp:
-    address: str
-    keywords: str
-    tz: str
-    hour: int
 
 
 def email_templates(configured: str | None) -> jinja2.Environment:
@@ -49,24 +39,8 @@ def email_templates(configured: str | None) -> jinja2.Environment:
 
 
 def _reserve(app: App, form: SignUp) -> int | None:
-    """Upsert the subscriber and take a confirmation slot; the id to email, or None."""
-    cfg = app.settings.web
-    now = utcnow()
     with app.session() as s:
-        sub = lifecycle.sign_up(s, form.address, keywords=form.keywords, tz=form.tz,
-                                hour=form.hour)
-        if sub is None:
-            return None
-        sent = select(func.count(Event.id)).where(Event.subscriber_id == sub.id,
-                                                  Event.kind == "confirmation_sent")
-        recent = s.scalar(sent.where(Event.at > now - dt.timedelta(
-            minutes=cfg.confirm_interval_minutes))) or 0
-        today = s.scalar(sent.where(Event.at > now - dt.timedelta(days=1))) or 0
-        if recent or today >= cfg.confirms_per_day:
-            log.info("confirmation for subscriber %s not sent again: limit reached", sub.id)
-            return None
-        s.add(Event(subscriber_id=sub.id, kind="confirmation_sent", at=now))
-        return sub.id
+        return subscribers.sign_up(s, form, app.settings.web)
 
 
 async def process(app: App, links: LinkMaker, templates: jinja2.Environment,
@@ -93,7 +67,7 @@ async def send_confirmation(app: App, links: LinkMaker, templates: jinja2.Enviro
     subject = templates.get_template("confirm_subject.txt").render(context).strip()
     text = templates.get_template("confirm.txt").render(context)
     html = templates.get_template("confirm.html").render(context)
-    builder = MimeBuilder(settings)
+    builder = MimeBuilder(settings.sender)
     msg = builder.build(to=address, to_name="", subject=subject, text=text, html=html,
                         message_id=builder.message_id(
                             f"confirm.{sub_id}.{utcnow():%Y%m%d%H%M%S%f}"),

@@ -74,6 +74,20 @@ def remove_user(session: Session, name: str) -> None:
     session.delete(user)
 
 
+def set_password(session: Session, name: str, password: str) -> None:
+    """A new password for an operator: their open sessions end (whoever knew the old
+    one is logged out) and the failed logins counted against the name are forgotten."""
+    if len(password) < MIN_PASSWORD:
+        raise InputError(f"password: at least {MIN_PASSWORD} characters")
+    user = session.scalar(select(AdminUser).where(AdminUser.name == name))
+    if user is None:
+        raise InputError(f"no admin user {name!r} (`newsletter admin add-user {name}`)")
+    user.password_hash = _hasher.hash(password)
+    session.execute(delete(AdminSession).where(AdminSession.user_id == user.id))
+    session.execute(delete(AdminLoginAttempt).where(AdminLoginAttempt.name == name,
+                                                    AdminLoginAttempt.ok.is_(False)))
+
+
 def has_users(session: Session) -> bool:
     return session.scalar(select(AdminUser.id).limit(1)) is not None
 

@@ -8,13 +8,14 @@ Reads only. Lists are keyset-paginated (``WHERE id > :after ORDER BY id``), neve
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table, func, inspect, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from newsletter.config import Settings
+from newsletter.config import SourceConfig
 from newsletter.store.models import (
     Delivery,
     DeliveryStatus,
@@ -161,11 +162,11 @@ def growth(session: Session, today: dt.date, days: int = CHART_DAYS) -> list[int
     return out
 
 
-def sources(settings: Settings, session: Session) -> list[dict[str, Any]]:
+def sources(configured: Sequence[SourceConfig], session: Session) -> list[dict[str, Any]]:
     """Each ``[[sources]]`` entry with its last conditional fetch (``fetch_state``
     keeps one per URL that sent validators)."""
     out = []
-    for src in settings.sources:
+    for src in configured:
         state = session.get(FetchState, src.url) if src.url else None
         out.append({"name": src.name, "kind": src.kind, "origin": src.url or src.path or "",
                     "fetched_at": state.fetched_at if state else None})

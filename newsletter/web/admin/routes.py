@@ -35,13 +35,13 @@ from newsletter.delivery.ledger import DbLedger
 from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError, NewsletterError
 from newsletter.render.compile import BUNDLED
-from newsletter.render.links import secret_keys
+from newsletter.service import subscribers as people
 from newsletter.store import subscribers as subs_mod
 from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
 from newsletter.store.models import (
     DeliveryStatus,
     Edition,
-    Event,
     Subscriber,
     SubscriberStatus,
 )
@@ -54,7 +54,6 @@ from newsletter.web.security import ROW_ID  # noqa: F401 - registers {name:row_i
 PREFIX = "/admin"
 PUBLIC = frozenset({"/login", "/static/admin.css"})  # reachable without a session
 SAFE_METHODS = frozenset({"GET", "HEAD"})
-EDITABLE_STATUSES = ("active", "paused", "unsubscribed")
 # The email preview is a document of its own: its inline styles are the email's,
 # it runs nothing and loads nothing, and only this console may frame it (named by
 # origin: in a sandboxed document 'self' is an opaque origin that matches nothing).
@@ -76,6 +75,7 @@ class Console:
     def __init__(self, app: App) -> None:
         self.app = app
         self.settings = app.settings
+        self.page_size = self.settings.admin.page_size
         directory = (Path(self.settings.render.templates) if self.settings.render.templates
                      else BUNDLED)
         if not (directory / "web" / "admin").is_dir():
@@ -84,7 +84,7 @@ class Console:
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(self.directory)),
                                       autoescape=True, undefined=jinja2.StrictUndefined)
         with app.session() as s:
-            self.signer = auth.CookieSigner(secret_keys(self.settings, s))
+            self.signer = auth.CookieSigner(secret_keys(self.settings.web, s))
         self.secure = self.settings.web.base_url.startswith("https://")
         self.base_origin = _origin(self.settings.web.base_url)
 
@@ -178,342 +178,384 @@ def _day(value: str | None) -> dt.date:
     return parse_day(value, "day")
 
 
-def create_admin(app: App) -> ASGIApp:
-    """The console as an ASGI app, to mount at ``/admin``."""
-    c = Console(app)
-    settings = app.settings
-    size = settings.admin.page_size
+def console_of(request: Request) -> Console:
+    """The console's state, made once in ``create_admin``."""
+    console: Console = request.app.state.console
+    return console
 
-    async def checked_form(request: Request) -> FormData:
-        """The posted form, once its CSRF token matched this session."""
-        form = await request.form()
-        state = request.scope["state"]["admin"]
-        token = form.get("csrf")
-        if not isinstance(token, str) or not c.signer.check_csrf(state["sid"], token):
-            raise HTTPException(403, "CSRF token missing or wrong: reload the page")
-        return form
 
-    def user_of(request: Request) -> str:
-        return str(request.scope["state"]["admin"]["user"])
+async def checked_form(request: Request) -> FormData:
+    """The posted form, once its CSRF token matched this session."""
+    form = await request.form()
+    state = request.scope["state"]["admin"]
+    token = form.get("csrf")
+    if not isinstance(token, str) or not console_of(request).signer.check_csrf(
+            state["sid"], token):
+        raise HTTPException(403, "CSRF token missing or wrong: reload the page")
+    return form
 
-    # ---- login ---------------------------------------------------------------------
 
-    async def login(request: Request) -> Response:
-        with app.session() as s:
-            anyone = auth.has_users(s)
-        nxt = request.query_params.get("next", "/")
-        if not nxt.startswith("/") or nxt.startswith("//"):
-            nxt = "/"
-        if not anyone:
-            return c.page(request, "setup.html", 503)
-        if request.method == "GET":
-            return _login_page(request, nxt, "")
-        form = await request.form()
-        nonce = c.signer.unsign("login", request.cookies.get(auth.LOGIN_COOKIE, ""))
-        if nonce is None or not c.signer.check_csrf(f"login:{nonce}", str(form.get("csrf", ""))):
-            return _login_page(request, nxt, "The form expired: please log in again.", 403)
-        client = request.client.host if request.client else "unknown"
+def user_of(request: Request) -> str:
+    return str(request.scope["state"]["admin"]["user"])
 
-        def check() -> auth.Login | str:  # Argon2 is slow on purpose: not on the event loop
-            with app.session() as s:
-                return auth.login(s, settings.admin, c.signer, str(form.get("name", "")),
-                                  str(form.get("password", "")), client)
 
-        done = await asyncio.to_thread(check)
-        if isinstance(done, str):
-            return _login_page(request, nxt, done, 401)
-        response = RedirectResponse(PREFIX + nxt, status_code=303)
-        c.set_cookie(response, auth.COOKIE, done.cookie,
-                     int(settings.admin.session_hours * 3600))
-        response.delete_cookie(auth.LOGIN_COOKIE, path=PREFIX)
-        return response
+# ---- login ---------------------------------------------------------------------------
 
-    def _login_page(request: Request, nxt: str, error: str, code: int = 200) -> Response:
-        nonce = secrets.token_urlsafe(16)
-        response = c.page(request, "login.html", code, error=error, next=nxt,
-                          login_csrf=c.signer.csrf(f"login:{nonce}"))
-        c.set_cookie(response, auth.LOGIN_COOKIE, c.signer.sign("login", nonce), 3600)
-        return response
+async def login(request: Request) -> Response:
+    c = console_of(request)
+    with c.app.session() as s:
+        anyone = auth.has_users(s)
+    nxt = request.query_params.get("next", "/")
+    if not nxt.startswith("/") or nxt.startswith("//"):
+        nxt = "/"
+    if not anyone:
+        return c.page(request, "setup.html", 503)
+    if request.method == "GET":
+        return _login_page(request, nxt, "")
+    form = await request.form()
+    nonce = c.signer.unsign("login", request.cookies.get(auth.LOGIN_COOKIE, ""))
+    if nonce is None or not c.signer.check_csrf(f"login:{nonce}", str(form.get("csrf", ""))):
+        return _login_page(request, nxt, "The form expired: please log in again.", 403)
+    client = request.client.host if request.client else "unknown"
 
-    async def logout(request: Request) -> Response:
-        await checked_form(request)
-        with app.session() as s:
-            auth.logout(s, request.scope["state"]["admin"]["sid"])
-        response = RedirectResponse(f"{PREFIX}/login", status_code=303)
-        response.delete_cookie(auth.COOKIE, path=PREFIX)
-        return response
+    def check() -> auth.Login | str:  # Argon2 is slow on purpose: not on the event loop
+        with c.app.session() as s:
+            return auth.login(s, c.settings.admin, c.signer, str(form.get("name", "")),
+                              str(form.get("password", "")), client)
 
-    async def stylesheet(request: Request) -> Response:
-        return FileResponse(c.directory / "admin.css", media_type="text/css",
-                            headers={"Cache-Control": "max-age=300"})
+    done = await asyncio.to_thread(check)
+    if isinstance(done, str):
+        return _login_page(request, nxt, done, 401)
+    response = RedirectResponse(PREFIX + nxt, status_code=303)
+    c.set_cookie(response, auth.COOKIE, done.cookie, int(c.settings.admin.session_hours * 3600))
+    response.delete_cookie(auth.LOGIN_COOKIE, path=PREFIX)
+    return response
 
-    # ---- dashboard -----------------------------------------------------------------
 
-    def dashboard(request: Request) -> Response:  # sync: Starlette runs it in a thread
-        today = dt.datetime.now(dt.UTC).date()
-        with session_scope(app.engine, readonly=True) as s:
-            editions = data.last_editions(s)
-            days, series = data.daily_series(s, today)
-            running = data.running_edition(s)
-            subs = data.subscriber_counts(s)
-            growth = data.growth(s, today)
-            sources = data.sources(settings, s)
-            beats = data.heartbeats(app.engine, s)
-            ingests = data.ingest_log(app.engine, s)
-        return c.page(
-            request, "dashboard.html", nav="dashboard", editions=editions, days=days,
-            series=series, chart=charts.line_chart(days, series, title="Last 30 days: "
-                                                   + ", ".join(series)),
-            running=running, progress=charts.progress_bar(
-                running.percent, f"{running.percent}% done") if running else "",
-            subs=subs, subs_total=sum(subs.values()), growth=growth,
-            growth_chart=charts.bar_chart(growth, title="New subscribers per day, "
-                                          "last 30 days"),
-            sources=sources, ingests=ingests, heartbeats=beats, statuses=list(DeliveryStatus))
+def _login_page(request: Request, nxt: str, error: str, code: int = 200) -> Response:
+    c = console_of(request)
+    nonce = secrets.token_urlsafe(16)
+    response = c.page(request, "login.html", code, error=error, next=nxt,
+                      login_csrf=c.signer.csrf(f"login:{nonce}"))
+    c.set_cookie(response, auth.LOGIN_COOKIE, c.signer.sign("login", nonce), 3600)
+    return response
 
-    # ---- subscribers ---------------------------------------------------------------
 
-    def subscribers(request: Request) -> Response:  # sync: Starlette runs it in a thread
-        p = request.query_params
-        q, by, status = p.get("q", ""), p.get("by", "address"), p.get("status", "")
-        if status not in ("", *(str(x) for x in SubscriberStatus)):
-            status = ""
-        with session_scope(app.engine, readonly=True) as s:
-            page = data.find_subscribers(s, q=q, by=by, status=status,
-                                         after=_int(p.get("after")), size=size)
-        base_query = {"q": q, "by": by, "status": status}
-        return c.page(request, "subscribers.html", nav="subscribers", page=page, q=q, by=by,
-                      status=status, statuses=[str(x) for x in SubscriberStatus],
-                      next_url=(f"?{urlencode({**base_query, 'after': page.next_after})}"
-                                if page.next_after else ""),
-                      first_url=f"?{urlencode(base_query)}" if p.get("after") else "",
-                      report=None)
+async def logout(request: Request) -> Response:
+    await checked_form(request)
+    with console_of(request).app.session() as s:
+        auth.logout(s, request.scope["state"]["admin"]["sid"])
+    response = RedirectResponse(f"{PREFIX}/login", status_code=303)
+    response.delete_cookie(auth.COOKIE, path=PREFIX)
+    return response
 
-    async def subscriber(request: Request) -> Response:
-        sub_id = request.path_params["sub_id"]
-        error, saved = "", False
-        form: FormData | None = None
-        if request.method == "POST":
-            form = await checked_form(request)
-            try:
-                values = {"name": str(form.get("name", "")).strip()[:200],
-                          "keywords": subs_mod.check_keywords(str(form.get("keywords", ""))),
-                          "tz": subs_mod.check_tz(str(form.get("tz", ""))),
-                          "send_hour": subs_mod.check_hour(str(form.get("hour", ""))),
-                          "status": str(form.get("status", ""))}
-            except InputError as exc:
-                error = exc.message
-            else:
-                with app.session() as s:
-                    sub = s.get(Subscriber, sub_id)
-                    if sub is None:
-                        raise HTTPException(404, "no such subscriber")
-                    # Bounced, complained and pending are facts, not choices: they can be
-                    # kept (to edit the keywords) or left for a chosen status, not set.
-                    if values["status"] not in (*EDITABLE_STATUSES, sub.status):
-                        error = f"status: expected one of {', '.join(EDITABLE_STATUSES)}"
-                        values = {}
-                    changed = {k: v for k, v in values.items() if getattr(sub, k) != v}
-                    for k, v in changed.items():
-                        setattr(sub, k, v)
-                    if changed:
-                        s.add(Event(subscriber_id=sub.id, kind="edited",
-                                    detail={"by": f"admin:{user_of(request)}",
-                                            "fields": sorted(changed)}))
-                saved = not error
-        with session_scope(app.engine, readonly=True) as s:
-            sub = s.get(Subscriber, sub_id)
-            if sub is None:
-                raise HTTPException(404, "no such subscriber")
-            deliveries, events = data.subscriber_history(s, sub.id)
-        shown = {"name": sub.name, "keywords": sub.keywords, "tz": sub.tz,
-                 "hour": str(sub.send_hour), "status": sub.status}
-        if form is not None and error:
-            shown = {k: str(form.get(k, v)) for k, v in shown.items()}
-        return c.page(request, "subscriber.html", 400 if error else 200, nav="subscribers",
-                      sub=sub, shown=shown, error=error, saved=saved, deliveries=deliveries,
-                      events=events, statuses=list(dict.fromkeys((*EDITABLE_STATUSES,
-                                                                  sub.status))))
 
-    async def import_csv(request: Request) -> Response:
-        form = await checked_form(request)
-        upload = form.get("file")
-        report: dict[str, Any] = {"errors": [], "added": 0, "duplicates": [], "file": ""}
-        if not isinstance(upload, UploadFile) or not upload.filename:
-            report["errors"] = ["choose a CSV file (header: email,name,keywords,tz,hour)"]
-        else:
-            raw = await upload.read()
-            name = Path(upload.filename).name
-            report["file"] = name
-            report["errors"] = subs_mod.check_csv(raw, name)
-            if not report["errors"]:
-                try:
-                    with app.session() as s:
-                        result = subs_mod.import_csv(s, raw, name)
-                    report["added"], report["duplicates"] = result.added, result.duplicates
-                except InputError as exc:
-                    report["errors"] = [exc.message]
-        with session_scope(app.engine, readonly=True) as s:
-            page = data.find_subscribers(s, size=size)
-        return c.page(request, "subscribers.html", 400 if report["errors"] else 200,
-                      nav="subscribers", page=page, q="", by="address", status="",
-                      statuses=[str(x) for x in SubscriberStatus], next_url="", first_url="",
-                      report=report)
+async def stylesheet(request: Request) -> Response:
+    return FileResponse(console_of(request).directory / "admin.css", media_type="text/css",
+                        headers={"Cache-Control": "max-age=300"})
 
-    async def export(request: Request) -> Response:
-        def rows() -> Any:
-            with session_scope(app.engine, readonly=True) as s:
-                buf = io.StringIO()
-                subs_mod.export_csv([], buf)
-                yield buf.getvalue()
-                chunk: list[Subscriber] = []
-                for sub in s.scalars(select(Subscriber).order_by(Subscriber.id)
-                                     .execution_options(yield_per=2000)):
-                    chunk.append(sub)
-                    if len(chunk) == 2000:
-                        yield _csv_rows(chunk)
-                        chunk = []
-                yield _csv_rows(chunk)
 
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
-        return StreamingResponse(rows(), media_type="text/csv; charset=utf-8", headers={
-            "Content-Disposition": f'attachment; filename="subscribers-{stamp}.csv"',
-            "Cache-Control": "no-store"})
+# ---- dashboard -----------------------------------------------------------------------
 
-    # ---- editions ------------------------------------------------------------------
+def dashboard(request: Request) -> Response:  # sync: Starlette runs it in a thread
+    c = console_of(request)
+    today = dt.datetime.now(dt.UTC).date()
+    engine = c.app.engine
+    with session_scope(engine, readonly=True) as s:
+        editions = data.last_editions(s)
+        days, series = data.daily_series(s, today)
+        running = data.running_edition(s)
+        subs = data.subscriber_counts(s)
+        growth = data.growth(s, today)
+        sources = data.sources(c.settings.sources, s)
+        beats = data.heartbeats(engine, s)
+        ingests = data.ingest_log(engine, s)
+    return c.page(
+        request, "dashboard.html", nav="dashboard", editions=editions, days=days,
+        series=series, chart=charts.line_chart(days, series, title="Last 30 days: "
+                                               + ", ".join(series)),
+        running=running, progress=charts.progress_bar(
+            running.percent, f"{running.percent}% done") if running else "",
+        subs=subs, subs_total=sum(subs.values()), growth=growth,
+        growth_chart=charts.bar_chart(growth, title="New subscribers per day, "
+                                      "last 30 days"),
+        sources=sources, ingests=ingests, heartbeats=beats, statuses=list(DeliveryStatus))
 
-    def edition(request: Request) -> Response:  # sync: Starlette runs it in a thread
-        eid = request.path_params["edition_id"]
-        state = request.query_params.get("state", "")
-        if state not in ("", *(str(x) for x in DeliveryStatus)):
-            state = ""
-        with session_scope(app.engine, readonly=True) as s:
-            found = s.get(Edition, eid)
+
+# ---- subscribers ---------------------------------------------------------------------
+
+STATUSES = [str(x) for x in SubscriberStatus]
+
+
+def subscribers(request: Request) -> Response:  # sync: Starlette runs it in a thread
+    c = console_of(request)
+    p = request.query_params
+    q, by, status = p.get("q", ""), p.get("by", "address"), p.get("status", "")
+    if status not in ("", *STATUSES):
+        status = ""
+    with session_scope(c.app.engine, readonly=True) as s:
+        page = data.find_subscribers(s, q=q, by=by, status=status,
+                                     after=_int(p.get("after")), size=c.page_size)
+    base_query = {"q": q, "by": by, "status": status}
+    return c.page(request, "subscribers.html", nav="subscribers", page=page, q=q, by=by,
+                  status=status, statuses=STATUSES,
+                  next_url=(f"?{urlencode({**base_query, 'after': page.next_after})}"
+                            if page.next_after else ""),
+                  first_url=f"?{urlencode(base_query)}" if p.get("after") else "",
+                  report=None)
+
+
+EDIT_FIELDS = ("name", "keywords", "tz", "hour", "status")
+
+
+async def _save_subscriber(request: Request, sub_id: int) -> tuple[FormData, str]:
+    """The posted edit, made by ``service.subscribers.edit`` as this operator: the
+    form, and the error to show ("" when saved)."""
+    c = console_of(request)
+    form = await checked_form(request)
+    given = people.Edit(**{k: str(form.get(k, "")) for k in EDIT_FIELDS})
+
+    def save() -> None:
+        with c.app.session() as s:
+            found = s.get(Subscriber, sub_id)
             if found is None:
-                raise HTTPException(404, "no such edition")
-            page = data.ledger_rows(s, eid, state=state,
-                                    after=_int(request.query_params.get("after")), size=size)
-            papers = data.offered_papers(s, found)
-        status = edition_status(app.engine, found)
-        retryable = sum(1 for d, _ in page.rows if d.status == DeliveryStatus.FAILED)
-        return c.page(request, "edition.html", nav="dashboard", edition=found, status=status,
-                      page=page, state=state, statuses=[str(x) for x in DeliveryStatus],
-                      papers=papers, retryable=retryable, notice=request.query_params.get(
-                          "notice", "")[:200],
-                      next_url=(f"?{urlencode({'state': state, 'after': page.next_after})}"
-                                if page.next_after else ""))
+                raise HTTPException(404, "no such subscriber")
+            people.edit(s, found, given, by=f"admin:{user_of(request)}")
 
-    async def retry(request: Request) -> Response:
-        await checked_form(request)
-        eid = request.path_params["edition_id"]
-        with session_scope(app.engine, readonly=True) as s:
-            found = s.get(Edition, eid)
+    try:
+        await asyncio.to_thread(save)
+    except InputError as exc:  # the field's own name leads: the form's words too
+        return form, exc.message
+    return form, ""
+
+
+async def subscriber(request: Request) -> Response:
+    c = console_of(request)
+    sub_id = request.path_params["sub_id"]
+    error, form = "", None
+    if request.method == "POST":
+        form, error = await _save_subscriber(request, sub_id)
+    with session_scope(c.app.engine, readonly=True) as s:
+        sub = s.get(Subscriber, sub_id)
+        if sub is None:
+            raise HTTPException(404, "no such subscriber")
+        deliveries, events = data.subscriber_history(s, sub.id)
+    shown = {"name": sub.name, "keywords": sub.keywords, "tz": sub.tz,
+             "hour": str(sub.send_hour), "status": sub.status}
+    if form is not None and error:
+        shown = {k: str(form.get(k, v)) for k, v in shown.items()}
+    return c.page(request, "subscriber.html", 400 if error else 200, nav="subscribers",
+                  sub=sub, shown=shown, error=error, saved=form is not None and not error,
+                  deliveries=deliveries, events=events,
+                  statuses=list(dict.fromkeys((*people.OPERATOR_STATUSES, sub.status))))
+
+
+async def import_csv(request: Request) -> Response:
+    c = console_of(request)
+    form = await checked_form(request)
+    upload = form.get("file")
+    report: dict[str, Any] = {"errors": [], "added": 0, "duplicates": [], "file": ""}
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        report["errors"] = ["choose a CSV file (header: email,name,keywords,tz,hour)"]
+    else:
+        raw = await upload.read()
+        name = Path(upload.filename).name
+        report["file"] = name
+        report["errors"] = people.check_csv(raw, name)
+        if not report["errors"]:
+            try:
+                with c.app.session() as s:
+                    result = people.import_csv(s, raw, name)
+                report["added"], report["duplicates"] = result.added, result.duplicates
+            except InputError as exc:
+                report["errors"] = [exc.message]
+    with session_scope(c.app.engine, readonly=True) as s:
+        page = data.find_subscribers(s, size=c.page_size)
+    return c.page(request, "subscribers.html", 400 if report["errors"] else 200,
+                  nav="subscribers", page=page, q="", by="address", status="",
+                  statuses=STATUSES, next_url="", first_url="", report=report)
+
+
+async def export(request: Request) -> Response:
+    engine = console_of(request).app.engine
+
+    def rows() -> Any:
+        with session_scope(engine, readonly=True) as s:
+            buf = io.StringIO()
+            subs_mod.export_csv([], buf)
+            yield buf.getvalue()
+            chunk: list[Subscriber] = []
+            for sub in s.scalars(select(Subscriber).order_by(Subscriber.id)
+                                 .execution_options(yield_per=2000)):
+                chunk.append(sub)
+                if len(chunk) == 2000:
+                    yield _csv_rows(chunk)
+                    chunk = []
+            yield _csv_rows(chunk)
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="subscribers-{stamp}.csv"',
+        "Cache-Control": "no-store"})
+
+
+# ---- editions ------------------------------------------------------------------------
+
+def edition(request: Request) -> Response:  # sync: Starlette runs it in a thread
+    c = console_of(request)
+    eid = request.path_params["edition_id"]
+    state = request.query_params.get("state", "")
+    if state not in ("", *(str(x) for x in DeliveryStatus)):
+        state = ""
+    with session_scope(c.app.engine, readonly=True) as s:
+        found = s.get(Edition, eid)
         if found is None:
             raise HTTPException(404, "no such edition")
-        ledger = DbLedger(app.engine, found)
-        queued = await asyncio.to_thread(ledger.retry_failed)
-        notice = f"{queued} transient failures queued again"
-        if queued:
-            def opened() -> EditionContext:
-                with session_scope(app.engine, readonly=True) as s:
-                    return open_edition(settings, s, found)
+        page = data.ledger_rows(s, eid, state=state,
+                                after=_int(request.query_params.get("after")), size=c.page_size)
+        papers = data.offered_papers(s, found)
+    status = edition_status(c.app.engine, found)
+    retryable = sum(1 for d, _ in page.rows if d.status == DeliveryStatus.FAILED)
+    return c.page(request, "edition.html", nav="dashboard", edition=found, status=status,
+                  page=page, state=state, statuses=[str(x) for x in DeliveryStatus],
+                  papers=papers, retryable=retryable, notice=request.query_params.get(
+                      "notice", "")[:200],
+                  next_url=(f"?{urlencode({'state': state, 'after': page.next_after})}"
+                            if page.next_after else ""))
 
-            ctx = await asyncio.to_thread(opened)
-            report = await deliver(settings, ledger, ctx, make_transport(settings))
-            notice += (f"; sent {report.counts['sent']}, failed {report.counts['failed']}")
-        return RedirectResponse(f"{PREFIX}/editions/{eid}?{urlencode({'notice': notice})}",
-                                status_code=303)
 
-    # ---- preview -------------------------------------------------------------------
+async def retry(request: Request) -> Response:
+    c = console_of(request)
+    app, settings = c.app, c.settings
+    await checked_form(request)
+    eid = request.path_params["edition_id"]
+    with session_scope(app.engine, readonly=True) as s:
+        found = s.get(Edition, eid)
+    if found is None:
+        raise HTTPException(404, "no such edition")
+    ledger = DbLedger(app.engine, found)
+    queued = await asyncio.to_thread(ledger.retry_failed)
+    notice = f"{queued} transient failures queued again"
+    if queued:
+        def opened() -> EditionContext:
+            with session_scope(app.engine, readonly=True) as s:
+                return open_edition(settings, s, found)
 
-    def preview_params(values: Any) -> tuple[str, str, str]:
-        return (str(values.get("subscriber", "")).strip(), str(values.get("keywords", "")),
-                str(values.get("day", "")))
+        ctx = await asyncio.to_thread(opened)
+        report = await deliver(settings, ledger, ctx, make_transport(settings))
+        notice += (f"; sent {report.counts['sent']}, failed {report.counts['failed']}")
+    return RedirectResponse(f"{PREFIX}/editions/{eid}?{urlencode({'notice': notice})}",
+                            status_code=303)
 
-    async def run_preview(subscriber: str, keywords: str, day: str
-                          ) -> preview_mod.PreviewResult:
-        return await asyncio.to_thread(preview_mod.preview, settings, app.engine, _day(day),
-                                       subscriber=subscriber, keywords=keywords)
 
-    async def preview(request: Request) -> Response:
-        subscriber, keywords, day = preview_params(request.query_params)
-        result, error = None, ""
-        if subscriber or keywords:
-            try:
-                result = await run_preview(subscriber, keywords, day)
-            except NewsletterError as exc:
-                error = str(exc)
-        query = urlencode({"subscriber": subscriber, "keywords": "" if subscriber else keywords,
-                           "day": day})
-        return c.page(request, "preview.html", 400 if error else 200, nav="preview",
-                      result=result, error=error, subscriber=subscriber, keywords=keywords,
-                      day=day or dt.datetime.now(dt.UTC).date().isoformat(), query=query,
-                      sent_to=request.query_params.get("sent_to", ""),
-                      test_error=request.query_params.get("test_error", "")[:300])
+# ---- preview -------------------------------------------------------------------------
 
-    async def preview_email(request: Request) -> Response:
-        subscriber, keywords, day = preview_params(request.query_params)
+def preview_params(values: Any) -> tuple[str, str, str]:
+    return (str(values.get("subscriber", "")).strip(), str(values.get("keywords", "")),
+            str(values.get("day", "")))
+
+
+async def run_preview(request: Request, subscriber: str, keywords: str, day: str
+                      ) -> preview_mod.PreviewResult:
+    c = console_of(request)
+    return await asyncio.to_thread(preview_mod.preview, c.settings, c.app.engine, _day(day),
+                                   subscriber=subscriber, keywords=keywords)
+
+
+async def preview(request: Request) -> Response:
+    subscriber, keywords, day = preview_params(request.query_params)
+    result, error = None, ""
+    if subscriber or keywords:
         try:
-            result = await run_preview(subscriber, keywords, day)
+            result = await run_preview(request, subscriber, keywords, day)
         except NewsletterError as exc:
-            return _plain(400, str(exc))
-        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        return HTMLResponse(result.html or "<p>Nothing would be sent.</p>", headers={
-            "Content-Security-Policy": EMAIL_CSP.format(origin=own),
-            "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+            error = str(exc)
+    query = urlencode({"subscriber": subscriber, "keywords": "" if subscriber else keywords,
+                       "day": day})
+    return console_of(request).page(
+        request, "preview.html", 400 if error else 200, nav="preview",
+        result=result, error=error, subscriber=subscriber, keywords=keywords,
+        day=day or dt.datetime.now(dt.UTC).date().isoformat(), query=query,
+        sent_to=request.query_params.get("sent_to", ""),
+        test_error=request.query_params.get("test_error", "")[:300])
 
-    async def preview_test(request: Request) -> Response:
-        form = await checked_form(request)
-        subscriber, keywords, day = preview_params(form)
-        to = str(form.get("to", ""))
-        back = {"subscriber": subscriber, "keywords": "" if subscriber else keywords, "day": day}
-        try:
-            result = await run_preview(subscriber, keywords, day)
-            if result.message is None:
-                raise InputError("nothing would be sent to this subscriber today, so there is "
-                                 "no message to test")
-            await preview_mod.send_test(settings, result.message, to)
-            back["sent_to"] = subs_mod.normalize_email(to)
-        except NewsletterError as exc:
-            back["test_error"] = str(exc)
-        return RedirectResponse(f"{PREFIX}/preview?{urlencode(back)}", status_code=303)
 
-    # ---- papers --------------------------------------------------------------------
+async def preview_email(request: Request) -> Response:
+    subscriber, keywords, day = preview_params(request.query_params)
+    try:
+        result = await run_preview(request, subscriber, keywords, day)
+    except NewsletterError as exc:
+        return _plain(400, str(exc))
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    return HTMLResponse(result.html or "<p>Nothing would be sent.</p>", headers={
+        "Content-Security-Policy": EMAIL_CSP.format(origin=own),
+        "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
-    def papers(request: Request) -> Response:  # sync: Starlette runs it in a thread
-        q = request.query_params.get("q", "")
-        with session_scope(app.engine, readonly=True) as s:
-            page = data.find_papers(s, q=q, after=request.query_params.get("after", ""),
-                                    size=size)
-        return c.page(request, "papers.html", nav="papers", page=page, q=q,
-                      next_url=(f"?{urlencode({'q': q, 'after': page.next_after})}"
-                                if page.next_after else ""),
-                      base=settings.web.base_url.rstrip("/"))
 
-    async def on_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return c.page(request, "error.html", exc.status_code, message=exc.detail)
+async def preview_test(request: Request) -> Response:
+    form = await checked_form(request)
+    subscriber, keywords, day = preview_params(form)
+    to = str(form.get("to", ""))
+    back = {"subscriber": subscriber, "keywords": "" if subscriber else keywords, "day": day}
+    try:
+        result = await run_preview(request, subscriber, keywords, day)
+        if result.message is None:
+            raise InputError("nothing would be sent to this subscriber today, so there is "
+                             "no message to test")
+        await preview_mod.send_test(console_of(request).settings, result.message, to)
+        back["sent_to"] = subs_mod.normalize_email(to)
+    except NewsletterError as exc:
+        back["test_error"] = str(exc)
+    return RedirectResponse(f"{PREFIX}/preview?{urlencode(back)}", status_code=303)
 
-    routes = [
-        Route("/", dashboard),
-        Route("/login", login, methods=["GET", "POST"]),
-        Route("/logout", logout, methods=["POST"]),
-        Route("/static/admin.css", stylesheet),
-        Route("/subscribers", subscribers),
-        Route("/subscribers/import", import_csv, methods=["POST"]),
-        Route("/subscribers/export.csv", export),
-        Route("/subscribers/{sub_id:row_id}", subscriber, methods=["GET", "POST"]),
-        Route("/editions/{edition_id:row_id}", edition),
-        Route("/editions/{edition_id:row_id}/retry", retry, methods=["POST"]),
-        Route("/preview", preview),
-        Route("/preview/email", preview_email),
-        Route("/preview/test", preview_test, methods=["POST"]),
-        Route("/papers", papers),
-    ]
+
+# ---- papers --------------------------------------------------------------------------
+
+def papers(request: Request) -> Response:  # sync: Starlette runs it in a thread
+    c = console_of(request)
+    q = request.query_params.get("q", "")
+    with session_scope(c.app.engine, readonly=True) as s:
+        page = data.find_papers(s, q=q, after=request.query_params.get("after", ""),
+                                size=c.page_size)
+    return c.page(request, "papers.html", nav="papers", page=page, q=q,
+                  next_url=(f"?{urlencode({'q': q, 'after': page.next_after})}"
+                            if page.next_after else ""),
+                  base=c.settings.web.base_url.rstrip("/"))
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return console_of(request).page(request, "error.html", exc.status_code, message=exc.detail)
+
+
+ROUTES = [
+    Route("/", dashboard),
+    Route("/login", login, methods=["GET", "POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/static/admin.css", stylesheet),
+    Route("/subscribers", subscribers),
+    Route("/subscribers/import", import_csv, methods=["POST"]),
+    Route("/subscribers/export.csv", export),
+    Route("/subscribers/{sub_id:row_id}", subscriber, methods=["GET", "POST"]),
+    Route("/editions/{edition_id:row_id}", edition),
+    Route("/editions/{edition_id:row_id}/retry", retry, methods=["POST"]),
+    Route("/preview", preview),
+    Route("/preview/email", preview_email),
+    Route("/preview/test", preview_test, methods=["POST"]),
+    Route("/papers", papers),
+]
+
+
+def create_admin(app: App) -> ASGIApp:
+    """The console as an ASGI app, to mount at ``/admin``: its state (``Console``)
+    made once and reached by every handler as ``request.app.state.console``."""
+    console = Console(app)
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         HTTPException: on_error}
-    return Starlette(routes=routes, middleware=[Middleware(Gate, console=c)],
-                     exception_handlers=handlers)
+    starlette = Starlette(routes=ROUTES, middleware=[Middleware(Gate, console=console)],
+                          exception_handlers=handlers)
+    starlette.state.console = console
+    return starlette
 
 
 def _csv_rows(subs: list[Subscriber]) -> str:

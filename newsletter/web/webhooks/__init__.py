@@ -70,7 +70,8 @@ def rotate_token(session: Session, provider: str) -> str:
 
 
 def webhook_urls(settings: Settings, session: Session) -> dict[str, str]:
-    from newsletter.render.links import LinkMaker, Signer, secret_keys
+    from newsletter.render.links import LinkMaker, Signer
+    from newsletter.store.keys import secret_keys
 
-    links = LinkMaker(settings, Signer(secret_keys(settings, session)))
+    links = LinkMaker(settings.web, settings.sender, Signer(secret_keys(settings.web, session)))
     return {p: links.webhook(p, t) for p, t in webhook_tokens(session).items()}

@@ -5,15 +5,25 @@ Revision ID: 0003
 Revises: 0002
 """
 
+import hashlib
+import re
+import unicodedata
+
 import sqlalchemy as sa
 from alembic import op
-
-from newsletter.ingest.papers import title_id
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
+
+
+def title_id(title: str) -> str:
+    """The title key as ingest made it when this migration was written (a frozen copy
+    of ``ingest.papers.title_id``: a migration must not change when live code does)."""
+    s = unicodedata.normalize("NFKC", title).casefold()
+    s = " ".join(re.sub(r"[^\w]+", " ", s).split())
+    return "t:" + hashlib.sha1(s.encode("utf-8")).hexdigest()[:16]
 
 
 def upgrade() -> None:

@@ -2,14 +2,14 @@
 refused after a restart too.
 
 Revision ID: 0010
-Revises: 0009
+Revises: 0013 (which landed first; the chain stays linear)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0009"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

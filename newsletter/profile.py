@@ -12,6 +12,10 @@
 
 Parse errors name the term and what is wrong, because the person typing the
 profile is the one who can fix it.
+
+The language is a format of stored data, like the address rules in ``addresses``: the
+store checks every profile it keeps (an import names the bad line), the ranking
+matches them, so it lives beside both stages rather than inside either.
 """
 
 from __future__ import annotations

@@ -1,0 +1,299 @@
+"""The papers being ranked, analysed once: what a profile term becomes (a *feature*)
+and how strongly each paper matches it (BM25F over title, keywords and abstract).
+
+A feature's row over the day's papers is computed once, on first use, and shared by
+every subscriber who wrote the term; the engine (``engine.py``) multiplies these rows
+with the subscribers' weights, and the learner (``feedback.py``) finds the terms of
+voted papers in the same index. Both build on this module, neither on the other's
+internals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from newsletter.config import RankingConfig
+from newsletter.ingest.papers import normalize_title
+from newsletter.profile import Term
+from newsletter.ranking.related import RelatedTerms
+from newsletter.ranking.text import (
+    STOPWORDS,
+    Acronyms,
+    analyze_words,
+    fold,
+    joined_compounds,
+    raw_tokens,
+    stems,
+    words,
+)
+
+FIELD_WEIGHTS = {"title": 3.0, "keywords": 2.0, "abstract": 1.0}
+K1, B = 1.2, 0.75
+MAX_NGRAM = 4
+MIN_IDF_N = 100  # idf is computed as if at least this many papers were ranked
+PHRASE_WEIGHT = 1.0  # a topic's score: the phrase (or acronym form) ...
+WORDS_WEIGHT = 1.0  # ... plus its words' mean score, scaled by the share present ...
+COVERAGE_POWER = 0.0  # ... to this power, so one word of three earns little
+
+
+@dataclass(frozen=True, slots=True)
+class RankEntry:
+    """What the ranker needs of a paper."""
+
+    id: str
+    title: str
+    abstract: str = ""
+    keywords: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    upvotes: int = 0
+    published: dt.date | None = None
+
+    @classmethod
+    def of(cls, e: Any) -> RankEntry:
+        return cls(e.id, e.title, e.abstract or "", tuple(e.keywords or ()),
+                   tuple(e.authors or ()), int(e.upvotes or 0), e.published)
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    kind: str  # topic | exact | author | exclude (an exclusion with a field's vocabulary)
+    variants: tuple[tuple[str, ...], ...]
+    parts: tuple[str, ...] = ()  # a multi-word topic's words, for partial credit
+    related: tuple[tuple[str, ...], ...] = ()  # an area's related terms (related.py)
+
+
+class Analyzer:
+    """Turns profile terms into features, caching by term so repeats cost nothing."""
+
+    def __init__(self, acronyms: Acronyms, related: RelatedTerms | None = None) -> None:
+        self.acronyms = acronyms
+        self.related = related
+        self.related_labels: dict[tuple[str, ...], str] = {}  # stems → the table's words
+        self._cache: dict[tuple[str, str, bool], Feature] = {}
+
+    def feature(self, term: Term) -> Feature:
+        key = (term.kind, fold(term.text), term.exclude)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache[key] = self._build(term)
+        return cached
+
+    def _build(self, term: Term) -> Feature:
+        if term.kind == "exact":
+            return Feature("exact", (raw_tokens(term.text),))
+        if term.kind == "author":
+            return Feature("author", (tuple(sorted(set(raw_tokens(term.text)))),))
+        base = stems(term.text, self.acronyms)
+        if not base:  # a term of stop words only ("the"): match it literally
+            return Feature("exact", (raw_tokens(term.text),))
+        variants = {base, *self._acronym_variants(base)}
+        if len(base) > 1:
+            joined = "".join(base)
+            variants.add((joined,))
+        parts = tuple(dict.fromkeys(base)) if len(base) > 1 else ()
+        ordered = tuple(sorted(variants, key=lambda v: (len(v), v)))
+        related = self._related(term.text, variants)
+        if related and term.exclude:
+            return Feature("exclude", ordered, parts, related)
+        return Feature("topic", ordered, parts, related)
+
+    def _related(self, text: str, own: set[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+        """The related terms of an area named by ``text`` (none unless it names one)."""
+        area = self.related.area(text) if self.related else None
+        if area is None:
+            return ()
+        out: dict[tuple[str, ...], None] = {}
+        for words_ in area.terms:
+            key = stems(words_, self.acronyms)
+            if key and key not in own:
+                out[key] = None
+                self.related_labels.setdefault(key, words_)
+        return tuple(out)
+
+    def _acronym_variants(self, base: tuple[str, ...]) -> set[tuple[str, ...]]:
+        a = self.acronyms
+        out: set[tuple[str, ...]] = set()
+        for i, tok in enumerate(base):  # expand an acronym inside the term
+            long = a.short_to_long.get(tok)
+            if long:
+                out.add(base[:i] + long + base[i + 1 :])
+        for n in range(len(base), 1, -1):  # contract a long form inside the term
+            for i in range(len(base) - n + 1):
+                short = a.long_to_short.get(base[i : i + n])
+                if short:
+                    out.add(base[:i] + (short,) + base[i + n :])
+        return out
+
+
+def _ngrams(tokens: Sequence[str], max_n: int) -> Iterator[tuple[str, ...]]:
+    for n in range(1, max_n + 1):
+        for i in range(len(tokens) - n + 1):
+            yield tuple(tokens[i : i + n])
+
+
+class Corpus:
+    """The entries being ranked, analysed once; feature rows computed on demand."""
+
+    def __init__(self, entries: Sequence[RankEntry], acronyms: Acronyms,
+                 cfg: RankingConfig, today: dt.date | None = None,
+                 related: RelatedTerms | None = None) -> None:
+        self.entries = list(entries)
+        self.position = {e.id: i for i, e in enumerate(self.entries)}
+        self.acronyms = acronyms
+        self.related = related  # a field vocabulary (None: no expansion)
+        self.cfg = cfg
+        self.today = today or dt.date.today()
+        n = len(self.entries)
+        self.index: dict[str, dict[tuple[str, ...], dict[int, int]]] = {
+            f: defaultdict(dict) for f in FIELD_WEIGHTS}
+        self.raw_text: dict[str, list[str]] = {f: [] for f in FIELD_WEIGHTS}
+        self.stem_text: dict[str, list[str]] = {f: [] for f in FIELD_WEIGHTS}
+        lengths = np.zeros(n, dtype=np.float64)
+        self.author_tokens: list[list[frozenset[str]]] = []
+        for i, e in enumerate(self.entries):
+            texts = {"title": e.title, "keywords": " , ".join(e.keywords), "abstract": e.abstract}
+            for fname, text in texts.items():
+                toks = [s for s, r in analyze_words(words(text), acronyms) if r not in STOPWORDS]
+                lengths[i] += FIELD_WEIGHTS[fname] * len(toks)
+                postings = self.index[fname]
+                for gram in _ngrams(toks, MAX_NGRAM):
+                    slot = postings[gram]
+                    slot[i] = slot.get(i, 0) + 1
+                for joined in joined_compounds(text):
+                    slot = postings[(joined,)]
+                    slot[i] = slot.get(i, 0) + 1
+                self.raw_text[fname].append(" " + " ".join(raw_tokens(text)) + " ")
+                self.stem_text[fname].append(" " + " ".join(toks) + " ")
+            self.author_tokens.append([frozenset(raw_tokens(a)) for a in e.authors])
+        self.length_norm = (1 - B + B * lengths / max(lengths.mean(), 1.0)) if n else lengths
+        self.popularity = np.log1p(np.array([max(e.upvotes, 0) for e in self.entries],
+                                            dtype=np.float32))
+        self.recency = np.array([self._recency(e.published) for e in self.entries],
+                                dtype=np.float32)
+        self.canonical = self._canonical_mask()
+        self.bonus = (cfg.weight_popularity * self.popularity
+                      + cfg.weight_recency * self.recency).astype(np.float32)
+        # The bonus with -inf on duplicate copies: one addition both scores and drops them.
+        self.bonus_canonical = np.where(self.canonical, self.bonus,
+                                        np.float32(-np.inf)).astype(np.float32)
+        self.trending_order = np.lexsort((-self.recency, -self.popularity))
+        self._rows: dict[Feature, np.ndarray] = {}
+
+    def _recency(self, published: dt.date | None) -> float:
+        if published is None:
+            return 0.5
+        age = max((self.today - published).days, 0)
+        return float(0.5 ** (age / 7.0))
+
+    def _canonical_mask(self) -> np.ndarray:
+        """False for near-duplicates (same work twice): only the best copy is ranked."""
+        mask = np.ones(len(self.entries), dtype=bool)
+        buckets: dict[str, list[int]] = defaultdict(list)
+        for i, e in enumerate(self.entries):
+            buckets[" ".join(normalize_title(e.title).split()[:3])].append(i)
+        for members in buckets.values():
+            if len(members) < 2:
+                continue
+            token_sets = {i: set(normalize_title(self.entries[i].title).split()) for i in members}
+            for a_pos, a in enumerate(members):
+                for b in members[a_pos + 1 :]:
+                    if not (mask[a] and mask[b]):
+                        continue
+                    sa, sb = token_sets[a], token_sets[b]
+                    if len(sa & sb) / max(len(sa | sb), 1) >= 0.85:
+                        ea, eb = self.entries[a], self.entries[b]
+                        rank_a = (ea.upvotes, not ea.id.startswith("t:"), len(ea.abstract))
+                        rank_b = (eb.upvotes, not eb.id.startswith("t:"), len(eb.abstract))
+                        mask[b if rank_a >= rank_b else a] = False
+        return mask
+
+    def row(self, feature: Feature) -> np.ndarray:
+        """BM25F of ``feature`` over every entry (float32, zero where absent)."""
+        cached = self._rows.get(feature)
+        if cached is not None:
+            return cached
+        n = len(self.entries)
+        if feature.kind == "exclude":
+            # An exclusion with a field's vocabulary: the term itself anywhere, or its
+            # related terms as more than a passing mention (a stricter bar than a topic's).
+            out = self.row(Feature("topic", feature.variants, feature.parts)).copy()
+            strict = self.related_evidence(feature.related) >= self.cfg.exclude_related_min
+            out[strict] += 1.0
+            self._rows[feature] = out
+            return out
+        tf = np.zeros(n, dtype=np.float64)
+        if feature.kind == "author":
+            want = set(feature.variants[0])
+            for i, authors in enumerate(self.author_tokens):
+                if any(want <= a for a in authors):
+                    tf[i] += FIELD_WEIGHTS["title"]
+        else:
+            for fname, weight in FIELD_WEIGHTS.items():
+                for variant in feature.variants:
+                    for i, count in self._postings(fname, feature.kind, variant).items():
+                        tf[i] += weight * count
+        out = self._bm25(tf)
+        if feature.parts:
+            # The words of a topic, in any order, earn part of a phrase match: the phrase
+            # is the strong signal, the words catch "point cloud semantic segmentation"
+            # for "point cloud segmentation" (as sequential-dependence models do).
+            words_ = [self.row(Feature("topic", ((w,),))) for w in feature.parts]
+            idfs = np.array([self._idf(int(np.count_nonzero(w))) for w in words_])
+            share = (idfs[:, None] * (np.array(words_) > 0)).sum(axis=0) / max(idfs.sum(), 1e-9)
+            bag = np.sum(words_, axis=0) / len(words_) * share ** COVERAGE_POWER * (share > 0.5)
+            out = (PHRASE_WEIGHT * out + WORDS_WEIGHT * bag).astype(np.float32)
+        if feature.related and self.cfg.related_weight:
+            # A topic naming a field also earns part of its score from the field's words.
+            tf = np.zeros(n, dtype=np.float64)
+            for variant in feature.related:
+                for fname, weight in FIELD_WEIGHTS.items():
+                    for i, count in self._postings(fname, "topic", variant).items():
+                        tf[i] += weight * count
+            out = (out + self.cfg.related_weight * self._bm25(tf)).astype(np.float32)
+        self._rows[feature] = out
+        return out
+
+    def related_evidence(self, related: Sequence[tuple[str, ...]]) -> np.ndarray:
+        """How strongly each entry is about a field: per related term present, the
+        weight of the strongest field it appears in (title 3, keywords 2, abstract 1),
+        plus one for a repeat; so one passing mention in an abstract scores 1."""
+        evidence = np.zeros(len(self.entries), dtype=np.float32)
+        for variant in related:
+            best: dict[int, float] = {}
+            for fname, weight in FIELD_WEIGHTS.items():
+                for i, count in self._postings(fname, "topic", variant).items():
+                    best[i] = max(best.get(i, 0.0), weight + (1.0 if count > 1 else 0.0))
+            for i, value in best.items():
+                evidence[i] += value
+        return evidence
+
+    def related_hits(self, index: int, related: Sequence[tuple[str, ...]]) -> list[
+            tuple[str, ...]]:
+        """Which of ``related`` occur in entry ``index`` (for explanations)."""
+        return [v for v in related if any(index in self._postings(f, "topic", v)
+                                          for f in FIELD_WEIGHTS)]
+
+    def _idf(self, df: int) -> float:
+        big_n = max(len(self.entries), MIN_IDF_N)
+        return math.log(1 + (big_n - df + 0.5) / (df + 0.5))
+
+    def _bm25(self, tf: np.ndarray) -> np.ndarray:
+        df = int(np.count_nonzero(tf))
+        if not df:
+            return np.zeros(len(tf), dtype=np.float32)
+        idf = self._idf(df)
+        return (idf * tf * (K1 + 1) / (tf + K1 * self.length_norm)).astype(np.float32)
+
+    def _postings(self, fname: str, kind: str, variant: tuple[str, ...]) -> dict[int, int]:
+        if kind == "topic" and len(variant) <= MAX_NGRAM:
+            return self.index[fname].get(variant, {})
+        needle = " " + " ".join(variant) + " "  # longer phrases: scan the analysed text
+        texts = self.stem_text[fname] if kind == "topic" else self.raw_text[fname]
+        return {i: hay.count(needle) for i, hay in enumerate(texts) if needle in hay}

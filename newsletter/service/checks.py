@@ -1,0 +1,101 @@
+"""``newsletter check``: every item, in the order an operator fixes them.
+
+With ``--dns`` the SPF, DKIM and DMARC records are looked up and ``[web] base_url``
+fetched (``delivery.published``) instead of only printed.
+
+The configuration items (``delivery.check``) need nothing but the settings and,
+for SMTP, the server; the database items here open the configured database without
+creating or migrating it (a check must not make an empty ``subscribers.db`` in the
+wrong folder) and ask it whether its schema is current and whether ``[web]
+secret_keys`` keeps every key that signed links.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from newsletter.config import Settings, WebConfig
+from newsletter.delivery.check import FAIL, OK, Item, run_checks
+from newsletter.store import key_use
+from newsletter.store.db import make_engine, schema_state, session_scope
+
+KEY_FIX = ('generate one with `python3 -c "import secrets; print(secrets.token_urlsafe(32))"` '
+           "and put it first in NEWSLETTER_WEB__SECRET_KEYS")
+MIN_KEY_LENGTH = 16
+PLACEHOLDERS = ("CHANGE-ME", "change-me", "changeme", "secret")
+
+
+def check_database(url: str) -> tuple[Item, Engine | None]:
+    """Whether the database answers and its schema is the newest; the engine if so."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    fix = "run `newsletter db upgrade` (same configuration and environment)"
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not Path(str(parsed.database)).exists():
+        return Item("database", FAIL, f"{shown}: no database yet", fix), None
+    engine = make_engine(url)
+    try:
+        state = schema_state(engine)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return Item("database", FAIL, f"{shown}: {reason}", "check [database] url"), None
+    if state != "current":
+        engine.dispose()
+        return Item("database", FAIL, f"{shown}: schema {state}", fix), None
+    return Item("database", OK, f"{shown}: schema current"), engine
+
+
+def check_signing_keys(cfg: WebConfig, engine: Engine) -> Item:
+    """The link-signing keys: none a placeholder or short, none that signed links dropped."""
+    from newsletter.service.signing import rotation_problem
+
+    for i, key in enumerate(cfg.secret_keys):
+        if key.strip() in PLACEHOLDERS or len(key) < MIN_KEY_LENGTH:
+            return Item("web.secret_keys", FAIL, f"key {i + 1} of {len(cfg.secret_keys)} is "
+                        f"a placeholder or shorter than {MIN_KEY_LENGTH} characters "
+                        "(anyone could forge unsubscribe links)", KEY_FIX)
+    with session_scope(engine, readonly=True) as s:
+        problem = rotation_problem(cfg, s)
+        if problem:
+            head, _, fix = problem.partition("every such link would stop working. ")
+            return Item("web.secret_keys", FAIL, head + "every such link would stop working",
+                        fix[:1].lower() + fix[1:])
+        keys = key_use.configured_keys(cfg, s)
+        used = {u.fingerprint for u in key_use.used_keys(s)}
+    if not keys:
+        return Item("web.secret_keys", FAIL, "no signing key", KEY_FIX)
+    first = key_use.fingerprint(keys[0])
+    where = "[web] secret_keys" if cfg.secret_keys else "the database (back it up)"
+    verifying = f", {len(keys) - 1} more verifying" if len(keys) > 1 else ""
+    state = "has signed links" if first in used else "has not signed links yet"
+    return Item("web.secret_keys", OK, f"signing with {first} from {where}{verifying}; it "
+                f"{state}; every key that signed links is kept")
+
+
+def run_all(settings: Settings, *, dns: bool = False, nameserver: str | None = None
+            ) -> list[Item]:
+    """``dns``: look the records up and fetch the public URL instead of only printing
+    the records to publish (each ✗ then carries the record)."""
+    c = settings
+    items = run_checks(web=c.web, sender=c.sender, render=c.render, transport=c.transport,
+                       smtp=c.smtp, api=c.api)
+    if dns:
+        from newsletter.delivery.published import published_items
+
+        items = [i for i in items if i.key not in ("spf", "dmarc", "dkim.dns")]
+        items += published_items(web=c.web, sender=c.sender, render=c.render,
+                                 backend=c.transport.backend, smtp=c.smtp,
+                                 nameserver=nameserver)
+    db_item, engine = check_database(c.database.url)
+    items.append(db_item)
+    if engine is not None:
+        try:
+            items.append(check_signing_keys(c.web, engine))
+        finally:
+            engine.dispose()
+    return items

@@ -1,0 +1,259 @@
+"""The subscriber use cases: sign up, confirm, change preferences, unsubscribe,
+resubscribe, erase, an operator's add / edit / remove / import, and the bounce and
+complaint notices of the mail providers.
+
+Each is one function the CLI, the web pages, the console and the webhooks call after
+parsing their input; they present the result (or the ``InputError``) in their own
+words. Values are checked here, before anything changes (by the one set of checks,
+``store.subscribers``', the profile by ``newsletter.profile``); the state changes
+themselves are ``store.lifecycle``'s, which records who asked: ``cli``, ``web``,
+``admin:<name>``, ``webhook:<provider>``.
+
+Every function takes an open session and leaves committing to the caller.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from newsletter.config import WebConfig
+from newsletter.errors import FieldError, InputError
+from newsletter.store import lifecycle
+from newsletter.store import subscribers as store
+from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
+from newsletter.store.suppressions import is_suppressed
+
+log = logging.getLogger("newsletter.service.subscribers")
+S = SubscriberStatus
+T = TypeVar("T")
+OPERATOR_STATUSES = tuple(str(s) for s in lifecycle.OPERATOR_STATUSES)
+# What the owner chooses on their preferences page.
+OWNER_STATUSES = (str(S.ACTIVE), str(S.PAUSED))
+
+check_keywords = store.check_keywords
+check_tz = store.check_tz
+check_hour = store.check_hour
+check_name = store.clean_name
+normalize_email = store.normalize_email
+
+
+class NotFound(InputError):
+    """The subscriber asked for does not exist (any more)."""
+
+
+def find(session: Session, email: str) -> Subscriber:
+    """A subscriber by address, whatever the address policy (an address that could not
+    be added now is still found)."""
+    address = normalize_email(email, utf8_local_part=True)
+    sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    if sub is None:
+        raise NotFound(f"{address} is not a subscriber")
+    return sub
+
+
+def get(session: Session, sub_id: int) -> Subscriber:
+    sub = session.get(Subscriber, sub_id)
+    if sub is None:
+        raise NotFound("this subscription no longer exists")
+    return sub
+
+
+# ---- the operator's ------------------------------------------------------------------
+
+def add(session: Session, email: str, *, keywords: str, name: str = "", tz: str = "UTC",
+        hour: int | str | None = None, utf8_local_part: bool = False,
+        by: str = "cli") -> Subscriber:
+    """One subscriber, active at once: the operator vouches for consent."""
+    return store.add(session, email, keywords=keywords, name=name, tz=tz, hour=hour,
+                     source=by, utf8_local_part=utf8_local_part)
+
+
+def check_csv(data: bytes, origin: str) -> list[str]:
+    """Every bad row of an import, one message each naming the line; empty when the
+    file would import."""
+    return store.check_csv(data, origin)
+
+
+def import_csv(session: Session, data: bytes, origin: str, *,
+               utf8_local_part: bool = False) -> store.ImportReport:
+    """Every row checked, all stored in one transaction or none."""
+    return store.import_csv(session, data, origin, utf8_local_part=utf8_local_part)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """An operator's edit as given (None: leave as it is); checked by ``edit``."""
+
+    name: str | None = None
+    keywords: str | None = None
+    tz: str | None = None
+    hour: int | str | None = None
+    status: str | None = None
+
+    def empty(self) -> bool:
+        return all(v is None for v in (self.name, self.keywords, self.tz, self.hour,
+                                       self.status))
+
+
+def _field(field: str, check: Callable[[Any], T], value: Any) -> T | None:
+    """``check(value)``, its error naming ``field``; None stays None (unchanged)."""
+    if value is None:
+        return None
+    try:
+        return check(value)
+    except InputError as exc:
+        raise FieldError(field, exc.message) from None
+
+
+def checked(given: Edit) -> lifecycle.Changes:
+    """The values of an edit, each checked as on ``add``; the first bad one raises a
+    ``FieldError`` naming its field (``name``, ``keywords``, ``tz``, ``hour``)."""
+    return lifecycle.Changes(
+        name=_field("name", check_name, given.name),
+        keywords=_field("keywords", check_keywords, given.keywords),
+        tz=_field("tz", check_tz, given.tz),
+        send_hour=_field("hour", check_hour, given.hour),
+        status=given.status)
+
+
+def edit(session: Session, sub: Subscriber, given: Edit, *, by: str) -> list[str]:
+    """An operator's change of one subscriber (``by``: ``cli`` or ``admin:<name>``):
+    every value checked as on ``add``, the status one of ``OPERATOR_STATUSES`` (or
+    the one they have). Returns the fields that changed."""
+    return lifecycle.edit(session, sub, checked(given), by=by)
+
+
+def remove(session: Session, email: str, *, by: str = "cli") -> str:
+    """Delete a subscriber and their history (their address may come back later,
+    unlike an erased one); the address removed."""
+    return store.remove(session, find(session, email).email, by=by)
+
+
+# ---- the owner's ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SignUp:
+    """A sign-up form, checked (``sign_up_form``)."""
+
+    address: str
+    keywords: str
+    tz: str
+    hour: int
+
+
+def sign_up_form(address: str, keywords: str, tz: str, hour: str | int) -> SignUp:
+    """The sign-up's values checked (the address is already the web's normalized one)."""
+    return SignUp(address, check_keywords(keywords), check_tz(tz), check_hour(hour))
+
+
+def sign_up(session: Session, form: SignUp, limits: WebConfig) -> int | None:
+    """A web sign-up: the subscriber (new, still pending, or back after unsubscribing)
+    is pending with these settings, and a confirmation slot is taken; the id to send
+    the confirmation email to, or None (already receiving, stopped by their mail
+    server, erased, or the per-address limit reached: ``confirm_interval_minutes``,
+    ``confirms_per_day``, counted from the events so every process agrees)."""
+    if is_suppressed(session, form.address):
+        return None
+    sub = session.scalar(select(Subscriber).where(Subscriber.email == form.address))
+    if sub is None:
+        sub = store.add(session, form.address, keywords=form.keywords, tz=form.tz,
+                        hour=form.hour, status=S.PENDING, source="web")
+    elif not lifecycle.sign_up_again(session, sub, keywords=form.keywords, tz=form.tz,
+                                     hour=form.hour, by="web"):
+        return None
+    now = utcnow()
+    sent = select(func.count(Event.id)).where(Event.subscriber_id == sub.id,
+                                              Event.kind == "confirmation_sent")
+    recent = session.scalar(sent.where(Event.at > now - dt.timedelta(
+        minutes=limits.confirm_interval_minutes))) or 0
+    today = session.scalar(sent.where(Event.at > now - dt.timedelta(days=1))) or 0
+    if recent or today >= limits.confirms_per_day:
+        log.info("confirmation for subscriber %s not sent again: limit reached", sub.id)
+        return None
+    session.add(Event(subscriber_id=sub.id, kind="confirmation_sent", at=now))
+    return sub.id
+
+
+def confirm(session: Session, sub_id: int) -> str | None:
+    """Their confirmation link followed: pending → active. Their address, or None
+    when they no longer exist."""
+    sub = session.get(Subscriber, sub_id)
+    if sub is None:
+        return None
+    lifecycle.confirm(session, sub, by="web")
+    return sub.email
+
+
+def unsubscribe(session: Session, sub_id: int, *, one_click: bool = False) -> str | None:
+    """Their unsubscribe link (or their mail client's one click). Their address, or
+    None when they no longer exist."""
+    sub = session.get(Subscriber, sub_id)
+    if sub is None:
+        return None
+    lifecycle.unsubscribe(session, sub, by="web", one_click=one_click)
+    return sub.email
+
+
+def resubscribe(session: Session, sub_id: int) -> bool:
+    """Back after unsubscribing, from their own preferences page."""
+    sub = session.get(Subscriber, sub_id)
+    return sub is not None and lifecycle.resubscribe(session, sub, by="web")
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """The preferences form, checked (``preferences_form``)."""
+
+    keywords: str
+    tz: str
+    hour: int
+    paused: bool
+
+
+def preferences_form(keywords: str, tz: str, hour: str | int, status: str) -> Preferences:
+    if status not in OWNER_STATUSES:
+        raise InputError("delivery must be daily or paused")
+    return Preferences(check_keywords(keywords), check_tz(tz), check_hour(hour),
+                       status == S.PAUSED)
+
+
+def change_preferences(session: Session, sub_id: int, form: Preferences) -> bool:
+    """Their own keywords, time zone, hour, pause or resume; False when they cannot
+    change them (no longer receiving) or no longer exist."""
+    sub = session.get(Subscriber, sub_id)
+    return sub is not None and lifecycle.update_preferences(
+        session, sub, keywords=form.keywords, tz=form.tz, hour=form.hour,
+        paused=form.paused, by="web")
+
+
+def erase(session: Session, sub_id: int) -> bool:
+    """Everything about them deleted, the address kept only as a hash that refuses it;
+    False when there was nothing to erase."""
+    sub = session.get(Subscriber, sub_id)
+    if sub is None:
+        return False
+    lifecycle.erase(session, sub, by="web")
+    return True
+
+
+# ---- their mail servers' -------------------------------------------------------------
+
+def apply_notices(session: Session, notices: list[tuple[str, str]], *, provider: str) -> int:
+    """A provider's verified bounce and complaint notices, as (address, "bounce" |
+    "complaint"): the subscribers changed (an address that is not one is skipped)."""
+    changed = 0
+    for address, kind in notices:
+        try:
+            normalized = normalize_email(address)
+        except InputError:
+            continue
+        changed += lifecycle.apply_notice(session, normalized, kind,
+                                          by=f"webhook:{provider}", provider=provider)
+    return changed
