@@ -61,6 +61,7 @@ class Target:
     edition_ids: list[int]
     entry_ids: list[str]
     webhook_tokens: dict[str, str]
+    nonces: dict[int, int]
     watch: Watch
     admin_cookie: str = ""
     admin_csrf: str = ""
@@ -68,7 +69,9 @@ class Target:
     strategies: Any = None
 
     def token(self, purpose: str, sub_id: int, *extra: int) -> str:
-        return str(self.app.state.web.signer.token(purpose, sub_id, *extra))
+        """A link token as the service makes them (with the row's nonce)."""
+        return str(self.app.state.web.signer.token(purpose, sub_id, *extra,
+                                                    nonce=self.nonces.get(sub_id)))
 
     def csrf_for(self, cookie: str) -> str:
         return str(self.app.state.web.csrf.token_for(cookie))
@@ -290,8 +293,9 @@ class Strategies:
             return f"/webhooks/{provider}/{self.value(draw, 'token', template)[0]}", False
         if template.startswith("/feedback/{direction}/{token}/"):  # token and paper agree
             paper, sub, valid = draw(self.entries), draw(self.real_subs), draw(st.booleans())
-            token = (self.t.app.state.web.signer.paper_token("vote", sub, paper) if valid
-                     else self.t.token("preferences", sub))
+            token = (self.t.app.state.web.signer.paper_token("vote", sub, paper,
+                                                             self.t.nonces.get(sub))
+                     if valid else self.t.token("preferences", sub))
             return (f"/feedback/{draw(CHOICES['direction'])}/{token}/{quote(paper, safe='')}",
                     valid)
         path, valid = template, False
@@ -394,14 +398,16 @@ def target(world, cli) -> Iterator[Target]:  # type: ignore[no-untyped-def]
     with TestClient(app, raise_server_exceptions=False) as client:
         settle(client, app, 120)
         with session_scope(engine) as s:
-            subs = list(s.scalars(select(Subscriber.id)))
+            nonces = {int(i): int(n) for i, n in s.execute(
+                select(Subscriber.id, Subscriber.link_nonce))}
+            subs = sorted(nonces)
             editions = list(s.scalars(select(Edition.id)))
             entries = list(s.scalars(select(Entry.id).limit(20)))
             hooks = webhook_tokens(s)
         cookie, csrf = admin_session(client)
         watch = Watch(str(engine.url.database))
         target = Target(client, app, engine, sorted(set(route_table(list(app.routes)))),
-                        subs, editions, entries, hooks, watch, cookie, csrf)
+                        subs, editions, entries, hooks, nonces, watch, cookie, csrf)
         target.strategies = Strategies(target)
         yield target
         # The run was not vacuous: requests got through to the handlers that write, and

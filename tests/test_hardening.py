@@ -426,3 +426,198 @@ def test_n3_subscribers_see_an_operator_not_the_login_name(console: Console) -> 
     exported = httpx.get(links.preferences(sid, "data"), timeout=30).text
     assert '"by": "an operator"' in exported and "ops" not in exported.replace(
         "an operator", "")
+
+
+# ---- N1: an erased person's links never act on anyone else ------------------------------
+
+def last_link_email(settings: Any, address: str) -> str:
+    """The confirmation link in the newest email to ``address`` in the outbox."""
+    import email
+    import email.policy
+    from pathlib import Path
+
+    for eml in sorted(Path(settings.outbox.path).glob("*.eml"), key=lambda p: p.stat().st_mtime,
+                      reverse=True):
+        msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        if msg["To"] and address in str(msg["To"]):
+            body = msg.get_body(("plain",))
+            assert body is not None
+            found = re.search(r"(http://127\.0\.0\.1:\d+/confirm/\S+)", body.get_content())
+            assert found
+            return found.group(1)
+    raise AssertionError(f"no email to {address}")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_n1_an_erased_persons_links_answer_410_and_never_act_on_the_next_person(
+        backend: str, tmp_path: Any, request: pytest.FixtureRequest) -> None:
+    from sqlalchemy import func
+
+    url = (f"sqlite:///{tmp_path / 'n1.db'}" if backend == "sqlite"
+           else str(request.getfixturevalue("pg_url")))
+    settings, engine = world_on(url, tmp_path)
+    with running_site(settings, engine) as site:
+        client = httpx.Client(timeout=30)
+        with session_scope(engine) as s:
+            old_id = int(s.scalar(select(func.max(Subscriber.id))) or 0)
+            old = s.get(Subscriber, old_id)
+            assert old is not None
+            old_address = old.email
+        links = site.links
+        old_links = {"data": links.preferences(old_id, "data"), "prefs": links.preferences(old_id),
+                     "unsub": links.unsubscribe(old_id), "feed": links.feed(old_id),
+                     "view": links.view(old_id, 0), "erase": links.preferences(old_id, "erase"),
+                     "vote": links.votes(old_id, "2401.00001")["more"]}
+        assert client.get(old_links["data"]).status_code == 200
+        assert post_form(client, old_links["erase"], {}).status_code == 200  # erased
+        assert site.status(old_address) is None
+        # A new person signs up and confirms (their own link, from their email).
+        form = {"email": "newcomer@example.org", "keywords": "private topic", "tz": "UTC",
+                "hour": "7"}
+        assert post_form(client, site.url + "/", form, site.url + "/subscribe").status_code == 200
+        site.wait_background()
+        confirm = last_link_email(site.settings, "newcomer@example.org")
+        assert post_form(client, confirm, {}).status_code == 200
+        new_id = site.sub_id("newcomer@example.org")
+        assert new_id != old_id and site.status("newcomer@example.org") == "active"
+        for name, link in old_links.items():
+            got = client.get(link)
+            assert got.status_code == 410, (name, got.status_code)
+        # Even a row given the old id (a restore, or an id SQLite handed on before the
+        # upgrade) is not the old links' person: they carry the old row's nonce.
+        with session_scope(engine) as s:
+            s.add(Subscriber(id=old_id, email="reused@example.org", keywords="secret words",
+                             status="active"))
+        for name, link in old_links.items():
+            got = client.get(link)
+            assert got.status_code == 410, (name, got.status_code)
+            assert "reused" not in got.text and "secret words" not in got.text
+        assert httpx.post(old_links["unsub"], content="List-Unsubscribe=One-Click",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"}
+                          ).status_code == 410
+        assert site.status("reused@example.org") == "active"
+        # Their own links work.
+        assert "secret words" in client.get(links.preferences(old_id, "data")).text
+        assert "private topic" in client.get(links.preferences(new_id, "data")).text
+        site.wait_background(60)
+    engine.dispose()
+
+
+def old_database(url: str) -> Any:
+    """A database at the migration before link nonces (0013), holding subscribers 1-5
+    with an event, a vote and a delivery each, subscriber 5 then deleted (on SQLite
+    its id would go to the next sign-up), and the sample papers."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from newsletter.store.db import _alembic_config, make_engine
+
+    engine = make_engine(url)
+    command.upgrade(_alembic_config(engine), "0013")
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO entries (id, title, abstract, authors, upvotes, url, "
+                       "code_url, project_url, keywords, version, source, arrived_at, "
+                       "updated_at, title_key, affiliations) VALUES ('e1', 'T', '', '[]', 0, "
+                       "'', '', '', '[]', 0, '', '2025-01-01', '2025-01-01', '', '{}')"))
+        c.execute(text("INSERT INTO editions (id, day, slot, created_at, cutoff) VALUES "
+                       "(1, '2025-01-01', '', '2025-01-01', '2025-01-01')"))
+        for i in range(1, 6):
+            c.execute(text(
+                "INSERT INTO subscribers (id, email, name, keywords, tz, send_hour, frequency, "
+                "status, consent_source, bounce_count, created_at, updated_at) VALUES "
+                f"({i}, 'p{i}@example.org', '', 'topic{i}', 'UTC', 7, 'daily', 'active', '', "
+                "0, '2025-01-01', '2025-01-01')"))
+            c.execute(text("INSERT INTO events (subscriber_id, kind, detail, at) VALUES "
+                           f"({i}, 'subscribed', '{{}}', '2025-01-01')"))
+            c.execute(text("INSERT INTO votes (subscriber_id, entry_id, direction, source, "
+                           f"created_at) VALUES ({i}, 'e1', 1, 'email', '2025-01-01')"))
+            c.execute(text(
+                "INSERT INTO deliveries (edition_id, subscriber_id, day, entry_ids, details, "
+                "status, reason, attempts, last_error, message_id, lease_owner, created_at, "
+                f"updated_at) VALUES (1, {i}, '2025-01-01', '[]', '{{}}', 'sent', '', 1, '', "
+                "'', '', '2025-01-01', '2025-01-01')"))
+        c.execute(text("DELETE FROM subscribers WHERE id = 5"))
+        if engine.dialect.name == "postgresql":  # as if the rows had come from the sequence
+            c.execute(text("SELECT setval('subscribers_id_seq', 5)"))
+            c.execute(text("SELECT setval('editions_id_seq', 1)"))
+    return engine
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_n1_migration_keeps_everything_and_links_already_sent_keep_working(
+        backend: str, tmp_path: Any, request: pytest.FixtureRequest) -> None:
+    from sqlalchemy import func, text
+
+    from newsletter.config import Settings
+    from newsletter.store.db import upgrade
+    from newsletter.store.models import Delivery, Event, Vote
+
+    url = (f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite"
+           else str(request.getfixturevalue("pg_url")))
+    engine = old_database(url)
+    upgrade(engine)  # what the first command after the update does
+    with session_scope(engine) as s:
+        assert [s.scalar(select(func.count()).select_from(t)) for t in (Event, Vote, Delivery)
+                ] == [5, 4, 4]  # the rebuilt table's dependants kept their rows (5's
+        # event stays, its subscriber_id set to NULL by the delete, as before)
+        nonces = list(s.scalars(select(Subscriber.link_nonce)))
+        assert len(set(nonces)) == 4 and all(0 < n < 2**62 for n in nonces)
+        s.add(Subscriber(email="after@example.org", keywords="after", status="active"))
+    with session_scope(engine) as s:
+        new_id = s.scalar(select(Subscriber.id).where(Subscriber.email == "after@example.org"))
+    if backend == "sqlite":
+        assert "AUTOINCREMENT" in str(engine.connect().execute(text(
+            "SELECT sql FROM sqlite_master WHERE name = 'subscribers'")).scalar())
+    settings = Settings().replace(database={"url": url},
+                                  outbox={"path": str(tmp_path / "outbox")})
+    with running_site(settings, engine) as site:
+        old_links = site.signer  # links in emails already sent: no nonce
+        for i in range(1, 5):  # the subscribers of before: their old links still work
+            page = httpx.get(f"{site.url}/preferences/{old_links.token('preferences', i)}/data")
+            assert page.status_code == 200 and f"topic{i}" in page.text
+        # Subscriber 5's old links name an id the new row now has: refused, not theirs.
+        assert new_id == 5 or backend == "postgresql"
+        got = httpx.get(f"{site.url}/preferences/{old_links.token('preferences', 5)}/data")
+        assert got.status_code == 410 and "after" not in got.text
+        # The new subscriber's links carry their nonce and work.
+        assert "after" in httpx.get(site.links.preferences(int(new_id or 0), "data")).text
+    engine.dispose()
+
+
+def test_n1_links_in_a_sent_edition_carry_the_nonce_and_work(world, cli) -> None:  # type: ignore[no-untyped-def]
+    import email
+    import email.policy
+    from pathlib import Path
+
+    settings, engine = world
+    with running_site(settings, engine) as site:
+        env = {"NEWSLETTER_DATABASE__URL": str(engine.url),
+               "NEWSLETTER_OUTBOX__PATH": settings.outbox.path,
+               "NEWSLETTER_SENDER__FROM_ADDRESS": "digest@example.org",
+               "NEWSLETTER_WEB__BASE_URL": site.url}
+        sent = cli("send", "--yes", "--date", "2025-12-26", env=env)
+        assert sent.code == 0, sent.stderr
+        eml = sorted(Path(settings.outbox.path).glob("*.eml"))[0]
+        msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        to = str(msg["To"]).split("<")[-1].rstrip(">")
+        unsub = re.search(r"<(http[^>]+)>", str(msg["List-Unsubscribe"]))
+        assert unsub
+        token = unsub.group(1).rsplit("/", 1)[1]
+        with session_scope(engine) as s:
+            sub = s.scalar(select(Subscriber).where(Subscriber.email == to))
+            assert sub is not None
+        assert token.count(".") == 2  # ids . nonce . mac
+        assert site.signer.claims("unsubscribe", token).nonce == sub.link_nonce
+        page = httpx.get(unsub.group(1), timeout=30)
+        assert page.status_code == 200 and to in page.text
+        html = msg.get_body(("html",))
+        assert html is not None
+        links = re.findall(r'href="(http://127[^"]+/(?:preferences|view|feedback/up)/[^"]+)"',
+                           html.get_content())
+        assert len(links) >= 3
+        for link in links[:6]:
+            assert httpx.get(link.replace("&amp;", "&"), timeout=30).status_code == 200, link
+        assert httpx.post(unsub.group(1), content="List-Unsubscribe=One-Click", timeout=30,
+                          headers={"Content-Type": "application/x-www-form-urlencoded"}
+                          ).status_code == 200
+        assert site.status(to) == "unsubscribed"

@@ -288,7 +288,7 @@ def test_archive_feed_view_and_paper_pages(site: Site) -> None:
     assert parsed.entries[0].link.startswith(site.url + "/papers/")
     paper = httpx.get(parsed.entries[0].link)
     assert paper.status_code == 200 and "Read the paper" in paper.text
-    assert httpx.get(f"{site.url}/view/{site.signer.token('view', ada, 999)}").status_code == 404
+    assert httpx.get(site.links.view(ada, 999)).status_code == 404
 
 
 def test_paper_page_without_url_links_somewhere(site: Site) -> None:

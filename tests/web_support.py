@@ -31,13 +31,59 @@ from .conftest import ROOT, World, free_port
 TLS = ssl.create_default_context()
 
 
+class RowLinks(LinkMaker):
+    """The site's links for a subscriber, carrying their row's link nonce as every link
+    the service makes does (looked up by id; a link for an id with no row has none)."""
+
+    def __init__(self, settings: Settings, signer: Signer, engine: Any) -> None:
+        super().__init__(settings.web, settings.sender, signer)
+        self.engine = engine
+
+    def nonce_of(self, sub_id: int) -> int | None:
+        with session_scope(self.engine) as s:
+            found = s.scalar(select(Subscriber.link_nonce).where(Subscriber.id == sub_id))
+        return None if found is None else int(found)
+
+    def for_subscriber(self, subscriber_id: int, edition_id: int,
+                       nonce: int | None = None) -> Any:
+        return super().for_subscriber(subscriber_id, edition_id,
+                                      nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def votes(self, subscriber_id: int, entry_id: str,
+              nonce: int | None = None) -> dict[str, str]:
+        return super().votes(subscriber_id, entry_id,
+                             nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def unsubscribe(self, subscriber_id: int, nonce: int | None = None) -> str:
+        return super().unsubscribe(subscriber_id,
+                                   nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def preferences(self, subscriber_id: int, action: str = "",
+                    nonce: int | None = None) -> str:
+        return super().preferences(
+            subscriber_id, action, nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def view(self, subscriber_id: int, edition_id: int, nonce: int | None = None) -> str:
+        return super().view(subscriber_id, edition_id,
+                            nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def confirm(self, subscriber_id: int, issued: int | None = None, *,
+                nonce: int | None = None, change: int | None = None) -> str:
+        return super().confirm(subscriber_id, issued, change=change,
+                               nonce=nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def feed(self, subscriber_id: int, nonce: int | None = None) -> str:
+        return super().feed(subscriber_id,
+                            nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+
 @dataclass
 class Site:
     url: str
     settings: Settings
     engine: Any
     signer: Signer
-    links: LinkMaker
+    links: RowLinks
     starlette: Any
 
     def __iter__(self) -> Iterator[Any]:
@@ -88,7 +134,7 @@ def running_site(settings: Settings, engine: Any, *, fetcher: Fetcher | None = N
         signer = Signer(secret_keys(settings.web, s))
     try:
         yield Site(f"http://127.0.0.1:{port}", settings, engine, signer,
-                   LinkMaker(settings.web, settings.sender, signer), starlette)
+                   RowLinks(settings, signer, engine), starlette)
     finally:
         server.should_exit = True
         thread.join(5)

@@ -266,7 +266,8 @@ class DbLedger:
                     d.reason = f"subscriber {sub.status} before delivery"
                     d.lease_owner = ""
                     continue
-                jobs.append(Job(Recipient(sub.id, sub.email, sub.name, sub.keywords),
+                jobs.append(Job(Recipient(sub.id, sub.email, sub.name, sub.keywords,
+                                          sub.link_nonce),
                                 list(d.entry_ids), bool((d.details or {}).get("trending")),
                                 d.id, d.attempts))
             return jobs

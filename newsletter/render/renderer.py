@@ -36,6 +36,7 @@ class Recipient:
     email: str
     name: str = ""
     keywords: str = ""
+    nonce: int | None = None  # the row's link_nonce, carried by every link (web.tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ class Renderer:
         items = [self.digest.paper(i, ex) for i, ex in zip(picks, explanations, strict=True)]
         papers: list[PaperView] = [] if trending else items
         trend: list[PaperView] = items if trending else []
-        links = self.links.for_subscriber(r.id, self.edition_id)
+        links = self.links.for_subscriber(r.id, self.edition_id, r.nonce)
         terms = tuple(dict.fromkeys(t for p in papers for t in p.matched))
         context: dict[str, Any] = {
             "sender": self.sender, "edition": self.edition,
@@ -98,7 +99,7 @@ class Renderer:
             # grouped under the best-matching term when more than one term matched
             "groups": group_papers(papers),
             "summary": summary_line(papers, trend),
-            "feedback": {p.id: self.links.votes(r.id, p.id) for p in items},
+            "feedback": {p.id: self.links.votes(r.id, p.id, r.nonce) for p in items},
         }
         subject = render_or_raise(self.compiled.subject, "subject.txt", context).strip()
         context["subject"] = subject

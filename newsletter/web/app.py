@@ -29,6 +29,7 @@ from newsletter.web.context import Web, web_of
 from newsletter.web.feedback import FEEDBACK_ROUTES
 from newsletter.web.metrics import metrics_route
 from newsletter.web.security import BodyLimit, SecurityHeaders
+from newsletter.web.tokens import legacy_max_id
 from newsletter.web.webhooks import Fetcher, webhook_tokens
 
 log = logging.getLogger("newsletter.web")
@@ -105,7 +106,9 @@ def create_app(app: App, *, fetcher: Fetcher | None = None,
     with app.session() as s:
         signer = Signer(begin_signing(settings.web, s, "web"))
         webhook_tokens(s)  # made once, so `webhooks urls` and the server agree
+        legacy = legacy_max_id(s)
     web = Web(app, signer) if fetcher is None else Web(app, signer, fetcher)
+    web.legacy_link_max_id = legacy
     from newsletter.web.admin import create_admin
 
     @asynccontextmanager

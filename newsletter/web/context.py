@@ -63,6 +63,8 @@ class Web:
     editions: OrderedDict[int, Any] = field(default_factory=OrderedDict)
     editions_lock: threading.Lock = field(default_factory=threading.Lock)
     pool: ProcessPoolExecutor | None = None
+    # Subscriber ids whose links from before link nonces are still honoured (web.tokens)
+    legacy_link_max_id: int = 0
 
     def __post_init__(self) -> None:
         from newsletter.web.signup import email_templates

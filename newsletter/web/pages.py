@@ -9,6 +9,7 @@ GETs and HEADs). Database work runs in worker threads, never on the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from newsletter.addresses import validated
 from newsletter.errors import InputError
 from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
+from newsletter.render.links import Claims
 from newsletter.service import subscribers
 from newsletter.store import queries
 from newsletter.store.models import (
@@ -40,6 +42,7 @@ from newsletter.urls import safe_url
 from newsletter.web.context import Web, now_hours, web_of, zone_options
 from newsletter.web.security import TooLarge, read_form
 from newsletter.web.signup import process
+from newsletter.web.tokens import Holder, holder
 
 VIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
             "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
@@ -82,11 +85,29 @@ async def posted_form(request: Request, web: Web) -> dict[str, str] | Response:
     return checked(request, web, form) or form
 
 
-def token_values(web: Web, request: Request, purpose: str) -> list[int] | Response:
+def _holder(web: Web, claims: Claims) -> Holder | None:
+    with web.app.reading() as s:
+        return holder(s, claims, web.legacy_link_max_id)
+
+
+async def token_values(web: Web, request: Request, purpose: str) -> Holder | Response:
+    """The subscriber the URL's token names: signed by us for ``purpose`` (else 400)
+    and made for the person who has that id now (else 410: erased, removed, or a link
+    that outlived its subscriber; ``web.tokens``)."""
     try:
-        return web.signer.verify(purpose, request.path_params["token"])
+        claims = web.signer.claims(purpose, request.path_params["token"])
     except InputError as exc:
         return web.error(request, 400, "This link does not work", exc.message)
+    return await held(web, request, claims)
+
+
+async def held(web: Web, request: Request, claims: Claims) -> Holder | Response:
+    found = await run_in_threadpool(_holder, web, claims)
+    if found is None:
+        return web.error(request, 410, "This link no longer works",
+                         "Nothing is stored for it any more: the subscription it was made "
+                         "for was deleted.")
+    return found
 
 
 # ---- sign-up and confirmation -------------------------------------------------------
@@ -156,9 +177,10 @@ def _apply(web: Web, use_case: Callable[..., T], *args: Any, **kw: Any) -> T:
 
 async def confirm(request: Request) -> Response:
     web = web_of(request)
-    values = token_values(web, request, "confirm")
-    if isinstance(values, Response):
-        return values
+    who = await token_values(web, request, "confirm")
+    if isinstance(who, Response):
+        return who
+    values = who.values
     if len(values) < 2 or now_hours() - values[1] > web.settings.web.confirm_hours:
         return web.error(request, 400, "This link has expired",
                          "Confirmation links work for "
@@ -177,23 +199,24 @@ async def confirm(request: Request) -> Response:
     if email is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     return web.message(request, "You are subscribed", f"{email} will get the next edition.",
-                       link=web.links.preferences(sub_id), link_text="Tune your keywords")
+                       link=web.links.preferences(sub_id, nonce=who.nonce),
+                       link_text="Tune your keywords")
 
 
 async def unsubscribe(request: Request) -> Response:
     """RFC 8058: the POST is the one click (from the mail client, no page, no cookie:
     the signed URL is the authority). GET and HEAD only show the button."""
     web = web_of(request)
-    values = token_values(web, request, "unsubscribe")
-    if isinstance(values, Response):
-        return values
-    sub_id = values[0]
+    who = await token_values(web, request, "unsubscribe")
+    if isinstance(who, Response):
+        return who
+    sub_id = who.id
     if request.method != "POST":
         sub = await run_in_threadpool(_load, web, sub_id)
         if sub is None:
             return web.message(request, "Unsubscribed", "This address gets no more emails.")
         return web.page(request, "unsubscribe.html", email=sub.email,
-                        preferences=web.links.preferences(sub_id))
+                        preferences=web.links.preferences(sub_id, nonce=who.nonce))
     form = await form_of(request, web)
     if isinstance(form, Response):
         return form
@@ -203,7 +226,8 @@ async def unsubscribe(request: Request) -> Response:
     if email is None:
         return web.message(request, "Unsubscribed", "This address gets no more emails.")
     return web.message(request, "Unsubscribed", f"{email} will get no more emails from us.",
-                       link=web.links.preferences(sub_id), link_text="Changed your mind?")
+                       link=web.links.preferences(sub_id, nonce=who.nonce),
+                       link_text="Changed your mind?")
 
 
 # ---- preferences and self-service ----------------------------------------------------
@@ -219,10 +243,10 @@ STATUS_LABELS = {
 
 async def preferences(request: Request) -> Response:
     web = web_of(request)
-    values = token_values(web, request, "preferences")
-    if isinstance(values, Response):
-        return values
-    sub_id = values[0]
+    who = await token_values(web, request, "preferences")
+    if isinstance(who, Response):
+        return who
+    sub_id, nonce = who.id, who.nonce
     error, saved, keywords = "", False, None
     if request.method == "POST":
         form = await posted_form(request, web)
@@ -257,10 +281,11 @@ async def preferences(request: Request) -> Response:
         picks=shown, zones=zone_options(sub.tz), stopped=stopped,
         can_resubscribe=sub.status == SubscriberStatus.UNSUBSCRIBED,
         status_label=STATUS_LABELS.get(SubscriberStatus(sub.status), sub.status),
-        unsubscribe=links.unsubscribe(sub_id), archive=links.preferences(sub_id, "archive"),
-        feed=links.feed(sub_id), data=links.preferences(sub_id, "data"),
-        erase=links.preferences(sub_id, "erase"),
-        **await run_in_threadpool(preferences_context, web, sub_id))
+        unsubscribe=links.unsubscribe(sub_id, nonce),
+        archive=links.preferences(sub_id, "archive", nonce),
+        feed=links.feed(sub_id, nonce), data=links.preferences(sub_id, "data", nonce),
+        erase=links.preferences(sub_id, "erase", nonce),
+        **await run_in_threadpool(preferences_context, web, sub_id, nonce))
 
 
 def shown_detail(detail: Any) -> Any:
@@ -294,10 +319,10 @@ def _export(web: Web, sub_id: int) -> dict[str, Any] | None:
 async def my_data(request: Request) -> Response:
     """"Download my data": everything stored about the subscriber, as JSON."""
     web = web_of(request)
-    values = token_values(web, request, "preferences")
-    if isinstance(values, Response):
-        return values
-    data = await run_in_threadpool(_export, web, values[0])
+    who = await token_values(web, request, "preferences")
+    if isinstance(who, Response):
+        return who
+    data = await run_in_threadpool(_export, web, who.id)
     if data is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     return Response(json.dumps(data, ensure_ascii=False, indent=2, default=str),
@@ -308,16 +333,16 @@ async def my_data(request: Request) -> Response:
 
 async def erase(request: Request) -> Response:
     web = web_of(request)
-    values = token_values(web, request, "preferences")
-    if isinstance(values, Response):
-        return values
-    sub_id = values[0]
+    who = await token_values(web, request, "preferences")
+    if isinstance(who, Response):
+        return who
+    sub_id = who.id
     if request.method != "POST":
         sub = await run_in_threadpool(_load, web, sub_id)
         if sub is None:
             return web.message(request, "Deleted", "Nothing is stored about this address.")
         return web.page(request, "erase.html", email=sub.email,
-                        preferences=web.links.preferences(sub_id))
+                        preferences=web.links.preferences(sub_id, nonce=who.nonce))
     form = await posted_form(request, web)
     if isinstance(form, Response):
         return form
@@ -334,17 +359,18 @@ def _sent_editions(web: Web, sub_id: int) -> tuple[Subscriber | None, list[Any]]
 
 async def archive(request: Request) -> Response:
     web = web_of(request)
-    values = token_values(web, request, "preferences")
-    if isinstance(values, Response):
-        return values
-    sub_id = values[0]
+    who = await token_values(web, request, "preferences")
+    if isinstance(who, Response):
+        return who
+    sub_id, nonce = who.id, who.nonce
     sub, rows = await run_in_threadpool(_sent_editions, web, sub_id)
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     editions = [{"date": format_date(e.day), "count": len(d.entry_ids),
-                 "link": web.links.view(sub_id, e.id)} for d, e in rows]
+                 "link": web.links.view(sub_id, e.id, nonce)} for d, e in rows]
     return web.page(request, "archive.html", email=sub.email, editions=editions,
-                    feed=web.links.feed(sub_id), preferences=web.links.preferences(sub_id))
+                    feed=web.links.feed(sub_id, nonce),
+                    preferences=web.links.preferences(sub_id, nonce=nonce))
 
 
 async def feed(request: Request) -> Response:
@@ -352,10 +378,10 @@ async def feed(request: Request) -> Response:
     from newsletter.web.atom import build_feed
 
     web = web_of(request)
-    values = token_values(web, request, "feed")
-    if isinstance(values, Response):
-        return values
-    body = await run_in_threadpool(build_feed, web, values[0], str(request.url))
+    who = await token_values(web, request, "feed")
+    if isinstance(who, Response):
+        return who
+    body = await run_in_threadpool(build_feed, web, who.id, str(request.url))
     if body is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     return Response(body, media_type="application/atom+xml; charset=utf-8")
@@ -382,7 +408,7 @@ def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
             if any(e not in ctx.index for e in row.entry_ids):  # papers changed since
                 entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
                 ctx = open_edition(settings, s, edition, entries)
-            job = Job(Recipient(sub.id, sub.email, sub.name, sub.keywords),
+            job = Job(Recipient(sub.id, sub.email, sub.name, sub.keywords, sub.link_nonce),
                       list(row.entry_ids), bool((row.details or {}).get("trending")))
             return ctx.render(job).html
         if edition_id and edition is not None:
@@ -396,17 +422,20 @@ def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
                 for j in chunk]
         if not jobs or not jobs[0].entry_ids:
             return None
-        return ctx.render(jobs[0]).html
+        job = dataclasses.replace(jobs[0], recipient=dataclasses.replace(
+            jobs[0].recipient, nonce=sub.link_nonce))  # the page's links are theirs
+        return ctx.render(job).html
 
 
 async def view(request: Request) -> Response:
     from starlette.responses import HTMLResponse
 
     web = web_of(request)
-    values = token_values(web, request, "view")
-    if isinstance(values, Response):
-        return values
-    html = await web.render_view(values[0], values[1] if len(values) > 1 else 0)
+    who = await token_values(web, request, "view")
+    if isinstance(who, Response):
+        return who
+    values = who.values
+    html = await web.render_view(who.id, values[1] if len(values) > 1 else 0)
     if html is None:
         return web.error(request, 404, "Not available", "This email is no longer available.")
     # The email's own markup: inline styles (CSS-inlined for mail clients), never script.

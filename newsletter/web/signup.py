@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import jinja2
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.app import App
@@ -23,7 +24,7 @@ from newsletter.render.compile import BUNDLED
 from newsletter.render.links import LinkMaker
 from newsletter.service import subscribers
 from newsletter.service.subscribers import SignUp
-from newsletter.store.models import utcnow
+from newsletter.store.models import Subscriber, utcnow
 
 log = logging.getLogger("newsletter.web.signup")
 
@@ -38,18 +39,24 @@ def email_templates(configured: str | None) -> jinja2.Environment:
                               select_autoescape(["html"]), keep_trailing_newline=True)
 
 
-def _reserve(app: App, form: SignUp) -> int | None:
+def _reserve(app: App, form: SignUp) -> tuple[int, int] | None:
+    """The sign-up's upsert: (subscriber id, their link nonce) to confirm, or None."""
     with app.session() as s:
-        return subscribers.sign_up(s, form, app.settings.web)
+        sub_id = subscribers.sign_up(s, form, app.settings.web)
+        if sub_id is None:
+            return None
+        return sub_id, int(s.scalar(select(Subscriber.link_nonce)
+                                    .where(Subscriber.id == sub_id)) or 0)
 
 
 async def process(app: App, links: LinkMaker, templates: jinja2.Environment,
                   form: SignUp) -> None:
     """The background half of a sign-up. Never raises: errors are logged."""
     try:
-        sub_id = await run_in_threadpool(_reserve, app, form)
-        if sub_id is not None:
-            await send_confirmation(app, links, templates, sub_id, form.address)
+        reserved = await run_in_threadpool(_reserve, app, form)
+        if reserved is not None:
+            await send_confirmation(app, links, templates, reserved[0], form.address,
+                                    nonce=reserved[1])
     except NewsletterError as exc:
         log.error("confirmation email to subscriber failed: %s", exc)
     except Exception:  # noqa: BLE001 - a background task has nobody else to tell
@@ -57,12 +64,12 @@ async def process(app: App, links: LinkMaker, templates: jinja2.Environment,
 
 
 async def send_confirmation(app: App, links: LinkMaker, templates: jinja2.Environment,
-                            sub_id: int, address: str) -> None:
+                            sub_id: int, address: str, *, nonce: int | None = None) -> None:
     from newsletter.render.mime import MimeBuilder
     from newsletter.transports import make_transport
 
     settings = app.settings
-    context = {"link": links.confirm(sub_id), "sender": settings.sender,
+    context = {"link": links.confirm(sub_id, nonce=nonce), "sender": settings.sender,
                "hours": settings.web.confirm_hours}
     subject = templates.get_template("confirm_subject.txt").render(context).strip()
     text = templates.get_template("confirm.txt").render(context)
