@@ -621,3 +621,40 @@ def test_n1_links_in_a_sent_edition_carry_the_nonce_and_work(world, cli) -> None
                           headers={"Content-Type": "application/x-www-form-urlencoded"}
                           ).status_code == 200
         assert site.status(to) == "unsubscribed"
+
+
+# ---- N10: an erasure leaves no copy on disk ---------------------------------------------
+
+def sign_up(site: Site, client: httpx.Client, address: str, keywords: str, tz: str = "UTC",
+            hour: str = "7") -> None:
+    r = post_form(client, site.url + "/", {"email": address, "keywords": keywords, "tz": tz,
+                                           "hour": hour}, site.url + "/subscribe")
+    assert r.status_code == 200
+    site.wait_background()
+
+
+def test_n10_erasure_leaves_no_copy_in_the_database_files(world) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    settings, engine = world
+    db = Path(str(engine.url.database))
+    with running_site(settings, engine) as site:
+        client = httpx.Client(timeout=30)
+        address = "quokka.zanzibar@example.org"
+        sign_up(site, client, address, "zanzibar quokka habitats")
+        assert post_form(client, last_link_email(site.settings, address), {}
+                         ).status_code == 200
+        sub_id = site.sub_id(address)
+        prefs = site.links.preferences(sub_id)
+        for words in ("quokka marsupial ecology", "zanzibar island biogeography"):
+            assert post_form(client, prefs, {"action": "save", "keywords": words,
+                                             "tz": "UTC", "hour": "7",
+                                             "status": "active"}).status_code == 200
+        assert post_form(client, site.links.preferences(sub_id, "erase"), {}
+                         ).status_code == 200
+        assert site.status(address) is None
+        files = {p.name: p.read_bytes() for p in db.parent.glob(db.name + "*")}
+        assert files, db
+        for secret in (address, "quokka", "zanzibar"):
+            found = [name for name, data in files.items() if secret.encode() in data]
+            assert not found, (secret, found)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -29,6 +30,7 @@ from newsletter.render.digest import format_date
 from newsletter.render.links import Claims
 from newsletter.service import subscribers
 from newsletter.store import queries
+from newsletter.store.db import checkpoint
 from newsletter.store.models import (
     Delivery,
     Edition,
@@ -44,6 +46,7 @@ from newsletter.web.security import TooLarge, read_form
 from newsletter.web.signup import process
 from newsletter.web.tokens import Holder, holder
 
+log = logging.getLogger("newsletter.web")
 VIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
             "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
 STATIC = {"site.css": "text/css", "tz.js": "text/javascript"}
@@ -348,6 +351,9 @@ async def erase(request: Request) -> Response:
         return form
 
     await run_in_threadpool(_apply, web, subscribers.erase, sub_id)
+    # Committed: now out of SQLite's write-ahead log too (secure_delete zeroed the rows).
+    if not await run_in_threadpool(checkpoint, web.app.engine):
+        log.warning("erasure: the write-ahead log was busy; it empties at the next checkpoint")
     return web.message(request, "Deleted",
                        "Everything about your address is deleted; it cannot be added again.")
 
