@@ -566,8 +566,9 @@ def test_n1_migration_keeps_everything_and_links_already_sent_keep_working(
     with session_scope(engine) as s:
         new_id = s.scalar(select(Subscriber.id).where(Subscriber.email == "after@example.org"))
     if backend == "sqlite":
-        assert "AUTOINCREMENT" in str(engine.connect().execute(text(
-            "SELECT sql FROM sqlite_master WHERE name = 'subscribers'")).scalar())
+        with session_scope(engine, readonly=True) as s:
+            assert "AUTOINCREMENT" in str(s.execute(text(
+                "SELECT sql FROM sqlite_master WHERE name = 'subscribers'")).scalar())
     settings = Settings().replace(database={"url": url},
                                   outbox={"path": str(tmp_path / "outbox")})
     with running_site(settings, engine) as site:
@@ -623,7 +624,7 @@ def test_n1_links_in_a_sent_edition_carry_the_nonce_and_work(world, cli) -> None
         assert site.status(to) == "unsubscribed"
 
 
-# ---- N10: an erasure leaves no copy on disk ---------------------------------------------
+# ---- N5 and N10 -------------------------------------------------------------------------
 
 def sign_up(site: Site, client: httpx.Client, address: str, keywords: str, tz: str = "UTC",
             hour: str = "7") -> None:
@@ -658,3 +659,42 @@ def test_n10_erasure_leaves_no_copy_in_the_database_files(world) -> None:  # typ
         for secret in (address, "quokka", "zanzibar"):
             found = [name for name, data in files.items() if secret.encode() in data]
             assert not found, (secret, found)
+
+
+# N5: a sign-up for a known address changes nothing until its link is used
+
+def test_n5_a_sign_up_for_a_known_address_waits_for_its_confirmation(world) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    with running_site(settings, engine, confirm_interval_minutes=0,
+                      confirms_per_day=10) as site:
+        client = httpx.Client(timeout=30)
+        grace = site.sub_id("grace@example.org")
+        httpx.post(site.links.unsubscribe(grace))
+        before = profile(site, "grace@example.org")
+        assert before[3] == "unsubscribed"
+        # A stranger types grace's address with other settings: her row stays as it is.
+        sign_up(site, client, "grace@example.org", "something else entirely",
+                "Asia/Tokyo", "3")
+        assert profile(site, "grace@example.org") == before
+        # Her own confirmation link (from the email) applies them, and she is back.
+        link = last_link_email(site.settings, "grace@example.org")
+        page = post_form(client, link, {})
+        assert page.status_code == 200 and "You are subscribed" in page.text
+        assert profile(site, "grace@example.org") == (
+            "something else entirely", "Asia/Tokyo", 3, "active")
+        # A pending address: a second sign-up does not rewrite the first one's settings;
+        # each link applies its own; a replaced link says so and changes nothing.
+        sign_up(site, client, "fresh@example.org", "first choice")
+        first = last_link_email(site.settings, "fresh@example.org")
+        sign_up(site, client, "fresh@example.org", "second choice", "Europe/Paris", "9")
+        second = last_link_email(site.settings, "fresh@example.org")
+        assert profile(site, "fresh@example.org") == ("first choice", "UTC", 7, "pending")
+        sign_up(site, client, "fresh@example.org", "third choice")
+        third = last_link_email(site.settings, "fresh@example.org")
+        assert profile(site, "fresh@example.org") == ("first choice", "UTC", 7, "pending")
+        replaced = post_form(client, second, {})
+        assert replaced.status_code == 409 and "newer sign-up" in replaced.text
+        assert post_form(client, first, {}).status_code == 200
+        assert profile(site, "fresh@example.org") == ("first choice", "UTC", 7, "active")
+        assert "Saved" in post_form(client, third, {}).text
+        assert profile(site, "fresh@example.org") == ("third choice", "UTC", 7, "active")

@@ -153,42 +153,81 @@ def sign_up_form(address: str, keywords: str, tz: str, hour: str | int) -> SignU
     return SignUp(address, check_keywords(keywords), check_tz(tz), check_hour(hour))
 
 
-def sign_up(session: Session, form: SignUp, limits: WebConfig) -> int | None:
-    """A web sign-up: the subscriber (new, still pending, or back after unsubscribing)
-    is pending with these settings, and a confirmation slot is taken; the id to send
-    the confirmation email to, or None (already receiving, stopped by their mail
+@dataclass(frozen=True)
+class Reserved:
+    """A sign-up to confirm by email: who (id and link nonce, for the link) and the
+    pending change it made (None: the row holds what they asked for)."""
+
+    id: int
+    nonce: int
+    change: int | None = None
+
+
+def sign_up(session: Session, form: SignUp, limits: WebConfig) -> Reserved | None:
+    """A web sign-up: a new subscriber is pending with these settings; a pending or
+    unsubscribed one keeps their row as it is and gets the settings as a pending
+    change (``lifecycle.sign_up_again``). A confirmation slot is taken. What to send
+    the confirmation email for, or None (already receiving, stopped by their mail
     server, erased, or the per-address limit reached: ``confirm_interval_minutes``,
-    ``confirms_per_day``, counted from the events so every process agrees)."""
+    ``confirms_per_day``, counted from the events so every process agrees; nothing is
+    stored then, so a stranger's sign-ups cannot replace a change already emailed)."""
+    now = utcnow()
     if is_suppressed(session, form.address):
         return None
     sub = session.scalar(select(Subscriber).where(Subscriber.email == form.address))
+    if sub is not None and sub.status not in (S.PENDING, S.UNSUBSCRIBED):
+        return None
+    if sub is not None and _limited(session, sub.id, now, limits):
+        return None
+    change = None
     if sub is None:
         sub = store.add(session, form.address, keywords=form.keywords, tz=form.tz,
                         hour=form.hour, status=S.PENDING, source="web")
-    elif not lifecycle.sign_up_again(session, sub, keywords=form.keywords, tz=form.tz,
-                                     hour=form.hour, by="web"):
-        return None
-    now = utcnow()
-    sent = select(func.count(Event.id)).where(Event.subscriber_id == sub.id,
+    else:
+        change = lifecycle.sign_up_again(session, sub, keywords=form.keywords, tz=form.tz,
+                                         hour=form.hour, by="web")
+    session.add(Event(subscriber_id=sub.id, kind="confirmation_sent", at=now))
+    return Reserved(sub.id, sub.link_nonce, change)
+
+
+def _limited(session: Session, sub_id: int, now: dt.datetime, limits: WebConfig) -> bool:
+    sent = select(func.count(Event.id)).where(Event.subscriber_id == sub_id,
                                               Event.kind == "confirmation_sent")
     recent = session.scalar(sent.where(Event.at > now - dt.timedelta(
         minutes=limits.confirm_interval_minutes))) or 0
     today = session.scalar(sent.where(Event.at > now - dt.timedelta(days=1))) or 0
     if recent or today >= limits.confirms_per_day:
-        log.info("confirmation for subscriber %s not sent again: limit reached", sub.id)
-        return None
-    session.add(Event(subscriber_id=sub.id, kind="confirmation_sent", at=now))
-    return sub.id
+        log.info("confirmation for subscriber %s not sent again: limit reached", sub_id)
+        return True
+    return False
 
 
-def confirm(session: Session, sub_id: int) -> str | None:
-    """Their confirmation link followed: pending → active. Their address, or None
-    when they no longer exist."""
+@dataclass(frozen=True)
+class Confirmed:
+    """What a confirmation link did: ``outcome`` is "subscribed" (active now, or
+    already), "updated" (a receiving subscriber's new settings applied), "replaced" (a
+    newer sign-up's link is the one that counts), or "stopped" (their status is not
+    one a confirmation link changes)."""
+
+    email: str
+    outcome: str
+    status: str
+
+
+def confirm(session: Session, sub_id: int, change: int | None = None) -> Confirmed | None:
+    """Their confirmation link followed: pending → active (with the pending change the
+    link names, when it names one). None when they no longer exist."""
     sub = session.get(Subscriber, sub_id)
     if sub is None:
         return None
-    lifecycle.confirm(session, sub, by="web")
-    return sub.email
+    if change is not None and (sub.pending_change or {}).get("id") != change:
+        return Confirmed(sub.email, "replaced", str(sub.status))
+    was = sub.status
+    lifecycle.confirm(session, sub, by="web", change=change)
+    if sub.status not in lifecycle.RECEIVING:
+        return Confirmed(sub.email, "stopped", str(sub.status))
+    outcome = "updated" if was in lifecycle.RECEIVING and change is not None else "subscribed"
+    return Confirmed(sub.email, outcome, str(sub.status))
 
 
 def unsubscribe(session: Session, sub_id: int, *, one_click: bool = False) -> str | None:

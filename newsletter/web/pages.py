@@ -198,12 +198,21 @@ async def confirm(request: Request) -> Response:
     if isinstance(form, Response):
         return form
 
-    email = await run_in_threadpool(_apply, web, subscribers.confirm, sub_id)
-    if email is None:
+    done = await run_in_threadpool(_apply, web, subscribers.confirm, sub_id,
+                                   values[2] if len(values) > 2 else None)
+    if done is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
-    return web.message(request, "You are subscribed", f"{email} will get the next edition.",
-                       link=web.links.preferences(sub_id, nonce=who.nonce),
-                       link_text="Tune your keywords")
+    prefs = web.links.preferences(sub_id, nonce=who.nonce)
+    if done.outcome == "updated":
+        return web.message(request, "Saved", f"{done.email} gets the settings you chose.",
+                           link=prefs, link_text="Your preferences")
+    if done.outcome == "replaced":
+        return web.message(request, "Not confirmed",
+                           "A newer sign-up for this address replaced this one: follow the "
+                           "link in the latest confirmation email.", 409)
+    return web.message(request, "You are subscribed",
+                       f"{done.email} will get the next edition.",
+                       link=prefs, link_text="Tune your keywords")
 
 
 async def unsubscribe(request: Request) -> Response:

@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 
 import jinja2
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.app import App
@@ -24,7 +23,7 @@ from newsletter.render.compile import BUNDLED
 from newsletter.render.links import LinkMaker
 from newsletter.service import subscribers
 from newsletter.service.subscribers import SignUp
-from newsletter.store.models import Subscriber, utcnow
+from newsletter.store.models import utcnow
 
 log = logging.getLogger("newsletter.web.signup")
 
@@ -39,14 +38,9 @@ def email_templates(configured: str | None) -> jinja2.Environment:
                               select_autoescape(["html"]), keep_trailing_newline=True)
 
 
-def _reserve(app: App, form: SignUp) -> tuple[int, int] | None:
-    """The sign-up's upsert: (subscriber id, their link nonce) to confirm, or None."""
+def _reserve(app: App, form: SignUp) -> subscribers.Reserved | None:
     with app.session() as s:
-        sub_id = subscribers.sign_up(s, form, app.settings.web)
-        if sub_id is None:
-            return None
-        return sub_id, int(s.scalar(select(Subscriber.link_nonce)
-                                    .where(Subscriber.id == sub_id)) or 0)
+        return subscribers.sign_up(s, form, app.settings.web)
 
 
 async def process(app: App, links: LinkMaker, templates: jinja2.Environment,
@@ -55,8 +49,8 @@ async def process(app: App, links: LinkMaker, templates: jinja2.Environment,
     try:
         reserved = await run_in_threadpool(_reserve, app, form)
         if reserved is not None:
-            await send_confirmation(app, links, templates, reserved[0], form.address,
-                                    nonce=reserved[1])
+            await send_confirmation(app, links, templates, reserved.id, form.address,
+                                    nonce=reserved.nonce, change=reserved.change)
     except NewsletterError as exc:
         log.error("confirmation email to subscriber failed: %s", exc)
     except Exception:  # noqa: BLE001 - a background task has nobody else to tell
@@ -64,12 +58,14 @@ async def process(app: App, links: LinkMaker, templates: jinja2.Environment,
 
 
 async def send_confirmation(app: App, links: LinkMaker, templates: jinja2.Environment,
-                            sub_id: int, address: str, *, nonce: int | None = None) -> None:
+                            sub_id: int, address: str, *, nonce: int | None = None,
+                            change: int | None = None) -> None:
     from newsletter.render.mime import MimeBuilder
     from newsletter.transports import make_transport
 
     settings = app.settings
-    context = {"link": links.confirm(sub_id, nonce=nonce), "sender": settings.sender,
+    context = {"link": links.confirm(sub_id, nonce=nonce, change=change),
+               "sender": settings.sender,
                "hours": settings.web.confirm_hours}
     subject = templates.get_template("confirm_subject.txt").render(context).strip()
     text = templates.get_template("confirm.txt").render(context)
