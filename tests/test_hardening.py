@@ -278,7 +278,9 @@ def test_n6_no_log_line_of_newsletter_web_carries_a_token(world, fmt: str) -> No
         served = settings.replace(web={"base_url": base})
         links = LinkMaker(served.web, served.sender, Signer(secret_keys(settings.web, s)))
         hook = f"{base}/webhooks/postmark/{webhook_tokens(s)['postmark']}"
-        grace = s.scalar(select(Subscriber.id).where(Subscriber.email == "grace@example.org"))
+        row = s.scalar(select(Subscriber).where(Subscriber.email == "grace@example.org"))
+        assert row is not None
+        grace, nonce = row.id, row.link_nonce
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | {
         "NEWSLETTER_DATABASE__URL": str(engine.url), "NEWSLETTER_WEB__BASE_URL": base,
         "NEWSLETTER_WEB__RENDER_PROCESSES": "0", "NEWSLETTER_LOG__FORMAT": fmt}
@@ -292,7 +294,8 @@ def test_n6_no_log_line_of_newsletter_web_carries_a_token(world, fmt: str) -> No
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        prefs, unsub = links.preferences(grace or 0), links.unsubscribe(grace or 0)
+        prefs = links.preferences(grace, nonce=nonce)
+        unsub = links.unsubscribe(grace, nonce)
         with engine.begin() as conn:  # a real error while answering a token URL
             conn.execute(text("ALTER TABLE votes RENAME TO votes_gone"))
         try:
@@ -302,14 +305,14 @@ def test_n6_no_log_line_of_newsletter_web_carries_a_token(world, fmt: str) -> No
                 conn.execute(text("ALTER TABLE votes_gone RENAME TO votes"))
         assert httpx.get(unsub, timeout=30).status_code == 200
         assert httpx.post(hook, json={}, timeout=30).status_code == 403  # not configured
-        httpx.get(links.feed(grace or 0), timeout=30)
+        httpx.get(links.feed(grace, nonce), timeout=30)
     finally:
         proc.terminate()
         _, log = proc.communicate(timeout=30)
     assert "error answering GET /preferences/" in log and "no such table: votes" in log, log
     assert "/webhooks/postmark/" in log  # the access log is there
     secrets = [prefs.rsplit("/", 1)[1], unsub.rsplit("/", 1)[1], hook.rsplit("/", 1)[1],
-               links.feed(grace or 0).rsplit("/", 1)[1].removesuffix(".atom")]
+               links.feed(grace, nonce).rsplit("/", 1)[1].removesuffix(".atom")]
     leaked = [s for s in secrets if s in log or s.split(".")[-1] in log]
     assert not leaked, log[-3000:]
 
@@ -415,7 +418,7 @@ def test_n3_subscribers_see_an_operator_not_the_login_name(console: Console) -> 
     with session_scope(console.engine) as s:
         sub = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
         assert sub is not None
-        sid = sub.id
+        sid, nonce = sub.id, sub.link_nonce
         links = LinkMaker(console.settings.web, console.settings.sender,
                           Signer(secret_keys(console.settings.web, s)))
     r = c.post(f"/subscribers/{sid}", data={
@@ -423,7 +426,7 @@ def test_n3_subscribers_see_an_operator_not_the_login_name(console: Console) -> 
         "tz": "UTC", "hour": "7", "status": "active"})
     assert r.status_code == 200
     assert "admin:ops" in c.get(f"/subscribers/{sid}").text  # operators still see who
-    exported = httpx.get(links.preferences(sid, "data"), timeout=30).text
+    exported = httpx.get(links.preferences(sid, "data", nonce), timeout=30).text
     assert '"by": "an operator"' in exported and "ops" not in exported.replace(
         "an operator", "")
 
@@ -624,7 +627,7 @@ def test_n1_links_in_a_sent_edition_carry_the_nonce_and_work(world, cli) -> None
         assert site.status(to) == "unsubscribed"
 
 
-# ---- N5 and N10 -------------------------------------------------------------------------
+# ---- N5: a sign-up for a known address changes nothing until its link is used -----------
 
 def sign_up(site: Site, client: httpx.Client, address: str, keywords: str, tz: str = "UTC",
             hour: str = "7") -> None:
@@ -633,35 +636,6 @@ def sign_up(site: Site, client: httpx.Client, address: str, keywords: str, tz: s
     assert r.status_code == 200
     site.wait_background()
 
-
-def test_n10_erasure_leaves_no_copy_in_the_database_files(world) -> None:  # type: ignore[no-untyped-def]
-    from pathlib import Path
-
-    settings, engine = world
-    db = Path(str(engine.url.database))
-    with running_site(settings, engine) as site:
-        client = httpx.Client(timeout=30)
-        address = "quokka.zanzibar@example.org"
-        sign_up(site, client, address, "zanzibar quokka habitats")
-        assert post_form(client, last_link_email(site.settings, address), {}
-                         ).status_code == 200
-        sub_id = site.sub_id(address)
-        prefs = site.links.preferences(sub_id)
-        for words in ("quokka marsupial ecology", "zanzibar island biogeography"):
-            assert post_form(client, prefs, {"action": "save", "keywords": words,
-                                             "tz": "UTC", "hour": "7",
-                                             "status": "active"}).status_code == 200
-        assert post_form(client, site.links.preferences(sub_id, "erase"), {}
-                         ).status_code == 200
-        assert site.status(address) is None
-        files = {p.name: p.read_bytes() for p in db.parent.glob(db.name + "*")}
-        assert files, db
-        for secret in (address, "quokka", "zanzibar"):
-            found = [name for name, data in files.items() if secret.encode() in data]
-            assert not found, (secret, found)
-
-
-# N5: a sign-up for a known address changes nothing until its link is used
 
 def test_n5_a_sign_up_for_a_known_address_waits_for_its_confirmation(world) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
@@ -698,3 +672,109 @@ def test_n5_a_sign_up_for_a_known_address_waits_for_its_confirmation(world) -> N
         assert profile(site, "fresh@example.org") == ("first choice", "UTC", 7, "active")
         assert "Saved" in post_form(client, third, {}).text
         assert profile(site, "fresh@example.org") == ("third choice", "UTC", 7, "active")
+
+
+# ---- N10: an erasure leaves no copy on disk ---------------------------------------------
+
+def test_n10_erasure_leaves_no_copy_in_the_database_files(world) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    settings, engine = world
+    db = Path(str(engine.url.database))
+    with running_site(settings, engine) as site:
+        client = httpx.Client(timeout=30)
+        address = "quokka.zanzibar@example.org"
+        sign_up(site, client, address, "zanzibar quokka habitats")
+        assert post_form(client, last_link_email(site.settings, address), {}
+                         ).status_code == 200
+        sub_id = site.sub_id(address)
+        prefs = site.links.preferences(sub_id)
+        for words in ("quokka marsupial ecology", "zanzibar island biogeography"):
+            assert post_form(client, prefs, {"action": "save", "keywords": words,
+                                             "tz": "UTC", "hour": "7",
+                                             "status": "active"}).status_code == 200
+        assert post_form(client, site.links.preferences(sub_id, "erase"), {}
+                         ).status_code == 200
+        assert site.status(address) is None
+        files = {p.name: p.read_bytes() for p in db.parent.glob(db.name + "*")}
+        assert files, db
+        for secret in (address, "quokka", "zanzibar"):
+            found = [name for name, data in files.items() if secret.encode() in data]
+            assert not found, (secret, found)
+
+
+# ---- N11 --------------------------------------------------------------------------------
+
+def test_n11_the_data_export_has_the_votes(site: Site) -> None:
+    client = httpx.Client(timeout=30)
+    ada = site.sub_id("ada@example.org")
+    with session_scope(site.engine) as s:
+        from newsletter.store.models import Entry
+
+        paper = s.scalar(select(Entry.id).limit(1))
+    assert paper is not None
+    voted = post_form(client, site.links.votes(ada, paper)["more"], {})
+    assert voted.status_code == 200
+    data = client.get(site.links.preferences(ada, "data")).json()
+    assert [v["paper"] for v in data["votes"]] == [paper] and data["votes"][0]["direction"] == 1
+
+
+def test_n11_a_confirmation_link_does_not_say_subscribed_when_it_is_not(site: Site) -> None:
+    from newsletter.store.models import utcnow
+
+    client = httpx.Client(timeout=30)
+    sign_up(site, client, "late@example.org", "gnn")
+    link = last_link_email(site.settings, "late@example.org")
+    with session_scope(site.engine) as s:  # a complaint arrives before they confirm
+        sub = s.scalar(select(Subscriber).where(Subscriber.email == "late@example.org"))
+        assert sub is not None
+        sub.status, sub.updated_at = "complained", utcnow()
+    page = post_form(client, link, {})
+    assert page.status_code == 409 and "You are subscribed" not in page.text
+    assert "marked as spam" in page.text and site.status("late@example.org") == "complained"
+
+
+def test_n11_a_failed_send_does_not_use_up_the_addresss_confirmations(world, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from sqlalchemy import func
+
+    from newsletter.store.models import Event
+
+    from .conftest import free_port
+
+    settings, engine = world
+    dead = settings.replace(transport={"backend": "smtp", "max_attempts": 1},
+                            smtp={"host": "127.0.0.1", "port": free_port(), "timeout": 2})
+    caplog.set_level(logging.INFO, logger="newsletter.web.signup")
+    with running_site(dead, engine) as site:
+        client = httpx.Client(timeout=30)
+        for _ in range(2):  # within confirm_interval_minutes: both are tried
+            sign_up(site, client, "retry@example.org", "gnn")
+        sub_id = site.sub_id("retry@example.org")
+    tries = [r for r in caplog.records if "confirmation email" in r.getMessage()
+             and r.levelno >= logging.ERROR]
+    assert len(tries) == 2, [r.getMessage() for r in caplog.records]
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Event).where(
+            Event.subscriber_id == sub_id, Event.kind == "confirmation_sent")) == 0
+
+
+def test_n11_an_erased_persons_own_sign_up_is_honoured_when_they_confirm(site: Site) -> None:
+    from sqlalchemy import func
+
+    from newsletter.store.models import Suppression
+
+    client = httpx.Client(timeout=30)
+    ada = site.sub_id("ada@example.org")
+    assert post_form(client, site.links.preferences(ada, "erase"), {}).status_code == 200
+    sign_up(site, client, "ada@example.org", "graph neural networks")
+    assert site.status("ada@example.org") == "pending"
+    # Until they confirm, the erasure stands (nothing is sent to a pending address).
+    with session_scope(site.engine) as s:
+        assert s.scalar(select(func.count()).select_from(Suppression)) == 1
+    done = post_form(client, last_link_email(site.settings, "ada@example.org"), {})
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert site.status("ada@example.org") == "active"
+    with session_scope(site.engine) as s:
+        assert s.scalar(select(func.count()).select_from(Suppression)) == 0

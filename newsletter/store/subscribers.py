@@ -99,11 +99,15 @@ def add(
     status: str = SubscriberStatus.ACTIVE,
     source: str = "cli",
     utf8_local_part: bool = False,
+    erased_may_return: bool = False,
 ) -> Subscriber:
+    """One subscriber. An erased address is refused, except (``erased_may_return``)
+    the person's own pending sign-up, which lifts the erasure only once confirmed."""
     address = normalize_email(email, utf8_local_part=utf8_local_part)
     if session.scalar(select(Subscriber.id).where(Subscriber.email == address)):
         raise InputError(f"{address} is already subscribed (use the preferences to change it)")
-    refuse_suppressed(session, address)
+    if not erased_may_return:
+        refuse_suppressed(session, address)
     now = utcnow()
     sub = Subscriber(
         email=address,

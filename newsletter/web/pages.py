@@ -36,8 +36,10 @@ from newsletter.store.models import (
     Edition,
     Entry,
     Event,
+    LearnedMute,
     Subscriber,
     SubscriberStatus,
+    Vote,
 )
 from newsletter.store.subscribers import as_dict, check_hour
 from newsletter.urls import safe_url
@@ -203,6 +205,10 @@ async def confirm(request: Request) -> Response:
     if done is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     prefs = web.links.preferences(sub_id, nonce=who.nonce)
+    if done.outcome == "subscribed":
+        return web.message(request, "You are subscribed",
+                           f"{done.email} will get the next edition.",
+                           link=prefs, link_text="Tune your keywords")
     if done.outcome == "updated":
         return web.message(request, "Saved", f"{done.email} gets the settings you chose.",
                            link=prefs, link_text="Your preferences")
@@ -210,9 +216,10 @@ async def confirm(request: Request) -> Response:
         return web.message(request, "Not confirmed",
                            "A newer sign-up for this address replaced this one: follow the "
                            "link in the latest confirmation email.", 409)
-    return web.message(request, "You are subscribed",
-                       f"{done.email} will get the next edition.",
-                       link=prefs, link_text="Tune your keywords")
+    return web.message(request, "Not subscribed", f"{done.email} is "
+                       f"{STATUS_LABELS.get(SubscriberStatus(done.status), done.status)}; "
+                       "a confirmation link does not change that.", 409,
+                       link=prefs, link_text="Your preferences")
 
 
 async def unsubscribe(request: Request) -> Response:
@@ -317,8 +324,16 @@ def _export(web: Web, sub_id: int) -> dict[str, Any] | None:
                            .order_by(Event.id))
         rows = s.execute(select(Delivery, Edition.day).join(Edition)
                          .where(Delivery.subscriber_id == sub_id).order_by(Delivery.id))
+        votes = s.scalars(select(Vote).where(Vote.subscriber_id == sub_id).order_by(Vote.id))
+        mutes = s.scalars(select(LearnedMute).where(LearnedMute.subscriber_id == sub_id)
+                          .order_by(LearnedMute.term))
         return {
-            "subscriber": as_dict(sub) | {"created_at": sub.created_at.isoformat()},
+            "subscriber": as_dict(sub) | {"created_at": sub.created_at.isoformat(),
+                                          "pending_change": sub.pending_change},
+            "votes": [{"paper": v.entry_id, "direction": v.direction, "source": v.source,
+                       "at": v.created_at.isoformat()} for v in votes],
+            "learned_terms_removed": [{"term": m.term, "label": m.label,
+                                       "at": m.created_at.isoformat()} for m in mutes],
             "events": [{"kind": e.kind, "at": e.at.isoformat(), "detail": shown_detail(e.detail)}
                        for e in events],
             "deliveries": [{"edition": day.isoformat(), "status": d.status,
