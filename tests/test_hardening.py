@@ -778,3 +778,28 @@ def test_n11_an_erased_persons_own_sign_up_is_honoured_when_they_confirm(site: S
     assert site.status("ada@example.org") == "active"
     with session_scope(site.engine) as s:
         assert s.scalar(select(func.count()).select_from(Suppression)) == 0
+
+
+def test_n11_an_unconfirmed_sign_up_of_an_erased_address_does_not_stay(world) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from newsletter.service import subscribers
+    from newsletter.store.models import utcnow
+
+    settings, engine = world
+    with session_scope(engine) as s:
+        ada = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        assert ada is not None
+        subscribers.erase(s, ada.id)
+    form = subscribers.sign_up_form("ada@example.org", "gnn", "UTC", 7)
+    with session_scope(engine) as s:
+        assert subscribers.sign_up(s, form, settings.web) is not None
+    with session_scope(engine) as s:  # their links expire unused
+        pending = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        assert pending is not None and pending.status == "pending"
+        pending.created_at = utcnow() - dt.timedelta(hours=settings.web.confirm_hours + 1)
+    other = subscribers.sign_up_form("someone@example.org", "gnn", "UTC", 7)
+    with session_scope(engine) as s:  # the next sign-up of anyone tidies up
+        subscribers.sign_up(s, other, settings.web)
+    with session_scope(engine) as s:
+        assert s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org")) is None
