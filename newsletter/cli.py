@@ -26,6 +26,7 @@ from rich.table import Table
 
 from newsletter.app import App
 from newsletter.errors import FieldError, InputError, NewsletterError
+from newsletter.frequency import describe
 from newsletter.ingest import run as ingest_mod
 from newsletter.service import subscribers as people
 from newsletter.store import queries
@@ -254,6 +255,10 @@ def entries(
     err.print(count(len(rows), "entry", "entries"))
 
 
+FREQUENCY_HELP = ("daily (default), weekdays, or weekly:DAY (weekly:fri; weekly alone: "
+                  "Monday), on their local calendar; a weekly email is the week's best.")
+
+
 @subs_app.command("add")
 def subscribers_add(
     ctx: typer.Context,
@@ -265,12 +270,19 @@ def subscribers_add(
                   ] = "UTC",
     hour: Annotated[int, typer.Option(metavar="HOUR", help="Local hour to send at (0-23).")
                     ] = 7,
+    frequency: Annotated[str, typer.Option(
+        metavar="daily|weekdays|weekly:DAY", help=FREQUENCY_HELP)] = "daily",
 ) -> None:
     """Add one subscriber (active at once: the operator vouches for consent)."""
     a = _app(ctx)
+    try:
+        frequency = people.check_frequency(frequency)
+    except InputError as exc:
+        raise InputError(f"--frequency: {exc.message}") from None
     with a.session() as s:
         sub = people.add(s, email, keywords=keywords, name=name, tz=tz, hour=hour,
-                         utf8_local_part=a.settings.transport.utf8_addresses, by="cli")
+                         utf8_local_part=a.settings.transport.utf8_addresses, by="cli",
+                         frequency=frequency)
     err.print(f"added {sub.email}")
 
 
@@ -289,18 +301,22 @@ def subscribers_edit(
         help="Pause or resume their emails, or stop them: unsubscribed (they asked "
         "elsewhere) or bounced (their mail server refuses). Only they can start "
         "them again after a stop.")] = None,
+    frequency: Annotated[str | None, typer.Option(
+        metavar="daily|weekdays|weekly:DAY", help=FREQUENCY_HELP)] = None,
 ) -> None:
-    """Change one subscriber's profile, name, time zone, send hour or status."""
-    given = people.Edit(name=name, keywords=keywords, tz=tz, hour=hour, status=status)
+    """Change one subscriber's profile, name, time zone, send hour, frequency or status."""
+    given = people.Edit(name=name, keywords=keywords, tz=tz, hour=hour, status=status,
+                        frequency=frequency)
     if given.empty():
-        raise InputError("nothing to change: give --keywords, --name, --tz, --hour or --status")
+        raise InputError("nothing to change: give --keywords, --name, --tz, --hour, "
+                         "--frequency or --status")
     a = _app(ctx)
     try:
         with a.session() as s:
             sub = people.find(s, email)
             people.edit(s, sub, given, by="cli")
-            summary = f"{sub.email}: {sub.status}, {sub.tz} {sub.send_hour:02d}:00, " \
-                      f"keywords {sub.keywords!r}"
+            summary = f"{sub.email}: {sub.status}, {sub.tz} {sub.send_hour:02d}:00 " \
+                      f"{describe(sub.frequency)}, keywords {sub.keywords!r}"
     except FieldError as exc:
         raise InputError(f"--{exc.field}: {exc.problem}") from None
     err.print(f"updated {summary}")
@@ -310,7 +326,8 @@ def subscribers_edit(
 def subscribers_import(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(metavar="FILE.csv",
-                                         help="CSV with header email,name,keywords,tz,hour.")],
+                                         help="CSV with header email,name,keywords,tz,hour "
+                                         "(optionally status, frequency).")],
 ) -> None:
     """Import subscribers from CSV in one transaction; a bad row stores nothing."""
     a = _app(ctx)
@@ -344,9 +361,10 @@ def subscribers_list(
     if as_json:
         _print_json([subs_mod.as_dict(x) for x in rows])
         return
-    table = Table("email", "status", "tz", "hour", "keywords")
+    table = Table("email", "status", "tz", "hour", "frequency", "keywords")
     for x in rows:
-        table.add_row(x.email, x.status, x.tz, str(x.send_hour), cut(x.keywords, 60))
+        table.add_row(x.email, x.status, x.tz, str(x.send_hour), x.frequency,
+                      cut(x.keywords, 60))
     out.print(table)
     err.print(count(len(rows), "subscriber"))
 
@@ -408,17 +426,30 @@ def rank(
 @app.command()
 def feedback(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's address.")],
-    paper_id: Annotated[str, typer.Argument(metavar="PAPER_ID",
-                                            help="The paper, as `rank --json` prints "
-                                            "picks[].id.")],
+    email: Annotated[str | None, typer.Argument(metavar="EMAIL",
+                                                help="The subscriber's address.")] = None,
+    paper_id: Annotated[str | None, typer.Argument(metavar="PAPER_ID",
+                                                   help="The paper, as `rank --json` prints "
+                                                   "picks[].id.")] = None,
     up: Annotated[bool, typer.Option("--up", help="More like this.")] = False,
     down: Annotated[bool, typer.Option("--down", help="Less like this.")] = False,
+    file: Annotated[Path | None, typer.Option(
+        "--file", metavar="VOTES.CSV", help="Many votes at once ('-': stdin): a header "
+        "email,paper_id,vote, then one vote a line, vote being up or down. All are "
+        "recorded or, at the first bad line, none.")] = None,
 ) -> None:
     """Vote on a paper for a subscriber, as the email's "more / less like this" links do:
     the written keywords stay; the vote adds learned weights and hides the paper."""
     from newsletter.service.votes import record_vote
 
+    if file is not None:
+        if email or paper_id or up or down:
+            raise InputError("--file takes the votes from the file: give no EMAIL, "
+                             "PAPER_ID, --up or --down with it")
+        _feedback_file(ctx, file)
+        return
+    if not email or not paper_id:
+        raise InputError("give EMAIL and PAPER_ID (or --file VOTES.CSV)")
     if up == down:
         raise InputError("give exactly one of --up or --down")
     a = _app(ctx)
@@ -427,6 +458,26 @@ def feedback(
                               email=email)
     err.print(f"{outcome.email}: {'more' if up else 'less'} like {outcome.paper_id} "
               f"({cut(outcome.title, 70)}). {outcome.message}")
+
+
+def _feedback_file(ctx: typer.Context, file: Path) -> None:
+    """``feedback --file``: every vote of the file in one transaction."""
+    from newsletter.service.votes import read_votes_csv, record_votes
+
+    where = "stdin" if str(file) == "-" else str(file)
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: not UTF-8 text") from None
+    votes = read_votes_csv(text, where)
+    a = _app(ctx)
+    with a.session() as s:
+        n = record_votes(s, votes, by="cli", where=where)
+    err.print(f"{where}: recorded {n['up'] + n['down']} votes ({n['up']} up, {n['down']} "
+              f"down; {n['replaced']} replaced an earlier vote) for {n['subscribers']} "
+              "subscribers")
 
 
 def _day(value: str | None) -> dt.date:
@@ -650,6 +701,11 @@ def preview(
         from newsletter.render.screenshots import screenshot_dir
 
         report.screenshots = screenshot_dir(out_dir)
+    if report.note:
+        if as_json:
+            _print_json(report.summary() | {"note": report.note})
+        err.print(report.note)
+        return
     summary = report.summary()
     if as_json:
         _print_json(summary)
@@ -680,8 +736,11 @@ def preview(
 def sources_list(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    wide: Annotated[bool, typer.Option(
+        "--wide", help="One line per source, whatever the terminal's width.")] = False,
 ) -> None:
-    """The configured sources and how each one's last ingest went."""
+    """The configured sources and how each one's last ingest went, each source once
+    (long URLs and errors wrap to the terminal unless --wide)."""
     from newsletter.ingest.sources import list_sources
 
     a = _app(ctx)
@@ -693,7 +752,8 @@ def sources_list(
     if not rows:
         err.print("no [[sources]] configured and nothing ingested yet")
         return
-    table = Table("source", "kind", "last ingest (UTC)", "result", "error")
+    table = Table("source", "kind", "where", "last ingest (UTC)", "result", "error")
+    blocks = []
     for r in rows:
         last = r["last"]
         if last is None:
@@ -705,9 +765,49 @@ def sources_list(
                       f"{last['updated']} updated"
                       + (f", {last['skipped']} skipped" if last["skipped"] else ""))
             result = result if last["ok"] else "failed"
-        table.add_row(r["name"], r["kind"] if r["configured"] else "by hand", when, result,
-                      (last or {}).get("error", ""))
-    out.print(table)
+        kind = r["kind"] if r["configured"] else "by hand"
+        error = (last or {}).get("error", "")
+        table.add_row(r["name"], kind, r["where"], when, result, error)
+        blocks.append((f"{r['name']} ({kind}) · {when}" + (f" · {result}" if result else ""),
+                       [r["where"]] if r["where"] and r["where"] != r["name"] else [],
+                       [f"error: {error}"] if error else []))
+    if wide:
+        Console(highlight=False, markup=False, width=100_000).print(table, crop=False)
+        return
+    _print_wrapped(blocks, out.width)
+
+
+def _print_wrapped(blocks: list[tuple[str, list[str], list[str]]], width: int) -> None:
+    """Each source as a head line and indented lines, wrapped to the terminal; a long
+    URL is cut only at the edge, never shortened."""
+    import textwrap
+
+    width = max(width, 40)
+    for head, where, error in blocks:
+        lines = textwrap.wrap(head, width, subsequent_indent="    ", break_on_hyphens=False)
+        for text in where + error:
+            lines += textwrap.wrap(text, width, initial_indent="    ",
+                                   subsequent_indent="    ", break_on_hyphens=False)
+        out.print("\n".join(lines))
+
+
+@sources_app.command("forget")
+def sources_forget(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(
+        metavar="NAME|URL|PATH", help="A name, URL or path as `sources list` shows it.")],
+) -> None:
+    """Forget what is recorded about a source's ingests (a typo, a feed given up): it
+    leaves `sources list`. Its papers stay; a [[sources]] entry stays configured."""
+    from newsletter.ingest.sources import forget_source
+
+    a = _app(ctx)
+    with a.session() as s:
+        n = forget_source(s, source)
+    if not n:
+        raise InputError(f"sources forget: nothing recorded for {source!r} "
+                         "(see `newsletter sources list`)")
+    err.print(f"forgot {source} ({n} record{'s' if n != 1 else ''})")
 
 
 @sources_app.command("test")

@@ -275,7 +275,7 @@ def test_csv_import_lists_every_bad_row_and_stores_nothing(console: Console) -> 
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert len(rows) == before + 1
     assert {"new1@example.org", "ada@example.org"} <= {r["email"] for r in rows}
-    assert list(rows[0]) == ["email", "name", "keywords", "tz", "hour", "status"]
+    assert list(rows[0]) == ["email", "name", "keywords", "tz", "hour", "status", "frequency"]
 
 
 def test_admin_commands(cli) -> None:  # type: ignore[no-untyped-def]
@@ -299,7 +299,8 @@ def many(sqlite_url: str) -> Any:
         s.execute(Subscriber.__table__.insert(), [
             {"email": f"p{i:04d}@{'lab' if i % 3 else 'uni'}.example.org",
              "keywords": "gnn" if i % 2 else "diffusion",
-             "status": ("active", "paused", "bounced")[i % 3], "name": "", "tz": "UTC",
+             "name": "Lin Uni" if i % 5 == 0 else "",
+             "status": ("active", "paused", "bounced")[i % 3], "tz": "UTC",
              "send_hour": 7, "frequency": "daily", "consent_source": "", "bounce_count": 0,
              "created_at": dt.datetime(2025, 1, 1), "updated_at": dt.datetime(2025, 1, 1)}
             for i in range(600)])
@@ -308,7 +309,7 @@ def many(sqlite_url: str) -> Any:
 
 @hsettings(max_examples=25, deadline=None,
            suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(q=st.sampled_from(["", "lab", "uni", "p00", "gnn", "zzz", "P01"]),
+@given(q=st.sampled_from(["", "lab", "uni", "p00", "gnn", "zzz", "P01", "lin"]),
        by=st.sampled_from(["address", "keyword", "any"]),
        status=st.sampled_from(["", "active", "paused", "bounced"]),
        size=st.integers(1, 250))
@@ -323,7 +324,8 @@ def test_keyset_pages_agree_with_a_plain_filter(many: Any, q: str, by: str, stat
                     if (not status or x.status == status)
                     and (not q or (q.lower() in x.email.lower() if by == "address" else
                                    q.lower() in x.keywords.lower() if by == "keyword" else
-                                   q.lower() in (x.email + "\n" + x.keywords).lower()))]
+                                   q.lower() in (x.email + "\n" + x.name + "\n"
+                                                 + x.keywords).lower()))]
         seen: list[int] = []
         after = 0
         for _ in range(1000):
@@ -497,3 +499,39 @@ def test_dashboard_shows_a_running_edition(console: Console) -> None:
     assert f'<span id="running-done">1</span> of {planned.pending}' in page
     assert "1 sent in the last minute" in page
     assert '<meta http-equiv="refresh" content="15">' in page
+
+
+def test_search_by_default_covers_address_name_and_keywords(console: Console) -> None:
+    """A topic or a name typed into the search finds subscribers without choosing "In"."""
+    with session_scope(console.engine) as s:
+        s.add(Subscriber(email="lin@lab.example.org", name="Lin Qiao",
+                         keywords="diffusion transformers, lidar"))
+    c = console.login()
+    for q in ("lidar", "Qiao", "lin@lab"):
+        page = c.get("/subscribers", params={"q": q})
+        assert "lin@lab.example.org" in page.text, q
+        assert "No subscriber matches." not in page.text
+    only_address = c.get("/subscribers", params={"q": "lidar", "by": "address"})
+    assert "No subscriber matches." in only_address.text
+
+
+def test_dashboard_ingest_table_reads_like_the_rest(console: Console) -> None:
+    """Local times to the minute, ✓/✗, counts; no raw columns or microseconds."""
+    from newsletter.store.models import SourceRun
+
+    with session_scope(console.engine) as s:
+        s.add(SourceRun(name="arxiv-cs", origin="http://127.0.0.1:9/rss", ok=False,
+                        ran_at=dt.datetime(2026, 3, 2, 6, 5, 7, 123456), new=0,
+                        error="connection refused"))
+        s.add(SourceRun(name="hf-daily", origin="/srv/papers.json", ok=True,
+                        ran_at=dt.datetime(2026, 3, 2, 5, 1, 2, 654321), new=12, updated=3,
+                        skipped=1, not_modified=False))
+    page = console.login().get("/")
+    table = page.text[page.text.index('id="ingests"'):]
+    table = table[:table.index("</table>")]
+    assert "2026-03-02 06:05" in table and "2026-03-02 05:01" in table
+    assert "123456" not in table and "654321" not in table
+    assert "not_modified" not in table and "True" not in table and "False" not in table
+    assert "✗" in table and "✓" in table and "connection refused" in table
+    assert re.search(r'<td class="num">12</td><td class="num">3</td><td class="num">1</td>',
+                     table)

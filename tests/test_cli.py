@@ -129,7 +129,7 @@ def test_subscribers_commands(cli, tmp_path: Path) -> None:  # type: ignore[no-u
     listed = json.loads(cli("subscribers", "list", "--json").stdout)
     assert [s["email"] for s in listed] == ["ada@example.org", "b@example.org"]
     exported = cli("subscribers", "export").stdout
-    assert exported.splitlines()[0] == "email,name,keywords,tz,hour,status"
+    assert exported.splitlines()[0] == "email,name,keywords,tz,hour,status,frequency"
     assert cli("subscribers", "remove", "b@example.org", "--yes").code == 0
     assert len(json.loads(cli("subscribers", "list", "--json").stdout)) == 1
     # The export re-imports into an empty database as it was.

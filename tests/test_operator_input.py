@@ -178,8 +178,8 @@ def test_help_text_keeps_brackets_and_shows_no_bool_types(cli) -> None:  # type:
         assert "<bool>" not in text, args
     usage = cli("subscribers", "add", "--help").stdout
     assert "EMAIL" in usage and "{email}" not in usage
-    # Usage lines name arguments plainly: EMAIL PAPER_ID, [SOURCE]..., never {EMAIL}
-    for args, want in ((["feedback"], "[OPTIONS] EMAIL PAPER_ID"),
+    # Usage lines name arguments plainly: [EMAIL] [PAPER_ID], [SOURCE]..., never {EMAIL}
+    for args, want in ((["feedback"], "[OPTIONS] [EMAIL] [PAPER_ID]"),
                        (["subscribers", "edit"], "[OPTIONS] EMAIL"),
                        (["ingest"], "[OPTIONS] [SOURCE]..."),
                        (["webhooks", "rotate"], "[OPTIONS] PROVIDER")):

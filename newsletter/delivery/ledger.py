@@ -81,6 +81,11 @@ class MemoryLedger:
         self.outcomes.extend(outcomes)
 
 
+def _shown(outcome: Outcome) -> str | None:
+    """The sent email's record (``delivery/shown.py``), None when none was made."""
+    return outcome.rendered.shown or None if outcome.rendered is not None else None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -155,7 +160,9 @@ class DbLedger:
                 rows.append({
                     "edition_id": self.edition.id, "subscriber_id": j.recipient.id,
                     "day": j.day or self.edition.day,
-                    "entry_ids": j.entry_ids, "details": {"trending": j.trending},
+                    "entry_ids": j.entry_ids,
+                    "details": ({"trending": j.trending, "weekly": True} if j.weekly
+                                else {"trending": j.trending}),
                     "status": DeliveryStatus.SKIPPED if empty else DeliveryStatus.PENDING,
                     "reason": reason if empty else "",
                     "attempts": 0, "last_error": "", "message_id": "", "lease_owner": "",
@@ -266,10 +273,11 @@ class DbLedger:
                     d.reason = f"subscriber {sub.status} before delivery"
                     d.lease_owner = ""
                     continue
+                details = d.details or {}
                 jobs.append(Job(Recipient(sub.id, sub.email, sub.name, sub.keywords,
                                           sub.link_nonce),
-                                list(d.entry_ids), bool((d.details or {}).get("trending")),
-                                d.id, d.attempts))
+                                list(d.entry_ids), bool(details.get("trending")),
+                                d.id, d.attempts, weekly=bool(details.get("weekly"))))
             return jobs
 
     def _record_sent_pg(self, s: Any, sent: Sequence[Outcome], now: dt.datetime) -> None:
@@ -278,11 +286,14 @@ class DbLedger:
         driver and SQLAlchemy bookkeeping (profiled at a million subscribers)."""
         s.execute(text(
             "UPDATE deliveries AS d SET status = :status, message_id = v.mid, sent_at = :now, "
-            "last_error = '', lease_owner = '', lease_expires = NULL, updated_at = :now "
-            "FROM unnest(CAST(:ids AS integer[]), CAST(:mids AS text[])) AS v(id, mid) "
+            "last_error = '', lease_owner = '', lease_expires = NULL, updated_at = :now, "
+            "shown = v.shown "
+            "FROM unnest(CAST(:ids AS integer[]), CAST(:mids AS text[]), "
+            "CAST(:shown AS text[])) AS v(id, mid, shown) "
             "WHERE d.id = v.id AND d.lease_owner = :owner"),
             {"status": str(DeliveryStatus.SENT), "now": now, "owner": self.owner,
-             "ids": [o.job.delivery_id for o in sent], "mids": [o.message_id for o in sent]})
+             "ids": [o.job.delivery_id for o in sent], "mids": [o.message_id for o in sent],
+             "shown": [_shown(o) for o in sent]})
         pairs = [(o.job.recipient.id, e) for o in sent for e in o.job.entry_ids]
         if pairs:
             s.execute(text(
@@ -307,7 +318,8 @@ class DbLedger:
                      .where(Delivery.id == bindparam("b_id"),
                             Delivery.lease_owner == self.owner)
                      .values(status=DeliveryStatus.SENT, message_id=bindparam("b_mid"), sent_at=now,
-                             last_error="", lease_owner="", lease_expires=None, updated_at=now))
+                             last_error="", lease_owner="", lease_expires=None, updated_at=now,
+                             shown=bindparam("b_shown")))
         mark_failed = (update(DELIVERIES)
                        .where(Delivery.id == bindparam("b_id"),
                               Delivery.lease_owner == self.owner)
@@ -318,8 +330,8 @@ class DbLedger:
             if sent and self.engine.dialect.name == "postgresql":
                 self._record_sent_pg(s, sent, now)
             elif sent:
-                s.execute(mark_sent, [{"b_id": o.job.delivery_id, "b_mid": o.message_id}
-                                      for o in sent])
+                s.execute(mark_sent, [{"b_id": o.job.delivery_id, "b_mid": o.message_id,
+                                       "b_shown": _shown(o)} for o in sent])
                 s.execute(insert(SENT_ENTRIES).on_conflict_do_nothing(
                     index_elements=["subscriber_id", "entry_id"]),
                     [{"subscriber_id": o.job.recipient.id, "entry_id": e,

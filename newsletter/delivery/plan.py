@@ -22,6 +22,7 @@ class Job:
     delivery_id: int | None = None
     attempts: int = 0
     day: dt.date | None = None  # the subscriber's newsletter day (None: the edition's)
+    weekly: bool = False  # the week's best (``newsletter.frequency``), not one day's
 
 
 @dataclass
@@ -32,7 +33,8 @@ class PlanReport:
 
 
 def plan_jobs(selection: Selection, subscribers: Iterator[tuple[int, str, str, str]],
-              k: int, day: dt.date | None = None) -> Iterator[list[Job]]:
+              k: int, day: dt.date | None = None, weekly: bool = False
+              ) -> Iterator[list[Job]]:
     """Rank every subscriber (chunked) and yield their jobs; empty picks are jobs too."""
     people: dict[int, tuple[str, str, str]] = {}
 
@@ -47,6 +49,6 @@ def plan_jobs(selection: Selection, subscribers: Iterator[tuple[int, str, str, s
             email, name, keywords = people.pop(sub_id)
             picks = [selection.entries[i].id for i in chunk.picks[row] if i >= 0]
             jobs.append(Job(Recipient(sub_id, email, name, keywords), picks,
-                            bool(chunk.trending[row]), day=day))
+                            bool(chunk.trending[row]), day=day, weekly=weekly))
         yield jobs
 

@@ -5,6 +5,7 @@ the database)."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from newsletter.delivery.plan import PlanReport, plan_jobs
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.slots import due_by_day, late_by_day, slot_moment
 from newsletter.errors import InputError
+from newsletter.frequency import DAILY, WEEK_DAYS, due_on, is_weekly
 from newsletter.render.mime import Message
 from newsletter.store.db import MIGRATIONS, READONLY, session_scope
 from newsletter.store.models import (
@@ -104,9 +106,18 @@ class _Group:
     pairs: list[tuple[str, int]] | None
     late: bool = False
 
-    def rows(self, session: Any) -> Iterator[tuple[int, str, str, str]]:
-        return subscriber_rows(session, unsent_day=self.day, slot=self.pairs,
-                               had_day=self.day - dt.timedelta(days=1) if self.late else None)
+    def rows(self, session: Any, weekly: bool = False) -> Iterator[tuple[int, str, str, str]]:
+        """The daily and weekdays subscribers due on this day, or (``weekly``) those
+        whose weekly email falls on it; a late day is owed to those who had their
+        last one (the day before, or within a week for those not emailed daily)."""
+        due = [f for f in due_on(self.day) if is_weekly(f) == weekly]
+        had = self.day - dt.timedelta(days=1) if self.late else None
+        rows = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
+                               frequencies=[f for f in due if f == DAILY])
+        spaced = [f for f in due if f != DAILY]
+        more = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
+                               frequencies=spaced, had_within_days=WEEK_DAYS + 1)
+        return itertools.chain(rows, more) if spaced else rows
 
 
 def _groups(session: Any, day: dt.date, slot: str, catch_up_hours: int = 0) -> list[_Group]:
@@ -125,7 +136,8 @@ def _groups(session: Any, day: dt.date, slot: str, catch_up_hours: int = 0) -> l
 
 def _anyone_to_plan(session: Any, groups: list[_Group]) -> bool:
     """Whether this run would plan anyone (cheap: no ranking, no templates)."""
-    return any(next(iter(g.rows(session)), None) is not None for g in groups)
+    return any(next(iter(g.rows(session, weekly)), None) is not None
+               for g in groups for weekly in (False, True))
 
 
 def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "") -> Planned:
@@ -170,8 +182,12 @@ def plan_edition(settings: Settings, engine: Engine, day: dt.date, slot: str = "
         if not rows:
             note = no_new_papers(s, slot)
         else:
-            for group in groups:
-                part = ledger.plan(plan_jobs(ctx.selection, group.rows(s), k, day=group.day),
+            for group, weekly in itertools.product(groups, (False, True)):
+                selection = ctx.week_selection if weekly else ctx.selection
+                if selection is None:
+                    continue
+                part = ledger.plan(plan_jobs(selection, group.rows(s, weekly), k,
+                                             day=group.day, weekly=weekly),
                                    empty_reason=empty)
                 plan.planned += part.planned
                 plan.skipped += part.skipped
@@ -218,6 +234,7 @@ class PreviewReport:
     empty_profiles: int = 0
     screenshots: list[Path] = field(default_factory=list)
     context: EditionContext | None = None  # what ranked and rendered it (the "why")
+    note: str = ""  # why nothing would be sent, when nothing would
 
     def summary(self) -> dict[str, Any]:
         rendered = [o.rendered for o in self.outcomes if o.rendered is not None]
@@ -273,6 +290,35 @@ def require_database(engine: Engine) -> None:
         raise InputError("the database schema is old: run `newsletter db upgrade` first")
 
 
+def _due_now(session: Any, day: dt.date, email: str | None
+             ) -> dict[bool, list[tuple[int, str, str, str]]]:
+    """Who ``send`` for ``day`` would plan now (no slot: everyone due that day who has
+    not had it), daily/weekdays apart from weekly; ``email``: only that subscriber,
+    whatever their status (an operator previews a paused one too)."""
+    if email:
+        [(sub_id, address, name, keywords)] = list(subscriber_rows(session, email=email))
+        freq = session.get(Subscriber, sub_id).frequency
+        had = session.scalar(select(Delivery.id).where(Delivery.subscriber_id == sub_id,
+                                                       Delivery.day == day).limit(1))
+        due = [] if had is not None or freq not in due_on(day) else [
+            (sub_id, address, name, keywords)]
+        return {is_weekly(freq): due}
+    group = _Group(day, None)
+    return {weekly: list(group.rows(session, weekly)) for weekly in (False, True)}
+
+
+def _nothing_to_send(session: Any, day: dt.date, email: str | None, existing: Edition | None,
+                     due: dict[bool, list[Any]]) -> str:
+    """What ``send`` would say instead of sending, or "" when it would send."""
+    if not any(due.values()):
+        who = email or "every active subscriber due"
+        return (f"nothing to send for {day}: {who} has had that day's edition or is "
+                "not due that day (preview another day with --date)")
+    if existing is None and not edition_entries(session, "", utcnow()):
+        return f"nothing to send for {day}: {no_new_papers(session, '')}"
+    return ""
+
+
 def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
                 email: str | None = None, limit: int | None = None,
                 recipients: list[tuple[int, str, str, str]] | None = None,
@@ -284,16 +330,33 @@ def run_preview(settings: Settings, engine: Engine, day: dt.date, out: Path, *,
             Session(bind=conn) as s:  # read-only; nothing committed
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == ""))
         edition = existing or Edition(id=0, day=day, slot="", cutoff=utcnow())
+        if recipients is None:
+            if email and not list(subscriber_rows(s, email=email)):
+                raise InputError(f"{email} is not a subscriber")
+            due = _due_now(s, day, email)
+            note = _nothing_to_send(s, day, email, existing, due)
+            if note:
+                conn.rollback()
+                return PreviewReport(out, 0, note=note)
         ctx = open_edition(settings, s, edition)
         rows = ctx.rows
-        subs = recipients if recipients is not None else list(subscriber_rows(s, email=email))
-        if email and not subs:
-            raise InputError(f"{email} is not a subscriber")
+        k = settings.ranking.max_papers
+        if recipients is not None:
+            groups = [(recipients, False)]
+        else:
+            groups = [(people[:limit] if limit else people, weekly)
+                      for weekly, people in due.items()]
+        jobs = []
+        empty = 0
+        for subs, weekly in groups:
+            selection = ctx.week_selection if weekly else ctx.selection
+            if selection is None or not subs:
+                continue
+            empty += sum(1 for _, _, _, kw in subs if not kw.strip())
+            jobs += [j for chunk in plan_jobs(selection, iter(subs), k, weekly=weekly)
+                     for j in chunk]
         if limit:
-            subs = subs[:limit]
-        empty = sum(1 for _, _, _, kw in subs if not kw.strip())
-        jobs = [j for chunk in plan_jobs(ctx.selection, iter(subs),
-                                         settings.ranking.max_papers) for j in chunk]
+            jobs = jobs[:limit]
         conn.rollback()
     ledger = MemoryLedger([j for j in jobs if j.entry_ids])
     skipped = [Outcome(j, DeliveryStatus.SKIPPED, error="no papers matched and no trending section")

@@ -10,6 +10,7 @@ exactly what ``sources list`` must be able to show.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from newsletter.ingest.fetch import Fetcher
 from newsletter.ingest.formats import Skipped
 from newsletter.ingest.papers import Paper, merge_duplicates
 from newsletter.ingest.run import IngestReport, fetch_bytes, ingest, parse_bytes, resolve
-from newsletter.store.models import SourceRun, utcnow
+from newsletter.store.models import FetchState, SourceRun, utcnow
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
@@ -41,7 +42,7 @@ def run_ingest(
             now = utcnow()
             for loaded in report.loaded:
                 _save(session, loaded.name or loaded.origin, SourceRun(
-                    origin=loaded.origin, ran_at=now, ok=True, papers=len(loaded.papers),
+                    origin=_stored(loaded.origin), ran_at=now, ok=True, papers=len(loaded.papers),
                     new=loaded.new, updated=loaded.updated, skipped=len(loaded.skipped),
                     not_modified=loaded.not_modified, error=""))
         return report
@@ -49,9 +50,14 @@ def run_ingest(
         name = getattr(exc, "source_name", None)
         if name:
             with sessions() as session:
-                _save(session, name, SourceRun(origin=getattr(exc, "where", name),
+                _save(session, name, SourceRun(origin=_stored(getattr(exc, "where", name)),
                                                ran_at=utcnow(), ok=False, error=str(exc)))
         raise
+
+
+def _stored(origin: str) -> str:
+    """A path as an absolute path (the directory ``ingest`` ran in is not known later)."""
+    return origin if origin.startswith(("http://", "https://")) else source_key(origin)
 
 
 def _save(session: Session, name: str, run: SourceRun) -> None:
@@ -65,17 +71,53 @@ def _save(session: Session, name: str, run: SourceRun) -> None:
     session.add(row)
 
 
+def source_key(where: str) -> str:
+    """One spelling per source: a URL without a trailing slash, a path made absolute
+    (``./a.json``, ``a.json`` and ``/srv/a.json`` typed in /srv are one source)."""
+    if where.startswith(("http://", "https://")):
+        return where.rstrip("/")
+    return os.path.normpath(os.path.abspath(where)) if where else ""
+
+
 def list_sources(configured: Sequence[SourceConfig], session: Session) -> list[dict[str, Any]]:
-    """Every configured source with its last ingest; then any other source ingested by hand."""
-    runs = {r.name: r for r in session.scalars(select(SourceRun))}
-    out = []
+    """Every configured source with its last ingest; then each other source ingested by
+    hand, once (the newest run of each spelling of the same file or URL)."""
+    runs = sorted(session.scalars(select(SourceRun)), key=lambda r: r.ran_at, reverse=True)
+    by_name = {r.name: r for r in runs}
+    newest: dict[str, SourceRun] = {}
+    for r in runs:
+        newest.setdefault(source_key(r.origin or r.name), r)
+    out, shown = [], set()
     for src in configured:
-        out.append({"name": src.name, "kind": src.kind, "where": src.url or src.path or "",
-                    "configured": True, "last": _run_dict(runs.pop(src.name, None))})
-    for name, run in sorted(runs.items()):
-        out.append({"name": name, "kind": "auto", "where": run.origin, "configured": False,
-                    "last": _run_dict(run)})
+        where = src.url or src.path or ""
+        run = by_name.get(src.name) or newest.get(source_key(where))
+        shown.add(source_key(where))
+        if run is not None:
+            shown.add(source_key(run.origin or run.name))
+        out.append({"name": src.name, "kind": src.kind, "where": where,
+                    "configured": True, "last": _run_dict(run)})
+    for key, run in sorted(newest.items(), key=lambda kv: kv[1].name):
+        if key not in shown:
+            shown.add(key)
+            out.append({"name": run.name, "kind": "auto", "where": run.origin,
+                        "configured": False, "last": _run_dict(run)})
     return out
+
+
+def forget_source(session: Session, spec: str) -> int:
+    """Drop the ingest record of a source (a ``source_runs`` name, or any spelling of
+    its URL or path) and the fetch validators of its URL; the papers it brought stay.
+    Returns how many records went; 0 means nothing is known by that name."""
+    key = source_key(spec)
+    rows = [r for r in session.scalars(select(SourceRun))
+            if r.name == spec or source_key(r.origin or r.name) == key]
+    for r in rows:
+        if r.origin.startswith(("http://", "https://")):
+            state = session.get(FetchState, r.origin)
+            if state is not None:
+                session.delete(state)
+        session.delete(r)
+    return len(rows)
 
 
 def _run_dict(run: SourceRun | None) -> dict[str, Any] | None:

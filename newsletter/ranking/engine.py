@@ -34,6 +34,10 @@ from newsletter.ranking.feedback import Learned, Learner, Votes
 
 PART_TABLE = 500_000  # distinct raw profile parts remembered per ranker
 LEARNED_MATCH = 2.0  # learned relevance that makes a match alone, × min_relevance
+# A pick whose relevance is under this × min_relevance says "related:", not "matched:"
+# (bench/quality.py's judged set: none of the 15 picks under it was judged relevant,
+# 78% of those above it were).
+STRONG_MATCH = 2.0
 
 # The analysed papers and their features live in ``corpus``; importers of the engine
 # find them here too.
@@ -169,6 +173,8 @@ class Ranker:
                 recency=round(float(cfg.weight_recency * recency[e]), 4),
                 features=features,
                 learned=also,
+                strong=cfg.weight_relevance * (own + counted)
+                >= STRONG_MATCH * cfg.min_relevance,
             ))
         return out
 
@@ -367,6 +373,7 @@ class Explanation:
     recency: float
     features: list[Feature] = field(default_factory=list)
     learned: list[LearnedHit] = field(default_factory=list)
+    strong: bool = True  # a clear match ("matched:"), else a weak one ("related:")
 
     @property
     def score(self) -> float:
@@ -380,7 +387,8 @@ class Explanation:
 
     @property
     def why(self) -> str:
-        parts = ["matched: " + ", ".join(t for t, _ in self.matched)] if self.matched else []
+        label = "matched: " if self.strong else "related: "
+        parts = [label + ", ".join(t for t, _ in self.matched)] if self.matched else []
         also = self.also_like
         if also:
             parts.append("also like: " + "; ".join(also))

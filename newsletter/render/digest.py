@@ -72,9 +72,10 @@ class PaperInfo:
     pdf_url: str = ""
     arxiv_id: str = ""
     image_url: str = ""
+    featured: str = ""  # "Featured today" / "Featured yesterday": the source's own listing
 
     @classmethod
-    def of(cls, e: Any, fallback_url: str) -> PaperInfo:
+    def of(cls, e: Any, fallback_url: str, day: dt.date | None = None) -> PaperInfo:
         names = tuple(e.authors or [])
         shown = ", ".join(names[:MAX_AUTHORS])
         if len(names) > MAX_AUTHORS:
@@ -90,7 +91,8 @@ class PaperInfo:
             authors=shown, date=format_date(e.published), upvotes=int(e.upvotes or 0),
             code_url=safe_url(e.code_url), project_url=safe_url(e.project_url),
             author_names=names, title_short=cap(e.title), abs_url=abs_url or url,
-            pdf_url=pdf_url, arxiv_id=arxiv,
+            pdf_url=pdf_url, arxiv_id=arxiv, featured=featured_label(
+                getattr(e, "featured", None), day),
         )
 
     def with_image(self, pattern: str) -> PaperInfo:
@@ -99,6 +101,18 @@ class PaperInfo:
             return self
         url = safe_url(pattern.format(arxiv_id=self.arxiv_id, id=quote(self.id, safe="")))
         return dataclasses.replace(self, image_url=url)
+
+
+def featured_label(featured: dt.date | None, day: dt.date | None) -> str:
+    """What the email says of a paper its source listed as featured on ``featured``:
+    only when that is the edition's day or the day before (an older mark is old news)."""
+    if featured is None or day is None:
+        return ""
+    if featured == day:
+        return "Featured today"
+    if featured == day - dt.timedelta(days=1):
+        return "Featured yesterday"
+    return ""
 
 
 def format_date(d: dt.date | None) -> str:
@@ -234,7 +248,7 @@ class PaperView:
 
     __slots__ = ("id", "title", "title_short", "url", "authors", "authors_text", "date",
                  "upvotes", "code_url", "project_url", "abs_url", "pdf_url", "image_url",
-                 "excerpt", "excerpt_text", "why", "matched", "group", "links")
+                 "excerpt", "excerpt_text", "why", "matched", "group", "links", "featured")
 
     def __init__(self, info: PaperInfo, excerpt: Markup, excerpt_text: str, why: str,
                  matched: list[str], authors: Markup | None = None,
@@ -246,6 +260,7 @@ class PaperView:
         self.date, self.upvotes = info.date, info.upvotes
         self.code_url, self.project_url = info.code_url, info.project_url
         self.abs_url, self.pdf_url, self.image_url = info.abs_url, info.pdf_url, info.image_url
+        self.featured = info.featured
         self.excerpt, self.excerpt_text, self.why, self.matched = (excerpt, excerpt_text, why,
                                                                    matched)
         self.group = matched[0] if matched else ""
@@ -268,9 +283,18 @@ def group_papers(papers: list[PaperView]) -> list[tuple[str, list[PaperView]]]:
     return list(groups.items())
 
 
-def summary_line(papers: list[PaperView], trending: list[PaperView]) -> str:
+def summary_line(papers: list[PaperView], trending: list[PaperView], weekly: bool = False
+                 ) -> str:
     """The opening line: "7 new papers for you: state space models (4), mixture of
-    experts (3)"."""
+    experts (3)" ("7 papers for you this week: ..." in a weekly email)."""
+    line = _summary(papers, trending)
+    if weekly:
+        line = (line.replace(" new paper", " paper", 1).replace(" for you", " for you this week", 1)
+                .replace("today", "this week"))
+    return line
+
+
+def _summary(papers: list[PaperView], trending: list[PaperView]) -> str:
     if papers:
         n = len(papers)
         head = f"{n} new paper{'' if n == 1 else 's'} for you"

@@ -48,6 +48,7 @@ class Rendered:
     papers: int
     trending: int
     matched_terms: tuple[str, ...]
+    shown: str = ""  # what it showed, compactly (delivery/shown.py): kept when sent
 
 
 def dkim_signer(r: RenderConfig) -> DkimSigner | None:
@@ -84,21 +85,21 @@ class Renderer:
                         "day": day.isoformat(), "id": edition_id}
 
     def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
-               trending: bool) -> Rendered:
+               trending: bool, weekly: bool = False) -> Rendered:
         items = [self.digest.paper(i, ex) for i, ex in zip(picks, explanations, strict=True)]
         papers: list[PaperView] = [] if trending else items
         trend: list[PaperView] = items if trending else []
         links = self.links.for_subscriber(r.id, self.edition_id, r.nonce)
         terms = tuple(dict.fromkeys(t for p in papers for t in p.matched))
         context: dict[str, Any] = {
-            "sender": self.sender, "edition": self.edition,
+            "sender": self.sender, "edition": self.edition, "weekly": weekly,
             "subscriber": {"email": r.email, "name": r.name, "keywords": r.keywords},
             "links": {"unsubscribe": links.unsubscribe, "preferences": links.preferences,
                       "browser": links.browser},
             "papers": papers, "trending": trend,
             # grouped under the best-matching term when more than one term matched
             "groups": group_papers(papers),
-            "summary": summary_line(papers, trend),
+            "summary": summary_line(papers, trend, weekly),
             "feedback": {p.id: self.links.votes(r.id, p.id, r.nonce) for p in items},
         }
         subject = render_or_raise(self.compiled.subject, "subject.txt", context).strip()

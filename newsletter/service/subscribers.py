@@ -41,6 +41,7 @@ check_keywords = store.check_keywords
 check_tz = store.check_tz
 check_hour = store.check_hour
 check_name = store.clean_name
+check_frequency = store.check_frequency
 normalize_email = store.normalize_email
 
 
@@ -69,10 +70,10 @@ def get(session: Session, sub_id: int) -> Subscriber:
 
 def add(session: Session, email: str, *, keywords: str, name: str = "", tz: str = "UTC",
         hour: int | str | None = None, utf8_local_part: bool = False,
-        by: str = "cli") -> Subscriber:
+        by: str = "cli", frequency: str = "daily") -> Subscriber:
     """One subscriber, active at once: the operator vouches for consent."""
     return store.add(session, email, keywords=keywords, name=name, tz=tz, hour=hour,
-                     source=by, utf8_local_part=utf8_local_part)
+                     source=by, utf8_local_part=utf8_local_part, frequency=frequency)
 
 
 def check_csv(data: bytes, origin: str) -> list[str]:
@@ -96,10 +97,11 @@ class Edit:
     tz: str | None = None
     hour: int | str | None = None
     status: str | None = None
+    frequency: str | None = None
 
     def empty(self) -> bool:
         return all(v is None for v in (self.name, self.keywords, self.tz, self.hour,
-                                       self.status))
+                                       self.status, self.frequency))
 
 
 def _field(field: str, check: Callable[[Any], T], value: Any) -> T | None:
@@ -120,7 +122,8 @@ def checked(given: Edit) -> lifecycle.Changes:
         keywords=_field("keywords", check_keywords, given.keywords),
         tz=_field("tz", check_tz, given.tz),
         send_hour=_field("hour", check_hour, given.hour),
-        status=given.status)
+        status=given.status,
+        frequency=_field("frequency", check_frequency, given.frequency))
 
 
 def edit(session: Session, sub: Subscriber, given: Edit, *, by: str) -> list[str]:
@@ -285,13 +288,16 @@ class Preferences:
     tz: str
     hour: int
     paused: bool
+    frequency: str | None = None  # None: as it is (a form without the field)
 
 
-def preferences_form(keywords: str, tz: str, hour: str | int, status: str) -> Preferences:
+def preferences_form(keywords: str, tz: str, hour: str | int, status: str,
+                     frequency: str | None = None) -> Preferences:
     if status not in OWNER_STATUSES:
         raise InputError("delivery must be daily or paused")
     return Preferences(check_keywords(keywords), check_tz(tz), check_hour(hour),
-                       status == S.PAUSED)
+                       status == S.PAUSED,
+                       None if frequency is None else check_frequency(frequency))
 
 
 def change_preferences(session: Session, sub_id: int, form: Preferences) -> bool:
@@ -300,7 +306,7 @@ def change_preferences(session: Session, sub_id: int, form: Preferences) -> bool
     sub = session.get(Subscriber, sub_id)
     return sub is not None and lifecycle.update_preferences(
         session, sub, keywords=form.keywords, tz=form.tz, hour=form.hour,
-        paused=form.paused, by="web")
+        paused=form.paused, by="web", frequency=form.frequency)
 
 
 def erase(session: Session, sub_id: int) -> bool:

@@ -18,7 +18,11 @@ from newsletter.service.ranking import learning_selection
 from newsletter.store import votes as store
 from newsletter.store.models import Entry, Subscriber
 
-__all__ = ["VoteOutcome", "forget", "record_vote", "reset", "undo"]
+__all__ = ["VoteOutcome", "forget", "read_votes_csv", "record_vote", "record_votes", "reset",
+           "undo"]
+
+VOTES_HEADER = ("email", "paper_id", "vote")
+_DIRECTIONS = {"up": 1, "+1": 1, "1": 1, "down": -1, "-1": -1}
 
 
 def record_vote(cfg: RankingConfig, session: Session, paper_id: str, direction: int, *,
@@ -52,3 +56,50 @@ def forget(session: Session, subscriber_id: int, term: str, label: str) -> None:
 def reset(session: Session, subscriber_id: int) -> int:
     """Forget every vote and removed term; the votes removed."""
     return store.reset(session, subscriber_id)
+
+
+def read_votes_csv(text: str, where: str) -> list[tuple[int, str, str, int]]:
+    """``(line, email, paper_id, direction)`` per row of a votes file: a header
+    ``email,paper_id,vote`` then one vote a line, ``vote`` being ``up`` or ``down``
+    (or ``+1`` / ``-1``). A bad row is an ``InputError`` naming ``where`` and its line."""
+    import csv
+
+    rows = csv.reader(text.splitlines())
+    header = [h.strip().lower() for h in next(rows, [])]
+    if tuple(header) != VOTES_HEADER:
+        raise InputError(f"{where} line 1: expected the header {','.join(VOTES_HEADER)}, "
+                         f"got {','.join(header) or 'nothing'}")
+    out = []
+    for n, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != 3:
+            raise InputError(f"{where} line {n}: expected 3 fields (email,paper_id,vote), "
+                             f"got {len(row)}")
+        address, paper, vote = (cell.strip() for cell in row)
+        direction = _DIRECTIONS.get(vote.lower())
+        if direction is None:
+            raise InputError(f"{where} line {n}: vote {vote!r}: expected up or down")
+        out.append((n, address, paper, direction))
+    return out
+
+
+def record_votes(session: Session, votes: list[tuple[int, str, str, int]], *, by: str,
+                 where: str) -> dict[str, int]:
+    """Record many votes in the caller's transaction: all of them, or (an unknown
+    address or paper, naming ``where`` and the line) none. The learned terms are
+    not worked out per vote (that costs a ranking of every paper): the next
+    ranking reads them. Returns counts: up, down, replaced, subscribers."""
+    people: dict[str, int] = {}
+    counts = {"up": 0, "down": 0, "replaced": 0, "subscribers": 0}
+    for line, address, paper, direction in votes:
+        try:
+            if address not in people:
+                people[address] = store.subscriber_by_email(session, address).id
+            _, before = store.record(session, people[address], paper, direction, by)
+        except InputError as exc:
+            raise InputError(f"{where} line {line}: {exc}") from None
+        counts["up" if direction > 0 else "down"] += 1
+        counts["replaced"] += before is not None
+    counts["subscribers"] = len(people)
+    return counts

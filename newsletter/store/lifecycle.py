@@ -190,12 +190,15 @@ def sign_up_again(session: Session, sub: Subscriber, *, keywords: str, tz: str, 
 
 
 def update_preferences(session: Session, sub: Subscriber, *, keywords: str, tz: str,
-                       hour: int, paused: bool, by: str = "web") -> bool:
+                       hour: int, paused: bool, by: str = "web",
+                       frequency: str | None = None) -> bool:
     """The owner's own settings; pausing and resuming are state changes like others.
     Only active or paused subscribers change here (False otherwise)."""
     if sub.status not in RECEIVING:
         return False
     sub.keywords, sub.tz, sub.send_hour = keywords, tz, hour
+    if frequency is not None:
+        sub.frequency = frequency
     sub.updated_at = utcnow()
     if paused:
         pause(session, sub, by=by)
@@ -216,6 +219,7 @@ class Changes:
     tz: str | None = None
     send_hour: int | None = None
     status: str | None = None
+    frequency: str | None = None
 
 
 def edit(session: Session, sub: Subscriber, changes: Changes, *, by: str) -> list[str]:
@@ -223,7 +227,8 @@ def edit(session: Session, sub: Subscriber, changes: Changes, *, by: str) -> lis
     fields are recorded as one ``edited`` event; a status change is the same state
     change (and event) as when the person or their mail server makes it."""
     profile = {k: v for k, v in (("name", changes.name), ("keywords", changes.keywords),
-                                 ("tz", changes.tz), ("send_hour", changes.send_hour))
+                                 ("tz", changes.tz), ("send_hour", changes.send_hour),
+                                 ("frequency", changes.frequency))
                if v is not None and getattr(sub, k) != v}
     if changes.status is not None and changes.status != sub.status:
         _check_status(sub, changes.status)  # before anything changes

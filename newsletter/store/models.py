@@ -153,6 +153,8 @@ class Delivery(Base):
     day: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
     entry_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the email showed, written when it is sent (delivery/shown.py; migration 0012)
+    shown: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     reason: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

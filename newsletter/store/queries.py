@@ -27,10 +27,14 @@ def subscriber_rows(session: Any, *, email: str | None = None,
                     unsent_day: dt.date | None = None,
                     slot: Sequence[tuple[str, int]] | None = None,
                     had_day: dt.date | None = None,
+                    frequencies: Sequence[str] | None = None,
+                    had_within_days: int = 1,
                     ) -> Iterator[tuple[int, str, str, str]]:
     """Active subscribers to plan: none who already has an edition of ``unsent_day``
     (one newsletter day per person, whatever the slot), only those in ``slot``; with
-    ``had_day``, only those who had that day's edition (a late day is owed to them)."""
+    ``had_day``, only those who had that day's edition (a late day is owed to them;
+    ``had_within_days`` > 1: an edition of the days up to it, for people not emailed
+    every day); with ``frequencies``, only subscribers of those (``newsletter.frequency``)."""
     q = select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.keywords)
     if email:
         q = q.where(Subscriber.email == email)
@@ -40,8 +44,11 @@ def subscriber_rows(session: Any, *, email: str | None = None,
         had = select(Delivery.subscriber_id).where(Delivery.day == unsent_day)
         q = q.where(Subscriber.id.not_in(had))
     if had_day is not None:
-        q = q.where(Subscriber.id.in_(select(Delivery.subscriber_id)
-                                      .where(Delivery.day == had_day)))
+        q = q.where(Subscriber.id.in_(select(Delivery.subscriber_id).where(
+            Delivery.day > had_day - dt.timedelta(days=had_within_days),
+            Delivery.day <= had_day)))
+    if frequencies is not None:
+        q = q.where(Subscriber.frequency.in_(list(frequencies)))
     if slot is not None:
         q = q.where(or_(false(), *[(Subscriber.tz == tz) & (Subscriber.send_hour == hour)
                                    for tz, hour in slot]))

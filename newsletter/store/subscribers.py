@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import clean_header_text, normalize_address
 from newsletter.errors import InputError
+from newsletter.frequency import check_frequency
 from newsletter.profile import parse_profile
 from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
 from newsletter.store.suppressions import refuse_suppressed, suppressed_among
 
 CSV_COLUMNS = ("email", "name", "keywords", "tz", "hour")
-IMPORT_COLUMNS = (*CSV_COLUMNS, "status")  # an export re-imports as it was
+IMPORT_COLUMNS = (*CSV_COLUMNS, "status", "frequency")  # an export re-imports as it was
 IMPORT_STATUSES = tuple(s.value for s in SubscriberStatus if s != SubscriberStatus.PENDING)
 
 
@@ -99,6 +100,7 @@ def add(
     status: str = SubscriberStatus.ACTIVE,
     source: str = "cli",
     utf8_local_part: bool = False,
+    frequency: str = "daily",
     erased_may_return: bool = False,
 ) -> Subscriber:
     """One subscriber. An erased address is refused, except (``erased_may_return``)
@@ -115,6 +117,7 @@ def add(
         keywords=check_keywords(keywords),
         tz=check_tz(tz),
         send_hour=check_hour(hour),
+        frequency=check_frequency(frequency),
         status=status,
         consent_at=now if status == SubscriberStatus.ACTIVE else None,
         consent_source=source,
@@ -173,6 +176,7 @@ def _row_values(row: dict[str, str], utf8_local_part: bool = False) -> dict[str,
         "tz": check_tz(row.get("tz", "")),
         "send_hour": check_hour(row.get("hour")),
         "status": row.get("status", "").strip() or "active",
+        "frequency": check_frequency(row.get("frequency")),
     }
     if values["status"] not in IMPORT_STATUSES:
         raise InputError(f"invalid status {values['status']!r}: expected one of "
@@ -259,7 +263,7 @@ def import_csv(session: Session, data: bytes, origin: str, *,
                 continue
             seen.add(address)
             values.update(consent_at=now, consent_source=import_source(origin),
-                          frequency="daily", bounce_count=0, created_at=now, updated_at=now)
+                          bounce_count=0, created_at=now, updated_at=now)
             batch.append((line, values))
             if len(batch) >= IMPORT_BATCH:
                 write()
@@ -335,7 +339,8 @@ def export_csv(subs: Iterable[Subscriber], out: io.TextIOBase | object) -> None:
     """The import format (plus status), so an export re-imports as it was; cells that
     a spreadsheet would run as formulas are quoted (``spreadsheet_safe``)."""
     writer = csv.writer(out, lineterminator="\n")  # type: ignore[arg-type]
-    writer.writerow([*CSV_COLUMNS, "status"])
+    writer.writerow(IMPORT_COLUMNS)
     for s in subs:
         writer.writerow([spreadsheet_safe(s.email), spreadsheet_safe(s.name),
-                         spreadsheet_safe(s.keywords), s.tz, s.send_hour, s.status])
+                         spreadsheet_safe(s.keywords), s.tz, s.send_hour, s.status,
+                         s.frequency])

@@ -10,6 +10,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from sqlalchemy import select
 
+from newsletter.delivery import shown
 from newsletter.store.models import Entry, Subscriber
 from newsletter.store.queries import sent_editions
 
@@ -22,6 +23,11 @@ def _time(value: dt.datetime | dt.date) -> str:
     return value.replace(microsecond=0).isoformat() + "Z"
 
 
+def _summary(why: str, abstract: str) -> str:
+    """The abstract, led by what the email said of the paper ("matched: ...")."""
+    return f"{why}. {abstract}" if why else abstract
+
+
 def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
     links = web.links
     with web.app.reading() as s:
@@ -30,9 +36,14 @@ def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
             return None
         rows = sent_editions(s, sub_id, 60)
         picked: list[tuple[str, dt.datetime]] = []
+        why: dict[str, str] = {}  # what the email said of each pick (its record)
         for delivery, edition in rows:
             when = delivery.sent_at or edition.created_at
             picked.extend((eid, when) for eid in delivery.entry_ids)
+            record = shown.decode(delivery.shown)
+            if record is not None:
+                for eid in record.entry_ids:
+                    why.setdefault(eid, record.why(eid))
         picked = picked[:MAX_ITEMS]
         ids = [eid for eid, _ in picked]
         entries = {e.id: e for e in s.scalars(select(Entry).where(Entry.id.in_(ids)))} \
@@ -56,7 +67,7 @@ def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
                 f"<id>{escape(links.paper(e.id))}</id>",
                 f"<link href={quoteattr(links.paper(e.id))}/>",
                 f"<updated>{_time(when)}</updated>",
-                f"<summary>{escape(e.abstract or '')}</summary>"]
+                f"<summary>{escape(_summary(why.get(eid, ''), e.abstract or ''))}</summary>"]
         out += [f"<author><name>{escape(str(a))}</name></author>" for a in (e.authors or [])[:5]]
         out.append("</entry>")
     out.append("</feed>")

@@ -25,6 +25,7 @@ from starlette.responses import FileResponse, Response
 
 from newsletter.addresses import validated
 from newsletter.errors import InputError
+from newsletter.frequency import CHOICES, describe
 from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
 from newsletter.render.links import Claims
@@ -279,7 +280,7 @@ async def preferences(request: Request) -> Response:
             try:
                 chosen = subscribers.preferences_form(
                     keywords, form.get("tz", "UTC"), form.get("hour", "7"),
-                    form.get("status", "active"))
+                    form.get("status", "active"), form.get("frequency"))
             except InputError as exc:
                 error = exc.message
             else:
@@ -298,6 +299,7 @@ async def preferences(request: Request) -> Response:
         request, "preferences.html", 400 if error else 200, sub=sub,
         keywords=sub.keywords if keywords is None else keywords, error=error, saved=saved,
         picks=shown, zones=zone_options(sub.tz), stopped=stopped,
+        frequencies=[(f, describe(f)[0].upper() + describe(f)[1:]) for f in CHOICES],
         can_resubscribe=sub.status == SubscriberStatus.UNSUBSCRIBED,
         status_label=STATUS_LABELS.get(SubscriberStatus(sub.status), sub.status),
         unsubscribe=links.unsubscribe(sub_id, nonce),
@@ -387,6 +389,15 @@ def _sent_editions(web: Web, sub_id: int) -> tuple[Subscriber | None, list[Any]]
         return s.get(Subscriber, sub_id), queries.sent_editions(s, sub_id, 100)
 
 
+def _sections(record: str | None) -> str:
+    """"point cloud (3), vision transformer (7)" as the sent email said ("" for an
+    email sent before records were kept)."""
+    from newsletter.delivery import shown
+
+    found = shown.decode(record)
+    return ", ".join(f"{t} ({n})" for t, n in found.sections()) if found else ""
+
+
 async def archive(request: Request) -> Response:
     web = web_of(request)
     who = await token_values(web, request, "preferences")
@@ -397,6 +408,7 @@ async def archive(request: Request) -> Response:
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     editions = [{"date": format_date(e.day), "count": len(d.entry_ids),
+                 "sections": _sections(d.shown),
                  "link": web.links.view(sub_id, e.id, nonce)} for d, e in rows]
     return web.page(request, "archive.html", email=sub.email, editions=editions,
                     feed=web.links.feed(sub_id, nonce),
@@ -420,6 +432,7 @@ async def feed(request: Request) -> Response:
 # ---- the email in a browser, and papers ----------------------------------------------
 
 def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
+    from newsletter.delivery import shown
     from newsletter.delivery.edition import open_edition
     from newsletter.delivery.plan import Job, plan_jobs
     from newsletter.render.renderer import Recipient
@@ -435,11 +448,20 @@ def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
         edition = s.get(Edition, edition_id) if edition_id else None
         if row is not None and edition is not None:
             ctx = web.edition_context(s, edition)
+            record = shown.decode(row.shown)
+            if record is not None:  # the email as it was sent
+                if any(e not in ctx.selection_index for e in record.entry_ids):
+                    entries = list(s.scalars(select(Entry).where(
+                        Entry.id.in_(record.entry_ids))))
+                    ctx = open_edition(settings, s, edition, entries)
+                return ctx.render_shown(Recipient(sub.id, sub.email, sub.name, sub.keywords),
+                                        record).html
             if any(e not in ctx.index for e in row.entry_ids):  # papers changed since
                 entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
                 ctx = open_edition(settings, s, edition, entries)
             job = Job(Recipient(sub.id, sub.email, sub.name, sub.keywords, sub.link_nonce),
-                      list(row.entry_ids), bool((row.details or {}).get("trending")))
+                      list(row.entry_ids), bool((row.details or {}).get("trending")),
+                      weekly=bool((row.details or {}).get("weekly")))
             return ctx.render(job).html
         if edition_id and edition is not None:
             return None  # a real edition this subscriber was not part of

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, Table, func, inspect, or_, select, tuple_
+from sqlalchemy import Engine, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from newsletter.config import SourceConfig
@@ -24,6 +24,7 @@ from newsletter.store.models import (
     Event,
     FetchState,
     SentEntry,
+    SourceRun,
     Subscriber,
     SubscriberStatus,
     utcnow,
@@ -173,23 +174,33 @@ def sources(configured: Sequence[SourceConfig], session: Session) -> list[dict[s
     return out
 
 
-def _reflected_rows(engine: Engine, session: Session, match: Any) -> list[dict[str, Any]] | None:
-    names = [n for n in inspect(engine).get_table_names() if match(n)]
-    if not names:
-        return None
-    table = Table(names[0], MetaData(), autoload_with=engine)
-    order = [c for c in table.c if c.name.endswith("_at") or "seen" in c.name
-             or "beat" in c.name]
-    q = select(table).limit(50)
-    if order:
-        q = q.order_by(order[0].desc())
-    return [dict(r._mapping) for r in session.execute(q)]
+@dataclass
+class IngestRow:
+    """One source's last ingest, as the dashboard shows it."""
+
+    name: str
+    origin: str
+    ran_at: str  # in the schedule's time zone, to the minute
+    ok: bool
+    new: int
+    updated: int
+    skipped: int
+    unchanged: bool  # the server said 304: nothing fetched
+    error: str
 
 
-def ingest_log(engine: Engine, session: Session) -> list[dict[str, Any]] | None:
-    """Rows of an ingest-run record (when, how many new papers, errors) when the
-    database keeps one; None when it has no such table."""
-    return _reflected_rows(engine, session, lambda n: "ingest" in n or n.startswith("source_"))
+def ingest_log(session: Session, tz: str = "UTC", n: int = 50) -> list[IngestRow]:
+    """Each source's last ingest (``source_runs``), newest first, its time in ``tz``
+    (the operator's ``[schedule] timezone``) like the scheduler's own clock."""
+    import zoneinfo
+
+    zone = zoneinfo.ZoneInfo(tz)
+    rows = session.scalars(select(SourceRun).order_by(SourceRun.ran_at.desc()).limit(n))
+    return [IngestRow(r.name, r.origin,
+                      r.ran_at.replace(tzinfo=dt.UTC).astimezone(zone).strftime(
+                          "%Y-%m-%d %H:%M"),
+                      bool(r.ok), r.new, r.updated, r.skipped, bool(r.not_modified),
+                      r.error) for r in rows]
 
 
 def heartbeats(engine: Engine, session: Session) -> list[dict[str, Any]]:
@@ -212,7 +223,7 @@ class Page:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def find_subscribers(session: Session, *, q: str = "", by: str = "address", status: str = "",
+def find_subscribers(session: Session, *, q: str = "", by: str = "any", status: str = "",
                      after: int = 0, size: int = 50) -> Page:
     stmt = select(Subscriber)
     q, after = search_text(q), page_after(after)
@@ -220,11 +231,12 @@ def find_subscribers(session: Session, *, q: str = "", by: str = "address", stat
         pattern = f"%{q.replace('%', '').replace('_', '')}%"
         if by == "keyword":
             stmt = stmt.where(Subscriber.keywords.ilike(pattern))
-        elif by == "any":
-            stmt = stmt.where(or_(Subscriber.email.ilike(pattern),
-                                  Subscriber.keywords.ilike(pattern)))
-        else:
+        elif by == "address":
             stmt = stmt.where(Subscriber.email.ilike(pattern))
+        else:  # "any", the default: an operator types a name or a topic as often as an address
+            stmt = stmt.where(or_(Subscriber.email.ilike(pattern),
+                                  Subscriber.name.ilike(pattern),
+                                  Subscriber.keywords.ilike(pattern)))
     if status:
         stmt = stmt.where(Subscriber.status == status)
     if after:

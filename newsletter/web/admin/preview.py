@@ -83,6 +83,9 @@ def preview(settings: Settings, engine: Engine, day: dt.date, *, subscriber: str
     with tempfile.TemporaryDirectory(prefix="nl-admin-preview-") as tmp:
         report = run_preview(settings, engine, day, Path(tmp), email=address or None,
                              recipients=recipients)
+    if not report.outcomes:  # what `send` would say instead
+        return PreviewResult(address or KEYWORDS_ADDRESS, "", day, report.candidates,
+                             str(DeliveryStatus.SKIPPED), report.note)
     outcome = report.outcomes[0]
     job = outcome.job
     result = PreviewResult(job.recipient.email, job.recipient.keywords, day, report.candidates,

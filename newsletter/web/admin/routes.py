@@ -34,6 +34,7 @@ from newsletter.delivery.edition import EditionContext, open_edition
 from newsletter.delivery.ledger import DbLedger
 from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError, NewsletterError
+from newsletter.frequency import CHOICES, describe
 from newsletter.render.compile import BUNDLED
 from newsletter.service import subscribers as people
 from newsletter.store import subscribers as subs_mod
@@ -269,7 +270,7 @@ def dashboard(request: Request) -> Response:  # sync: Starlette runs it in a thr
         growth = data.growth(s, today)
         sources = data.sources(c.settings.sources, s)
         beats = data.heartbeats(engine, s)
-        ingests = data.ingest_log(engine, s)
+        ingests = data.ingest_log(s, c.settings.schedule.timezone)
     return c.page(
         request, "dashboard.html", nav="dashboard", editions=editions, days=days,
         series=series, chart=charts.line_chart(days, series, title="Last 30 days: "
@@ -279,7 +280,8 @@ def dashboard(request: Request) -> Response:  # sync: Starlette runs it in a thr
         subs=subs, subs_total=sum(subs.values()), growth=growth,
         growth_chart=charts.bar_chart(growth, title="New subscribers per day, "
                                       "last 30 days"),
-        sources=sources, ingests=ingests, heartbeats=beats, statuses=list(DeliveryStatus))
+        sources=sources, ingests=ingests, tz=c.settings.schedule.timezone,
+        heartbeats=beats, statuses=list(DeliveryStatus))
 
 
 # ---- subscribers ---------------------------------------------------------------------
@@ -290,7 +292,7 @@ STATUSES = [str(x) for x in SubscriberStatus]
 def subscribers(request: Request) -> Response:  # sync: Starlette runs it in a thread
     c = console_of(request)
     p = request.query_params
-    q, by, status = p.get("q", ""), p.get("by", "address"), p.get("status", "")
+    q, by, status = p.get("q", ""), p.get("by", "any"), p.get("status", "")
     if status not in ("", *STATUSES):
         status = ""
     with session_scope(c.app.engine, readonly=True) as s:
@@ -313,7 +315,9 @@ async def _save_subscriber(request: Request, sub_id: int) -> tuple[FormData, str
     form, and the error to show ("" when saved)."""
     c = console_of(request)
     form = await checked_form(request)
-    given = people.Edit(**{k: str(form.get(k, "")) for k in EDIT_FIELDS})
+    given = people.Edit(**{k: str(form.get(k, "")) for k in EDIT_FIELDS},
+                        frequency=None if form.get("frequency") is None
+                        else str(form.get("frequency")))
 
     def save() -> None:
         with c.app.session() as s:
@@ -341,12 +345,13 @@ async def subscriber(request: Request) -> Response:
             raise HTTPException(404, "no such subscriber")
         deliveries, events = data.subscriber_history(s, sub.id)
     shown = {"name": sub.name, "keywords": sub.keywords, "tz": sub.tz,
-             "hour": str(sub.send_hour), "status": sub.status}
+             "hour": str(sub.send_hour), "status": sub.status, "frequency": sub.frequency}
     if form is not None and error:
         shown = {k: str(form.get(k, v)) for k, v in shown.items()}
     return c.page(request, "subscriber.html", 400 if error else 200, nav="subscribers",
                   sub=sub, shown=shown, error=error, saved=form is not None and not error,
                   deliveries=deliveries, events=events,
+                  frequencies=[(f, describe(f)) for f in CHOICES],
                   statuses=list(dict.fromkeys((*people.OPERATOR_STATUSES, sub.status))))
 
 

@@ -1,0 +1,324 @@
+"""The reader's side of an email across days, sent through the aiosmtpd sink on
+127.0.0.1: "Featured today", the email as sent kept as a record, frequencies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import html
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy import select, update
+
+from newsletter.delivery.runs import run_send
+from newsletter.store.db import session_scope
+from newsletter.store.models import Delivery, Entry, Subscriber
+
+from .conftest import SmtpSink
+
+ADA = "ada@example.org"
+
+
+def via_sink(settings: Any, sink: SmtpSink) -> Any:
+    return settings.replace(transport={"backend": "smtp", "max_attempts": 2,
+                                       "backoff_seconds": 0.01},
+                            smtp={"host": sink.host, "port": sink.port, "connections": 1,
+                                  "timeout": 5.0})
+
+
+def messages_to(sink: SmtpSink, address: str) -> list[EmailMessage]:
+    return [email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[misc]
+            for rcpt, raw in sink.messages if rcpt == address]
+
+
+def parts(msg: EmailMessage) -> tuple[str, str]:
+    body, text = msg.get_body(("html",)), msg.get_body(("plain",))
+    assert body is not None and text is not None
+    return html.unescape(body.get_content()), text.get_content()
+
+
+def test_featured_today_is_said_where_the_source_says_so(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    day = dt.date(2026, 3, 4)
+    with session_scope(engine) as s:
+        ada = s.scalars(select(Subscriber).where(Subscriber.email == ADA)).one()
+        s.execute(update(Subscriber).where(Subscriber.id != ada.id).values(status="paused"))
+    summary = run_send(via_sink(settings, smtp_sink), engine, day)
+    assert summary.report.counts["sent"] == 1
+    with session_scope(engine) as s:
+        [row] = s.scalars(select(Delivery)).all()
+        picks = list(row.entry_ids)
+        titles = {e.id: e.title for e in s.scalars(select(Entry).where(Entry.id.in_(picks)))}
+    # the same send again, on a fresh day, with the second pick featured that day
+    with session_scope(engine) as s:
+        s.execute(update(Entry).values(featured=None))
+        s.execute(update(Entry).where(Entry.id == picks[1]).values(featured=day))
+        s.execute(update(Entry).where(Entry.id == picks[2]).values(
+            featured=day - dt.timedelta(days=5)))  # old news: not said
+        s.query(Delivery).delete()
+        from newsletter.store.models import Edition, SentEntry
+
+        s.query(SentEntry).delete()
+        s.query(Edition).delete()
+    smtp_sink.messages.clear()
+    assert run_send(via_sink(settings, smtp_sink), engine, day).report.counts["sent"] == 1
+    [msg] = messages_to(smtp_sink, ADA)
+    body, text = parts(msg)
+    assert body.count("Featured today") == 1 and text.count("Featured today") == 1
+    featured_block = text[text.index(titles[picks[1]][:40]):]
+    assert "Featured today" in featured_block[:featured_block.index("Abstract:")]
+    assert "Featured" not in text[text.index(titles[picks[2]][:40]):][:400].split("Abstract:")[0]
+
+
+def test_a_week_of_sends_gives_weekly_one_email_and_daily_seven(
+        cli, tmp_path, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """Seven days of `ingest` then `send --date`: the daily subscriber gets seven
+    emails, the weekly one (Friday) one, on Friday, the week's best, no paper twice."""
+    import json
+
+    from .conftest import ROOT
+
+    env = {"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'week.db'}",
+           "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": sink_host(smtp_sink),
+           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port),
+           "NEWSLETTER_WEB__BASE_URL": "https://digest.example.org",
+           "NEWSLETTER_SENDER__FROM_ADDRESS": "digest@example.org"}
+    assert cli("db", "upgrade", env=env).code == 0
+    keywords = "transformer, diffusion, language models, graph, reinforcement learning"
+    daily, weekly = "daily@example.org", "weekly@example.org"
+    assert cli("subscribers", "add", daily, "--keywords", keywords, env=env).code == 0
+    added = cli("subscribers", "add", weekly, "--keywords", keywords, "--frequency",
+                "weekly:friday", env=env)
+    assert added.code == 0, added.stderr
+    bad = cli("subscribers", "add", "x@example.org", "--keywords", "gnn", "--frequency",
+              "fortnightly", env=env)
+    assert bad.code != 0 and "--frequency: invalid frequency 'fortnightly'" in bad.stderr
+
+    papers = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
+    monday = dt.date(2026, 3, 2)
+    for i in range(7):
+        chunk = tmp_path / f"day{i}.json"
+        chunk.write_text(json.dumps(papers[i * 40:(i + 1) * 40]))
+        assert cli("ingest", str(chunk), env=env).code == 0
+        day = monday + dt.timedelta(days=i)
+        sent = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
+        assert sent.code == 0, sent.stderr
+        # a second run the same day sends nobody again
+        again = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
+        assert again.code == 0
+
+    to_daily, to_weekly = messages_to(smtp_sink, daily), messages_to(smtp_sink, weekly)
+    assert len(to_daily) == 7
+    assert len(to_weekly) == 1
+    [msg] = to_weekly
+    assert "this week" in str(msg["Subject"]) and "Friday" in parts(msg)[1]
+    assert "this week" not in str(to_daily[0]["Subject"])
+    with sqlite3_rows(tmp_path / "week.db") as rows:
+        by = rows("select s.email, d.day, d.entry_ids from deliveries d join subscribers s"
+                  " on s.id = d.subscriber_id where d.status = 'sent'")
+    weekly_ids = [json.loads(ids) for email_, _, ids in by if email_ == weekly]
+    assert [d for email_, d, _ in by if email_ == weekly] == ["2026-03-06"]
+    [ids] = weekly_ids
+    assert ids and len(ids) == len(set(ids))
+    # the week's papers, not Friday's alone: picks from earlier days' files
+    days_of = {p["id"]: n // 40 for n, p in enumerate(papers)}
+    assert any(days_of[i] < 4 for i in ids), ids
+    daily_ids = [i for email_, _, x in by if email_ == daily for i in json.loads(x)]
+    assert len(daily_ids) == len(set(daily_ids))  # never a paper twice
+
+
+def sink_host(sink: SmtpSink) -> str:
+    return sink.host
+
+
+class sqlite3_rows:  # noqa: N801 - used as a context manager
+    def __init__(self, path: Any) -> None:
+        import sqlite3
+
+        self.conn = sqlite3.connect(path)
+
+    def __enter__(self) -> Any:
+        return lambda q: self.conn.execute(q).fetchall()
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+def test_frequency_on_preferences_console_and_import(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The person on their preferences page, the operator in the console and by CSV."""
+    import httpx
+
+    from newsletter.store.subscribers import export_csv, import_csv
+
+    from .test_admin import start_console
+    from .web_support import post_form, running_site
+
+    settings, engine = world
+    with session_scope(engine, readonly=True) as s:
+        grace = s.scalars(select(Subscriber.id).where(
+            Subscriber.email == "grace@example.org")).one()
+    with running_site(settings, engine) as site:
+        client = httpx.Client()
+        url = site.links.preferences(grace)
+        assert 'name="frequency"' in client.get(url).text
+        ok = post_form(client, url, {"action": "save", "keywords": "graph neural networks",
+                                     "tz": "UTC", "hour": "7", "status": "active",
+                                     "frequency": "weekly:fri"})
+        assert ok.status_code == 200 and "Saved." in ok.text
+        assert "How often" in ok.text, ok.text[ok.text.find("<form"):][:3000]
+        assert '<option value="weekly:fri" selected>Weekly on Friday' in ok.text
+        bad = post_form(client, url, {"action": "save", "keywords": "gnn", "tz": "UTC",
+                                      "hour": "7", "status": "active", "frequency": "hourly"})
+        assert bad.status_code == 400 and "invalid frequency 'hourly'" in html.unescape(bad.text)
+    with session_scope(engine, readonly=True) as s:
+        assert s.get(Subscriber, grace).frequency == "weekly:fri"  # type: ignore[union-attr]
+
+    running = start_console(settings, engine)
+    console = next(running)
+    c = console.login()
+    from .test_admin import csrf_of
+
+    page = f"/subscribers/{grace}"
+    token = csrf_of(c, page)
+    saved = c.post(page, data={"csrf": token, "name": "Grace", "keywords": "gnn", "tz": "UTC",
+                               "hour": "7", "status": "active", "frequency": "weekdays"})
+    assert saved.status_code == 200, saved.text
+    assert '<option value="weekdays" selected>on weekdays' in saved.text
+    assert "weekdays" in c.get("/subscribers", params={"q": "grace"}).text
+    with session_scope(engine, readonly=True) as s:
+        assert s.get(Subscriber, grace).frequency == "weekdays"  # type: ignore[union-attr]
+    running.close()
+
+    data = (b"email,name,keywords,tz,hour,frequency\n"
+            b"w@example.org,W,gnn,UTC,7,weekly:sunday\nd@example.org,D,gnn,UTC,7,\n")
+    with session_scope(engine) as s:
+        import_csv(s, data, "people.csv")
+    with session_scope(engine, readonly=True) as s:
+        got = dict(s.execute(select(Subscriber.email, Subscriber.frequency).where(
+            Subscriber.email.in_(["w@example.org", "d@example.org"]))).all())
+        import io
+
+        out = io.StringIO()
+        export_csv(s.scalars(select(Subscriber).where(Subscriber.email == "w@example.org")),
+                   out)
+    assert got == {"w@example.org": "weekly:sun", "d@example.org": "daily"}
+    assert out.getvalue().splitlines()[1].endswith(",active,weekly:sun")
+    from newsletter.errors import InputError
+
+    try:
+        with session_scope(engine) as s:
+            import_csv(s, b"email,keywords,frequency\nz@example.org,gnn,monthly\n", "p.csv")
+    except InputError as exc:
+        assert "p.csv:2: invalid frequency 'monthly'" in exc.message
+    else:
+        raise AssertionError("a bad frequency imported")
+
+
+def test_view_in_browser_is_the_email_as_sent_after_the_profile_changes(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """Sent through the sink, viewed through the real web server: after Ada changes her
+    keywords, her view page still says what her email said; its record is small."""
+    import re
+
+    import httpx
+
+    from .web_support import running_site
+
+    settings, engine = world
+    with running_site(settings, engine) as site:
+        summary = run_send(via_sink(site.settings, smtp_sink), engine, dt.date(2026, 3, 4))
+        assert summary.report.counts["sent"] >= 1
+        [msg] = messages_to(smtp_sink, ADA)
+        body, text = parts(msg)
+        view = re.search(r"View in browser: (\S+)", text)
+        assert view, text
+        before = httpx.get(view.group(1), timeout=60)
+        assert before.status_code == 200 and "matched: " in before.text
+        opening = re.search(r"new papers? for you: (.*)", text)
+        assert opening, text
+        sections = re.findall(r"[^,]+ \(\d+\)", opening.group(1))
+        assert sections, opening.group(1)
+        for s_ in sections:
+            assert s_.strip() in html.unescape(before.text)
+        with session_scope(engine) as s:
+            s.execute(update(Subscriber).where(Subscriber.email == ADA)
+                      .values(keywords="point cloud, lidar"))
+            record = s.scalars(select(Delivery.shown).join(Subscriber)
+                               .where(Subscriber.email == ADA)).one()
+            sizes = [len(x.encode()) for x in s.scalars(select(Delivery.shown)) if x]
+        after = httpx.get(view.group(1), timeout=60)
+        assert after.status_code == 200
+        assert after.text == before.text  # the email as sent, not as it would be now
+        assert "point cloud" not in after.text
+        with session_scope(engine, readonly=True) as s:
+            ada_id = s.scalars(select(Subscriber.id).where(Subscriber.email == ADA)).one()
+        archive = html.unescape(httpx.get(site.links.preferences(ada_id, "archive")).text)
+        assert all(s_.strip() in archive for s_ in sections), archive
+        feed = html.unescape(httpx.get(site.links.feed(ada_id)).text)
+        assert "matched: " in feed and "point cloud" not in feed
+        assert record and "vision transformer" in record or "Mamba" in record
+        print(f"record bytes per delivery: min {min(sizes)} max {max(sizes)} "
+              f"mean {sum(sizes) / len(sizes):.0f} over {len(sizes)}")
+        assert max(sizes) < 1500
+
+
+def test_preview_says_nothing_to_send_once_the_day_is_sent(
+        cli, world, smtp_sink: SmtpSink, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Preview shows what `send` would do now: after the day went out through the sink,
+    nothing for that day (CLI and console); another day with --date still previews."""
+    settings, engine = world
+    env = {"NEWSLETTER_DATABASE__URL": settings.database.url}
+    day = dt.date(2026, 3, 4)
+    before = cli("preview", "--subscriber", ADA, "--date", day.isoformat(), "--out",
+                 str(tmp_path / "p1"), env=env)
+    assert before.code == 0 and (tmp_path / "p1" / "ada_example.org.html").exists() or any(
+        (tmp_path / "p1").glob("*.html")), before.stderr
+    assert run_send(via_sink(settings, smtp_sink), engine, day).report.counts["sent"] >= 1
+    after = cli("preview", "--subscriber", ADA, "--date", day.isoformat(), "--out",
+                str(tmp_path / "p2"), env=env)
+    assert after.code == 0, after.stderr
+    assert f"nothing to send for {day}" in after.stderr
+    assert not list((tmp_path / "p2").glob("*.html")) if (tmp_path / "p2").exists() else True
+    everyone = cli("preview", "--date", day.isoformat(), "--out", str(tmp_path / "p3"), env=env)
+    assert f"nothing to send for {day}" in everyone.stderr
+    send = cli("send", "--date", day.isoformat(), "--yes", env=env)
+    assert "nobody" in send.stderr or "nothing" in send.stderr, send.stderr
+
+    from .test_admin import start_console
+
+    running = start_console(settings, engine)
+    console = next(running)
+    page = console.login().get("/preview", params={"subscriber": ADA, "day": day.isoformat()})
+    assert page.status_code == 200 and f"nothing to send for {day}" in page.text
+    running.close()
+
+
+def test_two_strengths_of_match_on_the_judged_set() -> None:
+    """"matched:" for clear matches, "related:" for weak ones (relevance under
+    ``STRONG_MATCH`` × min_relevance), checked on bench/quality.py's judged profiles:
+    few weak picks are relevant, most strong ones are."""
+    from bench.quality import load
+    from newsletter.config import RankingConfig
+    from newsletter.ranking.engine import Corpus, Ranker
+    from newsletter.ranking.related import RelatedTerms
+    from newsletter.ranking.selection import load_acronyms
+
+    entries, profiles = load()
+    cfg = RankingConfig(trending="none")
+    ranker = Ranker(Corpus(entries, load_acronyms(RankingConfig(), entries), cfg,
+                           dt.date(2025, 12, 26), RelatedTerms.load()), cfg)
+    strong: list[int] = []
+    weak: list[int] = []
+    for prof in profiles:
+        if not prof["judgments"]:
+            continue
+        [chunk] = ranker.rank([(0, prof["profile"])], k=10)
+        picks = [i for i in chunk.picks[0] if i >= 0]
+        for i, ex in zip(picks, ranker.explain_many(prof["profile"], picks), strict=True):
+            relevant = prof["judgments"].get(entries[i].id, 0) >= 1
+            (strong if ex.strong else weak).append(relevant)
+            assert ex.why.startswith("matched: " if ex.strong else "related: ") or not ex.matched
+    assert len(weak) >= 5 and len(strong) >= 100
+    assert sum(weak) / len(weak) <= 0.1 < 0.7 <= sum(strong) / len(strong)
