@@ -2,6 +2,7 @@
 
     python bench/scale.py --subscribers 100000 [--workers 1,2,4] [--phase-seconds 0]
                           [--single postgresql,sqlite] [--import-method copy|cli]
+                          [--sink py|c]
 
 Phases, each timed on its own:
 
@@ -20,7 +21,10 @@ Phases, each timed on its own:
 5. ``--single``: the same edition by one ``newsletter send`` process (no queue), on
    PostgreSQL and/or SQLite.
 
-The peak RSS of every process (workers, sink) is sampled twice a second.
+The peak RSS of every process (workers, sink) is sampled twice a second. ``--sink c``
+sends to Postfix's C smtp-sink instead (bench/c_sink.py): it costs almost no CPU, so
+the workers' own cost shows, but it only counts (the ledger is then the check for
+duplicates).
 Prints Markdown tables and writes the raw figures as JSON (``--json-out``).
 """
 
@@ -123,6 +127,37 @@ class RssSampler:
             except Exception:  # noqa: BLE001
                 continue
             self.cpu[label] = max(self.cpu.get(label, 0.0), cpu - self.base[label])
+
+
+class CSink:
+    """Postfix's C smtp-sink (bench/c_sink.py) in ``Sink``'s shape: it only counts, so
+    distinct recipients, duplicates and unparsable messages are not known (None); the
+    ledger is the check then. It costs almost no CPU, so the workers' own cost shows."""
+
+    def __init__(self) -> None:
+        from bench import c_sink
+
+        self.sink = c_sink.start()
+        self.port, self.proc = self.sink.port, self.sink.proc
+        self.seen = 0
+
+    def take(self) -> dict[str, Any]:
+        time.sleep(0.2)  # the sink writes its counter line as sessions end
+        now = self.sink.received()
+        got, self.seen = now - self.seen, now
+        return {"messages": got, "distinct_recipients": None, "duplicates": None,
+                "bad": None}
+
+    def stop(self) -> None:
+        self.sink.stop()
+
+
+def count(n: int | None) -> str:
+    return "n/a" if n is None else f"{n:,}"
+
+
+def make_sink(kind: str) -> Sink | CSink:
+    return CSink() if kind == "c" else Sink()
 
 
 class Sink:
@@ -236,11 +271,13 @@ def import_cli(work: Path, rows: list[tuple[str, str, str, str, int]],
 PLAN_CHILD = """
 import datetime as dt, json, sys, time
 from newsletter.config import Settings
-from newsletter.delivery.runs import plan_edition
+from newsletter.delivery.edition import EditionConfig
+from newsletter.service.editions import plan_edition
 from newsletter.store.db import get_engine
 t = time.perf_counter()
 settings = Settings().replace(database={"url": sys.argv[1]})
-p = plan_edition(settings, get_engine(sys.argv[1]), dt.date.fromisoformat(sys.argv[2]))
+p = plan_edition(EditionConfig.of(settings), get_engine(sys.argv[1]),
+                 dt.date.fromisoformat(sys.argv[2]))
 print(json.dumps({"edition": p.edition.id, "planned": p.plan.planned, "skipped": p.plan.skipped,
                   "pending": p.pending, "seconds": time.perf_counter() - t}), file=sys.stderr)
 """
@@ -317,8 +354,9 @@ def start_workers(n: int, env: dict[str, str], work: Path,
     return procs
 
 
-def deliver(url: str, edition: int, workers: int, sink: Sink, work: Path, env: dict[str, str],
-            total: int, limit_s: float, profile: Path | None = None) -> dict[str, Any]:
+def deliver(url: str, edition: int, workers: int, sink: Sink | CSink, work: Path,
+            env: dict[str, str], total: int, limit_s: float,
+            profile: Path | None = None) -> dict[str, Any]:
     import redis
 
     from newsletter.config import Settings
@@ -340,7 +378,7 @@ def deliver(url: str, edition: int, workers: int, sink: Sink, work: Path, env: d
                                   stderr=subprocess.DEVNULL) for label, pid in targets]
     settings = Settings().replace(queue={"broker_url": BROKER})
     t = time.perf_counter()
-    enqueue(settings, edition, workers)
+    enqueue(settings.queue, edition, workers)
     stopped_early = False
     last_log = t
     while True:
@@ -379,7 +417,7 @@ def deliver(url: str, edition: int, workers: int, sink: Sink, work: Path, env: d
             "rss_mb": peaks, "cpu_s": dict(sampler.cpu)}
 
 
-def single_send(url: str, work: Path, env: dict[str, str], sink: Sink) -> dict[str, Any]:
+def single_send(url: str, work: Path, env: dict[str, str], sink: Sink | CSink) -> dict[str, Any]:
     sink.take()
     sampler = RssSampler()
     sampler.add("sink", sink.proc.pid)
@@ -440,16 +478,16 @@ def report(r: dict[str, Any]) -> None:
         print(f"| deliver, {d['workers']} worker(s){note} | {d['seconds']:.1f} s | "
               f"{d['msg_per_s']:,.0f} | {per} | workers max {mb(max(ws) if ws else 0)}, sink "
               f"{mb(d['rss_mb'].get('sink', 0))} | ledger sent {sent:,}; sink "
-              f"{s['messages']:,} messages, {s['distinct_recipients']:,} distinct, "
-              f"{s['duplicates']} duplicates, {s['bad']} unparsable |")
+              f"{s['messages']:,} messages, {count(s['distinct_recipients'])} distinct, "
+              f"{count(s['duplicates'])} duplicates, {count(s['bad'])} unparsable |")
     for name, d in r.get("single", {}).items():
         s = d["sink"]
         per = 1000 * d.get("cpu_s", 0) / max(1, d["sent"])
         print(f"| one `newsletter send` on {name} | {d['seconds']:.1f} s (deliver "
               f"{d['deliver_seconds']:.1f} s) | {d['msg_per_s']:,.0f} | {per:.1f} ms/msg | "
               f"{mb(d['rss_mb'])} | "
-              f"sent {d['sent']:,}; sink {s['distinct_recipients']:,} distinct, "
-              f"{s['duplicates']} duplicates |")
+              f"sent {d['sent']:,}; sink {count(s['distinct_recipients'])} distinct, "
+              f"{count(s['duplicates'])} duplicates |")
     print("\n| PostgreSQL table | size |")
     print("|---|---|")
     for t, size in r["tables"].items():
@@ -457,7 +495,7 @@ def report(r: dict[str, Any]) -> None:
             print(f"| {t} | {size / 2**20:,.0f} MB |")
 
 
-def sqlite_send(n: int, work: Path, env: dict[str, str], sink: Sink
+def sqlite_send(n: int, work: Path, env: dict[str, str], sink: Sink | CSink
                 ) -> tuple[float, float, dict[str, Any]]:
     """``n`` subscribers imported into SQLite in ``work`` with `subscribers import`,
     then one `newsletter send` (plan + deliver) to ``sink``: import seconds and MB,
@@ -474,7 +512,7 @@ def sqlite_send(n: int, work: Path, env: dict[str, str], sink: Sink
 
 def sqlite_only(n: int, args: argparse.Namespace) -> None:
     """Only the one-process send on SQLite (``sqlite_send``), no PostgreSQL."""
-    sink = Sink()
+    sink = make_sink(args.sink)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -495,8 +533,8 @@ def sqlite_only(n: int, args: argparse.Namespace) -> None:
           f"{single['seconds']:.1f} s (delivery {single['deliver_seconds']:.1f} s), "
           f"{single['msg_per_s']:,.0f} msg/s, {single['rss_mb']:.0f} MB, "
           f"{1000 * single['cpu_s'] / max(1, single['sent']):.2f} ms/msg CPU |")
-    print(f"| at the sink | {s['messages']:,} messages, {s['distinct_recipients']:,} distinct, "
-          f"{s['duplicates']} duplicates, {s['bad']} unparsable |")
+    print(f"| at the sink | {s['messages']:,} messages, {count(s['distinct_recipients'])} "
+          f"distinct, {count(s['duplicates'])} duplicates, {count(s['bad'])} unparsable |")
     print(f"| database file | {result['db_mb']:,.0f} MB |")
 
 
@@ -513,6 +551,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--profile", type=Path, help="py-spy the workers and the sink into DIR")
+    ap.add_argument("--sink", choices=["py", "c"], default="py",
+                    help="py: bench/count_sink.py (parses every message, counts distinct "
+                    "recipients and duplicates); c: Postfix's smtp-sink (counts only)")
     ap.add_argument("--sqlite-only", action="store_true",
                     help="only the one-process send on SQLite (no PostgreSQL, no workers)")
     args = ap.parse_args()
@@ -522,7 +563,7 @@ def main() -> None:
         return
     result: dict[str, Any] = {"subscribers": n, "loadavg": " ".join(
         f"{x:.1f}" for x in os.getloadavg())}
-    sink = Sink()
+    sink = make_sink(args.sink)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)

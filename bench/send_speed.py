@@ -1,14 +1,22 @@
 """Sending: the full pipeline vs the transport ceiling, and a large edition end to end.
 
     python bench/send_speed.py [--messages 3000] [--connections 4] [--edition 100000]
-                               [--rounds 1]
+                               [--rounds 1] [--sink py|c]
 
-1. Messages/s to a local aiosmtpd sink (its own process) for the full pipeline
+1. Messages/s to a local sink (its own process) for the full pipeline
    (rank + render + send + ledger), side by side with a bare aiosmtplib loop
    sending the same number of pre-built messages of the same size over the same
-   number of connections: the ceiling for this machine.
+   number of connections: the ceiling for this machine. With each, the sender's
+   CPU per message (user + sys over messages: the bench's own process for the bare
+   loop; the ``newsletter send`` child for the pipeline, start and planning included,
+   and its delivery phase alone) and the load average when the run started.
 2. An edition of ``--edition`` subscribers end to end on SQLite (`newsletter send`
    as a child process): wall time and peak RSS.
+
+``--sink py`` is the aiosmtpd sink (bench/smtp_sink.py, about 1.75 ms of CPU a
+message on the same two cores, so the ratio partly measures the sink); ``--sink c``
+is Postfix's C ``smtp-sink`` (bench/c_sink.py; Debian package postfix), which costs
+almost nothing, so the ratio is the sender's own.
 """
 
 from __future__ import annotations
@@ -19,12 +27,14 @@ import csv
 import os
 import random
 import re
+import resource
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +62,43 @@ def stop_sink(proc: subprocess.Popen[str]) -> int:
     proc.terminate()
     out = proc.communicate(timeout=30)[0]
     return int(out.split()[1]) if out.startswith("received") else -1
+
+
+class PySink:
+    """bench/smtp_sink.py (aiosmtpd) in its own process."""
+
+    def __init__(self) -> None:
+        self.proc, self.port = start_sink()
+
+    def stop(self) -> int:
+        return stop_sink(self.proc)
+
+
+class CSinkRun:
+    """Postfix's smtp-sink, started and stopped by bench/c_sink.py."""
+
+    def __init__(self) -> None:
+        from bench import c_sink
+
+        self.sink = c_sink.start()
+        self.port = self.sink.port
+
+    def stop(self) -> int:
+        time.sleep(0.2)  # the sink writes its last counter line when the session quits
+        return self.sink.stop()
+
+
+def open_sink(kind: str) -> PySink | CSinkRun:
+    return CSinkRun() if kind == "c" else PySink()
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def env_for(workdir: Path, port: int, connections: int) -> dict[str, str]:
@@ -82,18 +129,42 @@ def populate(workdir: Path, n: int, env: dict[str, str]) -> None:
     cli(["subscribers", "import", "subs.csv"], workdir, env)
 
 
-def timed_send(workdir: Path, env: dict[str, str]) -> tuple[float, float, float]:
-    """Wall time of the whole command, its delivery phase alone, and its peak RSS."""
+def timed_send(workdir: Path, env: dict[str, str]) -> tuple[float, float, float, float, float]:
+    """Wall time of the whole command, its delivery phase alone, its peak RSS, its CPU
+    seconds (user + sys) and the CPU seconds of its delivery phase: the child's CPU is
+    read from /proc ten times a second, and the delivery phase's share is what it used
+    in its last "in N s" (the time ``newsletter send`` reports for delivering)."""
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--yes", "--force",
                              "--date", "2025-12-26"], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while not done.wait(0.1):
+            try:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                return
+            samples.append((time.perf_counter(), (int(fields[11]) + int(fields[12])) / tick))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _, usage = os.wait4(proc.pid, 0)[1:]
-    wall = time.perf_counter() - t
+    end = time.perf_counter()
+    done.set()
+    sampler.join()
+    wall = end - t
     stderr = proc.stderr.read() if proc.stderr else ""
     found = re.search(r"sent (\d+), failed (\d+) in ([\d.]+)s", stderr)
     assert found, stderr
-    return wall, float(found.group(3)), usage.ru_maxrss / 1024
+    deliver_s = float(found.group(3))
+    cpu = usage.ru_utime + usage.ru_stime
+    start = end - deliver_s
+    before = [c for when, c in samples if when <= start]
+    return wall, deliver_s, usage.ru_maxrss / 1024, cpu, cpu - (before[-1] if before else 0.0)
 
 
 async def bare_send(port: int, messages: list[bytes], connections: int) -> float:
@@ -123,79 +194,99 @@ def main() -> None:
     ap.add_argument("--edition", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=1,
                     help="rounds of (bare loop, then the pipeline), one after the other")
+    ap.add_argument("--sink", choices=["py", "c"], default="py",
+                    help="py: the aiosmtpd sink; c: Postfix's smtp-sink (bench/c_sink.py)")
     args = ap.parse_args()
+    if args.sink == "c":
+        from bench import c_sink
+
+        if c_sink.find() is None:
+            raise SystemExit("--sink c: smtp-sink not found (apt-get install postfix)")
 
     # 1. pipeline vs bare aiosmtplib, same sink, same connections, same message size;
     # every round sends the same edition again from a copy of the planned-for database
-    rows: list[tuple[int, str, float, float]] = []  # round, method, msg/s, share
+    rows: list[tuple[int, str, float, float, float, str]] = []  # round, method, msg/s,
+    # share, CPU ms a message, load at the start
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        sink, port = start_sink()
+        sink = open_sink(args.sink)
         try:
-            env = env_for(work, port, args.connections)
+            env = env_for(work, sink.port, args.connections)
             populate(work, args.messages, env)
             # the same kind of messages, for the bare loop: a preview of the same edition
             cli(["preview", "--out", "pv", "--limit", "50", "--date", "2025-12-26"], work, env)
             samples = [p.read_bytes() for p in sorted((work / "pv").glob("*.eml"))]
             shutil.copy(work / "subscribers.db", work / "pristine.db")
         finally:
-            stop_sink(sink)
+            sink.stop()
         messages = [samples[i % len(samples)] for i in range(args.messages)]
         for r in range(1, args.rounds + 1):
-            sink, port = start_sink()
+            sink, at = open_sink(args.sink), load()
             try:
-                bare_s = asyncio.run(bare_send(port, messages, args.connections))
+                cpu = own_cpu()
+                bare_s = asyncio.run(bare_send(sink.port, messages, args.connections))
+                cpu = own_cpu() - cpu
             finally:
-                assert stop_sink(sink) == args.messages
+                assert sink.stop() == args.messages
             bare_rate = args.messages / bare_s
-            rows.append((r, "bare aiosmtplib loop, pre-built bytes (ceiling)", bare_rate, 1.0))
+            rows.append((r, "bare aiosmtplib loop, pre-built bytes (ceiling)", bare_rate, 1.0,
+                         cpu / args.messages * 1e3, at))
             shutil.copy(work / "pristine.db", work / "subscribers.db")
-            sink, port = start_sink()
+            sink, at = open_sink(args.sink), load()
             try:
-                wall, deliver_s, _ = timed_send(work, env_for(work, port, args.connections))
+                wall, deliver_s, _, cpu, deliver_cpu = timed_send(
+                    work, env_for(work, sink.port, args.connections))
             finally:
-                received = stop_sink(sink)
+                received = sink.stop()
             assert received == args.messages, received
             rows.append((r, "full pipeline: `newsletter send` (rank + render + send + ledger, "
                          "process start included)", args.messages / wall,
-                         args.messages / wall / bare_rate))
+                         args.messages / wall / bare_rate, cpu / args.messages * 1e3, at))
             rows.append((r, "full pipeline, delivery phase (render + send + ledger)",
-                         args.messages / deliver_s, args.messages / deliver_s / bare_rate))
+                         args.messages / deliver_s, args.messages / deliver_s / bare_rate,
+                         deliver_cpu / args.messages * 1e3, at))
     size = sum(len(m) for m in samples) / len(samples) / 1024
-    print(f"{args.messages:,} messages (~{size:.0f} KB) to an aiosmtpd sink on 127.0.0.1 "
+    what = ("Postfix's smtp-sink (C)" if args.sink == "c" else "an aiosmtpd sink")
+    print(f"{args.messages:,} messages (~{size:.0f} KB) to {what} on 127.0.0.1 "
           f"(own process), {args.connections} connections; {args.rounds} round(s)")
-    print("| round | method | messages/s | share of the bare loop in that round |")
-    print("|---|---|---|---|")
-    for r, method, rate, share in rows:
-        print(f"| {r} | {method} | {rate:,.0f} | {share:.0%} |")
+    print("| round | method | messages/s | share of the bare loop in that round | "
+          "sender CPU ms/message | load at start |")
+    print("|---|---|---|---|---|---|")
+    for r, method, rate, share, ms, at in rows:
+        print(f"| {r} | {method} | {rate:,.0f} | {share:.0%} | {ms:.2f} | {at} |")
     if args.rounds > 1:
         print("\n| method | median share | range |")
         print("|---|---|---|")
-        for method in dict.fromkeys(m for _, m, _, _ in rows if "bare" not in m):
-            shares = [sh for _, m, _, sh in rows if m == method]
+        for method in dict.fromkeys(m for _, m, *_ in rows if "bare" not in m):
+            shares = [sh for _, m, _, sh, *_ in rows if m == method]
             print(f"| {method} | {statistics.median(shares):.0%} | "
                   f"{min(shares):.0%}-{max(shares):.0%} |")
 
     # 2. a large edition end to end
     if args.edition:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            sink, port = start_sink()
-            try:
-                env = env_for(work, port, args.connections)
-                t = time.perf_counter()
-                populate(work, args.edition, env)
-                setup_s = time.perf_counter() - t
-                wall, _, rss = timed_send(work, env)
-            finally:
-                received = stop_sink(sink)
-        print()
-        print(f"| edition of {args.edition:,} subscribers on SQLite | value |")
-        print("|---|---|")
-        print(f"| `newsletter send` wall time | {wall:.0f} s ({args.edition / wall:,.0f} msg/s) |")
-        print(f"| peak RSS of the send process | {rss:.0f} MB |")
-        print(f"| messages at the sink | {received:,} |")
-        print(f"| setup (ingest + import, not timed above) | {setup_s:.0f} s |")
+        edition_run(args.edition, args.connections, args.sink)
+
+def edition_run(n: int, connections: int, sink_kind: str) -> None:
+    """An edition of ``n`` subscribers end to end on SQLite: wall time, CPU, peak RSS."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        sink = open_sink(sink_kind)
+        try:
+            env = env_for(work, sink.port, connections)
+            t = time.perf_counter()
+            populate(work, n, env)
+            setup_s = time.perf_counter() - t
+            wall, _, rss, cpu, _ = timed_send(work, env)
+        finally:
+            received = sink.stop()
+    print()
+    print(f"| edition of {n:,} subscribers on SQLite | value |")
+    print("|---|---|")
+    print(f"| `newsletter send` wall time | {wall:.0f} s ({n / wall:,.0f} msg/s) |")
+    print(f"| its CPU per message | {cpu / n * 1e3:.2f} ms |")
+    print(f"| peak RSS of the send process | {rss:.0f} MB |")
+    print(f"| messages at the sink | {received:,} |")
+    print(f"| setup (ingest + import, not timed above) | {setup_s:.0f} s |")
 
 
 if __name__ == "__main__":

@@ -47,13 +47,15 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
     from sqlalchemy import select
 
     from newsletter.config import Settings
-    from newsletter.delivery.runs import run_send
-    from newsletter.ingest.run import ingest
+    from newsletter.delivery.edition import EditionConfig
     from newsletter.render.links import LinkMaker, Signer
+    from newsletter.service.editions import send
+    from newsletter.service.ingest import ingest
     from newsletter.store.db import dispose_all, get_engine, session_scope
     from newsletter.store.keys import secret_keys
     from newsletter.store.models import Subscriber
     from newsletter.store.subscribers import import_csv
+    from newsletter.transports import make_transport
 
     tmp = Path(tempfile.mkdtemp())
     settings = Settings().replace(database={"url": url}, web={"base_url": base_url},
@@ -66,7 +68,8 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
         f'u{i}@example.org,,"{profiles[i % len(profiles)]}",UTC,7' for i in range(subscribers)]
     with session_scope(engine) as s:
         import_csv(s, "\n".join(rows).encode(), "bench.csv")
-    summary = run_send(settings, engine, dt.date.today())
+    summary = send(EditionConfig.of(settings), engine, dt.date.today(),
+                   make_transport(settings))
     with session_scope(engine) as s:
         links = LinkMaker(settings.web, settings.sender, Signer(secret_keys(settings.web, s)))
         nonces = dict(s.execute(select(Subscriber.id, Subscriber.link_nonce).order_by(

@@ -27,7 +27,6 @@ from rich.table import Table
 from newsletter.app import App
 from newsletter.errors import FieldError, InputError, NewsletterError
 from newsletter.frequency import describe
-from newsletter.ingest import run as ingest_mod
 from newsletter.service import subscribers as people
 from newsletter.store import queries
 from newsletter.store import subscribers as subs_mod
@@ -65,6 +64,9 @@ app.add_typer(sources_app, name="sources")
 webhooks_app = typer.Typer(help="Bounce and complaint webhooks.", no_args_is_help=True)
 keys_app = typer.Typer(help="Link signing keys.", no_args_is_help=True)
 app.add_typer(webhooks_app, name="webhooks")
+bounces_app = typer.Typer(help="The bounce mailbox: bounces, complaints and mailto "
+                          "unsubscribes.", no_args_is_help=True)
+app.add_typer(bounces_app, name="bounces")
 app.add_typer(keys_app, name="keys")
 
 err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
@@ -220,7 +222,7 @@ def ingest(
     ] = False,
 ) -> None:
     """Fetch and store papers; the format is told from the content."""
-    from newsletter.ingest.sources import run_ingest
+    from newsletter.service.ingest import run_ingest
 
     a = _app(ctx)
     report = run_ingest(a.settings.sources, a.session, list(sources or []), strict=strict)
@@ -516,60 +518,66 @@ def send(
     log_format: LogFormat = None,
 ) -> None:
     """Send the day's edition to every active subscriber who has not had it."""
-    from newsletter.delivery.check import send_blockers
-    from newsletter.delivery.runs import plan_edition, run_send
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.service.sending import Hooks, SendRequest, send_day
+    from newsletter.transports import make_transport
 
     if queue:
         _require_extra("send --queue", "scale", "kombu", "celery")
     a = _app(ctx)
     if log_format or a.settings.log.format == "json":
         _logging(a, log_format)
-    from newsletter.transports import make_transport, transport_class
+    progress = _progress(None, "sending")
+    task = progress.add_task("send", total=None)
+    request = SendRequest(_day(date), slot, yes=yes, force=force, queue=queue, tasks=tasks,
+                          wait=wait)
+    hooks = Hooks(ask=(lambda q: typer.confirm(q)) if sys.stdin.isatty() else None,
+                  say=err.print, on_queued=_present_enqueued,
+                  starting=lambda: _start_sending(progress),
+                  on_planned=lambda n: progress.update(task, total=n),
+                  on_progress=lambda _o: progress.advance(task))
+    try:
+        result = send_day(EditionConfig.of(a.settings), a.engine, request,
+                          lambda: make_transport(a.settings), queue=a.settings.queue,
+                          hooks=hooks)
+    finally:
+        progress.stop()
+    if result.declined:
+        err.print("not sent: nothing was planned or sent")
+        raise typer.Exit(1)
+    if result.queued is not None:
+        _present_queued(result.queued)
+    elif result.summary is not None:
+        _present_sent(result.summary, result.backend, a.settings.outbox.path)
 
-    backend = a.settings.transport.backend
-    # Made (and its configuration checked) first: a misconfigured transport is the first
-    # thing to say, before the compliance gate, the broker or any planning.
-    transport = make_transport(a.settings)
-    blockers = send_blockers(backend, a.settings.web, a.settings.sender)
-    if blockers and not force:
-        raise InputError(f"refusing to send through {backend}: " + "; ".join(blockers),
-                         "run `newsletter check`; --force sends anyway")
-    for line in blockers:
-        err.print(f"warning: sending anyway (--force): {line}")
-    if transport_class(backend).sends_mail:
-        _confirm(yes, f"Send the {_day(date)} edition through {backend}?",
-                 f"refusing to send through {backend} without --yes (no terminal to ask)",
-                 "not sent: nothing was planned or sent")
-    _begin_signing(a, "send")
-    if queue:
-        from newsletter.delivery.queue import check_broker, enqueue, wait_for
 
-        check_broker(a.settings)  # a dead broker fails before planning too
-        planned = plan_edition(a.settings, a.engine, _day(date), slot)
-        if planned.edition is None:
-            err.print(planned.note)
-            return
-        enqueue(a.settings, planned.edition.id, tasks)
-        err.print(f"edition #{planned.edition.id}: {planned.pending} to send, "
-                  f"{count(tasks, 'task')} queued; waiting for the workers")
-        counts = wait_for(a, planned.edition.id, wait)
-        err.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-        if counts.get("pending") or counts.get("sending") or counts.get("failed"):
-            raise typer.Exit(3)
-        return
+def _start_sending(progress: Progress) -> Any:
+    """Delivery starts here: signals stop it gracefully from now on, and the progress
+    shows."""
     from newsletter.delivery.shutdown import Shutdown
 
     shutdown = Shutdown().install()
     shutdown.on_request(lambda: err.print("stopping: no new messages; finishing those in "
                                           "flight (a second signal stops at once)"))
-    progress = _progress(None, "sending")
-    task = progress.add_task("send", total=None)
-    with progress:
-        summary = run_send(
-            a.settings, a.engine, _day(date), slot=slot, shutdown=shutdown, transport=transport,
-            on_planned=lambda n: progress.update(task, total=n),
-            on_progress=lambda _o: progress.advance(task),
-        )
+    progress.start()
+    return shutdown
+
+
+def _present_enqueued(edition_id: int, pending: int, tasks: int) -> None:
+    err.print(f"edition #{edition_id}: {pending} to send, {count(tasks, 'task')} queued; "
+              "waiting for the workers")
+
+
+def _present_queued(q: Any) -> None:
+    if q.edition is None:
+        err.print(q.note)
+        return
+    err.print(", ".join(f"{k} {v}" for k, v in sorted(q.counts.items())))
+    if q.unfinished:
+        raise typer.Exit(3)
+
+
+def _present_sent(summary: Any, backend: str, outbox: str) -> None:
     r = summary.report
     if summary.edition is None:
         err.print(summary.note)
@@ -583,8 +591,7 @@ def send(
     if summary.note:
         err.print(summary.note)
     err.print(f"sent {r.counts['sent']}, failed {r.counts['failed']} in {r.seconds:.1f}s"
-              + (f" via {backend}" + (f" to {a.settings.outbox.path}/"
-                                      if backend == "outbox" else "")))
+              + (f" via {backend}" + (f" to {outbox}/" if backend == "outbox" else "")))
     for line in r.errors:
         err.print(f"  failed: {line}")
     if r.stopped_by:
@@ -634,28 +641,22 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Counts by delivery state and the last errors of an edition."""
-    from newsletter.delivery.status import edition_status
-    from newsletter.observe.heartbeat import processes
+    from newsletter.service.editions import status as edition_status
 
     a = _app(ctx)
-    with a.session() as s:
-        found = queries.find_edition(s, edition_id=int(edition) if edition and edition.isdigit()
-                                     else None,
-                                     day=_day(edition) if edition and not edition.isdigit()
-                                     else None)
-    procs = processes(a.engine)
-    if found is None and (edition or not procs):
-        raise InputError(f"no edition {edition}" if edition else "no edition has been sent yet")
-    data: dict[str, Any] = (edition_status(a.engine, found) if found is not None
-                            else {"edition": None})
-    data["processes"] = procs
+    by_id = edition is not None and edition.isdigit()
+    data = edition_status(a.engine, edition_id=int(edition) if edition and by_id else None,
+                          day=_day(edition) if edition and not by_id else None,
+                          asked=edition or "")
+    procs = data["processes"]
     if as_json:
         _print_json(data)
         return
+    out.print("subscribers: " + ", ".join(f"{k} {v}" for k, v in data["subscribers"].items()))
     for p in procs:
         out.print(f"{p['kind']:<7} {p['host']}:{p['pid']}  {p['state']}, last heartbeat "
                   f"{p['age_seconds']:.0f}s ago (started {p['started_at'][:19]})")
-    if found is None:
+    if data["edition"] is None:
         return
     c = data["counts"]
     slot = f" slot {data['slot']}" if data["slot"] else ""
@@ -681,7 +682,9 @@ def preview(
                        ] = False,
 ) -> None:
     """Render exactly what `send` would send, to files; sends nothing, writes no ledger."""
-    from newsletter.delivery.runs import preview_engine, run_preview
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.delivery.preview import preview_engine
+    from newsletter.service.preview import preview as run_preview
 
     if subscriber and all_:
         raise InputError("--subscriber and --all exclude each other")
@@ -695,8 +698,9 @@ def preview(
     progress = _progress(None, "rendering")
     task = progress.add_task("preview", total=None)
     with progress:
-        report = run_preview(a.settings, engine, _day(date), out_dir, email=subscriber,
-                             limit=limit, on_progress=lambda _o: progress.advance(task))
+        report = run_preview(EditionConfig.of(a.settings), engine, _day(date), out_dir,
+                             email=subscriber, limit=limit,
+                             on_progress=lambda _o: progress.advance(task))
     if screenshot:
         from newsletter.render.screenshots import screenshot_dir
 
@@ -741,7 +745,7 @@ def sources_list(
 ) -> None:
     """The configured sources and how each one's last ingest went, each source once
     (long URLs and errors wrap to the terminal unless --wide)."""
-    from newsletter.ingest.sources import list_sources
+    from newsletter.service.ingest import list_sources
 
     a = _app(ctx)
     with a.session() as s:
@@ -799,7 +803,7 @@ def sources_forget(
 ) -> None:
     """Forget what is recorded about a source's ingests (a typo, a feed given up): it
     leaves `sources list`. Its papers stay; a [[sources]] entry stays configured."""
-    from newsletter.ingest.sources import forget_source
+    from newsletter.service.ingest import forget_source
 
     a = _app(ctx)
     with a.session() as s:
@@ -820,7 +824,8 @@ def sources_test(
     = False,
 ) -> None:
     """Fetch and parse one source without storing anything: what ingest would store."""
-    from newsletter.ingest.sources import dry_run, paper_dict
+    from newsletter.ingest.sources import paper_dict
+    from newsletter.service.ingest import dry_run
 
     a = _app(ctx)
     result = dry_run(a.settings.sources, source, strict=strict)
@@ -847,21 +852,25 @@ def demo(ctx: typer.Context) -> None:
     """The whole job on bundled samples: ingest papers, add sample subscribers, send
     today's edition to the outbox folder. Refuses in a configured installation (a
     transport that sends mail, or a database holding anything but demo data)."""
-    from newsletter.delivery.runs import run_send
+    from newsletter.delivery.edition import EditionConfig
     from newsletter.service.demo import refuse_outside_demo, sample_data
+    from newsletter.service.editions import send
+    from newsletter.service.ingest import ingest as ingest_papers
+    from newsletter.transports import make_transport
 
     a = _app(ctx)
     refuse_outside_demo(a.settings)
     papers, sample_people = sample_data()
     with a.session() as s:
-        report = ingest_mod.ingest(a.settings.sources, s, [str(papers)])
+        report = ingest_papers(a.settings.sources, s, [str(papers)])
     err.print(f"ingested {report.total} sample papers ({report.new} new)")
     with a.session() as s:
         imported = people.import_csv(s, sample_people, "sample_subscribers.csv")
     err.print(f"sample subscribers: {imported.added} added, "
               f"{len(imported.duplicates)} already present")
     _begin_signing(a, "demo")
-    summary = run_send(a.settings, a.engine, _day(None))
+    summary = send(EditionConfig.of(a.settings), a.engine, _day(None),
+                   make_transport(a.settings))
     r = summary.report
     if summary.edition is None:
         err.print(summary.note)
@@ -907,8 +916,8 @@ def webhooks_urls(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
-    """Print each email API's bounce/complaint webhook URL (secret: paste it only into
-    that provider's settings)."""
+    """Print each email API's bounce/complaint webhook URL, and the generic one for
+    your own scripts (secret: paste it only into that provider's settings)."""
     from newsletter.web.webhooks import webhook_urls
 
     a = _app(ctx)
@@ -925,7 +934,7 @@ def webhooks_urls(
 def webhooks_rotate(
     ctx: typer.Context,
     provider: Annotated[str, typer.Argument(
-        metavar="PROVIDER", help="sendgrid | mailgun | postmark | resend | ses")],
+        metavar="PROVIDER", help="sendgrid | mailgun | postmark | resend | ses | generic")],
 ) -> None:
     """Replace a provider's webhook URL token; the old URL stops working at once."""
     from newsletter.web.webhooks import rotate_token, webhook_urls
@@ -936,6 +945,29 @@ def webhooks_rotate(
         url = webhook_urls(a.settings, s)[provider]
     out.print(url)
     err.print(f"update the webhook URL in {provider}'s settings; the old one is refused now")
+
+
+@bounces_app.command("fetch")
+def bounces_fetch(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Read [bounces] mailbox once: hard bounces mark the subscriber bounced, soft ones
+    count toward [bounces] soft_limit, complaints and mailto unsubscribes stop the
+    mail; auto-replies are ignored. Each message is acted on once; mail that is none
+    of these is left in the mailbox."""
+    from newsletter.service.bounces import SHOWN, read_mailbox
+
+    a = _app(ctx)
+    report = read_mailbox(a.engine, a.settings.bounces, a.settings.web)
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    names = {"auto_replies": "auto-replies ignored", "notices": "success notices",
+             "already": "read before"}
+    out.print(", ".join(f"{names.get(k, k)} {report.counts.get(k, 0)}" for k in SHOWN))
+    for email in report.bounced:
+        out.print(f"  bounced: {email}")
 
 
 @keys_app.command("show")
@@ -960,6 +992,8 @@ def worker(
 
     SIGTERM or Ctrl-C: stop claiming, finish the messages in flight, give the rest
     back to the ledger, exit 0 (Celery's warm shutdown)."""
+    import functools
+
     _require_extra("newsletter worker", "scale", "kombu", "celery")
     from newsletter.delivery.queue import check_broker, make_celery
     from newsletter.delivery.shutdown import Shutdown
@@ -971,7 +1005,7 @@ def worker(
     config = ctx.find_root().params.get("config")
     _logging(a, log_format)
     make_transport(a.settings)  # a transport misconfiguration fails here, not per task
-    check_broker(a.settings)
+    check_broker(a.settings.queue)
     # The heartbeat and metrics get an engine of their own, outside the process-wide
     # cache: prefork children then open their own connections instead of inheriting it.
     engine = make_engine(a.settings.database.url)
@@ -980,14 +1014,28 @@ def worker(
     beater = start_service(a.settings, engine, "worker", metrics_port=metrics_port,
                            info={"concurrency": concurrency})
     try:
-        celery = make_celery(a.settings, Shutdown(),
-                             str(Path(config).resolve()) if config else None)
+        task = functools.partial(_deliver_queued, str(Path(config).resolve()) if config
+                                 else None)
+        celery = make_celery(a.settings.queue, task, Shutdown())
         pool = "--pool=solo" if concurrency == 1 else "--pool=prefork"
         celery.worker_main(["worker", f"--loglevel={a.settings.log.level.upper()}", pool,
                             f"--concurrency={concurrency}", "--without-gossip",
                             "--without-mingle", "--without-heartbeat"])
     finally:
         beater.stop()
+
+
+def _deliver_queued(config: str | None, edition_id: int, shutdown: Any) -> dict[str, int]:
+    """One queued task in a worker: the settings from ``config`` (the file the worker
+    was started with) plus the environment, then the editions use case."""
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.service.editions import deliver_edition
+    from newsletter.transports import make_transport
+
+    a = App.load(config)
+    report = deliver_edition(EditionConfig.of(a.settings), a.engine, edition_id,
+                             make_transport(a.settings), shutdown=shutdown)
+    return dict(report.counts) if report is not None else {}
 
 
 @app.command()

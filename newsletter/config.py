@@ -274,6 +274,58 @@ class MetricsConfig(_Section):
     it), in seconds."""
 
 
+class BouncesConfig(_Section):
+    """What mail servers answer after a message has left: the per-message envelope
+    sender (VERP) and the mailbox that `newsletter bounces fetch` and `newsletter run`
+    read for bounces, complaints and mailto unsubscribes."""
+
+    return_path: str | None = None
+    """The envelope sender of every message, with `{token}` naming its delivery, e.g.
+    `bounces+{token}@digest.example.org`; unset = the From address."""
+    mailbox: str | None = None
+    """The bounce mailbox: `imaps://user:pass@host/INBOX`, `imap://…` (STARTTLS),
+    `pop3s://…`, `pop3://…` (STLS) or `maildir:/path`; unset = none (then the
+    List-Unsubscribe header carries no mailto: address)."""
+    fetch_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    """`newsletter run` reads the mailbox this often, in minutes."""
+    soft_limit: int = Field(default=3, ge=1, le=100)
+    """Soft bounces (mailbox full, delayed) within `soft_days` that make an address
+    bounced."""
+    soft_days: int = Field(default=14, ge=1, le=365)
+    """The window, in days, in which soft bounces are counted."""
+    after: Literal["flag", "move", "delete"] = "flag"
+    """What happens to a processed message: flag it (IMAP keyword; Maildir: filed in
+    cur/), move it to `move_to` (IMAP), or delete it. POP3 always deletes."""
+    move_to: str = ""
+    """The IMAP folder processed messages go to when `after = "move"`."""
+    ca_file: str | None = None
+    """An extra CA bundle to trust for the mailbox's TLS certificate."""
+
+    @field_validator("return_path")
+    @classmethod
+    def _one_token(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("{token}") != 1 or "@" not in value
+                                  or not value.rpartition("@")[2]):
+            raise ValueError("expected one {token} and an @domain, e.g. "
+                             "bounces+{token}@digest.example.org")
+        return value
+
+    def unsubscribe_mailto(self, from_address: str) -> str | None:
+        """The address List-Unsubscribe offers a mailto: for: the From address, and
+        only when a mailbox is read (else the request would be lost)."""
+        return from_address if self.mailbox else None
+
+
+class DeliveryConfig(_Section):
+    """How long a temporarily refused message keeps being tried."""
+
+    retry_hours: float = Field(default=24.0, gt=0, le=24 * 14)
+    """A deferred message (4xx, timeout, connection refused for it) is tried again
+    with growing waits until this many hours after its first try, then failed."""
+    retry_first_minutes: float = Field(default=5.0, gt=0)
+    """The first wait before a deferred message is tried again; each wait doubles."""
+
+
 class SourceConfig(_Section):
     """One ``[[sources]]`` entry: a feed or file that ``newsletter ingest NAME`` and the
     scheduler read."""
@@ -435,6 +487,8 @@ class Settings(_Section):
     admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
+    bounces: BouncesConfig = BouncesConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     sources: list[SourceConfig] = Field(default_factory=list)
     source_file: str | None = None  # where the file layer came from, for messages
 

@@ -73,6 +73,9 @@ class TransportError(NewsletterError):
     ``permanent`` separates "never retry" (5xx, provider 4xx) from transient
     trouble (4xx SMTP replies, 429/5xx, timeouts, dropped connections).
     ``bounce`` marks a hard bounce (no such user) that suppresses the subscriber.
+    ``sender`` marks a failure of ours, not the recipient's (the login or the TLS
+    certificate refused, no connection, our sender address refused): no recipient
+    is to blame, so no recipient's delivery should be spent on it.
     """
 
     def __init__(
@@ -82,8 +85,10 @@ class TransportError(NewsletterError):
         permanent: bool = False,
         bounce: bool = False,
         retry_after: float | None = None,
+        sender: bool = False,
     ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.bounce = bounce
+        self.sender = sender
         self.retry_after = retry_after

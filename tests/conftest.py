@@ -294,7 +294,7 @@ def world_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample papers and subscribers ingested and imported once per session into
     a migrated SQLite file; each ``world`` starts from a copy of it (the migrations,
     ingest and import cost more than the copy, in the many tests that use a world)."""
-    from newsletter.ingest.run import ingest
+    from newsletter.service.ingest import ingest
     from newsletter.store.db import make_engine, session_scope, upgrade
     from newsletter.store.subscribers import import_csv
 
@@ -346,6 +346,7 @@ class SmtpSink:
     host: str
     port: int
     messages: list[tuple[str, bytes]] = field(default_factory=list)
+    senders: dict[str, str] = field(default_factory=dict)  # recipient → MAIL FROM
     faults: dict[str, list[str]] = field(default_factory=dict)
     random_faults: float = 0.0
     seed: int = 0
@@ -388,6 +389,7 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
         async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
             rcpt = envelope.rcpt_tos[0]
+            sink.senders[rcpt] = envelope.mail_from
             if sink.random_faults and rng.random() < sink.random_faults:
                 kind = rng.choice(["421", "451", "drop", "stall", "drop-after"])
                 if kind == "421":

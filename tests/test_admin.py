@@ -376,12 +376,12 @@ def test_every_page_renders_on_postgresql(pg_url: str, tmp_path: Any) -> None:
     """The console's queries (date grouping, row-value keyset, ILIKE on trigram
     indexes) on PostgreSQL, with an edition sent and a failure in it."""
     from newsletter.config import Settings
-    from newsletter.delivery.runs import run_send
-    from newsletter.ingest.run import ingest
+    from newsletter.service.ingest import ingest
     from newsletter.store.db import get_engine
     from newsletter.store.subscribers import import_csv
 
     from .conftest import ROOT
+    from .editions_support import run_send
 
     settings = Settings().replace(database={"url": pg_url},
                                   outbox={"path": str(tmp_path / "outbox")})
@@ -486,7 +486,7 @@ def test_editing_a_subscriber_validates_and_keeps_facts(console: Console) -> Non
 def test_dashboard_shows_a_running_edition(console: Console) -> None:
     """Planned but not yet delivered: the dashboard shows progress, pace, and reloads
     itself (a meta refresh: the console runs no script)."""
-    from newsletter.delivery.runs import plan_edition
+    from .editions_support import plan_edition
 
     c = console.login()
     assert "Sending now" not in c.get("/").text

@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.config import Settings
-from newsletter.delivery.runs import run_send
 from newsletter.errors import ConfigError
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Subscriber
 from newsletter.transports import make_transport
 
 from .conftest import HttpServer, Route, free_port
+from .editions_support import run_send
 
 # Every test a whole send through a provider's API on a local server (~1.3 s each, a
 # client timeout among them): the slow tier.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from newsletter.delivery.runs import run_preview
+from .editions_support import run_preview
 
 DAY = dt.date(2025, 12, 26)
 

@@ -73,7 +73,7 @@ def once_each(ledger: Ledger, n: int) -> Counter[str]:
 
 def test_a_failed_record_is_tried_again_and_nothing_is_lost() -> None:
     ledger, sink = Ledger(jobs(300), fail=lambda call: call == 1), Sink()
-    report = asyncio.run(deliver(Settings(), ledger, Ctx(), sink))  # type: ignore[arg-type]
+    report = asyncio.run(deliver(Settings().transport, ledger, Ctx(), sink))  # type: ignore[arg-type]
     assert once_each(ledger, 300) == {str(DeliveryStatus.SENT): 300}
     assert report.counts[DeliveryStatus.SENT] == 300 and sink.closed and ledger.calls >= 2
 
@@ -83,7 +83,7 @@ def test_records_that_keep_failing_stop_the_sending() -> None:
     stays claimed for a later run) and the error is raised, the transport closed."""
     ledger, sink = Ledger(jobs(20_000), fail=lambda call: True), Sink()
     with pytest.raises(RuntimeError, match="database is locked"):
-        asyncio.run(deliver(Settings(), ledger, Ctx(), sink))  # type: ignore[arg-type]
+        asyncio.run(deliver(Settings().transport, ledger, Ctx(), sink))  # type: ignore[arg-type]
     assert sink.closed
     assert 0 < sink.sent < 20_000
     assert ledger.queue  # never claimed: still pending
@@ -99,7 +99,7 @@ def test_a_raising_progress_callback_gives_the_rest_back() -> None:
             raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError, match="No space left"):
-        asyncio.run(deliver(Settings(), ledger, Ctx(), sink,  # type: ignore[arg-type]
+        asyncio.run(deliver(Settings().transport, ledger, Ctx(), sink,  # type: ignore[arg-type]
                             on_progress=progress))
     # every claimed job is recorded once: sent (those that went) or released (the rest)
     claimed = 500 - len(ledger.queue)
@@ -122,6 +122,6 @@ def test_claims_stay_within_the_lease_under_a_rate_limit(per_second: float, per_
     ledger = Ledger(jobs(3))
     settings = Settings().replace(transport={"rate_per_second": per_second,
                                              "rate_per_hour": per_hour, "concurrency": 16})
-    asyncio.run(deliver(settings, ledger, Ctx(), Sink()))  # type: ignore[arg-type]
+    asyncio.run(deliver(settings.transport, ledger, Ctx(), Sink()))  # type: ignore[arg-type]
     assert max(ledger.claims) == largest
     assert once_each(ledger, 3) == {str(DeliveryStatus.SENT): 3}

@@ -18,11 +18,11 @@ from sqlalchemy import func, select
 
 from newsletter.config import Settings
 from newsletter.delivery.ratelimit import TokenBucket
-from newsletter.delivery.runs import run_preview, run_send
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Event, SentEntry, Subscriber
 
 from .conftest import ROOT, SmtpSink
+from .editions_support import run_preview, run_send
 
 DAY = dt.date(2025, 12, 26)
 ACTIVE = ["ada@example.org", "grace@example.org", "alan@example.org", "katherine@example.org",
@@ -61,7 +61,7 @@ def test_next_edition_never_repeats_a_paper(world, tmp_path: Path) -> None:  # t
     with session_scope(engine) as s:
         first = {(d.subscriber_id, e) for d in s.scalars(select(Delivery)) for e in d.entry_ids}
     # New papers arrive, and a second edition goes out.
-    from newsletter.ingest.run import ingest
+    from newsletter.service.ingest import ingest
 
     with session_scope(engine) as s:
         ingest(settings.sources, s, [str(ROOT / "tests" / "payloads" / "dailypapers.json")])
@@ -143,16 +143,10 @@ def test_dead_server_fails_cleanly_and_a_rerun_finishes(world, smtp_sink: SmtpSi
 @pytest.mark.slow  # ~2 s: two sends
 def test_unsubscribed_before_delivery_is_skipped_with_reason(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
-    from newsletter.delivery.edition import EditionContext, get_or_create_edition
-    from newsletter.delivery.ledger import DbLedger
-    from newsletter.delivery.plan import plan_jobs
-    from newsletter.store.queries import edition_entries, subscriber_rows
+    from .editions_support import plan_edition
 
-    edition = get_or_create_edition(engine, DAY)
-    with session_scope(engine, readonly=True) as s:
-        rows = edition_entries(s, edition.slot, edition.cutoff)
-        ctx = EditionContext(settings, s, edition, rows)
-        DbLedger(engine, edition).plan(plan_jobs(ctx.selection, subscriber_rows(s), 10))
+    plan = plan_edition(settings, engine, DAY).plan  # planned now, delivered below
+    assert plan.planned + plan.skipped == len(ACTIVE)
     with session_scope(engine) as s:
         sub = s.scalar(select(Subscriber).where(Subscriber.email == "alan@example.org"))
         assert sub is not None
@@ -273,3 +267,45 @@ def test_an_unexpected_transport_error_fails_one_row_not_the_run(world) -> None:
     # a rerun retries the transient failure
     summary = run_send(settings, engine, DAY, transport=Broken())
     assert summary.reclaimed == 1 and summary.report.counts == {"failed": 1}
+
+
+def test_retry_answers_at_once_and_sends_in_the_background(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """The console's retry: the transient failure is requeued and the call returns;
+    the same delivery a worker runs sends it from a background thread, once."""
+    import threading
+
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.service.editions import Background, retry_failed
+    from newsletter.transports import make_transport
+
+    settings, engine = world
+    settings = smtp_settings(settings, smtp_sink, max_attempts=1)
+    smtp_sink.faults["ada@example.org"] = ["451 4.7.1 greylisted"]
+    summary = run_send(settings, engine, DAY)
+    assert summary.report.counts == {"sent": len(ACTIVE) - 1, "failed": 1}
+    release = threading.Event()
+    made: list[str] = []
+
+    def transport():  # type: ignore[no-untyped-def]
+        made.append(threading.current_thread().name)
+        return make_transport(settings)
+
+    background = Background()
+    start = background.start  # the delivery waits for ``release``: the call returned first
+    background.start = lambda eid, work: start(  # type: ignore[method-assign]
+        eid, lambda: (release.wait(10), work()))
+    queued = retry_failed(EditionConfig.of(settings), engine, summary.edition.id,
+                          transport, background)
+    assert queued == 1 and smtp_sink.count("ada@example.org") == 0  # answered, not sent yet
+    with session_scope(engine) as s:
+        row = s.scalar(select(Delivery).join(Subscriber).where(
+            Subscriber.email == "ada@example.org"))
+        assert row is not None and row.status == "pending"
+    assert not background.start(summary.edition.id, lambda: None)  # one per edition
+    release.set()
+    background.join(30)
+    assert smtp_sink.count("ada@example.org") == 1
+    with session_scope(engine) as s:
+        assert set(s.scalars(select(Delivery.status))) == {"sent"}
+    assert retry_failed(EditionConfig.of(settings), engine, summary.edition.id,
+                        transport, background) == 0 and made == ["MainThread"]

@@ -20,15 +20,15 @@ from sqlalchemy.exc import IntegrityError
 
 from newsletter.app import App
 from newsletter.config import Settings
-from newsletter.delivery.runs import run_send
 from newsletter.delivery.scheduler import send_slot
 from newsletter.delivery.slots import due_by_day, late_by_day, local_send_time
-from newsletter.ingest.run import ingest
+from newsletter.service.ingest import ingest
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Delivery, Edition, Subscriber
 from newsletter.store.subscribers import add
 
 from .conftest import ROOT, SmtpSink
+from .editions_support import run_send
 
 DAY = dt.date(2025, 12, 26)
 SAMPLE = str(ROOT / "newsletter" / "data" / "sample_papers.json")

@@ -17,6 +17,8 @@ from urllib.parse import unquote
 import httpx
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from newsletter.config import RankingConfig
@@ -43,7 +45,7 @@ def site(world) -> Iterator[tuple[str, Any, Any]]:  # type: ignore[no-untyped-de
 
 def sent_email(settings: Any, engine: Any, address: str) -> email.message.EmailMessage:
     """Send today's edition through the outbox transport and read back one message."""
-    from newsletter.delivery.runs import run_send
+    from .editions_support import run_send
 
     summary = run_send(settings, engine, dt.date.today())
     assert summary.report.counts["sent"] >= 1
@@ -360,6 +362,44 @@ def test_the_vectorized_learner_matches_one_subscriber_at_a_time() -> None:
         [alone] = r.rank([(k, text)], k=4)
         assert together.picks[row].tolist() == alone.picks[0].tolist()
         np.testing.assert_allclose(together.scores[row], alone.scores[0], rtol=1e-5)
+
+
+POOL = ("diffusion", "models", "mamba", "state", "space", "graph", "neural", "retrieval",
+        "vision", "transformers", "radiology", "audio", "rethinking", "novel", "of", "for",
+        "x1", "2024", "go", "sparse", "attention")
+_titles = st.lists(st.sampled_from(POOL), min_size=1, max_size=7).map(" ".join)
+_papers = st.builds(lambda i, t, a, k: RankEntry(f"t{i}", t, a, tuple(k)),
+                    st.integers(0, 10**6), _titles, _titles,
+                    st.lists(_titles, max_size=2))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(today=st.lists(_papers, min_size=1, max_size=8, unique_by=lambda e: e.id),
+       voted=_papers, limit=st.integers(1, 6), among=st.booleans())
+def test_a_voted_papers_terms_are_few_headline_words_others_use(
+        today: list[RankEntry], voted: RankEntry, limit: int, among: bool) -> None:
+    """What one voted paper teaches: at most ``feedback_terms`` distinct features,
+    weighted in (0, 1] with the best at 1, each written in the paper's title or
+    keywords, none a rhetorical title word, and each used by some other paper today."""
+    from newsletter.ranking.feedback import TITLE_FILLER, Learner
+    from newsletter.ranking.text import Acronyms
+
+    if among:  # the voted paper may be among today's: it never counts as its own reader
+        today = [*today, voted] if voted.id not in {e.id for e in today} else today
+    cfg = RankingConfig(trending="none", feedback_terms=limit)
+    r = Ranker(Corpus(today, Acronyms.load(), cfg, TODAY), cfg)
+    learner = Learner(r, Votes.of([(1, 0, 1, 0.0)], [voted]))
+    terms = learner._paper_terms(voted, limit)
+    assert terms == Learner(r, Votes.of([(1, 0, 1, 0.0)], [voted]))._paper_terms(voted, limit)
+    assert len(terms) <= limit and len({f for f, _ in terms}) == len(terms)
+    assert all(0 < w <= 1 for _, w in terms)
+    assert not terms or max(w for _, w in terms) == 1
+    headline = set(" ".join((voted.title, *voted.keywords)).lower().split())
+    for fid, _ in terms:
+        assert set(learner.labels[fid].lower().split()) <= headline
+        assert not set(learner._grams[fid]) & TITLE_FILLER
+        others = [i for i, e in enumerate(today) if e.id != voted.id]
+        assert r.feature_rows[fid, others].any() if others else False
 
 
 # ---- a field's vocabulary --------------------------------------------------------

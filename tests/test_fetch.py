@@ -8,8 +8,8 @@ from sqlalchemy import func, select
 from newsletter.config import Settings, SourceConfig
 from newsletter.errors import FetchError, SourceError
 from newsletter.ingest.fetch import Fetcher
-from newsletter.ingest.run import ingest
 from newsletter.retry import retry_after_seconds
+from newsletter.service.ingest import ingest
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Entry
 

@@ -507,7 +507,7 @@ def test_n1_an_erased_persons_links_answer_410_and_never_act_on_the_next_person(
 
 
 def old_database(url: str) -> Any:
-    """A database at the migration before link nonces (0012), holding subscribers 1-5
+    """A database at the migration before link nonces (0011), holding subscribers 1-5
     with an event, a vote and a delivery each, subscriber 5 then deleted (on SQLite
     its id would go to the next sign-up), and the sample papers."""
     from alembic import command
@@ -516,7 +516,7 @@ def old_database(url: str) -> Any:
     from newsletter.store.db import _alembic_config, make_engine
 
     engine = make_engine(url)
-    command.upgrade(_alembic_config(engine), "0012")
+    command.upgrade(_alembic_config(engine), "0011")
     with engine.begin() as c:
         c.execute(text("INSERT INTO entries (id, title, abstract, authors, upvotes, url, "
                        "code_url, project_url, keywords, version, source, arrived_at, "

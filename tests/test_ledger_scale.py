@@ -11,13 +11,13 @@ from sqlalchemy import func, select, update
 
 from newsletter.config import Settings
 from newsletter.delivery.ledger import DbLedger, Outcome
-from newsletter.delivery.runs import plan_edition
-from newsletter.ingest.run import ingest
+from newsletter.service.ingest import ingest
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Delivery, DeliveryStatus, SentEntry
 from newsletter.store.subscribers import add
 
 from .conftest import ROOT
+from .editions_support import plan_edition
 
 # The scale paths, an edition planned per test (~1.3 s on SQLite): the slow tier.
 pytestmark = pytest.mark.slow

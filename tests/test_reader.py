@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from newsletter.delivery.runs import run_send
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Entry, Subscriber
 
 from .conftest import SmtpSink
+from .editions_support import run_send
 
 ADA = "ada@example.org"
 

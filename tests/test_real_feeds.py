@@ -370,7 +370,7 @@ def test_http_charset_decides_and_sources_test_stores_nothing(http_server, tmp_p
     """A windows-1252 feed that says so only in its HTTP Content-Type, fetched from a
     real server: decoded by that charset; the dry run sends no validators, writes nothing."""
     from newsletter.config import Settings, SourceConfig
-    from newsletter.ingest.sources import dry_run, run_ingest
+    from newsletter.service.ingest import dry_run, run_ingest
     from newsletter.store.db import get_engine, session_scope
     from newsletter.store.models import FetchState, SourceRun
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import html as htmllib
 import re
 import shutil
 from html.parser import HTMLParser
@@ -12,6 +13,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from newsletter.config import Settings
 from newsletter.errors import TemplateError
@@ -19,6 +23,7 @@ from newsletter.ranking.engine import Corpus, Explanation, RankEntry, Ranker
 from newsletter.ranking.text import Acronyms
 from newsletter.render.compile import BUNDLED, compile_templates
 from newsletter.render.digest import PaperInfo, cap
+from newsletter.render.mime import MimeBuilder, lines_within, seven_bit
 from newsletter.render.renderer import GMAIL_CLIP_BYTES, Recipient, Renderer
 
 DAY = dt.date(2025, 12, 26)
@@ -100,7 +105,7 @@ def test_message_is_standards_correct() -> None:
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     unsub = msg["List-Unsubscribe"]
     assert re.search(r"<https://digest\.example\.org/unsubscribe/[\w.-]+>", unsub)
-    assert "<mailto:digest@example.org?subject=unsubscribe" in unsub
+    assert "mailto:" not in unsub  # no mailbox reads mailto: requests
     assert str(msg["From"]) == "Papers Dïgest <digest@example.org>"  # RFC 2047 round trip
     assert msg["Reply-To"] == "editor@example.org"
     assert str(msg["To"]) == "Rëader <reader@example.org>"
@@ -109,9 +114,42 @@ def test_message_is_standards_correct() -> None:
     def lf(s: str) -> str:
         return s.replace("\r\n", "\n")
 
-    assert lf(html) == lf(out.html) and lf(text) == lf(out.text)
+    # The HTML part goes as 7-bit text: the same HTML, its non-ASCII characters (the
+    # subscriber's name here) written as character references.
+    assert msg.get_body(("html",))["Content-Transfer-Encoding"] == "7bit"  # type: ignore[index]
+    assert html.isascii() and "R&#235;ader" in html
+    assert lf(html) == lf(out.html).encode("ascii", "xmlcharrefreplace").decode()
+    assert lf(text) == lf(out.text)
     for part in msg.iter_parts():
         assert part.get_content_charset() == "utf-8"
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 1100), min_size=1, max_size=12), st.integers(1, 1000))
+def test_lines_within_agrees_with_splitting(lengths: list[int], limit: int) -> None:
+    data = b"\n".join(b"x" * n for n in lengths)
+    assert lines_within(data, limit) == (max(lengths) <= limit)
+
+
+@pytest.mark.parametrize("bad", ["a" * 999, "x\ry", "x\x00y", "<p>\nFrom here</p>",
+                                 "&#233;" * 200 + "é" * 120])
+def test_html_that_cannot_go_7bit_goes_base64(bad: str) -> None:
+    """A line over 998 bytes (counted after non-ASCII became references), a CR, a NUL,
+    a line starting "From ": the HTML part is base64 instead, and decodes to the HTML."""
+    assert seven_bit(bad) is None
+    msg = MimeBuilder(Settings().sender).build(
+        to="r@example.org", to_name="", subject="s", text="t", html=bad, message_id="<m@x>",
+        list_unsubscribe="<https://x.org/u>", html_7bit=True)
+    part = parse_strict(msg.data).get_body(("html",))
+    assert part is not None and part["Content-Transfer-Encoding"] == "base64"
+    assert part.get_content().replace("\r\n", "\n") == bad.replace("\r\n", "\n")
+
+
+def test_7bit_html_is_the_same_page() -> None:
+    html = "<p class=\"a\"\nstyle=\"x\">Rëader · 🚀 &amp; é</p>\n" * 3
+    data = seven_bit(html)
+    assert data is not None and data.isascii() and b"\n" not in data.replace(b"\r\n", b"")
+    assert htmllib.unescape(data.decode()) == htmllib.unescape(html).replace("\n", "\r\n")
 
 
 def test_content_has_every_part() -> None:
@@ -238,3 +276,25 @@ def test_trending_section_is_labelled() -> None:
 def test_explanation_why_line() -> None:
     ex = Explanation([("GNN", 3.0), ("diffusion", 1.0)], 4.0, 0.1, 0.1)
     assert ex.why == "matched: GNN, diffusion"
+
+
+@hyp_settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["Attention.", "is", "all", "you", "need!", "Really?", "x"]),
+                min_size=1, max_size=120), st.integers(0, 10_000))
+def test_excerpt_window_from_sentence_starts_made_once(words: list[str], pick: int) -> None:
+    """The window found by bisecting sentence starts made once per paper is the one a
+    scan of the text before the highlight finds."""
+    from newsletter.render import digest
+
+    text = " ".join(words)
+    starts = [m.start() for m in re.finditer(r"\w+", text)]
+    first = starts[pick % len(starts)]
+    spans = [(first, first + 1)]
+    scanned = 0
+    for m in digest._SENTENCE.finditer(text, 0, first):
+        scanned = m.end()
+    expect_start = scanned if len(text) > digest.EXCERPT_CHARS else 0
+    a, _ = digest.excerpt_window(text, spans, ends=digest.sentence_ends(text))
+    if len(text) > digest.EXCERPT_CHARS and first - scanned > digest.EXCERPT_CHARS // 2:
+        expect_start = text.rfind(" ", 0, first - 40) + 1
+    assert a == expect_start

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from newsletter.app import App
 from newsletter.config import Settings
 from newsletter.delivery.scheduler import build_scheduler, send_slot
-from newsletter.ingest.run import ingest
+from newsletter.service.ingest import ingest
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Delivery, Edition, Subscriber
 from newsletter.store.subscribers import add, import_csv
@@ -120,7 +120,7 @@ def test_hourly_slots_send_each_person_at_their_local_hour(world) -> None:  # ty
     send_slot(app, dt.datetime(2025, 12, 26, 11, 0, tzinfo=dt.UTC))  # 06:00 New York
     send_slot(app, dt.datetime(2025, 12, 26, 0, 0, tzinfo=dt.UTC))  # 19:00 the 25th, New York
     # the whole day without slots: only those not yet served, nobody twice
-    from newsletter.delivery.runs import run_send
+    from .editions_support import run_send
 
     run_send(settings, engine, DAY)
     with session_scope(engine) as s:
@@ -148,8 +148,9 @@ def test_scheduler_registers_its_jobs(world) -> None:  # type: ignore[no-untyped
 
 
 def test_bad_slot_is_refused(world) -> None:  # type: ignore[no-untyped-def]
-    from newsletter.delivery.runs import run_send
     from newsletter.errors import InputError
+
+    from .editions_support import run_send
 
     settings, engine = world
     with pytest.raises(InputError, match="--slot"):

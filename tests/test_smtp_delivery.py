@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from newsletter.config import Settings
-from newsletter.delivery.runs import run_send
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Subscriber
 from newsletter.store.subscribers import add
 
 from .conftest import ROOT, SmtpSink, free_port
+from .editions_support import run_send
 
 DAY = dt.date(2025, 12, 26)
 UTF8 = "jösé@example.org"

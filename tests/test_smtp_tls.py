@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from newsletter.delivery.runs import run_send
-
 from .conftest import free_port
+from .editions_support import run_send
 
 # Every test a whole send over TLS (~1.5 s each): the slow tier.
 pytestmark = pytest.mark.slow

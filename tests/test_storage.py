@@ -15,9 +15,11 @@ from sqlalchemy.exc import IntegrityError
 
 from newsletter.config import Settings
 from newsletter.errors import InputError, SourceError
-from newsletter.ingest.run import ingest, parse_text, store
+from newsletter.ingest.run import parse_text
+from newsletter.service.ingest import ingest
 from newsletter.store import subscribers
 from newsletter.store.db import get_engine, session_scope
+from newsletter.store.entries import upsert_papers
 from newsletter.store.models import Delivery, Edition, Entry, Subscriber
 
 from .conftest import PAYLOADS, ROOT, SEEDS
@@ -61,9 +63,9 @@ def test_refreshed_upvotes(db_url: str) -> None:
     engine = get_engine(db_url)
     text = '[{"paper": {"id": "2401.00001", "title": "T", "upvotes": %d}}]'
     with session_scope(engine) as session:
-        store(session, parse_text(text % 3, "a"))
+        upsert_papers(session, parse_text(text % 3, "a"))
     with session_scope(engine) as session:
-        new, updated = store(session, parse_text(text % 30, "b"))
+        new, updated = upsert_papers(session, parse_text(text % 30, "b"))
     assert (new, updated) == (0, 1)
     with session_scope(engine) as session:
         assert session.get(Entry, "2401.00001").upvotes == 30  # type: ignore[union-attr]

@@ -272,7 +272,7 @@ def test_data_export_erasure_and_suppression(site: Site, cli, tmp_path: Path) ->
 def test_archive_feed_view_and_paper_pages(site: Site) -> None:
     import feedparser
 
-    from newsletter.delivery.runs import run_send
+    from .editions_support import run_send
 
     # A preview's "view in browser" (edition 0, nothing stored yet) renders.
     assert httpx.get(site.links.view(site.sub_id("grace@example.org"), 0)).status_code == 200
@@ -348,7 +348,7 @@ def test_web_command_refuses_unretired_key(cli, tmp_path: Path) -> None:  # type
 def test_ranking_and_rendering_in_the_render_process(world) -> None:  # type: ignore[no-untyped-def]
     """With ``render_processes`` (the default in production), preferences and view in
     browser are answered from the render process, the same as in-process."""
-    from newsletter.delivery.runs import run_send
+    from .editions_support import run_send
 
     settings, engine = world
     summary = run_send(settings, engine, dt.date(2025, 12, 26))

@@ -125,7 +125,7 @@ def test_cross_site_form_post_is_refused(site: Site, browser: Any, http_server: 
 
 
 def test_axe_on_every_page(site: Site, browser: Any) -> None:
-    from newsletter.delivery.runs import run_send
+    from .editions_support import run_send
 
     summary = run_send(site.settings, site.engine, dt.date(2025, 12, 26))
     grace = site.sub_id("grace@example.org")

@@ -294,9 +294,9 @@ def test_webhooks_urls_command(cli, tmp_path) -> None:  # type: ignore[no-untype
     first = cli("webhooks", "urls", "--json", env=env)
     assert first.code == 0, first.stderr
     urls = json.loads(first.stdout)
-    assert set(urls) == {"sendgrid", "mailgun", "postmark", "resend", "ses"}
+    assert set(urls) == {"sendgrid", "mailgun", "postmark", "resend", "ses", "generic"}
     tokens = {u.rsplit("/", 1)[1] for u in urls.values()}
-    assert len(tokens) == 5 and all(u.startswith("https://digest.example.org/webhooks/")
+    assert len(tokens) == 6 and all(u.startswith("https://digest.example.org/webhooks/")
                                     for u in urls.values())
     assert json.loads(cli("webhooks", "urls", "--json", env=env).stdout) == urls
     rotated = cli("webhooks", "rotate", "mailgun", env=env)

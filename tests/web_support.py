@@ -157,7 +157,7 @@ def post_form(client: httpx.Client, page_url: str, data: dict[str, str],
 
 def world_on(url: str, tmp_path: Any) -> World:
     """The ``world`` fixture's database (sample papers and subscribers) at ``url``."""
-    from newsletter.ingest.run import ingest
+    from newsletter.service.ingest import ingest
     from newsletter.store.db import get_engine
     from newsletter.store.subscribers import import_csv
 

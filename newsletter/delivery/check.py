@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from newsletter.config import (
     ApiConfig,
+    BouncesConfig,
     RenderConfig,
     SenderConfig,
     SmtpConfig,
@@ -354,6 +355,24 @@ def check_images(r: RenderConfig) -> Item:
         return Item("render.images", OK, "none: the email loads nothing when opened")
     return Item("render.images", INFO, f"remote: thumbnails load from {r.image_url} "
                 "(the sender of those images sees each open)")
+
+
+def check_bounces(bounces: BouncesConfig, sender: SenderConfig, backend: str) -> Item:
+    """Without a bounce mailbox, bounces that arrive after the message was accepted
+    (every one, through a relay) and mailto: unsubscribes would be lost, so the
+    List-Unsubscribe header offers no mailto: then."""
+    if backend not in ("smtp", *LOCAL_BACKENDS):
+        return Item("bounces", INFO, f"{backend} reports bounces through its webhook "
+                    "(newsletter webhooks urls)")
+    if not bounces.mailbox:
+        return Item("bounces.mailbox", INFO, "not set: List-Unsubscribe offers only the "
+                    "https URL (no mailto:), and bounces mailed back are not read",
+                    "set [bounces] mailbox (and return_path) to read them")
+    scheme = bounces.mailbox.partition(":")[0]
+    return Item("bounces.mailbox", OK, f"{scheme} mailbox read every "
+                f"{bounces.fetch_minutes} min; mailto: unsubscribes go to "
+                f"{sender.from_address}; envelope sender "
+                f"{bounces.return_path or sender.from_address}")
 
 
 def run_checks(*, web: WebConfig, sender: SenderConfig, render: RenderConfig,

@@ -9,18 +9,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from newsletter.config import Settings
-from newsletter.delivery.edition import EditionContext
-from newsletter.delivery.ledger import LEASE_SECONDS, RELEASED, Ledger, Outcome
+from newsletter.config import TransportConfig
+from newsletter.delivery.ledger import LEASE_SECONDS, RELEASED, Ledger, Outcome, OutcomeStatus
 from newsletter.delivery.plan import Job
 from newsletter.delivery.ratelimit import RateLimiter
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.errors import TransportError
 from newsletter.observe import delivery_outcome, delivery_retry
+from newsletter.render.renderer import Rendered
 from newsletter.retry import backoff_delay
-from newsletter.store.models import DeliveryStatus
 from newsletter.transports.base import Transport
 
 FLUSH_SECONDS = 0.05
@@ -36,7 +35,27 @@ class DeliverReport:
     stopped_by: int = 0  # the signal that stopped claiming (0: ran to the end)
 
 
-async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, transport: Transport,
+class Renders(Protocol):
+    """What delivery needs of an opened edition: one job's email."""
+
+    def render(self, job: Job) -> Rendered: ...
+
+
+def claim_batch(t: TransportConfig) -> int:
+    """How many rows one claim takes. Claims run ahead of the sending (the next batch
+    is claimed in a thread while this one goes out), so the connections never wait for
+    the database between batches, nor for a batch's slowest message before the next one
+    starts. At most two batches wait claimed; under a rate limit a batch is small
+    enough that both go out well within their lease, so no other process reclaims a
+    row this one is about to send."""
+    size = max(64, t.concurrency * 8)
+    rate = min(r for r in (t.rate_per_second, t.rate_per_hour / 3600, math.inf) if r > 0)
+    if rate < math.inf:
+        size = max(1, min(size, int(rate * LEASE_SECONDS / 4)))
+    return size
+
+
+async def deliver(t: TransportConfig, ledger: Ledger, ctx: Renders, transport: Transport,
                   *, on_progress: Callable[[Outcome], None] | None = None,
                   sleep: Callable[[float], Any] = asyncio.sleep,
                   shutdown: Shutdown | None = None) -> DeliverReport:
@@ -45,159 +64,184 @@ async def deliver(settings: Settings, ledger: Ledger, ctx: EditionContext, trans
     When ``shutdown`` is requested (SIGTERM/SIGINT), no more rows are claimed, jobs
     not yet handed to the transport are released back to ``pending``, and messages
     already with the server finish and are recorded before this returns."""
-    stop = shutdown or Shutdown()
-    t = settings.transport
-    limiter = RateLimiter(t.rate_per_second, t.rate_per_hour)
-    report = DeliverReport()
-    pending: list[Outcome] = []
-    failure: list[Exception] = []  # the first error that ends this delivery early
-    started = time.monotonic()
-    # Metrics and a log line per outcome for a real edition; a preview (no edition) has none.
-    edition_id = getattr(getattr(ledger, "edition", None), "id", None)
+    run = _Run(t, ledger, ctx, transport, on_progress=on_progress, sleep=sleep,
+               shutdown=shutdown or Shutdown())
+    return await run.run()
 
-    def stopping() -> bool:
-        return stop.requested or bool(failure)
 
-    async def deliver_one(job: Job) -> Outcome:
-        if stopping():
+class _Run:
+    """One delivery: a claimer feeding ``concurrency`` senders through a bounded queue,
+    and a flusher writing their outcomes to the ledger. What they share is here, by
+    name: the outcomes not yet recorded (``pending``) and the first error that ends the
+    run early (``failure``)."""
+
+    def __init__(self, t: TransportConfig, ledger: Ledger, ctx: Renders,
+                 transport: Transport, *, on_progress: Callable[[Outcome], None] | None,
+                 sleep: Callable[[float], Any], shutdown: Shutdown) -> None:
+        self.t = t
+        self.ledger = ledger
+        self.ctx = ctx
+        self.transport = transport
+        self.on_progress = on_progress
+        self.sleep = sleep
+        self.stop = shutdown
+        self.limiter = RateLimiter(t.rate_per_second, t.rate_per_hour)
+        self.report = DeliverReport()
+        self.pending: list[Outcome] = []  # outcomes not yet recorded
+        self.failure: Exception | None = None  # the first error that ends the run early
+        self.finished = asyncio.Event()  # set once every sender and the claimer ended
+        self.batch = claim_batch(t)
+        self.queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.batch)
+        self.senders = max(1, t.concurrency)
+        # Metrics and a log line per outcome for a real edition; a preview (no edition)
+        # has none.
+        self.edition_id = getattr(getattr(ledger, "edition", None), "id", None)
+
+    def fail(self, exc: Exception) -> None:
+        if self.failure is None:
+            self.failure = exc
+
+    def stopping(self) -> bool:
+        return self.stop.requested or self.failure is not None
+
+    # ---- one job -------------------------------------------------------------------
+
+    async def deliver_one(self, job: Job) -> Outcome:
+        if self.stopping():
             return Outcome(job, RELEASED)
         try:
-            rendered = ctx.render(job)
+            rendered = self.ctx.render(job)
         except Exception as exc:  # a template bug must not lose the row
-            return Outcome(job, DeliveryStatus.FAILED, error=f"render: {exc}", permanent=True)
-        last = ""
-        for attempt in range(t.max_attempts):
-            await limiter.acquire()
-            if stopping():  # never start a new attempt once asked to stop
+            return Outcome(job, OutcomeStatus.FAILED, error=f"render: {exc}", permanent=True)
+        return await self.send(job, rendered)
+
+    async def send(self, job: Job, rendered: Rendered) -> Outcome:
+        """Hand one message to the transport, trying a transient failure again after a
+        backoff, ``max_attempts`` times in all."""
+        attempts, last = self.t.max_attempts, ""
+        for attempt in range(attempts):
+            await self.limiter.acquire()
+            if self.stopping():  # never start a new attempt once asked to stop
                 return Outcome(job, RELEASED, error=last)
+            retry_after = None
             try:
-                mid = await transport.send(rendered.message)
-                return Outcome(job, DeliveryStatus.SENT, message_id=mid, rendered=rendered)
+                mid = await self.transport.send(rendered.message)
+                return Outcome(job, OutcomeStatus.SENT, message_id=mid, rendered=rendered)
             except TransportError as exc:
                 last = str(exc)
                 if exc.permanent:
-                    return Outcome(job, DeliveryStatus.FAILED, error=last, permanent=True,
+                    return Outcome(job, OutcomeStatus.FAILED, error=last, permanent=True,
                                    bounce=exc.bounce, rendered=rendered)
-                if attempt + 1 < t.max_attempts:
-                    delivery_retry(last)
-                    await sleep(backoff_delay(attempt, t.backoff_seconds, exc.retry_after))
+                retry_after = exc.retry_after
             except Exception as exc:  # a transport bug: record it, keep the edition going
                 last = f"{type(exc).__name__}: {exc}"
-                if attempt + 1 < t.max_attempts:
-                    delivery_retry(last)
-                    await sleep(backoff_delay(attempt, t.backoff_seconds))
-        return Outcome(job, DeliveryStatus.FAILED,
-                       error=f"{last} (after {t.max_attempts} attempts)",
+            if attempt + 1 < attempts:
+                delivery_retry(last)
+                await self.sleep(backoff_delay(attempt, self.t.backoff_seconds, retry_after))
+        return Outcome(job, OutcomeStatus.FAILED, error=f"{last} (after {attempts} attempts)",
                        rendered=rendered)
 
-    async def flush() -> None:
-        if pending:
-            batch = pending[:]
-            del pending[:]
+    def counted(self, outcome: Outcome, began: float) -> None:
+        self.pending.append(outcome)  # first: whatever fails below, the outcome is recorded
+        self.report.counts[outcome.status] += 1
+        if outcome.status == RELEASED:
+            return
+        if self.edition_id is not None:
+            delivery_outcome(self.edition_id, outcome, time.perf_counter() - began)
+        if outcome.status == OutcomeStatus.FAILED and len(self.report.errors) < 20:
+            self.report.errors.append(f"{outcome.job.recipient.email}: {outcome.error}")
+        if self.on_progress:
+            self.on_progress(outcome)
+
+    # ---- recording -----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        if self.pending:
+            batch = self.pending[:]
+            del self.pending[:]
             try:
-                await asyncio.to_thread(ledger.record, batch)
+                await asyncio.to_thread(self.ledger.record, batch)
             except Exception:
-                pending[:0] = batch  # kept for the next try, never dropped
+                self.pending[:0] = batch  # kept for the next try, never dropped
                 raise
 
-    finished = asyncio.Event()
+    async def flusher(self) -> None:
+        """Record what is pending every ``FLUSH_SECONDS`` until the run is finished.
 
-    async def flusher() -> None:
-        # Never cancelled: a record runs in a thread that a cancel would not stop, so the
-        # delivery could return (and its caller read the ledger) before it committed.
-        # A failed record (a locked SQLite, a dropped connection) is tried again; when
-        # it keeps failing, sending stops, since what is sent must also be recorded.
+        Never cancelled: a record runs in a thread that a cancel would not stop, so the
+        delivery could return (and its caller read the ledger) before it committed. A
+        failed record (a locked SQLite, a dropped connection) is tried again; when it
+        keeps failing, sending stops, since what is sent must also be recorded."""
         tries = 0
-        while not finished.is_set():
+        while not self.finished.is_set():
             await asyncio.sleep(backoff_delay(min(tries, 6), FLUSH_SECONDS) if tries
                                 else FLUSH_SECONDS)
             try:
-                await flush()
+                await self.flush()
                 tries = 0
             except Exception as exc:
                 tries += 1
-                if tries >= RECORD_TRIES and not failure:
-                    failure.append(exc)
+                if tries >= RECORD_TRIES:
+                    self.fail(exc)
 
-    async def final_flush() -> None:
+    async def final_flush(self) -> None:
         for attempt in range(RECORD_TRIES):
             try:
-                await flush()
+                await self.flush()
                 return
             except Exception:
                 if attempt + 1 == RECORD_TRIES:
                     raise
                 await asyncio.sleep(backoff_delay(attempt, FLUSH_SECONDS))
 
-    def counted(outcome: Outcome, began: float) -> None:
-        pending.append(outcome)  # first: whatever fails below, the outcome is recorded
-        report.counts[outcome.status] += 1
-        if outcome.status == RELEASED:
-            return
-        if edition_id is not None:
-            delivery_outcome(edition_id, outcome, time.perf_counter() - began)
-        if outcome.status == DeliveryStatus.FAILED and len(report.errors) < 20:
-            report.errors.append(f"{outcome.job.recipient.email}: {outcome.error}")
-        if on_progress:
-            on_progress(outcome)
+    # ---- claiming and sending --------------------------------------------------------
 
-    # Claims run ahead of the sending: the next batch is claimed (in a thread) while this
-    # one goes out, so the connections never wait for the database between batches, nor
-    # for a batch's slowest message before the next one starts. At most two batches wait
-    # claimed; under a rate limit a batch is small enough that both go out well within
-    # their lease, so no other process reclaims a row this one is about to send.
-    batch_size = max(64, t.concurrency * 8)
-    rate = min(r for r in (t.rate_per_second, t.rate_per_hour / 3600, math.inf) if r > 0)
-    if rate < math.inf:
-        batch_size = max(1, min(batch_size, int(rate * LEASE_SECONDS / 4)))
-    queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=batch_size)
-    senders = max(1, t.concurrency)
-
-    async def claim_ahead() -> None:
+    async def claim_ahead(self) -> None:
         try:
-            while not stopping():
-                jobs = await asyncio.to_thread(ledger.claim, batch_size)
+            while not self.stopping():
+                jobs = await asyncio.to_thread(self.ledger.claim, self.batch)
                 if not jobs:
                     break
                 for job in jobs:  # once stopped, the senders give these back (released)
-                    await queue.put(job)
+                    await self.queue.put(job)
         finally:
-            for _ in range(senders):
-                await queue.put(None)
+            for _ in range(self.senders):
+                await self.queue.put(None)
 
-    async def sender() -> None:
-        while (job := await queue.get()) is not None:
+    async def sender(self) -> None:
+        while (job := await self.queue.get()) is not None:
             began = time.perf_counter()  # one of ``concurrency`` senders has taken it
-            outcome = await deliver_one(job)
+            outcome = await self.deliver_one(job)
             try:
-                counted(outcome, began)
+                self.counted(outcome, began)
             except Exception as exc:  # e.g. a progress callback's disk is full: stop
-                if not failure:      # here, give the rest back, then raise it
-                    failure.append(exc)
+                self.fail(exc)        # here, give the rest back, then raise it
 
-    await transport.open()
-    flush_task = asyncio.create_task(flusher())
-    claims = asyncio.create_task(claim_ahead())
-    tasks = [claims, *(asyncio.create_task(sender()) for _ in range(senders))]
-    try:
-        # The senders end when the claims do (a failed claim too: every job already
-        # claimed is still sent or given back first), then a claim's error is raised.
-        await asyncio.gather(*tasks[1:])
-        await claims
-    finally:
-        for task in tasks:
-            task.cancel()
-        finished.set()
+    async def run(self) -> DeliverReport:
+        started = time.monotonic()
+        await self.transport.open()
+        flush_task = asyncio.create_task(self.flusher())
+        claims = asyncio.create_task(self.claim_ahead())
+        tasks = [claims, *(asyncio.create_task(self.sender()) for _ in range(self.senders))]
         try:
-            await flush_task
-            await final_flush()
+            # The senders end when the claims do (a failed claim too: every job already
+            # claimed is still sent or given back first), then a claim's error is raised.
+            await asyncio.gather(*tasks[1:])
+            await claims
         finally:
-            await transport.close()
-    if failure:
-        raise failure[0]
-    report.seconds = time.monotonic() - started
-    report.stopped_by = stop.signum
-    return report
+            for task in tasks:
+                task.cancel()
+            self.finished.set()
+            try:
+                await flush_task
+                await self.final_flush()
+            finally:
+                await self.transport.close()
+        if self.failure is not None:
+            raise self.failure
+        self.report.seconds = time.monotonic() - started
+        self.report.stopped_by = self.stop.signum
+        return self.report
 
 
 def run_async(coro: Any) -> Any:

@@ -1,28 +1,36 @@
-"""One newsletter day: the edition row (created once, however many processes ask)
-and the context that ranks and renders it."""
+"""One newsletter day: the edition row (created once, however many processes ask),
+the config sections it reads, and the context that ranks and renders it."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from newsletter.config import Settings
+from newsletter.bounces.verp import Verp
+from newsletter.config import (
+    BouncesConfig,
+    RankingConfig,
+    RenderConfig,
+    ScheduleConfig,
+    SenderConfig,
+    Settings,
+    TransportConfig,
+    WebConfig,
+)
 from newsletter.delivery import shown
 from newsletter.delivery.plan import Job
-from newsletter.frequency import WEEK_DAYS, WEEKLY
-from newsletter.ranking.selection import Selection
+from newsletter.ranking.selection import Selection, VoteHistoryLike
 from newsletter.render.digest import PaperInfo
 from newsletter.render.links import LinkMaker, Signer
 from newsletter.render.renderer import Recipient, Rendered, Renderer
 from newsletter.store.db import session_scope
-from newsletter.store.keys import secret_keys
-from newsletter.store.models import Edition, Entry, Subscriber, SubscriberStatus, utcnow
-from newsletter.store.queries import candidate_entries, edition_entries, sent_map
-from newsletter.store.votes import vote_history
+from newsletter.store.models import Edition, Entry, utcnow
 
 
 def get_or_create_edition(engine: Engine, day: dt.date, slot: str = "") -> Edition:
@@ -42,24 +50,55 @@ def get_or_create_edition(engine: Engine, day: dt.date, slot: str = "") -> Editi
             return s.scalars(select(Edition).where(Edition.day == day, Edition.slot == slot)).one()
 
 
-class EditionContext:
-    """Per-edition state: the ranking selection (for explanations) and the renderer."""
+@dataclass(frozen=True)
+class EditionConfig:
+    """The sections an edition reads to rank, render and deliver: what the editions
+    use cases take instead of the whole Settings."""
 
-    def __init__(self, settings: Settings, session: Any, edition: Edition,
-                 rows: list[Entry], *, keys: list[str] | None = None,
-                 ignore_sent: bool = False, week: list[Entry] | None = None) -> None:
-        sent = None if ignore_sent else sent_map(session, [e.id for e in rows])
-        history = vote_history(session)
-        self.selection = Selection.build(settings.ranking, rows, edition.day, sent=sent,
-                                         history=history)
+    ranking: RankingConfig
+    render: RenderConfig
+    sender: SenderConfig
+    web: WebConfig
+    transport: TransportConfig
+    schedule: ScheduleConfig
+    bounces: BouncesConfig = BouncesConfig()
+
+    @classmethod
+    def of(cls, settings: Settings) -> EditionConfig:
+        return cls(settings.ranking, settings.render, settings.sender, settings.web,
+                   settings.transport, settings.schedule, settings.bounces)
+
+
+@dataclass
+class EditionPapers:
+    """What opening an edition reads (``service.editions.open_edition``): its papers,
+    the week's papers for weekly subscribers (None: nobody receives weekly), what was
+    already sent of each (None: not needed), the votes and the signing keys."""
+
+    rows: list[Entry]
+    keys: list[str]
+    history: VoteHistoryLike | None
+    sent: Mapping[int, list[int]] | None = None
+    week: list[Entry] | None = None
+    week_sent: Mapping[int, list[int]] | None = None
+
+
+class EditionContext:
+    """Per-edition state: the ranking selections (the day's; the week's for weekly
+    subscribers) and the renderer. It reads nothing: ``newsletter.service.editions.
+    open_edition``, the one place that makes it, reads its ``EditionPapers``."""
+
+    def __init__(self, config: EditionConfig, edition: Edition, read: EditionPapers) -> None:
+        rows, week = read.rows, read.week
+        self.selection = Selection.build(config.ranking, rows, edition.day, sent=read.sent,
+                                         history=read.history)
         # weekly subscribers rank over the week's papers (``newsletter.frequency``)
         self.week_selection: Selection | None = None
         if week:
-            week_sent = None if ignore_sent else sent_map(session, [e.id for e in week])
-            self.week_selection = Selection.build(settings.ranking, week, edition.day,
-                                                  sent=week_sent, history=history)
-        keys = keys or secret_keys(settings.web, session)
-        links = LinkMaker(settings.web, settings.sender, Signer(keys))
+            self.week_selection = Selection.build(config.ranking, week, edition.day,
+                                                  sent=read.week_sent, history=read.history)
+        links = LinkMaker(config.web, config.sender, Signer(read.keys))
+        self.edition = edition
         self.rows = rows
         self.index = {e.id: i for i, e in enumerate(rows)}
         extra = [e for e in week or [] if e.id not in self.index]
@@ -68,11 +107,27 @@ class EditionContext:
         self.week_index = {e.id: i for i, e in enumerate(week or [])}
         self.selection_index = {e.id: i for i, e in enumerate(rows)}
         papers = [PaperInfo.of(e, links.paper(e.id), edition.day) for e in rows + extra]
-        self.renderer = Renderer(settings.render, settings.sender, settings.web, keys=keys,
+        self.renderer = Renderer(config.render, config.sender, config.web, keys=read.keys,
                                  day=edition.day, edition_id=edition.id or 0, papers=papers,
-                                 acronyms=self.selection.ranker.corpus.acronyms)
+                                 acronyms=self.selection.ranker.corpus.acronyms,
+                                 unsubscribe_mailto=config.bounces.unsubscribe_mailto(
+                                     config.sender.from_address))
+        # Each message's envelope sender names its delivery, so a bounce names it too.
+        return_path = config.bounces.return_path
+        self.verp = Verp(return_path, tuple(read.keys)) if return_path else None
+
+    def has(self, entry_ids: list[str]) -> bool:
+        """Whether every one of these papers is among this edition's candidates."""
+        return all(e in self.index for e in entry_ids)
+
+    def ranks(self, entry_ids: list[str]) -> bool:
+        """Whether the day's selection ranks every one of these papers (what rendering
+        a record's explanations needs)."""
+        return all(e in self.selection_index for e in entry_ids)
 
     def render(self, job: Job) -> Rendered:
+        """One subscriber's email: the job's picks, explained, through the templates,
+        with the record of what it showed (``shown``)."""
         weekly = job.weekly and self.week_selection is not None
         known = [e for e in job.entry_ids if e in self.index
                  and (not weekly or e in self.week_index)]
@@ -91,7 +146,11 @@ class EditionContext:
                                         weekly=job.weekly)
         record = shown.encode(job.recipient.keywords, known, explanations,
                               trending=job.trending, weekly=job.weekly)
-        return dataclasses.replace(rendered, shown=record)
+        if self.verp is None or job.delivery_id is None:  # a preview has no delivery
+            return dataclasses.replace(rendered, shown=record)
+        sender = self.verp.address(job.delivery_id, job.recipient.id)
+        return dataclasses.replace(rendered, shown=record, message=dataclasses.replace(
+            rendered.message, sender=sender))
 
     def render_shown(self, recipient: Recipient, record: shown.Shown) -> Rendered:
         """The email as it was sent, from its record: its picks, sections and
@@ -106,48 +165,8 @@ class EditionContext:
                         .explain_many(record.keywords, [self.selection_index[p.id]
                                                         for p in ranked]), strict=True)}
             explanations = [shown.explanation(p, features.get(p.id, ())) for p in known]
-        as_sent = Recipient(recipient.id, recipient.email, recipient.name, record.keywords)
+        as_sent = Recipient(recipient.id, recipient.email, recipient.name, record.keywords,
+                            recipient.nonce)
         return self.renderer.render(as_sent, picks, explanations, record.trending,
                                     weekly=record.weekly)
-
-
-
-
-def open_edition(settings: Settings, session: Any, edition: Edition,
-                 rows: list[Entry] | None = None, *, ignore_sent: bool = False
-                 ) -> EditionContext:
-    """The one way to open an edition: its candidate papers (or ``rows``, e.g. the
-    papers one stored email carried) and the context that ranks and renders them.
-    Send, preview, the queue worker and the web's "view in browser" all call this.
-
-    ``ignore_sent`` skips loading which papers each subscriber already had: only
-    planning needs it, and for a delivery worker joining a large edition midway it
-    is millions of rows (every paper sent so far) held in memory for nothing."""
-    if rows is None:
-        rows = edition_entries(session, edition.slot, edition.cutoff)
-        week = week_entries(session, edition) if has_weekly(session) else None
-    else:
-        week = None
-    return EditionContext(settings, session, edition, rows, ignore_sent=ignore_sent,
-                          week=week)
-
-
-def has_weekly(session: Any) -> bool:
-    """Whether anyone receiving chose a weekly email (else no week selection is built)."""
-    return session.scalar(select(Subscriber.id).where(
-        Subscriber.frequency.like(f"{WEEKLY}%"),
-        Subscriber.status == SubscriberStatus.ACTIVE).limit(1)) is not None
-
-
-def week_entries(session: Any, edition: Edition) -> list[Entry]:
-    """A weekly email's candidates: the papers that arrived in the seven days up to
-    the edition's cutoff (after the cutoff of the same slot's edition of a week
-    before, when there is one)."""
-    week_ago = edition.day - dt.timedelta(days=WEEK_DAYS)
-    since = session.scalar(select(Edition.cutoff).where(
-        Edition.slot == edition.slot, Edition.day <= week_ago)
-        .order_by(Edition.cutoff.desc()).limit(1))
-    floor = edition.cutoff - dt.timedelta(days=WEEK_DAYS)
-    return candidate_entries(session, since=max(since, floor) if since else floor,
-                             until=edition.cutoff)
 

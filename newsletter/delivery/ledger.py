@@ -1,8 +1,10 @@
-"""Edition runs: plan the ledger, then deliver from it. No provider imports here.
+"""The ledger: the deliveries table as the work queue of an edition, and the
+memory ledger a preview uses in its place. No provider imports here.
 
-    edition (idempotent) → plan: one ledger row per active subscriber with its picks
-                         → deliver: claim rows under a lease, render, send with
-                           retries and a rate limit, record the outcome
+    ``DbLedger.plan``: one row per subscriber with their picks (pending, or skipped
+                       when there is nothing to send)
+    ``DbLedger.claim``: rows taken under a lease (sending), handed to ``deliver``
+    ``DbLedger.record``: each outcome written soon after it happens
 
 The ledger is the truth. A row is claimed (``sending``, with a lease naming
 host:pid) before its message is rendered, and marked ``sent`` in the same
@@ -12,7 +14,7 @@ finishes them, so nobody is skipped; a row already ``sent`` is never sent again.
 The one window for a duplicate is a crash after the server accepted a message
 and before the ledger commit that follows it (a few tens of milliseconds).
 
-Preview runs exactly this code with a ``MemoryLedger`` and a file transport.
+A preview runs the same delivery with a ``MemoryLedger`` and a file transport.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import socket
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Engine, Table, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from newsletter.delivery.plan import Job, PlanReport
-from newsletter.render.renderer import Recipient, Rendered
+from newsletter.render.renderer import Rendered
 from newsletter.store import lifecycle
 from newsletter.store.db import session_scope
 from newsletter.store.models import (
@@ -46,14 +49,27 @@ from newsletter.store.models import (
 DELIVERIES = cast(Table, Delivery.__table__)  # Core table, for executemany updates
 SENT_ENTRIES = cast(Table, SentEntry.__table__)  # Core: no ORM bookkeeping per row
 LEASE_SECONDS = 120
-RELEASED = "released"  # an outcome, not a row state: claimed, never started, given back
+
+
+class OutcomeStatus(StrEnum):
+    """How one job ended. The first three are also the row states a ledger records;
+    ``released`` is not a row state: the job was claimed, never started, and goes
+    back to ``pending``."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    RELEASED = "released"
+
+
+RELEASED = OutcomeStatus.RELEASED
 # ---- ledgers -----------------------------------------------------------------------
 
 
 @dataclass
 class Outcome:
     job: Job
-    status: str  # sent | failed | skipped
+    status: OutcomeStatus
     message_id: str = ""
     error: str = ""
     permanent: bool = False
@@ -273,11 +289,7 @@ class DbLedger:
                     d.reason = f"subscriber {sub.status} before delivery"
                     d.lease_owner = ""
                     continue
-                details = d.details or {}
-                jobs.append(Job(Recipient(sub.id, sub.email, sub.name, sub.keywords,
-                                          sub.link_nonce),
-                                list(d.entry_ids), bool(details.get("trending")),
-                                d.id, d.attempts, weekly=bool(details.get("weekly"))))
+                jobs.append(Job.of(d, sub))
             return jobs
 
     def _record_sent_pg(self, s: Any, sent: Sequence[Outcome], now: dt.datetime) -> None:
@@ -310,9 +322,10 @@ class DbLedger:
             return
         now = utcnow()
         insert = _insert_for(self.engine)
-        sent = [o for o in outcomes if o.status == DeliveryStatus.SENT]
-        released = [o for o in outcomes if o.status == RELEASED]
-        failed = [o for o in outcomes if o.status not in (DeliveryStatus.SENT, RELEASED)]
+        sent = [o for o in outcomes if o.status == OutcomeStatus.SENT]
+        released = [o for o in outcomes if o.status == OutcomeStatus.RELEASED]
+        failed = [o for o in outcomes
+                  if o.status not in (OutcomeStatus.SENT, OutcomeStatus.RELEASED)]
         # Executemany, guarded by our lease: a row another process took back is not ours.
         mark_sent = (update(DELIVERIES)
                      .where(Delivery.id == bindparam("b_id"),

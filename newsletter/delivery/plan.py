@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from newsletter.ranking.selection import Selection
 from newsletter.render.renderer import Recipient
+
+if TYPE_CHECKING:
+    from newsletter.store.models import Delivery, Subscriber
 
 # ---- planning ----------------------------------------------------------------------
 
@@ -24,6 +28,15 @@ class Job:
     day: dt.date | None = None  # the subscriber's newsletter day (None: the edition's)
     weekly: bool = False  # the week's best (``newsletter.frequency``), not one day's
 
+    @classmethod
+    def of(cls, row: Delivery, sub: Subscriber) -> Job:
+        """The job a ledger row stands for, addressed as the subscriber is now."""
+        details = row.details or {}
+        return cls(Recipient(sub.id, sub.email, sub.name, sub.keywords, sub.link_nonce),
+                   list(row.entry_ids),
+                   bool(details.get("trending")), row.id, row.attempts,
+                   weekly=bool(details.get("weekly")))
+
 
 @dataclass
 class PlanReport:
@@ -32,23 +45,29 @@ class PlanReport:
     already: int = 0  # had this day's edition already (another slot, process or machine)
 
 
-def plan_jobs(selection: Selection, subscribers: Iterator[tuple[int, str, str, str]],
+def plan_jobs(selection: Selection, recipients: Iterable[Recipient],
               k: int, day: dt.date | None = None, weekly: bool = False
               ) -> Iterator[list[Job]]:
-    """Rank every subscriber (chunked) and yield their jobs; empty picks are jobs too."""
-    people: dict[int, tuple[str, str, str]] = {}
+    """Rank every recipient (chunked) and yield their jobs; empty picks are jobs too."""
+    people: dict[int, Recipient] = {}
 
     def keyed() -> Iterator[tuple[int, str]]:
-        for sub_id, email, name, keywords in subscribers:
-            people[sub_id] = (email, name, keywords)
-            yield sub_id, keywords
+        for r in recipients:
+            people[r.id] = r
+            yield r.id, r.keywords
 
     for chunk in selection.ranker.rank(keyed(), sent=selection.sent, k=k):
         jobs = []
         for row, sub_id in enumerate(chunk.keys):
-            email, name, keywords = people.pop(sub_id)
             picks = [selection.entries[i].id for i in chunk.picks[row] if i >= 0]
-            jobs.append(Job(Recipient(sub_id, email, name, keywords), picks,
-                            bool(chunk.trending[row]), day=day, weekly=weekly))
+            jobs.append(Job(people.pop(sub_id), picks, bool(chunk.trending[row]), day=day,
+                            weekly=weekly))
         yield jobs
 
+
+
+def plan_now(selection: Selection, recipients: Iterable[Recipient], k: int,
+             weekly: bool = False) -> list[Job]:
+    """Every recipient's job at once (a preview's handful, not an edition)."""
+    return [job for chunk in plan_jobs(selection, recipients, k, weekly=weekly)
+            for job in chunk]

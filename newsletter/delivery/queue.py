@@ -1,38 +1,38 @@
 """Scale-out: workers on several machines deliver one edition from a Celery queue.
 
 The sender plans the edition (the ledger rows) and puts ``deliver_edition`` tasks
-on the queue (Redis or RabbitMQ); each worker claims ledger rows under its own
-lease until none is left. The ledger, not the queue, decides who sends what:
-a task delivered twice, or two workers on one edition, still send each message
-once. Needs PostgreSQL (``[database] url``) when workers run on other machines.
+on the queue (Redis or RabbitMQ); each worker runs the editions use case
+``deliver_edition``: it claims ledger rows under its own lease until none is left.
+The ledger, not the queue, decides who sends what: a task delivered twice, or two
+workers on one edition, still send each message once. Needs PostgreSQL
+(``[database] url``) when workers run on other machines.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
-from newsletter.app import App
-from newsletter.config import Settings
-from newsletter.delivery.deliver import deliver, run_async
-from newsletter.delivery.edition import open_edition
-from newsletter.delivery.ledger import DbLedger
+from sqlalchemy import Engine
+
+from newsletter.config import QueueConfig
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.errors import ConfigError
 from newsletter.store.db import session_scope
-from newsletter.store.models import Delivery, DeliveryStatus, Edition
+from newsletter.store.models import Delivery, DeliveryStatus
 
 TASK = "newsletter.deliver_edition"
 BROKER_ATTEMPTS = 3  # connection attempts before `send --queue` / `worker` give up
 
 
-def check_broker(settings: Settings, attempts: int = BROKER_ATTEMPTS) -> None:
+def check_broker(queue: QueueConfig, attempts: int = BROKER_ATTEMPTS) -> None:
     """Connect to ``[queue] broker_url`` (a bounded number of tries) or fail in one
     line, before anything is planned or a worker banner is printed."""
     from kombu import Connection
 
-    url = settings.queue.broker_url
+    url = queue.broker_url
     try:
         with Connection(url, connect_timeout=3) as conn:
             conn.ensure_connection(max_retries=attempts - 1, interval_start=0.5,
@@ -49,24 +49,30 @@ def _safe(url: str) -> str:
     return str(maybe_sanitize_url(url))
 
 
-def make_celery(settings: Settings, shutdown: Shutdown | None = None,
-                config: str | None = None) -> Any:
-    """The Celery app; its task loads the settings from ``config`` (the file the
-    sender or worker was started with) plus the environment. ``shutdown`` is set on
-    the worker's warm shutdown (SIGTERM or the first SIGINT), so a task mid-edition
-    stops claiming rows, finishes what is in flight, gives back the rest and returns,
-    instead of holding the worker until the whole edition is sent."""
+def celery_app(queue: QueueConfig) -> Any:
+    """A Celery app on ``[queue]``: what both the sender and the workers configure."""
     try:
         from celery import Celery
     except ImportError:  # pragma: no cover - installed with the test/scale extras
         raise ConfigError("the worker needs Celery: pip install 'newsletter[scale]'") from None
-    app = Celery("newsletter", broker=settings.queue.broker_url)
+    app = Celery("newsletter", broker=queue.broker_url)
     app.conf.update(task_acks_late=True, worker_prefetch_multiplier=1, task_ignore_result=True,
                     task_serializer="json", accept_content=["json"],
                     broker_connection_retry_on_startup=True,
                     broker_connection_max_retries=BROKER_ATTEMPTS,
                     worker_hijack_root_logger=False,
-                    task_default_queue=settings.queue.queue_name)
+                    task_default_queue=queue.queue_name)
+    return app
+
+
+def make_celery(queue: QueueConfig, task: Callable[[int, Shutdown], dict[str, int]],
+                shutdown: Shutdown | None = None) -> Any:
+    """The workers' Celery app, whose task runs ``task(edition_id, shutdown)`` (the
+    worker wires it to the editions use case ``deliver_edition``). ``shutdown`` is set
+    on the worker's warm shutdown (SIGTERM or the first SIGINT), so a task mid-edition
+    stops claiming rows, finishes what is in flight, gives back the rest and returns,
+    instead of holding the worker until the whole edition is sent."""
+    app = celery_app(queue)
     stop = shutdown or Shutdown()
     if shutdown is not None:
         from celery.signals import worker_shutting_down
@@ -79,36 +85,19 @@ def make_celery(settings: Settings, shutdown: Shutdown | None = None,
 
     @app.task(name=TASK)  # type: ignore[untyped-decorator,unused-ignore]  # Celery ships no types
     def deliver_edition(edition_id: int) -> dict[str, int]:
-        return deliver_from_ledger(App.load(config), edition_id, stop)
+        return task(edition_id, stop)
 
     return app
 
 
-def deliver_from_ledger(app: App, edition_id: int,
-                        shutdown: Shutdown | None = None) -> dict[str, int]:
-    """What one worker does with one task: claim and send until the edition is done."""
-    engine = app.engine
-    with session_scope(engine, readonly=True) as s:
-        edition = s.get(Edition, edition_id)
-        if edition is None:
-            return {}
-        ctx = open_edition(app.settings, s, edition, ignore_sent=True)  # plan ranked
-    ledger = DbLedger(engine, edition)
-    ledger.reclaim()
-    from newsletter.transports import make_transport
-
-    report = run_async(deliver(app.settings, ledger, ctx, make_transport(app.settings),
-                               shutdown=shutdown))
-    return dict(report.counts)
-
-
-def enqueue(settings: Settings, edition_id: int, tasks: int) -> None:
-    celery = make_celery(settings)
+def enqueue(queue: QueueConfig, edition_id: int, tasks: int) -> None:
+    celery = celery_app(queue)
     for _ in range(tasks):
         celery.send_task(TASK, args=[edition_id])
 
 
-def wait_for(app: App, edition_id: int, timeout: float, poll: float = 0.5) -> dict[str, int]:
+def wait_for(engine: Engine, edition_id: int, timeout: float,
+             poll: float = 0.5) -> dict[str, int]:
     """Counts by state once nothing is pending or being sent (or the timeout passes)."""
     from sqlalchemy import func, select
 
@@ -116,14 +105,14 @@ def wait_for(app: App, edition_id: int, timeout: float, poll: float = 0.5) -> di
     while True:
         # "Is any row unfinished?" is one index probe; counting a million rows every
         # half second would cost the database a core while the workers need it.
-        with session_scope(app.engine, readonly=True) as s:
+        with session_scope(engine, readonly=True) as s:
             unfinished = s.scalar(select(Delivery.id).where(
                 Delivery.edition_id == edition_id,
                 Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING])).limit(1))
         if unfinished is None or time.monotonic() > deadline:
             break
         time.sleep(poll)
-    with session_scope(app.engine, readonly=True) as s:
+    with session_scope(engine, readonly=True) as s:
         return {str(k): int(v) for k, v in s.execute(
             select(Delivery.status, func.count()).where(Delivery.edition_id == edition_id)
             .group_by(Delivery.status)).all()}

@@ -2,10 +2,13 @@
 
 * every [[sources]] is ingested on ``[schedule] ingest_cron``;
 * at the top of every UTC hour (and once at start, to catch up after downtime),
-  that hour's send slot goes out through the same ``run_send`` as the CLI: everyone
+  that hour's send slot goes out through the same ``send`` use case as the CLI: everyone
   whose local send time has passed on their local day and who has not had that
   day's edition (``slots``). A slot missed while the daemon was down is therefore
   sent late by the next one, never lost.
+* with ``[bounces] mailbox`` set, the bounce mailbox is read every ``[bounces]
+  fetch_minutes`` (``service.bounces``); a mailbox that cannot be read is one log
+  line, and the next tick tries again.
 * SIGTERM/SIGINT: the running slot stops claiming, finishes what is in flight and
   gives the rest back; the scheduler then stops.
 """
@@ -24,8 +27,8 @@ log = logging.getLogger("newsletter.scheduler")
 
 
 def ingest_sources(app: App) -> None:
-    from newsletter.ingest.sources import run_ingest
     from newsletter.observe.metrics import metrics
+    from newsletter.service.ingest import run_ingest
 
     if not app.settings.sources:
         return
@@ -49,15 +52,17 @@ def ingest_sources(app: App) -> None:
 
 def send_slot(app: App, now: dt.datetime | None = None,
               shutdown: Shutdown | None = None) -> Any:
-    from newsletter.delivery.runs import run_send
+    """This hour's slot, through the editions use case ``send``."""
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.observe.metrics import metrics
+    from newsletter.service.editions import send
+    from newsletter.transports import make_transport
 
     if shutdown is not None and shutdown.requested:
         return None
     now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    from newsletter.observe.metrics import metrics
-
-    summary = run_send(app.settings, app.engine, now.date(), slot=f"{now.hour:02d}",
-                       shutdown=shutdown)
+    summary = send(EditionConfig.of(app.settings), app.engine, now.date(),
+                   make_transport(app.settings), slot=f"{now.hour:02d}", shutdown=shutdown)
     metrics().last_run.labels(job="send").set_to_current_time()
     if summary.edition is None:
         log.info("slot %s %02d: %s", now.date(), now.hour, summary.note,
@@ -69,6 +74,29 @@ def send_slot(app: App, now: dt.datetime | None = None,
                         "slot": f"{now.hour:02d}", "sent": summary.report.counts["sent"],
                         "failed": summary.report.counts["failed"]})
     return summary
+
+
+def fetch_bounces(app: App) -> Any:
+    """Read the bounce mailbox once. Never raises: a mailbox that is down (or a report
+    that trips a bug) must not stop the sending, so each failure is one log line."""
+    from newsletter.errors import NewsletterError
+    from newsletter.observe.metrics import metrics
+    from newsletter.service.bounces import read_mailbox
+
+    try:
+        report = read_mailbox(app.engine, app.settings.bounces, app.settings.web)
+    except NewsletterError as exc:
+        log.error("bounces: %s", exc, extra={"job": "bounces", "error": str(exc)})
+        return None
+    except Exception as exc:  # noqa: BLE001 - the daemon outlives any one read
+        log.error("bounces: %s: %s", type(exc).__name__, exc, exc_info=True,
+                  extra={"job": "bounces", "error": str(exc)})
+        return None
+    metrics().last_run.labels(job="bounces").set_to_current_time()
+    counts = {k: v for k, v in report.as_dict().items() if k != "bounced"}
+    log.info("bounces: %s", ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none",
+             extra={"job": "bounces", **counts})
+    return report
 
 
 def build_scheduler(app: App, shutdown: Shutdown | None = None, *,
@@ -85,6 +113,12 @@ def build_scheduler(app: App, shutdown: Shutdown | None = None, *,
         args=[app], id="ingest", name="ingest every [[sources]]")
     sched.add_job(send_slot, CronTrigger(minute=0, timezone=dt.UTC), args=[app],
                   kwargs={"shutdown": shutdown}, id="send", name="send this hour's slot")
+    if app.settings.bounces.mailbox:
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        sched.add_job(fetch_bounces, IntervalTrigger(
+            minutes=app.settings.bounces.fetch_minutes, timezone=dt.UTC), args=[app],
+            id="bounces", name="read the bounce mailbox")
     if catch_up:
         sched.add_job(send_slot, args=[app], kwargs={"shutdown": shutdown}, id="catch-up",
                       name="catch up: this hour's slot now",

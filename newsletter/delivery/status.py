@@ -7,7 +7,13 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from newsletter.store.db import session_scope
-from newsletter.store.models import Delivery, DeliveryStatus, Edition, Subscriber
+from newsletter.store.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    Subscriber,
+    SubscriberStatus,
+)
 
 # ---- status ----------------------------------------------------------------------------
 
@@ -28,3 +34,11 @@ def edition_status(engine: Engine, edition: Edition) -> dict[str, Any]:
             "counts": {str(k): counts.get(k, 0) for k in DeliveryStatus},
             "last_errors": [{"email": e, "status": st, "error": err or r}
                             for e, st, err, r in errors]}
+
+
+def subscriber_counts(engine: Engine) -> dict[str, int]:
+    """Subscribers by status: how many the bounce reports and complaints have stopped."""
+    with session_scope(engine, readonly=True) as s:
+        counts = dict(s.execute(select(Subscriber.status, func.count())
+                                .group_by(Subscriber.status)).all())
+    return {str(k): counts.get(k, 0) for k in SubscriberStatus}

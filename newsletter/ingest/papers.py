@@ -115,25 +115,11 @@ class Paper:
         self.affiliations = {k: v for k, v in affiliations.items() if v}
         return names
 
-    def as_row(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "abstract": self.abstract,
-            "authors": self.authors,
-            "published": self.published,
-            "upvotes": self.upvotes,
-            "url": self.url,
-            "code_url": self.code_url,
-            "project_url": self.project_url,
-            "keywords": self.keywords,
-            "version": self.version,
-            "source": self.source,
-            "arxiv_id": self.arxiv_id or None,
-            "title_key": title_id(self.title),
-            "featured": self.featured,
-            "affiliations": self.affiliations,
-        }
+    @property
+    def title_key(self) -> str:
+        """The normalized title's hash (``title_id``): how the store finds this paper
+        again when one source knows its arXiv id and another does not."""
+        return title_id(self.title)
 
 
 def clean_text(text: Any) -> str:

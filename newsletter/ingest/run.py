@@ -1,29 +1,24 @@
-"""Ingest: read every SOURCE, parse it all, then store it all in one transaction.
+"""Ingest: fetch every SOURCE and parse it into normalized papers (``Paper``).
 
-Parsing everything before writing anything is what makes a bad file harmless:
-one malformed source among five stores nothing, and the error names the file
-and line. Storing is an upsert keyed by the stable paper id, so re-ingesting
-the same page, or the same paper from another source, refreshes rather than
-duplicates.
+Everything is loaded before anything is stored (``newsletter.service.ingest``
+stores it, in one transaction): that is what makes a bad file harmless, since one
+malformed source among five stores nothing, and the error names the file and line.
+This stage reads no database: what the last fetch of a URL sent (its validators)
+is passed in.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from newsletter.config import SourceConfig
 from newsletter.errors import InputError, NewsletterError, SourceError
 from newsletter.ingest import encoding
 from newsletter.ingest.fetch import Fetcher, Validators
 from newsletter.ingest.formats import BY_KIND, SOURCES, Skipped
-from newsletter.ingest.papers import Paper, merge_duplicates, title_id
-from newsletter.store.models import Entry, FetchState, utcnow
+from newsletter.ingest.papers import Paper, merge_duplicates
 
 MAX_BYTES = 200 * 1024 * 1024
 
@@ -79,6 +74,10 @@ def parse_bytes(
 
 @dataclass
 class Loaded:
+    """One source fetched and parsed: its papers (duplicates folded), the items it
+    could not use, and the validators to send next time; ``new`` and ``updated`` are
+    filled in when the papers are stored."""
+
     origin: str
     papers: list[Paper]
     folded: int = 0
@@ -88,21 +87,6 @@ class Loaded:
     name: str = ""  # the SOURCE as given: a [[sources]] name, a URL or a path
     new: int = 0
     updated: int = 0
-
-
-@dataclass
-class IngestReport:
-    loaded: list[Loaded] = field(default_factory=list)
-    new: int = 0
-    updated: int = 0
-
-    @property
-    def total(self) -> int:
-        return sum(len(x.papers) for x in self.loaded)
-
-    @property
-    def skipped(self) -> int:
-        return sum(len(x.skipped) for x in self.loaded)
 
 
 def resolve(spec: str, configured: Sequence[SourceConfig]) -> SourceConfig:
@@ -143,12 +127,9 @@ def fetch_bytes(
     return origin, data, "", None
 
 
-def load(src: SourceConfig, session: Session, fetcher: Fetcher | None,
+def load(src: SourceConfig, fetcher: Fetcher | None, validators: Validators | None = None,
          strict: bool = False) -> Loaded:
-    validators = None
-    if src.url:
-        state = session.get(FetchState, src.url)
-        validators = Validators(state.etag, state.last_modified) if state else None
+    """Fetch (conditionally, with ``validators``) and parse one source."""
     origin, body, content_type, got = fetch_bytes(src, fetcher, validators)
     if body is None:
         return Loaded(origin, [], validators=got, not_modified=True, name=src.name)
@@ -158,98 +139,33 @@ def load(src: SourceConfig, session: Session, fetcher: Fetcher | None,
                   name=src.name)
 
 
-def store(session: Session, papers: list[Paper], now: dt.datetime | None = None) -> tuple[int, int]:
-    """Upsert papers by id. Returns (new, updated)."""
-    now = now or utcnow()
-    merged, _ = merge_duplicates(papers)
-    new = updated = 0
-    for start in range(0, len(merged), 500):
-        chunk = merged[start : start + 500]
-        keys = {p.id: title_id(p.title) for p in chunk}
-        rows = session.scalars(select(Entry).where(
-            Entry.id.in_(list(keys)) | Entry.arxiv_id.in_([p.arxiv_id for p in chunk
-                                                           if p.arxiv_id])
-            | Entry.title_key.in_(list(keys.values()))))
-        existing: dict[str, Entry] = {}
-        for e in rows:  # an entry is found by its id, its arXiv id, or its title
-            existing.setdefault(e.id, e)
-            if e.arxiv_id:
-                existing.setdefault(e.arxiv_id, e)
-            existing.setdefault(e.title_key, e)
-        for p in chunk:
-            row = existing.get(p.id) or existing.get(keys[p.id])
-            if row is None:
-                values = p.as_row()
-                values["upvotes"] = values["upvotes"] or 0
-                entry = Entry(**values, arrived_at=now, updated_at=now)
-                session.add(entry)
-                existing[p.id] = existing[keys[p.id]] = entry
-                new += 1
-                continue
-            refresh(row, p, now)
-            updated += 1
-        session.flush()
-    return new, updated
-
-
-def refresh(row: Entry, p: Paper, now: dt.datetime) -> None:
-    """The same paper seen again: counts and links refreshed, a newer version's text taken."""
-    if p.version > row.version or (p.version == row.version and not row.abstract):
-        row.title = p.title or row.title
-        row.title_key = title_id(row.title)
-        row.abstract = p.abstract or row.abstract
-        row.version = max(p.version, row.version)
-    if p.arxiv_id and not row.arxiv_id:
-        row.arxiv_id = p.arxiv_id
-    row.authors = row.authors or p.authors
-    row.published = row.published or p.published
-    row.keywords = row.keywords or p.keywords
-    if p.featured and (row.featured is None or p.featured > row.featured):
-        row.featured = p.featured
-    if p.affiliations and not row.affiliations:
-        row.affiliations = p.affiliations
-    if p.upvotes is not None:
-        row.upvotes = p.upvotes
-    for attr in ("url", "code_url", "project_url"):
-        value = getattr(p, attr)
-        if value and not (attr == "url" and row.url.startswith("https://arxiv.org/")):
-            setattr(row, attr, value)
-    row.updated_at = now
-
-
-def ingest(
-    configured: Sequence[SourceConfig], session: Session, specs: list[str], strict: bool = False
-) -> IngestReport:
-    """Load every source, then store them all; any source-level error stores nothing.
-    ``specs`` name sources (``resolve``); none: every ``configured`` one (``[[sources]]``).
-
-    Unusable items inside a usable source are skipped and listed in the report,
-    unless ``strict``, when the first one is an error like any other.
-    """
+def sources_of(configured: Sequence[SourceConfig], specs: list[str]) -> list[SourceConfig]:
+    """The sources ``specs`` name (``resolve``); none: every ``configured`` one."""
     sources = [resolve(s, configured) for s in specs] or list(configured)
     if not sources:
         raise InputError("nothing to ingest: name a file, URL or [[sources]] entry")
+    return sources
+
+
+def load_all(sources: Sequence[SourceConfig],
+             validators_of: Callable[[str], Validators | None],
+             strict: bool = False) -> list[Loaded]:
+    """Fetch and parse every source (a URL with what ``validators_of`` it gives); the
+    first source-level error stops it, naming the source (``source_name``).
+
+    Unusable items inside a usable source are skipped and listed, unless ``strict``,
+    when the first one is an error like any other."""
     fetcher = Fetcher() if any(s.url for s in sources) else None
-    report = IngestReport()
+    loaded: list[Loaded] = []
     try:
         for src in sources:
             try:
-                report.loaded.append(load(src, session, fetcher, strict))
+                validators = validators_of(src.url) if src.url else None
+                loaded.append(load(src, fetcher, validators, strict))
             except NewsletterError as exc:
                 exc.source_name = src.name  # type: ignore[attr-defined]
                 raise
     finally:
         if fetcher:
             fetcher.close()
-    for loaded in report.loaded:  # one source at a time, for per-source counts
-        loaded.new, loaded.updated = store(session, loaded.papers)
-        report.new += loaded.new
-        report.updated += loaded.updated
-    for loaded in report.loaded:
-        if loaded.validators and (loaded.validators.etag or loaded.validators.last_modified):
-            state = session.get(FetchState, loaded.origin) or FetchState(url=loaded.origin)
-            state.etag = loaded.validators.etag
-            state.last_modified = loaded.validators.last_modified
-            state.fetched_at = utcnow()
-            session.add(state)
-    return report
+    return loaded

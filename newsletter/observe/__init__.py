@@ -12,12 +12,10 @@ one call each, so a new metric or log field is added here and not in the loop.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
+from newsletter.delivery.ledger import Outcome, OutcomeStatus
 from newsletter.observe.metrics import metrics
-
-if TYPE_CHECKING:
-    from newsletter.delivery.ledger import Outcome
 
 OUTCOME_LOG = logging.getLogger("newsletter.delivery.outcome")
 
@@ -26,14 +24,14 @@ def delivery_outcome(edition_id: int, outcome: Outcome, seconds: float) -> None:
     """One delivery finished: count it, time it, and log one line about it."""
     m = metrics()
     m.deliveries.labels(outcome=str(outcome.status)).inc()
-    if outcome.status == "sent":
+    if outcome.status == OutcomeStatus.SENT:
         m.send_seconds.observe(seconds)
-    elif outcome.status == "failed":
+    elif outcome.status == OutcomeStatus.FAILED:
         reason = ("bounce" if outcome.bounce else "render" if outcome.error.startswith("render:")
                   else "permanent" if outcome.permanent else "transient")
         m.failures.labels(reason=reason).inc()
         if outcome.bounce:
-            m.bounces.inc()
+            m.bounces.labels(kind="hard").inc()
     if OUTCOME_LOG.isEnabledFor(logging.INFO):
         r = outcome.job.recipient
         OUTCOME_LOG.info(
@@ -42,6 +40,14 @@ def delivery_outcome(edition_id: int, outcome: Outcome, seconds: float) -> None:
             extra={"edition": edition_id, "subscriber": r.id, "email": r.email,
                    "outcome": str(outcome.status), "seconds": round(seconds, 4),
                    "attempts": outcome.job.attempts, "error": outcome.error or None})
+
+
+def bounces_read(counts: Mapping[str, int]) -> None:
+    """One read of the bounce mailbox (or one webhook report): count each kind."""
+    m = metrics()
+    for kind, n in counts.items():
+        if n and kind != "already":  # read again, acted on before: counted then
+            m.bounces.labels(kind=kind).inc(n)
 
 
 def delivery_retry(transient_error: str) -> None:

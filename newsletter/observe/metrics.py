@@ -45,8 +45,10 @@ class Metrics:
                                 "(permanent, transient, bounce, render).", ["reason"], registry=r)
         self.retries = Counter("newsletter_send_retries", "Transient send errors retried after "
                                "a backoff.", registry=r)
-        self.bounces = Counter("newsletter_bounces", "Hard bounces seen while sending "
-                               "(the subscriber is suppressed).", registry=r)
+        self.bounces = Counter("newsletter_bounces", "Reports of what became of sent mail, "
+                               "by kind: hard (while sending or read from the bounce "
+                               "mailbox), soft, complaints, unsubscribes, auto_replies, "
+                               "notices, unmatched, unknown.", ["kind"], registry=r)
         self.send_seconds = Histogram(
             "newsletter_send_seconds", "Time from taking a delivery to the server accepting "
             "it (render, rate limit, retries, SMTP/API call).", registry=r,
@@ -56,7 +58,8 @@ class Metrics:
         self.ingest_papers = Counter("newsletter_ingest_papers", "Papers stored by scheduled "
                                      "ingests (new, updated).", ["result"], registry=r)
         self.last_run = Gauge("newsletter_last_run_timestamp_seconds", "When a job of this "
-                              "process last finished (unix time), by job (ingest, send).",
+                              "process last finished (unix time), by job (ingest, send, "
+                              "bounces).",
                               ["job"], registry=r)
         self._db: DatabaseCollector | None = None
         self._lock = threading.Lock()

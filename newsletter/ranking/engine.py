@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import sparse
@@ -42,7 +42,17 @@ STRONG_MATCH = 2.0
 # The analysed papers and their features live in ``corpus``; importers of the engine
 # find them here too.
 __all__ = ["Analyzer", "Chunk", "Corpus", "Explanation", "Feature", "LearnedHit",
-           "RankEntry", "Ranker", "learned_part"]
+           "RankEntry", "Ranker", "TermHit", "learned_part"]
+
+
+class TermHit(NamedTuple):
+    """One profile term as the engine ranks it. A ``NamedTuple``: made once per distinct
+    term and read per subscriber in the hot loop, where a tuple's speed matters."""
+
+    fid: int  # the feature id (a row of M)
+    weight: float
+    exclude: bool  # a "-term": papers matching it are never picked
+    text: str  # as the subscriber wrote it, for explanations
 
 
 @dataclass
@@ -63,15 +73,15 @@ class Ranker:
         self.feature_ids: dict[Feature, int] = {}
         self._features: list[Feature] = []
         self._m = np.zeros((64, len(corpus.entries)), dtype=np.float32)
-        self._term_ids: dict[Term, tuple[int, float, bool, str]] = {}
-        self._part_ids: dict[str, tuple[int, float, bool, str] | None] = {}
+        self._term_ids: dict[Term, TermHit] = {}
+        self._part_ids: dict[str, TermHit | None] = {}
         self._m_csr: sparse.csr_matrix | None = None
         self.learner = None
         if votes is not None and len(votes.keys):
             self.learner = Learner(self, votes)
 
-    def _terms_of(self, text: str) -> list[tuple[int, float, bool, str]]:
-        """(feature id, weight, exclude, term text) per term of the one parser's output.
+    def _terms_of(self, text: str) -> list[TermHit]:
+        """A ``TermHit`` per term of the one parser's output.
         Two terms that analyse to the same feature ("diffusion, diffusions") count once,
         with the larger weight.
 
@@ -84,7 +94,7 @@ class Ranker:
         if parts is None or len(parts) > MAX_TERMS:
             return self._dedupe([self._term_hit(t) for t in profile_terms(text)])
         table = self._part_ids
-        found: list[tuple[int, float, bool, str]] = []
+        found: list[TermHit] = []
         for raw in parts:
             if raw in table:
                 hit = table[raw]
@@ -95,7 +105,7 @@ class Ranker:
                     table[raw] = hit
             if hit is not None:
                 found.append(hit)
-        if len(found) > 1 and len({f for f, _, _, _ in found}) < len(found):
+        if len(found) > 1 and len({h.fid for h in found}) < len(found):
             # A repeat ("diffusion, diffusions^2"): the parser's own rule picks which
             # written form names it, so the whole profile goes through the parser.
             return self._dedupe([self._term_hit(t) for t in profile_terms(text)])
@@ -108,22 +118,22 @@ class Ranker:
             self._m_csr = sparse.csr_matrix(self._m[:nf])
         return self._m_csr
 
-    def _term_hit(self, t: Term) -> tuple[int, float, bool, str]:
+    def _term_hit(self, t: Term) -> TermHit:
         ids = self._term_ids
         hit = ids.get(t)
         if hit is None:
-            hit = ids[t] = (self._fid(t), t.weight, t.exclude, t.text)
+            hit = ids[t] = TermHit(self._fid(t), t.weight, t.exclude, t.text)
         return hit
 
     @staticmethod
-    def _dedupe(found: list[tuple[int, float, bool, str]]
-                ) -> list[tuple[int, float, bool, str]]:
-        if len(found) > 1 and len({f for f, _, _, _ in found}) < len(found):
+    def _dedupe(found: list[TermHit]
+                ) -> list[TermHit]:
+        if len(found) > 1 and len({h.fid for h in found}) < len(found):
             best: dict[tuple[int, bool], tuple[float, str]] = {}
             for f, w, x, name in found:  # a repeated term keeps its largest weight
                 if (f, x) not in best or best[(f, x)][0] < w:
                     best[(f, x)] = (w, name)
-            found = [(f, w, x, name) for (f, x), (w, name) in best.items()]
+            found = [TermHit(f, w, x, name) for (f, x), (w, name) in best.items()]
         return found
 
     def explain_many(self, text: str, entry_indices: Sequence[int],
@@ -131,15 +141,15 @@ class Ranker:
         """``explain`` for several picks of one subscriber in one array operation;
         with ``key``, what that subscriber's votes taught counts too."""
         written = self._terms_of(text or "")
-        terms = [t for t in written if not t[2]]
+        terms = [t for t in written if not t.exclude]
         learned: list[Learned] = []
         if self.learner is not None and key is not None:
-            learned = self.learner.learned(key, {f for f, _, _, _ in written})
+            learned = self.learner.learned(key, {t.fid for t in written})
         c, cfg = self.corpus, self.cfg
         idx = np.asarray(entry_indices, dtype=np.intp)
         if terms:
-            fids = np.array([t[0] for t in terms], dtype=np.intp)
-            weights = np.array([t[1] for t in terms], dtype=np.float32)
+            fids = np.array([t.fid for t in terms], dtype=np.intp)
+            weights = np.array([t.weight for t in terms], dtype=np.float32)
             contrib = self._m[fids][:, idx] * weights[:, None]
         else:
             contrib = np.zeros((0, len(idx)), dtype=np.float32)
@@ -149,8 +159,8 @@ class Ranker:
         feats = self._features
         for e, values in zip(idx.tolist(), columns, strict=True):
             hits = sorted((h for h, v in enumerate(values) if v > 0), key=lambda h: -values[h])
-            features = [feats[terms[h][0]] for h in hits]
-            matched = [(self._label(terms[h][3], feats[terms[h][0]], e, features),
+            features = [feats[terms[h].fid] for h in hits]
+            matched = [(self._label(terms[h].text, feats[terms[h].fid], e, features),
                         round(values[h], 3)) for h in hits]
             lifts: list[tuple[Learned, float]] = []
             for item in learned:
@@ -241,8 +251,35 @@ class Ranker:
 
     def _rank_chunk(self, batch: list[tuple[Any, str]], sent: Mapping[Any, Iterable[int]],
                     k: int) -> Chunk:
-        n_entries = len(self.corpus.entries)
-        flat: list[tuple[int, float, bool, str]] = []
+        """One chunk, in place on one n × entries score matrix (each pass over it costs
+        real time at a million rows): written relevance, what votes add, the bar for a
+        match, popularity and recency, then exclusions and what was sent."""
+        keys = [key for key, _ in batch]
+        written = self._written(batch)
+        score, unmatched = self._relevance(written)
+        if self.learner is not None:
+            self._add_learned(self.learner, score, unmatched, keys, written)
+        np.putmask(score, unmatched, np.float32(-np.inf))
+        if self.cfg.weight_relevance != 1.0:
+            score *= self.cfg.weight_relevance
+        score += self.corpus.bonus_canonical
+        if written.excluded is not None:
+            score[np.asarray(written.excluded @ self._m[: written.nf]) > 0] = -np.inf
+        sent_rows, sent_cols = _mask_sent(score, keys, sent)
+        picks, scores = _top_k(score, k)
+        trending = np.zeros(written.n, dtype=bool)
+        if self.cfg.trending == "section" and self.cfg.trending_count:
+            empty = picks[:, 0] < 0
+            if empty.any():
+                trending = empty
+                picks[empty], scores[empty] = self._trending(
+                    np.flatnonzero(empty), written.excluded, sent_rows, sent_cols, k)
+        return Chunk(keys, picks, scores, trending)
+
+    def _written(self, batch: list[tuple[Any, str]]) -> _Written:
+        """The chunk's profiles as sparse matrices over the features (parsed, with new
+        features added, before ``nf`` is read)."""
+        flat: list[TermHit] = []
         counts: list[int] = []
         for key, text in batch:
             try:
@@ -254,67 +291,53 @@ class Ranker:
         # Columns of the flat term list as arrays (one pass each, no per-term appends).
         total = len(flat)
         rows = np.repeat(np.arange(len(batch), dtype=np.int32), counts)
-        fids = np.fromiter((h[0] for h in flat), np.int32, total)
-        excl = np.fromiter((h[2] for h in flat), np.bool_, total)
+        fids = np.fromiter((h.fid for h in flat), np.int32, total)
+        excl = np.fromiter((h.exclude for h in flat), np.bool_, total)
         pos = ~excl
-        pos_r, pos_c = rows[pos], fids[pos]
-        pos_w = np.fromiter((h[1] for h in flat), np.float32, total)[pos]
-        neg_r, neg_c = rows[excl], fids[excl]
+        weights = np.fromiter((h.weight for h in flat), np.float32, total)[pos]
         n, nf = len(batch), len(self.feature_ids)
-        m = self._m[:nf]
-        s = sparse.csr_matrix((pos_w, (pos_r, pos_c)), shape=(n, nf))
-        # In place from here on: each pass over n × entries floats costs real time at 1M rows.
-        score = np.asarray(s @ m, dtype=np.float32) if nf else np.zeros((n, n_entries),
-                                                                         np.float32)
-        unmatched = score < self.cfg.min_relevance
-        if self.learner is not None:
-            # Votes add learned weights over the same features and the same M, never on a
-            # written term.
-            written = sparse.csr_matrix((np.ones(total, np.float32), (rows, fids)),
-                                        shape=(n, nf))
-            learned = self.learner.matrix([key for key, _ in batch], written)
-            if learned.nnz:
-                # Sparse × sparse: learned terms touch few papers, so the lift and its
-                # bounds are computed only where it is not zero, not over n × entries.
-                lifted = (learned @ self._m_sparse(nf)).tocoo()
-                r, c = lifted.row, lifted.col
-                value = lifted.data.astype(np.float32)
-                base = score[r, c]
-                # Learned terms alone make a match only well past the bar a written term
-                # must pass: a vote is weaker evidence than what the reader wrote.
-                alone = unmatched[r, c] & (value >= LEARNED_MATCH * self.cfg.min_relevance)
-                # They count for at most ``feedback_share`` of the written relevance (up
-                # or down), or of their own in a match they make alone (``learned_part``
-                # for one paper).
-                bound = np.where(alone, value, base) * np.float32(self.cfg.feedback_share)
-                score[r, c] = base + np.clip(value, -bound, bound)
-                unmatched[r[alone], c[alone]] = False
-        np.putmask(score, unmatched, np.float32(-np.inf))
-        if self.cfg.weight_relevance != 1.0:
-            score *= self.cfg.weight_relevance
-        score += self.corpus.bonus_canonical
-        x = None
-        if len(neg_r):
-            x = sparse.csr_matrix((np.ones(len(neg_r), np.float32), (neg_r, neg_c)), shape=(n, nf))
-            score[np.asarray(x @ m) > 0] = -np.inf
-        sent_rows: list[int] = []
-        sent_cols: list[int] = []
-        if sent:
-            for r, (key, _) in enumerate(batch):
-                for c in sent.get(key, ()):
-                    sent_rows.append(r)
-                    sent_cols.append(c)
-            if sent_rows:
-                score[sent_rows, sent_cols] = -np.inf
-        picks, scores = _top_k(score, k)
-        trending = np.zeros(n, dtype=bool)
-        if self.cfg.trending == "section" and self.cfg.trending_count:
-            empty = picks[:, 0] < 0
-            if empty.any():
-                trending = empty
-                picks[empty], scores[empty] = self._trending(
-                    np.flatnonzero(empty), x, sent_rows, sent_cols, k)
-        return Chunk([key for key, _ in batch], picks, scores, trending)
+        excluded = None
+        if excl.any():
+            excluded = sparse.csr_matrix((np.ones(int(excl.sum()), np.float32),
+                                          (rows[excl], fids[excl])), shape=(n, nf))
+        return _Written(n, nf, rows, fids,
+                        sparse.csr_matrix((weights, (rows[pos], fids[pos])), shape=(n, nf)),
+                        excluded)
+
+    def _relevance(self, written: _Written) -> tuple[np.ndarray, np.ndarray]:
+        """Written relevance (n × entries, S @ M) and where it misses the bar for a
+        match."""
+        if written.nf:
+            score = np.asarray(written.weights @ self._m[: written.nf], dtype=np.float32)
+        else:
+            score = np.zeros((written.n, len(self.corpus.entries)), np.float32)
+        return score, score < self.cfg.min_relevance
+
+    def _add_learned(self, learner: Learner, score: np.ndarray, unmatched: np.ndarray,
+                     keys: list[Any], written: _Written) -> None:
+        """Votes add learned weights over the same features and the same M, never on a
+        written term; in place on ``score`` and ``unmatched``."""
+        n, nf = written.n, written.nf
+        present = sparse.csr_matrix((np.ones(len(written.fids), np.float32),
+                                     (written.rows, written.fids)), shape=(n, nf))
+        learned = learner.matrix(keys, present)
+        if not learned.nnz:
+            return
+        # Sparse × sparse: learned terms touch few papers, so the lift and its bounds are
+        # computed only where it is not zero, not over n × entries.
+        lifted = (learned @ self._m_sparse(nf)).tocoo()
+        r, c = lifted.row, lifted.col
+        value = lifted.data.astype(np.float32)
+        base = score[r, c]
+        # Learned terms alone make a match only well past the bar a written term must
+        # pass: a vote is weaker evidence than what the reader wrote.
+        alone = unmatched[r, c] & (value >= LEARNED_MATCH * self.cfg.min_relevance)
+        # They count for at most ``feedback_share`` of the written relevance (up or
+        # down), or of their own in a match they make alone (``learned_part`` for one
+        # paper).
+        bound = np.where(alone, value, base) * np.float32(self.cfg.feedback_share)
+        score[r, c] = base + np.clip(value, -bound, bound)
+        unmatched[r[alone], c[alone]] = False
 
     def _trending(self, rows: np.ndarray, x: sparse.csr_matrix | None, sent_rows: list[int],
                   sent_cols: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -393,6 +416,34 @@ class Explanation:
         if also:
             parts.append("also like: " + "; ".join(also))
         return " · ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A chunk's written profiles over the ``nf`` features known when it was parsed."""
+
+    n: int
+    nf: int
+    rows: np.ndarray  # int32, the row of each written term (excluded ones too)
+    fids: np.ndarray  # int32, its feature
+    weights: sparse.csr_matrix  # n × nf term weights, "-terms" left out
+    excluded: sparse.csr_matrix | None  # n × nf, 1 per "-term"; None: the chunk has none
+
+
+def _mask_sent(score: np.ndarray, keys: list[Any], sent: Mapping[Any, Iterable[int]]
+               ) -> tuple[list[int], list[int]]:
+    """Never a paper the subscriber already had: -inf in place, and the (row, column)
+    pairs masked, which the trending section honours too."""
+    sent_rows: list[int] = []
+    sent_cols: list[int] = []
+    if sent:
+        for r, key in enumerate(keys):
+            for c in sent.get(key, ()):
+                sent_rows.append(r)
+                sent_cols.append(c)
+        if sent_rows:
+            score[sent_rows, sent_cols] = -np.inf
+    return sent_rows, sent_cols
 
 
 def _top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -155,6 +155,31 @@ def _tokens(text: str, ranker: RankerLike) -> list[tuple[str, str]]:
             if raw not in STOPWORDS]
 
 
+Gram = tuple[str, ...]  # the stems of a one- or two-word term
+
+
+def _field_text(entry: RankEntry, fname: str) -> str:
+    if fname == "title":
+        return entry.title
+    return " , ".join(entry.keywords) if fname == "keywords" else entry.abstract
+
+
+def _learnable_grams(toks: list[tuple[str, str]]
+                     ) -> Iterator[tuple[Gram, list[tuple[str, str]]]]:
+    """Each one- and two-word gram of ``toks`` (stem, surface word) that may be learned,
+    with its tokens: single words of three letters or more and not a number, and no
+    rhetorical title word (``TITLE_FILLER``) in either size."""
+    for size in (1, 2):
+        for i in range(len(toks) - size + 1):
+            part = toks[i : i + size]
+            gram = tuple(t for t, _ in part)
+            if size == 1 and (len(gram[0]) < 3 or gram[0].isdigit()):
+                continue
+            if any(g in TITLE_FILLER for g in gram):
+                continue
+            yield gram, part
+
+
 class Learner:
     """Votes → learned weights per chunk of subscribers, for one ranker (one day's
     papers): each voted paper's terms are found once, as feature ids of the ranker."""
@@ -189,31 +214,39 @@ class Learner:
     def _paper_terms(self, entry: RankEntry, limit: int) -> list[tuple[int, float]]:
         """The paper's most distinctive terms that today's papers use, as (feature id,
         weight in (0, 1])."""
+        counts, surface, headline = self._gram_counts(entry)
+        return self._take(self._rare_grams(entry, counts, headline), surface, limit)
+
+    def _gram_counts(self, entry: RankEntry) -> tuple[dict[Gram, float], dict[Gram, str],
+                                                      set[Gram]]:
+        """The paper's learnable grams: their counts weighted by field (``_FIELDS``),
+        the first surface form of each, and those of the title and keywords. The
+        abstract only adds to grams the title or keywords have (``HEADLINE_ONLY``):
+        its own words would make every paper about its methods section."""
+        counts: dict[Gram, float] = {}
+        surface: dict[Gram, str] = {}
+        headline: set[Gram] = set()
+        for fname, weight in _FIELDS:
+            abstract = fname == "abstract"
+            for gram, part in _learnable_grams(_tokens(_field_text(entry, fname), self.ranker)):
+                if HEADLINE_ONLY and abstract and gram not in headline:
+                    continue
+                counts[gram] = counts.get(gram, 0.0) + weight
+                if not abstract:
+                    headline.add(gram)
+                surface.setdefault(gram, " ".join(w for _, w in part))
+        return counts, surface, headline
+
+    def _rare_grams(self, entry: RankEntry, counts: dict[Gram, float],
+                    headline: set[Gram]) -> list[tuple[float, Gram]]:
+        """(score, gram), best first, for the grams some but few other papers of today
+        use (at most ``MAX_DF_SHARE`` of them, or two): a term no other paper has cannot
+        lift one, and one most have says nothing. Score: log count × idf^IDF_POWER."""
         corpus = self.ranker.corpus
         n = max(len(corpus.entries), 1)
-        tf: dict[tuple[str, ...], float] = {}
-        surface: dict[tuple[str, ...], str] = {}
-        headline: set[tuple[str, ...]] = set()  # grams of the title and keywords
-        for fname, weight in _FIELDS:
-            text = entry.title if fname == "title" else (
-                " , ".join(entry.keywords) if fname == "keywords" else entry.abstract)
-            toks = _tokens(text, self.ranker)
-            for size in (1, 2):
-                for i in range(len(toks) - size + 1):
-                    gram = tuple(t for t, _ in toks[i : i + size])
-                    if HEADLINE_ONLY and fname == "abstract" and gram not in headline:
-                        continue  # the abstract only counts toward title/keyword terms
-                    if size == 1 and (len(gram[0]) < 3 or gram[0].isdigit()):
-                        continue
-                    if any(g in TITLE_FILLER for g in gram):
-                        continue
-                    tf[gram] = tf.get(gram, 0.0) + weight
-                    if fname != "abstract":
-                        headline.add(gram)
-                    surface.setdefault(gram, " ".join(w for _, w in toks[i : i + size]))
-        scored: list[tuple[float, tuple[str, ...]]] = []
         itself = corpus.position.get(entry.id)
-        for gram, count in tf.items():
+        scored: list[tuple[float, Gram]] = []
+        for gram, count in counts.items():
             if HEADLINE_ONLY and gram not in headline:
                 continue
             found = {i for fname, _ in _FIELDS for i in corpus.index[fname].get(gram, ())}
@@ -223,6 +256,12 @@ class Learner:
                 continue
             scored.append((math.log1p(count) * corpus._idf(df) ** IDF_POWER, gram))
         scored.sort(key=lambda x: (-x[0], x[1]))
+        return scored
+
+    def _take(self, scored: list[tuple[float, Gram]], surface: dict[Gram, str],
+              limit: int) -> list[tuple[int, float]]:
+        """The first ``limit`` distinct features of ``scored`` as (feature id, score
+        scaled so the best is 1), each remembered with its label (``_remember``)."""
         out: list[tuple[int, float]] = []
         top = scored[0][0] if scored else 1.0
         taken: set[int] = set()
@@ -236,15 +275,19 @@ class Learner:
             if fid in taken:
                 continue
             taken.add(fid)
-            feature = self.ranker.features[fid]
-            self.labels.setdefault(fid, surface[gram])
-            self.keys.setdefault(fid, term_key(feature))
-            if fid not in self._grams:
-                self._grams[fid] = gram
-                for w in gram:
-                    self._by_word.setdefault(w, []).append(fid)
+            self._remember(fid, gram, surface[gram])
             out.append((fid, score / top))
         return out
+
+    def _remember(self, fid: int, gram: Gram, label: str) -> None:
+        """A learned feature's label and removal key (the first paper that taught it
+        names it), and its stems, which ``_cover`` matches written terms against."""
+        self.labels.setdefault(fid, label)
+        self.keys.setdefault(fid, term_key(self.ranker.features[fid]))
+        if fid not in self._grams:
+            self._grams[fid] = gram
+            for w in gram:
+                self._by_word.setdefault(w, []).append(fid)
 
     def _covered(self, written: sparse.csr_matrix) -> sparse.csr_matrix:
         """``written`` plus the learned terms each written term covers: its own forms

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from newsletter.profile import parse_profile
 from newsletter.ranking.feedback import Learned
@@ -64,7 +64,7 @@ def learned_terms(selection: Selection, subscriber_id: int, keywords: str) -> li
     learner = selection.ranker.learner
     if learner is None:
         return []
-    written = {f for f, _, _, _ in selection.ranker._terms_of(keywords)}
+    written = {t.fid for t in selection.ranker._terms_of(keywords)}
     return learner.learned(subscriber_id, written)
 
 
@@ -79,20 +79,34 @@ def moved_terms(selection: Selection, learned: list[Learned], paper_id: str,
     return [t.term for t in learned if t.fid in mine and (t.weight > 0) == (direction > 0)]
 
 
-def rank_dicts(selection: Selection, subscribers: Iterable[tuple[int, str, str, str]],
+class SubscriberLike(Protocol):
+    """What ranking needs of a subscriber: the store's ``SubscriberRow`` is one (the
+    store is the caller's to read, so ranking names the fields, not the class)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def email(self) -> str: ...
+
+    @property
+    def keywords(self) -> str: ...
+
+
+def rank_dicts(selection: Selection, subscribers: Iterable[SubscriberLike],
                limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Per subscriber (id, email, name, keywords): the picks ``selection`` makes, as
-    ``newsletter rank --json`` prints them."""
-    people: dict[int, tuple[str, str]] = {}
+    """Per subscriber: the picks ``selection`` makes, as ``newsletter rank --json``
+    prints them."""
+    people: dict[int, SubscriberLike] = {}
 
     def keyed() -> Iterator[tuple[int, str]]:
-        for sub_id, address, _name, keywords in subscribers:
-            people[sub_id] = (address, keywords)
-            yield sub_id, keywords
+        for person in subscribers:
+            people[person.id] = person
+            yield person.id, person.keywords
 
     for chunk in selection.ranker.rank(keyed(), sent=selection.sent, k=limit, chunk_size=2000):
         for row, key in enumerate(chunk.keys):
-            address, keywords = people.pop(key)
-            yield {"subscriber": address, "profile": str(parse_profile(keywords)),
+            person = people.pop(key)
+            yield {"subscriber": person.email, "profile": str(parse_profile(person.keywords)),
                    "candidates": len(selection.entries),
-                   "picks": pick_dicts(selection, chunk, row, keywords)}
+                   "picks": pick_dicts(selection, chunk, row, person.keywords)}

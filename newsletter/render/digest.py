@@ -8,6 +8,7 @@ per-subscriber work is assembling a dict and running Jinja.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import re
@@ -28,6 +29,7 @@ MAX_AUTHORS = 3
 EXCERPT_CACHE = 20_000  # (paper, matched terms) pairs kept; about 1 KB each
 # Highlights are <strong> with an inline background: every client shows bold, and the
 # background where it can (Outlook on Windows ignores <mark>, not a styled <strong>).
+# A line end before the style keeps an excerpt's lines short in the 7-bit HTML part.
 HL_STYLE = "background-color:#fff1a8;color:#1f2328;font-weight:600;padding:0 1px;"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # Between two highlighted words: spaces, hyphens, slashes. Such spans join into one phrase.
@@ -119,16 +121,24 @@ def format_date(d: dt.date | None) -> str:
     return f"{d:%b} {d.day}, {d.year}" if d else ""
 
 
-def excerpt_window(text: str, spans: list[tuple[int, int]], limit: int = EXCERPT_CHARS) -> tuple[
-        int, int]:
-    """A 2-3 line window: from the sentence holding the first highlight, cut at a word."""
+def sentence_ends(text: str) -> list[int]:
+    """Where each sentence after the first starts (for ``excerpt_window``)."""
+    return [m.end() for m in _SENTENCE.finditer(text)]
+
+
+def excerpt_window(text: str, spans: list[tuple[int, int]], limit: int = EXCERPT_CHARS,
+                   ends: list[int] | None = None) -> tuple[int, int]:
+    """A 2-3 line window: from the sentence holding the first highlight, cut at a word.
+    ``ends``: ``sentence_ends(text)``, when made once for the text."""
     if len(text) <= limit:
         return 0, len(text)
     start = 0
     if spans:
         first = spans[0][0]
-        for m in _SENTENCE.finditer(text, 0, first):
-            start = m.end()
+        if ends is None:
+            ends = sentence_ends(text)
+        i = bisect.bisect_right(ends, first)
+        start = ends[i - 1] if i else 0
         if first - start > limit // 2:
             start = text.rfind(" ", 0, first - 40) + 1
     end = start + limit
@@ -149,10 +159,17 @@ def marked(text: str, spans: list[tuple[int, int]], start: int = 0, end: int | N
             continue
         a, b = max(a, start), min(b, end)
         out.append(str(escape(text[pos:a])))
-        out.append(f'<strong class="hl" style="{HL_STYLE}">{escape(text[a:b])}</strong>')
+        out.append(f'<strong class="hl"\nstyle="{HL_STYLE}">{escape(text[a:b])}</strong>')
         pos = b
     out.append(str(escape(text[pos:end])))
     return Markup("".join(out))
+
+
+def _marked_excerpt(text: str, spans: list[tuple[int, int]], a: int, b: int) -> Markup:
+    """The excerpt's HTML: ``marked`` with the ellipses (as references: the HTML stays
+    ASCII, see render/mime.py), made as one string."""
+    return Markup("".join(("&#8230;" if a > 0 else "", marked(text, spans, a, b),
+                           "&#8230;" if b < len(text) else "")))
 
 
 def join_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -177,7 +194,7 @@ def author_line(names: tuple[str, ...], features: tuple[Feature, ...]) -> tuple[
     html = []
     for i in shown:
         name = escape(names[i])
-        html.append(Markup(f'<strong class="hl" style="{HL_STYLE}">{name}</strong>')
+        html.append(Markup(f'<strong class="hl"\nstyle="{HL_STYLE}">{name}</strong>')
                     if i in hits else name)
     more = len(names) > len(shown)
     out_html = Markup(", ").join(html) + (Markup(" et al.") if more else Markup(""))
@@ -191,16 +208,26 @@ class DigestBuilder:
 
     papers: list[PaperInfo]
     acronyms: Acronyms
-    _excerpts: dict[tuple[int, tuple[Feature, ...]], tuple[Markup, str]] = field(
-        default_factory=dict)
+    _excerpts: dict[tuple[int, ...], tuple[tuple[Markup, str], tuple[Feature, ...], bool]] = (
+        field(default_factory=dict))
     _highlighters: dict[int, Highlighter] = field(default_factory=dict)
     _by_spans: dict[tuple[int, tuple[tuple[int, int], ...]], tuple[Markup, str]] = field(
         default_factory=dict)
+    _fixed: dict[int, PaperFixed] = field(default_factory=dict)
+    _sentences: dict[int, list[int]] = field(default_factory=dict)
 
     def excerpt(self, index: int, features: tuple[Feature, ...]) -> tuple[Markup, str]:
-        key = (index, features)
-        hit = self._excerpts.get(key)
-        if hit is None:
+        return self._excerpt(index, features)[0]
+
+    def _excerpt(self, index: int, features: tuple[Feature, ...]) -> tuple[
+            tuple[Markup, str], tuple[Feature, ...], bool]:
+        """(excerpt HTML and text, the features, whether one is an author), cached by
+        the features' identities: hashing them (nested tuples) cost more than the rest
+        of a cache hit. The entry holds the features, so no other object can take one
+        of their ids while it is kept."""
+        key = (index, *map(id, features))
+        entry = self._excerpts.get(key)
+        if entry is None:
             text = self.papers[index].abstract
             spans: list[tuple[int, int]] = []
             if features:
@@ -213,65 +240,98 @@ class DigestBuilder:
             shape = (index, tuple(spans))
             hit = self._by_spans.get(shape)
             if hit is None:
-                a, b = excerpt_window(text, spans)
+                ends = self._sentences.get(index)
+                if ends is None:
+                    ends = self._sentences[index] = sentence_ends(text)
+                a, b = excerpt_window(text, spans, ends=ends)
                 suffix = "…" if b < len(text) else ""
                 prefix = "…" if a > 0 else ""
-                html = Markup(prefix) + marked(text, spans, a, b) + Markup(suffix)
-                hit = self._by_spans[shape] = (html, prefix + text[a:b] + suffix)
-            self._excerpts[key] = hit
-            if len(self._excerpts) > EXCERPT_CACHE:  # bounded: memory must not grow with
-                self._excerpts.clear()               # the number of subscribers
+                hit = self._by_spans[shape] = (_marked_excerpt(text, spans, a, b),
+                                               prefix + text[a:b] + suffix)
+            if len(self._excerpts) >= EXCERPT_CACHE:  # bounded: memory must not grow with
+                self._excerpts.clear()                # the number of subscribers
+            entry = self._excerpts[key] = (hit, features,
+                                           any(f.kind == "author" for f in features))
             if len(self._by_spans) > EXCERPT_CACHE:
                 self._by_spans.clear()
-        return hit
+        return entry
 
     def paper(self, index: int, ex: Explanation | None) -> PaperView:
         info = self.papers[index]
+        fixed = self._fixed.get(index)
+        if fixed is None:  # what does not depend on the subscriber, made once a paper
+            fixed = self._fixed[index] = PaperFixed(info)
         features = tuple(ex.features) if ex else ()
-        excerpt_html, excerpt_text = self.excerpt(index, features)
-        if any(f.kind == "author" for f in features):
+        (excerpt_html, excerpt_text), _, by_author = self._excerpt(index, features)
+        if by_author:
             authors_html, authors_text = author_line(info.author_names, features)
         else:
-            authors_html, authors_text = Markup(escape(info.authors)), info.authors
+            authors_html, authors_text = fixed.authors, fixed.authors_text
         matched = [t for t, _ in ex.matched] if ex else []
-        return PaperView(info, excerpt_html, excerpt_text, ex.why if ex else "", matched,
+        return PaperView(fixed, excerpt_html, excerpt_text, ex.why if ex else "", matched,
                          authors_html, authors_text)
 
 
-class PaperView:
-    """One paper in one email. Attributes, not a dict: Jinja looks attributes up first,
-    and this lookup runs a dozen times per paper per subscriber.
-
-    ``links`` is the row under each paper (label, URL), built here so the HTML and
-    text parts show the same links; more per-paper links (feedback, say) are added
-    to that list, or to the row in ``partials/paper.html``."""
+class PaperFixed:
+    """What a paper shows the same way in every email: made once per paper and
+    edition, shared by every subscriber's view of it."""
 
     __slots__ = ("id", "title", "title_short", "url", "authors", "authors_text", "date",
                  "upvotes", "code_url", "project_url", "abs_url", "pdf_url", "image_url",
-                 "excerpt", "excerpt_text", "why", "matched", "group", "links", "featured")
+                 "links", "featured")
 
-    def __init__(self, info: PaperInfo, excerpt: Markup, excerpt_text: str, why: str,
-                 matched: list[str], authors: Markup | None = None,
-                 authors_text: str | None = None) -> None:
+    def __init__(self, info: PaperInfo) -> None:
         self.id, self.title, self.url = info.id, info.title, info.url
         self.title_short = info.title_short or info.title
-        self.authors = authors if authors is not None else Markup(escape(info.authors))
-        self.authors_text = authors_text if authors_text is not None else info.authors
+        self.authors, self.authors_text = Markup(escape(info.authors)), info.authors
         self.date, self.upvotes = info.date, info.upvotes
         self.code_url, self.project_url = info.code_url, info.project_url
         self.abs_url, self.pdf_url, self.image_url = info.abs_url, info.pdf_url, info.image_url
+        self.links = tuple(paper_links(info))
         self.featured = info.featured
+
+
+class PaperView:
+    """One paper in one email. Attributes, not a dict: Jinja looks attributes up first.
+    What differs between subscribers is set here; the rest (``id``, ``title``, ``url``,
+    ``links``…) is read from the paper's ``PaperFixed``, made once, so a view costs a
+    handful of assignments.
+
+    ``links`` is the row under each paper (label, URL), built in ``paper_links`` so the
+    HTML and text parts show the same links; more per-paper links (feedback, say) are
+    added there, or to the row in ``partials/paper.html``."""
+
+    __slots__ = ("fixed", "authors", "authors_text", "excerpt", "excerpt_text", "why",
+                 "matched", "group", "blocks")
+
+    def __init__(self, info: PaperInfo | PaperFixed, excerpt: Markup, excerpt_text: str,
+                 why: str, matched: list[str], authors: Markup | None = None,
+                 authors_text: str | None = None) -> None:
+        fixed = info if isinstance(info, PaperFixed) else PaperFixed(info)
+        self.fixed = fixed  # also the key of caches of per-paper pieces (render/blocks.py)
+        self.blocks: list[str] = []  # its split-off blocks, filled in (render/blocks.py)
+        self.authors = authors if authors is not None else fixed.authors
+        self.authors_text = authors_text if authors_text is not None else fixed.authors_text
         self.excerpt, self.excerpt_text, self.why, self.matched = (excerpt, excerpt_text, why,
                                                                    matched)
         self.group = matched[0] if matched else ""
-        links = [("Abstract", info.abs_url or info.url)]
-        if info.pdf_url:
-            links.append(("PDF", info.pdf_url))
-        if info.code_url:
-            links.append(("Code", info.code_url))
-        if info.project_url:
-            links.append(("Project page", info.project_url))
-        self.links = links
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "fixed":  # not set yet: never look it up in itself
+            raise AttributeError(name)
+        return getattr(self.fixed, name)
+
+
+def paper_links(info: PaperInfo) -> list[tuple[str, str]]:
+    """The row of links under a paper: each only when known."""
+    links = [("Abstract", info.abs_url or info.url)]
+    if info.pdf_url:
+        links.append(("PDF", info.pdf_url))
+    if info.code_url:
+        links.append(("Code", info.code_url))
+    if info.project_url:
+        links.append(("Project page", info.project_url))
+    return links
 
 
 def group_papers(papers: list[PaperView]) -> list[tuple[str, list[PaperView]]]:
@@ -283,22 +343,25 @@ def group_papers(papers: list[PaperView]) -> list[tuple[str, list[PaperView]]]:
     return list(groups.items())
 
 
-def summary_line(papers: list[PaperView], trending: list[PaperView], weekly: bool = False
-                 ) -> str:
+def summary_line(papers: list[PaperView], trending: list[PaperView], weekly: bool = False,
+                 groups: list[tuple[str, list[PaperView]]] | None = None) -> str:
     """The opening line: "7 new papers for you: state space models (4), mixture of
-    experts (3)" ("7 papers for you this week: ..." in a weekly email)."""
-    line = _summary(papers, trending)
+    experts (3)" ("7 papers for you this week: ..." in a weekly email). ``groups``:
+    ``group_papers(papers)``, when already made."""
+    line = _summary(papers, trending, groups)
     if weekly:
         line = (line.replace(" new paper", " paper", 1).replace(" for you", " for you this week", 1)
                 .replace("today", "this week"))
     return line
 
 
-def _summary(papers: list[PaperView], trending: list[PaperView]) -> str:
+def _summary(papers: list[PaperView], trending: list[PaperView],
+             groups: list[tuple[str, list[PaperView]]] | None = None) -> str:
     if papers:
         n = len(papers)
         head = f"{n} new paper{'' if n == 1 else 's'} for you"
-        counts = [(term or "other", len(ps)) for term, ps in group_papers(papers)]
+        counts = [(term or "other", len(ps))
+                  for term, ps in (groups if groups is not None else group_papers(papers))]
         if len(counts) == 1 and counts[0][0] == "other":
             return head
         return head + ": " + ", ".join(f"{t} ({c})" for t, c in counts)

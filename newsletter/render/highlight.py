@@ -34,13 +34,15 @@ class Highlighter:
         self.by_raw: dict[str, list[int]] = defaultdict(list)
         for i, t in enumerate(tokens):
             self.by_raw[t[3]].append(i)
-        self._cache: dict[Feature, list[tuple[int, int]]] = {}
+        # by the feature's identity (the entry keeps it alive, so the id stays its own):
+        # hashing a Feature (nested tuples) cost more than the rest of a lookup
+        self._cache: dict[int, tuple[Feature, list[tuple[int, int]]]] = {}
 
     def feature_spans(self, feat: Feature) -> list[tuple[int, int]]:
         """Where one feature occurs (cached: many subscribers share features)."""
-        cached = self._cache.get(feat)
-        if cached is not None:
-            return cached
+        hit = self._cache.get(id(feat))
+        if hit is not None and hit[0] is feat:
+            return hit[1]
         found: list[tuple[int, int]] = []
         if feat.kind != "author":
             topic = feat.kind == "topic"
@@ -56,7 +58,7 @@ class Highlighter:
                 for part in feat.parts:  # the words matched, not the phrase: mark them
                     for i in self.by_stem.get(part, ()):
                         found.append((self.content[i][0], self.content[i][1]))
-        self._cache[feat] = found
+        self._cache[id(feat)] = (feat, found)
         return found
 
     def spans(self, features: Sequence[Feature]) -> list[tuple[int, int]]:

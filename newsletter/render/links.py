@@ -31,7 +31,7 @@ TOKEN_SHAPE = re.compile(
 @dataclass(frozen=True)
 class Claims:
     """What a verified token says: its ids (the subscriber's first) and the link nonce
-    it carries (None for a link made before nonces: ``web.tokens`` decides)."""
+    it carries (None for a link made before nonces: ``store.tokens`` decides)."""
 
     ids: list[int]
     nonce: int | None
@@ -112,15 +112,18 @@ def _b36(value: int) -> str:
 @dataclass(frozen=True)
 class Links:
     unsubscribe: str
-    unsubscribe_mailto: str
+    unsubscribe_mailto: str  # "" when no mailbox reads mailto: requests
     preferences: str
     browser: str
 
 
 class LinkMaker:
-    def __init__(self, web: WebConfig, sender: SenderConfig, signer: Signer) -> None:
+    def __init__(self, web: WebConfig, sender: SenderConfig, signer: Signer, *,
+                 mailto: str | None = None) -> None:
+        """``mailto``: where a mailto: unsubscribe goes; None (no mailbox read there)
+        = the List-Unsubscribe header offers only the https URL."""
         self.base = web.base_url.rstrip("/")
-        self.mailbox = sender.from_address  # where a mailto: unsubscribe goes
+        self.mailbox = mailto
         self.signer = signer
         self._quoted: dict[str, str] = {}  # paper id → its URL path segment
 
@@ -133,7 +136,8 @@ class LinkMaker:
         unsub = sign("unsubscribe", subscriber_id, nonce=nonce)
         return Links(
             unsubscribe=f"{self.base}/unsubscribe/{unsub}",
-            unsubscribe_mailto=f"mailto:{self.mailbox}?subject={quote('unsubscribe ' + unsub)}",
+            unsubscribe_mailto=(f"mailto:{self.mailbox}?subject="
+                                f"{quote('unsubscribe ' + unsub)}" if self.mailbox else ""),
             preferences=f"{self.base}/preferences/"
                         f"{sign('preferences', subscriber_id, nonce=nonce)}",
             browser=f"{self.base}/view/{sign('view', subscriber_id, edition_id, nonce=nonce)}",

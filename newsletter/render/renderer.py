@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from newsletter.config import RenderConfig, SenderConfig, WebConfig
 from newsletter.errors import ConfigError
 from newsletter.ranking.engine import Explanation
 from newsletter.ranking.text import Acronyms
+from newsletter.render.blocks import BlockFiller
 from newsletter.render.compile import compile_templates, render_or_raise
 from newsletter.render.digest import (
     DigestBuilder,
@@ -36,7 +38,7 @@ class Recipient:
     email: str
     name: str = ""
     keywords: str = ""
-    nonce: int | None = None  # the row's link_nonce, carried by every link (web.tokens)
+    nonce: int | None = None  # the row's link_nonce, carried by every link (store.tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,50 +68,75 @@ def dkim_signer(r: RenderConfig) -> DkimSigner | None:
 class Renderer:
     def __init__(self, render: RenderConfig, sender: SenderConfig, web: WebConfig, *,
                  keys: list[str], day: dt.date, edition_id: int, papers: list[PaperInfo],
-                 acronyms: Acronyms) -> None:
+                 acronyms: Acronyms, split_blocks: bool = True,
+                 unsubscribe_mailto: str | None = None) -> None:
         """The ``[render]`` section (templates, images, DKIM), the ``[sender]`` one (the
-        From and List-Id headers) and ``[web]`` (the links' base URL)."""
-        self.compiled = compile_templates(render.templates)
+        From and List-Id headers) and ``[web]`` (the links' base URL). ``split_blocks``:
+        paper blocks rendered once per paper (render/blocks.py); off, every block runs
+        inline (the tests compare the two). ``unsubscribe_mailto``: the address
+        List-Unsubscribe offers a mailto: for (only where a mailbox is read for those
+        requests; None: the https URL alone)."""
+        self.compiled = compile_templates(render.templates, split=split_blocks)
+        self.blocks = BlockFiller(self.compiled.blocks)
         self.mime = MimeBuilder(sender, dkim_signer(render),
                                 feedback_id=f"{edition_id}:digest:{sender.list_id}")
-        self.links = LinkMaker(web, sender, Signer(keys))
+        self.links = LinkMaker(web, sender, Signer(keys), mailto=unsubscribe_mailto)
         if render.images == "remote":
             papers = [p.with_image(render.image_url) for p in papers]
         self.digest = DigestBuilder(papers, acronyms)
         self.edition_id = edition_id
         self.day = day
         s = sender
-        self.sender = {"from_name": s.from_name, "from_address": s.from_address,
-                       "postal_address": s.postal_address}
-        self.edition = {"date_long": f"{day:%A}, {day:%B} {day.day}, {day.year}",
-                        "day": day.isoformat(), "id": edition_id}
+        # Objects, not dicts: Jinja tries an attribute first, and on a dict that
+        # attempt raises and catches an exception on every ``{{ sender.from_name }}``.
+        # ``sender["from_name"]`` still works in a template.
+        self.sender = SimpleNamespace(from_name=s.from_name, from_address=s.from_address,
+                                      postal_address=s.postal_address)
+        self.edition = SimpleNamespace(date_long=f"{day:%A}, {day:%B} {day.day}, {day.year}",
+                                       day=day.isoformat(), id=edition_id)
 
-    def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
-               trending: bool, weekly: bool = False) -> Rendered:
+    def context(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
+                trending: bool, weekly: bool = False) -> dict[str, Any]:
+        """What the templates see for one subscriber (subject and preheader included)."""
         items = [self.digest.paper(i, ex) for i, ex in zip(picks, explanations, strict=True)]
         papers: list[PaperView] = [] if trending else items
         trend: list[PaperView] = items if trending else []
         links = self.links.for_subscriber(r.id, self.edition_id, r.nonce)
-        terms = tuple(dict.fromkeys(t for p in papers for t in p.matched))
+        groups = group_papers(papers)
+        summary = summary_line(papers, trend, weekly, groups)
         context: dict[str, Any] = {
             "sender": self.sender, "edition": self.edition, "weekly": weekly,
-            "subscriber": {"email": r.email, "name": r.name, "keywords": r.keywords},
-            "links": {"unsubscribe": links.unsubscribe, "preferences": links.preferences,
-                      "browser": links.browser},
+            "subscriber": SimpleNamespace(email=r.email, name=r.name, keywords=r.keywords),
+            "links": links,
             "papers": papers, "trending": trend,
             # grouped under the best-matching term when more than one term matched
-            "groups": group_papers(papers),
-            "summary": summary_line(papers, trend, weekly),
-            "feedback": {p.id: self.links.votes(r.id, p.id, r.nonce) for p in items},
+            "groups": groups,
+            "summary": summary,
+            "feedback": {p.fixed.id: self.links.votes(r.id, p.fixed.id, r.nonce) for p in items},
         }
+        feedback = context["feedback"]
+        for p in items:
+            p.blocks = self.blocks.fill(p, feedback)
         subject = render_or_raise(self.compiled.subject, "subject.txt", context).strip()
         context["subject"] = subject
-        context["preheader"] = context["summary"]
+        context["preheader"] = summary
+        return context
+
+    def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
+               trending: bool, weekly: bool = False) -> Rendered:
+        context = self.context(r, picks, explanations, trending, weekly)
+        papers: list[PaperView] = context["papers"]
+        subject: str = context["subject"]
+        links = context["links"]
+        terms = tuple(dict.fromkeys(t for p in papers for t in p.matched))
         html = render_or_raise(self.compiled.html, "digest.mjml", context)
         text = render_or_raise(self.compiled.text, "digest.txt", context)
         message = self.mime.build(
             to=r.email, to_name=r.name, subject=subject, text=text, html=html,
             message_id=self.mime.message_id(f"{self.day:%Y%m%d}.{self.edition_id}.{r.id}"),
-            list_unsubscribe=f"<{links.unsubscribe}>, <{links.unsubscribe_mailto}>",
+            list_unsubscribe=f"<{links.unsubscribe}>" + (
+                f", <{links.unsubscribe_mailto}>" if links.unsubscribe_mailto else ""),
+            html_7bit=self.compiled.html_7bit,
         )
-        return Rendered(subject, html, text, message, len(papers), len(trend), terms)
+        return Rendered(subject, html, text, message, len(papers), len(context["trending"]),
+                        terms)

@@ -18,7 +18,7 @@ from typing import Any
 from newsletter.config import RankingConfig, RenderConfig, SenderConfig, WebConfig
 from newsletter.ingest.papers import Paper
 from newsletter.ingest.run import parse_text
-from newsletter.ranking.engine import Corpus, RankEntry, Ranker
+from newsletter.ranking.engine import Corpus, Explanation, RankEntry, Ranker
 from newsletter.ranking.selection import load_acronyms
 from newsletter.render.digest import PaperInfo
 from newsletter.render.renderer import Recipient, Rendered, Renderer
@@ -73,22 +73,27 @@ class SampleSet:
         entries = [RankEntry.of(r) for r in rows]
         acronyms = load_acronyms(cfg, entries)
         self.ranker = Ranker(Corpus(entries, acronyms, cfg, day), cfg)
-        papers = [PaperInfo.of(r, f"{web.base_url.rstrip('/')}/papers/{r.id}") for r in rows]
+        papers = [PaperInfo.of(r, f"{web.base_url.rstrip('/')}/papers/{r.id}", day)
+                  for r in rows]
         self.renderer = Renderer(render or RenderConfig(), sender or SenderConfig(), web,
                                  keys=["sample-key"], day=day, edition_id=1, papers=papers,
                                  acronyms=acronyms)
         self.upvotes = [int(r.upvotes or 0) for r in rows]
 
-    def render(self, who: Recipient) -> Rendered:
+    def choose(self, who: Recipient) -> tuple[list[int], list[Explanation | None], bool]:
+        """The picks, their explanations and the trending flag for ``who``."""
         cfg = self.cfg
         every = list(range(len(self.upvotes)))
         ex = self.ranker.explain_many(who.keywords, every)
         matches = sorted((i for i in every if ex[i].relevance >= cfg.min_relevance),
                          key=lambda i: -ex[i].score)[: cfg.max_papers]
         if matches:
-            return self.renderer.render(who, matches, [ex[i] for i in matches], False)
+            return matches, [ex[i] for i in matches], False
         top = sorted(every, key=lambda i: -self.upvotes[i])[: cfg.trending_count]
-        return self.renderer.render(who, top, [None] * len(top), True)
+        return top, [None] * len(top), True
+
+    def render(self, who: Recipient) -> Rendered:
+        return self.renderer.render(who, *self.choose(who))
 
 
 def sample_digests(*, ranking: RankingConfig | None = None, render: RenderConfig | None = None,

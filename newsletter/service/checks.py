@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.config import Settings, WebConfig
-from newsletter.delivery.check import FAIL, OK, Item, run_checks
+from newsletter.delivery.check import FAIL, OK, Item, check_bounces, run_checks
 from newsletter.store import key_use
 from newsletter.store.db import make_engine, schema_state, session_scope
 
@@ -84,6 +84,7 @@ def run_all(settings: Settings, *, dns: bool = False, nameserver: str | None = N
     c = settings
     items = run_checks(web=c.web, sender=c.sender, render=c.render, transport=c.transport,
                        smtp=c.smtp, api=c.api)
+    items.append(check_bounces(c.bounces, c.sender, c.transport.backend))
     if dns:
         from newsletter.delivery.published import published_items
 

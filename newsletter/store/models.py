@@ -61,12 +61,13 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"
+    DEFERRED = "deferred"  # refused for now (4xx, timeout): tried again at next_try_at
 
 
 class Subscriber(Base):
     """One person. ``id`` is never given to anyone else (AUTOINCREMENT on SQLite, a
     sequence on PostgreSQL), and every link signed for them also carries
-    ``link_nonce``, checked against the row (``web.tokens``): a link outlives its
+    ``link_nonce``, checked against the row (``store.tokens``): a link outlives its
     subscriber only as a refusal. ``pending_change`` holds the profile a sign-up for
     an existing address asked for, applied only when its confirmation link is used."""
 
@@ -141,6 +142,7 @@ class Delivery(Base):
         UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
         # id last: claiming "the next n pending rows" walks the index in order (0009)
         Index("ix_delivery_edition_status", "edition_id", "status", "id"),
+        Index("ix_delivery_status_next_try", "status", "next_try_at"),  # deferred rows due (0011)
         # One edition per subscriber per day, whichever process or slot planned it.
         Index("uq_delivery_subscriber_day", "subscriber_id", "day", unique=True),
     )
@@ -165,6 +167,10 @@ class Delivery(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # A deferred row (a temporary refusal) is tried again at next_try_at, until
+    # [delivery] retry_hours after first_try_at; then it fails with the last reason.
+    first_try_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    next_try_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class SentEntry(Base):
@@ -203,6 +209,25 @@ class Suppression(Base):
 
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(32), default="erased")
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class MailReport(Base):
+    """One message read from the bounce mailbox, by its digest: what it was and what
+    was done, so a message read twice (the mailbox was not told in time) is acted on
+    once, and an operator can see why an address was bounced."""
+
+    __tablename__ = "mail_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the raw bytes
+    kind: Mapped[str] = mapped_column(String(16))  # bounces.parse.Kind
+    outcome: Mapped[str] = mapped_column(String(16))  # the count it went under
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True, index=True)
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 

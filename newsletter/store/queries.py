@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
@@ -23,13 +23,23 @@ from newsletter.store.models import (
 )
 
 
+class SubscriberRow(NamedTuple):
+    """One subscriber as planning and ranking need them: a ``NamedTuple`` so the
+    fields have names and a million rows still cost what plain tuples do."""
+
+    id: int
+    email: str
+    name: str
+    keywords: str
+
+
 def subscriber_rows(session: Any, *, email: str | None = None,
                     unsent_day: dt.date | None = None,
                     slot: Sequence[tuple[str, int]] | None = None,
                     had_day: dt.date | None = None,
                     frequencies: Sequence[str] | None = None,
                     had_within_days: int = 1,
-                    ) -> Iterator[tuple[int, str, str, str]]:
+                    ) -> Iterator[SubscriberRow]:
     """Active subscribers to plan: none who already has an edition of ``unsent_day``
     (one newsletter day per person, whatever the slot), only those in ``slot``; with
     ``had_day``, only those who had that day's edition (a late day is owed to them;
@@ -53,9 +63,7 @@ def subscriber_rows(session: Any, *, email: str | None = None,
         q = q.where(or_(false(), *[(Subscriber.tz == tz) & (Subscriber.send_hour == hour)
                                    for tz, hour in slot]))
     for row in session.execute(q.order_by(Subscriber.id).execution_options(yield_per=5000)):
-        yield row[0], row[1], row[2], row[3]
-
-
+        yield SubscriberRow._make(row)
 
 
 def sent_editions(session: Session, subscriber_id: int, limit: int

@@ -224,31 +224,13 @@ def import_csv(session: Session, data: bytes, origin: str, *,
     Rows are written in batches as they are validated, so memory holds one batch,
     not the whole file's rows (a million rows as dicts took 1.9 GB); after the
     first bad row nothing more is written, and the rest is only checked."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InputError(f"{origin}:{line}: invalid UTF-8: expected a UTF-8 CSV file") from None
-    if not text.strip():
-        raise InputError(f"{origin}: empty file: expected a header row email,name,keywords,tz,hour")
+    text = _csv_text(data, origin)
     existing = set(session.scalars(select(Subscriber.email)))
     report = ImportReport()
     now = utcnow()
     batch: list[tuple[int, dict[str, object]]] = []
     seen: set[str] = set()
     bad: list[str] = []
-
-    def write() -> None:
-        if batch and not bad:
-            erased = suppressed_among(session, [str(v["email"]) for _, v in batch])
-            report.suppressed += [(n, str(v["email"])) for n, v in batch
-                                  if v["email"] in erased]
-            rows = [v for _, v in batch if v["email"] not in erased]
-            if rows:
-                session.execute(insert(Subscriber), rows)
-            report.added += len(rows)
-        batch.clear()
-
     try:
         parsed: Iterable[tuple[int, dict[str, str]]] = _rows(text, origin)
         for line, row in parsed:
@@ -266,21 +248,53 @@ def import_csv(session: Session, data: bytes, origin: str, *,
                           bounce_count=0, created_at=now, updated_at=now)
             batch.append((line, values))
             if len(batch) >= IMPORT_BATCH:
-                write()
-        write()
+                _insert_batch(session, [] if bad else batch, report)
+                batch.clear()
+        _insert_batch(session, [] if bad else batch, report)
     except csv.Error as exc:
         raise InputError(f"{origin}: malformed CSV: {exc}") from None
-    if len(bad) == 1:
-        raise InputError(bad[0] + " (nothing imported)")
     if bad:
-        shown = bad[:MAX_REPORTED_ROWS]
-        more = f"\n... and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
-        raise InputError(f"{origin}: {len(bad)} bad row{'s' if len(bad) > 1 else ''}, "
-                         "nothing imported:\n" + "\n".join(shown) + more)
+        raise _bad_rows(origin, bad)
     report.suppressed.sort()
     session.add(Event(kind="imported", detail={"file": origin, "added": report.added,
                                                "duplicates": len(report.duplicates)}))
     return report
+
+
+def _csv_text(data: bytes, origin: str) -> str:
+    """The file as text, or one line naming the file (and the line of a bad byte)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{origin}:{line}: invalid UTF-8: expected a UTF-8 CSV file") from None
+    if not text.strip():
+        raise InputError(f"{origin}: empty file: expected a header row email,name,keywords,tz,hour")
+    return text
+
+
+def _insert_batch(session: Session, batch: list[tuple[int, dict[str, object]]],
+                  report: ImportReport) -> None:
+    """Insert one batch of valid new rows, except addresses erased before (counted in
+    ``report.suppressed`` with their line: an import must not bring them back)."""
+    if not batch:
+        return
+    erased = suppressed_among(session, [str(v["email"]) for _, v in batch])
+    report.suppressed += [(n, str(v["email"])) for n, v in batch if v["email"] in erased]
+    rows = [v for _, v in batch if v["email"] not in erased]
+    if rows:
+        session.execute(insert(Subscriber), rows)
+    report.added += len(rows)
+
+
+def _bad_rows(origin: str, bad: list[str]) -> InputError:
+    """One bad row as one line; several as a count and the first ``MAX_REPORTED_ROWS``."""
+    if len(bad) == 1:
+        return InputError(bad[0] + " (nothing imported)")
+    shown = bad[:MAX_REPORTED_ROWS]
+    more = f"\n... and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
+    return InputError(f"{origin}: {len(bad)} bad rows, nothing imported:\n"
+                      + "\n".join(shown) + more)
 
 
 def remove(session: Session, email: str, *, by: str = "cli") -> str:

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Sequence
+from email.utils import parseaddr
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -63,7 +64,9 @@ class SesTransport(HttpApiTransport):
     def request(self, messages: Sequence[Message]) -> dict[str, Any]:
         [m] = messages
         body = json.dumps({
-            "FromEmailAddress": m.sender,
+            # the From address (a verified identity), not the envelope sender: SES
+            # sets its own MAIL FROM and reports bounces through its notifications
+            "FromEmailAddress": parseaddr(m.from_header)[1] or m.sender,
             "Destination": {"ToAddresses": [m.to]},
             "Content": {"Raw": {"Data": base64.b64encode(m.data).decode("ascii")}},
         }).encode()

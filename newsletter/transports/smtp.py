@@ -122,6 +122,29 @@ class _Conn:
         self.used = 0
 
 
+# One mechanism, one attempt: aiosmtplib's login() tries every mechanism offered in
+# turn, so a wrong password cost two or three refusals per connection, and servers
+# count refusals toward locking the account or the address out.
+MECHANISMS = ("plain", "login", "cram-md5")
+
+
+async def _login(client: aiosmtplib.SMTP, username: str, password: str) -> None:
+    if not client.supports_extension("auth"):
+        raise aiosmtplib.SMTPException("the server offers no AUTH (set [smtp] security, "
+                                       "or no username)")
+    offered = client.supported_auth_methods
+    mechanism = next((m for m in MECHANISMS if m in offered), None)
+    if mechanism is None:
+        raise aiosmtplib.SMTPException("the server offers none of the AUTH mechanisms "
+                                       "PLAIN, LOGIN, CRAM-MD5")
+    await getattr(client, f"auth_{mechanism.replace('-', '')}")(username, password)
+
+
+async def _close(client: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(Exception):
+        client.close()
+
+
 class SmtpTransport(Transport):
     name = "smtp"
     config_section = "smtp"
@@ -153,12 +176,15 @@ class SmtpTransport(Transport):
                 except aiosmtplib.SMTPHeloError:
                     await client.helo()
             if c.username:
-                await client.login(c.username, c.password or "")
+                await _login(client, c.username, c.password or "")
         except aiosmtplib.SMTPAuthenticationError as exc:
+            await _close(client)
             raise TransportError(f"SMTP login refused: {exc.code} {exc.message}",
-                                 permanent=True) from None
+                                 permanent=True, sender=True) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise TransportError(f"cannot connect to SMTP {c.host}:{c.port}: {exc}") from None
+            await _close(client)
+            raise TransportError(f"cannot connect to SMTP {c.host}:{c.port}: {exc}",
+                                 sender=True) from None
         return _Conn(client)
 
     async def send(self, message: Message) -> str:
@@ -192,7 +218,10 @@ class SmtpTransport(Transport):
                 else:  # 4xx, or a reply about our own state: start over on a new connection
                     await _quit(conn)
                     conn = None
-                raise classify(exc.code, exc.message) from None
+                error = classify(exc.code, exc.message)
+                if isinstance(exc, aiosmtplib.SMTPSenderRefused):  # MAIL FROM: ours
+                    error.sender, error.bounce = True, False
+                raise error from None
             except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 await _quit(conn)
                 conn = None

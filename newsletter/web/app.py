@@ -24,12 +24,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from newsletter.app import App
 from newsletter.render.links import Signer
 from newsletter.service.signing import begin_signing
+from newsletter.store.tokens import legacy_max_id
 from newsletter.web import notices, pages
 from newsletter.web.context import Web, web_of
 from newsletter.web.feedback import FEEDBACK_ROUTES
 from newsletter.web.metrics import metrics_route
 from newsletter.web.security import BodyLimit, SecurityHeaders
-from newsletter.web.tokens import legacy_max_id
 from newsletter.web.webhooks import Fetcher, webhook_tokens
 
 log = logging.getLogger("newsletter.web")

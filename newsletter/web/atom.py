@@ -8,11 +8,7 @@ import datetime as dt
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from sqlalchemy import select
-
-from newsletter.delivery import shown
-from newsletter.store.models import Entry, Subscriber
-from newsletter.store.queries import sent_editions
+from newsletter.service.emails import sent_papers
 
 MAX_ITEMS = 200
 
@@ -30,26 +26,11 @@ def _summary(why: str, abstract: str) -> str:
 
 def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
     links = web.links
-    with web.app.reading() as s:
-        sub = s.get(Subscriber, sub_id)
-        if sub is None:
-            return None
-        rows = sent_editions(s, sub_id, 60)
-        picked: list[tuple[str, dt.datetime]] = []
-        why: dict[str, str] = {}  # what the email said of each pick (its record)
-        for delivery, edition in rows:
-            when = delivery.sent_at or edition.created_at
-            picked.extend((eid, when) for eid in delivery.entry_ids)
-            record = shown.decode(delivery.shown)
-            if record is not None:
-                for eid in record.entry_ids:
-                    why.setdefault(eid, record.why(eid))
-        picked = picked[:MAX_ITEMS]
-        ids = [eid for eid, _ in picked]
-        entries = {e.id: e for e in s.scalars(select(Entry).where(Entry.id.in_(ids)))} \
-            if ids else {}
+    sub, picked = sent_papers(web.app.engine, sub_id, editions=60, most=MAX_ITEMS)
+    if sub is None:
+        return None
     name = web.settings.sender.from_name
-    updated = _time(picked[0][1]) if picked else _time(sub.created_at)
+    updated = _time(picked[0].when) if picked else _time(sub.created_at)
     out = ['<?xml version="1.0" encoding="utf-8"?>',
            '<feed xmlns="http://www.w3.org/2005/Atom">',
            f"<title>{escape(name)}: your papers</title>",
@@ -58,8 +39,8 @@ def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
            f"<link rel=\"self\" href={quoteattr(self_url)}/>",
            f"<link rel=\"alternate\" href={quoteattr(links.home('/'))}/>",
            f"<author><name>{escape(name)}</name></author>"]
-    for eid, when in picked:
-        e = entries.get(eid)
+    for paper in picked:
+        e, when = paper.entry, paper.when
         if e is None:
             continue
         out += ["<entry>",
@@ -67,7 +48,7 @@ def build_feed(web: Any, sub_id: int, self_url: str) -> bytes | None:
                 f"<id>{escape(links.paper(e.id))}</id>",
                 f"<link href={quoteattr(links.paper(e.id))}/>",
                 f"<updated>{_time(when)}</updated>",
-                f"<summary>{escape(_summary(why.get(eid, ''), e.abstract or ''))}</summary>"]
+                f"<summary>{escape(_summary(paper.why, e.abstract or ''))}</summary>"]
         out += [f"<author><name>{escape(str(a))}</name></author>" for a in (e.authors or [])[:5]]
         out.append("</entry>")
     out.append("</feed>")

@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import time
 import zoneinfo
-from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,8 @@ from starlette.responses import HTMLResponse
 from newsletter.app import App
 from newsletter.render.compile import BUNDLED
 from newsletter.render.links import LinkMaker, Signer
+from newsletter.web import offload
+from newsletter.web.offload import Renderers
 from newsletter.web.picks import PicksCache
 from newsletter.web.security import ClientLimiter, Csrf
 from newsletter.web.webhooks import VERIFIERS, Fetcher, Verifier
@@ -52,7 +52,7 @@ class Web:
     links: LinkMaker = field(init=False)
     csrf: Csrf = field(init=False)
     limiter: ClientLimiter = field(init=False)
-    picks: PicksCache = field(init=False)
+    work: Renderers = field(init=False)
     verifiers: dict[str, Verifier] = field(init=False)
     email_templates: jinja2.Environment = field(init=False)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -60,10 +60,8 @@ class Web:
     # their own lane, so the database-only answers (one-click unsubscribe above all)
     # always find a free worker thread instead of queueing behind them.
     heavy: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
-    editions: OrderedDict[int, Any] = field(default_factory=OrderedDict)
-    editions_lock: threading.Lock = field(default_factory=threading.Lock)
     pool: ProcessPoolExecutor | None = None
-    # Subscriber ids whose links from before link nonces are still honoured (web.tokens)
+    # Subscriber ids whose links from before link nonces are still honoured (store.tokens)
     legacy_link_max_id: int = 0
 
     def __post_init__(self) -> None:
@@ -78,7 +76,7 @@ class Web:
         self.links = LinkMaker(settings.web, settings.sender, self.signer)
         self.csrf = Csrf(self.signer._keys[0], settings.web.base_url)
         self.limiter = ClientLimiter(settings.web.signups_per_client_per_hour)
-        self.picks = PicksCache(self.app, settings.web.preview_cache_size)
+        self.work = Renderers(self.app)
         self.verifiers = {name: cls(settings.webhooks, fetcher=self.fetcher)
                           for name, cls in VERIFIERS.items()}
         self.email_templates = email_templates(settings.render.templates)
@@ -87,6 +85,10 @@ class Web:
     def settings(self) -> Any:
         return self.app.settings
 
+    @property
+    def picks(self) -> PicksCache:
+        return self.work.picks
+
     async def cpu(self, func: Any, *args: Any) -> Any:
         """Run CPU-heavy ``func`` in a worker thread of the heavy lane."""
         return await anyio.to_thread.run_sync(func, *args, limiter=self.heavy)
@@ -94,8 +96,6 @@ class Web:
     def start_pool(self) -> None:
         """The render processes (``[web] render_processes``), warmed at once."""
         import multiprocessing
-
-        from newsletter.web import offload
 
         n = self.settings.web.render_processes
         if n and self.pool is None:
@@ -119,8 +119,6 @@ class Web:
             dict[str, Any]]:
         """What ``keywords`` pick (cached), with ``subscriber_id``'s votes counting,
         computed off the event loop."""
-        from newsletter.web import offload
-
         if not keywords.strip():
             return []
         if self.pool is not None:
@@ -130,46 +128,17 @@ class Web:
         return await self.picks.picks(keywords, self.heavy, subscriber_id)
 
     async def render_view(self, sub_id: int, edition_id: int) -> str | None:
-        from newsletter.web import offload
-        from newsletter.web.pages import _render_view
-
+        """The HTML of "view in browser" (``service.emails.render_email``), rendered
+        off the event loop."""
         if self.pool is not None:
             html: str | None = await self._offload(offload.view, sub_id, edition_id)
             return html
-        result: str | None = await self.cpu(_render_view, self, sub_id, edition_id)
+        result: str | None = await self.cpu(self.work.view, sub_id, edition_id)
         return result
-
-    def edition_context(self, session: Any, edition: Any) -> Any:
-        """The opened edition (all its candidate papers ranked and ready to render),
-        kept for the few most recent editions: "view in browser" renders from it."""
-        from newsletter.delivery.edition import open_edition
-
-        with self.editions_lock:
-            ctx = self.editions.get(edition.id)
-            if ctx is not None:
-                self.editions.move_to_end(edition.id)
-                return ctx
-        ctx = open_edition(self.settings, session, edition)
-        with self.editions_lock:
-            self.editions[edition.id] = ctx
-            while len(self.editions) > 4:
-                self.editions.popitem(last=False)
-        return ctx
 
     def warm(self) -> None:
         """Build the picks corpus and open the newest edition, at server start."""
-        from sqlalchemy import select
-
-        from newsletter.store.models import Edition
-
-        self.picks.warm()
-        try:
-            with self.app.reading() as s:
-                edition = s.scalar(select(Edition).order_by(Edition.id.desc()).limit(1))
-                if edition is not None:
-                    self.edition_context(s, edition)
-        except Exception:  # noqa: BLE001 - an optimisation; requests open it themselves
-            log.exception("opening the newest edition at start failed")
+        self.work.warm()
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background, keeping a reference until it ends."""

@@ -26,7 +26,7 @@ from newsletter.service.ranking import subscriber_learned
 from newsletter.store import votes as votes_mod
 from newsletter.store.models import Entry, Subscriber
 from newsletter.web.context import Web, web_of
-from newsletter.web.pages import held, posted_form, token_values
+from newsletter.web.forms import held, posted_form, token_values
 
 
 def preferences_context(web: Web, sub_id: int, nonce: int | None) -> dict[str, Any]:

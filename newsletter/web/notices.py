@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from newsletter.service import subscribers
+from newsletter.service import bounces, subscribers
 from newsletter.web.context import Web, web_of
 from newsletter.web.security import TooLarge, read_body
 from newsletter.web.webhooks import Notice, Rejected, WebhookRequest, replay, webhook_tokens
@@ -42,6 +42,8 @@ def _apply(web: Web, provider: str, notices: list[Notice],
     try:
         with web.app.session() as s:
             replay.claim(s, provider, claims)
+            if provider == "generic":  # hard, soft and complaint reports, soft ones counted
+                return bounces.apply_reports(s, web.settings.bounces, notices)
             return subscribers.apply_notices(s, notices, provider=provider)
     except (replay.Replayed, IntegrityError):  # IntegrityError: the same notice, at once
         return None

@@ -12,14 +12,49 @@ keyword set (and votes), the newest opened editions.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
 from typing import Any
 
+from newsletter.app import App
 from newsletter.config import Settings
+from newsletter.delivery.edition import EditionConfig
+from newsletter.service.editions import EditionCache
+from newsletter.service.emails import render_email
+from newsletter.web.picks import PicksCache
 
-_web: Any = None
+log = logging.getLogger("newsletter.web")
+
+
+class Renderers:
+    """The CPU-bound work of the web pages and its caches: the picks of keyword sets
+    and the few newest opened editions. The server holds one (``[web]
+    render_processes = 0``), or each render process does."""
+
+    def __init__(self, app: App) -> None:
+        self.engine = app.engine
+        self.config = EditionConfig.of(app.settings)
+        self.picks = PicksCache(app, app.settings.web.preview_cache_size)
+        self.editions = EditionCache(4)
+
+    def warm(self) -> None:
+        """Build the picks corpus and open the newest edition, at server start."""
+        self.picks.warm()
+        try:
+            self.editions.open_newest(self.config, self.engine)
+        except Exception:  # noqa: BLE001 - an optimisation; requests open it themselves
+            log.exception("opening the newest edition at start failed")
+
+    def view(self, sub_id: int, edition_id: int) -> str | None:
+        """The HTML of "view in browser"."""
+        rendered = render_email(self.config, self.engine, sub_id, edition_id,
+                                cache=self.editions)
+        return rendered.html if rendered is not None else None
+
+
+_here: Renderers | None = None  # a render process's own
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -32,34 +67,29 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def init(settings: Settings) -> None:
-    """Process start: an app and a Web of its own (caches live here)."""
-    global _web
+    """Process start: an app and caches of its own."""
+    global _here
     # Below the server in the CPU queue: when the machine is busy, answering a one-click
     # unsubscribe comes before ranking a preferences page.
     with contextlib.suppress(OSError):
         os.nice(5)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    from newsletter.app import App
-    from newsletter.render.links import Signer
-    from newsletter.store.keys import secret_keys
-    from newsletter.web.context import Web
+    _here = Renderers(App(settings))
 
-    app = App(settings)
-    with app.session() as s:
-        signer = Signer(secret_keys(settings.web, s))
-    _web = Web(app, signer)
+
+def _renderers() -> Renderers:
+    assert _here is not None, "init() runs first in a render process"
+    return _here
 
 
 def warm() -> None:
-    _web.warm()
+    _renderers().warm()
 
 
 def picks(keywords: str, subscriber_id: int | None = None) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = _web.picks._compute(keywords, subscriber_id)
+    result: list[dict[str, Any]] = _renderers().picks._compute(keywords, subscriber_id)
     return result
 
 
 def view(sub_id: int, edition_id: int) -> str | None:
-    from newsletter.web.pages import _render_view
-
-    return _render_view(_web, sub_id, edition_id)
+    return _renderers().view(sub_id, edition_id)

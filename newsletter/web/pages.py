@@ -9,8 +9,6 @@ GETs and HEADs). Database work runs in worker threads, never on the event loop.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import json
 import logging
 from collections.abc import Callable
@@ -24,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from newsletter.addresses import validated
+from newsletter.delivery import shown
 from newsletter.errors import InputError
 from newsletter.frequency import CHOICES, describe
 from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
-from newsletter.render.links import Claims
 from newsletter.service import subscribers
-from newsletter.store import queries
+from newsletter.service.emails import sent_editions
 from newsletter.store.db import checkpoint
 from newsletter.store.models import (
     Delivery,
@@ -45,9 +43,8 @@ from newsletter.store.models import (
 from newsletter.store.subscribers import as_dict, check_hour
 from newsletter.urls import safe_url
 from newsletter.web.context import Web, now_hours, web_of, zone_options
-from newsletter.web.security import TooLarge, read_form
+from newsletter.web.forms import form_of, posted_form, token_values
 from newsletter.web.signup import process
-from newsletter.web.tokens import Holder, holder
 
 log = logging.getLogger("newsletter.web")
 VIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -68,52 +65,6 @@ def web_address(raw: str) -> str:
     except EmailNotValidError as exc:
         raise InputError(f"this email address does not work: {exc}") from None
     return (info.ascii_email or info.normalized).lower()
-
-
-async def form_of(request: Request, web: Web) -> dict[str, str] | Response:
-    try:
-        return await read_form(request, web.settings.web.max_form_bytes)
-    except TooLarge:
-        return web.error(request, 413, "Too large", "This form is larger than we accept.")
-
-
-def checked(request: Request, web: Web, form: dict[str, str]) -> Response | None:
-    reason = web.csrf.check(request, form)
-    return web.error(request, 403, "Please try again", reason) if reason else None
-
-
-async def posted_form(request: Request, web: Web) -> dict[str, str] | Response:
-    """A POSTed form, read under the size cap and carrying this site's CSRF token (with
-    the Origin check), or the error page to answer instead."""
-    form = await form_of(request, web)
-    if isinstance(form, Response):
-        return form
-    return checked(request, web, form) or form
-
-
-def _holder(web: Web, claims: Claims) -> Holder | None:
-    with web.app.reading() as s:
-        return holder(s, claims, web.legacy_link_max_id)
-
-
-async def token_values(web: Web, request: Request, purpose: str) -> Holder | Response:
-    """The subscriber the URL's token names: signed by us for ``purpose`` (else 400)
-    and made for the person who has that id now (else 410: erased, removed, or a link
-    that outlived its subscriber; ``web.tokens``)."""
-    try:
-        claims = web.signer.claims(purpose, request.path_params["token"])
-    except InputError as exc:
-        return web.error(request, 400, "This link does not work", exc.message)
-    return await held(web, request, claims)
-
-
-async def held(web: Web, request: Request, claims: Claims) -> Holder | Response:
-    found = await run_in_threadpool(_holder, web, claims)
-    if found is None:
-        return web.error(request, 410, "This link no longer works",
-                         "Nothing is stored for it any more: the subscription it was made "
-                         "for was deleted.")
-    return found
 
 
 # ---- sign-up and confirmation -------------------------------------------------------
@@ -384,16 +335,9 @@ async def erase(request: Request) -> Response:
                        "Everything about your address is deleted; it cannot be added again.")
 
 
-def _sent_editions(web: Web, sub_id: int) -> tuple[Subscriber | None, list[Any]]:
-    with web.app.reading() as s:
-        return s.get(Subscriber, sub_id), queries.sent_editions(s, sub_id, 100)
-
-
 def _sections(record: str | None) -> str:
     """"point cloud (3), vision transformer (7)" as the sent email said ("" for an
     email sent before records were kept)."""
-    from newsletter.delivery import shown
-
     found = shown.decode(record)
     return ", ".join(f"{t} ({n})" for t, n in found.sections()) if found else ""
 
@@ -404,7 +348,7 @@ async def archive(request: Request) -> Response:
     if isinstance(who, Response):
         return who
     sub_id, nonce = who.id, who.nonce
-    sub, rows = await run_in_threadpool(_sent_editions, web, sub_id)
+    sub, rows = await run_in_threadpool(sent_editions, web.app.engine, sub_id, 100)
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     editions = [{"date": format_date(e.day), "count": len(d.entry_ids),
@@ -430,54 +374,6 @@ async def feed(request: Request) -> Response:
 
 
 # ---- the email in a browser, and papers ----------------------------------------------
-
-def _render_view(web: Web, sub_id: int, edition_id: int) -> str | None:
-    from newsletter.delivery import shown
-    from newsletter.delivery.edition import open_edition
-    from newsletter.delivery.plan import Job, plan_jobs
-    from newsletter.render.renderer import Recipient
-    from newsletter.store.models import utcnow
-
-    settings = web.settings
-    with web.app.reading() as s:
-        sub = s.get(Subscriber, sub_id)
-        if sub is None:
-            return None
-        row = s.scalar(select(Delivery).where(Delivery.edition_id == edition_id,
-                                              Delivery.subscriber_id == sub_id))
-        edition = s.get(Edition, edition_id) if edition_id else None
-        if row is not None and edition is not None:
-            ctx = web.edition_context(s, edition)
-            record = shown.decode(row.shown)
-            if record is not None:  # the email as it was sent
-                if any(e not in ctx.selection_index for e in record.entry_ids):
-                    entries = list(s.scalars(select(Entry).where(
-                        Entry.id.in_(record.entry_ids))))
-                    ctx = open_edition(settings, s, edition, entries)
-                return ctx.render_shown(Recipient(sub.id, sub.email, sub.name, sub.keywords),
-                                        record).html
-            if any(e not in ctx.index for e in row.entry_ids):  # papers changed since
-                entries = list(s.scalars(select(Entry).where(Entry.id.in_(row.entry_ids))))
-                ctx = open_edition(settings, s, edition, entries)
-            job = Job(Recipient(sub.id, sub.email, sub.name, sub.keywords, sub.link_nonce),
-                      list(row.entry_ids), bool((row.details or {}).get("trending")),
-                      weekly=bool((row.details or {}).get("weekly")))
-            return ctx.render(job).html
-        if edition_id and edition is not None:
-            return None  # a real edition this subscriber was not part of
-        # A preview's link (edition 0, or one not yet created): render what the preview
-        # showed, the next edition as it would be made now.
-        edition = Edition(id=0, day=dt.date.today(), slot="", cutoff=utcnow())
-        ctx = open_edition(settings, s, edition)
-        rows = [(sub.id, sub.email, sub.name, sub.keywords)]
-        jobs = [j for chunk in plan_jobs(ctx.selection, iter(rows), settings.ranking.max_papers)
-                for j in chunk]
-        if not jobs or not jobs[0].entry_ids:
-            return None
-        job = dataclasses.replace(jobs[0], recipient=dataclasses.replace(
-            jobs[0].recipient, nonce=sub.link_nonce))  # the page's links are theirs
-        return ctx.render(job).html
-
 
 async def view(request: Request) -> Response:
     from starlette.responses import HTMLResponse

@@ -31,7 +31,9 @@ class Skipped:
     reason: str
 
     def __str__(self) -> str:
-        ident = f" ({self.ident})" if self.ident else ""
+        """One line, whatever the item's id holds (a feed's id may carry a newline)."""
+        shown = " ".join(self.ident.split())
+        ident = f" ({shown})" if shown else ""
         return f"item {self.position}{ident}: {self.reason}"
 
 

@@ -16,13 +16,13 @@ from sqlalchemy import Engine, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from newsletter.config import SourceConfig
+from newsletter.service.ingest import source_fetches
 from newsletter.store.models import (
     Delivery,
     DeliveryStatus,
     Edition,
     Entry,
     Event,
-    FetchState,
     SentEntry,
     SourceRun,
     Subscriber,
@@ -164,14 +164,8 @@ def growth(session: Session, today: dt.date, days: int = CHART_DAYS) -> list[int
 
 
 def sources(configured: Sequence[SourceConfig], session: Session) -> list[dict[str, Any]]:
-    """Each ``[[sources]]`` entry with its last conditional fetch (``fetch_state``
-    keeps one per URL that sent validators)."""
-    out = []
-    for src in configured:
-        state = session.get(FetchState, src.url) if src.url else None
-        out.append({"name": src.name, "kind": src.kind, "origin": src.url or src.path or "",
-                    "fetched_at": state.fetched_at if state else None})
-    return out
+    """Each ``[[sources]]`` entry with its last conditional fetch."""
+    return source_fetches(configured, session)
 
 
 @dataclass

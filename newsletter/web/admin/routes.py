@@ -29,13 +29,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from newsletter.app import App
-from newsletter.delivery.deliver import deliver
-from newsletter.delivery.edition import EditionContext, open_edition
-from newsletter.delivery.ledger import DbLedger
+from newsletter.delivery.edition import EditionConfig
 from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError, NewsletterError
 from newsletter.frequency import CHOICES, describe
 from newsletter.render.compile import BUNDLED
+from newsletter.service import editions
+from newsletter.service import preview as previews
 from newsletter.service import subscribers as people
 from newsletter.store import subscribers as subs_mod
 from newsletter.store.db import session_scope
@@ -87,6 +87,8 @@ class Console:
         with app.session() as s:
             self.signer = auth.CookieSigner(secret_keys(self.settings.web, s))
         self.secure = self.settings.web.base_url.startswith("https://")
+        self.edition_config = EditionConfig.of(self.settings)  # what preview and retry read
+        self.deliveries = editions.Background()  # retries sending after the answer
         self.base_origin = _origin(self.settings.web.base_url)
 
     def page(self, request: Request, name: str, code: int = 200, **context: Any
@@ -438,17 +440,14 @@ async def retry(request: Request) -> Response:
         found = s.get(Edition, eid)
     if found is None:
         raise HTTPException(404, "no such edition")
-    ledger = DbLedger(app.engine, found)
-    queued = await asyncio.to_thread(ledger.retry_failed)
+    # Requeued now; sent in a background thread by the same delivery a worker runs,
+    # so the answer comes at once, whatever the number of failures.
+    queued = await asyncio.to_thread(
+        editions.retry_failed, c.edition_config, app.engine, found.id,
+        lambda: make_transport(settings), c.deliveries)
     notice = f"{queued} transient failures queued again"
     if queued:
-        def opened() -> EditionContext:
-            with session_scope(app.engine, readonly=True) as s:
-                return open_edition(settings, s, found)
-
-        ctx = await asyncio.to_thread(opened)
-        report = await deliver(settings, ledger, ctx, make_transport(settings))
-        notice += (f"; sent {report.counts['sent']}, failed {report.counts['failed']}")
+        notice += "; sending them in the background (reload to follow)"
     return RedirectResponse(f"{PREFIX}/editions/{eid}?{urlencode({'notice': notice})}",
                             status_code=303)
 
@@ -461,10 +460,10 @@ def preview_params(values: Any) -> tuple[str, str, str]:
 
 
 async def run_preview(request: Request, subscriber: str, keywords: str, day: str
-                      ) -> preview_mod.PreviewResult:
+                      ) -> previews.PreviewResult:
     c = console_of(request)
-    return await asyncio.to_thread(preview_mod.preview, c.settings, c.app.engine, _day(day),
-                                   subscriber=subscriber, keywords=keywords)
+    return await asyncio.to_thread(previews.preview_email, c.edition_config, c.app.engine,
+                                   _day(day), subscriber=subscriber, keywords=keywords)
 
 
 async def preview(request: Request) -> Response:
@@ -507,7 +506,8 @@ async def preview_test(request: Request) -> Response:
         if result.message is None:
             raise InputError("nothing would be sent to this subscriber today, so there is "
                              "no message to test")
-        await preview_mod.send_test(console_of(request).settings, result.message, to)
+        settings = console_of(request).settings
+        await preview_mod.send_test(lambda: make_transport(settings), result.message, to)
         back["sent_to"] = subs_mod.normalize_email(to)
     except NewsletterError as exc:
         back["test_error"] = str(exc)

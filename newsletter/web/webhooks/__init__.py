@@ -23,6 +23,7 @@ from newsletter.web.webhooks.base import (
     Verifier,
     WebhookRequest,
 )
+from newsletter.web.webhooks.generic import Generic
 from newsletter.web.webhooks.mailgun import Mailgun
 from newsletter.web.webhooks.postmark import Postmark
 from newsletter.web.webhooks.resend import Resend
@@ -30,7 +31,7 @@ from newsletter.web.webhooks.sendgrid import SendGrid
 from newsletter.web.webhooks.ses import Ses
 
 VERIFIERS: dict[str, type[Verifier]] = {
-    v.name: v for v in (SendGrid, Mailgun, Postmark, Resend, Ses)
+    v.name: v for v in (SendGrid, Mailgun, Postmark, Resend, Ses, Generic)
 }
 
 __all__ = ["VERIFIERS", "Fetcher", "Notice", "Rejected", "Verifier",

@@ -14,14 +14,14 @@
   applied only when its confirmation link is used.
 
 Revision ID: 0010
-Revises: 0012 (0013 and 0012 landed first; the chain stays linear)
+Revises: 0011 (0013, 0012 and 0011 landed first; the chain stays linear)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -2,7 +2,8 @@
 
 A signed token proves we made it, not that the person it was made for is still the
 one with that id. So every link also carries the subscriber row's ``link_nonce``,
-and a token is honoured only when its nonce is that row's. Subscriber ids are never
+and a token is honoured only when its nonce is that row's (the web pages and the
+mailto unsubscribe of the bounce mailbox both ask here). Subscriber ids are never
 given out twice (AUTOINCREMENT on SQLite, a sequence on PostgreSQL), and a new
 subscriber gets a new random nonce, so the links of an erased or removed person
 answer 410 forever instead of acting for whoever comes next.
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.render.links import Claims
 from newsletter.store.models import Meta, Subscriber
 
 LEGACY_KEY = "legacy_link_max_id"
@@ -48,13 +48,15 @@ def legacy_max_id(session: Session) -> int:
         return 0
 
 
-def holder(session: Session, claims: Claims, legacy_max: int) -> Holder | None:
-    """The subscriber ``claims`` names, or None: no such row (erased, removed), or a
-    row that is not the one the link was made for."""
-    sub_id = claims.ids[0]
-    nonce = session.scalar(select(Subscriber.link_nonce).where(Subscriber.id == sub_id))
-    if nonce is None:
+def holder(session: Session, ids: list[int], nonce: int | None, legacy_max: int
+           ) -> Holder | None:
+    """The subscriber a verified token names (its ``ids``, the subscriber's first, and
+    the ``nonce`` it carries), or None: no such row (erased, removed), or a row that is
+    not the one the link was made for."""
+    sub_id = ids[0]
+    current = session.scalar(select(Subscriber.link_nonce).where(Subscriber.id == sub_id))
+    if current is None:
         return None
     # A link from before nonces: only for the subscribers who existed then.
-    ok = sub_id <= legacy_max if claims.nonce is None else claims.nonce == nonce
-    return Holder(sub_id, int(nonce), claims.ids) if ok else None
+    ok = sub_id <= legacy_max if nonce is None else nonce == current
+    return Holder(sub_id, int(current), list(ids)) if ok else None

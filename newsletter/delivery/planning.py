@@ -1,0 +1,132 @@
+"""Who an edition is planned for: the slot groups of one run (everyone, or the
+(tz, hour) pairs whose local send time has passed), the true reason when there is
+nobody or nothing to plan, and the edition window reopened when it held no papers.
+The editions use case (``newsletter.service.editions``) composes these."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+
+from newsletter.delivery.slots import due_by_day, late_by_day, slot_moment
+from newsletter.errors import InputError
+from newsletter.frequency import DAILY, WEEK_DAYS, WEEKLY, due_on, is_weekly
+from newsletter.render.renderer import Recipient
+from newsletter.store.db import session_scope
+from newsletter.store.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    Entry,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from newsletter.store.queries import candidate_entries, edition_entries, subscriber_rows
+
+
+def check_slot(slot: str) -> str:
+    """``--slot`` as two digits, or "" for everyone; a clear error otherwise."""
+    if slot and not (slot.isdigit() and 0 <= int(slot) <= 23):
+        raise InputError(f"--slot: expected a UTC hour 00-23, got {slot!r}")
+    return f"{int(slot):02d}" if slot else ""
+
+
+def no_new_papers(session: Any, slot: str) -> str:
+    """The true reason an edition has nothing to offer."""
+    if not session.scalar(select(func.count()).select_from(Entry)):
+        return "no papers stored yet; run `newsletter ingest` first (the day stays open)"
+    last = session.scalar(select(Edition.day).where(Edition.slot == slot)
+                          .order_by(Edition.cutoff.desc()).limit(1))
+    since = f" on {last}" if last else ""
+    return (f"no new papers since the last edition{since}; run `newsletter ingest` "
+            "(the day stays open for papers that arrive later)")
+
+
+def reopen_if_empty(engine: Engine, edition: Edition, slot: str) -> Edition:
+    """An edition that planned nobody because its window held no papers (created by
+    an older version, or in a race) moves its cutoff to now, so papers ingested since
+    count for it: a day is never locked at zero papers."""
+    with session_scope(engine) as s:
+        has_rows = s.scalar(select(func.count()).select_from(Delivery)
+                            .where(Delivery.edition_id == edition.id))
+        if has_rows or edition_entries(s, slot, edition.cutoff):
+            return edition
+        s.execute(update(Edition).where(Edition.id == edition.id).values(cutoff=utcnow()))
+        return s.get(Edition, edition.id) or edition
+
+
+def pending_count(session: Any, edition: Edition) -> int:
+    """Rows of ``edition`` waiting to be sent."""
+    return int(session.scalar(select(func.count()).select_from(Delivery).where(
+        Delivery.edition_id == edition.id, Delivery.status == DeliveryStatus.PENDING)) or 0)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Who one run plans for one newsletter day: everyone (``pairs`` None) or the
+    (tz, hour) pairs due; a late previous day (``late``) only for people who had the
+    day before it."""
+
+    day: dt.date
+    pairs: list[tuple[str, int]] | None
+    late: bool = False
+
+    def recipients(self, session: Any, weekly: bool = False) -> Iterator[Recipient]:
+        """The daily and weekdays subscribers due on this day, or (``weekly``) those
+        whose weekly email falls on it; a late day is owed to those who had their
+        last one (the day before, or within a week for those not emailed daily)."""
+        due = [f for f in due_on(self.day) if is_weekly(f) == weekly]
+        had = self.day - dt.timedelta(days=1) if self.late else None
+        rows = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
+                               frequencies=[f for f in due if f == DAILY])
+        spaced = [f for f in due if f != DAILY]
+        more = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
+                               frequencies=spaced, had_within_days=WEEK_DAYS + 1)
+        for row in itertools.chain(rows, more) if spaced else rows:
+            yield Recipient(*row)
+
+
+def groups(session: Any, day: dt.date, slot: str, catch_up_hours: int = 0) -> list[Group]:
+    """The groups to plan in this run (see ``slots``)."""
+    if not slot:
+        return [Group(day, None)]
+    pairs = [(tz, h) for tz, h in session.execute(
+        select(Subscriber.tz, Subscriber.send_hour).distinct()
+        .where(Subscriber.status == SubscriberStatus.ACTIVE)).all()]
+    moment = slot_moment(day, int(slot))
+    late = late_by_day(moment, pairs, dt.timedelta(hours=catch_up_hours))
+    due = due_by_day(moment, pairs)
+    return ([Group(d, late[d], late=True) for d in sorted(late)]
+            + [Group(d, due[d]) for d in sorted(due)])
+
+
+def anyone_to_plan(session: Any, planned: list[Group]) -> bool:
+    """Whether this run would plan anyone (cheap: no ranking, no templates)."""
+    return any(next(iter(g.recipients(session, weekly)), None) is not None
+               for g in planned for weekly in (False, True))
+
+
+def has_weekly(session: Any) -> bool:
+    """Whether anyone receiving chose a weekly email (else no week selection is built)."""
+    return session.scalar(select(Subscriber.id).where(
+        Subscriber.frequency.like(f"{WEEKLY}%"),
+        Subscriber.status == SubscriberStatus.ACTIVE).limit(1)) is not None
+
+
+def week_entries(session: Any, edition: Edition) -> list[Entry]:
+    """A weekly email's candidates: the papers that arrived in the seven days up to
+    the edition's cutoff (after the cutoff of the same slot's edition of a week
+    before, when there is one)."""
+    week_ago = edition.day - dt.timedelta(days=WEEK_DAYS)
+    since = session.scalar(select(Edition.cutoff).where(
+        Edition.slot == edition.slot, Edition.day <= week_ago)
+        .order_by(Edition.cutoff.desc()).limit(1))
+    floor = edition.cutoff - dt.timedelta(days=WEEK_DAYS)
+    return candidate_entries(session, since=max(since, floor) if since else floor,
+                             until=edition.cutoff)

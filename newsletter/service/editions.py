@@ -1,0 +1,321 @@
+"""The editions use cases: open an edition, plan it, deliver it (all of it, or a
+worker's share), send (plan + deliver), retry its failures, and an edition's status.
+
+``open_edition`` is the one place an edition is opened (its candidate papers ranked
+and its renderer made); everything else here, the previews and "view in browser"
+reach it through an ``EditionCache``. Callers (the CLI, the scheduler, the Celery
+worker, the console, the web pages) make the transport and the ``EditionConfig``
+where they are wired, and call one function of this package.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from newsletter.delivery.deliver import DeliverReport, deliver, run_async
+from newsletter.delivery.edition import (
+    EditionConfig,
+    EditionContext,
+    EditionPapers,
+    get_or_create_edition,
+)
+from newsletter.delivery.ledger import DbLedger, Outcome
+from newsletter.delivery.plan import PlanReport, plan_jobs
+from newsletter.delivery.planning import (
+    anyone_to_plan,
+    check_slot,
+    groups,
+    has_weekly,
+    no_new_papers,
+    pending_count,
+    reopen_if_empty,
+    week_entries,
+)
+from newsletter.delivery.shutdown import Shutdown
+from newsletter.delivery.status import edition_status
+from newsletter.errors import InputError
+from newsletter.store.db import session_scope
+from newsletter.store.keys import secret_keys
+from newsletter.store.models import Edition, Entry, utcnow
+from newsletter.store.queries import edition_entries, find_edition, sent_map
+from newsletter.store.votes import vote_history
+from newsletter.transports.base import Transport
+
+# ---- opening an edition --------------------------------------------------------------
+
+
+def open_edition(config: EditionConfig, session: Any, edition: Edition,
+                 rows: list[Entry] | None = None, *, ignore_sent: bool = False
+                 ) -> EditionContext:
+    """The one way to open an edition: its candidate papers (or ``rows``, e.g. the
+    papers one stored email carried) and the context that ranks and renders them.
+
+    ``ignore_sent`` skips loading which papers each subscriber already had: only
+    planning needs it, and for a delivery worker joining a large edition midway it
+    is millions of rows (every paper sent so far) held in memory for nothing."""
+    week = None
+    if rows is None:
+        rows = edition_entries(session, edition.slot, edition.cutoff)
+        week = week_entries(session, edition) if has_weekly(session) else None
+    read = EditionPapers(rows, secret_keys(config.web, session), vote_history(session), week=week)
+    if not ignore_sent:
+        read.sent = sent_map(session, [e.id for e in rows])
+        read.week_sent = sent_map(session, [e.id for e in week]) if week else None
+    return EditionContext(config, edition, read)
+
+
+class EditionCache:
+    """Opened editions, the ``keep`` most recent kept (a long-lived web process renders
+    "view in browser" from them); ``keep=0`` keeps none (one run of a command).
+
+    Only a stored edition opened with all its candidates is kept: an unsaved one (a
+    preview, id 0) or one opened with given papers is made afresh each time."""
+
+    def __init__(self, keep: int = 0) -> None:
+        self.keep = keep
+        self._opened: OrderedDict[tuple[int, bool], EditionContext] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def open(self, config: EditionConfig, session: Any, edition: Edition, *,
+             rows: list[Entry] | None = None, ignore_sent: bool = False) -> EditionContext:
+        key = (edition.id or 0, ignore_sent)
+        kept = self.keep and rows is None and edition.id
+        if kept:
+            with self._lock:
+                ctx = self._opened.get(key)
+                if ctx is not None:
+                    self._opened.move_to_end(key)
+                    return ctx
+        ctx = open_edition(config, session, edition, rows, ignore_sent=ignore_sent)
+        if kept:
+            with self._lock:
+                self._opened[key] = ctx
+                while len(self._opened) > self.keep:
+                    self._opened.popitem(last=False)
+        return ctx
+
+    def open_newest(self, config: EditionConfig, engine: Engine) -> None:
+        """Open (and keep) the newest edition: done at server start, so the first
+        "view in browser" does not pay for it."""
+        with session_scope(engine, readonly=True) as s:
+            edition = s.scalar(select(Edition).order_by(Edition.id.desc()).limit(1))
+            if edition is not None:
+                self.open(config, s, edition)
+
+
+ONCE = EditionCache(0)  # for one run: keeps nothing
+
+# ---- planning ----------------------------------------------------------------------
+
+
+@dataclass
+class Planned:
+    edition: Edition | None
+    ledger: DbLedger | None
+    context: EditionContext | None
+    plan: PlanReport
+    reclaimed: int
+    candidates: int
+    pending: int
+    note: str = ""
+
+
+def _nothing(note: str) -> Planned:
+    return Planned(None, None, None, PlanReport(), 0, 0, 0, note)
+
+
+def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
+                 slot: str = "") -> Planned:
+    """Create (or find) the edition, take back unfinished rows, and plan everyone not yet
+    planned. Safe to repeat: a second call plans only who is new.
+
+    Without a slot, everyone active who has no row for ``day`` is planned for ``day``.
+    With a slot (a UTC hour on ``day``), everyone whose local send time has passed on
+    their local day and who has no row for that local day (see ``slots``). Either way
+    the unique (subscriber, day) key decides, so overlapping runs send once. A run
+    with nobody to plan and nothing left to deliver opens no edition (no ranking, no
+    template compiling), which is most hourly slots."""
+    slot = check_slot(slot)
+    with session_scope(engine, readonly=True) as s:
+        existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
+        planned = groups(s, day, slot, config.schedule.catch_up_hours)
+        due = anyone_to_plan(s, planned)
+        if existing is None and not edition_entries(s, slot, utcnow()):
+            return _nothing(no_new_papers(s, slot))
+        if existing is None and not due:
+            return _nothing(f"nobody is due{f' in slot {slot}' if slot else ''}: every "
+                            "active subscriber due has had that day's edition")
+    edition = reopen_if_empty(engine, get_or_create_edition(engine, day, slot), slot)
+    ledger = DbLedger(engine, edition)
+    reclaimed = ledger.reclaim() + ledger.retry_failed()
+    plan = PlanReport()
+    note = ""
+    with session_scope(engine, readonly=True) as s:
+        if not due and not pending_count(s, edition):
+            return Planned(edition, ledger, None, plan, reclaimed, 0, 0,
+                           "nobody new to plan and nothing left to deliver")
+        ctx = ONCE.open(config, s, edition)
+        r = config.ranking
+        empty = ("no paper matched the profile (trending section off)"
+                 if r.trending == "none" or not r.trending_count
+                 else "every candidate paper was already sent to them")
+        if not ctx.rows:
+            note = no_new_papers(s, slot)
+        for group, weekly in itertools.product(planned if ctx.rows else [], (False, True)):
+            selection = ctx.week_selection if weekly else ctx.selection
+            if selection is None:
+                continue
+            part = ledger.plan(plan_jobs(selection, group.recipients(s, weekly), r.max_papers,
+                                         day=group.day, weekly=weekly), empty_reason=empty)
+            plan.planned += part.planned
+            plan.skipped += part.skipped
+            plan.already += part.already
+    with session_scope(engine, readonly=True) as s:
+        pending = pending_count(s, edition)
+    return Planned(edition, ledger, ctx, plan, reclaimed, len(ctx.rows), pending, note)
+
+# ---- delivering --------------------------------------------------------------------
+
+
+@dataclass
+class SendSummary:
+    edition: Edition | None  # None: nothing was planned (see ``note``)
+    candidates: int
+    plan: PlanReport
+    reclaimed: int
+    report: DeliverReport
+    note: str = ""  # why nothing was planned, when nothing was
+
+
+def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transport, *,
+         slot: str = "", on_progress: Callable[[Outcome], None] | None = None,
+         on_planned: Callable[[int], None] | None = None,
+         shutdown: Shutdown | None = None) -> SendSummary:
+    """Plan, then deliver. The caller makes the transport (and so checks its
+    configuration) before anything is written: a missing API key fails with no
+    ledger rows."""
+    p = plan_edition(config, engine, day, slot)
+    if on_planned:
+        on_planned(p.pending)
+    if p.edition is None or p.ledger is None or p.context is None:
+        return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, DeliverReport(),
+                           p.note)
+    report = run_async(deliver(config.transport, p.ledger, p.context, transport,
+                               on_progress=on_progress, shutdown=shutdown))
+    return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note)
+
+
+def deliver_edition(config: EditionConfig, engine: Engine, edition_id: int,
+                    transport: Transport, *, shutdown: Shutdown | None = None,
+                    on_progress: Callable[[Outcome], None] | None = None
+                    ) -> DeliverReport | None:
+    """Deliver what is planned and not yet sent of a stored edition (all of it, or the
+    share one worker claims before the others do): take back rows whose lease holder
+    is gone, then claim and send until none is left. None: no such edition.
+
+    The Celery worker's task and the console's retry run this."""
+    with session_scope(engine, readonly=True) as s:
+        edition = s.get(Edition, edition_id)
+        if edition is None:
+            return None
+        ctx = ONCE.open(config, s, edition, ignore_sent=True)  # the plan ranked already
+    ledger = DbLedger(engine, edition)
+    ledger.reclaim()
+    report: DeliverReport = run_async(deliver(config.transport, ledger, ctx, transport,
+                                              on_progress=on_progress, shutdown=shutdown))
+    return report
+
+
+def requeue_failed(engine: Engine, edition_id: int) -> int:
+    """Put an edition's transient failures back in its queue (pending); how many.
+    ``deliver_edition`` (or the next ``send``) then sends them."""
+    with session_scope(engine, readonly=True) as s:
+        edition = s.get(Edition, edition_id)
+    if edition is None:
+        raise InputError(f"no edition {edition_id}")
+    return DbLedger(engine, edition).retry_failed()
+
+
+class Background:
+    """Deliveries running in threads of a long-lived process (the console's retry):
+    the request that starts one returns at once. One at a time per edition; a second
+    request while one runs only requeues (the running delivery claims those rows too).
+    A process that dies mid-way leaves leased rows that the next run takes back."""
+
+    def __init__(self) -> None:
+        self._running: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def start(self, edition_id: int, work: Callable[[], Any]) -> bool:
+        """Run ``work`` in a thread unless one already runs for ``edition_id``."""
+        with self._lock:
+            running = self._running.get(edition_id)
+            if running is not None and running.is_alive():
+                return False
+            thread = threading.Thread(target=self._run, args=(edition_id, work),
+                                      name=f"deliver-edition-{edition_id}")
+            self._running[edition_id] = thread
+            thread.start()
+            return True
+
+    def _run(self, edition_id: int, work: Callable[[], Any]) -> None:
+        import logging
+
+        try:
+            work()
+        except Exception:  # noqa: BLE001 - a thread's error has nobody else to go to
+            logging.getLogger("newsletter.delivery").exception(
+                "background delivery of edition %s failed", edition_id)
+        finally:
+            with self._lock:
+                if self._running.get(edition_id) is threading.current_thread():
+                    del self._running[edition_id]
+
+    def join(self, timeout: float | None = None) -> None:
+        with self._lock:
+            threads = list(self._running.values())
+        for thread in threads:
+            thread.join(timeout)
+
+
+def retry_failed(config: EditionConfig, engine: Engine, edition_id: int,
+                 make_transport: Callable[[], Transport], background: Background) -> int:
+    """Requeue an edition's transient failures and deliver them in the background
+    (the same ``deliver_edition`` a worker runs); returns how many were requeued at
+    once, without waiting for the sending."""
+    queued = requeue_failed(engine, edition_id)
+    if queued:
+        transport = make_transport()  # a configuration error is the caller's, now
+        background.start(edition_id, lambda: deliver_edition(config, engine, edition_id,
+                                                             transport))
+    return queued
+
+# ---- status ------------------------------------------------------------------------
+
+
+def status(engine: Engine, *, edition_id: int | None = None, day: dt.date | None = None,
+           asked: str = "") -> dict[str, Any]:
+    """Counts by state and the last errors of an edition (by id, else the latest of
+    ``day``, else the latest), with the heartbeats of the running processes.
+    ``asked`` is the edition as the operator named it, for the error."""
+    from newsletter.delivery.status import subscriber_counts
+    from newsletter.observe.heartbeat import processes
+
+    with session_scope(engine, readonly=True) as s:
+        found = find_edition(s, edition_id=edition_id, day=day)
+    procs = processes(engine)
+    if found is None and (asked or not procs):
+        raise InputError(f"no edition {asked}" if asked else "no edition has been sent yet")
+    data: dict[str, Any] = (edition_status(engine, found) if found is not None
+                            else {"edition": None})
+    data["processes"] = procs
+    data["subscribers"] = subscriber_counts(engine)
+    return data

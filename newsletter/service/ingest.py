@@ -1,0 +1,147 @@
+"""The ingest use cases: fetch and parse sources (``ingest/``), then store the papers
+(``store/entries``), the validators each URL sent and how each source's run went
+(``store/sources``); list the sources with their last run; a dry run of one.
+
+The CLI (``ingest``, ``demo``, ``sources list``, ``sources test``), the scheduler and
+the operator's console call these and present the result.
+
+Every source is loaded before anything is stored, and everything is stored in one
+transaction: one bad source among five stores nothing. A failed ingest's error is
+recorded in a transaction of its own, after the rollback: the failure is exactly
+what ``sources list`` must be able to show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from newsletter.config import SourceConfig
+from newsletter.errors import NewsletterError
+from newsletter.ingest.fetch import Validators
+from newsletter.ingest.run import Loaded, load_all, sources_of
+from newsletter.ingest.sources import DryRun, dry_run
+from newsletter.store import sources as store_sources
+from newsletter.store.entries import upsert_papers
+from newsletter.store.models import SourceRun, utcnow
+from newsletter.store.sources import RunOutcome, source_key, stored_origin
+
+__all__ = ["DryRun", "IngestReport", "dry_run", "forget_source", "ingest", "list_sources",
+           "run_ingest", "source_fetches"]
+
+SessionFactory = Callable[[], AbstractContextManager[Session]]
+
+
+@dataclass
+class IngestReport:
+    loaded: list[Loaded] = field(default_factory=list)
+    new: int = 0
+    updated: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(len(x.papers) for x in self.loaded)
+
+    @property
+    def skipped(self) -> int:
+        return sum(len(x.skipped) for x in self.loaded)
+
+
+def ingest(configured: Sequence[SourceConfig], session: Session, specs: list[str],
+           strict: bool = False) -> IngestReport:
+    """Load every source, then store them all in ``session``; any source-level error
+    stores nothing. ``specs`` name sources (a ``[[sources]]`` name of ``configured``,
+    a URL or a path); none: every configured one. ``strict``: the first unusable item
+    of a feed is an error (else it is skipped and listed)."""
+    def validators_of(url: str) -> Validators | None:
+        state = store_sources.fetch_state(session, url)
+        return Validators(state.etag, state.last_modified) if state else None
+
+    report = IngestReport(load_all(sources_of(configured, specs), validators_of, strict))
+    for loaded in report.loaded:  # one source at a time, for per-source counts
+        loaded.new, loaded.updated = upsert_papers(session, loaded.papers)
+        report.new += loaded.new
+        report.updated += loaded.updated
+    for loaded in report.loaded:
+        got = loaded.validators
+        if got and (got.etag or got.last_modified):
+            store_sources.save_validators(session, loaded.origin, got.etag, got.last_modified)
+    return report
+
+
+def run_ingest(configured: Sequence[SourceConfig], sessions: SessionFactory,
+               specs: list[str], strict: bool = False) -> IngestReport:
+    """``ingest`` in one transaction, with each source's outcome recorded for ``sources
+    list``; a failure is recorded after the rollback, then raised."""
+    try:
+        with sessions() as session:
+            report = ingest(configured, session, specs, strict=strict)
+            now = utcnow()
+            for loaded in report.loaded:
+                store_sources.record_run(session, loaded.name or loaded.origin, RunOutcome(
+                    stored_origin(loaded.origin), ok=True, papers=len(loaded.papers),
+                    new=loaded.new, updated=loaded.updated, skipped=len(loaded.skipped),
+                    not_modified=loaded.not_modified), now)
+        return report
+    except NewsletterError as exc:
+        name = getattr(exc, "source_name", None)
+        if name:
+            with sessions() as session:
+                store_sources.record_run(session, name, RunOutcome(
+                    stored_origin(getattr(exc, "where", name)), ok=False, error=str(exc)))
+        raise
+
+
+def list_sources(configured: Sequence[SourceConfig], session: Session) -> list[dict[str, Any]]:
+    """Every configured source with its last ingest; then each other source ingested by
+    hand, once (the newest run of each spelling of the same file or URL)."""
+    runs = store_sources.source_runs(session)
+    by_name = {r.name: r for r in runs}
+    newest: dict[str, SourceRun] = {}
+    for r in runs:
+        newest.setdefault(source_key(r.origin or r.name), r)
+    out, shown = [], set()
+    for src in configured:
+        where = src.url or src.path or ""
+        run = by_name.get(src.name) or newest.get(source_key(where))
+        shown.add(source_key(where))
+        if run is not None:
+            shown.add(source_key(run.origin or run.name))
+        out.append({"name": src.name, "kind": src.kind, "where": where,
+                    "configured": True, "last": _run_dict(run)})
+    for key, run in sorted(newest.items(), key=lambda kv: kv[1].name):
+        if key not in shown:
+            shown.add(key)
+            out.append({"name": run.name, "kind": "auto", "where": run.origin,
+                        "configured": False, "last": _run_dict(run)})
+    return out
+
+
+def forget_source(session: Session, spec: str) -> int:
+    """``sources forget``: drop a source's ingest record and its URL's fetch validators
+    (``store.sources.forget``); its papers stay. 0: nothing known by that name."""
+    return store_sources.forget(session, spec)
+
+
+def _run_dict(run: SourceRun | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {"at": run.ran_at.isoformat(timespec="seconds") + "Z", "ok": run.ok,
+            "papers": run.papers, "new": run.new, "updated": run.updated,
+            "skipped": run.skipped, "not_modified": run.not_modified, "error": run.error}
+
+
+def source_fetches(configured: Sequence[SourceConfig], session: Session
+                   ) -> list[dict[str, Any]]:
+    """Each ``[[sources]]`` entry with the time of its last conditional fetch (kept per
+    URL that sent validators): the console's sources panel."""
+    out = []
+    for src in configured:
+        state = store_sources.fetch_state(session, src.url) if src.url else None
+        out.append({"name": src.name, "kind": src.kind, "origin": src.url or src.path or "",
+                    "fetched_at": state.fetched_at if state else None})
+    return out

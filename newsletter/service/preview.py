@@ -1,0 +1,225 @@
+"""Previews: exactly what ``send`` would send, rendered to files and written nowhere
+else. ``preview`` is ``newsletter preview`` (the send pipeline with a memory ledger and
+a file transport); ``preview_email`` is the console's one email, for a subscriber or
+for typed keywords, with why each paper was picked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.parser
+import email.policy
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from newsletter.delivery.deliver import deliver, run_async
+from newsletter.delivery.edition import EditionConfig, EditionContext
+from newsletter.delivery.ledger import MemoryLedger, Outcome, OutcomeStatus
+from newsletter.delivery.plan import Job, plan_now
+from newsletter.delivery.planning import Group, no_new_papers
+from newsletter.delivery.preview import (
+    PreviewReport,
+    PreviewTransport,
+    require_database,
+    write_parts,
+)
+from newsletter.errors import InputError
+from newsletter.frequency import due_on, is_weekly
+from newsletter.render.mime import Message
+from newsletter.render.renderer import Recipient
+from newsletter.service.editions import ONCE
+from newsletter.store.db import READONLY
+from newsletter.store.models import Delivery, Edition, Subscriber, utcnow
+from newsletter.store.queries import edition_entries, subscriber_rows
+from newsletter.store.subscribers import check_keywords, normalize_email
+
+# Who a keywords-only preview is addressed to: a reserved domain (RFC 2606).
+KEYWORDS_ADDRESS = "preview@example.invalid"
+NOTHING = "no papers matched and no trending section"
+
+
+def _due_now(session: Any, day: dt.date, email: str | None) -> dict[bool, list[Recipient]]:
+    """Who ``send`` for ``day`` would plan now (no slot: everyone due that day who has
+    not had it), daily/weekdays apart from weekly; ``email``: only that subscriber,
+    whatever their status (an operator previews a paused one too)."""
+    if email:
+        [row] = list(subscriber_rows(session, email=email))
+        freq = session.get(Subscriber, row[0]).frequency
+        had = session.scalar(select(Delivery.id).where(Delivery.subscriber_id == row[0],
+                                                       Delivery.day == day).limit(1))
+        due = [] if had is not None or freq not in due_on(day) else [Recipient(*row)]
+        return {is_weekly(freq): due}
+    group = Group(day, None)
+    return {weekly: list(group.recipients(session, weekly)) for weekly in (False, True)}
+
+
+def _nothing_to_send(session: Any, day: dt.date, email: str | None, existing: Edition | None,
+                     due: dict[bool, list[Recipient]]) -> str:
+    """What ``send`` would say instead of sending, or "" when it would send."""
+    if not any(due.values()):
+        who = email or "every active subscriber due"
+        return (f"nothing to send for {day}: {who} has had that day's edition or is "
+                "not due that day (preview another day with --date)")
+    if existing is None and not edition_entries(session, "", utcnow()):
+        return f"nothing to send for {day}: {no_new_papers(session, '')}"
+    return ""
+
+
+@dataclass
+class _Planned:
+    """A preview's plan: the opened edition and the jobs, or what ``send`` would say
+    instead (``note``)."""
+
+    ctx: EditionContext | None = None
+    jobs: list[Job] = field(default_factory=list)
+    empty: int = 0  # profiles with no keywords
+    note: str = ""
+
+
+def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | None,
+          limit: int | None, recipients: list[Recipient] | None) -> _Planned:
+    """Open the day's edition (stored or not) and plan who ``send`` would plan now (or
+    the given ``recipients``), reading only."""
+    with engine.connect().execution_options(**{READONLY: True}) as conn, \
+            Session(bind=conn) as s:  # read-only; nothing committed
+        existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == ""))
+        edition = existing or Edition(id=0, day=day, slot="", cutoff=utcnow())
+        if recipients is None:
+            if email and not list(subscriber_rows(s, email=email)):
+                raise InputError(f"{email} is not a subscriber")
+            due = _due_now(s, day, email)
+            note = _nothing_to_send(s, day, email, existing, due)
+            if note:
+                conn.rollback()
+                return _Planned(note=note)
+            groups = [(people[:limit] if limit else people, weekly)
+                      for weekly, people in due.items()]
+        else:
+            groups = [(recipients, False)]
+        ctx = ONCE.open(config, s, edition)
+        planned = _Planned(ctx)
+        for subs, weekly in groups:
+            selection = ctx.week_selection if weekly else ctx.selection
+            if selection is None or not subs:
+                continue
+            planned.empty += sum(1 for r in subs if not r.keywords.strip())
+            planned.jobs += plan_now(selection, subs, config.ranking.max_papers, weekly=weekly)
+        if limit:
+            planned.jobs = planned.jobs[:limit]
+        conn.rollback()
+    return planned
+
+
+def preview(config: EditionConfig, engine: Engine, day: dt.date, out: Path, *,
+            email: str | None = None, limit: int | None = None,
+            recipients: list[Recipient] | None = None,
+            on_progress: Callable[[Outcome], None] | None = None) -> PreviewReport:
+    """Render what ``send`` would send on ``day`` into ``out`` (.eml, .html, .txt per
+    recipient); nothing is written to the database. When ``send`` would send nothing,
+    the report says why (``note``). ``recipients`` previews people who need not be
+    subscribers: the console's "type any keywords"."""
+    require_database(engine)
+    planned = _plan(config, engine, day, email=email, limit=limit, recipients=recipients)
+    if planned.ctx is None:
+        return PreviewReport(out, 0, note=planned.note)
+    jobs = planned.jobs
+    ledger = MemoryLedger([j for j in jobs if j.entry_ids])
+    skipped = [Outcome(j, OutcomeStatus.SKIPPED, error=NOTHING) for j in jobs if not j.entry_ids]
+    out.mkdir(parents=True, exist_ok=True)
+
+    def progress(o: Outcome) -> None:
+        write_parts(out, o)
+        if on_progress:
+            on_progress(o)
+
+    run_async(deliver(config.transport, ledger, planned.ctx, PreviewTransport(out),
+                      on_progress=progress))
+    return PreviewReport(out, len(planned.ctx.rows), ledger.outcomes + skipped, planned.empty,
+                         context=planned.ctx)
+
+# ---- the console's one email -----------------------------------------------------------
+
+
+@dataclass
+class Why:
+    title: str
+    paper_id: str
+    section: str  # matches | trending
+    matched: list[tuple[str, float]]
+    relevance: float
+    popularity: float
+    recency: float
+
+    @property
+    def score(self) -> float:
+        return round(self.relevance + self.popularity + self.recency, 4)
+
+
+@dataclass
+class PreviewResult:
+    to: str
+    keywords: str
+    day: dt.date
+    candidates: int
+    status: str  # sent (rendered) | skipped | failed
+    error: str = ""
+    subject: str = ""
+    html: str = ""
+    text: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    why: list[Why] = field(default_factory=list)
+    message: Message | None = None
+
+
+def _headers(data: bytes) -> list[tuple[str, str]]:
+    head = data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(head)
+    return [(k, str(v)) for k, v in parsed.items()]
+
+
+def _why(ctx: EditionContext, job: Job) -> list[Why]:
+    """Why each paper was picked, from the same ranker call the renderer makes."""
+    picks = [ctx.index[e] for e in job.entry_ids if e in ctx.index]
+    explanations = ctx.selection.ranker.explain_many(job.recipient.keywords, picks)
+    return [Why(ctx.rows[i].title, ctx.rows[i].id, "trending" if job.trending else "matches",
+                list(ex.matched), ex.relevance, ex.popularity, ex.recency)
+            for i, ex in zip(picks, explanations, strict=True)]
+
+
+def preview_email(config: EditionConfig, engine: Engine, day: dt.date, *,
+                  subscriber: str = "", keywords: str = "") -> PreviewResult:
+    """One email as ``send`` would make it, for a subscriber or for typed keywords:
+    exactly what ``preview`` renders (in a throw-away folder), plus the "why"."""
+    recipients = None
+    address = ""
+    if subscriber.strip():
+        address = normalize_email(subscriber)
+    elif keywords.strip():
+        recipients = [Recipient(0, KEYWORDS_ADDRESS, "", check_keywords(keywords))]
+    else:
+        raise InputError("pick a subscriber or type keywords")
+    with tempfile.TemporaryDirectory(prefix="nl-admin-preview-") as tmp:
+        report = preview(config, engine, day, Path(tmp), email=address or None,
+                         recipients=recipients)
+    if not report.outcomes:  # what `send` would say instead
+        return PreviewResult(address or KEYWORDS_ADDRESS, "", day, report.candidates,
+                             str(OutcomeStatus.SKIPPED), report.note)
+    outcome = report.outcomes[0]
+    job = outcome.job
+    result = PreviewResult(job.recipient.email, job.recipient.keywords, day, report.candidates,
+                           str(outcome.status), outcome.error)
+    rendered = outcome.rendered
+    if rendered is None:
+        return result
+    result.subject, result.html, result.text = rendered.subject, rendered.html, rendered.text
+    result.message = rendered.message
+    result.headers = _headers(rendered.message.data)
+    if report.context is not None:
+        result.why = _why(report.context, job)
+    return result

@@ -1,0 +1,132 @@
+"""Storing papers: an upsert keyed by the stable paper id, so re-ingesting the same
+page, or the same paper from another source, refreshes rather than duplicates.
+
+The papers come from ingest, which the store does not import: ``PaperRecord`` names
+what is read of each (ingest's ``Paper`` is one). Ingest settles the id, the arXiv id
+and the title key (its rules, ``ingest.papers``) and folds duplicates within a batch;
+the store finds an already stored paper by any of the three.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter.store.models import Entry, utcnow
+
+UPSERT_CHUNK = 500  # papers looked up per query
+
+
+class PaperRecord(Protocol):
+    """One normalized paper as ingest produces it. ``upvotes`` None: unknown, not 0."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def arxiv_id(self) -> str: ...
+    @property
+    def title_key(self) -> str: ...  # ``ingest.papers.title_id`` of the title
+    @property
+    def title(self) -> str: ...
+    @property
+    def abstract(self) -> str: ...
+    @property
+    def authors(self) -> list[str]: ...
+    @property
+    def affiliations(self) -> dict[str, list[str]]: ...
+    @property
+    def published(self) -> dt.date | None: ...
+    @property
+    def featured(self) -> dt.date | None: ...
+    @property
+    def upvotes(self) -> int | None: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def code_url(self) -> str: ...
+    @property
+    def project_url(self) -> str: ...
+    @property
+    def keywords(self) -> list[str]: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def source(self) -> str: ...
+
+
+def upsert_papers(session: Session, papers: Sequence[PaperRecord],
+                  now: dt.datetime | None = None) -> tuple[int, int]:
+    """Insert new papers and refresh known ones (``refresh``); (new, updated). The
+    papers are distinct (ingest folds duplicates first)."""
+    now = now or utcnow()
+    new = updated = 0
+    for start in range(0, len(papers), UPSERT_CHUNK):
+        chunk = papers[start : start + UPSERT_CHUNK]
+        existing = _stored(session, chunk)
+        for p in chunk:
+            row = existing.get(p.id) or existing.get(p.title_key)
+            if row is None:
+                entry = Entry(**_values(p), arrived_at=now, updated_at=now)
+                session.add(entry)
+                existing[p.id] = existing[p.title_key] = entry
+                new += 1
+                continue
+            refresh(row, p, now)
+            updated += 1
+        session.flush()
+    return new, updated
+
+
+def _stored(session: Session, chunk: Sequence[PaperRecord]) -> dict[str, Entry]:
+    """The stored entries of ``chunk``, each under its id, arXiv id and title key:
+    a paper first seen without an arXiv id is found again by its title."""
+    rows = session.scalars(select(Entry).where(
+        Entry.id.in_([p.id for p in chunk])
+        | Entry.arxiv_id.in_([p.arxiv_id for p in chunk if p.arxiv_id])
+        | Entry.title_key.in_([p.title_key for p in chunk])))
+    existing: dict[str, Entry] = {}
+    for e in rows:
+        existing.setdefault(e.id, e)
+        if e.arxiv_id:
+            existing.setdefault(e.arxiv_id, e)
+        existing.setdefault(e.title_key, e)
+    return existing
+
+
+def _values(p: PaperRecord) -> dict[str, Any]:
+    return {
+        "id": p.id, "title": p.title, "abstract": p.abstract, "authors": p.authors,
+        "published": p.published, "upvotes": p.upvotes or 0, "url": p.url,
+        "code_url": p.code_url, "project_url": p.project_url, "keywords": p.keywords,
+        "version": p.version, "source": p.source, "arxiv_id": p.arxiv_id or None,
+        "title_key": p.title_key, "featured": p.featured, "affiliations": p.affiliations,
+    }
+
+
+def refresh(row: Entry, p: PaperRecord, now: dt.datetime) -> None:
+    """The same paper seen again: counts and links refreshed, a newer version's text taken."""
+    if p.version > row.version or (p.version == row.version and not row.abstract):
+        if p.title:
+            row.title, row.title_key = p.title, p.title_key
+        row.abstract = p.abstract or row.abstract
+        row.version = max(p.version, row.version)
+    if p.arxiv_id and not row.arxiv_id:
+        row.arxiv_id = p.arxiv_id
+    row.authors = row.authors or p.authors
+    row.published = row.published or p.published
+    row.keywords = row.keywords or p.keywords
+    if p.featured and (row.featured is None or p.featured > row.featured):
+        row.featured = p.featured
+    if p.affiliations and not row.affiliations:
+        row.affiliations = p.affiliations
+    if p.upvotes is not None:
+        row.upvotes = p.upvotes
+    for attr in ("url", "code_url", "project_url"):
+        value = getattr(p, attr)
+        if value and not (attr == "url" and row.url.startswith("https://arxiv.org/")):
+            setattr(row, attr, value)
+    row.updated_at = now

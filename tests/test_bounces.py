@@ -1,0 +1,219 @@
+"""Reading the bounce mailbox: reports matched to their delivery (VERP, else the
+original Message-ID), acted on through the lifecycle once, whatever happens between
+the commit and the mailbox being told; on a real Maildir and both databases."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from newsletter.bounces.mailboxes import open_mailbox
+from newsletter.bounces.verp import Verp
+from newsletter.config import BouncesConfig
+from newsletter.render.links import Signer
+from newsletter.service.bounces import fetch
+from newsletter.store.db import get_engine, session_scope
+from newsletter.store.models import (
+    Delivery,
+    Edition,
+    Event,
+    MailReport,
+    Subscriber,
+    SubscriberStatus,
+)
+from newsletter.store.subscribers import add
+
+KEYS = ["the signing key"]
+RETURN_PATH = "bounces+{token}@digest.example.org"
+VERP = Verp(RETURN_PATH, tuple(KEYS))
+_seq = itertools.count()
+
+
+def maildir(root: Path) -> Path:
+    for sub in ("new", "cur", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def drop(box: Path, raw: bytes) -> None:
+    (box / "new" / f"{next(_seq)}.msg").write_bytes(raw)
+
+
+def config(box: Path, **kw: object) -> BouncesConfig:
+    return BouncesConfig(return_path=RETURN_PATH, mailbox=f"maildir:{box}", **kw)  # type: ignore[arg-type]
+
+
+def dsn(to: str, recipient: str, status: str, action: str = "failed",
+        message_id: str = "<orig@digest.example.org>") -> bytes:
+    """A delivery-status report shaped as Postfix writes one."""
+    return f"""From: MAILER-DAEMON@mx.example.net (Mail Delivery System)
+To: {to}
+Subject: Undelivered Mail Returned to Sender
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B0UND"
+
+--B0UND
+Content-Type: text/plain; charset=us-ascii
+
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients.
+
+--B0UND
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.net
+
+Final-Recipient: rfc822; {recipient}
+Original-Recipient: rfc822;{recipient}
+Action: {action}
+Status: {status}
+Diagnostic-Code: smtp; 550 {status} <{recipient}>: Recipient address rejected
+
+--B0UND
+Content-Type: text/rfc822-headers
+
+From: digest@digest.example.org
+To: {recipient}
+Message-ID: {message_id}
+Subject: Your papers
+
+--B0UND--
+""".replace("\n", "\r\n").encode()
+
+
+@pytest.fixture
+def world(db_url: str, tmp_path: Path) -> tuple[object, list[tuple[int, int, str]]]:
+    """Three subscribers, each with a sent delivery of one edition."""
+    engine = get_engine(db_url)
+    rows = []
+    with session_scope(engine) as s:
+        edition = Edition(day=dt.date(2026, 12, 1), slot="")
+        s.add(edition)
+        s.flush()
+        for i, email in enumerate(["ada@example.org", "bob@example.org", "cy@example.org"]):
+            sub = add(s, email, keywords="diffusion")
+            d = Delivery(edition_id=edition.id, subscriber_id=sub.id, day=edition.day,
+                         status="sent", message_id=f"<m{i}.x@digest.example.org>")
+            s.add(d)
+            s.flush()
+            rows.append((d.id, sub.id, email))
+    return engine, rows
+
+
+def status_of(engine: object, email: str) -> str:
+    with session_scope(engine) as s:  # type: ignore[arg-type]
+        return str(s.scalar(select(Subscriber.status).where(Subscriber.email == email)))
+
+
+def test_hard_bounce_by_verp_bounces_the_subscriber_once(world, tmp_path: Path) -> None:
+    engine, rows = world
+    box = maildir(tmp_path / "mail")
+    delivery_id, sub_id, email = rows[0]
+    raw = dsn(VERP.address(delivery_id, sub_id), email, "5.1.1")
+    drop(box, raw)
+    report = fetch(engine, config(box), KEYS)
+    assert report.counts["hard"] == 1 and report.bounced == [email]
+    assert status_of(engine, email) == SubscriberStatus.BOUNCED
+    assert status_of(engine, rows[1][2]) == SubscriberStatus.ACTIVE
+    assert list((box / "new").iterdir()) == [] and len(list((box / "cur").iterdir())) == 1
+    # The same message again (the mailbox was not told in time): acted on once.
+    drop(box, raw)
+    again = fetch(engine, config(box), KEYS)
+    assert again.counts["already"] == 1 and again.counts["hard"] == 0
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Event).where(
+            Event.kind == "bounced")) == 1
+        row = s.get(Delivery, delivery_id)
+        assert row is not None and "5.1.1" in row.reason
+
+
+def test_lost_return_path_is_matched_by_message_id(world, tmp_path: Path) -> None:
+    engine, rows = world
+    box = maildir(tmp_path / "mail")
+    _, _, email = rows[1]
+    drop(box, dsn("bounces@digest.example.org", email, "5.1.1",
+                  message_id="<m1.x@digest.example.org>"))
+    assert fetch(engine, config(box), KEYS).counts["hard"] == 1
+    assert status_of(engine, email) == SubscriberStatus.BOUNCED
+
+
+def test_forged_or_address_only_reports_change_nothing(world, tmp_path: Path) -> None:
+    engine, rows = world
+    box = maildir(tmp_path / "mail")
+    delivery_id, sub_id, email = rows[0]
+    forged = VERP.address(delivery_id, sub_id).replace("bounces+", "bounces+z")
+    drop(box, dsn(forged, email, "5.1.1", message_id="<unknown@elsewhere>"))
+    # A valid token for one delivery does not act on another subscriber.
+    other = Verp(RETURN_PATH, tuple(KEYS)).address(delivery_id, rows[2][1])
+    drop(box, dsn(other, email, "5.1.1", message_id="<unknown2@elsewhere>"))
+    report = fetch(engine, config(box), KEYS)
+    assert report.counts["unmatched"] == 2
+    assert all(status_of(engine, e) == SubscriberStatus.ACTIVE for _, _, e in rows)
+
+
+def test_soft_bounces_count_up_to_the_limit(world, tmp_path: Path) -> None:
+    engine, rows = world
+    box = maildir(tmp_path / "mail")
+    delivery_id, sub_id, email = rows[2]
+    for n in range(2):
+        drop(box, dsn(VERP.address(delivery_id, sub_id), email, "4.2.2", action="delayed",
+                      message_id=f"<s{n}@x>"))
+    assert fetch(engine, config(box, soft_limit=3), KEYS).counts["soft"] == 2
+    assert status_of(engine, email) == SubscriberStatus.ACTIVE
+    drop(box, dsn(VERP.address(delivery_id, sub_id), email, "4.2.2", message_id="<s3@x>"))
+    report = fetch(engine, config(box, soft_limit=3), KEYS)
+    assert report.counts["soft"] == 1 and report.bounced == [email]
+    assert status_of(engine, email) == SubscriberStatus.BOUNCED
+
+
+def test_complaint_mailto_unsubscribe_and_auto_reply(world, tmp_path: Path) -> None:
+    engine, rows = world
+    box = maildir(tmp_path / "mail")
+    data = Path(__file__).parent / "data" / "bounces" / "other"
+    arf = (data / "arf_rfc5965.eml").read_bytes().replace(
+        b"<8787KJKJ3K4J3K4J3K4J3.mail@digest.example.org>", b"<m0.x@digest.example.org>")
+    drop(box, arf)
+    with session_scope(engine) as s:  # links carry the subscriber row's nonce
+        nonce = s.scalar(select(Subscriber.link_nonce).where(Subscriber.id == rows[1][1]))
+    token = Signer(KEYS).token("unsubscribe", rows[1][1], nonce=nonce)
+    drop(box, (data / "unsubscribe_mailto.eml").read_bytes().replace(
+        b"1f.UxhyPabcdefghijklmnopq", token.encode()))
+    drop(box, (data / "autoreply_exchange.eml").read_bytes())
+    drop(box, b"Subject: hello\r\n\r\njust a note to the bounce address\r\n")
+    report = fetch(engine, config(box), KEYS)
+    assert report.as_dict() | {"bounced": []} == {
+        "hard": 0, "soft": 0, "complaints": 1, "unsubscribes": 1, "auto_replies": 1,
+        "notices": 0, "unmatched": 0, "unknown": 1, "already": 0, "bounced": []}
+    assert status_of(engine, rows[0][2]) == SubscriberStatus.COMPLAINED
+    assert status_of(engine, rows[1][2]) == SubscriberStatus.UNSUBSCRIBED
+    # The unknown message stays where a person can read it, and is not counted again.
+    assert len(list((box / "new").iterdir())) == 1
+    assert fetch(engine, config(box), KEYS).counts["unknown"] == 0
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(MailReport)) == 4
+
+
+def test_delete_after_processing(world, tmp_path: Path) -> None:
+    engine, rows = world
+    box = maildir(tmp_path / "mail")
+    delivery_id, sub_id, email = rows[0]
+    drop(box, dsn(VERP.address(delivery_id, sub_id), email, "5.1.1"))
+    fetch(engine, config(box, after="delete"), KEYS)
+    assert list((box / "new").iterdir()) == [] and list((box / "cur").iterdir()) == []
+
+
+def test_a_bad_mailbox_url_is_one_line() -> None:
+    from newsletter.bounces.mailboxes import MailboxError
+
+    for url, fragment in [("ftp://x", "expected one of"), ("imaps://host/INBOX", "user:password"),
+                          ("maildir:", "needs a path"), ("imap://u:p@h:99999/", "port")]:
+        with pytest.raises(MailboxError, match=fragment) as info:
+            open_mailbox(url)
+        assert "\n" not in str(info.value) and "p@" not in str(info.value)
+    with pytest.raises(MailboxError, match="not a Maildir"):
+        open_mailbox("maildir:/nonexistent/box")
