@@ -316,16 +316,6 @@ class BouncesConfig(_Section):
         return from_address if self.mailbox else None
 
 
-class DeliveryConfig(_Section):
-    """How long a temporarily refused message keeps being tried."""
-
-    retry_hours: float = Field(default=24.0, gt=0, le=24 * 14)
-    """A deferred message (4xx, timeout, connection refused for it) is tried again
-    with growing waits until this many hours after its first try, then failed."""
-    retry_first_minutes: float = Field(default=5.0, gt=0)
-    """The first wait before a deferred message is tried again; each wait doubles."""
-
-
 class SourceConfig(_Section):
     """One ``[[sources]]`` entry: a feed or file that ``newsletter ingest NAME`` and the
     scheduler read."""
@@ -488,7 +478,6 @@ class Settings(_Section):
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
     bounces: BouncesConfig = BouncesConfig()
-    delivery: DeliveryConfig = DeliveryConfig()
     sources: list[SourceConfig] = Field(default_factory=list)
     source_file: str | None = None  # where the file layer came from, for messages
 

@@ -19,6 +19,8 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from newsletter.render.links import base36
+
 PLACEHOLDER = "{token}"
 TOKEN = re.compile(r"([0-9a-z]{1,13})-([0-9a-z]{1,13})-([a-z2-7]{16})")
 
@@ -38,7 +40,7 @@ class Verp:
             raise ValueError("no signing key")
 
     def address(self, delivery_id: int, subscriber_id: int) -> str:
-        body = f"{_b36(delivery_id)}-{_b36(subscriber_id)}"
+        body = f"{base36(delivery_id)}-{base36(subscriber_id)}"
         return self.template.replace(PLACEHOLDER, f"{body}-{_mac(self.keys[0], body)}")
 
     def read(self, address: str) -> tuple[int, int] | None:
@@ -68,15 +70,3 @@ def _mac(key: str, body: str) -> str:
     digest = hmac.digest(hashlib.sha256(key.encode()).digest(), f"verp|{body}".encode(),
                          "sha256")[:10]
     return base64.b32encode(digest).decode().lower()
-
-
-def _b36(value: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    if value < 0:
-        raise ValueError(value)
-    out = ""
-    while True:
-        value, r = divmod(value, 36)
-        out = digits[r] + out
-        if not value:
-            return out

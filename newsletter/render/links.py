@@ -62,9 +62,9 @@ class Signer:
               nonce: int | None = None) -> str:
         if purpose.split(":", 1)[0] not in PURPOSES:
             raise ValueError(purpose)
-        body = "-".join(_b36(v) for v in (subscriber_id, *extra))
+        body = "-".join(base36(v) for v in (subscriber_id, *extra))
         if nonce is not None:
-            body += "." + _b36(nonce)
+            body += "." + base36(nonce)
         return f"{body}.{self._mac(self._keys[0], purpose, body)}"
 
     def paper_token(self, purpose: str, subscriber_id: int, paper_id: str,
@@ -97,7 +97,8 @@ class Signer:
         raise InputError("this link is not valid (it may have been altered)")
 
 
-def _b36(value: int) -> str:
+def base36(value: int) -> str:
+    """A non-negative id in lower-case base 36: the ids in link tokens and VERP addresses."""
     if value < 0:
         raise ValueError(value)
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"

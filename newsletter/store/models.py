@@ -61,7 +61,6 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"
-    DEFERRED = "deferred"  # refused for now (4xx, timeout): tried again at next_try_at
 
 
 class Subscriber(Base):
@@ -167,8 +166,8 @@ class Delivery(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    # A deferred row (a temporary refusal) is tried again at next_try_at, until
-    # [delivery] retry_hours after first_try_at; then it fails with the last reason.
+    # For retrying temporary refusals later (not used yet: a 4xx is still retried
+    # within the run, then failed); the columns and their index exist since 0011.
     first_try_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     next_try_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
