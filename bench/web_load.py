@@ -44,6 +44,8 @@ def free_port() -> int:
 
 def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
     """Papers, subscribers, one sent edition; the URLs each route will be hit with."""
+    from sqlalchemy import select
+
     from newsletter.config import Settings
     from newsletter.delivery.edition import EditionConfig
     from newsletter.render.links import LinkMaker, Signer
@@ -51,6 +53,7 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
     from newsletter.service.ingest import ingest
     from newsletter.store.db import dispose_all, get_engine, session_scope
     from newsletter.store.keys import secret_keys
+    from newsletter.store.models import Subscriber
     from newsletter.store.subscribers import import_csv
     from newsletter.transports import make_transport
 
@@ -69,13 +72,15 @@ def setup(url: str, subscribers: int, base_url: str) -> dict[str, list[str]]:
                    make_transport(settings))
     with session_scope(engine) as s:
         links = LinkMaker(settings.web, settings.sender, Signer(secret_keys(settings.web, s)))
-    ids = list(range(1, subscribers + 1))
+        nonces = dict(s.execute(select(Subscriber.id, Subscriber.link_nonce).order_by(
+            Subscriber.id)).all())  # every link carries its subscriber's nonce
+    ids = sorted(nonces)
     dispose_all()
     half = subscribers // 2
     return {
-        "preferences": [links.preferences(i) for i in ids[:half]],
-        "view": [links.view(i, summary.edition.id) for i in ids[:half]],
-        "unsubscribe": [links.unsubscribe(i) for i in ids[half:]],
+        "preferences": [links.preferences(i, nonce=nonces[i]) for i in ids[:half]],
+        "view": [links.view(i, summary.edition.id, nonces[i]) for i in ids[:half]],
+        "unsubscribe": [links.unsubscribe(i, nonces[i]) for i in ids[half:]],
     }
 
 

@@ -899,12 +899,12 @@ def web(
     import uvicorn
 
     from newsletter.web import create_app
-    from newsletter.web.logs import redact_access_log
+    from newsletter.web.logs import redact_logs
 
     a = _app(ctx)
     _logging(a, log_format)
     starlette = create_app(a)
-    redact_access_log()
+    redact_logs()  # every handler: access log, errors, tracebacks
     logging.getLogger("newsletter.web").info("serving %s on %s:%s", a.settings.web.base_url,
                                              host, port)
     uvicorn.run(starlette, host=host, port=port, log_config=None,  # our handlers

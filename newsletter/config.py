@@ -447,13 +447,18 @@ class AdminConfig(_Section):
     session_hours: float = Field(default=12.0, gt=0)
     """A console login lasts this many hours."""
     max_failures_per_user: int = Field(default=5, ge=1)
-    """Failed logins for one user name within lockout_minutes that lock it."""
+    """Failed logins for one user name from one client address before each further try
+    from there waits (1 s, doubling, up to lockout_minutes); other addresses are not
+    slowed, so a stranger cannot lock the operator out."""
     max_failures_per_client: int = Field(default=20, ge=1)
     """Failed logins from one client address within lockout_minutes that lock it out."""
     lockout_minutes: float = Field(default=15.0, gt=0)
     """The window (and lockout) for failed logins, in minutes."""
     page_size: int = Field(default=50, ge=1, le=1000)
     """Rows per page in the console's lists."""
+    max_upload_bytes: int = Field(default=20_000_000, ge=1024)
+    """The largest CSV the console's import accepts, in bytes (bigger files:
+    `newsletter subscribers import`)."""
 
 
 class Settings(_Section):

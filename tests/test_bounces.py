@@ -178,7 +178,9 @@ def test_complaint_mailto_unsubscribe_and_auto_reply(world, tmp_path: Path) -> N
     arf = (data / "arf_rfc5965.eml").read_bytes().replace(
         b"<8787KJKJ3K4J3K4J3K4J3.mail@digest.example.org>", b"<m0.x@digest.example.org>")
     drop(box, arf)
-    token = Signer(KEYS).token("unsubscribe", rows[1][1])
+    with session_scope(engine) as s:  # links carry the subscriber row's nonce
+        nonce = s.scalar(select(Subscriber.link_nonce).where(Subscriber.id == rows[1][1]))
+    token = Signer(KEYS).token("unsubscribe", rows[1][1], nonce=nonce)
     drop(box, (data / "unsubscribe_mailto.eml").read_bytes().replace(
         b"1f.UxhyPabcdefghijklmnopq", token.encode()))
     drop(box, (data / "autoreply_exchange.eml").read_bytes())

@@ -140,9 +140,11 @@ def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: igno
 
     # Undo both votes from the preferences page: the ranking is exactly as before.
     with session_scope(engine) as s:
-        sub_id = s.scalar(select(Subscriber.id).where(Subscriber.email == ADA))
+        ada = s.scalar(select(Subscriber).where(Subscriber.email == ADA))
+        assert ada is not None
+        sub_id, nonce = ada.id, ada.link_nonce
         signer = Signer(secret_keys(settings.web, s))
-    prefs = f"{base}/preferences/{signer.token('preferences', int(sub_id or 0))}"
+    prefs = f"{base}/preferences/{signer.token('preferences', sub_id, nonce=nonce)}"
     with httpx.Client(timeout=30, follow_redirects=True) as client:
         page = client.get(prefs).text
         assert "What your votes taught us" in page and "Reset all learning" in page
@@ -224,7 +226,7 @@ def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no
         learned = subscriber_learned(settings.ranking, s, sub)
         signer = Signer(secret_keys(settings.web, s))
     assert learned and outcome.terms
-    token = signer.token("preferences", sub.id)
+    token = signer.token("preferences", sub.id, nonce=sub.link_nonce)
     with httpx.Client(timeout=30, follow_redirects=True) as client:
         assert client.get(f"{base}/feedback/forget/{token}").status_code == 405  # POST only
         gone = learned[0]

@@ -20,7 +20,6 @@ from sqlalchemy import select
 from newsletter.config import WebhooksConfig
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Edition, Event, Subscriber
-from newsletter.web.webhooks import ReplayCache
 from newsletter.web.webhooks.base import Rejected, WebhookRequest
 from newsletter.web.webhooks.generic import Generic
 
@@ -102,7 +101,7 @@ def test_any_json_is_accepted_or_refused_cleanly(value: Any) -> None:
     async def fetch(url: str) -> bytes:
         raise AssertionError(url)
 
-    verifier = Generic(WebhooksConfig(), fetcher=fetch, replay=ReplayCache())
+    verifier = Generic(WebhooksConfig(), fetcher=fetch)
     try:
         notices = asyncio.run(verifier.accept(WebhookRequest({}, json.dumps(value).encode())))
     except Rejected as exc:

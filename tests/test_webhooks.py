@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -27,7 +28,6 @@ from sqlalchemy import select
 
 from newsletter.store.db import session_scope
 from newsletter.store.models import Event
-from newsletter.web.webhooks import ReplayCache
 from newsletter.web.webhooks.base import Rejected, WebhookRequest
 from newsletter.web.webhooks.mailgun import Mailgun
 
@@ -56,15 +56,18 @@ CERT_PEM = _cert(RSA_KEY)
 CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem"
 
 
-@pytest.fixture
-def hooks(world, http_server: HttpServer) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    """The site with every provider configured, and a fetcher that answers Amazon's
-    URLs from the local HTTP server (what the real one would fetch over https)."""
-    settings, engine = world
-    settings = settings.replace(webhooks={
+def configured(settings: Any) -> Any:
+    """Every provider configured with the keys made above."""
+    return settings.replace(webhooks={
         "sendgrid_public_key": EC_PUBLIC, "mailgun_signing_key": MAILGUN_KEY,
         "postmark_username": "pm-user", "postmark_password": "pm-pass é",
         "resend_secret": SVIX_SECRET})
+
+
+@contextmanager
+def hooked_site(settings: Any, engine: Any, http_server: HttpServer) -> Iterator[Site]:
+    """The site with every provider configured, and a fetcher that answers Amazon's
+    URLs from the local HTTP server (what the real one would fetch over https)."""
     http_server.add("/SimpleNotificationService-test.pem", Route(body=CERT_PEM))
     http_server.add("/confirm", Route(body=b"<ConfirmSubscriptionResponse/>"))
 
@@ -76,8 +79,15 @@ def hooks(world, http_server: HttpServer) -> Iterator[Site]:  # type: ignore[no-
             r.raise_for_status()
             return r.content
 
-    with running_site(settings, engine, fetcher=fetcher) as site:
+    with running_site(configured(settings), engine, fetcher=fetcher) as site:
         site.http = http_server  # type: ignore[attr-defined]
+        yield site
+
+
+@pytest.fixture
+def hooks(world, http_server: HttpServer) -> Iterator[Site]:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    with hooked_site(settings, engine, http_server) as site:
         yield site
 
 
@@ -315,8 +325,7 @@ def test_any_signed_json_is_accepted_or_refused_cleanly(value: Any) -> None:
     async def fetch(url: str) -> bytes:
         raise AssertionError(url)
 
-    verifier = Mailgun(WebhooksConfig(mailgun_signing_key=MAILGUN_KEY), fetcher=fetch,
-                       replay=ReplayCache())
+    verifier = Mailgun(WebhooksConfig(mailgun_signing_key=MAILGUN_KEY), fetcher=fetch)
     body = json.loads(mailgun({}))
     body["event-data"] = value
     try:
@@ -325,3 +334,148 @@ def test_any_signed_json_is_accepted_or_refused_cleanly(value: Any) -> None:
         assert exc.status == 400
     else:
         assert all(isinstance(a, str) and k in ("bounce", "complaint") for a, k in notices)
+
+
+# ---- replays (issue N7): known by event id in the database -------------------------------
+
+def bounce_count(site: Site, address: str) -> int:
+    from sqlalchemy import select
+
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import Subscriber
+
+    with session_scope(site.engine) as s:
+        return int(s.scalar(select(Subscriber.bounce_count)
+                            .where(Subscriber.email == address)) or 0)
+
+
+def test_sendgrid_signature_rewritten_as_high_s_is_still_a_replay(hooks: Site) -> None:
+    from cryptography.hazmat.primitives.asymmetric.utils import (
+        decode_dss_signature,
+        encode_dss_signature,
+    )
+
+    n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256 order
+    url = hooks.hook("sendgrid")
+    body = json.dumps([{"email": "ada@example.org", "event": "bounce", "type": "bounce",
+                        "sg_event_id": "ev1"}]).encode()
+    headers = sendgrid(body)
+    assert httpx.post(url, content=body, headers=headers).status_code == 200
+    assert bounce_count(hooks, "ada@example.org") == 1
+    r, s = decode_dss_signature(base64.b64decode(headers[
+        "X-Twilio-Email-Event-Webhook-Signature"]))
+    other = base64.b64encode(encode_dss_signature(r, n - s)).decode()
+    EC_KEY.public_key().verify(base64.b64decode(other), headers[
+        "X-Twilio-Email-Event-Webhook-Timestamp"].encode() + body, ec.ECDSA(hashes.SHA256()))
+    again = httpx.post(url, content=body,
+                       headers=headers | {"X-Twilio-Email-Event-Webhook-Signature": other})
+    assert again.status_code == 401 and "replayed" in again.text
+    assert bounce_count(hooks, "ada@example.org") == 1
+
+
+def test_a_replay_after_a_restart_is_refused(world, http_server: HttpServer) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    body = json.dumps({"type": "email.bounced", "data": {"to": ["ada@example.org"]}}).encode()
+    headers = svix(body)
+    pm = json.dumps({"RecordType": "Bounce", "Type": "HardBounce", "ID": 42,
+                     "Email": "grace@example.org"}).encode()
+    auth = basic("pm-user", "pm-pass é") | {"Content-Type": "application/json"}
+    with hooked_site(settings, engine, http_server) as site:
+        assert httpx.post(site.hook("resend"), content=body, headers=headers
+                          ).status_code == 200
+        assert httpx.post(site.hook("postmark"), content=pm, headers=auth).status_code == 200
+    with hooked_site(settings, engine, http_server) as site:  # a new server process state
+        assert httpx.post(site.hook("resend"), content=body, headers=headers
+                          ).status_code == 401
+        assert httpx.post(site.hook("postmark"), content=pm, headers=auth).status_code == 401
+        assert bounce_count(site, "ada@example.org") == 1
+        assert bounce_count(site, "grace@example.org") == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_copies_arriving_at_once_change_subscribers_once(
+        backend: str, tmp_path: Any, http_server: HttpServer,
+        request: pytest.FixtureRequest) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .web_support import world_on
+
+    url = (f"sqlite:///{tmp_path / 'once.db'}" if backend == "sqlite"
+           else str(request.getfixturevalue("pg_url")))
+    settings, engine = world_on(url, tmp_path)
+    with hooked_site(settings, engine, http_server) as site:
+        good = mailgun({"event": "failed", "severity": "permanent",
+                        "recipient": "ada@example.org"})
+        with ThreadPoolExecutor(8) as pool:
+            codes = sorted(pool.map(lambda _: httpx.post(site.hook("mailgun"), content=good,
+                                                         timeout=60).status_code, range(8)))
+        assert codes == [200] + [401] * 7
+        assert bounce_count(site, "ada@example.org") == 1
+        site.wait_background(60)  # the server's start-up work, before the database goes
+    engine.dispose()
+
+
+def test_non_finite_and_odd_timestamps_are_refused(hooks: Site) -> None:
+    event = {"event": "failed", "severity": "permanent", "recipient": "ada@example.org"}
+    body = json.dumps({"type": "email.bounced", "data": {"to": ["ada@example.org"]}}).encode()
+    sg_body = json.dumps([{"email": "ada@example.org", "event": "bounce"}]).encode()
+    now = str(int(time.time()))
+    for stamp in ("nan", "NaN", "inf", "-inf", "1e9", f"{now}e0", f" {now}", "-1",
+                  f"{now}.5.5", "0x10", "١٧٠٠٠٠٠٠٠٠"):
+        token = uuid.uuid4().hex
+        sig = hmac.new(MAILGUN_KEY.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+        signed = json.dumps({"signature": {"timestamp": stamp, "token": token, "signature": sig},
+                             "event-data": event}).encode()
+        assert httpx.post(hooks.hook("mailgun"), content=signed).status_code in (400, 401), stamp
+        if stamp != stamp.strip() or not stamp.isascii():
+            continue  # not sendable as a header value at all
+        headers = svix(body) | {"svix-timestamp": stamp}
+        key = base64.b64decode(SVIX_SECRET.removeprefix("whsec_"))
+        mac = hmac.new(key, f"{headers['svix-id']}.{stamp}.".encode() + body, hashlib.sha256)
+        headers["svix-signature"] = "v1," + base64.b64encode(mac.digest()).decode()
+        assert httpx.post(hooks.hook("resend"), content=body, headers=headers
+                          ).status_code in (400, 401), stamp
+        sg = sendgrid(sg_body) | {"X-Twilio-Email-Event-Webhook-Timestamp": stamp}
+        sg["X-Twilio-Email-Event-Webhook-Signature"] = base64.b64encode(EC_KEY.sign(
+            stamp.encode() + sg_body, ec.ECDSA(hashes.SHA256()))).decode()
+        assert httpx.post(hooks.hook("sendgrid"), content=sg_body, headers=sg
+                          ).status_code in (400, 401), stamp
+    assert hooks.status("ada@example.org") == "active"
+    # A fractional timestamp is a number of seconds too.
+    token = uuid.uuid4().hex
+    stamp = f"{time.time():.3f}"
+    sig = hmac.new(MAILGUN_KEY.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    ok = json.dumps({"signature": {"timestamp": stamp, "token": token, "signature": sig},
+                     "event-data": event}).encode()
+    assert httpx.post(hooks.hook("mailgun"), content=ok).status_code == 200
+
+
+def test_sns_certificates_only_from_amazon_shaped_urls_cached_and_rationed(
+        hooks: Site) -> None:
+    url = hooks.hook("ses")
+    http: HttpServer = hooks.http  # type: ignore[attr-defined]
+
+    def pem_fetches() -> list[str]:
+        return [str(r["path"]) for r in http.requests if str(r["path"]).endswith(".pem")
+                or "pem" in str(r["path"])]
+
+    forged_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    # Not a certificate's address on an SNS host: never fetched.
+    for cert_url in ("https://sns.us-east-1.amazonaws.com/evil.pem",
+                     "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-a.pem?x=1",
+                     "https://sns.us-east-1.amazonaws.com/a/SimpleNotificationService-a.pem",
+                     "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-a.pem.exe",
+                     "https://sns.evil.amazonaws.com/SimpleNotificationService-a.pem",
+                     "https://sns.us-east-1.amazonaws.com:8443/SimpleNotificationService-a.pem"):
+        forged = sns("Notification", SES_BOUNCE, key=forged_key, cert_url=cert_url)
+        assert httpx.post(url, content=forged).status_code == 401, cert_url
+    assert pem_fetches() == []
+    # Forged notices naming many certificate-shaped URLs: a few fetches, not one each,
+    # and a URL that failed is not fetched again.
+    names = [f"https://sns.us-east-1.amazonaws.com/SimpleNotificationService-f{i}.pem"
+             for i in range(5)]
+    for name in names + names:
+        forged = sns("Notification", SES_BOUNCE, key=forged_key, cert_url=name)
+        assert httpx.post(url, content=forged).status_code in (401, 503)
+    assert 1 <= len(pem_fetches()) <= 3
+    assert hooks.status("ada@example.org") == "active"

@@ -24,11 +24,57 @@ from newsletter.store.models import Subscriber
 from newsletter.web import create_app
 from newsletter.web.webhooks import Fetcher, webhook_tokens
 
-from .conftest import free_port
+from .conftest import ROOT, World, free_port
 
 # One TLS context for the test clients of many-request tests: httpx otherwise builds one
 # per client, loading the CA bundle each time (~40 ms). The sites are plain http anyway.
 TLS = ssl.create_default_context()
+
+
+class RowLinks(LinkMaker):
+    """The site's links for a subscriber, carrying their row's link nonce as every link
+    the service makes does (looked up by id; a link for an id with no row has none)."""
+
+    def __init__(self, settings: Settings, signer: Signer, engine: Any) -> None:
+        super().__init__(settings.web, settings.sender, signer)
+        self.engine = engine
+
+    def nonce_of(self, sub_id: int) -> int | None:
+        with session_scope(self.engine) as s:
+            found = s.scalar(select(Subscriber.link_nonce).where(Subscriber.id == sub_id))
+        return None if found is None else int(found)
+
+    def for_subscriber(self, subscriber_id: int, edition_id: int,
+                       nonce: int | None = None) -> Any:
+        return super().for_subscriber(subscriber_id, edition_id,
+                                      nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def votes(self, subscriber_id: int, entry_id: str,
+              nonce: int | None = None) -> dict[str, str]:
+        return super().votes(subscriber_id, entry_id,
+                             nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def unsubscribe(self, subscriber_id: int, nonce: int | None = None) -> str:
+        return super().unsubscribe(subscriber_id,
+                                   nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def preferences(self, subscriber_id: int, action: str = "",
+                    nonce: int | None = None) -> str:
+        return super().preferences(
+            subscriber_id, action, nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def view(self, subscriber_id: int, edition_id: int, nonce: int | None = None) -> str:
+        return super().view(subscriber_id, edition_id,
+                            nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def confirm(self, subscriber_id: int, issued: int | None = None, *,
+                nonce: int | None = None, change: int | None = None) -> str:
+        return super().confirm(subscriber_id, issued, change=change,
+                               nonce=nonce if nonce is not None else self.nonce_of(subscriber_id))
+
+    def feed(self, subscriber_id: int, nonce: int | None = None) -> str:
+        return super().feed(subscriber_id,
+                            nonce if nonce is not None else self.nonce_of(subscriber_id))
 
 
 @dataclass
@@ -37,7 +83,7 @@ class Site:
     settings: Settings
     engine: Any
     signer: Signer
-    links: LinkMaker
+    links: RowLinks
     starlette: Any
 
     def __iter__(self) -> Iterator[Any]:
@@ -88,7 +134,7 @@ def running_site(settings: Settings, engine: Any, *, fetcher: Fetcher | None = N
         signer = Signer(secret_keys(settings.web, s))
     try:
         yield Site(f"http://127.0.0.1:{port}", settings, engine, signer,
-                   LinkMaker(settings.web, settings.sender, signer), starlette)
+                   RowLinks(settings, signer, engine), starlette)
     finally:
         server.should_exit = True
         thread.join(5)
@@ -107,3 +153,22 @@ def post_form(client: httpx.Client, page_url: str, data: dict[str, str],
     assert origin
     return client.post(action or page_url, data={"csrf": found.group(1), **data},
                        headers={"Origin": origin.group(0)})
+
+
+def world_on(url: str, tmp_path: Any) -> World:
+    """The ``world`` fixture's database (sample papers and subscribers) at ``url``."""
+    from newsletter.service.ingest import ingest
+    from newsletter.store.db import get_engine
+    from newsletter.store.subscribers import import_csv
+
+    settings = Settings().replace(
+        database={"url": url}, outbox={"path": str(tmp_path / "outbox")},
+        sender={"reply_to": "editor@example.org", "from_address": "digest@example.org"},
+        web={"base_url": "https://digest.example.org"})
+    engine = get_engine(url)
+    with session_scope(engine) as s:
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+    with session_scope(engine) as s:
+        data = (ROOT / "newsletter" / "data" / "sample_subscribers.csv").read_bytes()
+        import_csv(s, data, "sample_subscribers.csv")
+    return World(settings, engine)

@@ -165,7 +165,8 @@ class EditionContext:
                         .explain_many(record.keywords, [self.selection_index[p.id]
                                                         for p in ranked]), strict=True)}
             explanations = [shown.explanation(p, features.get(p.id, ())) for p in known]
-        as_sent = Recipient(recipient.id, recipient.email, recipient.name, record.keywords)
+        as_sent = Recipient(recipient.id, recipient.email, recipient.name, record.keywords,
+                            recipient.nonce)
         return self.renderer.render(as_sent, picks, explanations, record.trending,
                                     weekly=record.weekly)
 

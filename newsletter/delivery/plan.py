@@ -32,7 +32,8 @@ class Job:
     def of(cls, row: Delivery, sub: Subscriber) -> Job:
         """The job a ledger row stands for, addressed as the subscriber is now."""
         details = row.details or {}
-        return cls(Recipient(sub.id, sub.email, sub.name, sub.keywords), list(row.entry_ids),
+        return cls(Recipient(sub.id, sub.email, sub.name, sub.keywords, sub.link_nonce),
+                   list(row.entry_ids),
                    bool(details.get("trending")), row.id, row.attempts,
                    weekly=bool(details.get("weekly")))
 

@@ -40,7 +40,9 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if not self.include_address:
             data.pop("email", None)
-        if record.exc_info:
+        if record.exc_text:  # first: a filter may have rewritten it (web.logs redacts)
+            data["exc"] = record.exc_text
+        elif record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False, default=str)
 

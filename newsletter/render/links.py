@@ -21,14 +21,27 @@ from newsletter.config import SenderConfig, WebConfig
 from newsletter.errors import InputError
 
 PURPOSES = ("unsubscribe", "preferences", "confirm", "view", "webhook", "feed", "vote")
-# ids in base 36 joined by "-", a dot, a 128-bit MAC in unpadded base64url: anything else
-# (a non-ASCII byte, padding, a slash) is refused before any HMAC is computed.
-TOKEN_SHAPE = re.compile(r"[0-9a-z]{1,13}(?:-[0-9a-z]{1,13}){0,7}\.[A-Za-z0-9_-]{22}")
+# ids in base 36 joined by "-", then (links made since migration 0010) a dot and the
+# subscriber's link nonce in base 36, a dot, a 128-bit MAC in unpadded base64url:
+# anything else (a non-ASCII byte, padding, a slash) is refused before any HMAC.
+TOKEN_SHAPE = re.compile(
+    r"[0-9a-z]{1,13}(?:-[0-9a-z]{1,13}){0,7}(?:\.[0-9a-z]{1,13})?\.[A-Za-z0-9_-]{22}")
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a verified token says: its ids (the subscriber's first) and the link nonce
+    it carries (None for a link made before nonces: ``store.tokens`` decides)."""
+
+    ids: list[int]
+    nonce: int | None
 
 
 class Signer:
-    """Compact tokens: ``<ids>.<mac>``, the ids dot-free base 36, the MAC an
-    HMAC-SHA256 over purpose and ids, truncated to 128 bits and base64url encoded.
+    """Compact tokens: ``<ids>[.<nonce>].<mac>``, ids and nonce dot-free base 36, the
+    MAC an HMAC-SHA256 over the purpose and everything before it, truncated to 128 bits
+    and base64url encoded. The nonce (the subscriber row's ``link_nonce``) ties a link
+    to one person: an id given to someone else later would not carry theirs.
 
     Three tokens go into every email, so they are built without JSON or zlib;
     the newest key signs, every key verifies (rotation without broken links).
@@ -45,29 +58,40 @@ class Signer:
         digest = hmac.digest(key, f"{purpose}|{body}".encode(), "sha256")[:16]
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def token(self, purpose: str, subscriber_id: int, *extra: int) -> str:
+    def token(self, purpose: str, subscriber_id: int, *extra: int,
+              nonce: int | None = None) -> str:
         if purpose.split(":", 1)[0] not in PURPOSES:
             raise ValueError(purpose)
         body = "-".join(base36(v) for v in (subscriber_id, *extra))
+        if nonce is not None:
+            body += "." + base36(nonce)
         return f"{body}.{self._mac(self._keys[0], purpose, body)}"
 
-    def paper_token(self, purpose: str, subscriber_id: int, paper_id: str) -> str:
+    def paper_token(self, purpose: str, subscriber_id: int, paper_id: str,
+                    nonce: int | None = None) -> str:
         """A token for one subscriber *and one paper* (e.g. a vote link): the paper id
         is signed with the subscriber, so a link cannot be re-aimed at another paper."""
-        return self.token(f"{purpose}:{paper_id}", subscriber_id)
+        return self.token(f"{purpose}:{paper_id}", subscriber_id, nonce=nonce)
 
     def verify_paper(self, purpose: str, token: str, paper_id: str) -> int:
         """The subscriber id of a ``paper_token`` for ``paper_id``."""
         return self.verify(f"{purpose}:{paper_id}", token)[0]
 
     def verify(self, purpose: str, token: str) -> list[int]:
+        return self.claims(purpose, token).ids
+
+    def claims(self, purpose: str, token: str) -> Claims:
+        """The ids and nonce of a token signed for ``purpose``; ``InputError`` when it
+        was not (cut, altered, or for another purpose)."""
         if not TOKEN_SHAPE.fullmatch(token):
             raise InputError("this link is not valid (it may have been cut or altered)")
-        body, _, mac = token.partition(".")
-        if body and mac and any(hmac.compare_digest(mac, self._mac(k, purpose, body))
-                                for k in self._keys):
+        signed, _, mac = token.rpartition(".")
+        if signed and mac and any(hmac.compare_digest(mac, self._mac(k, purpose, signed))
+                                  for k in self._keys):
+            ids, _, nonce = signed.partition(".")
             try:
-                return [int(part, 36) for part in body.split("-")]
+                return Claims([int(part, 36) for part in ids.split("-")],
+                              int(nonce, 36) if nonce else None)
             except ValueError:
                 pass
         raise InputError("this link is not valid (it may have been altered)")
@@ -104,21 +128,27 @@ class LinkMaker:
         self.signer = signer
         self._quoted: dict[str, str] = {}  # paper id → its URL path segment
 
-    def for_subscriber(self, subscriber_id: int, edition_id: int) -> Links:
-        unsub = self.signer.token("unsubscribe", subscriber_id)
+    # Every subscriber link takes ``nonce``: the subscriber row's ``link_nonce``. A link
+    # made without one works only for subscribers older than migration 0010.
+
+    def for_subscriber(self, subscriber_id: int, edition_id: int,
+                       nonce: int | None = None) -> Links:
+        sign = self.signer.token
+        unsub = sign("unsubscribe", subscriber_id, nonce=nonce)
         return Links(
             unsubscribe=f"{self.base}/unsubscribe/{unsub}",
             unsubscribe_mailto=(f"mailto:{self.mailbox}?subject="
                                 f"{quote('unsubscribe ' + unsub)}" if self.mailbox else ""),
             preferences=f"{self.base}/preferences/"
-                        f"{self.signer.token('preferences', subscriber_id)}",
-            browser=f"{self.base}/view/{self.signer.token('view', subscriber_id, edition_id)}",
+                        f"{sign('preferences', subscriber_id, nonce=nonce)}",
+            browser=f"{self.base}/view/{sign('view', subscriber_id, edition_id, nonce=nonce)}",
         )
 
-    def votes(self, subscriber_id: int, entry_id: str) -> dict[str, str]:
+    def votes(self, subscriber_id: int, entry_id: str,
+              nonce: int | None = None) -> dict[str, str]:
         """"More like this" / "less like this" for one paper: one token per subscriber
         and paper, the direction in the path; each opens a page with one button."""
-        token = self.signer.paper_token("vote", subscriber_id, entry_id)
+        token = self.signer.paper_token("vote", subscriber_id, entry_id, nonce)
         paper = self._quoted.get(entry_id)
         if paper is None:
             paper = self._quoted[entry_id] = quote(entry_id, safe="")
@@ -130,23 +160,30 @@ class LinkMaker:
     def paper(self, entry_id: str) -> str:
         return f"{self.base}/papers/{quote(entry_id, safe='')}"
 
-    def unsubscribe(self, subscriber_id: int) -> str:
-        return f"{self.base}/unsubscribe/{self.signer.token('unsubscribe', subscriber_id)}"
+    def unsubscribe(self, subscriber_id: int, nonce: int | None = None) -> str:
+        token = self.signer.token("unsubscribe", subscriber_id, nonce=nonce)
+        return f"{self.base}/unsubscribe/{token}"
 
-    def preferences(self, subscriber_id: int, action: str = "") -> str:
-        token = self.signer.token("preferences", subscriber_id)
+    def preferences(self, subscriber_id: int, action: str = "", nonce: int | None = None
+                    ) -> str:
+        token = self.signer.token("preferences", subscriber_id, nonce=nonce)
         return f"{self.base}/preferences/{token}" + (f"/{action}" if action else "")
 
-    def view(self, subscriber_id: int, edition_id: int) -> str:
-        return f"{self.base}/view/{self.signer.token('view', subscriber_id, edition_id)}"
+    def view(self, subscriber_id: int, edition_id: int, nonce: int | None = None) -> str:
+        return (f"{self.base}/view/"
+                f"{self.signer.token('view', subscriber_id, edition_id, nonce=nonce)}")
 
-    def confirm(self, subscriber_id: int, issued: int | None = None) -> str:
-        """A confirmation link stamped with the hour it was issued, so it can expire."""
+    def confirm(self, subscriber_id: int, issued: int | None = None, *,
+                nonce: int | None = None, change: int | None = None) -> str:
+        """A confirmation link stamped with the hour it was issued, so it can expire,
+        and naming the sign-up's pending change (``change``) when it made one."""
         hour = int(time.time() // 3600) if issued is None else issued
-        return f"{self.base}/confirm/{self.signer.token('confirm', subscriber_id, hour)}"
+        extra = (hour,) if change is None else (hour, change)
+        token = self.signer.token("confirm", subscriber_id, *extra, nonce=nonce)
+        return f"{self.base}/confirm/{token}"
 
-    def feed(self, subscriber_id: int) -> str:
-        return f"{self.base}/feed/{self.signer.token('feed', subscriber_id)}.atom"
+    def feed(self, subscriber_id: int, nonce: int | None = None) -> str:
+        return f"{self.base}/feed/{self.signer.token('feed', subscriber_id, nonce=nonce)}.atom"
 
     def home(self, path: str = "/") -> str:
         return f"{self.base}{path}"

@@ -38,6 +38,7 @@ class Recipient:
     email: str
     name: str = ""
     keywords: str = ""
+    nonce: int | None = None  # the row's link_nonce, carried by every link (store.tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,7 @@ class Renderer:
         items = [self.digest.paper(i, ex) for i, ex in zip(picks, explanations, strict=True)]
         papers: list[PaperView] = [] if trending else items
         trend: list[PaperView] = items if trending else []
-        links = self.links.for_subscriber(r.id, self.edition_id)
+        links = self.links.for_subscriber(r.id, self.edition_id, r.nonce)
         groups = group_papers(papers)
         summary = summary_line(papers, trend, weekly, groups)
         context: dict[str, Any] = {
@@ -111,7 +112,7 @@ class Renderer:
             # grouped under the best-matching term when more than one term matched
             "groups": groups,
             "summary": summary,
-            "feedback": {p.fixed.id: self.links.votes(r.id, p.fixed.id) for p in items},
+            "feedback": {p.fixed.id: self.links.votes(r.id, p.fixed.id, r.nonce) for p in items},
         }
         feedback = context["feedback"]
         for p in items:

@@ -56,14 +56,15 @@ def render_email(config: EditionConfig, engine: Engine, subscriber_id: int,
             if record is not None:  # the email as it was sent
                 if not ctx.ranks(record.entry_ids):
                     ctx = cache.open(config, s, edition, rows=_papers(s, record.entry_ids))
-                return ctx.render_shown(Recipient(sub.id, sub.email, sub.name, sub.keywords),
-                                        record)
+                return ctx.render_shown(Recipient(sub.id, sub.email, sub.name, sub.keywords,
+                                                  sub.link_nonce), record)
             if not ctx.has(row.entry_ids):  # papers changed since
                 ctx = cache.open(config, s, edition, rows=_papers(s, row.entry_ids))
             return ctx.render(Job.of(row, sub))
         unsaved = Edition(id=0, day=dt.date.today(), slot="", cutoff=utcnow())
         ctx = cache.open(config, s, unsaved)
-        jobs = plan_now(ctx.selection, [Recipient(sub.id, sub.email, sub.name, sub.keywords)],
+        jobs = plan_now(ctx.selection, [Recipient(sub.id, sub.email, sub.name, sub.keywords,
+                                                  sub.link_nonce)],  # the page's links are theirs
                         config.ranking.max_papers)
         if not jobs or not jobs[0].entry_ids:
             return None

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from newsletter.config import WebConfig
@@ -28,7 +28,7 @@ from newsletter.errors import FieldError, InputError
 from newsletter.store import lifecycle
 from newsletter.store import subscribers as store
 from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
-from newsletter.store.suppressions import is_suppressed
+from newsletter.store.suppressions import is_suppressed, lift_suppression
 
 log = logging.getLogger("newsletter.service.subscribers")
 S = SubscriberStatus
@@ -156,42 +156,112 @@ def sign_up_form(address: str, keywords: str, tz: str, hour: str | int) -> SignU
     return SignUp(address, check_keywords(keywords), check_tz(tz), check_hour(hour))
 
 
-def sign_up(session: Session, form: SignUp, limits: WebConfig) -> int | None:
-    """A web sign-up: the subscriber (new, still pending, or back after unsubscribing)
-    is pending with these settings, and a confirmation slot is taken; the id to send
-    the confirmation email to, or None (already receiving, stopped by their mail
-    server, erased, or the per-address limit reached: ``confirm_interval_minutes``,
-    ``confirms_per_day``, counted from the events so every process agrees)."""
-    if is_suppressed(session, form.address):
-        return None
-    sub = session.scalar(select(Subscriber).where(Subscriber.email == form.address))
-    if sub is None:
-        sub = store.add(session, form.address, keywords=form.keywords, tz=form.tz,
-                        hour=form.hour, status=S.PENDING, source="web")
-    elif not lifecycle.sign_up_again(session, sub, keywords=form.keywords, tz=form.tz,
-                                     hour=form.hour, by="web"):
-        return None
+@dataclass(frozen=True)
+class Reserved:
+    """A sign-up to confirm by email: who (id and link nonce, for the link) and the
+    pending change it made (None: the row holds what they asked for)."""
+
+    id: int
+    nonce: int
+    change: int | None = None
+
+
+# A pending sign-up of an erased address (the person's own, maybe): the erasure stands
+# until it is confirmed, and the row goes once its confirmation links have expired.
+AFTER_ERASURE = "web:after-erasure"
+
+
+def sign_up(session: Session, form: SignUp, limits: WebConfig) -> Reserved | None:
+    """A web sign-up: a new subscriber is pending with these settings; a pending or
+    unsubscribed one keeps their row as it is and gets the settings as a pending
+    change (``lifecycle.sign_up_again``); an erased address is pending again, still
+    suppressed until its owner confirms. A confirmation slot is taken. What to send
+    the confirmation email for, or None (already receiving, stopped by their mail
+    server, or the per-address limit reached: ``confirm_interval_minutes``,
+    ``confirms_per_day``, counted from the events so every process agrees; nothing is
+    stored then, so a stranger's sign-ups cannot replace a change already emailed)."""
     now = utcnow()
-    sent = select(func.count(Event.id)).where(Event.subscriber_id == sub.id,
+    _forget_stale_returns(session, now - dt.timedelta(hours=limits.confirm_hours))
+    sub = session.scalar(select(Subscriber).where(Subscriber.email == form.address))
+    if sub is not None and sub.status not in (S.PENDING, S.UNSUBSCRIBED):
+        return None
+    if sub is not None and _limited(session, sub.id, now, limits):
+        return None
+    change = None
+    if sub is None:
+        erased = is_suppressed(session, form.address)
+        sub = store.add(session, form.address, keywords=form.keywords, tz=form.tz,
+                        hour=form.hour, status=S.PENDING,
+                        source=AFTER_ERASURE if erased else "web", erased_may_return=erased)
+    else:
+        change = lifecycle.sign_up_again(session, sub, keywords=form.keywords, tz=form.tz,
+                                         hour=form.hour, by="web")
+    session.add(Event(subscriber_id=sub.id, kind="confirmation_sent", at=now))
+    return Reserved(sub.id, sub.link_nonce, change)
+
+
+def _limited(session: Session, sub_id: int, now: dt.datetime, limits: WebConfig) -> bool:
+    sent = select(func.count(Event.id)).where(Event.subscriber_id == sub_id,
                                               Event.kind == "confirmation_sent")
     recent = session.scalar(sent.where(Event.at > now - dt.timedelta(
         minutes=limits.confirm_interval_minutes))) or 0
     today = session.scalar(sent.where(Event.at > now - dt.timedelta(days=1))) or 0
     if recent or today >= limits.confirms_per_day:
-        log.info("confirmation for subscriber %s not sent again: limit reached", sub.id)
-        return None
-    session.add(Event(subscriber_id=sub.id, kind="confirmation_sent", at=now))
-    return sub.id
+        log.info("confirmation for subscriber %s not sent again: limit reached", sub_id)
+        return True
+    return False
 
 
-def confirm(session: Session, sub_id: int) -> str | None:
-    """Their confirmation link followed: pending → active. Their address, or None
-    when they no longer exist."""
+def _forget_stale_returns(session: Session, before: dt.datetime) -> None:
+    """Pending sign-ups of erased addresses whose confirmation links have all expired:
+    deleted, so an erased address does not stay stored because someone typed it."""
+    stale = select(Subscriber.id).where(Subscriber.status == S.PENDING,
+                                        Subscriber.consent_source == AFTER_ERASURE,
+                                        Subscriber.created_at < before)
+    for sub_id in list(session.scalars(stale)):
+        session.execute(delete(Event).where(Event.subscriber_id == sub_id))
+        session.execute(delete(Subscriber).where(Subscriber.id == sub_id))
+
+
+def release_confirmation(session: Session, sub_id: int) -> None:
+    """The confirmation email could not be sent: its slot is given back (the newest
+    ``confirmation_sent``), so a failed send does not use up the address's limit."""
+    newest = session.scalar(select(func.max(Event.id)).where(
+        Event.subscriber_id == sub_id, Event.kind == "confirmation_sent"))
+    if newest is not None:
+        session.execute(delete(Event).where(Event.id == newest))
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """What a confirmation link did: ``outcome`` is "subscribed" (active now, or
+    already), "updated" (a receiving subscriber's new settings applied), "replaced" (a
+    newer sign-up's link is the one that counts), or "stopped" (their status, e.g.
+    complained or unsubscribed, is not one a confirmation link changes)."""
+
+    email: str
+    outcome: str
+    status: str
+
+
+def confirm(session: Session, sub_id: int, change: int | None = None) -> Confirmed | None:
+    """Their confirmation link followed: pending → active (with the pending change the
+    link names, when it names one). An erased address confirmed by its owner is no
+    longer suppressed: their own consent, given again. None when they no longer exist."""
     sub = session.get(Subscriber, sub_id)
     if sub is None:
         return None
-    lifecycle.confirm(session, sub, by="web")
-    return sub.email
+    if change is not None and (sub.pending_change or {}).get("id") != change:
+        return Confirmed(sub.email, "replaced", str(sub.status))
+    was = sub.status
+    changed = lifecycle.confirm(session, sub, by="web", change=change)
+    if sub.status not in lifecycle.RECEIVING:
+        return Confirmed(sub.email, "stopped", str(sub.status))
+    if changed and is_suppressed(session, sub.email):
+        lift_suppression(session, sub.email)
+        session.add(Event(subscriber_id=sub.id, kind="erasure_lifted", detail={"by": "web"}))
+    outcome = "updated" if was in lifecycle.RECEIVING and change is not None else "subscribed"
+    return Confirmed(sub.email, outcome, str(sub.status))
 
 
 def unsubscribe(session: Session, sub_id: int, *, one_click: bool = False) -> str | None:

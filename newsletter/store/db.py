@@ -11,6 +11,7 @@ directory without a separate setup step.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,9 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA synchronous=NORMAL")
+        # Deleted and overwritten content is zeroed, not left in free space: an erased
+        # subscriber's address and keywords must not stay readable in the file.
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -116,6 +120,24 @@ def schema_state(engine: Engine) -> str:
         current = MigrationContext.configure(conn).get_current_heads()
     heads = ScriptDirectory.from_config(_alembic_config(engine)).get_heads()
     return "current" if set(current) == set(heads) else "old"
+
+
+def checkpoint(engine: Engine, attempts: int = 5) -> bool:
+    """SQLite: copy the write-ahead log into the database file and empty it
+    (``wal_checkpoint(TRUNCATE)``), so the page images it holds (an erased subscriber's
+    rows as they were) leave the disk. A reader in the middle of a transaction keeps
+    the log busy; tried a few times. True when the log is empty (always elsewhere)."""
+    if engine.dialect.name != "sqlite":
+        return True
+    for attempt in range(attempts):
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            busy = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if not busy:
+            return True
+        time.sleep(0.05 * (attempt + 1))
+    return False
 
 
 @contextmanager

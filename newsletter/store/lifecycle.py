@@ -17,6 +17,7 @@ and the rest of a transaction stand or fall together.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,9 +61,26 @@ def _set(session: Session, sub: Subscriber, status: S, kind: str, by: str,
     return True
 
 
-def confirm(session: Session, sub: Subscriber, *, by: str = "web") -> bool:
-    """Double opt-in completed: pending → active, with the consent recorded."""
-    if sub.status != S.PENDING:
+def confirm(session: Session, sub: Subscriber, *, by: str = "web",
+            change: int | None = None) -> bool:
+    """Double opt-in completed: pending → active, with the consent recorded.
+
+    ``change`` is the pending change (``sign_up_again``) the confirmation link names:
+    its profile is applied now, and an unsubscribed subscriber who signed up again
+    comes back. False when nothing changed (not pending; or the link's change is not
+    the one pending, replaced by a newer sign-up)."""
+    if change is not None:
+        pending = sub.pending_change or {}
+        if pending.get("id") != change or sub.status not in (*RECEIVING, S.PENDING,
+                                                             S.UNSUBSCRIBED):
+            return False
+        sub.keywords, sub.tz = str(pending["keywords"]), str(pending["tz"])
+        sub.send_hour, sub.pending_change = int(pending["hour"]), None
+        sub.updated_at = utcnow()
+        if sub.status in RECEIVING:  # confirmed the new settings only
+            _event(session, sub, "preferences", by, {"from": "sign-up"})
+            return True
+    elif sub.status != S.PENDING:
         return False
     sub.consent_at, sub.consent_source = utcnow(), by
     return _set(session, sub, S.ACTIVE, "confirmed", by)
@@ -155,15 +173,20 @@ def erase(session: Session, sub: Subscriber, *, by: str, reason: str = "erased")
 # ---- the owner's own changes ---------------------------------------------------------
 
 def sign_up_again(session: Session, sub: Subscriber, *, keywords: str, tz: str, hour: int,
-                  by: str = "web") -> bool:
-    """A new sign-up for an address already known: a pending one starts over, an
-    unsubscribed one is pending again (until they confirm); False for everyone else
-    (already active or paused, stopped by their mail server)."""
+                  by: str = "web") -> int | None:
+    """A new sign-up for an address already known (pending, or unsubscribed). Anyone
+    can type an address into the form, so the stored row does not change: the profile
+    asked for waits beside it (``pending_change``, a newer sign-up replacing it) and is
+    applied only by the confirmation link that names it (``confirm``). The change's id
+    for that link, or None for everyone else (already active or paused, stopped by
+    their mail server)."""
     if sub.status not in (S.PENDING, S.UNSUBSCRIBED):
-        return False
-    _set(session, sub, S.PENDING, "signed_up_again", by)
-    sub.keywords, sub.tz, sub.send_hour = keywords, tz, hour
-    return True
+        return None
+    change = secrets.randbits(40)
+    sub.pending_change = {"id": change, "keywords": keywords, "tz": tz, "hour": hour,
+                          "at": utcnow().isoformat()}
+    _event(session, sub, "signed_up_again", by)
+    return change
 
 
 def update_preferences(session: Session, sub: Subscriber, *, keywords: str, tz: str,

@@ -8,11 +8,13 @@ crash-safe and duplicate-free, so their uniqueness lives in the database
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -25,6 +27,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def new_link_nonce() -> int:
+    """A subscriber's link nonce: random, 62 bits (a positive BIGINT everywhere)."""
+    return secrets.randbits(62)
 
 
 def utcnow() -> dt.datetime:
@@ -57,7 +64,14 @@ class DeliveryStatus(StrEnum):
 
 
 class Subscriber(Base):
+    """One person. ``id`` is never given to anyone else (AUTOINCREMENT on SQLite, a
+    sequence on PostgreSQL), and every link signed for them also carries
+    ``link_nonce``, checked against the row (``store.tokens``): a link outlives its
+    subscriber only as a refusal. ``pending_change`` holds the profile a sign-up for
+    an existing address asked for, applied only when its confirmation link is used."""
+
     __tablename__ = "subscribers"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -72,6 +86,8 @@ class Subscriber(Base):
     bounce_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    link_nonce: Mapped[int] = mapped_column(BigInteger, default=new_link_nonce)
+    pending_change: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Entry(Base):
@@ -350,3 +366,16 @@ class SigningKeyUse(Base):
     fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
     first_used_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     used_by: Mapped[str] = mapped_column(String(32), default="")  # the first command
+
+
+class WebhookEvent(Base):
+    """A provider's notice already acted on, by its event id (hashed: ids are the
+    provider's to shape), so the same notice posted again is refused, after a restart
+    and by every process. Kept only while a replay would still pass the freshness
+    check (``seen_at`` + the provider's window), then pruned."""
+
+    __tablename__ = "webhook_events"
+
+    provider: Mapped[str] = mapped_column(String(16), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)

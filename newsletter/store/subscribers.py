@@ -9,6 +9,7 @@ bad line 73,412 stores nothing and says which line.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import zoneinfo
 from collections.abc import Iterable, Iterator
@@ -44,26 +45,37 @@ def clean_name(name: str) -> str:
     return clean_header_text(name)[:200]
 
 
+@functools.cache
+def known_zones() -> frozenset[str]:
+    """The IANA names this machine knows. A name is looked up in this set, never opened
+    as a file: ``ZoneInfo("Europe")`` or a 5,000-character name raises OSError, not the
+    errors a caller expects."""
+    return frozenset(zoneinfo.available_timezones())
+
+
 def check_tz(tz: str) -> str:
     tz = tz.strip() or "UTC"
-    try:
-        zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise InputError(f"unknown time zone {tz!r}: expected an IANA name like Europe/Paris") \
-            from None
+    if tz not in known_zones():
+        raise InputError(f"unknown time zone {tz[:64]!r}: expected an IANA name like "
+                         "Europe/Paris")
     return tz
 
 
 def check_hour(hour: str | int | None) -> int:
+    """0-23, from an int or from one or two ASCII digits (``int()`` alone would take
+    "٣", "+7" or "1_0"; "²" passes ``str.isdigit`` and then fails ``int``)."""
     if hour in (None, ""):
         return 7
-    try:
-        value = int(hour)
-    except (TypeError, ValueError):
-        raise InputError(f"invalid send hour {hour!r}: expected 0-23") from None
-    if not 0 <= value <= 23:
+    if isinstance(hour, bool) or not isinstance(hour, int | str):
         raise InputError(f"invalid send hour {hour!r}: expected 0-23")
-    return value
+    if isinstance(hour, str):
+        text = hour.strip()
+        if not (1 <= len(text) <= 2 and text.isascii() and text.isdigit()):
+            raise InputError(f"invalid send hour {hour[:10]!r}: expected 0-23")
+        hour = int(text)
+    if not 0 <= hour <= 23:
+        raise InputError(f"invalid send hour {hour!r}: expected 0-23")
+    return hour
 
 
 def check_keywords(keywords: str, *, required: bool = True) -> str:
@@ -89,11 +101,15 @@ def add(
     source: str = "cli",
     utf8_local_part: bool = False,
     frequency: str = "daily",
+    erased_may_return: bool = False,
 ) -> Subscriber:
+    """One subscriber. An erased address is refused, except (``erased_may_return``)
+    the person's own pending sign-up, which lifts the erasure only once confirmed."""
     address = normalize_email(email, utf8_local_part=utf8_local_part)
     if session.scalar(select(Subscriber.id).where(Subscriber.email == address)):
         raise InputError(f"{address} is already subscribed (use the preferences to change it)")
-    refuse_suppressed(session, address)
+    if not erased_may_return:
+        refuse_suppressed(session, address)
     now = utcnow()
     sub = Subscriber(
         email=address,
@@ -148,7 +164,7 @@ def _rows(text: str, origin: str) -> Iterator[tuple[int, dict[str, str]]]:
     for row in reader:
         if None in row:
             raise InputError(f"{origin}:{reader.line_num}: more fields than the header has")
-        yield reader.line_num, {k: (v or "") for k, v in row.items()}
+        yield reader.line_num, {k: from_spreadsheet(v or "") for k, v in row.items()}
 
 
 def _row_values(row: dict[str, str], utf8_local_part: bool = False) -> dict[str, object]:
@@ -312,10 +328,33 @@ def as_dict(sub: Subscriber) -> dict[str, object]:
     }
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV
+# injection"): "=HYPERLINK(...)" in a name, "-video" or "@SUM(1)" in keywords.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: str) -> str:
+    """A cell a spreadsheet shows as text: a leading ``'`` before a formula character
+    (and before a ``'`` that precedes one, so ``from_spreadsheet`` undoes it exactly)."""
+    if value.startswith(FORMULA_START) or (
+            value.startswith("'") and value[1:].startswith((*FORMULA_START, "'"))):
+        return "'" + value
+    return value
+
+
+def from_spreadsheet(value: str) -> str:
+    """The value ``spreadsheet_safe`` was given (an import of an export is exact)."""
+    if value.startswith("'") and value[1:].startswith((*FORMULA_START, "'")):
+        return value[1:]
+    return value
+
+
 def export_csv(subs: Iterable[Subscriber], out: io.TextIOBase | object) -> None:
-    """The import format (plus status), so an export re-imports as it was."""
+    """The import format (plus status), so an export re-imports as it was; cells that
+    a spreadsheet would run as formulas are quoted (``spreadsheet_safe``)."""
     writer = csv.writer(out, lineterminator="\n")  # type: ignore[arg-type]
     writer.writerow(IMPORT_COLUMNS)
     for s in subs:
-        writer.writerow([s.email, s.name, s.keywords, s.tz, s.send_hour, s.status,
+        writer.writerow([spreadsheet_safe(s.email), spreadsheet_safe(s.name),
+                         spreadsheet_safe(s.keywords), s.tz, s.send_hour, s.status,
                          s.frequency])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError
@@ -35,6 +35,12 @@ def suppressed_among(session: Session, addresses: list[str]) -> set[str]:
         found.update(by_hash[h] for h in session.scalars(
             select(Suppression.hash).where(Suppression.hash.in_(chunk))))
     return found
+
+
+def lift_suppression(session: Session, address: str) -> None:
+    """The erased address's owner confirmed a new sign-up themselves: it may be stored
+    again (imports and the CLI never lift it)."""
+    session.execute(delete(Suppression).where(Suppression.hash == address_hash(address)))
 
 
 def refuse_suppressed(session: Session, address: str) -> None:

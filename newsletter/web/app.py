@@ -10,8 +10,9 @@ handlers live in ``pages`` (subscriber pages) and ``notices`` (webhooks).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -23,11 +24,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from newsletter.app import App
 from newsletter.render.links import Signer
 from newsletter.service.signing import begin_signing
+from newsletter.store.tokens import legacy_max_id
 from newsletter.web import notices, pages
 from newsletter.web.context import Web, web_of
 from newsletter.web.feedback import FEEDBACK_ROUTES
 from newsletter.web.metrics import metrics_route
-from newsletter.web.security import SecurityHeaders
+from newsletter.web.security import BodyLimit, SecurityHeaders
 from newsletter.web.webhooks import Fetcher, webhook_tokens
 
 log = logging.getLogger("newsletter.web")
@@ -54,6 +56,7 @@ ERRORS = {
     400: ("Bad request", "This request could not be understood."),
     404: ("Not found", "There is nothing at this address."),
     405: ("Not allowed", "This page does not accept that kind of request."),
+    413: ("Too large", "This request is larger than we accept."),
     500: ("Something went wrong", "We could not answer this request. Please try again later."),
 }
 
@@ -76,6 +79,21 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return await _http_error(request, exc)
 
 
+def body_limits(settings: Any) -> Callable[[str], int]:
+    """The body cap of each path: webhooks, the console's CSV import, every other form."""
+    forms, hooks = settings.web.max_form_bytes, settings.webhooks.max_body_bytes
+    upload = settings.admin.max_upload_bytes
+
+    def limit_for(path: str) -> int:
+        if path.startswith("/webhooks/"):
+            return int(hooks)
+        if path == "/admin/subscribers/import":
+            return int(upload)
+        return int(forms)
+
+    return limit_for
+
+
 def create_app(app: App, *, fetcher: Fetcher | None = None,
                routes: Sequence[BaseRoute] = (), mounts: Sequence[BaseRoute] = ()) -> Starlette:
     """The web app for ``app``. ``fetcher`` replaces the HTTPS client that fetches SNS
@@ -88,7 +106,9 @@ def create_app(app: App, *, fetcher: Fetcher | None = None,
     with app.session() as s:
         signer = Signer(begin_signing(settings.web, s, "web"))
         webhook_tokens(s)  # made once, so `webhooks urls` and the server agree
+        legacy = legacy_max_id(s)
     web = Web(app, signer) if fetcher is None else Web(app, signer, fetcher)
+    web.legacy_link_max_id = legacy
     from newsletter.web.admin import create_admin
 
     @asynccontextmanager
@@ -111,7 +131,8 @@ def create_app(app: App, *, fetcher: Fetcher | None = None,
                 metrics_route(app),  # Prometheus, behind [metrics] token or localhost
                 Mount("/admin", app=create_admin(app))],
         middleware=[Middleware(SecurityHeaders,
-                               https=settings.web.base_url.startswith("https://"))],
+                               https=settings.web.base_url.startswith("https://")),
+                    Middleware(BodyLimit, limit_for=body_limits(settings))],
         exception_handlers={HTTPException: _http_error, 500: _server_error},
     )
     starlette.state.web = web

@@ -28,7 +28,7 @@ from newsletter.web import offload
 from newsletter.web.offload import Renderers
 from newsletter.web.picks import PicksCache
 from newsletter.web.security import ClientLimiter, Csrf
-from newsletter.web.webhooks import VERIFIERS, Fetcher, ReplayCache, Verifier
+from newsletter.web.webhooks import VERIFIERS, Fetcher, Verifier
 
 log = logging.getLogger("newsletter.web")
 ZONES = sorted(z for z in zoneinfo.available_timezones() if "/" in z and not z.startswith(
@@ -61,6 +61,8 @@ class Web:
     # always find a free worker thread instead of queueing behind them.
     heavy: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
     pool: ProcessPoolExecutor | None = None
+    # Subscriber ids whose links from before link nonces are still honoured (store.tokens)
+    legacy_link_max_id: int = 0
 
     def __post_init__(self) -> None:
         from newsletter.web.signup import email_templates
@@ -75,8 +77,7 @@ class Web:
         self.csrf = Csrf(self.signer._keys[0], settings.web.base_url)
         self.limiter = ClientLimiter(settings.web.signups_per_client_per_hour)
         self.work = Renderers(self.app)
-        replay = ReplayCache()
-        self.verifiers = {name: cls(settings.webhooks, fetcher=self.fetcher, replay=replay)
+        self.verifiers = {name: cls(settings.webhooks, fetcher=self.fetcher)
                           for name, cls in VERIFIERS.items()}
         self.email_templates = email_templates(settings.render.templates)
 

@@ -26,13 +26,13 @@ from newsletter.service.ranking import subscriber_learned
 from newsletter.store import votes as votes_mod
 from newsletter.store.models import Entry, Subscriber
 from newsletter.web.context import Web, web_of
-from newsletter.web.forms import posted_form, token_values
+from newsletter.web.forms import held, posted_form, token_values
 
 
-def preferences_context(web: Web, sub_id: int) -> dict[str, Any]:
+def preferences_context(web: Web, sub_id: int, nonce: int | None) -> dict[str, Any]:
     """What the preferences page shows of learning: learned terms, votes, form URLs."""
     base = web.settings.web.base_url.rstrip("/")
-    token = web.signer.token("preferences", sub_id)
+    token = web.signer.token("preferences", sub_id, nonce=nonce)
     links = {action: f"{base}/feedback/{action}/{token}"
              for action in ("undo", "forget", "reset")}
     with web.app.reading() as s:
@@ -52,9 +52,13 @@ async def vote(request: Request) -> Response:
     try:
         if direction not in ("up", "down"):
             raise InputError("unknown vote")
-        sub_id = web.signer.verify_paper("vote", request.path_params["token"], paper_id)
+        claims = web.signer.claims(f"vote:{paper_id}", request.path_params["token"])
     except InputError as exc:
         return web.error(request, 400, "This link does not work", exc.message)
+    who = await held(web, request, claims)
+    if isinstance(who, Response):
+        return who
+    sub_id = who.id
     if request.method == "POST":
         form = await posted_form(request, web)
         if isinstance(form, Response):
@@ -80,17 +84,18 @@ async def vote(request: Request) -> Response:
     if state == "ask":
         return web.page(request, "feedback.html", direction=direction, paper=value,
                         email=email)
-    return web.message(request, "Thank you", str(value), link=web.links.preferences(sub_id),
+    return web.message(request, "Thank you", str(value),
+                       link=web.links.preferences(sub_id, nonce=who.nonce),
                        link_text="See what we learned, or undo it")
 
 
 async def manage(request: Request) -> Response:
     web = web_of(request)
     action = request.path_params["action"]
-    values = token_values(web, request, "preferences")
-    if isinstance(values, Response):
-        return values
-    sub_id = values[0]
+    who = await token_values(web, request, "preferences")
+    if isinstance(who, Response):
+        return who
+    sub_id = who.id
     form = await posted_form(request, web)
     if isinstance(form, Response):
         return form
@@ -115,7 +120,8 @@ async def manage(request: Request) -> Response:
         return web.message(request, "Nothing removed", exc.message, 400)
     if state != "ok":
         return web.error(request, 404, "Not found", "No such page.")
-    return RedirectResponse(web.links.preferences(sub_id) + "#learned", status_code=303)
+    return RedirectResponse(web.links.preferences(sub_id, nonce=who.nonce) + "#learned",
+                            status_code=303)
 
 
 FEEDBACK_ROUTES: list[BaseRoute] = [

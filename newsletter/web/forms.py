@@ -1,14 +1,18 @@
 """What every page handler does with a request before its own work: read a POSTed
-form under the size cap and check its CSRF token, and read a signed link's values;
-each gives back the error page to answer instead when it fails. Shared by the
-subscriber's pages and the vote pages, so neither imports the other for them."""
+form under the size cap and check its CSRF token, and find the subscriber a signed
+link names (``store.tokens``); each gives back the error page to answer instead when
+it fails. Shared by the subscriber's pages and the vote pages, so neither imports the
+other for them."""
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from newsletter.errors import InputError
+from newsletter.render.links import Claims
+from newsletter.store.tokens import Holder, holder
 from newsletter.web.context import Web
 from newsletter.web.security import TooLarge, read_form
 
@@ -34,8 +38,26 @@ async def posted_form(request: Request, web: Web) -> dict[str, str] | Response:
     return checked(request, web, form) or form
 
 
-def token_values(web: Web, request: Request, purpose: str) -> list[int] | Response:
+def _holder(web: Web, claims: Claims) -> Holder | None:
+    with web.app.reading() as s:
+        return holder(s, claims.ids, claims.nonce, web.legacy_link_max_id)
+
+
+async def token_values(web: Web, request: Request, purpose: str) -> Holder | Response:
+    """The subscriber the URL's token names: signed by us for ``purpose`` (else 400)
+    and made for the person who has that id now (else 410: erased, removed, or a link
+    that outlived its subscriber; ``store.tokens``)."""
     try:
-        return web.signer.verify(purpose, request.path_params["token"])
+        claims = web.signer.claims(purpose, request.path_params["token"])
     except InputError as exc:
         return web.error(request, 400, "This link does not work", exc.message)
+    return await held(web, request, claims)
+
+
+async def held(web: Web, request: Request, claims: Claims) -> Holder | Response:
+    found = await run_in_threadpool(_holder, web, claims)
+    if found is None:
+        return web.error(request, 410, "This link no longer works",
+                         "Nothing is stored for it any more: the subscription it was made "
+                         "for was deleted.")
+    return found

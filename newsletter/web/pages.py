@@ -10,6 +10,7 @@ GETs and HEADs). Database work runs in worker threads, never on the event loop.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -28,20 +29,24 @@ from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
 from newsletter.service import subscribers
 from newsletter.service.emails import sent_editions
+from newsletter.store.db import checkpoint
 from newsletter.store.models import (
     Delivery,
     Edition,
     Entry,
     Event,
+    LearnedMute,
     Subscriber,
     SubscriberStatus,
+    Vote,
 )
-from newsletter.store.subscribers import as_dict
+from newsletter.store.subscribers import as_dict, check_hour
 from newsletter.urls import safe_url
 from newsletter.web.context import Web, now_hours, web_of, zone_options
 from newsletter.web.forms import form_of, posted_form, token_values
 from newsletter.web.signup import process
 
+log = logging.getLogger("newsletter.web")
 VIEW_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
             "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
 STATIC = {"site.css": "text/css", "tz.js": "text/javascript"}
@@ -71,6 +76,14 @@ def subscribe_page(request: Request, web: Web, status: int = 200, **kw: Any) -> 
                     **values)
 
 
+def _shown_hour(hour: str) -> int:
+    """The hour to show again on a refused form: theirs when it is one, else 7."""
+    try:
+        return check_hour(hour)
+    except InputError:
+        return 7
+
+
 async def home(request: Request) -> Response:
     """GET / and GET /subscribe (a reload of the result page shows the form)."""
     return subscribe_page(request, web_of(request))
@@ -93,8 +106,7 @@ async def subscribe(request: Request) -> Response:
     except InputError as exc:
         return subscribe_page(request, web, 400, email=email, keywords=keywords, tz=tz,
                               tz_chosen=True,
-                              hour=int(hour) if hour.isdigit() and int(hour) < 24 else 7,
-                              error=exc.message)
+                              hour=_shown_hour(hour), error=exc.message)
     client = request.client.host if request.client else "?"
     if not web.limiter.allow(client):
         return web.error(request, 429, "Too many sign-ups",
@@ -122,9 +134,10 @@ def _apply(web: Web, use_case: Callable[..., T], *args: Any, **kw: Any) -> T:
 
 async def confirm(request: Request) -> Response:
     web = web_of(request)
-    values = token_values(web, request, "confirm")
-    if isinstance(values, Response):
-        return values
+    who = await token_values(web, request, "confirm")
+    if isinstance(who, Response):
+        return who
+    values = who.values
     if len(values) < 2 or now_hours() - values[1] > web.settings.web.confirm_hours:
         return web.error(request, 400, "This link has expired",
                          "Confirmation links work for "
@@ -139,27 +152,42 @@ async def confirm(request: Request) -> Response:
     if isinstance(form, Response):
         return form
 
-    email = await run_in_threadpool(_apply, web, subscribers.confirm, sub_id)
-    if email is None:
+    done = await run_in_threadpool(_apply, web, subscribers.confirm, sub_id,
+                                   values[2] if len(values) > 2 else None)
+    if done is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
-    return web.message(request, "You are subscribed", f"{email} will get the next edition.",
-                       link=web.links.preferences(sub_id), link_text="Tune your keywords")
+    prefs = web.links.preferences(sub_id, nonce=who.nonce)
+    if done.outcome == "subscribed":
+        return web.message(request, "You are subscribed",
+                           f"{done.email} will get the next edition.",
+                           link=prefs, link_text="Tune your keywords")
+    if done.outcome == "updated":
+        return web.message(request, "Saved", f"{done.email} gets the settings you chose.",
+                           link=prefs, link_text="Your preferences")
+    if done.outcome == "replaced":
+        return web.message(request, "Not confirmed",
+                           "A newer sign-up for this address replaced this one: follow the "
+                           "link in the latest confirmation email.", 409)
+    return web.message(request, "Not subscribed", f"{done.email} is "
+                       f"{STATUS_LABELS.get(SubscriberStatus(done.status), done.status)}; "
+                       "a confirmation link does not change that.", 409,
+                       link=prefs, link_text="Your preferences")
 
 
 async def unsubscribe(request: Request) -> Response:
     """RFC 8058: the POST is the one click (from the mail client, no page, no cookie:
     the signed URL is the authority). GET and HEAD only show the button."""
     web = web_of(request)
-    values = token_values(web, request, "unsubscribe")
-    if isinstance(values, Response):
-        return values
-    sub_id = values[0]
+    who = await token_values(web, request, "unsubscribe")
+    if isinstance(who, Response):
+        return who
+    sub_id = who.id
     if request.method != "POST":
         sub = await run_in_threadpool(_load, web, sub_id)
         if sub is None:
             return web.message(request, "Unsubscribed", "This address gets no more emails.")
         return web.page(request, "unsubscribe.html", email=sub.email,
-                        preferences=web.links.preferences(sub_id))
+                        preferences=web.links.preferences(sub_id, nonce=who.nonce))
     form = await form_of(request, web)
     if isinstance(form, Response):
         return form
@@ -169,7 +197,8 @@ async def unsubscribe(request: Request) -> Response:
     if email is None:
         return web.message(request, "Unsubscribed", "This address gets no more emails.")
     return web.message(request, "Unsubscribed", f"{email} will get no more emails from us.",
-                       link=web.links.preferences(sub_id), link_text="Changed your mind?")
+                       link=web.links.preferences(sub_id, nonce=who.nonce),
+                       link_text="Changed your mind?")
 
 
 # ---- preferences and self-service ----------------------------------------------------
@@ -185,10 +214,10 @@ STATUS_LABELS = {
 
 async def preferences(request: Request) -> Response:
     web = web_of(request)
-    values = token_values(web, request, "preferences")
-    if isinstance(values, Response):
-        return values
-    sub_id = values[0]
+    who = await token_values(web, request, "preferences")
+    if isinstance(who, Response):
+        return who
+    sub_id, nonce = who.id, who.nonce
     error, saved, keywords = "", False, None
     if request.method == "POST":
         form = await posted_form(request, web)
@@ -224,10 +253,19 @@ async def preferences(request: Request) -> Response:
         frequencies=[(f, describe(f)[0].upper() + describe(f)[1:]) for f in CHOICES],
         can_resubscribe=sub.status == SubscriberStatus.UNSUBSCRIBED,
         status_label=STATUS_LABELS.get(SubscriberStatus(sub.status), sub.status),
-        unsubscribe=links.unsubscribe(sub_id), archive=links.preferences(sub_id, "archive"),
-        feed=links.feed(sub_id), data=links.preferences(sub_id, "data"),
-        erase=links.preferences(sub_id, "erase"),
-        **await run_in_threadpool(preferences_context, web, sub_id))
+        unsubscribe=links.unsubscribe(sub_id, nonce),
+        archive=links.preferences(sub_id, "archive", nonce),
+        feed=links.feed(sub_id, nonce), data=links.preferences(sub_id, "data", nonce),
+        erase=links.preferences(sub_id, "erase", nonce),
+        **await run_in_threadpool(preferences_context, web, sub_id, nonce))
+
+
+def shown_detail(detail: Any) -> Any:
+    """An event's detail as its subscriber sees it: "an operator" did it, never which
+    one (an operator's login name is theirs, and a name half of the way in)."""
+    if isinstance(detail, dict) and str(detail.get("by", "")).startswith("admin:"):
+        return detail | {"by": "an operator"}
+    return detail
 
 
 def _export(web: Web, sub_id: int) -> dict[str, Any] | None:
@@ -239,9 +277,17 @@ def _export(web: Web, sub_id: int) -> dict[str, Any] | None:
                            .order_by(Event.id))
         rows = s.execute(select(Delivery, Edition.day).join(Edition)
                          .where(Delivery.subscriber_id == sub_id).order_by(Delivery.id))
+        votes = s.scalars(select(Vote).where(Vote.subscriber_id == sub_id).order_by(Vote.id))
+        mutes = s.scalars(select(LearnedMute).where(LearnedMute.subscriber_id == sub_id)
+                          .order_by(LearnedMute.term))
         return {
-            "subscriber": as_dict(sub) | {"created_at": sub.created_at.isoformat()},
-            "events": [{"kind": e.kind, "at": e.at.isoformat(), "detail": e.detail}
+            "subscriber": as_dict(sub) | {"created_at": sub.created_at.isoformat(),
+                                          "pending_change": sub.pending_change},
+            "votes": [{"paper": v.entry_id, "direction": v.direction, "source": v.source,
+                       "at": v.created_at.isoformat()} for v in votes],
+            "learned_terms_removed": [{"term": m.term, "label": m.label,
+                                       "at": m.created_at.isoformat()} for m in mutes],
+            "events": [{"kind": e.kind, "at": e.at.isoformat(), "detail": shown_detail(e.detail)}
                        for e in events],
             "deliveries": [{"edition": day.isoformat(), "status": d.status,
                             "papers": list(d.entry_ids),
@@ -253,10 +299,10 @@ def _export(web: Web, sub_id: int) -> dict[str, Any] | None:
 async def my_data(request: Request) -> Response:
     """"Download my data": everything stored about the subscriber, as JSON."""
     web = web_of(request)
-    values = token_values(web, request, "preferences")
-    if isinstance(values, Response):
-        return values
-    data = await run_in_threadpool(_export, web, values[0])
+    who = await token_values(web, request, "preferences")
+    if isinstance(who, Response):
+        return who
+    data = await run_in_threadpool(_export, web, who.id)
     if data is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     return Response(json.dumps(data, ensure_ascii=False, indent=2, default=str),
@@ -267,21 +313,24 @@ async def my_data(request: Request) -> Response:
 
 async def erase(request: Request) -> Response:
     web = web_of(request)
-    values = token_values(web, request, "preferences")
-    if isinstance(values, Response):
-        return values
-    sub_id = values[0]
+    who = await token_values(web, request, "preferences")
+    if isinstance(who, Response):
+        return who
+    sub_id = who.id
     if request.method != "POST":
         sub = await run_in_threadpool(_load, web, sub_id)
         if sub is None:
             return web.message(request, "Deleted", "Nothing is stored about this address.")
         return web.page(request, "erase.html", email=sub.email,
-                        preferences=web.links.preferences(sub_id))
+                        preferences=web.links.preferences(sub_id, nonce=who.nonce))
     form = await posted_form(request, web)
     if isinstance(form, Response):
         return form
 
     await run_in_threadpool(_apply, web, subscribers.erase, sub_id)
+    # Committed: now out of SQLite's write-ahead log too (secure_delete zeroed the rows).
+    if not await run_in_threadpool(checkpoint, web.app.engine):
+        log.warning("erasure: the write-ahead log was busy; it empties at the next checkpoint")
     return web.message(request, "Deleted",
                        "Everything about your address is deleted; it cannot be added again.")
 
@@ -295,18 +344,19 @@ def _sections(record: str | None) -> str:
 
 async def archive(request: Request) -> Response:
     web = web_of(request)
-    values = token_values(web, request, "preferences")
-    if isinstance(values, Response):
-        return values
-    sub_id = values[0]
+    who = await token_values(web, request, "preferences")
+    if isinstance(who, Response):
+        return who
+    sub_id, nonce = who.id, who.nonce
     sub, rows = await run_in_threadpool(sent_editions, web.app.engine, sub_id, 100)
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     editions = [{"date": format_date(e.day), "count": len(d.entry_ids),
                  "sections": _sections(d.shown),
-                 "link": web.links.view(sub_id, e.id)} for d, e in rows]
+                 "link": web.links.view(sub_id, e.id, nonce)} for d, e in rows]
     return web.page(request, "archive.html", email=sub.email, editions=editions,
-                    feed=web.links.feed(sub_id), preferences=web.links.preferences(sub_id))
+                    feed=web.links.feed(sub_id, nonce),
+                    preferences=web.links.preferences(sub_id, nonce=nonce))
 
 
 async def feed(request: Request) -> Response:
@@ -314,10 +364,10 @@ async def feed(request: Request) -> Response:
     from newsletter.web.atom import build_feed
 
     web = web_of(request)
-    values = token_values(web, request, "feed")
-    if isinstance(values, Response):
-        return values
-    body = await run_in_threadpool(build_feed, web, values[0], str(request.url))
+    who = await token_values(web, request, "feed")
+    if isinstance(who, Response):
+        return who
+    body = await run_in_threadpool(build_feed, web, who.id, str(request.url))
     if body is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
     return Response(body, media_type="application/atom+xml; charset=utf-8")
@@ -329,10 +379,11 @@ async def view(request: Request) -> Response:
     from starlette.responses import HTMLResponse
 
     web = web_of(request)
-    values = token_values(web, request, "view")
-    if isinstance(values, Response):
-        return values
-    html = await web.render_view(values[0], values[1] if len(values) > 1 else 0)
+    who = await token_values(web, request, "view")
+    if isinstance(who, Response):
+        return who
+    values = who.values
+    html = await web.render_view(who.id, values[1] if len(values) > 1 else 0)
     if html is None:
         return web.error(request, 404, "Not available", "This email is no longer available.")
     # The email's own markup: inline styles (CSS-inlined for mail clients), never script.

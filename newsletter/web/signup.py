@@ -38,31 +38,46 @@ def email_templates(configured: str | None) -> jinja2.Environment:
                               select_autoescape(["html"]), keep_trailing_newline=True)
 
 
-def _reserve(app: App, form: SignUp) -> int | None:
+def _reserve(app: App, form: SignUp) -> subscribers.Reserved | None:
     with app.session() as s:
         return subscribers.sign_up(s, form, app.settings.web)
+
+
+def _release(app: App, sub_id: int) -> None:
+    with app.session() as s:
+        subscribers.release_confirmation(s, sub_id)
 
 
 async def process(app: App, links: LinkMaker, templates: jinja2.Environment,
                   form: SignUp) -> None:
     """The background half of a sign-up. Never raises: errors are logged."""
+    reserved = None
     try:
-        sub_id = await run_in_threadpool(_reserve, app, form)
-        if sub_id is not None:
-            await send_confirmation(app, links, templates, sub_id, form.address)
+        reserved = await run_in_threadpool(_reserve, app, form)
+        if reserved is not None:
+            await send_confirmation(app, links, templates, reserved.id, form.address,
+                                    nonce=reserved.nonce, change=reserved.change)
+            return
     except NewsletterError as exc:
         log.error("confirmation email to subscriber failed: %s", exc)
     except Exception:  # noqa: BLE001 - a background task has nobody else to tell
         log.exception("sign-up processing failed")
+    if reserved is not None:  # not sent: the address's limit is not used up by our failure
+        try:
+            await run_in_threadpool(_release, app, reserved.id)
+        except Exception:  # noqa: BLE001
+            log.exception("giving back the confirmation slot failed")
 
 
 async def send_confirmation(app: App, links: LinkMaker, templates: jinja2.Environment,
-                            sub_id: int, address: str) -> None:
+                            sub_id: int, address: str, *, nonce: int | None = None,
+                            change: int | None = None) -> None:
     from newsletter.render.mime import MimeBuilder
     from newsletter.transports import make_transport
 
     settings = app.settings
-    context = {"link": links.confirm(sub_id), "sender": settings.sender,
+    context = {"link": links.confirm(sub_id, nonce=nonce, change=change),
+               "sender": settings.sender,
                "hours": settings.web.confirm_hours}
     subject = templates.get_template("confirm_subject.txt").render(context).strip()
     text = templates.get_template("confirm.txt").render(context)

@@ -5,8 +5,8 @@ Sessions live in the database rather than only in the cookie, so logging out or
 ``newsletter admin remove-user`` ends a session at once, in every process. The
 cookie carries a random secret plus an HMAC made with the ``[web] secret_keys``
 (newest signs, all verify), so a forged or truncated cookie is refused before
-the database is asked. Failed logins are stored too: the limits per user name
-and per client hold across processes and restarts.
+the database is asked. Failed logins are stored too: the limits (growing delays
+per user name and client, a cap per client) hold across processes and restarts.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -144,30 +146,76 @@ def _recent_failures(session: Session, column: Any, value: str, since: dt.dateti
         AdminLoginAttempt.at >= since)) or 0
 
 
+def client_key(host: str) -> str:
+    """Who a client is for the limits: its address, an IPv6 one by its /64 (one machine
+    has a whole /64 to pick addresses from)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def login_delay(failures: int, cfg: AdminConfig) -> float:
+    """Seconds one client must wait before its next try for one user name, after
+    ``failures`` failures in a row: none for the first ``max_failures_per_user``, then
+    1 s, doubling with each failure, up to ``lockout_minutes``."""
+    extra = failures - cfg.max_failures_per_user
+    if extra < 0:
+        return 0.0
+    return float(min(2.0 ** min(extra, 40), cfg.lockout_minutes * 60))
+
+
+def _wait_for(session: Session, cfg: AdminConfig, name: str, client: str,
+              now: dt.datetime) -> float:
+    """Seconds still to wait before ``client`` may try ``name`` again (0: now)."""
+    pair = (AdminLoginAttempt.name == name, AdminLoginAttempt.client == client)
+    last_ok = session.scalar(select(func.max(AdminLoginAttempt.at)).where(
+        *pair, AdminLoginAttempt.ok.is_(True)))
+    since = max(last_ok or dt.datetime.min, now - dt.timedelta(days=1))
+    failures, last = session.execute(select(func.count(), func.max(AdminLoginAttempt.at)).where(
+        *pair, AdminLoginAttempt.ok.is_(False), AdminLoginAttempt.at > since)).one()
+    delay = login_delay(int(failures or 0), cfg)
+    if not delay or last is None:
+        return 0.0
+    return max(0.0, delay - (now - last).total_seconds())
+
+
 def login(session: Session, cfg: AdminConfig, signer: CookieSigner, name: str, password: str,
           client: str) -> Login | str:
     """Check a password under the failure limits and open a session.
+
+    The limits never let a stranger lock the operator out: failures count per (user
+    name, client), each further try from that client waiting longer (``login_delay``),
+    while the same name from another client is not slowed at all; a client trying many
+    names is stopped by ``max_failures_per_client`` within ``lockout_minutes``.
 
     Returns the message to show when refused: the same one for a wrong name and a
     wrong password (no probing for user names). The attempt is recorded either way,
     so the caller commits in both cases."""
     now = utcnow()
     since = now - dt.timedelta(minutes=cfg.lockout_minutes)
-    name, client = name.strip()[:64], client[:64]
-    wait = f"try again in {cfg.lockout_minutes:g} minutes"
+    name, client = name.strip()[:64], client_key(client)
     if _recent_failures(session, AdminLoginAttempt.client, client, since) \
             >= cfg.max_failures_per_client:
-        return f"too many failed logins from this address: {wait}"
-    if _recent_failures(session, AdminLoginAttempt.name, name, since) \
-            >= cfg.max_failures_per_user:
-        return f"too many failed logins for this user: {wait}"
+        return (f"too many failed logins from this address: try again in "
+                f"{cfg.lockout_minutes:g} minutes")
+    wait = _wait_for(session, cfg, name, client, now)
+    if wait > 0:
+        return (f"too many failed logins for this user from this address: try again in "
+                f"{math.ceil(wait)} seconds")
     user = session.scalar(select(AdminUser).where(AdminUser.name == name))
     try:
         _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
         ok = user is not None
     except (VerificationError, InvalidHashError):
         ok = False
-    session.add(AdminLoginAttempt(name=name, client=client, ok=ok, at=now))
+    # Stamped after the (slow on purpose) hash check: the wait runs from the answer.
+    session.add(AdminLoginAttempt(name=name, client=client, ok=ok, at=utcnow()))
     # Records are not needed past a day; expired sessions not at all.
     session.execute(delete(AdminLoginAttempt).where(
         AdminLoginAttempt.at < now - dt.timedelta(days=1)))

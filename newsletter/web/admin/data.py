@@ -32,6 +32,21 @@ from newsletter.store.models import (
 from newsletter.store.queries import edition_entries
 
 CHART_DAYS = 30
+# Bounds on what a URL can ask: a row id past the columns' 32-bit range (PostgreSQL
+# ``integer``; SQLite overflows at 64 bits) finds nothing instead of raising, and a
+# search longer than any address or title is cut (SQLite refuses LIKE patterns past
+# 50,000 bytes: "LIKE or GLOB pattern too complex").
+MAX_ID = 2**31 - 1
+MAX_QUERY = 200
+
+
+def page_after(after: int) -> int:
+    """A keyset cursor from the URL, within the ids that can exist."""
+    return min(max(after, 0), MAX_ID)
+
+
+def search_text(q: str) -> str:
+    return q.strip()[:MAX_QUERY]
 SERIES = ("sent", "failed", "bounces", "complaints", "unsubscribes")
 _EVENT_SERIES = {"bounced": "bounces", "complained": "complaints",
                  "unsubscribed": "unsubscribes"}
@@ -205,7 +220,7 @@ class Page:
 def find_subscribers(session: Session, *, q: str = "", by: str = "any", status: str = "",
                      after: int = 0, size: int = 50) -> Page:
     stmt = select(Subscriber)
-    q = q.strip()
+    q, after = search_text(q), page_after(after)
     if q:
         pattern = f"%{q.replace('%', '').replace('_', '')}%"
         if by == "keyword":
@@ -246,6 +261,7 @@ def ledger_rows(session: Session, edition_id: int, *, state: str = "", after: in
             .where(Delivery.edition_id == edition_id))
     if state:
         stmt = stmt.where(Delivery.status == state)
+    after = page_after(after)
     if after:
         stmt = stmt.where(Delivery.id > after)
     rows = [(d, email) for d, email in session.execute(stmt.order_by(Delivery.id)
@@ -271,7 +287,7 @@ def offered_papers(session: Session, edition: Edition) -> list[tuple[Entry, int]
 
 def find_papers(session: Session, *, q: str = "", after: str = "", size: int = 50) -> Page:
     stmt = select(Entry)
-    q = q.strip()
+    q = search_text(q)
     if q:
         pattern = f"%{q.replace('%', '').replace('_', '')}%"
         stmt = stmt.where(or_(Entry.title.ilike(pattern), Entry.id == q))

@@ -50,6 +50,7 @@ from newsletter.store.queries import parse_day
 from newsletter.transports import make_transport
 from newsletter.web.admin import auth, charts, data
 from newsletter.web.admin import preview as preview_mod
+from newsletter.web.security import ROW_ID  # noqa: F401 - registers {name:row_id}
 
 PREFIX = "/admin"
 PUBLIC = frozenset({"/login", "/static/admin.css"})  # reachable without a session
@@ -360,7 +361,7 @@ async def import_csv(request: Request) -> Response:
     c = console_of(request)
     form = await checked_form(request)
     upload = form.get("file")
-    report: dict[str, Any] = {"errors": [], "added": 0, "duplicates": []}
+    report: dict[str, Any] = {"errors": [], "added": 0, "duplicates": [], "file": ""}
     if not isinstance(upload, UploadFile) or not upload.filename:
         report["errors"] = ["choose a CSV file (header: email,name,keywords,tz,hour)"]
     else:
@@ -540,9 +541,9 @@ ROUTES = [
     Route("/subscribers", subscribers),
     Route("/subscribers/import", import_csv, methods=["POST"]),
     Route("/subscribers/export.csv", export),
-    Route("/subscribers/{sub_id:int}", subscriber, methods=["GET", "POST"]),
-    Route("/editions/{edition_id:int}", edition),
-    Route("/editions/{edition_id:int}/retry", retry, methods=["POST"]),
+    Route("/subscribers/{sub_id:row_id}", subscriber, methods=["GET", "POST"]),
+    Route("/editions/{edition_id:row_id}", edition),
+    Route("/editions/{edition_id:row_id}/retry", retry, methods=["POST"]),
     Route("/preview", preview),
     Route("/preview/email", preview_email),
     Route("/preview/test", preview_test, methods=["POST"]),

@@ -20,7 +20,6 @@ from newsletter.web.webhooks.base import (
     Fetcher,
     Notice,
     Rejected,
-    ReplayCache,
     Verifier,
     WebhookRequest,
 )
@@ -35,7 +34,7 @@ VERIFIERS: dict[str, type[Verifier]] = {
     v.name: v for v in (SendGrid, Mailgun, Postmark, Resend, Ses, Generic)
 }
 
-__all__ = ["VERIFIERS", "Fetcher", "Notice", "Rejected", "ReplayCache", "Verifier",
+__all__ = ["VERIFIERS", "Fetcher", "Notice", "Rejected", "Verifier",
            "WebhookRequest", "rotate_token", "webhook_tokens", "webhook_urls"]
 
 

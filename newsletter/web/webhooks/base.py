@@ -11,8 +11,9 @@ exception that escapes as a 500.
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -38,6 +39,9 @@ class WebhookRequest:
     headers: Mapping[str, str]  # lower-cased names
     body: bytes
     now: float = field(default_factory=time.time)
+    # (event id, seconds to remember it): filled by the verifier, written by the handler
+    # in the transaction that applies the notice (``webhooks.replay``).
+    claims: list[tuple[str, float]] = field(default_factory=list)
 
     def header(self, *names: str) -> str:
         for name in names:
@@ -45,25 +49,6 @@ class WebhookRequest:
             if value:
                 return value
         return ""
-
-
-class ReplayCache:
-    """Proofs already used (a Mailgun token, a Svix message id): a second use inside
-    the freshness window is a replay. Bounded, and entries drop out once stale, since
-    a stale proof is refused anyway."""
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._limit = limit
-
-    def first_use(self, key: str, expires: float, now: float) -> bool:
-        while self._seen and (next(iter(self._seen.values())) < now
-                              or len(self._seen) >= self._limit):
-            self._seen.popitem(last=False)
-        if key in self._seen:
-            return False
-        self._seen[key] = expires
-        return True
 
 
 def parse_json(body: bytes) -> Any:
@@ -107,13 +92,16 @@ def items(value: Any, what: str) -> list[Any]:
     return value
 
 
+TIMESTAMP = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+
+
 def fresh(timestamp: str, req: WebhookRequest, tolerance: int) -> float:
-    """A signed unix timestamp within ``tolerance`` seconds of now, else stale."""
-    try:
-        ts = float(timestamp)
-    except ValueError:
-        raise Rejected(400, "the timestamp is not a number") from None
-    if abs(req.now - ts) > tolerance:
+    """A signed unix timestamp (plain digits: never "nan", "inf" or "1e9") within
+    ``tolerance`` seconds of now, else stale."""
+    if not TIMESTAMP.fullmatch(timestamp):
+        raise Rejected(400, "the timestamp is not a number of seconds")
+    ts = float(timestamp)
+    if not math.isfinite(ts) or abs(req.now - ts) > tolerance:
         raise Rejected(401, "stale: the signed timestamp is too old (or in the future)")
     return ts
 
@@ -123,10 +111,9 @@ class Verifier:
 
     name: ClassVar[str] = ""
 
-    def __init__(self, config: WebhooksConfig, *, fetcher: Fetcher, replay: ReplayCache) -> None:
+    def __init__(self, config: WebhooksConfig, *, fetcher: Fetcher) -> None:
         self.config = config
         self.fetcher = fetcher
-        self.replay = replay
 
     def configured(self) -> bool:
         return True
@@ -135,11 +122,12 @@ class Verifier:
         raise NotImplementedError
 
     def not_replayed(self, key: str, req: WebhookRequest, window: float | None = None) -> None:
-        """Refuse a proof seen before; remembered for ``window`` seconds (by default
-        twice the freshness tolerance: past that, the proof is stale anyway)."""
+        """Claim this notice's event id: the handler records it in the database with the
+        changes, and refuses the notice (401) when it is there already. Remembered for
+        ``window`` seconds (by default twice the freshness tolerance: past that, the
+        notice is stale anyway)."""
         ttl = 2 * self.config.tolerance_seconds if window is None else window
-        if not self.replay.first_use(f"{self.name}:{key}", req.now + ttl, req.now):
-            raise Rejected(401, "replayed: this signed notice was already used")
+        req.claims.append((key, float(ttl)))
 
 
 def collect(gen: Iterator[Notice]) -> list[Notice]:

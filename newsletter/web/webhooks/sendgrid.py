@@ -1,12 +1,15 @@
 """SendGrid's signed Event Webhook: an ECDSA P-256 signature (SHA-256) over the
 timestamp header followed by the raw body, checked with the "verification key"
-SendGrid shows (base64 DER SubjectPublicKeyInfo; PEM accepted too)."""
+SendGrid shows (base64 DER SubjectPublicKeyInfo; PEM accepted too). A notice is
+known by what was signed (timestamp and body), so re-encoding its signature as
+(r, n - s) does not make it new."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import functools
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,7 +64,10 @@ class SendGrid(Verifier):
                        timestamp.encode() + req.body, ec.ECDSA(hashes.SHA256()))
         except (InvalidSignature, ValueError, binascii.Error):
             raise Rejected(401, "forged: the SendGrid signature does not verify") from None
-        self.not_replayed(signature, req)
+        # The notice is its signed content, not its signature: ECDSA signatures are
+        # malleable ((r, s) and (r, n - s) both verify, and SendGrid does not promise
+        # low-s), so a replay with the other one is still the same notice.
+        self.not_replayed(hashlib.sha256(timestamp.encode() + b"." + req.body).hexdigest(), req)
         return list(notices(parse_json(req.body)))
 
 
