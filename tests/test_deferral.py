@@ -16,7 +16,7 @@ from newsletter.config import DeliveryConfig, Settings
 from newsletter.delivery.deferral import next_try
 from newsletter.delivery.scheduler import retry_deferred, send_slot
 from newsletter.service.editions import status
-from newsletter.store.db import session_scope
+from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Delivery, Subscriber
 from newsletter.store.subscribers import add
 
@@ -175,3 +175,23 @@ def test_a_deferred_row_claimed_by_two_runs_is_sent_once(
     for r in ("ada@example.org", "grace@example.org", "alan@example.org"):
         assert smtp_sink.count(r) == 1, r
         assert row(engine, r).status == "sent"
+
+
+def test_deferral_on_both_databases(db_url: str, smtp_sink: SmtpSink) -> None:
+    """The deferred row's write, its requeue when due and the sent write that clears
+    its next try, on SQLite and on PostgreSQL (whose sent rows take their own path)."""
+    from .test_delivery_day import populate
+
+    people = [("ada@example.org", "UTC", 7), ("grace@example.org", "UTC", 7)]
+    settings = smtp(populate(db_url, people), smtp_sink)
+    engine = get_engine(db_url)
+    smtp_sink.faults["ada@example.org"] = [GREY]
+    first = run_send(settings, engine, DAY, now=T0)
+    assert first.report.counts == {"sent": 1, "deferred": 1}
+    ada = row(engine, "ada@example.org")
+    assert (ada.status, ada.first_try_at, ada.next_try_at) == ("deferred", T0, minutes(5))
+    again = run_send(settings, engine, DAY, now=minutes(5))
+    assert again.due == 1 and again.report.counts == {"sent": 1}
+    ada = row(engine, "ada@example.org")
+    assert (ada.status, ada.first_try_at, ada.next_try_at) == ("sent", T0, None)
+    assert smtp_sink.count("ada@example.org") == smtp_sink.count("grace@example.org") == 1

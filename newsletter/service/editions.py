@@ -42,7 +42,7 @@ from newsletter.delivery.planning import (
 )
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.status import edition_status
-from newsletter.errors import InputError
+from newsletter.errors import InputError, NewsletterError
 from newsletter.store.db import session_scope
 from newsletter.store.keys import secret_keys
 from newsletter.store.models import Delivery, DeliveryStatus, Edition, Entry, utcnow
@@ -334,6 +334,9 @@ class Background:
 
         try:
             work()
+        except NewsletterError as exc:  # e.g. SendingStopped: one line, the rows wait
+            logging.getLogger("newsletter.delivery").error(
+                "background delivery of edition %s: %s", edition_id, exc)
         except Exception:  # noqa: BLE001 - a thread's error has nobody else to go to
             logging.getLogger("newsletter.delivery").exception(
                 "background delivery of edition %s failed", edition_id)
