@@ -112,6 +112,15 @@ def anyone_to_plan(session: Any, planned: list[Group]) -> bool:
                for g in planned for weekly in (False, True))
 
 
+def weekly_due(session: Any, planned: list[Group]) -> bool:
+    """Whether someone's weekly email falls in this run while the week held papers: a
+    day without new papers (a weekend, for arXiv) is still a weekly subscriber's day."""
+    if not any(next(iter(g.recipients(session, True)), None) is not None for g in planned):
+        return False
+    return session.scalar(select(Entry.id).where(
+        Entry.arrived_at > utcnow() - dt.timedelta(days=WEEK_DAYS)).limit(1)) is not None
+
+
 def has_weekly(session: Any) -> bool:
     """Whether anyone receiving chose a weekly email (else no week selection is built)."""
     return session.scalar(select(Subscriber.id).where(
