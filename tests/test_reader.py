@@ -351,6 +351,14 @@ def test_weekly_on_a_day_without_new_papers_still_gets_the_week(
             chunk = tmp_path / f"day{i}.json"
             chunk.write_text(json.dumps(papers[i * 40:(i + 1) * 40]))
             assert cli("ingest", str(chunk), env=env).code == 0
+        else:  # preview says what send will do: the weekly email, nobody else's
+            out = tmp_path / f"preview{i}"
+            shown = cli("preview", "--date", day.isoformat(), "--out", str(out), "--json",
+                        env=env)
+            assert shown.code == 0, shown.stderr
+            emls = sorted(p.name for p in out.glob("*.eml")) if out.exists() else []
+            assert [n for n in emls if "sunday" in n] == ([] if i == 5 else emls), emls
+            assert len(emls) == (1 if i == 6 else 0), emls
         sent = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
         assert sent.code == 0, sent.stderr
     assert len(messages_to(smtp_sink, daily)) == 5
