@@ -44,8 +44,15 @@ def corpus_of(entries: list[RankEntry], cfg: RankingConfig) -> Corpus:
 
 
 def top(r: Ranker, profile: str) -> list[str]:
+    return [pid for pid, _ in top_fills(r, profile)]
+
+
+def top_fills(r: Ranker, profile: str) -> list[tuple[str, bool]]:
+    """The top K as (paper id, whether it is a "because you liked" fill)."""
     [chunk] = r.rank([(0, profile)], k=K)
-    return [r.corpus.entries[i].id for i in chunk.picks[0] if i >= 0]
+    liked = chunk.liked[0] if chunk.liked is not None else [-1] * K
+    return [(r.corpus.entries[i].id, bool(liked[s] >= 0))
+            for s, i in enumerate(chunk.picks[0]) if i >= 0]
 
 
 def evaluate(cfg: RankingConfig, per_profile: bool = False) -> dict[str, float]:
@@ -56,17 +63,20 @@ def evaluate(cfg: RankingConfig, per_profile: bool = False) -> dict[str, float]:
     plain = Ranker(later_corpus, cfg)
     day2_ids = {e.id for e in day2}
     rows = []
+    fills: list[int] = []  # per "because you liked" pick, its day-2 grade
     for prof in profiles:
         grades = prof["judgments"]
         later = {k: v for k, v in grades.items() if k in day2_ids}
-        if not any(v > 0 for v in later.values()):
-            continue
         shown = top(first, prof["profile"])
         votes = [(0, i, 1 if grades.get(pid, 0) == 2 else -1, 1.0)
                  for i, pid in enumerate(shown) if grades.get(pid, 0) != 1]
         papers = {e.id: e for e in day1}
         taught = Ranker(later_corpus, cfg, Votes.of(votes, [papers[pid] for pid in shown]))
-        before, after = top(plain, prof["profile"]), top(taught, prof["profile"])
+        picked = top_fills(taught, prof["profile"])
+        fills.extend(grades.get(pid, 0) for pid, fill in picked if fill)
+        if not any(v > 0 for v in later.values()):
+            continue
+        before, after = top(plain, prof["profile"]), [pid for pid, _ in picked]
         row = {"id": prof["id"], "up": sum(1 for v in votes if v[2] > 0),
                "down": sum(1 for v in votes if v[2] < 0),
                "ndcg_before": ndcg(before, later), "ndcg_after": ndcg(after, later),
@@ -83,7 +93,9 @@ def evaluate(cfg: RankingConfig, per_profile: bool = False) -> dict[str, float]:
             "p5_before": float(np.mean([r["p5_before"] for r in rows])),
             "p5_after": float(np.mean([r["p5_after"] for r in rows])),
             "worst": float(diffs.min()), "better": int((diffs > 0.005).sum()),
-            "worse": int((diffs < -0.005).sum())}
+            "worse": int((diffs < -0.005).sum()),
+            "fills": len(fills), "fills_relevant": sum(1 for g in fills if g >= 1),
+            "fills_grade2": sum(1 for g in fills if g == 2)}
 
 
 def main() -> None:
@@ -104,6 +116,10 @@ def main() -> None:
     print(f"| written profile + day-1 votes | {r['ndcg_after']:.3f} | {r['p5_after']:.3f} |")
     print(f"\nchange in nDCG@10: {r['ndcg_after'] - r['ndcg_before']:+.3f} on average; "
           f"{r['better']} profiles better, {r['worse']} worse, worst {r['worst']:+.3f}")
+    share = r["fills_relevant"] / r["fills"] if r["fills"] else 0.0
+    print(f"\"because you liked\" picks on day 2 (all {len(load()[1])} profiles): "
+          f"{r['fills']}, judged relevant (grade >= 1) {r['fills_relevant']} ({share:.0%}), "
+          f"grade 2 {r['fills_grade2']}; unjudged papers count as not relevant")
 
 
 if __name__ == "__main__":
