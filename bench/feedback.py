@@ -48,11 +48,12 @@ def top(r: Ranker, profile: str) -> list[str]:
 
 
 def top_fills(r: Ranker, profile: str) -> list[tuple[str, bool]]:
-    """The top K as (paper id, whether it is a "because you liked" fill)."""
+    """The top K as (paper id, whether the email says "because you liked" of it: a
+    fill, or a match learned terms made alone near a liked paper)."""
     [chunk] = r.rank([(0, profile)], k=K)
-    liked = chunk.liked[0] if chunk.liked is not None else [-1] * K
-    return [(r.corpus.entries[i].id, bool(liked[s] >= 0))
-            for s, i in enumerate(chunk.picks[0]) if i >= 0]
+    picks = [int(i) for i in chunk.picks[0] if i >= 0]
+    return [(r.corpus.entries[i].id, bool(ex.because))
+            for i, ex in zip(picks, r.explain_many(profile, picks, key=0), strict=True)]
 
 
 def evaluate(cfg: RankingConfig, per_profile: bool = False) -> dict[str, float]:

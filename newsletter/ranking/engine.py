@@ -180,10 +180,10 @@ class Ranker:
             extra = sum(v for _, v in lifts)
             counted = learned_part(own, extra, cfg)
             because = ""
-            if (self.reader is not None and key is not None and own < cfg.min_relevance
-                    and extra < LEARNED_MATCH * cfg.min_relevance):
-                # Not a keyword match: a "because you liked" fill, if a liked paper is
-                # near enough (the one ``Reader`` filled it for).
+            if self.reader is not None and key is not None and own < cfg.min_relevance:
+                # Not a written match: a "because you liked" fill, if a liked paper is
+                # near enough (the one ``Reader`` filled it for); a match learned terms
+                # made alone is named so too when a liked paper is that near.
                 liked = self.reader.because(key, e)
                 if liked >= 0:
                     because = self.reader.votes.entries[liked].title
