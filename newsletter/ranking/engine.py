@@ -85,7 +85,7 @@ class Ranker:
         if votes is not None and len(votes.keys):
             self.learner = Learner(self, votes)
             if cfg.reader_fills or cfg.reader_reorder > 0:
-                self.reader = Reader(corpus, cfg, votes)
+                self.reader = Reader(corpus, cfg, votes, self.learner.stems)
 
     def _terms_of(self, text: str) -> list[TermHit]:
         """A ``TermHit`` per term of the one parser's output.

@@ -189,6 +189,8 @@ class Learner:
         self.votes = votes
         cfg = ranker.cfg
         self.labels: dict[int, str] = {}
+        # per voted paper id, each field's content-word stems (what ``reader.py`` reuses)
+        self.stems: dict[str, dict[str, list[str]]] = {}
         self.keys: dict[int, str] = {}
         self._grams: dict[int, tuple[str, ...]] = {}  # learned feature → its stems
         self._covers: dict[int, list[int]] = {}  # written feature → learned ones it covers
@@ -226,9 +228,12 @@ class Learner:
         counts: dict[Gram, float] = {}
         surface: dict[Gram, str] = {}
         headline: set[Gram] = set()
+        stems = self.stems.setdefault(entry.id, {})
         for fname, weight in _FIELDS:
             abstract = fname == "abstract"
-            for gram, part in _learnable_grams(_tokens(_field_text(entry, fname), self.ranker)):
+            toks = _tokens(_field_text(entry, fname), self.ranker)
+            stems[fname] = [st for st, _ in toks]
+            for gram, part in _learnable_grams(toks):
                 if HEADLINE_ONLY and abstract and gram not in headline:
                     continue
                 counts[gram] = counts.get(gram, 0.0) + weight

@@ -13,14 +13,14 @@ paper-to-paper similarity (TF-IDF cosine over title, keywords and abstract):
   in that order: which papers are picked does not change, only their order, and a
   cosine is at most 1, so the shift is small next to relevance (1 and up).
 
-Why paper-to-paper and not a per-reader linear model over terms: today's papers
-are compared with each liked paper once per ranking (``liked papers × papers``,
-a few hundred thousand numbers), so a reader's fill score is a lookup and a max,
-and the liked paper that earned the fill is known without more work; it is
-vectorised over a chunk of subscribers like the rest of the engine. The choice was
-measured with ``bench/feedback.py`` (docs/benchmarks.md, Feedback): a centroid of
-the liked papers (Rocchio) picked the same fills on the judged set but names no
-one paper.
+Why paper-to-paper and not a per-reader linear model or centroid over terms:
+today's papers are compared with each liked paper once per ranking (``liked papers
+× papers``, a few hundred thousand numbers), so a reader's fill score is a lookup
+and a max, and the liked paper that earned the fill, which the label names, is known
+without more work; it is vectorised over a chunk of subscribers like the rest of the
+engine (``bench/rank_speed.py``). What it is worth on the judged set, and what it is
+not, is in docs/benchmarks.md (Feedback): few fills reach the threshold there and
+few of them are judged relevant.
 
 Work is done only where it can matter: fills for rows that have both a 👍 and an
 empty slot; re-ordering for rows with ``REORDER_MIN_LIKES`` 👍 and two picks or more.
@@ -28,7 +28,7 @@ empty slot; re-ordering for rows with ``REORDER_MIN_LIKES`` 👍 and two picks o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,16 +46,29 @@ NEIGHBOURS = 20  # per liked paper, today's most similar papers kept for fills
 _FIELDS = (("title", 2.0), ("keywords", 1.0), ("abstract", 1.0))
 
 
-def _stems(entry: RankEntry, corpus: Corpus) -> dict[str, float]:
-    """Field-weighted stem counts of a paper, analysed as the corpus analyses papers."""
+def _stems(entry: RankEntry, corpus: Corpus,
+           known: Mapping[str, Sequence[str]] | None = None) -> dict[str, float]:
+    """Field-weighted stem counts of a paper, analysed as the corpus analyses papers;
+    ``known``: its fields' stems already found (by the learner), not analysed again."""
     counts: dict[str, float] = {}
     texts = {"title": entry.title, "keywords": " , ".join(entry.keywords),
              "abstract": entry.abstract}
     for fname, weight in _FIELDS:
-        for st, raw in analyze_words(words(texts[fname]), corpus.acronyms):
-            if raw not in STOPWORDS and len(st) > 1:
+        if known is not None and fname in known:
+            stems: Sequence[str] = known[fname]
+        else:
+            stems = [st for st, raw in analyze_words(words(texts[fname]), corpus.acronyms)
+                     if raw not in STOPWORDS]
+        for st in stems:
+            if len(st) > 1:
                 counts[st] = counts.get(st, 0.0) + weight
     return counts
+
+
+def _corpus_stems(corpus: Corpus, i: int) -> dict[str, float]:
+    """``_stems`` of today's paper ``i`` from the corpus's own analysis."""
+    return _stems(corpus.entries[i], corpus,
+                  {fname: corpus.stem_text[fname][i].split() for fname, _ in _FIELDS})
 
 
 class PaperVectors:
@@ -65,7 +78,7 @@ class PaperVectors:
     def __init__(self, corpus: Corpus) -> None:
         self.corpus = corpus
         self.vocab: dict[str, int] = {}
-        counted = [_stems(e, corpus) for e in corpus.entries]
+        counted = [_corpus_stems(corpus, i) for i in range(len(corpus.entries))]
         for c in counted:
             for st in c:
                 self.vocab.setdefault(st, len(self.vocab))
@@ -111,11 +124,15 @@ class PaperVectors:
 class Reader:
     """Fills and re-ordering from 👍 for one ranker (one day's papers)."""
 
-    def __init__(self, corpus: Corpus, cfg: RankingConfig, votes: Votes) -> None:
+    def __init__(self, corpus: Corpus, cfg: RankingConfig, votes: Votes,
+                 stems: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> None:
+        """``stems``: per voted paper id, its fields' stems if already found."""
         self.corpus = corpus
         self.cfg = cfg
         self.votes = votes
-        liked = np.unique(votes.papers[votes.signs > 0])
+        # papers someone liked (a count, not np.unique: ten million votes sort slowly)
+        liked = np.flatnonzero(np.bincount(votes.papers[votes.signs > 0],
+                                           minlength=len(votes.entries)))
         # liked paper index (into votes.entries) → its row in ``sim``
         self.row_of = np.full(len(votes.entries), -1, dtype=np.int32)
         self.row_of[liked] = np.arange(len(liked), dtype=np.int32)
@@ -128,7 +145,7 @@ class Reader:
             entry = votes.entries[p]
             if entry.id in today:
                 same.append((r, today[entry.id]))
-            counted.append(_stems(entry, corpus))
+            counted.append(_stems(entry, corpus, (stems or {}).get(entry.id)))
         lv = vectors.vectors(counted)
         sim = np.asarray((lv @ vectors.matrix.T).todense(), dtype=np.float32)
         for r, i in same:  # a liked paper among today's is never "like itself"
