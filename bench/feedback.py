@@ -1,13 +1,14 @@
 """What votes teach: day-2 ranking quality with and without day-1 votes.
 
-    python bench/feedback.py [--per-profile]
+    python bench/feedback.py [--per-profile] [--threshold 0.3] [--reorder 0.5] [--no-fills]
 
 The judged sample (``bench/judgments.json``) is split by publication date. "Day 1"
 shows each profile its top 10 of the older half and votes as the judgments say (more
 like this on grade 2, less like this on grade 0, nothing on grade 1); "day 2" ranks the
 newer half with and without those votes. Metrics as in ``bench/quality.py``: nDCG@10
 (graded, ideal from the day-2 judgments) and P@5, per profile and on average over the
-profiles that have a relevant day-2 paper.
+profiles that have a relevant day-2 paper; and, over all profiles, how many day-2 picks
+the email would say "because you liked" of and how many of those are judged relevant.
 """
 
 from __future__ import annotations
@@ -102,8 +103,14 @@ def evaluate(cfg: RankingConfig, per_profile: bool = False) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-profile", action="store_true")
+    ap.add_argument("--threshold", type=float, default=RankingConfig().reader_threshold,
+                    help="[ranking] reader_threshold: a fill's least cosine to a liked paper")
+    ap.add_argument("--reorder", type=float, default=RankingConfig().reader_reorder,
+                    help="[ranking] reader_reorder (0: no re-ordering)")
+    ap.add_argument("--no-fills", action="store_true", help="[ranking] reader_fills = false")
     args = ap.parse_args()
-    cfg = RankingConfig(trending="none")
+    cfg = RankingConfig(trending="none", reader_threshold=args.threshold,
+                        reader_reorder=args.reorder, reader_fills=not args.no_fills)
     if args.per_profile:
         print("| profile | votes up / down | nDCG@10 without | with votes | change | "
               "P@5 without | with votes |")

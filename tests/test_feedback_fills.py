@@ -8,6 +8,7 @@ import datetime as dt
 import html
 
 import numpy as np
+import pytest
 
 from newsletter.config import RankingConfig
 from newsletter.delivery import shown
@@ -173,6 +174,7 @@ ADA_WORDS = {"state", "space", "model", "models", "mamba", "ssm", "ssms", "visio
              "transformer", "transformers", "vit", "vits"}
 
 
+@pytest.mark.slow  # ~5 s: two sends through the sink, a web server, an ingest
 def test_a_paper_liked_yesterday_shows_because_you_liked_today(
         world, smtp_sink, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Day 1 Ada is sent her picks through the sink and 👍 the first; day 2 brings a
