@@ -38,6 +38,7 @@ from newsletter.delivery.planning import (
     pending_count,
     reopen_if_empty,
     week_entries,
+    weekly_due,
 )
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.status import edition_status
@@ -148,7 +149,8 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
         planned = groups(s, day, slot, config.schedule.catch_up_hours)
         due = anyone_to_plan(s, planned)
-        if existing is None and not edition_entries(s, slot, utcnow()):
+        if (existing is None and not edition_entries(s, slot, utcnow())
+                and not weekly_due(s, planned)):
             return _nothing(no_new_papers(s, slot))
         if existing is None and not due:
             return _nothing(f"nobody is due{f' in slot {slot}' if slot else ''}: every "
@@ -167,11 +169,11 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
         empty = ("no paper matched the profile (trending section off)"
                  if r.trending == "none" or not r.trending_count
                  else "every candidate paper was already sent to them")
-        if not ctx.rows:
+        if not ctx.rows:  # a weekly email may still be due: the week had papers
             note = no_new_papers(s, slot)
-        for group, weekly in itertools.product(planned if ctx.rows else [], (False, True)):
+        for group, weekly in itertools.product(planned, (False, True)):
             selection = ctx.week_selection if weekly else ctx.selection
-            if selection is None:
+            if selection is None or not selection.entries:
                 continue
             part = ledger.plan(plan_jobs(selection, group.recipients(s, weekly), r.max_papers,
                                          day=group.day, weekly=weekly), empty_reason=empty)
