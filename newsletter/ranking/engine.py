@@ -274,8 +274,10 @@ class Ranker:
         keys = [key for key, _ in batch]
         written = self._written(batch)
         score, unmatched = self._relevance(written)
+        at = None  # the chunk's votes, found once for the learner and the reader alike
         if self.learner is not None:
-            self._add_learned(self.learner, score, unmatched, keys, written)
+            at = self.learner.votes.rows_for(keys)
+            self._add_learned(self.learner, score, unmatched, keys, written, at)
         np.putmask(score, unmatched, np.float32(-np.inf))
         if self.cfg.weight_relevance != 1.0:
             score *= self.cfg.weight_relevance
@@ -289,7 +291,7 @@ class Ranker:
         liked = None
         if self.reader is not None:  # re-ordered and filled from 👍 (reader.py)
             liked = self.reader.apply(keys, picks, scores, score, excluded, sent_rows,
-                                      sent_cols)
+                                      sent_cols, at)
         trending = np.zeros(written.n, dtype=bool)
         if self.cfg.trending == "section" and self.cfg.trending_count:
             empty = picks[:, 0] < 0
@@ -337,13 +339,14 @@ class Ranker:
         return score, score < self.cfg.min_relevance
 
     def _add_learned(self, learner: Learner, score: np.ndarray, unmatched: np.ndarray,
-                     keys: list[Any], written: _Written) -> None:
+                     keys: list[Any], written: _Written,
+                     at: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Votes add learned weights over the same features and the same M, never on a
         written term; in place on ``score`` and ``unmatched``."""
         n, nf = written.n, written.nf
         present = sparse.csr_matrix((np.ones(len(written.fids), np.float32),
                                      (written.rows, written.fids)), shape=(n, nf))
-        learned = learner.matrix(keys, present)
+        learned = learner.matrix(keys, present, at)
         if not learned.nnz:
             return
         # Sparse × sparse: learned terms touch few papers, so the lift and its bounds are

@@ -332,11 +332,12 @@ class Learner:
                                         shape=(len(self.votes.entries), nf))
         return self._p
 
-    def matrix(self, keys: Sequence[Any], written: sparse.csr_matrix) -> sparse.csr_matrix:
+    def matrix(self, keys: Sequence[Any], written: sparse.csr_matrix,
+               at: tuple[np.ndarray, np.ndarray] | None = None) -> sparse.csr_matrix:
         """Learned weights (len(keys) × features), never on a ``written`` term."""
         cfg = self.ranker.cfg
         n, nf = written.shape
-        rows, idx = self.votes.rows_for(keys)
+        rows, idx = self.votes.rows_for(keys) if at is None else at
         if not len(rows):
             return sparse.csr_matrix((n, nf), dtype=np.float32)
         weight = self._vote_weight[idx]

@@ -172,15 +172,18 @@ class Reader:
         indptr = np.concatenate([[0], np.cumsum(counts)])
         return sparse.csr_matrix((vals[ok], top[ok], indptr), shape=(n, m))
 
-    def _likes(self, keys: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """(row in ``keys``, row in ``sim``) per 👍 of those subscribers, by row."""
-        rows, idx = self.votes.rows_for(keys)
+    def _likes(self, keys: Sequence[Any], at: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(row in ``keys``, row in ``sim``) per 👍 of those subscribers, by row;
+        ``at``: their votes (``Votes.rows_for``) if already found."""
+        rows, idx = self.votes.rows_for(keys) if at is None else at
         up = self.votes.signs[idx] > 0
         return rows[up], self.row_of[self.votes.papers[idx[up]]]
 
     def apply(self, keys: Sequence[Any], picks: np.ndarray, scores: np.ndarray,
               score: np.ndarray, excluded: np.ndarray | None, sent_rows: list[int],
-              sent_cols: list[int]) -> np.ndarray:
+              sent_cols: list[int], at: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> np.ndarray:
         """Re-order and fill one chunk's picks in place; returns, per slot, the liked
         paper (index into ``votes.entries``) a fill came from, -1 elsewhere.
 
@@ -190,7 +193,7 @@ class Reader:
         liked_of = np.full((n, k), -1, dtype=np.int32)
         if not len(self.liked):
             return liked_of
-        rows, lp = self._likes(keys)
+        rows, lp = self._likes(keys, at)
         if not len(rows):
             return liked_of
         likes = np.bincount(rows, minlength=n)
