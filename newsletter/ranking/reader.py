@@ -214,10 +214,11 @@ class Reader:
         if not sel.any() or k < 2:
             return
         rr, pp = rows[sel], lp[sel]
-        # One row per 👍, k columns: flat indices and one ``take`` (three times faster
-        # than 2-d fancy indexing at five million 👍 a million subscribers).
-        at = (pp.astype(np.intp) * self.sim.shape[1])[:, None] + np.maximum(picks[rr], 0)
-        gathered = np.take(self.sim.ravel(), at)
+        # One row per 👍, k columns, gathered through flat indices in one dimension
+        # (several times faster than 2-d fancy indexing at five million 👍).
+        small = np.int32 if self.sim.size < 2**31 else np.intp  # int32 halves the traffic
+        at = (pp.astype(small) * self.sim.shape[1])[:, None] + np.maximum(picks, 0)[rr]
+        gathered = self.sim.ravel()[at.ravel()].reshape(at.shape)
         starts = np.flatnonzero(np.r_[True, rr[1:] != rr[:-1]])
         best = np.maximum.reduceat(gathered, starts, axis=0)
         target = rr[starts]
