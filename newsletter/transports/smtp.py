@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 
 import aiosmtplib
 
@@ -44,6 +45,14 @@ def classify(code: int, text: str) -> TransportError:
         bounce = "5.1.1" in text or (code in (550, 551, 553) and bool(_NO_SUCH_USER.search(text)))
         return TransportError(message, permanent=True, bounce=bounce)
     return TransportError(message)
+
+
+def refused_recipient(code: int, text: str) -> TransportError:
+    """A reply to RCPT TO: a 4xx other than 421 (the server closing) is this
+    recipient's server saying "not now", deferred without retrying in the run."""
+    error = classify(code, text)
+    error.later = 400 <= code < 500 and code != 421 and not client_state_error(code, text)
+    return error
 
 
 FAST_PATH_VERSIONS = ((3, 0), (6, 0))  # [low, high): the range the tests cover
@@ -183,9 +192,24 @@ class SmtpTransport(Transport):
                                  permanent=True, sender=True) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             await _close(client)
+            if _certificate_refused(exc):  # trying again cannot change the certificate
+                raise TransportError(f"SMTP {c.host}:{c.port}: the server's TLS certificate "
+                                     f"was not accepted: {exc} (set [smtp] ca_file to the "
+                                     "CA that signed it)", permanent=True, sender=True) from None
             raise TransportError(f"cannot connect to SMTP {c.host}:{c.port}: {exc}",
                                  sender=True) from None
         return _Conn(client)
+
+    async def open(self) -> None:
+        """Connect (and log in) once before the first message: a refused login, an
+        untrusted certificate or a dead server is proven here by one connection,
+        before any message is taken from the ledger; the other connections open as
+        they are needed. The pool is made here, in the loop of this run."""
+        self._pool = asyncio.Queue()
+        first = await self._connect()
+        self._pool.put_nowait(first)
+        for _ in range(self.cfg.connections - 1):
+            self._pool.put_nowait(None)
 
     async def send(self, message: Message) -> str:
         conn = await self._pool.get()
@@ -211,7 +235,7 @@ class SmtpTransport(Transport):
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 await _reset(conn)
                 refused = exc.recipients[0]
-                raise classify(refused.code, refused.message) from None
+                raise refused_recipient(refused.code, refused.message) from None
             except aiosmtplib.SMTPResponseException as exc:
                 if 500 <= exc.code < 600 and not client_state_error(exc.code, exc.message):
                     await _reset(conn)
@@ -235,7 +259,7 @@ class SmtpTransport(Transport):
             if errors:
                 await _reset(conn)
                 code, text = next(iter(errors.values()))
-                raise classify(code, text)
+                raise refused_recipient(code, text)
             return message.message_id
         finally:
             self._pool.put_nowait(conn)
@@ -245,6 +269,21 @@ class SmtpTransport(Transport):
             conn = self._pool.get_nowait()
             if conn is not None:
                 await _quit(conn)
+        self._pool = asyncio.Queue()  # usable again (a later run opens it afresh)
+        for _ in range(self.cfg.connections):
+            self._pool.put_nowait(None)
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """Whether a failed connect was our client refusing the server's certificate."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # aiosmtplib wraps the ssl error; follow the chain a little way
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 async def _reset(conn: _Conn) -> None:
