@@ -152,6 +152,17 @@ def test_7bit_html_is_the_same_page() -> None:
     assert htmllib.unescape(data.decode()) == htmllib.unescape(html).replace("\n", "\r\n")
 
 
+def test_picks_no_written_keyword_matched_are_not_said_to_match() -> None:
+    """Papers in one group with no profile term (the "because you liked" fills, or
+    related matches alone) are "for you", never "matched your interests"."""
+    out = render_for([paper(i, f"Attention paper {i}") for i in range(3)], profile="zebra")
+    p = TextAndLinks()
+    p.feed(out.html)
+    text = " ".join(p.text)
+    assert "3 papers for you" in text and "matched your interests" not in text
+    assert "3 papers for you" in out.text and "matched your interests" not in out.text
+
+
 def test_content_has_every_part() -> None:
     out = render_for([paper(i, f"Attention paper {i}") for i in range(3)])
     p = TextAndLinks()
