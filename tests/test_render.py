@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import email
 import email.policy
@@ -23,7 +24,8 @@ from newsletter.ranking.engine import Corpus, Explanation, RankEntry, Ranker
 from newsletter.ranking.text import Acronyms
 from newsletter.render.compile import BUNDLED, compile_templates
 from newsletter.render.digest import PaperInfo, cap
-from newsletter.render.mime import MimeBuilder, lines_within, seven_bit
+from newsletter.render.links import Signer, base36
+from newsletter.render.mime import LineQP, MimeBuilder, _from_line, lines_within, qp, seven_bit
 from newsletter.render.renderer import GMAIL_CLIP_BYTES, Recipient, Renderer
 
 DAY = dt.date(2025, 12, 26)
@@ -143,6 +145,54 @@ def test_html_that_cannot_go_7bit_goes_base64(bad: str) -> None:
     part = parse_strict(msg.data).get_body(("html",))
     assert part is not None and part["Content-Transfer-Encoding"] == "base64"
     assert part.get_content().replace("\r\n", "\n") == bad.replace("\r\n", "\n")
+
+
+_QP_TEXT = st.text(st.sampled_from("ab c.=\t\u00e9\u2026\x01\x7f-/:"), max_size=200)
+
+
+@hyp_settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(_QP_TEXT, st.text(st.sampled_from("abc d."), max_size=320)),
+                min_size=1, max_size=6), st.booleans())
+def test_line_by_line_quoted_printable_is_the_whole_text_way(lines: list[str],
+                                                             last_lf: bool) -> None:
+    """The text part encoded a line at a time (lines cached per edition) decodes to
+    the same text as ``b2a_qp`` over the whole text, keeps every line within RFC 2045's
+    76 characters, and is the same bytes but where a line ends in a space or tab:
+    there the whole-text way writes "=20" past the 76th character, this one breaks
+    the line first."""
+    text = "\n".join(lines) + ("\n" if last_lf else "")
+    encode = LineQP()
+    got = encode(text)
+    assert encode(text) == got  # from the cache the second time
+    whole = qp(text)
+    assert binascii.a2b_qp(got) == binascii.a2b_qp(whole) == text.encode().replace(
+        b"\n", b"\r\n")
+    assert all(len(line) <= 76 for line in got.split(b"\r\n"))
+    if not any(line.endswith((" ", "\t")) for line in text.split("\n")):
+        assert got == whole
+
+
+@pytest.mark.parametrize("data, found", [
+    (b"From x", True), (b"a\nFrom x", True), (b"aFrom x", False), (b"a\nFromx", False),
+    (b"F" * 100 + b"\nFrom x", True), (b"F" * 100 + b"From x", False), (b"", False)])
+def test_from_lines_are_found(data: bytes, found: bool) -> None:
+    assert _from_line(data) is found
+
+
+@hyp_settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.integers(0, 2**40), st.none() | st.integers(0, 2**40))
+def test_tokens_from_kept_hash_states_are_hmac_tokens(paper: str, sid: int,
+                                                      nonce: int | None) -> None:
+    """Signing from the kept SHA-256 states gives the HMAC-SHA256 tokens ``hmac.digest``
+    gives, so links made before and after verify alike, and with an older key too."""
+    signer = Signer(["new", "old"])
+    body = Signer.body(sid, nonce=nonce)
+    for purpose in (f"vote:{paper}", "unsubscribe", "view"):
+        assert signer._sign(purpose, body) == signer._mac(signer._keys[0], purpose, body)
+    assert signer.verify_paper("vote", signer.paper_token("vote", sid, paper, nonce), paper) == sid
+    old = Signer(["old"]).token("unsubscribe", sid, nonce=nonce)
+    assert signer.claims("unsubscribe", old).ids == [sid]
+    assert body.startswith(base36(sid))
 
 
 def test_7bit_html_is_the_same_page() -> None:

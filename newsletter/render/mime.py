@@ -131,9 +131,24 @@ def seven_bit(html: str) -> bytes | None:
     # pure ASCII (the usual case, see compile.ascii_outside_jinja) is a plain copy
     data = html.encode("ascii") if html.isascii() else html.encode("ascii",
                                                                      "xmlcharrefreplace")
-    if not lines_within(data, MAX_LINE) or b"\nFrom " in data or data.startswith(b"From "):
+    if not lines_within(data, MAX_LINE) or _from_line(data):
         return None
     return data.replace(b"\n", b"\r\n")
+
+
+def _from_line(data: bytes) -> bool:
+    """True when a line of ``data`` starts with "From ". Found from the capital Fs
+    (a one-byte search is memchr: ten times faster than searching for "\\nFrom ",
+    whose first and last bytes are everywhere in HTML); a page with many of them is
+    searched the plain way."""
+    pos = data.find(b"F")
+    for _ in range(64):
+        if pos < 0:
+            return False
+        if data.startswith(b"From ", pos) and (pos == 0 or data[pos - 1] == 10):
+            return True
+        pos = data.find(b"F", pos + 1)
+    return b"\nFrom " in data or data.startswith(b"From ")
 
 
 def lines_within(data: bytes, limit: int) -> bool:
@@ -150,9 +165,60 @@ def lines_within(data: bytes, limit: int) -> bool:
 
 
 def qp(text: str) -> bytes:
+    """``text`` quoted-printable (``binascii.b2a_qp``), CRLF line ends."""
     body = text.replace("\r\n", "\n").encode("utf-8")
     return binascii.b2a_qp(body, quotetabs=False, istext=True, header=False).replace(
         b"\n", b"\r\n")
+
+
+QP_CACHE = 20_000  # encoded lines kept per builder (each under 1 KB); then cleared
+QP_LINE = 76  # RFC 2045's limit for an encoded line
+
+
+class LineQP:
+    """Quoted-printable line by line, each line encoded once per edition: most lines
+    of a digest (titles, excerpts, links to papers) are the same in many emails, and
+    ``b2a_qp`` over the whole text cost a fifth of rendering. Gives ``qp``'s bytes:
+    ``b2a_qp`` encodes each line on its own (what it does to a character depends on
+    the line alone) and, for text without a CR, ends lines with LF, here CRLF."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, bytes] = {}
+
+    def __call__(self, text: str) -> bytes:
+        if "\r" in text:  # CRLF or a stray CR: the whole-text way decides
+            return qp(text)
+        lines = self._lines
+        out = []
+        for line in text.split("\n"):
+            b = lines.get(line)
+            if b is None:
+                b = _qp_line(line)
+                if len(lines) >= QP_CACHE:
+                    lines.clear()
+                lines[line] = b
+            out.append(b)
+        return b"\r\n".join(out)
+
+
+def _qp_line(line: str) -> bytes:
+    """One line (no LF, no CR) as ``b2a_qp`` encodes it, soft line breaks as CRLF. A
+    line of printable ASCII without "=" that does not end in a space (the links that
+    differ in every email) needs only its soft breaks: 75 characters and "=" while
+    more than 76 are left, as ``b2a_qp`` breaks them."""
+    if (line.isascii() and line.isprintable() and "=" not in line
+            and not line.endswith(" ") and line != "."):
+        data = line.encode("ascii")
+        if len(data) <= QP_LINE:
+            return data
+        parts = []
+        while len(data) > QP_LINE:
+            parts.append(data[:QP_LINE - 1])
+            data = data[QP_LINE - 1:]
+        parts.append(data)
+        return b"=\r\n".join(parts)
+    return binascii.b2a_qp(line.encode("utf-8"), quotetabs=False, istext=True,
+                           header=False).replace(b"\n", b"\r\n")
 
 
 @dataclass(frozen=True)
@@ -203,6 +269,7 @@ class MimeBuilder:
         self._id_prefix = secrets.token_hex(6)
         self._ids = itertools.count(1)  # next() is atomic: threads never share a number
         self._subjects: dict[str, str] = {}  # folded Subject headers: many emails share one
+        self.qp = LineQP()
         self._date_second = -1
         self._date = ""
 
@@ -248,7 +315,7 @@ class MimeBuilder:
         data = b"".join((
             ("\r\n".join(head) + "\r\n").encode("utf-8"), self.fixed,
             b"\r\nThis is a multipart message in MIME format.\r\n",
-            self.text_head, qp(text),
+            self.text_head, self.qp(text),
             *((self.html_head, b64(html)) if html_body is None
               else (self.html_head_7bit, html_body)),
             self.tail,
