@@ -157,9 +157,10 @@ def test_line_by_line_quoted_printable_is_the_whole_text_way(lines: list[str],
                                                              last_lf: bool) -> None:
     """The text part encoded a line at a time (lines cached per edition) decodes to
     the same text as ``b2a_qp`` over the whole text, keeps every line within RFC 2045's
-    76 characters, and is the same bytes but where a line ends in a space or tab:
-    there the whole-text way writes "=20" past the 76th character, this one breaks
-    the line first."""
+    76 characters, and is the same bytes but where a line ends in a space or tab
+    (there the whole-text way writes "=20" past the 76th character, this one breaks
+    the line first) or a soft break would start a line with "." (this one breaks
+    earlier)."""
     text = "\n".join(lines) + ("\n" if last_lf else "")
     encode = LineQP()
     got = encode(text)
@@ -168,8 +169,45 @@ def test_line_by_line_quoted_printable_is_the_whole_text_way(lines: list[str],
     assert binascii.a2b_qp(got) == binascii.a2b_qp(whole) == text.encode().replace(
         b"\n", b"\r\n")
     assert all(len(line) <= 76 for line in got.split(b"\r\n"))
-    if not any(line.endswith((" ", "\t")) for line in text.split("\n")):
-        assert got == whole
+    if not any(line.endswith((" ", "\t")) for line in text.split("\n")) and (
+            b"\n." not in whole):
+        assert got == whole  # (a break before a dot comes earlier here)
+
+
+_HOSTILE = st.text(st.sampled_from("ab .\r\n\t\x00é=<>&\u2028"), max_size=60)
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(_HOSTILE, _HOSTILE, _HOSTILE, _HOSTILE, st.booleans())
+def test_a_message_said_to_have_crlf_line_ends_has_them(name: str, subject: str, text: str,
+                                                        html: str, html_7bit: bool) -> None:
+    """``Message.crlf`` lets the SMTP transport skip its line-end check: it must hold
+    whatever the names, subject and bodies held (and be said of the usual message)."""
+    from aiosmtplib.protocol import LINE_ENDINGS_REGEX
+
+    msg = MimeBuilder(Settings().sender).build(
+        to="r@example.org", to_name=name, subject=subject, text=text, html=html,
+        message_id="<m@x>", list_unsubscribe="<https://x.org/u>", html_7bit=html_7bit,
+        extra_headers={"X-Test": subject})
+    if msg.crlf:
+        assert LINE_ENDINGS_REGEX.sub(b"\r\n", msg.data) == msg.data
+        assert msg.data.endswith(b"\r\n")
+    if "\r" not in text:
+        assert msg.crlf
+
+
+def test_no_line_starts_with_a_dot() -> None:
+    """SMTP clients double a dot that starts a line (aiosmtplib with a regex over the
+    whole message): the template has none, nor do the links' line breaks in the text."""
+    compiled = compile_templates(BUNDLED)
+    assert not any(line.startswith(".") for line in compiled.html_source.split("\n"))
+    assert "\n .mj-outlook-group-fix" in compiled.html_source
+    out = render_for([paper(i, f"Attention paper {i}") for i in range(3)])
+    assert out.message.crlf and b"\n." not in out.message.data
+    encode = LineQP()
+    long_line = "x" * 74 + ".." + "y" * 100
+    got = encode(long_line)
+    assert b"\n." not in got and binascii.a2b_qp(got) == long_line.encode()
 
 
 @pytest.mark.parametrize("data, found", [

@@ -188,24 +188,25 @@ class LineQP:
     def __call__(self, text: str) -> bytes:
         if "\r" in text:  # CRLF or a stray CR: the whole-text way decides
             return qp(text)
-        lines = self._lines
-        out = []
-        for line in text.split("\n"):
-            b = lines.get(line)
-            if b is None:
-                b = _qp_line(line)
-                if len(lines) >= QP_CACHE:
-                    lines.clear()
-                lines[line] = b
-            out.append(b)
-        return b"\r\n".join(out)
+        get = self._lines.get
+        return b"\r\n".join([get(line) or self._miss(line) for line in text.split("\n")])
+
+    def _miss(self, line: str) -> bytes:
+        b = _qp_line(line)
+        if line:  # (an empty line is b"", which ``get(line) or`` never takes)
+            if len(self._lines) >= QP_CACHE:
+                self._lines.clear()
+            self._lines[line] = b
+        return b
 
 
 def _qp_line(line: str) -> bytes:
     """One line (no LF, no CR) as ``b2a_qp`` encodes it, soft line breaks as CRLF. A
     line of printable ASCII without "=" that does not end in a space (the links that
     differ in every email) needs only its soft breaks: 75 characters and "=" while
-    more than 76 are left, as ``b2a_qp`` breaks them."""
+    more than 76 are left, as ``b2a_qp`` breaks them; a break that would start the
+    next line with "." comes a character or more earlier (SMTP clients double a dot that
+    starts a line, aiosmtplib with a regex over the whole message)."""
     if (line.isascii() and line.isprintable() and "=" not in line
             and not line.endswith(" ") and line != "."):
         data = line.encode("ascii")
@@ -213,8 +214,11 @@ def _qp_line(line: str) -> bytes:
             return data
         parts = []
         while len(data) > QP_LINE:
-            parts.append(data[:QP_LINE - 1])
-            data = data[QP_LINE - 1:]
+            cut = QP_LINE - 1
+            while data[cut] == 46 and cut > 1:  # no line may start with "." (see below)
+                cut -= 1
+            parts.append(data[:cut])
+            data = data[cut:]
         parts.append(data)
         return b"=\r\n".join(parts)
     return binascii.b2a_qp(line.encode("utf-8"), quotetabs=False, istext=True,
@@ -234,6 +238,16 @@ class Message:
     text: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     from_header: str = ""
+    # Known to end every line with CRLF, and to end with one (``MimeBuilder`` checks its
+    # headers; its bodies are made so): the SMTP transport then skips its own check,
+    # three passes over the message (transports/smtp.py).
+    crlf: bool = False
+
+
+def crlf_only(data: bytes) -> bool:
+    """Every CR of ``data`` followed by LF and every LF preceded by CR (for the few
+    hundred bytes of a message's headers)."""
+    return data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
 
 
 class MimeBuilder:
@@ -257,6 +271,7 @@ class MimeBuilder:
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"',
         ]
         self.fixed = ("\r\n".join(fixed) + "\r\n").encode("ascii")
+        self._fixed_crlf = crlf_only(self.fixed)
         b = self.boundary.encode()
         self.text_head = (b"\r\n--" + b + b"\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
                           b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
@@ -312,8 +327,12 @@ class MimeBuilder:
         for k, v in (extra_headers or {}).items():
             head.append(header(k, v))
         html_body = seven_bit(html) if html_7bit else None
+        head_bytes = ("\r\n".join(head) + "\r\n").encode("utf-8")
+        # the bodies: quoted-printable a line at a time (no CR in the text), the HTML as
+        # 7-bit (no CR in it either) or base64, each with CRLF line ends
+        crlf = self._fixed_crlf and "\r" not in text and crlf_only(head_bytes)
         data = b"".join((
-            ("\r\n".join(head) + "\r\n").encode("utf-8"), self.fixed,
+            head_bytes, self.fixed,
             b"\r\nThis is a multipart message in MIME format.\r\n",
             self.text_head, self.qp(text),
             *((self.html_head, b64(html)) if html_body is None
@@ -321,13 +340,15 @@ class MimeBuilder:
             self.tail,
         ))
         if self.dkim is not None:
+            unsigned = len(data)
             data = self.dkim.sign(data)
+            crlf = crlf and crlf_only(data[:len(data) - unsigned])
         headers = (("List-Unsubscribe", list_unsubscribe),
                    ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
                    ("List-Id", self.list_id), ("Message-ID", message_id))
         return Message(to=to, sender=self.sender, message_id=message_id, data=data,
                        subject=subject, html=html, text=text, headers=headers,
-                       from_header=self.from_header)
+                       from_header=self.from_header, crlf=crlf)
 
 
 class DkimSigner:
