@@ -170,7 +170,7 @@ def test_line_by_line_quoted_printable_is_the_whole_text_way(lines: list[str],
         b"\n", b"\r\n")
     assert all(len(line) <= 76 for line in got.split(b"\r\n"))
     if not any(line.endswith((" ", "\t")) for line in text.split("\n")) and (
-            b"\n." not in whole):
+            b"\n." not in whole and not whole.startswith(b".")):
         assert got == whole  # (a break before a dot comes earlier here)
 
 
@@ -205,9 +205,12 @@ def test_no_line_starts_with_a_dot() -> None:
     out = render_for([paper(i, f"Attention paper {i}") for i in range(3)])
     assert out.message.crlf and b"\n." not in out.message.data
     encode = LineQP()
-    long_line = "x" * 74 + ".." + "y" * 100
-    got = encode(long_line)
-    assert b"\n." not in got and binascii.a2b_qp(got) == long_line.encode()
+    for line in ("x" * 74 + ".." + "y" * 100, "\u2026" + "x" * 64 + ". Then" + "y" * 90,
+                 "x=" * 37 + "." + "y" * 80, ". A line with a dot first", "."):
+        got = encode(line)
+        assert not got.startswith(b".") and b"\n." not in got, got
+        assert binascii.a2b_qp(got) == line.encode()
+        assert all(len(x) <= 76 for x in got.split(b"\r\n"))
 
 
 @pytest.mark.parametrize("data, found", [

@@ -208,7 +208,7 @@ def _qp_line(line: str) -> bytes:
     next line with "." comes a character or more earlier (SMTP clients double a dot that
     starts a line, aiosmtplib with a regex over the whole message)."""
     if (line.isascii() and line.isprintable() and "=" not in line
-            and not line.endswith(" ") and line != "."):
+            and not line.endswith(" ") and not line.startswith(".")):
         data = line.encode("ascii")
         if len(data) <= QP_LINE:
             return data
@@ -221,8 +221,39 @@ def _qp_line(line: str) -> bytes:
             data = data[cut:]
         parts.append(data)
         return b"=\r\n".join(parts)
-    return binascii.b2a_qp(line.encode("utf-8"), quotetabs=False, istext=True,
-                           header=False).replace(b"\n", b"\r\n")
+    out = binascii.b2a_qp(line.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    if out.startswith(b".") or b"\n." in out:
+        return _qp_no_dot(line)
+    return out.replace(b"\n", b"\r\n")
+
+
+def _qp_no_dot(line: str) -> bytes:
+    """Quoted-printable for a line where ``b2a_qp`` starts a line with ".": the same
+    encoding, with that dot written "=2E" at the line's start and each soft break
+    moved before the character ahead of a dot (so the SMTP client has nothing to
+    double). Rare: a long line with non-ASCII or "=" that breaks just before a dot."""
+    data = line.encode("utf-8")
+    last = len(data) - 1
+    tokens = [b"=%02X" % b if (b == 61 or b > 126 or (b < 32 and b != 9)
+                               or (b in (32, 9) and i == last) or (b == 46 and i == 0))
+              else bytes((b,)) for i, b in enumerate(data)]
+    lines: list[bytes] = []
+    cur: list[bytes] = []
+    size = 0
+    rest = sum(map(len, tokens))
+    for t in tokens:
+        if cur and size + len(t) > QP_LINE - 1 and size + rest > QP_LINE:
+            ahead = [t]
+            while ahead[0] == b"." and len(cur) > 1:
+                ahead.insert(0, cur.pop())
+            lines.append(b"".join(cur) + b"=")
+            cur = ahead[:-1]
+            size = sum(map(len, cur))
+        cur.append(t)
+        size += len(t)
+        rest -= len(t)
+    lines.append(b"".join(cur))
+    return b"\r\n".join(lines)
 
 
 @dataclass(frozen=True)
