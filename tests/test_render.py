@@ -23,7 +23,7 @@ from newsletter.errors import TemplateError
 from newsletter.ranking.engine import Corpus, Explanation, RankEntry, Ranker
 from newsletter.ranking.text import Acronyms
 from newsletter.render.compile import BUNDLED, compile_templates
-from newsletter.render.digest import _JOINER, PaperInfo, cap, join_spans
+from newsletter.render.digest import PaperInfo, cap
 from newsletter.render.links import Signer, base36
 from newsletter.render.mime import LineQP, MimeBuilder, _from_line, lines_within, qp, seven_bit
 from newsletter.render.renderer import GMAIL_CLIP_BYTES, Recipient, Renderer
@@ -172,21 +172,6 @@ def test_line_by_line_quoted_printable_is_the_whole_text_way(lines: list[str],
     if not any(line.endswith((" ", "\t")) for line in text.split("\n")) and (
             b"\n." not in whole and not whole.startswith(b".")):
         assert got == whole  # (a break before a dot comes earlier here)
-
-
-@hyp_settings(max_examples=300, deadline=None)
-@given(st.text(st.sampled_from("ab -/\u2010\u2014\u00a0\u2003\t\n.x"), min_size=1, max_size=40),
-       st.lists(st.tuples(st.integers(0, 40), st.integers(0, 6)), max_size=8))
-def test_join_spans_joins_what_the_joiner_pattern_matches(text: str,
-                                                          raw: list[tuple[int, int]]) -> None:
-    spans = [(min(a, len(text)), min(a + n, len(text))) for a, n in raw]
-    expected: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        if expected and (a <= expected[-1][1] or _JOINER.fullmatch(text, expected[-1][1], a)):
-            expected[-1] = (expected[-1][0], max(b, expected[-1][1]))
-        else:
-            expected.append((a, b))
-    assert join_spans(text, spans) == expected
 
 
 _HOSTILE = st.text(st.sampled_from("ab .\r\n\t\x00é=<>&\u2028"), max_size=60)

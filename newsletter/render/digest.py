@@ -34,7 +34,6 @@ HL_STYLE = "background-color:#fff1a8;color:#1f2328;font-weight:600;padding:0 1px
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # Between two highlighted words: spaces, hyphens, slashes. Such spans join into one phrase.
 _JOINER = re.compile(r"[\s\-\u2010-\u2015/]*")
-_JOINERS = dict.fromkeys(map(ord, "-\u2010\u2011\u2012\u2013\u2014\u2015/"))  # translate: delete
 _ARXIV_NEW = re.compile(r"\d{4}\.\d{4,5}")
 _ARXIV_OLD = re.compile(r"[a-z][a-z\-]+(?:\.[A-Z]{2})?/\d{7}")
 
@@ -184,9 +183,7 @@ def join_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]
     phrase ("state-space model") is one highlight, never three fragments."""
     out: list[tuple[int, int]] = []
     for a, b in sorted(spans):
-        # (``_JOINER.fullmatch(text, end, a)``, without a regex call per pair: the gap
-        # is only joiners when, the hyphens and slashes taken out, only spaces are left)
-        if out and (a <= out[-1][1] or not text[out[-1][1]:a].translate(_JOINERS).strip()):
+        if out and (a <= out[-1][1] or _JOINER.fullmatch(text, out[-1][1], a)):
             out[-1] = (out[-1][0], max(b, out[-1][1]))
         else:
             out.append((a, b))
