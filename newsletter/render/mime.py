@@ -228,31 +228,23 @@ def _qp_line(line: str) -> bytes:
 
 
 def _qp_no_dot(line: str) -> bytes:
-    """Quoted-printable for a line where ``b2a_qp`` starts a line with ".": the same
-    encoding, with that dot written "=2E" at the line's start and each soft break
-    moved before the character ahead of a dot (so the SMTP client has nothing to
-    double). Rare: a long line with non-ASCII or "=" that breaks just before a dot."""
-    data = line.encode("utf-8")
-    last = len(data) - 1
-    tokens = [b"=%02X" % b if (b == 61 or b > 126 or (b < 32 and b != 9)
-                               or (b in (32, 9) and i == last) or (b == 46 and i == 0))
-              else bytes((b,)) for i, b in enumerate(data)]
-    lines: list[bytes] = []
-    cur: list[bytes] = []
-    size = 0
-    rest = sum(map(len, tokens))
-    for t in tokens:
-        if cur and size + len(t) > QP_LINE - 1 and size + rest > QP_LINE:
-            ahead = [t]
-            while ahead[0] == b"." and len(cur) > 1:
-                ahead.insert(0, cur.pop())
-            lines.append(b"".join(cur) + b"=")
-            cur = ahead[:-1]
-            size = sum(map(len, cur))
-        cur.append(t)
-        size += len(t)
-        rest -= len(t)
-    lines.append(b"".join(cur))
+    """Quoted-printable for a line where ``b2a_qp`` starts a line with ".": its
+    encoding, soft breaks taken out and made again, each before a character other than
+    "." and never inside an "=XX" (a dot first in the line written "=2E"), so the SMTP
+    client has nothing to double. Rare: a long line with non-ASCII or "=" whose break
+    falls just before a dot."""
+    s = binascii.b2a_qp(line.encode("utf-8"), quotetabs=False, istext=True,
+                        header=False).replace(b"=\n", b"")
+    if s.startswith(b"."):
+        s = b"=2E" + s[1:]
+    lines = []
+    while len(s) > QP_LINE:
+        cut = QP_LINE - 1
+        while cut > 3 and (s[cut - 1] == 61 or s[cut - 2] == 61 or s[cut] == 46):
+            cut -= 1  # ("=" only starts an "=XX": a cut right after one is inside it)
+        lines.append(s[:cut] + b"=")
+        s = s[cut:]
+    lines.append(s)
     return b"\r\n".join(lines)
 
 
