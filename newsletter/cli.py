@@ -581,6 +581,8 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
     r = summary.report
     if summary.edition is None:
         err.print(summary.note)
+        if summary.due:
+            _present_deferred(summary)
         return
     p = summary.plan
     err.print(f"edition {summary.edition.day} (#{summary.edition.id}): "
@@ -594,12 +596,26 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
               + (f" via {backend}" + (f" to {outbox}/" if backend == "outbox" else "")))
     for line in r.errors:
         err.print(f"  failed: {line}")
+    _present_deferred(summary)
     if r.stopped_by:
         err.print(f"stopped by signal {r.stopped_by}: {r.counts['released']} not started "
                   "went back to pending; `newsletter send` again finishes the edition")
         raise typer.Exit(128 + r.stopped_by)
     if r.counts["failed"]:
         raise typer.Exit(3)
+
+
+def _present_deferred(summary: Any) -> None:
+    """The deferred rows sent again, and those deferred now (refused for now: tried
+    again by `newsletter run`, or by a `send` once due)."""
+    r = summary.report
+    if summary.due:
+        err.print(f"retried {count(summary.due, 'deferred delivery', 'deferred deliveries')} "
+                  "whose next try was due")
+    if r.counts["deferred"]:
+        when = f"{r.next_try:%Y-%m-%d %H:%M} UTC" if r.next_try else "later"
+        err.print(f"deferred {r.counts['deferred']} (refused for now); next try from {when}, "
+                  "by `newsletter run` or a `newsletter send` then")
 
 
 @app.command()
@@ -664,6 +680,13 @@ def status(
               + ", ".join(f"{k} {v}" for k, v in c.items()))
     for e in data["last_errors"]:
         out.print(f"  {e['status']}: {e['email']}: {e['error']}")
+    for e in data["deferred"]:
+        out.print(f"  deferred: {e['email']}: next try {e['next_try']} (try {e['tries']}, "
+                  f"first {e['first_try']}): {e['error']}")
+    d = data["deferred_all"]
+    if d["rows"] != c.get("deferred", 0):
+        out.print(f"deferred in all editions: {d['rows']}, {d['due']} due now; next try "
+                  f"{d['next_try']}")
 
 
 @app.command()

@@ -176,12 +176,26 @@ class TransportConfig(_Section):
     concurrency: int = Field(default=4, ge=1, le=256)
     """Messages in flight at once."""
     max_attempts: int = Field(default=5, ge=1, le=50)
-    """Tries per message on transient errors (4xx, timeouts) before it is marked failed."""
+    """Tries per message on transient errors (4xx, timeouts) within one run, before it
+    is deferred (see [delivery])."""
     backoff_seconds: float = Field(default=1.0, ge=0)
     """Base of the exponential backoff between tries, in seconds (with jitter)."""
     utf8_addresses: bool = False
     """Accept addresses with a non-ASCII local part (jösé@...): only deliverable through
     an SMTP server offering SMTPUTF8."""
+
+
+class DeliveryConfig(_Section):
+    """What happens to a message a server refused for now (a 4xx reply, a timeout, a
+    connection dropped during its transaction): it is deferred and tried again later,
+    as an MTA keeps mail in its queue, instead of being failed after a few seconds."""
+
+    retry_first_minutes: float = Field(default=5.0, gt=0, le=24 * 60)
+    """Minutes from a deferral to the next try; the wait doubles with every try after
+    (5, 10, 20, 40...). `newsletter run` and `newsletter send` retry what is due."""
+    retry_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    """Hours after the first try during which a deferred message is tried again; the
+    first temporary failure after that makes it failed, with the last reason."""
 
 
 class SmtpConfig(_Section):
@@ -467,6 +481,7 @@ class Settings(_Section):
     web: WebConfig = WebConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     transport: TransportConfig = TransportConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     smtp: SmtpConfig = SmtpConfig()
     outbox: OutboxConfig = OutboxConfig()
     api: ApiConfig = ApiConfig()

@@ -92,3 +92,10 @@ class TransportError(NewsletterError):
         self.bounce = bounce
         self.sender = sender
         self.retry_after = retry_after
+
+
+class SendingStopped(NewsletterError):
+    """Sending stopped on a failure of our own side (``TransportError.sender``): a
+    refused login or certificate, our sender address refused, no connection at all.
+    No recipient's delivery was spent on it: every unsent row is pending again, and
+    a rerun after the fix sends them."""

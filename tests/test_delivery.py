@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from newsletter.config import Settings
 from newsletter.delivery.ratelimit import TokenBucket
+from newsletter.errors import SendingStopped
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Event, SentEntry, Subscriber
 
@@ -130,9 +131,10 @@ def test_dead_server_fails_cleanly_and_a_rerun_finishes(world, smtp_sink: SmtpSi
     dead = settings.replace(transport={"backend": "smtp", "max_attempts": 2,
                                        "backoff_seconds": 0.01},
                             smtp={"host": "127.0.0.1", "port": free_port(), "timeout": 1.0})
-    summary = run_send(dead, engine, DAY)
-    assert summary.report.counts == {"failed": len(ACTIVE)}
-    assert "cannot connect" in summary.report.errors[0]
+    with pytest.raises(SendingStopped, match="cannot connect"):  # no connection at all
+        run_send(dead, engine, DAY)
+    with session_scope(engine) as s:  # nobody's delivery was spent on it
+        assert set(s.scalars(select(Delivery.status))) == {"pending"}
     assert smtp_sink.messages == []
     # The server is back: the same command finishes the edition, nobody twice.
     summary = run_send(smtp_settings(settings, smtp_sink), engine, DAY)
@@ -270,8 +272,9 @@ def test_an_unexpected_transport_error_fails_one_row_not_the_run(world) -> None:
 
 
 def test_retry_answers_at_once_and_sends_in_the_background(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
-    """The console's retry: the transient failure is requeued and the call returns;
-    the same delivery a worker runs sends it from a background thread, once."""
+    """The console's retry: the deferred row is requeued (now, though its next try is
+    minutes away) and the call returns; the same delivery a worker runs sends it from
+    a background thread, once."""
     import threading
 
     from newsletter.delivery.edition import EditionConfig
@@ -282,7 +285,7 @@ def test_retry_answers_at_once_and_sends_in_the_background(world, smtp_sink: Smt
     settings = smtp_settings(settings, smtp_sink, max_attempts=1)
     smtp_sink.faults["ada@example.org"] = ["451 4.7.1 greylisted"]
     summary = run_send(settings, engine, DAY)
-    assert summary.report.counts == {"sent": len(ACTIVE) - 1, "failed": 1}
+    assert summary.report.counts == {"sent": len(ACTIVE) - 1, "deferred": 1}
     release = threading.Event()
     made: list[str] = []
 

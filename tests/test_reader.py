@@ -322,3 +322,50 @@ def test_two_strengths_of_match_on_the_judged_set() -> None:
             assert ex.why.startswith("matched: " if ex.strong else "related: ") or not ex.matched
     assert len(weak) >= 5 and len(strong) >= 100
     assert sum(weak) / len(weak) <= 0.1 < 0.7 <= sum(strong) / len(strong)
+
+
+def test_weekly_on_a_day_without_new_papers_still_gets_the_week(
+        cli, tmp_path, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """arXiv publishes nothing on weekends: a subscriber who chose Sunday gets the
+    week's best on Sunday all the same, and the daily subscriber nothing that day."""
+    import json
+
+    from .conftest import ROOT
+
+    env = {"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'sun.db'}",
+           "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": smtp_sink.host,
+           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port),
+           "NEWSLETTER_WEB__BASE_URL": "https://digest.example.org",
+           "NEWSLETTER_SENDER__FROM_ADDRESS": "digest@example.org"}
+    assert cli("db", "upgrade", env=env).code == 0
+    keywords = "transformer, diffusion, language models, graph, reinforcement learning"
+    daily, weekly = "daily@example.org", "sunday@example.org"
+    assert cli("subscribers", "add", daily, "--keywords", keywords, env=env).code == 0
+    assert cli("subscribers", "add", weekly, "--keywords", keywords, "--frequency",
+               "weekly:sunday", env=env).code == 0
+    papers = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
+    monday = dt.date(2026, 3, 2)
+    for i in range(7):
+        day = monday + dt.timedelta(days=i)
+        if i < 5:  # Monday to Friday only
+            chunk = tmp_path / f"day{i}.json"
+            chunk.write_text(json.dumps(papers[i * 40:(i + 1) * 40]))
+            assert cli("ingest", str(chunk), env=env).code == 0
+        else:  # preview says what send will do: the weekly email, nobody else's
+            out = tmp_path / f"preview{i}"
+            shown = cli("preview", "--date", day.isoformat(), "--out", str(out), "--json",
+                        env=env)
+            assert shown.code == 0, shown.stderr
+            emls = sorted(p.name for p in out.glob("*.eml")) if out.exists() else []
+            assert [n for n in emls if "sunday" in n] == ([] if i == 5 else emls), emls
+            assert len(emls) == (1 if i == 6 else 0), emls
+        sent = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
+        assert sent.code == 0, sent.stderr
+    assert len(messages_to(smtp_sink, daily)) == 5
+    [msg] = messages_to(smtp_sink, weekly)
+    assert "this week" in str(msg["Subject"])
+    with sqlite3_rows(tmp_path / "sun.db") as rows:
+        by = rows("select s.email, d.day, d.status from deliveries d join subscribers s"
+                  " on s.id = d.subscriber_id")
+    assert sorted((e, d) for e, d, st in by if e == weekly) == [(weekly, "2026-03-08")]
+    assert {st for _, _, st in by} == {"sent"}

@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+
+from newsletter.errors import SendingStopped
+from newsletter.store.db import session_scope
+from newsletter.store.models import Delivery
 
 from .conftest import free_port
 from .editions_support import run_send
@@ -114,10 +119,12 @@ def test_wrong_password_fails_without_sending(world, tls_server: tuple[int, Stor
         transport={"backend": "smtp", "max_attempts": 3, "backoff_seconds": 0.01},
         smtp={"host": "127.0.0.1", "port": port, "security": "starttls", "username": "mailer",
               "password": "wrong", "ca_file": str(cert[0]), "timeout": 5.0})
-    summary = run_send(cfg, engine, DAY)
-    assert summary.report.counts == {"failed": 8}
-    assert "login refused" in summary.report.errors[0], summary.report.errors
-    assert store.messages == []
+    with pytest.raises(SendingStopped, match="login refused"):  # ours: stopped, once
+        run_send(cfg, engine, DAY)
+    assert store.messages == [] and ledger_states(engine) == {"pending"}
+    fixed = cfg.replace(smtp={"password": "s3cret"})  # the rerun after the fix sends all
+    assert run_send(fixed, engine, DAY).report.counts == {"sent": 8}
+    assert len(store.messages) == 8
 
 
 @pytest.mark.parametrize("tls_server", ["starttls"], indirect=True)
@@ -128,5 +135,11 @@ def test_untrusted_certificate_is_refused(world, tls_server: tuple[int, Store]) 
         transport={"backend": "smtp", "max_attempts": 2, "backoff_seconds": 0.01},
         smtp={"host": "127.0.0.1", "port": port, "security": "starttls", "username": "mailer",
               "password": "s3cret", "timeout": 3.0})
-    summary = run_send(cfg, engine, DAY)
-    assert summary.report.counts == {"failed": 8} and store.messages == []
+    with pytest.raises(SendingStopped, match="certificate"):
+        run_send(cfg, engine, DAY)
+    assert store.messages == [] and ledger_states(engine) == {"pending"}
+
+
+def ledger_states(engine) -> set[str]:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as s:
+        return set(s.scalars(select(Delivery.status)))

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from newsletter.errors import ConfigError
 from newsletter.render.links import Signer
@@ -276,6 +276,15 @@ def test_archive_feed_view_and_paper_pages(site: Site) -> None:
 
     # A preview's "view in browser" (edition 0, nothing stored yet) renders.
     assert httpx.get(site.links.view(site.sub_id("grace@example.org"), 0)).status_code == 200
+    # ... and for a weekly subscriber it is the week's email, as `send` would make it
+    with session_scope(site.engine) as s:
+        s.execute(update(Subscriber).where(Subscriber.email == "grace@example.org")
+                  .values(frequency="weekly:fri"))
+    weekly = httpx.get(site.links.view(site.sub_id("grace@example.org"), 0))
+    assert weekly.status_code == 200 and "for you this week" in weekly.text
+    with session_scope(site.engine) as s:
+        s.execute(update(Subscriber).where(Subscriber.email == "grace@example.org")
+                  .values(frequency="daily"))
     summary = run_send(site.settings, site.engine, dt.date(2025, 12, 26))
     ada = site.sub_id("ada@example.org")
     view = httpx.get(site.links.view(ada, summary.edition.id))

@@ -1,9 +1,23 @@
 """Delivery: send every job a ledger hands out, with retries and a rate limit, and
-record each outcome soon after it happens. Send and preview both run this."""
+record each outcome soon after it happens. Send and preview both run this.
+
+Whose fault a failure is decides what happens to the row:
+
+* the recipient's for good (5xx, no such user): ``failed``;
+* the recipient's for now (4xx, a timeout, a connection dropped during the message):
+  tried ``max_attempts`` times in the run, then ``deferred`` with a next try
+  (``delivery.deferral``), or ``failed`` once ``[delivery] retry_hours`` are over;
+* ours (``TransportError.sender``: the login or certificate refused, our sender
+  address refused, no connection): sending stops after the first proof (a
+  permanent one, or ``max_attempts`` in a row with nothing sent between), every
+  unsent row goes back to ``pending`` and ``SendingStopped`` says why. Nobody's
+  delivery is spent on a fault of ours, and a rerun after the fix sends them all.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import math
 import time
 from collections import Counter
@@ -11,15 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from newsletter.config import TransportConfig
+from newsletter.config import DeliveryConfig, TransportConfig
+from newsletter.delivery.deferral import next_try
 from newsletter.delivery.ledger import LEASE_SECONDS, RELEASED, Ledger, Outcome, OutcomeStatus
 from newsletter.delivery.plan import Job
 from newsletter.delivery.ratelimit import RateLimiter
 from newsletter.delivery.shutdown import Shutdown
-from newsletter.errors import TransportError
+from newsletter.errors import SendingStopped, TransportError
 from newsletter.observe import delivery_outcome, delivery_retry
 from newsletter.render.renderer import Rendered
 from newsletter.retry import backoff_delay
+from newsletter.store.models import utcnow
 from newsletter.transports.base import Transport
 
 FLUSH_SECONDS = 0.05
@@ -33,6 +49,17 @@ class DeliverReport:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     stopped_by: int = 0  # the signal that stopped claiming (0: ran to the end)
+    next_try: dt.datetime | None = None  # the earliest next try of the rows deferred here
+
+    def add(self, other: DeliverReport) -> None:
+        """Another delivery of the same run (a deferred row's edition) counted in."""
+        self.counts.update(other.counts)
+        self.errors.extend(other.errors[:max(0, 20 - len(self.errors))])
+        self.seconds += other.seconds
+        self.stopped_by = self.stopped_by or other.stopped_by
+        if other.next_try is not None and (self.next_try is None
+                                           or other.next_try < self.next_try):
+            self.next_try = other.next_try
 
 
 class Renders(Protocol):
@@ -58,14 +85,18 @@ def claim_batch(t: TransportConfig) -> int:
 async def deliver(t: TransportConfig, ledger: Ledger, ctx: Renders, transport: Transport,
                   *, on_progress: Callable[[Outcome], None] | None = None,
                   sleep: Callable[[float], Any] = asyncio.sleep,
-                  shutdown: Shutdown | None = None) -> DeliverReport:
+                  shutdown: Shutdown | None = None,
+                  retry: DeliveryConfig | None = None,
+                  clock: Callable[[], dt.datetime] = utcnow) -> DeliverReport:
     """Send every job the ledger hands out; record each outcome soon after it happens.
 
     When ``shutdown`` is requested (SIGTERM/SIGINT), no more rows are claimed, jobs
     not yet handed to the transport are released back to ``pending``, and messages
-    already with the server finish and are recorded before this returns."""
+    already with the server finish and are recorded before this returns. A failure
+    of our own side ends the run the same way, then raises ``SendingStopped``.
+    ``clock`` (naive UTC) dates the deferrals."""
     run = _Run(t, ledger, ctx, transport, on_progress=on_progress, sleep=sleep,
-               shutdown=shutdown or Shutdown())
+               shutdown=shutdown or Shutdown(), retry=retry or DeliveryConfig(), clock=clock)
     return await run.run()
 
 
@@ -77,8 +108,14 @@ class _Run:
 
     def __init__(self, t: TransportConfig, ledger: Ledger, ctx: Renders,
                  transport: Transport, *, on_progress: Callable[[Outcome], None] | None,
-                 sleep: Callable[[float], Any], shutdown: Shutdown) -> None:
+                 sleep: Callable[[float], Any], shutdown: Shutdown,
+                 retry: DeliveryConfig, clock: Callable[[], dt.datetime]) -> None:
         self.t = t
+        self.retry = retry
+        self.clock = clock
+        # Failures of our own side in a row, across the senders, with nothing sent
+        # between: ``max_attempts`` of them prove the fault is not one message's.
+        self.sender_strikes = 0
         self.ledger = ledger
         self.ctx = ctx
         self.transport = transport
@@ -117,8 +154,8 @@ class _Run:
 
     async def send(self, job: Job, rendered: Rendered) -> Outcome:
         """Hand one message to the transport, trying a transient failure again after a
-        backoff, ``max_attempts`` times in all."""
-        attempts, last = self.t.max_attempts, ""
+        backoff, ``max_attempts`` times in all; then it is deferred (see the module)."""
+        attempts, last, bug = self.t.max_attempts, "", False
         for attempt in range(attempts):
             await self.limiter.acquire()
             if self.stopping():  # never start a new attempt once asked to stop
@@ -126,20 +163,41 @@ class _Run:
             retry_after = None
             try:
                 mid = await self.transport.send(rendered.message)
+                self.sender_strikes = 0
                 return Outcome(job, OutcomeStatus.SENT, message_id=mid, rendered=rendered)
             except TransportError as exc:
-                last = str(exc)
-                if exc.permanent:
+                last, bug = str(exc), False
+                if exc.sender:
+                    self.sender_strikes += 1
+                    if exc.permanent or self.sender_strikes >= attempts:
+                        self.fail(exc)  # ours: the row goes back, the run stops
+                        return Outcome(job, RELEASED, error=last)
+                elif exc.permanent:
                     return Outcome(job, OutcomeStatus.FAILED, error=last, permanent=True,
                                    bounce=exc.bounce, rendered=rendered)
                 retry_after = exc.retry_after
             except Exception as exc:  # a transport bug: record it, keep the edition going
-                last = f"{type(exc).__name__}: {exc}"
+                last, bug = f"{type(exc).__name__}: {exc}", True
             if attempt + 1 < attempts:
                 delivery_retry(last)
                 await self.sleep(backoff_delay(attempt, self.t.backoff_seconds, retry_after))
-        return Outcome(job, OutcomeStatus.FAILED, error=f"{last} (after {attempts} attempts)",
-                       rendered=rendered)
+        if bug:  # not the server's answer: failed (transient), a rerun tries it again
+            return Outcome(job, OutcomeStatus.FAILED,
+                           error=f"{last} (after {attempts} attempts)", rendered=rendered)
+        return self.deferred(job, f"{last} (after {attempts} attempts)", rendered)
+
+    def deferred(self, job: Job, error: str, rendered: Rendered) -> Outcome:
+        """Refused for now: deferred until its next try, or failed when its
+        ``retry_hours`` are over."""
+        now = self.clock()
+        first = job.first_try or now
+        when = next_try(self.retry, first, max(job.attempts, 1), now)
+        if when is None:
+            return Outcome(job, OutcomeStatus.FAILED, rendered=rendered, reason="expired",
+                           error=f"{error}; deferred since {first:%Y-%m-%d %H:%M} UTC, given "
+                                 f"up after [delivery] retry_hours = {self.retry.retry_hours:g}")
+        return Outcome(job, OutcomeStatus.DEFERRED, error=error, rendered=rendered,
+                       first_try=first, next_try=when)
 
     def counted(self, outcome: Outcome, began: float) -> None:
         self.pending.append(outcome)  # first: whatever fails below, the outcome is recorded
@@ -150,6 +208,9 @@ class _Run:
             delivery_outcome(self.edition_id, outcome, time.perf_counter() - began)
         if outcome.status == OutcomeStatus.FAILED and len(self.report.errors) < 20:
             self.report.errors.append(f"{outcome.job.recipient.email}: {outcome.error}")
+        if outcome.next_try is not None and (self.report.next_try is None
+                                             or outcome.next_try < self.report.next_try):
+            self.report.next_try = outcome.next_try
         if self.on_progress:
             self.on_progress(outcome)
 
@@ -217,9 +278,31 @@ class _Run:
             except Exception as exc:  # e.g. a progress callback's disk is full: stop
                 self.fail(exc)        # here, give the rest back, then raise it
 
+    async def open(self) -> None:
+        """Open the transport (an SMTP transport proves one connection and its login
+        here, before any row is claimed): a failure of ours stops the run at once when
+        permanent, after ``max_attempts`` tries otherwise."""
+        for attempt in range(self.t.max_attempts):
+            try:
+                await self.transport.open()
+                return
+            except TransportError as exc:
+                if exc.permanent or attempt + 1 == self.t.max_attempts:
+                    raise self.stopped(exc) from None
+                delivery_retry(str(exc))
+                await self.sleep(backoff_delay(attempt, self.t.backoff_seconds,
+                                               exc.retry_after))
+
+    def stopped(self, exc: TransportError) -> SendingStopped:
+        sent = self.report.counts[OutcomeStatus.SENT]
+        return SendingStopped(
+            f"sending stopped: {exc} (a fault of the sending side, not the recipients': "
+            f"sent {sent} before stopping, none marked failed; every unsent message is "
+            "pending again and is sent by `newsletter send` once this is fixed)")
+
     async def run(self) -> DeliverReport:
         started = time.monotonic()
-        await self.transport.open()
+        await self.open()
         flush_task = asyncio.create_task(self.flusher())
         claims = asyncio.create_task(self.claim_ahead())
         tasks = [claims, *(asyncio.create_task(self.sender()) for _ in range(self.senders))]
@@ -237,6 +320,8 @@ class _Run:
                 await self.final_flush()
             finally:
                 await self.transport.close()
+        if isinstance(self.failure, TransportError) and self.failure.sender:
+            raise self.stopped(self.failure) from None
         if self.failure is not None:
             raise self.failure
         self.report.seconds = time.monotonic() - started

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from newsletter.bounces.verp import Verp
 from newsletter.config import (
     BouncesConfig,
+    DeliveryConfig,
     RankingConfig,
     RenderConfig,
     ScheduleConfig,
@@ -62,11 +63,13 @@ class EditionConfig:
     transport: TransportConfig
     schedule: ScheduleConfig
     bounces: BouncesConfig = BouncesConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
 
     @classmethod
     def of(cls, settings: Settings) -> EditionConfig:
         return cls(settings.ranking, settings.render, settings.sender, settings.web,
-                   settings.transport, settings.schedule, settings.bounces)
+                   settings.transport, settings.schedule, settings.bounces,
+                   settings.delivery)
 
 
 @dataclass

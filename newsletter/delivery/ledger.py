@@ -52,11 +52,12 @@ LEASE_SECONDS = 120
 
 
 class OutcomeStatus(StrEnum):
-    """How one job ended. The first three are also the row states a ledger records;
-    ``released`` is not a row state: the job was claimed, never started, and goes
-    back to ``pending``."""
+    """How one job ended. The first four are also the row states a ledger records;
+    ``released`` is not a row state: the job was claimed, never started (or stopped
+    by a fault of ours), and goes back to ``pending``."""
 
     SENT = "sent"
+    DEFERRED = "deferred"
     FAILED = "failed"
     SKIPPED = "skipped"
     RELEASED = "released"
@@ -75,6 +76,9 @@ class Outcome:
     permanent: bool = False
     bounce: bool = False
     rendered: Rendered | None = None
+    reason: str = ""  # a failed row's reason when not permanent/transient ("expired")
+    first_try: dt.datetime | None = None  # deferred: first refused for now (naive UTC)
+    next_try: dt.datetime | None = None  # deferred: when it is due again (naive UTC)
 
 
 class Ledger(Protocol):
@@ -232,8 +236,9 @@ class DbLedger:
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    def retry_failed(self) -> int:
-        """Transient failures of an earlier run go back in the queue."""
+    def retry_failed(self, *, deferred: bool = False) -> int:
+        """Transient failures of an earlier run go back in the queue; with
+        ``deferred`` also the deferred rows, due or not (the operator's "now")."""
         with session_scope(self.engine) as s:
             result = s.execute(
                 update(Delivery)
@@ -242,6 +247,20 @@ class DbLedger:
                        Delivery.reason == "transient")
                 .values(status=DeliveryStatus.PENDING, reason="")
             )
+            n = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return n + (self.requeue_due(None) if deferred else 0)
+
+    def requeue_due(self, now: dt.datetime | None) -> int:
+        """Deferred rows whose next try is due at ``now`` (naive UTC; None: all of
+        them) go back in the queue; claiming them takes a lease as for any row, so
+        however many processes do this at once, each is sent once."""
+        where = [Delivery.edition_id == self.edition.id,
+                 Delivery.status == DeliveryStatus.DEFERRED]
+        if now is not None:
+            where.append(Delivery.next_try_at <= now)
+        with session_scope(self.engine) as s:
+            result = s.execute(update(Delivery).where(*where)
+                               .values(status=DeliveryStatus.PENDING))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def _pending_ids(self, s: Any, n: int, after: int) -> list[int]:
@@ -299,7 +318,7 @@ class DbLedger:
         s.execute(text(
             "UPDATE deliveries AS d SET status = :status, message_id = v.mid, sent_at = :now, "
             "last_error = '', lease_owner = '', lease_expires = NULL, updated_at = :now, "
-            "shown = v.shown "
+            "next_try_at = NULL, shown = v.shown "
             "FROM unnest(CAST(:ids AS integer[]), CAST(:mids AS text[]), "
             "CAST(:shown AS text[])) AS v(id, mid, shown) "
             "WHERE d.id = v.id AND d.lease_owner = :owner"),
@@ -324,15 +343,16 @@ class DbLedger:
         insert = _insert_for(self.engine)
         sent = [o for o in outcomes if o.status == OutcomeStatus.SENT]
         released = [o for o in outcomes if o.status == OutcomeStatus.RELEASED]
-        failed = [o for o in outcomes
-                  if o.status not in (OutcomeStatus.SENT, OutcomeStatus.RELEASED)]
+        deferred = [o for o in outcomes if o.status == OutcomeStatus.DEFERRED]
+        failed = [o for o in outcomes if o.status not in (
+            OutcomeStatus.SENT, OutcomeStatus.RELEASED, OutcomeStatus.DEFERRED)]
         # Executemany, guarded by our lease: a row another process took back is not ours.
         mark_sent = (update(DELIVERIES)
                      .where(Delivery.id == bindparam("b_id"),
                             Delivery.lease_owner == self.owner)
                      .values(status=DeliveryStatus.SENT, message_id=bindparam("b_mid"), sent_at=now,
                              last_error="", lease_owner="", lease_expires=None, updated_at=now,
-                             shown=bindparam("b_shown")))
+                             next_try_at=None, shown=bindparam("b_shown")))
         mark_failed = (update(DELIVERIES)
                        .where(Delivery.id == bindparam("b_id"),
                               Delivery.lease_owner == self.owner)
@@ -358,10 +378,21 @@ class DbLedger:
                                   lease_expires=None, attempts=Delivery.attempts - 1,
                                   updated_at=now),
                           [{"b_id": o.job.delivery_id} for o in released])
+            if deferred:  # refused for now: tried again when due (``delivery.deferral``)
+                s.execute(update(DELIVERIES)
+                          .where(Delivery.id == bindparam("b_id"),
+                                 Delivery.lease_owner == self.owner)
+                          .values(status=DeliveryStatus.DEFERRED, last_error=bindparam("b_error"),
+                                  reason="", first_try_at=bindparam("b_first"),
+                                  next_try_at=bindparam("b_next"), lease_owner="",
+                                  lease_expires=None, updated_at=now),
+                          [{"b_id": o.job.delivery_id, "b_error": o.error[:2000],
+                            "b_first": o.first_try, "b_next": o.next_try} for o in deferred])
             if failed:
                 s.execute(mark_failed, [{
                     "b_id": o.job.delivery_id, "b_status": o.status, "b_error": o.error[:2000],
-                    "b_reason": "permanent" if o.permanent else "transient"} for o in failed])
+                    "b_reason": o.reason or ("permanent" if o.permanent else "transient")}
+                    for o in failed])
             for o in failed:
                 if o.bounce:  # the subscriber's change is the lifecycle's, as every one is
                     lifecycle.bounce_id(s, o.job.recipient.id, by="bounce",

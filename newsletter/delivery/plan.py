@@ -27,6 +27,7 @@ class Job:
     attempts: int = 0
     day: dt.date | None = None  # the subscriber's newsletter day (None: the edition's)
     weekly: bool = False  # the week's best (``newsletter.frequency``), not one day's
+    first_try: dt.datetime | None = None  # first refused for now (a deferred row's)
 
     @classmethod
     def of(cls, row: Delivery, sub: Subscriber) -> Job:
@@ -35,7 +36,7 @@ class Job:
         return cls(Recipient(sub.id, sub.email, sub.name, sub.keywords, sub.link_nonce),
                    list(row.entry_ids),
                    bool(details.get("trending")), row.id, row.attempts,
-                   weekly=bool(details.get("weekly")))
+                   weekly=bool(details.get("weekly")), first_try=row.first_try_at)
 
 
 @dataclass

@@ -112,6 +112,19 @@ def anyone_to_plan(session: Any, planned: list[Group]) -> bool:
                for g in planned for weekly in (False, True))
 
 
+def weekly_due(session: Any, planned: list[Group]) -> bool:
+    """Whether someone's weekly email falls in this run while the week held papers: a
+    day without new papers (a weekend, for arXiv) is still a weekly subscriber's day."""
+    return (any(next(iter(g.recipients(session, True)), None) is not None for g in planned)
+            and week_had_papers(session))
+
+
+def week_had_papers(session: Any) -> bool:
+    """Whether any paper arrived in the last seven days (a weekly email's candidates)."""
+    return session.scalar(select(Entry.id).where(
+        Entry.arrived_at > utcnow() - dt.timedelta(days=WEEK_DAYS)).limit(1)) is not None
+
+
 def has_weekly(session: Any) -> bool:
     """Whether anyone receiving chose a weekly email (else no week selection is built)."""
     return session.scalar(select(Subscriber.id).where(

@@ -6,6 +6,12 @@
   whose local send time has passed on their local day and who has not had that
   day's edition (``slots``). A slot missed while the daemon was down is therefore
   sent late by the next one, never lost.
+* every ``[delivery] retry_first_minutes`` (at least a minute, at most an hour), and
+  after each slot, the deferred rows of any edition whose next try is due are sent
+  again (``service.editions.retry_deferred``): a later slot never counts a deferred
+  person as served, it retries their row.
+* a failure of the sending side (a refused login or certificate, no connection) stops
+  that run with every unsent row pending: one log line, and the next tick tries again.
 * with ``[bounces] mailbox`` set, the bounce mailbox is read every ``[bounces]
   fetch_minutes`` (``service.bounces``); a mailbox that cannot be read is one log
   line, and the next tick tries again.
@@ -54,26 +60,64 @@ def send_slot(app: App, now: dt.datetime | None = None,
               shutdown: Shutdown | None = None) -> Any:
     """This hour's slot, through the editions use case ``send``."""
     from newsletter.delivery.edition import EditionConfig
+    from newsletter.errors import NewsletterError
     from newsletter.observe.metrics import metrics
     from newsletter.service.editions import send
     from newsletter.transports import make_transport
 
     if shutdown is not None and shutdown.requested:
         return None
+    given = now
     now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    summary = send(EditionConfig.of(app.settings), app.engine, now.date(),
-                   make_transport(app.settings), slot=f"{now.hour:02d}", shutdown=shutdown)
+    try:
+        summary = send(EditionConfig.of(app.settings), app.engine, now.date(),
+                       make_transport(app.settings), slot=f"{now.hour:02d}",
+                       shutdown=shutdown, now=given)
+    except NewsletterError as exc:  # e.g. SendingStopped: the rows wait for the next tick
+        log.error("slot %s %02d: %s", now.date(), now.hour, exc,
+                  extra={"job": "send", "slot": f"{now.hour:02d}", "error": str(exc)})
+        return None
     metrics().last_run.labels(job="send").set_to_current_time()
-    if summary.edition is None:
+    counts = summary.report.counts
+    if summary.edition is None and not summary.due:
         log.info("slot %s %02d: %s", now.date(), now.hour, summary.note,
                  extra={"job": "send", "slot": f"{now.hour:02d}"})
     else:
-        log.info("slot %s %02d: sent %d, failed %d", now.date(), now.hour,
-                 summary.report.counts["sent"], summary.report.counts["failed"],
-                 extra={"job": "send", "edition": summary.edition.id,
-                        "slot": f"{now.hour:02d}", "sent": summary.report.counts["sent"],
-                        "failed": summary.report.counts["failed"]})
+        log.info("slot %s %02d: sent %d, deferred %d, failed %d (%d deferred were due)",
+                 now.date(), now.hour, counts["sent"], counts["deferred"], counts["failed"],
+                 summary.due,
+                 extra={"job": "send", "slot": f"{now.hour:02d}",
+                        "edition": summary.edition.id if summary.edition else None,
+                        "sent": counts["sent"], "deferred": counts["deferred"],
+                        "failed": counts["failed"], "due": summary.due})
     return summary
+
+
+def retry_deferred(app: App, now: dt.datetime | None = None,
+                   shutdown: Shutdown | None = None) -> Any:
+    """Send again the deferred rows whose next try is due (between the hourly slots).
+    Never raises: a failure is one log line, and the next tick tries again."""
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.errors import NewsletterError
+    from newsletter.service import editions
+    from newsletter.transports import make_transport
+
+    if shutdown is not None and shutdown.requested:
+        return None
+    try:
+        done = editions.retry_deferred(EditionConfig.of(app.settings), app.engine,
+                                       make_transport(app.settings), now=now,
+                                       shutdown=shutdown)
+    except NewsletterError as exc:
+        log.error("deferred: %s", exc, extra={"job": "deferred", "error": str(exc)})
+        return None
+    if done.due:
+        counts = done.report.counts
+        log.info("deferred: %d due, sent %d, deferred again %d, failed %d", done.due,
+                 counts["sent"], counts["deferred"], counts["failed"],
+                 extra={"job": "deferred", "due": done.due, "sent": counts["sent"],
+                        "deferred": counts["deferred"], "failed": counts["failed"]})
+    return done
 
 
 def fetch_bounces(app: App) -> Any:
@@ -113,9 +157,13 @@ def build_scheduler(app: App, shutdown: Shutdown | None = None, *,
         args=[app], id="ingest", name="ingest every [[sources]]")
     sched.add_job(send_slot, CronTrigger(minute=0, timezone=dt.UTC), args=[app],
                   kwargs={"shutdown": shutdown}, id="send", name="send this hour's slot")
-    if app.settings.bounces.mailbox:
-        from apscheduler.triggers.interval import IntervalTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
 
+    every = min(max(app.settings.delivery.retry_first_minutes, 1.0), 60.0)
+    sched.add_job(retry_deferred, IntervalTrigger(minutes=every, timezone=dt.UTC),
+                  args=[app], kwargs={"shutdown": shutdown}, id="deferred",
+                  name="send again the deferred deliveries that are due")
+    if app.settings.bounces.mailbox:
         sched.add_job(fetch_bounces, IntervalTrigger(
             minutes=app.settings.bounces.fetch_minutes, timezone=dt.UTC), args=[app],
             id="bounces", name="read the bounce mailbox")

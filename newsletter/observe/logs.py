@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from newsletter.config import LogConfig
 
 FIELDS = ("edition", "subscriber", "email", "outcome", "seconds", "attempts", "error",
-          "slot", "job", "papers", "new", "updated", "sent", "failed")
+          "slot", "job", "papers", "new", "updated", "sent", "failed", "deferred", "due")
 
 
 class JsonFormatter(logging.Formatter):

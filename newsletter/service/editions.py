@@ -1,5 +1,6 @@
 """The editions use cases: open an edition, plan it, deliver it (all of it, or a
-worker's share), send (plan + deliver), retry its failures, and an edition's status.
+worker's share), send (plan + deliver, then the deferred rows of any edition that
+are due), retry its failures, and an edition's status.
 
 ``open_edition`` is the one place an edition is opened (its candidate papers ranked
 and its renderer made); everything else here, the previews and "view in browser"
@@ -15,10 +16,10 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from newsletter.delivery.deliver import DeliverReport, deliver, run_async
 from newsletter.delivery.edition import (
@@ -38,13 +39,14 @@ from newsletter.delivery.planning import (
     pending_count,
     reopen_if_empty,
     week_entries,
+    weekly_due,
 )
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.status import edition_status
-from newsletter.errors import InputError
+from newsletter.errors import InputError, NewsletterError
 from newsletter.store.db import session_scope
 from newsletter.store.keys import secret_keys
-from newsletter.store.models import Edition, Entry, utcnow
+from newsletter.store.models import Delivery, DeliveryStatus, Edition, Entry, utcnow
 from newsletter.store.queries import edition_entries, find_edition, sent_map
 from newsletter.store.votes import vote_history
 from newsletter.transports.base import Transport
@@ -116,6 +118,15 @@ ONCE = EditionCache(0)  # for one run: keeps nothing
 # ---- planning ----------------------------------------------------------------------
 
 
+def clock_at(now: dt.datetime | None) -> Callable[[], dt.datetime]:
+    """The clock a run reads (naive UTC, as the ledger stores times): the real one,
+    or ``now`` fixed (a test's, or a scheduler tick's given moment)."""
+    if now is None:
+        return utcnow
+    fixed = now.astimezone(dt.UTC).replace(tzinfo=None) if now.tzinfo else now
+    return lambda: fixed
+
+
 @dataclass
 class Planned:
     edition: Edition | None
@@ -126,6 +137,7 @@ class Planned:
     candidates: int
     pending: int
     note: str = ""
+    due: int = 0  # deferred rows of this edition put back in the queue (their try is due)
 
 
 def _nothing(note: str) -> Planned:
@@ -133,7 +145,7 @@ def _nothing(note: str) -> Planned:
 
 
 def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
-                 slot: str = "") -> Planned:
+                 slot: str = "", *, now: dt.datetime | None = None) -> Planned:
     """Create (or find) the edition, take back unfinished rows, and plan everyone not yet
     planned. Safe to repeat: a second call plans only who is new.
 
@@ -142,13 +154,16 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
     their local day and who has no row for that local day (see ``slots``). Either way
     the unique (subscriber, day) key decides, so overlapping runs send once. A run
     with nobody to plan and nothing left to deliver opens no edition (no ranking, no
-    template compiling), which is most hourly slots."""
+    template compiling), which is most hourly slots. Deferred rows of the edition
+    whose next try is due at ``now`` go back in its queue first: a deferred person
+    keeps their row (never a second one), and that row is what is sent."""
     slot = check_slot(slot)
     with session_scope(engine, readonly=True) as s:
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
         planned = groups(s, day, slot, config.schedule.catch_up_hours)
         due = anyone_to_plan(s, planned)
-        if existing is None and not edition_entries(s, slot, utcnow()):
+        if (existing is None and not edition_entries(s, slot, utcnow())
+                and not weekly_due(s, planned)):
             return _nothing(no_new_papers(s, slot))
         if existing is None and not due:
             return _nothing(f"nobody is due{f' in slot {slot}' if slot else ''}: every "
@@ -156,22 +171,23 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
     edition = reopen_if_empty(engine, get_or_create_edition(engine, day, slot), slot)
     ledger = DbLedger(engine, edition)
     reclaimed = ledger.reclaim() + ledger.retry_failed()
+    requeued = ledger.requeue_due(clock_at(now)())
     plan = PlanReport()
     note = ""
     with session_scope(engine, readonly=True) as s:
         if not due and not pending_count(s, edition):
             return Planned(edition, ledger, None, plan, reclaimed, 0, 0,
-                           "nobody new to plan and nothing left to deliver")
+                           "nobody new to plan and nothing left to deliver", requeued)
         ctx = ONCE.open(config, s, edition)
         r = config.ranking
         empty = ("no paper matched the profile (trending section off)"
                  if r.trending == "none" or not r.trending_count
                  else "every candidate paper was already sent to them")
-        if not ctx.rows:
+        if not ctx.rows:  # a weekly email may still be due: the week had papers
             note = no_new_papers(s, slot)
-        for group, weekly in itertools.product(planned if ctx.rows else [], (False, True)):
+        for group, weekly in itertools.product(planned, (False, True)):
             selection = ctx.week_selection if weekly else ctx.selection
-            if selection is None:
+            if selection is None or not selection.entries:
                 continue
             part = ledger.plan(plan_jobs(selection, group.recipients(s, weekly), r.max_papers,
                                          day=group.day, weekly=weekly), empty_reason=empty)
@@ -180,7 +196,8 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
             plan.already += part.already
     with session_scope(engine, readonly=True) as s:
         pending = pending_count(s, edition)
-    return Planned(edition, ledger, ctx, plan, reclaimed, len(ctx.rows), pending, note)
+    return Planned(edition, ledger, ctx, plan, reclaimed, len(ctx.rows), pending, note,
+                   requeued)
 
 # ---- delivering --------------------------------------------------------------------
 
@@ -193,35 +210,80 @@ class SendSummary:
     reclaimed: int
     report: DeliverReport
     note: str = ""  # why nothing was planned, when nothing was
+    due: int = 0  # deferred rows (of any edition) whose next try was due, sent again
 
 
 def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transport, *,
          slot: str = "", on_progress: Callable[[Outcome], None] | None = None,
          on_planned: Callable[[int], None] | None = None,
-         shutdown: Shutdown | None = None) -> SendSummary:
-    """Plan, then deliver. The caller makes the transport (and so checks its
-    configuration) before anything is written: a missing API key fails with no
-    ledger rows."""
-    p = plan_edition(config, engine, day, slot)
+         shutdown: Shutdown | None = None, now: dt.datetime | None = None) -> SendSummary:
+    """Plan, then deliver; then the deferred rows of other editions (an earlier slot
+    or day) whose next try is due at ``now`` (default: the clock). The caller makes
+    the transport (and so checks its configuration) before anything is written: a
+    missing API key fails with no ledger rows."""
+    p = plan_edition(config, engine, day, slot, now=now)
     if on_planned:
         on_planned(p.pending)
-    if p.edition is None or p.ledger is None or p.context is None:
-        return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, DeliverReport(),
-                           p.note)
-    report = run_async(deliver(config.transport, p.ledger, p.context, transport,
-                               on_progress=on_progress, shutdown=shutdown))
-    return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note)
+    report = DeliverReport()
+    if p.edition is not None and p.ledger is not None and p.context is not None:
+        report = run_async(deliver(config.transport, p.ledger, p.context, transport,
+                                   on_progress=on_progress, shutdown=shutdown,
+                                   retry=config.delivery, clock=clock_at(now)))
+    others = retry_deferred(config, engine, transport, now=now, shutdown=shutdown,
+                            on_progress=on_progress,
+                            skip=p.edition.id if p.edition is not None else None)
+    report.add(others.report)
+    return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note,
+                       p.due + others.due)
+
+
+@dataclass
+class Retried:
+    """The deferred rows sent again by one ``retry_deferred``: how many were due, in
+    which editions, and how their sending went."""
+
+    due: int = 0
+    editions: list[int] = field(default_factory=list)
+    report: DeliverReport = field(default_factory=DeliverReport)
+
+
+def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, *,
+                   now: dt.datetime | None = None, skip: int | None = None,
+                   shutdown: Shutdown | None = None,
+                   on_progress: Callable[[Outcome], None] | None = None) -> Retried:
+    """Send again every deferred row whose next try is due at ``now``, edition by
+    edition (each renders with its own papers); ``skip`` is an edition just
+    delivered. What `newsletter run` does between its slots, and `send` after its own
+    edition."""
+    at = clock_at(now)()
+    with session_scope(engine, readonly=True) as s:
+        rows = s.execute(select(Delivery.edition_id, func.count())
+                         .where(Delivery.status == DeliveryStatus.DEFERRED,
+                                Delivery.next_try_at <= at)
+                         .group_by(Delivery.edition_id).order_by(Delivery.edition_id)).all()
+    done = Retried()
+    for edition_id, n in rows:
+        if edition_id == skip or (shutdown is not None and shutdown.requested):
+            continue
+        report = deliver_edition(config, engine, edition_id, transport, shutdown=shutdown,
+                                 on_progress=on_progress, now=now)
+        if report is not None:
+            done.due += int(n)
+            done.editions.append(edition_id)
+            done.report.add(report)
+    return done
 
 
 def deliver_edition(config: EditionConfig, engine: Engine, edition_id: int,
                     transport: Transport, *, shutdown: Shutdown | None = None,
-                    on_progress: Callable[[Outcome], None] | None = None
-                    ) -> DeliverReport | None:
+                    on_progress: Callable[[Outcome], None] | None = None,
+                    now: dt.datetime | None = None) -> DeliverReport | None:
     """Deliver what is planned and not yet sent of a stored edition (all of it, or the
     share one worker claims before the others do): take back rows whose lease holder
-    is gone, then claim and send until none is left. None: no such edition.
+    is gone and deferred rows due at ``now``, then claim and send until none is left.
+    None: no such edition.
 
-    The Celery worker's task and the console's retry run this."""
+    The Celery worker's task, the console's retry and ``retry_deferred`` run this."""
     with session_scope(engine, readonly=True) as s:
         edition = s.get(Edition, edition_id)
         if edition is None:
@@ -229,19 +291,22 @@ def deliver_edition(config: EditionConfig, engine: Engine, edition_id: int,
         ctx = ONCE.open(config, s, edition, ignore_sent=True)  # the plan ranked already
     ledger = DbLedger(engine, edition)
     ledger.reclaim()
+    ledger.requeue_due(clock_at(now)())
     report: DeliverReport = run_async(deliver(config.transport, ledger, ctx, transport,
-                                              on_progress=on_progress, shutdown=shutdown))
+                                              on_progress=on_progress, shutdown=shutdown,
+                                              retry=config.delivery, clock=clock_at(now)))
     return report
 
 
 def requeue_failed(engine: Engine, edition_id: int) -> int:
-    """Put an edition's transient failures back in its queue (pending); how many.
+    """Put an edition's transient failures and its deferred rows (due or not: the
+    operator asked for now) back in its queue (pending); how many.
     ``deliver_edition`` (or the next ``send``) then sends them."""
     with session_scope(engine, readonly=True) as s:
         edition = s.get(Edition, edition_id)
     if edition is None:
         raise InputError(f"no edition {edition_id}")
-    return DbLedger(engine, edition).retry_failed()
+    return DbLedger(engine, edition).retry_failed(deferred=True)
 
 
 class Background:
@@ -271,6 +336,9 @@ class Background:
 
         try:
             work()
+        except NewsletterError as exc:  # e.g. SendingStopped: one line, the rows wait
+            logging.getLogger("newsletter.delivery").error(
+                "background delivery of edition %s: %s", edition_id, exc)
         except Exception:  # noqa: BLE001 - a thread's error has nobody else to go to
             logging.getLogger("newsletter.delivery").exception(
                 "background delivery of edition %s failed", edition_id)
@@ -306,7 +374,7 @@ def status(engine: Engine, *, edition_id: int | None = None, day: dt.date | None
     """Counts by state and the last errors of an edition (by id, else the latest of
     ``day``, else the latest), with the heartbeats of the running processes.
     ``asked`` is the edition as the operator named it, for the error."""
-    from newsletter.delivery.status import subscriber_counts
+    from newsletter.delivery.status import deferred_summary, subscriber_counts
     from newsletter.observe.heartbeat import processes
 
     with session_scope(engine, readonly=True) as s:
@@ -318,4 +386,5 @@ def status(engine: Engine, *, edition_id: int | None = None, day: dt.date | None
                             else {"edition": None})
     data["processes"] = procs
     data["subscribers"] = subscriber_counts(engine)
+    data["deferred_all"] = deferred_summary(engine)
     return data

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select
 from newsletter.delivery import shown
 from newsletter.delivery.edition import EditionConfig
 from newsletter.delivery.plan import Job, plan_now
+from newsletter.frequency import is_weekly
 from newsletter.render.renderer import Recipient, Rendered
 from newsletter.service.editions import ONCE, EditionCache
 from newsletter.store.db import session_scope
@@ -63,9 +64,13 @@ def render_email(config: EditionConfig, engine: Engine, subscriber_id: int,
             return ctx.render(Job.of(row, sub))
         unsaved = Edition(id=0, day=dt.date.today(), slot="", cutoff=utcnow())
         ctx = cache.open(config, s, unsaved)
-        jobs = plan_now(ctx.selection, [Recipient(sub.id, sub.email, sub.name, sub.keywords,
-                                                  sub.link_nonce)],  # the page's links are theirs
-                        config.ranking.max_papers)
+        # a weekly subscriber's next email is the week's best, as ``send`` would make it
+        week = ctx.week_selection if is_weekly(sub.frequency) else None
+        weekly = week is not None
+        jobs = plan_now(week or ctx.selection,
+                        [Recipient(sub.id, sub.email, sub.name, sub.keywords,
+                                   sub.link_nonce)],  # the page's links are theirs
+                        config.ranking.max_papers, weekly=weekly)
         if not jobs or not jobs[0].entry_ids:
             return None
         return ctx.render(jobs[0])

@@ -22,7 +22,7 @@ from newsletter.delivery.deliver import deliver, run_async
 from newsletter.delivery.edition import EditionConfig, EditionContext
 from newsletter.delivery.ledger import MemoryLedger, Outcome, OutcomeStatus
 from newsletter.delivery.plan import Job, plan_now
-from newsletter.delivery.planning import Group, no_new_papers
+from newsletter.delivery.planning import Group, no_new_papers, week_had_papers
 from newsletter.delivery.preview import (
     PreviewReport,
     PreviewTransport,
@@ -66,7 +66,8 @@ def _nothing_to_send(session: Any, day: dt.date, email: str | None, existing: Ed
         who = email or "every active subscriber due"
         return (f"nothing to send for {day}: {who} has had that day's edition or is "
                 "not due that day (preview another day with --date)")
-    if existing is None and not edition_entries(session, "", utcnow()):
+    if (existing is None and not edition_entries(session, "", utcnow())
+            and not (due.get(True) and week_had_papers(session))):
         return f"nothing to send for {day}: {no_new_papers(session, '')}"
     return ""
 
@@ -106,8 +107,8 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
         planned = _Planned(ctx)
         for subs, weekly in groups:
             selection = ctx.week_selection if weekly else ctx.selection
-            if selection is None or not subs:
-                continue
+            if selection is None or not subs or not selection.entries:
+                continue  # as in ``send``: nobody is planned on papers there are none of
             planned.empty += sum(1 for r in subs if not r.keywords.strip())
             planned.jobs += plan_now(selection, subs, config.ranking.max_papers, weekly=weekly)
         if limit:

@@ -54,11 +54,15 @@ class SubscriberStatus(StrEnum):
 
 
 class DeliveryStatus(StrEnum):
-    """A ledger row's state: pending → sending (leased) → sent | failed | skipped."""
+    """A ledger row's state: pending → sending (leased) → sent | deferred | failed |
+    skipped. A deferred row (refused for now) goes back to pending when its
+    ``next_try_at`` is due, and becomes failed once ``[delivery] retry_hours`` have
+    passed since its ``first_try_at``."""
 
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
+    DEFERRED = "deferred"
     FAILED = "failed"
     SKIPPED = "skipped"
 
@@ -166,8 +170,8 @@ class Delivery(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    # For retrying temporary refusals later (not used yet: a 4xx is still retried
-    # within the run, then failed); the columns and their index exist since 0011.
+    # A deferred row: when it was first refused for now, and when it is tried again
+    # (``delivery.deferral``); the columns and their index exist since 0011.
     first_try_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     next_try_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 

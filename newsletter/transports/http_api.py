@@ -139,9 +139,9 @@ class HttpApiTransport(Transport):
             err = TransportError(f"{self.name}: HTTP {status}: {self.error_text(response)}",
                                  retry_after=wait)
             return [err] * len(messages)
-        if status >= 400:
+        if status >= 400:  # 401/403: our key or our sender refused, not the recipient
             err = TransportError(f"{self.name}: HTTP {status}: {self.error_text(response)}",
-                                 permanent=True)
+                                 permanent=True, sender=status in (401, 403))
             return [err] * len(messages)
         return self.results(response, messages)
 

@@ -39,7 +39,7 @@ class OutboxTransport(Transport):
     async def send(self, message: Message) -> str:
         """Written to a temporary name, then renamed: a ``.eml`` in the folder is always
         a whole message. A failed write (disk full) removes its temporary file and
-        fails the delivery (transient: a rerun writes it again)."""
+        stops the sending (a fault of ours: the rows stay pending, a rerun writes them)."""
         target = self.file_for(message)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
@@ -49,6 +49,7 @@ class OutboxTransport(Transport):
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise TransportError(f"outbox: cannot write {target}: {exc.strerror or exc}") \
-                from None
+            # This machine's fault (disk full, no permission), not the recipient's.
+            raise TransportError(f"outbox: cannot write {target}: {exc.strerror or exc}",
+                                 sender=True) from None
         return message.message_id

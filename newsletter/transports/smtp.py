@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 
 import aiosmtplib
 
@@ -192,9 +193,24 @@ class SmtpTransport(Transport):
                                  permanent=True, sender=True) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             await _close(client)
+            if _certificate_refused(exc):  # trying again cannot change the certificate
+                raise TransportError(f"SMTP {c.host}:{c.port}: the server's TLS certificate "
+                                     f"was not accepted: {exc} (set [smtp] ca_file to the "
+                                     "CA that signed it)", permanent=True, sender=True) from None
             raise TransportError(f"cannot connect to SMTP {c.host}:{c.port}: {exc}",
                                  sender=True) from None
         return _Conn(client)
+
+    async def open(self) -> None:
+        """Connect (and log in) once before the first message: a refused login, an
+        untrusted certificate or a dead server is proven here by one connection,
+        before any message is taken from the ledger; the other connections open as
+        they are needed. The pool is made here, in the loop of this run."""
+        self._pool = asyncio.Queue()
+        first = await self._connect()
+        self._pool.put_nowait(first)
+        for _ in range(self.cfg.connections - 1):
+            self._pool.put_nowait(None)
 
     async def send(self, message: Message) -> str:
         conn = await self._pool.get()
@@ -257,6 +273,21 @@ class SmtpTransport(Transport):
             conn = self._pool.get_nowait()
             if conn is not None:
                 await _quit(conn)
+        self._pool = asyncio.Queue()  # usable again (a later run opens it afresh)
+        for _ in range(self.cfg.connections):
+            self._pool.put_nowait(None)
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """Whether a failed connect was our client refusing the server's certificate."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # aiosmtplib wraps the ssl error; follow the chain a little way
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 async def _reset(conn: _Conn) -> None:

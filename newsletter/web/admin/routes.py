@@ -445,7 +445,7 @@ async def retry(request: Request) -> Response:
     queued = await asyncio.to_thread(
         editions.retry_failed, c.edition_config, app.engine, found.id,
         lambda: make_transport(settings), c.deliveries)
-    notice = f"{queued} transient failures queued again"
+    notice = f"{queued} transient failures and deferred deliveries queued again"
     if queued:
         notice += "; sending them in the background (reload to follow)"
     return RedirectResponse(f"{PREFIX}/editions/{eid}?{urlencode({'notice': notice})}",

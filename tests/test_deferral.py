@@ -1,0 +1,197 @@
+"""Deferred, not failed: a message refused for now is tried again later, with a
+doubling wait, until ``[delivery] retry_hours`` after its first try; then failed with
+the last reason. Against aiosmtpd answering 451 for chosen recipients, with a clock
+the test sets (``now``), so hours pass without waiting."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from newsletter.app import App
+from newsletter.config import DeliveryConfig, Settings
+from newsletter.delivery.deferral import next_try
+from newsletter.delivery.scheduler import retry_deferred, send_slot
+from newsletter.service.editions import status
+from newsletter.store.db import get_engine, session_scope
+from newsletter.store.models import Delivery, Subscriber
+from newsletter.store.subscribers import add
+
+from .conftest import SmtpSink
+from .editions_support import run_send
+
+DAY = dt.date(2025, 12, 26)
+T0 = dt.datetime(2025, 12, 26, 7, 0)  # naive UTC, as the ledger stores times
+GREY = "451 4.7.1 greylisted, try again later"
+
+
+def minutes(n: float) -> dt.datetime:
+    return T0 + dt.timedelta(minutes=n)
+
+
+def test_the_wait_doubles_and_ends_at_the_deadline() -> None:
+    cfg = DeliveryConfig(retry_first_minutes=5, retry_hours=1)
+    assert next_try(cfg, T0, 1, T0) == minutes(5)
+    assert next_try(cfg, T0, 2, minutes(5)) == minutes(15)
+    assert next_try(cfg, T0, 3, minutes(15)) == minutes(35)
+    assert next_try(cfg, T0, 4, minutes(35)) == minutes(60)  # 40 min cut at the deadline
+    assert next_try(cfg, T0, 5, minutes(60)) is None  # over: failed
+    assert next_try(cfg, T0, 60, minutes(59)) == minutes(60)  # no overflow, still the end
+
+
+def smtp(settings: Settings, sink: SmtpSink, **delivery: object) -> Settings:
+    return settings.replace(
+        transport={"backend": "smtp", "max_attempts": 1, "backoff_seconds": 0.01},
+        smtp={"host": sink.host, "port": sink.port, "connections": 2, "timeout": 2.0},
+        delivery={"retry_first_minutes": 5, "retry_hours": 1, **delivery})
+
+
+def row(engine: Any, email: str) -> Delivery:
+    with session_scope(engine) as s:
+        found = s.scalar(select(Delivery).join(Subscriber).where(Subscriber.email == email))
+        assert found is not None
+        s.expunge(found)
+        return found
+
+
+def test_deferred_rows_are_retried_when_due_then_failed_after_retry_hours(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)
+    smtp_sink.faults["ada@example.org"] = [GREY] * 20  # refused for the whole hour
+    smtp_sink.faults["grace@example.org"] = [GREY]  # refused once, accepted after
+    first = run_send(settings, engine, DAY, now=T0)
+    assert first.report.counts == {"sent": 6, "deferred": 2}, first.report.errors
+    ada = row(engine, "ada@example.org")
+    assert (ada.status, ada.first_try_at, ada.next_try_at) == ("deferred", T0, minutes(5))
+    assert "451" in ada.last_error
+
+    # status: the deferred rows with their next try
+    shown = status(engine)
+    assert shown["counts"]["deferred"] == 2 and shown["counts"]["failed"] == 0
+    assert {d["email"]: d["next_try"] for d in shown["deferred"]} == {
+        "ada@example.org": "2025-12-26T07:05:00+00:00",
+        "grace@example.org": "2025-12-26T07:05:00+00:00"}
+
+    # not due yet: nothing is tried
+    early = run_send(settings, engine, DAY, now=minutes(4))
+    assert early.due == 0 and not early.report.counts
+    assert row(engine, "ada@example.org").attempts == 1
+
+    # due: grace goes out, once; ada is refused again and waits twice as long
+    due = run_send(settings, engine, DAY, now=minutes(5))
+    assert due.due == 2 and due.report.counts == {"sent": 1, "deferred": 1}
+    assert smtp_sink.count("grace@example.org") == 1
+    assert row(engine, "grace@example.org").status == "sent"
+    ada = row(engine, "ada@example.org")
+    assert (ada.status, ada.attempts, ada.first_try_at, ada.next_try_at) == (
+        "deferred", 2, T0, minutes(15))
+
+    for at, then in ((15, 35), (35, 60)):  # 5, 10, 20, then cut at the hour
+        run_send(settings, engine, DAY, now=minutes(at))
+        assert row(engine, "ada@example.org").next_try_at == minutes(then)
+
+    # retry_hours after the first try: the next refusal fails it, with the last reason
+    last = run_send(settings, engine, DAY, now=minutes(60))
+    assert last.report.counts == {"failed": 1}
+    ada = row(engine, "ada@example.org")
+    assert (ada.status, ada.reason, ada.next_try_at) == ("failed", "expired", minutes(60))
+    assert "451" in ada.last_error and "retry_hours" in ada.last_error
+    # a failed row is not tried again by a later send; nobody got two copies
+    run_send(settings, engine, DAY, now=minutes(600))
+    assert row(engine, "ada@example.org").attempts == 5
+    assert smtp_sink.count("ada@example.org") == 0
+    assert all(smtp_sink.count(r) == 1 for r, _ in smtp_sink.messages)
+
+
+def populate_slots(engine: Any) -> None:
+    with session_scope(engine) as s:
+        for email, hour in (("early@example.org", 7), ("later@example.org", 8)):
+            add(s, email, keywords="attention, diffusion", tz="UTC", hour=hour)
+
+
+def test_a_later_slot_retries_the_deferred_row_instead_of_planning_another(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """Slot 07 defers a 07:00 subscriber; slot 08 (their hour has passed, they have a
+    row for the day) sends that row again: one row, one copy. Between slots, the
+    daemon's deferred job sends what is due."""
+    settings, engine = world
+    populate_slots(engine)
+    settings = smtp(settings, smtp_sink)
+    app = App(settings, engine)
+    smtp_sink.faults["early@example.org"] = [GREY]
+    smtp_sink.faults["later@example.org"] = [GREY]
+    seven = send_slot(app, dt.datetime(2025, 12, 26, 7, tzinfo=dt.UTC))
+    assert seven.report.counts["deferred"] >= 1
+    assert row(engine, "early@example.org").status == "deferred"
+    assert smtp_sink.count("early@example.org") == 0
+
+    eight = send_slot(app, dt.datetime(2025, 12, 26, 8, tzinfo=dt.UTC))
+    assert eight.due >= 1  # the 07:00 deferral was due by 08:00: retried
+    assert row(engine, "early@example.org").status == "sent"
+    assert smtp_sink.count("early@example.org") == 1
+    later = row(engine, "later@example.org")  # planned at 08, refused for now
+    assert later.status == "deferred" and later.next_try_at == dt.datetime(2025, 12, 26, 8, 5)
+
+    assert retry_deferred(app, now=dt.datetime(2025, 12, 26, 8, 4, tzinfo=dt.UTC)).due == 0
+    done = retry_deferred(app, now=dt.datetime(2025, 12, 26, 8, 5, tzinfo=dt.UTC))
+    assert done.due == 1 and done.report.counts == {"sent": 1}
+    assert smtp_sink.count("later@example.org") == 1
+    for hour in range(9, 24):  # every later slot: nobody planned twice, nobody sent twice
+        send_slot(app, dt.datetime(2025, 12, 26, hour, tzinfo=dt.UTC))
+    with session_scope(engine) as s:
+        per = s.execute(select(Delivery.subscriber_id, func.count())
+                        .where(Delivery.day == DAY).group_by(Delivery.subscriber_id)).all()
+    assert {n for _, n in per} == {1}
+    with session_scope(engine) as s:
+        sent = dict(s.execute(select(Subscriber.email, func.count()).join(Delivery)
+                              .where(Delivery.status == "sent")
+                              .group_by(Subscriber.email)).all())
+    assert {r: smtp_sink.count(r) for r, _ in smtp_sink.messages} == sent  # one per row
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_deferred_row_claimed_by_two_runs_is_sent_once(
+        world, smtp_sink: SmtpSink, concurrency: int) -> None:  # type: ignore[no-untyped-def]
+    """Two deliveries of the same due rows at once (a slot and the deferred job):
+    the lease decides; each row goes out once."""
+    import threading
+
+    settings, engine = world
+    settings = smtp(settings, smtp_sink).replace(transport={"concurrency": concurrency})
+    for r in ("ada@example.org", "grace@example.org", "alan@example.org"):
+        smtp_sink.faults[r] = [GREY]
+    run_send(settings, engine, DAY, now=T0)
+    app = App(settings, engine)
+    threads = [threading.Thread(target=retry_deferred, args=(app, minutes(6)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for r in ("ada@example.org", "grace@example.org", "alan@example.org"):
+        assert smtp_sink.count(r) == 1, r
+        assert row(engine, r).status == "sent"
+
+
+def test_deferral_on_both_databases(db_url: str, smtp_sink: SmtpSink) -> None:
+    """The deferred row's write, its requeue when due and the sent write that clears
+    its next try, on SQLite and on PostgreSQL (whose sent rows take their own path)."""
+    from .test_delivery_day import populate
+
+    people = [("ada@example.org", "UTC", 7), ("grace@example.org", "UTC", 7)]
+    settings = smtp(populate(db_url, people), smtp_sink)
+    engine = get_engine(db_url)
+    smtp_sink.faults["ada@example.org"] = [GREY]
+    first = run_send(settings, engine, DAY, now=T0)
+    assert first.report.counts == {"sent": 1, "deferred": 1}
+    ada = row(engine, "ada@example.org")
+    assert (ada.status, ada.first_try_at, ada.next_try_at) == ("deferred", T0, minutes(5))
+    again = run_send(settings, engine, DAY, now=minutes(5))
+    assert again.due == 1 and again.report.counts == {"sent": 1}
+    ada = row(engine, "ada@example.org")
+    assert (ada.status, ada.first_try_at, ada.next_try_at) == ("sent", T0, None)
+    assert smtp_sink.count("ada@example.org") == smtp_sink.count("grace@example.org") == 1
