@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 
 from newsletter.config import Settings
 from newsletter.errors import TemplateError
-from newsletter.ranking.engine import Corpus, Explanation, RankEntry, Ranker
+from newsletter.ranking.engine import Corpus, Explanation, Feature, RankEntry, Ranker
 from newsletter.ranking.text import Acronyms
 from newsletter.render.compile import BUNDLED, compile_templates
 from newsletter.render.digest import PaperInfo, cap
+from newsletter.render.highlight import Highlighter
 from newsletter.render.links import Signer, base36
 from newsletter.render.mime import LineQP, MimeBuilder, _from_line, lines_within, qp, seven_bit
 from newsletter.render.renderer import GMAIL_CLIP_BYTES, Recipient, Renderer
@@ -172,6 +173,47 @@ def test_line_by_line_quoted_printable_is_the_whole_text_way(lines: list[str],
     if not any(line.endswith((" ", "\t")) for line in text.split("\n")) and (
             b"\n." not in whole and not whole.startswith(b".")):
         assert got == whole  # (a break before a dot comes earlier here)
+
+
+def _old_feature_spans(h: Highlighter, feat: Feature) -> list[tuple[int, int]]:
+    """``Highlighter.feature_spans`` as it was written first (one comparison a word)."""
+    found: list[tuple[int, int]] = []
+    if feat.kind != "author":
+        topic = feat.kind == "topic"
+        seq, index, key = ((h.content, h.by_stem, 2) if topic else (h.tokens, h.by_raw, 3))
+        for variant in feat.variants:
+            n = len(variant)
+            for i in index.get(variant[0], ()):
+                if i + n <= len(seq) and all(seq[i + j][key] == variant[j]
+                                             for j in range(1, n)):
+                    found.append((seq[i][0], seq[i + n - 1][1]))
+        if topic and feat.parts and not found:
+            for part in feat.parts:
+                for i in h.by_stem.get(part, ()):
+                    found.append((h.content[i][0], h.content[i][1]))
+    return found
+
+
+@pytest.mark.parametrize("terms", [
+    "state space models, GNN, attention", "graph neural networks, diffusion models",
+    "vision transformer, large language models, model", "\"mixture of experts\", LLM, RL",
+    "author:Vaswani, neural, networks networks"])
+def test_highlights_are_found_as_before(terms: str) -> None:
+    from newsletter.profile import parse_profile
+    from newsletter.render.samples import sample_papers
+
+    texts = [p.abstract or "" for p in sample_papers()[:120]] + [
+        "Selective State-Space Models beat GNNs; state space state space models.",
+        "Graph neural networks networks and graph neural"]
+    acronyms = Acronyms.load()
+    rows = [paper(i, "t", a) for i, a in enumerate(texts)]
+    ranker = Ranker(Corpus([RankEntry.of(r) for r in rows], acronyms, Settings().ranking, DAY),
+                    Settings().ranking)
+    feats = [ranker.analyzer.feature(t) for t in parse_profile(terms).terms]
+    for text in texts:
+        h = Highlighter(text, acronyms)
+        for f in feats:
+            assert h.feature_spans(f) == _old_feature_spans(h, f)
 
 
 _HOSTILE = st.text(st.sampled_from("ab .\r\n\t\x00é=<>&\u2028"), max_size=60)
