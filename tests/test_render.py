@@ -216,6 +216,34 @@ def test_highlights_are_found_as_before(terms: str) -> None:
             assert h.feature_spans(f) == _old_feature_spans(h, f)
 
 
+@hyp_settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from("ab <>&\"'é"), max_size=30),
+       st.lists(st.tuples(st.integers(0, 30), st.integers(1, 5)), max_size=4),
+       st.integers(0, 10), st.integers(0, 30))
+def test_marked_escapes_every_piece(text: str, raw: list[tuple[int, int]], start: int,
+                                    end: int) -> None:
+    from markupsafe import escape
+
+    from newsletter.render.digest import HL_STYLE, marked
+
+    spans = sorted({(a, a + n) for a, n in raw})
+    merged: list[tuple[int, int]] = []
+    for a, b in spans:
+        if not merged or a >= merged[-1][1]:
+            merged.append((a, b))
+    start, end = min(start, len(text)), max(min(end, len(text)), min(start, len(text)))
+    expected, pos = [], start
+    for a, b in merged:
+        if b <= start or a >= end:
+            continue
+        a, b = max(a, start), min(b, end)
+        expected.append(str(escape(text[pos:a])))
+        expected.append(f'<strong class="hl"\nstyle="{HL_STYLE}">{escape(text[a:b])}</strong>')
+        pos = b
+    expected.append(str(escape(text[pos:end])))
+    assert marked(text, merged, start, end) == "".join(expected)
+
+
 _HOSTILE = st.text(st.sampled_from("ab .\r\n\t\x00é=<>&\u2028"), max_size=60)
 
 

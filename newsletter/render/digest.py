@@ -152,16 +152,23 @@ def marked(text: str, spans: list[tuple[int, int]], start: int = 0, end: int | N
            ) -> Markup:
     """``text[start:end]`` escaped, with ``spans`` wrapped in a highlight."""
     end = len(text) if end is None else end
+    # Escaping goes character by character: when the window has nothing to escape, no
+    # piece of it has (one call instead of two a highlight, each making a Markup).
+    plain = escape(text[start:end]) == text[start:end]
     out: list[str] = []
     pos = start
     for a, b in spans:
         if b <= start or a >= end:
             continue
         a, b = max(a, start), min(b, end)
-        out.append(str(escape(text[pos:a])))
-        out.append(f'<strong class="hl"\nstyle="{HL_STYLE}">{escape(text[a:b])}</strong>')
+        if plain:
+            out.append(text[pos:a])
+            out.append(f'<strong class="hl"\nstyle="{HL_STYLE}">{text[a:b]}</strong>')
+        else:
+            out.append(str(escape(text[pos:a])))
+            out.append(f'<strong class="hl"\nstyle="{HL_STYLE}">{escape(text[a:b])}</strong>')
         pos = b
-    out.append(str(escape(text[pos:end])))
+    out.append(text[pos:end] if plain else str(escape(text[pos:end])))
     return Markup("".join(out))
 
 
