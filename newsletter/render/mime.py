@@ -4,7 +4,8 @@
 25 times the Jinja render. Every digest of one edition has the same structure,
 so the constant parts (From, List-Id, MIME boundaries and part headers) are
 built once, and each message only adds its own headers and its two bodies: the
-text part quoted-printable (``binascii``, C; readable as is), the HTML part as
+text part quoted-printable (``binascii``, C, a line at a time, each line once per
+edition; readable as is), the HTML part as
 7-bit text when it can be, its non-ASCII characters written as character
 references (``&#8230;``), which every HTML parser decodes to the same page: no
 encoding step at all and a third smaller than base64. It can be when the template
@@ -178,9 +179,12 @@ QP_LINE = 76  # RFC 2045's limit for an encoded line
 class LineQP:
     """Quoted-printable line by line, each line encoded once per edition: most lines
     of a digest (titles, excerpts, links to papers) are the same in many emails, and
-    ``b2a_qp`` over the whole text cost a fifth of rendering. Gives ``qp``'s bytes:
-    ``b2a_qp`` encodes each line on its own (what it does to a character depends on
-    the line alone) and, for text without a CR, ends lines with LF, here CRLF."""
+    ``b2a_qp`` over the whole text cost a fifth of rendering. Decodes to what ``qp``
+    does, and is its bytes but in two places: ``b2a_qp`` encodes each line on its own
+    (what it does to a character depends on the line alone; for text without a CR it
+    ends lines with LF, here CRLF), except that over a whole text it writes an
+    encoded space at a line's end past the 76th character, where a line alone is
+    broken first; and no line here starts with "." (see ``_qp_line``)."""
 
     def __init__(self) -> None:
         self._lines: dict[str, bytes] = {}
