@@ -419,7 +419,8 @@ def rank(
     for r in results:
         out.print(f"{r['subscriber']}  ({r['profile'] or 'empty profile'})", style="bold")
         for p in r["picks"]:
-            label = "trending" if p["section"] == "trending" else ", ".join(p["matched"])
+            label = ("trending" if p["section"] == "trending"
+                     else p["why"] if p.get("because") else ", ".join(p["matched"]))
             out.print(f"  {p['rank']:>2}. {p['score']:6.2f}  {cut(p['title'], 80)}  ({label})")
         if not r["picks"]:
             out.print("   (nothing today)")

@@ -396,6 +396,15 @@ class RankingConfig(_Section):
     match they make alone: this share of their own)."""
     feedback_half_life_days: float = Field(default=90.0, gt=0)
     """A vote's weight halves every this many days."""
+    reader_fills: bool = True
+    """Fill the slots the keywords leave empty with papers like one the reader liked,
+    labelled "because you liked <title>"; false: 👍 only teach learned terms."""
+    reader_threshold: float = Field(default=0.3, ge=0, le=1)
+    """A fill must be at least this similar (TF-IDF cosine of title, keywords and
+    abstract) to a paper the reader liked."""
+    reader_reorder: float = Field(default=0.5, ge=0, le=10)
+    """Once a reader has two 👍: each keyword pick gains this × its best similarity to a
+    liked paper (at most 1) before the picks are ordered; 0: no re-ordering."""
 
 
 class RenderConfig(_Section):

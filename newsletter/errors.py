@@ -76,6 +76,9 @@ class TransportError(NewsletterError):
     ``sender`` marks a failure of ours, not the recipient's (the login or the TLS
     certificate refused, no connection, our sender address refused): no recipient
     is to blame, so no recipient's delivery should be spent on it.
+    ``later`` marks a recipient refused for now by a server that is answering (a 4xx
+    to RCPT TO: greylisting, a busy mailbox): greylisting lasts minutes, so trying
+    again within seconds only adds refusals; the delivery is deferred at once.
     """
 
     def __init__(
@@ -86,8 +89,10 @@ class TransportError(NewsletterError):
         bounce: bool = False,
         retry_after: float | None = None,
         sender: bool = False,
+        later: bool = False,
     ) -> None:
         super().__init__(message)
+        self.later = later
         self.permanent = permanent
         self.bounce = bounce
         self.sender = sender

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from newsletter.config import Settings
 from newsletter.delivery.ratelimit import TokenBucket
@@ -93,10 +93,21 @@ def test_permanent_550_fails_that_subscriber_only(world, smtp_sink: SmtpSink) ->
 
 def test_transient_replies_are_retried(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     settings, engine = world
-    smtp_sink.faults["ada@example.org"] = ["451 4.7.1 greylisted", "421 4.3.2 busy"]
+    """A 421 (the server closing) is tried again within the run; a 4xx to RCPT TO
+    (greylisting) is deferred at once, and sent by the next run once due."""
+    smtp_sink.faults["ada@example.org"] = ["421 4.3.2 busy", "421 4.3.2 busy"]
+    smtp_sink.faults["grace@example.org"] = ["451 4.7.1 greylisted"]
     summary = run_send(smtp_settings(settings, smtp_sink), engine, DAY)
-    assert summary.report.counts["sent"] == len(ACTIVE)
+    assert summary.report.counts["sent"] == len(ACTIVE) - 1
+    assert summary.report.counts["deferred"] == 1
     assert smtp_sink.count("ada@example.org") == 1
+    assert smtp_sink.count("grace@example.org") == 0
+    with session_scope(engine) as s:  # the greylisting window passes
+        s.execute(update(Delivery).where(Delivery.status == "deferred")
+                  .values(next_try_at=dt.datetime(2000, 1, 1)))
+    again = run_send(smtp_settings(settings, smtp_sink), engine, DAY)
+    assert again.report.counts["sent"] == 1
+    assert smtp_sink.count("grace@example.org") == 1
 
 
 @pytest.mark.slow  # ~2 s: 48 recipients, random faults

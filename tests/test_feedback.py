@@ -262,7 +262,9 @@ def engine_with(votes: list[tuple[int, int, int, float]], cfg: RankingConfig | N
                 mutes: dict[int, frozenset[str]] | None = None) -> Ranker:
     from newsletter.ranking.text import Acronyms
 
-    cfg = cfg or RankingConfig(trending="none")
+    # The learned terms alone: "because you liked" fills and re-ordering
+    # (ranking/reader.py) are tested in tests/test_reader.py.
+    cfg = cfg or RankingConfig(trending="none", reader_fills=False, reader_reorder=0)
     corpus = Corpus(TODAY_PAPERS, Acronyms.load(), cfg, TODAY)
     return Ranker(corpus, cfg, Votes.of(votes, PAST, mutes) if votes else None)
 

@@ -4,9 +4,11 @@ record each outcome soon after it happens. Send and preview both run this.
 Whose fault a failure is decides what happens to the row:
 
 * the recipient's for good (5xx, no such user): ``failed``;
-* the recipient's for now (4xx, a timeout, a connection dropped during the message):
-  tried ``max_attempts`` times in the run, then ``deferred`` with a next try
+* the recipient's for now: a 4xx to RCPT TO (greylisting, a busy mailbox:
+  ``TransportError.later``) is ``deferred`` at once with a next try
   (``delivery.deferral``), or ``failed`` once ``[delivery] retry_hours`` are over;
+  other transient trouble (421, a timeout, a connection dropped during the message)
+  is tried ``max_attempts`` times in the run first, then deferred the same way;
 * ours (``TransportError.sender``: the login or certificate refused, our sender
   address refused, no connection): sending stops after the first proof (a
   permanent one, or ``max_attempts`` in a row with nothing sent between), every
@@ -175,6 +177,8 @@ class _Run:
                 elif exc.permanent:
                     return Outcome(job, OutcomeStatus.FAILED, error=last, permanent=True,
                                    bounce=exc.bounce, rendered=rendered)
+                elif exc.later:  # greylisting lasts minutes: retrying now cannot help
+                    return self.deferred(job, last, rendered)
                 retry_after = exc.retry_after
             except Exception as exc:  # a transport bug: record it, keep the edition going
                 last, bug = f"{type(exc).__name__}: {exc}", True

@@ -1,6 +1,7 @@
 """What one email showed, kept with its ledger row (``deliveries.shown``) when it is
 sent: the keywords it was ranked for, each pick in order with the profile terms it
-matched and the learned terms that lifted it, the section (matched or trending) and
+matched and the learned terms that lifted it (or, for a "because you liked" fill, the
+liked paper's title), the section (matched or trending) and
 whether it was a weekly email. View in browser, the archive and the Atom feed render
 from this record, so they show what was sent whatever the profile is now.
 
@@ -27,6 +28,7 @@ class Pick:
     matched: list[str] = field(default_factory=list)
     learned: list[tuple[str, int]] = field(default_factory=list)  # (term, papers liked)
     strong: bool = True  # "matched:" (else "related:", a weak match)
+    liked: str = ""  # a "because you liked" fill: the liked paper's title
 
 
 @dataclass
@@ -68,10 +70,12 @@ def encode(keywords: str, entry_ids: Sequence[str],
         if ex is not None:
             row.append([terms.setdefault(t, len(terms)) for t, _ in ex.matched])
             learned = [[h.term, h.liked] for h in ex.learned if h.value > 0 and h.liked]
-            if learned or not ex.strong:
+            if learned or not ex.strong or ex.because:
                 row.append(learned)
-            if not ex.strong:
-                row.append(0)
+            if not ex.strong or ex.because:
+                row.append(int(ex.strong))
+            if ex.because:
+                row.append(ex.because)
         picks.append(row)
     record: dict[str, Any] = {"v": VERSION, "k": keywords, "t": list(terms), "p": picks}
     if trending:
@@ -90,7 +94,8 @@ def decode(text: str | None) -> Shown | None:
         terms = record["t"]
         picks = [Pick(row[0], [terms[i] for i in (row[1] if len(row) > 1 else [])],
                       [(t, int(n)) for t, n in (row[2] if len(row) > 2 else [])],
-                      strong=len(row) < 4 or bool(row[3]))
+                      strong=len(row) < 4 or bool(row[3]),
+                      liked=str(row[4]) if len(row) > 4 else "")
                  for row in record["p"]]
         return Shown(record["k"], picks, bool(record.get("tr")), bool(record.get("w")))
     except (ValueError, KeyError, IndexError, TypeError):
@@ -103,4 +108,4 @@ def explanation(pick: Pick, features: Any = ()) -> Explanation:
     return Explanation(matched=[(t, 0.0) for t in pick.matched], relevance=0.0,
                        popularity=0.0, recency=0.0, features=list(features),
                        learned=[LearnedHit(t, 1.0, n, 0) for t, n in pick.learned],
-                       strong=pick.strong)
+                       strong=pick.strong, because=pick.liked)

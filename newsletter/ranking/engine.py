@@ -31,6 +31,7 @@ from newsletter.errors import ProfileError
 from newsletter.profile import _PLAIN_SPLIT, MAX_TERMS, Term, profile_terms
 from newsletter.ranking.corpus import Analyzer, Corpus, Feature, RankEntry
 from newsletter.ranking.feedback import Learned, Learner, Votes
+from newsletter.ranking.reader import Reader
 
 PART_TABLE = 500_000  # distinct raw profile parts remembered per ranker
 LEARNED_MATCH = 2.0  # learned relevance that makes a match alone, × min_relevance
@@ -42,7 +43,7 @@ STRONG_MATCH = 2.0
 # The analysed papers and their features live in ``corpus``; importers of the engine
 # find them here too.
 __all__ = ["Analyzer", "Chunk", "Corpus", "Explanation", "Feature", "LearnedHit",
-           "RankEntry", "Ranker", "TermHit", "learned_part"]
+           "RankEntry", "Ranker", "TermHit", "because_label", "learned_part"]
 
 
 class TermHit(NamedTuple):
@@ -63,6 +64,9 @@ class Chunk:
     picks: np.ndarray  # int32 [n, k] entry indices, -1 = none
     scores: np.ndarray  # float32 [n, k]
     trending: np.ndarray  # bool [n]: the picks are the trending section, not matches
+    # int32 [n, k]: per slot, the liked paper (index into the votes' entries) a "because
+    # you liked" fill came from; -1 = a keyword pick (None: nobody's votes counted)
+    liked: np.ndarray | None = None
 
 
 class Ranker:
@@ -77,8 +81,11 @@ class Ranker:
         self._part_ids: dict[str, TermHit | None] = {}
         self._m_csr: sparse.csr_matrix | None = None
         self.learner = None
+        self.reader: Reader | None = None
         if votes is not None and len(votes.keys):
             self.learner = Learner(self, votes)
+            if cfg.reader_fills or cfg.reader_reorder > 0:
+                self.reader = Reader(corpus, cfg, votes, self.learner.stems)
 
     def _terms_of(self, text: str) -> list[TermHit]:
         """A ``TermHit`` per term of the one parser's output.
@@ -172,6 +179,15 @@ class Ranker:
             own = sum(values)
             extra = sum(v for _, v in lifts)
             counted = learned_part(own, extra, cfg)
+            because = ""
+            if self.reader is not None and key is not None and own < cfg.min_relevance:
+                # Not a written match: a "because you liked" fill, if a liked paper is
+                # near enough (the one ``Reader`` filled it for); a match learned terms
+                # made alone is named so too when a liked paper is that near.
+                liked = self.reader.because(key, e)
+                if liked >= 0:
+                    because = self.reader.votes.entries[liked].title
+                    matched = []
             ratio = counted / extra if extra else 0.0  # each term's part of what counted
             also = sorted((LearnedHit(item.term, round(v * ratio, 3), item.liked,
                                       item.disliked) for item, v in lifts),
@@ -183,8 +199,9 @@ class Ranker:
                 recency=round(float(cfg.weight_recency * recency[e]), 4),
                 features=features,
                 learned=also,
-                strong=cfg.weight_relevance * (own + counted)
+                strong=bool(because) or cfg.weight_relevance * (own + counted)
                 >= STRONG_MATCH * cfg.min_relevance,
+                because=because,
             ))
         return out
 
@@ -257,16 +274,24 @@ class Ranker:
         keys = [key for key, _ in batch]
         written = self._written(batch)
         score, unmatched = self._relevance(written)
+        at = None  # the chunk's votes, found once for the learner and the reader alike
         if self.learner is not None:
-            self._add_learned(self.learner, score, unmatched, keys, written)
+            at = self.learner.votes.rows_for(keys)
+            self._add_learned(self.learner, score, unmatched, keys, written, at)
         np.putmask(score, unmatched, np.float32(-np.inf))
         if self.cfg.weight_relevance != 1.0:
             score *= self.cfg.weight_relevance
         score += self.corpus.bonus_canonical
+        excluded = None
         if written.excluded is not None:
-            score[np.asarray(written.excluded @ self._m[: written.nf]) > 0] = -np.inf
+            excluded = np.asarray(written.excluded @ self._m[: written.nf]) > 0
+            score[excluded] = -np.inf
         sent_rows, sent_cols = _mask_sent(score, keys, sent)
         picks, scores = _top_k(score, k)
+        liked = None
+        if self.reader is not None:  # re-ordered and filled from 👍 (reader.py)
+            liked = self.reader.apply(keys, picks, scores, score, excluded, sent_rows,
+                                      sent_cols, at)
         trending = np.zeros(written.n, dtype=bool)
         if self.cfg.trending == "section" and self.cfg.trending_count:
             empty = picks[:, 0] < 0
@@ -274,7 +299,7 @@ class Ranker:
                 trending = empty
                 picks[empty], scores[empty] = self._trending(
                     np.flatnonzero(empty), written.excluded, sent_rows, sent_cols, k)
-        return Chunk(keys, picks, scores, trending)
+        return Chunk(keys, picks, scores, trending, liked)
 
     def _written(self, batch: list[tuple[Any, str]]) -> _Written:
         """The chunk's profiles as sparse matrices over the features (parsed, with new
@@ -314,13 +339,14 @@ class Ranker:
         return score, score < self.cfg.min_relevance
 
     def _add_learned(self, learner: Learner, score: np.ndarray, unmatched: np.ndarray,
-                     keys: list[Any], written: _Written) -> None:
+                     keys: list[Any], written: _Written,
+                     at: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Votes add learned weights over the same features and the same M, never on a
         written term; in place on ``score`` and ``unmatched``."""
         n, nf = written.n, written.nf
         present = sparse.csr_matrix((np.ones(len(written.fids), np.float32),
                                      (written.rows, written.fids)), shape=(n, nf))
-        learned = learner.matrix(keys, present)
+        learned = learner.matrix(keys, present, at)
         if not learned.nnz:
             return
         # Sparse × sparse: learned terms touch few papers, so the lift and its bounds are
@@ -364,6 +390,11 @@ class Ranker:
         return picks, scores
 
 
+def because_label(title: str) -> str:
+    """What a "because you liked" fill says, in the email and wherever picks show."""
+    return f"because you liked \u201c{title}\u201d"
+
+
 def learned_part(written: float, lifted: float, cfg: RankingConfig) -> float:
     """What learned relevance ``lifted`` adds to a paper whose written relevance is
     ``written``, as ``Ranker._rank_chunk`` counts it for the whole matrix: within
@@ -397,6 +428,7 @@ class Explanation:
     features: list[Feature] = field(default_factory=list)
     learned: list[LearnedHit] = field(default_factory=list)
     strong: bool = True  # a clear match ("matched:"), else a weak one ("related:")
+    because: str = ""  # a fill: the title of the liked paper it is like (reader.py)
 
     @property
     def score(self) -> float:
@@ -410,6 +442,8 @@ class Explanation:
 
     @property
     def why(self) -> str:
+        if self.because:
+            return because_label(self.because)
         label = "matched: " if self.strong else "related: "
         parts = [label + ", ".join(t for t, _ in self.matched)] if self.matched else []
         also = self.also_like

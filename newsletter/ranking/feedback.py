@@ -189,6 +189,8 @@ class Learner:
         self.votes = votes
         cfg = ranker.cfg
         self.labels: dict[int, str] = {}
+        # per voted paper id, each field's content-word stems (what ``reader.py`` reuses)
+        self.stems: dict[str, dict[str, list[str]]] = {}
         self.keys: dict[int, str] = {}
         self._grams: dict[int, tuple[str, ...]] = {}  # learned feature → its stems
         self._covers: dict[int, list[int]] = {}  # written feature → learned ones it covers
@@ -226,9 +228,12 @@ class Learner:
         counts: dict[Gram, float] = {}
         surface: dict[Gram, str] = {}
         headline: set[Gram] = set()
+        stems = self.stems.setdefault(entry.id, {})
         for fname, weight in _FIELDS:
             abstract = fname == "abstract"
-            for gram, part in _learnable_grams(_tokens(_field_text(entry, fname), self.ranker)):
+            toks = _tokens(_field_text(entry, fname), self.ranker)
+            stems[fname] = [st for st, _ in toks]
+            for gram, part in _learnable_grams(toks):
                 if HEADLINE_ONLY and abstract and gram not in headline:
                     continue
                 counts[gram] = counts.get(gram, 0.0) + weight
@@ -327,11 +332,12 @@ class Learner:
                                         shape=(len(self.votes.entries), nf))
         return self._p
 
-    def matrix(self, keys: Sequence[Any], written: sparse.csr_matrix) -> sparse.csr_matrix:
+    def matrix(self, keys: Sequence[Any], written: sparse.csr_matrix,
+               at: tuple[np.ndarray, np.ndarray] | None = None) -> sparse.csr_matrix:
         """Learned weights (len(keys) × features), never on a ``written`` term."""
         cfg = self.ranker.cfg
         n, nf = written.shape
-        rows, idx = self.votes.rows_for(keys)
+        rows, idx = self.votes.rows_for(keys) if at is None else at
         if not len(rows):
             return sparse.csr_matrix((n, nf), dtype=np.float32)
         weight = self._vote_weight[idx]

@@ -19,7 +19,9 @@ def pick_dicts(selection: Selection, chunk: Any, row: int, keywords: str) -> lis
     out = []
     section = "trending" if chunk.trending[row] else "matches"
     picks = [int(i) for i in chunk.picks[row] if i >= 0]
-    explanations = selection.ranker.explain_many(keywords, picks, key=chunk.keys[row])
+    # A trending pick is not a match nor a fill: only matches and fills are explained so.
+    key = None if chunk.trending[row] else chunk.keys[row]
+    explanations = selection.ranker.explain_many(keywords, picks, key=key)
     for rank, (idx, ex) in enumerate(zip(picks, explanations, strict=True), 1):
         e = selection.entries[idx]
         out.append({
@@ -32,6 +34,7 @@ def pick_dicts(selection: Selection, chunk: Any, row: int, keywords: str) -> lis
             "matched": [t for t, _ in ex.matched],
             "also_like": [{"term": h.term, "value": h.value, "liked": h.liked,
                            "disliked": h.disliked} for h in ex.learned],
+            "because": ex.because,  # a fill: the liked paper's title ("" otherwise)
             "why": ex.why,
             "section": section,
         })

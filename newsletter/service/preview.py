@@ -31,6 +31,7 @@ from newsletter.delivery.preview import (
 )
 from newsletter.errors import InputError
 from newsletter.frequency import due_on, is_weekly
+from newsletter.ranking.engine import because_label
 from newsletter.render.mime import Message
 from newsletter.render.renderer import Recipient
 from newsletter.service.editions import ONCE
@@ -156,10 +157,16 @@ class Why:
     relevance: float
     popularity: float
     recency: float
+    because: str = ""  # a "because you liked" fill: the liked paper's title
 
     @property
     def score(self) -> float:
         return round(self.relevance + self.popularity + self.recency, 4)
+
+    @property
+    def label(self) -> str:
+        """What the email says of the pick (without scores)."""
+        return because_label(self.because) if self.because else ""
 
 
 @dataclass
@@ -187,9 +194,10 @@ def _headers(data: bytes) -> list[tuple[str, str]]:
 def _why(ctx: EditionContext, job: Job) -> list[Why]:
     """Why each paper was picked, from the same ranker call the renderer makes."""
     picks = [ctx.index[e] for e in job.entry_ids if e in ctx.index]
-    explanations = ctx.selection.ranker.explain_many(job.recipient.keywords, picks)
+    explanations = ctx.selection.ranker.explain_many(
+        job.recipient.keywords, picks, key=None if job.trending else job.recipient.id)
     return [Why(ctx.rows[i].title, ctx.rows[i].id, "trending" if job.trending else "matches",
-                list(ex.matched), ex.relevance, ex.popularity, ex.recency)
+                list(ex.matched), ex.relevance, ex.popularity, ex.recency, ex.because)
             for i, ex in zip(picks, explanations, strict=True)]
 
 

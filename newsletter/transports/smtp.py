@@ -47,6 +47,14 @@ def classify(code: int, text: str) -> TransportError:
     return TransportError(message)
 
 
+def refused_recipient(code: int, text: str) -> TransportError:
+    """A reply to RCPT TO: a 4xx other than 421 (the server closing) is this
+    recipient's server saying "not now", deferred without retrying in the run."""
+    error = classify(code, text)
+    error.later = 400 <= code < 500 and code != 421 and not client_state_error(code, text)
+    return error
+
+
 FAST_PATH_VERSIONS = ((3, 0), (6, 0))  # [low, high): the range the tests cover
 
 
@@ -238,7 +246,7 @@ class SmtpTransport(Transport):
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 await _reset(conn)
                 refused = exc.recipients[0]
-                raise classify(refused.code, refused.message) from None
+                raise refused_recipient(refused.code, refused.message) from None
             except aiosmtplib.SMTPResponseException as exc:
                 if 500 <= exc.code < 600 and not client_state_error(exc.code, exc.message):
                     await _reset(conn)
@@ -262,7 +270,7 @@ class SmtpTransport(Transport):
             if errors:
                 await _reset(conn)
                 code, text = next(iter(errors.values()))
-                raise classify(code, text)
+                raise refused_recipient(code, text)
             return message.message_id
         finally:
             _CRLF.pop(id(message.data), None)
