@@ -28,7 +28,6 @@ import os
 import random
 import re
 import resource
-import shutil
 import socket
 import statistics
 import subprocess
@@ -90,6 +89,20 @@ class CSinkRun:
 
 def open_sink(kind: str) -> PySink | CSinkRun:
     return CSinkRun() if kind == "c" else PySink()
+
+
+def copy_db(src: Path, dst: Path) -> None:
+    """A consistent copy of an SQLite database (its WAL included), replacing ``dst`` and
+    any WAL or shared-memory file left beside it: a plain file copy over a database whose
+    old ``-wal`` file is still there reads as "database disk image is malformed"."""
+    import sqlite3
+
+    for path in (dst, dst.with_name(dst.name + "-wal"), dst.with_name(dst.name + "-shm")):
+        path.unlink(missing_ok=True)
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    a.close()
+    b.close()
 
 
 def load() -> str:
@@ -216,7 +229,7 @@ def main() -> None:
             # the same kind of messages, for the bare loop: a preview of the same edition
             cli(["preview", "--out", "pv", "--limit", "50", "--date", "2025-12-26"], work, env)
             samples = [p.read_bytes() for p in sorted((work / "pv").glob("*.eml"))]
-            shutil.copy(work / "subscribers.db", work / "pristine.db")
+            copy_db(work / "subscribers.db", work / "pristine.db")
         finally:
             sink.stop()
         messages = [samples[i % len(samples)] for i in range(args.messages)]
@@ -231,7 +244,7 @@ def main() -> None:
             bare_rate = args.messages / bare_s
             rows.append((r, "bare aiosmtplib loop, pre-built bytes (ceiling)", bare_rate, 1.0,
                          cpu / args.messages * 1e3, at))
-            shutil.copy(work / "pristine.db", work / "subscribers.db")
+            copy_db(work / "pristine.db", work / "subscribers.db")
             sink, at = open_sink(args.sink), load()
             try:
                 wall, deliver_s, _, cpu, deliver_cpu = timed_send(

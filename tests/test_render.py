@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import email
 import email.policy
@@ -19,11 +20,13 @@ from hypothesis import strategies as st
 
 from newsletter.config import Settings
 from newsletter.errors import TemplateError
-from newsletter.ranking.engine import Corpus, Explanation, RankEntry, Ranker
+from newsletter.ranking.engine import Corpus, Explanation, Feature, RankEntry, Ranker
 from newsletter.ranking.text import Acronyms
 from newsletter.render.compile import BUNDLED, compile_templates
 from newsletter.render.digest import PaperInfo, cap
-from newsletter.render.mime import MimeBuilder, lines_within, seven_bit
+from newsletter.render.highlight import Highlighter
+from newsletter.render.links import Signer, base36
+from newsletter.render.mime import LineQP, MimeBuilder, _from_line, lines_within, qp, seven_bit
 from newsletter.render.renderer import GMAIL_CLIP_BYTES, Recipient, Renderer
 
 DAY = dt.date(2025, 12, 26)
@@ -143,6 +146,164 @@ def test_html_that_cannot_go_7bit_goes_base64(bad: str) -> None:
     part = parse_strict(msg.data).get_body(("html",))
     assert part is not None and part["Content-Transfer-Encoding"] == "base64"
     assert part.get_content().replace("\r\n", "\n") == bad.replace("\r\n", "\n")
+
+
+_QP_TEXT = st.text(st.sampled_from("ab c.=\t\u00e9\u2026\x01\x7f-/:"), max_size=200)
+
+
+@hyp_settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(_QP_TEXT, st.text(st.sampled_from("abc d."), max_size=320)),
+                min_size=1, max_size=6), st.booleans())
+def test_line_by_line_quoted_printable_is_the_whole_text_way(lines: list[str],
+                                                             last_lf: bool) -> None:
+    """The text part encoded a line at a time (lines cached per edition) decodes to
+    the same text as ``b2a_qp`` over the whole text, keeps every line within RFC 2045's
+    76 characters, and is the same bytes but where a line ends in a space or tab
+    (there the whole-text way writes "=20" past the 76th character, this one breaks
+    the line first) or a soft break would start a line with "." (this one breaks
+    earlier)."""
+    text = "\n".join(lines) + ("\n" if last_lf else "")
+    encode = LineQP()
+    got = encode(text)
+    assert encode(text) == got  # from the cache the second time
+    whole = qp(text)
+    assert binascii.a2b_qp(got) == binascii.a2b_qp(whole) == text.encode().replace(
+        b"\n", b"\r\n")
+    assert all(len(line) <= 76 for line in got.split(b"\r\n"))
+    if not any(line.endswith((" ", "\t")) for line in text.split("\n")) and (
+            b"\n." not in whole and not whole.startswith(b".")):
+        assert got == whole  # (a break before a dot comes earlier here)
+
+
+def _old_feature_spans(h: Highlighter, feat: Feature) -> list[tuple[int, int]]:
+    """``Highlighter.feature_spans`` as it was written first (one comparison a word)."""
+    found: list[tuple[int, int]] = []
+    if feat.kind != "author":
+        topic = feat.kind == "topic"
+        seq, index, key = ((h.content, h.by_stem, 2) if topic else (h.tokens, h.by_raw, 3))
+        for variant in feat.variants:
+            n = len(variant)
+            for i in index.get(variant[0], ()):
+                if i + n <= len(seq) and all(seq[i + j][key] == variant[j]
+                                             for j in range(1, n)):
+                    found.append((seq[i][0], seq[i + n - 1][1]))
+        if topic and feat.parts and not found:
+            for part in feat.parts:
+                for i in h.by_stem.get(part, ()):
+                    found.append((h.content[i][0], h.content[i][1]))
+    return found
+
+
+@pytest.mark.parametrize("terms", [
+    "state space models, GNN, attention", "graph neural networks, diffusion models",
+    "vision transformer, large language models, model", "\"mixture of experts\", LLM, RL",
+    "author:Vaswani, neural, networks networks"])
+def test_highlights_are_found_as_before(terms: str) -> None:
+    from newsletter.profile import parse_profile
+    from newsletter.render.samples import sample_papers
+
+    texts = [p.abstract or "" for p in sample_papers()[:120]] + [
+        "Selective State-Space Models beat GNNs; state space state space models.",
+        "Graph neural networks networks and graph neural"]
+    acronyms = Acronyms.load()
+    rows = [paper(i, "t", a) for i, a in enumerate(texts)]
+    ranker = Ranker(Corpus([RankEntry.of(r) for r in rows], acronyms, Settings().ranking, DAY),
+                    Settings().ranking)
+    feats = [ranker.analyzer.feature(t) for t in parse_profile(terms).terms]
+    for text in texts:
+        h = Highlighter(text, acronyms)
+        for f in feats:
+            assert h.feature_spans(f) == _old_feature_spans(h, f)
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from("ab <>&\"'é"), max_size=30),
+       st.lists(st.tuples(st.integers(0, 30), st.integers(1, 5)), max_size=4),
+       st.integers(0, 10), st.integers(0, 30))
+def test_marked_escapes_every_piece(text: str, raw: list[tuple[int, int]], start: int,
+                                    end: int) -> None:
+    from markupsafe import escape
+
+    from newsletter.render.digest import HL_STYLE, marked
+
+    spans = sorted({(a, a + n) for a, n in raw})
+    merged: list[tuple[int, int]] = []
+    for a, b in spans:
+        if not merged or a >= merged[-1][1]:
+            merged.append((a, b))
+    start, end = min(start, len(text)), max(min(end, len(text)), min(start, len(text)))
+    expected, pos = [], start
+    for a, b in merged:
+        if b <= start or a >= end:
+            continue
+        a, b = max(a, start), min(b, end)
+        expected.append(str(escape(text[pos:a])))
+        expected.append(f'<strong class="hl"\nstyle="{HL_STYLE}">{escape(text[a:b])}</strong>')
+        pos = b
+    expected.append(str(escape(text[pos:end])))
+    assert marked(text, merged, start, end) == "".join(expected)
+
+
+_HOSTILE = st.text(st.sampled_from("ab .\r\n\t\x00é=<>&\u2028"), max_size=60)
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(_HOSTILE, _HOSTILE, _HOSTILE, _HOSTILE, st.booleans())
+def test_a_message_said_to_have_crlf_line_ends_has_them(name: str, subject: str, text: str,
+                                                        html: str, html_7bit: bool) -> None:
+    """``Message.crlf`` lets the SMTP transport skip its line-end check: it must hold
+    whatever the names, subject and bodies held (and be said of the usual message)."""
+    from aiosmtplib.protocol import LINE_ENDINGS_REGEX
+
+    msg = MimeBuilder(Settings().sender).build(
+        to="r@example.org", to_name=name, subject=subject, text=text, html=html,
+        message_id="<m@x>", list_unsubscribe="<https://x.org/u>", html_7bit=html_7bit,
+        extra_headers={"X-Test": subject})
+    if msg.crlf:
+        assert LINE_ENDINGS_REGEX.sub(b"\r\n", msg.data) == msg.data
+        assert msg.data.endswith(b"\r\n")
+    if "\r" not in text:
+        assert msg.crlf
+
+
+def test_no_line_starts_with_a_dot() -> None:
+    """SMTP clients double a dot that starts a line (aiosmtplib with a regex over the
+    whole message): the template has none, nor do the links' line breaks in the text."""
+    compiled = compile_templates(BUNDLED)
+    assert not any(line.startswith(".") for line in compiled.html_source.split("\n"))
+    assert "\n .mj-outlook-group-fix" in compiled.html_source
+    out = render_for([paper(i, f"Attention paper {i}") for i in range(3)])
+    assert out.message.crlf and b"\n." not in out.message.data
+    encode = LineQP()
+    for line in ("x" * 74 + ".." + "y" * 100, "\u2026" + "x" * 64 + ". Then" + "y" * 90,
+                 "x=" * 37 + "." + "y" * 80, ". A line with a dot first", "."):
+        got = encode(line)
+        assert not got.startswith(b".") and b"\n." not in got, got
+        assert binascii.a2b_qp(got) == line.encode()
+        assert all(len(x) <= 76 for x in got.split(b"\r\n"))
+
+
+@pytest.mark.parametrize("data, found", [
+    (b"From x", True), (b"a\nFrom x", True), (b"aFrom x", False), (b"a\nFromx", False),
+    (b"F" * 100 + b"\nFrom x", True), (b"F" * 100 + b"From x", False), (b"", False)])
+def test_from_lines_are_found(data: bytes, found: bool) -> None:
+    assert _from_line(data) is found
+
+
+@hyp_settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.integers(0, 2**40), st.none() | st.integers(0, 2**40))
+def test_tokens_from_kept_hash_states_are_hmac_tokens(paper: str, sid: int,
+                                                      nonce: int | None) -> None:
+    """Signing from the kept SHA-256 states gives the HMAC-SHA256 tokens ``hmac.digest``
+    gives, so links made before and after verify alike, and with an older key too."""
+    signer = Signer(["new", "old"])
+    body = Signer.body(sid, nonce=nonce)
+    for purpose in (f"vote:{paper}", "unsubscribe", "view"):
+        assert signer._sign(purpose, body) == signer._mac(signer._keys[0], purpose, body)
+    assert signer.verify_paper("vote", signer.paper_token("vote", sid, paper, nonce), paper) == sid
+    old = Signer(["old"]).token("unsubscribe", sid, nonce=nonce)
+    assert signer.claims("unsubscribe", old).ids == [sid]
+    assert body.startswith(base36(sid))
 
 
 def test_7bit_html_is_the_same_page() -> None:

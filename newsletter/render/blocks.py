@@ -211,8 +211,13 @@ class BlockFiller:
     reads and one join, where Jinja would call a dozen helpers), the pieces cached per
     (block, paper, truth values)."""
 
-    def __init__(self, plans: tuple[BlockPlan, ...]) -> None:
+    def __init__(self, plans: tuple[BlockPlan, ...], *, ascii_html: bool = False) -> None:
+        """``ascii_html``: the HTML blocks' fixed pieces with their non-ASCII characters
+        as character references (the same page), made once per paper, so most emails
+        come out ASCII and their 7-bit HTML part needs no encoding step; only where the
+        template allows it (``Compiled.html_7bit``: none in a <style> or <script>)."""
         self.plans = plans
+        self.ascii_html = ascii_html
         self._pieces: dict[tuple[Any, ...], tuple[tuple[str, ...], Any] | None] = {}
         self._joins: dict[tuple[bool, tuple[Dep, ...]], Any] = {}
         self._mark = f"\x00{secrets.token_hex(4)}:"  # no real text holds it by chance
@@ -279,6 +284,9 @@ class BlockFiller:
         text = plan.template.render(p=_StandIn(p, replaced), feedback=feedback)
         parts = re.split(re.escape(self._mark) + r"(\d+)\x00", text)
         pieces = tuple(parts[0::2])
+        if plan.escaped and self.ascii_html:
+            pieces = tuple(x if x.isascii() else x.encode("ascii", "xmlcharrefreplace").decode()
+                           for x in pieces)
         made: tuple[tuple[str, ...], Any] | None = None
         if not any(self._mark[:-1] in piece for piece in pieces):
             order = tuple(plan.printed[int(i)] for i in parts[1::2])

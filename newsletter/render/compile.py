@@ -227,9 +227,13 @@ def _fold_tag(m: re.Match[str]) -> str:
 
 def email_ready(html: str) -> str:
     """Style attributes minified, long lines broken inside tags (see the module's
-    docstring): the same page, fewer bytes, short lines."""
+    docstring): the same page, fewer bytes, short lines. A line starting with "." (MJML's
+    ``.mj-outlook-group-fix`` rule) gets a space before it, which CSS and HTML both
+    ignore: SMTP clients must double such a dot, and aiosmtplib does it with a regex over
+    the whole message (a tenth of a millisecond for each one; none without such a line)."""
     html = _STYLE_ATTR.sub(_minified, html)
-    return "\n".join(_START_TAG.sub(_fold_tag, line) if len(line) > FOLD_AT else line
+    return "\n".join(" " + line if line.startswith(".") else
+                     _START_TAG.sub(_fold_tag, line) if len(line) > FOLD_AT else line
                      for line in html.split("\n"))
 
 

@@ -152,24 +152,37 @@ def marked(text: str, spans: list[tuple[int, int]], start: int = 0, end: int | N
            ) -> Markup:
     """``text[start:end]`` escaped, with ``spans`` wrapped in a highlight."""
     end = len(text) if end is None else end
+    # Escaping goes character by character: when the window has nothing to escape, no
+    # piece of it has (one call instead of two a highlight, each making a Markup).
+    plain = escape(text[start:end]) == text[start:end]
     out: list[str] = []
     pos = start
     for a, b in spans:
         if b <= start or a >= end:
             continue
         a, b = max(a, start), min(b, end)
-        out.append(str(escape(text[pos:a])))
-        out.append(f'<strong class="hl"\nstyle="{HL_STYLE}">{escape(text[a:b])}</strong>')
+        if plain:
+            out.append(text[pos:a])
+            out.append(f'<strong class="hl"\nstyle="{HL_STYLE}">{text[a:b]}</strong>')
+        else:
+            out.append(str(escape(text[pos:a])))
+            out.append(f'<strong class="hl"\nstyle="{HL_STYLE}">{escape(text[a:b])}</strong>')
         pos = b
-    out.append(str(escape(text[pos:end])))
+    out.append(text[pos:end] if plain else str(escape(text[pos:end])))
     return Markup("".join(out))
 
 
 def _marked_excerpt(text: str, spans: list[tuple[int, int]], a: int, b: int) -> Markup:
     """The excerpt's HTML: ``marked`` with the ellipses (as references: the HTML stays
     ASCII, see render/mime.py), made as one string."""
-    return Markup("".join(("&#8230;" if a > 0 else "", marked(text, spans, a, b),
-                           "&#8230;" if b < len(text) else "")))
+    return ascii_html("".join(("&#8230;" if a > 0 else "", marked(text, spans, a, b),
+                               "&#8230;" if b < len(text) else "")))
+
+
+def ascii_html(html: str) -> Markup:
+    """HTML with its non-ASCII characters as character references: the same page, and
+    an email made of such pieces goes into a 7-bit part as it is (render/mime.py)."""
+    return Markup(html if html.isascii() else html.encode("ascii", "xmlcharrefreplace").decode())
 
 
 def join_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -197,7 +210,7 @@ def author_line(names: tuple[str, ...], features: tuple[Feature, ...]) -> tuple[
         html.append(Markup(f'<strong class="hl"\nstyle="{HL_STYLE}">{name}</strong>')
                     if i in hits else name)
     more = len(names) > len(shown)
-    out_html = Markup(", ").join(html) + (Markup(" et al.") if more else Markup(""))
+    out_html = ascii_html(Markup(", ").join(html) + (Markup(" et al.") if more else ""))
     text = ", ".join(names[i] for i in shown) + (" et al." if more else "")
     return out_html, text
 
@@ -283,7 +296,7 @@ class PaperFixed:
     def __init__(self, info: PaperInfo) -> None:
         self.id, self.title, self.url = info.id, info.title, info.url
         self.title_short = info.title_short or info.title
-        self.authors, self.authors_text = Markup(escape(info.authors)), info.authors
+        self.authors, self.authors_text = ascii_html(escape(info.authors)), info.authors
         self.date, self.upvotes = info.date, info.upvotes
         self.code_url, self.project_url = info.code_url, info.project_url
         self.abs_url, self.pdf_url, self.image_url = info.abs_url, info.pdf_url, info.image_url

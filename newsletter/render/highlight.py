@@ -34,6 +34,9 @@ class Highlighter:
         self.by_raw: dict[str, list[int]] = defaultdict(list)
         for i, t in enumerate(tokens):
             self.by_raw[t[3]].append(i)
+        # the words alone, for comparing a phrase's rest as one list slice
+        self.content_stems = [t[2] for t in self.content]
+        self.raw_words = [t[3] for t in tokens]
         # by the feature's identity (the entry keeps it alive, so the id stays its own):
         # hashing a Feature (nested tuples) cost more than the rest of a lookup
         self._cache: dict[int, tuple[Feature, list[tuple[int, int]]]] = {}
@@ -46,13 +49,19 @@ class Highlighter:
         found: list[tuple[int, int]] = []
         if feat.kind != "author":
             topic = feat.kind == "topic"
-            seq, index, key = ((self.content, self.by_stem, 2) if topic
-                               else (self.tokens, self.by_raw, 3))
+            seq, index, words = ((self.content, self.by_stem, self.content_stems) if topic
+                                 else (self.tokens, self.by_raw, self.raw_words))
             for variant in feat.variants:
                 n = len(variant)
-                for i in index.get(variant[0], ()):
-                    if i + n <= len(seq) and all(seq[i + j][key] == variant[j]
-                                                 for j in range(1, n)):
+                starts = index.get(variant[0])
+                if not starts:
+                    continue
+                if n == 1:
+                    found.extend([(seq[i][0], seq[i][1]) for i in starts])
+                    continue
+                rest = list(variant[1:])
+                for i in starts:
+                    if words[i + 1:i + n] == rest:  # (a slice past the end is shorter)
                         found.append((seq[i][0], seq[i + n - 1][1]))
             if topic and feat.parts and not found:
                 for part in feat.parts:  # the words matched, not the phrase: mark them

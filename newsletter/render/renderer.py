@@ -77,7 +77,7 @@ class Renderer:
         List-Unsubscribe offers a mailto: for (only where a mailbox is read for those
         requests; None: the https URL alone)."""
         self.compiled = compile_templates(render.templates, split=split_blocks)
-        self.blocks = BlockFiller(self.compiled.blocks)
+        self.blocks = BlockFiller(self.compiled.blocks, ascii_html=self.compiled.html_7bit)
         self.mime = MimeBuilder(sender, dkim_signer(render),
                                 feedback_id=f"{edition_id}:digest:{sender.list_id}")
         self.links = LinkMaker(web, sender, Signer(keys), mailto=unsubscribe_mailto)
@@ -112,7 +112,7 @@ class Renderer:
             # grouped under the best-matching term when more than one term matched
             "groups": groups,
             "summary": summary,
-            "feedback": {p.fixed.id: self.links.votes(r.id, p.fixed.id, r.nonce) for p in items},
+            "feedback": self.links.votes_for(r.id, [p.fixed.id for p in items], r.nonce),
         }
         feedback = context["feedback"]
         for p in items:
@@ -130,6 +130,10 @@ class Renderer:
         links = context["links"]
         terms = tuple(dict.fromkeys(t for p in papers for t in p.matched))
         html = render_or_raise(self.compiled.html, "digest.mjml", context)
+        if self.compiled.html_7bit and not html.isascii():
+            # what the 7-bit part would write anyway (render/mime.py), done here so that
+            # blocks rendered inline and split (their pieces ASCII already) read the same
+            html = html.encode("ascii", "xmlcharrefreplace").decode()
         text = render_or_raise(self.compiled.text, "digest.txt", context)
         message = self.mime.build(
             to=r.email, to_name=r.name, subject=subject, text=text, html=html,

@@ -73,6 +73,11 @@ def fast_paths_supported() -> bool:
             and hasattr(getattr(proto, "PERIOD_REGEX", None), "sub"))
 
 
+# Messages being sent that were built with CRLF line ends only (``Message.crlf``), by
+# id, holding the object (so no other takes its id while it is here).
+_CRLF: dict[int, bytes] = {}
+
+
 def _install_fast_paths() -> None:
     """Skip aiosmtplib's per-message regex passes when they would change nothing.
 
@@ -81,7 +86,9 @@ def _install_fast_paths() -> None:
     CRLF line ends and no line starting with ".", so for them both passes are
     identity operations costing about 0.4 ms of CPU per 40 KB message. The
     replacements check that in C (``bytes.count`` / ``in``) and fall back to the
-    original functions for anything else, so the bytes on the wire are the same.
+    original functions for anything else, so the bytes on the wire are the same. A
+    message whose builder made it with CRLF line ends only (``Message.crlf``) skips
+    even the line-end check (three passes over 40 KB, about 70 µs).
 
     Measured on a 39 KB digest (aiosmtplib 5.1): 1.30 ms of CPU per message in the
     library's passes, 0.12 ms with these, at a sending ceiling of about 1.7 ms per
@@ -102,6 +109,8 @@ def _install_fast_paths() -> None:
 
     def normalize(message: bytes) -> bytes:
         if message is last[0]:  # the same message again (SIZE, then DATA): already checked
+            return message
+        if _CRLF.get(id(message)) is message:  # built with CRLF line ends (Message.crlf)
             return message
         crlf = message.count(b"\r\n")
         if crlf == message.count(b"\n") == message.count(b"\r") and message.endswith(b"\r\n"):
@@ -229,6 +238,8 @@ class SmtpTransport(Transport):
                         f"the non-ASCII address {message.to!r}", permanent=True)
                 options = ["SMTPUTF8"]
             conn.used += 1
+            if message.crlf:
+                _CRLF[id(message.data)] = message.data
             try:
                 errors, _ = await conn.client.sendmail(message.sender, [message.to],
                                                        message.data, mail_options=options)
@@ -262,6 +273,7 @@ class SmtpTransport(Transport):
                 raise refused_recipient(code, text)
             return message.message_id
         finally:
+            _CRLF.pop(id(message.data), None)
             self._pool.put_nowait(conn)
 
     async def close(self) -> None:
