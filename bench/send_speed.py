@@ -1,7 +1,7 @@
 """Sending: the full pipeline vs the transport ceiling, and a large edition end to end.
 
     python bench/send_speed.py [--messages 3000] [--connections 4] [--edition 100000]
-                               [--rounds 1] [--sink py|c]
+                               [--rounds 1] [--sink py|c] [--processes 1]
 
 1. Messages/s to a local sink (its own process) for the full pipeline
    (rank + render + send + ledger), side by side with a bare aiosmtplib loop
@@ -12,6 +12,10 @@
    and its delivery phase alone) and the load average when the run started.
 2. An edition of ``--edition`` subscribers end to end on SQLite (`newsletter send`
    as a child process): wall time and peak RSS.
+
+``--processes N`` is passed to the pipeline's ``send``: N processes deliver the
+edition, while the bare loop stays one process (the CPU per message counts them all:
+the child's rusage includes the processes it forked and waited for).
 
 ``--sink py`` is the aiosmtpd sink (bench/smtp_sink.py, about 1.75 ms of CPU a
 message on the same two cores, so the ratio partly measures the sink); ``--sink c``
@@ -142,14 +146,16 @@ def populate(workdir: Path, n: int, env: dict[str, str]) -> None:
     cli(["subscribers", "import", "subs.csv"], workdir, env)
 
 
-def timed_send(workdir: Path, env: dict[str, str]) -> tuple[float, float, float, float, float]:
+def timed_send(workdir: Path, env: dict[str, str], processes: int = 1
+               ) -> tuple[float, float, float, float, float]:
     """Wall time of the whole command, its delivery phase alone, its peak RSS, its CPU
     seconds (user + sys) and the CPU seconds of its delivery phase: the child's CPU is
     read from /proc ten times a second, and the delivery phase's share is what it used
     in its last "in N s" (the time ``newsletter send`` reports for delivering)."""
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--yes", "--force",
-                             "--date", "2025-12-26"], cwd=workdir, env=env,
+                             "--date", "2025-12-26", "--processes", str(processes)],
+                            cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     samples: list[tuple[float, float]] = []
     done = threading.Event()
@@ -209,6 +215,8 @@ def main() -> None:
                     help="rounds of (bare loop, then the pipeline), one after the other")
     ap.add_argument("--sink", choices=["py", "c"], default="py",
                     help="py: the aiosmtpd sink; c: Postfix's smtp-sink (bench/c_sink.py)")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="processes delivering the pipeline's edition (`send --processes`)")
     args = ap.parse_args()
     if args.sink == "c":
         from bench import c_sink
@@ -248,7 +256,7 @@ def main() -> None:
             sink, at = open_sink(args.sink), load()
             try:
                 wall, deliver_s, _, cpu, deliver_cpu = timed_send(
-                    work, env_for(work, sink.port, args.connections))
+                    work, env_for(work, sink.port, args.connections), args.processes)
             finally:
                 received = sink.stop()
             assert received == args.messages, received
@@ -261,7 +269,8 @@ def main() -> None:
     size = sum(len(m) for m in samples) / len(samples) / 1024
     what = ("Postfix's smtp-sink (C)" if args.sink == "c" else "an aiosmtpd sink")
     print(f"{args.messages:,} messages (~{size:.0f} KB) to {what} on 127.0.0.1 "
-          f"(own process), {args.connections} connections; {args.rounds} round(s)")
+          f"(own process), {args.connections} connections; {args.rounds} round(s); "
+          f"pipeline in {args.processes} process(es), the bare loop in one")
     print("| round | method | messages/s | share of the bare loop in that round | "
           "sender CPU ms/message | load at start |")
     print("|---|---|---|---|---|---|")

@@ -516,6 +516,10 @@ def send(
                                         "when `newsletter check` finds the mail "
                                         "non-compliant (http unsubscribe link, local "
                                         "sender, no postal address).")] = False,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", min=1, max=64, metavar="N",
+        help="Processes delivering the edition, each its own loop claiming rows "
+        "(default: [transport] processes).")] = None,
     log_format: LogFormat = None,
 ) -> None:
     """Send the day's edition to every active subscriber who has not had it."""
@@ -526,6 +530,8 @@ def send(
     if queue:
         _require_extra("send --queue", "scale", "kombu", "celery")
     a = _app(ctx)
+    settings = (a.settings if processes is None
+                else a.settings.replace(transport={"processes": processes}))
     if log_format or a.settings.log.format == "json":
         _logging(a, log_format)
     progress = _progress(None, "sending")
@@ -538,8 +544,8 @@ def send(
                   on_planned=lambda n: progress.update(task, total=n),
                   on_progress=lambda _o: progress.advance(task))
     try:
-        result = send_day(EditionConfig.of(a.settings), a.engine, request,
-                          lambda: make_transport(a.settings), queue=a.settings.queue,
+        result = send_day(EditionConfig.of(settings), a.engine, request,
+                          lambda: make_transport(settings), queue=settings.queue,
                           hooks=hooks)
     finally:
         progress.stop()

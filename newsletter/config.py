@@ -175,6 +175,14 @@ class TransportConfig(_Section):
     """Messages per hour at most, across the process; 0 = unlimited."""
     concurrency: int = Field(default=4, ge=1, le=256)
     """Messages in flight at once."""
+    processes: int = Field(default=1, ge=1, le=64)
+    """Processes that deliver an edition for `newsletter send`, each a whole delivery
+    loop (render, send, record) claiming rows from the same ledger under its own lease,
+    as queue workers do: against a fast relay the sender's own CPU, not the server,
+    limits one process. Each process has `concurrency` messages in flight and its own
+    [smtp] connections; the rates are shared out among them. Only for an edition with
+    at least two claim batches a process. 1 = this process only; `send --processes`
+    overrides it."""
     max_attempts: int = Field(default=5, ge=1, le=50)
     """Tries per message on transient errors (4xx, timeouts) within one run, before it
     is deferred (see [delivery])."""

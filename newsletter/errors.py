@@ -104,3 +104,6 @@ class SendingStopped(NewsletterError):
     refused login or certificate, our sender address refused, no connection at all.
     No recipient's delivery was spent on it: every unsent row is pending again, and
     a rerun after the fix sends them."""
+
+    reason = ""  # what refused us, as the transport said it
+    sent = 0  # messages sent before stopping

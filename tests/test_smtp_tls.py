@@ -143,3 +143,31 @@ def test_untrusted_certificate_is_refused(world, tls_server: tuple[int, Store]) 
 def ledger_states(engine) -> set[str]:  # type: ignore[no-untyped-def]
     with session_scope(engine) as s:
         return set(s.scalars(select(Delivery.status)))
+
+
+@pytest.mark.parametrize("tls_server", ["starttls"], indirect=True)
+def test_wrong_password_stops_every_process(world, tls_server: tuple[int, Store],  # type: ignore[no-untyped-def]
+                                            cert: tuple[Path, Path]) -> None:
+    """``[transport] processes = 2``: the refused login stops both processes, one
+    error for the run, every row pending; the rerun after the fix sends each once."""
+    from newsletter.store import subscribers
+    from newsletter.transports import make_transport
+
+    settings, engine = world
+    port, store = tls_server
+    with session_scope(engine) as s:
+        for i in range(200):  # enough rows for a second process (a claim is 64)
+            subscribers.add(s, f"many{i}@example.org", keywords="attention, diffusion")
+    cfg = settings.replace(
+        transport={"backend": "smtp", "max_attempts": 3, "backoff_seconds": 0.01,
+                   "concurrency": 1, "processes": 2},
+        smtp={"host": "127.0.0.1", "port": port, "security": "starttls", "username": "mailer",
+              "password": "wrong", "ca_file": str(cert[0]), "timeout": 5.0})
+    with pytest.raises(SendingStopped, match="login refused") as stopped:
+        run_send(cfg, engine, DAY, make_transport=lambda: make_transport(cfg))
+    assert "\n" not in str(stopped.value) and "sent 0 before stopping" in str(stopped.value)
+    assert store.messages == [] and ledger_states(engine) == {"pending"}
+    fixed = cfg.replace(smtp={"password": "s3cret"})
+    summary = run_send(fixed, engine, DAY, make_transport=lambda: make_transport(fixed))
+    assert summary.report.counts == {"sent": 208}, summary.report.errors
+    assert len({rcpt for rcpt, _, _ in store.messages}) == len(store.messages) == 208

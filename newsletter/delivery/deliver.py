@@ -298,11 +298,7 @@ class _Run:
                                                exc.retry_after))
 
     def stopped(self, exc: TransportError) -> SendingStopped:
-        sent = self.report.counts[OutcomeStatus.SENT]
-        return SendingStopped(
-            f"sending stopped: {exc} (a fault of the sending side, not the recipients': "
-            f"sent {sent} before stopping, none marked failed; every unsent message is "
-            "pending again and is sent by `newsletter send` once this is fixed)")
+        return sending_stopped(str(exc), self.report.counts[OutcomeStatus.SENT])
 
     async def run(self) -> DeliverReport:
         started = time.monotonic()
@@ -331,6 +327,17 @@ class _Run:
         self.report.seconds = time.monotonic() - started
         self.report.stopped_by = self.stop.signum
         return self.report
+
+
+def sending_stopped(reason: str, sent: int) -> SendingStopped:
+    """The one line said when a fault of ours stopped sending (``sent``: by every
+    process of the run)."""
+    error = SendingStopped(
+        f"sending stopped: {reason} (a fault of the sending side, not the recipients': "
+        f"sent {sent} before stopping, none marked failed; every unsent message is "
+        "pending again and is sent by `newsletter send` once this is fixed)")
+    error.reason, error.sent = reason, sent
+    return error
 
 
 def run_async(coro: Any) -> Any:

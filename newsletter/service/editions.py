@@ -41,6 +41,7 @@ from newsletter.delivery.planning import (
     week_entries,
     weekly_due,
 )
+from newsletter.delivery.processes import deliver_in_processes, extra_processes
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError, NewsletterError
@@ -216,19 +217,31 @@ class SendSummary:
 def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transport, *,
          slot: str = "", on_progress: Callable[[Outcome], None] | None = None,
          on_planned: Callable[[int], None] | None = None,
-         shutdown: Shutdown | None = None, now: dt.datetime | None = None) -> SendSummary:
+         shutdown: Shutdown | None = None, now: dt.datetime | None = None,
+         make_transport: Callable[[], Transport] | None = None) -> SendSummary:
     """Plan, then deliver; then the deferred rows of other editions (an earlier slot
     or day) whose next try is due at ``now`` (default: the clock). The caller makes
     the transport (and so checks its configuration) before anything is written: a
-    missing API key fails with no ledger rows."""
+    missing API key fails with no ledger rows. With ``make_transport`` (a transport
+    for each further process) the edition is delivered by ``[transport] processes``
+    processes when it is large enough (``delivery.processes``)."""
     p = plan_edition(config, engine, day, slot, now=now)
     if on_planned:
         on_planned(p.pending)
     report = DeliverReport()
     if p.edition is not None and p.ledger is not None and p.context is not None:
-        report = run_async(deliver(config.transport, p.ledger, p.context, transport,
-                                   on_progress=on_progress, shutdown=shutdown,
-                                   retry=config.delivery, clock=clock_at(now)))
+        extra = (extra_processes(config.transport, p.pending)
+                 if make_transport is not None and not (shutdown and shutdown.requested)
+                 else 0)
+        if extra and make_transport is not None:
+            report = deliver_in_processes(
+                config.transport, p.ledger, p.context, transport, make_transport, extra,
+                on_progress=on_progress, shutdown=shutdown, retry=config.delivery,
+                clock=clock_at(now))
+        else:
+            report = run_async(deliver(config.transport, p.ledger, p.context, transport,
+                                       on_progress=on_progress, shutdown=shutdown,
+                                       retry=config.delivery, clock=clock_at(now)))
     others = retry_deferred(config, engine, transport, now=now, shutdown=shutdown,
                             on_progress=on_progress,
                             skip=p.edition.id if p.edition is not None else None)

@@ -131,5 +131,5 @@ def send_day(config: EditionConfig, engine: Engine, request: SendRequest,
         shutdown = hooks.starting()
         result.summary = send(config, engine, request.day, transport, slot=request.slot,
                               on_progress=hooks.on_progress, on_planned=hooks.on_planned,
-                              shutdown=shutdown)
+                              shutdown=shutdown, make_transport=make_transport)
     return result

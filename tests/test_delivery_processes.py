@@ -1,0 +1,181 @@
+"""``[transport] processes``: one edition delivered by forked processes claiming rows
+from the same ledger, against a real SMTP server (aiosmtpd): everyone exactly once,
+a process that dies mid-edition, and a fault of ours that stops them all."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+from email.message import Message
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from newsletter.config import Settings
+from newsletter.delivery.edition import EditionConfig
+from newsletter.errors import SendingStopped
+from newsletter.service import editions
+from newsletter.store import subscribers
+from newsletter.store.db import get_engine, session_scope
+from newsletter.store.models import Delivery, Subscriber
+from newsletter.transports import Transport, make_transport
+
+from .conftest import SmtpSink
+from .test_delivery import ACTIVE, smtp_settings
+
+DAY = dt.date(2025, 12, 26)
+EXTRA = 200  # with concurrency 1 a claim is 64 rows: enough for a second process
+
+
+def add_many(engine) -> list[str]:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as s:
+        for i in range(EXTRA):
+            subscribers.add(s, f"many{i}@example.org", keywords="attention, diffusion")
+    return ACTIVE + [f"many{i}@example.org" for i in range(EXTRA)]
+
+
+def states(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as s:
+        return {str(k): v for k, v in s.execute(
+            select(Delivery.status, func.count()).group_by(Delivery.status)).all()}
+
+
+class Marked(Transport):
+    """The configured transport, leaving a file named after the process that made it;
+    in a process other than the test's, ``die_after`` sends end that process (after
+    the earlier outcomes were recorded, so only unsent rows are left behind)."""
+
+    def __init__(self, inner: Transport, marks: Path, die_after: int = 0) -> None:
+        self.inner, self.die_after, self.sent = inner, die_after, 0
+        self.sends_mail = inner.sends_mail
+        (marks / str(os.getpid())).touch()
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def send(self, message: Message) -> str:  # type: ignore[override]
+        if self.die_after and self.sent == self.die_after and os.getpid() != TEST_PID:
+            await asyncio.sleep(0.5)  # the flusher records what was sent (every 50 ms)
+            os._exit(9)
+        self.sent += 1
+        return await self.inner.send(message)  # type: ignore[arg-type]
+
+
+TEST_PID = os.getpid()
+
+
+def send(settings: Settings, engine, marks: Path, die_after: int = 0  # type: ignore[no-untyped-def]
+         ) -> editions.SendSummary:
+    marks = marks / "marks"  # beside the test's database
+    marks.mkdir(exist_ok=True)
+
+    def made() -> Transport:
+        return Marked(make_transport(settings), marks, die_after)
+
+    return editions.send(EditionConfig.of(settings), engine, DAY, made(), make_transport=made)
+
+
+@pytest.mark.slow  # ~3 s: 208 messages, a fork
+def test_two_processes_send_everyone_exactly_once(world, smtp_sink: SmtpSink,  # type: ignore[no-untyped-def]
+                                                  tmp_path: Path) -> None:
+    settings, engine = world
+    everyone = add_many(engine)
+    settings = smtp_settings(settings, smtp_sink, concurrency=1, processes=2)
+    summary = send(settings, engine, tmp_path)
+    assert summary.report.counts["sent"] == len(everyone), summary.report.errors
+    assert len({p.name for p in (tmp_path / "marks").iterdir()} - {str(TEST_PID)}) == 1  # one more
+    assert sorted(r for r, _ in smtp_sink.messages) == sorted(everyone)
+    assert states(engine) == {"sent": len(everyone)}
+    again = send(settings, engine, tmp_path)  # nothing left: nothing sent
+    assert again.report.counts["sent"] == 0 and len(smtp_sink.messages) == len(everyone)
+
+
+@pytest.mark.slow  # ~3 s
+def test_a_process_that_dies_leaves_its_rows_to_be_sent_once(world, smtp_sink: SmtpSink,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    """The second process dies after 20 messages with rows claimed: they are taken
+    back (their holder's pid is gone) and sent by this run; nobody twice, and a rerun
+    has nothing left."""
+    settings, engine = world
+    everyone = add_many(engine)
+    settings = smtp_settings(settings, smtp_sink, concurrency=1, processes=2)
+    summary = send(settings, engine, tmp_path, die_after=20)
+    assert any("delivery process" in e and "exit code 9" in e for e in summary.report.errors)
+    assert sorted(r for r, _ in smtp_sink.messages) == sorted(everyone)
+    assert states(engine) == {"sent": len(everyone)}
+    assert send(settings, engine, tmp_path).report.counts["sent"] == 0
+    assert len(smtp_sink.messages) == len(everyone)
+
+
+@pytest.mark.slow  # ~3 s
+def test_rows_a_dead_process_left_are_sent_by_the_rerun(world, smtp_sink: SmtpSink,  # type: ignore[no-untyped-def]
+                                                        tmp_path: Path) -> None:
+    """A run stopped before it could take them back (here: the dead process's rows put
+    back to ``sending`` under its pid, as a killed ``send`` leaves them): the rerun
+    sends exactly those."""
+    settings, engine = world
+    everyone = add_many(engine)
+    settings = smtp_settings(settings, smtp_sink, concurrency=1, processes=2)
+    send(settings, engine, tmp_path)
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    with session_scope(engine) as s:
+        rows = s.execute(select(Delivery.id, Subscriber.email).join(
+            Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .order_by(Delivery.id.desc()).limit(30)).all()
+        ids, gone = [r[0] for r in rows], [r[1] for r in rows]
+        s.query(Delivery).filter(Delivery.id.in_(ids)).update(
+            {"status": "sending", "lease_owner": f"{socket.gethostname()}:{dead}:x",
+             "sent_at": None}, synchronize_session=False)
+    smtp_sink.messages.clear()
+    again = send(settings, engine, tmp_path)
+    assert again.reclaimed == 30 and again.report.counts["sent"] == 30
+    assert sorted(r for r, _ in smtp_sink.messages) == sorted(gone)
+    assert states(engine) == {"sent": len(everyone)}
+
+
+@pytest.mark.slow  # ~4 s each: a `newsletter send --processes 2` process
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_signal_stops_every_process_and_the_rerun_finishes(
+        db_url: str, smtp_sink: SmtpSink, tmp_path: Path, sig: signal.Signals) -> None:
+    """The signal to `send` is passed on: no process claims more, what was in flight is
+    recorded, nothing is left ``sending``; the exit code is the signal's; the rerun
+    sends the rest, everyone once."""
+    from .test_delivery_day import cli_env, populate
+
+    people = [(f"s{i}@example.org", "UTC", 7) for i in range(EXTRA)]
+    populate(db_url, people)
+    smtp_sink.delay = 0.02
+    env = cli_env(db_url, smtp_sink, NEWSLETTER_SMTP__CONNECTIONS="1",
+                  NEWSLETTER_TRANSPORT__CONCURRENCY="1")
+    cmd = [sys.executable, "-m", "newsletter", "send", "--yes", "--force",
+           "--date", DAY.isoformat(), "--processes", "2"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    smtp_sink.wait_for(30)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, stderr
+    assert f"stopped by signal {int(sig)}" in stderr and "Traceback" not in stderr
+    got = len(smtp_sink.messages)
+    assert got < len(people)
+    with session_scope(get_engine(db_url)) as s:
+        counts = dict(s.execute(select(Delivery.status, func.count())
+                                .group_by(Delivery.status)).all())
+    assert counts.get("sending", 0) == 0 and counts.get("sent") == got, counts
+    smtp_sink.delay = 0
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert {smtp_sink.count(p[0]) for p in people} == {1}
