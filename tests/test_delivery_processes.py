@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 
 from newsletter.config import Settings
 from newsletter.delivery.edition import EditionConfig
-from newsletter.errors import SendingStopped
 from newsletter.service import editions
 from newsletter.store import subscribers
 from newsletter.store.db import get_engine, session_scope
