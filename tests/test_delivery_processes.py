@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from email.message import Message
 from pathlib import Path
 
@@ -178,3 +179,55 @@ def test_a_signal_stops_every_process_and_the_rerun_finishes(
                            timeout=120)
     assert again.returncode == 0, again.stderr
     assert {smtp_sink.count(p[0]) for p in people} == {1}
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.slow  # ~4 s: a `newsletter send --processes 2` process, killed
+def test_a_second_signal_ends_every_process_at_once(world, smtp_sink: SmtpSink,  # type: ignore[no-untyped-def]
+                                                    tmp_path: Path) -> None:
+    """The second SIGTERM kills the other process too (none is left sending); the rerun
+    takes back the rows the killed processes held and sends everyone."""
+    from .test_delivery_day import cli_env
+
+    settings, engine = world
+    everyone = add_many(engine)
+    smtp_sink.delay = 0.05
+    env = cli_env(settings.database.url, smtp_sink, NEWSLETTER_SMTP__CONNECTIONS="1",
+                  NEWSLETTER_TRANSPORT__CONCURRENCY="1",
+                  NEWSLETTER_OUTBOX__PATH=str(tmp_path / "outbox"))
+    cmd = [sys.executable, "-m", "newsletter", "send", "--yes", "--force",
+           "--date", DAY.isoformat(), "--processes", "2"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    smtp_sink.wait_for(20)
+    children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                .read_text().split()]
+    assert len(children) == 1
+    smtp_sink.delay = 10  # the next messages stay in flight: the first signal waits for them
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM
+    for _ in range(50):
+        if not alive(children[0]):
+            break
+        time.sleep(0.1)
+    assert not alive(children[0])
+    smtp_sink.delay = 0
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "took back" in again.stderr  # the rows both processes held
+    missing = [r for r in everyone if not smtp_sink.count(r)]
+    assert not missing, (missing, again.stderr, states(engine))
+    assert states(engine) == {"sent": len(everyone)}

@@ -107,13 +107,20 @@ def _shown(outcome: Outcome) -> str | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process of this host still runs: a zombie (dead, not yet reaped, as a
+    killed process whose parent died too may stay under an init that does not reap)
+    holds no lease."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):  # no /proc (not Linux): kill's answer
+        return True
 
 
 def _insert_for(engine: Engine) -> Any:

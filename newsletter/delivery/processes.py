@@ -168,9 +168,16 @@ def _start(extra: int, t: TransportConfig, ledger: DbLedger, ctx: Renders,
             process = fork.Process(  # daemon: never outlives an interpreter exiting early
                 target=_child, args=(send, os.getpid(), t, ledger, ctx, make_transport, kw),
                 name="newsletter-deliver", daemon=True)
-            process.start()
-            send.close()
+            try:
+                process.start()
+            finally:
+                send.close()
             children.append(_Child(process, receive))
+    except BaseException:  # no fork (out of memory): those started stop, then are waited for
+        for child in children:
+            child.signal(signal.SIGTERM)
+            child.process.join()
+        raise
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return children
@@ -207,6 +214,8 @@ def _handlers(children: list[_Child]) -> Callable[[], None]:
     def at_once(signum: int, frame: FrameType | None) -> None:
         for child in children:
             child.signal(signal.SIGKILL)
+        for child in children:  # reaped here: a zombie's pid would look alive to reclaim
+            child.process.join(2)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(children_of, signum)
 
