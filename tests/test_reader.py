@@ -80,11 +80,7 @@ def test_a_week_of_sends_gives_weekly_one_email_and_daily_seven(
 
     from .conftest import ROOT
 
-    env = {"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'week.db'}",
-           "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": sink_host(smtp_sink),
-           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port),
-           "NEWSLETTER_WEB__BASE_URL": "https://digest.example.org",
-           "NEWSLETTER_SENDER__FROM_ADDRESS": "digest@example.org"}
+    env = sink_env(tmp_path / "week.db", smtp_sink)
     assert cli("db", "upgrade", env=env).code == 0
     keywords = "transformer, diffusion, language models, graph, reinforcement learning"
     daily, weekly = "daily@example.org", "weekly@example.org"
@@ -129,8 +125,13 @@ def test_a_week_of_sends_gives_weekly_one_email_and_daily_seven(
     assert len(daily_ids) == len(set(daily_ids))  # never a paper twice
 
 
-def sink_host(sink: SmtpSink) -> str:
-    return sink.host
+def sink_env(db: Any, sink: SmtpSink) -> dict[str, str]:
+    """The environment of a CLI run on its own database, sending to the sink."""
+    return {"NEWSLETTER_DATABASE__URL": f"sqlite:///{db}",
+            "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": sink.host,
+            "NEWSLETTER_SMTP__PORT": str(sink.port),
+            "NEWSLETTER_WEB__BASE_URL": "https://digest.example.org",
+            "NEWSLETTER_SENDER__FROM_ADDRESS": "digest@example.org"}
 
 
 class sqlite3_rows:  # noqa: N801 - used as a context manager
@@ -332,11 +333,7 @@ def test_weekly_on_a_day_without_new_papers_still_gets_the_week(
 
     from .conftest import ROOT
 
-    env = {"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'sun.db'}",
-           "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": smtp_sink.host,
-           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port),
-           "NEWSLETTER_WEB__BASE_URL": "https://digest.example.org",
-           "NEWSLETTER_SENDER__FROM_ADDRESS": "digest@example.org"}
+    env = sink_env(tmp_path / "sun.db", smtp_sink)
     assert cli("db", "upgrade", env=env).code == 0
     keywords = "transformer, diffusion, language models, graph, reinforcement learning"
     daily, weekly = "daily@example.org", "sunday@example.org"

@@ -141,7 +141,9 @@ def test_scheduler_registers_its_jobs(world) -> None:  # type: ignore[no-untyped
     settings, engine = world
     sched = build_scheduler(App(settings, engine))
     jobs = {job.id: job for job in sched.get_jobs()}
-    assert set(jobs) == {"ingest", "send"}
+    assert set(jobs) == {"ingest", "send", "deferred"}
+    # deferred rows are tried again every [delivery] retry_first_minutes (5)
+    assert jobs["deferred"].trigger.interval == dt.timedelta(minutes=5)
     now = dt.datetime(2025, 12, 26, 4, 30, tzinfo=dt.UTC)
     assert jobs["send"].trigger.get_next_fire_time(None, now) == now.replace(hour=5, minute=0)
     assert jobs["ingest"].trigger.get_next_fire_time(None, now).hour == 5
