@@ -107,9 +107,12 @@ def deliver_in_processes(
     if clock is not None:
         kw["clock"] = clock
     began = time.monotonic()
-    children = _start(extra, part, ledger, ctx, make_transport, kw)
-    stop_all = _stopper(children, inner)
+    children: list[_Child] = []
     outer.on_request(lambda: _forward(children, outer.signum, inner))
+    _start(children, extra, part, ledger, ctx, make_transport, kw)
+    if outer.requested:  # a signal while forking: the processes started get it too
+        _forward(children, outer.signum, inner)
+    stop_all = _stopper(children, inner)
     restore = _handlers(children)
     watcher = threading.Thread(target=_watch, args=(children, stop_all),
                                name="delivery-processes", daemon=True)
@@ -155,12 +158,11 @@ def deliver_in_processes(
     return report
 
 
-def _start(extra: int, t: TransportConfig, ledger: DbLedger, ctx: Renders,
-           make_transport: Callable[[], Transport], kw: dict[str, Any]) -> list[_Child]:
-    """Fork the extra processes, signals blocked meanwhile: a child must not run this
-    process's handlers before it has its own."""
+def _start(children: list[_Child], extra: int, t: TransportConfig, ledger: DbLedger,
+           ctx: Renders, make_transport: Callable[[], Transport], kw: dict[str, Any]) -> None:
+    """Fork the extra processes into ``children``, signals blocked meanwhile: a child
+    must not run this process's handlers before it has its own."""
     fork = multiprocessing.get_context("fork")
-    children: list[_Child] = []
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
         for _ in range(extra):
@@ -180,7 +182,6 @@ def _start(extra: int, t: TransportConfig, ledger: DbLedger, ctx: Renders,
         raise
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    return children
 
 
 def _pending(ledger: DbLedger) -> int:
