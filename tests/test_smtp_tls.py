@@ -171,3 +171,34 @@ def test_wrong_password_stops_every_process(world, tls_server: tuple[int, Store]
     summary = run_send(fixed, engine, DAY, make_transport=lambda: make_transport(fixed))
     assert summary.report.counts == {"sent": 208}, summary.report.errors
     assert len({rcpt for rcpt, _, _ in store.messages}) == len(store.messages) == 208
+
+
+@pytest.mark.parametrize("tls_server", ["starttls"], indirect=True)
+def test_send_with_two_processes_and_a_wrong_password_says_one_line(  # type: ignore[no-untyped-def]
+        world, tls_server: tuple[int, Store], cert: tuple[Path, Path], tmp_path: Path) -> None:
+    """`newsletter send --processes 2`: one `error:` line, exit 1, every row pending."""
+    import subprocess
+    import sys
+
+    from newsletter.store import subscribers
+
+    from .test_delivery_day import cli_env
+
+    settings, engine = world
+    port, store = tls_server
+    with session_scope(engine) as s:
+        for i in range(200):
+            subscribers.add(s, f"many{i}@example.org", keywords="attention, diffusion")
+    env = cli_env(settings.database.url, NEWSLETTER_TRANSPORT__BACKEND="smtp",
+                  NEWSLETTER_TRANSPORT__CONCURRENCY="1", NEWSLETTER_SMTP__HOST="127.0.0.1",
+                  NEWSLETTER_SMTP__PORT=str(port), NEWSLETTER_SMTP__SECURITY="starttls",
+                  NEWSLETTER_SMTP__USERNAME="mailer", NEWSLETTER_SMTP__PASSWORD="wrong",
+                  NEWSLETTER_SMTP__CA_FILE=str(cert[0]))
+    done = subprocess.run([sys.executable, "-m", "newsletter", "send", "--yes", "--force",
+                           "--date", DAY.isoformat(), "--processes", "2"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "login refused" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert store.messages == [] and ledger_states(engine) == {"pending"}
