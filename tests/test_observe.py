@@ -58,7 +58,8 @@ def smtp_settings(settings: Any, sink: SmtpSink) -> Any:
 def test_a_send_is_counted_timed_and_its_failures_told_apart(world: Any,
                                                              smtp_sink: SmtpSink) -> None:
     settings, engine = world
-    smtp_sink.faults["grace@example.org"] = ["451 4.3.0 try later"]  # retried, then sent
+    smtp_sink.faults["grace@example.org"] = ["421 4.3.2 busy"]  # retried, then sent
+    smtp_sink.faults["edsger@example.org"] = ["451 4.7.1 greylisted"]  # deferred at once
     smtp_sink.faults["alan@example.org"] = ["550 5.1.1 no such user"] * 5  # a hard bounce
     before = metrics().exposition().decode()
     summary = run_send(smtp_settings(settings, smtp_sink), engine, DAY)
@@ -71,6 +72,7 @@ def test_a_send_is_counted_timed_and_its_failures_told_apart(world: Any,
     assert sent >= 3 and len(smtp_sink.messages) == sent
     assert delta("newsletter_deliveries_total", outcome="sent") == sent
     assert delta("newsletter_deliveries_total", outcome="failed") == 1
+    assert delta("newsletter_deliveries_total", outcome="deferred") == 1
     assert delta("newsletter_delivery_failures_total", reason="bounce") == 1
     assert delta("newsletter_bounces_total", kind="hard") == 1
     assert delta("newsletter_send_retries_total") == 1
