@@ -163,6 +163,33 @@ def test_fast_paths_put_the_same_bytes_on_the_wire(parts: list[str], crlf: bool)
     assert proto.PERIOD_REGEX.sub(b"..", data) == period.sub(b"..", data)
 
 
+
+@settings(max_examples=300, deadline=None)
+@given(address=st.text(st.sampled_from('ab.@<>" \r\n(),:;\\é-+'), max_size=24))
+def test_fast_address_parsing_answers_as_the_library(address: str) -> None:
+    """The remembered parse gives aiosmtplib's answer, asked twice (the second from
+    memory), and a refused address is refused every time."""
+    from aiosmtplib import email as library
+    from aiosmtplib import protocol as proto
+    from aiosmtplib import smtp as smtp_mod
+
+    import newsletter.transports.smtp  # noqa: F401 - installs the fast paths
+
+    if not getattr(proto, "_newsletter_fast", False):
+        pytest.skip("fast paths not installed on this aiosmtplib version")
+    assert smtp_mod.parse_address is not library.parse_address
+    for _ in range(2):
+        try:
+            expected = library.quote_address(address)
+        except ValueError:
+            with pytest.raises(ValueError):
+                smtp_mod.parse_address(address)
+            with pytest.raises(ValueError):
+                smtp_mod.quote_address(address)
+            continue
+        assert smtp_mod.quote_address(address) == expected
+        assert smtp_mod.parse_address(address) == library.parse_address(address)
+
 # ---- the transports registry -------------------------------------------------------
 
 

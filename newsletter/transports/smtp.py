@@ -70,7 +70,9 @@ def fast_paths_supported() -> bool:
     return (low <= version < high
             and callable(getattr(proto, "normalize_message_line_endings", None))
             and callable(getattr(smtp_mod, "normalize_message_line_endings", None))
-            and hasattr(getattr(proto, "PERIOD_REGEX", None), "sub"))
+            and hasattr(getattr(proto, "PERIOD_REGEX", None), "sub")
+            and callable(getattr(smtp_mod, "parse_address", None))
+            and callable(getattr(smtp_mod, "quote_address", None)))
 
 
 # Messages being sent that were built with CRLF line ends only (``Message.crlf``), by
@@ -124,6 +126,27 @@ def _install_fast_paths() -> None:
                 return message
             return period.sub(repl, message)
 
+    # ``sendmail`` parses the sender and the recipient to check them, then ``mail`` and
+    # ``rcpt`` parse them again to quote them: ``email.utils.parseaddr`` in Python,
+    # about 40 µs each. The answer for the same string is the same, so the second parse
+    # is a lookup; a bad address raises as before and is not kept.
+    original_parse = smtp_mod.parse_address
+    parsed: dict[str, str] = {}
+
+    def parse_address(address: str) -> str:
+        hit = parsed.get(address)
+        if hit is None:
+            hit = original_parse(address)
+            if len(parsed) >= 1024:  # bounded: only the messages in flight are needed
+                parsed.clear()
+            parsed[address] = hit
+        return hit
+
+    def quote_address(address: str) -> str:
+        return f"<{parse_address(address)}>"
+
+    smtp_mod.parse_address = parse_address
+    smtp_mod.quote_address = quote_address
     proto.normalize_message_line_endings = normalize
     smtp_mod.normalize_message_line_endings = normalize
     proto.PERIOD_REGEX = _Period()  # type: ignore[assignment]
