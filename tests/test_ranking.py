@@ -124,6 +124,25 @@ def test_acronym_and_long_form_both_ways(ranker: Ranker) -> None:
     assert "vit" in picks(ranker, "vision transformer")
 
 
+# The definition pattern as it was before a match was kept from starting inside a word.
+_WHOLE_SCAN = (r"((?:[\w][\w-]*\s+){1,8}?)\(\s*([A-Z][A-Za-z0-9]*[A-Z][a-z]?s?)\s*\)")
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.lists(st.sampled_from(["Long", "Form", "x", "é", "-", "_", " ", "\n", "(", ")",
+                                      "LF", "CNNs", "Xs", "1", ",", "ML", "a-b"]),
+                     max_size=30).map("".join))
+def test_acronym_definitions_found_as_by_a_scan_from_every_character(text: str) -> None:
+    """Starting matches only outside words finds exactly what the old pattern found."""
+    import re
+
+    from newsletter.ranking.text import _DEFINITION
+
+    def found(pattern: re.Pattern[str]) -> list[tuple[tuple[int, int], tuple[str, ...]]]:
+        return [(m.span(), m.groups()) for m in pattern.finditer(text)]
+
+    assert found(_DEFINITION) == found(re.compile(_WHOLE_SCAN))
+
 def test_acronym_learned_from_papers(ranker: Ranker) -> None:
     assert "learned" in picks(ranker, "KAN")
 
