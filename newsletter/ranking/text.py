@@ -33,7 +33,8 @@ STOPWORDS = frozenset(
 # the same parenthesis, so the word's start matched first); without it the engine
 # tried up to eight words from every character of an abstract (4x the time, and
 # opening an edition learns from every paper). Same matches, fuzzed.
-_DEFINITION = re.compile(r"(?<!\w)((?:[\w][\w-]*\s+){1,8}?)\(\s*([A-Z][A-Za-z0-9]*[A-Z][a-z]?s?)\s*\)")
+_DEFINITION = re.compile(
+    r"(?<!\w)((?:[\w][\w-]*\s+){1,8}?)\(\s*([A-Z][A-Za-z0-9]*[A-Z][a-z]?s?)\s*\)")
 
 
 def fold(text: str) -> str:
