@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, Table, bindparam, func, select, text, update
+from sqlalchemy import DateTime, Engine, Table, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from newsletter.delivery.plan import Job, PlanReport
@@ -151,6 +151,14 @@ def _pg_plan_params(edition_id: int, now: dt.datetime,
             "details": [dumps(r["details"]) for r in rows],
             "statuses": [str(r["status"]) for r in rows],
             "reasons": [r["reason"] for r in rows]}
+
+
+_SQLITE_SENT_ENTRIES = text(
+    "INSERT INTO sent_entries (subscriber_id, entry_id, edition_id, sent_at) "
+    "SELECT json_extract(p.value, '$[0]'), json_extract(p.value, '$[1]'), :edition, :now "
+    "FROM json_each(:pairs) AS p WHERE true "
+    "ON CONFLICT (subscriber_id, entry_id) DO NOTHING").bindparams(
+        bindparam("now", type_=DateTime()))
 
 
 def lease_owner() -> str:
@@ -360,7 +368,6 @@ class DbLedger:
         if not outcomes:
             return
         now = utcnow()
-        insert = _insert_for(self.engine)
         sent = [o for o in outcomes if o.status == OutcomeStatus.SENT]
         released = [o for o in outcomes if o.status == OutcomeStatus.RELEASED]
         deferred = [o for o in outcomes if o.status == OutcomeStatus.DEFERRED]
@@ -385,11 +392,13 @@ class DbLedger:
             elif sent:
                 s.execute(mark_sent, [{"b_id": o.job.delivery_id, "b_mid": o.message_id,
                                        "b_shown": _shown(o)} for o in sent])
-                s.execute(insert(SENT_ENTRIES).on_conflict_do_nothing(
-                    index_elements=["subscriber_id", "entry_id"]),
-                    [{"subscriber_id": o.job.recipient.id, "entry_id": e,
-                      "edition_id": self.edition.id, "sent_at": now}
-                     for o in sent for e in o.job.entry_ids])
+                # The papers as (subscriber, paper) pairs in one JSON parameter, split
+                # by SQLite: an executemany built, bound and converted a dict a paper
+                # (ten a message) in Python, under the lock the sending loop needs.
+                pairs = [[o.job.recipient.id, e] for o in sent for e in o.job.entry_ids]
+                if pairs:
+                    s.execute(_SQLITE_SENT_ENTRIES, {"pairs": json.dumps(pairs),
+                                                     "edition": self.edition.id, "now": now})
             if released:  # claimed but never handed over: back in the queue, as it was
                 s.execute(update(DELIVERIES)
                           .where(Delivery.id == bindparam("b_id"),
