@@ -125,3 +125,21 @@ def test_claims_stay_within_the_lease_under_a_rate_limit(per_second: float, per_
     asyncio.run(deliver(settings.transport, ledger, Ctx(), Sink()))  # type: ignore[arg-type]
     assert max(ledger.claims) == largest
     assert once_each(ledger, 3) == {str(DeliveryStatus.SENT): 3}
+
+
+def test_the_collector_is_given_back_as_it_was_when_the_last_delivery_ends() -> None:
+    """Deliveries at once share the collector's settings; the last one out restores
+    them, also when it ends with an error."""
+    import gc
+
+    from newsletter.delivery.deliver import GC_YOUNG, fewer_collections
+
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    with pytest.raises(RuntimeError), fewer_collections():
+        assert gc.get_threshold()[0] >= GC_YOUNG
+        assert gc.get_freeze_count() > frozen and gc.isenabled()
+        with fewer_collections():  # a second delivery at the same time
+            pass
+        assert gc.get_threshold()[0] >= GC_YOUNG  # the first is still running
+        raise RuntimeError("the delivery failed")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen

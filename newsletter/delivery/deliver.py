@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import math
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +44,7 @@ from newsletter.store.models import utcnow
 from newsletter.transports.base import Transport
 
 FLUSH_SECONDS = 0.05
+GC_YOUNG = 10_000  # objects allocated between young collections while delivering
 RECORD_TRIES = 5  # a failing record is tried this often (backing off) before sending stops
 # ---- delivery ------------------------------------------------------------------------
 
@@ -99,7 +103,40 @@ async def deliver(t: TransportConfig, ledger: Ledger, ctx: Renders, transport: T
     ``clock`` (naive UTC) dates the deferrals."""
     run = _Run(t, ledger, ctx, transport, on_progress=on_progress, sleep=sleep,
                shutdown=shutdown or Shutdown(), retry=retry or DeliveryConfig(), clock=clock)
-    return await run.run()
+    with fewer_collections():
+        return await run.run()
+
+
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, ...] = ()
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """While delivering: what exists already (the opened edition's corpus, matrices and
+    caches) is moved out of the collector's way (``gc.freeze``), and young collections
+    come every ``GC_YOUNG`` allocations instead of 700. Each message makes thousands of
+    short-lived objects; the collections they triggered, each walking the long-lived
+    ones again, were about a sixth of the delivery's CPU (4,000 subscribers). The
+    collector stays on, so cycles made while sending are still freed. Deliveries
+    running at once (threads of a web process) share it: the first one in sets it, the
+    last one out puts the thresholds back and unfreezes."""
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(max(GC_YOUNG, _gc_saved[0]), *_gc_saved[1:])
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0:
+                gc.set_threshold(*_gc_saved)
+                gc.unfreeze()
 
 
 class _Run:
