@@ -114,7 +114,7 @@ _gc_saved: tuple[int, ...] = ()
 
 @contextmanager
 def fewer_collections() -> Iterator[None]:
-    """While delivering: what exists already (the opened edition's corpus, matrices and
+    """While planning and delivering: what exists already (the opened edition's corpus, matrices and
     caches) is moved out of the collector's way (``gc.freeze``), and young collections
     come every ``GC_YOUNG`` allocations instead of 700. Each message makes thousands of
     short-lived objects; the collections they triggered, each walking the long-lived
@@ -126,8 +126,8 @@ def fewer_collections() -> Iterator[None]:
     with _gc_lock:
         if _gc_users == 0:
             _gc_saved = gc.get_threshold()
-            gc.freeze()
             gc.set_threshold(max(GC_YOUNG, _gc_saved[0]), *_gc_saved[1:])
+        gc.freeze()  # (again when nested: what the outer one made since is kept too)
         _gc_users += 1
     try:
         yield

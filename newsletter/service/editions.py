@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from newsletter.delivery.deliver import DeliverReport, deliver, run_async
+from newsletter.delivery.deliver import DeliverReport, deliver, fewer_collections, run_async
 from newsletter.delivery.edition import (
     EditionConfig,
     EditionContext,
@@ -225,7 +225,8 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
     missing API key fails with no ledger rows. With ``make_transport`` (a transport
     for each further process) the edition is delivered by ``[transport] processes``
     processes when it is large enough (``delivery.processes``)."""
-    p = plan_edition(config, engine, day, slot, now=now)
+    with fewer_collections():  # ranking thousands of profiles allocates as sending does
+        p = plan_edition(config, engine, day, slot, now=now)
     if on_planned:
         on_planned(p.pending)
     report = DeliverReport()
