@@ -202,3 +202,36 @@ def test_send_with_two_processes_and_a_wrong_password_says_one_line(  # type: ig
     assert len(errors) == 1 and "login refused" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
     assert store.messages == [] and ledger_states(engine) == {"pending"}
+
+
+@pytest.mark.slow  # a real broker (Redis) and a process start
+@pytest.mark.parametrize("tls_server", ["starttls"], indirect=True)
+def test_send_queue_with_a_wrong_password_says_one_line_and_queues_nothing(  # type: ignore[no-untyped-def]
+        world, tls_server: tuple[int, Store], cert: tuple[Path, Path], tmp_path: Path) -> None:
+    """`send --queue` proves the login the workers will use before it plans: one
+    `error:` line and exit 1 at once, nothing planned or queued for workers to fail on."""
+    import subprocess
+    import sys
+
+    from .conftest import need_service
+    from .test_delivery_day import cli_env
+    from .test_scale import reachable
+
+    if not reachable(6379):
+        need_service("redis", "nothing listens on 127.0.0.1:6379")
+    settings, engine = world
+    port, store = tls_server
+    env = cli_env(settings.database.url, NEWSLETTER_TRANSPORT__BACKEND="smtp",
+                  NEWSLETTER_SMTP__HOST="127.0.0.1", NEWSLETTER_SMTP__PORT=str(port),
+                  NEWSLETTER_SMTP__SECURITY="starttls", NEWSLETTER_SMTP__USERNAME="mailer",
+                  NEWSLETTER_SMTP__PASSWORD="wrong", NEWSLETTER_SMTP__CA_FILE=str(cert[0]),
+                  NEWSLETTER_QUEUE__BROKER_URL="redis://127.0.0.1:6379/14",
+                  NEWSLETTER_QUEUE__QUEUE_NAME=f"nl-test-{tmp_path.name}")
+    done = subprocess.run([sys.executable, "-m", "newsletter", "send", "--queue", "--yes",
+                           "--force", "--date", DAY.isoformat(), "--wait", "30"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "login refused" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert store.messages == [] and ledger_states(engine) == set()  # nothing planned

@@ -5,8 +5,10 @@ In order: the transport is made (its configuration checked) first, so a missing 
 key is the first thing said; then the compliance gate (``check.send_blockers``,
 overridden by ``force``); then, for a transport that really sends mail, the
 operator's yes; then the signing-key guard (``signing.begin_signing``); then, with
-``queue``, the broker is reached before anything is planned. The command only
-parses, calls ``send_day`` and presents the result.
+``queue``, the broker is reached and the transport proven (one connection, one
+login: the workers use the same settings) before anything is planned, so a wrong
+password is one line here, not a task failing in every worker while this command
+waits. The command only parses, calls ``send_day`` and presents the result.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from sqlalchemy import Engine
 
 from newsletter.config import QueueConfig
 from newsletter.delivery.check import send_blockers
+from newsletter.delivery.deliver import run_async, sending_stopped
 from newsletter.delivery.edition import EditionConfig
 from newsletter.delivery.ledger import Outcome
 from newsletter.delivery.queue import check_broker, enqueue, wait_for
 from newsletter.delivery.shutdown import Shutdown
-from newsletter.errors import InputError
+from newsletter.errors import InputError, TransportError
 from newsletter.service.editions import SendSummary, plan_edition, send
 from newsletter.service.signing import begin_signing
 from newsletter.store.db import session_scope
@@ -101,9 +104,21 @@ def _gate(config: EditionConfig, transport: Transport, request: SendRequest,
     return True
 
 
+async def _prove(transport: Transport) -> None:
+    """Open and close the transport once (an SMTP transport connects and logs in)."""
+    await transport.open()
+    await transport.close()
+
+
 def _through_queue(config: EditionConfig, engine: Engine, request: SendRequest,
-                   queue: QueueConfig, hooks: Hooks) -> Queued:
+                   queue: QueueConfig, hooks: Hooks, transport: Transport) -> Queued:
     check_broker(queue)  # a dead broker fails before planning too
+    try:
+        run_async(_prove(transport))
+    except TransportError as exc:
+        if exc.sender:  # ours: every worker would fail the same way
+            raise sending_stopped(str(exc), 0) from None
+        # anything else (a 421 at the greeting) is for the workers' own retries
     planned = plan_edition(config, engine, request.day, request.slot)
     if planned.edition is None:
         return Queued(None, note=planned.note)
@@ -126,7 +141,7 @@ def send_day(config: EditionConfig, engine: Engine, request: SendRequest,
     with session_scope(engine) as s:  # refuses to drop a key that signed links
         begin_signing(config.web, s, "send")
     if request.queue:
-        result.queued = _through_queue(config, engine, request, queue, hooks)
+        result.queued = _through_queue(config, engine, request, queue, hooks, transport)
     else:
         shutdown = hooks.starting()
         result.summary = send(config, engine, request.day, transport, slot=request.slot,
