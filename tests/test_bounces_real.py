@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import smtplib
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -24,6 +25,7 @@ from newsletter.store.models import Delivery, Edition, Subscriber, SubscriberSta
 
 pytestmark = pytest.mark.slow
 KEYS = ["rehearsal key"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def send_and_bounce(postfix, engine, ghost: str, return_path: str) -> None:  # type: ignore[no-untyped-def]
@@ -82,13 +84,12 @@ def test_a_postfix_bounce_read_from_the_mailbox_bounces_the_subscriber(
     assert again.counts["hard"] == 0
 
 
-def journey_config(tmp_path: Path, postfix, dovecot, *, password: str | None = None) -> Path:  # type: ignore[no-untyped-def]
+def operator_config(tmp_path: Path, postfix, *, password: str | None = None,  # type: ignore[no-untyped-def]
+                    ca_file: str | None = None, transport: str = "", smtp: str = "",
+                    more: str = "") -> Path:
     """What an operator sending through their own Postfix writes: submission with
-    STARTTLS and AUTH, a VERP return path and the From address both delivered to one
-    mailbox (digest@, a +tag ignored), read over IMAP (STARTTLS)."""
-    user = f"digest@{postfix.domain}"
-    mailbox = (f"imap://{user.replace('@', '%40')}:{dovecot.users[user]}"
-               f"@127.0.0.1:{dovecot.imap_port}/INBOX")
+    STARTTLS and AUTH; ``transport``/``smtp``: more keys of those sections, ``more``:
+    more sections."""
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [database]
@@ -101,19 +102,44 @@ base_url = "https://digest.example.org"
 [transport]
 backend = "smtp"
 backoff_seconds = 0.01
+{transport}
 [smtp]
 host = "127.0.0.1"
 port = {postfix.submission_port}
 security = "starttls"
 username = "{postfix.smtp_user}"
 password = "{password or postfix.smtp_password}"
-ca_file = "{postfix.ca_file}"
+ca_file = "{ca_file or postfix.ca_file}"
+{smtp}
+{more}
+""")
+    return path
+
+
+def journey_config(tmp_path: Path, postfix, dovecot, *, password: str | None = None) -> Path:  # type: ignore[no-untyped-def]
+    """``operator_config`` with a VERP return path and the From address both
+    delivered to one mailbox (digest@, a +tag ignored), read over IMAP (STARTTLS)."""
+    user = f"digest@{postfix.domain}"
+    mailbox = (f"imap://{user.replace('@', '%40')}:{dovecot.users[user]}"
+               f"@127.0.0.1:{dovecot.imap_port}/INBOX")
+    return operator_config(tmp_path, postfix, password=password, more=f"""
 [bounces]
 return_path = "digest+{{token}}@{postfix.domain}"
 mailbox = "{mailbox}"
 ca_file = "{dovecot.ca_file}"
 """)
-    return path
+
+
+def seed(cli, config: str, tmp_path: Path, emails: list[str]) -> Any:  # type: ignore[no-untyped-def]
+    """The sample papers ingested and ``emails`` subscribed (made directly: sign-ups
+    refuse the reserved .test domain these servers serve); the database's engine."""
+    result = cli("--config", config, "ingest",
+                 str(ROOT / "newsletter" / "data" / "sample_papers.json"))
+    assert result.code == 0, result.stderr
+    engine = get_engine(f"sqlite:///{tmp_path / 'subscribers.db'}")
+    with session_scope(engine) as s:
+        s.add_all([Subscriber(email=e, keywords="diffusion, transformer") for e in emails])
+    return engine
 
 
 def delivered_to(db: Path) -> dict[str, list[str]]:
@@ -135,7 +161,6 @@ def test_journey_send_bounce_fetch_and_the_next_day_skips_them(
     (STARTTLS + AUTH), Postfix accepts and bounces, the DSN reaches the VERP address's
     mailbox, `bounces fetch` over IMAP marks them bounced, and the next day's edition
     is not sent to them."""
-    root = Path(__file__).resolve().parent.parent
     config = str(journey_config(tmp_path, postfix, dovecot))
     ghost, live = f"nobody@{postfix.domain}", f"ada@{postfix.domain}"
 
@@ -144,11 +169,7 @@ def test_journey_send_bounce_fetch_and_the_next_day_skips_them(
         assert result.code == 0, (args, result.stdout, result.stderr)
         return str(result.stdout)
 
-    run("ingest", str(root / "newsletter" / "data" / "sample_papers.json"))
-    with session_scope(get_engine(f"sqlite:///{tmp_path / 'subscribers.db'}")) as s:
-        # made directly: sign-ups refuse the reserved .test domain these servers serve
-        s.add_all([Subscriber(email=e, keywords="diffusion, transformer")
-                   for e in (live, ghost)])
+    seed(cli, config, tmp_path, [live, ghost])
     run("send", "--date", "2025-12-26", "--yes", "--force")
     postfix.flush()
     [report] = postfix.wait_for("digest", 1)
@@ -158,7 +179,7 @@ def test_journey_send_bounce_fetch_and_the_next_day_skips_them(
     assert fetched["hard"] == 1 and fetched["bounced"] == [ghost], fetched
     status = json.loads(run("status", "--json"))
     assert status["subscribers"]["bounced"] == 1 and status["subscribers"]["active"] == 1
-    run("ingest", str(root / "tests" / "payloads" / "dailypapers.json"))  # the next day's papers
+    run("ingest", str(ROOT / "tests" / "payloads" / "dailypapers.json"))  # the next day's papers
     second = cli("--config", config, "send", "--date", "2025-12-27", "--yes", "--force")
     assert second.code == 0 and "planned 1 " in second.stderr, second.stderr
     postfix.flush()
@@ -173,7 +194,6 @@ def test_journey_a_mailto_unsubscribe_sent_through_postfix_unsubscribes(
     """The reader's mail client follows List-Unsubscribe's mailto: (address and
     subject as the header gives them); the request travels through Postfix to the
     mailbox, and `bounces fetch` unsubscribes exactly that reader."""
-    root = Path(__file__).resolve().parent.parent
     config = str(journey_config(tmp_path, postfix, dovecot))
     ada, bob = f"ada@{postfix.domain}", f"bob@{postfix.domain}"
 
@@ -182,9 +202,7 @@ def test_journey_a_mailto_unsubscribe_sent_through_postfix_unsubscribes(
         assert result.code == 0, (args, result.stdout, result.stderr)
         return str(result.stdout)
 
-    run("ingest", str(root / "newsletter" / "data" / "sample_papers.json"))
-    with session_scope(get_engine(f"sqlite:///{tmp_path / 'subscribers.db'}")) as s:
-        s.add_all([Subscriber(email=e, keywords="diffusion, transformer") for e in (ada, bob)])
+    seed(cli, config, tmp_path, [ada, bob])
     run("send", "--date", "2025-12-26", "--yes", "--force")
     [digest] = postfix.wait_for("ada", 1)
     mailto = next(u.strip(" <>") for u in str(digest["List-Unsubscribe"]).split(",")

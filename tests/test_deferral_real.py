@@ -24,8 +24,10 @@ from sqlalchemy import select
 from newsletter.app import App
 from newsletter.config import load_settings
 from newsletter.delivery.scheduler import retry_deferred
-from newsletter.store.db import get_engine, session_scope
+from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Subscriber
+
+from .test_bounces_real import operator_config, seed
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,42 +37,10 @@ GREY_SECONDS = 2.0
 def write_config(tmp_path: Path, postfix, *, password: str | None = None,  # type: ignore[no-untyped-def]
                  ca_file: str | None = None, retry_first_minutes: float = 5.0) -> str:
     """An operator sending through their own Postfix: submission, STARTTLS, AUTH."""
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[database]
-url = "sqlite:///{tmp_path / 'subscribers.db'}"
-[sender]
-from_address = "digest@{postfix.domain}"
-postal_address = "1 Example Street, Springfield"
-[web]
-base_url = "https://digest.example.org"
-[transport]
-backend = "smtp"
-max_attempts = 3
-backoff_seconds = 0.01
-[delivery]
-retry_first_minutes = {retry_first_minutes}
-[smtp]
-host = "127.0.0.1"
-port = {postfix.submission_port}
-security = "starttls"
-username = "{postfix.smtp_user}"
-password = "{password or postfix.smtp_password}"
-ca_file = "{ca_file or postfix.ca_file}"
-connections = 2
-timeout = 10
-""")
-    return str(path)
-
-
-def setup(cli, config: str, tmp_path: Path, emails: list[str]) -> Any:  # type: ignore[no-untyped-def]
-    result = cli("--config", config, "ingest",
-                 str(ROOT / "newsletter" / "data" / "sample_papers.json"))
-    assert result.code == 0, result.stderr
-    engine = get_engine(f"sqlite:///{tmp_path / 'subscribers.db'}")
-    with session_scope(engine) as s:  # made directly: sign-ups refuse the reserved .test
-        s.add_all([Subscriber(email=e, keywords="diffusion, transformer") for e in emails])
-    return engine
+    return str(operator_config(tmp_path, postfix, password=password, ca_file=ca_file,
+                               transport="max_attempts = 3",
+                               smtp="connections = 2\ntimeout = 10",
+                               more=f"[delivery]\nretry_first_minutes = {retry_first_minutes}"))
 
 
 def states(engine: Any) -> dict[str, str]:
@@ -82,7 +52,7 @@ def test_greylisted_is_deferred_then_delivered_by_the_run_tick_and_by_send(
         cli, postfix, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ada, bob = f"ada@{postfix.domain}", f"bob@{postfix.domain}"
     config = write_config(tmp_path, postfix, retry_first_minutes=GREY_SECONDS / 60)
-    engine = setup(cli, config, tmp_path, [ada, bob])
+    engine = seed(cli, config, tmp_path, [ada, bob])
     postfix.greylist(ada, GREY_SECONDS)
     sent = cli("--config", config, "send", "--date", "2025-12-26", "--yes", "--force")
     greylisted_at = time.monotonic()
@@ -141,7 +111,7 @@ def test_a_wrong_password_stops_once_and_the_rerun_delivers_all(
         cli, postfix, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     people = [f"ada+{i}@{postfix.domain}" for i in range(20)]
     wrong = write_config(tmp_path, postfix, password="wrong")
-    engine = setup(cli, wrong, tmp_path, people)
+    engine = seed(cli, wrong, tmp_path, people)
     failures, conns = auth_failures(postfix), connections(postfix)
     started = time.monotonic()
     result = cli("--config", wrong, "send", "--date", "2025-12-26", "--yes", "--force")
@@ -173,7 +143,7 @@ def test_a_certificate_from_another_ca_stops_once_with_the_rows_pending(
 
     people = [f"bob+{i}@{postfix.domain}" for i in range(5)]
     config = write_config(tmp_path, postfix, ca_file=certifi.where())
-    engine = setup(cli, config, tmp_path, people)
+    engine = seed(cli, config, tmp_path, people)
     conns = connections(postfix)
     result = cli("--config", config, "send", "--date", "2025-12-26", "--yes", "--force")
     assert result.code != 0
