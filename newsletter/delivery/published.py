@@ -10,6 +10,7 @@ verification, as a mail client following an unsubscribe link would.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,16 +87,25 @@ def _tags(record: str) -> dict[str, str]:
     return tags
 
 
+def _records(resolver: dns.resolver.Resolver, name: str, key: str,
+             keep: Callable[[str], bool]) -> list[str] | Item:
+    """The TXT records at ``name`` that ``keep`` accepts, or the failed item when the
+    lookup itself failed (the check cannot say anything about the records then)."""
+    try:
+        return [t for t in txt_records(resolver, name) if keep(t)]
+    except LookupFailed as exc:
+        return Item(key, FAIL, f"could not look up {name}: {exc}",
+                    "check the name server (--nameserver) and try again")
+
+
 def check_spf(resolver: dns.resolver.Resolver, domain: str, backend: str,
               smtp: SmtpConfig) -> Item:
     mech = spf_mechanism(backend, smtp)
     wanted = mech.split(" ")[0]
     publish = f'publish {domain} TXT "v=spf1 {mech} ~all"'
-    try:
-        found = [t for t in txt_records(resolver, domain) if t.lower().startswith("v=spf1")]
-    except LookupFailed as exc:
-        return Item("dns.spf", FAIL, f"could not look up {domain}: {exc}",
-                    "check the name server (--nameserver) and try again")
+    found = _records(resolver, domain, "dns.spf", lambda t: t.lower().startswith("v=spf1"))
+    if isinstance(found, Item):
+        return found
     if not found:
         return Item("dns.spf", FAIL, f"no SPF record at {domain}", publish)
     if len(found) > 1:
@@ -126,11 +136,9 @@ def check_dkim_dns(resolver: dns.resolver.Resolver, r: RenderConfig) -> Item | N
         return None
     name = f"{r.dkim_selector}._domainkey.{r.dkim_domain.rstrip('.')}"
     publish = f'publish {name} TXT "{expected}"'
-    try:
-        found = [t for t in txt_records(resolver, name) if "p=" in t]
-    except LookupFailed as exc:
-        return Item("dns.dkim", FAIL, f"could not look up {name}: {exc}",
-                    "check the name server (--nameserver) and try again")
+    found = _records(resolver, name, "dns.dkim", lambda t: "p=" in t)
+    if isinstance(found, Item):
+        return found
     if not found:
         return Item("dns.dkim", FAIL, f"no DKIM key published at {name}", publish)
     want = _tags(expected)["p"]
@@ -143,11 +151,9 @@ def check_dkim_dns(resolver: dns.resolver.Resolver, r: RenderConfig) -> Item | N
 def check_dmarc(resolver: dns.resolver.Resolver, domain: str) -> Item:
     name = f"_dmarc.{domain}"
     publish = f'publish {name} TXT "{dmarc_record(domain)}"'
-    try:
-        found = [t for t in txt_records(resolver, name) if t.upper().startswith("V=DMARC1")]
-    except LookupFailed as exc:
-        return Item("dns.dmarc", FAIL, f"could not look up {name}: {exc}",
-                    "check the name server (--nameserver) and try again")
+    found = _records(resolver, name, "dns.dmarc", lambda t: t.upper().startswith("V=DMARC1"))
+    if isinstance(found, Item):
+        return found
     if not found:
         return Item("dns.dmarc", FAIL, f"no DMARC record at {name}", publish)
     if len(found) > 1:
