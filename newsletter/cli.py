@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -1103,6 +1104,17 @@ def _new_password(password_stdin: bool) -> str:
     raise InputError("no terminal to ask for a password: use --password-stdin")
 
 
+def _store_password(ctx: typer.Context, password_stdin: bool,
+                    store: Callable[[Any, str], object]) -> App:
+    """Ask for an operator's new password, then ``store`` it in one transaction: what
+    `admin add-user` and `admin passwd` share."""
+    password = _new_password(password_stdin)
+    a = _app(ctx)
+    with a.session() as s:
+        store(s, password)
+    return a
+
+
 PasswordStdin = Annotated[bool, typer.Option(
     "--password-stdin", help="Read the password from the first line of stdin.")]
 
@@ -1116,10 +1128,7 @@ def admin_add_user(
     """Add an operator of the /admin console (the password is stored as an Argon2 hash)."""
     from newsletter.web.admin import auth
 
-    password = _new_password(password_stdin)
-    a = _app(ctx)
-    with a.session() as s:
-        auth.add_user(s, name, password)
+    a = _store_password(ctx, password_stdin, lambda s, p: auth.add_user(s, name, p))
     err.print(f"added admin user {name}; log in at "
               f"{a.settings.web.base_url.rstrip('/')}/admin/")
 
@@ -1133,10 +1142,7 @@ def admin_passwd(
     """Set an operator's password; their open sessions end at once."""
     from newsletter.web.admin import auth
 
-    password = _new_password(password_stdin)
-    a = _app(ctx)
-    with a.session() as s:
-        auth.set_password(s, name, password)
+    _store_password(ctx, password_stdin, lambda s, p: auth.set_password(s, name, p))
     err.print(f"new password for admin user {name}; their sessions ended")
 
 
