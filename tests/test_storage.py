@@ -211,6 +211,43 @@ def test_migration_backfills_the_lookup_keys(tmp_path) -> None:  # type: ignore[
         assert e.title_key == title_id("Old Paper")
 
 
+def test_the_newest_schema_read_without_alembic_is_alembics_own() -> None:
+    """Every command checks the schema against the head read from the migration files'
+    ``revision`` lines; Alembic's script directory must name the same head."""
+    from alembic.script import ScriptDirectory
+
+    from newsletter.store.db import _alembic_config, head_revisions
+
+    heads = ScriptDirectory.from_config(_alembic_config(None)).get_heads()
+    assert head_revisions() == frozenset(heads)
+
+
+def test_an_old_or_missing_schema_is_told_apart_and_preview_refuses_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``newsletter check`` and ``preview`` say which: never migrated, migrations to apply
+    (preview names `db upgrade` and changes nothing), or current; a command upgrades."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from newsletter.delivery.preview import require_database
+    from newsletter.store.db import _alembic_config, make_engine, schema_state, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    assert schema_state(engine) == "missing"
+    with pytest.raises(InputError, match="^no database yet: ingest papers"):
+        require_database(engine)
+    command.upgrade(_alembic_config(engine), "0009")
+    assert schema_state(engine) == "old"
+    with pytest.raises(InputError, match=r"^the database schema is old: run `newsletter db "
+                       r"upgrade` first$"):
+        require_database(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0009"
+    upgrade(engine)
+    assert schema_state(engine) == "current"
+    require_database(engine)
+    engine.dispose()
+
+
 @functools.cache
 def _migration(name: str) -> Any:
     """A migration module loaded from its file (its folder is no package)."""

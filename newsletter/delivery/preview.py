@@ -10,16 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine
 
 from newsletter.delivery.edition import EditionContext
 from newsletter.delivery.ledger import Outcome, OutcomeStatus
 from newsletter.errors import InputError
 from newsletter.render.mime import Message
-from newsletter.store.db import MIGRATIONS
+from newsletter.store.db import schema_state
 from newsletter.transports.outbox import SAFE_NAME, OutboxTransport
 
 
@@ -94,11 +91,8 @@ def preview_engine(url: str) -> Engine:
 
 def require_database(engine: Engine) -> None:
     """Preview reads; it never creates or migrates a database (nor makes a signing key)."""
-    with engine.connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            raise InputError("no database yet: ingest papers and add subscribers first")
-        current = set(MigrationContext.configure(conn).get_current_heads())
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    if current != set(ScriptDirectory.from_config(cfg).get_heads()):
+    state = schema_state(engine)
+    if state == "missing":
+        raise InputError("no database yet: ingest papers and add subscribers first")
+    if state != "current":
         raise InputError("the database schema is old: run `newsletter db upgrade` first")
