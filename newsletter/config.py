@@ -8,7 +8,10 @@ ignored typo in a mail server's config is how newsletters go to the wrong place.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
+import inspect
 import json
 import os
 import tomllib
@@ -33,9 +36,13 @@ DEFAULT_CONFIG = "config.toml"
 
 class _Section(BaseModel):
     """A config section. Each key's docstring is its meaning: ``newsletter init`` and
-    ``docs/configuration.md`` are generated from them (newsletter/config_reference.py)."""
+    ``docs/configuration.md`` are generated from them (newsletter/config_reference.py,
+    through :func:`key_doc`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # Not pydantic's use_attribute_docstrings: it finds and parses each class's source
+    # as the class is built, ~20 ms of every command's start, for text only the
+    # reference generator reads.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatabaseConfig(_Section):
@@ -519,6 +526,34 @@ class Settings(_Section):
         for section, values in sections.items():
             data[section] = {**data.get(section, {}), **values}
         return _validate(data, "override")
+
+
+def key_doc(model: type[BaseModel], name: str) -> str | None:
+    """The docstring under key ``name`` of a section (or a section it inherits from),
+    cleaned as a docstring is (``inspect.cleandoc``); None when it has none."""
+    docs = _key_docs()
+    for cls in model.__mro__:
+        if name in docs.get(cls.__qualname__, {}):
+            return docs[cls.__qualname__][name]
+    return None
+
+
+@functools.cache
+def _key_docs() -> dict[str, dict[str, str]]:
+    """Each class's key docstrings, read from this file: a string right after an
+    annotated assignment documents it."""
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    out: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        docs = out.setdefault(node.name, {})
+        for stmt, after in zip(node.body, node.body[1:], strict=False):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) \
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) \
+                    and isinstance(after.value.value, str):
+                docs[stmt.target.id] = inspect.cleandoc(after.value.value)
+    return out
 
 
 def _env_layer(environ: Mapping[str, str],

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from newsletter.config import DEFAULT_CONFIG, ENV_PREFIX, Settings
+from newsletter.config import DEFAULT_CONFIG, ENV_PREFIX, Settings, key_doc
 
 REGENERATE = "python -m newsletter.config_reference > docs/configuration.md"
 # Settings fields that are not keys a person sets.
@@ -141,7 +141,7 @@ def _key(model: type[BaseModel], section: str, name: str, info: FieldInfo,
         default=None if default is None else toml_value(default), required=required,
         env=f"{ENV_PREFIX}{section.upper()}__{name.upper()}" if env else None,
         env_note=_list_env_note(model, name) if env and is_list else "",
-        meaning=_one_line(info.description),
+        meaning=_one_line(key_doc(model, name)),
     )
 
 
