@@ -210,8 +210,11 @@ def test_highlights_are_found_as_before(terms: str) -> None:
     ranker = Ranker(Corpus([RankEntry.of(r) for r in rows], acronyms, Settings().ranking, DAY),
                     Settings().ranking)
     feats = [ranker.analyzer.feature(t) for t in parse_profile(terms).terms]
+    analyzed: dict[str, list[tuple[str, str]]] = {}  # one edition's words, shared
     for text in texts:
         h = Highlighter(text, acronyms)
+        shared = Highlighter(text, acronyms, analyzed)
+        assert shared.tokens == h.tokens
         for f in feats:
             assert h.feature_spans(f) == _old_feature_spans(h, f)
 
@@ -470,3 +473,43 @@ def test_excerpt_window_from_sentence_starts_made_once(words: list[str], pick: i
     if len(text) > digest.EXCERPT_CHARS and first - scanned > digest.EXCERPT_CHARS // 2:
         expect_start = text.rfind(" ", 0, first - 40) + 1
     assert a == expect_start
+
+
+@hyp_settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(
+    ["attention", "state space models", "GNN", "diffusion", "graph", "neural networks",
+     "transformer", "language models", "reinforcement learning", "model", "benchmark",
+     "vision", "training"]), min_size=1, max_size=4), min_size=1, max_size=12),
+    st.booleans())
+def test_excerpts_kept_by_window_are_the_ones_made_directly(profiles: list[list[str]],
+                                                            prepared: bool) -> None:
+    """An excerpt is kept per paper, window and the highlights inside it, and shared by
+    every set of terms that shows the same: each one (made before or after the edition's
+    per-paper state, ``prepare``) is what marking all of that set's highlights in its
+    window gives."""
+    from newsletter.render.digest import (
+        _marked_excerpt,
+        excerpt_window,
+        join_spans,
+        sentence_ends,
+    )
+    from newsletter.render.samples import sample_papers
+
+    rows = [paper(i, p.title, p.abstract or "") for i, p in enumerate(sample_papers()[:40])]
+    r, ranker = renderer(rows)
+    builder = r.digest
+    if prepared:
+        builder.prepare()
+    acronyms = builder.acronyms
+    for terms in profiles:
+        profile = ", ".join(terms)
+        picks = list(range(len(rows)))
+        for i, ex in zip(picks, ranker.explain_many(profile, picks), strict=True):
+            (html, text), _, _ = builder._excerpt(i, tuple(ex.features))
+            abstract = rows[i].abstract
+            spans = (join_spans(abstract, Highlighter(abstract, acronyms).spans(ex.features))
+                     if ex.features else [])
+            a, b = excerpt_window(abstract, spans, ends=sentence_ends(abstract))
+            assert html == _marked_excerpt(abstract, spans, a, b)
+            assert text == ("…" if a else "") + abstract[a:b] + (
+                "…" if b < len(abstract) else "")
