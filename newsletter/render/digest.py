@@ -260,8 +260,10 @@ class DigestBuilder:
             shape = (index, a, b, inside)
             hit = self._by_spans.get(shape)
             if hit is None:
-                suffix = "…" if b < len(text) else ""
-                prefix = "…" if a > 0 else ""
+                # "..." in the text part: ASCII, so most text parts need no encoding
+                # (render/mime.py: seven_bit_text); the HTML has its ellipsis
+                suffix = "..." if b < len(text) else ""
+                prefix = "..." if a > 0 else ""
                 hit = self._by_spans[shape] = (_marked_excerpt(text, list(inside), a, b),
                                                prefix + text[a:b] + suffix)
             if len(self._excerpts) >= EXCERPT_CACHE:  # bounded: memory must not grow with
