@@ -600,7 +600,7 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
               + (f"; took back {summary.reclaimed} unfinished" if summary.reclaimed else ""))
     if summary.note:
         err.print(summary.note)
-    err.print(f"sent {r.counts['sent']}, failed {r.counts['failed']} in {r.seconds:.1f}s"
+    err.print(f"sent {r.counts['sent']}, failed {r.counts['failed']} in {r.seconds:.2f}s"
               + (f" via {backend}" + (f" to {outbox}/" if backend == "outbox" else "")))
     for line in r.errors:
         err.print(f"  failed: {line}")

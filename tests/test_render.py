@@ -26,7 +26,15 @@ from newsletter.render.compile import BUNDLED, compile_templates
 from newsletter.render.digest import PaperInfo, cap
 from newsletter.render.highlight import Highlighter
 from newsletter.render.links import Signer, base36
-from newsletter.render.mime import LineQP, MimeBuilder, _from_line, lines_within, qp, seven_bit
+from newsletter.render.mime import (
+    LineQP,
+    MimeBuilder,
+    _from_line,
+    lines_within,
+    qp,
+    seven_bit,
+    seven_bit_text,
+)
 from newsletter.render.renderer import GMAIL_CLIP_BYTES, Recipient, Renderer
 
 DAY = dt.date(2025, 12, 26)
@@ -148,6 +156,29 @@ def test_html_that_cannot_go_7bit_goes_base64(bad: str) -> None:
     assert part.get_content().replace("\r\n", "\n") == bad.replace("\r\n", "\n")
 
 
+@hyp_settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.text(st.sampled_from("ab c.=\t\u00e9\x00\r-"), max_size=60),
+    st.sampled_from(["From here", ".dot first", "x" * 999, "y" * 998, "ok line", ""])),
+    min_size=1, max_size=8))
+def test_text_part_goes_7bit_only_when_it_can(lines: list[str]) -> None:
+    """The text part has no encoding (7-bit) exactly when it is ASCII, has no CR or NUL,
+    no line over 998 bytes and none starting "From "; else it is quoted-printable. Either
+    way it decodes to the text."""
+    text = "\n".join(lines)
+    ok = (text.isascii() and "\r" not in text and "\x00" not in text
+          and all(len(line) <= 998 and not line.startswith("From ") for line in lines))
+    assert (seven_bit_text(text) is not None) == ok
+    msg = MimeBuilder(Settings().sender).build(
+        to="r@example.org", to_name="", subject="s", text=text, html="<p>h</p>",
+        message_id="<m@x>", list_unsubscribe="<https://x.org/u>", html_7bit=True)
+    part = parse_strict(msg.data).get_body(("plain",))
+    assert part is not None
+    assert part["Content-Transfer-Encoding"] == ("7bit" if ok else "quoted-printable")
+    if "\r" not in text:  # (a stray CR is quoted-printable's own matter, tested above)
+        assert part.get_payload(decode=True).decode().replace("\r\n", "\n") == text
+
+
 _QP_TEXT = st.text(st.sampled_from("ab c.=\t\u00e9\u2026\x01\x7f-/:"), max_size=200)
 
 
@@ -210,8 +241,11 @@ def test_highlights_are_found_as_before(terms: str) -> None:
     ranker = Ranker(Corpus([RankEntry.of(r) for r in rows], acronyms, Settings().ranking, DAY),
                     Settings().ranking)
     feats = [ranker.analyzer.feature(t) for t in parse_profile(terms).terms]
+    analyzed: dict[str, list[tuple[str, str]]] = {}  # one edition's words, shared
     for text in texts:
         h = Highlighter(text, acronyms)
+        shared = Highlighter(text, acronyms, analyzed)
+        assert shared.tokens == h.tokens
         for f in feats:
             assert h.feature_spans(f) == _old_feature_spans(h, f)
 
@@ -470,3 +504,64 @@ def test_excerpt_window_from_sentence_starts_made_once(words: list[str], pick: i
     if len(text) > digest.EXCERPT_CHARS and first - scanned > digest.EXCERPT_CHARS // 2:
         expect_start = text.rfind(" ", 0, first - 40) + 1
     assert a == expect_start
+
+
+@hyp_settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(
+    ["attention", "state space models", "GNN", "diffusion", "graph", "neural networks",
+     "transformer", "language models", "reinforcement learning", "model", "benchmark",
+     "vision", "training"]), min_size=1, max_size=4), min_size=1, max_size=12),
+    st.booleans())
+def test_excerpts_kept_by_window_are_the_ones_made_directly(profiles: list[list[str]],
+                                                            prepared: bool) -> None:
+    """An excerpt is kept per paper, window and the highlights inside it, and shared by
+    every set of terms that shows the same: each one (made before or after the edition's
+    per-paper state, ``prepare``) is what marking all of that set's highlights in its
+    window gives."""
+    from newsletter.render.digest import (
+        _marked_excerpt,
+        excerpt_window,
+        join_spans,
+        sentence_ends,
+    )
+    from newsletter.render.samples import sample_papers
+
+    rows = [paper(i, p.title, p.abstract or "") for i, p in enumerate(sample_papers()[:40])]
+    r, ranker = renderer(rows)
+    builder = r.digest
+    if prepared:
+        builder.prepare()
+    acronyms = builder.acronyms
+    for terms in profiles:
+        profile = ", ".join(terms)
+        picks = list(range(len(rows)))
+        for i, ex in zip(picks, ranker.explain_many(profile, picks), strict=True):
+            (html, text), _, _ = builder._excerpt(i, tuple(ex.features))
+            abstract = rows[i].abstract
+            spans = (join_spans(abstract, Highlighter(abstract, acronyms).spans(ex.features))
+                     if ex.features else [])
+            a, b = excerpt_window(abstract, spans, ends=sentence_ends(abstract))
+            assert html == _marked_excerpt(abstract, spans, a, b)
+            assert text == ("..." if a else "") + abstract[a:b] + (
+                "..." if b < len(abstract) else "")
+
+
+def test_a_digest_in_ascii_has_a_7bit_text_part() -> None:
+    """The bundled text template writes ASCII punctuation, so an edition whose papers are
+    ASCII sends its text part with no encoding; an accent anywhere makes it
+    quoted-printable again, and both read the same."""
+    settings = Settings().replace(sender={"from_address": "digest@example.org",
+                                          "from_name": "Papers Digest"},
+                                  web={"base_url": "https://digest.example.org"})
+    long_abstract = "Attention is what we study here. " * 20
+    for rows, encoding in (
+            ([paper(i, f"Attention paper {i}", long_abstract) for i in range(3)], "7bit"),
+            ([paper(1, "Attention à la carte", long_abstract)], "quoted-printable")):
+        r, ranker = renderer(rows, settings)
+        picks = list(range(len(rows)))
+        out = r.render(Recipient(3, "reader@example.org", "Reader", "attention"), picks,
+                       list(ranker.explain_many("attention", picks)), False)
+        assert "..." in out.text and " - " in out.text  # an excerpt cut; the date line
+        part = parse_strict(out.message.data).get_body(("plain",))
+        assert part is not None and part["Content-Transfer-Encoding"] == encoding
+        assert part.get_payload(decode=True).decode().replace("\r\n", "\n") == out.text

@@ -80,6 +80,9 @@ class Ranker:
         self._term_ids: dict[Term, TermHit] = {}
         self._part_ids: dict[str, TermHit | None] = {}
         self._m_csr: sparse.csr_matrix | None = None
+        # each paper's popularity and recency parts as explanations show them (the
+        # same float32 products, rounded once a paper instead of once a subscriber)
+        self._shown_parts: dict[int, tuple[float, float]] = {}
         self.learner = None
         self.reader: Reader | None = None
         if votes is not None and len(votes.keys):
@@ -162,8 +165,8 @@ class Ranker:
             contrib = np.zeros((0, len(idx)), dtype=np.float32)
         out = []
         columns = contrib.T.tolist()  # tiny arrays: plain Python beats numpy calls here
-        popularity, recency = c.popularity, c.recency
         feats = self._features
+        parts = self._shown_parts
         for e, values in zip(idx.tolist(), columns, strict=True):
             hits = sorted((h for h, v in enumerate(values) if v > 0), key=lambda h: -values[h])
             features = [feats[terms[h].fid] for h in hits]
@@ -192,11 +195,15 @@ class Ranker:
             also = sorted((LearnedHit(item.term, round(v * ratio, 3), item.liked,
                                       item.disliked) for item, v in lifts),
                           key=lambda h: -h.value)
+            shown = parts.get(e)
+            if shown is None:
+                shown = parts[e] = (round(float(cfg.weight_popularity * c.popularity[e]), 4),
+                                    round(float(cfg.weight_recency * c.recency[e]), 4))
             out.append(Explanation(
                 matched=matched,
                 relevance=round(cfg.weight_relevance * (own + counted), 4),
-                popularity=round(float(cfg.weight_popularity * popularity[e]), 4),
-                recency=round(float(cfg.weight_recency * recency[e]), 4),
+                popularity=shown[0],
+                recency=shown[1],
                 features=features,
                 learned=also,
                 strong=bool(because) or cfg.weight_relevance * (own + counted)

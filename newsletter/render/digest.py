@@ -224,10 +224,11 @@ class DigestBuilder:
     _excerpts: dict[tuple[int, ...], tuple[tuple[Markup, str], tuple[Feature, ...], bool]] = (
         field(default_factory=dict))
     _highlighters: dict[int, Highlighter] = field(default_factory=dict)
-    _by_spans: dict[tuple[int, tuple[tuple[int, int], ...]], tuple[Markup, str]] = field(
-        default_factory=dict)
+    _by_spans: dict[tuple[int, int, int, tuple[tuple[int, int], ...]],
+                    tuple[Markup, str]] = field(default_factory=dict)
     _fixed: dict[int, PaperFixed] = field(default_factory=dict)
     _sentences: dict[int, list[int]] = field(default_factory=dict)
+    _analyzed: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def excerpt(self, index: int, features: tuple[Feature, ...]) -> tuple[Markup, str]:
         return self._excerpt(index, features)[0]
@@ -246,20 +247,24 @@ class DigestBuilder:
             if features:
                 hl = self._highlighters.get(index)
                 if hl is None:
-                    hl = self._highlighters[index] = Highlighter(text, self.acronyms)
+                    hl = self._highlighters[index] = self._highlighter(index)
                 spans = join_spans(text, hl.spans(features))
-            # Many sets of terms highlight the same words of a paper (most terms of a
-            # profile do not occur in it): the excerpt is made once per highlight.
-            shape = (index, tuple(spans))
+            ends = self._sentences.get(index)
+            if ends is None:
+                ends = self._sentences[index] = sentence_ends(text)
+            a, b = excerpt_window(text, spans, ends=ends)
+            # Many sets of terms show the same excerpt of a paper (most terms of a
+            # profile do not occur in it, and a highlight outside the window shows
+            # nowhere): the excerpt is made once per window and the highlights in it.
+            inside = tuple([s for s in spans if s[1] > a and s[0] < b])
+            shape = (index, a, b, inside)
             hit = self._by_spans.get(shape)
             if hit is None:
-                ends = self._sentences.get(index)
-                if ends is None:
-                    ends = self._sentences[index] = sentence_ends(text)
-                a, b = excerpt_window(text, spans, ends=ends)
-                suffix = "…" if b < len(text) else ""
-                prefix = "…" if a > 0 else ""
-                hit = self._by_spans[shape] = (_marked_excerpt(text, spans, a, b),
+                # "..." in the text part: ASCII, so most text parts need no encoding
+                # (render/mime.py: seven_bit_text); the HTML has its ellipsis
+                suffix = "..." if b < len(text) else ""
+                prefix = "..." if a > 0 else ""
+                hit = self._by_spans[shape] = (_marked_excerpt(text, list(inside), a, b),
                                                prefix + text[a:b] + suffix)
             if len(self._excerpts) >= EXCERPT_CACHE:  # bounded: memory must not grow with
                 self._excerpts.clear()                # the number of subscribers
@@ -268,6 +273,21 @@ class DigestBuilder:
             if len(self._by_spans) > EXCERPT_CACHE:
                 self._by_spans.clear()
         return entry
+
+    def _highlighter(self, index: int) -> Highlighter:
+        return Highlighter(self.papers[index].abstract, self.acronyms, self._analyzed)
+
+    def prepare(self) -> None:
+        """Make now what every email of the edition reads per paper (its fixed view,
+        highlighter and sentence ends), instead of on each paper's first email: done
+        before delivery forks its processes, it is made once for all of them."""
+        for index, info in enumerate(self.papers):
+            if index not in self._fixed:
+                self._fixed[index] = PaperFixed(info)
+            if index not in self._highlighters:
+                self._highlighters[index] = self._highlighter(index)
+            if index not in self._sentences:
+                self._sentences[index] = sentence_ends(info.abstract)
 
     def paper(self, index: int, ex: Explanation | None) -> PaperView:
         info = self.papers[index]

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from newsletter.ranking.engine import Feature
 from newsletter.ranking.text import STOPWORDS, Acronyms, analyze_words
 
+_WORD = re.compile(r"\w+")
+
 
 class Highlighter:
     """One text, analysed once, answering "where do these features occur?" quickly.
@@ -21,11 +23,21 @@ class Highlighter:
     one dict access per variant instead of a scan of the whole text.
     """
 
-    def __init__(self, text: str, acronyms: Acronyms) -> None:
+    def __init__(self, text: str, acronyms: Acronyms,
+                 analyzed: dict[str, list[tuple[str, str]]] | None = None) -> None:
+        """``analyzed``: each word's analysis, shared by the highlighters of one edition
+        (same acronyms): most words of an abstract occur in many others, and stemming
+        each occurrence again was most of building a highlighter."""
         tokens: list[tuple[int, int, str, str]] = []  # start, end, stem, raw
-        for m in re.finditer(r"\w+", text):
-            for stem_, raw in analyze_words([m.group(0)], acronyms):
-                tokens.append((m.start(), m.end(), stem_, raw))
+        known = {} if analyzed is None else analyzed
+        for m in _WORD.finditer(text):
+            word = m.group(0)
+            found = known.get(word)
+            if found is None:
+                found = known[word] = analyze_words([word], acronyms)
+            start, end = m.span()
+            for stem_, raw in found:
+                tokens.append((start, end, stem_, raw))
         self.tokens = tokens
         self.content = [t for t in tokens if t[3] not in STOPWORDS]
         self.by_stem: dict[str, list[int]] = defaultdict(list)

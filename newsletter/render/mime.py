@@ -137,6 +137,19 @@ def seven_bit(html: str) -> bytes | None:
     return data.replace(b"\n", b"\r\n")
 
 
+def seven_bit_text(text: str) -> bytes | None:
+    """The text part as 7-bit CRLF lines, with no encoding at all, when it is ASCII
+    already (the bundled text template writes ASCII punctuation, so most digests are);
+    None when it is not, or a line would be over 998 bytes, or there is a CR or a NUL, or
+    a line starts with "From ": then it goes quoted-printable (``LineQP``)."""
+    if not text.isascii() or "\r" in text or "\x00" in text:
+        return None
+    data = text.encode("ascii")
+    if not lines_within(data, MAX_LINE) or _from_line(data):
+        return None
+    return data.replace(b"\n", b"\r\n")
+
+
 def _from_line(data: bytes) -> bool:
     """True when a line of ``data`` starts with "From ". Found from the capital Fs
     (a one-byte search is memchr: ten times faster than searching for "\\nFrom ",
@@ -302,6 +315,8 @@ class MimeBuilder:
         b = self.boundary.encode()
         self.text_head = (b"\r\n--" + b + b"\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
                           b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+        self.text_head_7bit = (b"\r\n--" + b + b"\r\nContent-Type: text/plain; "
+                               b"charset=\"utf-8\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n")
         self.html_head = (b"\r\n--" + b + b"\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
                           b"Content-Transfer-Encoding: base64\r\n\r\n")
         self.html_head_7bit = (b"\r\n--" + b + b"\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
@@ -354,14 +369,17 @@ class MimeBuilder:
         for k, v in (extra_headers or {}).items():
             head.append(header(k, v))
         html_body = seven_bit(html) if html_7bit else None
+        text_body = seven_bit_text(text)
         head_bytes = ("\r\n".join(head) + "\r\n").encode("utf-8")
-        # the bodies: quoted-printable a line at a time (no CR in the text), the HTML as
-        # 7-bit (no CR in it either) or base64, each with CRLF line ends
+        # the bodies: the text as 7-bit when it is ASCII, else quoted-printable a line at
+        # a time (no CR in the text); the HTML as 7-bit (no CR in it either) or base64;
+        # each with CRLF line ends
         crlf = self._fixed_crlf and "\r" not in text and crlf_only(head_bytes)
         data = b"".join((
             head_bytes, self.fixed,
             b"\r\nThis is a multipart message in MIME format.\r\n",
-            self.text_head, self.qp(text),
+            *((self.text_head, self.qp(text)) if text_body is None
+              else (self.text_head_7bit, text_body)),
             *((self.html_head, b64(html)) if html_body is None
               else (self.html_head_7bit, html_body)),
             self.tail,
