@@ -511,13 +511,11 @@ def test_excerpt_window_from_sentence_starts_made_once(words: list[str], pick: i
     ["attention", "state space models", "GNN", "diffusion", "graph", "neural networks",
      "transformer", "language models", "reinforcement learning", "model", "benchmark",
      "vision", "training"]), min_size=1, max_size=4), min_size=1, max_size=12),
-    st.booleans())
-def test_excerpts_kept_by_window_are_the_ones_made_directly(profiles: list[list[str]],
-                                                            prepared: bool) -> None:
+)
+def test_excerpts_kept_by_window_are_the_ones_made_directly(profiles: list[list[str]]) -> None:
     """An excerpt is kept per paper, window and the highlights inside it, and shared by
-    every set of terms that shows the same: each one (made before or after the edition's
-    per-paper state, ``prepare``) is what marking all of that set's highlights in its
-    window gives."""
+    every set of terms that shows the same: each one is what marking all of that set's
+    highlights in its window gives."""
     from newsletter.render.digest import (
         _marked_excerpt,
         excerpt_window,
@@ -529,8 +527,6 @@ def test_excerpts_kept_by_window_are_the_ones_made_directly(profiles: list[list[
     rows = [paper(i, p.title, p.abstract or "") for i, p in enumerate(sample_papers()[:40])]
     r, ranker = renderer(rows)
     builder = r.digest
-    if prepared:
-        builder.prepare()
     acronyms = builder.acronyms
     for terms in profiles:
         profile = ", ".join(terms)

@@ -119,11 +119,6 @@ class EditionContext:
         return_path = config.bounces.return_path
         self.verp = Verp(return_path, tuple(read.keys)) if return_path else None
 
-    def prepare(self) -> None:
-        """Make the per-paper state every email reads (``DigestBuilder.prepare``) now:
-        before delivery forks its processes, so it is made once, not in each."""
-        self.renderer.digest.prepare()
-
     def has(self, entry_ids: list[str]) -> bool:
         """Whether every one of these papers is among this edition's candidates."""
         return all(e in self.index for e in entry_ids)

@@ -109,9 +109,6 @@ def deliver_in_processes(
     began = time.monotonic()
     children: list[_Child] = []
     outer.on_request(lambda: _forward(children, outer.signum, inner))
-    prepare = getattr(ctx, "prepare", None)  # an opened edition: its per-paper state
-    if prepare is not None:                  # made once here, not in every process
-        prepare()
     _start(children, extra, part, ledger, ctx, make_transport, kw)
     if outer.requested:  # a signal while forking: the processes started get it too
         _forward(children, outer.signum, inner)

@@ -277,18 +277,6 @@ class DigestBuilder:
     def _highlighter(self, index: int) -> Highlighter:
         return Highlighter(self.papers[index].abstract, self.acronyms, self._analyzed)
 
-    def prepare(self) -> None:
-        """Make now what every email of the edition reads per paper (its fixed view,
-        highlighter and sentence ends), instead of on each paper's first email: done
-        before delivery forks its processes, it is made once for all of them."""
-        for index, info in enumerate(self.papers):
-            if index not in self._fixed:
-                self._fixed[index] = PaperFixed(info)
-            if index not in self._highlighters:
-                self._highlighters[index] = self._highlighter(index)
-            if index not in self._sentences:
-                self._sentences[index] = sentence_ends(info.abstract)
-
     def paper(self, index: int, ex: Explanation | None) -> PaperView:
         info = self.papers[index]
         fixed = self._fixed.get(index)
