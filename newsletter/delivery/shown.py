@@ -60,6 +60,10 @@ class Shown:
         return ""
 
 
+# One encoder for every record (``json.dumps`` with options makes a new one each call).
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(keywords: str, entry_ids: Sequence[str],
            explanations: Sequence[Explanation | None], *, trending: bool,
            weekly: bool) -> str:
@@ -82,7 +86,7 @@ def encode(keywords: str, entry_ids: Sequence[str],
         record["tr"] = 1
     if weekly:
         record["w"] = 1
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT.encode(record)
 
 
 def decode(text: str | None) -> Shown | None:
