@@ -541,8 +541,12 @@ def key_doc(model: type[BaseModel], name: str) -> str | None:
 @functools.cache
 def _key_docs() -> dict[str, dict[str, str]]:
     """Each class's key docstrings, read from this file: a string right after an
-    annotated assignment documents it."""
-    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    annotated assignment documents it. None at all when the source is not there (an
+    install of compiled files only): the reference then has no meanings, nothing fails."""
+    try:
+        tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, SyntaxError):
+        return {}
     out: dict[str, dict[str, str]] = {}
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):

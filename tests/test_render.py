@@ -163,11 +163,11 @@ def test_html_that_cannot_go_7bit_goes_base64(bad: str) -> None:
     min_size=1, max_size=8))
 def test_text_part_goes_7bit_only_when_it_can(lines: list[str]) -> None:
     """The text part has no encoding (7-bit) exactly when it is ASCII, has no CR or NUL,
-    no line over 998 bytes and none starting "From "; else it is quoted-printable. Either
-    way it decodes to the text."""
+    no line over 998 bytes and none starting "From " or "." (so it never needs
+    dot-stuffing); else it is quoted-printable. Either way it decodes to the text."""
     text = "\n".join(lines)
     ok = (text.isascii() and "\r" not in text and "\x00" not in text
-          and all(len(line) <= 998 and not line.startswith("From ") for line in lines))
+          and all(len(line) <= 998 and not line.startswith(("From ", ".")) for line in lines))
     assert (seven_bit_text(text) is not None) == ok
     msg = MimeBuilder(Settings().sender).build(
         to="r@example.org", to_name="", subject="s", text=text, html="<p>h</p>",

@@ -4,8 +4,8 @@
 25 times the Jinja render. Every digest of one edition has the same structure,
 so the constant parts (From, List-Id, MIME boundaries and part headers) are
 built once, and each message only adds its own headers and its two bodies: the
-text part quoted-printable (``binascii``, C, a line at a time, each line once per
-edition; readable as is), the HTML part as
+text part as it is (7-bit) when it is ASCII, else quoted-printable (``binascii``, C,
+a line at a time, each line once per edition; readable as is), the HTML part as
 7-bit text when it can be, its non-ASCII characters written as character
 references (``&#8230;``), which every HTML parser decodes to the same page: no
 encoding step at all and a third smaller than base64. It can be when the template
@@ -24,6 +24,7 @@ import binascii
 import datetime as dt
 import email.utils
 import itertools
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -137,15 +138,20 @@ def seven_bit(html: str) -> bytes | None:
     return data.replace(b"\n", b"\r\n")
 
 
+_LINE_DOT = re.compile(rb"\n\.")  # (a compiled search: a third of ``b"\n." in data``)
+
+
 def seven_bit_text(text: str) -> bytes | None:
     """The text part as 7-bit CRLF lines, with no encoding at all, when it is ASCII
     already (the bundled text template writes ASCII punctuation, so most digests are);
     None when it is not, or a line would be over 998 bytes, or there is a CR or a NUL, or
-    a line starts with "From ": then it goes quoted-printable (``LineQP``)."""
+    a line starts with "From " or "." (a message of ours never needs dot-stuffing, see
+    transports/smtp.py): then it goes quoted-printable (``LineQP``)."""
     if not text.isascii() or "\r" in text or "\x00" in text:
         return None
     data = text.encode("ascii")
-    if not lines_within(data, MAX_LINE) or _from_line(data):
+    if (not lines_within(data, MAX_LINE) or _from_line(data) or data.startswith(b".")
+            or _LINE_DOT.search(data) is not None):
         return None
     return data.replace(b"\n", b"\r\n")
 
