@@ -188,3 +188,24 @@ def test_init_as_a_process(cli_process, tmp_path: Path) -> None:  # type: ignore
     assert result.stdout == ""
     assert load_settings(tmp_path / "config.toml", environ={}).model_dump(
         exclude={"source_file"}) == defaults()
+
+
+def test_key_meanings_come_from_the_source_and_are_empty_without_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each key's meaning is the docstring under it in config.py (read once, only for
+    the reference); an install without that source gives empty meanings, not a crash."""
+    from newsletter import config
+
+    assert config.key_doc(SourceConfig, "url") == "A URL to fetch it from."
+    assert config.key_doc(SourceConfig, "kind") == (
+        "auto (tell the format from the content), dailypapers, arxiv, feed, json, jsonfeed\n"
+        "or pagedump.")
+    assert config.key_doc(SourceConfig, "no_such_key") is None
+    config._key_docs.cache_clear()
+    monkeypatch.setattr(config, "__file__", str(tmp_path / "config.pyc"))
+    try:
+        assert config.key_doc(SourceConfig, "url") is None
+    finally:
+        monkeypatch.undo()
+        config._key_docs.cache_clear()
+    assert config.key_doc(SourceConfig, "url") == "A URL to fetch it from."
