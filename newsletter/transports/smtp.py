@@ -19,7 +19,7 @@ import aiosmtplib
 from newsletter.addresses import needs_smtputf8
 from newsletter.config import SmtpConfig
 from newsletter.errors import TransportError
-from newsletter.render.mime import Message
+from newsletter.render.mime import Message, dot_line
 from newsletter.transports.base import Transport
 
 _NO_SUCH_USER = re.compile(r"\b5\.1\.[0-3]\b|user unknown|no such user|does not exist|"
@@ -78,7 +78,6 @@ def fast_paths_supported() -> bool:
 # Messages being sent that were built with CRLF line ends only (``Message.crlf``), by
 # id, holding the object (so no other takes its id while it is here).
 _CRLF: dict[int, bytes] = {}
-_LINE_DOT = re.compile(rb"\n\.")  # a line that starts with "." (dot-stuffing needed)
 
 
 def _install_fast_paths() -> None:
@@ -123,9 +122,7 @@ def _install_fast_paths() -> None:
 
     class _Period:
         def sub(self, repl: bytes, message: bytes) -> bytes:
-            # (a compiled search finds "\n" first, then looks at the next byte: 12 µs
-            # over a 40 KB digest, where ``b"\n." in message`` took 31 µs)
-            if not message.startswith(b".") and _LINE_DOT.search(message) is None:
+            if not dot_line(message):
                 return message
             return period.sub(repl, message)
 
