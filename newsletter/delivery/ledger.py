@@ -379,19 +379,16 @@ class DbLedger:
         deferred = [o for o in outcomes if o.status == OutcomeStatus.DEFERRED]
         failed = [o for o in outcomes if o.status not in (
             OutcomeStatus.SENT, OutcomeStatus.RELEASED, OutcomeStatus.DEFERRED)]
-        # Executemany, guarded by our lease: a row another process took back is not ours.
-        mark_sent = (update(DELIVERIES)
-                     .where(Delivery.id == bindparam("b_id"),
-                            Delivery.lease_owner == self.owner)
-                     .values(status=DeliveryStatus.SENT, message_id=bindparam("b_mid"), sent_at=now,
-                             last_error="", lease_owner="", lease_expires=None, updated_at=now,
-                             next_try_at=None, shown=bindparam("b_shown")))
-        mark_failed = (update(DELIVERIES)
-                       .where(Delivery.id == bindparam("b_id"),
-                              Delivery.lease_owner == self.owner)
-                       .values(status=bindparam("b_status"), last_error=bindparam("b_error"),
-                               reason=bindparam("b_reason"), lease_owner="",
-                               lease_expires=None, updated_at=now))
+        # Executemany, a row each, guarded by our lease (a row another process took back
+        # is not ours); every outcome gives the lease up.
+        ours = (update(DELIVERIES)
+                .where(Delivery.id == bindparam("b_id"), Delivery.lease_owner == self.owner)
+                .values(lease_owner="", lease_expires=None, updated_at=now))
+        mark_sent = ours.values(status=DeliveryStatus.SENT, message_id=bindparam("b_mid"),
+                                sent_at=now, last_error="", next_try_at=None,
+                                shown=bindparam("b_shown"))
+        mark_failed = ours.values(status=bindparam("b_status"), last_error=bindparam("b_error"),
+                                  reason=bindparam("b_reason"))
         with session_scope(self.engine) as s:
             if sent and self.engine.dialect.name == "postgresql":
                 self._record_sent_pg(s, sent, now)
@@ -406,21 +403,14 @@ class DbLedger:
                     s.execute(_SQLITE_SENT_ENTRIES, {"pairs": json.dumps(pairs),
                                                      "edition": self.edition.id, "now": now})
             if released:  # claimed but never handed over: back in the queue, as it was
-                s.execute(update(DELIVERIES)
-                          .where(Delivery.id == bindparam("b_id"),
-                                 Delivery.lease_owner == self.owner)
-                          .values(status=DeliveryStatus.PENDING, lease_owner="",
-                                  lease_expires=None, attempts=Delivery.attempts - 1,
-                                  updated_at=now),
+                s.execute(ours.values(status=DeliveryStatus.PENDING,
+                                      attempts=Delivery.attempts - 1),
                           [{"b_id": o.job.delivery_id} for o in released])
             if deferred:  # refused for now: tried again when due (``delivery.deferral``)
-                s.execute(update(DELIVERIES)
-                          .where(Delivery.id == bindparam("b_id"),
-                                 Delivery.lease_owner == self.owner)
-                          .values(status=DeliveryStatus.DEFERRED, last_error=bindparam("b_error"),
-                                  reason="", first_try_at=bindparam("b_first"),
-                                  next_try_at=bindparam("b_next"), lease_owner="",
-                                  lease_expires=None, updated_at=now),
+                s.execute(ours.values(status=DeliveryStatus.DEFERRED,
+                                      last_error=bindparam("b_error"), reason="",
+                                      first_try_at=bindparam("b_first"),
+                                      next_try_at=bindparam("b_next")),
                           [{"b_id": o.job.delivery_id, "b_error": o.error[:2000],
                             "b_first": o.first_try, "b_next": o.next_try} for o in deferred])
             if failed:
