@@ -22,7 +22,7 @@ from newsletter.config import Settings
 from newsletter.delivery.edition import EditionConfig
 from newsletter.service import editions
 from newsletter.store import subscribers
-from newsletter.store.db import get_engine, session_scope
+from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Subscriber
 from newsletter.transports import Transport, make_transport
 
@@ -152,33 +152,15 @@ def test_a_signal_stops_every_process_and_the_rerun_finishes(
     """The signal to `send` is passed on: no process claims more, what was in flight is
     recorded, nothing is left ``sending``; the exit code is the signal's; the rerun
     sends the rest, everyone once."""
-    from .test_delivery_day import cli_env, populate
+    from .test_delivery_day import cli_env, populate, signalled_send
 
     people = [(f"s{i}@example.org", "UTC", 7) for i in range(EXTRA)]
     populate(db_url, people)
     smtp_sink.delay = 0.02
     env = cli_env(db_url, smtp_sink, NEWSLETTER_SMTP__CONNECTIONS="1",
                   NEWSLETTER_TRANSPORT__CONCURRENCY="1")
-    cmd = [sys.executable, "-m", "newsletter", "send", "--yes", "--force",
-           "--date", DAY.isoformat(), "--processes", "2"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    smtp_sink.wait_for(30)
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + sig, stderr
-    assert f"stopped by signal {int(sig)}" in stderr and "Traceback" not in stderr
-    got = len(smtp_sink.messages)
-    assert got < len(people)
-    with session_scope(get_engine(db_url)) as s:
-        counts = dict(s.execute(select(Delivery.status, func.count())
-                                .group_by(Delivery.status)).all())
-    assert counts.get("sending", 0) == 0 and counts.get("sent") == got, counts
-    smtp_sink.delay = 0
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=120)
-    assert again.returncode == 0, again.stderr
-    assert {smtp_sink.count(p[0]) for p in people} == {1}
+    signalled_send(db_url, smtp_sink, tmp_path, env, people, sig, wait=30, timeout=60,
+                   extra=("--processes", "2"))
 
 
 def alive(pid: int) -> bool:
