@@ -1,7 +1,8 @@
 """SMTP through aiosmtplib: a pool of connections, each reused for many messages.
 
 STARTTLS or implicit TLS, AUTH when a username is set, per-command timeouts,
-PIPELINING when the server offers it (aiosmtplib batches MAIL/RCPT/DATA then).
+PIPELINING when the server offers it (``transports/pipelining.py``: MAIL, RCPT and
+DATA in one write; aiosmtplib itself waits for each reply).
 Replies map to the pipeline's retry rules: 4xx and dropped connections are
 transient; 5xx is permanent for that recipient; "no such user" (550 / 5.1.1)
 is a hard bounce that suppresses the subscriber.
@@ -21,6 +22,7 @@ from newsletter.config import SmtpConfig
 from newsletter.errors import TransportError
 from newsletter.render.mime import Message, dot_line
 from newsletter.transports.base import Transport
+from newsletter.transports.pipelining import can_pipeline, send_pipelined
 
 _NO_SUCH_USER = re.compile(r"\b5\.1\.[0-3]\b|user unknown|no such user|does not exist|"
                            r"mailbox unavailable|unknown recipient", re.I)
@@ -196,6 +198,8 @@ class SmtpTransport(Transport):
 
     def __init__(self, cfg: SmtpConfig) -> None:
         self.cfg = cfg
+        # The pipelined transaction uses the same library internals as the fast paths.
+        self.pipelining = cfg.pipelining and fast_paths_supported()
         self._pool: asyncio.Queue[_Conn | None] = asyncio.Queue()
         for _ in range(cfg.connections):
             self._pool.put_nowait(None)  # a slot; connected on first use
@@ -264,8 +268,13 @@ class SmtpTransport(Transport):
             if message.crlf:
                 _CRLF[id(message.data)] = message.data
             try:
-                errors, _ = await conn.client.sendmail(message.sender, [message.to],
-                                                       message.data, mail_options=options)
+                errors: dict[str, aiosmtplib.SMTPResponse] = {}
+                if self.pipelining and can_pipeline(conn.client):
+                    await send_pipelined(conn.client, message.sender, message.to,
+                                         message.data, options, self.cfg.timeout)
+                else:
+                    errors, _ = await conn.client.sendmail(message.sender, [message.to],
+                                                           message.data, mail_options=options)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 await _reset(conn)
                 refused = exc.recipients[0]
