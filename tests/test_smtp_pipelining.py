@@ -44,6 +44,8 @@ class Scripted:
     replies: dict[str, list[bytes]] = field(default_factory=dict)
     close_after: str = ""
     silent_after_body: bool = False
+    after_silence: bytes | None = None  # what the client sent while we kept silent
+    delay: float = 0.0  # before answering MAIL, and again before RCPT
     transactions: list[Transaction] = field(default_factory=list)
     connections: int = 0
 
@@ -91,12 +93,14 @@ class Scripted:
             pass
         t.pipelined = len(rest) == 2
         mail_reply = self.reply("MAIL", b"250 ok\r\n")
+        await asyncio.sleep(self.delay)
         writer.write(mail_reply)
         if self.close_after == "MAIL":
             return
         rcpt = rest[0] if rest else await reader.readline()
         t.rcpt = rcpt.strip()
         rcpt_reply = self.reply("RCPT", b"250 ok\r\n")
+        await asyncio.sleep(self.delay)
         writer.write(rcpt_reply)
         data = rest[1] if len(rest) > 1 else await reader.readline()
         assert data.strip().upper() == b"DATA", data
@@ -111,7 +115,10 @@ class Scripted:
             body += line
         t.body = bytes(body)
         if self.silent_after_body:
-            await asyncio.sleep(5)
+            try:  # a QUIT or RSET written into the unanswered transaction, or the close
+                self.after_silence = await asyncio.wait_for(reader.read(100), 5)
+            except TimeoutError:
+                self.after_silence = None
             return
         writer.write(self.reply("END", b"250 queued\r\n"))
 
@@ -237,12 +244,47 @@ def test_a_421_and_a_closed_connection_is_transient_and_the_next_message_reconne
     assert send_all(scripted.port, [message("b@example.org")]) == ["b@example.org"]
 
 
-def test_a_server_silent_after_the_body_times_out_as_a_lost_connection(
+def test_a_server_silent_after_the_body_times_out_and_the_connection_is_closed(
         scripted: Scripted) -> None:
+    """The unanswered transaction's connection is closed, not given a QUIT that its
+    late reply would answer (and that would wait out a second timeout)."""
     scripted.silent_after_body = True
-    error = send_all(scripted.port, [message("a@example.org")], timeout=0.5)[0]
+    out = send_all(scripted.port, [message("a@example.org"), message("b@example.org")],
+                   timeout=0.5)
+    error = out[0]
     assert isinstance(error, TransportError)
     assert not error.permanent and "Timed out" in str(error)
+    assert scripted.after_silence == b""  # the close, nothing written after the body
+    assert scripted.connections == 2  # the next message on a new connection
+
+
+def test_a_slow_server_gets_the_time_each_command_would_have(scripted: Scripted) -> None:
+    """Three commands in one write wait for three replies: each may take nearly the
+    per-command timeout, as it may one command at a time."""
+    scripted.delay = 0.6
+    assert send_all(scripted.port, [message("a@example.org")], timeout=1.0) == \
+        ["a@example.org"]
+    assert scripted.transactions[0].pipelined
+
+
+def test_a_354_after_a_refused_sender_is_ended_too(scripted: Scripted) -> None:
+    scripted.replies = {"MAIL": [b"550 5.7.1 sender refused\r\n", b"250 ok\r\n"],
+                        "RCPT": [b"503 5.5.1 need MAIL first\r\n", b"250 ok\r\n"],
+                        "DATA": [b"354 go ahead anyway\r\n", b"354 go ahead\r\n"]}
+    out = send_all(scripted.port, [message("a@example.org"), message("b@example.org")])
+    error = out[0]
+    assert isinstance(error, TransportError) and error.sender
+    assert scripted.transactions[0].body == b""
+    assert out[1] == "b@example.org" and scripted.connections == 1
+
+
+def test_a_reply_that_never_ends_is_an_error_not_a_memory_leak(scripted: Scripted) -> None:
+    endless = b"".join(b"250-line %d\r\n" % i for i in range(5000)) + b"250 ok\r\n"
+    scripted.replies = {"MAIL": [endless, b"250 ok\r\n"]}
+    out = send_all(scripted.port, [message("a@example.org"), message("b@example.org")])
+    error = out[0]
+    assert isinstance(error, TransportError) and "too long" in str(error)
+    assert out[1] == "b@example.org" and scripted.connections == 2
 
 
 def test_the_conftest_sink_offers_pipelining_and_stores_the_same_bytes(

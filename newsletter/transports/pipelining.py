@@ -31,6 +31,7 @@ from aiosmtplib import protocol as proto_mod
 from aiosmtplib import smtp as smtp_mod
 
 _MAX_LINE = 8192  # a reply line longer than this is not SMTP (aiosmtplib's bound too)
+_MAX_LINES = 1000  # lines of one multi-line reply
 
 
 class _Replies(asyncio.Protocol):
@@ -67,6 +68,12 @@ class _Replies(asyncio.Protocol):
                 text = b"\n".join(self.lines).decode("utf-8", "surrogateescape")
                 self.replies.append(aiosmtplib.SMTPResponse(code, text))
                 self.lines = []
+        if len(self.buffer) > _MAX_LINE or len(self.lines) > _MAX_LINES:
+            # a line that never ends, or a reply that never does: not SMTP
+            self.error = self.error or aiosmtplib.SMTPResponseException(
+                -1, "Response too long")
+            self.buffer.clear()
+            self.lines = []
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -90,8 +97,8 @@ class _Replies(asyncio.Protocol):
 
 async def _take(replies: _Replies, n: int, timeout: float | None
                 ) -> list[aiosmtplib.SMTPResponse]:
-    try:
-        async with asyncio.timeout(timeout):
+    try:  # n replies owed: the time aiosmtplib gives n commands sent one at a time
+        async with asyncio.timeout(None if timeout is None else timeout * n):
             return await replies.take(n)
     except TimeoutError:
         raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") \
@@ -134,12 +141,16 @@ async def send_pipelined(client: aiosmtplib.SMTP, sender: str, recipient: str,
     try:
         transport.write(envelope)
         got = await _take(replies, 3, timeout)
+        refused = (bool(got) and got[0].code != 250
+                   or len(got) > 1 and got[1].code not in (250, 251))
+        if refused and len(got) > 2 and got[2].code == 354:
+            # a server that starts DATA after refusing the envelope: end the empty
+            # message, or our RSET would be read as its text
+            transport.write(b".\r\n")
+            await _take(replies, 1, timeout)
         if got and got[0].code != 250:
             raise aiosmtplib.SMTPSenderRefused(got[0].code, got[0].message, sender)
         if len(got) > 1 and got[1].code not in (250, 251):
-            if len(got) > 2 and got[2].code == 354:  # a server that starts DATA anyway
-                transport.write(b".\r\n")
-                await _take(replies, 1, timeout)
             raise aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(
                 got[1].code, got[1].message, recipient)])
         if len(got) < 3:
@@ -153,6 +164,13 @@ async def send_pipelined(client: aiosmtplib.SMTP, sender: str, recipient: str,
             raise replies.error or aiosmtplib.SMTPServerDisconnected("Connection lost")
         if done[0].code != 250:
             raise aiosmtplib.SMTPDataError(done[0].code, done[0].message)
+    except (aiosmtplib.SMTPTimeoutError, asyncio.CancelledError):
+        # Replies are still owed: closed here (as aiosmtplib closes on a read timeout),
+        # never paired with the RSET or QUIT that would follow on this connection.
+        client.close()
+        raise
     finally:
+        if replies.error is not None:  # lost, or answered with what is not SMTP
+            client.close()
         if transport.get_protocol() is replies:
             transport.set_protocol(inner)
