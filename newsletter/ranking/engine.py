@@ -19,7 +19,11 @@ nothing), never weak matches dressed up as relevant.
 
 from __future__ import annotations
 
+import collections
+import sys
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -34,6 +38,8 @@ from newsletter.ranking.feedback import Learned, Learner, Votes
 from newsletter.ranking.reader import Reader
 
 PART_TABLE = 500_000  # distinct raw profile parts remembered per ranker
+SWITCH_INTERVAL = 0.0005  # seconds, while ranking in threads (see ``Ranker.rank``)
+SCORING_THREADS = 2  # chunks scored at once
 LEARNED_MATCH = 2.0  # learned relevance that makes a match alone, × min_relevance
 # A pick whose relevance is under this × min_relevance says "related:", not "matched:"
 # (bench/quality.py's judged set: none of the 15 picks under it was judged relevant,
@@ -84,6 +90,7 @@ class Ranker:
         # same float32 products, rounded once a paper instead of once a subscriber)
         self._shown_parts: dict[int, tuple[float, float]] = {}
         self.learner = None
+        self._learning = threading.Lock()  # the learner's caches, for scoring threads
         self.reader: Reader | None = None
         if votes is not None and len(votes.keys):
             self.learner = Learner(self, votes)
@@ -264,27 +271,58 @@ class Ranker:
         ``sent`` maps a key to entry indices that subscriber already had.
         A profile that fails to parse raises ``ProfileError`` naming the key.
         """
-        batch: list[tuple[Any, str]] = []
-        for item in subscribers:
-            batch.append(item)
-            if len(batch) >= chunk_size:
-                yield self._rank_chunk(batch, sent or {}, k or self.cfg.max_papers)
-                batch = []
-        if batch:
-            yield self._rank_chunk(batch, sent or {}, k or self.cfg.max_papers)
+        sent, k = sent or {}, k or self.cfg.max_papers
+        batches = _batches(subscribers, chunk_size)
+        batch = next(batches, None)
+        if batch is None:
+            return
+        written = self._written(batch)
+        following = next(batches, None)
+        if following is None:  # one chunk: nothing to overlap
+            yield self._scored(batch, written, sent, k)
+            return
+        # Two chunks or more: two threads score chunks (sparse products, top-k: numpy
+        # and scipy let go of the GIL there) while this one parses the next chunk's
+        # profiles and the caller uses the last result; results come in input order.
+        # Only this thread adds features, and rows below a chunk's ``nf`` never change;
+        # what votes add goes through a lock (the learner keeps caches). A thread waiting
+        # for the GIL would wait up to the interpreter's switch interval (5 ms) for this
+        # one to let go, many times a chunk: shorter while ranking. The threads end with
+        # the ranking, before anything forks.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(interval, SWITCH_INTERVAL))
+        scoring: collections.deque[Future[Chunk]] = collections.deque()
+        try:
+            with ThreadPoolExecutor(SCORING_THREADS, thread_name_prefix="newsletter-rank"
+                                    ) as pool:
+                try:
+                    scoring.append(pool.submit(self._scored, batch, written, sent, k))
+                    while following is not None:
+                        batch, written = following, self._written(following)
+                        following = next(batches, None)
+                        if len(scoring) >= SCORING_THREADS:
+                            yield scoring.popleft().result()
+                        scoring.append(pool.submit(self._scored, batch, written, sent, k))
+                    while scoring:
+                        yield scoring.popleft().result()
+                finally:
+                    for future in scoring:
+                        future.cancel()
+        finally:
+            sys.setswitchinterval(interval)
 
-    def _rank_chunk(self, batch: list[tuple[Any, str]], sent: Mapping[Any, Iterable[int]],
-                    k: int) -> Chunk:
+    def _scored(self, batch: list[tuple[Any, str]], written: _Written,
+                sent: Mapping[Any, Iterable[int]], k: int) -> Chunk:
         """One chunk, in place on one n × entries score matrix (each pass over it costs
         real time at a million rows): written relevance, what votes add, the bar for a
         match, popularity and recency, then exclusions and what was sent."""
         keys = [key for key, _ in batch]
-        written = self._written(batch)
         score, unmatched = self._relevance(written)
         at = None  # the chunk's votes, found once for the learner and the reader alike
         if self.learner is not None:
-            at = self.learner.votes.rows_for(keys)
-            self._add_learned(self.learner, score, unmatched, keys, written, at)
+            with self._learning:
+                at = self.learner.votes.rows_for(keys)
+                self._add_learned(self.learner, score, unmatched, keys, written, at)
         np.putmask(score, unmatched, np.float32(-np.inf))
         if self.cfg.weight_relevance != 1.0:
             score *= self.cfg.weight_relevance
@@ -404,7 +442,7 @@ def because_label(title: str) -> str:
 
 def learned_part(written: float, lifted: float, cfg: RankingConfig) -> float:
     """What learned relevance ``lifted`` adds to a paper whose written relevance is
-    ``written``, as ``Ranker._rank_chunk`` counts it for the whole matrix: within
+    ``written``, as ``Ranker._scored`` counts it for the whole matrix: within
     ±``feedback_share`` × ``written`` for a written match; ``feedback_share`` × ``lifted``
     for a match learned terms make alone (``LEARNED_MATCH``); otherwise all of it (no
     match: only a trending pick is explained so)."""
@@ -485,6 +523,18 @@ def _mask_sent(score: np.ndarray, keys: list[Any], sent: Mapping[Any, Iterable[i
         if sent_rows:
             score[sent_rows, sent_cols] = -np.inf
     return sent_rows, sent_cols
+
+
+def _batches(items: Iterable[tuple[Any, str]], size: int
+             ) -> Iterator[list[tuple[Any, str]]]:
+    batch: list[tuple[Any, str]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
