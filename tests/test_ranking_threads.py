@@ -106,3 +106,20 @@ def test_the_threads_end_and_the_switch_interval_returns(how: str) -> None:
     # and a ranking after that one still ranks everyone
     assert sum(len(c.keys) for c in r.rank(enumerate(["images"] * 12), chunk_size=5)) == 12
     assert np.all(next(iter(r.rank([(0, "images")]))).picks[0][:1] == [0])
+
+
+def test_two_rankings_at_once_restore_the_switch_interval_once_both_end() -> None:
+    """As two web requests would: the first to end must not put back the interval the
+    other still ranks with, and the last puts back the one from before both."""
+    interval = sys.getswitchinterval()
+    texts = ["diffusion models"] * 20
+    a = ranker([]).rank(enumerate(texts), k=3, chunk_size=5)
+    b = ranker([]).rank(enumerate(texts), k=3, chunk_size=5)
+    next(a)
+    next(b)
+    assert sys.getswitchinterval() < interval
+    a.close()
+    assert sys.getswitchinterval() < interval
+    assert sum(len(c.keys) for c in b) == 15
+    assert sys.getswitchinterval() == interval
+    assert rank_threads() == []

@@ -20,6 +20,7 @@ nothing), never weak matches dressed up as relevant.
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -289,27 +290,22 @@ class Ranker:
         # for the GIL would wait up to the interpreter's switch interval (5 ms) for this
         # one to let go, many times a chunk: shorter while ranking. The threads end with
         # the ranking, before anything forks.
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(interval, SWITCH_INTERVAL))
         scoring: collections.deque[Future[Chunk]] = collections.deque()
-        try:
-            with ThreadPoolExecutor(SCORING_THREADS, thread_name_prefix="newsletter-rank"
-                                    ) as pool:
-                try:
-                    scoring.append(pool.submit(self._scored, batch, written, sent, k))
-                    while following is not None:
-                        batch, written = following, self._written(following)
-                        following = next(batches, None)
-                        if len(scoring) >= SCORING_THREADS:
-                            yield scoring.popleft().result()
-                        scoring.append(pool.submit(self._scored, batch, written, sent, k))
-                    while scoring:
+        with _short_switch_interval(), ThreadPoolExecutor(
+                SCORING_THREADS, thread_name_prefix="newsletter-rank") as pool:
+            try:
+                scoring.append(pool.submit(self._scored, batch, written, sent, k))
+                while following is not None:
+                    batch, written = following, self._written(following)
+                    following = next(batches, None)
+                    if len(scoring) >= SCORING_THREADS:
                         yield scoring.popleft().result()
-                finally:
-                    for future in scoring:
-                        future.cancel()
-        finally:
-            sys.setswitchinterval(interval)
+                    scoring.append(pool.submit(self._scored, batch, written, sent, k))
+                while scoring:
+                    yield scoring.popleft().result()
+            finally:
+                for future in scoring:
+                    future.cancel()
 
     def _scored(self, batch: list[tuple[Any, str]], written: _Written,
                 sent: Mapping[Any, Iterable[int]], k: int) -> Chunk:
@@ -523,6 +519,28 @@ def _mask_sent(score: np.ndarray, keys: list[Any], sent: Mapping[Any, Iterable[i
         if sent_rows:
             score[sent_rows, sent_cols] = -np.inf
     return sent_rows, sent_cols
+
+
+_switch_lock = threading.Lock()
+_switch_users = [0, 0.0]  # rankings in threads now, the interval before the first
+
+
+@contextlib.contextmanager
+def _short_switch_interval() -> Iterator[None]:
+    """The interpreter's switch interval at ``SWITCH_INTERVAL`` while any ranking runs
+    in threads (two at once, in a web server's threads, restore it once, at the end)."""
+    with _switch_lock:
+        if not _switch_users[0]:
+            _switch_users[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_users[1], SWITCH_INTERVAL))
+        _switch_users[0] += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users[0] -= 1
+            if not _switch_users[0]:
+                sys.setswitchinterval(_switch_users[1])
 
 
 def _batches(items: Iterable[tuple[Any, str]], size: int
