@@ -76,30 +76,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def send(port: int, messages: list[bytes], connections: int, pipelining: bool) -> float:
-    from newsletter.config import SmtpConfig
-    from newsletter.render.mime import Message
-    from newsletter.transports.smtp import SmtpTransport
-
-    transport = SmtpTransport(SmtpConfig(host="127.0.0.1", port=port, connections=connections,
-                                         messages_per_connection=100_000,
-                                         pipelining=pipelining))
-    queue: asyncio.Queue[Message] = asyncio.Queue()
-    for i, m in enumerate(messages):
-        queue.put_nowait(Message(to="reader@example.org", sender="digest@example.org",
-                                 message_id=str(i), data=m, crlf=True))
-
-    async def worker() -> None:
-        while not queue.empty():
-            await transport.send(queue.get_nowait())
-
-    t = time.perf_counter()
-    await transport.open()
-    await asyncio.gather(*[worker() for _ in range(connections)])
-    await transport.close()
-    return time.perf_counter() - t
-
-
 def sample_messages(n: int) -> list[bytes]:
     """The project's own digests: a preview of the bundled sample edition for 50
     subscribers with profiles of their own (as ``bench/send_speed.py`` makes them)."""
@@ -122,6 +98,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     from bench import c_sink
+    from bench.send_speed import transport_send
 
     messages = sample_messages(args.messages)
     size = sum(map(len, messages)) / len(messages) / 1024
@@ -141,7 +118,8 @@ def main() -> None:
                 ready.wait(10)
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 cpu = usage.ru_utime + usage.ru_stime
-                seconds = asyncio.run(send(port, messages, args.connections, pipelining))
+                seconds = asyncio.run(transport_send(port, messages, args.connections,
+                                                     pipelining))
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 cpu = usage.ru_utime + usage.ru_stime - cpu
                 proxy.terminate()

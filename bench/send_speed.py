@@ -240,16 +240,19 @@ def _transport_child(port: int, samples: list[bytes], n: int, connections: int
     return seconds, own_cpu() - cpu
 
 
-async def transport_send(port: int, messages: list[bytes], connections: int) -> float:
+async def transport_send(port: int, messages: list[bytes], connections: int,
+                         pipelining: bool = True) -> float:
     """The same pre-built messages through the project's own SMTP transport (its
     connection pool, the fast paths, PIPELINING where the sink offers it): the
-    cheapest way this code base has to put them on the wire, one process."""
+    cheapest way this code base has to put them on the wire, one process. Also what
+    bench/pipelining.py times, with and without PIPELINING."""
     from newsletter.config import SmtpConfig
     from newsletter.render.mime import Message
     from newsletter.transports.smtp import SmtpTransport
 
     transport = SmtpTransport(SmtpConfig(host="127.0.0.1", port=port, connections=connections,
-                                         messages_per_connection=100_000))
+                                         messages_per_connection=100_000,
+                                         pipelining=pipelining))
     queue: asyncio.Queue[Message] = asyncio.Queue()
     for i, m in enumerate(messages):
         queue.put_nowait(Message(to="reader@example.org", sender="digest@localhost",
