@@ -91,7 +91,6 @@ class Ranker:
         # same float32 products, rounded once a paper instead of once a subscriber)
         self._shown_parts: dict[int, tuple[float, float]] = {}
         self.learner = None
-        self._learning = threading.Lock()  # the learner's caches, for scoring threads
         self.reader: Reader | None = None
         if votes is not None and len(votes.keys):
             self.learner = Learner(self, votes)
@@ -132,9 +131,10 @@ class Ranker:
     def _m_sparse(self, nf: int) -> sparse.csr_matrix:
         """The first ``nf`` feature rows of M as CSR (a feature occurs in few papers),
         rebuilt only when features were added since."""
-        if self._m_csr is None or self._m_csr.shape[0] != nf:
-            self._m_csr = sparse.csr_matrix(self._m[:nf])
-        return self._m_csr
+        m = self._m_csr  # read once: scoring threads may call this at once
+        if m is None or m.shape[0] != nf:
+            m = self._m_csr = sparse.csr_matrix(self._m[:nf])
+        return m
 
     def _term_hit(self, t: Term) -> TermHit:
         ids = self._term_ids
@@ -286,7 +286,7 @@ class Ranker:
         # and scipy let go of the GIL there) while this one parses the next chunk's
         # profiles and the caller uses the last result; results come in input order.
         # Only this thread adds features, and rows below a chunk's ``nf`` never change;
-        # what votes add goes through a lock (the learner keeps caches). A thread waiting
+        # the learner locks its caches (explaining picks uses them too). A thread waiting
         # for the GIL would wait up to the interpreter's switch interval (5 ms) for this
         # one to let go, many times a chunk: shorter while ranking. The threads end with
         # the ranking, before anything forks.
@@ -296,7 +296,12 @@ class Ranker:
             try:
                 scoring.append(pool.submit(self._scored, batch, written, sent, k))
                 while following is not None:
-                    batch, written = following, self._written(following)
+                    try:
+                        batch, written = following, self._written(following)
+                    except ProfileError:
+                        while scoring:  # what was ranked before the bad profile comes out
+                            yield scoring.popleft().result()  # first, as in one thread
+                        raise
                     following = next(batches, None)
                     if len(scoring) >= SCORING_THREADS:
                         yield scoring.popleft().result()
@@ -315,10 +320,9 @@ class Ranker:
         keys = [key for key, _ in batch]
         score, unmatched = self._relevance(written)
         at = None  # the chunk's votes, found once for the learner and the reader alike
-        if self.learner is not None:
-            with self._learning:
-                at = self.learner.votes.rows_for(keys)
-                self._add_learned(self.learner, score, unmatched, keys, written, at)
+        if self.learner is not None:  # (the learner locks its own caches)
+            at = self.learner.votes.rows_for(keys)
+            self._add_learned(self.learner, score, unmatched, keys, written, at)
         np.putmask(score, unmatched, np.float32(-np.inf))
         if self.cfg.weight_relevance != 1.0:
             score *= self.cfg.weight_relevance

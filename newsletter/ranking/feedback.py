@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -196,6 +197,10 @@ class Learner:
         self._covers: dict[int, list[int]] = {}  # written feature → learned ones it covers
         self._by_word: dict[str, list[int]] = {}  # stem → learned features using it
         self._cover_m: sparse.csr_matrix | None = None  # written × learned, "covers"
+        # The caches above and below are built as rankings need them, and a ranking
+        # scores chunks in threads (``Ranker.rank``) while its caller may explain
+        # picks: ``matrix`` and ``learned`` hold this lock.
+        self._lock = threading.RLock()
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
@@ -298,21 +303,22 @@ class Learner:
         """``written`` plus the learned terms each written term covers: its own forms
         and its words ("residual connections" covers "residual" and "connections")."""
         nf = written.shape[1]
-        if self._cover_m is None or self._cover_m.shape[0] != nf:
-            self._cover_m = None
+        cover = self._cover_m
+        if cover is not None and cover.shape[0] != nf:
+            cover = None
         cols = np.unique(written.indices)
         fresh = [f for f in cols.tolist() if f not in self._covers]
         for fid in fresh:
             self._covers[fid] = self._cover(self.ranker.features[fid])
-        if fresh or self._cover_m is None:
+        if fresh or cover is None:
             pairs = [(w, c) for w, covered in self._covers.items() if w < nf for c in covered]
             a = [w for w, _ in pairs]
             b = [c for _, c in pairs]
-            self._cover_m = sparse.csr_matrix((np.ones(len(pairs), np.float32), (a, b)),
-                                              shape=(nf, nf))
-        if not self._cover_m.nnz:
+            cover = self._cover_m = sparse.csr_matrix(
+                (np.ones(len(pairs), np.float32), (a, b)), shape=(nf, nf))
+        if not cover.nnz:
             return written
-        return written + (written > 0).astype(np.float32) @ self._cover_m
+        return written + (written > 0).astype(np.float32) @ cover
 
     def _cover(self, feature: Feature) -> list[int]:
         words_ = {w for v in feature.variants for w in v} | set(feature.parts)
@@ -327,14 +333,20 @@ class Learner:
         return []
 
     def _paper_matrix(self, nf: int) -> sparse.csr_matrix:
-        if self._p is None or self._p.shape[1] != nf:
-            self._p = sparse.csr_matrix((self._p_vals, (self._p_rows, self._p_cols)),
-                                        shape=(len(self.votes.entries), nf))
-        return self._p
+        p = self._p
+        if p is None or p.shape[1] != nf:
+            p = self._p = sparse.csr_matrix((self._p_vals, (self._p_rows, self._p_cols)),
+                                            shape=(len(self.votes.entries), nf))
+        return p
 
     def matrix(self, keys: Sequence[Any], written: sparse.csr_matrix,
                at: tuple[np.ndarray, np.ndarray] | None = None) -> sparse.csr_matrix:
         """Learned weights (len(keys) × features), never on a ``written`` term."""
+        with self._lock:
+            return self._matrix(keys, written, at)
+
+    def _matrix(self, keys: Sequence[Any], written: sparse.csr_matrix,
+                at: tuple[np.ndarray, np.ndarray] | None) -> sparse.csr_matrix:
         cfg = self.ranker.cfg
         n, nf = written.shape
         rows, idx = self.votes.rows_for(keys) if at is None else at
@@ -373,6 +385,10 @@ class Learner:
 
     def learned(self, key: Any, written_fids: set[int]) -> list[Learned]:
         """One subscriber's learned terms, strongest first, with the papers behind them."""
+        with self._lock:
+            return self._learned(key, written_fids)
+
+    def _learned(self, key: Any, written_fids: set[int]) -> list[Learned]:
         nf = len(self.ranker.features)
         cols = sorted(f for f in written_fids if f < nf)
         written = sparse.csr_matrix((np.ones(len(cols), np.float32),
