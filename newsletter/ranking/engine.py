@@ -40,7 +40,7 @@ from newsletter.ranking.reader import Reader
 
 PART_TABLE = 500_000  # distinct raw profile parts remembered per ranker
 SWITCH_INTERVAL = 0.0005  # seconds, while ranking in threads (see ``Ranker.rank``)
-SCORING_THREADS = 2  # chunks scored at once
+SCORING_THREADS = 3  # chunks scored at once
 LEARNED_MATCH = 2.0  # learned relevance that makes a match alone, × min_relevance
 # A pick whose relevance is under this × min_relevance says "related:", not "matched:"
 # (bench/quality.py's judged set: none of the 15 picks under it was judged relevant,
@@ -61,6 +61,10 @@ class TermHit(NamedTuple):
     weight: float
     exclude: bool  # a "-term": papers matching it are never picked
     text: str  # as the subscriber wrote it, for explanations
+
+
+# A raw profile part not in a ranker's table yet (None there: a part with no term).
+_UNSEEN = TermHit(-1, 0.0, False, "")
 
 
 @dataclass
@@ -113,16 +117,15 @@ class Ranker:
         table = self._part_ids
         found: list[TermHit] = []
         for raw in parts:
-            if raw in table:
-                hit = table[raw]
-            else:
+            hit = table.get(raw, _UNSEEN)
+            if hit is _UNSEEN:
                 terms = profile_terms(raw)  # "" or blanks: no term
                 hit = self._term_hit(terms[0]) if terms else None
                 if len(table) < PART_TABLE:  # bounded: a list of unique terms can't grow it
                     table[raw] = hit
             if hit is not None:
                 found.append(hit)
-        if len(found) > 1 and len({h.fid for h in found}) < len(found):
+        if len(found) > 1 and len({h[0] for h in found}) < len(found):
             # A repeat ("diffusion, diffusions^2"): the parser's own rule picks which
             # written form names it, so the whole profile goes through the parser.
             return self._dedupe([self._term_hit(t) for t in profile_terms(text)])
