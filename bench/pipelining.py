@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -68,14 +67,6 @@ def relay(listen_port: int, target_port: int, delay: float, ready: object) -> No
     asyncio.run(main())
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def sample_messages(n: int) -> list[bytes]:
     """The project's own digests: a preview of the bundled sample edition for 50
     subscribers with profiles of their own (as ``bench/send_speed.py`` makes them)."""
@@ -98,7 +89,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     from bench import c_sink
-    from bench.send_speed import transport_send
+    from bench.send_speed import free_port, own_cpu, transport_send
 
     messages = sample_messages(args.messages)
     size = sum(map(len, messages)) / len(messages) / 1024
@@ -116,12 +107,10 @@ def main() -> None:
                                       daemon=True)
                 proxy.start()
                 ready.wait(10)
-                usage = resource.getrusage(resource.RUSAGE_SELF)
-                cpu = usage.ru_utime + usage.ru_stime
+                cpu = own_cpu()
                 seconds = asyncio.run(transport_send(port, messages, args.connections,
                                                      pipelining))
-                usage = resource.getrusage(resource.RUSAGE_SELF)
-                cpu = usage.ru_utime + usage.ru_stime - cpu
+                cpu = own_cpu() - cpu
                 proxy.terminate()
                 proxy.join()
                 time.sleep(0.2)
