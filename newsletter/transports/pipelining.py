@@ -141,16 +141,16 @@ async def send_pipelined(client: aiosmtplib.SMTP, sender: str, recipient: str,
     try:
         transport.write(envelope)
         got = await _take(replies, 3, timeout)
-        refused = (bool(got) and got[0].code != 250
-                   or len(got) > 1 and got[1].code not in (250, 251))
-        if refused and len(got) > 2 and got[2].code == 354:
+        sender_refused = bool(got) and got[0].code != 250
+        recipient_refused = len(got) > 1 and got[1].code not in (250, 251)
+        if (sender_refused or recipient_refused) and len(got) > 2 and got[2].code == 354:
             # a server that starts DATA after refusing the envelope: end the empty
             # message, or our RSET would be read as its text
             transport.write(b".\r\n")
             await _take(replies, 1, timeout)
-        if got and got[0].code != 250:
+        if sender_refused:
             raise aiosmtplib.SMTPSenderRefused(got[0].code, got[0].message, sender)
-        if len(got) > 1 and got[1].code not in (250, 251):
+        if recipient_refused:
             raise aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(
                 got[1].code, got[1].message, recipient)])
         if len(got) < 3:
