@@ -200,7 +200,7 @@ class Learner:
         # The caches above and below are built as rankings need them, and a ranking
         # scores chunks in threads (``Ranker.rank``) while its caller may explain
         # picks: ``matrix`` and ``learned`` hold this lock.
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
@@ -393,7 +393,7 @@ class Learner:
         cols = sorted(f for f in written_fids if f < nf)
         written = sparse.csr_matrix((np.ones(len(cols), np.float32),
                                      ([0] * len(cols), cols)), shape=(1, nf))
-        row = self.matrix([key], written)
+        row = self._matrix([key], written, None)  # (the lock is held)
         if not row.nnz:
             return []
         _, idx = self.votes.rows_for([key])
