@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -133,9 +133,17 @@ class Analyzer:
 
 
 def _ngrams(tokens: Sequence[str], max_n: int) -> Iterator[tuple[str, ...]]:
+    """Every run of 1 to ``max_n`` tokens, shortest first (``zip`` makes them in C)."""
     for n in range(1, max_n + 1):
-        for i in range(len(tokens) - n + 1):
-            yield tuple(tokens[i : i + n])
+        yield from zip(*(tokens[k:] for k in range(n)), strict=False)
+
+
+def _word(word: str, acronyms: Acronyms) -> tuple[tuple[str, ...], tuple[str, ...],
+                                                  tuple[str, ...]]:
+    """One surface word as the corpus indexes it: its content stems (stop words out),
+    its folded tokens (for exact phrases) and, when hyphenated, its joined stem."""
+    return (tuple(s for s, r in analyze_words([word], acronyms) if r not in STOPWORDS),
+            raw_tokens(word), tuple(joined_compounds(word)))
 
 
 class Corpus:
@@ -157,19 +165,33 @@ class Corpus:
         self.stem_text: dict[str, list[str]] = {f: [] for f in FIELD_WEIGHTS}
         lengths = np.zeros(n, dtype=np.float64)
         self.author_tokens: list[list[frozenset[str]]] = []
+        # Each distinct word analysed once (the acronym table is complete by now): most
+        # words of a paper occur in many others, and analysing every occurrence again
+        # was most of opening an edition.
+        seen: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
         for i, e in enumerate(self.entries):
             texts = {"title": e.title, "keywords": " , ".join(e.keywords), "abstract": e.abstract}
             for fname, text in texts.items():
-                toks = [s for s, r in analyze_words(words(text), acronyms) if r not in STOPWORDS]
+                toks: list[str] = []
+                raws: list[str] = []
+                joined: list[str] = []  # hyphenated words written as one
+                for w in words(text):
+                    known = seen.get(w)
+                    if known is None:
+                        known = seen[w] = _word(w, acronyms)
+                    toks += known[0]
+                    raws += known[1]
+                    if known[2]:
+                        joined += known[2]
                 lengths[i] += FIELD_WEIGHTS[fname] * len(toks)
                 postings = self.index[fname]
-                for gram in _ngrams(toks, MAX_NGRAM):
+                grams = Counter(_ngrams(toks, MAX_NGRAM))
+                if joined:
+                    grams.update(zip(joined, strict=True))
+                for gram, count in grams.items():
                     slot = postings[gram]
-                    slot[i] = slot.get(i, 0) + 1
-                for joined in joined_compounds(text):
-                    slot = postings[(joined,)]
-                    slot[i] = slot.get(i, 0) + 1
-                self.raw_text[fname].append(" " + " ".join(raw_tokens(text)) + " ")
+                    slot[i] = slot.get(i, 0) + count
+                self.raw_text[fname].append(" " + " ".join(raws) + " ")
                 self.stem_text[fname].append(" " + " ".join(toks) + " ")
             self.author_tokens.append([frozenset(raw_tokens(a)) for a in e.authors])
         self.length_norm = (1 - B + B * lengths / max(lengths.mean(), 1.0)) if n else lengths
