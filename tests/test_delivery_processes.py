@@ -213,3 +213,72 @@ def test_a_second_signal_ends_every_process_at_once(world, smtp_sink: SmtpSink, 
     missing = [r for r in everyone if not smtp_sink.count(r)]
     assert not missing, (missing, again.stderr, states(engine))
     assert states(engine) == {"sent": len(everyone)}
+
+
+def planning_paused(monkeypatch: pytest.MonkeyPatch, sink: SmtpSink, *,
+                    fail: bool = False) -> list[int]:
+    """Planning with a first chunk of 20 that then waits until the sink has a message
+    (which only a process started before planning ended can have sent), and then goes
+    on, or (``fail``) raises as a failing ranking would. Returns what the sink had
+    when planning went on (empty: it never got one)."""
+    from newsletter.delivery import plan
+
+    monkeypatch.setattr(plan, "FIRST_CHUNK", 20)
+    real = editions.plan_jobs
+    seen: list[int] = []
+
+    def paused(*args, **kwargs):  # type: ignore[no-untyped-def]
+        for i, jobs in enumerate(real(*args, **kwargs)):
+            yield jobs
+            if i == 0:
+                got = sink.wait_for(1, timeout=20)
+                if got:
+                    seen.append(got)
+                if fail:
+                    raise RuntimeError("ranking broke")
+    monkeypatch.setattr(editions, "plan_jobs", paused)
+    return seen
+
+
+@pytest.mark.slow  # ~3 s: 208 messages, a fork
+def test_the_other_process_sends_while_the_edition_is_still_being_planned(
+        world, smtp_sink: SmtpSink, tmp_path: Path,  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second process starts once the edition is opened: it sends the first rows
+    planning writes while the rest is still being ranked; everyone is sent once."""
+    settings, engine = world
+    everyone = add_many(engine)
+    settings = smtp_settings(settings, smtp_sink, concurrency=1, processes=2)
+    seen = planning_paused(monkeypatch, smtp_sink)
+    summary = send(settings, engine, tmp_path)
+    assert seen, "nothing was sent before planning ended"
+    assert summary.plan.planned == len(everyone)
+    assert summary.report.counts["sent"] == len(everyone), summary.report.errors
+    assert sorted(r for r, _ in smtp_sink.messages) == sorted(everyone)
+    assert states(engine) == {"sent": len(everyone)}
+
+
+@pytest.mark.slow  # ~3 s
+def test_planning_that_fails_stops_the_processes_already_sending(
+        world, smtp_sink: SmtpSink, tmp_path: Path,  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while planning, with the other process already sending: the error
+    reaches the caller once that process has stopped; what it sent is recorded as
+    sent, what it held goes back to pending, nothing is left ``sending``; the rerun
+    plans the rest and sends everyone else, nobody twice."""
+    settings, engine = world
+    everyone = add_many(engine)
+    settings = smtp_settings(settings, smtp_sink, concurrency=1, processes=2)
+    seen = planning_paused(monkeypatch, smtp_sink, fail=True)
+    with pytest.raises(RuntimeError, match="ranking broke"):
+        send(settings, engine, tmp_path)
+    assert seen
+    assert not [p for p in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+                .read_text().split() if alive(int(p))]
+    after = states(engine)
+    assert "sending" not in after and after.get("sent", 0) == len(smtp_sink.messages) > 0
+    assert sum(after.values()) == 20  # the first chunk's rows, written before the failure
+    monkeypatch.undo()
+    send(settings, engine, tmp_path)
+    assert sorted(r for r, _ in smtp_sink.messages) == sorted(everyone)
+    assert states(engine) == {"sent": len(everyone)}
