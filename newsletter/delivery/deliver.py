@@ -46,7 +46,6 @@ from newsletter.transports.base import Transport
 FLUSH_SECONDS = 0.05
 GC_YOUNG = 10_000  # objects allocated between young collections while delivering
 RECORD_TRIES = 5  # a failing record is tried this often (backing off) before sending stops
-PLANNING_POLL = 0.02  # seconds between claims that found nothing while planning goes on
 # ---- delivery ------------------------------------------------------------------------
 
 
@@ -94,20 +93,16 @@ async def deliver(t: TransportConfig, ledger: Ledger, ctx: Renders, transport: T
                   sleep: Callable[[float], Any] = asyncio.sleep,
                   shutdown: Shutdown | None = None,
                   retry: DeliveryConfig | None = None,
-                  clock: Callable[[], dt.datetime] = utcnow,
-                  more: Callable[[], bool] | None = None) -> DeliverReport:
+                  clock: Callable[[], dt.datetime] = utcnow) -> DeliverReport:
     """Send every job the ledger hands out; record each outcome soon after it happens.
 
     When ``shutdown`` is requested (SIGTERM/SIGINT), no more rows are claimed, jobs
     not yet handed to the transport are released back to ``pending``, and messages
     already with the server finish and are recorded before this returns. A failure
     of our own side ends the run the same way, then raises ``SendingStopped``.
-    ``clock`` (naive UTC) dates the deferrals. ``more``: whether rows may still come
-    (another process is still planning the edition); while it says so, finding none
-    left waits ``PLANNING_POLL`` seconds and claims again instead of ending."""
+    ``clock`` (naive UTC) dates the deferrals."""
     run = _Run(t, ledger, ctx, transport, on_progress=on_progress, sleep=sleep,
-               shutdown=shutdown or Shutdown(), retry=retry or DeliveryConfig(), clock=clock,
-               more=more)
+               shutdown=shutdown or Shutdown(), retry=retry or DeliveryConfig(), clock=clock)
     with fewer_collections():
         return await run.run()
 
@@ -153,8 +148,7 @@ class _Run:
     def __init__(self, t: TransportConfig, ledger: Ledger, ctx: Renders,
                  transport: Transport, *, on_progress: Callable[[Outcome], None] | None,
                  sleep: Callable[[float], Any], shutdown: Shutdown,
-                 retry: DeliveryConfig, clock: Callable[[], dt.datetime],
-                 more: Callable[[], bool] | None = None) -> None:
+                 retry: DeliveryConfig, clock: Callable[[], dt.datetime]) -> None:
         self.t = t
         self.retry = retry
         self.clock = clock
@@ -178,7 +172,6 @@ class _Run:
         # Metrics and a log line per outcome for a real edition; a preview (no edition)
         # has none.
         self.edition_id = getattr(getattr(ledger, "edition", None), "id", None)
-        self.more = more  # rows may still come (see ``deliver``)
 
     def fail(self, exc: Exception) -> None:
         if self.failure is None:
@@ -308,14 +301,8 @@ class _Run:
     async def claim_ahead(self) -> None:
         try:
             while not self.stopping():
-                # Asked before claiming: planning that ended before this claim began
-                # wrote every row it will write, so finding none then means none left.
-                waiting = self.more is not None and self.more()
                 jobs = await asyncio.to_thread(self.ledger.claim, self.batch)
                 if not jobs:
-                    if waiting:
-                        await asyncio.sleep(PLANNING_POLL)
-                        continue
                     break
                 for job in jobs:  # once stopped, the senders give these back (released)
                     await self.queue.put(job)

@@ -46,15 +46,10 @@ class PlanReport:
     already: int = 0  # had this day's edition already (another slot, process or machine)
 
 
-FIRST_CHUNK = 512  # recipients ranked (and so written) before the rest are read
-
-
 def plan_jobs(selection: Selection, recipients: Iterable[Recipient],
               k: int, day: dt.date | None = None, weekly: bool = False
               ) -> Iterator[list[Job]]:
-    """Rank every recipient (chunked) and yield their jobs; empty picks are jobs too.
-    The first ``FIRST_CHUNK`` come out alone and at once: delivery processes started
-    before planning (``delivery.processes``) send them while the rest is ranked."""
+    """Rank every recipient (chunked) and yield their jobs; empty picks are jobs too."""
     people: dict[int, Recipient] = {}
 
     def keyed() -> Iterator[tuple[int, str]]:
@@ -62,8 +57,7 @@ def plan_jobs(selection: Selection, recipients: Iterable[Recipient],
             people[r.id] = r
             yield r.id, r.keywords
 
-    for chunk in selection.ranker.rank(keyed(), sent=selection.sent, k=k,
-                                       first=FIRST_CHUNK):
+    for chunk in selection.ranker.rank(keyed(), sent=selection.sent, k=k):
         jobs = []
         for row, sub_id in enumerate(chunk.keys):
             picks = [selection.entries[i].id for i in chunk.picks[row] if i >= 0]

@@ -27,12 +27,7 @@ from newsletter.store.models import (
     SubscriberStatus,
     utcnow,
 )
-from newsletter.store.queries import (
-    candidate_entries,
-    edition_entries,
-    subscriber_count,
-    subscriber_rows,
-)
+from newsletter.store.queries import candidate_entries, edition_entries, subscriber_rows
 
 
 def check_slot(slot: str) -> str:
@@ -86,26 +81,15 @@ class Group:
         """The daily and weekdays subscribers due on this day, or (``weekly``) those
         whose weekly email falls on it; a late day is owed to those who had their
         last one (the day before, or within a week for those not emailed daily)."""
-        queries = [subscriber_rows(session, **where) for where in self._where(weekly)]
-        for row in itertools.chain(*queries):
-            yield Recipient(*row)
-
-    def count(self, session: Any, weekly: bool = False, at_most: int | None = None) -> int:
-        """How many ``recipients`` would give, counted by the database (up to
-        ``at_most``: a bound answers sooner than counting a million)."""
-        return sum(subscriber_count(session, at_most=at_most, **where)
-                   for where in self._where(weekly))
-
-    def _where(self, weekly: bool) -> list[dict[str, Any]]:
-        """The ``subscriber_rows`` filters of ``recipients``: the daily subscribers, then
-        (when any are due) those emailed on some days only."""
         due = [f for f in due_on(self.day) if is_weekly(f) == weekly]
         had = self.day - dt.timedelta(days=1) if self.late else None
-        common = {"unsent_day": self.day, "slot": self.pairs, "had_day": had}
+        rows = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
+                               frequencies=[f for f in due if f == DAILY])
         spaced = [f for f in due if f != DAILY]
-        return [{**common, "frequencies": [f for f in due if f == DAILY]},
-                *([{**common, "frequencies": spaced, "had_within_days": WEEK_DAYS + 1}]
-                  if spaced else [])]
+        more = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
+                               frequencies=spaced, had_within_days=WEEK_DAYS + 1)
+        for row in itertools.chain(rows, more) if spaced else rows:
+            yield Recipient(*row)
 
 
 def groups(session: Any, day: dt.date, slot: str, catch_up_hours: int = 0) -> list[Group]:
@@ -126,18 +110,6 @@ def anyone_to_plan(session: Any, planned: list[Group]) -> bool:
     """Whether this run would plan anyone (cheap: no ranking, no templates)."""
     return any(next(iter(g.recipients(session, weekly)), None) is not None
                for g in planned for weekly in (False, True))
-
-
-def due_count(session: Any, planned: list[Group], at_most: int) -> int:
-    """How many this run would plan (recipients of every group, daily and weekly),
-    counted up to about ``at_most``: enough to decide how many processes deliver."""
-    total = 0
-    for g in planned:
-        for weekly in (False, True):
-            total += g.count(session, weekly, at_most=max(at_most - total, 0))
-            if total >= at_most:
-                return total
-    return total
 
 
 def weekly_due(session: Any, planned: list[Group]) -> bool:

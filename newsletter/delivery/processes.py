@@ -7,12 +7,10 @@ cores sit idle. Each extra process here is a whole delivery loop, the same
 its own, exactly as queue workers do, so the database decides who sends which row
 and each row is sent once. Deferrals, VERP, recording: all per row, as in one process.
 
-The extra processes are forked once the edition is opened and before anyone is
-ranked, so they share the opened edition (its papers analysed, templates compiled)
-instead of opening it again, and they send the rows planning writes while this
-process writes the rest (``Crew``). Each makes its own transport and database
-connections. They report their counts back through a pipe, and this process sums
-them into the one report.
+The extra processes are forked after planning, so they share the opened edition
+(ranked papers, compiled templates) instead of opening it again; each makes its own
+transport and database connections. They report their counts back through a pipe,
+and this process sums them into the one report.
 
 Stopping, in every process at once:
 
@@ -94,112 +92,70 @@ class _Child:
                 os.kill(self.process.pid, signum)
 
 
-class Crew:
-    """The extra processes of one delivery, from their fork to their summed report.
-
-    ``start(planning=True)`` forks them while this process is still planning the
-    edition (``newsletter.service.editions.send`` does, once the edition is opened):
-    they send the rows already written while the rest is ranked, and an empty claim
-    waits for more until ``planned()``. Planning is one core's work; the other cores
-    would sit idle through it. ``finish`` then delivers here too and sums the reports;
-    ``abandon`` stops them when planning fails."""
-
-    def __init__(self, t: TransportConfig, ledger: DbLedger, ctx: Renders,
-                 make_transport: Callable[[], Transport], extra: int, *,
-                 shutdown: Shutdown | None = None, retry: DeliveryConfig | None = None,
-                 clock: Callable[[], dt.datetime] | None = None) -> None:
-        self.ledger, self.ctx, self.make_transport, self.extra = (ledger, ctx,
-                                                                  make_transport, extra)
-        self.outer = shutdown or Shutdown()
-        self.inner = Shutdown()  # this process's loop: a signal, or another process's stop
-        self.part = share(t, extra + 1)
-        self.kw: dict[str, Any] = {"retry": retry}
-        if clock is not None:
-            self.kw["clock"] = clock
-        self.children: list[_Child] = []
-        self.began = 0.0
-        self.planning: Any = None  # set: the edition is planned (a fork-shared event)
-        self.stop_all: Callable[[], None] = lambda: None
-        self.restore: Callable[[], None] = lambda: None
-        self.watcher: threading.Thread | None = None
-
-    def start(self, *, planning: bool = False) -> None:
-        """Fork the processes; with ``planning``, while rows are still being written."""
-        self.began = time.monotonic()
-        if planning:
-            self.planning = multiprocessing.get_context("fork").Event()
-        self.outer.on_request(lambda: _forward(self.children, self.outer.signum, self.inner))
-        _start(self.children, self.extra, self.part, self.ledger, self.ctx,
-               self.make_transport, {**self.kw, "planning": self.planning})
-        if self.outer.requested:  # a signal while forking: the processes started get it
-            _forward(self.children, self.outer.signum, self.inner)
-        self.stop_all = _stopper(self.children, self.inner)
-        self.restore = _handlers(self.children)
-        self.watcher = threading.Thread(target=_watch, args=(self.children, self.stop_all),
-                                        name="delivery-processes", daemon=True)
-        self.watcher.start()
-
-    def planned(self) -> None:
-        """Every row is written: a process finding none left may end."""
-        if self.planning is not None:
-            self.planning.set()
-
-    def abandon(self) -> None:
-        """Planning failed: the processes stop (what they claimed goes back to pending,
-        what they sent stays recorded) and are waited for."""
-        self.stop_all()
-        self.planned()
-        self._join()
-        self.ledger.reclaim()
-
-    def _join(self) -> None:
-        if self.watcher is not None:
-            self.watcher.join()
-        for child in self.children:
+def deliver_in_processes(
+        t: TransportConfig, ledger: DbLedger, ctx: Renders, transport: Transport,
+        make_transport: Callable[[], Transport], extra: int, *,
+        on_progress: Callable[[Outcome], None] | None = None,
+        shutdown: Shutdown | None = None, retry: DeliveryConfig | None = None,
+        clock: Callable[[], dt.datetime] | None = None) -> DeliverReport:
+    """Deliver ``ledger``'s edition here and in ``extra`` forked processes; the summed
+    report (the progress callback sees this process's outcomes only)."""
+    outer = shutdown or Shutdown()
+    inner = Shutdown()  # this process's loop: a signal, or another process's stop
+    part = share(t, extra + 1)
+    kw: dict[str, Any] = {"retry": retry}
+    if clock is not None:
+        kw["clock"] = clock
+    began = time.monotonic()
+    children: list[_Child] = []
+    outer.on_request(lambda: _forward(children, outer.signum, inner))
+    _start(children, extra, part, ledger, ctx, make_transport, kw)
+    if outer.requested:  # a signal while forking: the processes started get it too
+        _forward(children, outer.signum, inner)
+    stop_all = _stopper(children, inner)
+    restore = _handlers(children)
+    watcher = threading.Thread(target=_watch, args=(children, stop_all),
+                               name="delivery-processes", daemon=True)
+    watcher.start()
+    report, stopped = DeliverReport(), None
+    try:
+        report = run_async(deliver(part, ledger, ctx, transport, on_progress=on_progress,
+                                   shutdown=inner, **kw))
+    except SendingStopped as exc:
+        stopped = exc
+        stop_all()
+    except BaseException:
+        stop_all()
+        raise
+    finally:
+        watcher.join()
+        for child in children:
             child.process.join()
-        self.restore()
-
-    def finish(self, transport: Transport, *,
-               on_progress: Callable[[Outcome], None] | None = None) -> DeliverReport:
-        """Deliver here too until no row is left, wait for the others, sum the reports."""
-        self.planned()
-        ledger, ctx, part, inner, kw = self.ledger, self.ctx, self.part, self.inner, self.kw
-        report, stopped = DeliverReport(), None
-        try:
-            report = run_async(deliver(part, ledger, ctx, transport, on_progress=on_progress,
-                                       shutdown=inner, **kw))
-        except SendingStopped as exc:
-            stopped = exc
-            self.stop_all()
-        except BaseException:
-            self.stop_all()
-            raise
-        finally:
-            self._join()
-        reasons = [stopped.reason] if stopped is not None else []
-        sent = stopped.sent if stopped is not None else 0
-        for child in self.children:
-            kind, *rest = child.result or ("died",)
-            if kind == "done":
-                report.add(rest[0])
-            elif kind == "stopped":
-                reasons.append(rest[0])
-                sent += rest[1]
-            else:
-                why = rest[0] if rest else f"ended with exit code {child.process.exitcode}"
-                report.errors.append(f"delivery process {child.process.pid}: {why}; its "
-                                     "unfinished rows were taken back")
-        # A dead process's rows are ``sending`` under a gone pid: back in the queue. They,
-        # and rows a process gave back (stopped alone), are sent here unless all stop.
-        ledger.reclaim()
-        if not inner.requested and not reasons and _pending(ledger):
-            report.add(run_async(deliver(part, ledger, ctx, transport,
-                                         on_progress=on_progress, shutdown=inner, **kw)))
-        if reasons:
-            raise sending_stopped(reasons[0], sent + report.counts[OutcomeStatus.SENT])
-        report.seconds = time.monotonic() - self.began
-        report.stopped_by = self.outer.signum
-        return report
+        restore()
+    reasons = [stopped.reason] if stopped is not None else []
+    sent = stopped.sent if stopped is not None else 0
+    for child in children:
+        kind, *rest = child.result or ("died",)
+        if kind == "done":
+            report.add(rest[0])
+        elif kind == "stopped":
+            reasons.append(rest[0])
+            sent += rest[1]
+        else:
+            why = rest[0] if rest else f"ended with exit code {child.process.exitcode}"
+            report.errors.append(f"delivery process {child.process.pid}: {why}; its "
+                                 "unfinished rows were taken back")
+    # A dead process's rows are ``sending`` under a gone pid: back in the queue. They,
+    # and rows a process gave back (stopped alone), are sent here unless all stop.
+    ledger.reclaim()
+    if not inner.requested and not reasons and _pending(ledger):
+        report.add(run_async(deliver(part, ledger, ctx, transport,
+                                     on_progress=on_progress, shutdown=inner, **kw)))
+    if reasons:
+        raise sending_stopped(reasons[0], sent + report.counts[OutcomeStatus.SENT])
+    report.seconds = time.monotonic() - began
+    report.stopped_by = outer.signum
+    return report
 
 
 def _start(children: list[_Child], extra: int, t: TransportConfig, ledger: DbLedger,
@@ -328,10 +284,7 @@ def _child(conn: Connection, parent: int, t: TransportConfig, ledger: DbLedger,
     result: tuple[Any, ...]
     try:
         mine = DbLedger(ledger.engine, ledger.edition)  # a lease of its own (its pid)
-        planning = kw.pop("planning", None)
-        more = None if planning is None else (lambda: not planning.is_set())
-        report = run_async(deliver(t, mine, ctx, make_transport(), shutdown=stop, more=more,
-                                   **kw))
+        report = run_async(deliver(t, mine, ctx, make_transport(), shutdown=stop, **kw))
         result = ("done", report)
     except SendingStopped as exc:
         result = ("stopped", exc.reason, exc.sent)

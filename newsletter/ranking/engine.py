@@ -269,21 +269,15 @@ class Ranker:
         sent: Mapping[Any, Iterable[int]] | None = None,
         k: int | None = None,
         chunk_size: int = 4096,
-        first: int = 0,
     ) -> Iterator[Chunk]:
         """Yield ranked chunks for ``(key, profile text)`` pairs, in input order.
 
         ``sent`` maps a key to entry indices that subscriber already had.
         A profile that fails to parse raises ``ProfileError`` naming the key.
-        ``first``: the first that many come out as a chunk of their own, before the
-        rest is read: planning writes their rows while other processes wait to send.
         """
         sent, k = sent or {}, k or self.cfg.max_papers
-        batches = _batches(subscribers, chunk_size, first)
+        batches = _batches(subscribers, chunk_size)
         batch = next(batches, None)
-        if batch is not None and first:
-            yield self._scored(batch, self._written(batch), sent, k)
-            batch = next(batches, None)
         if batch is None:
             return
         written = self._written(batch)
@@ -556,15 +550,14 @@ def _short_switch_interval() -> Iterator[None]:
                 sys.setswitchinterval(_switch_users[1])
 
 
-def _batches(items: Iterable[tuple[Any, str]], size: int, first: int = 0
+def _batches(items: Iterable[tuple[Any, str]], size: int
              ) -> Iterator[list[tuple[Any, str]]]:
-    """Lists of ``size`` items (the first of ``first`` items, when given)."""
     batch: list[tuple[Any, str]] = []
     for item in items:
         batch.append(item)
-        if len(batch) >= (first or size):
+        if len(batch) >= size:
             yield batch
-            batch, first = [], 0
+            batch = []
     if batch:
         yield batch
 

@@ -21,13 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from newsletter.delivery.deliver import (
-    DeliverReport,
-    claim_batch,
-    deliver,
-    fewer_collections,
-    run_async,
-)
+from newsletter.delivery.deliver import DeliverReport, deliver, fewer_collections, run_async
 from newsletter.delivery.edition import (
     EditionConfig,
     EditionContext,
@@ -39,7 +33,6 @@ from newsletter.delivery.plan import PlanReport, plan_jobs
 from newsletter.delivery.planning import (
     anyone_to_plan,
     check_slot,
-    due_count,
     groups,
     has_weekly,
     no_new_papers,
@@ -48,7 +41,7 @@ from newsletter.delivery.planning import (
     week_entries,
     weekly_due,
 )
-from newsletter.delivery.processes import Crew, extra_processes
+from newsletter.delivery.processes import deliver_in_processes, extra_processes
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError, NewsletterError
@@ -152,17 +145,10 @@ def _nothing(note: str) -> Planned:
     return Planned(None, None, None, PlanReport(), 0, 0, 0, note)
 
 
-Opened = Callable[[DbLedger, EditionContext, Callable[[int], int]], None]
-
-
 def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
-                 slot: str = "", *, now: dt.datetime | None = None,
-                 opened: Opened | None = None) -> Planned:
+                 slot: str = "", *, now: dt.datetime | None = None) -> Planned:
     """Create (or find) the edition, take back unfinished rows, and plan everyone not yet
-    planned. Safe to repeat: a second call plans only who is new. ``opened`` is called
-    once the edition is opened, before anyone is ranked, with its ledger, its context
-    and a count of the rows it will have to send (pending now and due to be planned,
-    counted up to the number given): ``send`` starts its delivery processes there.
+    planned. Safe to repeat: a second call plans only who is new.
 
     Without a slot, everyone active who has no row for ``day`` is planned for ``day``.
     With a slot (a UTC hour on ``day``), everyone whose local send time has passed on
@@ -194,9 +180,6 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
             return Planned(edition, ledger, None, plan, reclaimed, 0, 0,
                            "nobody new to plan and nothing left to deliver", requeued)
         ctx = ONCE.open(config, s, edition)
-        if opened is not None:
-            opened(ledger, ctx, lambda at_most: pending_count(s, edition) + due_count(
-                s, planned, at_most))
         r = config.ranking
         empty = ("no paper matched the profile (trending section off)"
                  if r.trending == "none" or not r.trending_count
@@ -242,38 +225,24 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
     missing API key fails with no ledger rows. With ``make_transport`` (a transport
     for each further process) the edition is delivered by ``[transport] processes``
     processes when it is large enough (``delivery.processes``)."""
-    crew: Crew | None = None
-
-    def start_processes(ledger: DbLedger, ctx: EditionContext,
-                        due: Callable[[int], int]) -> None:
-        """The delivery processes start before planning (``Crew``): they send the rows
-        written while the rest is ranked."""
-        nonlocal crew
-        t = config.transport
-        if make_transport is None or (shutdown and shutdown.requested):
-            return
-        extra = extra_processes(t, due(t.processes * claim_batch(t))) if t.processes > 1 else 0
-        if extra:
-            crew = Crew(t, ledger, ctx, make_transport, extra, shutdown=shutdown,
-                        retry=config.delivery, clock=clock_at(now))
-            crew.start(planning=True)
-
-    try:
-        with fewer_collections():  # ranking thousands of profiles allocates as sending does
-            p = plan_edition(config, engine, day, slot, now=now, opened=start_processes)
-    except BaseException:
-        if crew is not None:
-            crew.abandon()
-        raise
+    with fewer_collections():  # ranking thousands of profiles allocates as sending does
+        p = plan_edition(config, engine, day, slot, now=now)
     if on_planned:
         on_planned(p.pending)
     report = DeliverReport()
-    if crew is not None:
-        report = crew.finish(transport, on_progress=on_progress)
-    elif p.edition is not None and p.ledger is not None and p.context is not None:
-        report = run_async(deliver(config.transport, p.ledger, p.context, transport,
-                                   on_progress=on_progress, shutdown=shutdown,
-                                   retry=config.delivery, clock=clock_at(now)))
+    if p.edition is not None and p.ledger is not None and p.context is not None:
+        extra = (extra_processes(config.transport, p.pending)
+                 if make_transport is not None and not (shutdown and shutdown.requested)
+                 else 0)
+        if extra and make_transport is not None:
+            report = deliver_in_processes(
+                config.transport, p.ledger, p.context, transport, make_transport, extra,
+                on_progress=on_progress, shutdown=shutdown, retry=config.delivery,
+                clock=clock_at(now))
+        else:
+            report = run_async(deliver(config.transport, p.ledger, p.context, transport,
+                                       on_progress=on_progress, shutdown=shutdown,
+                                       retry=config.delivery, clock=clock_at(now)))
     others = retry_deferred(config, engine, transport, now=now, shutdown=shutdown,
                             on_progress=on_progress,
                             skip=p.edition.id if p.edition is not None else None)

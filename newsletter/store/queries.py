@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import false, func, or_, select
+from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError
@@ -33,27 +33,13 @@ class SubscriberRow(NamedTuple):
     keywords: str
 
 
-def subscriber_rows(session: Any, **where: Any) -> Iterator[SubscriberRow]:
-    """Active subscribers to plan (``_subscribers_where``), by id."""
-    q = _subscribers_where(**where)
-    for row in session.execute(q.order_by(Subscriber.id).execution_options(yield_per=5000)):
-        yield SubscriberRow._make(row)
-
-
-def subscriber_count(session: Any, *, at_most: int | None = None, **where: Any) -> int:
-    """How many ``subscriber_rows`` would give, up to ``at_most`` when given."""
-    q = _subscribers_where(**where).with_only_columns(Subscriber.id)
-    if at_most is not None:
-        q = q.limit(at_most)
-    return int(session.scalar(select(func.count()).select_from(q.subquery())) or 0)
-
-
-def _subscribers_where(*, email: str | None = None,
-                       unsent_day: dt.date | None = None,
-                       slot: Sequence[tuple[str, int]] | None = None,
-                       had_day: dt.date | None = None,
-                       frequencies: Sequence[str] | None = None,
-                       had_within_days: int = 1) -> Any:
+def subscriber_rows(session: Any, *, email: str | None = None,
+                    unsent_day: dt.date | None = None,
+                    slot: Sequence[tuple[str, int]] | None = None,
+                    had_day: dt.date | None = None,
+                    frequencies: Sequence[str] | None = None,
+                    had_within_days: int = 1,
+                    ) -> Iterator[SubscriberRow]:
     """Active subscribers to plan: none who already has an edition of ``unsent_day``
     (one newsletter day per person, whatever the slot), only those in ``slot``; with
     ``had_day``, only those who had that day's edition (a late day is owed to them;
@@ -76,7 +62,8 @@ def _subscribers_where(*, email: str | None = None,
     if slot is not None:
         q = q.where(or_(false(), *[(Subscriber.tz == tz) & (Subscriber.send_hour == hour)
                                    for tz, hour in slot]))
-    return q
+    for row in session.execute(q.order_by(Subscriber.id).execution_options(yield_per=5000)):
+        yield SubscriberRow._make(row)
 
 
 def sent_editions(session: Session, subscriber_id: int, limit: int
