@@ -257,10 +257,7 @@ class Corpus:
                 if any(want <= a for a in authors):
                     tf[i] += FIELD_WEIGHTS["title"]
         else:
-            for fname, weight in FIELD_WEIGHTS.items():
-                for variant in feature.variants:
-                    for i, count in self._postings(fname, feature.kind, variant).items():
-                        tf[i] += weight * count
+            tf = self._tf(feature.kind, feature.variants)
         out = self._bm25(tf)
         if feature.parts:
             # The words of a topic, in any order, earn part of a phrase match: the phrase
@@ -273,11 +270,7 @@ class Corpus:
             out = (PHRASE_WEIGHT * out + WORDS_WEIGHT * bag).astype(np.float32)
         if feature.related and self.cfg.related_weight:
             # A topic naming a field also earns part of its score from the field's words.
-            tf = np.zeros(n, dtype=np.float64)
-            for variant in feature.related:
-                for fname, weight in FIELD_WEIGHTS.items():
-                    for i, count in self._postings(fname, "topic", variant).items():
-                        tf[i] += weight * count
+            tf = self._tf("topic", feature.related)
             out = (out + self.cfg.related_weight * self._bm25(tf)).astype(np.float32)
         self._rows[feature] = out
         return out
@@ -305,6 +298,23 @@ class Corpus:
     def _idf(self, df: int) -> float:
         big_n = max(len(self.entries), MIN_IDF_N)
         return math.log(1 + (big_n - df + 0.5) / (df + 0.5))
+
+    def _tf(self, kind: str, variants: Sequence[tuple[str, ...]]) -> np.ndarray:
+        """Each entry's field-weighted count of ``variants`` (float64). Summed in a dict,
+        then put in the array at once: adding to numpy elements one by one cost most of
+        building a feature's row. The sums are small whole numbers, exact in any order."""
+        acc: dict[int, float] = {}
+        get = acc.get
+        for fname, weight in FIELD_WEIGHTS.items():
+            for variant in variants:
+                for i, count in self._postings(fname, kind, variant).items():
+                    acc[i] = get(i, 0.0) + weight * count
+        tf = np.zeros(len(self.entries), dtype=np.float64)
+        if acc:
+            n = len(acc)
+            tf[np.fromiter(acc, dtype=np.intp, count=n)] = np.fromiter(
+                acc.values(), dtype=np.float64, count=n)
+        return tf
 
     def _bm25(self, tf: np.ndarray) -> np.ndarray:
         df = int(np.count_nonzero(tf))
