@@ -320,3 +320,32 @@ def _shared_ranker_factory():  # type: ignore[no-untyped-def]
 
 
 _SHARED_RANKER = _shared_ranker_factory()
+
+
+_DEFINITION_PIECES = ["graph", "Neural", "net-works", "-x", "y-", "a--b", "(GNN)", "(GNNs)",
+                      "( LLM )", "(Ab)", "(AB)", "(A1B)", ",", "(", ")", "é", "_u", "(ViT)"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_DEFINITION_PIECES), max_size=30),
+       st.lists(st.sampled_from([" ", "  ", "\n", "", "\t"]), min_size=30, max_size=30))
+def test_definitions_are_what_the_pattern_finds_from_the_left(pieces: list[str],
+                                                              gaps: list[str]) -> None:
+    """``definitions`` (each "(LF)" found first, the words before it read backwards)
+    gives the matches, spans and groups of ``_DEFINITION.finditer``: runs of more than
+    eight words, hyphens at either end of a word, words glued to a parenthesis, two
+    definitions in a row."""
+    from newsletter.ranking.text import _DEFINITION, definitions
+
+    text = "".join(p + g for p, g in zip(pieces, gaps, strict=False))
+    assert ([(m.span(), m.groups()) for m in definitions(text)]
+            == [(m.span(), m.groups()) for m in _DEFINITION.finditer(text)])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="aB -()sXY1\n_é\t.,", max_size=80))
+def test_definitions_agree_on_any_text(text: str) -> None:
+    from newsletter.ranking.text import _DEFINITION, definitions
+
+    assert ([(m.span(), m.groups()) for m in definitions(text)]
+            == [(m.span(), m.groups()) for m in _DEFINITION.finditer(text)])
