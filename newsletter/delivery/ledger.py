@@ -122,18 +122,6 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _insert_for(engine: Engine) -> Any:
-    """The dialect's INSERT, which has ``on_conflict_do_nothing``. Imported here: the
-    PostgreSQL dialect package (asyncpg's included) is ~20 ms a SQLite run never uses."""
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
-
-
 # One statement per chunk with the rows as arrays: its text never changes, so the driver
 # and the server parse it once, where a multi-row VALUES list is a new (and long) text
 # for every chunk size and costs more CPU to build and parse than the rows themselves.
@@ -157,6 +145,27 @@ def _pg_plan_params(edition_id: int, now: dt.datetime,
             "details": [dumps(r["details"]) for r in rows],
             "statuses": [str(r["status"]) for r in rows],
             "reasons": [r["reason"] for r in rows]}
+
+
+# The same for SQLite, the rows in one JSON parameter split by SQLite: an executemany of
+# dicts built, bound and converted every column of every row in Python (0.22 s for
+# 4,000 rows; the JSON columns go in as the text json.dumps made, as before).
+_SQLITE_PLAN = text(
+    "INSERT INTO deliveries (edition_id, subscriber_id, day, entry_ids, details, status, "
+    "reason, attempts, last_error, message_id, lease_owner, created_at, updated_at) "
+    "SELECT :edition, json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), "
+    "json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'), "
+    "json_extract(r.value, '$[4]'), json_extract(r.value, '$[5]'), 0, '', '', '', :now, :now "
+    "FROM json_each(:rows) AS r WHERE true "
+    "ON CONFLICT DO NOTHING RETURNING status").bindparams(bindparam("now", type_=DateTime()))
+
+
+def _sqlite_plan_params(edition_id: int, now: dt.datetime,
+                        rows: list[dict[str, Any]]) -> dict[str, Any]:
+    dumps = json.dumps
+    return {"edition": edition_id, "now": now, "rows": dumps([
+        [r["subscriber_id"], r["day"].isoformat(), dumps(r["entry_ids"]),
+         dumps(r["details"]), str(r["status"]), r["reason"]] for r in rows])}
 
 
 _SQLITE_SENT_ENTRIES = text(
@@ -191,7 +200,6 @@ class DbLedger:
         the database, not this process, decide who gets that day's edition: a row
         another planner already wrote wins, and this one is counted as ``already``."""
         report = PlanReport()
-        insert = _insert_for(self.engine)
         reason = empty_reason or "no paper matched the profile and no trending section"
         for chunk in jobs:
             rows = []
@@ -215,9 +223,8 @@ class DbLedger:
                         self.edition.id, now, rows)))
             elif rows:
                 with session_scope(self.engine) as s:
-                    stmt = insert(Delivery).on_conflict_do_nothing().returning(
-                        Delivery.status)
-                    written = list(s.scalars(stmt, rows))
+                    written = list(s.scalars(_SQLITE_PLAN, _sqlite_plan_params(
+                        self.edition.id, now, rows)))
             else:
                 continue
             skipped = sum(1 for st in written if st == DeliveryStatus.SKIPPED)
