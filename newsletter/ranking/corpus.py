@@ -188,9 +188,8 @@ class Corpus:
                 grams = Counter(_ngrams(toks, MAX_NGRAM))
                 if joined:
                     grams.update(zip(joined, strict=True))
-                for gram, count in grams.items():
-                    slot = postings[gram]
-                    slot[i] = slot.get(i, 0) + count
+                for gram, count in grams.items():  # this field of this paper, once
+                    postings[gram][i] = count
                 self.raw_text[fname].append(" " + " ".join(raws) + " ")
                 self.stem_text[fname].append(" " + " ".join(toks) + " ")
             self.author_tokens.append([frozenset(raw_tokens(a)) for a in e.authors])
