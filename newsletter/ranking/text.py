@@ -33,12 +33,12 @@ STOPWORDS = frozenset(
 # the same parenthesis, so the word's start matched first); without it the engine
 # tried up to eight words from every character of an abstract (4x the time, and
 # opening an edition learns from every paper). Same matches, fuzzed.
-_DEFINITION = re.compile(
-    r"(?<!\w)((?:[\w][\w-]*\s+){1,8}?)\(\s*([A-Z][A-Za-z0-9]*[A-Z][a-z]?s?)\s*\)")
+_ACRONYM_IN_PARENTHESES = r"\(\s*([A-Z][A-Za-z0-9]*[A-Z][a-z]?s?)\s*\)"
+_DEFINITION = re.compile(r"(?<!\w)((?:[\w][\w-]*\s+){1,8}?)" + _ACRONYM_IN_PARENTHESES)
 # ``definitions`` finds the same matches from each "(LF)" backwards: the parenthesis
-# alone, then (on the text reversed) the run of up to eight words before it, where a
-# match of ``_DEFINITION`` must start; ``_DEFINITION`` itself still makes each match.
-_PARENTHESIS = re.compile(r"\(\s*([A-Z][A-Za-z0-9]*[A-Z][a-z]?s?)\s*\)")
+# alone (the same pattern as ``_DEFINITION``'s end), then (on the text reversed) the run
+# of up to eight words before it, where a match of ``_DEFINITION`` must start.
+_PARENTHESIS = re.compile(_ACRONYM_IN_PARENTHESES)
 _WORDS_BEFORE = re.compile(r"(?:\s+[\w-]*\w){1,8}")  # reversed: "<space>drow"
 
 
