@@ -171,30 +171,41 @@ class Ranker:
         if terms:
             fids = np.array([t.fid for t in terms], dtype=np.intp)
             weights = np.array([t.weight for t in terms], dtype=np.float32)
-            contrib = self._m[fids][:, idx] * weights[:, None]
+            contrib = self._m[fids[:, None], idx] * weights[:, None]
         else:
             contrib = np.zeros((0, len(idx)), dtype=np.float32)
         out = []
         columns = contrib.T.tolist()  # tiny arrays: plain Python beats numpy calls here
         feats = self._features
         parts = self._shown_parts
+        # per term: its feature and its text as written
+        named = [(feats[t.fid], t.text) for t in terms]
+        min_relevance, weight_relevance = cfg.min_relevance, cfg.weight_relevance
         for e, values in zip(idx.tolist(), columns, strict=True):
-            hits = sorted((h for h, v in enumerate(values) if v > 0), key=lambda h: -values[h])
-            features = [feats[terms[h].fid] for h in hits]
-            matched = [(self._label(terms[h].text, feats[terms[h].fid], e, features),
-                        round(values[h], 3)) for h in hits]
-            lifts: list[tuple[Learned, float]] = []
-            for item in learned:
-                value = float(item.weight * self._m[item.fid, e])
-                if value:
-                    lifts.append((item, value))
-                    if value > 0:
-                        features.append(feats[item.fid])
+            # highest first; equal values keep the profile's order (a stable sort)
+            hits = sorted([h for h, v in enumerate(values) if v > 0],
+                          key=values.__getitem__, reverse=True)
+            features = [named[h][0] for h in hits]
+            matched = []
+            for h in hits:
+                feature, text = named[h]
+                if feature.related:  # may name the related term, and add its feature
+                    text = self._label(text, feature, e, features)
+                matched.append((text, round(values[h], 3)))
             own = sum(values)
+            lifts: list[tuple[Learned, float]] = []
+            also: list[LearnedHit] = []
+            if learned:
+                for item in learned:
+                    value = float(item.weight * self._m[item.fid, e])
+                    if value:
+                        lifts.append((item, value))
+                        if value > 0:
+                            features.append(feats[item.fid])
             extra = sum(v for _, v in lifts)
             counted = learned_part(own, extra, cfg)
             because = ""
-            if self.reader is not None and key is not None and own < cfg.min_relevance:
+            if self.reader is not None and key is not None and own < min_relevance:
                 # Not a written match: a "because you liked" fill, if a liked paper is
                 # near enough (the one ``Reader`` filled it for); a match learned terms
                 # made alone is named so too when a liked paper is that near.
@@ -202,23 +213,24 @@ class Ranker:
                 if liked >= 0:
                     because = self.reader.votes.entries[liked].title
                     matched = []
-            ratio = counted / extra if extra else 0.0  # each term's part of what counted
-            also = sorted((LearnedHit(item.term, round(v * ratio, 3), item.liked,
-                                      item.disliked) for item, v in lifts),
-                          key=lambda h: -h.value)
+            if lifts:
+                ratio = counted / extra if extra else 0.0  # each term's part of what counted
+                also = sorted((LearnedHit(item.term, round(v * ratio, 3), item.liked,
+                                          item.disliked) for item, v in lifts),
+                              key=lambda h: -h.value)
             shown = parts.get(e)
             if shown is None:
                 shown = parts[e] = (round(float(cfg.weight_popularity * c.popularity[e]), 4),
                                     round(float(cfg.weight_recency * c.recency[e]), 4))
+            relevance = weight_relevance * (own + counted)
             out.append(Explanation(
                 matched=matched,
-                relevance=round(cfg.weight_relevance * (own + counted), 4),
+                relevance=round(relevance, 4),
                 popularity=shown[0],
                 recency=shown[1],
                 features=features,
                 learned=also,
-                strong=bool(because) or cfg.weight_relevance * (own + counted)
-                >= STRONG_MATCH * cfg.min_relevance,
+                strong=bool(because) or relevance >= STRONG_MATCH * min_relevance,
                 because=because,
             ))
         return out

@@ -157,8 +157,9 @@ async def send_pipelined(client: aiosmtplib.SMTP, sender: str, recipient: str,
             raise replies.error or aiosmtplib.SMTPServerDisconnected("Connection lost")
         if got[2].code != 354:
             raise aiosmtplib.SMTPDataError(got[2].code, got[2].message)
-        transport.write(proto_mod.PERIOD_REGEX.sub(b"..", message))
-        transport.write(b".\r\n")
+        # the body and its end in one write: a separate write of the three bytes was a
+        # send of its own (a segment, and a wake-up of the server) for every message
+        transport.write(proto_mod.PERIOD_REGEX.sub(b"..", message) + b".\r\n")
         done = await _take(replies, 1, timeout)
         if not done:
             raise replies.error or aiosmtplib.SMTPServerDisconnected("Connection lost")
