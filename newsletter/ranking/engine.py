@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -90,6 +91,12 @@ class Ranker:
         self._m = np.zeros((64, len(corpus.entries)), dtype=np.float32)
         self._term_ids: dict[Term, TermHit] = {}
         self._part_ids: dict[str, TermHit | None] = {}
+        # The same parts as codes for whole chunks (``_written``): a raw part's code
+        # (-1: no term), each code's TermHit, and its columns as arrays once asked for.
+        self._part_codes: dict[str, int] = {}
+        self._code_of_hit: dict[TermHit, int] = {}
+        self._code_hits: list[TermHit] = []
+        self._code_columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._m_csr: sparse.csr_matrix | None = None
         # each paper's popularity and recency parts as explanations show them (the
         # same float32 products, rounded once a paper instead of once a subscriber)
@@ -363,31 +370,122 @@ class Ranker:
 
     def _written(self, batch: list[tuple[Any, str]]) -> _Written:
         """The chunk's profiles as sparse matrices over the features (parsed, with new
-        features added, before ``nf`` is read)."""
-        flat: list[TermHit] = []
-        counts: list[int] = []
-        for key, text in batch:
+        features added, before ``nf`` is read).
+
+        At a million subscribers this is the one Python pass per profile, so it works on
+        the whole chunk at once: every plain profile is split with the parser's own
+        separator, each raw part becomes a code through one table (``map`` over the
+        chunk's parts, a part parsed once per ranker), and the codes' columns (feature,
+        weight, exclusion) are gathered with numpy. The profiles ``_terms_of`` would send
+        through the parser whole (quotes, more parts than the parser allows, a feature
+        written twice) are taken out and done by ``_terms_of`` itself, one by one. The
+        terms are the same as ``_terms_of`` finds for each profile (a test compares)."""
+        n = len(batch)
+        texts = [text or "" for _, text in batch]
+        split = _PLAIN_SPLIT.split
+        parts = [split(t) for t in texts]
+        sizes = np.fromiter(map(len, parts), np.intp, n)
+        whole = {i for i, t in enumerate(texts) if '"' in t}
+        whole.update(np.flatnonzero(sizes > MAX_TERMS).tolist())
+        if whole:
+            for i in whole:
+                sizes[i] = 0
+            parts = [[] if i in whole else p for i, p in enumerate(parts)]
+        flat = list(itertools.chain.from_iterable(parts))
+        table = self._part_codes
+        codes = np.fromiter(map(table.get, flat, itertools.repeat(-2)), np.intp, len(flat))
+        rows = np.repeat(np.arange(n, dtype=np.int32), sizes)
+        unseen = np.flatnonzero(codes == -2)
+        parsed: dict[int, list[TermHit]] = {}  # the profiles parsed whole, by row
+        if len(unseen) or whole:
+            # New parts and whole profiles in the order of the rows, as one by one:
+            # features are numbered as they first appear, so the numbers are the same.
+            by_row: dict[int, list[int]] = collections.defaultdict(list)
+            for i, r in zip(unseen.tolist(), rows[unseen].tolist(), strict=True):
+                by_row[r].append(i)
             try:
-                terms = self._terms_of(text or "")
-            except ProfileError as exc:
-                raise ProfileError(f"subscriber {key}: {exc.message}") from None
-            flat.extend(terms)
-            counts.append(len(terms))
-        # Columns of the flat term list as arrays (one pass each, no per-term appends).
-        total = len(flat)
-        rows = np.repeat(np.arange(len(batch), dtype=np.int32), counts)
-        fids = np.fromiter((h.fid for h in flat), np.int32, total)
-        excl = np.fromiter((h.exclude for h in flat), np.bool_, total)
+                for r in sorted(by_row.keys() | whole):
+                    if r in whole:
+                        parsed[r] = self._terms_of(texts[r])
+                    for i in by_row.get(r, ()):
+                        codes[i] = self._part_code(flat[i])
+            except ProfileError:
+                self._first_bad(batch)  # raises, naming the subscriber as one by one would
+                raise
+        known = codes >= 0
+        codes, rows = codes[known], rows[known]
+        fid_of, weight_of, exclude_of = self._columns()
+        fids = fid_of[codes]
+        if len(fids) > 1:
+            # a feature twice in one profile ("diffusion, diffusions^2"): that profile is
+            # parsed whole, where the parser's own rule picks the written form
+            span = len(self.feature_ids) + 1
+            pair = np.sort(rows.astype(np.int64) * span + fids)
+            twice = pair[1:][pair[1:] == pair[:-1]] // span
+            if len(twice):
+                again = np.unique(twice)
+                keep = ~np.isin(rows, again)
+                codes, rows, fids = codes[keep], rows[keep], fids[keep]
+                for r in again.tolist():
+                    parsed[r] = self._terms_of(texts[r])
+        weights, excl = weight_of[codes], exclude_of[codes]
+        if parsed:
+            more = [(r, h) for r in sorted(parsed) for h in parsed[r]]
+            rows = np.concatenate([rows, np.fromiter((r for r, _ in more), np.int32,
+                                                     len(more))])
+            fids = np.concatenate([fids, np.fromiter((h.fid for _, h in more), np.int32,
+                                                     len(more))])
+            weights = np.concatenate([weights, np.fromiter(
+                (h.weight for _, h in more), np.float32, len(more))])
+            excl = np.concatenate([excl, np.fromiter((h.exclude for _, h in more), np.bool_,
+                                                     len(more))])
         pos = ~excl
-        weights = np.fromiter((h.weight for h in flat), np.float32, total)[pos]
-        n, nf = len(batch), len(self.feature_ids)
+        nf = len(self.feature_ids)
         excluded = None
         if excl.any():
             excluded = sparse.csr_matrix((np.ones(int(excl.sum()), np.float32),
                                           (rows[excl], fids[excl])), shape=(n, nf))
         return _Written(n, nf, rows, fids,
-                        sparse.csr_matrix((weights, (rows[pos], fids[pos])), shape=(n, nf)),
+                        sparse.csr_matrix((weights[pos], (rows[pos], fids[pos])),
+                                          shape=(n, nf)),
                         excluded)
+
+    def _part_code(self, raw: str) -> int:
+        """The code of one raw profile part (-1: no term), parsed as ``_terms_of``
+        parses a part alone; remembered while the table has room (PART_TABLE)."""
+        terms = profile_terms(raw)  # "" or blanks: no term
+        code = -1
+        if terms:
+            hit = self._term_hit(terms[0])
+            code = self._code_of_hit.get(hit, -1)
+            if code < 0:  # one code per distinct term: bounded as the terms are
+                code = self._code_of_hit[hit] = len(self._code_hits)
+                self._code_hits.append(hit)
+                self._code_columns = None
+        if len(self._part_codes) < PART_TABLE:
+            self._part_codes[raw] = code
+        return code
+
+    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each code's feature, weight and exclusion, as arrays (rebuilt when codes
+        were added)."""
+        cols = self._code_columns
+        if cols is None:
+            hits = self._code_hits
+            cols = self._code_columns = (
+                np.fromiter((h.fid for h in hits), np.int32, len(hits)),
+                np.fromiter((h.weight for h in hits), np.float32, len(hits)),
+                np.fromiter((h.exclude for h in hits), np.bool_, len(hits)))
+        return cols
+
+    def _first_bad(self, batch: list[tuple[Any, str]]) -> None:
+        """Raise for the first profile of ``batch`` that does not parse, naming its
+        subscriber (what parsing them one by one raises)."""
+        for key, text in batch:
+            try:
+                self._terms_of(text or "")
+            except ProfileError as exc:
+                raise ProfileError(f"subscriber {key}: {exc.message}") from None
 
     def _relevance(self, written: _Written) -> tuple[np.ndarray, np.ndarray]:
         """Written relevance (n × entries, S @ M) and where it misses the bar for a
