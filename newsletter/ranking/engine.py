@@ -426,7 +426,7 @@ class Ranker:
                 again = np.unique(twice)
                 keep = ~np.isin(rows, again)
                 codes, rows, fids = codes[keep], rows[keep], fids[keep]
-                for r in again.tolist():
+                for r in again.tolist():  # (their parts parsed: no error is left)
                     parsed[r] = self._terms_of(texts[r])
         weights, excl = weight_of[codes], exclude_of[codes]
         if parsed:
