@@ -322,8 +322,8 @@ def _shared_ranker_factory():  # type: ignore[no-untyped-def]
 _SHARED_RANKER = _shared_ranker_factory()
 
 
-def _one_by_one(ranker: Ranker, batch: list[tuple[int, str]]) -> tuple[
-        list[tuple[int, int, float, bool]], str]:
+def _one_by_one(ranker: Ranker, batch: list[tuple[str, str]]) -> tuple[
+        list[tuple[str, int, float, bool]], str]:
     """Each profile's terms as ``_terms_of`` finds them, profile by profile (what a
     chunk's parsing must equal), or the error the first bad profile raises."""
     out = []
@@ -349,46 +349,53 @@ _CHUNK_TERMS = ["diffusion", "Diffusion", "diffusions", "attention", "LLM", "gra
 _BAD_TERMS = ["y" * 201, "graph^x", "graph^"]  # each one a ProfileError
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.lists(st.lists(st.tuples(
+_CHUNK = st.lists(st.lists(st.tuples(
     st.sampled_from(_CHUNK_TERMS), st.sampled_from(["", "-", " -"]),
     st.sampled_from(["", "^2", "^0.5", " ^3"]),
-    st.sampled_from([",", ";", "\n", " , ", ",,"])), max_size=6), min_size=1, max_size=12),
-    st.booleans(), st.integers(0, 7), st.integers(0, 20), st.sampled_from(_BAD_TERMS))
-def test_chunk_parsing_agrees_with_profile_by_profile(  # type: ignore[no-untyped-def]
-        profiles, long_one, bad, where, bad_term) -> None:
+    st.sampled_from([",", ";", "\n", " , ", ",,"])), max_size=6), min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_CHUNK, st.booleans(), st.integers(0, 7), st.integers(0, 20),
+                          st.sampled_from(_BAD_TERMS)), min_size=1, max_size=3))
+def test_chunk_parsing_agrees_with_profile_by_profile(chunks) -> None:  # type: ignore[no-untyped-def]
     """``_written`` parses a whole chunk at once (one table of raw parts, quoted or
     repeated profiles set aside for the parser): the same terms for every subscriber,
     the same features numbered in the same order, and the same error for the same first
-    bad profile, as parsing them one by one on a fresh ranker."""
-    texts = ["".join(f"{neg}{term}{w}{sep}" for term, neg, w, sep in parts)
-             for parts in profiles]
-    if long_one:  # more parts than the parser takes: that profile goes to it whole
-        texts.append(", ".join(["graph"] * 501))
-    if bad == 0:  # now and then a term the parser refuses, somewhere in the chunk
-        i = where % len(texts)
-        texts[i] = f"{texts[i]}, {bad_term}"
-    batch = list(enumerate(texts))
+    bad profile, as parsing them one by one; chunk after chunk on the same two rankers
+    (the second finds parts the first remembered), with keys that are not numbers."""
     one, chunk = _chunk_ranker(), _chunk_ranker()
-    expected, error = _one_by_one(one, batch)
-    try:
-        written = chunk._written(batch)
-    except ProfileError as exc:
-        assert str(exc) == error
-        return
-    assert not error
-    assert chunk._features == one._features  # numbered in the same order
-    got = sorted(zip(written.rows.tolist(), written.fids.tolist(), strict=True))
-    assert got == sorted((key, fid) for key, fid, _, _ in expected)
-    weights = written.weights.toarray()
-    excluded = (written.excluded.toarray() if written.excluded is not None
-                else np.zeros_like(weights))
-    for key, fid, weight, exclude in expected:
-        if exclude:
-            assert excluded[key, fid] == 1
-        else:
-            assert weights[key, fid] == np.float32(weight)
-    assert np.count_nonzero(weights) == sum(1 for _, _, w, x in expected if not x and w)
+    for c, (profiles, long_one, bad, where, bad_term) in enumerate(chunks):
+        texts = ["".join(f"{neg}{term}{w}{sep}" for term, neg, w, sep in parts)
+                 for parts in profiles]
+        if long_one:  # more parts than the parser takes: that profile goes to it whole
+            texts.append(", ".join(["graph"] * 501))
+        if bad == 0:  # now and then a term the parser refuses, somewhere in the chunk
+            i = where % len(texts)
+            texts[i] = f"{texts[i]}, {bad_term}"
+        batch = [(f"s{c}-{i}", t) for i, t in enumerate(texts)]
+        expected, error = _one_by_one(one, batch)
+        try:
+            written = chunk._written(batch)
+        except ProfileError as exc:
+            assert str(exc) == error
+            continue
+        assert not error
+        assert chunk._features == one._features  # numbered in the same order
+        assert (written.n, written.nf) == (len(batch), len(one.feature_ids))
+        row = {key: r for r, (key, _) in enumerate(batch)}
+        got = sorted(zip(written.rows.tolist(), written.fids.tolist(), strict=True))
+        assert got == sorted((row[key], fid) for key, fid, _, _ in expected)
+        weights = written.weights.toarray()
+        excluded = (written.excluded.toarray() if written.excluded is not None
+                    else np.zeros_like(weights))
+        for key, fid, weight, exclude in expected:
+            if exclude:
+                assert excluded[row[key], fid] == 1
+            else:
+                assert weights[row[key], fid] == np.float32(weight)
+        assert np.count_nonzero(weights) == sum(1 for _, _, w, x in expected if not x and w)
+        assert np.count_nonzero(excluded) == sum(1 for *_, x in expected if x)
 
 
 _DEFINITION_PIECES = ["graph", "Neural", "net-works", "-x", "y-", "a--b", "(GNN)", "(GNNs)",

@@ -64,10 +64,6 @@ class TermHit(NamedTuple):
     text: str  # as the subscriber wrote it, for explanations
 
 
-# A raw profile part not in a ranker's table yet (None there: a part with no term).
-_UNSEEN = TermHit(-1, 0.0, False, "")
-
-
 @dataclass
 class Chunk:
     """Ranked picks for a chunk of subscribers (row-aligned arrays)."""
@@ -90,13 +86,14 @@ class Ranker:
         self._features: list[Feature] = []
         self._m = np.zeros((64, len(corpus.entries)), dtype=np.float32)
         self._term_ids: dict[Term, TermHit] = {}
-        self._part_ids: dict[str, TermHit | None] = {}
-        # The same parts as codes for whole chunks (``_written``): a raw part's code
-        # (-1: no term), each code's TermHit, and its columns as arrays once asked for.
+        # Raw profile parts as codes: a part's code (-1: no term), each code's TermHit
+        # (one per distinct term, as ``_term_ids``), and the codes' columns as arrays
+        # (``_written`` gathers a whole chunk's terms from them).
         self._part_codes: dict[str, int] = {}
         self._code_of_hit: dict[TermHit, int] = {}
         self._code_hits: list[TermHit] = []
-        self._code_columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._code_columns: tuple[np.ndarray, np.ndarray, np.ndarray] = (
+            np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.bool_))
         self._m_csr: sparse.csr_matrix | None = None
         # each paper's popularity and recency parts as explanations show them (the
         # same float32 products, rounded once a paper instead of once a subscriber)
@@ -121,17 +118,14 @@ class Ranker:
         parts = None if '"' in text else _PLAIN_SPLIT.split(text)
         if parts is None or len(parts) > MAX_TERMS:
             return self._dedupe([self._term_hit(t) for t in profile_terms(text)])
-        table = self._part_ids
+        table, hits = self._part_codes, self._code_hits
         found: list[TermHit] = []
         for raw in parts:
-            hit = table.get(raw, _UNSEEN)
-            if hit is _UNSEEN:
-                terms = profile_terms(raw)  # "" or blanks: no term
-                hit = self._term_hit(terms[0]) if terms else None
-                if len(table) < PART_TABLE:  # bounded: a list of unique terms can't grow it
-                    table[raw] = hit
-            if hit is not None:
-                found.append(hit)
+            code = table.get(raw, -2)
+            if code == -2:
+                code = self._part_code(raw)
+            if code >= 0:
+                found.append(hits[code])
         if len(found) > 1 and len({h[0] for h in found}) < len(found):
             # A repeat ("diffusion, diffusions^2"): the parser's own rule picks which
             # written form names it, so the whole profile goes through the parser.
@@ -379,17 +373,20 @@ class Ranker:
         weight, exclusion) are gathered with numpy. The profiles ``_terms_of`` would send
         through the parser whole (quotes, more parts than the parser allows, a feature
         written twice) are taken out and done by ``_terms_of`` itself, one by one. The
-        terms are the same as ``_terms_of`` finds for each profile (a test compares)."""
+        terms are the same as ``_terms_of`` finds for each profile (a test compares).
+        Like ``_fid``, it runs on the ranking's own thread only (the scoring threads
+        never add codes or features)."""
         n = len(batch)
         texts = [text or "" for _, text in batch]
         split = _PLAIN_SPLIT.split
-        parts = [split(t) for t in texts]
-        sizes = np.fromiter(map(len, parts), np.intp, n)
         whole = {i for i, t in enumerate(texts) if '"' in t}
-        whole.update(np.flatnonzero(sizes > MAX_TERMS).tolist())
-        if whole:
-            for i in whole:
-                sizes[i] = 0
+        parts = ([[] if i in whole else split(t) for i, t in enumerate(texts)] if whole
+                 else [split(t) for t in texts])
+        sizes = np.fromiter(map(len, parts), np.intp, n)
+        long = np.flatnonzero(sizes > MAX_TERMS).tolist()
+        if long:
+            whole.update(long)
+            sizes[long] = 0
             parts = [[] if i in whole else p for i, p in enumerate(parts)]
         flat = list(itertools.chain.from_iterable(parts))
         table = self._part_codes
@@ -424,7 +421,9 @@ class Ranker:
             twice = pair[1:][pair[1:] == pair[:-1]] // span
             if len(twice):
                 again = np.unique(twice)
-                keep = ~np.isin(rows, again)
+                repeated = np.zeros(n, np.bool_)
+                repeated[again] = True
+                keep = ~repeated[rows]
                 codes, rows, fids = codes[keep], rows[keep], fids[keep]
                 for r in again.tolist():  # (their parts parsed: no error is left)
                     parsed[r] = self._terms_of(texts[r])
@@ -458,24 +457,27 @@ class Ranker:
         if terms:
             hit = self._term_hit(terms[0])
             code = self._code_of_hit.get(hit, -1)
-            if code < 0:  # one code per distinct term: bounded as the terms are
-                code = self._code_of_hit[hit] = len(self._code_hits)
+            if code < 0:  # one code per distinct term (as ``_term_ids`` keeps one)
+                code = len(self._code_hits)
                 self._code_hits.append(hit)
-                self._code_columns = None
+                self._code_of_hit[hit] = code
         if len(self._part_codes) < PART_TABLE:
             self._part_codes[raw] = code
         return code
 
     def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each code's feature, weight and exclusion, as arrays (rebuilt when codes
-        were added)."""
+        """Each code's feature, weight and exclusion, as arrays: extended by the codes
+        added since (never rebuilt over all of them)."""
         cols = self._code_columns
-        if cols is None:
-            hits = self._code_hits
+        hits = self._code_hits[len(cols[0]):]
+        if hits:
             cols = self._code_columns = (
-                np.fromiter((h.fid for h in hits), np.int32, len(hits)),
-                np.fromiter((h.weight for h in hits), np.float32, len(hits)),
-                np.fromiter((h.exclude for h in hits), np.bool_, len(hits)))
+                np.concatenate([cols[0], np.fromiter((h.fid for h in hits), np.int32,
+                                                     len(hits))]),
+                np.concatenate([cols[1], np.fromiter((h.weight for h in hits), np.float32,
+                                                     len(hits))]),
+                np.concatenate([cols[2], np.fromiter((h.exclude for h in hits), np.bool_,
+                                                     len(hits))]))
         return cols
 
     def _first_bad(self, batch: list[tuple[Any, str]]) -> None:
