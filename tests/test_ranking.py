@@ -305,16 +305,20 @@ def test_fast_profile_split_agrees_with_the_parser(parts) -> None:  # type: igno
     assert fast == slow
 
 
+def _small_ranker() -> Ranker:
+    """A fresh ranker over two papers, for tests of profile parsing."""
+    cfg = RankingConfig()
+    entries = [RankEntry("a", "Diffusion models for graphs", "attention is used"),
+               RankEntry("b", "Large language models", "LLM attention")]
+    return Ranker(Corpus(entries, Acronyms.load(), cfg, dt.date(2025, 1, 1)), cfg)
+
+
 def _shared_ranker_factory():  # type: ignore[no-untyped-def]
     made: list[Ranker] = []
 
     def get() -> Ranker:
         if not made:
-            cfg = RankingConfig()
-            entries = [RankEntry("a", "Diffusion models for graphs", "attention is used"),
-                       RankEntry("b", "Large language models", "LLM attention")]
-            made.append(Ranker(Corpus(entries, Acronyms.load(), cfg, dt.date(2025, 1, 1)),
-                               cfg))
+            made.append(_small_ranker())
         return made[0]
     return get
 
@@ -334,13 +338,6 @@ def _one_by_one(ranker: Ranker, batch: list[tuple[str, str]]) -> tuple[
             return [], f"subscriber {key}: {exc.message}"
         out += [(key, h.fid, h.weight, h.exclude) for h in hits]
     return sorted(out), ""
-
-
-def _chunk_ranker() -> Ranker:
-    cfg = RankingConfig()
-    entries = [RankEntry("a", "Diffusion models for graphs", "attention is used"),
-               RankEntry("b", "Large language models", "LLM attention")]
-    return Ranker(Corpus(entries, Acronyms.load(), cfg, dt.date(2025, 1, 1)), cfg)
 
 
 _CHUNK_TERMS = ["diffusion", "Diffusion", "diffusions", "attention", "LLM", "graph", "x",
@@ -364,7 +361,7 @@ def test_chunk_parsing_agrees_with_profile_by_profile(chunks) -> None:  # type: 
     the same features numbered in the same order, and the same error for the same first
     bad profile, as parsing them one by one; chunk after chunk on the same two rankers
     (the second finds parts the first remembered), with keys that are not numbers."""
-    one, chunk = _chunk_ranker(), _chunk_ranker()
+    one, chunk = _small_ranker(), _small_ranker()
     for c, (profiles, long_one, bad, where, bad_term) in enumerate(chunks):
         texts = ["".join(f"{neg}{term}{w}{sep}" for term, neg, w, sep in parts)
                  for parts in profiles]

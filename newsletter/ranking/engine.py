@@ -196,13 +196,12 @@ class Ranker:
             own = sum(values)
             lifts: list[tuple[Learned, float]] = []
             also: list[LearnedHit] = []
-            if learned:
-                for item in learned:
-                    value = float(item.weight * self._m[item.fid, e])
-                    if value:
-                        lifts.append((item, value))
-                        if value > 0:
-                            features.append(feats[item.fid])
+            for item in learned:
+                value = float(item.weight * self._m[item.fid, e])
+                if value:
+                    lifts.append((item, value))
+                    if value > 0:
+                        features.append(feats[item.fid])
             extra = sum(v for _, v in lifts)
             counted = learned_part(own, extra, cfg)
             because = ""
@@ -429,15 +428,14 @@ class Ranker:
                     parsed[r] = self._terms_of(texts[r])
         weights, excl = weight_of[codes], exclude_of[codes]
         if parsed:
-            more = [(r, h) for r in sorted(parsed) for h in parsed[r]]
-            rows = np.concatenate([rows, np.fromiter((r for r, _ in more), np.int32,
-                                                     len(more))])
-            fids = np.concatenate([fids, np.fromiter((h.fid for _, h in more), np.int32,
-                                                     len(more))])
-            weights = np.concatenate([weights, np.fromiter(
-                (h.weight for _, h in more), np.float32, len(more))])
-            excl = np.concatenate([excl, np.fromiter((h.exclude for _, h in more), np.bool_,
-                                                     len(more))])
+            order = sorted(parsed)
+            more = [h for r in order for h in parsed[r]]
+            more_fids, more_weights, more_excl = _hit_columns(more)
+            rows = np.concatenate([rows, np.repeat(np.asarray(order, np.int32),
+                                                   [len(parsed[r]) for r in order])])
+            fids = np.concatenate([fids, more_fids])
+            weights = np.concatenate([weights, more_weights])
+            excl = np.concatenate([excl, more_excl])
         pos = ~excl
         nf = len(self.feature_ids)
         excluded = None
@@ -471,13 +469,10 @@ class Ranker:
         cols = self._code_columns
         hits = self._code_hits[len(cols[0]):]
         if hits:
-            cols = self._code_columns = (
-                np.concatenate([cols[0], np.fromiter((h.fid for h in hits), np.int32,
-                                                     len(hits))]),
-                np.concatenate([cols[1], np.fromiter((h.weight for h in hits), np.float32,
-                                                     len(hits))]),
-                np.concatenate([cols[2], np.fromiter((h.exclude for h in hits), np.bool_,
-                                                     len(hits))]))
+            fids, weights, excl = _hit_columns(hits)
+            cols = self._code_columns = (np.concatenate([cols[0], fids]),
+                                         np.concatenate([cols[1], weights]),
+                                         np.concatenate([cols[2], excl]))
         return cols
 
     def _first_bad(self, batch: list[tuple[Any, str]]) -> None:
@@ -672,6 +667,14 @@ def _batches(items: Iterable[tuple[Any, str]], size: int
             batch = []
     if batch:
         yield batch
+
+
+def _hit_columns(hits: Sequence[TermHit]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The feature, weight and exclusion of each term, as arrays (one pass each)."""
+    n = len(hits)
+    return (np.fromiter((h.fid for h in hits), np.int32, n),
+            np.fromiter((h.weight for h in hits), np.float32, n),
+            np.fromiter((h.exclude for h in hits), np.bool_, n))
 
 
 def _top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
