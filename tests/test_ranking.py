@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -422,3 +424,41 @@ def test_definitions_agree_on_any_text(text: str) -> None:
 
     assert ([(m.span(), m.groups()) for m in definitions(text)]
             == [(m.span(), m.groups()) for m in _DEFINITION.finditer(text)])
+
+
+_IMPORTS = """
+import json, sys
+import numpy as np
+listed, names = list(np.__all__), dir(np)
+{imports}
+tools = ("numpy.f2py", "numpy.testing", "numpy.ma", "numpy.polynomial")
+out = {{"loaded": [m for m in tools if m in sys.modules],
+        "same": np.__all__ == listed and dir(np) == names}}
+try:
+    from newsletter.ranking.sparse import numpy_without_unused
+    with numpy_without_unused():
+        raise KeyError("inside")
+except KeyError:
+    out["same_after_error"] = np.__all__ == listed and dir(np) == names
+from newsletter.ranking.sparse import sparse
+m = sparse.csr_matrix(np.eye(3, dtype=np.float32))
+out["works"] = float((m @ m).sum()) == 3.0 and callable(np.testing.assert_array_equal)
+print(json.dumps(out))
+"""
+
+
+def _imported(imports: str) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-c", _IMPORTS.format(imports=imports)],
+                          capture_output=True, text=True, check=True)
+    return dict(json.loads(done.stdout))
+
+
+def test_the_ranking_imports_scipy_sparse_without_numpys_unused_tools() -> None:
+    """scipy's array-API layer clones numpy and so loads f2py, testing, ma... (a tenth
+    of a second or more); the ranking's import of scipy.sparse leaves them unloaded and
+    numpy's ``__all__`` and ``dir()`` as they were, an error inside the guard included.
+    The plain import is the control: when scipy stops loading them, this module can go."""
+    plain = _imported("from scipy import sparse")
+    assert plain["loaded"], "scipy.sparse no longer loads numpy's tools: drop the guard"
+    ours = _imported("import newsletter.ranking.engine, newsletter.ranking.reader")
+    assert ours == {"loaded": [], "same": True, "same_after_error": True, "works": True}

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import sparse
 
 from newsletter.config import RankingConfig
 from newsletter.errors import ProfileError
@@ -38,6 +37,7 @@ from newsletter.profile import _PLAIN_SPLIT, MAX_TERMS, Term, profile_terms
 from newsletter.ranking.corpus import Analyzer, Corpus, Feature, RankEntry
 from newsletter.ranking.feedback import Learned, Learner, Votes
 from newsletter.ranking.reader import Reader
+from newsletter.ranking.sparse import sparse
 
 PART_TABLE = 500_000  # distinct raw profile parts remembered per ranker
 SWITCH_INTERVAL = 0.0005  # seconds, while ranking in threads (see ``Ranker.rank``)

@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from scipy import sparse
 
 from newsletter.config import RankingConfig
 from newsletter.profile import Term
 from newsletter.ranking.corpus import Corpus, Feature, RankEntry
+from newsletter.ranking.sparse import sparse
 from newsletter.ranking.text import STOPWORDS, analyze_words, stem, words
 
 MAX_LEARNED = 10  # learned terms kept per subscriber (the strongest)

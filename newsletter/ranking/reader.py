@@ -32,10 +32,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import sparse
 
 from newsletter.config import RankingConfig
 from newsletter.ranking.corpus import Corpus, RankEntry
+from newsletter.ranking.sparse import sparse
 from newsletter.ranking.text import STOPWORDS, analyze_words, words
 
 if TYPE_CHECKING:
