@@ -557,6 +557,17 @@ def send(
         _present_queued(result.queued)
     elif result.summary is not None:
         _present_sent(result.summary, result.backend, a.settings.outbox.path)
+        _leave_to_exit(result.summary.context)
+
+
+_LEFT: list[object] = [None]
+
+
+def _leave_to_exit(obj: object) -> None:
+    """Keep ``obj`` until the process ends, whose exit hands its memory back at once
+    (``newsletter.__main__.finish``) instead of freeing it object by object on return.
+    One is kept at a time: a process running many commands (the tests) holds the last."""
+    _LEFT[0] = obj
 
 
 def _start_sending(progress: Progress) -> Any:

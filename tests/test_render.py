@@ -516,12 +516,8 @@ def test_excerpts_kept_by_window_are_the_ones_made_directly(profiles: list[list[
     """An excerpt is kept per paper, window and the highlights inside it, and shared by
     every set of terms that shows the same: each one is what marking all of that set's
     highlights in its window gives."""
-    from newsletter.render.digest import (
-        _marked_excerpt,
-        excerpt_window,
-        join_spans,
-        sentence_ends,
-    )
+    from newsletter.render.digest import _marked_excerpt, excerpt_window, sentence_ends
+    from newsletter.render.highlight import join_spans
     from newsletter.render.samples import sample_papers
 
     rows = [paper(i, p.title, p.abstract or "") for i, p in enumerate(sample_papers()[:40])]

@@ -32,8 +32,6 @@ EXCERPT_CACHE = 20_000  # (paper, matched terms) pairs kept; about 1 KB each
 # A line end before the style keeps an excerpt's lines short in the 7-bit HTML part.
 HL_STYLE = "background-color:#fff1a8;color:#1f2328;font-weight:600;padding:0 1px;"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-# Between two highlighted words: spaces, hyphens, slashes. Such spans join into one phrase.
-_JOINER = re.compile(r"[\s\-\u2010-\u2015/]*")
 _ARXIV_NEW = re.compile(r"\d{4}\.\d{4,5}")
 _ARXIV_OLD = re.compile(r"[a-z][a-z\-]+(?:\.[A-Z]{2})?/\d{7}")
 
@@ -185,18 +183,6 @@ def ascii_html(html: str) -> Markup:
     return Markup(html if html.isascii() else html.encode("ascii", "xmlcharrefreplace").decode())
 
 
-def join_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted spans, with neighbours separated only by spaces or hyphens joined: a
-    phrase ("state-space model") is one highlight, never three fragments."""
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        if out and (a <= out[-1][1] or _JOINER.fullmatch(text, out[-1][1], a)):
-            out[-1] = (out[-1][0], max(b, out[-1][1]))
-        else:
-            out.append((a, b))
-    return out
-
-
 def author_line(names: tuple[str, ...], features: tuple[Feature, ...]) -> tuple[Markup, str]:
     """First three authors, plus any the subscriber follows (``author:``) further down,
     then "et al."; followed authors are highlighted."""
@@ -248,7 +234,7 @@ class DigestBuilder:
                 hl = self._highlighters.get(index)
                 if hl is None:
                     hl = self._highlighters[index] = self._highlighter(index)
-                spans = join_spans(text, hl.spans(features))
+                spans = hl.joined(features)
             ends = self._sentences.get(index)
             if ends is None:
                 ends = self._sentences[index] = sentence_ends(text)

@@ -14,6 +14,8 @@ from newsletter.ranking.engine import Feature
 from newsletter.ranking.text import STOPWORDS, Acronyms, analyze_words
 
 _WORD = re.compile(r"\w+")
+# Between two highlighted words: spaces, hyphens, slashes. Such spans join into one phrase.
+_JOINER = re.compile(r"[\s\-\u2010-\u2015/]*")
 
 
 class Highlighter:
@@ -38,6 +40,7 @@ class Highlighter:
             start, end = m.span()
             for stem_, raw in found:
                 tokens.append((start, end, stem_, raw))
+        self.text = text
         self.tokens = tokens
         self.content = [t for t in tokens if t[3] not in STOPWORDS]
         self.by_stem: dict[str, list[int]] = defaultdict(list)
@@ -52,6 +55,7 @@ class Highlighter:
         # by the feature's identity (the entry keeps it alive, so the id stays its own):
         # hashing a Feature (nested tuples) cost more than the rest of a lookup
         self._cache: dict[int, tuple[Feature, list[tuple[int, int]]]] = {}
+        self._joined: dict[int, tuple[Feature, list[tuple[int, int]]]] = {}
 
     def feature_spans(self, feat: Feature) -> list[tuple[int, int]]:
         """Where one feature occurs (cached: many subscribers share features)."""
@@ -92,6 +96,34 @@ class Highlighter:
             else:
                 merged.append((a, b))
         return merged
+
+    def joined(self, features: Sequence[Feature]) -> list[tuple[int, int]]:
+        """``join_spans(text, spans(features))``: what an excerpt highlights. Each
+        feature's own joined spans are kept (most excerpts made afresh are of one
+        feature); several features join the union of theirs, the same spans, since a
+        gap of joiner characters that other spans cover in part leaves gaps of joiner
+        characters."""
+        if len(features) != 1:
+            return join_spans(self.text, [s for f in features for s in self.joined((f,))])
+        feat = features[0]
+        hit = self._joined.get(id(feat))
+        if hit is not None and hit[0] is feat:
+            return hit[1]
+        found = join_spans(self.text, self.feature_spans(feat))
+        self._joined[id(feat)] = (feat, found)
+        return found
+
+
+def join_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted spans, with neighbours separated only by spaces or hyphens joined: a
+    phrase ("state-space model") is one highlight, never three fragments."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and (a <= out[-1][1] or _JOINER.fullmatch(text, out[-1][1], a)):
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+        else:
+            out.append((a, b))
+    return out
 
 
 def highlight_spans(text: str, features: Sequence[Feature], acronyms: Acronyms) -> list[
