@@ -250,6 +250,35 @@ def test_highlights_are_found_as_before(terms: str) -> None:
             assert h.feature_spans(f) == _old_feature_spans(h, f)
 
 
+_WORDS = ["graph", "neural", "network", "state", "space", "model", "attention", "the"]
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_WORDS),
+                          st.sampled_from([" ", "-", " / ", ", ", ". ", " \u2013 ", "--"])),
+                min_size=1, max_size=25),
+       st.lists(st.lists(st.tuples(st.sampled_from(["exact", "topic"]),
+                                   st.lists(st.sampled_from(_WORDS), min_size=1, max_size=2)),
+                         min_size=1, max_size=4), min_size=1, max_size=6))
+def test_joined_spans_are_those_of_all_the_features_joined(
+        pieces: list[tuple[str, str]], sets: list[list[tuple[str, list[str]]]]) -> None:
+    """What an excerpt highlights: each feature's joined spans are kept, and a set of
+    features joins the union of theirs. The same as joining all their spans at once,
+    for texts where one feature's spans sit in the gaps of another's (hyphens, slashes,
+    dashes, commas between the words)."""
+    from newsletter.ranking.text import stem
+    from newsletter.render.highlight import join_spans
+
+    text = "".join(w + sep for w, sep in pieces)
+    h = Highlighter(text, Acronyms())
+    made: dict[tuple[str, tuple[str, ...]], Feature] = {}
+    for group in sets:
+        feats = tuple(made.setdefault((kind, tuple(ws)), Feature(kind, (
+            tuple(stem(w) for w in ws) if kind == "topic" else tuple(ws),)))
+            for kind, ws in group)
+        assert h.joined(feats) == join_spans(text, h.spans(feats))
+
+
 @hyp_settings(max_examples=300, deadline=None)
 @given(st.text(st.sampled_from("ab <>&\"'é"), max_size=30),
        st.lists(st.tuples(st.integers(0, 30), st.integers(1, 5)), max_size=4),
