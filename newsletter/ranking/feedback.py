@@ -33,6 +33,7 @@ the engine ranks a million subscribers in one pass.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import threading
@@ -146,14 +147,24 @@ def term_key(feature: Feature) -> str:
     return " ".join(feature.variants[0]) if feature.variants else ""
 
 
-def _tokens(text: str, ranker: RankerLike) -> list[tuple[str, str]]:
+def _tokens(text: str, ranker: RankerLike,
+            known: dict[str, list[tuple[str, str]]] | None = None) -> list[tuple[str, str]]:
     """(stem, surface word) per content word, in order: the analysis profile terms and
-    papers get (``analyze_words`` splits hyphens the same way as ``_HYPHENS`` here)."""
-    surface = words(text)
-    parts = [p for w in surface for p in _HYPHENS.split(w) if p]
-    analysed = analyze_words(surface, ranker.corpus.acronyms)
-    return [(st, part) for (st, raw), part in zip(analysed, parts, strict=True)
-            if raw not in STOPWORDS]
+    papers get (``analyze_words`` splits hyphens the same way as ``_HYPHENS`` here).
+    ``known``: each word's tokens, kept across papers (a word is analysed alone, so
+    the same word gives the same tokens; most words of a paper occur in many others)."""
+    if known is None:
+        known = {}
+    acronyms = ranker.corpus.acronyms
+    out: list[tuple[str, str]] = []
+    for w in words(text):
+        toks = known.get(w)
+        if toks is None:
+            parts = [p for p in _HYPHENS.split(w) if p]
+            toks = known[w] = [(st, part) for (st, raw), part in zip(
+                analyze_words([w], acronyms), parts, strict=True) if raw not in STOPWORDS]
+        out += toks
+    return out
 
 
 Gram = tuple[str, ...]  # the stems of a one- or two-word term
@@ -201,10 +212,14 @@ class Learner:
         # scores chunks in threads (``Ranker.rank``) while its caller may explain
         # picks: ``matrix`` and ``learned`` hold this lock.
         self._lock = threading.Lock()
+        self._known: dict[str, list[tuple[str, str]]] = {}  # word → its tokens (_tokens)
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
-        used = np.unique(votes.papers)
+        # the papers voted on: marked in a mask (np.unique sorts all ten million votes)
+        voted = np.zeros(len(votes.entries), dtype=bool)
+        voted[votes.papers] = True
+        used = np.flatnonzero(voted)
         for p in used.tolist():
             for fid, weight in self._paper_terms(votes.entries[p], cfg.feedback_terms):
                 rows.append(p)
@@ -236,8 +251,17 @@ class Learner:
         stems = self.stems.setdefault(entry.id, {})
         for fname, weight in _FIELDS:
             abstract = fname == "abstract"
-            toks = _tokens(_field_text(entry, fname), self.ranker)
+            toks = _tokens(_field_text(entry, fname), self.ranker, self._known)
             stems[fname] = [st for st, _ in toks]
+            if HEADLINE_ONLY and abstract:
+                # Only counts for the title's and keywords' grams (which passed the
+                # filters and have their surface form), so no gram is made to be
+                # dropped: the abstract's hundreds of grams are only looked up.
+                st = stems[fname]
+                for gram in itertools.chain(zip(st), zip(st, st[1:], strict=False)):
+                    if gram in headline:
+                        counts[gram] += weight
+                continue
             for gram, part in _learnable_grams(toks):
                 if HEADLINE_ONLY and abstract and gram not in headline:
                     continue
