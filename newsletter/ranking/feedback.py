@@ -323,9 +323,11 @@ class Learner:
             for w in gram:
                 self._by_word.setdefault(w, []).append(fid)
 
-    def _covered(self, written: sparse.csr_matrix) -> sparse.csr_matrix:
-        """``written`` plus the learned terms each written term covers: its own forms
-        and its words ("residual connections" covers "residual" and "connections")."""
+    def _cover_matrix(self, written: sparse.csr_matrix) -> sparse.csr_matrix:
+        """The written × learned "covers" matrix for ``written``'s features (each
+        written term's own forms and its words: "residual connections" covers
+        "residual" and "connections"), extended for the written terms not seen yet.
+        Called with the lock held: it reads and extends the caches."""
         nf = written.shape[1]
         cover = self._cover_m
         if cover is not None and cover.shape[0] != nf:
@@ -340,9 +342,7 @@ class Learner:
             b = [c for _, c in pairs]
             cover = self._cover_m = sparse.csr_matrix(
                 (np.ones(len(pairs), np.float32), (a, b)), shape=(nf, nf))
-        if not cover.nnz:
-            return written
-        return written + (written > 0).astype(np.float32) @ cover
+        return cover
 
     def _cover(self, feature: Feature) -> list[int]:
         words_ = {w for v in feature.variants for w in v} | set(feature.parts)
@@ -366,11 +366,17 @@ class Learner:
     def matrix(self, keys: Sequence[Any], written: sparse.csr_matrix,
                at: tuple[np.ndarray, np.ndarray] | None = None) -> sparse.csr_matrix:
         """Learned weights (len(keys) × features), never on a ``written`` term."""
-        with self._lock:
-            return self._matrix(keys, written, at)
+        with self._lock:  # only the caches: the products run outside it
+            p, cover = self._paper_matrix(written.shape[1]), self._cover_matrix(written)
+        return self._matrix(keys, written, at, p, cover)
 
     def _matrix(self, keys: Sequence[Any], written: sparse.csr_matrix,
-                at: tuple[np.ndarray, np.ndarray] | None) -> sparse.csr_matrix:
+                at: tuple[np.ndarray, np.ndarray] | None, p: sparse.csr_matrix,
+                cover: sparse.csr_matrix) -> sparse.csr_matrix:
+        """``matrix``, given the voted papers' terms ``p`` and the covers matrix read
+        under the lock: the rest reads nothing shared that changes, so two scoring
+        threads compute their chunks' weights at once (scipy's sparse products let go
+        of the GIL; under the lock, one thread waited for the other's)."""
         cfg = self.ranker.cfg
         n, nf = written.shape
         rows, idx = self.votes.rows_for(keys) if at is None else at
@@ -385,8 +391,9 @@ class Learner:
         v = sparse.csr_matrix(((weight * scale).astype(np.float32),
                                (rows, self.votes.papers[idx])),
                               shape=(n, len(self.votes.entries)))
-        learned = (v @ self._paper_matrix(nf)).tocsr()
-        learned = learned - learned.multiply(self._covered(written) > 0)
+        learned = (v @ p).tocsr()
+        covered = written + (written > 0).astype(np.float32) @ cover if cover.nnz else written
+        learned = learned - learned.multiply(covered > 0)
         mutes = self.votes.mutes
         if mutes:
             mr: list[int] = []
@@ -417,7 +424,8 @@ class Learner:
         cols = sorted(f for f in written_fids if f < nf)
         written = sparse.csr_matrix((np.ones(len(cols), np.float32),
                                      ([0] * len(cols), cols)), shape=(1, nf))
-        row = self._matrix([key], written, None)  # (the lock is held)
+        row = self._matrix([key], written, None, self._paper_matrix(nf),
+                           self._cover_matrix(written))  # (the lock is held)
         if not row.nnz:
             return []
         _, idx = self.votes.rows_for([key])
