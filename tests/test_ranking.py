@@ -462,3 +462,56 @@ def test_the_ranking_imports_scipy_sparse_without_numpys_unused_tools() -> None:
     assert plain["loaded"], "scipy.sparse no longer loads numpy's tools: drop the guard"
     ours = _imported("import newsletter.ranking.engine, newsletter.ranking.reader")
     assert ours == {"loaded": [], "same": True, "same_after_error": True, "works": True}
+
+
+_ROW_TERMS = ["graph neural networks", "graph", "neural", "diffusion models", "diffusion",
+              "state space models", "language models", "LLM", "attention", "medical",
+              "medical imaging", "vision transformer", "\"mixture of experts\"",
+              "author:Vaswani", "-robotics", "-medical", "reinforcement learning", "the",
+              "networks graph", "models"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_ROW_TERMS), min_size=1, max_size=5),
+                min_size=1, max_size=4), st.booleans())
+def test_feature_rows_made_together_are_the_rows_made_one_by_one(
+        chunks: list[list[str]], related: bool) -> None:
+    """``Corpus.rows`` (a chunk's new features at once: topics, their words, exact
+    phrases; exclusions, authors and a field's related terms through ``row``) gives
+    each feature the bits ``row`` gives it on a fresh corpus, whatever is cached
+    already (earlier chunks, a topic's words asked for as terms of their own)."""
+    from newsletter.ranking.related import RelatedTerms
+    from newsletter.render.samples import sample_papers
+
+    cfg = RankingConfig()
+    rows = [RankEntry(p.id, p.title, p.abstract or "", tuple(p.keywords or ()),
+                      tuple(p.authors or ())) for p in sample_papers()[:60]]
+    area = RelatedTerms.load() if related else None
+
+    def corpus() -> Corpus:
+        return Corpus(rows, Acronyms.load(), cfg, TODAY, related=area)
+
+    together, alone = corpus(), corpus()
+    analyzer = Ranker(together, cfg).analyzer
+    for terms in chunks:
+        features = [analyzer.feature(t) for t in parse_profile(", ".join(terms)).terms]
+        made = together.rows(features)
+        expected = np.stack([alone.row(f) for f in features])
+        assert made.dtype == np.float32
+        assert made.view(np.uint32).tolist() == expected.view(np.uint32).tolist()
+
+
+def test_a_chunk_that_fails_to_parse_leaves_no_feature_without_its_row() -> None:
+    """A chunk's new features get their rows together when it is parsed; a profile that
+    fails midway still leaves every feature made before it with its row (later chunks
+    and explanations read them)."""
+    ranker = _small_ranker()
+    batch = [(1, "diffusion models, attention"), (2, "large language models, graphs"),
+             (3, "LLM, graph^x"), (4, "attention")]
+    with pytest.raises(ProfileError, match="subscriber 3"):
+        list(ranker.rank(batch))
+    assert len(ranker.features) >= 4
+    made = ranker.feature_rows
+    alone = _small_ranker().corpus
+    assert made.tolist() == [alone.row(f).tolist() for f in ranker.features]
+    assert made.any()

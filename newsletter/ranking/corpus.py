@@ -274,6 +274,82 @@ class Corpus:
         self._rows[feature] = out
         return out
 
+    def rows(self, features: Sequence[Feature]) -> np.ndarray:
+        """``row`` of each feature, as one (len(features) × entries) float32 array, the
+        same numbers bit for bit. A day's new profile terms come by the thousand, and
+        ``row`` spends most of its time in numpy's per-call overhead on arrays of a few
+        hundred papers; here the plain topics and exact phrases (all but exclusions,
+        authors and a field's related terms, which go through ``row``) are scored
+        together: their field-weighted counts into one matrix, BM25 over all of it,
+        then each topic's words (its parts) for all topics with as many parts at once.
+        Every element goes through the same operations in the same order as in
+        ``row`` (sums over a topic's parts run part by part in both)."""
+        n = len(self.entries)
+        out = np.zeros((len(features), n), dtype=np.float32)
+        plain: dict[Feature, list[int]] = {}
+        for i, feature in enumerate(features):
+            cached = self._rows.get(feature)
+            if cached is not None:
+                out[i] = cached
+            elif feature.kind in ("topic", "exact") and not (
+                    feature.related and self.cfg.related_weight):
+                plain.setdefault(feature, []).append(i)
+            else:
+                out[i] = self.row(feature)
+        if not plain:
+            return out
+        words_ = {Feature("topic", ((w,),)) for f in plain for w in f.parts}
+        self._plain_rows([w for w in words_ if w not in self._rows and w not in plain])
+        self._plain_rows(list(plain))
+        for feature, at in plain.items():
+            out[at] = self._rows[feature]
+        return out
+
+    def _plain_rows(self, features: list[Feature]) -> None:
+        """``row`` for plain topics and exact phrases (see ``rows``), into the cache;
+        a topic's words must be there already."""
+        if not features:
+            return
+        n = len(self.entries)
+        at_row: list[int] = []
+        at_col: list[int] = []
+        counts: list[float] = []
+        for j, feature in enumerate(features):  # ``_tf``'s sums, in its order
+            acc: dict[int, float] = {}
+            get = acc.get
+            for fname, weight in FIELD_WEIGHTS.items():
+                for variant in feature.variants:
+                    for i, count in self._postings(fname, feature.kind, variant).items():
+                        acc[i] = get(i, 0.0) + weight * count
+            at_row += [j] * len(acc)
+            at_col += acc
+            counts += acc.values()
+        tf = np.zeros((len(features), n), dtype=np.float64)
+        tf[at_row, at_col] = counts
+        df = np.count_nonzero(tf, axis=1)
+        idf = np.array([self._idf(int(d)) for d in df.tolist()], dtype=np.float64)
+        scored = (idf[:, None] * tf * (K1 + 1) / (tf + K1 * self.length_norm)).astype(
+            np.float32)
+        scored[df == 0] = 0  # as ``_bm25`` returns for a term no paper has
+        by_parts: dict[int, list[int]] = {}
+        for j, feature in enumerate(features):
+            if feature.parts:
+                by_parts.setdefault(len(feature.parts), []).append(j)
+            else:
+                self._rows[feature] = scored[j]
+        for size, group in by_parts.items():
+            # G topics × their ``size`` words × papers; sums over axis 1 go part by part
+            parts = np.array([[self._rows[Feature("topic", ((w,),))]
+                               for w in features[j].parts] for j in group], dtype=np.float32)
+            word_idf = np.array([[self._idf(int(np.count_nonzero(w))) for w in row]
+                                 for row in parts], dtype=np.float64)
+            share = ((word_idf[:, :, None] * (parts > 0)).sum(axis=1)
+                     / np.maximum(word_idf.sum(axis=1), 1e-9)[:, None])
+            bag = (parts.sum(axis=1) / size * share ** COVERAGE_POWER * (share > 0.5))
+            mixed = (PHRASE_WEIGHT * scored[group] + WORDS_WEIGHT * bag).astype(np.float32)
+            for g, j in enumerate(group):
+                self._rows[features[j]] = mixed[g]
+
     def related_evidence(self, related: Sequence[tuple[str, ...]]) -> np.ndarray:
         """How strongly each entry is about a field: per related term present, the
         weight of the strongest field it appears in (title 3, keywords 2, abstract 1),

@@ -95,13 +95,18 @@ class Ranker:
         self._code_columns: tuple[np.ndarray, np.ndarray, np.ndarray] = (
             np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.bool_))
         self._m_csr: sparse.csr_matrix | None = None
+        # While ``_rows_together`` runs: the thread that defers new features' rows and
+        # the features waiting for them (computed at once by ``Corpus.rows``).
+        self._deferring: int | None = None
+        self._waiting: list[int] = []
         # each paper's popularity and recency parts as explanations show them (the
         # same float32 products, rounded once a paper instead of once a subscriber)
         self._shown_parts: dict[int, tuple[float, float]] = {}
         self.learner = None
         self.reader: Reader | None = None
         if votes is not None and len(votes.keys):
-            self.learner = Learner(self, votes)
+            with self._rows_together():  # the voted papers' terms, by the thousand
+                self.learner = Learner(self, votes)
             if cfg.reader_fills or cfg.reader_reorder > 0:
                 self.reader = Reader(corpus, cfg, votes, self.learner.stems)
 
@@ -271,8 +276,30 @@ class Ranker:
                 grown = np.zeros((self._m.shape[0] * 2, self._m.shape[1]), dtype=np.float32)
                 grown[: self._m.shape[0]] = self._m
                 self._m = grown
-            self._m[fid] = self.corpus.row(feat)
+            if self._deferring == threading.get_ident():
+                self._waiting.append(fid)
+            else:
+                self._m[fid] = self.corpus.row(feat)
         return fid
+
+    @contextlib.contextmanager
+    def _rows_together(self) -> Iterator[None]:
+        """New features' rows computed together when the block ends (``Corpus.rows``:
+        a chunk's new terms, or a learner's, by the thousand), not one by one in
+        ``_fid``: the same rows. Only this thread defers: another one adding a feature
+        meanwhile (explaining picks) gets its row at once. The rows are written
+        however the block ends, so a feature is never left without its row."""
+        if self._deferring is not None:  # (already inside: the outer block writes them)
+            yield
+            return
+        self._deferring = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._deferring = None
+            waiting, self._waiting = self._waiting, []
+            if waiting:
+                self._m[waiting] = self.corpus.rows([self._features[f] for f in waiting])
 
     def rank(
         self,
@@ -400,11 +427,12 @@ class Ranker:
             for i, r in zip(unseen.tolist(), rows[unseen].tolist(), strict=True):
                 by_row[r].append(i)
             try:
-                for r in sorted(by_row.keys() | whole):
-                    if r in whole:
-                        parsed[r] = self._terms_of(texts[r])
-                    for i in by_row.get(r, ()):
-                        codes[i] = self._part_code(flat[i])
+                with self._rows_together():
+                    for r in sorted(by_row.keys() | whole):
+                        if r in whole:
+                            parsed[r] = self._terms_of(texts[r])
+                        for i in by_row.get(r, ()):
+                            codes[i] = self._part_code(flat[i])
             except ProfileError:
                 self._first_bad(batch)  # raises, naming the subscriber as one by one would
                 raise
