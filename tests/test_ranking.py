@@ -3,11 +3,13 @@ engine against a plain per-subscriber reference computation."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -464,6 +466,17 @@ def test_the_ranking_imports_scipy_sparse_without_numpys_unused_tools() -> None:
     assert ours == {"loaded": [], "same": True, "same_after_error": True, "works": True}
 
 
+@contextlib.contextmanager
+def _rows_at_once(n: int) -> Iterator[None]:
+    from newsletter.ranking import corpus
+
+    was, corpus.ROWS_AT_ONCE = corpus.ROWS_AT_ONCE, n
+    try:
+        yield
+    finally:
+        corpus.ROWS_AT_ONCE = was
+
+
 _ROW_TERMS = ["graph neural networks", "graph", "neural", "diffusion models", "diffusion",
               "state space models", "language models", "LLM", "attention", "medical",
               "medical imaging", "vision transformer", "\"mixture of experts\"",
@@ -495,7 +508,8 @@ def test_feature_rows_made_together_are_the_rows_made_one_by_one(
     analyzer = Ranker(together, cfg).analyzer
     for terms in chunks:
         features = [analyzer.feature(t) for t in parse_profile(", ".join(terms)).terms]
-        made = together.rows(features)
+        with _rows_at_once(2):  # several batches, a topic's words in another than it
+            made = together.rows(features)
         expected = np.stack([alone.row(f) for f in features])
         assert made.dtype == np.float32
         assert made.view(np.uint32).tolist() == expected.view(np.uint32).tolist()

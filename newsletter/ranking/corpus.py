@@ -41,6 +41,7 @@ MIN_IDF_N = 100  # idf is computed as if at least this many papers were ranked
 PHRASE_WEIGHT = 1.0  # a topic's score: the phrase (or acronym form) ...
 WORDS_WEIGHT = 1.0  # ... plus its words' mean score, scaled by the share present ...
 COVERAGE_POWER = 0.0  # ... to this power, so one word of three earns little
+ROWS_AT_ONCE = 512  # features scored together by ``Corpus.rows`` (a few MB of arrays)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,9 +299,12 @@ class Corpus:
                 out[i] = self.row(feature)
         if not plain:
             return out
+        # a topic's words first (they have none of their own), then the rest
         words_ = {Feature("topic", ((w,),)) for f in plain for w in f.parts}
-        self._plain_rows([w for w in words_ if w not in self._rows and w not in plain])
-        self._plain_rows(list(plain))
+        for batch in ([w for w in words_ if w not in self._rows],
+                      [f for f in plain if f not in self._rows]):
+            for start in range(0, len(batch), ROWS_AT_ONCE):
+                self._plain_rows(batch[start : start + ROWS_AT_ONCE])
         for feature, at in plain.items():
             out[at] = self._rows[feature]
         return out
@@ -328,8 +332,12 @@ class Corpus:
         tf[at_row, at_col] = counts
         df = np.count_nonzero(tf, axis=1)
         idf = np.array([self._idf(int(d)) for d in df.tolist()], dtype=np.float64)
-        scored = (idf[:, None] * tf * (K1 + 1) / (tf + K1 * self.length_norm)).astype(
-            np.float32)
+        # ``_bm25``'s idf * tf * (K1 + 1) / (tf + K1 * length_norm), in place
+        denominator = tf + K1 * self.length_norm
+        tf *= idf[:, None]
+        tf *= K1 + 1
+        tf /= denominator
+        scored = tf.astype(np.float32)
         scored[df == 0] = 0  # as ``_bm25`` returns for a term no paper has
         by_parts: dict[int, list[int]] = {}
         for j, feature in enumerate(features):
