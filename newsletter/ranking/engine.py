@@ -371,7 +371,12 @@ class Ranker:
         score += self.corpus.bonus_canonical
         excluded = None
         if written.excluded is not None:
-            excluded = np.asarray(written.excluded @ self._m[: written.nf]) > 0
+            # only the rows that exclude a term (a few in a chunk): the product of the
+            # others is zero, and over all n rows it cost three times as much
+            x = written.excluded
+            some = np.flatnonzero(np.diff(x.indptr))
+            excluded = np.zeros(score.shape, dtype=np.bool_)
+            excluded[some] = np.asarray(x[some] @ self._m[: written.nf]) > 0
             score[excluded] = -np.inf
         sent_rows, sent_cols = _mask_sent(score, keys, sent)
         picks, scores = _top_k(score, k)
