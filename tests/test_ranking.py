@@ -529,3 +529,24 @@ def test_a_chunk_that_fails_to_parse_leaves_no_feature_without_its_row() -> None
     alone = _small_ranker().corpus
     assert made.tolist() == [alone.row(f).tolist() for f in ranker.features]
     assert made.any()
+
+
+def test_explaining_waits_for_a_chunk_being_parsed_in_another_thread() -> None:
+    """A chunk's new features have their ids at once and their rows when the chunk is
+    parsed: another thread explaining a term the chunk has just seen waits for the rows
+    and reads them, never the empty row meanwhile."""
+    import threading
+
+    ranker = _small_ranker()
+    got: list[list[str]] = []
+    with ranker._rows_together():
+        ranker._terms_of("large language models")  # made here, its row still to come
+        reader = threading.Thread(target=lambda: got.append(
+            [t for ex in ranker.explain_many("large language models", [0, 1])
+             for t, _ in ex.matched]))
+        reader.start()
+        reader.join(timeout=1.0)
+    reader.join()
+    assert got == [[t for ex in ranker.explain_many("large language models", [0, 1])
+                    for t, _ in ex.matched]]
+    assert got[0]  # it matches paper "b"

@@ -299,10 +299,11 @@ class Corpus:
                 out[i] = self.row(feature)
         if not plain:
             return out
-        # a topic's words first (they have none of their own), then the rest
+        # a topic's words first (they have none of their own), then the rest (a word
+        # asked for as a term of its own is done then, and only then)
         words_ = {Feature("topic", ((w,),)) for f in plain for w in f.parts}
-        for batch in ([w for w in words_ if w not in self._rows],
-                      [f for f in plain if f not in self._rows]):
+        for which in (words_, plain):
+            batch = [f for f in which if f not in self._rows]
             for start in range(0, len(batch), ROWS_AT_ONCE):
                 self._plain_rows(batch[start : start + ROWS_AT_ONCE])
         for feature, at in plain.items():
@@ -343,8 +344,6 @@ class Corpus:
         for j, feature in enumerate(features):
             if feature.parts:
                 by_parts.setdefault(len(feature.parts), []).append(j)
-            else:
-                self._rows[feature] = scored[j]
         for size, group in by_parts.items():
             # G topics × their ``size`` words × papers; sums over axis 1 go part by part
             parts = np.array([[self._rows[Feature("topic", ((w,),))]
@@ -354,9 +353,12 @@ class Corpus:
             share = ((word_idf[:, :, None] * (parts > 0)).sum(axis=1)
                      / np.maximum(word_idf.sum(axis=1), 1e-9)[:, None])
             bag = (parts.sum(axis=1) / size * share ** COVERAGE_POWER * (share > 0.5))
-            mixed = (PHRASE_WEIGHT * scored[group] + WORDS_WEIGHT * bag).astype(np.float32)
-            for g, j in enumerate(group):
-                self._rows[features[j]] = mixed[g]
+            scored[group] = (PHRASE_WEIGHT * scored[group] + WORDS_WEIGHT * bag).astype(
+                np.float32)
+        # The cache keeps rows of this one array (views): a topic's phrase-only row is
+        # replaced in it above, not kept beside its final row.
+        for j, feature in enumerate(features):
+            self._rows[feature] = scored[j]
 
     def related_evidence(self, related: Sequence[tuple[str, ...]]) -> np.ndarray:
         """How strongly each entry is about a field: per related term present, the

@@ -99,6 +99,7 @@ class Ranker:
         # the features waiting for them (computed at once by ``Corpus.rows``).
         self._deferring: int | None = None
         self._waiting: list[int] = []
+        self._rows_lock = threading.RLock()  # held by the block and by explaining
         # each paper's popularity and recency parts as explanations show them (the
         # same float32 products, rounded once a paper instead of once a subscriber)
         self._shown_parts: dict[int, tuple[float, float]] = {}
@@ -166,7 +167,14 @@ class Ranker:
     def explain_many(self, text: str, entry_indices: Sequence[int],
                      key: Any = None) -> list[Explanation]:
         """``explain`` for several picks of one subscriber in one array operation;
-        with ``key``, what that subscriber's votes taught counts too."""
+        with ``key``, what that subscriber's votes taught counts too. Never while
+        another thread parses a chunk (``_rows_together``): a term it has just seen
+        has its feature already and its row only when the chunk is parsed."""
+        with self._rows_lock:
+            return self._explain_many(text, entry_indices, key)
+
+    def _explain_many(self, text: str, entry_indices: Sequence[int],
+                      key: Any) -> list[Explanation]:
         written = self._terms_of(text or "")
         terms = [t for t in written if not t.exclude]
         learned: list[Learned] = []
@@ -286,20 +294,25 @@ class Ranker:
     def _rows_together(self) -> Iterator[None]:
         """New features' rows computed together when the block ends (``Corpus.rows``:
         a chunk's new terms, or a learner's, by the thousand), not one by one in
-        ``_fid``: the same rows. Only this thread defers: another one adding a feature
-        meanwhile (explaining picks) gets its row at once. The rows are written
-        however the block ends, so a feature is never left without its row."""
-        if self._deferring is not None:  # (already inside: the outer block writes them)
+        ``_fid``: the same rows. Only this thread defers, and it holds ``_rows_lock``
+        meanwhile, which explaining takes too: a feature made in the block has its id
+        (and its parts' codes) at once but its row only at the end, so no other thread
+        may read it before (the scoring threads read only rows of chunks parsed before).
+        The rows are written however the block ends, so a feature is never left
+        without its row."""
+        if self._deferring == threading.get_ident():  # inside: the outer block writes them
             yield
             return
-        self._deferring = threading.get_ident()
-        try:
-            yield
-        finally:
-            self._deferring = None
-            waiting, self._waiting = self._waiting, []
-            if waiting:
-                self._m[waiting] = self.corpus.rows([self._features[f] for f in waiting])
+        with self._rows_lock:
+            self._deferring = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._deferring = None
+                waiting, self._waiting = self._waiting, []
+                if waiting:
+                    self._m[waiting] = self.corpus.rows([self._features[f]
+                                                         for f in waiting])
 
     def rank(
         self,

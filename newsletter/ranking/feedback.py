@@ -212,7 +212,6 @@ class Learner:
         # scores chunks in threads (``Ranker.rank``) while its caller may explain
         # picks: ``matrix`` and ``learned`` hold this lock.
         self._lock = threading.Lock()
-        self._known: dict[str, list[tuple[str, str]]] = {}  # word → its tokens (_tokens)
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
@@ -220,8 +219,10 @@ class Learner:
         voted = np.zeros(len(votes.entries), dtype=bool)
         voted[votes.papers] = True
         used = np.flatnonzero(voted)
+        known: dict[str, list[tuple[str, str]]] = {}  # word → its tokens, while reading
         for p in used.tolist():
-            for fid, weight in self._paper_terms(votes.entries[p], cfg.feedback_terms):
+            for fid, weight in self._paper_terms(votes.entries[p], cfg.feedback_terms,
+                                                 known):
                 rows.append(p)
                 cols.append(fid)
                 vals.append(weight)
@@ -233,14 +234,16 @@ class Learner:
         self._vote_weight = (votes.signs.astype(np.float32) * decay).astype(np.float32)
         self._mute_ids: dict[str, int] = {v: k for k, v in self.keys.items()}
 
-    def _paper_terms(self, entry: RankEntry, limit: int) -> list[tuple[int, float]]:
+    def _paper_terms(self, entry: RankEntry, limit: int,
+                     known: dict[str, list[tuple[str, str]]] | None = None
+                     ) -> list[tuple[int, float]]:
         """The paper's most distinctive terms that today's papers use, as (feature id,
-        weight in (0, 1])."""
-        counts, surface, headline = self._gram_counts(entry)
+        weight in (0, 1]). ``known``: words' tokens (``_tokens``), kept across papers."""
+        counts, surface, headline = self._gram_counts(entry, {} if known is None else known)
         return self._take(self._rare_grams(entry, counts, headline), surface, limit)
 
-    def _gram_counts(self, entry: RankEntry) -> tuple[dict[Gram, float], dict[Gram, str],
-                                                      set[Gram]]:
+    def _gram_counts(self, entry: RankEntry, known: dict[str, list[tuple[str, str]]]
+                     ) -> tuple[dict[Gram, float], dict[Gram, str], set[Gram]]:
         """The paper's learnable grams: their counts weighted by field (``_FIELDS``),
         the first surface form of each, and those of the title and keywords. The
         abstract only adds to grams the title or keywords have (``HEADLINE_ONLY``):
@@ -251,7 +254,7 @@ class Learner:
         stems = self.stems.setdefault(entry.id, {})
         for fname, weight in _FIELDS:
             abstract = fname == "abstract"
-            toks = _tokens(_field_text(entry, fname), self.ranker, self._known)
+            toks = _tokens(_field_text(entry, fname), self.ranker, known)
             stems[fname] = [st for st, _ in toks]
             if HEADLINE_ONLY and abstract:
                 # Only counts for the title's and keywords' grams (which passed the

@@ -14,6 +14,9 @@ from newsletter.ranking.engine import Feature
 from newsletter.ranking.text import STOPWORDS, Acronyms, analyze_words
 
 _WORD = re.compile(r"\w+")
+# features remembered per highlighter: bounded, since explanations make features of
+# their own (a field's related terms that matched) and a web process keeps editions open
+FEATURE_CACHE = 4096
 # Between two highlighted words: spaces, hyphens, slashes. Such spans join into one phrase.
 _JOINER = re.compile(r"[\s\-\u2010-\u2015/]*")
 
@@ -83,6 +86,8 @@ class Highlighter:
                 for part in feat.parts:  # the words matched, not the phrase: mark them
                     for i in self.by_stem.get(part, ()):
                         found.append((self.content[i][0], self.content[i][1]))
+        if len(self._cache) >= FEATURE_CACHE:
+            self._cache.clear()
         self._cache[id(feat)] = (feat, found)
         return found
 
@@ -110,6 +115,8 @@ class Highlighter:
         if hit is not None and hit[0] is feat:
             return hit[1]
         found = join_spans(self.text, self.feature_spans(feat))
+        if len(self._joined) >= FEATURE_CACHE:
+            self._joined.clear()
         self._joined[id(feat)] = (feat, found)
         return found
 
