@@ -250,43 +250,31 @@ class Corpus:
             out[strict] += 1.0
             self._rows[feature] = out
             return out
-        tf = np.zeros(n, dtype=np.float64)
         if feature.kind == "author":
+            tf = np.zeros((1, n), dtype=np.float64)
             want = set(feature.variants[0])
             for i, authors in enumerate(self.author_tokens):
                 if any(want <= a for a in authors):
-                    tf[i] += FIELD_WEIGHTS["title"]
-        else:
-            tf = self._tf(feature.kind, feature.variants)
-        out = self._bm25(tf)
-        if feature.parts:
-            # The words of a topic, in any order, earn part of a phrase match: the phrase
-            # is the strong signal, the words catch "point cloud semantic segmentation"
-            # for "point cloud segmentation" (as sequential-dependence models do).
-            words_ = [self.row(Feature("topic", ((w,),))) for w in feature.parts]
-            idfs = np.array([self._idf(int(np.count_nonzero(w))) for w in words_])
-            share = (idfs[:, None] * (np.array(words_) > 0)).sum(axis=0) / max(idfs.sum(), 1e-9)
-            bag = np.sum(words_, axis=0) / len(words_) * share ** COVERAGE_POWER * (share > 0.5)
-            out = (PHRASE_WEIGHT * out + WORDS_WEIGHT * bag).astype(np.float32)
-        if feature.related and self.cfg.related_weight:
+                    tf[0, i] += FIELD_WEIGHTS["title"]
+            out = self._bm25(tf)[0]
+        elif feature.related and self.cfg.related_weight:
             # A topic naming a field also earns part of its score from the field's words.
-            tf = self._tf("topic", feature.related)
-            out = (out + self.cfg.related_weight * self._bm25(tf)).astype(np.float32)
+            own = self.row(Feature(feature.kind, feature.variants, feature.parts))
+            tf = self._tf([("topic", feature.related)])
+            out = (own + self.cfg.related_weight * self._bm25(tf)[0]).astype(np.float32)
+        else:
+            self._plain(feature)
+            return self._rows[feature]
         self._rows[feature] = out
         return out
 
     def rows(self, features: Sequence[Feature]) -> np.ndarray:
-        """``row`` of each feature, as one (len(features) × entries) float32 array, the
-        same numbers bit for bit. A day's new profile terms come by the thousand, and
-        ``row`` spends most of its time in numpy's per-call overhead on arrays of a few
-        hundred papers; here the plain topics and exact phrases (all but exclusions,
-        authors and a field's related terms, which go through ``row``) are scored
-        together: their field-weighted counts into one matrix, BM25 over all of it,
-        then each topic's words (its parts) for all topics with as many parts at once.
-        Every element goes through the same operations in the same order as in
-        ``row`` (sums over a topic's parts run part by part in both)."""
-        n = len(self.entries)
-        out = np.zeros((len(features), n), dtype=np.float32)
+        """``row`` of each feature, as one (len(features) × entries) float32 array. A
+        day's new profile terms come by the thousand, and one row at a time is mostly
+        numpy's per-call overhead on arrays of a few hundred papers: the plain topics and
+        exact phrases (all but exclusions, authors and a field's related terms) are
+        scored together (``_plain``)."""
+        out = np.zeros((len(features), len(self.entries)), dtype=np.float32)
         plain: dict[Feature, list[int]] = {}
         for i, feature in enumerate(features):
             cached = self._rows.get(feature)
@@ -297,55 +285,35 @@ class Corpus:
                 plain.setdefault(feature, []).append(i)
             else:
                 out[i] = self.row(feature)
-        if not plain:
-            return out
-        # a topic's words first (they have none of their own), then the rest (a word
-        # asked for as a term of its own is done then, and only then)
-        words_ = {Feature("topic", ((w,),)) for f in plain for w in f.parts}
-        for which in (words_, plain):
-            batch = [f for f in which if f not in self._rows]
-            for start in range(0, len(batch), ROWS_AT_ONCE):
-                self._plain_rows(batch[start : start + ROWS_AT_ONCE])
+        self._plain(*plain)
         for feature, at in plain.items():
             out[at] = self._rows[feature]
         return out
 
+    def _plain(self, *features: Feature) -> None:
+        """The rows of plain topics and exact phrases, into the cache: a topic's words
+        first (they have none of their own), then the rest (a word asked for as a term
+        of its own is done then, and only then), at most ``ROWS_AT_ONCE`` a batch."""
+        words_ = {Feature("topic", ((w,),)) for f in features for w in f.parts}
+        for which in (words_, features):
+            batch = list(dict.fromkeys(f for f in which if f not in self._rows))
+            for start in range(0, len(batch), ROWS_AT_ONCE):
+                self._plain_rows(batch[start : start + ROWS_AT_ONCE])
+
     def _plain_rows(self, features: list[Feature]) -> None:
-        """``row`` for plain topics and exact phrases (see ``rows``), into the cache;
-        a topic's words must be there already."""
-        if not features:
-            return
-        n = len(self.entries)
-        at_row: list[int] = []
-        at_col: list[int] = []
-        counts: list[float] = []
-        for j, feature in enumerate(features):  # ``_tf``'s sums, in its order
-            acc: dict[int, float] = {}
-            get = acc.get
-            for fname, weight in FIELD_WEIGHTS.items():
-                for variant in feature.variants:
-                    for i, count in self._postings(fname, feature.kind, variant).items():
-                        acc[i] = get(i, 0.0) + weight * count
-            at_row += [j] * len(acc)
-            at_col += acc
-            counts += acc.values()
-        tf = np.zeros((len(features), n), dtype=np.float64)
-        tf[at_row, at_col] = counts
-        df = np.count_nonzero(tf, axis=1)
-        idf = np.array([self._idf(int(d)) for d in df.tolist()], dtype=np.float64)
-        # ``_bm25``'s idf * tf * (K1 + 1) / (tf + K1 * length_norm), in place
-        denominator = tf + K1 * self.length_norm
-        tf *= idf[:, None]
-        tf *= K1 + 1
-        tf /= denominator
-        scored = tf.astype(np.float32)
-        scored[df == 0] = 0  # as ``_bm25`` returns for a term no paper has
+        """BM25F rows of plain topics and exact phrases, into the cache; a topic's words
+        must be there already. A topic's words, in any order, earn part of a phrase
+        match: the phrase is the strong signal, the words catch "point cloud semantic
+        segmentation" for "point cloud segmentation" (as sequential-dependence models
+        do). Topics with as many words are mixed at once; sums over a topic's words run
+        word by word."""
+        scored = self._bm25(self._tf([(f.kind, f.variants) for f in features]))
         by_parts: dict[int, list[int]] = {}
         for j, feature in enumerate(features):
             if feature.parts:
                 by_parts.setdefault(len(feature.parts), []).append(j)
         for size, group in by_parts.items():
-            # G topics × their ``size`` words × papers; sums over axis 1 go part by part
+            # G topics × their ``size`` words × papers
             parts = np.array([[self._rows[Feature("topic", ((w,),))]
                                for w in features[j].parts] for j in group], dtype=np.float32)
             word_idf = np.array([[self._idf(int(np.count_nonzero(w))) for w in row]
@@ -384,29 +352,37 @@ class Corpus:
         big_n = max(len(self.entries), MIN_IDF_N)
         return math.log(1 + (big_n - df + 0.5) / (df + 0.5))
 
-    def _tf(self, kind: str, variants: Sequence[tuple[str, ...]]) -> np.ndarray:
-        """Each entry's field-weighted count of ``variants`` (float64). Summed in a dict,
-        then put in the array at once: adding to numpy elements one by one cost most of
-        building a feature's row. The sums are small whole numbers, exact in any order."""
-        acc: dict[int, float] = {}
-        get = acc.get
-        for fname, weight in FIELD_WEIGHTS.items():
-            for variant in variants:
-                for i, count in self._postings(fname, kind, variant).items():
-                    acc[i] = get(i, 0.0) + weight * count
-        tf = np.zeros(len(self.entries), dtype=np.float64)
-        if acc:
-            n = len(acc)
-            tf[np.fromiter(acc, dtype=np.intp, count=n)] = np.fromiter(
-                acc.values(), dtype=np.float64, count=n)
+    def _tf(self, terms: Sequence[tuple[str, Sequence[tuple[str, ...]]]]) -> np.ndarray:
+        """Each entry's field-weighted count of each (kind, variants) term (terms ×
+        entries, float64). Summed in dicts, then put in the array at once: adding to
+        numpy elements one by one cost most of building a feature's row. The sums are
+        small whole numbers, exact in any order."""
+        at_row: list[int] = []
+        at_col: list[int] = []
+        counts: list[float] = []
+        for j, (kind, variants) in enumerate(terms):
+            acc: dict[int, float] = {}
+            get = acc.get
+            for fname, weight in FIELD_WEIGHTS.items():
+                for variant in variants:
+                    for i, count in self._postings(fname, kind, variant).items():
+                        acc[i] = get(i, 0.0) + weight * count
+            at_row += [j] * len(acc)
+            at_col += acc
+            counts += acc.values()
+        tf = np.zeros((len(terms), len(self.entries)), dtype=np.float64)
+        tf[at_row, at_col] = counts
         return tf
 
     def _bm25(self, tf: np.ndarray) -> np.ndarray:
-        df = int(np.count_nonzero(tf))
-        if not df:
-            return np.zeros(len(tf), dtype=np.float32)
-        idf = self._idf(df)
-        return (idf * tf * (K1 + 1) / (tf + K1 * self.length_norm)).astype(np.float32)
+        """BM25 of each row of counts (rows × entries) as float32; zero for a row no
+        entry has."""
+        df = np.count_nonzero(tf, axis=1)
+        idf = np.array([self._idf(int(d)) for d in df.tolist()], dtype=np.float64)
+        out = (idf[:, None] * tf * (K1 + 1) / (tf + K1 * self.length_norm)).astype(
+            np.float32)
+        out[df == 0] = 0
+        return out
 
     def _postings(self, fname: str, kind: str, variant: tuple[str, ...]) -> dict[int, int]:
         if kind == "topic" and len(variant) <= MAX_NGRAM:
