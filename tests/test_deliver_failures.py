@@ -64,6 +64,9 @@ class Ctx:
     def render(self, job: Job) -> Any:
         return SimpleNamespace(message=object())
 
+    def prepare(self) -> None:
+        pass
+
 
 def once_each(ledger: Ledger, n: int) -> Counter[str]:
     ids = Counter(o.job.delivery_id for o in ledger.outcomes)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email
+import email.policy
 import os
 import signal
 import socket
@@ -20,6 +22,7 @@ from sqlalchemy import func, select
 
 from newsletter.config import Settings
 from newsletter.delivery.edition import EditionConfig
+from newsletter.delivery.plan import Job
 from newsletter.service import editions
 from newsletter.store import subscribers
 from newsletter.store.db import session_scope
@@ -97,6 +100,58 @@ def test_two_processes_send_everyone_exactly_once(world, smtp_sink: SmtpSink,  #
     assert states(engine) == {"sent": len(everyone)}
     again = send(settings, engine, tmp_path)  # nothing left: nothing sent
     assert again.report.counts["sent"] == 0 and len(smtp_sink.messages) == len(everyone)
+
+
+@pytest.mark.slow  # ~3 s
+def test_the_processes_share_the_highlighters_made_before_the_fork(  # type: ignore[no-untyped-def]
+        world, smtp_sink: SmtpSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each paper's highlighter is made once, before the fork (``EditionContext.prepare``):
+    the forked process renders every one of its emails without making one of its own,
+    and the emails are those a process that made its own would send."""
+    from newsletter.render import highlight
+
+    settings, engine = world
+    everyone = add_many(engine)
+    settings = smtp_settings(settings, smtp_sink, concurrency=1, processes=2)
+    made = tmp_path / "made"
+    made.mkdir()
+    built = highlight.Highlighter.__init__
+
+    def counted(self, *a, **k) -> None:  # type: ignore[no-untyped-def]
+        (made / f"{os.getpid()}-{id(self)}").touch()
+        built(self, *a, **k)
+
+    monkeypatch.setattr(highlight.Highlighter, "__init__", counted)
+    summary = send(settings, engine, tmp_path)
+    assert summary.report.counts["sent"] == len(everyone), summary.report.errors
+    others = {p.name for p in (tmp_path / "marks").iterdir()} - {str(TEST_PID)}
+    assert len(others) == 1  # the forked process sent mail...
+    by = [p.name.split("-")[0] for p in made.iterdir()]
+    assert by and set(by) == {str(TEST_PID)}  # ...with none of its own highlighters
+    ctx = summary.context
+    assert ctx is not None
+    digest = ctx.renderer.digest
+    assert sorted(digest._highlighters) == list(range(len(digest.papers)))
+    # what was sent is what rendering without them makes (a fresh context, lazily)
+    got = {r: m for r, m in smtp_sink.messages}
+    with session_scope(engine) as s:
+        edition = s.get(type(summary.edition), summary.edition.id)
+        fresh = editions.open_edition(EditionConfig.of(settings), s, edition)
+    with session_scope(engine) as s:
+        rows = s.execute(select(Delivery, Subscriber).join(
+            Subscriber, Subscriber.id == Delivery.subscriber_id)).all()
+        jobs = [Job.of(d, sub) for d, sub in rows]
+    assert len(jobs) == len(everyone)
+    for job in jobs:
+        assert _html_of(got[job.recipient.email]) == fresh.render(job).html
+
+
+def _html_of(data: bytes) -> str:
+    """The HTML part of a message as it was rendered (line ends back to LF)."""
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    part = msg.get_body(("html",))
+    assert part is not None
+    return str(part.get_content()).replace("\r\n", "\n")
 
 
 @pytest.mark.slow  # ~3 s

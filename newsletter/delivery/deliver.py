@@ -71,9 +71,13 @@ class DeliverReport:
 
 
 class Renders(Protocol):
-    """What delivery needs of an opened edition: one job's email."""
+    """What delivery needs of an opened edition: one job's email, and what every
+    job's email reads, made ahead of a fork."""
 
     def render(self, job: Job) -> Rendered: ...
+
+    def prepare(self) -> None:
+        """Make what every job's rendering reads, once (called before a fork)."""
 
 
 def claim_batch(t: TransportConfig) -> int:

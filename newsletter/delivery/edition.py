@@ -128,6 +128,11 @@ class EditionContext:
         a record's explanations needs)."""
         return all(e in self.selection_index for e in entry_ids)
 
+    def prepare(self) -> None:
+        """Made now what rendering any email of the edition reads (its papers'
+        highlighters): before delivery forks, so its processes share them."""
+        self.renderer.prepare()
+
     def render(self, job: Job) -> Rendered:
         """One subscriber's email: the job's picks, explained, through the templates,
         with the record of what it showed (``shown``)."""

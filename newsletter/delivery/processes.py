@@ -107,6 +107,7 @@ def deliver_in_processes(
     if clock is not None:
         kw["clock"] = clock
     began = time.monotonic()
+    ctx.prepare()  # made once here, inherited by every process, not made in each
     children: list[_Child] = []
     outer.on_request(lambda: _forward(children, outer.signum, inner))
     _start(children, extra, part, ledger, ctx, make_transport, kw)

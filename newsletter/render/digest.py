@@ -263,6 +263,17 @@ class DigestBuilder:
     def _highlighter(self, index: int) -> Highlighter:
         return Highlighter(self.papers[index].abstract, self.acronyms, self._analyzed)
 
+    def prepare(self) -> None:
+        """Every paper's highlighter and sentence ends, made now rather than at the
+        paper's first excerpt. Delivery in several processes calls this before it
+        forks, so each process inherits them: otherwise each made its own (0.15-0.3 s
+        of CPU for 281 abstracts, about as long as 200 emails took to render)."""
+        for index, info in enumerate(self.papers):
+            if index not in self._highlighters:
+                self._highlighters[index] = self._highlighter(index)
+            if index not in self._sentences:
+                self._sentences[index] = sentence_ends(info.abstract)
+
     def paper(self, index: int, ex: Explanation | None) -> PaperView:
         info = self.papers[index]
         fixed = self._fixed.get(index)

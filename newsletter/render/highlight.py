@@ -34,31 +34,49 @@ class Highlighter:
         (same acronyms): most words of an abstract occur in many others, and stemming
         each occurrence again was most of building a highlighter."""
         tokens: list[tuple[int, int, str, str]] = []  # start, end, stem, raw
+        add = tokens.append
         known = {} if analyzed is None else analyzed
         for m in _WORD.finditer(text):
-            word = m.group(0)
+            word = m.group()
             found = known.get(word)
             if found is None:
                 found = known[word] = analyze_words([word], acronyms)
             start, end = m.span()
             for stem_, raw in found:
-                tokens.append((start, end, stem_, raw))
+                add((start, end, stem_, raw))
         self.text = text
         self.tokens = tokens
         self.content = [t for t in tokens if t[3] not in STOPWORDS]
-        self.by_stem: dict[str, list[int]] = defaultdict(list)
-        for i, t in enumerate(self.content):
-            self.by_stem[t[2]].append(i)
-        self.by_raw: dict[str, list[int]] = defaultdict(list)
-        for i, t in enumerate(tokens):
-            self.by_raw[t[3]].append(i)
         # the words alone, for comparing a phrase's rest as one list slice
         self.content_stems = [t[2] for t in self.content]
-        self.raw_words = [t[3] for t in tokens]
+        self.by_stem: dict[str, list[int]] = defaultdict(list)
+        for i, stem_ in enumerate(self.content_stems):
+            self.by_stem[stem_].append(i)
+        # the raw words' index: only exact phrases read it, made on the first one
+        self._by_raw: dict[str, list[int]] | None = None
+        self._raw_words: list[str] = []
         # by the feature's identity (the entry keeps it alive, so the id stays its own):
         # hashing a Feature (nested tuples) cost more than the rest of a lookup
         self._cache: dict[int, tuple[Feature, list[tuple[int, int]]]] = {}
         self._joined: dict[int, tuple[Feature, list[tuple[int, int]]]] = {}
+
+    @property
+    def by_raw(self) -> dict[str, list[int]]:
+        """Token positions by raw word (every token, stop words too): exact phrases."""
+        if self._by_raw is None:
+            self._raw_words = [t[3] for t in self.tokens]
+            by_raw: dict[str, list[int]] = defaultdict(list)
+            for i, raw in enumerate(self._raw_words):
+                by_raw[raw].append(i)
+            self._by_raw = by_raw
+        return self._by_raw
+
+    @property
+    def raw_words(self) -> list[str]:
+        """The raw words alone, for comparing an exact phrase's rest as a slice."""
+        if self._by_raw is None:
+            self.by_raw  # noqa: B018 - made with the index
+        return self._raw_words
 
     def feature_spans(self, feat: Feature) -> list[tuple[int, int]]:
         """Where one feature occurs (cached: many subscribers share features)."""
@@ -108,9 +126,11 @@ class Highlighter:
         feature); several features join the union of theirs, the same spans, since a
         gap of joiner characters that other spans cover in part leaves gaps of joiner
         characters."""
-        if len(features) != 1:
-            return join_spans(self.text, [s for f in features for s in self.joined((f,))])
-        feat = features[0]
+        if len(features) == 1:
+            return self._joined_one(features[0])
+        return join_spans(self.text, [s for f in features for s in self._joined_one(f)])
+
+    def _joined_one(self, feat: Feature) -> list[tuple[int, int]]:
         hit = self._joined.get(id(feat))
         if hit is not None and hit[0] is feat:
             return hit[1]
@@ -124,6 +144,8 @@ class Highlighter:
 def join_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted spans, with neighbours separated only by spaces or hyphens joined: a
     phrase ("state-space model") is one highlight, never three fragments."""
+    if len(spans) < 2:  # (most features occur once or twice in an abstract)
+        return list(spans)
     out: list[tuple[int, int]] = []
     for a, b in sorted(spans):
         if out and (a <= out[-1][1] or _JOINER.fullmatch(text, out[-1][1], a)):

@@ -95,6 +95,11 @@ class Renderer:
         self.edition = SimpleNamespace(date_long=f"{day:%A}, {day:%B} {day.day}, {day.year}",
                                        day=day.isoformat(), id=edition_id)
 
+    def prepare(self) -> None:
+        """What every email of the edition reads, made at once (see
+        ``DigestBuilder.prepare``)."""
+        self.digest.prepare()
+
     def context(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
                 trending: bool, weekly: bool = False) -> dict[str, Any]:
         """What the templates see for one subscriber (subject and preheader included)."""
