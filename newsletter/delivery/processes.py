@@ -53,6 +53,7 @@ from newsletter.delivery.deliver import (
     Renders,
     claim_batch,
     deliver,
+    fewer_collections,
     run_async,
     sending_stopped,
 )
@@ -107,7 +108,8 @@ def deliver_in_processes(
     if clock is not None:
         kw["clock"] = clock
     began = time.monotonic()
-    ctx.prepare()  # made once here, inherited by every process, not made in each
+    with fewer_collections():  # (tens of thousands of objects: no full collections)
+        ctx.prepare()  # made once here, inherited by every process, not made in each
     children: list[_Child] = []
     outer.on_request(lambda: _forward(children, outer.signum, inner))
     _start(children, extra, part, ledger, ctx, make_transport, kw)
