@@ -8,7 +8,6 @@ stderr. Errors a user can cause print one line and exit non-zero.
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
 import sys
 from collections.abc import Callable
@@ -525,15 +524,9 @@ def send(
     log_format: LogFormat = None,
 ) -> None:
     """Send the day's edition to every active subscriber who has not had it."""
-    collecting = gc.isenabled()
-    gc.disable()  # loading the sending side: as ``newsletter.__main__`` loads the CLI
-    try:
-        from newsletter.delivery.edition import EditionConfig
-        from newsletter.service.sending import Hooks, SendRequest, send_day
-        from newsletter.transports import make_transport
-    finally:
-        if collecting:
-            gc.enable()
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.service.sending import Hooks, SendRequest, send_day
+    from newsletter.transports import make_transport
 
     if queue:
         _require_extra("send --queue", "scale", "kombu", "celery")

@@ -254,10 +254,10 @@ def test_import_from_a_long_path_on_postgresql(cli, tmp_path: Path, pg_url: str)
 
 @pytest.mark.slow  # two sends, one of them to a port nobody listens on
 def test_send_leaves_the_garbage_collector_as_it_found_it(cli, smtp_sink) -> None:  # type: ignore[no-untyped-def]
-    """``send`` loads its modules with the collector off and delivers with it
-    frozen and raised (fewer passes over what lives on): a command run inside a
-    long process (a test, an embedding program) gets it back on, with its
-    thresholds and nothing of its own left frozen, also when sending fails."""
+    """``send`` plans, prepares and delivers with the collector frozen and raised
+    (fewer passes over what lives on): a command run inside a long process (a test,
+    an embedding program) gets it back as it was, its thresholds and nothing of its
+    own left frozen, also when sending fails."""
     import gc
 
     from .conftest import ROOT
