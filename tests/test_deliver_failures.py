@@ -64,7 +64,7 @@ class Ctx:
     def render(self, job: Job) -> Any:
         return SimpleNamespace(message=object())
 
-    def prepare(self) -> None:
+    def prepare(self, papers: Any) -> None:
         pass
 
 

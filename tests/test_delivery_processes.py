@@ -105,53 +105,95 @@ def test_two_processes_send_everyone_exactly_once(world, smtp_sink: SmtpSink,  #
 @pytest.mark.slow  # ~3 s
 def test_the_processes_share_the_highlighters_made_before_the_fork(  # type: ignore[no-untyped-def]
         world, smtp_sink: SmtpSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each paper's highlighter is made once, before the fork (``EditionContext.prepare``):
-    the forked process renders every one of its emails without making one of its own,
-    and the emails are those a process that made its own would send."""
+    """The highlighters of the papers the planned emails show are made once, before
+    the fork (``EditionContext.prepare``): the forked process renders its emails
+    without making one of its own, and they are those a process that made its own
+    would send; a paper no email shows gets none."""
+    from newsletter.delivery.edition import EditionContext
     from newsletter.render import highlight
 
     settings, engine = world
     everyone = add_many(engine)
     settings = smtp_settings(settings, smtp_sink, concurrency=1, processes=2)
-    made = tmp_path / "made"
+    made, rendered = tmp_path / "made", tmp_path / "rendered"
     made.mkdir()
-    built = highlight.Highlighter.__init__
+    rendered.mkdir()
+    build, render = highlight.Highlighter.__init__, EditionContext.render
 
     def counted(self, *a, **k) -> None:  # type: ignore[no-untyped-def]
         (made / f"{os.getpid()}-{id(self)}").touch()
-        built(self, *a, **k)
+        build(self, *a, **k)
+
+    def renders(self, job):  # type: ignore[no-untyped-def]
+        (rendered / f"{os.getpid()}-{job.recipient.id}").touch()
+        return render(self, job)
 
     monkeypatch.setattr(highlight.Highlighter, "__init__", counted)
+    monkeypatch.setattr(EditionContext, "render", renders)
     summary = send(settings, engine, tmp_path)
     assert summary.report.counts["sent"] == len(everyone), summary.report.errors
-    others = {p.name for p in (tmp_path / "marks").iterdir()} - {str(TEST_PID)}
-    assert len(others) == 1  # the forked process sent mail...
-    by = [p.name.split("-")[0] for p in made.iterdir()]
-    assert by and set(by) == {str(TEST_PID)}  # ...with none of its own highlighters
-    ctx = summary.context
+    by = {p.name.split("-")[0] for p in rendered.iterdir()}
+    assert len(by - {str(TEST_PID)}) == 1  # the forked process rendered emails...
+    assert {p.name.split("-")[0] for p in made.iterdir()} == {str(TEST_PID)}  # ...with
+    ctx = summary.context  # none of its own highlighters
     assert ctx is not None
-    digest = ctx.renderer.digest
-    assert sorted(digest._highlighters) == list(range(len(digest.papers)))
+    with session_scope(engine) as s:
+        rows = s.execute(select(Delivery, Subscriber).join(
+            Subscriber, Subscriber.id == Delivery.subscriber_id)).all()
+        jobs = [Job.of(d, sub) for d, sub in rows]
+    shown = {ctx.index[e] for job in jobs for e in job.entry_ids}
+    assert set(ctx.renderer.digest._highlighters) == shown  # those shown, no other
+    assert len(shown) < len(ctx.renderer.digest.papers)
     # what was sent is what rendering without them makes (a fresh context, lazily)
     got = {r: m for r, m in smtp_sink.messages}
     with session_scope(engine) as s:
         edition = s.get(type(summary.edition), summary.edition.id)
         fresh = editions.open_edition(EditionConfig.of(settings), s, edition)
-    with session_scope(engine) as s:
-        rows = s.execute(select(Delivery, Subscriber).join(
-            Subscriber, Subscriber.id == Delivery.subscriber_id)).all()
-        jobs = [Job.of(d, sub) for d, sub in rows]
     assert len(jobs) == len(everyone)
     for job in jobs:
-        assert _html_of(got[job.recipient.email]) == fresh.render(job).html
+        again = fresh.render(job)
+        assert _parts_of(got[job.recipient.email]) == (again.html, again.text)
 
 
-def _html_of(data: bytes) -> str:
-    """The HTML part of a message as it was rendered (line ends back to LF)."""
+@pytest.mark.slow  # ~3 s each
+@pytest.mark.parametrize("fails", [False, True], ids=["sent", "prepare-fails"])
+def test_send_leaves_the_garbage_collector_as_it_found_it(  # type: ignore[no-untyped-def]
+        world, smtp_sink: SmtpSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        fails: bool) -> None:
+    """Planning, making the papers ready before the fork and delivering run with the
+    collector frozen and its young threshold raised (``fewer_collections``): a send
+    inside a long process (a test, an embedding program) hands it back enabled, with
+    its thresholds, and nothing of its own frozen, also when it fails midway."""
+    import gc
+
+    from newsletter.delivery.edition import EditionContext
+
+    settings, engine = world
+    add_many(engine)
+    settings = smtp_settings(settings, smtp_sink, concurrency=1, processes=2)
+    if fails:
+        def no_memory(self, papers):  # type: ignore[no-untyped-def]
+            assert gc.get_threshold()[0] > 700 and gc.get_freeze_count()  # it is raised
+            raise MemoryError
+
+        monkeypatch.setattr(EditionContext, "prepare", no_memory)
+    before = (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count())
+    assert before[2] == 0  # (what it was before: nothing frozen)
+    if fails:
+        with pytest.raises(MemoryError):
+            send(settings, engine, tmp_path)
+    else:
+        assert send(settings, engine, tmp_path).report.counts["sent"] == EXTRA + len(ACTIVE)
+    assert (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()) == before
+
+
+def _parts_of(data: bytes) -> tuple[str, str]:
+    """The HTML and text parts of a message as they were rendered (line ends LF)."""
     msg = email.message_from_bytes(data, policy=email.policy.default)
-    part = msg.get_body(("html",))
-    assert part is not None
-    return str(part.get_content()).replace("\r\n", "\n")
+    html, text = msg.get_body(("html",)), msg.get_body(("plain",))
+    assert html is not None and text is not None
+    return tuple(str(p.get_content()).replace("\r\n", "\n")  # type: ignore[return-value]
+                 for p in (html, text))
 
 
 @pytest.mark.slow  # ~3 s

@@ -251,27 +251,3 @@ def test_import_from_a_long_path_on_postgresql(cli, tmp_path: Path, pg_url: str)
     source = listed[0]["consent_source"]
     assert len(source) <= 64 and source.startswith("import:…") and source.endswith("people.csv")
 
-
-@pytest.mark.slow  # two sends, one of them to a port nobody listens on
-def test_send_leaves_the_garbage_collector_as_it_found_it(cli, smtp_sink) -> None:  # type: ignore[no-untyped-def]
-    """``send`` plans, prepares and delivers with the collector frozen and raised
-    (fewer passes over what lives on): a command run inside a long process (a test,
-    an embedding program) gets it back as it was, its thresholds and nothing of its
-    own left frozen, also when sending fails."""
-    import gc
-
-    from .conftest import ROOT
-
-    assert cli("ingest", str(ROOT / "newsletter" / "data" / "sample_papers.json")).code == 0
-    for i in range(3):
-        assert cli("subscribers", "add", f"r{i}@example.org", "--keywords", "gnn").code == 0
-    before = (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count())
-    env = {"NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": "127.0.0.1",
-           "NEWSLETTER_SMTP__PORT": str(smtp_sink.port), "NEWSLETTER_TRANSPORT__PROCESSES": "2"}
-    sent = cli("send", "--yes", "--force", env=env)
-    assert sent.code == 0 and len(smtp_sink.messages) == 3, sent.stderr
-    assert (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()) == before
-    dead = {**env, "NEWSLETTER_SMTP__PORT": "1"}  # nobody listens: the send fails
-    assert cli("subscribers", "add", "r9@example.org", "--keywords", "gnn").code == 0
-    assert cli("send", "--yes", "--force", env=dead).code != 0
-    assert (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()) == before

@@ -250,6 +250,18 @@ def test_highlights_are_found_as_before(terms: str) -> None:
             assert h.feature_spans(f) == _old_feature_spans(h, f)
 
 
+def test_an_exact_phrase_is_found_in_the_words_as_written() -> None:
+    """A quoted phrase matches the words as written, in order (case folded, hyphens as
+    spaces), never their stems: "state space models" is not "state space model".
+    Fixed spans, where the comparison above reads the highlighter's own index."""
+    text = "The State-Space Model of a state space models paper; the state-space model."
+    h = Highlighter(text, Acronyms())
+    phrase = Feature("exact", (("state", "space", "model"),))
+    assert [text[a:b] for a, b in h.feature_spans(phrase)] == [
+        "State-Space Model", "state-space model"]
+    assert h.joined((phrase,)) == [(4, 21), (57, 74)]
+
+
 _WORDS = ["graph", "neural", "network", "state", "space", "model", "attention", "the"]
 
 

@@ -25,7 +25,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -76,8 +76,8 @@ class Renders(Protocol):
 
     def render(self, job: Job) -> Rendered: ...
 
-    def prepare(self) -> None:
-        """Make what every job's rendering reads, once (called before a fork)."""
+    def prepare(self, papers: Collection[str]) -> None:
+        """Make what rendering these papers reads, once (called before a fork)."""
 
 
 def claim_batch(t: TransportConfig) -> int:

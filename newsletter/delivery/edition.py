@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,10 +128,11 @@ class EditionContext:
         a record's explanations needs)."""
         return all(e in self.selection_index for e in entry_ids)
 
-    def prepare(self) -> None:
-        """Made now what rendering any email of the edition reads (its papers'
-        highlighters): before delivery forks, so its processes share them."""
-        self.renderer.prepare()
+    def prepare(self, papers: Collection[str]) -> None:
+        """Make now what rendering these papers (ids) reads, their highlighters: before
+        delivery forks, so its processes share them. Papers no email shows (the week's,
+        on a day nobody's weekly email is due) are left alone."""
+        self.renderer.prepare([self.index[e] for e in papers if e in self.index])
 
     def render(self, job: Job) -> Rendered:
         """One subscriber's email: the job's picks, explained, through the templates,

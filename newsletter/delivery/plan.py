@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from newsletter.ranking.selection import Selection
 from newsletter.render.renderer import Recipient
 
@@ -47,9 +49,11 @@ class PlanReport:
 
 
 def plan_jobs(selection: Selection, recipients: Iterable[Recipient],
-              k: int, day: dt.date | None = None, weekly: bool = False
-              ) -> Iterator[list[Job]]:
-    """Rank every recipient (chunked) and yield their jobs; empty picks are jobs too."""
+              k: int, day: dt.date | None = None, weekly: bool = False,
+              papers: set[str] | None = None) -> Iterator[list[Job]]:
+    """Rank every recipient (chunked) and yield their jobs; empty picks are jobs too.
+    ``papers``: filled with the ids of the papers the jobs show (a chunk's picks at
+    once), what delivery in several processes makes ready before it forks."""
     people: dict[int, Recipient] = {}
 
     def keyed() -> Iterator[tuple[int, str]]:
@@ -58,6 +62,9 @@ def plan_jobs(selection: Selection, recipients: Iterable[Recipient],
             yield r.id, r.keywords
 
     for chunk in selection.ranker.rank(keyed(), sent=selection.sent, k=k):
+        if papers is not None:
+            picked = np.unique(chunk.picks)
+            papers.update(selection.entries[i].id for i in picked[picked >= 0].tolist())
         jobs = []
         for row, sub_id in enumerate(chunk.keys):
             picks = [selection.entries[i].id for i in chunk.picks[row] if i >= 0]

@@ -41,7 +41,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from types import FrameType
@@ -98,9 +98,12 @@ def deliver_in_processes(
         make_transport: Callable[[], Transport], extra: int, *,
         on_progress: Callable[[Outcome], None] | None = None,
         shutdown: Shutdown | None = None, retry: DeliveryConfig | None = None,
-        clock: Callable[[], dt.datetime] | None = None) -> DeliverReport:
+        clock: Callable[[], dt.datetime] | None = None,
+        papers: Collection[str] = ()) -> DeliverReport:
     """Deliver ``ledger``'s edition here and in ``extra`` forked processes; the summed
-    report (the progress callback sees this process's outcomes only)."""
+    report (the progress callback sees this process's outcomes only). ``papers``: the
+    ids of papers the emails show (those planned just before), whose rendering state
+    is made once here, before the fork, and inherited by every process."""
     outer = shutdown or Shutdown()
     inner = Shutdown()  # this process's loop: a signal, or another process's stop
     part = share(t, extra + 1)
@@ -108,11 +111,12 @@ def deliver_in_processes(
     if clock is not None:
         kw["clock"] = clock
     began = time.monotonic()
-    with fewer_collections():  # (tens of thousands of objects: no full collections)
-        ctx.prepare()  # made once here, inherited by every process, not made in each
     children: list[_Child] = []
     outer.on_request(lambda: _forward(children, outer.signum, inner))
-    _start(children, extra, part, ledger, ctx, make_transport, kw)
+    with fewer_collections():  # (tens of thousands of objects: no full collections)
+        ctx.prepare(papers)  # made once here, inherited by every process, not made in each
+    if not outer.requested:  # (a signal meanwhile: this process gives the rows back alone)
+        _start(children, extra, part, ledger, ctx, make_transport, kw)
     if outer.requested:  # a signal while forking: the processes started get it too
         _forward(children, outer.signum, inner)
     stop_all = _stopper(children, inner)

@@ -8,6 +8,7 @@ hot path the benchmark measures.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -95,10 +96,10 @@ class Renderer:
         self.edition = SimpleNamespace(date_long=f"{day:%A}, {day:%B} {day.day}, {day.year}",
                                        day=day.isoformat(), id=edition_id)
 
-    def prepare(self) -> None:
-        """What every email of the edition reads, made at once (see
+    def prepare(self, papers: Iterable[int]) -> None:
+        """What rendering these papers (indices) reads, made at once (see
         ``DigestBuilder.prepare``)."""
-        self.digest.prepare()
+        self.digest.prepare(papers)
 
     def context(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
                 trending: bool, weekly: bool = False) -> dict[str, Any]:

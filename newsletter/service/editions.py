@@ -139,6 +139,8 @@ class Planned:
     pending: int
     note: str = ""
     due: int = 0  # deferred rows of this edition put back in the queue (their try is due)
+    # the papers the emails planned now show (rows planned earlier: not known here)
+    papers: set[str] = field(default_factory=set)
 
 
 def _nothing(note: str) -> Planned:
@@ -180,6 +182,7 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
             return Planned(edition, ledger, None, plan, reclaimed, 0, 0,
                            "nobody new to plan and nothing left to deliver", requeued)
         ctx = ONCE.open(config, s, edition)
+        shown: set[str] = set()
         r = config.ranking
         empty = ("no paper matched the profile (trending section off)"
                  if r.trending == "none" or not r.trending_count
@@ -191,14 +194,15 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
             if selection is None or not selection.entries:
                 continue
             part = ledger.plan(plan_jobs(selection, group.recipients(s, weekly), r.max_papers,
-                                         day=group.day, weekly=weekly), empty_reason=empty)
+                                         day=group.day, weekly=weekly, papers=shown),
+                               empty_reason=empty)
             plan.planned += part.planned
             plan.skipped += part.skipped
             plan.already += part.already
     with session_scope(engine, readonly=True) as s:
         pending = pending_count(s, edition)
     return Planned(edition, ledger, ctx, plan, reclaimed, len(ctx.rows), pending, note,
-                   requeued)
+                   requeued, shown)
 
 # ---- delivering --------------------------------------------------------------------
 
@@ -242,7 +246,7 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
             report = deliver_in_processes(
                 config.transport, p.ledger, p.context, transport, make_transport, extra,
                 on_progress=on_progress, shutdown=shutdown, retry=config.delivery,
-                clock=clock_at(now))
+                clock=clock_at(now), papers=p.papers)
         else:
             report = run_async(deliver(config.transport, p.ledger, p.context, transport,
                                        on_progress=on_progress, shutdown=shutdown,
