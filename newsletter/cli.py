@@ -1034,9 +1034,29 @@ def worker(
 
     SIGTERM or Ctrl-C: stop claiming, finish the messages in flight, give the rest
     back to the ledger, exit 0 (Celery's warm shutdown)."""
-    import functools
+    import signal
 
     _require_extra("newsletter worker", "scale", "kombu", "celery")
+
+    def stop_before_celery(signum: int, frame: Any) -> None:
+        raise SystemExit(0)  # nothing claimed yet: a clean stop, the heartbeat says so
+
+    # Until Celery puts in its own handlers (its warm shutdown, once it is starting),
+    # SIGTERM or Ctrl-C ends the worker cleanly: the default action killed it while
+    # its heartbeat already said it was alive (a stop in its first second or so).
+    previous = {sig: signal.signal(sig, stop_before_celery)
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _run_worker(ctx, concurrency, log_format, metrics_port)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_worker(ctx: typer.Context, concurrency: int, log_format: str | None,
+                metrics_port: int | None) -> None:
+    import functools
+
     from newsletter.delivery.queue import check_broker, make_celery
     from newsletter.delivery.shutdown import Shutdown
     from newsletter.observe.service import start_service
@@ -1053,9 +1073,10 @@ def worker(
     engine = make_engine(a.settings.database.url)
     upgrade(engine)
     _begin_signing(a, "worker")
-    beater = start_service(a.settings, engine, "worker", metrics_port=metrics_port,
-                           info={"concurrency": concurrency})
+    beater = None
     try:
+        beater = start_service(a.settings, engine, "worker", metrics_port=metrics_port,
+                               info={"concurrency": concurrency})
         task = functools.partial(_deliver_queued, str(Path(config).resolve()) if config
                                  else None)
         celery = make_celery(a.settings.queue, task, Shutdown())
@@ -1064,7 +1085,8 @@ def worker(
                             f"--concurrency={concurrency}", "--without-gossip",
                             "--without-mingle", "--without-heartbeat"])
     finally:
-        beater.stop()
+        if beater is not None:
+            beater.stop()
 
 
 def _deliver_queued(config: str | None, edition_id: int, shutdown: Any) -> dict[str, int]:

@@ -201,3 +201,38 @@ def test_the_units_commands_run_and_stop_on_sigterm(pg_url: str, tmp_path: Path)
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_a_worker_stopped_while_it_starts_stops_cleanly(pg_url: str, tmp_path: Path) -> None:
+    """systemd may stop a worker in its first second: its heartbeat already says it is
+    alive, Celery has not yet put in its own handlers. SIGTERM then ends it cleanly
+    (exit 0, the heartbeat says stopped), not by the signal's default action."""
+    from newsletter.observe.heartbeat import processes
+    from newsletter.store.db import make_engine, upgrade
+
+    if not reachable(6379):
+        need_service("redis", "nothing listens on 127.0.0.1:6379")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+           "NEWSLETTER_DATABASE__URL": pg_url,
+           "NEWSLETTER_QUEUE__BROKER_URL": "redis://127.0.0.1:6379/12",
+           "NEWSLETTER_METRICS__HEARTBEAT_SECONDS": "0.5"}
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    p = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(q["alive"] for q in processes(engine)):
+            assert p.poll() is None and time.monotonic() < deadline, (
+                p.stderr.read() if p.stderr else "")
+            time.sleep(0.01)
+        p.send_signal(signal.SIGTERM)  # at once: before Celery is ready, here
+        code = p.wait(timeout=60)
+        assert code == 0, p.stderr.read() if p.stderr else ""
+        assert {q["kind"]: q["state"] for q in processes(engine)} == {"worker": "stopped"}
+    finally:
+        engine.dispose()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
