@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -1081,9 +1082,13 @@ def _run_worker(ctx: typer.Context, concurrency: int, log_format: str | None,
                                  else None)
         celery = make_celery(a.settings.queue, task, Shutdown())
         pool = "--pool=solo" if concurrency == 1 else "--pool=prefork"
+        # A node name of its own (Celery's default is celery@host): two workers on one
+        # machine (newsletter-worker@1 and @2) named alike fought over RabbitMQ's
+        # exclusive remote-control queue, and the second one died at start.
         celery.worker_main(["worker", f"--loglevel={a.settings.log.level.upper()}", pool,
                             f"--concurrency={concurrency}", "--without-gossip",
-                            "--without-mingle", "--without-heartbeat"])
+                            "--without-mingle", "--without-heartbeat",
+                            f"--hostname=newsletter-{os.getpid()}@%h"])
     finally:
         if beater is not None:
             beater.stop()

@@ -90,6 +90,10 @@ def test_workers_share_an_edition_without_duplicates(pg_url: str, smtp_sink: Smt
     for rcpt, _ in smtp_sink.messages:
         counts[rcpt] = counts.get(rcpt, 0) + 1
     assert len(counts) == everyone and set(counts.values()) == {1}
+    # both workers started (named alike, the second died at start on RabbitMQ: its
+    # remote-control queue is exclusive to one connection) and stopped warm
+    for log in logs:
+        assert b" ready." in log and b"Unrecoverable error" not in log, log.decode()[-3000:]
     # the two queued tasks reached the workers through the broker
     received = sum(len(re.findall(r"Task newsletter\.deliver_edition\[[^\]]+\] received",
                                   log.decode())) for log in logs)
