@@ -116,13 +116,19 @@ def reachable(port: int) -> bool:
         return False
 
 
-def test_the_units_commands_run_and_stop_on_sigterm(pg_url: str, tmp_path: Path) -> None:
+def units_env(pg_url: str) -> dict[str, str]:
+    """The services' environment: PostgreSQL, the Redis broker (skipped without one,
+    failed in CI), a heartbeat twice a second."""
     if not reachable(6379):
         need_service("redis", "nothing listens on 127.0.0.1:6379")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
-           "NEWSLETTER_DATABASE__URL": pg_url,
-           "NEWSLETTER_QUEUE__BROKER_URL": "redis://127.0.0.1:6379/12",
-           "NEWSLETTER_METRICS__HEARTBEAT_SECONDS": "0.5"}
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+            "NEWSLETTER_DATABASE__URL": pg_url,
+            "NEWSLETTER_QUEUE__BROKER_URL": "redis://127.0.0.1:6379/12",
+            "NEWSLETTER_METRICS__HEARTBEAT_SECONDS": "0.5"}
+
+
+def test_the_units_commands_run_and_stop_on_sigterm(pg_url: str, tmp_path: Path) -> None:
+    env = units_env(pg_url)
     ports: dict[str, int] = {}
 
     def argv(words: list[str], unit: str) -> list[str]:
@@ -210,12 +216,7 @@ def test_a_worker_stopped_while_it_starts_stops_cleanly(pg_url: str, tmp_path: P
     from newsletter.observe.heartbeat import processes
     from newsletter.store.db import make_engine, upgrade
 
-    if not reachable(6379):
-        need_service("redis", "nothing listens on 127.0.0.1:6379")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
-           "NEWSLETTER_DATABASE__URL": pg_url,
-           "NEWSLETTER_QUEUE__BROKER_URL": "redis://127.0.0.1:6379/12",
-           "NEWSLETTER_METRICS__HEARTBEAT_SECONDS": "0.5"}
+    env = units_env(pg_url)
     engine = make_engine(pg_url)
     upgrade(engine)
     p = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
