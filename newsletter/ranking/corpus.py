@@ -241,6 +241,9 @@ class Corpus:
         cached = self._rows.get(feature)
         if cached is not None:
             return cached
+        if self._is_plain(feature):
+            self._plain(feature)
+            return self._rows[feature]
         n = len(self.entries)
         if feature.kind == "exclude":
             # An exclusion with a field's vocabulary: the term itself anywhere, or its
@@ -257,14 +260,11 @@ class Corpus:
                 if any(want <= a for a in authors):
                     tf[0, i] += FIELD_WEIGHTS["title"]
             out = self._bm25(tf)[0]
-        elif feature.related and self.cfg.related_weight:
+        else:
             # A topic naming a field also earns part of its score from the field's words.
             own = self.row(Feature(feature.kind, feature.variants, feature.parts))
             tf = self._tf([("topic", feature.related)])
             out = (own + self.cfg.related_weight * self._bm25(tf)[0]).astype(np.float32)
-        else:
-            self._plain(feature)
-            return self._rows[feature]
         self._rows[feature] = out
         return out
 
@@ -280,8 +280,7 @@ class Corpus:
             cached = self._rows.get(feature)
             if cached is not None:
                 out[i] = cached
-            elif feature.kind in ("topic", "exact") and not (
-                    feature.related and self.cfg.related_weight):
+            elif self._is_plain(feature):
                 plain.setdefault(feature, []).append(i)
             else:
                 out[i] = self.row(feature)
@@ -289,6 +288,12 @@ class Corpus:
         for feature, at in plain.items():
             out[at] = self._rows[feature]
         return out
+
+    def _is_plain(self, feature: Feature) -> bool:
+        """A plain topic or exact phrase, scored in batches (``_plain``): not an
+        exclusion, an author, nor a topic that also earns from a field's related terms."""
+        return feature.kind in ("topic", "exact") and not (
+            feature.related and self.cfg.related_weight)
 
     def _plain(self, *features: Feature) -> None:
         """The rows of plain topics and exact phrases, into the cache: a topic's words

@@ -52,31 +52,31 @@ class Highlighter:
         self.by_stem: dict[str, list[int]] = defaultdict(list)
         for i, stem_ in enumerate(self.content_stems):
             self.by_stem[stem_].append(i)
-        # the raw words' index: only exact phrases read it, made on the first one
-        self._by_raw: dict[str, list[int]] | None = None
-        self._raw_words: list[str] = []
+        # the raw words and their index: only exact phrases read them, made on the first
+        self._raw: tuple[dict[str, list[int]], list[str]] | None = None
         # by the feature's identity (the entry keeps it alive, so the id stays its own):
         # hashing a Feature (nested tuples) cost more than the rest of a lookup
         self._cache: dict[int, tuple[Feature, list[tuple[int, int]]]] = {}
         self._joined: dict[int, tuple[Feature, list[tuple[int, int]]]] = {}
 
+    def _raw_index(self) -> tuple[dict[str, list[int]], list[str]]:
+        """Token positions by raw word (every token, stop words too), and the raw words
+        alone (for comparing an exact phrase's rest as a slice)."""
+        if self._raw is None:
+            words = [t[3] for t in self.tokens]
+            by_raw: dict[str, list[int]] = defaultdict(list)
+            for i, raw in enumerate(words):
+                by_raw[raw].append(i)
+            self._raw = (by_raw, words)
+        return self._raw
+
     @property
     def by_raw(self) -> dict[str, list[int]]:
-        """Token positions by raw word (every token, stop words too): exact phrases."""
-        if self._by_raw is None:
-            self._raw_words = [t[3] for t in self.tokens]
-            by_raw: dict[str, list[int]] = defaultdict(list)
-            for i, raw in enumerate(self._raw_words):
-                by_raw[raw].append(i)
-            self._by_raw = by_raw
-        return self._by_raw
+        return self._raw_index()[0]
 
     @property
     def raw_words(self) -> list[str]:
-        """The raw words alone, for comparing an exact phrase's rest as a slice."""
-        if self._by_raw is None:
-            self.by_raw  # noqa: B018 - made with the index
-        return self._raw_words
+        return self._raw_index()[1]
 
     def feature_spans(self, feat: Feature) -> list[tuple[int, int]]:
         """Where one feature occurs (cached: many subscribers share features)."""
@@ -87,7 +87,7 @@ class Highlighter:
         if feat.kind != "author":
             topic = feat.kind == "topic"
             seq, index, words = ((self.content, self.by_stem, self.content_stems) if topic
-                                 else (self.tokens, self.by_raw, self.raw_words))
+                                 else (self.tokens, *self._raw_index()))
             for variant in feat.variants:
                 n = len(variant)
                 starts = index.get(variant[0])
