@@ -164,6 +164,33 @@ def test_fast_paths_put_the_same_bytes_on_the_wire(parts: list[str], crlf: bool)
 
 
 
+_atom = st.text(st.sampled_from("aZ09!#$%&'*+/=?^_`{|}~-"), min_size=1, max_size=4)
+
+
+@settings(max_examples=500, deadline=None)
+@given(local=st.lists(_atom, min_size=1, max_size=3),
+       domain=st.lists(st.text(st.sampled_from("aZ09-"), min_size=1, max_size=4),
+                       min_size=1, max_size=3),
+       noise=st.text(st.sampled_from('.@<>" \r\n(),:;\\é[]'), max_size=2),
+       at=st.integers(0, 30))
+def test_a_plain_address_is_its_own_parse(local: list[str], domain: list[str], noise: str,
+                                          at: int) -> None:
+    """The transport's shortcut for plain addresses (``DOT_ATOM``, taken without
+    parsing) answers as aiosmtplib's parser does: for every address of any atext
+    characters, and for the same with a character that is not atext put in, which the
+    shortcut must leave to the parser."""
+    from aiosmtplib import email as library
+
+    from newsletter.transports.smtp import DOT_ATOM
+
+    plain = ".".join(local) + "@" + ".".join(domain)
+    assert DOT_ATOM.fullmatch(plain)
+    assert library.parse_address(plain) == plain
+    spoilt = plain[:at] + noise + plain[at:]
+    if DOT_ATOM.fullmatch(spoilt):
+        assert library.parse_address(spoilt) == spoilt
+
+
 @settings(max_examples=300, deadline=None)
 @given(address=st.text(st.sampled_from('ab.@<>" \r\n(),:;\\é-+'), max_size=24))
 def test_fast_address_parsing_answers_as_the_library(address: str) -> None:

@@ -19,6 +19,7 @@ Whose fault a failure is decides what happens to the row:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gc
 import math
@@ -282,8 +283,11 @@ class _Run:
         keeps failing, sending stops, since what is sent must also be recorded."""
         tries = 0
         while not self.finished.is_set():
-            await asyncio.sleep(backoff_delay(min(tries, 6), FLUSH_SECONDS) if tries
-                                else FLUSH_SECONDS)
+            # woken early by the end of the run: the last outcomes are recorded (and the
+            # run returns) at once, not up to ``FLUSH_SECONDS`` later
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.finished.wait(), backoff_delay(
+                    min(tries, 6), FLUSH_SECONDS) if tries else FLUSH_SECONDS)
             try:
                 await self.flush()
                 tries = 0
@@ -305,9 +309,14 @@ class _Run:
     # ---- claiming and sending --------------------------------------------------------
 
     async def claim_ahead(self) -> None:
+        # The first claim is one job per sender: the connections start on it while the
+        # first whole batch is claimed (a batch takes a while to claim, longer when
+        # another process is claiming its first at the same moment).
+        n = min(self.batch, self.senders)
         try:
             while not self.stopping():
-                jobs = await asyncio.to_thread(self.ledger.claim, self.batch)
+                jobs = await asyncio.to_thread(self.ledger.claim, n)
+                n = self.batch
                 if not jobs:
                     break
                 for job in jobs:  # once stopped, the senders give these back (released)

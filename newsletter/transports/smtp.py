@@ -57,6 +57,13 @@ def refused_recipient(code: int, text: str) -> TransportError:
     return error
 
 
+# A plain address, local@domain with a dot-atom on each side (RFC 5322's atext; a domain
+# of letters, digits and hyphens): what ``email.utils.parseaddr`` gives back unchanged,
+# with nothing in it aiosmtplib would refuse. Every address this code writes (the VERP
+# sender, the From) and nearly every subscriber's is one.
+_ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+DOT_ATOM = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
 FAST_PATH_VERSIONS = ((3, 0), (6, 0))  # [low, high): the range the tests cover
 
 
@@ -109,7 +116,8 @@ def _install_fast_paths() -> None:
     original = proto.normalize_message_line_endings
     period = proto.PERIOD_REGEX
 
-    last: list[bytes] = [b""]
+    # (not b"": the empty message is one object, which must still get its CRLF)
+    last: list[bytes | None] = [None]
 
     def normalize(message: bytes) -> bytes:
         if message is last[0]:  # the same message again (SIZE, then DATA): already checked
@@ -130,12 +138,15 @@ def _install_fast_paths() -> None:
 
     # ``sendmail`` parses the sender and the recipient to check them, then ``mail`` and
     # ``rcpt`` parse them again to quote them: ``email.utils.parseaddr`` in Python,
-    # about 40 µs each. The answer for the same string is the same, so the second parse
-    # is a lookup; a bad address raises as before and is not kept.
+    # 6-40 µs each. A plain address is its own answer (``DOT_ATOM``); for any other the
+    # answer for the same string is the same, so the second parse is a lookup; a bad
+    # address raises as before and is not kept.
     original_parse = smtp_mod.parse_address
     parsed: dict[str, str] = {}
 
     def parse_address(address: str) -> str:
+        if DOT_ATOM.fullmatch(address):  # its own parse, checked in C (the VERP sender
+            return address               # is new every message: 10 µs of parsing each)
         hit = parsed.get(address)
         if hit is None:
             hit = original_parse(address)
