@@ -146,3 +146,33 @@ def test_the_collector_is_given_back_as_it_was_when_the_last_delivery_ends() -> 
         assert gc.get_threshold()[0] >= GC_YOUNG  # the first is still running
         raise RuntimeError("the delivery failed")
     assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+
+
+def test_the_first_claim_is_one_job_per_sender_then_whole_batches() -> None:
+    """The connections start on a small first claim while the first whole batch is
+    claimed; every job is still sent once."""
+    ledger = Ledger(jobs(1000))
+    t = Settings().replace(transport={"concurrency": 16}).transport
+    asyncio.run(deliver(t, ledger, Ctx(), Sink()))  # type: ignore[arg-type]
+    assert ledger.claims[0] == 16
+    assert set(ledger.claims[1:]) == {128}
+    assert once_each(ledger, 1000) == {str(DeliveryStatus.SENT): 1000}
+
+
+def test_the_run_ends_when_its_last_outcome_is_recorded_not_a_flush_interval_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flusher records every ``FLUSH_SECONDS``; the end of the run wakes it, so the
+    last outcomes are recorded and the run returns without waiting out the interval
+    (an hour here: without the wake-up this run would not end within the minute)."""
+    from newsletter.delivery import deliver as deliver_mod
+
+    monkeypatch.setattr(deliver_mod, "FLUSH_SECONDS", 3600.0)
+    ledger, sink = Ledger(jobs(50)), Sink()
+
+    async def run() -> Any:
+        return await asyncio.wait_for(deliver(Settings().transport, ledger, Ctx(),  # type: ignore[arg-type]
+                                              sink), 60)
+
+    report = asyncio.run(run())
+    assert report.counts[DeliveryStatus.SENT] == 50 and sink.closed
+    assert once_each(ledger, 50) == {str(DeliveryStatus.SENT): 50}
