@@ -79,3 +79,28 @@ def test_recording_many_outcomes_marks_only_rows_this_process_holds(db_url: str)
     with session_scope(ledger.engine) as s:  # a repeat neither fails nor duplicates
         assert s.scalar(select(func.count()).select_from(SentEntry)) == papers
         assert s.get(Delivery, jobs[1].delivery_id).message_id == f"<m{jobs[1].delivery_id}@x>"
+
+
+def test_loops_sharing_an_edition_split_its_end_and_claim_each_row_once(db_url: str) -> None:
+    """Two ledgers claiming by turns with ``sharers=2`` take whole batches while a batch
+    for each is left, then shrinking shares of the rest (never under an eighth of a
+    batch), so neither is left with a whole batch when the other runs dry; every row is
+    claimed once. Alone (``sharers=1``) a claim takes a whole batch to the end."""
+    from newsletter.delivery.ledger import end_share
+
+    ledger, pending = planned(db_url, 100)
+    assert pending == 100
+    other = DbLedger(ledger.engine, ledger.edition, sharers=2)
+    ledger.sharers = 2
+    sizes: list[int] = []
+    seen: list[int] = []
+    turn = [ledger, other]
+    while batch := turn[len(sizes) % 2].claim(16):
+        sizes.append(len(batch))
+        seen += [j.delivery_id or 0 for j in batch]
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 100
+    # 100, 84, 68, 52 and 36 left: two batches or more, whole ones; then 20, 15, 11,
+    # 8, 6, 4, 2 left: a quarter of them, at least 2
+    assert sizes == [16, 16, 16, 16, 16, 5, 4, 3, 2, 2, 2, 2]
+    assert [end_share(128, 1, left) for left in (1, 100, 1000)] == [128, 128, 128]
+    assert [end_share(128, 2, left) for left in (256, 255, 100, 40, 1)] == [128, 64, 25, 16, 16]

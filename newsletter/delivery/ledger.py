@@ -176,6 +176,15 @@ _SQLITE_SENT_ENTRIES = text(
         bindparam("now", type_=DateTime()))
 
 
+def end_share(n: int, sharers: int, left: int) -> int:
+    """How many of the ``left`` rows seen (up to ``n × sharers``) a claim of ``n`` takes:
+    ``n`` while a batch for every sharer is left; then half of an even split, never
+    under an eighth of a batch, so the loops' last claims shrink together."""
+    if sharers <= 1 or left >= n * sharers:
+        return n
+    return min(n, max(1, n // 8, -(-left // (2 * sharers))))
+
+
 def lease_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -184,12 +193,15 @@ class DbLedger:
     """The deliveries table as a work queue, claimed under leases."""
 
     def __init__(self, engine: Engine, edition: Edition, owner: str | None = None,
-                 lease_seconds: int = LEASE_SECONDS) -> None:
+                 lease_seconds: int = LEASE_SECONDS, sharers: int = 1) -> None:
+        """``sharers``: how many loops claim from this edition at once (the processes
+        of one ``send``), which ``claim`` splits the end of the queue between."""
         self.engine = engine
         self.edition = edition
         self.owner = owner or lease_owner()
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.host = socket.gethostname()
+        self.sharers = sharers
         self._after = 0  # claim() resumes after the highest id it has claimed
 
     def plan(self, jobs: Iterator[list[Job]], *, empty_reason: str = "") -> PlanReport:
@@ -301,19 +313,26 @@ class DbLedger:
         return list(s.scalars(q))
 
     def claim(self, n: int) -> list[Job]:
+        """Up to ``n`` pending rows, leased to this ledger's owner. With ``sharers``
+        loops claiming, a claim looks ``sharers`` batches ahead, and where fewer rows
+        than that are left it takes a share of them (half of an even split, at least an
+        eighth of a batch): whole batches to the end left one loop sending its last
+        batch alone while the others had finished."""
         now = utcnow()
+        look = n * self.sharers
         with session_scope(self.engine) as s:
             # Resume after the last row claimed: the index entries of rows already
             # claimed stay behind as dead "pending" entries until a vacuum, and
             # scanning from the start would walk them all on every claim (quadratic over
             # an edition of a million). When nothing is left ahead, look from the start
             # once more, so rows put back by a reclaim are never skipped.
-            ids = self._pending_ids(s, n, self._after)
+            ids = self._pending_ids(s, look, self._after)
             if not ids and self._after:
                 self._after = 0
-                ids = self._pending_ids(s, n, 0)
+                ids = self._pending_ids(s, look, 0)
             if not ids:
                 return []
+            ids = ids[:end_share(n, self.sharers, len(ids))]
             self._after = max(ids)
             s.execute(
                 update(Delivery)

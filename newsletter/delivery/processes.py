@@ -112,6 +112,7 @@ def deliver_in_processes(
         kw["clock"] = clock
     began = time.monotonic()
     children: list[_Child] = []
+    alone, ledger.sharers = ledger.sharers, extra + 1  # (the children's ledgers too)
     outer.on_request(lambda: _forward(children, outer.signum, inner))
     with fewer_collections():  # (tens of thousands of objects: no full collections)
         ctx.prepare(papers)  # made once here, inherited by every process, not made in each
@@ -139,6 +140,7 @@ def deliver_in_processes(
         for child in children:
             child.process.join()
         restore()
+        ledger.sharers = alone  # what is left is sent here alone
     reasons = [stopped.reason] if stopped is not None else []
     sent = stopped.sent if stopped is not None else 0
     for child in children:
@@ -290,7 +292,8 @@ def _child(conn: Connection, parent: int, t: TransportConfig, ledger: DbLedger,
     ledger.engine.dispose(close=False)  # the parent's connections stay the parent's
     result: tuple[Any, ...]
     try:
-        mine = DbLedger(ledger.engine, ledger.edition)  # a lease of its own (its pid)
+        mine = DbLedger(ledger.engine, ledger.edition,  # a lease of its own (its pid)
+                        sharers=ledger.sharers)
         report = run_async(deliver(t, mine, ctx, make_transport(), shutdown=stop, **kw))
         result = ("done", report)
     except SendingStopped as exc:
