@@ -176,3 +176,97 @@ def test_the_run_ends_when_its_last_outcome_is_recorded_not_a_flush_interval_lat
     report = asyncio.run(run())
     assert report.counts[DeliveryStatus.SENT] == 50 and sink.closed
     assert once_each(ledger, 50) == {str(DeliveryStatus.SENT): 50}
+
+
+class Logged(Transport):
+    """Sends each message (the job's id, as ``LoggedCtx`` renders it) into ``log``."""
+
+    def __init__(self, log: list[tuple[str, int]], after: Any = None) -> None:
+        self.log, self.after, self.closed = log, after, False
+
+    async def send(self, message: Any) -> str:
+        self.log.append(("send", message))
+        if self.after:
+            self.after(len([e for e in self.log if e[0] == "send"]))
+        await asyncio.sleep(0)
+        return f"<{message}@example.org>"
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class LoggedCtx:
+    """Renders a job as its id, into ``log``; the ids in ``broken`` raise instead."""
+
+    def __init__(self, log: list[tuple[str, int]], broken: frozenset[int] = frozenset()) -> None:
+        self.log, self.broken = log, broken
+
+    def render(self, job: Job) -> Any:
+        self.log.append(("render", job.delivery_id or 0))
+        if job.delivery_id in self.broken:
+            raise ValueError(f"template error for {job.delivery_id}")
+        return SimpleNamespace(message=job.delivery_id)
+
+    def prepare(self, papers: Any) -> None:
+        pass
+
+
+def test_emails_are_rendered_back_to_back_and_each_goes_to_its_own_job() -> None:
+    """Waiting jobs are rendered several at once (``RENDER_AHEAD``), then sent: each
+    job is rendered once, and the message sent for a job is its own; one whose render
+    raises fails alone ("render: ..."), the others of its batch are sent."""
+    from newsletter.delivery.deliver import RENDER_AHEAD
+
+    log: list[tuple[str, int]] = []
+    ledger = Ledger(jobs(300))
+    report = asyncio.run(deliver(Settings().transport, ledger,  # type: ignore[arg-type]
+                                 LoggedCtx(log, frozenset({5, 77})), Logged(log)))
+    renders = [i for kind, i in log if kind == "render"]
+    assert sorted(renders) == list(range(300))  # each once
+    runs, run = [], 0
+    for kind, _ in log:
+        run = run + 1 if kind == "render" else 0
+        runs.append(run)
+    assert max(runs) == RENDER_AHEAD  # back to back, never more than the batch
+    sent = {i for kind, i in log if kind == "send"}
+    assert sent == set(range(300)) - {5, 77}
+    statuses = once_each(ledger, 300)
+    assert statuses == {str(DeliveryStatus.SENT): 298, str(DeliveryStatus.FAILED): 2}
+    failed = {o.job.delivery_id: o.error for o in ledger.outcomes
+              if o.status == DeliveryStatus.FAILED}
+    assert failed == {5: "render: template error for 5", 77: "render: template error for 77"}
+    assert report.counts[DeliveryStatus.SENT] == 298
+
+
+def test_a_stop_gives_back_the_jobs_rendered_ahead_unsent() -> None:
+    """Asked to stop after 40 messages: no message goes after that, and every claimed job
+    not sent (rendered ahead or not) is given back, each recorded once."""
+    from newsletter.delivery.shutdown import Shutdown
+
+    log: list[tuple[str, int]] = []
+    stop = Shutdown()
+    ledger = Ledger(jobs(2000))
+    transport = Logged(log, after=lambda n: stop.request(15) if n == 40 else None)
+    asyncio.run(deliver(Settings().transport, ledger, LoggedCtx(log),  # type: ignore[arg-type]
+                        transport, shutdown=stop))
+    sends = [i for kind, i in log if kind == "send"]
+    rendered = {i for kind, i in log if kind == "render"}
+    assert 40 <= len(sends) <= 40 + Settings().transport.concurrency  # those in flight
+    claimed = 2000 - len(ledger.queue)
+    statuses = Counter(str(o.status) for o in ledger.outcomes)
+    assert sorted(o.job.delivery_id for o in ledger.outcomes) == list(range(claimed))
+    assert statuses[str(DeliveryStatus.SENT)] == len(sends)
+    assert statuses[RELEASED] == claimed - len(sends)
+    assert rendered - set(sends)  # some were rendered ahead, and given back unsent
+    assert transport.closed
+
+
+def test_under_a_rate_limit_each_email_is_rendered_when_its_turn_comes() -> None:
+    """With a rate limit the CPU is not what limits the sending: no rendering ahead (an
+    email made long before it goes would carry an old Date)."""
+    log: list[tuple[str, int]] = []
+    t = Settings().replace(transport={"rate_per_second": 1000}).transport
+    asyncio.run(deliver(t, Ledger(jobs(50)), LoggedCtx(log), Logged(log)))  # type: ignore[arg-type]
+    kinds = [kind for kind, _ in log]
+    assert "render" in kinds and all(
+        not (a == b == "render") for a, b in zip(kinds, kinds[1:], strict=False))

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
+import itertools
 import math
 import threading
 import time
@@ -49,6 +50,7 @@ GC_YOUNG = 50_000  # objects allocated between young collections while deliverin
 # let the caches that fill during a delivery reach the middle generation, whose passes
 # over them were 40% of the collector's time: 0.15 s a process at 2,000 messages)
 RECORD_TRIES = 5  # a failing record is tried this often (backing off) before sending stops
+RENDER_AHEAD = 16  # emails rendered back to back, of the jobs waiting (see _Run.rendered)
 # ---- delivery ------------------------------------------------------------------------
 
 
@@ -146,6 +148,15 @@ def fewer_collections() -> Iterator[None]:
                 gc.unfreeze()
 
 
+class _Jobs(asyncio.Queue["Job | None"]):
+    """The claimed jobs waiting for a sender, in order; ``waiting`` shows the first ones
+    without taking them (``_queue`` is the deque ``asyncio.Queue._init`` makes for its
+    subclasses)."""
+
+    def waiting(self, n: int) -> list[Job | None]:
+        return list(itertools.islice(self._queue, n))  # type: ignore[attr-defined]
+
+
 class _Run:
     """One delivery: a claimer feeding ``concurrency`` senders through a bounded queue,
     and a flusher writing their outcomes to the ledger. What they share is here, by
@@ -174,7 +185,12 @@ class _Run:
         self.failure: Exception | None = None  # the first error that ends the run early
         self.finished = asyncio.Event()  # set once every sender and the claimer ended
         self.batch = claim_batch(t)
-        self.queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.batch)
+        self.queue = _Jobs(maxsize=self.batch)
+        # Emails rendered ahead for jobs still waiting, by the job's id (the entry holds
+        # the job, so no other takes its id meanwhile): the email, or what rendering it
+        # raised. Not under a rate limit, where the CPU is not what limits the sending.
+        self.ready: dict[int, tuple[Job, Rendered | Exception]] = {}
+        self.ahead = RENDER_AHEAD if self.limiter.unlimited else 1
         self.senders = max(1, t.concurrency)
         # Metrics and a log line per outcome for a real edition; a preview (no edition)
         # has none.
@@ -191,12 +207,44 @@ class _Run:
 
     async def deliver_one(self, job: Job) -> Outcome:
         if self.stopping():
+            self.ready.pop(id(job), None)
             return Outcome(job, RELEASED)
-        try:
-            rendered = self.ctx.render(job)
-        except Exception as exc:  # a template bug must not lose the row
-            return Outcome(job, OutcomeStatus.FAILED, error=f"render: {exc}", permanent=True)
+        rendered = self.rendered(job)
+        if isinstance(rendered, Exception):  # a template bug must not lose the row
+            return Outcome(job, OutcomeStatus.FAILED, error=f"render: {rendered}",
+                           permanent=True)
         return await self.send(job, rendered)
+
+    def rendered(self, job: Job) -> Rendered | Exception:
+        """``job``'s email (or what rendering it raised). When it is not made yet, it is
+        made together with the next jobs waiting, ``ahead`` in all, one after the other:
+        rendered between sends, each email cost a fifth to a third more CPU than
+        rendered back to back (its code and caches pushed out of the processor's caches
+        by the sending in between). Each job still goes to the transport from its own
+        sender, in the order claimed, and a stop still gives back every job not handed
+        over, rendered or not."""
+        hit = self.ready.pop(id(job), None)
+        if hit is not None:
+            return hit[1]
+        todo = [job]
+        for other in self.queue.waiting(2 * self.ahead):
+            if len(todo) >= self.ahead:
+                break
+            if other is not None and id(other) not in self.ready:
+                todo.append(other)
+        mine: Rendered | Exception | None = None
+        for one in todo:
+            made: Rendered | Exception
+            try:
+                made = self.ctx.render(one)
+            except Exception as exc:
+                made = exc
+            if one is job:
+                mine = made
+            else:
+                self.ready[id(one)] = (one, made)
+        assert mine is not None
+        return mine
 
     async def send(self, job: Job, rendered: Rendered) -> Outcome:
         """Hand one message to the transport, trying a transient failure again after a

@@ -36,6 +36,10 @@ class RateLimiter:
             self.buckets.append(TokenBucket(per_hour / 3600.0, max(1.0, per_hour / 60.0)))
         self._lock = asyncio.Lock()
 
+    @property
+    def unlimited(self) -> bool:
+        return not self.buckets
+
     async def acquire(self) -> None:
         if not self.buckets:
             return
