@@ -50,7 +50,7 @@ GC_YOUNG = 50_000  # objects allocated between young collections while deliverin
 # let the caches that fill during a delivery reach the middle generation, whose passes
 # over them were 40% of the collector's time: 0.15 s a process at 2,000 messages)
 RECORD_TRIES = 5  # a failing record is tried this often (backing off) before sending stops
-RENDER_AHEAD = 16  # emails rendered back to back, of the jobs waiting (see _Run.rendered)
+RENDER_AHEAD = 32  # emails rendered back to back, of the jobs waiting (see _Run.rendered)
 # ---- delivery ------------------------------------------------------------------------
 
 
