@@ -270,3 +270,36 @@ def test_under_a_rate_limit_each_email_is_rendered_when_its_turn_comes() -> None
     kinds = [kind for kind, _ in log]
     assert "render" in kinds and all(
         not (a == b == "render") for a, b in zip(kinds, kinds[1:], strict=False))
+
+
+def test_each_delivery_is_timed_with_its_own_render_wherever_it_was_made(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``newsletter_send_seconds`` is per delivery: a render counts for its own job, not
+    for the sender that made a batch of them. The delivery loop's clock here moves one
+    second per render and nowhere else (the transport answers without waiting), so
+    every sent job must show exactly one second."""
+    from newsletter.delivery import deliver as deliver_mod
+
+    clock = [0.0]
+    monkeypatch.setattr(deliver_mod, "time", SimpleNamespace(
+        perf_counter=lambda: clock[0], monotonic=__import__("time").monotonic))
+    timed: dict[int, float] = {}
+    monkeypatch.setattr(deliver_mod, "delivery_outcome", lambda edition, outcome, seconds:
+                        timed.__setitem__(outcome.job.delivery_id or 0, seconds))
+
+    class Ticking(LoggedCtx):
+        def render(self, job: Job) -> Any:
+            clock[0] += 1.0
+            return super().render(job)
+
+    class Instant(Transport):
+        async def send(self, message: Any) -> str:
+            return "<x@example.org>"
+
+    ledger = Ledger(jobs(200))
+    ledger.edition = SimpleNamespace(id=1)  # type: ignore[attr-defined]
+    asyncio.run(deliver(Settings().transport, ledger, Ticking([]),  # type: ignore[arg-type]
+                        Instant()))
+    assert len(timed) == 200
+    assert set(timed.values()) == {1.0}
+

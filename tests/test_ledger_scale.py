@@ -5,6 +5,7 @@ once (arrays on PostgreSQL) marks exactly the rows this process holds."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
@@ -104,3 +105,36 @@ def test_loops_sharing_an_edition_split_its_end_and_claim_each_row_once(db_url: 
     assert sizes == [16, 16, 16, 16, 16, 5, 4, 3, 2, 2, 2, 2]
     assert [end_share(128, 1, left) for left in (1, 100, 1000)] == [128, 128, 128]
     assert [end_share(128, 2, left) for left in (256, 255, 100, 40, 1)] == [128, 64, 25, 16, 16]
+
+
+def test_a_claim_beside_another_sharers_open_claim_still_gets_rows(pg_url: str) -> None:
+    """PostgreSQL: while one process's claim holds its rows (FOR UPDATE SKIP LOCKED),
+    another's claim at that moment still gets some near the end of the queue: the look
+    ahead that sizes the share locks nothing, so only the rows taken are held."""
+    import threading
+
+    from newsletter.delivery import ledger as ledger_mod
+
+    a, pending = planned(pg_url, 30)
+    assert pending == 30
+    a.sharers = 2
+    b = DbLedger(a.engine, a.edition, sharers=2)
+    beside: list[list[Any]] = []
+    original = ledger_mod.DbLedger._pending_ids
+
+    def hooked(self: DbLedger, s: Any, n: int, after: int, *, lock: bool = True) -> list[int]:
+        ids = original(self, s, n, after, lock=lock)
+        if self is a and lock and not beside:  # b claims while a's transaction is open
+            t = threading.Thread(target=lambda: beside.append(b.claim(16)))
+            t.start()
+            t.join(60)
+        return ids
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ledger_mod.DbLedger, "_pending_ids", hooked)
+        first = a.claim(16)
+    assert first and beside and beside[0], (len(first), beside)
+    seen = [j.delivery_id for j in first + beside[0]]
+    while more := (a.claim(16) or b.claim(16)):
+        seen += [j.delivery_id for j in more]
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 30

@@ -189,7 +189,11 @@ class _Run:
         # Emails rendered ahead for jobs still waiting, by the job's id (the entry holds
         # the job, so no other takes its id meanwhile): the email, or what rendering it
         # raised. Not under a rate limit, where the CPU is not what limits the sending.
-        self.ready: dict[int, tuple[Job, Rendered | Exception]] = {}
+        self.ready: dict[int, tuple[Job, Rendered | Exception, float]] = {}
+        # Seconds to add to a job's time from taken to sent (``newsletter_send_seconds``):
+        # its own render when made ahead by another sender, minus the others' renders
+        # for the sender that made them, so each delivery counts its own render.
+        self.shift: dict[int, float] = {}
         self.ahead = RENDER_AHEAD if self.limiter.unlimited else 1
         self.senders = max(1, t.concurrency)
         # Metrics and a log line per outcome for a real edition; a preview (no edition)
@@ -208,6 +212,7 @@ class _Run:
     async def deliver_one(self, job: Job) -> Outcome:
         if self.stopping():
             self.ready.pop(id(job), None)
+            self.shift.pop(id(job), None)
             return Outcome(job, RELEASED)
         rendered = self.rendered(job)
         if isinstance(rendered, Exception):  # a template bug must not lose the row
@@ -225,6 +230,7 @@ class _Run:
         over, rendered or not."""
         hit = self.ready.pop(id(job), None)
         if hit is not None:
+            self.shift[id(job)] = hit[2]
             return hit[1]
         todo = [job]
         for other in self.queue.waiting(2 * self.ahead):
@@ -233,8 +239,10 @@ class _Run:
             if other is not None and id(other) not in self.ready:
                 todo.append(other)
         mine: Rendered | Exception | None = None
+        others = 0.0
         for one in todo:
             made: Rendered | Exception
+            began = time.perf_counter()
             try:
                 made = self.ctx.render(one)
             except Exception as exc:
@@ -242,7 +250,11 @@ class _Run:
             if one is job:
                 mine = made
             else:
-                self.ready[id(one)] = (one, made)
+                seconds = time.perf_counter() - began
+                self.ready[id(one)] = (one, made, seconds)
+                others += seconds
+        if others:
+            self.shift[id(job)] = -others
         assert mine is not None
         return mine
 
@@ -298,10 +310,11 @@ class _Run:
     def counted(self, outcome: Outcome, began: float) -> None:
         self.pending.append(outcome)  # first: whatever fails below, the outcome is recorded
         self.report.counts[outcome.status] += 1
+        shift = self.shift.pop(id(outcome.job), 0.0)
         if outcome.status == RELEASED:
             return
         if self.edition_id is not None:
-            delivery_outcome(self.edition_id, outcome, time.perf_counter() - began)
+            delivery_outcome(self.edition_id, outcome, time.perf_counter() - began + shift)
         if outcome.status == OutcomeStatus.FAILED and len(self.report.errors) < 20:
             self.report.errors.append(f"{outcome.job.recipient.email}: {outcome.error}")
         if outcome.next_try is not None and (self.report.next_try is None

@@ -177,9 +177,10 @@ _SQLITE_SENT_ENTRIES = text(
 
 
 def end_share(n: int, sharers: int, left: int) -> int:
-    """How many of the ``left`` rows seen (up to ``n × sharers``) a claim of ``n`` takes:
-    ``n`` while a batch for every sharer is left; then half of an even split, never
-    under an eighth of a batch, so the loops' last claims shrink together."""
+    """How many rows a claim of ``n`` takes when ``left`` rows are seen ahead (looking
+    ``n × sharers`` ahead): ``n`` while a batch for every sharer is left; then half of
+    an even split, never under an eighth of a batch (nor under one), so the loops' last
+    claims shrink together."""
     if sharers <= 1 or left >= n * sharers:
         return n
     return min(n, max(1, n // 8, -(-left // (2 * sharers))))
@@ -303,12 +304,12 @@ class DbLedger:
                                .values(status=DeliveryStatus.PENDING))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    def _pending_ids(self, s: Any, n: int, after: int) -> list[int]:
+    def _pending_ids(self, s: Any, n: int, after: int, *, lock: bool = True) -> list[int]:
         q = (select(Delivery.id).where(Delivery.edition_id == self.edition.id,
                                        Delivery.status == DeliveryStatus.PENDING,
                                        Delivery.id > after)
              .order_by(Delivery.id).limit(n))
-        if self.engine.dialect.name == "postgresql":
+        if lock and self.engine.dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)
         return list(s.scalars(q))
 
@@ -319,20 +320,24 @@ class DbLedger:
         eighth of a batch): whole batches to the end left one loop sending its last
         batch alone while the others had finished."""
         now = utcnow()
-        look = n * self.sharers
         with session_scope(self.engine) as s:
+            if self.sharers > 1:
+                # How much is left, read without locking: on PostgreSQL a locked look
+                # ahead (FOR UPDATE SKIP LOCKED) held rows this claim does not take, and
+                # another loop claiming at that moment found none and ended early.
+                left = len(self._pending_ids(s, n * self.sharers, self._after, lock=False))
+                n = end_share(n, self.sharers, left)
             # Resume after the last row claimed: the index entries of rows already
             # claimed stay behind as dead "pending" entries until a vacuum, and
             # scanning from the start would walk them all on every claim (quadratic over
             # an edition of a million). When nothing is left ahead, look from the start
             # once more, so rows put back by a reclaim are never skipped.
-            ids = self._pending_ids(s, look, self._after)
+            ids = self._pending_ids(s, n, self._after)
             if not ids and self._after:
                 self._after = 0
-                ids = self._pending_ids(s, look, 0)
+                ids = self._pending_ids(s, n, 0)
             if not ids:
                 return []
-            ids = ids[:end_share(n, self.sharers, len(ids))]
             self._after = max(ids)
             s.execute(
                 update(Delivery)

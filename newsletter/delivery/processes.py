@@ -112,7 +112,6 @@ def deliver_in_processes(
         kw["clock"] = clock
     began = time.monotonic()
     children: list[_Child] = []
-    alone, ledger.sharers = ledger.sharers, extra + 1  # (the children's ledgers too)
     outer.on_request(lambda: _forward(children, outer.signum, inner))
     with fewer_collections():  # (tens of thousands of objects: no full collections)
         ctx.prepare(papers)  # made once here, inherited by every process, not made in each
@@ -126,6 +125,7 @@ def deliver_in_processes(
                                name="delivery-processes", daemon=True)
     watcher.start()
     report, stopped = DeliverReport(), None
+    alone, ledger.sharers = ledger.sharers, len(children) + 1  # claiming beside them
     try:
         report = run_async(deliver(part, ledger, ctx, transport, on_progress=on_progress,
                                    shutdown=inner, **kw))
@@ -177,7 +177,8 @@ def _start(children: list[_Child], extra: int, t: TransportConfig, ledger: DbLed
         for _ in range(extra):
             receive, send = fork.Pipe(duplex=False)
             process = fork.Process(  # daemon: never outlives an interpreter exiting early
-                target=_child, args=(send, os.getpid(), t, ledger, ctx, make_transport, kw),
+                target=_child, args=(send, os.getpid(), t, ledger, ctx, make_transport, kw,
+                                     extra + 1),
                 name="newsletter-deliver", daemon=True)
             try:
                 process.start()
@@ -282,7 +283,8 @@ def _receive(child: _Child) -> None:
 
 
 def _child(conn: Connection, parent: int, t: TransportConfig, ledger: DbLedger,
-           ctx: Renders, make_transport: Callable[[], Transport], kw: dict[str, Any]) -> None:
+           ctx: Renders, make_transport: Callable[[], Transport], kw: dict[str, Any],
+           sharers: int) -> None:
     stop = Shutdown()
     for sig in SIGNALS:  # every signal is the same graceful request (never fatal here:
         signal.signal(sig, lambda signum, _f: stop.request(signum))  # see the module)
@@ -293,7 +295,7 @@ def _child(conn: Connection, parent: int, t: TransportConfig, ledger: DbLedger,
     result: tuple[Any, ...]
     try:
         mine = DbLedger(ledger.engine, ledger.edition,  # a lease of its own (its pid)
-                        sharers=ledger.sharers)
+                        sharers=sharers)
         report = run_async(deliver(t, mine, ctx, make_transport(), shutdown=stop, **kw))
         result = ("done", report)
     except SendingStopped as exc:
