@@ -41,7 +41,7 @@ class RateLimiter:
         return not self.buckets
 
     async def acquire(self) -> None:
-        if not self.buckets:
+        if self.unlimited:
             return
         async with self._lock:
             while True:

@@ -74,10 +74,6 @@ class Highlighter:
     def by_raw(self) -> dict[str, list[int]]:
         return self._raw_index()[0]
 
-    @property
-    def raw_words(self) -> list[str]:
-        return self._raw_index()[1]
-
     def feature_spans(self, feat: Feature) -> list[tuple[int, int]]:
         """Where one feature occurs (cached: many subscribers share features)."""
         hit = self._cache.get(id(feat))
