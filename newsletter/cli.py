@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -33,6 +33,9 @@ from newsletter.service import subscribers as people
 from newsletter.store import queries
 from newsletter.store import subscribers as subs_mod
 from newsletter.store.queries import parse_day
+
+if TYPE_CHECKING:  # the worker's stop, imported where the worker starts
+    from newsletter.delivery.shutdown import Shutdown
 
 
 def _usage_name(self: typer.core.TyperArgument) -> str:
@@ -1037,9 +1040,17 @@ def worker(
     back to the ledger, exit 0 (Celery's warm shutdown)."""
     import signal
 
+    from newsletter.delivery.shutdown import Shutdown
+
     _require_extra("newsletter worker", "scale", "kombu", "celery")
+    early = Shutdown()
 
     def stop_before_celery(signum: int, frame: Any) -> None:
+        # Recorded first: Python drops an exception raised while a signal handler runs
+        # inside a weakref callback or __del__ ("Exception ignored in ..."), and the
+        # worker then went on to start Celery with the stop forgotten. The flag is
+        # read again before Celery starts and once Celery is ready.
+        early.request(signum)
         raise SystemExit(0)  # nothing claimed yet: a clean stop, the heartbeat says so
 
     # Until Celery puts in its own handlers (its warm shutdown, once it is starting),
@@ -1048,14 +1059,14 @@ def worker(
     previous = {sig: signal.signal(sig, stop_before_celery)
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        _run_worker(ctx, concurrency, log_format, metrics_port)
+        _run_worker(ctx, concurrency, log_format, metrics_port, early)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
 def _run_worker(ctx: typer.Context, concurrency: int, log_format: str | None,
-                metrics_port: int | None) -> None:
+                metrics_port: int | None, early: Shutdown) -> None:
     import functools
 
     from newsletter.delivery.queue import check_broker, make_celery
@@ -1080,7 +1091,9 @@ def _run_worker(ctx: typer.Context, concurrency: int, log_format: str | None,
                                info={"concurrency": concurrency})
         task = functools.partial(_deliver_queued, str(Path(config).resolve()) if config
                                  else None)
-        celery = make_celery(a.settings.queue, task, Shutdown())
+        celery = make_celery(a.settings.queue, task, Shutdown(), early=early)
+        if early.requested:  # a stop whose SystemExit was dropped on the way here
+            raise SystemExit(0)
         pool = "--pool=solo" if concurrency == 1 else "--pool=prefork"
         # A node name of its own (Celery's default is celery@host): two workers on one
         # machine (newsletter-worker@1 and @2) named alike fought over RabbitMQ's

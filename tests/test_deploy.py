@@ -237,3 +237,39 @@ def test_a_worker_stopped_while_it_starts_stops_cleanly(pg_url: str, tmp_path: P
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+# A Celery worker told before it started that a stop came: it must end by itself once
+# ready. Python drops an exception raised by a signal handler that runs inside a weakref
+# callback ("Exception ignored in ..."), so the worker's early SIGTERM handler could not
+# count on its SystemExit; seen as a worker that started and ran on after SIGTERM.
+EARLY_STOP = """
+import sys
+from newsletter.config import QueueConfig
+from newsletter.delivery.queue import make_celery
+from newsletter.delivery.shutdown import Shutdown
+
+early = Shutdown()
+early.request()
+app = make_celery(QueueConfig(broker_url=sys.argv[1], queue_name=sys.argv[2]),
+                  lambda edition_id, stop: {}, Shutdown(), early=early)
+app.worker_main(["worker", "--pool=solo", "--without-gossip", "--without-mingle",
+                 "--without-heartbeat", "--loglevel=INFO", "--hostname=early-stop@%h"])
+"""
+
+
+def test_a_stop_caught_before_celery_started_ends_the_worker_once_ready(
+        tmp_path: Path) -> None:
+    if not reachable(6379):
+        need_service("redis", "nothing listens on 127.0.0.1:6379")
+    p = subprocess.Popen([sys.executable, "-c", EARLY_STOP, "redis://127.0.0.1:6379/12",
+                          f"nl-early-{os.getpid()}"], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, out
+    assert " ready." in out, out  # it did start, and then stopped by itself

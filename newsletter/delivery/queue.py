@@ -66,12 +66,14 @@ def celery_app(queue: QueueConfig) -> Any:
 
 
 def make_celery(queue: QueueConfig, task: Callable[[int, Shutdown], dict[str, int]],
-                shutdown: Shutdown | None = None) -> Any:
+                shutdown: Shutdown | None = None, early: Shutdown | None = None) -> Any:
     """The workers' Celery app, whose task runs ``task(edition_id, shutdown)`` (the
     worker wires it to the editions use case ``deliver_edition``). ``shutdown`` is set
     on the worker's warm shutdown (SIGTERM or the first SIGINT), so a task mid-edition
     stops claiming rows, finishes what is in flight, gives back the rest and returns,
-    instead of holding the worker until the whole edition is sent."""
+    instead of holding the worker until the whole edition is sent. ``early`` is the
+    stop the worker caught before Celery's handlers were in (see ``newsletter worker``);
+    once Celery is ready, a stop found there becomes its warm shutdown."""
     app = celery_app(queue)
     stop = shutdown or Shutdown()
     if shutdown is not None:
@@ -82,6 +84,19 @@ def make_celery(queue: QueueConfig, task: Callable[[int, Shutdown], dict[str, in
             stop.request(getattr(signal, f"SIG{name}", signal.SIGTERM))
 
         worker_shutting_down.connect(_on_shutdown, weak=False)
+    if early is not None:
+        from celery.signals import worker_ready
+
+        def _on_ready(**_kw: Any) -> None:
+            # A stop that came while Celery was starting, before its own handlers were
+            # in, reached only ``early``: hand it to Celery's warm shutdown, which its
+            # loop checks before taking the first task.
+            if early.requested:
+                from celery.worker import state
+
+                state.should_stop = 0
+
+        worker_ready.connect(_on_ready, weak=False)
 
     @app.task(name=TASK)  # type: ignore[untyped-decorator,unused-ignore]  # Celery ships no types
     def deliver_edition(edition_id: int) -> dict[str, int]:
