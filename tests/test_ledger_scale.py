@@ -5,10 +5,12 @@ once (arrays on PostgreSQL) marks exactly the rows this process holds."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from newsletter.config import Settings
 from newsletter.delivery.ledger import DbLedger, Outcome
@@ -54,6 +56,41 @@ def test_claims_resume_and_still_find_rows_put_back(db_url: str) -> None:
     again = ledger.claim(100)  # nothing ahead: it looks from the start once more
     assert [j.delivery_id for j in again] == [back]
     assert ledger.claim(100) == []
+
+
+def test_a_claim_reads_its_rows_without_sqlites_write_lock(tmp_path: Path) -> None:
+    """SQLite's write lock is the whole database's: a claim holds it only to choose and
+    lease its rows, and reads them (and their subscribers) after. While it read them
+    under the lock, a claim made in a thread beside a rendering loop held it 30-100 ms,
+    and another process's first claim waited that long before sending anything."""
+    db = tmp_path / "subscribers.db"
+    ledger, _ = planned(f"sqlite:///{db}", 12)
+    free: list[bool] = []
+
+    def probe(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        if "JOIN subscribers" not in statement:
+            return
+        other = sqlite3.connect(db, timeout=0, isolation_level=None)
+        try:  # another process wanting to write at this moment
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            free.append(True)
+        except sqlite3.OperationalError:  # "database is locked"
+            free.append(False)
+        finally:
+            other.close()
+
+    event.listen(ledger.engine, "before_cursor_execute", probe)
+    try:
+        jobs = ledger.claim(5)
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", probe)
+    assert free == [True]
+    assert len(jobs) == 5
+    with session_scope(ledger.engine) as s:  # leased to this ledger, sent by nobody else
+        leased = s.execute(select(Delivery.id, Delivery.lease_owner).where(
+            Delivery.status == DeliveryStatus.SENDING)).all()
+    assert sorted(leased) == sorted((j.delivery_id, ledger.owner) for j in jobs)
 
 
 def test_recording_many_outcomes_marks_only_rows_this_process_holds(db_url: str) -> None:

@@ -318,15 +318,23 @@ class DbLedger:
         loops claiming, a claim looks ``sharers`` batches ahead, and where fewer rows
         than that are left it takes a share of them (half of an even split, at least an
         eighth of a batch): whole batches to the end left one loop sending its last
-        batch alone while the others had finished."""
+        batch alone while the others had finished.
+
+        Only choosing and leasing the rows holds the write lock (SQLite's is the whole
+        database): the look ahead is read before it and the leased rows after it. With
+        the rows read inside it, a claim made in a thread beside a rendering loop held
+        the lock 30-100 ms, waiting for the interpreter's lock between statements, and
+        another process's first claim waited that long (and SQLite's growing retry
+        sleeps beyond it) before it could send anything."""
         now = utcnow()
-        with session_scope(self.engine) as s:
-            if self.sharers > 1:
-                # How much is left, read without locking: on PostgreSQL a locked look
-                # ahead (FOR UPDATE SKIP LOCKED) held rows this claim does not take, and
-                # another loop claiming at that moment found none and ended early.
+        if self.sharers > 1:
+            # How much is left, read without locking: on PostgreSQL a locked look
+            # ahead (FOR UPDATE SKIP LOCKED) held rows this claim does not take, and
+            # another loop claiming at that moment found none and ended early.
+            with session_scope(self.engine, readonly=True) as s:
                 left = len(self._pending_ids(s, n * self.sharers, self._after, lock=False))
-                n = end_share(n, self.sharers, left)
+            n = end_share(n, self.sharers, left)
+        with session_scope(self.engine) as s:
             # Resume after the last row claimed: the index entries of rows already
             # claimed stay behind as dead "pending" entries until a vacuum, and
             # scanning from the start would walk them all on every claim (quadratic over
@@ -346,8 +354,10 @@ class DbLedger:
                         lease_expires=now + self.lease,
                         attempts=Delivery.attempts + 1, updated_at=now)
             )
-            # Columns, not ORM objects: building and tracking two mapped instances a
-            # row was most of a claim's CPU, taken from the sending loop (the GIL).
+        # The rows are ours now (the lease says so), so they are read without the lock.
+        # Columns, not ORM objects: building and tracking two mapped instances a row was
+        # most of a claim's CPU, taken from the sending loop (the GIL).
+        with session_scope(self.engine, readonly=True) as s:
             rows = s.execute(
                 select(Delivery.id, Delivery.attempts, Delivery.entry_ids, Delivery.details,
                        Delivery.first_try_at, Subscriber.id.label("sid"), Subscriber.email,
@@ -358,23 +368,25 @@ class DbLedger:
                        Delivery.status == DeliveryStatus.SENDING)
                 .order_by(Delivery.id)
             ).all()
-            jobs = []
-            inactive: dict[str, list[int]] = {}
-            for (did, attempts, entry_ids, details, first_try, sid, email, name, keywords,
-                 nonce, sub_status) in rows:
-                if sub_status != SubscriberStatus.ACTIVE:
-                    inactive.setdefault(sub_status, []).append(did)
-                    continue
-                details = details or {}
-                jobs.append(Job(Recipient(sid, email, name, keywords, nonce), list(entry_ids),
-                                bool(details.get("trending")), did, attempts,
-                                weekly=bool(details.get("weekly")), first_try=first_try))
-            for sub_status, dids in inactive.items():
-                s.execute(update(Delivery)
-                          .where(Delivery.id.in_(dids), Delivery.lease_owner == self.owner)
-                          .values(status=DeliveryStatus.SKIPPED, lease_owner="",
-                                  reason=f"subscriber {sub_status} before delivery"))
-            return jobs
+        jobs = []
+        inactive: dict[str, list[int]] = {}
+        for (did, attempts, entry_ids, details, first_try, sid, email, name, keywords,
+             nonce, sub_status) in rows:
+            if sub_status != SubscriberStatus.ACTIVE:
+                inactive.setdefault(sub_status, []).append(did)
+                continue
+            details = details or {}
+            jobs.append(Job(Recipient(sid, email, name, keywords, nonce), list(entry_ids),
+                            bool(details.get("trending")), did, attempts,
+                            weekly=bool(details.get("weekly")), first_try=first_try))
+        if inactive:
+            with session_scope(self.engine) as s:
+                for sub_status, dids in inactive.items():
+                    s.execute(update(Delivery)
+                              .where(Delivery.id.in_(dids), Delivery.lease_owner == self.owner)
+                              .values(status=DeliveryStatus.SKIPPED, lease_owner="",
+                                      reason=f"subscriber {sub_status} before delivery"))
+        return jobs
 
     def _record_sent_pg(self, s: Any, sent: Sequence[Outcome], now: dt.datetime) -> None:
         """PostgreSQL: the sent rows and their papers as two statements over arrays.
