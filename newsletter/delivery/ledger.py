@@ -168,6 +168,18 @@ def _sqlite_plan_params(edition_id: int, now: dt.datetime,
          dumps(r["details"]), str(r["status"]), r["reason"]] for r in rows])}
 
 
+# The sent rows as one statement, the rows in one JSON parameter (SQLite walks it and
+# finds each row by its key): an executemany bound and converted every row in Python,
+# while the lock (the whole database's) was held and the sending loop wanted the GIL.
+_SQLITE_SENT = text(
+    "UPDATE deliveries SET status = :status, message_id = json_extract(r.value, '$[1]'), "
+    "sent_at = :now, last_error = '', next_try_at = NULL, "
+    "shown = json_extract(r.value, '$[2]'), lease_owner = '', lease_expires = NULL, "
+    "updated_at = :now FROM json_each(:rows) AS r "
+    "WHERE deliveries.id = json_extract(r.value, '$[0]') "
+    "AND deliveries.lease_owner = :owner").bindparams(bindparam("now", type_=DateTime()))
+
+
 _SQLITE_SENT_ENTRIES = text(
     "INSERT INTO sent_entries (subscriber_id, entry_id, edition_id, sent_at) "
     "SELECT json_extract(p.value, '$[0]'), json_extract(p.value, '$[1]'), :edition, :now "
@@ -427,24 +439,27 @@ class DbLedger:
         ours = (update(DELIVERIES)
                 .where(Delivery.id == bindparam("b_id"), Delivery.lease_owner == self.owner)
                 .values(lease_owner="", lease_expires=None, updated_at=now))
-        mark_sent = ours.values(status=DeliveryStatus.SENT, message_id=bindparam("b_mid"),
-                                sent_at=now, last_error="", next_try_at=None,
-                                shown=bindparam("b_shown"))
         mark_failed = ours.values(status=bindparam("b_status"), last_error=bindparam("b_error"),
                                   reason=bindparam("b_reason"))
+        sqlite_sent: dict[str, Any] = {}
+        if sent and self.engine.dialect.name != "postgresql":
+            # Made before the lock is taken. The papers as (subscriber, paper) pairs in
+            # one JSON parameter, split by SQLite: an executemany built, bound and
+            # converted a dict a paper (ten a message) in Python, under the lock.
+            pairs = [[o.job.recipient.id, e] for o in sent for e in o.job.entry_ids]
+            sqlite_sent = {
+                "rows": {"rows": json.dumps([[o.job.delivery_id, o.message_id, _shown(o)]
+                                             for o in sent]),
+                         "status": str(DeliveryStatus.SENT), "now": now, "owner": self.owner},
+                "pairs": {"pairs": json.dumps(pairs), "edition": self.edition.id,
+                          "now": now} if pairs else None}
         with session_scope(self.engine) as s:
             if sent and self.engine.dialect.name == "postgresql":
                 self._record_sent_pg(s, sent, now)
             elif sent:
-                s.execute(mark_sent, [{"b_id": o.job.delivery_id, "b_mid": o.message_id,
-                                       "b_shown": _shown(o)} for o in sent])
-                # The papers as (subscriber, paper) pairs in one JSON parameter, split
-                # by SQLite: an executemany built, bound and converted a dict a paper
-                # (ten a message) in Python, under the lock the sending loop needs.
-                pairs = [[o.job.recipient.id, e] for o in sent for e in o.job.entry_ids]
-                if pairs:
-                    s.execute(_SQLITE_SENT_ENTRIES, {"pairs": json.dumps(pairs),
-                                                     "edition": self.edition.id, "now": now})
+                s.execute(_SQLITE_SENT, sqlite_sent["rows"])
+                if sqlite_sent["pairs"]:
+                    s.execute(_SQLITE_SENT_ENTRIES, sqlite_sent["pairs"])
             if released:  # claimed but never handed over: back in the queue, as it was
                 s.execute(ours.values(status=DeliveryStatus.PENDING,
                                       attempts=Delivery.attempts - 1),
