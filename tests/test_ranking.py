@@ -550,3 +550,71 @@ def test_explaining_waits_for_a_chunk_being_parsed_in_another_thread() -> None:
     assert got == [[t for ex in ranker.explain_many("large language models", [0, 1])
                     for t, _ in ex.matched]]
     assert got[0]  # it matches paper "b"
+
+
+def _eager_postings(corpus: Corpus) -> dict[str, dict[tuple[str, ...], dict[int, int]]]:
+    """Every n-gram's postings, built as the corpus built them before they were made on
+    first ask (each field of each paper, every gram of 1 to MAX_NGRAM stems, and a
+    hyphenated word written as one)."""
+    from collections import Counter, defaultdict
+
+    from newsletter.ranking.corpus import FIELD_WEIGHTS, MAX_NGRAM, _ngrams, _word
+    from newsletter.ranking.text import words
+
+    index: dict[str, dict[tuple[str, ...], dict[int, int]]] = {
+        f: defaultdict(dict) for f in FIELD_WEIGHTS}
+    for i, e in enumerate(corpus.entries):
+        texts = {"title": e.title, "keywords": " , ".join(e.keywords), "abstract": e.abstract}
+        for fname, text in texts.items():
+            toks: list[str] = []
+            joined: list[str] = []
+            for w in words(text):
+                stems_, _, compounds = _word(w, corpus.acronyms)
+                toks += stems_
+                joined += compounds
+            grams = Counter(_ngrams(toks, MAX_NGRAM))
+            grams.update(zip(joined, strict=True))
+            for gram, count in grams.items():
+                index[fname][gram][i] = count
+    return index
+
+
+def _same_postings(corpus: Corpus) -> None:
+    eager = _eager_postings(corpus)
+    for fname, grams in eager.items():
+        postings = corpus.index[fname]
+        for gram, want in grams.items():
+            assert list(postings[gram].items()) == list(want.items()), (fname, gram)
+            assert postings.get(gram, ()) == want
+            flipped = gram[::-1]  # often in no paper: empty, or what the eager build has
+            assert postings[flipped] == grams.get(flipped, {}), (fname, flipped)
+        assert postings[("no-such-stem",)] == {}
+        assert postings.get(("no-such-stem", "either"), ()) == ()
+
+
+def test_postings_made_on_ask_are_the_eager_postings_on_the_bundled_papers() -> None:
+    from newsletter.ranking.selection import load_acronyms
+    from newsletter.render.samples import sample_papers
+
+    rows = [RankEntry.of(p) for p in sample_papers()]
+    _same_postings(Corpus(rows, load_acronyms(RankingConfig(), rows), RankingConfig(), TODAY))
+
+
+_WORDS = ["graph", "neural", "network", "networks", "diffusion", "model", "models", "the",
+          "of", "state-of-the-art", "zero-shot", "large", "language", "LLM", "large-scale",
+          "attention", "vision", "transformer", "ViT", "point", "cloud", "point-cloud"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.sampled_from(_WORDS), max_size=8),
+                          st.lists(st.sampled_from(_WORDS), max_size=40)),
+                min_size=1, max_size=12))
+def test_postings_made_on_ask_are_the_eager_postings(papers: list[tuple[list[str],
+                                                                      list[str]]]) -> None:
+    """Repeated words and phrases (a gram twice in one paper, overlapping itself), stop
+    words, acronyms and hyphenated words, in any order: a few words, so papers share
+    them and the grams asked for are in some papers and not in others."""
+    rows = [RankEntry(f"p{i}", " ".join(title), " ".join(abstract),
+                      keywords=tuple(abstract[:2]))
+            for i, (title, abstract) in enumerate(papers)]
+    _same_postings(Corpus(rows, Acronyms.load(), RankingConfig(), TODAY))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +147,49 @@ def _word(word: str, acronyms: Acronyms) -> tuple[tuple[str, ...], tuple[str, ..
             raw_tokens(word), tuple(joined_compounds(word)))
 
 
+class Postings(dict[tuple[str, ...], dict[int, int]]):
+    """One field's postings, gram (1 to ``MAX_NGRAM`` stems) → {paper: count}, read as
+    ``postings[gram]``: a word's made at once, a longer gram's on first ask (from the
+    papers of its rarest word) and kept.
+
+    Built eagerly, every n-gram of every paper went into a dict of its own (a few
+    hundred thousand entries for a day's papers, the largest part of opening an
+    edition), for the few thousand phrases profiles ask about. A paper's gram counts
+    come in one C call (``Counter``). The same postings, in the same (paper) order."""
+
+    __slots__ = ("_count",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count: list[Callable[[tuple[str, ...]], int | None]] = []  # by paper
+
+    def add(self, grams: Counter[tuple[str, ...]], words: Counter[tuple[str, ...]]) -> None:
+        """The next paper's counts: of its grams, and of its words alone (1-grams)."""
+        i = len(self._count)
+        self._count.append(grams.get)
+        get = super().get
+        for w, c in words.items():
+            found = get(w)
+            if found is None:
+                self[w] = found = {}
+            found[i] = c
+
+    def __missing__(self, gram: tuple[str, ...]) -> dict[int, int]:
+        made: dict[int, int] = {}
+        if len(gram) > 1:
+            # a paper with the gram has each of its words: the rarest word's papers
+            get = super().get
+            fewest = min((get((w,), made) for w in gram), key=len)
+            count = self._count
+            made = {i: c for i in fewest if (c := count[i](gram))}
+        self[gram] = made
+        return made
+
+    def get(self, gram: tuple[str, ...], default: Any = None) -> Any:
+        """As ``postings[gram]``, ``default`` when no paper has it."""
+        return self[gram] or default
+
+
 class Corpus:
     """The entries being ranked, analysed once; feature rows computed on demand."""
 
@@ -160,8 +203,7 @@ class Corpus:
         self.cfg = cfg
         self.today = today or dt.date.today()
         n = len(self.entries)
-        self.index: dict[str, dict[tuple[str, ...], dict[int, int]]] = {
-            f: defaultdict(dict) for f in FIELD_WEIGHTS}
+        self.index: dict[str, Postings] = {f: Postings() for f in FIELD_WEIGHTS}
         self.raw_text: dict[str, list[str]] = {f: [] for f in FIELD_WEIGHTS}
         self.stem_text: dict[str, list[str]] = {f: [] for f in FIELD_WEIGHTS}
         lengths = np.zeros(n, dtype=np.float64)
@@ -185,12 +227,12 @@ class Corpus:
                     if known[2]:
                         joined += known[2]
                 lengths[i] += FIELD_WEIGHTS[fname] * len(toks)
-                postings = self.index[fname]
                 grams = Counter(_ngrams(toks, MAX_NGRAM))
+                alone: Counter[tuple[str, ...]] = Counter(zip(toks, strict=False))
                 if joined:
                     grams.update(zip(joined, strict=True))
-                for gram, count in grams.items():  # this field of this paper, once
-                    postings[gram][i] = count
+                    alone.update(zip(joined, strict=True))
+                self.index[fname].add(grams, alone)
                 self.raw_text[fname].append(" " + " ".join(raws) + " ")
                 self.stem_text[fname].append(" " + " ".join(toks) + " ")
             self.author_tokens.append([frozenset(raw_tokens(a)) for a in e.authors])
@@ -391,7 +433,7 @@ class Corpus:
 
     def _postings(self, fname: str, kind: str, variant: tuple[str, ...]) -> dict[int, int]:
         if kind == "topic" and len(variant) <= MAX_NGRAM:
-            return self.index[fname].get(variant, {})
+            return self.index[fname][variant]
         needle = " " + " ".join(variant) + " "  # longer phrases: scan the analysed text
         texts = self.stem_text[fname] if kind == "topic" else self.raw_text[fname]
         return {i: hay.count(needle) for i, hay in enumerate(texts) if needle in hay}

@@ -286,7 +286,7 @@ class Learner:
         for gram, count in counts.items():
             if HEADLINE_ONLY and gram not in headline:
                 continue
-            found = {i for fname, _ in _FIELDS for i in corpus.index[fname].get(gram, ())}
+            found = {i for fname, _ in _FIELDS for i in corpus.index[fname][gram]}
             found.discard(itself if itself is not None else -1)
             df = len(found)  # other papers with the term: the paper itself is never shown
             if not df or df > max(2, MAX_DF_SHARE * n):
