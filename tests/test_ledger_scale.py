@@ -15,7 +15,7 @@ from sqlalchemy import event, func, select, update
 from newsletter.config import Settings
 from newsletter.delivery.ledger import DbLedger, Outcome
 from newsletter.service.ingest import ingest
-from newsletter.store.db import get_engine, session_scope
+from newsletter.store.db import connection_scope, get_engine, session_scope
 from newsletter.store.models import Delivery, DeliveryStatus, SentEntry
 from newsletter.store.subscribers import add
 
@@ -91,6 +91,49 @@ def test_a_claim_reads_its_rows_without_sqlites_write_lock(tmp_path: Path) -> No
         leased = s.execute(select(Delivery.id, Delivery.lease_owner).where(
             Delivery.status == DeliveryStatus.SENDING)).all()
     assert sorted(leased) == sorted((j.delivery_id, ledger.owner) for j in jobs)
+
+
+def test_the_ledgers_plain_transactions_commit_roll_back_and_lock_as_sessions_do(
+        db_url: str) -> None:
+    """``connection_scope`` (the ledger's claims and records, without an ORM session):
+    what a block writes is committed when it ends, and nothing of it when it raises; on
+    SQLite a writing block holds the write lock from its start and a reading one never
+    takes it."""
+    ledger, _ = planned(db_url, 3)
+    ids = [j.delivery_id for j in ledger.claim(3)]
+
+    def reason(i: int | None) -> str:
+        with session_scope(ledger.engine, readonly=True) as s:
+            return str(s.scalar(select(Delivery.reason).where(Delivery.id == i)))
+
+    with connection_scope(ledger.engine) as c:
+        c.execute(update(Delivery).where(Delivery.id == ids[0]).values(reason="kept"))
+    with pytest.raises(RuntimeError), connection_scope(ledger.engine) as c:
+        c.execute(update(Delivery).where(Delivery.id == ids[1]).values(reason="lost"))
+        raise RuntimeError("a failure mid-transaction")
+    assert (reason(ids[0]), reason(ids[1])) == ("kept", "")
+    if not db_url.startswith("sqlite"):
+        return
+    path = ledger.engine.url.database
+    assert path
+
+    def can_write() -> bool:
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            other.close()
+
+    with connection_scope(ledger.engine, readonly=True) as c:
+        c.execute(select(Delivery.id)).all()
+        assert can_write()
+    with connection_scope(ledger.engine) as c:
+        assert not can_write()
+    assert can_write()
 
 
 def test_recording_many_outcomes_marks_only_rows_this_process_holds(db_url: str) -> None:

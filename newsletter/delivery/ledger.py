@@ -30,11 +30,12 @@ from enum import StrEnum
 from typing import Any, Protocol, cast
 
 from sqlalchemy import DateTime, Engine, Table, bindparam, func, select, text, update
+from sqlalchemy.orm import Session
 
 from newsletter.delivery.plan import Job, PlanReport
 from newsletter.render.renderer import Recipient, Rendered
 from newsletter.store import lifecycle
-from newsletter.store.db import session_scope
+from newsletter.store.db import connection_scope, session_scope
 from newsletter.store.models import (
     Delivery,
     DeliveryStatus,
@@ -343,10 +344,10 @@ class DbLedger:
             # How much is left, read without locking: on PostgreSQL a locked look
             # ahead (FOR UPDATE SKIP LOCKED) held rows this claim does not take, and
             # another loop claiming at that moment found none and ended early.
-            with session_scope(self.engine, readonly=True) as s:
+            with connection_scope(self.engine, readonly=True) as s:
                 left = len(self._pending_ids(s, n * self.sharers, self._after, lock=False))
             n = end_share(n, self.sharers, left)
-        with session_scope(self.engine) as s:
+        with connection_scope(self.engine) as s:
             # Resume after the last row claimed: the index entries of rows already
             # claimed stay behind as dead "pending" entries until a vacuum, and
             # scanning from the start would walk them all on every claim (quadratic over
@@ -369,7 +370,7 @@ class DbLedger:
         # The rows are ours now (the lease says so), so they are read without the lock.
         # Columns, not ORM objects: building and tracking two mapped instances a row was
         # most of a claim's CPU, taken from the sending loop (the GIL).
-        with session_scope(self.engine, readonly=True) as s:
+        with connection_scope(self.engine, readonly=True) as s:
             rows = s.execute(
                 select(Delivery.id, Delivery.attempts, Delivery.entry_ids, Delivery.details,
                        Delivery.first_try_at, Subscriber.id.label("sid"), Subscriber.email,
@@ -392,7 +393,7 @@ class DbLedger:
                             bool(details.get("trending")), did, attempts,
                             weekly=bool(details.get("weekly")), first_try=first_try))
         if inactive:
-            with session_scope(self.engine) as s:
+            with connection_scope(self.engine) as s:
                 for sub_status, dids in inactive.items():
                     s.execute(update(Delivery)
                               .where(Delivery.id.in_(dids), Delivery.lease_owner == self.owner)
@@ -453,7 +454,11 @@ class DbLedger:
                          "status": str(DeliveryStatus.SENT), "now": now, "owner": self.owner},
                 "pairs": {"pairs": json.dumps(pairs), "edition": self.edition.id,
                           "now": now} if pairs else None}
-        with session_scope(self.engine) as s:
+        # A bounce changes the subscriber through the lifecycle, which writes its event
+        # as an ORM object: only then does the record need a session.
+        bounced = any(o.bounce for o in failed)
+        scope = session_scope if bounced else connection_scope
+        with scope(self.engine) as s:
             if sent and self.engine.dialect.name == "postgresql":
                 self._record_sent_pg(s, sent, now)
             elif sent:
@@ -476,9 +481,11 @@ class DbLedger:
                     "b_id": o.job.delivery_id, "b_status": o.status, "b_error": o.error[:2000],
                     "b_reason": o.reason or ("permanent" if o.permanent else "transient")}
                     for o in failed])
-            for o in failed:
-                if o.bounce:  # the subscriber's change is the lifecycle's, as every one is
-                    lifecycle.bounce_id(s, o.job.recipient.id, by="bounce",
-                                        error=o.error[:500], edition=self.edition.id)
+            if bounced:  # the subscriber's change is the lifecycle's, as every one is
+                session = cast(Session, s)  # the scope chosen above for this
+                for o in failed:
+                    if o.bounce:
+                        lifecycle.bounce_id(session, o.job.recipient.id, by="bounce",
+                                            error=o.error[:500], edition=self.edition.id)
 
 
