@@ -33,6 +33,8 @@ import jinja2.meta
 from jinja2 import nodes
 from markupsafe import Markup, escape
 
+from newsletter.render.bytecode import from_source
+
 # PaperView attributes that differ between subscribers for the same paper; the rest
 # follow from the paper.
 PER_SUBSCRIBER = frozenset({"excerpt", "excerpt_text", "authors", "authors_text", "why",
@@ -73,7 +75,7 @@ def split_blocks(env: jinja2.Environment, source: str, first: int = 0) -> tuple[
                 printed, tested = _analyse(env.parse(body))
             except _Ineligible:
                 return m.group(0)
-            plans.append(BlockPlan(env.from_string(body), tuple(sorted(printed)),
+            plans.append(BlockPlan(from_source(env, body), tuple(sorted(printed)),
                                    tuple(sorted(tested)), escaped=bool(env.autoescape)))
             seen[body] = first + len(plans) - 1
         call = "{{ p.blocks[" + str(seen[body]) + "] }}"

@@ -31,6 +31,7 @@ import mjml
 
 from newsletter.errors import TemplateError
 from newsletter.render.blocks import BlockPlan, split_blocks
+from newsletter.render.bytecode import from_source
 
 # The top-level templates/ folder, carried inside the package (newsletter/templates
 # links to it in the checkout; a built wheel holds a copy).
@@ -134,7 +135,7 @@ def _env() -> jinja2.Environment:
 def _jinja(env: jinja2.Environment, source: str, name: str,
            lines: list[tuple[str, str, int]] | None = None) -> jinja2.Template:
     try:
-        return env.from_string(source)
+        return from_source(env, source)
     except jinja2.TemplateSyntaxError as exc:
         if lines and exc.lineno and exc.lineno <= len(lines):
             fname, _, n = lines[exc.lineno - 1]
