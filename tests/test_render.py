@@ -635,7 +635,33 @@ def test_templates_compiled_once_come_from_jinjas_bytecode_cache(tmp_path: Path)
     cached = [p for p in tmp_path.rglob("*.cache")]
     assert cached and all(p.stat().st_mode & 0o077 == 0 for p in cached)  # this user's own
     assert run("cached", tmp_path) == first
-    assert run("compile", tmp_path / "no-such-directory") == first
+    # a cache "directory" that is not one (Jinja refuses it): compiled as before
+    unusable = tmp_path / "unusable"
+    unusable.mkdir()
+    (unusable / f"_jinja2-cache-{os.getuid()}").write_text("not a directory")
+    assert run("compile", unusable) == first
+    assert list(unusable.iterdir()) == [unusable / f"_jinja2-cache-{os.getuid()}"]
+
+
+def test_a_damaged_cache_entry_is_compiled_again_and_written_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jinja2
+    from jinja2.bccache import FileSystemBytecodeCache, bc_magic
+
+    from newsletter.render import bytecode
+
+    monkeypatch.setattr(bytecode, "_cache", lambda: FileSystemBytecodeCache(str(tmp_path)))
+    env = jinja2.Environment(autoescape=True)
+    assert bytecode.from_source(env, "<p>{{ x }}</p>").render(x="&") == "<p>&amp;</p>"
+    (entry,) = tmp_path.iterdir()
+    entry.write_bytes(bc_magic + b"\x80\x04")  # the checksum's pickle cut short
+    assert bytecode.from_source(env, "<p>{{ x }}</p>").render(x="<") == "<p>&lt;</p>"
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("compiled again: the damaged entry was not written over")
+
+    monkeypatch.setattr(jinja2.Environment, "compile", refuse)
+    assert bytecode.from_source(env, "<p>{{ x }}</p>").render(x="1") == "<p>1</p>"
 
 
 def test_a_cached_template_is_never_one_of_other_settings_or_source() -> None:

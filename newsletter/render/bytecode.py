@@ -15,11 +15,10 @@ means compiling as before, never an error.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 
 import jinja2
-from jinja2.bccache import FileSystemBytecodeCache
+from jinja2.bccache import Bucket, FileSystemBytecodeCache
 
 # What the generated code depends on besides the source.
 _SETTINGS = ("block_start_string", "block_end_string", "variable_start_string",
@@ -28,8 +27,10 @@ _SETTINGS = ("block_start_string", "block_end_string", "variable_start_string",
              "newline_sequence", "keep_trailing_newline", "optimized", "is_async")
 
 
-@functools.cache
 def _cache() -> FileSystemBytecodeCache | None:
+    """Jinja's cache in its directory, checked again at each use (this user's own,
+    mode 0700): a long-running process must not trust a directory that was removed
+    and made again by someone else since it last looked."""
     try:
         return FileSystemBytecodeCache()
     except (OSError, RuntimeError):  # no safe directory: compile every time
@@ -37,7 +38,10 @@ def _cache() -> FileSystemBytecodeCache | None:
 
 
 def _key(env: jinja2.Environment, source: str) -> str:
-    settings = [repr(getattr(env, name, None)) for name in _SETTINGS]
+    # Jinja's own check of an entry covers its bytecode format and Python's version,
+    # not Jinja's: the generated code may change with it.
+    settings = [jinja2.__version__, type(env).__qualname__]
+    settings += [repr(getattr(env, name, None)) for name in _SETTINGS]
     settings += [repr(env.autoescape), env.undefined.__qualname__,
                  repr(env.finalize is not None), *sorted(map(repr, env.extensions))]
     digest = hashlib.sha256("\0".join([*settings, source]).encode("utf-8", "surrogatepass"))
@@ -50,10 +54,12 @@ def from_source(env: jinja2.Environment, source: str) -> jinja2.Template:
     cache = _cache()
     if cache is None:
         return env.from_string(source)
+    name = _key(env, source)
     try:
-        bucket = cache.get_bucket(env, _key(env, source), None, source)
-    except OSError:
-        return env.from_string(source)
+        bucket = cache.get_bucket(env, name, None, source)
+    except Exception:  # noqa: BLE001 - a damaged entry (Jinja unpickles its checksum):
+        # compiled again and written over, never an error of the render
+        bucket = Bucket(env, cache.get_cache_key(name), cache.get_source_checksum(source))
     code = bucket.code
     if code is None:
         code = bucket.code = env.compile(source)  # raises as from_string does
