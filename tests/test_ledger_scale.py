@@ -93,6 +93,29 @@ def test_a_claim_reads_its_rows_without_sqlites_write_lock(tmp_path: Path) -> No
     assert sorted(leased) == sorted((j.delivery_id, ledger.owner) for j in jobs)
 
 
+def test_a_claim_that_fails_after_leasing_gives_its_rows_back(db_url: str) -> None:
+    """The lease is committed before the rows are read: when the read fails (a dropped
+    connection, a lock never granted), the rows go back to the queue at once, as the
+    rollback of one transaction left them, not after their lease runs out."""
+    ledger, _ = planned(db_url, 6)
+
+    def fail(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        if "JOIN subscribers" in statement:
+            raise RuntimeError("the connection dropped")
+
+    event.listen(ledger.engine, "before_cursor_execute", fail)
+    try:
+        with pytest.raises(Exception, match="the connection dropped"):
+            ledger.claim(4)
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", fail)
+    with session_scope(ledger.engine, readonly=True) as s:
+        rows = s.execute(select(Delivery.status, Delivery.lease_owner, Delivery.attempts,
+                                Delivery.lease_expires)).all()
+    assert sorted(set(rows)) == [(DeliveryStatus.PENDING, "", 0, None)]
+    assert len(ledger.claim(10)) == 6
+
+
 def test_the_ledgers_plain_transactions_commit_roll_back_and_lock_as_sessions_do(
         db_url: str) -> None:
     """``connection_scope`` (the ledger's claims and records, without an ORM session):

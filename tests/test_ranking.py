@@ -590,6 +590,9 @@ def _same_postings(corpus: Corpus) -> None:
             assert postings[flipped] == grams.get(flipped, {}), (fname, flipped)
         assert postings[("no-such-stem",)] == {}
         assert postings.get(("no-such-stem", "either"), ()) == ()
+    # what is kept is what some paper has: asking for grams no paper has adds nothing
+    for fname, grams in eager.items():
+        assert set(corpus.index[fname]) <= set(grams)
 
 
 def test_postings_made_on_ask_are_the_eager_postings_on_the_bundled_papers() -> None:

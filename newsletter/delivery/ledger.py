@@ -19,6 +19,7 @@ A preview runs the same delivery with a ``MemoryLedger`` and a file transport.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -359,7 +360,7 @@ class DbLedger:
                 ids = self._pending_ids(s, n, 0)
             if not ids:
                 return []
-            self._after = max(ids)
+            resume, self._after = self._after, max(ids)
             s.execute(
                 update(Delivery)
                 .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.PENDING)
@@ -367,9 +368,28 @@ class DbLedger:
                         lease_expires=now + self.lease,
                         attempts=Delivery.attempts + 1, updated_at=now)
             )
-        # The rows are ours now (the lease says so), so they are read without the lock.
-        # Columns, not ORM objects: building and tracking two mapped instances a row was
-        # most of a claim's CPU, taken from the sending loop (the GIL).
+        try:
+            return self._leased(ids)
+        except BaseException:
+            # Leased and committed, never handed to the loop: back in the queue at once
+            # (as the single transaction's rollback left them), not after the lease runs
+            # out, and the next claim looks where this one did. If even that fails, the
+            # lease expires and a reclaim takes them back.
+            self._after = resume
+            with contextlib.suppress(Exception), connection_scope(self.engine) as s:
+                s.execute(update(Delivery)
+                          .where(Delivery.id.in_(ids), Delivery.lease_owner == self.owner,
+                                 Delivery.status == DeliveryStatus.SENDING)
+                          .values(status=DeliveryStatus.PENDING, lease_owner="",
+                                  lease_expires=None, attempts=Delivery.attempts - 1))
+            raise
+
+    def _leased(self, ids: list[int]) -> list[Job]:
+        """The jobs of the rows this claim just leased; those of subscribers no longer
+        active are skipped with the reason. The rows are ours (the lease says so), so
+        they are read without the lock. Columns, not ORM objects: building and tracking
+        two mapped instances a row was most of a claim's CPU, taken from the sending
+        loop (the GIL)."""
         with connection_scope(self.engine, readonly=True) as s:
             rows = s.execute(
                 select(Delivery.id, Delivery.attempts, Delivery.entry_ids, Delivery.details,

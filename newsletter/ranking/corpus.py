@@ -175,14 +175,17 @@ class Postings(dict[tuple[str, ...], dict[int, int]]):
             found[i] = c
 
     def __missing__(self, gram: tuple[str, ...]) -> dict[int, int]:
-        made: dict[int, int] = {}
-        if len(gram) > 1:
-            # a paper with the gram has each of its words: the rarest word's papers
-            get = super().get
-            fewest = min((get((w,), made) for w in gram), key=len)
-            count = self._count
-            made = {i: c for i in fewest if (c := count[i](gram))}
-        self[gram] = made
+        if len(gram) < 2:
+            return {}
+        # a paper with the gram has each of its words: the rarest word's papers
+        get = super().get
+        fewest = min((get((w,), {}) for w in gram), key=len)
+        count = self._count
+        made = {i: c for i in fewest if (c := count[i](gram))}
+        if made:  # kept only when some paper has it: what is kept stays within what
+            # the eager index held, whatever a long-lived process (the web's previews)
+            # is asked
+            self[gram] = made
         return made
 
     def get(self, gram: tuple[str, ...], default: Any = None) -> Any:
