@@ -377,12 +377,17 @@ class DbLedger:
             # lease expires and a reclaim takes them back.
             self._after = resume
             with contextlib.suppress(Exception), connection_scope(self.engine) as s:
-                s.execute(update(Delivery)
-                          .where(Delivery.id.in_(ids), Delivery.lease_owner == self.owner,
-                                 Delivery.status == DeliveryStatus.SENDING)
-                          .values(status=DeliveryStatus.PENDING, lease_owner="",
-                                  lease_expires=None, attempts=Delivery.attempts - 1))
+                self._give_back(s, ids, utcnow())
             raise
+
+    def _give_back(self, s: Any, ids: Sequence[int | None], now: dt.datetime) -> None:
+        """Rows this ledger leased and never handed over, back in the queue as they
+        were before the claim (pending, the attempt not counted)."""
+        s.execute(update(Delivery)
+                  .where(Delivery.id.in_(ids), Delivery.lease_owner == self.owner,
+                         Delivery.status == DeliveryStatus.SENDING)
+                  .values(status=DeliveryStatus.PENDING, lease_owner="", lease_expires=None,
+                          attempts=Delivery.attempts - 1, updated_at=now))
 
     def _leased(self, ids: list[int]) -> list[Job]:
         """The jobs of the rows this claim just leased; those of subscribers no longer
@@ -462,33 +467,31 @@ class DbLedger:
                 .values(lease_owner="", lease_expires=None, updated_at=now))
         mark_failed = ours.values(status=bindparam("b_status"), last_error=bindparam("b_error"),
                                   reason=bindparam("b_reason"))
-        sqlite_sent: dict[str, Any] = {}
-        if sent and self.engine.dialect.name != "postgresql":
+        pg = self.engine.dialect.name == "postgresql"
+        sent_rows = pairs = ""
+        if sent and not pg:
             # Made before the lock is taken. The papers as (subscriber, paper) pairs in
             # one JSON parameter, split by SQLite: an executemany built, bound and
             # converted a dict a paper (ten a message) in Python, under the lock.
-            pairs = [[o.job.recipient.id, e] for o in sent for e in o.job.entry_ids]
-            sqlite_sent = {
-                "rows": {"rows": json.dumps([[o.job.delivery_id, o.message_id, _shown(o)]
-                                             for o in sent]),
-                         "status": str(DeliveryStatus.SENT), "now": now, "owner": self.owner},
-                "pairs": {"pairs": json.dumps(pairs), "edition": self.edition.id,
-                          "now": now} if pairs else None}
+            sent_rows = json.dumps([[o.job.delivery_id, o.message_id, _shown(o)]
+                                    for o in sent])
+            papers = [[o.job.recipient.id, e] for o in sent for e in o.job.entry_ids]
+            pairs = json.dumps(papers) if papers else ""
         # A bounce changes the subscriber through the lifecycle, which writes its event
         # as an ORM object: only then does the record need a session.
         bounced = any(o.bounce for o in failed)
         scope = session_scope if bounced else connection_scope
         with scope(self.engine) as s:
-            if sent and self.engine.dialect.name == "postgresql":
+            if sent and pg:
                 self._record_sent_pg(s, sent, now)
             elif sent:
-                s.execute(_SQLITE_SENT, sqlite_sent["rows"])
-                if sqlite_sent["pairs"]:
-                    s.execute(_SQLITE_SENT_ENTRIES, sqlite_sent["pairs"])
+                s.execute(_SQLITE_SENT, {"rows": sent_rows, "status": str(DeliveryStatus.SENT),
+                                         "now": now, "owner": self.owner})
+                if pairs:
+                    s.execute(_SQLITE_SENT_ENTRIES,
+                              {"pairs": pairs, "edition": self.edition.id, "now": now})
             if released:  # claimed but never handed over: back in the queue, as it was
-                s.execute(ours.values(status=DeliveryStatus.PENDING,
-                                      attempts=Delivery.attempts - 1),
-                          [{"b_id": o.job.delivery_id} for o in released])
+                self._give_back(s, [o.job.delivery_id for o in released], now)
             if deferred:  # refused for now: tried again when due (``delivery.deferral``)
                 s.execute(ours.values(status=DeliveryStatus.DEFERRED,
                                       last_error=bindparam("b_error"), reason="",
