@@ -70,11 +70,24 @@ def stop_sink(proc: subprocess.Popen[str]) -> int:
     return int(out.split()[1]) if out.startswith("received") else -1
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + sys) a running process has used, from /proc (0.0 where there
+    is no /proc): the sink's share of the machine, which the sender's own does not show."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class PySink:
     """bench/smtp_sink.py (aiosmtpd) in its own process."""
 
     def __init__(self) -> None:
         self.proc, self.port = start_sink()
+
+    def cpu(self) -> float:
+        return process_cpu(self.proc.pid)
 
     def stop(self) -> int:
         return stop_sink(self.proc)
@@ -88,6 +101,9 @@ class CSinkRun:
 
         self.sink = c_sink.start()
         self.port = self.sink.port
+
+    def cpu(self) -> float:
+        return process_cpu(self.sink.proc.pid)
 
     def stop(self) -> int:
         time.sleep(0.2)  # the sink writes its last counter line when the session quits
@@ -293,6 +309,7 @@ def main() -> None:
     outside: list[tuple[int, float, float]] = []  # round, whole command s, delivery s
     rows: list[tuple[int, str, float, float, float, str]] = []  # round, method, msg/s,
     # share, CPU ms a message, load at the start
+    sink_ms: dict[tuple[int, str], float] = {}  # (round, method): the sink's CPU ms a message
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sink = open_sink(args.sink)
@@ -312,6 +329,7 @@ def main() -> None:
                 cpu = own_cpu()
                 bare_s = asyncio.run(bare_send(sink.port, messages, args.connections))
                 cpu = own_cpu() - cpu
+                sink_ms[r, "bare"] = sink.cpu() / args.messages * 1e3
             finally:
                 assert sink.stop() == args.messages
             bare_rate = args.messages / bare_s
@@ -321,6 +339,7 @@ def main() -> None:
             try:
                 own_s, cpu = transport_loop(sink.port, samples, args.messages,
                                             args.connections)
+                sink_ms[r, "transport"] = sink.cpu() / args.messages * 1e3
             finally:
                 assert sink.stop() == args.messages
             rows.append((r, "bare loop through newsletter's SMTP transport, pre-built bytes",
@@ -331,6 +350,7 @@ def main() -> None:
             try:
                 wall, deliver_s, _, cpu, deliver_cpu = timed_send(
                     work, env_for(work, sink.port, args.connections), args.processes)
+                sink_ms[r, "pipeline"] = sink.cpu() / args.messages * 1e3
             finally:
                 received = sink.stop()
             assert received == args.messages, received
@@ -365,6 +385,13 @@ def main() -> None:
     print("|---|---|---|---|")
     for r, wall, deliver_s in outside:
         print(f"| {r} | {wall:.2f} | {deliver_s:.2f} | {wall - deliver_s:.2f} |")
+    # The sink's own CPU (it shares the machine's cores with the sender): a sink that is
+    # not the bottleneck spends a small part of what the sender does.
+    print("\n| round | sink CPU ms/message: bare loop | transport loop | pipeline |")
+    print("|---|---|---|---|")
+    for r in range(1, args.rounds + 1):
+        print(f"| {r} | {sink_ms[r, 'bare']:.3f} | {sink_ms[r, 'transport']:.3f} | "
+              f"{sink_ms[r, 'pipeline']:.3f} |")
     own = {r: rate for r, m, rate, *_ in rows if "transport" in m}
     print("\n| method | share of the transport loop, by round |")
     print("|---|---|")
