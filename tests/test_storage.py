@@ -341,3 +341,40 @@ def test_import_lines_split_as_the_csv_module_reads_a_file(text: str) -> None:
             return ["error", str(exc)]
 
     assert parsed(_lines(text)) == parsed(io.StringIO(text))
+
+
+def test_an_sqlite_library_too_old_for_the_ledger_is_named_before_anything_is_written(
+        cli, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A Python whose sqlite3 module is older than the ledger's statements need gets one
+    line naming the version (and the way out) before a database file is made, instead
+    of SQLite's "syntax error" when the first edition is planned."""
+    import sqlite3
+
+    from newsletter.store import db
+
+    db._sqlite_checked.cache_clear()
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    try:
+        r = cli("subscribers", "add", "ada@example.org", "--keywords", "diffusion")
+    finally:
+        db._sqlite_checked.cache_clear()  # the next test checks the real library again
+    assert r.code == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "[database] url: SQLite 3.35 or newer is needed" in lines[0]
+    assert "3.31.1" in lines[0] and "PostgreSQL" in lines[0]
+    assert not list(tmp_path.glob("*.db*"))  # nothing made, nothing half-written
+
+
+def test_sqlite_problem_names_what_is_missing() -> None:
+    from newsletter.store.db import sqlite_problem
+
+    assert sqlite_problem((3, 35, 0), True) is None
+    assert sqlite_problem((3, 40, 1), True) is None
+    too_old = sqlite_problem((3, 34, 1), True)
+    assert too_old is not None and "3.35 or newer" in too_old and "3.34.1" in too_old
+    no_json = sqlite_problem((3, 40, 1), False)
+    assert no_json is not None and "JSON" in no_json and "3.40.1" in no_json
+    # the real library this suite runs on can hold the ledger
+    import sqlite3
+    assert sqlite_problem(sqlite3.sqlite_version_info, True) is None

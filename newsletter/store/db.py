@@ -53,8 +53,47 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+SQLITE_MIN = (3, 35)  # UPDATE ... FROM (3.33) and RETURNING (3.35), which the ledger writes
+
+
+def sqlite_problem(version: tuple[int, ...], has_json: bool) -> str | None:
+    """Why this SQLite library cannot hold the ledger, or None when it can. The
+    ledger's statements need ``UPDATE ... FROM``, ``RETURNING`` and the JSON functions
+    (``json_each``): an older library (Python built against a distribution's SQLite
+    3.31, say) failed only when the first edition was planned, with SQLite's own
+    "syntax error"."""
+    have = ".".join(map(str, version))
+    if version[:2] < SQLITE_MIN:
+        return (f"SQLite {SQLITE_MIN[0]}.{SQLITE_MIN[1]} or newer is needed (this "
+                f"Python's sqlite3 module has {have})")
+    if not has_json:
+        return f"SQLite's JSON functions are needed (this Python's SQLite {have} lacks them)"
+    return None
+
+
+@functools.cache
+def _sqlite_checked() -> None:
+    """The running SQLite library checked once per process (``sqlite_problem``)."""
+    import sqlite3
+
+    probe = sqlite3.connect(":memory:")
+    try:
+        probe.execute("SELECT value FROM json_each('[1]')").fetchall()
+        has_json = True
+    except sqlite3.OperationalError:
+        has_json = False
+    finally:
+        probe.close()
+    problem = sqlite_problem(sqlite3.sqlite_version_info, has_json)
+    if problem:
+        raise ConfigError(f"[database] url: {problem}; use a Python built with a newer "
+                          "SQLite, or PostgreSQL (postgresql+psycopg://...)")
+
+
 def make_engine(url: str) -> Engine:
     """A new engine for ``url`` with the dialect-specific settings applied."""
+    if url.startswith("sqlite"):
+        _sqlite_checked()
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 30})
