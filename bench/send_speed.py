@@ -23,7 +23,8 @@ the child's rusage includes the processes it forked and waited for).
 ``--sink py`` is the aiosmtpd sink (bench/smtp_sink.py, about 1.75 ms of CPU a
 message on the same two cores, so the ratio partly measures the sink); ``--sink c``
 is Postfix's C ``smtp-sink`` (bench/c_sink.py; Debian package postfix), which costs
-almost nothing, so the ratio is the sender's own.
+almost nothing, so the ratio is the sender's own. The sink's own CPU per message is
+printed for each method (from /proc; it shares the machine's cores with the sender).
 """
 
 from __future__ import annotations
@@ -70,14 +71,24 @@ def stop_sink(proc: subprocess.Popen[str]) -> int:
     return int(out.split()[1]) if out.startswith("received") else -1
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + sys) a running process has used, from /proc (0.0 where there
-    is no /proc): the sink's share of the machine, which the sender's own does not show."""
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + sys) a running process has used, from /proc (None where it
+    cannot be read): the sink's share of the machine, which the sender's own does not
+    show. Read before the process is stopped (a reaped one has no entry)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
-        return 0.0
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sink_ms(sink: PySink | CSinkRun, before: float | None, messages: int) -> float | None:
+    """The sink's CPU ms a message since ``before`` (its reading when the sending
+    started: the Python sink's own start-up is not counted)."""
+    after = sink.cpu()
+    if before is None or after is None:
+        return None
+    return (after - before) / messages * 1e3
 
 
 class PySink:
@@ -86,7 +97,7 @@ class PySink:
     def __init__(self) -> None:
         self.proc, self.port = start_sink()
 
-    def cpu(self) -> float:
+    def cpu(self) -> float | None:
         return process_cpu(self.proc.pid)
 
     def stop(self) -> int:
@@ -102,7 +113,7 @@ class CSinkRun:
         self.sink = c_sink.start()
         self.port = self.sink.port
 
-    def cpu(self) -> float:
+    def cpu(self) -> float | None:
         return process_cpu(self.sink.proc.pid)
 
     def stop(self) -> int:
@@ -309,7 +320,8 @@ def main() -> None:
     outside: list[tuple[int, float, float]] = []  # round, whole command s, delivery s
     rows: list[tuple[int, str, float, float, float, str]] = []  # round, method, msg/s,
     # share, CPU ms a message, load at the start
-    sink_ms: dict[tuple[int, str], float] = {}  # (round, method): the sink's CPU ms a message
+    sink_cpu: dict[tuple[int, str], float | None] = {}  # (round, method): the sink's
+    # CPU ms a message
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sink = open_sink(args.sink)
@@ -326,10 +338,10 @@ def main() -> None:
         for r in range(1, args.rounds + 1):
             sink, at = open_sink(args.sink), load()
             try:
-                cpu = own_cpu()
+                cpu, started = own_cpu(), sink.cpu()
                 bare_s = asyncio.run(bare_send(sink.port, messages, args.connections))
                 cpu = own_cpu() - cpu
-                sink_ms[r, "bare"] = sink.cpu() / args.messages * 1e3
+                sink_cpu[r, "bare"] = sink_ms(sink, started, args.messages)
             finally:
                 assert sink.stop() == args.messages
             bare_rate = args.messages / bare_s
@@ -337,9 +349,10 @@ def main() -> None:
                          cpu / args.messages * 1e3, at))
             sink, at = open_sink(args.sink), load()
             try:
+                started = sink.cpu()
                 own_s, cpu = transport_loop(sink.port, samples, args.messages,
                                             args.connections)
-                sink_ms[r, "transport"] = sink.cpu() / args.messages * 1e3
+                sink_cpu[r, "transport"] = sink_ms(sink, started, args.messages)
             finally:
                 assert sink.stop() == args.messages
             rows.append((r, "bare loop through newsletter's SMTP transport, pre-built bytes",
@@ -348,9 +361,10 @@ def main() -> None:
             copy_db(work / "pristine.db", work / "subscribers.db")
             sink, at = open_sink(args.sink), load()
             try:
+                started = sink.cpu()
                 wall, deliver_s, _, cpu, deliver_cpu = timed_send(
                     work, env_for(work, sink.port, args.connections), args.processes)
-                sink_ms[r, "pipeline"] = sink.cpu() / args.messages * 1e3
+                sink_cpu[r, "pipeline"] = sink_ms(sink, started, args.messages)
             finally:
                 received = sink.stop()
             assert received == args.messages, received
@@ -390,8 +404,9 @@ def main() -> None:
     print("\n| round | sink CPU ms/message: bare loop | transport loop | pipeline |")
     print("|---|---|---|---|")
     for r in range(1, args.rounds + 1):
-        print(f"| {r} | {sink_ms[r, 'bare']:.3f} | {sink_ms[r, 'transport']:.3f} | "
-              f"{sink_ms[r, 'pipeline']:.3f} |")
+        print(f"| {r} | " + " | ".join(
+            "n/a" if sink_cpu[r, m] is None else f"{sink_cpu[r, m]:.3f}"
+            for m in ("bare", "transport", "pipeline")) + " |")
     own = {r: rate for r, m, rate, *_ in rows if "transport" in m}
     print("\n| method | share of the transport loop, by round |")
     print("|---|---|")

@@ -362,7 +362,8 @@ def test_an_sqlite_library_too_old_for_the_ledger_is_named_before_anything_is_wr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, r.stderr
     assert "[database] url: SQLite 3.35 or newer is needed" in lines[0]
-    assert "3.31.1" in lines[0] and "PostgreSQL" in lines[0]
+    assert "3.31.1" in lines[0] and "newer SQLite library" in lines[0]
+    assert "PostgreSQL" in lines[0]
     assert not list(tmp_path.glob("*.db*"))  # nothing made, nothing half-written
 
 
@@ -373,8 +374,14 @@ def test_sqlite_problem_names_what_is_missing() -> None:
     assert sqlite_problem((3, 40, 1), True) is None
     too_old = sqlite_problem((3, 34, 1), True)
     assert too_old is not None and "3.35 or newer" in too_old and "3.34.1" in too_old
-    no_json = sqlite_problem((3, 40, 1), False)
-    assert no_json is not None and "JSON" in no_json and "3.40.1" in no_json
-    # the real library this suite runs on can hold the ledger
-    import sqlite3
-    assert sqlite_problem(sqlite3.sqlite_version_info, True) is None
+    no_json = sqlite_problem((3, 37, 2), False)
+    assert no_json is not None and "JSON functions" in no_json and "3.37.2" in no_json
+    assert "built with them" in no_json
+
+
+def test_the_sqlite_library_this_suite_runs_on_passes_the_check() -> None:
+    """The check itself (version and JSON probe, uncached) on the real library: a
+    probe that wrongly failed would stop every command on a good machine."""
+    from newsletter.store import db
+
+    db._sqlite_checked.__wrapped__()  # raises ConfigError when the library is refused

@@ -57,17 +57,19 @@ SQLITE_MIN = (3, 35)  # UPDATE ... FROM (3.33) and RETURNING (3.35), which the l
 
 
 def sqlite_problem(version: tuple[int, ...], has_json: bool) -> str | None:
-    """Why this SQLite library cannot hold the ledger, or None when it can. The
-    ledger's statements need ``UPDATE ... FROM``, ``RETURNING`` and the JSON functions
-    (``json_each``): an older library (Python built against a distribution's SQLite
-    3.31, say) failed only when the first edition was planned, with SQLite's own
-    "syntax error"."""
+    """Why this SQLite library cannot hold the ledger, or None when it can, with the
+    way out. The ledger's statements need ``UPDATE ... FROM``, ``RETURNING`` and the
+    JSON functions (``json_each``). Without this check an older library (a
+    distribution's SQLite 3.31, say) runs until the first edition is planned, then
+    fails with SQLite's own "syntax error"."""
     have = ".".join(map(str, version))
     if version[:2] < SQLITE_MIN:
-        return (f"SQLite {SQLITE_MIN[0]}.{SQLITE_MIN[1]} or newer is needed (this "
-                f"Python's sqlite3 module has {have})")
+        return (f"SQLite {SQLITE_MIN[0]}.{SQLITE_MIN[1]} or newer is needed (the library "
+                f"Python's sqlite3 module loads is {have}); install a newer SQLite library")
     if not has_json:
-        return f"SQLite's JSON functions are needed (this Python's SQLite {have} lacks them)"
+        return (f"SQLite's JSON functions are needed (the library Python's sqlite3 module "
+                f"loads, {have}, was built without them); install an SQLite library built "
+                "with them (3.38 and newer always are)")
     return None
 
 
@@ -86,8 +88,8 @@ def _sqlite_checked() -> None:
         probe.close()
     problem = sqlite_problem(sqlite3.sqlite_version_info, has_json)
     if problem:
-        raise ConfigError(f"[database] url: {problem}; use a Python built with a newer "
-                          "SQLite, or PostgreSQL (postgresql+psycopg://...)")
+        raise ConfigError(f"[database] url: {problem}, or use PostgreSQL "
+                          "(postgresql+psycopg://...)")
 
 
 def make_engine(url: str) -> Engine:
