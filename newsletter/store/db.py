@@ -94,10 +94,9 @@ def _sqlite_checked() -> None:
 
 def make_engine(url: str) -> Engine:
     """A new engine for ``url`` with the dialect-specific settings applied."""
-    if url.startswith("sqlite"):
-        _sqlite_checked()
     try:
         if url.startswith("sqlite"):
+            _sqlite_checked()  # (a ConfigError of its own, not caught below)
             engine = create_engine(url, connect_args={"timeout": 30})
             _sqlite_pragmas(engine)
         else:
