@@ -1069,7 +1069,7 @@ def _run_worker(ctx: typer.Context, concurrency: int, log_format: str | None,
                 metrics_port: int | None, early: Shutdown) -> None:
     import functools
 
-    from newsletter.delivery.queue import check_broker, make_celery
+    from newsletter.delivery.queue import check_broker, make_celery, run_worker
     from newsletter.delivery.shutdown import Shutdown
     from newsletter.observe.service import start_service
     from newsletter.store.db import make_engine, upgrade
@@ -1098,13 +1098,18 @@ def _run_worker(ctx: typer.Context, concurrency: int, log_format: str | None,
         # A node name of its own (Celery's default is celery@host): two workers on one
         # machine (newsletter-worker@1 and @2) named alike fought over RabbitMQ's
         # exclusive remote-control queue, and the second one died at start.
-        celery.worker_main(["worker", f"--loglevel={a.settings.log.level.upper()}", pool,
-                            f"--concurrency={concurrency}", "--without-gossip",
-                            "--without-mingle", "--without-heartbeat",
-                            f"--hostname=newsletter-{os.getpid()}@%h"])
+        code = run_worker(celery, [
+            "worker", f"--loglevel={a.settings.log.level.upper()}", pool,
+            f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
+            "--without-heartbeat", f"--hostname=newsletter-{os.getpid()}@%h"])
     finally:
         if beater is not None:
             beater.stop()
+    if code:  # Celery logged why ("Unrecoverable error: ..."); the exit code says it too
+        # (to the real stderr: Celery's worker leaves sys.stderr redirected to its log)
+        print(f"error: the worker stopped with exit code {code} (its log above says why)",
+              file=sys.__stderr__ or sys.stderr)
+        raise typer.Exit(code)
 
 
 def _deliver_queued(config: str | None, edition_id: int, shutdown: Any) -> dict[str, int]:

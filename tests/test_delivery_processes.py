@@ -126,6 +126,11 @@ def test_the_processes_share_the_highlighters_made_before_the_fork(  # type: ign
 
     def renders(self, job):  # type: ignore[no-untyped-def]
         (rendered / f"{os.getpid()}-{job.recipient.id}").touch()
+        if os.getpid() == TEST_PID:  # the forked process gets rows of its own to render:
+            waited = time.monotonic() + 10  # this one waits (bounded) for its first, or a
+            while time.monotonic() < waited and all(  # slow fork found every row taken
+                    p.name.startswith(f"{TEST_PID}-") for p in rendered.iterdir()):
+                time.sleep(0.01)
         return render(self, job)
 
     monkeypatch.setattr(highlight.Highlighter, "__init__", counted)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -215,3 +216,84 @@ def test_worker_warm_shutdown_on_sigterm_finishes_in_flight_and_releases_the_res
     for rcpt, _ in smtp_sink.messages:
         counts_by_rcpt[rcpt] = counts_by_rcpt.get(rcpt, 0) + 1
     assert len(counts_by_rcpt) == everyone and set(counts_by_rcpt.values()) == {1}
+
+
+class _Proxy:
+    """A TCP relay on 127.0.0.1 to a local service, closed on demand (the service itself
+    is shared by other tests and stays up): what a worker sees when its broker goes."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.target = port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                near, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            far = socket.create_connection(("127.0.0.1", self.target))
+            self.open += [near, far]
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.server.close()
+        for s in self.open:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+@pytest.mark.slow  # ~15 s: Celery's reconnections
+def test_a_worker_whose_broker_is_gone_for_good_exits_non_zero(  # type: ignore[no-untyped-def]
+        world, tmp_path: Path) -> None:
+    """The broker goes away and stays away past ``broker_connection_max_retries``:
+    Celery's worker gives up ("Unrecoverable error"), and ``newsletter worker`` ends
+    with its exit code (not 0, as a clean stop does) and says so on its last line, so
+    systemd and monitoring see a failure."""
+    if not reachable(6379):
+        need_service("redis", "nothing listens on 127.0.0.1:6379")
+    settings, _ = world
+    proxy = _Proxy(6379)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+           "NEWSLETTER_DATABASE__URL": settings.database.url,
+           "NEWSLETTER_QUEUE__BROKER_URL": f"redis://127.0.0.1:{proxy.port}/14",
+           "NEWSLETTER_QUEUE__QUEUE_NAME": f"nl-gone-{os.getpid()}"}
+    worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert worker.stderr is not None
+        log = []
+        for line in worker.stderr:  # until Celery is consuming through the relay
+            log.append(line)
+            if " ready." in line:
+                break
+        assert " ready." in log[-1], "".join(log)
+        proxy.close()
+        _, rest = worker.communicate(timeout=90)  # three reconnections: 2 + 4 + 6 s apart
+    finally:
+        proxy.close()
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 1, rest
+    assert "Unrecoverable error" in rest
+    assert rest.strip().splitlines()[-1] == (
+        "error: the worker stopped with exit code 1 (its log above says why)")

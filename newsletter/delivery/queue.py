@@ -105,6 +105,26 @@ def make_celery(queue: QueueConfig, task: Callable[[int, Shutdown], dict[str, in
     return app
 
 
+def run_worker(app: Any, argv: list[str]) -> int:
+    """``celery worker`` with ``argv`` on ``app`` until it ends; the worker's exit code.
+
+    What Celery's ``worker_main`` does, except that it dropped that code: a worker that
+    gave up (the broker gone past ``broker_connection_max_retries``: "Unrecoverable
+    error") ended ``newsletter worker`` with 0, as a clean stop does, and what
+    supervises it (systemd, monitoring) took the failure for a stop."""
+    from celery.bin.celery import celery as command
+    from click.exceptions import Exit
+
+    command.params[0].default = app  # (what ``Celery.start`` does: the app to run)
+    try:
+        code = command.main(args=argv, standalone_mode=False)
+    except Exit as exc:  # (click returns it in this mode; raised by older releases)
+        code = exc.exit_code
+    finally:
+        command.params[0].default = None
+    return code if isinstance(code, int) else 0
+
+
 def enqueue(queue: QueueConfig, edition_id: int, tasks: int) -> None:
     celery = celery_app(queue)
     for _ in range(tasks):
