@@ -72,6 +72,85 @@ def test_featured_today_is_said_where_the_source_says_so(world, smtp_sink: SmtpS
     assert "Featured" not in text[text.index(titles[picks[2]][:40]):][:400].split("Abstract:")[0]
 
 
+def test_each_email_is_dated_by_the_subscribers_own_day(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """A slot's edition reaches people on both sides of the date line: at 17:00 UTC on
+    March 4 it is 07:00 on March 5 in Kiritimati. Each email, its view in the browser
+    and the archive are dated by the subscriber's own day (the row's), and "Featured
+    today" is said of that day."""
+    import re
+
+    import httpx
+
+    from newsletter.store.subscribers import add
+
+    from .web_support import running_site
+
+    settings, engine = world
+    day = dt.date(2026, 3, 4)
+    with session_scope(engine) as s:
+        s.execute(update(Subscriber).values(status="paused"))
+        add(s, "east@example.org", keywords="attention, diffusion", tz="Pacific/Kiritimati",
+            hour=7)
+        add(s, "west@example.org", keywords="attention, diffusion", tz="UTC", hour=17)
+        s.execute(update(Entry).values(featured=day))
+    with running_site(settings, engine) as site:
+        summary = run_send(via_sink(site.settings, smtp_sink), engine, day, slot="17")
+        assert summary.report.counts["sent"] == 2, summary.report.errors
+        with session_scope(engine, readonly=True) as s:
+            days = dict(s.execute(select(Subscriber.email, Delivery.day).select_from(Delivery)
+                                  .join(Subscriber)).all())
+            east_id = s.scalars(select(Subscriber.id)
+                                .where(Subscriber.email == "east@example.org")).one()
+        assert days == {"east@example.org": day + dt.timedelta(days=1),
+                        "west@example.org": day}
+        for who, dated, featured in (("east", "Thursday, March 5, 2026", "Featured yesterday"),
+                                     ("west", "Wednesday, March 4, 2026", "Featured today")):
+            [msg] = messages_to(smtp_sink, f"{who}@example.org")
+            body, text = parts(msg)
+            assert text.splitlines()[0].endswith(f" - {dated}"), text[:200]
+            assert dated in body and featured in body and featured in text
+            other = "Featured today" if featured != "Featured today" else "Featured yesterday"
+            assert other not in body and other not in text
+        [east] = messages_to(smtp_sink, "east@example.org")
+        view = re.search(r"View in browser: (\S+)", parts(east)[1])
+        assert view
+        page = html.unescape(httpx.get(view.group(1), timeout=60).text)
+        assert "Thursday, March 5, 2026" in page and "Featured yesterday" in page
+        archive = html.unescape(httpx.get(site.links.preferences(east_id, "archive")).text)
+        assert "Mar 5, 2026" in archive and "Mar 4, 2026" not in archive
+
+
+def test_a_term_matched_through_different_related_words_is_one_section(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """"robotics" names a field: papers match it through its related words, each
+    paper's why line says which ("matched: robotics (via grasping)"), and they are all
+    one section headed "robotics", in the opening line, the headings and the record
+    the archive reads; not a section for each set of related words."""
+    import re
+
+    from newsletter.delivery import shown
+
+    settings, engine = world
+    with session_scope(engine) as s:
+        s.execute(update(Subscriber).where(Subscriber.email != ADA).values(status="paused"))
+        s.execute(update(Subscriber).where(Subscriber.email == ADA)
+                  .values(keywords="robotics, video diffusion"))
+    assert run_send(via_sink(settings, smtp_sink), engine, dt.date(2026, 3, 4)
+                    ).report.counts["sent"] == 1
+    [msg] = messages_to(smtp_sink, ADA)
+    body, text = parts(msg)
+    assert re.search(r"matched: robotics \(via [^)]+\)", text), text  # each paper says which
+    opening = re.search(r"new papers? for you: (.*)", text)
+    assert opening, text
+    sections = re.findall(r"([^,]+) \((\d+)\)", opening.group(1))
+    assert [t.strip() for t, _ in sections] == ["robotics", "video diffusion"], opening.group(0)
+    assert re.findall(r"^== (.*) ==\s*$", text, re.M) == ["robotics", "video diffusion"], text
+    assert "(via" not in "".join(re.findall(r'<h2 class="section">(.*?)</h2>', body, re.S))
+    with session_scope(engine, readonly=True) as s:
+        record = shown.decode(s.scalars(select(Delivery.shown)).one())
+    assert record is not None
+    assert record.sections() == [(t.strip(), int(n)) for t, n in sections]
+
+
 def test_a_week_of_sends_gives_weekly_one_email_and_daily_seven(
         cli, tmp_path, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     """Seven days of `ingest` then `send --date`: the daily subscriber gets seven

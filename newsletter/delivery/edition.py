@@ -109,15 +109,36 @@ class EditionContext:
             self.index[e.id] = len(self.index)
         self.week_index = {e.id: i for i, e in enumerate(week or [])}
         self.selection_index = {e.id: i for i, e in enumerate(rows)}
-        papers = [PaperInfo.of(e, links.paper(e.id), edition.day) for e in rows + extra]
-        self.renderer = Renderer(config.render, config.sender, config.web, keys=read.keys,
-                                 day=edition.day, edition_id=edition.id or 0, papers=papers,
-                                 acronyms=self.selection.ranker.corpus.acronyms,
-                                 unsubscribe_mailto=config.bounces.unsubscribe_mailto(
-                                     config.sender.from_address))
+        self._config, self._keys, self._links = config, read.keys, links
+        self._entries = rows + extra
+        self.renderer = self._renderer_of(edition.day)
+        # A slot's edition goes to people on either side of the date line: each email is
+        # dated (and says "Featured today") by the subscriber's own day, the row's.
+        self._renderers = {edition.day: self.renderer}
         # Each message's envelope sender names its delivery, so a bounce names it too.
         return_path = config.bounces.return_path
         self.verp = Verp(return_path, tuple(read.keys)) if return_path else None
+
+    def _renderer_of(self, day: dt.date) -> Renderer:
+        config = self._config
+        papers = [PaperInfo.of(e, self._links.paper(e.id), day) for e in self._entries]
+        return Renderer(config.render, config.sender, config.web, keys=self._keys, day=day,
+                        edition_id=self.edition.id or 0, papers=papers,
+                        acronyms=self.selection.ranker.corpus.acronyms,
+                        unsubscribe_mailto=config.bounces.unsubscribe_mailto(
+                            config.sender.from_address))
+
+    def renderer_for(self, day: dt.date | None) -> Renderer:
+        """The renderer of emails dated ``day`` (a subscriber's own day; None: the
+        edition's), made on first ask; it shares the first one's analysis of the
+        abstracts (highlighters), which no date changes."""
+        if day is None:
+            return self.renderer
+        found = self._renderers.get(day)
+        if found is None:
+            found = self._renderers[day] = self._renderer_of(day)
+            found.digest.share_analysis(self.renderer.digest)
+        return found
 
     def has(self, entry_ids: list[str]) -> bool:
         """Whether every one of these papers is among this edition's candidates."""
@@ -151,8 +172,8 @@ class EditionContext:
         else:
             explanations = list(self.selection.ranker.explain_many(
                 job.recipient.keywords, picks, key=job.recipient.id))
-        rendered = self.renderer.render(job.recipient, picks, explanations, job.trending,
-                                        weekly=job.weekly)
+        rendered = self.renderer_for(job.day).render(job.recipient, picks, explanations,
+                                                     job.trending, weekly=job.weekly)
         record = shown.encode(job.recipient.keywords, known, explanations,
                               trending=job.trending, weekly=job.weekly)
         if self.verp is None or job.delivery_id is None:  # a preview has no delivery
@@ -161,9 +182,11 @@ class EditionContext:
         return dataclasses.replace(rendered, shown=record, message=dataclasses.replace(
             rendered.message, sender=sender))
 
-    def render_shown(self, recipient: Recipient, record: shown.Shown) -> Rendered:
+    def render_shown(self, recipient: Recipient, record: shown.Shown,
+                     day: dt.date | None = None) -> Rendered:
         """The email as it was sent, from its record: its picks, sections and
-        explanations, the excerpts highlighted for the keywords it was sent for."""
+        explanations, the excerpts highlighted for the keywords it was sent for, dated
+        ``day`` (the row's: the subscriber's own day)."""
         known = [p for p in record.picks if p.id in self.index]
         picks = [self.index[p.id] for p in known]
         if record.trending:
@@ -176,6 +199,6 @@ class EditionContext:
             explanations = [shown.explanation(p, features.get(p.id, ())) for p in known]
         as_sent = Recipient(recipient.id, recipient.email, recipient.name, record.keywords,
                             recipient.nonce)
-        return self.renderer.render(as_sent, picks, explanations, record.trending,
-                                    weekly=record.weekly)
+        return self.renderer_for(day).render(as_sent, picks, explanations, record.trending,
+                                             weekly=record.weekly)
 

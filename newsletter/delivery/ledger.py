@@ -398,7 +398,8 @@ class DbLedger:
         with connection_scope(self.engine, readonly=True) as s:
             rows = s.execute(
                 select(Delivery.id, Delivery.attempts, Delivery.entry_ids, Delivery.details,
-                       Delivery.first_try_at, Subscriber.id.label("sid"), Subscriber.email,
+                       Delivery.first_try_at, Delivery.day, Subscriber.id.label("sid"),
+                       Subscriber.email,
                        Subscriber.name, Subscriber.keywords, Subscriber.link_nonce,
                        Subscriber.status.label("sub_status"))
                 .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -408,14 +409,14 @@ class DbLedger:
             ).all()
         jobs = []
         inactive: dict[str, list[int]] = {}
-        for (did, attempts, entry_ids, details, first_try, sid, email, name, keywords,
+        for (did, attempts, entry_ids, details, first_try, day, sid, email, name, keywords,
              nonce, sub_status) in rows:
             if sub_status != SubscriberStatus.ACTIVE:
                 inactive.setdefault(sub_status, []).append(did)
                 continue
             details = details or {}
             jobs.append(Job(Recipient(sid, email, name, keywords, nonce), list(entry_ids),
-                            bool(details.get("trending")), did, attempts,
+                            bool(details.get("trending")), did, attempts, day=day,
                             weekly=bool(details.get("weekly")), first_try=first_try))
         if inactive:
             with connection_scope(self.engine) as s:

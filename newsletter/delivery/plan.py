@@ -37,7 +37,7 @@ class Job:
         details = row.details or {}
         return cls(Recipient(sub.id, sub.email, sub.name, sub.keywords, sub.link_nonce),
                    list(row.entry_ids),
-                   bool(details.get("trending")), row.id, row.attempts,
+                   bool(details.get("trending")), row.id, row.attempts, day=row.day,
                    weekly=bool(details.get("weekly")), first_try=row.first_try_at)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from newsletter.ranking.engine import Explanation, LearnedHit
+from newsletter.ranking.engine import Explanation, LearnedHit, section_of
 
 VERSION = 1
 
@@ -49,7 +49,7 @@ class Shown:
             return [("trending", len(self.picks))]
         counts: dict[str, int] = {}
         for p in self.picks:
-            key = p.matched[0] if p.matched else "other"
+            key = section_of(p.matched[0]) if p.matched else "other"
             counts[key] = counts.get(key, 0) + 1
         return list(counts.items())
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import re
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -51,7 +52,17 @@ STRONG_MATCH = 2.0
 # The analysed papers and their features live in ``corpus``; importers of the engine
 # find them here too.
 __all__ = ["Analyzer", "Chunk", "Corpus", "Explanation", "Feature", "LearnedHit",
-           "RankEntry", "Ranker", "TermHit", "because_label", "learned_part"]
+           "RankEntry", "Ranker", "TermHit", "because_label", "learned_part", "section_of"]
+
+# what ``Ranker._label`` adds to a term matched through a field's related terms
+_VIA = re.compile(r" \(via [^()]*\)\Z")
+
+
+def section_of(label: str) -> str:
+    """The profile term a matched label names, which an email's section is headed by:
+    "robotics (via grasping)" is "robotics", as "robotics (via manipulation)" is; papers
+    matched through different related words are one section, not one each."""
+    return _VIA.sub("", label)
 
 
 class TermHit(NamedTuple):

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from markupsafe import Markup, escape
 
-from newsletter.ranking.engine import Explanation, Feature
+from newsletter.ranking.engine import Explanation, Feature, section_of
 from newsletter.ranking.text import Acronyms, raw_tokens
 from newsletter.render.highlight import Highlighter
 from newsletter.urls import safe_url
@@ -280,6 +280,13 @@ class DigestBuilder:
             self._highlighter(index)
             self._ends(index)
 
+    def share_analysis(self, other: DigestBuilder) -> None:
+        """Use ``other``'s highlighters, sentence ends and word analyses (the same
+        abstracts, in the same order): what a renderer of another day reads alike."""
+        self._highlighters = other._highlighters
+        self._sentences = other._sentences
+        self._analyzed = other._analyzed
+
     def paper(self, index: int, ex: Explanation | None) -> PaperView:
         info = self.papers[index]
         fixed = self._fixed.get(index)
@@ -338,7 +345,7 @@ class PaperView:
         self.authors_text = authors_text if authors_text is not None else fixed.authors_text
         self.excerpt, self.excerpt_text, self.why, self.matched = (excerpt, excerpt_text, why,
                                                                    matched)
-        self.group = matched[0] if matched else ""
+        self.group = section_of(matched[0]) if matched else ""
 
     def __getattr__(self, name: str) -> Any:
         if name == "fixed":  # not set yet: never look it up in itself
@@ -359,8 +366,9 @@ def paper_links(info: PaperInfo) -> list[tuple[str, str]]:
 
 
 def group_papers(papers: list[PaperView]) -> list[tuple[str, list[PaperView]]]:
-    """Papers under the profile term that matched each best, groups in order of their
-    best paper (so the top pick still leads). One group when only one term matched."""
+    """Papers under the profile term that matched each best (``section_of``: whichever
+    related words it matched through), groups in order of their best paper (so the top
+    pick still leads). One group when only one term matched."""
     groups: dict[str, list[PaperView]] = {}
     for p in papers:
         groups.setdefault(p.group, []).append(p)

@@ -58,7 +58,7 @@ def render_email(config: EditionConfig, engine: Engine, subscriber_id: int,
                 if not ctx.ranks(record.entry_ids):
                     ctx = cache.open(config, s, edition, rows=_papers(s, record.entry_ids))
                 return ctx.render_shown(Recipient(sub.id, sub.email, sub.name, sub.keywords,
-                                                  sub.link_nonce), record)
+                                                  sub.link_nonce), record, row.day)
             if not ctx.has(row.entry_ids):  # papers changed since
                 ctx = cache.open(config, s, edition, rows=_papers(s, row.entry_ids))
             return ctx.render(Job.of(row, sub))

@@ -351,7 +351,7 @@ async def archive(request: Request) -> Response:
     sub, rows = await run_in_threadpool(sent_editions, web.app.engine, sub_id, 100)
     if sub is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
-    editions = [{"date": format_date(e.day), "count": len(d.entry_ids),
+    editions = [{"date": format_date(d.day or e.day), "count": len(d.entry_ids),
                  "sections": _sections(d.shown),
                  "link": web.links.view(sub_id, e.id, nonce)} for d, e in rows]
     return web.page(request, "archive.html", email=sub.email, editions=editions,
