@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from newsletter.config import RankingConfig
-from newsletter.ranking.engine import Corpus, RankEntry, Ranker
+from newsletter.profile import parse_profile
+from newsletter.ranking.engine import Corpus, Feature, RankEntry, Ranker
 from newsletter.ranking.feedback import Votes
 from newsletter.render.links import Signer
 from newsletter.service.ranking import rank_subscribers
@@ -451,3 +452,41 @@ def test_a_topic_naming_a_field_says_which_related_term_matched() -> None:
     text = entries[xray].title + " " + entries[xray].abstract
     spans = highlight_spans(text, ex.features, r.corpus.acronyms)
     assert any("x-ray" in text[a:b].lower() for a, b in spans)
+
+
+def test_a_phrase_matched_by_its_words_apart_says_which_words() -> None:
+    """A topic of several words earns part of its score from its words wherever they
+    stand. Its label says so: "video diffusion" as written only where the paper has
+    the phrase (in order, stemmed, or an acronym form); else "video diffusion (via
+    video)", naming the words the paper has and none it lacks."""
+    from newsletter.render.highlight import Highlighter
+
+    r, entries = sample_ranker(RankingConfig(trending="none"))
+    seen = {"phrase": 0, "words": 0}
+    for profile in ("state space models", "video diffusion", "knowledge distillation",
+                    "point cloud segmentation", "video understanding", "vision transformer",
+                    "large language models", "reinforcement learning from human feedback"):
+        everyone = list(range(len(entries)))
+        feature = r.analyzer.feature(next(iter(parse_profile(profile).terms)))
+        phrase = Feature(feature.kind, feature.variants)  # the phrase alone, no words
+        for i, ex in zip(everyone, r.explain_many(profile, everyone), strict=True):
+            if not ex.matched:
+                continue
+            [(label, _)] = ex.matched
+            text = entries[i].title + " . " + entries[i].abstract
+            has_phrase = bool(Highlighter(text, r.corpus.acronyms).feature_spans(phrase))
+            if label == profile:
+                assert has_phrase, (profile, entries[i].title)
+                seen["phrase"] += 1
+                continue
+            said = re.fullmatch(re.escape(profile) + r" \(via (.+)\)", label)
+            assert said and not has_phrase, (label, entries[i].title)
+            named = said.group(1).split(", ")
+            assert set(named) <= set(profile.split())
+            for word in profile.split():
+                found = bool(Highlighter(text, r.corpus.acronyms).feature_spans(
+                    Feature("topic", (tuple(r.analyzer.feature(
+                        next(iter(parse_profile(word).terms))).variants[0]),))))
+                assert (word in named) == found, (label, word, entries[i].title)
+            seen["words"] += 1
+    assert seen["phrase"] > 10 and seen["words"] > 10, seen

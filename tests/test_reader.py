@@ -120,7 +120,8 @@ def test_each_email_is_dated_by_the_subscribers_own_day(world, smtp_sink: SmtpSi
         assert "Mar 5, 2026" in archive and "Mar 4, 2026" not in archive
 
 
-def test_a_term_matched_through_different_related_words_is_one_section(world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+def test_a_term_matched_through_different_related_words_is_one_section(  # type: ignore[no-untyped-def]
+        world, smtp_sink: SmtpSink) -> None:
     """"robotics" names a field: papers match it through its related words, each
     paper's why line says which ("matched: robotics (via grasping)"), and they are all
     one section headed "robotics", in the opening line, the headings and the record

@@ -556,7 +556,8 @@ def test_excerpt_window_from_sentence_starts_made_once(words: list[str], pick: i
 def test_excerpts_kept_by_window_are_the_ones_made_directly(profiles: list[list[str]]) -> None:
     """An excerpt is kept per paper, window and the highlights inside it, and shared by
     every set of terms that shows the same: each one is what marking all of that set's
-    highlights in its window gives."""
+    highlights in its window gives, the window opening on the strongest term's first
+    place (the first of the explanation's features) where it has one."""
     from newsletter.render.digest import _marked_excerpt, excerpt_window, sentence_ends
     from newsletter.render.highlight import join_spans
     from newsletter.render.samples import sample_papers
@@ -571,12 +572,33 @@ def test_excerpts_kept_by_window_are_the_ones_made_directly(profiles: list[list[
         for i, ex in zip(picks, ranker.explain_many(profile, picks), strict=True):
             (html, text), _, _ = builder._excerpt(i, tuple(ex.features))
             abstract = rows[i].abstract
-            spans = (join_spans(abstract, Highlighter(abstract, acronyms).spans(ex.features))
-                     if ex.features else [])
-            a, b = excerpt_window(abstract, spans, ends=sentence_ends(abstract))
+            hl = Highlighter(abstract, acronyms)
+            spans = join_spans(abstract, hl.spans(ex.features)) if ex.features else []
+            lead = join_spans(abstract, hl.spans(ex.features[:1])) if ex.features else []
+            a, b = excerpt_window(abstract, lead or spans, ends=sentence_ends(abstract))
             assert html == _marked_excerpt(abstract, spans, a, b)
             assert text == ("..." if a else "") + abstract[a:b] + (
                 "..." if b < len(abstract) else "")
+
+
+def test_the_excerpt_opens_on_the_strongest_term() -> None:
+    """A paper matched strongly by one term late in its abstract, and weakly by another
+    term's words early on: the excerpt shows the strong match highlighted (the window
+    opened on the first highlight of any term, which showed only the weak one)."""
+    filler = "We describe the data, the training schedule and the evaluation. " * 6
+    abstract = ("Most state of the art models search a large space of designs. " + filler
+                + "We add a sparse mixture of experts layer to every block.")
+    rows = [paper(0, "Scaling with experts", abstract)] + [
+        paper(i, f"Another paper {i}", f"About {w} and nothing more.")
+        for i, w in enumerate(["state space models", "attention", "graphs"], start=1)]
+    r, ranker = renderer(rows)
+    profile = 'state space models, "mixture of experts"'
+    [ex] = ranker.explain_many(profile, [0])
+    assert [t for t, _ in ex.matched] == [
+        "mixture of experts", "state space models (via state, space, models)"], ex.matched
+    view = r.digest.paper(0, ex)
+    assert '">mixture of experts</strong>' in view.excerpt, view.excerpt
+    assert view.excerpt_text.startswith("...") and "mixture of experts" in view.excerpt_text
 
 
 def test_a_digest_in_ascii_has_a_7bit_text_part() -> None:

@@ -39,6 +39,7 @@ from newsletter.ranking.corpus import Analyzer, Corpus, Feature, RankEntry
 from newsletter.ranking.feedback import Learned, Learner, Votes
 from newsletter.ranking.reader import Reader
 from newsletter.ranking.sparse import sparse
+from newsletter.ranking.text import stems, words
 
 PART_TABLE = 500_000  # distinct raw profile parts remembered per ranker
 SWITCH_INTERVAL = 0.0005  # seconds, while ranking in threads (see ``Ranker.rank``)
@@ -48,6 +49,7 @@ LEARNED_MATCH = 2.0  # learned relevance that makes a match alone, × min_releva
 # (bench/quality.py's judged set: none of the 15 picks under it was judged relevant,
 # 78% of those above it were).
 STRONG_MATCH = 2.0
+WORD_LABELS = 65_536  # terms whose words' stems are kept for "(via words)" labels
 
 # The analysed papers and their features live in ``corpus``; importers of the engine
 # find them here too.
@@ -114,6 +116,7 @@ class Ranker:
         # each paper's popularity and recency parts as explanations show them (the
         # same float32 products, rounded once a paper instead of once a subscriber)
         self._shown_parts: dict[int, tuple[float, float]] = {}
+        self._written_words: dict[str, list[tuple[str, tuple[str, ...]]]] = {}  # words, stems
         self.learner = None
         self.reader: Reader | None = None
         if votes is not None and len(votes.keys):
@@ -216,6 +219,8 @@ class Ranker:
                 feature, text = named[h]
                 if feature.related:  # may name the related term, and add its feature
                     text = self._label(text, feature, e, features)
+                elif feature.parts:  # a phrase matched by its words apart says which
+                    text = self._words_label(text, feature, e)
                 matched.append((text, round(values[h], 3)))
             own = sum(values)
             lifts: list[tuple[Learned, float]] = []
@@ -270,6 +275,24 @@ class Ranker:
         features.append(Feature("topic", tuple(hits)))
         labels = self.analyzer.related_labels
         return f"{text} (via {', '.join(labels.get(h, ' '.join(h)) for h in hits[:3])})"
+
+    def _words_label(self, text: str, feature: Feature, entry: int) -> str:
+        """A topic of several words as shown: as written when the paper has the phrase,
+        else with the words it has ("video diffusion (via video)"): its words earn part
+        of a phrase's score wherever they stand (``corpus.WORDS_WEIGHT``), and saying
+        "matched: video diffusion" of a paper about video alone claimed more than it
+        has. The words are shown as the profile wrote them."""
+        c = self.corpus
+        if entry in c.with_phrase(feature):
+            return text
+        written = self._written_words.get(text)
+        if written is None:
+            if len(self._written_words) >= WORD_LABELS:
+                self._written_words.clear()
+            written = self._written_words[text] = [
+                (w, st) for w in dict.fromkeys(words(text)) if (st := stems(w, c.acronyms))]
+        has = [w for w, st in written if all(entry in c.with_word(x) for x in st)]
+        return f"{text} (via {', '.join(has)})" if has else text
 
     def feature_of(self, term: Term | Feature) -> int:
         """The feature id of a term or feature (made on first use), e.g. one learned

@@ -231,9 +231,15 @@ class DigestBuilder:
         if entry is None:
             text = self.papers[index].abstract
             spans: list[tuple[int, int]] = []
+            lead: list[tuple[int, int]] = []
             if features:
-                spans = self._highlighter(index).joined(features)
-            a, b = excerpt_window(text, spans, ends=self._ends(index))
+                hl = self._highlighter(index)
+                spans = hl.joined(features)
+                # the window opens on the strongest term's first place (the explanation
+                # lists it first: the section the paper is under), not on whichever
+                # term comes first in the text: a weaker term early showed only itself
+                lead = hl.joined(features[:1]) if len(features) > 1 else spans
+            a, b = excerpt_window(text, lead or spans, ends=self._ends(index))
             # Many sets of terms show the same excerpt of a paper (most terms of a
             # profile do not occur in it, and a highlight outside the window shows
             # nowhere): the excerpt is made once per window and the highlights in it.
