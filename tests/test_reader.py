@@ -152,6 +152,34 @@ def test_a_term_matched_through_different_related_words_is_one_section(  # type:
     assert record.sections() == [(t.strip(), int(n)) for t, n in sections]
 
 
+def test_a_previews_links_work_as_the_sent_emails_do(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`newsletter preview` writes exactly what `send` would send: its unsubscribe,
+    preferences and view-in-browser links answer as the sent email's do (they named no
+    link nonce, which the site reads as a subscription deleted since: 410)."""
+    import re
+
+    import httpx
+
+    from .editions_support import run_preview
+    from .web_support import running_site
+
+    settings, engine = world
+    with running_site(settings, engine) as site:
+        report = run_preview(site.settings, engine, dt.date(2026, 3, 4), tmp_path / "pv",
+                             email=ADA)
+        assert len(report.outcomes) == 1, report
+        [txt] = (tmp_path / "pv").glob("*.txt")
+        text = txt.read_text()
+        links = {name: re.search(rf"{label}: (\S+)", text) for name, label in (
+            ("view", "View in browser"), ("preferences", "Manage preferences"),
+            ("unsubscribe", "Unsubscribe"))}
+        assert all(links.values()), (links, text[-800:])
+        for name, found in links.items():
+            assert found is not None
+            got = httpx.get(found.group(1), timeout=60)
+            assert got.status_code == 200, (name, got.status_code, got.text[:300])
+
+
 def test_a_week_of_sends_gives_weekly_one_email_and_daily_seven(
         cli, tmp_path, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     """Seven days of `ingest` then `send --date`: the daily subscriber gets seven

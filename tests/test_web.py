@@ -423,3 +423,58 @@ def test_any_token_text_is_refused_cleanly(text: str) -> None:
         except InputError:
             continue
         assert signer.token(purpose, *values) == text
+
+
+def test_the_sign_up_limit_counts_an_ipv6_network_as_one_client() -> None:
+    """Every IPv6 machine has a /64 to pick addresses from: the sign-up limit counts
+    each /64 as one client (as the console's login limit does), an IPv4-mapped
+    address as its IPv4 address."""
+    from newsletter.web.security import ClientLimiter
+
+    limiter = ClientLimiter(3)
+    same_net = [limiter.allow(f"2001:db8:aaaa:1::{i:x}", now=1.0) for i in range(1, 6)]
+    assert same_net == [True, True, True, False, False]
+    assert limiter.allow("2001:db8:aaaa:2::1", now=1.0)  # another /64
+    assert [limiter.allow(a, now=1.0) for a in ("192.0.2.7", "::ffff:192.0.2.7",
+                                                "192.0.2.7", "::ffff:192.0.2.7")] == [
+        True, True, True, False]
+
+
+def test_the_sign_up_limit_forgets_quiet_clients_and_stays_bounded() -> None:
+    """Clients with no sign-up left in the window are forgotten (they were kept for
+    ever: memory grew with every address seen and each sign-up scanned them all), and
+    a flood of new clients within the window keeps at most ``clients`` of them."""
+    from newsletter.web.security import ClientLimiter
+
+    limiter = ClientLimiter(2, window=3600.0, clients=1000)
+    for i in range(500):
+        assert limiter.allow(f"10.0.{i // 256}.{i % 256}", now=float(i))
+    assert len(limiter) == 500
+    assert limiter.allow("10.9.9.9", now=4200.0)  # 500-th second + the window has passed
+    assert len(limiter) == 1 + sum(1 for i in range(500) if i > 4200.0 - 3600.0)
+    assert limiter.allow("10.9.9.9", now=4300.0)
+    assert not limiter.allow("10.9.9.9", now=4400.0)  # the survivor kept its count
+    flood = ClientLimiter(2, window=3600.0, clients=1000)
+    for i in range(5000):
+        assert flood.allow(f"2001:db8:{i:x}::1", now=i / 100)
+        assert len(flood) <= 1000
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 4000)), max_size=60))
+def test_the_sign_up_limit_agrees_with_counting_each_clients_window(
+        events: list[tuple[int, int]]) -> None:
+    """Whatever the order and spacing of sign-ups, a client is let through exactly
+    when fewer than ``limit`` of its earlier allowed sign-ups fall in the last
+    ``window`` seconds (forgetting quiet clients changes no answer)."""
+    from newsletter.web.security import ClientLimiter
+
+    limiter = ClientLimiter(3, window=1000.0)
+    allowed: dict[int, list[float]] = {}
+    now = 0.0
+    for client, gap in events:
+        now += gap
+        mine = [t for t in allowed.get(client, []) if t > now - 1000.0]
+        expect = len(mine) < 3
+        assert limiter.allow(f"192.0.2.{client}", now=now) == expect
+        if expect:
+            allowed.setdefault(client, []).append(now)

@@ -31,6 +31,9 @@ class SubscriberRow(NamedTuple):
     email: str
     name: str
     keywords: str
+    # what every link of their email carries (store.tokens): a preview renders from
+    # these rows, and its links named no nonce, which the site read as "deleted"
+    link_nonce: int | None
 
 
 def subscriber_rows(session: Any, *, email: str | None = None,
@@ -45,7 +48,8 @@ def subscriber_rows(session: Any, *, email: str | None = None,
     ``had_day``, only those who had that day's edition (a late day is owed to them;
     ``had_within_days`` > 1: an edition of the days up to it, for people not emailed
     every day); with ``frequencies``, only subscribers of those (``newsletter.frequency``)."""
-    q = select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.keywords)
+    q = select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.keywords,
+               Subscriber.link_nonce)
     if email:
         q = q.where(Subscriber.email == email)
     else:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -216,23 +217,59 @@ class Csrf:
         return ""
 
 
-class ClientLimiter:
-    """At most ``limit`` events per client per ``window`` seconds (in memory: one
-    web process; a restart forgets, the per-address limits in the database do not)."""
+def client_key(host: str) -> str:
+    """Who a client is for the limits: its address, an IPv6 one by its /64 (one machine
+    has a whole /64 to pick addresses from)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
-    def __init__(self, limit: int, window: float = 3600.0) -> None:
-        self.limit, self.window = limit, window
-        self._hits: defaultdict[str, deque[float]] = defaultdict(deque)
+
+class ClientLimiter:
+    """At most ``limit`` events per client (``client_key``: an IPv6 one by its /64) per
+    ``window`` seconds (in memory: one web process; a restart forgets, the per-address
+    limits in the database do not).
+
+    Clients with no event left in the window are forgotten once a minute, and at most
+    ``clients`` are kept: a flood of new clients (addresses are cheap) holds a bounded
+    amount of memory, and each event costs the same however many came before."""
+
+    def __init__(self, limit: int, window: float = 3600.0, clients: int = 100_000) -> None:
+        self.limit, self.window, self.clients = limit, window, clients
+        self._hits: dict[str, deque[float]] = {}
+        self._sweep_at = 0.0
 
     def allow(self, client: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        hits = self._hits[client]
+        if now >= self._sweep_at or len(self._hits) >= self.clients:
+            self._sweep(now)
+        key = client_key(client)
+        hits = self._hits.get(key)
+        if hits is None:
+            hits = self._hits[key] = deque()
         while hits and hits[0] <= now - self.window:
             hits.popleft()
         if len(hits) >= self.limit:
             return False
         hits.append(now)
-        if len(self._hits) > 100_000:  # forget idle clients
-            for key in [k for k, v in self._hits.items() if not v][:50_000]:
-                del self._hits[key]
         return True
+
+    def _sweep(self, now: float) -> None:
+        """Forget the clients whose last event left the window; if that is not enough
+        (a flood of new clients within it), the half that was quiet longest."""
+        since = now - self.window
+        kept = {k: v for k, v in self._hits.items() if v and v[-1] > since}
+        if len(kept) >= self.clients:
+            for k in sorted(kept, key=lambda k: kept[k][-1])[: len(kept) // 2 + 1]:
+                del kept[k]
+        self._hits = kept
+        self._sweep_at = now + min(60.0, self.window)
+
+    def __len__(self) -> int:
+        return len(self._hits)

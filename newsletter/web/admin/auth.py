@@ -15,7 +15,6 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import ipaddress
 import math
 import re
 import secrets
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session
 from newsletter.config import AdminConfig
 from newsletter.errors import InputError
 from newsletter.store.models import AdminLoginAttempt, AdminSession, AdminUser, utcnow
+from newsletter.web.security import client_key
 
 COOKIE = "nl_admin"
 LOGIN_COOKIE = "nl_admin_login"  # a nonce binding the login form's CSRF token
@@ -144,20 +144,6 @@ def _recent_failures(session: Session, column: Any, value: str, since: dt.dateti
     return session.scalar(select(func.count()).select_from(AdminLoginAttempt).where(
         column == value, AdminLoginAttempt.ok.is_(False),
         AdminLoginAttempt.at >= since)) or 0
-
-
-def client_key(host: str) -> str:
-    """Who a client is for the limits: its address, an IPv6 one by its /64 (one machine
-    has a whole /64 to pick addresses from)."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host[:64]
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
 
 
 def login_delay(failures: int, cfg: AdminConfig) -> float:
