@@ -17,6 +17,9 @@ def run() -> None:
     gc.disable()
     try:
         from newsletter.cli import main
+    except KeyboardInterrupt:  # Ctrl-C while loading: nothing was begun, nothing to
+        sys.stderr.flush()      # close, no traceback to show; 130 as for a stopped send
+        os._exit(130)
     finally:
         gc.freeze()
         gc.enable()

@@ -82,8 +82,8 @@ LogFormat = Annotated[str | None, typer.Option(
     "--log-format", help="Log lines on stderr: text or json (one object per line). "
     "Default: [log] format.")]
 MetricsPort = Annotated[int | None, typer.Option(
-    "--metrics-port", help="Serve Prometheus /metrics on this port (0: off). "
-    "Default: [metrics] port.")]
+    "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics on this port "
+    "(0: off). Default: [metrics] port.")]
 
 
 def _logging(a: App, log_format: str | None) -> None:
@@ -239,7 +239,9 @@ def ingest(
         for item in loaded.skipped:
             err.print(f"  skipped {loaded.origin}: {item}")
     skipped_total = f", {count(report.skipped, 'item')} skipped" if report.skipped else ""
-    err.print(f"stored: {report.new} new, {report.updated} updated{skipped_total}")
+    same = report.total - report.new - report.updated
+    unchanged = f", {same} already stored unchanged" if same > 0 else ""
+    err.print(f"stored: {report.new} new, {report.updated} updated{unchanged}{skipped_total}")
 
 
 @app.command()
@@ -661,7 +663,15 @@ def check(
     from newsletter.delivery.check import as_json as checks_json
     from newsletter.service.checks import run_all
 
-    items = run_all(_app(ctx).settings, dns=dns, nameserver=nameserver)
+    settings = _app(ctx).settings
+    # which file was read: a command run from another folder than the service's reads
+    # another config.toml (or none), and a check of the wrong settings looked like a
+    # check of the right ones
+    where = (str(Path(settings.source_file).resolve()) if settings.source_file else
+             f"no config file ({Path('config.toml').resolve()} not found; --config or "
+             "NEWSLETTER_CONFIG names one): the built-in defaults")
+    err.print(f"settings: {where}, then NEWSLETTER_* from the environment")
+    items = run_all(settings, dns=dns, nameserver=nameserver)
     if as_json:
         _print_json(checks_json(items))
     else:

@@ -455,9 +455,18 @@ def test_every_text_node_has_contrast(browser: Any, html_files: dict[str, Path],
 # ---- newsletter check and send's gate ----------------------------------------------------
 
 
-def test_check_fails_on_demo_defaults(cli) -> None:  # type: ignore[no-untyped-def]
+def test_check_fails_on_demo_defaults(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     r = cli("check")
     assert r.code == 1
+    assert r.stderr.splitlines()[0] == (  # which settings were checked: none here
+        f"settings: no config file ({tmp_path.resolve() / 'config.toml'} not found; "
+        "--config or NEWSLETTER_CONFIG names one): the built-in defaults, then "
+        "NEWSLETTER_* from the environment")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "config.toml").write_text('[sender]\nfrom_name = "X"\n')
+    named = cli("check", env={"NEWSLETTER_CONFIG": str(tmp_path / "elsewhere" / "config.toml")})
+    assert named.stderr.splitlines()[0].startswith(
+        f"settings: {(tmp_path / 'elsewhere' / 'config.toml').resolve()}, then")
     lines = r.stdout.splitlines()
     for key in ("web.base_url", "sender.from_address", "sender.list_id",
                 "sender.postal_address", "dkim", "transport (outbox)"):

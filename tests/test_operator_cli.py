@@ -251,3 +251,45 @@ def test_import_from_a_long_path_on_postgresql(cli, tmp_path: Path, pg_url: str)
     source = listed[0]["consent_source"]
     assert len(source) <= 64 and source.startswith("import:…") and source.endswith("people.csv")
 
+
+
+def test_ctrl_c_while_the_command_loads_ends_quietly_with_130(tmp_path: Path) -> None:
+    """A Ctrl-C in a command's first fraction of a second (its libraries loading) is a
+    stop before anything began: exit 130, no traceback (it printed thirty lines of the
+    import machinery). The interrupt is raised exactly there, from an import hook."""
+    import subprocess
+
+    hook = (
+        "import importlib.abc, os, signal, sys\n"
+        "class Interrupt(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'sqlalchemy.orm':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "sys.argv = ['newsletter', 'status']\n"
+        "from newsletter.__main__ import run\n"
+        "run()\n")
+    done = subprocess.run([sys.executable, "-c", hook], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
+    assert not (tmp_path / "subscribers.db").exists()
+
+
+def test_ingesting_the_same_file_again_updates_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A paper seen again is counted as updated only when something of it changed:
+    the same file twice said "3 updated" (every paper refreshed to the same values),
+    which an operator could not tell from a real update."""
+    src = json.loads((PAYLOADS / "dailypapers.json").read_text())
+    feed = tmp_path / "day.json"
+    feed.write_text(json.dumps(src))
+    first = cli("ingest", str(feed))
+    assert first.code == 0 and "stored: 3 new, 0 updated\n" in first.stderr, first.stderr
+    again = cli("ingest", str(feed))
+    assert "stored: 0 new, 0 updated, 3 already stored unchanged" in again.stderr, again.stderr
+    src[0]["paper"]["upvotes"] += 7
+    feed.write_text(json.dumps(src))
+    changed = cli("ingest", str(feed))
+    assert "stored: 0 new, 1 updated, 2 already stored unchanged" in changed.stderr, \
+        changed.stderr

@@ -149,9 +149,16 @@ def test_empty_profile_is_refused_and_edit_changes_a_subscriber(cli) -> None:  #
         cli("subscribers", "edit", "bob@example.org", "--hour", "3"))
     # The same statuses as the console: an operator may record a stop, never undo one.
     assert cli("subscribers", "edit", "ada@example.org", "--status", "bounced").code == 0
-    assert "only they can" in one_line_error(
+    assert "bounced; their mail server refused or reported the mail" in one_line_error(
         cli("subscribers", "edit", "ada@example.org", "--status", "active"))
-    [row] = json.loads(cli("subscribers", "list", "--json").stdout)
+    assert cli("subscribers", "edit", "ada@example.org", "--status", "unsubscribed").code != 0
+    assert cli("subscribers", "add", "una@example.org", "--keywords", "gnn").code == 0
+    assert cli("subscribers", "edit", "una@example.org", "--status", "unsubscribed").code == 0
+    assert ("unsubscribed; only they can start their emails again: from the preferences "
+            "link of an email they had, or by signing up on the site again") in one_line_error(
+        cli("subscribers", "edit", "una@example.org", "--status", "active"))
+    [row] = [r for r in json.loads(cli("subscribers", "list", "--json").stdout)
+             if r["email"] == "ada@example.org"]
     assert (row["status"], row["bounce_count"]) == ("bounced", 1)
 
 

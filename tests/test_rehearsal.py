@@ -6,7 +6,7 @@ restated here: the install command, the `newsletter init` and `db upgrade` lines
 variables step 3 names, `deploy/newsletter.env.example`, the `ExecStart`/`ExecStartPre`
 lines, `WorkingDirectory` and `EnvironmentFile` of `deploy/systemd/*.service`, and the
 environment line of "Rotating the link-signing key". Paths under /opt, /etc and
-/var/lib are mapped into a temporary folder, `sudo -E -u newsletter` is dropped (no
+/var/lib are mapped into a temporary folder, `runuser -u newsletter --` is dropped (no
 system user is made here), and the fixed ports (8000, 9100, 910N) become free ones.
 
 What each assertion covers:
@@ -22,8 +22,8 @@ What each assertion covers:
    lines. The env example must hold every variable step 3 names; filled in, it is the
    environment of every command below (sourced by bash for step 4, read as systemd's
    `EnvironmentFile` for the services).
-4. **Schema**: the doc's command line (`set -a; . ENV; set +a; .../newsletter db
-   upgrade`) exits 0 and says the database is ready.
+4. **Schema**: the doc's command line (`cd STATE && set -a && . ENV && set +a &&
+   .../newsletter db upgrade`) exits 0 and says the database is ready.
 5. **Check**: `newsletter check` passes every item but the three that need a public
    name this machine cannot have (`web.base_url`, `sender.from_address`,
    `sender.list_id`): the transport item proves connect, STARTTLS and AUTH against
@@ -497,8 +497,9 @@ def test_production_steps_from_an_empty_server_to_the_first_send(
     try:
         # 4. Schema: the doc's line, run by bash (the env file is shell syntax too).
         schema = doc_command(4, r"db upgrade")
-        assert schema.startswith("set -a; . /etc/newsletter/newsletter.env; set +a;"), schema
-        line = machine.path(schema.replace("sudo -E -u newsletter ", ""))
+        assert schema.startswith("cd /var/lib/newsletter && set -a && "
+                                 ". /etc/newsletter/newsletter.env && set +a && "), schema
+        line = machine.path(schema.replace("runuser -u newsletter -- ", ""))
         proc = subprocess.run(["bash", "-c", line], cwd=machine.state, capture_output=True,
                               text=True, timeout=120,
                               env={"PATH": "/usr/bin:/bin", "HOME": str(machine.state)})

@@ -60,8 +60,9 @@ class PaperRecord(Protocol):
 
 def upsert_papers(session: Session, papers: Sequence[PaperRecord],
                   now: dt.datetime | None = None) -> tuple[int, int]:
-    """Insert new papers and refresh known ones (``refresh``); (new, updated). The
-    papers are distinct (ingest folds duplicates first)."""
+    """Insert new papers and refresh known ones (``refresh``); (new, updated): a known
+    paper whose refresh changed nothing is not counted (the same file ingested twice
+    updates nothing). The papers are distinct (ingest folds duplicates first)."""
     now = now or utcnow()
     new = updated = 0
     for start in range(0, len(papers), UPSERT_CHUNK):
@@ -75,8 +76,7 @@ def upsert_papers(session: Session, papers: Sequence[PaperRecord],
                 existing[p.id] = existing[p.title_key] = entry
                 new += 1
                 continue
-            refresh(row, p, now)
-            updated += 1
+            updated += refresh(row, p, now)
         session.flush()
     return new, updated
 
@@ -107,8 +107,23 @@ def _values(p: PaperRecord) -> dict[str, Any]:
     }
 
 
-def refresh(row: Entry, p: PaperRecord, now: dt.datetime) -> None:
-    """The same paper seen again: counts and links refreshed, a newer version's text taken."""
+_REFRESHED = ("title", "title_key", "abstract", "version", "arxiv_id", "authors", "published",
+              "keywords", "featured", "affiliations", "upvotes", "url", "code_url",
+              "project_url")
+
+
+def refresh(row: Entry, p: PaperRecord, now: dt.datetime) -> bool:
+    """The same paper seen again: counts and links refreshed, a newer version's text
+    taken; whether anything changed (only then is ``updated_at`` moved)."""
+    before = [getattr(row, a) for a in _REFRESHED]
+    _refresh(row, p)
+    if [getattr(row, a) for a in _REFRESHED] == before:
+        return False
+    row.updated_at = now
+    return True
+
+
+def _refresh(row: Entry, p: PaperRecord) -> None:
     if p.version > row.version or (p.version == row.version and not row.abstract):
         if p.title:
             row.title, row.title_key = p.title, p.title_key
@@ -129,4 +144,3 @@ def refresh(row: Entry, p: PaperRecord, now: dt.datetime) -> None:
         value = getattr(p, attr)
         if value and not (attr == "url" and row.url.startswith("https://arxiv.org/")):
             setattr(row, attr, value)
-    row.updated_at = now

@@ -253,8 +253,14 @@ def _check_status(sub: Subscriber, status: str) -> None:
         raise FieldError("status", f"expected one of {', '.join(OPERATOR_STATUSES)}, "
                          f"got {status!r}")
     if status in RECEIVING and sub.status not in RECEIVING:
-        raise InputError(f"{sub.email} is {sub.status}; only they can start their emails "
-                         "again (or import them with status active after their consent)")
+        owners: dict[str, str] = {
+            S.UNSUBSCRIBED: "only they can start their emails again: from the preferences "
+            "link of an email they had, or by signing up on the site again",
+            S.PENDING: "only they can start their emails: by the link in their "
+            "confirmation email"}
+        how = owners.get(sub.status, "their mail server refused or reported the mail, "
+                         "and it is not sent to them again")
+        raise InputError(f"{sub.email} is {sub.status}; {how}")
     if status == S.UNSUBSCRIBED and sub.status in STOPPED:
         raise InputError(f"{sub.email} is {sub.status}: already stopped")
 

@@ -107,7 +107,8 @@ def add(
     the person's own pending sign-up, which lifts the erasure only once confirmed."""
     address = normalize_email(email, utf8_local_part=utf8_local_part)
     if session.scalar(select(Subscriber.id).where(Subscriber.email == address)):
-        raise InputError(f"{address} is already subscribed (use the preferences to change it)")
+        raise InputError(f"{address} is already subscribed (to change them: "
+                         f"newsletter subscribers edit {address})")
     if not erased_may_return:
         refuse_suppressed(session, address)
     now = utcnow()
