@@ -536,3 +536,30 @@ def test_dashboard_ingest_table_reads_like_the_rest(console: Console) -> None:
     assert "✗" in table and "✓" in table and "connection refused" in table
     assert re.search(r'<td class="num">12</td><td class="num">3</td><td class="num">1</td>',
                      table)
+
+
+def test_the_console_shows_only_messages_it_made(world) -> None:  # type: ignore[no-untyped-def]
+    """A retry's "queued again" reaches the edition page through the redirect, signed;
+    the same parameters in an outsider's link (``?notice=``, ``?test_error=``,
+    ``?sent_to=``) showed the outsider's words as the console's own."""
+    from .editions_support import run_send
+
+    settings, engine = world
+    summary = run_send(settings, engine, dt.date(2026, 3, 4))
+    assert summary.edition is not None
+    eid = summary.edition.id
+    forged = "Security notice: your session expired, sign in at https://evil.example/admin"
+    for console in start_console(settings, engine):
+        c = console.login()
+        for path in (f"/editions/{eid}?notice={forged}",
+                     f"/preview?test_error={forged}&sent_to=evil%40evil.example"):
+            page = c.get(path)
+            assert page.status_code == 200 and "evil.example" not in page.text, path
+        token = csrf_of(c, f"/editions/{eid}")
+        done = c.post(f"/editions/{eid}/retry", data={"csrf": token}, follow_redirects=True)
+        assert done.status_code == 200
+        assert "0 transient failures and deferred deliveries queued again" in done.text
+        back = done.url.query.decode()
+        assert "notice=" in back
+        tampered = c.get(f"/editions/{eid}?{back.replace('queued', 'dropped')}")
+        assert "deferred deliveries" not in tampered.text

@@ -425,8 +425,7 @@ def edition(request: Request) -> Response:  # sync: Starlette runs it in a threa
     retryable = sum(1 for d, _ in page.rows if d.status == DeliveryStatus.FAILED)
     return c.page(request, "edition.html", nav="dashboard", edition=found, status=status,
                   page=page, state=state, statuses=[str(x) for x in DeliveryStatus],
-                  papers=papers, retryable=retryable, notice=request.query_params.get(
-                      "notice", "")[:200],
+                  papers=papers, retryable=retryable, notice=_heard(c, request, "notice"),
                   next_url=(f"?{urlencode({'state': state, 'after': page.next_after})}"
                             if page.next_after else ""))
 
@@ -448,8 +447,20 @@ async def retry(request: Request) -> Response:
     notice = f"{queued} transient failures and deferred deliveries queued again"
     if queued:
         notice += "; sending them in the background (reload to follow)"
-    return RedirectResponse(f"{PREFIX}/editions/{eid}?{urlencode({'notice': notice})}",
-                            status_code=303)
+    said = urlencode({"notice": _said(c, notice)})
+    return RedirectResponse(f"{PREFIX}/editions/{eid}?{said}", status_code=303)
+
+
+def _said(c: Console, text: str) -> str:
+    """A message for the page a redirect leads to, signed: the page shows only what
+    this console said (a link's own ``?notice=…`` showed an outsider's words in the
+    console's voice, to an operator who had just signed in)."""
+    return c.signer.sign("notice", text)
+
+
+def _heard(c: Console, request: Request, name: str, limit: int = 300) -> str:
+    """The message ``_said`` put in the query's ``name``; "" when absent or not ours."""
+    return (c.signer.unsign("notice", request.query_params.get(name, "")) or "")[:limit]
 
 
 # ---- preview -------------------------------------------------------------------------
@@ -476,12 +487,12 @@ async def preview(request: Request) -> Response:
             error = str(exc)
     query = urlencode({"subscriber": subscriber, "keywords": "" if subscriber else keywords,
                        "day": day})
-    return console_of(request).page(
+    c = console_of(request)
+    return c.page(
         request, "preview.html", 400 if error else 200, nav="preview",
         result=result, error=error, subscriber=subscriber, keywords=keywords,
         day=day or dt.datetime.now(dt.UTC).date().isoformat(), query=query,
-        sent_to=request.query_params.get("sent_to", ""),
-        test_error=request.query_params.get("test_error", "")[:300])
+        sent_to=_heard(c, request, "sent_to"), test_error=_heard(c, request, "test_error"))
 
 
 async def preview_email(request: Request) -> Response:
@@ -508,9 +519,9 @@ async def preview_test(request: Request) -> Response:
                              "no message to test")
         settings = console_of(request).settings
         await preview_mod.send_test(lambda: make_transport(settings), result.message, to)
-        back["sent_to"] = subs_mod.normalize_email(to)
+        back["sent_to"] = _said(console_of(request), subs_mod.normalize_email(to))
     except NewsletterError as exc:
-        back["test_error"] = str(exc)
+        back["test_error"] = _said(console_of(request), str(exc))
     return RedirectResponse(f"{PREFIX}/preview?{urlencode(back)}", status_code=303)
 
 
