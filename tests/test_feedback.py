@@ -490,3 +490,27 @@ def test_a_phrase_matched_by_its_words_apart_says_which_words() -> None:
                 assert (word in named) == found, (label, word, entries[i].title)
             seen["words"] += 1
     assert seen["phrase"] > 10 and seen["words"] > 10, seen
+
+
+def test_learned_two_word_terms_are_words_side_by_side_in_the_paper() -> None:
+    """A two-word term learned from a liked paper is two words the paper has side by
+    side: not across a stop word ("Models for Long Video" taught "Models Long", which
+    the email then cited and the preferences page could not name)."""
+    from newsletter.ranking.feedback import _learnable_grams, _tokens
+
+    r, entries = sample_ranker(RankingConfig(trending="none"))
+    titles = [e.title for e in entries] + [
+        "Selective State Space Models for Long Video Understanding",
+        "A State-of-the-Art Model of the World"]
+    pairs = 0
+    for title in titles:
+        written = re.findall(r"\w+", title.lower())
+        for gram, part in _learnable_grams(_tokens(title, r)):
+            if len(gram) == 2:
+                first, second = (w.lower() for _, w in part)
+                assert any(written[i:i + 2] == [first, second]
+                           for i in range(len(written) - 1)), (title, part)
+                pairs += 1
+    assert pairs > 200
+    grams = {g for g, _ in _learnable_grams(_tokens(titles[-2], r))}
+    assert ("model", "long") not in grams and ("long", "video") in grams

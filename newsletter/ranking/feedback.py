@@ -147,10 +147,16 @@ def term_key(feature: Feature) -> str:
     return " ".join(feature.variants[0]) if feature.variants else ""
 
 
+# Where a stop word stood: no two-word term is learned across it ("Models for Long
+# Video" taught "Models Long", a phrase no paper has).
+GAP = ("", "")
+
+
 def _tokens(text: str, ranker: RankerLike,
             known: dict[str, list[tuple[str, str]]] | None = None) -> list[tuple[str, str]]:
-    """(stem, surface word) per content word, in order: the analysis profile terms and
-    papers get (``analyze_words`` splits hyphens the same way as ``_HYPHENS`` here).
+    """(stem, surface word) per content word, in order, with ``GAP`` where stop words
+    stood between two of them: the analysis profile terms and papers get
+    (``analyze_words`` splits hyphens the same way as ``_HYPHENS`` here).
     ``known``: each word's tokens, kept across papers (a word is analysed alone, so
     the same word gives the same tokens; most words of a paper occur in many others)."""
     if known is None:
@@ -161,9 +167,11 @@ def _tokens(text: str, ranker: RankerLike,
         toks = known.get(w)
         if toks is None:
             parts = [p for p in _HYPHENS.split(w) if p]
-            toks = known[w] = [(st, part) for (st, raw), part in zip(
-                analyze_words([w], acronyms), parts, strict=True) if raw not in STOPWORDS]
-        out += toks
+            toks = known[w] = [GAP if raw in STOPWORDS else (st, part) for (st, raw), part
+                               in zip(analyze_words([w], acronyms), parts, strict=True)]
+        for t in toks:
+            if t is not GAP or (out and out[-1] is not GAP):
+                out.append(t)
     return out
 
 
@@ -187,7 +195,7 @@ def _learnable_grams(toks: list[tuple[str, str]]
             gram = tuple(t for t, _ in part)
             if size == 1 and (len(gram[0]) < 3 or gram[0].isdigit()):
                 continue
-            if any(g in TITLE_FILLER for g in gram):
+            if "" in gram or any(g in TITLE_FILLER for g in gram):  # (a GAP)
                 continue
             yield gram, part
 
@@ -255,12 +263,12 @@ class Learner:
         for fname, weight in _FIELDS:
             abstract = fname == "abstract"
             toks = _tokens(_field_text(entry, fname), self.ranker, known)
-            stems[fname] = [st for st, _ in toks]
+            stems[fname] = [st for st, _ in toks if st]
             if HEADLINE_ONLY and abstract:
                 # Only counts for the title's and keywords' grams (which passed the
                 # filters and have their surface form), so no gram is made to be
                 # dropped: the abstract's hundreds of grams are only looked up.
-                st = stems[fname]
+                st = [t for t, _ in toks]  # (with the gaps: no pair across a stop word)
                 for gram in itertools.chain(zip(st), zip(st, st[1:], strict=False)):
                     if gram in headline:
                         counts[gram] += weight
