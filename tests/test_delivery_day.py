@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
+from sqlalchemy import update as sqlalchemy_update
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.app import App
@@ -478,3 +479,31 @@ def test_disk_full_leaves_only_whole_messages_and_a_rerun_sends_the_rest(
                            timeout=120)
     assert again.returncode == 0, again.stderr
     assert whole(tiny_disk) == {p[0]: 1 for p in people}
+
+
+def test_the_first_edition_of_a_slot_starts_where_the_last_day_ended(db_url: str) -> None:
+    """Hourly slots begun after plain sends: the first edition of a slot takes the
+    papers since the newest edition (of any slot) a day or more before it, not every
+    paper ever stored; a slot that has run takes those since its own last edition,
+    and with no edition at all every paper is a candidate."""
+    from newsletter.store.models import Entry, utcnow
+    from newsletter.store.queries import edition_entries
+
+    populate(db_url, [("one@example.org", "UTC", 7)])
+    engine = get_engine(db_url)
+    now = utcnow()
+    with session_scope(engine) as s:
+        old, mid, new = sorted(s.scalars(select(Entry.id)))
+        for eid, days in ((old, 9), (mid, 3), (new, 0.5)):
+            s.execute(sqlalchemy_update(Entry).where(Entry.id == eid)
+                      .values(arrived_at=now - dt.timedelta(days=days)))
+    with session_scope(engine) as s:
+        assert {e.id for e in edition_entries(s, "07", now)} == {old, mid, new}  # nothing yet
+        s.add(Edition(day=DAY, slot="", cutoff=now - dt.timedelta(days=5)))  # plain sends
+        s.add(Edition(day=DAY + dt.timedelta(days=1), slot="", cutoff=now - dt.timedelta(days=2)))
+        s.add(Edition(day=DAY + dt.timedelta(days=2), slot="06",  # an hour ago: not "a day"
+                      cutoff=now - dt.timedelta(hours=1)))
+    with session_scope(engine) as s:
+        assert {e.id for e in edition_entries(s, "07", now)} == {new}  # since 2 days ago
+        assert {e.id for e in edition_entries(s, "06", now)} == set()  # its own last one
+        assert {e.id for e in edition_entries(s, "", now)} == {new}

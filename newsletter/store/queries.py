@@ -91,12 +91,24 @@ def candidate_entries(session: Session, *, since: dt.datetime | None,
     return list(session.scalars(q.order_by(Entry.arrived_at, Entry.id)))
 
 
+FIRST_OF_SLOT_LOOKBACK = dt.timedelta(days=1)
+
+
 def edition_entries(session: Session, slot: str, cutoff: dt.datetime) -> list[Entry]:
     """Papers that arrived after the previous edition of ``slot``, up to ``cutoff``: an
-    edition's candidates, or (with ``cutoff`` now) what the next edition would take."""
+    edition's candidates, or (with ``cutoff`` now) what the next edition would take.
+
+    The first edition of a slot starts where the newest edition of any slot a day or
+    more before it ended: hourly slots begun after weeks of plain `send` (or a plain
+    `send` after slots) offered every paper ever stored as "new papers for you". With
+    no edition at all, every paper is a candidate (the first day)."""
     prev = session.scalar(select(Edition.cutoff)
                           .where(Edition.slot == slot, Edition.cutoff < cutoff)
                           .order_by(Edition.cutoff.desc()).limit(1))
+    if prev is None:
+        prev = session.scalar(select(Edition.cutoff)
+                              .where(Edition.cutoff <= cutoff - FIRST_OF_SLOT_LOOKBACK)
+                              .order_by(Edition.cutoff.desc()).limit(1))
     return candidate_entries(session, since=prev, until=cutoff)
 
 
