@@ -239,8 +239,8 @@ def ingest(
         for item in loaded.skipped:
             err.print(f"  skipped {loaded.origin}: {item}")
     skipped_total = f", {count(report.skipped, 'item')} skipped" if report.skipped else ""
-    same = report.total - report.new - report.updated
-    unchanged = f", {same} already stored unchanged" if same > 0 else ""
+    unchanged = (f", {report.unchanged} already stored unchanged" if report.unchanged
+                 else "")
     err.print(f"stored: {report.new} new, {report.updated} updated{unchanged}{skipped_total}")
 
 

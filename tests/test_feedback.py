@@ -514,3 +514,20 @@ def test_learned_two_word_terms_are_words_side_by_side_in_the_paper() -> None:
     assert pairs > 200
     grams = {g for g, _ in _learnable_grams(_tokens(titles[-2], r))}
     assert ("model", "long") not in grams and ("long", "video") in grams
+
+
+def test_a_field_named_in_several_words_says_which_words_when_no_related_term_matched() -> None:
+    """"autonomous driving" names a field (related terms) and has two words: a paper
+    that earns from the word "autonomous" alone, with none of the field's related
+    terms, says so ("via autonomous"), not "matched: autonomous driving"."""
+    from newsletter.ranking.related import RelatedTerms
+    from newsletter.ranking.selection import load_acronyms
+
+    cfg = RankingConfig(trending="none")
+    entries = [RankEntry("1", "Autonomous agents for web navigation",
+                         "We build autonomous agents that browse the web.")] + [
+        RankEntry(str(i), f"Paper {i} on the driving force of learning",
+                  "The driving force behind scaling.") for i in range(2, 12)]
+    corpus = Corpus(entries, load_acronyms(cfg, entries), cfg, TODAY, RelatedTerms.load())
+    [agents] = Ranker(corpus, cfg).explain_many("autonomous driving", [0])
+    assert [t for t, _ in agents.matched] == ["autonomous driving (via autonomous)"]

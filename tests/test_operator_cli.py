@@ -293,3 +293,10 @@ def test_ingesting_the_same_file_again_updates_nothing(cli, tmp_path: Path) -> N
     changed = cli("ingest", str(feed))
     assert "stored: 0 new, 1 updated, 2 already stored unchanged" in changed.stderr, \
         changed.stderr
+    # two sources carrying the same papers in one run, into an empty database: new once,
+    # never "already stored" (they were not, before the run)
+    twin = tmp_path / "twin.json"
+    twin.write_text(json.dumps(src))
+    fresh = cli("ingest", str(feed), str(twin), env={
+        "NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'fresh.db'}"})
+    assert "stored: 3 new, 0 updated\n" in fresh.stderr, fresh.stderr

@@ -260,6 +260,37 @@ class _Proxy:
             s.close()
 
 
+@pytest.mark.slow  # ~3 s
+def test_ctrl_c_stops_a_worker_cleanly_with_0(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A first Ctrl-C is Celery's warm shutdown, the clean stop `newsletter worker`
+    documents with exit 0 (Celery's own code for it is 1)."""
+    import signal
+
+    if not reachable(6379):
+        need_service("redis", "nothing listens on 127.0.0.1:6379")
+    settings, _ = world
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+           "NEWSLETTER_DATABASE__URL": settings.database.url,
+           "NEWSLETTER_QUEUE__BROKER_URL": "redis://127.0.0.1:6379/14",
+           "NEWSLETTER_QUEUE__QUEUE_NAME": f"nl-int-{os.getpid()}"}
+    worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert worker.stderr is not None
+        for line in worker.stderr:
+            if " ready." in line:
+                break
+        worker.send_signal(signal.SIGINT)
+        _, rest = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, rest
+    assert "error:" not in rest and "Traceback" not in rest
+
+
 @pytest.mark.slow  # ~15 s: Celery's reconnections
 def test_a_worker_whose_broker_is_gone_for_good_exits_non_zero(  # type: ignore[no-untyped-def]
         world, tmp_path: Path) -> None:

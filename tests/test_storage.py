@@ -65,8 +65,8 @@ def test_refreshed_upvotes(db_url: str) -> None:
     with session_scope(engine) as session:
         upsert_papers(session, parse_text(text % 3, "a"))
     with session_scope(engine) as session:
-        new, updated = upsert_papers(session, parse_text(text % 30, "b"))
-    assert (new, updated) == (0, 1)
+        new, updated, unchanged = upsert_papers(session, parse_text(text % 30, "b"))
+    assert (new, updated, unchanged) == (0, 1, 0)
     with session_scope(engine) as session:
         assert session.get(Entry, "2401.00001").upvotes == 30  # type: ignore[union-attr]
 

@@ -458,6 +458,13 @@ def test_the_sign_up_limit_forgets_quiet_clients_and_stays_bounded() -> None:
     for i in range(5000):
         assert flood.allow(f"2001:db8:{i:x}::1", now=i / 100)
         assert len(flood) <= 1000
+    # a pass over the clients for room comes once per half of ``clients`` new ones (and
+    # once a minute), never on every sign-up however close to the bound they keep it
+    assert flood.sweeps <= 5000 // 500 + 1 + 50 / 60, flood.sweeps
+    steady = ClientLimiter(2, window=1000.0, clients=1000)
+    for i in range(20_000):  # new clients at just under the rate that fills the bound
+        steady.allow(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", now=i * 1.0011)
+    assert steady.sweeps <= 20_000 // 500 + 20_000 * 1.0011 / 60 + 2, steady.sweeps
 
 
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 4000)), max_size=60))

@@ -135,9 +135,10 @@ class EditionContext:
         if day is None:
             return self.renderer
         found = self._renderers.get(day)
-        if found is None:
-            found = self._renderers[day] = self._renderer_of(day)
+        if found is None:  # (published once it shares: a web thread may ask meanwhile)
+            found = self._renderer_of(day)
             found.digest.share_analysis(self.renderer.digest)
+            found = self._renderers.setdefault(day, found)
         return found
 
     def has(self, entry_ids: list[str]) -> bool:

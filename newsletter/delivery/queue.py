@@ -111,10 +111,19 @@ def run_worker(app: Any, argv: list[str]) -> int:
     What Celery's ``worker_main`` does, except that it dropped that code: a worker that
     gave up (the broker gone past ``broker_connection_max_retries``: "Unrecoverable
     error") ended ``newsletter worker`` with 0, as a clean stop does, and what
-    supervises it (systemd, monitoring) took the failure for a stop."""
+    supervises it (systemd, monitoring) took the failure for a stop. A warm shutdown
+    (SIGTERM, or a first Ctrl-C, which Celery itself ends with 1) is 0; a cold one (a
+    second Ctrl-C) keeps Celery's code."""
     from celery.bin.celery import celery as command
+    from celery.signals import worker_shutting_down
     from click.exceptions import Exit
 
+    stops: list[str] = []
+
+    def _stopping(how: str = "", **_kw: Any) -> None:
+        stops.append(how)
+
+    worker_shutting_down.connect(_stopping, weak=False)
     command.params[0].default = app  # (what ``Celery.start`` does: the app to run)
     try:
         code = command.main(args=argv, standalone_mode=False)
@@ -122,6 +131,9 @@ def run_worker(app: Any, argv: list[str]) -> int:
         code = exc.exit_code
     finally:
         command.params[0].default = None
+        worker_shutting_down.disconnect(_stopping)
+    if stops and stops[-1] == "Warm":  # SIGTERM or a first Ctrl-C: the clean stop, 0 as
+        return 0                       # documented (Celery ends a Ctrl-C's with 1)
     return code if isinstance(code, int) else 0
 
 

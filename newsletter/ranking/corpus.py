@@ -252,7 +252,6 @@ class Corpus:
                                         np.float32(-np.inf)).astype(np.float32)
         self.trending_order = np.lexsort((-self.recency, -self.popularity))
         self._rows: dict[Feature, np.ndarray] = {}
-        self._with_phrase: dict[Feature, frozenset[int]] = {}
         self._with_word: dict[str, frozenset[int]] = {}
 
     def _recency(self, published: dt.date | None) -> float:
@@ -396,14 +395,10 @@ class Corpus:
 
     def with_phrase(self, feature: Feature) -> frozenset[int]:
         """The entries that have the topic's phrase (one of its variants: the words in
-        order, an acronym form), not only its words apart (for explanations); made once
-        a feature."""
-        found = self._with_phrase.get(feature)
-        if found is None:
-            found = self._with_phrase[feature] = frozenset(
-                i for v in feature.variants for f in FIELD_WEIGHTS
-                for i in self._postings(f, feature.kind, v))
-        return found
+        order, an acronym form), not only its words apart (for explanations, which keep
+        it by feature id)."""
+        return frozenset(i for v in feature.variants for f in FIELD_WEIGHTS
+                         for i in self._postings(f, feature.kind, v))
 
     def with_word(self, stem_: str) -> frozenset[int]:
         """The entries that have this stem, in any field (for explanations)."""

@@ -117,6 +117,8 @@ class Ranker:
         # same float32 products, rounded once a paper instead of once a subscriber)
         self._shown_parts: dict[int, tuple[float, float]] = {}
         self._written_words: dict[str, list[tuple[str, tuple[str, ...]]]] = {}  # words, stems
+        self._word_labels: dict[tuple[int, int, str], str] = {}  # (``_words_label``)
+        self._with_phrase: dict[int, frozenset[int]] = {}  # by feature id (``_words_label``)
         self.learner = None
         self.reader: Reader | None = None
         if votes is not None and len(votes.keys):
@@ -207,7 +209,7 @@ class Ranker:
         feats = self._features
         parts = self._shown_parts
         # per term: its feature and its text as written
-        named = [(feats[t.fid], t.text) for t in terms]
+        named = [(feats[t.fid], t.text, t.fid) for t in terms]
         min_relevance, weight_relevance = cfg.min_relevance, cfg.weight_relevance
         for e, values in zip(idx.tolist(), columns, strict=True):
             # highest first; equal values keep the profile's order (a stable sort)
@@ -216,12 +218,13 @@ class Ranker:
             features = [named[h][0] for h in hits]
             matched = []
             for h in hits:
-                feature, text = named[h]
+                feature, text, fid = named[h]
+                label = text
                 if feature.related:  # may name the related term, and add its feature
-                    text = self._label(text, feature, e, features)
-                elif feature.parts:  # a phrase matched by its words apart says which
-                    text = self._words_label(text, feature, e)
-                matched.append((text, round(values[h], 3)))
+                    label = self._label(text, feature, e, features)
+                if label is text and feature.parts:  # a phrase matched by its words apart
+                    label = self._words_label(text, fid, feature, e)  # says which
+                matched.append((label, round(values[h], 3)))
             own = sum(values)
             lifts: list[tuple[Learned, float]] = []
             also: list[LearnedHit] = []
@@ -276,23 +279,37 @@ class Ranker:
         labels = self.analyzer.related_labels
         return f"{text} (via {', '.join(labels.get(h, ' '.join(h)) for h in hits[:3])})"
 
-    def _words_label(self, text: str, feature: Feature, entry: int) -> str:
+    def _words_label(self, text: str, fid: int, feature: Feature, entry: int) -> str:
         """A topic of several words as shown: as written when the paper has the phrase,
         else with the words it has ("video diffusion (via video)"): its words earn part
         of a phrase's score wherever they stand (``corpus.WORDS_WEIGHT``), and saying
         "matched: video diffusion" of a paper about video alone claimed more than it
-        has. The words are shown as the profile wrote them."""
+        has. The words are shown as the profile wrote them. Kept by (feature id, paper,
+        text): many subscribers share a term and a pick, and a feature id hashes at
+        once where the feature (nested tuples) does not."""
+        key = (fid, entry, text)
+        found = self._word_labels.get(key)
+        if found is not None:
+            return found
         c = self.corpus
-        if entry in c.with_phrase(feature):
-            return text
-        written = self._written_words.get(text)
-        if written is None:
-            if len(self._written_words) >= WORD_LABELS:
-                self._written_words.clear()
-            written = self._written_words[text] = [
-                (w, st) for w in dict.fromkeys(words(text)) if (st := stems(w, c.acronyms))]
-        has = [w for w, st in written if all(entry in c.with_word(x) for x in st)]
-        return f"{text} (via {', '.join(has)})" if has else text
+        phrase = self._with_phrase.get(fid)
+        if phrase is None:
+            phrase = self._with_phrase[fid] = c.with_phrase(feature)
+        if entry in phrase:
+            found = text
+        else:
+            written = self._written_words.get(text)
+            if written is None:
+                if len(self._written_words) >= WORD_LABELS:
+                    self._written_words.clear()
+                written = self._written_words[text] = [
+                    (w, st) for w in dict.fromkeys(words(text)) if (st := stems(w, c.acronyms))]
+            has = [w for w, st in written if all(entry in c.with_word(x) for x in st)]
+            found = f"{text} (via {', '.join(has)})" if has else text
+        if len(self._word_labels) >= WORD_LABELS:
+            self._word_labels.clear()
+        self._word_labels[key] = found
+        return found
 
     def feature_of(self, term: Term | Feature) -> int:
         """The feature id of a term or feature (made on first use), e.g. one learned

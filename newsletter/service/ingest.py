@@ -41,6 +41,7 @@ class IngestReport:
     loaded: list[Loaded] = field(default_factory=list)
     new: int = 0
     updated: int = 0
+    unchanged: int = 0  # stored before the run, found as they were
 
     @property
     def total(self) -> int:
@@ -62,10 +63,13 @@ def ingest(configured: Sequence[SourceConfig], session: Session, specs: list[str
         return Validators(state.etag, state.last_modified) if state else None
 
     report = IngestReport(load_all(sources_of(configured, specs), validators_of, strict))
+    now = utcnow()  # one time for the run: what it stored is told from what was there
     for loaded in report.loaded:  # one source at a time, for per-source counts
-        loaded.new, loaded.updated = upsert_papers(session, loaded.papers)
-        report.new += loaded.new
-        report.updated += loaded.updated
+        stored = upsert_papers(session, loaded.papers, now)
+        loaded.new, loaded.updated = stored.new, stored.updated
+        report.new += stored.new
+        report.updated += stored.updated
+        report.unchanged += stored.unchanged
     for loaded in report.loaded:
         got = loaded.validators
         if got and (got.etag or got.last_modified):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -58,13 +58,21 @@ class PaperRecord(Protocol):
     def source(self) -> str: ...
 
 
+class Stored(NamedTuple):
+    new: int
+    updated: int
+    unchanged: int  # stored before this run (``now``) and found as they were
+
+
 def upsert_papers(session: Session, papers: Sequence[PaperRecord],
-                  now: dt.datetime | None = None) -> tuple[int, int]:
-    """Insert new papers and refresh known ones (``refresh``); (new, updated): a known
-    paper whose refresh changed nothing is not counted (the same file ingested twice
-    updates nothing). The papers are distinct (ingest folds duplicates first)."""
+                  now: dt.datetime | None = None) -> Stored:
+    """Insert new papers and refresh known ones (``refresh``): how many were new,
+    updated, and stored before and unchanged (the same file ingested twice updates
+    nothing). ``now``: the run's time, the same for all its sources (a paper two of
+    them carry is new once, then neither updated nor "stored before"). The papers are
+    distinct (ingest folds duplicates first)."""
     now = now or utcnow()
-    new = updated = 0
+    new = updated = unchanged = 0
     for start in range(0, len(papers), UPSERT_CHUNK):
         chunk = papers[start : start + UPSERT_CHUNK]
         existing = _stored(session, chunk)
@@ -76,9 +84,12 @@ def upsert_papers(session: Session, papers: Sequence[PaperRecord],
                 existing[p.id] = existing[p.title_key] = entry
                 new += 1
                 continue
-            updated += refresh(row, p, now)
+            if refresh(row, p, now):
+                updated += 1
+            elif row.arrived_at != now:
+                unchanged += 1
         session.flush()
-    return new, updated
+    return Stored(new, updated, unchanged)
 
 
 def _stored(session: Session, chunk: Sequence[PaperRecord]) -> dict[str, Entry]:

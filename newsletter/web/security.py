@@ -244,6 +244,7 @@ class ClientLimiter:
         self.limit, self.window, self.clients = limit, window, clients
         self._hits: dict[str, deque[float]] = {}
         self._sweep_at = 0.0
+        self.sweeps = 0  # passes over the clients made (each costs O(clients))
 
     def allow(self, client: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -261,15 +262,18 @@ class ClientLimiter:
         return True
 
     def _sweep(self, now: float) -> None:
-        """Forget the clients whose last event left the window; if that is not enough
-        (a flood of new clients within it), the half that was quiet longest."""
+        """Forget the clients whose last event left the window; if that leaves more
+        than nine tenths of ``clients`` (a flood of new clients within the window),
+        those quiet longest too, down to half: the next sweep for room is then half of
+        ``clients`` new clients away, however they keep coming."""
         since = now - self.window
         kept = {k: v for k, v in self._hits.items() if v and v[-1] > since}
-        if len(kept) >= self.clients:
-            for k in sorted(kept, key=lambda k: kept[k][-1])[: len(kept) // 2 + 1]:
+        if len(kept) * 10 >= self.clients * 9:
+            for k in sorted(kept, key=lambda k: kept[k][-1])[: len(kept) - self.clients // 2]:
                 del kept[k]
         self._hits = kept
         self._sweep_at = now + min(60.0, self.window)
+        self.sweeps += 1
 
     def __len__(self) -> int:
         return len(self._hits)
