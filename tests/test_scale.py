@@ -260,6 +260,35 @@ class _Proxy:
             s.close()
 
 
+def _ready_worker(settings: Settings, tmp_path: Path, broker: str, queue: str
+                  ) -> tuple[subprocess.Popen[str], list[str]]:
+    """`newsletter worker` on ``broker``, and its log up to Celery's "ready" line."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+           "NEWSLETTER_DATABASE__URL": settings.database.url,
+           "NEWSLETTER_QUEUE__BROKER_URL": broker,
+           "NEWSLETTER_QUEUE__QUEUE_NAME": f"{queue}-{os.getpid()}"}
+    worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    assert worker.stderr is not None
+    log = []
+    for line in worker.stderr:
+        log.append(line)
+        if " ready." in line:
+            break
+    return worker, log
+
+
+def _ended(worker: subprocess.Popen[str], timeout: float) -> str:
+    """The rest of the worker's log once it ends by itself (killed past ``timeout``)."""
+    try:
+        return worker.communicate(timeout=timeout)[1]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+
+
 @pytest.mark.slow  # ~3 s
 def test_ctrl_c_stops_a_worker_cleanly_with_0(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A first Ctrl-C is Celery's warm shutdown, the clean stop `newsletter worker`
@@ -268,25 +297,9 @@ def test_ctrl_c_stops_a_worker_cleanly_with_0(world, tmp_path: Path) -> None:  #
 
     if not reachable(6379):
         need_service("redis", "nothing listens on 127.0.0.1:6379")
-    settings, _ = world
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
-           "NEWSLETTER_DATABASE__URL": settings.database.url,
-           "NEWSLETTER_QUEUE__BROKER_URL": "redis://127.0.0.1:6379/14",
-           "NEWSLETTER_QUEUE__QUEUE_NAME": f"nl-int-{os.getpid()}"}
-    worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
-    try:
-        assert worker.stderr is not None
-        for line in worker.stderr:
-            if " ready." in line:
-                break
-        worker.send_signal(signal.SIGINT)
-        _, rest = worker.communicate(timeout=60)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate()
+    worker, _ = _ready_worker(world[0], tmp_path, "redis://127.0.0.1:6379/14", "nl-int")
+    worker.send_signal(signal.SIGINT)
+    rest = _ended(worker, 60)
     assert worker.returncode == 0, rest
     assert "error:" not in rest and "Traceback" not in rest
 
@@ -300,30 +313,15 @@ def test_a_worker_whose_broker_is_gone_for_good_exits_non_zero(  # type: ignore[
     systemd and monitoring see a failure."""
     if not reachable(6379):
         need_service("redis", "nothing listens on 127.0.0.1:6379")
-    settings, _ = world
     proxy = _Proxy(6379)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
-           "NEWSLETTER_DATABASE__URL": settings.database.url,
-           "NEWSLETTER_QUEUE__BROKER_URL": f"redis://127.0.0.1:{proxy.port}/14",
-           "NEWSLETTER_QUEUE__QUEUE_NAME": f"nl-gone-{os.getpid()}"}
-    worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
     try:
-        assert worker.stderr is not None
-        log = []
-        for line in worker.stderr:  # until Celery is consuming through the relay
-            log.append(line)
-            if " ready." in line:
-                break
-        assert " ready." in log[-1], "".join(log)
+        worker, log = _ready_worker(world[0], tmp_path,
+                                    f"redis://127.0.0.1:{proxy.port}/14", "nl-gone")
+        assert " ready." in log[-1], "".join(log)  # consuming through the relay
         proxy.close()
-        _, rest = worker.communicate(timeout=90)  # three reconnections: 2 + 4 + 6 s apart
+        rest = _ended(worker, 90)  # three reconnections: 2 + 4 + 6 s apart
     finally:
         proxy.close()
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate()
     assert worker.returncode == 1, rest
     assert "Unrecoverable error" in rest
     assert rest.strip().splitlines()[-1] == (
