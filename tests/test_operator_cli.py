@@ -296,6 +296,7 @@ def test_ingesting_the_same_file_again_updates_nothing(cli, tmp_path: Path) -> N
     # two sources carrying the same papers in one run, into an empty database: new once,
     # never "already stored" (they were not, before the run)
     twin = tmp_path / "twin.json"
+    src[1]["paper"]["upvotes"] += 3  # the second source differs: still new once
     twin.write_text(json.dumps(src))
     fresh = cli("ingest", str(feed), str(twin), env={
         "NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'fresh.db'}"})

@@ -461,6 +461,16 @@ def test_the_sign_up_limit_forgets_quiet_clients_and_stays_bounded() -> None:
     # a pass over the clients for room comes once per half of ``clients`` new ones (and
     # once a minute), never on every sign-up however close to the bound they keep it
     assert flood.sweeps <= 5000 // 500 + 1 + 50 / 60, flood.sweeps
+    # the client asking is never the one forgotten to make room, however small the bound:
+    # one client among a stream of new ones keeps its count
+    small = ClientLimiter(2, window=1000.0, clients=2)
+    mine = []
+    for t in range(6):
+        mine.append(small.allow("10.0.0.1", now=float(t)))
+        small.allow(f"10.9.0.{t}", now=t + 0.5)
+    assert mine == [True, True, False, False, False, False]
+    with pytest.raises(ValueError):
+        ClientLimiter(2, clients=1)
     steady = ClientLimiter(2, window=1000.0, clients=1000)
     for i in range(20_000):  # new clients at just under the rate that fills the bound
         steady.allow(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", now=i * 1.0011)

@@ -132,8 +132,8 @@ def run_worker(app: Any, argv: list[str]) -> int:
     finally:
         command.params[0].default = None
         worker_shutting_down.disconnect(_stopping)
-    if stops and stops[-1] == "Warm":  # SIGTERM or a first Ctrl-C: the clean stop, 0 as
-        return 0                       # documented (Celery ends a Ctrl-C's with 1)
+    if stops and "Cold" not in stops:  # SIGTERM or a first Ctrl-C: the clean stop, 0
+        return 0                       # as documented (Celery ends a Ctrl-C's with 1)
     return code if isinstance(code, int) else 0
 
 

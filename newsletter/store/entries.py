@@ -84,10 +84,11 @@ def upsert_papers(session: Session, papers: Sequence[PaperRecord],
                 existing[p.id] = existing[p.title_key] = entry
                 new += 1
                 continue
-            if refresh(row, p, now):
-                updated += 1
-            elif row.arrived_at != now:
-                unchanged += 1
+            changed = refresh(row, p, now)
+            if row.arrived_at == now:  # stored by this run (another source): new once
+                continue
+            updated += changed
+            unchanged += not changed
         session.flush()
     return Stored(new, updated, unchanged)
 

@@ -241,6 +241,8 @@ class ClientLimiter:
     amount of memory, and each event costs the same however many came before."""
 
     def __init__(self, limit: int, window: float = 3600.0, clients: int = 100_000) -> None:
+        if clients < 2:
+            raise ValueError("a client limiter keeps at least 2 clients")
         self.limit, self.window, self.clients = limit, window, clients
         self._hits: dict[str, deque[float]] = {}
         self._sweep_at = 0.0
@@ -248,9 +250,9 @@ class ClientLimiter:
 
     def allow(self, client: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        if now >= self._sweep_at or len(self._hits) >= self.clients:
-            self._sweep(now)
         key = client_key(client)
+        if now >= self._sweep_at or len(self._hits) >= self.clients:
+            self._sweep(now, key)
         hits = self._hits.get(key)
         if hits is None:
             hits = self._hits[key] = deque()
@@ -261,15 +263,17 @@ class ClientLimiter:
         hits.append(now)
         return True
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: float, asking: str) -> None:
         """Forget the clients whose last event left the window; if that leaves more
         than nine tenths of ``clients`` (a flood of new clients within the window),
         those quiet longest too, down to half: the next sweep for room is then half of
-        ``clients`` new clients away, however they keep coming."""
+        ``clients`` new clients away, however they keep coming. The client ``asking``
+        is kept whatever its age: the answer it is about to get counts its events."""
         since = now - self.window
         kept = {k: v for k, v in self._hits.items() if v and v[-1] > since}
         if len(kept) * 10 >= self.clients * 9:
-            for k in sorted(kept, key=lambda k: kept[k][-1])[: len(kept) - self.clients // 2]:
+            quiet = sorted((k for k in kept if k != asking), key=lambda k: kept[k][-1])
+            for k in quiet[: len(kept) - self.clients // 2]:
                 del kept[k]
         self._hits = kept
         self._sweep_at = now + min(60.0, self.window)
