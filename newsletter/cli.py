@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -374,7 +375,11 @@ def subscribers_list(
     for x in rows:
         table.add_row(x.email, x.status, x.tz, str(x.send_hour), x.frequency,
                       cut(x.keywords, 60))
-    out.print(table)
+    # Whole values however narrow the terminal or pipe (80 columns): an operator copies
+    # the address into the next command, and "ada@example.o…" is no address.
+    whole = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    (out if whole <= out.width else Console(file=out.file, width=whole, highlight=False,
+                                            markup=False)).print(table)
     err.print(count(len(rows), "subscriber"))
 
 
@@ -597,7 +602,10 @@ def _present_queued(q: Any) -> None:
     if q.edition is None:
         err.print(q.note)
         return
-    err.print(", ".join(f"{k} {v}" for k, v in sorted(q.counts.items())))
+    # the edition's rows by state, those earlier runs sent included (the workers report
+    # to the ledger, not to this command): said so, so "sent 124" is not read as this run's
+    err.print(f"edition {q.edition.day} (#{q.edition.id}), all its rows: "
+              + ", ".join(f"{k} {v}" for k, v in sorted(q.counts.items())))
     if q.unfinished:
         raise typer.Exit(3)
 

@@ -301,3 +301,12 @@ def test_ingesting_the_same_file_again_updates_nothing(cli, tmp_path: Path) -> N
     fresh = cli("ingest", str(feed), str(twin), env={
         "NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path / 'fresh.db'}"})
     assert "stored: 3 new, 0 updated\n" in fresh.stderr, fresh.stderr
+
+
+def test_subscribers_list_shows_whole_addresses_in_80_columns(cli) -> None:  # type: ignore[no-untyped-def]
+    """Piped or in a narrow terminal, the table is as wide as its contents: an address
+    cut to "ada@example.o…" is one an operator cannot copy into the next command."""
+    address = "a.very.long.address.for.testing@example-university.org"
+    assert cli("subscribers", "add", address, "--keywords", "diffusion").code == 0
+    listed = cli("subscribers", "list", env={"COLUMNS": "80"})
+    assert listed.code == 0 and address in listed.stdout, listed.stdout

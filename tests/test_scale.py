@@ -184,7 +184,7 @@ def test_worker_warm_shutdown_on_sigterm_finishes_in_flight_and_releases_the_res
             "--force", "--date", DAY.isoformat()]
     queued = subprocess.run([*send, "--wait", "0"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)
-    assert queued.returncode == 3 and "pending 68" in queued.stderr, queued.stderr
+    assert queued.returncode == 3 and "all its rows: pending 68" in queued.stderr, queued.stderr
     worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)

@@ -108,6 +108,17 @@ def test_check_refuses_a_placeholder_key(cli, tmp_path: Path) -> None:  # type: 
     r = cli("check", "--json", env=env)
     item = next(i for i in json.loads(r.stdout)["items"] if i["key"] == "web.secret_keys")
     assert not item["ok"] and "secrets.token_urlsafe" in item["fix"]
+    # The shipped env file's placeholder and a database not there yet: the key is still
+    # named (the line was left out when the database could not be opened).
+    gone = {**env, "NEWSLETTER_DATABASE__URL": "postgresql+psycopg://nobody@127.0.0.1:9/none"}
+    items = {i["key"]: i for i in json.loads(cli("check", "--json", env=gone).stdout)["items"]}
+    assert not items["database"]["ok"]
+    assert not items["web.secret_keys"]["ok"]
+    assert "placeholder" in items["web.secret_keys"]["detail"]
+    fine = {**gone, "NEWSLETTER_WEB__SECRET_KEYS": "a-long-enough-key-0123456789abcdef"}
+    items = {i["key"]: i for i in json.loads(cli("check", "--json", env=fine).stdout)["items"]}
+    assert not items["web.secret_keys"]["ok"]
+    assert "the database is unreachable" in items["web.secret_keys"]["detail"]
 
 
 def test_migration_records_the_stored_key_of_a_database_in_use(tmp_path: Path) -> None:

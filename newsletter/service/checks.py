@@ -50,15 +50,28 @@ def check_database(url: str) -> tuple[Item, Engine | None]:
     return Item("database", OK, f"{shown}: schema current"), engine
 
 
-def check_signing_keys(cfg: WebConfig, engine: Engine) -> Item:
-    """The link-signing keys: none a placeholder or short, none that signed links dropped."""
-    from newsletter.service.signing import rotation_problem
-
+def _weak_key(cfg: WebConfig) -> Item | None:
+    """A configured key that is a placeholder or short: seen without the database."""
     for i, key in enumerate(cfg.secret_keys):
         if key.strip() in PLACEHOLDERS or len(key) < MIN_KEY_LENGTH:
             return Item("web.secret_keys", FAIL, f"key {i + 1} of {len(cfg.secret_keys)} is "
                         f"a placeholder or shorter than {MIN_KEY_LENGTH} characters "
                         "(anyone could forge unsubscribe links)", KEY_FIX)
+    return None
+
+
+def check_signing_keys(cfg: WebConfig, engine: Engine | None) -> Item:
+    """The link-signing keys: none a placeholder or short, none that signed links dropped
+    (``engine`` None: the database is unreachable, so only the first is checked)."""
+    from newsletter.service.signing import rotation_problem
+
+    weak = _weak_key(cfg)
+    if weak is not None:
+        return weak
+    if engine is None:
+        return Item("web.secret_keys", FAIL, "not checked against the links already "
+                    "signed: the database is unreachable (see database)",
+                    "fix the database item, then check again")
     with session_scope(engine, readonly=True) as s:
         problem = rotation_problem(cfg, s)
         if problem:
@@ -94,9 +107,9 @@ def run_all(settings: Settings, *, dns: bool = False, nameserver: str | None = N
                                  nameserver=nameserver)
     db_item, engine = check_database(c.database.url)
     items.append(db_item)
-    if engine is not None:
-        try:
-            items.append(check_signing_keys(c.web, engine))
-        finally:
+    try:  # (without the database, a placeholder key is still named)
+        items.append(check_signing_keys(c.web, engine))
+    finally:
+        if engine is not None:
             engine.dispose()
     return items
