@@ -192,3 +192,12 @@ def test_help_text_keeps_brackets_and_shows_no_bool_types(cli) -> None:  # type:
                        (["webhooks", "rotate"], "[OPTIONS] PROVIDER")):
         first = cli(*args, "--help").stdout.strip().splitlines()[0]
         assert first.endswith(want) and "{" not in first, (args, first)
+
+
+def test_a_metrics_port_past_65535_is_refused_before_anything_starts(cli) -> None:  # type: ignore[no-untyped-def]
+    """`newsletter-worker@10` asks for port 91010 (the unit's 910%i): a usage error
+    naming the option, not a traceback from bind() once the worker is up."""
+    for command in (["worker"], ["run"]):
+        r = cli(*command, "--metrics-port", "91010")
+        assert r.code == 2 and "--metrics-port" in r.stderr and "65535" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
