@@ -668,6 +668,7 @@ def check(
     --dns: looked up, and the public URL fetched), the transport (SMTP: connect, TLS,
     AUTH, nothing sent; or the API key's shape), templates, the database's schema and
     the link-signing keys. One line per item, ✗ with the fix; exits 1 on any ✗."""
+    from newsletter.config import DEFAULT_CONFIG
     from newsletter.delivery.check import as_json as checks_json
     from newsletter.service.checks import run_all
 
@@ -676,7 +677,7 @@ def check(
     # another config.toml (or none), and a check of the wrong settings looked like a
     # check of the right ones
     where = (str(Path(settings.source_file).resolve()) if settings.source_file else
-             f"no config file ({Path('config.toml').resolve()} not found; --config or "
+             f"no config file ({Path(DEFAULT_CONFIG).resolve()} not found; --config or "
              "NEWSLETTER_CONFIG names one): the built-in defaults")
     err.print(f"settings: {where}, then NEWSLETTER_* from the environment")
     items = run_all(settings, dns=dns, nameserver=nameserver)

@@ -222,7 +222,7 @@ class Ranker:
                 label = text
                 if feature.related:  # may name the related term, and add its feature
                     label = self._label(text, feature, e, features)
-                if label is text and feature.parts:  # a phrase matched by its words apart
+                if label == text and feature.parts:  # a phrase matched by its words apart
                     label = self._words_label(text, fid, feature, e)  # says which
                 matched.append((label, round(values[h], 3)))
             own = sum(values)
