@@ -1146,11 +1146,19 @@ def _deliver_queued(config: str | None, edition_id: int, shutdown: Any) -> dict[
 
 @app.command()
 def run(ctx: typer.Context, log_format: LogFormat = None,
-        metrics_port: MetricsPort = None) -> None:
+        metrics_port: MetricsPort = None,
+        force: Annotated[bool, typer.Option("--force", help="Send through a real transport "
+                                            "even when `newsletter check` finds the mail "
+                                            "non-compliant (http unsubscribe link, local "
+                                            "sender, no postal address); without it such "
+                                            "slots are logged as refused, not sent.")
+                         ] = False) -> None:
     """The scheduler daemon: ingest on [schedule] ingest_cron, send each hour's slot.
 
     On start it sends the current hour's slot at once (catch-up after downtime).
-    SIGTERM or Ctrl-C: stop claiming, finish the messages in flight, exit 0."""
+    Mail that `send` would refuse as non-compliant is not sent without --force: each
+    slot says why in the log. SIGTERM or Ctrl-C: stop claiming, finish the messages in
+    flight, exit 0."""
     import logging
 
     from newsletter.delivery.scheduler import run_daemon
@@ -1164,7 +1172,8 @@ def run(ctx: typer.Context, log_format: LogFormat = None,
     beater = start_service(a.settings, a.engine, "run", metrics_port=metrics_port)
     try:
         run_daemon(a, shutdown,
-                   announce=lambda line: logging.getLogger("newsletter.scheduler").info(line))
+                   announce=lambda line: logging.getLogger("newsletter.scheduler").info(line),
+                   force=force)
     finally:
         beater.stop()  # the heartbeat records a clean stop
     logging.getLogger("newsletter.scheduler").info(

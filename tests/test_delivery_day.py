@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -402,9 +403,10 @@ def test_sigterm_stops_the_daemon_cleanly(db_url: str, smtp_sink: SmtpSink,
     populate(db_url, people)
     smtp_sink.delay = 0.15
     env = cli_env(db_url, smtp_sink, NEWSLETTER_SMTP__CONNECTIONS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "run"], cwd=tmp_path,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    # --force: the test's sender (@localhost) and http links are what the gate refuses
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "run", "--force"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     smtp_sink.wait_for(3)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
@@ -415,6 +417,60 @@ def test_sigterm_stops_the_daemon_cleanly(db_url: str, smtp_sink: SmtpSink,
                                 .group_by(Delivery.status)).all())
     assert counts.get("sending", 0) == 0
     assert counts.get("sent") == len(smtp_sink.messages) < len(people)
+
+
+@pytest.mark.slow  # ~3 s: a `newsletter run` process
+def test_the_daemon_holds_the_compliance_gate_that_send_holds(db_url: str,
+                                                              smtp_sink: SmtpSink,
+                                                              tmp_path: Path) -> None:
+    """`newsletter send` refuses non-compliant mail through a real transport; the
+    scheduler must not send it either. Without --force the daemon says why at start
+    (each problem, as `send` names them), plans and sends nothing, not even the
+    catch-up slot that --force sends at once (the test above), stays up, and stops
+    cleanly."""
+    populate(db_url, [(f"g{i}@example.org", "UTC", 0) for i in range(5)])  # all due
+    env = cli_env(db_url, smtp_sink)
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "run"], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:  # up to the jobs' announcement: the scheduler has started
+        lines.append(line)
+        if "scheduled: send this hour's slot" in line:
+            break
+    time.sleep(2.0)  # a catch-up slot runs at once: with --force 5 emails by now
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=30)[1]
+    stderr = "".join(lines) + rest
+    assert proc.returncode == 0, stderr
+    refused = [ln for ln in stderr.splitlines() if "refusing to send through smtp" in ln]
+    assert refused, stderr
+    for problem in ("web.base_url", "sender.from_address", "sender.postal_address"):
+        assert problem in refused[0], refused[0]
+    assert "--force" in refused[0]
+    assert "catch up" not in stderr
+    assert smtp_sink.messages == []
+    with session_scope(get_engine(db_url)) as s:
+        assert s.scalar(select(func.count()).select_from(Delivery)) == 0
+
+
+def test_a_refused_scheduler_keeps_its_times_but_only_says_why() -> None:
+    """The jobs of a daemon the gate holds back: ingest as usual; the slot and the
+    retries at their usual times, each only logging the refusal; no catch-up."""
+    from newsletter.delivery import scheduler
+
+    app = App(Settings())
+    held = {j.id: j for j in scheduler.build_scheduler(app, catch_up=True,
+                                                       refused="refusing: why").get_jobs()}
+    assert set(held) == {"ingest", "send", "deferred"}
+    for job_id in ("send", "deferred"):
+        assert held[job_id].func is scheduler.refuse_sending
+        assert held[job_id].args == (job_id, "refusing: why")
+    free = {j.id: j for j in scheduler.build_scheduler(app, catch_up=True).get_jobs()}
+    assert free["send"].func is scheduler.send_slot and "catch-up" in free
+    assert str(free["send"].trigger) == str(held["send"].trigger)
+    assert str(free["deferred"].trigger) == str(held["deferred"].trigger)
 
 
 # ---- 4. disk full: the outbox holds only whole messages ----------------------------

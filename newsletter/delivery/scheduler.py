@@ -17,6 +17,12 @@
   line, and the next tick tries again.
 * SIGTERM/SIGINT: the running slot stops claiming, finishes what is in flight and
   gives the rest back; the scheduler then stops.
+* mail that would be non-compliant through a real transport (an http unsubscribe
+  link, a local sender, no postal address: the gate ``newsletter send`` holds) is not
+  sent: the daemon says why when it starts and at every slot and retry, and keeps
+  ingesting and reading bounces; ``newsletter run --force`` sends anyway, as ``send
+  --force`` does. The daemon stays up rather than exits: under systemd's
+  ``Restart=always`` an exit would only restart it every few seconds.
 """
 
 from __future__ import annotations
@@ -120,6 +126,12 @@ def retry_deferred(app: App, now: dt.datetime | None = None,
     return done
 
 
+def refuse_sending(job: str, why: str) -> None:
+    """A slot or retry that the compliance gate holds back: one log line saying why."""
+    log.error("%s: %s (run `newsletter check`; `newsletter run --force` sends anyway)",
+              job, why, extra={"job": job, "error": why})
+
+
 def fetch_bounces(app: App) -> Any:
     """Read the bounce mailbox once. Never raises: a mailbox that is down (or a report
     that trips a bug) must not stop the sending, so each failure is one log line."""
@@ -144,7 +156,10 @@ def fetch_bounces(app: App) -> Any:
 
 
 def build_scheduler(app: App, shutdown: Shutdown | None = None, *,
-                    background: bool = False, catch_up: bool = False) -> Any:
+                    background: bool = False, catch_up: bool = False,
+                    refused: str = "") -> Any:
+    """The daemon's jobs. ``refused``: why mail may not be sent (the compliance gate):
+    the send and retry jobs keep their times but only say so."""
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
     from apscheduler.triggers.cron import CronTrigger
@@ -155,19 +170,25 @@ def build_scheduler(app: App, shutdown: Shutdown | None = None, *,
     sched.add_job(ingest_sources, CronTrigger.from_crontab(
         app.settings.schedule.ingest_cron, timezone=app.settings.schedule.timezone),
         args=[app], id="ingest", name="ingest every [[sources]]")
-    sched.add_job(send_slot, CronTrigger(minute=0, timezone=dt.UTC), args=[app],
-                  kwargs={"shutdown": shutdown}, id="send", name="send this hour's slot")
+    slot: tuple[Callable[..., Any], list[Any], dict[str, Any]] = (
+        (refuse_sending, ["send", refused], {}) if refused
+        else (send_slot, [app], {"shutdown": shutdown}))
+    retry: tuple[Callable[..., Any], list[Any], dict[str, Any]] = (
+        (refuse_sending, ["deferred", refused], {}) if refused
+        else (retry_deferred, [app], {"shutdown": shutdown}))
+    sched.add_job(slot[0], CronTrigger(minute=0, timezone=dt.UTC), args=slot[1],
+                  kwargs=slot[2], id="send", name="send this hour's slot")
     from apscheduler.triggers.interval import IntervalTrigger
 
     every = min(max(app.settings.delivery.retry_first_minutes, 1.0), 60.0)
-    sched.add_job(retry_deferred, IntervalTrigger(minutes=every, timezone=dt.UTC),
-                  args=[app], kwargs={"shutdown": shutdown}, id="deferred",
+    sched.add_job(retry[0], IntervalTrigger(minutes=every, timezone=dt.UTC),
+                  args=retry[1], kwargs=retry[2], id="deferred",
                   name="send again the deferred deliveries that are due")
     if app.settings.bounces.mailbox:
         sched.add_job(fetch_bounces, IntervalTrigger(
             minutes=app.settings.bounces.fetch_minutes, timezone=dt.UTC), args=[app],
             id="bounces", name="read the bounce mailbox")
-    if catch_up:
+    if catch_up and not refused:
         sched.add_job(send_slot, args=[app], kwargs={"shutdown": shutdown}, id="catch-up",
                       name="catch up: this hour's slot now",
                       next_run_time=dt.datetime.now(dt.UTC))
@@ -175,9 +196,19 @@ def build_scheduler(app: App, shutdown: Shutdown | None = None, *,
 
 
 def run_daemon(app: App, shutdown: Shutdown,
-               announce: Callable[[str], None] = log.info) -> None:
-    """Run until ``shutdown`` is requested; then let the running job wind down."""
-    sched = build_scheduler(app, shutdown, background=True, catch_up=True)
+               announce: Callable[[str], None] = log.info, *, force: bool = False) -> None:
+    """Run until ``shutdown`` is requested; then let the running job wind down.
+    ``force``: send although the compliance gate finds the mail non-compliant."""
+    from newsletter.service.sending import compliance_blockers, refusal
+
+    s = app.settings
+    blockers = compliance_blockers(s.transport, s.web, s.sender)
+    refused = refusal(s.transport.backend, blockers) if blockers and not force else ""
+    if refused:
+        refuse_sending("sending", refused)
+    for line in blockers if force else ():
+        log.warning("sending anyway (--force): %s", line, extra={"job": "send"})
+    sched = build_scheduler(app, shutdown, background=True, catch_up=True, refused=refused)
     for job in sched.get_jobs():
         announce(f"scheduled: {job.name} ({job.trigger})")
     sched.start()
