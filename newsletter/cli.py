@@ -973,7 +973,9 @@ def web(
     logging.getLogger("newsletter.web").info("serving %s on %s:%s", a.settings.web.base_url,
                                              host, port)
     uvicorn.run(starlette, host=host, port=port, log_config=None,  # our handlers
-                log_level=a.settings.log.level)
+                log_level=a.settings.log.level, proxy_headers=True,
+                # the client the limits count: behind a proxy, the one it names
+                forwarded_allow_ips=a.settings.web.forwarded_allow_ips)
 
 
 @webhooks_app.command("urls")

@@ -129,11 +129,42 @@ class WebConfig(_Section):
     render_processes: int = Field(default=1, ge=0, le=32)
     """Processes that rank and render for the web pages (preferences, view in browser);
     0 = threads in the server process."""
+    forwarded_allow_ips: str = "127.0.0.1"
+    """The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed,
+    comma-separated addresses or networks ("127.0.0.1,172.16.0.0/12"). The client the
+    sign-up and login limits count is the first address of X-Forwarded-For, from the
+    right, that is not one of them; a request from anywhere else counts as its own
+    address. Behind Docker's published port the proxy arrives from the bridge network,
+    so name that network (deploy/compose.yaml does), or every visitor shares one limit.
+    Empty: no proxy is believed."""
 
     @field_validator("secret_keys", "retired_keys", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        """Each an address or network: "*" (anyone's header believed, so anyone could
+        name any client and step around the limits) and typos are refused at load."""
+        import ipaddress
+
+        out = []
+        for item in (p.strip() for p in v.split(",")):
+            if not item:
+                continue
+            if item == "*":
+                raise ValueError('"*" would believe any client\'s X-Forwarded-For (and '
+                                 "let it dodge the sign-up and login limits); name the "
+                                 "proxies' addresses or networks")
+            try:  # as the server compares them: a network by its prefix, not "10.0.0.1/8"
+                out.append(str(ipaddress.ip_network(item, strict=False)) if "/" in item
+                           else str(ipaddress.ip_address(item)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network, e.g. "
+                                 "127.0.0.1 or 172.16.0.0/12") from None
+        return ",".join(out)
 
 
 class WebhooksConfig(_Section):

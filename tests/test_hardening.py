@@ -803,3 +803,63 @@ def test_n11_an_unconfirmed_sign_up_of_an_erased_address_does_not_stay(world) ->
         subscribers.sign_up(s, other, settings.web)
     with session_scope(engine) as s:
         assert s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org")) is None
+
+
+# ---- behind a proxy: the client the limits count ----------------------------------------
+
+def test_the_sign_up_limit_counts_the_client_a_trusted_proxy_names(world) -> None:  # type: ignore[no-untyped-def]
+    """`newsletter web` as a real process, behind a "proxy" at 127.0.0.2 (as Docker's
+    bridge gateway is to a container): with [web] forwarded_allow_ips naming it, each
+    visitor its X-Forwarded-For names has a limit of their own, and the address nginx
+    appends (the rightmost) is the one counted, whatever the client wrote before it. A
+    peer not named (127.0.0.3) is counted as itself, its header ignored: before the
+    setting, the proxy was such a peer and every visitor shared its one limit."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import free_port
+
+    _, engine = world
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | {
+        "NEWSLETTER_DATABASE__URL": str(engine.url), "NEWSLETTER_WEB__BASE_URL": base,
+        "NEWSLETTER_WEB__RENDER_PROCESSES": "0",
+        "NEWSLETTER_WEB__SIGNUPS_PER_CLIENT_PER_HOUR": "2",
+        "NEWSLETTER_WEB__FORWARDED_ALLOW_IPS": "127.0.0.2"}
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "web", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+    def sign_up(source: str, forwarded: str | None, n: int) -> int:
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        transport = httpx.HTTPTransport(local_address=source)
+        with httpx.Client(base_url=base, transport=transport, headers=headers,
+                          timeout=30) as c:
+            token = csrf_of(c, "/subscribe")
+            return c.post("/subscribe", data={
+                "csrf": token, "email": f"n{n}@example.org", "keywords": "diffusion",
+                "tz": "UTC", "hour": "7"}).status_code
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(base + "/static/site.css", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        # through the proxy: three visitors, each under their own limit of 2
+        assert [sign_up("127.0.0.2", f"10.0.0.{i}", i) for i in range(3)] == [200] * 3
+        # one visitor: a third sign-up is over; a name written before nginx's own
+        # (the client's X-Forwarded-For, which nginx appends to) changes nothing
+        codes = [sign_up("127.0.0.2", f"203.0.113.{i}, 10.0.0.9", 10 + i) for i in range(3)]
+        assert codes == [200, 200, 429]
+        # not a named proxy: its header is ignored, so its visitors share its address
+        codes = [sign_up("127.0.0.3", f"10.1.0.{i}", 20 + i) for i in range(3)]
+        assert codes == [200, 200, 429]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
