@@ -863,3 +863,25 @@ def test_the_sign_up_limit_counts_the_client_a_trusted_proxy_names(world) -> Non
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def test_pages_with_a_subscribers_data_are_never_stored_by_a_cache(site: Site) -> None:
+    """Preferences, their archive, the unsubscribe and erase pages, view in browser and
+    the feed show a subscriber's address or emails (and set the CSRF cookie): no-store,
+    so neither a shared cache nor the next user of a shared browser keeps them; the
+    static files keep their own public caching."""
+    client = httpx.Client(timeout=30)
+    ada = site.sub_id("ada@example.org")
+    with session_scope(site.engine) as s:
+        from newsletter.store.models import Edition
+
+        edition = s.scalar(select(Edition.id).limit(1)) or 1
+    urls = [site.links.preferences(ada), site.links.preferences(ada, "archive"),
+            site.links.preferences(ada, "erase"), site.links.unsubscribe(ada),
+            site.links.view(ada, edition), site.links.feed(ada), site.url + "/subscribe"]
+    for url in urls:
+        r = client.get(url)
+        assert r.status_code < 500, (url, r.status_code)
+        assert r.headers.get("cache-control") == "no-store", (url, r.headers)
+    css = client.get(site.url + "/static/site.css")
+    assert css.headers["cache-control"] == "public, max-age=3600"

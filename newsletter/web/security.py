@@ -4,7 +4,10 @@
   script at all; the one script is a same-origin file), ``frame-ancestors 'none'``
   so the one-button pages cannot be clickjacked, ``nosniff``, and
   ``Referrer-Policy: no-referrer`` because our URLs carry tokens. HSTS when the
-  public address is https.
+  public address is https. ``Cache-Control: no-store`` unless the answer says
+  otherwise (the static files are public): the pages show a subscriber's address,
+  profile and emails, and set the CSRF cookie, none of it for a shared cache or the
+  next user of a shared browser.
 * CSRF: a double-submit token (an HttpOnly SameSite=Strict cookie, and in every
   form an HMAC of it), plus an Origin check. RFC 8058 one-click unsubscribe is the
   exception by design: the mail client posts it with no page and no cookie.
@@ -45,6 +48,7 @@ class SecurityHeaders:
             (b"referrer-policy", b"no-referrer"),
             (b"x-frame-options", b"DENY"),
             (b"cross-origin-opener-policy", b"same-origin"),
+            (b"cache-control", b"no-store"),  # (a route that sets its own keeps it)
         ]
         if https:
             self.headers.append((b"strict-transport-security",
