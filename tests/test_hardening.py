@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -885,3 +886,35 @@ def test_pages_with_a_subscribers_data_are_never_stored_by_a_cache(site: Site) -
         assert r.headers.get("cache-control") == "no-store", (url, r.headers)
     css = client.get(site.url + "/static/site.css")
     assert css.headers["cache-control"] == "public, max-age=3600"
+
+
+def test_sign_ups_from_all_clients_together_have_a_cap(world, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Many clients, each under its own limit (an IPv6 /48 holds 65,536 /64s, each a
+    client): [web] signups_per_hour bounds the confirmation emails they make together.
+    Past it every client is refused (429), the log says so once, and the posts refused
+    send no email."""
+    import logging
+
+    from .web_support import running_site
+
+    settings, engine = world
+    with running_site(settings, engine, signups_per_client_per_hour=2,
+                      signups_per_hour=3) as site:
+        outbox = Path(site.settings.outbox.path)
+        before = len(list(outbox.glob("*.eml"))) if outbox.exists() else 0
+
+        def sign_up(source: str, n: int) -> int:
+            transport = httpx.HTTPTransport(local_address=source)
+            with httpx.Client(transport=transport, timeout=30) as c:
+                return post_form(c, site.url + "/subscribe", {
+                    "email": f"crowd{n}@example.org", "keywords": "diffusion",
+                    "tz": "UTC", "hour": "7"}).status_code
+
+        with caplog.at_level(logging.WARNING, logger="newsletter.web"):
+            codes = [sign_up(f"127.0.0.{10 + i}", i) for i in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+        refusals = [r for r in caplog.records if "sign-ups refused" in r.getMessage()]
+        assert len(refusals) == 1 and "signups_per_hour" in refusals[0].getMessage()
+        site.wait_background()
+        made = len(list(outbox.glob("*.eml"))) - before
+        assert made == 3, made

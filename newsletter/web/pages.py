@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -111,10 +112,28 @@ async def subscribe(request: Request) -> Response:
     if not web.limiter.allow(client):
         return web.error(request, 429, "Too many sign-ups",
                          "Too many sign-ups from your network in the last hour; try later.")
+    if not web.all_signups.allow(EVERYONE):
+        _flooded(web)
+        return web.error(request, 429, "Too many sign-ups",
+                         "Too many sign-ups in the last hour; please try again later.")
     # Everything that depends on the address happens after the answer: the same page,
     # in the same time, whether it is new, pending or already subscribed.
     web.spawn(process(web.app, web.links, web.email_templates, sign_up))
     return done
+
+
+EVERYONE = "everyone"  # the all-clients limiter's one key
+
+
+def _flooded(web: Web) -> None:
+    """A sign-up refused because all clients together reached [web] signups_per_hour:
+    one warning a minute at most, so the operator learns of the flood, not of each post."""
+    now = time.monotonic()
+    if now - web.flood_logged_at >= 60:
+        web.flood_logged_at = now
+        log.warning("sign-ups refused: %d in the last hour from all clients ([web] "
+                    "signups_per_hour); confirmation emails are held back",
+                    web.settings.web.signups_per_hour)
 
 
 def _load(web: Web, sub_id: int) -> Subscriber | None:
