@@ -253,6 +253,19 @@ def test_n4_body_limits_before_parsing_on_every_route(console: Console) -> None:
         assert s.scalar(select(Subscriber.id).where(Subscriber.email == "bulk2999@example.org"))
 
 
+def wait_until_serving(base: str, timeout: float = 60) -> None:
+    """Until a `newsletter web` process started at ``base`` answers (or ``timeout``)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(base + "/static/site.css", timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
 # ---- N6: no token in any log line -------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
@@ -262,7 +275,6 @@ def test_n6_no_log_line_of_newsletter_web_carries_a_token(world, fmt: str) -> No
     import os
     import subprocess
     import sys
-    import time
 
     from sqlalchemy import text
 
@@ -288,13 +300,7 @@ def test_n6_no_log_line_of_newsletter_web_carries_a_token(world, fmt: str) -> No
     proc = subprocess.Popen([sys.executable, "-m", "newsletter", "web", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(base + "/static/site.css", timeout=2)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until_serving(base)
         prefs = links.preferences(grace, nonce=nonce)
         unsub = links.unsubscribe(grace, nonce)
         with engine.begin() as conn:  # a real error while answering a token URL
@@ -818,7 +824,6 @@ def test_the_sign_up_limit_counts_the_client_a_trusted_proxy_names(world) -> Non
     import os
     import subprocess
     import sys
-    import time
 
     from .conftest import free_port
 
@@ -845,13 +850,7 @@ def test_the_sign_up_limit_counts_the_client_a_trusted_proxy_names(world) -> Non
                 "tz": "UTC", "hour": "7"}).status_code
 
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(base + "/static/site.css", timeout=2)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until_serving(base)
         # through the proxy: three visitors, each under their own limit of 2
         assert [sign_up("127.0.0.2", f"10.0.0.{i}", i) for i in range(3)] == [200] * 3
         # one visitor: a third sign-up is over; a name written before nginx's own
