@@ -195,3 +195,51 @@ def test_deferral_on_both_databases(db_url: str, smtp_sink: SmtpSink) -> None:
     ada = row(engine, "ada@example.org")
     assert (ada.status, ada.first_try_at, ada.next_try_at) == ("sent", T0, None)
     assert smtp_sink.count("ada@example.org") == smtp_sink.count("grace@example.org") == 1
+
+
+def test_rows_an_interrupted_send_left_pending_are_sent_by_the_retry_job(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """A `send` stopped part-way (Ctrl-C, SIGTERM, a crash) leaves its edition's other
+    rows pending. No slot plans those people again (they have that day's row), so the
+    daemon's retry job sends them once nothing has touched them for ``LEFT_AFTER``:
+    not while they are fresh (the workers of a `send --queue` start first), not while
+    a run holds a row of that edition (it is being delivered), each once."""
+    from sqlalchemy import update
+
+    from newsletter.service.editions import LEFT_AFTER
+    from newsletter.store.models import DeliveryStatus, Edition
+
+    from .editions_support import plan_edition
+
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)
+    app = App(settings, engine)
+    planned = plan_edition(settings, engine, DAY)  # planned, then the run was stopped
+    assert planned.edition is not None and planned.pending > 0
+    edition = planned.edition.id
+    with session_scope(engine) as s:
+        touched = s.scalar(select(func.max(Delivery.updated_at))
+                           .where(Delivery.edition_id == edition))
+        first = s.scalar(select(func.min(Delivery.id)).where(Delivery.edition_id == edition))
+    assert touched is not None
+    fresh = retry_deferred(app, now=touched + LEFT_AFTER - dt.timedelta(minutes=1))
+    assert fresh.due == 0 and smtp_sink.messages == []
+    with session_scope(engine) as s:  # a live run holds one of its rows
+        s.execute(update(Delivery).where(Delivery.id == first).values(
+            status=DeliveryStatus.SENDING, lease_owner="elsewhere:1:1",
+            lease_expires=touched + dt.timedelta(hours=1)))
+    held = retry_deferred(app, now=touched + LEFT_AFTER)
+    assert held.due == 0 and smtp_sink.messages == []
+    with session_scope(engine) as s:  # that run was killed: its lease runs out
+        s.execute(update(Delivery).where(Delivery.id == first).values(
+            lease_expires=touched - dt.timedelta(seconds=1)))
+    done = retry_deferred(app, now=touched + LEFT_AFTER)
+    assert done.due == planned.pending and done.editions == [edition]
+    assert done.report.counts == {"sent": planned.pending}
+    assert retry_deferred(app, now=touched + 2 * LEFT_AFTER).due == 0  # nothing left
+    assert sorted({n for n in (smtp_sink.count(r) for r, _ in smtp_sink.messages)}) == [1]
+    with session_scope(engine) as s:
+        assert s.scalar(select(Edition.id).where(Edition.id == edition)) == edition
+        left = s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.edition_id == edition, Delivery.status != DeliveryStatus.SENT))
+    assert left == 0

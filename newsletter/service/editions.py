@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, case, func, select
 
 from newsletter.delivery.deliver import DeliverReport, deliver, fewer_collections, run_async
 from newsletter.delivery.edition import (
@@ -261,8 +261,9 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
 
 @dataclass
 class Retried:
-    """The deferred rows sent again by one ``retry_deferred``: how many were due, in
-    which editions, and how their sending went."""
+    """The rows sent again by one ``retry_deferred`` (deferred rows due, and rows an
+    interrupted run left pending): how many were due, in which editions, and how
+    their sending went."""
 
     due: int = 0
     editions: list[int] = field(default_factory=list)
@@ -273,16 +274,19 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
                    now: dt.datetime | None = None, skip: int | None = None,
                    shutdown: Shutdown | None = None,
                    on_progress: Callable[[Outcome], None] | None = None) -> Retried:
-    """Send again every deferred row whose next try is due at ``now``, edition by
-    edition (each renders with its own papers); ``skip`` is an edition just
-    delivered. What `newsletter run` does between its slots, and `send` after its own
-    edition."""
+    """Send again every deferred row whose next try is due at ``now``, and the rows an
+    interrupted run left pending (``left_pending``), edition by edition (each renders
+    with its own papers); ``skip`` is an edition just delivered. What `newsletter run`
+    does between its slots, and `send` after its own edition."""
     at = clock_at(now)()
     with session_scope(engine, readonly=True) as s:
-        rows = s.execute(select(Delivery.edition_id, func.count())
-                         .where(Delivery.status == DeliveryStatus.DEFERRED,
-                                Delivery.next_try_at <= at)
-                         .group_by(Delivery.edition_id).order_by(Delivery.edition_id)).all()
+        due = dict(s.execute(select(Delivery.edition_id, func.count())
+                             .where(Delivery.status == DeliveryStatus.DEFERRED,
+                                    Delivery.next_try_at <= at)
+                             .group_by(Delivery.edition_id)).all())
+        for edition_id, n in left_pending(s, at):
+            due[edition_id] = due.get(edition_id, 0) + n
+    rows = sorted(due.items())
     done = Retried()
     for edition_id, n in rows:
         if edition_id == skip or (shutdown is not None and shutdown.requested):
@@ -294,6 +298,31 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
             done.editions.append(edition_id)
             done.report.add(report)
     return done
+
+
+LEFT_AFTER = dt.timedelta(minutes=10)
+
+
+def left_pending(session: Any, at: dt.datetime) -> list[tuple[int, int]]:
+    """(edition, rows to send) of each edition that nothing is delivering: rows pending
+    (or leased by a holder whose lease has run out: a killed run), none under a lease
+    still running (a live `send`, scheduler slot or worker always holds the rows it
+    claimed ahead), none touched for ``LEFT_AFTER``. An interrupted `send` (Ctrl-C,
+    SIGTERM, a crash) leaves its edition so, and no later slot plans those people
+    again (they have that day's row): without this their email waited for someone to
+    run `send` again. The wait lets the workers of a `send --queue` start on their
+    edition first."""
+    rows = session.execute(
+        select(Delivery.edition_id,
+               func.sum(case(((Delivery.status == DeliveryStatus.PENDING)
+                              | (Delivery.lease_expires <= at), 1), else_=0)),
+               func.sum(case(((Delivery.status == DeliveryStatus.SENDING)
+                              & (Delivery.lease_expires > at), 1), else_=0)),
+               func.max(Delivery.updated_at))
+        .where(Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]))
+        .group_by(Delivery.edition_id)).all()
+    return [(int(edition_id), int(waiting)) for edition_id, waiting, live, touched in rows
+            if waiting and not live and touched is not None and touched <= at - LEFT_AFTER]
 
 
 def deliver_edition(config: EditionConfig, engine: Engine, edition_id: int,
