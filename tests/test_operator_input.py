@@ -201,3 +201,25 @@ def test_a_metrics_port_past_65535_is_refused_before_anything_starts(cli) -> Non
         r = cli(*command, "--metrics-port", "91010")
         assert r.code == 2 and "--metrics-port" in r.stderr and "65535" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_a_database_that_does_not_answer_or_parse_is_one_line(cli) -> None:  # type: ignore[no-untyped-def]
+    """`preview` (the command step 5 of "Running in production" runs) against a
+    database that refuses the connection, and `check` and `preview` with a URL that
+    does not parse: one line naming [database] url (check: its ✗ line), no traceback,
+    as every other command says it."""
+    from .conftest import free_port
+
+    dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
+    r = cli("preview", env={"NEWSLETTER_DATABASE__URL": dead})
+    assert r.code == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: [database] url: cannot open"), lines
+    for command in ("preview", "status"):
+        r = cli(command, env={"NEWSLETTER_DATABASE__URL": "notaurl"})
+        assert r.code == 2 and "Traceback" not in r.stderr, (command, r.stderr)
+        assert "[database] url: cannot use 'notaurl'" in r.stderr, (command, r.stderr)
+    r = cli("check", env={"NEWSLETTER_DATABASE__URL": "sqlite:/one-slash.db"})
+    assert r.code == 1 and "Traceback" not in r.stderr, r.stderr
+    database = [ln for ln in r.stdout.splitlines() if " database:" in ln]
+    assert database and database[0].startswith("✗") and "cannot use" in database[0], r.stdout

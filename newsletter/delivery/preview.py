@@ -76,11 +76,9 @@ class PreviewReport:
 def preview_engine(url: str) -> Engine:
     """An engine that neither creates nor migrates: a SQLite file that is not there
     is an error, not a new empty database (connecting would create the file)."""
-    from sqlalchemy.engine import make_url
+    from newsletter.store.db import make_engine, parse_url
 
-    from newsletter.store.db import make_engine
-
-    parsed = make_url(url)
+    parsed = parse_url(url)
     db = parsed.database
     if parsed.get_backend_name() == "sqlite" and db not in (None, "", ":memory:") \
             and not Path(str(db)).exists():
@@ -91,7 +89,14 @@ def preview_engine(url: str) -> Engine:
 
 def require_database(engine: Engine) -> None:
     """Preview reads; it never creates or migrates a database (nor makes a signing key)."""
-    state = schema_state(engine)
+    from sqlalchemy.exc import OperationalError
+
+    from newsletter.store.db import cannot_open
+
+    try:
+        state = schema_state(engine)
+    except OperationalError as exc:  # refused, unknown database: the one line
+        raise cannot_open(engine, exc) from None
     if state == "missing":
         raise InputError("no database yet: ingest papers and add subscribers first")
     if state != "current":

@@ -15,13 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.config import Settings, WebConfig
 from newsletter.delivery.check import FAIL, INFO, OK, Item, check_bounces, run_checks
+from newsletter.errors import ConfigError
 from newsletter.store import key_use
-from newsletter.store.db import make_engine, schema_state, session_scope
+from newsletter.store.db import make_engine, parse_url, schema_state, session_scope
 
 KEY_FIX = ('generate one with `python3 -c "import secrets; print(secrets.token_urlsafe(32))"` '
            "and put it first in NEWSLETTER_WEB__SECRET_KEYS")
@@ -31,9 +31,13 @@ PLACEHOLDERS = ("CHANGE-ME", "change-me", "changeme", "secret")
 
 def check_database(url: str) -> tuple[Item, Engine | None]:
     """Whether the database answers and its schema is the newest; the engine if so."""
-    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        parsed = parse_url(url)
+    except ConfigError as exc:
+        return Item("database", FAIL, exc.message, "check [database] url, e.g. "
+                    "sqlite:///subscribers.db or postgresql+psycopg://user@host/db"), None
+    shown = parsed.render_as_string(hide_password=True)
     fix = "run `newsletter db upgrade` (same configuration and environment)"
-    parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
             and not Path(str(parsed.database)).exists():
         return Item("database", FAIL, f"{shown}: no database yet", fix), None

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -106,6 +106,21 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def parse_url(url: str) -> URL:
+    """``url`` parsed, or the one-line ConfigError every command gives for it."""
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"[database] url: cannot use {url!r}: {exc}") from None
+
+
+def cannot_open(engine: Engine, exc: OperationalError) -> ConfigError:
+    """The one line for a database that does not answer (refused, unknown, no file)."""
+    return ConfigError(
+        f"[database] url: cannot open {engine.url.render_as_string(hide_password=True)}: "
+        f"{str(exc.orig).strip().splitlines()[0]}")
+
+
 def get_engine(url: str, *, migrate: bool = True) -> Engine:
     """The process-wide engine for ``url``, migrated to the newest schema."""
     engine = _engines.get(url)
@@ -142,10 +157,7 @@ def upgrade(engine: Engine) -> None:
 
         command.upgrade(_alembic_config(engine), "head")
     except OperationalError as exc:
-        raise ConfigError(
-            f"[database] url: cannot open {engine.url.render_as_string(hide_password=True)}: "
-            f"{str(exc.orig).strip().splitlines()[0]}"
-        ) from None
+        raise cannot_open(engine, exc) from None
 
 
 def _is_current(engine: Engine) -> bool:
