@@ -26,6 +26,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from newsletter.errors import ConfigError
@@ -394,9 +395,18 @@ class SourceConfig(_Section):
     """auto (tell the format from the content), dailypapers, arxiv, feed, json, jsonfeed
     or pagedump."""
     url: str | None = None
-    """A URL to fetch it from."""
+    """A URL to fetch it from (this or `path`, not both)."""
     path: str | None = None
-    """A local file to read instead of a URL."""
+    """A local file to read instead of a URL (this or `url`, not both)."""
+
+    @model_validator(mode="after")
+    def _one_place(self) -> SourceConfig:
+        """Exactly one of url and path, checked at load: with both, one was silently
+        ignored; with neither, the entry failed only when the daemon ingested it."""
+        if bool(self.url) == bool(self.path):
+            given = "both url and path" if self.url else "neither url nor path"
+            raise ValueError(f"{self.name!r} has {given}: give one")
+        return self
 
 
 class RankingConfig(_Section):
@@ -557,6 +567,19 @@ class Settings(_Section):
     metrics: MetricsConfig = MetricsConfig()
     bounces: BouncesConfig = BouncesConfig()
     sources: list[SourceConfig] = Field(default_factory=list)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, v: list[SourceConfig]) -> list[SourceConfig]:
+        """A name names one source: `ingest NAME` read the first of two, and `sources
+        list` showed the other as ingested too."""
+        seen: set[str] = set()
+        for src in v:
+            if src.name in seen:
+                raise ValueError(f"two [[sources]] entries are named {src.name!r}: "
+                                 "each name must be its own")
+            seen.add(src.name)
+        return v
     source_file: str | None = None  # where the file layer came from, for messages
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:

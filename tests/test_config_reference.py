@@ -190,13 +190,16 @@ def test_init_as_a_process(cli_process, tmp_path: Path) -> None:  # type: ignore
         exclude={"source_file"}) == defaults()
 
 
+URL_DOC = "A URL to fetch it from (this or `path`, not both)."
+
+
 def test_key_meanings_come_from_the_source_and_are_empty_without_it(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each key's meaning is the docstring under it in config.py (read once, only for
     the reference); an install without that source gives empty meanings, not a crash."""
     from newsletter import config
 
-    assert config.key_doc(SourceConfig, "url") == "A URL to fetch it from."
+    assert config.key_doc(SourceConfig, "url") == URL_DOC
     assert config.key_doc(SourceConfig, "kind") == (
         "auto (tell the format from the content), dailypapers, arxiv, feed, json, jsonfeed\n"
         "or pagedump.")
@@ -208,4 +211,4 @@ def test_key_meanings_come_from_the_source_and_are_empty_without_it(
     finally:
         monkeypatch.undo()
         config._key_docs.cache_clear()
-    assert config.key_doc(SourceConfig, "url") == "A URL to fetch it from."
+    assert config.key_doc(SourceConfig, "url") == URL_DOC

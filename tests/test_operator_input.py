@@ -50,6 +50,13 @@ def test_dead_broker_is_one_line_and_plans_nothing(cli, tmp_path: Path) -> None:
     ('[schedule]\ntimezone = "Mars/X"\n', "[schedule] timezone: unknown time zone 'Mars/X'"),
     ('[sender]\nfrom_address = ""\n', "[sender] from_address: an email address is required"),
     ('[sender]\nfrom_address = "not an address"\n', "[sender] from_address: not a valid"),
+    # a name is one source: `ingest a` read the first, `sources list` showed both ingested
+    ('[[sources]]\nname = "a"\npath = "a.atom"\n\n[[sources]]\nname = "a"\npath = "b.atom"\n',
+     "two [[sources]] entries are named 'a'"),
+    # one of url and path: both (one silently ignored), neither (failed at ingest time)
+    ('[[sources]]\nname = "a"\npath = "a.atom"\nurl = "https://example.org/f"\n',
+     "[[sources]] #1: 'a' has both url and path"),
+    ('[[sources]]\nname = "a"\n', "[[sources]] #1: 'a' has neither url nor path"),
 ])
 def test_bad_config_values_fail_at_load(cli, tmp_path: Path, toml: str, expected: str) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "config.toml").write_text(toml)
