@@ -77,6 +77,10 @@ def test_a_key_that_signed_links_cannot_be_dropped(cli, tmp_path: Path) -> None:
         assert r.code != 0, (command, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert fingerprint(old) in r.stderr and "retired_keys" in r.stderr
+        # the dropped key came from the environment: the hint points there, not at
+        # `keys show` (it prints the database's own key, which signed nothing here)
+        assert "NEWSLETTER_WEB__SECRET_KEYS" in r.stderr, r.stderr
+        assert "prints the stored key" not in r.stderr, r.stderr
     bad = cli("check", "--json", env=_env(tmp_path, new))
     item = next(i for i in json.loads(bad.stdout)["items"] if i["key"] == "web.secret_keys")
     assert not item["ok"] and fingerprint(old) in item["detail"] and "retired_keys" in item["fix"]
@@ -144,3 +148,13 @@ def test_migration_records_the_stored_key_of_a_database_in_use(tmp_path: Path) -
             used = conn.execute(text("SELECT fingerprint FROM signing_key_uses")).scalars().all()
         assert used == ([fingerprint(str(stored))] if in_use else []), name
         engine.dispose()
+
+
+def test_a_dropped_stored_key_is_found_with_keys_show(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Links signed with the database's own key (no [web] secret_keys), then a key set
+    without it: the refusal says `newsletter keys show` prints the one to keep."""
+    assert _send_once(cli, _env(tmp_path)).code == 0
+    r = cli("send", "--yes", env=_env(tmp_path, "new-key-0123456789abcdef"))
+    assert r.code != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "the key stored in the database" in r.stderr
+    assert "`newsletter keys show` prints the stored key" in r.stderr, r.stderr

@@ -25,15 +25,24 @@ def rotation_problem(cfg: WebConfig, session: Session) -> str:
     if not dropped:
         return ""
     stored = stored_key(session)
+    stored_print = key_use.fingerprint(stored) if stored else ""
     names = ", ".join(
         f"{u.fingerprint} (signing since {u.first_used_at:%Y-%m-%d}"
-        + (", the key stored in the database" if stored and
-           key_use.fingerprint(stored) == u.fingerprint else "") + ")" for u in dropped)
+        + (", the key stored in the database" if u.fingerprint == stored_print else "")
+        + ")" for u in dropped)
     retire = ", ".join(f'"{u.fingerprint}"' for u in dropped)
+    # Where the old value is to be found: the database keeps its own key (`keys show`
+    # prints it); a key that came from the configuration is known here only by its
+    # fingerprint, so the operator's old setting is where it is.
+    whence = ("`newsletter keys show` prints the stored key"
+              if all(u.fingerprint == stored_print for u in dropped) else
+              "the value it had in [web] secret_keys or NEWSLETTER_WEB__SECRET_KEYS, whose "
+              "fingerprint is shown here" + ("; `newsletter keys show` prints the stored key"
+                                             if any(u.fingerprint == stored_print
+                                                    for u in dropped) else ""))
     return (f"[web] secret_keys does not hold the key that signed links already sent: "
             f"{names}; every such link would stop working. Keep it after your new key "
-            f"(`newsletter keys show` prints the stored one), or retire it on purpose with "
-            f"[web] retired_keys = [{retire}]")
+            f"({whence}), or retire it on purpose with [web] retired_keys = [{retire}]")
 
 
 def check_rotation(cfg: WebConfig, session: Session) -> None:
