@@ -672,6 +672,56 @@ def _validate(data: dict[str, Any], where: str,
         raise ConfigError(f"{where}: {key}: {msg}") from None
 
 
+# The keys that name files, by section: a relative one in a config file means beside
+# that file (``_anchored``).
+FILE_KEYS = {"outbox": ("path",), "render": ("templates", "dkim_private_key"),
+             "ranking": ("acronyms", "related_terms"), "smtp": ("ca_file",),
+             "bounces": ("ca_file",)}
+
+
+def _anchored(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The file layer with its relative file names made absolute from ``folder``, the
+    config file's own: `newsletter --config /srv/digest/config.toml status` run from
+    elsewhere read and created ``./subscribers.db`` (and looked for the DKIM key, the
+    outbox, the sources' files) in the current folder, splitting the data between two
+    databases. Only what the file says moves; environment overrides and built-in
+    defaults stay relative to the current folder, and a file in the current folder
+    changes nothing."""
+
+    def anchor(value: Any) -> Any:
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            return value
+        return str(folder / value)
+
+    out = dict(data)
+    for section, keys in FILE_KEYS.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {k: anchor(v) if k in keys else v for k, v in out[section].items()}
+    db = out.get("database")
+    if isinstance(db, dict) and isinstance(db.get("url"), str):
+        out["database"] = {**db, "url": _anchored_sqlite(db["url"], folder)}
+    box = out.get("bounces")
+    if isinstance(box, dict) and isinstance(box.get("mailbox"), str) \
+            and box["mailbox"].startswith("maildir:"):
+        out["bounces"] = {**box, "mailbox": "maildir:" + anchor(box["mailbox"][8:])}
+    if isinstance(out.get("sources"), list):
+        out["sources"] = [{**src, "path": anchor(src.get("path"))}
+                          if isinstance(src, dict) and "path" in src else src
+                          for src in out["sources"]]
+    return out
+
+
+def _anchored_sqlite(url: str, folder: Path) -> str:
+    """A SQLite URL with a relative file (``sqlite:///subscribers.db``) made absolute
+    from ``folder``; any other URL as it is (one that does not parse is reported where
+    the database is opened)."""
+    prefix, sep, rest = url.partition(":///")
+    if not sep or not prefix.startswith("sqlite") or not rest or rest.startswith("/") \
+            or rest.startswith(":memory:") or rest.startswith("file:"):
+        return url
+    return f"{prefix}:///{folder / rest}"
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -695,6 +745,9 @@ def load_settings(
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{cfg_path}: cannot read: {exc}") from None
         data["source_file"] = str(cfg_path)
+        folder = cfg_path.resolve().parent
+        if folder != Path.cwd().resolve():
+            data = _anchored(data, folder)
     elif explicit:
         raise ConfigError(f"{cfg_path}: config file not found")
     names: dict[tuple[str, str], str] = {}

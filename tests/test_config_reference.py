@@ -138,7 +138,11 @@ def test_init_writes_every_key_and_loads_back_to_the_defaults(cli, tmp_path: Pat
             assert re.search(rf"(?m)^#(   )? ?{key} \(", text), f"{key}: no meaning line"
 
 
-def test_uncommenting_the_written_defaults_changes_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_uncommenting_the_written_defaults_changes_nothing(cli, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    monkeypatch.chdir(tmp_path)  # read from its own folder (elsewhere, relative files in
+    # it name files beside it: the same files, written as absolute paths)
     assert cli("init").code == 0
     text = (tmp_path / "config.toml").read_text(encoding="utf-8")
     live = tmp_path / "live.toml"

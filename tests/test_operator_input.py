@@ -230,3 +230,29 @@ def test_a_database_that_does_not_answer_or_parse_is_one_line(cli) -> None:  # t
     assert r.code == 1 and "Traceback" not in r.stderr, r.stderr
     database = [ln for ln in r.stdout.splitlines() if " database:" in ln]
     assert database and database[0].startswith("✗") and "cannot use" in database[0], r.stdout
+
+
+def test_relative_files_in_a_config_file_are_beside_that_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`newsletter --config /srv/digest/config.toml …` run from another folder uses
+    the database, outbox and sources beside that file (as run from its folder), not
+    new ones in the current folder: the data was split between two databases."""
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    site.mkdir()
+    elsewhere.mkdir()
+    from .conftest import ROOT
+
+    (site / "papers.json").write_bytes(
+        (ROOT / "newsletter" / "data" / "sample_papers.json").read_bytes())
+    (site / "config.toml").write_text(
+        '[database]\nurl = "sqlite:///subscribers.db"\n[outbox]\npath = "mail"\n'
+        '[[sources]]\nname = "local"\npath = "papers.json"\n')
+    config = str(site / "config.toml")
+    assert cli("--config", config, "ingest", "local", cwd=elsewhere).code == 0
+    assert cli("--config", config, "subscribers", "add", "ada@example.org",
+               "--keywords", "diffusion", cwd=elsewhere).code == 0
+    assert cli("--config", config, "send", "--yes", cwd=elsewhere).code == 0
+    assert (site / "subscribers.db").exists() and list((site / "mail").glob("*.eml"))
+    assert list(elsewhere.iterdir()) == []  # nothing made in the current folder
+    # run from the file's own folder: the same database (ada has had the edition)
+    listed = cli("subscribers", "list", "--json", cwd=site)
+    assert [s["email"] for s in json.loads(listed.stdout)] == ["ada@example.org"]
