@@ -217,3 +217,28 @@ def test_a_bad_mailbox_url_is_one_line() -> None:
         assert "\n" not in str(info.value) and "p@" not in str(info.value)
     with pytest.raises(MailboxError, match="not a Maildir"):
         open_mailbox("maildir:/nonexistent/box")
+
+
+def test_a_message_id_cannot_be_guessed_from_the_ones_a_reader_saw() -> None:
+    """A report quoting a Message-ID we sent is acted on for that delivery, so the IDs
+    must not be guessable from one's own: they were this builder's one random prefix
+    and a counter (``<day.edition.subscriber.PREFIXn@domain>``), so a subscriber who
+    saw theirs could write everyone else's and have them marked bounced or
+    complained. Now no two share any structure beyond their tag."""
+    import os.path
+
+    from newsletter.config import SenderConfig
+    from newsletter.render.mime import MimeBuilder
+
+    builder = MimeBuilder(SenderConfig(from_address="digest@example.org"))
+    ids = [builder.message_id(f"20261206.1.{n}") for n in range(100)]
+    assert len(set(ids)) == len(ids)
+    parts = [i[1:].split("@")[0].rsplit(".", 1)[1] for i in ids]
+    assert all(len(p) == 20 for p in parts)  # 80 bits each
+    # the old scheme shared 12 characters between all of them; two random parts share
+    # a first 7 with odds of 1 in 268 million (here 4,950 pairs)
+    shared = max(len(os.path.commonprefix([a, b]))
+                 for i, a in enumerate(parts) for b in parts[i + 1:])
+    assert shared < 7, shared
+    # the same tag and builder never give the same ID twice (a counter is in the hash)
+    assert builder.message_id("x") != builder.message_id("x")

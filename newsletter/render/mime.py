@@ -23,6 +23,7 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import email.utils
+import hashlib
 import itertools
 import re
 import secrets
@@ -335,7 +336,7 @@ class MimeBuilder:
                                b"Content-Transfer-Encoding: 7bit\r\n\r\n")
         self.tail = b"\r\n--" + b + b"--\r\n"
         self.dkim = dkim
-        self._id_prefix = secrets.token_hex(6)
+        self._id_key = secrets.token_bytes(32)  # this builder's own, never shown
         self._ids = itertools.count(1)  # next() is atomic: threads never share a number
         self._subjects: dict[str, str] = {}  # folded Subject headers: many emails share one
         self.qp = LineQP()
@@ -343,9 +344,15 @@ class MimeBuilder:
         self._date = ""
 
     def message_id(self, tag: str) -> str:
-        """``<tag.random@domain>``: the random part is this builder's own random prefix
-        and a counter (unique without reading the system's random source per message)."""
-        return f"<{tag}.{self._id_prefix}{next(self._ids):x}@{self.domain}>"
+        """``<tag.random@domain>``: the random part is a keyed hash (BLAKE2b, this
+        builder's own random key) of the tag and a counter, unique and unguessable
+        without reading the system's random source per message. Unguessable matters:
+        a bounce or complaint that quotes a Message-ID we sent is acted on for its
+        delivery (service/bounces.py), and a prefix and a counter, as these once were,
+        let a reader who saw their own IDs name everybody else's."""
+        n = next(self._ids)
+        mac = hashlib.blake2b(f"{tag}.{n}".encode(), key=self._id_key, digest_size=10)
+        return f"<{tag}.{mac.hexdigest()}@{self.domain}>"
 
     def _now(self) -> str:
         second = int(time.time())
