@@ -242,3 +242,33 @@ def test_a_message_id_cannot_be_guessed_from_the_ones_a_reader_saw() -> None:
     assert shared < 7, shared
     # the same tag and builder never give the same ID twice (a counter is in the hash)
     assert builder.message_id("x") != builder.message_id("x")
+
+
+def test_a_late_hard_bounce_keeps_a_complaint_and_an_unsubscription(world, tmp_path: Path
+                                                                    ) -> None:
+    """A hard bounce that arrives after the person complained or unsubscribed is
+    recorded (an event, the count) and changes neither: a complaint is the stronger
+    stop, and an unsubscribed person must still be able to come back, which only
+    "unsubscribed" allows. An active one is bounced as before."""
+    from newsletter.store import lifecycle
+
+    engine, rows = world
+    box = maildir(tmp_path / "mail")
+    (d0, s0, complained), (d1, s1, unsubscribed), (d2, s2, active) = rows
+    with session_scope(engine) as s:
+        for sub_id, change in ((s0, lifecycle.complain), (s1, lifecycle.unsubscribe)):
+            sub = s.get(Subscriber, sub_id)
+            assert sub is not None
+            change(s, sub, by="test")
+    for delivery_id, sub_id, email in rows:
+        drop(box, dsn(VERP.address(delivery_id, sub_id), email, "5.1.1"))
+    report = fetch(engine, config(box), KEYS)
+    assert report.counts["hard"] == 3
+    assert status_of(engine, complained) == SubscriberStatus.COMPLAINED
+    assert status_of(engine, unsubscribed) == SubscriberStatus.UNSUBSCRIBED
+    assert status_of(engine, active) == SubscriberStatus.BOUNCED
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Event).where(
+            Event.kind == "bounced")) == 3
+        counts = dict(s.execute(select(Subscriber.id, Subscriber.bounce_count)).all())
+    assert counts == {s0: 1, s1: 1, s2: 1}

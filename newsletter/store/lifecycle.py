@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import FieldError, InputError
@@ -92,10 +92,16 @@ def unsubscribe(session: Session, sub: Subscriber, *, by: str, **detail: Any) ->
     return _set(session, sub, S.UNSUBSCRIBED, "unsubscribed", by, detail)
 
 
+# A hard bounce arriving after these is recorded, and the status stays: a complaint is
+# the stronger "stop" (and kept as such), and an unsubscribed person must still be able
+# to come back (``resubscribe`` revives only "unsubscribed").
+BOUNCE_KEEPS = (S.BOUNCED, S.UNSUBSCRIBED, S.COMPLAINED)
+
+
 def bounce(session: Session, sub: Subscriber, *, by: str, **detail: Any) -> bool:
     """A hard bounce: the address does not exist; stop sending there."""
     sub.bounce_count = (sub.bounce_count or 0) + 1
-    if sub.status == S.BOUNCED:
+    if sub.status in BOUNCE_KEEPS:
         sub.updated_at = utcnow()
         _event(session, sub, "bounced", by, detail)
         return False
@@ -107,7 +113,9 @@ def bounce_id(session: Session, subscriber_id: int, *, by: str = "bounce",
     """The delivery ledger's hook: mark a subscriber bounced by id, in the ledger's
     own transaction (no ORM load needed)."""
     session.execute(update(Subscriber).where(Subscriber.id == subscriber_id)
-                    .values(status=S.BOUNCED, bounce_count=Subscriber.bounce_count + 1,
+                    .values(status=case((Subscriber.status.in_(BOUNCE_KEEPS),
+                                         Subscriber.status), else_=S.BOUNCED),
+                            bounce_count=Subscriber.bounce_count + 1,
                             updated_at=utcnow()))
     session.add(Event(subscriber_id=subscriber_id, kind="bounced",
                       detail={**detail, "by": by}))
