@@ -1030,8 +1030,8 @@ def bounces_fetch(
     if as_json:
         _print_json(report.as_dict())
         return
-    names = {"auto_replies": "auto-replies ignored", "notices": "success notices",
-             "already": "read before"}
+    names = {"auto_replies": "auto-replies ignored", "notices": "notices (delivered, delayed)",
+             "refused": "refused by policy (5.7.x)", "already": "read before"}
     out.print(", ".join(f"{names.get(k, k)} {report.counts.get(k, 0)}" for k in SHOWN))
     for email in report.bounced:
         out.print(f"  bounced: {email}")

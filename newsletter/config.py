@@ -358,8 +358,9 @@ class BouncesConfig(_Section):
     fetch_minutes: int = Field(default=10, ge=1, le=24 * 60)
     """`newsletter run` reads the mailbox this often, in minutes."""
     soft_limit: int = Field(default=3, ge=1, le=100)
-    """Soft bounces (mailbox full, delayed) within `soft_days` that make an address
-    bounced."""
+    """Messages soft-bounced (mailbox full, given up for now) within `soft_days` that make
+    an address bounced; several reports of one message count once, and delay warnings
+    not at all."""
     soft_days: int = Field(default=14, ge=1, le=365)
     """The window, in days, in which soft bounces are counted."""
     after: Literal["flag", "move", "delete"] = "flag"

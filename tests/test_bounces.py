@@ -156,19 +156,56 @@ def test_forged_or_address_only_reports_change_nothing(world, tmp_path: Path) ->
     assert all(status_of(engine, e) == SubscriberStatus.ACTIVE for _, _, e in rows)
 
 
-def test_soft_bounces_count_up_to_the_limit(world, tmp_path: Path) -> None:
+def test_soft_bounces_count_messages_up_to_the_limit(world, tmp_path: Path) -> None:
+    """soft_limit counts messages that soft-bounced, not reports: a server may report
+    one message several times, and delay warnings (the server is still trying) are
+    notices. Three reports of one message, then two delay warnings: still active; a
+    soft bounce of two more messages within soft_days: bounced."""
     engine, rows = world
     box = maildir(tmp_path / "mail")
     delivery_id, sub_id, email = rows[2]
+    with session_scope(engine) as s:  # two more editions' emails to the same person
+        more = []
+        for day in (2, 3):
+            edition = Edition(day=dt.date(2026, 12, day), slot="")
+            s.add(edition)
+            s.flush()
+            d = Delivery(edition_id=edition.id, subscriber_id=sub_id, day=edition.day,
+                         status="sent", message_id=f"<day{day}.x@digest.example.org>")
+            s.add(d)
+            s.flush()
+            more.append(d.id)
+    for n in range(3):
+        drop(box, dsn(VERP.address(delivery_id, sub_id), email, "4.2.2",
+                      message_id=f"<s{n}@x>"))
     for n in range(2):
         drop(box, dsn(VERP.address(delivery_id, sub_id), email, "4.2.2", action="delayed",
-                      message_id=f"<s{n}@x>"))
-    assert fetch(engine, config(box, soft_limit=3), KEYS).counts["soft"] == 2
-    assert status_of(engine, email) == SubscriberStatus.ACTIVE
-    drop(box, dsn(VERP.address(delivery_id, sub_id), email, "4.2.2", message_id="<s3@x>"))
+                      message_id=f"<w{n}@x>"))
+    first = fetch(engine, config(box, soft_limit=3), KEYS)
+    assert first.counts["soft"] == 3 and first.counts["notices"] == 2
+    assert status_of(engine, email) == SubscriberStatus.ACTIVE  # one message so far
+    drop(box, dsn(VERP.address(more[0], sub_id), email, "4.2.2", message_id="<t1@x>"))
+    assert fetch(engine, config(box, soft_limit=3), KEYS).bounced == []
+    drop(box, dsn(VERP.address(more[1], sub_id), email, "4.2.2", message_id="<t2@x>"))
     report = fetch(engine, config(box, soft_limit=3), KEYS)
-    assert report.counts["soft"] == 1 and report.bounced == [email]
+    assert report.counts["soft"] == 1 and report.bounced == [email]  # the third message
     assert status_of(engine, email) == SubscriberStatus.BOUNCED
+
+
+def test_a_policy_refusal_is_not_a_bad_address(world, tmp_path: Path) -> None:
+    """A failed DSN with 5.7.x (DMARC, a blocklist, content: the receiver's policy
+    refused our mail) says nothing of the address: the delivery records why, the
+    subscriber stays active (as a 5.7.x refusal at RCPT time leaves them)."""
+    engine, rows = world
+    box = maildir(tmp_path / "mail")
+    delivery_id, sub_id, email = rows[0]
+    drop(box, dsn(VERP.address(delivery_id, sub_id), email, "5.7.26"))
+    report = fetch(engine, config(box), KEYS)
+    assert report.counts["refused"] == 1 and report.counts["hard"] == 0
+    assert report.bounced == [] and status_of(engine, email) == SubscriberStatus.ACTIVE
+    with session_scope(engine) as s:
+        row = s.get(Delivery, delivery_id)
+        assert row is not None and "5.7.26" in row.reason and "refused" in row.reason
 
 
 def test_complaint_mailto_unsubscribe_and_auto_reply(world, tmp_path: Path) -> None:
@@ -188,7 +225,8 @@ def test_complaint_mailto_unsubscribe_and_auto_reply(world, tmp_path: Path) -> N
     report = fetch(engine, config(box), KEYS)
     assert report.as_dict() | {"bounced": []} == {
         "hard": 0, "soft": 0, "complaints": 1, "unsubscribes": 1, "auto_replies": 1,
-        "notices": 0, "unmatched": 0, "unknown": 1, "already": 0, "bounced": []}
+        "notices": 0, "unmatched": 0, "unknown": 1, "already": 0, "refused": 0,
+        "bounced": []}
     assert status_of(engine, rows[0][2]) == SubscriberStatus.COMPLAINED
     assert status_of(engine, rows[1][2]) == SubscriberStatus.UNSUBSCRIBED
     # The unknown message stays where a person can read it, and is not counted again.

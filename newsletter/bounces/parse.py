@@ -3,8 +3,11 @@
 The order of the checks is what makes the answer right on real mail:
 1. an RFC 5965 complaint report (``multipart/report; report-type=feedback-report``);
 2. an RFC 3464 delivery-status report, read per recipient (``Action``, ``Status``):
-   a ``failed`` 5.x.x is hard, a 4.x.x or a ``delayed`` warning is soft, a
-   ``delivered``/``relayed`` notice is nothing to act on;
+   a ``failed`` 5.x.x is hard, except 5.7.x (refused by the receiver's policy or
+   security: DMARC, a blocklist, spam content, which says nothing of the address), a
+   ``failed`` 4.x.x is soft, and a ``delayed`` warning (the server is still trying:
+   the outcome comes in a report of its own) or a ``delivered``/``relayed`` notice is
+   nothing to act on;
 3. a ``mailto:`` unsubscribe request (the subject our ``List-Unsubscribe`` header
    asks for: ``unsubscribe <token>``);
 4. an auto-reply or out-of-office (RFC 3834 ``Auto-Submitted``, the common vendor
@@ -36,7 +39,8 @@ MAX_TEXT = 300  # a diagnostic is shown to an operator: one line, bounded
 
 class Kind(enum.StrEnum):
     HARD = "hard"  # permanent: the address does not work
-    SOFT = "soft"  # temporary: mailbox full, delayed, greylisted
+    SOFT = "soft"  # temporary: mailbox full, greylisted, given up for now
+    REFUSED = "refused"  # 5.7.x: the receiver's policy refused our mail, not the address
     COMPLAINT = "complaint"  # the reader reported the mail as spam (ARF)
     UNSUBSCRIBE = "unsubscribe"  # a mail to the List-Unsubscribe mailto address
     AUTO_REPLY = "auto_reply"  # out-of-office and other automatic answers: ignored
@@ -144,11 +148,12 @@ def _dsn(msg: Message, statuses: list[_Status], to: tuple[str, ...], subject: st
             if blocks:
                 envid = blocks[0].get("original-envelope-id", "").strip()
     failed = [s for s in statuses if s.action.startswith(("fail", "error"))]
-    delayed = [s for s in statuses if s.action.startswith("delay")]
-    hard = [s for s in failed if s.status.startswith("5") or not s.status]
-    soft = [s for s in failed if s.status.startswith("4")] + delayed
-    chosen, kind = (hard, Kind.HARD) if hard else (soft, Kind.SOFT) if soft else (
-        statuses, Kind.NOTICE)
+    refused = [s for s in failed if s.status.startswith("5.7.")]
+    hard = [s for s in failed if (s.status.startswith("5") or not s.status)
+            and s not in refused]
+    soft = [s for s in failed if s.status.startswith("4")]
+    chosen, kind = ((hard, Kind.HARD) if hard else (refused, Kind.REFUSED) if refused
+                    else (soft, Kind.SOFT) if soft else (statuses, Kind.NOTICE))
     first = chosen[0]
     return Report(kind, recipients=tuple(dict.fromkeys(s.recipient for s in chosen)),
                   status=first.status, diagnostic=first.diagnostic, to=to, subject=subject,

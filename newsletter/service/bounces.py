@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from newsletter.bounces.mailboxes import Mailbox, open_mailbox
@@ -50,7 +50,7 @@ from newsletter.store.subscribers import normalize_email
 
 log = logging.getLogger("newsletter.bounces")
 SHOWN = ("hard", "soft", "complaints", "unsubscribes", "auto_replies", "notices",
-         "unmatched", "unknown", "already")
+         "unmatched", "unknown", "already", "refused")
 
 
 @dataclass
@@ -192,19 +192,25 @@ def _act(s: Session, config: BouncesConfig, matcher: Matcher, parsed: Report,
         if lifecycle.bounce(s, sub, **detail):
             report.bounced.append(sub.email)
         return "hard", delivery
+    if parsed.kind == Kind.REFUSED:  # the delivery says why; the address is fine
+        return "refused", delivery
     _soft(s, config, sub, detail, report)
     return "soft", delivery
 
 
 def _soft(s: Session, config: BouncesConfig, sub: Subscriber, detail: dict[str, Any],
           report: FetchReport) -> None:
-    """A soft bounce is recorded; ``soft_limit`` of them within ``soft_days`` make the
-    address bounced (a mailbox full for weeks is as good as gone)."""
+    """A soft bounce is recorded; soft bounces of ``soft_limit`` messages within
+    ``soft_days`` make the address bounced (a mailbox full for weeks is as good as
+    gone). Messages, not reports: a server may report one message more than once,
+    and three reports of one email made an address bounced after two editions."""
     s.add(Event(subscriber_id=sub.id, kind="soft_bounce", detail=detail))
     s.flush()
     since = utcnow() - dt.timedelta(days=config.soft_days)
-    recent = s.scalar(select(func.count()).select_from(Event).where(
-        Event.subscriber_id == sub.id, Event.kind == "soft_bounce", Event.at >= since)) or 0
+    details = s.scalars(select(Event.detail).where(
+        Event.subscriber_id == sub.id, Event.kind == "soft_bounce", Event.at >= since)).all()
+    # each delivery once; a report naming none (the generic webhook's) counts alone
+    recent = len({(d or {}).get("delivery") or f"report {i}" for i, d in enumerate(details)})
     if recent >= config.soft_limit and sub.status == SubscriberStatus.ACTIVE \
             and lifecycle.bounce(s, sub, **{**detail, "soft_bounces": recent}):
         report.bounced.append(sub.email)
