@@ -269,6 +269,11 @@ class SmtpConfig(_Section):
     """Messages sent over one connection before it is replaced."""
     timeout: float = Field(default=30.0, gt=0)
     """Seconds per SMTP command."""
+    data_timeout: float = Field(default=600.0, gt=0)
+    """Seconds to wait for the server's answer to the end of a message (RFC 5321 asks
+    10 minutes: a content filter may take that long). With no answer, or the connection
+    lost before it, the server may have the message: it is deferred, never sent again
+    within the run (where a reply slower than `timeout` made five copies)."""
     pipelining: bool = True
     """Send MAIL, RCPT and DATA in one write when the server offers PIPELINING (RFC
     2920): two round trips a message instead of four. false: one command at a time."""

@@ -79,6 +79,9 @@ class TransportError(NewsletterError):
     ``later`` marks a recipient refused for now by a server that is answering (a 4xx
     to RCPT TO: greylisting, a busy mailbox): greylisting lasts minutes, so trying
     again within seconds only adds refusals; the delivery is deferred at once.
+    ``unanswered`` marks a message whose end went out with no answer after it (a
+    timeout, the connection lost): the server may have taken it, so it is deferred at
+    once, never sent again within the run; many in a row stop the run like ``sender``.
     """
 
     def __init__(
@@ -90,9 +93,11 @@ class TransportError(NewsletterError):
         retry_after: float | None = None,
         sender: bool = False,
         later: bool = False,
+        unanswered: bool = False,
     ) -> None:
         super().__init__(message)
         self.later = later
+        self.unanswered = unanswered
         self.permanent = permanent
         self.bounce = bounce
         self.sender = sender

@@ -343,7 +343,9 @@ class SmtpSink:
     connection mid-DATA, or stalling. ``delay`` sleeps before accepting each message,
     and a message whose client disappears during that sleep is not stored.
     ``pipelining``: offer PIPELINING (RFC 2920) in the EHLO reply, as Postfix, Exim and
-    the large mailbox providers do; the client then sends MAIL, RCPT and DATA at once."""
+    the large mailbox providers do; the client then sends MAIL, RCPT and DATA at once.
+    ``answer_after`` stores each message, then waits that long before answering its
+    end (a slow content filter: the server has the message whatever the client does)."""
 
     host: str
     port: int
@@ -355,6 +357,7 @@ class SmtpSink:
     delay: float = 0.0
     dropped_after_accept: list[str] = field(default_factory=list)
     pipelining: bool = True
+    answer_after: float = 0.0
 
     def count(self, rcpt: str) -> int:
         return sum(1 for r, _ in self.messages if r == rcpt)
@@ -421,6 +424,8 @@ def smtp_sink() -> Iterator[SmtpSink]:
                 if server.transport is None or server.transport.is_closing():
                     return "451 client gone"
             sink.messages.append((rcpt, envelope.content))
+            if sink.answer_after:
+                await asyncio.sleep(sink.answer_after)
             return "250 OK queued"
 
     sink.port = free_port()

@@ -243,3 +243,33 @@ def test_rows_an_interrupted_send_left_pending_are_sent_by_the_retry_job(
         left = s.scalar(select(func.count()).select_from(Delivery).where(
             Delivery.edition_id == edition, Delivery.status != DeliveryStatus.SENT))
     assert left == 0
+
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_message_whose_end_gets_no_answer_is_deferred_not_sent_again(
+        world, smtp_sink: SmtpSink, pipelining: bool) -> None:  # type: ignore[no-untyped-def]
+    """A server that takes each message and answers its end later than [smtp]
+    data_timeout (a slow content filter) has the message: each is deferred at once,
+    one copy each, where the run tried it max_attempts times (five copies); and
+    max_attempts such messages in a row stop the run as a fault of the sending side
+    (the rest stays pending), where it went on through the whole list."""
+    from newsletter.errors import SendingStopped
+
+    settings, engine = world
+    smtp_sink.pipelining = pipelining
+    smtp_sink.answer_after = 0.6
+    slow = smtp(settings, smtp_sink).replace(
+        transport={"max_attempts": 5, "backoff_seconds": 0.01, "concurrency": 1},
+        smtp={"timeout": 2.0, "data_timeout": 0.3, "connections": 1})
+    with pytest.raises(SendingStopped, match="5 messages in a row"):
+        run_send(slow, engine, DAY)
+    people = {r for r, _ in smtp_sink.messages}
+    assert len(people) == 5 and {smtp_sink.count(r) for r in people} == {1}  # never twice
+    with session_scope(engine) as s:
+        by = dict(s.execute(select(Delivery.status, func.count())
+                            .group_by(Delivery.status)).all())
+        reasons = s.scalars(select(Delivery.last_error).where(
+            Delivery.status == "deferred")).all()
+    assert by.get("deferred") == 5 and by.get("pending", 0) >= 1 and "sent" not in by, by
+    assert all("may have it" in r for r in reasons), reasons

@@ -7,10 +7,13 @@ Whose fault a failure is decides what happens to the row:
 * the recipient's for now: a 4xx to RCPT TO (greylisting, a busy mailbox:
   ``TransportError.later``) is ``deferred`` at once with a next try
   (``delivery.deferral``), or ``failed`` once ``[delivery] retry_hours`` are over;
-  other transient trouble (421, a timeout, a connection dropped during the message)
-  is tried ``max_attempts`` times in the run first, then deferred the same way;
+  a message whose end got no answer (``TransportError.unanswered``: the server may
+  have it) is deferred at once, never sent again within the run; other transient
+  trouble (421, a timeout, a connection dropped before the message's end) is tried
+  ``max_attempts`` times in the run first, then deferred the same way;
 * ours (``TransportError.sender``: the login or certificate refused, our sender
-  address refused, no connection): sending stops after the first proof (a
+  address refused, no connection; or ``max_attempts`` messages in a row unanswered):
+  sending stops after the first proof (a
   permanent one, or ``max_attempts`` in a row with nothing sent between), every
   unsent row goes back to ``pending`` and ``SendingStopped`` says why. Nobody's
   delivery is spent on a fault of ours, and a rerun after the fix sends them all.
@@ -282,6 +285,12 @@ class _Run:
                     return Outcome(job, OutcomeStatus.FAILED, error=last, permanent=True,
                                    bounce=exc.bounce, rendered=rendered)
                 elif exc.later:  # greylisting lasts minutes: retrying now cannot help
+                    return self.deferred(job, last, rendered)
+                elif exc.unanswered:  # the server may have it: never again in this run
+                    self.sender_strikes += 1  # and a server that answers none is ours
+                    if self.sender_strikes >= attempts:
+                        self.fail(TransportError(f"{last} ({attempts} messages in a row)",
+                                                 sender=True))
                     return self.deferred(job, last, rendered)
                 retry_after = exc.retry_after
             except Exception as exc:  # a transport bug: record it, keep the edition going

@@ -120,10 +120,18 @@ def can_pipeline(client: aiosmtplib.SMTP) -> bool:
             and p.transport is not None and not p.transport.is_closing())
 
 
+class Unanswered(aiosmtplib.SMTPException):
+    """The message's end went out and its answer did not come (``end_timeout`` passed,
+    or the connection was lost): the server may have taken the message."""
+
+
 async def send_pipelined(client: aiosmtplib.SMTP, sender: str, recipient: str,
-                         data: bytes, options: list[str], timeout: float | None) -> None:
+                         data: bytes, options: list[str], timeout: float | None,
+                         end_timeout: float | None = None) -> None:
     """MAIL, RCPT and DATA in one write, then the body: one recipient, as the transport
-    sends. Raises aiosmtplib's exceptions for the replies ``sendmail`` would raise for."""
+    sends. Raises aiosmtplib's exceptions for the replies ``sendmail`` would raise for,
+    and ``Unanswered`` when the body's answer does not come within ``end_timeout``
+    (``timeout`` when None)."""
     encoding = "utf-8" if any(o.lower() == "smtputf8" for o in options) else "ascii"
     smtp_mod.parse_address(sender)  # a bad address raises before anything is written
     smtp_mod.parse_address(recipient)
@@ -160,9 +168,14 @@ async def send_pipelined(client: aiosmtplib.SMTP, sender: str, recipient: str,
         # the body and its end in one write: a separate write of the three bytes was a
         # send of its own (a segment, and a wake-up of the server) for every message
         transport.write(proto_mod.PERIOD_REGEX.sub(b"..", message) + b".\r\n")
-        done = await _take(replies, 1, timeout)
+        try:
+            done = await _take(replies, 1, timeout if end_timeout is None else end_timeout)
+        except aiosmtplib.SMTPTimeoutError:
+            client.close()  # its answer is still owed
+            raise Unanswered("no answer to the end of the message") from None
         if not done:
-            raise replies.error or aiosmtplib.SMTPServerDisconnected("Connection lost")
+            raise Unanswered(f"connection lost before the answer to the end of the "
+                             f"message ({replies.error or 'closed'})")
         if done[0].code != 250:
             raise aiosmtplib.SMTPDataError(done[0].code, done[0].message)
     except (aiosmtplib.SMTPTimeoutError, asyncio.CancelledError):

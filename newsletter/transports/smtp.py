@@ -22,7 +22,7 @@ from newsletter.config import SmtpConfig
 from newsletter.errors import TransportError
 from newsletter.render.mime import Message, dot_line
 from newsletter.transports.base import Transport
-from newsletter.transports.pipelining import can_pipeline, send_pipelined
+from newsletter.transports.pipelining import Unanswered, can_pipeline, send_pipelined
 
 _NO_SUCH_USER = re.compile(r"\b5\.1\.[0-3]\b|user unknown|no such user|does not exist|"
                            r"mailbox unavailable|unknown recipient", re.I)
@@ -279,13 +279,12 @@ class SmtpTransport(Transport):
             if message.crlf:
                 _CRLF[id(message.data)] = message.data
             try:
-                errors: dict[str, aiosmtplib.SMTPResponse] = {}
                 if self.pipelining and can_pipeline(conn.client):
                     await send_pipelined(conn.client, message.sender, message.to,
-                                         message.data, options, self.cfg.timeout)
+                                         message.data, options, self.cfg.timeout,
+                                         self.cfg.data_timeout)
                 else:
-                    errors, _ = await conn.client.sendmail(message.sender, [message.to],
-                                                           message.data, mail_options=options)
+                    await _one_at_a_time(conn.client, message, options, self.cfg.data_timeout)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 await _reset(conn)
                 refused = exc.recipients[0]
@@ -300,6 +299,11 @@ class SmtpTransport(Transport):
                 if isinstance(exc, aiosmtplib.SMTPSenderRefused):  # MAIL FROM: ours
                     error.sender, error.bounce = True, False
                 raise error from None
+            except Unanswered as exc:
+                await _quit(conn)
+                conn = None
+                raise TransportError(f"SMTP {exc}: the server may have it",
+                                     unanswered=True) from None
             except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 await _quit(conn)
                 conn = None
@@ -310,10 +314,6 @@ class SmtpTransport(Transport):
                 conn = None
                 raise TransportError(f"SMTP client error: {type(exc).__name__}: {exc}") \
                     from None
-            if errors:
-                await _reset(conn)
-                code, text = next(iter(errors.values()))
-                raise refused_recipient(code, text)
             return message.message_id
         finally:
             _CRLF.pop(id(message.data), None)
@@ -327,6 +327,40 @@ class SmtpTransport(Transport):
         self._pool = asyncio.Queue()  # usable again (a later run opens it afresh)
         for _ in range(self.cfg.connections):
             self._pool.put_nowait(None)
+
+
+async def _one_at_a_time(client: aiosmtplib.SMTP, message: Message, options: list[str],
+                         data_timeout: float) -> None:
+    """MAIL, RCPT and DATA one command at a time (a server without PIPELINING), as
+    aiosmtplib's ``sendmail`` sends them for one recipient, but with DATA's answers
+    given ``data_timeout``, and raising ``Unanswered`` when DATA gets none: from there
+    on the server may have the message."""
+    encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+    if client.supports_extension("size"):
+        size = len(aiosmtplib.smtp.normalize_message_line_endings(message.data))
+        options = [f"size={size}", *options]
+    try:
+        await client.mail(message.sender, options=options, encoding=encoding)
+        try:
+            await client.rcpt(message.to, encoding=encoding)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            raise aiosmtplib.SMTPRecipientsRefused([exc]) from None
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        await _reset_client(client)
+        raise
+    try:
+        await client.data(message.data, timeout=data_timeout)
+    except aiosmtplib.SMTPResponseException:
+        await _reset_client(client)
+        raise
+    except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected) as exc:
+        client.close()
+        raise Unanswered(f"no answer to the message ({type(exc).__name__})") from None
+
+
+async def _reset_client(client: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+        await client.rset()
 
 
 def _certificate_refused(exc: BaseException) -> bool:
