@@ -71,8 +71,13 @@ class Store:
         return "250 OK"
 
 
+AUTH_TRIES: list[str] = []  # each AUTH the test servers were asked, by mechanism
+
+
 def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
     from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    AUTH_TRIES.append(mechanism)
 
     ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
         b"mailer", b"s3cret")
@@ -240,3 +245,26 @@ def test_send_queue_with_a_wrong_password_says_one_line_and_queues_nothing(  # t
     assert len(errors) == 1 and "login refused" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
     assert store.messages == [] and ledger_states(engine) == set()  # nothing planned
+
+
+@pytest.mark.parametrize("tls_server", ["starttls"], indirect=True)
+def test_check_logs_in_once_as_send_does(tls_server: tuple[int, Store],  # type: ignore[no-untyped-def]
+                                         cert: tuple[Path, Path]) -> None:
+    """`newsletter check` with a wrong password: one refused AUTH, as `send` makes. It
+    used aiosmtplib's login, which tries each mechanism offered in turn (PLAIN, then
+    LOGIN): two refusals a check, which relays count toward a lockout."""
+    from newsletter.config import ApiConfig, SmtpConfig
+    from newsletter.delivery.check import check_transport
+
+    port, _ = tls_server
+    AUTH_TRIES.clear()
+    item = check_transport("smtp", SmtpConfig(
+        host="127.0.0.1", port=port, security="starttls", username="mailer",
+        password="wrong", ca_file=str(cert[0]), timeout=5.0), ApiConfig())
+    assert not item.ok and "login refused" in item.detail, item
+    assert len(AUTH_TRIES) == 1, AUTH_TRIES
+    AUTH_TRIES.clear()
+    good = check_transport("smtp", SmtpConfig(
+        host="127.0.0.1", port=port, security="starttls", username="mailer",
+        password="s3cret", ca_file=str(cert[0]), timeout=5.0), ApiConfig())
+    assert good.ok and "AUTH" in good.detail and len(AUTH_TRIES) == 1, (good, AUTH_TRIES)

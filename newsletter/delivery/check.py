@@ -285,7 +285,9 @@ async def _probe_smtp(c: SmtpConfig) -> str:
             await client.ehlo()
             steps.append("STARTTLS")
         if c.username:
-            await client.login(c.username, c.password or "")
+            from newsletter.transports.smtp import login
+
+            await login(client, c.username, c.password or "")  # as send logs in: once
             steps.append("AUTH")
         return ", ".join(steps)
     finally:

@@ -182,7 +182,9 @@ class _Conn:
 MECHANISMS = ("plain", "login", "cram-md5")
 
 
-async def _login(client: aiosmtplib.SMTP, username: str, password: str) -> None:
+async def login(client: aiosmtplib.SMTP, username: str, password: str) -> None:
+    """One AUTH with the first of ``MECHANISMS`` the server offers (see above): what
+    ``send`` and ``newsletter check`` both do."""
     if not client.supports_extension("auth"):
         raise aiosmtplib.SMTPException("the server offers no AUTH (set [smtp] security, "
                                        "or no username)")
@@ -232,7 +234,7 @@ class SmtpTransport(Transport):
                 except aiosmtplib.SMTPHeloError:
                     await client.helo()
             if c.username:
-                await _login(client, c.username, c.password or "")
+                await login(client, c.username, c.password or "")
         except aiosmtplib.SMTPAuthenticationError as exc:
             await _close(client)
             raise TransportError(f"SMTP login refused: {exc.code} {exc.message}",
