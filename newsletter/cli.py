@@ -968,6 +968,7 @@ def web(
 
     a = _app(ctx)
     _logging(a, log_format)
+    _can_listen(host, port)
     starlette = create_app(a)
     redact_logs()  # every handler: access log, errors, tracebacks
     logging.getLogger("newsletter.web").info("serving %s on %s:%s", a.settings.web.base_url,
@@ -976,6 +977,26 @@ def web(
                 log_level=a.settings.log.level, proxy_headers=True,
                 # the client the limits count: behind a proxy, the one it names
                 forwarded_allow_ips=a.settings.web.forwarded_allow_ips)
+
+
+def _can_listen(host: str, port: int) -> None:
+    """One line when the address is taken or not ours, before the server starts: uvicorn
+    says it among its log lines and exits 3."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InputError(f"--host {host}: {exc.strerror or exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                             "another process has it: `ss -ltnp` names it; or choose "
+                             "another --port") from None
 
 
 @webhooks_app.command("urls")

@@ -256,3 +256,20 @@ def test_relative_files_in_a_config_file_are_beside_that_file(cli, tmp_path: Pat
     # run from the file's own folder: the same database (ada has had the edition)
     listed = cli("subscribers", "list", "--json", cwd=site)
     assert [s["email"] for s in json.loads(listed.stdout)] == ["ada@example.org"]
+
+
+
+def test_web_on_a_port_already_taken_is_one_line(cli) -> None:  # type: ignore[no-untyped-def]
+    """`newsletter web` where another process listens: one `error:` line naming the
+    address, a non-zero exit, before the server starts (uvicorn said it among its log
+    lines and exited 3)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = cli("web", "--port", str(port))
+    assert r.code != 0 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], lines
