@@ -87,10 +87,28 @@ MetricsPort = Annotated[int | None, typer.Option(
     "(0: off). Default: [metrics] port.")]
 
 
+_JSON_LOGS = [False]  # set by _logging: this command's stderr is JSON lines
+
+
 def _logging(a: App, log_format: str | None) -> None:
     from newsletter.observe.logs import configure_logging
 
     configure_logging(a.settings.log, log_format)
+    _JSON_LOGS[0] = (log_format or a.settings.log.format) == "json"
+
+
+def say(text: str, level: int = 20) -> None:
+    """A line for the operator on stderr: as it is, or, when the command logs JSON
+    (`--log-format json`), as a JSON log record, so every line a log collector reads
+    parses (a "warning:" line at WARNING)."""
+    if not _JSON_LOGS[0]:
+        err.print(text)
+        return
+    import logging
+
+    if text.startswith("warning: "):
+        level, text = logging.WARNING, text.removeprefix("warning: ")
+    logging.getLogger("newsletter.cli").log(level, text)
 
 
 def _app(ctx: typer.Context) -> App:
@@ -551,7 +569,7 @@ def send(
     request = SendRequest(_day(date), slot, yes=yes, force=force, queue=queue, tasks=tasks,
                           wait=wait)
     hooks = Hooks(ask=(lambda q: typer.confirm(q)) if sys.stdin.isatty() else None,
-                  say=err.print, on_queued=_present_enqueued,
+                  say=say, on_queued=_present_enqueued,
                   starting=lambda: _start_sending(progress),
                   on_planned=lambda n: progress.update(task, total=n),
                   on_progress=lambda _o: progress.advance(task))
@@ -613,25 +631,25 @@ def _present_queued(q: Any) -> None:
 def _present_sent(summary: Any, backend: str, outbox: str) -> None:
     r = summary.report
     if summary.edition is None:
-        err.print(summary.note)
+        say(summary.note)
         if summary.due:
             _present_deferred(summary)
         return
     p = summary.plan
-    err.print(f"edition {summary.edition.day} (#{summary.edition.id}): "
+    say(f"edition {summary.edition.day} (#{summary.edition.id}): "
               f"{summary.candidates} candidate papers; planned {p.planned} "
               f"(+{p.skipped} with nothing to send)"
               + (f"; {p.already} already had this day's edition" if p.already else "")
               + (f"; took back {summary.reclaimed} unfinished" if summary.reclaimed else ""))
     if summary.note:
-        err.print(summary.note)
-    err.print(f"sent {r.counts['sent']}, failed {r.counts['failed']} in {r.seconds:.2f}s"
+        say(summary.note)
+    say(f"sent {r.counts['sent']}, failed {r.counts['failed']} in {r.seconds:.2f}s"
               + (f" via {backend}" + (f" to {outbox}/" if backend == "outbox" else "")))
     for line in r.errors:
-        err.print(f"  failed: {line}")
+        say(f"  failed: {line}")
     _present_deferred(summary)
     if r.stopped_by:
-        err.print(f"stopped by signal {r.stopped_by}: {r.counts['released']} not started "
+        say(f"stopped by signal {r.stopped_by}: {r.counts['released']} not started "
                   "went back to pending; `newsletter send` again finishes the edition")
         raise typer.Exit(128 + r.stopped_by)
     if r.counts["failed"]:
@@ -643,11 +661,11 @@ def _present_deferred(summary: Any) -> None:
     again by `newsletter run`, or by a `send` once due)."""
     r = summary.report
     if summary.due:
-        err.print(f"retried {count(summary.due, 'deferred delivery', 'deferred deliveries')} "
+        say(f"retried {count(summary.due, 'deferred delivery', 'deferred deliveries')} "
                   "whose next try was due")
     if r.counts["deferred"]:
         when = f"{r.next_try:%Y-%m-%d %H:%M} UTC" if r.next_try else "later"
-        err.print(f"deferred {r.counts['deferred']} (refused for now); next try from {when}, "
+        say(f"deferred {r.counts['deferred']} (refused for now); next try from {when}, "
                   "by `newsletter run` or a `newsletter send` then")
 
 
@@ -1312,8 +1330,14 @@ def hoist_config(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    _JSON_LOGS[0] = False  # (a process running many commands, the tests, starts afresh)
     try:
         app(args=hoist_config(sys.argv[1:]), prog_name="newsletter")
     except NewsletterError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        if _JSON_LOGS[0]:  # the command logs JSON: its last line too
+            import logging
+
+            logging.getLogger("newsletter.cli").error(str(exc))
+        else:
+            sys.stderr.write(f"error: {exc}\n")
         sys.exit(exc.exit_code)

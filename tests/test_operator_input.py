@@ -273,3 +273,27 @@ def test_web_on_a_port_already_taken_is_one_line(cli) -> None:  # type: ignore[n
     assert r.code != 0 and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], lines
+
+
+
+def test_send_with_json_logs_writes_only_json_lines(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`send --log-format json`: every stderr line is a JSON object (a log collector
+    drops what does not parse): the warnings of --force, the summary, and the error
+    that ends a failed run, which were plain text."""
+    from .conftest import ROOT, free_port
+
+    papers = str(ROOT / "newsletter" / "data" / "sample_papers.json")
+    assert cli("ingest", papers).code == 0
+    assert cli("subscribers", "add", "ada@example.org", "--keywords", "diffusion").code == 0
+    dead = {"NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": "127.0.0.1",
+            "NEWSLETTER_SMTP__PORT": str(free_port()), "NEWSLETTER_SMTP__TIMEOUT": "2"}
+    r = cli("send", "--yes", "--force", "--log-format", "json", env=dead)
+    assert r.code != 0
+    records = [json.loads(line) for line in r.stderr.strip().splitlines()]  # each parses
+    levels = [rec["level"] for rec in records]
+    assert "warning" in levels and levels[-1] == "error", records
+    assert any("sending anyway (--force)" in rec["msg"] for rec in records)
+    ok = cli("send", "--yes", "--log-format", "json")  # the outbox: the summary too
+    assert ok.code == 0
+    done = [json.loads(line) for line in ok.stderr.strip().splitlines()]
+    assert any(rec["msg"].startswith("sent 1, failed 0") for rec in done), done
