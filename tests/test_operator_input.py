@@ -297,3 +297,18 @@ def test_send_with_json_logs_writes_only_json_lines(cli, tmp_path: Path) -> None
     assert ok.code == 0
     done = [json.loads(line) for line in ok.stderr.strip().splitlines()]
     assert any(rec["msg"].startswith("sent 1, failed 0") for rec in done), done
+
+
+
+def test_check_gives_fixes_that_work(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """What `check` tells an operator to do must not itself be refused: the base_url
+    example was a domain `check` rejects as reserved for documentation, and a SQLite
+    file in a folder that does not exist was told to run `db upgrade`, which then
+    failed with "unable to open database file"."""
+    r = cli("check", env={"NEWSLETTER_DATABASE__URL": f"sqlite:///{tmp_path}/no/such/x.db",
+                          "NEWSLETTER_TRANSPORT__BACKEND": "smtp"})
+    lines = r.stdout.splitlines()
+    database = next(ln for ln in lines if " database:" in ln)
+    assert "does not exist" in database and "db upgrade" not in database, database
+    base = next(ln for ln in lines if " web.base_url:" in ln)
+    assert ".example." not in base.partition("fix:")[2], base

@@ -103,8 +103,8 @@ def check_base_url(web: WebConfig) -> Item:
     url = web.base_url
     parts = urlsplit(url)
     host = parts.hostname or ""
-    fix = ("set [web] base_url to the public https address of `newsletter web`, "
-           "e.g. https://digest.example.net")
+    fix = ("set [web] base_url to the public https address of `newsletter web`, on a "
+           "domain of yours: https://digest.<your domain>")
     if parts.scheme != "https":
         return Item("web.base_url", FAIL, f"{url} is not https (RFC 8058 one-click "
                     "unsubscribe needs https)", fix, blocks_send=True)

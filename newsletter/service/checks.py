@@ -40,6 +40,10 @@ def check_database(url: str) -> tuple[Item, Engine | None]:
     fix = "run `newsletter db upgrade` (same configuration and environment)"
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
             and not Path(str(parsed.database)).exists():
+        folder = Path(str(parsed.database)).parent
+        if not folder.is_dir():  # db upgrade could not make it there either
+            return Item("database", FAIL, f"{shown}: the folder {folder} does not exist",
+                        "create it, or point [database] url at a folder that exists"), None
         return Item("database", FAIL, f"{shown}: no database yet", fix), None
     engine = make_engine(url)
     try:
