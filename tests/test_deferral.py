@@ -273,3 +273,20 @@ def test_a_message_whose_end_gets_no_answer_is_deferred_not_sent_again(
             Delivery.status == "deferred")).all()
     assert by.get("deferred") == 5 and by.get("pending", 0) >= 1 and "sent" not in by, by
     assert all("may have it" in r for r in reasons), reasons
+
+
+def test_a_send_with_only_deferred_rows_left_says_when_they_go(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """A second `send` before the deferred rows are due plans and sends nothing; it
+    says they wait and when, not that nothing is left to deliver."""
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)
+    with session_scope(engine) as s:
+        emails = s.scalars(select(Subscriber.email)).all()
+    for email in emails:
+        smtp_sink.faults[email] = [GREY]
+    first = run_send(settings, engine, DAY)
+    assert first.report.counts["deferred"] == len(emails)
+    again = run_send(settings, engine, DAY)
+    assert again.report.counts.get("sent", 0) == 0
+    assert "deferred deliveries wait for their next try" in again.note, again.note

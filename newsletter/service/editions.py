@@ -179,8 +179,14 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
     note = ""
     with session_scope(engine, readonly=True) as s:
         if not due and not pending_count(s, edition):
+            waiting = s.scalar(select(func.min(Delivery.next_try_at)).where(
+                Delivery.edition_id == edition.id,
+                Delivery.status == DeliveryStatus.DEFERRED))
+            later = (f" (deferred deliveries wait for their next try, the first at "
+                     f"{waiting:%Y-%m-%d %H:%M} UTC)" if waiting is not None else "")
             return Planned(edition, ledger, None, plan, reclaimed, 0, 0,
-                           "nobody new to plan and nothing left to deliver", requeued)
+                           "nobody new to plan and nothing left to deliver now" + later,
+                           requeued)
         ctx = ONCE.open(config, s, edition)
         shown: set[str] = set()
         r = config.ranking
