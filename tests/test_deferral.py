@@ -290,3 +290,47 @@ def test_a_send_with_only_deferred_rows_left_says_when_they_go(
     again = run_send(settings, engine, DAY)
     assert again.report.counts.get("sent", 0) == 0
     assert "deferred deliveries wait for their next try" in again.note, again.note
+
+
+def test_rows_a_live_process_here_holds_are_not_taken_back_however_old_their_lease(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """Leases are not renewed while a batch is sent, and one answer may take [smtp]
+    data_timeout: a process of this host that still runs holds its rows after their
+    lease ran out. Neither the retry job nor another run's reclaim takes them (that
+    sent each twice); an edition planned more than [delivery] retry_hours ago is not
+    taken either (stopped long ago: not sent out of the blue)."""
+    from sqlalchemy import update
+
+    from newsletter.delivery.ledger import DbLedger
+    from newsletter.store.models import DeliveryStatus, Edition
+
+    from .editions_support import plan_edition
+
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)
+    app = App(settings, engine)
+    planned = plan_edition(settings, engine, DAY)
+    assert planned.edition is not None
+    live = DbLedger(engine, planned.edition)  # this process: alive, sending
+    held = live.claim(3)
+    assert len(held) == 3
+    old = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=30)
+    with session_scope(engine) as s:
+        s.execute(update(Delivery).where(Delivery.edition_id == planned.edition.id)
+                  .values(updated_at=old, lease_expires=old + dt.timedelta(minutes=2)))
+    assert DbLedger(engine, planned.edition).reclaim() == 0
+    assert retry_deferred(app).due == 0 and smtp_sink.messages == []
+    with session_scope(engine) as s:  # that run ended; but the edition is two days old
+        s.execute(update(Delivery).where(Delivery.edition_id == planned.edition.id)
+                  .values(status=DeliveryStatus.PENDING, lease_owner="", lease_expires=None,
+                          created_at=old - dt.timedelta(days=2)))
+    assert retry_deferred(app).due == 0 and smtp_sink.messages == []
+    with session_scope(engine) as s:  # planned within retry_hours: sent, once each
+        s.execute(update(Delivery).where(Delivery.edition_id == planned.edition.id)
+                  .values(created_at=old))
+        n = s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.edition_id == planned.edition.id))
+        assert s.get(Edition, planned.edition.id) is not None
+    done = retry_deferred(app)
+    assert done.due == n and done.report.counts == {"sent": n}
+    assert {smtp_sink.count(r) for r, _ in smtp_sink.messages} == {1}

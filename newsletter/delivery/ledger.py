@@ -107,6 +107,22 @@ def _shown(outcome: Outcome) -> str | None:
     return outcome.rendered.shown or None if outcome.rendered is not None else None
 
 
+def lease_gone(owner: str, expires: dt.datetime | None, now: dt.datetime,
+               host: str | None = None) -> bool:
+    """Whether rows leased by ``owner`` may be taken back: its process on this host
+    (``host``: this machine's name) is gone, or its lease ran out and it is not a
+    process of this host that still runs. Leases are not renewed while a batch is
+    sent, and one message may wait ``[smtp] data_timeout`` for its answer: a live
+    process here is still sending them, and taking them back sent each twice. (On
+    another host only the lease can tell.)"""
+    name, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    here = name == (host or socket.gethostname()) and pid.isdigit()
+    if here and not _pid_alive(int(pid)):
+        return True
+    return expires is not None and expires < now and not here
+
+
 def _pid_alive(pid: int) -> bool:
     """Whether a process of this host still runs: a zombie (dead, not yet reaped, as a
     killed process whose parent died too may stay under an init that does not reap)
@@ -273,13 +289,8 @@ class DbLedger:
                        Delivery.status == DeliveryStatus.SENDING)
                 .group_by(Delivery.lease_owner)
             ).all()
-            dead = []
-            for owner, expires in owners:
-                host, _, rest = owner.partition(":")
-                pid = rest.partition(":")[0]
-                gone_here = host == self.host and pid.isdigit() and not _pid_alive(int(pid))
-                if gone_here or (expires is not None and expires < now):
-                    dead.append(owner)
+            dead = [owner for owner, expires in owners
+                    if lease_gone(owner, expires, now, self.host)]
             if not dead:
                 return 0
             result = s.execute(

@@ -28,7 +28,7 @@ from newsletter.delivery.edition import (
     EditionPapers,
     get_or_create_edition,
 )
-from newsletter.delivery.ledger import DbLedger, Outcome
+from newsletter.delivery.ledger import DbLedger, Outcome, lease_gone
 from newsletter.delivery.plan import PlanReport, plan_jobs
 from newsletter.delivery.planning import (
     anyone_to_plan,
@@ -290,7 +290,7 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
                              .where(Delivery.status == DeliveryStatus.DEFERRED,
                                     Delivery.next_try_at <= at)
                              .group_by(Delivery.edition_id)).all())
-        for edition_id, n in left_pending(s, at):
+        for edition_id, n in left_pending(s, at, config.delivery.retry_hours):
             due[edition_id] = due.get(edition_id, 0) + n
     rows = sorted(due.items())
     done = Retried()
@@ -309,7 +309,8 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
 LEFT_AFTER = dt.timedelta(minutes=10)
 
 
-def left_pending(session: Any, at: dt.datetime) -> list[tuple[int, int]]:
+def left_pending(session: Any, at: dt.datetime, retry_hours: float = 24.0
+                 ) -> list[tuple[int, int]]:
     """(edition, rows to send) of each edition that nothing is delivering: rows pending
     (or leased by a holder whose lease has run out: a killed run), none under a lease
     still running (a live `send`, scheduler slot or worker always holds the rows it
@@ -317,18 +318,33 @@ def left_pending(session: Any, at: dt.datetime) -> list[tuple[int, int]]:
     SIGTERM, a crash) leaves its edition so, and no later slot plans those people
     again (they have that day's row): without this their email waited for someone to
     run `send` again. The wait lets the workers of a `send --queue` start on their
-    edition first."""
+    edition first; a process of this host that still runs holds its rows however old
+    their lease; and rows planned more than ``retry_hours`` ago (``[delivery]``, after
+    which a deferred row is failed too) are left: an edition stopped long ago is not
+    sent out of the blue."""
+    quiet = at - LEFT_AFTER
     rows = session.execute(
         select(Delivery.edition_id,
                func.sum(case(((Delivery.status == DeliveryStatus.PENDING)
-                              | (Delivery.lease_expires <= at), 1), else_=0)),
+                              | (Delivery.lease_expires <= quiet), 1), else_=0)),
                func.sum(case(((Delivery.status == DeliveryStatus.SENDING)
-                              & (Delivery.lease_expires > at), 1), else_=0)),
+                              & (Delivery.lease_expires > quiet), 1), else_=0)),
                func.max(Delivery.updated_at))
-        .where(Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]))
+        .where(Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+               Delivery.created_at >= at - dt.timedelta(hours=retry_hours))
         .group_by(Delivery.edition_id)).all()
-    return [(int(edition_id), int(waiting)) for edition_id, waiting, live, touched in rows
-            if waiting and not live and touched is not None and touched <= at - LEFT_AFTER]
+    found = [(int(edition_id), int(waiting)) for edition_id, waiting, live, touched in rows
+             if waiting and not live and touched is not None and touched <= quiet]
+    if not found:
+        return []
+    # a process of this host that still runs is sending them, however old its lease
+    held = {int(e) for e, owner, expires in session.execute(
+        select(Delivery.edition_id, Delivery.lease_owner, func.max(Delivery.lease_expires))
+        .where(Delivery.edition_id.in_([e for e, _ in found]),
+               Delivery.status == DeliveryStatus.SENDING)
+        .group_by(Delivery.edition_id, Delivery.lease_owner))
+        if not lease_gone(owner, expires, quiet)}
+    return [(e, n) for e, n in found if e not in held]
 
 
 def deliver_edition(config: EditionConfig, engine: Engine, edition_id: int,

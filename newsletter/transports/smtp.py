@@ -286,7 +286,8 @@ class SmtpTransport(Transport):
                                          message.data, options, self.cfg.timeout,
                                          self.cfg.data_timeout)
                 else:
-                    await _one_at_a_time(conn.client, message, options, self.cfg.data_timeout)
+                    await _one_at_a_time(conn.client, message, options, self.cfg.timeout,
+                                         self.cfg.data_timeout)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 await _reset(conn)
                 refused = exc.recipients[0]
@@ -332,13 +333,15 @@ class SmtpTransport(Transport):
 
 
 async def _one_at_a_time(client: aiosmtplib.SMTP, message: Message, options: list[str],
-                         data_timeout: float) -> None:
+                         timeout: float, data_timeout: float) -> None:
     """MAIL, RCPT and DATA one command at a time (a server without PIPELINING), as
-    aiosmtplib's ``sendmail`` sends them for one recipient, but with DATA's answers
-    given ``data_timeout``, and raising ``Unanswered`` when DATA gets none: from there
-    on the server may have the message."""
+    aiosmtplib's ``sendmail`` sends them for one recipient, but with the answer to the
+    message's end given ``data_timeout``, and ``Unanswered`` raised when it does not
+    come: the body is out, the server may have it. (Where the library's internals are
+    not the known ones, its ``data`` is used as it is: one timeout, no such answer.)"""
     encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-    if client.supports_extension("size"):
+    fast = fast_paths_supported()
+    if client.supports_extension("size") and fast:
         size = len(aiosmtplib.smtp.normalize_message_line_endings(message.data))
         options = [f"size={size}", *options]
     try:
@@ -347,17 +350,48 @@ async def _one_at_a_time(client: aiosmtplib.SMTP, message: Message, options: lis
             await client.rcpt(message.to, encoding=encoding)
         except aiosmtplib.SMTPRecipientRefused as exc:
             raise aiosmtplib.SMTPRecipientsRefused([exc]) from None
+        if not fast:
+            await client.data(message.data)
+            return
+        await _data(client, message.data, timeout, data_timeout)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         await _reset_client(client)
         raise
-    try:
-        await client.data(message.data, timeout=data_timeout)
-    except aiosmtplib.SMTPResponseException:
-        await _reset_client(client)
-        raise
-    except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected) as exc:
-        client.close()
-        raise Unanswered(f"no answer to the message ({type(exc).__name__})") from None
+
+
+async def _data(client: aiosmtplib.SMTP, data: bytes, timeout: float,
+                data_timeout: float) -> None:
+    """DATA, its 354 within ``timeout``, the body, and its answer within
+    ``data_timeout`` (aiosmtplib's ``execute_data_command``, with the two waits apart):
+    a timeout or a lost connection before the body is written is an ordinary
+    transient error; after it, ``Unanswered``."""
+    from aiosmtplib import protocol as proto
+
+    protocol = client.protocol
+    lock = getattr(protocol, "_command_lock", None)
+    if protocol is None or lock is None:
+        raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+    body = proto.PERIOD_REGEX.sub(b"..", proto.normalize_message_line_endings(data)) + b".\r\n"
+    async with lock:
+        protocol._response_pending = True
+        protocol.write(b"DATA\r\n")
+        try:
+            start = await protocol.read_response(timeout=timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            client.close()
+            raise
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol._response_pending = True
+        protocol.write(body)
+        try:
+            done = await protocol.read_response(timeout=data_timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
+            client.close()
+            raise Unanswered(f"no answer to the end of the message ({type(exc).__name__})") \
+                from None
+    if done.code != 250:
+        raise aiosmtplib.SMTPDataError(done.code, done.message)
 
 
 async def _reset_client(client: aiosmtplib.SMTP) -> None:
