@@ -226,6 +226,11 @@ def test_a_database_that_does_not_answer_or_parse_is_one_line(cli) -> None:  # t
         r = cli(command, env={"NEWSLETTER_DATABASE__URL": "notaurl"})
         assert r.code == 2 and "Traceback" not in r.stderr, (command, r.stderr)
         assert "[database] url: cannot use 'notaurl'" in r.stderr, (command, r.stderr)
+    for url in ("postgresql://digest:s3cret@db:notaport/nl",  # make_url: ValueError
+                "postgres ql://digest:s3cret@db/nl"):  # ArgumentError
+        r = cli("status", env={"NEWSLETTER_DATABASE__URL": url})
+        assert r.code == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "cannot use" in r.stderr and "s3cret" not in r.stderr, r.stderr  # logs keep it
     r = cli("check", env={"NEWSLETTER_DATABASE__URL": "sqlite:/one-slash.db"})
     assert r.code == 1 and "Traceback" not in r.stderr, r.stderr
     database = [ln for ln in r.stdout.splitlines() if " database:" in ln]

@@ -19,7 +19,7 @@
   gives the rest back; the scheduler then stops.
 * mail that would be non-compliant through a real transport (an http unsubscribe
   link, a local sender, no postal address: the gate ``newsletter send`` holds) is not
-  sent: the daemon says why when it starts and at every slot and retry, and keeps
+  sent: the daemon says why when it starts and at every hourly slot, and keeps
   ingesting and reading bounces; ``newsletter run --force`` sends anyway, as ``send
   --force`` does. The daemon stays up rather than exits: under systemd's
   ``Restart=always`` an exit would only restart it every few seconds.
@@ -159,7 +159,7 @@ def build_scheduler(app: App, shutdown: Shutdown | None = None, *,
                     background: bool = False, catch_up: bool = False,
                     refused: str = "") -> Any:
     """The daemon's jobs. ``refused``: why mail may not be sent (the compliance gate):
-    the send and retry jobs keep their times but only say so."""
+    the hourly send job keeps its time but only says so, and no retry job runs."""
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
     from apscheduler.triggers.cron import CronTrigger
@@ -173,17 +173,15 @@ def build_scheduler(app: App, shutdown: Shutdown | None = None, *,
     slot: tuple[Callable[..., Any], list[Any], dict[str, Any]] = (
         (refuse_sending, ["send", refused], {}) if refused
         else (send_slot, [app], {"shutdown": shutdown}))
-    retry: tuple[Callable[..., Any], list[Any], dict[str, Any]] = (
-        (refuse_sending, ["deferred", refused], {}) if refused
-        else (retry_deferred, [app], {"shutdown": shutdown}))
     sched.add_job(slot[0], CronTrigger(minute=0, timezone=dt.UTC), args=slot[1],
                   kwargs=slot[2], id="send", name="send this hour's slot")
     from apscheduler.triggers.interval import IntervalTrigger
 
     every = min(max(app.settings.delivery.retry_first_minutes, 1.0), 60.0)
-    sched.add_job(retry[0], IntervalTrigger(minutes=every, timezone=dt.UTC),
-                  args=retry[1], kwargs=retry[2], id="deferred",
-                  name="send again the deferred deliveries that are due")
+    if not refused:  # held: the hourly line says so; a line every few minutes is noise
+        sched.add_job(retry_deferred, IntervalTrigger(minutes=every, timezone=dt.UTC),
+                      args=[app], kwargs={"shutdown": shutdown}, id="deferred",
+                      name="send again the deferred deliveries that are due")
     if app.settings.bounces.mailbox:
         sched.add_job(fetch_bounces, IntervalTrigger(
             minutes=app.settings.bounces.fetch_minutes, timezone=dt.UTC), args=[app],

@@ -48,7 +48,7 @@ class Metrics:
                                "a backoff.", registry=r)
         self.bounces = Counter("newsletter_bounces", "Reports of what became of sent mail, "
                                "by kind: hard (while sending or read from the bounce "
-                               "mailbox), soft, complaints, unsubscribes, auto_replies, "
+                               "mailbox), soft, refused, complaints, unsubscribes, auto_replies, "
                                "notices, unmatched, unknown.", ["kind"], registry=r)
         self.send_seconds = Histogram(
             "newsletter_send_seconds", "Time from taking a delivery to the server accepting "

@@ -247,6 +247,9 @@ def apply_reports(s: Session, config: BouncesConfig, notices: list[tuple[str, st
             report.counts["unmatched"] += 1
             continue
         detail: dict[str, Any] = {"by": by, "type": kind, "reason": reason}
+        if target.startswith("<"):  # a Message-ID names one message: soft counts it once
+            detail["delivery"] = s.scalar(select(Delivery.id).where(
+                Delivery.message_id == target))
         if kind == "complaint":
             changed += lifecycle.complain(s, sub, **detail)
             report.counts["complaints"] += 1

@@ -94,6 +94,7 @@ def _sqlite_checked() -> None:
 
 def make_engine(url: str) -> Engine:
     """A new engine for ``url`` with the dialect-specific settings applied."""
+    parse_url(url)  # one line (and no password) for a URL that does not parse
     try:
         if url.startswith("sqlite"):
             _sqlite_checked()  # (a ConfigError of its own, not caught below)
@@ -101,17 +102,28 @@ def make_engine(url: str) -> Engine:
             _sqlite_pragmas(engine)
         else:
             engine = create_engine(url, pool_pre_ping=True)
-    except (ArgumentError, ImportError) as exc:
-        raise ConfigError(f"[database] url: cannot use {url!r}: {exc}") from None
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise ConfigError(f"[database] url: cannot use {_hidden(url)!r}: "
+                          f"{_hidden(str(exc))}") from None
     return engine
 
 
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
 def parse_url(url: str) -> URL:
-    """``url`` parsed, or the one-line ConfigError every command gives for it."""
+    """``url`` parsed, or the one-line ConfigError every command gives for it (the
+    password, when one can be seen, replaced by ***: the line goes to logs)."""
     try:
         return make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"[database] url: cannot use {url!r}: {exc}") from None
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"[database] url: cannot use {_hidden(url)!r}: "
+                          f"{_hidden(str(exc))}") from None
+
+
+def _hidden(text: str) -> str:
+    """``text`` with the password of any URL in it as ***."""
+    return _PASSWORD.sub(r"\1***@", text)
 
 
 def cannot_open(engine: Engine, exc: OperationalError) -> ConfigError:
