@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -87,20 +88,25 @@ MetricsPort = Annotated[int | None, typer.Option(
     "(0: off). Default: [metrics] port.")]
 
 
-_JSON_LOGS = [False]  # set by _logging: this command's stderr is JSON lines
+# set by _logging: this command's stderr is JSON lines, and whether they may carry
+# email addresses ([log] include_address)
+_JSON_LOGS = [False, False]
+_ADDRESS = re.compile(r"[^\s<>'\"(),;:@]+@[^\s<>'\"(),;:]+")
 
 
 def _logging(a: App, log_format: str | None) -> None:
     from newsletter.observe.logs import configure_logging
 
     configure_logging(a.settings.log, log_format)
-    _JSON_LOGS[0] = (log_format or a.settings.log.format) == "json"
+    _JSON_LOGS[:] = [(log_format or a.settings.log.format) == "json",
+                     a.settings.log.include_address]
 
 
 def say(text: str, level: int = 20) -> None:
     """A line for the operator on stderr: as it is, or, when the command logs JSON
     (`--log-format json`), as a JSON log record, so every line a log collector reads
-    parses (a "warning:" line at WARNING)."""
+    parses (a "warning:" line at WARNING), with email addresses left out unless
+    [log] include_address: logs go where the database's access control does not."""
     if not _JSON_LOGS[0]:
         err.print(text)
         return
@@ -108,6 +114,8 @@ def say(text: str, level: int = 20) -> None:
 
     if text.startswith("warning: "):
         level, text = logging.WARNING, text.removeprefix("warning: ")
+    if not _JSON_LOGS[1]:
+        text = _ADDRESS.sub("<address>", text)
     logging.getLogger("newsletter.cli").log(level, text)
 
 
@@ -1330,14 +1338,12 @@ def hoist_config(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
-    _JSON_LOGS[0] = False  # (a process running many commands, the tests, starts afresh)
+    _JSON_LOGS[:] = [False, False]  # (a process running many commands, the tests, anew)
     try:
         app(args=hoist_config(sys.argv[1:]), prog_name="newsletter")
     except NewsletterError as exc:
         if _JSON_LOGS[0]:  # the command logs JSON: its last line too
-            import logging
-
-            logging.getLogger("newsletter.cli").error(str(exc))
+            say(str(exc), 40)
         else:
             sys.stderr.write(f"error: {exc}\n")
         sys.exit(exc.exit_code)

@@ -603,7 +603,8 @@ def test_production_steps_from_an_empty_server_to_the_first_send(
         refused = services.start("newsletter-web.service")
         assert refused.wait(60) != 0
         lines = services.log("newsletter-web.service").strip().splitlines()
-        assert "retired_keys" in lines[-1] and lines[-1].startswith("error:"), lines[-3:]
+        last = json.loads(lines[-1])  # the unit logs JSON lines: its last one too
+        assert last["level"] == "error" and "retired_keys" in last["msg"], lines[-3:]
     finally:
         services.stop_all()
         proxy.shutdown()
