@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -88,25 +87,21 @@ MetricsPort = Annotated[int | None, typer.Option(
     "(0: off). Default: [metrics] port.")]
 
 
-# set by _logging: this command's stderr is JSON lines, and whether they may carry
-# email addresses ([log] include_address)
-_JSON_LOGS = [False, False]
-_ADDRESS = re.compile(r"[^\s<>'\"(),;:@]+@[^\s<>'\"(),;:]+")
+_JSON_LOGS = [False]  # set by _logging: this command's stderr is JSON lines
 
 
 def _logging(a: App, log_format: str | None) -> None:
     from newsletter.observe.logs import configure_logging
 
     configure_logging(a.settings.log, log_format)
-    _JSON_LOGS[:] = [(log_format or a.settings.log.format) == "json",
-                     a.settings.log.include_address]
+    _JSON_LOGS[0] = (log_format or a.settings.log.format) == "json"
 
 
 def say(text: str, level: int = 20) -> None:
     """A line for the operator on stderr: as it is, or, when the command logs JSON
-    (`--log-format json`), as a JSON log record, so every line a log collector reads
-    parses (a "warning:" line at WARNING), with email addresses left out unless
-    [log] include_address: logs go where the database's access control does not."""
+    (`--log-format json`), as a JSON log record (at ``level``; a "warning:" line at
+    WARNING), so every line a log collector reads parses; the JSON formatter leaves
+    addresses out as it does for every record."""
     if not _JSON_LOGS[0]:
         err.print(text)
         return
@@ -114,8 +109,6 @@ def say(text: str, level: int = 20) -> None:
 
     if text.startswith("warning: "):
         level, text = logging.WARNING, text.removeprefix("warning: ")
-    if not _JSON_LOGS[1]:
-        text = _ADDRESS.sub("<address>", text)
     logging.getLogger("newsletter.cli").log(level, text)
 
 
@@ -645,20 +638,20 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
         return
     p = summary.plan
     say(f"edition {summary.edition.day} (#{summary.edition.id}): "
-              f"{summary.candidates} candidate papers; planned {p.planned} "
-              f"(+{p.skipped} with nothing to send)"
-              + (f"; {p.already} already had this day's edition" if p.already else "")
-              + (f"; took back {summary.reclaimed} unfinished" if summary.reclaimed else ""))
+        f"{summary.candidates} candidate papers; planned {p.planned} "
+        f"(+{p.skipped} with nothing to send)"
+        + (f"; {p.already} already had this day's edition" if p.already else "")
+        + (f"; took back {summary.reclaimed} unfinished" if summary.reclaimed else ""))
     if summary.note:
         say(summary.note)
     say(f"sent {r.counts['sent']}, failed {r.counts['failed']} in {r.seconds:.2f}s"
-              + (f" via {backend}" + (f" to {outbox}/" if backend == "outbox" else "")))
+        + (f" via {backend}" + (f" to {outbox}/" if backend == "outbox" else "")))
     for line in r.errors:
         say(f"  failed: {line}")
     _present_deferred(summary)
     if r.stopped_by:
         say(f"stopped by signal {r.stopped_by}: {r.counts['released']} not started "
-                  "went back to pending; `newsletter send` again finishes the edition")
+            "went back to pending; `newsletter send` again finishes the edition")
         raise typer.Exit(128 + r.stopped_by)
     if r.counts["failed"]:
         raise typer.Exit(3)
@@ -670,11 +663,11 @@ def _present_deferred(summary: Any) -> None:
     r = summary.report
     if summary.due:
         say(f"retried {count(summary.due, 'deferred delivery', 'deferred deliveries')} "
-                  "whose next try was due")
+            "whose next try was due")
     if r.counts["deferred"]:
         when = f"{r.next_try:%Y-%m-%d %H:%M} UTC" if r.next_try else "later"
         say(f"deferred {r.counts['deferred']} (refused for now); next try from {when}, "
-                  "by `newsletter run` or a `newsletter send` then")
+            "by `newsletter run` or a `newsletter send` then")
 
 
 @app.command()
@@ -1338,12 +1331,12 @@ def hoist_config(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
-    _JSON_LOGS[:] = [False, False]  # (a process running many commands, the tests, anew)
+    _JSON_LOGS[0] = False  # (a process running many commands, the tests, starts afresh)
     try:
         app(args=hoist_config(sys.argv[1:]), prog_name="newsletter")
     except NewsletterError as exc:
         if _JSON_LOGS[0]:  # the command logs JSON: its last line too
-            say(str(exc), 40)
+            say(str(exc), 40)  # ERROR
         else:
             sys.stderr.write(f"error: {exc}\n")
         sys.exit(exc.exit_code)

@@ -192,6 +192,18 @@ def test_addresses_appear_in_logs_only_when_configured() -> None:
     assert "ada@example.org" not in line(False, "text")
     assert line(True, "text").endswith("<ada@example.org>")
 
+    def said(include: bool) -> str:  # an address written in the message itself
+        buf = io.StringIO()
+        handler = configure_logging(LogConfig(include_address=include), "json", stream=buf)
+        try:
+            logging.getLogger("newsletter.cli").warning("failed: ada@example.org: 550 5.1.1")
+        finally:
+            logging.getLogger().removeHandler(handler)
+        return str(json.loads(buf.getvalue())["msg"])
+
+    assert said(False) == "failed: <address>: 550 5.1.1"
+    assert said(True) == "failed: ada@example.org: 550 5.1.1"
+
 
 def test_heartbeats_alive_stopped_and_silent(db_url: str) -> None:
     engine = get_engine(db_url)

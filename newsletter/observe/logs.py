@@ -3,8 +3,9 @@ collector (``--log-format json`` or ``[log] format = "json"``).
 
 A JSON line carries ``ts``, ``level``, ``logger``, ``msg`` and whatever structured
 fields the caller attached (edition, subscriber id, outcome, seconds, ...). A
-subscriber's address is dropped unless ``[log] include_address`` is set: logs are
-shipped to places with weaker access control than the database.
+subscriber's address is dropped unless ``[log] include_address`` is set (the ``email``
+field, and any address written in ``msg``): logs are shipped to places with weaker
+access control than the database.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import sys
 from typing import Any, TextIO
 
 from newsletter.config import LogConfig
 
+ADDRESS = re.compile(r"[^\s<>'\"(),;:@]+@[^\s<>'\"(),;:]+")  # an address in running text
 FIELDS = ("edition", "subscriber", "email", "outcome", "seconds", "attempts", "error",
           "slot", "job", "papers", "new", "updated", "sent", "failed", "deferred", "due")
 
@@ -40,6 +43,7 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if not self.include_address:
             data.pop("email", None)
+            data["msg"] = ADDRESS.sub("<address>", data["msg"])
         if record.exc_text:  # first: a filter may have rewritten it (web.logs redacts)
             data["exc"] = record.exc_text
         elif record.exc_info:
