@@ -197,10 +197,11 @@ def run_daemon(app: App, shutdown: Shutdown,
                announce: Callable[[str], None] = log.info, *, force: bool = False) -> None:
     """Run until ``shutdown`` is requested; then let the running job wind down.
     ``force``: send although the compliance gate finds the mail non-compliant."""
-    from newsletter.service.sending import compliance_blockers, refusal
+    from newsletter.delivery.check import send_blockers
+    from newsletter.service.sending import refusal
 
     s = app.settings
-    blockers = compliance_blockers(s.transport, s.web, s.sender)
+    blockers = send_blockers(s.transport.backend, s.web, s.sender)
     refused = refusal(s.transport.backend, blockers) if blockers and not force else ""
     if refused:
         refuse_sending("sending", refused)

@@ -242,14 +242,13 @@ def apply_reports(s: Session, config: BouncesConfig, notices: list[tuple[str, st
     changed = 0
     for target, kind_reason in notices:
         kind, _, reason = kind_reason.partition(":")
-        sub = _named(s, target)
+        sub, delivery_id = _named(s, target)
         if sub is None:
             report.counts["unmatched"] += 1
             continue
         detail: dict[str, Any] = {"by": by, "type": kind, "reason": reason}
-        if target.startswith("<"):  # a Message-ID names one message: soft counts it once
-            detail["delivery"] = s.scalar(select(Delivery.id).where(
-                Delivery.message_id == target))
+        if delivery_id is not None:  # a Message-ID names one message: soft counts it once
+            detail["delivery"] = delivery_id
         if kind == "complaint":
             changed += lifecycle.complain(s, sub, **detail)
             report.counts["complaints"] += 1
@@ -265,16 +264,18 @@ def apply_reports(s: Session, config: BouncesConfig, notices: list[tuple[str, st
     return changed
 
 
-def _named(s: Session, target: str) -> Subscriber | None:
-    """The subscriber an address names, or the one a sent Message-ID was for."""
+def _named(s: Session, target: str) -> tuple[Subscriber | None, int | None]:
+    """The subscriber an address names, or the one a sent Message-ID was for with that
+    delivery's id (None for an address)."""
     if target.startswith("<"):
-        sub_id = s.scalar(select(Delivery.subscriber_id).where(Delivery.message_id == target))
-        return s.get(Subscriber, sub_id) if sub_id is not None else None
+        row = s.execute(select(Delivery.id, Delivery.subscriber_id)
+                        .where(Delivery.message_id == target)).first()
+        return (s.get(Subscriber, row.subscriber_id), row.id) if row else (None, None)
     try:
         email = normalize_email(target, utf8_local_part=True)
     except InputError:
-        return None
-    return s.scalar(select(Subscriber).where(Subscriber.email == email))
+        return None, None
+    return s.scalar(select(Subscriber).where(Subscriber.email == email)), None
 
 
 def _detail(parsed: Report) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from newsletter.config import QueueConfig, SenderConfig, TransportConfig, WebConfig
+from newsletter.config import QueueConfig
 from newsletter.delivery.check import send_blockers
 from newsletter.delivery.deliver import run_async, sending_stopped
 from newsletter.delivery.edition import EditionConfig
@@ -86,17 +86,10 @@ class SendResult:
     queued: Queued | None = None  # delivered by workers
 
 
-def compliance_blockers(transport: TransportConfig, web: WebConfig, sender: SenderConfig
-                        ) -> list[str]:
-    """The compliance gate that every sending entry point holds (``send``, and the
-    scheduler's slots in ``newsletter run``), each overridden by its own ``--force``:
-    what makes mail through a real transport non-compliant (``check.send_blockers``),
-    one line a problem; empty for a transport that sends nothing anywhere."""
-    return send_blockers(transport.backend, web, sender)
-
-
 def refusal(backend: str, blockers: list[str]) -> str:
-    """What a refused send says: the transport and every problem, on one line."""
+    """What a refused send says: the transport and every problem (``check.send_blockers``,
+    the compliance gate that ``send`` and the scheduler's slots in ``newsletter run``
+    both hold, each overridden by its own ``--force``), on one line."""
     return f"refusing to send through {backend}: " + "; ".join(blockers)
 
 
@@ -104,7 +97,7 @@ def _gate(config: EditionConfig, transport: Transport, request: SendRequest,
           hooks: Hooks) -> bool:
     """The compliance gate and the operator's yes; False when the operator said no."""
     backend = config.transport.backend
-    blockers = compliance_blockers(config.transport, config.web, config.sender)
+    blockers = send_blockers(backend, config.web, config.sender)
     if blockers and not request.force:
         raise InputError(refusal(backend, blockers), "run `newsletter check`; --force sends anyway")
     for line in blockers:

@@ -34,12 +34,12 @@ def rotation_problem(cfg: WebConfig, session: Session) -> str:
     # Where the old value is to be found: the database keeps its own key (`keys show`
     # prints it); a key that came from the configuration is known here only by its
     # fingerprint, so the operator's old setting is where it is.
-    whence = ("`newsletter keys show` prints the stored key"
-              if all(u.fingerprint == stored_print for u in dropped) else
-              "the value it had in [web] secret_keys or NEWSLETTER_WEB__SECRET_KEYS, whose "
-              "fingerprint is shown here" + ("; `newsletter keys show` prints the stored key"
-                                             if any(u.fingerprint == stored_print
-                                                    for u in dropped) else ""))
+    stored_dropped = [u.fingerprint == stored_print for u in dropped]
+    whence = "; ".join(
+        ([] if all(stored_dropped) else ["the value it had in [web] secret_keys or "
+                                         "NEWSLETTER_WEB__SECRET_KEYS, whose fingerprint "
+                                         "is shown here"])
+        + (["`newsletter keys show` prints the stored key"] if any(stored_dropped) else []))
     return (f"[web] secret_keys does not hold the key that signed links already sent: "
             f"{names}; every such link would stop working. Keep it after your new key "
             f"({whence}), or retire it on purpose with [web] retired_keys = [{retire}]")
