@@ -103,8 +103,7 @@ def make_engine(url: str) -> Engine:
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (ArgumentError, ImportError, ValueError) as exc:
-        raise ConfigError(f"[database] url: cannot use {_hidden(url)!r}: "
-                          f"{_hidden(str(exc))}") from None
+        raise _cannot_use(url, exc) from None
     return engine
 
 
@@ -117,13 +116,14 @@ def parse_url(url: str) -> URL:
     try:
         return make_url(url)
     except (ArgumentError, ValueError) as exc:
-        raise ConfigError(f"[database] url: cannot use {_hidden(url)!r}: "
-                          f"{_hidden(str(exc))}") from None
+        raise _cannot_use(url, exc) from None
 
 
-def _hidden(text: str) -> str:
-    """``text`` with the password of any URL in it as ***."""
-    return _PASSWORD.sub(r"\1***@", text)
+def _cannot_use(url: str, exc: Exception) -> ConfigError:
+    """The one line for a URL that cannot be used, its password (where one can be
+    seen, in the URL or the reason) as ***."""
+    hidden = [_PASSWORD.sub(r"\1***@", text) for text in (url, str(exc))]
+    return ConfigError(f"[database] url: cannot use {hidden[0]!r}: {hidden[1]}")
 
 
 def cannot_open(engine: Engine, exc: OperationalError) -> ConfigError:

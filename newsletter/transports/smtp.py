@@ -344,19 +344,16 @@ async def _one_at_a_time(client: aiosmtplib.SMTP, message: Message, options: lis
     if client.supports_extension("size") and fast:
         size = len(aiosmtplib.smtp.normalize_message_line_endings(message.data))
         options = [f"size={size}", *options]
+    # (a refusal is reset or the connection dropped by the caller, ``SmtpTransport.send``)
+    await client.mail(message.sender, options=options, encoding=encoding)
     try:
-        await client.mail(message.sender, options=options, encoding=encoding)
-        try:
-            await client.rcpt(message.to, encoding=encoding)
-        except aiosmtplib.SMTPRecipientRefused as exc:
-            raise aiosmtplib.SMTPRecipientsRefused([exc]) from None
-        if not fast:
-            await client.data(message.data)
-            return
-        await _data(client, message.data, timeout, data_timeout)
-    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-        await _reset_client(client)
-        raise
+        await client.rcpt(message.to, encoding=encoding)
+    except aiosmtplib.SMTPRecipientRefused as exc:
+        raise aiosmtplib.SMTPRecipientsRefused([exc]) from None
+    if not fast:
+        await client.data(message.data)
+        return
+    await _data(client, message.data, timeout, data_timeout)
 
 
 async def _data(client: aiosmtplib.SMTP, data: bytes, timeout: float,
@@ -392,11 +389,6 @@ async def _data(client: aiosmtplib.SMTP, data: bytes, timeout: float,
                 from None
     if done.code != 250:
         raise aiosmtplib.SMTPDataError(done.code, done.message)
-
-
-async def _reset_client(client: aiosmtplib.SMTP) -> None:
-    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-        await client.rset()
 
 
 def _certificate_refused(exc: BaseException) -> bool:
