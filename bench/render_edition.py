@@ -36,8 +36,8 @@ DAY = dt.date(2025, 12, 26)
 
 
 def one_round(pristine: Path, work: Path) -> tuple[float, int, str]:
+    from newsletter.collector import fewer_collections
     from newsletter.config import load_settings
-    from newsletter.delivery.deliver import fewer_collections
     from newsletter.delivery.edition import EditionConfig
     from newsletter.service.editions import plan_edition
     from newsletter.store.db import dispose_all, get_engine

@@ -294,9 +294,9 @@ def test_a_send_with_only_deferred_rows_left_says_when_they_go(
 
 def test_rows_a_live_process_here_holds_are_not_taken_back_however_old_their_lease(
         world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
-    """Leases are not renewed while a batch is sent, and one answer may take [smtp]
-    data_timeout: a process of this host that still runs holds its rows after their
-    lease ran out. Neither the retry job nor another run's reclaim takes them (that
+    """A process of this host that still runs holds its rows after their lease ran
+    out (its loop may be blocked past a renewal, and one answer may take [smtp]
+    data_timeout). Neither the retry job nor another run's reclaim takes them (that
     sent each twice); an edition planned more than [delivery] retry_hours ago is not
     taken either (stopped long ago: not sent out of the blue)."""
     from sqlalchemy import update
@@ -333,4 +333,54 @@ def test_rows_a_live_process_here_holds_are_not_taken_back_however_old_their_lea
         assert s.get(Edition, planned.edition.id) is not None
     done = retry_deferred(app)
     assert done.due == n and done.report.counts == {"sent": n}
+    assert {smtp_sink.count(r) for r, _ in smtp_sink.messages} == {1}
+
+
+def test_a_worker_elsewhere_does_not_take_rows_whose_answers_are_slow(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """A worker on another host holds its claimed rows only by their lease. Its batch's
+    messages can wait longer than that (a slow server answers each end late; ``[smtp]
+    data_timeout`` allows 600 s against a lease of 120 s): the delivering loop renews
+    the lease while it holds rows, so a second worker's reclaim finds nothing to take
+    and nobody gets a message twice (before, the second worker took the rows whose
+    lease ran out and sent them again)."""
+    import threading
+
+    from newsletter.delivery.deliver import deliver, run_async
+    from newsletter.delivery.ledger import DbLedger
+    from newsletter.transports import make_transport
+
+    from .editions_support import plan_edition
+
+    settings, engine = world
+    smtp_sink.answer_after = 0.4
+    settings = smtp(settings, smtp_sink).replace(
+        transport={"concurrency": 1}, smtp={"connections": 1, "data_timeout": 5.0})
+    planned = plan_edition(settings, engine, DAY)
+    assert planned.edition is not None and planned.context is not None
+    rows = planned.pending
+    assert rows >= 5  # at 0.4 s each, the last answers come well after a 1 s lease
+    # the sending worker: another host's process, so only its lease protects its rows
+    elsewhere = DbLedger(engine, planned.edition, owner="mailer-2:4242:0f0f0f0f",
+                         lease_seconds=1)
+    taken: list[int] = []
+    done = threading.Event()
+
+    def second_worker() -> None:  # this host: reclaims what looks abandoned, claims it
+        here = DbLedger(engine, planned.edition)
+        while not done.wait(0.1):
+            here.reclaim()
+            taken.extend(job.delivery_id for job in here.claim(100))
+
+    watcher = threading.Thread(target=second_worker)
+    watcher.start()
+    try:
+        report = run_async(deliver(settings.transport, elsewhere, planned.context,
+                                   make_transport(settings)))
+    finally:
+        done.set()
+        watcher.join()
+    assert taken == []
+    assert report.counts == {"sent": rows}
+    assert len(smtp_sink.messages) == rows
     assert {smtp_sink.count(r) for r, _ in smtp_sink.messages} == {1}

@@ -135,7 +135,7 @@ def test_the_collector_is_given_back_as_it_was_when_the_last_delivery_ends() -> 
     them, also when it ends with an error."""
     import gc
 
-    from newsletter.delivery.deliver import GC_YOUNG, fewer_collections
+    from newsletter.collector import GC_YOUNG, fewer_collections
 
     before, frozen = gc.get_threshold(), gc.get_freeze_count()
     with pytest.raises(RuntimeError), fewer_collections():

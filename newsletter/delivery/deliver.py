@@ -24,20 +24,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import gc
 import itertools
 import math
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from newsletter.collector import fewer_collections
 from newsletter.config import DeliveryConfig, TransportConfig
 from newsletter.delivery.deferral import next_try
-from newsletter.delivery.ledger import LEASE_SECONDS, RELEASED, Ledger, Outcome, OutcomeStatus
+from newsletter.delivery.ledger import (
+    LEASE_SECONDS,
+    RELEASED,
+    Ledger,
+    Outcome,
+    OutcomeStatus,
+)
 from newsletter.delivery.plan import Job
 from newsletter.delivery.ratelimit import RateLimiter
 from newsletter.delivery.shutdown import Shutdown
@@ -49,9 +53,6 @@ from newsletter.store.models import utcnow
 from newsletter.transports.base import Transport
 
 FLUSH_SECONDS = 0.05
-GC_YOUNG = 50_000  # objects allocated between young collections while delivering (10,000
-# let the caches that fill during a delivery reach the middle generation, whose passes
-# over them were 40% of the collector's time: 0.15 s a process at 2,000 messages)
 RECORD_TRIES = 5  # a failing record is tried this often (backing off) before sending stops
 RENDER_AHEAD = 32  # emails rendered back to back, of the jobs waiting (see _Run.rendered)
 # ---- delivery ------------------------------------------------------------------------
@@ -117,38 +118,6 @@ async def deliver(t: TransportConfig, ledger: Ledger, ctx: Renders, transport: T
                shutdown=shutdown or Shutdown(), retry=retry or DeliveryConfig(), clock=clock)
     with fewer_collections():
         return await run.run()
-
-
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_saved: tuple[int, ...] = ()
-
-
-@contextmanager
-def fewer_collections() -> Iterator[None]:
-    """While planning and delivering: what exists already (the opened edition's corpus, matrices and
-    caches) is moved out of the collector's way (``gc.freeze``), and young collections
-    come every ``GC_YOUNG`` allocations instead of 700. Each message makes thousands of
-    short-lived objects; the collections they triggered, each walking the long-lived
-    ones again, were about a sixth of the delivery's CPU (4,000 subscribers). The
-    collector stays on, so cycles made while sending are still freed. Deliveries
-    running at once (threads of a web process) share it: the first one in sets it, the
-    last one out puts the thresholds back and unfreezes."""
-    global _gc_users, _gc_saved
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(max(GC_YOUNG, _gc_saved[0]), *_gc_saved[1:])
-        gc.freeze()  # (again when nested: what the outer one made since is kept too)
-        _gc_users += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0:
-                gc.set_threshold(*_gc_saved)
-                gc.unfreeze()
 
 
 class _Jobs(asyncio.Queue["Job | None"]):
@@ -345,13 +314,17 @@ class _Run:
                 raise
 
     async def flusher(self) -> None:
-        """Record what is pending every ``FLUSH_SECONDS`` until the run is finished.
+        """Record what is pending every ``FLUSH_SECONDS`` until the run is finished, and
+        renew the leases of the rows still held as often as the ledger asks
+        (``renew_seconds``).
 
         Never cancelled: a record runs in a thread that a cancel would not stop, so the
         delivery could return (and its caller read the ledger) before it committed. A
-        failed record (a locked SQLite, a dropped connection) is tried again; when it
-        keeps failing, sending stops, since what is sent must also be recorded."""
+        failed record or renewal (a locked SQLite, a dropped connection) is tried again;
+        when it keeps failing, sending stops, since what is sent must also be recorded
+        and what is held must not run out of its lease while it is sent."""
         tries = 0
+        renewed = time.monotonic()
         while not self.finished.is_set():
             # woken early by the end of the run: the last outcomes are recorded (and the
             # run returns) at once, not up to ``FLUSH_SECONDS`` later
@@ -360,6 +333,9 @@ class _Run:
                     min(tries, 6), FLUSH_SECONDS) if tries else FLUSH_SECONDS)
             try:
                 await self.flush()
+                if time.monotonic() - renewed >= self.ledger.renew_seconds:
+                    await asyncio.to_thread(self.ledger.renew)
+                    renewed = time.monotonic()
                 tries = 0
             except Exception as exc:
                 tries += 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import socket
 import uuid
@@ -85,6 +86,9 @@ class Outcome:
 class Ledger(Protocol):
     def claim(self, n: int) -> list[Job]: ...
     def record(self, outcomes: Sequence[Outcome]) -> None: ...
+    def renew(self) -> int: ...
+    @property
+    def renew_seconds(self) -> float: ...
 
 
 class MemoryLedger:
@@ -101,6 +105,13 @@ class MemoryLedger:
     def record(self, outcomes: Sequence[Outcome]) -> None:
         self.outcomes.extend(outcomes)
 
+    def renew(self) -> int:
+        return 0  # nobody else can take these jobs
+
+    @property
+    def renew_seconds(self) -> float:
+        return math.inf
+
 
 def _shown(outcome: Outcome) -> str | None:
     """The sent email's record (``delivery/shown.py``), None when none was made."""
@@ -111,10 +122,12 @@ def lease_gone(owner: str, expires: dt.datetime | None, now: dt.datetime,
                host: str | None = None) -> bool:
     """Whether rows leased by ``owner`` may be taken back: its process on this host
     (``host``: this machine's name) is gone, or its lease ran out and it is not a
-    process of this host that still runs. Leases are not renewed while a batch is
-    sent, and one message may wait ``[smtp] data_timeout`` for its answer: a live
-    process here is still sending them, and taking them back sent each twice. (On
-    another host only the lease can tell.)"""
+    process of this host that still runs. A delivering loop renews its leases four
+    times a lease (``DbLedger.renew``), but a process here that cannot (its loop
+    blocked, its database out of reach for a while) may still be sending them, and
+    taking them back sent each twice. On another host only the lease can tell: there
+    the renewal is what keeps a batch whose messages wait up to ``[smtp] data_timeout``
+    for their answer from being sent again by a second worker."""
     name, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
     here = name == (host or socket.gethostname()) and pid.isdigit()
@@ -231,6 +244,7 @@ class DbLedger:
         self.edition = edition
         self.owner = owner or lease_owner()
         self.lease = dt.timedelta(seconds=lease_seconds)
+        self._renew_seconds = lease_seconds / 4
         self.host = socket.gethostname()
         self.sharers = sharers
         self._after = 0  # claim() resumes after the highest id it has claimed
@@ -390,6 +404,27 @@ class DbLedger:
             with contextlib.suppress(Exception), connection_scope(self.engine) as s:
                 self._give_back(s, ids, utcnow())
             raise
+
+    def renew(self) -> int:
+        """Extend the lease of every row this ledger holds (claimed, not yet recorded) to
+        a full lease from now; how many. The delivery loop calls it every
+        ``renew_seconds`` (a quarter of the lease): a batch's last message may wait in
+        the queue behind slow servers, or ``[smtp] data_timeout`` (600 s) for the answer
+        to its end, far past the lease it was claimed with, and a worker on another
+        host would then take the row back and send it again."""
+        now = utcnow()
+        with connection_scope(self.engine) as s:
+            done = s.execute(
+                update(Delivery)
+                .where(Delivery.edition_id == self.edition.id,
+                       Delivery.status == DeliveryStatus.SENDING,
+                       Delivery.lease_owner == self.owner)
+                .values(lease_expires=now + self.lease))
+            return int(done.rowcount or 0)
+
+    @property
+    def renew_seconds(self) -> float:
+        return self._renew_seconds
 
     def _give_back(self, s: Any, ids: Sequence[int | None], now: dt.datetime) -> None:
         """Rows this ledger leased and never handed over, back in the queue as they

@@ -47,13 +47,13 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
 
+from newsletter.collector import fewer_collections
 from newsletter.config import DeliveryConfig, TransportConfig
 from newsletter.delivery.deliver import (
     DeliverReport,
     Renders,
     claim_batch,
     deliver,
-    fewer_collections,
     run_async,
     sending_stopped,
 )

@@ -21,7 +21,8 @@ from typing import Any
 
 from sqlalchemy import Engine, case, func, select
 
-from newsletter.delivery.deliver import DeliverReport, deliver, fewer_collections, run_async
+from newsletter.collector import fewer_collections
+from newsletter.delivery.deliver import DeliverReport, deliver, run_async
 from newsletter.delivery.edition import (
     EditionConfig,
     EditionContext,
