@@ -384,3 +384,26 @@ def test_a_worker_elsewhere_does_not_take_rows_whose_answers_are_slow(
     assert report.counts == {"sent": rows}
     assert len(smtp_sink.messages) == rows
     assert {smtp_sink.count(r) for r, _ in smtp_sink.messages} == {1}
+
+
+def test_a_deferred_row_skipped_as_its_reader_left_says_why_in_status(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """A row deferred by a 451, whose reader unsubscribes before the next try, is
+    skipped then; `status` names that reason, not the earlier try's 451 (which it
+    showed as the reason the row was skipped)."""
+    from newsletter.store import lifecycle
+
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)
+    smtp_sink.faults["ada@example.org"] = [GREY]
+    first = run_send(settings, engine, DAY, now=T0)
+    assert first.report.counts.get("deferred") == 1
+    with session_scope(engine) as s:
+        ada = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        assert ada is not None and lifecycle.unsubscribe(s, ada, by="test")
+    run_send(settings, engine, DAY, now=minutes(5))
+    assert row(engine, "ada@example.org").status == "skipped"
+    assert smtp_sink.count("ada@example.org") == 0
+    shown = {e["email"]: e for e in status(engine)["last_errors"]}
+    assert shown["ada@example.org"]["status"] == "skipped"
+    assert shown["ada@example.org"]["error"] == "subscriber unsubscribed before delivery"

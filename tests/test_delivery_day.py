@@ -332,6 +332,44 @@ def test_outage_across_the_subscribers_midnight_sends_that_day_late(world) -> No
     assert days("late@example.org") == [(before, "sent"), (DAY, "sent")]
 
 
+def test_a_day_missed_while_paused_is_not_sent_late_after_resuming(
+        world, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Two 23:00 readers had the 25th. On the 26th one pauses before 23:00 and resumes
+    at 23:30; the other pauses and resumes before 23:00, and the daemon is down from
+    22:30 to 02:00. At 02:00 the second is owed the 26th late, the first is not: that
+    day's send time passed while they were paused (before, they were sent it on
+    resuming, a day they had asked not to get)."""
+    from newsletter.store import lifecycle
+
+    settings, engine = world
+    before = DAY - dt.timedelta(days=1)
+    with session_scope(engine) as s:
+        add(s, "paused@example.org", keywords="attention", tz="UTC", hour=23)
+        add(s, "back@example.org", keywords="attention", tz="UTC", hour=23)
+    run_send(settings, engine, before, slot="23")
+    app = App(settings, engine)
+
+    def at(when: dt.datetime, email: str, change: str) -> None:
+        monkeypatch.setattr(lifecycle, "utcnow", lambda: when.replace(tzinfo=None))
+        with session_scope(engine) as s:
+            sub = s.scalar(select(Subscriber).where(Subscriber.email == email))
+            assert sub is not None
+            assert getattr(lifecycle, change)(s, sub, by="test")
+
+    at(utc(2025, 12, 26, 21), "paused@example.org", "pause")
+    at(utc(2025, 12, 26, 21), "back@example.org", "pause")
+    at(utc(2025, 12, 26, 22), "back@example.org", "resume")
+    for hour in range(0, 23):
+        send_slot(app, utc(2025, 12, 26, hour))
+    at(utc(2025, 12, 26, 23, 30), "paused@example.org", "resume")
+    send_slot(app, utc(2025, 12, 27, 2))  # the first slot back after 22:30-02:00
+    with session_scope(engine) as s:
+        days = {e: sorted(s.scalars(select(Delivery.day).join(Subscriber)
+                                    .where(Subscriber.email == e)))
+                for e in ("paused@example.org", "back@example.org")}
+    assert days == {"paused@example.org": [before], "back@example.org": [before, DAY]}
+
+
 @pytest.mark.slow  # ~2.5 s: several days of sends
 def test_without_catch_up_the_missed_day_is_skipped(world) -> None:  # type: ignore[no-untyped-def]
     """The behaviour the look-back exists for: with it off, the outage loses the day."""

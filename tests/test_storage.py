@@ -59,6 +59,32 @@ def test_ingest_upserts_across_sources_and_versions(db_url: str) -> None:
         assert session.scalar(select(func.count()).select_from(Entry)) == 6
 
 
+def test_a_paper_retitled_by_a_new_version_is_found_by_either_title(db_url: str) -> None:
+    """A new version may change a paper's title. A source that lists the paper without
+    its arXiv id (a page dump) under the old title, or the new one, finds the same
+    entry: before, the old title found nothing once v2 was stored, the paper was stored
+    a second time and readers were sent it twice."""
+    engine = get_engine(db_url)
+    v1 = ('[{"id": "2612.00001", "version": 1, "title": "Give Me FP32 or Give Me Death",'
+          ' "abstract": "Reproducible reasoning."}]')
+    v2 = ('[{"id": "2612.00001", "version": 2, "title": "Numerical Nondeterminism in LLMs",'
+          ' "abstract": "v2: reproducible reasoning."}]')
+    dump = '[{"title": "%s", "abstract": "Reproducible reasoning.", "upvotes": 40}]'
+    with session_scope(engine) as session:
+        assert upsert_papers(session, parse_text(v1, "api")).new == 1
+    with session_scope(engine) as session:
+        assert upsert_papers(session, parse_text(v2, "api")) == (0, 1, 0)
+    for title in ("Give Me FP32 or Give Me Death", "Numerical Nondeterminism in LLMs"):
+        with session_scope(engine) as session:
+            stored = upsert_papers(session, parse_text(dump % title, "page dump"))
+            assert stored.new == 0, title
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Entry)) == 1
+        entry = session.get(Entry, "2612.00001")
+        assert entry is not None and entry.upvotes == 40 and entry.version == 2
+        assert entry.title == "Numerical Nondeterminism in LLMs"
+
+
 def test_refreshed_upvotes(db_url: str) -> None:
     engine = get_engine(db_url)
     text = '[{"paper": {"id": "2401.00001", "title": "T", "upvotes": %d}}]'

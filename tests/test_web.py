@@ -213,6 +213,11 @@ def test_preferences_save_pause_resubscribe(site: Site) -> None:
     page = client.get(url)
     assert page.status_code == 200 and "matched: " in page.text
     assert re.search(r'<a href="http://127\.0\.0\.1:\d+/papers/[^"]+"><strong>', page.text)
+    assert "grace@example.org · daily" in page.text
+    with session_scope(site.engine) as s:  # the state line says how often mail comes
+        s.execute(update(Subscriber).where(Subscriber.id == grace)
+                  .values(frequency="weekly:fri"))
+    assert "grace@example.org · weekly on Friday" in client.get(url).text
     bad = post_form(client, url, {"action": "save", "keywords": "x^0", "tz": "UTC", "hour": "7",
                                   "status": "active"})
     assert bad.status_code == 400 and "weight must be above 0" in bad.text

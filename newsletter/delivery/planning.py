@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
-from newsletter.delivery.slots import due_by_day, late_by_day, slot_moment
+from newsletter.delivery.slots import due_by_day, late_by_day, local_send_time, slot_moment
 from newsletter.errors import InputError
 from newsletter.frequency import DAILY, WEEK_DAYS, WEEKLY, due_on, is_weekly
 from newsletter.render.renderer import Recipient
@@ -83,11 +83,16 @@ class Group:
         last one (the day before, or within a week for those not emailed daily)."""
         due = [f for f in due_on(self.day) if is_weekly(f) == weekly]
         had = self.day - dt.timedelta(days=1) if self.late else None
+        # late: only for who was active when the day's send time came (not paused,
+        # not unsubscribed then): a day missed while paused is not theirs
+        by = ({(tz, h): local_send_time(self.day, h, tz).replace(tzinfo=None)
+               for tz, h in self.pairs} if self.late and self.pairs else None)
         rows = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
-                               frequencies=[f for f in due if f == DAILY])
+                               frequencies=[f for f in due if f == DAILY], active_by=by)
         spaced = [f for f in due if f != DAILY]
         more = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
-                               frequencies=spaced, had_within_days=WEEK_DAYS + 1)
+                               frequencies=spaced, had_within_days=WEEK_DAYS + 1,
+                               active_by=by)
         for row in itertools.chain(rows, more) if spaced else rows:
             yield Recipient(*row)
 

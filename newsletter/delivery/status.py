@@ -42,7 +42,10 @@ def edition_status(engine: Engine, edition: Edition) -> dict[str, Any]:
     return {"edition": edition.id, "day": edition.day.isoformat(), "slot": edition.slot,
             "planned": edition.planned_at is not None,
             "counts": {str(k): counts.get(k, 0) for k in DeliveryStatus},
-            "last_errors": [{"email": e, "status": st, "error": err or r}
+            # a skipped row says why it was skipped, not an earlier try's error (a row
+            # deferred, then skipped as its reader unsubscribed, keeps both)
+            "last_errors": [{"email": e, "status": st,
+                             "error": (r or err) if st == DeliveryStatus.SKIPPED else (err or r)}
                             for e, st, err, r in errors],
             "deferred": [{"email": e, "next_try": _iso(nxt), "first_try": _iso(first),
                           "tries": tries, "error": err}

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.store.models import Entry, utcnow
+from newsletter.store.models import Entry, EntryTitle, utcnow
 
 UPSERT_CHUNK = 500  # papers looked up per query
 
@@ -75,16 +75,18 @@ def upsert_papers(session: Session, papers: Sequence[PaperRecord],
     new = updated = unchanged = 0
     for start in range(0, len(papers), UPSERT_CHUNK):
         chunk = papers[start : start + UPSERT_CHUNK]
-        existing = _stored(session, chunk)
+        existing, known = _stored(session, chunk)
         for p in chunk:
             row = existing.get(p.id) or existing.get(p.title_key)
             if row is None:
                 entry = Entry(**_values(p), arrived_at=now, updated_at=now)
                 session.add(entry)
                 existing[p.id] = existing[p.title_key] = entry
+                _title_known(session, known, p.title_key, entry.id)
                 new += 1
                 continue
             changed = refresh(row, p, now)
+            _title_known(session, known, row.title_key, row.id)  # a new version's title
             if row.arrived_at == now:  # stored by this run (another source): new once
                 continue
             updated += changed
@@ -93,20 +95,42 @@ def upsert_papers(session: Session, papers: Sequence[PaperRecord],
     return Stored(new, updated, unchanged)
 
 
-def _stored(session: Session, chunk: Sequence[PaperRecord]) -> dict[str, Entry]:
-    """The stored entries of ``chunk``, each under its id, arXiv id and title key:
-    a paper first seen without an arXiv id is found again by its title."""
+def _stored(session: Session, chunk: Sequence[PaperRecord]
+            ) -> tuple[dict[str, Entry], set[tuple[str, str]]]:
+    """The stored entries of ``chunk``, each under its id, arXiv id and title keys
+    (its current title's and every earlier one's, ``entry_titles``): a paper first seen
+    without an arXiv id is found again by its title, also once a new version retitled
+    it. And the (title key, entry id) pairs already recorded among them."""
+    keys = [p.title_key for p in chunk if p.title_key]
+    titled = list(session.execute(select(EntryTitle.title_key, EntryTitle.entry_id)
+                                  .where(EntryTitle.title_key.in_(keys))).all())
     rows = session.scalars(select(Entry).where(
-        Entry.id.in_([p.id for p in chunk])
+        Entry.id.in_([p.id for p in chunk] + [entry_id for _, entry_id in titled])
         | Entry.arxiv_id.in_([p.arxiv_id for p in chunk if p.arxiv_id])
-        | Entry.title_key.in_([p.title_key for p in chunk])))
+        | Entry.title_key.in_(keys)))
     existing: dict[str, Entry] = {}
+    by_id: dict[str, Entry] = {}
     for e in rows:
+        by_id[e.id] = e
         existing.setdefault(e.id, e)
         if e.arxiv_id:
             existing.setdefault(e.arxiv_id, e)
         existing.setdefault(e.title_key, e)
-    return existing
+    for key, entry_id in titled:  # an earlier title, after the current ones
+        if entry_id in by_id:
+            existing.setdefault(key, by_id[entry_id])
+    known = {(key, entry_id) for key, entry_id in session.execute(
+        select(EntryTitle.title_key, EntryTitle.entry_id)
+        .where(EntryTitle.entry_id.in_(list(by_id))))}
+    return existing, known
+
+
+def _title_known(session: Session, known: set[tuple[str, str]], key: str,
+                 entry_id: str) -> None:
+    """Record that ``entry_id`` has (had) the title ``key``, once."""
+    if key and (key, entry_id) not in known:
+        known.add((key, entry_id))
+        session.add(EntryTitle(title_key=key, entry_id=entry_id))
 
 
 def _values(p: PaperRecord) -> dict[str, Any]:

@@ -57,6 +57,8 @@ def _set(session: Session, sub: Subscriber, status: S, kind: str, by: str,
         return False
     sub.status = status
     sub.updated_at = utcnow()
+    if status == S.ACTIVE:  # a day whose send time passed before this is not owed late
+        sub.active_since = sub.updated_at
     _event(session, sub, kind, by, detail)
     return True
 

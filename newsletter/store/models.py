@@ -92,6 +92,9 @@ class Subscriber(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     link_nonce: Mapped[int] = mapped_column(BigInteger, default=new_link_nonce)
     pending_change: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # When the subscription last became active (confirmed, resumed, subscribed again);
+    # None: active as long as it exists. A day missed while not active is not owed late.
+    active_since: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Entry(Base):
@@ -121,6 +124,18 @@ class Entry(Base):
     featured: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
     # Author name -> affiliations, kept out of the names so ``author:`` matches them.
     affiliations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class EntryTitle(Base):
+    """Every title key a paper has had (its current one too): a new version may
+    retitle it, and a source without its arXiv id that still lists the old title
+    must find the same entry, not store (and send) the paper again."""
+
+    __tablename__ = "entry_titles"
+
+    title_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    entry_id: Mapped[str] = mapped_column(
+        ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
 
 
 class Edition(Base):

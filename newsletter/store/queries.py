@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import false, or_, select
+from sqlalchemy import false, or_, select, true
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError
@@ -42,12 +42,15 @@ def subscriber_rows(session: Any, *, email: str | None = None,
                     had_day: dt.date | None = None,
                     frequencies: Sequence[str] | None = None,
                     had_within_days: int = 1,
+                    active_by: Mapping[tuple[str, int], dt.datetime] | None = None,
                     ) -> Iterator[SubscriberRow]:
     """Active subscribers to plan: none who already has an edition of ``unsent_day``
     (one newsletter day per person, whatever the slot), only those in ``slot``; with
     ``had_day``, only those who had that day's edition (a late day is owed to them;
     ``had_within_days`` > 1: an edition of the days up to it, for people not emailed
-    every day); with ``frequencies``, only subscribers of those (``newsletter.frequency``)."""
+    every day); with ``frequencies``, only subscribers of those (``newsletter.frequency``);
+    with ``active_by`` (naive UTC, by slot pair), only those active since before that
+    time (the send time of a late day: one missed while paused is not owed)."""
     q = select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.keywords,
                Subscriber.link_nonce)
     if email:
@@ -64,8 +67,12 @@ def subscriber_rows(session: Any, *, email: str | None = None,
     if frequencies is not None:
         q = q.where(Subscriber.frequency.in_(list(frequencies)))
     if slot is not None:
-        q = q.where(or_(false(), *[(Subscriber.tz == tz) & (Subscriber.send_hour == hour)
-                                   for tz, hour in slot]))
+        by = active_by or {}
+        q = q.where(or_(false(), *[
+            (Subscriber.tz == tz) & (Subscriber.send_hour == hour)
+            & (true() if (tz, hour) not in by else (Subscriber.active_since.is_(None)
+                                                    | (Subscriber.active_since <= by[tz, hour])))
+            for tz, hour in slot]))
     for row in session.execute(q.order_by(Subscriber.id).execution_options(yield_per=5000)):
         yield SubscriberRow._make(row)
 

@@ -223,7 +223,7 @@ async def unsubscribe(request: Request) -> Response:
 # ---- preferences and self-service ----------------------------------------------------
 
 STATUS_LABELS = {
-    SubscriberStatus.ACTIVE: "daily", SubscriberStatus.PAUSED: "paused",
+    SubscriberStatus.ACTIVE: "subscribed", SubscriberStatus.PAUSED: "paused",
     SubscriberStatus.PENDING: "waiting for confirmation",
     SubscriberStatus.UNSUBSCRIBED: "unsubscribed",
     SubscriberStatus.BOUNCED: "stopped: your mail server refused our emails",
@@ -271,12 +271,20 @@ async def preferences(request: Request) -> Response:
         picks=shown, zones=zone_options(sub.tz), stopped=stopped,
         frequencies=[(f, describe(f)[0].upper() + describe(f)[1:]) for f in CHOICES],
         can_resubscribe=sub.status == SubscriberStatus.UNSUBSCRIBED,
-        status_label=STATUS_LABELS.get(SubscriberStatus(sub.status), sub.status),
+        status_label=status_label(sub.status, sub.frequency),
         unsubscribe=links.unsubscribe(sub_id, nonce),
         archive=links.preferences(sub_id, "archive", nonce),
         feed=links.feed(sub_id, nonce), data=links.preferences(sub_id, "data", nonce),
         erase=links.preferences(sub_id, "erase", nonce),
         **await run_in_threadpool(preferences_context, web, sub_id, nonce))
+
+
+def status_label(status: str, frequency: str) -> str:
+    """A subscription's state for its reader: how often mail comes while active
+    ("daily", "on weekdays", "weekly on Friday"), else why none comes."""
+    if status == SubscriberStatus.ACTIVE:
+        return describe(frequency)
+    return STATUS_LABELS.get(SubscriberStatus(status), status)
 
 
 def shown_detail(detail: Any) -> Any:
