@@ -407,3 +407,35 @@ def test_a_deferred_row_skipped_as_its_reader_left_says_why_in_status(
     shown = {e["email"]: e for e in status(engine)["last_errors"]}
     assert shown["ada@example.org"]["status"] == "skipped"
     assert shown["ada@example.org"]["error"] == "subscriber unsubscribed before delivery"
+
+
+def test_a_deferred_email_is_explained_with_the_keywords_it_was_picked_for(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """A reader changes their keywords while their email waits for a retry: the papers
+    it carries were picked for the old profile, and the email still says why, with
+    that profile's terms (before, it was explained with the new profile, which
+    matched none of them, and said why for no paper)."""
+    import email
+
+    from newsletter.store import lifecycle
+
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)
+    smtp_sink.faults["ada@example.org"] = [GREY]
+    assert run_send(settings, engine, DAY, now=T0).report.counts.get("deferred") == 1
+    with session_scope(engine) as s:
+        ada = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        assert ada is not None
+        old = ada.keywords
+        lifecycle.update_preferences(s, ada, keywords="quantum chromodynamics, lattice QCD",
+                                     tz=ada.tz, hour=ada.send_hour, paused=False)
+    again = run_send(settings, engine, DAY, now=minutes(5))
+    assert again.report.counts == {"sent": 1}
+    [(_, data)] = [m for m in smtp_sink.messages if m[0] == "ada@example.org"]
+    message = email.message_from_bytes(data)
+    text = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    body = text.get_payload(decode=True).decode()
+    assert "matched your interests" in body or "==" in body, body[:400]
+    assert "matched: " in body
+    assert any(term.strip().lower() in body.lower() for term in old.split(","))
+    assert "quantum chromodynamics" not in body

@@ -445,8 +445,11 @@ class DbLedger:
             rows = s.execute(
                 select(Delivery.id, Delivery.attempts, Delivery.entry_ids, Delivery.details,
                        Delivery.first_try_at, Delivery.day, Subscriber.id.label("sid"),
-                       Subscriber.email,
-                       Subscriber.name, Subscriber.keywords, Subscriber.link_nonce,
+                       Subscriber.email, Subscriber.name,
+                       # a deferred row's picks are explained with the profile they
+                       # were made for, should the reader have changed it since
+                       func.coalesce(Delivery.keywords, Subscriber.keywords),
+                       Subscriber.link_nonce,
                        Subscriber.status.label("sub_status"))
                 .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
                 .where(Delivery.id.in_(ids), Delivery.lease_owner == self.owner,
@@ -543,9 +546,11 @@ class DbLedger:
                 s.execute(ours.values(status=DeliveryStatus.DEFERRED,
                                       last_error=bindparam("b_error"), reason="",
                                       first_try_at=bindparam("b_first"),
-                                      next_try_at=bindparam("b_next")),
+                                      next_try_at=bindparam("b_next"),
+                                      keywords=bindparam("b_keywords")),
                           [{"b_id": o.job.delivery_id, "b_error": o.error[:2000],
-                            "b_first": o.first_try, "b_next": o.next_try} for o in deferred])
+                            "b_first": o.first_try, "b_next": o.next_try,
+                            "b_keywords": o.job.recipient.keywords} for o in deferred])
             if failed:
                 s.execute(mark_failed, [{
                     "b_id": o.job.delivery_id, "b_status": o.status, "b_error": o.error[:2000],

@@ -175,6 +175,9 @@ class Delivery(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # What the email showed, written when it is sent (delivery/shown.py; migration 0012)
     shown: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The keywords the picks were made for, kept when the row is deferred: a later try
+    # explains them with these, not with a profile changed meanwhile (migration 0014)
+    keywords: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     reason: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

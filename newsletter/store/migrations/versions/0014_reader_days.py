@@ -6,6 +6,9 @@
 * ``subscribers.active_since``: when the subscription last became active (confirmed,
   resumed, subscribed again). A day missed while paused or unsubscribed is not owed
   late. Existing rows have none: active as long as they exist, as before.
+* ``deliveries.keywords``: the profile a deferred row's picks were made for. A try
+  after the reader changed their keywords explained the old picks with the new
+  profile, and the email said why for none of them.
 
 Revision ID: 0014
 Revises: 0010
@@ -31,9 +34,13 @@ def upgrade() -> None:
                "SELECT title_key, id FROM entries WHERE title_key <> ''")
     with op.batch_alter_table("subscribers") as batch:
         batch.add_column(sa.Column("active_since", sa.DateTime(), nullable=True))
+    with op.batch_alter_table("deliveries") as batch:
+        batch.add_column(sa.Column("keywords", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("deliveries") as batch:
+        batch.drop_column("keywords")
     with op.batch_alter_table("subscribers") as batch:
         batch.drop_column("active_since")
     op.drop_table("entry_titles")
