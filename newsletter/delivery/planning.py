@@ -37,12 +37,15 @@ def check_slot(slot: str) -> str:
     return f"{int(slot):02d}" if slot else ""
 
 
-def no_new_papers(session: Any, slot: str) -> str:
-    """The true reason an edition has nothing to offer."""
+def no_new_papers(session: Any, slot: str, this: Edition | None = None) -> str:
+    """The true reason an edition has nothing to offer; ``this``: the edition being
+    planned, which is not "the last edition" it names."""
     if not session.scalar(select(func.count()).select_from(Entry)):
         return "no papers stored yet; run `newsletter ingest` first (the day stays open)"
-    last = session.scalar(select(Edition.day).where(Edition.slot == slot)
-                          .order_by(Edition.cutoff.desc()).limit(1))
+    q = select(Edition.day).where(Edition.slot == slot)
+    if this is not None:
+        q = q.where(Edition.id != this.id)
+    last = session.scalar(q.order_by(Edition.cutoff.desc()).limit(1))
     since = f" on {last}" if last else ""
     return (f"no new papers since the last edition{since}; run `newsletter ingest` "
             "(the day stays open for papers that arrive later)")

@@ -194,8 +194,7 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
         empty = ("no paper matched the profile (trending section off)"
                  if r.trending == "none" or not r.trending_count
                  else "every candidate paper was already sent to them")
-        if not ctx.rows:  # a weekly email may still be due: the week had papers
-            note = no_new_papers(s, slot)
+        weekly_planned = 0
         for group, weekly in itertools.product(planned, (False, True)):
             selection = ctx.week_selection if weekly else ctx.selection
             if selection is None or not selection.entries:
@@ -206,6 +205,12 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
             plan.planned += part.planned
             plan.skipped += part.skipped
             plan.already += part.already
+            weekly_planned += part.planned if weekly else 0
+        if not ctx.rows:  # a weekly email may still be due: the week had papers
+            note = no_new_papers(s, slot, edition)
+            if weekly_planned:
+                note = (note.partition(";")[0] + f"; {weekly_planned} weekly "
+                        f"email{'s' if weekly_planned != 1 else ''} due gather the week's")
     with session_scope(engine, readonly=True) as s:
         pending = pending_count(s, edition)
     return Planned(edition, ledger, ctx, plan, reclaimed, len(ctx.rows), pending, note,
