@@ -439,3 +439,94 @@ def test_a_deferred_email_is_explained_with_the_keywords_it_was_picked_for(
     assert "matched: " in body
     assert any(term.strip().lower() in body.lower() for term in old.split(","))
     assert "quantum chromodynamics" not in body
+
+
+@pytest.mark.slow  # ~8 s: a delivery held up by a database that hangs
+def test_a_loop_whose_lease_renewals_hang_stops_handing_out_messages(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """A database that hangs rather than fails (a migration's lock, a stuck
+    connection) holds up the renewals: past most of a lease without one, another
+    host may take the rows back, so the loop starts no more messages and gives the
+    rows back once it can. A later run sends them, once each (before, the loop went
+    on sending every row it held while its leases ran out)."""
+    import threading
+
+    from newsletter.delivery.deliver import deliver, run_async
+    from newsletter.delivery.ledger import DbLedger
+    from newsletter.store.models import DeliveryStatus
+    from newsletter.transports import make_transport
+
+    from .editions_support import plan_edition
+
+    settings, engine = world
+    with session_scope(engine) as s:
+        for i in range(12):
+            add(s, f"more{i}@example.org", keywords="attention, diffusion")
+    smtp_sink.answer_after = 0.3
+    settings = smtp(settings, smtp_sink).replace(
+        transport={"concurrency": 1}, smtp={"connections": 1, "data_timeout": 5.0})
+    planned = plan_edition(settings, engine, DAY)
+    assert planned.edition is not None and planned.context is not None
+    rows = planned.pending
+    assert rows >= 16  # 0.3 s each: about 5 s to send them all
+    unhang = threading.Event()
+
+    class Hanging(DbLedger):  # the second renewal waits 6 s for the database
+        renewals = 0
+
+        def renew(self) -> int:
+            self.renewals += 1
+            if self.renewals == 2:
+                unhang.wait(6)
+            return super().renew()
+
+    first = Hanging(engine, planned.edition, owner="mailer-2:4242:0f0f0f0f",
+                    lease_seconds=2)
+    timer = threading.Timer(6, unhang.set)
+    timer.start()
+    try:
+        report = run_async(deliver(settings.transport, first, planned.context,
+                                   make_transport(settings)))
+    finally:
+        unhang.set()
+        timer.cancel()
+    sent = report.counts.get("sent", 0)
+    assert 0 < sent < rows, report.counts  # it stopped once the lease may have lapsed
+    with session_scope(engine) as s:
+        left = s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.edition_id == planned.edition.id,
+            Delivery.status == DeliveryStatus.PENDING))
+    assert left == rows - sent  # given back, not left leased
+    rest = run_send(settings, engine, DAY)
+    assert rest.report.counts == {"sent": rows - sent}
+    assert len(smtp_sink.messages) == rows
+    assert {smtp_sink.count(r) for r, _ in smtp_sink.messages} == {1}
+
+
+def test_a_reclaim_takes_only_the_rows_whose_lease_ran_out_on_another_host(
+        world) -> None:  # type: ignore[no-untyped-def]
+    """Another host's holder whose earliest lease ran out may have renewed the rest
+    (or claimed them later): only the rows whose own lease is over are taken back
+    (before, all of its rows were, the renewed ones with them, and sent twice)."""
+    from sqlalchemy import update
+
+    from newsletter.delivery.ledger import DbLedger
+    from newsletter.store.models import utcnow
+
+    from .editions_support import plan_edition
+
+    settings, engine = world
+    planned = plan_edition(settings, engine, DAY)
+    assert planned.edition is not None
+    elsewhere = DbLedger(engine, planned.edition, owner="mailer-2:4242:0f0f0f0f")
+    held = elsewhere.claim(4)
+    assert len(held) == 4
+    old = [job.delivery_id for job in held[:2]]
+    with session_scope(engine) as s:
+        s.execute(update(Delivery).where(Delivery.id.in_(old))
+                  .values(lease_expires=utcnow() - dt.timedelta(seconds=1)))
+    assert DbLedger(engine, planned.edition).reclaim() == 2
+    with session_scope(engine) as s:
+        still = set(s.scalars(select(Delivery.id).where(
+            Delivery.lease_owner == "mailer-2:4242:0f0f0f0f")))
+    assert still == {job.delivery_id for job in held[2:]}

@@ -150,3 +150,27 @@ def test_two_rankings_at_once_restore_the_switch_interval_once_both_end() -> Non
     assert sum(len(c.keys) for c in b) == 15
     assert sys.getswitchinterval() == interval
     assert rank_threads() == []
+
+
+def test_a_half_read_ranking_leaves_the_collector_as_it_was() -> None:
+    """A ranking keeps the collector out of its way only while it works, never while
+    its caller holds it between chunks: a caller that keeps a half-read ranking (here
+    in a reference cycle, which only a collection could free) must not leave the
+    process's collector frozen with raised thresholds, which would keep every cycle
+    made meanwhile alive for good."""
+    import gc
+
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+
+    class Holder:
+        def __init__(self) -> None:
+            self.me = self
+            self.ranking = ranker([]).rank(enumerate(["diffusion models"] * 9), k=4,
+                                           chunk_size=2)
+
+    holder = Holder()
+    next(holder.ranking)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+    del holder
+    gc.collect()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen

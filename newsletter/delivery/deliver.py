@@ -155,6 +155,10 @@ class _Run:
         self.report = DeliverReport()
         self.pending: list[Outcome] = []  # outcomes not yet recorded
         self.failure: Exception | None = None  # the first error that ends the run early
+        # Until when (monotonic) every row this loop holds is surely still its own: a
+        # quarter of a lease before the earliest lease could run out, counted from the
+        # start of the first claim, then of the last renewal that succeeded.
+        self.held_until: float | None = None
         self.finished = asyncio.Event()  # set once every sender and the claimer ended
         self.batch = claim_batch(t)
         self.queue = _Jobs(maxsize=self.batch)
@@ -178,6 +182,17 @@ class _Run:
 
     def stopping(self) -> bool:
         return self.stop.requested or self.failure is not None
+
+    def lease_lapsed(self) -> bool:
+        """Whether a row handed out now might no longer be this loop's: the renewals
+        have not succeeded for most of a lease (a database that hangs rather than
+        fails: a lock held by a migration, a connection stuck). Another host may have
+        taken the rows back by now; a message started anyway could reach its reader
+        twice, so the row is given back instead (only if it is still ours)."""
+        return self.held_until is not None and time.monotonic() > self.held_until
+
+    def _held_from(self, began: float) -> None:
+        self.held_until = began + 3 * self.ledger.renew_seconds
 
     # ---- one job -------------------------------------------------------------------
 
@@ -236,8 +251,8 @@ class _Run:
         attempts, last, bug = self.t.max_attempts, "", False
         for attempt in range(attempts):
             await self.limiter.acquire()
-            if self.stopping():  # never start a new attempt once asked to stop
-                return Outcome(job, RELEASED, error=last)
+            if self.stopping() or self.lease_lapsed():  # never start a new attempt once
+                return Outcome(job, RELEASED, error=last)  # asked to stop, or not ours
             retry_after = None
             try:
                 mid = await self.transport.send(rendered.message)
@@ -334,7 +349,9 @@ class _Run:
             try:
                 await self.flush()
                 if time.monotonic() - renewed >= self.ledger.renew_seconds:
+                    began = time.monotonic()
                     await asyncio.to_thread(self.ledger.renew)
+                    self._held_from(began)
                     renewed = time.monotonic()
                 tries = 0
             except Exception as exc:
@@ -361,10 +378,13 @@ class _Run:
         n = min(self.batch, self.senders)
         try:
             while not self.stopping():
+                began = time.monotonic()
                 jobs = await asyncio.to_thread(self.ledger.claim, n)
                 n = self.batch
                 if not jobs:
                     break
+                if self.held_until is None:  # later claims' leases end later
+                    self._held_from(began)
                 for job in jobs:  # once stopped, the senders give these back (released)
                     await self.queue.put(job)
         finally:

@@ -307,11 +307,17 @@ class DbLedger:
                     if lease_gone(owner, expires, now, self.host)]
             if not dead:
                 return 0
+            # A dead process of this host gives back every row it held. Another host's
+            # holder only its rows whose lease has run out, read again as they are
+            # taken: its earliest lease ran out, but a renewal may have committed since
+            # (its later rows, or all of them), and those rows are still its own.
+            here = [owner for owner in dead if owner.partition(":")[0] == self.host]
             result = s.execute(
                 update(Delivery)
                 .where(Delivery.edition_id == self.edition.id,
                        Delivery.status == DeliveryStatus.SENDING,
-                       Delivery.lease_owner.in_(dead))
+                       Delivery.lease_owner.in_(dead),
+                       Delivery.lease_owner.in_(here) | (Delivery.lease_expires < now))
                 .values(status=DeliveryStatus.PENDING, lease_owner="", lease_expires=None)
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]

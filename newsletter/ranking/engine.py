@@ -25,7 +25,7 @@ import itertools
 import re
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -389,18 +389,37 @@ class Ranker:
         if following is None:  # one chunk: nothing to overlap
             yield self._scored(batch, written, sent, k)
             return
-        # Two chunks or more: two threads score chunks (sparse products, top-k: numpy
-        # and scipy let go of the GIL there) while this one parses the next chunk's
-        # profiles and the caller uses the last result; results come in input order.
-        # Only this thread adds features, and rows below a chunk's ``nf`` never change;
-        # the learner locks its caches (explaining picks uses them too). A thread waiting
-        # for the GIL would wait up to the interpreter's switch interval (5 ms) for this
-        # one to let go, many times a chunk: shorter while ranking. The threads end with
-        # the ranking, before anything forks. The collector is kept out of the way
-        # (``fewer_collections``): a million profiles' parts and columns triggered
-        # collections that walked everything the ranking keeps, 1.9 s of 14.8 s.
+        # Two chunks or more (``_overlapped``). The collector is kept out of the way
+        # (``fewer_collections``) for each step: a million profiles' parts and columns
+        # triggered collections that walked everything the ranking keeps, 1.9 s of
+        # 14.8 s. Never across a yield: a caller holding a half-read ranking (in a
+        # reference cycle, say) must not leave the process's collector frozen.
+        steps = self._overlapped(batch, written, following, batches, sent, k)
+        try:
+            while True:
+                with fewer_collections():
+                    chunk = next(steps, None)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            steps.close()
+
+    def _overlapped(self, batch: list[tuple[Any, str]], written: _Written,
+                    following: list[tuple[Any, str]] | None,
+                    batches: Iterator[list[tuple[Any, str]]],
+                    sent: Mapping[Any, Iterable[int]], k: int
+                    ) -> Generator[Chunk, None, None]:
+        """Two threads score chunks (sparse products, top-k: numpy and scipy let go of
+        the GIL there) while this one parses the next chunk's profiles and the caller
+        uses the last result; results come in input order. Only this thread adds
+        features, and rows below a chunk's ``nf`` never change; the learner locks its
+        caches (explaining picks uses them too). A thread waiting for the GIL would wait
+        up to the interpreter's switch interval (5 ms) for this one to let go, many
+        times a chunk: shorter while ranking. The threads end with the ranking, before
+        anything forks."""
         scoring: collections.deque[Future[Chunk]] = collections.deque()
-        with fewer_collections(), _short_switch_interval(), ThreadPoolExecutor(
+        with _short_switch_interval(), ThreadPoolExecutor(
                 SCORING_THREADS, thread_name_prefix="newsletter-rank") as pool:
             try:
                 scoring.append(pool.submit(self._scored, batch, written, sent, k))
