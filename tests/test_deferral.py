@@ -6,6 +6,9 @@ the test sets (``now``), so hours pass without waiting."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -47,6 +50,31 @@ def smtp(settings: Settings, sink: SmtpSink, **delivery: object) -> Settings:
         transport={"backend": "smtp", "max_attempts": 1, "backoff_seconds": 0.01},
         smtp={"host": sink.host, "port": sink.port, "connections": 2, "timeout": 2.0},
         delivery={"retry_first_minutes": 5, "retry_hours": 1, **delivery})
+
+
+def deliver_once(settings: Settings, ledger: Any, context: Any,
+                 beside: Callable[[threading.Event], None] | None = None) -> Any:
+    """One delivery loop over ``ledger`` (its report), with ``beside`` running in a
+    thread meanwhile, told to end by the event once the loop has returned."""
+    from newsletter.delivery.deliver import deliver, run_async
+    from newsletter.transports import make_transport
+
+    done = threading.Event()
+    thread = threading.Thread(target=beside, args=(done,)) if beside else None
+    if thread:
+        thread.start()
+    try:
+        return run_async(deliver(settings.transport, ledger, context,
+                                 make_transport(settings)))
+    finally:
+        done.set()
+        if thread:
+            thread.join()
+
+
+def once_each(sink: SmtpSink, n: int) -> bool:
+    """Whether the sink holds ``n`` messages, one for each recipient."""
+    return len(sink.messages) == n and {sink.count(r) for r, _ in sink.messages} == {1}
 
 
 def row(engine: Any, email: str) -> Delivery:
@@ -344,11 +372,7 @@ def test_a_worker_elsewhere_does_not_take_rows_whose_answers_are_slow(
     the lease while it holds rows, so a second worker's reclaim finds nothing to take
     and nobody gets a message twice (before, the second worker took the rows whose
     lease ran out and sent them again)."""
-    import threading
-
-    from newsletter.delivery.deliver import deliver, run_async
     from newsletter.delivery.ledger import DbLedger
-    from newsletter.transports import make_transport
 
     from .editions_support import plan_edition
 
@@ -364,26 +388,17 @@ def test_a_worker_elsewhere_does_not_take_rows_whose_answers_are_slow(
     elsewhere = DbLedger(engine, planned.edition, owner="mailer-2:4242:0f0f0f0f",
                          lease_seconds=1)
     taken: list[int] = []
-    done = threading.Event()
 
-    def second_worker() -> None:  # this host: reclaims what looks abandoned, claims it
-        here = DbLedger(engine, planned.edition)
+    def second_worker(done: threading.Event) -> None:  # this host: reclaims what looks
+        here = DbLedger(engine, planned.edition)       # abandoned, and claims it
         while not done.wait(0.1):
             here.reclaim()
             taken.extend(job.delivery_id for job in here.claim(100))
 
-    watcher = threading.Thread(target=second_worker)
-    watcher.start()
-    try:
-        report = run_async(deliver(settings.transport, elsewhere, planned.context,
-                                   make_transport(settings)))
-    finally:
-        done.set()
-        watcher.join()
+    report = deliver_once(settings, elsewhere, planned.context, beside=second_worker)
     assert taken == []
     assert report.counts == {"sent": rows}
-    assert len(smtp_sink.messages) == rows
-    assert {smtp_sink.count(r) for r, _ in smtp_sink.messages} == {1}
+    assert once_each(smtp_sink, rows)
 
 
 def test_a_deferred_row_skipped_as_its_reader_left_says_why_in_status(
@@ -449,12 +464,8 @@ def test_a_loop_whose_lease_renewals_hang_stops_handing_out_messages(
     host may take the rows back, so the loop starts no more messages and gives the
     rows back once it can. A later run sends them, once each (before, the loop went
     on sending every row it held while its leases ran out)."""
-    import threading
-
-    from newsletter.delivery.deliver import deliver, run_async
     from newsletter.delivery.ledger import DbLedger
     from newsletter.store.models import DeliveryStatus
-    from newsletter.transports import make_transport
 
     from .editions_support import plan_edition
 
@@ -469,27 +480,19 @@ def test_a_loop_whose_lease_renewals_hang_stops_handing_out_messages(
     assert planned.edition is not None and planned.context is not None
     rows = planned.pending
     assert rows >= 16  # 0.3 s each: about 5 s to send them all
-    unhang = threading.Event()
 
-    class Hanging(DbLedger):  # the second renewal waits 6 s for the database
+    class Hanging(DbLedger):
         renewals = 0
 
         def renew(self) -> int:
             self.renewals += 1
-            if self.renewals == 2:
-                unhang.wait(6)
+            if self.renewals == 2:  # the second renewal waits 6 s for the database
+                time.sleep(6)
             return super().renew()
 
     first = Hanging(engine, planned.edition, owner="mailer-2:4242:0f0f0f0f",
                     lease_seconds=2)
-    timer = threading.Timer(6, unhang.set)
-    timer.start()
-    try:
-        report = run_async(deliver(settings.transport, first, planned.context,
-                                   make_transport(settings)))
-    finally:
-        unhang.set()
-        timer.cancel()
+    report = deliver_once(settings, first, planned.context)
     sent = report.counts.get("sent", 0)
     assert 0 < sent < rows, report.counts  # it stopped once the lease may have lapsed
     with session_scope(engine) as s:
@@ -499,8 +502,7 @@ def test_a_loop_whose_lease_renewals_hang_stops_handing_out_messages(
     assert left == rows - sent  # given back, not left leased
     rest = run_send(settings, engine, DAY)
     assert rest.report.counts == {"sent": rows - sent}
-    assert len(smtp_sink.messages) == rows
-    assert {smtp_sink.count(r) for r, _ in smtp_sink.messages} == {1}
+    assert once_each(smtp_sink, rows)
 
 
 def test_a_reclaim_takes_only_the_rows_whose_lease_ran_out_on_another_host(
