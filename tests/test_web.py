@@ -58,6 +58,9 @@ def test_one_click_unsubscribe_rfc8058(site: Site) -> None:
     assert r.status_code == 200
     assert site.status("ada@example.org") == "unsubscribed"
     assert httpx.post(url).status_code == 200  # idempotent
+    again = httpx.get(url)  # the link followed again: says so, offers no button
+    assert again.status_code == 200 and "gets no more emails" in again.text
+    assert '<form method="post">' not in again.text and "Changed your mind?" in again.text
     with session_scope(site.engine) as s:
         events = list(s.scalars(select(Event).where(Event.kind == "unsubscribed")))
     assert [e.detail for e in events] == [{"one_click": True, "by": "web"}]

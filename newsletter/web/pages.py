@@ -31,6 +31,7 @@ from newsletter.render.digest import format_date
 from newsletter.service import subscribers
 from newsletter.service.emails import sent_editions
 from newsletter.store.db import checkpoint
+from newsletter.store.lifecycle import RECEIVING
 from newsletter.store.models import (
     Delivery,
     Edition,
@@ -205,6 +206,11 @@ async def unsubscribe(request: Request) -> Response:
         sub = await run_in_threadpool(_load, web, sub_id)
         if sub is None:
             return web.message(request, "Unsubscribed", "This address gets no more emails.")
+        if sub.status not in RECEIVING:  # already out: no button that does nothing
+            return web.message(request, "Unsubscribed",
+                               f"{sub.email} gets no more emails from us.",
+                               link=web.links.preferences(sub_id, nonce=who.nonce),
+                               link_text="Changed your mind?")
         return web.page(request, "unsubscribe.html", email=sub.email,
                         preferences=web.links.preferences(sub_id, nonce=who.nonce))
     form = await form_of(request, web)
