@@ -741,6 +741,12 @@ def status(
               + ", ".join(f"{k} {v}" for k, v in c.items()))
     for e in data["last_errors"]:
         out.print(f"  {e['status']}: {e['email']}: {e['error']}")
+    if data["day_editions"] > 1:  # hourly slots: the day is many editions
+        out.print(f"readers' {data['day']} emails, all {data['day_editions']} editions: "
+                  + ", ".join(f"{k} {v}" for k, v in data["day_counts"].items()))
+        for e in data["day_errors"]:
+            out.print(f"  {e['status']} (slot {e['slot'] or '-'}): {e['email']}: "
+                      f"{e['error']}")
     for e in data["deferred"]:
         out.print(f"  deferred: {e['email']}: next try {e['next_try']} (try {e['tries']}, "
                   f"first {e['first_try']}): {e['error']}")

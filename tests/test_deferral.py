@@ -532,3 +532,26 @@ def test_a_reclaim_takes_only_the_rows_whose_lease_ran_out_on_another_host(
         still = set(s.scalars(select(Delivery.id).where(
             Delivery.lease_owner == "mailer-2:4242:0f0f0f0f")))
     assert still == {job.delivery_id for job in held[2:]}
+
+
+def test_status_counts_the_readers_day_across_the_slots_that_carried_it(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """With hourly slots a day is many editions: a 07:00 reader refused for good, then
+    the 08:00 slot. `status` shows the latest edition (08:00) as before, and also the
+    readers' day across both, with the 07:00 failure (before, the latest edition alone
+    hid it)."""
+    settings, engine = world
+    populate_slots(engine)
+    settings = smtp(settings, smtp_sink)
+    app = App(settings, engine)
+    smtp_sink.faults["early@example.org"] = ["554 5.7.1 rejected by policy"]
+    send_slot(app, dt.datetime(2025, 12, 26, 7, tzinfo=dt.UTC))
+    send_slot(app, dt.datetime(2025, 12, 26, 8, tzinfo=dt.UTC))
+    shown = status(engine)
+    assert shown["slot"] == "08" and shown["counts"]["failed"] == 0
+    assert shown["day_editions"] == 2
+    assert shown["day_counts"]["failed"] == 1 and shown["day_counts"]["sent"] >= 1
+    [failed] = shown["day_errors"]
+    assert (failed["email"], failed["slot"], failed["status"]) == (
+        "early@example.org", "07", "failed")
+    assert "554" in failed["error"]

@@ -22,16 +22,26 @@ from newsletter.store.models import (
 
 
 def edition_status(engine: Engine, edition: Edition) -> dict[str, Any]:
+    """An edition's counts, last errors and deferred rows; and the readers' emails of
+    its day across every edition that carried them (``day_counts``, ``day_editions``,
+    ``day_errors``): with hourly slots a day is many editions, and the latest one
+    alone hid an earlier slot's failures."""
     with session_scope(engine) as s:
         counts = dict(s.execute(
             select(Delivery.status, func.count()).where(Delivery.edition_id == edition.id)
             .group_by(Delivery.status)).all())
-        errors = s.execute(
-            select(Subscriber.email, Delivery.status, Delivery.last_error, Delivery.reason)
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(Delivery.edition_id == edition.id,
-                   Delivery.status.in_([DeliveryStatus.FAILED, DeliveryStatus.SKIPPED]))
-            .order_by(Delivery.updated_at.desc()).limit(10)).all()
+        errors = s.execute(_errors().where(Delivery.edition_id == edition.id)).all()
+        # A reader's day is within a day of the UTC day of the edition that carried it
+        # (the editions' index finds their rows; no index leads with a row's day).
+        near = select(Edition.id).where(Edition.day.between(
+            edition.day - dt.timedelta(days=1), edition.day + dt.timedelta(days=1)))
+        on_day = Delivery.edition_id.in_(near) & (Delivery.day == edition.day)
+        day_counts = dict(s.execute(select(Delivery.status, func.count()).where(on_day)
+                                    .group_by(Delivery.status)).all())
+        day_editions = s.scalar(select(func.count(func.distinct(Delivery.edition_id)))
+                                .where(on_day)) or 0
+        day_errors = s.execute(_errors().where(on_day, Delivery.edition_id != edition.id)
+                               ).all()
         deferred = s.execute(
             select(Subscriber.email, Delivery.next_try_at, Delivery.first_try_at,
                    Delivery.attempts, Delivery.last_error)
@@ -42,14 +52,31 @@ def edition_status(engine: Engine, edition: Edition) -> dict[str, Any]:
     return {"edition": edition.id, "day": edition.day.isoformat(), "slot": edition.slot,
             "planned": edition.planned_at is not None,
             "counts": {str(k): counts.get(k, 0) for k in DeliveryStatus},
-            # a skipped row says why it was skipped, not an earlier try's error (a row
-            # deferred, then skipped as its reader unsubscribed, keeps both)
-            "last_errors": [{"email": e, "status": st,
-                             "error": (r or err) if st == DeliveryStatus.SKIPPED else (err or r)}
-                            for e, st, err, r in errors],
+            "last_errors": _listed(errors),
+            "day_counts": {str(k): day_counts.get(k, 0) for k in DeliveryStatus},
+            "day_editions": int(day_editions),
+            "day_errors": _listed(day_errors),
             "deferred": [{"email": e, "next_try": _iso(nxt), "first_try": _iso(first),
                           "tries": tries, "error": err}
                          for e, nxt, first, tries, err in deferred]}
+
+
+def _errors() -> Any:
+    """The newest failed and skipped rows (with the reader's address), ten at most."""
+    return (select(Subscriber.email, Delivery.status, Delivery.last_error, Delivery.reason,
+                   Edition.slot)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .join(Edition, Edition.id == Delivery.edition_id)
+            .where(Delivery.status.in_([DeliveryStatus.FAILED, DeliveryStatus.SKIPPED]))
+            .order_by(Delivery.updated_at.desc()).limit(10))
+
+
+def _listed(rows: Any) -> list[dict[str, Any]]:
+    # a skipped row says why it was skipped, not an earlier try's error (a row
+    # deferred, then skipped as its reader unsubscribed, keeps both)
+    return [{"email": e, "status": st, "slot": slot,
+             "error": (r or err) if st == DeliveryStatus.SKIPPED else (err or r)}
+            for e, st, err, r, slot in rows]
 
 
 def _iso(at: dt.datetime | None) -> str | None:
