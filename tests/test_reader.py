@@ -469,7 +469,8 @@ def test_weekly_on_a_day_without_new_papers_still_gets_the_week(
         if i == 6:  # what the run says matches what it does: the day had no new papers,
             # the weekly email goes out (not "no new papers since the last edition on"
             # the very edition this run opened)
-            assert "1 weekly email due gather the week's" in sent.stderr, sent.stderr
+            assert "1 weekly email due goes out with the week's papers" in sent.stderr, (
+                sent.stderr)
             assert f"the last edition on {day}" not in sent.stderr, sent.stderr
     assert len(messages_to(smtp_sink, daily)) == 5
     [msg] = messages_to(smtp_sink, weekly)

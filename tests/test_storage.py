@@ -83,6 +83,27 @@ def test_a_paper_retitled_by_a_new_version_is_found_by_either_title(db_url: str)
         entry = session.get(Entry, "2612.00001")
         assert entry is not None and entry.upvotes == 40 and entry.version == 2
         assert entry.title == "Numerical Nondeterminism in LLMs"
+    # another arXiv paper under that old title is another paper, stored as such
+    other = ('[{"id": "2612.09999", "version": 1, "title": "Give Me FP32 or Give Me Death",'
+             ' "abstract": "Something else."}]')
+    with session_scope(engine) as session:
+        assert upsert_papers(session, parse_text(other, "api")).new == 1
+        assert session.scalar(select(func.count()).select_from(Entry)) == 2
+
+
+def test_an_older_version_seen_after_the_newer_one_teaches_its_title(db_url: str) -> None:
+    """v2 (new title) stored first, v1 (old title) after it from a late source: a page
+    dump that lists the old title without an id then finds the same paper."""
+    engine = get_engine(db_url)
+    v2 = '[{"id": "2612.00002", "version": 2, "title": "New Title", "abstract": "v2."}]'
+    v1 = '[{"id": "2612.00002", "version": 1, "title": "Old Title", "abstract": "v1."}]'
+    for text in (v2, v1, '[{"title": "Old Title", "abstract": "v1.", "upvotes": 7}]'):
+        with session_scope(engine) as session:
+            upsert_papers(session, parse_text(text, "some source"))
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Entry)) == 1
+        entry = session.get(Entry, "2612.00002")
+        assert entry is not None and entry.title == "New Title" and entry.upvotes == 7
 
 
 def test_refreshed_upvotes(db_url: str) -> None:

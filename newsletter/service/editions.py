@@ -208,9 +208,11 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
             weekly_planned += part.planned if weekly else 0
         if not ctx.rows:  # a weekly email may still be due: the week had papers
             note = no_new_papers(s, slot, edition)
-            if weekly_planned:
+            if weekly_planned:  # (the day stays open: the hint to ingest still holds)
+                many = weekly_planned != 1
                 note = (note.partition(";")[0] + f"; {weekly_planned} weekly "
-                        f"email{'s' if weekly_planned != 1 else ''} due gather the week's")
+                        f"email{'s' if many else ''} due {'go' if many else 'goes'} out "
+                        "with the week's papers")
     with session_scope(engine, readonly=True) as s:
         pending = pending_count(s, edition)
     return Planned(edition, ledger, ctx, plan, reclaimed, len(ctx.rows), pending, note,

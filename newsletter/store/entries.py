@@ -77,7 +77,11 @@ def upsert_papers(session: Session, papers: Sequence[PaperRecord],
         chunk = papers[start : start + UPSERT_CHUNK]
         existing, known = _stored(session, chunk)
         for p in chunk:
-            row = existing.get(p.id) or existing.get(p.title_key)
+            row = existing.get(p.id)
+            if row is None:
+                row = existing.get(p.title_key)
+                if row is not None and p.arxiv_id and row.arxiv_id not in (None, p.arxiv_id):
+                    row = None  # two arXiv papers that share a title are two papers
             if row is None:
                 entry = Entry(**_values(p), arrived_at=now, updated_at=now)
                 session.add(entry)
@@ -86,7 +90,10 @@ def upsert_papers(session: Session, papers: Sequence[PaperRecord],
                 new += 1
                 continue
             changed = refresh(row, p, now)
-            _title_known(session, known, row.title_key, row.id)  # a new version's title
+            # every title it has had: a new version's, and an older version's that
+            # arrives after it (its source may list the paper under it, without an id)
+            _title_known(session, known, row.title_key, row.id)
+            _title_known(session, known, p.title_key, row.id)
             if row.arrived_at == now:  # stored by this run (another source): new once
                 continue
             updated += changed

@@ -135,7 +135,7 @@ class EntryTitle(Base):
 
     title_key: Mapped[str] = mapped_column(String(40), primary_key=True)
     entry_id: Mapped[str] = mapped_column(
-        ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
+        ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True, index=True)
 
 
 class Edition(Base):

@@ -21,6 +21,7 @@ revision = "0014"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
+KEEP_IDS = {"sqlite_autoincrement": True}  # a rebuilt subscribers table keeps AUTOINCREMENT
 
 
 def upgrade() -> None:
@@ -30,9 +31,11 @@ def upgrade() -> None:
         sa.Column("entry_id", sa.String(length=64),
                   sa.ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True),
     )
+    op.create_index("ix_entry_titles_entry_id", "entry_titles", ["entry_id"])
     op.execute("INSERT INTO entry_titles (title_key, entry_id) "
                "SELECT title_key, id FROM entries WHERE title_key <> ''")
-    with op.batch_alter_table("subscribers") as batch:
+    # (on SQLite, should a rebuild happen, subscriber ids stay never reused: 0010)
+    with op.batch_alter_table("subscribers", table_kwargs=KEEP_IDS) as batch:
         batch.add_column(sa.Column("active_since", sa.DateTime(), nullable=True))
     with op.batch_alter_table("deliveries") as batch:
         batch.add_column(sa.Column("keywords", sa.Text(), nullable=True))
@@ -41,6 +44,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_column("keywords")
-    with op.batch_alter_table("subscribers") as batch:
+    with op.batch_alter_table("subscribers", table_kwargs=KEEP_IDS) as batch:
         batch.drop_column("active_since")
+    op.drop_index("ix_entry_titles_entry_id", table_name="entry_titles")
     op.drop_table("entry_titles")
