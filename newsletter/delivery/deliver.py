@@ -159,6 +159,13 @@ class _Run:
         # quarter of a lease before the earliest lease could run out, counted from the
         # start of the first claim, then of the last renewal that succeeded.
         self.held_until: float | None = None
+        # When (monotonic) the last lapse ended, and when each held row was claimed: a
+        # row claimed before a lapse may have been taken back meanwhile (``may_send``)
+        self.lapse_ended: float | None = None
+        self.claimed_at: dict[int | None, float] = {}
+        self.given_back = 0  # rows released by a lapse, still to be looked for again
+        self.in_hand = 0  # jobs a sender has taken and not yet counted
+        self.recording = 0  # records under way (outcomes taken from ``pending``)
         self.finished = asyncio.Event()  # set once every sender and the claimer ended
         self.batch = claim_batch(t)
         self.queue = _Jobs(maxsize=self.batch)
@@ -191,7 +198,19 @@ class _Run:
         twice, so the row is given back instead (only if it is still ours)."""
         return self.held_until is not None and time.monotonic() > self.held_until
 
+    def may_send(self, job: Job) -> bool:
+        """Whether ``job``'s row is surely still this loop's: no lapse now, and none
+        since it was claimed (a job waiting for the rate limit or a retry through a
+        lapse may have lost its row to another host, renewed leases or not)."""
+        if self.lease_lapsed():
+            return False
+        claimed = self.claimed_at.get(job.delivery_id)
+        return self.lapse_ended is None or claimed is None or claimed > self.lapse_ended
+
     def _held_from(self, began: float) -> None:
+        now = time.monotonic()
+        if self.held_until is not None and now > self.held_until:
+            self.lapse_ended = now  # rows claimed before now may have been taken back
         self.held_until = began + 3 * self.ledger.renew_seconds
 
     # ---- one job -------------------------------------------------------------------
@@ -251,8 +270,11 @@ class _Run:
         attempts, last, bug = self.t.max_attempts, "", False
         for attempt in range(attempts):
             await self.limiter.acquire()
-            if self.stopping() or self.lease_lapsed():  # never start a new attempt once
-                return Outcome(job, RELEASED, error=last)  # asked to stop, or not ours
+            if self.stopping():  # never start a new attempt once asked to stop
+                return Outcome(job, RELEASED, error=last)
+            if not self.may_send(job):  # nor with a row that may not be ours any more
+                self.given_back += 1
+                return Outcome(job, RELEASED, error=last)
             retry_after = None
             try:
                 mid = await self.transport.send(rendered.message)
@@ -322,24 +344,46 @@ class _Run:
         if self.pending:
             batch = self.pending[:]
             del self.pending[:]
+            self.recording += 1
             try:
                 await asyncio.to_thread(self.ledger.record, batch)
             except Exception:
                 self.pending[:0] = batch  # kept for the next try, never dropped
                 raise
+            finally:
+                self.recording -= 1
+
+    async def renewer(self) -> None:
+        """Renew the leases of the rows still held as often as the ledger asks
+        (``renew_seconds``) until the run is finished. A task of its own: a record
+        held up by a lock on another table must not hold the leases up too, or the
+        rows it sent would lose them and be sent again by another host. A failed
+        renewal is tried at the next turn; when renewals keep failing, sending stops,
+        since what is held must not run out of its lease while it is sent."""
+        tries = 0
+        while not self.finished.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.finished.wait(), self.ledger.renew_seconds)
+            if self.finished.is_set():
+                return
+            began = time.monotonic()
+            try:
+                await asyncio.to_thread(self.ledger.renew)
+                self._held_from(began)
+                tries = 0
+            except Exception as exc:
+                tries += 1
+                if tries >= RECORD_TRIES:
+                    self.fail(exc)
 
     async def flusher(self) -> None:
-        """Record what is pending every ``FLUSH_SECONDS`` until the run is finished, and
-        renew the leases of the rows still held as often as the ledger asks
-        (``renew_seconds``).
+        """Record what is pending every ``FLUSH_SECONDS`` until the run is finished.
 
         Never cancelled: a record runs in a thread that a cancel would not stop, so the
         delivery could return (and its caller read the ledger) before it committed. A
-        failed record or renewal (a locked SQLite, a dropped connection) is tried again;
-        when it keeps failing, sending stops, since what is sent must also be recorded
-        and what is held must not run out of its lease while it is sent."""
+        failed record (a locked SQLite, a dropped connection) is tried again; when it
+        keeps failing, sending stops, since what is sent must also be recorded."""
         tries = 0
-        renewed = time.monotonic()
         while not self.finished.is_set():
             # woken early by the end of the run: the last outcomes are recorded (and the
             # run returns) at once, not up to ``FLUSH_SECONDS`` later
@@ -348,11 +392,6 @@ class _Run:
                     min(tries, 6), FLUSH_SECONDS) if tries else FLUSH_SECONDS)
             try:
                 await self.flush()
-                if time.monotonic() - renewed >= self.ledger.renew_seconds:
-                    began = time.monotonic()
-                    await asyncio.to_thread(self.ledger.renew)
-                    self._held_from(began)
-                    renewed = time.monotonic()
                 tries = 0
             except Exception as exc:
                 tries += 1
@@ -378,14 +417,27 @@ class _Run:
         n = min(self.batch, self.senders)
         try:
             while not self.stopping():
+                if self.lease_lapsed():  # no more rows to hold while leases may lapse
+                    await asyncio.sleep(FLUSH_SECONDS)
+                    continue
                 began = time.monotonic()
                 jobs = await asyncio.to_thread(self.ledger.claim, n)
                 n = self.batch
+                if not jobs and self.lapse_ended is not None:
+                    # After a lapse the rows given back are claimed again, once the
+                    # senders are done with what they hold and the releases recorded.
+                    while ((not self.queue.empty() or self.in_hand or self.pending
+                            or self.recording) and not self.stopping()):
+                        await asyncio.sleep(FLUSH_SECONDS)
+                    if self.given_back and not self.stopping():
+                        self.given_back = 0
+                        continue
                 if not jobs:
                     break
                 if self.held_until is None:  # later claims' leases end later
                     self._held_from(began)
                 for job in jobs:  # once stopped, the senders give these back (released)
+                    self.claimed_at[job.delivery_id] = began
                     await self.queue.put(job)
         finally:
             for _ in range(self.senders):
@@ -394,11 +446,15 @@ class _Run:
     async def sender(self) -> None:
         while (job := await self.queue.get()) is not None:
             began = time.perf_counter()  # one of ``concurrency`` senders has taken it
-            outcome = await self.deliver_one(job)
+            self.in_hand += 1
             try:
-                self.counted(outcome, began)
-            except Exception as exc:  # e.g. a progress callback's disk is full: stop
-                self.fail(exc)        # here, give the rest back, then raise it
+                outcome = await self.deliver_one(job)
+                try:
+                    self.counted(outcome, began)
+                except Exception as exc:  # e.g. a progress callback's disk is full: stop
+                    self.fail(exc)        # here, give the rest back, then raise it
+            finally:
+                self.in_hand -= 1
 
     async def open(self) -> None:
         """Open the transport (an SMTP transport proves one connection and its login
@@ -422,6 +478,7 @@ class _Run:
         started = time.monotonic()
         await self.open()
         flush_task = asyncio.create_task(self.flusher())
+        renew_task = asyncio.create_task(self.renewer())
         claims = asyncio.create_task(self.claim_ahead())
         tasks = [claims, *(asyncio.create_task(self.sender()) for _ in range(self.senders))]
         try:
@@ -434,6 +491,7 @@ class _Run:
                 task.cancel()
             self.finished.set()
             try:
+                await renew_task
                 await flush_task
                 await self.final_flush()
             finally:
