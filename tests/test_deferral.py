@@ -72,6 +72,20 @@ def deliver_once(settings: Settings, ledger: Any, context: Any,
             thread.join()
 
 
+def slowly_answered(settings: Settings, engine: Any, sink: SmtpSink, seconds: float
+                    ) -> tuple[Settings, Any]:
+    """The day's edition planned, to go out one message at a time to a sink that
+    answers each message's end ``seconds`` late: the settings and the plan."""
+    from .editions_support import plan_edition
+
+    sink.answer_after = seconds
+    settings = smtp(settings, sink).replace(
+        transport={"concurrency": 1}, smtp={"connections": 1, "data_timeout": 5.0})
+    planned = plan_edition(settings, engine, DAY)
+    assert planned.edition is not None and planned.context is not None
+    return settings, planned
+
+
 def once_each(sink: SmtpSink, n: int) -> bool:
     """Whether the sink holds ``n`` messages, one for each recipient."""
     return len(sink.messages) == n and {sink.count(r) for r, _ in sink.messages} == {1}
@@ -374,14 +388,8 @@ def test_a_worker_elsewhere_does_not_take_rows_whose_answers_are_slow(
     lease ran out and sent them again)."""
     from newsletter.delivery.ledger import DbLedger
 
-    from .editions_support import plan_edition
-
     settings, engine = world
-    smtp_sink.answer_after = 0.4
-    settings = smtp(settings, smtp_sink).replace(
-        transport={"concurrency": 1}, smtp={"connections": 1, "data_timeout": 5.0})
-    planned = plan_edition(settings, engine, DAY)
-    assert planned.edition is not None and planned.context is not None
+    settings, planned = slowly_answered(settings, engine, smtp_sink, 0.4)
     rows = planned.pending
     assert rows >= 5  # at 0.4 s each, the last answers come well after a 1 s lease
     # the sending worker: another host's process, so only its lease protects its rows
@@ -469,17 +477,11 @@ def test_a_loop_whose_lease_renewals_hang_gives_its_rows_to_another_host_once(
     """
     from newsletter.delivery.ledger import DbLedger
 
-    from .editions_support import plan_edition
-
     settings, engine = world
     with session_scope(engine) as s:
         for i in range(32):
             add(s, f"more{i}@example.org", keywords="attention, diffusion")
-    smtp_sink.answer_after = 0.2
-    settings = smtp(settings, smtp_sink).replace(
-        transport={"concurrency": 1}, smtp={"connections": 1, "data_timeout": 5.0})
-    planned = plan_edition(settings, engine, DAY)
-    assert planned.edition is not None and planned.context is not None
+    settings, planned = slowly_answered(settings, engine, smtp_sink, 0.2)
     rows = planned.pending
     assert rows >= 40  # 0.2 s each: 8 s to send them all, the hang begins at 2 s
 
