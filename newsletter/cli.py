@@ -649,6 +649,10 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
     for line in r.errors:
         say(f"  failed: {line}")
     _present_deferred(summary)
+    if summary.left:
+        say(f"{count(summary.left, 'delivery', 'deliveries')} went back to pending (their "
+            "leases could not be renewed in time); `newsletter send` again, or the "
+            "daemon's retry job after ten minutes, sends them")
     if r.stopped_by:
         say(f"stopped by signal {r.stopped_by}: {r.counts['released']} not started "
             "went back to pending; `newsletter send` again finishes the edition")

@@ -96,6 +96,11 @@ def send_slot(app: App, now: dt.datetime | None = None,
                         "edition": summary.edition.id if summary.edition else None,
                         "sent": counts["sent"], "deferred": counts["deferred"],
                         "failed": counts["failed"], "due": summary.due})
+    if summary.left:
+        log.warning("slot %s %02d: %d deliveries went back to pending (their leases "
+                    "could not be renewed in time); the retry job sends them",
+                    now.date(), now.hour, summary.left,
+                    extra={"job": "send", "slot": f"{now.hour:02d}", "left": summary.left})
     return summary
 
 

@@ -29,7 +29,7 @@ from newsletter.delivery.edition import (
     EditionPapers,
     get_or_create_edition,
 )
-from newsletter.delivery.ledger import DbLedger, Outcome, lease_gone
+from newsletter.delivery.ledger import RELEASED, DbLedger, Outcome, lease_gone
 from newsletter.delivery.plan import PlanReport, plan_jobs
 from newsletter.delivery.planning import (
     anyone_to_plan,
@@ -234,6 +234,9 @@ class SendSummary:
     # object (the corpus's postings, the ranking's and the render's caches) took 0.1 s
     # after an edition of 4,000, which a one-shot command can leave to its exit.
     context: EditionContext | None = field(default=None, repr=False, compare=False)
+    # rows of the edition given back and still pending when the run ended without a
+    # stop (leases that could not be renewed in time): said, never left silently
+    left: int = 0
 
 
 def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transport, *,
@@ -265,12 +268,16 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
             report = run_async(deliver(config.transport, p.ledger, p.context, transport,
                                        on_progress=on_progress, shutdown=shutdown,
                                        retry=config.delivery, clock=clock_at(now)))
+    left = 0
+    if report.counts[RELEASED] and p.edition is not None and not report.stopped_by:
+        with session_scope(engine, readonly=True) as s:
+            left = pending_count(s, p.edition)
     others = retry_deferred(config, engine, transport, now=now, shutdown=shutdown,
                             on_progress=on_progress,
                             skip=p.edition.id if p.edition is not None else None)
     report.add(others.report)
     return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note,
-                       p.due + others.due, p.context)
+                       p.due + others.due, p.context, left)
 
 
 @dataclass
