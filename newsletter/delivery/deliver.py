@@ -324,6 +324,7 @@ class _Run:
 
     def counted(self, outcome: Outcome, began: float) -> None:
         self.pending.append(outcome)  # first: whatever fails below, the outcome is recorded
+        self.claimed_at.pop(outcome.job.delivery_id, None)  # (no longer held)
         self.report.counts[outcome.status] += 1
         shift = self.shift.pop(id(outcome.job), 0.0)
         if outcome.status == RELEASED:

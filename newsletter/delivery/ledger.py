@@ -485,7 +485,21 @@ class DbLedger:
     def _record_sent_pg(self, s: Any, sent: Sequence[Outcome], now: dt.datetime) -> None:
         """PostgreSQL: the sent rows and their papers as two statements over arrays.
         An executemany of the same work spent a quarter of a worker's CPU in per-row
-        driver and SQLAlchemy bookkeeping (profiled at a million subscribers)."""
+        driver and SQLAlchemy bookkeeping (profiled at a million subscribers).
+
+        The papers first: the rows' update locks them until the transaction ends, and
+        an insert held up by a lock on ``sent_entries`` (a migration, say) behind it
+        held up this loop's lease renewals on those rows too, until their leases ran
+        out and another host sent them again."""
+        pairs = [(o.job.recipient.id, e) for o in sent for e in o.job.entry_ids]
+        if pairs:
+            s.execute(text(
+                "INSERT INTO sent_entries (subscriber_id, entry_id, edition_id, sent_at) "
+                "SELECT v.sid, v.eid, :edition, :now FROM unnest(CAST(:sids AS integer[]), "
+                "CAST(:eids AS text[])) AS v(sid, eid) "
+                "ON CONFLICT (subscriber_id, entry_id) DO NOTHING"),
+                {"edition": self.edition.id, "now": now,
+                 "sids": [p[0] for p in pairs], "eids": [p[1] for p in pairs]})
         s.execute(text(
             "UPDATE deliveries AS d SET status = :status, message_id = v.mid, sent_at = :now, "
             "last_error = '', lease_owner = '', lease_expires = NULL, updated_at = :now, "
@@ -496,15 +510,6 @@ class DbLedger:
             {"status": str(DeliveryStatus.SENT), "now": now, "owner": self.owner,
              "ids": [o.job.delivery_id for o in sent], "mids": [o.message_id for o in sent],
              "shown": [_shown(o) for o in sent]})
-        pairs = [(o.job.recipient.id, e) for o in sent for e in o.job.entry_ids]
-        if pairs:
-            s.execute(text(
-                "INSERT INTO sent_entries (subscriber_id, entry_id, edition_id, sent_at) "
-                "SELECT v.sid, v.eid, :edition, :now FROM unnest(CAST(:sids AS integer[]), "
-                "CAST(:eids AS text[])) AS v(sid, eid) "
-                "ON CONFLICT (subscriber_id, entry_id) DO NOTHING"),
-                {"edition": self.edition.id, "now": now,
-                 "sids": [p[0] for p in pairs], "eids": [p[1] for p in pairs]})
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Outcomes in one transaction: sent rows together with the papers they carried."""
