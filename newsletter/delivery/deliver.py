@@ -35,13 +35,7 @@ from typing import Any, Protocol
 from newsletter.collector import fewer_collections
 from newsletter.config import DeliveryConfig, TransportConfig
 from newsletter.delivery.deferral import next_try
-from newsletter.delivery.ledger import (
-    LEASE_SECONDS,
-    RELEASED,
-    Ledger,
-    Outcome,
-    OutcomeStatus,
-)
+from newsletter.delivery.ledger import LEASE_SECONDS, RELEASED, Ledger, Outcome, OutcomeStatus
 from newsletter.delivery.plan import Job
 from newsletter.delivery.ratelimit import RateLimiter
 from newsletter.delivery.shutdown import Shutdown

@@ -128,12 +128,18 @@ def lease_gone(owner: str, expires: dt.datetime | None, now: dt.datetime,
     taking them back sent each twice. On another host only the lease can tell: there
     the renewal is what keeps a batch whose messages wait up to ``[smtp] data_timeout``
     for their answer from being sent again by a second worker."""
+    pid = held_here(owner, host or socket.gethostname())
+    if pid is not None:
+        return not _pid_alive(pid)
+    return expires is not None and expires < now
+
+
+def held_here(owner: str, host: str) -> int | None:
+    """The process id of a lease ``owner`` (``host:pid:nonce``) on ``host``, None for
+    an owner on another host (or none that names a process)."""
     name, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
-    here = name == (host or socket.gethostname()) and pid.isdigit()
-    if here and not _pid_alive(int(pid)):
-        return True
-    return expires is not None and expires < now and not here
+    return int(pid) if name == host and pid.isdigit() else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -311,7 +317,7 @@ class DbLedger:
             # holder only its rows whose lease has run out, read again as they are
             # taken: its earliest lease ran out, but a renewal may have committed since
             # (its later rows, or all of them), and those rows are still its own.
-            here = [owner for owner in dead if owner.partition(":")[0] == self.host]
+            here = [owner for owner in dead if held_here(owner, self.host) is not None]
             result = s.execute(
                 update(Delivery)
                 .where(Delivery.edition_id == self.edition.id,

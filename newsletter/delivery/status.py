@@ -4,6 +4,7 @@ try) of an edition, and the deferred rows of every edition."""
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -36,10 +37,13 @@ def edition_status(engine: Engine, edition: Edition) -> dict[str, Any]:
         near = select(Edition.id).where(Edition.day.between(
             edition.day - dt.timedelta(days=1), edition.day + dt.timedelta(days=1)))
         on_day = Delivery.edition_id.in_(near) & (Delivery.day == edition.day)
-        day_counts = dict(s.execute(select(Delivery.status, func.count()).where(on_day)
-                                    .group_by(Delivery.status)).all())
-        day_editions = s.scalar(select(func.count(func.distinct(Delivery.edition_id)))
-                                .where(on_day)) or 0
+        day_counts: Counter[str] = Counter()
+        day_editions: set[int] = set()
+        for edition_id, status, n in s.execute(
+                select(Delivery.edition_id, Delivery.status, func.count()).where(on_day)
+                .group_by(Delivery.edition_id, Delivery.status)):
+            day_counts[status] += n
+            day_editions.add(edition_id)
         day_errors = s.execute(_errors().where(on_day, Delivery.edition_id != edition.id)
                                ).all()
         deferred = s.execute(
@@ -54,7 +58,7 @@ def edition_status(engine: Engine, edition: Edition) -> dict[str, Any]:
             "counts": {str(k): counts.get(k, 0) for k in DeliveryStatus},
             "last_errors": _listed(errors),
             "day_counts": {str(k): day_counts.get(k, 0) for k in DeliveryStatus},
-            "day_editions": int(day_editions),
+            "day_editions": len(day_editions),
             "day_errors": _listed(day_errors),
             "deferred": [{"email": e, "next_try": _iso(nxt), "first_try": _iso(first),
                           "tries": tries, "error": err}

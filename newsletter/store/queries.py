@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import false, or_, select, true
+from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError
@@ -68,11 +68,14 @@ def subscriber_rows(session: Any, *, email: str | None = None,
         q = q.where(Subscriber.frequency.in_(list(frequencies)))
     if slot is not None:
         by = active_by or {}
-        q = q.where(or_(false(), *[
-            (Subscriber.tz == tz) & (Subscriber.send_hour == hour)
-            & (true() if (tz, hour) not in by else (Subscriber.active_since.is_(None)
-                                                    | (Subscriber.active_since <= by[tz, hour])))
-            for tz, hour in slot]))
+
+        def in_pair(tz: str, hour: int) -> Any:
+            pair = (Subscriber.tz == tz) & (Subscriber.send_hour == hour)
+            since = by.get((tz, hour))
+            return pair if since is None else pair & (
+                Subscriber.active_since.is_(None) | (Subscriber.active_since <= since))
+
+        q = q.where(or_(false(), *[in_pair(tz, hour) for tz, hour in slot]))
     for row in session.execute(q.order_by(Subscriber.id).execution_options(yield_per=5000)):
         yield SubscriberRow._make(row)
 
