@@ -191,7 +191,7 @@ def _read(dep: Dep) -> str:
     return f"item[{dep[1]!r}]"
 
 
-def _escaped(v: Any) -> str:
+def escaped(v: Any) -> str:
     """What Jinja's autoescape prints for ``v``: Markup as it is, text escaped (text
     with nothing to escape, such as most URLs, as it is without a Markup copy)."""
     if v.__class__ is Markup:
@@ -202,7 +202,7 @@ def _escaped(v: Any) -> str:
 
 
 def _compile(source: str, name: str) -> Any:
-    namespace: dict[str, Any] = {"escaped": _escaped, "Markup": Markup}
+    namespace: dict[str, Any] = {"escaped": escaped, "Markup": Markup}
     exec(compile(source, f"<paper block {name}>", "exec"), namespace)  # noqa: S102
     return namespace[name]
 

@@ -30,7 +30,7 @@ import jinja2
 import mjml
 
 from newsletter.errors import TemplateError
-from newsletter.render.blocks import BlockPlan, split_blocks
+from newsletter.render.blocks import BlockPlan, escaped, split_blocks
 from newsletter.render.bytecode import from_source
 
 # The top-level templates/ folder, carried inside the package (newsletter/templates
@@ -135,7 +135,7 @@ def _env() -> jinja2.Environment:
 def _jinja(env: jinja2.Environment, source: str, name: str,
            lines: list[tuple[str, str, int]] | None = None) -> jinja2.Template:
     try:
-        return from_source(env, source)
+        return printing_escaped(from_source(env, source))
     except jinja2.TemplateSyntaxError as exc:
         if lines and exc.lineno and exc.lineno <= len(lines):
             fname, _, n = lines[exc.lineno - 1]
@@ -252,6 +252,18 @@ def ascii_outside_jinja(html: str) -> str:
     parts = _JINJA.split(html)
     return "".join(part if i % 2 else part.encode("ascii", "xmlcharrefreplace").decode()
                    for i, part in enumerate(parts))
+
+
+def printing_escaped(template: jinja2.Template) -> jinja2.Template:
+    """``template`` printing each value through ``escaped`` instead of Jinja's
+    ``escape``: the same text, as plain strings. Jinja's autoescape wraps every printed
+    value in ``escape``, which makes a Markup copy of it (a Python-level constructor,
+    about twenty a digest), only for the copy to be joined into the page at once. The
+    generated code reads ``escape`` from the template's own namespace, at output
+    positions only (``jinja2.compiler``), so replacing it there changes nothing else."""
+    if template.environment.autoescape:
+        template.root_render_func.__globals__["escape"] = escaped
+    return template
 
 
 def _read(directory: Path, name: str) -> str:
