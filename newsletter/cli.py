@@ -774,6 +774,11 @@ def preview(
     limit: Annotated[int | None, typer.Option(help="At most this many subscribers.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The summary as JSON on stdout.")
                        ] = False,
+    slot: Annotated[str, typer.Option(metavar="HH", help="What `send --slot HH` (the daemon's "
+                                      "run for that UTC hour, 00-23) would send: everyone "
+                                      "whose local send time has passed on their local day "
+                                      "and who has not had that day's edition. Default: "
+                                      "what a plain `send` would send.")] = "",
 ) -> None:
     """Render exactly what `send` would send, to files; sends nothing, writes no ledger."""
     from newsletter.delivery.edition import EditionConfig
@@ -793,7 +798,7 @@ def preview(
     task = progress.add_task("preview", total=None)
     with progress:
         report = run_preview(EditionConfig.of(a.settings), engine, _day(date), out_dir,
-                             email=subscriber, limit=limit,
+                             email=subscriber, limit=limit, slot=slot,
                              on_progress=lambda _o: progress.advance(task))
     if screenshot:
         from newsletter.render.screenshots import screenshot_dir

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from email import message_from_bytes
+from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
@@ -30,7 +33,7 @@ from newsletter.store.models import Delivery, Edition, Subscriber
 from newsletter.store.subscribers import add
 
 from .conftest import ROOT, SmtpSink
-from .editions_support import run_send
+from .editions_support import run_preview, run_send
 
 DAY = dt.date(2025, 12, 26)
 SAMPLE = str(ROOT / "newsletter" / "data" / "sample_papers.json")
@@ -171,6 +174,52 @@ def test_preview_in_an_empty_folder_creates_nothing(cli, tmp_path: Path) -> None
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "subscribers.db").exists()
     assert not list(tmp_path.iterdir())
+
+
+_VOTE_LINK = re.compile(r"/feedback/up/[^/\s]+/([^\s\"<>]+)")
+
+
+def _papers_by_reader(folder: Path) -> dict[str, list[str]]:
+    """Each .eml's recipient and the papers it offers, in order (by their vote links)."""
+    out = {}
+    for path in folder.glob("*.eml"):
+        msg = message_from_bytes(path.read_bytes(), policy=default_policy)
+        text = msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+        out[str(msg["To"]).rpartition("<")[2].rstrip(">")] = _VOTE_LINK.findall(text)
+    return out
+
+
+def test_preview_of_a_slot_shows_what_that_slot_sends(db_url: str, tmp_path: Path) -> None:
+    """`preview --slot HH` renders what `send --slot HH` then sends: the same readers
+    (whose local time has passed, catch-up included), the same papers in the same
+    order; later slots' previews leave out who has had the day's email."""
+    people = [("utc7@example.org", "UTC", 7), ("kol@example.org", "Asia/Kolkata", 9),
+              ("ny@example.org", "America/New_York", 6)]
+    settings = populate(db_url, people, SAMPLE).replace(outbox={"path": str(tmp_path / "out")})
+    engine = get_engine(db_url)
+    report = run_preview(settings, engine, DAY, tmp_path / "pv07", slot="7")
+    shown = _papers_by_reader(tmp_path / "pv07")
+    # at 07 UTC, 07:00 in UTC and 12:30 in Kolkata have come; 06:00 in New York has not
+    assert set(shown) == {"utc7@example.org", "kol@example.org"}, report.note
+    assert all(shown.values())
+    nobody = run_preview(settings, engine, DAY, tmp_path / "none", slot="07",
+                         email="ny@example.org")
+    assert "not due in that slot" in nobody.note and not nobody.outcomes
+    assert run_send(settings, engine, DAY, slot="07").report.counts["sent"] == 2
+    assert _papers_by_reader(tmp_path / "out") == shown
+    later = run_preview(settings, engine, DAY, tmp_path / "pv11", slot="11")
+    assert set(_papers_by_reader(tmp_path / "pv11")) == {"ny@example.org"}
+    assert later.candidates > 0
+    with session_scope(engine) as s:  # the previews wrote nothing
+        assert s.scalar(select(func.count()).select_from(Delivery)) == 2
+
+
+def test_preview_refuses_a_slot_that_is_no_hour(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("ingest", FEW).code == 0
+    result = cli("preview", "--slot", "24")
+    assert result.code != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: --slot: expected a UTC hour 00-23, got '24'"
+    assert not (tmp_path / "preview").exists()
 
 
 def test_plan_reports_true_counts(db_url: str, tmp_path: Path) -> None:
@@ -552,7 +601,7 @@ def test_disk_full_leaves_only_whole_messages_and_a_rerun_sends_the_rest(
         found: dict[str, int] = {}
         for f in folder.iterdir():
             assert f.suffix == ".eml", f"left behind: {f.name}"
-            msg = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
+            msg = email.message_from_bytes(f.read_bytes(), policy=default_policy)
             assert msg.get_body(("html",)) is not None and msg.get_body(("plain",)) is not None
             assert f.read_bytes().rstrip().endswith(b"--"), f"cut short: {f.name}"
             found[str(msg["To"])] = found.get(str(msg["To"]), 0) + 1

@@ -75,7 +75,7 @@ def plan_jobs(selection: Selection, recipients: Iterable[Recipient],
 
 
 def plan_now(selection: Selection, recipients: Iterable[Recipient], k: int,
-             weekly: bool = False) -> list[Job]:
+             weekly: bool = False, day: dt.date | None = None) -> list[Job]:
     """Every recipient's job at once (a preview's handful, not an edition)."""
-    return [job for chunk in plan_jobs(selection, recipients, k, weekly=weekly)
+    return [job for chunk in plan_jobs(selection, recipients, k, day=day, weekly=weekly)
             for job in chunk]

@@ -22,7 +22,7 @@ from newsletter.delivery.deliver import deliver, run_async
 from newsletter.delivery.edition import EditionConfig, EditionContext
 from newsletter.delivery.ledger import MemoryLedger, Outcome, OutcomeStatus
 from newsletter.delivery.plan import Job, plan_now
-from newsletter.delivery.planning import Group, no_new_papers, week_had_papers
+from newsletter.delivery.planning import check_slot, groups, no_new_papers, week_had_papers
 from newsletter.delivery.preview import (
     PreviewReport,
     PreviewTransport,
@@ -45,31 +45,46 @@ KEYWORDS_ADDRESS = "preview@example.invalid"
 NOTHING = "no papers matched and no trending section"
 
 
-def _due_now(session: Any, day: dt.date, email: str | None) -> dict[bool, list[Recipient]]:
-    """Who ``send`` for ``day`` would plan now (no slot: everyone due that day who has
-    not had it), daily/weekdays apart from weekly; ``email``: only that subscriber,
-    whatever their status (an operator previews a paused one too)."""
-    if email:
+Due = list[tuple[dt.date, bool, list[Recipient]]]  # (newsletter day, weekly, who)
+
+
+def _due_now(session: Any, day: dt.date, email: str | None, slot: str = "",
+             catch_up_hours: int = 0) -> Due:
+    """Who ``send`` for ``day`` (and ``slot``) would plan now, by newsletter day and
+    daily/weekdays apart from weekly: the same groups ``plan_edition`` plans (no slot:
+    everyone due that day who has not had it; a slot: everyone whose local send time
+    has passed on their local day, catch-up included). ``email`` without a slot: only
+    that subscriber, whatever their status (an operator previews a paused one too);
+    with a slot, only if the slot would send to them."""
+    if email and not slot:
         [row] = list(subscriber_rows(session, email=email))
         freq = session.get(Subscriber, row[0]).frequency
         had = session.scalar(select(Delivery.id).where(Delivery.subscriber_id == row[0],
                                                        Delivery.day == day).limit(1))
         due = [] if had is not None or freq not in due_on(day) else [Recipient(*row)]
-        return {is_weekly(freq): due}
-    group = Group(day, None)
-    return {weekly: list(group.recipients(session, weekly)) for weekly in (False, True)}
+        return [(day, is_weekly(freq), due)]
+    wanted = normalize_email(email) if email else None
+    return [(group.day, weekly, [r for r in group.recipients(session, weekly)
+                                 if wanted is None or r.email == wanted])
+            for group in groups(session, day, slot, catch_up_hours)
+            for weekly in (False, True)]
 
 
 def _nothing_to_send(session: Any, day: dt.date, email: str | None, existing: Edition | None,
-                     due: dict[bool, list[Recipient]]) -> str:
+                     due: Due, slot: str = "") -> str:
     """What ``send`` would say instead of sending, or "" when it would send."""
-    if not any(due.values()):
+    if not any(people for _, _, people in due):
         who = email or "every active subscriber due"
+        if slot:
+            return (f"nothing to send for {day} in slot {slot}: {who} is not due in that "
+                    "slot or has had their day's edition (preview another slot with "
+                    "--slot, or everyone due that day without it)")
         return (f"nothing to send for {day}: {who} has had that day's edition or is "
                 "not due that day (preview another day with --date)")
-    if (existing is None and not edition_entries(session, "", utcnow())
-            and not (due.get(True) and week_had_papers(session))):
-        return f"nothing to send for {day}: {no_new_papers(session, '')}"
+    weekly_due = any(people for _, weekly, people in due if weekly)
+    if (existing is None and not edition_entries(session, slot, utcnow())
+            and not (weekly_due and week_had_papers(session))):
+        return f"nothing to send for {day}: {no_new_papers(session, slot)}"
     return ""
 
 
@@ -85,33 +100,35 @@ class _Planned:
 
 
 def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | None,
-          limit: int | None, recipients: list[Recipient] | None) -> _Planned:
-    """Open the day's edition (stored or not) and plan who ``send`` would plan now (or
-    the given ``recipients``), reading only."""
+          limit: int | None, recipients: list[Recipient] | None, slot: str = "") -> _Planned:
+    """Open the day's (or the slot's) edition, stored or not, and plan who ``send``
+    would plan now (or the given ``recipients``), reading only."""
+    slot = check_slot(slot)
     with engine.connect().execution_options(**{READONLY: True}) as conn, \
             Session(bind=conn) as s:  # read-only; nothing committed
-        existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == ""))
-        edition = existing or Edition(id=0, day=day, slot="", cutoff=utcnow())
+        existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
+        edition = existing or Edition(id=0, day=day, slot=slot, cutoff=utcnow())
+        due: Due
         if recipients is None:
             if email and not list(subscriber_rows(s, email=email)):
                 raise InputError(f"{email} is not a subscriber")
-            due = _due_now(s, day, email)
-            note = _nothing_to_send(s, day, email, existing, due)
+            due = _due_now(s, day, email, slot, config.schedule.catch_up_hours)
+            note = _nothing_to_send(s, day, email, existing, due, slot)
             if note:
                 conn.rollback()
                 return _Planned(note=note)
-            groups = [(people[:limit] if limit else people, weekly)
-                      for weekly, people in due.items()]
         else:
-            groups = [(recipients, False)]
+            due = [(day, False, recipients)]
         ctx = ONCE.open(config, s, edition)
         planned = _Planned(ctx)
-        for subs, weekly in groups:
+        for group_day, weekly, people in due:
+            subs = people[:limit] if limit and recipients is None else people
             selection = ctx.week_selection if weekly else ctx.selection
             if selection is None or not subs or not selection.entries:
                 continue  # as in ``send``: nobody is planned on papers there are none of
             planned.empty += sum(1 for r in subs if not r.keywords.strip())
-            planned.jobs += plan_now(selection, subs, config.ranking.max_papers, weekly=weekly)
+            planned.jobs += plan_now(selection, subs, config.ranking.max_papers,
+                                     weekly=weekly, day=group_day if slot else None)
         if limit:
             planned.jobs = planned.jobs[:limit]
         conn.rollback()
@@ -121,13 +138,16 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
 def preview(config: EditionConfig, engine: Engine, day: dt.date, out: Path, *,
             email: str | None = None, limit: int | None = None,
             recipients: list[Recipient] | None = None,
-            on_progress: Callable[[Outcome], None] | None = None) -> PreviewReport:
+            on_progress: Callable[[Outcome], None] | None = None,
+            slot: str = "") -> PreviewReport:
     """Render what ``send`` would send on ``day`` into ``out`` (.eml, .html, .txt per
-    recipient); nothing is written to the database. When ``send`` would send nothing,
-    the report says why (``note``). ``recipients`` previews people who need not be
-    subscribers: the console's "type any keywords"."""
+    recipient); nothing is written to the database. With ``slot`` (a UTC hour), what
+    ``send --slot`` (the daemon's run for that hour) would send. When ``send`` would
+    send nothing, the report says why (``note``). ``recipients`` previews people who
+    need not be subscribers: the console's "type any keywords"."""
     require_database(engine)
-    planned = _plan(config, engine, day, email=email, limit=limit, recipients=recipients)
+    planned = _plan(config, engine, day, email=email, limit=limit, recipients=recipients,
+                    slot=slot)
     if planned.ctx is None:
         return PreviewReport(out, 0, note=planned.note)
     jobs = planned.jobs
