@@ -3,8 +3,11 @@
 ``weekly:mon`` ... ``weekly:sun`` in ``subscribers.frequency``.
 
 A weekly email is the week's best for that person: ranked over the papers of the
-last seven days, never one already sent to them. Which days a subscriber is due is
-decided here, once, for planning, the forms and the console alike.
+last seven days, never one already sent to them. A weekdays subscriber's Monday email
+is ranked over the papers since their Friday one (``GAP_DAYS``): the weekend's papers
+are theirs too, where a daily reader sharing their hour had them on Saturday and
+Sunday. Which days a subscriber is due is decided here, once, for planning, the forms
+and the console alike.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturd
 WEEKDAY_KEYS = tuple(n[:3] for n in WEEKDAY_NAMES)
 CHOICES = (DAILY, WEEKDAYS, *(f"{WEEKLY}:{k}" for k in WEEKDAY_KEYS))
 WEEK_DAYS = 7  # a weekly email's papers: those of the last seven days
+GAP_DAYS = 3  # a weekdays subscriber's Monday email: the papers since Friday's
 
 
 def check_frequency(value: str | None) -> str:
@@ -46,6 +50,12 @@ def due_on(day: dt.date) -> list[str]:
     if day.weekday() < 5:
         due.append(WEEKDAYS)
     return due
+
+
+def after_gap(day: dt.date) -> bool:
+    """Whether ``day`` is a weekdays subscriber's first day after days without an
+    email (a Monday): their email of that day covers the weekend too."""
+    return day.weekday() == 0
 
 
 def is_weekly(frequency: str) -> bool:

@@ -214,6 +214,44 @@ def test_preview_of_a_slot_shows_what_that_slot_sends(db_url: str, tmp_path: Pat
         assert s.scalar(select(func.count()).select_from(Delivery)) == 2
 
 
+def test_hourly_slots_give_a_weekdays_monday_the_weekends_papers(db_url: str,
+                                                                tmp_path: Path) -> None:
+    """The daemon's path: a daily and a weekdays reader in Kolkata at 09:00 (the 04 UTC
+    slot), papers each day from Friday to Monday. On Monday the weekdays reader's
+    email ranks the papers since their Friday one (Saturday's and Sunday's compete with
+    Monday's); the daily reader's ranks Monday's alone."""
+    import json
+
+    papers = json.loads(Path(SAMPLE).read_text())
+    settings = Settings().replace(database={"url": db_url},
+                                  outbox={"path": str(tmp_path / "out")})
+    engine = get_engine(db_url)
+    with session_scope(engine) as s:
+        for email_, freq in (("d@example.org", "daily"), ("w@example.org", "weekdays")):
+            add(s, email_, keywords="diffusion, language models, graph, transformer",
+                tz="Asia/Kolkata", hour=9, frequency=freq)
+    friday = dt.date(2026, 3, 6)
+    arrived: dict[str, int] = {}
+    for i in range(4):
+        chunk = tmp_path / f"day{i}.json"
+        chunk.write_text(json.dumps(papers[i * 60:(i + 1) * 60]))
+        arrived.update({p["id"]: i for p in papers[i * 60:(i + 1) * 60]})
+        with session_scope(engine) as s:
+            ingest(settings.sources, s, [str(chunk)])
+        run_send(settings, engine, friday + dt.timedelta(days=i), slot="04")
+    with session_scope(engine) as s:
+        rows = s.execute(select(Subscriber.email, Delivery.day, Delivery.entry_ids,
+                                Delivery.details).join(Delivery)).all()
+    days = {(e, d): ({arrived[i] for i in ids}, details) for e, d, ids, details in rows}
+    monday = friday + dt.timedelta(days=3)
+    assert sorted(d for e, d in days if e == "w@example.org") == [friday, monday]
+    assert len([d for e, d in days if e == "d@example.org"]) == 4
+    weekend, details = days["w@example.org", monday]
+    assert weekend & {1, 2} and weekend <= {1, 2, 3}, weekend
+    assert details == {"trending": False, "gap": True}
+    assert days["d@example.org", monday][0] == {3}
+
+
 def test_preview_refuses_a_slot_that_is_no_hour(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert cli("ingest", FEW).code == 0
     result = cli("preview", "--slot", "24")

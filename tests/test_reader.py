@@ -233,6 +233,58 @@ def test_a_week_of_sends_gives_weekly_one_email_and_daily_seven(
     assert len(daily_ids) == len(set(daily_ids))  # never a paper twice
 
 
+def test_a_weekdays_monday_brings_the_weekends_papers(
+        cli, tmp_path, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """A daily and a weekdays reader at the same hour, papers every day of a week, then
+    a Monday with none: the daily reader had the weekend's papers on Saturday and
+    Sunday; the weekdays reader gets them on Monday (the papers since their Friday
+    email), and preview shows the same."""
+    import json
+
+    from .conftest import ROOT
+
+    env = sink_env(tmp_path / "wd.db", smtp_sink)
+    assert cli("db", "upgrade", env=env).code == 0
+    keywords = "transformer, diffusion, language models, graph, reinforcement learning"
+    daily, weekdays = "daily@example.org", "weekdays@example.org"
+    assert cli("subscribers", "add", daily, "--keywords", keywords, env=env).code == 0
+    assert cli("subscribers", "add", weekdays, "--keywords", keywords, "--frequency",
+               "weekdays", env=env).code == 0
+    papers = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
+    monday = dt.date(2026, 3, 2)
+    for i in range(8):
+        day = monday + dt.timedelta(days=i)
+        if i < 7:  # Monday to Sunday; the next Monday has no new papers
+            chunk = tmp_path / f"day{i}.json"
+            chunk.write_text(json.dumps(papers[i * 40:(i + 1) * 40]))
+            assert cli("ingest", str(chunk), env=env).code == 0
+        else:
+            out = tmp_path / "preview"
+            shown = cli("preview", "--date", day.isoformat(), "--out", str(out), env=env)
+            assert shown.code == 0, shown.stderr
+            assert [p.name for p in out.glob("*.eml")] == ["weekdays@example.org.eml"]
+            previewed = (out / "weekdays@example.org.txt").read_text()
+        sent = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
+        assert sent.code == 0, sent.stderr
+    assert "1 weekdays email due goes out with the weekend's papers" in sent.stderr
+    assert len(messages_to(smtp_sink, daily)) == 7
+    assert len(messages_to(smtp_sink, weekdays)) == 6
+    with sqlite3_rows(tmp_path / "wd.db") as rows:
+        by = rows("select s.email, d.day, d.entry_ids from deliveries d join subscribers s"
+                  " on s.id = d.subscriber_id where d.status = 'sent'")
+    days_of = {p["id"]: n // 40 for n, p in enumerate(papers)}
+    [last] = [json.loads(ids) for e, d, ids in by if e == weekdays and d == "2026-03-09"]
+    assert last and {days_of[i] for i in last} <= {5, 6}, last  # Saturday's and Sunday's
+    assert all(p["title"][:30] in " ".join(previewed.split()) for p in papers
+               if p["id"] in last[:3])
+    for who in (daily, weekdays):  # never a paper twice
+        ids = [i for e, _, x in by if e == who for i in json.loads(x)]
+        assert len(ids) == len(set(ids))
+    weekend = {i for e, d, x in by if e == daily and d in ("2026-03-07", "2026-03-08")
+               for i in json.loads(x)}
+    assert weekend and {days_of[i] for i in weekend} <= {5, 6}
+
+
 def sink_env(db: Any, sink: SmtpSink) -> dict[str, str]:
     """The environment of a CLI run on its own database, sending to the sink."""
     return {"NEWSLETTER_DATABASE__URL": f"sqlite:///{db}",

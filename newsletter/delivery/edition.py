@@ -84,6 +84,9 @@ class EditionPapers:
     sent: Mapping[int, list[int]] | None = None
     week: list[Entry] | None = None
     week_sent: Mapping[int, list[int]] | None = None
+    # a weekdays subscriber's papers after the weekend (None: no such email is due)
+    gap: list[Entry] | None = None
+    gap_sent: Mapping[int, list[int]] | None = None
 
 
 class EditionContext:
@@ -100,14 +103,22 @@ class EditionContext:
         if week:
             self.week_selection = Selection.build(config.ranking, week, edition.day,
                                                   sent=read.week_sent, history=read.history)
+        # weekdays subscribers after the weekend rank over the papers since their last
+        self.gap_selection: Selection | None = None
+        if read.gap:
+            self.gap_selection = Selection.build(config.ranking, read.gap, edition.day,
+                                                 sent=read.gap_sent, history=read.history)
         links = LinkMaker(config.web, config.sender, Signer(read.keys))
         self.edition = edition
         self.rows = rows
         self.index = {e.id: i for i, e in enumerate(rows)}
-        extra = [e for e in week or [] if e.id not in self.index]
-        for e in extra:  # after the day's rows: their indices stay the selection's
-            self.index[e.id] = len(self.index)
+        extra = []
+        for e in [*(week or []), *(read.gap or [])]:  # after the day's rows: their
+            if e.id not in self.index:                # indices stay the selection's
+                self.index[e.id] = len(self.index)
+                extra.append(e)
         self.week_index = {e.id: i for i, e in enumerate(week or [])}
+        self.gap_index = {e.id: i for i, e in enumerate(read.gap or [])}
         self.selection_index = {e.id: i for i, e in enumerate(rows)}
         self._config, self._keys, self._links = config, read.keys, links
         self._entries = rows + extra
@@ -159,16 +170,16 @@ class EditionContext:
     def render(self, job: Job) -> Rendered:
         """One subscriber's email: the job's picks, explained, through the templates,
         with the record of what it showed (``shown``)."""
-        weekly = job.weekly and self.week_selection is not None
+        wide, wide_index = ((self.week_selection, self.week_index) if job.weekly else
+                            (self.gap_selection, self.gap_index) if job.gap else (None, {}))
         known = [e for e in job.entry_ids if e in self.index
-                 and (not weekly or e in self.week_index)]
+                 and (wide is None or e in wide_index)]
         picks = [self.index[e] for e in known]
         if job.trending:
             explanations: list[Any] = [None] * len(picks)
-        elif weekly:
-            assert self.week_selection is not None
-            explanations = list(self.week_selection.ranker.explain_many(
-                job.recipient.keywords, [self.week_index[e] for e in known],
+        elif wide is not None:  # ranked over the week's papers, or the weekend's
+            explanations = list(wide.ranker.explain_many(
+                job.recipient.keywords, [wide_index[e] for e in known],
                 key=job.recipient.id))
         else:
             explanations = list(self.selection.ranker.explain_many(

@@ -274,6 +274,7 @@ class DbLedger:
                     "day": j.day or self.edition.day,
                     "entry_ids": j.entry_ids,
                     "details": ({"trending": j.trending, "weekly": True} if j.weekly
+                                else {"trending": j.trending, "gap": True} if j.gap
                                 else {"trending": j.trending}),
                     "status": DeliveryStatus.SKIPPED if empty else DeliveryStatus.PENDING,
                     "reason": reason if empty else "",
@@ -478,7 +479,8 @@ class DbLedger:
             details = details or {}
             jobs.append(Job(Recipient(sid, email, name, keywords, nonce), list(entry_ids),
                             bool(details.get("trending")), did, attempts, day=day,
-                            weekly=bool(details.get("weekly")), first_try=first_try))
+                            weekly=bool(details.get("weekly")), first_try=first_try,
+                            gap=bool(details.get("gap"))))
         if inactive:
             with connection_scope(self.engine) as s:
                 for sub_status, dids in inactive.items():

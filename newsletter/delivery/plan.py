@@ -30,6 +30,8 @@ class Job:
     day: dt.date | None = None  # the subscriber's newsletter day (None: the edition's)
     weekly: bool = False  # the week's best (``newsletter.frequency``), not one day's
     first_try: dt.datetime | None = None  # first refused for now (a deferred row's)
+    # ranked over the papers since the weekdays subscriber's Friday email (a Monday's)
+    gap: bool = False
 
     @classmethod
     def of(cls, row: Delivery, sub: Subscriber) -> Job:
@@ -38,7 +40,8 @@ class Job:
         return cls(Recipient(sub.id, sub.email, sub.name, sub.keywords, sub.link_nonce),
                    list(row.entry_ids),
                    bool(details.get("trending")), row.id, row.attempts, day=row.day,
-                   weekly=bool(details.get("weekly")), first_try=row.first_try_at)
+                   weekly=bool(details.get("weekly")), first_try=row.first_try_at,
+                   gap=bool(details.get("gap")))
 
 
 @dataclass
@@ -50,7 +53,7 @@ class PlanReport:
 
 def plan_jobs(selection: Selection, recipients: Iterable[Recipient],
               k: int, day: dt.date | None = None, weekly: bool = False,
-              papers: set[str] | None = None) -> Iterator[list[Job]]:
+              papers: set[str] | None = None, gap: bool = False) -> Iterator[list[Job]]:
     """Rank every recipient (chunked) and yield their jobs; empty picks are jobs too.
     ``papers``: filled with the ids of the papers the jobs show (a chunk's picks at
     once), what delivery in several processes makes ready before it forks."""
@@ -69,13 +72,15 @@ def plan_jobs(selection: Selection, recipients: Iterable[Recipient],
         for row, sub_id in enumerate(chunk.keys):
             picks = [selection.entries[i].id for i in chunk.picks[row] if i >= 0]
             jobs.append(Job(people.pop(sub_id), picks, bool(chunk.trending[row]), day=day,
-                            weekly=weekly))
+                            weekly=weekly, gap=gap))
         yield jobs
 
 
 
 def plan_now(selection: Selection, recipients: Iterable[Recipient], k: int,
-             weekly: bool = False, day: dt.date | None = None) -> list[Job]:
+             weekly: bool = False, day: dt.date | None = None, gap: bool = False
+             ) -> list[Job]:
     """Every recipient's job at once (a preview's handful, not an edition)."""
-    return [job for chunk in plan_jobs(selection, recipients, k, day=day, weekly=weekly)
+    return [job for chunk in plan_jobs(selection, recipients, k, day=day, weekly=weekly,
+                                       gap=gap)
             for job in chunk]

@@ -15,7 +15,16 @@ from sqlalchemy import Engine, func, select, update
 
 from newsletter.delivery.slots import due_by_day, late_by_day, local_send_time, slot_moment
 from newsletter.errors import InputError
-from newsletter.frequency import DAILY, WEEK_DAYS, WEEKLY, due_on, is_weekly
+from newsletter.frequency import (
+    DAILY,
+    GAP_DAYS,
+    WEEK_DAYS,
+    WEEKDAYS,
+    WEEKLY,
+    after_gap,
+    due_on,
+    is_weekly,
+)
 from newsletter.render.renderer import Recipient
 from newsletter.store.db import session_scope
 from newsletter.store.models import (
@@ -80,24 +89,36 @@ class Group:
     pairs: list[tuple[str, int]] | None
     late: bool = False
 
-    def recipients(self, session: Any, weekly: bool = False) -> Iterator[Recipient]:
+    def recipients(self, session: Any, weekly: bool = False, gap: bool = False
+                   ) -> Iterator[Recipient]:
         """The daily and weekdays subscribers due on this day, or (``weekly``) those
-        whose weekly email falls on it; a late day is owed to those who had their
-        last one (the day before, or within a week for those not emailed daily)."""
+        whose weekly email falls on it, or (``gap``) the weekdays subscribers whose
+        email of this day follows days without one (``frequency.after_gap``: ranked
+        over the papers since their last, not the day's); a late day is owed to those
+        who had their last one (the day before, or within a week for those not emailed
+        daily). The day's subscribers leave out the ``gap`` ones."""
         due = [f for f in due_on(self.day) if is_weekly(f) == weekly]
+        if not weekly:
+            spaced = after_gap(self.day)
+            due = [f for f in due if (f == WEEKDAYS and spaced) == gap]
         had = self.day - dt.timedelta(days=1) if self.late else None
         # late: only for who was active when the day's send time came (not paused,
         # not unsubscribed then): a day missed while paused is not theirs
         by = ({(tz, h): local_send_time(self.day, h, tz).replace(tzinfo=None)
                for tz, h in self.pairs} if self.late and self.pairs else None)
-        rows = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
-                               frequencies=[f for f in due if f == DAILY], active_by=by)
-        spaced = [f for f in due if f != DAILY]
+        daily = [f for f in due if f == DAILY]
+        rows = (subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
+                                frequencies=daily, active_by=by) if daily else iter(()))
+        spaced_due = [f for f in due if f != DAILY]
         more = subscriber_rows(session, unsent_day=self.day, slot=self.pairs, had_day=had,
-                               frequencies=spaced, had_within_days=WEEK_DAYS + 1,
+                               frequencies=spaced_due, had_within_days=WEEK_DAYS + 1,
                                active_by=by)
-        for row in itertools.chain(rows, more) if spaced else rows:
+        for row in itertools.chain(rows, more) if spaced_due else rows:
             yield Recipient(*row)
+
+
+KINDS = ((False, False), (False, True), (True, False))  # (weekly, gap): the day's, a
+# weekdays Monday's (the papers since Friday), the week's
 
 
 def groups(session: Any, day: dt.date, slot: str, catch_up_hours: int = 0) -> list[Group]:
@@ -116,8 +137,8 @@ def groups(session: Any, day: dt.date, slot: str, catch_up_hours: int = 0) -> li
 
 def anyone_to_plan(session: Any, planned: list[Group]) -> bool:
     """Whether this run would plan anyone (cheap: no ranking, no templates)."""
-    return any(next(iter(g.recipients(session, weekly)), None) is not None
-               for g in planned for weekly in (False, True))
+    return any(next(iter(g.recipients(session, weekly, gap)), None) is not None
+               for g in planned for weekly, gap in KINDS)
 
 
 def weekly_due(session: Any, planned: list[Group]) -> bool:
@@ -127,10 +148,27 @@ def weekly_due(session: Any, planned: list[Group]) -> bool:
             and week_had_papers(session))
 
 
-def week_had_papers(session: Any) -> bool:
-    """Whether any paper arrived in the last seven days (a weekly email's candidates)."""
+def gap_due(session: Any, planned: list[Group]) -> bool:
+    """Whether a weekdays subscriber's email after the weekend falls in this run while
+    those days held papers: a Monday without new papers is still theirs."""
+    return (any(next(iter(g.recipients(session, gap=True)), None) is not None
+                for g in planned) and week_had_papers(session, GAP_DAYS))
+
+
+def has_gap(session: Any, edition: Edition) -> bool:
+    """Whether the edition may carry weekdays emails after the weekend (else no
+    selection of those days is built): a local Monday of someone it reaches (its own
+    day; for an hourly slot's, a day either side too), and someone chose weekdays."""
+    days = (6, 0, 1) if edition.slot else (0,)
+    return edition.day.weekday() in days and session.scalar(
+        select(Subscriber.id).where(Subscriber.frequency == WEEKDAYS).limit(1)) is not None
+
+
+def week_had_papers(session: Any, days: int = WEEK_DAYS) -> bool:
+    """Whether any paper arrived in the last seven days (a weekly email's candidates;
+    ``days`` = ``GAP_DAYS``: a weekdays email's after the weekend)."""
     return session.scalar(select(Entry.id).where(
-        Entry.arrived_at > utcnow() - dt.timedelta(days=WEEK_DAYS)).limit(1)) is not None
+        Entry.arrived_at > utcnow() - dt.timedelta(days=days)).limit(1)) is not None
 
 
 def has_weekly(session: Any) -> bool:
@@ -140,14 +178,15 @@ def has_weekly(session: Any) -> bool:
         Subscriber.status == SubscriberStatus.ACTIVE).limit(1)) is not None
 
 
-def week_entries(session: Any, edition: Edition) -> list[Entry]:
+def week_entries(session: Any, edition: Edition, days: int = WEEK_DAYS) -> list[Entry]:
     """A weekly email's candidates: the papers that arrived in the seven days up to
     the edition's cutoff (after the cutoff of the same slot's edition of a week
-    before, when there is one)."""
-    week_ago = edition.day - dt.timedelta(days=WEEK_DAYS)
+    before, when there is one). ``days`` = ``GAP_DAYS``: a weekdays email's after the
+    weekend, since the same slot's edition of the Friday before."""
+    days_ago = edition.day - dt.timedelta(days=days)
     since = session.scalar(select(Edition.cutoff).where(
-        Edition.slot == edition.slot, Edition.day <= week_ago)
+        Edition.slot == edition.slot, Edition.day <= days_ago)
         .order_by(Edition.cutoff.desc()).limit(1))
-    floor = edition.cutoff - dt.timedelta(days=WEEK_DAYS)
+    floor = edition.cutoff - dt.timedelta(days=days)
     return candidate_entries(session, since=max(since, floor) if since else floor,
                              until=edition.cutoff)

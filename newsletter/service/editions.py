@@ -32,9 +32,12 @@ from newsletter.delivery.edition import (
 from newsletter.delivery.ledger import RELEASED, DbLedger, Outcome, lease_gone
 from newsletter.delivery.plan import PlanReport, plan_jobs
 from newsletter.delivery.planning import (
+    KINDS,
     anyone_to_plan,
     check_slot,
+    gap_due,
     groups,
+    has_gap,
     has_weekly,
     no_new_papers,
     pending_count,
@@ -46,6 +49,7 @@ from newsletter.delivery.processes import deliver_in_processes, extra_processes
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.status import edition_status
 from newsletter.errors import InputError, NewsletterError
+from newsletter.frequency import GAP_DAYS
 from newsletter.store.db import session_scope
 from newsletter.store.keys import secret_keys
 from newsletter.store.models import Delivery, DeliveryStatus, Edition, Entry, utcnow
@@ -65,14 +69,17 @@ def open_edition(config: EditionConfig, session: Any, edition: Edition,
     ``ignore_sent`` skips loading which papers each subscriber already had: only
     planning needs it, and for a delivery worker joining a large edition midway it
     is millions of rows (every paper sent so far) held in memory for nothing."""
-    week = None
+    week = gap = None
     if rows is None:
         rows = edition_entries(session, edition.slot, edition.cutoff)
         week = week_entries(session, edition) if has_weekly(session) else None
-    read = EditionPapers(rows, secret_keys(config.web, session), vote_history(session), week=week)
+        gap = week_entries(session, edition, GAP_DAYS) if has_gap(session, edition) else None
+    read = EditionPapers(rows, secret_keys(config.web, session), vote_history(session),
+                         week=week, gap=gap)
     if not ignore_sent:
         read.sent = sent_map(session, [e.id for e in rows])
         read.week_sent = sent_map(session, [e.id for e in week]) if week else None
+        read.gap_sent = sent_map(session, [e.id for e in gap]) if gap else None
     return EditionContext(config, edition, read)
 
 
@@ -167,7 +174,7 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
         planned = groups(s, day, slot, config.schedule.catch_up_hours)
         due = anyone_to_plan(s, planned)
         if (existing is None and not edition_entries(s, slot, utcnow())
-                and not weekly_due(s, planned)):
+                and not weekly_due(s, planned) and not gap_due(s, planned)):
             return _nothing(no_new_papers(s, slot))
         if existing is None and not due:
             return _nothing(f"nobody is due{f' in slot {slot}' if slot else ''}: every "
@@ -194,25 +201,29 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
         empty = ("no paper matched the profile (trending section off)"
                  if r.trending == "none" or not r.trending_count
                  else "every candidate paper was already sent to them")
-        weekly_planned = 0
-        for group, weekly in itertools.product(planned, (False, True)):
-            selection = ctx.week_selection if weekly else ctx.selection
+        wider = {"weekly": 0, "weekdays": 0}  # planned over the week's, the weekend's
+        for group, (weekly, gap) in itertools.product(planned, KINDS):
+            selection = (ctx.week_selection if weekly else
+                         ctx.gap_selection if gap else ctx.selection)
             if selection is None or not selection.entries:
                 continue
-            part = ledger.plan(plan_jobs(selection, group.recipients(s, weekly), r.max_papers,
-                                         day=group.day, weekly=weekly, papers=shown),
+            part = ledger.plan(plan_jobs(selection, group.recipients(s, weekly, gap),
+                                         r.max_papers, day=group.day, weekly=weekly,
+                                         papers=shown, gap=gap),
                                empty_reason=empty)
             plan.planned += part.planned
             plan.skipped += part.skipped
             plan.already += part.already
-            weekly_planned += part.planned if weekly else 0
+            if weekly or gap:
+                wider["weekly" if weekly else "weekdays"] += part.planned
         if not ctx.rows:  # a weekly email may still be due: the week had papers
             note = no_new_papers(s, slot, edition)
-            if weekly_planned:  # (the day stays open: the hint to ingest still holds)
-                many = weekly_planned != 1
-                note = (note.partition(";")[0] + f"; {weekly_planned} weekly "
-                        f"email{'s' if many else ''} due {'go' if many else 'goes'} out "
-                        "with the week's papers")
+            went = [f"{n} {kind} email{'s' if n != 1 else ''} due "
+                    f"{'go' if n != 1 else 'goes'} out with the "
+                    f"{'week' if kind == 'weekly' else 'weekend'}'s papers"
+                    for kind, n in wider.items() if n]
+            if went:  # (the day stays open: the hint to ingest still holds)
+                note = note.partition(";")[0] + "; " + "; ".join(went)
     with session_scope(engine, readonly=True) as s:
         pending = pending_count(s, edition)
     return Planned(edition, ledger, ctx, plan, reclaimed, len(ctx.rows), pending, note,

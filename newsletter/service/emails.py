@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 from newsletter.delivery import shown
 from newsletter.delivery.edition import EditionConfig
 from newsletter.delivery.plan import Job, plan_now
-from newsletter.frequency import is_weekly
+from newsletter.frequency import WEEKDAYS, after_gap, is_weekly
 from newsletter.render.renderer import Recipient, Rendered
 from newsletter.service.editions import ONCE, EditionCache
 from newsletter.store.db import session_scope
@@ -64,13 +64,16 @@ def render_email(config: EditionConfig, engine: Engine, subscriber_id: int,
             return ctx.render(Job.of(row, sub))
         unsaved = Edition(id=0, day=dt.date.today(), slot="", cutoff=utcnow())
         ctx = cache.open(config, s, unsaved)
-        # a weekly subscriber's next email is the week's best, as ``send`` would make it
+        # a weekly subscriber's next email is the week's best, a weekdays one's after the
+        # weekend has the weekend's papers too, as ``send`` would make them
         week = ctx.week_selection if is_weekly(sub.frequency) else None
-        weekly = week is not None
-        jobs = plan_now(week or ctx.selection,
+        gap = (ctx.gap_selection if sub.frequency == WEEKDAYS and after_gap(unsaved.day)
+               else None)
+        jobs = plan_now(week or gap or ctx.selection,
                         [Recipient(sub.id, sub.email, sub.name, sub.keywords,
                                    sub.link_nonce)],  # the page's links are theirs
-                        config.ranking.max_papers, weekly=weekly)
+                        config.ranking.max_papers, weekly=week is not None,
+                        gap=gap is not None)
         if not jobs or not jobs[0].entry_ids:
             return None
         return ctx.render(jobs[0])

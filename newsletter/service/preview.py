@@ -22,7 +22,13 @@ from newsletter.delivery.deliver import deliver, run_async
 from newsletter.delivery.edition import EditionConfig, EditionContext
 from newsletter.delivery.ledger import MemoryLedger, Outcome, OutcomeStatus
 from newsletter.delivery.plan import Job, plan_now
-from newsletter.delivery.planning import check_slot, groups, no_new_papers, week_had_papers
+from newsletter.delivery.planning import (
+    KINDS,
+    check_slot,
+    groups,
+    no_new_papers,
+    week_had_papers,
+)
 from newsletter.delivery.preview import (
     PreviewReport,
     PreviewTransport,
@@ -30,7 +36,7 @@ from newsletter.delivery.preview import (
     write_parts,
 )
 from newsletter.errors import InputError
-from newsletter.frequency import due_on, is_weekly
+from newsletter.frequency import GAP_DAYS, WEEKDAYS, after_gap, due_on, is_weekly
 from newsletter.ranking.engine import because_label
 from newsletter.render.mime import Message
 from newsletter.render.renderer import Recipient
@@ -45,7 +51,8 @@ KEYWORDS_ADDRESS = "preview@example.invalid"
 NOTHING = "no papers matched and no trending section"
 
 
-Due = list[tuple[dt.date, bool, list[Recipient]]]  # (newsletter day, weekly, who)
+Due = list[tuple[dt.date, bool, bool, list[Recipient]]]  # (newsletter day, weekly, gap,
+# who): the kinds of ``planning.KINDS``
 
 
 def _due_now(session: Any, day: dt.date, email: str | None, slot: str = "",
@@ -62,18 +69,18 @@ def _due_now(session: Any, day: dt.date, email: str | None, slot: str = "",
         had = session.scalar(select(Delivery.id).where(Delivery.subscriber_id == row[0],
                                                        Delivery.day == day).limit(1))
         due = [] if had is not None or freq not in due_on(day) else [Recipient(*row)]
-        return [(day, is_weekly(freq), due)]
+        return [(day, is_weekly(freq), freq == WEEKDAYS and after_gap(day), due)]
     wanted = normalize_email(email) if email else None
-    return [(group.day, weekly, [r for r in group.recipients(session, weekly)
-                                 if wanted is None or r.email == wanted])
+    return [(group.day, weekly, gap, [r for r in group.recipients(session, weekly, gap)
+                                      if wanted is None or r.email == wanted])
             for group in groups(session, day, slot, catch_up_hours)
-            for weekly in (False, True)]
+            for weekly, gap in KINDS]
 
 
 def _nothing_to_send(session: Any, day: dt.date, email: str | None, existing: Edition | None,
                      due: Due, slot: str = "") -> str:
     """What ``send`` would say instead of sending, or "" when it would send."""
-    if not any(people for _, _, people in due):
+    if not any(people for *_, people in due):
         who = email or "every active subscriber due"
         if slot:
             return (f"nothing to send for {day} in slot {slot}: {who} is not due in that "
@@ -81,9 +88,11 @@ def _nothing_to_send(session: Any, day: dt.date, email: str | None, existing: Ed
                     "--slot, or everyone due that day without it)")
         return (f"nothing to send for {day}: {who} has had that day's edition or is "
                 "not due that day (preview another day with --date)")
-    weekly_due = any(people for _, weekly, people in due if weekly)
+    weekly_due = any(people for _, weekly, _, people in due if weekly)
+    gap_due = any(people for _, _, gap, people in due if gap)
     if (existing is None and not edition_entries(session, slot, utcnow())
-            and not (weekly_due and week_had_papers(session))):
+            and not (weekly_due and week_had_papers(session))
+            and not (gap_due and week_had_papers(session, GAP_DAYS))):
         return f"nothing to send for {day}: {no_new_papers(session, slot)}"
     return ""
 
@@ -118,17 +127,18 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
                 conn.rollback()
                 return _Planned(note=note)
         else:
-            due = [(day, False, recipients)]
+            due = [(day, False, False, recipients)]
         ctx = ONCE.open(config, s, edition)
         planned = _Planned(ctx)
-        for group_day, weekly, people in due:
+        for group_day, weekly, gap, people in due:
             subs = people[:limit] if limit and recipients is None else people
-            selection = ctx.week_selection if weekly else ctx.selection
+            selection = (ctx.week_selection if weekly else
+                         ctx.gap_selection if gap else ctx.selection)
             if selection is None or not subs or not selection.entries:
                 continue  # as in ``send``: nobody is planned on papers there are none of
             planned.empty += sum(1 for r in subs if not r.keywords.strip())
             planned.jobs += plan_now(selection, subs, config.ranking.max_papers,
-                                     weekly=weekly, day=group_day if slot else None)
+                                     weekly=weekly, day=group_day if slot else None, gap=gap)
         if limit:
             planned.jobs = planned.jobs[:limit]
         conn.rollback()
