@@ -241,16 +241,8 @@ def test_a_weekdays_monday_brings_the_weekends_papers(
     email), and preview shows the same."""
     import json
 
-    from .conftest import ROOT
-
-    env = sink_env(tmp_path / "wd.db", smtp_sink)
-    assert cli("db", "upgrade", env=env).code == 0
-    keywords = "transformer, diffusion, language models, graph, reinforcement learning"
     daily, weekdays = "daily@example.org", "weekdays@example.org"
-    assert cli("subscribers", "add", daily, "--keywords", keywords, env=env).code == 0
-    assert cli("subscribers", "add", weekdays, "--keywords", keywords, "--frequency",
-               "weekdays", env=env).code == 0
-    papers = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
+    env, papers = two_readers(cli, tmp_path / "wd.db", smtp_sink, daily, weekdays, "weekdays")
     monday = dt.date(2026, 3, 2)
     for i in range(8):
         day = monday + dt.timedelta(days=i)
@@ -283,6 +275,23 @@ def test_a_weekdays_monday_brings_the_weekends_papers(
     weekend = {i for e, d, x in by if e == daily and d in ("2026-03-07", "2026-03-08")
                for i in json.loads(x)}
     assert weekend and {days_of[i] for i in weekend} <= {5, 6}
+
+
+def two_readers(cli: Any, db: Any, sink: SmtpSink, daily: str, other: str,
+                frequency: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """A database with a daily reader and one of ``frequency``, the same keywords; the
+    environment to run the CLI on it (sending to ``sink``) and the sample papers."""
+    import json
+
+    from .conftest import ROOT
+
+    env = sink_env(db, sink)
+    assert cli("db", "upgrade", env=env).code == 0
+    keywords = "transformer, diffusion, language models, graph, reinforcement learning"
+    assert cli("subscribers", "add", daily, "--keywords", keywords, env=env).code == 0
+    assert cli("subscribers", "add", other, "--keywords", keywords, "--frequency",
+               frequency, env=env).code == 0
+    return env, json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
 
 
 def sink_env(db: Any, sink: SmtpSink) -> dict[str, str]:
@@ -491,16 +500,9 @@ def test_weekly_on_a_day_without_new_papers_still_gets_the_week(
     week's best on Sunday all the same, and the daily subscriber nothing that day."""
     import json
 
-    from .conftest import ROOT
-
-    env = sink_env(tmp_path / "sun.db", smtp_sink)
-    assert cli("db", "upgrade", env=env).code == 0
-    keywords = "transformer, diffusion, language models, graph, reinforcement learning"
     daily, weekly = "daily@example.org", "sunday@example.org"
-    assert cli("subscribers", "add", daily, "--keywords", keywords, env=env).code == 0
-    assert cli("subscribers", "add", weekly, "--keywords", keywords, "--frequency",
-               "weekly:sunday", env=env).code == 0
-    papers = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
+    env, papers = two_readers(cli, tmp_path / "sun.db", smtp_sink, daily, weekly,
+                              "weekly:sunday")
     monday = dt.date(2026, 3, 2)
     for i in range(7):
         day = monday + dt.timedelta(days=i)
