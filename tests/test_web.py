@@ -22,9 +22,10 @@ from sqlalchemy import func, select, update
 from newsletter.errors import ConfigError
 from newsletter.render.links import Signer
 from newsletter.store.db import session_scope
-from newsletter.store.models import Event, Subscriber, Suppression
+from newsletter.store.lifecycle import pause, unsubscribe
+from newsletter.store.models import Entry, Event, Subscriber, Suppression, Vote
 
-from .web_support import TLS, Site, post_form, running_site
+from .web_support import CSRF, TLS, Site, post_form, running_site
 
 
 @pytest.fixture
@@ -503,3 +504,33 @@ def test_the_sign_up_limit_agrees_with_counting_each_clients_window(
         assert limiter.allow(f"192.0.2.{client}", now=now) == expect
         if expect:
             allowed.setdefault(client, []).append(now)
+
+
+def test_a_vote_after_unsubscribing_is_not_recorded(site: Site) -> None:
+    """A vote link in an old email, pressed after unsubscribing: the page says the vote
+    is not recorded and offers the subscription's page, never the button; a POST (a
+    page opened before unsubscribing) stores nothing. A paused reader still votes."""
+    sub_id = site.sub_id("ada@example.org")
+    with session_scope(site.engine) as s:
+        paper = s.scalar(select(Entry.id).limit(1))
+    link = site.links.votes(sub_id, str(paper))["more"]
+    with session_scope(site.engine) as s:
+        sub = s.get(Subscriber, sub_id)
+        assert sub is not None
+        pause(s, sub, by="test")
+    with httpx.Client(timeout=30) as client:
+        page = client.get(link)
+        assert page.status_code == 200 and '<form method="post"' in page.text
+        with session_scope(site.engine) as s:
+            sub = s.get(Subscriber, sub_id)
+            assert sub is not None
+            unsubscribe(s, sub, by="test")
+        stale = client.get(link)  # (also the CSRF cookie the POST below carries)
+        assert stale.status_code == 200 and "votes are no longer recorded" in stale.text
+        assert '<form method="post"' not in stale.text
+        assert "unsubscribed" in stale.text and "/preferences/" in stale.text
+        posted = client.post(link, data={"csrf": CSRF.search(page.text).group(1)},  # type: ignore[union-attr]
+                             headers={"Origin": site.url})
+        assert posted.status_code == 409 and "no longer recorded" in posted.text
+    with session_scope(site.engine) as s:
+        assert s.scalar(select(func.count()).select_from(Vote)) == 0

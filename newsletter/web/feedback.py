@@ -24,9 +24,11 @@ from newsletter.errors import InputError
 from newsletter.service import votes
 from newsletter.service.ranking import subscriber_learned
 from newsletter.store import votes as votes_mod
+from newsletter.store.lifecycle import RECEIVING
 from newsletter.store.models import Entry, Subscriber
 from newsletter.web.context import Web, web_of
 from newsletter.web.forms import held, posted_form, token_values
+from newsletter.web.pages import status_label
 
 
 def preferences_context(web: Web, sub_id: int, nonce: int | None) -> dict[str, Any]:
@@ -70,6 +72,10 @@ async def vote(request: Request) -> Response:
             entry = s.get(Entry, paper_id)
             if sub is None or entry is None:
                 return "missing", None, ""
+            if sub.status not in RECEIVING:
+                # no email comes any more (unsubscribed, stopped): a vote would only store
+                # what this person did after leaving, for a ranking nobody receives
+                return "stopped", status_label(sub.status, sub.frequency), sub.email
             if request.method != "POST":  # GET and HEAD show the button, never vote
                 return "ask", {"title": entry.title}, sub.email
             outcome = votes.record_vote(web.settings.ranking, s, paper_id,
@@ -81,6 +87,12 @@ async def vote(request: Request) -> Response:
     if state == "missing":
         return web.error(request, 404, "Not found",
                          "This paper or subscription no longer exists.")
+    if state == "stopped":
+        return web.message(request, "Not recorded",
+                           f"This address is {value}, so votes are no longer recorded.",
+                           link=web.links.preferences(sub_id, nonce=who.nonce),
+                           link_text="Manage your subscription",
+                           status=409 if request.method == "POST" else 200)
     if state == "ask":
         return web.page(request, "feedback.html", direction=direction, paper=value,
                         email=email)
