@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from hypothesis import given, settings
@@ -25,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from newsletter.app import App
 from newsletter.config import Settings
+from newsletter.delivery.edition import EditionConfig
 from newsletter.delivery.scheduler import send_slot
 from newsletter.delivery.slots import due_by_day, late_by_day, local_send_time
 from newsletter.service.ingest import ingest
@@ -252,12 +254,77 @@ def test_hourly_slots_give_a_weekdays_monday_the_weekends_papers(db_url: str,
     assert days["d@example.org", monday][0] == {3}
 
 
-def test_preview_refuses_a_slot_that_is_no_hour(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_weekdays_monday_row_keeps_its_papers_for_a_later_worker(db_url: str,
+                                                                   tmp_path: Path) -> None:
+    """`send --queue` plans Monday, then a worker delivers: by then the only weekdays
+    reader has switched to daily, yet their planned row is rendered over the papers it
+    was ranked over (the weekend's with Monday's), none dropped."""
+    import json
+
+    from newsletter.service.editions import deliver_edition, plan_edition
+    from newsletter.transports import make_transport
+
+    papers = json.loads(Path(SAMPLE).read_text())
+    settings = Settings().replace(database={"url": db_url},
+                                  outbox={"path": str(tmp_path / "out")})
+    engine = get_engine(db_url)
+    with session_scope(engine) as s:
+        for email_, freq in (("d@example.org", "daily"), ("w@example.org", "weekdays")):
+            add(s, email_, keywords="diffusion, language models, graph, transformer",
+                frequency=freq)
+    friday = dt.date(2026, 3, 6)
+    for i in range(4):
+        chunk = tmp_path / f"day{i}.json"
+        chunk.write_text(json.dumps(papers[i * 60:(i + 1) * 60]))
+        with session_scope(engine) as s:
+            ingest(settings.sources, s, [str(chunk)])
+        if i < 3:  # Friday, and the daily reader's Saturday and Sunday
+            run_send(settings, engine, friday + dt.timedelta(days=i))
+    config = EditionConfig.of(settings)
+    planned = plan_edition(config, engine, friday + dt.timedelta(days=3))
+    assert planned.edition is not None and planned.plan.planned == 2
+    with session_scope(engine) as s:
+        s.execute(sqlalchemy_update(Subscriber).values(frequency="daily"))
+        [ids] = s.scalars(select(Delivery.entry_ids).where(
+            Delivery.status == "pending", Delivery.details["gap"].as_boolean().is_(True)))
+    report = deliver_edition(config, engine, planned.edition.id, make_transport(settings))
+    assert report is not None and report.counts["sent"] == 2
+    sent = [message_from_bytes(p.read_bytes(), policy=default_policy)
+            for p in (tmp_path / "out").glob("*.eml")]
+    texts = [m.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+             for m in sent if "w@example.org" in str(m["To"])]
+    [monday] = [t for t in texts if "March 9" in t]
+    shown = [unquote(p) for p in _VOTE_LINK.findall(monday)]
+    assert len(ids) > 4 and len(shown) == len(ids) and set(shown) == set(ids), (shown, ids)
+
+
+def test_preview_of_a_slot_owing_a_late_day_shows_one_email(db_url: str,
+                                                             tmp_path: Path) -> None:
+    """With a catch-up window over a day, one slot can owe a reader both yesterday
+    (late) and today: send plans the late day and finds today's row refused (one row
+    per edition and reader); preview shows that one email, not two."""
+    settings = populate(db_url, [("u@example.org", "UTC", 7)], SAMPLE).replace(
+        outbox={"path": str(tmp_path / "out")}, schedule={"catch_up_hours": 30})
+    engine = get_engine(db_url)
+    monday, wednesday = dt.date(2026, 12, 7), dt.date(2026, 12, 9)
+    assert run_send(settings, engine, monday, slot="07").report.counts["sent"] == 1
+    report = run_preview(settings, engine, wednesday, tmp_path / "pv", slot="10")
+    assert [o.job.day for o in report.outcomes] == [wednesday - dt.timedelta(days=1)]
+    summary = run_send(settings, engine, wednesday, slot="10")
+    assert summary.report.counts["sent"] == 1 and summary.plan.already == 1
+
+
+@pytest.mark.parametrize("hour", ["24", "\u00b2", "-1"])  # "²" is a digit to str.isdigit
+def test_preview_and_send_refuse_a_slot_that_is_no_hour(cli, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                         hour: str) -> None:
     assert cli("ingest", FEW).code == 0
-    result = cli("preview", "--slot", "24")
-    assert result.code != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == "error: --slot: expected a UTC hour 00-23, got '24'"
-    assert not (tmp_path / "preview").exists()
+    for command in ("preview", "send"):
+        result = cli(command, "--slot", hour, "--yes") if command == "send" else cli(
+            command, "--slot", hour)
+        assert result.code != 0 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: --slot: expected a UTC hour 00-23, got {hour!r}"), result.stderr
+    assert not (tmp_path / "preview").exists() and not (tmp_path / "outbox").exists()
 
 
 def test_plan_reports_true_counts(db_url: str, tmp_path: Path) -> None:

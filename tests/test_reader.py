@@ -241,6 +241,11 @@ def test_a_weekdays_monday_brings_the_weekends_papers(
     email), and preview shows the same."""
     import json
 
+    from newsletter.config import Settings
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.service.preview import preview_email
+    from newsletter.store.db import get_engine
+
     daily, weekdays = "daily@example.org", "weekdays@example.org"
     env, papers = two_readers(cli, tmp_path / "wd.db", smtp_sink, daily, weekdays, "weekdays")
     monday = dt.date(2026, 3, 2)
@@ -256,10 +261,22 @@ def test_a_weekdays_monday_brings_the_weekends_papers(
             assert shown.code == 0, shown.stderr
             assert [p.name for p in out.glob("*.eml")] == ["weekdays@example.org.eml"]
             previewed = (out / "weekdays@example.org.txt").read_text()
+            # the console's one-email preview explains the picks over the same papers
+            url = env["NEWSLETTER_DATABASE__URL"]
+            one = preview_email(EditionConfig.of(Settings().replace(database={"url": url})),
+                                get_engine(url), day, subscriber=weekdays)
+            assert one.status == "sent" and len(one.why) > 1, one
         sent = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
         assert sent.code == 0, sent.stderr
     assert "1 weekdays email due goes out with the weekend's papers" in sent.stderr
-    assert len(messages_to(smtp_sink, daily)) == 7
+    # Monday's papers come later that day: the day was not locked by the weekdays email
+    # (the daily reader gets Monday's, the weekdays reader no second email)
+    chunk = tmp_path / "day7.json"
+    chunk.write_text(json.dumps(papers[280:]))
+    assert cli("ingest", str(chunk), env=env).code == 0
+    again = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
+    assert again.code == 0 and "planned 1" in again.stderr, again.stderr
+    assert len(messages_to(smtp_sink, daily)) == 8
     assert len(messages_to(smtp_sink, weekdays)) == 6
     with sqlite3_rows(tmp_path / "wd.db") as rows:
         by = rows("select s.email, d.day, d.entry_ids from deliveries d join subscribers s"

@@ -41,7 +41,7 @@ from newsletter.store.queries import candidate_entries, edition_entries, subscri
 
 def check_slot(slot: str) -> str:
     """``--slot`` as two digits, or "" for everyone; a clear error otherwise."""
-    if slot and not (slot.isdigit() and 0 <= int(slot) <= 23):
+    if slot and not (slot.isascii() and slot.isdigit() and 0 <= int(slot) <= 23):
         raise InputError(f"--slot: expected a UTC hour 00-23, got {slot!r}")
     return f"{int(slot):02d}" if slot else ""
 
@@ -61,13 +61,13 @@ def no_new_papers(session: Any, slot: str, this: Edition | None = None) -> str:
 
 
 def reopen_if_empty(engine: Engine, edition: Edition, slot: str) -> Edition:
-    """An edition that planned nobody because its window held no papers (created by
-    an older version, or in a race) moves its cutoff to now, so papers ingested since
-    count for it: a day is never locked at zero papers."""
+    """An edition whose own window held no papers (created by an older version, in a
+    race, or to send only the emails of wider windows: a weekly reader's day, a
+    weekdays reader's Monday) moves its cutoff to now, so papers ingested since count
+    for it: a day is never locked at zero papers. Rows it holds then were ranked over
+    the wider windows, whose starts do not move with the cutoff (``week_entries``)."""
     with session_scope(engine) as s:
-        has_rows = s.scalar(select(func.count()).select_from(Delivery)
-                            .where(Delivery.edition_id == edition.id))
-        if has_rows or edition_entries(s, slot, edition.cutoff):
+        if edition_entries(s, slot, edition.cutoff):
             return edition
         s.execute(update(Edition).where(Edition.id == edition.id).values(cutoff=utcnow()))
         return s.get(Edition, edition.id) or edition
@@ -151,17 +151,29 @@ def weekly_due(session: Any, planned: list[Group]) -> bool:
 def gap_due(session: Any, planned: list[Group]) -> bool:
     """Whether a weekdays subscriber's email after the weekend falls in this run while
     those days held papers: a Monday without new papers is still theirs."""
-    return (any(next(iter(g.recipients(session, gap=True)), None) is not None
-                for g in planned) and week_had_papers(session, GAP_DAYS))
+    return gap_planned(session, planned) and week_had_papers(session, GAP_DAYS)
 
 
 def has_gap(session: Any, edition: Edition) -> bool:
-    """Whether the edition may carry weekdays emails after the weekend (else no
-    selection of those days is built): a local Monday of someone it reaches (its own
-    day; for an hourly slot's, a day either side too), and someone chose weekdays."""
-    days = (6, 0, 1) if edition.slot else (0,)
-    return edition.day.weekday() in days and session.scalar(
-        select(Subscriber.id).where(Subscriber.frequency == WEEKDAYS).limit(1)) is not None
+    """Whether rows of the edition still to be sent were ranked over a weekdays
+    reader's papers after the weekend (``gap``): a worker, a retry or the next run
+    then renders them over the same papers. Only an edition that can reach a local
+    Monday can hold them (its own day; a slot's edition of UTC day D also reaches
+    D-1 and D+1, and its late groups the day before those)."""
+    if not edition.id or edition.day.weekday() not in ((6, 0, 1, 2) if edition.slot else (0,)):
+        return False
+    return session.scalar(select(Delivery.id).where(
+        Delivery.edition_id == edition.id,
+        Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING,
+                             DeliveryStatus.DEFERRED)),
+        Delivery.details["gap"].as_boolean().is_(True)).limit(1)) is not None
+
+
+def gap_planned(session: Any, planned: list[Group]) -> bool:
+    """Whether a weekdays reader's email after the weekend is among the groups: the
+    papers since their Friday email are then opened with the edition."""
+    return any(next(iter(g.recipients(session, gap=True)), None) is not None
+               for g in planned)
 
 
 def week_had_papers(session: Any, days: int = WEEK_DAYS) -> bool:
@@ -182,11 +194,17 @@ def week_entries(session: Any, edition: Edition, days: int = WEEK_DAYS) -> list[
     """A weekly email's candidates: the papers that arrived in the seven days up to
     the edition's cutoff (after the cutoff of the same slot's edition of a week
     before, when there is one). ``days`` = ``GAP_DAYS``: a weekdays email's after the
-    weekend, since the same slot's edition of the Friday before."""
+    weekend, the papers since the same slot's edition of the Friday before (which
+    carried their last email), whenever it ran, a week of papers at most.
+
+    The start is fixed when the edition is made (a previous edition's cutoff, or a
+    week before the edition was created), never read from its cutoff: a day reopened
+    for papers ingested later (``reopen_if_empty``) keeps the rows already planned
+    over this window inside it."""
     days_ago = edition.day - dt.timedelta(days=days)
     since = session.scalar(select(Edition.cutoff).where(
         Edition.slot == edition.slot, Edition.day <= days_ago)
         .order_by(Edition.cutoff.desc()).limit(1))
-    floor = edition.cutoff - dt.timedelta(days=days)
+    floor = (edition.created_at or edition.cutoff) - dt.timedelta(days=WEEK_DAYS)
     return candidate_entries(session, since=max(since, floor) if since else floor,
                              until=edition.cutoff)

@@ -194,9 +194,9 @@ def _read(dep: Dep) -> str:
 def escaped(v: Any) -> str:
     """What Jinja's autoescape prints for ``v``: Markup as it is, text escaped (text
     with nothing to escape, such as most URLs, as it is without a Markup copy)."""
-    if v.__class__ is Markup:
+    if type(v) is Markup:  # type(), not __class__: a proxy reports its target's
         return v
-    if v.__class__ is str and not ("&" in v or "<" in v or ">" in v or '"' in v or "'" in v):
+    if type(v) is str and not ("&" in v or "<" in v or ">" in v or '"' in v or "'" in v):
         return v
     return str(escape(v))
 

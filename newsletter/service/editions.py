@@ -36,6 +36,7 @@ from newsletter.delivery.planning import (
     anyone_to_plan,
     check_slot,
     gap_due,
+    gap_planned,
     groups,
     has_gap,
     has_weekly,
@@ -61,25 +62,28 @@ from newsletter.transports.base import Transport
 
 
 def open_edition(config: EditionConfig, session: Any, edition: Edition,
-                 rows: list[Entry] | None = None, *, ignore_sent: bool = False
-                 ) -> EditionContext:
+                 rows: list[Entry] | None = None, *, ignore_sent: bool = False,
+                 gap: bool = False) -> EditionContext:
     """The one way to open an edition: its candidate papers (or ``rows``, e.g. the
     papers one stored email carried) and the context that ranks and renders them.
+    ``gap``: weekdays readers after the weekend are planned now, so the papers since
+    their Friday email are opened too (as they are for rows of them still to send).
 
     ``ignore_sent`` skips loading which papers each subscriber already had: only
     planning needs it, and for a delivery worker joining a large edition midway it
     is millions of rows (every paper sent so far) held in memory for nothing."""
-    week = gap = None
+    week = after_weekend = None
     if rows is None:
         rows = edition_entries(session, edition.slot, edition.cutoff)
         week = week_entries(session, edition) if has_weekly(session) else None
-        gap = week_entries(session, edition, GAP_DAYS) if has_gap(session, edition) else None
+        if gap or has_gap(session, edition):
+            after_weekend = week_entries(session, edition, GAP_DAYS)
     read = EditionPapers(rows, secret_keys(config.web, session), vote_history(session),
-                         week=week, gap=gap)
+                         week=week, gap=after_weekend)
     if not ignore_sent:
         read.sent = sent_map(session, [e.id for e in rows])
         read.week_sent = sent_map(session, [e.id for e in week]) if week else None
-        read.gap_sent = sent_map(session, [e.id for e in gap]) if gap else None
+        read.gap_sent = sent_map(session, [e.id for e in read.gap]) if read.gap else None
     return EditionContext(config, edition, read)
 
 
@@ -96,16 +100,17 @@ class EditionCache:
         self._lock = threading.Lock()
 
     def open(self, config: EditionConfig, session: Any, edition: Edition, *,
-             rows: list[Entry] | None = None, ignore_sent: bool = False) -> EditionContext:
+             rows: list[Entry] | None = None, ignore_sent: bool = False,
+             gap: bool = False) -> EditionContext:
         key = (edition.id or 0, ignore_sent)
-        kept = self.keep and rows is None and edition.id
+        kept = self.keep and rows is None and edition.id and not gap
         if kept:
             with self._lock:
                 ctx = self._opened.get(key)
                 if ctx is not None:
                     self._opened.move_to_end(key)
                     return ctx
-        ctx = open_edition(config, session, edition, rows, ignore_sent=ignore_sent)
+        ctx = open_edition(config, session, edition, rows, ignore_sent=ignore_sent, gap=gap)
         if kept:
             with self._lock:
                 self._opened[key] = ctx
@@ -195,7 +200,7 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
             return Planned(edition, ledger, None, plan, reclaimed, 0, 0,
                            "nobody new to plan and nothing left to deliver now" + later,
                            requeued)
-        ctx = ONCE.open(config, s, edition)
+        ctx = ONCE.open(config, s, edition, gap=gap_planned(s, planned))
         shown: set[str] = set()
         r = config.ranking
         empty = ("no paper matched the profile (trending section off)"

@@ -63,12 +63,12 @@ def render_email(config: EditionConfig, engine: Engine, subscriber_id: int,
                 ctx = cache.open(config, s, edition, rows=_papers(s, row.entry_ids))
             return ctx.render(Job.of(row, sub))
         unsaved = Edition(id=0, day=dt.date.today(), slot="", cutoff=utcnow())
-        ctx = cache.open(config, s, unsaved)
         # a weekly subscriber's next email is the week's best, a weekdays one's after the
         # weekend has the weekend's papers too, as ``send`` would make them
+        monday = sub.frequency == WEEKDAYS and after_gap(unsaved.day)
+        ctx = cache.open(config, s, unsaved, gap=monday)
         week = ctx.week_selection if is_weekly(sub.frequency) else None
-        gap = (ctx.gap_selection if sub.frequency == WEEKDAYS and after_gap(unsaved.day)
-               else None)
+        gap = ctx.gap_selection if monday else None
         jobs = plan_now(week or gap or ctx.selection,
                         [Recipient(sub.id, sub.email, sub.name, sub.keywords,
                                    sub.link_nonce)],  # the page's links are theirs

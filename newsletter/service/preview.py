@@ -128,9 +128,14 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
                 return _Planned(note=note)
         else:
             due = [(day, False, False, recipients)]
-        ctx = ONCE.open(config, s, edition)
+        ctx = ONCE.open(config, s, edition,
+                        gap=any(people for _, _, gap, people in due if gap))
         planned = _Planned(ctx)
-        for group_day, weekly, gap, people in due:
+        seen: set[int] = set()  # one row per edition and subscriber, as send's ledger keeps
+        for group_day, weekly, gap, people in due:  # (a late day first, as send plans it)
+            if recipients is None:
+                people = [r for r in people if r.id not in seen]
+                seen.update(r.id for r in people)
             subs = people[:limit] if limit and recipients is None else people
             selection = (ctx.week_selection if weekly else
                          ctx.gap_selection if gap else ctx.selection)
@@ -222,11 +227,18 @@ def _headers(data: bytes) -> list[tuple[str, str]]:
 
 
 def _why(ctx: EditionContext, job: Job) -> list[Why]:
-    """Why each paper was picked, from the same ranker call the renderer makes."""
-    picks = [ctx.index[e] for e in job.entry_ids if e in ctx.index]
-    explanations = ctx.selection.ranker.explain_many(
+    """Why each paper was picked, from the same ranker call the renderer makes (over
+    the week's papers for a weekly email, the weekend's for a weekdays Monday)."""
+    selection, index = ((ctx.week_selection, ctx.week_index) if job.weekly else
+                        (ctx.gap_selection, ctx.gap_index) if job.gap else
+                        (ctx.selection, ctx.selection_index))
+    if selection is None:
+        return []
+    picks = [index[e] for e in job.entry_ids if e in index]
+    explanations = selection.ranker.explain_many(
         job.recipient.keywords, picks, key=None if job.trending else job.recipient.id)
-    return [Why(ctx.rows[i].title, ctx.rows[i].id, "trending" if job.trending else "matches",
+    rows = selection.entries
+    return [Why(rows[i].title, rows[i].id, "trending" if job.trending else "matches",
                 list(ex.matched), ex.relevance, ex.popularity, ex.recency, ex.because)
             for i, ex in zip(picks, explanations, strict=True)]
 
