@@ -298,6 +298,30 @@ def test_a_weekdays_monday_row_keeps_its_papers_for_a_later_worker(db_url: str,
     assert len(ids) > 4 and len(shown) == len(ids) and set(shown) == set(ids), (shown, ids)
 
 
+def test_preview_shows_rows_planned_earlier_that_send_would_deliver(db_url: str,
+                                                                     tmp_path: Path) -> None:
+    """An edition planned and not delivered (`send --queue` before its workers, or a
+    send stopped midway): send delivers its rows as planned, so preview shows them,
+    with or without a slot, for everyone or one subscriber."""
+    from newsletter.service.editions import plan_edition
+
+    people = [("a@example.org", "UTC", 7), ("b@example.org", "UTC", 7)]
+    settings = populate(db_url, people, SAMPLE).replace(outbox={"path": str(tmp_path / "out")})
+    engine = get_engine(db_url)
+    planned = plan_edition(EditionConfig.of(settings), engine, DAY, "07")
+    assert planned.plan.planned == 2
+    report = run_preview(settings, engine, DAY, tmp_path / "pv", slot="07")
+    assert not report.note and {o.job.recipient.email for o in report.outcomes} == {
+        "a@example.org", "b@example.org"}
+    one = run_preview(settings, engine, DAY, tmp_path / "one", slot="07", email="b@example.org")
+    assert [o.job.recipient.email for o in one.outcomes] == ["b@example.org"]
+    shown = _papers_by_reader(tmp_path / "pv")
+    assert run_send(settings, engine, DAY, slot="07").report.counts["sent"] == 2
+    assert _papers_by_reader(tmp_path / "out") == shown
+    after = run_preview(settings, engine, DAY, tmp_path / "after", slot="07")
+    assert "nothing to send" in after.note and not after.outcomes
+
+
 def test_preview_of_a_slot_owing_a_late_day_shows_one_email(db_url: str,
                                                              tmp_path: Path) -> None:
     """With a catch-up window over a day, one slot can owe a reader both yesterday

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.delivery.deliver import deliver, run_async
@@ -42,7 +42,14 @@ from newsletter.render.mime import Message
 from newsletter.render.renderer import Recipient
 from newsletter.service.editions import ONCE
 from newsletter.store.db import READONLY
-from newsletter.store.models import Delivery, Edition, Subscriber, utcnow
+from newsletter.store.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
 from newsletter.store.queries import edition_entries, subscriber_rows
 from newsletter.store.subscribers import check_keywords, normalize_email
 
@@ -108,6 +115,24 @@ class _Planned:
     note: str = ""
 
 
+def _waiting(session: Any, edition: Edition | None, email: str | None) -> list[Job]:
+    """The rows of the edition that ``send`` would deliver as they are: planned by an
+    earlier run (``send --queue``, an interrupted send) and not sent yet, or deferred
+    with their next try due; ``email``: only that subscriber's."""
+    if edition is None:
+        return []
+    q = (select(Delivery, Subscriber).join(Subscriber)
+         .where(Delivery.edition_id == edition.id,
+                Subscriber.status == SubscriberStatus.ACTIVE,
+                or_(Delivery.status == DeliveryStatus.PENDING,
+                    (Delivery.status == DeliveryStatus.DEFERRED)
+                    & (Delivery.next_try_at <= utcnow())))
+         .order_by(Delivery.id))
+    if email:
+        q = q.where(Subscriber.email == normalize_email(email))
+    return [Job.of(row, sub) for row, sub in session.execute(q)]
+
+
 def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | None,
           limit: int | None, recipients: list[Recipient] | None, slot: str = "") -> _Planned:
     """Open the day's (or the slot's) edition, stored or not, and plan who ``send``
@@ -118,11 +143,13 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
         edition = existing or Edition(id=0, day=day, slot=slot, cutoff=utcnow())
         due: Due
+        waiting: list[Job] = []
         if recipients is None:
             if email and not list(subscriber_rows(s, email=email)):
                 raise InputError(f"{email} is not a subscriber")
             due = _due_now(s, day, email, slot, config.schedule.catch_up_hours)
-            note = _nothing_to_send(s, day, email, existing, due, slot)
+            waiting = _waiting(s, existing, email)
+            note = "" if waiting else _nothing_to_send(s, day, email, existing, due, slot)
             if note:
                 conn.rollback()
                 return _Planned(note=note)
@@ -130,8 +157,9 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
             due = [(day, False, False, recipients)]
         ctx = ONCE.open(config, s, edition,
                         gap=any(people for _, _, gap, people in due if gap))
-        planned = _Planned(ctx)
-        seen: set[int] = set()  # one row per edition and subscriber, as send's ledger keeps
+        planned = _Planned(ctx, list(waiting))
+        # one row per edition and subscriber, as send's ledger keeps
+        seen: set[int] = {j.recipient.id for j in waiting}
         for group_day, weekly, gap, people in due:  # (a late day first, as send plans it)
             if recipients is None:
                 people = [r for r in people if r.id not in seen]
