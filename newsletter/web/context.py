@@ -22,8 +22,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from newsletter.app import App
+from newsletter.frequency import describe
 from newsletter.render.compile import BUNDLED
 from newsletter.render.links import LinkMaker, Signer
+from newsletter.store.models import SubscriberStatus
 from newsletter.web import offload
 from newsletter.web.offload import Renderers
 from newsletter.web.picks import PicksCache
@@ -185,3 +187,21 @@ def web_of(request: Request) -> Web:
 
 def now_hours() -> int:
     return int(time.time() // 3600)
+
+
+# What a subscription's state reads as on its pages.
+STATUS_LABELS = {
+    SubscriberStatus.ACTIVE: "subscribed", SubscriberStatus.PAUSED: "paused",
+    SubscriberStatus.PENDING: "waiting for confirmation",
+    SubscriberStatus.UNSUBSCRIBED: "unsubscribed",
+    SubscriberStatus.BOUNCED: "stopped: your mail server refused our emails",
+    SubscriberStatus.COMPLAINED: "stopped: marked as spam",
+}
+
+
+def status_label(status: str, frequency: str) -> str:
+    """A subscription's state for its reader: how often mail comes while active
+    ("daily", "on weekdays", "weekly on Friday"), else why none comes."""
+    if status == SubscriberStatus.ACTIVE:
+        return describe(frequency)
+    return STATUS_LABELS.get(SubscriberStatus(status), status)

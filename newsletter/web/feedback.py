@@ -26,9 +26,8 @@ from newsletter.service.ranking import subscriber_learned
 from newsletter.store import votes as votes_mod
 from newsletter.store.lifecycle import RECEIVING
 from newsletter.store.models import Entry, Subscriber
-from newsletter.web.context import Web, web_of
+from newsletter.web.context import Web, status_label, web_of
 from newsletter.web.forms import held, posted_form, token_values
-from newsletter.web.pages import status_label
 
 
 def preferences_context(web: Web, sub_id: int, nonce: int | None) -> dict[str, Any]:

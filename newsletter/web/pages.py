@@ -44,7 +44,14 @@ from newsletter.store.models import (
 )
 from newsletter.store.subscribers import as_dict, check_hour
 from newsletter.urls import safe_url
-from newsletter.web.context import Web, now_hours, web_of, zone_options
+from newsletter.web.context import (
+    STATUS_LABELS,
+    Web,
+    now_hours,
+    status_label,
+    web_of,
+    zone_options,
+)
 from newsletter.web.forms import form_of, posted_form, token_values
 from newsletter.web.signup import process
 
@@ -228,15 +235,6 @@ async def unsubscribe(request: Request) -> Response:
 
 # ---- preferences and self-service ----------------------------------------------------
 
-STATUS_LABELS = {
-    SubscriberStatus.ACTIVE: "subscribed", SubscriberStatus.PAUSED: "paused",
-    SubscriberStatus.PENDING: "waiting for confirmation",
-    SubscriberStatus.UNSUBSCRIBED: "unsubscribed",
-    SubscriberStatus.BOUNCED: "stopped: your mail server refused our emails",
-    SubscriberStatus.COMPLAINED: "stopped: marked as spam",
-}
-
-
 async def preferences(request: Request) -> Response:
     web = web_of(request)
     who = await token_values(web, request, "preferences")
@@ -283,14 +281,6 @@ async def preferences(request: Request) -> Response:
         feed=links.feed(sub_id, nonce), data=links.preferences(sub_id, "data", nonce),
         erase=links.preferences(sub_id, "erase", nonce),
         **await run_in_threadpool(preferences_context, web, sub_id, nonce))
-
-
-def status_label(status: str, frequency: str) -> str:
-    """A subscription's state for its reader: how often mail comes while active
-    ("daily", "on weekdays", "weekly on Friday"), else why none comes."""
-    if status == SubscriberStatus.ACTIVE:
-        return describe(frequency)
-    return STATUS_LABELS.get(SubscriberStatus(status), status)
 
 
 def shown_detail(detail: Any) -> Any:
