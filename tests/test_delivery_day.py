@@ -5,6 +5,7 @@ graceful stop on SIGTERM; `send` before any ingest; `preview` in an empty folder
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -216,22 +218,27 @@ def test_preview_of_a_slot_shows_what_that_slot_sends(db_url: str, tmp_path: Pat
         assert s.scalar(select(func.count()).select_from(Delivery)) == 2
 
 
+def daily_and_weekdays(url: str, tmp_path: Path, **where: Any
+                       ) -> tuple[Settings, Any, list[dict[str, Any]]]:
+    """A daily (d@) and a weekdays (w@) reader with the same keywords, at ``where``'s
+    zone and hour; no papers yet. The settings (an outbox in ``tmp_path``), the engine
+    and the sample papers to ingest day by day."""
+    settings = Settings().replace(database={"url": url}, outbox={"path": str(tmp_path / "out")})
+    engine = get_engine(url)
+    with session_scope(engine) as s:
+        for email_, freq in (("d@example.org", "daily"), ("w@example.org", "weekdays")):
+            add(s, email_, keywords="diffusion, language models, graph, transformer",
+                frequency=freq, **where)
+    return settings, engine, json.loads(Path(SAMPLE).read_text())
+
+
 def test_hourly_slots_give_a_weekdays_monday_the_weekends_papers(db_url: str,
                                                                 tmp_path: Path) -> None:
     """The daemon's path: a daily and a weekdays reader in Kolkata at 09:00 (the 04 UTC
     slot), papers each day from Friday to Monday. On Monday the weekdays reader's
     email ranks the papers since their Friday one (Saturday's and Sunday's compete with
     Monday's); the daily reader's ranks Monday's alone."""
-    import json
-
-    papers = json.loads(Path(SAMPLE).read_text())
-    settings = Settings().replace(database={"url": db_url},
-                                  outbox={"path": str(tmp_path / "out")})
-    engine = get_engine(db_url)
-    with session_scope(engine) as s:
-        for email_, freq in (("d@example.org", "daily"), ("w@example.org", "weekdays")):
-            add(s, email_, keywords="diffusion, language models, graph, transformer",
-                tz="Asia/Kolkata", hour=9, frequency=freq)
+    settings, engine, papers = daily_and_weekdays(db_url, tmp_path, tz="Asia/Kolkata", hour=9)
     friday = dt.date(2026, 3, 6)
     arrived: dict[str, int] = {}
     for i in range(4):
@@ -259,19 +266,10 @@ def test_a_weekdays_monday_row_keeps_its_papers_for_a_later_worker(db_url: str,
     """`send --queue` plans Monday, then a worker delivers: by then the only weekdays
     reader has switched to daily, yet their planned row is rendered over the papers it
     was ranked over (the weekend's with Monday's), none dropped."""
-    import json
-
     from newsletter.service.editions import deliver_edition, plan_edition
     from newsletter.transports import make_transport
 
-    papers = json.loads(Path(SAMPLE).read_text())
-    settings = Settings().replace(database={"url": db_url},
-                                  outbox={"path": str(tmp_path / "out")})
-    engine = get_engine(db_url)
-    with session_scope(engine) as s:
-        for email_, freq in (("d@example.org", "daily"), ("w@example.org", "weekdays")):
-            add(s, email_, keywords="diffusion, language models, graph, transformer",
-                frequency=freq)
+    settings, engine, papers = daily_and_weekdays(db_url, tmp_path)
     friday = dt.date(2026, 3, 6)
     for i in range(4):
         chunk = tmp_path / f"day{i}.json"
