@@ -775,3 +775,106 @@ def test_the_first_edition_of_a_slot_starts_where_the_last_day_ended(db_url: str
         assert {e.id for e in edition_entries(s, "07", now)} == {new}  # since 2 days ago
         assert {e.id for e in edition_entries(s, "06", now)} == set()  # its own last one
         assert {e.id for e in edition_entries(s, "", now)} == {new}
+
+
+def _week_world(db_url: str, tmp_path: Path, people: list[tuple[str, str]]
+                ) -> tuple[Settings, Any, list[Path]]:
+    """Readers with the same keywords, the sample cut in 50-paper days, Friday to
+    Sunday sent; the chunks of Monday and Tuesday are returned to ingest."""
+    papers = json.loads(Path(SAMPLE).read_text())
+    settings = Settings().replace(database={"url": db_url},
+                                  outbox={"path": str(tmp_path / "out")})
+    engine = get_engine(db_url)
+    with session_scope(engine) as s:
+        for email_, freq in people:
+            add(s, email_, keywords="diffusion, language models, graph, transformer",
+                frequency=freq)
+    chunks = []
+    for i in range(5):
+        chunk = tmp_path / f"day{i}.json"
+        chunk.write_text(json.dumps(papers[i * 50:(i + 1) * 50]))
+        chunks.append(chunk)
+    for i in range(3):
+        with session_scope(engine) as s:
+            ingest(settings.sources, s, [str(chunks[i])])
+        run_send(settings, engine, dt.date(2026, 3, 6) + dt.timedelta(days=i))
+    return settings, engine, chunks[3:]
+
+
+def _ids(path: Path) -> set[str]:
+    return {p["id"] for p in json.loads(path.read_text())}
+
+
+def test_a_monday_sent_before_its_papers_came_loses_no_paper(db_url: str,
+                                                               tmp_path: Path) -> None:
+    """Monday's send runs before Monday's ingest (the weekdays and weekly readers'
+    emails go out over the weekend's papers), then again after it. The edition keeps
+    its cutoff (those rows were ranked up to it): Monday's papers reach every reader in
+    a later email, none twice."""
+    settings, engine, (monday_papers, tuesday_papers) = _week_world(
+        db_url, tmp_path, [("d@example.org", "daily"), ("w@example.org", "weekdays"),
+                           ("k@example.org", "weekly:mon")])
+    monday = dt.date(2026, 3, 9)
+    assert run_send(settings, engine, monday).plan.planned == 2
+    with session_scope(engine) as s:
+        ingest(settings.sources, s, [str(monday_papers)])
+    again = run_send(settings, engine, monday)
+    assert again.plan.planned == 0 and "go to the next edition" in again.note, again.note
+    with session_scope(engine) as s:
+        ingest(settings.sources, s, [str(tuesday_papers)])
+    for i in range(1, 8):
+        run_send(settings, engine, monday + dt.timedelta(days=i))
+    with session_scope(engine) as s:
+        got: dict[str, list[str]] = {}
+        for email_, ids in s.execute(select(Subscriber.email, Delivery.entry_ids)
+                                     .join(Subscriber).where(Delivery.status == "sent")):
+            got.setdefault(email_, []).extend(ids)
+    assert all(len(ids) == len(set(ids)) for ids in got.values())  # none sent twice
+    for reader in ("d@example.org", "w@example.org", "k@example.org"):
+        assert set(got[reader]) & _ids(monday_papers), reader
+
+
+def test_a_weekly_row_keeps_its_papers_after_its_reader_switched(db_url: str,
+                                                                  tmp_path: Path) -> None:
+    """`send --queue` plans the week's best for the only weekly reader, who switches to
+    daily before the worker runs: the row is still rendered over the week's papers."""
+    from newsletter.service.editions import deliver_edition, plan_edition
+    from newsletter.transports import make_transport
+
+    settings, engine, (monday_papers, _) = _week_world(
+        db_url, tmp_path, [("d@example.org", "daily"), ("k@example.org", "weekly:mon")])
+    with session_scope(engine) as s:
+        ingest(settings.sources, s, [str(monday_papers)])
+    config = EditionConfig.of(settings)
+    planned = plan_edition(config, engine, dt.date(2026, 3, 9))
+    assert planned.edition is not None
+    with session_scope(engine) as s:
+        s.execute(sqlalchemy_update(Subscriber).values(frequency="daily"))
+        [ids] = s.scalars(select(Delivery.entry_ids).join(Subscriber).where(
+            Subscriber.email == "k@example.org", Delivery.status == "pending"))
+    deliver_edition(config, engine, planned.edition.id, make_transport(settings))
+    shown = {r: [unquote(x) for x in v] for r, v in _papers_by_reader(tmp_path / "out").items()}
+    assert len(ids) > 4 and sorted(shown["k@example.org"]) == sorted(ids), (shown, ids)
+
+
+@pytest.mark.parametrize("left", ["killed", "failed"])
+def test_preview_shows_rows_a_killed_or_failed_send_left(db_url: str, tmp_path: Path,
+                                                         left: str) -> None:
+    """A send killed mid-way leaves rows leased by a dead process; a transient failure
+    leaves a failed row: send takes both back, so preview shows them."""
+    import socket
+
+    from newsletter.service.editions import plan_edition
+
+    settings = populate(db_url, [("a@example.org", "UTC", 7)], SAMPLE).replace(
+        outbox={"path": str(tmp_path / "out")})
+    engine = get_engine(db_url)
+    assert plan_edition(EditionConfig.of(settings), engine, DAY).plan.planned == 1
+    with session_scope(engine) as s:
+        s.execute(sqlalchemy_update(Delivery).values(
+            **({"status": "sending", "lease_owner": f"{socket.gethostname()}:999999:x",
+                "lease_expires": dt.datetime(2099, 1, 1)} if left == "killed"
+               else {"status": "failed", "reason": "transient"})))
+    report = run_preview(settings, engine, DAY, tmp_path / "pv")
+    assert [o.job.recipient.email for o in report.outcomes] == ["a@example.org"], report.note
+    assert run_send(settings, engine, DAY).report.counts["sent"] == 1

@@ -269,14 +269,16 @@ def test_a_weekdays_monday_brings_the_weekends_papers(
         sent = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
         assert sent.code == 0, sent.stderr
     assert "1 weekdays email due goes out with the weekend's papers" in sent.stderr
-    # Monday's papers come later that day: the day was not locked by the weekdays email
-    # (the daily reader gets Monday's, the weekdays reader no second email)
+    # Monday's papers come later that day: the weekdays email was ranked up to the
+    # edition's cutoff, which stays; the run says where the new papers go
     chunk = tmp_path / "day7.json"
     chunk.write_text(json.dumps(papers[280:]))
     assert cli("ingest", str(chunk), env=env).code == 0
     again = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
-    assert again.code == 0 and "planned 1" in again.stderr, again.stderr
-    assert len(messages_to(smtp_sink, daily)) == 8
+    assert again.code == 0 and "papers ingested since go to the next edition" in (
+        again.stderr), again.stderr
+    assert "the day stays open" not in again.stderr
+    assert len(messages_to(smtp_sink, daily)) == 7
     assert len(messages_to(smtp_sink, weekdays)) == 6
     with sqlite3_rows(tmp_path / "wd.db") as rows:
         by = rows("select s.email, d.day, d.entry_ids from deliveries d join subscribers s"

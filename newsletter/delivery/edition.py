@@ -26,6 +26,7 @@ from newsletter.config import (
 )
 from newsletter.delivery import shown
 from newsletter.delivery.plan import Job
+from newsletter.errors import NewsletterError
 from newsletter.ranking.selection import Selection, VoteHistoryLike
 from newsletter.render.digest import PaperInfo
 from newsletter.render.links import LinkMaker, Signer
@@ -172,6 +173,12 @@ class EditionContext:
         with the record of what it showed (``shown``)."""
         wide, wide_index = ((self.week_selection, self.week_index) if job.weekly else
                             (self.gap_selection, self.gap_index) if job.gap else (None, {}))
+        if (job.weekly or job.gap) and wide is None and not self.has(job.entry_ids):
+            # ranked over more papers than this opening holds: sent as it is, the email
+            # would leave those papers out without a word; failed, the row says why
+            raise NewsletterError("the edition was opened without the "
+                                  f"{'week' if job.weekly else 'weekend'}'s papers this "
+                                  "email was ranked over")
         known = [e for e in job.entry_ids if e in self.index
                  and (wide is None or e in wide_index)]
         picks = [self.index[e] for e in known]

@@ -118,6 +118,9 @@ def _shown(outcome: Outcome) -> str | None:
     return outcome.rendered.shown or None if outcome.rendered is not None else None
 
 
+TRANSIENT = "transient"  # a failed row's reason when the next run tries it again
+
+
 def lease_gone(owner: str, expires: dt.datetime | None, now: dt.datetime,
                host: str | None = None) -> bool:
     """Whether rows leased by ``owner`` may be taken back: its process on this host
@@ -337,7 +340,7 @@ class DbLedger:
                 update(Delivery)
                 .where(Delivery.edition_id == self.edition.id,
                        Delivery.status == DeliveryStatus.FAILED,
-                       Delivery.reason == "transient")
+                       Delivery.reason == TRANSIENT)
                 .values(status=DeliveryStatus.PENDING, reason="")
             )
             n = int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -573,7 +576,7 @@ class DbLedger:
             if failed:
                 s.execute(mark_failed, [{
                     "b_id": o.job.delivery_id, "b_status": o.status, "b_error": o.error[:2000],
-                    "b_reason": o.reason or ("permanent" if o.permanent else "transient")}
+                    "b_reason": o.reason or ("permanent" if o.permanent else TRANSIENT)}
                     for o in failed])
             if bounced:  # the subscriber's change is the lifecycle's, as every one is
                 session = cast(Session, s)  # the scope chosen above for this

@@ -61,13 +61,16 @@ def no_new_papers(session: Any, slot: str, this: Edition | None = None) -> str:
 
 
 def reopen_if_empty(engine: Engine, edition: Edition, slot: str) -> Edition:
-    """An edition whose own window held no papers (created by an older version, in a
-    race, or to send only the emails of wider windows: a weekly reader's day, a
-    weekdays reader's Monday) moves its cutoff to now, so papers ingested since count
-    for it: a day is never locked at zero papers. Rows it holds then were ranked over
-    the wider windows, whose starts do not move with the cutoff (``week_entries``)."""
+    """An edition that planned nobody because its window held no papers (created by
+    an older version, or in a race) moves its cutoff to now, so papers ingested since
+    count for it: a day is never locked at zero papers. One that holds rows keeps its
+    cutoff, even when only wider windows' emails were planned (a weekly reader's day, a
+    weekdays reader's Monday, before the day's papers came): those rows were ranked up
+    to it, and the papers after it are theirs in the next edition."""
     with session_scope(engine) as s:
-        if edition_entries(s, slot, edition.cutoff):
+        has_rows = s.scalar(select(func.count()).select_from(Delivery)
+                            .where(Delivery.edition_id == edition.id))
+        if has_rows or edition_entries(s, slot, edition.cutoff):
             return edition
         s.execute(update(Edition).where(Edition.id == edition.id).values(cutoff=utcnow()))
         return s.get(Edition, edition.id) or edition
@@ -155,18 +158,28 @@ def gap_due(session: Any, planned: list[Group]) -> bool:
 
 
 def has_gap(session: Any, edition: Edition) -> bool:
-    """Whether rows of the edition still to be sent were ranked over a weekdays
+    """Whether rows of the edition that may still be sent were ranked over a weekdays
     reader's papers after the weekend (``gap``): a worker, a retry or the next run
     then renders them over the same papers. Only an edition that can reach a local
     Monday can hold them (its own day; a slot's edition of UTC day D also reaches
     D-1 and D+1, and its late groups the day before those)."""
-    if not edition.id or edition.day.weekday() not in ((6, 0, 1, 2) if edition.slot else (0,)):
+    if edition.day.weekday() not in ((6, 0, 1, 2) if edition.slot else (0,)):
         return False
-    return session.scalar(select(Delivery.id).where(
-        Delivery.edition_id == edition.id,
-        Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING,
-                             DeliveryStatus.DEFERRED)),
-        Delivery.details["gap"].as_boolean().is_(True)).limit(1)) is not None
+    return holds_unsent(session, edition, "gap")
+
+
+# A row that may still be sent: a failed one too (a transient failure is put back by
+# the next run or the console's retry, and a delivery already running claims it).
+UNSENT = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEFERRED,
+          DeliveryStatus.FAILED)
+
+
+def holds_unsent(session: Any, edition: Edition, kind: str) -> bool:
+    """Whether the edition holds rows of ``kind`` (details "gap" or "weekly") that may
+    still be sent: they render over their own wider window, whoever opens it now."""
+    return bool(edition.id) and session.scalar(select(Delivery.id).where(
+        Delivery.edition_id == edition.id, Delivery.status.in_(UNSENT),
+        Delivery.details[kind].as_boolean().is_(True)).limit(1)) is not None
 
 
 def gap_planned(session: Any, planned: list[Group]) -> bool:
@@ -195,16 +208,13 @@ def week_entries(session: Any, edition: Edition, days: int = WEEK_DAYS) -> list[
     the edition's cutoff (after the cutoff of the same slot's edition of a week
     before, when there is one). ``days`` = ``GAP_DAYS``: a weekdays email's after the
     weekend, the papers since the same slot's edition of the Friday before (which
-    carried their last email), whenever it ran, a week of papers at most.
-
-    The start is fixed when the edition is made (a previous edition's cutoff, or a
-    week before the edition was created), never read from its cutoff: a day reopened
-    for papers ingested later (``reopen_if_empty``) keeps the rows already planned
-    over this window inside it."""
+    carried their last email), whenever it ran, a week of papers at most. An edition of
+    those days made after this one (an operator's catch-up) starts nothing here."""
     days_ago = edition.day - dt.timedelta(days=days)
     since = session.scalar(select(Edition.cutoff).where(
-        Edition.slot == edition.slot, Edition.day <= days_ago)
+        Edition.slot == edition.slot, Edition.day <= days_ago,
+        Edition.cutoff <= (edition.created_at or edition.cutoff))
         .order_by(Edition.cutoff.desc()).limit(1))
-    floor = (edition.created_at or edition.cutoff) - dt.timedelta(days=WEEK_DAYS)
+    floor = edition.cutoff - dt.timedelta(days=WEEK_DAYS)
     return candidate_entries(session, since=max(since, floor) if since else floor,
                              until=edition.cutoff)

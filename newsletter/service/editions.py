@@ -40,6 +40,7 @@ from newsletter.delivery.planning import (
     groups,
     has_gap,
     has_weekly,
+    holds_unsent,
     no_new_papers,
     pending_count,
     reopen_if_empty,
@@ -75,7 +76,8 @@ def open_edition(config: EditionConfig, session: Any, edition: Edition,
     week = after_weekend = None
     if rows is None:
         rows = edition_entries(session, edition.slot, edition.cutoff)
-        week = week_entries(session, edition) if has_weekly(session) else None
+        week = (week_entries(session, edition) if has_weekly(session)
+                or holds_unsent(session, edition, "weekly") else None)
         if gap or has_gap(session, edition):
             after_weekend = week_entries(session, edition, GAP_DAYS)
     read = EditionPapers(rows, secret_keys(config.web, session), vote_history(session),
@@ -229,6 +231,13 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
                     for kind, n in wider.items() if n]
             if went:  # (the day stays open: the hint to ingest still holds)
                 note = note.partition(";")[0] + "; " + "; ".join(went)
+            elif s.scalar(select(Delivery.id).where(
+                    Delivery.edition_id == edition.id).limit(1)) is not None:
+                # its weekly or weekdays emails were planned before the day's papers came:
+                # those emails were ranked up to its cutoff, which stays (reopen_if_empty)
+                note = (note.partition(";")[0] + "; this day's edition went out with the "
+                        "week's or the weekend's papers, and papers ingested since go to "
+                        "the next edition")
     with session_scope(engine, readonly=True) as s:
         pending = pending_count(s, edition)
     return Planned(edition, ledger, ctx, plan, reclaimed, len(ctx.rows), pending, note,

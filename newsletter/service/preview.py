@@ -6,9 +6,11 @@ for typed keywords, with why each paper was picked.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.parser
 import email.policy
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +22,13 @@ from sqlalchemy.orm import Session
 
 from newsletter.delivery.deliver import deliver, run_async
 from newsletter.delivery.edition import EditionConfig, EditionContext
-from newsletter.delivery.ledger import MemoryLedger, Outcome, OutcomeStatus
+from newsletter.delivery.ledger import (
+    TRANSIENT,
+    MemoryLedger,
+    Outcome,
+    OutcomeStatus,
+    lease_gone,
+)
 from newsletter.delivery.plan import Job, plan_now
 from newsletter.delivery.planning import (
     KINDS,
@@ -117,20 +125,35 @@ class _Planned:
 
 def _waiting(session: Any, edition: Edition | None, email: str | None) -> list[Job]:
     """The rows of the edition that ``send`` would deliver as they are: planned by an
-    earlier run (``send --queue``, an interrupted send) and not sent yet, or deferred
-    with their next try due; ``email``: only that subscriber's."""
+    earlier run (``send --queue``, an interrupted send) and not sent yet, leased by a
+    run that is gone (killed: ``send`` takes them back), failed for now (``send``
+    tries them again), or deferred with their next try due; ``email``: only that
+    subscriber's. A deferred row keeps the keywords its picks were made for."""
     if edition is None:
         return []
+    now = utcnow()
     q = (select(Delivery, Subscriber).join(Subscriber)
          .where(Delivery.edition_id == edition.id,
                 Subscriber.status == SubscriberStatus.ACTIVE,
-                or_(Delivery.status == DeliveryStatus.PENDING,
+                or_(Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING)),
+                    (Delivery.status == DeliveryStatus.FAILED)
+                    & (Delivery.reason == TRANSIENT),
                     (Delivery.status == DeliveryStatus.DEFERRED)
-                    & (Delivery.next_try_at <= utcnow())))
+                    & (Delivery.next_try_at <= now)))
          .order_by(Delivery.id))
     if email:
         q = q.where(Subscriber.email == normalize_email(email))
-    return [Job.of(row, sub) for row, sub in session.execute(q)]
+    jobs = []
+    host = socket.gethostname()
+    for row, sub in session.execute(q):
+        if row.status == DeliveryStatus.SENDING and not lease_gone(
+                row.lease_owner, row.lease_expires, now, host):
+            continue  # a live run is sending it
+        job = Job.of(row, sub)
+        if row.keywords is not None:
+            job.recipient = dataclasses.replace(job.recipient, keywords=row.keywords)
+        jobs.append(job)
+    return jobs
 
 
 def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | None,
@@ -142,6 +165,12 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
             Session(bind=conn) as s:  # read-only; nothing committed
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
         edition = existing or Edition(id=0, day=day, slot=slot, cutoff=utcnow())
+        if existing is not None and not edition_entries(s, slot, existing.cutoff) and \
+                s.scalar(select(Delivery.id).where(Delivery.edition_id == existing.id)
+                         .limit(1)) is None:
+            # send reopens it (``reopen_if_empty``): its window then runs to now
+            edition = Edition(id=existing.id, day=day, slot=slot, cutoff=utcnow(),
+                              created_at=existing.created_at)
         due: Due
         waiting: list[Job] = []
         if recipients is None:
