@@ -269,6 +269,7 @@ def test_a_weekdays_monday_brings_the_weekends_papers(
         sent = cli("send", "--date", day.isoformat(), "--yes", "--force", env=env)
         assert sent.code == 0, sent.stderr
     assert "1 weekdays email due goes out with the weekend's papers" in sent.stderr
+    assert "papers ingested since go to the next edition" in sent.stderr
     # Monday's papers come later that day: the weekdays email was ranked up to the
     # edition's cutoff, which stays; the run says where the new papers go
     chunk = tmp_path / "day7.json"

@@ -76,7 +76,9 @@ class EditionConfig:
 @dataclass
 class EditionPapers:
     """What opening an edition reads (``service.editions.open_edition``): its papers,
-    the week's papers for weekly subscribers (None: nobody receives weekly), what was
+    the week's papers for weekly subscribers (None: nobody receives weekly), the
+    papers since Friday's edition for weekdays subscribers' Monday (None: no such
+    email is planned now or left to send), what was
     already sent of each (None: not needed), the votes and the signing keys."""
 
     rows: list[Entry]
@@ -92,7 +94,8 @@ class EditionPapers:
 
 class EditionContext:
     """Per-edition state: the ranking selections (the day's; the week's for weekly
-    subscribers) and the renderer. It reads nothing: ``newsletter.service.editions.
+    subscribers; the papers since Friday's for weekdays subscribers on Monday) and the
+    renderer. It reads nothing: ``newsletter.service.editions.
     open_edition``, the one place that makes it, reads its ``EditionPapers``."""
 
     def __init__(self, config: EditionConfig, edition: Edition, read: EditionPapers) -> None:
@@ -173,7 +176,7 @@ class EditionContext:
         with the record of what it showed (``shown``)."""
         wide, wide_index = ((self.week_selection, self.week_index) if job.weekly else
                             (self.gap_selection, self.gap_index) if job.gap else (None, {}))
-        if (job.weekly or job.gap) and wide is None and not self.has(job.entry_ids):
+        if (job.weekly or job.gap) and wide is None and not self.ranks(job.entry_ids):
             # ranked over more papers than this opening holds: sent as it is, the email
             # would leave those papers out without a word; failed, the row says why
             raise NewsletterError("the edition was opened without the "

@@ -229,15 +229,15 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
                     f"{'go' if n != 1 else 'goes'} out with the "
                     f"{'week' if kind == 'weekly' else 'weekend'}'s papers"
                     for kind, n in wider.items() if n]
-            if went:  # (the day stays open: the hint to ingest still holds)
-                note = note.partition(";")[0] + "; " + "; ".join(went)
+            # The edition now holds weekly or weekdays rows, ranked up to its cutoff,
+            # which stays (``reopen_if_empty``): papers ingested later go to the next one.
+            later = "papers ingested since go to the next edition"
+            if went:
+                note = note.partition(";")[0] + "; " + "; ".join(went) + f"; {later}"
             elif s.scalar(select(Delivery.id).where(
                     Delivery.edition_id == edition.id).limit(1)) is not None:
-                # its weekly or weekdays emails were planned before the day's papers came:
-                # those emails were ranked up to its cutoff, which stays (reopen_if_empty)
                 note = (note.partition(";")[0] + "; this day's edition went out with the "
-                        "week's or the weekend's papers, and papers ingested since go to "
-                        "the next edition")
+                        f"week's or the weekend's papers, and {later}")
     with session_scope(engine, readonly=True) as s:
         pending = pending_count(s, edition)
     return Planned(edition, ledger, ctx, plan, reclaimed, len(ctx.rows), pending, note,

@@ -88,7 +88,7 @@ async def vote(request: Request) -> Response:
                          "This paper or subscription no longer exists.")
     if state == "stopped":
         return web.message(request, "Not recorded",
-                           f"This address is {value}, so votes are no longer recorded.",
+                           f"Votes are not recorded for this address ({value}).",
                            link=web.links.preferences(sub_id, nonce=who.nonce),
                            link_text="Manage your subscription",
                            status=409 if request.method == "POST" else 200)
