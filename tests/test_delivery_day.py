@@ -878,3 +878,33 @@ def test_preview_shows_rows_a_killed_or_failed_send_left(db_url: str, tmp_path: 
     report = run_preview(settings, engine, DAY, tmp_path / "pv")
     assert [o.job.recipient.email for o in report.outcomes] == ["a@example.org"], report.note
     assert run_send(settings, engine, DAY).report.counts["sent"] == 1
+
+
+def test_a_weekdays_row_opened_without_its_window_fails_saying_why(db_url: str,
+                                                                   tmp_path: Path) -> None:
+    """An edition opened before its weekdays rows existed (a web process keeps one open)
+    holds the week's papers but not the weekend window: rendering such a row there
+    must fail naming why, not explain its picks over the day's papers (IndexError) or
+    send it with papers left out."""
+    from newsletter.delivery.edition import get_or_create_edition
+    from newsletter.delivery.plan import Job
+    from newsletter.errors import NewsletterError
+    from newsletter.service.editions import open_edition, plan_edition
+
+    settings, engine, (monday_papers, _) = _week_world(
+        db_url, tmp_path, [("d@example.org", "daily"), ("w@example.org", "weekdays"),
+                           ("k@example.org", "weekly:tue")])
+    with session_scope(engine) as s:
+        ingest(settings.sources, s, [str(monday_papers)])
+    config, monday = EditionConfig.of(settings), dt.date(2026, 3, 9)
+    with session_scope(engine, readonly=True) as s:
+        early = open_edition(config, s, get_or_create_edition(engine, monday))
+    assert early.gap_selection is None and early.week_selection is not None
+    assert plan_edition(config, engine, monday).plan.planned == 2
+    with session_scope(engine) as s:
+        [(row, sub)] = s.execute(select(Delivery, Subscriber).join(Subscriber).where(
+            Subscriber.email == "w@example.org", Delivery.day == monday)).all()
+        job = Job.of(row, sub)
+    assert early.has(job.entry_ids) and not early.ranks(job.entry_ids)  # weekend papers
+    with pytest.raises(NewsletterError, match="without the weekend's papers"):
+        early.render(job)
