@@ -58,6 +58,12 @@ def after_gap(day: dt.date) -> bool:
     return day.weekday() == 0
 
 
+def kind_on(frequency: str, day: dt.date) -> tuple[bool, bool]:
+    """(weekly, gap) of a subscriber's email on their local ``day``: the week's best,
+    or a weekdays Monday's over the papers since Friday's (``planning.KINDS``)."""
+    return is_weekly(frequency), frequency == WEEKDAYS and after_gap(day)
+
+
 def is_weekly(frequency: str) -> bool:
     return frequency.startswith(WEEKLY)
 

@@ -171,11 +171,22 @@ class EditionContext:
         on a day nobody's weekly email is due) are left alone."""
         self.renderer.prepare([self.index[e] for e in papers if e in self.index])
 
+    def selection_for(self, weekly: bool, gap: bool
+                      ) -> tuple[Selection | None, Mapping[str, int]]:
+        """The selection an email of this kind is ranked over, and each of its papers'
+        position in it: the week's (``weekly``), the papers since Friday's (``gap``),
+        else the day's. None when this opening does not hold that window."""
+        if weekly:
+            return self.week_selection, self.week_index
+        if gap:
+            return self.gap_selection, self.gap_index
+        return self.selection, self.selection_index
+
     def render(self, job: Job) -> Rendered:
         """One subscriber's email: the job's picks, explained, through the templates,
         with the record of what it showed (``shown``)."""
-        wide, wide_index = ((self.week_selection, self.week_index) if job.weekly else
-                            (self.gap_selection, self.gap_index) if job.gap else (None, {}))
+        wide, wide_index = (self.selection_for(job.weekly, job.gap)
+                            if job.weekly or job.gap else (None, {}))
         if (job.weekly or job.gap) and wide is None and not self.ranks(job.entry_ids):
             # ranked over more papers than this opening holds: sent as it is, the email
             # would leave those papers out without a word; failed, the row says why

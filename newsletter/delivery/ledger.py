@@ -276,9 +276,7 @@ class DbLedger:
                     "edition_id": self.edition.id, "subscriber_id": j.recipient.id,
                     "day": j.day or self.edition.day,
                     "entry_ids": j.entry_ids,
-                    "details": ({"trending": j.trending, "weekly": True} if j.weekly
-                                else {"trending": j.trending, "gap": True} if j.gap
-                                else {"trending": j.trending}),
+                    "details": j.details,
                     "status": DeliveryStatus.SKIPPED if empty else DeliveryStatus.PENDING,
                     "reason": reason if empty else "",
                     "attempts": 0, "last_error": "", "message_id": "", "lease_owner": "",
@@ -479,11 +477,8 @@ class DbLedger:
             if sub_status != SubscriberStatus.ACTIVE:
                 inactive.setdefault(sub_status, []).append(did)
                 continue
-            details = details or {}
-            jobs.append(Job(Recipient(sid, email, name, keywords, nonce), list(entry_ids),
-                            bool(details.get("trending")), did, attempts, day=day,
-                            weekly=bool(details.get("weekly")), first_try=first_try,
-                            gap=bool(details.get("gap"))))
+            jobs.append(Job.stored(Recipient(sid, email, name, keywords, nonce),
+                                   list(entry_ids), details, did, attempts, day, first_try))
         if inactive:
             with connection_scope(self.engine) as s:
                 for sub_status, dids in inactive.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,12 +36,30 @@ class Job:
     @classmethod
     def of(cls, row: Delivery, sub: Subscriber) -> Job:
         """The job a ledger row stands for, addressed as the subscriber is now."""
-        details = row.details or {}
-        return cls(Recipient(sub.id, sub.email, sub.name, sub.keywords, sub.link_nonce),
-                   list(row.entry_ids),
-                   bool(details.get("trending")), row.id, row.attempts, day=row.day,
-                   weekly=bool(details.get("weekly")), first_try=row.first_try_at,
-                   gap=bool(details.get("gap")))
+        return cls.stored(Recipient(sub.id, sub.email, sub.name, sub.keywords, sub.link_nonce),
+                          list(row.entry_ids), row.details, row.id, row.attempts, row.day,
+                          row.first_try_at)
+
+    @classmethod
+    def stored(cls, recipient: Recipient, entry_ids: list[str], details: dict[str, Any] | None,
+               delivery_id: int, attempts: int, day: dt.date | None,
+               first_try: dt.datetime | None) -> Job:
+        """The job of a ledger row's values, its kind read from the row's ``details``
+        (what ``details`` wrote)."""
+        found = details or {}
+        return cls(recipient, entry_ids, bool(found.get("trending")), delivery_id, attempts,
+                   day=day, weekly=bool(found.get("weekly")), first_try=first_try,
+                   gap=bool(found.get("gap")))
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """What its ledger row keeps of the job's kind: in its trending section or not,
+        and the week's or the weekend's when ranked over those."""
+        if self.weekly:
+            return {"trending": self.trending, "weekly": True}
+        if self.gap:
+            return {"trending": self.trending, "gap": True}
+        return {"trending": self.trending}
 
 
 @dataclass

@@ -210,8 +210,7 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
                  else "every candidate paper was already sent to them")
         wider = {"weekly": 0, "weekdays": 0}  # planned over the week's, the weekend's
         for group, (weekly, gap) in itertools.product(planned, KINDS):
-            selection = (ctx.week_selection if weekly else
-                         ctx.gap_selection if gap else ctx.selection)
+            selection, _ = ctx.selection_for(weekly, gap)
             if selection is None or not selection.entries:
                 continue
             part = ledger.plan(plan_jobs(selection, group.recipients(s, weekly, gap),

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 from newsletter.delivery import shown
 from newsletter.delivery.edition import EditionConfig
 from newsletter.delivery.plan import Job, plan_now
-from newsletter.frequency import WEEKDAYS, after_gap, is_weekly
+from newsletter.frequency import kind_on
 from newsletter.render.renderer import Recipient, Rendered
 from newsletter.service.editions import ONCE, EditionCache
 from newsletter.store.db import session_scope
@@ -65,15 +65,15 @@ def render_email(config: EditionConfig, engine: Engine, subscriber_id: int,
         unsaved = Edition(id=0, day=dt.date.today(), slot="", cutoff=utcnow())
         # a weekly subscriber's next email is the week's best, a weekdays one's after the
         # weekend has the weekend's papers too, as ``send`` would make them
-        monday = sub.frequency == WEEKDAYS and after_gap(unsaved.day)
-        ctx = cache.open(config, s, unsaved, gap=monday)
-        week = ctx.week_selection if is_weekly(sub.frequency) else None
-        gap = ctx.gap_selection if monday else None
-        jobs = plan_now(week or gap or ctx.selection,
+        weekly, gap = kind_on(sub.frequency, unsaved.day)
+        ctx = cache.open(config, s, unsaved, gap=gap)
+        selection, _ = ctx.selection_for(weekly, gap)
+        if selection is None:  # that window holds nothing here: the day's papers
+            selection, weekly, gap = ctx.selection, False, False
+        jobs = plan_now(selection,
                         [Recipient(sub.id, sub.email, sub.name, sub.keywords,
                                    sub.link_nonce)],  # the page's links are theirs
-                        config.ranking.max_papers, weekly=week is not None,
-                        gap=gap is not None)
+                        config.ranking.max_papers, weekly=weekly, gap=gap)
         if not jobs or not jobs[0].entry_ids:
             return None
         return ctx.render(jobs[0])

@@ -44,7 +44,7 @@ from newsletter.delivery.preview import (
     write_parts,
 )
 from newsletter.errors import InputError
-from newsletter.frequency import GAP_DAYS, WEEKDAYS, after_gap, due_on, is_weekly
+from newsletter.frequency import GAP_DAYS, due_on, kind_on
 from newsletter.ranking.engine import because_label
 from newsletter.render.mime import Message
 from newsletter.render.renderer import Recipient
@@ -84,7 +84,7 @@ def _due_now(session: Any, day: dt.date, email: str | None, slot: str = "",
         had = session.scalar(select(Delivery.id).where(Delivery.subscriber_id == row[0],
                                                        Delivery.day == day).limit(1))
         due = [] if had is not None or freq not in due_on(day) else [Recipient(*row)]
-        return [(day, is_weekly(freq), freq == WEEKDAYS and after_gap(day), due)]
+        return [(day, *kind_on(freq, day), due)]
     wanted = normalize_email(email) if email else None
     return [(group.day, weekly, gap, [r for r in group.recipients(session, weekly, gap)
                                       if wanted is None or r.email == wanted])
@@ -194,8 +194,7 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
                 people = [r for r in people if r.id not in seen]
                 seen.update(r.id for r in people)
             subs = people[:limit] if limit and recipients is None else people
-            selection = (ctx.week_selection if weekly else
-                         ctx.gap_selection if gap else ctx.selection)
+            selection, _ = ctx.selection_for(weekly, gap)
             if selection is None or not subs or not selection.entries:
                 continue  # as in ``send``: nobody is planned on papers there are none of
             planned.empty += sum(1 for r in subs if not r.keywords.strip())
@@ -286,9 +285,7 @@ def _headers(data: bytes) -> list[tuple[str, str]]:
 def _why(ctx: EditionContext, job: Job) -> list[Why]:
     """Why each paper was picked, from the same ranker call the renderer makes (over
     the week's papers for a weekly email, the weekend's for a weekdays Monday)."""
-    selection, index = ((ctx.week_selection, ctx.week_index) if job.weekly else
-                        (ctx.gap_selection, ctx.gap_index) if job.gap else
-                        (ctx.selection, ctx.selection_index))
+    selection, index = ctx.selection_for(job.weekly, job.gap)
     if selection is None:
         return []
     picks = [index[e] for e in job.entry_ids if e in index]
