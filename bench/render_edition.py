@@ -52,16 +52,20 @@ def one_round(pristine: Path, work: Path) -> tuple[float, int, str]:
         ctx = planned.context
         jobs = planned.ledger.claim(10**9)
         ctx.prepare(planned.papers)
-        started = time.process_time()
-        made = [ctx.render(job) for job in jobs]
-        cpu = time.process_time() - started
-    boundary = ctx.renderer.mime.boundary.encode()
-    digest = hashlib.sha256()
-    for r in made:
-        for part in (r.html, r.text, r.subject, r.shown):
-            digest.update(part.encode())
-        body = r.message.data
-        digest.update(body[body.find(b"This is a multipart"):].replace(boundary, b"B"))
+        boundary = ctx.renderer.mime.boundary.encode()
+        digest = hashlib.sha256()
+        cpu = 0.0
+        for job in jobs:
+            # each email is dropped once digested, as delivery drops it once sent: kept,
+            # the 4,000 emails (over 400 MB) made every render 0.1 ms dearer (fresh
+            # memory, a page fault every 4 KB), a cost sending never pays
+            started = time.process_time()
+            r = ctx.render(job)
+            cpu += time.process_time() - started
+            for part in (r.html, r.text, r.subject, r.shown):
+                digest.update(part.encode())
+            body = r.message.data
+            digest.update(body[body.find(b"This is a multipart"):].replace(boundary, b"B"))
     dispose_all()
     return cpu, len(jobs), digest.hexdigest()[:16]
 
