@@ -630,20 +630,24 @@ def _present_queued(q: Any) -> None:
 
 
 def _present_sent(summary: Any, backend: str, outbox: str) -> None:
+    """What a send did, and its exit code: 3 when a delivery failed, 128 + the signal
+    when one stopped it. The same with no edition of its own to plan (no new papers,
+    nobody due) when it sent earlier editions' rows whose next try was due: their
+    failures and a stop say so too (they once ended in exit code 0, unsaid)."""
     r = summary.report
     if summary.edition is None:
         say(summary.note)
-        if summary.due:
-            _present_deferred(summary)
-        return
-    p = summary.plan
-    say(f"edition {summary.edition.day} (#{summary.edition.id}): "
-        f"{summary.candidates} candidate papers; planned {p.planned} "
-        f"(+{p.skipped} with nothing to send)"
-        + (f"; {p.already} already had this day's edition" if p.already else "")
-        + (f"; took back {summary.reclaimed} unfinished" if summary.reclaimed else ""))
-    if summary.note:
-        say(summary.note)
+        if not summary.due and not r.counts and not r.errors and not r.stopped_by:
+            return
+    else:
+        p = summary.plan
+        say(f"edition {summary.edition.day} (#{summary.edition.id}): "
+            f"{summary.candidates} candidate papers; planned {p.planned} "
+            f"(+{p.skipped} with nothing to send)"
+            + (f"; {p.already} already had this day's edition" if p.already else "")
+            + (f"; took back {summary.reclaimed} unfinished" if summary.reclaimed else ""))
+        if summary.note:
+            say(summary.note)
     say(f"sent {r.counts['sent']}, failed {r.counts['failed']} in {r.seconds:.2f}s"
         + (f" via {backend}" + (f" to {outbox}/" if backend == "outbox" else "")))
     for line in r.errors:
@@ -654,8 +658,14 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
             "leases could not be renewed in time); `newsletter send` again, or the "
             "daemon's retry job after ten minutes, sends them")
     if r.stopped_by:
-        say(f"stopped by signal {r.stopped_by}: {r.counts['released']} not started "
-            "went back to pending; `newsletter send` again finishes the edition")
+        # the edition's rows still pending (given back, or never claimed), or, with no
+        # edition of its own, the earlier editions' rows given back
+        waiting = (f"{count(summary.pending, 'delivery', 'deliveries')} of the edition "
+                   "still pending; `newsletter send` again finishes the edition"
+                   if summary.edition is not None
+                   else f"{r.counts['released']} not started went back to pending; "
+                   "`newsletter send` again sends them")
+        say(f"stopped by signal {r.stopped_by}: {waiting}")
         raise typer.Exit(128 + r.stopped_by)
     if r.counts["failed"]:
         raise typer.Exit(3)

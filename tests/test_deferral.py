@@ -149,6 +149,58 @@ def test_deferred_rows_are_retried_when_due_then_failed_after_retry_hours(
     assert all(smtp_sink.count(r) == 1 for r, _ in smtp_sink.messages)
 
 
+def test_a_due_row_back_in_the_queue_when_a_run_stopped_is_sent_by_the_next_run(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """A run puts the deferred rows whose next try is due back in their edition's
+    queue, then claims them; stopped in between (a signal, a fault of the sending
+    side), it leaves them pending with their next try past. They are due as they
+    were: the next run (the retry job, a later `send`) sends them at once, once
+    each. Before, they were neither deferred nor left long enough for the
+    interrupted-run rule, and a `send` right after sent nothing."""
+    from newsletter.delivery.ledger import DbLedger
+    from newsletter.store.models import Edition
+
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)
+    smtp_sink.faults["ada@example.org"] = [GREY]
+    first = run_send(settings, engine, DAY, now=T0)
+    assert first.report.counts["deferred"] == 1
+    with session_scope(engine) as s:
+        edition = s.scalar(select(Edition).where(Edition.day == DAY))
+        assert edition is not None
+        s.expunge(edition)
+    # the next run, at the next try: its rows requeued, then it was stopped
+    assert DbLedger(engine, edition).requeue_due(minutes(5)) == 1
+    assert row(engine, "ada@example.org").status == "pending"
+    done = retry_deferred(App(settings, engine), now=minutes(5))
+    assert done.due == 1 and done.report.counts == {"sent": 1}, done.report.errors
+    assert row(engine, "ada@example.org").status == "sent"
+    assert smtp_sink.count("ada@example.org") == 1
+    assert retry_deferred(App(settings, engine), now=minutes(30)).due == 0
+
+
+def test_a_send_with_only_due_rows_to_retry_says_their_failures_and_exits_3(
+        world, smtp_sink: SmtpSink, cli) -> None:  # type: ignore[no-untyped-def]
+    """The day after, no new papers: `send` plans nothing and sends the deferred rows
+    due. One refused for good is a failure like any other: said, and exit code 3
+    (it was exit code 0 with only "retried 1 deferred delivery" said)."""
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)
+    smtp_sink.faults["ada@example.org"] = [GREY]
+    assert run_send(settings, engine, DAY, now=T0).report.counts["deferred"] == 1
+    smtp_sink.faults["ada@example.org"] = ["550 5.1.1 no such user"]
+    env = {"NEWSLETTER_DATABASE__URL": str(engine.url),
+           "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_TRANSPORT__MAX_ATTEMPTS": "1",
+           "NEWSLETTER_SMTP__HOST": smtp_sink.host, "NEWSLETTER_SMTP__PORT": str(smtp_sink.port)}
+    later = cli("send", "--date", "2025-12-27", "--yes", "--force", env=env)
+    assert later.code == 3, later.stderr
+    assert "no new papers" in later.stderr, later.stderr
+    assert "sent 0, failed 1" in later.stderr and "failed: ada@example.org" in later.stderr
+    assert "retried 1 deferred delivery whose next try was due" in later.stderr
+    assert row(engine, "ada@example.org").status == "failed"
+    assert smtp_sink.count("ada@example.org") == 0
+
+
 def populate_slots(engine: Any) -> None:
     with session_scope(engine) as s:
         for email, hour in (("early@example.org", 7), ("later@example.org", 8)):

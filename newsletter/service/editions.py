@@ -261,6 +261,9 @@ class SendSummary:
     # rows of the edition given back and still pending when the run ended without a
     # stop (leases that could not be renewed in time): said, never left silently
     left: int = 0
+    # rows of the edition still pending when a stop (a signal) ended the run: those it
+    # gave back and those it never claimed
+    pending: int = 0
 
 
 def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transport, *,
@@ -292,16 +295,19 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
             report = run_async(deliver(config.transport, p.ledger, p.context, transport,
                                        on_progress=on_progress, shutdown=shutdown,
                                        retry=config.delivery, clock=clock_at(now)))
-    left = 0
-    if report.counts[RELEASED] and p.edition is not None and not report.stopped_by:
+    left = pending = 0
+    if p.edition is not None and (report.counts[RELEASED] or report.stopped_by):
         with session_scope(engine, readonly=True) as s:
-            left = pending_count(s, p.edition)
+            if report.stopped_by:
+                pending = pending_count(s, p.edition)
+            else:
+                left = pending_count(s, p.edition)
     others = retry_deferred(config, engine, transport, now=now, shutdown=shutdown,
                             on_progress=on_progress,
                             skip=p.edition.id if p.edition is not None else None)
     report.add(others.report)
     return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note,
-                       p.due + others.due, p.context, left)
+                       p.due + others.due, p.context, left, pending)
 
 
 @dataclass
@@ -322,11 +328,19 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
     """Send again every deferred row whose next try is due at ``now``, and the rows an
     interrupted run left pending (``left_pending``), edition by edition (each renders
     with its own papers); ``skip`` is an edition just delivered. What `newsletter run`
-    does between its slots, and `send` after its own edition."""
+    does between its slots, and `send` after its own edition.
+
+    A deferred row due is put back in its edition's queue (pending) before it is
+    claimed; a run stopped then (a signal, a fault of the sending side) leaves it so,
+    its next try still set and past. It is due as it was, so it is sent by the next
+    run at once, not after ``left_pending``'s wait (nor never, once planned more than
+    ``retry_hours`` ago), which left such a run's promise that `send` sends it
+    unkept."""
     at = clock_at(now)()
     with session_scope(engine, readonly=True) as s:
         due = dict(s.execute(select(Delivery.edition_id, func.count())
-                             .where(Delivery.status == DeliveryStatus.DEFERRED,
+                             .where(Delivery.status.in_([DeliveryStatus.DEFERRED,
+                                                         DeliveryStatus.PENDING]),
                                     Delivery.next_try_at <= at)
                              .group_by(Delivery.edition_id)).all())
         for edition_id, n in left_pending(s, at, config.delivery.retry_hours):
@@ -362,9 +376,12 @@ def left_pending(session: Any, at: dt.datetime, retry_hours: float = 24.0
     which a deferred row is failed too) are left: an edition stopped long ago is not
     sent out of the blue."""
     quiet = at - LEFT_AFTER
+    # (a pending row whose next try is due is a deferred one back in the queue: counted
+    # by ``retry_deferred`` as due, not here)
+    not_due = Delivery.next_try_at.is_(None) | (Delivery.next_try_at > at)
     rows = session.execute(
         select(Delivery.edition_id,
-               func.sum(case(((Delivery.status == DeliveryStatus.PENDING)
+               func.sum(case((((Delivery.status == DeliveryStatus.PENDING) & not_due)
                               | (Delivery.lease_expires <= quiet), 1), else_=0)),
                func.sum(case(((Delivery.status == DeliveryStatus.SENDING)
                               & (Delivery.lease_expires > quiet), 1), else_=0)),
