@@ -144,17 +144,19 @@ def anyone_to_plan(session: Any, planned: list[Group]) -> bool:
                for g in planned for weekly, gap in KINDS)
 
 
-def weekly_due(session: Any, planned: list[Group]) -> bool:
-    """Whether someone's weekly email falls in this run while the week held papers: a
-    day without new papers (a weekend, for arXiv) is still a weekly subscriber's day."""
+def weekly_due(session: Any, planned: list[Group], day: dt.date, slot: str) -> bool:
+    """Whether someone's weekly email falls in this run (of ``slot`` on ``day``) while
+    the week held papers: a day without new papers (a weekend, for arXiv) is still a
+    weekly subscriber's day."""
     return (any(next(iter(g.recipients(session, True)), None) is not None for g in planned)
-            and week_had_papers(session))
+            and window_had_papers(session, slot, day, WEEK_DAYS))
 
 
-def gap_due(session: Any, planned: list[Group]) -> bool:
+def gap_due(session: Any, planned: list[Group], day: dt.date, slot: str) -> bool:
     """Whether a weekdays subscriber's email after the weekend falls in this run while
     those days held papers: a Monday without new papers is still theirs."""
-    return gap_planned(session, planned) and week_had_papers(session, GAP_DAYS)
+    return (gap_planned(session, planned)
+            and window_had_papers(session, slot, day, GAP_DAYS))
 
 
 def has_gap(session: Any, edition: Edition) -> bool:
@@ -189,11 +191,17 @@ def gap_planned(session: Any, planned: list[Group]) -> bool:
                for g in planned)
 
 
-def week_had_papers(session: Any, days: int = WEEK_DAYS) -> bool:
-    """Whether any paper arrived in the last seven days (a weekly email's candidates;
-    ``days`` = ``GAP_DAYS``: a weekdays email's after the weekend)."""
+def window_had_papers(session: Any, slot: str, day: dt.date, days: int = WEEK_DAYS) -> bool:
+    """Whether a paper arrived in the window an edition of ``slot`` on ``day`` opened
+    now would rank a weekly email over (``days`` = ``GAP_DAYS``: a weekdays email's
+    after the weekend): ``week_entries``'s window, not the last ``days`` days of the
+    clock. Counted from the clock, a run later in its hour than the one a week (or the
+    Friday) before saw no paper where the window held one, and sent no email: the
+    paper was lost to that reader."""
+    now = utcnow()
     return session.scalar(select(Entry.id).where(
-        Entry.arrived_at > utcnow() - dt.timedelta(days=days)).limit(1)) is not None
+        Entry.arrived_at > window_since(session, slot, day, days, now, now),
+        Entry.arrived_at <= now).limit(1)) is not None
 
 
 def has_weekly(session: Any) -> bool:
@@ -204,17 +212,28 @@ def has_weekly(session: Any) -> bool:
 
 
 def week_entries(session: Any, edition: Edition, days: int = WEEK_DAYS) -> list[Entry]:
-    """A weekly email's candidates: the papers that arrived in the seven days up to
-    the edition's cutoff (after the cutoff of the same slot's edition of a week
-    before, when there is one). ``days`` = ``GAP_DAYS``: a weekdays email's after the
-    weekend, the papers since the same slot's edition of the Friday before (which
-    carried their last email), whenever it ran, a week of papers at most. An edition of
-    those days made after this one (an operator's catch-up) starts nothing here."""
-    days_ago = edition.day - dt.timedelta(days=days)
+    """A weekly email's candidates: the papers that arrived since the same slot's
+    edition of a week before, up to the edition's cutoff (``window_since``: a week and
+    a day at most). ``days`` = ``GAP_DAYS``: a weekdays email's after the weekend, the
+    papers since the same slot's edition of the Friday before (which carried their last
+    email), whenever it ran. An edition of those days made after this one (an
+    operator's catch-up) starts nothing here."""
+    return candidate_entries(session, since=window_since(
+        session, edition.slot, edition.day, days, edition.created_at or edition.cutoff,
+        edition.cutoff), until=edition.cutoff)
+
+
+def window_since(session: Any, slot: str, day: dt.date, days: int, made: dt.datetime,
+                 cutoff: dt.datetime) -> dt.datetime:
+    """Where ``week_entries``'s window starts for an edition of ``slot`` on ``day`` made
+    at ``made`` with ``cutoff``: the cutoff of the same slot's edition ``days`` before
+    (made before it), at most a week and a day before ``cutoff``. The day is slack for
+    a run later in its hour than the one a week before (a daemon started late, a
+    catch-up): floored at exactly a week, the papers between the two runs' times were
+    in neither week's window. What the reader already had is left out per reader, so
+    a longer window never sends a paper twice."""
     since = session.scalar(select(Edition.cutoff).where(
-        Edition.slot == edition.slot, Edition.day <= days_ago,
-        Edition.cutoff <= (edition.created_at or edition.cutoff))
-        .order_by(Edition.cutoff.desc()).limit(1))
-    floor = edition.cutoff - dt.timedelta(days=WEEK_DAYS)
-    return candidate_entries(session, since=max(since, floor) if since else floor,
-                             until=edition.cutoff)
+        Edition.slot == slot, Edition.day <= day - dt.timedelta(days=days),
+        Edition.cutoff <= made).order_by(Edition.cutoff.desc()).limit(1))
+    floor = cutoff - dt.timedelta(days=WEEK_DAYS + 1)
+    return max(since, floor) if since else floor

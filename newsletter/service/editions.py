@@ -181,7 +181,8 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
         planned = groups(s, day, slot, config.schedule.catch_up_hours)
         due = anyone_to_plan(s, planned)
         if (existing is None and not edition_entries(s, slot, utcnow())
-                and not weekly_due(s, planned) and not gap_due(s, planned)):
+                and not weekly_due(s, planned, day, slot)
+                and not gap_due(s, planned, day, slot)):
             return _nothing(no_new_papers(s, slot))
         if existing is None and not due:
             return _nothing(f"nobody is due{f' in slot {slot}' if slot else ''}: every "

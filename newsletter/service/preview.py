@@ -35,7 +35,7 @@ from newsletter.delivery.planning import (
     check_slot,
     groups,
     no_new_papers,
-    week_had_papers,
+    window_had_papers,
 )
 from newsletter.delivery.preview import (
     PreviewReport,
@@ -106,8 +106,8 @@ def _nothing_to_send(session: Any, day: dt.date, email: str | None, existing: Ed
     weekly_due = any(people for _, weekly, _, people in due if weekly)
     gap_due = any(people for _, _, gap, people in due if gap)
     if (existing is None and not edition_entries(session, slot, utcnow())
-            and not (weekly_due and week_had_papers(session))
-            and not (gap_due and week_had_papers(session, GAP_DAYS))):
+            and not (weekly_due and window_had_papers(session, slot, day))
+            and not (gap_due and window_had_papers(session, slot, day, GAP_DAYS))):
         return f"nothing to send for {day}: {no_new_papers(session, slot)}"
     return ""
 
