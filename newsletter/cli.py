@@ -675,9 +675,13 @@ def _present_deferred(summary: Any) -> None:
     """The deferred rows sent again, and those deferred now (refused for now: tried
     again by `newsletter run`, or by a `send` once due)."""
     r = summary.report
-    if summary.due:
-        say(f"retried {count(summary.due, 'deferred delivery', 'deferred deliveries')} "
+    deferred = summary.due - summary.resumed
+    if deferred:
+        say(f"retried {count(deferred, 'deferred delivery', 'deferred deliveries')} "
             "whose next try was due")
+    if summary.resumed:
+        say(f"took up {count(summary.resumed, 'delivery', 'deliveries')} that an "
+            "interrupted run left pending")
     if r.counts["deferred"]:
         when = f"{r.next_try:%Y-%m-%d %H:%M} UTC" if r.next_try else "later"
         say(f"deferred {r.counts['deferred']} (refused for now); next try from {when}, "

@@ -329,6 +329,7 @@ def test_rows_an_interrupted_send_left_pending_are_sent_by_the_retry_job(
             lease_expires=touched - dt.timedelta(seconds=1)))
     done = retry_deferred(app, now=touched + LEFT_AFTER)
     assert done.due == planned.pending and done.editions == [edition]
+    assert done.resumed == planned.pending  # said as such, not as deferred rows due
     assert done.report.counts == {"sent": planned.pending}
     assert retry_deferred(app, now=touched + 2 * LEFT_AFTER).due == 0  # nothing left
     assert sorted({n for n in (smtp_sink.count(r) for r, _ in smtp_sink.messages)}) == [1]

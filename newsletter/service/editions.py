@@ -265,6 +265,9 @@ class SendSummary:
     # rows of the edition still pending when a stop (a signal) ended the run: those it
     # gave back and those it never claimed
     pending: int = 0
+    # of ``due``, the rows of earlier editions an interrupted run left pending, sent
+    # now (not deferred ones: said apart)
+    resumed: int = 0
 
 
 def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transport, *,
@@ -308,7 +311,7 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
                             skip=p.edition.id if p.edition is not None else None)
     report.add(others.report)
     return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note,
-                       p.due + others.due, p.context, left, pending)
+                       p.due + others.due, p.context, left, pending, others.resumed)
 
 
 @dataclass
@@ -320,6 +323,7 @@ class Retried:
     due: int = 0
     editions: list[int] = field(default_factory=list)
     report: DeliverReport = field(default_factory=DeliverReport)
+    resumed: int = 0  # of ``due``, the rows an interrupted run left (never deferred)
 
 
 def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, *,
@@ -344,17 +348,16 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
                                                          DeliveryStatus.PENDING]),
                                     Delivery.next_try_at <= at)
                              .group_by(Delivery.edition_id)).all())
-        for edition_id, n in left_pending(s, at, config.delivery.retry_hours):
-            due[edition_id] = due.get(edition_id, 0) + n
-    rows = sorted(due.items())
+        left = dict(left_pending(s, at, config.delivery.retry_hours))
     done = Retried()
-    for edition_id, n in rows:
+    for edition_id in sorted(due.keys() | left.keys()):
         if edition_id == skip or (shutdown is not None and shutdown.requested):
             continue
         report = deliver_edition(config, engine, edition_id, transport, shutdown=shutdown,
                                  on_progress=on_progress, now=now)
         if report is not None:
-            done.due += int(n)
+            done.due += int(due.get(edition_id, 0)) + left.get(edition_id, 0)
+            done.resumed += left.get(edition_id, 0)
             done.editions.append(edition_id)
             done.report.add(report)
     return done
