@@ -821,8 +821,10 @@ def preview(
     if report.note:
         if as_json:
             _print_json(report.summary() | {"note": report.note})
+            return
         err.print(report.note)
-        return
+        if not report.outcomes:  # nothing would be sent; else (an earlier edition's
+            return               # rows taken up) what would be is shown below
     summary = report.summary()
     if as_json:
         _print_json(summary)

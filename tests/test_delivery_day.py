@@ -913,3 +913,35 @@ def test_a_weekdays_row_opened_without_its_window_fails_saying_why(db_url: str,
     assert early.has(job.entry_ids) and not early.ranks(job.entry_ids)  # weekend papers
     with pytest.raises(NewsletterError, match="without the weekend's papers"):
         early.render(job)
+
+
+def test_preview_shows_the_earlier_editions_rows_that_send_takes_up(db_url: str,
+                                                                     tmp_path: Path) -> None:
+    """A run planned the day's edition and was stopped before sending (its rows left
+    alone for ``LEFT_AFTER``), and one reader's row of it is deferred with its next
+    try due: the next day's `send` takes both up after its own edition. Preview shows
+    them too, each in the folder of its edition, where it said only that nothing was
+    to send."""
+    from newsletter.service.editions import LEFT_AFTER, plan_edition
+
+    people = [("a@example.org", "UTC", 7), ("b@example.org", "UTC", 7)]
+    settings = populate(db_url, people).replace(outbox={"path": str(tmp_path / "out")})
+    engine = get_engine(db_url)
+    planned = plan_edition(EditionConfig.of(settings), engine, DAY)
+    assert planned.edition is not None and planned.plan.planned == 2
+    long_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None) - LEFT_AFTER * 2
+    with session_scope(engine) as s:
+        s.execute(sqlalchemy_update(Delivery).values(updated_at=long_ago))
+        s.execute(sqlalchemy_update(Delivery).where(Delivery.subscriber_id == select(
+            Subscriber.id).where(Subscriber.email == "b@example.org").scalar_subquery())
+            .values(status="deferred", next_try_at=long_ago, first_try_at=long_ago))
+    nextday = DAY + dt.timedelta(days=1)
+    report = run_preview(settings, engine, nextday, tmp_path / "pv")
+    shown = sorted(o.job.recipient.email for o in report.outcomes)
+    assert shown == ["a@example.org", "b@example.org"], report.note
+    folder = tmp_path / "pv" / f"edition-{planned.edition.id}"
+    assert sorted(p.name for p in folder.glob("*.eml")) == ["a@example.org.eml",
+                                                            "b@example.org.eml"]
+    assert "send also takes up 2 emails" in report.note, report.note
+    sent = run_send(settings, engine, nextday)
+    assert sent.report.counts["sent"] == 2 and sent.resumed == 1 and sent.due == 2, sent

@@ -48,7 +48,7 @@ from newsletter.frequency import GAP_DAYS, due_on, kind_on
 from newsletter.ranking.engine import because_label
 from newsletter.render.mime import Message
 from newsletter.render.renderer import Recipient
-from newsletter.service.editions import ONCE
+from newsletter.service.editions import ONCE, left_pending
 from newsletter.store.db import READONLY
 from newsletter.store.models import (
     Delivery,
@@ -115,31 +115,35 @@ def _nothing_to_send(session: Any, day: dt.date, email: str | None, existing: Ed
 @dataclass
 class _Planned:
     """A preview's plan: the opened edition and the jobs, or what ``send`` would say
-    instead (``note``)."""
+    instead (``note``); and the rows of earlier editions that ``send`` would take up
+    after its own (``others``: each edition's context and jobs)."""
 
     ctx: EditionContext | None = None
     jobs: list[Job] = field(default_factory=list)
     empty: int = 0  # profiles with no keywords
     note: str = ""
+    others: list[tuple[EditionContext, list[Job]]] = field(default_factory=list)
 
 
-def _waiting(session: Any, edition: Edition | None, email: str | None) -> list[Job]:
+def _waiting(session: Any, edition: Edition | None, email: str | None, *,
+             failed: bool = True) -> list[Job]:
     """The rows of the edition that ``send`` would deliver as they are: planned by an
     earlier run (``send --queue``, an interrupted send) and not sent yet, leased by a
     run that is gone (killed: ``send`` takes them back), failed for now (``send``
-    tries them again), or deferred with their next try due; ``email``: only that
-    subscriber's. A deferred row keeps the keywords its picks were made for."""
+    tries them again; ``failed``: its own edition's, not an earlier one's), or
+    deferred with their next try due; ``email``: only that subscriber's. A deferred row
+    keeps the keywords its picks were made for."""
     if edition is None:
         return []
     now = utcnow()
+    again = [Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING)),
+             (Delivery.status == DeliveryStatus.DEFERRED) & (Delivery.next_try_at <= now)]
+    if failed:
+        again.append((Delivery.status == DeliveryStatus.FAILED)
+                     & (Delivery.reason == TRANSIENT))
     q = (select(Delivery, Subscriber).join(Subscriber)
          .where(Delivery.edition_id == edition.id,
-                Subscriber.status == SubscriberStatus.ACTIVE,
-                or_(Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING)),
-                    (Delivery.status == DeliveryStatus.FAILED)
-                    & (Delivery.reason == TRANSIENT),
-                    (Delivery.status == DeliveryStatus.DEFERRED)
-                    & (Delivery.next_try_at <= now)))
+                Subscriber.status == SubscriberStatus.ACTIVE, or_(*again))
          .order_by(Delivery.id))
     if email:
         q = q.where(Subscriber.email == normalize_email(email))
@@ -154,6 +158,26 @@ def _waiting(session: Any, edition: Edition | None, email: str | None) -> list[J
             job.recipient = dataclasses.replace(job.recipient, keywords=row.keywords)
         jobs.append(job)
     return jobs
+
+
+def _earlier(config: EditionConfig, session: Any, own: int | None, email: str | None
+             ) -> list[tuple[EditionContext, list[Job]]]:
+    """The rows of other editions that ``send`` takes up after its own
+    (``retry_deferred``: deferred rows due, and an edition an interrupted run left),
+    each edition opened as ``deliver_edition`` opens it."""
+    at = utcnow()
+    editions = {int(e) for e in session.scalars(
+        select(Delivery.edition_id).distinct().where(
+            Delivery.status.in_([DeliveryStatus.DEFERRED, DeliveryStatus.PENDING]),
+            Delivery.next_try_at <= at))}
+    editions.update(e for e, _ in left_pending(session, at, config.delivery.retry_hours))
+    out = []
+    for edition_id in sorted(editions - {own or 0}):
+        edition = session.get(Edition, edition_id)
+        jobs = _waiting(session, edition, email, failed=False)
+        if edition is not None and jobs:
+            out.append((ONCE.open(config, session, edition, ignore_sent=True), jobs))
+    return out
 
 
 def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | None,
@@ -173,20 +197,22 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
                               created_at=existing.created_at)
         due: Due
         waiting: list[Job] = []
+        others: list[tuple[EditionContext, list[Job]]] = []
         if recipients is None:
             if email and not list(subscriber_rows(s, email=email)):
                 raise InputError(f"{email} is not a subscriber")
             due = _due_now(s, day, email, slot, config.schedule.catch_up_hours)
             waiting = _waiting(s, existing, email)
+            others = _earlier(config, s, existing.id if existing else None, email)
             note = "" if waiting else _nothing_to_send(s, day, email, existing, due, slot)
             if note:
                 conn.rollback()
-                return _Planned(note=note)
+                return _Planned(note=note, others=others)
         else:
             due = [(day, False, False, recipients)]
         ctx = ONCE.open(config, s, edition,
                         gap=any(people for _, _, gap, people in due if gap))
-        planned = _Planned(ctx, list(waiting))
+        planned = _Planned(ctx, list(waiting), others=others)
         # one row per edition and subscriber, as send's ledger keeps
         seen: set[int] = {j.recipient.id for j in waiting}
         for group_day, weekly, gap, people in due:  # (a late day first, as send plans it)
@@ -219,22 +245,39 @@ def preview(config: EditionConfig, engine: Engine, day: dt.date, out: Path, *,
     require_database(engine)
     planned = _plan(config, engine, day, email=email, limit=limit, recipients=recipients,
                     slot=slot)
-    if planned.ctx is None:
+    if planned.ctx is None and not planned.others:
         return PreviewReport(out, 0, note=planned.note)
-    jobs = planned.jobs
-    ledger = MemoryLedger([j for j in jobs if j.entry_ids])
-    skipped = [Outcome(j, OutcomeStatus.SKIPPED, error=NOTHING) for j in jobs if not j.entry_ids]
-    out.mkdir(parents=True, exist_ok=True)
+    outcomes: list[Outcome] = []
 
-    def progress(o: Outcome) -> None:
-        write_parts(out, o)
-        if on_progress:
-            on_progress(o)
+    def render(ctx: EditionContext, jobs: list[Job], folder: Path) -> None:
+        ledger = MemoryLedger([j for j in jobs if j.entry_ids])
+        folder.mkdir(parents=True, exist_ok=True)
 
-    run_async(deliver(config.transport, ledger, planned.ctx, PreviewTransport(out),
-                      on_progress=progress))
-    return PreviewReport(out, len(planned.ctx.rows), ledger.outcomes + skipped, planned.empty,
-                         context=planned.ctx)
+        def progress(o: Outcome) -> None:
+            write_parts(folder, o)
+            if on_progress:
+                on_progress(o)
+
+        run_async(deliver(config.transport, ledger, ctx, PreviewTransport(folder),
+                          on_progress=progress))
+        outcomes.extend(ledger.outcomes)
+        outcomes.extend(Outcome(j, OutcomeStatus.SKIPPED, error=NOTHING)
+                        for j in jobs if not j.entry_ids)
+
+    if planned.ctx is not None:
+        render(planned.ctx, planned.jobs, out)
+    # what send takes up after its own edition, each edition's emails in a folder of its
+    # own (a reader may have one there and one here)
+    notes = [planned.note] if planned.note else []
+    for ctx, jobs in planned.others:
+        folder = out / f"edition-{ctx.edition.id}"
+        render(ctx, jobs, folder)
+        notes.append(f"send also takes up {len(jobs)} email{'s' if len(jobs) != 1 else ''} "
+                     f"of the {ctx.edition.day} edition (#{ctx.edition.id}) that an earlier "
+                     f"run left unsent or deferred: in {folder}/")
+    return PreviewReport(out, len(planned.ctx.rows) if planned.ctx else 0, outcomes,
+                         planned.empty, context=planned.ctx or planned.others[0][0],
+                         note="; ".join(notes))
 
 # ---- the console's one email -----------------------------------------------------------
 
