@@ -658,14 +658,13 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
             "leases could not be renewed in time); `newsletter send` again, or the "
             "daemon's retry job after ten minutes, sends them")
     if r.stopped_by:
-        # the edition's rows still pending (given back, or never claimed), or, with no
-        # edition of its own, the earlier editions' rows given back
-        waiting = (f"{count(summary.pending, 'delivery', 'deliveries')} of the edition "
-                   "still pending; `newsletter send` again finishes the edition"
-                   if summary.edition is not None
-                   else f"{r.counts['released']} not started went back to pending; "
-                   "`newsletter send` again sends them")
-        say(f"stopped by signal {r.stopped_by}: {waiting}")
+        # the rows still pending (given back, or never claimed) of the editions it was
+        # delivering: its own, and the earlier ones it took up
+        later = (" (an earlier edition an interrupted run left: once nothing has touched "
+                 "it for ten minutes)" if summary.resumed else "")
+        say(f"stopped by signal {r.stopped_by}: "
+            f"{count(summary.pending, 'delivery', 'deliveries')} still pending; "
+            f"`newsletter send` again sends them{later}")
         raise typer.Exit(128 + r.stopped_by)
     if r.counts["failed"]:
         raise typer.Exit(3)

@@ -179,6 +179,50 @@ def test_a_due_row_back_in_the_queue_when_a_run_stopped_is_sent_by_the_next_run(
     assert retry_deferred(App(settings, engine), now=minutes(30)).due == 0
 
 
+def test_a_due_row_left_in_the_queue_past_its_retry_hours_is_failed_not_sent(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """Such a row whose ``retry_hours`` ran out since (the run that was to try it
+    stopped long ago) is failed as a deferred row refused after its deadline is, not
+    sent days late; nor is the rest of its old edition sent out of the blue. And while
+    a live run delivers an edition, its rows back in the queue are left to it."""
+    from sqlalchemy import update
+
+    from newsletter.delivery.ledger import DbLedger
+    from newsletter.store.models import DeliveryStatus, Edition
+
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)  # retry_hours = 1
+    smtp_sink.faults["ada@example.org"] = [GREY]
+    run_send(settings, engine, DAY, now=T0)
+    with session_scope(engine) as s:
+        edition = s.scalar(select(Edition).where(Edition.day == DAY))
+        assert edition is not None
+        s.expunge(edition)
+        s.execute(update(Delivery).where(Delivery.status == DeliveryStatus.SENT,
+                                         Delivery.subscriber_id.in_(select(Subscriber.id)
+                                         .where(Subscriber.email == "grace@example.org")))
+                  .values(status=DeliveryStatus.PENDING))  # never claimed, that old run
+    assert DbLedger(engine, edition).requeue_due(minutes(5)) == 1
+    # a live run holds a row of the edition: its requeued row is left to it
+    with session_scope(engine) as s:
+        s.execute(update(Delivery).where(Delivery.subscriber_id.in_(
+            select(Subscriber.id).where(Subscriber.email == "grace@example.org"))).values(
+            status=DeliveryStatus.SENDING, lease_owner="elsewhere:1:1",
+            lease_expires=minutes(60)))
+    held = retry_deferred(App(settings, engine), now=minutes(6))
+    assert held.due == 0 and smtp_sink.count("ada@example.org") == 0
+    with session_scope(engine) as s:  # that run ended long ago, leaving the row pending
+        s.execute(update(Delivery).where(Delivery.status == DeliveryStatus.SENDING)
+                  .values(status=DeliveryStatus.PENDING, lease_owner="", lease_expires=None))
+        s.execute(update(Delivery).values(updated_at=minutes(6), created_at=T0))
+    late = retry_deferred(App(settings, engine), now=minutes(6 + 24 * 60))
+    assert late.due == 0 and not late.report.counts, late
+    ada = row(engine, "ada@example.org")
+    assert (ada.status, ada.reason) == ("failed", "expired") and "retry_hours" in ada.last_error
+    assert row(engine, "grace@example.org").status == "pending"  # planned over a day ago
+    assert smtp_sink.count("ada@example.org") == 0 and smtp_sink.count("grace@example.org") == 1
+
+
 def test_a_send_with_only_due_rows_to_retry_says_their_failures_and_exits_3(
         world, smtp_sink: SmtpSink, cli) -> None:  # type: ignore[no-untyped-def]
     """The day after, no new papers: `send` plans nothing and sends the deferred rows

@@ -239,6 +239,39 @@ _SQLITE_SENT_ENTRIES = text(
         bindparam("now", type_=DateTime()))
 
 
+def requeued_due(retry_hours: float, at: dt.datetime) -> Any:
+    """The rows a run put back in the queue as deferred rows due (``requeue_due``) and
+    left there, stopped before it sent them (a signal, a fault of the sending side):
+    pending, their next try past, within their ``retry_hours`` (from the first try)."""
+    return ((Delivery.status == DeliveryStatus.PENDING) & (Delivery.next_try_at <= at)
+            & (Delivery.first_try_at > at - dt.timedelta(hours=retry_hours)))
+
+
+def not_requeued_due(retry_hours: float, at: dt.datetime) -> Any:
+    """The other rows (``requeued_due``'s complement, rows with no next try or first
+    try included: SQL's NOT of a NULL comparison would leave them out too)."""
+    return ((Delivery.status != DeliveryStatus.PENDING) | Delivery.next_try_at.is_(None)
+            | (Delivery.next_try_at > at) | Delivery.first_try_at.is_(None)
+            | (Delivery.first_try_at <= at - dt.timedelta(hours=retry_hours)))
+
+
+def expire_requeued(engine: Engine, at: dt.datetime, retry_hours: float,
+                    quiet: dt.timedelta) -> int:
+    """Fail (reason ``expired``) the rows a stopped run put back in the queue as
+    deferred rows due whose ``retry_hours`` ran out since, untouched for ``quiet``:
+    their last try never came, and sent now they would go out days late, where a
+    deferred row refused after its deadline is failed. How many."""
+    with session_scope(engine) as s:
+        result = s.execute(update(Delivery).where(
+            Delivery.status == DeliveryStatus.PENDING, Delivery.next_try_at <= at,
+            Delivery.first_try_at <= at - dt.timedelta(hours=retry_hours),
+            Delivery.updated_at <= at - quiet).values(
+            status=DeliveryStatus.FAILED, reason="expired", updated_at=at,
+            last_error="deferred, then not tried again before [delivery] retry_hours = "
+                       f"{retry_hours:g} ran out (the run that was to try it stopped)"))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def end_share(n: int, sharers: int, left: int) -> int:
     """How many rows a claim of ``n`` takes when ``left`` rows are seen ahead (looking
     ``n × sharers`` ahead): ``n`` while a batch for every sharer is left; then half of
@@ -358,8 +391,10 @@ class DbLedger:
         if now is not None:
             where.append(Delivery.next_try_at <= now)
         with session_scope(self.engine) as s:
+            # touched now: a row requeued and not yet claimed is this run's, which the
+            # interrupted-run rules (``left_pending``, ``expire_requeued``) wait out
             result = s.execute(update(Delivery).where(*where)
-                               .values(status=DeliveryStatus.PENDING))
+                               .values(status=DeliveryStatus.PENDING, updated_at=utcnow()))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def _pending_ids(self, s: Any, n: int, after: int, *, lock: bool = True) -> list[int]:

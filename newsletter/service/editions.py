@@ -29,7 +29,15 @@ from newsletter.delivery.edition import (
     EditionPapers,
     get_or_create_edition,
 )
-from newsletter.delivery.ledger import RELEASED, DbLedger, Outcome, lease_gone
+from newsletter.delivery.ledger import (
+    RELEASED,
+    DbLedger,
+    Outcome,
+    expire_requeued,
+    lease_gone,
+    not_requeued_due,
+    requeued_due,
+)
 from newsletter.delivery.plan import PlanReport, plan_jobs
 from newsletter.delivery.planning import (
     KINDS,
@@ -262,8 +270,8 @@ class SendSummary:
     # rows of the edition given back and still pending when the run ended without a
     # stop (leases that could not be renewed in time): said, never left silently
     left: int = 0
-    # rows of the edition still pending when a stop (a signal) ended the run: those it
-    # gave back and those it never claimed
+    # rows still pending when a stop (a signal) ended the run, of the editions it was
+    # delivering (its own, earlier ones it took up): given back, or never claimed
     pending: int = 0
     # of ``due``, the rows of earlier editions an interrupted run left pending, sent
     # now (not deferred ones: said apart)
@@ -300,16 +308,19 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
                                        on_progress=on_progress, shutdown=shutdown,
                                        retry=config.delivery, clock=clock_at(now)))
     left = pending = 0
-    if p.edition is not None and (report.counts[RELEASED] or report.stopped_by):
+    if p.edition is not None and report.counts[RELEASED] and not report.stopped_by:
         with session_scope(engine, readonly=True) as s:
-            if report.stopped_by:
-                pending = pending_count(s, p.edition)
-            else:
-                left = pending_count(s, p.edition)
+            left = pending_count(s, p.edition)
     others = retry_deferred(config, engine, transport, now=now, shutdown=shutdown,
                             on_progress=on_progress,
                             skip=p.edition.id if p.edition is not None else None)
     report.add(others.report)
+    touched = ([p.edition.id] if p.edition is not None else []) + others.editions
+    if report.stopped_by and touched:  # (its own edition's, or an earlier one's taken up)
+        with session_scope(engine, readonly=True) as s:
+            pending = int(s.scalar(select(func.count()).select_from(Delivery).where(
+                Delivery.edition_id.in_(touched),
+                Delivery.status == DeliveryStatus.PENDING)) or 0)
     return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note,
                        p.due + others.due, p.context, left, pending, others.resumed)
 
@@ -342,13 +353,22 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
     ``retry_hours`` ago), which left such a run's promise that `send` sends it
     unkept."""
     at = clock_at(now)()
+    hours = config.delivery.retry_hours
+    expire_requeued(engine, at, hours, LEFT_AFTER)
     with session_scope(engine, readonly=True) as s:
         due = dict(s.execute(select(Delivery.edition_id, func.count())
-                             .where(Delivery.status.in_([DeliveryStatus.DEFERRED,
-                                                         DeliveryStatus.PENDING]),
+                             .where(Delivery.status == DeliveryStatus.DEFERRED,
                                     Delivery.next_try_at <= at)
                              .group_by(Delivery.edition_id)).all())
-        left = dict(left_pending(s, at, config.delivery.retry_hours))
+        requeued = dict(s.execute(select(Delivery.edition_id, func.count())
+                                  .where(requeued_due(hours, at))
+                                  .group_by(Delivery.edition_id)).all())
+        # an edition a live run delivers takes its requeued rows itself
+        for edition_id in delivering(s, set(requeued) - set(due), at):
+            del requeued[edition_id]
+        for edition_id, n in requeued.items():
+            due[edition_id] = due.get(edition_id, 0) + n
+        left = dict(left_pending(s, at, hours))
     done = Retried()
     for edition_id in sorted(due.keys() | left.keys()):
         if edition_id == skip or (shutdown is not None and shutdown.requested):
@@ -380,12 +400,11 @@ def left_pending(session: Any, at: dt.datetime, retry_hours: float = 24.0
     which a deferred row is failed too) are left: an edition stopped long ago is not
     sent out of the blue."""
     quiet = at - LEFT_AFTER
-    # (a pending row whose next try is due is a deferred one back in the queue: counted
-    # by ``retry_deferred`` as due, not here)
-    not_due = Delivery.next_try_at.is_(None) | (Delivery.next_try_at > at)
+    # (a deferred row due back in the queue is counted by ``retry_deferred`` as due)
     rows = session.execute(
         select(Delivery.edition_id,
-               func.sum(case((((Delivery.status == DeliveryStatus.PENDING) & not_due)
+               func.sum(case((((Delivery.status == DeliveryStatus.PENDING)
+                               & not_requeued_due(retry_hours, at))
                               | (Delivery.lease_expires <= quiet), 1), else_=0)),
                func.sum(case(((Delivery.status == DeliveryStatus.SENDING)
                               & (Delivery.lease_expires > quiet), 1), else_=0)),
@@ -398,13 +417,21 @@ def left_pending(session: Any, at: dt.datetime, retry_hours: float = 24.0
     if not found:
         return []
     # a process of this host that still runs is sending them, however old its lease
-    held = {int(e) for e, owner, expires in session.execute(
+    held = delivering(session, {e for e, _ in found}, quiet)
+    return [(e, n) for e, n in found if e not in held]
+
+
+def delivering(session: Any, editions: set[int], at: dt.datetime) -> set[int]:
+    """Which of ``editions`` a run is delivering at ``at``: rows under a lease that has
+    not run out, or held by a process of this host that still runs."""
+    if not editions:
+        return set()
+    return {int(e) for e, owner, expires in session.execute(
         select(Delivery.edition_id, Delivery.lease_owner, func.max(Delivery.lease_expires))
-        .where(Delivery.edition_id.in_([e for e, _ in found]),
+        .where(Delivery.edition_id.in_(editions),
                Delivery.status == DeliveryStatus.SENDING)
         .group_by(Delivery.edition_id, Delivery.lease_owner))
-        if not lease_gone(owner, expires, quiet)}
-    return [(e, n) for e, n in found if e not in held]
+        if not lease_gone(owner, expires, at)}
 
 
 def deliver_edition(config: EditionConfig, engine: Engine, edition_id: int,

@@ -28,6 +28,7 @@ from newsletter.delivery.ledger import (
     Outcome,
     OutcomeStatus,
     lease_gone,
+    requeued_due,
 )
 from newsletter.delivery.plan import Job, plan_now
 from newsletter.delivery.planning import (
@@ -48,7 +49,7 @@ from newsletter.frequency import GAP_DAYS, due_on, kind_on
 from newsletter.ranking.engine import because_label
 from newsletter.render.mime import Message
 from newsletter.render.renderer import Recipient
-from newsletter.service.editions import ONCE, left_pending
+from newsletter.service.editions import ONCE, delivering, left_pending
 from newsletter.store.db import READONLY
 from newsletter.store.models import (
     Delivery,
@@ -166,11 +167,14 @@ def _earlier(config: EditionConfig, session: Any, own: int | None, email: str | 
     (``retry_deferred``: deferred rows due, and an edition an interrupted run left),
     each edition opened as ``deliver_edition`` opens it."""
     at = utcnow()
+    hours = config.delivery.retry_hours
     editions = {int(e) for e in session.scalars(
         select(Delivery.edition_id).distinct().where(
-            Delivery.status.in_([DeliveryStatus.DEFERRED, DeliveryStatus.PENDING]),
-            Delivery.next_try_at <= at))}
-    editions.update(e for e, _ in left_pending(session, at, config.delivery.retry_hours))
+            Delivery.status == DeliveryStatus.DEFERRED, Delivery.next_try_at <= at))}
+    requeued = {int(e) for e in session.scalars(
+        select(Delivery.edition_id).distinct().where(requeued_due(hours, at)))}
+    editions.update(requeued - delivering(session, requeued - editions, at))
+    editions.update(e for e, _ in left_pending(session, at, hours))
     out = []
     for edition_id in sorted(editions - {own or 0}):
         edition = session.get(Edition, edition_id)
@@ -181,7 +185,8 @@ def _earlier(config: EditionConfig, session: Any, own: int | None, email: str | 
 
 
 def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | None,
-          limit: int | None, recipients: list[Recipient] | None, slot: str = "") -> _Planned:
+          limit: int | None, recipients: list[Recipient] | None, slot: str = "",
+          earlier: bool = True) -> _Planned:
     """Open the day's (or the slot's) edition, stored or not, and plan who ``send``
     would plan now (or the given ``recipients``), reading only."""
     slot = check_slot(slot)
@@ -203,7 +208,8 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
                 raise InputError(f"{email} is not a subscriber")
             due = _due_now(s, day, email, slot, config.schedule.catch_up_hours)
             waiting = _waiting(s, existing, email)
-            others = _earlier(config, s, existing.id if existing else None, email)
+            others = (_earlier(config, s, existing.id if existing else None, email)
+                      if earlier else [])
             note = "" if waiting else _nothing_to_send(s, day, email, existing, due, slot)
             if note:
                 conn.rollback()
@@ -228,6 +234,12 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
                                      weekly=weekly, day=group_day if slot else None, gap=gap)
         if limit:
             planned.jobs = planned.jobs[:limit]
+            room, kept = limit - len(planned.jobs), []
+            for other, jobs in planned.others:  # at most ``limit`` emails in all
+                if room > 0:
+                    kept.append((other, jobs[:room]))
+                    room -= len(kept[-1][1])
+            planned.others = kept
         conn.rollback()
     return planned
 
@@ -236,15 +248,17 @@ def preview(config: EditionConfig, engine: Engine, day: dt.date, out: Path, *,
             email: str | None = None, limit: int | None = None,
             recipients: list[Recipient] | None = None,
             on_progress: Callable[[Outcome], None] | None = None,
-            slot: str = "") -> PreviewReport:
+            slot: str = "", earlier: bool = True) -> PreviewReport:
     """Render what ``send`` would send on ``day`` into ``out`` (.eml, .html, .txt per
     recipient); nothing is written to the database. With ``slot`` (a UTC hour), what
     ``send --slot`` (the daemon's run for that hour) would send. When ``send`` would
     send nothing, the report says why (``note``). ``recipients`` previews people who
-    need not be subscribers: the console's "type any keywords"."""
+    need not be subscribers: the console's "type any keywords". ``earlier``: the rows of
+    earlier editions that ``send`` takes up after its own are previewed too, each
+    edition's in ``out/edition-N/``."""
     require_database(engine)
     planned = _plan(config, engine, day, email=email, limit=limit, recipients=recipients,
-                    slot=slot)
+                    slot=slot, earlier=earlier)
     if planned.ctx is None and not planned.others:
         return PreviewReport(out, 0, note=planned.note)
     outcomes: list[Outcome] = []
@@ -354,7 +368,7 @@ def preview_email(config: EditionConfig, engine: Engine, day: dt.date, *,
         raise InputError("pick a subscriber or type keywords")
     with tempfile.TemporaryDirectory(prefix="nl-admin-preview-") as tmp:
         report = preview(config, engine, day, Path(tmp), email=address or None,
-                         recipients=recipients)
+                         recipients=recipients, earlier=False)  # the day's email alone
     if not report.outcomes:  # what `send` would say instead
         return PreviewResult(address or KEYWORDS_ADDRESS, "", day, report.candidates,
                              str(OutcomeStatus.SKIPPED), report.note)
