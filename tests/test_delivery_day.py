@@ -942,5 +942,11 @@ def test_preview_shows_the_earlier_editions_rows_that_send_takes_up(db_url: str,
     assert sorted(p.name for p in folder.glob("*.eml")) == ["a@example.org.eml",
                                                             "b@example.org.eml"]
     assert "send also takes up 2 emails" in report.note, report.note
+    # --limit bounds them too; the console's one email is the day's alone
+    from newsletter.service.preview import preview_email
+
+    assert len(run_preview(settings, engine, nextday, tmp_path / "pv1", limit=1).outcomes) == 1
+    one = preview_email(EditionConfig.of(settings), engine, nextday, subscriber="a@example.org")
+    assert one.status == "skipped" and "nothing to send" in one.error, one
     sent = run_send(settings, engine, nextday)
     assert sent.report.counts["sent"] == 2 and sent.resumed == 1 and sent.due == 2, sent

@@ -184,6 +184,19 @@ def _earlier(config: EditionConfig, session: Any, own: int | None, email: str | 
     return out
 
 
+def _within(others: list[tuple[EditionContext, list[Job]]], room: int | None
+            ) -> list[tuple[EditionContext, list[Job]]]:
+    """The earlier editions' jobs, at most ``room`` in all (None: all of them)."""
+    if room is None:
+        return others
+    kept = []
+    for ctx, jobs in others:
+        if room > 0:
+            kept.append((ctx, jobs[:room]))
+            room -= len(kept[-1][1])
+    return kept
+
+
 def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | None,
           limit: int | None, recipients: list[Recipient] | None, slot: str = "",
           earlier: bool = True) -> _Planned:
@@ -213,7 +226,7 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
             note = "" if waiting else _nothing_to_send(s, day, email, existing, due, slot)
             if note:
                 conn.rollback()
-                return _Planned(note=note, others=others)
+                return _Planned(note=note, others=_within(others, limit))
         else:
             due = [(day, False, False, recipients)]
         ctx = ONCE.open(config, s, edition,
@@ -234,12 +247,7 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
                                      weekly=weekly, day=group_day if slot else None, gap=gap)
         if limit:
             planned.jobs = planned.jobs[:limit]
-            room, kept = limit - len(planned.jobs), []
-            for other, jobs in planned.others:  # at most ``limit`` emails in all
-                if room > 0:
-                    kept.append((other, jobs[:room]))
-                    room -= len(kept[-1][1])
-            planned.others = kept
+            planned.others = _within(planned.others, limit - len(planned.jobs))
         conn.rollback()
     return planned
 
