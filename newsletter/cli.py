@@ -660,10 +660,10 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
     if r.stopped_by:
         # the rows still pending (given back, or never claimed) of the editions it was
         # delivering: its own, and the earlier ones it took up
-        later = (" (an earlier edition an interrupted run left: once nothing has touched "
-                 "it for ten minutes)" if summary.resumed else "")
+        later = (" (an earlier edition's rows not yet claimed: once nothing has touched "
+                 "them for ten minutes)" if summary.earlier else "")
         say(f"stopped by signal {r.stopped_by}: "
-            f"{count(summary.pending, 'delivery', 'deliveries')} still pending; "
+            f"{count(summary.pending, 'delivery', 'deliveries')} still to send; "
             f"`newsletter send` again sends them{later}")
         raise typer.Exit(128 + r.stopped_by)
     if r.counts["failed"]:

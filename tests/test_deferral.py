@@ -149,29 +149,39 @@ def test_deferred_rows_are_retried_when_due_then_failed_after_retry_hours(
     assert all(smtp_sink.count(r) == 1 for r, _ in smtp_sink.messages)
 
 
-def test_a_due_row_back_in_the_queue_when_a_run_stopped_is_sent_by_the_next_run(
-        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
-    """A run puts the deferred rows whose next try is due back in their edition's
-    queue, then claims them; stopped in between (a signal, a fault of the sending
-    side), it leaves them pending with their next try past. They are due as they
-    were: the next run (the retry job, a later `send`) sends them at once, once
-    each. Before, they were neither deferred nor left long enough for the
-    interrupted-run rule, and a `send` right after sent nothing."""
+def _requeued(settings: Settings, engine: Any, smtp_sink: SmtpSink) -> Any:
+    """Ada deferred at T0 (next try at 07:05), then put back in the queue at 07:05 by
+    a run that is about to be stopped: her edition's ledger."""
     from newsletter.delivery.ledger import DbLedger
     from newsletter.store.models import Edition
 
-    settings, engine = world
-    settings = smtp(settings, smtp_sink)
     smtp_sink.faults["ada@example.org"] = [GREY]
-    first = run_send(settings, engine, DAY, now=T0)
-    assert first.report.counts["deferred"] == 1
+    assert run_send(settings, engine, DAY, now=T0).report.counts["deferred"] == 1
     with session_scope(engine) as s:
         edition = s.scalar(select(Edition).where(Edition.day == DAY))
         assert edition is not None
         s.expunge(edition)
-    # the next run, at the next try: its rows requeued, then it was stopped
-    assert DbLedger(engine, edition).requeue_due(minutes(5)) == 1
+    ledger = DbLedger(engine, edition)
+    assert ledger.requeue_due(minutes(5)) == 1
     assert row(engine, "ada@example.org").status == "pending"
+    return ledger
+
+
+def test_a_due_row_a_stopped_run_claimed_goes_back_deferred_and_is_sent_next(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """A run puts the deferred rows due back in the queue, claims them, and is stopped
+    before sending (a signal, a fault of the sending side): it gives them back as
+    deferred rows, due, and the next run sends them at once, once each. Given back
+    pending, they were due to no one and a `send` right after sent nothing."""
+    from newsletter.delivery.ledger import Outcome, OutcomeStatus
+
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)
+    ledger = _requeued(settings, engine, smtp_sink)
+    [job] = ledger.claim(10)
+    ledger.record([Outcome(job, OutcomeStatus.RELEASED)])  # stopped before sending it
+    ada = row(engine, "ada@example.org")
+    assert (ada.status, ada.next_try_at, ada.attempts) == ("deferred", minutes(5), 1)
     done = retry_deferred(App(settings, engine), now=minutes(5))
     assert done.due == 1 and done.report.counts == {"sent": 1}, done.report.errors
     assert row(engine, "ada@example.org").status == "sent"
@@ -179,48 +189,67 @@ def test_a_due_row_back_in_the_queue_when_a_run_stopped_is_sent_by_the_next_run(
     assert retry_deferred(App(settings, engine), now=minutes(30)).due == 0
 
 
-def test_a_due_row_left_in_the_queue_past_its_retry_hours_is_failed_not_sent(
+def test_a_due_row_a_stopped_run_never_claimed_is_taken_up_once_left_alone(
         world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
-    """Such a row whose ``retry_hours`` ran out since (the run that was to try it
-    stopped long ago) is failed as a deferred row refused after its deadline is, not
-    sent days late; nor is the rest of its old edition sent out of the blue. And while
-    a live run delivers an edition, its rows back in the queue are left to it."""
+    """Put back in the queue and never claimed (the run stopped before it got there),
+    the row is due as it was: taken up once nothing has touched it for ``LEFT_AFTER``
+    (a run that has just put it back, as `send --queue` does before its workers start,
+    keeps it), and not while a live run delivers its edition. It waited before for the
+    interrupted-run rule, which leaves rows planned over ``retry_hours`` ago: for good."""
     from sqlalchemy import update
 
-    from newsletter.delivery.ledger import DbLedger
-    from newsletter.store.models import DeliveryStatus, Edition
+    from newsletter.service.editions import LEFT_AFTER
+    from newsletter.store.models import DeliveryStatus
 
     settings, engine = world
     settings = smtp(settings, smtp_sink)  # retry_hours = 1
-    smtp_sink.faults["ada@example.org"] = [GREY]
-    run_send(settings, engine, DAY, now=T0)
-    with session_scope(engine) as s:
-        edition = s.scalar(select(Edition).where(Edition.day == DAY))
-        assert edition is not None
-        s.expunge(edition)
-        s.execute(update(Delivery).where(Delivery.status == DeliveryStatus.SENT,
-                                         Delivery.subscriber_id.in_(select(Subscriber.id)
-                                         .where(Subscriber.email == "grace@example.org")))
-                  .values(status=DeliveryStatus.PENDING))  # never claimed, that old run
-    assert DbLedger(engine, edition).requeue_due(minutes(5)) == 1
-    # a live run holds a row of the edition: its requeued row is left to it
-    with session_scope(engine) as s:
+    _requeued(settings, engine, smtp_sink)
+    with session_scope(engine) as s:  # requeued at 07:05, the edition planned at T0
+        s.execute(update(Delivery).values(updated_at=minutes(5), created_at=T0))
+    app = App(settings, engine)
+    assert retry_deferred(app, now=minutes(6)).due == 0  # just put back: that run's
+    with session_scope(engine) as s:  # a live run holds a row of the edition
         s.execute(update(Delivery).where(Delivery.subscriber_id.in_(
             select(Subscriber.id).where(Subscriber.email == "grace@example.org"))).values(
             status=DeliveryStatus.SENDING, lease_owner="elsewhere:1:1",
-            lease_expires=minutes(60)))
-    held = retry_deferred(App(settings, engine), now=minutes(6))
-    assert held.due == 0 and smtp_sink.count("ada@example.org") == 0
-    with session_scope(engine) as s:  # that run ended long ago, leaving the row pending
+            lease_expires=minutes(24 * 60 * 10)))
+    later = minutes(5) + LEFT_AFTER + dt.timedelta(hours=2)  # past retry_hours too
+    assert retry_deferred(app, now=later).due == 0 and smtp_sink.count("ada@example.org") == 0
+    with session_scope(engine) as s:  # that run ended
         s.execute(update(Delivery).where(Delivery.status == DeliveryStatus.SENDING)
-                  .values(status=DeliveryStatus.PENDING, lease_owner="", lease_expires=None))
-        s.execute(update(Delivery).values(updated_at=minutes(6), created_at=T0))
-    late = retry_deferred(App(settings, engine), now=minutes(6 + 24 * 60))
-    assert late.due == 0 and not late.report.counts, late
+                  .values(status=DeliveryStatus.SENT, lease_owner="", lease_expires=None))
+    done = retry_deferred(app, now=later)
+    assert done.due == 1 and done.report.counts == {"sent": 1}, done.report.errors
+    assert smtp_sink.count("ada@example.org") == 1
+    assert row(engine, "ada@example.org").status == "sent"
+
+
+def test_due_rows_a_run_put_back_are_deferred_again_when_the_sender_fails(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """The day after, a `send` puts the deferred row due back in the queue, then cannot
+    reach the server (a fault of the sending side: it stops, promising that `send` sends
+    what is left once fixed). The row is deferred again, due, not left pending, and the
+    next send, the server back, sends it at once."""
+    import socket
+
+    from newsletter.errors import SendingStopped
+
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)
+    smtp_sink.faults["ada@example.org"] = [GREY]
+    assert run_send(settings, engine, DAY, now=T0).report.counts["deferred"] == 1
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        dead = free.getsockname()[1]
+    down = settings.replace(smtp={"port": dead})
+    nextday = DAY + dt.timedelta(days=1)
+    with pytest.raises(SendingStopped):
+        run_send(down, engine, nextday, now=minutes(5))
     ada = row(engine, "ada@example.org")
-    assert (ada.status, ada.reason) == ("failed", "expired") and "retry_hours" in ada.last_error
-    assert row(engine, "grace@example.org").status == "pending"  # planned over a day ago
-    assert smtp_sink.count("ada@example.org") == 0 and smtp_sink.count("grace@example.org") == 1
+    assert (ada.status, ada.lease_owner) == ("deferred", ""), ada.status
+    again = run_send(settings, engine, nextday, now=minutes(5))
+    assert again.due == 1 and again.report.counts["sent"] == 1, again.report.errors
+    assert smtp_sink.count("ada@example.org") == 1
 
 
 def test_a_send_with_only_due_rows_to_retry_says_their_failures_and_exits_3(

@@ -602,7 +602,7 @@ def signalled_send(db_url: str, smtp_sink: SmtpSink, tmp_path: Path, env: dict[s
     assert counts.get("sent") == got, counts
     # what it says is left is what is left: the rows given back and those never claimed
     # (it once counted only the rows given back)
-    said = re.search(r"stopped by signal \d+: (\d+) deliver(?:y|ies) still pending", stderr)
+    said = re.search(r"stopped by signal \d+: (\d+) deliver(?:y|ies) still to send", stderr)
     assert said is not None and int(said.group(1)) == counts.get("pending", 0), stderr
     smtp_sink.delay = 0
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,

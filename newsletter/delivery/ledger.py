@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, cast
 
-from sqlalchemy import DateTime, Engine, Table, bindparam, func, select, text, update
+from sqlalchemy import DateTime, Engine, Table, bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from newsletter.delivery.plan import Job, PlanReport
@@ -239,37 +239,22 @@ _SQLITE_SENT_ENTRIES = text(
         bindparam("now", type_=DateTime()))
 
 
-def requeued_due(retry_hours: float, at: dt.datetime) -> Any:
-    """The rows a run put back in the queue as deferred rows due (``requeue_due``) and
-    left there, stopped before it sent them (a signal, a fault of the sending side):
-    pending, their next try past, within their ``retry_hours`` (from the first try)."""
+def requeued_due(at: dt.datetime, quiet: dt.timedelta) -> Any:
+    """The deferred rows a run put back in the queue (``requeue_due``) and never
+    claimed, nothing having touched them for ``quiet``: that run stopped before it
+    reached them (a signal, a fault of the sending side). Due as they were, for the
+    next run to take up as it takes up the deferred rows due. (Rows it claimed and
+    gave back are deferred again: ``_give_back``.) The wait leaves a run that has just
+    put them back (a `send --queue` before its workers start) its own rows."""
     return ((Delivery.status == DeliveryStatus.PENDING) & (Delivery.next_try_at <= at)
-            & (Delivery.first_try_at > at - dt.timedelta(hours=retry_hours)))
+            & (Delivery.updated_at <= at - quiet))
 
 
-def not_requeued_due(retry_hours: float, at: dt.datetime) -> Any:
-    """The other rows (``requeued_due``'s complement, rows with no next try or first
-    try included: SQL's NOT of a NULL comparison would leave them out too)."""
+def not_requeued_due(at: dt.datetime, quiet: dt.timedelta) -> Any:
+    """The other rows (``requeued_due``'s complement, rows with no next try included:
+    SQL's NOT of a NULL comparison would leave them out too)."""
     return ((Delivery.status != DeliveryStatus.PENDING) | Delivery.next_try_at.is_(None)
-            | (Delivery.next_try_at > at) | Delivery.first_try_at.is_(None)
-            | (Delivery.first_try_at <= at - dt.timedelta(hours=retry_hours)))
-
-
-def expire_requeued(engine: Engine, at: dt.datetime, retry_hours: float,
-                    quiet: dt.timedelta) -> int:
-    """Fail (reason ``expired``) the rows a stopped run put back in the queue as
-    deferred rows due whose ``retry_hours`` ran out since, untouched for ``quiet``:
-    their last try never came, and sent now they would go out days late, where a
-    deferred row refused after its deadline is failed. How many."""
-    with session_scope(engine) as s:
-        result = s.execute(update(Delivery).where(
-            Delivery.status == DeliveryStatus.PENDING, Delivery.next_try_at <= at,
-            Delivery.first_try_at <= at - dt.timedelta(hours=retry_hours),
-            Delivery.updated_at <= at - quiet).values(
-            status=DeliveryStatus.FAILED, reason="expired", updated_at=at,
-            last_error="deferred, then not tried again before [delivery] retry_hours = "
-                       f"{retry_hours:g} ran out (the run that was to try it stopped)"))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            | (Delivery.next_try_at > at) | (Delivery.updated_at > at - quiet))
 
 
 def end_share(n: int, sharers: int, left: int) -> int:
@@ -391,10 +376,29 @@ class DbLedger:
         if now is not None:
             where.append(Delivery.next_try_at <= now)
         with session_scope(self.engine) as s:
-            # touched now: a row requeued and not yet claimed is this run's, which the
-            # interrupted-run rules (``left_pending``, ``expire_requeued``) wait out
+            # touched now, and marked as this run's until claimed: should the run stop
+            # first, ``unrequeue`` makes them deferred rows due again, for the next run
             result = s.execute(update(Delivery).where(*where)
-                               .values(status=DeliveryStatus.PENDING, updated_at=utcnow()))
+                               .values(status=DeliveryStatus.PENDING, updated_at=utcnow(),
+                                       lease_owner=self._requeuer))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    @property
+    def _requeuer(self) -> str:
+        """What the deferred rows this ledger put back in the queue carry until claimed
+        (a pending row otherwise carries no lease owner)."""
+        return f"requeued:{self.owner}"
+
+    def unrequeue(self) -> int:
+        """The deferred rows this ledger put back in the queue and no loop claimed,
+        deferred again (due): what a run that stopped (a signal, a fault of the sending
+        side) leaves, so the next run takes them up as deferred rows due. How many."""
+        with session_scope(self.engine) as s:
+            result = s.execute(update(Delivery).where(
+                Delivery.edition_id == self.edition.id,
+                Delivery.status == DeliveryStatus.PENDING,
+                Delivery.lease_owner == self._requeuer).values(
+                status=DeliveryStatus.DEFERRED, lease_owner="", updated_at=utcnow()))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def _pending_ids(self, s: Any, n: int, after: int, *, lock: bool = True) -> list[int]:
@@ -481,12 +485,18 @@ class DbLedger:
         return self._renew_seconds
 
     def _give_back(self, s: Any, ids: Sequence[int | None], now: dt.datetime) -> None:
-        """Rows this ledger leased and never handed over, back in the queue as they
-        were before the claim (pending, the attempt not counted)."""
+        """Rows this ledger leased and never handed over, back as they were before the
+        claim, the attempt not counted: pending, or deferred (its next try kept, so
+        due) when it was a deferred row put back in the queue (``requeue_due``). Left
+        pending, such a row was due to no one: the next run sent nothing, though a
+        stopped run says that `send` sends what it leaves."""
         s.execute(update(Delivery)
                   .where(Delivery.id.in_(ids), Delivery.lease_owner == self.owner,
                          Delivery.status == DeliveryStatus.SENDING)
-                  .values(status=DeliveryStatus.PENDING, lease_owner="", lease_expires=None,
+                  .values(status=case((Delivery.next_try_at.is_not(None),
+                                       DeliveryStatus.DEFERRED),
+                                      else_=DeliveryStatus.PENDING),
+                          lease_owner="", lease_expires=None,
                           attempts=Delivery.attempts - 1, updated_at=now))
 
     def _leased(self, ids: list[int]) -> list[Job]:

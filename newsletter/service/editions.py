@@ -33,7 +33,6 @@ from newsletter.delivery.ledger import (
     RELEASED,
     DbLedger,
     Outcome,
-    expire_requeued,
     lease_gone,
     not_requeued_due,
     requeued_due,
@@ -58,7 +57,7 @@ from newsletter.delivery.planning import (
 from newsletter.delivery.processes import deliver_in_processes, extra_processes
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.delivery.status import edition_status
-from newsletter.errors import InputError, NewsletterError
+from newsletter.errors import InputError, NewsletterError, SendingStopped
 from newsletter.frequency import GAP_DAYS
 from newsletter.store.db import session_scope
 from newsletter.store.keys import secret_keys
@@ -270,12 +269,14 @@ class SendSummary:
     # rows of the edition given back and still pending when the run ended without a
     # stop (leases that could not be renewed in time): said, never left silently
     left: int = 0
-    # rows still pending when a stop (a signal) ended the run, of the editions it was
+    # rows still to send when a stop (a signal) ended the run, of the editions it was
     # delivering (its own, earlier ones it took up): given back, or never claimed
     pending: int = 0
     # of ``due``, the rows of earlier editions an interrupted run left pending, sent
     # now (not deferred ones: said apart)
     resumed: int = 0
+    # the earlier editions it took up rows of (deferred rows due, interrupted runs')
+    earlier: list[int] = field(default_factory=list)
 
 
 def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transport, *,
@@ -298,15 +299,17 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
         extra = (extra_processes(config.transport, p.pending)
                  if make_transport is not None and not (shutdown and shutdown.requested)
                  else 0)
+        ledger, ctx = p.ledger, p.context
         if extra and make_transport is not None:
-            report = deliver_in_processes(
-                config.transport, p.ledger, p.context, transport, make_transport, extra,
+            maker = make_transport
+            report = unrequeued_if_stopped(ledger, lambda: deliver_in_processes(
+                config.transport, ledger, ctx, transport, maker, extra,
                 on_progress=on_progress, shutdown=shutdown, retry=config.delivery,
-                clock=clock_at(now), papers=p.papers)
+                clock=clock_at(now), papers=p.papers))
         else:
-            report = run_async(deliver(config.transport, p.ledger, p.context, transport,
-                                       on_progress=on_progress, shutdown=shutdown,
-                                       retry=config.delivery, clock=clock_at(now)))
+            report = unrequeued_if_stopped(ledger, lambda: run_async(deliver(
+                config.transport, ledger, ctx, transport, on_progress=on_progress,
+                shutdown=shutdown, retry=config.delivery, clock=clock_at(now))))
     left = pending = 0
     if p.edition is not None and report.counts[RELEASED] and not report.stopped_by:
         with session_scope(engine, readonly=True) as s:
@@ -317,12 +320,16 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
     report.add(others.report)
     touched = ([p.edition.id] if p.edition is not None else []) + others.editions
     if report.stopped_by and touched:  # (its own edition's, or an earlier one's taken up)
+        at = clock_at(now)()
         with session_scope(engine, readonly=True) as s:
             pending = int(s.scalar(select(func.count()).select_from(Delivery).where(
                 Delivery.edition_id.in_(touched),
-                Delivery.status == DeliveryStatus.PENDING)) or 0)
+                (Delivery.status == DeliveryStatus.PENDING)
+                | ((Delivery.status == DeliveryStatus.DEFERRED)
+                   & (Delivery.next_try_at <= at)))) or 0)
     return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note,
-                       p.due + others.due, p.context, left, pending, others.resumed)
+                       p.due + others.due, p.context, left, pending, others.resumed,
+                       others.editions)
 
 
 @dataclass
@@ -347,21 +354,21 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
     does between its slots, and `send` after its own edition.
 
     A deferred row due is put back in its edition's queue (pending) before it is
-    claimed; a run stopped then (a signal, a fault of the sending side) leaves it so,
-    its next try still set and past. It is due as it was, so it is sent by the next
-    run at once, not after ``left_pending``'s wait (nor never, once planned more than
-    ``retry_hours`` ago), which left such a run's promise that `send` sends it
-    unkept."""
+    claimed. A run stopped then (a signal, a fault of the sending side) gives the rows
+    it claimed back as deferred, due, and leaves the rest pending, their next try past:
+    those are due as they were (``requeued_due``, once nothing touched them for
+    ``LEFT_AFTER``, and not while a live run delivers their edition), where they waited
+    for ``left_pending``, which leaves rows planned more than ``retry_hours`` ago: a
+    stopped run's promise that `send` sends them was not kept."""
     at = clock_at(now)()
     hours = config.delivery.retry_hours
-    expire_requeued(engine, at, hours, LEFT_AFTER)
     with session_scope(engine, readonly=True) as s:
         due = dict(s.execute(select(Delivery.edition_id, func.count())
                              .where(Delivery.status == DeliveryStatus.DEFERRED,
                                     Delivery.next_try_at <= at)
                              .group_by(Delivery.edition_id)).all())
         requeued = dict(s.execute(select(Delivery.edition_id, func.count())
-                                  .where(requeued_due(hours, at))
+                                  .where(requeued_due(at, LEFT_AFTER))
                                   .group_by(Delivery.edition_id)).all())
         # an edition a live run delivers takes its requeued rows itself
         for edition_id in delivering(s, set(requeued) - set(due), at):
@@ -404,7 +411,7 @@ def left_pending(session: Any, at: dt.datetime, retry_hours: float = 24.0
     rows = session.execute(
         select(Delivery.edition_id,
                func.sum(case((((Delivery.status == DeliveryStatus.PENDING)
-                               & not_requeued_due(retry_hours, at))
+                               & not_requeued_due(at, LEFT_AFTER))
                               | (Delivery.lease_expires <= quiet), 1), else_=0)),
                func.sum(case(((Delivery.status == DeliveryStatus.SENDING)
                               & (Delivery.lease_expires > quiet), 1), else_=0)),
@@ -452,9 +459,24 @@ def deliver_edition(config: EditionConfig, engine: Engine, edition_id: int,
     ledger = DbLedger(engine, edition)
     ledger.reclaim()
     ledger.requeue_due(clock_at(now)())
-    report: DeliverReport = run_async(deliver(config.transport, ledger, ctx, transport,
-                                              on_progress=on_progress, shutdown=shutdown,
-                                              retry=config.delivery, clock=clock_at(now)))
+    return unrequeued_if_stopped(ledger, lambda: run_async(deliver(
+        config.transport, ledger, ctx, transport, on_progress=on_progress,
+        shutdown=shutdown, retry=config.delivery, clock=clock_at(now))))
+
+
+def unrequeued_if_stopped(ledger: DbLedger, run: Callable[[], DeliverReport]
+                          ) -> DeliverReport:
+    """``run()``'s report; the deferred rows ``ledger`` put back in the queue and never
+    claimed are deferred again (``DbLedger.unrequeue``) when it stopped: by a signal
+    (the report says) or a fault of the sending side (``SendingStopped``). Left
+    pending, the next run did not count them as due."""
+    try:
+        report = run()
+    except SendingStopped:
+        ledger.unrequeue()
+        raise
+    if report.stopped_by:
+        ledger.unrequeue()
     return report
 
 

@@ -49,7 +49,7 @@ from newsletter.frequency import GAP_DAYS, due_on, kind_on
 from newsletter.ranking.engine import because_label
 from newsletter.render.mime import Message
 from newsletter.render.renderer import Recipient
-from newsletter.service.editions import ONCE, delivering, left_pending
+from newsletter.service.editions import LEFT_AFTER, ONCE, delivering, left_pending
 from newsletter.store.db import READONLY
 from newsletter.store.models import (
     Delivery,
@@ -172,7 +172,7 @@ def _earlier(config: EditionConfig, session: Any, own: int | None, email: str | 
         select(Delivery.edition_id).distinct().where(
             Delivery.status == DeliveryStatus.DEFERRED, Delivery.next_try_at <= at))}
     requeued = {int(e) for e in session.scalars(
-        select(Delivery.edition_id).distinct().where(requeued_due(hours, at)))}
+        select(Delivery.edition_id).distinct().where(requeued_due(at, LEFT_AFTER)))}
     editions.update(requeued - delivering(session, requeued - editions, at))
     editions.update(e for e, _ in left_pending(session, at, hours))
     out = []
