@@ -660,8 +660,8 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
     if r.stopped_by:
         # the rows still pending (given back, or never claimed) of the editions it was
         # delivering: its own, and the earlier ones it took up
-        later = (" (an earlier edition's rows not yet claimed: once nothing has touched "
-                 "them for ten minutes)" if summary.earlier else "")
+        later = (" (those an interrupted run left: once nothing has touched them for ten "
+                 "minutes)" if summary.resumed else "")
         say(f"stopped by signal {r.stopped_by}: "
             f"{count(summary.pending, 'delivery', 'deliveries')} still to send; "
             f"`newsletter send` again sends them{later}")

@@ -275,8 +275,6 @@ class SendSummary:
     # of ``due``, the rows of earlier editions an interrupted run left pending, sent
     # now (not deferred ones: said apart)
     resumed: int = 0
-    # the earlier editions it took up rows of (deferred rows due, interrupted runs')
-    earlier: list[int] = field(default_factory=list)
 
 
 def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transport, *,
@@ -328,8 +326,7 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
                 | ((Delivery.status == DeliveryStatus.DEFERRED)
                    & (Delivery.next_try_at <= at)))) or 0)
     return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note,
-                       p.due + others.due, p.context, left, pending, others.resumed,
-                       others.editions)
+                       p.due + others.due, p.context, left, pending, others.resumed)
 
 
 @dataclass
