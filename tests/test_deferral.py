@@ -170,9 +170,10 @@ def _requeued(settings: Settings, engine: Any, smtp_sink: SmtpSink) -> Any:
 def test_a_due_row_a_stopped_run_claimed_goes_back_deferred_and_is_sent_next(
         world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     """A run puts the deferred rows due back in the queue, claims them, and is stopped
-    before sending (a signal, a fault of the sending side): it gives them back as
-    deferred rows, due, and the next run sends them at once, once each. Given back
-    pending, they were due to no one and a `send` right after sent nothing."""
+    before sending (a signal, a fault of the sending side): it gives them back, and
+    defers again those it put back and has not sent (``unrequeue``), due, so the next
+    run sends them at once, once each. Left pending, they were due to no one and a
+    `send` right after sent nothing."""
     from newsletter.delivery.ledger import Outcome, OutcomeStatus
 
     settings, engine = world
@@ -180,6 +181,9 @@ def test_a_due_row_a_stopped_run_claimed_goes_back_deferred_and_is_sent_next(
     ledger = _requeued(settings, engine, smtp_sink)
     [job] = ledger.claim(10)
     ledger.record([Outcome(job, OutcomeStatus.RELEASED)])  # stopped before sending it
+    ada = row(engine, "ada@example.org")  # back in the queue (a lapse re-claims it)
+    assert ada.status == "pending" and ada.lease_owner.startswith("requeued:")
+    assert ledger.unrequeue() == 1  # what the stopped run does last
     ada = row(engine, "ada@example.org")
     assert (ada.status, ada.next_try_at, ada.attempts) == ("deferred", minutes(5), 1)
     done = retry_deferred(App(settings, engine), now=minutes(5))
@@ -194,8 +198,9 @@ def test_a_due_row_a_stopped_run_never_claimed_is_taken_up_once_left_alone(
     """Put back in the queue and never claimed (the run stopped before it got there),
     the row is due as it was: taken up once nothing has touched it for ``LEFT_AFTER``
     (a run that has just put it back, as `send --queue` does before its workers start,
-    keeps it), and not while a live run delivers its edition. It waited before for the
-    interrupted-run rule, which leaves rows planned over ``retry_hours`` ago: for good."""
+    keeps it), not while a live run delivers its edition, and not once its try was due
+    more than ``retry_hours`` ago. It waited before for the interrupted-run rule, which
+    leaves rows planned over ``retry_hours`` ago: for good."""
     from sqlalchemy import update
 
     from newsletter.service.editions import LEFT_AFTER
@@ -203,7 +208,7 @@ def test_a_due_row_a_stopped_run_never_claimed_is_taken_up_once_left_alone(
 
     settings, engine = world
     settings = smtp(settings, smtp_sink)  # retry_hours = 1
-    _requeued(settings, engine, smtp_sink)
+    _requeued(settings, engine, smtp_sink)  # (and the run killed: never deferred again)
     with session_scope(engine) as s:  # requeued at 07:05, the edition planned at T0
         s.execute(update(Delivery).values(updated_at=minutes(5), created_at=T0))
     app = App(settings, engine)
@@ -213,11 +218,13 @@ def test_a_due_row_a_stopped_run_never_claimed_is_taken_up_once_left_alone(
             select(Subscriber.id).where(Subscriber.email == "grace@example.org"))).values(
             status=DeliveryStatus.SENDING, lease_owner="elsewhere:1:1",
             lease_expires=minutes(24 * 60 * 10)))
-    later = minutes(5) + LEFT_AFTER + dt.timedelta(hours=2)  # past retry_hours too
+    later = minutes(5) + LEFT_AFTER + dt.timedelta(minutes=1)
     assert retry_deferred(app, now=later).due == 0 and smtp_sink.count("ada@example.org") == 0
     with session_scope(engine) as s:  # that run ended
         s.execute(update(Delivery).where(Delivery.status == DeliveryStatus.SENDING)
                   .values(status=DeliveryStatus.SENT, lease_owner="", lease_expires=None))
+    # left longer than retry_hours after its try was due: not sent out of the blue
+    assert retry_deferred(app, now=minutes(5) + dt.timedelta(hours=1)).due == 0
     done = retry_deferred(app, now=later)
     assert done.due == 1 and done.report.counts == {"sent": 1}, done.report.errors
     assert smtp_sink.count("ada@example.org") == 1

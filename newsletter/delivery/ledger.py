@@ -239,22 +239,29 @@ _SQLITE_SENT_ENTRIES = text(
         bindparam("now", type_=DateTime()))
 
 
-def requeued_due(at: dt.datetime, quiet: dt.timedelta) -> Any:
-    """The deferred rows a run put back in the queue (``requeue_due``) and never
-    claimed, nothing having touched them for ``quiet``: that run stopped before it
-    reached them (a signal, a fault of the sending side). Due as they were, for the
-    next run to take up as it takes up the deferred rows due. (Rows it claimed and
-    gave back are deferred again: ``_give_back``.) The wait leaves a run that has just
-    put them back (a `send --queue` before its workers start) its own rows."""
+REQUEUED = "requeued:"  # a deferred row back in the queue: its lease owner until claimed
+
+
+def requeued_due(at: dt.datetime, quiet: dt.timedelta, hours: float) -> Any:
+    """The deferred rows a run put back in the queue (``requeue_due``) and left there,
+    nothing having touched them for ``quiet``: a run killed before it could defer them
+    again (``unrequeue``). Due as they were, for the next run to take up as it takes
+    up the deferred rows due; the wait leaves a run that has just put them back (a
+    `send --queue` before its workers start) its own rows. Not those whose try was due
+    more than ``hours`` (``[delivery] retry_hours``) ago: an edition stopped long ago
+    is not sent out of the blue (``left_pending``'s rule)."""
     return ((Delivery.status == DeliveryStatus.PENDING) & (Delivery.next_try_at <= at)
+            & (Delivery.next_try_at > at - dt.timedelta(hours=hours))
             & (Delivery.updated_at <= at - quiet))
 
 
-def not_requeued_due(at: dt.datetime, quiet: dt.timedelta) -> Any:
+def not_requeued_due(at: dt.datetime, quiet: dt.timedelta, hours: float) -> Any:
     """The other rows (``requeued_due``'s complement, rows with no next try included:
     SQL's NOT of a NULL comparison would leave them out too)."""
     return ((Delivery.status != DeliveryStatus.PENDING) | Delivery.next_try_at.is_(None)
-            | (Delivery.next_try_at > at) | (Delivery.updated_at > at - quiet))
+            | (Delivery.next_try_at > at)
+            | (Delivery.next_try_at <= at - dt.timedelta(hours=hours))
+            | (Delivery.updated_at > at - quiet))
 
 
 def end_share(n: int, sharers: int, left: int) -> int:
@@ -387,17 +394,19 @@ class DbLedger:
     def _requeuer(self) -> str:
         """What the deferred rows this ledger put back in the queue carry until claimed
         (a pending row otherwise carries no lease owner)."""
-        return f"requeued:{self.owner}"
+        return f"{REQUEUED}{self.owner}"
 
     def unrequeue(self) -> int:
-        """The deferred rows this ledger put back in the queue and no loop claimed,
+        """The deferred rows put back in the edition's queue (by this run, by a
+        process of it: ``send --processes``, or given back) and not claimed now,
         deferred again (due): what a run that stopped (a signal, a fault of the sending
-        side) leaves, so the next run takes them up as deferred rows due. How many."""
+        side) leaves, so the next run takes them up as deferred rows due. Another run
+        of the edition then claims its own such rows later, not twice. How many."""
         with session_scope(self.engine) as s:
             result = s.execute(update(Delivery).where(
                 Delivery.edition_id == self.edition.id,
                 Delivery.status == DeliveryStatus.PENDING,
-                Delivery.lease_owner == self._requeuer).values(
+                Delivery.lease_owner.startswith(REQUEUED)).values(
                 status=DeliveryStatus.DEFERRED, lease_owner="", updated_at=utcnow()))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
@@ -485,19 +494,20 @@ class DbLedger:
         return self._renew_seconds
 
     def _give_back(self, s: Any, ids: Sequence[int | None], now: dt.datetime) -> None:
-        """Rows this ledger leased and never handed over, back as they were before the
-        claim, the attempt not counted: pending, or deferred (its next try kept, so
-        due) when it was a deferred row put back in the queue (``requeue_due``). Left
-        pending, such a row was due to no one: the next run sent nothing, though a
-        stopped run says that `send` sends what it leaves."""
+        """Rows this ledger leased and never handed over, back in the queue as they
+        were before the claim (pending, the attempt not counted); a deferred row put
+        back in the queue (``requeue_due``: it has a next try) marked again as a run's
+        requeued row, which ``unrequeue`` defers again should the run stop. (Pending
+        and unmarked, it was due to no one: the next run sent nothing, though the
+        stopped run said that `send` sends what it leaves.)"""
         s.execute(update(Delivery)
                   .where(Delivery.id.in_(ids), Delivery.lease_owner == self.owner,
                          Delivery.status == DeliveryStatus.SENDING)
-                  .values(status=case((Delivery.next_try_at.is_not(None),
-                                       DeliveryStatus.DEFERRED),
-                                      else_=DeliveryStatus.PENDING),
-                          lease_owner="", lease_expires=None,
-                          attempts=Delivery.attempts - 1, updated_at=now))
+                  .values(status=DeliveryStatus.PENDING,
+                          lease_owner=case((Delivery.next_try_at.is_not(None),
+                                            self._requeuer), else_=""),
+                          lease_expires=None, attempts=Delivery.attempts - 1,
+                          updated_at=now))
 
     def _leased(self, ids: list[int]) -> list[Job]:
         """The jobs of the rows this claim just leased; those of subscribers no longer

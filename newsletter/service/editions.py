@@ -351,12 +351,12 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
     does between its slots, and `send` after its own edition.
 
     A deferred row due is put back in its edition's queue (pending) before it is
-    claimed. A run stopped then (a signal, a fault of the sending side) gives the rows
-    it claimed back as deferred, due, and leaves the rest pending, their next try past:
-    those are due as they were (``requeued_due``, once nothing touched them for
-    ``LEFT_AFTER``, and not while a live run delivers their edition), where they waited
-    for ``left_pending``, which leaves rows planned more than ``retry_hours`` ago: a
-    stopped run's promise that `send` sends them was not kept."""
+    claimed. A run stopped then (a signal, a fault of the sending side) defers such
+    rows it has not sent again (``unrequeue``): due, sent by the next run at once. A
+    killed run cannot: its rows are due as they were (``requeued_due``, once nothing
+    touched them for ``LEFT_AFTER``, and not while a live run delivers their edition),
+    where they waited for ``left_pending``, which leaves rows planned more than
+    ``retry_hours`` ago: a stopped run's promise that `send` sends them was not kept."""
     at = clock_at(now)()
     hours = config.delivery.retry_hours
     with session_scope(engine, readonly=True) as s:
@@ -365,7 +365,7 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
                                     Delivery.next_try_at <= at)
                              .group_by(Delivery.edition_id)).all())
         requeued = dict(s.execute(select(Delivery.edition_id, func.count())
-                                  .where(requeued_due(at, LEFT_AFTER))
+                                  .where(requeued_due(at, LEFT_AFTER, hours))
                                   .group_by(Delivery.edition_id)).all())
         # an edition a live run delivers takes its requeued rows itself
         for edition_id in delivering(s, set(requeued) - set(due), at):
@@ -408,7 +408,7 @@ def left_pending(session: Any, at: dt.datetime, retry_hours: float = 24.0
     rows = session.execute(
         select(Delivery.edition_id,
                func.sum(case((((Delivery.status == DeliveryStatus.PENDING)
-                               & not_requeued_due(at, LEFT_AFTER))
+                               & not_requeued_due(at, LEFT_AFTER, retry_hours))
                               | (Delivery.lease_expires <= quiet), 1), else_=0)),
                func.sum(case(((Delivery.status == DeliveryStatus.SENDING)
                               & (Delivery.lease_expires > quiet), 1), else_=0)),

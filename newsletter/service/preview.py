@@ -172,7 +172,7 @@ def _earlier(config: EditionConfig, session: Any, own: int | None, email: str | 
         select(Delivery.edition_id).distinct().where(
             Delivery.status == DeliveryStatus.DEFERRED, Delivery.next_try_at <= at))}
     requeued = {int(e) for e in session.scalars(
-        select(Delivery.edition_id).distinct().where(requeued_due(at, LEFT_AFTER)))}
+        select(Delivery.edition_id).distinct().where(requeued_due(at, LEFT_AFTER, hours)))}
     editions.update(requeued - delivering(session, requeued - editions, at))
     editions.update(e for e, _ in left_pending(session, at, hours))
     out = []
