@@ -231,6 +231,37 @@ def test_a_due_row_a_stopped_run_never_claimed_is_taken_up_once_left_alone(
     assert row(engine, "ada@example.org").status == "sent"
 
 
+def test_a_stopped_run_defers_again_its_own_rows_not_another_live_runs(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """Two runs of one edition: the one that stops defers again the rows it put back,
+    not those the other, still running, put back and is about to claim (it then sent
+    nothing and said nothing); a process of a run defers its run's rows. And a killed
+    run's row is taken up however long its try had been due when it was put back."""
+    from sqlalchemy import update
+
+    from newsletter.delivery.ledger import DbLedger, Outcome, OutcomeStatus
+    from newsletter.service.editions import LEFT_AFTER
+
+    settings, engine = world
+    settings = smtp(settings, smtp_sink)  # retry_hours = 1
+    other = _requeued(settings, engine, smtp_sink)  # the live run put ada back
+    stopped = DbLedger(engine, other.edition)
+    assert stopped.unrequeue() == 0 and row(engine, "ada@example.org").status == "pending"
+    child = DbLedger(engine, other.edition, run=other.run)  # a process of the live run
+    [job] = child.claim(10)
+    assert job.recipient.email == "ada@example.org"
+    child.record([Outcome(job, OutcomeStatus.RELEASED)])
+    assert other.unrequeue() == 1 and row(engine, "ada@example.org").status == "deferred"
+    # put back again by a run killed since, its try due for far longer than retry_hours
+    assert other.requeue_due(minutes(5)) == 1
+    late = minutes(5) + dt.timedelta(hours=30)
+    with session_scope(engine) as s:
+        s.execute(update(Delivery).values(updated_at=late - 2 * LEFT_AFTER, created_at=T0))
+    done = retry_deferred(App(settings, engine), now=late)
+    assert done.due == 1 and done.report.counts == {"sent": 1}, done.report.errors
+    assert smtp_sink.count("ada@example.org") == 1
+
+
 def test_due_rows_a_run_put_back_are_deferred_again_when_the_sender_fails(
         world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     """The day after, a `send` puts the deferred row due back in the queue, then cannot

@@ -247,21 +247,20 @@ def requeued_due(at: dt.datetime, quiet: dt.timedelta, hours: float) -> Any:
     nothing having touched them for ``quiet``: a run killed before it could defer them
     again (``unrequeue``). Due as they were, for the next run to take up as it takes
     up the deferred rows due; the wait leaves a run that has just put them back (a
-    `send --queue` before its workers start) its own rows. Not those whose try was due
-    more than ``hours`` (``[delivery] retry_hours``) ago: an edition stopped long ago
-    is not sent out of the blue (``left_pending``'s rule)."""
+    `send --queue` before its workers start) its own rows. Not those put back more
+    than ``hours`` (``[delivery] retry_hours``) ago: an edition stopped long ago is not
+    sent out of the blue (``left_pending``'s rule)."""
     return ((Delivery.status == DeliveryStatus.PENDING) & (Delivery.next_try_at <= at)
-            & (Delivery.next_try_at > at - dt.timedelta(hours=hours))
-            & (Delivery.updated_at <= at - quiet))
+            & (Delivery.updated_at <= at - quiet)
+            & (Delivery.updated_at > at - dt.timedelta(hours=hours)))
 
 
 def not_requeued_due(at: dt.datetime, quiet: dt.timedelta, hours: float) -> Any:
     """The other rows (``requeued_due``'s complement, rows with no next try included:
     SQL's NOT of a NULL comparison would leave them out too)."""
     return ((Delivery.status != DeliveryStatus.PENDING) | Delivery.next_try_at.is_(None)
-            | (Delivery.next_try_at > at)
-            | (Delivery.next_try_at <= at - dt.timedelta(hours=hours))
-            | (Delivery.updated_at > at - quiet))
+            | (Delivery.next_try_at > at) | (Delivery.updated_at > at - quiet)
+            | (Delivery.updated_at <= at - dt.timedelta(hours=hours)))
 
 
 def end_share(n: int, sharers: int, left: int) -> int:
@@ -282,12 +281,16 @@ class DbLedger:
     """The deliveries table as a work queue, claimed under leases."""
 
     def __init__(self, engine: Engine, edition: Edition, owner: str | None = None,
-                 lease_seconds: int = LEASE_SECONDS, sharers: int = 1) -> None:
+                 lease_seconds: int = LEASE_SECONDS, sharers: int = 1,
+                 run: str | None = None) -> None:
         """``sharers``: how many loops claim from this edition at once (the processes
-        of one ``send``), which ``claim`` splits the end of the queue between."""
+        of one ``send``), which ``claim`` splits the end of the queue between; ``run``:
+        the run this ledger is part of (a delivery process's: its parent's ledger's),
+        whose deferred rows put back in the queue ``unrequeue`` defers again."""
         self.engine = engine
         self.edition = edition
         self.owner = owner or lease_owner()
+        self.run = run or self.owner
         self.lease = dt.timedelta(seconds=lease_seconds)
         self._renew_seconds = lease_seconds / 4
         self.host = socket.gethostname()
@@ -392,21 +395,21 @@ class DbLedger:
 
     @property
     def _requeuer(self) -> str:
-        """What the deferred rows this ledger put back in the queue carry until claimed
-        (a pending row otherwise carries no lease owner)."""
-        return f"{REQUEUED}{self.owner}"
+        """What the deferred rows this ledger's run put back in the queue carry until
+        claimed (a pending row otherwise carries no lease owner)."""
+        return f"{REQUEUED}{self.run}"
 
     def unrequeue(self) -> int:
-        """The deferred rows put back in the edition's queue (by this run, by a
-        process of it: ``send --processes``, or given back) and not claimed now,
-        deferred again (due): what a run that stopped (a signal, a fault of the sending
-        side) leaves, so the next run takes them up as deferred rows due. Another run
-        of the edition then claims its own such rows later, not twice. How many."""
+        """The deferred rows this run put back in the edition's queue (or gave back,
+        in any of its processes: ``send --processes``) and no loop claimed, deferred
+        again (due): what a run that stopped (a signal, a fault of the sending side)
+        leaves, so the next run takes them up as deferred rows due. Another live run's
+        are its own. How many."""
         with session_scope(self.engine) as s:
             result = s.execute(update(Delivery).where(
                 Delivery.edition_id == self.edition.id,
                 Delivery.status == DeliveryStatus.PENDING,
-                Delivery.lease_owner.startswith(REQUEUED)).values(
+                Delivery.lease_owner == self._requeuer).values(
                 status=DeliveryStatus.DEFERRED, lease_owner="", updated_at=utcnow()))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

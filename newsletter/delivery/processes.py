@@ -297,7 +297,7 @@ def _child(conn: Connection, parent: int, t: TransportConfig, ledger: DbLedger,
     result: tuple[Any, ...]
     try:
         mine = DbLedger(ledger.engine, ledger.edition,  # a lease of its own (its pid)
-                        sharers=sharers)
+                        sharers=sharers, run=ledger.run)  # in its parent's run
         report = run_async(deliver(t, mine, ctx, make_transport(), shutdown=stop, **kw))
         result = ("done", report)
     except SendingStopped as exc:
