@@ -357,22 +357,8 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
     touched them for ``LEFT_AFTER``, and not while a live run delivers their edition),
     where they waited for ``left_pending``, which leaves rows planned more than
     ``retry_hours`` ago: a stopped run's promise that `send` sends them was not kept."""
-    at = clock_at(now)()
-    hours = config.delivery.retry_hours
     with session_scope(engine, readonly=True) as s:
-        due = dict(s.execute(select(Delivery.edition_id, func.count())
-                             .where(Delivery.status == DeliveryStatus.DEFERRED,
-                                    Delivery.next_try_at <= at)
-                             .group_by(Delivery.edition_id)).all())
-        requeued = dict(s.execute(select(Delivery.edition_id, func.count())
-                                  .where(requeued_due(at, LEFT_AFTER, hours))
-                                  .group_by(Delivery.edition_id)).all())
-        # an edition a live run delivers takes its requeued rows itself
-        for edition_id in delivering(s, set(requeued) - set(due), at):
-            del requeued[edition_id]
-        for edition_id, n in requeued.items():
-            due[edition_id] = due.get(edition_id, 0) + n
-        left = dict(left_pending(s, at, hours))
+        due, left = to_take_up(s, clock_at(now)(), config.delivery.retry_hours)
     done = Retried()
     for edition_id in sorted(due.keys() | left.keys()):
         if edition_id == skip or (shutdown is not None and shutdown.requested):
@@ -388,6 +374,27 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
 
 
 LEFT_AFTER = dt.timedelta(minutes=10)
+
+
+def to_take_up(session: Any, at: dt.datetime, retry_hours: float
+               ) -> tuple[dict[int, int], dict[int, int]]:
+    """What ``retry_deferred`` takes up at ``at``, by edition: the rows whose next try
+    is due (deferred, or put back in the queue by a killed run: ``requeued_due``, left
+    to a live run that delivers their edition), and the rows of an edition an
+    interrupted run left (``left_pending``). Preview reads the same."""
+    due = dict(session.execute(select(Delivery.edition_id, func.count())
+                               .where(Delivery.status == DeliveryStatus.DEFERRED,
+                                      Delivery.next_try_at <= at)
+                               .group_by(Delivery.edition_id)).all())
+    requeued = dict(session.execute(select(Delivery.edition_id, func.count())
+                                    .where(requeued_due(at, LEFT_AFTER, retry_hours))
+                                    .group_by(Delivery.edition_id)).all())
+    # an edition a live run delivers takes its requeued rows itself
+    for edition_id in delivering(session, set(requeued) - set(due), at):
+        del requeued[edition_id]
+    for edition_id, n in requeued.items():
+        due[edition_id] = due.get(edition_id, 0) + n
+    return due, dict(left_pending(session, at, retry_hours))
 
 
 def left_pending(session: Any, at: dt.datetime, retry_hours: float = 24.0

@@ -28,7 +28,6 @@ from newsletter.delivery.ledger import (
     Outcome,
     OutcomeStatus,
     lease_gone,
-    requeued_due,
 )
 from newsletter.delivery.plan import Job, plan_now
 from newsletter.delivery.planning import (
@@ -49,7 +48,7 @@ from newsletter.frequency import GAP_DAYS, due_on, kind_on
 from newsletter.ranking.engine import because_label
 from newsletter.render.mime import Message
 from newsletter.render.renderer import Recipient
-from newsletter.service.editions import LEFT_AFTER, ONCE, delivering, left_pending
+from newsletter.service.editions import ONCE, to_take_up
 from newsletter.store.db import READONLY
 from newsletter.store.models import (
     Delivery,
@@ -166,17 +165,9 @@ def _earlier(config: EditionConfig, session: Any, own: int | None, email: str | 
     """The rows of other editions that ``send`` takes up after its own
     (``retry_deferred``: deferred rows due, and an edition an interrupted run left),
     each edition opened as ``deliver_edition`` opens it."""
-    at = utcnow()
-    hours = config.delivery.retry_hours
-    editions = {int(e) for e in session.scalars(
-        select(Delivery.edition_id).distinct().where(
-            Delivery.status == DeliveryStatus.DEFERRED, Delivery.next_try_at <= at))}
-    requeued = {int(e) for e in session.scalars(
-        select(Delivery.edition_id).distinct().where(requeued_due(at, LEFT_AFTER, hours)))}
-    editions.update(requeued - delivering(session, requeued - editions, at))
-    editions.update(e for e, _ in left_pending(session, at, hours))
+    due, left = to_take_up(session, utcnow(), config.delivery.retry_hours)
     out = []
-    for edition_id in sorted(editions - {own or 0}):
+    for edition_id in sorted((due.keys() | left.keys()) - {own or 0}):
         edition = session.get(Edition, edition_id)
         jobs = _waiting(session, edition, email, failed=False)
         if edition is not None and jobs:
