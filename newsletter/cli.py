@@ -758,6 +758,13 @@ def status(
               + ", ".join(f"{k} {v}" for k, v in c.items()))
     for e in data["last_errors"]:
         out.print(f"  {e['status']}: {e['email']}: {e['error']}")
+    again = f"newsletter send --date {data['day']}" + (f" --slot {data['slot']}"
+                                                       if data["slot"] else "")
+    for h in data["sending"]:
+        out.print(f"  sending: {h['rows']} held by {h['holder']}, " + (
+            f"which is gone: `{again}` takes them back and sends them (a later run does "
+            "once their lease has ended and ten minutes passed)" if h["gone"] else
+            f"running (lease until {h['lease_expires']}, renewed while it sends)"))
     if data["day_editions"] > 1:  # hourly slots: the day is many editions
         out.print(f"readers' {data['day']} emails, all {data['day_editions']} editions: "
                   + ", ".join(f"{k} {v}" for k, v in data["day_counts"].items()))

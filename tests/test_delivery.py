@@ -7,6 +7,7 @@ import datetime as dt
 import email
 import email.policy
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -217,6 +218,17 @@ def test_kill_9_mid_edition_then_resume(world, smtp_sink: SmtpSink, tmp_path: Pa
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Delivery).where(
             Delivery.status == "sending")) >= 1  # the dead process held leases
+    # `status` names the holder and says it is gone (the counts alone said "sending")
+    status = subprocess.run([sys.executable, "-m", "newsletter", "status", DAY.isoformat()],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    held = [line for line in status.stdout.splitlines() if "held by" in line]
+    assert len(held) == 1 and f":{proc.pid}, which is gone" in held[0], status.stdout
+    assert f"newsletter send --date {DAY.isoformat()}" in held[0]
+    as_json = json.loads(subprocess.run(
+        [sys.executable, "-m", "newsletter", "status", "--json", DAY.isoformat()],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60).stdout)
+    assert [h["gone"] for h in as_json["sending"]] == [True]
+    assert as_json["sending"][0]["rows"] == as_json["counts"]["sending"]
     smtp_sink.delay = 0
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=120)

@@ -53,6 +53,11 @@ def edition_status(engine: Engine, edition: Edition) -> dict[str, Any]:
             .where(Delivery.edition_id == edition.id,
                    Delivery.status == DeliveryStatus.DEFERRED)
             .order_by(Delivery.next_try_at).limit(10)).all()
+        holders = s.execute(
+            select(Delivery.lease_owner, func.count(), func.max(Delivery.lease_expires))
+            .where(Delivery.edition_id == edition.id,
+                   Delivery.status == DeliveryStatus.SENDING)
+            .group_by(Delivery.lease_owner).order_by(Delivery.lease_owner)).all()
     return {"edition": edition.id, "day": edition.day.isoformat(), "slot": edition.slot,
             "planned": edition.planned_at is not None,
             "counts": {str(k): counts.get(k, 0) for k in DeliveryStatus},
@@ -62,7 +67,21 @@ def edition_status(engine: Engine, edition: Edition) -> dict[str, Any]:
             "day_errors": _listed(day_errors),
             "deferred": [{"email": e, "next_try": _iso(nxt), "first_try": _iso(first),
                           "tries": tries, "error": err}
-                         for e, nxt, first, tries, err in deferred]}
+                         for e, nxt, first, tries, err in deferred],
+            "sending": _holders(holders)}
+
+
+def _holders(rows: Any) -> list[dict[str, Any]]:
+    """Who holds the edition's ``sending`` rows, and whether that holder is gone (the
+    ledger's own test, ``lease_gone``): a process killed with -9 leaves its rows
+    ``sending`` until a run takes them back, which the counts alone did not say."""
+    from newsletter.delivery.ledger import lease_gone
+
+    now = utcnow()
+    return [{"holder": owner.rpartition(":")[0] if owner.count(":") >= 2 else owner,
+             "rows": n, "lease_expires": _iso(expires),
+             "gone": lease_gone(owner, expires, now)}
+            for owner, n, expires in rows]
 
 
 def _errors() -> Any:
