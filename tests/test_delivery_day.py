@@ -779,6 +779,13 @@ def test_the_first_edition_of_a_slot_starts_where_the_last_day_ended(db_url: str
         assert {e.id for e in edition_entries(s, "07", now)} == {new}  # since 2 days ago
         assert {e.id for e in edition_entries(s, "06", now)} == set()  # its own last one
         assert {e.id for e in edition_entries(s, "", now)} == {new}
+        # a slot last used long ago (a daylight-saving change in a one-zone newsletter:
+        # 07:00 London is slot 07 in winter, 06 in summer) starts where the last day
+        # ended, not at its own months-old edition
+        s.add(Edition(day=DAY - dt.timedelta(days=150), slot="05",
+                      cutoff=now - dt.timedelta(days=150)))
+    with session_scope(engine) as s:
+        assert {e.id for e in edition_entries(s, "05", now)} == {new}
 
 
 def _week_world(db_url: str, tmp_path: Path, people: list[tuple[str, str]]

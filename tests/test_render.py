@@ -518,6 +518,13 @@ def test_trending_section_is_labelled() -> None:
     assert "No new paper matched your interests today" in out.html
     assert out.papers == 0 and out.trending == 2
     assert out.subject.startswith("Trending today")
+    # a weekly email says "this week" throughout, not only in its subject and summary
+    week = r.render(Recipient(1, "a@example.org"), [0, 1], [None, None], True, weekly=True)
+    assert week.subject.startswith("Trending this week")
+    for part in (week.html, week.text):
+        assert "Trending this week (not matched to your keywords)" in part
+        assert "No new paper matched your interests this week" in part
+        assert "today" not in part.lower()
 
 
 def test_explanation_why_line() -> None:

@@ -108,17 +108,24 @@ def edition_entries(session: Session, slot: str, cutoff: dt.datetime) -> list[En
     """Papers that arrived after the previous edition of ``slot``, up to ``cutoff``: an
     edition's candidates, or (with ``cutoff`` now) what the next edition would take.
 
-    The first edition of a slot starts where the newest edition of any slot a day or
-    more before it ended: hourly slots begun after weeks of plain `send` (or a plain
-    `send` after slots) offered every paper ever stored as "new papers for you". With
-    no edition at all, every paper is a candidate (the first day)."""
+    A slot's window starts no earlier than where the newest edition of any slot a day
+    or more before it ended. The first edition of a slot: hourly slots begun after weeks
+    of plain `send` (or a plain `send` after slots) offered every paper ever stored as
+    "new papers for you". A slot whose last edition is months old: a newsletter in one
+    time zone changes slot at each daylight-saving change (07:00 in London is 07 UTC in
+    winter, 06 in summer), and the slot last used in October offered every paper since
+    October in March, months-old ones crowding out the day's (which the next window
+    then left behind). The readers had their last email from the other slot a day
+    before; papers of that day they had are left out per reader. With no edition at
+    all, every paper is a candidate (the first day)."""
     prev = session.scalar(select(Edition.cutoff)
                           .where(Edition.slot == slot, Edition.cutoff < cutoff)
                           .order_by(Edition.cutoff.desc()).limit(1))
-    if prev is None:
-        prev = session.scalar(select(Edition.cutoff)
-                              .where(Edition.cutoff <= cutoff - FIRST_OF_SLOT_LOOKBACK)
-                              .order_by(Edition.cutoff.desc()).limit(1))
+    day_before = session.scalar(select(Edition.cutoff)
+                                .where(Edition.cutoff <= cutoff - FIRST_OF_SLOT_LOOKBACK)
+                                .order_by(Edition.cutoff.desc()).limit(1))
+    if prev is None or (day_before is not None and day_before > prev):
+        prev = day_before
     return candidate_entries(session, since=prev, until=cutoff)
 
 
