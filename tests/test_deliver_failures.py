@@ -238,6 +238,44 @@ def test_emails_are_rendered_back_to_back_and_each_goes_to_its_own_job() -> None
     assert report.counts[DeliveryStatus.SENT] == 298
 
 
+@pytest.mark.parametrize("rate", [0.0, 1000.0])  # rendered ahead in batches, or one by one
+def test_a_template_that_fails_for_everyone_stops_the_run_with_every_row_pending(
+        rate: float) -> None:
+    """No email of the run renders: the fault is the template's, not a reader's. The run
+    stops, saying the render error in one line, nothing is sent and no row is failed:
+    every row claimed goes back to pending (failed row by row, the edition was lost for
+    good, and fixing the template sent nothing)."""
+    from newsletter.errors import SendingStopped
+
+    log: list[tuple[str, int]] = []
+    ledger = Ledger(jobs(300))
+    t = Settings().replace(transport={"rate_per_second": rate}).transport
+    with pytest.raises(SendingStopped) as stopped:
+        asyncio.run(deliver(t, ledger, LoggedCtx(log, frozenset(range(300))),  # type: ignore[arg-type]
+                            Logged(log)))
+    assert "render: template error for 0" in str(stopped.value)
+    assert "\n" not in str(stopped.value) and stopped.value.sent == 0
+    assert not [i for kind, i in log if kind == "send"]
+    assert {str(o.status) for o in ledger.outcomes} == {RELEASED}
+    assert len({o.job.delivery_id for o in ledger.outcomes}) == len(ledger.outcomes)
+    assert len(log) < 300  # stopped at the first proof, not after rendering everyone
+
+
+@pytest.mark.parametrize("rate", [0.0, 1000.0])
+def test_a_render_error_of_the_first_reader_alone_is_that_readers(rate: float) -> None:
+    """The run's first job fails to render but the jobs after it render: that reader's
+    row fails (as one whose render raises later in the run), everyone else is sent."""
+    log: list[tuple[str, int]] = []
+    ledger = Ledger(jobs(40))
+    t = Settings().replace(transport={"rate_per_second": rate}).transport
+    report = asyncio.run(deliver(t, ledger, LoggedCtx(log, frozenset({0})),  # type: ignore[arg-type]
+                                 Logged(log)))
+    assert report.counts[DeliveryStatus.SENT] == 39
+    assert once_each(ledger, 40) == {str(DeliveryStatus.SENT): 39,
+                                     str(DeliveryStatus.FAILED): 1}
+    assert sorted(i for kind, i in log if kind == "render") == list(range(40))  # each once
+
+
 def test_a_stop_gives_back_the_jobs_rendered_ahead_unsent() -> None:
     """Asked to stop after 40 messages: no message goes after that, and every claimed job
     not sent (rendered ahead or not) is given back, each recorded once."""

@@ -87,6 +87,49 @@ def test_api_backend_without_key_fails_before_planning(cli, tmp_path: Path) -> N
     assert rows(tmp_path, "select count(*) from editions") == 0
 
 
+def test_a_template_broken_for_everyone_stops_the_send_and_loses_no_one(  # type: ignore[no-untyped-def]
+        cli, tmp_path: Path) -> None:
+    """A template that compiles but fails when rendered (``check`` passes it): `send`
+    stops with one line naming the template, nothing sent, no row failed; fixed, the
+    next `send` sends everyone. Failed row by row, the day's edition was lost for
+    good. And a DKIM key file that is not a private key (its public half) is refused
+    before anything is sent, naming the file."""
+    import shutil
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    assert cli("ingest", SAMPLE).code == 0
+    for who in ("ada", "bob", "cy"):
+        assert cli("subscribers", "add", f"{who}@example.org", "--keywords", "diffusion"
+                   ).code == 0
+    public = tmp_path / "dkim.pub"
+    public.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                       .public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    dkim = {"NEWSLETTER_RENDER__DKIM_SELECTOR": "s1", "NEWSLETTER_RENDER__DKIM_DOMAIN":
+            "example.org", "NEWSLETTER_RENDER__DKIM_PRIVATE_KEY": str(public)}
+    r = cli("send", "--yes", env=dkim)
+    assert r.code == 2, r.stderr
+    line = one_line_error(r)
+    assert "[render] dkim_private_key" in line and "dkim.pub" in line, line
+    assert rows(tmp_path, "select count(*) from deliveries where status != 'pending'") == 0
+    templates = tmp_path / "tpl"
+    shutil.copytree(ROOT / "templates", templates)
+    digest = templates / "digest.txt"
+    good = digest.read_text()
+    digest.write_text(good + "{{ edition.nosuch.attr }}\n")
+    env = {"NEWSLETTER_RENDER__TEMPLATES": str(templates)}
+    line = one_line_error(cli("send", "--yes", env=env))
+    assert "sending stopped: render: digest.txt" in line and "nosuch" in line, line
+    assert rows(tmp_path, "select count(*) from deliveries where status = 'pending'") == 3
+    assert rows(tmp_path, "select count(*) from deliveries") == 3
+    assert not list(tmp_path.glob("outbox/*.eml"))  # nothing sent
+    digest.write_text(good)
+    again = cli("send", "--yes", env=env)
+    assert again.code == 0 and "sent 3, failed 0" in again.stderr, again.stderr
+
+
 def test_cr_lf_in_a_name_never_becomes_a_header(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert cli("ingest", SAMPLE).code == 0
     added = cli("subscribers", "add", "eve@example.org", "--keywords", "diffusion",

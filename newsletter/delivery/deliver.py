@@ -16,7 +16,10 @@ Whose fault a failure is decides what happens to the row:
   sending stops after the first proof (a
   permanent one, or ``max_attempts`` in a row with nothing sent between), every
   unsent row goes back to ``pending`` and ``SendingStopped`` says why. Nobody's
-  delivery is spent on a fault of ours, and a rerun after the fix sends them all.
+  delivery is spent on a fault of ours, and a rerun after the fix sends them all;
+* a render error: the reader's (``failed``, never tried again) once some email of the
+  run has rendered or the next jobs waiting render; when none does (a template broken
+  for everyone), ours, and the run stops as above.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from newsletter.transports.base import Transport
 FLUSH_SECONDS = 0.05
 RECORD_TRIES = 5  # a failing record is tried this often (backing off) before sending stops
 RENDER_AHEAD = 32  # emails rendered back to back, of the jobs waiting (see _Run.rendered)
+RENDER_PROBES = 2  # jobs waiting tried when the run's first render fails (every_render_fails)
 # ---- delivery ------------------------------------------------------------------------
 
 
@@ -172,6 +176,7 @@ class _Run:
         # for the sender that made them, so each delivery counts its own render.
         self.shift: dict[int, float] = {}
         self.ahead = RENDER_AHEAD if self.limiter.unlimited else 1
+        self.rendered_ok = False  # whether an email of this run has rendered yet
         self.senders = max(1, t.concurrency)
         # Metrics and a log line per outcome for a real edition; a preview (no edition)
         # has none.
@@ -216,9 +221,38 @@ class _Run:
             return Outcome(job, RELEASED)
         rendered = self.rendered(job)
         if isinstance(rendered, Exception):  # a template bug must not lose the row
-            return Outcome(job, OutcomeStatus.FAILED, error=f"render: {rendered}",
-                           permanent=True)
+            error = "render: " + (str(rendered).strip().splitlines() or [
+                type(rendered).__name__])[0]
+            if not self.rendered_ok and self.every_render_fails():
+                # Not this reader's: no email of the run renders (a template that fails
+                # for everyone). Failed row by row, the whole edition was lost for good,
+                # and fixing the template sent nothing; the run stops instead, every
+                # row pending again, as for any fault of the sending side.
+                self.fail(TransportError(error, sender=True, permanent=True))
+                return Outcome(job, RELEASED, error=error)
+            return Outcome(job, OutcomeStatus.FAILED, error=error, permanent=True)
         return await self.send(job, rendered)
+
+    def every_render_fails(self) -> bool:
+        """Whether the jobs waiting after a failed one fail to render too (up to
+        ``RENDER_PROBES`` of them, made now and kept for their senders); True when
+        none waits: a run whose every email fails is stopped, one reader's failure
+        is that reader's."""
+        for other in self.queue.waiting(RENDER_PROBES):
+            if other is None:
+                continue
+            hit = self.ready.get(id(other))
+            if hit is None:
+                began = time.perf_counter()
+                try:
+                    made: Rendered | Exception = self.ctx.render(other)
+                except Exception as exc:
+                    made = exc
+                hit = self.ready[id(other)] = (other, made, time.perf_counter() - began)
+            if not isinstance(hit[1], Exception):
+                self.rendered_ok = True
+                return False
+        return True
 
     def rendered(self, job: Job) -> Rendered | Exception:
         """``job``'s email (or what rendering it raised). When it is not made yet, it is
@@ -231,6 +265,8 @@ class _Run:
         hit = self.ready.pop(id(job), None)
         if hit is not None:
             self.shift[id(job)] = hit[2]
+            if not isinstance(hit[1], Exception):
+                self.rendered_ok = True
             return hit[1]
         todo = [job]
         for other in self.queue.waiting(2 * self.ahead):
@@ -245,6 +281,7 @@ class _Run:
             began = time.perf_counter()
             try:
                 made = self.ctx.render(one)
+                self.rendered_ok = True
             except Exception as exc:
                 made = exc
             if one is job:

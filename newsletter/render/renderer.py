@@ -63,7 +63,15 @@ def dkim_signer(r: RenderConfig) -> DkimSigner | None:
     except OSError as exc:
         raise ConfigError(f"[render] dkim_private_key: cannot read {r.dkim_private_key}: "
                           f"{exc.strerror}") from None
-    return DkimSigner(r.dkim_selector, r.dkim_domain, key)
+    signer = DkimSigner(r.dkim_selector, r.dkim_domain, key)
+    try:  # a file that is not a private key (the public half, a typo) fails every email
+        signer.sign(b"From: probe@example.org\r\nSubject: probe\r\n\r\nprobe\r\n")
+    except Exception as exc:  # noqa: BLE001 - dkimpy's own errors, whichever it raises
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"[render] dkim_private_key: {r.dkim_private_key}: not a private "
+                          f"key dkimpy can sign with ({why})",
+                          "make one with `openssl genrsa -out dkim.pem 2048`") from None
+    return signer
 
 
 class Renderer:
