@@ -207,6 +207,55 @@ def test_failed_login_limits_per_user_and_per_client(strict_console: Console) ->
     assert login(console.client(), "ops", PASSWORD).status_code == 303
 
 
+def test_logins_leave_the_database_free_for_other_writes(console: Console,  # type: ignore[no-untyped-def]
+                                                           monkeypatch) -> None:
+    """The login page answers while another process holds SQLite's write lock (it read
+    whether anyone may log in inside a write transaction, on the event loop: one GET
+    stalled every page for as long as the lock was held), and the slow password check
+    holds no write lock (logins tried from many addresses queued every write behind
+    them: a one-click unsubscribe took half a minute)."""
+    import sqlite3
+
+    db = console.engine.url.database
+    c = console.client()
+    holder = sqlite3.connect(db, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing (a send, an import)
+    try:
+        page = c.get("/login", timeout=20)
+        held_meanwhile = holder.in_transaction
+    finally:
+        holder.rollback()
+        holder.close()
+    assert page.status_code == 200 and held_meanwhile
+    free: list[bool] = []
+    hasher = auth._hasher
+
+    class Checking:  # the real hasher, noting whether the write lock is free meanwhile
+        hash = staticmethod(hasher.hash)
+        check_needs_rehash = staticmethod(hasher.check_needs_rehash)
+
+        @staticmethod
+        def verify(hashed: str, password: str) -> bool:
+            return checking(hashed, password)
+
+    def checking(hashed: str, password: str) -> bool:
+        probe = sqlite3.connect(db, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")  # fails at once if the login holds the lock
+            probe.rollback()
+            free.append(True)
+        except sqlite3.OperationalError:
+            free.append(False)
+        finally:
+            probe.close()
+        return hasher.verify(hashed, password)
+
+    monkeypatch.setattr(auth, "_hasher", Checking())
+    assert login(c, "ops", "wrong password").status_code == 401
+    assert login(console.client(), "ops", PASSWORD).status_code == 303
+    assert free == [True, True]
+
+
 def test_cross_site_and_csrf_less_posts_are_refused(console: Console) -> None:
     c = console.login()
     with session_scope(console.engine) as s:

@@ -18,6 +18,9 @@ import hmac
 import math
 import re
 import secrets
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,8 +174,15 @@ def _wait_for(session: Session, cfg: AdminConfig, name: str, client: str,
     return max(0.0, delay - (now - last).total_seconds())
 
 
-def login(session: Session, cfg: AdminConfig, signer: CookieSigner, name: str, password: str,
-          client: str) -> Login | str:
+# Attempts for one (user name, client) run one at a time in a process: read in parallel,
+# the failure counts let concurrent attempts past the limit (ten passwords checked
+# where five were allowed). Striped, so the table stays small whoever tries.
+_ATTEMPT_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def login(reading: Callable[[], AbstractContextManager[Session]],
+          writing: Callable[[], AbstractContextManager[Session]], cfg: AdminConfig,
+          signer: CookieSigner, name: str, password: str, client: str) -> Login | str:
     """Check a password under the failure limits and open a session.
 
     The limits never let a stranger lock the operator out: failures count per (user
@@ -180,42 +190,54 @@ def login(session: Session, cfg: AdminConfig, signer: CookieSigner, name: str, p
     while the same name from another client is not slowed at all; a client trying many
     names is stopped by ``max_failures_per_client`` within ``lockout_minutes``.
 
+    The limits are read (``reading``), the password checked outside any transaction,
+    then the attempt recorded (``writing``, which commits): the hash is slow on purpose
+    (about 0.2 s), and checked inside the write transaction it held SQLite's write lock
+    that long, so logins tried from many addresses queued every other write behind them
+    (a one-click unsubscribe took half a minute).
+
     Returns the message to show when refused: the same one for a wrong name and a
-    wrong password (no probing for user names). The attempt is recorded either way,
-    so the caller commits in both cases."""
-    now = utcnow()
-    since = now - dt.timedelta(minutes=cfg.lockout_minutes)
+    wrong password (no probing for user names)."""
     name, client = name.strip()[:64], client_key(client)
-    if _recent_failures(session, AdminLoginAttempt.client, client, since) \
-            >= cfg.max_failures_per_client:
-        return (f"too many failed logins from this address: try again in "
-                f"{cfg.lockout_minutes:g} minutes")
-    wait = _wait_for(session, cfg, name, client, now)
-    if wait > 0:
-        return (f"too many failed logins for this user from this address: try again in "
-                f"{math.ceil(wait)} seconds")
-    user = session.scalar(select(AdminUser).where(AdminUser.name == name))
-    try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-        ok = user is not None
-    except (VerificationError, InvalidHashError):
-        ok = False
-    # Stamped after the (slow on purpose) hash check: the wait runs from the answer.
-    session.add(AdminLoginAttempt(name=name, client=client, ok=ok, at=utcnow()))
-    # Records are not needed past a day; expired sessions not at all.
-    session.execute(delete(AdminLoginAttempt).where(
-        AdminLoginAttempt.at < now - dt.timedelta(days=1)))
-    session.execute(delete(AdminSession).where(AdminSession.expires_at < now))
-    if not ok or user is None:
-        return "wrong user name or password"
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
-    user.last_login_at = now
-    secret = secrets.token_urlsafe(32)
-    sid = _session_id(secret)
-    session.add(AdminSession(id=sid, user_id=user.id, created_at=now,
-                             expires_at=now + dt.timedelta(hours=cfg.session_hours)))
-    return Login(signer.sign("session", secret), sid, user.name)
+    with _ATTEMPT_LOCKS[hash((name, client)) % len(_ATTEMPT_LOCKS)]:
+        now = utcnow()
+        since = now - dt.timedelta(minutes=cfg.lockout_minutes)
+        with reading() as session:
+            if _recent_failures(session, AdminLoginAttempt.client, client, since) \
+                    >= cfg.max_failures_per_client:
+                return (f"too many failed logins from this address: try again in "
+                        f"{cfg.lockout_minutes:g} minutes")
+            wait = _wait_for(session, cfg, name, client, now)
+            if wait > 0:
+                return (f"too many failed logins for this user from this address: try "
+                        f"again in {math.ceil(wait)} seconds")
+            found = session.execute(select(AdminUser.id, AdminUser.password_hash)
+                                    .where(AdminUser.name == name)).first()
+        try:
+            _hasher.verify(found[1] if found else _DUMMY_HASH, password)
+            ok = found is not None
+        except (VerificationError, InvalidHashError):
+            ok = False
+        rehashed = (_hasher.hash(password) if ok and found is not None
+                    and _hasher.check_needs_rehash(found[1]) else None)
+        with writing() as session:
+            # Stamped after the (slow on purpose) hash check: the wait runs from the answer.
+            session.add(AdminLoginAttempt(name=name, client=client, ok=ok, at=utcnow()))
+            # Records are not needed past a day; expired sessions not at all.
+            session.execute(delete(AdminLoginAttempt).where(
+                AdminLoginAttempt.at < now - dt.timedelta(days=1)))
+            session.execute(delete(AdminSession).where(AdminSession.expires_at < now))
+            user = session.get(AdminUser, found[0]) if ok and found is not None else None
+            if user is None:  # (removed meanwhile: refused as a wrong name)
+                return "wrong user name or password"
+            if rehashed is not None:
+                user.password_hash = rehashed
+            user.last_login_at = now
+            secret = secrets.token_urlsafe(32)
+            sid = _session_id(secret)
+            session.add(AdminSession(id=sid, user_id=user.id, created_at=now,
+                                     expires_at=now + dt.timedelta(hours=cfg.session_hours)))
+            return Login(signer.sign("session", secret), sid, user.name)
 
 
 def resolve(session: Session, signer: CookieSigner, cookie: str | None) -> tuple[str, str] | None:

@@ -206,8 +206,12 @@ def user_of(request: Request) -> str:
 
 async def login(request: Request) -> Response:
     c = console_of(request)
-    with c.app.session() as s:
-        anyone = auth.has_users(s)
+
+    def users() -> bool:  # read-only, off the event loop: a write lock held elsewhere
+        with c.app.reading() as s:  # (a send, an import) must not stall every page
+            return auth.has_users(s)
+
+    anyone = await asyncio.to_thread(users)
     nxt = request.query_params.get("next", "/")
     if not nxt.startswith("/") or nxt.startswith("//"):
         nxt = "/"
@@ -222,9 +226,8 @@ async def login(request: Request) -> Response:
     client = request.client.host if request.client else "unknown"
 
     def check() -> auth.Login | str:  # Argon2 is slow on purpose: not on the event loop
-        with c.app.session() as s:
-            return auth.login(s, c.settings.admin, c.signer, str(form.get("name", "")),
-                              str(form.get("password", "")), client)
+        return auth.login(c.app.reading, c.app.session, c.settings.admin, c.signer,
+                          str(form.get("name", "")), str(form.get("password", "")), client)
 
     done = await asyncio.to_thread(check)
     if isinstance(done, str):
