@@ -130,6 +130,30 @@ def test_a_template_broken_for_everyone_stops_the_send_and_loses_no_one(  # type
     assert again.code == 0 and "sent 3, failed 0" in again.stderr, again.stderr
 
 
+def test_a_placeholder_signing_key_holds_real_mail_back(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The deploy example's ``CHANGE-ME`` (or any short key) signs links anyone can
+    forge, and once it has signed links it must be kept: `send` through a real
+    transport refuses it as it refuses other non-compliant mail (`check` said so, `send`
+    sent anyway), naming the key; `--force` still sends."""
+    assert cli("ingest", SAMPLE).code == 0
+    assert cli("subscribers", "add", "ada@example.org", "--keywords", "diffusion").code == 0
+    env = {"NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_SMTP__HOST": "127.0.0.1",
+           "NEWSLETTER_SMTP__PORT": str(free_port()), "NEWSLETTER_SMTP__TIMEOUT": "2",
+           "NEWSLETTER_WEB__BASE_URL": "https://news.acme-papers.net",
+           "NEWSLETTER_SENDER__FROM_ADDRESS": "digest@news.acme-papers.net",
+           "NEWSLETTER_SENDER__POSTAL_ADDRESS": "1 Main St, Springfield",
+           "NEWSLETTER_WEB__SECRET_KEYS": "CHANGE-ME"}
+    refused = cli("send", "--yes", env=env)
+    line = one_line_error(refused)
+    assert "refusing to send through smtp" in line and "web.secret_keys" in line, line
+    for fine in ("web.base_url", "sender.from_address", "sender.postal_address"):
+        assert fine not in line, line  # the only problem left is the key
+    assert rows(tmp_path, "select count(*) from deliveries") == 0
+    forced = cli("send", "--yes", "--force", env={  # past the gate: the dead server
+        **env, "NEWSLETTER_TRANSPORT__MAX_ATTEMPTS": "1"})
+    assert "sending stopped" in forced.stderr and "web.secret_keys" in forced.stderr
+
+
 def test_cr_lf_in_a_name_never_becomes_a_header(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert cli("ingest", SAMPLE).code == 0
     added = cli("subscribers", "add", "eve@example.org", "--keywords", "diffusion",

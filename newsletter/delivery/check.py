@@ -396,11 +396,31 @@ def as_json(items: list[Item]) -> dict[str, object]:
             "items": [{**asdict(i), "ok": i.ok} for i in items]}
 
 
+MIN_KEY_LENGTH = 16
+PLACEHOLDERS = ("CHANGE-ME", "change-me", "changeme", "secret")
+KEY_FIX = ('generate one with `python3 -c "import secrets; print(secrets.token_urlsafe(32))"` '
+           "and put it first in NEWSLETTER_WEB__SECRET_KEYS")
+
+
+def weak_signing_key(cfg: WebConfig) -> Item | None:
+    """A configured link-signing key that is a placeholder (the deploy example's
+    ``CHANGE-ME``) or short: links signed with it can be forged, and once it has signed
+    links it must be kept (or they stop working), so mail is not sent with it."""
+    for i, key in enumerate(cfg.secret_keys):
+        if key.strip() in PLACEHOLDERS or len(key) < MIN_KEY_LENGTH:
+            return Item("web.secret_keys", FAIL, f"key {i + 1} of {len(cfg.secret_keys)} is "
+                        f"a placeholder or shorter than {MIN_KEY_LENGTH} characters "
+                        "(anyone could forge unsubscribe links)", KEY_FIX, blocks_send=True)
+    return None
+
+
 def send_blockers(backend: str, web: WebConfig, sender: SenderConfig) -> list[str]:
     """What makes mail through a real transport non-compliant (http unsubscribe link,
-    a local sender, no postal address); empty for ``outbox``/``console``."""
+    a local sender, no postal address, a placeholder signing key); empty for
+    ``outbox``/``console``."""
     if backend in LOCAL_BACKENDS:
         return []
-    items = [check_base_url(web), check_sender(sender), check_postal(sender)]
+    items = [check_base_url(web), check_sender(sender), check_postal(sender),
+             weak_signing_key(web)]
     return [f"{i.key}: {i.detail}" for i in items
-            if not i.ok and i.blocks_send]
+            if i is not None and not i.ok and i.blocks_send]

@@ -18,15 +18,19 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.config import Settings, WebConfig
-from newsletter.delivery.check import FAIL, INFO, OK, Item, check_bounces, run_checks
+from newsletter.delivery.check import (
+    FAIL,
+    INFO,
+    KEY_FIX,
+    OK,
+    Item,
+    check_bounces,
+    run_checks,
+    weak_signing_key,
+)
 from newsletter.errors import ConfigError
 from newsletter.store import key_use
 from newsletter.store.db import make_engine, parse_url, schema_state, session_scope
-
-KEY_FIX = ('generate one with `python3 -c "import secrets; print(secrets.token_urlsafe(32))"` '
-           "and put it first in NEWSLETTER_WEB__SECRET_KEYS")
-MIN_KEY_LENGTH = 16
-PLACEHOLDERS = ("CHANGE-ME", "change-me", "changeme", "secret")
 
 
 def check_database(url: str) -> tuple[Item, Engine | None]:
@@ -60,12 +64,7 @@ def check_database(url: str) -> tuple[Item, Engine | None]:
 
 def _weak_key(cfg: WebConfig) -> Item | None:
     """A configured key that is a placeholder or short: seen without the database."""
-    for i, key in enumerate(cfg.secret_keys):
-        if key.strip() in PLACEHOLDERS or len(key) < MIN_KEY_LENGTH:
-            return Item("web.secret_keys", FAIL, f"key {i + 1} of {len(cfg.secret_keys)} is "
-                        f"a placeholder or shorter than {MIN_KEY_LENGTH} characters "
-                        "(anyone could forge unsubscribe links)", KEY_FIX)
-    return None
+    return weak_signing_key(cfg)
 
 
 def check_signing_keys(cfg: WebConfig, engine: Engine | None) -> Item:
