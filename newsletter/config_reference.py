@@ -239,15 +239,26 @@ def _array_section(sec: Section) -> list[str]:
     return lines
 
 
+# Keys ``newsletter init`` writes uncommented: where the data lives. The built-in
+# defaults are relative to the current folder, a value in the file to the file's
+# (``config._anchored``): `newsletter --config /srv/digest/config.toml status` from
+# another folder made a new, empty subscribers.db there.
+WRITTEN_OUT = {("database", "url"), ("outbox", "path")}
+
+
 def render_toml() -> str:
     """The commented ``config.toml`` that ``newsletter init`` writes: every section and
-    key at its default, commented out, so the file as written changes nothing."""
+    key at its default, commented out but for ``WRITTEN_OUT``, so the file as written
+    changes nothing for a command run in its folder."""
     lines = [
         "# newsletter configuration, written by `newsletter init`.",
         "#",
-        *_comment("Every key is here, commented out at its built-in default: this file as "
-                  "written changes nothing. To change a key, uncomment its line and edit the "
-                  "value; a key with no value shown is unset by default."),
+        *_comment("Every key is here at its built-in default, commented out but for where "
+                  "the data lives ([database] url, [outbox] path): relative names in this "
+                  "file are beside it, so a command run from another folder with --config "
+                  "uses the same database rather than making one there. To change a key, "
+                  "uncomment its line and edit the value; a key with no value shown is unset "
+                  "by default."),
         *_comment("Any key can also be set from the environment as "
                   "NEWSLETTER_<SECTION>__<KEY> (e.g. NEWSLETTER_DATABASE__URL), which wins "
                   "over this file; keep secrets (passwords, API keys, [web] secret_keys, "
@@ -262,7 +273,9 @@ def render_toml() -> str:
         lines += ["", f"[{sec.name}]", *(_comment(sec.meaning) if sec.meaning else [])]
         for k in sec.keys:
             lines += ["#", *_comment(f"{k.name} ({_kind(k)}): {k.meaning}")]
-            lines.append(f"# {k.name} =" + (f" {k.default}" if k.default is not None else ""))
+            live = (sec.name, k.name) in WRITTEN_OUT and k.default is not None
+            lines.append(("" if live else "# ") + f"{k.name} ="
+                         + (f" {k.default}" if k.default is not None else ""))
     return "\n".join(lines) + "\n"
 
 

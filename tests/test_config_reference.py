@@ -128,14 +128,45 @@ def test_init_writes_every_key_and_loads_back_to_the_defaults(cli, tmp_path: Pat
     assert text == ref.render_toml()
     loaded = load_settings(written, environ={})
     assert loaded.source_file == str(written)
-    assert loaded.model_dump(exclude={"source_file"}) == defaults()
-    # Every section is a table already; every key is there, commented, with its meaning.
+    assert loaded.model_dump(exclude={"source_file"}) == beside(tmp_path)
+    # Every section is a table already; every key is there, commented (but where the
+    # data lives, written out), with its meaning.
     tables = tomllib.loads(text)
     assert set(tables) == set(model_keys()) - {"sources"}
+    assert {(s, k) for s, keys in tables.items() for k in keys} == ref.WRITTEN_OUT
     for section, keys in model_keys().items():
         for key in keys:
-            assert re.search(rf"(?m)^# {key} =", text) or section == "sources", key
+            assert (re.search(rf"(?m)^# {key} =", text) or section == "sources"
+                    or (section, key) in ref.WRITTEN_OUT), key
             assert re.search(rf"(?m)^#(   )? ?{key} \(", text), f"{key}: no meaning line"
+
+
+def beside(folder: Path) -> dict[str, typing.Any]:
+    """The built-in defaults, with the data's places (what `init` writes out) in
+    ``folder``: where a config file there puts them, whatever the current folder."""
+    out = defaults()
+    out["database"]["url"] = f"sqlite:///{folder / 'subscribers.db'}"
+    out["outbox"]["path"] = str(folder / "outbox")
+    return out
+
+
+def test_a_written_config_keeps_its_data_beside_it_from_any_folder(  # type: ignore[no-untyped-def]
+        cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`newsletter --config DIR/config.toml` run from another folder, with the file
+    `init` wrote: the database and the outbox are the ones beside the file (left as
+    commented defaults, they were the current folder's: a command made a new, empty
+    database there)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    assert cli("--config", str(site / "config.toml"), "init").code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = load_settings(site / "config.toml", environ={})
+    assert loaded.model_dump(exclude={"source_file"}) == beside(site)
+    assert cli("--config", str(site / "config.toml"), "demo", cwd=elsewhere).code == 0
+    assert (site / "subscribers.db").exists() and list((site / "outbox").glob("*.eml"))
+    assert not list(elsewhere.iterdir())
 
 
 def test_uncommenting_the_written_defaults_changes_nothing(cli, tmp_path: Path,  # type: ignore[no-untyped-def]
@@ -191,7 +222,7 @@ def test_init_as_a_process(cli_process, tmp_path: Path) -> None:  # type: ignore
     assert result.code == 0, result.stderr
     assert result.stdout == ""
     assert load_settings(tmp_path / "config.toml", environ={}).model_dump(
-        exclude={"source_file"}) == defaults()
+        exclude={"source_file"}) == beside(tmp_path)
 
 
 URL_DOC = "A URL to fetch it from (this or `path`, not both)."
