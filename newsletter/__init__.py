@@ -1,3 +1,3 @@
 """newsletter: a personalized daily digest of new research papers."""
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

@@ -46,6 +46,13 @@ def test_every_service_has_a_unit_with_restart_and_a_graceful_stop() -> None:
     for unit in UNITS:
         keys = unit_keys(unit)
         assert keys["Restart"][0] in ("always", "on-failure"), unit.name
+        # a configuration error exits 2: restarted every few seconds it only fills the
+        # journal (and ran `db upgrade` each time)
+        assert keys["RestartPreventExitStatus"] == ["2"], unit.name
+        from newsletter.errors import ConfigError
+
+        assert ConfigError.exit_code == 2
+        assert keys["Documentation"][0].endswith("docs/operations.md#running-in-production")
         assert keys["KillSignal"] == ["SIGTERM"], unit.name
         assert int(keys["TimeoutStopSec"][0]) >= 30, unit.name
         assert keys["ExecStart"][0].startswith(BINARY + " "), unit.name
