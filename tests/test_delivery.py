@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import email
@@ -273,6 +274,35 @@ def test_token_bucket_rate() -> None:
     hourly = TokenBucket(rate=60 / 3600, capacity=1.0, clock=lambda: now[0])
     hourly.tokens = 0
     assert hourly.wait_time() == pytest.approx(60.0)  # 60 an hour: one a minute
+
+
+@pytest.mark.parametrize("per_second, per_hour", [(5, 0), (0, 3600), (5, 3600)])
+def test_a_rate_limit_holds_in_every_window_from_the_first_message(per_second: float,
+                                                                   per_hour: float) -> None:
+    """`rate_per_second = 5`: at most 5 messages in any second, the first one included
+    (a full bucket let 5 go at once and 5 more within that second: 10); the same for
+    an hour's limit, over its minutes."""
+    from newsletter.delivery.ratelimit import RateLimiter
+
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    async def run() -> list[float]:
+        limiter = RateLimiter(per_second, per_hour, clock=lambda: now[0], sleep=sleep)
+        times = []
+        for _ in range(40):
+            await limiter.acquire()
+            times.append(now[0])
+        return times
+
+    times = asyncio.run(run())
+    for limit, window in ((per_second, 1.0), (per_hour / 60, 60.0)):
+        if limit:
+            most = max(sum(1 for t in times if start <= t < start + window - 1e-9)
+                       for start in times)
+            assert most <= limit, (limit, most)
 
 
 @pytest.mark.slow  # ~2 s: two sends

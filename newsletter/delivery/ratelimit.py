@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 class TokenBucket:
@@ -26,14 +27,22 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """``acquire()`` returns when one more message may go. Rates of 0 are unlimited."""
+    """``acquire()`` returns when one more message may go. Rates of 0 are unlimited.
 
-    def __init__(self, per_second: float = 0.0, per_hour: float = 0.0) -> None:
+    Messages are spaced evenly (buckets of one token): "5 a second" is then at most 5
+    in any second. Buckets that held a second's (or a minute's) worth let that many go
+    at once on top of the rate: 10 messages in the first second of a send under a
+    limit of 5, which a provider counting its own seconds refuses."""
+
+    def __init__(self, per_second: float = 0.0, per_hour: float = 0.0, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         self.buckets = []
         if per_second > 0:
-            self.buckets.append(TokenBucket(per_second, max(1.0, per_second)))
+            self.buckets.append(TokenBucket(per_second, 1.0, clock))
         if per_hour > 0:
-            self.buckets.append(TokenBucket(per_hour / 3600.0, max(1.0, per_hour / 60.0)))
+            self.buckets.append(TokenBucket(per_hour / 3600.0, 1.0, clock))
+        self._sleep = sleep
         self._lock = asyncio.Lock()
 
     @property
@@ -50,4 +59,4 @@ class RateLimiter:
                     for b in self.buckets:
                         b.tokens -= 1
                     return
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
