@@ -638,11 +638,15 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
     if summary.edition is None:
         say(summary.note)
         if not summary.due and not r.counts and not r.errors and not r.stopped_by:
+            _present_elsewhere(summary)
             return
     else:
         p = summary.plan
+        # (no ranking when nothing was left to plan: no count of candidates to say)
+        papers = (f"{summary.candidates} candidate papers; " if summary.context is not None
+                  else "")
         say(f"edition {summary.edition.day} (#{summary.edition.id}): "
-            f"{summary.candidates} candidate papers; planned {p.planned} "
+            f"{papers}planned {p.planned} "
             f"(+{p.skipped} with nothing to send)"
             + (f"; {p.already} already had this day's edition" if p.already else "")
             + (f"; took back {summary.reclaimed} unfinished" if summary.reclaimed else ""))
@@ -653,6 +657,7 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
     for line in r.errors:
         say(f"  failed: {line}")
     _present_deferred(summary)
+    _present_elsewhere(summary)
     if summary.left:
         say(f"{count(summary.left, 'delivery', 'deliveries')} went back to pending (their "
             "leases could not be renewed in time); `newsletter send` again, or the "
@@ -668,6 +673,18 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
         raise typer.Exit(128 + r.stopped_by)
     if r.counts["failed"]:
         raise typer.Exit(3)
+
+
+def _present_elsewhere(summary: Any) -> None:
+    """Other editions' rows a stopped run left pending, which this run did not take up
+    (touched less than ten minutes ago): "nothing left to deliver" is not all."""
+    for edition, n in summary.elsewhere:
+        slot = f" --slot {edition.slot}" if edition.slot else ""
+        say(f"{count(n, 'delivery', 'deliveries')} of edition {edition.day}"
+            f"{f' slot {edition.slot}' if edition.slot else ''} (#{edition.id}) "
+            f"{'wait' if n != 1 else 'waits'} pending (a run stopped before sending "
+            f"them): `newsletter send --date {edition.day}{slot}` sends them now, a later "
+            "run once nothing has touched them for ten minutes")
 
 
 def _present_deferred(summary: Any) -> None:

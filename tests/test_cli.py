@@ -207,6 +207,34 @@ def test_demo_runs_the_whole_job_and_is_idempotent(cli, tmp_path: Path) -> None:
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 8
     status = json.loads(cli("status", "--json").stdout)
     assert status["counts"]["sent"] == 8 and status["counts"]["pending"] == 0
+    # a send with nothing left ranks nothing, and says no count of candidates (it said
+    # "0 candidate papers" of an edition of 281)
+    done = cli("send", "--yes")
+    assert done.code == 0 and "nothing left to deliver" in done.stderr, done.stderr
+    assert "candidate papers" not in done.stderr
+
+
+def test_a_send_says_which_rows_a_stopped_run_left_in_another_edition(  # type: ignore[no-untyped-def]
+        cli, tmp_path: Path) -> None:
+    """Rows a stopped run left pending in another edition (another slot or day), too
+    recent for this run to take up: `send` names them and the command that sends them
+    now, where it said only "nothing left to deliver" and exited 0; that command sends
+    them, once each."""
+    assert cli("demo").code == 0
+    with sqlite3.connect(tmp_path / "subscribers.db") as db:
+        (day,) = db.execute("select day from editions").fetchone()
+        db.execute("update deliveries set status = 'pending', message_id = '' "
+                   "where id in (select id from deliveries where status = 'sent' limit 3)")
+    other = cli("send", "--yes", "--date", "2031-01-01")
+    assert other.code == 0, other.stderr
+    lines = [ln for ln in other.stderr.splitlines() if "wait pending" in ln]
+    assert len(lines) == 1 and lines[0].startswith(f"3 deliveries of edition {day} (#1)"), \
+        other.stderr
+    assert f"`newsletter send --date {day}`" in lines[0]
+    again = cli("send", "--yes", "--date", day)
+    assert again.code == 0 and "sent 3, failed 0" in again.stderr, again.stderr
+    assert "wait pending" not in again.stderr
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 8 + 3
 
 
 @pytest.mark.slow  # ~2 s: whole-corpus rankings

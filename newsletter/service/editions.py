@@ -275,6 +275,9 @@ class SendSummary:
     # of ``due``, the rows of earlier editions an interrupted run left pending, sent
     # now (not deferred ones: said apart)
     resumed: int = 0
+    # (edition, rows) of other editions whose rows wait, pending, for a later run to take
+    # them up (``waiting_elsewhere``): said, so "nothing left to deliver" is not all
+    elsewhere: list[tuple[Edition, int]] = field(default_factory=list)
 
 
 def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transport, *,
@@ -325,8 +328,32 @@ def send(config: EditionConfig, engine: Engine, day: dt.date, transport: Transpo
                 (Delivery.status == DeliveryStatus.PENDING)
                 | ((Delivery.status == DeliveryStatus.DEFERRED)
                    & (Delivery.next_try_at <= at)))) or 0)
+    elsewhere: list[tuple[Edition, int]] = []
+    if not report.stopped_by:
+        with session_scope(engine, readonly=True) as s:
+            elsewhere = waiting_elsewhere(s, clock_at(now)(), config.delivery.retry_hours,
+                                          {*touched})
     return SendSummary(p.edition, p.candidates, p.plan, p.reclaimed, report, p.note,
-                       p.due + others.due, p.context, left, pending, others.resumed)
+                       p.due + others.due, p.context, left, pending, others.resumed,
+                       elsewhere)
+
+
+def waiting_elsewhere(session: Any, at: dt.datetime, retry_hours: float,
+                      skip: set[int]) -> list[tuple[Edition, int]]:
+    """(edition, pending rows) of the editions other than ``skip`` that hold rows a run
+    left pending, planned within ``retry_hours`` and not being delivered by a live run:
+    what a later run takes up once nothing has touched them for ``LEFT_AFTER``
+    (``left_pending``), or `send` for that day and slot at once. A `send` of another
+    slot said "nothing left to deliver" over them, and exited 0."""
+    rows = dict(session.execute(
+        select(Delivery.edition_id, func.count())
+        .where(Delivery.status == DeliveryStatus.PENDING,
+               Delivery.created_at >= at - dt.timedelta(hours=retry_hours),
+               Delivery.edition_id.not_in(skip) if skip else Delivery.id.is_not(None))
+        .group_by(Delivery.edition_id)).all())
+    live = delivering(session, set(rows), at)
+    return [(edition, int(rows[edition.id])) for edition in session.scalars(
+        select(Edition).where(Edition.id.in_(set(rows) - live)).order_by(Edition.id))]
 
 
 @dataclass
