@@ -6,6 +6,7 @@ the test sets (``now``), so hours pass without waiting."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -403,7 +404,7 @@ def test_deferral_on_both_databases(db_url: str, smtp_sink: SmtpSink) -> None:
 
 
 def test_rows_an_interrupted_send_left_pending_are_sent_by_the_retry_job(
-        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+        world, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     """A `send` stopped part-way (Ctrl-C, SIGTERM, a crash) leaves its edition's other
     rows pending. No slot plans those people again (they have that day's row), so the
     daemon's retry job sends them once nothing has touched them for ``LEFT_AFTER``:
@@ -438,9 +439,13 @@ def test_rows_an_interrupted_send_left_pending_are_sent_by_the_retry_job(
     with session_scope(engine) as s:  # that run was killed: its lease runs out
         s.execute(update(Delivery).where(Delivery.id == first).values(
             lease_expires=touched - dt.timedelta(seconds=1)))
-    done = retry_deferred(app, now=touched + LEFT_AFTER)
+    with caplog.at_level(logging.INFO, logger="newsletter.scheduler"):
+        done = retry_deferred(app, now=touched + LEFT_AFTER)
     assert done.due == planned.pending and done.editions == [edition]
     assert done.resumed == planned.pending  # said as such, not as deferred rows due
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("deferred:")]
+    assert said == [f"deferred: 0 due, {planned.pending} left pending by an interrupted "
+                    f"run; sent {planned.pending}, deferred again 0, failed 0"], said
     assert done.report.counts == {"sent": planned.pending}
     assert retry_deferred(app, now=touched + 2 * LEFT_AFTER).due == 0  # nothing left
     assert sorted({n for n in (smtp_sink.count(r) for r, _ in smtp_sink.messages)}) == [1]

@@ -124,9 +124,12 @@ def retry_deferred(app: App, now: dt.datetime | None = None,
         return None
     if done.due:
         counts = done.report.counts
-        log.info("deferred: %d due, sent %d, deferred again %d, failed %d", done.due,
+        # rows an interrupted run left pending are said apart: they were never deferred
+        log.info("deferred: %d due, %d left pending by an interrupted run; sent %d, "
+                 "deferred again %d, failed %d", done.due - done.resumed, done.resumed,
                  counts["sent"], counts["deferred"], counts["failed"],
-                 extra={"job": "deferred", "due": done.due, "sent": counts["sent"],
+                 extra={"job": "deferred", "due": done.due - done.resumed,
+                        "resumed": done.resumed, "sent": counts["sent"],
                         "deferred": counts["deferred"], "failed": counts["failed"]})
     return done
 
