@@ -155,6 +155,36 @@ def delivered_to(db: Path) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
+@pytest.mark.parametrize("kind", ["imap", "pop3s"])
+def test_check_opens_the_bounce_mailbox_and_says_a_refused_login_plainly(
+        kind: str, dovecot) -> None:  # type: ignore[no-untyped-def]
+    """`newsletter check` logs in to the bounce mailbox as it logs in to SMTP: a wrong
+    password was ✓ there, then failed every ten minutes in `newsletter run`. The
+    server's answer is said as text (it was the repr of its bytes) and the user apart
+    from the host (an address as user read as "bounces@digest.test@127.0.0.1")."""
+    from newsletter.config import SenderConfig
+    from newsletter.delivery.check import FAIL, OK, check_bounces
+
+    port = dovecot.imap_port if kind == "imap" else dovecot.pop3s_port
+    user = dovecot.user.replace("@", "%40")
+
+    def item(password: str, **more: str) -> Any:
+        config = BouncesConfig(
+            mailbox=f"{kind}://{user}:{password}@127.0.0.1:{port}/INBOX",
+            ca_file=str(dovecot.ca_file), **more)  # type: ignore[arg-type]
+        return check_bounces(config, SenderConfig(), "smtp", probe=True)
+
+    good = item(dovecot.password)
+    assert good.status == OK and "opened" in good.detail, good
+    bad = item("not the password")
+    assert bad.status == FAIL, bad
+    assert "b'" not in bad.detail and "@127.0.0.1" not in bad.detail, bad.detail
+    assert f"(user {dovecot.user})" in bad.detail, bad.detail
+    if kind == "imap":
+        moved = item(dovecot.password, after="move")  # no move_to: fetch would refuse
+        assert moved.status == FAIL and "move_to" in moved.detail, moved
+
+
 def test_journey_send_bounce_fetch_and_the_next_day_skips_them(
         cli, postfix, dovecot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A subscriber whose address does not exist: `newsletter send` through Postfix

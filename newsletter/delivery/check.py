@@ -359,10 +359,14 @@ def check_images(r: RenderConfig) -> Item:
                 "(the sender of those images sees each open)")
 
 
-def check_bounces(bounces: BouncesConfig, sender: SenderConfig, backend: str) -> Item:
+def check_bounces(bounces: BouncesConfig, sender: SenderConfig, backend: str,
+                  probe: bool = False) -> Item:
     """Without a bounce mailbox, bounces that arrive after the message was accepted
     (every one, through a relay) and mailto: unsubscribes would be lost, so the
-    List-Unsubscribe header offers no mailto: then."""
+    List-Unsubscribe header offers no mailto: then. With ``probe`` the mailbox is
+    opened as `newsletter bounces fetch` opens it (logged in, its folder selected, the
+    ``after`` settings checked) and closed, reading nothing: a wrong password was ✓
+    here and then failed every ten minutes in `newsletter run`."""
     if backend not in ("smtp", *LOCAL_BACKENDS):
         return Item("bounces", INFO, f"{backend} reports bounces through its webhook "
                     "(newsletter webhooks urls)")
@@ -371,7 +375,18 @@ def check_bounces(bounces: BouncesConfig, sender: SenderConfig, backend: str) ->
                     "https URL (no mailto:), and bounces mailed back are not read",
                     "set [bounces] mailbox (and return_path) to read them")
     scheme = bounces.mailbox.partition(":")[0]
-    return Item("bounces.mailbox", OK, f"{scheme} mailbox read every "
+    if probe:
+        from newsletter.bounces.mailboxes import MailboxError, open_mailbox
+
+        try:
+            open_mailbox(bounces.mailbox, after=bounces.after, move_to=bounces.move_to,
+                         cafile=bounces.ca_file, timeout=10).close()
+        except MailboxError as exc:
+            return Item("bounces.mailbox", FAIL, exc.message,
+                        "fix [bounces] mailbox (or after / move_to), then "
+                        "`newsletter bounces fetch` reads it")
+    return Item("bounces.mailbox", OK, f"{scheme} mailbox "
+                f"{'opened; ' if probe else ''}read every "
                 f"{bounces.fetch_minutes} min; mailto: unsubscribes go to "
                 f"{sender.from_address}; envelope sender "
                 f"{bounces.return_path or sender.from_address}")

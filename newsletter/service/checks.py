@@ -103,7 +103,7 @@ def run_all(settings: Settings, *, dns: bool = False, nameserver: str | None = N
     c = settings
     items = run_checks(web=c.web, sender=c.sender, render=c.render, transport=c.transport,
                        smtp=c.smtp, api=c.api)
-    items.append(check_bounces(c.bounces, c.sender, c.transport.backend))
+    items.append(check_bounces(c.bounces, c.sender, c.transport.backend, probe=True))
     if dns:
         from newsletter.delivery.published import published_items
 

@@ -38,7 +38,9 @@ class Where:
         if self.scheme == "maildir":
             return f"maildir:{self.path}"
         port = f":{self.port}" if self.port else ""
-        return f"{self.scheme}://{self.user}@{self.host}{port}/{self.path}"
+        # the user apart: a user that is an address ("bounces@digest.example") read as
+        # a second host in "imap://bounces@digest.example@127.0.0.1/INBOX"
+        return f"{self.scheme}://{self.host}{port}/{self.path} (user {self.user})"
 
 
 class Mailbox(Protocol):

@@ -131,6 +131,8 @@ def _quote(folder: str) -> str:
 
 
 def _text(value: object) -> str:
+    if isinstance(value, imaplib.IMAP4.error) and value.args:  # the server's words, not
+        value = value.args[0]  # the repr of its bytes (b'[AUTHENTICATIONFAILED] ...')
     if isinstance(value, list | tuple):
         value = b" ".join(v if isinstance(v, bytes) else str(v).encode() for v in value)
     if isinstance(value, bytes):
