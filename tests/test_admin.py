@@ -612,3 +612,24 @@ def test_the_console_shows_only_messages_it_made(world) -> None:  # type: ignore
         assert "notice=" in back
         tampered = c.get(f"/editions/{eid}?{back.replace('queued', 'dropped')}")
         assert "deferred deliveries" not in tampered.text
+
+
+def test_a_test_send_readdresses_a_folded_to_header_whole() -> None:
+    """A reader whose name is long has a folded ``To:``; the console's test send must
+    replace all of it (its second line, the reader's address, stayed under a bare LF)."""
+    import email
+    import email.policy
+
+    from newsletter.render.mime import Message
+    from newsletter.web.admin.preview import readdress
+
+    head = (b"From: Digest <digest@news.acme-papers.net>\r\n"
+            b"To: =?utf-8?q?A_very_long_name_that_the_encoder_folds_over_two_lines_for_sure?=\r\n"
+            b" <reader@example.org>\r\nSubject: Papers\r\n")
+    message = Message(to="reader@example.org", sender="digest@news.acme-papers.net",
+                      message_id="<1@news.acme-papers.net>", data=head + b"\r\nbody\r\n")
+    out = readdress(message, "ops@acme-papers.net")
+    assert b"reader@example.org" not in out.data and out.to == "ops@acme-papers.net"
+    assert b"\n" not in out.data.replace(b"\r\n", b"")  # no bare LF left
+    parsed = email.message_from_bytes(out.data, policy=email.policy.default)
+    assert parsed["To"] == "ops@acme-papers.net" and parsed["Subject"] == "Papers"

@@ -15,7 +15,10 @@ from newsletter.render.mime import Message
 from newsletter.store.subscribers import normalize_email
 from newsletter.transports.base import Transport
 
-_TO = re.compile(rb"^To:.*(?:\r\n[ \t].*)*$", re.IGNORECASE | re.MULTILINE)
+# The To: header with its folded lines: ``.`` also takes a line's \r, after which no
+# "\r\n " continuation could follow, so a folded To: kept its second line (the reader's
+# address) under a bare \n.
+_TO = re.compile(rb"^To:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*", re.IGNORECASE | re.MULTILINE)
 
 
 def readdress(message: Message, to: str) -> Message:
