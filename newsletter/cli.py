@@ -757,7 +757,7 @@ def status(
     a = _app(ctx)
     by_id = edition is not None and edition.isdigit()
     data = edition_status(a.engine, edition_id=int(edition) if edition and by_id else None,
-                          day=_day(edition) if edition and not by_id else None,
+                          day=parse_day(edition, "EDITION") if edition and not by_id else None,
                           asked=edition or "")
     procs = data["processes"]
     if as_json:

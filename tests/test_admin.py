@@ -332,6 +332,8 @@ def test_admin_commands(cli) -> None:  # type: ignore[no-untyped-def]
     assert r.code == 0, r.stderr
     short = cli("admin", "add-user", "x", "--password-stdin", input="short\n")
     assert short.code != 0 and "at least 8 characters" in short.stderr
+    twice = cli("admin", "add-user", "ops", "--password-stdin", input=PASSWORD + "\n")
+    assert twice.code != 0 and "`newsletter admin passwd ops`" in twice.stderr, twice.stderr
     listed = cli("admin", "list-users", "--json")
     assert [u["name"] for u in __import__("json").loads(listed.stdout)] == ["ops"]
     assert cli("admin", "remove-user", "ops").code == 0

@@ -154,6 +154,17 @@ def test_a_placeholder_signing_key_holds_real_mail_back(cli, tmp_path: Path) -> 
     assert "sending stopped" in forced.stderr and "web.secret_keys" in forced.stderr
 
 
+def test_errors_name_what_is_accepted(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An unknown CSV column lists every column an import takes (an export's status
+    and frequency were left out), and a bad day given to `status` names its argument
+    (it said --date, an option `status` does not have)."""
+    (tmp_path / "people.csv").write_text("email,plan\nada@example.org,gold\n")
+    line = one_line_error(cli("subscribers", "import", "people.csv"))
+    assert "unknown column 'plan'" in line and "status, frequency" in line, line
+    bad = one_line_error(cli("status", "2026-13-01"))
+    assert bad.startswith("error: EDITION: expected YYYY-MM-DD"), bad
+
+
 def test_cr_lf_in_a_name_never_becomes_a_header(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert cli("ingest", SAMPLE).code == 0
     added = cli("subscribers", "add", "eve@example.org", "--keywords", "diffusion",

@@ -156,11 +156,11 @@ def _rows(text: str, origin: str) -> Iterator[tuple[int, dict[str, str]]]:
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if "email" not in header:
         raise InputError(f"{origin}:1: header must name an 'email' column "
-                         f"(columns: {', '.join(CSV_COLUMNS)})")
+                         f"(columns: {', '.join(IMPORT_COLUMNS)})")
     unknown = [h for h in header if h not in IMPORT_COLUMNS]
     if unknown:
         raise InputError(f"{origin}:1: unknown column {unknown[0]!r} "
-                         f"(columns: {', '.join(CSV_COLUMNS)})")
+                         f"(columns: {', '.join(IMPORT_COLUMNS)})")
     reader.fieldnames = header
     for row in reader:
         if None in row:

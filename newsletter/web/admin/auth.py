@@ -58,7 +58,8 @@ def add_user(session: Session, name: str, password: str) -> AdminUser:
     if len(password) < MIN_PASSWORD:
         raise InputError(f"password: at least {MIN_PASSWORD} characters")
     if session.scalar(select(AdminUser.id).where(AdminUser.name == name)):
-        raise InputError(f"admin user {name!r} exists already (remove-user first)")
+        raise InputError(f"admin user {name!r} exists already",
+                         f"`newsletter admin passwd {name}` sets a new password")
     user = AdminUser(name=name, password_hash=_hasher.hash(password), created_at=utcnow())
     session.add(user)
     session.flush()
