@@ -163,6 +163,12 @@ def test_errors_name_what_is_accepted(cli, tmp_path: Path) -> None:  # type: ign
     assert "unknown column 'plan'" in line and "status, frequency" in line, line
     bad = one_line_error(cli("status", "2026-13-01"))
     assert bad.startswith("error: EDITION: expected YYYY-MM-DD"), bad
+    # the deploy example's CHANGE-ME as the /metrics token: check says so, as for the
+    # signing keys; a real one passes
+    for token, flagged in (("CHANGE-ME", True), ("x" * 32, False)):
+        out = cli("check", "--json", env={"NEWSLETTER_METRICS__TOKEN": token}).stdout
+        keys = {i["key"] for i in json.loads(out)["items"] if not i["ok"]}
+        assert ("metrics.token" in keys) is flagged, (token, keys)
 
 
 def test_cr_lf_in_a_name_never_becomes_a_header(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -22,7 +22,9 @@ from newsletter.delivery.check import (
     FAIL,
     INFO,
     KEY_FIX,
+    MIN_KEY_LENGTH,
     OK,
+    PLACEHOLDERS,
     Item,
     check_bounces,
     run_checks,
@@ -111,6 +113,13 @@ def run_all(settings: Settings, *, dns: bool = False, nameserver: str | None = N
         items += published_items(web=c.web, sender=c.sender, render=c.render,
                                  backend=c.transport.backend, smtp=c.smtp,
                                  nameserver=nameserver)
+    token = c.metrics.token
+    if token is not None and (token.strip() in PLACEHOLDERS or len(token) < MIN_KEY_LENGTH):
+        items.append(Item("metrics.token", FAIL, "a placeholder or shorter than "
+                          f"{MIN_KEY_LENGTH} characters (anyone could read /metrics)",
+                          KEY_FIX.replace("NEWSLETTER_WEB__SECRET_KEYS",
+                                          "NEWSLETTER_METRICS__TOKEN").replace(
+                                              "put it first in", "set it as")))
     db_item, engine = check_database(c.database.url)
     items.append(db_item)
     try:  # (without the database, a placeholder key is still named)
