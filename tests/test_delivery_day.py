@@ -788,6 +788,31 @@ def test_the_first_edition_of_a_slot_starts_where_the_last_day_ended(db_url: str
         assert {e.id for e in edition_entries(s, "05", now)} == {new}
 
 
+def test_a_missed_day_sent_late_starts_at_the_day_before_it(db_url: str) -> None:
+    """`send --date` of a missed Friday run on Saturday, after Saturday's edition: its
+    window starts at Thursday's edition (the newest of an earlier day), not at
+    Saturday's, so Friday's papers reach a weekdays reader (whose Monday window starts
+    at the late Friday's cutoff: they were in no window of theirs)."""
+    from newsletter.store.models import Entry, utcnow
+    from newsletter.store.queries import edition_entries
+
+    populate(db_url, [("one@example.org", "UTC", 8)])
+    engine = get_engine(db_url)
+    now = utcnow()
+    thursday, friday, saturday = DAY, DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)
+    with session_scope(engine) as s:
+        thu, fri, sat = sorted(s.scalars(select(Entry.id)))
+        for eid, hours in ((thu, 50), (fri, 30), (sat, 1)):  # arrived that many hours ago
+            s.execute(sqlalchemy_update(Entry).where(Entry.id == eid)
+                      .values(arrived_at=now - dt.timedelta(hours=hours)))
+        s.add(Edition(day=thursday, slot="", cutoff=now - dt.timedelta(hours=49)))
+        s.add(Edition(day=saturday, slot="", cutoff=now - dt.timedelta(hours=2)))
+    with session_scope(engine) as s:
+        late = {e.id for e in edition_entries(s, "", now, friday)}
+        assert late == {fri, sat}  # since Thursday's edition
+        assert {e.id for e in edition_entries(s, "", now)} == {sat}  # the next day's
+
+
 def _week_world(db_url: str, tmp_path: Path, people: list[tuple[str, str]]
                 ) -> tuple[Settings, Any, list[Path]]:
     """Readers with the same keywords, the sample cut in 50-paper days, Friday to

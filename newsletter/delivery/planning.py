@@ -70,7 +70,7 @@ def reopen_if_empty(engine: Engine, edition: Edition, slot: str) -> Edition:
     with session_scope(engine) as s:
         has_rows = s.scalar(select(func.count()).select_from(Delivery)
                             .where(Delivery.edition_id == edition.id))
-        if has_rows or edition_entries(s, slot, edition.cutoff):
+        if has_rows or edition_entries(s, slot, edition.cutoff, edition.day):
             return edition
         s.execute(update(Edition).where(Edition.id == edition.id).values(cutoff=utcnow()))
         return s.get(Edition, edition.id) or edition

@@ -82,7 +82,7 @@ def open_edition(config: EditionConfig, session: Any, edition: Edition,
     is millions of rows (every paper sent so far) held in memory for nothing."""
     week = after_weekend = None
     if rows is None:
-        rows = edition_entries(session, edition.slot, edition.cutoff)
+        rows = edition_entries(session, edition.slot, edition.cutoff, edition.day)
         week = (week_entries(session, edition) if has_weekly(session)
                 or holds_unsent(session, edition, "weekly") else None)
         if gap or has_gap(session, edition):
@@ -187,7 +187,7 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
         planned = groups(s, day, slot, config.schedule.catch_up_hours)
         due = anyone_to_plan(s, planned)
-        if (existing is None and not edition_entries(s, slot, utcnow())
+        if (existing is None and not edition_entries(s, slot, utcnow(), day)
                 and not weekly_due(s, planned, day, slot)
                 and not gap_due(s, planned, day, slot)):
             return _nothing(no_new_papers(s, slot))

@@ -105,7 +105,7 @@ def _nothing_to_send(session: Any, day: dt.date, email: str | None, existing: Ed
                 "not due that day (preview another day with --date)")
     weekly_due = any(people for _, weekly, _, people in due if weekly)
     gap_due = any(people for _, _, gap, people in due if gap)
-    if (existing is None and not edition_entries(session, slot, utcnow())
+    if (existing is None and not edition_entries(session, slot, utcnow(), day)
             and not (weekly_due and window_had_papers(session, slot, day))
             and not (gap_due and window_had_papers(session, slot, day, GAP_DAYS))):
         return f"nothing to send for {day}: {no_new_papers(session, slot)}"
@@ -198,7 +198,7 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
             Session(bind=conn) as s:  # read-only; nothing committed
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
         edition = existing or Edition(id=0, day=day, slot=slot, cutoff=utcnow())
-        if existing is not None and not edition_entries(s, slot, existing.cutoff) and \
+        if existing is not None and not edition_entries(s, slot, existing.cutoff, day) and \
                 s.scalar(select(Delivery.id).where(Delivery.edition_id == existing.id)
                          .limit(1)) is None:
             # send reopens it (``reopen_if_empty``): its window then runs to now

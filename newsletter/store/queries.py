@@ -104,9 +104,15 @@ def candidate_entries(session: Session, *, since: dt.datetime | None,
 FIRST_OF_SLOT_LOOKBACK = dt.timedelta(days=1)
 
 
-def edition_entries(session: Session, slot: str, cutoff: dt.datetime) -> list[Entry]:
+def edition_entries(session: Session, slot: str, cutoff: dt.datetime,
+                    day: dt.date | None = None) -> list[Entry]:
     """Papers that arrived after the previous edition of ``slot``, up to ``cutoff``: an
     edition's candidates, or (with ``cutoff`` now) what the next edition would take.
+
+    With ``day`` (the edition's), the previous edition is the newest of an earlier day:
+    a missed day sent late, after the next day's edition (`send --date` of Friday run
+    on Saturday), took only the papers since Saturday's, so Friday's reached no weekdays
+    reader (their Monday window starts at the late Friday's cutoff).
 
     A slot's window starts no earlier than where the newest edition of any slot a day
     or more before it ended. The first edition of a slot: hourly slots begun after weeks
@@ -118,8 +124,9 @@ def edition_entries(session: Session, slot: str, cutoff: dt.datetime) -> list[En
     then left behind). The readers had their last email from the other slot a day
     before; papers of that day they had are left out per reader. With no edition at
     all, every paper is a candidate (the first day)."""
+    earlier = (Edition.day < day,) if day is not None else ()
     prev = session.scalar(select(Edition.cutoff)
-                          .where(Edition.slot == slot, Edition.cutoff < cutoff)
+                          .where(Edition.slot == slot, Edition.cutoff < cutoff, *earlier)
                           .order_by(Edition.cutoff.desc()).limit(1))
     day_before = session.scalar(select(Edition.cutoff)
                                 .where(Edition.cutoff <= cutoff - FIRST_OF_SLOT_LOOKBACK)

@@ -273,7 +273,7 @@ def ledger_rows(session: Session, edition_id: int, *, state: str = "", after: in
 
 def offered_papers(session: Session, edition: Edition) -> list[tuple[Entry, int]]:
     """The edition's candidate papers, each with how many subscribers were sent it."""
-    entries = edition_entries(session, edition.slot, edition.cutoff)
+    entries = edition_entries(session, edition.slot, edition.cutoff, edition.day)
     sent = dict(session.execute(select(SentEntry.entry_id, func.count())
                                 .where(SentEntry.edition_id == edition.id)
                                 .group_by(SentEntry.entry_id)).all())
