@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import sqlalchemy.exc
 import typer
 from rich.console import Console
 from rich.measure import Measurement
@@ -28,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from newsletter.app import App
-from newsletter.errors import FieldError, InputError, NewsletterError
+from newsletter.errors import ConfigError, FieldError, InputError, NewsletterError
 from newsletter.frequency import describe
 from newsletter.service import subscribers as people
 from newsletter.store import queries
@@ -1387,10 +1388,32 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
     _JSON_LOGS[0] = False  # (a process running many commands, the tests, starts afresh)
     try:
-        app(args=hoist_config(sys.argv[1:]), prog_name="newsletter")
+        try:
+            app(args=hoist_config(sys.argv[1:]), prog_name="newsletter")
+        except sqlalchemy.exc.OperationalError as exc:
+            raise database_trouble(exc) from None
     except NewsletterError as exc:
         if _JSON_LOGS[0]:  # the command logs JSON: its last line too
             say(str(exc), 40)  # ERROR
         else:
             sys.stderr.write(f"error: {exc}\n")
         sys.exit(exc.exit_code)
+
+
+def database_trouble(exc: Exception) -> NewsletterError:
+    """One line for a database that refuses the work midway (a SQLite file this user
+    may not write: made by root rather than the service's user; locked too long; a
+    full disk), where a traceback ended the command. Every transaction was rolled
+    back: nothing is half-written."""
+    import getpass
+
+    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0]
+    user = getpass.getuser()
+    if "readonly database" in reason or "unable to open database file" in reason:
+        return ConfigError(
+            f"[database] url: {reason}",
+            f"the database file, its folder and its -wal and -shm files must be "
+            f"writable by the user running newsletter ({user}): run it as the user "
+            "that owns them (runuser -u newsletter -- newsletter ...) or chown them")
+    return NewsletterError(f"database: {reason}", "nothing was half-written; run the "
+                           "command again" if "locked" in reason else None)

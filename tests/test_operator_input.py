@@ -171,6 +171,20 @@ def test_errors_name_what_is_accepted(cli, tmp_path: Path) -> None:  # type: ign
         assert ("metrics.token" in keys) is flagged, (token, keys)
 
 
+def test_a_database_this_user_may_not_write_is_one_line(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A SQLite file the command may read but not write (made by root, run as the
+    service's user; opened read-only here): one line naming the database and what to do,
+    exit 2, where `send` ended in a traceback."""
+    assert cli("demo").code == 0
+    db = tmp_path / "subscribers.db"
+    ro = {"NEWSLETTER_DATABASE__URL": f"sqlite:///file:{db}?mode=ro&uri=true"}
+    r = cli("send", "--yes", "--date", "2031-01-01", env=ro)
+    assert r.code == 2, r.stderr
+    line = one_line_error(r)
+    assert "[database] url: attempt to write a readonly database" in line, line
+    assert "writable by the user running newsletter" in line and "Traceback" not in r.stderr
+
+
 def test_cr_lf_in_a_name_never_becomes_a_header(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert cli("ingest", SAMPLE).code == 0
     added = cli("subscribers", "add", "eve@example.org", "--keywords", "diffusion",

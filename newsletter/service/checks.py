@@ -57,7 +57,11 @@ def check_database(url: str) -> tuple[Item, Engine | None]:
     except SQLAlchemyError as exc:
         engine.dispose()
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return Item("database", FAIL, f"{shown}: {reason}", "check [database] url"), None
+        hint = ("make the file, its folder and its -wal/-shm files writable by the user "
+                "running newsletter (or run it as the user that owns them)"
+                if "readonly database" in reason or "unable to open" in reason
+                else "check [database] url")
+        return Item("database", FAIL, f"{shown}: {reason}", hint), None
     if state != "current":
         engine.dispose()
         return Item("database", FAIL, f"{shown}: schema {state}", fix), None
