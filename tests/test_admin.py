@@ -635,3 +635,26 @@ def test_a_test_send_readdresses_a_folded_to_header_whole() -> None:
     assert b"\n" not in out.data.replace(b"\r\n", b"")  # no bare LF left
     parsed = email.message_from_bytes(out.data, policy=email.policy.default)
     assert parsed["To"] == "ops@acme-papers.net" and parsed["Subject"] == "Papers"
+
+
+def test_the_preview_of_someone_who_had_the_day_says_so_in_the_consoles_words(  # type: ignore[no-untyped-def]
+        console: Console) -> None:
+    """A reader who already had the day's email: the console says nothing would be
+    sent, shows their real profile (it said "(empty)") and no "0 candidate papers" (no
+    edition was opened), and points at the form's day, not at a CLI flag (`--date`)."""
+    import html
+
+    from .editions_support import run_send
+
+    settings, engine = console.settings, console.engine
+    run_send(settings, engine, dt.date.today())
+    with session_scope(engine) as s:
+        sub = s.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        assert sub is not None and sub.keywords
+        keywords = sub.keywords
+    page = html.unescape(console.login().get(
+        "/preview", params={"subscriber": "ada@example.org",
+                            "day": dt.date.today().isoformat()}).text)
+    assert "Nothing would be sent:" in page and "pick another day above" in page
+    assert f"profile: {keywords}" in page
+    assert "candidate papers ·" not in page and "--date" not in page

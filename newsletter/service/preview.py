@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import email.parser
 import email.policy
+import re
 import socket
 import tempfile
 from collections.abc import Callable
@@ -49,7 +50,7 @@ from newsletter.ranking.engine import because_label
 from newsletter.render.mime import Message
 from newsletter.render.renderer import Recipient
 from newsletter.service.editions import ONCE, to_take_up
-from newsletter.store.db import READONLY
+from newsletter.store.db import READONLY, session_scope
 from newsletter.store.models import (
     Delivery,
     DeliveryStatus,
@@ -368,9 +369,15 @@ def preview_email(config: EditionConfig, engine: Engine, day: dt.date, *,
     with tempfile.TemporaryDirectory(prefix="nl-admin-preview-") as tmp:
         report = preview(config, engine, day, Path(tmp), email=address or None,
                          recipients=recipients, earlier=False)  # the day's email alone
-    if not report.outcomes:  # what `send` would say instead
-        return PreviewResult(address or KEYWORDS_ADDRESS, "", day, report.candidates,
-                             str(OutcomeStatus.SKIPPED), report.note)
+    if not report.outcomes:  # what `send` would say instead, in the console's words
+        profile = keywords
+        if address:
+            with session_scope(engine, readonly=True) as s:
+                profile = s.scalar(select(Subscriber.keywords).where(
+                    Subscriber.email == address)) or ""
+        note = re.sub(r" \([^()]*--[a-z][^()]*\)", "", report.note)  # the CLI's flags
+        return PreviewResult(address or KEYWORDS_ADDRESS, profile, day, report.candidates,
+                             str(OutcomeStatus.SKIPPED), note + " (pick another day above)")
     outcome = report.outcomes[0]
     job = outcome.job
     result = PreviewResult(job.recipient.email, job.recipient.keywords, day, report.candidates,
