@@ -196,14 +196,18 @@ class Logged(Transport):
 
 
 class LoggedCtx:
-    """Renders a job as its id, into ``log``; the ids in ``broken`` raise instead."""
+    """Renders a job as its id, into ``log``; the ids in ``broken`` raise instead, and
+    with ``everyone`` every email does (a template broken for all, a plain reader's
+    too). A plain reader's probe (no delivery id) is not logged."""
 
-    def __init__(self, log: list[tuple[str, int]], broken: frozenset[int] = frozenset()) -> None:
-        self.log, self.broken = log, broken
+    def __init__(self, log: list[tuple[str, int]], broken: frozenset[int] = frozenset(),
+                 everyone: bool = False) -> None:
+        self.log, self.broken, self.everyone = log, broken, everyone
 
     def render(self, job: Job) -> Any:
-        self.log.append(("render", job.delivery_id or 0))
-        if job.delivery_id in self.broken:
+        if job.delivery_id is not None:
+            self.log.append(("render", job.delivery_id))
+        if self.everyone or job.delivery_id in self.broken:
             raise ValueError(f"template error for {job.delivery_id}")
         return SimpleNamespace(message=job.delivery_id)
 
@@ -249,9 +253,10 @@ def test_a_template_that_fails_for_everyone_stops_the_run_with_every_row_pending
 
     log: list[tuple[str, int]] = []
     ledger = Ledger(jobs(300))
+    ledger.edition = SimpleNamespace(id=1)  # type: ignore[attr-defined]  # an edition's run
     t = Settings().replace(transport={"rate_per_second": rate}).transport
     with pytest.raises(SendingStopped) as stopped:
-        asyncio.run(deliver(t, ledger, LoggedCtx(log, frozenset(range(300))),  # type: ignore[arg-type]
+        asyncio.run(deliver(t, ledger, LoggedCtx(log, everyone=True),  # type: ignore[arg-type]
                             Logged(log)))
     assert "render: template error for 0" in str(stopped.value)
     assert "\n" not in str(stopped.value) and stopped.value.sent == 0
@@ -261,19 +266,34 @@ def test_a_template_that_fails_for_everyone_stops_the_run_with_every_row_pending
     assert len(log) < 300  # stopped at the first proof, not after rendering everyone
 
 
-@pytest.mark.parametrize("rate", [0.0, 1000.0])
-def test_a_render_error_of_the_first_reader_alone_is_that_readers(rate: float) -> None:
-    """The run's first job fails to render but the jobs after it render: that reader's
-    row fails (as one whose render raises later in the run), everyone else is sent."""
+@pytest.mark.parametrize("rate, n", [(0.0, 40), (1000.0, 40), (0.0, 1)])
+def test_a_render_error_of_the_first_reader_alone_is_that_readers(rate: float, n: int) -> None:
+    """The run's first job fails to render for its reader's data (the same email for a
+    plain reader renders): that reader's row fails, as one whose render raises later in
+    the run, and everyone else is sent. Also with nothing waiting behind it (a last
+    row; one sender, or a rate limit that claims one row at a time), where the run
+    stopped, and stopped again at every rerun with the same reader first."""
     log: list[tuple[str, int]] = []
-    ledger = Ledger(jobs(40))
+    ledger = Ledger(jobs(n))
+    ledger.edition = SimpleNamespace(id=1)  # type: ignore[attr-defined]  # an edition's run
     t = Settings().replace(transport={"rate_per_second": rate}).transport
     report = asyncio.run(deliver(t, ledger, LoggedCtx(log, frozenset({0})),  # type: ignore[arg-type]
                                  Logged(log)))
-    assert report.counts[DeliveryStatus.SENT] == 39
-    assert once_each(ledger, 40) == {str(DeliveryStatus.SENT): 39,
-                                     str(DeliveryStatus.FAILED): 1}
-    assert sorted(i for kind, i in log if kind == "render") == list(range(40))  # each once
+    assert report.counts[DeliveryStatus.SENT] == n - 1
+    assert once_each(ledger, n) == ({str(DeliveryStatus.SENT): n - 1,
+                                     str(DeliveryStatus.FAILED): 1} if n > 1
+                                    else {str(DeliveryStatus.FAILED): 1})
+    assert sorted(i for kind, i in log if kind == "render") == list(range(n))  # each once
+
+
+def test_a_preview_says_each_render_error_and_never_stops() -> None:
+    """A preview (no edition, no rows) of emails that all fail to render lists each
+    error: it said "sending stopped ... pending again and sent by `newsletter send`"."""
+    log: list[tuple[str, int]] = []
+    ledger = Ledger(jobs(3))  # (a preview's ledger has no edition)
+    report = asyncio.run(deliver(Settings().transport, ledger,  # type: ignore[arg-type]
+                                 LoggedCtx(log, everyone=True), Logged(log)))
+    assert report.counts[DeliveryStatus.FAILED] == 3 and len(report.errors) == 3
 
 
 def test_a_stop_gives_back_the_jobs_rendered_ahead_unsent() -> None:

@@ -18,14 +18,16 @@ Whose fault a failure is decides what happens to the row:
   unsent row goes back to ``pending`` and ``SendingStopped`` says why. Nobody's
   delivery is spent on a fault of ours, and a rerun after the fix sends them all;
 * a render error: the reader's (``failed``, never tried again) once some email of the
-  run has rendered or the next jobs waiting render; when none does (a template broken
-  for everyone), ours, and the run stops as above.
+  run has rendered, or when the same email for a plain reader or one of the next jobs
+  waiting renders; when none does (a template broken for everyone), ours, and the run
+  stops as above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import itertools
 import math
@@ -44,7 +46,7 @@ from newsletter.delivery.ratelimit import RateLimiter
 from newsletter.delivery.shutdown import Shutdown
 from newsletter.errors import SendingStopped, TransportError
 from newsletter.observe import delivery_outcome, delivery_retry
-from newsletter.render.renderer import Rendered
+from newsletter.render.renderer import Recipient, Rendered
 from newsletter.retry import backoff_delay
 from newsletter.store.models import utcnow
 from newsletter.transports.base import Transport
@@ -53,6 +55,7 @@ FLUSH_SECONDS = 0.05
 RECORD_TRIES = 5  # a failing record is tried this often (backing off) before sending stops
 RENDER_AHEAD = 32  # emails rendered back to back, of the jobs waiting (see _Run.rendered)
 RENDER_PROBES = 2  # jobs waiting tried when the run's first render fails (every_render_fails)
+PROBE_ADDRESS = "reader@example.org"  # the plain reader every_render_fails renders for
 # ---- delivery ------------------------------------------------------------------------
 
 
@@ -223,7 +226,7 @@ class _Run:
         if isinstance(rendered, Exception):  # a template bug must not lose the row
             error = "render: " + (str(rendered).strip().splitlines() or [
                 type(rendered).__name__])[0]
-            if not self.rendered_ok and self.every_render_fails():
+            if not self.rendered_ok and self.every_render_fails(job):
                 # Not this reader's: no email of the run renders (a template that fails
                 # for everyone). Failed row by row, the whole edition was lost for good,
                 # and fixing the template sent nothing; the run stops instead, every
@@ -233,11 +236,24 @@ class _Run:
             return Outcome(job, OutcomeStatus.FAILED, error=error, permanent=True)
         return await self.send(job, rendered)
 
-    def every_render_fails(self) -> bool:
-        """Whether the jobs waiting after a failed one fail to render too (up to
-        ``RENDER_PROBES`` of them, made now and kept for their senders); True when
-        none waits: a run whose every email fails is stopped, one reader's failure
-        is that reader's."""
+    def every_render_fails(self, job: Job) -> bool:
+        """Whether a render error is not ``job``'s reader's: the same email for a plain
+        reader (another address and name, no keywords) fails too, and so does each of
+        the next jobs waiting (up to ``RENDER_PROBES``, made now and kept for their
+        senders; a paper's data can fail every email that shows it, not the others).
+        A preview (no edition) says each email's error instead. Probing a plain reader,
+        not only the queue, keeps one reader's error from stopping a run with nothing
+        else waiting (one connection, a low rate limit, a last row): stopped, it was
+        first again at every rerun, and nobody got the edition."""
+        if self.edition_id is None:
+            return False
+        plain = dataclasses.replace(job, delivery_id=None, recipient=Recipient(
+            job.recipient.id, PROBE_ADDRESS, "Reader", "", job.recipient.nonce))
+        try:
+            self.ctx.render(plain)  # never sent
+            return False
+        except Exception:  # noqa: BLE001, S110 - the answer sought: it fails too
+            pass
         for other in self.queue.waiting(RENDER_PROBES):
             if other is None:
                 continue
