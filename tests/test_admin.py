@@ -658,3 +658,69 @@ def test_the_preview_of_someone_who_had_the_day_says_so_in_the_consoles_words(  
     assert "Nothing would be sent:" in page and "pick another day above" in page
     assert f"profile: {keywords}" in page
     assert "candidate papers ·" not in page and "--date" not in page
+
+
+def test_a_password_changed_while_a_login_checks_the_old_one_ends_that_login(  # type: ignore[no-untyped-def]
+        console: Console, monkeypatch) -> None:
+    """`admin passwd` commits while a login is checking the old password (the hash is
+    checked outside any transaction): the login is refused, where it opened a session
+    that outlived the change meant to end every session of the old password."""
+    hasher = auth._hasher
+
+    class Racing:  # the real hasher; the password changes during the check
+        hash = staticmethod(hasher.hash)
+        check_needs_rehash = staticmethod(hasher.check_needs_rehash)
+
+        @staticmethod
+        def verify(hashed: str, password: str) -> bool:
+            ok = hasher.verify(hashed, password)
+            with session_scope(console.engine) as s:
+                auth.set_password(s, "ops", "a brand new password")
+            return bool(ok)
+
+    monkeypatch.setattr(auth, "_hasher", Racing())
+    r = login(console.client(), "ops", PASSWORD)
+    assert r.status_code == 401, r.text
+    with session_scope(console.engine) as s:
+        assert s.scalar(select(func.count()).select_from(AdminSession)) == 0
+    monkeypatch.setattr(auth, "_hasher", hasher)
+    assert login(console.client(), "ops", "a brand new password").status_code == 303
+
+
+@pytest.mark.slow  # ~2 s: argon2 on every attempt checked
+def test_parallel_logins_from_one_address_stay_within_its_limit(  # type: ignore[no-untyped-def]
+        strict_console: Console, monkeypatch) -> None:
+    """Many names tried at once from one address: no more passwords are checked than
+    the address's limit allows (read in parallel, the failure counts let the attempts
+    running at once past it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    console = strict_console
+    hasher, checked = auth._hasher, []
+
+    class Counting:
+        hash = staticmethod(hasher.hash)
+        check_needs_rehash = staticmethod(hasher.check_needs_rehash)
+
+        @staticmethod
+        def verify(hashed: str, password: str) -> bool:
+            checked.append(1)
+            return bool(hasher.verify(hashed, password))
+
+    monkeypatch.setattr(auth, "_hasher", Counting())
+    pages = []
+    for i in range(24):  # each attempt with its own login form, fetched first
+        c = console.client()
+        token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)
+        assert token
+        pages.append((c, f"guess{i}", token.group(1)))
+
+    def attempt(page: tuple[httpx.Client, str, str]) -> int:
+        c, name, token = page
+        return c.post("/login", data={"name": name, "password": "nope nope",
+                                      "csrf": token}).status_code
+
+    with ThreadPoolExecutor(len(pages)) as pool:
+        codes = list(pool.map(attempt, pages))
+    assert set(codes) == {401}
+    assert len(checked) == console.settings.admin.max_failures_per_client, len(checked)

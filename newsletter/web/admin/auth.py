@@ -175,9 +175,10 @@ def _wait_for(session: Session, cfg: AdminConfig, name: str, client: str,
     return max(0.0, delay - (now - last).total_seconds())
 
 
-# Attempts for one (user name, client) run one at a time in a process: read in parallel,
-# the failure counts let concurrent attempts past the limit (ten passwords checked
-# where five were allowed). Striped, so the table stays small whoever tries.
+# Attempts from one client run one at a time in a process: read in parallel, the
+# failure counts let concurrent attempts past the limits (ten passwords checked where
+# five were allowed for a name, 25 where 20 for an address). Striped, so the table
+# stays small whoever tries; other addresses (the operator's) are not held up.
 _ATTEMPT_LOCKS = [threading.Lock() for _ in range(64)]
 
 
@@ -200,7 +201,7 @@ def login(reading: Callable[[], AbstractContextManager[Session]],
     Returns the message to show when refused: the same one for a wrong name and a
     wrong password (no probing for user names)."""
     name, client = name.strip()[:64], client_key(client)
-    with _ATTEMPT_LOCKS[hash((name, client)) % len(_ATTEMPT_LOCKS)]:
+    with _ATTEMPT_LOCKS[hash(client) % len(_ATTEMPT_LOCKS)]:
         now = utcnow()
         since = now - dt.timedelta(minutes=cfg.lockout_minutes)
         with reading() as session:
@@ -229,7 +230,9 @@ def login(reading: Callable[[], AbstractContextManager[Session]],
                 AdminLoginAttempt.at < now - dt.timedelta(days=1)))
             session.execute(delete(AdminSession).where(AdminSession.expires_at < now))
             user = session.get(AdminUser, found[0]) if ok and found is not None else None
-            if user is None:  # (removed meanwhile: refused as a wrong name)
+            if user is None or found is None or user.password_hash != found[1]:
+                # removed meanwhile, or its password changed (`admin passwd`, which ends
+                # its sessions) since the one checked: refused as a wrong password
                 return "wrong user name or password"
             if rehashed is not None:
                 user.password_hash = rehashed
