@@ -183,6 +183,35 @@ def test_check_opens_the_bounce_mailbox_and_says_a_refused_login_plainly(
     if kind == "imap":
         moved = item(dovecot.password, after="move")  # no move_to: fetch would refuse
         assert moved.status == FAIL and "move_to" in moved.detail, moved
+    # a password IMAP's LOGIN cannot send: a ✗ naming why, not a traceback
+    accented = item("S3cr%C3%A9t-pw")
+    assert accented.status == FAIL and "S3cr" not in accented.detail, accented
+
+
+def test_check_changes_nothing_in_the_bounce_mailbox(dovecot) -> None:  # type: ignore[no-untyped-def]
+    """`check` looks at the IMAP folder (EXAMINE) and leaves without CLOSE: selected and
+    closed, it expunged every message another client had marked deleted."""
+    import os
+
+    from newsletter.config import SenderConfig
+    from newsletter.delivery.check import OK, check_bounces
+
+    cur = dovecot.mailboxes.maildir(dovecot.user) / "cur"
+    msg = b"From: a@example.org\r\nTo: bounces@digest.test\r\nSubject: keep\r\n\r\nhi\r\n"
+    (cur / "1700000000.M1P1.test:2,ST").write_bytes(msg)  # seen, marked deleted
+    (cur / "1700000001.M2P1.test:2,S").write_bytes(msg)  # seen
+    os.system(f"chown -R --reference={cur.parent} {cur.parent}")  # noqa: S605 - the test's own folder
+    before = sorted(p.name for p in cur.iterdir())
+    user = dovecot.user.replace("@", "%40")
+    config = BouncesConfig(
+        mailbox=f"imap://{user}:{dovecot.password}@127.0.0.1:{dovecot.imap_port}/INBOX",
+        ca_file=str(dovecot.ca_file))
+    try:
+        assert check_bounces(config, SenderConfig(), "smtp", probe=True).status == OK
+        assert sorted(p.name for p in cur.iterdir()) == before
+    finally:  # the shared mailbox as the other tests expect it
+        for name in ("1700000000.M1P1.test:2,ST", "1700000001.M2P1.test:2,S"):
+            (cur / name).unlink(missing_ok=True)
 
 
 def test_journey_send_bounce_fetch_and_the_next_day_skips_them(

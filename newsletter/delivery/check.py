@@ -380,7 +380,7 @@ def check_bounces(bounces: BouncesConfig, sender: SenderConfig, backend: str,
 
         try:
             open_mailbox(bounces.mailbox, after=bounces.after, move_to=bounces.move_to,
-                         cafile=bounces.ca_file, timeout=10).close()
+                         cafile=bounces.ca_file, timeout=10, readonly=True).close()
         except MailboxError as exc:
             return Item("bounces.mailbox", FAIL, exc.message,
                         "fix [bounces] mailbox (or after / move_to), then "

@@ -42,7 +42,10 @@ def parse_url(url: str) -> Where:
 
 
 def open_mailbox(url: str, *, after: str = "flag", move_to: str = "",
-                 cafile: str | None = None, timeout: float = 30) -> Mailbox:
+                 cafile: str | None = None, timeout: float = 30,
+                 readonly: bool = False) -> Mailbox:
+    """The mailbox ``url`` names, opened (logged in, its folder selected). ``readonly``:
+    opened to look only (`newsletter check`): nothing in it changes, also on close."""
     where = parse_url(url)
     if where.scheme == "maildir":
         from newsletter.bounces.mailboxes.maildir import MaildirBox
@@ -51,7 +54,8 @@ def open_mailbox(url: str, *, after: str = "flag", move_to: str = "",
     if where.scheme.startswith("imap"):
         from newsletter.bounces.mailboxes.imap import ImapBox
 
-        return ImapBox(where, after=after, move_to=move_to, cafile=cafile, timeout=timeout)
+        return ImapBox(where, after=after, move_to=move_to, cafile=cafile, timeout=timeout,
+                       readonly=readonly)
     from newsletter.bounces.mailboxes.pop3 import Pop3Box
 
     return Pop3Box(where, cafile=cafile, timeout=timeout)

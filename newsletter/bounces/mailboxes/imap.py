@@ -38,7 +38,12 @@ def is_loopback(host: str) -> bool:
 
 class ImapBox:
     def __init__(self, where: Where, *, after: str = "flag", move_to: str = "",
-                 cafile: str | None = None, timeout: float = 30) -> None:
+                 cafile: str | None = None, timeout: float = 30,
+                 readonly: bool = False) -> None:
+        """``readonly``: the folder examined, not selected, and left without CLOSE,
+        which expunges every message marked deleted (`newsletter check` looks, and
+        must change nothing)."""
+        self.readonly = readonly
         if after not in AFTER:
             raise MailboxError(f"[bounces] after: expected one of {', '.join(AFTER)}, "
                                f"got {after!r}")
@@ -62,7 +67,7 @@ class ImapBox:
                                        "use imaps:// (the password must not cross the network "
                                        "in clear)")
             conn.login(w.user, w.password)
-            typ, data = conn.select(_quote(w.path))
+            typ, data = conn.select(_quote(w.path), readonly=self.readonly)
             if typ != "OK":
                 raise MailboxError(f"[bounces] mailbox: {w.shown()}: no folder {w.path!r}")
             return conn
@@ -70,6 +75,10 @@ class ImapBox:
             raise
         except imaplib.IMAP4.error as exc:
             raise MailboxError(f"[bounces] mailbox: {w.shown()}: {_text(exc)}") from None
+        except UnicodeEncodeError:  # imaplib's LOGIN sends ASCII only
+            raise MailboxError(f"[bounces] mailbox: {w.shown()}: the user name or password "
+                               "has characters IMAP's LOGIN cannot send (ASCII only): "
+                               "use an ASCII password for this mailbox") from None
         except OSError as exc:  # TimeoutError included
             raise MailboxError(f"[bounces] mailbox: cannot reach {w.shown()}: "
                                f"{exc.strerror or exc}") from None
@@ -122,7 +131,8 @@ class ImapBox:
 
     def close(self) -> None:
         with contextlib.suppress(imaplib.IMAP4.error, OSError):
-            self.conn.close()
+            if not self.readonly:
+                self.conn.close()
             self.conn.logout()
 
 
