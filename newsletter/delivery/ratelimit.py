@@ -1,62 +1,72 @@
-"""Token buckets shared by every send in the process (per second, per hour)."""
+"""Rate limits shared by every send in the process (per second, per hour)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 
-class TokenBucket:
-    def __init__(self, rate: float, capacity: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.tokens = capacity
+class Window:
+    """At most ``count`` messages in any ``seconds``: the times of the last ``count``
+    sent, the next one waiting until the oldest of them is ``seconds`` old."""
+
+    def __init__(self, count: int, seconds: float, clock: Callable[[], float]) -> None:
+        self.seconds = seconds
+        self.sent: deque[float] = deque(maxlen=count)
         self.clock = clock
-        self.updated = clock()
+
+    @classmethod
+    def of(cls, rate: float, period: float, clock: Callable[[], float]) -> Window:
+        """``rate`` a ``period``: whole messages a period (a fraction left out: "at
+        most"), or one every ``period / rate`` below one a period."""
+        if rate >= 1:
+            return cls(int(rate), period, clock)
+        return cls(1, period / rate, clock)
 
     def wait_time(self) -> float:
-        now = self.clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1 - 1e-9:
+        if len(self.sent) < (self.sent.maxlen or 1):
             return 0.0
-        return (1 - self.tokens) / self.rate
+        return max(0.0, self.sent[0] + self.seconds - self.clock())
+
+    def take(self) -> None:
+        self.sent.append(self.clock())
 
 
 class RateLimiter:
     """``acquire()`` returns when one more message may go. Rates of 0 are unlimited.
 
-    Messages are spaced evenly (buckets of one token): "5 a second" is then at most 5
-    in any second. Buckets that held a second's (or a minute's) worth let that many go
-    at once on top of the rate: 10 messages in the first second of a send under a
-    limit of 5, which a provider counting its own seconds refuses."""
+    "5 a second" is at most 5 in any second, the first one included, and 5 every
+    second on average: a window over the last messages' times. A token bucket that held
+    a second's (or a minute's) worth let that many go at once on top of the rate (10 in
+    the first second of a send limited to 5, which a provider counting its own seconds
+    refuses); one that held one token lost every late wake-up (69% of 300 a second)."""
 
     def __init__(self, per_second: float = 0.0, per_hour: float = 0.0, *,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Any] = asyncio.sleep) -> None:
-        self.buckets = []
+        self.windows = []
         if per_second > 0:
-            self.buckets.append(TokenBucket(per_second, 1.0, clock))
+            self.windows.append(Window.of(per_second, 1.0, clock))
         if per_hour > 0:
-            self.buckets.append(TokenBucket(per_hour / 3600.0, 1.0, clock))
+            self.windows.append(Window.of(per_hour, 3600.0, clock))
         self._sleep = sleep
         self._lock = asyncio.Lock()
 
     @property
     def unlimited(self) -> bool:
-        return not self.buckets
+        return not self.windows
 
     async def acquire(self) -> None:
         if self.unlimited:
             return
         async with self._lock:
             while True:
-                wait = max(b.wait_time() for b in self.buckets)
+                wait = max(w.wait_time() for w in self.windows)
                 if wait <= 0:
-                    for b in self.buckets:
-                        b.tokens -= 1
+                    for w in self.windows:
+                        w.take()
                     return
                 await self._sleep(wait)
