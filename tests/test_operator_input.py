@@ -152,6 +152,15 @@ def test_a_placeholder_signing_key_holds_real_mail_back(cli, tmp_path: Path) -> 
     forced = cli("send", "--yes", "--force", env={  # past the gate: the dead server
         **env, "NEWSLETTER_TRANSPORT__MAX_ATTEMPTS": "1"})
     assert "sending stopped" in forced.stderr and "web.secret_keys" in forced.stderr
+    # rotated as told (a new key first, the old one kept to verify the links it signed):
+    # sent without --force; `check` still names the old key, with how to retire it
+    rotated = {**env, "NEWSLETTER_WEB__SECRET_KEYS": "x" * 32 + ",CHANGE-ME",
+               "NEWSLETTER_TRANSPORT__MAX_ATTEMPTS": "1"}
+    sent = cli("send", "--yes", env=rotated)
+    assert "refusing to send" not in sent.stderr and "sending stopped" in sent.stderr
+    items = json.loads(cli("check", "--json", env=rotated).stdout)["items"]
+    [key] = [i for i in items if i["key"] == "web.secret_keys"]
+    assert not key["ok"] and "key 2 of 2" in key["detail"] and "retired_keys" in key["fix"]
 
 
 def test_errors_name_what_is_accepted(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -417,15 +417,26 @@ KEY_FIX = ('generate one with `python3 -c "import secrets; print(secrets.token_u
            "and put it first in NEWSLETTER_WEB__SECRET_KEYS")
 
 
-def weak_signing_key(cfg: WebConfig) -> Item | None:
+def weak_signing_key(cfg: WebConfig, signing_only: bool = False) -> Item | None:
     """A configured link-signing key that is a placeholder (the deploy example's
-    ``CHANGE-ME``) or short: links signed with it can be forged, and once it has signed
-    links it must be kept (or they stop working), so mail is not sent with it."""
-    for i, key in enumerate(cfg.secret_keys):
+    ``CHANGE-ME``) or short: links signed with it can be forged. The first key signs
+    new mail, so mail is not sent with a weak one (``blocks_send``); a weak key after
+    it only verifies links already sent (kept after a rotation away from it, as the
+    signed-links guard asks), which `check` names with how to retire it, and which
+    does not hold mail back: a rotation done as told must clear the refusal.
+    ``signing_only``: the first key alone (the compliance gate)."""
+    keys = cfg.secret_keys[:1] if signing_only else cfg.secret_keys
+    for i, key in enumerate(keys):
         if key.strip() in PLACEHOLDERS or len(key) < MIN_KEY_LENGTH:
-            return Item("web.secret_keys", FAIL, f"key {i + 1} of {len(cfg.secret_keys)} is "
-                        f"a placeholder or shorter than {MIN_KEY_LENGTH} characters "
-                        "(anyone could forge unsubscribe links)", KEY_FIX, blocks_send=True)
+            what = (f"key {i + 1} of {len(cfg.secret_keys)} is a placeholder or shorter "
+                    f"than {MIN_KEY_LENGTH} characters (anyone could forge ")
+            if i == 0:
+                return Item("web.secret_keys", FAIL, what + "unsubscribe links)", KEY_FIX,
+                            blocks_send=True)
+            return Item("web.secret_keys", FAIL, what + "the links it signed, which it "
+                        "still verifies)", "list its fingerprint (`newsletter keys show`) in "
+                        "[web] retired_keys once its links no longer matter; mail is sent "
+                        "with the first key meanwhile")
     return None
 
 
@@ -436,6 +447,6 @@ def send_blockers(backend: str, web: WebConfig, sender: SenderConfig) -> list[st
     if backend in LOCAL_BACKENDS:
         return []
     items = [check_base_url(web), check_sender(sender), check_postal(sender),
-             weak_signing_key(web)]
+             weak_signing_key(web, signing_only=True)]
     return [f"{i.key}: {i.detail}" for i in items
             if i is not None and not i.ok and i.blocks_send]
