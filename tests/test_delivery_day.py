@@ -786,6 +786,16 @@ def test_the_first_edition_of_a_slot_starts_where_the_last_day_ended(db_url: str
                       cutoff=now - dt.timedelta(days=150)))
     with session_scope(engine) as s:
         assert {e.id for e in edition_entries(s, "05", now)} == {new}
+        # a slot run late (its own edition a day and some hours back, another slot's
+        # edition between): it keeps its own window, or the papers between were lost
+        s.add(Edition(day=DAY + dt.timedelta(days=3), slot="04",
+                      cutoff=now - dt.timedelta(hours=26)))
+        s.add(Edition(day=DAY + dt.timedelta(days=3), slot="05x",
+                      cutoff=now - dt.timedelta(hours=25)))
+        s.execute(sqlalchemy_update(Entry).where(Entry.id == mid)
+                  .values(arrived_at=now - dt.timedelta(hours=25, minutes=30)))
+    with session_scope(engine) as s:  # since its own edition: the paper between is in
+        assert {e.id for e in edition_entries(s, "04", now)} == {mid, new}
 
 
 def test_a_missed_day_sent_late_starts_at_the_day_before_it(db_url: str) -> None:

@@ -102,6 +102,10 @@ def candidate_entries(session: Session, *, since: dt.datetime | None,
 
 
 FIRST_OF_SLOT_LOOKBACK = dt.timedelta(days=1)
+# A slot whose own last edition is older than this starts where the last day ended
+# instead (``edition_entries``); a slot run late (its edition a day and some hours
+# back) keeps its own, or another slot's edition between the two took its papers.
+STALE_SLOT = dt.timedelta(days=2)
 
 
 def edition_entries(session: Session, slot: str, cutoff: dt.datetime,
@@ -114,25 +118,26 @@ def edition_entries(session: Session, slot: str, cutoff: dt.datetime,
     on Saturday), took only the papers since Saturday's, so Friday's reached no weekdays
     reader (their Monday window starts at the late Friday's cutoff).
 
-    A slot's window starts no earlier than where the newest edition of any slot a day
-    or more before it ended. The first edition of a slot: hourly slots begun after weeks
-    of plain `send` (or a plain `send` after slots) offered every paper ever stored as
-    "new papers for you". A slot whose last edition is months old: a newsletter in one
-    time zone changes slot at each daylight-saving change (07:00 in London is 07 UTC in
-    winter, 06 in summer), and the slot last used in October offered every paper since
-    October in March, months-old ones crowding out the day's (which the next window
-    then left behind). The readers had their last email from the other slot a day
+    A slot with no edition of its own in two days starts where the newest edition of
+    any slot a day or more before it ended. The first edition of a slot: hourly slots
+    begun after weeks of plain `send` (or a plain `send` after slots) offered every
+    paper ever stored as "new papers for you". A slot whose last edition is months old:
+    a newsletter in one time zone changes slot at each daylight-saving change (07:00 in
+    London is 07 UTC in winter, 06 in summer), and the slot last used in October offered
+    every paper since October in March, months-old ones crowding out the day's (which
+    the next window then left behind). The readers had their last email from the other slot a day
     before; papers of that day they had are left out per reader. With no edition at
     all, every paper is a candidate (the first day)."""
     earlier = (Edition.day < day,) if day is not None else ()
     prev = session.scalar(select(Edition.cutoff)
                           .where(Edition.slot == slot, Edition.cutoff < cutoff, *earlier)
                           .order_by(Edition.cutoff.desc()).limit(1))
-    day_before = session.scalar(select(Edition.cutoff)
-                                .where(Edition.cutoff <= cutoff - FIRST_OF_SLOT_LOOKBACK)
-                                .order_by(Edition.cutoff.desc()).limit(1))
-    if prev is None or (day_before is not None and day_before > prev):
-        prev = day_before
+    if prev is None or prev < cutoff - STALE_SLOT:
+        day_before = session.scalar(select(Edition.cutoff)
+                                    .where(Edition.cutoff <= cutoff - FIRST_OF_SLOT_LOOKBACK)
+                                    .order_by(Edition.cutoff.desc()).limit(1))
+        if prev is None or (day_before is not None and day_before > prev):
+            prev = day_before
     return candidate_entries(session, since=prev, until=cutoff)
 
 
