@@ -229,7 +229,8 @@ def init(
                          "`newsletter init --force` overwrites it)") from None
     except OSError as exc:
         raise InputError(f"{target}: cannot write: {exc.strerror or exc}") from None
-    err.print(f"wrote {target}: every key commented out at its default; "
+    err.print(f"wrote {target}: every key at its default, commented out but for where "
+              "the data lives ([database] url, [outbox] path: beside this file); "
               "uncomment a line to change that key")
 
 
@@ -683,9 +684,10 @@ def _present_elsewhere(summary: Any) -> None:
         slot = f" --slot {edition.slot}" if edition.slot else ""
         say(f"{count(n, 'delivery', 'deliveries')} of edition {edition.day}"
             f"{f' slot {edition.slot}' if edition.slot else ''} (#{edition.id}) "
-            f"{'wait' if n != 1 else 'waits'} pending (a run stopped before sending "
-            f"them): `newsletter send --date {edition.day}{slot}` sends them now, a later "
-            "run once nothing has touched them for ten minutes")
+            f"{'wait' if n != 1 else 'waits'} pending (left by a run that stopped, or "
+            f"queued for workers): `newsletter send --date {edition.day}{slot}` sends them "
+            "now; otherwise a worker, or a later run once nothing has touched them for ten "
+            "minutes")
 
 
 def _present_deferred(summary: Any) -> None:

@@ -228,6 +228,7 @@ def test_a_send_says_which_rows_a_stopped_run_left_in_another_edition(  # type: 
     other = cli("send", "--yes", "--date", "2031-01-01")
     assert other.code == 0, other.stderr
     lines = [ln for ln in other.stderr.splitlines() if "wait pending" in ln]
+    assert "queued for workers" in lines[0] if lines else True
     assert len(lines) == 1 and lines[0].startswith(f"3 deliveries of edition {day} (#1)"), \
         other.stderr
     assert f"`newsletter send --date {day}`" in lines[0]
