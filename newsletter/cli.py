@@ -1047,8 +1047,14 @@ def web(
     _can_listen(host, port)
     starlette = create_app(a)
     redact_logs()  # every handler: access log, errors, tracebacks
-    logging.getLogger("newsletter.web").info("serving %s on %s:%s", a.settings.web.base_url,
-                                             host, port)
+    log = logging.getLogger("newsletter.web")
+    from newsletter.delivery.check import weak_signing_key
+
+    weak = weak_signing_key(a.settings.web, signing_only=True)
+    if weak is not None:  # the pages sign confirm and preference links with it too
+        log.warning("%s: %s (fix: %s; `newsletter send` refuses to send with it)",
+                    weak.key, weak.detail, weak.fix)
+    log.info("serving %s on %s:%s", a.settings.web.base_url, host, port)
     uvicorn.run(starlette, host=host, port=port, log_config=None,  # our handlers
                 log_level=a.settings.log.level, proxy_headers=True,
                 # the client the limits count: behind a proxy, the one it names

@@ -194,6 +194,33 @@ def test_a_database_this_user_may_not_write_is_one_line(cli, tmp_path: Path) -> 
     assert "writable by the user running newsletter" in line and "Traceback" not in r.stderr
 
 
+def test_web_with_a_placeholder_signing_key_says_so_as_it_starts(tmp_path: Path) -> None:
+    """`newsletter web` signs confirm and preference links too: with the deploy
+    example's CHANGE-ME it warns as it starts (it started without a word)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env["NEWSLETTER_WEB__SECRET_KEYS"] = "CHANGE-ME"
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "web", "--port",
+                             str(free_port())], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    seen = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if "serving" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    warned = [ln for ln in seen if "web.secret_keys" in ln]
+    assert warned and "placeholder" in warned[0] and "refuses to send" in warned[0], seen
+
+
 def test_cr_lf_in_a_name_never_becomes_a_header(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert cli("ingest", SAMPLE).code == 0
     added = cli("subscribers", "add", "eve@example.org", "--keywords", "diffusion",
