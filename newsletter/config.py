@@ -18,6 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import (
     BaseModel,
@@ -720,12 +721,13 @@ def _anchored(data: dict[str, Any], folder: Path) -> dict[str, Any]:
 def _anchored_sqlite(url: str, folder: Path) -> str:
     """A SQLite URL with a relative file (``sqlite:///subscribers.db``) made absolute
     from ``folder``; any other URL as it is (one that does not parse is reported where
-    the database is opened)."""
+    the database is opened). The folder is quoted as a URL's path: a folder named with
+    ``?`` or ``%`` ("site?2") put the database in another file ("site")."""
     prefix, sep, rest = url.partition(":///")
     if not sep or not prefix.startswith("sqlite") or not rest or rest.startswith("/") \
             or rest.startswith(":memory:") or rest.startswith("file:"):
         return url
-    return f"{prefix}:///{folder / rest}"
+    return f"{prefix}:///{quote(str(folder), safe='/')}/{rest}"
 
 
 def load_settings(

@@ -7,6 +7,7 @@ import re
 import tomllib
 import typing
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from pydantic import BaseModel
@@ -145,7 +146,7 @@ def beside(folder: Path) -> dict[str, typing.Any]:
     """The built-in defaults, with the data's places (what `init` writes out) in
     ``folder``: where a config file there puts them, whatever the current folder."""
     out = defaults()
-    out["database"]["url"] = f"sqlite:///{folder / 'subscribers.db'}"
+    out["database"]["url"] = f"sqlite:///{quote(str(folder), safe='/')}/subscribers.db"
     out["outbox"]["path"] = str(folder / "outbox")
     return out
 
@@ -156,7 +157,7 @@ def test_a_written_config_keeps_its_data_beside_it_from_any_folder(  # type: ign
     `init` wrote: the database and the outbox are the ones beside the file (left as
     commented defaults, they were the current folder's: a command made a new, empty
     database there)."""
-    site = tmp_path / "site"
+    site = tmp_path / "site?2 %41"  # (quoted into the URL: the database went elsewhere)
     site.mkdir()
     assert cli("--config", str(site / "config.toml"), "init").code == 0
     elsewhere = tmp_path / "elsewhere"
