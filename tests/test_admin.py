@@ -683,6 +683,9 @@ def test_a_password_changed_while_a_login_checks_the_old_one_ends_that_login(  #
     assert r.status_code == 401, r.text
     with session_scope(console.engine) as s:
         assert s.scalar(select(func.count()).select_from(AdminSession)) == 0
+        # recorded as the failure it was (it counts toward the limits)
+        assert s.scalar(select(AdminLoginAttempt.ok).order_by(
+            AdminLoginAttempt.at.desc()).limit(1)) is False
     monkeypatch.setattr(auth, "_hasher", hasher)
     assert login(console.client(), "ops", "a brand new password").status_code == 303
 

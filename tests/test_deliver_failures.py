@@ -201,13 +201,13 @@ class LoggedCtx:
     too). A plain reader's probe (no delivery id) is not logged."""
 
     def __init__(self, log: list[tuple[str, int]], broken: frozenset[int] = frozenset(),
-                 everyone: bool = False) -> None:
-        self.log, self.broken, self.everyone = log, broken, everyone
+                 everyone: bool = False, paper: str = "") -> None:
+        self.log, self.broken, self.everyone, self.paper = log, broken, everyone, paper
 
     def render(self, job: Job) -> Any:
         if job.delivery_id is not None:
             self.log.append(("render", job.delivery_id))
-        if self.everyone or job.delivery_id in self.broken:
+        if self.everyone or job.delivery_id in self.broken or self.paper in job.entry_ids:
             raise ValueError(f"template error for {job.delivery_id}")
         return SimpleNamespace(message=job.delivery_id)
 
@@ -284,6 +284,21 @@ def test_a_render_error_of_the_first_reader_alone_is_that_readers(rate: float, n
                                      str(DeliveryStatus.FAILED): 1} if n > 1
                                     else {str(DeliveryStatus.FAILED): 1})
     assert sorted(i for kind, i in log if kind == "render") == list(range(n))  # each once
+
+
+def test_a_render_error_of_one_papers_data_is_its_readers_even_with_nothing_waiting(
+        ) -> None:
+    """One paper's data fails every email that shows it (a plain reader's too): the first
+    reader, the only one shown it, fails alone, also when nothing waits behind them
+    (a last row, one sender, a low rate limit), where the run stopped at every rerun."""
+    log: list[tuple[str, int]] = []
+    work = [Job(Recipient(0, "r0@example.org"), ["bad", "good"], False, 0)]
+    ledger = Ledger(work)
+    ledger.edition = SimpleNamespace(id=1)  # type: ignore[attr-defined]  # an edition's run
+    report = asyncio.run(deliver(Settings().transport, ledger,  # type: ignore[arg-type]
+                                 LoggedCtx(log, paper="bad"), Logged(log)))
+    assert once_each(ledger, 1) == {str(DeliveryStatus.FAILED): 1}
+    assert report.counts[DeliveryStatus.FAILED] == 1
 
 
 def test_a_preview_says_each_render_error_and_never_stops() -> None:

@@ -784,8 +784,15 @@ def test_the_first_edition_of_a_slot_starts_where_the_last_day_ended(db_url: str
         # ended, not at its own months-old edition
         s.add(Edition(day=DAY - dt.timedelta(days=150), slot="05",
                       cutoff=now - dt.timedelta(days=150)))
+        # a scheduler down for three days: slot 03 keeps its own last edition, not
+        # another slot's of that day (whose papers it never had)
+        s.add(Edition(day=DAY - dt.timedelta(days=4), slot="03",
+                      cutoff=now - dt.timedelta(days=4)))
+        s.add(Edition(day=DAY - dt.timedelta(days=4), slot="12",
+                      cutoff=now - dt.timedelta(days=2, hours=20)))
     with session_scope(engine) as s:
         assert {e.id for e in edition_entries(s, "05", now)} == {new}
+        assert {e.id for e in edition_entries(s, "03", now)} == {mid, new}  # since 4 days
         # a slot run late (its own edition a day and some hours back, another slot's
         # edition between): it keeps its own window, or the papers between were lost
         s.add(Edition(day=DAY + dt.timedelta(days=3), slot="04",

@@ -238,22 +238,28 @@ class _Run:
 
     def every_render_fails(self, job: Job) -> bool:
         """Whether a render error is not ``job``'s reader's: the same email for a plain
-        reader (another address and name, no keywords) fails too, and so does each of
-        the next jobs waiting (up to ``RENDER_PROBES``, made now and kept for their
-        senders; a paper's data can fail every email that shows it, not the others).
-        A preview (no edition) says each email's error instead. Probing a plain reader,
-        not only the queue, keeps one reader's error from stopping a run with nothing
-        else waiting (one connection, a low rate limit, a last row): stopped, it was
-        first again at every rerun, and nobody got the edition."""
+        reader (another address and name, no keywords) fails too, with its papers and
+        with each of them alone (one paper's data can fail every email that shows it,
+        and only those), and so does each of the next jobs waiting (up to
+        ``RENDER_PROBES``, made now and kept for their senders). A preview (no edition)
+        says each email's error instead. Probing a plain reader, not only the queue,
+        keeps one reader's (or one paper's) error from stopping a run with nothing else
+        waiting (one connection, a low rate limit, a last row): stopped, it was first
+        again at every rerun, and nobody got the edition."""
         if self.edition_id is None:
             return False
         plain = dataclasses.replace(job, delivery_id=None, recipient=Recipient(
             job.recipient.id, PROBE_ADDRESS, "Reader", "", job.recipient.nonce))
-        try:
-            self.ctx.render(plain)  # never sent
-            return False
-        except Exception:  # noqa: BLE001, S110 - the answer sought: it fails too
-            pass
+        # the same papers, then each alone: one paper's data can fail every email that
+        # shows it (a plain reader's too), and only those
+        picks = [job.entry_ids] + ([[e] for e in job.entry_ids]
+                                   if len(job.entry_ids) > 1 else [])
+        for entry_ids in picks:
+            try:
+                self.ctx.render(dataclasses.replace(plain, entry_ids=entry_ids))  # not sent
+                return False
+            except Exception:  # noqa: BLE001, S112 - the answer sought: it fails too
+                continue
         for other in self.queue.waiting(RENDER_PROBES):
             if other is None:
                 continue

@@ -103,9 +103,10 @@ def candidate_entries(session: Session, *, since: dt.datetime | None,
 
 FIRST_OF_SLOT_LOOKBACK = dt.timedelta(days=1)
 # A slot whose own last edition is older than this starts where the last day ended
-# instead (``edition_entries``); a slot run late (its edition a day and some hours
-# back) keeps its own, or another slot's edition between the two took its papers.
-STALE_SLOT = dt.timedelta(days=2)
+# instead (``edition_entries``): one last used months ago (a daylight-saving change).
+# A slot run late, a day missed and sent late, a scheduler down for days keep their
+# own edition: another slot's edition between the two took their papers.
+STALE_SLOT = dt.timedelta(days=8)
 
 
 def edition_entries(session: Session, slot: str, cutoff: dt.datetime,
@@ -118,7 +119,7 @@ def edition_entries(session: Session, slot: str, cutoff: dt.datetime,
     on Saturday), took only the papers since Saturday's, so Friday's reached no weekdays
     reader (their Monday window starts at the late Friday's cutoff).
 
-    A slot with no edition of its own in two days starts where the newest edition of
+    A slot with no edition of its own in eight days starts where the newest edition of
     any slot a day or more before it ended. The first edition of a slot: hourly slots
     begun after weeks of plain `send` (or a plain `send` after slots) offered every
     paper ever stored as "new papers for you". A slot whose last edition is months old:

@@ -223,16 +223,18 @@ def login(reading: Callable[[], AbstractContextManager[Session]],
         rehashed = (_hasher.hash(password) if ok and found is not None
                     and _hasher.check_needs_rehash(found[1]) else None)
         with writing() as session:
+            user = session.get(AdminUser, found[0]) if ok and found is not None else None
+            if user is None or found is None or user.password_hash != found[1]:
+                # removed meanwhile, or its password changed (`admin passwd`, which ends
+                # its sessions) since the one checked: refused as a wrong password
+                ok, user = False, None
             # Stamped after the (slow on purpose) hash check: the wait runs from the answer.
             session.add(AdminLoginAttempt(name=name, client=client, ok=ok, at=utcnow()))
             # Records are not needed past a day; expired sessions not at all.
             session.execute(delete(AdminLoginAttempt).where(
                 AdminLoginAttempt.at < now - dt.timedelta(days=1)))
             session.execute(delete(AdminSession).where(AdminSession.expires_at < now))
-            user = session.get(AdminUser, found[0]) if ok and found is not None else None
-            if user is None or found is None or user.password_hash != found[1]:
-                # removed meanwhile, or its password changed (`admin passwd`, which ends
-                # its sessions) since the one checked: refused as a wrong password
+            if user is None:
                 return "wrong user name or password"
             if rehashed is not None:
                 user.password_hash = rehashed
