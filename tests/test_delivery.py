@@ -9,6 +9,7 @@ import email
 import email.policy
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -327,6 +328,54 @@ def test_a_rate_limit_is_reached_when_wake_ups_come_late() -> None:
 
     sent = asyncio.run(run())
     assert sent >= 0.97 * 300 * 10, sent
+
+
+def test_fractional_and_shared_rates_are_reached_and_kept() -> None:
+    """2.5 a second is 2.5 on average (rounded down it was 2), with at most 3 in any
+    second; a limit above what a window can count is no limit (inf raised)."""
+    from newsletter.delivery.ratelimit import RateLimiter
+
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    async def run(rate: float) -> list[float]:
+        limiter = RateLimiter(rate, 0, clock=lambda: now[0], sleep=sleep)
+        times: list[float] = []
+        while now[0] < 20.0:
+            await limiter.acquire()
+            times.append(now[0])
+        return times
+
+    for rate in (2.5, 1.5, 5 / 3, 0.5):
+        now[0] = 0.0
+        times = asyncio.run(run(rate))
+        reached = (len(times) - 1) / (times[-1] - times[0])
+        assert abs(reached - rate) <= 0.05 * rate, (rate, reached)
+        most = max(sum(1 for t in times if start <= t < start + 1 - 1e-9) for start in times)
+        assert most <= math.ceil(rate), (rate, most)
+    assert RateLimiter(float("inf"), 1e30).unlimited
+
+
+def test_an_hourly_limit_counts_what_earlier_runs_sent(world) -> None:  # type: ignore[no-untyped-def]
+    """Each run (a slot, the retry job ten minutes later, a rerun) had a fresh hour:
+    300 messages went in 30 minutes under a limit of 100 an hour. The ledger says
+    what went in the last hour, and the next run's hour counts it."""
+    from newsletter.delivery.ledger import DbLedger
+    from newsletter.delivery.ratelimit import RateLimiter
+
+    settings, engine = world
+    summary = run_send(settings, engine, DAY)
+    sent = summary.report.counts["sent"]
+    assert sent > 0
+    ages = DbLedger(engine, summary.edition).sent_last_hour(1000)
+    assert len(ages) == sent and all(0 <= a < 600 for a in ages)
+    now = [1000.0]
+    limiter = RateLimiter(0, sent, clock=lambda: now[0], sent_last_hour=ages)
+    [hour] = limiter.windows
+    assert hour.wait_time() >= 3600 - max(ages) - 1  # that hour's quota is spent
+    assert RateLimiter(0, sent + 1, sent_last_hour=ages).windows[0].wait_time() == 0
 
 
 @pytest.mark.slow  # ~2 s: two sends

@@ -152,7 +152,8 @@ class _Run:
         self.on_progress = on_progress
         self.sleep = sleep
         self.stop = shutdown
-        self.limiter = RateLimiter(t.rate_per_second, t.rate_per_hour)
+        self.limiter = RateLimiter(t.rate_per_second, t.rate_per_hour,
+                                   sent_last_hour=_sent_last_hour(ledger, t))
         self.report = DeliverReport()
         self.pending: list[Outcome] = []  # outcomes not yet recorded
         self.failure: Exception | None = None  # the first error that ends the run early
@@ -557,6 +558,17 @@ class _Run:
         self.report.seconds = time.monotonic() - started
         self.report.stopped_by = self.stop.signum
         return self.report
+
+
+def _sent_last_hour(ledger: Ledger, t: TransportConfig) -> list[float]:
+    """The last hour's sends an hourly limit counts (a ledger that keeps them: the
+    database's), this loop's share of them when several processes share the limit."""
+    recent = getattr(ledger, "sent_last_hour", None)
+    if not t.rate_per_hour or recent is None:
+        return []
+    sharers = max(1, int(getattr(ledger, "sharers", 1) or 1))
+    ages: list[float] = recent(math.ceil(t.rate_per_hour * sharers))
+    return ages[::sharers]
 
 
 def sending_stopped(reason: str, sent: int) -> SendingStopped:

@@ -334,6 +334,18 @@ class DbLedger:
                       .values(planned_at=utcnow()))
         return report
 
+    def sent_last_hour(self, limit: int) -> list[float]:
+        """How many seconds ago each of the newest ``limit`` messages sent within the
+        last hour (any edition) went: what an hourly rate limit counts from earlier
+        runs (``RateLimiter``)."""
+        now = utcnow()
+        with session_scope(self.engine, readonly=True) as s:
+            times = s.scalars(select(Delivery.updated_at).where(
+                Delivery.status == DeliveryStatus.SENT,
+                Delivery.updated_at > now - dt.timedelta(hours=1))
+                .order_by(Delivery.updated_at.desc()).limit(limit)).all()
+        return [max(0.0, (now - at).total_seconds()) for at in times if at is not None]
+
     def reclaim(self) -> int:
         """Put back rows whose lease holder is gone: expired, or a dead process here."""
         now = utcnow()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,11 +21,18 @@ class Window:
 
     @classmethod
     def of(cls, rate: float, period: float, clock: Callable[[], float]) -> Window:
-        """``rate`` a ``period``: whole messages a period (a fraction left out: "at
-        most"), or one every ``period / rate`` below one a period."""
-        if rate >= 1:
-            return cls(int(rate), period, clock)
-        return cls(1, period / rate, clock)
+        """``rate`` a ``period`` on average, and at most its next whole number in any
+        period: ``ceil(rate)`` messages every ``ceil(rate) / rate`` periods (2.5 a
+        second: 3 in any 1.2 s; 5 a second: 5 in any second). Rounded down, a rate of
+        2.5 sent 2, and a limit shared by three processes lost a third."""
+        count = min(max(1, math.ceil(rate)), MAX_WINDOW)
+        return cls(count, period * count / rate, clock)
+
+    def seed(self, ages: list[float]) -> None:
+        """Messages already sent, ``ages`` seconds ago (by earlier runs: the ledger's)."""
+        now = self.clock()
+        for age in sorted(ages, reverse=True)[-(self.sent.maxlen or 1):]:
+            self.sent.append(now - age)
 
     def wait_time(self) -> float:
         if len(self.sent) < (self.sent.maxlen or 1):
@@ -33,6 +41,9 @@ class Window:
 
     def take(self) -> None:
         self.sent.append(self.clock())
+
+
+MAX_WINDOW = 10_000_000  # messages a window remembers at most (a rate above is unlimited)
 
 
 class RateLimiter:
@@ -46,12 +57,19 @@ class RateLimiter:
 
     def __init__(self, per_second: float = 0.0, per_hour: float = 0.0, *,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Any] = asyncio.sleep,
+                 sent_last_hour: list[float] | None = None) -> None:
+        """``sent_last_hour``: how many seconds ago each message of the last hour went
+        (the ledger's, by earlier runs): the hour's limit counts them, or each run (a
+        slot, the retry job ten minutes later, a rerun) could send a whole hour's
+        worth."""
         self.windows = []
-        if per_second > 0:
+        if 0 < per_second < MAX_WINDOW:
             self.windows.append(Window.of(per_second, 1.0, clock))
-        if per_hour > 0:
-            self.windows.append(Window.of(per_hour, 3600.0, clock))
+        if 0 < per_hour < MAX_WINDOW:
+            hour = Window.of(per_hour, 3600.0, clock)
+            hour.seed(sent_last_hour or [])
+            self.windows.append(hour)
         self._sleep = sleep
         self._lock = asyncio.Lock()
 
