@@ -239,14 +239,14 @@ class _Run:
 
     def every_render_fails(self, job: Job) -> bool:
         """Whether a render error is not ``job``'s reader's: the same email for a plain
-        reader (another address and name, no keywords) fails too, with its papers and
-        with each of them alone (one paper's data can fail every email that shows it,
-        and only those), and so does each of the next jobs waiting (up to
-        ``RENDER_PROBES``, made now and kept for their senders). A preview (no edition)
-        says each email's error instead. Probing a plain reader, not only the queue,
-        keeps one reader's (or one paper's) error from stopping a run with nothing else
-        waiting (one connection, a low rate limit, a last row): stopped, it was first
-        again at every rerun, and nobody got the edition."""
+        reader (another address and name, no keywords) fails too, with its papers, with
+        each of them alone and with another paper of the edition (one paper's data can
+        fail every email that shows it, and only those), and so does each of the next
+        jobs waiting (up to ``RENDER_PROBES``, made now and kept for their senders). A
+        preview (no edition) says each email's error instead. Probing a plain reader,
+        not only the queue, keeps one reader's (or one paper's) error from stopping a run
+        with nothing else waiting (one connection, a low rate limit, a last row):
+        stopped, it was first again at every rerun, and nobody got the edition."""
         if self.edition_id is None:
             return False
         plain = dataclasses.replace(job, delivery_id=None, recipient=Recipient(
@@ -255,6 +255,11 @@ class _Run:
         # shows it (a plain reader's too), and only those
         picks = [job.entry_ids] + ([[e] for e in job.entry_ids]
                                    if len(job.entry_ids) > 1 else [])
+        # and another paper of the edition: an email whose one paper is the bad one
+        other = next((e for e in getattr(self.ctx, "index", ()) if e not in job.entry_ids),
+                     None)
+        if other is not None:
+            picks.append([other])
         for entry_ids in picks:
             try:
                 self.ctx.render(dataclasses.replace(plain, entry_ids=entry_ids))  # not sent
