@@ -444,8 +444,14 @@ def test_production_steps_from_an_empty_server_to_the_first_send(
     def mark(step: str) -> None:
         times[step] = time.monotonic() - t0
 
-    # 2. Install: the wheel with [scale] in a fresh venv.
-    install(machine, build_wheel(machine.root / "dist"))
+    # 2. Install: the wheel with [scale] in a fresh venv. It carries deploy/ (steps 3
+    # and 6 copy from it), the same files as the checkout's.
+    wheel = build_wheel(machine.root / "dist")
+    with zipfile.ZipFile(wheel) as z:
+        for path in [ENV_EXAMPLE, *sorted(UNITS.glob("*.service"))]:
+            inside = "newsletter/" + str(path.relative_to(ROOT))
+            assert z.read(inside) == path.read_bytes(), inside
+    install(machine, wheel)
     version = subprocess.run([str(machine.venv / "bin" / "newsletter"), "--version"],
                              capture_output=True, text=True, check=True).stdout.strip()
     project = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
