@@ -52,6 +52,10 @@ def safe_url(url: str | None) -> str:
         return ""
     if not all(c.isalnum() or c in "-._[]:" for c in host):
         return ""
+    if ":" not in host and not all(host.rstrip(".").split(".")):
+        # an empty label: what a Unicode dot became ("http://\u2024" is "http://."),
+        # which the next pass refuses: stored links must read the same again
+        return ""
     if ":" in host:  # an IPv6 literal keeps its brackets
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port is not None else host

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -242,6 +242,7 @@ def test_only_http_links_leave_the_renderer(digests: dict[str, Rendered]) -> Non
 
 
 @settings(max_examples=300, deadline=None)
+@example("http://\u2024")  # a Unicode dot as the host: "http://." the next pass refused
 @given(st.one_of(st.text(max_size=80),
                  st.builds(lambda s, rest: s + rest,
                            st.sampled_from(["http://", "https://", "HTTPS://x.org/",
