@@ -1413,15 +1413,11 @@ def database_trouble(exc: Exception) -> NewsletterError:
     may not write: made by root rather than the service's user; locked too long; a
     full disk), where a traceback ended the command. Every transaction was rolled
     back: nothing is half-written."""
-    import getpass
+    from newsletter.store.db import db_reason, unwritable_fix
 
-    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0]
-    user = getpass.getuser()
-    if "readonly database" in reason or "unable to open database file" in reason:
-        return ConfigError(
-            f"[database] url: {reason}",
-            f"the database file, its folder and its -wal and -shm files must be "
-            f"writable by the user running newsletter ({user}): run it as the user "
-            "that owns them (runuser -u newsletter -- newsletter ...) or chown them")
+    reason = db_reason(exc)
+    fix = unwritable_fix(reason)
+    if fix is not None:
+        return ConfigError(f"[database] url: {reason}", fix)
     return NewsletterError(f"database: {reason}", "nothing was half-written; run the "
                            "command again" if "locked" in reason else None)

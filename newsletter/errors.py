@@ -9,6 +9,13 @@ else reaching the top is a bug and keeps its traceback.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line: its first, or its type's name when it has
+    none (a driver's or library's message can run over several lines)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class NewsletterError(Exception):
     """Base class: a one-line, user-facing message plus an optional fix-it hint."""
 

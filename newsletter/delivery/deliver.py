@@ -44,7 +44,7 @@ from newsletter.delivery.ledger import LEASE_SECONDS, RELEASED, Ledger, Outcome,
 from newsletter.delivery.plan import Job
 from newsletter.delivery.ratelimit import RateLimiter
 from newsletter.delivery.shutdown import Shutdown
-from newsletter.errors import SendingStopped, TransportError
+from newsletter.errors import SendingStopped, TransportError, first_line
 from newsletter.observe import delivery_outcome, delivery_retry
 from newsletter.render.renderer import Recipient, Rendered
 from newsletter.retry import backoff_delay
@@ -225,8 +225,7 @@ class _Run:
             return Outcome(job, RELEASED)
         rendered = self.rendered(job)
         if isinstance(rendered, Exception):  # a template bug must not lose the row
-            error = "render: " + (str(rendered).strip().splitlines() or [
-                type(rendered).__name__])[0]
+            error = f"render: {first_line(rendered)}"
             if not self.rendered_ok and self.every_render_fails(job):
                 # Not this reader's: no email of the run renders (a template that fails
                 # for everyone). Failed row by row, the whole edition was lost for good,

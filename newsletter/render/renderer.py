@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from newsletter.config import RenderConfig, SenderConfig, WebConfig
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, first_line
 from newsletter.ranking.engine import Explanation
 from newsletter.ranking.text import Acronyms
 from newsletter.render.blocks import BlockFiller
@@ -67,9 +67,8 @@ def dkim_signer(r: RenderConfig) -> DkimSigner | None:
     try:  # a file that is not a private key (the public half, a typo) fails every email
         signer.sign(b"From: probe@example.org\r\nSubject: probe\r\n\r\nprobe\r\n")
     except Exception as exc:  # noqa: BLE001 - dkimpy's own errors, whichever it raises
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"[render] dkim_private_key: {r.dkim_private_key}: not a private "
-                          f"key dkimpy can sign with ({why})",
+                          f"key dkimpy can sign with ({first_line(exc)})",
                           "make one with `openssl genrsa -out dkim.pem 2048`") from None
     return signer
 

@@ -32,7 +32,14 @@ from newsletter.delivery.check import (
 )
 from newsletter.errors import ConfigError
 from newsletter.store import key_use
-from newsletter.store.db import make_engine, parse_url, schema_state, session_scope
+from newsletter.store.db import (
+    db_reason,
+    make_engine,
+    parse_url,
+    schema_state,
+    session_scope,
+    unwritable_fix,
+)
 
 
 def check_database(url: str) -> tuple[Item, Engine | None]:
@@ -56,12 +63,9 @@ def check_database(url: str) -> tuple[Item, Engine | None]:
         state = schema_state(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        hint = ("make the file, its folder and its -wal/-shm files writable by the user "
-                "running newsletter (or run it as the user that owns them)"
-                if "readonly database" in reason or "unable to open" in reason
-                else "check [database] url")
-        return Item("database", FAIL, f"{shown}: {reason}", hint), None
+        reason = db_reason(exc)
+        return Item("database", FAIL, f"{shown}: {reason}",
+                    unwritable_fix(reason) or "check [database] url"), None
     if state != "current":
         engine.dispose()
         return Item("database", FAIL, f"{shown}: schema {state}", fix), None

@@ -24,7 +24,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, m
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, first_line
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READONLY = "newsletter_readonly"
@@ -130,7 +130,24 @@ def cannot_open(engine: Engine, exc: OperationalError) -> ConfigError:
     """The one line for a database that does not answer (refused, unknown, no file)."""
     return ConfigError(
         f"[database] url: cannot open {engine.url.render_as_string(hide_password=True)}: "
-        f"{str(exc.orig).strip().splitlines()[0]}")
+        f"{db_reason(exc)}")
+
+
+def db_reason(exc: BaseException) -> str:
+    """What the database itself said, as one line (not SQLAlchemy's wrapping of it)."""
+    return first_line(getattr(exc, "orig", None) or exc)
+
+
+def unwritable_fix(reason: str) -> str | None:
+    """What to do about a SQLite file this user may not write (made by root, run as
+    the service's user), from the database's ``reason``; None for any other reason."""
+    if "readonly database" not in reason and "unable to open database file" not in reason:
+        return None
+    import getpass
+
+    return (f"the database file, its folder and its -wal and -shm files must be writable "
+            f"by the user running newsletter ({getpass.getuser()}): run it as the user "
+            "that owns them (runuser -u newsletter -- newsletter ...) or chown them")
 
 
 def get_engine(url: str, *, migrate: bool = True) -> Engine:
