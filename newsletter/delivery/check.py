@@ -413,8 +413,23 @@ def as_json(items: list[Item]) -> dict[str, object]:
 
 MIN_KEY_LENGTH = 16
 PLACEHOLDERS = ("CHANGE-ME", "change-me", "changeme", "secret")
-KEY_FIX = ('generate one with `python3 -c "import secrets; print(secrets.token_urlsafe(32))"` '
-           "and put it first in NEWSLETTER_WEB__SECRET_KEYS")
+_GENERATE = 'generate one with `python3 -c "import secrets; print(secrets.token_urlsafe(32))"`'
+KEY_FIX = f"{_GENERATE} and put it first in NEWSLETTER_WEB__SECRET_KEYS"
+
+
+def weak_secret(value: str) -> bool:
+    """A secret anyone could guess: a placeholder (the deploy example's ``CHANGE-ME``)
+    or shorter than ``MIN_KEY_LENGTH``."""
+    return value.strip() in PLACEHOLDERS or len(value) < MIN_KEY_LENGTH
+
+
+def weak_metrics_token(token: str | None) -> Item | None:
+    """``[metrics] token``, when set, as guessable as ``weak_secret`` says."""
+    if token is None or not weak_secret(token):
+        return None
+    return Item("metrics.token", FAIL, f"a placeholder or shorter than {MIN_KEY_LENGTH} "
+                "characters (anyone could read /metrics)",
+                f"{_GENERATE} and set it as NEWSLETTER_METRICS__TOKEN")
 
 
 def weak_signing_key(cfg: WebConfig, signing_only: bool = False) -> Item | None:
@@ -427,7 +442,7 @@ def weak_signing_key(cfg: WebConfig, signing_only: bool = False) -> Item | None:
     ``signing_only``: the first key alone (the compliance gate)."""
     keys = cfg.secret_keys[:1] if signing_only else cfg.secret_keys
     for i, key in enumerate(keys):
-        if key.strip() in PLACEHOLDERS or len(key) < MIN_KEY_LENGTH:
+        if weak_secret(key):
             what = (f"key {i + 1} of {len(cfg.secret_keys)} is a placeholder or shorter "
                     f"than {MIN_KEY_LENGTH} characters (anyone could forge ")
             if i == 0:

@@ -22,12 +22,11 @@ from newsletter.delivery.check import (
     FAIL,
     INFO,
     KEY_FIX,
-    MIN_KEY_LENGTH,
     OK,
-    PLACEHOLDERS,
     Item,
     check_bounces,
     run_checks,
+    weak_metrics_token,
     weak_signing_key,
 )
 from newsletter.errors import ConfigError
@@ -72,17 +71,12 @@ def check_database(url: str) -> tuple[Item, Engine | None]:
     return Item("database", OK, f"{shown}: schema current"), engine
 
 
-def _weak_key(cfg: WebConfig) -> Item | None:
-    """A configured key that is a placeholder or short: seen without the database."""
-    return weak_signing_key(cfg)
-
-
 def check_signing_keys(cfg: WebConfig, engine: Engine | None) -> Item:
     """The link-signing keys: none a placeholder or short, none that signed links dropped
     (``engine`` None: the database is unreachable, so only the first is checked)."""
     from newsletter.service.signing import rotation_problem
 
-    weak = _weak_key(cfg)
+    weak = weak_signing_key(cfg)  # (seen without the database)
     if weak is not None:
         return weak
     if engine is None:  # (the database item fails already: no second ✗ for it)
@@ -121,13 +115,9 @@ def run_all(settings: Settings, *, dns: bool = False, nameserver: str | None = N
         items += published_items(web=c.web, sender=c.sender, render=c.render,
                                  backend=c.transport.backend, smtp=c.smtp,
                                  nameserver=nameserver)
-    token = c.metrics.token
-    if token is not None and (token.strip() in PLACEHOLDERS or len(token) < MIN_KEY_LENGTH):
-        items.append(Item("metrics.token", FAIL, "a placeholder or shorter than "
-                          f"{MIN_KEY_LENGTH} characters (anyone could read /metrics)",
-                          KEY_FIX.replace("NEWSLETTER_WEB__SECRET_KEYS",
-                                          "NEWSLETTER_METRICS__TOKEN").replace(
-                                              "put it first in", "set it as")))
+    token = weak_metrics_token(c.metrics.token)
+    if token is not None:
+        items.append(token)
     db_item, engine = check_database(c.database.url)
     items.append(db_item)
     try:  # (without the database, a placeholder key is still named)
