@@ -270,16 +270,21 @@ class _Run:
                 continue
             hit = self.ready.get(id(other))
             if hit is None:
-                began = time.perf_counter()
-                try:
-                    made: Rendered | Exception = self.ctx.render(other)
-                except Exception as exc:
-                    made = exc
-                hit = self.ready[id(other)] = (other, made, time.perf_counter() - began)
+                hit = self.ready[id(other)] = (other, *self._make(other))
             if not isinstance(hit[1], Exception):
-                self.rendered_ok = True
                 return False
         return True
+
+    def _make(self, job: Job) -> tuple[Rendered | Exception, float]:
+        """``job``'s email (or what rendering it raised) and the seconds it took; an
+        email made notes that this run renders (``rendered_ok``)."""
+        began = time.perf_counter()
+        try:
+            made = self.ctx.render(job)
+        except Exception as exc:
+            return exc, time.perf_counter() - began
+        self.rendered_ok = True
+        return made, time.perf_counter() - began
 
     def rendered(self, job: Job) -> Rendered | Exception:
         """``job``'s email (or what rendering it raised). When it is not made yet, it is
@@ -292,8 +297,6 @@ class _Run:
         hit = self.ready.pop(id(job), None)
         if hit is not None:
             self.shift[id(job)] = hit[2]
-            if not isinstance(hit[1], Exception):
-                self.rendered_ok = True
             return hit[1]
         todo = [job]
         for other in self.queue.waiting(2 * self.ahead):
@@ -304,17 +307,10 @@ class _Run:
         mine: Rendered | Exception | None = None
         others = 0.0
         for one in todo:
-            made: Rendered | Exception
-            began = time.perf_counter()
-            try:
-                made = self.ctx.render(one)
-                self.rendered_ok = True
-            except Exception as exc:
-                made = exc
+            made, seconds = self._make(one)
             if one is job:
                 mine = made
             else:
-                seconds = time.perf_counter() - began
                 self.ready[id(one)] = (one, made, seconds)
                 others += seconds
         if others:
