@@ -681,13 +681,17 @@ def _present_elsewhere(summary: Any) -> None:
     """Other editions' rows a stopped run left pending, which this run did not take up
     (touched less than ten minutes ago): "nothing left to deliver" is not all."""
     for edition, n in summary.elsewhere:
-        slot = f" --slot {edition.slot}" if edition.slot else ""
         say(f"{count(n, 'delivery', 'deliveries')} of edition {edition.day}"
             f"{f' slot {edition.slot}' if edition.slot else ''} (#{edition.id}) "
             f"{'wait' if n != 1 else 'waits'} pending (left by a run that stopped, or "
-            f"queued for workers): `newsletter send --date {edition.day}{slot}` sends them "
+            f"queued for workers): `{_send_again(edition.day, edition.slot)}` sends them "
             "now; otherwise a worker, or a later run once nothing has touched them for ten "
             "minutes")
+
+
+def _send_again(day: object, slot: str) -> str:
+    """The command that sends an edition's rows left pending (its day and slot)."""
+    return f"newsletter send --date {day}" + (f" --slot {slot}" if slot else "")
 
 
 def _present_deferred(summary: Any) -> None:
@@ -778,8 +782,7 @@ def status(
               + ", ".join(f"{k} {v}" for k, v in c.items()))
     for e in data["last_errors"]:
         out.print(f"  {e['status']}: {e['email']}: {e['error']}")
-    again = f"newsletter send --date {data['day']}" + (f" --slot {data['slot']}"
-                                                       if data["slot"] else "")
+    again = _send_again(data["day"], data["slot"])
     for h in data["sending"]:
         out.print(f"  sending: {h['rows']} held by {h['holder']}, " + (
             f"which is gone: `{again}` takes them back and sends them (a later run does "

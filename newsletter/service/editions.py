@@ -345,12 +345,12 @@ def waiting_elsewhere(session: Any, at: dt.datetime, retry_hours: float,
     what a later run takes up once nothing has touched them for ``LEFT_AFTER``
     (``left_pending``), or `send` for that day and slot at once. A `send` of another
     slot said "nothing left to deliver" over them, and exited 0."""
-    rows = dict(session.execute(
-        select(Delivery.edition_id, func.count())
-        .where(Delivery.status == DeliveryStatus.PENDING,
-               Delivery.created_at >= at - dt.timedelta(hours=retry_hours),
-               Delivery.edition_id.not_in(skip) if skip else Delivery.id.is_not(None))
-        .group_by(Delivery.edition_id)).all())
+    where = [Delivery.status == DeliveryStatus.PENDING,
+             Delivery.created_at >= at - dt.timedelta(hours=retry_hours)]
+    if skip:
+        where.append(Delivery.edition_id.not_in(skip))
+    rows = dict(session.execute(select(Delivery.edition_id, func.count()).where(*where)
+                                .group_by(Delivery.edition_id)).all())
     live = delivering(session, set(rows), at)
     return [(edition, int(rows[edition.id])) for edition in session.scalars(
         select(Edition).where(Edition.id.in_(set(rows) - live)).order_by(Edition.id))]

@@ -126,9 +126,9 @@ def edition_entries(session: Session, slot: str, cutoff: dt.datetime,
     a newsletter in one time zone changes slot at each daylight-saving change (07:00 in
     London is 07 UTC in winter, 06 in summer), and the slot last used in October offered
     every paper since October in March, months-old ones crowding out the day's (which
-    the next window then left behind). The readers had their last email from the other slot a day
-    before; papers of that day they had are left out per reader. With no edition at
-    all, every paper is a candidate (the first day)."""
+    the next window then left behind). The readers had their last email from the other
+    slot a day before; papers of that day they had are left out per reader. With no
+    edition at all, every paper is a candidate (the first day)."""
     earlier = (Edition.day < day,) if day is not None else ()
     prev = session.scalar(select(Edition.cutoff)
                           .where(Edition.slot == slot, Edition.cutoff < cutoff, *earlier)
