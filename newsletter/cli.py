@@ -1160,6 +1160,10 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="Tasks at once in this worker.")] = 1,
     log_format: LogFormat = None,
     metrics_port: MetricsPort = None,
+    force: Annotated[bool, typer.Option("--force", help="Deliver through a real transport "
+                                        "even when `newsletter check` finds the mail "
+                                        "non-compliant or its links forgeable; without "
+                                        "it such a worker refuses to start.")] = False,
 ) -> None:
     """A Celery worker delivering queued editions (scale-out; use PostgreSQL).
 
@@ -1186,19 +1190,20 @@ def worker(
     previous = {sig: signal.signal(sig, stop_before_celery)
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        _run_worker(ctx, concurrency, log_format, metrics_port, early)
+        _run_worker(ctx, concurrency, log_format, metrics_port, early, force)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
 def _run_worker(ctx: typer.Context, concurrency: int, log_format: str | None,
-                metrics_port: int | None, early: Shutdown) -> None:
+                metrics_port: int | None, early: Shutdown, force: bool) -> None:
     import functools
 
     from newsletter.delivery.queue import check_broker, make_celery, run_worker
     from newsletter.delivery.shutdown import Shutdown
     from newsletter.observe.service import start_service
+    from newsletter.service.sending import compliance_gate
     from newsletter.store.db import make_engine, upgrade
     from newsletter.transports import make_transport
 
@@ -1206,6 +1211,11 @@ def _run_worker(ctx: typer.Context, concurrency: int, log_format: str | None,
     config = ctx.find_root().params.get("config")
     _logging(a, log_format)
     make_transport(a.settings)  # a transport misconfiguration fails here, not per task
+    # The compliance gate `send` and `run` hold: the worker signs the links of what it
+    # delivers with its own configuration's key, whatever `send --queue` was run with.
+    for line in compliance_gate(a.settings.transport.backend, a.settings.web,
+                                a.settings.sender, force, error=ConfigError):
+        say(f"warning: delivering anyway (--force): {line}")
     check_broker(a.settings.queue)
     # The heartbeat and metrics get an engine of their own, outside the process-wide
     # cache: prefork children then open their own connections instead of inheriting it.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import html
 import io
 import re
 from collections.abc import Iterator
@@ -614,6 +615,36 @@ def test_the_console_shows_only_messages_it_made(world) -> None:  # type: ignore
         assert "notice=" in back
         tampered = c.get(f"/editions/{eid}?{back.replace('queued', 'dropped')}")
         assert "deferred deliveries" not in tampered.text
+
+
+def test_a_retry_through_a_non_compliant_transport_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+    """The console's retry holds the compliance gate `send` holds: through SMTP with the
+    built-in sender and an http unsubscribe link it queues nothing and says why, naming
+    the command that can force it (it sent them before, with a forgeable key too)."""
+    from newsletter.delivery.ledger import TRANSIENT
+
+    from .editions_support import run_send
+
+    settings, engine = world
+    summary = run_send(settings, engine, dt.date(2026, 3, 4))
+    assert summary.edition is not None
+    eid = summary.edition.id
+    with session_scope(engine) as s:
+        s.execute(update(Delivery).where(Delivery.edition_id == eid)
+                  .values(status="failed", reason=TRANSIENT))
+    smtp = settings.replace(transport={"backend": "smtp"})
+    for console in start_console(smtp, engine):
+        c = console.login()
+        token = csrf_of(c, f"/editions/{eid}")
+        done = c.post(f"/editions/{eid}/retry", data={"csrf": token}, follow_redirects=True)
+        assert done.status_code == 200
+        text = html.unescape(done.text)
+        assert "nothing queued again: refusing to send through smtp: " in text, text
+        assert "sender.postal_address" in text
+        assert "newsletter send --date 2026-03-04 --force" in text
+    with session_scope(engine) as s:
+        states = set(s.scalars(select(Delivery.status).where(Delivery.edition_id == eid)))
+    assert states == {"failed"}
 
 
 def test_a_test_send_readdresses_a_folded_to_header_whole() -> None:

@@ -45,6 +45,30 @@ def test_dead_broker_is_one_line_and_plans_nothing(cli, tmp_path: Path) -> None:
     assert "[queue] broker_url" in line
 
 
+@pytest.mark.slow  # ~2 s: three tries at a dead broker once forced
+def test_a_worker_holds_the_compliance_gate(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A worker delivers with its own configuration (its key signs the links), whatever
+    `send --queue` was run with: through SMTP with the built-in sender, an http link and
+    the deploy example's placeholder key it refuses to start (2: systemd does not
+    restart it), naming each problem; `worker --force` passes the gate with a warning a
+    problem (and here stops at the dead broker, the next step)."""
+    dead = {"NEWSLETTER_QUEUE__BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "NEWSLETTER_TRANSPORT__BACKEND": "smtp",
+            "NEWSLETTER_WEB__SECRET_KEYS": '["CHANGE-ME"]'}
+    r = cli("worker", env=dead)
+    assert r.code == 2, r.stderr
+    line = one_line_error(r)
+    assert line.startswith("error: refusing to send through smtp: "), line
+    for problem in ("web.base_url", "sender.from_address", "sender.postal_address",
+                    "web.secret_keys"):
+        assert problem in line, (problem, line)
+    assert "[queue] broker_url" not in line  # refused before the broker is tried
+    forced = cli("worker", "--force", env=dead)
+    assert forced.code != 0 and "[queue] broker_url" in forced.stderr, forced.stderr
+    warned = [x for x in forced.stderr.splitlines() if x.startswith("warning: ")]
+    assert len(warned) == 4 and all("delivering anyway (--force)" in x for x in warned), warned
+
+
 @pytest.mark.parametrize(("toml", "expected"), [
     ('[schedule]\ningest_cron = "0 99 * * *"\n', "[schedule] ingest_cron: not a valid crontab"),
     ('[schedule]\ntimezone = "Mars/X"\n', "[schedule] timezone: unknown time zone 'Mars/X'"),

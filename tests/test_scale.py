@@ -73,8 +73,9 @@ def test_workers_share_an_edition_without_duplicates(pg_url: str, smtp_sink: Smt
     populate(pg_url, extra=60)
     smtp_sink.delay = 0.01
     env = worker_env(pg_url, url, smtp_sink, f"nl-test-{tmp_path.name}")
-    workers = [subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers = [subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--force"],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
                for _ in range(2)]
     try:
         result = subprocess.run(
@@ -185,9 +186,9 @@ def test_worker_warm_shutdown_on_sigterm_finishes_in_flight_and_releases_the_res
     queued = subprocess.run([*send, "--wait", "0"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)
     assert queued.returncode == 3 and "all its rows: pending 68" in queued.stderr, queued.stderr
-    worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
+    worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--force"],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
     assert smtp_sink.wait_for(4, timeout=90), "the worker sent nothing"
     worker.send_signal(signal.SIGTERM)
     _, log = worker.communicate(timeout=60)
@@ -203,8 +204,9 @@ def test_worker_warm_shutdown_on_sigterm_finishes_in_flight_and_releases_the_res
     assert counts.get("sending", 0) == 0  # in flight finished, the rest given back
     assert counts.get("sent") == got and counts.get("pending") == everyone - got
     smtp_sink.delay = 0
-    again = subprocess.Popen([sys.executable, "-m", "newsletter", "worker"], cwd=tmp_path,
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    again = subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--force"],
+                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
     try:
         done = subprocess.run([*send, "--wait", "120"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=180)

@@ -571,7 +571,21 @@ def retry_failed(config: EditionConfig, engine: Engine, edition_id: int,
                  make_transport: Callable[[], Transport], background: Background) -> int:
     """Requeue an edition's transient failures and deliver them in the background
     (the same ``deliver_edition`` a worker runs); returns how many were requeued at
-    once, without waiting for the sending."""
+    once, without waiting for the sending. Behind the compliance gate `send` holds
+    (``InputError`` naming each problem, nothing requeued): the console has no
+    ``--force``, so its words name the command that has one."""
+    from newsletter.service.sending import compliance_gate
+
+    try:
+        compliance_gate(config.transport.backend, config.web, config.sender, force=False)
+    except InputError as exc:
+        with session_scope(engine, readonly=True) as s:
+            edition = s.get(Edition, edition_id)
+        again = (f"`newsletter send --date {edition.day}"
+                 f"{f' --slot {edition.slot}' if edition.slot else ''} --force`"
+                 if edition is not None else "`newsletter send --force`")
+        raise InputError(exc.message, f"run `newsletter check`; {again} sends them "
+                         "anyway") from None
     queued = requeue_failed(engine, edition_id)
     if queued:
         transport = make_transport()  # a configuration error is the caller's, now

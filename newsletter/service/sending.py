@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from newsletter.config import QueueConfig
+from newsletter.config import QueueConfig, SenderConfig, WebConfig
 from newsletter.delivery.check import send_blockers
 from newsletter.delivery.deliver import run_async, sending_stopped
 from newsletter.delivery.edition import EditionConfig
 from newsletter.delivery.ledger import Outcome
 from newsletter.delivery.queue import check_broker, enqueue, wait_for
 from newsletter.delivery.shutdown import Shutdown
-from newsletter.errors import InputError, TransportError
+from newsletter.errors import InputError, NewsletterError, TransportError
 from newsletter.service.editions import SendSummary, plan_edition, send
 from newsletter.service.signing import begin_signing
 from newsletter.store.db import session_scope
@@ -93,14 +93,22 @@ def refusal(backend: str, blockers: list[str]) -> str:
     return f"refusing to send through {backend}: " + "; ".join(blockers)
 
 
+def compliance_gate(backend: str, web: WebConfig, sender: SenderConfig, force: bool, *,
+                    error: type[NewsletterError] = InputError) -> list[str]:
+    """The compliance gate (``check.send_blockers``): raises ``error`` naming every
+    problem unless ``force``; what was overridden (to warn of, one line each) when
+    forced. ``send`` and ``worker`` hold it; ``run`` refuses its slots instead."""
+    blockers = send_blockers(backend, web, sender)
+    if blockers and not force:
+        raise error(refusal(backend, blockers), "run `newsletter check`; --force sends anyway")
+    return blockers
+
+
 def _gate(config: EditionConfig, transport: Transport, request: SendRequest,
           hooks: Hooks) -> bool:
     """The compliance gate and the operator's yes; False when the operator said no."""
     backend = config.transport.backend
-    blockers = send_blockers(backend, config.web, config.sender)
-    if blockers and not request.force:
-        raise InputError(refusal(backend, blockers), "run `newsletter check`; --force sends anyway")
-    for line in blockers:
+    for line in compliance_gate(backend, config.web, config.sender, request.force):
         hooks.say(f"warning: sending anyway (--force): {line}")
     if transport.sends_mail and not request.yes:
         if hooks.ask is None:

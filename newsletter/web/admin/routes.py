@@ -444,12 +444,16 @@ async def retry(request: Request) -> Response:
         raise HTTPException(404, "no such edition")
     # Requeued now; sent in a background thread by the same delivery a worker runs,
     # so the answer comes at once, whatever the number of failures.
-    queued = await asyncio.to_thread(
-        editions.retry_failed, c.edition_config, app.engine, found.id,
-        lambda: make_transport(settings), c.deliveries)
-    notice = f"{queued} transient failures and deferred deliveries queued again"
-    if queued:
-        notice += "; sending them in the background (reload to follow)"
+    try:
+        queued = await asyncio.to_thread(
+            editions.retry_failed, c.edition_config, app.engine, found.id,
+            lambda: make_transport(settings), c.deliveries)
+    except InputError as exc:  # the compliance gate: nothing was queued again
+        notice = f"nothing queued again: {exc}"
+    else:
+        notice = f"{queued} transient failures and deferred deliveries queued again"
+        if queued:
+            notice += "; sending them in the background (reload to follow)"
     said = urlencode({"notice": _said(c, notice)})
     return RedirectResponse(f"{PREFIX}/editions/{eid}?{said}", status_code=303)
 
@@ -461,7 +465,7 @@ def _said(c: Console, text: str) -> str:
     return c.signer.sign("notice", text)
 
 
-def _heard(c: Console, request: Request, name: str, limit: int = 300) -> str:
+def _heard(c: Console, request: Request, name: str, limit: int = 1000) -> str:
     """The message ``_said`` put in the query's ``name``; "" when absent or not ours."""
     return (c.signer.unsign("notice", request.query_params.get(name, "")) or "")[:limit]
 
