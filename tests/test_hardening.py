@@ -67,6 +67,59 @@ def test_n2_sign_up_refuses_bad_zones_hours_and_field_counts(site: Site) -> None
     assert site.status("n2@example.org") == "pending"
 
 
+def test_sign_up_bounds_what_it_keeps_of_a_profile_and_a_zone(site: Site) -> None:
+    """A sign-up's keywords longer than a person writes are refused with their size (a
+    megabyte of them was stored, and kept in the parser's caches, several megabytes a
+    post); a refused time zone is shown back when it could be a name, and neither is
+    kept in any cache: the zone's options were cached by the raw value (5 MB a post)."""
+    from newsletter.profile import MAX_PROFILE_CHARS, profile_terms
+    from newsletter.web.context import _zone_options
+
+    client = httpx.Client(timeout=60)
+    form = {"email": "big@example.org", "keywords": "diffusion", "tz": "UTC", "hour": "7"}
+    profile_terms.cache_clear()
+    big = "mamba" + "," * MAX_PROFILE_CHARS  # one term: a valid profile, but too long
+    r = post_form(client, site.url + "/", form | {"keywords": big}, site.url + "/subscribe")
+    assert r.status_code == 400 and f"at most {MAX_PROFILE_CHARS:,}" in r.text, r.text[-300:]
+    weighted = "^" * (MAX_PROFILE_CHARS - 2) + " x"  # refused by its weight, as before
+    r = post_form(client, site.url + "/", form | {"keywords": weighted},
+                  site.url + "/subscribe")
+    assert r.status_code == 400 and "weight after ^ must be a number" in r.text
+    assert profile_terms.cache_info().currsize == 0  # (the server runs in this process)
+    for tz in ("Mars/Olympus_Mons", "Mars/" + "x" * 200):
+        r = post_form(client, site.url + "/", form | {"tz": tz}, site.url + "/subscribe")
+        assert r.status_code == 400 and "unknown time zone" in r.text
+        shown = f"<option selected>{tz}</option>" in r.text
+        assert shown == (len(tz) < 64), tz[:20]
+    cached = _zone_options.cache_info().currsize
+    assert cached <= 2  # UTC and "" at most: the refused zones are not kept
+    site.wait_background()
+    assert site.status("big@example.org") is None
+
+
+def test_the_weight_is_found_as_the_pattern_found_it() -> None:
+    """``weight_at`` (one pass) finds what the former pattern found, searched from each
+    ``^`` (which took time growing with the square of the term)."""
+    import re
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from newsletter.profile import weight_at
+
+    pattern = re.compile(r"\^\s*([^\s,]*)\s*$")
+
+    @given(st.text(alphabet="^ ,\t\n\u00a0a2.-\"", max_size=14))
+    def agree(body: str) -> None:
+        m = pattern.search(body)
+        at = weight_at(body)
+        assert at == (m.start() if m else -1), body
+        if m:
+            assert body[at + 1:].strip() == m.group(1)
+
+    agree()
+
+
 def test_n2_preferences_and_one_click_refuse_cleanly(site: Site) -> None:
     client = httpx.Client(timeout=30)
     grace = site.sub_id("grace@example.org")

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from newsletter.addresses import clean_header_text, normalize_address
 from newsletter.errors import InputError
 from newsletter.frequency import check_frequency
-from newsletter.profile import parse_profile
+from newsletter.profile import checked_profile
 from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
 from newsletter.store.suppressions import refuse_suppressed, suppressed_among
 
@@ -85,7 +85,7 @@ def check_keywords(keywords: str, *, required: bool = True) -> str:
     if required and not keywords.strip():
         raise InputError("empty keyword profile: give at least one term, "
                          "e.g. 'diffusion, \"state space models\"'")
-    parse_profile(keywords)  # raises ProfileError naming the problem
+    checked_profile(keywords)  # raises ProfileError naming the problem
     return keywords.strip()
 
 

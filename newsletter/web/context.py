@@ -171,11 +171,30 @@ class Web:
         return self.page(request, "error.html", status, heading=heading, text=text)
 
 
-@functools.lru_cache(maxsize=128)
+_KNOWN_ZONES = frozenset(ZONES)
+# the longest name a reader's refused zone is shown back with (the IANA names are
+# at most about 30 characters); a longer one is dropped, not echoed
+MAX_ZONE_SHOWN = 64
+
+
 def zone_options(selected: str) -> Markup:
     """The time-zone <option>s (about 430) with ``selected`` marked: made once per zone,
-    not on every page view."""
-    zones = ZONES if selected in ZONES or not selected else [selected, *ZONES]  # keep theirs
+    not on every page view. A refused zone is kept at the top (the reader sees what
+    they sent) but never cached: the cache held every refused value an outsider posted
+    (a form of a megabyte, 5 MB of options each, kept until restart)."""
+    if not selected or selected in _KNOWN_ZONES:
+        return _zone_options(selected)
+    if len(selected) > MAX_ZONE_SHOWN:
+        return _zone_options("")
+    return _options([selected, *ZONES], selected)
+
+
+@functools.lru_cache(maxsize=128)
+def _zone_options(selected: str) -> Markup:
+    return _options(ZONES, selected)
+
+
+def _options(zones: list[str], selected: str) -> Markup:
     return Markup("".join(
         f'<option{" selected" if z == selected else ""}>{escape(z)}</option>' for z in zones))
 
