@@ -1200,10 +1200,10 @@ def _run_worker(ctx: typer.Context, concurrency: int, log_format: str | None,
                 metrics_port: int | None, early: Shutdown, force: bool) -> None:
     import functools
 
+    from newsletter.delivery.check import compliance_gate
     from newsletter.delivery.queue import check_broker, make_celery, run_worker
     from newsletter.delivery.shutdown import Shutdown
     from newsletter.observe.service import start_service
-    from newsletter.service.sending import compliance_gate
     from newsletter.store.db import make_engine, upgrade
     from newsletter.transports import make_transport
 

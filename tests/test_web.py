@@ -299,6 +299,14 @@ def test_archive_feed_view_and_paper_pages(site: Site) -> None:
     view = httpx.get(site.links.view(ada, summary.edition.id))
     assert view.status_code == 200 and "for you" in view.text
     assert "script-src" not in view.headers["content-security-policy"]
+    # A web version's address gets shared: its links to the reader's preferences and
+    # to unsubscribe lead to a page that says where the reader's own are (the email)
+    hrefs = re.findall(r'href="([^"]+)"', view.text)
+    assert not [h for h in hrefs if "/preferences/" in h or "/unsubscribe/" in h], hrefs
+    assert hrefs.count(site.url + "/manage") >= 2  # "Manage preferences", "Unsubscribe"
+    manage = httpx.get(site.url + "/manage")
+    assert manage.status_code == 200 and "links at its foot" in manage.text
+    assert any(h.startswith(site.url + "/feedback/up/") for h in hrefs)  # votes stay
     archive = httpx.get(site.links.preferences(ada, "archive"))
     assert archive.status_code == 200 and "Dec 26, 2025" in archive.text
     feed = httpx.get(site.links.feed(ada))

@@ -32,6 +32,7 @@ from newsletter.config import (
     WebConfig,
 )
 from newsletter.delivery.deliver import run_async
+from newsletter.errors import InputError, NewsletterError
 
 OK, FAIL, INFO = "ok", "fail", "info"
 MARKS = {OK: "✓", FAIL: "✗", INFO: "•"}
@@ -465,3 +466,21 @@ def send_blockers(backend: str, web: WebConfig, sender: SenderConfig) -> list[st
              weak_signing_key(web, signing_only=True)]
     return [f"{i.key}: {i.detail}" for i in items
             if i is not None and not i.ok and i.blocks_send]
+
+
+def refusal(backend: str, blockers: list[str]) -> str:
+    """What a refused send says: the transport and every problem (``check.send_blockers``,
+    the compliance gate that ``send`` and the scheduler's slots in ``newsletter run``
+    both hold, each overridden by its own ``--force``), on one line."""
+    return f"refusing to send through {backend}: " + "; ".join(blockers)
+
+
+def compliance_gate(backend: str, web: WebConfig, sender: SenderConfig, force: bool, *,
+                    error: type[NewsletterError] = InputError) -> list[str]:
+    """The compliance gate (``check.send_blockers``): raises ``error`` naming every
+    problem unless ``force``; what was overridden (to warn of, one line each) when
+    forced. ``send`` and ``worker`` hold it; ``run`` refuses its slots instead."""
+    blockers = send_blockers(backend, web, sender)
+    if blockers and not force:
+        raise error(refusal(backend, blockers), "run `newsletter check`; --force sends anyway")
+    return blockers

@@ -205,8 +205,7 @@ def run_daemon(app: App, shutdown: Shutdown,
                announce: Callable[[str], None] = log.info, *, force: bool = False) -> None:
     """Run until ``shutdown`` is requested; then let the running job wind down.
     ``force``: send although the compliance gate finds the mail non-compliant."""
-    from newsletter.delivery.check import send_blockers
-    from newsletter.service.sending import refusal
+    from newsletter.delivery.check import refusal, send_blockers
 
     s = app.settings
     blockers = send_blockers(s.transport.backend, s.web, s.sender)

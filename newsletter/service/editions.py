@@ -574,7 +574,7 @@ def retry_failed(config: EditionConfig, engine: Engine, edition_id: int,
     once, without waiting for the sending. Behind the compliance gate `send` holds
     (``InputError`` naming each problem, nothing requeued): the console has no
     ``--force``, so its words name the command that has one."""
-    from newsletter.service.sending import compliance_gate
+    from newsletter.delivery.check import compliance_gate
 
     try:
         compliance_gate(config.transport.backend, config.web, config.sender, force=False)

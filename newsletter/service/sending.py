@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from newsletter.config import QueueConfig, SenderConfig, WebConfig
-from newsletter.delivery.check import send_blockers
+from newsletter.config import QueueConfig
+from newsletter.delivery.check import compliance_gate
 from newsletter.delivery.deliver import run_async, sending_stopped
 from newsletter.delivery.edition import EditionConfig
 from newsletter.delivery.ledger import Outcome
 from newsletter.delivery.queue import check_broker, enqueue, wait_for
 from newsletter.delivery.shutdown import Shutdown
-from newsletter.errors import InputError, NewsletterError, TransportError
+from newsletter.errors import InputError, TransportError
 from newsletter.service.editions import SendSummary, plan_edition, send
 from newsletter.service.signing import begin_signing
 from newsletter.store.db import session_scope
@@ -84,24 +84,6 @@ class SendResult:
     declined: bool = False  # the operator said no
     summary: SendSummary | None = None  # delivered here
     queued: Queued | None = None  # delivered by workers
-
-
-def refusal(backend: str, blockers: list[str]) -> str:
-    """What a refused send says: the transport and every problem (``check.send_blockers``,
-    the compliance gate that ``send`` and the scheduler's slots in ``newsletter run``
-    both hold, each overridden by its own ``--force``), on one line."""
-    return f"refusing to send through {backend}: " + "; ".join(blockers)
-
-
-def compliance_gate(backend: str, web: WebConfig, sender: SenderConfig, force: bool, *,
-                    error: type[NewsletterError] = InputError) -> list[str]:
-    """The compliance gate (``check.send_blockers``): raises ``error`` naming every
-    problem unless ``force``; what was overridden (to warn of, one line each) when
-    forced. ``send`` and ``worker`` hold it; ``run`` refuses its slots instead."""
-    blockers = send_blockers(backend, web, sender)
-    if blockers and not force:
-        raise error(refusal(backend, blockers), "run `newsletter check`; --force sends anyway")
-    return blockers
 
 
 def _gate(config: EditionConfig, transport: Transport, request: SendRequest,

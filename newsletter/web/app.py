@@ -46,6 +46,7 @@ ROUTES: list[BaseRoute] = [
     Route("/preferences/{token}/archive", pages.archive, methods=["GET"]),
     Route("/feed/{token}.atom", pages.feed, methods=["GET"]),
     Route("/view/{token}", pages.view, methods=["GET"]),
+    Route("/manage", pages.manage, methods=["GET"]),
     Route("/papers/{entry_id:path}", pages.paper, methods=["GET"]),
     Route("/static/{name}", pages.static, methods=["GET"]),
     Route("/webhooks/{provider}/{token}", notices.webhook, methods=["POST"]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -410,7 +411,28 @@ async def view(request: Request) -> Response:
     if html is None:
         return web.error(request, 404, "Not available", "This email is no longer available.")
     # The email's own markup: inline styles (CSS-inlined for mail clients), never script.
-    return HTMLResponse(html, headers={"Content-Security-Policy": VIEW_CSP})
+    return HTMLResponse(web_version(html, web.settings.web.base_url),
+                        headers={"Content-Security-Policy": VIEW_CSP})
+
+
+def web_version(html: str, base_url: str) -> str:
+    """The email as its web page shows it: its links to the reader's preferences and to
+    unsubscribe lead to ``/manage`` instead. A web version's address gets shared (a
+    reader posts "read today's digest"), and with it, those links gave anyone the
+    reader's address, their stored data, their keywords and the erasure of their
+    account; the email itself keeps them. Votes stay: they only teach the ranking."""
+    base = base_url.rstrip("/")
+    personal = re.compile('href="' + re.escape(base) + r'/(?:preferences|unsubscribe)/[^"]*"')
+    return personal.sub(f'href="{base}/manage"', html)
+
+
+async def manage(request: Request) -> Response:
+    """Where a web version's "Manage preferences" and "Unsubscribe" lead."""
+    return web_of(request).message(
+        request, "Your subscription's own links",
+        "Each email we send you ends with links to your preferences and to unsubscribe, "
+        "made for you alone. The web version of an email leaves them out, because its "
+        "address may be shared: open the email itself and use the links at its foot.")
 
 
 def http_only(url: str | None) -> str:
