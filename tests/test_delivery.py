@@ -436,7 +436,7 @@ def test_retry_answers_at_once_and_sends_in_the_background(world, smtp_sink: Smt
     background.start = lambda eid, work: start(  # type: ignore[method-assign]
         eid, lambda: (release.wait(10), work()))
     queued = retry_failed(EditionConfig.of(settings), engine, summary.edition.id,
-                          transport, background)
+                          transport, background, force=True)  # (documentation names)
     assert queued == 1 and smtp_sink.count("ada@example.org") == 0  # answered, not sent yet
     with session_scope(engine) as s:
         row = s.scalar(select(Delivery).join(Subscriber).where(
@@ -449,4 +449,4 @@ def test_retry_answers_at_once_and_sends_in_the_background(world, smtp_sink: Smt
     with session_scope(engine) as s:
         assert set(s.scalars(select(Delivery.status))) == {"sent"}
     assert retry_failed(EditionConfig.of(settings), engine, summary.edition.id,
-                        transport, background) == 0 and made == ["MainThread"]
+                        transport, background, force=True) == 0 and made == ["MainThread"]

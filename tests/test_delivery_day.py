@@ -999,3 +999,103 @@ def test_preview_shows_the_earlier_editions_rows_that_send_takes_up(db_url: str,
     assert one.status == "skipped" and "nothing to send" in one.error, one
     sent = run_send(settings, engine, nextday)
     assert sent.report.counts["sent"] == 2 and sent.resumed == 1 and sent.due == 2, sent
+
+
+def test_a_cutoff_taken_while_an_ingest_stores_waits_for_its_papers(db_url: str,
+                                                                     tmp_path: Path) -> None:
+    """An ingest stamps its papers when it starts storing and commits later. A send that
+    opened its edition in between (PostgreSQL let it) took a cutoff after papers it could
+    not see yet: that edition planned without them, and every later window starts after
+    its cutoff, so they reached nobody, ever. Taking a cutoff now waits for the storing
+    ingest, so its papers are the edition's (or, stored after it, the next one's)."""
+    import threading
+
+    from newsletter.delivery.edition import get_or_create_edition
+    from newsletter.store.models import Entry
+    from newsletter.store.queries import edition_entries
+
+    settings = Settings().replace(database={"url": db_url})
+    engine = get_engine(db_url)
+    papers = tmp_path / "papers.json"
+    papers.write_text(json.dumps([{"title": "Quokka locomotion at scale", "id": "2601.00001",
+                                   "abstract": "Quokkas hop.", "authors": ["A. B."],
+                                   "published": "2026-01-05"}]))
+    with session_scope(engine) as s:
+        ingest(settings.sources, s, [str(ROOT / "newsletter" / "data" / "sample_papers.json")])
+    yesterday = get_or_create_edition(engine, dt.date(2026, 1, 4))
+    stored, release = threading.Event(), threading.Event()
+    seen: dict[str, list[str]] = {}
+
+    def storing() -> None:
+        with session_scope(engine) as s:
+            ingest(settings.sources, s, [str(papers)])
+            stored.set()
+            release.wait(30)  # committed only when the send has had its chance
+
+    def sending() -> None:
+        edition = get_or_create_edition(engine, dt.date(2026, 1, 5))
+        with session_scope(engine, readonly=True) as s:
+            seen["today"] = [e.title for e in edition_entries(s, "", edition.cutoff,
+                                                              edition.day)]
+
+    ingesting = threading.Thread(target=storing)
+    ingesting.start()
+    assert stored.wait(30)
+    opening = threading.Thread(target=sending)
+    opening.start()
+    opening.join(0.5)  # (unblocked, it has opened its edition and read its papers now)
+    release.set()
+    ingesting.join(30)
+    opening.join(30)
+    assert not ingesting.is_alive() and not opening.is_alive()
+    tomorrow = get_or_create_edition(engine, dt.date(2026, 1, 6))
+    with session_scope(engine, readonly=True) as s:
+        seen["tomorrow"] = [e.title for e in edition_entries(s, "", tomorrow.cutoff,
+                                                             tomorrow.day)]
+        arrived = s.scalar(select(Entry.arrived_at).where(Entry.arxiv_id == "2601.00001"))
+    assert arrived is not None and arrived > yesterday.cutoff
+    assert "Quokka locomotion at scale" in seen["today"] + seen["tomorrow"], seen
+
+
+def test_a_weekdays_monday_says_it_covers_the_days_since_friday(tmp_path: Path) -> None:
+    """A weekdays reader whose keywords match nothing gets trending papers on Monday,
+    from Saturday to Monday: the email says "since Friday", not "today" (which is what
+    a daily reader's says), in its subject, headings and opening line, and so does its
+    web version, rendered later from the row's record."""
+    from newsletter.service.emails import render_email
+
+    url = f"sqlite:///{tmp_path / 'subscribers.db'}"
+    settings = Settings().replace(database={"url": url}, outbox={"path": str(tmp_path / "out")})
+    engine = get_engine(url)
+    with session_scope(engine) as s:
+        for email_, freq in (("d@example.org", "daily"), ("w@example.org", "weekdays")):
+            add(s, email_, keywords="zzquokka locomotion", frequency=freq)
+    papers = json.loads(Path(SAMPLE).read_text())
+    friday = dt.date(2026, 3, 6)
+    for i in range(4):
+        chunk = tmp_path / f"day{i}.json"
+        chunk.write_text(json.dumps(papers[i * 60:(i + 1) * 60]))
+        with session_scope(engine) as s:
+            ingest(settings.sources, s, [str(chunk)])
+        run_send(settings, engine, friday + dt.timedelta(days=i))
+    sent = {}
+    for p in (tmp_path / "out").glob("*.eml"):
+        m = message_from_bytes(p.read_bytes(), policy=default_policy)
+        if "March 9" in str(m.get_body(preferencelist=("plain",)).get_content()):  # type: ignore[union-attr]
+            sent[str(m["To"])] = m
+    weekdays = next(m for to, m in sent.items() if "w@example.org" in to)
+    daily = next(m for to, m in sent.items() if "d@example.org" in to)
+    assert str(weekdays["Subject"]).startswith("Trending since Friday: "), weekdays["Subject"]
+    assert str(daily["Subject"]).startswith("Trending today: "), daily["Subject"]
+    text = weekdays.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "No new paper matched your interests since Friday" in text
+    assert "Trending since Friday (not matched to your keywords)" in text
+    assert "today" not in text.lower()
+    with session_scope(engine, readonly=True) as s:
+        row = s.scalar(select(Delivery).join(Subscriber).where(
+            Subscriber.email == "w@example.org", Delivery.day == friday + dt.timedelta(days=3)))
+        assert row is not None
+        sub_id, edition_id = row.subscriber_id, row.edition_id
+    again = render_email(EditionConfig.of(settings), engine, sub_id, edition_id)
+    assert again is not None and again.subject == str(weekdays["Subject"])
+    assert "Trending since Friday" in again.html and "today" not in again.text.lower()

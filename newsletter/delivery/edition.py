@@ -31,7 +31,7 @@ from newsletter.ranking.selection import Selection, VoteHistoryLike
 from newsletter.render.digest import PaperInfo
 from newsletter.render.links import LinkMaker, Signer
 from newsletter.render.renderer import Recipient, Rendered, Renderer
-from newsletter.store.db import session_scope
+from newsletter.store.db import hold_papers_clock, session_scope
 from newsletter.store.models import Edition, Entry, utcnow
 
 
@@ -43,6 +43,7 @@ def get_or_create_edition(engine: Engine, day: dt.date, slot: str = "") -> Editi
             return found
     try:
         with session_scope(engine) as s:
+            hold_papers_clock(s, exclusive=True)  # after every ingest storing meanwhile
             now = utcnow()
             edition = Edition(day=day, slot=slot, created_at=now, cutoff=now)
             s.add(edition)
@@ -206,9 +207,10 @@ class EditionContext:
             explanations = list(self.selection.ranker.explain_many(
                 job.recipient.keywords, picks, key=job.recipient.id))
         rendered = self.renderer_for(job.day).render(job.recipient, picks, explanations,
-                                                     job.trending, weekly=job.weekly)
+                                                     job.trending, weekly=job.weekly,
+                                                     gap=job.gap)
         record = shown.encode(job.recipient.keywords, known, explanations,
-                              trending=job.trending, weekly=job.weekly)
+                              trending=job.trending, weekly=job.weekly, gap=job.gap)
         if self.verp is None or job.delivery_id is None:  # a preview has no delivery
             return dataclasses.replace(rendered, shown=record)
         sender = self.verp.address(job.delivery_id, job.recipient.id)
@@ -233,5 +235,5 @@ class EditionContext:
         as_sent = Recipient(recipient.id, recipient.email, recipient.name, record.keywords,
                             recipient.nonce)
         return self.renderer_for(day).render(as_sent, picks, explanations, record.trending,
-                                             weekly=record.weekly)
+                                             weekly=record.weekly, gap=record.gap)
 

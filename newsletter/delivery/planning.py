@@ -26,7 +26,7 @@ from newsletter.frequency import (
     is_weekly,
 )
 from newsletter.render.renderer import Recipient
-from newsletter.store.db import session_scope
+from newsletter.store.db import hold_papers_clock, session_scope
 from newsletter.store.models import (
     Delivery,
     DeliveryStatus,
@@ -72,6 +72,7 @@ def reopen_if_empty(engine: Engine, edition: Edition, slot: str) -> Edition:
                             .where(Delivery.edition_id == edition.id))
         if has_rows or edition_entries(s, slot, edition.cutoff, edition.day):
             return edition
+        hold_papers_clock(s, exclusive=True)  # (see ``get_or_create_edition``)
         s.execute(update(Edition).where(Edition.id == edition.id).values(cutoff=utcnow()))
         return s.get(Edition, edition.id) or edition
 

@@ -37,6 +37,7 @@ class Shown:
     picks: list[Pick]
     trending: bool = False
     weekly: bool = False
+    gap: bool = False  # a weekdays reader's Monday email: the papers since Friday's
 
     @property
     def entry_ids(self) -> list[str]:
@@ -66,7 +67,7 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 def encode(keywords: str, entry_ids: Sequence[str],
            explanations: Sequence[Explanation | None], *, trending: bool,
-           weekly: bool) -> str:
+           weekly: bool, gap: bool = False) -> str:
     terms: dict[str, int] = {}
     picks: list[Any] = []
     for eid, ex in zip(entry_ids, explanations, strict=True):
@@ -86,6 +87,8 @@ def encode(keywords: str, entry_ids: Sequence[str],
         record["tr"] = 1
     if weekly:
         record["w"] = 1
+    if gap:
+        record["g"] = 1
     return _COMPACT.encode(record)
 
 
@@ -101,7 +104,8 @@ def decode(text: str | None) -> Shown | None:
                       strong=len(row) < 4 or bool(row[3]),
                       liked=str(row[4]) if len(row) > 4 else "")
                  for row in record["p"]]
-        return Shown(record["k"], picks, bool(record.get("tr")), bool(record.get("w")))
+        return Shown(record["k"], picks, bool(record.get("tr")), bool(record.get("w")),
+                     bool(record.get("g")))
     except (ValueError, KeyError, IndexError, TypeError):
         return None
 

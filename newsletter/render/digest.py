@@ -381,15 +381,24 @@ def group_papers(papers: list[PaperView]) -> list[tuple[str, list[PaperView]]]:
     return list(groups.items())
 
 
+def period_of(weekly: bool, gap: bool = False) -> str:
+    """The time an email covers, in words: a weekly email the week's papers, a weekdays
+    reader's Monday email (``gap``) the papers since Friday's, else the day's."""
+    return "this week" if weekly else "since Friday" if gap else "today"
+
+
 def summary_line(papers: list[PaperView], trending: list[PaperView], weekly: bool = False,
-                 groups: list[tuple[str, list[PaperView]]] | None = None) -> str:
+                 groups: list[tuple[str, list[PaperView]]] | None = None, *,
+                 period: str = "") -> str:
     """The opening line: "7 new papers for you: state space models (4), mixture of
     experts (3)" ("7 papers for you this week: ..." in a weekly email). ``groups``:
-    ``group_papers(papers)``, when already made."""
+    ``group_papers(papers)``, when already made; ``period``: ``period_of``'s words."""
     line = _summary(papers, trending, groups)
     if weekly:
         line = (line.replace(" new paper", " paper", 1).replace(" for you", " for you this week", 1)
                 .replace("today", "this week"))
+    elif period and period != "today":
+        line = line.replace("today", period)
     return line
 
 

@@ -25,6 +25,7 @@ from newsletter.render.digest import (
     PaperInfo,
     PaperView,
     group_papers,
+    period_of,
     summary_line,
 )
 from newsletter.render.links import LinkMaker, Signer
@@ -109,16 +110,20 @@ class Renderer:
         self.digest.prepare(papers)
 
     def context(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
-                trending: bool, weekly: bool = False) -> dict[str, Any]:
-        """What the templates see for one subscriber (subject and preheader included)."""
+                trending: bool, weekly: bool = False, gap: bool = False) -> dict[str, Any]:
+        """What the templates see for one subscriber (subject and preheader included).
+        ``period``: the time the email covers, in words ("today", "this week", "since
+        Friday" for a weekdays reader's Monday: ``gap``)."""
         items = [self.digest.paper(i, ex) for i, ex in zip(picks, explanations, strict=True)]
         papers: list[PaperView] = [] if trending else items
         trend: list[PaperView] = items if trending else []
         links = self.links.for_subscriber(r.id, self.edition_id, r.nonce)
         groups = group_papers(papers)
-        summary = summary_line(papers, trend, weekly, groups)
+        period = period_of(weekly, gap)
+        summary = summary_line(papers, trend, weekly, groups, period=period)
         context: dict[str, Any] = {
             "sender": self.sender, "edition": self.edition, "weekly": weekly,
+            "period": period,
             "subscriber": SimpleNamespace(email=r.email, name=r.name, keywords=r.keywords),
             "links": links,
             "papers": papers, "trending": trend,
@@ -136,8 +141,8 @@ class Renderer:
         return context
 
     def render(self, r: Recipient, picks: list[int], explanations: list[Explanation | None],
-               trending: bool, weekly: bool = False) -> Rendered:
-        context = self.context(r, picks, explanations, trending, weekly)
+               trending: bool, weekly: bool = False, gap: bool = False) -> Rendered:
+        context = self.context(r, picks, explanations, trending, weekly, gap)
         papers: list[PaperView] = context["papers"]
         subject: str = context["subject"]
         links = context["links"]

@@ -568,16 +568,17 @@ class Background:
 
 
 def retry_failed(config: EditionConfig, engine: Engine, edition_id: int,
-                 make_transport: Callable[[], Transport], background: Background) -> int:
+                 make_transport: Callable[[], Transport], background: Background, *,
+                 force: bool = False) -> int:
     """Requeue an edition's transient failures and deliver them in the background
     (the same ``deliver_edition`` a worker runs); returns how many were requeued at
     once, without waiting for the sending. Behind the compliance gate `send` holds
-    (``InputError`` naming each problem, nothing requeued): the console has no
-    ``--force``, so its words name the command that has one."""
+    (``InputError`` naming each problem, nothing requeued) unless ``force``: the
+    console has no ``--force``, so its words name the command that has one."""
     from newsletter.delivery.check import compliance_gate
 
     try:
-        compliance_gate(config.transport.backend, config.web, config.sender, force=False)
+        compliance_gate(config.transport.backend, config.web, config.sender, force)
     except InputError as exc:
         with session_scope(engine, readonly=True) as s:
             edition = s.get(Edition, edition_id)

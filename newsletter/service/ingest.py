@@ -26,6 +26,7 @@ from newsletter.ingest.fetch import Validators
 from newsletter.ingest.run import Loaded, load_all, sources_of
 from newsletter.ingest.sources import DryRun, dry_run
 from newsletter.store import sources as store_sources
+from newsletter.store.db import hold_papers_clock
 from newsletter.store.entries import upsert_papers
 from newsletter.store.models import SourceRun, utcnow
 from newsletter.store.sources import RunOutcome, source_key, stored_origin
@@ -63,6 +64,7 @@ def ingest(configured: Sequence[SourceConfig], session: Session, specs: list[str
         return Validators(state.etag, state.last_modified) if state else None
 
     report = IngestReport(load_all(sources_of(configured, specs), validators_of, strict))
+    hold_papers_clock(session, exclusive=False)  # no cutoff is taken until this commits
     now = utcnow()  # one time for the run: what it stored is told from what was there
     for loaded in report.loaded:  # one source at a time, for per-source counts
         stored = upsert_papers(session, loaded.papers, now)

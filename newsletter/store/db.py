@@ -263,6 +263,27 @@ def connection_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Conn
             tx.rollback()
 
 
+# PostgreSQL's advisory lock key for the papers' clock (any constant of our own)
+PAPERS_CLOCK = 0x6E6C7061
+
+
+def hold_papers_clock(session: Session, *, exclusive: bool) -> None:
+    """Hold the papers' clock until ``session``'s transaction ends, before taking a time
+    that editions compare papers' arrivals with. An ingest stamps its papers'
+    ``arrived_at`` when it starts storing them and commits later; an edition's cutoff
+    taken in between (PostgreSQL lets it) lay after papers nobody could see yet, which
+    then fell before every later window: lost for every reader. Ingests hold it shared
+    (they may store side by side); a cutoff holds it alone, so it waits for the
+    ingests storing to commit, and an ingest that starts after it stamps a later time.
+    On SQLite a transaction that writes holds the one write lock from its first
+    statement (``BEGIN IMMEDIATE``), which this makes."""
+    if session.get_bind().dialect.name == "postgresql":
+        lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        session.execute(text(f"SELECT {lock}(:key)"), {"key": PAPERS_CLOCK})
+    else:
+        session.execute(text("SELECT 1"))
+
+
 @contextmanager
 def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
     """One transaction: commit on success, roll back everything on any error.
