@@ -1099,3 +1099,42 @@ def test_a_weekdays_monday_says_it_covers_the_days_since_friday(tmp_path: Path) 
     again = render_email(EditionConfig.of(settings), engine, sub_id, edition_id)
     assert again is not None and again.subject == str(weekdays["Subject"])
     assert "Trending since Friday" in again.html and "today" not in again.text.lower()
+
+
+@pytest.mark.parametrize(("days", "kind"), [(7, "weekly"), (3, "weekdays after the weekend")])
+def test_a_wide_email_carried_by_a_later_slot_keeps_the_papers_after_its_last(
+        tmp_path: Path, days: int, kind: str) -> None:
+    """A weekly reader (or a weekdays one on Monday) had their last email from the 07
+    slot; a paper came at 07:30 that day. This time the daemon was down at 07 and 08
+    (or the reader resumed at 08:30), so the 09 slot carries their email: its window
+    opened at the 09 edition of that earlier day, after the paper, which no window
+    held: lost to that reader. It opens at that day's first edition now."""
+    from newsletter.delivery.planning import week_entries
+    from newsletter.store.models import Entry
+
+    url = f"sqlite:///{tmp_path / 'subscribers.db'}"
+    settings = Settings().replace(database={"url": url})
+    engine = get_engine(url)
+    papers = json.loads(Path(SAMPLE).read_text())[:3]
+    chunk = tmp_path / "papers.json"
+    chunk.write_text(json.dumps(papers))
+    with session_scope(engine) as s:
+        ingest(settings.sources, s, [str(chunk)])
+    before = dt.date(2026, 1, 9) if days == 3 else dt.date(2026, 1, 5)  # Friday / Monday
+    now = before + dt.timedelta(days=days)  # Monday
+    at = dt.datetime.combine  # (naive UTC, as stored)
+    with session_scope(engine) as s:
+        for h in (7, 8, 9):
+            s.add(Edition(day=before, slot=f"{h:02d}", created_at=at(before, dt.time(h)),
+                          cutoff=at(before, dt.time(h))))
+        current = Edition(day=now, slot="09", created_at=at(now, dt.time(9)),
+                          cutoff=at(now, dt.time(9)))
+        s.add(current)
+        times = [at(before, dt.time(6)), at(before, dt.time(7, 30)),
+                 at(before + dt.timedelta(days=1), dt.time(12))]
+        for paper, when in zip(papers, times, strict=True):
+            s.execute(sqlalchemy_update(Entry).where(Entry.title == paper["title"])
+                      .values(arrived_at=when))
+    with session_scope(engine, readonly=True) as s:
+        found = {e.title for e in week_entries(s, current, days)}
+    assert found == {papers[1]["title"], papers[2]["title"]}, (kind, found)

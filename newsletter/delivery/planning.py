@@ -231,10 +231,21 @@ def window_since(session: Any, slot: str, day: dt.date, days: int, made: dt.date
     (made before it), at most a week and a day before ``cutoff``. The day is slack for
     a run later in its hour than the one a week before (a daemon started late, a
     catch-up): floored at exactly a week, the papers between the two runs' times were
-    in neither week's window. What the reader already had is left out per reader, so
-    a longer window never sends a paper twice."""
+    in neither week's window. It opens at the first edition of that earlier day when
+    that came before the slot's own: the reader's email of that day may have gone out
+    in an earlier slot (their own, with this one carrying this email late). What the
+    reader already had is left out per reader, so a longer window never sends a paper
+    twice."""
     since = session.scalar(select(Edition.cutoff).where(
         Edition.slot == slot, Edition.day <= day - dt.timedelta(days=days),
         Edition.cutoff <= made).order_by(Edition.cutoff.desc()).limit(1))
+    if since is not None:
+        # The reader's last email may have come from an earlier slot of that day than
+        # this one (their own, when this slot carries it late: a daemon down at their
+        # hour, a reader resumed that morning): the window opens at that day's first.
+        first = session.scalar(select(func.min(Edition.cutoff)).where(
+            Edition.day == day - dt.timedelta(days=days), Edition.cutoff <= made))
+        if first is not None:
+            since = min(since, first)
     floor = cutoff - dt.timedelta(days=WEEK_DAYS + 1)
     return max(since, floor) if since else floor
