@@ -52,6 +52,13 @@ class FetchError(SourceError):
     """A remote source could not be fetched (network error, non-2xx after retries)."""
 
 
+class Unreachable(NewsletterError):
+    """A server the command needs did not answer (the database, the broker), or a port
+    is still held: worth trying again (exit 1), unlike a ``ConfigError`` (2), which
+    the systemd units do not restart (``RestartPreventExitStatus=2``): a database
+    restarting while the services start left them stopped for good."""
+
+
 class InputError(NewsletterError):
     """A bad command-line value or data row (address, CSV line, date)."""
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from newsletter.config import QueueConfig
 from newsletter.delivery.shutdown import Shutdown
-from newsletter.errors import ConfigError, first_line
+from newsletter.errors import ConfigError, Unreachable, first_line
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, DeliveryStatus
 
@@ -38,7 +38,7 @@ def check_broker(queue: QueueConfig, attempts: int = BROKER_ATTEMPTS) -> None:
             conn.ensure_connection(max_retries=attempts - 1, interval_start=0.5,
                                    interval_step=0.5, interval_max=2, timeout=10)
     except Exception as exc:  # noqa: BLE001 - kombu raises several types for one cause
-        raise ConfigError(f"[queue] broker_url: cannot reach {_safe(url)} after {attempts} "
+        raise Unreachable(f"[queue] broker_url: cannot reach {_safe(url)} after {attempts} "
                           f"attempts: {first_line(exc)}") from None
 
 

@@ -3,13 +3,14 @@ metrics server on ``[metrics] port`` and its heartbeat in the database."""
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
 from sqlalchemy import Engine
 
 from newsletter.config import Settings
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, Unreachable
 from newsletter.observe.heartbeat import Beater
 from newsletter.observe.metrics import metrics
 
@@ -27,7 +28,10 @@ def start_service(settings: Settings, engine: Engine, kind: str, *,
         try:
             m.serve(port, settings.metrics.host)
         except OSError as exc:
-            raise ConfigError(f"[metrics] port: cannot listen on {settings.metrics.host}:{port}: "
-                              f"{exc.strerror}") from None
+            # taken (by the instance a restart is replacing, or by another service):
+            # tried again by the unit's restart; any other refusal is the configuration's
+            error = Unreachable if exc.errno == errno.EADDRINUSE else ConfigError
+            raise error(f"[metrics] port: cannot listen on {settings.metrics.host}:{port}: "
+                        f"{exc.strerror}") from None
         log.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
     return Beater(engine, kind, settings.metrics.heartbeat_seconds, info).start()

@@ -24,7 +24,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, m
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.errors import ConfigError, first_line
+from newsletter.errors import ConfigError, NewsletterError, Unreachable, first_line
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READONLY = "newsletter_readonly"
@@ -126,11 +126,23 @@ def _cannot_use(url: str, exc: Exception) -> ConfigError:
     return ConfigError(f"[database] url: cannot use {hidden[0]!r}: {hidden[1]}")
 
 
-def cannot_open(engine: Engine, exc: OperationalError) -> ConfigError:
-    """The one line for a database that does not answer (refused, unknown, no file)."""
-    return ConfigError(
-        f"[database] url: cannot open {engine.url.render_as_string(hide_password=True)}: "
-        f"{db_reason(exc)}")
+# What a database server says when it is not there yet (or not any more), rather than
+# refusing this configuration: starting, restarting, out of reach for a while.
+_TRANSIENT = ("connection refused", "could not connect", "timeout", "timed out",
+              "starting up", "shutting down", "no route to host", "network is unreachable",
+              "server closed the connection", "too many clients", "connection reset",
+              "temporary failure in name resolution", "in recovery mode")
+
+
+def cannot_open(engine: Engine, exc: OperationalError) -> NewsletterError:
+    """The one line for a database that does not answer: a ``ConfigError`` (exit 2)
+    when it refuses this configuration (an unknown database, a wrong password, no
+    file), ``Unreachable`` (exit 1: a service manager tries again) when the server is
+    not there for now (refused, starting, timed out)."""
+    reason = db_reason(exc)
+    error = Unreachable if any(t in reason.lower() for t in _TRANSIENT) else ConfigError
+    return error(f"[database] url: cannot open "
+                 f"{engine.url.render_as_string(hide_password=True)}: {reason}")
 
 
 def db_reason(exc: BaseException) -> str:
