@@ -249,10 +249,19 @@ def ingest(
     ] = False,
 ) -> None:
     """Fetch and store papers; the format is told from the content."""
-    from newsletter.service.ingest import run_ingest
+    from newsletter.service.ingest import IngestIncomplete, run_ingest
 
     a = _app(ctx)
-    report = run_ingest(a.settings.sources, a.session, list(sources or []), strict=strict)
+    try:
+        report = run_ingest(a.settings.sources, a.session, list(sources or []), strict=strict)
+    except IngestIncomplete as exc:  # what the other sources stored, then the error
+        if exc.report.loaded:
+            _present_ingested(exc.report)
+        raise
+    _present_ingested(report)
+
+
+def _present_ingested(report: Any) -> None:
     for loaded in report.loaded:
         note = " (not modified)" if loaded.not_modified else ""
         folded = f", {count(loaded.folded, 'duplicate')} merged" if loaded.folded else ""

@@ -43,3 +43,57 @@ def test_sources_list_once_each_readable_and_forget(cli, tmp_path: Path) -> None
     unknown = cli("sources", "forget", "nowhere.json")
     assert unknown.code != 0
     assert len(unknown.stderr.strip().splitlines()) == 1 and "nowhere.json" in unknown.stderr
+
+
+def test_a_bad_source_holds_back_no_other(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Four [[sources]]: two good files, a malformed feed and a missing file. The good
+    ones are stored (each source all or nothing), the bad ones recorded as failed, and
+    the command ends non-zero with one line naming both; the scheduler's ingest job
+    stores the same and logs one line a bad source, no traceback. One bad entry held
+    back every other source's papers, until its next daily run."""
+    import logging
+
+    from newsletter.app import App
+    from newsletter.config import load_settings
+    from newsletter.delivery.scheduler import ingest_sources
+
+    papers = json.loads((ROOT / "newsletter" / "data" / "sample_papers.json").read_text())
+    (tmp_path / "a.json").write_text(json.dumps(papers[:5]))
+    (tmp_path / "b.json").write_text(json.dumps(papers[5:9]))
+    (tmp_path / "broken.atom").write_text('<?xml version="1.0"?><feed xmlns="http://www.w3.'
+                                          'org/2005/Atom"><entry><title>x</title>')
+    (tmp_path / "config.toml").write_text("".join(
+        f'[[sources]]\nname = "{name}"\npath = "{path}"\n\n'
+        for name, path in (("a", "a.json"), ("broken", "broken.atom"),
+                           ("missing", "missing.json"), ("b", "b.json"))))
+    r = cli("ingest")
+    assert r.code == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: 2 of 4 sources could not be read: "), r.stderr
+    assert "broken.atom" in errors[0] and "missing.json" in errors[0]
+    assert "stored: 9 new" in r.stderr and "Traceback" not in r.stderr
+    rows = {row["name"]: row["last"] for row in json.loads(
+        cli("sources", "list", "--json").stdout)}
+    assert rows["a"]["ok"] and rows["b"]["ok"], rows
+    assert not rows["broken"]["ok"] and not rows["missing"]["ok"], rows
+    # the scheduler's job: a new paper in a good source is stored beside the bad ones
+    (tmp_path / "b.json").write_text(json.dumps(papers[5:10]))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("newsletter")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        settings = load_settings(str(tmp_path / "config.toml")).replace(
+            database={"url": f"sqlite:///{tmp_path / 'subscribers.db'}"})
+        ingest_sources(App(settings))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    failures = [x for x in records if x.levelno >= logging.ERROR]
+    assert len(failures) == 2 and not any(x.exc_info for x in failures), failures
+    assert any("ingested 10 papers (1 new" in x.getMessage() for x in records), [
+        x.getMessage() for x in records]

@@ -40,17 +40,23 @@ log = logging.getLogger("newsletter.scheduler")
 
 def ingest_sources(app: App) -> None:
     from newsletter.observe.metrics import metrics
-    from newsletter.service.ingest import run_ingest
+    from newsletter.service.ingest import IngestIncomplete, run_ingest
 
     if not app.settings.sources:
         return
     m = metrics()
     try:
         report = run_ingest(app.settings.sources, app.session, [])  # recorded for `sources list`
+    except IngestIncomplete as exc:  # the others were stored: said, one line a source
+        m.ingest_runs.labels(outcome="error").inc()
+        for failure in exc.failed:
+            log.error("ingest: %s", failure, extra={"job": "ingest"})
+        report = exc.report
     except Exception:
         m.ingest_runs.labels(outcome="error").inc()
         raise
-    m.ingest_runs.labels(outcome="ok").inc()
+    else:
+        m.ingest_runs.labels(outcome="ok").inc()
     m.ingest_papers.labels(result="new").inc(report.new)
     m.ingest_papers.labels(result="updated").inc(report.updated)
     m.last_run.labels(job="ingest").set_to_current_time()

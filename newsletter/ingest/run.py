@@ -149,9 +149,11 @@ def sources_of(configured: Sequence[SourceConfig], specs: list[str]) -> list[Sou
 
 def load_all(sources: Sequence[SourceConfig],
              validators_of: Callable[[str], Validators | None],
-             strict: bool = False) -> list[Loaded]:
+             strict: bool = False,
+             failed: list[NewsletterError] | None = None) -> list[Loaded]:
     """Fetch and parse every source (a URL with what ``validators_of`` it gives); the
-    first source-level error stops it, naming the source (``source_name``).
+    first source-level error stops it, naming the source (``source_name``), unless
+    ``failed`` is given: each source's error is then added there and the others load.
 
     Unusable items inside a usable source are skipped and listed, unless ``strict``,
     when the first one is an error like any other."""
@@ -164,7 +166,9 @@ def load_all(sources: Sequence[SourceConfig],
                 loaded.append(load(src, fetcher, validators, strict))
             except NewsletterError as exc:
                 exc.source_name = src.name  # type: ignore[attr-defined]
-                raise
+                if failed is None:
+                    raise
+                failed.append(exc)
     finally:
         if fetcher:
             fetcher.close()

@@ -54,16 +54,20 @@ class IngestReport:
 
 
 def ingest(configured: Sequence[SourceConfig], session: Session, specs: list[str],
-           strict: bool = False) -> IngestReport:
+           strict: bool = False, failed: list[NewsletterError] | None = None
+           ) -> IngestReport:
     """Load every source, then store them all in ``session``; any source-level error
-    stores nothing. ``specs`` name sources (a ``[[sources]]`` name of ``configured``,
-    a URL or a path); none: every configured one. ``strict``: the first unusable item
-    of a feed is an error (else it is skipped and listed)."""
+    stores nothing, unless ``failed`` is given: the sources that could not be loaded
+    are added there and the others stored (each source is all or nothing). ``specs``
+    name sources (a ``[[sources]]`` name of ``configured``, a URL or a path); none:
+    every configured one. ``strict``: the first unusable item of a feed is an error
+    (else it is skipped and listed)."""
     def validators_of(url: str) -> Validators | None:
         state = store_sources.fetch_state(session, url)
         return Validators(state.etag, state.last_modified) if state else None
 
-    report = IngestReport(load_all(sources_of(configured, specs), validators_of, strict))
+    report = IngestReport(load_all(sources_of(configured, specs), validators_of, strict,
+                                   failed))
     hold_papers_clock(session, exclusive=False)  # no cutoff is taken until this commits
     now = utcnow()  # one time for the run: what it stored is told from what was there
     for loaded in report.loaded:  # one source at a time, for per-source counts
@@ -79,19 +83,51 @@ def ingest(configured: Sequence[SourceConfig], session: Session, specs: list[str
     return report
 
 
+class IngestIncomplete(NewsletterError):
+    """Some sources could not be loaded; the others were stored (``report``). One
+    line: the one failure's own, or each failure's after their count."""
+
+    def __init__(self, report: IngestReport, failed: list[NewsletterError],
+                 asked: int) -> None:
+        if len(failed) == 1:
+            message, hint = failed[0].message, failed[0].hint
+        else:
+            message = (f"{len(failed)} of {asked} sources could not be read: "
+                       + "; ".join(str(exc) for exc in failed))
+            hint = None
+        super().__init__(message, hint)
+        self.report, self.failed = report, failed
+
+
 def run_ingest(configured: Sequence[SourceConfig], sessions: SessionFactory,
                specs: list[str], strict: bool = False) -> IngestReport:
     """``ingest`` in one transaction, with each source's outcome recorded for ``sources
-    list``; a failure is recorded after the rollback, then raised."""
+    list``. Of the configured sources (no ``specs``: the scheduler's job, a bare
+    `newsletter ingest`), one that cannot be read (a dead URL, a malformed feed) is
+    recorded as failed and the others are stored: one bad ``[[sources]]`` entry held
+    back every other source's papers until its next daily run. Then
+    ``IngestIncomplete`` says which failed. Sources named on the command line stay
+    all or nothing together (the operator reruns without the bad one). A failure
+    while storing stores nothing, is recorded after the rollback, then raised."""
+    failed: list[NewsletterError] = []
     try:
         with sessions() as session:
-            report = ingest(configured, session, specs, strict=strict)
+            report = ingest(configured, session, specs, strict=strict,
+                            failed=None if specs else failed)
             now = utcnow()
             for loaded in report.loaded:
                 store_sources.record_run(session, loaded.name or loaded.origin, RunOutcome(
                     stored_origin(loaded.origin), ok=True, papers=len(loaded.papers),
                     new=loaded.new, updated=loaded.updated, skipped=len(loaded.skipped),
                     not_modified=loaded.not_modified), now)
+            for exc in failed:
+                name = getattr(exc, "source_name", None)
+                if name:
+                    store_sources.record_run(session, name, RunOutcome(
+                        stored_origin(getattr(exc, "where", name)), ok=False,
+                        error=str(exc)))
+        if failed:
+            raise IngestIncomplete(report, failed, len(report.loaded) + len(failed))
         return report
     except NewsletterError as exc:
         name = getattr(exc, "source_name", None)
