@@ -197,8 +197,9 @@ def test_errors_name_what_is_accepted(cli, tmp_path: Path) -> None:  # type: ign
     bad = one_line_error(cli("status", "2026-13-01"))
     assert bad.startswith("error: EDITION: expected YYYY-MM-DD"), bad
     # the deploy example's CHANGE-ME as the /metrics token: check says so, as for the
-    # signing keys; a real one passes
-    for token, flagged in (("CHANGE-ME", True), ("x" * 32, False)):
+    # signing keys; a real one passes, and so does an empty one (compose passes
+    # ${METRICS_TOKEN:-} through): no token, as /metrics itself reads it
+    for token, flagged in (("CHANGE-ME", True), ("x" * 32, False), ("", False)):
         out = cli("check", "--json", env={"NEWSLETTER_METRICS__TOKEN": token}).stdout
         keys = {i["key"] for i in json.loads(out)["items"] if not i["ok"]}
         assert ("metrics.token" in keys) is flagged, (token, keys)

@@ -425,8 +425,10 @@ def weak_secret(value: str) -> bool:
 
 
 def weak_metrics_token(token: str | None) -> Item | None:
-    """``[metrics] token``, when set, as guessable as ``weak_secret`` says."""
-    if token is None or not weak_secret(token):
+    """``[metrics] token``, when set, as guessable as ``weak_secret`` says. Empty is
+    not set, as ``/metrics`` reads it (``deploy/compose.yaml`` passes an empty
+    ``METRICS_TOKEN`` through: every such install failed `check`)."""
+    if not token or not weak_secret(token):
         return None
     return Item("metrics.token", FAIL, f"a placeholder or shorter than {MIN_KEY_LENGTH} "
                 "characters (anyone could read /metrics)",
