@@ -8,6 +8,7 @@ import email.policy
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,6 +218,63 @@ def test_a_database_this_user_may_not_write_is_one_line(cli, tmp_path: Path) -> 
     line = one_line_error(r)
     assert "[database] url: attempt to write a readonly database" in line, line
     assert "writable by the user running newsletter" in line and "Traceback" not in r.stderr
+
+
+def test_check_finds_a_database_file_this_user_may_not_write(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`check` run as the service's user over a database root made (read, not write):
+    ✗ naming the file and what to do, where it said "✓ schema current" and `send`
+    then stopped at its first write. Run as an unprivileged user in a forked process
+    (root may write anything), with the modules loaded before the fork."""
+    import os
+
+    from newsletter.service.checks import check_database
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to become another user (CI runs as root)")
+    import shutil
+    import tempfile
+
+    assert cli("demo").code == 0
+    home = Path(tempfile.mkdtemp(prefix="nl-served-"))  # (pytest's folders are root's only)
+    try:
+        home.chmod(0o755)
+        db = home / "subscribers.db"
+        shutil.copy(tmp_path / "subscribers.db", db)
+        got = _as_nobody(check_database, f"sqlite:///{db}")
+    finally:
+        shutil.rmtree(home)
+    ok, detail, fix = got
+    assert not ok and "not writable by this user" in detail, detail
+    assert "writable by the user running newsletter" in fix, fix
+
+
+def _as_nobody(check: Any, url: str) -> tuple[bool, str, str]:
+    """``check(url)``'s item in a forked process run as nobody."""
+    import os
+    import pickle
+
+    assert check(url)[0].ok  # root may write it
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the service's user, here nobody
+        try:
+            os.close(read)
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                item, _ = check(url)
+                answer: Any = (item.ok, item.detail, item.fix)
+            except BaseException as exc:  # noqa: BLE001 - said to the parent
+                answer = (None, repr(exc), "")
+            os.write(write, pickle.dumps(answer))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        got = pipe.read()
+    os.waitpid(pid, 0)
+    answer: tuple[bool, str, str] = pickle.loads(got)
+    return answer
 
 
 def test_web_with_a_placeholder_signing_key_says_so_as_it_starts(tmp_path: Path) -> None:

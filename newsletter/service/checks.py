@@ -12,6 +12,7 @@ secret_keys`` keeps every key that signed links.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -57,6 +58,10 @@ def check_database(url: str) -> tuple[Item, Engine | None]:
             return Item("database", FAIL, f"{shown}: the folder {folder} does not exist",
                         "create it, or point [database] url at a folder that exists"), None
         return Item("database", FAIL, f"{shown}: no database yet", fix), None
+    unwritable = _unwritable_sqlite(parsed.get_backend_name(), parsed.database)
+    if unwritable:
+        return Item("database", FAIL, f"{shown}: {unwritable} is not writable by this user",
+                    unwritable_fix("readonly database") or ""), None
     engine = make_engine(url)
     try:
         state = schema_state(engine)
@@ -69,6 +74,22 @@ def check_database(url: str) -> tuple[Item, Engine | None]:
         engine.dispose()
         return Item("database", FAIL, f"{shown}: schema {state}", fix), None
     return Item("database", OK, f"{shown}: schema current"), engine
+
+
+def _unwritable_sqlite(backend: str, database: str | None) -> str | None:
+    """The SQLite file, its folder, or its -wal or -shm file that this user may not
+    write, or None: reading answered, so the schema looked current, and `send` then
+    stopped at its first write (a file made by root, the service run as its user)."""
+    if backend != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    path = Path(str(database))
+    for one in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if one.exists() and not os.access(one, os.W_OK):
+            return str(one)
+    folder = path.parent
+    if not os.access(folder, os.W_OK | os.X_OK):  # where the -wal and -shm files go
+        return f"the folder {folder}"
+    return None
 
 
 def check_signing_keys(cfg: WebConfig, engine: Engine | None) -> Item:
