@@ -887,6 +887,10 @@ def preview(
     out.print(table)
     for e in summary["failed"]:
         err.print(f"  render failed: {e}")
+    if summary["failed_count"]:  # what `send` would stop or fail on: not a good preview
+        raise NewsletterError(f"{count(summary['failed_count'], 'email')} of "
+                              f"{summary['subscribers']} failed to render (the first: "
+                              f"{summary['failed'][0]})")
 
 
 @sources_app.command("list")

@@ -145,6 +145,13 @@ def test_a_template_broken_for_everyone_stops_the_send_and_loses_no_one(  # type
     good = digest.read_text()
     digest.write_text(good + "{{ edition.nosuch.attr }}\n")
     env = {"NEWSLETTER_RENDER__TEMPLATES": str(templates)}
+    # the preview step before the first send shows it too: each failure with its
+    # reader, and a non-zero exit (it ended 0, with an empty folder and zeros)
+    shown = cli("preview", "--out", str(tmp_path / "pv"), env=env)
+    assert shown.code == 1, shown.stderr
+    assert "render failed: " in shown.stderr and "@" in shown.stderr.split(
+        "render failed: ")[1].split(":")[0], shown.stderr
+    assert "error: 3 emails of 3 failed to render (the first: " in shown.stderr, shown.stderr
     line = one_line_error(cli("send", "--yes", env=env))
     assert "sending stopped: render: digest.txt" in line and "nosuch" in line, line
     assert rows(tmp_path, "select count(*) from deliveries where status = 'pending'") == 3

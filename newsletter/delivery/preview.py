@@ -69,7 +69,10 @@ class PreviewReport:
             "html_bytes": spread(sizes),
             "over_gmail_clip": sum(1 for s in sizes if s > 102 * 1024),
             "top_matched_terms": terms.most_common(10),
-            "failed": [o.error for o in self.outcomes if o.status == OutcomeStatus.FAILED][:10],
+            # each with its reader (the first ten) and how many in all
+            "failed": [f"{o.job.recipient.email}: {o.error}" for o in self.outcomes
+                       if o.status == OutcomeStatus.FAILED][:10],
+            "failed_count": sum(1 for o in self.outcomes if o.status == OutcomeStatus.FAILED),
         }
 
 
