@@ -255,12 +255,45 @@ def test_check_finds_a_database_file_this_user_may_not_write(cli, tmp_path: Path
     assert "writable by the user running newsletter" in fix, fix
 
 
+def test_check_says_a_dkim_key_the_service_may_not_read_needs_its_owner(
+        tmp_path: Path) -> None:
+    """A DKIM key made by root as the docs say (openssl genrsa: mode 600) and read by
+    the service's user: `check` said to make a key, where the key is there and only
+    its owner is wrong."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from newsletter.config import RenderConfig, SenderConfig
+    from newsletter.delivery.check import check_dkim
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to become another user (CI runs as root)")
+    home = Path(tempfile.mkdtemp(prefix="nl-served-"))
+    try:
+        home.chmod(0o755)
+        key = home / "dkim.pem"
+        subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
+                       capture_output=True)
+        key.chmod(0o600)
+        r = RenderConfig(dkim_selector="s1", dkim_domain="example.org",
+                         dkim_private_key=str(key))
+        sender = SenderConfig(from_address="digest@example.org")
+        ok, detail, fix = _as_nobody(lambda _: (check_dkim(r, sender)[0], None), "")
+    finally:
+        shutil.rmtree(home)
+    assert not ok and "Permission denied" in detail, detail
+    assert "readable by the user running newsletter (nobody)" in fix, fix
+    assert "openssl genrsa" not in fix
+
+
 def _as_nobody(check: Any, url: str) -> tuple[bool, str, str]:
     """``check(url)``'s item in a forked process run as nobody."""
     import os
     import pickle
 
-    assert check(url)[0].ok  # root may write it
+    assert check(url)[0].ok  # root may
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the service's user, here nobody

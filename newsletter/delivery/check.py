@@ -16,6 +16,7 @@ real transport refuses to start while any is present (``--force`` overrides).
 from __future__ import annotations
 
 import base64
+import errno
 import ipaddress
 import re
 from dataclasses import asdict, dataclass
@@ -198,6 +199,11 @@ def check_dkim(r: RenderConfig, sender: SenderConfig) -> list[Item]:
     try:
         record = dkim_record(Path(r.dkim_private_key).read_bytes())
     except OSError as exc:
+        if exc.errno == errno.EACCES:  # a key made as root (0600) for a service's user
+            import getpass
+
+            fix = (f"make it readable by the user running newsletter ({getpass.getuser()}) "
+                   f"and nobody else: chown that user {r.dkim_private_key} and chmod 600 it")
         return [Item("dkim", FAIL, f"[render] dkim_private_key {r.dkim_private_key}: "
                      f"{exc.strerror}", fix)]
     except ValueError as exc:
