@@ -288,6 +288,26 @@ def test_check_says_a_dkim_key_the_service_may_not_read_needs_its_owner(
     assert "openssl genrsa" not in fix
 
 
+def test_a_database_upgraded_past_this_version_is_one_line(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A database migrated by a later newsletter (a wheel rolled back; an old worker
+    on another machine after the upgrade): every command said so in a 100-line
+    Alembic traceback ("Can't locate revision"), and `check` advised `db upgrade`,
+    which did the same. One line naming both schemas and what to do; check's ✗ too."""
+    assert cli("demo").code == 0
+    with sqlite3.connect(tmp_path / "subscribers.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    for command in (["status"], ["db", "upgrade"], ["preview", "--out", "pv"]):
+        r = cli(*command)
+        assert r.code == 2, (command, r.stderr)
+        line = one_line_error(r)
+        assert "its schema (9999) is newer than this newsletter" in line, line
+        assert "restore the backup" in line and "db upgrade" not in line, line
+    r = cli("check", "--json")
+    [item] = [i for i in json.loads(r.stdout)["items"] if i["key"] == "database"]
+    assert not item["ok"] and "newer than this newsletter" in item["detail"], item
+    assert "db upgrade" not in item["fix"], item
+
+
 def _as_nobody(check: Any, url: str) -> tuple[bool, str, str]:
     """``check(url)``'s item in a forked process run as nobody."""
     import os

@@ -94,7 +94,7 @@ def require_database(engine: Engine) -> None:
     """Preview reads; it never creates or migrates a database (nor makes a signing key)."""
     from sqlalchemy.exc import OperationalError
 
-    from newsletter.store.db import cannot_open
+    from newsletter.store.db import cannot_open, newer_schema
 
     try:
         state = schema_state(engine)
@@ -102,5 +102,7 @@ def require_database(engine: Engine) -> None:
         raise cannot_open(engine, exc) from None
     if state == "missing":
         raise InputError("no database yet: ingest papers and add subscribers first")
+    if state == "newer":
+        raise newer_schema(engine)
     if state != "current":
         raise InputError("the database schema is old: run `newsletter db upgrade` first")

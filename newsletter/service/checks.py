@@ -35,6 +35,7 @@ from newsletter.store import key_use
 from newsletter.store.db import (
     db_reason,
     make_engine,
+    newer_schema,
     parse_url,
     schema_state,
     session_scope,
@@ -70,6 +71,11 @@ def check_database(url: str) -> tuple[Item, Engine | None]:
         reason = db_reason(exc)
         return Item("database", FAIL, f"{shown}: {reason}",
                     unwritable_fix(reason) or "check [database] url"), None
+    if state == "newer":
+        error = newer_schema(engine)
+        engine.dispose()
+        return Item("database", FAIL, error.message.removeprefix("[database] url: "),
+                    error.hint or ""), None
     if state != "current":
         engine.dispose()
         return Item("database", FAIL, f"{shown}: schema {state}", fix), None

@@ -192,8 +192,11 @@ def _alembic_config(engine: Engine) -> Any:
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest migration (a no-op when it is there)."""
     try:
-        if _is_current(engine):
+        state = schema_state(engine)
+        if state == "current":
             return
+        if state == "newer":
+            raise newer_schema(engine)
         from alembic import command  # only when there is something to apply: ~70 ms
 
         command.upgrade(_alembic_config(engine), "head")
@@ -201,12 +204,10 @@ def upgrade(engine: Engine) -> None:
         raise cannot_open(engine, exc) from None
 
 
-def _is_current(engine: Engine) -> bool:
-    return schema_state(engine) == "current"
-
-
 def schema_state(engine: Engine) -> str:
-    """``current``, ``missing`` (never migrated) or ``old`` (migrations to apply).
+    """``current``, ``missing`` (never migrated), ``old`` (migrations to apply) or
+    ``newer`` (migrated by a later newsletter than this one: a wheel rolled back, an
+    old worker on another machine after an upgrade).
 
     Read from Alembic's version table and the migration files without importing
     Alembic, whose runtime (its dialect modules, every migration loaded as a module)
@@ -216,7 +217,26 @@ def schema_state(engine: Engine) -> str:
         if not inspect(conn).has_table("alembic_version"):
             return "missing"
         current = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
-    return "current" if current == head_revisions() else "old"
+    if current == head_revisions():
+        return "current"
+    return "newer" if current - known_revisions() else "old"
+
+
+def newer_schema(engine: Engine) -> ConfigError:
+    """The one line for a database migrated past this version (Alembic said "Can't
+    locate revision" with a traceback, and `check` advised `db upgrade`, which did the
+    same)."""
+    from newsletter import __version__
+
+    with engine.connect() as conn:
+        found = sorted(row[0] for row in conn.execute(text(
+            "SELECT version_num FROM alembic_version")))
+    shown = engine.url.render_as_string(hide_password=True)
+    return ConfigError(
+        f"[database] url: {shown}: its schema ({', '.join(found)}) is newer than this "
+        f"newsletter {__version__} knows ({', '.join(sorted(head_revisions()))})",
+        "run the newsletter version that upgraded it (`newsletter --version` where it "
+        "runs), or restore the backup taken before that upgrade")
 
 
 _REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*$", re.M)
@@ -227,6 +247,18 @@ def head_revisions() -> frozenset[str]:
     """The newest migrations: the revisions no other migration names as its
     ``down_revision``, read from the files' own ``revision``/``down_revision`` lines
     (the one record of the chain, the same Alembic reads; a test holds the two equal)."""
+    revisions, parents = _chain()
+    return frozenset(revisions - parents)
+
+
+def known_revisions() -> frozenset[str]:
+    """Every migration this version has."""
+    return frozenset(_chain()[0])
+
+
+@functools.cache
+def _chain() -> tuple[frozenset[str], frozenset[str]]:
+    """(every revision, every revision named as a ``down_revision``)."""
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in (MIGRATIONS / "versions").glob("*.py"):
@@ -239,7 +271,7 @@ def head_revisions() -> frozenset[str]:
         revisions.add(found["revision"])
         down = found.get("down_revision")
         parents.update((down,) if isinstance(down, str) else down or ())
-    return frozenset(revisions - parents)
+    return frozenset(revisions), frozenset(parents)
 
 
 def checkpoint(engine: Engine, attempts: int = 5) -> bool:
