@@ -1426,12 +1426,31 @@ def main() -> None:
             app(args=hoist_config(sys.argv[1:]), prog_name="newsletter")
         except sqlalchemy.exc.OperationalError as exc:
             raise database_trouble(exc) from None
+        except sqlalchemy.exc.ProgrammingError as exc:
+            # a table, column or constraint missing where the schema says it is current
+            # (a restore cut short, a table dropped by hand): 115 lines of traceback
+            raise ConfigError(f"[database] url: the tables do not match schema "
+                              f"{_schema_of()}: {_db_reason(exc)}",
+                              "restore a whole backup (a restore cut short leaves "
+                              "tables out), then `newsletter check`") from None
     except NewsletterError as exc:
         if _JSON_LOGS[0]:  # the command logs JSON: its last line too
             say(str(exc), 40)  # ERROR
         else:
             sys.stderr.write(f"error: {exc}\n")
         sys.exit(exc.exit_code)
+
+
+def _db_reason(exc: Exception) -> str:
+    from newsletter.store.db import db_reason
+
+    return db_reason(exc)
+
+
+def _schema_of() -> str:
+    from newsletter.store.db import head_revisions
+
+    return ", ".join(sorted(head_revisions()))
 
 
 def database_trouble(exc: Exception) -> NewsletterError:

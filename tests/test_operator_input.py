@@ -308,6 +308,26 @@ def test_a_database_upgraded_past_this_version_is_one_line(cli, tmp_path: Path) 
     assert "db upgrade" not in item["fix"], item
 
 
+def test_tables_that_do_not_match_their_schema_are_one_line(cli, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A PostgreSQL restore cut short (here: the primary key the record of sent papers (sent_entries)
+    writes against, dropped): the schema version says current, and `send` ended in a
+    115-line ProgrammingError traceback. One line naming the database and what to do."""
+    import psycopg
+
+    env = {"NEWSLETTER_DATABASE__URL": pg_url}
+    assert cli("demo", env=env).code == 0
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute("ALTER TABLE sent_entries DROP CONSTRAINT sent_entries_pkey")
+        conn.execute("DELETE FROM sent_entries")
+        conn.execute("DELETE FROM deliveries")
+        conn.execute("DELETE FROM editions")
+    r = cli("send", "--yes", "--date", "2031-01-02", env=env)
+    assert r.code == 2, r.stderr
+    line = one_line_error(r)
+    assert line.startswith("error: [database] url: the tables do not match schema "), line
+    assert "restore a whole backup" in line and "Traceback" not in r.stderr, line
+
+
 def _as_nobody(check: Any, url: str) -> tuple[bool, str, str]:
     """``check(url)``'s item in a forked process run as nobody."""
     import os
