@@ -309,9 +309,10 @@ def test_a_database_upgraded_past_this_version_is_one_line(cli, tmp_path: Path) 
 
 
 def test_tables_that_do_not_match_their_schema_are_one_line(cli, pg_url: str) -> None:  # type: ignore[no-untyped-def]
-    """A PostgreSQL restore cut short (here: the primary key the record of sent papers (sent_entries)
-    writes against, dropped): the schema version says current, and `send` ended in a
-    115-line ProgrammingError traceback. One line naming the database and what to do."""
+    """A PostgreSQL restore cut short (here: the primary key of the sent papers'
+    record, which sending writes against, dropped): the schema version says current,
+    and `send` ended in a 115-line ProgrammingError traceback. One line naming the
+    database and what to do."""
     import psycopg
 
     env = {"NEWSLETTER_DATABASE__URL": pg_url}
