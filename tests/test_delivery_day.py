@@ -232,6 +232,19 @@ def daily_and_weekdays(url: str, tmp_path: Path, **where: Any
     return settings, engine, json.loads(Path(SAMPLE).read_text())
 
 
+def day_by_day(settings: Settings, engine: Any, tmp_path: Path, papers: list[Any],
+               first: dt.date, days: int, sent: range | None = None) -> None:
+    """60 more of ``papers`` ingested on each of ``days`` days from ``first``, each day
+    (those in ``sent``: every one by default) sent after its papers came."""
+    for i in range(days):
+        chunk = tmp_path / f"day{i}.json"
+        chunk.write_text(json.dumps(papers[i * 60:(i + 1) * 60]))
+        with session_scope(engine) as s:
+            ingest(settings.sources, s, [str(chunk)])
+        if sent is None or i in sent:
+            run_send(settings, engine, first + dt.timedelta(days=i))
+
+
 def test_hourly_slots_give_a_weekdays_monday_the_weekends_papers(db_url: str,
                                                                 tmp_path: Path) -> None:
     """The daemon's path: a daily and a weekdays reader in Kolkata at 09:00 (the 04 UTC
@@ -271,13 +284,8 @@ def test_a_weekdays_monday_row_keeps_its_papers_for_a_later_worker(db_url: str,
 
     settings, engine, papers = daily_and_weekdays(db_url, tmp_path)
     friday = dt.date(2026, 3, 6)
-    for i in range(4):
-        chunk = tmp_path / f"day{i}.json"
-        chunk.write_text(json.dumps(papers[i * 60:(i + 1) * 60]))
-        with session_scope(engine) as s:
-            ingest(settings.sources, s, [str(chunk)])
-        if i < 3:  # Friday, and the daily reader's Saturday and Sunday
-            run_send(settings, engine, friday + dt.timedelta(days=i))
+    # sent: Friday, and the daily reader's Saturday and Sunday
+    day_by_day(settings, engine, tmp_path, papers, friday, 4, sent=range(3))
     config = EditionConfig.of(settings)
     planned = plan_edition(config, engine, friday + dt.timedelta(days=3))
     assert planned.edition is not None and planned.plan.planned == 2
@@ -1072,12 +1080,7 @@ def test_a_weekdays_monday_says_it_covers_the_days_since_friday(tmp_path: Path) 
             add(s, email_, keywords="zzquokka locomotion", frequency=freq)
     papers = json.loads(Path(SAMPLE).read_text())
     friday = dt.date(2026, 3, 6)
-    for i in range(4):
-        chunk = tmp_path / f"day{i}.json"
-        chunk.write_text(json.dumps(papers[i * 60:(i + 1) * 60]))
-        with session_scope(engine) as s:
-            ingest(settings.sources, s, [str(chunk)])
-        run_send(settings, engine, friday + dt.timedelta(days=i))
+    day_by_day(settings, engine, tmp_path, papers, friday, 4)
     sent = {}
     for p in (tmp_path / "out").glob("*.eml"):
         m = message_from_bytes(p.read_bytes(), policy=default_policy)

@@ -508,22 +508,13 @@ def test_a_metrics_port_past_65535_is_refused_before_anything_starts(cli) -> Non
         assert "Traceback" not in r.stderr
 
 
-def _answers(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 def test_a_database_that_does_not_answer_or_parse_is_one_line(cli) -> None:  # type: ignore[no-untyped-def]
     """`preview` (the command step 5 of "Running in production" runs) against a
     database that refuses the connection, and `check` and `preview` with a URL that
     does not parse: one line naming [database] url (check: its ✗ line), no traceback,
     as every other command says it."""
     from .conftest import free_port
+    from .test_deploy import reachable
 
     dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
     r = cli("preview", env={"NEWSLETTER_DATABASE__URL": dead})
@@ -537,7 +528,7 @@ def test_a_database_that_does_not_answer_or_parse_is_one_line(cli) -> None:  # t
                 env={"NEWSLETTER_DATABASE__URL": dead})
         assert r.code == 1 and "cannot open" in r.stderr, (command, r.code, r.stderr)
     unknown = "postgresql+psycopg://postgres@127.0.0.1:5432/nl_no_such_database"
-    if _answers(5432):  # a database the server does not have: only configuration fixes it
+    if reachable(5432):  # a database the server does not have: only configuration fixes it
         r = cli("status", env={"NEWSLETTER_DATABASE__URL": unknown})
         assert r.code == 2 and "does not exist" in r.stderr, r.stderr
     for command in ("preview", "status"):
