@@ -527,6 +527,24 @@ def test_trending_section_is_labelled() -> None:
         assert "today" not in part.lower()
 
 
+def test_the_period_words_leave_the_readers_terms_alone() -> None:
+    """The opening line says the email's period ("since Friday" on a weekdays reader's
+    Monday) without rewriting a reader's term that holds "today" or "for you"."""
+    from newsletter.render.digest import summary_line
+
+    r, _ = renderer([paper(1, "Popular"), paper(2, "Also popular")])
+    views = [r.digest.paper(i, None) for i in (0, 1)]
+    groups = [("today show transcripts", views[:1]), ("papers for you", views[1:])]
+    for weekly, period, head in ((False, "since Friday", "2 new papers for you"),
+                                 (True, "this week", "2 papers for you this week"),
+                                 (False, "today", "2 new papers for you")):
+        line = summary_line(views, [], weekly, groups, period=period)
+        assert line == f"{head}: today show transcripts (1), papers for you (1)", line
+    assert summary_line([], views, period="since Friday") == (
+        "Nothing matched your keywords since Friday; 2 papers trending instead")
+    assert summary_line([], [], True) == "Nothing new matched your keywords this week"
+
+
 def test_explanation_why_line() -> None:
     ex = Explanation([("GNN", 3.0), ("diffusion", 1.0)], 4.0, 0.1, 0.1)
     assert ex.why == "matched: GNN, diffusion"

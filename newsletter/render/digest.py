@@ -392,21 +392,20 @@ def summary_line(papers: list[PaperView], trending: list[PaperView], weekly: boo
                  period: str = "") -> str:
     """The opening line: "7 new papers for you: state space models (4), mixture of
     experts (3)" ("7 papers for you this week: ..." in a weekly email). ``groups``:
-    ``group_papers(papers)``, when already made; ``period``: ``period_of``'s words."""
-    line = _summary(papers, trending, groups)
-    if weekly:
-        line = (line.replace(" new paper", " paper", 1).replace(" for you", " for you this week", 1)
-                .replace("today", "this week"))
-    elif period and period != "today":
-        line = line.replace("today", period)
-    return line
+    ``group_papers(papers)``, when already made; ``period``: ``period_of``'s words. Made
+    with its period, not rewritten after: a reader's term was rewritten too ("today
+    show transcripts" became "since Friday show transcripts")."""
+    return _summary(papers, trending, groups, weekly,
+                    period or ("this week" if weekly else "today"))
 
 
 def _summary(papers: list[PaperView], trending: list[PaperView],
-             groups: list[tuple[str, list[PaperView]]] | None = None) -> str:
+             groups: list[tuple[str, list[PaperView]]] | None = None,
+             weekly: bool = False, period: str = "today") -> str:
     if papers:
         n = len(papers)
-        head = f"{n} new paper{'' if n == 1 else 's'} for you"
+        head = (f"{n} {'' if weekly else 'new '}paper{'' if n == 1 else 's'} for you"
+                f"{' this week' if weekly else ''}")
         counts = [(term or "other", len(ps))
                   for term, ps in (groups if groups is not None else group_papers(papers))]
         if len(counts) == 1 and counts[0][0] == "other":
@@ -414,6 +413,6 @@ def _summary(papers: list[PaperView], trending: list[PaperView],
         return head + ": " + ", ".join(f"{t} ({c})" for t, c in counts)
     if trending:
         n = len(trending)
-        return (f"Nothing matched your keywords today; {n} paper{'' if n == 1 else 's'} "
+        return (f"Nothing matched your keywords {period}; {n} paper{'' if n == 1 else 's'} "
                 "trending instead")
-    return "Nothing new matched your keywords today"
+    return f"Nothing new matched your keywords {period}"
