@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from .conftest import ROOT
 
@@ -97,3 +98,67 @@ def test_a_bad_source_holds_back_no_other(cli, tmp_path: Path) -> None:  # type:
     assert len(failures) == 2 and not any(x.exc_info for x in failures), failures
     assert any("ingested 10 papers (1 new" in x.getMessage() for x in records), [
         x.getMessage() for x in records]
+
+
+def test_an_ingest_holds_no_lock_while_it_fetches(tmp_path: Path) -> None:
+    """A configured source's URL that answers slowly (here: not until released): while
+    the ingest waits for it, another process can write. The fetch state was read in
+    the storing transaction, whose first statement took SQLite's one write lock, held
+    through every fetch (a dead URL: four tries of 30 s), so every other command
+    waited, then failed."""
+    import http.server
+    import sqlite3
+    import threading
+
+    from newsletter.config import SourceConfig
+    from newsletter.service.ingest import run_ingest
+    from newsletter.store.db import get_engine, schema_state, session_scope
+
+    body = (ROOT / "tests" / "payloads" / "blog.rss").read_bytes()
+    asked, release = threading.Event(), threading.Event()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            asked.set()
+            release.wait(30)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    db = tmp_path / "subscribers.db"
+    url = f"sqlite:///{db}"
+    source = SourceConfig(name="slow",
+                          url=f"http://127.0.0.1:{server.server_address[1]}/feed.rss")
+    engine = get_engine(url)
+    with session_scope(engine) as s:  # a fetch state to read, as after a first ingest
+        from newsletter.store import sources as store_sources
+
+        store_sources.save_validators(s, source.url or "", '"v1"', None)
+    done: list[Any] = []
+    ingesting = threading.Thread(target=lambda: done.append(run_ingest(
+        [source], lambda: session_scope(engine), [])))
+    ingesting.start()
+    try:
+        assert asked.wait(30), "the ingest never fetched"
+        other = sqlite3.connect(db, timeout=0.5)  # another process's writer, not waiting
+        try:
+            other.execute("BEGIN IMMEDIATE")  # raised "database is locked" before
+            # ... and while a writer holds the lock, a command still reads which schema
+            # the database has (it took the write lock to read it, and failed with
+            # exit 2 after 30 s, where the units do not restart it)
+            assert schema_state(engine) == "current"
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+    finally:
+        release.set()
+        ingesting.join(60)
+        server.shutdown()
+    assert done and done[0].new >= 1, done

@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from newsletter.config import SourceConfig
@@ -26,7 +27,7 @@ from newsletter.ingest.fetch import Validators
 from newsletter.ingest.run import Loaded, load_all, sources_of
 from newsletter.ingest.sources import DryRun, dry_run
 from newsletter.store import sources as store_sources
-from newsletter.store.db import hold_papers_clock
+from newsletter.store.db import hold_papers_clock, session_scope
 from newsletter.store.entries import upsert_papers
 from newsletter.store.models import SourceRun, utcnow
 from newsletter.store.sources import RunOutcome, source_key, stored_origin
@@ -62,8 +63,15 @@ def ingest(configured: Sequence[SourceConfig], session: Session, specs: list[str
     name sources (a ``[[sources]]`` name of ``configured``, a URL or a path); none:
     every configured one. ``strict``: the first unusable item of a feed is an error
     (else it is skipped and listed)."""
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+
     def validators_of(url: str) -> Validators | None:
-        state = store_sources.fetch_state(session, url)
+        # read apart from the storing transaction: opened here, it held SQLite's one
+        # write lock through every fetch (a dead URL: four tries of 30 s), and every
+        # other command waited, then failed
+        with session_scope(engine, readonly=True) as reading:
+            state = store_sources.fetch_state(reading, url)
         return Validators(state.etag, state.last_modified) if state else None
 
     report = IngestReport(load_all(sources_of(configured, specs), validators_of, strict,

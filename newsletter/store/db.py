@@ -129,6 +129,7 @@ def _cannot_use(url: str, exc: Exception) -> ConfigError:
 # What a database server says when it is not there yet (or not any more), rather than
 # refusing this configuration: starting, restarting, out of reach for a while.
 _TRANSIENT = ("connection refused", "could not connect", "timeout", "timed out",
+              "database is locked",
               "starting up", "shutting down", "no route to host", "network is unreachable",
               "server closed the connection", "too many clients", "connection reset",
               "temporary failure in name resolution", "in recovery mode")
@@ -213,7 +214,9 @@ def schema_state(engine: Engine) -> str:
     Alembic, whose runtime (its dialect modules, every migration loaded as a module)
     costs every command about 70 ms of start-up for an answer that is nearly always
     "current"."""
-    with engine.connect() as conn:
+    # read-only: on SQLite a plain connection takes the write lock (BEGIN IMMEDIATE), and
+    # every command asked this first, so a command waited out another's transaction
+    with engine.execution_options(**{READONLY: True}).connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return "missing"
         current = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
