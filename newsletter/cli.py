@@ -1427,12 +1427,10 @@ def main() -> None:
         except sqlalchemy.exc.OperationalError as exc:
             raise database_trouble(exc) from None
         except sqlalchemy.exc.ProgrammingError as exc:
-            # a table, column or constraint missing where the schema says it is current
-            # (a restore cut short, a table dropped by hand): 115 lines of traceback
-            raise ConfigError(f"[database] url: the tables do not match schema "
-                              f"{_schema_of()}: {_db_reason(exc)}",
-                              "restore a whole backup (a restore cut short leaves "
-                              "tables out), then `newsletter check`") from None
+            refused = database_refused(exc)
+            if refused is None:
+                raise
+            raise refused from None
     except NewsletterError as exc:
         if _JSON_LOGS[0]:  # the command logs JSON: its last line too
             say(str(exc), 40)  # ERROR
@@ -1451,6 +1449,29 @@ def _schema_of() -> str:
     from newsletter.store.db import head_revisions
 
     return ", ".join(sorted(head_revisions()))
+
+
+# PostgreSQL's codes (SQLSTATE) for a table, column, constraint or other object that is
+# not there, and for privileges the database user lacks
+_MISSING = {"42P01", "42703", "42P10", "42704"}
+_NO_PRIVILEGE = "42501"
+
+
+def database_refused(exc: sqlalchemy.exc.ProgrammingError) -> NewsletterError | None:
+    """One line for tables that do not match the schema the database records (a
+    restore cut short, a table dropped by hand: 115 lines of traceback), or for a
+    database user without privileges on them; None for any other programming error,
+    which is ours and keeps its traceback."""
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if code in _MISSING:
+        return ConfigError(f"[database] url: the tables do not match schema {_schema_of()}: "
+                           f"{_db_reason(exc)}", "restore a whole backup (a restore cut "
+                           "short leaves tables out), then `newsletter check`")
+    if code == _NO_PRIVILEGE:
+        return ConfigError(f"[database] url: {_db_reason(exc)}", "the database user needs "
+                           "privileges on the tables: run as the user that owns them, or "
+                           "GRANT them to this one")
+    return None
 
 
 def database_trouble(exc: Exception) -> NewsletterError:

@@ -42,8 +42,15 @@ def test_dead_broker_is_one_line_and_plans_nothing(cli, tmp_path: Path) -> None:
     assert "[queue] broker_url" in line and "after 3 attempts" in line
     assert rows(tmp_path, "select count(*) from deliveries") == 0
     assert rows(tmp_path, "select count(*) from editions") == 0
-    line = one_line_error(cli("worker", env=dead))
-    assert "[queue] broker_url" in line
+    r = cli("worker", env=dead)
+    line = one_line_error(r)
+    assert "[queue] broker_url" in line and r.code == 1  # not there (yet): restarted
+    from .test_deploy import reachable
+
+    if reachable(5672):  # refused by a broker that answers: only configuration fixes it
+        wrong = {"NEWSLETTER_QUEUE__BROKER_URL": "amqp://guest:wrong@127.0.0.1:5672//"}
+        r = cli("worker", env=wrong)
+        assert r.code == 2 and "ACCESS_REFUSED" in one_line_error(r), r.stderr
 
 
 @pytest.mark.slow  # ~2 s: three tries at a dead broker once forced
@@ -313,6 +320,8 @@ def test_tables_that_do_not_match_their_schema_are_one_line(cli, pg_url: str) ->
     record, which sending writes against, dropped): the schema version says current,
     and `send` ended in a 115-line ProgrammingError traceback. One line naming the
     database and what to do."""
+    import uuid
+
     import psycopg
 
     env = {"NEWSLETTER_DATABASE__URL": pg_url}
@@ -327,6 +336,23 @@ def test_tables_that_do_not_match_their_schema_are_one_line(cli, pg_url: str) ->
     line = one_line_error(r)
     assert line.startswith("error: [database] url: the tables do not match schema "), line
     assert "restore a whole backup" in line and "Traceback" not in r.stderr, line
+    # a database user without privileges on the tables: said so, not "restore a backup"
+    role = f"nl_noperm_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        r = cli("status", env={"NEWSLETTER_DATABASE__URL": pg_url.replace(
+            "postgres@", f"{role}@")})
+        assert r.code == 2, r.stderr
+        line = one_line_error(r)
+        assert "permission denied" in line and "privileges on the tables" in line, line
+        assert "backup" not in line, line
+    finally:
+        from newsletter.store.db import dispose_all
+
+        dispose_all()
+        with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 def _as_nobody(check: Any, url: str) -> tuple[bool, str, str]:
@@ -523,6 +549,9 @@ def test_a_database_that_does_not_answer_or_parse_is_one_line(cli) -> None:  # t
     assert r.code == 1 and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: [database] url: cannot open"), lines
+    nosock = "postgresql+psycopg://postgres@/nowhere?host=/nonexistent-folder"
+    r = cli("status", env={"NEWSLETTER_DATABASE__URL": nosock})  # a local server stopped
+    assert r.code == 1 and "on socket" in r.stderr, r.stderr
     for command in ("run", "web", "db"):  # the units' commands (the scheduler's
         r = cli(*([command, "upgrade"] if command == "db" else [command]),  # ExecStartPre)
                 env={"NEWSLETTER_DATABASE__URL": dead})

@@ -11,6 +11,7 @@ workers on one edition, still send each message once. Needs PostgreSQL
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,8 +39,29 @@ def check_broker(queue: QueueConfig, attempts: int = BROKER_ATTEMPTS) -> None:
             conn.ensure_connection(max_retries=attempts - 1, interval_start=0.5,
                                    interval_step=0.5, interval_max=2, timeout=10)
     except Exception as exc:  # noqa: BLE001 - kombu raises several types for one cause
-        raise Unreachable(f"[queue] broker_url: cannot reach {_safe(url)} after {attempts} "
-                          f"attempts: {first_line(exc)}") from None
+        # not there (yet): tried again by the unit's restart; refused (a password, a
+        # vhost, a scheme, a database number): only the configuration fixes it
+        error = Unreachable if _not_there(exc) else ConfigError
+        raise error(f"[queue] broker_url: cannot reach {_safe(url)} after {attempts} "
+                    f"attempts: {first_line(exc)}") from None
+
+
+def _not_there(exc: BaseException) -> bool:
+    """Whether connecting failed because nothing answered (refused, timed out, a name
+    that does not resolve now), as opposed to an answer refusing this configuration."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (ConnectionRefusedError, TimeoutError, socket.gaierror)):
+            return True
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return True
+        text = str(seen).lower()
+        if any(t in text for t in ("connection refused", "timed out", "timeout",
+                                    "unreachable", "no route", "reset by peer",
+                                    "temporary failure")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _safe(url: str) -> str:

@@ -141,7 +141,10 @@ def cannot_open(engine: Engine, exc: OperationalError) -> NewsletterError:
     file), ``Unreachable`` (exit 1: a service manager tries again) when the server is
     not there for now (refused, starting, timed out)."""
     reason = db_reason(exc)
-    error = Unreachable if any(t in reason.lower() for t in _TRANSIENT) else ConfigError
+    low = reason.lower()
+    # (a PostgreSQL stopped, or not started yet, has no socket file: the boot case)
+    gone = "on socket" in low and "no such file or directory" in low
+    error = Unreachable if gone or any(t in low for t in _TRANSIENT) else ConfigError
     return error(f"[database] url: cannot open "
                  f"{engine.url.render_as_string(hide_password=True)}: {reason}")
 
