@@ -70,12 +70,13 @@ def csrf_of(c: httpx.Client, path: str = "/") -> str:
     return found.group(1)
 
 
-def start_console(settings: Any, engine: Any, *, user: bool = True) -> Iterator[Console]:
+def start_console(settings: Any, engine: Any, *, user: bool = True,
+                  **web: Any) -> Iterator[Console]:
     if user:
         with session_scope(engine) as s:
             auth.add_user(s, "ops", PASSWORD)
     # no render processes: no console page uses them, and each costs a Python start
-    with running_site(settings, engine) as site:
+    with running_site(settings, engine, **web) as site:
         yield Console(site.url + "/admin", site.settings, engine)
 
 
