@@ -34,6 +34,7 @@ from newsletter.frequency import describe
 from newsletter.service import subscribers as people
 from newsletter.store import queries
 from newsletter.store import subscribers as subs_mod
+from newsletter.store.db import db_reason, head_revisions, unwritable_fix
 from newsletter.store.queries import parse_day
 
 if TYPE_CHECKING:  # the worker's stop, imported where the worker starts
@@ -689,18 +690,15 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
 def _present_elsewhere(summary: Any) -> None:
     """Other editions' rows a stopped run left pending, which this run did not take up
     (touched less than ten minutes ago): "nothing left to deliver" is not all."""
+    from newsletter.service.editions import send_command
+
     for edition, n in summary.elsewhere:
         say(f"{count(n, 'delivery', 'deliveries')} of edition {edition.day}"
             f"{f' slot {edition.slot}' if edition.slot else ''} (#{edition.id}) "
             f"{'wait' if n != 1 else 'waits'} pending (left by a run that stopped, or "
-            f"queued for workers): `{_send_again(edition.day, edition.slot)}` sends them "
+            f"queued for workers): `{send_command(edition.day, edition.slot)}` sends them "
             "now; otherwise a worker, or a later run once nothing has touched them for ten "
             "minutes")
-
-
-def _send_again(day: object, slot: str) -> str:
-    """The command that sends an edition's rows left pending (its day and slot)."""
-    return f"newsletter send --date {day}" + (f" --slot {slot}" if slot else "")
 
 
 def _present_deferred(summary: Any) -> None:
@@ -768,6 +766,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Counts by delivery state and the last errors of an edition."""
+    from newsletter.service.editions import send_command
     from newsletter.service.editions import status as edition_status
 
     a = _app(ctx)
@@ -791,7 +790,7 @@ def status(
               + ", ".join(f"{k} {v}" for k, v in c.items()))
     for e in data["last_errors"]:
         out.print(f"  {e['status']}: {e['email']}: {e['error']}")
-    again = _send_again(data["day"], data["slot"])
+    again = send_command(data["day"], data["slot"])
     for h in data["sending"]:
         out.print(f"  sending: {h['rows']} held by {h['holder']}, " + (
             f"which is gone: `{again}` takes them back and sends them (a later run does "
@@ -1439,18 +1438,6 @@ def main() -> None:
         sys.exit(exc.exit_code)
 
 
-def _db_reason(exc: Exception) -> str:
-    from newsletter.store.db import db_reason
-
-    return db_reason(exc)
-
-
-def _schema_of() -> str:
-    from newsletter.store.db import head_revisions
-
-    return ", ".join(sorted(head_revisions()))
-
-
 # PostgreSQL's codes (SQLSTATE) for a table, column, constraint or other object that is
 # not there, and for privileges the database user lacks
 _MISSING = {"42P01", "42703", "42P10", "42704"}
@@ -1464,11 +1451,12 @@ def database_refused(exc: sqlalchemy.exc.ProgrammingError) -> NewsletterError | 
     which is ours and keeps its traceback."""
     code = getattr(getattr(exc, "orig", None), "sqlstate", None)
     if code in _MISSING:
-        return ConfigError(f"[database] url: the tables do not match schema {_schema_of()}: "
-                           f"{_db_reason(exc)}", "restore a whole backup (a restore cut "
+        schema = ", ".join(sorted(head_revisions()))
+        return ConfigError(f"[database] url: the tables do not match schema {schema}: "
+                           f"{db_reason(exc)}", "restore a whole backup (a restore cut "
                            "short leaves tables out), then `newsletter check`")
     if code == _NO_PRIVILEGE:
-        return ConfigError(f"[database] url: {_db_reason(exc)}", "the database user needs "
+        return ConfigError(f"[database] url: {db_reason(exc)}", "the database user needs "
                            "privileges on the tables: run as the user that owns them, or "
                            "GRANT them to this one")
     return None
@@ -1479,8 +1467,6 @@ def database_trouble(exc: Exception) -> NewsletterError:
     may not write: made by root rather than the service's user; locked too long; a
     full disk), where a traceback ended the command. Every transaction was rolled
     back: nothing is half-written."""
-    from newsletter.store.db import db_reason, unwritable_fix
-
     reason = db_reason(exc)
     fix = unwritable_fix(reason)
     if fix is not None:

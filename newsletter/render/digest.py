@@ -395,8 +395,7 @@ def summary_line(papers: list[PaperView], trending: list[PaperView], weekly: boo
     ``group_papers(papers)``, when already made; ``period``: ``period_of``'s words. Made
     with its period, not rewritten after: a reader's term was rewritten too ("today
     show transcripts" became "since Friday show transcripts")."""
-    return _summary(papers, trending, groups, weekly,
-                    period or ("this week" if weekly else "today"))
+    return _summary(papers, trending, groups, weekly, period or period_of(weekly))
 
 
 def _summary(papers: list[PaperView], trending: list[PaperView],

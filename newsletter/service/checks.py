@@ -40,6 +40,7 @@ from newsletter.store.db import (
     schema_state,
     session_scope,
     unwritable_fix,
+    writable_fix,
 )
 
 
@@ -62,7 +63,7 @@ def check_database(url: str) -> tuple[Item, Engine | None]:
     unwritable = _unwritable_sqlite(parsed.get_backend_name(), parsed.database)
     if unwritable:
         return Item("database", FAIL, f"{shown}: {unwritable} is not writable by this user",
-                    unwritable_fix("readonly database") or ""), None
+                    writable_fix()), None
     engine = make_engine(url)
     try:
         state = schema_state(engine)

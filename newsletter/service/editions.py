@@ -511,6 +511,12 @@ def unrequeued_if_stopped(ledger: DbLedger, run: Callable[[], DeliverReport]
     return report
 
 
+def send_command(day: object, slot: str) -> str:
+    """The command that sends an edition's rows (its day and slot): what `status`, a
+    `send` over rows left elsewhere and a refused retry name."""
+    return f"newsletter send --date {day}" + (f" --slot {slot}" if slot else "")
+
+
 def requeue_failed(engine: Engine, edition_id: int) -> int:
     """Put an edition's transient failures and its deferred rows (due or not: the
     operator asked for now) back in its queue (pending); how many.
@@ -582,11 +588,10 @@ def retry_failed(config: EditionConfig, engine: Engine, edition_id: int,
     except InputError as exc:
         with session_scope(engine, readonly=True) as s:
             edition = s.get(Edition, edition_id)
-        again = (f"`newsletter send --date {edition.day}"
-                 f"{f' --slot {edition.slot}' if edition.slot else ''} --force`"
-                 if edition is not None else "`newsletter send --force`")
-        raise InputError(exc.message, f"run `newsletter check`; {again} sends them "
-                         "anyway") from None
+        again = (send_command(edition.day, edition.slot) if edition is not None
+                 else "newsletter send")
+        raise InputError(exc.message, f"run `newsletter check`; `{again} --force` sends "
+                         "them anyway") from None
     queued = requeue_failed(engine, edition_id)
     if queued:
         transport = make_transport()  # a configuration error is the caller's, now

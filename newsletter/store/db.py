@@ -159,6 +159,12 @@ def unwritable_fix(reason: str) -> str | None:
     the service's user), from the database's ``reason``; None for any other reason."""
     if "readonly database" not in reason and "unable to open database file" not in reason:
         return None
+    return writable_fix()
+
+
+def writable_fix() -> str:
+    """What to do about a SQLite file (or its folder, -wal or -shm) this user may not
+    write."""
     import getpass
 
     return (f"the database file, its folder and its -wal and -shm files must be writable "
@@ -217,15 +223,23 @@ def schema_state(engine: Engine) -> str:
     Alembic, whose runtime (its dialect modules, every migration loaded as a module)
     costs every command about 70 ms of start-up for an answer that is nearly always
     "current"."""
-    # read-only: on SQLite a plain connection takes the write lock (BEGIN IMMEDIATE), and
-    # every command asked this first, so a command waited out another's transaction
-    with engine.execution_options(**{READONLY: True}).connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return "missing"
-        current = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
+    current = stored_revisions(engine)
+    if current is None:
+        return "missing"
     if current == head_revisions():
         return "current"
     return "newer" if current - known_revisions() else "old"
+
+
+def stored_revisions(engine: Engine) -> set[str] | None:
+    """The migrations the database records (Alembic's version table), None when it was
+    never migrated. Read-only: on SQLite a plain connection takes the write lock (BEGIN
+    IMMEDIATE), and every command asks this first, so a command waited out another's
+    transaction."""
+    with engine.execution_options(**{READONLY: True}).connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
 
 
 def newer_schema(engine: Engine) -> ConfigError:
@@ -234,9 +248,7 @@ def newer_schema(engine: Engine) -> ConfigError:
     same)."""
     from newsletter import __version__
 
-    with engine.connect() as conn:
-        found = sorted(row[0] for row in conn.execute(text(
-            "SELECT version_num FROM alembic_version")))
+    found = sorted(stored_revisions(engine) or ())
     shown = engine.url.render_as_string(hide_password=True)
     return ConfigError(
         f"[database] url: {shown}: its schema ({', '.join(found)}) is newer than this "
