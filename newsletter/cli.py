@@ -77,8 +77,17 @@ bounces_app = typer.Typer(help="The bounce mailbox: bounces, complaints and mail
 app.add_typer(bounces_app, name="bounces")
 app.add_typer(keys_app, name="keys")
 
-err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
-out = Console(highlight=False, soft_wrap=True, markup=False)  # titles may hold [brackets]
+
+
+def plain_console(**kw: Any) -> Console:
+    """A console that prints text as it is: titles, names and profiles may hold
+    [brackets] (markup) or words between colons, which rich's emoji codes turned into
+    pictures (a paper on ":rocket:" printed as one)."""
+    return Console(highlight=False, markup=False, emoji=False, **kw)
+
+
+err = plain_console(stderr=True, soft_wrap=True)
+out = plain_console(soft_wrap=True)
 
 
 LogFormat = Annotated[str | None, typer.Option(
@@ -409,8 +418,7 @@ def subscribers_list(
     # Whole values however narrow the terminal or pipe (80 columns): an operator copies
     # the address into the next command, and "ada@example.o…" is no address.
     whole = Measurement.get(out, out.options.update_width(10_000), table).maximum
-    (out if whole <= out.width else Console(file=out.file, width=whole, highlight=False,
-                                            markup=False)).print(table)
+    (out if whole <= out.width else plain_console(file=out.file, width=whole)).print(table)
     err.print(count(len(rows), "subscriber"))
 
 
@@ -932,7 +940,7 @@ def sources_list(
                        [r["where"]] if r["where"] and r["where"] != r["name"] else [],
                        [f"error: {error}"] if error else []))
     if wide:
-        Console(highlight=False, markup=False, width=100_000).print(table, crop=False)
+        plain_console(width=100_000).print(table, crop=False)
         return
     _print_wrapped(blocks, out.width)
 

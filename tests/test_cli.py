@@ -259,3 +259,14 @@ def test_tables_print_titles_with_brackets_literally(cli, tmp_path: Path) -> Non
     assert ranked.code == 0 and "[RE] Attention [/b] revisited" in ranked.stdout
     listed = cli("entries")
     assert listed.code == 0 and "[RE] Attention [/b] revisited" in listed.stdout
+
+
+def test_printed_text_is_as_written(cli) -> None:  # type: ignore[no-untyped-def]
+    """A profile (or title, or name) with words between colons or in brackets prints as
+    written: rich turned ":rocket:" into a picture and "[b]" into bold."""
+    profile = "rocket :rocket: engines, [b]old claims[/b], smile:smile:"
+    assert cli("subscribers", "add", "ada@example.org", "--keywords", profile).code == 0
+    listed = cli("subscribers", "list")
+    assert listed.code == 0
+    assert ":rocket:" in listed.stdout and "[b]old claims[/b]" in listed.stdout
+    assert "smile:smile:" in listed.stdout and "\N{ROCKET}" not in listed.stdout
