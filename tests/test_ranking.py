@@ -466,6 +466,29 @@ def test_the_ranking_imports_scipy_sparse_without_numpys_unused_tools() -> None:
     assert ours == {"loaded": [], "same": True, "same_after_error": True, "works": True}
 
 
+def test_distinct_is_numpys_unique_without_loading_numpy_ma() -> None:
+    """Planning takes the distinct papers of every chunk's picks: ``np.unique`` loads
+    ``numpy.ma`` to ask whether the array is masked (the control), ``distinct`` not."""
+    control = _imported("np.unique(np.array([3, 1, 3]))")
+    assert "numpy.ma" in control["loaded"], "np.unique no longer loads numpy.ma"
+    ours = _imported("from newsletter.ranking.sparse import distinct\n"
+                     "assert distinct(np.array([[3, 1], [3, -1]])).tolist() == [-1, 1, 3]")
+    assert ours["loaded"] == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.integers(-3, 40), min_size=0, max_size=6), min_size=1,
+                max_size=8).filter(lambda rows: len({len(r) for r in rows}) == 1))
+def test_distinct_agrees_with_numpys_unique(rows: list[list[int]]) -> None:
+    import numpy as np
+
+    from newsletter.ranking.sparse import distinct
+
+    picks = np.array(rows, dtype=np.intp)
+    assert distinct(picks).tolist() == np.unique(picks).tolist()
+    assert distinct(picks).dtype == np.unique(picks).dtype
+
+
 @contextlib.contextmanager
 def _rows_at_once(n: int) -> Iterator[None]:
     from newsletter.ranking import corpus

@@ -7,9 +7,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from newsletter.ranking.selection import Selection
+from newsletter.ranking.sparse import distinct
 from newsletter.render.renderer import Recipient
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ def plan_jobs(selection: Selection, recipients: Iterable[Recipient],
 
     for chunk in selection.ranker.rank(keyed(), sent=selection.sent, k=k):
         if papers is not None:
-            picked = np.unique(chunk.picks)
+            picked = distinct(chunk.picks)
             papers.update(selection.entries[i].id for i in picked[picked >= 0].tolist())
         jobs = []
         for row, sub_id in enumerate(chunk.keys):

@@ -39,7 +39,7 @@ from newsletter.profile import _PLAIN_SPLIT, MAX_TERMS, Term, profile_terms
 from newsletter.ranking.corpus import Analyzer, Corpus, Feature, RankEntry
 from newsletter.ranking.feedback import Learned, Learner, Votes
 from newsletter.ranking.reader import Reader
-from newsletter.ranking.sparse import sparse
+from newsletter.ranking.sparse import distinct, sparse
 from newsletter.ranking.text import stems, words
 
 PART_TABLE = 500_000  # distinct raw profile parts remembered per ranker
@@ -543,7 +543,7 @@ class Ranker:
             pair = np.sort(rows.astype(np.int64) * span + fids)
             twice = pair[1:][pair[1:] == pair[:-1]] // span
             if len(twice):
-                again = np.unique(twice)
+                again = distinct(twice)
                 repeated = np.zeros(n, np.bool_)
                 repeated[again] = True
                 keep = ~repeated[rows]

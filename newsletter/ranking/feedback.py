@@ -47,7 +47,7 @@ import numpy as np
 from newsletter.config import RankingConfig
 from newsletter.profile import Term
 from newsletter.ranking.corpus import Corpus, Feature, RankEntry
-from newsletter.ranking.sparse import sparse
+from newsletter.ranking.sparse import distinct, sparse
 from newsletter.ranking.text import STOPWORDS, analyze_words, stem, words
 
 MAX_LEARNED = 10  # learned terms kept per subscriber (the strongest)
@@ -343,7 +343,7 @@ class Learner:
         cover = self._cover_m
         if cover is not None and cover.shape[0] != nf:
             cover = None
-        cols = np.unique(written.indices)
+        cols = distinct(written.indices)
         fresh = [f for f in cols.tolist() if f not in self._covers]
         for fid in fresh:
             self._covers[fid] = self._cover(self.ranker.features[fid])

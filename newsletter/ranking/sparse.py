@@ -54,10 +54,20 @@ def numpy_without_unused() -> Iterator[None]:
             names["__dir__"] = saved_dir
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)``: the distinct values, sorted, as a flat array. Not
+    ``np.unique`` itself, which asks ``numpy.ma`` whether the array is masked and so
+    loads ``numpy.ma`` (``UNUSED`` above) in every command that plans an edition."""
+    flat = np.sort(values, axis=None)
+    if len(flat) < 2:
+        return flat
+    return flat[np.concatenate(([True], flat[1:] != flat[:-1]))]
+
+
 if "scipy.sparse" in sys.modules:
     from scipy import sparse
 else:
     with numpy_without_unused():
         from scipy import sparse
 
-__all__ = ["sparse"]
+__all__ = ["distinct", "sparse"]
