@@ -538,6 +538,50 @@ def test_feature_rows_made_together_are_the_rows_made_one_by_one(
         assert made.view(np.uint32).tolist() == expected.view(np.uint32).tolist()
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(_ROW_TERMS + ["\"graph neural networks for molecules\"",
+                                              "state space models for long sequences",
+                                              "no such words anywhere"]),
+                min_size=1, max_size=8))
+def test_term_counts_are_the_sums_of_the_postings(terms: list[str]) -> None:
+    """``Corpus._tf`` (the postings found, summed by one ``bincount``) counts what adding
+    each field's postings one by one counts, for topics, exact phrases, phrases longer
+    than the index's grams and terms no paper has."""
+    from newsletter.ranking.corpus import FIELD_WEIGHTS
+    from newsletter.render.samples import sample_papers
+
+    rows = [RankEntry(p.id, p.title, p.abstract or "", tuple(p.keywords or ()),
+                      tuple(p.authors or ())) for p in sample_papers()[:60]]
+    corpus = Corpus(rows, Acronyms.load(), RankingConfig(), TODAY)
+    analyzer = Ranker(corpus, RankingConfig()).analyzer
+    features = [analyzer.feature(t) for t in parse_profile(", ".join(terms)).terms]
+    asked = [(f.kind, f.variants) for f in features] + [("topic", f.parts) for f in features]
+    expected = np.zeros((len(asked), len(rows)))
+    for j, (kind, variants) in enumerate(asked):
+        for fname, weight in FIELD_WEIGHTS.items():
+            for variant in variants:
+                for i, count in corpus._postings(fname, kind, variant).items():
+                    expected[j, i] += weight * count
+    assert corpus._tf(asked).tolist() == expected.tolist()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="aAbBsSnNgGtThe019-_'é\u2010", min_size=1, max_size=12)
+       | st.sampled_from(["GNNs", "GNNS", "gnns", "LLMs", "ViTs", "the", "The", "THE",
+                          "Transformers", "s", "S", "x1s", "X1s", "pre-training", "ABCs"]))
+def test_a_plain_word_is_indexed_as_the_text_pipeline_indexes_it(word: str) -> None:
+    """The corpus's fast way for plain ASCII words (``_word``) gives what the text
+    pipeline gives (``_word_analysed``): stop words, acronyms and their plurals, any
+    case; other words go through the pipeline itself."""
+    from newsletter.ranking.corpus import _word, _word_analysed
+    from newsletter.ranking.text import words
+
+    acronyms = Acronyms.load()
+    acronyms.learn("Graph Neural Networks (GNNs) and Attention Blocks Connected (ABC)")
+    for found in words(word):  # the corpus indexes the words ``words`` finds
+        assert _word(found, acronyms) == _word_analysed(found, acronyms)
+
+
 def test_a_chunk_that_fails_to_parse_leaves_no_feature_without_its_row() -> None:
     """A chunk's new features get their rows together when it is parsed; a profile that
     fails midway still leaves every feature made before it with its row (later chunks
