@@ -10,7 +10,8 @@ config's sender accept, and how they store it.
   (``[transport] utf8_addresses = true``), with a message saying why. If it still
   meets a server without SMTPUTF8, that one delivery fails with that reason.
 * Display names and every other header value lose control characters (CR, LF,
-  NUL, ...), so no input can add a header (``Eve\\r\\nBcc: evil@...``).
+  NUL, ESC, ...) and the marks that reorder text (``plaintext``), so no input can add
+  a header (``Eve\\r\\nBcc: evil@...``) or turn a name around.
 * Domains reserved for testing (``.test``, RFC 6761; and ``example.*``, RFC 2606) are
   accepted everywhere, the sender included: they are valid addresses that a staging
   installation or a test suite delivers through its own server. Whether mail *from*
@@ -27,11 +28,12 @@ import re
 from typing import TYPE_CHECKING
 
 from newsletter.errors import InputError
+from newsletter.plaintext import CONTROLS
 
 if TYPE_CHECKING:
     from email_validator import ValidatedEmail
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
+_CONTROLS = re.compile(f"(?:{CONTROLS.pattern})+")  # (``plaintext``) a run of them
 
 UTF8_HINT = ("a non-ASCII local part can only be delivered through an SMTP server that "
              "offers SMTPUTF8; if yours does, set [transport] utf8_addresses = true")

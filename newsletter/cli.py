@@ -27,10 +27,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from newsletter.app import App
 from newsletter.errors import ConfigError, FieldError, InputError, NewsletterError
 from newsletter.frequency import describe
+from newsletter.plaintext import visible
 from newsletter.service import subscribers as people
 from newsletter.store import queries
 from newsletter.store import subscribers as subs_mod
@@ -79,11 +81,21 @@ app.add_typer(keys_app, name="keys")
 
 
 
+class PlainConsole(Console):
+    """A console that prints text as it is written, and only as text: titles, names
+    and profiles may hold [brackets] (markup), words between colons (rich's emoji codes
+    turned ":rocket:" into a picture) and, stored before they were refused or from a
+    database edited by hand, control characters (``plaintext.visible``: ESC shows as
+    ``\\x1b`` rather than clearing the operator's screen). Every string printed or put
+    in a table goes through ``render_str``."""
+
+    def render_str(self, text: str, **kw: Any) -> Text:
+        return super().render_str(visible(text), **kw)
+
+
 def plain_console(**kw: Any) -> Console:
-    """A console that prints text as it is: titles, names and profiles may hold
-    [brackets] (markup) or words between colons, which rich's emoji codes turned into
-    pictures (a paper on ":rocket:" printed as one)."""
-    return Console(highlight=False, markup=False, emoji=False, **kw)
+    """A ``PlainConsole`` with no markup, highlighting or emoji."""
+    return PlainConsole(highlight=False, markup=False, emoji=False, **kw)
 
 
 err = plain_console(stderr=True, soft_wrap=True)
@@ -1442,7 +1454,7 @@ def main() -> None:
         if _JSON_LOGS[0]:  # the command logs JSON: its last line too
             say(str(exc), 40)  # ERROR
         else:
-            sys.stderr.write(f"error: {exc}\n")
+            sys.stderr.write(f"error: {visible(str(exc))}\n")  # (it may quote input)
         sys.exit(exc.exit_code)
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from newsletter.ingest.authors import name_and_affiliations
+from newsletter.plaintext import UNPRINTABLE
 from newsletter.urls import safe_url
 
 log = logging.getLogger("newsletter.ingest")
@@ -36,9 +37,9 @@ _ARXIV_URL_RE = re.compile(
     re.IGNORECASE,
 )
 _ARXIV_PREFIX_RE = re.compile(r"(?:arXiv:|oai:arXiv\.org:)\s*(\S+)", re.IGNORECASE)
-# C0/C1 control characters except tab and newline, plus zero-width/bidi-override marks
-# that only ever appear in scraped text by accident.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
+# C0/C1 control characters except tab and newline, and the zero-width and bidi marks
+# (``plaintext``): in scraped text by accident, or to reorder what a reader sees.
+_CONTROL_RE = UNPRINTABLE
 _WS_RE = re.compile(r"\s+")
 
 
@@ -68,6 +69,7 @@ class Paper:
         """Clean the text fields and settle the id. Returns self for chaining."""
         self.title = clean_text(self.title)
         self.abstract = clean_text(self.abstract)
+        self.source = clean_text(self.source)  # (named in messages and log lines)
         self.authors = self._clean_authors()
         self.keywords = [k for k in (clean_text(x) for x in self.keywords) if k]
         self._keep_web_links()

@@ -18,6 +18,7 @@ import sys
 from typing import Any, TextIO
 
 from newsletter.config import LogConfig
+from newsletter.plaintext import visible
 
 ADDRESS = re.compile(r"[^\s<>'\"(),;:@]+@[^\s<>'\"(),;:]+")  # an address in running text
 FIELDS = ("edition", "subscriber", "email", "outcome", "seconds", "attempts", "error",
@@ -52,9 +53,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """One line a record (a traceback follows on its own lines): what the message
+    quotes from outside (a feed's id or source, a subscriber's name) may hold a line
+    break, which forged a record of its own, or an escape sequence for the operator's
+    terminal; those characters are written out as escapes (``plaintext.visible``)."""
+
     def __init__(self, include_address: bool = False) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
         self.include_address = include_address
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's
+        return visible(super().formatMessage(record), lines=False)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

@@ -6,11 +6,20 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape as xml_escape
+from xml.sax.saxutils import quoteattr
 
+from newsletter.plaintext import CONTROLS
 from newsletter.service.emails import sent_papers
 
 MAX_ITEMS = 200
+
+
+def escape(text: str) -> str:
+    """Text for an element: escaped, and without the control characters XML 1.0 has
+    no place for (one in a profile stored before they were refused, quoted by the
+    summary's "matched: ...", made the whole feed unreadable: ``plaintext``)."""
+    return xml_escape(CONTROLS.sub(" ", text))
 
 
 def _time(value: dt.datetime | dt.date) -> str:

@@ -18,6 +18,7 @@ from typing import ClassVar, Protocol, TypeVar
 
 from newsletter.errors import SourceError
 from newsletter.ingest.papers import Paper
+from newsletter.plaintext import visible
 
 T = TypeVar("T")
 
@@ -31,10 +32,11 @@ class Skipped:
     reason: str
 
     def __str__(self) -> str:
-        """One line, whatever the item's id holds (a feed's id may carry a newline)."""
-        shown = " ".join(self.ident.split())
+        """One line, whatever the item's id holds (a feed's id may carry a newline, or
+        an escape sequence for the terminal the line is printed in: ``plaintext``)."""
+        shown = visible(" ".join(self.ident.split()), lines=False)
         ident = f" ({shown})" if shown else ""
-        return f"item {self.position}{ident}: {self.reason}"
+        return f"item {self.position}{ident}: {visible(self.reason, lines=False)}"
 
 
 class Source(Protocol):

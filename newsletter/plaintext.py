@@ -1,0 +1,51 @@
+"""The characters that text from outside may carry and that no output passes on as they
+are, defined once for every place that cleans, refuses or shows such text.
+
+Text from outside: papers' fields and ids from feeds and files, what people write in
+the sign-up and preferences forms, CLI arguments and imported CSV. The characters:
+
+* C0 and C1 control characters and DEL. A terminal runs the escape sequences they
+  start (ESC ``[2J`` clears the operator's screen, ``]0;`` retitles the window, ``]52;``
+  writes the clipboard), and a line break in a log message forges a log line;
+* the invisible marks that reorder or hide text: bidi embeddings, overrides and
+  isolates (U+202A-U+202E, U+2066-U+2069: ``gnp.exe`` shown as ``exe.png``), the
+  zero-width space and the byte-order mark.
+
+Papers' fields lose them at ingest (``ingest.papers.clean_text``), header text loses
+them (``addresses.clean_header_text``), a profile that holds one is refused
+(``profile.checked_profile``), and what the CLI prints and the text log writes shows
+them as escapes (``visible``), so a row stored before any of that cannot reach a
+terminal either.
+"""
+
+from __future__ import annotations
+
+import re
+
+_MARKS = "\u200b\u202a-\u202e\u2066-\u2069\ufeff"
+
+# every such character, tab and line breaks included (one-line text: headers, log lines)
+CONTROLS = re.compile(f"[\x00-\x1f\x7f-\x9f{_MARKS}]")
+# every such character but tab and line feed (text that may run over several lines)
+UNPRINTABLE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_MARKS}]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, *, lines: bool = True) -> str:
+    """``text`` with each such character written out as an escape (ESC as ``\\x1b``,
+    U+202E as ``\\u202e``): shown, never run. With ``lines`` tabs and line feeds stay
+    as they are; without, they are escaped too (one line)."""
+    return (UNPRINTABLE if lines else CONTROLS).sub(_escape, text)
+
+
+def first_control(text: str, allowed: str = "") -> int:
+    """Where the first such character of ``text`` is (not counting those in
+    ``allowed``), -1 when there is none."""
+    for match in CONTROLS.finditer(text):
+        if match.group() not in allowed:
+            return match.start()
+    return -1
