@@ -262,6 +262,30 @@ def test_preview_writes_files_and_leaves_the_database_untouched(world, tmp_path:
         assert s.scalar(select(func.count()).select_from(Delivery)) == 0
 
 
+def test_each_previewed_address_has_files_of_its_own(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Addresses whose unsafe characters made the same file name (``x/y@`` and ``x#y@``)
+    get one preview each, and a long address (254 characters, valid) one the file system
+    takes: one preview overwrote the other, and the long one stopped the preview."""
+    settings, engine = world
+    long = "a" * 64 + "@" + ".".join(["b" * 60, "c" * 60, "d" * 55]) + ".example.org"
+    assert len(long) == 254
+    odd = ["x/y@example.org", "x#y@example.org", long]
+    with session_scope(engine) as s:
+        for address in odd:
+            s.add(Subscriber(email=address, keywords="diffusion", tz="UTC", send_hour=7,
+                             status="active"))
+    out = tmp_path / "preview"
+    report = run_preview(settings, engine, DAY, out)
+    assert report.summary()["subscribers"] == len(ACTIVE) + len(odd)
+    emls = sorted(out.glob("*.eml"))
+    assert len(emls) == len(ACTIVE) + len(odd)
+    to = {email.message_from_bytes(p.read_bytes())["To"] for p in emls}
+    assert all(any(a in t for t in to) for a in odd), to
+    for p in emls:  # each .eml has its .html and .txt beside it
+        assert p.with_suffix(".html").is_file() and p.with_suffix(".txt").is_file()
+    assert (out / "ada@example.org.eml").is_file()  # a safe address stays its own name
+
+
 def test_rate_window() -> None:
     now = [100.0]
     window = Window.of(10.0, 1.0, lambda: now[0])  # 10 a second

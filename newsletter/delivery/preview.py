@@ -4,6 +4,7 @@ migrated or given a signing key)."""
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,13 +27,29 @@ class PreviewTransport(OutboxTransport):
     name = "preview"
 
     def file_for(self, message: Message) -> Path:
-        return self.path / f"{SAFE_NAME.sub('_', message.to)}.eml"
+        return self.path / f"{file_stem(message.to)}.eml"
+
+
+STEM_CHARS = 80  # of an address in a file name (a name has 255 bytes; an address 254)
+
+
+def file_stem(address: str) -> str:
+    """The name of one recipient's preview files: the address itself when it is a safe
+    file name already (``ada@example.org``); else its safe characters, cut to
+    ``STEM_CHARS``, and a hash of the whole address, so that two addresses never share
+    files (``x/y@`` and ``x#y@`` both made ``x_y@``: one preview overwrote the other)
+    and a long one still makes a name the file system takes."""
+    safe = SAFE_NAME.sub("_", address)
+    if safe == address and len(address) <= STEM_CHARS:
+        return address
+    digest = hashlib.sha256(address.encode()).hexdigest()[:10]
+    return f"{safe[:STEM_CHARS]}-{digest}"
 
 
 def write_parts(out: Path, outcome: Outcome) -> None:
     """The rendered HTML and text beside the .eml, named after the recipient."""
     if outcome.rendered is not None:
-        stem = str(out / SAFE_NAME.sub("_", outcome.job.recipient.email))
+        stem = str(out / file_stem(outcome.job.recipient.email))
         Path(stem + ".html").write_text(outcome.rendered.html, encoding="utf-8")
         Path(stem + ".txt").write_text(outcome.rendered.text, encoding="utf-8")
 
