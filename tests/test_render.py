@@ -102,6 +102,26 @@ def parse_strict(data: bytes) -> email.message.EmailMessage:
     return msg
 
 
+@pytest.mark.parametrize("name", ["Lab <x@evil.example>", "Dr. Who's Lab", 'Say "hi"',
+                                  "Papers Dïgest", "Plain Name"])
+def test_the_list_id_names_the_sender_as_a_phrase(name: str) -> None:
+    """List-Id's phrase is the sender's name written as From: writes it: a name with
+    an address-like part is quoted (it read as ``Lab <x@evil.example> <list.id>``, two
+    angle-bracketed parts, which filters keyed on the list took the wrong one of)."""
+    import email.utils
+
+    settings = Settings().replace(
+        sender={"from_address": "digest@example.org", "from_name": name,
+                "list_id": "digest.example.org"},
+        web={"base_url": "https://digest.example.org"})
+    out = render_for([paper(0, "Attention")], settings=settings)
+    msg = parse_strict(out.message.data)
+    phrase, list_id = email.utils.parseaddr(str(msg["List-Id"]))
+    assert list_id == "digest.example.org" and phrase == name, str(msg["List-Id"])
+    api = dict(out.message.headers)["List-Id"]  # what an email API is given
+    assert email.utils.parseaddr(api) == (name, "digest.example.org") or not name.isascii()
+
+
 def test_message_is_standards_correct() -> None:
     out = render_for([paper(i, f"Attention paper {i}") for i in range(10)])
     data = out.message.data

@@ -106,6 +106,19 @@ def _header_value(value: str) -> str:
     return header("X", clean_header_text(value))[3:]
 
 
+def _phrase(name: str) -> list[str]:
+    """A display name as a header's phrase: words as they are, quoted as a whole when
+    it holds characters a phrase cannot (``Lab <x@evil.example>`` quoted, not read as an
+    address), encoded words when it is not ASCII; as ``From:``'s name is written."""
+    name = " ".join(clean_header_text(name).split())
+    if not name:
+        return []
+    if name.isascii() and "=?" not in name:
+        quoted = email.utils.formataddr((name, "x@x"))[: -len(" <x@x>")]
+        return [quoted] if quoted != name else name.split()
+    return _encoded_words(name)
+
+
 def _address(name: str, address: str) -> str:
     name, address = clean_header_text(name), clean_header_text(address)
     if not name:
@@ -311,14 +324,14 @@ class MimeBuilder:
         self.domain = s.from_address.rpartition("@")[2] or "localhost"
         self.boundary = f"=_nl_{secrets.token_hex(12)}"
         self.from_header = _address(s.from_name, s.from_address)
-        self.list_id = f"{s.from_name} <{s.list_id}>"
+        self.list_id = " ".join([*_phrase(s.from_name), f"<{s.list_id}>"])
         fixed = [fold("From", self.from_header.split(" "))]
         if s.reply_to:
             fixed.append(f"Reply-To: {s.reply_to}")
         if feedback_id:  # Gmail's postmaster tools group complaints by it
             fixed.append(header("Feedback-ID", feedback_id))
         fixed += [
-            fold("List-Id", [*_atoms(s.from_name), f"<{s.list_id}>"]),
+            fold("List-Id", [*_phrase(s.from_name), f"<{s.list_id}>"]),
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
             "MIME-Version: 1.0",
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"',
