@@ -1437,11 +1437,27 @@ def hoist_config(argv: list[str]) -> list[str]:
     return front + rest
 
 
+def undecodable_argument(argv: list[str]) -> InputError | None:
+    """The first command-line argument that is not valid UTF-8 (Python keeps such bytes
+    as lone surrogates, which no database, file or message can take: a traceback when
+    the value was stored), as the one-line error; None when all are."""
+    for position, arg in enumerate(argv, 1):
+        if any("\udc80" <= c <= "\udcff" for c in arg):
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            return InputError(f"argument {position} ('{visible(shown, lines=False)}') is not "
+                              "valid UTF-8: write it in UTF-8 (check the terminal's or the "
+                              "script's encoding)")
+    return None
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
     _JSON_LOGS[0] = False  # (a process running many commands, the tests, starts afresh)
     try:
         try:
+            bad = undecodable_argument(sys.argv[1:])
+            if bad is not None:
+                raise bad
             app(args=hoist_config(sys.argv[1:]), prog_name="newsletter")
         except sqlalchemy.exc.OperationalError as exc:
             raise database_trouble(exc) from None

@@ -149,3 +149,16 @@ def test_a_feed_quoting_a_stored_profile_with_a_control_character_is_xml(site: S
     root = ET.fromstring(feed.content)  # raises on a character XML does not allow
     summaries = [e.text or "" for e in root.iter("{http://www.w3.org/2005/Atom}summary")]
     assert summaries and any("matched" in t for t in summaries), summaries[:2]
+
+
+def test_an_argument_that_is_not_utf8_is_one_line(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A name given in Latin-1 bytes (Python keeps the byte as a lone surrogate) is
+    refused with one line naming the argument, before anything is stored: it was a
+    traceback from the database driver."""
+    result = cli("subscribers", "add", "a@example.org", "--keywords", "x",
+                 "--name", "Ann\udc9b")
+    assert result.code == 1
+    assert result.stderr.strip() == (
+        "error: argument 7 ('Ann\\x9b') is not valid UTF-8: write it in UTF-8 (check the "
+        "terminal's or the script's encoding)")
+    assert not (tmp_path / "subscribers.db").exists()
