@@ -10,6 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given as hyp_given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as hyp_st
 from sqlalchemy import select
 
 from newsletter.store.db import get_engine, session_scope
@@ -237,6 +240,23 @@ def test_n9_csv_exports_neutralise_formulas_and_reimport_exactly(
         got = {(x.email, x.name, x.keywords) for x in s.scalars(select(Subscriber))}
     assert set(FORMULAS) <= got
     engine.dispose()
+
+
+@hyp_settings(max_examples=800, deadline=None)
+@hyp_given(hyp_st.text(alphabet="=+-@'\t\r;,ab \"", max_size=14))
+def test_csv_cells_are_text_however_a_spreadsheet_splits_them(value: str) -> None:
+    """An exported value re-imports as it was, and no cell a spreadsheet can cut from
+    it starts a formula: not the value, nor a piece after a ``;`` or a tab (where a
+    spreadsheet set to a semicolon locale, or given tab-separated text, starts a cell:
+    "Bob;=2+3" was the cell "=2+3")."""
+    import re as re_
+
+    from newsletter.store.subscribers import from_spreadsheet, spreadsheet_safe
+
+    safe = spreadsheet_safe(value)
+    assert from_spreadsheet(safe) == value
+    for cell in [safe, *re_.split(r"[;\t]", safe)[1:]]:
+        assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), (value, safe)
 
 
 # ---- N4: every body is capped before it is parsed -------------------------------------

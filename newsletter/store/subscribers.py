@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import re
 import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -334,20 +335,42 @@ def as_dict(sub: Subscriber) -> dict[str, object]:
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def spreadsheet_safe(value: str) -> str:
-    """A cell a spreadsheet shows as text: a leading ``'`` before a formula character
-    (and before a ``'`` that precedes one, so ``from_spreadsheet`` undoes it exactly)."""
+# Where else a spreadsheet may start a cell inside a value: after a semicolon or a tab.
+# One set to a locale whose list separator is ";" (or given tab-separated text) splits a
+# comma-separated line there, so "Bob;=2+3" became the cells "Bob" and "=2+3".
+_CELL_BREAK = re.compile(r"([;\t])")
+
+
+def _cell_safe(value: str) -> str:
     if value.startswith(FORMULA_START) or (
             value.startswith("'") and value[1:].startswith((*FORMULA_START, "'"))):
         return "'" + value
     return value
 
 
-def from_spreadsheet(value: str) -> str:
-    """The value ``spreadsheet_safe`` was given (an import of an export is exact)."""
+def _cell_unsafe(value: str) -> str:
     if value.startswith("'") and value[1:].startswith((*FORMULA_START, "'")):
         return value[1:]
     return value
+
+
+def spreadsheet_safe(value: str) -> str:
+    """A cell a spreadsheet shows as text: a leading ``'`` before a formula character
+    (and before a ``'`` that precedes one, so ``from_spreadsheet`` undoes it exactly),
+    at the value's start and at the start of each piece after a ``;`` or a tab (where a
+    spreadsheet splitting on those starts a cell)."""
+    value = _cell_safe(value)
+    pieces = _CELL_BREAK.split(value)  # the separators at the odd places
+    return pieces[0] + "".join(p if i % 2 else _cell_safe(p)
+                               for i, p in enumerate(pieces[1:], 1))
+
+
+def from_spreadsheet(value: str) -> str:
+    """The value ``spreadsheet_safe`` was given (an import of an export is exact)."""
+    pieces = _CELL_BREAK.split(value)
+    value = pieces[0] + "".join(p if i % 2 else _cell_unsafe(p)
+                                for i, p in enumerate(pieces[1:], 1))
+    return _cell_unsafe(value)
 
 
 def export_csv(subs: Iterable[Subscriber], out: io.TextIOBase | object) -> None:
