@@ -32,7 +32,7 @@ from rich.text import Text
 from newsletter.app import App
 from newsletter.errors import ConfigError, FieldError, InputError, NewsletterError
 from newsletter.frequency import describe
-from newsletter.plaintext import visible
+from newsletter.plaintext import json_text, visible
 from newsletter.service import subscribers as people
 from newsletter.store import queries
 from newsletter.store import subscribers as subs_mod
@@ -188,7 +188,8 @@ def _begin_signing(a: App, by: str) -> None:
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.write(json_text(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+                     + "\n")
 
 
 def _version(value: bool) -> None:
@@ -1437,12 +1438,17 @@ def hoist_config(argv: list[str]) -> list[str]:
     return front + rest
 
 
-def undecodable_argument(argv: list[str]) -> InputError | None:
-    """The first command-line argument that is not valid UTF-8 (Python keeps such bytes
-    as lone surrogates, which no database, file or message can take: a traceback when
-    the value was stored), as the one-line error; None when all are."""
+def undecodable_argument(argv: list[str], exc: UnicodeEncodeError) -> InputError | None:
+    """The one-line error for a command-line argument that is not valid UTF-8, when
+    that is what ``exc`` met: Python keeps such bytes as lone surrogates, which a file
+    name takes (a path in any encoding works) but no database, message or header can (a
+    traceback when the value was stored; the transaction is rolled back). None when
+    ``exc`` is about something else."""
+    bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else ""
+    if not bad or not all("\udc80" <= c <= "\udcff" for c in bad):
+        return None
     for position, arg in enumerate(argv, 1):
-        if any("\udc80" <= c <= "\udcff" for c in arg):
+        if bad in arg:
             shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             return InputError(f"argument {position} ('{visible(shown, lines=False)}') is not "
                               "valid UTF-8: write it in UTF-8 (check the terminal's or the "
@@ -1455,10 +1461,12 @@ def main() -> None:
     _JSON_LOGS[0] = False  # (a process running many commands, the tests, starts afresh)
     try:
         try:
-            bad = undecodable_argument(sys.argv[1:])
-            if bad is not None:
-                raise bad
             app(args=hoist_config(sys.argv[1:]), prog_name="newsletter")
+        except UnicodeEncodeError as exc:
+            undecodable = undecodable_argument(sys.argv[1:], exc)
+            if undecodable is None:
+                raise
+            raise undecodable from None
         except sqlalchemy.exc.OperationalError as exc:
             raise database_trouble(exc) from None
         except sqlalchemy.exc.ProgrammingError as exc:

@@ -11,10 +11,11 @@ the sign-up and preferences forms, CLI arguments and imported CSV. The character
   isolates (U+202A-U+202E, U+2066-U+2069: ``gnp.exe`` shown as ``exe.png``), the
   zero-width space and the byte-order mark.
 
-Papers' fields lose them at ingest (``ingest.papers.clean_text``), header text loses
-them (``addresses.clean_header_text``), a profile that holds one is refused
-(``profile.checked_profile``), and what the CLI prints and the text log writes shows
-them as escapes (``visible``), so a row stored before any of that cannot reach a
+Papers' fields lose them at ingest (``ingest.papers.clean_text``), header text and
+profiles lose them (``addresses.clean_header_text``, ``store.subscribers.check_keywords``:
+a profile stored before, sent back by a form or an export, is taken as it is cleaned,
+never refused), and what the CLI prints and the logs write shows them as escapes
+(``visible``, ``json_text``), so a row stored before any of that cannot reach a
 terminal either.
 """
 
@@ -37,15 +38,26 @@ def _escape(match: re.Match[str]) -> str:
 
 def visible(text: str, *, lines: bool = True) -> str:
     """``text`` with each such character written out as an escape (ESC as ``\\x1b``,
-    U+202E as ``\\u202e``): shown, never run. With ``lines`` tabs and line feeds stay
-    as they are; without, they are escaped too (one line)."""
-    return (UNPRINTABLE if lines else CONTROLS).sub(_escape, text)
+    U+202E as ``\\u202e``): shown, never run. With ``lines`` tabs and line ends (LF,
+    and CR LF as a form sends them) stay line ends; without, they are escaped too (one
+    line)."""
+    if lines:
+        return UNPRINTABLE.sub(_escape, text.replace("\r\n", "\n"))
+    return CONTROLS.sub(_escape, text)
 
 
-def first_control(text: str, allowed: str = "") -> int:
-    """Where the first such character of ``text`` is (not counting those in
-    ``allowed``), -1 when there is none."""
-    for match in CONTROLS.finditer(text):
-        if match.group() not in allowed:
-            return match.start()
-    return -1
+def cleaned(text: str, keep: str = "") -> str:
+    """``text`` with each such character but those in ``keep`` replaced by a space."""
+    return CONTROLS.sub(lambda m: m.group() if m.group() in keep else " ", text)
+
+
+# what JSON's own escaping leaves as it is: DEL, C1 controls and the marks
+_JSON_RAW = re.compile(f"[\x7f-\x9f{_MARKS}]")
+
+
+def json_text(text: str) -> str:
+    """JSON text (``json.dumps(..., ensure_ascii=False)``) with the characters JSON
+    writes as they are (it escapes only C0) as ``\\uXXXX`` escapes: the same JSON
+    value, and a CSI (U+009B) or a bidi override no longer reaches the terminal or the
+    log collector raw."""
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

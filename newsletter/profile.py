@@ -27,7 +27,6 @@ from functools import lru_cache
 from typing import Literal
 
 from newsletter.errors import ProfileError
-from newsletter.plaintext import first_control, visible
 
 MAX_TERMS = 500
 MAX_TERM_CHARS = 200
@@ -180,17 +179,11 @@ def profile_terms(text: str) -> tuple[Term, ...]:
 
 def checked_profile(text: str) -> tuple[Term, ...]:
     """A profile a person wrote, before it is stored: at most ``MAX_PROFILE_CHARS``,
-    no control characters (``plaintext``: a profile is printed in the operator's
-    terminal, where ESC sequences run), parsed as ``profile_terms`` parses it but kept
-    in none of its caches (an outsider may post any number of profiles; the ranking
-    later parses the stored ones)."""
+    parsed as ``profile_terms`` parses it but kept in none of its caches (an outsider
+    may post any number of profiles; the ranking later parses the stored ones)."""
     if len(text) > MAX_PROFILE_CHARS:
         raise ProfileError(f"profile has {len(text):,} characters: at most "
                            f"{MAX_PROFILE_CHARS:,}")
-    at = first_control(text, allowed="\t\n\r")  # (a form's lines end in CR LF)
-    if at >= 0:
-        raise ProfileError(f"profile has a control character ({visible(text[at])}) at "
-                           f"character {at + 1}: write terms as plain text")
     return _terms(text, _identified)
 
 

@@ -18,7 +18,7 @@ import sys
 from typing import Any, TextIO
 
 from newsletter.config import LogConfig
-from newsletter.plaintext import visible
+from newsletter.plaintext import json_text, visible
 
 ADDRESS = re.compile(r"[^\s<>'\"(),;:@]+@[^\s<>'\"(),;:]+")  # an address in running text
 FIELDS = ("edition", "subscriber", "email", "outcome", "seconds", "attempts", "error",
@@ -49,7 +49,7 @@ class JsonFormatter(logging.Formatter):
             data["exc"] = record.exc_text
         elif record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, ensure_ascii=False, default=str)
+        return json_text(json.dumps(data, ensure_ascii=False, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -63,7 +63,16 @@ class TextFormatter(logging.Formatter):
         self.include_address = include_address
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's
-        return visible(super().formatMessage(record), lines=False)
+        # (a captured warning's text ends in a line break of its own)
+        return visible(super().formatMessage(record).rstrip("\n"), lines=False)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's
+        """The traceback on its own lines, its text (an exception quoting a feed or a
+        server's answer) with the same escapes."""
+        return visible(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's
+        return visible(super().formatStack(stack_info))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

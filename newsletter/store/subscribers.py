@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from newsletter.addresses import clean_header_text, normalize_address
 from newsletter.errors import InputError
 from newsletter.frequency import check_frequency
+from newsletter.plaintext import cleaned
 from newsletter.profile import checked_profile
 from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
 from newsletter.store.suppressions import refuse_suppressed, suppressed_among
@@ -82,7 +83,12 @@ def check_hour(hour: str | int | None) -> int:
 def check_keywords(keywords: str, *, required: bool = True) -> str:
     """A parsed-clean profile. Empty is refused where a person chooses their own
     (add, edit, sign-up, preferences): it would match nothing, ever. Imports may
-    carry one (an export of such a subscriber re-imports)."""
+    carry one (an export of such a subscriber re-imports). Control characters and
+    the marks that reorder text (``plaintext``) become spaces, line ends and tabs
+    kept: a profile is printed in the operator's terminal, where an ESC sequence from
+    a sign-up ran; cleaned, not refused, so a profile stored before (sent back by the
+    preferences form, the console's edit or an export) is still taken."""
+    keywords = cleaned(keywords, keep="\t\n\r")
     if required and not keywords.strip():
         raise InputError("empty keyword profile: give at least one term, "
                          "e.g. 'diffusion, \"state space models\"'")
