@@ -1448,7 +1448,7 @@ def undecodable_argument(argv: list[str], exc: UnicodeEncodeError) -> InputError
     if not bad or not all("\udc80" <= c <= "\udcff" for c in bad):
         return None
     for position, arg in enumerate(argv, 1):
-        if bad in arg:
+        if bad in arg and arg in exc.object:  # the argument itself, not a lookalike
             shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             return InputError(f"argument {position} ('{visible(shown, lines=False)}') is not "
                               "valid UTF-8: write it in UTF-8 (check the terminal's or the "

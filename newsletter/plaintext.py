@@ -9,7 +9,9 @@ the sign-up and preferences forms, CLI arguments and imported CSV. The character
   writes the clipboard), and a line break in a log message forges a log line;
 * the invisible marks that reorder or hide text: bidi embeddings, overrides and
   isolates (U+202A-U+202E, U+2066-U+2069: ``gnp.exe`` shown as ``exe.png``), the
-  zero-width space and the byte-order mark.
+  zero-width space and the byte-order mark;
+* lone surrogates, which stand for bytes that were not UTF-8 and which no UTF-8
+  output can write (a strict stdout raised on a Latin-1 file name).
 
 Papers' fields lose them at ingest (``ingest.papers.clean_text``), header text and
 profiles lose them (``addresses.clean_header_text``, ``store.subscribers.check_keywords``:
@@ -24,11 +26,19 @@ from __future__ import annotations
 import re
 
 _MARKS = "\u200b\u202a-\u202e\u2066-\u2069\ufeff"
+# Lone surrogates: how Python keeps bytes that are not UTF-8 (a Latin-1 file name, a
+# JSON "\\udce9"); no database, terminal or file in UTF-8 takes them
+_SURROGATES = "\ud800-\udfff"
 
 # every such character, tab and line breaks included (one-line text: headers, log lines)
 CONTROLS = re.compile(f"[\x00-\x1f\x7f-\x9f{_MARKS}]")
 # every such character but tab and line feed (text that may run over several lines)
 UNPRINTABLE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_MARKS}]")
+# lone surrogates alone: a feed's are dropped at ingest; a CLI value's are refused where
+# it is stored (``cli.undecodable_argument``), never silently dropped
+SURROGATES = re.compile(f"[{_SURROGATES}]")
+_SHOWN_LINES = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_MARKS}{_SURROGATES}]")
+_SHOWN_ONE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_MARKS}{_SURROGATES}]")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -37,13 +47,13 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def visible(text: str, *, lines: bool = True) -> str:
-    """``text`` with each such character written out as an escape (ESC as ``\\x1b``,
-    U+202E as ``\\u202e``): shown, never run. With ``lines`` tabs and line ends (LF,
-    and CR LF as a form sends them) stay line ends; without, they are escaped too (one
-    line)."""
+    """``text`` with each such character (and each lone surrogate) written out as an
+    escape (ESC as ``\\x1b``, U+202E as ``\\u202e``): shown, never run. With
+    ``lines`` tabs and line ends (LF, and CR LF as a form sends them) stay line ends;
+    without, they are escaped too (one line)."""
     if lines:
-        return UNPRINTABLE.sub(_escape, text.replace("\r\n", "\n"))
-    return CONTROLS.sub(_escape, text)
+        return _SHOWN_LINES.sub(_escape, text.replace("\r\n", "\n"))
+    return _SHOWN_ONE_LINE.sub(_escape, text)
 
 
 def cleaned(text: str, keep: str = "") -> str:
@@ -52,7 +62,7 @@ def cleaned(text: str, keep: str = "") -> str:
 
 
 # what JSON's own escaping leaves as it is: DEL, C1 controls and the marks
-_JSON_RAW = re.compile(f"[\x7f-\x9f{_MARKS}]")
+_JSON_RAW = re.compile(f"[\x7f-\x9f{_MARKS}{_SURROGATES}]")
 
 
 def json_text(text: str) -> str:

@@ -203,3 +203,55 @@ def test_an_argument_that_is_not_utf8_is_one_line(cli, tmp_path: Path) -> None: 
     latin1.write_text("[]", encoding="utf-8")
     tested = cli("sources", "test", "caf\udce9.json")
     assert "not valid UTF-8" not in tested.stderr and "Traceback" not in tested.stderr
+
+
+def test_a_path_that_is_not_utf8_is_printed_escaped(cli_process, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A Latin-1 file name (its byte kept as a lone surrogate) printed to a strict UTF-8
+    stdout shows as an escape: it raised there, and was then taken for a bad argument."""
+    (tmp_path / "caf\udce9.json").write_text("[]", encoding="utf-8")
+    strict = {"PYTHONIOENCODING": "utf-8:strict"}  # (stderr is backslashreplace anyway)
+    tested = cli_process("sources", "test", "caf\udce9.json", env=strict)
+    assert tested.code == 0, tested.stderr
+    assert "caf\\udce9.json: 0 papers" in tested.stderr and "UTF-8" not in tested.stderr
+    as_json = cli_process("sources", "test", "--json", "caf\udce9.json", env=strict)
+    assert as_json.code == 0 and "Traceback" not in as_json.stderr, as_json.stderr
+    assert "caf\\udce9.json" in as_json.stdout and json.loads(as_json.stdout)
+
+
+def test_a_lone_surrogate_in_a_feed_is_cleaned_not_a_traceback(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A JSON feed may escape a lone surrogate ("\\udce9"), which no UTF-8 database
+    takes: the title loses it like a control character, and the paper is stored."""
+    (tmp_path / "p.json").write_text(json.dumps([{
+        "id": "2501.00002", "title": "Caf\udce9 theory", "abstract": "About diffusion.",
+        "authors": ["Ann"], "published": "2025-12-20",
+        "url": "https://arxiv.org/abs/2501.00002"}]), encoding="utf-8")
+    ingested = cli("ingest", "p.json")
+    assert ingested.code == 0, ingested.stderr
+    from newsletter.store.models import Entry
+
+    with session_scope(get_engine(f"sqlite:///{tmp_path / 'subscribers.db'}")) as s:
+        assert s.scalar(select(Entry.title)) == "Caf theory"
+
+
+def test_the_web_logs_tracebacks_are_escaped_after_the_token_filter() -> None:
+    """The web's token filter writes the traceback text itself before any formatter:
+    the text log still escapes it."""
+    from newsletter.observe.logs import TextFormatter
+    from newsletter.web.logs import RedactTokens
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter())
+    handler.addFilter(RedactTokens())
+    log = logging.getLogger("newsletter.test.web")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        try:
+            raise ValueError("feed said \x1b]0;OWNED\x07")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        log.removeHandler(handler)
+    out = stream.getvalue()
+    assert "\x1b" not in out and "ValueError: feed said \\x1b]0;OWNED\\x07" in out

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from newsletter.ingest.authors import name_and_affiliations
-from newsletter.plaintext import UNPRINTABLE
+from newsletter.plaintext import SURROGATES, UNPRINTABLE
 from newsletter.urls import safe_url
 
 log = logging.getLogger("newsletter.ingest")
@@ -129,7 +129,7 @@ def clean_text(text: Any) -> str:
     if text is None:
         return ""
     s = unicodedata.normalize("NFC", str(text))
-    s = _CONTROL_RE.sub(" ", s)
+    s = SURROGATES.sub(" ", _CONTROL_RE.sub(" ", s))  # (a JSON "\\udce9" is no text)
     return _WS_RE.sub(" ", s).strip()
 
 

@@ -66,6 +66,19 @@ class TextFormatter(logging.Formatter):
         # (a captured warning's text ends in a line break of its own)
         return visible(super().formatMessage(record).rstrip("\n"), lines=False)
 
+    def format(self, record: logging.LogRecord) -> str:
+        # A traceback made before this formatter saw the record (the web's
+        # token-redacting filter fills ``exc_text`` itself) gets the same escapes.
+        saved = record.exc_text
+        if saved:
+            record.exc_text = visible(saved)
+        try:
+            line = super().format(record)
+        finally:
+            record.exc_text = saved if saved else record.exc_text
+        address = record.__dict__.get("email")
+        return f"{line} <{address}>" if self.include_address and address else line
+
     def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's
         """The traceback on its own lines, its text (an exception quoting a feed or a
         server's answer) with the same escapes."""
@@ -73,11 +86,6 @@ class TextFormatter(logging.Formatter):
 
     def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's
         return visible(super().formatStack(stack_info))
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        address = record.__dict__.get("email")
-        return f"{line} <{address}>" if self.include_address and address else line
 
 
 def configure_logging(config: LogConfig, fmt: str | None = None,
