@@ -201,3 +201,44 @@ def test_samples_shipped_with_the_package_parse() -> None:
     path = Path(__file__).resolve().parent.parent / "newsletter" / "data" / "sample_papers.json"
     papers = parse_text(path.read_text(), str(path))
     assert len(papers) > 250
+
+
+_OLD_XML_START = __import__("re").compile(  # the expression ``starts_a_feed`` replaced
+    r"^\s*(?:(?:<\?xml[^>]*>|<!--.*?-->|<!DOCTYPE[^>\[]*(?:\[.*?\])?\s*>)\s*)*"
+    r"<(rss|feed|rdf:RDF)\b", __import__("re").S | __import__("re").I)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["<?xml version='1.0'?>", "<!-- c -->", "<!---->", " ",
+                                 "\n", "<!DOCTYPE rss>", "<!DOCTYPE x [<!ENTITY a 'b'>]>",
+                                 "<!-- <rss> -->", "<!-- ]> -->"]), max_size=6),
+       st.sampled_from(["<rss version='2.0'>", "<feed xmlns='x'>", "<RDF:rdf>", "<rss>",
+                        "<html>", "<rs>", "<feeds>", "", "text"]))
+def test_a_feed_is_recognised_as_the_expression_recognised_it(prolog: list[str],
+                                                               root: str) -> None:
+    """``starts_a_feed`` (a scan) answers as the expression it replaced did, on any
+    well-formed prolog before any root."""
+    from newsletter.ingest.formats.feed import starts_a_feed
+
+    head = "".join(prolog) + root
+    assert starts_a_feed(head) == bool(_OLD_XML_START.match(head)), head
+    # a comment or declaration never closed is no prolog (the expression could read an
+    # internal subset on through it)
+    assert not starts_a_feed("".join(prolog) + "<!--" + root)
+    assert not starts_a_feed("".join(prolog) + "<?xml " + root.replace(">", ""))
+
+
+def test_many_comments_before_an_unknown_root_are_no_feed_at_once(tmp_path: Path) -> None:
+    """300 bytes of comments before a root no format knows: the one expression took
+    minutes (its time doubled with each comment); scanned, the answer is at once. Run
+    in a process of its own with a bound, so a regression fails instead of hanging."""
+    import subprocess
+    import sys
+
+    code = ("from newsletter.ingest.run import parse_text\n"
+            "from newsletter.errors import SourceError\n"
+            "try:\n    parse_text('<!---->' * 40 + '<html></html>', 'x.xml')\n"
+            "except SourceError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.startswith("x.xml"), done.stdout

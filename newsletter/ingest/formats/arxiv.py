@@ -21,7 +21,6 @@ from newsletter.errors import SourceError
 from newsletter.ingest.encoding import repair_double_utf8, xml_as_utf8
 from newsletter.ingest.formats.base import Skipped, collect
 from newsletter.ingest.formats.feed import (
-    _XML_START,
     entry_arxiv,
     entry_authors,
     entry_date,
@@ -29,6 +28,7 @@ from newsletter.ingest.formats.feed import (
     entry_title,
     field_text,
     parse_feed,
+    starts_a_feed,
 )
 from newsletter.ingest.papers import Paper, arxiv_id_from_url, parse_arxiv_id
 
@@ -68,7 +68,7 @@ class ArxivSource:
 
     def sniff(self, text: str) -> bool:
         head = text[:20000]
-        return bool(_XML_START.match(head[:4000])) and any(m in head for m in _MARKERS)
+        return starts_a_feed(head[:4000]) and any(m in head for m in _MARKERS)
 
     def parse(self, text: str, origin: str, skipped: list[Skipped] | None = None) -> list[Paper]:
         parsed = parse_feed(text, origin)
