@@ -78,3 +78,16 @@ def test_feedback_file_cost_per_vote(cli_process, world, tmp_path: Path) -> None
     assert votes(engine) == len(lines) >= 200
     assert took / len(lines) < 0.5, took
     print(f"{len(lines)} votes in {took:.2f} s: {1000 * took / len(lines):.1f} ms a vote")
+
+
+def test_a_votes_file_the_csv_reader_refuses_is_one_line() -> None:
+    """A field over the csv module's size limit (or a NUL) names the file and line: it
+    was a traceback."""
+    import pytest
+
+    from newsletter.errors import InputError
+    from newsletter.service.votes import read_votes_csv
+
+    text = f"email,paper_id,vote\n{ADA},2501.00001,up\n{ADA},{'x' * 200_000},up\n"
+    with pytest.raises(InputError, match=r"^votes.csv line 3: field larger than"):
+        read_votes_csv(text, "votes.csv")

@@ -94,3 +94,88 @@ def test_html_instead_of_a_feed(http_server: HttpServer, sqlite_url: str) -> Non
     with pytest.raises(SourceError, match="HTML page, not a feed"), \
             session_scope(get_engine(sqlite_url)) as s:
         ingest(settings.sources, s, [url])
+
+
+# ---- hostile answers: bounded, and said in one line ------------------------------------
+
+def test_a_body_that_unpacks_past_the_cap_stops_there(http_server: HttpServer) -> None:
+    """A small gzip that unpacks to far more than the cap is stopped as it unpacks (it
+    was read whole into memory first, and 3 MB made 3 GB)."""
+    import gzip
+
+    url = http_server.add("/bomb", Route(200, gzip.compress(b"\0" * (8 * 2**20)),
+                                         {"Content-Encoding": "gzip"}))
+    with pytest.raises(FetchError, match=r"/bomb: response larger than 1 MB"):
+        Fetcher(sleep=lambda s: None, max_bytes=2**20).get(url)
+
+
+def test_a_body_that_never_ends_stops_at_the_deadline() -> None:
+    """A server sending a byte at a time answers every read in time; the download as a
+    whole has a deadline."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"1\r\nx\r\n")
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/drip"
+    try:
+        with pytest.raises(FetchError, match=r"/drip: still downloading after 1 s"):
+            Fetcher(sleep=lambda s: None, timeout=5, seconds=1.0).get(url)
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_redirect_loops_and_bodies_that_are_not_their_encoding_are_one_line(
+        http_server: HttpServer) -> None:
+    loop = http_server.add("/loop", Route(302, b"", {"Location": "/loop"}))
+    with pytest.raises(FetchError, match=r"/loop: TooManyRedirects"):
+        Fetcher(sleep=lambda s: None).get(loop)
+    bad = http_server.add("/notgzip", Route(200, b"plain text", {"Content-Encoding": "gzip"}))
+    with pytest.raises(FetchError, match=r"/notgzip: DecodingError"):
+        Fetcher(sleep=lambda s: None).get(bad)
+
+
+def test_a_source_whose_data_breaks_the_parser_fails_alone(sqlite_url: str,
+                                                           tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Between two good sources, one whose JSON is nested too deeply, one with an author
+    list thousands of "and"s long is parsed, and one with a count no database holds: each
+    bad one fails in one line, and the good ones are stored (an unexpected exception
+    stored nothing of any source)."""
+    import json
+
+    good = [{"id": f"2501.0000{i}", "title": f"Good paper {i}", "abstract": "About graphs.",
+             "authors": ["Ann"], "published": "2025-12-20"} for i in (1, 2)]
+    (tmp_path / "a.json").write_text(json.dumps(good[:1]))
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "big.json").write_text(json.dumps([good[0] | {"id": "2501.00009",
+                                                              "upvotes": 10**25}]))
+    (tmp_path / "inf.json").write_text('[{"id": "2501.00008", "title": "T", '
+                                       '"abstract": "x", "upvotes": 1e999}]')
+    (tmp_path / "b.json").write_text(json.dumps(good[1:]))
+    sources = [SourceConfig(name=n, path=str(tmp_path / f"{n}.json"))
+               for n in ("a", "deep", "big", "inf", "b")]
+    failed: list = []  # type: ignore[type-arg]
+    with session_scope(get_engine(sqlite_url)) as s:
+        report = ingest(sources, s, [], failed=failed)
+    assert report.new == 2
+    reasons = {getattr(f, "source_name", ""): str(f) for f in failed}
+    assert set(reasons) == {"deep", "big", "inf"}, reasons
+    assert "nested too deeply" in reasons["deep"]
+    assert "out of range" in reasons["big"] and "expected a number" in reasons["inf"]
+    assert all("\n" not in r for r in reasons.values())

@@ -41,6 +41,7 @@ _ARXIV_PREFIX_RE = re.compile(r"(?:arXiv:|oai:arXiv\.org:)\s*(\S+)", re.IGNORECA
 # (``plaintext``): in scraped text by accident, or to reorder what a reader sees.
 _CONTROL_RE = UNPRINTABLE
 _WS_RE = re.compile(r"\s+")
+MAX_COUNT = 2**31 - 1  # the largest count stored (every database's integer holds it)
 
 
 @dataclasses.dataclass(slots=True)
@@ -70,6 +71,12 @@ class Paper:
         self.title = clean_text(self.title)
         self.abstract = clean_text(self.abstract)
         self.source = clean_text(self.source)  # (named in messages and log lines)
+        # counts no database integer holds (a feed's 25-digit "upvotes", an arXiv id's
+        # version) are unknown, not a failed store of every source's papers
+        if self.upvotes is not None and abs(self.upvotes) > MAX_COUNT:
+            self.upvotes = None
+        if abs(self.version) > MAX_COUNT:
+            self.version = 0
         self.authors = self._clean_authors()
         self.keywords = [k for k in (clean_text(x) for x in self.keywords) if k]
         self._keep_web_links()

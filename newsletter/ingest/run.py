@@ -9,18 +9,17 @@ is passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter.config import SourceConfig
-from newsletter.errors import InputError, NewsletterError, SourceError
+from newsletter.errors import InputError, NewsletterError, SourceError, first_line
 from newsletter.ingest import encoding
-from newsletter.ingest.fetch import Fetcher, Validators
+from newsletter.ingest.fetch import MAX_BYTES, Fetcher, Validators
 from newsletter.ingest.formats import BY_KIND, SOURCES, Skipped
 from newsletter.ingest.papers import Paper, merge_duplicates
-
-MAX_BYTES = 200 * 1024 * 1024
 
 
 def decode(data: bytes, origin: str, content_type: str = "") -> str:
@@ -147,6 +146,22 @@ def sources_of(configured: Sequence[SourceConfig], specs: list[str]) -> list[Sou
     return sources
 
 
+@contextmanager
+def reading(src: SourceConfig) -> Iterator[None]:
+    """Whatever a source's data breaks while it is fetched and parsed (an author list
+    thousands of "and"s long, a number Python will not read, an answer httpx gives up
+    on) is that source's failure, said in one line (``SourceError``), never a traceback
+    that also loses every other source's papers."""
+    try:
+        yield
+    except NewsletterError:
+        raise
+    except Exception as exc:
+        raise SourceError(src.url or src.path or src.name,
+                          f"could not be read: {type(exc).__name__}: "
+                          f"{first_line(exc)[:200]}") from exc
+
+
 def load_all(sources: Sequence[SourceConfig],
              validators_of: Callable[[str], Validators | None],
              strict: bool = False,
@@ -162,8 +177,9 @@ def load_all(sources: Sequence[SourceConfig],
     try:
         for src in sources:
             try:
-                validators = validators_of(src.url) if src.url else None
-                loaded.append(load(src, fetcher, validators, strict))
+                with reading(src):
+                    validators = validators_of(src.url) if src.url else None
+                    loaded.append(load(src, fetcher, validators, strict))
             except NewsletterError as exc:
                 exc.source_name = src.name  # type: ignore[attr-defined]
                 if failed is None:

@@ -14,7 +14,7 @@ from newsletter.config import SourceConfig
 from newsletter.ingest.fetch import Fetcher
 from newsletter.ingest.formats import Skipped
 from newsletter.ingest.papers import Paper, merge_duplicates
-from newsletter.ingest.run import fetch_bytes, parse_bytes, resolve
+from newsletter.ingest.run import fetch_bytes, parse_bytes, reading, resolve
 
 
 @dataclass
@@ -32,14 +32,15 @@ def dry_run(configured: Sequence[SourceConfig], spec: str, strict: bool = False)
     """Fetch (no validators: always the full body) and parse one source; store nothing."""
     src = resolve(spec, configured)
     fetcher = Fetcher() if src.url else None
-    try:
-        origin, body, content_type, _ = fetch_bytes(src, fetcher)
-    finally:
-        if fetcher:
-            fetcher.close()
-    assert body is not None  # no validators were sent, so never 304
-    parsed = parse_bytes(body, origin, src.kind, content_type, strict)
-    merged, folded = merge_duplicates(parsed.papers)
+    with reading(src):
+        try:
+            origin, body, content_type, _ = fetch_bytes(src, fetcher)
+        finally:
+            if fetcher:
+                fetcher.close()
+        assert body is not None  # no validators were sent, so never 304
+        parsed = parse_bytes(body, origin, src.kind, content_type, strict)
+        merged, folded = merge_duplicates(parsed.papers)
     return DryRun(origin, src.kind, merged, parsed.skipped, folded)
 
 

@@ -9,6 +9,9 @@ read by ``service.ranking``; the vote itself is stored by ``store.votes``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from newsletter.config import RankingConfig
@@ -64,11 +67,12 @@ def read_votes_csv(text: str, where: str) -> list[tuple[int, str, str, int]]:
     (or ``+1`` / ``-1``). A bad row is an ``InputError`` naming ``where`` and its line."""
     import csv
 
-    rows = csv.reader(text.splitlines())
+    reader = csv.reader(text.splitlines())
+    rows = _rows_or_one_line(reader, where)
     header = [h.strip().lower() for h in next(rows, [])]
     if tuple(header) != VOTES_HEADER:
         raise InputError(f"{where} line 1: expected the header {','.join(VOTES_HEADER)}, "
-                         f"got {','.join(header) or 'nothing'}")
+                         f"got {','.join(header)[:200] or 'nothing'}")
     out = []
     for n, row in enumerate(rows, start=2):
         if not any(cell.strip() for cell in row):
@@ -82,6 +86,21 @@ def read_votes_csv(text: str, where: str) -> list[tuple[int, str, str, int]]:
             raise InputError(f"{where} line {n}: vote {vote!r}: expected up or down")
         out.append((n, address, paper, direction))
     return out
+
+
+def _rows_or_one_line(reader: Any, where: str) -> Iterator[list[str]]:
+    """``reader``'s rows; what the csv module refuses (a field over its size limit, a
+    NUL) is an ``InputError`` naming ``where`` and the line, not a traceback."""
+    import csv
+
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InputError(f"{where} line {reader.line_num}: {exc}") from None
+        yield row
 
 
 def record_votes(session: Session, votes: list[tuple[int, str, str, int]], *, by: str,

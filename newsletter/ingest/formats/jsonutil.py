@@ -8,6 +8,7 @@ from typing import Any
 
 from newsletter.errors import SourceError
 from newsletter.ingest.authors import split_author_list
+from newsletter.ingest.papers import MAX_COUNT
 
 
 def load_json(text: str, origin: str) -> Any:
@@ -17,6 +18,8 @@ def load_json(text: str, origin: str) -> Any:
         raise SourceError(
             f"{origin}:{exc.lineno}", f"invalid JSON at column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:  # arrays or objects nested thousands deep: no feed is
+        raise SourceError(origin, "invalid JSON: nested too deeply") from None
 
 
 def load_jsonl(text: str, origin: str) -> list[tuple[int, Any]]:
@@ -31,6 +34,8 @@ def load_jsonl(text: str, origin: str) -> list[tuple[int, Any]]:
             raise SourceError(
                 f"{origin}:{lineno}", f"invalid JSON at column {exc.colno}: {exc.msg}"
             ) from None
+        except RecursionError:
+            raise SourceError(f"{origin}:{lineno}", "invalid JSON: nested too deeply") from None
     return out
 
 
@@ -66,9 +71,14 @@ def as_int(value: Any, where: str, field: str) -> int | None:
     if isinstance(value, bool):
         raise SourceError(where, f"field {field!r}: expected a number, got {value!r}")
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise SourceError(where, f"field {field!r}: expected a number, got {value!r}") from None
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):  # (1e999 is infinite)
+        raise SourceError(where, f"field {field!r}: expected a number, "
+                                 f"got {str(value)[:40]!r}") from None
+    if abs(number) > MAX_COUNT:
+        raise SourceError(where, f"field {field!r}: {str(value)[:40]} is out of range "
+                                 f"(at most {MAX_COUNT:,})")
+    return number
 
 
 def as_str(value: Any, where: str, field: str, *, numbers: bool = False) -> str:

@@ -21,6 +21,7 @@ from typing import ClassVar
 
 from newsletter.errors import SourceError
 from newsletter.ingest.formats.base import Skipped
+from newsletter.ingest.formats.jsonutil import as_int
 from newsletter.ingest.papers import Paper
 
 MONTHS = {m: i for i, m in enumerate(
@@ -143,7 +144,7 @@ class PageDumpSource:
                 except ValueError:
                     raise SourceError(where, f"not a real date: {line!r}") from None
                 if m.group(4):
-                    paper.upvotes = int(m.group(4))
+                    paper.upvotes = as_int(m.group(4), where, "upvotes")
                 continue
             if _AUTHORS.match(raw):
                 continue
