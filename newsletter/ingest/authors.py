@@ -16,6 +16,7 @@ _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {v: k for k, v in _OPEN.items()}
 _AND = re.compile(r"\s+(?:and|&)\s+", re.IGNORECASE)
 _LEADING_AND = re.compile(r"^(?:and|&)\s+", re.IGNORECASE)
+_SECOND_WORD = re.compile(r"^\s*\S+\s+(?=\S)")  # up to where the second word starts
 
 
 def _top_level_split(text: str, seps: str) -> list[str] | None:
@@ -41,18 +42,33 @@ def _top_level_split(text: str, seps: str) -> list[str] | None:
 
 def _split_and(piece: str) -> list[str]:
     """``"A. Smith and B. Jones"`` -> two names: the last "and" outside brackets, when
-    both sides have at least two words (so "Tom and Jerry Lab" stays one)."""
-    cut = None
+    both sides have at least two words (so "Tom and Jerry Lab" stays one), then the
+    same again on what is left of it. One pass over the "and"s, each one's bracket
+    depth counted from the one before: counted from the start for every "and", and
+    split again by recursion, an author list thousands of "and"s long (a physics
+    collaboration's) took seconds and then exceeded the recursion limit."""
+    cuts: list[re.Match[str]] = []  # the "and"s outside brackets, in order
+    balance, at = 0, 0
     for m in _AND.finditer(piece):
-        before = piece[: m.start()]
-        if sum(before.count(c) for c in _OPEN) == sum(before.count(c) for c in _CLOSE):
-            cut = m
-    if cut is None:
-        return [piece]
-    left, right = piece[: cut.start()], piece[cut.end():]
-    if len(left.split()) < 2 or len(right.split()) < 2:
-        return [piece]
-    return [*_split_and(left), right]
+        balance += (sum(piece.count(c, at, m.start()) for c in _OPEN)
+                    - sum(piece.count(c, at, m.start()) for c in _CLOSE))
+        at = m.start()
+        if balance == 0:
+            cuts.append(m)
+    # what is left keeps two words while it reaches past the second word's start
+    second = _SECOND_WORD.search(piece)
+    names: list[str] = []
+    end = len(piece)
+    for m in reversed(cuts):
+        if m.end() > end:  # (not within what is left)
+            continue
+        right = piece[m.end():end]
+        if second is None or second.end() >= m.start() or len(right.split(None, 1)) < 2:
+            break
+        names.append(right)
+        end = m.start()
+    names.append(piece[:end])
+    return names[::-1]
 
 
 def name_and_affiliations(raw: str) -> tuple[str, list[str]]:
