@@ -544,9 +544,9 @@ def test_feature_rows_made_together_are_the_rows_made_one_by_one(
                                               "no such words anywhere"]),
                 min_size=1, max_size=8))
 def test_term_counts_are_the_sums_of_the_postings(terms: list[str]) -> None:
-    """``Corpus._tf`` (the postings found, summed by one ``bincount``) counts what adding
-    each field's postings one by one counts, for topics, exact phrases, phrases longer
-    than the index's grams and terms no paper has."""
+    """``Corpus._tf`` (summed in dicts, put in the array at once) counts what adding each
+    field's postings one by one counts, for topics, exact phrases, phrases longer than
+    the index's grams and terms no paper has."""
     from newsletter.ranking.corpus import FIELD_WEIGHTS
     from newsletter.render.samples import sample_papers
 

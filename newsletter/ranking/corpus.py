@@ -449,40 +449,25 @@ class Corpus:
 
     def _tf(self, terms: Sequence[tuple[str, Sequence[tuple[str, ...]]]]) -> np.ndarray:
         """Each entry's field-weighted count of each (kind, variants) term (terms ×
-        entries, float64). The postings found are gathered whole (their papers and
-        counts, read by C loops) and summed into the array by one ``bincount``: adding
-        posting by posting in Python was most of building a day's new features, a
-        common word's postings holding most of the day's papers. The sums are small
-        whole numbers, exact in any order."""
-        n = len(self.entries)
-        found: list[dict[int, int]] = []
-        rows: list[int] = []  # the term of each posting list found
-        weights: list[float] = []  # and its field's weight
-        index, stem_text, raw_text = self.index, self.stem_text, self.raw_text
-        fields = list(FIELD_WEIGHTS.items())
+        entries, float64). Summed in dicts, then put in the array at once: adding to
+        numpy elements one by one cost most of building a feature's row. The sums are
+        small whole numbers, exact in any order."""
+        at_row: list[int] = []
+        at_col: list[int] = []
+        counts: list[float] = []
         for j, (kind, variants) in enumerate(terms):
-            for fname, weight in fields:
+            acc: dict[int, float] = {}
+            get = acc.get
+            for fname, weight in FIELD_WEIGHTS.items():
                 for variant in variants:
-                    if kind == "topic" and len(variant) <= MAX_NGRAM:
-                        postings = index[fname][variant]
-                    else:
-                        postings = _scanned(stem_text[fname] if kind == "topic"
-                                            else raw_text[fname], variant)
-                    if postings:
-                        found.append(postings)
-                        rows.append(j)
-                        weights.append(weight)
-        tf = np.zeros(len(terms) * n, dtype=np.float64)
-        if found:
-            sizes = np.fromiter(map(len, found), np.intp, len(found))
-            total = int(sizes.sum())
-            cols = np.fromiter(itertools.chain.from_iterable(found), np.intp, total)
-            counts = np.fromiter(itertools.chain.from_iterable(map(dict.values, found)),
-                                 np.float64, total)
-            at = np.repeat(np.asarray(rows, np.intp) * n, sizes) + cols
-            tf += np.bincount(at, weights=counts * np.repeat(weights, sizes),
-                              minlength=len(tf))
-        return tf.reshape(len(terms), n)
+                    for i, count in self._postings(fname, kind, variant).items():
+                        acc[i] = get(i, 0.0) + weight * count
+            at_row += [j] * len(acc)
+            at_col += acc
+            counts += acc.values()
+        tf = np.zeros((len(terms), len(self.entries)), dtype=np.float64)
+        tf[at_row, at_col] = counts
+        return tf
 
     def _bm25(self, tf: np.ndarray) -> np.ndarray:
         """BM25 of each row of counts (rows × entries) as float32; zero for a row no
@@ -497,12 +482,6 @@ class Corpus:
     def _postings(self, fname: str, kind: str, variant: tuple[str, ...]) -> dict[int, int]:
         if kind == "topic" and len(variant) <= MAX_NGRAM:
             return self.index[fname][variant]
-        return _scanned(self.stem_text[fname] if kind == "topic" else self.raw_text[fname],
-                        variant)
-
-
-def _scanned(texts: list[str], variant: tuple[str, ...]) -> dict[int, int]:
-    """{paper: count} of a phrase longer than the index's grams (or an exact phrase), by
-    scanning each paper's analysed text (``Corpus.stem_text`` or ``raw_text``)."""
-    needle = " " + " ".join(variant) + " "
-    return {i: hay.count(needle) for i, hay in enumerate(texts) if needle in hay}
+        needle = " " + " ".join(variant) + " "  # longer phrases: scan the analysed text
+        texts = self.stem_text[fname] if kind == "topic" else self.raw_text[fname]
+        return {i: hay.count(needle) for i, hay in enumerate(texts) if needle in hay}
