@@ -80,11 +80,10 @@ app.add_typer(bounces_app, name="bounces")
 app.add_typer(keys_app, name="keys")
 
 
-
 class PlainConsole(Console):
     """A console that prints text as it is written, and only as text: titles, names
     and profiles may hold [brackets] (markup), words between colons (rich's emoji codes
-    turned ":rocket:" into a picture) and, stored before they were refused or from a
+    turned ":rocket:" into a picture) and, stored before they were cleaned or from a
     database edited by hand, control characters (``plaintext.visible``: ESC shows as
     ``\\x1b`` rather than clearing the operator's screen). Every string printed or put
     in a table goes through ``render_str``."""

@@ -25,20 +25,28 @@ from __future__ import annotations
 
 import re
 
+_C0 = "\x00-\x1f"
+_C0_BUT_LINES = "\x00-\x08\x0b-\x1f"  # all but tab and line feed
+_DEL_C1 = "\x7f-\x9f"
 _MARKS = "\u200b\u202a-\u202e\u2066-\u2069\ufeff"
 # Lone surrogates: how Python keeps bytes that are not UTF-8 (a Latin-1 file name, a
 # JSON "\\udce9"); no database, terminal or file in UTF-8 takes them
 _SURROGATES = "\ud800-\udfff"
 
+
+def _any_of(*ranges: str) -> re.Pattern[str]:
+    return re.compile(f"[{''.join(ranges)}]")
+
+
 # every such character, tab and line breaks included (one-line text: headers, log lines)
-CONTROLS = re.compile(f"[\x00-\x1f\x7f-\x9f{_MARKS}]")
-# every such character but tab and line feed (text that may run over several lines)
-UNPRINTABLE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_MARKS}]")
-# lone surrogates alone: a feed's are dropped at ingest; a CLI value's are refused where
-# it is stored (``cli.undecodable_argument``), never silently dropped
-SURROGATES = re.compile(f"[{_SURROGATES}]")
-_SHOWN_LINES = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_MARKS}{_SURROGATES}]")
-_SHOWN_ONE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_MARKS}{_SURROGATES}]")
+CONTROLS = _any_of(_C0, _DEL_C1, _MARKS)
+# every such character but tab and line feed, and lone surrogates: what a text that may
+# run over several lines cannot write (a feed's are dropped at ingest; a CLI value's are
+# refused where it is stored, ``cli.undecodable_argument``, never silently dropped)
+UNWRITABLE = _any_of(_C0_BUT_LINES, _DEL_C1, _MARKS, _SURROGATES)
+_UNWRITABLE_LINE = _any_of(_C0, _DEL_C1, _MARKS, _SURROGATES)
+# what JSON's own escaping leaves as it is: DEL, C1 controls, the marks, surrogates
+_JSON_RAW = _any_of(_DEL_C1, _MARKS, _SURROGATES)
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -52,17 +60,13 @@ def visible(text: str, *, lines: bool = True) -> str:
     ``lines`` tabs and line ends (LF, and CR LF as a form sends them) stay line ends;
     without, they are escaped too (one line)."""
     if lines:
-        return _SHOWN_LINES.sub(_escape, text.replace("\r\n", "\n"))
-    return _SHOWN_ONE_LINE.sub(_escape, text)
+        return UNWRITABLE.sub(_escape, text.replace("\r\n", "\n"))
+    return _UNWRITABLE_LINE.sub(_escape, text)
 
 
 def cleaned(text: str, keep: str = "") -> str:
     """``text`` with each such character but those in ``keep`` replaced by a space."""
     return CONTROLS.sub(lambda m: m.group() if m.group() in keep else " ", text)
-
-
-# what JSON's own escaping leaves as it is: DEL, C1 controls and the marks
-_JSON_RAW = re.compile(f"[\x7f-\x9f{_MARKS}{_SURROGATES}]")
 
 
 def json_text(text: str) -> str:

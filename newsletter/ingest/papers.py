@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from newsletter.ingest.authors import name_and_affiliations
-from newsletter.plaintext import SURROGATES, UNPRINTABLE
+from newsletter.plaintext import UNWRITABLE
 from newsletter.urls import safe_url
 
 log = logging.getLogger("newsletter.ingest")
@@ -37,9 +37,6 @@ _ARXIV_URL_RE = re.compile(
     re.IGNORECASE,
 )
 _ARXIV_PREFIX_RE = re.compile(r"(?:arXiv:|oai:arXiv\.org:)\s*(\S+)", re.IGNORECASE)
-# C0/C1 control characters except tab and newline, and the zero-width and bidi marks
-# (``plaintext``): in scraped text by accident, or to reorder what a reader sees.
-_CONTROL_RE = UNPRINTABLE
 _WS_RE = re.compile(r"\s+")
 MAX_COUNT = 2**31 - 1  # the largest count stored (every database's integer holds it)
 
@@ -136,7 +133,10 @@ def clean_text(text: Any) -> str:
     if text is None:
         return ""
     s = unicodedata.normalize("NFC", str(text))
-    s = SURROGATES.sub(" ", _CONTROL_RE.sub(" ", s))  # (a JSON "\\udce9" is no text)
+    # C0/C1 controls but tab and newline, the zero-width and bidi marks (in scraped
+    # text by accident, or to reorder what a reader sees) and lone surrogates (a JSON
+    # "\\udce9" is no text): ``plaintext``
+    s = UNWRITABLE.sub(" ", s)
     return _WS_RE.sub(" ", s).strip()
 
 

@@ -106,9 +106,7 @@ def fetch_bytes(
     """(origin, body or None when not modified, content type, validators) of one source."""
     if src.url:
         assert fetcher is not None
-        got = fetcher.get(src.url, validators)
-        if got.body is not None and len(got.body) > MAX_BYTES:
-            raise SourceError(src.url, f"response larger than {MAX_BYTES // 2**20} MB")
+        got = fetcher.get(src.url, validators)  # (its body at most ``MAX_BYTES``)
         return src.url, got.body, got.content_type, got.validators
     path = Path(src.path or "")
     origin = str(path)

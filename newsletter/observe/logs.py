@@ -75,7 +75,8 @@ class TextFormatter(logging.Formatter):
         try:
             line = super().format(record)
         finally:
-            record.exc_text = saved if saved else record.exc_text
+            if saved:
+                record.exc_text = saved
         address = record.__dict__.get("email")
         return f"{line} <{address}>" if self.include_address and address else line
 

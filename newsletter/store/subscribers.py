@@ -13,7 +13,7 @@ import functools
 import io
 import re
 import zoneinfo
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, insert, select
@@ -347,36 +347,39 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _CELL_BREAK = re.compile(r"([;\t])")
 
 
+def _guarded(value: str) -> bool:
+    """Whether ``value`` starts with the ``'`` ``spreadsheet_safe`` adds (before a formula
+    character, or before a ``'``, so an added one is told from one written)."""
+    return value.startswith("'") and value[1:].startswith((*FORMULA_START, "'"))
+
+
 def _cell_safe(value: str) -> str:
-    if value.startswith(FORMULA_START) or (
-            value.startswith("'") and value[1:].startswith((*FORMULA_START, "'"))):
-        return "'" + value
-    return value
+    return "'" + value if value.startswith(FORMULA_START) or _guarded(value) else value
 
 
 def _cell_unsafe(value: str) -> str:
-    if value.startswith("'") and value[1:].startswith((*FORMULA_START, "'")):
-        return value[1:]
-    return value
+    return value[1:] if _guarded(value) else value
+
+
+def _each_cell(value: str, change: Callable[[str], str]) -> str:
+    """``change`` at the value's start and at the start of each piece after a ``;`` or
+    a tab (where a spreadsheet splitting on those starts a cell). The pieces are apart:
+    a ``'`` added or taken at one start moves no separator."""
+    pieces = _CELL_BREAK.split(change(value))  # the separators at the odd places
+    return pieces[0] + "".join(p if i % 2 else change(p)
+                               for i, p in enumerate(pieces[1:], 1))
 
 
 def spreadsheet_safe(value: str) -> str:
     """A cell a spreadsheet shows as text: a leading ``'`` before a formula character
-    (and before a ``'`` that precedes one, so ``from_spreadsheet`` undoes it exactly),
-    at the value's start and at the start of each piece after a ``;`` or a tab (where a
-    spreadsheet splitting on those starts a cell)."""
-    value = _cell_safe(value)
-    pieces = _CELL_BREAK.split(value)  # the separators at the odd places
-    return pieces[0] + "".join(p if i % 2 else _cell_safe(p)
-                               for i, p in enumerate(pieces[1:], 1))
+    (and before a ``'`` that precedes one, so ``from_spreadsheet`` undoes it exactly)
+    wherever a spreadsheet may start a cell (``_each_cell``)."""
+    return _each_cell(value, _cell_safe)
 
 
 def from_spreadsheet(value: str) -> str:
     """The value ``spreadsheet_safe`` was given (an import of an export is exact)."""
-    pieces = _CELL_BREAK.split(value)
-    value = pieces[0] + "".join(p if i % 2 else _cell_unsafe(p)
-                                for i, p in enumerate(pieces[1:], 1))
-    return _cell_unsafe(value)
+    return _each_cell(value, _cell_unsafe)
 
 
 def export_csv(subs: Iterable[Subscriber], out: io.TextIOBase | object) -> None:
