@@ -436,6 +436,11 @@ class RankingConfig(_Section):
     none: nothing."""
     trending_count: int = Field(default=3, ge=0, le=20)
     """Papers in the trending section."""
+    recent_papers: int = Field(default=1000, ge=1, le=1_000_000)
+    """The newest papers (by arrival) that the preferences page ranks a profile against
+    ("what your keywords pick from recent papers") and that a vote's lesson ("we'll show
+    more on ...") is read from. Every stored paper made each vote and each voter's page
+    cost seconds of ranking once tens of thousands were stored."""
     acronyms: str | None = None
     """A TSV file (acronym, a tab, long form per line) replacing the bundled acronym
     table; unset: the bundled one."""

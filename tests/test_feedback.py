@@ -115,7 +115,7 @@ def test_votes_from_a_sent_email_through_the_web(site) -> None:  # type: ignore[
     assert any(p["also_like"] and "also like:" in p["why"] for p in after)
 
 
-@pytest.mark.slow  # ~15 s: three whole-corpus rankings, a render process
+@pytest.mark.slow  # ~15 s: three rankings of the recent papers, a render process
 def test_cli_vote_shows_in_rank_json_and_undo_restores_it_exactly(  # type: ignore[no-untyped-def]
         site, cli, tmp_path: Path) -> None:
     base, settings, engine = site
@@ -213,7 +213,7 @@ def test_cli_feedback_errors_are_one_line(cli, world) -> None:  # type: ignore[n
         assert r.code != 0 and fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.slow  # ~10 s: a render process, two whole-corpus rankings
+@pytest.mark.slow  # ~10 s: a render process, rankings of the recent papers
 def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no-untyped-def]
     base, settings, engine = site
     from newsletter.service.ranking import subscriber_learned

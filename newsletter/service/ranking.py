@@ -8,9 +8,11 @@ The reading is here; the ranking itself (``ranking/``) takes the rows it is give
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.config import RankingConfig
@@ -19,10 +21,11 @@ from newsletter.ranking.feedback import Learned
 from newsletter.ranking.selection import Selection
 from newsletter.ranking.view import learned_terms, rank_dicts
 from newsletter.store import votes as votes_mod
-from newsletter.store.models import Subscriber, utcnow
+from newsletter.store.models import Entry, Subscriber, utcnow
 from newsletter.store.queries import (
     candidate_entries,
     edition_entries,
+    newest_entries,
     sent_map,
     subscriber_rows,
 )
@@ -37,18 +40,62 @@ def selection_of(cfg: RankingConfig, session: Session, rows: Sequence[Any], toda
                            history=votes_mod.vote_history(session) if votes else None)
 
 
-def learning_selection(cfg: RankingConfig, session: Session) -> Selection:
-    """Every stored paper, as the preferences page ranks them: what votes teach is
-    shown against this."""
-    rows = candidate_entries(session, since=None, until=utcnow())
-    return selection_of(cfg, session, rows, dt.date.today(), sent=False)
+def papers_version(session: Session) -> tuple[Any, ...]:
+    """What changes when the stored papers do (a paper arrives or is updated) or the
+    day does (recency): the key under which a ranking of the recent papers is kept."""
+    row = session.execute(select(func.count(Entry.id), func.max(Entry.updated_at),
+                                 func.max(Entry.arrived_at))).one()
+    return (int(row[0] or 0), row[1], row[2], dt.date.today())
+
+
+def recent_rows(cfg: RankingConfig, session: Session) -> list[Entry]:
+    """The newest ``recent_papers`` papers that have arrived, oldest first (the order
+    an edition's candidates come in)."""
+    rows = newest_entries(session, cfg.recent_papers, until=utcnow())
+    rows.reverse()
+    return rows
+
+
+class RecentSelection:
+    """The recent papers (``recent_rows``) ranked with nobody's votes, kept while the
+    papers and the day stay the same: what the preferences page's picks, a voter's
+    learned terms and a vote's lesson are read from. Each of those adds one
+    subscriber's votes to it (``Selection.for_subscriber``, cheap: the corpus is
+    shared), so a long-lived process (the web's) builds the corpus once per ingest,
+    not once per click. One run of a command makes one and uses it once."""
+
+    def __init__(self, cfg: RankingConfig) -> None:
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self._kept: tuple[tuple[Any, ...], Selection] | None = None
+        self.built = 0  # corpora built so far (the web's tests read it)
+
+    def get(self, session: Session) -> tuple[tuple[Any, ...], Selection]:
+        """(papers version, the selection for it), built when the version changed."""
+        version = papers_version(session)
+        with self._lock:
+            if self._kept is None or self._kept[0] != version:
+                selection = Selection.build(self.cfg, recent_rows(self.cfg, session),
+                                            dt.date.today())
+                self._kept = (version, selection)
+                self.built += 1
+            return self._kept
+
+
+def learning_selection(cfg: RankingConfig, session: Session, subscriber_id: int,
+                       recent: RecentSelection | None = None) -> Selection:
+    """The recent papers with this subscriber's votes counting: what their votes teach
+    is shown against this. Only their own votes are read (everyone's were, for every
+    click: millions of rows for one person's page)."""
+    _, base = (recent or RecentSelection(cfg)).get(session)
+    return base.for_subscriber(subscriber_id, votes_mod.vote_history(session, subscriber_id))
 
 
 def subscriber_learned(cfg: RankingConfig, session: Session, sub: Subscriber,
-                       selection: Selection | None = None) -> list[Learned]:
+                       recent: RecentSelection | None = None) -> list[Learned]:
     """What a subscriber's votes teach today, strongest first."""
-    selection = selection or learning_selection(cfg, session)
-    return learned_terms(selection, sub.id, sub.keywords)
+    return learned_terms(learning_selection(cfg, session, sub.id, recent), sub.id,
+                         sub.keywords)
 
 
 def rank_subscribers(cfg: RankingConfig, session: Session, *, email: str | None = None,

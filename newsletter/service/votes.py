@@ -10,6 +10,7 @@ read by ``service.ranking``; the vote itself is stored by ``store.votes``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -17,33 +18,67 @@ from sqlalchemy.orm import Session
 from newsletter.config import RankingConfig
 from newsletter.errors import InputError
 from newsletter.ranking.view import VoteOutcome, learned_terms, moved_terms
-from newsletter.service.ranking import learning_selection
+from newsletter.service.ranking import RecentSelection, learning_selection
 from newsletter.store import votes as store
 from newsletter.store.models import Entry, Subscriber
 
-__all__ = ["VoteOutcome", "forget", "read_votes_csv", "record_vote", "record_votes", "reset",
-           "undo"]
+__all__ = ["Cast", "VoteOutcome", "cast_vote", "forget", "read_votes_csv", "record_vote",
+           "record_votes", "reset", "undo", "vote_lesson"]
 
 VOTES_HEADER = ("email", "paper_id", "vote")
 _DIRECTIONS = {"up": 1, "+1": 1, "1": 1, "down": -1, "-1": -1}
 
 
-def record_vote(cfg: RankingConfig, session: Session, paper_id: str, direction: int, *,
-                by: str, email: str | None = None,
-                subscriber_id: int | None = None) -> VoteOutcome:
-    """Record a vote (of the subscriber with ``email`` or ``subscriber_id``; ``by``:
-    ``email`` for the email's links, ``cli``) and say what it taught."""
+@dataclass(frozen=True)
+class Cast:
+    """A vote just stored, with what saying its lesson needs (plain values: the web
+    works the lesson out in a render process, after the vote's transaction ended)."""
+
+    subscriber_id: int
+    email: str
+    keywords: str
+    paper_id: str
+    title: str
+    direction: int
+    replaced: int | None  # the direction of the vote it replaced, if any
+
+
+def cast_vote(session: Session, paper_id: str, direction: int, *, by: str,
+              email: str | None = None, subscriber_id: int | None = None) -> Cast:
+    """Store a vote of the subscriber with ``email`` or ``subscriber_id`` (``by``:
+    ``email`` for the email's links, ``cli``), in the caller's transaction."""
     sub = (session.get(Subscriber, subscriber_id) if subscriber_id is not None
            else store.subscriber_by_email(session, email or ""))
     if sub is None:
         raise InputError("this subscription no longer exists")
     vote, before = store.record(session, sub.id, paper_id, direction, by)
     entry = session.get(Entry, paper_id)
-    selection = learning_selection(cfg, session)
-    learned = learned_terms(selection, sub.id, sub.keywords)
-    moved = moved_terms(selection, learned, paper_id, direction)
-    return VoteOutcome(sub.email, paper_id, entry.title if entry else paper_id, vote.direction,
-                       before, moved[:3])
+    return Cast(sub.id, sub.email, sub.keywords, paper_id,
+                entry.title if entry else paper_id, vote.direction, before)
+
+
+def vote_lesson(cfg: RankingConfig, session: Session, cast: Cast,
+                recent: RecentSelection | None = None) -> VoteOutcome:
+    """What a stored vote taught, in words: the learned terms it moved its way, read
+    against the recent papers (``service.ranking.learning_selection``)."""
+    selection = learning_selection(cfg, session, cast.subscriber_id, recent)
+    learned = learned_terms(selection, cast.subscriber_id, cast.keywords)
+    moved = moved_terms(selection, learned, cast.paper_id, cast.direction)
+    return VoteOutcome(cast.email, cast.paper_id, cast.title, cast.direction, cast.replaced,
+                       moved[:3])
+
+
+def record_vote(cfg: RankingConfig, session: Session, paper_id: str, direction: int, *,
+                by: str, email: str | None = None, subscriber_id: int | None = None,
+                recent: RecentSelection | None = None) -> VoteOutcome:
+    """``cast_vote`` and its ``vote_lesson`` in one transaction (``newsletter
+    feedback``). The recent papers' corpus is built before the vote is written, so the
+    write's transaction does not stay open while it is."""
+    recent = recent or RecentSelection(cfg)
+    recent.get(session)
+    cast = cast_vote(session, paper_id, direction, by=by, email=email,
+                     subscriber_id=subscriber_id)
+    return vote_lesson(cfg, session, cast, recent)
 
 
 def undo(session: Session, subscriber_id: int, paper_id: str) -> bool:
@@ -107,7 +142,7 @@ def record_votes(session: Session, votes: list[tuple[int, str, str, int]], *, by
                  where: str) -> dict[str, int]:
     """Record many votes in the caller's transaction: all of them, or (an unknown
     address or paper, naming ``where`` and the line) none. The learned terms are
-    not worked out per vote (that costs a ranking of every paper): the next
+    not worked out per vote (that costs a ranking of the recent papers): the next
     ranking reads them. Returns counts: up, down, replaced, subscribers."""
     people: dict[str, int] = {}
     counts = {"up": 0, "down": 0, "replaced": 0, "subscribers": 0}

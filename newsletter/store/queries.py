@@ -156,9 +156,13 @@ def sent_map(session: Session, entry_ids: list[str]) -> dict[int, list[int]]:
     return out
 
 
-def newest_entries(session: Session, limit: int = 0) -> list[Entry]:
-    """Stored papers, newest arrivals first (``limit`` 0: all)."""
+def newest_entries(session: Session, limit: int = 0,
+                   until: dt.datetime | None = None) -> list[Entry]:
+    """Stored papers, newest arrivals first (``limit`` 0: all), those arrived by
+    ``until`` only when it is given."""
     q = select(Entry).order_by(Entry.arrived_at.desc(), Entry.upvotes.desc(), Entry.id)
+    if until is not None:
+        q = q.where(Entry.arrived_at <= until)
     return list(session.scalars(q.limit(limit) if limit else q))
 
 

@@ -23,8 +23,11 @@ from starlette.responses import HTMLResponse
 
 from newsletter.app import App
 from newsletter.frequency import describe
+from newsletter.ranking.feedback import Learned
+from newsletter.ranking.view import VoteOutcome
 from newsletter.render.compile import BUNDLED
 from newsletter.render.links import LinkMaker, Signer
+from newsletter.service.votes import Cast
 from newsletter.store.models import SubscriberStatus
 from newsletter.web import offload
 from newsletter.web.offload import Renderers
@@ -131,6 +134,23 @@ class Web:
                                                                subscriber_id)
             return result
         return await self.picks.picks(keywords, self.heavy, subscriber_id)
+
+    async def learned(self, subscriber_id: int) -> list[Learned]:
+        """What the subscriber's votes teach (``PicksCache.learned``), off the event
+        loop and out of the server's process when there are render processes."""
+        if self.pool is not None:
+            found: list[Learned] = await self._offload(offload.learned, subscriber_id)
+            return found
+        result: list[Learned] = await self.cpu(self.picks.learned, subscriber_id)
+        return result
+
+    async def lesson(self, cast: Cast) -> VoteOutcome:
+        """What a stored vote taught (``PicksCache.lesson``), as ``learned``."""
+        if self.pool is not None:
+            outcome: VoteOutcome = await self._offload(offload.lesson, cast)
+            return outcome
+        said: VoteOutcome = await self.cpu(self.picks.lesson, cast)
+        return said
 
     async def render_view(self, sub_id: int, edition_id: int) -> str | None:
         """The HTML of "view in browser" (``service.emails.render_email``), rendered

@@ -22,7 +22,6 @@ from starlette.routing import BaseRoute, Route
 
 from newsletter.errors import InputError
 from newsletter.service import votes
-from newsletter.service.ranking import subscriber_learned
 from newsletter.store import votes as votes_mod
 from newsletter.store.lifecycle import RECEIVING
 from newsletter.store.models import Entry, Subscriber
@@ -31,19 +30,16 @@ from newsletter.web.forms import held, posted_form, token_values
 
 
 def preferences_context(web: Web, sub_id: int, nonce: int | None) -> dict[str, Any]:
-    """What the preferences page shows of learning: learned terms, votes, form URLs."""
+    """What the preferences page shows of votes: each vote, and the forms' URLs (the
+    learned terms are ranking work: ``Web.learned``, off the server's process)."""
     base = web.settings.web.base_url.rstrip("/")
     token = web.signer.token("preferences", sub_id, nonce=nonce)
     links = {action: f"{base}/feedback/{action}/{token}"
              for action in ("undo", "forget", "reset")}
     with web.app.reading() as s:
-        sub = s.get(Subscriber, sub_id)
-        if sub is None:
-            return {"learned": [], "votes": [], "feedback_links": links}
         votes = [{"paper_id": e.id, "title": e.title, "direction": v.direction}
-                 for v, e in votes_mod.votes_of(s, sub.id)]
-        learned = subscriber_learned(web.settings.ranking, s, sub) if votes else []
-    return {"learned": learned, "votes": votes, "feedback_links": links}
+                 for v, e in votes_mod.votes_of(s, sub_id)]
+    return {"votes": votes, "feedback_links": links}
 
 
 async def vote(request: Request) -> Response:
@@ -77,12 +73,15 @@ async def vote(request: Request) -> Response:
                 return "stopped", status_label(sub.status, sub.frequency), sub.email
             if request.method != "POST":  # GET and HEAD show the button, never vote
                 return "ask", {"title": entry.title}, sub.email
-            outcome = votes.record_vote(web.settings.ranking, s, paper_id,
-                                        1 if direction == "up" else -1, by="email",
-                                        subscriber_id=sub_id)
-            return "voted", outcome.message, sub.email
+            # only the write here: the lesson is ranking work, done after the vote's
+            # transaction has ended (another writer waits for none of it)
+            cast = votes.cast_vote(s, paper_id, 1 if direction == "up" else -1, by="email",
+                                   subscriber_id=sub_id)
+            return "voted", cast, sub.email
 
     state, value, email = await run_in_threadpool(act)
+    if state == "voted":
+        value = (await web.lesson(value)).message
     if state == "missing":
         return web.error(request, 404, "Not found",
                          "This paper or subscription no longer exists.")

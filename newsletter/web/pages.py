@@ -281,6 +281,7 @@ async def preferences(request: Request) -> Response:
         archive=links.preferences(sub_id, "archive", nonce),
         feed=links.feed(sub_id, nonce), data=links.preferences(sub_id, "data", nonce),
         erase=links.preferences(sub_id, "erase", nonce),
+        learned=await web.learned(sub_id),
         **await run_in_threadpool(preferences_context, web, sub_id, nonce))
 
 
