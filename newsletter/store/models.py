@@ -163,6 +163,8 @@ class Delivery(Base):
         Index("ix_delivery_status_next_try", "status", "next_try_at"),  # deferred rows due (0011)
         # One edition per subscriber per day, whichever process or slot planned it.
         Index("uq_delivery_subscriber_day", "subscriber_id", "day", unique=True),
+        # Who had a day's edition, by the day: planning asks it each run (0015).
+        Index("ix_delivery_day_subscriber", "day", "subscriber_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -198,6 +200,8 @@ class SentEntry(Base):
     """Which papers each subscriber has been sent: no paper twice."""
 
     __tablename__ = "sent_entries"
+    # Who already had a paper, by the paper: opening an edition asks it (0015).
+    __table_args__ = (Index("ix_sent_entries_entry_subscriber", "entry_id", "subscriber_id"),)
 
     subscriber_id: Mapped[int] = mapped_column(
         ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True

@@ -1,0 +1,33 @@
+"""Planning's two lookups by index, whatever the history: who had a day's edition
+(``deliveries (day, subscriber_id)``) and who was already sent a paper
+(``sent_entries (entry_id, subscriber_id)``).
+
+Planning asks "every active subscriber without a delivery of this day" (and, for a
+late day, "with one of the days before") several times a run, every hourly slot,
+and opening an edition asks who already had each of its papers. The only indexes
+naming ``day`` and ``entry_id`` began with the subscriber, so each question read
+every delivery, or every paper ever sent to anyone: 0.1 s at 1.5 million deliveries
+and 0.6 s at 4 million sent papers (4,000 readers for a year, and for a hundred
+days), growing with every day sent. With these indexes: 2 ms and 0.1 ms.
+
+Revision ID: 0015
+Revises: 0014
+"""
+
+from alembic import op
+
+revision = "0015"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_delivery_day_subscriber", "deliveries", ["day", "subscriber_id"])
+    op.create_index("ix_sent_entries_entry_subscriber", "sent_entries",
+                    ["entry_id", "subscriber_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_sent_entries_entry_subscriber", table_name="sent_entries")
+    op.drop_index("ix_delivery_day_subscriber", table_name="deliveries")
