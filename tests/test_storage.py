@@ -54,33 +54,67 @@ def test_the_migrations_make_the_models_schema(db_url: str) -> None:
                                      and str(d[1].name).endswith("_trgm"))] == []
 
 
-def test_planning_finds_who_had_a_day_by_the_day(db_url: str) -> None:
-    """"Who had this day's edition" is answered from the ``(day, subscriber_id)``
-    index, not by reading every delivery ever made (the plan names the index)."""
-    plan = query_plan(db_url, "SELECT id FROM subscribers WHERE status = 'active' AND id "
-                      "NOT IN (SELECT subscriber_id FROM deliveries WHERE day = '2025-12-26')")
-    assert "ix_delivery_day_subscriber" in plan, plan
-
-
-def test_opening_an_edition_finds_who_had_its_papers_by_the_paper(db_url: str) -> None:
-    """"Who was sent these papers" (``sent_map``) reads the ``(entry_id,
-    subscriber_id)`` index, not every paper ever sent to anyone."""
-    plan = query_plan(db_url, "SELECT subscriber_id, entry_id FROM sent_entries "
-                      "WHERE entry_id IN ('2401.00001', '2401.00002')")
-    assert "ix_sent_entries_entry_subscriber" in plan, plan
-
-
-def query_plan(db_url: str, query: str) -> str:
-    """The database's plan for ``query``, as text. PostgreSQL reads a small table whole
-    whatever its indexes, so its plan is asked as if sequential scans were dear."""
-    from sqlalchemy import text
+def test_each_runs_questions_are_answered_by_an_index(db_url: str) -> None:
+    """What every run asks, whatever the history, reads an index made for it, not every
+    delivery or every paper ever sent: who had a day's edition (planning, the plain day
+    and a late one), who was sent the edition's papers (``sent_map``), what went out in
+    the last hour (an hourly rate limit). The statements are the code's own, caught as
+    they run, and the database's plan for each names the index."""
+    from newsletter.delivery.ledger import DbLedger
+    from newsletter.store.queries import sent_map, subscriber_rows
 
     engine = get_engine(db_url)
+    day = dt.date(2025, 12, 26)
+    with session_scope(engine) as s:
+        edition = Edition(day=day, slot="")
+        s.add(edition)
+        s.flush()
+        s.expunge(edition)
+    asked = {
+        "ix_delivery_day_subscriber": lambda s: list(subscriber_rows(s, unsent_day=day)),
+        "ix_delivery_day_subscriber ": lambda s: list(subscriber_rows(
+            s, unsent_day=day, had_day=day - dt.timedelta(days=1))),
+        "ix_sent_entries_entry_subscriber": lambda s: sent_map(s, ["2401.00001", "x"]),
+        "ix_delivery_sent_at": lambda s: DbLedger(engine, edition).sent_last_hour(100),
+    }
+    for index, ask in asked.items():
+        plans = statement_plans(engine, ask)
+        assert any(index.strip() in plan for plan in plans), (index, plans)
+
+
+def statement_plans(engine: Any, ask: Any) -> list[str]:
+    """The database's plan, as text, for each statement ``ask(session)`` runs.
+    PostgreSQL reads a small table whole whatever its indexes, so its plans are asked
+    as if sequential scans were dear."""
+    from sqlalchemy import event
+
+    caught: list[tuple[str, Any]] = []
+
+    def catch(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        caught.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", catch)
+    try:
+        with session_scope(engine) as s:
+            ask(s)
+    finally:
+        event.remove(engine, "before_cursor_execute", catch)
+    plans = []
     with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            return " ".join(map(str, conn.execute(text("EXPLAIN QUERY PLAN " + query))))
-        conn.execute(text("SET enable_seqscan = off"))
-        return " ".join(map(str, conn.execute(text("EXPLAIN " + query))))
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.cursor()
+        if engine.dialect.name != "sqlite":
+            cursor.execute("SET enable_seqscan = off")
+        for statement, params in caught:
+            if not statement.lstrip().upper().startswith("SELECT"):
+                continue
+            prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
+            cursor.execute(prefix + statement, params)
+            plans.append(" ".join(map(str, cursor.fetchall())))
+        cursor.close()
+        conn.rollback()
+    return plans
 
 
 def test_ingest_upserts_across_sources_and_versions(db_url: str) -> None:

@@ -165,6 +165,8 @@ class Delivery(Base):
         Index("uq_delivery_subscriber_day", "subscriber_id", "day", unique=True),
         # Who had a day's edition, by the day: planning asks it each run (0015).
         Index("ix_delivery_day_subscriber", "day", "subscriber_id"),
+        # What went out in the last hour, for an hourly rate limit (0015).
+        Index("ix_delivery_sent_at", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
