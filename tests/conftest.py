@@ -88,9 +88,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def sent_before_arriving(url: str) -> list[tuple[Any, ...]]:
+    """Papers an edition sent that arrived after its cutoff: none may exist. Reading
+    who already had a paper (``queries.sent_map``) looks only at editions whose cutoff
+    is at or after the paper's arrival, so every test's database is checked for it
+    when the test ends (where the schema is there)."""
+    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        if not {"sent_entries", "editions", "entries"} <= set(inspect(engine).get_table_names()):
+            return []
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(
+                "SELECT se.entry_id, se.edition_id, e.arrived_at, ed.cutoff "
+                "FROM sent_entries se JOIN entries e ON e.id = se.entry_id "
+                "JOIN editions ed ON ed.id = se.edition_id WHERE e.arrived_at > ed.cutoff"))]
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'subscribers.db'}"
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'subscribers.db'}"
+    yield url
+    if (tmp_path / "subscribers.db").exists():
+        assert sent_before_arriving(url) == [], "an edition sent a paper after its cutoff"
 
 
 @pytest.fixture(scope="session")
@@ -113,19 +137,24 @@ def pg_url(pg_server: str) -> Iterator[str]:
     name = f"nl_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    yield url
     from newsletter.store.db import dispose_all
 
     dispose_all()
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        late = sent_before_arriving(url)
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert late == [], "an edition sent a paper after its cutoff"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Both storage back ends: every test using this runs on SQLite and PostgreSQL."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'subscribers.db'}"
+        return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("pg_url"))
 
 

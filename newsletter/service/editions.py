@@ -90,9 +90,9 @@ def open_edition(config: EditionConfig, session: Any, edition: Edition,
     read = EditionPapers(rows, secret_keys(config.web, session), vote_history(session),
                          week=week, gap=after_weekend)
     if not ignore_sent:
-        read.sent = sent_map(session, [e.id for e in rows])
-        read.week_sent = sent_map(session, [e.id for e in week]) if week else None
-        read.gap_sent = sent_map(session, [e.id for e in read.gap]) if read.gap else None
+        read.sent = sent_map(session, rows)
+        read.week_sent = sent_map(session, week) if week else None
+        read.gap_sent = sent_map(session, read.gap) if read.gap else None
     return EditionContext(config, edition, read)
 
 

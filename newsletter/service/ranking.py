@@ -36,7 +36,7 @@ def selection_of(cfg: RankingConfig, session: Session, rows: Sequence[Any], toda
     """``rows`` ranked with what each subscriber already had (unless ``sent`` is
     False) and everyone's votes (unless ``votes`` is False)."""
     return Selection.build(cfg, rows, today,
-                           sent=sent_map(session, [e.id for e in rows]) if sent else None,
+                           sent=sent_map(session, rows) if sent else None,
                            history=votes_mod.vote_history(session) if votes else None)
 
 

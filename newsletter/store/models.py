@@ -202,8 +202,10 @@ class SentEntry(Base):
     """Which papers each subscriber has been sent: no paper twice."""
 
     __tablename__ = "sent_entries"
-    # Who already had a paper, by the paper: opening an edition asks it (0015).
-    __table_args__ = (Index("ix_sent_entries_entry_subscriber", "entry_id", "subscriber_id"),)
+    # Who already had a paper, edition by edition (``queries.sent_map``): appended to
+    # at its end as a send records, where an index by paper was written all over (0015).
+    __table_args__ = (Index("ix_sent_entries_edition", "edition_id", "subscriber_id",
+                            "entry_id"),)
 
     subscriber_id: Mapped[int] = mapped_column(
         ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
