@@ -5,6 +5,7 @@ ends recorded exactly once (sent, failed or given back), and the transport is cl
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -387,3 +388,68 @@ def test_each_delivery_is_timed_with_its_own_render_wherever_it_was_made(
     assert len(timed) == 200
     assert set(timed.values()) == {1.0}
 
+
+
+class Timed(Sink):
+    """A sink that notes when each message was handed to it (monotonic)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[float] = []
+
+    async def send(self, message: Any) -> str:
+        self.started.append(time.monotonic())
+        return await super().send(message)
+
+
+class Broken(Ledger):
+    """A database that goes away after ``good`` claims: every claim and record from then
+    on raises (the disk full, the server gone), until ``back`` calls later, if ever;
+    ``broke`` is when the first call failed."""
+
+    def __init__(self, work: Sequence[Job], good: int, back: int = 10**9) -> None:
+        super().__init__(work)
+        self.good, self.back = good, back
+        self.broke: float | None = None
+        self.failed_calls = 0
+
+    def _check(self) -> None:
+        if len(self.claims) > self.good and self.failed_calls < self.back:
+            self.failed_calls += 1
+            if self.broke is None:
+                self.broke = time.monotonic()
+            raise RuntimeError("database or disk is full")
+
+    def claim(self, n: int) -> list[Job]:
+        self.claims.append(n)
+        self._check()
+        return MemoryLedger.claim(self, n)
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        self.calls += 1
+        self._check()
+        MemoryLedger.record(self, outcomes)
+
+
+def test_nothing_new_is_sent_while_the_ledger_cannot_record_it() -> None:
+    """A message sent while the ledger cannot be written is sent again by the next run
+    (its row is still leased, then taken back): with the database gone (disk full,
+    server down), no message may start once a claim or record has failed; the claimed
+    rows not yet sent are given back, and only those already in flight can be sent
+    twice."""
+    t = Settings().transport
+    ledger, sink = Broken(jobs(5_000), good=3), Timed()
+    with pytest.raises(RuntimeError, match="disk is full"):
+        asyncio.run(deliver(t, ledger, Ctx(), sink))  # type: ignore[arg-type]
+    assert ledger.broke is not None and sink.sent > 0 and sink.closed
+    late = sum(1 for at in sink.started if at > ledger.broke)
+    assert late <= t.concurrency, f"{late} messages started after the ledger broke"
+
+
+def test_a_database_blip_does_not_end_the_run_nor_send_anyone_twice() -> None:
+    """A database gone for a moment (a PostgreSQL restart, a dropped connection): the
+    claim and the record that failed are tried again, and every job is sent once."""
+    ledger, sink = Broken(jobs(3_000), good=3, back=2), Timed()
+    report = asyncio.run(deliver(Settings().transport, ledger, Ctx(), sink))  # type: ignore[arg-type]
+    assert once_each(ledger, 3_000) == {str(DeliveryStatus.SENT): 3_000}
+    assert report.counts[DeliveryStatus.SENT] == sink.sent == 3_000 and ledger.failed_calls == 2

@@ -157,6 +157,10 @@ class _Run:
         self.report = DeliverReport()
         self.pending: list[Outcome] = []  # outcomes not yet recorded
         self.failure: Exception | None = None  # the first error that ends the run early
+        # The last claim, or the last record, failed (the database gone: a full disk, a
+        # server restarting): no message starts meanwhile, since one the ledger cannot
+        # record is sent again by the next run (``ledger_down``).
+        self.claim_failing = self.record_failing = False
         # Until when (monotonic) every row this loop holds is surely still its own: a
         # quarter of a lease before the earliest lease could run out, counted from the
         # start of the first claim, then of the last renewal that succeeded.
@@ -209,6 +213,20 @@ class _Run:
             return False
         claimed = self.claimed_at.get(job.delivery_id)
         return self.lapse_ended is None or claimed is None or claimed > self.lapse_ended
+
+    @property
+    def ledger_failing(self) -> bool:
+        return self.claim_failing or self.record_failing
+
+    async def ledger_down(self) -> bool:
+        """Whether a message must not start for want of a ledger to record it: wait
+        while a claim or record is failing until one succeeds (True only once the run is
+        stopping). A message sent meanwhile stayed leased in the ledger, unrecorded,
+        and the next run took it back and sent it again: a database gone for a second
+        sent every row claimed ahead twice, where only those in flight can be."""
+        while self.ledger_failing and not self.stopping():
+            await asyncio.sleep(FLUSH_SECONDS)
+        return self.stopping()
 
     def _held_from(self, began: float) -> None:
         now = time.monotonic()
@@ -329,6 +347,8 @@ class _Run:
             if not self.may_send(job):  # nor with a row that may not be ours any more
                 self.given_back += 1
                 return Outcome(job, RELEASED, error=last)
+            if self.ledger_failing and await self.ledger_down():  # nor one not recordable
+                return Outcome(job, RELEASED, error=last)
             retry_after = None
             try:
                 mid = await self.transport.send(rendered.message)
@@ -404,9 +424,11 @@ class _Run:
                 await asyncio.to_thread(self.ledger.record, batch)
             except Exception:
                 self.pending[:0] = batch  # kept for the next try, never dropped
+                self.record_failing = True
                 raise
             finally:
                 self.recording -= 1
+            self.record_failing = False
 
     async def renewer(self) -> None:
         """Renew the leases of the rows still held as often as the ledger asks
@@ -476,7 +498,7 @@ class _Run:
                     await asyncio.sleep(FLUSH_SECONDS)
                     continue
                 began = time.monotonic()
-                jobs = await asyncio.to_thread(self.ledger.claim, n)
+                jobs = await self.claim(n)
                 n = self.batch
                 if not jobs and self.lapse_ended is not None:
                     # After a lapse the rows given back are claimed again, once the
@@ -497,6 +519,25 @@ class _Run:
         finally:
             for _ in range(self.senders):
                 await self.queue.put(None)
+
+    async def claim(self, n: int) -> list[Job]:
+        """A claim of ``n`` rows, tried again (backing off) as a failed record is; when
+        it keeps failing the run stops, and the jobs claimed before are given back, not
+        sent, since the ledger that would record them is gone."""
+        attempt = 0
+        while True:
+            try:
+                jobs: list[Job] = await asyncio.to_thread(self.ledger.claim, n)
+            except Exception as exc:
+                self.claim_failing = True
+                attempt += 1
+                if attempt == RECORD_TRIES or self.stopping():
+                    self.fail(exc)
+                    raise
+                await asyncio.sleep(backoff_delay(attempt, FLUSH_SECONDS))
+                continue
+            self.claim_failing = False
+            return jobs
 
     async def sender(self) -> None:
         while (job := await self.queue.get()) is not None:
