@@ -1508,11 +1508,21 @@ def database_refused(exc: sqlalchemy.exc.ProgrammingError) -> NewsletterError | 
 def database_trouble(exc: Exception) -> NewsletterError:
     """One line for a database that refuses the work midway (a SQLite file this user
     may not write: made by root rather than the service's user; locked too long; a
-    full disk), where a traceback ended the command. Every transaction was rolled
-    back: nothing is half-written."""
+    full disk; a server gone), where a traceback ended the command, with what to do
+    about it. Every transaction was rolled back: nothing is half-written."""
     reason = db_reason(exc)
     fix = unwritable_fix(reason)
     if fix is not None:
         return ConfigError(f"[database] url: {reason}", fix)
+    after = "nothing was half-written, and a send takes up where this one stopped"
+    low = reason.lower()
+    if "disk is full" in low or "no space" in low:
+        return NewsletterError(f"database: {reason}", "free space on the disk that holds "
+                               f"the database (and its -wal file), then run the command "
+                               f"again: {after}")
+    if any(word in low for word in ("connection", "could not connect", "server closed",
+                                    "terminating")):
+        return NewsletterError(f"database: {reason}", "is the database server running and "
+                               f"reachable? Run the command again once it is: {after}")
     return NewsletterError(f"database: {reason}", "nothing was half-written; run the "
                            "command again" if "locked" in reason else None)

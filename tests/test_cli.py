@@ -270,3 +270,25 @@ def test_printed_text_is_as_written(cli) -> None:  # type: ignore[no-untyped-def
     assert listed.code == 0
     assert ":rocket:" in listed.stdout and "[b]old claims[/b]" in listed.stdout
     assert "smile:smile:" in listed.stdout and "\N{ROCKET}" not in listed.stdout
+
+
+def test_a_database_failing_midway_says_what_to_do() -> None:
+    """A full disk and a database server gone midway (a send's ledger) end in one line
+    that says what to do, and that a rerun takes up where the run stopped."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from newsletter.cli import database_trouble
+
+    full = sqlalchemy.exc.OperationalError("INSERT", {}, sqlite3.OperationalError(
+        "database or disk is full"))
+    gone = sqlalchemy.exc.OperationalError("SELECT", {}, Exception(
+        "connection failed: connection to server at \"127.0.0.1\", port 5432 failed: "
+        "Connection refused"))
+    said = {kind: str(database_trouble(exc)) for kind, exc in (("full", full), ("gone", gone))}
+    assert said["full"].startswith("database: database or disk is full (free space on the "
+                                   "disk that holds the database")
+    assert "is the database server running" in said["gone"]
+    for line in said.values():
+        assert "\n" not in line and "takes up where this one stopped" in line

@@ -82,9 +82,13 @@ def test_a_failed_record_is_tried_again_and_nothing_is_lost() -> None:
     assert report.counts[DeliveryStatus.SENT] == 300 and sink.closed and ledger.calls >= 2
 
 
-def test_records_that_keep_failing_stop_the_sending() -> None:
+def test_records_that_keep_failing_stop_the_sending(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """What is sent must be recorded: with the ledger unwritable, sending stops (the rest
-    stays claimed for a later run) and the error is raised, the transport closed."""
+    stays claimed for a later run) and the error is raised, the transport closed. (The
+    run's patience made short: the ledger never comes back.)"""
+    from newsletter.delivery import deliver as deliver_mod
+
+    monkeypatch.setattr(deliver_mod, "LEDGER_PATIENCE", 0.5)
     ledger, sink = Ledger(jobs(20_000), fail=lambda call: True), Sink()
     with pytest.raises(RuntimeError, match="database is locked"):
         asyncio.run(deliver(Settings().transport, ledger, Ctx(), sink))  # type: ignore[arg-type]
@@ -431,12 +435,15 @@ class Broken(Ledger):
         MemoryLedger.record(self, outcomes)
 
 
-def test_nothing_new_is_sent_while_the_ledger_cannot_record_it() -> None:
+def test_nothing_new_is_sent_while_the_ledger_cannot_record_it(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A message sent while the ledger cannot be written is sent again by the next run
     (its row is still leased, then taken back): with the database gone (disk full,
     server down), no message may start once a claim or record has failed; the claimed
     rows not yet sent are given back, and only those already in flight can be sent
-    twice."""
+    twice. (The run's patience made short: the database never comes back.)"""
+    from newsletter.delivery import deliver as deliver_mod
+
+    monkeypatch.setattr(deliver_mod, "LEDGER_PATIENCE", 0.5)
     t = Settings().transport
     ledger, sink = Broken(jobs(5_000), good=3), Timed()
     with pytest.raises(RuntimeError, match="disk is full"):
@@ -453,3 +460,33 @@ def test_a_database_blip_does_not_end_the_run_nor_send_anyone_twice() -> None:
     report = asyncio.run(deliver(Settings().transport, ledger, Ctx(), sink))  # type: ignore[arg-type]
     assert once_each(ledger, 3_000) == {str(DeliveryStatus.SENT): 3_000}
     assert report.counts[DeliveryStatus.SENT] == sink.sent == 3_000 and ledger.failed_calls == 2
+
+
+class Away(Broken):
+    """A database away for ``seconds`` from the first failed call, then back."""
+
+    def __init__(self, work: Sequence[Job], good: int, seconds: float) -> None:
+        super().__init__(work, good)
+        self.seconds = seconds
+
+    def _check(self) -> None:
+        if self.broke is not None and time.monotonic() - self.broke >= self.seconds:
+            return
+        super()._check()
+
+
+def test_a_database_away_for_seconds_is_waited_for(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Claims and records failing for two seconds (a server restarting, a failover)
+    are tried until they succeed, within ``LEDGER_PATIENCE``: the run goes on and sends
+    everyone once, where five quick tries gave up within a second. Nothing starts
+    while the database is away."""
+    from newsletter.delivery import deliver as deliver_mod
+
+    monkeypatch.setattr(deliver_mod, "LEDGER_WAIT", 0.2)
+    ledger, sink = Away(jobs(3_000), good=3, seconds=2.0), Timed()
+    report = asyncio.run(deliver(Settings().transport, ledger, Ctx(), sink))  # type: ignore[arg-type]
+    assert once_each(ledger, 3_000) == {str(DeliveryStatus.SENT): 3_000}
+    assert report.counts[DeliveryStatus.SENT] == sink.sent == 3_000
+    assert ledger.broke is not None and ledger.failed_calls > 5
+    away = [at for at in sink.started if ledger.broke + 0.1 < at < ledger.broke + 1.9]
+    assert not away, f"{len(away)} messages started while the database was away"

@@ -52,7 +52,14 @@ from newsletter.store.models import utcnow
 from newsletter.transports.base import Transport
 
 FLUSH_SECONDS = 0.05
-RECORD_TRIES = 5  # a failing record is tried this often (backing off) before sending stops
+RECORD_TRIES = 5  # tries of a failing lease renewal, or of the last record once failing
+# How long claims and records may keep failing (the database gone: a server restarting,
+# a failover, a full disk being freed) before sending stops. Nothing is sent meanwhile
+# (``_Run.ledger_down``), so waiting sends nobody anything twice; a quarter of the
+# lease, so that what is held is still held when the database is back. Five quick
+# tries (under a second) ended a send at a one-second blip of PostgreSQL.
+LEDGER_PATIENCE = LEASE_SECONDS / 4
+LEDGER_WAIT = 2.0  # the longest pause between two tries of a failing claim or record
 RENDER_AHEAD = 32  # emails rendered back to back, of the jobs waiting (see _Run.rendered)
 RENDER_PROBES = 2  # jobs waiting tried when the run's first render fails (every_render_fails)
 PROBE_ADDRESS = "reader@example.org"  # the plain reader every_render_fails renders for
@@ -128,6 +135,29 @@ class _Jobs(asyncio.Queue["Job | None"]):
 
     def waiting(self, n: int) -> list[Job | None]:
         return list(itertools.islice(self._queue, n))  # type: ignore[attr-defined]
+
+
+class _Patience:
+    """One failing ledger operation's tries: when the next comes (backing off, up to
+    ``LEDGER_WAIT``) and whether ``LEDGER_PATIENCE`` has run out since it began to fail."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.tries = 0
+
+    def succeeded(self) -> None:
+        self.since, self.tries = None, 0
+
+    def failed(self) -> bool:
+        """Count a failure; True when it has been failing for too long."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        self.tries += 1
+        return now - self.since >= LEDGER_PATIENCE
+
+    def delay(self) -> float:
+        return min(backoff_delay(min(self.tries, 10), FLUSH_SECONDS), LEDGER_WAIT)
 
 
 class _Run:
@@ -460,30 +490,32 @@ class _Run:
         delivery could return (and its caller read the ledger) before it committed. A
         failed record (a locked SQLite, a dropped connection) is tried again; when it
         keeps failing, sending stops, since what is sent must also be recorded."""
-        tries = 0
+        patience = _Patience()
         while not self.finished.is_set():
             # woken early by the end of the run: the last outcomes are recorded (and the
             # run returns) at once, not up to ``FLUSH_SECONDS`` later
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.finished.wait(), backoff_delay(
-                    min(tries, 6), FLUSH_SECONDS) if tries else FLUSH_SECONDS)
+                await asyncio.wait_for(self.finished.wait(), patience.delay()
+                                       if patience.tries else FLUSH_SECONDS)
             try:
                 await self.flush()
-                tries = 0
+                patience.succeeded()
             except Exception as exc:
-                tries += 1
-                if tries >= RECORD_TRIES:
+                if patience.failed():
                     self.fail(exc)
 
     async def final_flush(self) -> None:
-        for attempt in range(RECORD_TRIES):
+        """The last outcomes recorded: waited for as any record is, unless records have
+        already been failing (the run stops for that): then a few quick tries."""
+        patience, quick = _Patience(), self.record_failing
+        while True:
             try:
                 await self.flush()
                 return
             except Exception:
-                if attempt + 1 == RECORD_TRIES:
+                if patience.failed() or (quick and patience.tries >= RECORD_TRIES):
                     raise
-                await asyncio.sleep(backoff_delay(attempt, FLUSH_SECONDS))
+                await asyncio.sleep(patience.delay())
 
     # ---- claiming and sending --------------------------------------------------------
 
@@ -524,17 +556,16 @@ class _Run:
         """A claim of ``n`` rows, tried again (backing off) as a failed record is; when
         it keeps failing the run stops, and the jobs claimed before are given back, not
         sent, since the ledger that would record them is gone."""
-        attempt = 0
+        patience = _Patience()
         while True:
             try:
                 jobs: list[Job] = await asyncio.to_thread(self.ledger.claim, n)
             except Exception as exc:
                 self.claim_failing = True
-                attempt += 1
-                if attempt == RECORD_TRIES or self.stopping():
+                if patience.failed() or self.stopping():
                     self.fail(exc)
                     raise
-                await asyncio.sleep(backoff_delay(attempt, FLUSH_SECONDS))
+                await asyncio.sleep(patience.delay())
                 continue
             self.claim_failing = False
             return jobs
