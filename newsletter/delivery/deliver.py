@@ -649,7 +649,9 @@ def sending_stopped(reason: str, sent: int) -> SendingStopped:
     error = SendingStopped(
         f"sending stopped: {reason} (a fault of the sending side, not the recipients': "
         f"sent {sent} before stopping, none marked failed; every unsent message is "
-        "pending again and is sent by `newsletter send` once this is fixed)")
+        "pending again, or deferred if the server was cut off while taking it "
+        "(`newsletter status` says when it is tried), and is sent by `newsletter send` "
+        "once this is fixed)")
     error.reason, error.sent = reason, sent
     return error
 
