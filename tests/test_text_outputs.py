@@ -85,6 +85,10 @@ def test_the_cli_cleans_such_a_profile_and_shows_a_stored_one_as_escapes(
     names = {r["email"]: r["name"] for r in json.loads(as_json.stdout)}
     assert names["a@example.org"] == "Ann\x9b2J \u202eX"  # the same value, escaped
     exported = cli("subscribers", "export")
+    # written as storing them now cleans them: no control character of the old rows
+    # reaches a spreadsheet or a terminal; a profile's line ends are kept
+    assert not re.search("[\x1b\x07\x9b\u202e]", exported.stdout), exported.stdout
+    assert "graphs,\r\nllm" in exported.stdout
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "export.csv").write_text(exported.stdout, encoding="utf-8")
     again = cli("subscribers", "import", "export.csv", cwd=tmp_path / "o")

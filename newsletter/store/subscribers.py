@@ -80,6 +80,12 @@ def check_hour(hour: str | int | None) -> int:
     return hour
 
 
+def clean_keywords(keywords: str) -> str:
+    """A profile as stored: control characters and the marks that reorder text
+    (``plaintext``) become spaces, line ends and tabs kept."""
+    return cleaned(keywords, keep="\t\n\r")
+
+
 def check_keywords(keywords: str, *, required: bool = True) -> str:
     """A parsed-clean profile. Empty is refused where a person chooses their own
     (add, edit, sign-up, preferences): it would match nothing, ever. Imports may
@@ -88,7 +94,7 @@ def check_keywords(keywords: str, *, required: bool = True) -> str:
     kept: a profile is printed in the operator's terminal, where an ESC sequence from
     a sign-up ran; cleaned, not refused, so a profile stored before (sent back by the
     preferences form, the console's edit or an export) is still taken."""
-    keywords = cleaned(keywords, keep="\t\n\r")
+    keywords = clean_keywords(keywords)
     if required and not keywords.strip():
         raise InputError("empty keyword profile: give at least one term, "
                          "e.g. 'diffusion, \"state space models\"'")
@@ -384,10 +390,13 @@ def from_spreadsheet(value: str) -> str:
 
 def export_csv(subs: Iterable[Subscriber], out: io.TextIOBase | object) -> None:
     """The import format (plus status), so an export re-imports as it was; cells that
-    a spreadsheet would run as formulas are quoted (``spreadsheet_safe``)."""
+    a spreadsheet would run as formulas are quoted (``spreadsheet_safe``). Names and
+    profiles are written as storing them now cleans them (a row stored before that
+    keeps its control characters, which an export passed on to a spreadsheet or a
+    terminal, and an import cleaned anyway)."""
     writer = csv.writer(out, lineterminator="\n")  # type: ignore[arg-type]
     writer.writerow(IMPORT_COLUMNS)
     for s in subs:
-        writer.writerow([spreadsheet_safe(s.email), spreadsheet_safe(s.name),
-                         spreadsheet_safe(s.keywords), s.tz, s.send_hour, s.status,
-                         s.frequency])
+        writer.writerow([spreadsheet_safe(s.email), spreadsheet_safe(clean_header_text(s.name)),
+                         spreadsheet_safe(clean_keywords(s.keywords).strip()), s.tz,
+                         s.send_hour, s.status, s.frequency])
