@@ -165,8 +165,10 @@ class Delivery(Base):
         Index("uq_delivery_subscriber_day", "subscriber_id", "day", unique=True),
         # Who had a day's edition, by the day: planning asks it each run (0015).
         Index("ix_delivery_day_subscriber", "day", "subscriber_id"),
-        # What went out in the last hour, for an hourly rate limit (0015).
+        # What went out in the last hour (an hourly rate limit), a day (the console) (0015).
         Index("ix_delivery_sent_at", "sent_at"),
+        # A bounce or a provider's notice names the message it is about (0015).
+        Index("ix_delivery_message_id", "message_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -221,6 +223,8 @@ class Event(Base):
     """An audit trail: subscribe, confirm, unsubscribe, bounce, complaint, import."""
 
     __tablename__ = "events"
+    # The console's charts count a kind of event a day (0015).
+    __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subscriber_id: Mapped[int | None] = mapped_column(

@@ -83,11 +83,13 @@ def subscriber_rows(session: Any, *, email: str | None = None,
 def sent_editions(session: Session, subscriber_id: int, limit: int
                   ) -> list[tuple[Delivery, Edition]]:
     """A subscriber's sent deliveries with their editions, newest first (the archive
-    page and the Atom feed)."""
+    page and the Atom feed): by the delivery's own day, which the (subscriber, day)
+    index holds in order; ordered by the edition's, SQLite read every row ever sent
+    to anyone (0.4 s at 1.1 million), then sorted."""
     rows = session.execute(select(Delivery, Edition).join(Edition)
                            .where(Delivery.subscriber_id == subscriber_id,
                                   Delivery.status == DeliveryStatus.SENT)
-                           .order_by(Edition.day.desc(), Edition.id.desc()).limit(limit))
+                           .order_by(Delivery.day.desc(), Delivery.id.desc()).limit(limit))
     return [(d, e) for d, e in rows]
 
 
