@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from newsletter.errors import NewsletterError, SourceError
 from newsletter.ingest.authors import split_authors
 from newsletter.ingest.encoding import decode, repair_double_utf8, xml_as_utf8
-from newsletter.ingest.htmltext import html_to_text
+from newsletter.ingest.htmltext import _Text, html_to_text
 from newsletter.ingest.papers import clean_text
 from newsletter.ingest.run import Parsed, parse_bytes
 
@@ -281,6 +281,92 @@ def test_math_like_markup_keeps_every_character(text: str) -> None:
                                      "sub", "sup", "var", "wbr"]) + r")\b", text, re.I):
         return  # a real HTML element: converting it is the point
     assert html_to_text(text) == text
+
+
+def tokenizer_text(markup: str) -> str:
+    """What the standard library's tokenizer alone makes of ``markup`` (``html_to_text``
+    before it handed the tokenizer only constructs that end)."""
+    parser = _Text()
+    parser.feed(markup)
+    parser.close()
+    return "".join(parser.parts)
+
+
+_TEXT = st.sampled_from(["We study graphs", "$a<b$", "x < y", "p<0.05", "$T<T_{RW}$ = 1", "&amp;",
+                         "&lt;", "&gt;", "&#x27;", "&nbsp;", "R&D", "3 > 2", "<3", "$x<y>z$", "<=",
+                         '"q"', "it's", "$a<b$ = c", "a->b"])
+_ATTRIBUTES = st.lists(st.sampled_from([
+    'href="https://x.org/a?b=1&amp;c=2"', "class='x y'", "id=z", 'title="a > b"', 'alt="<i>"',
+    "data-n=1", "hidden", "href=/a/b/", "width = 3", "lang='en'", 'style="color: red"']),
+    max_size=2).map(lambda attrs: "".join(f" {a}" for a in attrs))
+_LEAVES = st.one_of(
+    _TEXT,
+    st.builds("<{}{}{}>".format, st.sampled_from(["br", "img", "hr", "wbr", "BR"]), _ATTRIBUTES,
+              st.sampled_from(["", "/", " /"])),
+    st.sampled_from(["<!-- note -->", "<!-- a < b -->", "<!--<p>x</p>-->", "<!DOCTYPE html>",
+                     "<script>if (a < b) x = '</p>';</script>", "<style>p > a { x: '<' }</style>",
+                     "<![CDATA[ raw < text ]]>", "<![if !supportLists]>1.<![endif]>"]))
+
+
+def _element(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.builds(
+        lambda name, attrs, inner, closed: f"<{name}{attrs}>{''.join(inner)}"
+        + (f"</{name}>" if closed else ""),
+        st.sampled_from(["p", "a", "b", "i", "em", "strong", "sup", "sub", "span", "div", "code",
+                         "li", "ul", "h2", "td", "math", "mi", "blockquote", "font", "noscript",
+                         "P", "EM"]),
+        _ATTRIBUTES, st.lists(children, max_size=3), st.booleans())
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.recursive(_LEAVES, _element, max_leaves=12), min_size=1, max_size=4)
+       .map("".join))
+def test_ordinary_html_reads_as_the_tokenizer_alone_read_it(markup: str) -> None:
+    """Elements with attributes (quoted values with ">" and "<" in them), unclosed ones,
+    comments, scripts, marked sections, math between them: the same text as before
+    ``html_to_text`` made a "<" that does not end text itself."""
+    assert html_to_text(markup) == tokenizer_text(markup)
+
+
+def test_markup_that_does_not_end_is_text_as_far_as_the_tokenizer_took_it() -> None:
+    """An unclosed comment is text up to the next ">", an unclosed tag or section to the
+    end; a marked section with a keyword the tokenizer does not know is text too, where
+    the tokenizer raised AssertionError and the whole source failed."""
+    assert html_to_text("<p>x <!-- y <b>z</b>") == " x <!-- y <b>z"
+    assert html_to_text('<p>x</p><a href="u" title="a') == ' x <a href="u" title="a'
+    assert html_to_text("<em>p<0.05</em> <![CDATA[x") == "p<0.05 <![CDATA[x"
+    assert html_to_text("Bounds <![foo]> hold <i>here</i>") == "Bounds <![foo]> hold here"
+
+
+# Text in which the tokenizer alone looked for an end from every "<" to the end of the
+# text: each 2 MB or more, hours for the ones taking longest (~0.4-8 s at 30-40 KB,
+# four times as long for twice the text), about a second here. Each is all text.
+HOSTILE_HTML = {
+    "unclosed start tags": "'<a ' * 700_000",
+    "unclosed end tags": "'</' * 1_000_000",
+    "unclosed comments": "'<!--' * 500_000",
+    "comments ended by > but not -->": "'<!--x>' * 350_000",
+    "tags read on through quotes": "\"<a x='>' \" * 250_000 + \"y='\"",
+    "unclosed declarations": "'<!x' * 700_000",
+}
+
+
+@pytest.mark.parametrize("expression", HOSTILE_HTML.values(), ids=HOSTILE_HTML.keys())
+def test_hostile_html_is_read_in_one_pass(expression: str) -> None:
+    """The text comes back whole, in a child process given 20 s: the tokenizer alone
+    would take well over 200 s on each of these (minutes to hours)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from newsletter.ingest.htmltext import html_to_text\n"
+            f"markup = {expression}\n"
+            "sys.exit(0 if html_to_text(markup) == markup else 3)\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], timeout=20, capture_output=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"html_to_text still reading {expression} after 20 s")
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
 
 
 ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",

@@ -8,11 +8,24 @@ so math survives even inside real HTML. Character references are decoded once,
 by the tokenizer: text that was plain to begin with never comes here (see
 ``feed.field_text``), so ``&amp;lt;`` stays ``&lt;`` and ``<blink>`` in a
 ``type="text"`` title stays ``<blink>``.
+
+The tokenizer looks for the end of whatever a ``<`` starts (a tag's ``>``, a
+comment's ``-->``) as far as the text goes, and where there is none it keeps that
+``<`` as text and looks again from the next one: 30 KB of ``<a <a <a ...`` took
+7.6 s, four times as long for twice the text. So ``_neutralised`` first finds where
+each construct ends, from where its closing text is (found once), and writes each
+``<`` the tokenizer would keep as text as ``&lt;``, which the tokenizer decodes back
+to the same ``<``: the text is the same, and the tokenizer is only handed
+constructs it finds the end of. (A marked section with a keyword the tokenizer does
+not know, ``<![foo ...``, is text too: the tokenizer raised an error for it.)
 """
 
 from __future__ import annotations
 
 import html
+import re
+from bisect import bisect_left
+from collections.abc import Callable
 from html.parser import HTMLParser
 
 # Every HTML element name (WHATWG, plus common obsolete ones feeds still use).
@@ -33,6 +46,35 @@ header hr li main nav ol p pre section table td th tr ul
 """.split())  # noqa: SIM905
 # Elements whose content is not text a reader sees.
 _HIDDEN = frozenset({"script", "style", "template", "head", "noscript"})
+
+# What ends what a "<" starts (``_neutralised``): a comment "--" and ">" with only space
+# between; a marked section (<![CDATA[ ]]>, Word's <![if ...]>) what its keyword calls
+# for; the text of a script or style its own end tag.
+_COMMENT_END = re.compile(r"--\s*>")
+_SECTION_NAME = re.compile(r"[a-zA-Z][-_.a-zA-Z0-9]*\s*")
+_SECTION_ENDS = {
+    **dict.fromkeys(("temp", "cdata", "ignore", "include", "rcdata"), re.compile(r"]\s*]\s*>")),
+    **dict.fromkeys(("if", "else", "endif"), re.compile(r"]\s*>")),
+}
+_RAW_TEXT_ENDS = {name: re.compile(rf"</\s*{name}\s*>", re.IGNORECASE)
+                  for name in ("script", "style")}
+# A start tag whose end the tokenizer finds where this does: the name as the tokenizer
+# reads it, then attributes written plainly, ASCII space between them and around "=",
+# and after "=" a value (quoted, or starting with neither a quote nor "="). Anything
+# else (a quote after "==" or after a no-break space, say) the tokenizer may read as
+# the start of a value or not, and so end the tag at a later ">" than this scan, which
+# would then lose step with it; such a tag is text here. No ``end``: not a whole tag.
+_START_TAG = re.compile(r"""
+    <(?P<name>[a-zA-Z][^\t\n\r\f\x20/>\x00]*)
+    (?:[\t\n\r\f\x20]|/(?!>))*+                       # space, or a stray "/"
+    (?:(?<=[\t\n\r\f\x20/"'])[^\s/>\x00][^\s/>=\x00]*+   # an attribute's name
+       (?:[\t\n\r\f\x20]*+=[\t\n\r\f\x20]*+            # and its value, if it has one
+          (?:"[^"]*+"|'[^']*+'|[^\s"'=>\x00][^\s>\x00]*+)
+        |(?![\t\n\r\f\x20]*+=))
+       (?:[\t\n\r\f\x20]|/(?!>))*+
+    )*+
+    (?P<end>/?>)?
+""", re.VERBOSE)
 
 
 class _Text(HTMLParser):
@@ -75,6 +117,77 @@ def html_to_text(markup: str) -> str:
     if "<" not in markup and "&" not in markup:
         return markup
     parser = _Text()
-    parser.feed(markup)
+    parser.feed(_neutralised(markup))
     parser.close()
     return "".join(parser.parts)
+
+
+def _neutralised(markup: str) -> str:
+    """``markup`` with each "<" the tokenizer would keep as text written "&lt;".
+
+    One pass from "<" to "<": a construct that ends is skipped whole; one that does not
+    is text as far as the tokenizer takes it, to the next ">", or as far as this scan
+    read a start tag that is not whole (through quotes, possibly past that ">": the
+    tokenizer reading such a tag again from each "<" inside was quadratic too). Inside
+    a script or style nothing is taken to end past its end tag, and that end tag is
+    never made text, so the tokenizer hides the same text.
+    """
+    if ">" not in markup:
+        return markup.replace("<", "&lt;")
+    n = len(markup)
+    spans: dict[re.Pattern[str], list[tuple[int, int]]] = {}
+
+    def first(pattern: re.Pattern[str], pos: int) -> tuple[int, int]:
+        """The span of the first ``pattern`` from ``pos``, (-1, -1) when there is none."""
+        if pattern not in spans:
+            spans[pattern] = [m.span() for m in pattern.finditer(markup)]
+        found = spans[pattern]
+        k = bisect_left(found, pos, key=lambda span: span[0])
+        return found[k] if k < len(found) else (-1, -1)
+
+    out: list[str] = []
+    done = 0  # markup[:done] is in out
+    stop = n  # the end tag of the script or style the scan is in, else the end
+    i = markup.find("<")
+    while i != -1:
+        if i == stop:
+            stop = n
+        end, is_text, raw_text = _end_of(markup, i, stop, first)
+        if is_text:
+            out += [markup[done:i], markup[i:end].replace("<", "&lt;")]
+            done = end
+        elif raw_text and stop == n:
+            stop = first(raw_text, end)[0]
+            if stop == -1:  # (the tokenizer hides the rest)
+                stop = n
+        i = markup.find("<", end)
+    out.append(markup[done:])
+    return "".join(out)
+
+
+def _end_of(markup: str, i: int, stop: int,
+            first: Callable[[re.Pattern[str], int], tuple[int, int]],
+            ) -> tuple[int, bool, re.Pattern[str] | None]:
+    """Where what the "<" at ``i`` starts ends (by ``stop``), whether the tokenizer keeps
+    it as text, and the end tag of the script or style it opens."""
+    read = i + 1  # how far a start tag was read
+    if markup.startswith("<!--", i):
+        end = first(_COMMENT_END, i + 4)[1]
+    elif markup.startswith("<![", i):
+        name = _SECTION_NAME.match(markup, i + 3, stop)
+        close = _SECTION_ENDS.get(name.group().strip().lower()) if name else None
+        end = first(close, i + 3)[1] if close and name and name.end() < stop else -1
+    elif markup.startswith(("</", "<?", "<!"), i):  # up to the first ">"
+        skip = 9 if markup[i:i + 9].lower() == "<!doctype" else 2
+        gt = markup.find(">", i + skip, stop)
+        end = gt + 1 if gt != -1 else -1
+    elif tag := _START_TAG.match(markup, i, stop):
+        if tag["end"]:
+            return tag.end(), False, _RAW_TEXT_ENDS.get(tag["name"].lower())
+        read, end = tag.end(), -1
+    else:  # "<" before anything else is text as it is
+        return i + 1, False, None
+    if 0 < end <= stop:
+        return end, False, None
+    gt = markup.find(">", i + 1, stop)
+    return max(gt + 1 if gt != -1 else stop, read), True, None
