@@ -141,6 +141,50 @@ def test_a_body_that_never_ends_stops_at_the_deadline() -> None:
         listener.close()
 
 
+def test_headers_that_never_end_stop_at_the_deadline() -> None:
+    """A server sending its headers a byte at a time answers every read in time too:
+    the deadline covers the whole try, headers included, and is not tried again."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    connections = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            connections.append(conn)
+            with conn:
+                conn.recv(65536)  # the request
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(100):  # a byte every 0.1 s, then it hangs up (10 s)
+                    if stop.wait(0.1):
+                        return
+                    try:
+                        conn.sendall(b"x")
+                    except OSError:  # the client hung up
+                        break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/trickle"
+    fetcher = Fetcher(sleep=lambda s: None, timeout=5, attempts=2, seconds=1.0)
+    try:
+        with pytest.raises(FetchError) as info:
+            fetcher.get(url)
+    finally:
+        fetcher.close()
+        stop.set()
+        listener.close()
+        thread.join(5)
+    assert str(info.value) == f"{url}: still waiting for the response after 1 s"
+    assert len(connections) == 1  # (a server that slow is as slow on a second try)
+
+
 def test_redirect_loops_and_bodies_that_are_not_their_encoding_are_one_line(
         http_server: HttpServer) -> None:
     loop = http_server.add("/loop", Route(302, b"", {"Location": "/loop"}))
