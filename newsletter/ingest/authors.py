@@ -14,7 +14,9 @@ import re
 
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {v: k for k, v in _OPEN.items()}
-_AND = re.compile(r"\s+(?:and|&)\s+", re.IGNORECASE)
+# " and " (or " & ") between names, looked for only where a run of space starts: looked
+# for from every space of a run, 40 KB of spaces in one author string took 12 s
+_AND = re.compile(r"(?<!\s)\s+(?:and|&)\s+", re.IGNORECASE)
 _LEADING_AND = re.compile(r"^(?:and|&)\s+", re.IGNORECASE)
 _SECOND_WORD = re.compile(r"^\s*\S+\s+(?=\S)")  # up to where the second word starts
 
