@@ -379,17 +379,22 @@ ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32",
              "utf-32-be"]
 
 
+def _reads_as_mojibake(s: str) -> bool:
+    """Whether ``s`` reads as double-encoded UTF-8 as written ("Â\xa00" is "\xa00") or
+    once cleaned (a leading no-break space stripped: "\xa0Â¡" is "Â¡")."""
+    return repair_double_utf8(s) != s or repair_double_utf8(clean_text(s)) != clean_text(s)
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cn")), min_size=1,
-               max_size=40).filter(lambda s: bool(clean_text(s))
-                                   and repair_double_utf8(clean_text(s)) == clean_text(s)),
+               max_size=40).filter(lambda s: bool(clean_text(s)) and not _reads_as_mojibake(s)),
        st.sampled_from(ENCODINGS), st.booleans())
 def test_any_title_survives_any_unicode_encoding(title: str, codec: str, declare: bool) -> None:
     """Encode a feed as a publisher would (BOM or not, prolog or not): same title back.
 
-    Left out: text that reads as double-encoded UTF-8 ("Â¡") once cleaned (a leading
-    no-break space stripped: "\xa0Â¡" is "Â¡"), which feed readers, feedparser
-    included, repair on purpose (see ``repair_double_utf8``)."""
+    Left out: text that reads as double-encoded UTF-8 ("Â¡"), as written or once
+    cleaned, which feed readers, feedparser included, repair on purpose (see
+    ``repair_double_utf8``): "Â\xa00" (C2 A0 30 read as Latin-1) comes back as "0"."""
     prolog = f'<?xml version="1.0" encoding="{codec.removesuffix("-sig")}"?>' if declare else ""
     doc = (f'{prolog}<feed xmlns="http://www.w3.org/2005/Atom"><entry><id>urn:x</id>'
            f"<title>{html.escape(title)}</title></entry></feed>")
