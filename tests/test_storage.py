@@ -64,11 +64,12 @@ def test_each_runs_questions_are_answered_by_an_index(db_url: str) -> None:
     event: who had a day's edition (planning, the plain day and a late one), who was
     sent the edition's papers (``sent_map``), what went out in the last hour (an hourly
     rate limit), which delivery a bounce or a notice names, a subscriber's archive, the
-    console's charts and edition page. The statements are the code's own, caught as
+    console's charts and edition page, the papers' newest change (the web's rankings). The statements are the code's own, caught as
     they run; the database's plan for one of them names the index, and (SQLite) none
     reads a growing table whole."""
     from newsletter.delivery.ledger import DbLedger
     from newsletter.service.bounces import Matcher, _named
+    from newsletter.service.ranking import papers_version
     from newsletter.store.queries import sent_editions, sent_map, subscriber_rows
     from newsletter.web.admin.data import daily_series, offered_papers
 
@@ -92,6 +93,7 @@ def test_each_runs_questions_are_answered_by_an_index(db_url: str) -> None:
         "uq_delivery_subscriber_day": lambda s: sent_editions(s, 1, 100),
         "ix_events_kind_at": lambda s: daily_series(s, day),
         "ix_sent_entries_edition ": lambda s: offered_papers(s, edition),
+        "ix_entries_updated_at": papers_version,
     }
     for index, ask in asked.items():
         plans = statement_plans(engine, ask)

@@ -118,7 +118,8 @@ class Entry(Base):
     title_key: Mapped[str] = mapped_column(String(40), default="", index=True)
     source: Mapped[str] = mapped_column(String(200), default="")
     arrived_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # indexed: the web's kept rankings are keyed by the newest change (0015)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     # The day a daily-papers listing featured it (``published`` stays the arXiv
     # date, often months older), so an email can say "featured today".
     featured: Mapped[dt.date | None] = mapped_column(Date, nullable=True)

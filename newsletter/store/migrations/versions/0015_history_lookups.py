@@ -20,6 +20,9 @@ whatever the history:
   carries up to 1,000).
 * a kind of event a day, the console's charts: ``events (kind, at)`` (0.1 s each of
   three at a million events).
+* the papers' newest change, which keys the web's kept rankings of the recent papers
+  (``service.ranking.papers_version``, asked at each preferences page and vote):
+  ``entries (updated_at)``, where the papers were counted and read whole.
 
 Revision ID: 0015
 Revises: 0014
@@ -40,9 +43,11 @@ def upgrade() -> None:
     op.create_index("ix_delivery_sent_at", "deliveries", ["sent_at"])
     op.create_index("ix_delivery_message_id", "deliveries", ["message_id"])
     op.create_index("ix_events_kind_at", "events", ["kind", "at"])
+    op.create_index("ix_entries_updated_at", "entries", ["updated_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_entries_updated_at", table_name="entries")
     op.drop_index("ix_events_kind_at", table_name="events")
     op.drop_index("ix_delivery_message_id", table_name="deliveries")
     op.drop_index("ix_delivery_sent_at", table_name="deliveries")
