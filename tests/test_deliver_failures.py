@@ -490,3 +490,99 @@ def test_a_database_away_for_seconds_is_waited_for(monkeypatch) -> None:  # type
     assert ledger.broke is not None and ledger.failed_calls > 5
     away = [at for at in sink.started if ledger.broke + 0.1 < at < ledger.broke + 1.9]
     assert not away, f"{len(away)} messages started while the database was away"
+
+
+class AwayAtTheEnd(Ledger):
+    """Claims work; records fail for ``seconds`` from the first one made once every
+    message has been handed over (the run's last batch, as it ends)."""
+
+    def __init__(self, work: Sequence[Job], seconds: float, sink: Sink) -> None:
+        super().__init__(work)
+        self.seconds, self.sink, self.total = seconds, sink, len(work)
+        self.broke: float | None = None
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        self.calls += 1
+        if self.sink.sent >= self.total:
+            if self.broke is None:
+                self.broke = time.monotonic()
+            if time.monotonic() - self.broke < self.seconds:
+                raise RuntimeError("server closed the connection unexpectedly")
+        MemoryLedger.record(self, outcomes)
+
+
+def test_a_database_away_as_the_run_ends_is_waited_for(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The last outcomes' record waits for a database gone as the run ends as long as
+    one gone midway (``LEDGER_PATIENCE`` from the first failure): with a few quick
+    tries, 72 of 500 messages sent stayed unrecorded and the next run sent them again."""
+    from newsletter.delivery import deliver as deliver_mod
+
+    monkeypatch.setattr(deliver_mod, "LEDGER_WAIT", 0.2)
+    sink = Sink()
+    ledger = AwayAtTheEnd(jobs(500), 3.0, sink)
+    asyncio.run(deliver(Settings().transport, ledger, Ctx(), sink))  # type: ignore[arg-type]
+    assert ledger.broke is not None and sink.sent == 500
+    assert once_each(ledger, 500) == {str(DeliveryStatus.SENT): 500}
+
+
+class Lapsing(Ledger):
+    """Records fail and renewals hang for ``seconds`` from the third record on (a
+    failover: a dead connection), renewals asked for every 0.2 s."""
+
+    def __init__(self, work: Sequence[Job], seconds: float) -> None:
+        super().__init__(work)
+        self.seconds = seconds
+        self.broke: float | None = None
+
+    def _away(self) -> bool:
+        return self.broke is not None and time.monotonic() - self.broke < self.seconds
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        self.calls += 1
+        if self.calls == 3 and self.broke is None:
+            self.broke = time.monotonic()
+        if self._away():
+            raise RuntimeError("server closed the connection unexpectedly")
+        MemoryLedger.record(self, outcomes)
+
+    def renew(self) -> int:
+        while self._away():
+            time.sleep(0.01)
+        return 0
+
+    @property
+    def renew_seconds(self) -> float:
+        return 0.2
+
+
+def test_a_sender_that_waited_for_the_ledger_asks_again_whether_its_row_is_held(
+        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A sender waiting while records fail may find, when they work again, that the
+    renewals hung meanwhile and its row's lease may have lapsed (another host may take
+    it): it must not send then. The run's own check (``may_send``) is read at the
+    moment each message reaches the transport."""
+    from newsletter.delivery import deliver as deliver_mod
+
+    runs: list[Any] = []
+    made = deliver_mod._Run.__init__
+
+    def keep(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        runs.append(self)
+
+    monkeypatch.setattr(deliver_mod._Run, "__init__", keep)
+    unsafe: list[int] = []
+
+    class Checking(Sink):
+        async def send(self, message: Any) -> str:
+            if not runs[0].may_send(message):
+                unsafe.append(message.delivery_id)
+            return await super().send(message)
+
+    class Jobs:  # the message is its job, so the sink knows whose row it is
+        def render(self, job: Job) -> Any:
+            return SimpleNamespace(message=job)
+
+    ledger = Lapsing(jobs(3_000), 1.5)
+    asyncio.run(deliver_mod.deliver(Settings().transport, ledger, Jobs(), Checking()))  # type: ignore[arg-type]
+    assert ledger.broke is not None and not unsafe, f"{len(unsafe)} sent while not held"

@@ -64,9 +64,9 @@ def test_each_runs_questions_are_answered_by_an_index(db_url: str) -> None:
     event: who had a day's edition (planning, the plain day and a late one), who was
     sent the edition's papers (``sent_map``), what went out in the last hour (an hourly
     rate limit), which delivery a bounce or a notice names, a subscriber's archive, the
-    console's charts and edition page, the papers' newest change (the web's rankings). The statements are the code's own, caught as
-    they run; the database's plan for one of them names the index, and (SQLite) none
-    reads a growing table whole."""
+    console's charts and edition page, the papers' newest change (the web's rankings).
+    The statements are the code's own, caught as they run; the database's plan for one
+    of them names the index, and (SQLite) none reads a growing table whole."""
     from newsletter.delivery.ledger import DbLedger
     from newsletter.service.bounces import Matcher, _named
     from newsletter.service.ranking import papers_version

@@ -191,6 +191,9 @@ class _Run:
         # server restarting): no message starts meanwhile, since one the ledger cannot
         # record is sent again by the next run (``ledger_down``).
         self.claim_failing = self.record_failing = False
+        # since when records have been failing: the flusher's tries and the last
+        # record's share it, so the run's whole wait is ``LEDGER_PATIENCE``
+        self.record_patience = _Patience()
         # Until when (monotonic) every row this loop holds is surely still its own: a
         # quarter of a lease before the earliest lease could run out, counted from the
         # start of the first claim, then of the last renewal that succeeded.
@@ -374,10 +377,12 @@ class _Run:
             await self.limiter.acquire()
             if self.stopping():  # never start a new attempt once asked to stop
                 return Outcome(job, RELEASED, error=last)
+            # nor one the ledger cannot record (waited for first: a row held then may
+            # have lapsed meanwhile, which the next check sees)
+            if self.ledger_failing and await self.ledger_down():
+                return Outcome(job, RELEASED, error=last)
             if not self.may_send(job):  # nor with a row that may not be ours any more
                 self.given_back += 1
-                return Outcome(job, RELEASED, error=last)
-            if self.ledger_failing and await self.ledger_down():  # nor one not recordable
                 return Outcome(job, RELEASED, error=last)
             retry_after = None
             try:
@@ -490,7 +495,7 @@ class _Run:
         delivery could return (and its caller read the ledger) before it committed. A
         failed record (a locked SQLite, a dropped connection) is tried again; when it
         keeps failing, sending stops, since what is sent must also be recorded."""
-        patience = _Patience()
+        patience = self.record_patience
         while not self.finished.is_set():
             # woken early by the end of the run: the last outcomes are recorded (and the
             # run returns) at once, not up to ``FLUSH_SECONDS`` later
@@ -505,15 +510,20 @@ class _Run:
                     self.fail(exc)
 
     async def final_flush(self) -> None:
-        """The last outcomes recorded: waited for as any record is, unless records have
-        already been failing (the run stops for that): then a few quick tries."""
-        patience, quick = _Patience(), self.record_failing
+        """The last outcomes recorded: waited for until records have failed for
+        ``LEDGER_PATIENCE`` since the first failure (a database gone as the run ends is
+        waited for as one gone midway: what is not recorded is sent again by the next
+        run); when the run already stops for a failure, a few quick tries."""
+        patience, quick = self.record_patience, self.failure is not None
+        tries = 0
         while True:
             try:
                 await self.flush()
+                patience.succeeded()
                 return
             except Exception:
-                if patience.failed() or (quick and patience.tries >= RECORD_TRIES):
+                tries += 1
+                if patience.failed() or (quick and tries >= RECORD_TRIES):
                     raise
                 await asyncio.sleep(patience.delay())
 
@@ -562,7 +572,9 @@ class _Run:
                 jobs: list[Job] = await asyncio.to_thread(self.ledger.claim, n)
             except Exception as exc:
                 self.claim_failing = True
-                if patience.failed() or self.stopping():
+                if self.stopping():  # asked to stop (a signal) meanwhile: no more claims
+                    return []
+                if patience.failed():
                     self.fail(exc)
                     raise
                 await asyncio.sleep(patience.delay())
