@@ -519,9 +519,8 @@ def feedback(
     if up == down:
         raise InputError("give exactly one of --up or --down")
     a = _app(ctx)
-    with a.session() as s:
-        outcome = record_vote(a.settings.ranking, s, paper_id, 1 if up else -1, by="cli",
-                              email=email)
+    outcome = record_vote(a.settings.ranking, a.engine, paper_id, 1 if up else -1, by="cli",
+                          email=email)
     err.print(f"{outcome.email}: {'more' if up else 'less'} like {outcome.paper_id} "
               f"({cut(outcome.title, 70)}). {outcome.message}")
 

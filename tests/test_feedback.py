@@ -220,8 +220,8 @@ def test_removing_a_learned_term_and_resetting(site) -> None:  # type: ignore[no
     from newsletter.service.votes import record_vote
 
     picks = ranking(settings, engine)
+    outcome = record_vote(settings.ranking, engine, picks[0]["id"], 1, by="cli", email=ADA)
     with session_scope(engine) as s:
-        outcome = record_vote(settings.ranking, s, picks[0]["id"], 1, by="cli", email=ADA)
         sub = s.scalar(select(Subscriber).where(Subscriber.email == ADA))
         assert sub is not None
         learned = subscriber_learned(settings.ranking, s, sub)

@@ -205,8 +205,8 @@ def test_a_paper_liked_yesterday_shows_because_you_liked_today(
             [row] = s.scalars(select(Delivery)).all()
             liked = s.get(Entry, row.entry_ids[0])
             assert liked is not None
-            liked_title, liked_abstract = liked.title, liked.abstract or ""
-            record_vote(settings.ranking, s, liked.id, 1, by="email", email=ADA)
+            liked_id, liked_title, liked_abstract = liked.id, liked.title, liked.abstract or ""
+        record_vote(settings.ranking, engine, liked_id, 1, by="email", email=ADA)
         # Day 2's papers: one like the liked paper in other words than Ada's, one of
         # her keywords, one like nothing she reads.
         alike = " ".join(w for w in liked_abstract.split()

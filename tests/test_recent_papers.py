@@ -95,8 +95,8 @@ def test_what_votes_teach_is_the_same_read_from_the_voters_own_votes(world) -> N
                         for t in learned_terms(everyone, sub.id, sub.keywords)]
             assert theirs and theirs == expected
         assert recent.built == 1  # one corpus for both voters
-        outcome = record_vote(cfg, s, papers[5], 1, by="cli", email=ADA, recent=recent)
-        assert outcome.terms and recent.built == 1  # a vote changes no paper
+    outcome = record_vote(cfg, engine, papers[5], 1, by="cli", email=ADA, recent=recent)
+    assert outcome.terms and recent.built == 1  # a vote changes no paper
 
 
 def test_the_web_ranks_the_recent_papers_once_for_every_vote_and_page(world) -> None:  # type: ignore[no-untyped-def]
@@ -123,3 +123,38 @@ def test_the_web_ranks_the_recent_papers_once_for_every_vote_and_page(world) -> 
         voted = post_form(client, site.links.votes(ada, papers[2])["less"], {})
         assert voted.status_code == 200 and re.search(r"show (less|fewer)", voted.text)
         assert recent.built == 2
+
+
+def test_a_vote_never_holds_the_write_lock_while_the_papers_are_ranked(
+        world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``newsletter feedback`` ranks the recent papers outside its write transaction: on
+    SQLite a write session holds the database's write lock from its first statement,
+    and a send's claims and records waited behind the ranking. Another writer probes
+    the lock while the corpus is built."""
+    import sqlite3
+
+    from newsletter.ranking import selection as selection_mod
+
+    settings, engine = world
+    path = settings.database.url.removeprefix("sqlite:///")
+    probes: list[str] = []
+    real = selection_mod.Selection.build.__func__  # type: ignore[attr-defined]
+
+    def build(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        other = sqlite3.connect(path, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+            probes.append("free")
+        except sqlite3.OperationalError as exc:
+            probes.append(str(exc))
+        finally:
+            other.close()
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(selection_mod.Selection, "build", classmethod(build))
+    with session_scope(engine) as s:
+        paper = s.scalar(select(Entry.id).order_by(Entry.upvotes.desc()).limit(1))
+    assert paper is not None
+    record_vote(settings.ranking, engine, paper, 1, by="cli", email=ADA)
+    assert probes == ["free"], probes

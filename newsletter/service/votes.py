@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from newsletter.config import RankingConfig
@@ -20,6 +21,7 @@ from newsletter.errors import InputError
 from newsletter.ranking.view import VoteOutcome, learned_terms, moved_terms
 from newsletter.service.ranking import RecentSelection, learning_selection
 from newsletter.store import votes as store
+from newsletter.store.db import session_scope
 from newsletter.store.models import Entry, Subscriber
 
 __all__ = ["Cast", "VoteOutcome", "cast_vote", "forget", "read_votes_csv", "record_vote",
@@ -68,17 +70,21 @@ def vote_lesson(cfg: RankingConfig, session: Session, cast: Cast,
                        moved[:3])
 
 
-def record_vote(cfg: RankingConfig, session: Session, paper_id: str, direction: int, *,
+def record_vote(cfg: RankingConfig, engine: Engine, paper_id: str, direction: int, *,
                 by: str, email: str | None = None, subscriber_id: int | None = None,
                 recent: RecentSelection | None = None) -> VoteOutcome:
-    """``cast_vote`` and its ``vote_lesson`` in one transaction (``newsletter
-    feedback``). The recent papers' corpus is built before the vote is written, so the
-    write's transaction does not stay open while it is."""
+    """``cast_vote`` in a write transaction of its own, and its ``vote_lesson`` read
+    after it (``newsletter feedback``; the web does the same in two steps). The recent
+    papers' corpus is built before, in a read: a write transaction (on SQLite, the
+    database's write lock from its first statement) never waits on a ranking."""
     recent = recent or RecentSelection(cfg)
-    recent.get(session)
-    cast = cast_vote(session, paper_id, direction, by=by, email=email,
-                     subscriber_id=subscriber_id)
-    return vote_lesson(cfg, session, cast, recent)
+    with session_scope(engine, readonly=True) as s:
+        recent.get(s)
+    with session_scope(engine) as s:
+        cast = cast_vote(s, paper_id, direction, by=by, email=email,
+                         subscriber_id=subscriber_id)
+    with session_scope(engine, readonly=True) as s:
+        return vote_lesson(cfg, s, cast, recent)
 
 
 def undo(session: Session, subscriber_id: int, paper_id: str) -> bool:
