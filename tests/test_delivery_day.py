@@ -1141,3 +1141,30 @@ def test_a_wide_email_carried_by_a_later_slot_keeps_the_papers_after_its_last(
     with session_scope(engine, readonly=True) as s:
         found = {e.title for e in week_entries(s, current, days)}
     assert found == {papers[1]["title"], papers[2]["title"]}, (kind, found)
+
+
+def test_reopening_an_empty_edition_never_moves_its_cutoff_back(db_url: str) -> None:
+    """An edition that planned nobody moves its cutoff to now, never earlier than it
+    was: a host whose clock is behind another's would otherwise take the cutoff back
+    below papers the other had sent in it, and the next edition's "who already had
+    these papers" (read from editions whose cutoff is at or after their arrival) would
+    miss them."""
+    from newsletter.delivery.planning import reopen_if_empty
+    from newsletter.store.models import Edition, utcnow
+
+    engine = get_engine(db_url)
+    ahead = utcnow() + dt.timedelta(hours=2)  # set by a host whose clock is ahead
+    with session_scope(engine) as s:
+        edition = Edition(day=DAY, slot="", cutoff=ahead, created_at=ahead)
+        s.add(edition)
+        s.flush()
+        s.expunge(edition)
+    reopened = reopen_if_empty(engine, edition, "")
+    assert reopened.cutoff == ahead
+    with session_scope(engine) as s:
+        assert s.get(Edition, edition.id).cutoff == ahead  # type: ignore[union-attr]
+    earlier = utcnow() - dt.timedelta(hours=2)
+    with session_scope(engine) as s:
+        s.execute(sqlalchemy_update(Edition).where(Edition.id == edition.id).values(cutoff=earlier))
+    edition.cutoff = earlier
+    assert reopen_if_empty(engine, edition, "").cutoff > earlier  # moved on to now

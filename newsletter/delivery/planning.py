@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, case, func, select, update
 
 from newsletter.delivery.slots import due_by_day, late_by_day, local_send_time, slot_moment
 from newsletter.errors import InputError
@@ -73,7 +73,15 @@ def reopen_if_empty(engine: Engine, edition: Edition, slot: str) -> Edition:
         if has_rows or edition_entries(s, slot, edition.cutoff, edition.day):
             return edition
         hold_papers_clock(s, exclusive=True)  # (see ``get_or_create_edition``)
-        s.execute(update(Edition).where(Edition.id == edition.id).values(cutoff=utcnow()))
+        # Asked again under the lock (another host may have planned meanwhile), and
+        # the cutoff only ever moves later: a host whose clock is behind must not take
+        # it back below papers another already sent in it (``queries.sent_map`` reads
+        # an edition's papers as those that arrived by its cutoff).
+        if s.scalar(select(Delivery.id).where(Delivery.edition_id == edition.id).limit(1)):
+            return s.get(Edition, edition.id) or edition
+        now = utcnow()
+        s.execute(update(Edition).where(Edition.id == edition.id).values(
+            cutoff=case((Edition.cutoff < now, now), else_=Edition.cutoff)))
         return s.get(Edition, edition.id) or edition
 
 
