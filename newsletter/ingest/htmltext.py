@@ -27,6 +27,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable
 from html.parser import HTMLParser
+from html.parser import locatestarttagend_tolerant as _TAG_END  # type: ignore[attr-defined]
 
 # Every HTML element name (WHATWG, plus common obsolete ones feeds still use).
 HTML_ELEMENTS = frozenset("""
@@ -58,23 +59,31 @@ _SECTION_ENDS = {
 }
 _RAW_TEXT_ENDS = {name: re.compile(rf"</\s*{name}\s*>", re.IGNORECASE)
                   for name in ("script", "style")}
-# A start tag whose end the tokenizer finds where this does: the name as the tokenizer
-# reads it, then attributes written plainly, ASCII space between them and around "=",
-# and after "=" a value (quoted, or starting with neither a quote nor "="). Anything
-# else (a quote after "==" or after a no-break space, say) the tokenizer may read as
-# the start of a value or not, and so end the tag at a later ">" than this scan, which
-# would then lose step with it; such a tag is text here. No ``end``: not a whole tag.
-_START_TAG = re.compile(r"""
-    <(?P<name>[a-zA-Z][^\t\n\r\f\x20/>\x00]*)
-    (?:[\t\n\r\f\x20]|/(?!>))*+                       # space, or a stray "/"
-    (?:(?<=[\t\n\r\f\x20/"'])[^\s/>\x00][^\s/>=\x00]*+   # an attribute's name
-       (?:[\t\n\r\f\x20]*+=[\t\n\r\f\x20]*+            # and its value, if it has one
-          (?:"[^"]*+"|'[^']*+'|[^\s"'=>\x00][^\s>\x00]*+)
-        |(?![\t\n\r\f\x20]*+=))
-       (?:[\t\n\r\f\x20]|/(?!>))*+
-    )*+
-    (?P<end>/?>)?
-""", re.VERBOSE)
+# A start tag as the tokenizer reads it: its own pattern for how far a tag goes, and
+# then its own rule for whether that is the tag's end (``check_for_whole_start_tag``):
+# the same tags end in the same places, whatever their attributes look like.
+_TAG_NAME = re.compile(r"<([a-zA-Z][^\t\n\r\f />\x00]*)")
+
+
+def _start_tag(markup: str, i: int, stop: int) -> tuple[int, int, str] | None:
+    """(end, how far it was read, name) of the start tag at ``i`` as the tokenizer
+    reads it (end -1: not whole), None when no tag starts there."""
+    name = _TAG_NAME.match(markup, i, stop)
+    if name is None:
+        return None
+    read = _TAG_END.match(markup, i, stop)
+    j = read.end() if read else i + 1
+    after = markup[j:j + 1] if j < stop else ""
+    if after == ">":
+        return j + 1, j, name.group(1)
+    if after == "/" and markup.startswith("/>", j) and j + 2 <= stop:
+        return j + 2, j, ""  # <x/>: no script or style text follows
+    if after in ("", "/") or after in _UNFINISHED:
+        return -1, j, name.group(1)
+    return (j if j > i else i + 1), j, name.group(1)  # ends before a stray character
+
+
+_UNFINISHED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ=")
 
 
 class _Text(HTMLParser):
@@ -181,10 +190,10 @@ def _end_of(markup: str, i: int, stop: int,
         skip = 9 if markup[i:i + 9].lower() == "<!doctype" else 2
         gt = markup.find(">", i + skip, stop)
         end = gt + 1 if gt != -1 else -1
-    elif tag := _START_TAG.match(markup, i, stop):
-        if tag["end"]:
-            return tag.end(), False, _RAW_TEXT_ENDS.get(tag["name"].lower())
-        read, end = tag.end(), -1
+    elif tag := _start_tag(markup, i, stop):
+        end, read, tag_name = tag
+        if end != -1:
+            return end, False, _RAW_TEXT_ENDS.get(tag_name.lower())
     else:  # "<" before anything else is text as it is
         return i + 1, False, None
     if 0 < end <= stop:
