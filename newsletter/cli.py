@@ -1519,8 +1519,9 @@ def database_trouble(exc: Exception) -> NewsletterError:
         return NewsletterError(f"database: {reason}", "free space on the disk that holds "
                                f"the database (and its -wal file), then run the command "
                                f"again: {after}")
-    if any(word in low for word in ("connection", "could not connect", "server closed",
-                                    "terminating")):
+    if any(words in low for words in ("connection failed", "could not connect",
+                                      "connection refused", "server closed the connection",
+                                      "terminating connection", "connection reset")):
         return NewsletterError(f"database: {reason}", "is the database server running and "
                                f"reachable? Run the command again once it is: {after}")
     return NewsletterError(f"database: {reason}", "nothing was half-written; run the "

@@ -91,8 +91,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def sent_before_arriving(url: str) -> list[tuple[Any, ...]]:
     """Papers an edition sent that arrived after its cutoff: none may exist. Reading
     who already had a paper (``queries.sent_map``) looks only at editions whose cutoff
-    is at or after the paper's arrival, so every test's database is checked for it
-    when the test ends (where the schema is there)."""
+    is at or after the paper's arrival, so each database made through the
+    ``sqlite_url``, ``pg_url`` and ``db_url`` fixtures (``world``'s too) is checked for it
+    when its test ends (where the schema is there)."""
     from sqlalchemy import create_engine, inspect, text
     from sqlalchemy.pool import NullPool
 

@@ -158,3 +158,27 @@ def test_a_vote_never_holds_the_write_lock_while_the_papers_are_ranked(
     assert paper is not None
     record_vote(settings.ranking, engine, paper, 1, by="cli", email=ADA)
     assert probes == ["free"], probes
+
+
+def test_a_vote_whose_lesson_cannot_be_read_is_still_thanked(world) -> None:  # type: ignore[no-untyped-def]
+    """The vote is stored before its lesson is read (elsewhere: a render process); when
+    that reading fails, the reader is thanked without the lesson, not shown an error
+    for a vote that counted."""
+    settings, engine = world
+    with session_scope(engine) as s:
+        paper = s.scalar(select(Entry.id).order_by(Entry.upvotes.desc()).limit(1))
+    with running_site(settings, engine) as site, httpx.Client(
+            timeout=60, follow_redirects=True) as client:
+
+        def broken(cast: Any) -> Any:
+            raise RuntimeError("the render process is gone")
+
+        site.starlette.state.web.picks.lesson = broken
+        voted = post_form(client, site.links.votes(site.sub_id(ADA), paper)["more"], {})
+        assert voted.status_code == 200
+        assert "We&#39;ll show more papers like this one." in voted.text or \
+            "We'll show more papers like this one." in voted.text
+    with session_scope(engine) as s:
+        from newsletter.store.models import Vote
+
+        assert s.scalar(select(Vote.entry_id)) == paper

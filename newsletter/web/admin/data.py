@@ -101,9 +101,10 @@ def daily_series(session: Session, today: dt.date, days: int = CHART_DAYS
     add("sent", session.execute(select(sent_day, func.count()).where(
         Delivery.sent_at >= since).group_by(sent_day)))
     # A row fails at the end of its tries, within ``[delivery] retry_hours`` (30 days at
-    # most) of its edition: the editions of the chart's days and the 31 before hold
-    # every row failed in them.
-    recent = select(Edition.id).where(Edition.day >= start - dt.timedelta(days=31))
+    # most) of its first: the editions made (or reopened: the cutoff) in the chart's
+    # days and the 31 before hold every row failed in them, a past day sent late (`send
+    # --date`) included.
+    recent = select(Edition.id).where(Edition.cutoff >= since - dt.timedelta(days=31))
     failed_day = func.date(Delivery.updated_at)
     add("failed", session.execute(select(failed_day, func.count()).where(
         Delivery.edition_id.in_(recent), Delivery.status == DeliveryStatus.FAILED,
