@@ -1504,6 +1504,15 @@ def database_refused(exc: sqlalchemy.exc.ProgrammingError) -> NewsletterError | 
     return None
 
 
+# What a database server says when it answered and refused (psycopg begins every failed
+# connect with "connection failed:"), and when it is not there to answer.
+_SERVER_REFUSED = ("too many connections", "too many clients", "remaining connection slots",
+                   "does not exist", "password authentication", "no pg_hba.conf entry")
+_SERVER_GONE = ("connection refused", "server closed the connection", "terminating connection",
+                "connection reset", "could not connect", "timeout expired",
+                "no such file or directory", "connection to server", "connection is bad")
+
+
 def database_trouble(exc: Exception) -> NewsletterError:
     """One line for a database that refuses the work midway (a SQLite file this user
     may not write: made by root rather than the service's user; locked too long; a
@@ -1519,9 +1528,9 @@ def database_trouble(exc: Exception) -> NewsletterError:
         return NewsletterError(f"database: {reason}", "free space on the disk that holds "
                                f"the database (and its -wal file), then run the command "
                                f"again: {after}")
-    if any(words in low for words in ("connection failed", "could not connect",
-                                      "connection refused", "server closed the connection",
-                                      "terminating connection", "connection reset")):
+    if any(words in low for words in _SERVER_REFUSED):  # it answered: not a lost server
+        return NewsletterError(f"database: {reason}")
+    if any(words in low for words in _SERVER_GONE):
         return NewsletterError(f"database: {reason}", "is the database server running and "
                                f"reachable? Run the command again once it is: {after}")
     return NewsletterError(f"database: {reason}", "nothing was half-written; run the "

@@ -286,9 +286,22 @@ def test_a_database_failing_midway_says_what_to_do() -> None:
     gone = sqlalchemy.exc.OperationalError("SELECT", {}, Exception(
         "connection failed: connection to server at \"127.0.0.1\", port 5432 failed: "
         "Connection refused"))
-    said = {kind: str(database_trouble(exc)) for kind, exc in (("full", full), ("gone", gone))}
+    socket = sqlalchemy.exc.OperationalError("SELECT", {}, Exception(
+        'connection is bad: connection to server on socket "/run/postgresql/.s.PGSQL.5432" '
+        "failed: No such file or directory"))
+    said = {kind: str(database_trouble(exc)) for kind, exc in
+            (("full", full), ("gone", gone), ("socket", socket))}
     assert said["full"].startswith("database: database or disk is full (free space on the "
                                    "disk that holds the database")
     assert "is the database server running" in said["gone"]
+    assert "is the database server running" in said["socket"]
     for line in said.values():
         assert "\n" not in line and "takes up where this one stopped" in line
+    # a server that answered and refused is not said to be away
+    for refused in ('connection failed: connection to server at "127.0.0.1", port 5432 '
+                    'failed: FATAL:  too many connections for role "newsletter"',
+                    'connection failed: connection to server at "127.0.0.1", port 5432 '
+                    'failed: FATAL:  database "digest" does not exist'):
+        line = str(database_trouble(sqlalchemy.exc.OperationalError(
+            "SELECT", {}, Exception(refused))))
+        assert "running" not in line and line.startswith("database: connection failed")

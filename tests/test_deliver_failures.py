@@ -586,3 +586,63 @@ def test_a_sender_that_waited_for_the_ledger_asks_again_whether_its_row_is_held(
     ledger = Lapsing(jobs(3_000), 1.5)
     asyncio.run(deliver_mod.deliver(Settings().transport, ledger, Jobs(), Checking()))  # type: ignore[arg-type]
     assert ledger.broke is not None and not unsafe, f"{len(unsafe)} sent while not held"
+
+
+def test_a_signal_while_claims_fail_is_reported_as_the_stop(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Claims failing when a signal comes: the run stops as asked (``stopped_by``), not
+    with the database's error as if it had given up on the ledger."""
+    import signal
+
+    from newsletter.delivery.shutdown import Shutdown
+
+    class Failing(Ledger):
+        def claim(self, n: int) -> list[Job]:
+            if len(self.claims) >= 2:
+                self.claims.append(n)
+                raise RuntimeError("server closed the connection unexpectedly")
+            return super().claim(n)
+
+    stop = Shutdown()
+
+    async def run() -> Any:
+        asyncio.get_running_loop().call_later(0.5, stop.request, signal.SIGTERM)
+        return await deliver(Settings().transport, Failing(jobs(2_000)), Ctx(), Sink(),  # type: ignore[arg-type]
+                             shutdown=stop)
+
+    report = asyncio.run(run())
+    assert report.stopped_by == signal.SIGTERM
+
+
+def test_a_run_stopped_by_the_mail_server_still_waits_to_record_what_it_sent(
+        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A fault of the sending side stops the run while the database is away too (a
+    network split): the last record still waits for it, so every message sent is
+    recorded and none is sent again by the next run; the stop is said as the sending
+    side's."""
+    from newsletter.delivery import deliver as deliver_mod
+    from newsletter.errors import SendingStopped, TransportError
+
+    monkeypatch.setattr(deliver_mod, "LEDGER_WAIT", 0.2)
+    broke: list[float] = []
+
+    class Refusing(Sink):
+        async def send(self, message: Any) -> str:
+            if self.sent >= 200:
+                if not broke:
+                    broke.append(time.monotonic())
+                raise TransportError("535 authentication failed", permanent=True,
+                                     sender=True)
+            return await super().send(message)
+
+    class Away(Ledger):
+        def record(self, outcomes: Sequence[Outcome]) -> None:
+            self.calls += 1
+            if broke and time.monotonic() - broke[0] < 2.0:
+                raise RuntimeError("server closed the connection unexpectedly")
+            MemoryLedger.record(self, outcomes)
+
+    ledger, sink = Away(jobs(3_000)), Refusing()
+    with pytest.raises(SendingStopped):
+        asyncio.run(deliver(Settings().transport, ledger, Ctx(), sink))  # type: ignore[arg-type]
+    sent = [o for o in ledger.outcomes if o.status == DeliveryStatus.SENT]
+    assert broke and len(sent) == sink.sent >= 200

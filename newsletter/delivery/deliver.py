@@ -52,7 +52,7 @@ from newsletter.store.models import utcnow
 from newsletter.transports.base import Transport
 
 FLUSH_SECONDS = 0.05
-RECORD_TRIES = 5  # tries of a failing lease renewal, or of the last record once failing
+RECORD_TRIES = 5  # tries of a failing lease renewal before sending stops
 # How long claims and records may keep failing (the database gone: a server restarting,
 # a failover, a full disk being freed) before sending stops. Nothing is sent meanwhile
 # (``_Run.ledger_down``), so waiting sends nobody anything twice; a quarter of the
@@ -511,19 +511,18 @@ class _Run:
 
     async def final_flush(self) -> None:
         """The last outcomes recorded: waited for until records have failed for
-        ``LEDGER_PATIENCE`` since the first failure (a database gone as the run ends is
-        waited for as one gone midway: what is not recorded is sent again by the next
-        run); when the run already stops for a failure, a few quick tries."""
-        patience, quick = self.record_patience, self.failure is not None
-        tries = 0
+        ``LEDGER_PATIENCE`` since the first failure, whatever stopped the run (a
+        database gone as the run ends, or with the mail server, is waited for as one
+        gone midway: what is not recorded is sent again by the next run). Records that
+        already failed that long (the flusher's) have no patience left: one try."""
+        patience = self.record_patience
         while True:
             try:
                 await self.flush()
                 patience.succeeded()
                 return
             except Exception:
-                tries += 1
-                if patience.failed() or (quick and tries >= RECORD_TRIES):
+                if patience.failed():
                     raise
                 await asyncio.sleep(patience.delay())
 

@@ -13,7 +13,6 @@ Every POST carries the site's CSRF token, like every other form here.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +21,6 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from newsletter.errors import InputError
-from newsletter.ranking.view import VoteOutcome
 from newsletter.service import votes
 from newsletter.store import votes as votes_mod
 from newsletter.store.lifecycle import RECEIVING
@@ -30,7 +28,6 @@ from newsletter.store.models import Entry, Subscriber
 from newsletter.web.context import Web, status_label, web_of
 from newsletter.web.forms import held, posted_form, token_values
 
-log = logging.getLogger("newsletter.web")
 
 def preferences_context(web: Web, sub_id: int, nonce: int | None) -> dict[str, Any]:
     """What the preferences page shows of votes: each vote, and the forms' URLs (the
@@ -88,9 +85,7 @@ async def vote(request: Request) -> Response:
         try:
             value = (await web.lesson(cast)).message
         except Exception:  # the vote is stored: say so, without what it taught
-            log.exception("the lesson of a vote could not be read")
-            value = VoteOutcome(cast.email, cast.paper_id, cast.title, cast.direction,
-                                cast.replaced, []).message
+            value = votes.without_lesson(cast).message
     if state == "missing":
         return web.error(request, 404, "Not found",
                          "This paper or subscription no longer exists.")
