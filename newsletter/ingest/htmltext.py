@@ -23,11 +23,11 @@ not know, ``<![foo ...``, is text too: the tokenizer raised an error for it.)
 from __future__ import annotations
 
 import html
+import html.parser
 import re
 from bisect import bisect_left
 from collections.abc import Callable
 from html.parser import HTMLParser
-from html.parser import locatestarttagend_tolerant as _TAG_END  # type: ignore[attr-defined]
 
 # Every HTML element name (WHATWG, plus common obsolete ones feeds still use).
 HTML_ELEMENTS = frozenset("""
@@ -61,8 +61,15 @@ _RAW_TEXT_ENDS = {name: re.compile(rf"</\s*{name}\s*>", re.IGNORECASE)
                   for name in ("script", "style")}
 # A start tag as the tokenizer reads it: its own pattern for how far a tag goes, and
 # then its own rule for whether that is the tag's end (``check_for_whole_start_tag``):
-# the same tags end in the same places, whatever their attributes look like.
+# the same tags end in the same places, whatever their attributes look like. CPython
+# releases since mid-2025 (gh-135661) end a start tag at ">" only (``locatetagend``);
+# the rule is taken from the tokenizer this process runs. (The text is checked against
+# the tokenizer alone on 3.11.7.)
 _TAG_NAME = re.compile(r"<([a-zA-Z][^\t\n\r\f />\x00]*)")
+_TAG_ENDS_AT_GT = getattr(html.parser, "locatetagend", None)
+_TAG_END = getattr(html.parser, "locatestarttagend_tolerant", None)
+_TAG_FIND = html.parser.tagfind_tolerant  # type: ignore[attr-defined]
+_ATTR_FIND = html.parser.attrfind_tolerant  # type: ignore[attr-defined]
 
 
 def _start_tag(markup: str, i: int, stop: int) -> tuple[int, int, str] | None:
@@ -71,19 +78,42 @@ def _start_tag(markup: str, i: int, stop: int) -> tuple[int, int, str] | None:
     name = _TAG_NAME.match(markup, i, stop)
     if name is None:
         return None
+    if _TAG_ENDS_AT_GT is not None or _TAG_END is None:  # a newer tokenizer's rule
+        gt = markup.find(">", i, stop)
+        read = _TAG_ENDS_AT_GT.match(markup, i + 1, stop) if _TAG_ENDS_AT_GT else None
+        j = read.end() if read else (gt + 1 if gt != -1 else stop)
+        return (j if markup[j - 1:j] == ">" else -1), j, name.group(1)
     read = _TAG_END.match(markup, i, stop)
     j = read.end() if read else i + 1
     after = markup[j:j + 1] if j < stop else ""
     if after == ">":
         return j + 1, j, name.group(1)
     if after == "/" and markup.startswith("/>", j) and j + 2 <= stop:
-        return j + 2, j, ""  # <x/>: no script or style text follows
+        return j + 2, j, name.group(1)
     if after in ("", "/") or after in _UNFINISHED:
         return -1, j, name.group(1)
     return (j if j > i else i + 1), j, name.group(1)  # ends before a stray character
 
 
 _UNFINISHED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ=")
+
+
+def _raw_text_end(markup: str, i: int, end: int, name: str) -> re.Pattern[str] | None:
+    """The end tag whose text the whole start tag ``markup[i:end]`` hides, as the
+    tokenizer decides (``parse_starttag``): only a script's or style's, and only when
+    the tag, read attribute by attribute, ends in ">" (a "/>" makes it empty; anything
+    else there makes the whole tag text)."""
+    ends = _RAW_TEXT_ENDS.get(name.lower())
+    if ends is None:
+        return None
+    found = _TAG_FIND.match(markup, i + 1, end)
+    k = found.end() if found else end
+    while k < end:
+        attribute = _ATTR_FIND.match(markup, k, end)
+        if not attribute:
+            break
+        k = attribute.end()
+    return ends if markup[k:end].strip() == ">" else None
 
 
 class _Text(HTMLParser):
@@ -193,7 +223,7 @@ def _end_of(markup: str, i: int, stop: int,
     elif tag := _start_tag(markup, i, stop):
         end, read, tag_name = tag
         if end != -1:
-            return end, False, _RAW_TEXT_ENDS.get(tag_name.lower())
+            return end, False, _raw_text_end(markup, i, end, tag_name)
     else:  # "<" before anything else is text as it is
         return i + 1, False, None
     if 0 < end <= stop:

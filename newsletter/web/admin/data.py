@@ -102,8 +102,8 @@ def daily_series(session: Session, today: dt.date, days: int = CHART_DAYS
         Delivery.sent_at >= since).group_by(sent_day)))
     # A row fails at the end of its tries, within ``[delivery] retry_hours`` (30 days at
     # most) of its first: the editions made (or reopened: the cutoff) in the chart's
-    # days and the 31 before hold every row failed in them, a past day sent late (`send
-    # --date`) included.
+    # days and the 31 before hold the rows failed in them (a past day sent late into an
+    # edition of its own too; one added late to an older edition's rows is not counted).
     recent = select(Edition.id).where(Edition.cutoff >= since - dt.timedelta(days=31))
     failed_day = func.date(Delivery.updated_at)
     add("failed", session.execute(select(failed_day, func.count()).where(
