@@ -68,16 +68,14 @@ def reopen_if_empty(engine: Engine, edition: Edition, slot: str) -> Edition:
     weekdays reader's Monday, before the day's papers came): those rows were ranked up
     to it, and the papers after it are theirs in the next edition."""
     with session_scope(engine) as s:
-        has_rows = s.scalar(select(func.count()).select_from(Delivery)
-                            .where(Delivery.edition_id == edition.id))
-        if has_rows or edition_entries(s, slot, edition.cutoff, edition.day):
+        if holds_rows(s, edition) or edition_entries(s, slot, edition.cutoff, edition.day):
             return edition
         hold_papers_clock(s, exclusive=True)  # (see ``get_or_create_edition``)
         # Asked again under the lock (another host may have planned meanwhile), and
         # the cutoff only ever moves later: a host whose clock is behind must not take
         # it back below papers another already sent in it (``queries.sent_map`` reads
         # an edition's papers as those that arrived by its cutoff).
-        if s.scalar(select(Delivery.id).where(Delivery.edition_id == edition.id).limit(1)):
+        if holds_rows(s, edition):
             return s.get(Edition, edition.id) or edition
         now = utcnow()
         s.execute(update(Edition).where(Edition.id == edition.id).values(
@@ -183,6 +181,12 @@ def has_gap(session: Any, edition: Edition) -> bool:
 # the next run or the console's retry, and a delivery already running claims it).
 UNSENT = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEFERRED,
           DeliveryStatus.FAILED)
+
+
+def holds_rows(session: Any, edition: Edition) -> bool:
+    """Whether anyone was planned in the edition, whatever became of their row."""
+    return session.scalar(select(Delivery.id).where(
+        Delivery.edition_id == edition.id).limit(1)) is not None
 
 
 def holds_unsent(session: Any, edition: Edition, kind: str) -> bool:

@@ -79,9 +79,12 @@ def _start_tag(markup: str, i: int, stop: int) -> tuple[int, int, str] | None:
     if name is None:
         return None
     if _TAG_ENDS_AT_GT is not None or _TAG_END is None:  # a newer tokenizer's rule
-        gt = markup.find(">", i, stop)
         read = _TAG_ENDS_AT_GT.match(markup, i + 1, stop) if _TAG_ENDS_AT_GT else None
-        j = read.end() if read else (gt + 1 if gt != -1 else stop)
+        if read is not None:
+            j = read.end()
+        else:  # neither pattern: the tag ends at the next ">"
+            gt = markup.find(">", i, stop)
+            j = gt + 1 if gt != -1 else stop
         return (j if markup[j - 1:j] == ">" else -1), j, name.group(1)
     read = _TAG_END.match(markup, i, stop)
     j = read.end() if read else i + 1

@@ -47,6 +47,7 @@ from newsletter.delivery.planning import (
     groups,
     has_gap,
     has_weekly,
+    holds_rows,
     holds_unsent,
     no_new_papers,
     pending_count,
@@ -241,8 +242,7 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
             later = "papers ingested since go to the next edition"
             if went:
                 note = note.partition(";")[0] + "; " + "; ".join(went) + f"; {later}"
-            elif s.scalar(select(Delivery.id).where(
-                    Delivery.edition_id == edition.id).limit(1)) is not None:
+            elif holds_rows(s, edition):
                 note = (note.partition(";")[0] + "; this day's edition went out with the "
                         f"week's or the weekend's papers, and {later}")
     with session_scope(engine, readonly=True) as s:

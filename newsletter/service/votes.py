@@ -10,7 +10,7 @@ read by ``service.ranking``; the vote itself is stored by ``store.votes``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,8 @@ from newsletter.store import votes as store
 from newsletter.store.db import session_scope
 from newsletter.store.models import Entry, Subscriber
 
-__all__ = ["Cast", "VoteOutcome", "cast_vote", "forget", "lesson_or_thanks", "read_votes_csv",
-           "record_vote", "record_votes", "reset", "undo", "vote_lesson", "without_lesson"]
+__all__ = ["Cast", "VoteOutcome", "cast_vote", "forget", "read_votes_csv", "record_vote",
+           "record_votes", "reset", "undo", "vote_lesson", "without_lesson"]
 
 log = logging.getLogger("newsletter.votes")
 VOTES_HEADER = ("email", "paper_id", "vote")
@@ -85,21 +85,10 @@ def record_vote(cfg: RankingConfig, engine: Engine, paper_id: str, direction: in
     with session_scope(engine) as s:
         cast = cast_vote(s, paper_id, direction, by=by, email=email,
                          subscriber_id=subscriber_id)
-    return lesson_or_thanks(cast, lambda: _read_lesson(cfg, engine, cast, recent))
-
-
-def _read_lesson(cfg: RankingConfig, engine: Engine, cast: Cast,
-                 recent: RecentSelection) -> VoteOutcome:
-    with session_scope(engine, readonly=True) as s:
-        return vote_lesson(cfg, s, cast, recent)
-
-
-def lesson_or_thanks(cast: Cast, read: Callable[[], VoteOutcome]) -> VoteOutcome:
-    """``read()``'s lesson of a stored vote, or, when reading it fails, the vote's
-    outcome without one (``without_lesson``)."""
     try:
-        return read()
-    except Exception:
+        with session_scope(engine, readonly=True) as s:
+            return vote_lesson(cfg, s, cast, recent)
+    except Exception:  # the vote is stored: say so, without what it taught
         return without_lesson(cast)
 
 

@@ -4,8 +4,8 @@ cached.
 Building the ranking corpus over the recent papers (``[ranking] recent_papers``)
 is the expensive part, and it is the same for everyone until a paper arrives or
 changes; ranking one profile against it is cheap, and the same keyword set gives
-the same picks. So the corpus is cached per "papers version" (count and newest
-change), the picks per (version, keyword set), and both are computed off the
+the same picks. So the corpus is cached per "papers version" (the newest change,
+and the day), the picks per (version, keyword set), and both are computed off the
 server's event loop (a render process, or a worker thread) so one-click
 unsubscribes never wait behind a ranking. A voter's learned terms and a vote's
 lesson read the same kept corpus.
