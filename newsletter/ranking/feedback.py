@@ -116,6 +116,17 @@ class Votes:
                    np.array([r[3] for r in data], dtype=np.float32)[order],
                    entries, dict(mutes or {}))
 
+    @classmethod
+    def arrays(cls, keys: np.ndarray, papers: np.ndarray, signs: np.ndarray,
+               ages: np.ndarray, entries: list[RankEntry],
+               mutes: dict[int, frozenset[str]] | None = None) -> Votes:
+        """``of`` from columns already made (``store.votes.VoteHistory``): one vote a
+        position, any order; a subscriber's votes keep their order."""
+        order = np.argsort(keys, kind="stable")
+        return cls(np.asarray(keys, np.int64)[order], np.asarray(papers, np.int32)[order],
+                   np.asarray(signs, np.int8)[order], np.asarray(ages, np.float32)[order],
+                   entries, dict(mutes or {}))
+
     def rows_for(self, keys: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """(row in ``keys``, vote index) for every vote of those subscribers."""
         try:

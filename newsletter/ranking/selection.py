@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from newsletter.config import RankingConfig
 from newsletter.ranking.corpus import Corpus, RankEntry
 from newsletter.ranking.engine import Ranker
@@ -27,28 +29,21 @@ from newsletter.ranking.related import RelatedTerms
 from newsletter.ranking.text import Acronyms
 
 
-class VoteLike(Protocol):
-    """One vote (``store.votes.VoteRow``)."""
-
-    @property
-    def subscriber_id(self) -> int: ...
-
-    @property
-    def entry_id(self) -> str: ...
-
-    @property
-    def direction(self) -> int: ...
-
-    @property
-    def created_at(self) -> dt.datetime: ...
-
-
 class VoteHistoryLike(Protocol):
-    """The votes that count, the papers voted on and the removed learned terms
-    (``store.votes.VoteHistory``)."""
+    """The votes that count as columns, the papers voted on and the removed learned
+    terms (``store.votes.VoteHistory``)."""
 
     @property
-    def votes(self) -> Sequence[VoteLike]: ...
+    def subscribers(self) -> np.ndarray: ...  # int64, each vote's subscriber
+
+    @property
+    def papers_of(self) -> np.ndarray: ...  # each vote's paper, an index into ``papers``
+
+    @property
+    def directions(self) -> np.ndarray: ...  # +1 / -1
+
+    @property
+    def days(self) -> np.ndarray: ...  # datetime64[D], the day of each vote
 
     @property
     def papers(self) -> Sequence[Any]: ...
@@ -105,21 +100,24 @@ class Selection:
 def learn_votes(history: VoteHistoryLike, entry_ids: list[str], today: dt.date,
                 ) -> tuple[Votes | None, dict[int, list[int]]]:
     """The votes as the ranker's arrays (None when nobody voted), and per subscriber
-    the indices into ``entry_ids`` of papers they voted on."""
-    if not history.votes:
+    the indices into ``entry_ids`` of papers they voted on (in the history's order).
+    Array work throughout but for the votes on ``entry_ids`` themselves (today's
+    papers: few next to everyone's votes)."""
+    if not len(history.subscribers):
         return None, {}
     position = {eid: i for i, eid in enumerate(entry_ids)}
-    papers: dict[str, int] = {}
-    texts: list[RankEntry] = []
-    for e in history.papers:
-        papers[e.id] = len(texts)
-        texts.append(RankEntry.of(e))
+    texts = [RankEntry.of(e) for e in history.papers]
+    # each voted paper's index into ``entry_ids``, -1 when it is not one of them
+    among = np.fromiter((position.get(e.id, -1) for e in history.papers), np.int64,
+                        len(history.papers))
+    at = among[history.papers_of]
     voted: dict[int, list[int]] = defaultdict(list)
-    data = []
-    for v in history.votes:
-        if v.entry_id in position:
-            voted[v.subscriber_id].append(position[v.entry_id])
-        if v.entry_id in papers:
-            data.append((v.subscriber_id, papers[v.entry_id], 1 if v.direction > 0 else -1,
-                         max((today - v.created_at.date()).days, 0)))
-    return Votes.of(data, texts, dict(history.mutes)), dict(voted)
+    hits = np.flatnonzero(at >= 0)
+    for sub_id, pos in zip(history.subscribers[hits].tolist(), at[hits].tolist(),
+                           strict=True):
+        voted[sub_id].append(pos)
+    ages = np.maximum((np.datetime64(today, "D") - history.days).astype(np.int64), 0)
+    learned = Votes.arrays(history.subscribers, history.papers_of,
+                           np.where(history.directions > 0, 1, -1).astype(np.int8),
+                           ages.astype(np.float32), texts, dict(history.mutes))
+    return learned, dict(voted)
