@@ -120,9 +120,15 @@ class WebConfig(_Section):
     max_form_bytes: int = Field(default=1_000_000, ge=1024)
     """Larger form posts are refused (413)."""
     confirm_interval_minutes: int = Field(default=15, ge=0)
-    """At most one confirmation email per address this often, in minutes."""
+    """At most one confirmation email per address this often, in minutes; the same
+    limit, counted apart, holds for the emailed data and erasure links."""
     confirms_per_day: int = Field(default=3, ge=1)
-    """At most this many confirmation emails per address per day."""
+    """At most this many confirmation emails per address per day (and, counted apart,
+    this many data and erasure links)."""
+    mailbox_link_hours: int = Field(default=24, ge=1, le=24 * 30)
+    """How long an emailed "download my data" or "delete everything" link works, in
+    hours. The preferences page only asks for one: its own link travels with every
+    forwarded digest, so these go to the subscriber's address alone."""
     signups_per_client_per_hour: int = Field(default=10, ge=1)
     """Sign-up posts per client address per hour; more are refused (429)."""
     signups_per_hour: int = Field(default=1000, ge=1)

@@ -175,7 +175,7 @@ class Request:
             return self.public_csrf
         if t.startswith("/unsubscribe/"):
             return self.valid_token  # RFC 8058 one-click: the signed URL is the authority
-        if t.startswith(("/confirm/", "/preferences/", "/feedback/")):
+        if t.startswith(("/confirm/", "/preferences/", "/feedback/", "/erase/")):
             return self.valid_token and self.public_csrf
         return False
 
@@ -257,10 +257,10 @@ class Strategies:
                 return draw(self.hook_tokens), True
             return quote(draw(ANY_TEXT), safe="") or "x", False
         sub = draw(self.subs)
-        purpose = next((p for p in ("unsubscribe", "confirm", "view", "feed")
+        purpose = next((p for p in ("unsubscribe", "confirm", "view", "feed", "data", "erase")
                         if template.startswith(f"/{p}/")), "preferences")
         if kind == "valid":
-            extra = ([int(time.time() // 3600)] if purpose == "confirm"
+            extra = ([int(time.time() // 3600)] if purpose in ("confirm", "data", "erase")
                      else [draw(self.editions)] if purpose == "view" else [])
             return t.token(purpose, sub, *extra), True
         if kind == "other":  # signed, but for another purpose

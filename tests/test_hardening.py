@@ -508,7 +508,7 @@ def test_n3_subscribers_see_an_operator_not_the_login_name(console: Console) -> 
         "tz": "UTC", "hour": "7", "status": "active"})
     assert r.status_code == 200
     assert "admin:ops" in c.get(f"/subscribers/{sid}").text  # operators still see who
-    exported = httpx.get(links.preferences(sid, "data", nonce), timeout=30).text
+    exported = httpx.get(links.mailbox_link("data", sid, nonce=nonce), timeout=30).text
     assert '"by": "an operator"' in exported and "ops" not in exported.replace(
         "an operator", "")
 
@@ -549,9 +549,11 @@ def test_n1_an_erased_persons_links_answer_410_and_never_act_on_the_next_person(
             assert old is not None
             old_address = old.email
         links = site.links
-        old_links = {"data": links.preferences(old_id, "data"), "prefs": links.preferences(old_id),
-                     "unsub": links.unsubscribe(old_id), "feed": links.feed(old_id),
-                     "view": links.view(old_id, 0), "erase": links.preferences(old_id, "erase"),
+        old_links = {"data": links.mailbox_link("data", old_id),
+                     "prefs": links.preferences(old_id), "unsub": links.unsubscribe(old_id),
+                     "feed": links.feed(old_id), "view": links.view(old_id, 0),
+                     "erase": links.mailbox_link("erase", old_id),
+                     "ask": links.preferences(old_id, "erase"),
                      "vote": links.votes(old_id, "2401.00001")["more"]}
         assert client.get(old_links["data"]).status_code == 200
         assert post_form(client, old_links["erase"], {}).status_code == 200  # erased
@@ -582,8 +584,8 @@ def test_n1_an_erased_persons_links_answer_410_and_never_act_on_the_next_person(
                           ).status_code == 410
         assert site.status("reused@example.org") == "active"
         # Their own links work.
-        assert "secret words" in client.get(links.preferences(old_id, "data")).text
-        assert "private topic" in client.get(links.preferences(new_id, "data")).text
+        assert "secret words" in client.get(links.mailbox_link("data", old_id)).text
+        assert "private topic" in client.get(links.mailbox_link("data", new_id)).text
         site.wait_background(60)
     engine.dispose()
 
@@ -672,14 +674,14 @@ def test_n1_migration_keeps_everything_and_links_already_sent_keep_working(
     with running_site(settings, engine) as site:
         old_links = site.signer  # links in emails already sent: no nonce
         for i in range(1, 5):  # the subscribers of before: their old links still work
-            page = httpx.get(f"{site.url}/preferences/{old_links.token('preferences', i)}/data")
+            page = httpx.get(f"{site.url}/preferences/{old_links.token('preferences', i)}")
             assert page.status_code == 200 and f"topic{i}" in page.text
         # Subscriber 5's old links name an id the new row now has: refused, not theirs.
         assert new_id == 5 or backend == "postgresql"
-        got = httpx.get(f"{site.url}/preferences/{old_links.token('preferences', 5)}/data")
+        got = httpx.get(f"{site.url}/preferences/{old_links.token('preferences', 5)}")
         assert got.status_code == 410 and "after" not in got.text
         # The new subscriber's links carry their nonce and work.
-        assert "after" in httpx.get(site.links.preferences(int(new_id or 0), "data")).text
+        assert "after" in httpx.get(site.links.preferences(int(new_id or 0))).text
     engine.dispose()
 
 
@@ -788,7 +790,7 @@ def test_n10_erasure_leaves_no_copy_in_the_database_files(world) -> None:  # typ
             assert post_form(client, prefs, {"action": "save", "keywords": words,
                                              "tz": "UTC", "hour": "7",
                                              "status": "active"}).status_code == 200
-        assert post_form(client, site.links.preferences(sub_id, "erase"), {}
+        assert post_form(client, site.links.mailbox_link("erase", sub_id), {}
                          ).status_code == 200
         assert site.status(address) is None
         files = {p.name: p.read_bytes() for p in db.parent.glob(db.name + "*")}
@@ -810,7 +812,7 @@ def test_n11_the_data_export_has_the_votes(site: Site) -> None:
     assert paper is not None
     voted = post_form(client, site.links.votes(ada, paper)["more"], {})
     assert voted.status_code == 200
-    data = client.get(site.links.preferences(ada, "data")).json()
+    data = client.get(site.links.mailbox_link("data", ada)).json()
     assert [v["paper"] for v in data["votes"]] == [paper] and data["votes"][0]["direction"] == 1
 
 
@@ -862,7 +864,7 @@ def test_n11_an_erased_persons_own_sign_up_is_honoured_when_they_confirm(site: S
 
     client = httpx.Client(timeout=30)
     ada = site.sub_id("ada@example.org")
-    assert post_form(client, site.links.preferences(ada, "erase"), {}).status_code == 200
+    assert post_form(client, site.links.mailbox_link("erase", ada), {}).status_code == 200
     sign_up(site, client, "ada@example.org", "graph neural networks")
     assert site.status("ada@example.org") == "pending"
     # Until they confirm, the erasure stands (nothing is sent to a pending address).
@@ -965,7 +967,8 @@ def test_pages_with_a_subscribers_data_are_never_stored_by_a_cache(site: Site) -
 
         edition = s.scalar(select(Edition.id).limit(1)) or 1
     urls = [site.links.preferences(ada), site.links.preferences(ada, "archive"),
-            site.links.preferences(ada, "erase"), site.links.unsubscribe(ada),
+            site.links.preferences(ada, "erase"), site.links.mailbox_link("erase", ada),
+            site.links.mailbox_link("data", ada), site.links.unsubscribe(ada),
             site.links.view(ada, edition), site.links.feed(ada), site.url + "/subscribe"]
     for url in urls:
         r = client.get(url)

@@ -249,13 +249,13 @@ def test_preferences_save_pause_resubscribe(site: Site) -> None:
 def test_data_export_erasure_and_suppression(site: Site, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     client = httpx.Client()
     ada = site.sub_id("ada@example.org")
-    data = client.get(site.links.preferences(ada, "data"))
+    data = client.get(site.links.mailbox_link("data", ada))
     assert data.status_code == 200 and "attachment" in data.headers["content-disposition"]
     exported = data.json()
     assert exported["subscriber"]["email"] == "ada@example.org"
-    assert client.get(site.links.preferences(ada, "erase")).status_code == 200
+    assert client.get(site.links.mailbox_link("erase", ada)).status_code == 200
     assert site.status("ada@example.org") == "active"  # GET erases nothing
-    gone = post_form(client, site.links.preferences(ada, "erase"), {})
+    gone = post_form(client, site.links.mailbox_link("erase", ada), {})
     assert gone.status_code == 200 and site.status("ada@example.org") is None
     with session_scope(site.engine) as s:
         assert s.scalar(select(func.count()).select_from(Suppression)) == 1

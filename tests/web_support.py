@@ -76,6 +76,12 @@ class RowLinks(LinkMaker):
         return super().feed(subscriber_id,
                             nonce if nonce is not None else self.nonce_of(subscriber_id))
 
+    def mailbox_link(self, purpose: str, subscriber_id: int, issued: int | None = None, *,
+                     nonce: int | None = None) -> str:
+        return super().mailbox_link(
+            purpose, subscriber_id, issued,
+            nonce=nonce if nonce is not None else self.nonce_of(subscriber_id))
+
 
 @dataclass
 class Site:

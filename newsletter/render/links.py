@@ -1,4 +1,5 @@
-"""Signed links: unsubscribe, preferences, confirm, view in browser.
+"""Signed links: unsubscribe, preferences, confirm, view in browser, and the
+emailed links that download a subscriber's data or erase them.
 
 Tokens are signed (HMAC), not stored, so a link in a years-old email still works and
 nothing has to be written to mint one (a preview writes nothing). Keys rotate:
@@ -22,7 +23,12 @@ from urllib.parse import quote
 from newsletter.config import SenderConfig, WebConfig
 from newsletter.errors import InputError
 
-PURPOSES = ("unsubscribe", "preferences", "confirm", "view", "webhook", "feed", "vote")
+PURPOSES = ("unsubscribe", "preferences", "confirm", "view", "webhook", "feed", "vote",
+            "data", "erase")
+# The purposes only an email to the subscriber's address carries, never a digest: a
+# digest gets forwarded, and with it its preferences link, but downloading everything
+# stored about someone or erasing them asks for proof that one holds the mailbox.
+MAILBOX_PURPOSES = ("data", "erase")
 # ids in base 36 joined by "-", then (links made since migration 0010) a dot and the
 # subscriber's link nonce in base 36, a dot, a 128-bit MAC in unpadded base64url:
 # anything else (a non-ASCII byte, padding, a slash) is refused before any HMAC.
@@ -131,6 +137,12 @@ class Signer:
         raise InputError("this link is not valid (it may have been altered)")
 
 
+def issue_hour(issued: int | None = None) -> int:
+    """The hour an expiring link is stamped with (hours since the epoch): ``issued``,
+    or now."""
+    return int(time.time() // 3600) if issued is None else issued
+
+
 def base36(value: int) -> str:
     """A non-negative id in lower-case base 36: the ids in link tokens and VERP addresses."""
     if value < 0:
@@ -223,10 +235,20 @@ class LinkMaker:
                 nonce: int | None = None, change: int | None = None) -> str:
         """A confirmation link stamped with the hour it was issued, so it can expire,
         and naming the sign-up's pending change (``change``) when it made one."""
-        hour = int(time.time() // 3600) if issued is None else issued
+        hour = issue_hour(issued)
         extra = (hour,) if change is None else (hour, change)
         token = self.signer.token("confirm", subscriber_id, *extra, nonce=nonce)
         return f"{self.base}/confirm/{token}"
+
+    def mailbox_link(self, purpose: str, subscriber_id: int, issued: int | None = None, *,
+                     nonce: int | None = None) -> str:
+        """A link emailed to the subscriber's own address (``MAILBOX_PURPOSES``: "data"
+        downloads what is stored about them, "erase" opens the erasure's one button),
+        stamped with the hour it was issued so it expires as a confirmation link does."""
+        if purpose not in MAILBOX_PURPOSES:
+            raise ValueError(purpose)
+        token = self.signer.token(purpose, subscriber_id, issue_hour(issued), nonce=nonce)
+        return f"{self.base}/{purpose}/{token}"
 
     def feed(self, subscriber_id: int, nonce: int | None = None) -> str:
         return f"{self.base}/feed/{self.signer.token('feed', subscriber_id, nonce=nonce)}.atom"

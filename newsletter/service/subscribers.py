@@ -1,6 +1,6 @@
 """The subscriber use cases: sign up, confirm, change preferences, unsubscribe,
-resubscribe, erase, an operator's add / edit / remove / import, and the bounce and
-complaint notices of the mail providers.
+resubscribe, ask for a data or erasure link by email, erase, an operator's add /
+edit / remove / import, and the bounce and complaint notices of the mail providers.
 
 Each is one function the CLI, the web pages, the console and the webhooks call after
 parsing their input; they present the result (or the ``InputError``) in their own
@@ -196,20 +196,56 @@ def sign_up(session: Session, form: SignUp, limits: WebConfig) -> Reserved | Non
     else:
         change = lifecycle.sign_up_again(session, sub, keywords=form.keywords, tz=form.tz,
                                          hour=form.hour, by="web")
-    session.add(Event(subscriber_id=sub.id, kind="confirmation_sent", at=now))
+    session.add(Event(subscriber_id=sub.id, kind=CONFIRMATION_SENT, at=now))
     return Reserved(sub.id, sub.link_nonce, change)
 
 
-def _limited(session: Session, sub_id: int, now: dt.datetime, limits: WebConfig) -> bool:
+# The events that count the emails a visitor can make us send to an address: a
+# sign-up's confirmation, and a data or erasure link asked for on the preferences page.
+CONFIRMATION_SENT = "confirmation_sent"
+MAILBOX_LINK_SENT = "mailbox_link_sent"
+
+
+def _limited(session: Session, sub_id: int, now: dt.datetime, limits: WebConfig,
+             kind: str = CONFIRMATION_SENT) -> bool:
+    """Has ``sub_id`` had an email of ``kind`` within ``confirm_interval_minutes``, or
+    ``confirms_per_day`` of them in the last day? Counted from the events, so every
+    process and a restart agree."""
     sent = select(func.count(Event.id)).where(Event.subscriber_id == sub_id,
-                                              Event.kind == "confirmation_sent")
+                                              Event.kind == kind)
     recent = session.scalar(sent.where(Event.at > now - dt.timedelta(
         minutes=limits.confirm_interval_minutes))) or 0
     today = session.scalar(sent.where(Event.at > now - dt.timedelta(days=1))) or 0
     if recent or today >= limits.confirms_per_day:
-        log.info("confirmation for subscriber %s not sent again: limit reached", sub_id)
+        log.info("%s for subscriber %s not sent again: limit reached", kind, sub_id)
         return True
     return False
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """Where an emailed data or erasure link goes, and whose it is (id and link nonce)."""
+
+    id: int
+    nonce: int
+    email: str
+
+
+def request_mailbox_link(session: Session, sub_id: int, purpose: str,
+                         limits: WebConfig) -> Mailbox | None:
+    """Their preferences page asked for a link to download their data or erase them
+    (``purpose``), to be emailed to their address: whoever holds a preferences link may
+    only be someone the digest was forwarded to. A slot is taken under the same limits
+    as a sign-up's confirmations, counted apart (``MAILBOX_LINK_SENT``), so a forwarded
+    link cannot flood the subscriber. Where to send it, or None when the limit is
+    reached; ``NotFound`` when they no longer exist."""
+    sub = get(session, sub_id)
+    now = utcnow()
+    if _limited(session, sub.id, now, limits, MAILBOX_LINK_SENT):
+        return None
+    session.add(Event(subscriber_id=sub.id, kind=MAILBOX_LINK_SENT,
+                      detail={"purpose": purpose}, at=now))
+    return Mailbox(sub.id, sub.link_nonce, sub.email)
 
 
 def _forget_stale_returns(session: Session, before: dt.datetime) -> None:
@@ -223,11 +259,13 @@ def _forget_stale_returns(session: Session, before: dt.datetime) -> None:
         session.execute(delete(Subscriber).where(Subscriber.id == sub_id))
 
 
-def release_confirmation(session: Session, sub_id: int) -> None:
-    """The confirmation email could not be sent: its slot is given back (the newest
-    ``confirmation_sent``), so a failed send does not use up the address's limit."""
+def release_confirmation(session: Session, sub_id: int,
+                         kind: str = CONFIRMATION_SENT) -> None:
+    """The confirmation email (or, ``kind`` ``MAILBOX_LINK_SENT``, the data or erasure
+    link) could not be sent: its slot is given back (the newest event of ``kind``), so
+    a failed send does not use up the address's limit."""
     newest = session.scalar(select(func.max(Event.id)).where(
-        Event.subscriber_id == sub_id, Event.kind == "confirmation_sent"))
+        Event.subscriber_id == sub_id, Event.kind == kind))
     if newest is not None:
         session.execute(delete(Event).where(Event.id == newest))
 

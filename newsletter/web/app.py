@@ -4,7 +4,8 @@ webhooks.
 ``create_app`` only wires things: the state every handler reads
 (``web.context.Web``), the route table (``ROUTES``, a plain list that other
 modules extend, plus ``mounts``), security headers, and styled error pages. The
-handlers live in ``pages`` (subscriber pages) and ``notices`` (webhooks).
+handlers live in ``pages`` (subscriber pages), ``owner`` (the data download and
+erasure, through a link emailed to the subscriber) and ``notices`` (webhooks).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from newsletter.app import App
 from newsletter.render.links import Signer
 from newsletter.service.signing import begin_signing
 from newsletter.store.tokens import legacy_max_id
-from newsletter.web import notices, pages
+from newsletter.web import notices, owner, pages
 from newsletter.web.context import Web, web_of
 from newsletter.web.feedback import FEEDBACK_ROUTES
 from newsletter.web.metrics import metrics_route
@@ -41,9 +42,12 @@ ROUTES: list[BaseRoute] = [
     Route("/confirm/{token}", pages.confirm, methods=["GET", "POST"]),
     Route("/unsubscribe/{token}", pages.unsubscribe, methods=["GET", "POST"]),
     Route("/preferences/{token}", pages.preferences, methods=["GET", "POST"]),
-    Route("/preferences/{token}/data", pages.my_data, methods=["GET"]),
-    Route("/preferences/{token}/erase", pages.erase, methods=["GET", "POST"]),
+    # a forwarded digest's preferences link only asks for these by email (web.owner)
+    Route("/preferences/{token}/data", owner.ask_data, methods=["GET", "POST"]),
+    Route("/preferences/{token}/erase", owner.ask_erase, methods=["GET", "POST"]),
     Route("/preferences/{token}/archive", pages.archive, methods=["GET"]),
+    Route("/data/{token}", owner.my_data, methods=["GET"]),
+    Route("/erase/{token}", owner.erase, methods=["GET", "POST"]),
     Route("/feed/{token}.atom", pages.feed, methods=["GET"]),
     Route("/view/{token}", pages.view, methods=["GET"]),
     Route("/manage", pages.manage, methods=["GET"]),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 import zoneinfo
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from newsletter.frequency import describe
 from newsletter.ranking.feedback import Learned
 from newsletter.ranking.view import VoteOutcome
 from newsletter.render.compile import BUNDLED
-from newsletter.render.links import LinkMaker, Signer
+from newsletter.render.links import LinkMaker, Signer, issue_hour
 from newsletter.service.votes import Cast
 from newsletter.store.models import SubscriberStatus
 from newsletter.web import offload
@@ -225,7 +224,7 @@ def web_of(request: Request) -> Web:
 
 
 def now_hours() -> int:
-    return int(time.time() // 3600)
+    return issue_hour()
 
 
 # What a subscription's state reads as on its pages.

@@ -13,7 +13,8 @@ import re
 
 # A token in a URL path (link tokens, webhook tokens, vote links) ...
 SECRET_PATH = re.compile(
-    r"(/(?:webhooks/[^/\s]+|unsubscribe|confirm|preferences|view|feed|feedback/[a-z]+)/)"
+    r"(/(?:webhooks/[^/\s]+|unsubscribe|confirm|preferences|view|feed|data|erase"
+    r"|feedback/[a-z]+)/)"
     r"[^/\s?#\"'<>]+")
 # ... and a signed link token wherever it stands (a mailto subject, an exception's text):
 # base-36 ids, optionally a nonce, and a 128-bit MAC in base64url.

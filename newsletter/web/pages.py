@@ -1,6 +1,7 @@
 """The subscriber's pages: sign-up, confirm, one-click unsubscribe, preferences
-(with resubscribe, data download, erasure, archive and feed), view in browser and
-a page per paper.
+(with resubscribe, archive and feed), view in browser and a page per paper. The data
+download and erasure, which the preferences page only asks for by email, are
+``web.owner``'s.
 
 Nothing changes state on GET or HEAD: confirm, unsubscribe, erase and every
 preference change are POSTs behind a page with one button (link scanners fetch
@@ -9,7 +10,6 @@ GETs and HEADs). Database work runs in worker threads, never on the event loop.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from email_validator import EmailNotValidError
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -31,19 +30,13 @@ from newsletter.render.compile import BUNDLED
 from newsletter.render.digest import format_date
 from newsletter.service import subscribers
 from newsletter.service.emails import sent_editions
-from newsletter.store.db import checkpoint
 from newsletter.store.lifecycle import RECEIVING
 from newsletter.store.models import (
-    Delivery,
-    Edition,
     Entry,
-    Event,
-    LearnedMute,
     Subscriber,
     SubscriberStatus,
-    Vote,
 )
-from newsletter.store.subscribers import as_dict, check_hour
+from newsletter.store.subscribers import check_hour
 from newsletter.urls import safe_url
 from newsletter.web.context import (
     STATUS_LABELS,
@@ -283,81 +276,6 @@ async def preferences(request: Request) -> Response:
         erase=links.preferences(sub_id, "erase", nonce),
         learned=await web.learned(sub_id),
         **await run_in_threadpool(preferences_context, web, sub_id, nonce))
-
-
-def shown_detail(detail: Any) -> Any:
-    """An event's detail as its subscriber sees it: "an operator" did it, never which
-    one (an operator's login name is theirs, and a name half of the way in)."""
-    if isinstance(detail, dict) and str(detail.get("by", "")).startswith("admin:"):
-        return detail | {"by": "an operator"}
-    return detail
-
-
-def _export(web: Web, sub_id: int) -> dict[str, Any] | None:
-    with web.app.reading() as s:
-        sub = s.get(Subscriber, sub_id)
-        if sub is None:
-            return None
-        events = s.scalars(select(Event).where(Event.subscriber_id == sub_id)
-                           .order_by(Event.id))
-        rows = s.execute(select(Delivery, Edition.day).join(Edition)
-                         .where(Delivery.subscriber_id == sub_id).order_by(Delivery.id))
-        votes = s.scalars(select(Vote).where(Vote.subscriber_id == sub_id).order_by(Vote.id))
-        mutes = s.scalars(select(LearnedMute).where(LearnedMute.subscriber_id == sub_id)
-                          .order_by(LearnedMute.term))
-        return {
-            "subscriber": as_dict(sub) | {"created_at": sub.created_at.isoformat(),
-                                          "pending_change": sub.pending_change},
-            "votes": [{"paper": v.entry_id, "direction": v.direction, "source": v.source,
-                       "at": v.created_at.isoformat()} for v in votes],
-            "learned_terms_removed": [{"term": m.term, "label": m.label,
-                                       "at": m.created_at.isoformat()} for m in mutes],
-            "events": [{"kind": e.kind, "at": e.at.isoformat(), "detail": shown_detail(e.detail)}
-                       for e in events],
-            "deliveries": [{"edition": day.isoformat(), "status": d.status,
-                            "papers": list(d.entry_ids),
-                            "sent_at": d.sent_at.isoformat() if d.sent_at else None}
-                           for d, day in rows],
-        }
-
-
-async def my_data(request: Request) -> Response:
-    """"Download my data": everything stored about the subscriber, as JSON."""
-    web = web_of(request)
-    who = await token_values(web, request, "preferences")
-    if isinstance(who, Response):
-        return who
-    data = await run_in_threadpool(_export, web, who.id)
-    if data is None:
-        return web.error(request, 404, "Not found", "This subscription no longer exists.")
-    return Response(json.dumps(data, ensure_ascii=False, indent=2, default=str),
-                    media_type="application/json", headers={
-                        "Content-Disposition": 'attachment; filename="my-newsletter-data.json"',
-                        "Cache-Control": "no-store"})
-
-
-async def erase(request: Request) -> Response:
-    web = web_of(request)
-    who = await token_values(web, request, "preferences")
-    if isinstance(who, Response):
-        return who
-    sub_id = who.id
-    if request.method != "POST":
-        sub = await run_in_threadpool(_load, web, sub_id)
-        if sub is None:
-            return web.message(request, "Deleted", "Nothing is stored about this address.")
-        return web.page(request, "erase.html", email=sub.email,
-                        preferences=web.links.preferences(sub_id, nonce=who.nonce))
-    form = await posted_form(request, web)
-    if isinstance(form, Response):
-        return form
-
-    await run_in_threadpool(_apply, web, subscribers.erase, sub_id)
-    # Committed: now out of SQLite's write-ahead log too (secure_delete zeroed the rows).
-    if not await run_in_threadpool(checkpoint, web.app.engine):
-        log.warning("erasure: the write-ahead log was busy; it empties at the next checkpoint")
-    return web.message(request, "Deleted",
-                       "Everything about your address is deleted; it cannot be added again.")
 
 
 def _sections(record: str | None) -> str:

@@ -7,12 +7,17 @@ sign_up``: the database upsert and the per-address limits, at most one confirmat
 per ``confirm_interval_minutes`` and ``confirms_per_day`` a day, counted from the
 events table so every process and a restart agree), then the email. A failed send is
 logged with the reason, never dropped silently.
+
+``send_email`` is how the web sends any email of its own (this confirmation, the
+data and erasure links of ``web.owner``): one message, at once, through the
+configured transport.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from starlette.concurrency import run_in_threadpool
@@ -72,20 +77,29 @@ async def process(app: App, links: LinkMaker, templates: jinja2.Environment,
 async def send_confirmation(app: App, links: LinkMaker, templates: jinja2.Environment,
                             sub_id: int, address: str, *, nonce: int | None = None,
                             change: int | None = None) -> None:
+    await send_email(app, templates, "confirm", address, f"confirm.{sub_id}", {
+        "link": links.confirm(sub_id, nonce=nonce, change=change),
+        "hours": app.settings.web.confirm_hours})
+
+
+async def send_email(app: App, templates: jinja2.Environment, name: str, address: str,
+                     tag: str, context: dict[str, Any]) -> None:
+    """One short email the web sends to one address at once, outside the ledger (a
+    sign-up's confirmation, an emailed data or erasure link): ``<name>_subject.txt``,
+    ``<name>.txt`` and ``<name>.html`` rendered with ``context`` and the sender, from
+    the configured sender through the configured transport. ``tag`` starts its
+    Message-ID. Raises what the transport raises."""
     from newsletter.render.mime import MimeBuilder
     from newsletter.transports import make_transport
 
     settings = app.settings
-    context = {"link": links.confirm(sub_id, nonce=nonce, change=change),
-               "sender": settings.sender,
-               "hours": settings.web.confirm_hours}
-    subject = templates.get_template("confirm_subject.txt").render(context).strip()
-    text = templates.get_template("confirm.txt").render(context)
-    html = templates.get_template("confirm.html").render(context)
+    context = {"sender": settings.sender} | context
+    subject = templates.get_template(f"{name}_subject.txt").render(context).strip()
+    text = templates.get_template(f"{name}.txt").render(context)
+    html = templates.get_template(f"{name}.html").render(context)
     builder = MimeBuilder(settings.sender)
     msg = builder.build(to=address, to_name="", subject=subject, text=text, html=html,
-                        message_id=builder.message_id(
-                            f"confirm.{sub_id}.{utcnow():%Y%m%d%H%M%S%f}"),
+                        message_id=builder.message_id(f"{tag}.{utcnow():%Y%m%d%H%M%S%f}"),
                         list_unsubscribe=f"<mailto:{settings.sender.from_address}>")
     transport = make_transport(settings)
     await transport.open()

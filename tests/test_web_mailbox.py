@@ -1,0 +1,114 @@
+"""A digest's preferences link travels with every forwarded copy: it may unsubscribe
+and change preferences, but downloading the subscriber's data and erasing them take
+a link emailed to their own address (``newsletter/web/owner.py``). Read through a
+real SMTP server (aiosmtpd on 127.0.0.1), as the subscriber's mailbox would."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from newsletter.errors import InputError
+from newsletter.render.links import issue_hour
+from newsletter.store.db import session_scope
+from newsletter.store.models import Event
+
+from .web_support import Site, post_form, running_site
+
+
+@pytest.fixture
+def site(world, smtp_sink) -> Iterator[Site]:  # type: ignore[no-untyped-def]
+    settings, engine = world
+    smtp = settings.replace(transport={"backend": "smtp", "max_attempts": 1},
+                            smtp={"host": "127.0.0.1", "port": smtp_sink.port})
+    with running_site(smtp, engine) as s:
+        yield s
+
+
+def mails_to(sink: Any, address: str) -> list[EmailMessage]:
+    return [email.message_from_bytes(raw, policy=email.policy.strict)  # type: ignore[misc]
+            for rcpt, raw in sink.messages if rcpt == address]
+
+
+def link_in(msg: EmailMessage, site: Site, purpose: str) -> str:
+    body = msg.get_body(("plain",))
+    assert body is not None
+    found = re.search(re.escape(site.url) + f"/{purpose}/" + r"\S+", body.get_content())
+    assert found, body.get_content()
+    return found.group(0)
+
+
+def test_a_forwarded_preferences_link_only_asks_and_the_emailed_link_acts(
+        site: Site, smtp_sink: Any) -> None:
+    """Whoever holds a forwarded digest's preferences link gets neither the data nor
+    the erasure: GET changes and shows nothing, the POST emails the owner. The owner's
+    emailed links download and erase; a second request within the interval sends
+    nothing (a forwarded link cannot flood the mailbox)."""
+    forwardee = httpx.Client(timeout=30)
+    ada, grace = site.sub_id("ada@example.org"), site.sub_id("grace@example.org")
+    offer = forwardee.get(site.links.preferences(ada, "data"))
+    assert offer.status_code == 200 and "attachment" not in offer.headers.get(
+        "content-disposition", "")
+    assert offer.headers["content-type"].startswith("text/html")
+    assert "Email me the link" in offer.text and '"votes"' not in offer.text
+    sent = post_form(forwardee, site.links.preferences(ada, "data"), {})
+    assert sent.status_code == 200 and "on its way to ada@example.org" in sent.text
+    assert post_form(forwardee, site.links.preferences(grace, "erase"), {}).status_code == 200
+    assert site.status("grace@example.org") == "active"  # the old POST erased here
+    again = post_form(forwardee, site.links.preferences(ada, "erase"), {})
+    assert again.status_code == 429 and "Already sent" in again.text
+
+    [to_ada] = mails_to(smtp_sink, "ada@example.org")
+    [to_grace] = mails_to(smtp_sink, "grace@example.org")
+    assert "digest@example.org" in str(to_ada["From"]) and to_ada["To"] == "ada@example.org"
+    assert to_ada["Subject"].startswith("Your data from")
+    assert to_grace["Subject"].startswith("Delete your subscription")
+    owner = httpx.Client(timeout=30)
+    data = owner.get(link_in(to_ada, site, "data"))
+    assert data.status_code == 200 and "attachment" in data.headers["content-disposition"]
+    exported = data.json()
+    assert exported["subscriber"]["email"] == "ada@example.org"
+    assert [e["detail"] for e in exported["events"] if e["kind"] == "mailbox_link_sent"
+            ] == [{"purpose": "data"}]
+    erase = link_in(to_grace, site, "erase")
+    assert "Delete everything about grace@example.org" in owner.get(erase).text
+    assert site.status("grace@example.org") == "active"  # GET erases nothing
+    assert post_form(owner, erase, {}).status_code == 200
+    assert site.status("grace@example.org") is None
+    with session_scope(site.engine) as s:
+        assert s.scalar(select(func.count()).select_from(Event).where(
+            Event.subscriber_id == ada, Event.kind == "mailbox_link_sent")) == 1
+
+
+def test_emailed_links_expire_and_each_works_for_its_own_purpose_only(site: Site) -> None:
+    client = httpx.Client(timeout=30)
+    ada = site.sub_id("ada@example.org")
+    links, hours = site.links, site.settings.web.mailbox_link_hours
+    stale = links.mailbox_link("data", ada, issue_hour() - hours - 1)
+    expired = client.get(stale)
+    assert expired.status_code == 400 and "expired" in expired.text
+    assert client.get(links.mailbox_link("data", ada, issue_hour() - hours)).status_code == 200
+    gone = post_form(client, links.mailbox_link("erase", ada), {},  # a fresh page's form
+                     links.mailbox_link("erase", ada, issue_hour() - hours - 1))
+    assert gone.status_code == 400 and site.status("ada@example.org") == "active"
+
+    prefs_token = links.preferences(ada).rsplit("/", 1)[1]
+    data_token = links.mailbox_link("data", ada).rsplit("/", 1)[1]
+    erase_token = links.mailbox_link("erase", ada).rsplit("/", 1)[1]
+    for path in (f"/data/{prefs_token}", f"/erase/{prefs_token}", f"/erase/{data_token}",
+                 f"/data/{erase_token}", f"/preferences/{data_token}",
+                 f"/preferences/{erase_token}/data", f"/unsubscribe/{erase_token}"):
+        assert client.get(site.url + path).status_code == 400, path
+    for purpose, token in (("data", prefs_token), ("erase", prefs_token),
+                           ("preferences", data_token), ("erase", data_token)):
+        with pytest.raises(InputError):
+            site.signer.claims(purpose, token)
+    assert site.status("ada@example.org") == "active"
