@@ -8,6 +8,7 @@ rewritten and a changed formula applies to old votes too.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -145,6 +146,19 @@ _PAPER_COLUMNS = (Entry.id, Entry.title, Entry.abstract, Entry.keywords, Entry.a
                   Entry.upvotes, Entry.published)
 
 
+_EPOCH = dt.date(1970, 1, 1).toordinal()
+
+
+def _day_column(days: tuple[Any, ...]) -> np.ndarray:
+    """The votes' days as ``datetime64[D]``: SQLite's ``date()`` gives ISO strings,
+    which numpy parses quickly; PostgreSQL's gives ``date`` objects, which numpy
+    converts one by one at 5 µs each (counted from their ordinals instead)."""
+    if days and isinstance(days[0], dt.date):
+        return (np.fromiter((d.toordinal() for d in days), np.int64, len(days))
+                - _EPOCH).astype("datetime64[D]")
+    return np.array(days, dtype="datetime64[D]")
+
+
 def vote_history(session: Session, subscriber_id: int | None = None) -> VoteHistory:
     """The votes of everyone (or of ``subscriber_id``) with what they need, read in
     batches (a server-side cursor where the database has one) into columns. The day
@@ -170,8 +184,7 @@ def vote_history(session: Session, subscriber_id: int | None = None) -> VoteHist
             np.fromiter(subs, np.int64, n),
             np.fromiter((code.setdefault(e, len(code)) for e in entry_ids), np.int32, n),
             np.fromiter(directions, np.int8, n),
-            # ISO strings (SQLite) or dates (PostgreSQL): numpy reads either
-            np.array(days, dtype="datetime64[D]")))
+            _day_column(days)))
     if not parts:
         return _empty_history()
     ids = list(code)
