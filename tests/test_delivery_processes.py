@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from sqlalchemy import func, select
 from newsletter.config import Settings
 from newsletter.delivery.edition import EditionConfig
 from newsletter.delivery.plan import Job
+from newsletter.render.mime import Message
 from newsletter.service import editions
 from newsletter.store import subscribers
 from newsletter.store.db import session_scope
@@ -54,8 +54,10 @@ class Marked(Transport):
     in a process other than the test's, ``die_after`` sends end that process (after
     the earlier outcomes were recorded, so only unsent rows are left behind)."""
 
-    def __init__(self, inner: Transport, marks: Path, die_after: int = 0) -> None:
+    def __init__(self, inner: Transport, marks: Path, die_after: int = 0,
+                 database: str = "") -> None:
         self.inner, self.die_after, self.sent = inner, die_after, 0
+        self.database, self.to = database, list[str]()
         self.sends_mail = inner.sends_mail
         (marks / str(os.getpid())).touch()
 
@@ -65,12 +67,38 @@ class Marked(Transport):
     async def close(self) -> None:
         await self.inner.close()
 
-    async def send(self, message: Message) -> str:  # type: ignore[override]
+    async def send(self, message: Message) -> str:
         if self.die_after and self.sent == self.die_after and os.getpid() != TEST_PID:
-            await asyncio.sleep(0.5)  # the flusher records what was sent (every 50 ms)
+            # The flusher records what was sent every 50 ms, but a loaded machine (its
+            # record waiting for the other process's SQLite write lock, or for a CPU) may
+            # take longer than any fixed pause: a row sent and not yet recorded would be
+            # taken back and sent again. Dies once the ledger has every one of them.
+            await asyncio.to_thread(recorded, self.database, self.to)
             os._exit(9)
         self.sent += 1
-        return await self.inner.send(message)  # type: ignore[arg-type]
+        sent = await self.inner.send(message)
+        self.to.append(message.to)
+        return sent
+
+
+def recorded(database: str, emails: list[str], timeout: float = 30) -> None:
+    """Wait (up to ``timeout``) until the ledger in ``database`` has each of ``emails``
+    as sent."""
+    from newsletter.store.db import make_engine
+
+    engine = make_engine(database)  # (this process's own: the test's is its parent's)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with session_scope(engine, readonly=True) as s:
+                done = s.scalar(select(func.count()).select_from(Delivery).join(
+                    Subscriber, Subscriber.id == Delivery.subscriber_id).where(
+                    Subscriber.email.in_(emails), Delivery.status == "sent"))
+            if done == len(emails):
+                return
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
 
 
 TEST_PID = os.getpid()
@@ -82,7 +110,7 @@ def send(settings: Settings, engine, marks: Path, die_after: int = 0  # type: ig
     marks.mkdir(exist_ok=True)
 
     def made() -> Transport:
-        return Marked(make_transport(settings), marks, die_after)
+        return Marked(make_transport(settings), marks, die_after, settings.database.url)
 
     return editions.send(EditionConfig.of(settings), engine, DAY, made(), make_transport=made)
 
