@@ -110,9 +110,10 @@ def web(world: Any) -> Iterator[Any]:
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         servers.append((server, thread))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # (a loaded machine may take its time)
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
+        assert server.started, "the metrics server did not start"
         return f"http://127.0.0.1:{port}/metrics"
 
     yield start
@@ -230,6 +231,8 @@ def test_heartbeats_alive_stopped_and_silent(db_url: str) -> None:
     # a process that died without a word goes silent after three missed beats
     other = Beater(engine, "run", interval=1.0).start()
     other._stop.set()  # its thread stops beating, as if killed
+    assert other._thread is not None
+    other._thread.join(30)  # (a beat already under way would overwrite the backdating)
     with session_scope(engine) as s:
         s.execute(update(Heartbeat).where(Heartbeat.name == other.name)
                   .values(beat_at=utcnow() - dt.timedelta(seconds=5)))

@@ -111,7 +111,7 @@ class Site:
             value = s.scalar(select(Subscriber.status).where(Subscriber.email == address))
             return None if value is None else str(value)
 
-    def wait_background(self, timeout: float = 10.0) -> None:
+    def wait_background(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while self.starlette.state.web.tasks and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -133,9 +133,10 @@ def running_site(settings: Settings, engine: Any, *, fetcher: Fetcher | None = N
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # (a loaded machine may take its time to start it)
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert server.started, "the site did not start"
     with session_scope(engine) as s:
         signer = Signer(secret_keys(settings.web, s))
     try:
