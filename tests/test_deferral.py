@@ -87,6 +87,13 @@ def slowly_answered(settings: Settings, engine: Any, sink: SmtpSink, seconds: fl
     return settings, planned
 
 
+def pending(engine: Any, edition_id: int) -> int:
+    """How many of the edition's rows are still pending (no worker holds them)."""
+    with session_scope(engine, readonly=True) as s:
+        return int(s.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.edition_id == edition_id, Delivery.status == "pending")) or 0)
+
+
 def once_each(sink: SmtpSink, n: int) -> bool:
     """Whether the sink holds ``n`` messages, one for each recipient."""
     return len(sink.messages) == n and {sink.count(r) for r, _ in sink.messages} == {1}
@@ -558,16 +565,24 @@ def test_a_worker_elsewhere_does_not_take_rows_whose_answers_are_slow(
     from newsletter.delivery.ledger import DbLedger
 
     settings, engine = world
-    settings, planned = slowly_answered(settings, engine, smtp_sink, 0.4)
+    settings, planned = slowly_answered(settings, engine, smtp_sink, 0.8)
     rows = planned.pending
-    assert rows >= 5  # at 0.4 s each, the last answers come well after a 1 s lease
-    # the sending worker: another host's process, so only its lease protects its rows
+    assert rows >= 8  # at 0.8 s each, the last answers come well after a 3 s lease
+    # the sending worker: another host's process, so only its lease protects its rows.
+    # A lease of 3 s is renewed every 0.75 s and lapses (rows given back) when no renewal
+    # succeeded for 2.25 s: a loaded machine may hold a renewal up by a second (with a
+    # 1 s lease, renewed every 0.25 s, 0.5 s late lost the rows, and the test failed)
     elsewhere = DbLedger(engine, planned.edition, owner="mailer-2:4242:0f0f0f0f",
-                         lease_seconds=1)
+                         lease_seconds=3)
     taken: list[int] = []
 
     def second_worker(done: threading.Event) -> None:  # this host: reclaims what looks
         here = DbLedger(engine, planned.edition)       # abandoned, and claims it
+        # Once the sending worker holds every row: until then the rows still pending are
+        # anyone's to claim (it claims one row, then the rest: a loaded machine slow to
+        # get to the second claim let this worker take them first, and the test failed)
+        while not done.is_set() and pending(engine, planned.edition.id):
+            time.sleep(0.01)
         while not done.wait(0.1):
             here.reclaim()
             taken.extend(job.delivery_id for job in here.claim(100))
