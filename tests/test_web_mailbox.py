@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
@@ -16,10 +17,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from newsletter.config import WebConfig
 from newsletter.errors import InputError
 from newsletter.render.links import issue_hour
-from newsletter.store.db import session_scope
-from newsletter.store.models import Event
+from newsletter.service.subscribers import MAILBOX_LINK_SENT, Mailbox, request_mailbox_link
+from newsletter.store.db import get_engine, session_scope
+from newsletter.store.models import Event, Subscriber
 
 from .web_support import Site, post_form, running_site
 
@@ -112,3 +115,33 @@ def test_emailed_links_expire_and_each_works_for_its_own_purpose_only(site: Site
         with pytest.raises(InputError):
             site.signer.claims(purpose, token)
     assert site.status("ada@example.org") == "active"
+
+
+def test_two_requests_at_once_take_one_slot(db_url: str) -> None:
+    """Two POSTs racing for the same address: the second waits for the first's
+    transaction and finds the slot taken. (On PostgreSQL both counted no event before
+    either committed, and both emailed a link.)"""
+    engine = get_engine(db_url)
+    with session_scope(engine) as s:
+        sub = Subscriber(email="ada@example.org", keywords="attention")
+        s.add(sub)
+        s.flush()
+        sub_id = sub.id
+    limits = WebConfig()
+    second: list[Mailbox | None] = []
+
+    def other() -> None:
+        with session_scope(engine) as s:
+            second.append(request_mailbox_link(s, sub_id, "erase", limits))
+
+    racer = threading.Thread(target=other)
+    with session_scope(engine) as s:
+        first = request_mailbox_link(s, sub_id, "data", limits)
+        s.flush()
+        racer.start()
+        racer.join(1)  # it must not get past the first's uncommitted slot meanwhile
+    racer.join(30)
+    assert first is not None and second == [None]
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Event).where(
+            Event.subscriber_id == sub_id, Event.kind == MAILBOX_LINK_SENT)) == 1

@@ -238,8 +238,14 @@ def request_mailbox_link(session: Session, sub_id: int, purpose: str,
     only be someone the digest was forwarded to. A slot is taken under the same limits
     as a sign-up's confirmations, counted apart (``MAILBOX_LINK_SENT``), so a forwarded
     link cannot flood the subscriber. Where to send it, or None when the limit is
-    reached; ``NotFound`` when they no longer exist."""
-    sub = get(session, sub_id)
+    reached; ``NotFound`` when they no longer exist.
+
+    Their row is locked first (``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already
+    serializes writers): on PostgreSQL two requests at once both counted no event
+    before either committed, and both sent a link."""
+    sub = session.get(Subscriber, sub_id, with_for_update=True)
+    if sub is None:
+        raise NotFound("this subscription no longer exists")
     now = utcnow()
     if _limited(session, sub.id, now, limits, MAILBOX_LINK_SENT):
         return None
