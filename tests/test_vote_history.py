@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter, defaultdict
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 from newsletter.ranking.selection import learn_votes
+from newsletter.store import votes as votes_mod
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Entry, LearnedMute, Subscriber, Vote
 from newsletter.store.votes import vote_history
@@ -94,3 +96,27 @@ def test_the_columns_say_what_each_vote_says(db_url: str, votes: list[tuple[int,
     wanted = {m for m in mutes if one is None or m == one}
     assert set(learned.mutes) == wanted
     assert all(m == frozenset({"spars attent"}) for m in learned.mutes.values())
+
+
+def test_a_read_that_fails_midway_leaves_no_cursor_open(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The votes are read through a server-side cursor on PostgreSQL: when turning a
+    batch into columns fails, the cursor is closed then, not left open on the server
+    (and garbage-collected with a ResourceWarning) until the transaction ends."""
+    engine = get_engine(pg_url)
+    _fill(engine, [(1, i, 1, 0) for i in range(5)], [])
+    monkeypatch.setattr(votes_mod, "VOTE_BATCH", 2)
+    real = votes_mod._day_column
+    batches: list[tuple[object, ...]] = []
+
+    def failing(days: tuple[object, ...]) -> object:
+        batches.append(days)
+        if len(batches) == 2:
+            raise RuntimeError("a batch could not be read")
+        return real(days)
+
+    monkeypatch.setattr(votes_mod, "_day_column", failing)
+    with session_scope(engine, readonly=True) as s:
+        with pytest.raises(RuntimeError):
+            vote_history(s)
+        assert s.connection().exec_driver_sql("SELECT name FROM pg_cursors").all() == []

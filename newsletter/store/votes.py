@@ -176,15 +176,17 @@ def vote_history(session: Session, subscriber_id: int | None = None) -> VoteHist
     # the session's connection, not the session: plain rows, without the ORM's
     # per-row loading, which doubled the time
     connection = session.connection()
-    result = connection.execute(query.execution_options(yield_per=VOTE_BATCH))
-    for batch in result.partitions():
-        subs, entry_ids, directions, days = zip(*batch, strict=True)
-        n = len(subs)
-        parts.append((
-            np.fromiter(subs, np.int64, n),
-            np.fromiter((code.setdefault(e, len(code)) for e in entry_ids), np.int32, n),
-            np.fromiter(directions, np.int8, n),
-            _day_column(days)))
+    # closed however the loop ends: a server-side cursor left open by an error stays
+    # on the server until the transaction ends
+    with connection.execute(query.execution_options(yield_per=VOTE_BATCH)) as result:
+        for batch in result.partitions():
+            subs, entry_ids, directions, days = zip(*batch, strict=True)
+            n = len(subs)
+            parts.append((
+                np.fromiter(subs, np.int64, n),
+                np.fromiter((code.setdefault(e, len(code)) for e in entry_ids), np.int32, n),
+                np.fromiter(directions, np.int8, n),
+                _day_column(days)))
     if not parts:
         return _empty_history()
     ids = list(code)
