@@ -145,3 +145,32 @@ def test_two_requests_at_once_take_one_slot(db_url: str) -> None:
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Event).where(
             Event.subscriber_id == sub_id, Event.kind == MAILBOX_LINK_SENT)) == 1
+
+
+def test_no_link_goes_to_a_stopped_address_and_only_our_own_links_act(
+        site: Site, smtp_sink: Any) -> None:
+    """An address that bounced or marked our mail as spam is sent nothing, this link
+    included (the page says whom to write to); a data or erasure token without the
+    subscriber's nonce (a pre-nonce link for an id that still honours those) or with
+    an issue hour still to come was never one we made, and is refused."""
+    client = httpx.Client(timeout=30)
+    ada, grace = site.sub_id("ada@example.org"), site.sub_id("grace@example.org")
+    with session_scope(site.engine) as s:
+        s.get(Subscriber, grace).status = "complained"  # type: ignore[union-attr]
+    site.starlette.state.web.legacy_link_max_id = max(ada, grace)  # pre-nonce links honoured
+    refused = post_form(client, site.links.preferences(grace, "data"), {})
+    assert refused.status_code == 409 and "digest@example.org" in refused.text
+    assert mails_to(smtp_sink, "grace@example.org") == []
+    # nonce-less, for an id whose nonce-less links still open its preferences
+    assert client.get(site.url + "/preferences/"
+                      + site.signer.token("preferences", ada)).status_code == 200
+    for purpose in ("data", "erase"):
+        bare = site.signer.token(purpose, ada, issue_hour())
+        assert client.get(f"{site.url}/{purpose}/{bare}").status_code == 400, purpose
+        ahead = site.links.mailbox_link(purpose, ada, issue_hour() + 2)
+        assert client.get(ahead).status_code == 400, purpose
+    assert post_form(client, site.links.mailbox_link("erase", ada), {},
+                     site.links.mailbox_link("erase", ada, issue_hour() + 2)
+                     ).status_code == 400
+    assert site.status("ada@example.org") == "active"
+    assert client.get(site.links.mailbox_link("data", ada)).status_code == 200

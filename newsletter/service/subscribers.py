@@ -49,6 +49,11 @@ class NotFound(InputError):
     """The subscriber asked for does not exist (any more)."""
 
 
+class Unreachable(InputError):
+    """The subscriber's address is one we no longer send to (it bounced, or its owner
+    marked our mail as spam): nothing more is emailed there, a link included."""
+
+
 def find(session: Session, email: str) -> Subscriber:
     """A subscriber by address, whatever the address policy (an address that could not
     be added now is still found)."""
@@ -238,7 +243,8 @@ def request_mailbox_link(session: Session, sub_id: int, purpose: str,
     only be someone the digest was forwarded to. A slot is taken under the same limits
     as a sign-up's confirmations, counted apart (``MAILBOX_LINK_SENT``), so a forwarded
     link cannot flood the subscriber. Where to send it, or None when the limit is
-    reached; ``NotFound`` when they no longer exist.
+    reached; ``NotFound`` when they no longer exist, ``Unreachable`` when their address
+    bounced or complained.
 
     Their row is locked first (``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already
     serializes writers): on PostgreSQL two requests at once both counted no event
@@ -246,6 +252,10 @@ def request_mailbox_link(session: Session, sub_id: int, purpose: str,
     sub = session.get(Subscriber, sub_id, with_for_update=True)
     if sub is None:
         raise NotFound("this subscription no longer exists")
+    if sub.status in (S.BOUNCED, S.COMPLAINED):
+        # as a sign-up's confirmation is never sent there: mail to an address that
+        # bounced or complained hurts every reader's delivery
+        raise Unreachable(f"we no longer send email to this address ({sub.status})")
     now = utcnow()
     if _limited(session, sub.id, now, limits, MAILBOX_LINK_SENT):
         return None

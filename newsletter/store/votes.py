@@ -197,15 +197,19 @@ def vote_history(session: Session, subscriber_id: int | None = None) -> VoteHist
             found[row.id] = row
     subs_a, papers_a, directions_a, days_a = (np.concatenate(c) for c in zip(*parts,
                                                                              strict=True))
-    if len(found) < len(ids):  # a paper gone since (votes go with it): its votes too
-        keep = np.array([i in found for i in ids], dtype=bool)
-        renumber = np.cumsum(keep, dtype=np.int32) - 1
-        rows = keep[papers_a]
-        subs_a, directions_a, days_a = subs_a[rows], directions_a[rows], days_a[rows]
-        papers_a = renumber[papers_a[rows]]
-        ids = [i for i in ids if i in found]
+    # The voted papers numbered by id, as the rows were read before (ties between
+    # them, such as which liked paper a fill names, do not depend on the votes'
+    # order); a paper gone since (its votes go with it) takes its votes along.
+    kept = sorted(i for i in ids if i in found)
+    rank = {pid: n for n, pid in enumerate(kept)}
+    papers_a = np.array([rank.get(pid, -1) for pid in ids], np.int32)[papers_a]
+    if len(kept) < len(ids):
+        rows = papers_a >= 0
+        subs_a, papers_a = subs_a[rows], papers_a[rows]
+        directions_a, days_a = directions_a[rows], days_a[rows]
         if not len(subs_a):
             return _empty_history()
+    ids = kept
     mutes: dict[int, set[str]] = defaultdict(set)
     for sub_id, term in session.execute(mutes_query):
         mutes[sub_id].add(term)

@@ -27,15 +27,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from newsletter.errors import NewsletterError
+from newsletter.errors import InputError, NewsletterError
 from newsletter.service import subscribers
-from newsletter.service.subscribers import MAILBOX_LINK_SENT, Mailbox, NotFound
+from newsletter.service.subscribers import MAILBOX_LINK_SENT, Mailbox, NotFound, Unreachable
 from newsletter.store.db import checkpoint
 from newsletter.store.models import Delivery, Edition, Event, LearnedMute, Subscriber, Vote
 from newsletter.store.subscribers import as_dict
 from newsletter.store.tokens import Holder
 from newsletter.web.context import Web, now_hours, web_of
-from newsletter.web.forms import posted_form, token_values
+from newsletter.web.forms import held, posted_form, token_values
 from newsletter.web.pages import _apply, _load
 from newsletter.web.signup import send_email
 
@@ -88,6 +88,10 @@ async def _ask(request: Request, purpose: str) -> Response:
         box = await run_in_threadpool(_reserve, web, who.id, purpose)
     except NotFound:
         return web.error(request, 404, *GONE)
+    except Unreachable as exc:
+        return web.error(request, 409, "Not sent",
+                         f"We cannot email a link: {exc.message}. Write to "
+                         f"{web.settings.sender.from_address} to {WHAT[purpose]}.")
     if box is None:
         return web.error(request, 429, "Already sent",
                          "A link was emailed to this subscription's address a short while "
@@ -117,11 +121,21 @@ async def _mailbox_holder(web: Web, request: Request, purpose: str) -> Holder | 
     """The subscriber an emailed link names: signed for ``purpose`` (a preferences
     token is refused), theirs (the link nonce), and issued within the last
     ``[web] mailbox_link_hours``."""
-    who = await token_values(web, request, purpose)
+    try:
+        claims = web.signer.claims(purpose, request.path_params["token"])
+    except InputError as exc:
+        return web.error(request, 400, "This link does not work", exc.message)
+    stamp = claims.ids[1] if len(claims.ids) > 1 else None
+    # Every such link was made with the subscriber's nonce and an issue hour that has
+    # come: one without either was never ours to honour, key or no key.
+    if claims.nonce is None or stamp is None or stamp > now_hours() + 1:
+        return web.error(request, 400, "This link does not work",
+                         "this link is not valid (it may have been altered)")
+    who = await held(web, request, claims)
     if isinstance(who, Response):
         return who
     hours = web.settings.web.mailbox_link_hours
-    if len(who.values) < 2 or now_hours() - who.values[1] > hours:
+    if now_hours() - stamp > hours:
         return web.error(request, 400, "This link has expired",
                          f"Links to {WHAT[purpose]} work for {hours} hours. Ask for a new "
                          "one on your preferences page (the link at the foot of every email).")
