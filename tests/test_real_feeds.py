@@ -643,3 +643,58 @@ def test_json_feed_items_keep_or_skip_by_the_spec(items: list[tuple[Any, str, st
     assert [p.title for p in parsed.papers] == [t for _, t in usable]
     assert [s.position for s in parsed.skipped] == [
         n for n, (_, t, _) in enumerate(items, 1) if not clean_text(t)]
+
+
+def test_a_papers_text_is_stored_within_limits_and_the_cut_is_said(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A broken or hostile feed's megabyte title, abstract or name, or its list of a
+    hundred thousand authors, is cut to what is stored (far above any real paper),
+    at a word, with an ellipsis and one warning naming the paper and the fields; a
+    real paper is stored as it came."""
+    from newsletter.ingest import papers as P
+
+    words = "attention " * 200_000  # 2 MB
+    paper = P.Paper(title="Sparse " + words, abstract=words, source="feed",
+                    authors=["Ada " + "Lovelace" * 100_000] + [f"A{i} B" for i in range(20_000)],
+                    keywords=["k" * 1_000] + [f"kw{i}" for i in range(500)],
+                    affiliations={"A1 B": ["x" * 10_000] + [f"u{i}" for i in range(100)]})
+    with caplog.at_level("WARNING", logger="newsletter"):
+        paper.finish()
+    assert len(paper.title) <= P.MAX_TITLE and paper.title.endswith("attention…")
+    assert paper.title.startswith("Sparse attention attention")
+    assert len(paper.abstract) <= P.MAX_ABSTRACT and paper.abstract.endswith("attention…")
+    assert len(paper.authors) == P.MAX_NAMES
+    assert len(paper.authors[0]) <= P.MAX_NAME and paper.authors[0].startswith("Ada Lovelace")
+    assert paper.authors[1:3] == ["A0 B", "A1 B"]
+    assert len(paper.keywords) == P.MAX_KEYWORDS and len(paper.keywords[0]) <= P.MAX_NAME
+    assert len(paper.affiliations["A1 B"]) == P.MAX_AFFILIATIONS
+    assert all(len(a) <= P.MAX_NAME for a in paper.affiliations["A1 B"])
+    [warning] = [r.getMessage() for r in caplog.records if "stored limits" in r.getMessage()]
+    assert warning.startswith("feed: paper 'Sparse attention")
+    for field in ("title", "abstract", "author name", "authors", "keyword", "keywords",
+                  "affiliation", "affiliations"):
+        assert field in warning.split("limits: ")[1]
+
+    caplog.clear()
+    real = P.Paper(title="Attention Is All You Need", abstract="The dominant sequence "
+                   "transduction models are based on complex recurrent networks.",
+                   authors=["Ashish Vaswani (Google Brain)", "Noam Shazeer"],
+                   keywords=["transformers"]).finish()
+    assert (real.title, real.authors, real.affiliations) == (
+        "Attention Is All You Need", ["Ashish Vaswani", "Noam Shazeer"],
+        {"Ashish Vaswani": ["Google Brain"]})
+    assert not [r for r in caplog.records if "stored limits" in r.getMessage()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60), st.integers(2, 40))
+def test_a_cut_text_is_a_start_of_the_text_within_the_limit(text: str, limit: int) -> None:
+    from newsletter.ingest.papers import _at_most
+
+    cut: list[str] = []
+    out = _at_most(text, limit, "title", cut)
+    assert len(out) <= limit
+    if len(text) <= limit:
+        assert out == text and cut == []
+    else:
+        assert out.endswith("…") and text.startswith(out[:-1]) and cut == ["title"]

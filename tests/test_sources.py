@@ -172,11 +172,15 @@ def test_jsonl_error_names_the_line() -> None:
 
 
 def test_control_characters_and_long_titles_are_kept_clean() -> None:
-    title = "A" * 10_000
+    from newsletter.ingest.papers import MAX_TITLE
+
+    title = "A" * MAX_TITLE  # the longest stored: intact, not truncated
     text = f'[{{"title": "{title}", "abstract": "bell\\u0007 and\\u0000nul\\n\\n wrapped"}}]'
     [paper] = parse_text(text, "x.json")
-    assert paper.title == title  # intact, not truncated
+    assert paper.title == title
     assert paper.abstract == "bell and nul wrapped"
+    [longer] = parse_text(text.replace(title, title * 10), "x.json")
+    assert longer.title == "A" * (MAX_TITLE - 1) + "…"  # no space: cut at the limit
 
 
 @settings(max_examples=200, deadline=None)

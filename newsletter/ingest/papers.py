@@ -39,6 +39,16 @@ _ARXIV_URL_RE = re.compile(
 _ARXIV_PREFIX_RE = re.compile(r"(?:arXiv:|oai:arXiv\.org:)\s*(\S+)", re.IGNORECASE)
 _WS_RE = re.compile(r"\s+")
 MAX_COUNT = 2**31 - 1  # the largest count stored (every database's integer holds it)
+# What is stored of a paper's text at most. Far above any real paper (arXiv caps a
+# title near 300 characters and an abstract at 1,920; a collaboration paper lists a
+# few thousand authors), and what a hostile or broken feed's megabyte field is cut
+# to, so it is not stored, indexed, ranked and mailed whole every day.
+MAX_TITLE = 1_000
+MAX_ABSTRACT = 20_000
+MAX_NAME = 300  # an author's name, a keyword, an affiliation
+MAX_NAMES = 10_000  # authors of one paper
+MAX_KEYWORDS = 100
+MAX_AFFILIATIONS = 20  # of one author
 
 
 @dataclasses.dataclass(slots=True)
@@ -65,17 +75,24 @@ class Paper:
 
     def finish(self) -> Paper:
         """Clean the text fields and settle the id. Returns self for chaining."""
-        self.title = clean_text(self.title)
-        self.abstract = clean_text(self.abstract)
         self.source = clean_text(self.source)  # (named in messages and log lines)
+        cut: list[str] = []
+        self.title = _at_most(clean_text(self.title), MAX_TITLE, "title", cut)
+        self.abstract = _at_most(clean_text(self.abstract), MAX_ABSTRACT, "abstract", cut)
         # counts no database integer holds (a feed's 25-digit "upvotes", an arXiv id's
         # version) are unknown, not a failed store of every source's papers
         if self.upvotes is not None and abs(self.upvotes) > MAX_COUNT:
             self.upvotes = None
         if abs(self.version) > MAX_COUNT:
             self.version = 0
-        self.authors = self._clean_authors()
-        self.keywords = [k for k in (clean_text(x) for x in self.keywords) if k]
+        self.authors = self._clean_authors(cut)
+        keywords = [_at_most(k, MAX_NAME, "keyword", cut)
+                    for k in (clean_text(x) for x in self.keywords) if k]
+        self.keywords = _few(keywords, MAX_KEYWORDS, "keywords", cut)
+        if cut:
+            title = self.title if len(self.title) <= 80 else self.title[:79] + "…"
+            log.warning("%s: paper %r: cut to the stored limits: %s", self.source or "ingest",
+                        title, ", ".join(dict.fromkeys(cut)))
         self._keep_web_links()
         if not self.arxiv_id:
             for candidate in (self.url, self.project_url):
@@ -105,20 +122,33 @@ class Paper:
                 log.warning("%s: paper %r: dropped %s %r (only http/https links are kept)",
                             self.source or "ingest", title, attr, raw[:100])
             setattr(self, attr, clean)
-    def _clean_authors(self) -> list[str]:
-        """Names without their trailing "(affiliation)", which moves to ``affiliations``."""
+    def _clean_authors(self, cut: list[str]) -> list[str]:
+        """Names without their trailing "(affiliation)", which moves to ``affiliations``;
+        each within the stored limits (``cut`` names what was cut)."""
         names: list[str] = []
-        affiliations = {clean_text(k): [clean_text(a) for a in v]
-                        for k, v in self.affiliations.items() if clean_text(k)}
+
+        def name_of(raw: Any) -> str:
+            return _at_most(clean_text(raw), MAX_NAME, "author name", cut)
+
+        affiliations: dict[str, list[str]] = {}
+        for k, v in self.affiliations.items():
+            if name_of(k):
+                affiliations[name_of(k)] = [_at_most(clean_text(a), MAX_NAME, "affiliation",
+                                                     cut) for a in v]
         for raw in self.authors:
             name, affs = name_and_affiliations(clean_text(raw))
+            name = _at_most(name, MAX_NAME, "author name", cut)
             if not name:
                 continue
             names.append(name)
             if affs:
                 known = affiliations.setdefault(name, [])
-                known.extend(a for a in affs if a not in known)
-        self.affiliations = {k: v for k, v in affiliations.items() if v}
+                known.extend(a for a in (_at_most(x, MAX_NAME, "affiliation", cut)
+                                         for x in affs) if a not in known)
+        names = _few(names, MAX_NAMES, "authors", cut)
+        listed = [k for k, v in affiliations.items() if v]
+        self.affiliations = {k: _few(affiliations[k], MAX_AFFILIATIONS, "affiliations", cut)
+                             for k in _few(listed, MAX_NAMES, "affiliations", cut)}
         return names
 
     @property
@@ -126,6 +156,25 @@ class Paper:
         """The normalized title's hash (``title_id``): how the store finds this paper
         again when one source knows its arXiv id and another does not."""
         return title_id(self.title)
+
+
+def _at_most(text: str, limit: int, what: str, cut: list[str]) -> str:
+    """``text`` within ``limit`` characters: cut at the last space before it (else at
+    the limit) with an ellipsis, and ``what`` noted in ``cut``."""
+    if len(text) <= limit:
+        return text
+    cut.append(what)
+    head = text[: limit - 1]
+    space = head.rfind(" ")
+    return (head[:space] if space > limit // 2 else head).rstrip() + "…"
+
+
+def _few(items: list[str], limit: int, what: str, cut: list[str]) -> list[str]:
+    """The first ``limit`` of ``items`` (``what`` noted in ``cut`` when there were more)."""
+    if len(items) <= limit:
+        return items
+    cut.append(what)
+    return items[:limit]
 
 
 def clean_text(text: Any) -> str:
