@@ -449,6 +449,42 @@ def subscribers_remove(
     err.print(f"removed {address}")
 
 
+@subs_app.command("data")
+def subscribers_data(
+    ctx: typer.Context, email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")],
+) -> None:
+    """Print everything stored about one subscriber as JSON: what their "download my
+    data" link gives, for a request that reached the operator another way."""
+    a = _app(ctx)
+    with a.reading() as s:
+        data = people.stored_data(s, people.find(s, email).id)
+    _print_json(data)
+
+
+@subs_app.command("erase")
+def subscribers_erase(
+    ctx: typer.Context, email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask first.")] = False,
+) -> None:
+    """Erase a subscriber as their "delete me" link does: everything deleted, the address
+    kept only as a hash that no import or sign-up can bring back (asks first unless
+    --yes). ``remove`` deletes without keeping the address out."""
+    _confirm(yes, f"Erase {email} for good (it can never be added again)?",
+             f"refusing to erase {email} without --yes (no terminal to ask)",
+             f"not erased: {email} is still there")
+    from newsletter.store.db import checkpoint
+
+    a = _app(ctx)
+    with a.session() as s:
+        sub = people.find(s, email)
+        address = sub.email
+        people.erase(s, sub.id, by="cli")
+    if not checkpoint(a.engine):  # (secure_delete zeroed the rows; now out of the log)
+        err.print("the write-ahead log was busy: the erased rows leave it at its next "
+                  "checkpoint")
+    err.print(f"erased {address}: it cannot be added again")
+
+
 @subs_app.command("export")
 def subscribers_export(ctx: typer.Context) -> None:
     """Write all subscribers as CSV (the import format plus status) to stdout."""

@@ -140,6 +140,31 @@ def test_subscribers_commands(cli, tmp_path: Path) -> None:  # type: ignore[no-u
     assert len(json.loads(cli("subscribers", "list", "--json", cwd=other).stdout)) == 2
 
 
+def test_an_operator_answers_a_data_request_and_an_erasure(cli) -> None:  # type: ignore[no-untyped-def]
+    """A request that reached the operator (the reader's address bounces, so no
+    emailed link can reach it): ``subscribers data`` prints what the reader's own link
+    downloads, ``subscribers erase`` does what it erases, for good."""
+    assert cli("subscribers", "add", "ada@example.org", "--keywords", "graph neural networks",
+               "--name", "Ada").code == 0
+    shown = cli("subscribers", "data", "Ada@Example.org")
+    assert shown.code == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["subscriber"]["email"] == "ada@example.org"
+    assert data["subscriber"]["keywords"] == "graph neural networks"
+    assert [e["kind"] for e in data["events"]] == ["subscribed"]
+    assert set(data) == {"subscriber", "votes", "learned_terms_removed", "events", "deliveries"}
+    unknown = cli("subscribers", "data", "nobody@example.org")
+    assert unknown.code != 0 and "nobody@example.org" in unknown.stderr
+    assert "\n" not in unknown.stderr.strip()
+    refused = cli("subscribers", "erase", "ada@example.org")  # no terminal, no --yes
+    assert refused.code != 0 and "without --yes" in refused.stderr
+    erased = cli("subscribers", "erase", "ada@example.org", "--yes")
+    assert erased.code == 0 and "erased ada@example.org" in erased.stderr
+    assert json.loads(cli("subscribers", "list", "--json").stdout) == []
+    again = cli("subscribers", "add", "ada@example.org", "--keywords", "x")
+    assert again.code != 0  # erased: the address cannot come back (remove allows it)
+
+
 def test_config_file_and_environment(tmp_path: Path) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text('[smtp]\nport = 2525\n[web]\nsecret_keys = ["new", "old"]\n')

@@ -27,7 +27,16 @@ from newsletter.config import WebConfig
 from newsletter.errors import FieldError, InputError
 from newsletter.store import lifecycle
 from newsletter.store import subscribers as store
-from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
+from newsletter.store.models import (
+    Delivery,
+    Edition,
+    Event,
+    LearnedMute,
+    Subscriber,
+    SubscriberStatus,
+    Vote,
+    utcnow,
+)
 from newsletter.store.suppressions import is_suppressed, lift_suppression
 
 log = logging.getLogger("newsletter.service.subscribers")
@@ -363,14 +372,54 @@ def change_preferences(session: Session, sub_id: int, form: Preferences) -> bool
         paused=form.paused, by="web", frequency=form.frequency)
 
 
-def erase(session: Session, sub_id: int) -> bool:
+def erase(session: Session, sub_id: int, *, by: str = "web") -> bool:
     """Everything about them deleted, the address kept only as a hash that refuses it;
-    False when there was nothing to erase."""
+    False when there was nothing to erase. (Their emailed link, or the operator's
+    ``subscribers erase`` for a request that reached them another way.)"""
     sub = session.get(Subscriber, sub_id)
     if sub is None:
         return False
-    lifecycle.erase(session, sub, by="web")
+    lifecycle.erase(session, sub, by=by)
     return True
+
+
+def shown_detail(detail: Any) -> Any:
+    """An event's detail as its subscriber sees it: "an operator" did it, never which
+    one (an operator's login name is theirs, and a name half of the way in)."""
+    if isinstance(detail, dict) and str(detail.get("by", "")).startswith("admin:"):
+        return detail | {"by": "an operator"}
+    return detail
+
+
+def stored_data(session: Session, sub_id: int) -> dict[str, Any] | None:
+    """Everything stored about a subscriber, as their "download my data" gives it
+    (the emailed link, ``newsletter/web/owner.py``) and ``subscribers data`` prints it;
+    None when there is no such subscriber."""
+    sub = session.get(Subscriber, sub_id)
+    if sub is None:
+        return None
+    events = session.scalars(select(Event).where(Event.subscriber_id == sub_id)
+                             .order_by(Event.id))
+    rows = session.execute(select(Delivery, Edition.day).join(Edition)
+                           .where(Delivery.subscriber_id == sub_id).order_by(Delivery.id))
+    votes = session.scalars(select(Vote).where(Vote.subscriber_id == sub_id)
+                            .order_by(Vote.id))
+    mutes = session.scalars(select(LearnedMute).where(LearnedMute.subscriber_id == sub_id)
+                            .order_by(LearnedMute.term))
+    return {
+        "subscriber": store.as_dict(sub) | {"created_at": sub.created_at.isoformat(),
+                                            "pending_change": sub.pending_change},
+        "votes": [{"paper": v.entry_id, "direction": v.direction, "source": v.source,
+                   "at": v.created_at.isoformat()} for v in votes],
+        "learned_terms_removed": [{"term": m.term, "label": m.label,
+                                   "at": m.created_at.isoformat()} for m in mutes],
+        "events": [{"kind": e.kind, "at": e.at.isoformat(), "detail": shown_detail(e.detail)}
+                   for e in events],
+        "deliveries": [{"edition": day.isoformat(), "status": d.status,
+                        "papers": list(d.entry_ids),
+                        "sent_at": d.sent_at.isoformat() if d.sent_at else None}
+                       for d, day in rows],
+    }
 
 
 # ---- their mail servers' -------------------------------------------------------------

@@ -22,7 +22,6 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,8 +30,6 @@ from newsletter.errors import InputError, NewsletterError
 from newsletter.service import subscribers
 from newsletter.service.subscribers import MAILBOX_LINK_SENT, Mailbox, NotFound, Unreachable
 from newsletter.store.db import checkpoint
-from newsletter.store.models import Delivery, Edition, Event, LearnedMute, Subscriber, Vote
-from newsletter.store.subscribers import as_dict
 from newsletter.store.tokens import Holder
 from newsletter.web.context import Web, now_hours, web_of
 from newsletter.web.forms import held, posted_form, token_values
@@ -142,40 +139,9 @@ async def _mailbox_holder(web: Web, request: Request, purpose: str) -> Holder | 
     return who
 
 
-def shown_detail(detail: Any) -> Any:
-    """An event's detail as its subscriber sees it: "an operator" did it, never which
-    one (an operator's login name is theirs, and a name half of the way in)."""
-    if isinstance(detail, dict) and str(detail.get("by", "")).startswith("admin:"):
-        return detail | {"by": "an operator"}
-    return detail
-
-
 def _export(web: Web, sub_id: int) -> dict[str, Any] | None:
     with web.app.reading() as s:
-        sub = s.get(Subscriber, sub_id)
-        if sub is None:
-            return None
-        events = s.scalars(select(Event).where(Event.subscriber_id == sub_id)
-                           .order_by(Event.id))
-        rows = s.execute(select(Delivery, Edition.day).join(Edition)
-                         .where(Delivery.subscriber_id == sub_id).order_by(Delivery.id))
-        votes = s.scalars(select(Vote).where(Vote.subscriber_id == sub_id).order_by(Vote.id))
-        mutes = s.scalars(select(LearnedMute).where(LearnedMute.subscriber_id == sub_id)
-                          .order_by(LearnedMute.term))
-        return {
-            "subscriber": as_dict(sub) | {"created_at": sub.created_at.isoformat(),
-                                          "pending_change": sub.pending_change},
-            "votes": [{"paper": v.entry_id, "direction": v.direction, "source": v.source,
-                       "at": v.created_at.isoformat()} for v in votes],
-            "learned_terms_removed": [{"term": m.term, "label": m.label,
-                                       "at": m.created_at.isoformat()} for m in mutes],
-            "events": [{"kind": e.kind, "at": e.at.isoformat(), "detail": shown_detail(e.detail)}
-                       for e in events],
-            "deliveries": [{"edition": day.isoformat(), "status": d.status,
-                            "papers": list(d.entry_ids),
-                            "sent_at": d.sent_at.isoformat() if d.sent_at else None}
-                           for d, day in rows],
-        }
+        return subscribers.stored_data(s, sub_id)
 
 
 async def my_data(request: Request) -> Response:
