@@ -97,6 +97,41 @@ def test_records_that_keep_failing_stop_the_sending(monkeypatch) -> None:  # typ
     assert ledger.queue  # never claimed: still pending
 
 
+def test_an_error_no_wait_mends_stops_the_sending_at_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A record or a claim that the database refuses for good (the tables not what the
+    code writes, no privileges: a ProgrammingError) stops the run at its first try, not
+    after the patience meant for a database that is away (here half a minute: a run
+    that waited would try again a dozen times)."""
+    import sqlalchemy.exc
+
+    from newsletter.delivery import deliver as deliver_mod
+
+    monkeypatch.setattr(deliver_mod, "LEDGER_PATIENCE", 30.0)
+    refused = sqlalchemy.exc.ProgrammingError(
+        "INSERT INTO sent_entries ...", {}, Exception("there is no unique or exclusion "
+                                                      "constraint matching the ON CONFLICT"))
+
+    class Refusing(Ledger):
+        def record(self, outcomes: Sequence[Outcome]) -> None:
+            self.calls += 1
+            raise refused
+
+    ledger, sink = Refusing(jobs(50)), Sink()
+    with pytest.raises(sqlalchemy.exc.ProgrammingError):
+        asyncio.run(deliver(Settings().transport, ledger, Ctx(), sink))  # type: ignore[arg-type]
+    assert ledger.calls <= 2 and sink.closed  # the flusher's try and the last record's
+
+    class NoClaim(Ledger):
+        def claim(self, n: int) -> list[Job]:
+            self.claims.append(n)
+            raise refused
+
+    claiming = NoClaim(jobs(50))
+    with pytest.raises(sqlalchemy.exc.ProgrammingError):
+        asyncio.run(deliver(Settings().transport, claiming, Ctx(), Sink()))  # type: ignore[arg-type]
+    assert len(claiming.claims) == 1 and claiming.outcomes == []
+
+
 def test_a_raising_progress_callback_gives_the_rest_back() -> None:
     ledger, sink = Ledger(jobs(500)), Sink()
     seen: list[Outcome] = []

@@ -37,6 +37,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlalchemy import exc as db_errors
+
 from newsletter.collector import fewer_collections
 from newsletter.config import DeliveryConfig, TransportConfig
 from newsletter.delivery.deferral import next_try
@@ -137,9 +139,19 @@ class _Jobs(asyncio.Queue["Job | None"]):
         return list(itertools.islice(self._queue, n))  # type: ignore[attr-defined]
 
 
+# Database errors that no wait mends: the tables are not what the code writes (a
+# restore cut short, a column or constraint missing), the user lacks privileges on
+# them, a value or a constraint refused. Waiting out ``LEDGER_PATIENCE`` for one only
+# put off the one-line error by half a minute. (A server gone, a lock, a full disk
+# are ``OperationalError``s, and anything that is not the database's is waited for.)
+_NOT_MENDED_BY_WAITING = (db_errors.ProgrammingError, db_errors.IntegrityError,
+                          db_errors.DataError, db_errors.NotSupportedError)
+
+
 class _Patience:
     """One failing ledger operation's tries: when the next comes (backing off, up to
-    ``LEDGER_WAIT``) and whether ``LEDGER_PATIENCE`` has run out since it began to fail."""
+    ``LEDGER_WAIT``) and whether ``LEDGER_PATIENCE`` has run out since it began to fail
+    (at once for an error no wait mends)."""
 
     def __init__(self) -> None:
         self.since: float | None = None
@@ -148,13 +160,15 @@ class _Patience:
     def succeeded(self) -> None:
         self.since, self.tries = None, 0
 
-    def failed(self) -> bool:
-        """Count a failure; True when it has been failing for too long."""
+    def failed(self, exc: BaseException | None = None) -> bool:
+        """Count a failure (``exc``); True when it has been failing for too long, or
+        is one that waiting cannot mend."""
         now = time.monotonic()
         if self.since is None:
             self.since = now
         self.tries += 1
-        return now - self.since >= LEDGER_PATIENCE
+        return (isinstance(exc, _NOT_MENDED_BY_WAITING)
+                or now - self.since >= LEDGER_PATIENCE)
 
     def delay(self) -> float:
         return min(backoff_delay(min(self.tries, 10), FLUSH_SECONDS), LEDGER_WAIT)
@@ -506,7 +520,7 @@ class _Run:
                 await self.flush()
                 patience.succeeded()
             except Exception as exc:
-                if patience.failed():
+                if patience.failed(exc):
                     self.fail(exc)
 
     async def final_flush(self) -> None:
@@ -521,8 +535,8 @@ class _Run:
                 await self.flush()
                 patience.succeeded()
                 return
-            except Exception:
-                if patience.failed():
+            except Exception as exc:
+                if patience.failed(exc):
                     raise
                 await asyncio.sleep(patience.delay())
 
@@ -573,7 +587,7 @@ class _Run:
                 self.claim_failing = True
                 if self.stopping():  # asked to stop (a signal) meanwhile: no more claims
                     return []
-                if patience.failed():
+                if patience.failed(exc):
                     self.fail(exc)
                     raise
                 await asyncio.sleep(patience.delay())
