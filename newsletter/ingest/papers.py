@@ -90,9 +90,8 @@ class Paper:
                     for k in (clean_text(x) for x in self.keywords) if k]
         self.keywords = _few(keywords, MAX_KEYWORDS, "keywords", cut)
         if cut:
-            title = self.title if len(self.title) <= 80 else self.title[:79] + "…"
             log.warning("%s: paper %r: cut to the stored limits: %s", self.source or "ingest",
-                        title, ", ".join(dict.fromkeys(cut)))
+                        self._named(), ", ".join(dict.fromkeys(cut)))
         self._keep_web_links()
         if not self.arxiv_id:
             for candidate in (self.url, self.project_url):
@@ -118,33 +117,36 @@ class Paper:
                 continue
             clean = safe_url(raw)
             if not clean:
-                title = self.title if len(self.title) <= 80 else self.title[:79] + "…"
                 log.warning("%s: paper %r: dropped %s %r (only http/https links are kept)",
-                            self.source or "ingest", title, attr, raw[:100])
+                            self.source or "ingest", self._named(), attr, raw[:100])
             setattr(self, attr, clean)
+
+    def _named(self) -> str:
+        """The title as a warning names the paper: its first 80 characters."""
+        return self.title if len(self.title) <= 80 else self.title[:79] + "…"
+
     def _clean_authors(self, cut: list[str]) -> list[str]:
         """Names without their trailing "(affiliation)", which moves to ``affiliations``;
         each within the stored limits (``cut`` names what was cut)."""
         names: list[str] = []
 
-        def name_of(raw: Any) -> str:
-            return _at_most(clean_text(raw), MAX_NAME, "author name", cut)
+        def within(text: str, what: str) -> str:
+            return _at_most(text, MAX_NAME, what, cut)
 
         affiliations: dict[str, list[str]] = {}
         for k, v in self.affiliations.items():
-            if name_of(k):
-                affiliations[name_of(k)] = [_at_most(clean_text(a), MAX_NAME, "affiliation",
-                                                     cut) for a in v]
+            if key := within(clean_text(k), "author name"):
+                affiliations[key] = [within(clean_text(a), "affiliation") for a in v]
         for raw in self.authors:
             name, affs = name_and_affiliations(clean_text(raw))
-            name = _at_most(name, MAX_NAME, "author name", cut)
+            name = within(name, "author name")
             if not name:
                 continue
             names.append(name)
             if affs:
                 known = affiliations.setdefault(name, [])
-                known.extend(a for a in (_at_most(x, MAX_NAME, "affiliation", cut)
-                                         for x in affs) if a not in known)
+                known.extend(a for a in (within(x, "affiliation") for x in affs)
+                             if a not in known)
         names = _few(names, MAX_NAMES, "authors", cut)
         listed = [k for k, v in affiliations.items() if v]
         self.affiliations = {k: _few(affiliations[k], MAX_AFFILIATIONS, "affiliations", cut)

@@ -108,13 +108,10 @@ class Votes:
            mutes: dict[int, frozenset[str]] | None = None) -> Votes:
         """From (subscriber key, paper index, sign, age in days) rows, any order."""
         data = list(rows)
-        keys = np.array([r[0] for r in data], dtype=np.int64)
-        order = np.argsort(keys, kind="stable")
-        return cls(keys[order],
-                   np.array([r[1] for r in data], dtype=np.int32)[order],
-                   np.array([r[2] for r in data], dtype=np.int8)[order],
-                   np.array([r[3] for r in data], dtype=np.float32)[order],
-                   entries, dict(mutes or {}))
+        return cls.arrays(np.array([r[0] for r in data], dtype=np.int64),
+                          np.array([r[1] for r in data], dtype=np.int32),
+                          np.array([r[2] for r in data], dtype=np.int8),
+                          np.array([r[3] for r in data], dtype=np.float32), entries, mutes)
 
     @classmethod
     def arrays(cls, keys: np.ndarray, papers: np.ndarray, signs: np.ndarray,

@@ -118,6 +118,6 @@ def learn_votes(history: VoteHistoryLike, entry_ids: list[str], today: dt.date,
         voted[sub_id].append(pos)
     ages = np.maximum((np.datetime64(today, "D") - history.days).astype(np.int64), 0)
     learned = Votes.arrays(history.subscribers, history.papers_of,
-                           np.where(history.directions > 0, 1, -1).astype(np.int8),
-                           ages.astype(np.float32), texts, dict(history.mutes))
+                           np.where(history.directions > 0, 1, -1), ages, texts,
+                           dict(history.mutes))
     return learned, dict(voted)

@@ -43,14 +43,21 @@ def _holder(web: Web, claims: Claims) -> Holder | None:
         return holder(s, claims.ids, claims.nonce, web.legacy_link_max_id)
 
 
+def signed_claims(web: Web, request: Request, purpose: str) -> Claims | Response:
+    """What the URL's token claims, when we signed it for ``purpose`` (else 400)."""
+    try:
+        return web.signer.claims(purpose, request.path_params["token"])
+    except InputError as exc:
+        return web.error(request, 400, "This link does not work", exc.message)
+
+
 async def token_values(web: Web, request: Request, purpose: str) -> Holder | Response:
     """The subscriber the URL's token names: signed by us for ``purpose`` (else 400)
     and made for the person who has that id now (else 410: erased, removed, or a link
     that outlived its subscriber; ``store.tokens``)."""
-    try:
-        claims = web.signer.claims(purpose, request.path_params["token"])
-    except InputError as exc:
-        return web.error(request, 400, "This link does not work", exc.message)
+    claims = signed_claims(web, request, purpose)
+    if isinstance(claims, Response):
+        return claims
     return await held(web, request, claims)
 
 

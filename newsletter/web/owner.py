@@ -26,13 +26,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from newsletter.errors import InputError, NewsletterError
+from newsletter.errors import NewsletterError
 from newsletter.service import subscribers
 from newsletter.service.subscribers import MAILBOX_LINK_SENT, Mailbox, NotFound, Unreachable
 from newsletter.store.db import checkpoint
 from newsletter.store.tokens import Holder
 from newsletter.web.context import Web, now_hours, web_of
-from newsletter.web.forms import held, posted_form, token_values
+from newsletter.web.forms import held, posted_form, signed_claims, token_values
 from newsletter.web.pages import _apply, _load
 from newsletter.web.signup import send_email
 
@@ -118,10 +118,9 @@ async def _mailbox_holder(web: Web, request: Request, purpose: str) -> Holder | 
     """The subscriber an emailed link names: signed for ``purpose`` (a preferences
     token is refused), theirs (the link nonce), and issued within the last
     ``[web] mailbox_link_hours``."""
-    try:
-        claims = web.signer.claims(purpose, request.path_params["token"])
-    except InputError as exc:
-        return web.error(request, 400, "This link does not work", exc.message)
+    claims = signed_claims(web, request, purpose)
+    if isinstance(claims, Response):
+        return claims
     stamp = claims.ids[1] if len(claims.ids) > 1 else None
     # Every such link was made with the subscriber's nonce and an issue hour that has
     # come: one without either was never ours to honour, key or no key.
