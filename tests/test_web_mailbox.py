@@ -174,3 +174,18 @@ def test_no_link_goes_to_a_stopped_address_and_only_our_own_links_act(
                      ).status_code == 400
     assert site.status("ada@example.org") == "active"
     assert client.get(site.links.mailbox_link("data", ada)).status_code == 200
+
+
+@pytest.mark.slow  # an outside checker, a Perl process per message
+def test_the_emailed_links_are_not_scored_as_spam(site: Site, smtp_sink: Any) -> None:
+    """The data and erasure emails, as they reached the mailbox, through SpamAssassin
+    (local tests only): a score of at most 0.0, as the digests have (test_mail.py)."""
+    from .test_mail import spamassassin
+
+    client = httpx.Client(timeout=30)
+    for address, purpose in (("ada@example.org", "data"), ("grace@example.org", "erase")):
+        sent = post_form(client, site.links.preferences(site.sub_id(address), purpose), {})
+        assert sent.status_code == 200, sent.text
+        [raw] = [data for rcpt, data in smtp_sink.messages if rcpt == address]
+        score, rules = spamassassin(raw)
+        assert score <= 0.0, (purpose, score, rules)
