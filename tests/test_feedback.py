@@ -405,6 +405,33 @@ def test_a_voted_papers_terms_are_few_headline_words_others_use(
         assert r.feature_rows[fid, others].any() if others else False
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(today=st.lists(_papers, min_size=1, max_size=8, unique_by=lambda e: e.id),
+       voted=st.lists(_papers, min_size=2, max_size=6, unique_by=lambda e: e.id),
+       limit=st.integers(1, 6), among=st.integers(0, 3))
+def test_many_voted_papers_learn_what_each_would_alone(
+        today: list[RankEntry], voted: list[RankEntry], limit: int, among: int) -> None:
+    """A learner reading many voted papers keeps what it found of today's papers from
+    one paper to the next (a gram's papers, a word's tokens): each paper still teaches
+    exactly what it teaches read alone, also when some voted papers are among today's
+    (a paper never counts as a reader of its own terms) and share grams with others."""
+    from newsletter.ranking.feedback import Learner
+    from newsletter.ranking.text import Acronyms
+
+    ids = {e.id for e in today}
+    today = [*today, *[v for v in voted[:among] if v.id not in ids]]
+    cfg = RankingConfig(trending="none", feedback_terms=limit)
+    r = Ranker(Corpus(today, Acronyms.load(), cfg, TODAY), cfg)
+    learner = Learner(r, Votes.of([(1, p, 1, 0.0) for p in range(len(voted))], voted))
+    together: dict[int, set[tuple[int, float]]] = {p: set() for p in range(len(voted))}
+    for p, fid, w in zip(learner._p_rows.tolist(), learner._p_cols.tolist(),
+                         learner._p_vals.tolist(), strict=True):
+        together[p].add((fid, w))
+    for p, paper in enumerate(voted):
+        alone = Learner(r, Votes.of([(1, 0, 1, 0.0)], [paper]))._paper_terms(paper, limit)
+        assert together[p] == {(fid, float(np.float32(w))) for fid, w in alone}, paper
+
+
 # ---- a field's vocabulary --------------------------------------------------------
 
 

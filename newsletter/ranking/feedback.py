@@ -236,9 +236,10 @@ class Learner:
         voted[votes.papers] = True
         used = np.flatnonzero(voted)
         known: dict[str, list[tuple[str, str]]] = {}  # word → its tokens, while reading
+        having: dict[Gram, frozenset[int]] = {}  # gram → today's papers with it, meanwhile
         for p in used.tolist():
             for fid, weight in self._paper_terms(votes.entries[p], cfg.feedback_terms,
-                                                 known):
+                                                 known, having):
                 rows.append(p)
                 cols.append(fid)
                 vals.append(weight)
@@ -251,12 +252,15 @@ class Learner:
         self._mute_ids: dict[str, int] = {v: k for k, v in self.keys.items()}
 
     def _paper_terms(self, entry: RankEntry, limit: int,
-                     known: dict[str, list[tuple[str, str]]] | None = None
+                     known: dict[str, list[tuple[str, str]]] | None = None,
+                     having: dict[Gram, frozenset[int]] | None = None,
                      ) -> list[tuple[int, float]]:
         """The paper's most distinctive terms that today's papers use, as (feature id,
-        weight in (0, 1]). ``known``: words' tokens (``_tokens``), kept across papers."""
+        weight in (0, 1]). ``known``: words' tokens (``_tokens``), ``having``: today's
+        papers with a gram (``_rare_grams``), both kept across papers."""
         counts, surface, headline = self._gram_counts(entry, {} if known is None else known)
-        return self._take(self._rare_grams(entry, counts, headline), surface, limit)
+        return self._take(self._rare_grams(entry, counts, headline,
+                                           {} if having is None else having), surface, limit)
 
     def _gram_counts(self, entry: RankEntry, known: dict[str, list[tuple[str, str]]]
                      ) -> tuple[dict[Gram, float], dict[Gram, str], set[Gram]]:
@@ -290,8 +294,8 @@ class Learner:
                 surface.setdefault(gram, " ".join(w for _, w in part))
         return counts, surface, headline
 
-    def _rare_grams(self, entry: RankEntry, counts: dict[Gram, float],
-                    headline: set[Gram]) -> list[tuple[float, Gram]]:
+    def _rare_grams(self, entry: RankEntry, counts: dict[Gram, float], headline: set[Gram],
+                    having: dict[Gram, frozenset[int]]) -> list[tuple[float, Gram]]:
         """(score, gram), best first, for the grams some but few other papers of today
         use (at most ``MAX_DF_SHARE`` of them, or two): a term no other paper has cannot
         lift one, and one most have says nothing. Score: log count × idf^IDF_POWER."""
@@ -302,9 +306,15 @@ class Learner:
         for gram, count in counts.items():
             if HEADLINE_ONLY and gram not in headline:
                 continue
-            found = {i for fname, _ in _FIELDS for i in corpus.index[fname][gram]}
-            found.discard(itself if itself is not None else -1)
-            df = len(found)  # other papers with the term: the paper itself is never shown
+            # Today's papers with the gram, found once a gram: the voted papers share
+            # most of their title words, and gathering them again for each paper was a
+            # quarter of learning from a year of votes.
+            found = having.get(gram)
+            if found is None:
+                found = having[gram] = frozenset().union(
+                    *[corpus.index[fname][gram] for fname, _ in _FIELDS])
+            # other papers with the term: the paper itself is never shown
+            df = len(found) - (itself in found)
             if not df or df > max(2, MAX_DF_SHARE * n):
                 continue
             scored.append((math.log1p(count) * corpus._idf(df) ** IDF_POWER, gram))
