@@ -655,11 +655,37 @@ def _same_postings(corpus: Corpus) -> None:
             assert postings.get(gram, ()) == want
             flipped = gram[::-1]  # often in no paper: empty, or what the eager build has
             assert postings[flipped] == grams.get(flipped, {}), (fname, flipped)
+            # asked again: an absent gram is remembered as absent, a present one kept
+            assert postings[flipped] == grams.get(flipped, {}), (fname, flipped)
         assert postings[("no-such-stem",)] == {}
         assert postings.get(("no-such-stem", "either"), ()) == ()
     # what is kept is what some paper has: asking for grams no paper has adds nothing
     for fname, grams in eager.items():
         assert set(corpus.index[fname]) <= set(grams)
+
+
+def test_a_gram_no_paper_had_is_found_once_a_paper_has_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grams no paper has are remembered as absent (planning asks for them, then every
+    email explaining a phrase does), boundedly, and forgotten when a paper is added."""
+    from collections import Counter
+
+    from newsletter.ranking import corpus as corpus_mod
+
+    monkeypatch.setattr(corpus_mod, "ABSENT_GRAMS", 3)
+    p = corpus_mod.Postings()
+    p.add(Counter({("graph",): 1}), Counter({("graph",): 1}))
+    p.add(Counter({("neural",): 2}), Counter({("neural",): 2}))
+    for _ in range(2):
+        assert p[("graph", "neural")] == {}
+        assert p.get(("graph", "neural")) is None
+    p.add(Counter({("graph",): 1, ("neural",): 1, ("graph", "neural"): 1}),
+          Counter({("graph",): 1, ("neural",): 1}))
+    assert p[("graph", "neural")] == {2: 1}
+    for i in range(10):  # many absent grams: at most ABSENT_GRAMS remembered
+        assert p[("graph", f"x{i}")] == {}
+        assert len(p._absent) <= 3
+    assert set(p) == {("graph",), ("neural",), ("graph", "neural")}
 
 
 def test_postings_made_on_ask_are_the_eager_postings_on_the_bundled_papers() -> None:

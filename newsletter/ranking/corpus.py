@@ -175,6 +175,10 @@ def _word_analysed(word: str, acronyms: Acronyms) -> tuple[
             raw_tokens(word), tuple(joined_compounds(word)))
 
 
+# absent grams a field's postings remember (``Postings._absent``): a few MB at most
+ABSENT_GRAMS = 50_000
+
+
 class Postings(dict[tuple[str, ...], dict[int, int]]):
     """One field's postings, gram (1 to ``MAX_NGRAM`` stems) → {paper: count}, read as
     ``postings[gram]``: a word's made at once, a longer gram's on first ask (from the
@@ -185,16 +189,21 @@ class Postings(dict[tuple[str, ...], dict[int, int]]):
     edition), for the few thousand phrases profiles ask about. A paper's gram counts
     come in one C call (``Counter``). The same postings, in the same (paper) order."""
 
-    __slots__ = ("_count",)
+    __slots__ = ("_absent", "_count")
 
     def __init__(self) -> None:
         super().__init__()
         self._count: list[Callable[[tuple[str, ...]], int | None]] = []  # by paper
+        # Grams asked for that no paper has, up to ``ABSENT_GRAMS``: not kept as entries
+        # (see ``__missing__``), yet asked again and again (planning's rows, then each
+        # email's explanation of a phrase) and each time searched from their rarest word.
+        self._absent: set[tuple[str, ...]] = set()
 
     def add(self, grams: Counter[tuple[str, ...]], words: Counter[tuple[str, ...]]) -> None:
         """The next paper's counts: of its grams, and of its words alone (1-grams)."""
         i = len(self._count)
         self._count.append(grams.get)
+        self._absent.clear()  # a new paper may have them
         get = super().get
         for w, c in words.items():
             found = get(w)
@@ -203,7 +212,7 @@ class Postings(dict[tuple[str, ...], dict[int, int]]):
             found[i] = c
 
     def __missing__(self, gram: tuple[str, ...]) -> dict[int, int]:
-        if len(gram) < 2:
+        if len(gram) < 2 or gram in self._absent:
             return {}
         # a paper with the gram has each of its words: the rarest word's papers
         get = super().get
@@ -214,6 +223,10 @@ class Postings(dict[tuple[str, ...], dict[int, int]]):
             # the eager index held, whatever a long-lived process (the web's previews)
             # is asked
             self[gram] = made
+        else:  # remembered as absent, boundedly for the same reason
+            if len(self._absent) >= ABSENT_GRAMS:
+                self._absent.clear()
+            self._absent.add(gram)
         return made
 
     def get(self, gram: tuple[str, ...], default: Any = None) -> Any:
