@@ -34,12 +34,11 @@ TODAY = dt.date(2025, 12, 26)
 
 def one_round(papers: int, votes: int) -> tuple[float, int, str]:
     from newsletter.config import RankingConfig
-    from newsletter.ranking.corpus import Corpus
+    from newsletter.ranking.corpus import Corpus, RankEntry
     from newsletter.ranking.engine import Ranker
     from newsletter.ranking.feedback import Votes
     from newsletter.ranking.selection import load_acronyms
     from newsletter.render.samples import sample_papers
-    from newsletter.ranking.corpus import RankEntry
 
     cfg = RankingConfig()
     today = [RankEntry.of(p) for p in sample_papers()]
