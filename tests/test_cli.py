@@ -152,7 +152,8 @@ def test_an_operator_answers_a_data_request_and_an_erasure(cli) -> None:  # type
     assert data["subscriber"]["email"] == "ada@example.org"
     assert data["subscriber"]["keywords"] == "graph neural networks"
     assert [e["kind"] for e in data["events"]] == ["subscribed"]
-    assert set(data) == {"subscriber", "votes", "learned_terms_removed", "events", "deliveries"}
+    assert set(data) == {"subscriber", "votes", "learned_terms_removed", "events", "deliveries",
+                         "mail_reports"}
     unknown = cli("subscribers", "data", "nobody@example.org")
     assert unknown.code != 0 and "nobody@example.org" in unknown.stderr
     assert "\n" not in unknown.stderr.strip()

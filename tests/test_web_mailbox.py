@@ -5,12 +5,14 @@ real SMTP server (aiosmtpd on 127.0.0.1), as the subscriber's mailbox would."""
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import re
 import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,10 +22,12 @@ from sqlalchemy import func, select
 from newsletter.config import WebConfig
 from newsletter.errors import InputError
 from newsletter.render.links import issue_hour
+from newsletter.service.bounces import fetch
 from newsletter.service.subscribers import MAILBOX_LINK_SENT, Mailbox, request_mailbox_link
 from newsletter.store.db import get_engine, session_scope
-from newsletter.store.models import Event, Subscriber
+from newsletter.store.models import Delivery, Edition, Event, MailReport, Subscriber
 
+from .test_bounces import KEYS, VERP, config, drop, dsn, maildir
 from .web_support import Site, post_form, running_site
 
 
@@ -174,6 +178,41 @@ def test_no_link_goes_to_a_stopped_address_and_only_our_own_links_act(
                      ).status_code == 400
     assert site.status("ada@example.org") == "active"
     assert client.get(site.links.mailbox_link("data", ada)).status_code == 200
+
+
+def test_the_bounce_reports_about_a_reader_are_in_their_data_and_go_with_the_erasure(
+        site: Site, smtp_sink: Any, tmp_path: Path) -> None:
+    """A bounce mailbox report about a reader's email (their mailbox was full: they
+    still receive, so they can ask for the links) names their address and their mail
+    server's words. Their download shows it, and their erasure deletes it: it stayed,
+    its subscriber unset, with the address in it, in the database file the erasure
+    promises to leave without the address."""
+    grace = site.sub_id("grace@example.org")
+    with session_scope(site.engine) as s:
+        edition = Edition(day=dt.date(2026, 12, 1), slot="")
+        s.add(edition)
+        s.flush()
+        sent = Delivery(edition_id=edition.id, subscriber_id=grace, day=edition.day,
+                        status="sent", message_id="<g1.x@digest.example.org>")
+        s.add(sent)
+        s.flush()
+        delivery = sent.id
+    box = maildir(tmp_path / "bounces")
+    drop(box, dsn(VERP.address(delivery, grace), "grace@example.org", "4.2.2"))
+    assert fetch(site.engine, config(box), KEYS).counts["soft"] == 1
+    assert site.status("grace@example.org") == "active"
+
+    client = httpx.Client(timeout=30)
+    assert post_form(client, site.links.preferences(grace, "data"), {}).status_code == 200
+    [mail] = mails_to(smtp_sink, "grace@example.org")
+    [report] = client.get(link_in(mail, site, "data")).json()["mail_reports"]
+    assert report["kind"] == "soft" and "4.2.2" in report["detail"]["reason"]
+    assert post_form(client, site.links.mailbox_link("erase", grace), {}).status_code == 200
+    with session_scope(site.engine) as s:
+        assert s.scalars(select(MailReport.detail)).all() == []
+    stored = Path(site.settings.database.url.removeprefix("sqlite:///"))
+    for path in (stored, stored.with_name(stored.name + "-wal")):
+        assert not path.exists() or b"grace@example.org" not in path.read_bytes(), path
 
 
 @pytest.mark.slow  # an outside checker, a Perl process per message

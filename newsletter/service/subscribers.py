@@ -32,6 +32,7 @@ from newsletter.store.models import (
     Edition,
     Event,
     LearnedMute,
+    MailReport,
     Subscriber,
     SubscriberStatus,
     Vote,
@@ -406,6 +407,8 @@ def stored_data(session: Session, sub_id: int) -> dict[str, Any] | None:
                             .order_by(Vote.id))
     mutes = session.scalars(select(LearnedMute).where(LearnedMute.subscriber_id == sub_id)
                             .order_by(LearnedMute.term))
+    reports = session.scalars(select(MailReport).where(MailReport.subscriber_id == sub_id)
+                              .order_by(MailReport.id))
     return {
         "subscriber": store.as_dict(sub) | {"created_at": sub.created_at.isoformat(),
                                             "pending_change": sub.pending_change},
@@ -419,6 +422,9 @@ def stored_data(session: Session, sub_id: int) -> dict[str, Any] | None:
                         "papers": list(d.entry_ids),
                         "sent_at": d.sent_at.isoformat() if d.sent_at else None}
                        for d, day in rows],
+        # what their mail server answered our emails (a full mailbox, a refusal)
+        "mail_reports": [{"kind": r.kind, "outcome": r.outcome, "at": r.at.isoformat(),
+                          "detail": r.detail} for r in reports],
     }
 
 

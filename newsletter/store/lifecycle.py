@@ -21,13 +21,14 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import FieldError, InputError
 from newsletter.store.models import (
     Delivery,
     Event,
+    MailReport,
     Subscriber,
     SubscriberStatus,
     Suppression,
@@ -167,12 +168,17 @@ def apply_notice(session: Session, address: str, kind: str, *, by: str, **detail
 # ---- erasure ------------------------------------------------------------------------
 
 def erase(session: Session, sub: Subscriber, *, by: str, reason: str = "erased") -> None:
-    """Delete everything about a subscriber (row, ledger rows, sent papers, events)
-    and keep only a hashed suppression entry, so a later import or sign-up cannot
-    bring the address back."""
+    """Delete everything about a subscriber (row, ledger rows, sent papers, events,
+    the bounce mailbox's reports about their mail) and keep only a hashed suppression
+    entry, so a later import or sign-up cannot bring the address back. A report would
+    outlive the row (its subscriber and delivery are only unset) with the address and
+    their mail server's words in it."""
     digest = address_hash(sub.email)
     if session.get(Suppression, digest) is None:
         session.add(Suppression(hash=digest, reason=reason, at=utcnow()))
+    theirs = select(Delivery.id).where(Delivery.subscriber_id == sub.id)
+    session.execute(delete(MailReport).where(or_(MailReport.subscriber_id == sub.id,
+                                                 MailReport.delivery_id.in_(theirs))))
     session.execute(delete(Event).where(Event.subscriber_id == sub.id))
     session.execute(delete(Delivery).where(Delivery.subscriber_id == sub.id))
     session.delete(sub)
