@@ -180,20 +180,17 @@ def test_no_link_goes_to_a_stopped_address_and_only_our_own_links_act(
     assert client.get(site.links.mailbox_link("data", ada)).status_code == 200
 
 
-def test_the_bounce_reports_about_a_reader_are_in_their_data_and_go_with_the_erasure(
-        site: Site, smtp_sink: Any, tmp_path: Path) -> None:
-    """A bounce mailbox report about a reader's email (their mailbox was full: they
-    still receive, so they can ask for the links) names their address and their mail
-    server's words. Their download shows it, and their erasure deletes it: it stayed,
-    its subscriber unset, with the address in it, in the database file the erasure
-    promises to leave without the address."""
+def soft_bounced(site: Site, tmp_path: Path) -> int:
+    """grace@example.org's id, after an email of hers (ranked for "attention") came back
+    from a full mailbox: read from the bounce mailbox, as ``bounces fetch`` reads it."""
     grace = site.sub_id("grace@example.org")
     with session_scope(site.engine) as s:
         edition = Edition(day=dt.date(2026, 12, 1), slot="")
         s.add(edition)
         s.flush()
         sent = Delivery(edition_id=edition.id, subscriber_id=grace, day=edition.day,
-                        status="sent", message_id="<g1.x@digest.example.org>")
+                        status="sent", keywords="attention",
+                        message_id="<g1.x@digest.example.org>")
         s.add(sent)
         s.flush()
         delivery = sent.id
@@ -201,7 +198,17 @@ def test_the_bounce_reports_about_a_reader_are_in_their_data_and_go_with_the_era
     drop(box, dsn(VERP.address(delivery, grace), "grace@example.org", "4.2.2"))
     assert fetch(site.engine, config(box), KEYS).counts["soft"] == 1
     assert site.status("grace@example.org") == "active"
+    return grace
 
+
+def test_the_bounce_reports_about_a_reader_are_in_their_data_and_go_with_the_erasure(
+        site: Site, smtp_sink: Any, tmp_path: Path) -> None:
+    """A bounce mailbox report about a reader's email (their mailbox was full: they
+    still receive, so they can ask for the links) names their address and their mail
+    server's words. Their download shows it, and their erasure deletes it: it stayed,
+    its subscriber unset, with the address in it, in the database file the erasure
+    promises to leave without the address."""
+    grace = soft_bounced(site, tmp_path)
     client = httpx.Client(timeout=30)
     assert post_form(client, site.links.preferences(grace, "data"), {}).status_code == 200
     [mail] = mails_to(smtp_sink, "grace@example.org")
@@ -213,6 +220,18 @@ def test_the_bounce_reports_about_a_reader_are_in_their_data_and_go_with_the_era
     stored = Path(site.settings.database.url.removeprefix("sqlite:///"))
     for path in (stored, stored.with_name(stored.name + "-wal")):
         assert not path.exists() or b"grace@example.org" not in path.read_bytes(), path
+
+
+def test_each_email_in_the_data_says_what_it_was_ranked_for_and_why_it_failed(
+        site: Site, tmp_path: Path) -> None:
+    """A delivery row keeps the keywords its papers were picked for and, when it went
+    wrong, its mail server's reason: about the reader, so in their download (which
+    gave only the day, status, papers and time)."""
+    grace = soft_bounced(site, tmp_path)
+    data = httpx.get(site.links.mailbox_link("data", grace), timeout=30).json()
+    [delivery] = data["deliveries"]
+    assert delivery["keywords"] == "attention"
+    assert "4.2.2" in delivery["reason"] and delivery["error"] == ""
 
 
 @pytest.mark.slow  # an outside checker, a Perl process per message

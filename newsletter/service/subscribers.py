@@ -418,8 +418,11 @@ def stored_data(session: Session, sub_id: int) -> dict[str, Any] | None:
                                    "at": m.created_at.isoformat()} for m in mutes],
         "events": [{"kind": e.kind, "at": e.at.isoformat(), "detail": shown_detail(e.detail)}
                    for e in events],
+        # with the keywords its papers were picked for and what went wrong (a bounce's
+        # or the mail server's words): stored about them like the rest
         "deliveries": [{"edition": day.isoformat(), "status": d.status,
-                        "papers": list(d.entry_ids),
+                        "papers": list(d.entry_ids), "keywords": d.keywords,
+                        "reason": d.reason, "error": d.last_error,
                         "sent_at": d.sent_at.isoformat() if d.sent_at else None}
                        for d, day in rows],
         # what their mail server answered our emails (a full mailbox, a refusal)
