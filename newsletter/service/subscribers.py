@@ -27,6 +27,7 @@ from newsletter.config import WebConfig
 from newsletter.errors import FieldError, InputError
 from newsletter.store import lifecycle
 from newsletter.store import subscribers as store
+from newsletter.store.db import hold_address
 from newsletter.store.models import (
     Delivery,
     Edition,
@@ -194,7 +195,11 @@ def sign_up(session: Session, form: SignUp, limits: WebConfig) -> Reserved | Non
     the confirmation email for, or None (already receiving, stopped by their mail
     server, or the per-address limit reached: ``confirm_interval_minutes``,
     ``confirms_per_day``, counted from the events so every process agrees; nothing is
-    stored then, so a stranger's sign-ups cannot replace a change already emailed)."""
+    stored then, so a stranger's sign-ups cannot replace a change already emailed).
+
+    The address is held first (``hold_address``), new or known: sign-ups of it at the
+    same moment take their turns, each counting the confirmations of those before."""
+    hold_address(session, form.address)
     now = utcnow()
     _forget_stale_returns(session, now - dt.timedelta(hours=limits.confirm_hours))
     sub = session.scalar(select(Subscriber).where(Subscriber.email == form.address))

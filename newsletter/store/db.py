@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import re
 import time
 from collections.abc import Iterator
@@ -327,6 +328,9 @@ def connection_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Conn
 
 # PostgreSQL's advisory lock key for the papers' clock (any constant of our own)
 PAPERS_CLOCK = 0x6E6C7061
+# ... and the space of one address's sign-ups (the two-key form: the second key is the
+# address's hash), apart from the one-key locks above
+SIGN_UP_ADDRESS = 0x6E6C7361
 
 
 def hold_papers_clock(session: Session, *, exclusive: bool) -> None:
@@ -342,6 +346,25 @@ def hold_papers_clock(session: Session, *, exclusive: bool) -> None:
     if session.get_bind().dialect.name == "postgresql":
         lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         session.execute(text(f"SELECT {lock}(:key)"), {"key": PAPERS_CLOCK})
+    else:
+        session.execute(text("SELECT 1"))
+
+
+def hold_address(session: Session, address: str) -> None:
+    """Hold ``address``'s sign-ups until ``session``'s transaction ends, before reading
+    its row and counting the confirmations it was sent. On PostgreSQL (READ COMMITTED)
+    two sign-ups of one address at once both counted no confirmation before either
+    committed, and both sent one; a row lock (``FOR UPDATE``) cannot do it, as a new
+    address has no row yet, and its racers failed on the duplicate row instead. Two
+    addresses whose hashes meet only wait for each other. On SQLite a transaction that
+    writes holds the one write lock from its first statement (``BEGIN IMMEDIATE``),
+    which this makes."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(address.encode()).digest()[:4], "big",
+                             signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), "
+                             "CAST(:key AS integer))"),
+                        {"space": SIGN_UP_ADDRESS, "key": key})
     else:
         session.execute(text("SELECT 1"))
 
