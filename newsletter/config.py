@@ -132,10 +132,11 @@ class WebConfig(_Section):
     signups_per_client_per_hour: int = Field(default=10, ge=1)
     """Sign-up posts per client address per hour; more are refused (429)."""
     signups_per_hour: int = Field(default=1000, ge=1)
-    """Sign-up posts from all clients together per hour; more are refused (429) and the
-    log says so. Each sends a confirmation email to an address someone typed: addresses
-    are cheap (an IPv6 /48 holds 65,536 clients of their own), and a flood of emails to
-    strangers costs the sender's reputation. Raise it for a launch."""
+    """Sign-up posts from all clients together per hour, counted in the database (every
+    web process on it together); more are refused (429) and the log says so. Each sends
+    a confirmation email to an address someone typed: addresses are cheap (an IPv6 /48
+    holds 65,536 clients of their own), and a flood of emails to strangers costs the
+    sender's reputation. Raise it for a launch."""
     preview_cache_size: int = Field(default=256, ge=0)
     """Keyword sets (with votes) whose ranked picks the preferences page keeps in
     memory."""

@@ -8,16 +8,21 @@ before either commits)."""
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
 
 from newsletter.config import WebConfig
 from newsletter.service import subscribers
-from newsletter.service.subscribers import CONFIRMATION_SENT, Reserved
+from newsletter.service.subscribers import CONFIRMATION_SENT, SIGN_UP_POSTED, Reserved
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Event, Subscriber
 
@@ -84,3 +89,61 @@ def test_sign_ups_of_one_address_at_once_send_no_more_than_its_limit(
         assert 1 <= len(reserved) <= allowed, f"round {n}: {len(reserved)} reserved"
         assert confirmations(engine, address) == len(reserved), f"round {n}"
         assert len({r.id for r in reserved}) == 1  # one subscriber row, however they raced
+
+
+def test_sign_up_posts_at_once_take_no_more_than_the_hours_slots(pg_url: str) -> None:
+    """Eight posts at once from all clients, on PostgreSQL, many times over: exactly
+    [web] signups_per_hour of them are let through, and the count holds them."""
+    engine = get_engine(pg_url)
+    for n in range(ROUNDS):
+        with session_scope(engine) as s:
+            s.execute(delete(Event).where(Event.kind == SIGN_UP_POSTED))
+        results = race(engine, functools.partial(subscribers.take_sign_up_slot, per_hour=3))
+        assert sorted(results) == [False] * (RACERS - 3) + [True] * 3, f"round {n}: {results}"
+        with session_scope(engine) as s:
+            assert s.scalar(select(func.count(Event.id)).where(
+                Event.kind == SIGN_UP_POSTED)) == 3
+
+
+def test_the_hours_sign_ups_are_counted_across_web_processes(
+        db_url: str, tmp_path: Path) -> None:
+    """Two `newsletter web` processes on one database (as uvicorn's workers, or two
+    hosts): [web] signups_per_hour bounds their posts together, not each one's. Each
+    process counted in its own memory before, and the two let through twice the
+    limit."""
+    from .conftest import free_port
+    from .test_admin import csrf_of
+    from .test_hardening import wait_until_serving
+
+    get_engine(db_url)  # migrated once, before both start
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | {
+        "NEWSLETTER_DATABASE__URL": db_url, "NEWSLETTER_WEB__RENDER_PROCESSES": "0",
+        "NEWSLETTER_WEB__SIGNUPS_PER_HOUR": "3",
+        "NEWSLETTER_OUTBOX__PATH": str(tmp_path / "outbox")}
+    bases, procs = [], []
+    try:
+        for _ in range(2):
+            port = free_port()
+            bases.append(f"http://127.0.0.1:{port}")
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "newsletter", "web", "--port", str(port)],
+                env=env | {"NEWSLETTER_WEB__BASE_URL": bases[-1]},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for base in bases:
+            wait_until_serving(base)
+
+        def sign_up(base: str, n: int) -> int:
+            with httpx.Client(base_url=base, timeout=30) as c:
+                token = csrf_of(c, "/subscribe")
+                return c.post("/subscribe", data={
+                    "csrf": token, "email": f"crowd{n}@example.org", "keywords": "diffusion",
+                    "tz": "UTC", "hour": "7"}).status_code
+
+        first, second = bases
+        assert [sign_up(first, 0), sign_up(first, 1)] == [200, 200]
+        assert [sign_up(second, 2), sign_up(second, 3), sign_up(first, 4)] == [200, 429, 429]
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)

@@ -27,7 +27,7 @@ from newsletter.config import WebConfig
 from newsletter.errors import FieldError, InputError
 from newsletter.store import lifecycle
 from newsletter.store import subscribers as store
-from newsletter.store.db import hold_address
+from newsletter.store.db import hold_address, hold_sign_up_count
 from newsletter.store.models import (
     Delivery,
     Edition,
@@ -218,6 +218,30 @@ def sign_up(session: Session, form: SignUp, limits: WebConfig) -> Reserved | Non
                                          hour=form.hour, by="web")
     session.add(Event(subscriber_id=sub.id, kind=CONFIRMATION_SENT, at=now))
     return Reserved(sub.id, sub.link_nonce, change)
+
+
+# A sign-up post that [web] signups_per_hour let through, whoever's address it names
+# (no subscriber: it is counted before the address is looked at); kept an hour.
+SIGN_UP_POSTED = "sign_up_posted"
+
+
+def take_sign_up_slot(session: Session, per_hour: int) -> bool:
+    """A sign-up post, from any client: counted, and True, while all clients together
+    have made fewer than ``per_hour`` in the last hour ([web] signups_per_hour); False
+    past it. Counted in the events so every web process shares the one limit (held in
+    each process's memory, uvicorn's workers or several hosts on one database each let
+    ``per_hour`` through). The posts are counted, not the confirmations sent: whether
+    the next post is refused must not tell whether an earlier post's address was sent
+    one. The count is held (``hold_sign_up_count``) so that posts at once cannot all
+    take the last slot; the posts older than the hour are deleted."""
+    hold_sign_up_count(session)
+    now = utcnow()
+    posted = Event.kind == SIGN_UP_POSTED
+    session.execute(delete(Event).where(posted, Event.at <= now - dt.timedelta(hours=1)))
+    if (session.scalar(select(func.count(Event.id)).where(posted)) or 0) >= per_hour:
+        return False
+    session.add(Event(kind=SIGN_UP_POSTED, at=now))
+    return True
 
 
 # The events that count the emails a visitor can make us send to an address: a

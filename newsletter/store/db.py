@@ -328,6 +328,8 @@ def connection_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Conn
 
 # PostgreSQL's advisory lock key for the papers' clock (any constant of our own)
 PAPERS_CLOCK = 0x6E6C7061
+# ... the count of all clients' sign-ups ([web] signups_per_hour)
+SIGN_UP_COUNT = 0x6E6C7363
 # ... and the space of one address's sign-ups (the two-key form: the second key is the
 # address's hash), apart from the one-key locks above
 SIGN_UP_ADDRESS = 0x6E6C7361
@@ -365,6 +367,16 @@ def hold_address(session: Session, address: str) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), "
                              "CAST(:key AS integer))"),
                         {"space": SIGN_UP_ADDRESS, "key": key})
+    else:
+        session.execute(text("SELECT 1"))
+
+
+def hold_sign_up_count(session: Session) -> None:
+    """Hold the count of all clients' sign-ups until ``session``'s transaction ends,
+    before counting them: posts at once in several processes would each find the last
+    slot free. On SQLite ``BEGIN IMMEDIATE`` does it (``hold_address``)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SIGN_UP_COUNT})
     else:
         session.execute(text("SELECT 1"))
 

@@ -56,7 +56,6 @@ class Web:
     links: LinkMaker = field(init=False)
     csrf: Csrf = field(init=False)
     limiter: ClientLimiter = field(init=False)
-    all_signups: ClientLimiter = field(init=False)
     flood_logged_at: float = float("-inf")  # the last "sign-ups refused" warning
     work: Renderers = field(init=False)
     verifiers: dict[str, Verifier] = field(init=False)
@@ -82,7 +81,6 @@ class Web:
         self.links = LinkMaker(settings.web, settings.sender, self.signer)
         self.csrf = Csrf(self.signer._keys[0], settings.web.base_url)
         self.limiter = ClientLimiter(settings.web.signups_per_client_per_hour)
-        self.all_signups = ClientLimiter(settings.web.signups_per_hour)  # one key: everyone
         self.work = Renderers(self.app)
         self.verifiers = {name: cls(settings.webhooks, fetcher=self.fetcher)
                           for name, cls in VERIFIERS.items()}

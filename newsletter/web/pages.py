@@ -114,7 +114,8 @@ async def subscribe(request: Request) -> Response:
     if not web.limiter.allow(client):
         return web.error(request, 429, "Too many sign-ups",
                          "Too many sign-ups from your network in the last hour; try later.")
-    if not web.all_signups.allow(EVERYONE):
+    if not await run_in_threadpool(_apply, web, subscribers.take_sign_up_slot,
+                                   web.settings.web.signups_per_hour):
         _flooded(web)
         return web.error(request, 429, "Too many sign-ups",
                          "Too many sign-ups in the last hour; please try again later.")
@@ -122,9 +123,6 @@ async def subscribe(request: Request) -> Response:
     # in the same time, whether it is new, pending or already subscribed.
     web.spawn(process(web.app, web.links, web.email_templates, sign_up))
     return done
-
-
-EVERYONE = "everyone"  # the all-clients limiter's one key
 
 
 def _flooded(web: Web) -> None:
