@@ -388,6 +388,7 @@ class SmtpSink:
     dropped_after_accept: list[str] = field(default_factory=list)
     pipelining: bool = True
     answer_after: float = 0.0
+    delaying: list[float] = field(default_factory=list)  # the delays of messages in one now
 
     def count(self, rcpt: str) -> int:
         return sum(1 for r, _ in self.messages if r == rcpt)
@@ -450,7 +451,12 @@ def smtp_sink() -> Iterator[SmtpSink]:
                 server.transport.close()
                 return "250 OK"
             if sink.delay:
-                await asyncio.sleep(sink.delay)
+                delay = sink.delay
+                sink.delaying.append(delay)
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    sink.delaying.remove(delay)
                 if server.transport is None or server.transport.is_closing():
                     return "451 client gone"
             sink.messages.append((rcpt, envelope.content))

@@ -324,7 +324,10 @@ def test_a_second_signal_ends_every_process_at_once(world, smtp_sink: SmtpSink, 
                 .read_text().split()]
     assert len(children) == 1
     smtp_sink.delay = 10  # the next messages stay in flight: the first signal waits for them
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30  # one in flight from each process (one connection
+    while smtp_sink.delaying.count(10) < 2 and time.monotonic() < deadline:  # each)
+        time.sleep(0.01)
+    assert smtp_sink.delaying.count(10) == 2, smtp_sink.delaying
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     assert proc.poll() is None
