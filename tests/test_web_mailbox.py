@@ -234,6 +234,33 @@ def test_each_email_in_the_data_says_what_it_was_ranked_for_and_why_it_failed(
     assert "4.2.2" in delivery["reason"] and delivery["error"] == ""
 
 
+def test_the_erasure_pages_say_that_the_readers_own_sign_up_brings_them_back(
+        site: Site, smtp_sink: Any) -> None:
+    """After "delete me" the address can come back only through a sign-up its owner
+    confirms (the kept hash stops imports and operators, not them). The erasure page
+    said no one could subscribe it again, "you included", and the page after it that
+    it "cannot be added again": a reader who later wants the digest back was told
+    they never can, and then signing up worked."""
+    client = httpx.Client(timeout=30)
+    ada = site.sub_id("ada@example.org")
+    assert post_form(client, site.links.preferences(ada, "erase"), {}).status_code == 200
+    [mail] = mails_to(smtp_sink, "ada@example.org")
+    erase = link_in(mail, site, "erase")
+    offer = " ".join(client.get(erase).text.split())
+    done = post_form(client, erase, {})
+    assert done.status_code == 200 and site.status("ada@example.org") is None
+    said = " ".join(done.text.split())
+    for page in (offer, said):
+        assert "you included" not in page and "cannot be added again" not in page, page
+        assert "sign up again and confirm" in page, page
+    post_form(client, site.url + "/", {"email": "ada@example.org", "keywords": "gnn",
+                                       "tz": "UTC", "hour": "7"}, site.url + "/subscribe")
+    site.wait_background()
+    confirm = link_in(mails_to(smtp_sink, "ada@example.org")[-1], site, "confirm")
+    back = post_form(client, confirm, {})
+    assert back.status_code == 200 and site.status("ada@example.org") == "active"
+
+
 @pytest.mark.slow  # an outside checker, a Perl process per message
 def test_the_emailed_links_are_not_scored_as_spam(site: Site, smtp_sink: Any) -> None:
     """The data and erasure emails, as they reached the mailbox, through SpamAssassin

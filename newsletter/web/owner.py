@@ -180,5 +180,9 @@ async def erase(request: Request) -> Response:
     # Committed: now out of SQLite's write-ahead log too (secure_delete zeroed the rows).
     if not await run_in_threadpool(checkpoint, web.app.engine):
         log.warning("erasure: the write-ahead log was busy; it empties at the next checkpoint")
+    # Not "it cannot be added again": the kept hash stops imports and operators, and the
+    # owner's own confirmed sign-up lifts it (``service.subscribers.confirm``).
     return web.message(request, "Deleted",
-                       "Everything about your address is deleted; it cannot be added again.")
+                       "Everything about your address is deleted. No import or operator can add it "
+                       "again; it comes back only if you sign up again and confirm from your "
+                       "mailbox.")
