@@ -152,14 +152,15 @@ def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1].rstrip() + "…"
 
 
-def _confirm(yes: bool, question: str, no_terminal: str, declined: str) -> None:
+def _confirm(yes: bool, question: str, no_terminal: str, declined: str, *,
+             on_stderr: bool = False) -> None:
     """Ask before something that cannot be undone; a refusal or a "no" is one line and
-    exit 1."""
+    exit 1. ``on_stderr``: the question too (a command whose stdout is JSON alone)."""
     if yes:
         return
     if not sys.stdin.isatty():
         raise InputError(no_terminal)
-    if not typer.confirm(question):
+    if not typer.confirm(question, err=on_stderr):
         err.print(declined)
         raise typer.Exit(1)
 
@@ -723,6 +724,9 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
         + (f" via {backend}" + (f" to {outbox}/" if backend == "outbox" else "")))
     for line in r.errors:
         say(f"  failed: {line}")
+    if r.abandoned:
+        say(f"stopped early: the edition was abandoned while it was sent ({r.abandoned});"
+            " what had not been handed to the server is skipped, and no run sends it")
     _present_deferred(summary)
     _present_elsewhere(summary)
     if summary.left:
@@ -812,6 +816,82 @@ def check(
         raise typer.Exit(1)
 
 
+LEFT_TO_SEND = ("pending", "deferred", "sending", "failed")  # (failed: a transient one)
+
+
+def _edition_arg(edition: str | None) -> dict[str, Any]:
+    """EDITION as `status` and `abandon` take it: an id, else a day (YYYY-MM-DD)."""
+    by_id = edition is not None and edition.isdigit()
+    return {"edition_id": int(edition) if edition and by_id else None,
+            "day": parse_day(edition, "EDITION") if edition and not by_id else None,
+            "asked": edition or ""}
+
+
+@app.command()
+def abandon(
+    ctx: typer.Context,
+    edition: Annotated[str, typer.Argument(
+        metavar="EDITION", help="Edition id or day (YYYY-MM-DD: its latest edition).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask first.")] = False,
+    reason: Annotated[str, typer.Option(
+        "--reason", metavar="TEXT", help="Why: kept with the edition and each row it "
+        "skips (`status`, the console).")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Stop an edition for good (asks first unless --yes): every row not yet handed to
+    the mail server (pending, deferred) is skipped as "abandoned by the operator:
+    TEXT", and no `send`, `run`, worker, retry or console button sends it again. A
+    send running now stops at its next claim; what it already sent stays sent.
+
+    Exit 0 when abandoned, and when there was nothing to do (already abandoned, or
+    complete: nothing left that a run would send), each said in one line, so a script
+    may run it again; 1 for an unknown edition, a "no", or no --yes without a terminal.
+    """
+    import getpass
+    import socket
+
+    from newsletter.delivery.status import edition_status
+    from newsletter.service import editions
+
+    a = _app(ctx)
+    found = editions.find(a.engine, **_edition_arg(edition))
+    name = f"edition #{found.id} ({found.day}{f' slot {found.slot}' if found.slot else ''})"
+    counts = edition_status(a.engine, found)["counts"]
+    if found.abandoned_at is None and any(counts[k] for k in LEFT_TO_SEND):
+        err.print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+                  + "; the pending and deferred rows become skipped, and those sending "
+                  "are finished by the run that holds them")
+        _confirm(yes, f"Abandon {name} for good?",
+                 f"refusing to abandon edition #{found.id} without --yes (no terminal to ask)",
+                 f"not abandoned: {name} is as it was", on_stderr=as_json)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = str(os.getuid())
+    done = editions.abandon(a.engine, found, by=f"cli {user}@{socket.gethostname()}",
+                            reason=reason)
+    if as_json:
+        _print_json({"edition": found.id, "day": found.day.isoformat(), "slot": found.slot,
+                     "already": done.already, "complete": done.complete,
+                     "abandoned": None if done.at is None else {
+                         "at": done.at.replace(tzinfo=dt.UTC).isoformat(timespec="seconds"),
+                         "by": done.by, "reason": done.reason},
+                     "skipped": done.skipped, "in_flight": done.in_flight})
+    if done.already:
+        err.print(f"{name} was already abandoned at {done.at:%Y-%m-%d %H:%M} UTC by "
+                  f"{done.by}" + (f": {done.reason}" if done.reason else "")
+                  + "; nothing changed")
+    elif done.complete:
+        err.print(f"nothing to abandon: {name} has nothing left to send (no row pending, "
+                  "deferred, sending or to be retried); nothing changed")
+    else:
+        err.print(f"abandoned {name}: skipped {sum(done.skipped.values())} ("
+                  + ", ".join(f"{k} {v}" for k, v in done.skipped.items() if v)
+                  + ")" + (f"; {count(done.in_flight, 'delivery', 'deliveries')} in "
+                           "flight with a running send: recorded as they end, the rest "
+                           "skipped" if done.in_flight else ""))
+
+
 @app.command()
 def status(
     ctx: typer.Context,
@@ -825,10 +905,7 @@ def status(
     from newsletter.service.editions import status as edition_status
 
     a = _app(ctx)
-    by_id = edition is not None and edition.isdigit()
-    data = edition_status(a.engine, edition_id=int(edition) if edition and by_id else None,
-                          day=parse_day(edition, "EDITION") if edition and not by_id else None,
-                          asked=edition or "")
+    data = edition_status(a.engine, **_edition_arg(edition))
     procs = data["processes"]
     if as_json:
         _print_json(data)
@@ -843,6 +920,11 @@ def status(
     slot = f" slot {data['slot']}" if data["slot"] else ""
     out.print(f"edition #{data['edition']} {data['day']}{slot}: "
               + ", ".join(f"{k} {v}" for k, v in c.items()))
+    if data["abandoned"]:
+        gone = data["abandoned"]
+        out.print(f"  abandoned by the operator at {gone['at']} ({gone['by']})"
+                  + (f": {gone['reason']}" if gone["reason"] else "")
+                  + "; nothing more of it is sent")
     for e in data["last_errors"]:
         out.print(f"  {e['status']}: {e['email']}: {e['error']}")
     again = send_command(data["day"], data["slot"])

@@ -22,6 +22,7 @@ from newsletter.errors import InputError
 from newsletter.service import editions
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Delivery, Edition, Subscriber
+from newsletter.store.subscribers import add
 from newsletter.transports import make_transport
 
 from .conftest import CliRun, SmtpSink
@@ -92,16 +93,29 @@ def test_the_command_asks_refuses_and_says_one_line_each_time(world, cli: CliRun
     settings, engine = world
     env = {"NEWSLETTER_DATABASE__URL": settings.database.url,
            "NEWSLETTER_OUTBOX__PATH": settings.outbox.path}
+    # an edition that went out whole: nothing to abandon, and it is not marked
+    assert run_send(settings, engine, DAY).report.counts["sent"] > 0
+    complete = cli("abandon", DAY.isoformat(), "--yes", env=env)
+    assert complete.code == 0, complete.stderr
+    [line] = complete.stderr.strip().splitlines()
+    assert "nothing to abandon" in line
+    with session_scope(engine, readonly=True) as s:
+        assert s.scalar(select(Edition.abandoned_at).where(Edition.day == DAY)) is None
+
+    with session_scope(engine) as s:  # newcomers, planned into the same edition
+        for i in range(3):
+            add(s, f"new{i}@example.org", keywords="attention, diffusion")
     planned = plan_edition(settings, engine, DAY)
-    assert planned.edition is not None
+    assert planned.edition is not None and planned.pending == 3
     eid = str(planned.edition.id)
 
     refused = cli("abandon", eid, env=env)
     assert refused.code == 1
     assert refused.stderr.strip().splitlines()[-1] == (
         f"error: refusing to abandon edition #{eid} without --yes (no terminal to ask)")
-    assert "pending" in refused.stderr  # what would be abandoned, by state, first
-    assert "skipped" not in {st for _, st, _ in rows(settings.database.url)}
+    assert "pending 3" in refused.stderr  # what would be abandoned, by state, first
+    assert "skipped" not in {st for e, st, _ in rows(settings.database.url)
+                             if e.startswith("new")}
 
     unknown = cli("abandon", "2020-01-01", "--yes", env=env)
     assert unknown.code == 1 and unknown.stderr.strip() == "error: no edition 2020-01-01"
@@ -111,23 +125,13 @@ def test_the_command_asks_refuses_and_says_one_line_each_time(world, cli: CliRun
     assert first.code == 0, first.stderr
     data = json.loads(first.stdout)
     assert data["edition"] == int(eid) and data["already"] is False
-    assert data["skipped"]["pending"] == planned.pending
+    assert data["skipped"]["pending"] == 3
     assert data["abandoned"]["reason"] == REASON
 
     again = cli("abandon", eid, "--yes", env=env)
     assert again.code == 0, again.stderr
     [line] = again.stderr.strip().splitlines()
     assert "already abandoned" in line and REASON in line
-
-    # an edition that went out whole: nothing to abandon, and it is not marked
-    other = DAY + dt.timedelta(days=1)
-    assert run_send(settings, engine, other).report.counts["sent"] > 0
-    complete = cli("abandon", other.isoformat(), "--yes", env=env)
-    assert complete.code == 0, complete.stderr
-    [line] = complete.stderr.strip().splitlines()
-    assert "nothing to abandon" in line
-    with session_scope(engine, readonly=True) as s:
-        assert s.scalar(select(Edition.abandoned_at).where(Edition.day == other)) is None
 
 
 # ---- in the middle of a send ---------------------------------------------------------

@@ -75,6 +75,7 @@ class DeliverReport:
     seconds: float = 0.0
     stopped_by: int = 0  # the signal that stopped claiming (0: ran to the end)
     next_try: dt.datetime | None = None  # the earliest next try of the rows deferred here
+    abandoned: str = ""  # the operator abandoned the edition meanwhile: the rows' reason
 
     def add(self, other: DeliverReport) -> None:
         """Another delivery of the same run (a deferred row's edition) counted in."""
@@ -82,6 +83,7 @@ class DeliverReport:
         self.errors.extend(other.errors[:max(0, 20 - len(self.errors))])
         self.seconds += other.seconds
         self.stopped_by = self.stopped_by or other.stopped_by
+        self.abandoned = self.abandoned or other.abandoned
         if other.next_try is not None and (self.next_try is None
                                            or other.next_try < self.next_try):
             self.next_try = other.next_try
@@ -565,6 +567,7 @@ class _Run:
                         self.given_back = 0
                         continue
                 if not jobs:
+                    self.give_back_if_abandoned()
                     break
                 if self.held_until is None:  # later claims' leases end later
                     self._held_from(began)
@@ -574,6 +577,21 @@ class _Run:
         finally:
             for _ in range(self.senders):
                 await self.queue.put(None)
+
+    def give_back_if_abandoned(self) -> None:
+        """When the claim found none because the operator abandoned the edition, the
+        jobs claimed ahead and waiting for a sender go back to the ledger (which skips
+        them with the reason) rather than out; those a sender has taken finish and are
+        recorded as they end. Once a run, at its last claim: nothing per message."""
+        abandoned = getattr(self.ledger, "abandoned", None)
+        if not abandoned:
+            return
+        self.report.abandoned = abandoned
+        while not self.queue.empty():
+            job = self.queue.get_nowait()
+            if job is not None:
+                self.ready.pop(id(job), None)
+                self.counted(Outcome(job, RELEASED), time.perf_counter())
 
     async def claim(self, n: int) -> list[Job]:
         """A claim of ``n`` rows, tried again (backing off) as a failed record is; when

@@ -5,6 +5,7 @@ memory ledger a preview uses in its place. No provider imports here.
                        when there is nothing to send)
     ``DbLedger.claim``: rows taken under a lease (sending), handed to ``deliver``
     ``DbLedger.record``: each outcome written soon after it happens
+    ``DbLedger.abandon``: the operator stops the edition for good (``newsletter abandon``)
 
 The ledger is the truth. A row is claimed (``sending``, with a lease naming
 host:pid) before its message is rendered, and marked ``sent`` in the same
@@ -13,6 +14,12 @@ lease holder is gone (lease expired, or its process is dead on this host) and
 finishes them, so nobody is skipped; a row already ``sent`` is never sent again.
 The one window for a duplicate is a crash after the server accepted a message
 and before the ledger commit that follows it (a few tens of milliseconds).
+
+An abandoned edition (``Edition.abandoned_at``) is the ledger's to keep: every
+transaction that plans rows, claims them or puts them back in the queue reads it
+(``_abandoned``), so no caller (`send`, a slot, the retry job, a worker, the console)
+has to, and a row that would go back to ``pending`` or ``deferred`` is ``skipped``
+with the operator's reason instead.
 
 A preview runs the same delivery with a ``MemoryLedger`` and a file transport.
 """
@@ -27,7 +34,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, cast
 
@@ -51,6 +58,12 @@ from newsletter.store.models import (
 DELIVERIES = cast(Table, Delivery.__table__)  # Core table, for executemany updates
 SENT_ENTRIES = cast(Table, SentEntry.__table__)  # Core: no ORM bookkeeping per row
 LEASE_SECONDS = 120
+ABANDONED = "abandoned by the operator"
+
+
+def abandoned_reason(reason: str) -> str:
+    """What an abandoned edition's skipped rows say (`status`, the console's ledger)."""
+    return f"{ABANDONED}: {reason}" if reason else ABANDONED
 
 
 class OutcomeStatus(StrEnum):
@@ -81,6 +94,22 @@ class Outcome:
     reason: str = ""  # a failed row's reason when not permanent/transient ("expired")
     first_try: dt.datetime | None = None  # deferred: first refused for now (naive UTC)
     next_try: dt.datetime | None = None  # deferred: when it is due again (naive UTC)
+
+
+@dataclass
+class Abandoned:
+    """What ``DbLedger.abandon`` did: the edition marked (or ``already`` so, or left
+    alone as ``complete``: nothing of it was left to send), and its rows skipped by
+    the state they were in (``sending``: held by a run that is gone). ``in_flight``:
+    rows a live run holds, which it sends (recorded as sent) or gives back (skipped)."""
+
+    at: dt.datetime | None
+    by: str = ""
+    reason: str = ""
+    already: bool = False
+    complete: bool = False
+    skipped: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
 
 
 class Ledger(Protocol):
@@ -296,6 +325,27 @@ class DbLedger:
         self.host = socket.gethostname()
         self.sharers = sharers
         self._after = 0  # claim() resumes after the highest id it has claimed
+        # The skipped rows' reason once a claim found the edition abandoned: the
+        # delivery loop then gives back what it claimed ahead (``deliver``).
+        self.abandoned: str | None = None
+
+    def _abandoned(self, s: Any) -> str | None:
+        """The reason an abandoned edition's rows are skipped with; None while it is not
+        abandoned. Read first in each transaction that plans, claims or puts rows back
+        in the queue. On PostgreSQL it holds the edition's row (FOR SHARE) until that
+        transaction ends: ``abandon`` locks the row before it skips the rows, so it
+        waits for such a transaction and then skips what it left pending, or the
+        transaction waits for ``abandon`` and sees it (read alone, a row given back
+        between ``abandon``'s look and its commit stayed pending for ever)."""
+        q = (select(Edition.abandoned_at, Edition.abandoned_reason)
+             .where(Edition.id == self.edition.id))
+        if self.engine.dialect.name == "postgresql":
+            q = q.with_for_update(read=True)
+        row = s.execute(q).first()
+        if row is None or row[0] is None:
+            return None
+        self.abandoned = abandoned_reason(row[1])
+        return self.abandoned
 
     def plan(self, jobs: Iterator[list[Job]], *, empty_reason: str = "") -> PlanReport:
         """Write one pending row per job, a chunk per transaction (a crash keeps what
@@ -315,16 +365,17 @@ class DbLedger:
                 if j.entry_ids else
                 (j.recipient.id, j.day or day, j.entry_ids, j.details, to_skip, reason)
                 for j in chunk]
-            if rows and self.engine.dialect.name == "postgresql":
-                with session_scope(self.engine) as s:
+            if not rows:
+                continue
+            with session_scope(self.engine) as s:
+                if self._abandoned(s) is not None:  # meanwhile: nothing more is planned
+                    return report
+                if self.engine.dialect.name == "postgresql":
                     written = list(s.scalars(_PG_PLAN, _pg_plan_params(
                         self.edition.id, now, rows)))
-            elif rows:
-                with session_scope(self.engine) as s:
+                else:
                     written = list(s.scalars(_SQLITE_PLAN, _sqlite_plan_params(
                         self.edition.id, now, rows)))
-            else:
-                continue
             skipped = sum(1 for st in written if st == DeliveryStatus.SKIPPED)
             report.skipped += skipped
             report.planned += len(written) - skipped
@@ -349,38 +400,46 @@ class DbLedger:
         return [max(0.0, (now - at).total_seconds()) for at in times if at is not None]
 
     def reclaim(self) -> int:
-        """Put back rows whose lease holder is gone: expired, or a dead process here."""
-        now = utcnow()
+        """Put back rows whose lease holder is gone: expired, or a dead process here (of
+        an abandoned edition: skipped)."""
         with session_scope(self.engine) as s:
-            owners = s.execute(
-                select(Delivery.lease_owner, func.min(Delivery.lease_expires))
-                .where(Delivery.edition_id == self.edition.id,
-                       Delivery.status == DeliveryStatus.SENDING)
-                .group_by(Delivery.lease_owner)
-            ).all()
-            dead = [owner for owner, expires in owners
-                    if lease_gone(owner, expires, now, self.host)]
-            if not dead:
-                return 0
-            # A dead process of this host gives back every row it held. Another host's
-            # holder only its rows whose lease has run out, read again as they are
-            # taken: its earliest lease ran out, but a renewal may have committed since
-            # (its later rows, or all of them), and those rows are still its own.
-            here = [owner for owner in dead if held_here(owner, self.host) is not None]
-            result = s.execute(
-                update(Delivery)
-                .where(Delivery.edition_id == self.edition.id,
-                       Delivery.status == DeliveryStatus.SENDING,
-                       Delivery.lease_owner.in_(dead),
-                       Delivery.lease_owner.in_(here) | (Delivery.lease_expires < now))
-                .values(status=DeliveryStatus.PENDING, lease_owner="", lease_expires=None)
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return self._take_back(s, utcnow(), self._abandoned(s))
+
+    def _take_back(self, s: Any, now: dt.datetime, abandoned: str | None) -> int:
+        owners = s.execute(
+            select(Delivery.lease_owner, func.min(Delivery.lease_expires))
+            .where(Delivery.edition_id == self.edition.id,
+                   Delivery.status == DeliveryStatus.SENDING)
+            .group_by(Delivery.lease_owner)
+        ).all()
+        dead = [owner for owner, expires in owners
+                if lease_gone(owner, expires, now, self.host)]
+        if not dead:
+            return 0
+        # A dead process of this host gives back every row it held. Another host's
+        # holder only its rows whose lease has run out, read again as they are
+        # taken: its earliest lease ran out, but a renewal may have committed since
+        # (its later rows, or all of them), and those rows are still its own.
+        here = [owner for owner in dead if held_here(owner, self.host) is not None]
+        back = ({"status": DeliveryStatus.PENDING} if abandoned is None else
+                {"status": DeliveryStatus.SKIPPED, "reason": abandoned, "updated_at": now})
+        result = s.execute(
+            update(Delivery)
+            .where(Delivery.edition_id == self.edition.id,
+                   Delivery.status == DeliveryStatus.SENDING,
+                   Delivery.lease_owner.in_(dead),
+                   Delivery.lease_owner.in_(here) | (Delivery.lease_expires < now))
+            .values(lease_owner="", lease_expires=None, **back)
+        )
+        return int(result.rowcount or 0)
 
     def retry_failed(self, *, deferred: bool = False) -> int:
         """Transient failures of an earlier run go back in the queue; with
-        ``deferred`` also the deferred rows, due or not (the operator's "now")."""
+        ``deferred`` also the deferred rows, due or not (the operator's "now"). None
+        of an abandoned edition."""
         with session_scope(self.engine) as s:
+            if self._abandoned(s) is not None:
+                return 0
             result = s.execute(
                 update(Delivery)
                 .where(Delivery.edition_id == self.edition.id,
@@ -394,12 +453,15 @@ class DbLedger:
     def requeue_due(self, now: dt.datetime | None) -> int:
         """Deferred rows whose next try is due at ``now`` (naive UTC; None: all of
         them) go back in the queue; claiming them takes a lease as for any row, so
-        however many processes do this at once, each is sent once."""
+        however many processes do this at once, each is sent once. None of an
+        abandoned edition (``abandon`` skipped them)."""
         where = [Delivery.edition_id == self.edition.id,
                  Delivery.status == DeliveryStatus.DEFERRED]
         if now is not None:
             where.append(Delivery.next_try_at <= now)
         with session_scope(self.engine) as s:
+            if self._abandoned(s) is not None:
+                return 0
             # touched now, and marked as this run's until claimed: should the run stop
             # first, ``unrequeue`` makes them deferred rows due again, for the next run
             result = s.execute(update(Delivery).where(*where)
@@ -412,6 +474,51 @@ class DbLedger:
         """What the deferred rows this ledger's run put back in the queue carry until
         claimed (a pending row otherwise carries no lease owner)."""
         return f"{REQUEUED}{self.run}"
+
+    def abandon(self, by: str, reason: str) -> Abandoned:
+        """Stop the edition for good, in one transaction: marked abandoned (when, by
+        whom, why), and every row not handed to a mail server (pending, deferred, put
+        back in the queue, or held by a run that is gone) skipped with the reason.
+        Rows a live run holds stay its own: it records what it sent as sent, and what it
+        gives back is skipped (``_give_back``), its next claim finding the edition
+        abandoned. An edition already abandoned, or with nothing left that any run would
+        send, is left as it is (``already``, ``complete``)."""
+        now = utcnow()
+        line = abandoned_reason(reason)
+        with session_scope(self.engine) as s:
+            # the edition's row first, as every claim and give-back reads it (FOR SHARE):
+            # those under way commit before the rows are read here, later ones see this
+            ed = s.execute(select(Edition.abandoned_at, Edition.abandoned_by,
+                                  Edition.abandoned_reason)
+                           .where(Edition.id == self.edition.id).with_for_update()).one()
+            if ed.abandoned_at is not None:
+                return Abandoned(ed.abandoned_at, ed.abandoned_by, ed.abandoned_reason,
+                                 already=True)
+            counts = dict(s.execute(
+                select(Delivery.status, func.count())
+                .where(Delivery.edition_id == self.edition.id,
+                       Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.DEFERRED,
+                                            DeliveryStatus.SENDING]))
+                .group_by(Delivery.status)).all())
+            retried = s.scalar(select(func.count()).select_from(Delivery).where(
+                Delivery.edition_id == self.edition.id,
+                Delivery.status == DeliveryStatus.FAILED, Delivery.reason == TRANSIENT))
+            if not counts and not retried:  # a later send would only plan newcomers
+                return Abandoned(None, complete=True)
+            s.execute(update(Edition).where(Edition.id == self.edition.id)
+                      .values(abandoned_at=now, abandoned_by=by, abandoned_reason=reason))
+            skipped = {}
+            for state in (DeliveryStatus.PENDING, DeliveryStatus.DEFERRED):
+                done = s.execute(update(Delivery).where(
+                    Delivery.edition_id == self.edition.id, Delivery.status == state)
+                    .values(status=DeliveryStatus.SKIPPED, reason=line, lease_owner="",
+                            lease_expires=None, updated_at=now))
+                skipped[str(state)] = int(done.rowcount or 0)  # type: ignore[attr-defined]
+            skipped[str(DeliveryStatus.SENDING)] = self._take_back(s, now, line)
+        self.abandoned = line
+        return Abandoned(now, by, reason, skipped=skipped,
+                         in_flight=counts.get(DeliveryStatus.SENDING, 0)
+                         - skipped[str(DeliveryStatus.SENDING)])
 
     def unrequeue(self) -> int:
         """The deferred rows this run put back in the edition's queue (or gave back,
@@ -437,7 +544,8 @@ class DbLedger:
         return list(s.scalars(q))
 
     def claim(self, n: int) -> list[Job]:
-        """Up to ``n`` pending rows, leased to this ledger's owner. With ``sharers``
+        """Up to ``n`` pending rows, leased to this ledger's owner; none once the edition
+        is abandoned (``abandoned`` then says so). With ``sharers``
         loops claiming, a claim looks ``sharers`` batches ahead, and where fewer rows
         than that are left it takes a share of them (half of an even split, at least an
         eighth of a batch): whole batches to the end left one loop sending its last
@@ -458,6 +566,8 @@ class DbLedger:
                 left = len(self._pending_ids(s, n * self.sharers, self._after, lock=False))
             n = end_share(n, self.sharers, left)
         with connection_scope(self.engine) as s:
+            if self._abandoned(s) is not None:
+                return []
             # Resume after the last row claimed: the index entries of rows already
             # claimed stay behind as dead "pending" entries until a vacuum, and
             # scanning from the start would walk them all on every claim (quadratic over
@@ -486,7 +596,7 @@ class DbLedger:
             # lease expires and a reclaim takes them back.
             self._after = resume
             with contextlib.suppress(Exception), connection_scope(self.engine) as s:
-                self._give_back(s, ids, utcnow())
+                self._give_back(s, ids, utcnow(), self._abandoned(s))
             raise
 
     def renew(self) -> int:
@@ -510,13 +620,23 @@ class DbLedger:
     def renew_seconds(self) -> float:
         return self._renew_seconds
 
-    def _give_back(self, s: Any, ids: Sequence[int | None], now: dt.datetime) -> None:
+    def _give_back(self, s: Any, ids: Sequence[int | None], now: dt.datetime,
+                   abandoned: str | None) -> None:
         """Rows this ledger leased and never handed over, back in the queue as they
         were before the claim (pending, the attempt not counted); a deferred row put
         back in the queue (``requeue_due``: it has a next try) marked again as a run's
         requeued row, which ``unrequeue`` defers again should the run stop. (Pending
         and unmarked, it was due to no one: the next run sent nothing, though the
-        stopped run said that `send` sends what it leaves.)"""
+        stopped run said that `send` sends what it leaves.) Of an edition ``abandoned``
+        (the reason): skipped with it, as ``abandon`` skipped the rows left pending."""
+        if abandoned is not None:
+            s.execute(update(Delivery)
+                      .where(Delivery.id.in_(ids), Delivery.lease_owner == self.owner,
+                             Delivery.status == DeliveryStatus.SENDING)
+                      .values(status=DeliveryStatus.SKIPPED, reason=abandoned,
+                              lease_owner="", lease_expires=None,
+                              attempts=Delivery.attempts - 1, updated_at=now))
+            return
         s.execute(update(Delivery)
                   .where(Delivery.id.in_(ids), Delivery.lease_owner == self.owner,
                          Delivery.status == DeliveryStatus.SENDING)
@@ -626,6 +746,9 @@ class DbLedger:
         bounced = any(o.bounce for o in failed)
         scope = session_scope if bounced else connection_scope
         with scope(self.engine) as s:
+            # (read first: the edition's row is locked before any delivery row, as
+            # ``abandon`` locks them)
+            abandoned = self._abandoned(s) if released or deferred else None
             if sent and pg:
                 self._record_sent_pg(s, sent, now)
             elif sent:
@@ -635,8 +758,13 @@ class DbLedger:
                     s.execute(_SQLITE_SENT_ENTRIES,
                               {"pairs": pairs, "edition": self.edition.id, "now": now})
             if released:  # claimed but never handed over: back in the queue, as it was
-                self._give_back(s, [o.job.delivery_id for o in released], now)
-            if deferred:  # refused for now: tried again when due (``delivery.deferral``)
+                self._give_back(s, [o.job.delivery_id for o in released], now, abandoned)
+            if deferred and abandoned is not None:  # refused for now, and never tried again
+                s.execute(ours.values(status=DeliveryStatus.SKIPPED, reason=abandoned,
+                                      last_error=bindparam("b_error")),
+                          [{"b_id": o.job.delivery_id, "b_error": o.error[:2000]}
+                           for o in deferred])
+            elif deferred:  # refused for now: tried again when due (``delivery.deferral``)
                 s.execute(ours.values(status=DeliveryStatus.DEFERRED,
                                       last_error=bindparam("b_error"), reason="",
                                       first_try_at=bindparam("b_first"),

@@ -68,7 +68,11 @@ def edition_status(engine: Engine, edition: Edition) -> dict[str, Any]:
             "deferred": [{"email": e, "next_try": _iso(nxt), "first_try": _iso(first),
                           "tries": tries, "error": err}
                          for e, nxt, first, tries, err in deferred],
-            "sending": _holders(holders)}
+            "sending": _holders(holders),
+            # who stopped it for good, when and why (``newsletter abandon``)
+            "abandoned": ({"at": _iso(edition.abandoned_at), "by": edition.abandoned_by,
+                           "reason": edition.abandoned_reason}
+                          if edition.abandoned_at is not None else None)}
 
 
 def _holders(rows: Any) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """The editions use cases: open an edition, plan it, deliver it (all of it, or a
 worker's share), send (plan + deliver, then the deferred rows of any edition that
-are due), retry its failures, and an edition's status.
+are due), retry its failures, abandon it, and an edition's status.
 
 ``open_edition`` is the one place an edition is opened (its candidate papers ranked
 and its renderer made); everything else here, the previews and "view in browser"
@@ -31,6 +31,7 @@ from newsletter.delivery.edition import (
 )
 from newsletter.delivery.ledger import (
     RELEASED,
+    Abandoned,
     DbLedger,
     Outcome,
     lease_gone,
@@ -186,6 +187,8 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
     slot = check_slot(slot)
     with session_scope(engine, readonly=True) as s:
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
+        if existing is not None and existing.abandoned_at is not None:
+            return _nothing(f"{abandoned_note(existing)}: nothing sent")
         planned = groups(s, day, slot, config.schedule.catch_up_hours)
         due = anyone_to_plan(s, planned)
         if (existing is None and not edition_entries(s, slot, utcnow(), day)
@@ -392,7 +395,7 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
             continue
         report = deliver_edition(config, engine, edition_id, transport, shutdown=shutdown,
                                  on_progress=on_progress, now=now)
-        if report is not None:
+        if report is not None and not (report.abandoned and not report.counts):
             done.due += int(due.get(edition_id, 0)) + left.get(edition_id, 0)
             done.resumed += left.get(edition_id, 0)
             done.editions.append(edition_id)
@@ -481,14 +484,19 @@ def deliver_edition(config: EditionConfig, engine: Engine, edition_id: int,
     is gone and deferred rows due at ``now``, then claim and send until none is left.
     None: no such edition.
 
-    The Celery worker's task, the console's retry and ``retry_deferred`` run this."""
+    The Celery worker's task, the console's retry and ``retry_deferred`` run this. An
+    abandoned edition is not opened: the reclaim skips what a gone holder left (the
+    ledger's rule), and the report says why nothing was sent."""
     with session_scope(engine, readonly=True) as s:
         edition = s.get(Edition, edition_id)
         if edition is None:
             return None
-        ctx = ONCE.open(config, s, edition, ignore_sent=True)  # the plan ranked already
+        ctx = (ONCE.open(config, s, edition, ignore_sent=True)  # the plan ranked already
+               if edition.abandoned_at is None else None)
     ledger = DbLedger(engine, edition)
     ledger.reclaim()
+    if ctx is None:
+        return DeliverReport(abandoned=ledger.abandoned or "abandoned")
     ledger.requeue_due(clock_at(now)())
     return unrequeued_if_stopped(ledger, lambda: run_async(deliver(
         config.transport, ledger, ctx, transport, on_progress=on_progress,
@@ -525,7 +533,39 @@ def requeue_failed(engine: Engine, edition_id: int) -> int:
         edition = s.get(Edition, edition_id)
     if edition is None:
         raise InputError(f"no edition {edition_id}")
+    if edition.abandoned_at is not None:  # (the ledger requeues none of it either)
+        raise InputError(f"{abandoned_note(edition)}: nothing is sent again")
     return DbLedger(engine, edition).retry_failed(deferred=True)
+
+
+# ---- abandoning ----------------------------------------------------------------------
+
+
+def abandoned_note(edition: Edition) -> str:
+    """The one line said of an abandoned edition (`send`, the console's retry)."""
+    slot = f" slot {edition.slot}" if edition.slot else ""
+    at = f"{edition.abandoned_at:%Y-%m-%d %H:%M} UTC" if edition.abandoned_at else "?"
+    why = f": {edition.abandoned_reason}" if edition.abandoned_reason else ""
+    return (f"edition #{edition.id} ({edition.day}{slot}) was abandoned by the operator "
+            f"at {at}{why}")
+
+
+def find(engine: Engine, *, edition_id: int | None, day: dt.date | None,
+         asked: str) -> Edition:
+    """The edition an operator named (an id, else the latest of a day), as `status`
+    finds it; ``InputError`` when there is none."""
+    with session_scope(engine, readonly=True) as s:
+        found = find_edition(s, edition_id=edition_id, day=day)
+    if found is None:
+        raise InputError(f"no edition {asked}")
+    return found
+
+
+def abandon(engine: Engine, edition: Edition, *, by: str, reason: str) -> Abandoned:
+    """Abandon ``edition`` for good (``DbLedger.abandon``): its rows not handed to a
+    server are skipped with ``reason``, and nothing plans, claims or requeues its rows
+    again (the ledger checks at each), whichever command or process asks."""
+    return DbLedger(engine, edition).abandon(by, reason.strip())
 
 
 class Background:

@@ -140,7 +140,9 @@ class EntryTitle(Base):
 
 
 class Edition(Base):
-    """One newsletter day (and send slot). Unique, so creating it is idempotent."""
+    """One newsletter day (and send slot). Unique, so creating it is idempotent.
+    ``abandoned_at`` (with who and why): the operator stopped it for good (``newsletter
+    abandon``); the ledger then plans, claims and requeues none of its rows (0016)."""
 
     __tablename__ = "editions"
     __table_args__ = (UniqueConstraint("day", "slot", name="uq_edition_day_slot"),)
@@ -151,6 +153,9 @@ class Edition(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     cutoff: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     planned_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    abandoned_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    abandoned_by: Mapped[str] = mapped_column(String(200), default="")
+    abandoned_reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class Delivery(Base):
