@@ -621,7 +621,12 @@ def send(
         "(default: [transport] processes).")] = None,
     log_format: LogFormat = None,
 ) -> None:
-    """Send the day's edition to every active subscriber who has not had it."""
+    """Send the day's edition to every active subscriber who has not had it.
+
+    An edition abandoned with `newsletter abandon` sends nothing: one line saying so,
+    exit 0, since the day was stopped on purpose and a script or cron job rerunning
+    `send` has nothing to alarm on (`status` shows it was abandoned). Abandoned while
+    this send runs, it stops early, says so and exits 0 too (3 if a delivery failed)."""
     from newsletter.delivery.edition import EditionConfig
     from newsletter.service.sending import Hooks, SendRequest, send_day
     from newsletter.transports import make_transport

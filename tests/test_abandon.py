@@ -256,3 +256,42 @@ def test_the_migration_applies_and_goes_back_down(db_url: str) -> None:
     upgrade(engine)
     assert "abandoned_at" in columns()
     engine.dispose()
+
+
+def test_the_console_says_it_was_abandoned_and_its_retry_queues_nothing(  # type: ignore[no-untyped-def]
+        world, cli: CliRun) -> None:
+    """The console's edition page says who abandoned it and why, offers no retry, and
+    a retry posted anyway queues nothing and says why; the transient failure (which
+    the retry would have sent again) stays failed."""
+    import html
+
+    from sqlalchemy import update
+
+    from newsletter.delivery.ledger import TRANSIENT
+
+    from .test_admin import csrf_of, start_console
+
+    settings, engine = world
+    summary = run_send(settings, engine, DAY)
+    assert summary.edition is not None
+    eid = summary.edition.id
+    with session_scope(engine) as s:
+        first = s.scalar(select(func.min(Delivery.id)).where(Delivery.edition_id == eid))
+        s.execute(update(Delivery).where(Delivery.id == first)
+                  .values(status="failed", reason=TRANSIENT, last_error="421 busy"))
+    done = cli("abandon", str(eid), "--yes", "--reason", REASON,
+               env={"NEWSLETTER_DATABASE__URL": settings.database.url})
+    assert done.code == 0, done.stderr
+    for console in start_console(settings, engine):
+        c = console.login()
+        page = html.unescape(c.get(f"/editions/{eid}").text)
+        assert "Abandoned by the operator" in page and REASON in page
+        assert "/retry" not in page
+        token = csrf_of(c, f"/editions/{eid}")
+        posted = c.post(f"/editions/{eid}/retry", data={"csrf": token}, follow_redirects=True)
+        text = html.unescape(posted.text)
+        assert posted.status_code == 200
+        assert f"nothing queued again: edition #{eid} ({DAY}) was abandoned by the operator" \
+            in text, text
+    with session_scope(engine, readonly=True) as s:
+        assert s.scalar(select(Delivery.status).where(Delivery.id == first)) == "failed"

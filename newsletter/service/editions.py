@@ -183,7 +183,8 @@ def plan_edition(config: EditionConfig, engine: Engine, day: dt.date,
     with nobody to plan and nothing left to deliver opens no edition (no ranking, no
     template compiling), which is most hourly slots. Deferred rows of the edition
     whose next try is due at ``now`` go back in its queue first: a deferred person
-    keeps their row (never a second one), and that row is what is sent."""
+    keeps their row (never a second one), and that row is what is sent. An edition
+    the operator abandoned is neither planned nor delivered: the note says so."""
     slot = check_slot(slot)
     with session_scope(engine, readonly=True) as s:
         existing = s.scalar(select(Edition).where(Edition.day == day, Edition.slot == slot))
