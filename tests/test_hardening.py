@@ -19,7 +19,7 @@ from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Subscriber
 
 from .test_admin import Console, csrf_of, start_console
-from .web_support import Site, post_form, running_site, world_on
+from .web_support import CSRF, Site, post_form, running_site, world_on
 
 
 @pytest.fixture
@@ -763,7 +763,12 @@ def test_n5_a_sign_up_for_a_known_address_waits_for_its_confirmation(world) -> N
         sign_up(site, client, "fresh@example.org", "third choice")
         third = last_link_email(site.settings, "fresh@example.org")
         assert profile(site, "fresh@example.org") == ("first choice", "UTC", 7, "pending")
-        replaced = post_form(client, second, {})
+        # The replaced link's page says so at once, with no button that can do nothing;
+        # pressed on a page opened before it was replaced, it changes nothing either.
+        shown = client.get(second)
+        assert shown.status_code == 409 and "newer sign-up" in shown.text
+        assert "<form" not in shown.text
+        replaced = post_form(client, first, {}, action=second)
         assert replaced.status_code == 409 and "newer sign-up" in replaced.text
         assert post_form(client, first, {}).status_code == 200
         assert profile(site, "fresh@example.org") == ("first choice", "UTC", 7, "active")
@@ -822,13 +827,21 @@ def test_n11_a_confirmation_link_does_not_say_subscribed_when_it_is_not(site: Si
     client = httpx.Client(timeout=30)
     sign_up(site, client, "late@example.org", "gnn")
     link = last_link_email(site.settings, "late@example.org")
+    opened = client.get(link)  # its page, opened before the complaint: a button
+    found = CSRF.search(opened.text)
+    assert opened.status_code == 200 and found
     with session_scope(site.engine) as s:  # a complaint arrives before they confirm
         sub = s.scalar(select(Subscriber).where(Subscriber.email == "late@example.org"))
         assert sub is not None
         sub.status, sub.updated_at = "complained", utcnow()
-    page = post_form(client, link, {})
+    page = client.post(link, data={"csrf": found.group(1)},
+                       headers={"Origin": site.url})
     assert page.status_code == 409 and "You are subscribed" not in page.text
     assert "marked as spam" in page.text and site.status("late@example.org") == "complained"
+    # opened again now: it says so at once, with no button that could do nothing
+    again = client.get(link)
+    assert again.status_code == 409 and "marked as spam" in again.text
+    assert "<form" not in again.text
 
 
 def test_n11_a_failed_send_does_not_use_up_the_addresss_confirmations(world, caplog) -> None:  # type: ignore[no-untyped-def]

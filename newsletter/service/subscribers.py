@@ -337,15 +337,32 @@ class Confirmed:
     status: str
 
 
-def confirm(session: Session, sub_id: int, change: int | None = None) -> Confirmed | None:
-    """Their confirmation link followed: pending → active (with the pending change the
-    link names, when it names one). An erased address confirmed by its owner is no
-    longer suppressed: their own consent, given again. None when they no longer exist."""
+def confirm_outcome(session: Session, sub_id: int, change: int | None = None,
+                    ) -> Confirmed | None:
+    """What following a confirmation link cannot do, read without changing anything:
+    "replaced" (a newer sign-up's link is the one that counts) or "stopped" (a status a
+    confirmation does not change); else "subscribed", what ``confirm`` then says of an
+    address that is or becomes active. None when they no longer exist. The link's page
+    asks this first, and says at once what a button would only say once pressed."""
     sub = session.get(Subscriber, sub_id)
     if sub is None:
         return None
     if change is not None and (sub.pending_change or {}).get("id") != change:
         return Confirmed(sub.email, "replaced", str(sub.status))
+    if not lifecycle.confirmable(sub, change) and sub.status not in lifecycle.RECEIVING:
+        return Confirmed(sub.email, "stopped", str(sub.status))
+    return Confirmed(sub.email, "subscribed", str(sub.status))
+
+
+def confirm(session: Session, sub_id: int, change: int | None = None) -> Confirmed | None:
+    """Their confirmation link followed: pending → active (with the pending change the
+    link names, when it names one). An erased address confirmed by its owner is no
+    longer suppressed: their own consent, given again. None when they no longer exist."""
+    ahead = confirm_outcome(session, sub_id, change)
+    if ahead is None or ahead.outcome != "subscribed":
+        return ahead
+    sub = session.get(Subscriber, sub_id)
+    assert sub is not None
     was = sub.status
     changed = lifecycle.confirm(session, sub, by="web", change=change)
     if sub.status not in lifecycle.RECEIVING:

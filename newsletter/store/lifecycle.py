@@ -64,6 +64,16 @@ def _set(session: Session, sub: Subscriber, status: S, kind: str, by: str,
     return True
 
 
+def confirmable(sub: Subscriber, change: int | None = None) -> bool:
+    """Whether a confirmation link (naming the pending ``change``, or none) changes
+    anything now (``confirm``); asked alone, without changing anything, by the page a
+    link opens, so a link that can do nothing says so rather than offer a button."""
+    if change is not None:
+        return ((sub.pending_change or {}).get("id") == change
+                and sub.status in (*RECEIVING, S.PENDING, S.UNSUBSCRIBED))
+    return sub.status == S.PENDING
+
+
 def confirm(session: Session, sub: Subscriber, *, by: str = "web",
             change: int | None = None) -> bool:
     """Double opt-in completed: pending → active, with the consent recorded.
@@ -72,19 +82,16 @@ def confirm(session: Session, sub: Subscriber, *, by: str = "web",
     its profile is applied now, and an unsubscribed subscriber who signed up again
     comes back. False when nothing changed (not pending; or the link's change is not
     the one pending, replaced by a newer sign-up)."""
+    if not confirmable(sub, change):
+        return False
     if change is not None:
         pending = sub.pending_change or {}
-        if pending.get("id") != change or sub.status not in (*RECEIVING, S.PENDING,
-                                                             S.UNSUBSCRIBED):
-            return False
         sub.keywords, sub.tz = str(pending["keywords"]), str(pending["tz"])
         sub.send_hour, sub.pending_change = int(pending["hour"]), None
         sub.updated_at = utcnow()
         if sub.status in RECEIVING:  # confirmed the new settings only
             _event(session, sub, "preferences", by, {"from": "sign-up"})
             return True
-    elif sub.status != S.PENDING:
-        return False
     sub.consent_at, sub.consent_source = utcnow(), by
     return _set(session, sub, S.ACTIVE, "confirmed", by)
 

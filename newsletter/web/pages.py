@@ -144,6 +144,13 @@ def _load(web: Web, sub_id: int) -> Subscriber | None:
 T = TypeVar("T")
 
 
+def _read(web: Web, question: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """One question of the use cases (``service.subscribers``), read without the write
+    lock, in a worker thread's time (what a one-button page's GET asks)."""
+    with web.app.reading() as s:
+        return question(s, *args, **kw)
+
+
 def _apply(web: Web, use_case: Callable[..., T], *args: Any, **kw: Any) -> T:
     """One use case (``service.subscribers``) in one transaction, in a worker thread's
     time (what the POST of every one-button page does)."""
@@ -162,20 +169,29 @@ async def confirm(request: Request) -> Response:
                          "Confirmation links work for "
                          f"{web.settings.web.confirm_hours} hours. Sign up again for a new one.")
     sub_id = values[0]
+    change = values[2] if len(values) > 2 else None
+    prefs = web.links.preferences(sub_id, nonce=who.nonce)
     if request.method != "POST":
-        sub = await run_in_threadpool(_load, web, sub_id)
-        if sub is None:
+        ahead = await run_in_threadpool(_read, web, subscribers.confirm_outcome, sub_id,
+                                        change)
+        if ahead is None:
             return web.error(request, 404, "Not found", "This subscription no longer exists.")
-        return web.page(request, "confirm.html", email=sub.email)
+        if ahead.outcome != "subscribed":  # no button that can do nothing
+            return _confirmed(web, request, ahead, prefs)
+        return web.page(request, "confirm.html", email=ahead.email)
     form = await posted_form(request, web)
     if isinstance(form, Response):
         return form
 
-    done = await run_in_threadpool(_apply, web, subscribers.confirm, sub_id,
-                                   values[2] if len(values) > 2 else None)
+    done = await run_in_threadpool(_apply, web, subscribers.confirm, sub_id, change)
     if done is None:
         return web.error(request, 404, "Not found", "This subscription no longer exists.")
-    prefs = web.links.preferences(sub_id, nonce=who.nonce)
+    return _confirmed(web, request, done, prefs)
+
+
+def _confirmed(web: Web, request: Request, done: subscribers.Confirmed,
+               prefs: str) -> Response:
+    """The page of what a confirmation link did (or, on its page, cannot do)."""
     if done.outcome == "subscribed":
         return web.message(request, "You are subscribed",
                            f"{done.email} will get the next edition.",
