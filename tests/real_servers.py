@@ -6,8 +6,9 @@ Fixtures (imported by tests/conftest.py; configuration files in tests/servers/):
     Debian's Postfix as a private instance (``postfix -c DIR``, its own queue, nothing
     from /etc/postfix): SMTP on ``smtp_port`` (STARTTLS offered, AUTH after it),
     submission on ``submission_port`` (STARTTLS and AUTH required) and implicit TLS on
-    ``smtps_port``. AUTH PLAIN/LOGIN goes through Dovecot's SASL with ``smtp_user`` /
-    ``smtp_password``. Mail for ``USER@digest.test`` (ada, bob, bounces, digest; a
+    ``smtps_port``; ``rules_port`` is submission again, answering as a test sets it
+    (``refusing(maps, **params)``). AUTH PLAIN/LOGIN goes through Dovecot's SASL with
+    ``smtp_user`` / ``smtp_password``. Mail for ``USER@digest.test`` (ada, bob, bounces, digest; a
     ``+tag`` is ignored) lands in the Maildir ``maildir(USER)``; any other user of the
     domain is accepted, then bounced, so an RFC 3464 report reaches the envelope sender.
     Mail for other domains bounces at once: nothing leaves the machine. Helpers:
@@ -487,7 +488,9 @@ class Postfix:
     smtp_port: int
     submission_port: int
     smtps_port: int
+    rules_port: int = 0
     host: str = HOST
+    rules: int = 0  # the rules listener's overrides set so far (``refusing``)
 
     @property
     def domain(self) -> str:
@@ -533,6 +536,39 @@ class Postfix:
                               f"{log_tail(self.log_file)}")
         return out
 
+    def refusing(self, maps: dict[str, str] | None = None, **params: str) -> None:
+        """Make the rules listener (``rules_port``: STARTTLS and AUTH required, as on
+        ``submission_port``) answer as ``params`` say: main.cf parameters for it alone,
+        e.g. ``smtpd_recipient_restrictions="check_recipient_access,regexp:{maps}/rcpt"``
+        (``{maps}`` is ``config_dir``, where each of ``maps`` (name -> text) is written
+        first). Takes effect by a reload, waited for (the greeting names the new rules);
+        ``reset`` puts the listener back as it started."""
+        self.rules += 1
+        for name, text in (maps or {}).items():
+            (self.config_dir / name).write_text(text)
+        service = f"{self.host}:{self.rules_port}/inet"
+        self.run("postconf", "-PX", *(f"{service}/{name}" for name in self._rule_names()),
+                 check=False)
+        banner = f"$myhostname ESMTP rules-{self.rules}"
+        for name, value in {**params, "smtpd_banner": banner}.items():
+            # (master.cf's -o takes no spaces: the value is a main.cf parameter of its own)
+            value = value.replace("{maps}", str(self.config_dir))
+            self.run("postconf", "-e", f"rules_{name} = {value}")
+            self.run("postconf", "-P", f"{service}/{name}=$rules_{name}")
+        self.run("postfix", "reload")
+        greeting = f"220 mx.{self.domain} ESMTP rules-{self.rules}".encode()
+        wait_until(lambda: greets(self.rules_port, greeting) and greets(self.rules_port, greeting),
+                   20, "the rules listener's new configuration", logs=[self.log_file])
+
+    def _rule_names(self) -> list[str]:
+        """The names ``refusing`` set on the rules listener (all but its own three)."""
+        out = self.run("postconf", "-P", check=False)
+        prefix = f"{self.host}:{self.rules_port}/inet/"
+        names = [line.split("=", 1)[0].strip()[len(prefix):] for line in out.splitlines()
+                 if line.startswith(prefix)]
+        return [n for n in names if n not in ("syslog_name", "smtpd_tls_security_level",
+                                              "smtpd_client_restrictions")]
+
     def queued(self) -> int:
         """Messages in the queue (not yet delivered or bounced), counted on disk."""
         return sum(1 for sub in ("maildrop", "incoming", "active", "deferred", "hold")
@@ -554,6 +590,13 @@ class Postfix:
             self.run("postsuper", "-d", "ALL", check=False)
         self.greylister.clear()
         self.mailboxes.clear()
+        if self.rules:  # the rules listener as it started
+            self.rules = 0
+            names = self._rule_names()
+            if names:
+                self.run("postconf", "-PX", *(f"{self.host}:{self.rules_port}/inet/{n}"
+                                               for n in names))
+            self.run("postfix", "reload")
 
     def stop(self) -> None:
         pid_file = self.queue_dir / "pid" / "master.pid"
@@ -578,16 +621,17 @@ def start_postfix(base: Path, tls: Tls, mailboxes: Mailboxes, dovecot: Dovecot,
     for path in (config, data, folder / "queue"):
         path.mkdir(parents=True)
     chown(data, "postfix")
-    ports = free_ports(3)
+    ports = free_ports(4)
     postfix = Postfix(mailboxes, tls, greylist, config, folder / "queue", folder / "maillog",
-                      smtp_port=ports[0], submission_port=ports[1], smtps_port=ports[2])
+                      smtp_port=ports[0], submission_port=ports[1], smtps_port=ports[2],
+                      rules_port=ports[3])
     values: dict[str, object] = {
         "queue_dir": postfix.queue_dir, "data_dir": data, "log_file": postfix.log_file,
         "domain": mailboxes.domain, "mail_dir": mailboxes.root, "config_dir": config,
         "mail_uid": mailboxes.uid, "mail_gid": mailboxes.gid, "cert_file": tls.cert_file,
         "key_file": tls.key_file, "sasl_socket": dovecot.sasl_socket,
         "policy_port": greylist.port, "smtp_port": ports[0], "submission_port": ports[1],
-        "smtps_port": ports[2]}
+        "smtps_port": ports[2], "rules_port": ports[3]}
     for name in ("main.cf", "master.cf"):
         (config / name).write_text(render(SERVERS / "postfix" / name, values))
     (config / "vmailbox").write_text("".join(

@@ -86,10 +86,10 @@ def test_a_postfix_bounce_read_from_the_mailbox_bounces_the_subscriber(
 
 def operator_config(tmp_path: Path, postfix, *, password: str | None = None,  # type: ignore[no-untyped-def]
                     ca_file: str | None = None, transport: str = "", smtp: str = "",
-                    more: str = "") -> Path:
+                    more: str = "", port: int | None = None) -> Path:
     """What an operator sending through their own Postfix writes: submission with
     STARTTLS and AUTH; ``transport``/``smtp``: more keys of those sections, ``more``:
-    more sections."""
+    more sections; ``port`` another of Postfix's (``rules_port``)."""
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [database]
@@ -105,7 +105,7 @@ backoff_seconds = 0.01
 {transport}
 [smtp]
 host = "127.0.0.1"
-port = {postfix.submission_port}
+port = {port or postfix.submission_port}
 security = "starttls"
 username = "{postfix.smtp_user}"
 password = "{password or postfix.smtp_password}"

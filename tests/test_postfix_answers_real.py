@@ -1,0 +1,151 @@
+"""What `newsletter send` does with the answers a real Postfix gives, read back from
+both sides: the ledger (`newsletter status --json`) and Postfix's own log and Maildir.
+
+The fixture's rules listener (``postfix.refusing``: submission with STARTTLS and AUTH)
+answers as each test sets it: per-recipient refusals at RCPT, DATA and the end of the
+data from regexp access maps, a message size limit, a connection limit per client, a
+hard error limit that drops the connection in the middle of a pipelined transaction.
+
+* A reader refused for good (550/554, at RCPT or after DATA) is failed with the
+  server's words; one refused for now (450/451/452) is deferred with them and sent
+  once when due; nobody gets two copies across reruns.
+* A message over the server's size limit (552 to MAIL FROM ... SIZE=) stops the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .test_bounces_real import operator_config, seed
+from .test_deferral_real import said, states
+
+pytestmark = pytest.mark.slow
+DAY = "2025-12-26"
+RETRY_SECONDS = 3.0
+
+RCPT = r"""/^ada\+perm1@/ 550 5.1.1 no such user here
+/^ada\+perm2@/ 554 5.7.1 refused by policy
+/^ada\+later1@/ 450 4.2.1 mailbox busy
+/^ada\+later2@/ 451 4.3.0 local trouble
+/^ada\+later3@/ 452 4.2.2 mailbox full
+"""
+DATA = r"""/^ada\+dataperm@/ 554 5.7.1 data refused
+/^ada\+datalater@/ 451 4.7.1 data later
+"""
+END = r"""/^ada\+endperm@/ 550 5.7.1 content refused
+/^ada\+endlater@/ 452 4.3.1 insufficient storage
+"""
+# Everything but RCPT's refusals, and the connection dropped at the third error (a
+# refused RCPT, and every RSET past the first counts as one): Postfix answers the
+# pipelined DATA with "421 4.7.0 Error: too many errors" and hangs up.
+RULES = {"smtpd_recipient_restrictions": "check_recipient_access regexp:{maps}/rcpt",
+         "smtpd_data_restrictions": "check_recipient_access regexp:{maps}/data",
+         "smtpd_end_of_data_restrictions": "check_recipient_access regexp:{maps}/end",
+         "smtpd_hard_error_limit": "3", "smtpd_soft_error_limit": "1",
+         "smtpd_junk_command_limit": "1"}
+
+
+def config_for(tmp_path: Path, postfix, connections: int = 1) -> str:  # type: ignore[no-untyped-def]
+    return str(operator_config(
+        tmp_path, postfix, port=postfix.rules_port, transport="max_attempts = 3",
+        smtp=f"connections = {connections}\ntimeout = 10",
+        more=f"[delivery]\nretry_first_minutes = {RETRY_SECONDS / 60}"))
+
+
+def send(cli, config: str) -> Any:  # type: ignore[no-untyped-def]
+    return cli("--config", config, "send", "--date", DAY, "--yes", "--force")
+
+
+def status(cli, config: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    result = cli("--config", config, "status", "--json")
+    assert result.code == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def copies(postfix) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """Messages delivered per recipient, from Postfix's log (virtual's status=sent)."""
+    return Counter(re.findall(r"virtual\[\d+\]: \w+: to=<([^>]+)>.*status=sent", postfix.log()))
+
+
+def settle(postfix, n: int) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """Postfix's deliveries once ``n`` are in the Maildir (and a moment for more)."""
+    postfix.wait_for("ada", n)
+    time.sleep(0.5)
+    assert len(postfix.messages("ada")) == n
+    return copies(postfix)
+
+
+def test_each_refusal_is_failed_or_deferred_with_the_servers_words_never_sent_twice(
+        cli, postfix, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    postfix.refusing({"rcpt": RCPT, "data": DATA, "end": END}, **RULES)
+    names = ["ok1", "perm1", "later1", "dataperm", "ok2", "perm2", "later2", "endperm",
+             "ok3", "later3", "datalater", "endlater", "ok4"]
+    people = {n: f"ada+{n}@{postfix.domain}" for n in names}
+    config = config_for(tmp_path, postfix)
+    engine = seed(cli, config, tmp_path, list(people.values()))
+    before = copies(postfix)
+
+    first = send(cli, config)
+    assert first.code == 3, first.stderr  # a delivery failed
+    lines = said(first.stderr)
+    assert any(line.startswith("sent 4, failed 4 ") for line in lines), lines
+    assert any(line.startswith("deferred 5 (refused for now)") for line in lines), lines
+    failed = {n: f"  failed: {people[n]}: SMTP {w}" for n, w in [
+        ("perm1", "550 5.1.1"), ("perm2", "554 5.7.1"), ("dataperm", "554 5.7.1"),
+        ("endperm", "550 5.7.1")]}
+    for name, start in failed.items():
+        assert any(line.startswith(start) for line in lines), (name, lines)
+    ok, deferred = ["ok1", "ok2", "ok3", "ok4"], ["later1", "later2", "later3", "datalater",
+                                                  "endlater"]
+    assert states(engine) == {people[n]: ("sent" if n in ok else "deferred" if n in deferred
+                                          else "failed") for n in names}
+    shown = status(cli, config)
+    words = {d["email"]: d["error"] for d in shown["deferred"]}
+    for name, answer in [("later1", "450 4.2.1"), ("later2", "451 4.3.0"),
+                         ("later3", "452 4.2.2"), ("datalater", "451 4.7.1"),
+                         ("endlater", "452 4.3.1")]:
+        assert answer in words[people[name]], words
+    assert {e["email"] for e in shown["last_errors"]} == {people[n] for n in failed}
+    assert shown["subscribers"]["bounced"] == 1  # 550 5.1.1 only
+    assert "too many errors" in postfix.log()  # dropped mid-session, and it did not matter
+    assert settle(postfix, 4) - before == Counter(people[n] for n in ok)
+
+    # Again at once: nothing is due, nothing is sent twice.
+    again = send(cli, config)
+    assert again.code == 0, again.stderr
+    assert settle(postfix, 4) - before == Counter(people[n] for n in ok)
+
+    # The server takes everyone now; once the deferred rows are due, each goes once.
+    postfix.refusing()
+    time.sleep(RETRY_SECONDS + 0.5)
+    due = send(cli, config)
+    assert due.code == 0, due.stderr
+    assert "retried 5 deferred deliveries whose next try was due" in due.stderr, due.stderr
+    assert settle(postfix, 9) - before == Counter(people[n] for n in ok + deferred)
+    assert set(states(engine).values()) == {"sent", "failed"}
+    assert send(cli, config).code == 0
+    assert settle(postfix, 9) - before == Counter(people[n] for n in ok + deferred)
+
+
+def test_a_message_over_the_size_limit_stops_the_run_with_every_row_pending(
+        cli, postfix, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    postfix.refusing(message_size_limit="5000")
+    people = [f"ada+{n}@{postfix.domain}" for n in range(4)]
+    config = config_for(tmp_path, postfix)
+    engine = seed(cli, config, tmp_path, people)
+    result = send(cli, config)
+    assert result.code == 1
+    [line] = said(result.stderr)
+    assert line.startswith("error: sending stopped: SMTP 552 5.3.4 Message size exceeds"), line
+    assert set(states(engine).values()) == {"pending"}
+    assert "reject: MAIL from" in postfix.log()  # refused at MAIL FROM ... SIZE=, no body sent
+    postfix.refusing()
+    assert send(cli, config).code == 0
+    assert set(states(engine).values()) == {"sent"}
