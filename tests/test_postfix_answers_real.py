@@ -10,6 +10,8 @@ hard error limit that drops the connection in the middle of a pipelined transact
   server's words; one refused for now (450/451/452) is deferred with them and sent
   once when due; nobody gets two copies across reruns.
 * A message over the server's size limit (552 to MAIL FROM ... SIZE=) stops the run.
+* More ``[smtp] connections`` than the server allows from one client (421 at connect):
+  the message waits for an open connection; no reader is deferred for it.
 """
 
 from __future__ import annotations
@@ -149,3 +151,22 @@ def test_a_message_over_the_size_limit_stops_the_run_with_every_row_pending(
     postfix.refusing()
     assert send(cli, config).code == 0
     assert set(states(engine).values()) == {"sent"}
+
+
+def test_more_connections_than_the_server_allows_defers_nobody(
+        cli, postfix, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """[smtp] connections = 3 against a server taking one per client: the second and
+    third get "421 4.7.0 too many connections" at the greeting. Those slots were tried
+    for each message that came to them, and a message refused there max_attempts times
+    was deferred, its reader's edition put off for the sender's configuration."""
+    postfix.refusing(smtpd_client_connection_count_limit="1",
+                     smtpd_client_event_limit_exceptions="")
+    people = [f"ada+{n}@{postfix.domain}" for n in range(10)]
+    config = config_for(tmp_path, postfix, connections=3)
+    engine = seed(cli, config, tmp_path, people)
+    before = copies(postfix)
+    result = send(cli, config)
+    assert result.code == 0, result.stderr
+    assert "Connection concurrency limit exceeded" in postfix.log()
+    assert set(states(engine).values()) == {"sent"}, status(cli, config)["deferred"]
+    assert settle(postfix, 10) - before == Counter(people)

@@ -216,6 +216,7 @@ class SmtpTransport(Transport):
         self._pool: asyncio.Queue[_Conn | None] = asyncio.Queue()
         for _ in range(cfg.connections):
             self._pool.put_nowait(None)  # a slot; connected on first use
+        self._made: list[_Conn] = []  # the connections made, open or not (``_open_other``)
 
     async def _connect(self) -> _Conn:
         c = self.cfg
@@ -247,7 +248,14 @@ class SmtpTransport(Transport):
                                      "CA that signed it)", permanent=True, sender=True) from None
             raise TransportError(f"cannot connect to SMTP {c.host}:{c.port}: {exc}",
                                  sender=True) from None
-        return _Conn(client)
+        conn = _Conn(client)
+        self._made = [m for m in self._made if m.client.is_connected]
+        self._made.append(conn)
+        return conn
+
+    def _open_other(self) -> bool:
+        """Whether a connection of this pool is open (asked while the caller holds none)."""
+        return any(m.client.is_connected for m in self._made)
 
     async def open(self) -> None:
         """Connect (and log in) once before the first message: a refused login, an
@@ -255,6 +263,7 @@ class SmtpTransport(Transport):
         before any message is taken from the ledger; the other connections open as
         they are needed. The pool is made here, in the loop of this run."""
         self._pool = asyncio.Queue()
+        self._made = []
         first = await self._connect()
         self._pool.put_nowait(first)
         for _ in range(self.cfg.connections - 1):
@@ -263,12 +272,23 @@ class SmtpTransport(Transport):
     async def send(self, message: Message) -> str:
         conn = await self._pool.get()
         try:
-            if conn is None or not conn.client.is_connected or \
+            while conn is None or not conn.client.is_connected or \
                     conn.used >= self.cfg.messages_per_connection:
                 if conn is not None:
                     await _quit(conn)
                 conn = None
-                conn = await self._connect()
+                try:
+                    conn = await self._connect()
+                except TransportError as exc:
+                    if exc.permanent or not self._open_other():
+                        raise
+                    # Refused one more connection while another is open: a server's limit
+                    # per client ("421 4.7.0 too many connections from ...", Postfix's
+                    # smtpd_client_connection_count_limit) below [smtp] connections. The
+                    # slot is retired for this run and the message waits for an open
+                    # connection; tried on the slot again, the message was deferred
+                    # after max_attempts refusals that said nothing about its reader.
+                    conn = await self._pool.get()
             options: list[str] = []
             if needs_smtputf8(message.sender, message.to):
                 if not conn.client.supports_extension("smtputf8"):
@@ -328,6 +348,7 @@ class SmtpTransport(Transport):
             if conn is not None:
                 await _quit(conn)
         self._pool = asyncio.Queue()  # usable again (a later run opens it afresh)
+        self._made = []
         for _ in range(self.cfg.connections):
             self._pool.put_nowait(None)
 
