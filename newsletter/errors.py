@@ -96,6 +96,12 @@ class TransportError(NewsletterError):
     ``unanswered`` marks a message whose end went out with no answer after it (a
     timeout, the connection lost): the server may have taken it, so it is deferred at
     once, never sent again within the run; many in a row stop the run like ``sender``.
+    ``content`` marks a message refused for what it is, its recipient accepted: its
+    size (552 to ``MAIL FROM ... SIZE=`` or to its end), or its content (5xx to DATA or
+    to its end: a content filter). That is this reader's email (a larger digest than
+    the rest, a link a filter blocks) or every email of the run (a size limit below all
+    of them, a filter refusing the edition): until a message of the run is accepted it
+    is not judged (``delivery.deliver``).
     """
 
     def __init__(
@@ -108,8 +114,10 @@ class TransportError(NewsletterError):
         sender: bool = False,
         later: bool = False,
         unanswered: bool = False,
+        content: bool = False,
     ) -> None:
         super().__init__(message)
+        self.content = content
         self.later = later
         self.unanswered = unanswered
         self.permanent = permanent

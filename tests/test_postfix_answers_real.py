@@ -9,7 +9,11 @@ hard error limit that drops the connection in the middle of a pipelined transact
 * A reader refused for good (550/554, at RCPT or after DATA) is failed with the
   server's words; one refused for now (450/451/452) is deferred with them and sent
   once when due; nobody gets two copies across reruns.
-* A message over the server's size limit (552 to MAIL FROM ... SIZE=) stops the run.
+* A message over the server's size limit (552 to MAIL FROM ... SIZE=), or refused for
+  its content (5xx to DATA or its end), is not judged until the server accepts a
+  message of the edition: when every message is refused the run stops with every row
+  pending (the sender's to fix); when one reader's alone is (a larger digest), it is
+  failed, not bounced, and the others are sent.
 * More ``[smtp] connections`` than the server allows from one client (421 at connect):
   the message waits for an open connection; no reader is deferred for it.
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from .test_bounces_real import operator_config, seed
 from .test_deferral_real import said, states
@@ -151,6 +156,71 @@ def test_a_message_over_the_size_limit_stops_the_run_with_every_row_pending(
     postfix.refusing()
     assert send(cli, config).code == 0
     assert set(states(engine).values()) == {"sent"}
+
+
+def test_one_readers_digest_over_the_size_limit_fails_alone(
+        cli, postfix, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Digests differ in size (picks, explanations): a limit between one reader's and
+    the rest's. That reader, first in the queue, was the run's first refusal: it
+    stopped every run that reached it (552 was taken for the sender's fault), and the
+    readers after it were never sent."""
+    from sqlalchemy import update
+
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import Subscriber
+
+    big = f"ada+big@{postfix.domain}"
+    people = [big, *(f"ada+{n}@{postfix.domain}" for n in range(5))]
+    config = config_for(tmp_path, postfix, connections=2)
+    engine = seed(cli, config, tmp_path, people)
+    many = ", ".join(["diffusion", "transformer", "language models", "reinforcement "
+                      "learning", "graph neural networks", "retrieval", "agents",
+                      "vision", "speech", "robotics", "benchmark", "reasoning"])
+    with session_scope(engine) as s:  # more keywords: more picks explained, a longer email
+        s.execute(update(Subscriber).where(Subscriber.email == big).values(keywords=many))
+    shown = cli("--config", config, "preview", "--date", DAY, "--out", str(tmp_path / "p"))
+    assert shown.code == 0, shown.stderr
+    sizes = {f.stem: f.stat().st_size for f in (tmp_path / "p").rglob("*.eml")}
+    largest = max(sizes.values())
+    rest = sorted(sizes.values())[-2]
+    assert largest - rest > 2000, sizes  # room for the headers a send adds
+    postfix.refusing(message_size_limit=str((largest + rest) // 2))
+    before = copies(postfix)
+    result = send(cli, config)
+    assert result.code == 3, result.stderr  # a failure, not a stop
+    assert set(states(engine).values()) == {"sent", "failed"}
+    assert [e for e, st in states(engine).items() if st == "failed"] == [big]
+    [failure] = status(cli, config)["last_errors"]
+    assert failure["email"] == big and "552 5.3.4" in failure["error"], failure
+    with session_scope(engine) as s:  # the address is fine: its reader is not bounced
+        assert s.scalar(select(Subscriber.status).where(Subscriber.email == big)) == "active"
+    assert settle(postfix, 5) - before == Counter(people[1:])
+    again = send(cli, config)  # nothing more, nobody twice
+    assert again.code == 0, again.stderr
+    assert copies(postfix) - before == Counter(people[1:])
+
+
+def test_a_filter_refusing_every_message_stops_the_run_and_fails_nobody(
+        cli, postfix, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A content filter answering 554 at the end of every message (the sender's
+    template, a link on a blocklist): every row was failed, for good, and the edition
+    was lost once the operator had fixed it. Now the run stops, every row pending."""
+    postfix.refusing({"end": "/./ 554 5.7.1 message content rejected\n"},
+                     smtpd_end_of_data_restrictions="check_recipient_access regexp:{maps}/end")
+    people = [f"ada+{n}@{postfix.domain}" for n in range(8)]
+    config = config_for(tmp_path, postfix)
+    engine = seed(cli, config, tmp_path, people)
+    result = send(cli, config)
+    assert result.code == 1, result.stderr
+    [line] = said(result.stderr)
+    assert line.startswith("error: sending stopped: SMTP 554 5.7.1 "), line
+    assert "message content rejected" in line and "none of the run accepted" in line
+    assert set(states(engine).values()) == {"pending"}
+    postfix.refusing()
+    before = copies(postfix)
+    assert send(cli, config).code == 0
+    assert set(states(engine).values()) == {"sent"}
+    assert settle(postfix, 8) - before == Counter(people)
 
 
 def test_more_connections_than_the_server_allows_defers_nobody(

@@ -54,6 +54,7 @@ from newsletter.store.models import utcnow
 from newsletter.transports.base import Transport
 
 FLUSH_SECONDS = 0.05
+END_POLL = 0.01  # how often the claims, run out, look whether the senders are done
 RECORD_TRIES = 5  # tries of a failing lease renewal before sending stops
 # How long claims and records may keep failing (the database gone: a server restarting,
 # a failover, a full disk being freed) before sending stops. Nothing is sent meanwhile
@@ -64,6 +65,9 @@ LEDGER_PATIENCE = LEASE_SECONDS / 4
 LEDGER_WAIT = 2.0  # the longest pause between two tries of a failing claim or record
 RENDER_AHEAD = 32  # emails rendered back to back, of the jobs waiting (see _Run.rendered)
 RENDER_PROBES = 2  # jobs waiting tried when the run's first render fails (every_render_fails)
+# messages refused in a row for their size or content, none of the run accepted, that
+# stop the run as a fault of the sending side (``_Run.refused_for_what_it_is``)
+CONTENT_IN_A_ROW = 5
 PROBE_ADDRESS = "reader@example.org"  # the plain reader every_render_fails renders for
 # ---- delivery ------------------------------------------------------------------------
 
@@ -234,6 +238,11 @@ class _Run:
         self.shift: dict[int, float] = {}
         self.ahead = RENDER_AHEAD if self.limiter.unlimited else 1
         self.rendered_ok = False  # whether an email of this run has rendered yet
+        self.accepted = False  # whether a message of this run has been accepted yet
+        self.held_back = 0  # refused for size or content since, none accepted (held back)
+        self.held_why = ""  # the last such refusal
+        self.asked_ledger = False  # whether the ledger was asked for a sent row yet
+        self.held_rows = 0  # rows held back so, not claimed again since
         self.senders = max(1, t.concurrency)
         # Metrics and a log line per outcome for a real edition; a preview (no edition)
         # has none.
@@ -404,6 +413,7 @@ class _Run:
             try:
                 mid = await self.transport.send(rendered.message)
                 self.sender_strikes = 0
+                self.accepted, self.held_back = True, 0
                 return Outcome(job, OutcomeStatus.SENT, message_id=mid, rendered=rendered)
             except TransportError as exc:
                 last, bug = str(exc), False
@@ -412,6 +422,8 @@ class _Run:
                     if exc.permanent or self.sender_strikes >= attempts:
                         self.fail(exc)  # ours: the row goes back, the run stops
                         return Outcome(job, RELEASED, error=last)
+                elif exc.permanent and exc.content and not await self.edition_accepted():
+                    return self.refused_for_what_it_is(job, exc)
                 elif exc.permanent:
                     return Outcome(job, OutcomeStatus.FAILED, error=last, permanent=True,
                                    bounce=exc.bounce, rendered=rendered)
@@ -433,6 +445,48 @@ class _Run:
             return Outcome(job, OutcomeStatus.FAILED,
                            error=f"{last} (after {attempts} attempts)", rendered=rendered)
         return self.deferred(job, f"{last} (after {attempts} attempts)", rendered)
+
+    async def edition_accepted(self) -> bool:
+        """Whether the mail server has accepted a message of this edition: in this run,
+        or before (another process, an earlier run: the ledger's sent rows, asked once,
+        on the first refusal that needs to know)."""
+        if not self.accepted and not self.asked_ledger:
+            self.asked_ledger = True
+            has_sent = getattr(self.ledger, "has_sent", None)
+            if has_sent is not None:
+                with contextlib.suppress(Exception):  # not known: the refusal waits
+                    self.accepted = bool(await asyncio.to_thread(has_sent))
+        return self.accepted
+
+    def refused_for_what_it_is(self, job: Job, exc: TransportError) -> Outcome:
+        """A message refused for its size or content (``TransportError.content``)
+        before the server accepted any message of the edition: this reader's email, or
+        every email (a size limit below the edition's, a filter refusing its content)?
+        Not judged yet, and not failed: a failure is for good, and a whole edition was
+        failed by a filter the operator then fixed. It goes back to the queue; once a
+        message is accepted, it is claimed again (a run looks from the start at its
+        end, and the next run starts there) and, refused again, failed as this reader's
+        own (not a bounce). ``CONTENT_IN_A_ROW`` of them with none accepted stop the
+        run as a fault of the sending side (every unsent row pending, as for a refused
+        login): until then one oversized digest at the head of the queue stopped every
+        run that reached it, and the readers after it were never sent."""
+        self.held_back += 1
+        self.held_rows += 1
+        self.held_why = str(exc)
+        if self.held_back >= CONTENT_IN_A_ROW:
+            self.fail(self.nothing_accepted())
+        return Outcome(job, RELEASED, error=str(exc))
+
+    def nothing_accepted(self) -> TransportError:
+        """The stop for messages refused for their size or content with none of the
+        run accepted: in a row, or all the run had (a run of a few readers, or one
+        reader left, ends without reaching ``CONTENT_IN_A_ROW``, and must not end
+        saying nothing with its rows pending)."""
+        n = self.held_back
+        return TransportError(
+            f"{self.held_why} ({n} message{'s' if n != 1 else ''} refused for "
+            f"{'their' if n != 1 else 'its'} size or content, none of the run accepted)",
+            sender=True, permanent=True)
 
     def deferred(self, job: Job, error: str, rendered: Rendered) -> Outcome:
         """Refused for now: deferred until its next try, or failed when its
@@ -557,18 +611,27 @@ class _Run:
                 began = time.monotonic()
                 jobs = await self.claim(n)
                 n = self.batch
-                if not jobs and self.lapse_ended is not None:
-                    # After a lapse the rows given back are claimed again, once the
-                    # senders are done with what they hold and the releases recorded.
-                    while ((not self.queue.empty() or self.in_hand or self.pending
-                            or self.recording) and not self.stopping()):
-                        await asyncio.sleep(FLUSH_SECONDS)
-                    if self.given_back and not self.stopping():
-                        self.given_back = 0
-                        continue
                 if not jobs:
                     self.give_back_if_abandoned()
-                    break
+                    # Once the senders are done with what they hold: after a lapse the
+                    # rows given back are claimed again, and so are rows held back for
+                    # their size or content, to be judged now that the server has
+                    # accepted a message of the edition (one held back by a message
+                    # still in flight as the claims ran out too).
+                    while (not self.queue.empty() or self.in_hand) and not self.stopping():
+                        await asyncio.sleep(END_POLL)
+                    lapsed = self.lapse_ended is not None and self.given_back
+                    held = self.held_rows and self.accepted
+                    if not (lapsed or held) or self.stopping():
+                        break
+                    # their releases recorded first, so that the claim finds them
+                    while (self.pending or self.recording) and not self.stopping():
+                        await asyncio.sleep(FLUSH_SECONDS)
+                    if lapsed:
+                        self.given_back = 0
+                    if held:
+                        self.held_rows = 0
+                    continue
                 if self.held_until is None:  # later claims' leases end later
                     self._held_from(began)
                 for job in jobs:  # once stopped, the senders give these back (released)
@@ -656,6 +719,8 @@ class _Run:
             # claimed is still sent or given back first), then a claim's error is raised.
             await asyncio.gather(*tasks[1:])
             await claims
+            if self.held_back and not self.accepted and self.failure is None:
+                self.fail(self.nothing_accepted())
         finally:
             for task in tasks:
                 task.cancel()

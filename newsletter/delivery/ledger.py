@@ -399,6 +399,15 @@ class DbLedger:
                               .order_by(Delivery.sent_at.desc()).limit(limit)).all()
         return [max(0.0, (now - at).total_seconds()) for at in times if at is not None]
 
+    def has_sent(self) -> bool:
+        """Whether a message of this edition has been sent (accepted by the mail
+        server), by any run: what tells a refusal of one reader's message from a
+        refusal of every message (``deliver``'s size and content refusals)."""
+        with connection_scope(self.engine, readonly=True) as s:
+            return s.execute(select(Delivery.id).where(
+                Delivery.edition_id == self.edition.id,
+                Delivery.status == DeliveryStatus.SENT).limit(1)).first() is not None
+
     def reclaim(self) -> int:
         """Put back rows whose lease holder is gone: expired, or a dead process here (of
         an abandoned edition: skipped)."""

@@ -49,6 +49,13 @@ def classify(code: int, text: str) -> TransportError:
     return TransportError(message)
 
 
+def _too_large(code: int, text: str) -> bool:
+    """A refusal for the message's size: 552 (RFC 5321's "exceeded storage allocation",
+    how RFC 1870 servers refuse a ``SIZE=`` over their limit) or 5.3.4 ("message too
+    big for system", RFC 3463)."""
+    return code == 552 or "5.3.4" in text
+
+
 def refused_recipient(code: int, text: str) -> TransportError:
     """A reply to RCPT TO: a 4xx other than 421 (the server closing) is this
     recipient's server saying "not now", deferred without retrying in the run."""
@@ -321,6 +328,10 @@ class SmtpTransport(Transport):
                 error = classify(exc.code, exc.message)
                 if isinstance(exc, aiosmtplib.SMTPSenderRefused):  # MAIL FROM: ours
                     error.sender, error.bounce = True, False
+                    if error.permanent and _too_large(exc.code, exc.message):
+                        error.sender, error.content = False, True  # the SIZE= we gave
+                elif isinstance(exc, aiosmtplib.SMTPDataError):  # DATA, or the message's end
+                    error.content = error.permanent and not error.bounce
                 raise error from None
             except Unanswered as exc:
                 await _quit(conn)
