@@ -134,3 +134,7 @@ class SendingStopped(NewsletterError):
 
     reason = ""  # what refused us, as the transport said it
     sent = 0  # messages sent before stopping
+    # the edition's messages were refused for their size or content, none accepted
+    # (``TransportError.content``): another edition's may go, so a run over several
+    # editions (deferred rows due) goes on to the next one
+    edition_only = False

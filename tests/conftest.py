@@ -389,6 +389,8 @@ class SmtpSink:
     pipelining: bool = True
     answer_after: float = 0.0
     delaying: list[float] = field(default_factory=list)  # the delays of messages in one now
+    # a recipient → replies to give at the end of its message (a content filter), in order
+    data_faults: dict[str, list[str]] = field(default_factory=dict)
 
     def count(self, rcpt: str) -> int:
         return sum(1 for r, _ in self.messages if r == rcpt)
@@ -433,6 +435,9 @@ def smtp_sink() -> Iterator[SmtpSink]:
         async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
             rcpt = envelope.rcpt_tos[0]
             sink.senders[rcpt] = envelope.mail_from
+            refusals = sink.data_faults.get(rcpt)
+            if refusals:
+                return refusals.pop(0)
             if sink.random_faults and rng.random() < sink.random_faults:
                 kind = rng.choice(["421", "451", "drop", "stall", "drop-after"])
                 if kind == "421":

@@ -366,6 +366,46 @@ def test_a_later_slot_retries_the_deferred_row_instead_of_planning_another(
     assert {r: smtp_sink.count(r) for r, _ in smtp_sink.messages} == sent  # one per row
 
 
+def test_an_edition_whose_messages_are_all_refused_for_content_holds_up_no_other(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """The retry job takes up the due rows edition by edition. One edition's messages,
+    every one refused for its content with none of the edition ever accepted, stop
+    that edition (its rows due again, said in the report), and the next edition's due
+    row is still sent: stopped there, the job left it due at every try until it
+    expired."""
+    settings, engine = world
+    populate_slots(engine)
+    settings = smtp(settings, smtp_sink, retry_hours=24)
+    app = App(settings, engine)
+    with session_scope(engine) as s:
+        everyone = list(s.scalars(select(Subscriber.email)))
+    for email in everyone:  # slot 07 sends nothing: each of its readers deferred (and
+        smtp_sink.faults[email] = [GREY, GREY]  # again when slot 08 retries them)
+    seven = send_slot(app, dt.datetime(2025, 12, 26, 7, tzinfo=dt.UTC))
+    assert seven.report.counts.get("sent", 0) == 0 and seven.report.counts["deferred"] >= 1
+    smtp_sink.faults["later@example.org"] = [GREY]
+    send_slot(app, dt.datetime(2025, 12, 26, 8, tzinfo=dt.UTC))
+    assert row(engine, "later@example.org").status == "deferred"
+    with session_scope(engine) as s:
+        deferred_seven = list(s.scalars(
+            select(Subscriber.email).join(Delivery)
+            .where(Delivery.status == "deferred", Delivery.edition_id == seven.edition.id)))
+        due = s.scalar(select(func.max(Delivery.next_try_at))
+                       .where(Delivery.status == "deferred"))
+    assert "early@example.org" in deferred_seven and due is not None
+    for email in deferred_seven:  # a filter refusing what slot 07's readers are sent
+        smtp_sink.data_faults[email] = ["554 5.7.1 message content rejected"] * 10
+    done = retry_deferred(app, now=due.replace(tzinfo=dt.UTC))
+    assert row(engine, "later@example.org").status == "sent"
+    assert smtp_sink.count("later@example.org") == 1
+    # not failed: due again (deferred, as a stopped run leaves the due rows it took up)
+    assert {row(engine, e).status for e in deferred_seven} == {"deferred"}
+    assert any(e.startswith(f"edition {seven.edition.id}: SMTP 554 5.7.1")
+               and "none of the run's messages accepted" in e
+               for e in done.report.errors), done.report.errors
+    assert not any(smtp_sink.count(e) for e in deferred_seven)
+
+
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_a_deferred_row_claimed_by_two_runs_is_sent_once(
         world, smtp_sink: SmtpSink, concurrency: int) -> None:  # type: ignore[no-untyped-def]

@@ -214,7 +214,7 @@ def test_a_filter_refusing_every_message_stops_the_run_and_fails_nobody(
     assert result.code == 1, result.stderr
     [line] = said(result.stderr)
     assert line.startswith("error: sending stopped: SMTP 554 5.7.1 "), line
-    assert "message content rejected" in line and "none of the run accepted" in line
+    assert "message content rejected" in line and "none of the run's messages accepted" in line
     assert set(states(engine).values()) == {"pending"}
     postfix.refusing()
     before = copies(postfix)

@@ -446,11 +446,11 @@ class _Run:
                            error=f"{last} (after {attempts} attempts)", rendered=rendered)
         return self.deferred(job, f"{last} (after {attempts} attempts)", rendered)
 
-    async def edition_accepted(self) -> bool:
+    async def edition_accepted(self, *, again: bool = False) -> bool:
         """Whether the mail server has accepted a message of this edition: in this run,
-        or before (another process, an earlier run: the ledger's sent rows, asked once,
-        on the first refusal that needs to know)."""
-        if not self.accepted and not self.asked_ledger:
+        or before (another process, an earlier run: the ledger's sent rows, asked on
+        the first refusal that needs to know, and ``again`` as the run ends)."""
+        if not self.accepted and (again or not self.asked_ledger):
             self.asked_ledger = True
             has_sent = getattr(self.ledger, "has_sent", None)
             if has_sent is not None:
@@ -484,9 +484,9 @@ class _Run:
         saying nothing with its rows pending)."""
         n = self.held_back
         return TransportError(
-            f"{self.held_why} ({n} message{'s' if n != 1 else ''} refused for "
-            f"{'their' if n != 1 else 'its'} size or content, none of the run accepted)",
-            sender=True, permanent=True)
+            f"{self.held_why} ({n} refusal{'s' if n != 1 else ''} for size or content, "
+            "none of the run's messages accepted)", sender=True, permanent=True,
+            content=True)
 
     def deferred(self, job: Job, error: str, rendered: Rendered) -> Outcome:
         """Refused for now: deferred until its next try, or failed when its
@@ -705,7 +705,8 @@ class _Run:
                                                exc.retry_after))
 
     def stopped(self, exc: TransportError) -> SendingStopped:
-        return sending_stopped(str(exc), self.report.counts[OutcomeStatus.SENT])
+        return sending_stopped(str(exc), self.report.counts[OutcomeStatus.SENT],
+                               edition_only=exc.content)
 
     async def run(self) -> DeliverReport:
         started = time.monotonic()
@@ -719,7 +720,10 @@ class _Run:
             # claimed is still sent or given back first), then a claim's error is raised.
             await asyncio.gather(*tasks[1:])
             await claims
-            if self.held_back and not self.accepted and self.failure is None:
+            if (self.held_back and self.failure is None and not self.stop.requested
+                    and not await self.edition_accepted(again=True)):
+                # (asked again: another process may have sent one meanwhile, and the
+                # rows held back then wait for it, or for the next run, to judge them)
                 self.fail(self.nothing_accepted())
         finally:
             for task in tasks:
@@ -751,7 +755,7 @@ def _sent_last_hour(ledger: Ledger, t: TransportConfig) -> list[float]:
     return ages[::sharers]
 
 
-def sending_stopped(reason: str, sent: int) -> SendingStopped:
+def sending_stopped(reason: str, sent: int, *, edition_only: bool = False) -> SendingStopped:
     """The one line said when a fault of ours stopped sending (``sent``: by every
     process of the run)."""
     error = SendingStopped(
@@ -760,7 +764,7 @@ def sending_stopped(reason: str, sent: int) -> SendingStopped:
         "pending again, or deferred if the server was cut off while taking it "
         "(`newsletter status` says when it is tried), and is sent by `newsletter send` "
         "once this is fixed)")
-    error.reason, error.sent = reason, sent
+    error.reason, error.sent, error.edition_only = reason, sent, edition_only
     return error
 
 

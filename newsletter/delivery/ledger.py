@@ -497,9 +497,12 @@ class DbLedger:
         with session_scope(self.engine) as s:
             # the edition's row first, as every claim and give-back reads it (FOR SHARE):
             # those under way commit before the rows are read here, later ones see this
+            # (FOR NO KEY UPDATE: it waits for the claims' and records' FOR SHARE, not
+            # for the key locks a live run's sent rows take as they are recorded)
             ed = s.execute(select(Edition.abandoned_at, Edition.abandoned_by,
                                   Edition.abandoned_reason)
-                           .where(Edition.id == self.edition.id).with_for_update()).one()
+                           .where(Edition.id == self.edition.id)
+                           .with_for_update(key_share=True)).one()
             if ed.abandoned_at is not None:
                 return Abandoned(ed.abandoned_at, ed.abandoned_by, ed.abandoned_reason,
                                  already=True)

@@ -394,8 +394,17 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
     for edition_id in sorted(due.keys() | left.keys()):
         if edition_id == skip or (shutdown is not None and shutdown.requested):
             continue
-        report = deliver_edition(config, engine, edition_id, transport, shutdown=shutdown,
-                                 on_progress=on_progress, now=now)
+        try:
+            report = deliver_edition(config, engine, edition_id, transport,
+                                     shutdown=shutdown, on_progress=on_progress, now=now)
+        except SendingStopped as exc:
+            if not exc.edition_only:
+                raise
+            # this edition's messages refused for their size or content, none accepted:
+            # its rows wait (pending), said once; the next edition's deferred rows are
+            # still due, and would expire behind it at every try
+            done.report.errors.append(f"edition {edition_id}: {exc.reason}")
+            continue
         if report is not None and not (report.abandoned and not report.counts):
             done.due += int(due.get(edition_id, 0)) + left.get(edition_id, 0)
             done.resumed += left.get(edition_id, 0)

@@ -49,6 +49,14 @@ def classify(code: int, text: str) -> TransportError:
     return TransportError(message)
 
 
+class _Busy(TransportError):
+    """A new connection refused with 421 (the greeting or its EHLO): the server closing,
+    or over its connections from this client ("421 4.7.0 too many connections", Postfix's
+    smtpd_client_connection_count_limit). With another connection of the pool open, its
+    slot is retired for the run (``SmtpTransport.send``); a timeout, a refused connect
+    or a TLS failure is not this, and keeps the slot."""
+
+
 def _too_large(code: int, text: str) -> bool:
     """A refusal for the message's size: 552 (RFC 5321's "exceeded storage allocation",
     how RFC 1870 servers refuse a ``SIZE=`` over their limit) or 5.3.4 ("message too
@@ -253,8 +261,9 @@ class SmtpTransport(Transport):
                 raise TransportError(f"SMTP {c.host}:{c.port}: the server's TLS certificate "
                                      f"was not accepted: {exc} (set [smtp] ca_file to the "
                                      "CA that signed it)", permanent=True, sender=True) from None
-            raise TransportError(f"cannot connect to SMTP {c.host}:{c.port}: {exc}",
-                                 sender=True) from None
+            busy = isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == 421
+            raise (_Busy if busy else TransportError)(
+                f"cannot connect to SMTP {c.host}:{c.port}: {exc}", sender=True) from None
         conn = _Conn(client)
         self._made = [m for m in self._made if m.client.is_connected]
         self._made.append(conn)
@@ -286,8 +295,8 @@ class SmtpTransport(Transport):
                 conn = None
                 try:
                     conn = await self._connect()
-                except TransportError as exc:
-                    if exc.permanent or not self._open_other():
+                except _Busy:
+                    if not self._open_other():
                         raise
                     # Refused one more connection while another is open: a server's limit
                     # per client ("421 4.7.0 too many connections from ...", Postfix's
