@@ -860,7 +860,7 @@ def abandon(
 
     a = _app(ctx)
     found = editions.find(a.engine, **_edition_arg(edition))
-    name = f"edition #{found.id} ({found.day}{f' slot {found.slot}' if found.slot else ''})"
+    name = editions.edition_name(found)
     counts = edition_status(a.engine, found)["counts"]
     if found.abandoned_at is None and any(counts[k] for k in LEFT_TO_SEND):
         err.print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)

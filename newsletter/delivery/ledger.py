@@ -641,22 +641,17 @@ class DbLedger:
         and unmarked, it was due to no one: the next run sent nothing, though the
         stopped run said that `send` sends what it leaves.) Of an edition ``abandoned``
         (the reason): skipped with it, as ``abandon`` skipped the rows left pending."""
-        if abandoned is not None:
-            s.execute(update(Delivery)
-                      .where(Delivery.id.in_(ids), Delivery.lease_owner == self.owner,
-                             Delivery.status == DeliveryStatus.SENDING)
-                      .values(status=DeliveryStatus.SKIPPED, reason=abandoned,
-                              lease_owner="", lease_expires=None,
-                              attempts=Delivery.attempts - 1, updated_at=now))
-            return
+        back: dict[str, Any] = (
+            {"status": DeliveryStatus.PENDING,
+             "lease_owner": case((Delivery.next_try_at.is_not(None), self._requeuer),
+                                 else_="")}
+            if abandoned is None else
+            {"status": DeliveryStatus.SKIPPED, "reason": abandoned, "lease_owner": ""})
         s.execute(update(Delivery)
                   .where(Delivery.id.in_(ids), Delivery.lease_owner == self.owner,
                          Delivery.status == DeliveryStatus.SENDING)
-                  .values(status=DeliveryStatus.PENDING,
-                          lease_owner=case((Delivery.next_try_at.is_not(None),
-                                            self._requeuer), else_=""),
-                          lease_expires=None, attempts=Delivery.attempts - 1,
-                          updated_at=now))
+                  .values(lease_expires=None, attempts=Delivery.attempts - 1,
+                          updated_at=now, **back))
 
     def _leased(self, ids: list[int]) -> list[Job]:
         """The jobs of the rows this claim just leased; those of subscribers no longer

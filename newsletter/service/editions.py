@@ -34,6 +34,7 @@ from newsletter.delivery.ledger import (
     Abandoned,
     DbLedger,
     Outcome,
+    abandoned_reason,
     lease_gone,
     not_requeued_due,
     requeued_due,
@@ -506,7 +507,7 @@ def deliver_edition(config: EditionConfig, engine: Engine, edition_id: int,
     ledger = DbLedger(engine, edition)
     ledger.reclaim()
     if ctx is None:
-        return DeliverReport(abandoned=ledger.abandoned or "abandoned")
+        return DeliverReport(abandoned=abandoned_reason(edition.abandoned_reason))
     ledger.requeue_due(clock_at(now)())
     return unrequeued_if_stopped(ledger, lambda: run_async(deliver(
         config.transport, ledger, ctx, transport, on_progress=on_progress,
@@ -551,13 +552,18 @@ def requeue_failed(engine: Engine, edition_id: int) -> int:
 # ---- abandoning ----------------------------------------------------------------------
 
 
+def edition_name(edition: Edition) -> str:
+    """An edition as the operator's one-line messages name it: ``edition #N (DAY)``,
+    with its slot when it has one."""
+    slot = f" slot {edition.slot}" if edition.slot else ""
+    return f"edition #{edition.id} ({edition.day}{slot})"
+
+
 def abandoned_note(edition: Edition) -> str:
     """The one line said of an abandoned edition (`send`, the console's retry)."""
-    slot = f" slot {edition.slot}" if edition.slot else ""
     at = f"{edition.abandoned_at:%Y-%m-%d %H:%M} UTC" if edition.abandoned_at else "?"
     why = f": {edition.abandoned_reason}" if edition.abandoned_reason else ""
-    return (f"edition #{edition.id} ({edition.day}{slot}) was abandoned by the operator "
-            f"at {at}{why}")
+    return f"{edition_name(edition)} was abandoned by the operator at {at}{why}"
 
 
 def find(engine: Engine, *, edition_id: int | None, day: dt.date | None,

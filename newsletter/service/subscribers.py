@@ -453,7 +453,7 @@ def stored_data(session: Session, sub_id: int) -> dict[str, Any] | None:
                             .order_by(Vote.id))
     mutes = session.scalars(select(LearnedMute).where(LearnedMute.subscriber_id == sub_id)
                             .order_by(LearnedMute.term))
-    reports = session.scalars(select(MailReport).where(MailReport.subscriber_id == sub_id)
+    reports = session.scalars(select(MailReport).where(lifecycle.about_their_mail(sub_id))
                               .order_by(MailReport.id))
     return {
         "subscriber": store.as_dict(sub) | {"created_at": sub.created_at.isoformat(),

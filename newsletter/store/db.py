@@ -345,11 +345,7 @@ def hold_papers_clock(session: Session, *, exclusive: bool) -> None:
     ingests storing to commit, and an ingest that starts after it stamps a later time.
     On SQLite a transaction that writes holds the one write lock from its first
     statement (``BEGIN IMMEDIATE``), which this makes."""
-    if session.get_bind().dialect.name == "postgresql":
-        lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        session.execute(text(f"SELECT {lock}(:key)"), {"key": PAPERS_CLOCK})
-    else:
-        session.execute(text("SELECT 1"))
+    _hold(session, PAPERS_CLOCK, shared=not exclusive)
 
 
 def hold_address(session: Session, address: str) -> None:
@@ -361,24 +357,32 @@ def hold_address(session: Session, address: str) -> None:
     addresses whose hashes meet only wait for each other. On SQLite a transaction that
     writes holds the one write lock from its first statement (``BEGIN IMMEDIATE``),
     which this makes."""
-    if session.get_bind().dialect.name == "postgresql":
-        key = int.from_bytes(hashlib.sha256(address.encode()).digest()[:4], "big",
-                             signed=True)
-        session.execute(text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), "
-                             "CAST(:key AS integer))"),
-                        {"space": SIGN_UP_ADDRESS, "key": key})
-    else:
-        session.execute(text("SELECT 1"))
+    key = int.from_bytes(hashlib.sha256(address.encode()).digest()[:4], "big", signed=True)
+    _hold(session, SIGN_UP_ADDRESS, key)
 
 
 def hold_sign_up_count(session: Session) -> None:
     """Hold the count of all clients' sign-ups until ``session``'s transaction ends,
     before counting them: posts at once in several processes would each find the last
     slot free. On SQLite ``BEGIN IMMEDIATE`` does it (``hold_address``)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SIGN_UP_COUNT})
-    else:
+    _hold(session, SIGN_UP_COUNT)
+
+
+def _hold(session: Session, *keys: int, shared: bool = False) -> None:
+    """A transaction advisory lock on PostgreSQL, released as ``session``'s transaction
+    ends: one 64-bit key, or a space and a key of 32 bits each (a lock space of its own,
+    apart from the one-key locks). On SQLite the transaction's first statement, which
+    takes the one write lock (``BEGIN IMMEDIATE``) and so holds everything at once."""
+    if session.get_bind().dialect.name != "postgresql":
         session.execute(text("SELECT 1"))
+        return
+    lock = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    if len(keys) == 1:
+        session.execute(text(f"SELECT {lock}(:key)"), {"key": keys[0]})
+    else:
+        space, key = keys
+        session.execute(text(f"SELECT {lock}(CAST(:space AS integer), CAST(:key AS integer))"),
+                        {"space": space, "key": key})
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy import ColumnElement, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import FieldError, InputError
@@ -174,6 +174,14 @@ def apply_notice(session: Session, address: str, kind: str, *, by: str, **detail
 
 # ---- erasure ------------------------------------------------------------------------
 
+def about_their_mail(sub_id: int) -> ColumnElement[bool]:
+    """The bounce mailbox's reports about a subscriber's mail: those naming them, and
+    those about one of their deliveries (what an erasure deletes and their "download my
+    data" lists)."""
+    theirs = select(Delivery.id).where(Delivery.subscriber_id == sub_id)
+    return or_(MailReport.subscriber_id == sub_id, MailReport.delivery_id.in_(theirs))
+
+
 def erase(session: Session, sub: Subscriber, *, by: str, reason: str = "erased") -> None:
     """Delete everything about a subscriber (row, ledger rows, sent papers, events,
     the bounce mailbox's reports about their mail) and keep only a hashed suppression
@@ -183,9 +191,7 @@ def erase(session: Session, sub: Subscriber, *, by: str, reason: str = "erased")
     digest = address_hash(sub.email)
     if session.get(Suppression, digest) is None:
         session.add(Suppression(hash=digest, reason=reason, at=utcnow()))
-    theirs = select(Delivery.id).where(Delivery.subscriber_id == sub.id)
-    session.execute(delete(MailReport).where(or_(MailReport.subscriber_id == sub.id,
-                                                 MailReport.delivery_id.in_(theirs))))
+    session.execute(delete(MailReport).where(about_their_mail(sub.id)))
     session.execute(delete(Event).where(Event.subscriber_id == sub.id))
     session.execute(delete(Delivery).where(Delivery.subscriber_id == sub.id))
     session.delete(sub)
