@@ -468,9 +468,10 @@ def subscribers_erase(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask first.")] = False,
 ) -> None:
     """Erase a subscriber as their "delete me" link does: everything deleted, the address
-    kept only as a hash that no import or sign-up can bring back (asks first unless
-    --yes). ``remove`` deletes without keeping the address out."""
-    _confirm(yes, f"Erase {email} for good (it can never be added again)?",
+    kept only as a hash that no import or operator can bring back; only its owner's own
+    confirmed sign-up does (asks first unless --yes). ``remove`` deletes without keeping
+    the address out."""
+    _confirm(yes, f"Erase {email} for good (no import or operator can add it again)?",
              f"refusing to erase {email} without --yes (no terminal to ask)",
              f"not erased: {email} is still there")
     from newsletter.store.db import checkpoint
@@ -483,7 +484,7 @@ def subscribers_erase(
     if not checkpoint(a.engine):  # (secure_delete zeroed the rows; now out of the log)
         err.print("the write-ahead log was busy: the erased rows leave it at its next "
                   "checkpoint")
-    err.print(f"erased {address}: it cannot be added again")
+    err.print(f"erased {address}: no import or operator can add it again")
 
 
 @subs_app.command("export")
