@@ -40,6 +40,29 @@ def test_every_command_has_help(cli) -> None:  # type: ignore[no-untyped-def]
         assert "Usage:" in result.stdout
 
 
+def test_one_command_built_says_what_the_whole_tree_says() -> None:
+    """``main`` builds only the command run (``only_the_command``): every command's and
+    group's help, a bad option's error and the root's options read the same as through
+    the whole tree, and what names no one command gets the whole tree."""
+    from click.testing import CliRunner
+
+    from newsletter.cli import hoist_config, only_the_command
+
+    runner = CliRunner()
+    paths = [p for p in all_command_paths() if p]
+    for path in paths:
+        for tail in (["--help"], ["--no-such-option"]):
+            args = hoist_config([*path, *tail, "--config", "x.toml"])
+            narrowed = only_the_command(app, args)
+            assert narrowed is not app and len(narrowed.registered_commands) + len(
+                narrowed.registered_groups) == 1, path
+            whole = runner.invoke(app, args, prog_name="newsletter")
+            one = runner.invoke(narrowed, args, prog_name="newsletter")
+            assert (one.exit_code, one.output) == (whole.exit_code, whole.output), path
+    for args in ([], ["--help"], ["sned"], ["--", "send"], ["--config", "send"]):
+        assert only_the_command(app, args) is app, args
+
+
 def test_runs_without_a_config_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = cli("ingest", str(PAYLOADS / "dailypapers.json"))
     assert result.code == 0, result.stderr
