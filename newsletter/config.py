@@ -130,7 +130,8 @@ class WebConfig(_Section):
     hours. The preferences page only asks for one: its own link travels with every
     forwarded digest, so these go to the subscriber's address alone."""
     signups_per_client_per_hour: int = Field(default=10, ge=1)
-    """Sign-up posts per client address per hour; more are refused (429)."""
+    """Sign-up posts per client address per hour (an IPv6 client by its /64), counted
+    in the database (every web process on it together); more are refused (429)."""
     signups_per_hour: int = Field(default=1000, ge=1)
     """Sign-up posts from all clients together per hour, counted in the database (every
     web process on it together); more are refused (429) and the log says so. Each sends

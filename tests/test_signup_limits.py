@@ -1,9 +1,9 @@
 """The sign-up limits hold however many sign-ups arrive at once: the per-address ones
 ([web] confirm_interval_minutes, confirms_per_day) when the same address is typed by
-several visitors together, and the all-clients one ([web] signups_per_hour) when
-several web processes share one database. Real databases and real threads: the
-races are PostgreSQL's (READ COMMITTED lets two transactions count the same events
-before either commits)."""
+several visitors together, and the all-clients and per-client ones ([web]
+signups_per_hour, signups_per_client_per_hour) when several web processes share one
+database. Real databases and real threads: the races are PostgreSQL's (READ COMMITTED
+lets two transactions count the same events before either commits)."""
 
 from __future__ import annotations
 
@@ -91,18 +91,93 @@ def test_sign_ups_of_one_address_at_once_send_no_more_than_its_limit(
         assert len({r.id for r in reserved}) == 1  # one subscriber row, however they raced
 
 
-def test_sign_up_posts_at_once_take_no_more_than_the_hours_slots(pg_url: str) -> None:
-    """Eight posts at once from all clients, on PostgreSQL, many times over: exactly
-    [web] signups_per_hour of them are let through, and the count holds them."""
+@pytest.mark.parametrize("limits, refused", [
+    (WebConfig(signups_per_hour=3), "signups_per_hour"),
+    (WebConfig(signups_per_client_per_hour=3), "signups_per_client_per_hour")],
+    ids=["all-clients", "one-client"])
+def test_sign_up_posts_at_once_take_no_more_than_the_hours_slots(
+        pg_url: str, limits: WebConfig, refused: str) -> None:
+    """Eight posts at once from one client, on PostgreSQL, many times over: exactly
+    [web] signups_per_hour, or signups_per_client_per_hour, of them are let through
+    (the rest refused by that limit), and the count holds them."""
     engine = get_engine(pg_url)
     for n in range(ROUNDS):
         with session_scope(engine) as s:
             s.execute(delete(Event).where(Event.kind == SIGN_UP_POSTED))
-        results = race(engine, functools.partial(subscribers.take_sign_up_slot, per_hour=3))
-        assert sorted(results) == [False] * (RACERS - 3) + [True] * 3, f"round {n}: {results}"
+        results = race(engine, functools.partial(subscribers.take_sign_up_slot,
+                                                  client="192.0.2.7", limits=limits))
+        assert sorted(results, key=str) == [None] * 3 + [refused] * (RACERS - 3), (
+            f"round {n}: {results}")
         with session_scope(engine) as s:
             assert s.scalar(select(func.count(Event.id)).where(
                 Event.kind == SIGN_UP_POSTED)) == 3
+
+
+def test_a_clients_sign_ups_are_counted_in_the_last_hour_only(sqlite_url: str) -> None:
+    """[web] signups_per_client_per_hour counts the client's posts of the last hour:
+    older ones are deleted and count no more, another client's never count, and an
+    IPv6 client is its /64 (``client_key``), an IPv4-mapped one its IPv4 address."""
+    import datetime as dt
+
+    from newsletter.store.models import utcnow
+    from newsletter.web.security import client_key
+
+    engine = get_engine(sqlite_url)
+    limits = WebConfig(signups_per_client_per_hour=2)
+    hour_ago = utcnow() - dt.timedelta(minutes=61)
+    with session_scope(engine) as s:
+        for _ in range(2):
+            s.add(Event(kind=SIGN_UP_POSTED, at=hour_ago, detail={"client": "192.0.2.7"}))
+
+    def take(host: str) -> str | None:
+        with session_scope(engine) as s:
+            return subscribers.take_sign_up_slot(s, client_key(host), limits)
+
+    assert [take("192.0.2.7"), take("::ffff:192.0.2.7"), take("192.0.2.7")] == [
+        None, None, "signups_per_client_per_hour"]
+    assert take("192.0.2.8") is None
+    assert [take(f"2001:db8:aaaa:1::{i:x}") for i in range(1, 4)] == [
+        None, None, "signups_per_client_per_hour"]
+    assert take("2001:db8:aaaa:2::1") is None  # another /64
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count(Event.id)).where(
+            Event.kind == SIGN_UP_POSTED, Event.at <= hour_ago)) == 0
+
+
+def test_a_clients_sign_ups_are_counted_across_app_instances(
+        db_url: str, tmp_path: Path) -> None:
+    """Two web app instances on one database (as uvicorn's workers, or two hosts behind
+    a load balancer): [web] signups_per_client_per_hour bounds one client's posts to
+    both together, not to each; another client still signs up. Each instance counted
+    in its own memory before, and a client had the limit once per instance."""
+    from newsletter.config import Settings
+    from newsletter.store.db import make_engine
+
+    from .web_support import post_form, running_site
+
+    settings = Settings().replace(
+        database={"url": db_url}, outbox={"path": str(tmp_path / "outbox")},
+        sender={"from_address": "digest@example.org"})
+    engines = [get_engine(db_url), make_engine(db_url)]  # (two pools, as two processes)
+    try:
+        with running_site(settings, engines[0], signups_per_client_per_hour=3) as one, \
+                running_site(settings, engines[1], signups_per_client_per_hour=3) as two:
+
+            def sign_up(url: str, n: int, source: str = "127.0.0.1") -> int:
+                transport = httpx.HTTPTransport(local_address=source)
+                with httpx.Client(transport=transport, timeout=30) as c:
+                    return post_form(c, url + "/subscribe", {
+                        "email": f"crowd{n}@example.org", "keywords": "diffusion",
+                        "tz": "UTC", "hour": "7"}).status_code
+
+            sites = [one, two, one, two, one]
+            codes = [sign_up(site.url, n) for n, site in enumerate(sites)]
+            assert codes == [200, 200, 200, 429, 429]
+            assert sign_up(two.url, 5, source="127.0.0.2") == 200
+            one.wait_background()
+            two.wait_background()
+    finally:
+        engines[1].dispose()
 
 
 def test_the_hours_sign_ups_are_counted_across_web_processes(

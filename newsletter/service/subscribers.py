@@ -220,28 +220,35 @@ def sign_up(session: Session, form: SignUp, limits: WebConfig) -> Reserved | Non
     return Reserved(sub.id, sub.link_nonce, change)
 
 
-# A sign-up post that [web] signups_per_hour let through, whoever's address it names
-# (no subscriber: it is counted before the address is looked at); kept an hour.
+# A sign-up post that the sign-up limits let through, whoever's address it names (no
+# subscriber: it is counted before the address is looked at), with the client it came
+# from (detail "client": ``web.security.client_key``); kept an hour.
 SIGN_UP_POSTED = "sign_up_posted"
 
 
-def take_sign_up_slot(session: Session, per_hour: int) -> bool:
-    """A sign-up post, from any client: counted, and True, while all clients together
-    have made fewer than ``per_hour`` in the last hour ([web] signups_per_hour); False
-    past it. Counted in the events so every web process shares the one limit (held in
-    each process's memory, uvicorn's workers or several hosts on one database each let
-    ``per_hour`` through). The posts are counted, not the confirmations sent: whether
-    the next post is refused must not tell whether an earlier post's address was sent
-    one. The count is held (``hold_sign_up_count``) so that posts at once cannot all
-    take the last slot; the posts older than the hour are deleted."""
+def take_sign_up_slot(session: Session, client: str, limits: WebConfig) -> str | None:
+    """A sign-up post from ``client`` (``web.security.client_key``: an IPv6 one by its
+    /64): counted, and None, while that client has made fewer than
+    ``signups_per_client_per_hour`` in the last hour and all clients together fewer
+    than ``signups_per_hour``; past either, the name of the limit that refuses it, and
+    nothing is counted. Both are counted in the events so every web process shares
+    them: held in each process's memory, uvicorn's workers or several hosts on one
+    database each let the limit through. The posts are counted, not the confirmations
+    sent: whether the next post is refused must not tell whether an earlier post's
+    address was sent one. The count is held (``hold_sign_up_count``) so that posts at
+    once cannot all take the last slot; the posts older than the hour are deleted."""
     hold_sign_up_count(session)
     now = utcnow()
     posted = Event.kind == SIGN_UP_POSTED
     session.execute(delete(Event).where(posted, Event.at <= now - dt.timedelta(hours=1)))
-    if (session.scalar(select(func.count(Event.id)).where(posted)) or 0) >= per_hour:
-        return False
-    session.add(Event(kind=SIGN_UP_POSTED, at=now))
-    return True
+    count = select(func.count(Event.id)).where(posted)
+    theirs = count.where(Event.detail["client"].as_string() == client)
+    if (session.scalar(theirs) or 0) >= limits.signups_per_client_per_hour:
+        return "signups_per_client_per_hour"
+    if (session.scalar(count) or 0) >= limits.signups_per_hour:
+        return "signups_per_hour"
+    session.add(Event(kind=SIGN_UP_POSTED, at=now, detail={"client": client}))
+    return None
 
 
 # The events that count the emails a visitor can make us send to an address: a

@@ -328,7 +328,7 @@ def connection_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Conn
 
 # PostgreSQL's advisory lock key for the papers' clock (any constant of our own)
 PAPERS_CLOCK = 0x6E6C7061
-# ... the count of all clients' sign-ups ([web] signups_per_hour)
+# ... the count of sign-ups ([web] signups_per_hour, signups_per_client_per_hour)
 SIGN_UP_COUNT = 0x6E6C7363
 # ... and the space of one address's sign-ups (the two-key form: the second key is the
 # address's hash), apart from the one-key locks above
@@ -362,9 +362,10 @@ def hold_address(session: Session, address: str) -> None:
 
 
 def hold_sign_up_count(session: Session) -> None:
-    """Hold the count of all clients' sign-ups until ``session``'s transaction ends,
-    before counting them: posts at once in several processes would each find the last
-    slot free. On SQLite ``BEGIN IMMEDIATE`` does it (``hold_address``)."""
+    """Hold the count of sign-ups (all clients' and each client's) until ``session``'s
+    transaction ends, before counting them: posts at once in several processes would
+    each find the last slot free. One lock for both counts, as every post reads the
+    all-clients one anyway. On SQLite ``BEGIN IMMEDIATE`` does it (``hold_address``)."""
     _hold(session, SIGN_UP_COUNT)
 
 

@@ -31,7 +31,7 @@ from newsletter.store.models import SubscriberStatus
 from newsletter.web import offload
 from newsletter.web.offload import Renderers
 from newsletter.web.picks import PicksCache
-from newsletter.web.security import ClientLimiter, Csrf
+from newsletter.web.security import Csrf
 from newsletter.web.webhooks import VERIFIERS, Fetcher, Verifier
 
 log = logging.getLogger("newsletter.web")
@@ -55,7 +55,6 @@ class Web:
     env: jinja2.Environment = field(init=False)
     links: LinkMaker = field(init=False)
     csrf: Csrf = field(init=False)
-    limiter: ClientLimiter = field(init=False)
     flood_logged_at: float = float("-inf")  # the last "sign-ups refused" warning
     work: Renderers = field(init=False)
     verifiers: dict[str, Verifier] = field(init=False)
@@ -80,7 +79,6 @@ class Web:
         self.env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True)
         self.links = LinkMaker(settings.web, settings.sender, self.signer)
         self.csrf = Csrf(self.signer._keys[0], settings.web.base_url)
-        self.limiter = ClientLimiter(settings.web.signups_per_client_per_hour)
         self.work = Renderers(self.app)
         self.verifiers = {name: cls(settings.webhooks, fetcher=self.fetcher)
                           for name, cls in VERIFIERS.items()}

@@ -47,6 +47,7 @@ from newsletter.web.context import (
     zone_options,
 )
 from newsletter.web.forms import form_of, posted_form, token_values
+from newsletter.web.security import client_key
 from newsletter.web.signup import process
 
 log = logging.getLogger("newsletter.web")
@@ -110,12 +111,13 @@ async def subscribe(request: Request) -> Response:
         return subscribe_page(request, web, 400, email=email, keywords=keywords, tz=tz,
                               tz_chosen=True,
                               hour=_shown_hour(hour), error=exc.message)
-    client = request.client.host if request.client else "?"
-    if not web.limiter.allow(client):
+    client = client_key(request.client.host if request.client else "?")
+    refused = await run_in_threadpool(_apply, web, subscribers.take_sign_up_slot, client,
+                                      web.settings.web)
+    if refused == "signups_per_client_per_hour":
         return web.error(request, 429, "Too many sign-ups",
                          "Too many sign-ups from your network in the last hour; try later.")
-    if not await run_in_threadpool(_apply, web, subscribers.take_sign_up_slot,
-                                   web.settings.web.signups_per_hour):
+    if refused is not None:
         _flooded(web)
         return web.error(request, 429, "Too many sign-ups",
                          "Too many sign-ups in the last hour; please try again later.")

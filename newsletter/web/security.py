@@ -13,7 +13,8 @@
   exception by design: the mail client posts it with no page and no cookie.
 * Every request body has a cap (``BodyLimit``), checked before any parsing: a 150 MB
   POST to any route, the console's included, costs us nothing.
-* A per-client sliding window for sign-ups.
+* Who a client is for the sign-up and login limits (``client_key``); the limits
+  themselves are counted in the database, shared by every web process.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -233,55 +232,3 @@ def client_key(host: str) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
-
-
-class ClientLimiter:
-    """At most ``limit`` events per client (``client_key``: an IPv6 one by its /64) per
-    ``window`` seconds (in memory: one web process; a restart forgets, the per-address
-    limits in the database do not).
-
-    Clients with no event left in the window are forgotten once a minute, and at most
-    ``clients`` are kept: a flood of new clients (addresses are cheap) holds a bounded
-    amount of memory, and each event costs the same however many came before."""
-
-    def __init__(self, limit: int, window: float = 3600.0, clients: int = 100_000) -> None:
-        if clients < 2:
-            raise ValueError("a client limiter keeps at least 2 clients")
-        self.limit, self.window, self.clients = limit, window, clients
-        self._hits: dict[str, deque[float]] = {}
-        self._sweep_at = 0.0
-        self.sweeps = 0  # passes over the clients made (each costs O(clients))
-
-    def allow(self, client: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        key = client_key(client)
-        if now >= self._sweep_at or len(self._hits) >= self.clients:
-            self._sweep(now, key)
-        hits = self._hits.get(key)
-        if hits is None:
-            hits = self._hits[key] = deque()
-        while hits and hits[0] <= now - self.window:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            return False
-        hits.append(now)
-        return True
-
-    def _sweep(self, now: float, asking: str) -> None:
-        """Forget the clients whose last event left the window; if that leaves more
-        than nine tenths of ``clients`` (a flood of new clients within the window),
-        those quiet longest too, down to half: the next sweep for room is then half of
-        ``clients`` new clients away, however they keep coming. The client ``asking``
-        is kept whatever its age: the answer it is about to get counts its events."""
-        since = now - self.window
-        kept = {k: v for k, v in self._hits.items() if v and v[-1] > since}
-        if len(kept) * 10 >= self.clients * 9:
-            quiet = sorted((k for k in kept if k != asking), key=lambda k: kept[k][-1])
-            for k in quiet[: len(kept) - self.clients // 2]:
-                del kept[k]
-        self._hits = kept
-        self._sweep_at = now + min(60.0, self.window)
-        self.sweeps += 1
-
-    def __len__(self) -> int:
-        return len(self._hits)
