@@ -223,3 +223,90 @@ def test_a_source_whose_data_breaks_the_parser_fails_alone(sqlite_url: str,
     assert "nested too deeply" in reasons["deep"]
     assert "out of range" in reasons["big"] and "expected a number" in reasons["inf"]
     assert all("\n" not in r for r in reasons.values())
+
+
+# In private mount and network namespaces (root only): its own /etc/resolv.conf,
+# /etc/hosts and nsswitch.conf, and a network of nothing but 127.0.0.1, where a name
+# server is bound to port 53, the one a resolv.conf can name. It reads each question
+# and never answers; the resolver alone would wait 20 s for it.
+IN_NAMESPACES = r'''
+import json, socket, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from newsletter.errors import FetchError
+from newsletter.ingest.fetch import Fetcher
+
+name_server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+name_server.bind(("127.0.0.1", 53))
+asked = []
+
+def listen():
+    while True:
+        asked.append(name_server.recvfrom(4096)[0])
+
+class Feed(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "4")
+        self.end_headers()
+        self.wfile.write(b"feed")
+
+    def log_message(self, *args):
+        pass
+
+web = ThreadingHTTPServer(("127.0.0.1", 0), Feed)
+for work in (listen, web.serve_forever):
+    threading.Thread(target=work, daemon=True).start()
+waits = []  # one between each try and the next
+fetcher = Fetcher(sleep=waits.append, timeout=30, attempts=2, seconds=1.0)
+try:
+    fetcher.get("http://feed.digest.test/rss")
+    error = ""
+except FetchError as exc:
+    error = str(exc)
+# a name in the hosts file, first as ::1 (where nothing listens), then as 127.0.0.1
+body = fetcher.get(f"http://hosts.digest.test:{web.server_address[1]}/rss").body
+print(json.dumps({"error": error, "retried": len(waits), "body": body.decode(),
+                  "asked": sum(b"\x04feed\x06digest\x04test" in q for q in asked)}))
+'''
+
+
+@pytest.mark.slow
+def test_a_name_server_that_never_answers_stops_at_the_deadline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The try's deadline covers looking the feed's name up: a name server on
+    127.0.0.1 that reads the question and never answers ends the fetch at the
+    deadline, in one line naming the URL and the name, and the try is not made again.
+    The system's resolver looked the name up outside the deadline, for as long as its
+    own timeouts allowed (here 20 s), and the error then said it was still waiting for
+    the response after 1 s. A name the hosts file gives is still fetched, from the one
+    of its addresses that answers."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "--mount", "--net", "true"],
+                                         capture_output=True).returncode != 0:
+        pytest.skip("needs root, for private mount and network namespaces (unshare)")
+    files = {"resolv.conf": "nameserver 127.0.0.1\noptions timeout:20 attempts:1\n",
+             "hosts": "127.0.0.1 localhost\n::1 hosts.digest.test\n"
+                      "127.0.0.1 hosts.digest.test\n",
+             "nsswitch.conf": "hosts: files dns\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    mounts = " && ".join(f"mount --bind {tmp_path / name} /etc/{name}" for name in files)
+    done = subprocess.run(
+        [unshare, "--mount", "--net", "--fork", "sh", "-c",
+         f'ip link set lo up && {mounts} && exec "$0" -c "$1"', sys.executable,
+         IN_NAMESPACES],
+        capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT),
+                                                          "PATH": "/usr/sbin:/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["error"] == ("http://feed.digest.test/rss: the deadline (1 s) passed "
+                              "while resolving feed.digest.test")
+    assert found["retried"] == 0
+    assert found["asked"] >= 1  # the name server was asked (not the hosts file)
+    assert found["body"] == "feed"

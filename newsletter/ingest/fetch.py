@@ -4,21 +4,26 @@ Retries cover what a polite client should retry (429, 5xx, timeouts, dropped
 connections), honouring ``Retry-After``. ETag / Last-Modified validators are
 kept per URL so a feed that has not changed costs one 304 and no parsing.
 
-Each try has one deadline, connecting, headers and body together (``_Deadline``):
-httpx's timeouts are per read, and a server sending a byte every few seconds
-answers every read in time, headers included, and is never done.
+Each try has one deadline, the name's lookup, connecting, headers and body together
+(``_Deadline``): httpx's timeouts are per read, and a server sending a byte every few
+seconds answers every read in time, headers included, and is never done; the system's
+resolver has only its own timeouts, and a name server that never answers held the
+fetch as long as they allowed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import httpcore
 import httpx
 
 from newsletter import __version__
@@ -28,7 +33,7 @@ from newsletter.retry import backoff_delay, retry_after_seconds
 USER_AGENT = f"newsletter/{__version__} (research-paper digest; +https://example.invalid/bot)"
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 MAX_BYTES = 200 * 1024 * 1024  # of a source's body (a file's, or a response's unpacked)
-FETCH_SECONDS = 300.0  # one try, connecting, headers and body, however slowly bytes come
+FETCH_SECONDS = 300.0  # one try: lookup, connecting, headers and body, however slow
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class Fetcher:
             # a connection per request: ``_Deadline`` learns its socket as it connects
             limits=httpx.Limits(max_keepalive_connections=0),
         )
+        _connect_by_deadline(self.client)
         self.attempts = attempts
         self.backoff = backoff
         self.sleep = sleep
@@ -82,6 +88,7 @@ class Fetcher:
         for attempt in range(self.attempts):
             retry_after = None
             deadline = _Deadline(self.seconds)
+            this_try = _TRY.set(deadline)
             try:
                 with self.client.stream("GET", url, headers=headers,
                                         extensions={"trace": deadline.trace}) as resp:
@@ -100,6 +107,10 @@ class Fetcher:
                         raise FetchError(url, last_error)
                     retry_after = retry_after_seconds(resp.headers.get("retry-after"))
             except httpx.HTTPError as exc:
+                if deadline.resolving:  # not tried again either: a name server that
+                    # slow is as slow the next time
+                    raise FetchError(url, f"the deadline ({self.seconds:.0f} s) passed "
+                                          f"while resolving {deadline.resolving}") from None
                 if deadline.passed():  # its connection shut: not tried again, a server
                     # that slow is as slow the next time
                     raise FetchError(url, f"still waiting for the response after "
@@ -112,6 +123,7 @@ class Fetcher:
                     # server's answer, the same on every try
                     raise FetchError(url, f"{type(exc).__name__}: {exc}") from None
             finally:
+                _TRY.reset(this_try)
                 deadline.cancel()
             if attempt + 1 < self.attempts:
                 self.sleep(backoff_delay(attempt, self.backoff, retry_after))
@@ -147,12 +159,15 @@ class _Deadline:
     seconds answers every read in time, and a read waiting for the next byte can only
     be ended from outside. So a timer thread shuts the try's sockets down at the
     deadline, which ends a read in progress at once; httpx's ``trace`` extension names
-    each socket as the try (a redirect's too) connects or starts TLS. Connecting itself
-    has no socket to shut yet: it stops at the connect timeout, at most the deadline.
+    each socket as the try (a redirect's too) connects or starts TLS. Before that there
+    is no socket to shut: the name is looked up in a worker thread waited for until the
+    deadline (``resolve``), and each address is connected to within the time left
+    (``bound``), both by ``_DeadlineBackend``.
     """
 
     def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
+        self.resolving = ""  # the name whose lookup the deadline ended
         self._expired = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -174,11 +189,86 @@ class _Deadline:
     def cancel(self) -> None:
         self._timer.cancel()
 
+    def bound(self, timeout: float | None) -> float:
+        """A connect's timeout: the client's connect timeout, at most the time left."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise httpcore.ConnectTimeout("the deadline passed before connecting")
+        return left if timeout is None else min(timeout, left)
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        """``host``'s addresses by the system's resolver (``getaddrinfo``: the hosts
+        file, then DNS, as a socket's own connect looks it up), waited for until the
+        deadline. The lookup cannot be interrupted, so it runs in a thread of its own
+        (a daemon: a process exiting does not wait for it), left to end at the
+        resolver's own timeouts when the deadline comes first."""
+        with contextlib.suppress(ValueError):
+            return [str(ipaddress.ip_address(host))]  # nothing to look up
+        answer: list[Any] = []
+        done = threading.Event()
+
+        def look_up() -> None:
+            try:
+                answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            except OSError as exc:  # (socket.gaierror: no such name, no answer)
+                answer.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=look_up, name=f"resolve {host}", daemon=True).start()
+        if not done.wait(max(0.0, self.at - time.monotonic())):
+            self.resolving = host
+            raise httpcore.ConnectTimeout(f"the deadline passed while resolving {host}")
+        if isinstance(answer[0], OSError):
+            raise httpcore.ConnectError(str(answer[0])) from answer[0]
+        return list(dict.fromkeys(info[4][0] for info in answer[0]))
+
     def _expire(self) -> None:
         with self._lock:
             self._expired = True
             for sock in self._sockets:
                 _shut(sock)
+
+
+# The try under way in this thread (``Fetcher.get``), for ``_DeadlineBackend``
+_TRY: ContextVar[_Deadline | None] = ContextVar("fetch_try", default=None)
+
+
+class _DeadlineBackend(httpcore.SyncBackend):
+    """httpcore's sockets, each connection's name looked up and its addresses connected
+    to within the deadline of the try under way (``_TRY``); without one, as httpcore's.
+    httpcore's own connect (``socket.create_connection``) looks the name up with no
+    timeout at all, so a name server that never answered held the try past its
+    deadline for as long as the resolver's own timeouts allowed."""
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        deadline = _TRY.get()
+        if deadline is None:
+            return super().connect_tcp(host, port, timeout, local_address, socket_options)
+        failed: Exception | None = None
+        for address in deadline.resolve(host, port):  # each in turn, as create_connection
+            try:
+                return super().connect_tcp(address, port, deadline.bound(timeout),
+                                           local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failed = exc
+        assert failed is not None  # (getaddrinfo answers with an address or raises)
+        raise failed
+
+
+def _connect_by_deadline(client: httpx.Client) -> None:
+    """Make ``client``'s connections through ``_DeadlineBackend``: the direct one and
+    those through a proxy that the environment names. httpx's client takes no network
+    backend, and a transport of our own would lose the proxies; each transport's
+    httpcore pool takes one, and gives it to each connection it opens."""
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        if pool is not None:
+            assert hasattr(pool, "_network_backend"), "httpcore's pool changed"
+            pool._network_backend = _DeadlineBackend()
 
 
 def _shut(sock: socket.socket) -> None:
