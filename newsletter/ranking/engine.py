@@ -248,8 +248,13 @@ class Ranker:
                     matched = []
             if lifts:
                 ratio = counted / extra if extra else 0.0  # each term's part of what counted
-                also = sorted((LearnedHit(item.term, round(v * ratio, 3), item.liked,
-                                          item.disliked) for item, v in lifts),
+                # A learned phrase earns from its words apart as a written one does, and
+                # says so the same way ("Non IID (via IID)").
+                also = sorted((LearnedHit(self._words_label(item.term, item.fid,
+                                                            feats[item.fid], e)
+                                          if feats[item.fid].parts else item.term,
+                                          round(v * ratio, 3), item.liked, item.disliked)
+                               for item, v in lifts),
                               key=lambda h: -h.value)
             shown = parts.get(e)
             if shown is None:

@@ -10,7 +10,10 @@ rewritten. Learned weights are added beside it, in the same sparse matrix:
 * ``terms(paper)`` are the words and two-word phrases of the paper's title and
   keywords that other papers of today use (``[ranking] feedback_terms`` of them, by
   tf·√idf with the abstract counting towards tf, scaled so the best is 1; rhetorical
-  title words such as "rethinking" never), analysed like profile terms. Choosing by
+  title words such as "rethinking" never), analysed like profile terms and so matched
+  as the reader's own are (a phrase also by its words apart, for part of the score).
+  A phrase taken stands for its words: a paper titled "Fine tuning ..." teaches
+  "fine tuning", not "fine" and "tuning" besides (``Learner._take``). Choosing by
   rarity alone picked dataset names and one-off words that lifted unrelated papers
   (measured with ``bench/feedback.py``).
 * Bounds: each learned weight lies within ±``feedback_max_weight``; weaker ones than
@@ -324,20 +327,38 @@ class Learner:
     def _take(self, scored: list[tuple[float, Gram]], surface: dict[Gram, str],
               limit: int) -> list[tuple[int, float]]:
         """The first ``limit`` distinct features of ``scored`` as (feature id, score
-        scaled so the best is 1), each remembered with its label (``_remember``)."""
-        out: list[tuple[int, float]] = []
-        top = scored[0][0] if scored else 1.0
+        scaled so the best taken is 1), each remembered with its label (``_remember``).
+
+        Every term is analysed like a written one, so it matches as the ranker matches
+        the reader's own: a word with its acronym forms, a two-word phrase as the
+        phrase, its joined and acronym forms, and its words apart for part of the score
+        where they say enough (``corpus.WORDS_WEIGHT``). A phrase taken therefore
+        stands for its own words, which are not taken beside it (and give way if they
+        came first): "Fine tuning" taught "Fine" and "tuning" too, three terms for one
+        thing the reader liked, and alone those words lift papers the phrase is not
+        about ("fine-grained", any hyperparameter tuning). Measured against the
+        phrase alone (only where the paper has it) without its words, which lost the
+        one relevant paper a liked paper's "Non-IID" found through "IID":
+        ``bench/feedback.py``."""
+        chosen: list[tuple[float, Gram, int]] = []
         taken: set[int] = set()
+        in_phrases: set[str] = set()  # the words of the phrases chosen
         for score, gram in scored:
-            if len(out) >= limit:
+            if len(chosen) >= limit:
                 break
-            # One word: analysed like a written term (acronym forms too). Two words: that
-            # phrase exactly, not its words apart (a learned phrase is narrow on purpose).
-            fid = self.ranker.feature_of(Term(surface[gram]) if len(gram) == 1
-                                         else Feature("topic", (gram,)))
+            if len(gram) == 1 and gram[0] in in_phrases:
+                continue
+            fid = self.ranker.feature_of(Term(surface[gram]))
             if fid in taken:
                 continue
             taken.add(fid)
+            if len(gram) == 2:
+                in_phrases.update(gram)
+                chosen = [c for c in chosen if len(c[1]) != 1 or c[1][0] not in gram]
+            chosen.append((score, gram, fid))
+        top = chosen[0][0] if chosen else 1.0
+        out: list[tuple[int, float]] = []
+        for score, gram, fid in chosen:
             self._remember(fid, gram, surface[gram])
             out.append((fid, score / top))
         return out
@@ -346,7 +367,10 @@ class Learner:
         """A learned feature's label and removal key (the first paper that taught it
         names it), and its stems, which ``_cover`` matches written terms against."""
         self.labels.setdefault(fid, label)
-        self.keys.setdefault(fid, term_key(self.ranker.features[fid]))
+        # A phrase's key is its stems (a written phrase's feature lists its joined form
+        # first), as removed phrases were stored when learned phrases had no other form.
+        self.keys.setdefault(fid, " ".join(gram) if len(gram) > 1
+                             else term_key(self.ranker.features[fid]))
         if fid not in self._grams:
             self._grams[fid] = gram
             for w in gram:
