@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy import sparse
 
 from newsletter.config import RankingConfig
 from newsletter.profile import Term
@@ -107,3 +109,69 @@ def test_one_vote_never_teaches_a_phrase_and_its_own_words(
     for fid, _ in terms:
         assert fid == r.feature_of(Term(learner.labels[fid])), learner.labels[fid]
     assert not terms or max(w for _, w in terms) == 1
+
+
+def test_a_learned_term_the_written_keywords_hold_is_not_learned() -> None:
+    """A reader who wrote "diffusion" is not shown "more on Diffusion Model" learned
+    from a liked paper: every paper with the phrase matches "diffusion" already. The
+    same paper still teaches it to a reader who wrote something else, and a written
+    phrase does not cover a learned one that only shares a word with it."""
+    liked = RankEntry("p", "Diffusion Model Distillation for Speech", "Diffusion model.")
+    papers = [RankEntry("dm", "Diffusion Model Inference", "A diffusion model."),
+              RankEntry("md", "Model Distillation in Practice", "Distil a model."),
+              RankEntry("sp", "Speech Recognition", "Speech."), *FILLER]
+    r = Ranker(Corpus(papers, Acronyms.load(), CFG, TODAY), CFG,
+               Votes.of([(1, 0, 1, 0.0)], [liked]))
+    assert r.learner is not None
+
+    def learned(keywords: str) -> set[str]:
+        return {t.key for t in r.learner.learned(  # type: ignore[union-attr]
+            1, {t.fid for t in r._terms_of(keywords)})}
+
+    assert "diffus model" in learned("speech recognition")
+    assert not {k for k in learned("diffusion") if "diffus" in k.split()}
+    assert not {k for k in learned("-diffusion, speech") if "diffus" in k.split()}
+    assert "diffus model" in learned("latent diffusion")  # shares "diffusion" only
+    assert "model distil" not in learned("diffusion, knowledge distillation, model distillation")
+    # What the ranking adds is what the page shows: nothing on the covered phrase.
+    [chunk] = r.rank([(1, "diffusion")], k=3)
+    picks = [int(i) for i in chunk.picks[0] if i >= 0]
+    for ex in r.explain_many("diffusion", picks, key=1):
+        assert all("Diffusion" not in h.term for h in ex.learned), ex.why
+
+
+_keywords = st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=2).map(" ".join),
+                     min_size=1, max_size=3).map(", ".join)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(today=st.lists(_papers, min_size=1, max_size=8, unique_by=lambda e: e.id),
+       voted=st.lists(_papers, min_size=1, max_size=3, unique_by=lambda e: e.id),
+       keywords=_keywords)
+def test_no_learned_term_is_one_the_written_keywords_cover(
+        today: list[RankEntry], voted: list[RankEntry], keywords: str) -> None:
+    """Whatever the keywords and votes: no learned term shown is one of the reader's
+    written terms, made only of its words, or holds one of its forms whole (stems, as
+    the ranker matches them); and the ranking's learned weights are on exactly the
+    terms shown."""
+
+    def holds(gram: tuple[str, ...], form: tuple[str, ...]) -> bool:
+        return any(gram[i : i + len(form)] == form for i in range(len(gram)))
+
+    r = Ranker(Corpus(today, Acronyms.load(), CFG, TODAY), CFG,
+               Votes.of([(1, p, 1, 0.0) for p in range(len(voted))], voted))
+    assert r.learner is not None
+    written = r._terms_of(keywords)
+    shown = r.learner.learned(1, {t.fid for t in written})
+    for t in shown:
+        gram = r.learner._grams[t.fid]
+        for w in written:
+            f = r.features[w.fid]
+            words = {x for v in f.variants for x in v} | set(f.parts)
+            assert t.fid != w.fid and not set(gram) <= words, (t.term, keywords)
+            assert not any(holds(gram, v) for v in f.variants), (t.term, keywords)
+    nf = len(r.features)
+    present = np.zeros((1, nf), np.float32)
+    present[0, [w.fid for w in written]] = 1
+    weights = r.learner.matrix([1], sparse.csr_matrix(present))
+    assert set(weights.indices.tolist()) == {t.fid for t in shown}

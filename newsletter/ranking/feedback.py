@@ -21,7 +21,9 @@ rewritten. Learned weights are added beside it, in the same sparse matrix:
   are kept, so a subscriber with a hundred votes costs the engine like one with ten.
 * Decay: a vote's weight halves every ``feedback_half_life_days``.
 * A learned weight never lands on a term the subscriber wrote (or excluded), nor on
-  its words: the written profile decides those, so no vote can erase a written topic.
+  its words, nor on a term holding it whole ("diffusion model" for a written
+  "diffusion", ``Learner._cover``): the written profile decides those, so no vote can
+  erase a written topic, and none is shown learned beside the reader's own.
 * Learned terms re-order the written profile's matches, moving a paper by at most
   ``feedback_share`` of its written relevance, up or down (``engine.learned_part``):
   one liked paper's title terms with a high BM25 in a weak match could otherwise
@@ -398,9 +400,19 @@ class Learner:
         return cover
 
     def _cover(self, feature: Feature) -> list[int]:
+        """The learned features a written one covers: those made only of its words
+        ("residual connections" covers "residual"), and those that hold one of its
+        forms whole ("diffusion" covers "diffusion model"): the written term already
+        matches every paper with the learned one there (stems, as the ranker matches
+        them), so a learned weight would only count that topic again, and the
+        preferences page showed "more on Diffusion Model" beside the reader's own
+        "diffusion". An exact phrase or an author is matched on other text (raw words,
+        the author list), so only its words count."""
         words_ = {w for v in feature.variants for w in v} | set(feature.parts)
         near = {fid for w in words_ for fid in self._by_word.get(w, ())}
-        return [fid for fid in near if set(self._grams[fid]) <= words_]
+        forms = feature.variants if feature.kind in ("topic", "exclude") else ()
+        return [fid for fid in near if set(self._grams[fid]) <= words_
+                or any(_holds(self._grams[fid], v) for v in forms)]
 
     def paper_fids(self, entry_id: str) -> list[int]:
         """The feature ids learned from one voted paper."""
@@ -494,6 +506,12 @@ class Learner:
                for f, w in zip(row.indices, row.data, strict=True)]
         out.sort(key=lambda x: (-abs(x.weight), x.term))
         return out
+
+
+def _holds(gram: Gram, form: tuple[str, ...]) -> bool:
+    """Whether ``form`` occurs in ``gram``, its words side by side in order."""
+    n = len(form)
+    return any(gram[i : i + n] == form for i in range(len(gram) - n + 1))
 
 
 def _strongest(m: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
