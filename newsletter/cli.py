@@ -579,9 +579,10 @@ def _feedback_file(ctx: typer.Context, file: Path) -> None:
     a = _app(ctx)
     with a.session() as s:
         n = record_votes(s, votes, by="cli", where=where)
+    same = f", {n['unchanged']} already recorded as they were" if n["unchanged"] else ""
     err.print(f"{where}: recorded {n['up'] + n['down']} votes ({n['up']} up, {n['down']} "
-              f"down; {n['replaced']} replaced an earlier vote) for {n['subscribers']} "
-              "subscribers")
+              f"down; {n['replaced']} replaced an earlier vote{same}) for "
+              f"{n['subscribers']} subscribers")
 
 
 def _day(value: str | None) -> dt.date:

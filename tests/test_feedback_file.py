@@ -49,7 +49,11 @@ def test_feedback_file_records_all_or_none(cli, world, tmp_path: Path) -> None: 
                     f"\n{ADA},{other},down\n")
     r = cli("feedback", "--file", str(good), env=env)
     assert r.code == 0, r.stderr
-    assert "recorded 3 votes (2 up, 1 down" in r.stderr
+    assert "recorded 3 votes (2 up, 1 down; 0 replaced an earlier vote) for" in r.stderr
+    assert votes(engine) == 3
+    r = cli("feedback", "--file", str(good), env=env)  # the same file again: no new vote
+    assert r.code == 0 and ("recorded 3 votes (2 up, 1 down; 0 replaced an earlier vote, "
+                            "3 already recorded as they were) for") in r.stderr, r.stderr
     assert votes(engine) == 3
     after = json.loads(cli("rank", "--subscriber", ADA, "--all-entries", "--json",
                            env=env).stdout)[0]["picks"]

@@ -44,7 +44,7 @@ class Cast:
     paper_id: str
     title: str
     direction: int
-    replaced: int | None  # the direction of the vote it replaced, if any
+    replaced: int | None  # the vote's direction before, if any (the same: cast again)
 
 
 def cast_vote(session: Session, paper_id: str, direction: int, *, by: str,
@@ -162,9 +162,11 @@ def record_votes(session: Session, votes: list[tuple[int, str, str, int]], *, by
     """Record many votes in the caller's transaction: all of them, or (an unknown
     address or paper, naming ``where`` and the line) none. The learned terms are
     not worked out per vote (that costs a ranking of the recent papers): the next
-    ranking reads them. Returns counts: up, down, replaced, subscribers."""
+    ranking reads them. Returns counts: up, down, replaced (an earlier vote the other
+    way), unchanged (the same vote already there: kept as it was, ``store.record``),
+    subscribers."""
     people: dict[str, int] = {}
-    counts = {"up": 0, "down": 0, "replaced": 0, "subscribers": 0}
+    counts = {"up": 0, "down": 0, "replaced": 0, "unchanged": 0, "subscribers": 0}
     for line, address, paper, direction in votes:
         try:
             if address not in people:
@@ -173,6 +175,7 @@ def record_votes(session: Session, votes: list[tuple[int, str, str, int]], *, by
         except InputError as exc:
             raise InputError(f"{where} line {line}: {exc}") from None
         counts["up" if direction > 0 else "down"] += 1
-        counts["replaced"] += before is not None
+        counts["replaced"] += before is not None and before != direction
+        counts["unchanged"] += before == direction
     counts["subscribers"] = len(people)
     return counts

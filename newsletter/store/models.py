@@ -367,7 +367,8 @@ class Heartbeat(Base):
 
 class Vote(Base):
     """A subscriber's "more / less like this" on one paper: one row per (subscriber,
-    paper), the latest vote wins. What it teaches is computed at ranking time, so the
+    paper), the latest direction wins (from the time it was first cast that way:
+    ``store.votes.record``). What it teaches is computed at ranking time, so the
     written profile is never rewritten and undoing a vote is deleting its row."""
 
     __tablename__ = "votes"

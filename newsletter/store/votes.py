@@ -1,9 +1,10 @@
 """Votes and removed learned terms: every change a subscriber's feedback makes.
 
-A vote is one row per (subscriber, paper); voting again replaces it, undoing deletes
-it, so undo restores the ranking exactly. What votes teach is computed when ranking
-(``newsletter/ranking/feedback.py``), never stored, so the written profile is never
-rewritten and a changed formula applies to old votes too.
+A vote is one row per (subscriber, paper); voting the other way replaces it (the same
+way again changes nothing), undoing deletes it, so undo restores the ranking exactly.
+What votes teach is computed when ranking (``newsletter/ranking/feedback.py``), never
+stored, so the written profile is never rewritten and a changed formula applies to old
+votes too.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ def subscriber_by_email(session: Session, email: str) -> Subscriber:
 def record(session: Session, subscriber_id: int, entry_id: str, direction: int,
            source: str) -> tuple[Vote, int | None]:
     """Store a vote (replacing an earlier one on the same paper); returns it and the
-    direction it replaced, if any."""
+    direction the paper had before, if any.
+
+    The same vote again (a link clicked twice, a file imported twice) is not a new
+    vote: the row keeps its time and source and no event is recorded. Its time is
+    its place in the preferences page's "Your votes" (newest first) and its age in the
+    ranking (votes decay from when they were cast), and a repeat moved the vote to the
+    top and made it count as new again. A vote that changes direction is a new one."""
     if direction not in (UP, DOWN):
         raise InputError("a vote is up (+1) or down (-1)")
     if session.get(Entry, entry_id) is None:
@@ -49,6 +56,8 @@ def record(session: Session, subscriber_id: int, entry_id: str, direction: int,
         session.add(vote)
     else:
         before = vote.direction
+        if before == direction:
+            return vote, before
         vote.direction, vote.source, vote.created_at = direction, source, utcnow()
     session.add(Event(subscriber_id=subscriber_id, kind="vote",
                       detail={"entry": entry_id, "direction": direction, "source": source}))
