@@ -310,3 +310,25 @@ def test_a_late_hard_bounce_keeps_a_complaint_and_an_unsubscription(world, tmp_p
             Event.kind == "bounced")) == 3
         counts = dict(s.execute(select(Subscriber.id, Subscriber.bounce_count)).all())
     assert counts == {s0: 1, s1: 1, s2: 1}
+
+
+def test_removing_a_subscriber_deletes_the_reports_about_their_mail(
+        world, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """`subscribers remove` deletes the subscriber and their history: the bounce
+    mailbox's reports about their mail too (``lifecycle.about_their_mail``, what an
+    erasure deletes). They stayed, their subscriber and delivery unset, with the
+    address and their mail server's words in them. Another reader's report stays."""
+    engine, rows = world
+    box = maildir(tmp_path / "mail")
+    for delivery_id, sub_id, email in rows[:2]:
+        drop(box, dsn(VERP.address(delivery_id, sub_id), email, "4.2.2"))
+    assert fetch(engine, config(box), KEYS).counts["soft"] == 2
+    removed = cli("subscribers", "remove", "ada@example.org", "--yes",
+                  env={"NEWSLETTER_DATABASE__URL": engine.url.render_as_string(
+                      hide_password=False)})
+    assert removed.code == 0, removed.stderr
+    with session_scope(engine) as s:
+        left = s.execute(select(MailReport.subscriber_id, MailReport.detail)
+                         .order_by(MailReport.id)).all()
+    assert [sub for sub, _ in left] == [rows[1][1]]
+    assert "ada@example.org" not in str(left)

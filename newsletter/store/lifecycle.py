@@ -176,8 +176,8 @@ def apply_notice(session: Session, address: str, kind: str, *, by: str, **detail
 
 def about_their_mail(sub_id: int) -> ColumnElement[bool]:
     """The bounce mailbox's reports about a subscriber's mail: those naming them, and
-    those about one of their deliveries (what an erasure deletes and their "download my
-    data" lists)."""
+    those about one of their deliveries (what an erasure and an operator's removal,
+    ``subscribers.remove``, delete and their "download my data" lists)."""
     theirs = select(Delivery.id).where(Delivery.subscriber_id == sub_id)
     return or_(MailReport.subscriber_id == sub_id, MailReport.delivery_id.in_(theirs))
 

@@ -24,7 +24,8 @@ from newsletter.errors import InputError
 from newsletter.frequency import check_frequency
 from newsletter.plaintext import cleaned
 from newsletter.profile import checked_profile
-from newsletter.store.models import Event, Subscriber, SubscriberStatus, utcnow
+from newsletter.store import lifecycle
+from newsletter.store.models import Event, MailReport, Subscriber, SubscriberStatus, utcnow
 from newsletter.store.suppressions import refuse_suppressed, suppressed_among
 
 CSV_COLUMNS = ("email", "name", "keywords", "tz", "hour")
@@ -312,13 +313,19 @@ def _bad_rows(origin: str, bad: list[str]) -> InputError:
 
 
 def remove(session: Session, email: str, *, by: str = "cli") -> str:
-    """Delete a subscriber (``by`` names who asked: ``cli``, ``admin:<name>``); the
-    address removed."""
+    """Delete a subscriber (``by`` names who asked: ``cli``, ``admin:<name>``) and
+    their history: their rows go with theirs (the foreign keys cascade), and the bounce
+    mailbox's reports about their mail are deleted as an erasure deletes them
+    (``lifecycle.about_their_mail``): the keys would only unset their subscriber and
+    delivery, leaving the address and their mail server's words behind. The address
+    removed."""
     address = normalize_email(email, utf8_local_part=True)  # find, whatever the policy
     sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
     if sub is None:
         raise InputError(f"{address} is not a subscriber")
     session.add(Event(kind="removed", detail={"email": address, "by": by}))
+    # (before the subscriber: the reports about their deliveries are found by those)
+    session.execute(delete(MailReport).where(lifecycle.about_their_mail(sub.id)))
     session.execute(delete(Subscriber).where(Subscriber.id == sub.id))
     return address
 
