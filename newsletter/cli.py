@@ -732,6 +732,9 @@ def _present_sent(summary: Any, backend: str, outbox: str) -> None:
         + (f" via {backend}" + (f" to {outbox}/" if backend == "outbox" else "")))
     for line in r.errors:
         say(f"  failed: {line}")
+    if r.errors_left_out:
+        say(f"  and {r.errors_left_out} more not shown (`newsletter status EDITION` lists "
+            "an edition's last errors)")
     if r.abandoned:
         say(f"stopped early: the edition was abandoned while it was sent ({r.abandoned});"
             " what had not been handed to the server is skipped, and no run sends it")

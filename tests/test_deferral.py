@@ -406,6 +406,75 @@ def test_an_edition_whose_messages_are_all_refused_for_content_holds_up_no_other
     assert not any(smtp_sink.count(e) for e in deferred_seven)
 
 
+def refused_in_two_slots(world: Any, smtp_sink: SmtpSink) -> tuple[App, list[str], dt.datetime]:
+    """More than ``ERRORS_KEPT`` readers of slot 07 deferred, then refused for good, and
+    slot 08's one reader deferred, then refused for its content (none of that edition
+    accepted: it stops): the app, slot 07's readers and when all are due."""
+    from newsletter.delivery.deliver import ERRORS_KEPT
+
+    settings, engine = world
+    populate_slots(engine)
+    with session_scope(engine) as s:
+        for n in range(ERRORS_KEPT + 2):
+            add(s, f"early{n}@example.org", keywords="attention, diffusion", tz="UTC",
+                hour=7)
+    app = App(smtp(settings, smtp_sink, retry_hours=24), engine)
+    with session_scope(engine) as s:
+        everyone = list(s.scalars(select(Subscriber.email)))
+    for email in everyone:  # slot 07 defers each of its readers (again at slot 08)
+        smtp_sink.faults[email] = [GREY, GREY]
+    seven = send_slot(app, dt.datetime(2025, 12, 26, 7, tzinfo=dt.UTC))
+    smtp_sink.faults["later@example.org"] = [GREY]
+    send_slot(app, dt.datetime(2025, 12, 26, 8, tzinfo=dt.UTC))
+    with session_scope(engine) as s:
+        deferred_seven = list(s.scalars(
+            select(Subscriber.email).join(Delivery)
+            .where(Delivery.status == "deferred", Delivery.edition_id == seven.edition.id)))
+        due = s.scalar(select(func.max(Delivery.next_try_at))
+                       .where(Delivery.status == "deferred"))
+    assert len(deferred_seven) > ERRORS_KEPT and due is not None
+    for email in deferred_seven:
+        smtp_sink.faults[email] = ["550 5.1.1 no such user"]
+    smtp_sink.data_faults["later@example.org"] = ["554 5.7.1 message content rejected"] * 10
+    return app, deferred_seven, due.replace(tzinfo=dt.UTC)
+
+
+def test_a_retry_over_several_editions_keeps_as_many_error_lines_as_one_delivery(
+        world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """A report keeps its first ``ERRORS_KEPT`` error lines and counts the rest, however
+    it gains them: an edition's failed readers, and the line of an edition stopped for
+    its size or content refusals, which the retry job added past the cap (the report
+    of a job over many editions grew a line for each)."""
+    from newsletter.delivery.deliver import ERRORS_KEPT
+
+    app, deferred_seven, due = refused_in_two_slots(world, smtp_sink)
+    done = retry_deferred(app, now=due)
+    assert done.report.counts["failed"] == len(deferred_seven)
+    assert len(done.report.errors) == ERRORS_KEPT, done.report.errors[ERRORS_KEPT:]
+    assert done.report.errors_left_out == len(deferred_seven) + 1 - ERRORS_KEPT
+    assert row(app.engine, "later@example.org").status == "deferred"  # stopped, due again
+
+
+def test_a_send_says_how_many_error_lines_it_left_out(
+        world, smtp_sink: SmtpSink, cli) -> None:  # type: ignore[no-untyped-def]
+    """`send` prints the first ``ERRORS_KEPT`` failures and how many more there were:
+    past the cap the rest went unsaid, an edition's stop for its content refusals
+    (its rows pending, waiting for the fix) among them. (Slot 07's send again: its own
+    edition's due rows, then slot 08's.)"""
+    from newsletter.delivery.deliver import ERRORS_KEPT
+
+    app, deferred_seven, _ = refused_in_two_slots(world, smtp_sink)
+    env = {"NEWSLETTER_DATABASE__URL": str(app.engine.url),
+           "NEWSLETTER_TRANSPORT__BACKEND": "smtp", "NEWSLETTER_TRANSPORT__MAX_ATTEMPTS": "1",
+           "NEWSLETTER_SMTP__HOST": smtp_sink.host, "NEWSLETTER_SMTP__PORT": str(smtp_sink.port)}
+    later = cli("send", "--date", "2025-12-26", "--slot", "07", "--yes", "--force", env=env)
+    assert later.code == 3, later.stderr
+    lines = later.stderr.splitlines()
+    assert sum(1 for line in lines if line.startswith("  failed: ")) == ERRORS_KEPT, lines
+    more = len(deferred_seven) + 1 - ERRORS_KEPT
+    assert f"  and {more} more not shown (`newsletter status EDITION`" in later.stderr, lines
+
+
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_a_deferred_row_claimed_by_two_runs_is_sent_once(
         world, smtp_sink: SmtpSink, concurrency: int) -> None:  # type: ignore[no-untyped-def]

@@ -69,6 +69,8 @@ RENDER_PROBES = 2  # jobs waiting tried when the run's first render fails (every
 # stop the run as a fault of the sending side (``_Run.refused_for_what_it_is``)
 CONTENT_IN_A_ROW = 5
 PROBE_ADDRESS = "reader@example.org"  # the plain reader every_render_fails renders for
+# error lines a report keeps, the first ones (``DeliverReport.error``); the rest are counted
+ERRORS_KEPT = 20
 # ---- delivery ------------------------------------------------------------------------
 
 
@@ -80,11 +82,25 @@ class DeliverReport:
     stopped_by: int = 0  # the signal that stopped claiming (0: ran to the end)
     next_try: dt.datetime | None = None  # the earliest next try of the rows deferred here
     abandoned: str = ""  # the operator abandoned the edition meanwhile: the rows' reason
+    errors_left_out: int = 0  # error lines past ``ERRORS_KEPT``: counted, not kept
+
+    def error(self, line: str) -> None:
+        """One error line for the operator (a failed reader, an edition or a process
+        that stopped), kept while fewer than ``ERRORS_KEPT`` are, else counted: every
+        place a report gains one comes here, so a run over many editions holds and
+        prints no more than one delivery does (`send` says how many it left out, and
+        `status` lists each edition's last errors)."""
+        if len(self.errors) < ERRORS_KEPT:
+            self.errors.append(line)
+        else:
+            self.errors_left_out += 1
 
     def add(self, other: DeliverReport) -> None:
         """Another delivery of the same run (a deferred row's edition) counted in."""
         self.counts.update(other.counts)
-        self.errors.extend(other.errors[:max(0, 20 - len(self.errors))])
+        for line in other.errors:
+            self.error(line)
+        self.errors_left_out += other.errors_left_out
         self.seconds += other.seconds
         self.stopped_by = self.stopped_by or other.stopped_by
         self.abandoned = self.abandoned or other.abandoned
@@ -510,8 +526,8 @@ class _Run:
             return
         if self.edition_id is not None:
             delivery_outcome(self.edition_id, outcome, time.perf_counter() - began + shift)
-        if outcome.status == OutcomeStatus.FAILED and len(self.report.errors) < 20:
-            self.report.errors.append(f"{outcome.job.recipient.email}: {outcome.error}")
+        if outcome.status == OutcomeStatus.FAILED:
+            self.report.error(f"{outcome.job.recipient.email}: {outcome.error}")
         if outcome.next_try is not None and (self.report.next_try is None
                                              or outcome.next_try < self.report.next_try):
             self.report.next_try = outcome.next_try

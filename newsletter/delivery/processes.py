@@ -153,9 +153,9 @@ def deliver_in_processes(
         else:
             why = rest[0] if rest else f"ended with exit code {child.process.exitcode}"
             # what it sent before it died is in the ledger, not in its missing report
-            report.errors.append(f"delivery process {child.process.pid}: {why}; its "
-                                 "unfinished rows were taken back, and what it had sent "
-                                 "is recorded (`newsletter status`) but not counted here")
+            report.error(f"delivery process {child.process.pid}: {why}; its "
+                         "unfinished rows were taken back, and what it had sent "
+                         "is recorded (`newsletter status`) but not counted here")
     # A dead process's rows are ``sending`` under a gone pid: back in the queue. They,
     # and rows a process gave back (stopped alone), are sent here unless all stop.
     ledger.reclaim()
