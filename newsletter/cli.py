@@ -827,7 +827,8 @@ def check(
         raise typer.Exit(1)
 
 
-LEFT_TO_SEND = ("pending", "deferred", "sending", "failed")  # (failed: a transient one)
+# (failed: one a requeue sends again, ``ledger.requeued_failure``)
+LEFT_TO_SEND = ("pending", "deferred", "sending", "failed")
 
 
 def _edition_arg(edition: str | None) -> dict[str, Any]:
@@ -912,6 +913,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Counts by delivery state and the last errors of an edition."""
+    from newsletter.delivery.ledger import REFUSED_CONTENT
     from newsletter.service.editions import send_command
     from newsletter.service.editions import status as edition_status
 
@@ -936,9 +938,21 @@ def status(
         out.print(f"  abandoned by the operator at {gone['at']} ({gone['by']})"
                   + (f": {gone['reason']}" if gone["reason"] else "")
                   + "; nothing more of it is sent")
-    for e in data["last_errors"]:
-        out.print(f"  {e['status']}: {e['email']}: {e['error']}")
     again = send_command(data["day"], data["slot"])
+    if data["failed_reasons"]:
+        out.print("  failed by reason: " + ", ".join(
+            f"{k or '-'} {v}" for k, v in data["failed_reasons"].items()))
+    refused = data["failed_reasons"].get(REFUSED_CONTENT, 0)
+    if refused and not data["abandoned"]:
+        out.print(f"  {refused} refused for {'their' if refused != 1 else 'its'} size or "
+                  "content after the server took others of the edition "
+                  f"({REFUSED_CONTENT}): once the server takes "
+                  f"{'them' if refused != 1 else 'it'} (its size limit raised, its filter "
+                  f"fixed), `{again}` or the console's retry sends "
+                  f"{'them' if refused != 1 else 'it'} again")
+    for e in data["last_errors"]:
+        why = (f" ({e['reason']})" if e["status"] == "failed" and e["reason"] else "")
+        out.print(f"  {e['status']}{why}: {e['email']}: {e['error']}")
     for h in data["sending"]:
         out.print(f"  sending: {h['rows']} held by {h['holder']}, " + (
             f"which is gone: `{again}` takes them back and sends them (a later run does "

@@ -176,8 +176,8 @@ def test_console_end_to_end(sent_world, browser) -> None:  # type: ignore[no-unt
     assert page.locator("#offered tbody tr").count() >= 10
     check_page(page, "edition")
     page.click("text=Retry failed and deferred deliveries now")  # answered at once, sent
-    assert ("1 transient failures and deferred deliveries queued again; sending them in "  # later
-            "the background") in page.content()
+    assert ("1 failed (transient, refused for size or content) and deferred deliveries "
+            "queued again; sending them in the background") in page.content()  # sent later
     deadline = time.monotonic() + 60
     while True:  # until the ledger records it
         with session_scope(console.engine) as s:

@@ -7,13 +7,16 @@ data from regexp access maps, a message size limit, a connection limit per clien
 hard error limit that drops the connection in the middle of a pipelined transaction.
 
 * A reader refused for good (550/554, at RCPT or after DATA) is failed with the
-  server's words; one refused for now (450/451/452) is deferred with them and sent
-  once when due; nobody gets two copies across reruns.
+  server's words (after DATA, once others were accepted: ``refused_content``, which a
+  `send` of the day tries again, and sends once the server takes it); one refused for
+  now (450/451/452) is deferred with them and sent once when due; nobody gets two
+  copies across reruns.
 * A message over the server's size limit (552 to MAIL FROM ... SIZE=), or refused for
   its content (5xx to DATA or its end), is not judged until the server accepts a
   message of the edition: when every message is refused the run stops with every row
   pending (the sender's to fix); when one reader's alone is (a larger digest), it is
-  failed, not bounced, and the others are sent.
+  failed (``refused_content``), not bounced, and the others are sent; once the server
+  takes it, a `send` of the day sends it.
 * More ``[smtp] connections`` than the server allows from one client (421 at connect):
   the message waits for an open connection; no reader is deferred for it.
 """
@@ -119,26 +122,34 @@ def test_each_refusal_is_failed_or_deferred_with_the_servers_words_never_sent_tw
                          ("later3", "452 4.2.2"), ("datalater", "451 4.7.1"),
                          ("endlater", "452 4.3.1")]:
         assert answer in words[people[name]], words
-    assert {e["email"] for e in shown["last_errors"]} == {people[n] for n in failed}
+    # refused at DATA or its end once others were accepted: for their content, which a
+    # requeue (this `send` again, the console's retry) tries again; at RCPT: for good
+    content = ["dataperm", "endperm"]
+    assert {e["email"]: e["reason"] for e in shown["last_errors"]} == {
+        people[n]: "refused_content" if n in content else "permanent" for n in failed}
     assert shown["subscribers"]["bounced"] == 1  # 550 5.1.1 only
     assert "too many errors" in postfix.log()  # dropped mid-session, and it did not matter
     assert settle(postfix, 4) - before == Counter(people[n] for n in ok)
 
-    # Again at once: nothing is due, nothing is sent twice.
+    # Again at once: nothing is due; those refused for their content are tried again
+    # and refused again; nothing is sent twice.
     again = send(cli, config)
-    assert again.code == 0, again.stderr
+    assert again.code == 3, again.stderr
+    assert any(line.startswith("sent 0, failed 2 ") for line in said(again.stderr))
     assert settle(postfix, 4) - before == Counter(people[n] for n in ok)
 
-    # The server takes everyone now; once the deferred rows are due, each goes once.
+    # The server takes everyone now; once the deferred rows are due, each goes once,
+    # and so do those refused for their content.
     postfix.refusing()
     time.sleep(RETRY_SECONDS + 0.5)
     due = send(cli, config)
     assert due.code == 0, due.stderr
     assert "retried 5 deferred deliveries whose next try was due" in due.stderr, due.stderr
-    assert settle(postfix, 9) - before == Counter(people[n] for n in ok + deferred)
+    went = Counter(people[n] for n in ok + deferred + content)
+    assert settle(postfix, 11) - before == went
     assert set(states(engine).values()) == {"sent", "failed"}
     assert send(cli, config).code == 0
-    assert settle(postfix, 9) - before == Counter(people[n] for n in ok + deferred)
+    assert settle(postfix, 11) - before == went
 
 
 def test_a_message_over_the_size_limit_stops_the_run_with_every_row_pending(
@@ -192,12 +203,23 @@ def test_one_readers_digest_over_the_size_limit_fails_alone(
     assert [e for e, st in states(engine).items() if st == "failed"] == [big]
     [failure] = status(cli, config)["last_errors"]
     assert failure["email"] == big and "552 5.3.4" in failure["error"], failure
+    assert failure["reason"] == "refused_content", failure  # not "permanent": see below
     with session_scope(engine) as s:  # the address is fine: its reader is not bounced
         assert s.scalar(select(Subscriber.status).where(Subscriber.email == big)) == "active"
     assert settle(postfix, 5) - before == Counter(people[1:])
-    again = send(cli, config)  # nothing more, nobody twice
-    assert again.code == 0, again.stderr
+    shown = cli("--config", config, "status").stdout
+    assert "failed by reason: refused_content 1" in shown, shown
+    assert f"failed (refused_content): {big}: SMTP 552 5.3.4" in shown, shown
+    assert f"`newsletter send --date {DAY}` or the console's retry sends it again" in shown
+    again = send(cli, config)  # tried again, refused again; nobody twice
+    assert again.code == 3, again.stderr
     assert copies(postfix) - before == Counter(people[1:])
+    # The operator raises the limit: a send of the day sends that digest, once.
+    postfix.refusing()
+    last = send(cli, config)
+    assert last.code == 0, last.stderr
+    assert set(states(engine).values()) == {"sent"}
+    assert settle(postfix, 6) - before == Counter(people)
 
 
 def test_a_filter_refusing_every_message_stops_the_run_and_fails_nobody(

@@ -242,3 +242,50 @@ def test_every_backend_is_registered_and_http_api_knows_no_provider() -> None:
     imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
     assert not any(m and m.startswith("newsletter.transports.") and m.split(".")[-1] in REGISTRY
                    for m in imported)
+
+
+REFUSED_SIZE = "552 5.3.4 Message size exceeds fixed maximum message size"
+
+
+@pytest.mark.parametrize("again", ["send", "console"])
+def test_a_digest_refused_for_its_size_is_sent_again_by_a_requeue_once_the_server_takes_it(
+        world, smtp_sink: SmtpSink, again: str) -> None:  # type: ignore[no-untyped-def]
+    """One reader's digest refused for its size once the server took the others: failed
+    as ``refused_content`` (`status` says so), not ``permanent``, which neither a `send`
+    of the day again nor the console's retry (``editions.retry_failed``, what its
+    button runs) requeued, so after the operator raised the server's limit nothing
+    could send it. Now both do, once."""
+    from newsletter.delivery.edition import EditionConfig
+    from newsletter.service.editions import Background, retry_failed, status
+    from newsletter.transports import make_transport
+
+    settings, engine = world
+    settings = smtp_settings(settings, smtp_sink.host, smtp_sink.port).replace(
+        sender={"from_address": "digest@papers-mail.net",  # the console's compliance gate
+                "postal_address": "Papers Mail, 1 Quay Street, Dublin D02, Ireland"},
+        web={"base_url": "https://digest.papers-mail.net"})
+    smtp_sink.data_faults["ada@example.org"] = [REFUSED_SIZE] * 5
+    first = run_send(settings, engine, DAY)
+    assert first.report.counts["failed"] == 1 and first.report.counts["sent"] >= 1
+    with session_scope(engine) as s:
+        ada = s.scalar(select(Delivery).join(Subscriber)
+                       .where(Subscriber.email == "ada@example.org"))
+        assert ada is not None and (ada.status, ada.reason) == ("failed", "refused_content")
+        assert s.scalar(select(Subscriber.status)
+                        .where(Subscriber.email == "ada@example.org")) == "active"
+    shown = status(engine)
+    assert shown["failed_reasons"] == {"refused_content": 1}
+    assert [(e["email"], e["reason"]) for e in shown["last_errors"]] == [
+        ("ada@example.org", "refused_content")]
+
+    smtp_sink.data_faults.clear()  # the server's size limit raised
+    if again == "send":
+        assert run_send(settings, engine, DAY).report.counts == {"sent": 1}
+    else:
+        background = Background()
+        assert retry_failed(EditionConfig.of(settings), engine, shown["edition"],
+                            lambda: make_transport(settings), background) == 1
+        background.join(60)
+    assert smtp_sink.count("ada@example.org") == 1
+    assert all(smtp_sink.count(r) == 1 for r, _ in smtp_sink.messages)  # nobody twice
+    assert status(engine)["failed_reasons"] == {}

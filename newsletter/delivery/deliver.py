@@ -3,7 +3,13 @@ record each outcome soon after it happens. Send and preview both run this.
 
 Whose fault a failure is decides what happens to the row:
 
-* the recipient's for good (5xx, no such user): ``failed``;
+* the recipient's for good (5xx, no such user): ``failed``; a message refused for
+  its size or content (``TransportError.content``) once the server has accepted
+  another of the edition is this reader's own: ``failed`` too, with the reason
+  ``refused_content``, which an operator's requeue (`send` of the edition again, the
+  console's retry) sends again, as it does transient failures (the server's size
+  limit raised, its filter fixed); before any is accepted it is not judged yet
+  (``_Run.refused_for_what_it_is``);
 * the recipient's for now: a 4xx to RCPT TO (greylisting, a busy mailbox:
   ``TransportError.later``) is ``deferred`` at once with a next try
   (``delivery.deferral``), or ``failed`` once ``[delivery] retry_hours`` are over;
@@ -42,7 +48,14 @@ from sqlalchemy import exc as db_errors
 from newsletter.collector import fewer_collections
 from newsletter.config import DeliveryConfig, TransportConfig
 from newsletter.delivery.deferral import next_try
-from newsletter.delivery.ledger import LEASE_SECONDS, RELEASED, Ledger, Outcome, OutcomeStatus
+from newsletter.delivery.ledger import (
+    LEASE_SECONDS,
+    REFUSED_CONTENT,
+    RELEASED,
+    Ledger,
+    Outcome,
+    OutcomeStatus,
+)
 from newsletter.delivery.plan import Job
 from newsletter.delivery.ratelimit import RateLimiter
 from newsletter.delivery.shutdown import Shutdown
@@ -440,6 +453,9 @@ class _Run:
                         return Outcome(job, RELEASED, error=last)
                 elif exc.permanent and exc.content and not await self.edition_accepted():
                     return self.refused_for_what_it_is(job, exc)
+                elif exc.permanent and exc.content:  # this reader's own: see the module
+                    return Outcome(job, OutcomeStatus.FAILED, error=last, permanent=True,
+                                   reason=REFUSED_CONTENT, rendered=rendered)
                 elif exc.permanent:
                     return Outcome(job, OutcomeStatus.FAILED, error=last, permanent=True,
                                    bounce=exc.bounce, rendered=rendered)
@@ -478,14 +494,16 @@ class _Run:
         """A message refused for its size or content (``TransportError.content``)
         before the server accepted any message of the edition: this reader's email, or
         every email (a size limit below the edition's, a filter refusing its content)?
-        Not judged yet, and not failed: a failure is for good, and a whole edition was
-        failed by a filter the operator then fixed. It goes back to the queue; once a
-        message is accepted, it is claimed again (a run looks from the start at its
-        end, and the next run starts there) and, refused again, failed as this reader's
-        own (not a bounce). ``CONTENT_IN_A_ROW`` of them with none accepted stop the
-        run as a fault of the sending side (every unsent row pending, as for a refused
-        login): until then one oversized digest at the head of the queue stopped every
-        run that reached it, and the readers after it were never sent."""
+        Not judged yet, and not failed: a whole edition was failed by a filter the
+        operator then fixed. It goes back to the queue; once a message is accepted, it
+        is claimed again (a run looks from the start at its end, and the next run
+        starts there) and, refused again, failed as this reader's own (not a bounce),
+        with the reason ``refused_content``: an operator's requeue (`send` again, the
+        console's retry) sends it once the server takes it. ``CONTENT_IN_A_ROW`` of
+        them with none accepted stop the run as a fault of the sending side (every
+        unsent row pending, as for a refused login): until then one oversized digest at
+        the head of the queue stopped every run that reached it, and the readers after
+        it were never sent."""
         self.held_back += 1
         self.held_rows += 1
         self.held_why = str(exc)

@@ -38,7 +38,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, cast
 
-from sqlalchemy import DateTime, Engine, Table, bindparam, case, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Engine,
+    Table,
+    bindparam,
+    case,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from newsletter.delivery.plan import Job, PlanReport
@@ -148,6 +159,22 @@ def _shown(outcome: Outcome) -> str | None:
 
 
 TRANSIENT = "transient"  # a failed row's reason when the next run tries it again
+# A failed row's reason when the server refused the message for its size or content
+# after it had accepted others of the edition: this reader's own (a digest larger than
+# the rest, a link a filter blocks), not a bounce, and not tried again by itself. Apart
+# from ``permanent`` so that the operator can have it sent again once the server takes
+# it (its size limit raised, its filter fixed): what ``requeued_failure`` puts back.
+REFUSED_CONTENT = "refused_content"
+# The failed rows' reasons an operator's requeue puts back in the queue (a `send` of the
+# edition's day and slot, the console's retry: ``DbLedger.retry_failed``).
+REQUEUED_REASONS = (TRANSIENT, REFUSED_CONTENT)
+
+
+def requeued_failure() -> ColumnElement[bool]:
+    """The failed rows an operator's requeue puts back in the queue (``REQUEUED_REASONS``):
+    what ``retry_failed`` requeues, ``abandon`` counts as left to send and a preview
+    shows as what `send` would send, in one place."""
+    return (Delivery.status == DeliveryStatus.FAILED) & Delivery.reason.in_(REQUEUED_REASONS)
 
 
 def lease_gone(owner: str, expires: dt.datetime | None, now: dt.datetime,
@@ -443,17 +470,16 @@ class DbLedger:
         return int(result.rowcount or 0)
 
     def retry_failed(self, *, deferred: bool = False) -> int:
-        """Transient failures of an earlier run go back in the queue; with
-        ``deferred`` also the deferred rows, due or not (the operator's "now"). None
-        of an abandoned edition."""
+        """Failures of an earlier run that a rerun sends again go back in the queue
+        (``requeued_failure``: transient ones, and messages refused for their size or
+        content once others were accepted); with ``deferred`` also the deferred rows,
+        due or not (the operator's "now"). None of an abandoned edition."""
         with session_scope(self.engine) as s:
             if self._abandoned(s) is not None:
                 return 0
             result = s.execute(
                 update(Delivery)
-                .where(Delivery.edition_id == self.edition.id,
-                       Delivery.status == DeliveryStatus.FAILED,
-                       Delivery.reason == TRANSIENT)
+                .where(Delivery.edition_id == self.edition.id, requeued_failure())
                 .values(status=DeliveryStatus.PENDING, reason="")
             )
             n = int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -513,8 +539,7 @@ class DbLedger:
                                             DeliveryStatus.SENDING]))
                 .group_by(Delivery.status)).all())
             retried = s.scalar(select(func.count()).select_from(Delivery).where(
-                Delivery.edition_id == self.edition.id,
-                Delivery.status == DeliveryStatus.FAILED, Delivery.reason == TRANSIENT))
+                Delivery.edition_id == self.edition.id, requeued_failure()))
             if not counts and not retried:  # a later send would only plan newcomers
                 return Abandoned(None, complete=True)
             s.execute(update(Edition).where(Edition.id == self.edition.id)

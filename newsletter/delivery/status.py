@@ -31,6 +31,13 @@ def edition_status(engine: Engine, edition: Edition) -> dict[str, Any]:
         counts = dict(s.execute(
             select(Delivery.status, func.count()).where(Delivery.edition_id == edition.id)
             .group_by(Delivery.status)).all())
+        # why the failed rows failed: whether an operator's requeue sends them again
+        # (``ledger.REQUEUED_REASONS``) is the reason's, not the state's
+        failed_reasons = dict(s.execute(
+            select(Delivery.reason, func.count())
+            .where(Delivery.edition_id == edition.id,
+                   Delivery.status == DeliveryStatus.FAILED)
+            .group_by(Delivery.reason).order_by(Delivery.reason)).all())
         errors = s.execute(_errors().where(Delivery.edition_id == edition.id)).all()
         # A reader's day is within a day of the UTC day of the edition that carried it
         # (the editions' index finds their rows; no index leads with a row's day).
@@ -61,6 +68,7 @@ def edition_status(engine: Engine, edition: Edition) -> dict[str, Any]:
     return {"edition": edition.id, "day": edition.day.isoformat(), "slot": edition.slot,
             "planned": edition.planned_at is not None,
             "counts": {str(k): counts.get(k, 0) for k in DeliveryStatus},
+            "failed_reasons": {str(k): int(v) for k, v in failed_reasons.items()},
             "last_errors": _listed(errors),
             "day_counts": {str(k): day_counts.get(k, 0) for k in DeliveryStatus},
             "day_editions": len(day_editions),
@@ -100,8 +108,9 @@ def _errors() -> Any:
 
 def _listed(rows: Any) -> list[dict[str, Any]]:
     # a skipped row says why it was skipped, not an earlier try's error (a row
-    # deferred, then skipped as its reader unsubscribed, keeps both)
-    return [{"email": e, "status": st, "slot": slot,
+    # deferred, then skipped as its reader unsubscribed, keeps both); a failed row's
+    # reason says whether a requeue sends it again (``refused_content``, ``transient``)
+    return [{"email": e, "status": st, "slot": slot, "reason": r,
              "error": (r or err) if st == DeliveryStatus.SKIPPED else (err or r)}
             for e, st, err, r, slot in rows]
 

@@ -28,7 +28,7 @@ def delivery_outcome(edition_id: int, outcome: Outcome, seconds: float) -> None:
         m.send_seconds.observe(seconds)
     elif outcome.status == OutcomeStatus.FAILED:
         reason = ("bounce" if outcome.bounce else "render" if outcome.error.startswith("render:")
-                  else "permanent" if outcome.permanent else outcome.reason or "transient")
+                  else outcome.reason or ("permanent" if outcome.permanent else "transient"))
         m.failures.labels(reason=reason).inc()
         if outcome.bounce:
             m.bounces.labels(kind="hard").inc()

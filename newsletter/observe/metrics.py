@@ -43,7 +43,8 @@ class Metrics:
                                   "(sent, failed, skipped).", ["outcome"], registry=r)
         self.failures = Counter("newsletter_delivery_failures", "Failed deliveries by reason "
                                 "(permanent, transient, bounce, render, expired: deferred "
-                                "past [delivery] retry_hours).", ["reason"], registry=r)
+                                "past [delivery] retry_hours, refused_content: refused "
+                                "for its size or content).", ["reason"], registry=r)
         self.retries = Counter("newsletter_send_retries", "Transient send errors retried after "
                                "a backoff.", registry=r)
         self.bounces = Counter("newsletter_bounces", "Reports of what became of sent mail, "

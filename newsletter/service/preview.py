@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import ColumnElement, Engine, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.delivery.deliver import deliver, run_async
 from newsletter.delivery.edition import EditionConfig, EditionContext
 from newsletter.delivery.ledger import (
-    TRANSIENT,
     MemoryLedger,
     Outcome,
     OutcomeStatus,
     lease_gone,
+    requeued_failure,
 )
 from newsletter.delivery.plan import Job, plan_now
 from newsletter.delivery.planning import (
@@ -130,18 +130,19 @@ def _waiting(session: Any, edition: Edition | None, email: str | None, *,
              failed: bool = True) -> list[Job]:
     """The rows of the edition that ``send`` would deliver as they are: planned by an
     earlier run (``send --queue``, an interrupted send) and not sent yet, leased by a
-    run that is gone (killed: ``send`` takes them back), failed for now (``send``
-    tries them again; ``failed``: its own edition's, not an earlier one's), or
+    run that is gone (killed: ``send`` takes them back), failed in a way ``send``
+    tries again (``requeued_failure``; ``failed``: its own edition's, not an earlier
+    one's), or
     deferred with their next try due; ``email``: only that subscriber's. A deferred row
     keeps the keywords its picks were made for."""
     if edition is None:
         return []
     now = utcnow()
-    again = [Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING)),
-             (Delivery.status == DeliveryStatus.DEFERRED) & (Delivery.next_try_at <= now)]
+    again: list[ColumnElement[bool]] = [
+        Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING)),
+        (Delivery.status == DeliveryStatus.DEFERRED) & (Delivery.next_try_at <= now)]
     if failed:
-        again.append((Delivery.status == DeliveryStatus.FAILED)
-                     & (Delivery.reason == TRANSIENT))
+        again.append(requeued_failure())
     q = (select(Delivery, Subscriber).join(Subscriber)
          .where(Delivery.edition_id == edition.id,
                 Subscriber.status == SubscriberStatus.ACTIVE, or_(*again))

@@ -451,7 +451,8 @@ async def retry(request: Request) -> Response:
     except InputError as exc:  # the compliance gate: nothing was queued again
         notice = f"nothing queued again: {exc}"
     else:
-        notice = f"{queued} transient failures and deferred deliveries queued again"
+        notice = (f"{queued} failed (transient, refused for size or content) and "
+                  "deferred deliveries queued again")
         if queued:
             notice += "; sending them in the background (reload to follow)"
     said = urlencode({"notice": _said(c, notice)})
