@@ -993,7 +993,9 @@ def preview(
                                       "and who has not had that day's edition. Default: "
                                       "what a plain `send` would send.")] = "",
 ) -> None:
-    """Render exactly what `send` would send, to files; sends nothing, writes no ledger."""
+    """Render exactly what `send` would send, to files; sends nothing, writes no ledger.
+    For an abandoned edition, what it would have sent, and one line saying that nothing
+    will be."""
     from newsletter.delivery.edition import EditionConfig
     from newsletter.delivery.preview import preview_engine
     from newsletter.service.preview import preview as run_preview

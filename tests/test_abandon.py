@@ -134,6 +134,40 @@ def test_the_command_asks_refuses_and_says_one_line_each_time(world, cli: CliRun
     assert "already abandoned" in line and REASON in line
 
 
+def test_a_preview_of_an_abandoned_day_says_nothing_will_be_sent_and_still_writes_it(
+        sqlite_url: str, cli: CliRun, tmp_path: Path) -> None:
+    """Operators preview an abandoned edition to see what went wrong: the emails it
+    was about to send are written (the rows its abandonment skipped, as planned), and
+    one line on stderr says it was abandoned, why, and that nothing will be sent for
+    it. The preview said "every active subscriber due has had that day's edition" and
+    wrote nothing; for a newcomer it showed an email as if it would go. Nothing is
+    written to the ledger."""
+    settings = populate(sqlite_url, people(3))
+    engine = get_engine(sqlite_url)
+    planned = plan_edition(settings, engine, DAY)
+    assert planned.edition is not None and planned.pending == 3
+    editions.abandon(engine, planned.edition, by="test", reason=REASON)
+    with session_scope(engine) as s:  # a newcomer: no row yet
+        add(s, "new@example.org", keywords="attention, diffusion")
+    env = {"NEWSLETTER_DATABASE__URL": sqlite_url}
+    out = tmp_path / "p"
+    shown = cli("preview", "--date", DAY.isoformat(), "--out", str(out), env=env)
+    assert shown.code == 0, shown.stderr
+    [line] = [x for x in shown.stderr.splitlines() if "abandoned" in x]
+    assert line.startswith(f"edition #{planned.edition.id} ({DAY}) was abandoned by the "
+                           "operator at "), line
+    assert f"{REASON}: nothing will be sent for it" in line, line
+    assert sorted(f.stem for f in out.glob("*.eml")) == [
+        "new@example.org", "p0@example.org", "p1@example.org", "p2@example.org"]
+    one = tmp_path / "one"
+    alone = cli("preview", "--date", DAY.isoformat(), "--out", str(one), "--subscriber",
+                "p1@example.org", "--json", env=env)
+    assert alone.code == 0, alone.stderr
+    assert "nothing will be sent for it" in json.loads(alone.stdout)["note"]
+    assert [f.name for f in one.glob("*.eml")] == ["p1@example.org.eml"]
+    assert {(st, r) for _, st, r in rows(sqlite_url)} == {("skipped", SAID)}
+
+
 # ---- in the middle of a send ---------------------------------------------------------
 
 

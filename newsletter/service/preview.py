@@ -27,6 +27,7 @@ from newsletter.delivery.ledger import (
     MemoryLedger,
     Outcome,
     OutcomeStatus,
+    abandoned_reason,
     lease_gone,
     requeued_failure,
 )
@@ -49,7 +50,7 @@ from newsletter.frequency import GAP_DAYS, due_on, kind_on
 from newsletter.ranking.engine import because_label
 from newsletter.render.mime import Message
 from newsletter.render.renderer import Recipient
-from newsletter.service.editions import ONCE, to_take_up
+from newsletter.service.editions import ONCE, abandoned_note, to_take_up
 from newsletter.store.db import READONLY, session_scope
 from newsletter.store.models import (
     Delivery,
@@ -127,22 +128,27 @@ class _Planned:
 
 
 def _waiting(session: Any, edition: Edition | None, email: str | None, *,
-             failed: bool = True) -> list[Job]:
+             own: bool = True) -> list[Job]:
     """The rows of the edition that ``send`` would deliver as they are: planned by an
     earlier run (``send --queue``, an interrupted send) and not sent yet, leased by a
-    run that is gone (killed: ``send`` takes them back), failed in a way ``send``
-    tries again (``requeued_failure``; ``failed``: its own edition's, not an earlier
-    one's), or
-    deferred with their next try due; ``email``: only that subscriber's. A deferred row
-    keeps the keywords its picks were made for."""
+    run that is gone (killed: ``send`` takes them back), or deferred with their next
+    try due; of the day's own edition (``own``: not an earlier one's) also those
+    failed in a way ``send`` tries again (``requeued_failure``) and, when the operator
+    abandoned it, the rows its abandonment skipped: nothing sends them, but they are
+    the emails it was about to send, which is what its preview is read for (what went
+    wrong). ``email``: only that subscriber's. A deferred row keeps the keywords its
+    picks were made for."""
     if edition is None:
         return []
     now = utcnow()
     again: list[ColumnElement[bool]] = [
         Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING)),
         (Delivery.status == DeliveryStatus.DEFERRED) & (Delivery.next_try_at <= now)]
-    if failed:
+    if own:
         again.append(requeued_failure())
+    if own and edition.abandoned_at is not None:
+        again.append((Delivery.status == DeliveryStatus.SKIPPED)
+                     & (Delivery.reason == abandoned_reason(edition.abandoned_reason)))
     q = (select(Delivery, Subscriber).join(Subscriber)
          .where(Delivery.edition_id == edition.id,
                 Subscriber.status == SubscriberStatus.ACTIVE, or_(*again))
@@ -171,7 +177,7 @@ def _earlier(config: EditionConfig, session: Any, own: int | None, email: str | 
     out = []
     for edition_id in sorted((due.keys() | left.keys()) - {own or 0}):
         edition = session.get(Edition, edition_id)
-        jobs = _waiting(session, edition, email, failed=False)
+        jobs = _waiting(session, edition, email, own=False)
         if edition is not None and jobs:
             out.append((ONCE.open(config, session, edition, ignore_sent=True), jobs))
     return out
@@ -209,6 +215,10 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
         due: Due
         waiting: list[Job] = []
         others: list[tuple[EditionContext, list[Job]]] = []
+        # ``send`` sends nothing of an abandoned edition (``plan_edition``): said in
+        # one line, whatever the preview still shows
+        abandoned = (f"{abandoned_note(existing)}: nothing will be sent for it"
+                     if existing is not None and existing.abandoned_at is not None else "")
         if recipients is None:
             if email and not list(subscriber_rows(s, email=email)):
                 raise InputError(f"{email} is not a subscriber")
@@ -219,12 +229,14 @@ def _plan(config: EditionConfig, engine: Engine, day: dt.date, *, email: str | N
             note = "" if waiting else _nothing_to_send(s, day, email, existing, due, slot)
             if note:
                 conn.rollback()
-                return _Planned(note=note, others=_within(others, limit))
+                return _Planned(note=abandoned or note, others=_within(others, limit))
         else:
             due = [(day, False, False, recipients)]
         ctx = ONCE.open(config, s, edition,
                         gap=any(people for _, _, gap, people in due if gap))
-        planned = _Planned(ctx, list(waiting), others=others)
+        planned = _Planned(ctx, list(waiting), others=others,
+                           note=abandoned and f"{abandoned}; the preview shows the emails "
+                           "it would have sent")
         # one row per edition and subscriber, as send's ledger keeps
         seen: set[int] = {j.recipient.id for j in waiting}
         for group_day, weekly, gap, people in due:  # (a late day first, as send plans it)
