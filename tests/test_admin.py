@@ -611,7 +611,7 @@ def test_the_console_shows_only_messages_it_made(world) -> None:  # type: ignore
         token = csrf_of(c, f"/editions/{eid}")
         done = c.post(f"/editions/{eid}/retry", data={"csrf": token}, follow_redirects=True)
         assert done.status_code == 200
-        assert ("0 failed (transient, refused for size or content) and deferred "
+        assert ("0 failed (transient, expired, refused for size or content) and deferred "
                 "deliveries queued again") in done.text
         back = done.url.query.decode()
         assert "notice=" in back

@@ -176,7 +176,7 @@ def test_console_end_to_end(sent_world, browser) -> None:  # type: ignore[no-unt
     assert page.locator("#offered tbody tr").count() >= 10
     check_page(page, "edition")
     page.click("text=Retry failed and deferred deliveries now")  # answered at once, sent
-    assert ("1 failed (transient, refused for size or content) and deferred deliveries "
+    assert ("1 failed (transient, expired, refused for size or content) and deferred deliveries "
             "queued again; sending them in the background") in page.content()  # sent later
     deadline = time.monotonic() + 60
     while True:  # until the ledger records it

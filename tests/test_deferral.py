@@ -19,7 +19,7 @@ from newsletter.app import App
 from newsletter.config import DeliveryConfig, Settings
 from newsletter.delivery.deferral import next_try
 from newsletter.delivery.scheduler import retry_deferred, send_slot
-from newsletter.service.editions import status
+from newsletter.service.editions import requeue_failed, status
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Delivery, Subscriber
 from newsletter.store.subscribers import add
@@ -155,6 +155,16 @@ def test_deferred_rows_are_retried_when_due_then_failed_after_retry_hours(
     assert row(engine, "ada@example.org").attempts == 5
     assert smtp_sink.count("ada@example.org") == 0
     assert all(smtp_sink.count(r) == 1 for r, _ in smtp_sink.messages)
+
+    # the operator's retry (the console's button) puts it back once the server is put
+    # right, and it goes out once
+    smtp_sink.faults.pop("ada@example.org")
+    edition_id = row(engine, "ada@example.org").edition_id
+    assert requeue_failed(engine, edition_id) == 1
+    assert row(engine, "ada@example.org").status == "pending"
+    run_send(settings, engine, DAY, now=minutes(601))
+    assert row(engine, "ada@example.org").status == "sent"
+    assert smtp_sink.count("ada@example.org") == 1
 
 
 def _requeued(settings: Settings, engine: Any, smtp_sink: SmtpSink) -> Any:

@@ -49,6 +49,7 @@ from newsletter.collector import fewer_collections
 from newsletter.config import DeliveryConfig, TransportConfig
 from newsletter.delivery.deferral import next_try
 from newsletter.delivery.ledger import (
+    EXPIRED,
     LEASE_SECONDS,
     REFUSED_CONTENT,
     RELEASED,
@@ -529,7 +530,7 @@ class _Run:
         first = job.first_try or now
         when = next_try(self.retry, first, max(job.attempts, 1), now)
         if when is None:
-            return Outcome(job, OutcomeStatus.FAILED, rendered=rendered, reason="expired",
+            return Outcome(job, OutcomeStatus.FAILED, rendered=rendered, reason=EXPIRED,
                            error=f"{error}; deferred since {first:%Y-%m-%d %H:%M} UTC, given "
                                  f"up after [delivery] retry_hours = {self.retry.retry_hours:g}")
         return Outcome(job, OutcomeStatus.DEFERRED, error=error, rendered=rendered,

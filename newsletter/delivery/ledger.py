@@ -168,13 +168,20 @@ REFUSED_CONTENT = "refused_content"
 # The failed rows' reasons an operator's requeue puts back in the queue (a `send` of the
 # edition's day and slot, the console's retry: ``DbLedger.retry_failed``).
 REQUEUED_REASONS = (TRANSIENT, REFUSED_CONTENT)
+# A failed row's reason when its server refused it for now until ``retry_hours`` had
+# passed (``deliver``): not tried again by a rerun, which would only meet the same
+# refusal, but by the operator's own retry (the console's button, ``requeue_failed``),
+# after an outage has been put right.
+EXPIRED = "expired"
 
 
-def requeued_failure() -> ColumnElement[bool]:
-    """The failed rows an operator's requeue puts back in the queue (``REQUEUED_REASONS``):
-    what ``retry_failed`` requeues, ``abandon`` counts as left to send and a preview
-    shows as what `send` would send, in one place."""
-    return (Delivery.status == DeliveryStatus.FAILED) & Delivery.reason.in_(REQUEUED_REASONS)
+def requeued_failure(*, by_operator: bool = False) -> ColumnElement[bool]:
+    """The failed rows a requeue puts back in the queue (``REQUEUED_REASONS``, and
+    with ``by_operator`` the ``EXPIRED`` ones too): what ``retry_failed`` requeues,
+    ``abandon`` counts as left to send and a preview shows as what `send` would send,
+    in one place."""
+    reasons = (*REQUEUED_REASONS, EXPIRED) if by_operator else REQUEUED_REASONS
+    return (Delivery.status == DeliveryStatus.FAILED) & Delivery.reason.in_(reasons)
 
 
 def lease_gone(owner: str, expires: dt.datetime | None, now: dt.datetime,
@@ -472,14 +479,16 @@ class DbLedger:
     def retry_failed(self, *, deferred: bool = False) -> int:
         """Failures of an earlier run that a rerun sends again go back in the queue
         (``requeued_failure``: transient ones, and messages refused for their size or
-        content once others were accepted); with ``deferred`` also the deferred rows,
-        due or not (the operator's "now"). None of an abandoned edition."""
+        content once others were accepted); with ``deferred`` (the operator's retry)
+        also the deferred rows, due or not (the operator's "now"), and the rows that
+        expired deferred. None of an abandoned edition."""
         with session_scope(self.engine) as s:
             if self._abandoned(s) is not None:
                 return 0
             result = s.execute(
                 update(Delivery)
-                .where(Delivery.edition_id == self.edition.id, requeued_failure())
+                .where(Delivery.edition_id == self.edition.id,
+                       requeued_failure(by_operator=deferred))
                 .values(status=DeliveryStatus.PENDING, reason="")
             )
             n = int(result.rowcount or 0)  # type: ignore[attr-defined]

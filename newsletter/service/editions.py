@@ -537,8 +537,9 @@ def send_command(day: object, slot: str) -> str:
 
 
 def requeue_failed(engine: Engine, edition_id: int) -> int:
-    """Put an edition's transient failures and its deferred rows (due or not: the
-    operator asked for now) back in its queue (pending); how many.
+    """Put an edition's transient failures, its rows refused for their size or content
+    or expired deferred, and its deferred rows (due or not: the operator asked for now)
+    back in its queue (pending); how many.
     ``deliver_edition`` (or the next ``send``) then sends them."""
     with session_scope(engine, readonly=True) as s:
         edition = s.get(Edition, edition_id)
@@ -632,7 +633,8 @@ class Background:
 def retry_failed(config: EditionConfig, engine: Engine, edition_id: int,
                  make_transport: Callable[[], Transport], background: Background, *,
                  force: bool = False) -> int:
-    """Requeue an edition's transient failures and deliver them in the background
+    """Requeue an edition's failures an operator can have sent again
+    (``requeue_failed``) and deliver them in the background
     (the same ``deliver_edition`` a worker runs); returns how many were requeued at
     once, without waiting for the sending. Behind the compliance gate `send` holds
     (``InputError`` naming each problem, nothing requeued) unless ``force``: the

@@ -451,7 +451,7 @@ async def retry(request: Request) -> Response:
     except InputError as exc:  # the compliance gate: nothing was queued again
         notice = f"nothing queued again: {exc}"
     else:
-        notice = (f"{queued} failed (transient, refused for size or content) and "
+        notice = (f"{queued} failed (transient, expired, refused for size or content) and "
                   "deferred deliveries queued again")
         if queued:
             notice += "; sending them in the background (reload to follow)"
