@@ -10,6 +10,8 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -218,6 +220,53 @@ def test_worker_warm_shutdown_on_sigterm_finishes_in_flight_and_releases_the_res
     for rcpt, _ in smtp_sink.messages:
         counts_by_rcpt[rcpt] = counts_by_rcpt.get(rcpt, 0) + 1
     assert len(counts_by_rcpt) == everyone and set(counts_by_rcpt.values()) == {1}
+
+
+def test_an_edition_abandoned_while_its_tasks_wait_in_the_broker_sends_nothing(
+        pg_url: str, smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    """`send --queue` plans and enqueues; the operator abandons the edition before any
+    worker runs; the tasks still reach a worker through RabbitMQ, which sends nothing of
+    it, and the edition's rows stay skipped with the operator's reason."""
+    if not reachable(5672):
+        need_service("rabbitmq", "nothing listens on 127.0.0.1:5672")
+    url = "amqp://guest:guest@127.0.0.1:5672//"
+    populate(pg_url, extra=10)
+    env = worker_env(pg_url, url, smtp_sink, f"nl-abandon-{tmp_path.name}")
+    queued = subprocess.run(
+        [sys.executable, "-m", "newsletter", "send", "--queue", "--tasks", "2", "--wait", "0",
+         "--yes", "--force", "--date", DAY.isoformat()],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert queued.returncode == 3 and "pending 18" in queued.stderr, queued.stderr
+    gone = subprocess.run([sys.executable, "-m", "newsletter", "abandon", DAY.isoformat(),
+                           "--yes", "--reason", "a broken paper"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert gone.returncode == 0, gone.stderr
+    worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--force"],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(worker.stderr or ()), daemon=True)
+    reader.start()
+    done = re.compile(r"Task newsletter\.deliver_edition\[[^\]]+\] succeeded")
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(done.findall("".join(lines))) < 2:
+            time.sleep(0.5)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        reader.join(timeout=30)
+    log = "".join(lines)
+    assert len(done.findall(log)) == 2, log[-3000:]
+    assert "Traceback" not in log
+    assert smtp_sink.messages == []
+    engine = get_engine(pg_url)
+    with session_scope(engine) as s:
+        counts = dict(s.execute(select(Delivery.status, func.count())
+                                .group_by(Delivery.status)).all())
+        reasons = set(s.scalars(select(Delivery.reason)))
+    assert counts == {"skipped": 18}
+    assert len(reasons) == 1 and "a broken paper" in reasons.pop()
 
 
 class _Proxy:
