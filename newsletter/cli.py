@@ -835,7 +835,8 @@ def _edition_arg(edition: str | None) -> dict[str, Any]:
     """EDITION as `status` and `abandon` take it: an id, else a day (YYYY-MM-DD)."""
     by_id = edition is not None and edition.isdigit()
     return {"edition_id": int(edition) if edition and by_id else None,
-            "day": parse_day(edition, "EDITION") if edition and not by_id else None,
+            "day": (parse_day(edition, "EDITION", "an edition id or a day (YYYY-MM-DD)")
+                    if edition and not by_id else None),
             "asked": edition or ""}
 
 

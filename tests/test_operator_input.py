@@ -209,8 +209,12 @@ def test_errors_name_what_is_accepted(cli, tmp_path: Path) -> None:  # type: ign
     (tmp_path / "people.csv").write_text("email,plan\nada@example.org,gold\n")
     line = one_line_error(cli("subscribers", "import", "people.csv"))
     assert "unknown column 'plan'" in line and "status, frequency" in line, line
-    bad = one_line_error(cli("status", "2026-13-01"))
-    assert bad.startswith("error: EDITION: expected YYYY-MM-DD"), bad
+    # status and abandon take an edition's id as well as a day: the error names both
+    # (it said only YYYY-MM-DD, as if an id were not accepted)
+    for command in (("status",), ("abandon", "--yes")):
+        bad = one_line_error(cli(*command, "2026-13-01"))
+        assert bad == ("error: EDITION: expected an edition id or a day (YYYY-MM-DD), "
+                       "got '2026-13-01'"), (command, bad)
     # the deploy example's CHANGE-ME as the /metrics token: check says so, as for the
     # signing keys; a real one passes, and so does an empty one (compose passes
     # ${METRICS_TOKEN:-} through): no token, as /metrics itself reads it

@@ -215,11 +215,14 @@ def entry_dict(e: Entry) -> dict[str, Any]:
     }
 
 
-def parse_day(value: str | None, field: str = "--date") -> dt.date:
-    """A newsletter day as an operator types it (YYYY-MM-DD); empty means today (UTC)."""
+def parse_day(value: str | None, field: str = "--date",
+              expected: str = "YYYY-MM-DD") -> dt.date:
+    """A newsletter day as an operator types it (YYYY-MM-DD); empty means today (UTC).
+    ``expected`` is what the error says the field takes, where it takes more than a day
+    (an edition's id or its day)."""
     if not value:
         return dt.datetime.now(dt.UTC).date()
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise InputError(f"{field}: expected YYYY-MM-DD, got {value!r}") from None
+        raise InputError(f"{field}: expected {expected}, got {value!r}") from None
