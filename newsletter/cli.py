@@ -797,8 +797,8 @@ def check(
                                       "https, instead of only printing what to publish."
                                       )] = False,
     nameserver: Annotated[str | None, typer.Option(
-        "--nameserver", metavar="HOST[:PORT]", help="With --dns: ask this name server "
-        "(default: the system's resolver).")] = None,
+        "--nameserver", metavar="ADDRESS[:PORT]", help="With --dns: ask the name "
+        "server at this IP address (default: the system's resolver).")] = None,
 ) -> None:
     """Check the configuration before the first real send: https links, From domain,
     List-Id, postal address, the DKIM key, the SPF/DKIM/DMARC records to publish (with

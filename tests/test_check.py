@@ -15,6 +15,7 @@ from newsletter.delivery.check import check_transport, loopback, spf_mechanism
 from newsletter.delivery.published import make_resolver
 from newsletter.errors import InputError
 
+from .conftest import ROOT
 from .real_servers import DnsServer, HttpsServer
 
 
@@ -39,11 +40,21 @@ def test_plain_text_relay_elsewhere_is_refused_without_a_probe() -> None:
     assert not item.ok and "plain text" in item.detail and "starttls" in item.fix
 
 
-def test_nameserver_option_is_checked() -> None:
+def test_nameserver_option_is_checked(cli) -> None:  # type: ignore[no-untyped-def]
+    """--nameserver takes an address: the docs, --help and the error say so (they said
+    HOST[:PORT], and `--nameserver ns1.example.net` was refused as "not an IP address
+    (HOST or HOST:PORT)")."""
     assert make_resolver("127.0.0.1:5300").port == 5300
     assert make_resolver("[::1]:53").nameservers == ["::1"]
-    with pytest.raises(InputError, match="not an IP address"):
+    with pytest.raises(InputError) as refused:
         make_resolver("ns.example.net")
+    assert str(refused.value) == ("--nameserver ns.example.net: not an IP address (give "
+                                  "the name server's address: ADDRESS[:PORT], or "
+                                  "[IPV6]:PORT)")
+    shown = "ADDRESS[:PORT]"
+    assert f"--nameserver {shown}" in " ".join(cli("check", "--help").stdout.split())
+    doc = " ".join((ROOT / "docs" / "operations.md").read_text(encoding="utf-8").split())
+    assert f"`--nameserver {shown}`" in doc and "--nameserver HOST" not in doc
 
 
 # ---- check --dns against Knot and an https server -------------------------------------

@@ -35,8 +35,9 @@ class LookupFailed(Exception):
 
 def make_resolver(nameserver: str | None = None, timeout: float = 5.0
                   ) -> dns.resolver.Resolver:
-    """The system's resolver, or only ``nameserver`` (``HOST`` or ``HOST:PORT``,
-    ``[V6]:PORT``) when given."""
+    """The system's resolver, or only ``nameserver`` (``ADDRESS`` or ``ADDRESS:PORT``,
+    ``[V6]:PORT``) when given. An address, not a name: the name would be looked up
+    through the system's resolver, which is what --nameserver goes around."""
     import dns.resolver
 
     if not nameserver:
@@ -52,8 +53,9 @@ def make_resolver(nameserver: str | None = None, timeout: float = 5.0
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise InputError(f"--nameserver {nameserver}: not an IP address "
-                             "(HOST or HOST:PORT)") from None
+            raise InputError(f"--nameserver {nameserver}: not an IP address (give the "
+                             "name server's address: ADDRESS[:PORT], or [IPV6]:PORT)"
+                             ) from None
         if not 0 < port < 65536:
             raise InputError(f"--nameserver {nameserver}: bad port")
         resolver = dns.resolver.Resolver(configure=False)
