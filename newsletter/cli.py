@@ -296,7 +296,11 @@ def _present_ingested(report: Any) -> None:
     skipped_total = f", {count(report.skipped, 'item')} skipped" if report.skipped else ""
     unchanged = (f", {report.unchanged} already stored unchanged" if report.unchanged
                  else "")
-    err.print(f"stored: {report.new} new, {report.updated} updated{unchanged}{skipped_total}")
+    # so that the sources' counts above add up: a paper two of them carry is stored once
+    repeated = (f", {report.repeated} also in an earlier source of this run"
+                if report.repeated else "")
+    err.print(f"stored: {report.new} new, {report.updated} updated{unchanged}{repeated}"
+              f"{skipped_total}")
 
 
 @app.command()

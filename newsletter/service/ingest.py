@@ -44,6 +44,8 @@ class IngestReport:
     new: int = 0
     updated: int = 0
     unchanged: int = 0  # stored before the run, found as they were
+    # carried by more than one source of the run: counted once, as the first stored it
+    repeated: int = 0
 
     @property
     def total(self) -> int:
@@ -84,6 +86,7 @@ def ingest(configured: Sequence[SourceConfig], session: Session, specs: list[str
         report.new += stored.new
         report.updated += stored.updated
         report.unchanged += stored.unchanged
+        report.repeated += stored.repeated
     for loaded in report.loaded:
         got = loaded.validators
         if got and (got.etag or got.last_modified):

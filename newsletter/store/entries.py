@@ -62,6 +62,8 @@ class Stored(NamedTuple):
     new: int
     updated: int
     unchanged: int  # stored before this run (``now``) and found as they were
+    # carried by another source of this run too, which stored them (new once)
+    repeated: int = 0
 
 
 def upsert_papers(session: Session, papers: Sequence[PaperRecord],
@@ -72,7 +74,7 @@ def upsert_papers(session: Session, papers: Sequence[PaperRecord],
     them carry is new once, then neither updated nor "stored before"). The papers are
     distinct (ingest folds duplicates first)."""
     now = now or utcnow()
-    new = updated = unchanged = 0
+    new = updated = unchanged = repeated = 0
     for start in range(0, len(papers), UPSERT_CHUNK):
         chunk = papers[start : start + UPSERT_CHUNK]
         existing, known = _stored(session, chunk)
@@ -95,11 +97,12 @@ def upsert_papers(session: Session, papers: Sequence[PaperRecord],
             _title_known(session, known, row.title_key, row.id)
             _title_known(session, known, p.title_key, row.id)
             if row.arrived_at == now:  # stored by this run (another source): new once
+                repeated += 1
                 continue
             updated += changed
             unchanged += not changed
         session.flush()
-    return Stored(new, updated, unchanged)
+    return Stored(new, updated, unchanged, repeated)
 
 
 def _stored(session: Session, chunk: Sequence[PaperRecord]
