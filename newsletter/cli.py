@@ -1592,13 +1592,17 @@ def only_the_command(root: typer.Typer, args: list[str]) -> typer.Typer:
     one (reading each function's signature and annotations: 0.03-0.06 s of every
     command's start). The command, its help, its errors and the root's options are the
     same (a test compares every command's help both ways); ``newsletter --help``, a
-    mistyped name and anything else get the whole tree. ``args`` come through
-    ``hoist_config``: the root's options (``--config PATH``, flags) stand first."""
+    mistyped name, ``newsletter --help send`` (the root's help) and anything else get
+    the whole tree. ``args`` come through ``hoist_config``: the root's options
+    (``--config PATH``, ``--version``) stand first."""
     i = 0
     while i < len(args) and args[i].startswith("-"):
-        if args[i] == "--":
-            return root
-        i += 2 if args[i] == "--config" else 1
+        if args[i] == "--config":
+            i += 2
+        elif args[i] == "--version" or args[i].startswith("--config="):
+            i += 1
+        else:  # ``--help`` before the command shows the root's help, naming every
+            return root  # command; ``--`` or an unknown option: the tree says what
     if i >= len(args):
         return root
     name = args[i]

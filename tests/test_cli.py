@@ -59,8 +59,20 @@ def test_one_command_built_says_what_the_whole_tree_says() -> None:
             whole = runner.invoke(app, args, prog_name="newsletter")
             one = runner.invoke(narrowed, args, prog_name="newsletter")
             assert (one.exit_code, one.output) == (whole.exit_code, whole.output), path
-    for args in ([], ["--help"], ["sned"], ["--", "send"], ["--config", "send"]):
+    for args in ([], ["--help"], ["sned"], ["--", "send"], ["--config", "send"],
+                 ["--help", "send"], ["--config", "x.toml", "--help", "subscribers"],
+                 ["--no-such-option", "send"]):
         assert only_the_command(app, args) is app, args
+    for args in (["--config=x.toml", "--version", "send"], ["--version", "send"]):
+        assert only_the_command(app, args) is not app, args
+
+
+def test_root_help_before_a_command_names_every_command(cli) -> None:  # type: ignore[no-untyped-def]
+    """``newsletter --help send`` is the root's help (``--help`` is eager): it lists
+    every command, not only the one named after it."""
+    result = cli("--help", "send")
+    assert result.code == 0
+    assert "subscribers" in result.stdout and "status" in result.stdout, result.stdout
 
 
 def test_runs_without_a_config_file(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
