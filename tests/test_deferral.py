@@ -156,13 +156,17 @@ def test_deferred_rows_are_retried_when_due_then_failed_after_retry_hours(
     assert smtp_sink.count("ada@example.org") == 0
     assert all(smtp_sink.count(r) == 1 for r, _ in smtp_sink.messages)
 
-    # the operator's retry (the console's button) puts it back once the server is put
-    # right, and it goes out once
-    smtp_sink.faults.pop("ada@example.org")
+    # the operator's retry (the console's button) puts it back, with a window of its
+    # own: refused for now once more, it waits for its next try (its old window was
+    # over, and it failed again at once), then goes out once
+    smtp_sink.faults["ada@example.org"] = [GREY]
     edition_id = row(engine, "ada@example.org").edition_id
     assert requeue_failed(engine, edition_id) == 1
     assert row(engine, "ada@example.org").status == "pending"
     run_send(settings, engine, DAY, now=minutes(601))
+    ada = row(engine, "ada@example.org")
+    assert (ada.status, ada.first_try_at) == ("deferred", minutes(601)), ada.last_error
+    run_send(settings, engine, DAY, now=ada.next_try_at)
     assert row(engine, "ada@example.org").status == "sent"
     assert smtp_sink.count("ada@example.org") == 1
 
@@ -451,17 +455,20 @@ def refused_in_two_slots(world: Any, smtp_sink: SmtpSink) -> tuple[App, list[str
 
 def test_a_retry_over_several_editions_keeps_as_many_error_lines_as_one_delivery(
         world, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
-    """A report keeps its first ``ERRORS_KEPT`` error lines and counts the rest, however
-    it gains them: an edition's failed readers, and the line of an edition stopped for
-    its size or content refusals, which the retry job added past the cap (the report
-    of a job over many editions grew a line for each)."""
+    """A report keeps its first ``ERRORS_KEPT`` readers' error lines and counts the
+    rest, however it gains them (the report of a job over many editions grew a line
+    for each failed reader); the line of an edition stopped for its size or content
+    refusals is the run's own, kept first whatever came before it: behind twenty
+    readers' failures it was counted and said nowhere."""
     from newsletter.delivery.deliver import ERRORS_KEPT
 
     app, deferred_seven, due = refused_in_two_slots(world, smtp_sink)
     done = retry_deferred(app, now=due)
     assert done.report.counts["failed"] == len(deferred_seven)
-    assert len(done.report.errors) == ERRORS_KEPT, done.report.errors[ERRORS_KEPT:]
-    assert done.report.errors_left_out == len(deferred_seven) + 1 - ERRORS_KEPT
+    assert len(done.report.errors) == ERRORS_KEPT + 1, done.report.errors
+    assert done.report.errors[0].startswith("edition ") and \
+        "none of the run's messages accepted" in done.report.errors[0], done.report.errors
+    assert done.report.errors_left_out == len(deferred_seven) - ERRORS_KEPT
     assert row(app.engine, "later@example.org").status == "deferred"  # stopped, due again
 
 
@@ -480,9 +487,31 @@ def test_a_send_says_how_many_error_lines_it_left_out(
     later = cli("send", "--date", "2025-12-26", "--slot", "07", "--yes", "--force", env=env)
     assert later.code == 3, later.stderr
     lines = later.stderr.splitlines()
-    assert sum(1 for line in lines if line.startswith("  failed: ")) == ERRORS_KEPT, lines
-    more = len(deferred_seven) + 1 - ERRORS_KEPT
+    assert sum(1 for line in lines if line.startswith("  failed: ")) == ERRORS_KEPT + 1, lines
+    assert any(line.startswith("  failed: edition ") for line in lines), lines
+    more = len(deferred_seven) - ERRORS_KEPT
     assert f"  and {more} more not shown (`newsletter status EDITION`" in later.stderr, lines
+
+
+def test_the_runs_own_error_lines_are_kept_past_the_readers_cap() -> None:
+    """A delivery process that died, an edition that stopped: lines of the run itself,
+    kept and listed first however many readers' lines came before them or are merged
+    in (children's reports are added after the parent's own), while readers' lines
+    stay capped at ``ERRORS_KEPT``."""
+    from newsletter.delivery.deliver import ERRORS_KEPT, DeliverReport
+
+    child = DeliverReport()
+    for n in range(ERRORS_KEPT + 3):
+        child.error(f"reader {n}")
+    child.error("edition 7: stopped", run=True)
+    parent = DeliverReport()
+    parent.error("reader x")
+    parent.add(child)
+    parent.error("delivery process 42: killed", run=True)
+    assert parent.errors[:2] == ["edition 7: stopped", "delivery process 42: killed"]
+    assert parent.errors[2:] == ["reader x", *(f"reader {n}" for n in range(ERRORS_KEPT - 1))]
+    assert parent.errors_left_out == (1 + ERRORS_KEPT + 3) - ERRORS_KEPT  # of 24 readers
+    assert parent.run_lines == 2
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])

@@ -96,15 +96,21 @@ class DeliverReport:
     stopped_by: int = 0  # the signal that stopped claiming (0: ran to the end)
     next_try: dt.datetime | None = None  # the earliest next try of the rows deferred here
     abandoned: str = ""  # the operator abandoned the edition meanwhile: the rows' reason
-    errors_left_out: int = 0  # error lines past ``ERRORS_KEPT``: counted, not kept
+    errors_left_out: int = 0  # readers' error lines past ``ERRORS_KEPT``: counted
+    run_lines: int = 0  # the first lines of ``errors``: the run's own (``error(run=)``)
 
-    def error(self, line: str) -> None:
-        """One error line for the operator (a failed reader, an edition or a process
-        that stopped), kept while fewer than ``ERRORS_KEPT`` are, else counted: every
-        place a report gains one comes here, so a run over many editions holds and
-        prints no more than one delivery does (`send` says how many it left out, and
-        `status` lists each edition's last errors)."""
-        if len(self.errors) < ERRORS_KEPT:
+    def error(self, line: str, *, run: bool = False) -> None:
+        """One error line for the operator. A failed reader's is kept while fewer than
+        ``ERRORS_KEPT`` are, else counted: every place a report gains one comes here,
+        so a run over many editions holds and prints no more than one delivery does
+        (`send` says how many it left out, and `status` lists each edition's last
+        errors). The run's own (``run``: a delivery process that died, an edition that
+        stopped) are few, always kept and listed first: `status` lists readers' rows,
+        and such a line, left out behind twenty readers' failures, was nowhere."""
+        if run:
+            self.errors.insert(self.run_lines, line)
+            self.run_lines += 1
+        elif len(self.errors) - self.run_lines < ERRORS_KEPT:
             self.errors.append(line)
         else:
             self.errors_left_out += 1
@@ -112,8 +118,8 @@ class DeliverReport:
     def add(self, other: DeliverReport) -> None:
         """Another delivery of the same run (a deferred row's edition) counted in."""
         self.counts.update(other.counts)
-        for line in other.errors:
-            self.error(line)
+        for i, line in enumerate(other.errors):
+            self.error(line, run=i < other.run_lines)
         self.errors_left_out += other.errors_left_out
         self.seconds += other.seconds
         self.stopped_by = self.stopped_by or other.stopped_by

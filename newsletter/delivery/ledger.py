@@ -489,7 +489,11 @@ class DbLedger:
                 update(Delivery)
                 .where(Delivery.edition_id == self.edition.id,
                        requeued_failure(by_operator=deferred))
-                .values(status=DeliveryStatus.PENDING, reason="")
+                # an expired row gets a window of its own again: its old one is over,
+                # and the first refusal for now would fail it again without a try more
+                .values(status=DeliveryStatus.PENDING, reason="",
+                        first_try_at=case((Delivery.reason == EXPIRED, None),
+                                          else_=Delivery.first_try_at))
             )
             n = int(result.rowcount or 0)  # type: ignore[attr-defined]
         return n + (self.requeue_due(None) if deferred else 0)

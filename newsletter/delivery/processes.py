@@ -155,7 +155,7 @@ def deliver_in_processes(
             # what it sent before it died is in the ledger, not in its missing report
             report.error(f"delivery process {child.process.pid}: {why}; its "
                          "unfinished rows were taken back, and what it had sent "
-                         "is recorded (`newsletter status`) but not counted here")
+                         "is recorded (`newsletter status`) but not counted here", run=True)
     # A dead process's rows are ``sending`` under a gone pid: back in the queue. They,
     # and rows a process gave back (stopped alone), are sent here unless all stop.
     ledger.reclaim()

@@ -404,7 +404,7 @@ def retry_deferred(config: EditionConfig, engine: Engine, transport: Transport, 
             # this edition's messages refused for their size or content, none accepted:
             # its rows wait (pending), said once; the next edition's deferred rows are
             # still due, and would expire behind it at every try
-            done.report.error(f"edition {edition_id}: {exc.reason}")
+            done.report.error(f"edition {edition_id}: {exc.reason}", run=True)
             continue
         if report is not None and not (report.abandoned and not report.counts):
             done.due += int(due.get(edition_id, 0)) + left.get(edition_id, 0)
