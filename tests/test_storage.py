@@ -175,7 +175,7 @@ def test_a_paper_retitled_by_a_new_version_is_found_by_either_title(db_url: str)
     with session_scope(engine) as session:
         assert upsert_papers(session, parse_text(v1, "api")).new == 1
     with session_scope(engine) as session:
-        assert upsert_papers(session, parse_text(v2, "api")) == (0, 1, 0)
+        assert upsert_papers(session, parse_text(v2, "api")) == (0, 1, 0, 0)
     for title in ("Give Me FP32 or Give Me Death", "Numerical Nondeterminism in LLMs"):
         with session_scope(engine) as session:
             stored = upsert_papers(session, parse_text(dump % title, "page dump"))
@@ -214,7 +214,7 @@ def test_refreshed_upvotes(db_url: str) -> None:
     with session_scope(engine) as session:
         upsert_papers(session, parse_text(text % 3, "a"))
     with session_scope(engine) as session:
-        new, updated, unchanged = upsert_papers(session, parse_text(text % 30, "b"))
+        new, updated, unchanged, _ = upsert_papers(session, parse_text(text % 30, "b"))
     assert (new, updated, unchanged) == (0, 1, 0)
     with session_scope(engine) as session:
         assert session.get(Entry, "2401.00001").upvotes == 30  # type: ignore[union-attr]
