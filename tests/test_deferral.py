@@ -389,27 +389,14 @@ def test_an_edition_whose_messages_are_all_refused_for_content_holds_up_no_other
     expired."""
     settings, engine = world
     populate_slots(engine)
-    settings = smtp(settings, smtp_sink, retry_hours=24)
-    app = App(settings, engine)
-    with session_scope(engine) as s:
-        everyone = list(s.scalars(select(Subscriber.email)))
-    for email in everyone:  # slot 07 sends nothing: each of its readers deferred (and
-        smtp_sink.faults[email] = [GREY, GREY]  # again when slot 08 retries them)
-    seven = send_slot(app, dt.datetime(2025, 12, 26, 7, tzinfo=dt.UTC))
+    app = App(smtp(settings, smtp_sink, retry_hours=24), engine)
+    seven, deferred_seven, due = deferred_in_slots_seven_and_eight(app, smtp_sink)
     assert seven.report.counts.get("sent", 0) == 0 and seven.report.counts["deferred"] >= 1
-    smtp_sink.faults["later@example.org"] = [GREY]
-    send_slot(app, dt.datetime(2025, 12, 26, 8, tzinfo=dt.UTC))
     assert row(engine, "later@example.org").status == "deferred"
-    with session_scope(engine) as s:
-        deferred_seven = list(s.scalars(
-            select(Subscriber.email).join(Delivery)
-            .where(Delivery.status == "deferred", Delivery.edition_id == seven.edition.id)))
-        due = s.scalar(select(func.max(Delivery.next_try_at))
-                       .where(Delivery.status == "deferred"))
-    assert "early@example.org" in deferred_seven and due is not None
+    assert "early@example.org" in deferred_seven
     for email in deferred_seven:  # a filter refusing what slot 07's readers are sent
         smtp_sink.data_faults[email] = ["554 5.7.1 message content rejected"] * 10
-    done = retry_deferred(app, now=due.replace(tzinfo=dt.UTC))
+    done = retry_deferred(app, now=due)
     assert row(engine, "later@example.org").status == "sent"
     assert smtp_sink.count("later@example.org") == 1
     # not failed: due again (deferred, as a stopped run leaves the due rows it took up)
@@ -433,24 +420,34 @@ def refused_in_two_slots(world: Any, smtp_sink: SmtpSink) -> tuple[App, list[str
             add(s, f"early{n}@example.org", keywords="attention, diffusion", tz="UTC",
                 hour=7)
     app = App(smtp(settings, smtp_sink, retry_hours=24), engine)
-    with session_scope(engine) as s:
+    _, deferred_seven, due = deferred_in_slots_seven_and_eight(app, smtp_sink)
+    assert len(deferred_seven) > ERRORS_KEPT
+    for email in deferred_seven:
+        smtp_sink.faults[email] = ["550 5.1.1 no such user"]
+    smtp_sink.data_faults["later@example.org"] = ["554 5.7.1 message content rejected"] * 10
+    return app, deferred_seven, due
+
+
+def deferred_in_slots_seven_and_eight(app: App, smtp_sink: SmtpSink
+                                      ) -> tuple[Any, list[str], dt.datetime]:
+    """Slot 07 sends nothing: each of its readers refused for now (and again when slot
+    08 retries them); slot 08's own reader refused for now once. Slot 07's send, the
+    readers it left deferred, and when every deferred row is due."""
+    with session_scope(app.engine) as s:
         everyone = list(s.scalars(select(Subscriber.email)))
-    for email in everyone:  # slot 07 defers each of its readers (again at slot 08)
+    for email in everyone:
         smtp_sink.faults[email] = [GREY, GREY]
     seven = send_slot(app, dt.datetime(2025, 12, 26, 7, tzinfo=dt.UTC))
     smtp_sink.faults["later@example.org"] = [GREY]
     send_slot(app, dt.datetime(2025, 12, 26, 8, tzinfo=dt.UTC))
-    with session_scope(engine) as s:
+    with session_scope(app.engine) as s:
         deferred_seven = list(s.scalars(
             select(Subscriber.email).join(Delivery)
             .where(Delivery.status == "deferred", Delivery.edition_id == seven.edition.id)))
         due = s.scalar(select(func.max(Delivery.next_try_at))
                        .where(Delivery.status == "deferred"))
-    assert len(deferred_seven) > ERRORS_KEPT and due is not None
-    for email in deferred_seven:
-        smtp_sink.faults[email] = ["550 5.1.1 no such user"]
-    smtp_sink.data_faults["later@example.org"] = ["554 5.7.1 message content rejected"] * 10
-    return app, deferred_seven, due.replace(tzinfo=dt.UTC)
+    assert due is not None
+    return seven, deferred_seven, due.replace(tzinfo=dt.UTC)
 
 
 def test_a_retry_over_several_editions_keeps_as_many_error_lines_as_one_delivery(
